@@ -1,0 +1,16 @@
+"""trident's compiler: frontends, IR, passes, fusion, codegen and build_engine()."""
+from trident.compiler import config  # noqa: F401  (must run before anything imports triton)
+from trident.compiler.errors import (EngineFileError, InputError, ModelError, ShapeError,
+                                     TridentError, UnsupportedError)
+
+
+def build_engine(model, precision: str = "fp16", example_inputs=None, calibration=None, **options):
+    """Compile an ONNX model (path or ModelProto), nn.Module or fx.GraphModule into an Engine."""
+    from trident.compiler.build import build_engine as _build
+
+    return _build(model, precision=precision, example_inputs=example_inputs,
+                  calibration=calibration, **options)
+
+
+__all__ = ["build_engine", "TridentError", "ModelError", "UnsupportedError", "ShapeError",
+           "InputError", "EngineFileError", "config"]

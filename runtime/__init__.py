@@ -1,0 +1,2 @@
+"""trident.runtime"""
+from trident.compiler import config as _config  # noqa: F401

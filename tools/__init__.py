@@ -1,0 +1,2 @@
+"""trident.tools"""
+from trident.compiler import config as _config  # noqa: F401

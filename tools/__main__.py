@@ -1,0 +1,5 @@
+import sys
+
+from trident.tools.cli import main
+
+sys.exit(main())
