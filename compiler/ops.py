@@ -151,8 +151,10 @@ def dequantize_linear(x, scale, zero_point, *, axis: int = 1):
 
 # ------------------------------------------------------------------------- matmul / conv ----
 @op("matmul", Kind.MATMUL, same_dtype=True)
-def matmul(a, b):
-    return torch.matmul(a, b)
+def matmul(a, b, bias=None):
+    """torch.matmul semantics (batched, broadcast); `bias` is a [N] vector added to each row."""
+    out = torch.matmul(a, b)
+    return out if bias is None else out + bias
 
 
 def _split_pads(pads: Sequence[int]) -> tuple[list[int], list[int]]:

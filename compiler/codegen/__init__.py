@@ -1,0 +1,112 @@
+"""Codegen: fused groups -> a Program of kernel launches, views and torch fallbacks."""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import re
+import sys
+from pathlib import Path
+
+from trident.compiler.codegen.kernels import GENERATORS, KernelSource
+from trident.compiler.codegen.program import (Layout, Program, Step, is_nhwc, nhwc_strides,
+                                              output_layout, torch_output_layouts, view_layouts)
+from trident.compiler.codegen.writer import dense_strides
+from trident.compiler.fusion import Group
+from trident.compiler.ir import Graph, Node
+
+NEEDS_NHWC = ("conv", "pool")
+
+
+def generate(graph: Graph, groups: list[Group]) -> Program:
+    """Decide every value's layout and turn each group into a step (kernel, view or torch).
+
+    The graph and groups become the program's: layout copies are added to them in place.
+    """
+    consumers = graph.consumers()
+    group_of = {id(n): g for g in groups for n in g.nodes}
+    layouts: dict[str, Layout] = {}
+    for name in graph.inputs:
+        t = graph.types[name]
+        layouts[name] = Layout(tuple(t.shape), dense_strides(t.shape), t.dtype)
+    for name, tensor in graph.constants.items():
+        layouts[name] = Layout(tuple(tensor.shape), tuple(tensor.stride()), tensor.dtype)
+    program = Program(graph, [], layouts, dict(graph.constants))
+    names: dict[str, int] = {}
+    for group in groups:
+        if group.kind in NEEDS_NHWC:
+            _ensure_nhwc(group, program, names)
+        outputs = group.outputs(graph, consumers)
+        feeds = any(group_of.get(id(c)) is not None and group_of[id(c)].kind in NEEDS_NHWC
+                    for o in outputs for c in consumers.get(o, []))
+        _plan_group(group, outputs, feeds, program, names)
+    return program
+
+
+def _plan_group(group: Group, outputs: list[str], feeds_nhwc: bool, program: Program,
+                names: dict[str, int]) -> None:
+    graph, layouts = program.graph, program.layouts
+    node = group.nodes[0]
+    if group.kind == "view":
+        viewed = view_layouts(node, layouts[node.inputs[0]])
+        if viewed is not None:
+            layouts.update(zip(node.outputs, viewed))
+            program.steps.append(Step("view", list(node.inputs), list(node.outputs), group))
+            return
+        group.kind = "torch"
+        group.reasons.append(f"{node.name or node.op}: not expressible as a view; torch copies it")
+    if group.kind == "torch":
+        layouts.update(zip(node.outputs, torch_output_layouts(node, layouts, graph)))
+        program.steps.append(Step("torch", list(node.inputs), list(node.outputs), group))
+        return
+    for value in outputs:
+        layouts[value] = output_layout(group, value, graph, layouts, feeds_nhwc)
+    name = _unique(group, names)
+    source = GENERATORS[group.kind](group, graph, layouts, outputs, name)
+    for packed, (tensor, layout) in source.packed.items():
+        program.constants[packed] = tensor
+        layouts[packed] = layout
+    program.steps.append(Step("kernel", [a for a in source.args if a not in outputs], outputs,
+                              group, source))
+
+
+def _ensure_nhwc(group: Group, program: Program, names: dict[str, int]) -> None:
+    """Conv and pool tiles read dense NHWC: copy any other layout first (one pointwise kernel)."""
+    node = group.anchor
+    value = node.inputs[0]
+    layout = program.layouts[value]
+    if is_nhwc(layout):
+        return
+    copy = f"{value}__nhwc"
+    program.graph.types[copy] = program.graph.types[value]
+    program.layouts[copy] = Layout(layout.shape, nhwc_strides(layout.shape), layout.dtype)
+    copy_group = Group("pointwise", [Node("identity", (value,), (copy,), {}, f"{value}_to_nhwc")],
+                       [f"{value}: copied to NHWC for {node.name or node.op}"])
+    name = _unique(copy_group, names)
+    source = GENERATORS["pointwise"](copy_group, program.graph, program.layouts, [copy], name)
+    program.steps.append(Step("kernel", [value], [copy], copy_group, source))
+    node.inputs = (copy,) + tuple(node.inputs[1:])
+
+
+def _unique(group: Group, names: dict[str, int]) -> str:
+    base = re.sub(r"\W+", "_", f"{group.kind}_{group.name}")[:48]
+    names[base] = names.get(base, -1) + 1
+    return f"{base}_{names[base]}" if names[base] else base
+
+
+def load_kernel(source: KernelSource, directory: Path):
+    """Write the kernel's source to `directory` and import it (Triton reads the file back)."""
+    digest = hashlib.sha256(source.source.encode()).hexdigest()[:12]
+    path = directory / f"{source.name}_{digest}.py"
+    if not path.exists():
+        directory.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{id(source)}")
+        tmp.write_text(source.source)
+        tmp.replace(path)  # atomic: a concurrent build never sees half a file
+    module_name = f"trident_kernels.{path.stem}"
+    if module_name in sys.modules:
+        return sys.modules[module_name]
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    spec.loader.exec_module(module)
+    return module

@@ -1,0 +1,59 @@
+"""Graph -> Graph passes, run in one ordered pipeline.
+
+Each pass is a plain function with a name. With TRIDENT_DEBUG=1 (or debug=True) the IR is verified
+after every pass, so a broken invariant points at the pass that broke it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from trident.compiler import config
+from trident.compiler.errors import TridentError
+from trident.compiler.ir import Graph
+from trident.compiler.passes.algebraic import (decompose_batch_norm, fold_conv_batch_norm,
+                                               fold_bias_into_anchor)
+from trident.compiler.passes.cleanup import (eliminate_common_subexpressions,
+                                             eliminate_dead_code, fold_constants)
+from trident.compiler.passes.horizontal import merge_sibling_matmuls
+from trident.compiler.passes.precision import lower_precision
+
+Pass = Callable[[Graph], Graph]
+
+
+@dataclass(frozen=True)
+class PassOptions:
+    precision: str = "fp32"
+
+
+def pipeline(options: PassOptions) -> list[tuple[str, Pass]]:
+    """The ordered list of (name, pass) for these options."""
+    passes: list[tuple[str, Pass]] = [
+        ("fold_constants", fold_constants),
+        ("eliminate_dead_code", eliminate_dead_code),
+        ("eliminate_common_subexpressions", eliminate_common_subexpressions),
+        ("fold_conv_batch_norm", fold_conv_batch_norm),
+        ("decompose_batch_norm", decompose_batch_norm),
+        ("fold_bias_into_anchor", fold_bias_into_anchor),
+        ("merge_sibling_matmuls", merge_sibling_matmuls),
+    ]
+    if options.precision in ("fp16", "int8"):
+        passes.append(("lower_precision", lambda g: lower_precision(g, "fp16")))
+    passes += [("fold_constants", fold_constants), ("eliminate_dead_code", eliminate_dead_code)]
+    return passes
+
+
+def run_pipeline(graph: Graph, options: PassOptions, debug: bool | None = None,
+                 on_pass: Callable[[str, Graph], None] | None = None) -> Graph:
+    """Run every pass in order; `on_pass(name, graph)` sees the graph after each one."""
+    debug = config.DEBUG if debug is None else debug
+    for name, fn in pipeline(options):
+        graph = fn(graph)
+        if debug:
+            try:
+                graph.verify()
+            except TridentError as e:
+                raise TridentError(f"IR invalid after pass {name}: {e}") from None
+        if on_pass is not None:
+            on_pass(name, graph)
+    return graph

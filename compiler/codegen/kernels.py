@@ -1,0 +1,373 @@
+"""Generate one Triton source file per fused group.
+
+Each generated file holds a @triton.jit `kernel`, a default `CONFIG`, and `launch(*tensors,
+config=CONFIG)`. Anchored kernels call the hand-written tile functions in trident.kernels and add
+the group's epilogue; pointwise and reduction kernels are written whole. Shapes and strides are
+baked in as constants (the engine is built for static shapes), so index math is by constants.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from trident.compiler import config
+from trident.compiler.codegen.program import Layout
+from trident.compiler.codegen.writer import (Axis, KernelWriter, Operand, broadcast_dims,
+                                             memory_order)
+from trident.compiler.fusion import Group, reduced_axes
+from trident.compiler.ir import Graph, Node
+from trident.kernels.common import next_pow2
+
+
+@dataclass
+class KernelSource:
+    name: str
+    source: str
+    args: list[str]          # IR values passed to launch(), in order: inputs, then outputs
+    config: dict             # default launch config (block sizes, num_warps, num_stages)
+    packed: dict[str, tuple[torch.Tensor, Layout]] = field(default_factory=dict)
+
+
+HEADER = '''# trident generated kernel: {name}
+# IR nodes fused here:
+{nodes}
+import triton
+import triton.language as tl
+
+from trident.kernels import prims  # noqa: F401
+{imports}
+
+'''
+
+
+class Args:
+    """Names the kernel's pointer arguments after their role: in0.., out0.."""
+
+    def __init__(self):
+        self.names: dict[str, str] = {}
+        self.order: list[str] = []
+
+    def __call__(self, value: str, prefix: str = "in") -> str:
+        if value not in self.names:
+            self.names[value] = f"{prefix}{sum(n.startswith(prefix) for n in self.names.values())}"
+            self.order.append(value)
+        return self.names[value]
+
+
+def _header(name: str, nodes: list[Node], graph: Graph, imports: str = "") -> str:
+    lines = [f"#   {n}  -> {', '.join(str(graph.types[o]) for o in n.outputs)}" for n in nodes]
+    return HEADER.format(name=name, nodes="\n".join(lines), imports=imports)
+
+
+def _signature(args: Args, consts: list[str]) -> str:
+    params = [args.names[v] for v in args.order] + [f"{c}: tl.constexpr" for c in consts]
+    return ", ".join(params)
+
+
+def _launcher(args: Args, grid: str, cfg: dict) -> str:
+    params = ", ".join(args.names[v] for v in args.order)
+    return (f"CONFIG = {cfg!r}\n\n\n"
+            f"def grid(meta):\n    return {grid}\n\n\n"
+            f"def launch({params}, config=CONFIG):\n"
+            f"    kernel[grid]({params}, **config)\n")
+
+
+def _epilogue(w: KernelWriter, group: Group, nodes: list[Node], layouts, args: Args,
+              space_shape, target_map=None) -> None:
+    for node in nodes:
+        w.elementwise(node, lambda v: _operand(v, layouts, args, space_shape, target_map))
+
+
+def _operand(value, layouts, args: Args, space_shape, target_map=None, prefix="in") -> Operand:
+    lay = layouts[value]
+    return Operand(args(value, prefix), lay.strides,
+                   broadcast_dims(lay.shape, space_shape, target_map), lay.dtype)
+
+
+def _stores(w: KernelWriter, outputs: list[str], layouts, args: Args, space_shape, mask,
+            target_map=None) -> None:
+    for value in outputs:
+        w.store(_operand(value, layouts, args, space_shape, target_map, prefix="out"),
+                w.values[value], mask)
+
+
+# ----------------------------------------------------------------------- pointwise ----
+def pointwise(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: list[str],
+              name: str) -> KernelSource:
+    shape = tuple(graph.types[group.nodes[0].outputs[0]].shape)
+    out = layouts[outputs[0]]
+    numel = math.prod(shape)
+    order = memory_order(shape, out.strides)
+    args, w = Args(), KernelWriter(graph)
+    w.line("xoffs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)")
+    w.line(f"xmask = xoffs < {numel}")
+    w.add_axis(Axis("xoffs", [(d, shape[d]) for d in order], "xmask"))
+    _epilogue(w, group, group.nodes, layouts, args, shape)
+    _stores(w, outputs, layouts, args, shape, "xmask")
+    block = 8192 if config.INTERPRET else 1024
+    cfg = {"BLOCK": min(block, next_pow2(numel)), "num_warps": 4}
+    src = _header(name, group.nodes, graph)
+    src += f"@triton.jit\ndef kernel({_signature(args, ['BLOCK'])}):\n" + "\n".join(w.lines)
+    src += "\n\n\n" + _launcher(args, f"(triton.cdiv({numel}, meta['BLOCK']),)", cfg)
+    return KernelSource(name, src, list(args.order), cfg)
+
+
+# ----------------------------------------------------------------------- reduction ----
+def _reduction_body(w: KernelWriter, anchor: Node, x: str, length: int, load_param) -> str:
+    """Emit the anchor's math on the loaded row tile `x` ([BLOCK_X, BLOCK_R]); returns its var."""
+    out = w.tmp("r")
+    if anchor.op == "softmax":
+        w.line(f"{out}_max = tl.max(tl.where(rmask, {x}, float('-inf')), 1)[:, None]")
+        w.line(f"{out}_exp = tl.where(rmask, tl.exp({x} - {out}_max), 0.0)")
+        w.line(f"{out} = {out}_exp / tl.sum({out}_exp, 1)[:, None]")
+    elif anchor.op == "layer_norm":
+        w.line(f"{out}_mean = tl.sum(tl.where(rmask, {x}, 0.0), 1)[:, None] * {1.0 / length!r}")
+        w.line(f"{out}_diff = tl.where(rmask, {x} - {out}_mean, 0.0)")
+        w.line(f"{out}_var = tl.sum({out}_diff * {out}_diff, 1)[:, None] * {1.0 / length!r}")
+        eps = float(anchor.attrs.get("epsilon", 1e-5))
+        w.line(f"{out} = {out}_diff / tl.sqrt({out}_var + {eps!r}) * {load_param(anchor.inputs[1])}")
+        if len(anchor.inputs) > 2:
+            w.line(f"{out} = {out} + {load_param(anchor.inputs[2])}")
+    elif anchor.op == "reduce_max":
+        w.line(f"{out} = tl.max(tl.where(rmask, {x}, float('-inf')), 1)[:, None]")
+    else:  # reduce_sum / reduce_mean
+        scale = f" * {1.0 / length!r}" if anchor.op == "reduce_mean" else ""
+        w.line(f"{out} = tl.sum(tl.where(rmask, {x}, 0.0), 1)[:, None]{scale}")
+    return out
+
+
+def reduction(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: list[str],
+              name: str) -> KernelSource:
+    anchor = group.anchor
+    shape = tuple(graph.types[anchor.inputs[0]].shape)
+    axes = reduced_axes(anchor, graph)
+    kept = [d for d in range(len(shape)) if d not in axes]
+    # Walk the dims in the memory order of the first input that has the full shape.
+    ref = next((layouts[v] for v in group.inputs() if v in layouts and layouts[v].shape == shape),
+               None)
+    strides = ref.strides if ref else tuple(range(len(shape), 0, -1))
+    order = memory_order(shape, strides)
+    xdims = [(d, shape[d]) for d in order if d in kept]
+    rdims = [(d, shape[d]) for d in order if d in axes]
+    rows, length = math.prod(shape[d] for d in kept), math.prod(shape[d] for d in axes)
+    args, w = Args(), KernelWriter(graph)
+    w.line("xoffs = tl.program_id(0) * BLOCK_X + tl.arange(0, BLOCK_X)")
+    w.line("roffs = tl.arange(0, BLOCK_R)")
+    w.line(f"xmask = xoffs[:, None] < {rows}")
+    w.line(f"rmask = roffs[None, :] < {length}")
+    w.add_axis(Axis("xoffs[:, None]", xdims, "xmask"))
+    w.add_axis(Axis("roffs[None, :]", rdims, "rmask"))
+    position = group.nodes.index(anchor)
+    _epilogue(w, group, group.nodes[:position], layouts, args, shape)
+    x = w.values.get(anchor.inputs[0]) or w.load(_operand(anchor.inputs[0], layouts, args, shape))
+    load_param = lambda v: w.values.get(v) or w.load(_operand(v, layouts, args, shape))  # noqa: E731
+    w.values[anchor.outputs[0]] = _reduction_body(w, anchor, x, length, load_param)
+    out_shape = tuple(graph.types[anchor.outputs[0]].shape)
+    keepdims = anchor.attrs.get("keepdims", True) or anchor.op in ("softmax", "layer_norm")
+    target_map = None if keepdims else kept
+    after = group.nodes[position + 1:]
+    _epilogue(w, group, after, layouts, args, out_shape, target_map)
+    # Softmax and layer norm keep the row shape; other reductions store one value per row, as do
+    # their epilogues. Prologue values that other kernels read are stored at the row shape.
+    rowwise = anchor.op in ("softmax", "layer_norm")
+    prologue = {v for n in group.nodes[:position] for v in n.outputs}
+    full = [o for o in outputs if rowwise or o in prologue]
+    _stores(w, full, layouts, args, shape, "xmask & rmask")
+    _stores(w, [o for o in outputs if o not in full], layouts, args, out_shape, "xmask", target_map)
+    block_r = next_pow2(length)
+    block_x = max(1, min(next_pow2(rows), (16384 if config.INTERPRET else 4096) // block_r))
+    cfg = {"BLOCK_X": block_x, "BLOCK_R": block_r, "num_warps": 4 if block_r <= 1024 else 8}
+    src = _header(name, group.nodes, graph)
+    src += f"@triton.jit\ndef kernel({_signature(args, ['BLOCK_X', 'BLOCK_R'])}):\n" + "\n".join(w.lines)
+    src += "\n\n\n" + _launcher(args, f"(triton.cdiv({rows}, meta['BLOCK_X']),)", cfg)
+    return KernelSource(name, src, list(args.order), cfg)
+
+
+# -------------------------------------------------------------------------- matmul ----
+def _collapsible(shape, strides, upto: int) -> bool:
+    """Can dims [0, upto] be walked as one index with the stride of dim `upto`?"""
+    return all(shape[d] == 1 or strides[d] == strides[d + 1] * shape[d + 1] for d in range(upto))
+
+
+def _precision(dtype: torch.dtype) -> str:
+    return "tf32" if dtype == torch.float32 and config.ALLOW_TF32 else "ieee"
+
+
+def _tile_config(cfg) -> dict:
+    return {"BLOCK_M": cfg.BLOCK_M, "BLOCK_N": cfg.BLOCK_N, "BLOCK_K": cfg.BLOCK_K,
+            "GROUP_M": cfg.GROUP_M, "num_warps": cfg.num_warps, "num_stages": cfg.num_stages}
+
+
+def matmul(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: list[str],
+           name: str) -> KernelSource:
+    from trident.kernels.matmul import heuristic_config
+
+    anchor = group.anchor
+    a, b = (layouts[v] for v in anchor.inputs[:2])
+    out_shape = tuple(graph.types[anchor.outputs[0]].shape)
+    rank = len(out_shape)
+    M, N, K = out_shape[-2], out_shape[-1], a.shape[-1]
+    args, w = Args(), KernelWriter(graph)
+    a_arg, b_arg = args(anchor.inputs[0]), args(anchor.inputs[1])
+    # A [.., M, K] times a 2-D weight: fold the batch dims into M (one bigger GEMM, better tiles).
+    fold = len(b.shape) == 2 and _collapsible(a.shape, a.strides, len(a.shape) - 2)
+    batch = [] if fold else [(d, out_shape[d]) for d in range(rank - 2) if out_shape[d] != 1]
+    rows_dims = [(d, out_shape[d]) for d in range(rank - 1)] if fold else [(rank - 2, M)]
+    rows = math.prod(size for _, size in rows_dims)
+    w.line(f"pid_m, pid_n = grouped_pid(tl.program_id(0), {rows}, {N}, BLOCK_M, BLOCK_N, GROUP_M)")
+    a_ptr, b_ptr = a_arg, b_arg
+    if batch:
+        w.line("pid_b = tl.program_id(1)")
+        w.add_axis(Axis("pid_b", batch))
+        for arg, lay in ((a_arg, a), (b_arg, b)):
+            dims = broadcast_dims(lay.shape[:-2], out_shape[:-2])
+            off = w.offset(Operand(arg, lay.strides[:-2], dims, lay.dtype))
+            w.line(f"{arg}_batch = {arg} + ({off})")
+        a_ptr, b_ptr = f"{a_arg}_batch", f"{b_arg}_batch"
+    w.line("offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)")
+    w.line("offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)")
+    w.line(f"acc = matmul_tile({a_ptr}, {b_ptr}, {rows}, {N}, {K}, {a.strides[-2]}, {a.strides[-1]}, "
+           f"{b.strides[-2]}, {b.strides[-1]}, offs_m, offs_n, BLOCK_M, BLOCK_N, BLOCK_K, "
+           f"'{_precision(a.dtype)}')")
+    w.line(f"mmask = offs_m[:, None] < {rows}")
+    w.line(f"nmask = offs_n[None, :] < {N}")
+    w.add_axis(Axis("offs_m[:, None]", rows_dims, "mmask"))
+    w.add_axis(Axis("offs_n[None, :]", [(rank - 1, N)], "nmask"))
+    acc = "acc"
+    if len(anchor.inputs) > 2:
+        bias = w.load(_operand(anchor.inputs[2], layouts, args, out_shape))
+        acc = f"acc + {bias}"
+    w.line(f"v0 = {acc}")
+    w.values[anchor.outputs[0]] = "v0"
+    _epilogue(w, group, group.nodes[1:], layouts, args, out_shape)
+    _stores(w, outputs, layouts, args, out_shape, "mmask & nmask")
+    cfg = _tile_config(heuristic_config(rows, N, K, a.dtype))
+    src = _header(name, group.nodes, graph, "from trident.kernels.common import grouped_pid\n"
+                  "from trident.kernels.matmul import matmul_tile")
+    consts = ["BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M"]
+    src += f"@triton.jit\ndef kernel({_signature(args, consts)}):\n" + "\n".join(w.lines)
+    nbatch = math.prod(s for _, s in batch)
+    grid = f"(triton.cdiv({rows}, meta['BLOCK_M']) * triton.cdiv({N}, meta['BLOCK_N']), {nbatch})"
+    src += "\n\n\n" + _launcher(args, grid, cfg)
+    return KernelSource(name, src, list(args.order), cfg)
+
+
+# ---------------------------------------------------------------------- conv, pool ----
+def _window(node: Node, graph: Graph):
+    n, c, h, wd = graph.types[node.inputs[0]].shape
+    _, oc, oh, ow = graph.types[node.outputs[0]].shape
+    pads = node.attrs["pads"]  # ONNX order: h_begin, w_begin, h_end, w_end
+    return (n, c, h, wd, oc, oh, ow), tuple(node.attrs["strides"]), pads
+
+
+def _nhwc_epilogue(w: KernelWriter, group, graph, layouts, args, outputs, out_shape, first: str,
+                   bias: str | None = None):
+    """Shared tail of conv and pool kernels: pixel x channel axes, bias, epilogue, stores."""
+    n, oc, oh, ow = out_shape
+    w.line(f"mmask = offs_m[:, None] < {n * oh * ow}")
+    w.add_axis(Axis("offs_m[:, None]", [(0, n), (2, oh), (3, ow)], "mmask"))
+    w.add_axis(Axis(f"{first}[None, :]", [(1, oc)], "nmask"))
+    if bias is not None:
+        lay = layouts[bias]
+        w.line(f"v0 = v0 + {w.load(Operand(args(bias), lay.strides, (1,), lay.dtype))}")
+    _epilogue(w, group, group.nodes[1:], layouts, args, out_shape)
+    _stores(w, outputs, layouts, args, out_shape, "mmask & nmask")
+
+
+def conv(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: list[str],
+         name: str) -> KernelSource:
+    from trident.kernels import conv as templates
+
+    anchor = group.anchor
+    (n, c, h, wd, oc, oh, ow), (sh, sw), pads = _window(anchor, graph)
+    weight = graph.constants[anchor.inputs[1]]
+    groups = anchor.attrs.get("groups", 1)
+    dh, dw = anchor.attrs["dilations"]
+    kh, kw = weight.shape[2], weight.shape[3]
+    out_shape = (n, oc, oh, ow)
+    depthwise = templates.is_depthwise(c, oc, groups)
+    packed_name = anchor.inputs[1] + ("__dw" if depthwise else "__khwc")
+    packed = (templates.pack_depthwise_weight(weight) if depthwise
+              else templates.pack_conv_weight(weight, groups))
+    packed_layout = Layout(tuple(packed.shape), tuple(packed.stride()), packed.dtype)
+    args, w = Args(), KernelWriter(graph)
+    x_arg, w_arg = args(anchor.inputs[0]), args(packed_name)
+    geometry = f"{n}, {h}, {wd}, {c}, {oh}, {ow}"
+    window = f"{sh}, {sw}, {pads[0]}, {pads[1]}, {dh}, {dw}"
+    if depthwise:
+        w.line(f"offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)")
+        w.line(f"offs_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)")
+        w.line(f"acc = depthwise_conv2d_nhwc_tile({x_arg}, {w_arg}, {geometry}, {window}, offs_m, "
+               f"offs_n, {kh}, {kw}, BLOCK_M, BLOCK_N)")
+        w.line(f"nmask = offs_n[None, :] < {oc}")
+        first, tile = "offs_n", "depthwise_conv2d_nhwc_tile"
+        cfg = {"BLOCK_M": 64 if not config.INTERPRET else 128, "BLOCK_N": min(64, next_pow2(oc)),
+               "num_warps": 4}
+        grid = f"(triton.cdiv({n * oh * ow}, meta['BLOCK_M']), triton.cdiv({oc}, meta['BLOCK_N']))"
+        consts = ["BLOCK_M", "BLOCK_N"]
+    else:
+        cg, ocg = c // groups, oc // groups
+        tconf = templates.heuristic_config(n * oh * ow, ocg, cg, kh, kw, weight.dtype)
+        tile = ("conv2d_nhwc_small_c_tile" if templates.use_small_c_tile(cg, tconf.BLOCK_K)
+                else "conv2d_nhwc_tile")
+        w.line(f"pid_m, pid_n = grouped_pid(tl.program_id(0), {n * oh * ow}, {ocg}, BLOCK_M, "
+               f"BLOCK_N, GROUP_M)")
+        w.line("group = tl.program_id(1)")
+        w.line("offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)")
+        w.line("offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)")
+        w.line(f"acc = {tile}({x_arg}, {w_arg}, {geometry}, {oc}, {window}, group, {cg}, {ocg}, "
+               f"offs_m, offs_n, {kh}, {kw}, BLOCK_M, BLOCK_N, BLOCK_K, '{_precision(weight.dtype)}')")
+        w.line(f"nmask = offs_n[None, :] < {ocg}")
+        w.line(f"offs_c = group * {ocg} + offs_n")
+        first = "offs_c"
+        cfg = _tile_config(tconf)
+        grid = (f"(triton.cdiv({n * oh * ow}, meta['BLOCK_M']) * triton.cdiv({ocg}, meta['BLOCK_N']), "
+                f"{groups})")
+        consts = ["BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M"]
+    w.line("v0 = acc")
+    w.values[anchor.outputs[0]] = "v0"
+    bias = anchor.inputs[2] if len(anchor.inputs) > 2 else None
+    _nhwc_epilogue(w, group, graph, layouts, args, outputs, out_shape, first, bias)
+    imports = f"from trident.kernels.common import grouped_pid\nfrom trident.kernels.conv import {tile}"
+    src = _header(name, group.nodes, graph, imports)
+    src += f"@triton.jit\ndef kernel({_signature(args, consts)}):\n" + "\n".join(w.lines)
+    src += "\n\n\n" + _launcher(args, grid, cfg)
+    return KernelSource(name, src, list(args.order), cfg, {packed_name: (packed, packed_layout)})
+
+
+def pool(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: list[str],
+         name: str) -> KernelSource:
+    anchor = group.anchor
+    (n, c, h, wd, oc, oh, ow), (sh, sw), pads = _window(anchor, graph)
+    kh, kw = anchor.attrs["kernel"]
+    args, w = Args(), KernelWriter(graph)
+    x_arg = args(anchor.inputs[0])
+    w.line("offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)")
+    w.line("offs_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)")
+    geometry = f"{n}, {h}, {wd}, {c}, {oh}, {ow}, {sh}, {sw}, {pads[0]}, {pads[1]}"
+    if anchor.op == "max_pool":
+        dh, dw = anchor.attrs["dilations"]
+        tile = "max_pool2d_nhwc_tile"
+        w.line(f"acc = {tile}({x_arg}, {geometry}, {dh}, {dw}, offs_m, offs_n, {kh}, {kw}, "
+               f"BLOCK_M, BLOCK_N)")
+    else:
+        tile = "avg_pool2d_nhwc_tile"
+        include = bool(anchor.attrs.get("count_include_pad", False))
+        w.line(f"acc = {tile}({x_arg}, {geometry}, {pads[2]}, {pads[3]}, offs_m, offs_n, {kh}, {kw}, "
+               f"{include}, BLOCK_M, BLOCK_N)")
+    w.line(f"nmask = offs_n[None, :] < {c}")
+    w.line("v0 = acc")
+    w.values[anchor.outputs[0]] = "v0"
+    _nhwc_epilogue(w, group, graph, layouts, args, outputs, (n, c, oh, ow), "offs_n")
+    cfg = {"BLOCK_M": 128 if config.INTERPRET else 32, "BLOCK_N": min(64, next_pow2(c)), "num_warps": 4}
+    src = _header(name, group.nodes, graph, f"from trident.kernels.pool import {tile}")
+    src += f"@triton.jit\ndef kernel({_signature(args, ['BLOCK_M', 'BLOCK_N'])}):\n" + "\n".join(w.lines)
+    grid = f"(triton.cdiv({n * oh * ow}, meta['BLOCK_M']), triton.cdiv({c}, meta['BLOCK_N']))"
+    src += "\n\n\n" + _launcher(args, grid, cfg)
+    return KernelSource(name, src, list(args.order), cfg)
+
+
+GENERATORS = {"pointwise": pointwise, "reduction": reduction, "matmul": matmul, "conv": conv,
+              "pool": pool}

@@ -1,0 +1,119 @@
+"""From fused groups to a Program: every value's static layout, and the ordered launch steps.
+
+Shapes are static, so the layout (strides) of every value is decided here, once:
+- conv and pool groups write channels-last (NHWC) outputs, as their kernels want;
+- a pointwise group writes NHWC if it reads an NHWC tensor of its own shape or feeds a conv/pool;
+- everything else is contiguous;
+- a view (reshape, transpose, slice, split, expand) takes whatever strides the view op gives on a
+  meta tensor with its input's strides; a reshape that cannot be a view becomes a copy kernel.
+Kernels bake these strides into their source; the runtime passes tensors laid out this way.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from trident.compiler.fusion import Group
+from trident.compiler.ir import Graph, Node
+from trident.compiler.ops import evaluate
+from trident.compiler.codegen.writer import dense_strides
+
+
+@dataclass(frozen=True)
+class Layout:
+    shape: tuple[int, ...]
+    strides: tuple[int, ...]
+    dtype: torch.dtype
+    offset: int = 0  # elements from the start of the buffer it views (views only)
+
+
+@dataclass
+class Step:
+    kind: str                     # "kernel" | "view" | "torch"
+    inputs: list[str]
+    outputs: list[str]
+    group: Group
+    kernel: "object | None" = None  # codegen.kernels.Kernel for kind == "kernel"
+
+
+@dataclass
+class Program:
+    graph: Graph
+    steps: list[Step]
+    layouts: dict[str, Layout]
+    constants: dict[str, torch.Tensor] = field(default_factory=dict)  # packed, kernel-ready
+
+
+def nhwc_strides(shape) -> tuple[int, ...]:
+    n, c, h, w = shape
+    return (h * w * c, 1, w * c, c)
+
+
+def is_nhwc(layout: Layout) -> bool:
+    return len(layout.shape) == 4 and _same_strides(layout.shape, layout.strides,
+                                                     nhwc_strides(layout.shape))
+
+
+def _same_strides(shape, a, b) -> bool:
+    """Strides equal on every dim that has more than one element (others never move)."""
+    return all(x == y for s, x, y in zip(shape, a, b) if s != 1)
+
+
+def _meta(layout: Layout) -> torch.Tensor:
+    return torch.empty_strided(layout.shape, layout.strides, dtype=layout.dtype, device="meta")
+
+
+def view_layouts(node: Node, source: Layout) -> list[Layout] | None:
+    """The layouts a view op gives, or None if the op would have to copy."""
+    x = _meta(source)
+    a = node.attrs
+    try:
+        if node.op == "reshape":
+            outs = [x.view(tuple(a["shape"]))]
+        elif node.op == "transpose":
+            outs = [x.permute(tuple(a["perm"]))]
+        elif node.op == "expand":
+            outs = [evaluate(node, [x])[0]]
+        elif node.op == "identity":
+            outs = [x]
+        elif node.op == "split":
+            outs = list(torch.split(x, list(a["sizes"]), dim=a["axis"]))
+        elif node.op == "slice":
+            if any(s < 0 for s in a["steps"]):
+                return None  # negative strides: torch cannot view them
+            index = [slice(None)] * x.dim()
+            for start, end, axis, step in zip(a["starts"], a["ends"], a["axes"], a["steps"]):
+                index[axis] = slice(start, end, step)
+            outs = [x[tuple(index)]]
+        else:
+            return None
+    except RuntimeError:
+        return None
+    return [Layout(tuple(o.shape), tuple(o.stride()), o.dtype, o.storage_offset() + 0)
+            for o in outs]
+
+
+def output_layout(group: Group, value: str, graph: Graph, layouts: dict[str, Layout],
+                  feeds_nhwc: bool) -> Layout:
+    t = graph.types[value]
+    shape = tuple(t.shape)
+    contiguous = Layout(shape, dense_strides(shape), t.dtype)
+    if len(shape) != 4:
+        return contiguous
+    nhwc = Layout(shape, nhwc_strides(shape), t.dtype)
+    if group.kind in ("conv", "pool"):
+        return nhwc
+    if group.kind == "pointwise":
+        reads_nhwc = any(i in layouts and layouts[i].shape == shape and is_nhwc(layouts[i])
+                         and not _same_strides(shape, layouts[i].strides, dense_strides(shape))
+                         for i in group.inputs())
+        return nhwc if (reads_nhwc or feeds_nhwc) else contiguous
+    return contiguous
+
+
+def torch_output_layouts(node: Node, layouts: dict[str, Layout], graph: Graph) -> list[Layout]:
+    """Predict the strides torch gives an op run in place, from its meta kernel."""
+    metas = [_meta(layouts[i]) for i in node.inputs]
+    outs = evaluate(node, metas, [graph.types[o] for o in node.outputs])
+    return [Layout(tuple(o.shape), tuple(o.stride()), o.dtype) for o in outs]

@@ -1,0 +1,148 @@
+"""Shared machinery for generated kernels: index math, operand loads, the elementwise body, stores.
+
+A kernel iterates over a *space* (a shape). Its program covers the space with one or more index
+*axes* (a vector of lane indices such as `xoffs`, or a tile's `offs_m[:, None]`), each of which
+walks some of the space's dims in a fixed order. Every tensor the kernel touches is addressed by
+decomposing the axes into per-dim indices (shapes are static, so `//` and `%` are by constants)
+and summing index * stride over the tensor's dims.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from trident.compiler.codegen import expr as E
+from trident.compiler.ir import Graph, Node
+
+
+@dataclass
+class Axis:
+    var: str                      # expression of the lane index, e.g. "xoffs" or "offs_m[:, None]"
+    dims: list[tuple[int, int]]   # (space dim, size), outermost first
+    mask: str | None = None       # expression true for in-range lanes
+
+
+@dataclass
+class Operand:
+    """A tensor the kernel reads or writes: its pointer argument and how its dims sit in the space."""
+    arg: str
+    strides: tuple[int, ...]
+    space_dims: tuple[int | None, ...]  # the space dim of each tensor dim (None: broadcast)
+    dtype: torch.dtype
+    offset: int = 0
+
+
+def dense_strides(shape) -> tuple[int, ...]:
+    strides, step = [], 1
+    for size in reversed(shape):
+        strides.append(step)
+        step *= size
+    return tuple(reversed(strides))
+
+
+def memory_order(shape, strides) -> list[int]:
+    """Dims from outermost to innermost in memory (largest stride first), size-1 dims dropped."""
+    dims = [d for d in range(len(shape)) if shape[d] != 1]
+    return sorted(dims, key=lambda d: (-strides[d], -d))
+
+
+def broadcast_dims(value_shape, space_shape, space_dims_of_target=None) -> tuple[int | None, ...]:
+    """Map a value's dims onto space dims by right-aligned broadcasting against `space_shape`.
+
+    `space_dims_of_target` maps the target shape's dims to space dims (identity by default).
+    """
+    offset = len(space_shape) - len(value_shape)
+    target = space_dims_of_target or list(range(len(space_shape)))
+    out = []
+    for j, size in enumerate(value_shape):
+        t = j + offset
+        out.append(target[t] if size != 1 and t >= 0 else None)
+    return tuple(out)
+
+
+@dataclass
+class KernelWriter:
+    graph: Graph
+    lines: list[str] = field(default_factory=list)
+    axes: list[Axis] = field(default_factory=list)
+    index_of: dict[int, str] = field(default_factory=dict)  # space dim -> index variable
+    values: dict[str, str] = field(default_factory=dict)    # IR value -> register variable
+    _count: int = 0
+
+    def line(self, text: str, indent: int = 1) -> None:
+        self.lines.append("    " * indent + text)
+
+    def tmp(self, prefix: str = "v") -> str:
+        self._count += 1
+        return f"{prefix}{self._count}"
+
+    # -- index math -------------------------------------------------------------------------
+    def add_axis(self, axis: Axis) -> None:
+        """Declare per-dim index variables for one axis (mixed-radix decomposition)."""
+        self.axes.append(axis)
+        inner = 1
+        dims = axis.dims
+        for pos in range(len(dims) - 1, -1, -1):
+            dim, size = dims[pos]
+            if size == 1:
+                continue
+            e = axis.var if inner == 1 else f"({axis.var} // {inner})"
+            if pos > 0:  # the outermost dim needs no modulo: the mask bounds it
+                e = f"{e} % {size}"
+            name = f"i{dim}"
+            self.line(f"{name} = {e}")
+            self.index_of[dim] = name
+            inner *= size
+
+    def offset(self, op: Operand) -> str:
+        terms = [f"{op.offset}"] if op.offset else []
+        for stride, dim in zip(op.strides, op.space_dims):
+            if dim is None or stride == 0 or dim not in self.index_of:
+                continue
+            idx = self.index_of[dim]
+            terms.append(idx if stride == 1 else f"{idx} * {stride}")
+        return " + ".join(terms) or "0"
+
+    def mask_for(self, op: Operand) -> str | None:
+        """The mask of the axes this operand actually varies along."""
+        used = {d for d in op.space_dims if d is not None}
+        masks = [a.mask for a in self.axes if a.mask and any(d in used for d, _ in a.dims)]
+        return " & ".join(f"({m})" for m in masks) if masks else None
+
+    def full_mask(self) -> str | None:
+        masks = [a.mask for a in self.axes if a.mask]
+        return " & ".join(f"({m})" for m in masks) if masks else None
+
+    # -- loads, body, stores ---------------------------------------------------------------
+    def load(self, op: Operand, shape_hint: str | None = None) -> str:
+        var = self.tmp("x")
+        mask = self.mask_for(op)
+        masked = f", mask={mask}, other=0" if mask else ""
+        text = f"tl.load({op.arg} + ({self.offset(op)}){masked})"
+        if op.dtype.is_floating_point:
+            text += ".to(tl.float32)"
+        self.line(f"{var} = {text}")
+        return var
+
+    def store(self, op: Operand, var: str, mask: str | None) -> None:
+        masked = f", mask={mask}" if mask else ""
+        self.line(f"tl.store({op.arg} + ({self.offset(op)}), ({var}).to({E.TL_DTYPES[op.dtype]}){masked})")
+
+    def elementwise(self, node: Node, operand_for) -> str:
+        """Emit `node`; operand_for(value) gives the Operand of a value not yet in registers."""
+        args = []
+        for value in node.inputs:
+            if value in self.values:
+                args.append(self.values[value])
+                continue
+            scalar = E.scalar_constant(self.graph, value)
+            if scalar is not None:
+                args.append(E.literal(scalar))
+                continue
+            self.values[value] = self.load(operand_for(value))
+            args.append(self.values[value])
+        var = self.tmp()
+        self.line(f"{var} = {E.emit(node, args, self.graph)}")
+        self.values[node.outputs[0]] = var
+        return var

@@ -1,0 +1,1338 @@
+"""torch.fx frontend: an nn.Module, a torch.fx GraphModule or a torch.export ExportedProgram in,
+an IR Graph out.
+
+Four kinds of fx graph reach this importer, and one table of small converters serves them all:
+- `torch.fx.symbolic_trace`: call_module leaves (nn.Conv2d, nn.Linear ...), torch.* / F.* /
+  operator.* functions, Tensor methods, get_attr for parameters;
+- `torch.export` (an nn.Module is exported, then decomposed to the core ATen set): aten overloads,
+  parameters and buffers as placeholders named by the graph signature;
+- `ExportedProgram.module()`: the same aten ops with get_attr parameters;
+- dynamo (what a torch.compile backend receives): torch functions and methods, with parameters and
+  buffers lifted to placeholders whose example inputs are the real tensors.
+
+While importing, every fx node maps to a Python value: a `Val` (a tensor that is only known at run
+time, i.e. an IR value), a torch.Tensor (a constant: parameter, buffer, or the result of folding),
+or a plain Python object (an int from `x.size(1)`, a shape, a list of results). A node whose inputs
+are all known at import time is folded instead of emitted, so shape arithmetic, position ids and
+transposed weights never reach the IR.
+"""
+from __future__ import annotations
+
+import builtins
+import functools
+import inspect
+import math
+import operator
+from dataclasses import dataclass
+from typing import Any, Callable, NamedTuple, Sequence
+
+import torch
+import torch.fx
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils._pytree import tree_flatten
+
+from trident.compiler.errors import ShapeError, TridentError, UnsupportedError
+from trident.compiler.ir import SUPPORTED_DTYPES, Graph, GraphBuilder, Node, TensorType
+from trident.compiler.ops import evaluate, infer_types
+
+aten = torch.ops.aten
+
+__all__ = ["import_fx", "supported_fx_target", "user_input_indices", "supported_targets"]
+
+
+# =============================================================================== values ====
+@dataclass(frozen=True)
+class Val:
+    """A tensor known only at run time: the name of an IR value."""
+    name: str
+
+
+@dataclass(frozen=True)
+class Missing:
+    """A result slot trident does not produce (max-pool indices, batch-norm saved statistics).
+    Harmless until something reads it; then it is an UnsupportedError naming what it was."""
+    what: str
+
+
+def _has_val(obj) -> bool:
+    return any(isinstance(x, Val) for x in tree_flatten(obj)[0])
+
+
+def _has_tensor(obj) -> bool:
+    return any(isinstance(x, (Val, torch.Tensor)) for x in tree_flatten(obj)[0])
+
+
+class Ctx:
+    """What converters see: typed access to values and `emit`, which adds an IR node or, when all
+    its inputs are constants, folds it with the op's reference (ops.evaluate)."""
+
+    def __init__(self, name: str):
+        self.b = GraphBuilder(name)
+        self.node_name = ""                                     # fx node being converted
+        self._consts: dict[int, tuple[torch.Tensor, str]] = {}  # id(tensor) -> (tensor, IR name)
+        self._scalars: dict[tuple, str] = {}                    # (dtype, value) -> IR name
+        self.hints: dict[int, tuple[torch.Tensor, str]] = {}    # id(tensor) -> (tensor, name hint)
+
+    # -- types ------------------------------------------------------------------------------
+    def type(self, v) -> TensorType:
+        if isinstance(v, Val):
+            return self.b.type_of(v.name)
+        if isinstance(v, torch.Tensor):
+            return TensorType.of(v)
+        raise self._not_tensor(v)
+
+    def shape(self, v) -> tuple[int, ...]:
+        return tuple(self.type(v).shape)
+
+    def dtype(self, v) -> torch.dtype:
+        return self.type(v).dtype
+
+    def rank(self, v) -> int:
+        return self.type(v).rank
+
+    def _not_tensor(self, v) -> TridentError:
+        if isinstance(v, Missing):
+            return UnsupportedError(f'fx node "{self.node_name}": uses {v.what}, which trident '
+                                    "does not compute")
+        return ShapeError(f'fx node "{self.node_name}": expected a tensor, got {v!r}')
+
+    # -- emitting -----------------------------------------------------------------------------
+    def name_of(self, v) -> str:
+        """The IR name of a tensor value; a constant becomes a graph constant on first use."""
+        if isinstance(v, Val):
+            return v.name
+        if not isinstance(v, torch.Tensor):
+            raise self._not_tensor(v)
+        if v.dim() == 0:  # scalars recur (0.5, 1e-5, -10000): one constant per (dtype, value)
+            key = (v.dtype, repr(v.item()))  # repr keeps -0.0 and nan apart
+            if key not in self._scalars:
+                self._scalars[key] = self.b.constant(v.detach().clone(), "scalar")
+            return self._scalars[key]
+        if id(v) not in self._consts:
+            hint = self.hints.get(id(v), (None, "const"))[1]
+            # A snapshot: the graph must not change when the user's module does later.
+            name = self.b.constant(v.detach().clone().contiguous(), _clean(hint))
+            self._consts[id(v)] = (v, name)
+        return self._consts[id(v)][1]
+
+    def emit_multi(self, op: str, inputs: Sequence, **attrs) -> list:
+        if not _has_val(list(inputs)):
+            return self._fold(op, inputs, attrs)
+        names = [self.name_of(v) for v in inputs]
+        return [Val(o) for o in self.b.add(op, names, attrs, name=self.node_name)]
+
+    def emit(self, op: str, inputs: Sequence, **attrs):
+        (out,) = self.emit_multi(op, inputs, **attrs)
+        return out
+
+    def _fold(self, op: str, inputs: Sequence, attrs: dict) -> list[torch.Tensor]:
+        tensors = []
+        for v in inputs:
+            if not isinstance(v, torch.Tensor):
+                raise self._not_tensor(v)
+            tensors.append(v.detach())
+        node = Node(op, (), (), dict(attrs), self.node_name)
+        types = infer_types(node, [TensorType.of(t) for t in tensors])
+        with torch.no_grad():
+            return [t.contiguous() for t in evaluate(node, tensors, types)]
+
+    def cast(self, v, dtype: torch.dtype):
+        return v if self.dtype(v) == dtype else self.emit("cast", [v], dtype=dtype)
+
+
+
+def _clean(hint: str) -> str:
+    return hint.replace("/", ".") or "const"
+
+
+# ============================================================================== tables ====
+FUNCTIONS: dict[Any, Callable] = {}  # call_function targets: aten overloads, torch.*, F.*, operator.*
+METHODS: dict[str, Callable] = {}    # call_method names (Tensor methods)
+MODULES: dict[type, Callable] = {}   # call_module leaf types (symbolic_trace); fn(cx, module, ...)
+
+
+def converts(*targets):
+    """Register one converter for call_function targets (objects) and method names (strings)."""
+    def register(fn: Callable) -> Callable:
+        for t in targets:
+            if isinstance(t, str):
+                METHODS[t] = fn
+            else:
+                FUNCTIONS[t] = fn
+        return fn
+    return register
+
+
+def converts_module(*types):
+    def register(fn: Callable) -> Callable:
+        for t in types:
+            MODULES[t] = fn
+        return fn
+    return register
+
+
+# ============================================================================= helpers ====
+def _axis(d: int, rank: int) -> int:
+    if not -max(rank, 1) <= d < max(rank, 1):
+        raise ShapeError(f"dimension {d} is out of range for rank {rank}")
+    return d % max(rank, 1)
+
+
+def _ints(args) -> list[int]:
+    """Sizes given as varargs (x.view(2, -1)) or as one sequence (x.view((2, -1)))."""
+    if len(args) == 1 and isinstance(args[0], (list, tuple, torch.Size)):
+        args = args[0]
+    return [int(a) for a in args]
+
+
+def _tuple_n(v, n: int) -> list[int]:
+    if isinstance(v, (list, tuple)):
+        return [int(x) for x in v] if len(v) == n else [int(v[0])] * n
+    return [int(v)] * n
+
+
+def _proto(cx: Ctx, v):
+    """A stand-in for torch.result_type: Vals become meta tensors of the right rank class."""
+    if isinstance(v, Val):
+        return torch.empty((1,) * cx.rank(v), dtype=cx.dtype(v), device="meta")
+    return v
+
+
+def _promote(cx: Ctx, *vs, dtype: torch.dtype | None = None) -> list:
+    """Bring operands (Vals, constants, Python scalars) to one dtype: torch's promotion unless
+    `dtype` is given."""
+    dtype = dtype or _common_dtype(cx, vs)
+    out = []
+    for v in vs:
+        if isinstance(v, Val):
+            out.append(cx.cast(v, dtype))
+        elif isinstance(v, torch.Tensor):
+            out.append(v.to(dtype))
+        else:
+            out.append(torch.tensor(v, dtype=dtype))
+    return out
+
+
+def _common_dtype(cx: Ctx, vs: Sequence) -> torch.dtype:
+    protos = [_proto(cx, v) for v in vs]
+    if len(protos) == 1:
+        return _scalar_dtype(protos[0])
+    return functools.reduce(_result_type, protos)
+
+
+def _result_type(a, b):
+    """torch.result_type over a running result (a dtype stands for a 1-d tensor of it)."""
+    if isinstance(a, torch.dtype):
+        a = torch.empty(1, dtype=a, device="meta")
+    return torch.result_type(a, b)
+
+
+def _scalar_dtype(x) -> torch.dtype:
+    if isinstance(x, torch.Tensor):
+        return x.dtype
+    if isinstance(x, bool):
+        return torch.bool
+    if isinstance(x, int):
+        return torch.int64
+    return torch.get_default_dtype()
+
+
+def _binary(cx: Ctx, op: str, a, b):
+    a, b = _promote(cx, a, b)
+    return cx.emit(op, [a, b])
+
+
+def _reshape(cx: Ctx, x, shape: Sequence[int]):
+    """Reshape with -1 resolved (shapes are static), skipped when it changes nothing."""
+    shape = list(torch.empty(cx.shape(x), device="meta").reshape(list(shape)).shape)
+    if tuple(shape) == cx.shape(x):
+        return x
+    return cx.emit("reshape", [x], shape=shape)
+
+
+def _transpose(cx: Ctx, x, perm: Sequence[int]):
+    perm = [_axis(p, cx.rank(x)) for p in perm]
+    if perm == list(range(len(perm))):
+        return x
+    return cx.emit("transpose", [x], perm=perm)
+
+
+def _identity(cx: Ctx, x, *args, **kwargs):
+    return x
+
+
+# ========================================================================= elementwise ====
+def _unary(op: str):
+    def convert(cx: Ctx, x, inplace: bool = False):
+        return cx.emit(op, [x])
+    return convert
+
+
+for _op, _targets in {
+    "relu": [aten.relu.default, torch.relu, F.relu, torch.relu_, "relu"],
+    "sigmoid": [aten.sigmoid.default, torch.sigmoid, F.sigmoid, "sigmoid"],
+    "tanh": [aten.tanh.default, torch.tanh, F.tanh, "tanh"],
+    "exp": [aten.exp.default, torch.exp, "exp"],
+    "log": [aten.log.default, torch.log, "log"],
+    "sqrt": [aten.sqrt.default, torch.sqrt, "sqrt"],
+    "reciprocal": [aten.reciprocal.default, torch.reciprocal, "reciprocal"],
+    "neg": [aten.neg.default, torch.neg, operator.neg, "neg", "__neg__"],
+    "abs": [aten.abs.default, torch.abs, "abs"],
+    "erf": [aten.erf.default, torch.erf, torch.special.erf, "erf"],
+    "silu": [aten.silu.default, F.silu],
+    "hard_swish": [aten.hardswish.default, F.hardswish],
+    "not": [aten.logical_not.default, torch.logical_not, "logical_not"],
+}.items():
+    converts(*_targets)(_unary(_op))
+
+
+@converts(aten.bitwise_not.default, torch.bitwise_not, operator.invert, "bitwise_not")
+def _bitwise_not(cx: Ctx, x):
+    if cx.dtype(x) != torch.bool:
+        raise UnsupportedError(f'fx node "{cx.node_name}": bitwise not of {cx.dtype(x)} '
+                               "(only bool is supported)")
+    return cx.emit("not", [x])
+
+
+@converts(aten.rsqrt.default, torch.rsqrt, "rsqrt")
+def _rsqrt(cx: Ctx, x):
+    return cx.emit("reciprocal", [cx.emit("sqrt", [x])])
+
+
+@converts(aten.gelu.default, F.gelu, "gelu")
+def _gelu(cx: Ctx, x, approximate: str = "none"):
+    return cx.emit("gelu", [x], approximate=approximate)
+
+
+@converts(aten.leaky_relu.default, F.leaky_relu)
+def _leaky_relu(cx: Ctx, x, negative_slope: float = 0.01, inplace: bool = False):
+    return cx.emit("leaky_relu", [x], alpha=float(negative_slope))
+
+
+@converts(aten.hardsigmoid.default, F.hardsigmoid)
+def _hardsigmoid(cx: Ctx, x, inplace: bool = False):
+    return cx.emit("hard_sigmoid", [x], alpha=1.0 / 6.0, beta=0.5)  # relu6(x + 3) / 6
+
+
+@converts(aten.hardtanh.default, F.hardtanh)
+def _hardtanh(cx: Ctx, x, min_val: float = -1.0, max_val: float = 1.0, inplace: bool = False):
+    return cx.emit("clip", [x], min=float(min_val), max=float(max_val))
+
+
+@converts(aten.relu6.default, F.relu6)
+def _relu6(cx: Ctx, x, inplace: bool = False):
+    return cx.emit("clip", [x], min=0.0, max=6.0)
+
+
+@converts(aten.clamp.default, aten.clamp.Tensor, torch.clamp, torch.clip, "clamp", "clip")
+def _clamp(cx: Ctx, x, min=None, max=None):
+    if isinstance(min, (Val, torch.Tensor)) or isinstance(max, (Val, torch.Tensor)):
+        if min is not None:
+            x = _binary(cx, "maximum", x, min)
+        return x if max is None else _binary(cx, "minimum", x, max)
+    if min is None and max is None:
+        return x
+    as_num = float if cx.dtype(x).is_floating_point else int
+    return cx.emit("clip", [x], min=None if min is None else as_num(min),
+                   max=None if max is None else as_num(max))
+
+
+@converts(aten.clamp_min.default, torch.clamp_min, "clamp_min")
+def _clamp_min(cx: Ctx, x, min):
+    return _clamp(cx, x, min=min)
+
+
+@converts(aten.clamp_max.default, torch.clamp_max, "clamp_max")
+def _clamp_max(cx: Ctx, x, max):
+    return _clamp(cx, x, max=max)
+
+
+# ----------------------------------------------------------------------- arithmetic ----
+@converts(aten.add.Tensor, aten.add.Scalar, torch.add, operator.add, operator.iadd, "add",
+          "__add__", "__radd__", "add_")
+def _add(cx: Ctx, a, b, alpha=1):
+    if alpha != 1:
+        b = _binary(cx, "mul", b, alpha)
+    return _binary(cx, "add", a, b)
+
+
+@converts(aten.sub.Tensor, aten.sub.Scalar, torch.sub, operator.sub, operator.isub, "sub",
+          "__sub__")
+def _sub(cx: Ctx, a, b, alpha=1):
+    if alpha != 1:
+        b = _binary(cx, "mul", b, alpha)
+    return _binary(cx, "sub", a, b)
+
+
+@converts(aten.rsub.Scalar, aten.rsub.Tensor, torch.rsub, "__rsub__")
+def _rsub(cx: Ctx, a, b, alpha=1):
+    return _sub(cx, b, a, alpha)
+
+
+@converts(aten.mul.Tensor, aten.mul.Scalar, torch.mul, operator.mul, operator.imul, "mul",
+          "__mul__", "__rmul__", "mul_")
+def _mul(cx: Ctx, a, b):
+    return _binary(cx, "mul", a, b)
+
+
+@converts(aten.div.Tensor, aten.div.Scalar, aten.div.Tensor_mode, torch.div, torch.true_divide,
+          operator.truediv, operator.itruediv, "div", "__truediv__", "div_")
+def _div(cx: Ctx, a, b, rounding_mode: str | None = None):
+    if rounding_mode is None:
+        a, b = _promote(cx, a, b)
+        if not cx.dtype(a).is_floating_point:  # true division of integers gives floats
+            a, b = _promote(cx, a, b, dtype=torch.get_default_dtype())
+        return cx.emit("div", [a, b])
+    a, b = _promote(cx, a, b)
+    if rounding_mode == "trunc" and not cx.dtype(a).is_floating_point:
+        return cx.emit("div", [a, b])  # the IR's integer division truncates
+    raise UnsupportedError(f'fx node "{cx.node_name}": division with rounding_mode='
+                           f'"{rounding_mode}" on {cx.dtype(a)} (only "trunc" on integers)')
+
+
+@converts(aten.pow.Tensor_Scalar, aten.pow.Tensor_Tensor, aten.pow.Scalar, torch.pow,
+          operator.pow, "pow", "__pow__")
+def _pow(cx: Ctx, a, b):
+    return _binary(cx, "pow", a, b)
+
+
+@converts(aten.maximum.default, torch.maximum, "maximum")
+def _maximum(cx: Ctx, a, b):
+    return _binary(cx, "maximum", a, b)
+
+
+@converts(aten.minimum.default, torch.minimum, "minimum")
+def _minimum(cx: Ctx, a, b):
+    return _binary(cx, "minimum", a, b)
+
+
+# ----------------------------------------------------------------------- comparisons ----
+def _compare(op: str, negate: bool = False):
+    # ne, le and ge are the negations of equal, greater and less. (With NaNs le/ge differ from
+    # not-greater/not-less; models compare masks and indices, not NaNs.)
+    def convert(cx: Ctx, a, b):
+        out = _binary(cx, op, a, b)
+        return cx.emit("not", [out]) if negate else out
+    return convert
+
+
+for _op, _neg, _targets in [
+    ("equal", False, [aten.eq.Tensor, aten.eq.Scalar, torch.eq, operator.eq, "eq", "__eq__"]),
+    ("equal", True, [aten.ne.Tensor, aten.ne.Scalar, torch.ne, operator.ne, "ne", "__ne__"]),
+    ("less", False, [aten.lt.Tensor, aten.lt.Scalar, torch.lt, operator.lt, "lt", "__lt__"]),
+    ("greater", False, [aten.gt.Tensor, aten.gt.Scalar, torch.gt, operator.gt, "gt", "__gt__"]),
+    ("greater", True, [aten.le.Tensor, aten.le.Scalar, torch.le, operator.le, "le", "__le__"]),
+    ("less", True, [aten.ge.Tensor, aten.ge.Scalar, torch.ge, operator.ge, "ge", "__ge__"]),
+]:
+    converts(*_targets)(_compare(_op, _neg))
+
+
+@converts(aten.where.self, aten.where.ScalarSelf, aten.where.ScalarOther, aten.where.Scalar,
+          torch.where, "where")
+def _where(cx: Ctx, condition, input, other):
+    condition = _promote(cx, condition, dtype=torch.bool)[0]
+    a, b = _promote(cx, input, other)
+    return cx.emit("where", [condition, a, b])
+
+
+@converts(aten.masked_fill.Scalar, aten.masked_fill.Tensor, torch.masked_fill, "masked_fill")
+def _masked_fill(cx: Ctx, x, mask, value):
+    value = _promote(cx, value, dtype=cx.dtype(x))[0]
+    return _where(cx, mask, value, x)
+
+
+# --------------------------------------------------------------------------- casts ----
+@converts(aten._to_copy.default)
+def _to_copy(cx: Ctx, x, dtype=None, layout=None, device=None, pin_memory=None,
+             non_blocking=False, memory_format=None):
+    return x if dtype is None else cx.cast(x, dtype)
+
+
+@converts(aten.to.dtype, aten.to.dtype_layout, aten.to.device, aten.to.other, "to")
+def _to(cx: Ctx, x, *args, **kwargs):
+    """x.to(dtype) / x.to(device, dtype) / x.to(other): only the dtype matters here."""
+    dtype = kwargs.get("dtype")
+    for a in args:
+        if isinstance(a, torch.dtype):
+            dtype = a
+        elif isinstance(a, (Val, torch.Tensor)):
+            dtype = cx.dtype(a)
+    return x if dtype is None else cx.cast(x, dtype)
+
+
+@converts("type")
+def _type(cx: Ctx, x, dtype=None, non_blocking=False):
+    if not isinstance(dtype, torch.dtype):
+        raise UnsupportedError(f'fx node "{cx.node_name}": Tensor.type({dtype!r})')
+    return cx.cast(x, dtype)
+
+
+@converts(aten.type_as.default, "type_as")
+def _type_as(cx: Ctx, x, other):
+    return cx.cast(x, cx.dtype(other))
+
+
+for _method, _dtype in {"float": torch.float32, "half": torch.float16, "bfloat16": torch.bfloat16,
+                        "int": torch.int32, "long": torch.int64, "bool": torch.bool}.items():
+    converts(_method)(lambda cx, x, memory_format=None, _d=_dtype: cx.cast(x, _d))
+
+converts(aten.clone.default, aten.alias.default, aten.detach.default, aten.lift_fresh_copy.default,
+         aten.contiguous.default, torch.clone, torch.detach, "clone", "contiguous",
+         "detach")(_identity)
+
+
+# ============================================================================== matmul ====
+@converts(aten.mm.default, aten.bmm.default, aten.matmul.default, torch.mm, torch.bmm,
+          torch.matmul, operator.matmul, "matmul", "mm", "bmm", "__matmul__")
+def _matmul(cx: Ctx, a, b):
+    return _binary(cx, "matmul", a, b)
+
+
+@converts(aten.linear.default, F.linear)
+def _linear(cx: Ctx, input, weight, bias=None):
+    # y = x W^T + b. A constant W is transposed here, at import (emit folds it), so the IR
+    # holds a plain [in, out] matmul operand.
+    w_t = _transpose(cx, weight, [1, 0]) if cx.rank(weight) == 2 else weight
+    y = _matmul(cx, input, w_t)
+    return y if bias is None else _add(cx, y, bias)
+
+
+@converts(aten.addmm.default, torch.addmm, "addmm")
+def _addmm(cx: Ctx, input, mat1, mat2, beta=1, alpha=1):
+    y = _matmul(cx, mat1, mat2)
+    if alpha != 1:
+        y = _mul(cx, y, alpha)
+    if beta == 0:
+        return y
+    return _add(cx, y, input if beta == 1 else _mul(cx, input, beta))
+
+
+@converts(aten.t.default, torch.t, "t")
+def _t(cx: Ctx, x):
+    return x if cx.rank(x) < 2 else _transpose(cx, x, [1, 0])
+
+
+# ================================================================================ conv ====
+def _conv_pads(cx: Ctx, padding, weight, dilation: list[int], n: int) -> list[int]:
+    """Padding as the IR wants it: (begin..., end...). 'same' puts the odd pixel at the end."""
+    if padding == "valid":
+        return [0] * (2 * n)
+    if padding == "same":
+        k = cx.shape(weight)[2:]
+        total = [d * (kk - 1) for d, kk in zip(dilation, k)]
+        return [t // 2 for t in total] + [t - t // 2 for t in total]
+    return _tuple_n(padding, n) * 2
+
+
+def _conv(cx: Ctx, input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    n = cx.rank(weight) - 2
+    strides, dilations = _tuple_n(stride, n), _tuple_n(dilation, n)
+    pads = _conv_pads(cx, padding, weight, dilations, n)
+    if isinstance(padding, str) and padding == "same" and any(s != 1 for s in strides):
+        raise UnsupportedError(f'fx node "{cx.node_name}": padding="same" needs stride 1')
+    dtype = _common_dtype(cx, [input, weight])
+    inputs = _promote(cx, input, weight)
+    if bias is not None:
+        inputs += _promote(cx, bias, dtype=dtype)
+    return cx.emit("conv", inputs, strides=strides, pads=pads, dilations=dilations,
+                   groups=int(groups))
+
+
+converts(aten.conv1d.default, aten.conv2d.default, aten.conv3d.default, aten.conv1d.padding,
+         aten.conv2d.padding, torch.conv1d, torch.conv2d, torch.conv3d, F.conv1d, F.conv2d,
+         F.conv3d)(_conv)
+
+
+@converts(aten.convolution.default)
+def _convolution(cx: Ctx, input, weight, bias, stride, padding, dilation, transposed,
+                 output_padding, groups):
+    if transposed:
+        raise UnsupportedError(f'fx node "{cx.node_name}": transposed convolution')
+    return _conv(cx, input, weight, bias, stride, padding, dilation, groups)
+
+
+# ====================================================================== normalization ====
+def _filled_if_none(t, shape, dtype, fill: float):
+    return torch.full(tuple(shape), fill, dtype=dtype) if t is None else t
+
+
+def _bn(cx: Ctx, x, weight, bias, mean, var, eps: float):
+    c = (cx.shape(x)[1],)
+    dt = cx.dtype(x)
+    weight, bias = _filled_if_none(weight, c, dt, 1.0), _filled_if_none(bias, c, dt, 0.0)
+    args = _promote(cx, x, weight, bias, mean, var, dtype=dt)
+    return cx.emit("batch_norm", args, epsilon=float(eps))
+
+
+@converts(aten._native_batch_norm_legit_no_training.default)
+def _native_bn(cx: Ctx, input, weight, bias, running_mean, running_var, momentum, eps):
+    y = _bn(cx, input, weight, bias, running_mean, running_var, eps)
+    return (y, Missing("batch-norm saved mean"), Missing("batch-norm saved inverse std"))
+
+
+@converts(aten.batch_norm.default)
+def _aten_bn(cx: Ctx, input, weight, bias, running_mean, running_var, training, momentum, eps,
+             cudnn_enabled=True):
+    return _f_batch_norm(cx, input, running_mean, running_var, weight, bias, training, momentum, eps)
+
+
+@converts(F.batch_norm, torch.batch_norm)
+def _f_batch_norm(cx: Ctx, input, running_mean, running_var, weight=None, bias=None,
+                 training=False, momentum=0.1, eps=1e-5, *rest):
+    if training or running_mean is None:
+        raise UnsupportedError(f'fx node "{cx.node_name}": batch norm in training mode '
+                               "(call model.eval() before compiling)")
+    return _bn(cx, input, weight, bias, running_mean, running_var, eps)
+
+
+def _ln(cx: Ctx, x, normalized_shape, weight, bias, eps):
+    shape = _ints([normalized_shape])
+    axis = cx.rank(x) - len(shape)
+    dt = cx.dtype(x)
+    weight = _promote(cx, _filled_if_none(weight, shape, dt, 1.0), dtype=dt)[0]
+    inputs = [x, weight] + ([] if bias is None else _promote(cx, bias, dtype=dt))
+    return cx.emit("layer_norm", inputs, axis=axis, epsilon=float(eps))
+
+
+@converts(aten.native_layer_norm.default)
+def _native_ln(cx: Ctx, input, normalized_shape, weight, bias, eps):
+    return (_ln(cx, input, normalized_shape, weight, bias, eps),
+            Missing("layer-norm saved mean"), Missing("layer-norm saved inverse std"))
+
+
+@converts(aten.layer_norm.default, F.layer_norm, torch.layer_norm)
+def _layer_norm(cx: Ctx, input, normalized_shape, weight=None, bias=None, eps=1e-5,
+                cudnn_enable=True):
+    return _ln(cx, input, normalized_shape, weight, bias, eps)
+
+
+@converts(aten._softmax.default)
+def _aten_softmax(cx: Ctx, x, dim, half_to_float):
+    y = cx.emit("softmax", [x], axis=_axis(dim, cx.rank(x)))
+    return cx.cast(y, torch.float32) if half_to_float else y
+
+
+@converts(aten.softmax.int, torch.softmax, F.softmax, "softmax")
+def _softmax(cx: Ctx, input, dim=None, _stacklevel=3, dtype=None):
+    if dim is None:
+        raise UnsupportedError(f'fx node "{cx.node_name}": softmax without dim')
+    if dtype is not None:
+        input = cx.cast(input, dtype)
+    return cx.emit("softmax", [input], axis=_axis(dim, cx.rank(input)))
+
+
+# ========================================================================= reductions ====
+def _axes(cx: Ctx, x, dim) -> list[int]:
+    if dim is None or (isinstance(dim, (list, tuple)) and len(dim) == 0):
+        return list(range(cx.rank(x)))
+    dims = dim if isinstance(dim, (list, tuple)) else [dim]
+    return sorted({_axis(int(d), cx.rank(x)) for d in dims})
+
+
+def _reducer(op: str):
+    def convert(cx: Ctx, input, dim=None, keepdim=False, *, dtype=None):
+        if dtype is not None:
+            input = cx.cast(input, dtype)
+        return cx.emit(op, [input], axes=_axes(cx, input, dim), keepdims=bool(keepdim))
+    return convert
+
+
+converts(aten.mean.dim, aten.mean.default, torch.mean, "mean")(_reducer("reduce_mean"))
+converts(aten.sum.dim_IntList, aten.sum.default, torch.sum, "sum")(_reducer("reduce_sum"))
+converts(aten.amax.default, torch.amax, "amax")(_reducer("reduce_max"))
+
+
+class MaxResult(NamedTuple):
+    """What torch.max(x, dim) returns: `.values` and `.indices` (indices are not computed)."""
+    values: Any
+    indices: Any
+
+
+@converts(aten.max.dim, aten.max.default, aten.max.other, torch.max, "max")
+def _max(cx: Ctx, input, dim=None, keepdim=False):
+    if isinstance(dim, (Val, torch.Tensor)):  # torch.max(a, b) is the elementwise maximum
+        return _maximum(cx, input, dim)
+    y = cx.emit("reduce_max", [input], axes=_axes(cx, input, dim), keepdims=bool(keepdim))
+    return y if dim is None else MaxResult(y, Missing("max indices"))
+
+
+# ============================================================================ pooling ====
+def _pool_args(kernel_size, stride, padding, n: int):
+    kernel = _tuple_n(kernel_size, n)
+    strides = kernel if stride is None or stride == [] or stride == () else _tuple_n(stride, n)
+    return kernel, strides, _tuple_n(padding, n) * 2
+
+
+def _max_pool(n: int, with_indices: bool):
+    def convert(cx: Ctx, input, kernel_size, stride=None, padding=0, dilation=1,
+                ceil_mode=False, return_indices=False):
+        kernel, strides, pads = _pool_args(kernel_size, stride, padding, n)
+        y = cx.emit("max_pool", [input], kernel=kernel, strides=strides, pads=pads,
+                    dilations=_tuple_n(dilation, n), ceil_mode=bool(ceil_mode))
+        return (y, Missing("max-pool indices")) if with_indices or return_indices else y
+    return convert
+
+
+converts(aten.max_pool2d_with_indices.default)(_max_pool(2, True))
+converts(aten.max_pool2d.default, F.max_pool2d, torch.max_pool2d)(_max_pool(2, False))
+converts(aten.max_pool1d.default, F.max_pool1d, torch.max_pool1d)(_max_pool(1, False))
+
+
+def _avg_pool(n: int):
+    def convert(cx: Ctx, input, kernel_size, stride=None, padding=0, ceil_mode=False,
+                count_include_pad=True, divisor_override=None):
+        if divisor_override is not None:
+            raise UnsupportedError(f'fx node "{cx.node_name}": avg pool with divisor_override')
+        kernel, strides, pads = _pool_args(kernel_size, stride, padding, n)
+        return cx.emit("avg_pool", [input], kernel=kernel, strides=strides, pads=pads,
+                       ceil_mode=bool(ceil_mode), count_include_pad=bool(count_include_pad))
+    return convert
+
+
+converts(aten.avg_pool2d.default, F.avg_pool2d, torch._C._nn.avg_pool2d)(_avg_pool(2))
+converts(aten.avg_pool1d.default, F.avg_pool1d, torch.avg_pool1d)(_avg_pool(1))
+
+
+@converts(aten._adaptive_avg_pool2d.default, aten.adaptive_avg_pool2d.default,
+          F.adaptive_avg_pool2d)
+def _adaptive_avg_pool2d(cx: Ctx, input, output_size):
+    spatial = cx.shape(input)[-2:]
+    out = [s if o is None else int(o) for s, o in zip(spatial, _tuple_n(output_size, 2)
+                                                      if output_size is not None else spatial)]
+    rank = cx.rank(input)
+    if out == [1, 1]:  # global average pooling: a mean over H, W
+        return cx.emit("reduce_mean", [input], axes=[rank - 2, rank - 1], keepdims=True)
+    if all(s % o == 0 for s, o in zip(spatial, out)):  # equal windows: a plain average pool
+        k = [s // o for s, o in zip(spatial, out)]
+        return cx.emit("avg_pool", [input], kernel=k, strides=k, pads=[0] * 4)
+    raise UnsupportedError(f'fx node "{cx.node_name}": adaptive average pool from {spatial} '
+                           f"to {out} (windows of unequal size)")
+
+
+# =========================================================================== movement ====
+@converts(aten.view.default, aten._unsafe_view.default, aten.reshape.default, torch.reshape,
+          "view", "reshape")
+def _view(cx: Ctx, x, *shape):
+    if len(shape) == 1 and isinstance(shape[0], torch.dtype):
+        raise UnsupportedError(f'fx node "{cx.node_name}": view as another dtype')
+    return _reshape(cx, x, _ints(shape))
+
+
+@converts("view_as", "reshape_as")
+def _view_as(cx: Ctx, x, other):
+    return _reshape(cx, x, cx.shape(other))
+
+
+@converts(aten.permute.default, torch.permute, "permute")
+def _permute(cx: Ctx, x, *dims):
+    return _transpose(cx, x, _ints(dims))
+
+
+@converts(aten.transpose.int, torch.transpose, torch.swapaxes, "transpose", "swapaxes")
+def _transpose2(cx: Ctx, x, dim0, dim1):
+    perm = list(range(cx.rank(x)))
+    a, b = _axis(dim0, cx.rank(x)), _axis(dim1, cx.rank(x))
+    perm[a], perm[b] = perm[b], perm[a]
+    return _transpose(cx, x, perm)
+
+
+@converts(aten.expand.default, "expand")
+def _expand(cx: Ctx, x, *sizes, implicit=False):
+    sizes = _ints(sizes)
+    shape = cx.shape(x)
+    lead = len(sizes) - len(shape)
+    target = [shape[i - lead] if s == -1 else s for i, s in enumerate(sizes)]
+    if tuple(target) == shape:
+        return x
+    return cx.emit("expand", [x], shape=target)
+
+
+@converts("expand_as")
+def _expand_as(cx: Ctx, x, other):
+    return _expand(cx, x, cx.shape(other))
+
+
+@converts(aten.unsqueeze.default, torch.unsqueeze, "unsqueeze")
+def _unsqueeze(cx: Ctx, x, dim):
+    shape = list(cx.shape(x))
+    shape.insert(_axis(dim, len(shape) + 1), 1)
+    return _reshape(cx, x, shape)
+
+
+@converts(aten.squeeze.dim, aten.squeeze.dims, aten.squeeze.default, torch.squeeze, "squeeze")
+def _squeeze(cx: Ctx, x, dim=None):
+    shape = cx.shape(x)
+    dims = range(len(shape)) if dim is None else _axes(cx, x, dim)
+    drop = {d for d in dims if shape[d] == 1}
+    return _reshape(cx, x, [s for d, s in enumerate(shape) if d not in drop])
+
+
+@converts(aten.flatten.using_ints, torch.flatten, "flatten")
+def _flatten(cx: Ctx, x, start_dim=0, end_dim=-1):
+    shape = cx.shape(x)
+    if not shape:
+        return _reshape(cx, x, [1])
+    a, b = _axis(start_dim, len(shape)), _axis(end_dim, len(shape))
+    return _reshape(cx, x, list(shape[:a]) + [math.prod(shape[a:b + 1])] + list(shape[b + 1:]))
+
+
+@converts(aten.cat.default, torch.cat, torch.concat, torch.concatenate)
+def _cat(cx: Ctx, tensors, dim=0):
+    tensors = [t for t in tensors if not (isinstance(t, torch.Tensor) and t.dim() == 1
+                                          and t.numel() == 0)]  # torch.cat skips legacy empties
+    tensors = _promote(cx, *tensors)
+    if len(tensors) == 1:
+        return tensors[0]
+    return cx.emit("concat", tensors, axis=_axis(dim, cx.rank(tensors[0])))
+
+
+@converts(aten.stack.default, torch.stack)
+def _stack(cx: Ctx, tensors, dim=0):
+    axis = _axis(dim, cx.rank(tensors[0]) + 1)
+    return _cat(cx, [_unsqueeze(cx, t, axis) for t in tensors], axis)
+
+
+def _split_sizes(cx: Ctx, x, dim, split) -> tuple[int, list[int]]:
+    axis = _axis(dim, cx.rank(x))
+    size = cx.shape(x)[axis]
+    if isinstance(split, int):
+        return axis, [min(split, size - i) for i in range(0, size, split)] or [0]
+    return axis, [int(s) for s in split]
+
+
+def _split_into(cx: Ctx, x, axis: int, sizes: list[int]) -> tuple:
+    if len(sizes) == 1:
+        return (x,)
+    return tuple(cx.emit_multi("split", [x], axis=axis, sizes=sizes))
+
+
+@converts(aten.split.Tensor, aten.split_with_sizes.default, torch.split, "split",
+          "split_with_sizes")
+def _split(cx: Ctx, x, split_size_or_sections, dim=0):
+    axis, sizes = _split_sizes(cx, x, dim, split_size_or_sections)
+    return _split_into(cx, x, axis, sizes)
+
+
+@converts(aten.chunk.default, torch.chunk, "chunk")
+def _chunk(cx: Ctx, x, chunks, dim=0):
+    size = cx.shape(x)[_axis(dim, cx.rank(x))]
+    return _split(cx, x, max(1, -(-size // int(chunks))), dim)
+
+
+@converts(aten.unbind.int, torch.unbind, "unbind")
+def _unbind(cx: Ctx, x, dim=0):
+    axis = _axis(dim, cx.rank(x))
+    parts = _split_into(cx, x, axis, [1] * cx.shape(x)[axis])
+    return tuple(_squeeze(cx, p, axis) for p in parts)
+
+
+# ----------------------------------------------------------------- slicing, indexing ----
+def _slice_and_reshape(cx: Ctx, x, slices: list[tuple[int, int, int, int]], shape: list[int]):
+    """Apply (axis, start, end, step) slices, then reshape to `shape` (drops/adds unit dims)."""
+    for axis, start, end, step in slices:
+        if step <= 0:
+            raise UnsupportedError(f'fx node "{cx.node_name}": slice step {step}')
+    slices = [s for s in slices if (s[1], s[2], s[3]) != (0, cx.shape(x)[s[0]], 1)]
+    if slices:
+        x = cx.emit("slice", [x], starts=[s[1] for s in slices], ends=[s[2] for s in slices],
+                    axes=[s[0] for s in slices], steps=[s[3] for s in slices])
+    return _reshape(cx, x, shape)
+
+
+def _norm_slice(size: int, start, end, step) -> tuple[int, int, int]:
+    start, end, step = slice(start, end, step).indices(size)  # Python's clamping rules
+    return start, max(end, start), step
+
+
+@converts(aten.slice.Tensor)
+def _aten_slice(cx: Ctx, x, dim=0, start=None, end=None, step=1):
+    axis = _axis(dim, cx.rank(x))
+    shape = list(cx.shape(x))
+    s = _norm_slice(shape[axis], start, end, step)
+    shape[axis] = len(range(*s))
+    return _slice_and_reshape(cx, x, [(axis, *s)], shape)
+
+
+@converts(aten.select.int, torch.select, "select")
+def _select(cx: Ctx, x, dim, index):
+    return _getitem_tensor(cx, x, (slice(None),) * _axis(dim, cx.rank(x)) + (int(index),))
+
+
+@converts(aten.narrow.default, torch.narrow, "narrow")
+def _narrow(cx: Ctx, x, dim, start, length):
+    return _aten_slice(cx, x, dim, start, start + length)
+
+
+def _getitem_tensor(cx: Ctx, x, idx):
+    """x[idx] for ints, slices, None, Ellipsis, and one index tensor with full slices elsewhere."""
+    idx = idx if isinstance(idx, tuple) else (idx,)
+    tensor_pos = [i for i, k in enumerate(idx) if isinstance(k, (Val, torch.Tensor))]
+    if tensor_pos:
+        return _index_with_tensor(cx, x, idx, tensor_pos)
+    shape = cx.shape(x)
+    real = sum(1 for k in idx if k is not None and k is not Ellipsis)
+    if real > len(shape):
+        raise ShapeError(f'fx node "{cx.node_name}": {real} indices for a rank-{len(shape)} tensor')
+    if Ellipsis in idx:
+        e = idx.index(Ellipsis)
+        idx = idx[:e] + (slice(None),) * (len(shape) - real) + idx[e + 1:]
+    else:
+        idx = idx + (slice(None),) * (len(shape) - real)
+    slices, out_shape, axis = [], [], 0
+    for k in idx:
+        if k is None:
+            out_shape.append(1)
+            continue
+        size = shape[axis]
+        if isinstance(k, bool) or not isinstance(k, (int, slice)):
+            raise UnsupportedError(f'fx node "{cx.node_name}": index {k!r}')
+        if isinstance(k, int):
+            i = _axis(k, size)
+            slices.append((axis, i, i + 1, 1))
+        else:
+            s = _norm_slice(size, k.start, k.stop, k.step)
+            slices.append((axis, *s))
+            out_shape.append(len(range(*s)))
+        axis += 1
+    return _slice_and_reshape(cx, x, slices, out_shape)
+
+
+def _index_with_tensor(cx: Ctx, x, idx, tensor_pos: list[int]):
+    full = all(isinstance(k, slice) and k == slice(None) for i, k in enumerate(idx)
+               if i not in tensor_pos)
+    if len(tensor_pos) != 1 or not full or Ellipsis in idx:
+        raise UnsupportedError(f'fx node "{cx.node_name}": advanced indexing other than one '
+                               "index tensor")
+    index = idx[tensor_pos[0]]
+    if cx.dtype(index) == torch.bool:
+        raise UnsupportedError(f'fx node "{cx.node_name}": boolean mask indexing '
+                               "(data-dependent shape)")
+    return cx.emit("gather", [x, index], axis=tensor_pos[0])
+
+
+@converts(operator.getitem)
+def _getitem(cx: Ctx, obj, idx):
+    if isinstance(obj, (Val, torch.Tensor)):
+        return _getitem_tensor(cx, obj, idx)
+    return obj[idx]  # multi-result nodes (split, max_pool2d_with_indices) and shapes
+
+
+@converts(aten.index.Tensor)
+def _aten_index(cx: Ctx, x, indices):
+    # In aten.index a None entry keeps that dimension whole (unlike Python's x[None]).
+    return _getitem_tensor(cx, x, tuple(slice(None) if i is None else i for i in indices))
+
+
+@converts(aten.embedding.default, torch.embedding)
+def _aten_embedding(cx: Ctx, weight, indices, padding_idx=-1, scale_grad_by_freq=False,
+                    sparse=False):
+    return cx.emit("gather", [weight, indices], axis=0)
+
+
+@converts(F.embedding)
+def _f_embedding(cx: Ctx, input, weight, padding_idx=None, max_norm=None, norm_type=2.0,
+                 scale_grad_by_freq=False, sparse=False):
+    if max_norm is not None:
+        raise UnsupportedError(f'fx node "{cx.node_name}": embedding with max_norm')
+    return cx.emit("gather", [weight, input], axis=0)
+
+
+@converts(aten.index_select.default, torch.index_select, "index_select")
+def _index_select(cx: Ctx, x, dim, index):
+    return cx.emit("gather", [x, index], axis=_axis(dim, cx.rank(x)))
+
+
+# ==================================================================== shapes, factories ====
+@converts(aten.sym_size.int, "size")
+def _size(cx: Ctx, x, dim=None):
+    shape = cx.shape(x)
+    return torch.Size(shape) if dim is None else shape[_axis(dim, len(shape))]
+
+
+@converts(aten.sym_numel.default, "numel")
+def _numel(cx: Ctx, x):
+    return math.prod(cx.shape(x))
+
+
+@converts("dim")
+def _dim(cx: Ctx, x):
+    return cx.rank(x)
+
+
+@converts(builtins.getattr)
+def _getattr(cx: Ctx, x, name: str):
+    if isinstance(x, (Val, torch.Tensor)):
+        attrs = {"shape": lambda: torch.Size(cx.shape(x)), "dtype": lambda: cx.dtype(x),
+                 "ndim": lambda: cx.rank(x), "T": lambda: _t(cx, x),
+                 "device": lambda: torch.device("cpu")}
+        if name in attrs:
+            return attrs[name]()
+        raise UnsupportedError(f'fx node "{cx.node_name}": tensor attribute "{name}"')
+    return getattr(x, name)
+
+
+def _filled_like(fill):
+    def convert(cx: Ctx, x, *args, dtype=None, layout=None, device=None, pin_memory=None,
+                memory_format=None, requires_grad=False):
+        value = args[0] if fill is None else fill
+        return torch.full(cx.shape(x), value, dtype=dtype or cx.dtype(x))
+    return convert
+
+
+converts(aten.zeros_like.default, torch.zeros_like)(_filled_like(0))
+converts(aten.ones_like.default, torch.ones_like)(_filled_like(1))
+converts(aten.full_like.default, torch.full_like)(_filled_like(None))
+
+
+@converts(aten.dropout.default, F.dropout, torch.dropout, aten.native_dropout.default)
+def _dropout(cx: Ctx, input, p=0.5, training=True, inplace=False):
+    if training and p > 0:
+        raise UnsupportedError(f'fx node "{cx.node_name}": dropout in training mode '
+                               "(call model.eval() before compiling)")
+    return input
+
+
+# Run-time checks that export and dynamo leave in graphs; shapes are static here, so they hold.
+for _t_ in (aten._assert_tensor_metadata.default, aten._assert_scalar.default,
+            aten._assert_async.msg, aten.sym_constrain_range_for_size.default, torch._assert):
+    converts(_t_)(lambda cx, *a, **k: None)
+
+
+# ============================================================== call_module converters ====
+@converts_module(nn.Conv1d, nn.Conv2d, nn.Conv3d)
+def _m_conv(cx: Ctx, m, x):
+    if m.padding_mode != "zeros":
+        raise UnsupportedError(f'fx node "{cx.node_name}": conv padding_mode "{m.padding_mode}"')
+    return _conv(cx, x, m.weight, m.bias, m.stride, m.padding, m.dilation, m.groups)
+
+
+@converts_module(nn.Linear)
+def _m_linear(cx: Ctx, m, x):
+    return _linear(cx, x, m.weight, m.bias)
+
+
+@converts_module(nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+def _m_bn(cx: Ctx, m, x):
+    return _f_batch_norm(cx, x, m.running_mean, m.running_var, m.weight, m.bias,
+                        m.training or not m.track_running_stats, m.momentum, m.eps)
+
+
+@converts_module(nn.LayerNorm)
+def _m_ln(cx: Ctx, m, x):
+    return _ln(cx, x, m.normalized_shape, m.weight, m.bias, m.eps)
+
+
+@converts_module(nn.Embedding)
+def _m_embedding(cx: Ctx, m, x):
+    return _f_embedding(cx, x, m.weight, m.padding_idx, m.max_norm)
+
+
+for _cls, _make in {
+    nn.ReLU: lambda m: _unary("relu"), nn.Sigmoid: lambda m: _unary("sigmoid"),
+    nn.Tanh: lambda m: _unary("tanh"), nn.SiLU: lambda m: _unary("silu"),
+    nn.Hardswish: lambda m: _unary("hard_swish"),
+}.items():
+    MODULES[_cls] = lambda cx, m, x, _op=_make(None): _op(cx, x)
+
+MODULES[nn.GELU] = lambda cx, m, x: _gelu(cx, x, m.approximate)
+MODULES[nn.LeakyReLU] = lambda cx, m, x: _leaky_relu(cx, x, m.negative_slope)
+MODULES[nn.Hardsigmoid] = lambda cx, m, x: _hardsigmoid(cx, x)
+MODULES[nn.Hardtanh] = lambda cx, m, x: _hardtanh(cx, x, m.min_val, m.max_val)
+MODULES[nn.ReLU6] = lambda cx, m, x: _hardtanh(cx, x, 0.0, 6.0)
+MODULES[nn.Softmax] = lambda cx, m, x: _softmax(cx, x, m.dim)
+MODULES[nn.Identity] = lambda cx, m, x, *a, **k: x
+MODULES[nn.Dropout] = lambda cx, m, x: _dropout(cx, x, m.p, m.training)
+MODULES[nn.Flatten] = lambda cx, m, x: _flatten(cx, x, m.start_dim, m.end_dim)
+MODULES[nn.MaxPool1d] = lambda cx, m, x: _max_pool(1, False)(
+    cx, x, m.kernel_size, m.stride, m.padding, m.dilation, m.ceil_mode, m.return_indices)
+MODULES[nn.MaxPool2d] = lambda cx, m, x: _max_pool(2, False)(
+    cx, x, m.kernel_size, m.stride, m.padding, m.dilation, m.ceil_mode, m.return_indices)
+MODULES[nn.AvgPool1d] = lambda cx, m, x: _avg_pool(1)(
+    cx, x, m.kernel_size, m.stride, m.padding, m.ceil_mode, m.count_include_pad)
+MODULES[nn.AvgPool2d] = lambda cx, m, x: _avg_pool(2)(
+    cx, x, m.kernel_size, m.stride, m.padding, m.ceil_mode, m.count_include_pad,
+    m.divisor_override)
+MODULES[nn.AdaptiveAvgPool2d] = lambda cx, m, x: _adaptive_avg_pool2d(cx, x, m.output_size)
+
+
+# ============================================================================ importer ====
+def _target_name(target) -> str:
+    if isinstance(target, str):
+        return f"Tensor.{target}"
+    if isinstance(target, type):
+        return f"{target.__module__}.{target.__qualname__}"
+    if isinstance(target, torch._ops.OpOverload):
+        return str(target)
+    module = getattr(target, "__module__", None) or "torch"
+    name = getattr(target, "__qualname__", None) or getattr(target, "__name__", repr(target))
+    if name == "boolean_dispatch.<locals>.fn":
+        name = getattr(target, "__name__", name)
+    return f"{module}.{name}"
+
+
+def supported_targets() -> list[str]:
+    """Every fx target with a converter: aten overloads, torch functions, methods, modules."""
+    names = {_target_name(t) for t in FUNCTIONS} | {f"Tensor.{m}" for m in METHODS}
+    names |= {_target_name(t) for t in MODULES} | {"torch.nn.Sequential"}
+    return sorted(names)
+
+
+def _module_converter(module: nn.Module):
+    return MODULES.get(type(module))
+
+
+def supported_fx_target(node: torch.fx.Node) -> bool:
+    """Cheap check (for partitioning around unsupported nodes): can import_fx convert `node`?
+
+    True for nodes with a converter, and for nodes with no fx-node inputs (they fold). Only the
+    target is looked at, so a convertible target can still fail on unusual arguments.
+    """
+    if node.op in ("placeholder", "output", "get_attr"):
+        return True
+    if node.op == "call_function":
+        return node.target in FUNCTIONS or not node.all_input_nodes
+    if node.op == "call_method":
+        return node.target in METHODS or not node.all_input_nodes
+    if node.op == "call_module":
+        root = node.graph.owning_module
+        if root is None:
+            return False
+        module = root.get_submodule(node.target)
+        return _module_converter(module) is not None or isinstance(module, nn.Sequential)
+    return False
+
+
+class _Importer:
+    def __init__(self, name: str):
+        self.cx = Ctx(name)
+
+    # -- the loop ----------------------------------------------------------------------------
+    def run(self, gm: torch.fx.GraphModule, placeholders: list) -> Any:
+        """Map each node of `gm` to a value; `placeholders` are the values of its placeholders."""
+        env: dict[torch.fx.Node, Any] = {}
+        feed = iter(placeholders)
+        for node in gm.graph.nodes:
+            self.cx.node_name = node.name
+            if node.op == "placeholder":
+                env[node] = next(feed, _placeholder_default(node))
+            elif node.op == "get_attr":
+                env[node] = self._get_attr(gm, node)
+            elif node.op == "output":
+                return torch.fx.node.map_arg(node.args[0], lambda n: env[n])
+            else:
+                args = torch.fx.node.map_arg(node.args, lambda n: env[n])
+                kwargs = torch.fx.node.map_arg(node.kwargs, lambda n: env[n])
+                env[node] = self._call(gm, node, args, kwargs)
+                self._check_against_meta(node, env[node])
+        raise TridentError(f"{gm.__class__.__name__}: fx graph has no output node")
+
+    def _get_attr(self, gm, node):
+        obj = gm
+        for part in node.target.split("."):
+            obj = getattr(obj, part)
+        if isinstance(obj, torch.Tensor):
+            self.cx.hints.setdefault(id(obj), (obj, node.target))
+            return obj
+        return obj  # a submodule, for higher-order ops; converters that get one will refuse it
+
+    def _call(self, gm, node: torch.fx.Node, args, kwargs):
+        if node.op == "call_module":
+            return self._call_module(gm, node, args, kwargs)
+        table = FUNCTIONS if node.op == "call_function" else METHODS
+        convert = table.get(node.target)
+        if convert is not None and (_has_tensor((args, kwargs)) or _is_python_op(node)):
+            try:
+                return convert(self.cx, *args, **kwargs)
+            except TypeError as e:
+                raise UnsupportedError(f'fx node "{node.name}" ({_target_name(node.target)}): '
+                                       f"arguments the converter does not take: {e}") from None
+        if not _has_val((args, kwargs)):
+            return _fold_with_torch(node, args, kwargs)
+        raise _unsupported(node)
+
+    def _call_module(self, gm, node, args, kwargs):
+        module = gm.get_submodule(node.target)
+        if node.target == "_guards_fn":  # ExportedProgram.module() input checks
+            return None
+        for name, t in list(module.named_parameters()) + list(module.named_buffers()):
+            self.cx.hints.setdefault(id(t), (t, f"{node.target}.{name}"))
+        if not _has_val((args, kwargs)) and not isinstance(module, nn.Sequential):
+            return _fold_with_torch(node, args, kwargs, module)
+        convert = _module_converter(module)
+        if convert is not None:
+            return convert(self.cx, module, *args, **kwargs)
+        if isinstance(module, nn.Sequential):
+            return self._inline(module, args, kwargs, node)
+        raise _unsupported(node, type(module))
+
+    def _inline(self, module: nn.Module, args, kwargs, node):
+        """A container left as a leaf by a custom tracer: trace it and import its graph here."""
+        try:
+            sub = torch.fx.symbolic_trace(module)
+        except Exception as e:  # noqa: BLE001  (tracing user code raises anything)
+            raise UnsupportedError(f'fx node "{node.name}": cannot trace {type(module).__name__}'
+                                   f": {e}") from None
+        return self.run(sub, list(args) + list(kwargs.values()))
+
+    def _check_against_meta(self, node: torch.fx.Node, value) -> None:
+        """export and dynamo record what torch computed for each node; a converter that
+        disagrees has a bug, and saying so here names the node instead of a wrong answer later."""
+        meta = node.meta.get("val", node.meta.get("example_value"))
+        metas, values = (meta, value) if isinstance(meta, (list, tuple)) else ([meta], [value])
+        if not isinstance(values, (list, tuple)) or len(metas) != len(values):
+            return
+        for m, v in zip(metas, values):
+            if not isinstance(m, torch.Tensor) or not isinstance(v, (Val, torch.Tensor)):
+                continue
+            if not all(isinstance(d, int) for d in m.shape):
+                continue  # symbolic shapes: the example inputs decided ours
+            got = self.cx.type(v)
+            if tuple(m.shape) != got.shape or m.dtype != got.dtype:
+                raise ShapeError(f'fx node "{node.name}" ({_target_name(node.target)}): '
+                                 f"imported as {got}, but torch computed "
+                                 f"{TensorType(tuple(m.shape), m.dtype)}")
+
+    # -- graph inputs and outputs -----------------------------------------------------------
+    def input(self, name: str, x) -> Any:
+        """A graph input for a tensor example; a non-tensor example (a SymInt's int) is constant."""
+        if not isinstance(x, torch.Tensor):
+            return int(x) if isinstance(x, torch.SymInt) else x
+        if x.dtype not in SUPPORTED_DTYPES:
+            raise UnsupportedError(f'input "{name}" has dtype {x.dtype}; supported: '
+                                   f"{sorted(str(d) for d in SUPPORTED_DTYPES)}")
+        return Val(self.cx.b.input(name, TensorType.of(x)))
+
+    def constant(self, t: torch.Tensor, hint: str) -> torch.Tensor:
+        self.cx.hints.setdefault(id(t), (t, hint))
+        return t
+
+    def finish(self, result) -> Graph:
+        outputs = []
+        for v in tree_flatten(result)[0]:
+            if v is None:
+                continue
+            if not isinstance(v, (Val, torch.Tensor)):
+                raise UnsupportedError(f"graph output {v!r} is not a tensor")
+            outputs.append(self.cx.name_of(v))
+        return self.cx.b.finish(outputs)
+
+
+def _placeholder_default(node: torch.fx.Node):
+    if node.args:  # symbolic_trace records a forward() default as the placeholder's argument
+        return node.args[0]
+    raise TridentError(f'placeholder "{node.name}" has no example input')
+
+
+def _is_python_op(node: torch.fx.Node) -> bool:
+    """Converters that also work on plain Python objects (x.size()[1], a tuple's item)."""
+    return node.target in (operator.getitem, builtins.getattr)
+
+
+def _fold_with_torch(node: torch.fx.Node, args, kwargs, module: nn.Module | None = None):
+    """Nothing here depends on a run-time input: compute it now with torch itself."""
+    with torch.no_grad():
+        if node.op == "call_function":
+            out = node.target(*args, **kwargs)
+        elif node.op == "call_method":
+            out = getattr(args[0], node.target)(*args[1:], **kwargs)
+        else:
+            out = module(*args, **kwargs)
+    return out.detach() if isinstance(out, torch.Tensor) else out
+
+
+def _unsupported(node: torch.fx.Node, module_type: type | None = None) -> UnsupportedError:
+    target = _target_name(module_type or node.target)
+    return UnsupportedError(f'fx node "{node.name}": unsupported {node.op} target {target}; '
+                            f"supported targets: {', '.join(supported_targets())}")
+
+
+# ========================================================================== entry points ====
+def _dynamo_static(node: torch.fx.Node, example) -> bool:
+    """Is this dynamo placeholder a module parameter or buffer (as opposed to a user input)?"""
+    static = node.meta.get("tensor_dict", {}).get("_dynamo_static_input_type")
+    return isinstance(example, nn.Parameter) or static is not None
+
+
+def user_input_indices(gm: torch.fx.GraphModule, example_inputs: Sequence) -> list[int]:
+    """Which example inputs import_fx keeps as graph inputs, in order.
+
+    A dynamo graph lifts parameters and buffers to placeholders; import_fx makes those constants,
+    so a torch.compile backend must call the engine with `[args[i] for i in these]` only. Other
+    graphs keep every tensor input.
+    """
+    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    return [i for i, (n, x) in enumerate(zip(placeholders, example_inputs))
+            if isinstance(x, torch.Tensor) and not _dynamo_static(n, x)]
+
+
+def _import_graph_module(gm: torch.fx.GraphModule, example_inputs: Sequence, name: str) -> Graph:
+    imp = _Importer(name)
+    keep = set(user_input_indices(gm, example_inputs))
+    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    values = []
+    for i, (node, x) in enumerate(zip(placeholders, example_inputs)):
+        values.append(imp.input(node.name, x) if i in keep or not isinstance(x, torch.Tensor)
+                      else imp.constant(x, node.name))
+    return imp.finish(imp.run(gm, values))
+
+
+def _import_exported(ep: torch.export.ExportedProgram, example_inputs: Sequence,
+                     name: str) -> Graph:
+    from torch.export.graph_signature import InputKind, OutputKind
+
+    ep = ep.run_decompositions()  # to the core ATen set the table covers
+    imp = _Importer(name)
+    user = iter(tree_flatten(list(example_inputs))[0])
+    placeholders = [n for n in ep.graph_module.graph.nodes if n.op == "placeholder"]
+    values = []
+    for spec, node in zip(ep.graph_signature.input_specs, placeholders):
+        if spec.kind == InputKind.USER_INPUT:
+            values.append(imp.input(node.name, next(user)))
+        elif spec.kind in (InputKind.PARAMETER, InputKind.BUFFER, InputKind.CONSTANT_TENSOR):
+            t = ep.state_dict.get(spec.target)
+            t = ep.constants[spec.target] if t is None else t
+            values.append(imp.constant(t, spec.target))
+        else:
+            raise UnsupportedError(f'exported input "{node.name}" of kind {spec.kind.name}')
+    results = imp.run(ep.graph_module, values)
+    # Buffer mutations (none in eval mode) come before the user's outputs; keep the outputs.
+    return imp.finish([v for v, spec in zip(results, ep.graph_signature.output_specs)
+                       if spec.kind == OutputKind.USER_OUTPUT])
+
+
+def _trace(module: nn.Module, example_inputs: tuple):
+    """torch.export (decomposed to core ATen) if it can; symbolic_trace if export refuses."""
+    try:
+        return torch.export.export(module, example_inputs)
+    except Exception as export_error:  # noqa: BLE001  (export fails in many ways on user code)
+        params = list(inspect.signature(module.forward).parameters.values())[len(example_inputs):]
+        concrete = {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
+        try:
+            return torch.fx.symbolic_trace(module, concrete_args=concrete or None)
+        except Exception as trace_error:  # noqa: BLE001
+            raise UnsupportedError(f"cannot trace {type(module).__name__}: torch.export failed "
+                                   f"({export_error}); symbolic_trace failed ({trace_error})"
+                                   ) from None
+
+
+def import_fx(gm_or_module, example_inputs: Sequence) -> Graph:
+    """Import an nn.Module, fx.GraphModule or ExportedProgram as an IR Graph.
+
+    `example_inputs` fix every shape (the IR here is static): for a dynamo graph they are what
+    the backend was handed (parameters included); otherwise the model's positional inputs.
+    Graph inputs are named after the placeholders.
+    """
+    example_inputs = tuple(example_inputs)
+    model = gm_or_module
+    name = type(model).__name__
+    if isinstance(model, nn.Module) and not isinstance(model, torch.fx.GraphModule):
+        model = _trace(model, example_inputs)
+    if isinstance(model, torch.export.ExportedProgram):
+        graph = _import_exported(model, example_inputs, name)
+    elif isinstance(model, torch.fx.GraphModule):
+        graph = _import_graph_module(model, example_inputs, name)
+    else:
+        raise UnsupportedError(f"import_fx takes an nn.Module, fx.GraphModule or "
+                               f"ExportedProgram, not {type(gm_or_module).__name__}")
+    return graph

@@ -1,0 +1,272 @@
+"""Fusion: partition the graph's nodes into groups, each of which becomes one kernel.
+
+"Is it legal" (`can_fuse`) and "is it worth it" (`score`) are separate small functions, as in
+Inductor. Every decision is recorded with its reason so `trident explain` can show why a group was
+formed or a fusion refused.
+
+Group kinds:
+  matmul / conv / pool  an anchor op with an elementwise epilogue (bias, activation, residual)
+  reduction             one reduction (softmax, layer norm, sum/mean/max) with elementwise
+                        producers fused in front and consumers behind
+  pointwise             a chain of elementwise ops over one iteration space
+  view                  a reshape/transpose/slice that only changes strides (no kernel)
+  torch                 an op with no kernel: runs through torch in place
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from trident.compiler.ir import Graph, Node
+from trident.compiler.ops import OPS, Kind
+
+# The largest reduction a row kernel keeps in registers (softmax and layer norm rows).
+MAX_ROW = 8192
+# More extra operands than this in one epilogue costs more registers than the fusion saves.
+MAX_GROUP_INPUTS = 10
+
+ANCHOR_KINDS = ("matmul", "conv", "pool")
+VIEW_OPS = {"reshape", "transpose", "expand", "slice", "split", "identity"}
+POINTWISE_DTYPES = {torch.float32, torch.float16, torch.bfloat16, torch.int32, torch.int64,
+                    torch.bool, torch.int8}
+
+
+@dataclass(eq=False)
+class Group:
+    kind: str
+    nodes: list[Node]
+    reasons: list[str] = field(default_factory=list)
+
+    @property
+    def anchor(self) -> Node:
+        """The op the kernel is built around (the first node of a pointwise group)."""
+        for node in self.nodes:
+            if OPS[node.op].kind != Kind.ELEMENTWISE:
+                return node
+        return self.nodes[0]
+
+    @property
+    def name(self) -> str:
+        return "_".join(n.op for n in self.nodes)[:60]
+
+    def produced(self) -> set[str]:
+        return {o for n in self.nodes for o in n.outputs}
+
+    def inputs(self) -> list[str]:
+        made = self.produced()
+        return list(dict.fromkeys(i for n in self.nodes for i in n.inputs if i not in made))
+
+    def outputs(self, graph: Graph, consumers: dict[str, list[Node]]) -> list[str]:
+        mine = {id(n) for n in self.nodes}
+        return [o for n in self.nodes for o in n.outputs
+                if o in graph.outputs or any(id(c) not in mine for c in consumers.get(o, []))]
+
+
+# --------------------------------------------------------------------------- kinds ----
+def _static(graph: Graph, values) -> bool:
+    return all(graph.types[v].is_static for v in values)
+
+
+def initial_kind(node: Node, graph: Graph) -> tuple[str, str]:
+    """The group kind a node starts in, and why (for explain)."""
+    kind = OPS[node.op].kind
+    t = graph.types
+    if not _static(graph, list(node.inputs) + list(node.outputs)):
+        return "torch", "symbolic shape"
+    if node.op in VIEW_OPS:
+        return "view", "strides only"
+    if kind == Kind.ELEMENTWISE:
+        from trident.compiler.codegen.expr import supports
+        why = supports(node, graph)
+        return ("pointwise", "elementwise") if why is None else ("torch", why)
+    if node.op == "matmul":
+        a, b = (t[i] for i in node.inputs[:2])
+        if a.rank < 2 or b.rank < 2 or a.dtype not in (torch.float32, torch.float16, torch.bfloat16):
+            return "torch", "matmul of vectors or non-float dtype"
+        if b.rank > 2 and b.shape[:-2] != a.shape[:-2]:
+            return "torch", "batched matmul whose weight broadcasts"
+        if a.rank > 4:
+            return "torch", "more than 2 batch dims"
+        return "matmul", "anchor"
+    if node.op == "conv":
+        if len(t[node.inputs[0]].shape) != 4 or node.inputs[1] not in graph.constants:
+            return "torch", "conv that is not 2-D with constant weights"
+        return "conv", "anchor"
+    if node.op in ("max_pool", "avg_pool"):
+        if len(node.attrs["kernel"]) != 2 or (node.op == "max_pool" and node.attrs["dilations"] != (1, 1)
+                                              and list(node.attrs["dilations"]) != [1, 1]):
+            return "torch", "pooling that is not 2-D"
+        return "pool", "anchor"
+    if kind == Kind.REDUCTION:
+        if t[node.inputs[0]].dtype not in (torch.float32, torch.float16, torch.bfloat16):
+            return "torch", "reduction of a non-float dtype"
+        if reduction_length(node, graph) > MAX_ROW:
+            return "torch", f"reduction longer than {MAX_ROW}"
+        return "reduction", "anchor"
+    return "torch", "no kernel for this op"
+
+
+def reduced_axes(node: Node, graph: Graph) -> tuple[int, ...]:
+    rank = graph.types[node.inputs[0]].rank
+    if node.op == "softmax":
+        return (node.attrs.get("axis", -1) % rank,)
+    if node.op == "layer_norm":
+        return tuple(range(node.attrs.get("axis", -1) % rank, rank))
+    return tuple(sorted(a % rank for a in node.attrs["axes"]))
+
+
+def reduction_length(node: Node, graph: Graph) -> int:
+    shape = graph.types[node.inputs[0]].shape
+    n = 1
+    for a in reduced_axes(node, graph):
+        n *= shape[a]
+    return n
+
+
+# ------------------------------------------------------------------ legality, profit ----
+def space_shapes(group: Group, graph: Graph) -> set[tuple]:
+    """The output shapes an elementwise consumer may have to join this group."""
+    anchor = group.anchor
+    if group.kind == "reduction":
+        return {tuple(graph.types[anchor.inputs[0]].shape), tuple(graph.types[anchor.outputs[0]].shape)}
+    return {tuple(graph.types[anchor.outputs[0]].shape)}
+
+
+def can_fuse(group: Group, node: Node, graph: Graph, depends_on) -> str | None:
+    """None if `node` (elementwise) may join `group` as an epilogue, else the reason it may not."""
+    if group.kind not in ANCHOR_KINDS + ("reduction", "pointwise"):
+        return f"{group.kind} groups take no epilogue"
+    if OPS[node.op].kind != Kind.ELEMENTWISE:
+        return "only elementwise ops fuse as epilogues"
+    out_shape = tuple(graph.types[node.outputs[0]].shape)
+    if out_shape not in space_shapes(group, graph):
+        return f"output shape {list(out_shape)} is not the group's iteration space"
+    made = group.produced()
+    for value in node.inputs:
+        if value not in made and depends_on(value, group):
+            return f"input {value} is computed from this group's outputs (would form a cycle)"
+    return None
+
+
+def can_fuse_prologue(producer: Group, reduction: Group, graph: Graph) -> str | None:
+    """None if a pointwise group may be computed inside a reduction's loads."""
+    if producer.kind != "pointwise":
+        return "only pointwise groups fuse into a reduction's loads"
+    space = tuple(graph.types[reduction.anchor.inputs[0]].shape)
+    if tuple(graph.types[producer.nodes[-1].outputs[0]].shape) != space:
+        return "shape differs from the reduction's input"
+    return None
+
+
+def score(group: Group, node: Node, graph: Graph) -> tuple[int, str]:
+    """Bytes of memory traffic a fusion saves (> 0 to fuse), and why."""
+    extra = len(set(group.inputs()) | set(node.inputs))
+    if extra > MAX_GROUP_INPUTS:
+        return 0, f"would read {extra} tensors (> {MAX_GROUP_INPUTS}): too many registers"
+    t = graph.types[node.outputs[0]]
+    saved = 2 * t.numel() * t.dtype.itemsize  # one store and one load of the intermediate
+    return saved, f"saves {saved} bytes of traffic"
+
+
+def _consumers(graph: Graph, value: str) -> list[Node]:
+    return [n for n in graph.nodes if value in n.inputs]
+
+
+# ---------------------------------------------------------------------------- driver ----
+def fuse(graph: Graph) -> list[Group]:
+    """Partition graph.nodes into groups in an order that respects every dependency."""
+    group_of: dict[int, Group] = {}
+    producer_of: dict[str, Node] = graph.producers()
+    groups: list[Group] = []
+
+    def group_for(value: str) -> Group | None:
+        node = producer_of.get(value)
+        return group_of.get(id(node)) if node is not None else None
+
+    def depends_on(value: str, target: Group, _memo=None) -> bool:
+        """Does `value` depend (through any path) on a node of `target`?"""
+        seen, stack = set(), [value]
+        while stack:
+            v = stack.pop()
+            node = producer_of.get(v)
+            if node is None or id(node) in seen:
+                continue
+            seen.add(id(node))
+            if group_of.get(id(node)) is target:
+                return True
+            stack.extend(node.inputs)
+        return False
+
+    for node in graph.nodes:
+        kind, why = initial_kind(node, graph)
+        joined = None
+        if kind == "pointwise":
+            joined = _try_epilogue(node, graph, group_for, depends_on)
+        if joined is None:
+            joined = Group(kind, [node], [f"{node.name or node.op}: starts a {kind} group ({why})"])
+            groups.append(joined)
+            if kind == "reduction":
+                _absorb_prologue(joined, graph, group_for, groups, group_of, depends_on)
+        else:
+            joined.nodes.append(node)
+        group_of[id(node)] = joined
+    return _topological(groups, group_of, producer_of)
+
+
+def _topological(groups: list[Group], group_of, producer_of) -> list[Group]:
+    """Order groups so each runs after the groups it reads from.
+
+    Fusing an epilogue can make a group read a value computed by a group formed after it; the
+    cycle checks in can_fuse guarantee an order exists. Ties keep the graph's order.
+    """
+    position = {id(g): k for k, g in enumerate(groups)}
+    deps = {id(g): {id(group_of[id(producer_of[v])]) for v in g.inputs() if v in producer_of}
+            - {id(g)} for g in groups}
+    ordered, done = [], set()
+    while len(ordered) < len(groups):
+        ready = [g for g in groups if id(g) not in done and deps[id(g)] <= done]
+        if not ready:
+            raise AssertionError("fusion formed a cycle between groups")
+        first = min(ready, key=lambda g: position[id(g)])
+        ordered.append(first)
+        done.add(id(first))
+    return ordered
+
+
+def _try_epilogue(node, graph, group_for, depends_on):
+    for value in node.inputs:
+        group = group_for(value)
+        if group is None:
+            continue
+        refusal = can_fuse(group, node, graph, depends_on)
+        if refusal is None:
+            saved, why = score(group, node, graph)
+            if saved > 0:
+                group.reasons.append(f"{node.name or node.op}: fused into {group.kind} group ({why})")
+                return group
+            refusal = why
+        group.reasons.append(f"{node.name or node.op}: not fused ({refusal})")
+    return None
+
+
+def _absorb_prologue(reduction: Group, graph, group_for, groups, group_of, depends_on) -> None:
+    producer = group_for(reduction.anchor.inputs[0])
+    if producer is None:
+        return
+    refusal = can_fuse_prologue(producer, reduction, graph)
+    if refusal is None and any(depends_on(v, producer) for v in reduction.anchor.inputs[1:]):
+        refusal = "another input of the reduction is computed from it"
+    if refusal is None and any(group_of.get(id(c)) not in (producer, None)
+                               for o in producer.produced() for c in _consumers(graph, o)):
+        refusal = "its result is already read by another kernel"
+    if refusal is not None:
+        reduction.reasons.append(f"prologue {producer.name}: not fused ({refusal})")
+        return
+    # The producer's nodes now compute inside the reduction's loads; values the producer shares
+    # with other consumers are still stored (they become outputs of this group).
+    reduction.nodes[:0] = producer.nodes
+    reduction.reasons.append(f"prologue {producer.name}: fused into the reduction's loads")
+    for n in producer.nodes:
+        group_of[id(n)] = reduction
+    groups.remove(producer)

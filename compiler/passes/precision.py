@@ -1,0 +1,48 @@
+"""Precision lowering: run the network's float math in fp16 (fp32 accumulation inside kernels).
+
+Graph inputs and outputs keep the types the model declares (as TensorRT keeps I/O in fp32 unless
+told otherwise): casts are inserted at the boundary, and fusion folds them into the first and last
+kernels.
+"""
+from __future__ import annotations
+
+import torch
+
+from trident.compiler.ir import Graph, GraphBuilder
+
+_LOW = {"fp16": torch.float16, "bf16": torch.bfloat16}
+# Quantization parameters stay fp32: their precision is what the int8 scheme is built on.
+_KEEP_FP32_INPUTS = {"quantize_linear": (1,), "dequantize_linear": (1,)}
+
+
+def lower_precision(graph: Graph, precision: str = "fp16") -> Graph:
+    low = _LOW[precision]
+    b = GraphBuilder(graph.name)
+    b.reserve(graph.types)
+    rename: dict[str, str] = {}
+    keep = {node.inputs[i] for node in graph.nodes for i in _KEEP_FP32_INPUTS.get(node.op, ())
+            if i < len(node.inputs)}
+    for name in graph.inputs:
+        b.input(name, graph.types[name])
+        if graph.types[name].dtype == torch.float32:
+            rename[name] = b.add1("cast", [name], {"dtype": low}, name=f"{name}_{precision}")
+    for name, tensor in graph.constants.items():
+        if tensor.dtype == torch.float32 and name not in keep:
+            tensor = tensor.to(low)
+        b.graph.constants[name] = tensor
+        b.graph.types[name] = type(graph.types[name]).of(tensor)
+    for node in graph.nodes:
+        attrs = dict(node.attrs)
+        if attrs.get("dtype") == torch.float32:
+            attrs["dtype"] = low
+        outs = b.add(node.op, [rename.get(i, i) for i in node.inputs], attrs, node.name,
+                     outputs=node.outputs)
+        if node.op == "dequantize_linear":
+            rename[outs[0]] = b.add1("cast", outs, {"dtype": low}, name=f"{node.name}_{precision}")
+    outputs = []
+    for name in graph.outputs:
+        value = rename.get(name, name)
+        if b.type_of(value).dtype != graph.types[name].dtype:
+            value = b.add1("cast", [value], {"dtype": graph.types[name].dtype}, name=f"{name}_out")
+        outputs.append(value)
+    return b.finish(outputs)
