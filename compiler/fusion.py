@@ -210,6 +210,7 @@ def fuse(graph: Graph) -> list[Group]:
                 _absorb_prologue(joined, graph, group_for, groups, group_of, depends_on)
         else:
             joined.nodes.append(node)
+            _absorb_siblings(joined, node, graph, group_for, groups, group_of, depends_on)
         group_of[id(node)] = joined
     return _topological(groups, group_of, producer_of)
 
@@ -248,6 +249,30 @@ def _try_epilogue(node, graph, group_for, depends_on):
             refusal = why
         group.reasons.append(f"{node.name or node.op}: not fused ({refusal})")
     return None
+
+
+def _absorb_siblings(group: Group, node: Node, graph, group_for, groups, group_of, depends_on):
+    """Pull in pointwise groups that only feed `node` (e.g. the tanh(x) of where(c, s, tanh(x))).
+
+    Their nodes compute in the same space just before `node`, and their results never touch memory.
+    """
+    shape = graph.types[node.outputs[0]].shape
+    for value in node.inputs:
+        other = group_for(value)
+        if other is None or other is group or other.kind != "pointwise":
+            continue
+        if any(graph.types[o].shape != shape for n in other.nodes for o in n.outputs):
+            continue
+        readers = [c for o in other.produced() for c in _consumers(graph, o)]
+        if any(c is not node and group_of.get(id(c)) is not other for c in readers):
+            continue
+        if any(depends_on(v, group) for v in other.inputs()):
+            continue
+        group.nodes[-1:-1] = other.nodes
+        group.reasons.append(f"{other.name}: fused as a sibling input of {node.name or node.op}")
+        for n in other.nodes:
+            group_of[id(n)] = group
+        groups.remove(other)
 
 
 def _absorb_prologue(reduction: Group, graph, group_for, groups, group_of, depends_on) -> None:

@@ -216,9 +216,22 @@ def reduce_mean(x, *, axes: Sequence[int], keepdims: bool = True):
     return torch.mean(x, dim=tuple(axes), keepdim=keepdims) if axes else x.clone()
 
 
+def _lowest(dtype: torch.dtype):
+    """The identity of max: what max over nothing (or over padding) is."""
+    if dtype == torch.bool:
+        return False
+    return -math.inf if dtype.is_floating_point else torch.iinfo(dtype).min
+
+
 @op("reduce_max", Kind.REDUCTION)
 def reduce_max(x, *, axes: Sequence[int], keepdims: bool = True):
-    return torch.amax(x, dim=tuple(axes), keepdim=keepdims) if axes else x.clone()
+    if not axes:
+        return x.clone()
+    if any(x.shape[a] == 0 for a in axes):  # torch refuses; ONNX gives max's identity
+        shape = [1 if a in axes else d for a, d in enumerate(x.shape)
+                 if keepdims or a not in axes]
+        return torch.full(shape, _lowest(x.dtype), dtype=x.dtype, device=x.device)
+    return torch.amax(x, dim=tuple(axes), keepdim=keepdims)
 
 
 # ---------------------------------------------------------------------------- pooling ----
@@ -234,12 +247,13 @@ def max_pool(x, *, kernel: Sequence[int], strides: Sequence[int], pads: Sequence
              dilations: Sequence[int], ceil_mode: bool = False):
     spatial = len(kernel)
     lift = spatial == 1
-    xp = _pool_nd(_pad_spatial(x, pads, value=-math.inf), spatial)
+    xp = _pool_nd(_pad_spatial(x, pads, value=_lowest(x.dtype)), spatial)
     fn = {2: F.max_pool2d, 3: F.max_pool3d}[max(spatial, 2)]
     k, s, d = ([1] if lift else []) + list(kernel), ([1] if lift else []) + list(strides), \
         ([1] if lift else []) + list(dilations)
     y = fn(xp, k, s, 0, d, ceil_mode=ceil_mode)
-    return y.squeeze(-2) if lift else y
+    y = y.squeeze(-2) if lift else y
+    return _drop_windows_on_end_pad(y, x, strides, pads) if ceil_mode else y
 
 
 @op("avg_pool", Kind.POOL)
@@ -258,7 +272,19 @@ def avg_pool(x, *, kernel: Sequence[int], strides: Sequence[int], pads: Sequence
     total = fn(xp, k, s, 0, ceil_mode=ceil_mode, divisor_override=1)
     count = fn(counted, k, s, 0, ceil_mode=ceil_mode, divisor_override=1)
     y = total / count
-    return y.squeeze(-2) if lift else y
+    y = y.squeeze(-2) if lift else y
+    return _drop_windows_on_end_pad(y, x, strides, pads) if ceil_mode else y
+
+
+def _drop_windows_on_end_pad(y, x, strides: Sequence[int], pads: Sequence[int]):
+    """With ceil_mode, ONNX (like torch's own padding) drops a last window that would start in
+    the end padding; the input here is padded before pooling, so torch keeps it: crop it."""
+    begin, _ = _split_pads(pads)
+    for i, (size, s, b) in enumerate(zip(x.shape[2:], strides, begin)):
+        out = y.shape[2 + i]
+        if out > 0 and (out - 1) * s >= size + b:
+            y = y.narrow(2 + i, 0, out - 1)
+    return y
 
 
 # ---------------------------------------------------------------------------- movement ----

@@ -135,7 +135,12 @@ class Ctx:
         node = Node(op, (), (), dict(attrs), self.node_name)
         types = infer_types(node, [TensorType.of(t) for t in tensors])
         with torch.no_grad():
-            return [t.contiguous() for t in evaluate(node, tensors, types)]
+            outs = [t.contiguous() for t in evaluate(node, tensors, types)]
+        # Name a folded tensor after what it came from: "fc.weight.transpose".
+        source = next((self.hints[id(t)][1] for t in inputs if id(t) in self.hints), None)
+        for t in outs:
+            self.hints[id(t)] = (t, f"{source}.{op}" if source else self.node_name)
+        return outs
 
     def cast(self, v, dtype: torch.dtype):
         return v if self.dtype(v) == dtype else self.emit("cast", [v], dtype=dtype)
@@ -1115,7 +1120,9 @@ class _Importer:
         for node in gm.graph.nodes:
             self.cx.node_name = node.name
             if node.op == "placeholder":
-                env[node] = next(feed, _placeholder_default(node))
+                env[node] = next(feed, _NO_EXAMPLE)
+                if env[node] is _NO_EXAMPLE:
+                    env[node] = _placeholder_default(node)
             elif node.op == "get_attr":
                 env[node] = self._get_attr(gm, node)
             elif node.op == "output":
@@ -1125,6 +1132,8 @@ class _Importer:
                 kwargs = torch.fx.node.map_arg(node.kwargs, lambda n: env[n])
                 env[node] = self._call(gm, node, args, kwargs)
                 self._check_against_meta(node, env[node])
+                if isinstance(env[node], torch.Tensor):  # folded: name it after its fx node
+                    self.cx.hints.setdefault(id(env[node]), (env[node], node.name))
         raise TridentError(f"{gm.__class__.__name__}: fx graph has no output node")
 
     def _get_attr(self, gm, node):
@@ -1216,6 +1225,9 @@ class _Importer:
                 raise UnsupportedError(f"graph output {v!r} is not a tensor")
             outputs.append(self.cx.name_of(v))
         return self.cx.b.finish(outputs)
+
+
+_NO_EXAMPLE = object()
 
 
 def _placeholder_default(node: torch.fx.Node):

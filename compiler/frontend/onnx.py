@@ -21,6 +21,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 import onnx
+import onnx.inliner
 import onnx.numpy_helper
 import onnx.shape_inference
 import torch
@@ -1213,8 +1214,6 @@ def _check_and_infer(model: onnx.ModelProto) -> onnx.ModelProto:
         raise ModelError(f"the ONNX checker rejects the model: {e}") from None
     if model.functions:  # model-local functions: inline them so the table sees plain ops
         try:
-            import onnx.inliner
-
             model = onnx.inliner.inline_local_functions(model)
         except Exception as e:
             raise ModelError(f"cannot inline the model's local functions: {e}") from None

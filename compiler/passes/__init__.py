@@ -14,7 +14,8 @@ from trident.compiler.ir import Graph
 from trident.compiler.passes.algebraic import (decompose_batch_norm, fold_conv_batch_norm,
                                                fold_bias_into_anchor)
 from trident.compiler.passes.cleanup import (eliminate_common_subexpressions,
-                                             eliminate_dead_code, fold_constants)
+                                             eliminate_dead_code, fold_constants,
+                                             remove_identities)
 from trident.compiler.passes.horizontal import merge_sibling_matmuls
 from trident.compiler.passes.precision import lower_precision
 
@@ -30,6 +31,7 @@ def pipeline(options: PassOptions) -> list[tuple[str, Pass]]:
     """The ordered list of (name, pass) for these options."""
     passes: list[tuple[str, Pass]] = [
         ("fold_constants", fold_constants),
+        ("remove_identities", remove_identities),
         ("eliminate_dead_code", eliminate_dead_code),
         ("eliminate_common_subexpressions", eliminate_common_subexpressions),
         ("fold_conv_batch_norm", fold_conv_batch_norm),

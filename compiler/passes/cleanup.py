@@ -29,6 +29,11 @@ def fold_constants(graph: Graph) -> Graph:
     return rewrite(graph, _fold)
 
 
+def remove_identities(graph: Graph) -> Graph:
+    """identity nodes (from ONNX Identity/Dropout, or passes) just rename their input."""
+    return rewrite(graph, lambda node, rb: [rb.value(node.inputs[0])] if node.op == "identity" else None)
+
+
 def eliminate_dead_code(graph: Graph) -> Graph:
     """Drop nodes and constants that no graph output depends on."""
     live = set(graph.outputs)
