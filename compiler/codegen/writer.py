@@ -95,19 +95,30 @@ class KernelWriter:
             self.index_of[dim] = name
             inner *= size
 
-    def offset(self, op: Operand) -> str:
+    def offset(self, op: Operand, span: list[Axis] = ()) -> str:
+        """Element offset of `op` at the current lanes; shaped like every axis in `span`."""
         terms = [f"{op.offset}"] if op.offset else []
+        covered = set()
         for stride, dim in zip(op.strides, op.space_dims):
             if dim is None or stride == 0 or dim not in self.index_of:
                 continue
             idx = self.index_of[dim]
             terms.append(idx if stride == 1 else f"{idx} * {stride}")
+            covered.add(dim)
+        for axis in span:
+            # A pointer must have the block shape of the mask and value it goes with, even when
+            # the tensor does not move along this axis (size-1 or broadcast dims): add 0 * lane.
+            if not any(d in covered for d, _ in axis.dims):
+                terms.append(f"{axis.var} * 0")
         return " + ".join(terms) or "0"
+
+    def _axes_of(self, op: Operand) -> list[Axis]:
+        used = {d for d in op.space_dims if d is not None}
+        return [a for a in self.axes if a.mask and any(d in used for d, _ in a.dims)]
 
     def mask_for(self, op: Operand) -> str | None:
         """The mask of the axes this operand actually varies along."""
-        used = {d for d in op.space_dims if d is not None}
-        masks = [a.mask for a in self.axes if a.mask and any(d in used for d, _ in a.dims)]
+        masks = [a.mask for a in self._axes_of(op)]
         return " & ".join(f"({m})" for m in masks) if masks else None
 
     def full_mask(self) -> str | None:
@@ -119,7 +130,7 @@ class KernelWriter:
         var = self.tmp("x")
         mask = self.mask_for(op)
         masked = f", mask={mask}, other=0" if mask else ""
-        text = f"tl.load({op.arg} + ({self.offset(op)}){masked})"
+        text = f"tl.load({op.arg} + ({self.offset(op, self._axes_of(op))}){masked})"
         if op.dtype.is_floating_point:
             text += ".to(tl.float32)"
         self.line(f"{var} = {text}")
@@ -127,7 +138,9 @@ class KernelWriter:
 
     def store(self, op: Operand, var: str, mask: str | None) -> None:
         masked = f", mask={mask}" if mask else ""
-        self.line(f"tl.store({op.arg} + ({self.offset(op)}), ({var}).to({E.TL_DTYPES[op.dtype]}){masked})")
+        span = [a for a in self.axes if a.mask and mask and a.mask in mask]
+        self.line(f"tl.store({op.arg} + ({self.offset(op, span)}), "
+                  f"({var}).to({E.TL_DTYPES[op.dtype]}){masked})")
 
     def elementwise(self, node: Node, operand_for) -> str:
         """Emit `node`; operand_for(value) gives the Operand of a value not yet in registers."""

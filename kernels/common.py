@@ -1,0 +1,115 @@
+"""Small helpers shared by the kernel templates: program-id ordering and launch arithmetic."""
+from __future__ import annotations
+
+import os
+
+from trident.compiler import config as _config  # noqa: F401  (sets TRITON_INTERPRET before triton loads)
+
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def grouped_pid(pid, M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_M: tl.constexpr):
+    """Map a flat program id to (pid_m, pid_n) in GROUP_M-tall column-major super-rows.
+
+    Programs that run together then share GROUP_M row blocks of A and a few column blocks of B,
+    so both stay in L2 (Triton matmul tutorial, "L2 cache optimizations").
+    """
+    num_pid_m = tl.cdiv(M, BLOCK_M)
+    num_pid_n = tl.cdiv(N, BLOCK_N)
+    num_pid_in_group = GROUP_M * num_pid_n
+    group_id = pid // num_pid_in_group
+    first_pid_m = group_id * GROUP_M
+    # The last group may be shorter than GROUP_M when num_pid_m is not a multiple of it.
+    group_size_m = tl.minimum(num_pid_m - first_pid_m, GROUP_M)
+    pid_m = first_pid_m + ((pid % num_pid_in_group) % group_size_m)
+    pid_n = (pid % num_pid_in_group) // group_size_m
+    return pid_m, pid_n
+
+
+def cdiv(a: int, b: int) -> int:
+    """Ceiling division for Python ints (grid sizes)."""
+    return -(-a // b)
+
+
+def next_pow2(x: int) -> int:
+    """Smallest power of two >= x (and >= 1)."""
+    return 1 << max(0, int(x) - 1).bit_length()
+
+
+def is_interpreter() -> bool:
+    """True when Triton kernels run in the CPU interpreter (TRITON_INTERPRET=1)."""
+    # Read the environment, not trident.compiler.config.INTERPRET, so a test that flips the
+    # variable after import still sees the truth Triton acts on.
+    return os.environ.get("TRITON_INTERPRET", "0").strip().lower() not in ("", "0", "false", "no", "off")
+
+
+def interpreter_block(size: int, lo: int = 16, hi: int = 64) -> int:
+    """Block size for the interpreter: big enough to cover the problem in few programs.
+
+    The interpreter pays per program and per op, not per element, so fewer, larger blocks are
+    cheaper; `lo` keeps tl.dot legal (every dot dim >= 16).
+    """
+    return max(lo, min(hi, next_pow2(size)))
+
+
+def is_int8(dtype) -> bool:
+    """True for torch int8 inputs, whose dots accumulate (and launchers return) int32."""
+    import torch
+
+    return dtype == torch.int8
+
+
+# A global must be a tl.constexpr for @triton.jit code to read it.
+INTERPRETER = tl.constexpr(is_interpreter())
+
+
+@triton.jit
+def zero_acc(x_ptr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """Zero accumulator for operands read through x_ptr: int32 for int8, else fp32."""
+    # Compile-time test on the pointer's element type: only one branch is traced.
+    if x_ptr.dtype.element_ty == tl.int8:
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int32)
+    else:
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    return acc
+
+
+@triton.jit
+def dot_acc(a, b, acc, INPUT_PRECISION: tl.constexpr):
+    """acc + a @ b with the dot flavour each dtype needs (all branches compile-time)."""
+    if a.dtype == tl.int8:
+        # Triton 3.6 defaults out_dtype to fp32 and rejects an int32 acc without this.
+        out = tl.dot(a, b, acc, out_dtype=tl.int32)
+    elif a.dtype == tl.float32:
+        out = tl.dot(a, b, acc, input_precision=INPUT_PRECISION)
+    elif a.dtype == tl.bfloat16:
+        if INTERPRETER:
+            # Triton's interpreter multiplies bf16 bit patterns as integers; upcast there only.
+            out = tl.dot(a.to(tl.float32), b.to(tl.float32), acc, input_precision="ieee")
+        else:
+            out = tl.dot(a, b, acc)
+    else:
+        # fp16: input_precision means nothing here, so it is not passed.
+        out = tl.dot(a, b, acc)
+    return out
+
+
+@triton.jit
+def nhwc_window_origin(offs_m, N, H, W, C, OH, OW, stride_h, stride_w, pad_h, pad_w):
+    """For output pixels offs_m (flat n*OH*OW + oh*OW + ow), the top-left input tap of each window.
+
+    Returns (x_off, ih0, iw0): x_off is the NHWC element offset of x[n, ih0, iw0, 0] (may point
+    outside the image when ih0/iw0 < 0; callers mask taps with ih0/iw0). Pixels past N*OH*OW wrap
+    back into range, so their lanes are duplicates the caller's store mask must drop.
+    """
+    rm = offs_m % (N * OH * OW)
+    ow = rm % OW
+    t = rm // OW
+    oh = t % OH
+    n = t // OH
+    ih0 = oh * stride_h - pad_h
+    iw0 = ow * stride_w - pad_w
+    x_off = ((n * H + ih0) * W + iw0) * C
+    return x_off, ih0, iw0

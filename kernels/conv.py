@@ -1,0 +1,341 @@
+"""2-D convolution templates on NHWC (channels-last) activations, as implicit GEMM.
+
+Layouts (what the engine stores; `pack_conv_weight` / `pack_depthwise_weight` produce the weights):
+  x       [N, H, W, C] contiguous (a channels_last NCHW tensor has exactly this storage)
+  w       [OC, KH, KW, C_PER_GROUP] contiguous: row oc is the GEMM's K-major column, K = (kh, kw, c)
+  w (dw)  [KH, KW, C] contiguous for depthwise (groups == C == OC): one contiguous channel vector per tap
+  y       [N*OH*OW, OC] row-major (= NHWC)
+
+GEMM view, per group g: M = N*OH*OW output pixels, N = OC_PER_GROUP output channels, K = KH*KW*C_PER_GROUP.
+The tiles return the accumulator (fp32, int32 for int8) and store nothing; generated kernels add the
+epilogue. `conv2d_nhwc()` is the standalone launcher used by tests and benchmarks.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from trident.compiler import config as _config
+from trident.kernels.common import (cdiv, dot_acc, grouped_pid, interpreter_block, is_int8, is_interpreter,
+                                    next_pow2, nhwc_window_origin, zero_acc)
+
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def conv2d_nhwc_tile(x_ptr, w_ptr, N, H, W, C, OH, OW, OC, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
+                     group, C_PER_GROUP, OC_PER_GROUP, offs_m, offs_n,
+                     KH: tl.constexpr, KW: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                     BLOCK_K: tl.constexpr, INPUT_PRECISION: tl.constexpr):
+    """Accumulator [BLOCK_M, BLOCK_N] for output pixels offs_m and in-group output channels offs_n.
+
+    K is walked tap by tap, BLOCK_K channels at a time, so every A load is BLOCK_K contiguous
+    channels of one input pixel. Best when C_PER_GROUP >= BLOCK_K; for tiny C_PER_GROUP (the RGB
+    stem, ResNeXt's 4-channel groups) `conv2d_nhwc_small_c_tile` wastes less of each dot.
+    Out-of-range pixels/channels wrap (duplicate lanes): the caller masks its store at
+    y[offs_m, group * OC_PER_GROUP + offs_n] (row stride OC; OC itself is unused here).
+    """
+    x_off, ih0, iw0 = nhwc_window_origin(offs_m, N, H, W, C, OH, OW, stride_h, stride_w, pad_h, pad_w)
+    x_off += group * C_PER_GROUP
+    rn = offs_n % OC_PER_GROUP
+    w_off = (group * OC_PER_GROUP + rn) * (KH * KW * C_PER_GROUP)
+    rk = tl.arange(0, BLOCK_K)
+    acc = zero_acc(x_ptr, BLOCK_M, BLOCK_N)
+    c_blocks = tl.cdiv(C_PER_GROUP, BLOCK_K)
+    # One flat loop (not nested tap/channel loops) so Triton software-pipelines across taps even
+    # when a tap has a single channel block (C_PER_GROUP <= BLOCK_K, common in ResNets).
+    # Per iteration only scalars and [BLOCK_M] vectors are recomputed; the tile loads are one add.
+    for i in range(0, KH * KW * c_blocks):
+        tap = i // c_blocks
+        c0 = (i - tap * c_blocks) * BLOCK_K
+        kh = tap // KW
+        kw = tap - kh * KW
+        ih = ih0 + kh * dil_h
+        iw = iw0 + kw * dil_w
+        in_img = (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+        c_ok = rk < C_PER_GROUP - c0
+        a_row = x_off + ((kh * dil_h) * W + kw * dil_w) * C + c0
+        a = tl.load(x_ptr + a_row[:, None] + rk[None, :], mask=in_img[:, None] & c_ok[None, :], other=0)
+        b_col = w_off + tap * C_PER_GROUP + c0
+        b = tl.load(w_ptr + b_col[None, :] + rk[:, None], mask=c_ok[:, None], other=0)
+        acc = dot_acc(a, b, acc, INPUT_PRECISION)
+    return acc
+
+
+@triton.jit
+def conv2d_nhwc_small_c_tile(x_ptr, w_ptr, N, H, W, C, OH, OW, OC, stride_h, stride_w, pad_h, pad_w, dil_h,
+                             dil_w, group, C_PER_GROUP, OC_PER_GROUP, offs_m, offs_n,
+                             KH: tl.constexpr, KW: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                             BLOCK_K: tl.constexpr, INPUT_PRECISION: tl.constexpr):
+    """Same contract as conv2d_nhwc_tile, but K = (kh, kw, c) is walked flat in BLOCK_K steps.
+
+    Each K block mixes taps, so the A load is a 2-D gather with per-element index math; worth it
+    only when C_PER_GROUP is much smaller than BLOCK_K (e.g. a 7x7 stem on 3 channels: K = 147 in
+    5 blocks of 32 instead of 49 blocks of 16 that are 3/16 full).
+    """
+    x_off, ih0, iw0 = nhwc_window_origin(offs_m, N, H, W, C, OH, OW, stride_h, stride_w, pad_h, pad_w)
+    x_off += group * C_PER_GROUP
+    rn = offs_n % OC_PER_GROUP
+    K_TOTAL = KH * KW * C_PER_GROUP
+    w_off = (group * OC_PER_GROUP + rn) * K_TOTAL
+    rk = tl.arange(0, BLOCK_K)
+    acc = zero_acc(x_ptr, BLOCK_M, BLOCK_N)
+    for k0 in range(0, K_TOTAL, BLOCK_K):
+        k = k0 + rk
+        tap = k // C_PER_GROUP
+        c = k - tap * C_PER_GROUP
+        kh = tap // KW
+        kw = tap - kh * KW
+        ih = ih0[:, None] + (kh * dil_h)[None, :]
+        iw = iw0[:, None] + (kw * dil_w)[None, :]
+        k_ok = k < K_TOTAL
+        mask = k_ok[None, :] & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+        a_col = ((kh * dil_h) * W + kw * dil_w) * C + c
+        a = tl.load(x_ptr + x_off[:, None] + a_col[None, :], mask=mask, other=0)
+        # The packed weight row is laid out in exactly this (kh, kw, c) order: a plain K offset.
+        b = tl.load(w_ptr + w_off[None, :] + k[:, None], mask=k_ok[:, None], other=0)
+        acc = dot_acc(a, b, acc, INPUT_PRECISION)
+    return acc
+
+
+@triton.jit
+def depthwise_conv2d_nhwc_tile(x_ptr, w_ptr, N, H, W, C, OH, OW, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
+                               offs_m, offs_c, KH: tl.constexpr, KW: tl.constexpr, BLOCK_M: tl.constexpr,
+                               BLOCK_C: tl.constexpr):
+    """Depthwise conv (groups == C == OC, multiplier 1): fp32 [BLOCK_M pixels, BLOCK_C channels].
+
+    w is [KH, KW, C] contiguous (see pack_depthwise_weight), so each tap reads one contiguous channel
+    vector. No tensor cores: a per-tap multiply-add in fp32 (exact for int8 inputs, since
+    KH*KW*127*127 < 2**24). Out-of-range pixels/channels wrap: the caller masks its store.
+    """
+    x_off, ih0, iw0 = nhwc_window_origin(offs_m, N, H, W, C, OH, OW, stride_h, stride_w, pad_h, pad_w)
+    rc = offs_c % C
+    acc = tl.zeros((BLOCK_M, BLOCK_C), dtype=tl.float32)
+    for kh in tl.static_range(KH):
+        for kw in tl.static_range(KW):
+            ih = ih0 + kh * dil_h
+            iw = iw0 + kw * dil_w
+            in_img = (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+            a_row = x_off + ((kh * dil_h) * W + kw * dil_w) * C
+            x = tl.load(x_ptr + a_row[:, None] + rc[None, :], mask=in_img[:, None], other=0)
+            w = tl.load(w_ptr + (kh * KW + kw) * C + rc)
+            acc += x.to(tl.float32) * w.to(tl.float32)[None, :]
+    return acc
+
+
+@triton.jit
+def conv2d_nhwc_kernel(x_ptr, w_ptr, bias_ptr, y_ptr, N, H, W, C, OH, OW, OC, stride_h, stride_w, pad_h, pad_w,
+                       dil_h, dil_w, C_PER_GROUP, OC_PER_GROUP,
+                       KH: tl.constexpr, KW: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                       BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+                       SMALL_C: tl.constexpr, HAS_BIAS: tl.constexpr):
+    """Standalone conv: grid = (tiles of [N*OH*OW, OC_PER_GROUP], groups)."""
+    group = tl.program_id(1)
+    M = N * OH * OW
+    pid_m, pid_n = grouped_pid(tl.program_id(0), M, OC_PER_GROUP, BLOCK_M, BLOCK_N, GROUP_M)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    if SMALL_C:
+        acc = conv2d_nhwc_small_c_tile(x_ptr, w_ptr, N, H, W, C, OH, OW, OC, stride_h, stride_w, pad_h, pad_w,
+                                       dil_h, dil_w, group, C_PER_GROUP, OC_PER_GROUP, offs_m, offs_n,
+                                       KH, KW, BLOCK_M, BLOCK_N, BLOCK_K, INPUT_PRECISION)
+    else:
+        acc = conv2d_nhwc_tile(x_ptr, w_ptr, N, H, W, C, OH, OW, OC, stride_h, stride_w, pad_h, pad_w,
+                               dil_h, dil_w, group, C_PER_GROUP, OC_PER_GROUP, offs_m, offs_n,
+                               KH, KW, BLOCK_M, BLOCK_N, BLOCK_K, INPUT_PRECISION)
+    oc = group * OC_PER_GROUP + offs_n
+    n_ok = offs_n < OC_PER_GROUP
+    if HAS_BIAS:
+        acc += tl.load(bias_ptr + oc, mask=n_ok, other=0).to(acc.dtype)[None, :]
+    mask = (offs_m[:, None] < M) & n_ok[None, :]
+    tl.store(y_ptr + offs_m[:, None] * OC + oc[None, :], acc.to(y_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def depthwise_conv2d_nhwc_kernel(x_ptr, w_ptr, bias_ptr, y_ptr, N, H, W, C, OH, OW, stride_h, stride_w,
+                                 pad_h, pad_w, dil_h, dil_w, KH: tl.constexpr, KW: tl.constexpr,
+                                 BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr, HAS_BIAS: tl.constexpr):
+    """Standalone depthwise conv: grid = (cdiv(N*OH*OW, BLOCK_M), cdiv(C, BLOCK_C))."""
+    offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    acc = depthwise_conv2d_nhwc_tile(x_ptr, w_ptr, N, H, W, C, OH, OW, stride_h, stride_w, pad_h, pad_w,
+                                     dil_h, dil_w, offs_m, offs_c, KH, KW, BLOCK_M, BLOCK_C)
+    c_ok = offs_c < C
+    if HAS_BIAS:
+        acc += tl.load(bias_ptr + offs_c, mask=c_ok, other=0).to(tl.float32)[None, :]
+    mask = (offs_m[:, None] < N * OH * OW) & c_ok[None, :]
+    tl.store(y_ptr + offs_m[:, None] * C + offs_c[None, :], acc.to(y_ptr.dtype.element_ty), mask=mask)
+
+
+# ----------------------------------------------------------------------------------------------
+# Configs
+
+
+@dataclass(frozen=True)
+class ConvConfig:
+    """Tile config. For depthwise, BLOCK_N is the channel block and BLOCK_K/GROUP_M are unused."""
+    BLOCK_M: int
+    BLOCK_N: int
+    BLOCK_K: int
+    GROUP_M: int = 8
+    num_warps: int = 4
+    num_stages: int = 3
+
+
+def use_small_c_tile(c_per_group: int, block_k: int) -> bool:
+    """Pick conv2d_nhwc_small_c_tile over conv2d_nhwc_tile: when a channel block would be <= half full."""
+    return 2 * c_per_group <= block_k
+
+
+def _min_block_k(dtype) -> int:
+    return 32 if is_int8(dtype) else 16  # int8 MMA needs K >= 32 on NVIDIA
+
+
+def heuristic_config(M: int, oc_per_group: int, c_per_group: int, kh: int, kw: int, dtype,
+                     depthwise: bool = False) -> ConvConfig:
+    """Default config. M = N*OH*OW. In the interpreter: few, big programs (cheap there)."""
+    min_k = _min_block_k(dtype)
+    if is_interpreter():
+        if depthwise:
+            return ConvConfig(interpreter_block(M), interpreter_block(oc_per_group), 16, 8, 4, 1)
+        k = c_per_group if c_per_group >= 16 else kh * kw * c_per_group  # what one block must cover
+        return ConvConfig(interpreter_block(M), interpreter_block(oc_per_group),
+                          interpreter_block(k, lo=min_k), 8, 4, 1)
+    if depthwise:
+        # Bandwidth-bound: 64 contiguous channels (128 B at fp16) per pixel row, 64 pixels.
+        return ConvConfig(64, max(16, min(64, next_pow2(oc_per_group))), 16, 8, 4, 2)
+    elem = torch.empty((), dtype=dtype).element_size()
+    bk_full = {1: 128, 2: 64}.get(elem, 32)  # 128 bytes of K per row per stage
+    # Channel-walking tile: a K block should not overhang C_PER_GROUP (zero-filled MMA work).
+    bk = max(min_k, min(bk_full, next_pow2(c_per_group)))
+    if use_small_c_tile(c_per_group, bk):
+        bk = max(min_k, bk_full // 2)
+    bn = max(16, min(256 if M >= 16384 else 128, next_pow2(oc_per_group)))
+    bm = 128 if M >= 8192 else 64
+    if bm == 128 and bn == 256:
+        return ConvConfig(bm, bn, bk, 8, 8, 3)
+    return ConvConfig(bm, bn, bk, 8, 8 if bm * bn >= 128 * 128 else 4, 4)
+
+
+def candidate_configs(M: int, oc_per_group: int, c_per_group: int, kh: int, kw: int, dtype) -> list[ConvConfig]:
+    """A short list for autotuning/benchmarks on the GPU; the heuristic's pick comes first."""
+    h = heuristic_config(M, oc_per_group, c_per_group, kh, kw, dtype)
+    bk = h.BLOCK_K
+    bn = h.BLOCK_N
+    cands = [h, ConvConfig(128, min(bn, 128), bk, 8, 4, 4), ConvConfig(128, min(bn, 128), bk, 8, 8, 3),
+             ConvConfig(128, bn, bk, 8, 8, 4), ConvConfig(256, min(bn, 128), bk, 8, 8, 3),
+             ConvConfig(64, bn, bk, 8, 4, 4)]
+    if bk > _min_block_k(dtype):
+        cands.append(ConvConfig(128, min(bn, 128), bk // 2, 8, 4, 5))
+    return list(dict.fromkeys(cands))
+
+
+# ----------------------------------------------------------------------------------------------
+# Weight packing and launchers
+
+
+def pack_conv_weight(w: torch.Tensor, groups: int = 1) -> torch.Tensor:
+    """PyTorch [OC, C/groups, KH, KW] -> contiguous [OC, KH, KW, C/groups] (K-major rows, K = kh, kw, c).
+
+    Group g's output channels are rows g*OC/groups ... already, so the layout does not depend on
+    groups; the argument only validates the shape.
+    """
+    if w.dim() != 4 or w.shape[0] % groups:
+        raise ValueError(f"conv weight {tuple(w.shape)} does not split into {groups} groups")
+    return w.permute(0, 2, 3, 1).contiguous()
+
+
+def pack_depthwise_weight(w: torch.Tensor) -> torch.Tensor:
+    """PyTorch depthwise weight [C, 1, KH, KW] -> contiguous [KH, KW, C]."""
+    if w.dim() != 4 or w.shape[1] != 1:
+        raise ValueError(f"depthwise weight must be [C, 1, KH, KW], got {tuple(w.shape)}")
+    return w[:, 0].permute(1, 2, 0).contiguous()
+
+
+def _pair(v) -> tuple[int, int]:
+    return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+
+def normalize_padding(padding) -> tuple[int, int, int, int]:
+    """int | (ph, pw) | (top, left, bottom, right) -> (top, left, bottom, right)."""
+    if isinstance(padding, int):
+        return (padding,) * 4
+    padding = tuple(int(p) for p in padding)
+    if len(padding) == 2:
+        return padding + padding
+    if len(padding) == 4:
+        return padding
+    raise ValueError(f"padding must be int, (h, w) or (top, left, bottom, right); got {padding}")
+
+
+def conv_out_size(size: int, k: int, stride: int, pad_lo: int, pad_hi: int, dil: int) -> int:
+    return (size + pad_lo + pad_hi - dil * (k - 1) - 1) // stride + 1
+
+
+def is_depthwise(c: int, oc: int, groups: int) -> bool:
+    return groups > 1 and groups == c == oc
+
+
+def conv2d_nhwc(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None, stride=(1, 1),
+                padding=(0, 0, 0, 0), dilation=(1, 1), groups: int = 1, config: ConvConfig | None = None,
+                input_precision: str | None = None, prepacked: bool = False) -> torch.Tensor:
+    """Conv2d of logical-NCHW x (any memory format) with PyTorch-layout w [OC, C/groups, KH, KW].
+
+    padding is (top, left, bottom, right) (or int / (h, w)). Returns logical NCHW in channels_last
+    memory format; int8 inputs give int32 (bias, if any, must then be int32).
+    prepacked: w is already pack_conv_weight's [OC, KH, KW, C/groups] (or, for depthwise,
+    pack_depthwise_weight's [KH, KW, C]), as an engine stores it; skips the per-call reformat.
+    """
+    if x.dim() != 4 or w.dim() not in ((3, 4) if prepacked else (4,)) or (prepacked and not w.is_contiguous()):
+        raise ValueError(f"conv2d_nhwc: bad ranks x {tuple(x.shape)}, w {tuple(w.shape)} (prepacked={prepacked})")
+    N, C, H, W = x.shape
+    if not prepacked:
+        OC, cpg, KH, KW = w.shape
+    elif w.dim() == 3:  # pack_depthwise_weight's [KH, KW, C]
+        (KH, KW, OC), cpg = w.shape, 1
+    else:
+        OC, KH, KW, cpg = w.shape
+    if prepacked and is_depthwise(C, OC, groups) != (w.dim() == 3):
+        raise ValueError("prepacked depthwise weights must come from pack_depthwise_weight (and only those)")
+    if C % groups or OC % groups or cpg != C // groups:
+        raise ValueError(f"x {tuple(x.shape)}, w {tuple(w.shape)} and groups={groups} do not match")
+    (sh, sw), (dh, dw) = _pair(stride), _pair(dilation)
+    pt, pl, pb, pr = normalize_padding(padding)
+    OH, OW = conv_out_size(H, KH, sh, pt, pb, dh), conv_out_size(W, KW, sw, pl, pr, dw)
+    if OH <= 0 or OW <= 0:
+        raise ValueError(f"conv output would be {OH}x{OW}")
+    out_dtype = torch.int32 if is_int8(x.dtype) else x.dtype
+    x = x.contiguous(memory_format=torch.channels_last)  # storage is now NHWC contiguous
+    y = torch.empty((N, OC, OH, OW), device=x.device, dtype=out_dtype, memory_format=torch.channels_last)
+    M = N * OH * OW
+    if M == 0 or OC == 0:
+        return y
+    has_bias = bias is not None
+    bias_arg = bias.contiguous() if has_bias else y  # dummy pointer, never read when HAS_BIAS is False
+    if input_precision is None:
+        input_precision = "tf32" if _config.ALLOW_TF32 else "ieee"
+
+    if is_depthwise(C, OC, groups):
+        cfg = config or heuristic_config(M, C, 1, KH, KW, x.dtype, depthwise=True)
+        grid = (cdiv(M, cfg.BLOCK_M), cdiv(C, cfg.BLOCK_N))
+        w = w if prepacked else pack_depthwise_weight(w)
+        depthwise_conv2d_nhwc_kernel[grid](x, w, bias_arg, y, N, H, W, C, OH, OW,
+                                           sh, sw, pt, pl, dh, dw, KH=KH, KW=KW, BLOCK_M=cfg.BLOCK_M,
+                                           BLOCK_C=cfg.BLOCK_N, HAS_BIAS=has_bias,
+                                           num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+        return y
+
+    ocpg = OC // groups
+    cfg = config or heuristic_config(M, ocpg, cpg, KH, KW, x.dtype)
+    if cfg.BLOCK_M < 16 or cfg.BLOCK_N < 16 or cfg.BLOCK_K < _min_block_k(x.dtype):
+        raise ValueError(f"{cfg}: tl.dot needs blocks >= 16 (BLOCK_K >= 32 for int8)")
+    grid = (cdiv(M, cfg.BLOCK_M) * cdiv(ocpg, cfg.BLOCK_N), groups)
+    w = w if prepacked else pack_conv_weight(w, groups)
+    conv2d_nhwc_kernel[grid](x, w, bias_arg, y, N, H, W, C, OH, OW, OC, sh, sw, pt, pl,
+                             dh, dw, cpg, ocpg, KH=KH, KW=KW, BLOCK_M=cfg.BLOCK_M, BLOCK_N=cfg.BLOCK_N,
+                             BLOCK_K=cfg.BLOCK_K, GROUP_M=cfg.GROUP_M, INPUT_PRECISION=input_precision,
+                             SMALL_C=use_small_c_tile(cpg, cfg.BLOCK_K), HAS_BIAS=has_bias,
+                             num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+    return y

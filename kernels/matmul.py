@@ -1,0 +1,155 @@
+"""GEMM template: C[M, N] = A[M, K] @ B[K, N], fp32 accumulation (int32 for int8).
+
+`matmul_tile` is what generated kernels call: it returns the accumulator tile and stores nothing,
+so the generated epilogue (bias, activation, residual, cast) runs on registers before one store.
+`matmul_kernel` + `matmul()` are the same tile with a plain store, for tests and benchmarks.
+
+B may be row-major [K, N] or K-major [N, K] (passed as strides). Constant weights are stored
+K-major: on Hopper the K-major int8 operand is what lets Triton emit wgmma (DESIGN.md: 1078 vs 233
+TOPS at 8192^3).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from trident.compiler import config as _config
+from trident.kernels.common import (cdiv, dot_acc, grouped_pid, interpreter_block, is_int8, is_interpreter,
+                                    next_pow2, zero_acc)
+
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def matmul_tile(a_ptr, b_ptr, M, N, K, stride_am, stride_ak, stride_bk, stride_bn, offs_m, offs_n,
+                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                INPUT_PRECISION: tl.constexpr):
+    """Accumulator tile A[offs_m, :] @ B[:, offs_n]: fp32 [BLOCK_M, BLOCK_N], or int32 for int8.
+
+    Rows/cols at or past M/N are wrapped back into range (so loads need no M/N mask); those lanes
+    hold duplicates of valid rows/cols and the caller's store mask must drop them.
+    INPUT_PRECISION ("ieee" | "tf32") only matters for fp32 inputs.
+    """
+    rm = offs_m % M
+    rn = offs_n % N
+    rk = tl.arange(0, BLOCK_K)
+    a_ptrs = a_ptr + rm[:, None] * stride_am + rk[None, :] * stride_ak
+    b_ptrs = b_ptr + rk[:, None] * stride_bk + rn[None, :] * stride_bn
+    acc = zero_acc(a_ptr, BLOCK_M, BLOCK_N)
+    for k in range(0, tl.cdiv(K, BLOCK_K)):
+        k_left = K - k * BLOCK_K  # only the last iteration is partial
+        a = tl.load(a_ptrs, mask=rk[None, :] < k_left, other=0)
+        b = tl.load(b_ptrs, mask=rk[:, None] < k_left, other=0)
+        acc = dot_acc(a, b, acc, INPUT_PRECISION)
+        a_ptrs += BLOCK_K * stride_ak
+        b_ptrs += BLOCK_K * stride_bk
+    return acc
+
+
+@triton.jit
+def matmul_kernel(a_ptr, b_ptr, c_ptr, M, N, K, stride_am, stride_ak, stride_bk, stride_bn,
+                  stride_cm, stride_cn,
+                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                  GROUP_M: tl.constexpr, INPUT_PRECISION: tl.constexpr):
+    """Standalone GEMM: one program per C tile, grid = cdiv(M, BLOCK_M) * cdiv(N, BLOCK_N)."""
+    pid_m, pid_n = grouped_pid(tl.program_id(0), M, N, BLOCK_M, BLOCK_N, GROUP_M)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    acc = matmul_tile(a_ptr, b_ptr, M, N, K, stride_am, stride_ak, stride_bk, stride_bn, offs_m, offs_n,
+                      BLOCK_M, BLOCK_N, BLOCK_K, INPUT_PRECISION)
+    c_ptrs = c_ptr + offs_m[:, None] * stride_cm + offs_n[None, :] * stride_cn
+    mask = (offs_m[:, None] < M) & (offs_n[None, :] < N)
+    tl.store(c_ptrs, acc.to(c_ptr.dtype.element_ty), mask=mask)
+
+
+@dataclass(frozen=True)
+class MatmulConfig:
+    BLOCK_M: int
+    BLOCK_N: int
+    BLOCK_K: int
+    GROUP_M: int = 8
+    num_warps: int = 4
+    num_stages: int = 3
+
+    def check(self, dtype) -> None:
+        """Raise ValueError for a config tl.dot cannot compile (dims < 16, non powers of 2)."""
+        min_k = 32 if is_int8(dtype) else 16  # int8 MMA needs K >= 32 on NVIDIA
+        for name, value, low in (("BLOCK_M", self.BLOCK_M, 16), ("BLOCK_N", self.BLOCK_N, 16),
+                                 ("BLOCK_K", self.BLOCK_K, min_k)):
+            if value < low or value != next_pow2(value):
+                raise ValueError(f"{name}={value}: must be a power of two >= {low} for {dtype}")
+
+
+# Streaming K per stage in bytes is what matters for shared memory: 64 fp16 = 128 int8 = 32 fp32.
+def _block_k(dtype) -> int:
+    return {1: 128, 2: 64}.get(torch.empty((), dtype=dtype).element_size(), 32)
+
+
+NUM_SMS_H200 = 132
+
+
+def heuristic_config(M: int, N: int, K: int, dtype) -> MatmulConfig:
+    """Deterministic default config for an H200 (or cheap big blocks in the interpreter)."""
+    if is_interpreter():
+        return MatmulConfig(interpreter_block(M), interpreter_block(N),
+                            interpreter_block(K, lo=32 if is_int8(dtype) else 16),
+                            GROUP_M=8, num_warps=4, num_stages=1)
+    bk = _block_k(dtype)
+    if M <= 64:
+        # Skinny GEMM (small-batch linear layers): few rows, so spend the tile on N and K.
+        return MatmulConfig(max(16, next_pow2(M)), 64 if N <= 4096 else 128, bk, 8, 4, 4)
+    bm, bn = 128, (256 if N >= 256 else 128)
+    # Not enough tiles to fill the SMs: halve the tile (N first, then M) before starving SMs.
+    if cdiv(M, bm) * cdiv(N, bn) < NUM_SMS_H200 and bn == 256:
+        bn = 128
+    if cdiv(M, bm) * cdiv(N, bn) < NUM_SMS_H200:
+        bm = 64
+    if bn == 256:
+        return MatmulConfig(bm, bn, bk, 8, 8, 3)
+    return MatmulConfig(bm, bn, bk, 8, 4 if bm == 64 else 8, 4)
+
+
+def candidate_configs(M: int, N: int, K: int, dtype) -> list[MatmulConfig]:
+    """A short list for autotuning/benchmarks on the GPU; the heuristic's pick comes first."""
+    bk = _block_k(dtype)
+    cands = [heuristic_config(M, N, K, dtype),
+             MatmulConfig(128, 256, bk, 8, 8, 3), MatmulConfig(256, 128, bk, 8, 8, 3),
+             MatmulConfig(128, 128, bk, 8, 8, 4), MatmulConfig(128, 128, bk, 8, 4, 4),
+             MatmulConfig(64, 256, bk // 2, 8, 4, 4), MatmulConfig(128, 256, bk, 8, 8, 4)]
+    return list(dict.fromkeys(cands))  # dedupe, keep order
+
+
+def matmul(a: torch.Tensor, b: torch.Tensor, *, b_k_major: bool = False, out_dtype=None,
+           config: MatmulConfig | None = None, input_precision: str | None = None) -> torch.Tensor:
+    """a [M, K] @ b, where b is [K, N], or [N, K] when b_k_major. int8 inputs give int32.
+
+    input_precision: "ieee" | "tf32" for fp32 inputs; default follows TRIDENT_ALLOW_TF32.
+    """
+    if a.dim() != 2 or b.dim() != 2:
+        raise ValueError(f"matmul wants 2-D operands, got {tuple(a.shape)} and {tuple(b.shape)}")
+    if a.dtype != b.dtype:
+        raise ValueError(f"matmul operands must share a dtype, got {a.dtype} and {b.dtype}")
+    M, K = a.shape
+    N, Kb = (b.shape[0], b.shape[1]) if b_k_major else (b.shape[1], b.shape[0])
+    if K != Kb:
+        raise ValueError(f"matmul K mismatch: a {tuple(a.shape)}, b {tuple(b.shape)} (b_k_major={b_k_major})")
+    if out_dtype is None:
+        out_dtype = torch.int32 if is_int8(a.dtype) else a.dtype
+    if input_precision is None:
+        input_precision = "tf32" if _config.ALLOW_TF32 else "ieee"
+    c = torch.empty((M, N), device=a.device, dtype=out_dtype)
+    if M == 0 or N == 0:
+        return c
+    if K == 0:
+        return c.zero_()
+    cfg = config or heuristic_config(M, N, K, a.dtype)
+    cfg.check(a.dtype)
+    stride_bk, stride_bn = (b.stride(1), b.stride(0)) if b_k_major else (b.stride(0), b.stride(1))
+    grid = (cdiv(M, cfg.BLOCK_M) * cdiv(N, cfg.BLOCK_N),)
+    matmul_kernel[grid](a, b, c, M, N, K, a.stride(0), a.stride(1), stride_bk, stride_bn,
+                        c.stride(0), c.stride(1),
+                        BLOCK_M=cfg.BLOCK_M, BLOCK_N=cfg.BLOCK_N, BLOCK_K=cfg.BLOCK_K, GROUP_M=cfg.GROUP_M,
+                        INPUT_PRECISION=input_precision, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+    return c

@@ -1,0 +1,168 @@
+"""kernels/matmul.py against torch, in Triton's interpreter on the CPU (or on the GPU when present)."""
+import math
+
+import pytest
+import torch
+
+import trident.kernels.matmul as mm
+from trident.kernels.matmul import MatmulConfig, candidate_configs, heuristic_config, matmul, matmul_tile
+
+import triton
+import triton.language as tl
+
+HAS_CUDA = torch.cuda.is_available()
+DEV = "cuda" if HAS_CUDA else "cpu"
+requires_cuda = pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
+TOL = {torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 2e-2}
+
+
+def rand(shape, dtype, seed):
+    g = torch.Generator().manual_seed(seed)
+    if dtype == torch.int8:
+        return torch.randint(-128, 128, shape, generator=g, dtype=torch.int8).to(DEV)
+    return torch.randn(shape, generator=g).to(dtype).to(DEV)
+
+
+def check(out, a, b_kn, dtype):
+    """out vs a @ b computed in float64 from the same (already rounded) inputs."""
+    ref = a.double() @ b_kn.double()
+    if dtype == torch.int8:
+        assert out.dtype == torch.int32
+        assert torch.equal(out.long().cpu(), ref.long().cpu())
+    else:
+        tol = TOL[dtype]
+        k = a.shape[1]
+        torch.testing.assert_close(out.double(), ref, rtol=tol, atol=tol * math.sqrt(k))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.int8])
+@pytest.mark.parametrize("b_k_major", [False, True])
+@pytest.mark.parametrize("M,N,K", [(17, 23, 19), (37, 53, 71), (100, 65, 96)])
+def test_matmul_default_config(dtype, b_k_major, M, N, K):
+    a = rand((M, K), dtype, 1)
+    b_kn = rand((K, N), dtype, 2)
+    b = b_kn.t().contiguous() if b_k_major else b_kn
+    out = matmul(a, b, b_k_major=b_k_major)
+    assert out.shape == (M, N)
+    check(out, a, b_kn, dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.int8])
+@pytest.mark.parametrize("b_k_major", [False, True])
+def test_matmul_many_programs_and_k_steps(dtype, b_k_major):
+    # Small blocks: 5x4 programs in GROUP_M=2 groups (a partial last group) and 3-6 K steps with a tail.
+    M, N, K = 70, 50, 90
+    cfg = MatmulConfig(16, 16, 32 if dtype == torch.int8 else 16, GROUP_M=2)
+    a = rand((M, K), dtype, 3)
+    b_kn = rand((K, N), dtype, 4)
+    b = b_kn.t().contiguous() if b_k_major else b_kn
+    check(matmul(a, b, b_k_major=b_k_major, config=cfg), a, b_kn, dtype)
+
+
+def test_matmul_strided_operands():
+    # Transposed views: the kernel takes strides, nothing is made contiguous.
+    at = rand((45, 33), torch.float32, 5)  # a = at.T is [33, 45], column-major
+    b_kn = rand((45, 29), torch.float32, 6)
+    check(matmul(at.t(), b_kn), at.t(), b_kn, torch.float32)
+
+
+def test_matmul_out_dtype_and_tf32_compiles():
+    a, b = rand((20, 40), torch.float16, 7), rand((40, 24), torch.float16, 8)
+    out = matmul(a, b, out_dtype=torch.float32)
+    assert out.dtype == torch.float32
+    check(out, a, b, torch.float16)
+    a32, b32 = a.float(), b.float()
+    out = matmul(a32, b32, input_precision="tf32")  # TF32 rounds inputs to 10 mantissa bits
+    torch.testing.assert_close(out.double(), a32.double() @ b32.double(), rtol=1e-2, atol=5e-2)
+
+
+def test_matmul_int8_accumulates_in_int32():
+    # Sums past 2**24 are exact only with an int32 accumulator (fp32 would drop low bits).
+    g = torch.Generator().manual_seed(9)
+    M, N, K = 16, 16, 2100
+    a = torch.randint(100, 128, (M, K), generator=g, dtype=torch.int8).to(DEV)
+    b = torch.randint(100, 128, (K, N), generator=g, dtype=torch.int8).to(DEV)
+    out = matmul(a, b.t().contiguous(), b_k_major=True)
+    ref = a.long().cpu() @ b.long().cpu()
+    assert ref.abs().max() > 2 ** 24
+    assert torch.equal(out.long().cpu(), ref)
+
+
+def test_matmul_rejects_bad_inputs():
+    a = rand((8, 16), torch.float32, 10)
+    with pytest.raises(ValueError):
+        matmul(a, rand((15, 8), torch.float32, 11))
+    with pytest.raises(ValueError):
+        matmul(a, rand((16, 8), torch.float16, 11))
+    with pytest.raises(ValueError):
+        matmul(rand((8, 64), torch.int8, 1), rand((64, 8), torch.int8, 2), config=MatmulConfig(16, 16, 16))
+
+
+@triton.jit
+def _linear_relu_kernel(a_ptr, w_ptr, bias_ptr, c_ptr, M, N, K, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                        BLOCK_K: tl.constexpr):
+    # What generated code looks like: tile + epilogue on registers + one store. w is K-major [N, K].
+    offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    acc = matmul_tile(a_ptr, w_ptr, M, N, K, K, 1, 1, K, offs_m, offs_n, BLOCK_M, BLOCK_N, BLOCK_K, "ieee")
+    acc += tl.load(bias_ptr + offs_n, mask=offs_n < N, other=0.0)[None, :]
+    acc = tl.maximum(acc, 0.0)
+    mask = (offs_m[:, None] < M) & (offs_n[None, :] < N)
+    tl.store(c_ptr + offs_m[:, None] * N + offs_n[None, :], acc.to(c_ptr.dtype.element_ty), mask=mask)
+
+
+def test_matmul_tile_with_epilogue():
+    M, N, K = 40, 36, 50
+    a, w, bias = rand((M, K), torch.float16, 12), rand((N, K), torch.float16, 13), rand((N,), torch.float32, 14)
+    c = torch.empty((M, N), device=DEV, dtype=torch.float16)
+    _linear_relu_kernel[(triton.cdiv(M, 32), triton.cdiv(N, 32))](a, w, bias, c, M, N, K, 32, 32, 32)
+    ref = torch.relu(a.double() @ w.double().t() + bias.double())
+    torch.testing.assert_close(c.double(), ref, rtol=1e-2, atol=1e-2)
+
+
+@pytest.mark.parametrize("interpreter", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.int8])
+def test_heuristic_configs_are_legal(monkeypatch, interpreter, dtype):
+    monkeypatch.setattr(mm, "is_interpreter", lambda: interpreter)
+    for M, N, K in [(1, 1000, 2048), (7, 64, 16), (64, 768, 768), (128, 3072, 768), (4096, 4096, 4096),
+                    (8192, 8192, 8192), (300, 17, 5)]:
+        cfg = heuristic_config(M, N, K, dtype)
+        assert cfg == heuristic_config(M, N, K, dtype)  # deterministic
+        for c in [cfg] + ([] if interpreter else candidate_configs(M, N, K, dtype)):
+            c.check(dtype)
+
+
+# ----------------------------------------------------------------------------------------------- GPU
+
+
+@pytest.mark.gpu
+@requires_cuda
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.int8])
+@pytest.mark.parametrize("b_k_major", [False, True])
+def test_gpu_matmul_1024(dtype, b_k_major):
+    M = N = K = 1024
+    a, b_kn = rand((M, K), dtype, 20), rand((K, N), dtype, 21)
+    b = b_kn.t().contiguous() if b_k_major else b_kn
+    out = matmul(a, b, b_k_major=b_k_major)
+    if dtype == torch.int8:
+        assert torch.equal(out.long(), (a.double() @ b_kn.double()).long())
+    else:
+        ref = a.double() @ b_kn.double()
+        torch.testing.assert_close(out.double(), ref, rtol=TOL[dtype], atol=TOL[dtype] * math.sqrt(K))
+
+
+@pytest.mark.gpu
+@requires_cuda
+@pytest.mark.parametrize("dtype", [torch.float16, torch.int8])
+@pytest.mark.parametrize("M,N,K", [(1, 1000, 2048), (32, 768, 768), (256, 3072, 768), (1000, 1000, 1000)])
+def test_gpu_matmul_all_candidate_configs(dtype, M, N, K):
+    # Every config the autotuner/bench may try must compile, fit shared memory and be right.
+    a, b_kn = rand((M, K), dtype, 22), rand((K, N), dtype, 23)
+    b = b_kn.t().contiguous()
+    ref = a.double() @ b_kn.double()
+    for cfg in candidate_configs(M, N, K, dtype):
+        out = matmul(a, b, b_k_major=True, config=cfg)
+        if dtype == torch.int8:
+            assert torch.equal(out.long(), ref.long()), cfg
+        else:
+            torch.testing.assert_close(out.double(), ref, rtol=1e-2, atol=1e-2 * math.sqrt(K), msg=str(cfg))
