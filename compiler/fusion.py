@@ -208,6 +208,8 @@ def fuse(graph: Graph) -> list[Group]:
             groups.append(joined)
             if kind == "reduction":
                 _absorb_prologue(joined, graph, group_for, groups, group_of, depends_on)
+            if kind == "conv":
+                _absorb_input_cast(joined, graph, group_for, groups, group_of)
         else:
             joined.nodes.append(node)
             _absorb_siblings(joined, node, graph, group_for, groups, group_of, depends_on)
@@ -273,6 +275,23 @@ def _absorb_siblings(group: Group, node: Node, graph, group_for, groups, group_o
         for n in other.nodes:
             group_of[id(n)] = group
         groups.remove(other)
+
+
+def _absorb_input_cast(conv: Group, graph, group_for, groups, group_of) -> None:
+    """A lone float cast feeding a stem conv (the fp16 engine's input cast) runs in its loads."""
+    from trident.compiler.codegen.kernels import reads_any_layout
+
+    producer = group_for(conv.anchor.inputs[0])
+    if (producer is None or producer.kind != "pointwise" or len(producer.nodes) != 1
+            or producer.nodes[0].op != "cast" or not reads_any_layout(conv.anchor, graph)
+            or len(_consumers(graph, conv.anchor.inputs[0])) != 1
+            or conv.anchor.inputs[0] in graph.outputs
+            or not graph.types[producer.nodes[0].inputs[0]].dtype.is_floating_point):
+        return
+    conv.nodes.insert(0, producer.nodes[0])
+    conv.reasons.append("input cast: fused into the conv's loads (the tile reads any layout)")
+    group_of[id(producer.nodes[0])] = conv
+    groups.remove(producer)
 
 
 def _absorb_prologue(reduction: Group, graph, group_for, groups, group_of, depends_on) -> None:

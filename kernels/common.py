@@ -97,6 +97,16 @@ def dot_acc(a, b, acc, INPUT_PRECISION: tl.constexpr):
 
 
 @triton.jit
+def window_origin(offs_m, N, OH, OW, stride_h, stride_w, pad_h, pad_w):
+    """For output pixels offs_m (flat n*OH*OW + oh*OW + ow): (n, ih0, iw0) of each window's top-left
+    tap. Pixels past N*OH*OW wrap back into range (duplicate lanes the caller's store mask drops)."""
+    rm = offs_m % (N * OH * OW)
+    ow = rm % OW
+    t = rm // OW
+    return t // OH, (t % OH) * stride_h - pad_h, ow * stride_w - pad_w
+
+
+@triton.jit
 def nhwc_window_origin(offs_m, N, H, W, C, OH, OW, stride_h, stride_w, pad_h, pad_w):
     """For output pixels offs_m (flat n*OH*OW + oh*OW + ow), the top-left input tap of each window.
 

@@ -18,7 +18,7 @@ import torch
 
 from trident.compiler import config as _config
 from trident.kernels.common import (cdiv, dot_acc, grouped_pid, interpreter_block, is_int8, is_interpreter,
-                                    next_pow2, nhwc_window_origin, zero_acc)
+                                    next_pow2, nhwc_window_origin, window_origin, zero_acc)
 
 import triton
 import triton.language as tl
@@ -68,15 +68,19 @@ def conv2d_nhwc_tile(x_ptr, w_ptr, N, H, W, C, OH, OW, OC, stride_h, stride_w, p
 def conv2d_nhwc_small_c_tile(x_ptr, w_ptr, N, H, W, C, OH, OW, OC, stride_h, stride_w, pad_h, pad_w, dil_h,
                              dil_w, group, C_PER_GROUP, OC_PER_GROUP, offs_m, offs_n,
                              KH: tl.constexpr, KW: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                             BLOCK_K: tl.constexpr, INPUT_PRECISION: tl.constexpr):
+                             BLOCK_K: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+                             sx_n, sx_h, sx_w, sx_c):
     """Same contract as conv2d_nhwc_tile, but K = (kh, kw, c) is walked flat in BLOCK_K steps.
 
     Each K block mixes taps, so the A load is a 2-D gather with per-element index math; worth it
     only when C_PER_GROUP is much smaller than BLOCK_K (e.g. a 7x7 stem on 3 channels: K = 147 in
     5 blocks of 32 instead of 49 blocks of 16 that are 3/16 full).
+    x is read through explicit strides (sx_*, in elements, for dims n, h, w, c) and cast to the
+    weight's dtype in registers, so a stem can read the user's NCHW fp32 input directly: the layout
+    change and the fp16 cast cost no kernel of their own.
     """
-    x_off, ih0, iw0 = nhwc_window_origin(offs_m, N, H, W, C, OH, OW, stride_h, stride_w, pad_h, pad_w)
-    x_off += group * C_PER_GROUP
+    n, ih0, iw0 = window_origin(offs_m, N, OH, OW, stride_h, stride_w, pad_h, pad_w)
+    x_off = n * sx_n + ih0 * sx_h + iw0 * sx_w + group * C_PER_GROUP * sx_c
     rn = offs_n % OC_PER_GROUP
     K_TOTAL = KH * KW * C_PER_GROUP
     w_off = (group * OC_PER_GROUP + rn) * K_TOTAL
@@ -92,10 +96,11 @@ def conv2d_nhwc_small_c_tile(x_ptr, w_ptr, N, H, W, C, OH, OW, OC, stride_h, str
         iw = iw0[:, None] + (kw * dil_w)[None, :]
         k_ok = k < K_TOTAL
         mask = k_ok[None, :] & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
-        a_col = ((kh * dil_h) * W + kw * dil_w) * C + c
+        a_col = (kh * dil_h) * sx_h + (kw * dil_w) * sx_w + c * sx_c
         a = tl.load(x_ptr + x_off[:, None] + a_col[None, :], mask=mask, other=0)
         # The packed weight row is laid out in exactly this (kh, kw, c) order: a plain K offset.
         b = tl.load(w_ptr + w_off[None, :] + k[:, None], mask=k_ok[:, None], other=0)
+        a = a.to(b.dtype)
         acc = dot_acc(a, b, acc, INPUT_PRECISION)
     return acc
 
@@ -140,7 +145,8 @@ def conv2d_nhwc_kernel(x_ptr, w_ptr, bias_ptr, y_ptr, N, H, W, C, OH, OW, OC, st
     if SMALL_C:
         acc = conv2d_nhwc_small_c_tile(x_ptr, w_ptr, N, H, W, C, OH, OW, OC, stride_h, stride_w, pad_h, pad_w,
                                        dil_h, dil_w, group, C_PER_GROUP, OC_PER_GROUP, offs_m, offs_n,
-                                       KH, KW, BLOCK_M, BLOCK_N, BLOCK_K, INPUT_PRECISION)
+                                       KH, KW, BLOCK_M, BLOCK_N, BLOCK_K, INPUT_PRECISION,
+                                       H * W * C, W * C, C, 1)
     else:
         acc = conv2d_nhwc_tile(x_ptr, w_ptr, N, H, W, C, OH, OW, OC, stride_h, stride_w, pad_h, pad_w,
                                dil_h, dil_w, group, C_PER_GROUP, OC_PER_GROUP, offs_m, offs_n,

@@ -7,7 +7,7 @@ import re
 import sys
 from pathlib import Path
 
-from trident.compiler.codegen.kernels import GENERATORS, KernelSource
+from trident.compiler.codegen.kernels import GENERATORS, KernelSource, reads_any_layout
 from trident.compiler.codegen.program import (Layout, Program, Step, is_nhwc, nhwc_strides,
                                               output_layout, torch_output_layouts, view_layouts)
 from trident.compiler.codegen.writer import dense_strides
@@ -73,9 +73,9 @@ def _ensure_nhwc(group: Group, program: Program, names: dict[str, int]) -> None:
     """Conv and pool tiles read dense NHWC: copy any other layout first (one pointwise kernel)."""
     node = group.anchor
     value = node.inputs[0]
-    layout = program.layouts[value]
-    if is_nhwc(layout):
-        return
+    layout = program.layouts.get(value)
+    if layout is None or is_nhwc(layout) or reads_any_layout(node, program.graph):
+        return  # (no layout yet: a cast fused in front of the conv produces it in registers)
     copy = f"{value}__nhwc"
     program.graph.types[copy] = program.graph.types[value]
     program.layouts[copy] = Layout(layout.shape, nhwc_strides(layout.shape), layout.dtype)

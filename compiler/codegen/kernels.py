@@ -74,6 +74,10 @@ def _launcher(args: Args, grid: str, cfg: dict) -> str:
             f"    kernel[grid]({params}, **config)\n")
 
 
+def _after_anchor(group: Group) -> list[Node]:
+    return group.nodes[group.nodes.index(group.anchor) + 1:]
+
+
 def _epilogue(w: KernelWriter, group: Group, nodes: list[Node], layouts, args: Args,
               space_shape, target_map=None) -> None:
     for node in nodes:
@@ -241,7 +245,7 @@ def matmul(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: list
         acc = f"acc + {bias}"
     w.line(f"v0 = {acc}")
     w.values[anchor.outputs[0]] = "v0"
-    _epilogue(w, group, group.nodes[1:], layouts, args, out_shape)
+    _epilogue(w, group, _after_anchor(group), layouts, args, out_shape)
     _stores(w, outputs, layouts, args, out_shape, "mmask & nmask")
     cfg = _tile_config(heuristic_config(rows, N, K, a.dtype))
     src = _header(name, group.nodes, graph, "from trident.kernels.common import grouped_pid\n"
@@ -272,8 +276,28 @@ def _nhwc_epilogue(w: KernelWriter, group, graph, layouts, args, outputs, out_sh
     if bias is not None:
         lay = layouts[bias]
         w.line(f"v0 = v0 + {w.load(Operand(args(bias), lay.strides, (1,), lay.dtype))}")
-    _epilogue(w, group, group.nodes[1:], layouts, args, out_shape)
+    _epilogue(w, group, _after_anchor(group), layouts, args, out_shape)
     _stores(w, outputs, layouts, args, out_shape, "mmask & nmask")
+
+
+def reads_any_layout(node: Node, graph: Graph) -> bool:
+    """Does this conv's tile read its input through strides (the small-channel stem tile)?
+
+    Then its input needs no NHWC copy, and a cast in front of it computes in the tile's loads.
+    """
+    from trident.kernels import conv as templates
+
+    if node.op != "conv":
+        return False
+    weight = graph.constants[node.inputs[1]]
+    groups = node.attrs.get("groups", 1)
+    c, oc = graph.types[node.inputs[0]].shape[1], weight.shape[0]
+    if templates.is_depthwise(c, oc, groups):
+        return False
+    n, _, oh, ow = graph.types[node.outputs[0]].shape
+    tconf = templates.heuristic_config(n * oh * ow, oc // groups, c // groups, weight.shape[2],
+                                       weight.shape[3], weight.dtype)
+    return templates.use_small_c_tile(c // groups, tconf.BLOCK_K)
 
 
 def conv(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: list[str],
@@ -281,6 +305,8 @@ def conv(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: list[s
     from trident.kernels import conv as templates
 
     anchor = group.anchor
+    # A cast fused in front reads the cast's input directly (the tile casts in registers).
+    x_value = group.nodes[0].inputs[0] if group.nodes[0] is not anchor else anchor.inputs[0]
     (n, c, h, wd, oc, oh, ow), (sh, sw), pads = _window(anchor, graph)
     weight = graph.constants[anchor.inputs[1]]
     groups = anchor.attrs.get("groups", 1)
@@ -293,7 +319,7 @@ def conv(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: list[s
               else templates.pack_conv_weight(weight, groups))
     packed_layout = Layout(tuple(packed.shape), tuple(packed.stride()), packed.dtype)
     args, w = Args(), KernelWriter(graph)
-    x_arg, w_arg = args(anchor.inputs[0]), args(packed_name)
+    x_arg, w_arg = args(x_value), args(packed_name)
     geometry = f"{n}, {h}, {wd}, {c}, {oh}, {ow}"
     window = f"{sh}, {sw}, {pads[0]}, {pads[1]}, {dh}, {dw}"
     if depthwise:
@@ -317,8 +343,13 @@ def conv(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: list[s
         w.line("group = tl.program_id(1)")
         w.line("offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)")
         w.line("offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)")
+        strided = ""
+        if tile == "conv2d_nhwc_small_c_tile":
+            sn, sc, sh_, sw_ = layouts[x_value].strides
+            strided = f", {sn}, {sh_}, {sw_}, {sc}"
         w.line(f"acc = {tile}({x_arg}, {w_arg}, {geometry}, {oc}, {window}, group, {cg}, {ocg}, "
-               f"offs_m, offs_n, {kh}, {kw}, BLOCK_M, BLOCK_N, BLOCK_K, '{_precision(weight.dtype)}')")
+               f"offs_m, offs_n, {kh}, {kw}, BLOCK_M, BLOCK_N, BLOCK_K, "
+               f"'{_precision(weight.dtype)}'{strided})")
         w.line(f"nmask = offs_n[None, :] < {ocg}")
         w.line(f"offs_c = group * {ocg} + offs_n")
         first = "offs_c"

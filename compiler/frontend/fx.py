@@ -357,6 +357,8 @@ def _clamp_max(cx: Ctx, x, max):
 @converts(aten.add.Tensor, aten.add.Scalar, torch.add, operator.add, operator.iadd, "add",
           "__add__", "__radd__", "add_")
 def _add(cx: Ctx, a, b, alpha=1):
+    if isinstance(a, (tuple, list)):  # split(...) + chunk(...): sequences of results concatenate
+        return type(a)(a) + type(a)(b)
     if alpha != 1:
         b = _binary(cx, "mul", b, alpha)
     return _binary(cx, "add", a, b)
@@ -439,6 +441,56 @@ def _where(cx: Ctx, condition, input, other):
     condition = _promote(cx, condition, dtype=torch.bool)[0]
     a, b = _promote(cx, input, other)
     return cx.emit("where", [condition, a, b])
+
+
+def _as_bool(cx: Ctx, v):
+    """Truth value as torch's logical ops take it: bool as is, anything else != 0."""
+    if isinstance(v, (Val, torch.Tensor)) and cx.dtype(v) != torch.bool:
+        return cx.emit("not", [_binary(cx, "equal", v, 0)])
+    return _promote(cx, v, dtype=torch.bool)[0]
+
+
+def _bool_only(cx: Ctx, what: str, *vs) -> None:
+    if any(isinstance(v, (Val, torch.Tensor)) and cx.dtype(v) != torch.bool for v in vs):
+        raise UnsupportedError(f'fx node "{cx.node_name}": bitwise {what} of integers '
+                               "(only bool tensors)")
+
+
+# The IR has no and/or/xor; on booleans they are selections and a comparison.
+@converts(aten.logical_and.default, torch.logical_and, "logical_and")
+def _logical_and(cx: Ctx, a, b):
+    return cx.emit("where", [_as_bool(cx, a), _as_bool(cx, b), torch.tensor(False)])
+
+
+@converts(aten.logical_or.default, torch.logical_or, "logical_or")
+def _logical_or(cx: Ctx, a, b):
+    return cx.emit("where", [_as_bool(cx, a), torch.tensor(True), _as_bool(cx, b)])
+
+
+@converts(aten.logical_xor.default, torch.logical_xor, "logical_xor")
+def _logical_xor(cx: Ctx, a, b):
+    return cx.emit("not", [cx.emit("equal", [_as_bool(cx, a), _as_bool(cx, b)])])
+
+
+@converts(aten.bitwise_and.Tensor, aten.bitwise_and.Scalar, torch.bitwise_and, operator.and_,
+          "bitwise_and", "__and__")
+def _bitwise_and(cx: Ctx, a, b):
+    _bool_only(cx, "and", a, b)
+    return _logical_and(cx, a, b)
+
+
+@converts(aten.bitwise_or.Tensor, aten.bitwise_or.Scalar, torch.bitwise_or, operator.or_,
+          "bitwise_or", "__or__")
+def _bitwise_or(cx: Ctx, a, b):
+    _bool_only(cx, "or", a, b)
+    return _logical_or(cx, a, b)
+
+
+@converts(aten.bitwise_xor.Tensor, aten.bitwise_xor.Scalar, torch.bitwise_xor, operator.xor,
+          "bitwise_xor", "__xor__")
+def _bitwise_xor(cx: Ctx, a, b):
+    _bool_only(cx, "xor", a, b)
+    return _logical_xor(cx, a, b)
 
 
 @converts(aten.masked_fill.Scalar, aten.masked_fill.Tensor, torch.masked_fill, "masked_fill")
@@ -792,6 +844,30 @@ def _cat(cx: Ctx, tensors, dim=0):
     return cx.emit("concat", tensors, axis=_axis(dim, cx.rank(tensors[0])))
 
 
+@converts(aten.constant_pad_nd.default, F.pad)
+def _pad(cx: Ctx, input, pad, mode="constant", value=None):
+    # torch's pad list runs from the last dim backwards: (last_begin, last_end, prev_begin, ...).
+    # The IR has no pad op: each padded axis becomes concat(fill, x, fill), each cropped one a
+    # slice, which later passes can fold into a convolution's padding.
+    if mode != "constant":
+        raise UnsupportedError(f'fx node "{cx.node_name}": pad mode "{mode}"')
+    x, rank = input, cx.rank(input)
+    for k in range(len(pad) // 2):
+        axis, begin, end = rank - 1 - k, int(pad[2 * k]), int(pad[2 * k + 1])
+        size = cx.shape(x)[axis]
+        if begin < 0 or end < 0:
+            x = _aten_slice(cx, x, axis, max(-begin, 0), size - max(-end, 0))
+        parts = []
+        for n in (max(begin, 0), max(end, 0)):
+            shape = list(cx.shape(x))
+            shape[axis] = n
+            parts.append(torch.full(shape, 0 if value is None else value, dtype=cx.dtype(x))
+                         if n else None)
+        pieces = [p for p in (parts[0], x, parts[1]) if p is not None]
+        x = _cat(cx, pieces, axis) if len(pieces) > 1 else x
+    return x
+
+
 @converts(aten.stack.default, torch.stack)
 def _stack(cx: Ctx, tensors, dim=0):
     axis = _axis(dim, cx.rank(tensors[0]) + 1)
@@ -1066,14 +1142,26 @@ def _target_name(target) -> str:
     if isinstance(target, str):
         return f"Tensor.{target}"
     if isinstance(target, type):
+        if target.__module__.startswith("torch.nn.modules"):
+            return f"torch.nn.{target.__name__}"
         return f"{target.__module__}.{target.__qualname__}"
     if isinstance(target, torch._ops.OpOverload):
         return str(target)
+    name = getattr(target, "__name__", None) or repr(target)
     module = getattr(target, "__module__", None) or "torch"
-    name = getattr(target, "__qualname__", None) or getattr(target, "__name__", repr(target))
-    if name == "boolean_dispatch.<locals>.fn":
-        name = getattr(target, "__name__", name)
+    # Where users find these functions, not where they are defined (torch._C._nn.gelu is F.gelu).
+    module = {"torch._C._nn": "torch.nn.functional", "torch._C._special": "torch.special",
+              "_operator": "operator", "torch.functional": "torch",
+              "torch._C._VariableFunctions": "torch"}.get(module, module)
     return f"{module}.{name}"
+
+
+def _node_target(node: torch.fx.Node) -> str:
+    if node.op == "call_module":
+        return f"module {node.target}"
+    if node.op == "call_method":
+        return f"Tensor.{node.target}"
+    return _target_name(node.target)
 
 
 def supported_targets() -> list[str]:
@@ -1130,7 +1218,7 @@ class _Importer:
             else:
                 args = torch.fx.node.map_arg(node.args, lambda n: env[n])
                 kwargs = torch.fx.node.map_arg(node.kwargs, lambda n: env[n])
-                env[node] = self._call(gm, node, args, kwargs)
+                env[node] = self._call_located(gm, node, args, kwargs)
                 self._check_against_meta(node, env[node])
                 if isinstance(env[node], torch.Tensor):  # folded: name it after its fx node
                     self.cx.hints.setdefault(id(env[node]), (env[node], node.name))
@@ -1145,6 +1233,16 @@ class _Importer:
             return obj
         return obj  # a submodule, for higher-order ops; converters that get one will refuse it
 
+    def _call_located(self, gm, node: torch.fx.Node, args, kwargs):
+        """_call, with any unexpected failure turned into a TridentError naming the node."""
+        try:
+            return self._call(gm, node, args, kwargs)
+        except TridentError:
+            raise
+        except Exception as e:  # noqa: BLE001  (a converter bug or torch refusing a fold)
+            raise TridentError(f'fx node "{node.name}" ({_node_target(node)}): '
+                               f"{type(e).__name__}: {e}") from e
+
     def _call(self, gm, node: torch.fx.Node, args, kwargs):
         if node.op == "call_module":
             return self._call_module(gm, node, args, kwargs)
@@ -1154,7 +1252,7 @@ class _Importer:
             try:
                 return convert(self.cx, *args, **kwargs)
             except TypeError as e:
-                raise UnsupportedError(f'fx node "{node.name}" ({_target_name(node.target)}): '
+                raise UnsupportedError(f'fx node "{node.name}" ({_node_target(node)}): '
                                        f"arguments the converter does not take: {e}") from None
         if not _has_val((args, kwargs)):
             return _fold_with_torch(node, args, kwargs)
@@ -1198,7 +1296,7 @@ class _Importer:
                 continue  # symbolic shapes: the example inputs decided ours
             got = self.cx.type(v)
             if tuple(m.shape) != got.shape or m.dtype != got.dtype:
-                raise ShapeError(f'fx node "{node.name}" ({_target_name(node.target)}): '
+                raise ShapeError(f'fx node "{node.name}" ({_node_target(node)}): '
                                  f"imported as {got}, but torch computed "
                                  f"{TensorType(tuple(m.shape), m.dtype)}")
 
@@ -1293,7 +1391,8 @@ def _import_exported(ep: torch.export.ExportedProgram, example_inputs: Sequence,
                      name: str) -> Graph:
     from torch.export.graph_signature import InputKind, OutputKind
 
-    ep = ep.run_decompositions()  # to the core ATen set the table covers
+    if _needs_decomposition(ep):
+        ep = ep.run_decompositions()  # to the core ATen set the table covers
     imp = _Importer(name)
     user = iter(tree_flatten(list(example_inputs))[0])
     placeholders = [n for n in ep.graph_module.graph.nodes if n.op == "placeholder"]
@@ -1313,10 +1412,17 @@ def _import_exported(ep: torch.export.ExportedProgram, example_inputs: Sequence,
                        if spec.kind == OutputKind.USER_OUTPUT])
 
 
+def _needs_decomposition(ep: torch.export.ExportedProgram) -> bool:
+    """Decomposing costs seconds on a big model; skip it when every aten op has a converter."""
+    return any(isinstance(n.target, torch._ops.OpOverload) and n.target not in FUNCTIONS
+               for n in ep.graph_module.graph.nodes if n.op == "call_function")
+
+
 def _trace(module: nn.Module, example_inputs: tuple):
-    """torch.export (decomposed to core ATen) if it can; symbolic_trace if export refuses."""
+    """torch.export, decomposed to the core ATen set, if it can; symbolic_trace if export
+    refuses (data-dependent control flow, unsupported Python)."""
     try:
-        return torch.export.export(module, example_inputs)
+        return torch.export.export(module, example_inputs).run_decompositions()
     except Exception as export_error:  # noqa: BLE001  (export fails in many ways on user code)
         params = list(inspect.signature(module.forward).parameters.values())[len(example_inputs):]
         concrete = {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}

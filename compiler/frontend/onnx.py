@@ -274,14 +274,18 @@ class NodeContext:
         return self.constant(torch.tensor(value, dtype=dtype), "scalar")
 
     def reshape(self, x: str, target: Sequence[int | None]) -> str:
-        """Reshape to `target`, where None marks a dim only known symbolically (becomes -1)."""
-        if tuple(self.type_of(x).shape) == tuple(target):
+        """Reshape to `target`, where None (or -1) marks a dim only known symbolically."""
+        t = self.type_of(x)
+        target = [-1 if d is None else d for d in target]
+        if target.count(-1) > 1:
+            raise self.error(UnsupportedError, f"reshape of {t} to {target} needs more than "
+                                               f"one inferred (symbolic) dim")
+        known = math.prod(d for d in target if d != -1)
+        if -1 in target and t.is_static and known and t.numel() % known == 0:
+            target[target.index(-1)] = t.numel() // known  # give the backend static shapes
+        if tuple(t.shape) == tuple(target):
             return x
-        unknown = sum(d is None or d == -1 for d in target)
-        if unknown > 1:
-            raise self.error(UnsupportedError, f"reshape of {self.type_of(x)} to {list(target)} "
-                                               f"needs more than one inferred (symbolic) dim")
-        return self.emit("reshape", x, shape=[-1 if d is None else d for d in target])
+        return self.emit("reshape", x, shape=target)
 
 
 def _strip_location(message: str, node: Node) -> str:
@@ -870,6 +874,15 @@ def _shape(cx):
     return [cx.constant(torch.tensor(dims, dtype=torch.int64), "shape")]
 
 
+@converter("Size")
+def _size(cx):
+    t = cx.type(0)
+    if not t.is_static:
+        raise cx.error(UnsupportedError, f"Size of {t} has symbolic dims (data-dependent "
+                                         f"shapes are not supported; pass batch_size=)")
+    return [cx.constant(torch.tensor(t.numel(), dtype=torch.int64), "size")]
+
+
 @converter("Constant")
 def _constant(cx):
     if len(cx.attrs) != 1:
@@ -1058,8 +1071,10 @@ class _Importer:
             self.values[onnx_name] = value
 
     def _check_inferred(self, cx: NodeContext, onnx_name: str, got: TensorType) -> None:
-        """What ONNX shape inference says about an output must match what the IR computes:
-        a disagreement is a converter bug, or a model whose declared types are wrong."""
+        """ONNX type inference must agree with the IR on an output's dtype and rank: when it
+        does not, a converter is wrong (or the model mistyped). Dims are not compared: ONNX's
+        shape inference is itself wrong in corners (pooling with ceil_mode) that onnxruntime
+        and ONNX's reference implementation get right."""
         expected = self.inferred.get(onnx_name)
         if expected is None or expected.WhichOneof("value") != "tensor_type":
             return
@@ -1068,13 +1083,9 @@ class _Importer:
         if tt.elem_type and dtype is not None and dtype != got.dtype:
             raise cx.error(TridentError, f"output '{onnx_name}' is {got}, but ONNX type "
                                          f"inference says {_dtype_name(tt.elem_type)}")
-        if not tt.HasField("shape"):
-            return
-        dims = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]
-        if len(dims) != got.rank or any(d is not None and isinstance(g, int) and d != g
-                                        for d, g in zip(dims, got.shape)):
-            raise cx.error(ShapeError, f"output '{onnx_name}' is {got}, but ONNX shape "
-                                       f"inference says {['?' if d is None else d for d in dims]}")
+        if tt.HasField("shape") and len(tt.shape.dim) != got.rank:
+            raise cx.error(TridentError, f"output '{onnx_name}' is {got}, but ONNX shape "
+                                         f"inference gives it rank {len(tt.shape.dim)}")
 
     def _rename(self, old: str, new: str, mark: int) -> None:
         g = self.builder.graph
@@ -1103,7 +1114,17 @@ class _Importer:
             outputs.append(value)
         if self.bad_inputs:  # an input no node uses still belongs to the engine's interface
             raise UnsupportedError(f"graph: {next(iter(self.bad_inputs.values()))}")
+        _drop_unused_constants(g)
         return self.builder.finish(outputs)
+
+
+def _drop_unused_constants(g: Graph) -> None:
+    """Folding leaves the constants of shape subgraphs (and weights whose transposed copy
+    replaced them) behind; none of them belongs in an engine."""
+    used = {i for node in g.nodes for i in node.inputs}
+    for name in [c for c in g.constants if c not in used]:
+        del g.constants[name]
+        del g.types[name]
 
 
 def _parse_attributes(cx: NodeContext) -> dict:
@@ -1156,21 +1177,17 @@ def _batch_symbols(types: dict, batch_size: int | None) -> set:
 
 
 def _check_declared(out: onnx.ValueInfoProto, got: TensorType) -> None:
-    """A declared graph output type that contradicts what the graph computes is a bad model."""
+    """A graph output declared with another dtype or rank than it computes is a bad model.
+    (Declared dims that differ are only a stale annotation: onnxruntime warns and goes on.)"""
     if out.type.WhichOneof("value") != "tensor_type":
         return
     tt = out.type.tensor_type
     if tt.elem_type and _DTYPES.get(tt.elem_type) not in (None, got.dtype):
         raise ModelError(f"graph output '{out.name}' is declared {_dtype_name(tt.elem_type)}, "
                          f"but computes to {got}")
-    if not tt.HasField("shape"):
-        return
-    declared = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]
-    if len(declared) != got.rank or any(
-            d is not None and isinstance(g, int) and d != g for d, g in zip(declared, got.shape)):
-        shown = [d if d is not None else "?" for d in declared]
-        raise ShapeError(f"graph output '{out.name}' is declared with shape {shown}, but "
-                         f"computes to {got}")
+    if tt.HasField("shape") and len(tt.shape.dim) != got.rank:
+        raise ShapeError(f"graph output '{out.name}' is declared with rank {len(tt.shape.dim)}, "
+                         f"but computes to {got}")
 
 
 # ============================================================================ loading ====
