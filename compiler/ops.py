@@ -356,8 +356,12 @@ def infer_types(node: Node, types: Sequence[TensorType]) -> list[TensorType]:
         for d in t.shape:
             if isinstance(d, str) and d not in symbols:
                 symbols[d] = _SYMBOL_BASE + _SYMBOL_STEP * len(symbols)
-    metas = [torch.empty([symbols.get(d, d) for d in t.shape], dtype=t.dtype, device="meta")
-             for t in types]
+    try:
+        metas = [torch.empty([symbols.get(d, d) for d in t.shape], dtype=t.dtype, device="meta")
+                 for t in types]
+    except RuntimeError:  # stand-in sizes multiply past int64 with many symbolic dims
+        raise UnsupportedError(f"{where(node)}: too many symbolic dims ({sorted(symbols)}) in "
+                               f"one tensor") from None
     try:
         outs = opdef.ref(*metas, **node.attrs)
     except (RuntimeError, ValueError, TypeError, IndexError) as e:

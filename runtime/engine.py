@@ -18,13 +18,24 @@ def default_device() -> torch.device:
     return torch.device("cuda" if config.HAS_CUDA else "cpu")
 
 
+def _normalize(device: torch.device | str) -> torch.device:
+    """'cuda' -> 'cuda:0' (the current device), so devices compare equal to tensors' devices."""
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        return torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
 class Engine:
     """A compiled model: `engine(*inputs)` returns the list of its outputs."""
 
     def __init__(self, program: Program, device: torch.device | str | None = None,
-                 kernel_dir: Path | None = None):
+                 kernel_dir: Path | None = None, cuda_graph: bool = True):
         self.program = program
-        self.device = torch.device(device) if device is not None else default_device()
+        # On a GPU the launch sequence is captured once and replayed (no per-kernel Python cost).
+        self.cuda_graph = cuda_graph
+        self._graph = None
+        self.device = _normalize(device if device is not None else default_device())
         self.kernel_dir = kernel_dir or config.CACHE_DIR / "kernels"
         self.constants = {name: self._place(t, program.layouts[name])
                           for name, t in program.constants.items()}
@@ -42,11 +53,32 @@ class Engine:
         return sum(s.kind in ("kernel", "torch") for s in self.program.steps)
 
     def __call__(self, *inputs: torch.Tensor) -> list[torch.Tensor]:
+        """Run the engine. With CUDA graphs, the returned tensors are the engine's own output
+        buffers: the next call overwrites them (clone what you keep), as with TensorRT bindings."""
+        inputs = self._prepare(inputs)
+        if self.cuda_graph and self.device.type == "cuda":
+            return self._replay(inputs)
+        return self._run(inputs)
+
+    def _run(self, inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         env = dict(self.constants)
-        env.update(zip(self.graph.inputs, self._prepare(inputs)))
+        env.update(zip(self.graph.inputs, inputs))
         for step, launch in zip(self.program.steps, self.launchers):
             self._run_step(step, launch, env)
         return [env[o] for o in self.graph.outputs]
+
+    def _replay(self, inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        if self._graph is None:
+            self._static_inputs = [x.clone() for x in inputs]
+            self._run(self._static_inputs)  # compiles every kernel outside the capture
+            torch.cuda.synchronize(self.device)
+            self._graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self._graph):
+                self._static_outputs = self._run(self._static_inputs)
+        for static, x in zip(self._static_inputs, inputs):
+            static.copy_(x)
+        self._graph.replay()
+        return list(self._static_outputs)
 
     # -- internals ----------------------------------------------------------------------------
     def _place(self, tensor: torch.Tensor, layout: Layout) -> torch.Tensor:

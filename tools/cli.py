@@ -8,7 +8,7 @@ import sys
 from trident.compiler.errors import TridentError
 
 # Each module defines register(subparsers), which adds its subcommand and sets `func`.
-SUBCOMMANDS = ["explain", "conformance", "demo"]
+SUBCOMMANDS = ["explain", "conformance", "demo", "bench"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -107,7 +107,8 @@ class Ctx:
         if v.dim() == 0:  # scalars recur (0.5, 1e-5, -10000): one constant per (dtype, value)
             key = (v.dtype, repr(v.item()))  # repr keeps -0.0 and nan apart
             if key not in self._scalars:
-                self._scalars[key] = self.b.constant(v.detach().clone(), "scalar")
+                hint = self.hints.get(id(v), (None, "scalar"))[1]
+                self._scalars[key] = self.b.constant(v.detach().clone(), _clean(hint))
             return self._scalars[key]
         if id(v) not in self._consts:
             hint = self.hints.get(id(v), (None, "const"))[1]
@@ -1041,6 +1042,15 @@ def _dim(cx: Ctx, x):
     return cx.rank(x)
 
 
+@converts("item")
+def _item(cx: Ctx, x):
+    # Dynamo passes Python float attributes (eps, momentum) as 0-d tensors and reads them back
+    # with .item(); those are constants here. The item of a run-time tensor is data-dependent.
+    if isinstance(x, torch.Tensor):
+        return x.item()
+    raise UnsupportedError(f'fx node "{cx.node_name}": .item() of a run-time tensor')
+
+
 @converts(builtins.getattr)
 def _getattr(cx: Ctx, x, name: str):
     if isinstance(x, (Val, torch.Tensor)):
@@ -1076,7 +1086,8 @@ def _dropout(cx: Ctx, input, p=0.5, training=True, inplace=False):
 
 # Run-time checks that export and dynamo leave in graphs; shapes are static here, so they hold.
 for _t_ in (aten._assert_tensor_metadata.default, aten._assert_scalar.default,
-            aten._assert_async.msg, aten.sym_constrain_range_for_size.default, torch._assert):
+            aten._assert_async.msg, aten.sym_constrain_range_for_size.default, torch._assert,
+            torch.fx._symbolic_trace._assert_is_none):
     converts(_t_)(lambda cx, *a, **k: None)
 
 
@@ -1304,7 +1315,7 @@ class _Importer:
     def input(self, name: str, x) -> Any:
         """A graph input for a tensor example; a non-tensor example (a SymInt's int) is constant."""
         if not isinstance(x, torch.Tensor):
-            return int(x) if isinstance(x, torch.SymInt) else x
+            return _python_value(x)
         if x.dtype not in SUPPORTED_DTYPES:
             raise UnsupportedError(f'input "{name}" has dtype {x.dtype}; supported: '
                                    f"{sorted(str(d) for d in SUPPORTED_DTYPES)}")
@@ -1358,10 +1369,27 @@ def _unsupported(node: torch.fx.Node, module_type: type | None = None) -> Unsupp
 
 
 # ========================================================================== entry points ====
-def _dynamo_static(node: torch.fx.Node, example) -> bool:
-    """Is this dynamo placeholder a module parameter or buffer (as opposed to a user input)?"""
-    static = node.meta.get("tensor_dict", {}).get("_dynamo_static_input_type")
-    return isinstance(example, nn.Parameter) or static is not None
+def _is_weight(node: torch.fx.Node, example) -> bool:
+    """Is this tensor placeholder part of the model rather than a user input?
+
+    Dynamo lifts module parameters and buffers to placeholders and marks them static; under
+    dynamic shapes it also passes Python float attributes (eps, momentum) as 0-d float64 tensors,
+    the only tensor placeholders it records no tensor_dict for.
+    """
+    if isinstance(example, nn.Parameter):
+        return True
+    if node.meta.get("tensor_dict", {}).get("_dynamo_static_input_type") is not None:
+        return True
+    return ("example_value" in node.meta and "tensor_dict" not in node.meta
+            and example.dim() == 0)
+
+
+def _python_value(x):
+    """A SymInt example (dynamo with dynamic shapes) stands for the size it was traced at."""
+    if isinstance(x, (torch.SymInt, torch.SymFloat, torch.SymBool)):
+        hint = x.node.hint
+        return hint if hint is not None else int(x)
+    return x
 
 
 def user_input_indices(gm: torch.fx.GraphModule, example_inputs: Sequence) -> list[int]:
@@ -1373,7 +1401,7 @@ def user_input_indices(gm: torch.fx.GraphModule, example_inputs: Sequence) -> li
     """
     placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
     return [i for i, (n, x) in enumerate(zip(placeholders, example_inputs))
-            if isinstance(x, torch.Tensor) and not _dynamo_static(n, x)]
+            if isinstance(x, torch.Tensor) and not _is_weight(n, x)]
 
 
 def _import_graph_module(gm: torch.fx.GraphModule, example_inputs: Sequence, name: str) -> Graph:

@@ -188,6 +188,14 @@ class NodeContext:
             raise self.error(ModelError, f"attribute '{name}' must be an int, got {value!r}")
         return value
 
+    def flag(self, name: str, default: int) -> bool:
+        """A 0/1 attribute (keepdims, ceil_mode, transA, ...): other values are a bad model,
+        not 'true' (onnxruntime tests `== 1`, shape inference `!= 0`)."""
+        value = self.int_attr(name, default)
+        if value not in (0, 1):
+            raise self.error(ModelError, f"attribute '{name}' must be 0 or 1, got {value}")
+        return bool(value)
+
     def float_attr(self, name: str, default: float) -> float:
         value = self.attrs.get(name, default)
         if not isinstance(value, (int, float)):
@@ -496,9 +504,9 @@ def _gemm(cx):
             raise cx.error(ShapeError, f"Gemm needs 2-D A and B, got {cx.type_of(a)} and "
                                        f"{cx.type_of(b)}")
     # Transposes of constant weights fold here, so the IR only sees a plain matmul.
-    if cx.int_attr("transA", 0):
+    if cx.flag("transA", 0):
         a = cx.emit("transpose", a, perm=[1, 0])
-    if cx.int_attr("transB", 0):
+    if cx.flag("transB", 0):
         b = cx.emit("transpose", b, perm=[1, 0])
     dtype = cx.type_of(a).dtype
     y = cx.emit("matmul", a, b)
@@ -586,7 +594,7 @@ def _max_pool(cx):
     x = cx.input(0)
     kernel, strides, dilations, pads = _window(cx, x, None)
     return [cx.emit("max_pool", x, kernel=kernel, strides=strides, pads=pads,
-                    dilations=dilations, ceil_mode=bool(cx.int_attr("ceil_mode", 0)))]
+                    dilations=dilations, ceil_mode=cx.flag("ceil_mode", 0))]
 
 
 @converter("AveragePool")
@@ -596,8 +604,8 @@ def _average_pool(cx):
     if any(d != 1 for d in dilations):
         raise cx.error(UnsupportedError, f"AveragePool with dilations {dilations}")
     return [cx.emit("avg_pool", x, kernel=kernel, strides=strides, pads=pads,
-                    ceil_mode=bool(cx.int_attr("ceil_mode", 0)),
-                    count_include_pad=bool(cx.int_attr("count_include_pad", 0)))]
+                    ceil_mode=cx.flag("ceil_mode", 0),
+                    count_include_pad=cx.flag("count_include_pad", 0))]
 
 
 def _global_pool(ir_op: str) -> Converter:
@@ -623,15 +631,15 @@ def _softmax(cx):
 
 @converter("BatchNormalization")
 def _batch_norm(cx):
-    if cx.int_attr("training_mode", 0):
+    if cx.flag("training_mode", 0):
         raise cx.error(UnsupportedError, "BatchNormalization in training mode")
     if any(cx.proto.output[1:]):
         raise cx.error(UnsupportedError, "running_mean / running_var outputs (training only)")
     x = cx.input(0)
     dtype = cx.type_of(x).dtype
     # Opset 15 lets scale/bias and mean/var have their own float types; the IR wants one.
-    params = [cx.input(i) if cx.type(i).dtype == dtype else cx.emit("cast", cx.input(i), dtype=dtype)
-              for i in range(1, 5)]
+    params = [cx.input(i) if cx.type(i).dtype == dtype
+              else cx.emit("cast", cx.input(i), dtype=dtype) for i in range(1, 5)]
     return [cx.emit("batch_norm", x, *params, epsilon=cx.float_attr("epsilon", 1e-5))]
 
 
@@ -672,11 +680,11 @@ def _reduce(cx: NodeContext, axes: list[int] | None) -> list[str]:
     x = cx.input(0)
     rank = cx.type_of(x).rank
     if not axes:
-        if cx.int_attr("noop_with_empty_axes", 0):
+        if cx.flag("noop_with_empty_axes", 0):
             return [x]
         axes = list(range(rank))
     axes = sorted(set(cx.axis(a, rank, "axes") for a in axes))
-    return [cx.emit(_REDUCE[cx.op_type], x, axes=axes, keepdims=bool(cx.int_attr("keepdims", 1)))]
+    return [cx.emit(_REDUCE[cx.op_type], x, axes=axes, keepdims=cx.flag("keepdims", 1))]
 
 
 @converter("ReduceMean", "ReduceMax")
@@ -700,7 +708,7 @@ def _reshape(cx):
     x = cx.input(0)
     shape = cx.const_ints(1, "shape")
     in_dims = _dims(cx.type_of(x))
-    allowzero = cx.int_attr("allowzero", 0)
+    allowzero = cx.flag("allowzero", 0)
     if shape.count(-1) > 1:
         raise cx.error(ModelError, f"shape {shape} has more than one -1")
     if allowzero and 0 in shape and -1 in shape:
@@ -985,13 +993,9 @@ class _Importer:
                                    f"{_dtype_name(proto.data_type)}; trident supports "
                                    f"{_supported_dtype_names()}")
         try:
-            array = onnx.numpy_helper.to_array(proto)
+            return _to_torch(onnx.numpy_helper.to_array(proto))
         except Exception as e:  # truncated raw_data, missing external file, ...
             raise ModelError(f"{loc}: cannot read tensor '{name}': {e}") from None
-        if dtype == torch.bfloat16:  # numpy has no bfloat16: reinterpret the 16-bit payload
-            return torch.from_numpy(np.ascontiguousarray(array).view(np.int16).copy()) \
-                .view(torch.bfloat16)
-        return torch.from_numpy(np.array(array, copy=True))
 
     def add_inputs(self, constant_inputs: dict, batch_size: int | None) -> None:
         g = self.model.graph
@@ -1018,8 +1022,7 @@ class _Importer:
             self.values[v.name] = v.name
 
     def _bind_constant(self, name: str, t: TensorType, value) -> None:
-        tensor = torch.from_numpy(np.array(value, copy=True)) if not isinstance(
-            value, torch.Tensor) else value.detach().cpu()
+        tensor = value.detach().cpu() if isinstance(value, torch.Tensor) else _to_torch(value)
         if tensor.dtype != t.dtype:
             raise InputError(f"constant_inputs['{name}'] has dtype {tensor.dtype}, the graph "
                              f"input is {t}")
@@ -1125,6 +1128,13 @@ def _drop_unused_constants(g: Graph) -> None:
     for name in [c for c in g.constants if c not in used]:
         del g.constants[name]
         del g.types[name]
+
+
+def _to_torch(array) -> torch.Tensor:
+    array = np.asarray(array)
+    if array.dtype.name == "bfloat16":  # ml_dtypes' bfloat16: reinterpret the 16-bit payload
+        return torch.from_numpy(array.view(np.int16).copy()).view(torch.bfloat16)
+    return torch.from_numpy(np.array(array, copy=True))
 
 
 def _parse_attributes(cx: NodeContext) -> dict:
@@ -1249,14 +1259,19 @@ def import_onnx(model, *, constant_inputs: dict | None = None,
         the graph's inputs), as a static-shape compiler binds shape tensors at build time.
     batch_size: the size that replaces a symbolic first dim of the graph inputs.
     """
-    proto = _check_and_infer(_load(model))
-    opset = _opset(proto)
-    inferred = {v.name: v.type for v in proto.graph.value_info}
-    importer = _Importer(proto, opset, inferred)
-    importer.add_inputs(dict(constant_inputs or {}), batch_size)
-    for index, node in enumerate(proto.graph.node):
-        importer.convert_node(index, node)
-    return importer.finish()
+    try:
+        proto = _check_and_infer(_load(model))
+        opset = _opset(proto)
+        inferred = {v.name: v.type for v in proto.graph.value_info}
+        importer = _Importer(proto, opset, inferred)
+        importer.add_inputs(dict(constant_inputs or {}), batch_size)
+        for index, node in enumerate(proto.graph.node):
+            importer.convert_node(index, node)
+        return importer.finish()
+    except TridentError:
+        raise
+    except Exception as e:  # outside any node (inputs, outputs): still a trident error
+        raise TridentError(f"importing the ONNX model failed: {type(e).__name__}: {e}") from e
 
 
 __all__ = ["import_onnx", "supported_onnx_ops", "constant_input_slots", "CONVERTERS",

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The one script for the lent GPU machine (see /work/.library/device): installs trident, then runs
+# the stage asked for. Stages: tests | kernels | models | all. Results land in $OUT (or ./gpu-out).
+set -uo pipefail
+stage=${1:-all}
+out=${OUT:-gpu-out}
+mkdir -p "$out"
+python3 -m pip install -q --no-build-isolation --no-deps -e . >/dev/null 2>&1 || { echo "install failed"; exit 1; }
+export TRIDENT_CACHE_DIR=/tmp/trident-cache PYTHONUNBUFFERED=1 TRIDENT_QUIET=1
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv,noheader
+python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
+
+run_tests() {
+  # The CPU suite's kernel and model tests, now compiled for and run on the GPU.
+  local files=$(ls tests/test_codegen.py tests/test_kernels_*.py tests/test_random_graphs.py \
+    tests/test_fx_frontend.py tests/test_models.py 2>/dev/null)
+  python3 -m pytest -q -p no:cacheprovider -n 8 $files 2>&1 | tail -25 | tee "$out/tests.txt"
+  python3 -m pytest -q -p no:cacheprovider -m gpu tests 2>&1 | tail -25 | tee "$out/gpu-tests.txt"
+}
+case "$stage" in
+  tests) run_tests ;;
+  kernels) python3 -m trident.kernels.bench --json "$out/kernels.json" 2>&1 | tee "$out/kernels.txt" ;;
+  models) python3 -m trident.tools.bench --json "$out/models.json" 2>&1 | tee "$out/models.txt" ;;
+  all) run_tests
+       python3 -m trident.kernels.bench --json "$out/kernels.json" 2>&1 | tee "$out/kernels.txt"
+       python3 -m trident.tools.bench --json "$out/models.json" 2>&1 | tee "$out/models.txt" ;;
+esac

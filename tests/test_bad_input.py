@@ -1,0 +1,328 @@
+"""Bad models fail with trident's own errors, each naming where and what: checker failures,
+unsupported ops and dtypes, missing data, wrong attributes, mismatched shapes, broken files. A
+fuzzer mutates valid models and accepts no exception other than a TridentError."""
+from __future__ import annotations
+
+import copy
+import random
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto as T
+from onnx import helper as h
+from onnx import numpy_helper
+from onnx.external_data_helper import set_external_data
+
+from trident.compiler.errors import ModelError, ShapeError, TridentError, UnsupportedError
+from trident.compiler.frontend.onnx import import_onnx
+
+
+def model(nodes, inputs, outputs, initializers=(), opset=17) -> onnx.ModelProto:
+    graph = h.make_graph(nodes, "bad", inputs, outputs,
+                         [numpy_helper.from_array(np.asarray(v), n) for n, v in initializers])
+    return h.make_model(graph, opset_imports=[h.make_opsetid("", opset)])
+
+
+def tensor(name, shape, elem=T.FLOAT):
+    return h.make_tensor_value_info(name, elem, shape)
+
+
+X = tensor("x", [2, 3])
+Y = tensor("y", [2, 3])
+
+
+def relu_model(opset=17):
+    return model([h.make_node("Relu", ["x"], ["y"], name="r")], [X], [Y], opset=opset)
+
+
+# ----------------------------------------------------------------------- malformed models ----
+def test_checker_failure_is_a_model_error():
+    bad = model([h.make_node("Relu", ["nowhere"], ["y"])], [X], [Y])
+    with pytest.raises(ModelError, match="checker.*nowhere"):
+        import_onnx(bad)
+
+
+def test_unsupported_op_names_op_node_opset_and_the_supported_list():
+    bad = model([h.make_node("Mod", ["x", "x"], ["y"], name="my_mod")], [X], [Y])
+    with pytest.raises(UnsupportedError) as info:
+        import_onnx(bad)
+    message = str(info.value)
+    for part in ("'Mod'", '"my_mod"', "opset 17", "Supported ops:", "Conv", "MatMul"):
+        assert part in message
+
+
+def test_unnamed_node_gets_a_generated_name_in_errors():
+    bad = model([h.make_node("Relu", ["x"], ["r"]), h.make_node("Mod", ["r", "r"], ["y"])],
+                [X], [Y])
+    with pytest.raises(UnsupportedError, match='"Mod_1"'):
+        import_onnx(bad)
+
+
+def test_old_opset_is_unsupported_and_named():
+    with pytest.raises(UnsupportedError, match="opset 11"):
+        import_onnx(relu_model(opset=11))
+
+
+def test_missing_initializer_data_is_a_model_error():
+    m = model([h.make_node("MatMul", ["x", "w"], ["y"])], [X], [tensor("y", [2, 4])],
+              [("w", np.ones([3, 4], np.float32))])
+    init = m.graph.initializer[0]
+    set_external_data(init, "weights_that_do_not_exist.bin")
+    init.data_location = T.EXTERNAL
+    init.ClearField("raw_data")
+    with pytest.raises(ModelError, match="'?w'?"):
+        import_onnx(m)
+
+
+def test_undefined_graph_output_is_a_model_error():
+    bad = model([h.make_node("Relu", ["x"], ["r"])], [X], [tensor("never_made", [2, 3])])
+    with pytest.raises(ModelError, match="never_made"):
+        import_onnx(bad)
+
+
+@pytest.mark.parametrize("node,inputs,message", [
+    (h.make_node("Transpose", ["x"], ["y"], perm=[0, 0], name="t"), [X], "perm"),
+    (h.make_node("Softmax", ["x"], ["y"], axis=5, name="t"), [X], "axis 5"),
+    (h.make_node("Concat", ["x", "x"], ["y"], axis=-3, name="t"), [X], "axis -3"),
+    (h.make_node("MaxPool", ["x4"], ["y"], kernel_shape=[2, 2], auto_pad="FOO", name="t"),
+     [tensor("x4", [1, 1, 4, 4])], "auto_pad"),
+    (h.make_node("MaxPool", ["x4"], ["y"], kernel_shape=[2, 2], strides=[0, 1], name="t"),
+     [tensor("x4", [1, 1, 4, 4])], "strides"),
+    (h.make_node("AveragePool", ["x4"], ["y"], kernel_shape=[2, 2], pads=[1, 1], name="t"),
+     [tensor("x4", [1, 1, 4, 4])], "pads"),
+    (h.make_node("Gelu", ["x"], ["y"], approximate="fast", name="t"), [X], "approximate"),
+])
+def test_wrong_attribute_is_a_model_error(node, inputs, message):
+    opset = 20 if node.op_type == "Gelu" else 17
+    y = onnx.ValueInfoProto(name="y")
+    y.type.tensor_type.elem_type = T.FLOAT
+    y.type.tensor_type.shape.SetInParent()  # unknown dims: shape inference may not get them
+    with pytest.raises(ModelError, match=message) as info:
+        import_onnx(model([node], inputs, [y], opset=opset))
+    assert 'node "t"' in str(info.value)
+
+
+def test_conv_kernel_shape_contradicting_the_weight():
+    bad = model([h.make_node("Conv", ["x4", "w"], ["y"], kernel_shape=[3, 3], name="c")],
+                [tensor("x4", [1, 1, 4, 4])], [tensor("y", [1, 1, 3, 3])],
+                [("w", np.ones([1, 1, 2, 2], np.float32))])
+    with pytest.raises(ModelError, match='node "c".*kernel_shape'):
+        import_onnx(bad)
+
+
+# --------------------------------------------------------------------------------- shapes ----
+def test_matmul_with_mismatched_k_is_a_shape_error():
+    bad = model([h.make_node("MatMul", ["x", "w"], ["y"], name="mm")], [X],
+                [tensor("y", [2, 5])], [("w", np.ones([4, 5], np.float32))])
+    with pytest.raises(ShapeError) as info:
+        import_onnx(bad)
+    message = str(info.value)
+    for part in ('"mm"', "MatMul", "f32[2,3]", "f32[4,5]"):
+        assert part in message
+
+
+def test_add_of_unbroadcastable_shapes_is_a_shape_error():
+    bad = model([h.make_node("Add", ["x", "b"], ["y"], name="add")], [X, tensor("b", [4])], [Y])
+    with pytest.raises(ShapeError, match='"add"'):
+        import_onnx(bad)
+
+
+def test_reshape_to_the_wrong_size_is_a_shape_error():
+    bad = model([h.make_node("Reshape", ["x", "s"], ["y"], name="rs")], [X],
+                [tensor("y", [5])], [("s", np.array([5], np.int64))])
+    with pytest.raises(ShapeError, match='"rs"'):
+        import_onnx(bad)
+
+
+def test_declared_output_rank_that_the_graph_does_not_compute():
+    bad = model([h.make_node("Relu", ["x"], ["y"])], [X], [tensor("y", [6])])
+    with pytest.raises(TridentError, match="rank"):
+        import_onnx(bad)
+
+
+# --------------------------------------------------------------------- unsupported things ----
+def test_float64_input_is_unsupported_naming_value_and_node():
+    bad = model([h.make_node("Relu", ["d"], ["y"], name="r")], [tensor("d", [2], T.DOUBLE)],
+                [tensor("y", [2], T.DOUBLE)])
+    with pytest.raises(UnsupportedError, match="""node "r".*'d'.*DOUBLE"""):
+        import_onnx(bad)
+
+
+def test_string_constant_is_unsupported():
+    node = h.make_node("Constant", [], ["s"], value_strings=["a", "b"], name="c")
+    bad = model([node, h.make_node("Identity", ["s"], ["y"])], [], [tensor("y", [2], T.STRING)])
+    with pytest.raises(UnsupportedError, match='node "c".*string'):
+        import_onnx(bad)
+
+
+def test_cast_to_float64_is_unsupported():
+    bad = model([h.make_node("Cast", ["x"], ["y"], to=T.DOUBLE, name="cast")], [X],
+                [tensor("y", [2, 3], T.DOUBLE)])
+    with pytest.raises(UnsupportedError, match='"cast".*DOUBLE'):
+        import_onnx(bad)
+
+
+def test_data_dependent_shape_is_unsupported_and_says_how_to_bind_it():
+    bad = model([h.make_node("Reshape", ["x", "s"], ["y"], name="rs")],
+                [X, tensor("s", [2], T.INT64)], [tensor("y", [3, 2])])
+    with pytest.raises(UnsupportedError, match="input 'shape' of node rs must be a constant"):
+        import_onnx(bad)
+    graph = import_onnx(bad, constant_inputs={"s": np.array([3, 2], np.int64)})
+    assert graph.types["y"].shape == (3, 2)
+
+
+# ----------------------------------------------------------------------- broken files ----
+@pytest.mark.parametrize("data", [b"\x00garbage\xff" * 20, b"not an onnx model", b""])
+def test_garbage_bytes_are_a_model_error(data):
+    with pytest.raises(ModelError):
+        import_onnx(data)
+
+
+def test_truncated_file_is_a_model_error(tmp_path):
+    m = model([h.make_node("MatMul", ["x", "w"], ["y"])], [X], [tensor("y", [2, 4])],
+              [("w", np.random.default_rng(0).standard_normal([3, 4]).astype(np.float32))])
+    data = m.SerializeToString()
+    path = tmp_path / "truncated.onnx"
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ModelError, match="truncated.onnx"):
+        import_onnx(path)
+
+
+def test_missing_file_and_wrong_argument_type():
+    with pytest.raises(ModelError, match="no such file"):
+        import_onnx("/nonexistent/model.onnx")
+    with pytest.raises(ModelError, match="expects a path"):
+        import_onnx(12345)
+
+
+# ------------------------------------------------------------------------------- fuzzing ----
+def seed_models() -> list[onnx.ModelProto]:
+    """Small valid models that exercise many converters; the fuzzer's starting points."""
+    rng = np.random.default_rng(0)
+    f32 = lambda *s: rng.standard_normal(s).astype(np.float32)  # noqa: E731
+    i64 = lambda *v: np.array(v, np.int64)  # noqa: E731
+    cnn = model(
+        [h.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1], strides=[1, 1]),
+         h.make_node("Relu", ["c"], ["r"]),
+         h.make_node("MaxPool", ["r"], ["p"], kernel_shape=[2, 2], strides=[2, 2]),
+         h.make_node("Flatten", ["p"], ["f"], axis=1),
+         h.make_node("Gemm", ["f", "fw", "fb"], ["g"], transB=1, alpha=0.5),
+         h.make_node("Softmax", ["g"], ["y"], axis=-1)],
+        [tensor("x", ["N", 3, 8, 8])], [tensor("y", ["N", 10])],
+        [("w", f32(4, 3, 3, 3)), ("b", f32(4)), ("fw", f32(10, 64)), ("fb", f32(10))])
+    mlp = model(
+        [h.make_node("Shape", ["x"], ["s"]), h.make_node("Gather", ["s", "zero"], ["n"], axis=0),
+         h.make_node("Unsqueeze", ["n", "ax0"], ["n1"]),
+         h.make_node("Concat", ["n1", "m1"], ["shape"], axis=0),
+         h.make_node("Reshape", ["x", "shape"], ["flat"]),
+         h.make_node("MatMul", ["flat", "w"], ["m"]),
+         h.make_node("LayerNormalization", ["m", "g", "bb"], ["ln"], axis=-1),
+         h.make_node("Slice", ["ln", "st", "en", "ax1"], ["sl"]),
+         h.make_node("Transpose", ["sl"], ["tr"], perm=[1, 0]),
+         h.make_node("ReduceMean", ["tr", "ax1"], ["rm"], keepdims=1),
+         h.make_node("Clip", ["rm", "lo", "hi"], ["y"])],
+        [tensor("x", [2, 3, 4])], [tensor("y", [3, 1])],
+        [("zero", np.array(0, np.int64)), ("ax0", i64(0)), ("m1", i64(-1)), ("w", f32(12, 6)),
+         ("g", f32(6)), ("bb", f32(6)), ("st", i64(1)), ("en", i64(4)), ("ax1", i64(1)),
+         ("lo", np.array(-1, np.float32)), ("hi", np.array(1, np.float32))], opset=18)
+    quant = model(
+        [h.make_node("QuantizeLinear", ["x", "sc", "zp"], ["q"], axis=1),
+         h.make_node("DequantizeLinear", ["q", "sc", "zp"], ["dq"], axis=1),
+         h.make_node("Split", ["dq", "sp"], ["a", "b"], axis=1),
+         h.make_node("Mul", ["a", "b"], ["mu"]),
+         h.make_node("Where", ["cond", "mu", "a"], ["wh"]),
+         h.make_node("Expand", ["wh", "es"], ["y"])],
+        [tensor("x", [2, 4, 3]), tensor("cond", [2, 2, 3], T.BOOL)], [tensor("y", [2, 2, 2, 3])],
+        [("sc", np.array([0.1, 0.2, 0.1, 0.3], np.float32)), ("zp", np.zeros(4, np.int8)),
+         ("sp", i64(2, 2)), ("es", i64(2, 1, 1, 1))], opset=13)
+    for m in (cnn, mlp, quant):
+        onnx.checker.check_model(m)  # the seeds themselves are valid
+        import_onnx(m)
+    return [cnn, mlp, quant]
+
+
+ELEM_TYPES = [v for v in T.DataType.values() if v != T.UNDEFINED]
+
+
+def random_attribute_value(rnd: random.Random, attr: onnx.AttributeProto):
+    small = [-3, -2, -1, 0, 1, 2, 3, 7, 100, 2**40]
+    if attr.type == onnx.AttributeProto.INT:
+        attr.i = rnd.choice(small)
+    elif attr.type == onnx.AttributeProto.FLOAT:
+        attr.f = rnd.choice([-1.0, 0.0, 1e-9, 0.5, 2.0, float("inf"), float("nan")])
+    elif attr.type == onnx.AttributeProto.INTS:
+        del attr.ints[:]
+        attr.ints.extend(rnd.choice(small) for _ in range(rnd.randint(0, 5)))
+    elif attr.type == onnx.AttributeProto.STRING:
+        attr.s = rnd.choice([b"", b"SAME_UPPER", b"VALID", b"tanh", b"bogus"])
+
+
+def mutate(m: onnx.ModelProto, rnd: random.Random) -> onnx.ModelProto | bytes:
+    """One random corruption of `m` (or of its serialized bytes)."""
+    m = copy.deepcopy(m)
+    g = m.graph
+    kind = rnd.choice(["drop_input", "del_attr", "alter_attr", "dims", "dtype", "init_dims",
+                       "init_dtype", "truncate", "flip", "rename_input", "opset", "swap_nodes"])
+    node = rnd.choice(g.node)
+    if kind == "drop_input" and node.input:
+        del node.input[rnd.randrange(len(node.input))]
+    elif kind == "del_attr" and node.attribute:
+        del node.attribute[rnd.randrange(len(node.attribute))]
+    elif kind == "alter_attr" and node.attribute:
+        random_attribute_value(rnd, rnd.choice(node.attribute))
+    elif kind == "dims":
+        dims = rnd.choice(g.input).type.tensor_type.shape.dim
+        if dims:
+            d = rnd.choice(dims)
+            if rnd.random() < 0.8:
+                d.dim_value = rnd.choice([0, 1, 2, 5, 64])
+            else:
+                d.dim_param = "sym"
+    elif kind == "dtype":
+        rnd.choice(g.input).type.tensor_type.elem_type = rnd.choice(ELEM_TYPES)
+    elif kind == "init_dims" and g.initializer:
+        init = rnd.choice(g.initializer)
+        if init.dims:
+            init.dims[rnd.randrange(len(init.dims))] = rnd.choice([0, 1, 2, 3, 100])
+    elif kind == "init_dtype" and g.initializer:
+        rnd.choice(g.initializer).data_type = rnd.choice(ELEM_TYPES)
+    elif kind == "rename_input" and node.input:
+        node.input[rnd.randrange(len(node.input))] = rnd.choice(["", "ghost", g.input[0].name])
+    elif kind == "opset":
+        m.opset_import[0].version = rnd.choice([1, 9, 12, 13, 18, 99])
+    elif kind == "swap_nodes" and len(g.node) > 1:
+        i, j = rnd.sample(range(len(g.node)), 2)
+        a, b = copy.deepcopy(g.node[i]), copy.deepcopy(g.node[j])
+        g.node[i].CopyFrom(b)
+        g.node[j].CopyFrom(a)
+    elif kind in ("truncate", "flip"):
+        data = bytearray(m.SerializeToString())
+        if kind == "truncate":
+            return bytes(data[: rnd.randrange(len(data))])
+        for _ in range(rnd.randint(1, 8)):
+            data[rnd.randrange(len(data))] = rnd.randrange(256)
+        return bytes(data)
+    return m
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_fuzzed_models_raise_only_trident_errors(seed):
+    rnd = random.Random(seed)
+    seeds = seed_models()
+    outcomes = {"imported": 0, "rejected": 0}
+    for _ in range(120):
+        mutated = rnd.choice(seeds)
+        for _ in range(rnd.randint(1, 3)):  # stack a few corruptions
+            if isinstance(mutated, bytes):
+                break
+            mutated = mutate(mutated, rnd)
+        try:
+            graph = import_onnx(mutated)
+        except TridentError:
+            outcomes["rejected"] += 1
+            continue
+        # anything trident accepts must be a well-formed IR graph
+        graph.verify()
+        outcomes["imported"] += 1
+    assert outcomes["rejected"] > 0
