@@ -292,8 +292,11 @@ def reads_any_layout(node: Node, graph: Graph) -> bool:
     weight = graph.constants[node.inputs[1]]
     groups = node.attrs.get("groups", 1)
     c, oc = graph.types[node.inputs[0]].shape[1], weight.shape[0]
-    if templates.is_depthwise(c, oc, groups):
-        return False
+    kh, kw = weight.shape[2], weight.shape[3]
+    if templates.is_depthwise(c, oc, groups) or (
+            templates.is_pointwise_gemm(kh, kw, node.attrs["strides"], node.attrs["pads"], groups)
+            and tuple(node.attrs["dilations"]) == (1, 1)):
+        return False  # these tiles read dense NHWC
     n, _, oh, ow = graph.types[node.outputs[0]].shape
     tconf = templates.heuristic_config(n * oh * ow, oc // groups, c // groups, weight.shape[2],
                                        weight.shape[3], weight.dtype)
@@ -333,6 +336,22 @@ def conv(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: list[s
                "num_warps": 4}
         grid = f"(triton.cdiv({n * oh * ow}, meta['BLOCK_M']), triton.cdiv({oc}, meta['BLOCK_N']))"
         consts = ["BLOCK_M", "BLOCK_N"]
+    elif templates.is_pointwise_gemm(kh, kw, (sh, sw), pads, groups) and (dh, dw) == (1, 1):
+        # 1x1 conv on NHWC = GEMM [N*H*W, C] @ [C, OC]; the packed weight [OC, C] is K-major.
+        from trident.kernels.matmul import heuristic_config as gemm_config
+
+        tile = "matmul_tile"
+        pixels = n * oh * ow
+        w.line(f"pid_m, pid_n = grouped_pid(tl.program_id(0), {pixels}, {oc}, BLOCK_M, BLOCK_N, GROUP_M)")
+        w.line("offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)")
+        w.line("offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)")
+        w.line(f"acc = matmul_tile({x_arg}, {w_arg}, {pixels}, {oc}, {c}, {c}, 1, 1, {c}, offs_m, offs_n, "
+               f"BLOCK_M, BLOCK_N, BLOCK_K, '{_precision(weight.dtype)}')")
+        w.line(f"nmask = offs_n[None, :] < {oc}")
+        first = "offs_n"
+        cfg = _tile_config(gemm_config(pixels, oc, c, weight.dtype))
+        grid = f"(triton.cdiv({pixels}, meta['BLOCK_M']) * triton.cdiv({oc}, meta['BLOCK_N']), 1)"
+        consts = ["BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M"]
     else:
         cg, ocg = c // groups, oc // groups
         tconf = templates.heuristic_config(n * oh * ow, ocg, cg, kh, kw, weight.dtype)
@@ -361,7 +380,8 @@ def conv(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: list[s
     w.values[anchor.outputs[0]] = "v0"
     bias = anchor.inputs[2] if len(anchor.inputs) > 2 else None
     _nhwc_epilogue(w, group, graph, layouts, args, outputs, out_shape, first, bias)
-    imports = f"from trident.kernels.common import grouped_pid\nfrom trident.kernels.conv import {tile}"
+    module = "matmul" if tile == "matmul_tile" else "conv"
+    imports = f"from trident.kernels.common import grouped_pid\nfrom trident.kernels.{module} import {tile}"
     src = _header(name, group.nodes, graph, imports)
     src += f"@triton.jit\ndef kernel({_signature(args, consts)}):\n" + "\n".join(w.lines)
     src += "\n\n\n" + _launcher(args, grid, cfg)

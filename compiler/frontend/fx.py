@@ -680,6 +680,33 @@ def _softmax(cx: Ctx, input, dim=None, _stacklevel=3, dtype=None):
     return cx.emit("softmax", [input], axis=_axis(dim, cx.rank(input)))
 
 
+@converts(aten.scaled_dot_product_attention.default, F.scaled_dot_product_attention)
+def _sdpa(cx: Ctx, query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False,
+          scale=None, enable_gqa=False):
+    """softmax(q k^T * scale + mask) v, spelled out, so attention fusion sees its parts."""
+    if dropout_p:
+        raise UnsupportedError(f'fx node "{cx.node_name}": attention with dropout_p={dropout_p}')
+    if enable_gqa:
+        raise UnsupportedError(f'fx node "{cx.node_name}": grouped-query attention (enable_gqa)')
+    (q_len, dim), k_len = cx.shape(query)[-2:], cx.shape(key)[-2]
+    rank = cx.rank(key)
+    k_t = _transpose(cx, key, list(range(rank - 2)) + [rank - 1, rank - 2])
+    scores = _mul(cx, _matmul(cx, query, k_t), 1.0 / math.sqrt(dim) if scale is None else scale)
+    dtype = cx.dtype(scores)
+    if is_causal:  # a constant additive mask: key j is visible to query i when j <= i
+        visible = torch.ones(q_len, k_len, dtype=torch.bool).tril()
+        scores = _add(cx, scores, _additive_mask(visible, dtype))
+    if attn_mask is not None:
+        if cx.dtype(attn_mask) == torch.bool:  # True = attend
+            attn_mask = _where(cx, attn_mask, 0.0, -math.inf)
+        scores = _add(cx, scores, attn_mask)
+    return _matmul(cx, cx.emit("softmax", [scores], axis=cx.rank(scores) - 1), value)
+
+
+def _additive_mask(visible: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    return torch.zeros(visible.shape, dtype=dtype).masked_fill(~visible, -math.inf)
+
+
 # ========================================================================= reductions ====
 def _axes(cx: Ctx, x, dim) -> list[int]:
     if dim is None or (isinstance(dim, (list, tuple)) and len(dim) == 0):
@@ -705,6 +732,25 @@ class MaxResult(NamedTuple):
     """What torch.max(x, dim) returns: `.values` and `.indices` (indices are not computed)."""
     values: Any
     indices: Any
+
+
+def _reduce_min(cx: Ctx, x, axes: list[int], keepdim: bool):
+    """The IR has no reduce_min: min(x) = -max(-x)."""
+    neg = cx.emit("neg", [x])
+    return cx.emit("neg", [cx.emit("reduce_max", [neg], axes=axes, keepdims=keepdim)])
+
+
+@converts(aten.amin.default, torch.amin, "amin")
+def _amin(cx: Ctx, input, dim=None, keepdim=False):
+    return _reduce_min(cx, input, _axes(cx, input, dim), bool(keepdim))
+
+
+@converts(aten.min.dim, aten.min.default, aten.min.other, torch.min, "min")
+def _min(cx: Ctx, input, dim=None, keepdim=False):
+    if isinstance(dim, (Val, torch.Tensor)):  # torch.min(a, b) is the elementwise minimum
+        return _minimum(cx, input, dim)
+    y = _reduce_min(cx, input, _axes(cx, input, dim), bool(keepdim))
+    return y if dim is None else MaxResult(y, Missing("min indices"))
 
 
 @converts(aten.max.dim, aten.max.default, aten.max.other, torch.max, "max")
@@ -766,6 +812,27 @@ def _adaptive_avg_pool2d(cx: Ctx, input, output_size):
         return cx.emit("avg_pool", [input], kernel=k, strides=k, pads=[0] * 4)
     raise UnsupportedError(f'fx node "{cx.node_name}": adaptive average pool from {spatial} '
                            f"to {out} (windows of unequal size)")
+
+
+@converts(F.adaptive_max_pool2d)
+def _adaptive_max_pool2d(cx: Ctx, input, output_size, return_indices=False):
+    spatial = cx.shape(input)[-2:]
+    out = [s if o is None else int(o) for s, o in zip(spatial, _tuple_n(output_size, 2))]
+    if out == [1, 1]:  # global max pooling: a max over H, W
+        rank = cx.rank(input)
+        y = cx.emit("reduce_max", [input], axes=[rank - 2, rank - 1], keepdims=True)
+    elif all(s % o == 0 for s, o in zip(spatial, out)):
+        k = [s // o for s, o in zip(spatial, out)]
+        y = cx.emit("max_pool", [input], kernel=k, strides=k, pads=[0] * 4, dilations=[1, 1])
+    else:
+        raise UnsupportedError(f'fx node "{cx.node_name}": adaptive max pool from {spatial} '
+                               f"to {out} (windows of unequal size)")
+    return (y, Missing("max-pool indices")) if return_indices else y
+
+
+@converts(aten.adaptive_max_pool2d.default)
+def _aten_adaptive_max_pool2d(cx: Ctx, input, output_size):
+    return _adaptive_max_pool2d(cx, input, output_size, return_indices=True)
 
 
 # =========================================================================== movement ====
@@ -845,7 +912,12 @@ def _cat(cx: Ctx, tensors, dim=0):
     return cx.emit("concat", tensors, axis=_axis(dim, cx.rank(tensors[0])))
 
 
-@converts(aten.constant_pad_nd.default, F.pad)
+@converts(aten.constant_pad_nd.default)
+def _constant_pad_nd(cx: Ctx, input, pad, value=0):
+    return _pad(cx, input, pad, "constant", value)
+
+
+@converts(F.pad, torch._C._nn.pad)
 def _pad(cx: Ctx, input, pad, mode="constant", value=None):
     # torch's pad list runs from the last dim backwards: (last_begin, last_end, prev_begin, ...).
     # The IR has no pad op: each padded axis becomes concat(fill, x, fill), each cropped one a
@@ -1342,7 +1414,8 @@ _NO_EXAMPLE = object()
 def _placeholder_default(node: torch.fx.Node):
     if node.args:  # symbolic_trace records a forward() default as the placeholder's argument
         return node.args[0]
-    raise TridentError(f'placeholder "{node.name}" has no example input')
+    raise TridentError(f'placeholder "{node.name}" has no example input (for a torch.export '
+                       "graph, pass the ExportedProgram: its signature tells weights from inputs)")
 
 
 def _is_python_op(node: torch.fx.Node) -> bool:
@@ -1420,7 +1493,7 @@ def _import_exported(ep: torch.export.ExportedProgram, example_inputs: Sequence,
     from torch.export.graph_signature import InputKind, OutputKind
 
     if _needs_decomposition(ep):
-        ep = ep.run_decompositions()  # to the core ATen set the table covers
+        ep = _decompose(ep)  # to the core ATen set the table covers
     imp = _Importer(name)
     user = iter(tree_flatten(list(example_inputs))[0])
     placeholders = [n for n in ep.graph_module.graph.nodes if n.op == "placeholder"]
@@ -1446,11 +1519,23 @@ def _needs_decomposition(ep: torch.export.ExportedProgram) -> bool:
                for n in ep.graph_module.graph.nodes if n.op == "call_function")
 
 
+# Kept whole when decomposing: the converter's spelling is simpler than core ATen's (which adds
+# a guard for fully masked rows) and keeps the attention pattern recognizable.
+_KEEP_UNDECOMPOSED = (aten.scaled_dot_product_attention.default,)
+
+
+def _decompose(ep: torch.export.ExportedProgram) -> torch.export.ExportedProgram:
+    table = torch.export.default_decompositions()
+    for op in _KEEP_UNDECOMPOSED:
+        table.pop(op, None)
+    return ep.run_decompositions(table)
+
+
 def _trace(module: nn.Module, example_inputs: tuple):
     """torch.export, decomposed to the core ATen set, if it can; symbolic_trace if export
     refuses (data-dependent control flow, unsupported Python)."""
     try:
-        return torch.export.export(module, example_inputs).run_decompositions()
+        return _decompose(torch.export.export(module, example_inputs))
     except Exception as export_error:  # noqa: BLE001  (export fails in many ways on user code)
         params = list(inspect.signature(module.forward).parameters.values())[len(example_inputs):]
         concrete = {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
@@ -1460,6 +1545,18 @@ def _trace(module: nn.Module, example_inputs: tuple):
             raise UnsupportedError(f"cannot trace {type(module).__name__}: torch.export failed "
                                    f"({export_error}); symbolic_trace failed ({trace_error})"
                                    ) from None
+
+
+def _check_eval_mode(module: nn.Module) -> None:
+    """BatchNorm and dropout compute something else in training mode; say so up front rather
+    than fail later on the ops training mode traces to."""
+    stateful = (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd)
+    training = [name or type(module).__name__ for name, m in module.named_modules()
+                if m.training and isinstance(m, stateful)]
+    if training:
+        raise UnsupportedError(f"{type(module).__name__}: {', '.join(training[:3])}"
+                               f"{' ...' if len(training) > 3 else ''} in training mode "
+                               "(call model.eval() before compiling)")
 
 
 def import_fx(gm_or_module, example_inputs: Sequence) -> Graph:
@@ -1473,6 +1570,7 @@ def import_fx(gm_or_module, example_inputs: Sequence) -> Graph:
     model = gm_or_module
     name = type(model).__name__
     if isinstance(model, nn.Module) and not isinstance(model, torch.fx.GraphModule):
+        _check_eval_mode(model)
         model = _trace(model, example_inputs)
     if isinstance(model, torch.export.ExportedProgram):
         graph = _import_exported(model, example_inputs, name)
