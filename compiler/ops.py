@@ -376,7 +376,7 @@ def infer_types(node: Node, types: Sequence[TensorType]) -> list[TensorType]:
         for d in out.shape:
             if d in by_value:
                 shape.append(by_value[d])
-            elif d >= _SYMBOL_BASE:
+            elif symbols and d >= _SYMBOL_BASE:
                 raise UnsupportedError(f"{where(node)}: output dimension depends on symbolic "
                                        f"dims {sorted(symbols)} in a way trident cannot track")
             else:

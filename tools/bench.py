@@ -141,20 +141,26 @@ def run(args: argparse.Namespace) -> int:
         print("trident bench needs a CUDA GPU (the interpreter's timings mean nothing).")
         return 2
     rows = []
+    results = {"environment": environment(), "models": rows}
     for name in args.models.split(","):
         batches = [int(b) for b in args.batches.split(",")] if args.batches else DEFAULT_BATCHES[name]
         for batch in batches:
             rows += bench_model(name, batch, args.precision, not args.no_compile)
             print(table(rows[-3:]), flush=True)
-    chain = bench_elementwise_chain()
+            _write(args.json, results)  # keep what is measured even if a later model fails
+    chain = results["elementwise_chain"] = bench_elementwise_chain()
     print(table(rows))
     print(f"\nfused 4-op elementwise chain, fp16, {chain['numel']} elements: "
           f"{chain['trident_TBps']:.2f} TB/s = {chain['fraction_of_copy']:.1%} of copy "
           f"({chain['copy_TBps']:.2f} TB/s), {chain['kernels']} kernel")
-    with open(args.json, "w") as f:
-        json.dump({"environment": environment(), "models": rows, "elementwise_chain": chain}, f, indent=2)
+    _write(args.json, results)
     print(f"wrote {args.json}")
     return 0
+
+
+def _write(path: str, results: dict) -> None:
+    with open(path, "w") as f:
+        json.dump(results, f, indent=2)
 
 
 if __name__ == "__main__":

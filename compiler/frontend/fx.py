@@ -23,6 +23,7 @@ import functools
 import inspect
 import math
 import operator
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, NamedTuple, Sequence
 
@@ -153,7 +154,7 @@ def _clean(hint: str) -> str:
 
 
 # ============================================================================== tables ====
-FUNCTIONS: dict[Any, Callable] = {}  # call_function targets: aten overloads, torch.*, F.*, operator.*
+FUNCTIONS: dict[Any, Callable] = {}  # call_function targets: aten, torch.*, F.*, operator.*
 METHODS: dict[str, Callable] = {}    # call_method names (Tensor methods)
 MODULES: dict[type, Callable] = {}   # call_module leaf types (symbolic_trace); fn(cx, module, ...)
 
@@ -632,7 +633,8 @@ def _native_bn(cx: Ctx, input, weight, bias, running_mean, running_var, momentum
 @converts(aten.batch_norm.default)
 def _aten_bn(cx: Ctx, input, weight, bias, running_mean, running_var, training, momentum, eps,
              cudnn_enabled=True):
-    return _f_batch_norm(cx, input, running_mean, running_var, weight, bias, training, momentum, eps)
+    return _f_batch_norm(cx, input, running_mean, running_var, weight, bias, training,
+                         momentum, eps)
 
 
 @converts(F.batch_norm, torch.batch_norm)
@@ -1535,7 +1537,9 @@ def _trace(module: nn.Module, example_inputs: tuple):
     """torch.export, decomposed to the core ATen set, if it can; symbolic_trace if export
     refuses (data-dependent control flow, unsupported Python)."""
     try:
-        return _decompose(torch.export.export(module, example_inputs))
+        with warnings.catch_warnings():  # torch.export's internal pytree deprecation noise
+            warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)
+            return _decompose(torch.export.export(module, example_inputs))
     except Exception as export_error:  # noqa: BLE001  (export fails in many ways on user code)
         params = list(inspect.signature(module.forward).parameters.values())[len(example_inputs):]
         concrete = {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}

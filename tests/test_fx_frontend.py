@@ -1,0 +1,376 @@
+"""The fx frontend, op by op: small modules imported three ways (torch.fx.symbolic_trace,
+torch.export, a dynamo graph as a torch.compile backend receives it), run on the reference
+executor and compared with eager torch on fresh random inputs."""
+from __future__ import annotations
+
+import operator
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils._pytree import tree_flatten
+
+from trident.compiler.errors import TridentError, UnsupportedError
+from trident.compiler.frontend.fx import (import_fx, supported_fx_target, supported_targets,
+                                          user_input_indices)
+from trident.compiler.reference import run_reference
+
+# torch.export's own deprecation noise (pytree LeafSpec), not ours
+pytestmark = pytest.mark.filterwarnings("ignore:.*LeafSpec.*:FutureWarning")
+
+FP32 = dict(rtol=1e-4, atol=1e-5)
+FP16 = dict(rtol=1e-2, atol=1e-3)
+VIAS = ["symbolic", "export", "dynamo"]
+
+
+class _Fn(nn.Module):
+    """Wraps a function of the inputs (and of this module's parameters/submodules)."""
+
+    def __init__(self, fn, **children):
+        super().__init__()
+        self.fn = fn
+        for name, child in children.items():
+            setattr(self, name, child)
+
+
+class _Fn1(_Fn):
+    def forward(self, a):
+        return self.fn(self, a)
+
+
+class _Fn2(_Fn):
+    def forward(self, a, b):
+        return self.fn(self, a, b)
+
+
+class _Fn3(_Fn):
+    def forward(self, a, b, c):
+        return self.fn(self, a, b, c)
+
+
+def Fn(fn, **children) -> nn.Module:
+    """symbolic_trace needs a forward with named arguments (no *args): one class per arity."""
+    arity = fn.__code__.co_argcount - 1
+    return {1: _Fn1, 2: _Fn2, 3: _Fn3}[arity](fn, **children)
+
+
+def randn(*shape):
+    return lambda: torch.randn(*shape)
+
+
+def randint(high, *shape):
+    return lambda: torch.randint(0, high, shape)
+
+
+def _outputs(y) -> list[torch.Tensor]:
+    return tree_flatten(y)[0]
+
+
+def capture_dynamo(module: nn.Module, inputs):
+    """The smallest torch.compile backend: keep the graph and example inputs, run eagerly."""
+    seen = {}
+
+    def capture(gm, example_inputs):
+        seen["gm"], seen["ex"] = gm, list(example_inputs)
+        return gm.forward
+
+    torch._dynamo.reset()  # one Fn class serves many tests: avoid dynamo's recompile limit
+    torch.compile(module, backend=capture, fullgraph=True)(*inputs)
+    return seen["gm"], seen["ex"]
+
+
+def check(module: nn.Module, make_inputs, via: str, tol=FP32, dtype=None):
+    """Import `module` via `via`, then compare reference and eager on fresh inputs."""
+    module = module.eval()
+    if dtype is not None:
+        module = module.to(dtype)
+
+    def fresh():
+        return tuple(x.to(dtype) if dtype is not None and x.is_floating_point() else x
+                     for x in (f() for f in make_inputs))
+
+    example = fresh()
+    if via == "dynamo":
+        gm, ex = capture_dynamo(module, example)
+        graph = import_fx(gm, ex)
+        keep = user_input_indices(gm, ex)
+        args = list(ex)
+        for i, x in zip(keep, fresh()):  # fresh values for the user inputs, in placeholder order
+            args[i] = x if x.shape == ex[i].shape else args[i]
+        expected = gm(*args)
+        inputs = [args[i] for i in keep]
+    else:
+        model = torch.fx.symbolic_trace(module) if via == "symbolic" else module
+        graph = import_fx(model, example)
+        inputs = fresh()
+        with torch.no_grad():
+            expected = module(*inputs)
+    graph.verify()
+    got = run_reference(graph, inputs)
+    expected = _outputs(expected)
+    assert len(got) == len(expected)
+    for g, e in zip(got, expected):
+        assert g.dtype == e.dtype and g.shape == e.shape
+        torch.testing.assert_close(g, e, **tol)
+    return graph
+
+
+# ------------------------------------------------------------------------ op cases ----
+def _bn(c):
+    bn = nn.BatchNorm2d(c)
+    with torch.no_grad():
+        bn.running_mean.normal_(0, 0.5)
+        bn.running_var.uniform_(0.5, 2.0)
+        bn.weight.uniform_(0.5, 1.5)
+        bn.bias.normal_(0, 0.2)
+    return bn
+
+
+CASES = {
+    # conv / matmul
+    "conv2d": (lambda: Fn(lambda s, x: s.c(x), c=nn.Conv2d(4, 6, 3, stride=2, padding=1)),
+               [randn(2, 4, 9, 9)]),
+    "conv2d_grouped_dilated": (lambda: Fn(lambda s, x: s.c(x), c=nn.Conv2d(
+        4, 8, 3, padding=2, dilation=2, groups=2, bias=False)), [randn(1, 4, 8, 8)]),
+    "conv2d_same": (lambda: Fn(lambda s, x: s.c(x), c=nn.Conv2d(3, 4, (3, 4), padding="same")),
+                    [randn(1, 3, 7, 7)]),
+    "conv1d": (lambda: Fn(lambda s, x: s.c(x), c=nn.Conv1d(3, 5, 3, padding=1)),
+               [randn(2, 3, 10)]),
+    "linear3d": (lambda: Fn(lambda s, x: s.l(x), l=nn.Linear(8, 5)), [randn(2, 3, 8)]),
+    "linear_nobias": (lambda: Fn(lambda s, x: F.linear(x, s.l.weight), l=nn.Linear(8, 5)),
+                      [randn(4, 8)]),
+    "matmul_broadcast": (lambda: Fn(lambda s, a, b: a @ b), [randn(2, 3, 4, 5), randn(5, 6)]),
+    "bmm": (lambda: Fn(lambda s, a, b: torch.bmm(a, b)), [randn(3, 4, 5), randn(3, 5, 2)]),
+    "addmm": (lambda: Fn(lambda s, c, a, b: torch.addmm(c, a, b, beta=0.5, alpha=2.0)),
+              [randn(4), randn(3, 5), randn(5, 4)]),
+    # arithmetic
+    "arith_scalars": (lambda: Fn(lambda s, x: (x * 2.5 - 1) / 3 + 1.5 - (1 - x)),
+                      [randn(2, 3)]),
+    "arith_broadcast": (lambda: Fn(lambda s, a, b: torch.add(a, b, alpha=2) * b
+                                   - a / (b.abs() + 1)),
+                        [randn(2, 3, 4), randn(3, 1)]),
+    "unary_math": (lambda: Fn(lambda s, x: torch.exp(-x.abs()) + torch.log(x.abs() + 1)
+                              + torch.sqrt(x.abs()) + torch.rsqrt(x.abs() + 1)
+                              + torch.reciprocal(x.abs() + 2) + torch.erf(x) + x ** 2
+                              + torch.pow(x, 3)), [randn(3, 5)]),
+    "minmax": (lambda: Fn(lambda s, a, b: torch.maximum(a, b) - torch.minimum(a, b)
+                          + torch.max(a, b)), [randn(4, 5), randn(4, 5)]),
+    # activations
+    "activations": (lambda: Fn(lambda s, x: torch.relu(x) + torch.sigmoid(x) + torch.tanh(x)
+                               + F.silu(x) + F.hardswish(x) + F.hardsigmoid(x)
+                               + F.leaky_relu(x, 0.2) + F.hardtanh(x, -0.5, 0.5)
+                               + F.relu6(x * 4) + torch.clamp(x, -0.3, 0.7)), [randn(3, 8)]),
+    "gelu": (lambda: Fn(lambda s, x: F.gelu(x) + F.gelu(x, approximate="tanh")), [randn(4, 7)]),
+    "activation_modules": (lambda: nn.Sequential(nn.Linear(6, 6), nn.GELU(), nn.SiLU(),
+                                                 nn.Hardswish(), nn.ReLU6(), nn.LeakyReLU(),
+                                                 nn.Hardsigmoid(), nn.Tanh(), nn.Sigmoid(),
+                                                 nn.Hardtanh(), nn.Dropout(0.3), nn.ReLU()),
+                           [randn(2, 6)]),
+    "clamp_tensor": (lambda: Fn(lambda s, x, lo: torch.clamp(x, min=lo, max=lo + 1)),
+                     [randn(3, 4), randn(4)]),
+    # normalizations
+    "softmax": (lambda: Fn(lambda s, x: torch.softmax(x, -1) + F.softmax(x, dim=1)),
+                [randn(2, 5, 6)]),
+    "layer_norm": (lambda: Fn(lambda s, x: s.ln(x) + F.layer_norm(x, (4, 6)),
+                              ln=nn.LayerNorm(6)), [randn(2, 4, 6)]),
+    "batch_norm": (lambda: Fn(lambda s, x: s.bn(x), bn=_bn(5)), [randn(2, 5, 4, 4)]),
+    # pooling
+    "max_pool": (lambda: Fn(lambda s, x: F.max_pool2d(x, 3, 2, 1)), [randn(1, 3, 9, 9)]),
+    "max_pool_ceil": (lambda: Fn(lambda s, x: s.p(x), p=nn.MaxPool2d(2, ceil_mode=True)),
+                      [randn(1, 2, 7, 7)]),
+    "max_pool1d": (lambda: Fn(lambda s, x: F.max_pool1d(x, 2)), [randn(2, 3, 8)]),
+    "avg_pool": (lambda: Fn(lambda s, x: F.avg_pool2d(x, 3, 2, 1)
+                            + F.avg_pool2d(x, 3, 2, 1, count_include_pad=False)),
+                 [randn(1, 3, 8, 8)]),
+    "adaptive_avg_pool": (lambda: Fn(lambda s, x: s.g(x).flatten(1)
+                                     + F.adaptive_avg_pool2d(x, 2).sum((2, 3)),
+                                     g=nn.AdaptiveAvgPool2d((1, 1))), [randn(2, 3, 6, 8)]),
+    # movement
+    "reshape_permute": (lambda: Fn(lambda s, x: x.view(2, -1).reshape(2, 3, 4).permute(2, 0, 1)
+                                   .transpose(0, 1).flatten(1).t().contiguous()),
+                        [randn(2, 12)]),
+    "squeeze_expand": (lambda: Fn(lambda s, x: x.unsqueeze(1).expand(-1, 3, -1).squeeze(0)
+                                  + x.unsqueeze(-1).squeeze(-1).unsqueeze(0)), [randn(1, 5)]),
+    "cat_split": (lambda: Fn(lambda s, a, b: torch.cat(torch.split(torch.cat([a, b], 1), 2, 1)[::-1]
+                                                       + torch.chunk(a, 3, 1), dim=1)),
+                  [randn(2, 3), randn(2, 4)]),
+    "split_sizes": (lambda: Fn(lambda s, x: torch.split(x, [1, 3, 2], dim=-1)),
+                    [randn(2, 6)]),
+    "stack": (lambda: Fn(lambda s, a, b: torch.stack([a, b], 1)), [randn(2, 3), randn(2, 3)]),
+    "slicing": (lambda: Fn(lambda s, x: (x[:, 1:3], x[..., ::2], x[:, 0], x[None, -1],
+                                         x[:, :, -2:], x.select(2, 1), x.narrow(1, 1, 2))),
+                [randn(2, 4, 5)]),
+    "embedding": (lambda: Fn(lambda s, i: s.e(i), e=nn.Embedding(10, 4)), [randint(10, 2, 3)]),
+    "index_select": (lambda: Fn(lambda s, x, i: torch.index_select(x, 1, i) + x[:, i]),
+                     [randn(3, 6), randint(6, 4)]),
+    "adaptive_max_pool": (lambda: Fn(lambda s, x: F.adaptive_max_pool2d(x, 1)
+                                     + F.adaptive_max_pool2d(x, (2, 2)).amax((2, 3), True)),
+                          [randn(2, 3, 4, 6)]),
+    "pad": (lambda: Fn(lambda s, x: (F.pad(x, (1, 2)), F.pad(x, (0, 0, 2, 1), value=0.5),
+                                     F.pad(x, (-1, 1, 1, -1)))), [randn(2, 3, 4)]),
+    "conv2d_same_even": (lambda: Fn(lambda s, x: s.c(x), c=nn.Conv2d(2, 3, 4, padding="same")),
+                         [randn(1, 2, 6, 6)]),
+    # attention
+    "sdpa": (lambda: Fn(lambda s, q, k, v: F.scaled_dot_product_attention(q, k, v)
+                        + F.scaled_dot_product_attention(q, k, v, is_causal=True)),
+             [randn(2, 3, 5, 8), randn(2, 3, 5, 8), randn(2, 3, 5, 8)]),
+    "sdpa_masks": (lambda: Fn(lambda s, q, kv, m: F.scaled_dot_product_attention(
+        q, kv, kv, attn_mask=m) + F.scaled_dot_product_attention(q, kv, kv, attn_mask=m > -1,
+                                                                  scale=0.3)),
+        [randn(2, 4, 8), randn(2, 6, 8), randn(4, 6)]),
+    # reductions
+    "reductions": (lambda: Fn(lambda s, x: (x.mean((1, 2), keepdim=True), x.sum(-1),
+                                            torch.amax(x, 1), x.max(dim=2).values, x.mean(),
+                                            torch.sum(x, dim=0, keepdim=True))),
+                   [randn(2, 3, 4)]),
+    # casts, comparisons, where
+    "compare_where": (lambda: Fn(lambda s, a, b: (torch.where(a > b, a, b), (a < 0).float(),
+                                                  (a >= b).to(torch.float32), (a == a).int(),
+                                                  torch.logical_not(a <= b), a != b,
+                                                  a.masked_fill(a < 0, 0.5))),
+                      [randn(3, 4), randn(3, 4)]),
+    "casts": (lambda: Fn(lambda s, x: (x * 10).int().float() + x.long().to(torch.float32)
+                         + x.half().float()), [randn(4, 4)]),
+    "int_arith": (lambda: Fn(lambda s, i: (i * 3 + 1, i / 2, (i > 4) & (i < 8))),
+                  [randint(10, 2, 5)]),
+    "logical": (lambda: Fn(lambda s, a, b: ((a > 0) | (b > 0), (a > 0) ^ (b > 0),
+                                            torch.logical_and(a, b > 0), ~(a > b))),
+                [randn(3, 4), randn(3, 4)]),
+    "min": (lambda: Fn(lambda s, x: (torch.amin(x, (0, 2)), x.min(dim=1).values, x.min())),
+            [randn(2, 3, 4)]),
+}
+
+@pytest.mark.parametrize("via", VIAS)
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_op(case, via):
+    make_module, inputs = CASES[case]
+    torch.manual_seed(0)
+    check(make_module(), inputs, via)
+
+
+FP16_CASES = ["conv2d", "linear3d", "layer_norm", "softmax", "gelu", "batch_norm", "avg_pool"]
+
+
+@pytest.mark.parametrize("case", FP16_CASES)
+def test_op_fp16(case):
+    make_module, inputs = CASES[case]
+    torch.manual_seed(0)
+    check(make_module(), inputs, "export", tol=FP16, dtype=torch.float16)
+
+
+# ------------------------------------------------------------------ graph behaviour ----
+def test_linear_weight_transposed_at_import():
+    lin = nn.Linear(8, 3)
+    graph = check(Fn(lambda s, x: s.l(x), l=lin), [randn(2, 8)], "export")
+    ops = [n.op for n in graph.nodes]
+    assert ops == ["matmul", "add"]
+    (w,) = [graph.constants[i] for n in graph.nodes if n.op == "matmul" for i in n.inputs
+            if i in graph.constants]
+    torch.testing.assert_close(w, lin.weight.detach().t())
+    assert w.is_contiguous()
+
+
+def test_constant_subgraphs_fold():
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("table", torch.randn(16, 4))
+
+        def forward(self, x):
+            pos = torch.arange(x.shape[1])  # depends only on a static shape
+            bias = (self.table[pos] * 2).sum(-1).exp()
+            return x + bias
+
+    for via in VIAS:
+        graph = check(M(), [randn(2, 5)], via)
+        assert [n.op for n in graph.nodes] == ["add"], via
+
+
+def test_graph_inputs_named_after_placeholders():
+    graph = import_fx(Fn(lambda s, a, b: a + b), (torch.randn(2), torch.randn(2)))
+    assert len(graph.inputs) == 2
+    gm = torch.fx.symbolic_trace(nn.Linear(3, 3))
+    placeholders = [n.name for n in gm.graph.nodes if n.op == "placeholder"]
+    assert import_fx(gm, (torch.randn(1, 3),)).inputs == placeholders
+
+
+def test_multiple_outputs_and_tuple_returns():
+    graph = check(Fn(lambda s, x: (x + 1, (x * 2, x.relu()))), [randn(3)], "symbolic")
+    assert len(graph.outputs) == 3
+
+
+def test_exported_program_and_its_module():
+    m = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(),
+                      nn.Linear(4 * 4 * 4, 5)).eval()
+    x = torch.randn(2, 3, 6, 6)
+    ep = torch.export.export(m, (x,))
+    expected = m(x)
+    for model in (ep, ep.run_decompositions(), ep.module()):
+        graph = import_fx(model, (x,))
+        graph.verify()
+        torch.testing.assert_close(run_reference(graph, [x])[0], expected, **FP32)
+
+
+def test_dynamo_lifts_parameters_to_constants():
+    m = nn.Sequential(nn.Linear(4, 4), nn.ReLU()).eval()
+    gm, ex = capture_dynamo(m, (torch.randn(2, 4),))
+    keep = user_input_indices(gm, ex)
+    assert len(keep) == 1 and len(ex) == 3
+    graph = import_fx(gm, ex)
+    assert len(graph.inputs) == 1 and len(graph.constants) == 2
+
+
+def test_unsupported_target_names_node_and_lists_supported():
+    gm = torch.fx.symbolic_trace(Fn(lambda s, x: torch.cumsum(x, 0)))
+    node = next(n for n in gm.graph.nodes if n.op == "call_function")
+    assert not supported_fx_target(node)
+    with pytest.raises(UnsupportedError) as info:
+        import_fx(gm, (torch.randn(3),))
+    msg = str(info.value)
+    assert "cumsum" in msg and f'"{node.name}"' in msg and "aten.convolution.default" in msg
+
+
+def test_supported_fx_target():
+    def fn(s, x):
+        return s.c(x).relu().view(-1) + torch.arange(2 * 3 * 3 * 3)
+
+    gm = torch.fx.symbolic_trace(Fn(fn, c=nn.Conv2d(3, 3, 1)))
+    flags = {n.name: supported_fx_target(n) for n in gm.graph.nodes}
+    assert all(flags.values()), flags
+    assert "aten.convolution.default" in supported_targets()
+    assert "torch.nn.Conv2d" in supported_targets()
+
+
+def test_training_mode_is_refused():
+    m = nn.Sequential(nn.Conv2d(3, 3, 1), nn.BatchNorm2d(3))  # left in training mode
+    x = torch.randn(2, 3, 4, 4)
+    with pytest.raises(UnsupportedError, match="eval"):
+        import_fx(torch.fx.symbolic_trace(m), (x,))
+    with pytest.raises(UnsupportedError, match=r"1 in training mode \(call model.eval"):
+        import_fx(m, (x,))
+    import_fx(m.eval(), (x,))
+
+
+def test_module_falls_back_to_symbolic_trace(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise RuntimeError("export refused")
+
+    monkeypatch.setattr(torch.export, "export", refuse)
+    m = nn.Sequential(nn.Linear(4, 4), nn.GELU())
+    graph = check(m, [randn(2, 4)], "export")  # "export" hands import_fx the module itself
+    assert [n.op for n in graph.nodes] == ["matmul", "add", "gelu"]
+
+
+def test_python_arithmetic_on_shapes_folds():
+    def fn(s, x):
+        n = x.size(0) * x.shape[1] // 2
+        return x.reshape(n, -1) + operator.add(x.dim(), 1)
+
+    check(Fn(fn), [randn(4, 6)], "symbolic")
+
+
+def test_unexpected_failure_is_a_located_trident_error():
+    gm = torch.fx.symbolic_trace(Fn(lambda s, x: x.view(7, -1)))
+    with pytest.raises(TridentError, match='fx node "view"'):
+        import_fx(gm, (torch.randn(4, 6),))
