@@ -104,7 +104,7 @@ class Engine:
         if step.kind == "kernel":
             outs = [self._alloc(v) for v in step.outputs]
             env.update(zip(step.outputs, outs))
-            launch(*[env[a] for a in step.kernel.args])
+            launch(*[env[a] for a in step.kernel.args], config=step.kernel.config)
         elif step.kind == "view":
             source = env[step.inputs[0]]
             for value in step.outputs:

@@ -26,8 +26,11 @@ class KernelSource:
     name: str
     source: str
     args: list[str]          # IR values passed to launch(), in order: inputs, then outputs
-    config: dict             # default launch config (block sizes, num_warps, num_stages)
+    config: dict             # launch config (block sizes, num_warps, num_stages); tuning may change it
     packed: dict[str, tuple[torch.Tensor, Layout]] = field(default_factory=dict)
+    # What the autotuner needs to propose configs: the template and its problem size, e.g.
+    # {"template": "matmul", "M": .., "N": .., "K": .., "dtype": torch.float16}.
+    problem: dict = field(default_factory=dict)
 
 
 HEADER = '''# trident generated kernel: {name}
@@ -115,7 +118,7 @@ def pointwise(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: l
     src = _header(name, group.nodes, graph)
     src += f"@triton.jit\ndef kernel({_signature(args, ['BLOCK'])}):\n" + "\n".join(w.lines)
     src += "\n\n\n" + _launcher(args, f"(triton.cdiv({numel}, meta['BLOCK']),)", cfg)
-    return KernelSource(name, src, list(args.order), cfg)
+    return KernelSource(name, src, list(args.order), cfg, problem={"template": "pointwise", "numel": numel})
 
 
 # ----------------------------------------------------------------------- reduction ----
@@ -186,7 +189,8 @@ def reduction(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: l
     src = _header(name, group.nodes, graph)
     src += f"@triton.jit\ndef kernel({_signature(args, ['BLOCK_X', 'BLOCK_R'])}):\n" + "\n".join(w.lines)
     src += "\n\n\n" + _launcher(args, f"(triton.cdiv({rows}, meta['BLOCK_X']),)", cfg)
-    return KernelSource(name, src, list(args.order), cfg)
+    return KernelSource(name, src, list(args.order), cfg,
+                        problem={"template": "reduction", "rows": rows, "length": length})
 
 
 # -------------------------------------------------------------------------- matmul ----
@@ -255,7 +259,9 @@ def matmul(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: list
     nbatch = math.prod(s for _, s in batch)
     grid = f"(triton.cdiv({rows}, meta['BLOCK_M']) * triton.cdiv({N}, meta['BLOCK_N']), {nbatch})"
     src += "\n\n\n" + _launcher(args, grid, cfg)
-    return KernelSource(name, src, list(args.order), cfg)
+    return KernelSource(name, src, list(args.order), cfg,
+                        problem={"template": "matmul", "M": rows, "N": N, "K": K, "batch": nbatch,
+                                 "dtype": a.dtype})
 
 
 # ---------------------------------------------------------------------- conv, pool ----
@@ -385,7 +391,11 @@ def conv(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: list[s
     src = _header(name, group.nodes, graph, imports)
     src += f"@triton.jit\ndef kernel({_signature(args, consts)}):\n" + "\n".join(w.lines)
     src += "\n\n\n" + _launcher(args, grid, cfg)
-    return KernelSource(name, src, list(args.order), cfg, {packed_name: (packed, packed_layout)})
+    problem = {"template": "depthwise" if depthwise else ("matmul" if tile == "matmul_tile" else "conv"),
+               "M": n * oh * ow, "N": oc // groups, "K": (c // groups) * kh * kw, "C": c // groups,
+               "KH": kh, "KW": kw, "groups": groups, "dtype": weight.dtype, "tile": tile}
+    return KernelSource(name, src, list(args.order), cfg, {packed_name: (packed, packed_layout)},
+                        problem)
 
 
 def pool(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: list[str],
@@ -417,7 +427,8 @@ def pool(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: list[s
     src += f"@triton.jit\ndef kernel({_signature(args, ['BLOCK_M', 'BLOCK_N'])}):\n" + "\n".join(w.lines)
     grid = f"(triton.cdiv({n * oh * ow}, meta['BLOCK_M']), triton.cdiv({c}, meta['BLOCK_N']))"
     src += "\n\n\n" + _launcher(args, grid, cfg)
-    return KernelSource(name, src, list(args.order), cfg)
+    return KernelSource(name, src, list(args.order), cfg,
+                        problem={"template": "pool", "M": n * oh * ow, "C": c})
 
 
 GENERATORS = {"pointwise": pointwise, "reduction": reduction, "matmul": matmul, "conv": conv,
