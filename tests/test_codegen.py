@@ -221,11 +221,45 @@ def test_sibling_matmuls_merge_into_one_kernel(rng):
 def test_reshape_that_cannot_view_runs_through_torch(rng):
     def body(b, x):
         t = b.add1("transpose", [x], {"perm": (1, 0, 2)})
+        return b.add1("reshape", [t], {"shape": (5, 12)})
+    x = randn(rng, 3, 5, 4)
+    g = graph_of([x.shape], body)
+    assert kinds(g)[0] == ["view", "torch"]
+    assert_matches_reference(g, [x], "fp32")
+
+
+def test_reshape_sinks_below_elementwise_so_no_copy_is_needed(rng):
+    def body(b, x):
+        t = b.add1("transpose", [x], {"perm": (1, 0, 2)})
         return b.add1("relu", [b.add1("reshape", [t], {"shape": (5, 12)})])
     x = randn(rng, 3, 5, 4)
     g = graph_of([x.shape], body)
-    assert kinds(g)[0] == ["view", "torch", "kernel"]
+    assert kinds(g)[0] == ["view", "kernel", "view"]  # relu reads the transposed view directly
     assert_matches_reference(g, [x], "fp32")
+
+
+def test_linear_layer_reshapes_cancel_and_activation_fuses(rng):
+    def body(b, x):  # what torch.export writes for nn.Linear + GELU on [B, S, K]
+        flat = b.add1("reshape", [x], {"shape": (6, 8)})
+        y = b.add1("matmul", [flat, b.constant(randn(rng, 8, 12, scale=0.3))])
+        y = b.add1("add", [y, b.constant(randn(rng, 12))])
+        return b.add1("gelu", [b.add1("reshape", [y], {"shape": (2, 3, 12)})])
+    x = randn(rng, 2, 3, 8)
+    g = graph_of([x.shape], body)
+    steps, groups = kinds(g)
+    assert steps == ["kernel"] and [n.op for n in groups[0].nodes] == ["matmul", "gelu"]
+    assert_matches_reference(g, [x], "fp32")
+
+
+def test_attention_transpose_reshape_is_a_view(rng):
+    def body(b, p, v):  # [B,H,S,S] @ [B,H,S,D] -> transpose -> [B,S,H*D]
+        o = b.add1("matmul", [p, v])
+        t = b.add1("transpose", [o], {"perm": (0, 2, 1, 3)})
+        return b.add1("reshape", [t], {"shape": (2, 5, 12)})
+    p, v = randn(rng, 2, 3, 5, 5), randn(rng, 2, 3, 5, 4)
+    g = graph_of([p.shape, v.shape], body)
+    assert kinds(g)[0] == ["kernel", "view", "view"]
+    assert_matches_reference(g, [p, v], "fp32")
 
 
 def test_generated_source_is_readable_file(tmp_path, rng):

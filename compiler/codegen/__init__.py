@@ -58,8 +58,9 @@ def _plan_group(group: Group, outputs: list[str], feeds_nhwc: bool, program: Pro
         layouts.update(zip(node.outputs, torch_output_layouts(node, layouts, graph)))
         program.steps.append(Step("torch", list(node.inputs), list(node.outputs), group))
         return
+    consumers = graph.consumers()
     for value in outputs:
-        layouts[value] = output_layout(group, value, graph, layouts, feeds_nhwc)
+        layouts[value] = output_layout(group, value, graph, layouts, feeds_nhwc, consumers)
     name = _unique(group, names)
     source = GENERATORS[group.kind](group, graph, layouts, outputs, name)
     for packed, (tensor, layout) in source.packed.items():

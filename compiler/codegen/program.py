@@ -45,6 +45,15 @@ class Program:
     constants: dict[str, torch.Tensor] = field(default_factory=dict)  # packed, kernel-ready
 
 
+def transposed_dense_strides(shape, perm) -> tuple[int, ...]:
+    """Strides for `shape` such that permuting by `perm` gives a dense (contiguous) tensor."""
+    dense = dense_strides([shape[p] for p in perm])
+    strides = [0] * len(shape)
+    for i, p in enumerate(perm):
+        strides[p] = dense[i]
+    return tuple(strides)
+
+
 def nhwc_strides(shape) -> tuple[int, ...]:
     n, c, h, w = shape
     return (h * w * c, 1, w * c, c)
@@ -95,10 +104,16 @@ def view_layouts(node: Node, source: Layout) -> list[Layout] | None:
 
 
 def output_layout(group: Group, value: str, graph: Graph, layouts: dict[str, Layout],
-                  feeds_nhwc: bool) -> Layout:
+                  feeds_nhwc: bool, consumers: dict[str, list[Node]] | None = None) -> Layout:
     t = graph.types[value]
     shape = tuple(t.shape)
     contiguous = Layout(shape, dense_strides(shape), t.dtype)
+    readers = (consumers or {}).get(value, [])
+    if (group.kind != "conv" and group.kind != "pool" and len(readers) == 1
+            and readers[0].op == "transpose" and value not in graph.outputs):
+        # Store in the order the transpose reads, so its result is dense and a reshape after it
+        # (attention's [B,H,S,D] -> [B,S,H*D]) is a free view instead of a copy.
+        return Layout(shape, transposed_dense_strides(shape, readers[0].attrs["perm"]), t.dtype)
     if len(shape) != 4:
         return contiguous
     nhwc = Layout(shape, nhwc_strides(shape), t.dtype)

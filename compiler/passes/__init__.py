@@ -18,6 +18,7 @@ from trident.compiler.passes.cleanup import (eliminate_common_subexpressions,
                                              remove_identities)
 from trident.compiler.passes.horizontal import merge_sibling_matmuls
 from trident.compiler.passes.precision import lower_precision
+from trident.compiler.passes.reshapes import sink_reshapes
 
 Pass = Callable[[Graph], Graph]
 
@@ -37,6 +38,7 @@ def pipeline(options: PassOptions) -> list[tuple[str, Pass]]:
         ("fold_conv_batch_norm", fold_conv_batch_norm),
         ("decompose_batch_norm", decompose_batch_norm),
         ("fold_bias_into_anchor", fold_bias_into_anchor),
+        ("sink_reshapes", sink_reshapes),
         ("merge_sibling_matmuls", merge_sibling_matmuls),
     ]
     if options.precision in ("fp16", "int8"):
