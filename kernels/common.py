@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 from trident.compiler import config as _config  # noqa: F401  (sets TRITON_INTERPRET before triton loads)
 
@@ -59,6 +60,26 @@ def is_int8(dtype) -> bool:
     import torch
 
     return dtype == torch.int8
+
+
+@dataclass(frozen=True)
+class TileConfig:
+    """Launch config of a tiled template (matmul, conv). For depthwise conv, BLOCK_N is the
+    channel block and BLOCK_K / GROUP_M are unused."""
+    BLOCK_M: int
+    BLOCK_N: int
+    BLOCK_K: int
+    GROUP_M: int = 8
+    num_warps: int = 4
+    num_stages: int = 3
+
+    def check(self, dtype) -> None:
+        """Raise ValueError for a config tl.dot cannot compile (dims < 16, non powers of 2)."""
+        min_k = 32 if is_int8(dtype) else 16  # int8 MMA needs K >= 32 on NVIDIA
+        for name, value, low in (("BLOCK_M", self.BLOCK_M, 16), ("BLOCK_N", self.BLOCK_N, 16),
+                                 ("BLOCK_K", self.BLOCK_K, min_k)):
+            if value < low or value != next_pow2(value):
+                raise ValueError(f"{name}={value}: must be a power of two >= {low} for {dtype}")
 
 
 # A global must be a tl.constexpr for @triton.jit code to read it.

@@ -12,12 +12,10 @@ epilogue. `conv2d_nhwc()` is the standalone launcher used by tests and benchmark
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
 from trident.compiler import config as _config
-from trident.kernels.common import (cdiv, dot_acc, grouped_pid, interpreter_block, is_int8, is_interpreter,
+from trident.kernels.common import (TileConfig, cdiv, dot_acc, grouped_pid, interpreter_block, is_int8, is_interpreter,
                                     next_pow2, nhwc_window_origin, window_origin, zero_acc)
 
 import triton
@@ -177,13 +175,12 @@ def depthwise_conv2d_nhwc_kernel(x_ptr, w_ptr, bias_ptr, y_ptr, N, H, W, C, OH, 
 
 def _pointwise_conv(x, w_packed, bias, y, config, input_precision):
     """1x1 conv through the matmul template: x NHWC as [N*H*W, C], w packed [OC, 1, 1, C] K-major."""
-    from trident.kernels.matmul import MatmulConfig, matmul
+    from trident.kernels.matmul import matmul
 
     n, c, h, w = x.shape
     oc = w_packed.shape[0]
-    cfg = MatmulConfig(**vars(config)) if config is not None else None
     out = matmul(x.permute(0, 2, 3, 1).reshape(n * h * w, c), w_packed.reshape(oc, c), b_k_major=True,
-                 out_dtype=y.dtype, config=cfg, input_precision=input_precision)
+                 out_dtype=y.dtype, config=config, input_precision=input_precision)
     if bias is not None:
         out += bias.to(out.dtype)
     return out.view(n, h, w, oc).permute(0, 3, 1, 2)
@@ -193,15 +190,7 @@ def _pointwise_conv(x, w_packed, bias, y, config, input_precision):
 # Configs
 
 
-@dataclass(frozen=True)
-class ConvConfig:
-    """Tile config. For depthwise, BLOCK_N is the channel block and BLOCK_K/GROUP_M are unused."""
-    BLOCK_M: int
-    BLOCK_N: int
-    BLOCK_K: int
-    GROUP_M: int = 8
-    num_warps: int = 4
-    num_stages: int = 3
+ConvConfig = TileConfig  # one config type for every tiled template
 
 
 def use_small_c_tile(c_per_group: int, block_k: int) -> bool:

@@ -10,12 +10,10 @@ TOPS at 8192^3).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
 from trident.compiler import config as _config
-from trident.kernels.common import (cdiv, dot_acc, grouped_pid, interpreter_block, is_int8, is_interpreter,
+from trident.kernels.common import (TileConfig, cdiv, dot_acc, grouped_pid, interpreter_block, is_int8, is_interpreter,
                                     next_pow2, zero_acc)
 
 import triton
@@ -64,22 +62,7 @@ def matmul_kernel(a_ptr, b_ptr, c_ptr, M, N, K, stride_am, stride_ak, stride_bk,
     tl.store(c_ptrs, acc.to(c_ptr.dtype.element_ty), mask=mask)
 
 
-@dataclass(frozen=True)
-class MatmulConfig:
-    BLOCK_M: int
-    BLOCK_N: int
-    BLOCK_K: int
-    GROUP_M: int = 8
-    num_warps: int = 4
-    num_stages: int = 3
-
-    def check(self, dtype) -> None:
-        """Raise ValueError for a config tl.dot cannot compile (dims < 16, non powers of 2)."""
-        min_k = 32 if is_int8(dtype) else 16  # int8 MMA needs K >= 32 on NVIDIA
-        for name, value, low in (("BLOCK_M", self.BLOCK_M, 16), ("BLOCK_N", self.BLOCK_N, 16),
-                                 ("BLOCK_K", self.BLOCK_K, min_k)):
-            if value < low or value != next_pow2(value):
-                raise ValueError(f"{name}={value}: must be a power of two >= {low} for {dtype}")
+MatmulConfig = TileConfig  # one config type for every tiled template
 
 
 # Streaming K per stage in bytes is what matters for shared memory: 64 fp16 = 128 int8 = 32 fp32.

@@ -41,3 +41,23 @@ def hard_swish(x):
 @triton.jit
 def leaky_relu(x, alpha):
     return tl.where(x >= 0.0, x, alpha * x)
+
+
+@triton.jit
+def round_half_even(x):
+    """Round to the nearest integer, ties to even (torch.round, ONNX QuantizeLinear).
+
+    Works on |x| so that |x| - floor(|x|) is exact (no floor(x + 0.5) double rounding)."""
+    a = tl.abs(x)
+    f = tl.floor(a)
+    d = a - f
+    odd = (f - 2.0 * tl.floor(f * 0.5)) == 1.0
+    r = tl.where((d > 0.5) | ((d == 0.5) & odd), f + 1.0, f)
+    return tl.where(x < 0.0, -r, r)
+
+
+@triton.jit
+def quantize(x, scale, zero_point, lo, hi):
+    """QuantizeLinear on fp32 registers: clamp(round_half_even(x / scale) + zero_point, lo, hi)."""
+    q = round_half_even(x / scale) + zero_point
+    return tl.minimum(tl.maximum(q, lo), hi)
