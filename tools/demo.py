@@ -58,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"  output {tuple(got.shape)}: {got.flatten()[:6].tolist()}")
         print(f"  relative error vs PyTorch: {err:.2e}")
         with torch.no_grad():
+            note = "" if config.HAS_CUDA else "  (interpreter: checks correctness, not speed)"
             print(f"  time per run: trident {_time(lambda: engine(*inputs)):.1f} ms, "
-                  f"torch eager {_time(lambda: model(*inputs)):.1f} ms")
+                  f"torch eager {_time(lambda: model(*inputs)):.1f} ms{note}")
     return 0
