@@ -48,3 +48,7 @@ ALLOW_TF32: bool = _env_flag("TRIDENT_ALLOW_TF32")
 
 # Suppress informational messages (the interpreter notice, progress bars).
 QUIET: bool = _env_flag("TRIDENT_QUIET")
+
+# Autotuning: how many processes compile candidate configs in parallel (0: compile in the tuning
+# process, at each config's first launch).
+TUNE_WORKERS: int = int(os.environ.get("TRIDENT_TUNE_WORKERS") or min(16, os.cpu_count() or 1))

@@ -1,0 +1,394 @@
+"""Configs, device limits and the per-template search spaces, pruned before anything compiles.
+
+A Config is what a generated kernel's `launch(*tensors, config=...)` takes, as a frozen (hashable)
+dataclass. Each template ("matmul", "conv", "depthwise", "pool", "pointwise", "reduction") has a
+full space; `prune` drops what cannot fit (shared memory, registers) or cannot help (tiles wider
+than the problem, pipeline stages the K loop never fills) before anything is compiled; `candidates`
+gives the list one tuning level tries: the kernel's heuristic config always first.
+"""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import torch
+
+from trident.kernels.common import cdiv, next_pow2
+
+# What the codegen's CONFIG dicts hold besides block sizes (launch options, not constexprs).
+LAUNCH_OPTIONS = ("num_warps", "num_stages")
+
+FAST_CANDIDATES = {"matmul": 6, "conv": 6, "depthwise": 4, "pool": 4, "pointwise": 4,
+                   "reduction": 4}
+ACC_REGS = 128        # fp32 accumulator registers per thread we allow (of 255): 128x256 on 8 warps
+ELEMS_PER_THREAD = 64  # register budget of the elementwise-style tiles (pool, reduction, pointwise)
+
+
+@dataclass(frozen=True)
+class Config:
+    """A launch config: constexpr block sizes plus num_warps / num_stages (None: Triton's default)."""
+    params: tuple[tuple[str, int], ...]
+    num_warps: int = 4
+    num_stages: int | None = None
+
+    @classmethod
+    def of(cls, num_warps: int = 4, num_stages: int | None = None, **params: int) -> "Config":
+        return cls(tuple(params.items()), num_warps, num_stages)
+
+    @classmethod
+    def from_dict(cls, launch: dict) -> "Config":
+        params = {k: int(v) for k, v in launch.items() if k not in LAUNCH_OPTIONS}
+        stages = launch.get("num_stages")
+        return cls.of(int(launch.get("num_warps", 4)), None if stages is None else int(stages),
+                      **params)
+
+    def to_dict(self) -> dict:
+        out = dict(self.params)
+        out["num_warps"] = self.num_warps
+        if self.num_stages is not None:
+            out["num_stages"] = self.num_stages
+        return out
+
+    def __getitem__(self, name: str) -> int:
+        return dict(self.params)[name]
+
+    def get(self, name: str, default=None):
+        return dict(self.params).get(name, default)
+
+    def replace(self, **changes) -> "Config":
+        launch = self.to_dict()
+        launch.update(changes)
+        return Config.from_dict(launch)
+
+    def __str__(self) -> str:
+        p = dict(self.params)
+        if "BLOCK_K" in p:
+            text = f"{p['BLOCK_M']}x{p['BLOCK_N']}x{p['BLOCK_K']} g{p.get('GROUP_M', 1)}"
+        else:
+            text = " ".join(f"{k.replace('BLOCK_', '')}={v}" for k, v in p.items())
+        text += f" w{self.num_warps}"
+        return text + (f" s{self.num_stages}" if self.num_stages is not None else "")
+
+
+@dataclass(frozen=True)
+class DeviceLimits:
+    """What pruning and the cost model need; H200 figures unless read from a real device."""
+    name: str = "NVIDIA H200"
+    capability: tuple[int, int] = (9, 0)
+    smem_per_block: int = 227 * 1024
+    smem_per_sm: int = 228 * 1024
+    regs_per_sm: int = 65536
+    sms: int = 132
+    l2_bytes: int = 50 * 1024 * 1024
+
+
+def device_limits(device=None) -> DeviceLimits:
+    """Read from torch.cuda.get_device_properties on a GPU; H200 defaults elsewhere."""
+    if not torch.cuda.is_available() or (device is not None and torch.device(device).type != "cuda"):
+        return DeviceLimits()
+    props = torch.cuda.get_device_properties(device if device is not None else torch.cuda.current_device())
+    d = DeviceLimits()
+    return DeviceLimits(
+        name=props.name, capability=(props.major, props.minor),
+        smem_per_block=getattr(props, "shared_memory_per_block_optin", d.smem_per_block) or d.smem_per_block,
+        smem_per_sm=getattr(props, "shared_memory_per_multiprocessor", d.smem_per_sm) or d.smem_per_sm,
+        regs_per_sm=getattr(props, "regs_per_multiprocessor", d.regs_per_sm) or d.regs_per_sm,
+        sms=props.multi_processor_count, l2_bytes=getattr(props, "L2_cache_size", d.l2_bytes) or d.l2_bytes)
+
+
+# ------------------------------------------------------------------------------ problems ----
+def dtype_of(problem: dict) -> torch.dtype:
+    dtype = problem.get("dtype", torch.float16)
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype.replace("torch.", ""))
+    return dtype
+
+
+def element_size(dtype: torch.dtype) -> int:
+    return torch.empty((), dtype=dtype).element_size()
+
+
+def _min_block_k(dtype) -> int:
+    return 32 if dtype == torch.int8 else 16  # int8 MMA needs K >= 32 on NVIDIA
+
+
+@dataclass(frozen=True)
+class Gemm:
+    """The GEMM view of a matmul or implicit-GEMM conv problem, as the tile loops walk it."""
+    M: int
+    N: int
+    K: int
+    batch: int        # independent GEMMs (matmul batch, conv groups)
+    dtype: torch.dtype
+    k_cap: int        # widest useful BLOCK_K
+    channel_walk: int  # conv2d_nhwc_tile: K is walked tap by tap in blocks of C; 0 otherwise
+    taps: int = 1
+
+    def k_iters(self, bk: int) -> int:
+        if self.channel_walk:
+            return self.taps * cdiv(self.channel_walk, bk)
+        return cdiv(self.K, bk)
+
+
+def gemm_view(problem: dict) -> Gemm:
+    dtype = dtype_of(problem)
+    M, N, K = int(problem["M"]), int(problem["N"]), int(problem["K"])
+    batch = int(problem.get("batch", 1)) * int(problem.get("groups", 1))
+    min_k = _min_block_k(dtype)
+    if problem.get("tile") == "conv2d_nhwc_tile":
+        c = int(problem["C"])
+        return Gemm(M, N, K, batch, dtype, max(min_k, next_pow2(c)), c,
+                    int(problem["KH"]) * int(problem["KW"]))
+    return Gemm(M, N, K, batch, dtype, max(min_k, next_pow2(K)), 0)
+
+
+# ------------------------------------------------------------------------- full spaces ----
+def _block_ks(dtype) -> tuple[int, ...]:
+    """BLOCK_K choices: 32..128 bytes-equivalent of fp16 (64 fp16 = 128 int8 = 32 fp32 per row)."""
+    size = element_size(dtype)
+    return {1: (64, 128, 256), 4: (16, 32, 64)}.get(size, (32, 64, 128))
+
+
+def _gemm_space(problem: dict) -> list[Config]:
+    return [Config.of(w, s, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=8)
+            for bm, bn, bk, w, s in itertools.product((16, 32, 64, 128, 256), (16, 32, 64, 128, 256),
+                                                      _block_ks(dtype_of(problem)), (2, 4, 8), (2, 3, 4, 5))]
+
+
+def _tile2d_space(problem: dict) -> list[Config]:
+    return [Config.of(w, BLOCK_M=bm, BLOCK_N=bn)
+            for bm, bn, w in itertools.product((16, 32, 64, 128, 256), (16, 32, 64, 128), (1, 2, 4, 8))]
+
+
+def _pointwise_space(problem: dict) -> list[Config]:
+    return [Config.of(w, BLOCK=b)
+            for b, w in itertools.product((128, 256, 512, 1024, 2048, 4096, 8192), (1, 2, 4, 8, 16))]
+
+
+def _reduction_space(problem: dict, base: Config) -> list[Config]:
+    block_r = base["BLOCK_R"]  # fixed by the row length: the whole row is one tile
+    return [Config.of(w, BLOCK_X=bx, BLOCK_R=block_r)
+            for bx, w in itertools.product((1, 2, 4, 8, 16, 32, 64, 128), (1, 2, 4, 8, 16))]
+
+
+def full_space(problem: dict, base: Config) -> list[Config]:
+    template = problem["template"]
+    if template in ("matmul", "conv"):
+        return _gemm_space(problem)
+    if template in ("pool", "depthwise"):
+        return _tile2d_space(problem)
+    if template == "pointwise":
+        return _pointwise_space(problem)
+    if template == "reduction":
+        return _reduction_space(problem, base)
+    return []
+
+
+# ------------------------------------------------------------------------------ pruning ----
+def gemm_smem(cfg: Config, dtype) -> int:
+    """Shared memory of the software pipeline: stages x (A tile + B tile)."""
+    stages = cfg.num_stages or 3
+    return stages * (cfg["BLOCK_M"] * cfg["BLOCK_K"] + cfg["BLOCK_K"] * cfg["BLOCK_N"]) * element_size(dtype)
+
+
+def _acc_per_thread(cfg: Config, a: str, b: str) -> float:
+    return cfg[a] * cfg[b] / (32 * cfg.num_warps)
+
+
+def gemm_reason(cfg: Config, problem: dict, limits: DeviceLimits) -> str | None:
+    """Why a matmul/conv config is pruned, or None if it stays."""
+    g = gemm_view(problem)
+    bm, bn, bk = cfg["BLOCK_M"], cfg["BLOCK_N"], cfg["BLOCK_K"]
+    if bm > max(16, next_pow2(g.M)) or bn > max(16, next_pow2(g.N)):
+        return "tile wider than the problem"
+    if bk > g.k_cap or bk < _min_block_k(g.dtype):
+        return "BLOCK_K does not fit K"
+    if gemm_smem(cfg, g.dtype) > limits.smem_per_block:
+        return "shared memory"
+    acc = _acc_per_thread(cfg, "BLOCK_M", "BLOCK_N")
+    if acc > ACC_REGS:
+        return "registers"
+    if acc < 8:
+        return "more warps than the tile has work for"
+    if cfg.num_warps < 4 and bm * bn > 64 * 64:
+        return "too few warps for the tile"
+    if (cfg.num_stages or 3) > max(2, g.k_iters(bk) + 1):
+        return "more stages than K iterations"
+    if cdiv(g.M, 128) * cdiv(g.N, 128) * g.batch >= 2 * limits.sms and bm * bn < 64 * 64:
+        return "tile too small for a big problem"
+    return None
+
+
+def _tile2d_reason(cfg: Config, problem: dict, limits: DeviceLimits) -> str | None:
+    # pool: C channels; depthwise: groups == channels (its C is the per-group count, 1)
+    channels = int(problem["groups"] if problem["template"] == "depthwise" else problem["C"])
+    if cfg["BLOCK_M"] > max(16, next_pow2(int(problem["M"]))) or cfg["BLOCK_N"] > max(16, next_pow2(channels)):
+        return "tile wider than the problem"
+    per_thread = _acc_per_thread(cfg, "BLOCK_M", "BLOCK_N")
+    if per_thread > ELEMS_PER_THREAD:
+        return "registers"
+    if per_thread < 2:
+        return "more warps than the tile has work for"
+    return None
+
+
+def _pointwise_reason(cfg: Config, problem: dict, limits: DeviceLimits) -> str | None:
+    if cfg["BLOCK"] > max(128, next_pow2(int(problem["numel"]))):
+        return "block wider than the problem"
+    per_thread = cfg["BLOCK"] / (32 * cfg.num_warps)
+    if per_thread > 32:
+        return "registers"
+    if per_thread < 1:
+        return "more warps than the block has work for"
+    return None
+
+
+def _reduction_reason(cfg: Config, problem: dict, limits: DeviceLimits) -> str | None:
+    if cfg["BLOCK_X"] > next_pow2(int(problem["rows"])):
+        return "more rows per program than the problem has"
+    per_thread = cfg["BLOCK_X"] * cfg["BLOCK_R"] / (32 * cfg.num_warps)
+    if per_thread > ELEMS_PER_THREAD:
+        return "registers"
+    if per_thread < 1:
+        return "more warps than the tile has work for"
+    return None
+
+
+REASONS = {"matmul": gemm_reason, "conv": gemm_reason, "pool": _tile2d_reason,
+           "depthwise": _tile2d_reason, "pointwise": _pointwise_reason, "reduction": _reduction_reason}
+
+
+def prune_reason(cfg: Config, problem: dict, limits: DeviceLimits | None = None) -> str | None:
+    check = REASONS.get(problem.get("template"))
+    return check(cfg, problem, limits or DeviceLimits()) if check else "unknown template"
+
+
+def prune(configs, problem: dict, limits: DeviceLimits | None = None) -> list[Config]:
+    """The configs that fit the device and the problem, in order, without duplicates."""
+    limits = limits or DeviceLimits()
+    return [c for c in dict.fromkeys(configs) if prune_reason(c, problem, limits) is None]
+
+
+# --------------------------------------------------------------------------- cost model ----
+PEAK_FLOPS = {1: 1078e12, 2: 671e12, 4: 51e12}  # by element size (DESIGN.md's H200 measurements)
+DRAM_BPS, L2_BPS = 4.25e12, 10e12
+
+
+def gemm_estimate(cfg: Config, problem: dict, limits: DeviceLimits) -> float:
+    """Seconds a matmul/conv config might take: wave quantization, operand reuse, padding, traffic.
+
+    Only used to rank known-good configs for the `fast` level; the GPU's timings decide.
+    """
+    g = gemm_view(problem)
+    bm, bn, bk = cfg["BLOCK_M"], cfg["BLOCK_N"], cfg["BLOCK_K"]
+    e = element_size(g.dtype)
+    regs = min(255, _acc_per_thread(cfg, "BLOCK_M", "BLOCK_N") + 64)
+    per_sm = max(1, min(limits.smem_per_sm // max(1, gemm_smem(cfg, g.dtype)),
+                        limits.regs_per_sm // int(32 * cfg.num_warps * regs), 32))
+    tiles = cdiv(g.M, bm) * cdiv(g.N, bn) * g.batch
+    waves = cdiv(tiles, limits.sms * per_sm)
+    resident = min(per_sm, cdiv(tiles, limits.sms))
+    reuse = min(1.0, (bm * bn / (bm + bn)) / 64.0)  # 128x128 and up feed the tensor cores fully
+    peak = PEAK_FLOPS.get(e, PEAK_FLOPS[2])
+    if g.dtype == torch.float32:
+        from trident.compiler import config
+
+        peak = 367e12 if config.ALLOW_TF32 else peak
+    compute = waves * resident * 2.0 * bm * bn * g.k_iters(bk) * bk / (peak / limits.sms * reuse)
+    dram = (g.M * g.K + g.K * g.N + g.M * g.N) * g.batch * e
+    l2 = (g.M * g.K * cdiv(g.N, bn) + g.K * g.N * cdiv(g.M, bm)) * g.batch * e
+    stall = 1.15 if (cfg.num_stages or 3) < 3 and g.k_iters(bk) >= 3 else 1.0
+    return max(compute * stall, dram / DRAM_BPS, l2 / L2_BPS) + waves * 2e-6
+
+
+# Known-good H200 tiles (BLOCK_M, BLOCK_N, BLOCK_K for 16-bit, num_warps, num_stages), after
+# kernels/bench.py sweeps and Triton's / Inductor's matmul config lists. `fast` ranks these.
+GOOD_GEMM_TILES = [
+    (128, 256, 64, 8, 3), (256, 128, 64, 8, 3), (128, 128, 64, 8, 4), (128, 128, 64, 4, 4),
+    (128, 128, 32, 4, 4), (64, 256, 32, 4, 4), (128, 64, 64, 4, 4), (64, 128, 64, 4, 4),
+    (64, 128, 128, 4, 3), (128, 64, 128, 4, 3), (64, 64, 64, 4, 4), (64, 64, 128, 4, 3),
+    (64, 32, 64, 4, 4), (32, 64, 64, 4, 4), (32, 32, 128, 4, 3), (16, 64, 128, 4, 4),
+    (16, 128, 128, 4, 3), (16, 256, 64, 4, 4), (32, 128, 64, 4, 4), (128, 32, 64, 4, 4),
+]
+
+
+def _fit_tile(tile, problem: dict) -> Config:
+    """A known-good tile shrunk to the problem (Inductor's habit), warps cut to the tile's work."""
+    g = gemm_view(problem)
+    bm, bn, bk16, w, s = tile
+    bk = bk16 * 2 // element_size(g.dtype)
+    bm, bn = min(bm, max(16, next_pow2(g.M))), min(bn, max(16, next_pow2(g.N)))
+    bk = max(_min_block_k(g.dtype), min(bk, g.k_cap))
+    while w > 1 and bm * bn / (32 * w) < 16:
+        w //= 2
+    s = max(2, min(s, g.k_iters(bk) + 1))
+    return Config.of(w, s, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=8)
+
+
+def _gemm_fast(problem: dict, base: Config, limits: DeviceLimits) -> list[Config]:
+    """The known-good tiles (and the templates' hand-picked list) ranked by the cost model."""
+    pool = prune([_fit_tile(t, problem) for t in GOOD_GEMM_TILES] + _hand_picked(problem), problem, limits)
+    ranked = sorted(pool, key=lambda c: gemm_estimate(c, problem, limits))
+    shapes, first, rest = set(), [], []
+    for cfg in ranked:  # distinct tile shapes first: warps/stages variants only after them
+        shape = (cfg["BLOCK_M"], cfg["BLOCK_N"], cfg["BLOCK_K"])
+        (rest if shape in shapes else first).append(cfg)
+        shapes.add(shape)
+    return first + rest
+
+
+def _hand_picked(problem: dict) -> list[Config]:
+    """kernels/*.candidate_configs: the lists the microbenchmarks found good on an H200."""
+    g = gemm_view(problem)
+    if problem["template"] == "conv":
+        from trident.kernels.conv import candidate_configs
+
+        raw = candidate_configs(g.M, g.N, int(problem["C"]), int(problem["KH"]), int(problem["KW"]), g.dtype)
+    else:
+        from trident.kernels.matmul import candidate_configs
+
+        raw = candidate_configs(g.M, g.N, g.K, g.dtype)
+    return [Config.of(c.num_warps, c.num_stages, BLOCK_M=c.BLOCK_M, BLOCK_N=c.BLOCK_N, BLOCK_K=c.BLOCK_K,
+                      GROUP_M=c.GROUP_M) for c in raw]
+
+
+def _neighbours(base: Config, problem: dict) -> list[Config]:
+    """Small steps from the heuristic config: each block size halved/doubled, warps halved/doubled."""
+    out = []
+    for name, value in base.params:
+        if name != "BLOCK_R":
+            out += [base.replace(**{name: value * 2}), base.replace(**{name: max(1, value // 2)})]
+    out += [base.replace(num_warps=base.num_warps * 2), base.replace(num_warps=max(1, base.num_warps // 2))]
+    return out
+
+
+def candidates(problem: dict, base: Config, level: str, limits: DeviceLimits | None = None) -> list[Config]:
+    """Configs to time for one problem at `level` ("fast" | "full"); `base` (the heuristic) first."""
+    limits = limits or DeviceLimits()
+    template = problem.get("template")
+    if template not in REASONS or level == "none":
+        return [base]
+    if level == "full":
+        rest = prune(full_space(problem, base), problem, limits)
+    elif template in ("matmul", "conv"):
+        rest = _gemm_fast(problem, base, limits)
+    else:
+        rest = prune(_neighbours(base, problem), problem, limits)
+    out = [base] + [c for c in dict.fromkeys(rest) if c != base]
+    return out if level == "full" else out[:FAST_CANDIDATES[template]]
+
+
+# ------------------------------------------------------------------------ work figures ----
+def flops(problem: dict) -> float:
+    """Multiply-adds x 2 of a matmul/conv/depthwise problem; 0 for bandwidth-bound templates."""
+    if problem.get("template") not in ("matmul", "conv", "depthwise"):
+        return 0.0
+    batch = int(problem.get("batch", 1)) * int(problem.get("groups", 1))
+    return 2.0 * int(problem["M"]) * int(problem["N"]) * int(problem["K"]) * batch
+
+
+def storage_elements(shape, strides) -> int:
+    """Elements a strided tensor spans in memory (stride-0 dims read one element)."""
+    if any(s == 0 for s in shape):
+        return 0
+    return 1 + sum((size - 1) * abs(stride) for size, stride in zip(shape, strides))

@@ -1,0 +1,361 @@
+"""tune_program(): choose every kernel's launch config by timing candidates on the GPU.
+
+1. Group the Program's kernel steps into problems: matmul/conv/depthwise kernels with the same
+   problem and operand layouts share one tuning run whatever their epilogues (ResNet-50's 53 convs
+   are ~23 problems); other kernels share one only when their code is identical.
+2. Look every kernel up in the timing-cache file (if given) and the on-disk cache; a problem all of
+   whose kernels hit is not timed.
+3. For the rest: candidates per level (space.py), compiled in parallel worker processes
+   (compile_pool.py), timed one problem at a time on the GPU (measure.py); a config that fails to
+   compile or run scores infinitely slow. The winner is checked against the heuristic config's
+   output before it is kept.
+4. Every kernel's step gets the chosen config; results go to the disk cache and the timing-cache file.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from trident.compiler import config
+from trident.compiler.autotune import measure
+from trident.compiler.autotune.cache import (LEVEL_RANK, TuningCache, canonical, gpu_identity,
+                                             key_components, layout_signature, make_key, new_entry,
+                                             read_timing_cache, usable, write_timing_cache)
+from trident.compiler.autotune.report import KernelRow, Peaks, Progress, TuneReport
+from trident.compiler.autotune.space import Config, DeviceLimits, candidates, device_limits, flops
+from trident.compiler.errors import TridentError
+
+LEVELS = ("none", "fast", "full")
+SHARED_BY_SHAPE = ("matmul", "conv", "depthwise")  # tuned once per shape, whatever the epilogue
+KEEP_TRIALS = 16
+SLOW_CUTOFF = 2.0  # a config first estimated this many times slower than the best is not sampled
+
+
+def check_level(level: str) -> str:
+    if level not in LEVELS:
+        raise TridentError(f"tune must be one of {LEVELS}, got {level!r}")
+    return level
+
+
+def notice(message: str) -> None:
+    if not config.QUIET:
+        print(message, file=sys.stderr)
+
+
+@dataclass
+class Unit:
+    """Kernels that share one tuning run."""
+    steps: list = field(default_factory=list)
+    components: list = field(default_factory=list)   # cache key components, one per step
+    keys: list = field(default_factory=list)
+    hits: list = field(default_factory=list)         # cache entry or None, one per step
+
+    @property
+    def problem(self) -> dict:
+        return self.steps[0].kernel.problem
+
+    @property
+    def base(self) -> Config:
+        return Config.from_dict(self.steps[0].kernel.config)
+
+    _representative: object = None
+
+    @property
+    def representative(self):
+        """The kernel timed: the first one the cache missed (its own code is what is new).
+        Decided once, at the first ask (after the cache lookups)."""
+        if self._representative is None:
+            self._representative = next((s for s, h in zip(self.steps, self.hits) if h is None), self.steps[0])
+        return self._representative
+
+
+def _tunable(step) -> bool:
+    return step.kind == "kernel" and step.kernel is not None and \
+        (step.kernel.problem or {}).get("template") in ("matmul", "conv", "depthwise", "pool", "pointwise",
+                                                        "reduction")
+
+
+def collect_units(program, identity: dict) -> list[Unit]:
+    units: dict[str, Unit] = {}
+    for step in program.steps:
+        if not _tunable(step):
+            continue
+        source = step.kernel
+        layouts = [program.layouts[a] for a in source.args]
+        components = key_components(source.source, source.problem, layouts, identity)
+        if source.problem["template"] in SHARED_BY_SHAPE:
+            signature = make_key({"problem": canonical(source.problem), "base": source.config,
+                                  "operands": [layout_signature(lay) for lay in layouts[:2]],
+                                  "outputs": [layout_signature(program.layouts[o]) for o in step.outputs]})
+        else:
+            signature = make_key(components)
+        unit = units.setdefault(signature, Unit())
+        unit.steps.append(step)
+        unit.components.append(components)
+        unit.keys.append(make_key(components))
+    return list(units.values())
+
+
+def _gpu_usable(device) -> bool:
+    if not config.HAS_CUDA or config.INTERPRET:
+        return False
+    return device is None or torch.device(device).type == "cuda"
+
+
+def tune_program(program, level: str = "fast", *, timing_cache=None, cache=None, device=None, timer=None,
+                 peaks: Peaks | None = None, workers: int | None = None, verify: bool | None = None,
+                 progress: bool | None = None, limits: DeviceLimits | None = None) -> TuneReport | None:
+    """Set each kernel step's `kernel.config` to the fastest config found; returns the report.
+
+    level: "none" (heuristic configs; with a timing_cache, its entries are still applied), "fast"
+    (a few pruned candidates per problem) or "full" (the whole pruned space).
+    timing_cache: a file to read entries from and to write this build's entries to.
+    cache: a TuningCache or directory (default CACHE_DIR/autotune).
+    timer: `timer(run, config) -> ms`; default times on the GPU with CUDA events. Without a GPU
+    and without an injected timer, nothing is tuned (the interpreter uses the heuristic configs).
+    """
+    check_level(level)
+    if level == "none" and timing_cache is None:
+        return None
+    on_gpu = timer is None
+    if on_gpu and not _gpu_usable(device):
+        if level != "none":
+            notice(f"trident: tune={level!r} needs a CUDA GPU (kernels run in Triton's interpreter "
+                   f"here); using the heuristic configs.")
+        return None
+    start = time.perf_counter()
+    device = torch.device(device if device is not None else ("cuda" if on_gpu else "cpu"))
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    identity = gpu_identity(device)
+    limits = limits or (device_limits(device) if on_gpu else DeviceLimits())
+    cache = cache if isinstance(cache, TuningCache) else TuningCache(cache)
+    shipped = read_timing_cache(timing_cache) if timing_cache is not None else {}
+    report = TuneReport(level, peaks=peaks or Peaks())
+    units = collect_units(program, identity)
+    todo = []
+    for unit in units:
+        unit.hits = [_lookup(key, shipped, cache, level) for key in unit.keys]
+        if level == "none" or all(h is not None for h in unit.hits):
+            report.rows.append(_apply_hits(unit, program))
+        else:
+            todo.append(unit)
+    if todo:
+        tuner = _Tuner(program, level, device, limits, timer or measure.gpu_timer, cache,
+                       on_gpu if verify is None else verify, report)
+        show = (not config.QUIET) if progress is None else progress
+        # Triton launches on the current device: make it the tuning device.
+        with torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext():
+            tuner.run(todo, workers if workers is not None else (config.TUNE_WORKERS if on_gpu else 0), show)
+    if timing_cache is not None:
+        entries = {k: h for u in units for k, h in zip(u.keys, u.hits) if h is not None}
+        write_timing_cache(timing_cache, entries)
+    order = {s.kernel.name: i for i, s in enumerate(program.steps) if s.kind == "kernel"}
+    report.rows.sort(key=lambda r: order.get(r.name, 0))
+    report.seconds = time.perf_counter() - start
+    if not config.QUIET and (progress is None or progress):
+        print(report.table() if todo else report.summary(), file=sys.stderr)
+    return report
+
+
+def _lookup(key: str, shipped: dict, cache: TuningCache, level: str) -> dict | None:
+    entry = shipped.get(key)
+    if entry is not None and usable(entry, level):
+        disk = cache.get(key)
+        if disk is None or LEVEL_RANK[disk["level"]] < LEVEL_RANK[entry["level"]]:
+            cache.put(entry)  # a shipped entry becomes a local one too
+        return entry
+    entry = cache.get(key)
+    return entry if entry is not None and usable(entry, level) else None
+
+
+def _apply_hits(unit: Unit, program) -> KernelRow:
+    for step, hit in zip(unit.steps, unit.hits):
+        if hit is not None:
+            step.kernel.config = dict(hit["config"])
+    hit = next((h for h in unit.hits if h is not None), None)
+    row = _row(unit, program, Config.from_dict(unit.steps[0].kernel.config),
+               "cached" if all(h is not None for h in unit.hits) else "heuristic")
+    if hit is not None:
+        row.ms = hit["ms"] if hit["ms"] is not None else math.nan
+        row.base_ms = hit.get("heuristic_ms") or math.nan
+    return row
+
+
+def _row(unit: Unit, program, cfg: Config, status: str) -> KernelRow:
+    rep = unit.representative
+    layouts = [program.layouts[a] for a in rep.kernel.args]
+    return KernelRow(rep.kernel.name, len(unit.steps), unit.problem["template"], unit.problem, cfg, status,
+                     flops=flops(unit.problem), bytes=measure.arg_bytes(layouts))
+
+
+class _LazyArgs:
+    """Random argument sets for one kernel, allocated on first use and shared by its configs."""
+
+    def __init__(self, layouts, outputs: list[bool], device, copies: int):
+        self.layouts, self.outputs, self.device, self.copies = layouts, outputs, device, copies
+        self._sets = None
+
+    @property
+    def sets(self):
+        if self._sets is None:
+            self._sets = measure.make_arg_sets(self.layouts, self.outputs, self.device, self.copies)
+        return self._sets
+
+    def output_values(self, index: int = 0) -> list[torch.Tensor]:
+        return [t for t, out in zip(self.sets[index], self.outputs) if out]
+
+
+class _Tuner:
+    def __init__(self, program, level, device, limits, timer, cache, verify, report):
+        self.program, self.level, self.device, self.limits = program, level, device, limits
+        self.timer, self.cache, self.verify, self.report = timer, cache, verify, report
+
+    def run(self, units: list[Unit], workers: int, show: bool) -> None:
+        from trident.compiler.codegen import load_kernel
+
+        kernel_dir = config.CACHE_DIR / "kernels"
+        plans = []
+        for unit in units:
+            rep = unit.representative
+            module = load_kernel(rep.kernel, kernel_dir)
+            plans.append((unit, module, candidates(unit.problem, unit.base, self.level, self.limits)))
+        pool = None
+        if workers > 0:
+            from trident.compiler.autotune.compile_pool import CompilePool
+
+            pool = CompilePool(min(workers, sum(len(c) for _, _, c in plans)))
+        futures = {}
+        if pool is not None:
+            for unit, module, cands in plans:
+                for cfg in cands:
+                    futures[(id(unit), cfg)] = pool.submit(module.__file__, self._dtypes(unit.representative),
+                                                           cfg.to_dict())
+        bar = Progress(len(plans), enabled=show)
+        bar.update(0, f"compiling with {pool.workers} workers" if pool else "")
+        try:
+            for i, (unit, module, cands) in enumerate(plans):
+                row = self._tune(unit, module, cands, futures, bar, i)
+                self.report.rows.append(row)
+                bar.update(i + 1, f"{row.name}: {measure_text(row)}")
+            if pool is not None:
+                self._precompile_members(pool, [unit for unit, _, _ in plans], kernel_dir, bar)
+        finally:
+            bar.close()
+            if pool is not None:
+                pool.cancel_pending()
+                pool.close()
+                if pool.broken:
+                    self.report.notes.append(f"note: {pool.broken}; configs compiled at first launch")
+
+    def _dtypes(self, step) -> list[str]:
+        return [canonical(self.program.layouts[a].dtype) for a in step.kernel.args]
+
+    def _precompile_members(self, pool, units: list[Unit], kernel_dir, bar: Progress) -> None:
+        """Compile the kernels that shared a problem with the timed one (other epilogues) with the
+        chosen config, in parallel now rather than one by one at the engine's first run."""
+        from trident.compiler.codegen import load_kernel
+
+        jobs = [pool.submit(load_kernel(step.kernel, kernel_dir).__file__, self._dtypes(step), step.kernel.config)
+                for unit in units for step in unit.steps if step is not unit.representative]
+        for n, job in enumerate(jobs):
+            job.result()
+            bar.update(len(units), f"compiling the other {len(jobs)} kernels: {n + 1} done")
+
+    def _tune(self, unit: Unit, module, cands: list[Config], futures: dict, bar: Progress, index: int) -> KernelRow:
+        rep = unit.representative
+        layouts = [self.program.layouts[a] for a in rep.kernel.args]
+        outputs = [a in rep.outputs for a in rep.kernel.args]
+        copies = measure.copies_for(measure.arg_bytes(layouts), self.limits.l2_bytes) \
+            if self.device.type == "cuda" else 1
+        args = _LazyArgs(layouts, outputs, self.device, copies)
+        trials: dict[Config, tuple[float, str | None]] = {}
+        for n, cfg in enumerate(cands):
+            compiled = futures[(id(unit), cfg)].result() if (id(unit), cfg) in futures else {}
+            if "error" in compiled:
+                trials[cfg] = (math.inf, compiled["error"])
+                continue
+            trials[cfg] = self._time(module, args, cfg, min([ms for ms, _ in trials.values()] or [math.inf]))
+            best = min(ms for ms, _ in trials.values())
+            bar.update(index, f"{rep.kernel.name}: {n + 1}/{len(cands)} configs, best {best:.4f} ms")
+        self.report.compiled += len(trials)
+        base = unit.base
+        chosen = self._choose(module, args, base, trials)
+        ms, _ = trials.get(chosen, (math.inf, None))
+        row = _row(unit, self.program, chosen, "tuned" if math.isfinite(ms) else "failed")
+        row.ms, row.base_ms = ms, trials.get(base, (math.inf, None))[0]
+        row.trials = [[str(c), t if math.isfinite(t) else None, e]
+                      for c, (t, e) in sorted(trials.items(), key=lambda kv: kv[1][0])]
+        if math.isfinite(ms):
+            self._store(unit, chosen, ms, row)
+        else:
+            self.report.notes.append(f"note: every config of {rep.kernel.name} failed; it keeps its heuristic "
+                                     f"config ({row.trials[0][2] if row.trials else ''})")
+        return row
+
+    def _time(self, module, args: _LazyArgs, cfg: Config, best: float) -> tuple[float, str | None]:
+        run = _Run(module, args, cfg.to_dict())
+        try:
+            if self.timer is measure.gpu_timer:  # stop sampling configs far slower than the best
+                ms = float(measure.gpu_timer(run, cfg, cutoff_ms=SLOW_CUTOFF * best))
+            else:
+                ms = float(self.timer(run, cfg))
+        except Exception as exc:  # noqa: BLE001 - a config that cannot run is a data point
+            text = str(exc).strip().splitlines()
+            return math.inf, f"{type(exc).__name__}: {text[-1][:200] if text else ''}"
+        return (ms, None) if math.isfinite(ms) and ms > 0 else (math.inf, "no finite time")
+
+    def _choose(self, module, args: _LazyArgs, base: Config, trials: dict) -> Config:
+        """The fastest config whose outputs match the heuristic config's (when verifying)."""
+        ranked = sorted((c for c, (t, _) in trials.items() if math.isfinite(t)), key=lambda c: trials[c][0])
+        if not ranked:
+            return base
+        if not self.verify or ranked[0] == base or not math.isfinite(trials.get(base, (math.inf,))[0]):
+            return ranked[0]
+        reference = self._outputs(module, args, base)
+        for cfg in ranked:
+            if cfg == base or measure.outputs_close(self._outputs(module, args, cfg), reference):
+                return cfg
+            trials[cfg] = (math.inf, "outputs differ from the heuristic config's")
+        return base
+
+    def _outputs(self, module, args: _LazyArgs, cfg: Config) -> list[torch.Tensor]:
+        module.launch(*args.sets[0], config=cfg.to_dict())
+        return [t.clone() for t in args.output_values(0)]
+
+    def _store(self, unit: Unit, chosen: Config, ms: float, row: KernelRow) -> None:
+        base_ms = row.base_ms if math.isfinite(row.base_ms) else None
+        for i, (step, components) in enumerate(zip(unit.steps, unit.components)):
+            step.kernel.config = chosen.to_dict()
+            entry = new_entry(components, chosen.to_dict(), ms, self.level, heuristic_ms=base_ms,
+                              problem=canonical(unit.problem), trials=row.trials[:KEEP_TRIALS])
+            try:
+                self.cache.put(entry)
+            except OSError as exc:
+                self.report.notes.append(f"note: could not write the autotune cache ({exc})")
+            unit.hits[i] = entry
+
+
+class _Run:
+    """What a timer calls: one launch of the kernel with `config`, rotating argument sets."""
+
+    def __init__(self, module, args: _LazyArgs, launch_config: dict):
+        self.module, self.args, self.config = module, args, launch_config
+        self._i = 0
+
+    def __call__(self) -> None:
+        sets = self.args.sets
+        self.module.launch(*sets[self._i % len(sets)], config=self.config)
+        self._i += 1
+
+
+def measure_text(row: KernelRow) -> str:
+    if not math.isfinite(row.ms):
+        return "failed"
+    speedup = row.base_ms / row.ms if math.isfinite(row.base_ms) else math.nan
+    return f"{row.ms:.4f} ms" + (f" ({speedup:.2f}x heuristic)" if math.isfinite(speedup) else "")

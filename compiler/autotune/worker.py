@@ -1,0 +1,62 @@
+"""A compile worker: `python -m trident.compiler.autotune.worker`, driven by compile_pool.
+
+Reads one JSON job per line on stdin ({"id", "path", "dtypes", "config"}), compiles the generated
+kernel at `path` for that config with `kernel.warmup(...)` (dtypes stand in for tensors, so nothing
+is allocated or launched), and answers one JSON line: {"id", "ok": true} or {"id", "error": "..."}.
+The compiled binary lands in Triton's on-disk cache, where the tuning process's first launch finds
+it. A separate process per worker (not fork/spawn multiprocessing) so the user's __main__ is never
+re-imported and the GIL never serializes compiles.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import sys
+
+
+def _load(path: str):
+    name = f"trident_kernels.{os.path.splitext(os.path.basename(path))[0]}"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    return module
+
+
+def compile_job(job: dict) -> dict:
+    import torch
+
+    try:
+        module = _load(job["path"])
+        args = [getattr(torch, d) for d in job["dtypes"]]
+        module.kernel.warmup(*args, grid=(1,), **job["config"])
+        return {"id": job["id"], "ok": True}
+    except Exception as exc:  # noqa: BLE001 - a config that does not compile is a result
+        text = str(exc).strip().splitlines()
+        return {"id": job["id"], "error": f"{type(exc).__name__}: {text[-1][:300] if text else ''}"}
+
+
+def main() -> int:
+    # Answers go to a private copy of stdout; anything else printed (Triton, ptxas) goes to stderr.
+    answers = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    import trident.compiler.config  # noqa: F401  (before triton, as everywhere in trident)
+
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        answers.write(json.dumps(compile_job(json.loads(line))) + "\n")
+        answers.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
