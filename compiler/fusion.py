@@ -76,6 +76,9 @@ def initial_kind(node: Node, graph: Graph) -> tuple[str, str]:
         return "torch", "symbolic shape"
     if node.op in VIEW_OPS:
         return "view", "strides only"
+    if node.op in ("qconv", "qmatmul"):  # int8 layers share the float conv / GEMM templates
+        from trident.compiler.quantize.codegen import initial_kind as int8_kind
+        return int8_kind(node, graph)
     if kind == Kind.ELEMENTWISE:
         from trident.compiler.codegen.expr import supports
         why = supports(node, graph)
@@ -164,6 +167,10 @@ def score(group: Group, node: Node, graph: Graph) -> tuple[int, str]:
     extra = len(set(group.inputs()) | set(node.inputs))
     if extra > MAX_GROUP_INPUTS:
         return 0, f"would read {extra} tensors (> {MAX_GROUP_INPUTS}): too many registers"
+    if node.op == "dequantize_linear" and any(c is not node for c in _consumers(graph, node.inputs[0])):
+        # Its int8 input is stored for other readers anyway; dequantizing here would store a float
+        # copy too. The reader's kernel dequantizes in registers instead (sibling absorption).
+        return 0, "dequantization belongs in the reader's kernel (the int8 tensor is stored anyway)"
     t = graph.types[node.outputs[0]]
     saved = 2 * t.numel() * t.dtype.itemsize  # one store and one load of the intermediate
     return saved, f"saves {saved} bytes of traffic"
@@ -174,8 +181,13 @@ def _consumers(graph: Graph, value: str) -> list[Node]:
 
 
 # ---------------------------------------------------------------------------- driver ----
-def fuse(graph: Graph) -> list[Group]:
-    """Partition graph.nodes into groups in an order that respects every dependency."""
+def fuse(graph: Graph, enabled: bool = True) -> list[Group]:
+    """Partition graph.nodes into groups in an order that respects every dependency.
+
+    enabled=False gives one group per node (see `unfused`).
+    """
+    if not enabled:
+        return unfused(graph)
     group_of: dict[int, Group] = {}
     producer_of: dict[str, Node] = graph.producers()
     groups: list[Group] = []
@@ -215,6 +227,18 @@ def fuse(graph: Graph) -> list[Group]:
             _absorb_siblings(joined, node, graph, group_for, groups, group_of, depends_on)
         group_of[id(node)] = joined
     return _topological(groups, group_of, producer_of)
+
+
+def unfused(graph: Graph) -> list[Group]:
+    """One group per node, in graph order: fusion disabled. Every IR value is then stored (so each
+    can be observed) and each op runs as its own kernel (the baseline fused kernels are timed
+    against)."""
+    groups = []
+    for node in graph.nodes:
+        kind, why = initial_kind(node, graph)
+        groups.append(Group(kind, [node], [f"{node.name or node.op}: starts a {kind} group ({why}; "
+                                           f"fusion disabled)"]))
+    return groups
 
 
 def _topological(groups: list[Group], group_of, producer_of) -> list[Group]:

@@ -8,7 +8,7 @@ import sys
 from trident.compiler.errors import TridentError
 
 # Each module defines register(subparsers), which adds its subcommand and sets `func`.
-SUBCOMMANDS = ["explain", "conformance", "demo", "bench"]
+SUBCOMMANDS = ["explain", "conformance", "demo", "bench", "fusion_check", "profile", "layerwise", "compile", "run"]
 
 
 def build_parser() -> argparse.ArgumentParser:

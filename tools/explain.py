@@ -1,60 +1,101 @@
 """`trident explain MODEL`: the IR after import and after each pass, the fusion groups with the
-reasons they were formed or refused, and the generated Triton source of each kernel."""
+reasons they were formed or refused, and the generated Triton source of each kernel; `--html`
+writes the same as one self-contained page with the graph drawn."""
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
+from pathlib import Path
 
 from trident.compiler.build import BuildTrace, compile_graph, import_model
+from trident.compiler.codegen.program import Program
+from trident.compiler.ir import Graph
+# load_model stays importable from here for the other subcommands that used it.
+from trident.tools.common import add_model_arguments, load_graph, load_model  # noqa: F401
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("explain", help="show the IR, each pass, fusion groups and kernels")
-    p.add_argument("model", help="an ONNX file, or module:function returning (nn.Module, inputs)")
-    p.add_argument("--precision", default="fp16", choices=["fp32", "fp16", "int8"])
+    add_model_arguments(p)
     p.add_argument("--passes", action="store_true", help="print the IR after every pass")
     p.add_argument("--no-source", action="store_true", help="omit generated kernel sources")
+    p.add_argument("--html", metavar="REPORT.html",
+                   help="also write everything (every pass, every source) as one self-contained "
+                        "HTML page with the graph drawn, nodes coloured by fusion group")
     p.set_defaults(func=run)
 
 
-def load_model(spec: str):
-    """An ONNX path, or `module:function` returning (model, example_inputs)."""
-    if spec.endswith(".onnx") or ":" not in spec:
-        return spec, None
-    import importlib
+@dataclass
+class Explanation:
+    """Everything `explain` shows: what each stage of the build produced."""
+    imported: Graph
+    trace: BuildTrace
+    program: Program
+    precision: str
+    fused: bool = True
 
-    module, fn = spec.split(":", 1)
-    return getattr(importlib.import_module(module), fn)()
+    @property
+    def num_kernels(self) -> int:
+        return sum(s.kind in ("kernel", "torch") for s in self.program.steps)
+
+    def summary(self) -> str:
+        return f"{len(self.program.graph.nodes)} nodes -> {self.num_kernels} kernels"
 
 
-def explain(model, example_inputs=None, precision: str = "fp16", passes: bool = False,
-            source: bool = True) -> str:
-    trace = BuildTrace()
-    graph = import_model(model, example_inputs)
-    program = compile_graph(graph, precision, trace)
-    out = ["== imported IR ==", str(graph)]
+def explain_graph(graph: Graph, precision: str = "fp16", fuse_ops: bool = True,
+                  quantization=None) -> Explanation:
+    trace = BuildTrace(imported=graph)
+    program = compile_graph(graph.copy(), precision, trace, fuse_ops, quantization)
+    return Explanation(graph, trace, program, precision, fuse_ops)
+
+
+def step_label(step) -> str:
+    return step.kernel.name if step.kernel else step.group.nodes[0].op
+
+
+def render_text(ex: Explanation, passes: bool = False, source: bool = True) -> str:
+    out = ["== imported IR ==", str(ex.imported)]
     if passes:
-        for name, g in trace.after_pass:
+        for name, g in ex.trace.after_pass:
             out += [f"== after {name} ==", str(g)]
     else:
-        out += ["== IR after passes ==", str(program.graph)]
-    out.append("== fusion groups ==")
-    for k, group in enumerate(trace.groups):
+        out += ["== IR after passes ==", str(ex.program.graph)]
+    out.append("== fusion groups ==" + ("" if ex.fused else " (fusion disabled)"))
+    for k, group in enumerate(ex.trace.groups):
         out.append(f"[{k}] {group.kind}: {', '.join(n.name or n.op for n in group.nodes)}")
+        if ex.precision == "int8":
+            from trident.compiler.quantize.report import group_precision
+            out.append(f"      precision: {group_precision(group, ex.program.graph)}")
         out += [f"      - {r}" for r in group.reasons]
     out.append("== steps ==")
-    for step in program.steps:
-        label = step.kernel.name if step.kernel else step.group.nodes[0].op
-        out.append(f"{step.kind:7s} {label}: {', '.join(step.inputs)} -> {', '.join(step.outputs)}")
+    for step in ex.program.steps:
+        out.append(f"{step.kind:7s} {step_label(step)}: {', '.join(step.inputs)} -> "
+                   f"{', '.join(step.outputs)}")
     if source:
-        for step in program.steps:
+        for step in ex.program.steps:
             if step.kernel is not None:
                 out += [f"== kernel {step.kernel.name} ==", step.kernel.source]
-    kernels = sum(s.kind in ("kernel", "torch") for s in program.steps)
-    out.append(f"{len(program.graph.nodes)} nodes -> {kernels} kernels")
+    out.append(ex.summary())
     return "\n".join(out)
 
 
+def explain(model, example_inputs=None, precision: str = "fp16", passes: bool = False,
+            source: bool = True, fuse_ops: bool = True) -> str:
+    ex = explain_graph(import_model(model, example_inputs), precision, fuse_ops)
+    return render_text(ex, passes, source)
+
+
 def run(args: argparse.Namespace) -> int:
-    model, inputs = load_model(args.model)
-    print(explain(model, inputs, args.precision, args.passes, not args.no_source))
+    loaded = load_graph(args.model, args.batch)
+    quantization = None
+    if args.precision == "int8":
+        from trident.compiler.quantize.report import calibrate_for_explain
+        quantization = calibrate_for_explain(loaded.graph, loaded.inputs)
+    ex = explain_graph(loaded.graph, args.precision, not args.no_fuse, quantization)
+    print(render_text(ex, args.passes, not args.no_source))
+    if args.html:
+        from trident.tools.explain_html import render_html
+
+        Path(args.html).write_text(render_html(ex), encoding="utf-8")
+        print(f"wrote {args.html}")
     return 0

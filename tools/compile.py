@@ -1,0 +1,121 @@
+"""`trident compile MODEL -o model.engine`: build an engine ahead of time and write it to a file.
+
+MODEL: an ONNX file, a torch.export program saved with torch.export.save (.pt2), module:function
+returning (nn.Module, example_inputs), or a bundled model name (trident.models.MODELS).
+
+    trident compile model.onnx -o model.engine --precision fp16 --batch 1:32:256 --tune fast
+    trident run model.engine
+"""
+from __future__ import annotations
+
+import argparse
+import inspect
+import time
+from pathlib import Path
+
+from trident.compiler.errors import TridentError
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("compile", help="build an engine file from a model (ahead of time)",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model", help="an ONNX file, a torch.export .pt2 file, module:function, or a "
+                                 "bundled model name")
+    p.add_argument("-o", "--output", default=None, help="the engine file (default: MODEL.engine)")
+    p.add_argument("--precision", default="fp16", choices=["fp32", "fp16", "int8"])
+    p.add_argument("--batch", default=None,
+                   help="N (build for batch N) or min:opt:max (one engine for every batch in "
+                        "[min, max], tuned at opt). Default: the model's batch (ONNX with a "
+                        "symbolic batch dim: 1)")
+    p.add_argument("--tune", default=None, choices=["none", "fast", "full"],
+                   help="autotune kernel launch configs on this GPU")
+    p.add_argument("--timing-cache", default=None, help="a file of tuning results, read and updated")
+    p.add_argument("--calibration", default=None, help="int8: a calibration cache file")
+    p.add_argument("--device", default=None, help="build for this device (default: cuda if present)")
+    p.set_defaults(func=run)
+
+
+def load(spec: str, batch_for_bundled: int = 2):
+    """(model, example_inputs) for the MODEL argument."""
+    path = Path(spec)
+    if path.suffix == ".pt2":
+        import torch
+
+        if not path.is_file():
+            raise TridentError(f"cannot read {path}: no such file")
+        try:
+            ep = torch.export.load(str(path))
+        except Exception as e:  # noqa: BLE001 - torch.export.load fails in many ways
+            raise TridentError(f"cannot load {path} with torch.export.load: {e}") from None
+        return ep, None
+    from trident.tools.common import load_model
+
+    return load_model(spec, batch_for_bundled)
+
+
+def onnx_symbolic_batch(path) -> bool:
+    """Does any input of this ONNX file have a symbolic first dim?"""
+    try:
+        import onnx
+
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:  # noqa: BLE001 - import_onnx reports unreadable files properly
+        return False
+    weights = {i.name for i in model.graph.initializer}
+    for v in model.graph.input:
+        if v.name in weights or not v.type.HasField("tensor_type"):
+            continue
+        dims = v.type.tensor_type.shape.dim
+        if dims and not dims[0].HasField("dim_value"):
+            return True
+    return False
+
+
+def build_options(args) -> dict:
+    """build_engine keywords from the flags; tune / timing_cache only when given (and refused
+    clearly by a build_engine that does not know them)."""
+    from trident.compiler.build import build_engine
+
+    options = {}
+    accepted = inspect.signature(build_engine).parameters
+    for flag, key in (("tune", "tune"), ("timing_cache", "timing_cache")):
+        value = getattr(args, flag)
+        if value is None:
+            continue
+        if key not in accepted:
+            raise TridentError(f"--{flag.replace('_', '-')}: this trident's build_engine has no "
+                               f"{key}= option (no autotuner installed)")
+        options[key] = value
+    if args.calibration is not None:
+        options["calibration"] = args.calibration
+    return options
+
+
+def run(args: argparse.Namespace) -> int:
+    from trident.compiler import build_engine
+    from trident.compiler.codegen.dynamic import BatchProfile, is_onnx
+
+    profile = BatchProfile.parse(args.batch) if args.batch is not None else None
+    model, inputs = load(args.model, profile.opt if profile else 2)
+    batch = profile
+    if batch is None and is_onnx(model) and onnx_symbolic_batch(model):
+        batch = BatchProfile(1, 1, 1)
+        print("trident compile: the model's batch dim is symbolic; building for batch 1 "
+              "(use --batch N or --batch min:opt:max)")
+    output = Path(args.output) if args.output else Path(Path(args.model).stem + ".engine")
+    start = time.perf_counter()
+    engine = build_engine(model, precision=args.precision, example_inputs=inputs,
+                          device=args.device, batch=batch, **build_options(args))
+    built = time.perf_counter() - start
+    engine.save(output)
+    r = engine.memory_report()
+    what = f"batch profile {engine.profile}" if engine.profile else "static shapes"
+    print(f"trident compile: {args.model} -> {output} ({output.stat().st_size / 2**20:.2f} MiB), "
+          f"{args.precision}, {what}")
+    print(f"  {len(engine.graph.nodes)} IR nodes -> {engine.num_kernels} kernels, "
+          f"{engine.num_streams} stream(s), built in {built:.1f} s")
+    print(f"  memory: {engine.describe_memory()}; reuse {r['reuse']}x")
+    for name, shape, dtype in engine.input_specs():
+        print(f"  input {name}: {str(dtype).replace('torch.', '')}{list(shape)}"
+              + (f" (batch {engine.profile.min}..{engine.profile.max})" if engine.profile else ""))
+    return 0

@@ -1,0 +1,370 @@
+"""Per-kernel profile of an engine: time of each step, achieved TFLOP/s and GB/s, and how close
+each kernel comes to the roofline of the GPU it runs on.
+
+    report = profile_engine(engine, inputs)      # also: `trident profile MODEL`, `trident run --profile`
+    print(report)                                 # table, slowest first
+    report.plot_roofline("roofline.png")          # needs matplotlib
+
+On a GPU each step is timed alone: its launch is captured `repeat` times into a CUDA graph and
+the replay is timed with CUDA events (no Python launch cost in the figure, as in the engine's own
+CUDA-graph replay). FLOPs and bytes come from each kernel's problem (KernelSource.problem) and the
+layouts of the tensors it reads and writes; the roofline peaks are measured (a large device copy,
+an fp16 8192^3 torch.matmul) unless given. Without a GPU, steps are timed by wall clock in
+Triton's interpreter: those times show where the interpreter spends its time, not GPU speed, and
+no roofline is drawn unless peaks are given.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from trident.compiler import config
+
+CPU_CAVEAT = ("no GPU: times are wall clock of Triton's interpreter on the CPU (Python executing "
+              "each kernel), not GPU performance; rates and roofline figures are not meaningful")
+
+
+@dataclass(frozen=True)
+class Peaks:
+    tflops: float   # matmul peak, TFLOP/s
+    gbps: float     # memory bandwidth, GB/s (read + write)
+    source: str = "given"
+
+
+@dataclass
+class StepProfile:
+    index: int          # position in the engine's steps
+    name: str           # kernel name (or the op for a torch step)
+    kind: str           # "kernel" | "torch"
+    template: str       # pointwise, reduction, matmul, conv, depthwise, pool, torch
+    time_ms: float
+    flops: float
+    bytes: float
+    roof_pct: float | None = None   # achieved / attainable at this arithmetic intensity, in %
+
+    @property
+    def tflops(self) -> float:
+        return self.flops / (self.time_ms * 1e-3) / 1e12 if self.time_ms > 0 else 0.0
+
+    @property
+    def gbps(self) -> float:
+        return self.bytes / (self.time_ms * 1e-3) / 1e9 if self.time_ms > 0 else 0.0
+
+    @property
+    def intensity(self) -> float:
+        """FLOPs per byte moved."""
+        return self.flops / self.bytes if self.bytes else 0.0
+
+
+@dataclass
+class ProfileReport:
+    device: str
+    steps: list[StepProfile]        # slowest first
+    peaks: Peaks | None
+    repeat: int
+    caveat: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def total_ms(self) -> float:
+        return sum(s.time_ms for s in self.steps)
+
+    def table(self) -> str:
+        head = (f"{'#':>3} {'kernel':40s} {'template':10s} {'time us':>9s} {'%':>5s} "
+                f"{'MFLOP':>9s} {'MB':>9s} {'TFLOP/s':>8s} {'GB/s':>8s} {'FLOP/B':>7s} {'%roof':>6s}")
+        lines = [head, "-" * len(head)]
+        total = self.total_ms or 1.0
+        for s in self.steps:
+            roof = f"{s.roof_pct:6.1f}" if s.roof_pct is not None else f"{'-':>6s}"
+            lines.append(f"{s.index:3d} {s.name[:40]:40s} {s.template[:10]:10s} "
+                         f"{s.time_ms * 1e3:9.1f} {100 * s.time_ms / total:5.1f} "
+                         f"{s.flops / 1e6:9.4g} {s.bytes / 1e6:9.4g} {s.tflops:8.3g} "
+                         f"{s.gbps:8.4g} {s.intensity:7.3g} {roof}")
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        out = [f"profile on {self.device}: {len(self.steps)} launches, "
+               f"{self.total_ms:.3f} ms in total (sum of steps timed alone, {self.repeat} runs each)"]
+        if self.peaks:
+            out.append(f"roofline peaks: {self.peaks.tflops:.0f} TFLOP/s, {self.peaks.gbps:.0f} GB/s "
+                       f"({self.peaks.source})")
+        if self.caveat:
+            out.append(f"caveat: {self.caveat}")
+        out += [f"note: {n}" for n in self.notes]
+        out.append(self.table())
+        return "\n".join(out)
+
+    def to_json(self) -> dict:
+        return {"device": self.device, "total_ms": self.total_ms, "repeat": self.repeat,
+                "caveat": self.caveat, "peaks": asdict(self.peaks) if self.peaks else None,
+                "steps": [dict(asdict(s), tflops=s.tflops, gbps=s.gbps) for s in self.steps]}
+
+    def plot_roofline(self, path, label_top: int = 8) -> None:
+        """A log-log roofline PNG: each kernel at (FLOP/byte, achieved TFLOP/s), sized by time."""
+        plt = _pyplot()
+        fig, ax = plt.subplots(figsize=(9, 6), dpi=110)
+        pts = [s for s in self.steps if s.flops > 0 and s.bytes > 0 and s.time_ms > 0]
+        if pts:
+            xs = [s.intensity for s in pts]
+            total = self.total_ms or 1.0
+            for template in sorted({s.template for s in pts}):
+                mine = [s for s in pts if s.template == template]
+                ax.scatter([s.intensity for s in mine], [s.tflops for s in mine],
+                           s=[20 + 600 * s.time_ms / total for s in mine], alpha=0.7,
+                           edgecolors="black", linewidths=0.5, label=template)
+            for s in sorted(pts, key=lambda s: -s.time_ms)[:label_top]:
+                ax.annotate(f"{s.index}: {s.name[:28]}", (s.intensity, s.tflops), fontsize=7,
+                            xytext=(4, 4), textcoords="offset points")
+            lo, hi = min(xs + [0.1]) / 2, max(xs + [1000.0]) * 2
+        else:
+            lo, hi = 0.1, 1000.0
+        if self.peaks:
+            ridge = self.peaks.tflops * 1e3 / self.peaks.gbps
+            grid = [lo * (hi / lo) ** (k / 200) for k in range(201)]
+            ax.plot(grid, [min(self.peaks.tflops, x * self.peaks.gbps / 1e3) for x in grid],
+                    color="black", lw=1.5, label=f"roof: {self.peaks.tflops:.0f} TFLOP/s, "
+                                                 f"{self.peaks.gbps:.0f} GB/s (ridge {ridge:.0f} FLOP/B)")
+        ax.legend(loc="best", fontsize=8)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("arithmetic intensity (FLOP / byte)")
+        ax.set_ylabel("achieved TFLOP/s")
+        title = f"trident kernels on {self.device}: {self.total_ms:.3f} ms over {len(self.steps)} launches"
+        ax.set_title(title + ("\n(interpreter wall clock: not GPU performance)" if self.caveat else ""),
+                     fontsize=10)
+        ax.grid(True, which="both", alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(path)
+        plt.close(fig)
+
+
+def _pyplot():
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise RuntimeError("plots need matplotlib: pip install matplotlib "
+                           "(or pip install 'trident[tools]')") from None
+    return plt
+
+
+# ---------------------------------------------------------------------- cost model ----
+def _stored_bytes(layout) -> int:
+    """Bytes a tensor occupies in memory (broadcast dims, stride 0, count once)."""
+    n = math.prod(size for size, stride in zip(layout.shape, layout.strides) if stride != 0)
+    return n * layout.dtype.itemsize
+
+
+def step_cost(step, program) -> tuple[float, float]:
+    """(FLOPs, bytes read + written) of one step, from its problem and its tensors' layouts."""
+    values = step.kernel.args if step.kernel else list(step.inputs) + list(step.outputs)
+    moved = sum(_stored_bytes(program.layouts[v]) for v in dict.fromkeys(values)
+                if v in program.layouts)
+    return float(_flops(step, program)), float(moved)
+
+
+def _flops(step, program) -> float:
+    p = step.kernel.problem if step.kernel else {}
+    nodes = len(step.group.nodes)
+    template = p.get("template")
+    if template == "matmul" and "batch" in p:
+        return 2.0 * p["M"] * p["N"] * p["K"] * p["batch"]
+    if template in ("matmul", "conv", "depthwise"):  # conv problems: K = C/groups * KH * KW
+        return 2.0 * p["M"] * p["N"] * p["K"] * p.get("groups", 1)
+    if template == "pool":
+        kh, kw = step.group.anchor.attrs["kernel"]
+        return float(p["M"] * p["C"] * kh * kw)
+    if template == "reduction":
+        return float(p["rows"] * p["length"] * (nodes + 3))  # about: loads, the reduce, the math
+    if template == "pointwise":
+        return float(p["numel"] * nodes)
+    graph = program.graph  # a torch step: estimate from its node
+    node = step.group.nodes[0]
+    out = graph.types[node.outputs[0]]
+    if node.op == "matmul" and out.is_static:
+        return 2.0 * out.numel() * graph.types[node.inputs[0]].shape[-1]
+    return float(out.numel()) if out.is_static else 0.0
+
+
+def _template(step) -> str:
+    return step.kernel.problem.get("template", step.group.kind) if step.kernel else "torch"
+
+
+# -------------------------------------------------------------------------- timing ----
+def _time_cpu(run, repeat: int) -> float:
+    run()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1e3
+
+
+def _time_cuda(run, repeat: int, keep: list, capture: bool) -> float:
+    """ms of one run(): `repeat` launches captured in one CUDA graph, its replay timed with
+    events (a kernel's time without Python's launch cost). Steps that run through torch may not
+    be capturable: those (capture=False) are timed as `repeat` back-to-back eager runs."""
+    run()  # compiles the kernel, outside any capture
+    torch.cuda.synchronize()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    if capture:
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            for _ in range(repeat):
+                run()
+        graph.replay()
+        keep.append(graph)  # its pool holds outputs that later steps read
+        start.record()
+        graph.replay()
+        end.record()
+    else:
+        start.record()
+        for _ in range(repeat):
+            run()
+        end.record()
+    end.synchronize()
+    return start.elapsed_time(end) / repeat
+
+
+def _engine_dtype(program) -> torch.dtype:
+    for step in program.steps:
+        if step.kernel and step.kernel.problem.get("dtype") is not None:
+            return step.kernel.problem["dtype"]
+    return torch.float16
+
+
+def _matmul_tflops(device, dtype: torch.dtype, n: int = 8192) -> float:
+    from trident.tools.bench import bench_ms
+
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    return 2 * n ** 3 / (bench_ms(lambda: torch.matmul(a, b), 3, 10)["median_ms"] * 1e-3) / 1e12
+
+
+def _copy_gbps(device, nbytes: int = 1 << 30) -> float:
+    from trident.tools.bench import bench_ms
+
+    src = torch.empty(nbytes // 2, device=device, dtype=torch.float16)
+    dst = torch.empty_like(src)
+    return 2 * nbytes / (bench_ms(lambda: dst.copy_(src), 3, 10)["median_ms"] * 1e-3) / 1e9
+
+
+def measure_peaks(device=None, dtype: torch.dtype = torch.float16) -> Peaks:
+    """Measured roofline peaks of a GPU: an 8192^3 torch.matmul at `dtype`, and a 1 GiB
+    device-to-device copy (read + write)."""
+    if not torch.cuda.is_available():
+        raise RuntimeError("measure_peaks needs a CUDA GPU; give Peaks(tflops, gbps) instead")
+    device = torch.device(device or "cuda")
+    with torch.cuda.device(device):
+        tflops, gbps = _matmul_tflops(device, dtype), _copy_gbps(device)
+        torch.cuda.empty_cache()
+    name = torch.cuda.get_device_name(device)
+    return Peaks(tflops, gbps, f"measured on {name}: {str(dtype).replace('torch.', '')} "
+                               f"matmul 8192^3, 1 GiB copy")
+
+
+def profile_engine(engine, inputs, repeat: int | None = None, peaks: Peaks | None = None,
+                   measure: bool = True) -> ProfileReport:
+    """Time every kernel step of `engine` on `inputs` (one eager run, each step timed alone).
+
+    repeat: runs per step (default 20 on a GPU, 3 in the interpreter). peaks: the roofline's
+    Peaks; measured on the GPU when None and `measure` (the interpreter has no roofline).
+    Inputs on another device are moved to the engine's.
+    """
+    on_gpu = engine.device.type == "cuda"
+    repeat = repeat or (20 if on_gpu else 3)
+    inputs = [x.to(engine.device) for x in inputs]
+    program = engine.program
+    if peaks is None and on_gpu and measure:
+        peaks = measure_peaks(engine.device, _engine_dtype(program))
+    times: dict[int, float] = {}
+    graphs: list = []
+
+    def on_step(k, step, run, env):
+        if step.kind == "view":
+            run()
+        elif on_gpu:
+            times[k] = _time_cuda(run, repeat, graphs, capture=step.kind == "kernel")
+        else:
+            times[k] = _time_cpu(run, repeat)
+
+    engine.run_steps(*inputs, on_step=on_step)
+    graphs.clear()
+    rows = []
+    for k, ms in times.items():
+        step = program.steps[k]
+        flops, moved = step_cost(step, program)
+        name = step.kernel.name if step.kernel else step.group.nodes[0].op
+        rows.append(StepProfile(k, name, step.kind, _template(step), ms, flops, moved))
+    if peaks is not None:
+        for row in rows:
+            attainable = min(peaks.tflops * 1e12, row.intensity * peaks.gbps * 1e9)
+            if attainable > 0 and row.time_ms > 0:
+                row.roof_pct = 100 * (row.flops / (row.time_ms * 1e-3)) / attainable
+    rows.sort(key=lambda r: -r.time_ms)
+    device = (torch.cuda.get_device_name(engine.device) if on_gpu
+              else "CPU (Triton interpreter)")
+    report = ProfileReport(device, rows, peaks, repeat, "" if on_gpu else CPU_CAVEAT)
+    report.notes.append("FLOPs of pointwise and reduction kernels are estimates (one per op and "
+                        "element); bytes count each tensor a step reads or writes once")
+    if any(r.roof_pct is not None and r.roof_pct > 100 for r in rows):
+        report.notes.append("above 100% of the roof: the kernel's tensors stay in L2 between the "
+                            "repeated runs (the roof is DRAM bandwidth)")
+    return report
+
+
+# ------------------------------------------------------------------------- command ----
+def register(subparsers) -> None:
+    from trident.tools.common import add_model_arguments
+
+    p = subparsers.add_parser("profile", help="time each kernel; TFLOP/s, GB/s, %% of roofline",
+                              description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_model_arguments(p)
+    p.add_argument("--repeat", type=int, help="runs per step (default: 20 on a GPU, 3 on the CPU)")
+    p.add_argument("--peaks", metavar="TFLOPS,GBPS",
+                   help="roofline peaks to use instead of measuring them, e.g. 671,4250")
+    p.add_argument("--plot", metavar="ROOFLINE.png", help="write a roofline plot (matplotlib)")
+    p.add_argument("--json", metavar="FILE", help="write the figures as JSON")
+    p.set_defaults(func=run)
+
+
+def parse_peaks(text: str) -> Peaks:
+    try:
+        tflops, gbps = (float(v) for v in text.split(","))
+    except ValueError:
+        from trident.compiler.errors import InputError
+
+        raise InputError(f"--peaks: expected TFLOPS,GBPS such as 671,4250, got {text!r}") from None
+    return Peaks(tflops, gbps, "given")
+
+
+def run(args: argparse.Namespace) -> int:
+    from trident.compiler.build import compile_graph
+    from trident.runtime.engine import Engine
+    from trident.tools.common import load_graph
+
+    loaded = load_graph(args.model, args.batch)
+    engine = Engine(compile_graph(loaded.graph.copy(), args.precision, fuse_ops=not args.no_fuse))
+    peaks = parse_peaks(args.peaks) if args.peaks else None
+    report = profile_engine(engine, loaded.inputs, args.repeat, peaks)
+    print(report)
+    if args.plot:
+        report.plot_roofline(args.plot)
+        print(f"wrote {args.plot}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report.to_json(), f, indent=1)
+        print(f"wrote {args.json}")
+    if not config.HAS_CUDA:
+        print(f"({CPU_CAVEAT})")
+    return 0
