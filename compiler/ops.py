@@ -134,12 +134,14 @@ def _per_axis(t, axis: int, rank: int):
 
 
 @op("quantize_linear", Kind.ELEMENTWISE)
-def quantize_linear(x, scale, zero_point, *, axis: int = 1):
+def quantize_linear(x, scale, zero_point, *, axis: int = 1, narrow: bool = False):
+    """ONNX QuantizeLinear. narrow=True (trident's own symmetric int8, as TensorRT) clamps to
+    [-127, 127] instead of the type's full range; frontends never set it."""
     info = torch.iinfo(zero_point.dtype)
     s = _per_axis(scale, axis, x.dim()).to(torch.float32)
     zp = _per_axis(zero_point, axis, x.dim()).to(torch.float32)
     q = torch.round(x.to(torch.float32) / s) + zp  # round half to even, as ONNX specifies
-    return torch.clamp(q, info.min, info.max).to(zero_point.dtype)
+    return torch.clamp(q, info.min + int(narrow), info.max).to(zero_point.dtype)
 
 
 @op("dequantize_linear", Kind.ELEMENTWISE)
@@ -150,6 +152,41 @@ def dequantize_linear(x, scale, zero_point, *, axis: int = 1):
 
 
 # ------------------------------------------------------------------------- matmul / conv ----
+def _dequantize_acc(acc, x_scale: float, w_scale, bias, channel_shape, dtype):
+    """int8 layers' epilogue, in the order the kernels compute it (fp32): acc * (sx * sw[n]) + b.
+    `acc` holds exact integer sums (float64); rounding it to fp32 is the kernel's int32 -> fp32."""
+    scale = (w_scale.to(torch.float32) * torch.tensor(x_scale, dtype=torch.float32)).reshape(channel_shape)
+    y = acc.to(torch.float32) * scale
+    if bias is not None:
+        y = y + bias.to(torch.float32).reshape(channel_shape)
+    return y.to(dtype)
+
+
+def _check_int8(*tensors):
+    if any(t.dtype != torch.int8 for t in tensors):
+        raise ShapeError(f"int8 layer: activation and weight must be int8, got "
+                         f"{', '.join(str(t.dtype) for t in tensors)}")
+
+
+@op("qmatmul", Kind.MATMUL)
+def qmatmul(a, w, w_scale, bias=None, *, x_scale: float, dtype: torch.dtype = torch.float32):
+    """int8 linear layer: a int8 [..., K] times w int8 [N, K] (stored K-major), int32 accumulation,
+    dequantized per output channel: (a @ w.T) * (x_scale * w_scale[n]) + bias[n] in `dtype`."""
+    _check_int8(a, w)
+    acc = torch.matmul(a.to(torch.float64), w.to(torch.float64).t())  # exact for any real K
+    return _dequantize_acc(acc, x_scale, w_scale, bias, (-1,), dtype)
+
+
+@op("qconv", Kind.CONV)
+def qconv(x, w, w_scale, bias=None, *, strides: Sequence[int], pads: Sequence[int],
+          dilations: Sequence[int], groups: int = 1, x_scale: float, dtype: torch.dtype = torch.float32):
+    """int8 convolution: x int8 NCHW, w int8 [OC, C/groups, KH, KW]; then qmatmul's epilogue."""
+    _check_int8(x, w)
+    acc = conv(x.to(torch.float64), w.to(torch.float64), strides=strides, pads=pads,
+               dilations=dilations, groups=groups)
+    return _dequantize_acc(acc, x_scale, w_scale, bias, (1, -1) + (1,) * (x.dim() - 2), dtype)
+
+
 @op("matmul", Kind.MATMUL, same_dtype=True)
 def matmul(a, b, bias=None):
     """torch.matmul semantics (batched, broadcast); `bias` is a [N] vector added to each row."""
@@ -347,8 +384,27 @@ def _check_dtypes(opdef: OpDef, node: Node, types: Sequence[TensorType]) -> None
                          f"{', '.join(str(t) for t in types)}")
 
 
+_INFERRED: dict = {}  # (op, input types, attrs) -> output types; passes re-infer the same nodes
+
+
+def _attrs_key(attrs: dict):
+    return tuple(sorted((k, repr(v)) for k, v in attrs.items()))
+
+
 def infer_types(node: Node, types: Sequence[TensorType]) -> list[TensorType]:
-    """Output types of `node` given its input types, by running its reference on meta tensors."""
+    """Output types of `node` given its input types, by running its reference on meta tensors.
+
+    Meta tensors still go through torch's decompositions (about a millisecond a node), and every
+    pass re-infers every node it replays, so results are memoized.
+    """
+    key = (node.op, tuple(types), _attrs_key(node.attrs))
+    cached = _INFERRED.get(key)
+    if cached is None:
+        cached = _INFERRED[key] = _infer_types(node, types)
+    return list(cached)
+
+
+def _infer_types(node: Node, types: Sequence[TensorType]) -> list[TensorType]:
     opdef = get_op(node.op, node)
     _check_dtypes(opdef, node, types)
     symbols: dict[str, int] = {}

@@ -1533,22 +1533,33 @@ def _decompose(ep: torch.export.ExportedProgram) -> torch.export.ExportedProgram
     return ep.run_decompositions(table)
 
 
-def _trace(module: nn.Module, example_inputs: tuple):
-    """torch.export, decomposed to the core ATen set, if it can; symbolic_trace if export
-    refuses (data-dependent control flow, unsupported Python)."""
+def _symbolic_trace(module: nn.Module, example_inputs: tuple) -> torch.fx.GraphModule:
+    """torch.fx.symbolic_trace, with forward's unsupplied optional arguments fixed to defaults."""
+    params = list(inspect.signature(module.forward).parameters.values())[len(example_inputs):]
+    concrete = {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
+    return torch.fx.symbolic_trace(module, concrete_args=concrete or None)
+
+
+def _export(module: nn.Module, example_inputs: tuple):
+    """torch.export, decomposed to the core ATen set."""
+    with warnings.catch_warnings():  # torch.export's internal pytree deprecation noise
+        warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)
+        return _decompose(torch.export.export(module, example_inputs))
+
+
+def _import_module(module: nn.Module, example_inputs: tuple, name: str) -> Graph:
+    """Trace a module: symbolic_trace first (a fraction of a second even for ResNet-50), and
+    torch.export (seconds, but it sees through data-dependent Python) when tracing or importing
+    the traced graph fails."""
     try:
-        with warnings.catch_warnings():  # torch.export's internal pytree deprecation noise
-            warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)
-            return _decompose(torch.export.export(module, example_inputs))
-    except Exception as export_error:  # noqa: BLE001  (export fails in many ways on user code)
-        params = list(inspect.signature(module.forward).parameters.values())[len(example_inputs):]
-        concrete = {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
+        return _import_graph_module(_symbolic_trace(module, example_inputs), example_inputs, name)
+    except Exception as trace_error:  # noqa: BLE001  (tracing fails in many ways on user code)
         try:
-            return torch.fx.symbolic_trace(module, concrete_args=concrete or None)
-        except Exception as trace_error:  # noqa: BLE001
-            raise UnsupportedError(f"cannot trace {type(module).__name__}: torch.export failed "
-                                   f"({export_error}); symbolic_trace failed ({trace_error})"
-                                   ) from None
+            exported = _export(module, example_inputs)
+        except Exception as export_error:  # noqa: BLE001
+            raise UnsupportedError(f"cannot trace {name}: symbolic_trace failed ({trace_error}); "
+                                   f"torch.export failed ({export_error})") from None
+        return _import_exported(exported, example_inputs, name)
 
 
 def _check_eval_mode(module: nn.Module) -> None:
@@ -1575,7 +1586,7 @@ def import_fx(gm_or_module, example_inputs: Sequence) -> Graph:
     name = type(model).__name__
     if isinstance(model, nn.Module) and not isinstance(model, torch.fx.GraphModule):
         _check_eval_mode(model)
-        model = _trace(model, example_inputs)
+        return _import_module(model, example_inputs, name)
     if isinstance(model, torch.export.ExportedProgram):
         graph = _import_exported(model, example_inputs, name)
     elif isinstance(model, torch.fx.GraphModule):
