@@ -67,8 +67,8 @@ def conv2d_nhwc_small_c_tile(x_ptr, w_ptr, N, H, W, C, OH, OW, OC, stride_h, str
                              dil_w, group, C_PER_GROUP, OC_PER_GROUP, offs_m, offs_n,
                              KH: tl.constexpr, KW: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                              BLOCK_K: tl.constexpr, INPUT_PRECISION: tl.constexpr,
-                             sx_n, sx_h, sx_w, sx_c):
-    """Same contract as conv2d_nhwc_tile, but K = (kh, kw, c) is walked flat in BLOCK_K steps.
+                             sx_n, sx_h, sx_w, sx_c, CHANNELS_OUTER: tl.constexpr):
+    """Same contract as conv2d_nhwc_tile, but K is walked flat in BLOCK_K steps.
 
     Each K block mixes taps, so the A load is a 2-D gather with per-element index math; worth it
     only when C_PER_GROUP is much smaller than BLOCK_K (e.g. a 7x7 stem on 3 channels: K = 147 in
@@ -76,6 +76,10 @@ def conv2d_nhwc_small_c_tile(x_ptr, w_ptr, N, H, W, C, OH, OW, OC, stride_h, str
     x is read through explicit strides (sx_*, in elements, for dims n, h, w, c) and cast to the
     weight's dtype in registers, so a stem can read the user's NCHW fp32 input directly: the layout
     change and the fp16 cast cost no kernel of their own.
+    K order: (kh, kw, c) with pack_conv_weight's [OC, KH, KW, C] weights when channels are the
+    innermost dim of x (NHWC); with CHANNELS_OUTER, (c, kh, kw) with PyTorch's [OC, C, KH, KW]
+    weights, so that neighbouring K lanes read neighbouring pixels of an NCHW input instead of
+    addresses a whole channel plane apart.
     """
     n, ih0, iw0 = window_origin(offs_m, N, OH, OW, stride_h, stride_w, pad_h, pad_w)
     x_off = n * sx_n + ih0 * sx_h + iw0 * sx_w + group * C_PER_GROUP * sx_c
@@ -86,8 +90,12 @@ def conv2d_nhwc_small_c_tile(x_ptr, w_ptr, N, H, W, C, OH, OW, OC, stride_h, str
     acc = zero_acc(x_ptr, BLOCK_M, BLOCK_N)
     for k0 in range(0, K_TOTAL, BLOCK_K):
         k = k0 + rk
-        tap = k // C_PER_GROUP
-        c = k - tap * C_PER_GROUP
+        if CHANNELS_OUTER:
+            c = k // (KH * KW)
+            tap = k - c * (KH * KW)
+        else:
+            tap = k // C_PER_GROUP
+            c = k - tap * C_PER_GROUP
         kh = tap // KW
         kw = tap - kh * KW
         ih = ih0[:, None] + (kh * dil_h)[None, :]
@@ -96,7 +104,7 @@ def conv2d_nhwc_small_c_tile(x_ptr, w_ptr, N, H, W, C, OH, OW, OC, stride_h, str
         mask = k_ok[None, :] & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
         a_col = (kh * dil_h) * sx_h + (kw * dil_w) * sx_w + c * sx_c
         a = tl.load(x_ptr + x_off[:, None] + a_col[None, :], mask=mask, other=0)
-        # The packed weight row is laid out in exactly this (kh, kw, c) order: a plain K offset.
+        # The weight row is laid out in exactly this K order: a plain K offset.
         b = tl.load(w_ptr + w_off[None, :] + k[:, None], mask=k_ok[:, None], other=0)
         a = a.to(b.dtype)
         acc = dot_acc(a, b, acc, INPUT_PRECISION)
@@ -144,7 +152,7 @@ def conv2d_nhwc_kernel(x_ptr, w_ptr, bias_ptr, y_ptr, N, H, W, C, OH, OW, OC, st
         acc = conv2d_nhwc_small_c_tile(x_ptr, w_ptr, N, H, W, C, OH, OW, OC, stride_h, stride_w, pad_h, pad_w,
                                        dil_h, dil_w, group, C_PER_GROUP, OC_PER_GROUP, offs_m, offs_n,
                                        KH, KW, BLOCK_M, BLOCK_N, BLOCK_K, INPUT_PRECISION,
-                                       H * W * C, W * C, C, 1)
+                                       H * W * C, W * C, C, 1, False)
     else:
         acc = conv2d_nhwc_tile(x_ptr, w_ptr, N, H, W, C, OH, OW, OC, stride_h, stride_w, pad_h, pad_w,
                                dil_h, dil_w, group, C_PER_GROUP, OC_PER_GROUP, offs_m, offs_n,

@@ -18,6 +18,7 @@ from trident.compiler.codegen.writer import (Axis, KernelWriter, Operand, broadc
                                              memory_order)
 from trident.compiler.fusion import Group, reduced_axes
 from trident.compiler.ir import Graph, Node
+from trident.compiler.quantize.codegen import bias_of, dequantized, is_int8_anchor, weight_strides
 from trident.kernels.common import next_pow2
 
 
@@ -236,17 +237,20 @@ def matmul(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: list
         a_ptr, b_ptr = f"{a_arg}_batch", f"{b_arg}_batch"
     w.line("offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)")
     w.line("offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)")
+    b_sk, b_sn = weight_strides(anchor, b.strides)
     w.line(f"acc = matmul_tile({a_ptr}, {b_ptr}, {rows}, {N}, {K}, {a.strides[-2]}, {a.strides[-1]}, "
-           f"{b.strides[-2]}, {b.strides[-1]}, offs_m, offs_n, BLOCK_M, BLOCK_N, BLOCK_K, "
+           f"{b_sk}, {b_sn}, offs_m, offs_n, BLOCK_M, BLOCK_N, BLOCK_K, "
            f"'{_precision(a.dtype)}')")
     w.line(f"mmask = offs_m[:, None] < {rows}")
     w.line(f"nmask = offs_n[None, :] < {N}")
     w.add_axis(Axis("offs_m[:, None]", rows_dims, "mmask"))
     w.add_axis(Axis("offs_n[None, :]", [(rank - 1, N)], "nmask"))
     acc = "acc"
-    if len(anchor.inputs) > 2:
-        bias = w.load(_operand(anchor.inputs[2], layouts, args, out_shape))
-        acc = f"acc + {bias}"
+    channel = lambda v: w.load(_operand(v, layouts, args, out_shape))  # noqa: E731
+    if is_int8_anchor(anchor):  # int32 accumulator -> fp32, per-channel scales
+        acc = dequantized(anchor, acc, channel)
+    if bias_of(anchor) is not None:
+        acc = f"{acc} + {channel(bias_of(anchor))}"
     w.line(f"v0 = {acc}")
     w.values[anchor.outputs[0]] = "v0"
     _epilogue(w, group, _after_anchor(group), layouts, args, out_shape)
@@ -279,9 +283,11 @@ def _nhwc_epilogue(w: KernelWriter, group, graph, layouts, args, outputs, out_sh
     w.line(f"mmask = offs_m[:, None] < {n * oh * ow}")
     w.add_axis(Axis("offs_m[:, None]", [(0, n), (2, oh), (3, ow)], "mmask"))
     w.add_axis(Axis(f"{first}[None, :]", [(1, oc)], "nmask"))
+    channel = lambda v: w.load(Operand(args(v), layouts[v].strides, (1,), layouts[v].dtype))  # noqa: E731
+    if is_int8_anchor(group.anchor):  # int32 accumulator -> fp32, per-channel scales
+        w.line(f"v0 = {dequantized(group.anchor, 'v0', channel)}")
     if bias is not None:
-        lay = layouts[bias]
-        w.line(f"v0 = v0 + {w.load(Operand(args(bias), lay.strides, (1,), lay.dtype))}")
+        w.line(f"v0 = v0 + {channel(bias)}")
     _epilogue(w, group, _after_anchor(group), layouts, args, out_shape)
     _stores(w, outputs, layouts, args, out_shape, "mmask & nmask")
 
@@ -309,6 +315,17 @@ def reads_any_layout(node: Node, graph: Graph) -> bool:
     return templates.use_small_c_tile(c // groups, tconf.BLOCK_K)
 
 
+def _packed_conv_weight(name: str, weight, groups: int, depthwise: bool, channels_outer: bool):
+    """The weight in the layout its tile reads, and the constant's name in the engine."""
+    from trident.kernels import conv as templates
+
+    if depthwise:
+        return name + "__dw", templates.pack_depthwise_weight(weight)
+    if channels_outer:
+        return name + "__oihw", weight.contiguous()
+    return name + "__khwc", templates.pack_conv_weight(weight, groups)
+
+
 def conv(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: list[str],
          name: str) -> KernelSource:
     from trident.kernels import conv as templates
@@ -323,9 +340,15 @@ def conv(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: list[s
     kh, kw = weight.shape[2], weight.shape[3]
     out_shape = (n, oc, oh, ow)
     depthwise = templates.is_depthwise(c, oc, groups)
-    packed_name = anchor.inputs[1] + ("__dw" if depthwise else "__khwc")
-    packed = (templates.pack_depthwise_weight(weight) if depthwise
-              else templates.pack_conv_weight(weight, groups))
+    cg, ocg = c // groups, oc // groups
+    tconf = templates.heuristic_config(n * oh * ow, ocg, cg, kh, kw, weight.dtype)
+    small_c = not depthwise and templates.use_small_c_tile(cg, tconf.BLOCK_K)
+    x_strides = layouts[x_value].strides
+    # An NCHW-like input (channels not innermost) is walked as K = (c, kh, kw) with PyTorch's
+    # OIHW weights: neighbouring K lanes then read neighbouring pixels.
+    channels_outer = small_c and x_strides[1] > x_strides[3]
+    packed_name, packed = _packed_conv_weight(anchor.inputs[1], weight, groups, depthwise,
+                                              channels_outer)
     packed_layout = Layout(tuple(packed.shape), tuple(packed.stride()), packed.dtype)
     args, w = Args(), KernelWriter(graph)
     x_arg, w_arg = args(x_value), args(packed_name)
@@ -359,19 +382,16 @@ def conv(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: list[s
         grid = f"(triton.cdiv({pixels}, meta['BLOCK_M']) * triton.cdiv({oc}, meta['BLOCK_N']), 1)"
         consts = ["BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M"]
     else:
-        cg, ocg = c // groups, oc // groups
-        tconf = templates.heuristic_config(n * oh * ow, ocg, cg, kh, kw, weight.dtype)
-        tile = ("conv2d_nhwc_small_c_tile" if templates.use_small_c_tile(cg, tconf.BLOCK_K)
-                else "conv2d_nhwc_tile")
+        tile = "conv2d_nhwc_small_c_tile" if small_c else "conv2d_nhwc_tile"
         w.line(f"pid_m, pid_n = grouped_pid(tl.program_id(0), {n * oh * ow}, {ocg}, BLOCK_M, "
                f"BLOCK_N, GROUP_M)")
         w.line("group = tl.program_id(1)")
         w.line("offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)")
         w.line("offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)")
         strided = ""
-        if tile == "conv2d_nhwc_small_c_tile":
-            sn, sc, sh_, sw_ = layouts[x_value].strides
-            strided = f", {sn}, {sh_}, {sw_}, {sc}"
+        if small_c:  # this tile reads x through its strides (n, h, w, c)
+            sn, sc, sh_, sw_ = x_strides
+            strided = f", {sn}, {sh_}, {sw_}, {sc}, {channels_outer}"
         w.line(f"acc = {tile}({x_arg}, {w_arg}, {geometry}, {oc}, {window}, group, {cg}, {ocg}, "
                f"offs_m, offs_n, {kh}, {kw}, BLOCK_M, BLOCK_N, BLOCK_K, "
                f"'{_precision(weight.dtype)}'{strided})")
@@ -384,8 +404,7 @@ def conv(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: list[s
         consts = ["BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M"]
     w.line("v0 = acc")
     w.values[anchor.outputs[0]] = "v0"
-    bias = anchor.inputs[2] if len(anchor.inputs) > 2 else None
-    _nhwc_epilogue(w, group, graph, layouts, args, outputs, out_shape, first, bias)
+    _nhwc_epilogue(w, group, graph, layouts, args, outputs, out_shape, first, bias_of(anchor))
     module = "matmul" if tile == "matmul_tile" else "conv"
     imports = f"from trident.kernels.common import grouped_pid\nfrom trident.kernels.{module} import {tile}"
     src = _header(name, group.nodes, graph, imports)
