@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The one script for the lent GPU machine (see /work/.library/device): installs trident, then runs
-# the stage asked for. Stages: tests | kernels | models | all. Results land in $OUT (or ./gpu-out).
+# the stage asked for. Stages: tests | kernels | models | int8 | all. Results land in $OUT (or ./gpu-out).
 set -uo pipefail
 stage=${1:-all}
 out=${OUT:-gpu-out}
@@ -13,7 +13,7 @@ python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', tr
 run_tests() {
   # The CPU suite's kernel and model tests, now compiled for and run on the GPU.
   local files=$(ls tests/test_codegen.py tests/test_kernels_*.py tests/test_random_graphs.py \
-    tests/test_fx_frontend.py tests/test_models.py 2>/dev/null)
+    tests/test_fx_frontend.py tests/test_models.py tests/test_int8.py 2>/dev/null)
   python3 -m pytest -q -p no:cacheprovider -n 8 $files 2>&1 | tail -25 | tee "$out/tests.txt"
   python3 -m pytest -q -p no:cacheprovider -m gpu tests 2>&1 | tail -25 | tee "$out/gpu-tests.txt"
 }
@@ -21,6 +21,9 @@ case "$stage" in
   tests) run_tests ;;
   kernels) python3 -m trident.kernels.bench --json "$out/kernels.json" 2>&1 | tee "$out/kernels.txt" ;;
   models) python3 -m trident.tools.bench --json "$out/models.json" 2>&1 | tee "$out/models.txt" ;;
+  int8) python3 -m pytest -q -p no:cacheprovider -s tests/test_int8_gpu.py 2>&1 | tail -30 | tee "$out/int8-tests.txt"
+        python3 -m trident.compiler.quantize.accuracy --json "$out/int8-digits.json" 2>&1 | tee "$out/int8-digits.txt"
+        python3 -m trident.compiler.quantize.bench --json "$out/int8-bench.json" 2>&1 | tee "$out/int8-bench.txt" ;;
   all) run_tests
        python3 -m trident.kernels.bench --json "$out/kernels.json" 2>&1 | tee "$out/kernels.txt"
        python3 -m trident.tools.bench --json "$out/models.json" 2>&1 | tee "$out/models.txt" ;;

@@ -1281,6 +1281,17 @@ def supported_fx_target(node: torch.fx.Node) -> bool:
     return False
 
 
+def _node_label(gm: torch.fx.GraphModule, node: torch.fx.Node) -> str:
+    """IR node names: a module call is named by its module path (`layer1.0.conv1`, as in the
+    user's model and in ONNX exports); a bare nn.Sequential index by its type (`relu_1`)."""
+    if node.op != "call_module":
+        return node.name
+    target = str(node.target)
+    if target.isdigit():
+        return f"{type(gm.get_submodule(target)).__name__.lower()}_{target}"
+    return target
+
+
 class _Importer:
     def __init__(self, name: str):
         self.cx = Ctx(name)
@@ -1291,7 +1302,7 @@ class _Importer:
         env: dict[torch.fx.Node, Any] = {}
         feed = iter(placeholders)
         for node in gm.graph.nodes:
-            self.cx.node_name = node.name
+            self.cx.node_name = _node_label(gm, node)
             if node.op == "placeholder":
                 env[node] = next(feed, _NO_EXAMPLE)
                 if env[node] is _NO_EXAMPLE:

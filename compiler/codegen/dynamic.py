@@ -1,0 +1,458 @@
+"""Dynamic batch: one engine for every batch size in an optimization profile (min, opt, max).
+
+The kernels take the batch as a run-time argument `nb`. Rather than teach every generator to
+track the batch symbolically, the program is generated at three batch sizes (the "probes": opt,
+opt + 1 and max, all >= 2 so no batch dim degenerates to size 1) and compared:
+- the programs must agree in structure: the same steps, values, kernels and constants;
+- every integer that differs between them (a mask bound such as `xoffs < 8192`, a grid size, the
+  M of a matmul or conv tile, a stride or a reshape's target shape) must be an affine function
+  a * batch + c of the batch, checked on all three probes;
+- in each kernel's source those integers become expressions of `nb`, which is added as the
+  kernel's first (never specialized) argument and a `nb=` keyword of `launch()`; the launch
+  config (block sizes, warps) is the one chosen at the opt batch;
+- the layouts, value types and torch-fallback attributes become affine templates the engine
+  instantiates for each batch it sees (runtime/engine.py), with one CUDA graph per batch size.
+
+Anything that is not affine in the batch (a reduction over the batch, a batch x batch matrix, a
+constant with a batch dim) is refused at build time with an UnsupportedError saying what varies.
+The batch is dim 0 of the inputs given as examples (ONNX: the models' symbolic first dim).
+"""
+from __future__ import annotations
+
+import dataclasses
+import io
+import math
+import re
+import tokenize
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+
+from trident.compiler.codegen.program import Layout, Program
+from trident.compiler.errors import InputError, TridentError, UnsupportedError
+
+INT32_MAX = 2**31 - 1
+
+
+# ------------------------------------------------------------------------- profile ----
+@dataclass(frozen=True)
+class BatchProfile:
+    min: int
+    opt: int
+    max: int
+
+    @staticmethod
+    def parse(spec) -> "BatchProfile":
+        """An int N (exactly N), 'min:opt:max', 'N', or a (min, opt, max) sequence."""
+        values = spec
+        if isinstance(spec, BatchProfile):
+            return spec
+        if isinstance(spec, str):
+            try:
+                values = [int(x) for x in spec.split(":")]
+            except ValueError:
+                raise TridentError(f"batch profile {spec!r}: expected N or min:opt:max") from None
+        if isinstance(values, int) and not isinstance(values, bool):
+            values = [values]
+        values = list(values)
+        if len(values) == 1:
+            values = values * 3
+        if len(values) != 3 or not all(isinstance(v, int) and not isinstance(v, bool)
+                                       for v in values):
+            raise TridentError(f"batch profile {spec!r}: expected N or (min, opt, max) ints")
+        lo, opt, hi = values
+        if not 1 <= lo <= opt <= hi:
+            raise TridentError(f"batch profile {spec!r}: needs 1 <= min <= opt <= max")
+        return BatchProfile(lo, opt, hi)
+
+    @property
+    def is_static(self) -> bool:
+        return self.min == self.max
+
+    @property
+    def build_batch(self) -> int:
+        """The batch the engine is generated (and tuned) at."""
+        return self.min if self.is_static else self.probes()[0]
+
+    def probes(self) -> tuple[int, int, int]:
+        """Three distinct batch sizes >= 2 to generate at; the first is the one tuned."""
+        first = max(self.opt, 2)
+        third = self.max if self.max > first + 1 else first + 2
+        return first, first + 1, third
+
+    def __contains__(self, batch: int) -> bool:
+        return self.min <= batch <= self.max
+
+    def __str__(self) -> str:
+        return f"min {self.min}, opt {self.opt}, max {self.max}"
+
+    def as_tuple(self) -> tuple[int, int, int]:
+        return (self.min, self.opt, self.max)
+
+
+# ----------------------------------------------------------------- affine templates ----
+@dataclass(frozen=True)
+class Affine:
+    """An integer a * batch + c."""
+    a: int
+    c: int
+
+    def at(self, batch: int) -> int:
+        return self.a * batch + self.c
+
+    def solve(self, value: int) -> int | None:
+        """The batch at which this takes `value`, if any."""
+        if self.a == 0 or (value - self.c) % self.a:
+            return None
+        return (value - self.c) // self.a
+
+    def expr(self, var: str = "nb") -> str:
+        term = var if self.a == 1 else f"{var} * {self.a}"
+        if self.c:
+            term += f" + {self.c}" if self.c > 0 else f" - {-self.c}"
+        return f"({term})"
+
+
+def _same_leaf(values: Sequence) -> bool:
+    first = values[0]
+    for v in values[1:]:
+        if type(v) is not type(first):
+            return False
+        if isinstance(v, float) and math.isnan(v) and math.isnan(first):
+            continue
+        if isinstance(v, torch.Tensor):
+            if not (v.shape == first.shape and v.dtype == first.dtype and torch.equal(v, first)):
+                return False
+            continue
+        if v != first:
+            return False
+    return True
+
+
+def fit(samples: Sequence[tuple[int, Any]], where: str) -> Any:
+    """A template reproducing each (batch, value) sample: the value itself where all agree,
+    Affine where integers vary affinely with the batch; UnsupportedError otherwise."""
+    values = [v for _, v in samples]
+    first = values[0]
+    if isinstance(first, (tuple, list)):
+        if not all(type(v) is type(first) and len(v) == len(first) for v in values):
+            raise _varies(where, samples)
+        parts = [fit([(b, v[k]) for b, v in samples], f"{where}[{k}]") for k in range(len(first))]
+        return type(first)(parts)
+    if isinstance(first, dict):
+        if not all(isinstance(v, dict) and v.keys() == first.keys() for v in values):
+            raise _varies(where, samples)
+        return {k: fit([(b, v[k]) for b, v in samples], f"{where}.{k}") for k in first}
+    if isinstance(first, int) and not isinstance(first, bool) and \
+            all(type(v) is int for v in values):
+        if len(set(values)) == 1:
+            return first
+        (b0, v0), (b1, v1) = samples[0], samples[1]
+        if (v1 - v0) % (b1 - b0):
+            raise _varies(where, samples)
+        a = (v1 - v0) // (b1 - b0)
+        affine = Affine(a, v0 - a * b0)
+        if any(affine.at(b) != v for b, v in samples):
+            raise _varies(where, samples)
+        return affine
+    if not _same_leaf(values):
+        raise _varies(where, samples)
+    return first
+
+
+def _varies(where: str, samples) -> UnsupportedError:
+    seen = ", ".join(f"{v!r} at batch {b}" for b, v in samples)
+    return UnsupportedError(f"dynamic batch: {where} depends on the batch in a way trident cannot "
+                            f"express as a run-time size ({seen}); build for a fixed batch "
+                            f"(batch=N) instead")
+
+
+def instantiate(template: Any, batch: int) -> Any:
+    if isinstance(template, Affine):
+        return template.at(batch)
+    if isinstance(template, (tuple, list)):
+        return type(template)(instantiate(t, batch) for t in template)
+    if isinstance(template, dict):
+        return {k: instantiate(t, batch) for k, t in template.items()}
+    return template
+
+
+def is_constant(template: Any) -> bool:
+    if isinstance(template, Affine):
+        return False
+    if isinstance(template, (tuple, list)):
+        return all(is_constant(t) for t in template)
+    if isinstance(template, dict):
+        return all(is_constant(t) for t in template.values())
+    return True
+
+
+# --------------------------------------------------------------------- kernel source ----
+_KERNEL_DEF = "@triton.jit\ndef kernel("
+_GRID_DEF = "def grid(meta):"
+_LAUNCH_DEF = re.compile(r"^def launch\((.*)\):$", re.MULTILINE)
+_LAUNCH_CALL = "kernel[grid]("
+
+
+def _tokens(source: str) -> list[tokenize.TokenInfo]:
+    return list(tokenize.generate_tokens(io.StringIO(source).readline))
+
+
+def generic_source(sources: Sequence[str], batches: Sequence[int], name: str, build_batch: int,
+                   max_batch: int) -> str | None:
+    """The kernel source with its batch-dependent integers written in terms of `nb`, or None if
+    no integer depends on the batch. sources[k] was generated at batches[k]; sources[0] (the
+    build batch's) provides the comments and the launch CONFIG."""
+    streams = [_tokens(s) for s in sources]
+    base = streams[0]
+    if any(len(t) != len(base) for t in streams):
+        raise UnsupportedError(f"dynamic batch: kernel {name} has a different structure at batch "
+                               f"sizes {list(batches)}; build for a fixed batch (batch=N)")
+    edits: list[tuple[tuple[int, int], tuple[int, int], str]] = []
+    in_config = False
+    config_line = None
+    for k, tok in enumerate(base):
+        others = [t[k] for t in streams]
+        if tok.type == tokenize.NAME and tok.string == "CONFIG" and tok.start[1] == 0:
+            in_config, config_line = True, tok.start[0]
+        if tok.type in (tokenize.NEWLINE,) and in_config:
+            in_config = False
+        if any(o.type != tok.type for o in others):
+            raise UnsupportedError(f"dynamic batch: kernel {name} has a different structure at "
+                                   f"batch sizes {list(batches)} (line {tok.start[0]})")
+        if all(o.string == tok.string for o in others) or tok.type == tokenize.COMMENT or in_config:
+            continue
+        if tok.type != tokenize.NUMBER:
+            raise UnsupportedError(f"dynamic batch: kernel {name} has a different structure at "
+                                   f"batch sizes {list(batches)} ({tok.string!r} on line "
+                                   f"{tok.start[0]})")
+        try:
+            values = [int(o.string, 0) for o in others]
+        except ValueError:
+            raise _varies(f"kernel {name}, line {tok.start[0]}",
+                          list(zip(batches, [o.string for o in others]))) from None
+        template = fit(list(zip(batches, values)), f"kernel {name}, line {tok.start[0]}")
+        in_kernel = config_line is None  # numbers before CONFIG are inside the @triton.jit code
+        worst = max(abs(template.at(1)), abs(template.at(max_batch)))
+        var = "nb.to(tl.int64)" if in_kernel and worst > INT32_MAX else "nb"
+        edits.append((tok.start, tok.end, template.expr(var)))
+    if not edits:
+        return None
+    lines = sources[0].splitlines(keepends=True)
+    for (row, col), (erow, ecol), text in reversed(edits):
+        assert row == erow
+        line = lines[row - 1]
+        lines[row - 1] = line[:col] + text + line[ecol:]
+    out = "".join(lines)
+    out = _add_batch_argument(out, name, build_batch)
+    first_newline = out.index("\n") + 1
+    return (out[:first_newline] + f"# batch-generic: `nb` is the run-time batch (generated at "
+            f"batch {build_batch})\n" + out[first_newline:])
+
+
+def _add_batch_argument(source: str, name: str, build_batch: int) -> str:
+    def once(text: str, old: str, new: str) -> str:
+        if text.count(old) != 1:
+            raise UnsupportedError(f"dynamic batch: cannot add the batch argument to kernel "
+                                   f"{name} (expected one {old!r} in its source)")
+        return text.replace(old, new)
+
+    source = once(source, _KERNEL_DEF, '@triton.jit(do_not_specialize=["nb"])\ndef kernel(nb, ')
+    source = once(source, _GRID_DEF, f"def grid(meta, nb={build_batch}):")
+    source = once(source, _LAUNCH_CALL, "kernel[lambda meta: grid(meta, nb)](nb, ")
+    source, n = _LAUNCH_DEF.subn(lambda m: f"def launch({m.group(1)}, nb={build_batch}):", source)
+    if n != 1:
+        raise UnsupportedError(f"dynamic batch: cannot add the batch argument to kernel {name} "
+                               f"(expected one `def launch(...)`)")
+    return source
+
+
+# ---------------------------------------------------------------------- the program ----
+@dataclass
+class BatchInfo:
+    """What an engine needs to run a program at any batch size of its profile."""
+    profile: BatchProfile
+    build_batch: int                     # the batch program.layouts / graph.types describe
+    layouts: dict[str, Any]              # value -> template of (shape, strides, offset)
+    inputs: dict[str, Any]               # graph input -> template of its shape
+    node_attrs: dict[int, Any]           # torch step index -> template of its node's attrs
+    batched_kernels: set[int] = field(default_factory=set)  # steps whose launch takes nb=
+    _cache: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def layouts_at(self, batch: int, base: dict[str, Layout]) -> dict[str, Layout]:
+        if batch not in self._cache:
+            out = {}
+            for value, lay in base.items():
+                template = self.layouts.get(value)
+                if template is None or is_constant(template):
+                    out[value] = lay
+                else:
+                    shape, strides, offset = instantiate(template, batch)
+                    out[value] = Layout(tuple(shape), tuple(strides), lay.dtype, offset)
+            self._cache[batch] = out
+        return self._cache[batch]
+
+    def input_shape(self, name: str, batch: int) -> tuple[int, ...]:
+        return tuple(instantiate(self.inputs[name], batch))
+
+    def batch_of(self, name: str, shape: Sequence[int]) -> int | None:
+        """The batch an input of this shape implies (None if its dims do not depend on it)."""
+        template = self.inputs[name]
+        if len(shape) != len(template):
+            return None
+        for dim, t in zip(shape, template):
+            if isinstance(t, Affine):
+                return t.solve(int(dim))
+        return None
+
+    def shape_text(self, name: str) -> str:
+        dims = []
+        for t in self.inputs[name]:
+            if isinstance(t, Affine):
+                dims.append("batch" if (t.a, t.c) == (1, 0) else f"{t.expr('batch')}")
+            else:
+                dims.append(str(t))
+        return f"({', '.join(dims)})"
+
+
+@dataclass
+class DynamicProgram(Program):
+    """A Program whose batch is a run-time size (see the module docstring)."""
+    dynamic: BatchInfo | None = None
+
+
+def _layout_tuple(lay: Layout):
+    return (tuple(lay.shape), tuple(lay.strides), lay.offset)
+
+
+def _check_same(programs: dict[int, Program]) -> None:
+    batches = list(programs)
+    ref = programs[batches[0]]
+
+    def refuse(what: str) -> UnsupportedError:
+        return UnsupportedError(f"dynamic batch: the program differs between batch sizes "
+                                f"{batches}: {what}; build for a fixed batch (batch=N)")
+
+    for b, p in programs.items():
+        if p.graph.inputs != ref.graph.inputs or p.graph.outputs != ref.graph.outputs:
+            raise refuse(f"inputs/outputs {p.graph.inputs} -> {p.graph.outputs} at batch {b}")
+        if len(p.steps) != len(ref.steps):
+            raise refuse(f"{len(p.steps)} steps at batch {b}, {len(ref.steps)} at {batches[0]}")
+        for k, (s, r) in enumerate(zip(p.steps, ref.steps)):
+            if (s.kind, s.inputs, s.outputs) != (r.kind, r.inputs, r.outputs):
+                raise refuse(f"step {k} is {s.kind} {s.inputs} -> {s.outputs} at batch {b}")
+            if s.kind == "kernel" and (s.kernel.name, s.kernel.args) != (r.kernel.name, r.kernel.args):
+                raise refuse(f"step {k} runs kernel {s.kernel.name} at batch {b}")
+            if s.kind == "torch" and s.group.nodes[0].op != r.group.nodes[0].op:
+                raise refuse(f"step {k} runs {s.group.nodes[0].op} at batch {b}")
+        if p.layouts.keys() != ref.layouts.keys():
+            raise refuse(f"values {sorted(p.layouts.keys() ^ ref.layouts.keys())[:5]}")
+        if p.constants.keys() != ref.constants.keys():
+            raise refuse(f"constants {sorted(p.constants.keys() ^ ref.constants.keys())[:5]}")
+        for name, t in p.constants.items():
+            r = ref.constants[name]
+            if t.shape != r.shape or t.dtype != r.dtype or not torch.equal(t, r):
+                raise UnsupportedError(
+                    f"dynamic batch: constant {name} depends on the batch ({tuple(r.shape)} at "
+                    f"batch {batches[0]}, {tuple(t.shape)} at batch {b}); build for a fixed "
+                    f"batch (batch=N)")
+
+
+def make_dynamic(program: Program, profile: BatchProfile,
+                 compile_at: Callable[[int], Program]) -> DynamicProgram:
+    """The batch-generic version of `program` (generated at profile.probes()[0]); compile_at(b)
+    generates the same model at batch b (import, passes, fusion, codegen)."""
+    batches = profile.probes()
+    programs = {batches[0]: program}
+    for b in batches[1:]:
+        programs[b] = compile_at(b)
+    _check_same(programs)
+    samples = lambda get: [(b, get(p)) for b, p in programs.items()]  # noqa: E731
+    layouts = {}
+    for value, lay in program.layouts.items():
+        if any(p.layouts[value].dtype != lay.dtype for p in programs.values()):
+            raise UnsupportedError(f"dynamic batch: the dtype of {value} depends on the batch")
+        layouts[value] = fit(samples(lambda p: _layout_tuple(p.layouts[value])),
+                             f"the layout of {value}")
+    inputs = {name: fit(samples(lambda p: tuple(p.graph.types[name].shape)),
+                        f'the shape of input "{name}"') for name in program.graph.inputs}
+    if all(is_constant(t) for t in inputs.values()):
+        raise UnsupportedError(
+            "dynamic batch: no input's shape changes with the batch (an ONNX model needs a "
+            "symbolic first dim, e.g. torch.onnx.export(..., dynamic_axes={'x': {0: 'batch'}}))")
+    node_attrs, steps, batched = {}, [], set()
+    for k, step in enumerate(program.steps):
+        if step.kind == "torch":
+            node = step.group.nodes[0]
+            node_attrs[k] = fit(samples(lambda p: p.steps[k].group.nodes[0].attrs),
+                                f"the attributes of {node.name or node.op}")
+        if step.kind == "kernel":
+            source = generic_source([p.steps[k].kernel.source for p in programs.values()],
+                                    batches, step.kernel.name, batches[0], profile.max)
+            if source is not None:
+                batched.add(k)
+                step = dataclasses.replace(step, kernel=dataclasses.replace(step.kernel,
+                                                                            source=source))
+        steps.append(step)
+    info = BatchInfo(profile, batches[0], layouts, inputs, node_attrs, batched)
+    return DynamicProgram(program.graph, steps, program.layouts, program.constants, info)
+
+
+# ------------------------------------------------------------------------- importing ----
+def rebatch(example_inputs: Sequence, batch: int) -> tuple:
+    """Example inputs with dim 0 resized to `batch` (rows repeated or dropped, so integer inputs
+    such as token ids stay valid)."""
+    out = []
+    for x in example_inputs:
+        if isinstance(x, torch.Tensor) and x.dim() >= 1 and x.shape[0] > 0:
+            index = torch.arange(batch, device=x.device) % x.shape[0]
+            x = x.index_select(0, index)
+        out.append(x)
+    return tuple(out)
+
+
+def is_onnx(model) -> bool:
+    return isinstance(model, (str, Path, bytes)) or type(model).__name__ == "ModelProto"
+
+
+def import_at_batch(model, example_inputs, batch: int):
+    """Import `model` with its batch (dim 0 of the inputs) set to `batch`."""
+    from trident.compiler.build import import_model
+
+    if is_onnx(model):
+        from trident.compiler.frontend.onnx import import_onnx
+
+        return import_onnx(model, batch_size=batch)
+    if example_inputs is None:
+        example_inputs = _exported_examples(model)
+    if isinstance(model, torch.export.ExportedProgram) and example_inputs is not None:
+        exported = {x.shape[0] for x in example_inputs if isinstance(x, torch.Tensor) and x.dim()}
+        if exported and exported != {batch}:
+            raise UnsupportedError(
+                f"a torch.export program is fixed at the batch it was exported with "
+                f"({sorted(exported)}), not batch {batch}; build the batch profile from the "
+                f"nn.Module (example_inputs) or an ONNX file with a symbolic batch dim")
+    if example_inputs is None:
+        raise TridentError("build_engine: a batch profile for a torch model needs example_inputs")
+    return import_model(model, rebatch(example_inputs, batch))
+
+
+def _exported_examples(model):
+    examples = getattr(model, "example_inputs", None)
+    if isinstance(model, torch.export.ExportedProgram) and examples is not None:
+        args, _ = examples
+        return tuple(args)
+    return None
+
+
+def check_batch(batch: int, profile: BatchProfile, name: str, shape) -> None:
+    if batch is None or batch not in profile:
+        raise InputError(f'input "{name}": shape {tuple(shape)} is outside the engine\'s '
+                         f"optimization profile (batch {profile}: dim 0 must be in "
+                         f"[{profile.min}, {profile.max}])")
+
+
+__all__ = ["Affine", "BatchInfo", "BatchProfile", "DynamicProgram", "check_batch", "fit",
+           "generic_source", "import_at_batch", "instantiate", "make_dynamic", "rebatch"]

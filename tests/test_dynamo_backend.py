@@ -1,0 +1,140 @@
+"""torch.compile(model, backend="trident") (compiler/dynamo.py)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from torch.utils._pytree import tree_flatten
+
+from trident.compiler.dynamo import _FALLBACK, TridentSubgraph, trident_backend
+from trident.models import MODELS
+
+
+@pytest.fixture(autouse=True)
+def fresh_dynamo():
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()
+
+
+class Spy:
+    """The trident backend, keeping what it returned (to look inside)."""
+
+    def __init__(self):
+        self.compiled = []
+
+    def __call__(self, gm, example_inputs, **kwargs):
+        out = trident_backend(gm, example_inputs, **kwargs)
+        self.compiled.append(out)
+        return out
+
+    def subgraphs(self) -> list[TridentSubgraph]:
+        return [m for c in self.compiled for m in getattr(c, "children", lambda: [])()
+                if isinstance(m, TridentSubgraph)]
+
+
+def check(compiled, model, inputs, tol=1e-4):
+    with torch.no_grad():
+        got, ref = tree_flatten(compiled(*inputs))[0], tree_flatten(model(*inputs))[0]
+    assert len(got) == len(ref)
+    for g, r in zip(got, ref):
+        assert g.shape == r.shape and g.dtype == r.dtype
+        torch.testing.assert_close(g, r, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("name", ["mlp", "multihead", "resnet_tiny", "bert_tiny"])
+def test_matches_eager(name):
+    build, make_inputs = MODELS[name]
+    model = build()
+    spy = Spy()
+    compiled = torch.compile(model, backend=spy)
+    check(compiled, model, make_inputs(1 if name == "resnet_tiny" else 2))
+    subs = spy.subgraphs()
+    assert len(subs) == 1 and len(subs[0].engines) == 1  # the whole model is one engine
+    (entry,) = subs[0].engines.values()
+    assert entry is not _FALLBACK
+
+
+class WithCumsum(torch.nn.Module):
+    """An op trident does not support, between two supported regions."""
+
+    def __init__(self, op: str = "cumsum"):
+        super().__init__()
+        self.op = op
+        self.a, self.b = torch.nn.Linear(16, 32), torch.nn.Linear(32, 8)
+
+    def forward(self, x):
+        h = torch.relu(self.a(x))
+        h = torch.cumsum(h, dim=1) if self.op == "cumsum" else torch.sort(h, dim=1).values
+        return torch.sigmoid(self.b(h))
+
+
+@pytest.mark.parametrize("op", ["cumsum", "sort"])
+def test_unsupported_op_stays_in_torch(op):
+    model = WithCumsum(op).eval()
+    spy = Spy()
+    compiled = torch.compile(model, backend=spy)
+    check(compiled, model, (torch.randn(4, 16),))
+    (gm,) = spy.compiled
+    targets = [str(n.target) for n in gm.graph.nodes if n.op == "call_function"]
+    assert any(op in t for t in targets)  # the unsupported op runs in torch ...
+    subs = spy.subgraphs()
+    assert len(subs) == 2                 # ... between two trident engines
+    for s in subs:
+        (entry,) = s.engines.values()
+        engine, _ = entry
+        assert engine.num_kernels >= 1
+
+
+def test_inference_mode_and_fp16_option():
+    build, make_inputs = MODELS["mlp"]
+    model = build()
+    with torch.inference_mode():
+        compiled = torch.compile(model, backend="trident")
+        check(compiled, model, make_inputs(3))
+    torch._dynamo.reset()
+    half = torch.compile(model, backend="trident", options={"precision": "fp16"})
+    check(half, model, make_inputs(3), tol=2e-2)
+
+
+def test_recompile_on_new_batch_size():
+    build, make_inputs = MODELS["mlp"]
+    model = build()
+    spy = Spy()
+    compiled = torch.compile(model, backend=spy)
+    for batch in (2, 3, 5):
+        check(compiled, model, make_inputs(batch))
+    # dynamo recompiled once (dynamic batch); each batch size got an engine of its own
+    assert len(spy.compiled) == 2
+    batches = {key[0][0][0] for s in spy.subgraphs() for key in s.engines}
+    assert {2, 3, 5} <= batches
+
+
+def test_bad_option():
+    model = MODELS["mlp"][0]()
+    with pytest.raises(Exception, match="unknown option"):
+        torch.compile(model, backend="trident", options={"precisoin": "fp16"})(torch.randn(2, 64))
+
+
+def test_entry_point_without_importing_trident():
+    """torch finds the backend through the torch_dynamo_backends entry point (pip install -e .)."""
+    code = textwrap.dedent("""
+        import sys, torch
+        nn = torch.nn
+        model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4)).eval()
+        x = torch.randn(3, 8)
+        assert not any(m.startswith("trident") for m in sys.modules)
+        out = torch.compile(model, backend="trident")(x)
+        torch.testing.assert_close(out, model(x), rtol=1e-4, atol=1e-5)
+        assert "trident.compiler.dynamo" in sys.modules
+        print("ok")
+    """)
+    env = dict(os.environ, TRIDENT_QUIET="1")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().endswith("ok")

@@ -1,0 +1,168 @@
+"""The Engine at run time: input checks, dynamic batch (optimization profiles), graph outputs."""
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+
+from trident.compiler import InputError, TridentError, UnsupportedError, build_engine
+from trident.compiler.codegen.dynamic import (Affine, BatchProfile, fit, generic_source,
+                                              instantiate)
+from trident.models import MODELS
+
+# torch.onnx.export's TorchScript exporter announces its own deprecation
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+@pytest.fixture(scope="module")
+def mlp():
+    build, make_inputs = MODELS["mlp"]
+    return build(), make_inputs
+
+
+@pytest.fixture(scope="module")
+def static_engine(mlp):
+    model, make_inputs = mlp
+    return build_engine(model, "fp32", make_inputs(4))
+
+
+@pytest.fixture(scope="module")
+def dynamic_engine(mlp):
+    model, make_inputs = mlp
+    return build_engine(model, "fp32", make_inputs(2), batch=(1, 4, 16))
+
+
+# --------------------------------------------------------------------- input checks ----
+def name_of(engine) -> str:
+    """The graph input's name (what the frontend called the model's forward argument)."""
+    return re.escape(engine.graph.inputs[0])
+
+
+def test_wrong_count(static_engine):
+    x = torch.randn(4, 64)
+    name = name_of(static_engine)
+    with pytest.raises(InputError, match=rf"expected 1 input\(s\) \({name}: float32\(4, 64\)\), got 2"):
+        static_engine(x, x)
+    with pytest.raises(InputError, match="got 0"):
+        static_engine()
+
+
+def test_wrong_dtype(static_engine):
+    with pytest.raises(InputError, match=rf'input "{name_of(static_engine)}" \(#1 of 1\): expected '
+                                         r"dtype torch.float32, got torch.float16"):
+        static_engine(torch.randn(4, 64, dtype=torch.float16))
+
+
+def test_wrong_shape(static_engine):
+    with pytest.raises(InputError, match=rf'input "{name_of(static_engine)}".*expected shape '
+                                         r"\(4, 64\), got \(4, 65\)"):
+        static_engine(torch.randn(4, 65))
+    with pytest.raises(InputError, match=r"expected shape \(4, 64\), got \(64,\)"):
+        static_engine(torch.randn(64))
+
+
+def test_wrong_device(static_engine):
+    with pytest.raises(InputError, match=rf'input "{name_of(static_engine)}".*expected a tensor '
+                                         r"on cpu, got one on meta"):
+        static_engine(torch.empty(4, 64, device="meta"))
+
+
+def test_not_a_tensor(static_engine):
+    with pytest.raises(InputError, match=rf'input "{name_of(static_engine)}".*expected a '
+                                         r"torch.Tensor, got list"):
+        static_engine([[0.0] * 64] * 4)
+
+
+def test_non_contiguous_input_is_fine(static_engine, mlp):
+    model, _ = mlp
+    x = torch.randn(64, 4).t()
+    with torch.no_grad():
+        torch.testing.assert_close(static_engine(x)[0], model(x), rtol=1e-4, atol=1e-5)
+
+
+# ------------------------------------------------------------------- dynamic batch ----
+def test_profile_parsing():
+    assert BatchProfile.parse("1:32:256") == BatchProfile(1, 32, 256)
+    assert BatchProfile.parse(8) == BatchProfile(8, 8, 8) and BatchProfile.parse(8).is_static
+    assert BatchProfile.parse((2, 3, 4)).probes() == (3, 4, 5)
+    assert BatchProfile.parse((1, 1, 64)).probes() == (2, 3, 64)
+    for bad in ("0:1:2", "4:2:8", "a:b", (1, 2), "1:2:3:4"):
+        with pytest.raises(TridentError, match="batch profile"):
+            BatchProfile.parse(bad)
+
+
+def test_affine_fit():
+    assert fit([(2, 8), (3, 12), (9, 36)], "x") == Affine(4, 0)
+    assert fit([(2, (5, 7)), (3, (5, 9))], "x") == (5, Affine(2, 3))
+    assert instantiate({"shape": (Affine(1, 0), 16)}, 7) == {"shape": (7, 16)}
+    with pytest.raises(UnsupportedError, match="depends on the batch"):
+        fit([(2, 4), (3, 9), (4, 16)], "square")  # batch x batch: not a run-time size
+    with pytest.raises(UnsupportedError, match="depends on the batch"):
+        fit([(2, 0.5), (3, 0.25)], "a float")
+
+
+def test_non_affine_kernel_is_refused():
+    src = "@triton.jit\ndef kernel(in0, BLOCK: tl.constexpr):\n    x = {}\n"
+    with pytest.raises(UnsupportedError, match="kernel k.*depends on the batch"):
+        generic_source([src.format(4), src.format(9), src.format(16)], [2, 3, 4], "k", 2, 8)
+    with pytest.raises(UnsupportedError, match="different structure"):
+        generic_source([src.format("a"), src.format("b + 1"), src.format("c")], [2, 3, 4], "k", 2, 8)
+
+
+def test_dynamic_engine_matches_eager_at_every_batch(dynamic_engine, mlp):
+    model, make_inputs = mlp
+    assert dynamic_engine.profile == BatchProfile(1, 4, 16)
+    kernels = [s.kernel for s in dynamic_engine.program.steps if s.kind == "kernel"]
+    assert kernels and all("def kernel(nb, " in k.source for k in kernels)
+    for batch in (1, 5, 16):
+        x = make_inputs(batch)
+        (out,) = dynamic_engine(*x)
+        assert out.shape == (batch, 10)
+        with torch.no_grad():
+            torch.testing.assert_close(out, model(*x), rtol=1e-4, atol=1e-5)
+    # every batch size seen has its own arena views (and, on a GPU, its own CUDA graph)
+    assert {1, 5, 16} <= set(dynamic_engine._bound)
+    assert dynamic_engine.arena.nbytes == dynamic_engine.memory.arena_bytes
+
+
+@pytest.mark.parametrize("batch", [0, 17, 64])
+def test_batch_outside_profile(dynamic_engine, batch):
+    x = torch.randn(batch, 64)
+    name = name_of(dynamic_engine)
+    with pytest.raises(InputError, match=rf'input "{name}": shape \({batch}, 64\) is outside the '
+                                         r"engine's optimization profile \(batch min 1, opt 4, "
+                                         r"max 16: dim 0 must be in \[1, 16\]\)"):
+        dynamic_engine(x)
+
+
+def test_dynamic_engine_other_dims_still_checked(dynamic_engine):
+    with pytest.raises(InputError, match=r"expected shape \(batch, 64\) = \(3, 64\) at batch 3, "
+                                         r"got \(3, 32\)"):
+        dynamic_engine(torch.randn(3, 32))
+
+
+def test_static_profile_builds_for_that_batch(mlp):
+    model, make_inputs = mlp
+    engine = build_engine(model, "fp32", make_inputs(2), batch=3)
+    assert engine.profile is None and engine.input_specs()[0][1] == (3, 64)
+    with pytest.raises(InputError, match=r"expected shape \(3, 64\), got \(2, 64\)"):
+        engine(*make_inputs(2))
+
+
+def test_dynamic_onnx_model(tmp_path):
+    build, make_inputs = MODELS["multihead"]
+    model = build()
+    path = tmp_path / "multihead.onnx"
+    torch.onnx.export(model, make_inputs(2), str(path), dynamo=False, input_names=["x"],
+                      dynamic_axes={"x": {0: "batch"}})
+    engine = build_engine(str(path), "fp32", batch="1:2:8")
+    for batch in (1, 7):
+        x = make_inputs(batch)
+        with torch.no_grad():
+            for got, ref in zip(engine(*x), model(*x)):
+                torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-5)
+    fixed = tmp_path / "fixed.onnx"
+    torch.onnx.export(model, make_inputs(2), str(fixed), dynamo=False, input_names=["x"])
+    with pytest.raises(UnsupportedError, match="no input's shape changes with the batch"):
+        build_engine(str(fixed), "fp32", batch="1:2:8")
