@@ -105,7 +105,10 @@ def test_engine_file_round_trip_on_gpu(tmp_path):
 
 
 @pytest.mark.parametrize("precision,tol", [("fp32", 1e-4), ("fp16", 1e-2)])
-def test_dynamo_backend_on_gpu(precision, tol):
+def test_dynamo_backend_on_gpu(precision, tol, monkeypatch):
+    # The eager reference must be true fp32: cuDNN convolutions default to TF32 on this GPU.
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
     torch._dynamo.reset()
     model, x = model_and_inputs("resnet_tiny", 4)
     compiled = torch.compile(model, backend="trident", options={"precision": precision})

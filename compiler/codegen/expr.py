@@ -124,7 +124,20 @@ def supports(node: Node, graph: Graph) -> str | None:
         return None
     if node.op == "cast" or node.op == "where" or node.op in UNARY or node.op in BINARY:
         return None
+    if node.op in ("quantize_linear", "dequantize_linear"):
+        if any(scalar_constant(graph, v) is None for v in node.inputs[1:]):
+            return "per-channel or non-constant quantization parameters"
+        return None
     return f"no kernel expression for {node.op}"
+
+
+def _quantize(node: Node, args: list[str], graph: Graph) -> str:
+    """int8 (or uint8) QuantizeLinear with scalar scale/zero point: round half to even, clamp."""
+    info = torch.iinfo(graph.types[node.outputs[0]].dtype)
+    lo = info.min + int(node.attrs.get("narrow", False))
+    zp = float(args[2]) if len(args) > 2 else 0.0
+    return (f"prims.quantize({args[0]}, {args[1]}, {literal(zp)}, {literal(float(lo))}, "
+            f"{literal(float(info.max))}).to({TL_DTYPES[graph.types[node.outputs[0]].dtype]})")
 
 
 def emit(node: Node, args: list[str], graph: Graph) -> str:
@@ -139,4 +152,9 @@ def emit(node: Node, args: list[str], graph: Graph) -> str:
         return _cast(args[0], node, graph.types[node.inputs[0]].dtype)
     if node.op == "where":
         return f"tl.where({args[0]}, {args[1]}, {args[2]})"
+    if node.op == "quantize_linear":
+        return _quantize(node, args, graph)
+    if node.op == "dequantize_linear":
+        zp = f" - {args[2]}" if len(args) > 2 else ""
+        return f"((({args[0]}).to(tl.float32){zp}) * {args[1]})"
     raise AssertionError(f"no expression for {node.op}")

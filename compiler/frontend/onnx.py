@@ -256,7 +256,9 @@ class NodeContext:
             raise TridentError(f"{self.loc}: IR {op} gives {len(types)} outputs, "
                                f"expected {count}")
         consts = b.graph.constants
-        if inputs and all(i in consts for i in inputs):
+        # DequantizeLinear of constant int8 weights stays a node: an int8 build reads the int8
+        # weights and scales from it (compiler/quantize/qdq.py); the passes fold it otherwise.
+        if inputs and all(i in consts for i in inputs) and op != "dequantize_linear":
             try:
                 values = evaluate(node, [consts[i] for i in inputs], types)
             except (RuntimeError, ValueError, IndexError) as e:

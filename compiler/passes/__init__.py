@@ -26,6 +26,9 @@ Pass = Callable[[Graph], Graph]
 @dataclass(frozen=True)
 class PassOptions:
     precision: str = "fp32"
+    # int8: calibrates and rewrites float conv/matmul layers into int8 ones (compiler/quantize);
+    # runs after the float rewrites (BN and bias folding, sibling merging), before lowering.
+    quantize: Callable[[Graph], Graph] | None = None
 
 
 def pipeline(options: PassOptions) -> list[tuple[str, Pass]]:
@@ -41,6 +44,13 @@ def pipeline(options: PassOptions) -> list[tuple[str, Pass]]:
         ("sink_reshapes", sink_reshapes),
         ("merge_sibling_matmuls", merge_sibling_matmuls),
     ]
+    if options.precision == "int8":
+        # Explicit quantization (ONNX Q/DQ): before constant folding turns DequantizeLinear(W)
+        # into float weights.
+        from trident.compiler.quantize.qdq import fold_qdq_into_layers
+        passes.insert(0, ("fold_qdq_into_layers", fold_qdq_into_layers))
+    if options.quantize is not None:
+        passes.append(("quantize", options.quantize))
     if options.precision in ("fp16", "int8"):
         passes.append(("lower_precision", lambda g: lower_precision(g, "fp16")))
     passes += [("fold_constants", fold_constants), ("eliminate_dead_code", eliminate_dead_code)]

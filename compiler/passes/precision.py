@@ -12,7 +12,8 @@ from trident.compiler.ir import Graph, GraphBuilder
 
 _LOW = {"fp16": torch.float16, "bf16": torch.bfloat16}
 # Quantization parameters stay fp32: their precision is what the int8 scheme is built on.
-_KEEP_FP32_INPUTS = {"quantize_linear": (1,), "dequantize_linear": (1,)}
+_KEEP_FP32_INPUTS = {"quantize_linear": (1,), "dequantize_linear": (1,), "qconv": (2,),
+                     "qmatmul": (2,)}
 
 
 def lower_precision(graph: Graph, precision: str = "fp16") -> Graph:

@@ -1,0 +1,192 @@
+"""GPU benchmark of INT8 (a script, never a test: prints a table and JSON, asserts nothing).
+
+    python -m trident.compiler.quantize.bench [--json int8-bench.json] [--only gemm,resnet50,bert]
+                                              [--batch 256] [--tune none|fast|full] [--no-compile]
+
+  gemm      INT8 GEMM 8192^3: trident's tile with B stored K-major ([N, K], as engines store
+            weights; heuristic config and the best of the candidate configs), the same tile with
+            B row-major, the generated int8 linear-layer kernel (dequantize + bias + ReLU +
+            requantize epilogue), and torch._int_mm, all in one run. TOPS = 2 M N K / time.
+  resnet50  ResNet-50 at --batch (256): trident INT8 (entropy2, calibrated on random images) vs
+            trident FP16 vs torch.compile FP16 (channels-last) vs torch eager FP16, img/s, and the
+            INT8 engine's cosine similarity to fp32 eager.
+  bert      BERT-base seq 128 batch 32: trident INT8 vs FP16 (sequences/s).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+
+import torch
+
+
+def _ms(fn, rep: int = 100) -> float:
+    from triton.testing import do_bench
+
+    try:
+        fn()
+        torch.cuda.synchronize()
+        return do_bench(fn, warmup=25, rep=rep)
+    except Exception as exc:  # noqa: BLE001  (a config that fails is a data point)
+        print(f"  (failed: {type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''})",
+              file=sys.stderr)
+        return math.inf
+
+
+def bench_gemm(size: int = 8192) -> dict:
+    from dataclasses import asdict
+
+    from trident.kernels.matmul import candidate_configs, heuristic_config, matmul
+
+    M = N = K = size
+    g = torch.Generator(device="cuda").manual_seed(0)
+    a = torch.randint(-127, 128, (M, K), device="cuda", dtype=torch.int8, generator=g)
+    b_nk = torch.randint(-127, 128, (N, K), device="cuda", dtype=torch.int8, generator=g)
+    b_kn = b_nk.t().contiguous()
+    tops = lambda ms: 2 * M * N * K / ms / 1e9  # noqa: E731
+    rows = {}
+    ref = torch._int_mm(a, b_nk.t())
+    assert torch.equal(matmul(a, b_nk, b_k_major=True), ref), "int8 GEMM result differs from _int_mm"
+    rows["torch._int_mm"] = _ms(lambda: torch._int_mm(a, b_nk.t()))
+    heur = heuristic_config(M, N, K, torch.int8)
+    rows["trident K-major (heuristic)"] = _ms(lambda: matmul(a, b_nk, b_k_major=True, config=heur))
+    trials = []
+    for cfg in candidate_configs(M, N, K, torch.int8):
+        trials.append({"config": asdict(cfg),
+                       "ms": _ms(lambda c=cfg: matmul(a, b_nk, b_k_major=True, config=c))})
+    best = min(trials, key=lambda t: t["ms"])
+    rows["trident K-major (best candidate)"] = best["ms"]
+    rows["trident row-major B"] = _ms(lambda: matmul(a, b_kn, config=heur))
+    rows["trident int8 linear layer (fused epilogue)"] = _bench_int8_layer(M, N, K)
+    return {"M": M, "N": N, "K": K, "heuristic": asdict(heur), "best": best, "trials": trials,
+            "ms": rows, "TOPS": {k: tops(v) for k, v in rows.items()}}
+
+
+def _bench_int8_layer(M: int, N: int, K: int) -> float:
+    """The kernel trident generates for int8 x -> qmatmul -> relu -> int8 (weights K-major)."""
+    from trident.compiler.build import compile_graph
+    from trident.compiler.ir import GraphBuilder, TensorType
+    from trident.runtime.engine import Engine
+
+    b = GraphBuilder("int8_linear")
+    x = b.input("x", TensorType((M, K), torch.int8))
+    w = torch.randint(-127, 128, (N, K), dtype=torch.int8)
+    y = b.add1("qmatmul", [x, b.constant(w, "w"), b.constant(torch.rand(N) * 0.01, "w_scale"),
+                           b.constant(torch.randn(N).half(), "bias")],
+               {"x_scale": 0.02, "dtype": torch.float16})
+    y = b.add1("relu", [y])
+    q = b.add1("quantize_linear", [y, b.constant(torch.tensor(0.05)), b.constant(torch.zeros((), dtype=torch.int8))],
+               {"axis": 0, "narrow": True})
+    engine = Engine(compile_graph(b.finish([q]), "fp32"), cuda_graph=False)
+    data = torch.randint(-127, 128, (M, K), device="cuda", dtype=torch.int8)
+    return _ms(lambda: engine(data))
+
+
+def _bench_ms(fn) -> float:
+    from trident.tools.bench import bench_ms
+
+    return bench_ms(fn, warmup=10, rep=50)["median_ms"]
+
+
+def _cos(a, b) -> float:
+    return float(torch.nn.functional.cosine_similarity(a.flatten().double(), b.flatten().double(), 0))
+
+
+def bench_model(name: str, batch: int, tune: str, with_compile: bool, calib_batches: int = 4) -> list[dict]:
+    from trident.compiler import build_engine
+    from trident.models import MODELS
+
+    build, make_inputs = MODELS[name]
+    model = build().eval().cuda()
+    torch.manual_seed(0)
+    inputs = tuple(x.cuda() for x in make_inputs(batch))
+    calibration = [tuple(x.cuda() for x in make_inputs(batch)) for _ in range(calib_batches)]
+    rows = []
+    with torch.no_grad():
+        reference = model(*inputs)
+        for precision in ("int8", "fp16"):
+            start = time.perf_counter()
+            extra = {"calibration": calibration} if precision == "int8" else {}
+            engine = build_engine(model, precision, inputs, tune=tune, **extra)
+            out = engine(*inputs)[0]
+            torch.cuda.synchronize()
+            build_s = time.perf_counter() - start
+            ms = _bench_ms(lambda e=engine: e(*inputs))
+            rows.append(dict(runner=f"trident {precision}", build_s=build_s, kernels=engine.num_kernels,
+                             cosine=_cos(out, reference), ms=ms))
+            engine = None  # free its buffers before the next build
+        anchor = build().eval().cuda().half()
+        anchor_in = tuple(x.half() if x.is_floating_point() else x for x in inputs)
+        if anchor_in[0].dim() == 4:
+            anchor = anchor.to(memory_format=torch.channels_last)
+            anchor_in = (anchor_in[0].contiguous(memory_format=torch.channels_last),) + anchor_in[1:]
+        rows.append(dict(runner="torch eager fp16", cosine=_cos(anchor(*anchor_in), reference),
+                         ms=_bench_ms(lambda: anchor(*anchor_in))))
+        if with_compile:
+            start = time.perf_counter()
+            compiled = torch.compile(anchor)
+            compiled(*anchor_in)
+            torch.cuda.synchronize()
+            rows.append(dict(runner="torch.compile fp16", build_s=time.perf_counter() - start,
+                             ms=_bench_ms(lambda: compiled(*anchor_in))))
+    for row in rows:
+        row.update(model=name, batch=batch, per_s=batch / row["ms"] * 1e3)
+    fp16 = next(r for r in rows if r["runner"] == "trident fp16")
+    for row in rows:
+        row["vs_trident_fp16"] = fp16["ms"] / row["ms"]
+    return rows
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--only", default="gemm,resnet50,bert")
+    p.add_argument("--batch", type=int, default=256, help="ResNet-50 batch")
+    p.add_argument("--tune", default="none", choices=["none", "fast", "full"],
+                   help="trident engines' autotuning level (both precisions)")
+    p.add_argument("--no-compile", action="store_true", help="skip the torch.compile anchor")
+    p.add_argument("--json", default="int8-bench.json")
+    args = p.parse_args(argv)
+    if not torch.cuda.is_available():
+        print("the INT8 benchmark needs a CUDA GPU")
+        return 2
+    from trident.tools.bench import environment
+
+    results = {"environment": environment(), "tune": args.tune}
+    only = args.only.split(",")
+
+    def write():
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2, default=str)
+
+    if "gemm" in only:
+        gemm = results["gemm"] = bench_gemm()
+        print(f"\nINT8 GEMM {gemm['M']}x{gemm['N']}x{gemm['K']}")
+        print("| kernel | ms | TOPS |\n|---|---|---|")
+        for k, ms in gemm["ms"].items():
+            print(f"| {k} | {ms:.3f} | {gemm['TOPS'][k]:.0f} |")
+        write()
+    rows = results["models"] = []
+    for name, batch in (("resnet50", args.batch), ("bert_base", 32)):
+        if name.split("_")[0] not in only and name not in only:
+            continue
+        rows += bench_model(name, batch, args.tune, not args.no_compile)
+        print(f"\n{name}, batch {batch}")
+        print("| runner | median ms | items/s | vs trident fp16 | cosine to fp32 | build s | kernels |")
+        print("|---|---|---|---|---|---|---|")
+        for r in rows:
+            if r["model"] == name:
+                print(f"| {r['runner']} | {r['ms']:.3f} | {r['per_s']:.0f} | {r['vs_trident_fp16']:.2f}x | "
+                      f"{r.get('cosine', float('nan')):.5f} | {r.get('build_s', float('nan')):.1f} | "
+                      f"{r.get('kernels', '')} |", flush=True)
+        write()
+    write()
+    print(json.dumps(results, default=str))
+    print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
