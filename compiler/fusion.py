@@ -9,6 +9,7 @@ Group kinds:
   reduction             one reduction (softmax, layer norm, sum/mean/max) with elementwise
                         producers fused in front and consumers behind
   pointwise             a chain of elementwise ops over one iteration space
+  horizontal            sibling convs that read the same input, launched as one kernel
   view                  a reshape/transpose/slice that only changes strides (no kernel)
   torch                 an op with no kernel: runs through torch in place
 """
@@ -37,6 +38,7 @@ class Group:
     kind: str
     nodes: list[Node]
     reasons: list[str] = field(default_factory=list)
+    members: list["Group"] = field(default_factory=list)  # the conv groups of a horizontal group
 
     @property
     def anchor(self) -> Node:
@@ -226,7 +228,69 @@ def fuse(graph: Graph, enabled: bool = True) -> list[Group]:
             joined.nodes.append(node)
             _absorb_siblings(joined, node, graph, group_for, groups, group_of, depends_on)
         group_of[id(node)] = joined
+    _merge_horizontal(groups, graph, group_of, depends_on)
     return _topological(groups, group_of, producer_of)
+
+
+# ------------------------------------------------------------------- horizontal fusion ----
+MAX_HORIZONTAL = 4  # members per launch; more would make one config fit none of them
+
+
+def horizontal_key(group: Group, graph: Graph):
+    """Convs with equal keys compute on the same input with the same window: they may share a
+    launch. None for groups that cannot take part."""
+    anchor = group.anchor
+    if group.kind != "conv" or anchor.op != "conv" or group.nodes[0] is not anchor:
+        return None
+    if anchor.attrs.get("groups", 1) != 1:
+        return None
+    weight = graph.constants[anchor.inputs[1]]
+    a = anchor.attrs
+    return (anchor.inputs[0], tuple(weight.shape[2:]), weight.dtype, tuple(a["strides"]),
+            tuple(a["pads"]), tuple(a["dilations"]))
+
+
+def can_merge_horizontal(a: Group, b: Group, depends_on) -> str | None:
+    """None if a and b may run as one launch: neither reads what the other computes."""
+    if any(depends_on(v, a) for v in b.inputs()) or any(depends_on(v, b) for v in a.inputs()):
+        return "one reads what the other computes"
+    return None
+
+
+def horizontal_score(members: list[Group]) -> tuple[int, str]:
+    """Launches saved (> 0 to merge), and why."""
+    if len(members) > MAX_HORIZONTAL:
+        return 0, f"more than {MAX_HORIZONTAL} siblings"
+    return len(members) - 1, f"saves {len(members) - 1} launch(es) and reads the input once"
+
+
+def _merge_horizontal(groups: list[Group], graph: Graph, group_of, depends_on) -> None:
+    families: dict = {}
+    for group in groups:
+        key = horizontal_key(group, graph)
+        if key is not None:
+            families.setdefault(key, []).append(group)
+    for family in families.values():
+        members = [family[0]]
+        for other in family[1:]:
+            refusal = can_merge_horizontal(members[0], other, depends_on)
+            if refusal is None and all(can_merge_horizontal(m, other, depends_on) is None
+                                       for m in members[1:]):
+                members.append(other)
+            else:
+                other.reasons.append(f"horizontal: not merged with {members[0].name} ({refusal})")
+        saved, why = horizontal_score(members)
+        if saved <= 0:
+            continue
+        names = ", ".join(m.anchor.name or m.anchor.op for m in members)
+        merged = Group("horizontal", [n for m in members for n in m.nodes],
+                       [r for m in members for r in m.reasons] + [f"horizontal: {names} ({why})"],
+                       members)
+        groups[groups.index(members[0])] = merged
+        for m in members[1:]:
+            groups.remove(m)
+        for n in merged.nodes:
+            group_of[id(n)] = merged
 
 
 def unfused(graph: Graph) -> list[Group]:

@@ -272,3 +272,40 @@ def test_generated_source_is_readable_file(tmp_path, rng):
     assert "add = add(x0, x0)" in kernel.source  # the header lists the IR nodes it covers
     module = load_kernel(kernel, tmp_path)
     assert module.__file__.startswith(str(tmp_path)) and hasattr(module, "launch")
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+@pytest.mark.parametrize("k", [1, 3])
+def test_sibling_convs_share_one_launch(k, precision, rng):
+    def body(b, x):  # a ResNet block's downsample and first conv, plus a third sibling
+        conv = dict(strides=(1, 1), pads=(k // 2,) * 4, dilations=(1, 1), groups=1)
+        outs = []
+        for oc, act in ((12, "relu"), (20, None), (8, "sigmoid")):
+            y = b.add1("conv", [x, b.constant(randn(rng, oc, 6, k, k, scale=0.3)),
+                                b.constant(randn(rng, oc))], conv)
+            outs.append(b.add1(act, [y]) if act else y)
+        return outs
+    x = randn(rng, 2, 6, 7, 9)
+    g = graph_of([x.shape], body)
+    steps, groups = kinds(g, precision)
+    merged = [gr for gr in groups if gr.kind == "horizontal"]
+    assert len(merged) == 1 and len(merged[0].members) == 3, [gr.kind for gr in groups]
+    assert steps.count("kernel") <= 2, steps  # (plus an NHWC copy of the input, if needed)
+    assert_matches_reference(g, [x], precision)
+
+
+def test_dependent_convs_are_not_merged(rng):
+    def body(b, x):
+        conv = dict(strides=(1, 1), pads=(0, 0, 0, 0), dilations=(1, 1), groups=1)
+        y = b.add1("conv", [x, b.constant(randn(rng, 6, 6, 1, 1, scale=0.3))], conv, name="y")
+        z = b.add1("conv", [x, b.constant(randn(rng, 6, 6, 1, 1, scale=0.3))], conv, name="z")
+        after_y = b.add1("conv", [y, b.constant(randn(rng, 6, 6, 1, 1, scale=0.3))], conv,
+                         name="after_y")
+        return b.add1("add", [z, after_y], name="z_plus")  # z's epilogue needs after_y, after y
+    x = randn(rng, 2, 6, 5, 5)
+    g = graph_of([x.shape], body)
+    _, groups = kinds(g)
+    group_of = {n.name: gr for gr in groups for n in gr.nodes}
+    assert group_of["y"] is not group_of["z"]  # merging them would form a cycle
+    assert any("horizontal: not merged" in r for r in group_of["z"].reasons + group_of["y"].reasons)
+    assert_matches_reference(g, [x], "fp32")

@@ -20,7 +20,7 @@ def test_resnet50_fp16_224_accuracy_and_kernel_count():
         ref = model(x)
     engine = build_engine(model, precision="fp16", example_inputs=(x,))
     out = engine(x)[0]
-    assert engine.num_kernels <= 56, engine.num_kernels
+    assert engine.num_kernels <= 56, engine.num_kernels  # 55: the downsample shares conv1's launch
     assert rel_err(out, ref) <= 1e-2
 
 

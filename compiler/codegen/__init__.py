@@ -14,7 +14,7 @@ from trident.compiler.codegen.writer import dense_strides
 from trident.compiler.fusion import Group
 from trident.compiler.ir import Graph, Node
 
-NEEDS_NHWC = ("conv", "pool")
+NEEDS_NHWC = ("conv", "pool", "horizontal")
 
 
 def generate(graph: Graph, groups: list[Group]) -> Program:
@@ -72,7 +72,8 @@ def _plan_group(group: Group, outputs: list[str], feeds_nhwc: bool, program: Pro
 
 def _ensure_nhwc(group: Group, program: Program, names: dict[str, int]) -> None:
     """Conv and pool tiles read dense NHWC: copy any other layout first (one pointwise kernel)."""
-    node = group.anchor
+    anchors = [m.anchor for m in group.members] or [group.anchor]
+    node = anchors[0]
     value = node.inputs[0]
     layout = program.layouts.get(value)
     if layout is None or is_nhwc(layout) or reads_any_layout(node, program.graph):
@@ -85,7 +86,8 @@ def _ensure_nhwc(group: Group, program: Program, names: dict[str, int]) -> None:
     name = _unique(copy_group, names)
     source = GENERATORS["pointwise"](copy_group, program.graph, program.layouts, [copy], name)
     program.steps.append(Step("kernel", [value], [copy], copy_group, source))
-    node.inputs = (copy,) + tuple(node.inputs[1:])
+    for anchor in anchors:  # the siblings of a horizontal group share the input
+        anchor.inputs = (copy,) + tuple(anchor.inputs[1:])
 
 
 def _unique(group: Group, names: dict[str, int]) -> str:

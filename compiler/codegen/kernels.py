@@ -326,8 +326,22 @@ def _packed_conv_weight(name: str, weight, groups: int, depthwise: bool, channel
     return name + "__khwc", templates.pack_conv_weight(weight, groups)
 
 
-def conv(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: list[str],
-         name: str) -> KernelSource:
+@dataclass
+class _Body:
+    """A kernel body before it becomes a file: one conv kernel, or one member of a horizontal one."""
+    args: Args
+    lines: list[str]
+    consts: list[str]
+    programs: tuple[str, str]  # (axis-0 program count inside the kernel, the same in grid(meta))
+    grid: str
+    cfg: dict
+    imports: str
+    packed: dict
+    problem: dict
+
+
+def _conv_body(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: list[str],
+               pid: str = "tl.program_id(0)") -> _Body:
     from trident.kernels import conv as templates
 
     anchor = group.anchor
@@ -355,7 +369,7 @@ def conv(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: list[s
     geometry = f"{n}, {h}, {wd}, {c}, {oh}, {ow}"
     window = f"{sh}, {sw}, {pads[0]}, {pads[1]}, {dh}, {dw}"
     if depthwise:
-        w.line(f"offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)")
+        w.line(f"offs_m = {pid} * BLOCK_M + tl.arange(0, BLOCK_M)")
         w.line(f"offs_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)")
         w.line(f"acc = depthwise_conv2d_nhwc_tile({x_arg}, {w_arg}, {geometry}, {window}, offs_m, "
                f"offs_n, {kh}, {kw}, BLOCK_M, BLOCK_N)")
@@ -371,7 +385,7 @@ def conv(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: list[s
 
         tile = "matmul_tile"
         pixels = n * oh * ow
-        w.line(f"pid_m, pid_n = grouped_pid(tl.program_id(0), {pixels}, {oc}, BLOCK_M, BLOCK_N, GROUP_M)")
+        w.line(f"pid_m, pid_n = grouped_pid({pid}, {pixels}, {oc}, BLOCK_M, BLOCK_N, GROUP_M)")
         w.line("offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)")
         w.line("offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)")
         w.line(f"acc = matmul_tile({x_arg}, {w_arg}, {pixels}, {oc}, {c}, {c}, 1, 1, {c}, offs_m, offs_n, "
@@ -383,7 +397,7 @@ def conv(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: list[s
         consts = ["BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M"]
     else:
         tile = "conv2d_nhwc_small_c_tile" if small_c else "conv2d_nhwc_tile"
-        w.line(f"pid_m, pid_n = grouped_pid(tl.program_id(0), {n * oh * ow}, {ocg}, BLOCK_M, "
+        w.line(f"pid_m, pid_n = grouped_pid({pid}, {n * oh * ow}, {ocg}, BLOCK_M, "
                f"BLOCK_N, GROUP_M)")
         w.line("group = tl.program_id(1)")
         w.line("offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)")
@@ -407,14 +421,76 @@ def conv(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: list[s
     _nhwc_epilogue(w, group, graph, layouts, args, outputs, out_shape, first, bias_of(anchor))
     module = "matmul" if tile == "matmul_tile" else "conv"
     imports = f"from trident.kernels.common import grouped_pid\nfrom trident.kernels.{module} import {tile}"
-    src = _header(name, group.nodes, graph, imports)
-    src += f"@triton.jit\ndef kernel({_signature(args, consts)}):\n" + "\n".join(w.lines)
-    src += "\n\n\n" + _launcher(args, grid, cfg)
     problem = {"template": "depthwise" if depthwise else ("matmul" if tile == "matmul_tile" else "conv"),
                "M": n * oh * ow, "N": oc // groups, "K": (c // groups) * kh * kw, "C": c // groups,
                "KH": kh, "KW": kw, "groups": groups, "dtype": weight.dtype, "tile": tile}
-    return KernelSource(name, src, list(args.order), cfg, {packed_name: (packed, packed_layout)},
-                        problem)
+    tiles_n = oc if depthwise or tile == "matmul_tile" else ocg
+    programs = (f"tl.cdiv({n * oh * ow}, BLOCK_M) * tl.cdiv({tiles_n}, BLOCK_N)",
+                f"triton.cdiv({n * oh * ow}, meta['BLOCK_M']) * triton.cdiv({tiles_n}, meta['BLOCK_N'])")
+    return _Body(args, w.lines, consts, programs, grid, cfg, imports,
+                 {packed_name: (packed, packed_layout)}, problem)
+
+
+def _assemble(name: str, nodes: list[Node], graph: Graph, body: _Body) -> KernelSource:
+    src = _header(name, nodes, graph, body.imports)
+    src += f"@triton.jit\ndef kernel({_signature(body.args, body.consts)}):\n" + "\n".join(body.lines)
+    src += "\n\n\n" + _launcher(body.args, body.grid, body.cfg)
+    return KernelSource(name, src, list(body.args.order), body.cfg, body.packed, body.problem)
+
+
+def conv(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: list[str],
+         name: str) -> KernelSource:
+    return _assemble(name, group.nodes, graph, _conv_body(group, graph, layouts, outputs))
+
+
+def horizontal(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: list[str],
+               name: str) -> KernelSource:
+    """Sibling convs that read the same input, in one launch (TensorRT's horizontal fusion).
+
+    Each member keeps its own weights, epilogue and output tensor: its body becomes a @triton.jit
+    function, and the kernel hands each program to the member that owns its tile. The members
+    share one launch config (they share M and K; N differs).
+    """
+    bodies = [_conv_body(m, graph, layouts, [o for o in outputs if o in m.produced()], pid="pid")
+              for m in group.members]
+    args, lines, calls = Args(), [], []
+    for k, body in enumerate(bodies):
+        params = [body.args.names[v] for v in body.args.order]
+        for v in body.args.order:
+            args(v, "out" if body.args.names[v].startswith("out") else "in")
+        consts = ", ".join(body.consts)
+        lines += [f"@triton.jit\ndef member{k}({', '.join(params)}, pid, "
+                  f"{', '.join(c + ': tl.constexpr' for c in body.consts)}):"] + body.lines + ["", ""]
+        calls.append((body, f"member{k}({', '.join(args.names[v] for v in body.args.order)}, "
+                            f"pid - first{k}, {consts})"))
+    first = bodies[0]
+    problem = dict(first.problem, N=sum(b.problem["N"] for b in bodies), members=len(bodies))
+    cfg = _shared_config(problem)
+    kernel = [f"@triton.jit\ndef kernel({_signature(args, first.consts)}):", "    pid = tl.program_id(0)",
+              "    first0 = 0"]
+    for k, (body, call) in enumerate(calls):
+        kernel.append(f"    first{k + 1} = first{k} + {body.programs[0]}")
+    for k, (body, call) in enumerate(calls):
+        keyword = "if" if k == 0 else ("elif" if k < len(calls) - 1 else "else")
+        kernel.append(f"    {keyword} pid < first{k + 1}:" if keyword != "else" else "    else:")
+        kernel.append(f"        {call}")
+    imports = "\n".join(dict.fromkeys(line for b in bodies for line in b.imports.split("\n")))
+    src = _header(name, group.nodes, graph, imports) + "\n".join(lines) + "\n".join(kernel)
+    grid = f"({' + '.join(b.programs[1] for b in bodies)}, 1)"
+    src += "\n\n\n" + _launcher(args, grid, cfg)
+    packed = {k: v for b in bodies for k, v in b.packed.items()}
+    return KernelSource(name, src, list(args.order), cfg, packed, problem)
+
+
+def _shared_config(problem: dict) -> dict:
+    """The heuristic tile config for the members' combined problem (their N summed)."""
+    from trident.kernels import conv as templates
+    from trident.kernels.matmul import heuristic_config as gemm_config
+
+    if problem["tile"] == "matmul_tile":
+        return _tile_config(gemm_config(problem["M"], problem["N"], problem["K"], problem["dtype"]))
+    return _tile_config(templates.heuristic_config(problem["M"], problem["N"], problem["C"],
+                                                   problem["KH"], problem["KW"], problem["dtype"]))
 
 
 def pool(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: list[str],
@@ -451,4 +527,5 @@ def pool(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: list[s
 
 
 GENERATORS = {"pointwise": pointwise, "reduction": reduction, "matmul": matmul, "conv": conv,
+              "horizontal": horizontal,
               "pool": pool}

@@ -109,7 +109,7 @@ def output_layout(group: Group, value: str, graph: Graph, layouts: dict[str, Lay
     shape = tuple(t.shape)
     contiguous = Layout(shape, dense_strides(shape), t.dtype)
     readers = (consumers or {}).get(value, [])
-    if (group.kind != "conv" and group.kind != "pool" and len(readers) == 1
+    if (group.kind not in ("conv", "pool", "horizontal") and len(readers) == 1
             and readers[0].op == "transpose" and value not in graph.outputs):
         # Store in the order the transpose reads, so its result is dense and a reshape after it
         # (attention's [B,H,S,D] -> [B,S,H*D]) is a free view instead of a copy.
@@ -117,7 +117,7 @@ def output_layout(group: Group, value: str, graph: Graph, layouts: dict[str, Lay
     if len(shape) != 4:
         return contiguous
     nhwc = Layout(shape, nhwc_strides(shape), t.dtype)
-    if group.kind in ("conv", "pool"):
+    if group.kind in ("conv", "pool", "horizontal"):
         return nhwc
     if group.kind == "pointwise":
         reads_nhwc = any(i in layouts and layouts[i].shape == shape and is_nhwc(layouts[i])
