@@ -166,3 +166,19 @@ def test_dynamic_onnx_model(tmp_path):
     torch.onnx.export(model, make_inputs(2), str(fixed), dynamo=False, input_names=["x"])
     with pytest.raises(UnsupportedError, match="no input's shape changes with the batch"):
         build_engine(str(fixed), "fp32", batch="1:2:8")
+
+
+def test_dynamic_batch_with_a_horizontal_kernel():
+    """resnet_tiny's downsample and conv1 share a launch; its members get the run-time batch."""
+    from trident.compiler import build_engine
+    from trident.models import MODELS
+
+    build, make_inputs = MODELS["resnet_tiny"]
+    model = build().eval()
+    engine = build_engine(model, "fp32", make_inputs(4), batch=(1, 4, 8))
+    assert any(s.group.kind == "horizontal" for s in engine.program.steps)
+    for batch in (2, 8):
+        x = torch.randn(batch, 3, 32, 32)
+        with torch.no_grad():
+            expected = model(x)
+        assert ((engine(x)[0] - expected).norm() / expected.norm()).item() < 1e-5
