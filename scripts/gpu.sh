@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The one script for the lent GPU machine (see /work/.library/device): installs trident, then runs
-# the stage asked for. Stages: tests | kernels | models | int8 | all. Results land in $OUT (or ./gpu-out).
+# the stage asked for. Stages: tests | kernels | models | bench | bench-full | int8 | all. Results land in $OUT (or ./gpu-out).
 set -uo pipefail
 stage=${1:-all}
 out=${OUT:-gpu-out}
@@ -20,11 +20,14 @@ run_tests() {
 case "$stage" in
   tests) run_tests ;;
   kernels) python3 -m trident.kernels.bench --json "$out/kernels.json" 2>&1 | tee "$out/kernels.txt" ;;
-  models) python3 -m trident.tools.bench --json "$out/models.json" 2>&1 | tee "$out/models.txt" ;;
+  models|bench) python3 -m trident.tools.bench --quick --out "$out/bench" 2>&1 | tee "$out/bench.txt" ;;
+  # everything (max-autotune, FP32, convs): far longer than one call; repeat until nothing is "not run"
+  bench-full) python3 -m trident.tools.bench --resume --budget-s ${BUDGET_S:-360} --out "$out/bench-full" 2>&1 \
+                | tee -a "$out/bench-full.txt" ;;
   int8) python3 -m pytest -q -p no:cacheprovider -s tests/test_int8_gpu.py 2>&1 | tail -30 | tee "$out/int8-tests.txt"
         python3 -m trident.compiler.quantize.accuracy --json "$out/int8-digits.json" 2>&1 | tee "$out/int8-digits.txt"
         python3 -m trident.compiler.quantize.bench --json "$out/int8-bench.json" 2>&1 | tee "$out/int8-bench.txt" ;;
   all) run_tests
        python3 -m trident.kernels.bench --json "$out/kernels.json" 2>&1 | tee "$out/kernels.txt"
-       python3 -m trident.tools.bench --json "$out/models.json" 2>&1 | tee "$out/models.txt" ;;
+       python3 -m trident.tools.bench --quick --out "$out/bench" 2>&1 | tee "$out/bench.txt" ;;
 esac

@@ -1,0 +1,84 @@
+"""`trident bench --dry-run`: the whole benchmark pipeline on the CPU (tiny models and shapes,
+Triton's interpreter, a fake timer), and the README updater on a copy of README.md."""
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from trident.tools.cli import main
+
+pytest.importorskip("matplotlib")
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def bench_out(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench") / "out"
+    assert main(["bench", "--dry-run", "--out", str(out)]) == 0
+    return out
+
+
+def test_dry_run_writes_results_tables_and_charts(bench_out):
+    results = json.loads((bench_out / "results.json").read_text())
+    assert results["mode"] == "dry"
+    for key in ("gpu", "capability", "torch", "triton", "trident", "date"):
+        assert key in results["environment"]
+    rows = results["models"]
+    by = {(r["model"], r["precision"], r["runner"]): r for r in rows}
+    t = by[("mlp_tiny", "fp16", "trident")]
+    assert t["status"] == "ok" and t["kernels"] > 0 and t["rel_err"] < 1e-2
+    for key in ("median_ms", "p90_ms", "p99_ms", "throughput_per_s", "build_s", "peak_mem_mb"):
+        assert key in t
+    assert set(t["speedup"]) == {"torch eager", "torch.compile"}
+    # INT8 compares with the FP16 anchors measured just before
+    assert by[("mlp_tiny", "int8", "torch eager")]["anchor_precision"] == "fp16"
+    assert by[("mlp_tiny", "int8", "torch eager")]["reused_from"] == "fp16 group"
+    assert by[("mlp_tiny", "int8", "trident")]["status"] == "ok"
+    # one failing row never stops the run
+    assert by[("unsupported_tiny", "fp16", "trident")]["status"] == "unsupported"
+    assert by[("missing_tiny", "fp16", "trident")]["status"] == "skipped"
+    assert by[("bert_tiny", "fp16", "trident")]["status"] == "ok"
+    kernels = {k["kind"]: k for k in results["kernels"]}
+    assert set(kernels) == {"gemm", "conv", "elementwise", "reduction"}
+    assert all(k["status"] == "ok" for k in results["kernels"])
+    assert kernels["elementwise"]["roof_pct"] is not None and results["peaks"]["gbps"] > 0
+    md = (bench_out / "results.md").read_text()
+    assert "| MLP (tiny) | 2 | int8 (anchors fp16) |" in md and "unsupported: UnsupportedError" in md
+    for png in ("throughput.png", "roofline.png"):
+        assert (bench_out / png).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_resume_and_budget(bench_out, tmp_path):
+    before = json.loads((bench_out / "results.json").read_text())
+    assert main(["bench", "--dry-run", "--out", str(bench_out), "--resume"]) == 0
+    after = json.loads((bench_out / "results.json").read_text())
+    assert after["models"] == before["models"] and after["kernels"] == before["kernels"]
+    out = tmp_path / "budget"
+    assert main(["bench", "--dry-run", "--out", str(out), "--no-kernels", "--budget-s", "1e-9",
+                 "--models", "mlp_tiny"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["models"] == [] and len(results["not_run"]) == 3
+
+
+def test_update_readme_rewrites_only_results(bench_out, tmp_path):
+    readme = tmp_path / "README.md"
+    shutil.copyfile(REPO / "README.md", readme)
+    original = readme.read_text()
+    assert main(["bench", "--update-readme", str(bench_out), "--readme", str(readme)]) == 0
+    text = readme.read_text()
+    head, _, rest = original.partition("## Results")
+    assert text.startswith(head)  # everything before the section is untouched
+    after = rest.split("\n## ", 1)[1] if "\n## " in rest else ""
+    assert text.endswith(after)   # and everything after it
+    section = text[len(head):]
+    assert section.startswith("## Results (CPU (Triton interpreter)")
+    assert "| MLP (tiny) | 2 | fp16 |" in section
+    for png in ("throughput", "roofline"):
+        rel = f"benchmarks/cpu-triton-interpreter-bench-{png}.png"
+        assert f"]({rel})" in section and (tmp_path / rel).exists()
+    assert (tmp_path / "benchmarks/results/cpu-triton-interpreter-bench.json").exists()
+    # idempotent: a second update replaces the section instead of adding one
+    assert main(["bench", "--update-readme", str(bench_out), "--readme", str(readme)]) == 0
+    assert readme.read_text().count("## Results") == 1
