@@ -309,15 +309,16 @@ def test_a_kernel_whose_configs_all_fail_keeps_its_heuristic(tmp_path):
     assert not list(tmp_path.glob("??/*.json")), "failures are not cached"
 
 
-def test_identical_problems_are_tuned_once(tiny_resnet_program, tmp_path):
-    units = collect_units(tiny_resnet_program, {"gpu": "cpu", "capability": [0, 0]})
-    kernels = sum(s.kind == "kernel" and bool(s.kernel.problem) for s in tiny_resnet_program.steps)
+def test_identical_problems_are_tuned_once(tmp_path):
+    program = program_of("bert_tiny", 2)  # its two layers repeat every GEMM problem
+    units = collect_units(program, {"gpu": "cpu", "capability": [0, 0]})
+    kernels = sum(s.kind == "kernel" and bool(s.kernel.problem) for s in program.steps)
     assert sum(len(u.steps) for u in units) == kernels
     assert len(units) < kernels
     for unit in units:  # a unit shares one problem, whatever its kernels' epilogues
         assert all(s.kernel.problem == unit.problem for s in unit.steps)
     timed = []
-    tune_program(tiny_resnet_program, "fast", cache=TuningCache(tmp_path),
+    tune_program(program, "fast", cache=TuningCache(tmp_path),
                  timer=lambda run, cfg: timed.append(cfg) or 1.0, progress=False)
     assert len(timed) == sum(len(candidates(u.problem, u.base, "fast")) for u in units)
 

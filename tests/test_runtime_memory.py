@@ -198,7 +198,9 @@ def test_inception_schedule_has_parallel_branches():
     program = compile_graph(import_model(build(), make_inputs(2)), "fp32")
     steps = step_ios(program.steps)
     schedule = build_schedule(steps, 4)
-    assert schedule.num_streams == 4  # four branches per block
+    # four branches per block; the two that open with a 1x1 conv of the block input share one
+    # horizontal launch, so three run side by side
+    assert schedule.num_streams == 3
     assert check_schedule(steps, schedule) == []
     plan = plan_memory(steps, program.layouts, program.graph.outputs, schedule.happens_before)
     assert overlapping_live_pairs(plan, closure(schedule)) == []
