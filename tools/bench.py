@@ -58,18 +58,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def bench_ms(fn, warmup: int = 10, rep: int = 50) -> dict:
     """Median / p90 / p99 of CUDA-event timings, after warm-up."""
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(rep):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    times.sort()
+    from trident.tools.run import time_runs
+
+    times = sorted(time_runs(fn, rep, warmup, on_gpu=True))
     pick = lambda q: times[min(len(times) - 1, int(q * len(times)))]  # noqa: E731
     return {"median_ms": pick(0.5), "p90_ms": pick(0.9), "p99_ms": pick(0.99)}
 

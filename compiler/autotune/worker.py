@@ -9,25 +9,15 @@ re-imported and the GIL never serializes compiles.
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import sys
 
 
 def _load(path: str):
-    name = f"trident_kernels.{os.path.splitext(os.path.basename(path))[0]}"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        del sys.modules[name]
-        raise
-    return module
+    from trident.compiler.codegen import import_kernel_file
+
+    return import_kernel_file(path)
 
 
 def compile_job(job: dict) -> dict:

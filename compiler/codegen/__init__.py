@@ -105,11 +105,21 @@ def load_kernel(source: KernelSource, directory: Path):
         tmp = path.with_suffix(f".tmp{id(source)}")
         tmp.write_text(source.source)
         tmp.replace(path)  # atomic: a concurrent build never sees half a file
+    return import_kernel_file(path)
+
+
+def import_kernel_file(path) -> object:
+    """Import a generated kernel file once per process (a failed import leaves no trace)."""
+    path = Path(path)
     module_name = f"trident_kernels.{path.stem}"
     if module_name in sys.modules:
         return sys.modules[module_name]
     spec = importlib.util.spec_from_file_location(module_name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[module_name]
+        raise
     return module
