@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from trident.compiler.errors import TridentError, UnsupportedError
+from trident.compiler.errors import TridentError
 from trident.compiler.fusion import Group, fuse
 from trident.compiler.ir import Graph
 from trident.compiler.passes import PassOptions, run_pipeline

@@ -370,7 +370,7 @@ def _conv_body(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: 
     window = f"{sh}, {sw}, {pads[0]}, {pads[1]}, {dh}, {dw}"
     if depthwise:
         w.line(f"offs_m = {pid} * BLOCK_M + tl.arange(0, BLOCK_M)")
-        w.line(f"offs_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)")
+        w.line("offs_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)")
         w.line(f"acc = depthwise_conv2d_nhwc_tile({x_arg}, {w_arg}, {geometry}, {window}, offs_m, "
                f"offs_n, {kh}, {kw}, BLOCK_M, BLOCK_N)")
         w.line(f"nmask = offs_n[None, :] < {oc}")
