@@ -164,22 +164,20 @@ def can_fuse_prologue(producer: Group, reduction: Group, graph: Graph) -> str | 
     return None
 
 
-def score(group: Group, node: Node, graph: Graph) -> tuple[int, str]:
+def score(group: Group, node: Node, graph: Graph,
+          consumers: dict[str, list[Node]] | None = None) -> tuple[int, str]:
     """Bytes of memory traffic a fusion saves (> 0 to fuse), and why."""
+    consumers = graph.consumers() if consumers is None else consumers
     extra = len(set(group.inputs()) | set(node.inputs))
     if extra > MAX_GROUP_INPUTS:
         return 0, f"would read {extra} tensors (> {MAX_GROUP_INPUTS}): too many registers"
-    if node.op == "dequantize_linear" and any(c is not node for c in _consumers(graph, node.inputs[0])):
+    if node.op == "dequantize_linear" and any(c is not node for c in consumers.get(node.inputs[0], [])):
         # Its int8 input is stored for other readers anyway; dequantizing here would store a float
         # copy too. The reader's kernel dequantizes in registers instead (sibling absorption).
         return 0, "dequantization belongs in the reader's kernel (the int8 tensor is stored anyway)"
     t = graph.types[node.outputs[0]]
     saved = 2 * t.numel() * t.dtype.itemsize  # one store and one load of the intermediate
     return saved, f"saves {saved} bytes of traffic"
-
-
-def _consumers(graph: Graph, value: str) -> list[Node]:
-    return [n for n in graph.nodes if value in n.inputs]
 
 
 # ---------------------------------------------------------------------------- driver ----
@@ -192,6 +190,7 @@ def fuse(graph: Graph, enabled: bool = True) -> list[Group]:
         return unfused(graph)
     group_of: dict[int, Group] = {}
     producer_of: dict[str, Node] = graph.producers()
+    consumers = graph.consumers()
     groups: list[Group] = []
 
     def group_for(value: str) -> Group | None:
@@ -216,17 +215,19 @@ def fuse(graph: Graph, enabled: bool = True) -> list[Group]:
         kind, why = initial_kind(node, graph)
         joined = None
         if kind == "pointwise":
-            joined = _try_epilogue(node, graph, group_for, depends_on)
+            joined = _try_epilogue(node, graph, group_for, depends_on, consumers)
         if joined is None:
             joined = Group(kind, [node], [f"{node.name or node.op}: starts a {kind} group ({why})"])
             groups.append(joined)
             if kind == "reduction":
-                _absorb_prologue(joined, graph, group_for, groups, group_of, depends_on)
+                _absorb_prologue(joined, graph, group_for, groups, group_of, depends_on,
+                                 consumers)
             if kind == "conv":
-                _absorb_input_cast(joined, graph, group_for, groups, group_of)
+                _absorb_input_cast(joined, graph, group_for, groups, group_of, consumers)
         else:
             joined.nodes.append(node)
-            _absorb_siblings(joined, node, graph, group_for, groups, group_of, depends_on)
+            _absorb_siblings(joined, node, graph, group_for, groups, group_of, depends_on,
+                             consumers)
         group_of[id(node)] = joined
     _merge_horizontal(groups, graph, group_of, depends_on)
     return _topological(groups, group_of, producer_of)
@@ -325,14 +326,14 @@ def _topological(groups: list[Group], group_of, producer_of) -> list[Group]:
     return ordered
 
 
-def _try_epilogue(node, graph, group_for, depends_on):
+def _try_epilogue(node, graph, group_for, depends_on, consumers):
     for value in node.inputs:
         group = group_for(value)
         if group is None:
             continue
         refusal = can_fuse(group, node, graph, depends_on)
         if refusal is None:
-            saved, why = score(group, node, graph)
+            saved, why = score(group, node, graph, consumers)
             if saved > 0:
                 group.reasons.append(f"{node.name or node.op}: fused into {group.kind} group ({why})")
                 return group
@@ -341,7 +342,8 @@ def _try_epilogue(node, graph, group_for, depends_on):
     return None
 
 
-def _absorb_siblings(group: Group, node: Node, graph, group_for, groups, group_of, depends_on):
+def _absorb_siblings(group: Group, node: Node, graph, group_for, groups, group_of, depends_on,
+                     consumers):
     """Pull in pointwise groups that only feed `node` (e.g. the tanh(x) of where(c, s, tanh(x))).
 
     Their nodes compute in the same space just before `node`, and their results never touch memory.
@@ -353,7 +355,7 @@ def _absorb_siblings(group: Group, node: Node, graph, group_for, groups, group_o
             continue
         if any(graph.types[o].shape != shape for n in other.nodes for o in n.outputs):
             continue
-        readers = [c for o in other.produced() for c in _consumers(graph, o)]
+        readers = [c for o in other.produced() for c in consumers.get(o, [])]
         if any(c is not node and group_of.get(id(c)) is not other for c in readers):
             continue
         if any(depends_on(v, group) for v in other.inputs()):
@@ -365,14 +367,14 @@ def _absorb_siblings(group: Group, node: Node, graph, group_for, groups, group_o
         groups.remove(other)
 
 
-def _absorb_input_cast(conv: Group, graph, group_for, groups, group_of) -> None:
+def _absorb_input_cast(conv: Group, graph, group_for, groups, group_of, consumers) -> None:
     """A lone float cast feeding a stem conv (the fp16 engine's input cast) runs in its loads."""
     from trident.compiler.codegen.kernels import reads_any_layout
 
     producer = group_for(conv.anchor.inputs[0])
     if (producer is None or producer.kind != "pointwise" or len(producer.nodes) != 1
             or producer.nodes[0].op != "cast" or not reads_any_layout(conv.anchor, graph)
-            or len(_consumers(graph, conv.anchor.inputs[0])) != 1
+            or len(consumers.get(conv.anchor.inputs[0], [])) != 1
             or conv.anchor.inputs[0] in graph.outputs
             or not graph.types[producer.nodes[0].inputs[0]].dtype.is_floating_point):
         return
@@ -382,7 +384,8 @@ def _absorb_input_cast(conv: Group, graph, group_for, groups, group_of) -> None:
     groups.remove(producer)
 
 
-def _absorb_prologue(reduction: Group, graph, group_for, groups, group_of, depends_on) -> None:
+def _absorb_prologue(reduction: Group, graph, group_for, groups, group_of, depends_on,
+                     consumers) -> None:
     producer = group_for(reduction.anchor.inputs[0])
     if producer is None:
         return
@@ -390,7 +393,7 @@ def _absorb_prologue(reduction: Group, graph, group_for, groups, group_of, depen
     if refusal is None and any(depends_on(v, producer) for v in reduction.anchor.inputs[1:]):
         refusal = "another input of the reduction is computed from it"
     if refusal is None and any(group_of.get(id(c)) not in (producer, None)
-                               for o in producer.produced() for c in _consumers(graph, o)):
+                               for o in producer.produced() for c in consumers.get(o, [])):
         refusal = "its result is already read by another kernel"
     if refusal is not None:
         reduction.reasons.append(f"prologue {producer.name}: not fused ({refusal})")

@@ -13,6 +13,12 @@ from trident.compiler.ir import Graph
 TOLERANCES = {"fp32": (1e-4, 1e-5), "fp16": (2e-2, 2e-2)}
 
 
+def relative_error(got: torch.Tensor, ref: torch.Tensor) -> float:
+    """‖got − ref‖ / ‖ref‖ in fp32, on ref's device: the one accuracy figure benchmarks report."""
+    got, ref = got.detach().float().to(ref.device), ref.detach().float()
+    return ((got - ref).norm() / ref.norm().clamp_min(1e-30)).item()
+
+
 def compile_and_run(graph: Graph, inputs: Sequence[torch.Tensor], precision: str = "fp32"):
     from trident.compiler.build import compile_graph
     from trident.runtime.engine import Engine

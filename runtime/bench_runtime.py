@@ -22,6 +22,7 @@ import time
 import torch
 
 from trident.compiler import build_engine, config
+from trident.compiler.testing import relative_error as rel_err
 
 
 def bench_ms(fn, warmup: int = 10, rep: int = 100) -> dict:
@@ -30,8 +31,6 @@ def bench_ms(fn, warmup: int = 10, rep: int = 100) -> dict:
     return _bench(fn, warmup, rep)
 
 
-def rel_err(got, ref) -> float:
-    return ((got.float() - ref.float()).norm() / ref.float().norm()).item()
 
 
 def _write(path: str, results: dict) -> None:

@@ -120,8 +120,7 @@ class Engine:
         """Run the engine. With CUDA graphs, the returned tensors are the engine's own output
         buffers: the next call with the same batch size overwrites them (clone what you keep),
         as with TensorRT bindings."""
-        batch = self.check_inputs(inputs)
-        inputs = [x.contiguous() for x in inputs]  # kernels were generated for dense inputs
+        batch, inputs = self._prepare(inputs)
         if self.cuda_graph and self.device.type == "cuda":
             return self._replay(inputs, batch)
         return self._run(inputs, batch=batch)
@@ -132,7 +131,8 @@ class Engine:
         call `run()` (which runs the step and puts its outputs in `env`) at least once; it may call
         it again (to time it) and read `env` afterwards. Intermediates live in the arena: read a
         step's outputs in its on_step call (a later step may reuse their memory)."""
-        return self._run(self._prepare(inputs), on_step)
+        batch, inputs = self._prepare(inputs)
+        return self._run(inputs, on_step, batch=batch)
 
     def save(self, path) -> None:
         """Write the engine to one file (runtime/format.py); `trident.runtime.load_engine` reads it."""
@@ -228,9 +228,10 @@ class Engine:
             parts.append(f"{name}: {str(t.dtype).replace('torch.', '')}{shape}")
         return ", ".join(parts)
 
-    def _prepare(self, inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-        self.check_inputs(inputs)
-        return [x.contiguous() for x in inputs]
+    def _prepare(self, inputs: Sequence[torch.Tensor]) -> tuple[int | None, list[torch.Tensor]]:
+        """Checked inputs, dense (kernels were generated for dense inputs), and their batch."""
+        batch = self.check_inputs(inputs)
+        return batch, [x.contiguous() for x in inputs]
 
     def _batch_from(self, inputs: Sequence[torch.Tensor]) -> int | None:
         if self.dynamic is None:

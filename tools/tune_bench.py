@@ -40,28 +40,16 @@ def _sync():
 
 
 def engine_ms(engine, inputs) -> float:
-    """Median ms per engine call (CUDA graph replay), CUDA events around 20-call batches."""
-    import statistics
+    """Median ms per engine call (CUDA graph replay), timed with CUDA events."""
+    from trident.tools.bench import bench_ms
 
-    import torch
-
-    for _ in range(5):
-        engine(*inputs)
-    _sync()
-    samples = []
-    for _ in range(10):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        for _ in range(20):
-            engine(*inputs)
-        end.record()
-        end.synchronize()
-        samples.append(start.elapsed_time(end) / 20)
-    return statistics.median(samples)
+    return bench_ms(lambda: engine(*inputs), warmup=5, rep=50)["median_ms"]
 
 
 def rel_err(got, ref) -> float:
-    return ((got.float() - ref.float()).norm() / ref.float().norm()).item()
+    from trident.compiler.testing import relative_error
+
+    return relative_error(got, ref)
 
 
 def bench_model(name: str, batch: int, level: str) -> dict:

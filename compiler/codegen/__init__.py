@@ -38,12 +38,12 @@ def generate(graph: Graph, groups: list[Group]) -> Program:
         outputs = group.outputs(graph, consumers)
         feeds = any(group_of.get(id(c)) is not None and group_of[id(c)].kind in NEEDS_NHWC
                     for o in outputs for c in consumers.get(o, []))
-        _plan_group(group, outputs, feeds, program, names)
+        _plan_group(group, outputs, feeds, program, names, consumers)
     return program
 
 
 def _plan_group(group: Group, outputs: list[str], feeds_nhwc: bool, program: Program,
-                names: dict[str, int]) -> None:
+                names: dict[str, int], consumers: dict[str, list[Node]]) -> None:
     graph, layouts = program.graph, program.layouts
     node = group.nodes[0]
     if group.kind == "view":
@@ -58,7 +58,6 @@ def _plan_group(group: Group, outputs: list[str], feeds_nhwc: bool, program: Pro
         layouts.update(zip(node.outputs, torch_output_layouts(node, layouts, graph)))
         program.steps.append(Step("torch", list(node.inputs), list(node.outputs), group))
         return
-    consumers = graph.consumers()
     for value in outputs:
         layouts[value] = output_layout(group, value, graph, layouts, feeds_nhwc, consumers)
     name = _unique(group, names)
