@@ -1,6 +1,7 @@
 """Small helpers shared by the kernel templates: program-id ordering and launch arithmetic."""
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 
@@ -27,6 +28,23 @@ def grouped_pid(pid, M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_M
     pid_m = first_pid_m + ((pid % num_pid_in_group) % group_size_m)
     pid_n = (pid % num_pid_in_group) // group_size_m
     return pid_m, pid_n
+
+
+def persistent_grid(tiles: int, programs_per_sm: int) -> int:
+    """Programs to launch for `tiles` output tiles: all of them, or a persistent k-per-SM grid."""
+    if programs_per_sm <= 0:
+        return tiles
+    return max(1, min(tiles, programs_per_sm * num_sms()))
+
+
+@functools.lru_cache(maxsize=None)
+def num_sms() -> int:
+    """Streaming multiprocessors of the current GPU (H200's 132 where there is none)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return 132
+    return torch.cuda.get_device_properties(torch.cuda.current_device()).multi_processor_count
 
 
 def cdiv(a: int, b: int) -> int:
@@ -72,6 +90,10 @@ class TileConfig:
     GROUP_M: int = 8
     num_warps: int = 4
     num_stages: int = 3
+    # 0: one program per output tile. k > 0: a persistent grid of k programs per SM, each looping
+    # over tiles, so the software pipeline prefetches the next tile's operands during this tile's
+    # epilogue (what pays for GEMMs with a short K loop and a big output, e.g. 1x1 convs).
+    programs_per_sm: int = 0
 
     def check(self, dtype) -> None:
         """Raise ValueError for a config tl.dot cannot compile (dims < 16, non powers of 2)."""
@@ -115,6 +137,14 @@ def dot_acc(a, b, acc, INPUT_PRECISION: tl.constexpr):
         # fp16: input_precision means nothing here, so it is not passed.
         out = tl.dot(a, b, acc)
     return out
+
+
+@triton.jit
+def cast_for_store(acc, ptr):
+    """acc in the element type `ptr` stores; int8 saturates (an int8 conv's accumulator holds integers)."""
+    if ptr.dtype.element_ty == tl.int8:
+        acc = tl.minimum(tl.maximum(acc, -128), 127)
+    return acc.to(ptr.dtype.element_ty)
 
 
 @triton.jit

@@ -15,8 +15,9 @@ from __future__ import annotations
 import torch
 
 from trident.compiler import config as _config
-from trident.kernels.common import (TileConfig, cdiv, dot_acc, grouped_pid, interpreter_block, is_int8, is_interpreter,
-                                    next_pow2, nhwc_window_origin, window_origin, zero_acc)
+from trident.kernels.common import (TileConfig, cast_for_store, cdiv, dot_acc, grouped_pid, interpreter_block,
+                                    is_int8, is_interpreter, next_pow2, nhwc_window_origin, persistent_grid,
+                                    window_origin, zero_acc)
 
 import triton
 import triton.language as tl
@@ -137,15 +138,14 @@ def depthwise_conv2d_nhwc_tile(x_ptr, w_ptr, N, H, W, C, OH, OW, stride_h, strid
 
 
 @triton.jit
-def conv2d_nhwc_kernel(x_ptr, w_ptr, bias_ptr, y_ptr, N, H, W, C, OH, OW, OC, stride_h, stride_w, pad_h, pad_w,
-                       dil_h, dil_w, C_PER_GROUP, OC_PER_GROUP,
-                       KH: tl.constexpr, KW: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                       BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr, INPUT_PRECISION: tl.constexpr,
-                       SMALL_C: tl.constexpr, HAS_BIAS: tl.constexpr):
-    """Standalone conv: grid = (tiles of [N*OH*OW, OC_PER_GROUP], groups)."""
-    group = tl.program_id(1)
+def conv2d_nhwc_store_tile(tile, group, x_ptr, w_ptr, bias_ptr, y_ptr, N, H, W, C, OH, OW, OC, stride_h,
+                           stride_w, pad_h, pad_w, dil_h, dil_w, C_PER_GROUP, OC_PER_GROUP,
+                           KH: tl.constexpr, KW: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                           BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+                           SMALL_C: tl.constexpr, HAS_BIAS: tl.constexpr):
+    """Output tile number `tile` (grouped order) of conv group `group`, plus bias, stored."""
     M = N * OH * OW
-    pid_m, pid_n = grouped_pid(tl.program_id(0), M, OC_PER_GROUP, BLOCK_M, BLOCK_N, GROUP_M)
+    pid_m, pid_n = grouped_pid(tile, M, OC_PER_GROUP, BLOCK_M, BLOCK_N, GROUP_M)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     if SMALL_C:
@@ -162,7 +162,27 @@ def conv2d_nhwc_kernel(x_ptr, w_ptr, bias_ptr, y_ptr, N, H, W, C, OH, OW, OC, st
     if HAS_BIAS:
         acc += tl.load(bias_ptr + oc, mask=n_ok, other=0).to(acc.dtype)[None, :]
     mask = (offs_m[:, None] < M) & n_ok[None, :]
-    tl.store(y_ptr + offs_m[:, None] * OC + oc[None, :], acc.to(y_ptr.dtype.element_ty), mask=mask)
+    tl.store(y_ptr + offs_m[:, None] * OC + oc[None, :], cast_for_store(acc, y_ptr), mask=mask)
+
+
+@triton.jit
+def conv2d_nhwc_kernel(x_ptr, w_ptr, bias_ptr, y_ptr, N, H, W, C, OH, OW, OC, stride_h, stride_w, pad_h, pad_w,
+                       dil_h, dil_w, C_PER_GROUP, OC_PER_GROUP,
+                       KH: tl.constexpr, KW: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                       BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+                       SMALL_C: tl.constexpr, HAS_BIAS: tl.constexpr, PERSISTENT: tl.constexpr):
+    """Standalone conv: grid = (tiles of [N*OH*OW, OC_PER_GROUP] or a persistent grid, groups)."""
+    group = tl.program_id(1)
+    if PERSISTENT:
+        tiles = tl.cdiv(N * OH * OW, BLOCK_M) * tl.cdiv(OC_PER_GROUP, BLOCK_N)
+        for tile in tl.range(tl.program_id(0), tiles, tl.num_programs(0), flatten=True):
+            conv2d_nhwc_store_tile(tile, group, x_ptr, w_ptr, bias_ptr, y_ptr, N, H, W, C, OH, OW, OC, stride_h,
+                                   stride_w, pad_h, pad_w, dil_h, dil_w, C_PER_GROUP, OC_PER_GROUP, KH, KW,
+                                   BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, INPUT_PRECISION, SMALL_C, HAS_BIAS)
+    else:
+        conv2d_nhwc_store_tile(tl.program_id(0), group, x_ptr, w_ptr, bias_ptr, y_ptr, N, H, W, C, OH, OW, OC,
+                               stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, C_PER_GROUP, OC_PER_GROUP, KH, KW,
+                               BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, INPUT_PRECISION, SMALL_C, HAS_BIAS)
 
 
 @triton.jit
@@ -178,7 +198,7 @@ def depthwise_conv2d_nhwc_kernel(x_ptr, w_ptr, bias_ptr, y_ptr, N, H, W, C, OH, 
     if HAS_BIAS:
         acc += tl.load(bias_ptr + offs_c, mask=c_ok, other=0).to(tl.float32)[None, :]
     mask = (offs_m[:, None] < N * OH * OW) & c_ok[None, :]
-    tl.store(y_ptr + offs_m[:, None] * C + offs_c[None, :], acc.to(y_ptr.dtype.element_ty), mask=mask)
+    tl.store(y_ptr + offs_m[:, None] * C + offs_c[None, :], cast_for_store(acc, y_ptr), mask=mask)
 
 
 def _pointwise_conv(x, w_packed, bias, y, config, input_precision):
@@ -305,13 +325,14 @@ def is_pointwise_gemm(kh: int, kw: int, stride, padding, groups: int) -> bool:
 
 def conv2d_nhwc(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None, stride=(1, 1),
                 padding=(0, 0, 0, 0), dilation=(1, 1), groups: int = 1, config: ConvConfig | None = None,
-                input_precision: str | None = None, prepacked: bool = False) -> torch.Tensor:
+                input_precision: str | None = None, prepacked: bool = False, out_dtype=None) -> torch.Tensor:
     """Conv2d of logical-NCHW x (any memory format) with PyTorch-layout w [OC, C/groups, KH, KW].
 
     padding is (top, left, bottom, right) (or int / (h, w)). Returns logical NCHW in channels_last
     memory format; int8 inputs give int32 (bias, if any, must then be int32).
     prepacked: w is already pack_conv_weight's [OC, KH, KW, C/groups] (or, for depthwise,
     pack_depthwise_weight's [KH, KW, C]), as an engine stores it; skips the per-call reformat.
+    out_dtype: y's dtype (default x's, int32 for int8); int8 output from int8 saturates the accumulator.
     """
     if x.dim() != 4 or w.dim() not in ((3, 4) if prepacked else (4,)) or (prepacked and not w.is_contiguous()):
         raise ValueError(f"conv2d_nhwc: bad ranks x {tuple(x.shape)}, w {tuple(w.shape)} (prepacked={prepacked})")
@@ -331,7 +352,10 @@ def conv2d_nhwc(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = No
     OH, OW = conv_out_size(H, KH, sh, pt, pb, dh), conv_out_size(W, KW, sw, pl, pr, dw)
     if OH <= 0 or OW <= 0:
         raise ValueError(f"conv output would be {OH}x{OW}")
-    out_dtype = torch.int32 if is_int8(x.dtype) else x.dtype
+    if out_dtype is None:
+        out_dtype = torch.int32 if is_int8(x.dtype) else x.dtype
+    if out_dtype == torch.int8 and not is_int8(x.dtype):
+        raise ValueError("conv2d_nhwc: int8 output needs int8 inputs (requantize float outputs yourself)")
     x = x.contiguous(memory_format=torch.channels_last)  # storage is now NHWC contiguous
     y = torch.empty((N, OC, OH, OW), device=x.device, dtype=out_dtype, memory_format=torch.channels_last)
     M = N * OH * OW
@@ -360,11 +384,11 @@ def conv2d_nhwc(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = No
     cfg = config or heuristic_config(M, ocpg, cpg, KH, KW, x.dtype)
     if cfg.BLOCK_M < 16 or cfg.BLOCK_N < 16 or cfg.BLOCK_K < _min_block_k(x.dtype):
         raise ValueError(f"{cfg}: tl.dot needs blocks >= 16 (BLOCK_K >= 32 for int8)")
-    grid = (cdiv(M, cfg.BLOCK_M) * cdiv(ocpg, cfg.BLOCK_N), groups)
+    grid = (persistent_grid(cdiv(M, cfg.BLOCK_M) * cdiv(ocpg, cfg.BLOCK_N), cfg.programs_per_sm), groups)
     w = w if prepacked else pack_conv_weight(w, groups)
     conv2d_nhwc_kernel[grid](x, w, bias_arg, y, N, H, W, C, OH, OW, OC, sh, sw, pt, pl,
                              dh, dw, cpg, ocpg, KH=KH, KW=KW, BLOCK_M=cfg.BLOCK_M, BLOCK_N=cfg.BLOCK_N,
                              BLOCK_K=cfg.BLOCK_K, GROUP_M=cfg.GROUP_M, INPUT_PRECISION=input_precision,
                              SMALL_C=use_small_c_tile(cpg, cfg.BLOCK_K), HAS_BIAS=has_bias,
-                             num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+                             PERSISTENT=cfg.programs_per_sm > 0, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
     return y

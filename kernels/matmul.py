@@ -13,8 +13,8 @@ from __future__ import annotations
 import torch
 
 from trident.compiler import config as _config
-from trident.kernels.common import (TileConfig, cdiv, dot_acc, grouped_pid, interpreter_block, is_int8, is_interpreter,
-                                    next_pow2, zero_acc)
+from trident.kernels.common import (TileConfig, cast_for_store, cdiv, dot_acc, grouped_pid, interpreter_block,
+                                    is_int8, is_interpreter, next_pow2, persistent_grid, zero_acc)
 
 import triton
 import triton.language as tl
@@ -47,19 +47,35 @@ def matmul_tile(a_ptr, b_ptr, M, N, K, stride_am, stride_ak, stride_bk, stride_b
 
 
 @triton.jit
-def matmul_kernel(a_ptr, b_ptr, c_ptr, M, N, K, stride_am, stride_ak, stride_bk, stride_bn,
-                  stride_cm, stride_cn,
-                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                  GROUP_M: tl.constexpr, INPUT_PRECISION: tl.constexpr):
-    """Standalone GEMM: one program per C tile, grid = cdiv(M, BLOCK_M) * cdiv(N, BLOCK_N)."""
-    pid_m, pid_n = grouped_pid(tl.program_id(0), M, N, BLOCK_M, BLOCK_N, GROUP_M)
+def matmul_store_tile(tile, a_ptr, b_ptr, c_ptr, M, N, K, stride_am, stride_ak, stride_bk, stride_bn,
+                      stride_cm, stride_cn, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                      BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr, INPUT_PRECISION: tl.constexpr):
+    """C tile number `tile` (in grouped order) = A @ B, stored."""
+    pid_m, pid_n = grouped_pid(tile, M, N, BLOCK_M, BLOCK_N, GROUP_M)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     acc = matmul_tile(a_ptr, b_ptr, M, N, K, stride_am, stride_ak, stride_bk, stride_bn, offs_m, offs_n,
                       BLOCK_M, BLOCK_N, BLOCK_K, INPUT_PRECISION)
     c_ptrs = c_ptr + offs_m[:, None] * stride_cm + offs_n[None, :] * stride_cn
     mask = (offs_m[:, None] < M) & (offs_n[None, :] < N)
-    tl.store(c_ptrs, acc.to(c_ptr.dtype.element_ty), mask=mask)
+    tl.store(c_ptrs, cast_for_store(acc, c_ptr), mask=mask)
+
+
+@triton.jit
+def matmul_kernel(a_ptr, b_ptr, c_ptr, M, N, K, stride_am, stride_ak, stride_bk, stride_bn,
+                  stride_cm, stride_cn,
+                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                  GROUP_M: tl.constexpr, INPUT_PRECISION: tl.constexpr, PERSISTENT: tl.constexpr):
+    """Standalone GEMM. Grid: one program per C tile, or (PERSISTENT) fewer programs that loop
+    over the tiles; flatten=True lets Triton pipeline one tile's loads under the last one's store."""
+    if PERSISTENT:
+        tiles = tl.cdiv(M, BLOCK_M) * tl.cdiv(N, BLOCK_N)
+        for tile in tl.range(tl.program_id(0), tiles, tl.num_programs(0), flatten=True):
+            matmul_store_tile(tile, a_ptr, b_ptr, c_ptr, M, N, K, stride_am, stride_ak, stride_bk, stride_bn,
+                              stride_cm, stride_cn, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, INPUT_PRECISION)
+    else:
+        matmul_store_tile(tl.program_id(0), a_ptr, b_ptr, c_ptr, M, N, K, stride_am, stride_ak, stride_bk,
+                          stride_bn, stride_cm, stride_cn, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, INPUT_PRECISION)
 
 
 MatmulConfig = TileConfig  # one config type for every tiled template
@@ -130,9 +146,10 @@ def matmul(a: torch.Tensor, b: torch.Tensor, *, b_k_major: bool = False, out_dty
     cfg = config or heuristic_config(M, N, K, a.dtype)
     cfg.check(a.dtype)
     stride_bk, stride_bn = (b.stride(1), b.stride(0)) if b_k_major else (b.stride(0), b.stride(1))
-    grid = (cdiv(M, cfg.BLOCK_M) * cdiv(N, cfg.BLOCK_N),)
+    grid = (persistent_grid(cdiv(M, cfg.BLOCK_M) * cdiv(N, cfg.BLOCK_N), cfg.programs_per_sm),)
     matmul_kernel[grid](a, b, c, M, N, K, a.stride(0), a.stride(1), stride_bk, stride_bn,
                         c.stride(0), c.stride(1),
                         BLOCK_M=cfg.BLOCK_M, BLOCK_N=cfg.BLOCK_N, BLOCK_K=cfg.BLOCK_K, GROUP_M=cfg.GROUP_M,
-                        INPUT_PRECISION=input_precision, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+                        INPUT_PRECISION=input_precision, PERSISTENT=cfg.programs_per_sm > 0,
+                        num_warps=cfg.num_warps, num_stages=cfg.num_stages)
     return c

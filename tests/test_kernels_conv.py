@@ -49,6 +49,7 @@ CASES = {
     "3x3": (2, 20, 9, 11, 24, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1),
     "rect_strided_dilated_asym": (2, 20, 10, 9, 17, 3, 2, (2, 1), (1, 0, 2, 1), (2, 1), 1),
     "1x1_downsample": (2, 36, 8, 7, 40, 1, 1, (2, 2), (0, 0, 0, 0), (1, 1), 1),
+    "1x1_s1": (2, 24, 5, 6, 20, 1, 1, (1, 1), (0, 0, 0, 0), (1, 1), 1),
     "stem_7x7_c3": (1, 3, 12, 12, 16, 7, 7, (2, 2), (3, 3, 3, 3), (1, 1), 1),
     "groups_small_c": (2, 16, 8, 9, 32, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 4),
     "groups_c20": (1, 40, 7, 8, 24, 3, 3, (2, 1), (0, 1, 1, 0), (1, 1), 2),
@@ -90,6 +91,28 @@ def test_conv_both_tiles_many_programs(dtype, block_k):
     assert use_small_c_tile(20, block_k) == (block_k == 64)
     run_case("rect_strided_dilated_asym", dtype, config=cfg, seed=3)
     run_case("groups_c20", dtype, config=cfg, seed=4)
+
+
+@pytest.mark.parametrize("dtype,block_k", [(torch.float16, 16), (torch.int8, 64)])
+def test_conv_persistent_grid_loops_over_tiles(dtype, block_k, monkeypatch):
+    # 2 programs per group loop over all the tiles, for both tiles (channel walk and flat K).
+    monkeypatch.setattr("trident.kernels.common.num_sms", lambda: 2)
+    cfg = ConvConfig(16, 16, block_k, GROUP_M=2, programs_per_sm=1)
+    run_case("rect_strided_dilated_asym", dtype, config=cfg, seed=5)
+    run_case("groups_c20", dtype, config=cfg, seed=6)
+
+
+@pytest.mark.parametrize("name", ["3x3", "1x1_s1", "depthwise_3x3_s2"])
+def test_conv_int8_output_saturates(name):
+    # Every path (implicit GEMM, pointwise GEMM, depthwise) stores clamp(acc, -128, 127).
+    N, C, H, W, OC, KH, KW, stride, pads, dil, groups = CASES[name]
+    x, w = rand((N, C, H, W), torch.int8, 7), rand((OC, C // groups, KH, KW), torch.int8, 8)
+    y = conv2d_nhwc(x, w, None, stride, pads, dil, groups, out_dtype=torch.int8)
+    ref = reference(x, w, None, stride, pads, dil, groups).clamp(-128, 127)
+    assert y.dtype == torch.int8 and (ref.abs() == 128).any()
+    assert torch.equal(y.long().cpu(), ref.long())
+    with pytest.raises(ValueError, match="int8 output needs int8 inputs"):
+        conv2d_nhwc(x.float(), w.float(), None, stride, pads, dil, groups, out_dtype=torch.int8)
 
 
 def test_conv_prepacked_and_any_input_layout():

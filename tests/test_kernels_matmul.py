@@ -59,6 +59,16 @@ def test_matmul_many_programs_and_k_steps(dtype, b_k_major):
     check(matmul(a, b, b_k_major=b_k_major, config=cfg), a, b_kn, dtype)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.int8])
+def test_matmul_persistent_grid_loops_over_tiles(dtype, monkeypatch):
+    # 3 programs for 20 tiles: each program runs the tile loop 6-7 times (tails included).
+    monkeypatch.setattr("trident.kernels.common.num_sms", lambda: 3)
+    M, N, K = 70, 50, 90
+    cfg = MatmulConfig(16, 16, 32 if dtype == torch.int8 else 16, GROUP_M=2, programs_per_sm=1)
+    a, b_kn = rand((M, K), dtype, 11), rand((K, N), dtype, 12)
+    check(matmul(a, b_kn.t().contiguous(), b_k_major=True, config=cfg), a, b_kn, dtype)
+
+
 def test_matmul_strided_operands():
     # Transposed views: the kernel takes strides, nothing is made contiguous.
     at = rand((45, 33), torch.float32, 5)  # a = at.T is [33, 45], column-major

@@ -1,0 +1,270 @@
+"""Config sweep of the conv and GEMM templates on the GPU, beside cuDNN / cuBLAS.
+
+    python -m trident.kernels.sweep [--only conv,gemm] [--dtypes fp16,int8] [--workers 14]
+                                    [--budget-s 400] [--json sweep.json]
+
+For every ResNet-50 conv shape (batch 256) and every GEMM shape of kernels/bench.py, a grid of tile
+configs (block sizes x BLOCK_K x stages, plus persistent variants of the big tiles) pruned by shared
+memory and by the problem. Worker processes compile each config by running it once (Triton's disk
+cache then holds the binary); the main process times them with `do_bench` as they become ready.
+Prints the best config per shape and writes every trial as JSON: the data the heuristics and
+candidate lists in kernels/conv.py and kernels/matmul.py are read from. Never asserts a timing.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import multiprocessing
+import platform
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+
+import torch
+
+from trident.kernels.bench import RESNET50_CONVS
+
+# (M, N, K): a square GEMM and BERT-base's (batch 32 x seq 128 rows): QKV, out-proj, FFN up, FFN down.
+GEMMS = [(8192, 8192, 8192), (4096, 2304, 768), (4096, 768, 768), (4096, 3072, 768), (4096, 768, 3072)]
+# (BLOCK_M, BLOCK_N, num_warps), x BLOCK_K (in 16-bit elements) x stages below.
+TILES = [(128, 256, 8), (256, 128, 8), (128, 128, 8), (128, 128, 4), (64, 256, 4), (256, 64, 4),
+         (128, 64, 4), (64, 128, 4), (64, 64, 4)]
+K_STAGES = {32: (3, 4, 5), 64: (3, 4), 128: (2, 3)}
+PERSISTENT = [(128, 256, 8, 64, 3, 1), (256, 128, 8, 64, 3, 1), (128, 128, 8, 64, 3, 1), (128, 128, 8, 64, 3, 2),
+              (128, 128, 4, 64, 4, 2)]
+SMEM_BUDGET = 200 * 1024  # of 227 KB: leave room for the epilogue's layout conversion
+
+
+@dataclass(frozen=True)
+class Case:
+    kind: str      # "conv" | "gemm"
+    dtype: str     # "fp16" | "int8"
+    shape: tuple   # conv: RESNET50_CONVS row; gemm: (M, N, K)
+
+    @property
+    def name(self) -> str:
+        if self.kind == "gemm":
+            return f"{self.dtype} GEMM {'x'.join(map(str, self.shape))}"
+        C, H, OC, k, s, p, _ = self.shape
+        return f"{self.dtype} conv C{C} {H}x{H} -> OC{OC} k{k} s{s}"
+
+    def gemm_view(self, batch: int) -> tuple[int, int, int, int]:
+        """(M, N, K, the K a channel block walks) of the problem."""
+        if self.kind == "gemm":
+            M, N, K = self.shape
+            return M, N, K, K
+        C, H, OC, k, s, p, _ = self.shape
+        oh = (H + 2 * p - k) // s + 1
+        return batch * oh * oh, OC, C * k * k, C
+
+
+def _elem(dtype: str) -> int:
+    return 1 if dtype == "int8" else 2
+
+
+def config_grid(case: Case, batch: int):
+    """The configs tried for one case: the template's own candidates, the tile grid, persistent variants."""
+    from trident.kernels.common import TileConfig, next_pow2
+    from trident.kernels.conv import candidate_configs as conv_candidates, use_small_c_tile
+    from trident.kernels.matmul import candidate_configs as gemm_candidates
+
+    M, N, K, walk = case.gemm_view(batch)
+    e = _elem(case.dtype)
+    torch_dtype = torch.int8 if case.dtype == "int8" else torch.float16
+    if case.kind == "gemm":
+        own = gemm_candidates(M, N, K, torch_dtype)
+    else:
+        C, H, OC, k, *_ = case.shape
+        own = conv_candidates(M, OC, C, k, k, torch_dtype)
+    grid = [TileConfig(bm, bn, bk16 * 2 // e, 8, w, s) for bm, bn, w in TILES for bk16, stages in K_STAGES.items()
+            for s in stages]
+    grid += [TileConfig(bm, bn, bk16 * 2 // e, 8, w, s, programs_per_sm=p) for bm, bn, w, bk16, s, p in PERSISTENT]
+
+    def k_iters(c) -> int:
+        if case.kind == "conv" and not use_small_c_tile(walk, c.BLOCK_K):  # tap by tap, C in blocks
+            return K // walk * math.ceil(walk / c.BLOCK_K)
+        return math.ceil(K / c.BLOCK_K)
+
+    def fits(c) -> bool:
+        return (c.BLOCK_M <= max(16, next_pow2(M)) and c.BLOCK_N <= max(16, next_pow2(N))
+                and c.BLOCK_K <= max(32 // e, next_pow2(K))
+                and c.num_stages * (c.BLOCK_M + c.BLOCK_N) * c.BLOCK_K * e <= SMEM_BUDGET
+                and c.num_stages <= max(2, k_iters(c) + 1))
+
+    return list(dict.fromkeys(own + [c for c in grid if fits(c)]))
+
+
+# ------------------------------------------------------------------ problems on the GPU ----
+def make_problem(case: Case, batch: int):
+    """(run(config), reference(), flops) with inputs allocated once."""
+    import torch.nn.functional as F
+
+    from trident.kernels.conv import conv2d_nhwc, pack_conv_weight
+    from trident.kernels.matmul import matmul
+
+    g = torch.Generator(device="cuda").manual_seed(0)
+    int8 = case.dtype == "int8"
+
+    def rand(shape, scale=1.0):
+        if int8:
+            return torch.randint(-100, 100, shape, device="cuda", dtype=torch.int8, generator=g)
+        return torch.randn(shape, device="cuda", dtype=torch.float16, generator=g) * scale
+
+    if case.kind == "gemm":
+        M, N, K = case.shape
+        a, b_nk = rand((M, K)), rand((N, K), 1 / math.sqrt(K))  # weights K-major, as an engine stores them
+        if int8:
+            b_kn = b_nk.t().contiguous()
+            ref = lambda: torch._int_mm(a, b_kn)  # noqa: E731
+        else:
+            ref = lambda: torch.matmul(a, b_nk.t())  # noqa: E731
+        run = lambda cfg: matmul(a, b_nk, b_k_major=True, config=cfg,  # noqa: E731
+                                 out_dtype=torch.int8 if int8 else None)
+        return run, ref, 2.0 * M * N * K
+    C, H, OC, k, s, p, _ = case.shape
+    x = rand((batch, C, H, H)).contiguous(memory_format=torch.channels_last)
+    w = rand((OC, C, k, k), 1 / math.sqrt(C * k * k))
+    w_packed = pack_conv_weight(w)
+    if int8:
+        # cuDNN has no int8 NHWC conv through torch: the anchor is its fp16 conv of the same shape.
+        xh, wh = x.half(), w.half().contiguous(memory_format=torch.channels_last)
+        ref = lambda: F.conv2d(xh, wh, None, s, p)  # noqa: E731
+    else:
+        w_cl = w.contiguous(memory_format=torch.channels_last)
+        ref = lambda: F.conv2d(x, w_cl, None, s, p)  # noqa: E731
+    run = lambda cfg: conv2d_nhwc(x, w_packed, None, s, p, config=cfg, prepacked=True,  # noqa: E731
+                                  out_dtype=torch.int8 if int8 else None)
+    M = case.gemm_view(batch)[0]
+    return run, ref, 2.0 * M * OC * C * k * k
+
+
+# --------------------------------------------------------------------- compile workers ----
+_WORKER: dict = {}
+
+
+def _worker_init(batch: int) -> None:
+    import trident.kernels  # noqa: F401  (before triton, as everywhere in trident)
+
+    _WORKER["batch"] = batch
+
+
+def _compile(case: Case, cfg) -> str | None:
+    """Run one config once in a worker (compiling it into Triton's disk cache): None or the error."""
+    try:
+        if _WORKER.get("case") != case:
+            _WORKER.pop("run", None)
+            torch.cuda.empty_cache()
+            _WORKER["run"], _, _ = make_problem(case, _WORKER["batch"])
+            _WORKER["case"] = case
+        _WORKER["run"](cfg)
+        torch.cuda.synchronize()
+        return None
+    except Exception as exc:  # noqa: BLE001 - a config that fails is a data point
+        text = str(exc).strip().splitlines()
+        return f"{type(exc).__name__}: {text[-1][:200] if text else ''}"
+
+
+def _time(fn, rep_ms: int) -> float:
+    from triton.testing import do_bench
+
+    # Median: the compile workers run each config once, and a launch of theirs may overlap a sample.
+    return do_bench(fn, warmup=max(5, rep_ms // 4), rep=rep_ms, return_mode="median")
+
+
+def sweep_case(case: Case, configs, futures, batch: int, rep_ms: int) -> dict:
+    run, ref, flops = make_problem(case, batch)
+    ref_ms = _time(ref, rep_ms)
+    trials = []
+    for cfg, fut in zip(configs, futures):
+        try:
+            error = fut.result()
+        except Exception as exc:  # noqa: BLE001 - a crashed worker (the pool then stops compiling)
+            error = f"compile worker: {type(exc).__name__}"
+        ms = math.inf
+        if error is None:
+            try:
+                ms = _time(lambda c=cfg: run(c), rep_ms)
+            except Exception as exc:  # noqa: BLE001
+                error = f"{type(exc).__name__}: {str(exc)[:200]}"
+        trials.append({"config": asdict(cfg), "ms": ms, "error": error})
+    ok = [t for t in trials if math.isfinite(t["ms"])]
+    best = min(ok, key=lambda t: t["ms"]) if ok else None
+    return {"name": case.name, "kind": case.kind, "dtype": case.dtype, "shape": list(case.shape), "flops": flops,
+            "ref_ms": ref_ms, "heuristic_ms": trials[0]["ms"], "best": best,
+            "speedup": ref_ms / best["ms"] if best else 0.0, "trials": trials}
+
+
+def _cases(only: set, dtypes: list[str]) -> list[Case]:
+    cases = []
+    for dtype in dtypes:
+        if "gemm" in only:
+            cases += [Case("gemm", dtype, shape) for shape in GEMMS]
+        if "conv" in only:
+            cases += [Case("conv", dtype, shape) for shape in RESNET50_CONVS]
+    return cases
+
+
+def _cfg_text(c: dict) -> str:
+    text = f"{c['BLOCK_M']}x{c['BLOCK_N']}x{c['BLOCK_K']} w{c['num_warps']} s{c['num_stages']}"
+    return text + (f" p{c['programs_per_sm']}" if c.get("programs_per_sm") else "")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", default="gemm,conv")
+    ap.add_argument("--dtypes", default="fp16,int8")
+    ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--workers", type=int, default=max(1, (multiprocessing.cpu_count() or 2) - 2))
+    ap.add_argument("--rep", type=int, default=25, help="do_bench rep time in ms per config")
+    ap.add_argument("--budget-s", type=float, default=math.inf, help="stop starting new shapes after this long")
+    ap.add_argument("--json", default="sweep.json")
+    args = ap.parse_args(argv)
+    if not torch.cuda.is_available():
+        print("trident.kernels.sweep needs a CUDA GPU.", file=sys.stderr)
+        return 2
+    import trident.kernels  # noqa: F401
+
+    import triton
+
+    torch.backends.cudnn.benchmark = True
+    start = time.time()
+    cases = _cases(set(args.only.split(",")), args.dtypes.split(","))
+    plans = [(case, config_grid(case, args.batch)) for case in cases]
+    print(f"{len(cases)} shapes, {sum(len(c) for _, c in plans)} configs, {args.workers} compile workers",
+          flush=True)
+    result = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "triton": triton.__version__,
+              "python": platform.python_version(), "date": time.strftime("%Y-%m-%d"), "batch": args.batch,
+              "cases": []}
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(args.workers, mp_context=ctx, initializer=_worker_init,
+                             initargs=(args.batch,)) as pool:
+        submitted = [(case, configs, [pool.submit(_compile, case, c) for c in configs]) for case, configs in plans]
+        print(f"{'shape':<44}{'ref ms':>8}{'heur ms':>9}{'best ms':>9}{'x ref':>7}  best config", flush=True)
+        for case, configs, futures in submitted:
+            if time.time() - start > args.budget_s:
+                print(f"budget of {args.budget_s:.0f} s spent: stopping before {case.name}", flush=True)
+                for f in futures:
+                    f.cancel()
+                continue
+            r = sweep_case(case, configs, futures, args.batch, args.rep)
+            torch.cuda.empty_cache()  # the case's inputs are garbage now
+            result["cases"].append(r)
+            best = _cfg_text(r["best"]["config"]) if r["best"] else "(none ran)"
+            best_ms = r["best"]["ms"] if r["best"] else math.inf
+            print(f"{r['name']:<44}{r['ref_ms']:>8.4f}{r['heuristic_ms']:>9.4f}{best_ms:>9.4f}"
+                  f"{r['speedup']:>6.2f}x  {best}", flush=True)
+            with open(args.json, "w") as f:  # after every shape: a cut-short run keeps what it measured
+                json.dump(result, f, indent=1, default=str)
+        pool.shutdown(cancel_futures=True)
+    for kind, dtype in sorted({(r["kind"], r["dtype"]) for r in result["cases"]}):
+        rows = [r for r in result["cases"] if (r["kind"], r["dtype"]) == (kind, dtype) and r["speedup"] > 0]
+        geo = math.exp(sum(math.log(r["speedup"]) for r in rows) / len(rows))
+        print(f"{dtype} {kind}: geometric mean of best / reference over {len(rows)} shapes: {geo:.3f}x")
+    print(f"sweep took {time.time() - start:.0f} s; wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
