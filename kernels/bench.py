@@ -111,6 +111,18 @@ def bench_conv(shape, batch: int, quick: bool, rep: int) -> dict:
             "best_config": asdict(best_cfg), "trials": trials}
 
 
+def _precompile(only: set, size: int, batch: int) -> None:
+    """Compile every candidate config of the K-major GEMMs and the convs in parallel processes
+    (kernels/sweep.py), so the timing loop below loads binaries instead of compiling one by one."""
+    from trident.kernels.sweep import Case, config_candidates, default_workers, precompile
+
+    cases = [Case("gemm", "fp16", (size, size, size))] if "gemm" in only else []
+    cases += [Case("conv", "fp16", shape) for shape in RESNET50_CONVS if "conv" in only]
+    jobs = [(case, cfg) for case in cases for cfg in config_candidates(case, batch)]
+    print(f"compiling {len(jobs)} candidate configs in {default_workers()} processes", flush=True)
+    precompile(jobs, default_workers(), batch)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--json", help="write all results to this file")
@@ -130,6 +142,8 @@ def main(argv=None) -> int:
 
     torch.backends.cudnn.benchmark = True  # let cuDNN pick its fastest algorithm: a fair baseline
     only = set(args.only.split(","))
+    if not args.quick:
+        _precompile(only, args.size, args.batch)
     result = {"device": torch.cuda.get_device_name(), "capability": list(torch.cuda.get_device_capability()),
               "torch": torch.__version__, "triton": triton.__version__, "python": platform.python_version(),
               "gemm": [], "conv": []}

@@ -232,7 +232,13 @@ def _min_block_k(dtype) -> int:
 
 def heuristic_config(M: int, oc_per_group: int, c_per_group: int, kh: int, kw: int, dtype,
                      depthwise: bool = False) -> ConvConfig:
-    """Default config. M = N*OH*OW. In the interpreter: few, big programs (cheap there)."""
+    """Default config of the implicit-GEMM tiles (1x1 stride-1 convs are GEMMs: matmul's heuristic).
+
+    M = N*OH*OW. On the GPU: the winners of `python -m trident.kernels.sweep` over ResNet-50's convs
+    at batch 256 on an H200 (benchmarks/results/h200-sweep-*.json): one warpgroup on 128x128 (the
+    8-warp and persistent variants lose here), 128x64 for 64 output channels. In the interpreter:
+    few, big programs (cheap there).
+    """
     min_k = _min_block_k(dtype)
     if is_interpreter():
         if depthwise:
@@ -244,28 +250,35 @@ def heuristic_config(M: int, oc_per_group: int, c_per_group: int, kh: int, kw: i
         # Bandwidth-bound: 64 contiguous channels (128 B at fp16) per pixel row, 64 pixels.
         return ConvConfig(64, max(16, min(64, next_pow2(oc_per_group))), 16, 8, 4, 2)
     elem = torch.empty((), dtype=dtype).element_size()
+    int8 = elem == 1
     bk_full = {1: 128, 2: 64}.get(elem, 32)  # 128 bytes of K per row per stage
     # Channel-walking tile: a K block should not overhang C_PER_GROUP (zero-filled MMA work).
     bk = max(min_k, min(bk_full, next_pow2(c_per_group)))
-    if use_small_c_tile(c_per_group, bk):
-        bk = max(min_k, bk_full // 2)
-    bn = max(16, min(256 if M >= 16384 else 128, next_pow2(oc_per_group)))
-    bm = 128 if M >= 8192 else 64
-    if bm == 128 and bn == 256:
-        return ConvConfig(bm, bn, bk, 8, 8, 3)
-    return ConvConfig(bm, bn, bk, 8, 8 if bm * bn >= 128 * 128 else 4, 4)
+    if use_small_c_tile(c_per_group, bk):  # the stem: K walked flat, a gather per element
+        return ConvConfig(128, 64, 32, 8, 4, 5) if int8 else ConvConfig(64, 64, 32, 8, 4, 3)
+    if M < 8192:  # small batches: more, smaller tiles to fill the SMs
+        return ConvConfig(64, max(16, min(128, next_pow2(oc_per_group))), bk, 8, 4, 4)
+    if elem == 4:
+        bn = max(16, min(128, next_pow2(oc_per_group)))
+        return ConvConfig(128, bn, bk, 8, 8 if bn == 128 else 4, 3)
+    if oc_per_group <= 64:
+        return ConvConfig(256, max(16, next_pow2(oc_per_group)), min(bk, 64), 8, 4, 3) if int8 else \
+            ConvConfig(128, max(16, next_pow2(oc_per_group)), bk, 8, 4, 3)
+    if kh * kw == 1:  # strided 1x1 (downsample): half-depth K blocks
+        return ConvConfig(128, 128, max(min_k, bk_full // 2), 8, 4, 3)
+    if not int8 and c_per_group >= 512:
+        bk = 32
+    return ConvConfig(128, 128, bk, 8, 4, 3)
 
 
 def candidate_configs(M: int, oc_per_group: int, c_per_group: int, kh: int, kw: int, dtype) -> list[ConvConfig]:
-    """A short list for autotuning/benchmarks on the GPU; the heuristic's pick comes first."""
+    """A short list for autotuning: the heuristic's pick first, then the sweep's frequent winners."""
     h = heuristic_config(M, oc_per_group, c_per_group, kh, kw, dtype)
-    bk = h.BLOCK_K
-    bn = h.BLOCK_N
-    cands = [h, ConvConfig(128, min(bn, 128), bk, 8, 4, 4), ConvConfig(128, min(bn, 128), bk, 8, 8, 3),
-             ConvConfig(128, bn, bk, 8, 8, 4), ConvConfig(256, min(bn, 128), bk, 8, 8, 3),
-             ConvConfig(64, bn, bk, 8, 4, 4)]
-    if bk > _min_block_k(dtype):
-        cands.append(ConvConfig(128, min(bn, 128), bk // 2, 8, 4, 5))
+    bk, bn, min_k = h.BLOCK_K, min(h.BLOCK_N, 128), _min_block_k(dtype)
+    other_k = max(min_k, bk // 2) if bk > min_k else min(bk * 2, max(min_k, next_pow2(c_per_group)))
+    cands = [h, ConvConfig(128, bn, bk, 8, 4, 3), ConvConfig(128, bn, other_k, 8, 4, 3),
+             ConvConfig(128, bn, bk, 8, 8, 3), ConvConfig(256, bn, bk, 8, 8, 3), ConvConfig(64, bn, bk, 8, 4, 3),
+             ConvConfig(128, bn, other_k, 8, 4, 4), ConvConfig(256, min(bn, 64), bk, 8, 4, 3)]
     return list(dict.fromkeys(cands))
 
 

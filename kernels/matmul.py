@@ -90,15 +90,35 @@ NUM_SMS_H200 = 132
 
 
 def heuristic_config(M: int, N: int, K: int, dtype) -> MatmulConfig:
-    """Deterministic default config for an H200 (or cheap big blocks in the interpreter)."""
+    """Deterministic default config for an H200 (or cheap big blocks in the interpreter).
+
+    The 16- and 8-bit tiles are the winners of `python -m trident.kernels.sweep` on an H200 over
+    square, BERT and ResNet-50 1x1-conv GEMMs (benchmarks/results/h200-sweep-*.json): fp16 wants
+    128x256 on two warpgroups, persistent; int8 wants 128x128, persistent two per SM when K is deep.
+    """
     if is_interpreter():
         return MatmulConfig(interpreter_block(M), interpreter_block(N),
                             interpreter_block(K, lo=32 if is_int8(dtype) else 16),
                             GROUP_M=8, num_warps=4, num_stages=1)
-    bk = _block_k(dtype)
+    min_k = 32 if is_int8(dtype) else 16
+    bk = max(min_k, min(_block_k(dtype), next_pow2(K)))
     if M <= 64:
         # Skinny GEMM (small-batch linear layers): few rows, so spend the tile on N and K.
         return MatmulConfig(max(16, next_pow2(M)), 64 if N <= 4096 else 128, bk, 8, 4, 4)
+    if torch.empty((), dtype=dtype).element_size() == 4:
+        return _fp32_config(M, N, bk)
+    if is_int8(dtype):
+        if N >= 128 and K >= 512:
+            return MatmulConfig(128, 128, bk, 8, 8, 3, programs_per_sm=2)
+        return MatmulConfig(128, 128 if N >= 128 else 64, bk if N < 128 else min(bk, 64), 8, 4, 3)
+    if N >= 256 and cdiv(M, 128) * cdiv(N, 256) >= NUM_SMS_H200 // 2:
+        return MatmulConfig(128, 256, bk, 8, 8, 3, programs_per_sm=1)
+    if N >= 128:
+        return MatmulConfig(128, 128, bk, 8, 4, 4, programs_per_sm=2)
+    return MatmulConfig(128, 64, bk, 8, 8, 3)
+
+
+def _fp32_config(M: int, N: int, bk: int) -> MatmulConfig:
     bm, bn = 128, (256 if N >= 256 else 128)
     # Not enough tiles to fill the SMs: halve the tile (N first, then M) before starving SMs.
     if cdiv(M, bm) * cdiv(N, bn) < NUM_SMS_H200 and bn == 256:
@@ -111,12 +131,15 @@ def heuristic_config(M: int, N: int, K: int, dtype) -> MatmulConfig:
 
 
 def candidate_configs(M: int, N: int, K: int, dtype) -> list[MatmulConfig]:
-    """A short list for autotuning/benchmarks on the GPU; the heuristic's pick comes first."""
-    bk = _block_k(dtype)
+    """A short list for autotuning: the heuristic's pick first, then the sweep's frequent winners."""
+    bk = max(32 if is_int8(dtype) else 16, min(_block_k(dtype), next_pow2(K)))
+    half = max(32 if is_int8(dtype) else 16, bk // 2)
     cands = [heuristic_config(M, N, K, dtype),
-             MatmulConfig(128, 256, bk, 8, 8, 3), MatmulConfig(256, 128, bk, 8, 8, 3),
-             MatmulConfig(128, 128, bk, 8, 8, 4), MatmulConfig(128, 128, bk, 8, 4, 4),
-             MatmulConfig(64, 256, bk // 2, 8, 4, 4), MatmulConfig(128, 256, bk, 8, 8, 4)]
+             MatmulConfig(128, 256, bk, 8, 8, 3, programs_per_sm=1),
+             MatmulConfig(128, 128, bk, 8, 8, 3, programs_per_sm=2),
+             MatmulConfig(128, 128, bk, 8, 4, 4, programs_per_sm=2),
+             MatmulConfig(128, 128, half, 8, 4, 4), MatmulConfig(64, 128, bk, 8, 4, 3),
+             MatmulConfig(128, 64, bk, 8, 4, 3), MatmulConfig(256, 128, bk, 8, 8, 3, programs_per_sm=1)]
     return list(dict.fromkeys(cands))  # dedupe, keep order
 
 

@@ -64,20 +64,29 @@ def _elem(dtype: str) -> int:
     return 1 if dtype == "int8" else 2
 
 
+def config_candidates(case: Case, batch: int):
+    """The template's own candidate list for the case (what kernels/bench.py and `fast` tuning try)."""
+    from trident.kernels.conv import candidate_configs as conv_candidates
+    from trident.kernels.matmul import candidate_configs as gemm_candidates
+
+    M, N, K, _ = case.gemm_view(batch)
+    torch_dtype = torch.int8 if case.dtype == "int8" else torch.float16
+    if case.kind == "gemm":
+        return gemm_candidates(M, N, K, torch_dtype)
+    C, H, OC, k, *_ = case.shape
+    if k == 1 and case.shape[4] == 1:  # a 1x1 stride-1 conv runs as a GEMM
+        return gemm_candidates(M, OC, C, torch_dtype)
+    return conv_candidates(M, OC, C, k, k, torch_dtype)
+
+
 def config_grid(case: Case, batch: int):
     """The configs tried for one case: the template's own candidates, the tile grid, persistent variants."""
     from trident.kernels.common import TileConfig, next_pow2
-    from trident.kernels.conv import candidate_configs as conv_candidates, use_small_c_tile
-    from trident.kernels.matmul import candidate_configs as gemm_candidates
+    from trident.kernels.conv import use_small_c_tile
 
     M, N, K, walk = case.gemm_view(batch)
     e = _elem(case.dtype)
-    torch_dtype = torch.int8 if case.dtype == "int8" else torch.float16
-    if case.kind == "gemm":
-        own = gemm_candidates(M, N, K, torch_dtype)
-    else:
-        C, H, OC, k, *_ = case.shape
-        own = conv_candidates(M, OC, C, k, k, torch_dtype)
+    own = config_candidates(case, batch)
     grid = [TileConfig(bm, bn, bk16 * 2 // e, 8, w, s) for bm, bn, w in TILES for bk16, stages in K_STAGES.items()
             for s in stages]
     grid += [TileConfig(bm, bn, bk16 * 2 // e, 8, w, s, programs_per_sm=p) for bm, bn, w, bk16, s, p in PERSISTENT]
@@ -115,9 +124,8 @@ def make_problem(case: Case, batch: int):
     if case.kind == "gemm":
         M, N, K = case.shape
         a, b_nk = rand((M, K)), rand((N, K), 1 / math.sqrt(K))  # weights K-major, as an engine stores them
-        if int8:
-            b_kn = b_nk.t().contiguous()
-            ref = lambda: torch._int_mm(a, b_kn)  # noqa: E731
+        if int8:  # cuBLAS's fast int8 path wants B column-major: the K-major weight's transpose view
+            ref = lambda: torch._int_mm(a, b_nk.t())  # noqa: E731
         else:
             ref = lambda: torch.matmul(a, b_nk.t())  # noqa: E731
         run = lambda cfg: matmul(a, b_nk, b_k_major=True, config=cfg,  # noqa: E731
@@ -164,6 +172,23 @@ def _compile(case: Case, cfg) -> str | None:
     except Exception as exc:  # noqa: BLE001 - a config that fails is a data point
         text = str(exc).strip().splitlines()
         return f"{type(exc).__name__}: {text[-1][:200] if text else ''}"
+
+
+def compile_pool(workers: int, batch: int) -> ProcessPoolExecutor:
+    """Worker processes that compile (case, config) pairs into Triton's disk cache."""
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init,
+                               initargs=(batch,))
+
+
+def precompile(jobs, workers: int, batch: int) -> None:
+    """Compile every (case, config) of `jobs` in parallel; the caller's first launches then load them."""
+    with compile_pool(workers, batch) as pool:
+        for future in [pool.submit(_compile, case, cfg) for case, cfg in jobs]:
+            future.result()
+
+
+def default_workers() -> int:
+    return max(1, (multiprocessing.cpu_count() or 2) - 2)
 
 
 def _time(fn, rep_ms: int) -> float:
@@ -216,7 +241,7 @@ def main(argv=None) -> int:
     ap.add_argument("--only", default="gemm,conv")
     ap.add_argument("--dtypes", default="fp16,int8")
     ap.add_argument("--batch", type=int, default=256)
-    ap.add_argument("--workers", type=int, default=max(1, (multiprocessing.cpu_count() or 2) - 2))
+    ap.add_argument("--workers", type=int, default=default_workers())
     ap.add_argument("--rep", type=int, default=25, help="do_bench rep time in ms per config")
     ap.add_argument("--budget-s", type=float, default=math.inf, help="stop starting new shapes after this long")
     ap.add_argument("--json", default="sweep.json")
@@ -237,9 +262,7 @@ def main(argv=None) -> int:
     result = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "triton": triton.__version__,
               "python": platform.python_version(), "date": time.strftime("%Y-%m-%d"), "batch": args.batch,
               "cases": []}
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(args.workers, mp_context=ctx, initializer=_worker_init,
-                             initargs=(args.batch,)) as pool:
+    with compile_pool(args.workers, args.batch) as pool:
         submitted = [(case, configs, [pool.submit(_compile, case, c) for c in configs]) for case, configs in plans]
         print(f"{'shape':<44}{'ref ms':>8}{'heur ms':>9}{'best ms':>9}{'x ref':>7}  best config", flush=True)
         for case, configs, futures in submitted:

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The one script for the lent GPU machine (see /work/.library/device): installs trident, then runs
-# the stage asked for. Stages: tests | kernels | models | bench | bench-full | int8 | all. Results land in $OUT (or ./gpu-out).
+# the stage asked for. Stages: tests | kernels | sweep | tune | models | bench | bench-full | int8 | all. Results land in $OUT (or ./gpu-out).
 set -uo pipefail
 stage=${1:-all}
 out=${OUT:-gpu-out}
@@ -20,6 +20,8 @@ run_tests() {
 case "$stage" in
   tests) run_tests ;;
   kernels) python3 -m trident.kernels.bench --json "$out/kernels.json" 2>&1 | tee "$out/kernels.txt" ;;
+  sweep) python3 -m trident.kernels.sweep --budget-s 480 --json "$out/sweep.json" 2>&1 | tee "$out/sweep.txt" ;;
+  tune) python3 -m trident.tools.tune_bench --json "$out/tune.json" 2>&1 | tee "$out/tune.txt" ;;
   models|bench) python3 -m trident.tools.bench --quick --out "$out/bench" 2>&1 | tee "$out/bench.txt" ;;
   # everything (max-autotune, FP32, convs): far longer than one call; repeat until nothing is "not run"
   bench-full) python3 -m trident.tools.bench --resume --budget-s ${BUDGET_S:-360} --out "$out/bench-full" 2>&1 \

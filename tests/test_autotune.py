@@ -44,7 +44,7 @@ def by_size(run, cfg):
         raise RuntimeError("out of resources: shared memory")
     size = 1
     for _, v in cfg.params:
-        size *= v
+        size *= max(v, 1)  # PERSISTENT may be 0
     return 1.0 / size
 
 

@@ -309,3 +309,44 @@ def test_dependent_convs_are_not_merged(rng):
     assert group_of["y"] is not group_of["z"]  # merging them would form a cycle
     assert any("horizontal: not merged" in r for r in group_of["z"].reasons + group_of["y"].reasons)
     assert_matches_reference(g, [x], "fp32")
+
+
+@pytest.fixture
+def persistent_one_program(monkeypatch):
+    """Every GEMM-like kernel launches persistently with one program per grid row (per conv group
+    or matmul batch), so that program's tile loop visits every tile."""
+    import trident.compiler.codegen.kernels as kernels
+
+    plain = kernels._tile_config
+    monkeypatch.setattr(kernels, "_tile_config", lambda cfg: dict(plain(cfg), PERSISTENT=1))
+    monkeypatch.setattr("trident.kernels.common.num_sms", lambda: 1)
+
+
+@pytest.mark.parametrize("case", [CONV_CASES[1], CONV_CASES[4], CONV_CASES[5]],
+                         ids=["grouped_3x3", "pointwise", "stem"])
+def test_persistent_conv_tile_loop(case, persistent_one_program, rng):
+    cin, cout, k = case["cin"], case["cout"], case["k"]
+    attrs = dict(strides=(case["stride"],) * 2, pads=case["pads"], dilations=(case["dil"],) * 2,
+                 groups=case["groups"])
+
+    def body(b, x):
+        y = b.add1("conv", [x, b.constant(randn(rng, cout, cin // case["groups"], k, k, scale=0.3))], attrs)
+        return b.add1("relu", [y])
+    x = randn(rng, 3, cin, 19, 17)  # M = 3*19*17 or its strided part: several 16..64-row tiles
+    g = graph_of([x.shape], body)
+    program = compile_graph(g, "fp16")
+    assert any("PERSISTENT': 1" in s.kernel.source for s in program.steps if s.kind == "kernel")
+    assert_matches_reference(g, [x], "fp16")
+
+
+def test_persistent_matmul_and_horizontal_tile_loops(persistent_one_program, rng):
+    def body(b, x, y):
+        z = b.add1("matmul", [x, y])                            # batched: one grid row per batch
+        conv = dict(strides=(1, 1), pads=(1,) * 4, dilations=(1, 1), groups=1)
+        a = b.add1("conv", [z, b.constant(randn(rng, 12, 4, 3, 3, scale=0.3))], conv)
+        c = b.add1("conv", [z, b.constant(randn(rng, 20, 4, 3, 3, scale=0.3))], conv)
+        return [b.add1("relu", [a]), c]
+    x, y = randn(rng, 2, 4, 37, 33), randn(rng, 2, 4, 33, 70)
+    g = graph_of([x.shape, y.shape], body)
+    assert "horizontal" in [gr.kind for gr in kinds(g, "fp32")[1]]
+    assert_matches_reference(g, [x, y], "fp32")

@@ -64,6 +64,7 @@ class Config:
         p = dict(self.params)
         if "BLOCK_K" in p:
             text = f"{p['BLOCK_M']}x{p['BLOCK_N']}x{p['BLOCK_K']} g{p.get('GROUP_M', 1)}"
+            text += f" p{p['PERSISTENT']}" if p.get("PERSISTENT") else ""
         else:
             text = " ".join(f"{k.replace('BLOCK_', '')}={v}" for k, v in p.items())
         text += f" w{self.num_warps}"
@@ -150,9 +151,10 @@ def _block_ks(dtype) -> tuple[int, ...]:
 
 
 def _gemm_space(problem: dict) -> list[Config]:
-    return [Config.of(w, s, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=8)
-            for bm, bn, bk, w, s in itertools.product((16, 32, 64, 128, 256), (16, 32, 64, 128, 256),
-                                                      _block_ks(dtype_of(problem)), (2, 4, 8), (2, 3, 4, 5))]
+    return [Config.of(w, s, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=8, PERSISTENT=p)
+            for bm, bn, bk, w, s, p in itertools.product((16, 32, 64, 128, 256), (16, 32, 64, 128, 256),
+                                                         _block_ks(dtype_of(problem)), (2, 4, 8), (2, 3, 4, 5),
+                                                         (0, 1, 2))]
 
 
 def _tile2d_space(problem: dict) -> list[Config]:
@@ -216,6 +218,11 @@ def gemm_reason(cfg: Config, problem: dict, limits: DeviceLimits) -> str | None:
         return "more stages than K iterations"
     if cdiv(g.M, 128) * cdiv(g.N, 128) * g.batch >= 2 * limits.sms and bm * bn < 64 * 64:
         return "tile too small for a big problem"
+    persistent = cfg.get("PERSISTENT", 0)
+    if persistent and cdiv(g.M, bm) * cdiv(g.N, bn) <= persistent * limits.sms:
+        return "persistent grid with a tile per program"
+    if persistent and bm * bn < 128 * 128:
+        return "persistent tile too small to pay for its loop"
     return None
 
 
@@ -301,40 +308,44 @@ def gemm_estimate(cfg: Config, problem: dict, limits: DeviceLimits) -> float:
     return max(compute * stall, dram / DRAM_BPS, l2 / L2_BPS) + waves * 2e-6
 
 
-# Known-good H200 tiles (BLOCK_M, BLOCK_N, BLOCK_K for 16-bit, num_warps, num_stages), after
-# kernels/bench.py sweeps and Triton's / Inductor's matmul config lists. `fast` ranks these.
+# Known-good H200 tiles (BLOCK_M, BLOCK_N, BLOCK_K for 16-bit, num_warps, num_stages, PERSISTENT),
+# after kernels/sweep.py and Triton's / Inductor's matmul config lists. `fast` ranks these after
+# the templates' own candidate lists.
 GOOD_GEMM_TILES = [
-    (128, 256, 64, 8, 3), (256, 128, 64, 8, 3), (128, 128, 64, 8, 4), (128, 128, 64, 4, 4),
-    (128, 128, 32, 4, 4), (64, 256, 32, 4, 4), (128, 64, 64, 4, 4), (64, 128, 64, 4, 4),
-    (64, 128, 128, 4, 3), (128, 64, 128, 4, 3), (64, 64, 64, 4, 4), (64, 64, 128, 4, 3),
-    (64, 32, 64, 4, 4), (32, 64, 64, 4, 4), (32, 32, 128, 4, 3), (16, 64, 128, 4, 4),
-    (16, 128, 128, 4, 3), (16, 256, 64, 4, 4), (32, 128, 64, 4, 4), (128, 32, 64, 4, 4),
+    (128, 256, 64, 8, 3, 1), (128, 128, 64, 4, 4, 2), (128, 128, 64, 4, 3, 0), (256, 128, 64, 8, 3, 1),
+    (128, 256, 64, 8, 3, 0), (256, 128, 64, 8, 3, 0), (128, 128, 64, 8, 4, 0), (128, 128, 32, 4, 3, 0),
+    (64, 256, 32, 4, 4, 0), (128, 64, 64, 4, 3, 0), (64, 128, 64, 4, 3, 0),
+    (64, 128, 128, 4, 3, 0), (128, 64, 128, 4, 3, 0), (64, 64, 64, 4, 4, 0), (64, 64, 128, 4, 3, 0),
+    (64, 32, 64, 4, 4, 0), (32, 64, 64, 4, 4, 0), (32, 32, 128, 4, 3, 0), (16, 64, 128, 4, 4, 0),
+    (16, 128, 128, 4, 3, 0), (16, 256, 64, 4, 4, 0), (32, 128, 64, 4, 4, 0), (128, 32, 64, 4, 4, 0),
 ]
 
 
 def _fit_tile(tile, problem: dict) -> Config:
     """A known-good tile shrunk to the problem (Inductor's habit), warps cut to the tile's work."""
     g = gemm_view(problem)
-    bm, bn, bk16, w, s = tile
+    bm, bn, bk16, w, s, p = tile
     bk = bk16 * 2 // element_size(g.dtype)
     bm, bn = min(bm, max(16, next_pow2(g.M))), min(bn, max(16, next_pow2(g.N)))
     bk = max(_min_block_k(g.dtype), min(bk, g.k_cap))
     while w > 1 and bm * bn / (32 * w) < 16:
         w //= 2
     s = max(2, min(s, g.k_iters(bk) + 1))
-    return Config.of(w, s, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=8)
+    return Config.of(w, s, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=8, PERSISTENT=p)
 
 
 def _gemm_fast(problem: dict, base: Config, limits: DeviceLimits) -> list[Config]:
-    """The known-good tiles (and the templates' hand-picked list) ranked by the cost model."""
-    pool = prune([_fit_tile(t, problem) for t in GOOD_GEMM_TILES] + _hand_picked(problem), problem, limits)
+    """The template's hand-picked list (the sweep's winners), then the known-good tiles ranked by
+    the cost model."""
+    picked = prune(_hand_picked(problem), problem, limits)
+    pool = prune([_fit_tile(t, problem) for t in GOOD_GEMM_TILES], problem, limits)
     ranked = sorted(pool, key=lambda c: gemm_estimate(c, problem, limits))
     shapes, first, rest = set(), [], []
     for cfg in ranked:  # distinct tile shapes first: warps/stages variants only after them
         shape = (cfg["BLOCK_M"], cfg["BLOCK_N"], cfg["BLOCK_K"])
         (rest if shape in shapes else first).append(cfg)
         shapes.add(shape)
-    return first + rest
+    return picked + first + rest
 
 
 def _hand_picked(problem: dict) -> list[Config]:
@@ -349,7 +360,7 @@ def _hand_picked(problem: dict) -> list[Config]:
 
         raw = candidate_configs(g.M, g.N, g.K, g.dtype)
     return [Config.of(c.num_warps, c.num_stages, BLOCK_M=c.BLOCK_M, BLOCK_N=c.BLOCK_N, BLOCK_K=c.BLOCK_K,
-                      GROUP_M=c.GROUP_M) for c in raw]
+                      GROUP_M=c.GROUP_M, PERSISTENT=c.programs_per_sm) for c in raw]
 
 
 def _neighbours(base: Config, problem: dict) -> list[Config]:

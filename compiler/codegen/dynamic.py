@@ -266,13 +266,13 @@ def _add_batch_argument(source: str, name: str, build_batch: int) -> str:
     if n != 1:
         raise UnsupportedError(f"dynamic batch: cannot add the batch argument to kernel {name} "
                                f"(expected one `def launch(...)`)")
-    # A horizontal kernel's member functions compute with the batch too: hand it down.
+    # The tile function (and a horizontal kernel's members) compute with the batch too: hand it down.
     source = _MEMBER_DEF.sub(r"def \1(nb, ", source)
     return _MEMBER_CALL.sub(r"\1(nb, ", source)
 
 
-_MEMBER_DEF = re.compile(r"def (member\d+)\(")
-_MEMBER_CALL = re.compile(r"(?<!def )\b(member\d+)\(")
+_MEMBER_DEF = re.compile(r"def (member\d+|one_tile)\(")
+_MEMBER_CALL = re.compile(r"(?<!def )\b(member\d+|one_tile)\(")
 
 
 # ---------------------------------------------------------------------- the program ----

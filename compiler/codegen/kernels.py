@@ -206,7 +206,35 @@ def _precision(dtype: torch.dtype) -> str:
 
 def _tile_config(cfg) -> dict:
     return {"BLOCK_M": cfg.BLOCK_M, "BLOCK_N": cfg.BLOCK_N, "BLOCK_K": cfg.BLOCK_K,
-            "GROUP_M": cfg.GROUP_M, "num_warps": cfg.num_warps, "num_stages": cfg.num_stages}
+            "GROUP_M": cfg.GROUP_M, "PERSISTENT": cfg.programs_per_sm, "num_warps": cfg.num_warps,
+            "num_stages": cfg.num_stages}
+
+
+def _tile_loop(args: Args, consts: list[str], body: list[str], programs: str) -> str:
+    """A GEMM-like kernel as `one_tile(..., pid)` plus the `kernel` that runs it.
+
+    PERSISTENT (programs per SM, 0 = off) is a launch-config choice the tuner makes: 0 launches
+    one program per output tile; k > 0 launches k per SM that loop over the tiles, and
+    flatten=True lets Triton's pipeliner load the next tile's operands during this one's epilogue.
+    """
+    params = ", ".join(args.names[v] for v in args.order)
+    const_params = ", ".join(f"{c}: tl.constexpr" for c in consts)
+    const_args = ", ".join(consts)
+    return (f"@triton.jit\ndef one_tile({params}, pid, {const_params}):\n" + "\n".join(body) + "\n\n\n"
+            f"@triton.jit\ndef kernel({params}, {const_params}, PERSISTENT: tl.constexpr = 0):\n"
+            f"    if PERSISTENT:\n"
+            f"        for pid in tl.range(tl.program_id(0), {programs}, tl.num_programs(0), flatten=True):\n"
+            f"            one_tile({params}, pid, {const_args})\n"
+            f"    else:\n"
+            f"        one_tile({params}, tl.program_id(0), {const_args})\n")
+
+
+def _tile_grid(programs: str, axis1) -> str:
+    """grid(meta) of a _tile_loop kernel: every tile, or the persistent grid."""
+    return f"(persistent_grid({programs}, meta.get('PERSISTENT', 0)), {axis1})"
+
+
+TILE_IMPORTS = "from trident.kernels.common import grouped_pid, persistent_grid"
 
 
 def matmul(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: list[str],
@@ -225,7 +253,7 @@ def matmul(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: list
     batch = [] if fold else [(d, out_shape[d]) for d in range(rank - 2) if out_shape[d] != 1]
     rows_dims = [(d, out_shape[d]) for d in range(rank - 1)] if fold else [(rank - 2, M)]
     rows = math.prod(size for _, size in rows_dims)
-    w.line(f"pid_m, pid_n = grouped_pid(tl.program_id(0), {rows}, {N}, BLOCK_M, BLOCK_N, GROUP_M)")
+    w.line(f"pid_m, pid_n = grouped_pid(pid, {rows}, {N}, BLOCK_M, BLOCK_N, GROUP_M)")
     a_ptr, b_ptr = a_arg, b_arg
     if batch:
         w.line("pid_b = tl.program_id(1)")
@@ -256,12 +284,11 @@ def matmul(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: list
     _epilogue(w, group, _after_anchor(group), layouts, args, out_shape)
     _stores(w, outputs, layouts, args, out_shape, "mmask & nmask")
     cfg = _tile_config(heuristic_config(rows, N, K, a.dtype))
-    src = _header(name, group.nodes, graph, "from trident.kernels.common import grouped_pid\n"
-                  "from trident.kernels.matmul import matmul_tile")
+    src = _header(name, group.nodes, graph, TILE_IMPORTS + "\nfrom trident.kernels.matmul import matmul_tile")
     consts = ["BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M"]
-    src += f"@triton.jit\ndef kernel({_signature(args, consts)}):\n" + "\n".join(w.lines)
+    src += _tile_loop(args, consts, w.lines, f"tl.cdiv({rows}, BLOCK_M) * tl.cdiv({N}, BLOCK_N)")
     nbatch = math.prod(s for _, s in batch)
-    grid = f"(triton.cdiv({rows}, meta['BLOCK_M']) * triton.cdiv({N}, meta['BLOCK_N']), {nbatch})"
+    grid = _tile_grid(f"triton.cdiv({rows}, meta['BLOCK_M']) * triton.cdiv({N}, meta['BLOCK_N'])", nbatch)
     src += "\n\n\n" + _launcher(args, grid, cfg)
     return KernelSource(name, src, list(args.order), cfg,
                         problem={"template": "matmul", "M": rows, "N": N, "K": K, "batch": nbatch,
@@ -340,8 +367,9 @@ class _Body:
     problem: dict
 
 
-def _conv_body(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: list[str],
-               pid: str = "tl.program_id(0)") -> _Body:
+def _conv_body(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: list[str]) -> _Body:
+    """A conv kernel's body. The GEMM-like tiles read their tile number from `pid` (see
+    _tile_loop); the depthwise tile is a plain 2-D grid over (pixels, channels)."""
     from trident.kernels import conv as templates
 
     anchor = group.anchor
@@ -369,7 +397,7 @@ def _conv_body(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: 
     geometry = f"{n}, {h}, {wd}, {c}, {oh}, {ow}"
     window = f"{sh}, {sw}, {pads[0]}, {pads[1]}, {dh}, {dw}"
     if depthwise:
-        w.line(f"offs_m = {pid} * BLOCK_M + tl.arange(0, BLOCK_M)")
+        w.line("offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)")
         w.line("offs_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)")
         w.line(f"acc = depthwise_conv2d_nhwc_tile({x_arg}, {w_arg}, {geometry}, {window}, offs_m, "
                f"offs_n, {kh}, {kw}, BLOCK_M, BLOCK_N)")
@@ -385,7 +413,7 @@ def _conv_body(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: 
 
         tile = "matmul_tile"
         pixels = n * oh * ow
-        w.line(f"pid_m, pid_n = grouped_pid({pid}, {pixels}, {oc}, BLOCK_M, BLOCK_N, GROUP_M)")
+        w.line(f"pid_m, pid_n = grouped_pid(pid, {pixels}, {oc}, BLOCK_M, BLOCK_N, GROUP_M)")
         w.line("offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)")
         w.line("offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)")
         w.line(f"acc = matmul_tile({x_arg}, {w_arg}, {pixels}, {oc}, {c}, {c}, 1, 1, {c}, offs_m, offs_n, "
@@ -393,12 +421,11 @@ def _conv_body(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: 
         w.line(f"nmask = offs_n[None, :] < {oc}")
         first = "offs_n"
         cfg = _tile_config(gemm_config(pixels, oc, c, weight.dtype))
-        grid = f"(triton.cdiv({pixels}, meta['BLOCK_M']) * triton.cdiv({oc}, meta['BLOCK_N']), 1)"
+        grid_axis1 = 1
         consts = ["BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M"]
     else:
         tile = "conv2d_nhwc_small_c_tile" if small_c else "conv2d_nhwc_tile"
-        w.line(f"pid_m, pid_n = grouped_pid({pid}, {n * oh * ow}, {ocg}, BLOCK_M, "
-               f"BLOCK_N, GROUP_M)")
+        w.line(f"pid_m, pid_n = grouped_pid(pid, {n * oh * ow}, {ocg}, BLOCK_M, BLOCK_N, GROUP_M)")
         w.line("group = tl.program_id(1)")
         w.line("offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)")
         w.line("offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)")
@@ -413,27 +440,31 @@ def _conv_body(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: 
         w.line(f"offs_c = group * {ocg} + offs_n")
         first = "offs_c"
         cfg = _tile_config(tconf)
-        grid = (f"(triton.cdiv({n * oh * ow}, meta['BLOCK_M']) * triton.cdiv({ocg}, meta['BLOCK_N']), "
-                f"{groups})")
+        grid_axis1 = groups
         consts = ["BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M"]
     w.line("v0 = acc")
     w.values[anchor.outputs[0]] = "v0"
     _nhwc_epilogue(w, group, graph, layouts, args, outputs, out_shape, first, bias_of(anchor))
     module = "matmul" if tile == "matmul_tile" else "conv"
-    imports = f"from trident.kernels.common import grouped_pid\nfrom trident.kernels.{module} import {tile}"
+    imports = f"{TILE_IMPORTS}\nfrom trident.kernels.{module} import {tile}"
     problem = {"template": "depthwise" if depthwise else ("matmul" if tile == "matmul_tile" else "conv"),
                "M": n * oh * ow, "N": oc // groups, "K": (c // groups) * kh * kw, "C": c // groups,
                "KH": kh, "KW": kw, "groups": groups, "dtype": weight.dtype, "tile": tile}
     tiles_n = oc if depthwise or tile == "matmul_tile" else ocg
     programs = (f"tl.cdiv({n * oh * ow}, BLOCK_M) * tl.cdiv({tiles_n}, BLOCK_N)",
                 f"triton.cdiv({n * oh * ow}, meta['BLOCK_M']) * triton.cdiv({tiles_n}, meta['BLOCK_N'])")
+    if not depthwise:
+        grid = _tile_grid(programs[1], grid_axis1)
     return _Body(args, w.lines, consts, programs, grid, cfg, imports,
                  {packed_name: (packed, packed_layout)}, problem)
 
 
 def _assemble(name: str, nodes: list[Node], graph: Graph, body: _Body) -> KernelSource:
     src = _header(name, nodes, graph, body.imports)
-    src += f"@triton.jit\ndef kernel({_signature(body.args, body.consts)}):\n" + "\n".join(body.lines)
+    if body.problem["template"] == "depthwise":
+        src += f"@triton.jit\ndef kernel({_signature(body.args, body.consts)}):\n" + "\n".join(body.lines)
+    else:
+        src += _tile_loop(body.args, body.consts, body.lines, body.programs[0])
     src += "\n\n\n" + _launcher(body.args, body.grid, body.cfg)
     return KernelSource(name, src, list(body.args.order), body.cfg, body.packed, body.problem)
 
@@ -451,8 +482,7 @@ def horizontal(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: 
     function, and the kernel hands each program to the member that owns its tile. The members
     share one launch config (they share M and K; N differs).
     """
-    bodies = [_conv_body(m, graph, layouts, [o for o in outputs if o in m.produced()], pid="pid")
-              for m in group.members]
+    bodies = [_conv_body(m, graph, layouts, [o for o in outputs if o in m.produced()]) for m in group.members]
     args, lines, calls = Args(), [], []
     for k, body in enumerate(bodies):
         params = [body.args.names[v] for v in body.args.order]
@@ -466,17 +496,17 @@ def horizontal(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: 
     first = bodies[0]
     problem = dict(first.problem, N=sum(b.problem["N"] for b in bodies), members=len(bodies))
     cfg = _shared_config(problem)
-    kernel = [f"@triton.jit\ndef kernel({_signature(args, first.consts)}):", "    pid = tl.program_id(0)",
-              "    first0 = 0"]
+    dispatch = ["    first0 = 0"]
     for k, (body, call) in enumerate(calls):
-        kernel.append(f"    first{k + 1} = first{k} + {body.programs[0]}")
+        dispatch.append(f"    first{k + 1} = first{k} + {body.programs[0]}")
     for k, (body, call) in enumerate(calls):
         keyword = "if" if k == 0 else ("elif" if k < len(calls) - 1 else "else")
-        kernel.append(f"    {keyword} pid < first{k + 1}:" if keyword != "else" else "    else:")
-        kernel.append(f"        {call}")
+        dispatch.append(f"    {keyword} pid < first{k + 1}:" if keyword != "else" else "    else:")
+        dispatch.append(f"        {call}")
     imports = "\n".join(dict.fromkeys(line for b in bodies for line in b.imports.split("\n")))
-    src = _header(name, group.nodes, graph, imports) + "\n".join(lines) + "\n".join(kernel)
-    grid = f"({' + '.join(b.programs[1] for b in bodies)}, 1)"
+    src = _header(name, group.nodes, graph, imports) + "\n".join(lines) + "\n"
+    src += _tile_loop(args, first.consts, dispatch, " + ".join(f"({b.programs[0]})" for b in bodies))
+    grid = _tile_grid(" + ".join(b.programs[1] for b in bodies), 1)
     src += "\n\n\n" + _launcher(args, grid, cfg)
     packed = {k: v for b in bodies for k, v in b.packed.items()}
     return KernelSource(name, src, list(args.order), cfg, packed, problem)
