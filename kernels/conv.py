@@ -277,8 +277,10 @@ def candidate_configs(M: int, oc_per_group: int, c_per_group: int, kh: int, kw: 
     bk, bn, min_k = h.BLOCK_K, min(h.BLOCK_N, 128), _min_block_k(dtype)
     other_k = max(min_k, bk // 2) if bk > min_k else min(bk * 2, max(min_k, next_pow2(c_per_group)))
     cands = [h, ConvConfig(128, bn, bk, 8, 4, 3), ConvConfig(128, bn, other_k, 8, 4, 3),
-             ConvConfig(128, bn, bk, 8, 8, 3), ConvConfig(256, bn, bk, 8, 8, 3), ConvConfig(64, bn, bk, 8, 4, 3),
+             ConvConfig(128, bn, bk, 8, 8, 3), ConvConfig(64, bn, bk, 8, 4, 3),
              ConvConfig(128, bn, other_k, 8, 4, 4), ConvConfig(256, min(bn, 64), bk, 8, 4, 3)]
+    if not is_int8(dtype):  # int8 with an int32 output: a 256x128 epilogue does not fit shared memory
+        cands.append(ConvConfig(256, bn, bk, 8, 8, 3))
     return list(dict.fromkeys(cands))
 
 

@@ -134,12 +134,19 @@ def candidate_configs(M: int, N: int, K: int, dtype) -> list[MatmulConfig]:
     """A short list for autotuning: the heuristic's pick first, then the sweep's frequent winners."""
     bk = max(32 if is_int8(dtype) else 16, min(_block_k(dtype), next_pow2(K)))
     half = max(32 if is_int8(dtype) else 16, bk // 2)
-    cands = [heuristic_config(M, N, K, dtype),
-             MatmulConfig(128, 256, bk, 8, 8, 3, programs_per_sm=1),
-             MatmulConfig(128, 128, bk, 8, 8, 3, programs_per_sm=2),
-             MatmulConfig(128, 128, bk, 8, 4, 4, programs_per_sm=2),
-             MatmulConfig(128, 128, half, 8, 4, 4), MatmulConfig(64, 128, bk, 8, 4, 3),
-             MatmulConfig(128, 64, bk, 8, 4, 3), MatmulConfig(256, 128, bk, 8, 8, 3, programs_per_sm=1)]
+    if is_int8(dtype):
+        # No 256-wide int8 tiles: with an int32 output their epilogue's layout change alone needs
+        # 128 KB of shared memory on top of the pipeline (and the sweep never picked one).
+        cands = [heuristic_config(M, N, K, dtype), MatmulConfig(128, 128, bk, 8, 8, 3, programs_per_sm=2),
+                 MatmulConfig(128, 128, half, 8, 4, 3), MatmulConfig(128, 128, half, 8, 4, 4),
+                 MatmulConfig(64, 128, bk, 8, 4, 3), MatmulConfig(128, 64, bk, 8, 4, 3),
+                 MatmulConfig(128, 128, bk, 8, 4, 3)]
+    else:
+        cands = [heuristic_config(M, N, K, dtype), MatmulConfig(128, 256, bk, 8, 8, 3, programs_per_sm=1),
+                 MatmulConfig(128, 128, bk, 8, 8, 3, programs_per_sm=2),
+                 MatmulConfig(128, 128, bk, 8, 4, 4, programs_per_sm=2),
+                 MatmulConfig(128, 128, half, 8, 4, 4), MatmulConfig(64, 128, bk, 8, 4, 3),
+                 MatmulConfig(128, 64, bk, 8, 4, 3), MatmulConfig(256, 128, bk, 8, 8, 3, programs_per_sm=1)]
     return list(dict.fromkeys(cands))  # dedupe, keep order
 
 
