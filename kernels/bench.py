@@ -89,7 +89,8 @@ def bench_gemm(dtype_name: str, size: int, quick: bool, rep: int) -> dict:
 def bench_conv(shape, batch: int, quick: bool, rep: int) -> dict:
     import torch.nn.functional as F
 
-    from trident.kernels.conv import candidate_configs, conv2d_nhwc, heuristic_config, pack_conv_weight
+    from trident.kernels.conv import conv2d_nhwc, pack_conv_weight
+    from trident.kernels.sweep import Case, config_candidates
 
     C, H, OC, k, s, p, count = shape
     g = torch.Generator(device=DEVICE).manual_seed(0)
@@ -101,7 +102,9 @@ def bench_conv(shape, batch: int, quick: bool, rep: int) -> dict:
     OH = (H + 2 * p - k) // s + 1
     M = batch * OH * OH
     ref_ms = _bench(lambda: F.conv2d(x, w_cl, None, s, p), rep)
-    configs = [heuristic_config(M, OC, C, k, k, x.dtype)] if quick else candidate_configs(M, OC, C, k, k, x.dtype)
+    # A 1x1 stride-1 conv runs as a GEMM: its candidates are the GEMM template's (the heuristic first).
+    configs = config_candidates(Case("conv", "fp16", shape), batch)
+    configs = configs[:1] if quick else configs
     run = lambda cfg: conv2d_nhwc(x, w_packed, None, s, p, config=cfg, prepacked=True)  # noqa: E731
     best_cfg, ms, trials = _best(run, configs, rep)
     flops = 2 * M * OC * C * k * k
@@ -109,6 +112,12 @@ def bench_conv(shape, batch: int, quick: bool, rep: int) -> dict:
             "ours_ms": ms, "cudnn_ms": ref_ms, "ours_tflops": flops / (ms * 1e-3) / 1e12,
             "cudnn_tflops": flops / (ref_ms * 1e-3) / 1e12, "speedup": ref_ms / ms,
             "best_config": asdict(best_cfg), "trials": trials}
+
+
+def cfg_text(c: dict) -> str:
+    from trident.kernels.sweep import cfg_text as text
+
+    return text(c)
 
 
 def _precompile(only: set, size: int, batch: int) -> None:
@@ -153,9 +162,8 @@ def main(argv=None) -> int:
         for dt in ("fp16", "fp16-kmajor", "int8"):
             r = bench_gemm(dt, args.size, args.quick, args.rep)
             result["gemm"].append(r)
-            c = r["best_config"]
             print(f"{r['name']:<36}{r['ours']:>10.1f}{r['ref']:>10.1f}  {r['unit']:<8}{r['speedup']:>8.2f}x  "
-                  f"{c['BLOCK_M']}x{c['BLOCK_N']}x{c['BLOCK_K']} w{c['num_warps']} s{c['num_stages']}", flush=True)
+                  f"{cfg_text(r['best_config'])}", flush=True)
 
     if "conv" in only:
         print(f"\nResNet-50 convs, fp16, batch {args.batch}, channels-last (ms; speedup = cuDNN / ours)")
@@ -163,10 +171,8 @@ def main(argv=None) -> int:
         for shape in RESNET50_CONVS:
             r = bench_conv(shape, args.batch, args.quick, args.rep)
             result["conv"].append(r)
-            c = r["best_config"]
             print(f"{r['name']:<38}{shape[-1]:>3}{r['ours_ms']:>9.3f}{r['cudnn_ms']:>9.3f}{r['ours_tflops']:>9.0f}"
-                  f"{r['speedup']:>8.2f}x  {c['BLOCK_M']}x{c['BLOCK_N']}x{c['BLOCK_K']} w{c['num_warps']} "
-                  f"s{c['num_stages']}", flush=True)
+                  f"{r['speedup']:>8.2f}x  {cfg_text(r['best_config'])}", flush=True)
         ok = [r for r in result["conv"] if math.isfinite(r["ours_ms"])]
         if ok:
             geo = math.exp(sum(math.log(r["speedup"]) for r in ok) / len(ok))

@@ -231,7 +231,7 @@ def _cases(only: set, dtypes: list[str]) -> list[Case]:
     return cases
 
 
-def _cfg_text(c: dict) -> str:
+def cfg_text(c: dict) -> str:
     text = f"{c['BLOCK_M']}x{c['BLOCK_N']}x{c['BLOCK_K']} w{c['num_warps']} s{c['num_stages']}"
     return text + (f" p{c['programs_per_sm']}" if c.get("programs_per_sm") else "")
 
@@ -274,7 +274,7 @@ def main(argv=None) -> int:
             r = sweep_case(case, configs, futures, args.batch, args.rep)
             torch.cuda.empty_cache()  # the case's inputs are garbage now
             result["cases"].append(r)
-            best = _cfg_text(r["best"]["config"]) if r["best"] else "(none ran)"
+            best = cfg_text(r["best"]["config"]) if r["best"] else "(none ran)"
             best_ms = r["best"]["ms"] if r["best"] else math.inf
             print(f"{r['name']:<44}{r['ref_ms']:>8.4f}{r['heuristic_ms']:>9.4f}{best_ms:>9.4f}"
                   f"{r['speedup']:>6.2f}x  {best}", flush=True)

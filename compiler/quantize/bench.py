@@ -95,7 +95,8 @@ def _cos(a, b) -> float:
     return float(torch.nn.functional.cosine_similarity(a.flatten().double(), b.flatten().double(), 0))
 
 
-def bench_model(name: str, batch: int, tune: str, with_compile: bool, calib_batches: int = 4) -> list[dict]:
+def bench_model(name: str, batch: int, tune: str, with_compile: bool, calib_batches: int = 4,
+                profile: bool = False) -> list[dict]:
     from trident.compiler import build_engine
     from trident.models import MODELS
 
@@ -117,6 +118,12 @@ def bench_model(name: str, batch: int, tune: str, with_compile: bool, calib_batc
             ms = _bench_ms(lambda e=engine: e(*inputs))
             rows.append(dict(runner=f"trident {precision}", build_s=build_s, kernels=engine.num_kernels,
                              cosine=_cos(out, reference), ms=ms))
+            if profile:  # where each precision spends its time, kernel by kernel
+                from trident.tools.profile import profile_engine
+
+                report = profile_engine(engine, inputs, peaks=None, measure=False)
+                rows[-1]["profile"] = report.to_json()
+                print(f"\n{name} {precision}: " + "\n".join(str(report).splitlines()[:22]), flush=True)
             engine = None  # free its buffers before the next build
         anchor = build().eval().cuda().half()
         anchor_in = tuple(x.half() if x.is_floating_point() else x for x in inputs)
@@ -147,6 +154,7 @@ def main(argv=None) -> int:
     p.add_argument("--tune", default="none", choices=["none", "fast", "full"],
                    help="trident engines' autotuning level (both precisions)")
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile anchor")
+    p.add_argument("--profile", action="store_true", help="time each kernel of both trident engines")
     p.add_argument("--json", default="int8-bench.json")
     args = p.parse_args(argv)
     if not torch.cuda.is_available():
@@ -172,7 +180,7 @@ def main(argv=None) -> int:
     for name, batch in (("resnet50", args.batch), ("bert_base", 32)):
         if name.split("_")[0] not in only and name not in only:
             continue
-        rows += bench_model(name, batch, args.tune, not args.no_compile)
+        rows += bench_model(name, batch, args.tune, not args.no_compile, profile=args.profile)
         print(f"\n{name}, batch {batch}")
         print("| runner | median ms | items/s | vs trident fp16 | cosine to fp32 | build s | kernels |")
         print("|---|---|---|---|---|---|---|")
