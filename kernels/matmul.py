@@ -89,12 +89,14 @@ def _block_k(dtype) -> int:
 NUM_SMS_H200 = 132
 
 
-def heuristic_config(M: int, N: int, K: int, dtype) -> MatmulConfig:
+def heuristic_config(M: int, N: int, K: int, dtype, out_bytes: int = 2) -> MatmulConfig:
     """Deterministic default config for an H200 (or cheap big blocks in the interpreter).
 
     The 16- and 8-bit tiles are the winners of `python -m trident.kernels.sweep` on an H200 over
     square, BERT and ResNet-50 1x1-conv GEMMs (benchmarks/results/h200-sweep-*.json): fp16 wants
     128x256 on two warpgroups, persistent; int8 wants 128x128, persistent two per SM when K is deep.
+    out_bytes: the widest output element the kernel stores. The epilogue's layout change stages the
+    whole tile in shared memory, so a 4-byte output (fp32, int32) rules out the 128x256 tile.
     """
     if is_interpreter():
         return MatmulConfig(interpreter_block(M), interpreter_block(N),
@@ -111,7 +113,7 @@ def heuristic_config(M: int, N: int, K: int, dtype) -> MatmulConfig:
         if N >= 128 and K >= 512:
             return MatmulConfig(128, 128, bk, 8, 8, 3, programs_per_sm=2)
         return MatmulConfig(128, 128 if N >= 128 else 64, bk if N < 128 else min(bk, 64), 8, 4, 3)
-    if N >= 256 and cdiv(M, 128) * cdiv(N, 256) >= NUM_SMS_H200 // 2:
+    if N >= 256 and out_bytes <= 2 and cdiv(M, 128) * cdiv(N, 256) >= NUM_SMS_H200 // 2:
         return MatmulConfig(128, 256, bk, 8, 8, 3, programs_per_sm=1)
     if N >= 128:
         return MatmulConfig(128, 128, bk, 8, 4, 4, programs_per_sm=2)

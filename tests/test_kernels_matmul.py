@@ -176,3 +176,16 @@ def test_gpu_matmul_all_candidate_configs(dtype, M, N, K):
             assert torch.equal(out.long(), ref.long()), cfg
         else:
             torch.testing.assert_close(out.double(), ref, rtol=1e-2, atol=1e-2 * math.sqrt(K), msg=str(cfg))
+
+
+def test_gpu_heuristic_keeps_wide_outputs_in_shared_memory(monkeypatch):
+    # A 4-byte output's epilogue stages the whole tile in shared memory: no 128x256 tile then
+    # (on the H200 it asks for 272 KB of the 227 KB there are).
+    import trident.kernels.matmul as mm
+
+    monkeypatch.setattr(mm, "is_interpreter", lambda: False)
+    assert mm.heuristic_config(8192, 8192, 8192, torch.float16).BLOCK_N == 256
+    for out_bytes in (4, 8):
+        cfg = mm.heuristic_config(8192, 8192, 8192, torch.float16, out_bytes=out_bytes)
+        stages = cfg.num_stages * (cfg.BLOCK_M + cfg.BLOCK_N) * cfg.BLOCK_K * 2
+        assert stages + cfg.BLOCK_M * cfg.BLOCK_N * 4 <= 227 * 1024, cfg

@@ -18,7 +18,7 @@ from trident.kernels.common import cdiv, next_pow2
 # What the codegen's CONFIG dicts hold besides block sizes (launch options, not constexprs).
 LAUNCH_OPTIONS = ("num_warps", "num_stages")
 
-FAST_CANDIDATES = {"matmul": 6, "conv": 6, "depthwise": 4, "pool": 4, "pointwise": 4,
+FAST_CANDIDATES = {"matmul": 5, "conv": 5, "depthwise": 4, "pool": 4, "pointwise": 4,
                    "reduction": 4}
 ACC_REGS = 128        # fp32 accumulator registers per thread we allow (of 255): 128x256 on 8 warps
 ELEMS_PER_THREAD = 64  # register budget of the elementwise-style tiles (pool, reduction, pointwise)

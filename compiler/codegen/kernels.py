@@ -200,6 +200,11 @@ def _collapsible(shape, strides, upto: int) -> bool:
     return all(shape[d] == 1 or strides[d] == strides[d + 1] * shape[d + 1] for d in range(upto))
 
 
+def _out_bytes(graph: Graph, outputs: list[str]) -> int:
+    """The widest element a kernel stores (its epilogue stages a tile of them in shared memory)."""
+    return max((graph.types[o].dtype.itemsize for o in outputs), default=2)
+
+
 def _precision(dtype: torch.dtype) -> str:
     return "tf32" if dtype == torch.float32 and config.ALLOW_TF32 else "ieee"
 
@@ -283,7 +288,7 @@ def matmul(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: list
     w.values[anchor.outputs[0]] = "v0"
     _epilogue(w, group, _after_anchor(group), layouts, args, out_shape)
     _stores(w, outputs, layouts, args, out_shape, "mmask & nmask")
-    cfg = _tile_config(heuristic_config(rows, N, K, a.dtype))
+    cfg = _tile_config(heuristic_config(rows, N, K, a.dtype, _out_bytes(graph, outputs)))
     src = _header(name, group.nodes, graph, TILE_IMPORTS + "\nfrom trident.kernels.matmul import matmul_tile")
     consts = ["BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M"]
     src += _tile_loop(args, consts, w.lines, f"tl.cdiv({rows}, BLOCK_M) * tl.cdiv({N}, BLOCK_N)")
@@ -420,7 +425,7 @@ def _conv_body(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: 
                f"BLOCK_M, BLOCK_N, BLOCK_K, '{_precision(weight.dtype)}')")
         w.line(f"nmask = offs_n[None, :] < {oc}")
         first = "offs_n"
-        cfg = _tile_config(gemm_config(pixels, oc, c, weight.dtype))
+        cfg = _tile_config(gemm_config(pixels, oc, c, weight.dtype, _out_bytes(graph, outputs)))
         grid_axis1 = 1
         consts = ["BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M"]
     else:
@@ -495,7 +500,7 @@ def horizontal(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: 
                             f"pid - first{k}, {consts})"))
     first = bodies[0]
     problem = dict(first.problem, N=sum(b.problem["N"] for b in bodies), members=len(bodies))
-    cfg = _shared_config(problem)
+    cfg = _shared_config(dict(problem, out_bytes=_out_bytes(graph, outputs)))
     dispatch = ["    first0 = 0"]
     for k, (body, call) in enumerate(calls):
         dispatch.append(f"    first{k + 1} = first{k} + {body.programs[0]}")
@@ -518,7 +523,8 @@ def _shared_config(problem: dict) -> dict:
     from trident.kernels.matmul import heuristic_config as gemm_config
 
     if problem["tile"] == "matmul_tile":
-        return _tile_config(gemm_config(problem["M"], problem["N"], problem["K"], problem["dtype"]))
+        return _tile_config(gemm_config(problem["M"], problem["N"], problem["K"], problem["dtype"],
+                                        problem["out_bytes"]))
     return _tile_config(templates.heuristic_config(problem["M"], problem["N"], problem["C"],
                                                    problem["KH"], problem["KW"], problem["dtype"]))
 
