@@ -178,7 +178,7 @@ def test_gpu_matmul_all_candidate_configs(dtype, M, N, K):
             torch.testing.assert_close(out.double(), ref, rtol=1e-2, atol=1e-2 * math.sqrt(K), msg=str(cfg))
 
 
-def test_gpu_heuristic_keeps_wide_outputs_in_shared_memory(monkeypatch):
+def test_heuristic_keeps_wide_outputs_in_shared_memory(monkeypatch):
     # A 4-byte output's epilogue stages the whole tile in shared memory: no 128x256 tile then
     # (on the H200 it asks for 272 KB of the 227 KB there are).
     import trident.kernels.matmul as mm
