@@ -113,6 +113,8 @@ def heuristic_config(M: int, N: int, K: int, dtype, out_bytes: int = 2) -> Matmu
         if N >= 128 and K >= 512:
             return MatmulConfig(128, 128, bk, 8, 8, 3, programs_per_sm=2)
         return MatmulConfig(128, 128 if N >= 128 else 64, bk if N < 128 else min(bk, 64), 8, 4, 3)
+    if cdiv(K, bk) < 4:  # a K loop this short leaves a persistent, flattened pipeline nothing to overlap
+        return MatmulConfig(128, 128 if N >= 128 else 64, max(16, bk // 2), 8, 4, 3)
     if N >= 256 and out_bytes <= 2 and cdiv(M, 128) * cdiv(N, 256) >= NUM_SMS_H200 // 2:
         return MatmulConfig(128, 256, bk, 8, 8, 3, programs_per_sm=1)
     if N >= 128:
@@ -149,6 +151,9 @@ def candidate_configs(M: int, N: int, K: int, dtype) -> list[MatmulConfig]:
                  MatmulConfig(128, 128, bk, 8, 4, 4, programs_per_sm=2),
                  MatmulConfig(128, 128, half, 8, 4, 4), MatmulConfig(64, 128, bk, 8, 4, 3),
                  MatmulConfig(128, 64, bk, 8, 4, 3), MatmulConfig(256, 128, bk, 8, 8, 3, programs_per_sm=1)]
+    # A persistent (flattened) pipeline deeper than the K loop asks for twice the shared memory
+    # (seen on the H200 at K = 64: 256 KB): drop those.
+    cands = [c for c in cands if not c.programs_per_sm or c.num_stages <= cdiv(K, c.BLOCK_K)]
     return list(dict.fromkeys(cands))  # dedupe, keep order
 
 

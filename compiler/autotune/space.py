@@ -223,6 +223,8 @@ def gemm_reason(cfg: Config, problem: dict, limits: DeviceLimits) -> str | None:
         return "persistent grid with a tile per program"
     if persistent and bm * bn < 128 * 128:
         return "persistent tile too small to pay for its loop"
+    if persistent and (cfg.num_stages or 3) > g.k_iters(bk):
+        return "persistent pipeline deeper than the K loop"  # flattened: twice the shared memory
     return None
 
 
