@@ -113,6 +113,10 @@ def heuristic_config(M: int, N: int, K: int, dtype, out_bytes: int = 2) -> Matmu
         if N >= 128 and K >= 512:
             return MatmulConfig(128, 128, bk, 8, 8, 3, programs_per_sm=2)
         return MatmulConfig(128, 128 if N >= 128 else 64, bk if N < 128 else min(bk, 64), 8, 4, 3)
+    if cdiv(M, 128) * cdiv(N, 128) < NUM_SMS_H200:
+        # Too few 128x128 tiles to fill the SMs: 64-row tiles (and half the shared memory, which a
+        # fused fp32-input cast needs: its A tile is loaded as fp32).
+        return MatmulConfig(64, 128 if N >= 128 else 64, bk, 8, 4, 4)
     if cdiv(K, bk) < 4:  # a K loop this short leaves a persistent, flattened pipeline nothing to overlap
         return MatmulConfig(128, 128 if N >= 128 else 64, max(16, bk // 2), 8, 4, 3)
     if N >= 256 and out_bytes <= 2 and cdiv(M, 128) * cdiv(N, 256) >= NUM_SMS_H200 // 2:
