@@ -114,12 +114,6 @@ def bench_conv(shape, batch: int, quick: bool, rep: int) -> dict:
             "best_config": asdict(best_cfg), "trials": trials}
 
 
-def cfg_text(c: dict) -> str:
-    from trident.kernels.sweep import cfg_text as text
-
-    return text(c)
-
-
 def _precompile(only: set, size: int, batch: int) -> None:
     """Compile every candidate config of the K-major GEMMs and the convs in parallel processes
     (kernels/sweep.py), so the timing loop below loads binaries instead of compiling one by one."""
@@ -148,6 +142,8 @@ def main(argv=None) -> int:
     import trident.kernels  # noqa: F401  (before triton, as everywhere in trident)
 
     import triton
+
+    from trident.kernels.sweep import cfg_text  # (sweep imports this module: not at the top)
 
     torch.backends.cudnn.benchmark = True  # let cuDNN pick its fastest algorithm: a fair baseline
     only = set(args.only.split(","))

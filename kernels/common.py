@@ -37,6 +37,12 @@ def persistent_grid(tiles: int, programs_per_sm: int) -> int:
     return max(1, min(tiles, programs_per_sm * num_sms()))
 
 
+def persistent_pipeline_fits(num_stages: int, k_iters: int) -> bool:
+    """A persistent (flattened) pipeline deeper than its K loop asks for twice the shared memory
+    (256 KB seen on the H200 at K = 64): such configs are never tried."""
+    return num_stages <= k_iters
+
+
 @functools.lru_cache(maxsize=None)
 def num_sms() -> int:
     """Streaming multiprocessors of the current GPU (H200's 132 where there is none)."""

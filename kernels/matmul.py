@@ -14,7 +14,8 @@ import torch
 
 from trident.compiler import config as _config
 from trident.kernels.common import (TileConfig, cast_for_store, cdiv, dot_acc, grouped_pid, interpreter_block,
-                                    is_int8, is_interpreter, next_pow2, persistent_grid, zero_acc)
+                                    is_int8, is_interpreter, next_pow2, persistent_grid, persistent_pipeline_fits,
+                                    zero_acc)
 
 import triton
 import triton.language as tl
@@ -155,9 +156,7 @@ def candidate_configs(M: int, N: int, K: int, dtype) -> list[MatmulConfig]:
                  MatmulConfig(128, 128, bk, 8, 4, 4, programs_per_sm=2),
                  MatmulConfig(128, 128, half, 8, 4, 4), MatmulConfig(64, 128, bk, 8, 4, 3),
                  MatmulConfig(128, 64, bk, 8, 4, 3), MatmulConfig(256, 128, bk, 8, 8, 3, programs_per_sm=1)]
-    # A persistent (flattened) pipeline deeper than the K loop asks for twice the shared memory
-    # (seen on the H200 at K = 64: 256 KB): drop those.
-    cands = [c for c in cands if not c.programs_per_sm or c.num_stages <= cdiv(K, c.BLOCK_K)]
+    cands = [c for c in cands if not c.programs_per_sm or persistent_pipeline_fits(c.num_stages, cdiv(K, c.BLOCK_K))]
     return list(dict.fromkeys(cands))  # dedupe, keep order
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from trident.kernels.common import cdiv, next_pow2
+from trident.kernels.common import cdiv, next_pow2, persistent_pipeline_fits
 
 # What the codegen's CONFIG dicts hold besides block sizes (launch options, not constexprs).
 LAUNCH_OPTIONS = ("num_warps", "num_stages")
@@ -223,8 +223,8 @@ def gemm_reason(cfg: Config, problem: dict, limits: DeviceLimits) -> str | None:
         return "persistent grid with a tile per program"
     if persistent and bm * bn < 128 * 128:
         return "persistent tile too small to pay for its loop"
-    if persistent and (cfg.num_stages or 3) > g.k_iters(bk):
-        return "persistent pipeline deeper than the K loop"  # flattened: twice the shared memory
+    if persistent and not persistent_pipeline_fits(cfg.num_stages or 3, g.k_iters(bk)):
+        return "persistent pipeline deeper than the K loop"
     return None
 
 
