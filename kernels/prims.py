@@ -45,7 +45,7 @@ def leaky_relu(x, alpha):
 
 # 1.5 * 2^23: adding it to |v| < 2^22 lands where fp32's spacing is exactly 1, so the FPU's own
 # round-half-to-even rounds v to an integer; subtracting it back is exact.
-ROUNDER: tl.constexpr = 12582912.0
+ROUNDER = tl.constexpr(12582912.0)
 
 
 @triton.jit
