@@ -95,7 +95,7 @@ def heuristic_config(M: int, N: int, K: int, dtype, out_bytes: int = 2) -> Matmu
 
     The 16- and 8-bit tiles are the winners of `python -m trident.kernels.sweep` on an H200 over
     square, BERT and ResNet-50 1x1-conv GEMMs (benchmarks/results/h200-sweep-*.json): fp16 wants
-    128x256 on two warpgroups, persistent; int8 wants 128x128, persistent two per SM when K is deep.
+    128x256 on two warpgroups, persistent; int8: see _int8_config.
     out_bytes: the widest output element the kernel stores. The epilogue's layout change stages the
     whole tile in shared memory, so a 4-byte output (fp32, int32) rules out the 128x256 tile.
     """
@@ -111,9 +111,7 @@ def heuristic_config(M: int, N: int, K: int, dtype, out_bytes: int = 2) -> Matmu
     if torch.empty((), dtype=dtype).element_size() == 4:
         return _fp32_config(M, N, bk)
     if is_int8(dtype):
-        if N >= 128 and K >= 512:
-            return MatmulConfig(128, 128, bk, 8, 8, 3, programs_per_sm=2)
-        return MatmulConfig(128, 128 if N >= 128 else 64, bk if N < 128 else min(bk, 64), 8, 4, 3)
+        return _int8_config(M, N, K, bk)
     if cdiv(M, 128) * cdiv(N, 128) < NUM_SMS_H200:
         # Too few 128x128 tiles to fill the SMs: 64-row tiles (and half the shared memory, which a
         # fused fp32-input cast needs: its A tile is loaded as fp32).
@@ -125,6 +123,21 @@ def heuristic_config(M: int, N: int, K: int, dtype, out_bytes: int = 2) -> Matmu
     if N >= 128:
         return MatmulConfig(128, 128, bk, 8, 4, 4, programs_per_sm=2)
     return MatmulConfig(128, 64, bk, 8, 8, 3)
+
+
+def _int8_config(M: int, N: int, K: int, bk: int) -> MatmulConfig:
+    """int8 tiles, from H200 measurements (sweep, and ResNet-50's fused 1x1 convs at batch 256).
+
+    An int8 MMA is so fast that only a deep K makes the tile compute-bound; elsewhere the epilogue
+    (dequantize, residual, requantize) and the memory stream decide, and a 128x64 tile on one
+    warpgroup wins: 247 vs 282 us (64->256 + int8 residual), 55 vs 78 us (512->2048 + residual)."""
+    if K >= 4096 and N >= 1024:
+        return MatmulConfig(128, 128, bk, 8, 8, 3, programs_per_sm=2)  # 1405 TOPS at 8192^3
+    if cdiv(M, 128) * cdiv(N, 128) < 2 * NUM_SMS_H200:
+        return MatmulConfig(64, 128, bk, 8, 4, 3)  # BERT's 768-wide outputs: more, smaller tiles
+    if M < 8192:  # transformer-sized token counts
+        return MatmulConfig(128, 128, min(bk, 64), 8, 4, 3)
+    return MatmulConfig(128, 64, bk if N <= 128 and K >= 256 else min(bk, 64), 8, 4, 3)
 
 
 def _fp32_config(M: int, N: int, bk: int) -> MatmulConfig:
