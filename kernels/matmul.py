@@ -111,7 +111,7 @@ def heuristic_config(M: int, N: int, K: int, dtype, out_bytes: int = 2) -> Matmu
     if torch.empty((), dtype=dtype).element_size() == 4:
         return _fp32_config(M, N, bk)
     if is_int8(dtype):
-        return _int8_config(M, N, K, bk)
+        return _int8_config(M, N, K, bk, out_bytes)
     if cdiv(M, 128) * cdiv(N, 128) < NUM_SMS_H200:
         # Too few 128x128 tiles to fill the SMs: 64-row tiles (and half the shared memory, which a
         # fused fp32-input cast needs: its A tile is loaded as fp32).
@@ -125,14 +125,17 @@ def heuristic_config(M: int, N: int, K: int, dtype, out_bytes: int = 2) -> Matmu
     return MatmulConfig(128, 64, bk, 8, 8, 3)
 
 
-def _int8_config(M: int, N: int, K: int, bk: int) -> MatmulConfig:
+def _int8_config(M: int, N: int, K: int, bk: int, out_bytes: int) -> MatmulConfig:
     """int8 tiles, from H200 measurements (sweep, and ResNet-50's fused 1x1 convs at batch 256).
 
     An int8 MMA is so fast that only a deep K makes the tile compute-bound; elsewhere the epilogue
     (dequantize, residual, requantize) and the memory stream decide, and a 128x64 tile on one
     warpgroup wins: 247 vs 282 us (64->256 + int8 residual), 55 vs 78 us (512->2048 + residual)."""
-    if K >= 4096 and N >= 1024:
-        return MatmulConfig(128, 128, bk, 8, 8, 3, programs_per_sm=2)  # 1405 TOPS at 8192^3
+    if K >= 4096 and N >= 1024:  # 8192^3: 1405 TOPS with an int8 output (sweep); an int32 output's
+        # 64 KB epilogue tile leaves room for one program per SM: 1224 TOPS on one warpgroup.
+        if out_bytes <= 2:
+            return MatmulConfig(128, 128, bk, 8, 8, 3, programs_per_sm=2)
+        return MatmulConfig(128, 128, bk, 8, 4, 3)
     if cdiv(M, 128) * cdiv(N, 128) < 2 * NUM_SMS_H200:
         return MatmulConfig(64, 128, bk, 8, 4, 3)  # BERT's 768-wide outputs: more, smaller tiles
     if M < 8192:  # transformer-sized token counts
@@ -196,7 +199,7 @@ def matmul(a: torch.Tensor, b: torch.Tensor, *, b_k_major: bool = False, out_dty
         return c
     if K == 0:
         return c.zero_()
-    cfg = config or heuristic_config(M, N, K, a.dtype)
+    cfg = config or heuristic_config(M, N, K, a.dtype, c.element_size())
     cfg.check(a.dtype)
     stride_bk, stride_bn = (b.stride(1), b.stride(0)) if b_k_major else (b.stride(0), b.stride(1))
     grid = (persistent_grid(cdiv(M, cfg.BLOCK_M) * cdiv(N, cfg.BLOCK_N), cfg.programs_per_sm),)

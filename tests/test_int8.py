@@ -278,7 +278,7 @@ def test_quantize_kernel_matches_reference_on_random_and_tie_values(dtype, zero_
     g = torch.Generator().manual_seed(11)
     spread = torch.randn(3000, generator=g) * torch.logspace(-3, 3, 3000)
     ties = (torch.arange(-300, 300, dtype=torch.float32) + 0.5) * scale
-    x = torch.cat([spread, ties, torch.tensor([0.0, -0.0, 1e30, -1e30])])
+    x = torch.cat([spread, ties, torch.tensor([0.0, -0.0, 1e30, -1e30, math.inf, -math.inf])])
     b = GraphBuilder("q")
     xin = b.input("x", TensorType(tuple(x.shape), torch.float32))
     q = b.add1("quantize_linear", [xin, b.constant(torch.tensor(scale), "s"),
@@ -288,6 +288,24 @@ def test_quantize_kernel_matches_reference_on_random_and_tie_values(dtype, zero_
     (expected,) = run_reference(graph, [x])
     assert got.dtype == dtype
     assert torch.equal(got.cpu(), expected.cpu()), (got.int() - expected.int()).abs().max()
+
+
+def test_quantize_kernel_divides_exactly_for_many_scales():
+    """x / scale as IEEE division rounds it, for scales that are not powers of two (the kernel
+    multiplies by 1 / scale and corrects with an fma): values near every rounding tie."""
+    g = torch.Generator().manual_seed(12)
+    scales = (torch.rand(24, generator=g) * 0.2 + 1e-3).tolist()
+    k = torch.arange(-130, 130, dtype=torch.float32) + 0.5
+    for scale in scales:
+        x = torch.cat([k * scale, torch.nextafter(k * scale, k * scale * 2), torch.randn(500, generator=g) * 60 * scale])
+        b = GraphBuilder("q")
+        xin = b.input("x", TensorType(tuple(x.shape), torch.float32))
+        q = b.add1("quantize_linear", [xin, b.constant(torch.tensor(scale), "s"),
+                                       b.constant(torch.zeros((), dtype=torch.int8), "z")], {"axis": 0, "narrow": True})
+        graph = b.finish([q])
+        _, (got,) = _run(graph, x)
+        (expected,) = run_reference(graph, [x])
+        assert torch.equal(got.cpu(), expected.cpu()), (scale, (got.int() - expected.int()).abs().max())
 
 
 # ----------------------------------------------------------------- quantize pass, builds ----

@@ -136,7 +136,9 @@ def _quantize(node: Node, args: list[str], graph: Graph) -> str:
     info = torch.iinfo(graph.types[node.outputs[0]].dtype)
     lo = info.min + int(node.attrs.get("narrow", False))
     zp = float(args[2]) if len(args) > 2 else 0.0
-    return (f"prims.quantize({args[0]}, {args[1]}, {literal(zp)}, {literal(float(lo))}, "
+    scale = torch.tensor(scalar_constant(graph, node.inputs[1]), dtype=torch.float32)
+    inv_scale = float(1 / scale)  # fl(1 / scale): fp32 division on the host, correctly rounded
+    return (f"prims.quantize({args[0]}, {args[1]}, {literal(inv_scale)}, {literal(zp)}, {literal(float(lo))}, "
             f"{literal(float(info.max))}).to({TL_DTYPES[graph.types[node.outputs[0]].dtype]})")
 
 

@@ -98,7 +98,7 @@ def gemm_shape(ctx, dtype_name: str, M: int, N: int, K: int) -> dict:
         a = torch.randn((M, K), device=ctx.device, dtype=torch.float16, generator=g)
         w = torch.randn((N, K), device=ctx.device, dtype=torch.float16, generator=g)
         ref, ref_name, itemsize, out_size = (lambda: a @ w.t()), "torch.matmul (cuBLAS)", 2, 2
-    cfg = heuristic_config(M, N, K, a.dtype)
+    cfg = heuristic_config(M, N, K, a.dtype, out_size)
     ms = ctx.kernel_timer(lambda: matmul(a, w, b_k_major=True, config=cfg), 100)
     ref_ms = ctx.kernel_timer(ref, 100)
     return _record(f"{dtype_name} GEMM {M}x{N}x{K} (W K-major)", "gemm", dtype_name, ms, 2 * M * N * K,
