@@ -270,6 +270,17 @@ def test_quantize_kernel_rounds_half_to_even_and_clamps():
     assert torch.equal(got_d, got_q.float() * scale)
 
 
+def _quantize_kernel_and_reference(x, scale: float, zero_point: torch.Tensor, attrs: dict):
+    """quantize_linear(x) from the engine's kernel and from the reference executor (on the CPU)."""
+    b = GraphBuilder("q")
+    xin = b.input("x", TensorType(tuple(x.shape), torch.float32))
+    q = b.add1("quantize_linear", [xin, b.constant(torch.tensor(scale), "s"), b.constant(zero_point, "z")], attrs)
+    graph = b.finish([q])
+    _, (got,) = _run(graph, x)
+    (expected,) = run_reference(graph, [x])
+    return got.cpu(), expected.cpu()
+
+
 @pytest.mark.parametrize("dtype,zero_point,scale", [(torch.int8, 0, 0.037), (torch.int8, 5, 0.25),
                                                      (torch.int8, -3, 1.0 / 3.0)])
 def test_quantize_kernel_matches_reference_on_random_and_tie_values(dtype, zero_point, scale):
@@ -279,15 +290,9 @@ def test_quantize_kernel_matches_reference_on_random_and_tie_values(dtype, zero_
     spread = torch.randn(3000, generator=g) * torch.logspace(-3, 3, 3000)
     ties = (torch.arange(-300, 300, dtype=torch.float32) + 0.5) * scale
     x = torch.cat([spread, ties, torch.tensor([0.0, -0.0, 1e30, -1e30, math.inf, -math.inf])])
-    b = GraphBuilder("q")
-    xin = b.input("x", TensorType(tuple(x.shape), torch.float32))
-    q = b.add1("quantize_linear", [xin, b.constant(torch.tensor(scale), "s"),
-                                   b.constant(torch.tensor(zero_point, dtype=dtype), "z")], {"axis": 0})
-    graph = b.finish([q])
-    _, (got,) = _run(graph, x)
-    (expected,) = run_reference(graph, [x])
+    got, expected = _quantize_kernel_and_reference(x, scale, torch.tensor(zero_point, dtype=dtype), {"axis": 0})
     assert got.dtype == dtype
-    assert torch.equal(got.cpu(), expected.cpu()), (got.int() - expected.int()).abs().max()
+    assert torch.equal(got, expected), (got.int() - expected.int()).abs().max()
 
 
 def test_quantize_kernel_divides_exactly_for_many_scales():
@@ -298,14 +303,9 @@ def test_quantize_kernel_divides_exactly_for_many_scales():
     k = torch.arange(-130, 130, dtype=torch.float32) + 0.5
     for scale in scales:
         x = torch.cat([k * scale, torch.nextafter(k * scale, k * scale * 2), torch.randn(500, generator=g) * 60 * scale])
-        b = GraphBuilder("q")
-        xin = b.input("x", TensorType(tuple(x.shape), torch.float32))
-        q = b.add1("quantize_linear", [xin, b.constant(torch.tensor(scale), "s"),
-                                       b.constant(torch.zeros((), dtype=torch.int8), "z")], {"axis": 0, "narrow": True})
-        graph = b.finish([q])
-        _, (got,) = _run(graph, x)
-        (expected,) = run_reference(graph, [x])
-        assert torch.equal(got.cpu(), expected.cpu()), (scale, (got.int() - expected.int()).abs().max())
+        got, expected = _quantize_kernel_and_reference(x, scale, torch.zeros((), dtype=torch.int8),
+                                                        {"axis": 0, "narrow": True})
+        assert torch.equal(got, expected), (scale, (got.int() - expected.int()).abs().max())
 
 
 # ----------------------------------------------------------------- quantize pass, builds ----

@@ -197,11 +197,16 @@ def _acc_per_thread(cfg: Config, a: str, b: str) -> float:
     return cfg[a] * cfg[b] / (32 * cfg.num_warps)
 
 
+def _wider_than(cfg: Config, rows: int, cols: int) -> bool:
+    """A BLOCK_M x BLOCK_N tile wider than the (rows, cols) problem rounded up to a power of two."""
+    return cfg["BLOCK_M"] > max(16, next_pow2(rows)) or cfg["BLOCK_N"] > max(16, next_pow2(cols))
+
+
 def gemm_reason(cfg: Config, problem: dict, limits: DeviceLimits) -> str | None:
     """Why a matmul/conv config is pruned, or None if it stays."""
     g = gemm_view(problem)
     bm, bn, bk = cfg["BLOCK_M"], cfg["BLOCK_N"], cfg["BLOCK_K"]
-    if bm > max(16, next_pow2(g.M)) or bn > max(16, next_pow2(g.N)):
+    if _wider_than(cfg, g.M, g.N):
         return "tile wider than the problem"
     if bk > g.k_cap or bk < _min_block_k(g.dtype):
         return "BLOCK_K does not fit K"
@@ -231,7 +236,7 @@ def gemm_reason(cfg: Config, problem: dict, limits: DeviceLimits) -> str | None:
 def _tile2d_reason(cfg: Config, problem: dict, limits: DeviceLimits) -> str | None:
     # pool: C channels; depthwise: groups == channels (its C is the per-group count, 1)
     channels = int(problem["groups"] if problem["template"] == "depthwise" else problem["C"])
-    if cfg["BLOCK_M"] > max(16, next_pow2(int(problem["M"]))) or cfg["BLOCK_N"] > max(16, next_pow2(channels)):
+    if _wider_than(cfg, int(problem["M"]), channels):
         return "tile wider than the problem"
     per_thread = _acc_per_thread(cfg, "BLOCK_M", "BLOCK_N")
     if per_thread > ELEMS_PER_THREAD:
