@@ -76,6 +76,58 @@ def avg_pool2d_nhwc_tile(x_ptr, N, H, W, C, OH, OW, stride_h, stride_w, pad_h, p
 
 
 @triton.jit
+def pad_nhwc_tile(x_ptr, N, C, H, W, OH, OW, pad_t, pad_l, sx_n, sx_c, sx_h, sx_w, offs_m, offs_c):
+    """fp32 [BLOCK_M, BLOCK_C] of x zero-padded: output pixel (n, oh, ow), channel c reads
+    x[n, c, oh - pad_t, ow - pad_l] when that is inside x (c < C included), else 0.
+
+    x is read through its strides (sx_*, in elements), so any layout works: a network's NCHW fp32
+    input becomes the padded NHWC tensor a conv's row tile wants in one pass, with a cast or
+    quantization fused behind (both map 0 to 0, so padding before them is the same)."""
+    rm = offs_m % (N * OH * OW)
+    ow = rm % OW
+    t = rm // OW
+    ih = t % OH - pad_t
+    iw = ow - pad_l
+    inside = (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+    pixel = (t // OH) * sx_n + ih * sx_h + iw * sx_w
+    mask = inside[:, None] & (offs_c < C)[None, :]
+    x = tl.load(x_ptr + pixel[:, None] + (offs_c * sx_c)[None, :], mask=mask, other=0)
+    return x.to(tl.float32)
+
+
+@triton.jit
+def pad_nhwc_kernel(x_ptr, y_ptr, N, C, H, W, OH, OW, OC, pad_t, pad_l, sx_n, sx_c, sx_h, sx_w,
+                    BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
+    """Standalone pad_nhwc: y [N, OH, OW, OC] contiguous; grid = cdiv(N*OH*OW, BLOCK_M)."""
+    offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_c = tl.arange(0, BLOCK_C)
+    x = pad_nhwc_tile(x_ptr, N, C, H, W, OH, OW, pad_t, pad_l, sx_n, sx_c, sx_h, sx_w, offs_m, offs_c)
+    mask = (offs_m < N * OH * OW)[:, None] & (offs_c < OC)[None, :]
+    tl.store(y_ptr + offs_m[:, None] * OC + offs_c[None, :], x.to(y_ptr.dtype.element_ty), mask=mask)
+
+
+def pad_nhwc(x: torch.Tensor, padding, channels: int | None = None, out_dtype=None) -> torch.Tensor:
+    """Zero-pad logical-NCHW x (any memory format) by (top, left, bottom, right), and its channels
+    up to `channels`; returns logical NCHW in channels_last memory format, as the conv tiles read.
+    out_dtype (default x's) is a plain cast: a float -> int8 cast needs quantizing instead."""
+    N, C, H, W = x.shape
+    pt, pl, pb, pr = normalize_padding(padding)
+    channels = C if channels is None else channels
+    if channels < C or min(pt, pl, pb, pr) < 0:
+        raise ValueError(f"pad_nhwc: pads {(pt, pl, pb, pr)} and channels {channels} must not crop {tuple(x.shape)}")
+    OH, OW = H + pt + pb, W + pl + pr
+    y = torch.empty((N, channels, OH, OW), device=x.device, dtype=out_dtype or x.dtype,
+                    memory_format=torch.channels_last)
+    block_c = next_pow2(channels)
+    block_m = interpreter_block(N * OH * OW, hi=4096) if is_interpreter() else max(16, 4096 // block_c)
+    sx_n, sx_c, sx_h, sx_w = x.stride()
+    pad_nhwc_kernel[(cdiv(N * OH * OW, block_m),)](x, y, N, C, H, W, OH, OW, channels, pt, pl,
+                                                   sx_n, sx_c, sx_h, sx_w, BLOCK_M=block_m, BLOCK_C=block_c,
+                                                   num_warps=4 if is_interpreter() else 8)
+    return y
+
+
+@triton.jit
 def pool2d_nhwc_kernel(x_ptr, y_ptr, N, H, W, C, OH, OW, stride_h, stride_w, pad_h, pad_w, pad_b, pad_r,
                        dil_h, dil_w, KH: tl.constexpr, KW: tl.constexpr, IS_MAX: tl.constexpr,
                        COUNT_INCLUDE_PAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):

@@ -141,6 +141,58 @@ def test_pack_layouts():
     assert d.shape == (3, 2, 6) and d.is_contiguous()
 
 
+# --------------------------------------------------------------- few channels: pad_nhwc + row tile
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.int8])
+@pytest.mark.parametrize("shape", [(2, 3, 13, 11, 20, 7, 7, (2, 2), (3, 3, 3, 3)),    # the RGB stem
+                                   (1, 1, 9, 10, 16, 5, 3, (2, 1), (2, 1, 0, 2)),     # C=1, asymmetric pads
+                                   (2, 6, 7, 8, 8, 3, 3, (1, 1), (1, 1, 1, 1))])      # C=6 -> 8 channels
+@pytest.mark.parametrize("config", [None, ConvConfig(16, 16, 32, GROUP_M=2)])       # heuristic; many programs
+def test_row_tile_convs(dtype, shape, config):
+    N, C, H, W, OC, KH, KW, stride, pads = shape
+    assert cv.uses_row_tile(C, KW, 1, 1) and not cv.uses_row_tile(C, KW, 2, 1) and not cv.uses_row_tile(C, KW, 1, 2)
+    x, w = rand((N, C, H, W), dtype, 30), rand((OC, C, KH, KW), dtype, 31)
+    b = rand((OC,), torch.int8, 32).to(torch.int32) if dtype == torch.int8 else rand((OC,), dtype, 32)
+    y = conv2d_nhwc(x, w, b, stride, pads, config=config)
+    check(y, reference(x, w, b, stride, pads, 1, 1), dtype, KH * KW * C)
+    y = conv2d_nhwc(x, pack_conv_weight(w), b, stride, pads, config=config, prepacked=True)
+    check(y, reference(x, w, b, stride, pads, 1, 1), dtype, KH * KW * C)
+
+
+def test_row_tile_keeps_an_inf_inside_its_windows():
+    # The row's K block runs past the window into the next pixel; those lanes must not read it
+    # (0 * inf would put a NaN into outputs whose windows do not contain the inf).
+    x, w = rand((1, 3, 12, 12), torch.float32, 33), rand((4, 3, 3, 3), torch.float32, 34)
+    x[0, 1, 5, 6] = float("inf")
+    y = conv2d_nhwc(x, w.abs(), None, 1, 1).cpu()
+    ref = reference(x, w.abs(), None, 1, (1, 1, 1, 1), 1, 1)
+    assert torch.equal(torch.isfinite(y), torch.isfinite(ref)) and torch.isfinite(y).sum() > 0
+
+
+def test_pack_conv_weight_rows_layout():
+    w = rand((5, 3, 2, 7), torch.float32, 35)
+    r = cv.pack_conv_weight_rows(w, 4, 32)
+    assert r.shape == (5, 2, 32) and r.is_contiguous()
+    assert r[3, 1, 6 * 4 + 2] == w[3, 2, 1, 6] and r[3, 1, 6 * 4 + 3] == 0 and not r[:, :, 28:].any()
+    with pytest.raises(ValueError, match="does not fit"):
+        cv.pack_conv_weight_rows(w, 8, 32)
+
+
+@pytest.mark.parametrize("dtype,out_dtype", [(torch.float32, torch.float32), (torch.float32, torch.float16),
+                                             (torch.float16, torch.float16), (torch.int8, torch.int8)])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_pad_nhwc_matches_torch(dtype, out_dtype, channels_last):
+    from trident.kernels.pool import pad_nhwc
+
+    x = rand((2, 3, 9, 7), dtype, 36)
+    x = x.contiguous(memory_format=torch.channels_last) if channels_last else x
+    y = pad_nhwc(x, (1, 2, 3, 0), 4, out_dtype=out_dtype)
+    ref = F.pad(x.cpu().double(), (2, 0, 1, 3, 0, 1)).to(out_dtype)
+    assert y.shape == (2, 4, 13, 9) and y.dtype == out_dtype and y.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(y.cpu(), ref)
+    with pytest.raises(ValueError, match="must not crop"):
+        pad_nhwc(x, 1, 2)
+
+
 @triton.jit
 def _conv_relu_kernel(x_ptr, w_ptr, y_ptr, N, H, W, C, OH, OW, OC, KH: tl.constexpr, KW: tl.constexpr,
                       BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
