@@ -44,23 +44,34 @@ def leaky_relu(x, alpha):
 
 
 # 1.5 * 2^23: adding it to |v| < 2^22 lands where fp32's spacing is exactly 1, so the FPU's own
-# round-half-to-even rounds v to an integer; subtracting it back is exact.
+# round-half-to-even rounds v to an integer, and the sum's low mantissa bits are that integer
+# (two's complement, offset by ROUNDER_BITS, ROUNDER's bit pattern). Both directions of
+# int <-> float conversion then cost one full-rate add each instead of an I2F / F2I, which run at a
+# quarter of the FP32 rate and dominated the int8 epilogues (requantize, int8 residuals).
 ROUNDER = tl.constexpr(12582912.0)
+ROUNDER_BITS = tl.constexpr(0x4B400000)
+
+
+@triton.jit
+def small_int_to_float(i):
+    """fp32 of integers with |i| < 2^22 (int8 / uint8 values), exactly, without an I2F."""
+    return (i.to(tl.int32) + ROUNDER_BITS).to(tl.float32, bitcast=True) - ROUNDER
 
 
 @triton.jit
 def quantize(x, scale, inv_scale, zero_point, lo, hi):
-    """QuantizeLinear on fp32 registers: clamp(round_half_even(x / scale) + zero_point, lo, hi).
+    """QuantizeLinear on fp32 registers: clamp(round_half_even(x / scale) + zero_point, lo, hi),
+    as an int32 (zero_point, lo, hi are integers; callers narrow it to int8 / uint8).
 
     x / scale exactly as IEEE division rounds it, but without a divide: q = x * (1 / scale) is
     within an ulp, and one Newton step with an exact fma residual makes it the correctly rounded
     quotient (Markstein), given inv_scale = fl(1 / scale). A plain `/` is the approximate
     div.full.f32 on NVIDIA, and div_rn made the H200's int8 ResNet-50 2.4x slower.
     Clamping before rounding gives the same result (lo - zero_point and hi - zero_point are
-    integers) and keeps |v| small enough for the ROUNDER add/subtract: two instructions, where a
-    floor-based round-half-even took ~40% of an int8 residual conv kernel (484 -> 302 us)."""
+    integers) and keeps |v| small enough for the ROUNDER add, which rounds and converts at once
+    (a floor-based round-half-even took ~40% of an int8 residual conv kernel: 484 -> 302 us)."""
     q = x * inv_scale
     refined = tl.fma(tl.fma(-q, scale, x), inv_scale, q)
     q = tl.where(refined == refined, refined, q)  # x = +-inf: the residual is NaN, q is right
     v = tl.minimum(tl.maximum(q, lo - zero_point), hi - zero_point)
-    return (v + ROUNDER) - ROUNDER + zero_point
+    return (v + ROUNDER).to(tl.int32, bitcast=True) - ROUNDER_BITS + zero_point

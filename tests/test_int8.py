@@ -308,6 +308,24 @@ def test_quantize_kernel_divides_exactly_for_many_scales():
         assert torch.equal(got, expected), (scale, (got.int() - expected.int()).abs().max())
 
 
+@pytest.mark.parametrize("dtype,zero_point", [(torch.int8, 0), (torch.int8, -7), (torch.uint8, 128)])
+def test_dequantize_kernel_is_exact_for_every_8bit_value(dtype, zero_point):
+    """dequantize_linear of every int8 / uint8 value (prims.small_int_to_float: the bit-trick
+    conversion) equals the reference's float arithmetic exactly, and a fused requantize with the
+    same scale gives the values back."""
+    info = torch.iinfo(dtype)
+    x = torch.arange(info.min, info.max + 1, dtype=torch.int32).to(dtype)
+    b = GraphBuilder("dq")
+    xin = b.input("x", TensorType(tuple(x.shape), dtype))
+    s, z = b.constant(torch.tensor(0.0371), "s"), b.constant(torch.tensor(zero_point, dtype=dtype), "z")
+    d = b.add1("dequantize_linear", [xin, s, z], {"axis": 0})
+    q = b.add1("quantize_linear", [d, s, z], {"axis": 0})
+    graph = b.finish([d, q])
+    _, (got_d, got_q) = _run(graph, x)
+    expected_d, _ = run_reference(graph, [x])
+    assert torch.equal(got_d.cpu(), expected_d) and torch.equal(got_q.cpu(), x)
+
+
 # ----------------------------------------------------------------- quantize pass, builds ----
 class SmallCNN(nn.Module):
     """conv -> relu -> pool -> conv (+ residual) -> relu -> 1x1 conv -> pool -> fc."""

@@ -18,8 +18,12 @@ from trident.kernels.common import cdiv, next_pow2, persistent_pipeline_fits
 # What the codegen's CONFIG dicts hold besides block sizes (launch options, not constexprs).
 LAUNCH_OPTIONS = ("num_warps", "num_stages")
 
-FAST_CANDIDATES = {"matmul": 5, "conv": 5, "depthwise": 4, "pool": 4, "pointwise": 4,
-                   "reduction": 4}
+# How many configs `fast` times per kernel, the heuristic's included. In the third session's H200
+# runs (ResNet-50 b256, BERT b32; benchmarks/results/h200-tuning-s3.json) the heuristic won all 36
+# tuned kernels, so `fast` spends its budget on the first few alternatives only (cold ResNet-50
+# build: 72 s with 5/4 per kernel).
+FAST_CANDIDATES = {"matmul": 4, "conv": 4, "depthwise": 3, "pool": 3, "pointwise": 3,
+                   "reduction": 3}
 ACC_REGS = 128        # fp32 accumulator registers per thread we allow (of 255): 128x256 on 8 warps
 ELEMS_PER_THREAD = 64  # register budget of the elementwise-style tiles (pool, reduction, pointwise)
 

@@ -135,10 +135,10 @@ def _quantize(node: Node, args: list[str], graph: Graph) -> str:
     """int8 (or uint8) QuantizeLinear with scalar scale/zero point: round half to even, clamp."""
     info = torch.iinfo(graph.types[node.outputs[0]].dtype)
     lo = info.min + int(node.attrs.get("narrow", False))
-    zp = float(args[2]) if len(args) > 2 else 0.0
+    zp = int(float(args[2])) if len(args) > 2 else 0
     scale = torch.tensor(scalar_constant(graph, node.inputs[1]), dtype=torch.float32)
     inv_scale = float(1 / scale)  # fl(1 / scale): fp32 division on the host, correctly rounded
-    return (f"prims.quantize({args[0]}, {args[1]}, {literal(inv_scale)}, {literal(zp)}, {literal(float(lo))}, "
+    return (f"prims.quantize({args[0]}, {args[1]}, {literal(inv_scale)}, {zp}, {literal(float(lo))}, "
             f"{literal(float(info.max))}).to({TL_DTYPES[graph.types[node.outputs[0]].dtype]})")
 
 
@@ -158,5 +158,9 @@ def emit(node: Node, args: list[str], graph: Graph) -> str:
         return _quantize(node, args, graph)
     if node.op == "dequantize_linear":
         zp = f" - {args[2]}" if len(args) > 2 else ""
-        return f"((({args[0]}).to(tl.float32){zp}) * {args[1]})"
+        x = graph.types[node.inputs[0]].dtype
+        # int8 / uint8 values: the exact full-rate conversion (an I2F runs at a quarter rate)
+        as_float = f"prims.small_int_to_float({args[0]})" if x in (torch.int8, torch.uint8) \
+            and args[0].isidentifier() else f"({args[0]}).to(tl.float32)"
+        return f"(({as_float}{zp}) * {args[1]})"
     raise AssertionError(f"no expression for {node.op}")
