@@ -359,6 +359,12 @@ def row_tile_config(dtype) -> ConvConfig:
     return ConvConfig(128 if is_int8(dtype) else 64, 64, 32, 8, 4, 3)
 
 
+def row_tile_candidates(dtype) -> list[ConvConfig]:
+    """A short list for timing the row tile: its config first, then the grid's runners-up."""
+    return list(dict.fromkeys([row_tile_config(dtype), ConvConfig(64, 64, 32, 8, 4, 3),
+                               ConvConfig(128, 64, 32, 8, 4, 3), ConvConfig(64, 64, 32, 8, 4, 2)]))
+
+
 def candidate_configs(M: int, oc_per_group: int, c_per_group: int, kh: int, kw: int, dtype) -> list[ConvConfig]:
     """A short list for autotuning: the heuristic's pick first, then the sweep's frequent winners."""
     h = heuristic_config(M, oc_per_group, c_per_group, kh, kw, dtype)

@@ -66,7 +66,7 @@ def _elem(dtype: str) -> int:
 
 def config_candidates(case: Case, batch: int):
     """The template's own candidate list for the case (what kernels/bench.py and `fast` tuning try)."""
-    from trident.kernels.conv import ConvConfig, row_tile_config, uses_row_tile
+    from trident.kernels.conv import row_tile_candidates, uses_row_tile
     from trident.kernels.conv import candidate_configs as conv_candidates
     from trident.kernels.matmul import candidate_configs as gemm_candidates
 
@@ -78,9 +78,7 @@ def config_candidates(case: Case, batch: int):
     if k == 1 and case.shape[4] == 1:  # a 1x1 stride-1 conv runs as a GEMM
         return gemm_candidates(M, OC, C, torch_dtype)
     if uses_row_tile(C, k, 1, 1):  # conv2d_nhwc runs the stem as pad_nhwc + the row tile
-        row = row_tile_config(torch_dtype)
-        return list(dict.fromkeys([row, ConvConfig(64, 64, 32, 8, 4, 3), ConvConfig(128, 64, 32, 8, 4, 3),
-                                   ConvConfig(64, 64, 32, 8, 4, 2)]))
+        return row_tile_candidates(torch_dtype)
     return conv_candidates(M, OC, C, k, k, torch_dtype)
 
 
