@@ -123,8 +123,11 @@ def conv2d_nhwc_row_tile(x_ptr, w_ptr, N, H, W, C, OH, OW, stride_h, stride_w, O
     so with the padding applied beforehand (`pad_nhwc`, which also rounds the channels up to 4 or
     8) each filter row kh is one contiguous load per output pixel: K is walked one row per step,
     ROW_K (ROW rounded up to a power of two) wide. That replaces the small-C tile's per-element
-    gather (index math, four bound checks per value), which made the RGB stem gather-bound
-    (H200, b256 stem: 1281 -> 686 us fp16, 1193 -> 574 us int8, with the pad a separate 70 us).
+    gather (index math, four bound checks per value), which made the RGB stem gather-bound.
+    H200, b256 stem, conv alone: 1281 -> 686 us fp16, 1193 -> 574 us int8, measured with the tail
+    zeroed by a select after an unmasked load (no tail handling at all: 627 us fp16). This masked
+    form was timed through conv2d_nhwc only: 794 us with pad_nhwc (from NHWC fp16) and the
+    per-call weight packing, against cuDNN's 556 us.
     w is pack_conv_weight_rows' [OC, KH, ROW_K]. Out-of-range pixels/channels wrap: the caller
     masks its store.
     """
