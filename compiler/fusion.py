@@ -175,6 +175,10 @@ def score(group: Group, node: Node, graph: Graph,
         # Its int8 input is stored for other readers anyway; dequantizing here would store a float
         # copy too. The reader's kernel dequantizes in registers instead (sibling absorption).
         return 0, "dequantization belongs in the reader's kernel (the int8 tensor is stored anyway)"
+    if node.op == "dequantize_linear" and group.kind in ("conv", "matmul"):
+        # A GEMM epilogue that quantizes and dequantizes again would store the float values for
+        # the reader (an int8 residual branch): the int8 store is the point, the reader dequantizes.
+        return 0, "dequantization belongs in the reader's kernel (store the int8 tensor instead)"
     t = graph.types[node.outputs[0]]
     saved = 2 * t.numel() * t.dtype.itemsize  # one store and one load of the intermediate
     return saved, f"saves {saved} bytes of traffic"

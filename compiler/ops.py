@@ -145,10 +145,12 @@ def quantize_linear(x, scale, zero_point, *, axis: int = 1, narrow: bool = False
 
 
 @op("dequantize_linear", Kind.ELEMENTWISE)
-def dequantize_linear(x, scale, zero_point, *, axis: int = 1):
+def dequantize_linear(x, scale, zero_point, *, axis: int = 1, dtype: torch.dtype | None = None):
+    """ONNX DequantizeLinear; `dtype` (opset 21's output_dtype) defaults to the scale's. Inside a
+    fused kernel the value stays in fp32 registers whatever its dtype, as every fused value."""
     s = _per_axis(scale, axis, x.dim())
     zp = _per_axis(zero_point, axis, x.dim()).to(torch.float32)
-    return ((x.to(torch.float32) - zp) * s.to(torch.float32)).to(scale.dtype)
+    return ((x.to(torch.float32) - zp) * s.to(torch.float32)).to(dtype or scale.dtype)
 
 
 # ------------------------------------------------------------------------- matmul / conv ----

@@ -75,3 +75,23 @@ def quantize(x, scale, inv_scale, zero_point, lo, hi):
     q = tl.where(refined == refined, refined, q)  # x = +-inf: the residual is NaN, q is right
     v = tl.minimum(tl.maximum(q, lo - zero_point), hi - zero_point)
     return (v + ROUNDER).to(tl.int32, bitcast=True) - ROUNDER_BITS + zero_point
+
+
+@triton.jit
+def requantize(x, inv_scale, zero_point, lo, hi):
+    """quantize() as x * (1 / scale): within an ulp of x / scale before rounding, so one step off
+    only when x / scale lies within an ulp of a rounding tie. For values a kernel computed (GEMM
+    and conv epilogues, reductions), whose low bits already differ from the reference's (fp32
+    registers, FMA contraction, no fp16 rounding in between): there the exact division buys
+    nothing, and its refinement and inf guard were a sixth of an int8 residual conv's instructions.
+    NaN gives lo (as quantize), +-inf the clamp bounds."""
+    v = tl.minimum(tl.maximum(x * inv_scale, lo - zero_point), hi - zero_point)
+    return (v + ROUNDER).to(tl.int32, bitcast=True) - ROUNDER_BITS + zero_point
+
+
+@triton.jit
+def in_bounds(offs, extent, BLOCK: tl.constexpr):
+    """offs < extent for the lanes of BLOCK-wide tiles. When extent is a multiple of BLOCK the
+    tiles fit exactly: the mask is then constant true, and the compiler drops it (and the
+    per-element predicate math of every masked load and store it guards)."""
+    return tl.where(extent % BLOCK == 0, True, offs < extent)  # (`|` gives int32 in the interpreter)

@@ -382,7 +382,7 @@ def test_int8_build_passes_int8_between_layers(small_cnn):
     float_stores = [v for v, d in stored.items() if d != torch.int8]
     assert float_stores == [graph.outputs[0]] or len(float_stores) == 1, stored
     add_group = next(s.group for s in kernels if any(n.op == "add" for n in s.group.nodes))
-    assert [n.op for n in add_group.nodes][:3] == ["qconv", "dequantize_linear", "cast"]
+    assert [n.op for n in add_group.nodes][:3] == ["qconv", "dequantize_linear", "add"]
     out = on(engine, x)[0]
     expected = run_reference(graph, [x])[0]
     torch.testing.assert_close(out, expected, rtol=2e-2, atol=2e-2)
@@ -565,6 +565,44 @@ def test_digits_int8_engine_matches_its_graph():
     print(f"digits engine vs its graph: cosine {cosine(got, expected):.6f}, max |diff| "
           f"{(got - expected).abs().max():.4f}, same prediction {agree:.3f}")
     assert cosine(got, expected) >= 0.999 and agree >= 0.95
+
+
+class DownsampleBlock(nn.Module):
+    """A ResNet bottleneck's shape: relu(conv(y) + downsample(y)), both branches convs."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.body = nn.Conv2d(8, 16, 3, padding=1, stride=2)
+        self.downsample = nn.Conv2d(8, 16, 1, stride=2)
+        self.head = nn.Conv2d(16, 4, 1)
+
+    def forward(self, x):
+        y = torch.relu(self.stem(x))
+        return self.head(torch.relu(self.body(y) + self.downsample(y)))
+
+
+def test_downsample_branch_is_stored_as_int8():
+    """The downsample conv, read only by the residual add, gets its own calibrated threshold: its
+    kernel stores int8 and the add's kernel dequantizes it (no float tensor between layers)."""
+    with torch.random.fork_rng():
+        torch.manual_seed(3)
+        model = DownsampleBlock().eval()
+        calibration = [torch.randn(2, 3, 12, 12) for _ in range(3)]
+        x = torch.randn(2, 3, 12, 12)
+    trace = BuildTrace()
+    engine = build_engine(model, "int8", (x,), calibration=calibration, trace=trace)
+    graph = trace.after_pass[-1][1]
+    kernels = [s for s in engine.program.steps if s.kind == "kernel"]
+    stored = {v: engine.program.layouts[v].dtype for s in kernels for v in s.outputs}
+    assert [v for v, d in stored.items() if d != torch.int8] == [graph.outputs[0]], stored
+    add_group = next(s.group for s in kernels if any(n.op == "add" for n in s.group.nodes))
+    dequantized = [n for n in add_group.nodes if n.op == "dequantize_linear"]
+    assert len(dequantized) == 1 and dequantized[0].attrs["dtype"] == torch.float16
+    out = on(engine, x)[0]
+    torch.testing.assert_close(out, run_reference(graph, [x])[0], rtol=2e-2, atol=2e-2)
+    with torch.no_grad():
+        assert cosine(out, model(x)) >= 0.99
 
 
 # ------------------------------------------------------------- the bundled models ----

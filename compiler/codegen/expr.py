@@ -131,19 +131,28 @@ def supports(node: Node, graph: Graph) -> str | None:
     return f"no kernel expression for {node.op}"
 
 
-def _quantize(node: Node, args: list[str], graph: Graph) -> str:
-    """int8 (or uint8) QuantizeLinear with scalar scale/zero point: round half to even, clamp."""
+def _quantize(node: Node, args: list[str], graph: Graph, exact: bool, nonneg: bool) -> str:
+    """int8 (or uint8) QuantizeLinear with scalar scale/zero point: round half to even, clamp.
+
+    exact: x / scale as IEEE divides (prims.quantize); else x * (1 / scale) (prims.requantize).
+    nonneg: the input is known >= 0 (a relu's input is passed instead): the clamp's lower bound
+    becomes the zero point, which gives the same integers as quantizing the relu's output."""
     info = torch.iinfo(graph.types[node.outputs[0]].dtype)
     lo = info.min + int(node.attrs.get("narrow", False))
     zp = int(float(args[2])) if len(args) > 2 else 0
+    lo = max(lo, zp) if nonneg else lo
     scale = torch.tensor(scalar_constant(graph, node.inputs[1]), dtype=torch.float32)
     inv_scale = float(1 / scale)  # fl(1 / scale): fp32 division on the host, correctly rounded
-    return (f"prims.quantize({args[0]}, {args[1]}, {literal(inv_scale)}, {zp}, {literal(float(lo))}, "
-            f"{literal(float(info.max))}).to({TL_DTYPES[graph.types[node.outputs[0]].dtype]})")
+    bounds = f"{zp}, {literal(float(lo))}, {literal(float(info.max))}"
+    call = (f"prims.quantize({args[0]}, {args[1]}, {literal(inv_scale)}, {bounds})" if exact
+            else f"prims.requantize({args[0]}, {literal(inv_scale)}, {bounds})")
+    return f"{call}.to({TL_DTYPES[graph.types[node.outputs[0]].dtype]})"
 
 
-def emit(node: Node, args: list[str], graph: Graph) -> str:
-    """The Triton expression for `node`'s output given its inputs' expressions."""
+def emit(node: Node, args: list[str], graph: Graph, exact_quantize: bool = True,
+         nonneg: bool = False) -> str:
+    """The Triton expression for `node`'s output given its inputs' expressions (see _quantize for
+    the two keywords)."""
     if node.op in UNARY:
         return UNARY[node.op](args[0], node)
     if node.op in BINARY:
@@ -155,7 +164,7 @@ def emit(node: Node, args: list[str], graph: Graph) -> str:
     if node.op == "where":
         return f"tl.where({args[0]}, {args[1]}, {args[2]})"
     if node.op == "quantize_linear":
-        return _quantize(node, args, graph)
+        return _quantize(node, args, graph, exact_quantize, nonneg)
     if node.op == "dequantize_linear":
         zp = f" - {args[2]}" if len(args) > 2 else ""
         x = graph.types[node.inputs[0]].dtype

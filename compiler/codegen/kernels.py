@@ -110,7 +110,7 @@ def pointwise(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: l
     order = memory_order(shape, out.strides)
     args, w = Args(), KernelWriter(graph)
     w.line("xoffs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)")
-    w.line(f"xmask = xoffs < {numel}")
+    w.line(f"xmask = prims.in_bounds(xoffs, {numel}, BLOCK)")
     w.add_axis(Axis("xoffs", [(d, shape[d]) for d in order], "xmask"))
     _epilogue(w, group, group.nodes, layouts, args, shape)
     _stores(w, outputs, layouts, args, shape, "xmask")
@@ -160,11 +160,11 @@ def reduction(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: l
     xdims = [(d, shape[d]) for d in order if d in kept]
     rdims = [(d, shape[d]) for d in order if d in axes]
     rows, length = math.prod(shape[d] for d in kept), math.prod(shape[d] for d in axes)
-    args, w = Args(), KernelWriter(graph)
+    args, w = Args(), KernelWriter(graph, exact_quantize=False)
     w.line("xoffs = tl.program_id(0) * BLOCK_X + tl.arange(0, BLOCK_X)")
     w.line("roffs = tl.arange(0, BLOCK_R)")
-    w.line(f"xmask = xoffs[:, None] < {rows}")
-    w.line(f"rmask = roffs[None, :] < {length}")
+    w.line(f"xmask = prims.in_bounds(xoffs[:, None], {rows}, BLOCK_X)")
+    w.line(f"rmask = prims.in_bounds(roffs[None, :], {length}, BLOCK_R)")
     w.add_axis(Axis("xoffs[:, None]", xdims, "xmask"))
     w.add_axis(Axis("roffs[None, :]", rdims, "rmask"))
     position = group.nodes.index(anchor)
@@ -251,7 +251,7 @@ def matmul(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: list
     out_shape = tuple(graph.types[anchor.outputs[0]].shape)
     rank = len(out_shape)
     M, N, K = out_shape[-2], out_shape[-1], a.shape[-1]
-    args, w = Args(), KernelWriter(graph)
+    args, w = Args(), KernelWriter(graph, exact_quantize=False)
     a_arg, b_arg = args(anchor.inputs[0]), args(anchor.inputs[1])
     # A [.., M, K] times a 2-D weight: fold the batch dims into M (one bigger GEMM, better tiles).
     fold = len(b.shape) == 2 and _collapsible(a.shape, a.strides, len(a.shape) - 2)
@@ -274,8 +274,8 @@ def matmul(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: list
     w.line(f"acc = matmul_tile({a_ptr}, {b_ptr}, {rows}, {N}, {K}, {a.strides[-2]}, {a.strides[-1]}, "
            f"{b_sk}, {b_sn}, offs_m, offs_n, BLOCK_M, BLOCK_N, BLOCK_K, "
            f"'{_precision(a.dtype)}')")
-    w.line(f"mmask = offs_m[:, None] < {rows}")
-    w.line(f"nmask = offs_n[None, :] < {N}")
+    w.line(f"mmask = prims.in_bounds(offs_m[:, None], {rows}, BLOCK_M)")
+    w.line(f"nmask = prims.in_bounds(offs_n[None, :], {N}, BLOCK_N)")
     w.add_axis(Axis("offs_m[:, None]", rows_dims, "mmask"))
     w.add_axis(Axis("offs_n[None, :]", [(rank - 1, N)], "nmask"))
     acc = "acc"
@@ -312,7 +312,7 @@ def _nhwc_epilogue(w: KernelWriter, group, graph, layouts, args, outputs, out_sh
                    bias: str | None = None):
     """Shared tail of conv and pool kernels: pixel x channel axes, bias, epilogue, stores."""
     n, oc, oh, ow = out_shape
-    w.line(f"mmask = offs_m[:, None] < {n * oh * ow}")
+    w.line(f"mmask = prims.in_bounds(offs_m[:, None], {n * oh * ow}, BLOCK_M)")
     w.add_axis(Axis("offs_m[:, None]", [(0, n), (2, oh), (3, ow)], "mmask"))
     w.add_axis(Axis(f"{first}[None, :]", [(1, oc)], "nmask"))
     channel = lambda v: w.load(Operand(args(v), layouts[v].strides, (1,), layouts[v].dtype))  # noqa: E731
@@ -397,7 +397,7 @@ def _conv_body(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: 
     packed_name, packed = _packed_conv_weight(anchor.inputs[1], weight, groups, depthwise,
                                               channels_outer)
     packed_layout = Layout(tuple(packed.shape), tuple(packed.stride()), packed.dtype)
-    args, w = Args(), KernelWriter(graph)
+    args, w = Args(), KernelWriter(graph, exact_quantize=False)
     x_arg, w_arg = args(x_value), args(packed_name)
     geometry = f"{n}, {h}, {wd}, {c}, {oh}, {ow}"
     window = f"{sh}, {sw}, {pads[0]}, {pads[1]}, {dh}, {dw}"
@@ -406,7 +406,7 @@ def _conv_body(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: 
         w.line("offs_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)")
         w.line(f"acc = depthwise_conv2d_nhwc_tile({x_arg}, {w_arg}, {geometry}, {window}, offs_m, "
                f"offs_n, {kh}, {kw}, BLOCK_M, BLOCK_N)")
-        w.line(f"nmask = offs_n[None, :] < {oc}")
+        w.line(f"nmask = prims.in_bounds(offs_n[None, :], {oc}, BLOCK_N)")
         first, tile = "offs_n", "depthwise_conv2d_nhwc_tile"
         cfg = {"BLOCK_M": 64 if not config.INTERPRET else 128, "BLOCK_N": min(64, next_pow2(oc)),
                "num_warps": 4}
@@ -423,7 +423,7 @@ def _conv_body(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: 
         w.line("offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)")
         w.line(f"acc = matmul_tile({x_arg}, {w_arg}, {pixels}, {oc}, {c}, {c}, 1, 1, {c}, offs_m, offs_n, "
                f"BLOCK_M, BLOCK_N, BLOCK_K, '{_precision(weight.dtype)}')")
-        w.line(f"nmask = offs_n[None, :] < {oc}")
+        w.line(f"nmask = prims.in_bounds(offs_n[None, :], {oc}, BLOCK_N)")
         first = "offs_n"
         cfg = _tile_config(gemm_config(pixels, oc, c, weight.dtype, _out_bytes(graph, outputs)))
         grid_axis1 = 1
@@ -441,7 +441,7 @@ def _conv_body(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: 
         w.line(f"acc = {tile}({x_arg}, {w_arg}, {geometry}, {oc}, {window}, group, {cg}, {ocg}, "
                f"offs_m, offs_n, {kh}, {kw}, BLOCK_M, BLOCK_N, BLOCK_K, "
                f"'{_precision(weight.dtype)}'{strided})")
-        w.line(f"nmask = offs_n[None, :] < {ocg}")
+        w.line(f"nmask = prims.in_bounds(offs_n[None, :], {ocg}, BLOCK_N)")
         w.line(f"offs_c = group * {ocg} + offs_n")
         first = "offs_c"
         cfg = _tile_config(tconf)
@@ -549,7 +549,7 @@ def pool(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: list[s
         include = bool(anchor.attrs.get("count_include_pad", False))
         w.line(f"acc = {tile}({x_arg}, {geometry}, {pads[2]}, {pads[3]}, offs_m, offs_n, {kh}, {kw}, "
                f"{include}, BLOCK_M, BLOCK_N)")
-    w.line(f"nmask = offs_n[None, :] < {c}")
+    w.line(f"nmask = prims.in_bounds(offs_n[None, :], {c}, BLOCK_N)")
     w.line("v0 = acc")
     w.values[anchor.outputs[0]] = "v0"
     _nhwc_epilogue(w, group, graph, layouts, args, outputs, (n, c, oh, ow), "offs_n")

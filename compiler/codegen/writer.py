@@ -68,6 +68,10 @@ class KernelWriter:
     axes: list[Axis] = field(default_factory=list)
     index_of: dict[int, str] = field(default_factory=dict)  # space dim -> index variable
     values: dict[str, str] = field(default_factory=dict)    # IR value -> register variable
+    # False where values come from arithmetic (GEMM / conv / reduction epilogues): quantize then
+    # multiplies by 1 / scale (prims.requantize); pointwise kernels quantize loaded values exactly.
+    exact_quantize: bool = True
+    relu_inputs: dict[str, str] = field(default_factory=dict)  # relu's register -> its input's
     _count: int = 0
 
     def line(self, text: str, indent: int = 1) -> None:
@@ -95,12 +99,39 @@ class KernelWriter:
             self.index_of[dim] = name
             inner *= size
 
+    def _merged_axes(self, op: Operand) -> tuple[list[str], set[int]]:
+        """Terms for the axes whose dims `op` stores contiguously in the axis's order: there the
+        decomposed indices recombine to the lane index itself (i0 * H*W*C + i2 * W*C + i3 * C is
+        offs_m * C), so the kernel spends no per-element integer math on them."""
+        stride_of: dict[int, int] = {}
+        for stride, dim in zip(op.strides, op.space_dims):
+            if dim is not None and stride != 0:
+                if dim in stride_of:
+                    return [], set()
+                stride_of[dim] = stride
+        terms, merged = [], set()
+        for axis in self.axes:
+            dims = [(d, size) for d, size in axis.dims if size != 1]
+            if len(dims) < 2 or any(d not in stride_of for d, _ in dims):
+                continue
+            step = stride_of[dims[-1][0]]
+            expected = step
+            for d, size in reversed(dims):
+                if stride_of[d] != expected:
+                    break
+                expected *= size
+            else:
+                terms.append(axis.var if step == 1 else f"{axis.var} * {step}")
+                merged.update(d for d, _ in dims)
+        return terms, merged
+
     def offset(self, op: Operand, span: list[Axis] = ()) -> str:
         """Element offset of `op` at the current lanes; shaped like every axis in `span`."""
         terms = [f"{op.offset}"] if op.offset else []
-        covered = set()
+        merged_terms, covered = self._merged_axes(op)
+        terms += merged_terms
         for stride, dim in zip(op.strides, op.space_dims):
-            if dim is None or stride == 0 or dim not in self.index_of:
+            if dim is None or stride == 0 or dim not in self.index_of or dim in covered:
                 continue
             idx = self.index_of[dim]
             terms.append(idx if stride == 1 else f"{idx} * {stride}")
@@ -156,6 +187,13 @@ class KernelWriter:
             self.values[value] = self.load(operand_for(value))
             args.append(self.values[value])
         var = self.tmp()
-        self.line(f"{var} = {E.emit(node, args, self.graph)}")
+        # quantize(relu(y)) is quantize(y) clamped at the zero point: one max less per element
+        # (the relu itself is dropped as dead code unless something else reads it).
+        nonneg = node.op == "quantize_linear" and args[0] in self.relu_inputs
+        if nonneg:
+            args[0] = self.relu_inputs[args[0]]
+        self.line(f"{var} = {E.emit(node, args, self.graph, self.exact_quantize, nonneg)}")
+        if node.op == "relu":
+            self.relu_inputs[var] = args[0]
         self.values[node.outputs[0]] = var
         return var

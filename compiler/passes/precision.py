@@ -38,7 +38,7 @@ def lower_precision(graph: Graph, precision: str = "fp16") -> Graph:
             attrs["dtype"] = low
         outs = b.add(node.op, [rename.get(i, i) for i in node.inputs], attrs, node.name,
                      outputs=node.outputs)
-        if node.op == "dequantize_linear":
+        if node.op == "dequantize_linear" and b.type_of(outs[0]).dtype != low:
             rename[outs[0]] = b.add1("cast", outs, {"dtype": low}, name=f"{node.name}_{precision}")
     outputs = []
     for name in graph.outputs:

@@ -28,7 +28,8 @@ from trident.compiler.quantize.calibrate import as_batches, calibrate, rebatch
 from trident.compiler.quantize.calibrators import DEFAULT_PERCENTILE, get_calibrator
 from trident.compiler.quantize.qdq import notice
 from trident.compiler.quantize.rewrite import (candidate_layers, layer_aliases, layer_key,
-                                               layer_name, matches, quantize_layers)
+                                               layer_name, matches, quantize_layers,
+                                               residual_branches)
 
 LAYER_PRECISIONS = ("int8", "fp16")
 
@@ -178,6 +179,8 @@ def _quantize(graph: Graph, options: QuantOptions) -> Graph:
         if layer_key(n) in forced_fp16:
             report.reasons[layer_name(n)] = "excluded by the user"
     needed = list(dict.fromkeys(n.inputs[0] for n in wanted))
+    if options.quantize_residuals:  # their thresholds let downsample branches store int8
+        needed += [v for v in residual_branches(graph, wanted) if v not in needed]
     decided = options._decided
     if decided and set(needed) <= set(decided["thresholds"]):  # this build's graph at another batch
         return build(decided["selected"] & {layer_key(n) for n in wanted}, decided["thresholds"])
