@@ -553,10 +553,7 @@ def pool(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: list[s
     w.line("v0 = acc")
     w.values[anchor.outputs[0]] = "v0"
     _nhwc_epilogue(w, group, graph, layouts, args, outputs, (n, c, oh, ow), "offs_n")
-    # 32 pixels x 64 channels; 64 pixels for int8, so each thread keeps as many bytes in flight
-    # per window tap (ResNet-50's int8 max pool ran at 2.0 TB/s with 32, fp16 at 3.6 TB/s).
-    pixels = 64 if layouts[anchor.inputs[0]].dtype.itemsize == 1 else 32
-    cfg = {"BLOCK_M": 128 if config.INTERPRET else pixels, "BLOCK_N": min(64, next_pow2(c)), "num_warps": 4}
+    cfg = {"BLOCK_M": 128 if config.INTERPRET else 32, "BLOCK_N": min(64, next_pow2(c)), "num_warps": 4}
     src = _header(name, group.nodes, graph, f"from trident.kernels.pool import {tile}")
     src += f"@triton.jit\ndef kernel({_signature(args, ['BLOCK_M', 'BLOCK_N'])}):\n" + "\n".join(w.lines)
     grid = f"(triton.cdiv({n * oh * ow}, meta['BLOCK_M']), triton.cdiv({c}, meta['BLOCK_N']))"
