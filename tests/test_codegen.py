@@ -7,6 +7,11 @@ from trident.compiler.build import BuildTrace, compile_graph
 from trident.compiler.codegen.kernels import reads_any_layout
 from trident.compiler.ir import GraphBuilder, TensorType
 from trident.compiler.testing import assert_matches_reference
+from trident.kernels import prims
+
+# after trident: importing trident.compiler switches Triton's interpreter on where there is no GPU
+import triton  # noqa: E402
+import triton.language as tl  # noqa: E402
 
 PRECISIONS = ["fp32", "fp16"]
 
@@ -350,3 +355,87 @@ def test_persistent_matmul_and_horizontal_tile_loops(persistent_one_program, rng
     g = graph_of([x.shape, y.shape], body)
     assert "horizontal" in [gr.kind for gr in kinds(g, "fp32")[1]]
     assert_matches_reference(g, [x, y], "fp32")
+
+
+# --------------------------------------------------- index math and masks in the source ----
+def test_contiguous_store_address_is_the_lane_index(rng):
+    """A conv's NHWC output is contiguous along the pixel axis: its address is offs_m * C, not
+    the per-element n/h/w decomposition (which cost the int8 epilogues their integer pipe)."""
+    x = randn(rng, 2, 16, 6, 5)
+
+    def body(b, x):
+        y = b.add1("conv", [x, b.constant(randn(rng, 24, 16, 1, 1, scale=0.3))],
+                   dict(strides=(1, 1), pads=(0, 0, 0, 0), dilations=(1, 1), groups=1))
+        return b.add1("relu", [y])
+    g = graph_of([x.shape], body)
+    program = compile_graph(g, "fp32")
+    conv = next(s.kernel.source for s in program.steps if s.kind == "kernel" and "conv" in s.kernel.name)
+    store = next(line for line in conv.splitlines() if "tl.store(" in line)
+    assert "offs_m[:, None] * 24" in store and "i0" not in store, store
+    assert_matches_reference(g, [x], "fp32")
+
+
+_FOLD_CHECK = """
+import triton, triton.language as tl
+from triton.backends.compiler import GPUTarget
+from trident.kernels import prims
+
+@triton.jit
+def copy(x_ptr, y_ptr, BLOCK: tl.constexpr):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    fits = prims.in_bounds(offs, 4096, BLOCK)
+    ragged = prims.in_bounds(offs, 4000, BLOCK)
+    tl.store(y_ptr + offs, tl.load(x_ptr + offs, mask=fits), mask=fits)
+    tl.store(y_ptr + offs, 1.0, mask=ragged)
+
+src = triton.compiler.ASTSource(fn=copy, signature={"x_ptr": "*fp32", "y_ptr": "*fp32", "BLOCK": "constexpr"},
+                                constexprs={"BLOCK": 1024})
+print(triton.compile(src, target=GPUTarget("cuda", 90, 32)).asm["ttgir"])
+"""
+
+
+def test_in_bounds_mask_folds_away_when_the_block_divides(tmp_path):
+    """Compiled for sm_90 on this machine (Triton's compiler needs no GPU; the interpreter is off in
+    the child process): the mask of a block that divides its extent is gone from the load and the
+    store, the ragged one stays."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    script = tmp_path / "fold_check.py"  # (@triton.jit wants its source in a file)
+    script.write_text(_FOLD_CHECK)
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=300)
+    if done.returncode != 0:
+        pytest.skip(f"cannot compile for sm_90 here: {done.stderr.strip().splitlines()[-1:]}")
+    ir = done.stdout.splitlines()
+    loads = [line.split(":")[0] for line in ir if "tt.load" in line]
+    stores = [line.split(":")[0] for line in ir if "tt.store" in line]
+    assert len(loads) == 1 and loads[0].count(",") == 0, loads  # no mask operand
+    assert sorted(s.count(",") for s in stores) == [1, 2], stores  # (ptr, value) and (ptr, value, mask)
+
+
+@triton.jit
+def _quantize_both(x_ptr, exact_ptr, fast_ptr, n, scale, inv_scale, BLOCK: tl.constexpr):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    x = tl.load(x_ptr + offs, mask=offs < n, other=0.0)
+    tl.store(exact_ptr + offs, prims.quantize(x, scale, inv_scale, 0, -127.0, 127.0), mask=offs < n)
+    tl.store(fast_ptr + offs, prims.requantize(x, inv_scale, 0, -127.0, 127.0), mask=offs < n)
+
+
+def test_requantize_is_within_one_step_of_exact_quantize():
+    """prims.requantize (x * 1/scale) against prims.quantize (x / scale, correctly rounded): equal
+    except where x / scale sits within an ulp of a rounding tie; +-inf clamp to the bounds."""
+    g = torch.Generator().manual_seed(5)
+    scale = 0.0371
+    x = torch.cat([torch.randn(20000, generator=g) * 3,
+                   (torch.arange(-300, 300) + 0.5) * scale,  # near ties
+                   torch.tensor([float("inf"), float("-inf"), 1e30, -1e30])])
+    inv = float(1 / torch.tensor(scale, dtype=torch.float32))
+    exact, fast = (torch.empty(x.numel(), dtype=torch.int32) for _ in range(2))
+    _quantize_both[(triton.cdiv(x.numel(), 4096),)](x, exact, fast, x.numel(), scale, inv, BLOCK=4096)
+    reference = torch.clamp(torch.round(x / torch.tensor(scale)), -127, 127).to(torch.int32)
+    assert torch.equal(exact, reference)
+    assert (fast - exact).abs().max() <= 1
+    assert (fast[:20000] != exact[:20000]).float().mean() < 1e-3  # random values: ties are rare
+    assert fast[-4:].tolist() == [127, -127, 127, -127]
