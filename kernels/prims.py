@@ -73,8 +73,7 @@ def quantize(x, scale, inv_scale, zero_point, lo, hi):
     q = x * inv_scale
     refined = tl.fma(tl.fma(-q, scale, x), inv_scale, q)
     q = tl.where(refined == refined, refined, q)  # x = +-inf: the residual is NaN, q is right
-    v = tl.minimum(tl.maximum(q, lo - zero_point), hi - zero_point)
-    return (v + ROUNDER).to(tl.int32, bitcast=True) - ROUNDER_BITS + zero_point
+    return _clamp_round(q, zero_point, lo, hi)
 
 
 @triton.jit
@@ -85,7 +84,14 @@ def requantize(x, inv_scale, zero_point, lo, hi):
     registers, FMA contraction, no fp16 rounding in between): there the exact division buys
     nothing, and its refinement and inf guard were a sixth of an int8 residual conv's instructions.
     NaN gives lo (as quantize), +-inf the clamp bounds."""
-    v = tl.minimum(tl.maximum(x * inv_scale, lo - zero_point), hi - zero_point)
+    return _clamp_round(x * inv_scale, zero_point, lo, hi)
+
+
+@triton.jit
+def _clamp_round(q, zero_point, lo, hi):
+    """clamp(round_half_even(q) + zero_point, lo, hi) as an int32: clamping first keeps |q| small
+    enough for the ROUNDER add, which rounds and converts at once."""
+    v = tl.minimum(tl.maximum(q, lo - zero_point), hi - zero_point)
     return (v + ROUNDER).to(tl.int32, bitcast=True) - ROUNDER_BITS + zero_point
 
 

@@ -155,14 +155,13 @@ def _int8_copies(graph: Graph) -> dict[str, Node]:
 def residual_branches(graph: Graph, layers: list[Node]) -> list[str]:
     """Outputs of conv layers read only by an `add` with another conv layer's output (ResNet's
     downsample branch): the values whose thresholds let the residual rewrite store them as int8."""
-    producers, consumers = graph.producers(), graph.consumers()
+    consumers = graph.consumers()
     convs = {n.outputs[0] for n in layers if n.op == "conv"}
     out = []
     for node in graph.nodes:
         if node.op != "add" or not all(v in convs for v in node.inputs):
             continue
-        out += [v for v in node.inputs if len(consumers.get(v, [])) == 1 and v not in graph.outputs
-                and producers[v] is not None]
+        out += [v for v in node.inputs if len(consumers.get(v, [])) == 1 and v not in graph.outputs]
     return list(dict.fromkeys(out))
 
 
