@@ -432,8 +432,10 @@ def test_requantize_is_within_one_step_of_exact_quantize():
                    (torch.arange(-300, 300) + 0.5) * scale,  # near ties
                    torch.tensor([float("inf"), float("-inf"), 1e30, -1e30])])
     inv = float(1 / torch.tensor(scale, dtype=torch.float32))
-    exact, fast = (torch.empty(x.numel(), dtype=torch.int32) for _ in range(2))
-    _quantize_both[(triton.cdiv(x.numel(), 4096),)](x, exact, fast, x.numel(), scale, inv, BLOCK=4096)
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    exact, fast = (torch.empty(x.numel(), dtype=torch.int32, device=dev) for _ in range(2))
+    _quantize_both[(triton.cdiv(x.numel(), 4096),)](x.to(dev), exact, fast, x.numel(), scale, inv, BLOCK=4096)
+    exact, fast = exact.cpu(), fast.cpu()
     reference = torch.clamp(torch.round(x / torch.tensor(scale)), -127, 127).to(torch.int32)
     assert torch.equal(exact, reference)
     assert (fast - exact).abs().max() <= 1
