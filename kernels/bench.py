@@ -39,7 +39,8 @@ def _bench(fn, rep: int) -> float:
     try:
         fn()
         torch.cuda.synchronize()
-        return do_bench(fn, warmup=max(10, rep // 4), rep=rep)
+        # The median: one stall (another process, a page fault) moves a mean by tens of percent.
+        return do_bench(fn, warmup=max(10, rep // 4), rep=rep, return_mode="median")
     except Exception as exc:  # noqa: BLE001 - a failing config is a data point, not a crash
         print(f"    (failed: {type(exc).__name__}: {str(exc).splitlines()[0][:100] if str(exc) else ''})",
               file=sys.stderr)

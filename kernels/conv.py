@@ -19,6 +19,7 @@ from trident.kernels.common import (TileConfig, cast_for_store, cdiv, dot_acc, g
                                     is_int8, is_interpreter, next_pow2, nhwc_window_origin, persistent_grid,
                                     window_origin, zero_acc)
 from trident.kernels.matmul import NUM_SMS_H200
+from trident.kernels.prims import in_bounds
 
 import triton
 import triton.language as tl
@@ -44,6 +45,11 @@ def conv2d_nhwc_tile(x_ptr, w_ptr, N, H, W, C, OH, OW, OC, stride_h, stride_w, p
     rk = tl.arange(0, BLOCK_K)
     acc = zero_acc(x_ptr, BLOCK_M, BLOCK_N)
     c_blocks = tl.cdiv(C_PER_GROUP, BLOCK_K)
+    # Unpadded windows never leave the image. With the geometry constant (generated kernels and
+    # conv2d_nhwc pass it so) this and the channel masks below fold away, with their predicate math:
+    # 3x3 convs 0.82 -> 0.90x cuDNN, strided 1x1 0.72-0.81 -> 0.80-1.01x (H200, b256).
+    inside = ((pad_h == 0) & (pad_w == 0) & ((OH - 1) * stride_h + (KH - 1) * dil_h < H)
+              & ((OW - 1) * stride_w + (KW - 1) * dil_w < W))
     # One flat loop (not nested tap/channel loops) so Triton software-pipelines across taps even
     # when a tap has a single channel block (C_PER_GROUP <= BLOCK_K, common in ResNets).
     # Per iteration only scalars and [BLOCK_M] vectors are recomputed; the tile loads are one add.
@@ -54,12 +60,11 @@ def conv2d_nhwc_tile(x_ptr, w_ptr, N, H, W, C, OH, OW, OC, stride_h, stride_w, p
         kw = tap - kh * KW
         ih = ih0 + kh * dil_h
         iw = iw0 + kw * dil_w
-        in_img = (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
-        c_ok = rk < C_PER_GROUP - c0
+        in_img = tl.where(inside, True, (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W))
+        c_ok = in_bounds(c0 + rk, C_PER_GROUP, BLOCK_K)
         a_row = x_off + ((kh * dil_h) * W + kw * dil_w) * C + c0
         a = tl.load(x_ptr + a_row[:, None] + rk[None, :], mask=in_img[:, None] & c_ok[None, :], other=0)
-        b_col = w_off + tap * C_PER_GROUP + c0
-        b = tl.load(w_ptr + b_col[None, :] + rk[:, None], mask=c_ok[:, None], other=0)
+        b = tl.load(w_ptr + w_off[None, :] + (tap * C_PER_GROUP + c0) + rk[:, None], mask=c_ok[:, None], other=0)
         acc = dot_acc(a, b, acc, INPUT_PRECISION)
     return acc
 
@@ -201,12 +206,16 @@ def conv2d_nhwc_store_tile(tile, group, x_ptr, w_ptr, bias_ptr, y_ptr, N, H, W, 
 
 
 @triton.jit
-def conv2d_nhwc_kernel(x_ptr, w_ptr, bias_ptr, y_ptr, N, H, W, C, OH, OW, OC, stride_h, stride_w, pad_h, pad_w,
-                       dil_h, dil_w, C_PER_GROUP, OC_PER_GROUP,
+def conv2d_nhwc_kernel(x_ptr, w_ptr, bias_ptr, y_ptr, N: tl.constexpr, H: tl.constexpr, W: tl.constexpr, C: tl.constexpr,
+                       OH: tl.constexpr, OW: tl.constexpr, OC: tl.constexpr, stride_h: tl.constexpr,
+                       stride_w: tl.constexpr, pad_h: tl.constexpr, pad_w: tl.constexpr, dil_h: tl.constexpr,
+                       dil_w: tl.constexpr, C_PER_GROUP: tl.constexpr, OC_PER_GROUP: tl.constexpr,
                        KH: tl.constexpr, KW: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                        BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr, INPUT_PRECISION: tl.constexpr,
                        SMALL_C: tl.constexpr, HAS_BIAS: tl.constexpr, PERSISTENT: tl.constexpr):
-    """Standalone conv: grid = (tiles of [N*OH*OW, OC_PER_GROUP] or a persistent grid, groups)."""
+    """Standalone conv: grid = (tiles of [N*OH*OW, OC_PER_GROUP] or a persistent grid, groups).
+    The geometry is compile-time, as in a generated kernel: the tile's masks fold away where
+    they cannot be false (what an engine runs is what this measures)."""
     group = tl.program_id(1)
     if PERSISTENT:
         tiles = tl.cdiv(N * OH * OW, BLOCK_M) * tl.cdiv(OC_PER_GROUP, BLOCK_N)
@@ -307,13 +316,15 @@ def _min_block_k(dtype) -> int:
 
 
 def heuristic_config(M: int, oc_per_group: int, c_per_group: int, kh: int, kw: int, dtype,
-                     depthwise: bool = False) -> ConvConfig:
+                     depthwise: bool = False, out_bytes: int = 2) -> ConvConfig:
     """Default config of the implicit-GEMM tiles (1x1 stride-1 convs are GEMMs: matmul's heuristic).
 
     M = N*OH*OW. On the GPU: the winners of `python -m trident.kernels.sweep` over ResNet-50's convs
-    at batch 256 on an H200 (benchmarks/results/h200-sweep-*.json): one warpgroup on 128x128 (the
-    8-warp and persistent variants lose here), 128x64 for 64 output channels. In the interpreter:
-    few, big programs (cheap there).
+    at batch 256 on an H200 (benchmarks/results/h200-sweep-*.json), re-timed for 16-bit inputs once
+    the tile's masks folded away (sixth session, `h200-conv-tiles-s6.json`): 128x64 for 64 output
+    channels, 128x128 on one warpgroup for 128, 128x256 on two for wider outputs. In the
+    interpreter: few, big programs (cheap there).
+    out_bytes: the widest output element; a 4-byte output's epilogue tile rules out 128x256.
     """
     min_k = _min_block_k(dtype)
     if is_interpreter():
@@ -346,11 +357,15 @@ def heuristic_config(M: int, oc_per_group: int, c_per_group: int, kh: int, kw: i
     if oc_per_group <= 64:
         return ConvConfig(256, max(16, next_pow2(oc_per_group)), min(bk, 64), 8, 4, 3) if int8 else \
             ConvConfig(128, max(16, next_pow2(oc_per_group)), bk, 8, 4, 3)
-    if kh * kw == 1:  # strided 1x1 (downsample): half-depth K blocks
-        return ConvConfig(128, 128, max(min_k, bk_full // 2), 8, 4, 3)
-    if not int8 and c_per_group >= 512:
-        bk = 32
-    return ConvConfig(128, 128, bk, 8, 4, 3)
+    if int8:
+        return ConvConfig(128, 128, max(min_k, bk_full // 2) if kh * kw == 1 else bk, 8, 4, 3)
+    wide = oc_per_group >= 256 and out_bytes <= 2  # a 128x256 tile on two warpgroups
+    if kh * kw == 1:  # strided 1x1 (downsample): 1024->2048 at 89 us (1.01x cuDNN), 512->1024 at 109
+        return ConvConfig(128, 256, bk, 8, 8, 3) if wide and oc_per_group >= 1024 else \
+            ConvConfig(128, 128, max(min_k, bk_full // 2), 8, 4, 4)
+    if c_per_group >= 512:  # 3x3 on 512 channels: 111 us, against 114-118 for 128x256 or 32-deep K
+        return ConvConfig(128, 128, bk, 8, 4, 4)
+    return ConvConfig(128, 256, bk, 8, 8, 3) if wide else ConvConfig(128, 128, bk, 8, 4, 3)
 
 
 def row_tile_config(dtype) -> ConvConfig:
@@ -373,9 +388,11 @@ def candidate_configs(M: int, oc_per_group: int, c_per_group: int, kh: int, kw: 
     h = heuristic_config(M, oc_per_group, c_per_group, kh, kw, dtype)
     bk, bn, min_k = h.BLOCK_K, min(h.BLOCK_N, 128), _min_block_k(dtype)
     other_k = max(min_k, bk // 2) if bk > min_k else min(bk * 2, max(min_k, next_pow2(c_per_group)))
-    cands = [h, ConvConfig(128, bn, bk, 8, 4, 3), ConvConfig(128, bn, other_k, 8, 4, 3),
-             ConvConfig(128, bn, bk, 8, 8, 3), ConvConfig(64, bn, bk, 8, 4, 3),
-             ConvConfig(128, bn, other_k, 8, 4, 4), ConvConfig(256, min(bn, 64), bk, 8, 4, 3)]
+    cands = [h, ConvConfig(128, bn, bk, 8, 4, 3), ConvConfig(128, bn, bk, 8, 4, 4)]
+    if not is_int8(dtype) and oc_per_group >= 256:
+        cands.append(ConvConfig(128, 256, bk, 8, 8, 3))
+    cands += [ConvConfig(128, bn, other_k, 8, 4, 3), ConvConfig(128, bn, bk, 8, 8, 3), ConvConfig(64, bn, bk, 8, 4, 3),
+              ConvConfig(128, bn, other_k, 8, 4, 4), ConvConfig(256, min(bn, 64), bk, 8, 4, 3)]
     if not is_int8(dtype):  # int8 with an int32 output: a 256x128 epilogue does not fit shared memory
         cands.append(ConvConfig(256, bn, bk, 8, 8, 3))
     return list(dict.fromkeys(cands))

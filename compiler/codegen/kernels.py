@@ -388,7 +388,8 @@ def _conv_body(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: 
     out_shape = (n, oc, oh, ow)
     depthwise = templates.is_depthwise(c, oc, groups)
     cg, ocg = c // groups, oc // groups
-    tconf = templates.heuristic_config(n * oh * ow, ocg, cg, kh, kw, weight.dtype)
+    tconf = templates.heuristic_config(n * oh * ow, ocg, cg, kh, kw, weight.dtype,
+                                       out_bytes=_out_bytes(graph, outputs))
     small_c = not depthwise and templates.use_small_c_tile(cg, tconf.BLOCK_K)
     x_strides = layouts[x_value].strides
     # An NCHW-like input (channels not innermost) is walked as K = (c, kh, kw) with PyTorch's
@@ -526,7 +527,8 @@ def _shared_config(problem: dict) -> dict:
         return _tile_config(gemm_config(problem["M"], problem["N"], problem["K"], problem["dtype"],
                                         problem["out_bytes"]))
     return _tile_config(templates.heuristic_config(problem["M"], problem["N"], problem["C"],
-                                                   problem["KH"], problem["KW"], problem["dtype"]))
+                                                   problem["KH"], problem["KW"], problem["dtype"],
+                                                   out_bytes=problem["out_bytes"]))
 
 
 def pool(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: list[str],
