@@ -96,9 +96,13 @@ def pad_nhwc_tile(x_ptr, N, C, H, W, OH, OW, pad_t, pad_l, sx_n, sx_c, sx_h, sx_
 
 
 @triton.jit
-def pad_nhwc_kernel(x_ptr, y_ptr, N, C, H, W, OH, OW, OC, pad_t, pad_l, sx_n, sx_c, sx_h, sx_w,
+def pad_nhwc_kernel(x_ptr, y_ptr, N: tl.constexpr, C: tl.constexpr, H: tl.constexpr, W: tl.constexpr,
+                    OH: tl.constexpr, OW: tl.constexpr, OC: tl.constexpr, pad_t: tl.constexpr, pad_l: tl.constexpr,
+                    sx_n: tl.constexpr, sx_c: tl.constexpr, sx_h: tl.constexpr, sx_w: tl.constexpr,
                     BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
-    """Standalone pad_nhwc: y [N, OH, OW, OC] contiguous; grid = cdiv(N*OH*OW, BLOCK_M)."""
+    """Standalone pad_nhwc: y [N, OH, OW, OC] contiguous; grid = cdiv(N*OH*OW, BLOCK_M).
+    Geometry and strides are compile-time: the per-pixel divisions by OW and OH become multiplies
+    (with runtime sizes the ResNet-50 stem's pad at b256 took 144 us, for 185 MB moved)."""
     offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_c = tl.arange(0, BLOCK_C)
     x = pad_nhwc_tile(x_ptr, N, C, H, W, OH, OW, pad_t, pad_l, sx_n, sx_c, sx_h, sx_w, offs_m, offs_c)

@@ -22,7 +22,7 @@ class Context:
     mode: str                                   # quick | full | dry
     device: torch.device
     timer: Callable                             # timer(fn, warmup, rep) -> {median_ms, p90_ms, p99_ms}
-    kernel_timer: Callable                      # kernel_timer(fn, rep) -> ms (inf when fn fails)
+    kernel_timer: Callable                      # kernel_timer(fn, rep, graph=True) -> ms (inf: fn failed)
     compile_fn: Callable                        # compile_fn(module, mode) -> callable
     warmup: int = 10
     rep: int = 100
@@ -56,7 +56,7 @@ def fake_timer(fn, warmup: int = 0, rep: int = 0) -> dict:
     return {"median_ms": ms, "p90_ms": 1.1 * ms, "p99_ms": 1.2 * ms}
 
 
-def fake_kernel_timer(fn, rep: int = 0) -> float:
+def fake_kernel_timer(fn, rep: int = 0, graph: bool = True) -> float:
     try:
         fn()
     except Exception as exc:  # noqa: BLE001 - same contract as kernels.bench._bench
