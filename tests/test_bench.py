@@ -82,3 +82,16 @@ def test_update_readme_rewrites_only_results(bench_out, tmp_path):
     # idempotent: a second update replaces the section instead of adding one
     assert main(["bench", "--update-readme", str(bench_out), "--readme", str(readme)]) == 0
     assert readme.read_text().count("## Results") == 1
+
+
+def test_conv_summary_line_is_the_geometric_mean_and_the_use_weighted_ratio():
+    from trident.tools.benchmarks.report import conv_summary_line
+
+    conv = lambda ms, ref, count: {"kind": "conv", "status": "ok", "ms": ms, "ref_ms": ref,  # noqa: E731
+                                   "vs_ref": ref / ms, "count_in_resnet50": count}
+    results = {"kernels": [conv(2.0, 1.0, 1), conv(1.0, 2.0, 3), {"kind": "gemm", "status": "ok", "vs_ref": 9.0},
+                           {"kind": "conv", "status": "error", "error": "x"}]}
+    line = conv_summary_line(results)
+    # sqrt(0.5 * 2) = 1; weighted: ours 2 + 3 = 5 ms, cuDNN 1 + 6 = 7 ms
+    assert "geometric mean 1.00× over 2 shapes" in line and "5.00 ms against 7.00 ms (1.40×)" in line
+    assert conv_summary_line({"kernels": [conv(1.0, 1.0, 1)]}) == ""

@@ -79,6 +79,19 @@ def kernel_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def conv_summary_line(results: dict) -> str:
+    """ResNet-50's convs against cuDNN: geometric mean over shapes, and summed as the network uses them."""
+    convs = [k for k in results.get("kernels", []) if k.get("kind") == "conv" and k.get("status") == "ok"
+             and k.get("vs_ref") and k.get("count_in_resnet50")]
+    if len(convs) < 2:
+        return ""
+    geo = math.exp(sum(math.log(k["vs_ref"]) for k in convs) / len(convs))
+    ours = sum(k["ms"] * k["count_in_resnet50"] for k in convs)
+    ref = sum(k["ref_ms"] * k["count_in_resnet50"] for k in convs)
+    return (f"ResNet-50 convs (heuristic configs) against cuDNN: geometric mean {geo:.2f}× over {len(convs)} "
+            f"shapes; weighted by use in the network, {ours:.2f} ms against {ref:.2f} ms ({ref / ours:.2f}×).")
+
+
 def environment_line(results: dict) -> str:
     e = results.get("environment", {})
     cap = e.get("capability")
@@ -111,6 +124,8 @@ def markdown(results: dict) -> str:
             f"{m} b{b} {p}" for m, b, p in results["not_run"]) + "_\n")
     if results.get("kernels"):
         parts.append("## Kernels\n\n" + peaks_line(results) + "\n\n" + kernel_table(results) + "\n")
+        if conv_summary_line(results):
+            parts.append(conv_summary_line(results) + "\n")
     return "\n".join(parts)
 
 
