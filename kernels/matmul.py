@@ -123,14 +123,14 @@ def heuristic_config(M: int, N: int, K: int, dtype, out_bytes: int = 2) -> Matmu
         # fused fp32-input cast needs: its A tile is loaded as fp32).
         return MatmulConfig(64, 128 if N >= 128 else 64, bk, 8, 4, 4)
     # ResNet-50's 1x1 convs at b256 (sixth session, sizes compile-time as in generated kernels):
-    # 128x256 persistent wins even for K = 64-128 (64->256 149 us, 128->512 88 us, against 164 and
-    # 109 for the half-depth 128x128 tile that short K loops used to get).
+    # 128x256 persistent wins even for K = 64-128 (64->256 149 us, 128->512 88 us, against 168 and
+    # 110 for the half-depth 128x128 tile that short K loops used to get).
     wide_tiles = cdiv(M, 128) * cdiv(N, 256)
-    if N >= 256 and out_bytes <= 2 and M >= 8192 and NUM_SMS_H200 // 2 <= wide_tiles < 2 * NUM_SMS_H200:
-        # Under two waves of 128x256 tiles (2048->512 at 7x7: 196 tiles, 1.48 waves) leave SMs idle
-        # in the last wave; 128x128 tiles two per SM even it out: 46.5 us against 51.6 (cuDNN 37.9).
-        return MatmulConfig(128, 128, bk, 8, 4, 4, programs_per_sm=2)
     if N >= 256 and out_bytes <= 2 and wide_tiles >= NUM_SMS_H200 // 2:
+        if M >= 8192 and wide_tiles < 2 * NUM_SMS_H200:
+            # Under two waves of 128x256 tiles (2048->512 at 7x7: 196 tiles, 1.48 waves) leave SMs idle
+            # in the last wave; 128x128 tiles two per SM even it out: 46.5 us against 51.6 (cuDNN 37.9).
+            return MatmulConfig(128, 128, bk, 8, 4, 4, programs_per_sm=2)
         return MatmulConfig(128, 256, bk, 8, 8, 3, programs_per_sm=1)
     if cdiv(K, bk) < 4:  # a K loop this short leaves a persistent, flattened pipeline nothing to overlap
         return MatmulConfig(128, 128 if N >= 128 else 64, bk, 8, 4, 3)

@@ -38,8 +38,8 @@ def results_section(results: dict, images: list[str], raw: str) -> str:
         lines += ["", report.summary_table(results), ""]
     if results.get("kernels"):
         lines += ["Kernels (" + report.peaks_line(results) + "):", "", report.kernel_table(results), ""]
-        if report.conv_summary_line(results):
-            lines += [report.conv_summary_line(results), ""]
+        if convs := report.conv_summary_line(results):
+            lines += [convs, ""]
     for img in images:
         lines += [f"![{Path(img).stem}]({img})", ""]
     return "\n".join(lines).rstrip() + "\n"

@@ -124,8 +124,8 @@ def markdown(results: dict) -> str:
             f"{m} b{b} {p}" for m, b, p in results["not_run"]) + "_\n")
     if results.get("kernels"):
         parts.append("## Kernels\n\n" + peaks_line(results) + "\n\n" + kernel_table(results) + "\n")
-        if conv_summary_line(results):
-            parts.append(conv_summary_line(results) + "\n")
+        if convs := conv_summary_line(results):
+            parts.append(convs + "\n")
     return "\n".join(parts)
 
 
