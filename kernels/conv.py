@@ -12,17 +12,31 @@ epilogue. `conv2d_nhwc()` is the standalone launcher used by tests and benchmark
 """
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
 from trident.compiler import config as _config
 from trident.kernels.common import (TileConfig, cast_for_store, cdiv, dot_acc, grouped_pid, interpreter_block,
                                     is_int8, is_interpreter, next_pow2, nhwc_window_origin, persistent_grid,
+                                    persistent_pipeline_fits,
                                     window_origin, zero_acc)
 from trident.kernels.matmul import NUM_SMS_H200
 from trident.kernels.prims import in_bounds
 
 import triton
 import triton.language as tl
+
+
+@triton.jit
+def _conv_k_step(i, c_blocks, KW: tl.constexpr, W, C, C_PER_GROUP, dil_h, dil_w, BLOCK_K: tl.constexpr):
+    """Step i of conv2d_nhwc_tile's K walk (tap by tap, BLOCK_K channels at a time): the tap (kh, kw),
+    the first channel c0, and the step's offsets from the window origin in x and in a weight row."""
+    tap = i // c_blocks
+    c0 = (i - tap * c_blocks) * BLOCK_K
+    kh = tap // KW
+    kw = tap - kh * KW
+    return kh, kw, c0, ((kh * dil_h) * W + kw * dil_w) * C + c0, tap * C_PER_GROUP + c0
 
 
 @triton.jit
@@ -50,22 +64,25 @@ def conv2d_nhwc_tile(x_ptr, w_ptr, N, H, W, C, OH, OW, OC, stride_h, stride_w, p
     # ResNet-50's 3x3 and strided 1x1 convs, 0.82 -> 0.90x cuDNN (geometric mean, H200, b256).
     inside = ((pad_h == 0) & (pad_w == 0) & ((OH - 1) * stride_h + (KH - 1) * dil_h < H)
               & ((OW - 1) * stride_w + (KW - 1) * dil_w < W))
+    # The operand pointers are loop-carried and advance by a scalar per step, as in matmul_tile.
+    # Recomputed from the step index instead, they kept a persistent kernel's flattened loop from
+    # pipelining its loads at all (plain loads, 1.6-2x slower, Triton 3.6 on the H200).
+    a_ptrs = x_ptr + x_off[:, None] + rk[None, :]
+    b_ptrs = w_ptr + w_off[None, :] + rk[:, None]
     # One flat loop (not nested tap/channel loops) so Triton software-pipelines across taps even
     # when a tap has a single channel block (C_PER_GROUP <= BLOCK_K, common in ResNets).
-    # Per iteration only scalars and [BLOCK_M] vectors are recomputed; the tile loads are one add.
     for i in range(0, KH * KW * c_blocks):
-        tap = i // c_blocks
-        c0 = (i - tap * c_blocks) * BLOCK_K
-        kh = tap // KW
-        kw = tap - kh * KW
+        kh, kw, c0, a_off, b_off = _conv_k_step(i, c_blocks, KW, W, C, C_PER_GROUP, dil_h, dil_w, BLOCK_K)
         ih = ih0 + kh * dil_h
         iw = iw0 + kw * dil_w
         in_img = tl.where(inside, True, (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W))
         c_ok = in_bounds(c0 + rk, C_PER_GROUP, BLOCK_K)
-        a_row = x_off + ((kh * dil_h) * W + kw * dil_w) * C + c0
-        a = tl.load(x_ptr + a_row[:, None] + rk[None, :], mask=in_img[:, None] & c_ok[None, :], other=0)
-        b = tl.load(w_ptr + w_off[None, :] + (tap * C_PER_GROUP + c0) + rk[:, None], mask=c_ok[:, None], other=0)
+        a = tl.load(a_ptrs, mask=in_img[:, None] & c_ok[None, :], other=0)
+        b = tl.load(b_ptrs, mask=c_ok[:, None], other=0)
         acc = dot_acc(a, b, acc, INPUT_PRECISION)
+        _, _, _, a_next, b_next = _conv_k_step(i + 1, c_blocks, KW, W, C, C_PER_GROUP, dil_h, dil_w, BLOCK_K)
+        a_ptrs += a_next - a_off
+        b_ptrs += b_next - b_off
     return acc
 
 
@@ -343,8 +360,7 @@ def heuristic_config(M: int, oc_per_group: int, c_per_group: int, kh: int, kw: i
 
     M = N*OH*OW. On the GPU: the winners of `python -m trident.kernels.sweep` over ResNet-50's convs
     at batch 256 on an H200 (benchmarks/results/h200-sweep-*.json), re-timed for 16-bit inputs once
-    the tile's masks folded away (sixth session, `h200-conv-tiles-s6.json`): 128x64 for 64 output
-    channels, 128x128 on one warpgroup for 128, 128x256 on two for wider outputs. In the
+    the tile's masks folded away and the tile went persistent (`_fp16_conv_config`). In the
     interpreter: few, big programs (cheap there).
     out_bytes: the widest output element; a 4-byte output's epilogue tile rules out 128x256.
     """
@@ -376,18 +392,31 @@ def heuristic_config(M: int, oc_per_group: int, c_per_group: int, kh: int, kw: i
     if elem == 4:
         bn = max(16, min(128, next_pow2(oc_per_group)))
         return ConvConfig(128, bn, bk, 8, 8 if bn == 128 else 4, 3)
-    if oc_per_group <= 64:
-        return ConvConfig(256, max(16, next_pow2(oc_per_group)), min(bk, 64), 8, 4, 3) if int8 else \
-            ConvConfig(128, max(16, next_pow2(oc_per_group)), bk, 8, 4, 3)
     if int8:
+        if oc_per_group <= 64:
+            return ConvConfig(256, max(16, next_pow2(oc_per_group)), min(bk, 64), 8, 4, 3)
         return ConvConfig(128, 128, max(min_k, bk_full // 2) if kh * kw == 1 else bk, 8, 4, 3)
-    wide = oc_per_group >= 256 and out_bytes <= 2  # a 128x256 tile on two warpgroups
-    if kh * kw == 1:  # strided 1x1 (downsample): 1024->2048 at 89 us (1.01x cuDNN), 512->1024 at 109
-        return ConvConfig(128, 256, bk, 8, 8, 3) if wide and oc_per_group >= 1024 else \
-            ConvConfig(128, 128, max(min_k, bk_full // 2), 8, 4, 4)
-    if c_per_group >= 512:  # 3x3 on 512 channels: 111 us, against 114-118 for 128x256 or 32-deep K
-        return ConvConfig(128, 128, bk, 8, 4, 4)
-    return ConvConfig(128, 256, bk, 8, 8, 3) if wide else ConvConfig(128, 128, bk, 8, 4, 3)
+    return _fp16_conv_config(oc_per_group, c_per_group, kh * kw, bk, wide=oc_per_group >= 256 and out_bytes <= 2)
+
+
+def _fp16_conv_config(oc_per_group: int, c_per_group: int, taps: int, bk: int, wide: bool) -> ConvConfig:
+    """16-bit tiles at large M, persistent: one tile's loads then overlap the last one's epilogue,
+    which pays most where the K loop is short. ResNet-50 at b256 on an H200 (seventh session,
+    h200-conv-persistent-s7.json; us, against the best one-program-per-tile config):
+    strided 1x1 256->512 124 against 149, 3x3 on 128 channels 104 against 109, 64 channels 149 against 156.
+    wide: a 128x256 tile on two warpgroups (256+ output channels, a 2-byte output)."""
+    k_steps = taps * cdiv(c_per_group, bk)
+    if oc_per_group <= 64:
+        cfg = ConvConfig(128, max(16, next_pow2(oc_per_group)), bk, 8, 4, 3, programs_per_sm=2)
+    elif taps > 1 and c_per_group >= 512:  # 3x3 on 512 channels: 98 us, against 103 for 128x256
+        cfg = ConvConfig(128, 128, bk, 8, 4, 4, programs_per_sm=1)
+    elif wide:
+        cfg = ConvConfig(128, 256, bk, 8, 8, 3, programs_per_sm=1)
+    else:
+        cfg = ConvConfig(128, 128, bk, 8, 4, 3, programs_per_sm=2)
+    if not persistent_pipeline_fits(cfg.num_stages, k_steps):
+        cfg = dataclasses.replace(cfg, programs_per_sm=0)
+    return cfg
 
 
 def row_tile_config(dtype) -> ConvConfig:
@@ -413,12 +442,18 @@ def candidate_configs(M: int, oc_per_group: int, c_per_group: int, kh: int, kw: 
     bk, bn, min_k = h.BLOCK_K, min(h.BLOCK_N, 128), _min_block_k(dtype)
     other_k = max(min_k, bk // 2) if bk > min_k else min(bk * 2, max(min_k, next_pow2(c_per_group)))
     cands = [h, ConvConfig(128, bn, bk, 8, 4, 3), ConvConfig(128, bn, bk, 8, 4, 4)]
-    if not is_int8(dtype) and oc_per_group >= 256:
-        cands.append(ConvConfig(128, 256, bk, 8, 8, 3))
+    if not is_int8(dtype):
+        cands += [ConvConfig(128, bn, bk, 8, 4, 3, programs_per_sm=2),
+                  ConvConfig(128, bn, bk, 8, 4, 4, programs_per_sm=1)]
+        if oc_per_group >= 256:
+            cands += [ConvConfig(128, 256, bk, 8, 8, 3, programs_per_sm=1), ConvConfig(128, 256, bk, 8, 8, 3)]
     cands += [ConvConfig(128, bn, other_k, 8, 4, 3), ConvConfig(128, bn, bk, 8, 8, 3), ConvConfig(64, bn, bk, 8, 4, 3),
               ConvConfig(128, bn, other_k, 8, 4, 4), ConvConfig(256, min(bn, 64), bk, 8, 4, 3)]
     if not is_int8(dtype):  # int8 with an int32 output: a 256x128 epilogue does not fit shared memory
         cands.append(ConvConfig(256, bn, bk, 8, 8, 3))
+    k_steps = kh * kw * cdiv(c_per_group, bk)
+    cands = cands[:1] + [c for c in cands[1:]
+                         if not c.programs_per_sm or persistent_pipeline_fits(c.num_stages, k_steps)]
     return list(dict.fromkeys(cands))
 
 

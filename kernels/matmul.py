@@ -127,11 +127,15 @@ def heuristic_config(M: int, N: int, K: int, dtype, out_bytes: int = 2) -> Matmu
     # 110 for the half-depth 128x128 tile that short K loops used to get).
     wide_tiles = cdiv(M, 128) * cdiv(N, 256)
     if N >= 256 and out_bytes <= 2 and wide_tiles >= NUM_SMS_H200 // 2:
+        k_steps = cdiv(K, bk)
         if M >= 8192 and wide_tiles < 2 * NUM_SMS_H200:
             # Under two waves of 128x256 tiles (2048->512 at 7x7: 196 tiles, 1.48 waves) leave SMs idle
-            # in the last wave; 128x128 tiles two per SM even it out: 46.5 us against 51.6 (cuDNN 37.9).
-            return MatmulConfig(128, 128, bk, 8, 4, 4, programs_per_sm=2)
-        return MatmulConfig(128, 256, bk, 8, 8, 3, programs_per_sm=1)
+            # in the last wave; 128x128 tiles two per SM even it out: 46.5 us against 51.6 (cuDNN 37.9),
+            # and a fifth stage where K is deep: 0.86x cuBLAS against 0.82x (seventh session).
+            return MatmulConfig(128, 128, bk, 8, 4, 5 if k_steps >= 16 else 4, programs_per_sm=2)
+        # A fourth stage pays from K = 1024 (1024->256 at 14x14: 1.04x cuBLAS against 0.93x; BERT's
+        # 3072->768: 0.84x against 0.79x); at 8192^3 it is even (1.005x against 1.011x).
+        return MatmulConfig(128, 256, bk, 8, 8, 4 if k_steps >= 16 else 3, programs_per_sm=1)
     if cdiv(K, bk) < 4:  # a K loop this short leaves a persistent, flattened pipeline nothing to overlap
         return MatmulConfig(128, 128 if N >= 128 else 64, bk, 8, 4, 3)
     if N >= 128:

@@ -228,6 +228,9 @@ def test_heuristic_configs_are_legal(monkeypatch, interpreter, dtype):
         assert cfg == heuristic_config(M, ocpg, cpg, kh, kh, dtype)
         for c in [cfg] + ([] if interpreter else candidate_configs(M, ocpg, cpg, kh, kh, dtype)):
             assert min(c.BLOCK_M, c.BLOCK_N) >= 16 and c.BLOCK_K >= min_k, c
+            # a persistent pipeline deeper than its K loop would need twice the shared memory
+            k_steps = kh * kh * math.ceil(cpg / c.BLOCK_K)
+            assert not c.programs_per_sm or use_small_c_tile(cpg, c.BLOCK_K) or c.num_stages <= k_steps, c
 
 
 # ----------------------------------------------------------------------------------------------- GPU
