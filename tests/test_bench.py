@@ -62,6 +62,27 @@ def test_resume_and_budget(bench_out, tmp_path):
     assert results["models"] == [] and len(results["not_run"]) == 3
 
 
+def test_resume_keeps_the_rows_of_an_unfinished_group(bench_out, tmp_path):
+    # A sitting that ended inside a group (say, during a long max-autotune build) left some of its
+    # rows: a resumed run keeps them and measures only the missing runner.
+    out = tmp_path / "partial"
+    out.mkdir()
+    results = json.loads((bench_out / "results.json").read_text())
+    key = lambda r: (r["model"], r["batch"], r["precision"], r["runner"])  # noqa: E731
+    kept = [dict(r, measured_at="2000-01-01T00:00:00+00:00") for r in results["models"]
+            if key(r) != ("mlp_tiny", 2, "fp32", "torch.compile")]
+    assert len(kept) == len(results["models"]) - 1
+    (out / "results.json").write_text(json.dumps(dict(results, models=kept)))
+    assert main(["bench", "--dry-run", "--out", str(out), "--resume", "--no-kernels", "--models", "mlp_tiny"]) == 0
+    after = {key(r): r for r in json.loads((out / "results.json").read_text())["models"]}
+    for r in kept:
+        if r["model"] == "mlp_tiny":
+            assert after[key(r)]["measured_at"] == r["measured_at"]  # kept, not measured again
+    again = after[("mlp_tiny", 2, "fp32", "torch.compile")]
+    assert again["status"] == "ok" and again["measured_at"] > "2026"
+    assert set(after[("mlp_tiny", 2, "fp32", "trident")]["speedup"]) == {"torch eager", "torch.compile"}
+
+
 def test_update_readme_rewrites_only_results(bench_out, tmp_path):
     readme = tmp_path / "README.md"
     shutil.copyfile(REPO / "README.md", readme)

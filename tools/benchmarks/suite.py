@@ -2,6 +2,7 @@
 process on one device. Every runner is isolated: an exception becomes a row with a status."""
 from __future__ import annotations
 
+import datetime
 import gc
 import sys
 import time
@@ -277,7 +278,9 @@ def _compile_runner(ctx, build, inputs, dtype, mode):
 def measure_runner(ctx: Context, base_row: dict, runner: str, make: Callable, reference) -> dict:
     """One runner: build (timed, first call included), peak memory, timed runs, error vs
     the fp32 reference. Any exception becomes the row's status; the run goes on."""
-    row = dict(base_row, runner=runner, status="ok")
+    # When: a resumed run keeps rows measured in earlier sittings (run_models)
+    row = dict(base_row, runner=runner, status="ok",
+               measured_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
     fn = out = info = None
     try:
         base = _mem_base(ctx)
@@ -315,7 +318,10 @@ def _anchor_names(ctx) -> list[str]:
 
 
 def bench_group(ctx: Context, name: str, batch: int, precision: str, anchor_cache: dict,
-                on_row: Callable = lambda row: None) -> list[dict]:
+                on_row: Callable = lambda row: None, measured: dict | None = None) -> list[dict]:
+    """Rows of one (model, batch, precision): trident, then each anchor. `measured` (runner -> row,
+    from a resumed run) are kept, not measured again."""
+    measured = measured or {}
     spec = SPECS[name]
     base_row = dict(model=name, label=spec.label, unit=spec.unit, batch=batch, precision=precision)
     try:
@@ -339,14 +345,20 @@ def bench_group(ctx: Context, name: str, batch: int, precision: str, anchor_cach
     if precision == "int8":
         calibration = [tuple(x.to(ctx.device) for x in make_inputs(batch))
                        for _ in range(ctx.calib_batches)]
-    rows = [measure_runner(ctx, base_row, "trident", lambda: _trident_runner(
-        ctx, build, inputs, precision, calibration), reference)]
+    if "trident" in measured:
+        rows = [measured["trident"]]
+    else:
+        rows = [measure_runner(ctx, base_row, "trident", lambda: _trident_runner(
+            ctx, build, inputs, precision, calibration), reference)]
+        on_row(rows[0])
     calibration = None
-    on_row(rows[0])
     anchor_precision = "fp16" if precision == "int8" else precision
     dtype = DTYPES[anchor_precision]
     cached = anchor_cache.get((name, batch, anchor_precision), {})
     for runner in _anchor_names(ctx):
+        if runner in measured:
+            rows.append(measured[runner])
+            continue
         if runner in cached:
             row = dict(cached[runner], precision=precision, reused_from=f"{anchor_precision} group")
         else:
@@ -385,8 +397,11 @@ def run_models(ctx: Context, plan, results: dict, write: Callable, budget_s: flo
     results["models"] (a resumed run) are kept; partial ones are measured again. Past
     `budget_s` seconds from `started`, the remaining groups are left for a later --resume."""
     done = complete_groups(ctx, results.get("models", []))
+    # Rows measured by an earlier run are kept, also those of a group it left unfinished (a long
+    # torch.compile max-autotune build can outlast one sitting): only missing runners run again.
+    # Failed rows run again too.
     rows = results["models"] = [r for r in results.get("models", [])
-                                if (r["model"], r["batch"], r["precision"]) in done]
+                                if (r["model"], r["batch"], r["precision"]) in done or r["status"] == "ok"]
     cache: dict = {}
     for r in rows:  # anchors measured by an earlier run serve its INT8 groups
         if r["runner"] != "trident" and r.get("anchor_precision") == r["precision"]:
@@ -409,7 +424,9 @@ def run_models(ctx: Context, plan, results: dict, write: Callable, budget_s: flo
             ctx.log(f"  {row['runner']:<28} {row['status']:<11} " + (
                 f"{row['median_ms']:.3f} ms  {row['throughput_per_s']:,.0f} {row.get('unit', 'items')}/s"
                 if row["status"] == "ok" else row.get("error", "")), flush=True)
-        group = bench_group(ctx, name, batch, precision, cache, on_row)
+        measured = {r["runner"]: r for r in rows
+                    if (r["model"], r["batch"], r["precision"]) == (name, batch, precision)}
+        group = bench_group(ctx, name, batch, precision, cache, on_row, measured)
         write()  # the speedups were added after the rows were written
         del group
     return rows
