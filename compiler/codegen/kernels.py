@@ -8,7 +8,7 @@ baked in as constants (the engine is built for static shapes), so index math is 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -519,16 +519,38 @@ def horizontal(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: 
 
 
 def _shared_config(problem: dict) -> dict:
-    """The heuristic tile config for the members' combined problem (their N summed)."""
+    """The heuristic tile config for the members' combined problem (their N summed), with its
+    pipeline made to fit shared memory beside the other members' (_fit_members)."""
     from trident.kernels import conv as templates
     from trident.kernels.matmul import heuristic_config as gemm_config
 
     if problem["tile"] == "matmul_tile":
-        return _tile_config(gemm_config(problem["M"], problem["N"], problem["K"], problem["dtype"],
-                                        problem["out_bytes"]))
-    return _tile_config(templates.heuristic_config(problem["M"], problem["N"], problem["C"],
-                                                   problem["KH"], problem["KW"], problem["dtype"],
-                                                   out_bytes=problem["out_bytes"]))
+        cfg = gemm_config(problem["M"], problem["N"], problem["K"], problem["dtype"], problem["out_bytes"])
+    else:
+        cfg = templates.heuristic_config(problem["M"], problem["N"], problem["C"], problem["KH"], problem["KW"],
+                                         problem["dtype"], out_bytes=problem["out_bytes"])
+    return _tile_config(_fit_members(cfg, problem["members"], problem["dtype"].itemsize))
+
+
+# Of the H200's 227 KB per block, what the members' operand pipelines may take (the epilogue needs some).
+MEMBERS_SMEM_BUDGET = 200 * 1024
+
+
+def _fit_members(cfg, members: int, elem_bytes: int):
+    """Fewer stages, then a shallower K block, until every member's operand pipeline fits at once.
+
+    Each member's K loop keeps its own shared-memory buffers: three sibling convs with 4 stages of
+    128x128x64 fp16 tiles asked for 256 KB (Inception, b64, sm_90), so their launch failed. The
+    estimate counts all members, which errs on the safe side (those three took 2 buffers' worth)."""
+    def need(c) -> int:
+        return members * c.num_stages * (c.BLOCK_M + c.BLOCK_N) * c.BLOCK_K * elem_bytes
+
+    while need(cfg) > MEMBERS_SMEM_BUDGET and cfg.num_stages > 2:
+        cfg = replace(cfg, num_stages=cfg.num_stages - 1)
+    min_k = 32 if elem_bytes == 1 else 16  # the dot's smallest K
+    while need(cfg) > MEMBERS_SMEM_BUDGET and cfg.BLOCK_K > min_k:
+        cfg = replace(cfg, BLOCK_K=cfg.BLOCK_K // 2)
+    return cfg
 
 
 def pool(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: list[str],
