@@ -385,10 +385,14 @@ def bench_group(ctx: Context, name: str, batch: int, precision: str, anchor_cach
 
 
 def complete_groups(ctx: Context, rows: list[dict]) -> set:
-    """(model, batch, precision) whose trident row and every anchor row are recorded."""
+    """(model, batch, precision) whose trident row and every anchor row are recorded. A trident row
+    that failed ("error") does not count: a resumed run measures it again (after a fix, say). The
+    anchors' failures are torch's own and would fail again."""
     want = {"trident", *_anchor_names(ctx)}
     seen: dict = {}
     for r in rows:  # a group whose model could not be loaded has one row, stage "load"
+        if r["runner"] == "trident" and r["status"] == "error" and r.get("stage") != "load":
+            continue
         seen.setdefault((r["model"], r["batch"], r["precision"]), set()).add(
             "load" if r.get("stage") == "load" else r["runner"])
     return {k for k, runners in seen.items() if want <= runners or "load" in runners}
@@ -401,8 +405,8 @@ def run_models(ctx: Context, plan, results: dict, write: Callable, budget_s: flo
     `budget_s` seconds from `started`, the remaining groups are left for a later --resume."""
     done = complete_groups(ctx, results.get("models", []))
     # Rows measured by an earlier run are kept, also those of a group it left unfinished (a long
-    # torch.compile max-autotune build can outlast one sitting): only missing runners run again.
-    # Failed rows run again too.
+    # torch.compile max-autotune build can outlast one sitting): only missing runners, and a
+    # failed trident, run again.
     rows = results["models"] = [r for r in results.get("models", [])
                                 if (r["model"], r["batch"], r["precision"]) in done or r["status"] == "ok"]
     cache: dict = {}
