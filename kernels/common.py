@@ -43,6 +43,25 @@ def persistent_pipeline_fits(num_stages: int, k_iters: int) -> bool:
     return num_stages <= k_iters
 
 
+def drop_unfit_persistent(cands: list, k_iters) -> list:
+    """A candidate list without the persistent configs whose pipeline is deeper than their K loop
+    (k_iters(config) -> K steps), deduplicated. The first (the heuristic's pick) always stays:
+    its persistent short-K tiles were measured."""
+    keep = cands[:1] + [c for c in cands[1:]
+                        if not c.programs_per_sm or persistent_pipeline_fits(c.num_stages, k_iters(c))]
+    return list(dict.fromkeys(keep))
+
+
+# Of the H200's 227 KB of shared memory per block, what a tile's operand pipeline may take: the
+# epilogue's layout change needs the rest.
+PIPELINE_SMEM_BUDGET = 200 * 1024
+
+
+def pipeline_smem_bytes(cfg, elem_bytes: int) -> int:
+    """Shared memory of a tile config's operand pipeline: num_stages A and B tiles."""
+    return cfg.num_stages * (cfg.BLOCK_M + cfg.BLOCK_N) * cfg.BLOCK_K * elem_bytes
+
+
 @functools.lru_cache(maxsize=None)
 def num_sms() -> int:
     """Streaming multiprocessors of the current GPU (H200's 132 where there is none)."""

@@ -17,10 +17,9 @@ import dataclasses
 import torch
 
 from trident.compiler import config as _config
-from trident.kernels.common import (TileConfig, cast_for_store, cdiv, dot_acc, grouped_pid, interpreter_block,
-                                    is_int8, is_interpreter, next_pow2, nhwc_window_origin, persistent_grid,
-                                    persistent_pipeline_fits,
-                                    window_origin, zero_acc)
+from trident.kernels.common import (TileConfig, cast_for_store, cdiv, dot_acc, drop_unfit_persistent, grouped_pid,
+                                    interpreter_block, is_int8, is_interpreter, next_pow2, nhwc_window_origin,
+                                    persistent_grid, persistent_pipeline_fits, window_origin, zero_acc)
 from trident.kernels.matmul import NUM_SMS_H200
 from trident.kernels.prims import in_bounds
 
@@ -451,10 +450,7 @@ def candidate_configs(M: int, oc_per_group: int, c_per_group: int, kh: int, kw: 
               ConvConfig(128, bn, other_k, 8, 4, 4), ConvConfig(256, min(bn, 64), bk, 8, 4, 3)]
     if not is_int8(dtype):  # int8 with an int32 output: a 256x128 epilogue does not fit shared memory
         cands.append(ConvConfig(256, bn, bk, 8, 8, 3))
-    k_steps = kh * kw * cdiv(c_per_group, bk)
-    cands = cands[:1] + [c for c in cands[1:]
-                         if not c.programs_per_sm or persistent_pipeline_fits(c.num_stages, k_steps)]
-    return list(dict.fromkeys(cands))
+    return drop_unfit_persistent(cands, lambda c: kh * kw * cdiv(c_per_group, c.BLOCK_K))
 
 
 # ----------------------------------------------------------------------------------------------

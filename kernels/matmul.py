@@ -13,9 +13,8 @@ from __future__ import annotations
 import torch
 
 from trident.compiler import config as _config
-from trident.kernels.common import (TileConfig, cast_for_store, cdiv, dot_acc, grouped_pid, interpreter_block,
-                                    is_int8, is_interpreter, next_pow2, persistent_grid, persistent_pipeline_fits,
-                                    zero_acc)
+from trident.kernels.common import (TileConfig, cast_for_store, cdiv, dot_acc, drop_unfit_persistent, grouped_pid,
+                                    interpreter_block, is_int8, is_interpreter, next_pow2, persistent_grid, zero_acc)
 from trident.kernels.prims import in_bounds
 
 import triton
@@ -190,10 +189,7 @@ def candidate_configs(M: int, N: int, K: int, dtype) -> list[MatmulConfig]:
                  MatmulConfig(128, 128, bk, 8, 4, 4, programs_per_sm=2),
                  MatmulConfig(128, 128, half, 8, 4, 4), MatmulConfig(64, 128, bk, 8, 4, 3),
                  MatmulConfig(128, 64, bk, 8, 4, 3), MatmulConfig(256, 128, bk, 8, 8, 3, programs_per_sm=1)]
-    # The heuristic's pick stays: its persistent short-K tiles were measured (heuristic_config).
-    cands = cands[:1] + [c for c in cands[1:] if not c.programs_per_sm
-                         or persistent_pipeline_fits(c.num_stages, cdiv(K, c.BLOCK_K))]
-    return list(dict.fromkeys(cands))  # dedupe, keep order
+    return drop_unfit_persistent(cands, lambda c: cdiv(K, c.BLOCK_K))
 
 
 def matmul(a: torch.Tensor, b: torch.Tensor, *, b_k_major: bool = False, out_dtype=None,

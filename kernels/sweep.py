@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from trident.kernels.bench import RESNET50_CONVS
+from trident.kernels.common import PIPELINE_SMEM_BUDGET, pipeline_smem_bytes
 
 # (M, N, K): a square GEMM and BERT-base's (batch 32 x seq 128 rows): QKV, out-proj, FFN up, FFN down.
 GEMMS = [(8192, 8192, 8192), (4096, 2304, 768), (4096, 768, 768), (4096, 3072, 768), (4096, 768, 3072)]
@@ -34,7 +35,6 @@ TILES = [(128, 256, 8), (256, 128, 8), (128, 128, 8), (128, 128, 4), (64, 256, 4
 K_STAGES = {32: (3, 4, 5), 64: (3, 4), 128: (2, 3)}
 PERSISTENT = [(128, 256, 8, 64, 3, 1), (256, 128, 8, 64, 3, 1), (128, 128, 8, 64, 3, 1), (128, 128, 8, 64, 3, 2),
               (128, 128, 4, 64, 4, 2)]
-SMEM_BUDGET = 200 * 1024  # of 227 KB: leave room for the epilogue's layout conversion
 
 
 @dataclass(frozen=True)
@@ -102,7 +102,7 @@ def config_grid(case: Case, batch: int):
     def fits(c) -> bool:
         return (c.BLOCK_M <= max(16, next_pow2(M)) and c.BLOCK_N <= max(16, next_pow2(N))
                 and c.BLOCK_K <= max(32 // e, next_pow2(K))
-                and c.num_stages * (c.BLOCK_M + c.BLOCK_N) * c.BLOCK_K * e <= SMEM_BUDGET
+                and pipeline_smem_bytes(c, e) <= PIPELINE_SMEM_BUDGET
                 and c.num_stages <= max(2, k_iters(c) + 1))
 
     return list(dict.fromkeys(own + [c for c in grid if fits(c)]))

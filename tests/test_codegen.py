@@ -448,11 +448,11 @@ def test_requantize_is_within_one_step_of_exact_quantize():
 def test_horizontal_members_share_shared_memory(members, elem, expect):
     # Three sibling convs at 4 stages of 128x128x64 fp16 asked for 256 KB on an H200 (over its
     # 227): a horizontal kernel's shared config gives up stages, then K depth, until all fit.
-    from trident.compiler.codegen.kernels import MEMBERS_SMEM_BUDGET, _fit_members
-    from trident.kernels.common import TileConfig
+    from trident.compiler.codegen.kernels import _fit_members
+    from trident.kernels.common import PIPELINE_SMEM_BUDGET, TileConfig
 
     cfg = _fit_members(TileConfig(128, 128, 128 // elem, 8, 4, 4, programs_per_sm=2), members, elem)
     assert (cfg.num_stages, cfg.BLOCK_K) == expect
     assert (cfg.BLOCK_M, cfg.BLOCK_N, cfg.programs_per_sm) == (128, 128, 2)
-    fits = members * cfg.num_stages * (cfg.BLOCK_M + cfg.BLOCK_N) * cfg.BLOCK_K * elem <= MEMBERS_SMEM_BUDGET
+    fits = members * cfg.num_stages * (cfg.BLOCK_M + cfg.BLOCK_N) * cfg.BLOCK_K * elem <= PIPELINE_SMEM_BUDGET
     assert fits or (cfg.num_stages, cfg.BLOCK_K * elem) == (2, 32)  # at the floor: as small as it goes

@@ -19,7 +19,7 @@ from trident.compiler.codegen.writer import (Axis, KernelWriter, Operand, broadc
 from trident.compiler.fusion import Group, reduced_axes
 from trident.compiler.ir import Graph, Node
 from trident.compiler.quantize.codegen import bias_of, dequantized, is_int8_anchor, weight_strides
-from trident.kernels.common import next_pow2
+from trident.kernels.common import PIPELINE_SMEM_BUDGET, next_pow2, pipeline_smem_bytes
 
 
 @dataclass
@@ -532,23 +532,19 @@ def _shared_config(problem: dict) -> dict:
     return _tile_config(_fit_members(cfg, problem["members"], problem["dtype"].itemsize))
 
 
-# Of the H200's 227 KB per block, what the members' operand pipelines may take (the epilogue needs some).
-MEMBERS_SMEM_BUDGET = 200 * 1024
-
-
 def _fit_members(cfg, members: int, elem_bytes: int):
     """Fewer stages, then a shallower K block, until every member's operand pipeline fits at once.
 
     Each member's K loop keeps its own shared-memory buffers: three sibling convs with 4 stages of
     128x128x64 fp16 tiles asked for 256 KB (Inception, b64, sm_90), so their launch failed. The
     estimate counts all members, which errs on the safe side (those three took 2 buffers' worth)."""
-    def need(c) -> int:
-        return members * c.num_stages * (c.BLOCK_M + c.BLOCK_N) * c.BLOCK_K * elem_bytes
+    def fits(c) -> bool:
+        return members * pipeline_smem_bytes(c, elem_bytes) <= PIPELINE_SMEM_BUDGET
 
-    while need(cfg) > MEMBERS_SMEM_BUDGET and cfg.num_stages > 2:
+    while not fits(cfg) and cfg.num_stages > 2:
         cfg = replace(cfg, num_stages=cfg.num_stages - 1)
     min_k = 32 if elem_bytes == 1 else 16  # the dot's smallest K
-    while need(cfg) > MEMBERS_SMEM_BUDGET and cfg.BLOCK_K > min_k:
+    while not fits(cfg) and cfg.BLOCK_K > min_k:
         cfg = replace(cfg, BLOCK_K=cfg.BLOCK_K // 2)
     return cfg
 
