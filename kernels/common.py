@@ -62,6 +62,24 @@ def pipeline_smem_bytes(cfg, elem_bytes: int) -> int:
     return cfg.num_stages * (cfg.BLOCK_M + cfg.BLOCK_N) * cfg.BLOCK_K * elem_bytes
 
 
+# True-fp32 dots run on the FMA units (no tensor cores without TF32), where a tile gains little
+# from its size and everything from keeping SMs busy: take the largest tile of this ladder that
+# still gives FP32_MIN_PROGRAMS programs. From the fp32 sweep at batch 1 on an H200
+# (benchmarks/results/h200-sweep-fp32-b1.json, 27 ResNet-50 conv and BERT b1 GEMM shapes): the
+# best configs ran 64-128 programs; this rule, with BLOCK_K 32 on 4 warps and 4 stages, sums to
+# 1.63 ms over the shapes against 1.46 for each shape's best and 4.11 for the 64- and 128-row
+# tiles the heuristics had (cuDNN / cuBLAS in fp32: 1.16).
+FP32_TILE_LADDER = ((64, 128), (64, 64), (32, 64), (32, 32), (16, 64), (16, 32))
+FP32_MIN_PROGRAMS = 96
+
+
+def fp32_tile(M: int, N: int) -> tuple[int, int]:
+    """(BLOCK_M, BLOCK_N) of a true-fp32 tile over an M x N output (see FP32_TILE_LADDER)."""
+    bm, bn = next(((bm, bn) for bm, bn in FP32_TILE_LADDER if cdiv(M, bm) * cdiv(N, bn) >= FP32_MIN_PROGRAMS),
+                  FP32_TILE_LADDER[-1])
+    return min(bm, max(16, next_pow2(M))), min(bn, max(16, next_pow2(N)))
+
+
 @functools.lru_cache(maxsize=None)
 def num_sms() -> int:
     """Streaming multiprocessors of the current GPU (H200's 132 where there is none)."""

@@ -17,8 +17,8 @@ import dataclasses
 import torch
 
 from trident.compiler import config as _config
-from trident.kernels.common import (TileConfig, cast_for_store, cdiv, dot_acc, drop_unfit_persistent, grouped_pid,
-                                    interpreter_block, is_int8, is_interpreter, next_pow2, nhwc_window_origin,
+from trident.kernels.common import (TileConfig, cast_for_store, cdiv, dot_acc, drop_unfit_persistent, fp32_tile,
+                                    grouped_pid, interpreter_block, is_int8, is_interpreter, next_pow2, nhwc_window_origin,
                                     persistent_grid, persistent_pipeline_fits, window_origin, zero_acc)
 from trident.kernels.matmul import NUM_SMS_H200
 from trident.kernels.prims import in_bounds
@@ -387,6 +387,8 @@ def heuristic_config(M: int, oc_per_group: int, c_per_group: int, kh: int, kw: i
             return ConvConfig(64, 64, 32, 8, 4, 3)
         return ConvConfig(256, 64, 32, 8, 4, 3)
     if M < 8192:  # small batches: more, smaller tiles to fill the SMs
+        if elem == 4:  # FMA-bound true fp32: see common.FP32_TILE_LADDER
+            return ConvConfig(*fp32_tile(M, oc_per_group), bk, 8, 4, 4)
         return ConvConfig(64, max(16, min(128, next_pow2(oc_per_group))), bk, 8, 4, 4)
     if elem == 4:
         bn = max(16, min(128, next_pow2(oc_per_group)))
@@ -440,6 +442,10 @@ def candidate_configs(M: int, oc_per_group: int, c_per_group: int, kh: int, kw: 
     h = heuristic_config(M, oc_per_group, c_per_group, kh, kw, dtype)
     bk, bn, min_k = h.BLOCK_K, min(h.BLOCK_N, 128), _min_block_k(dtype)
     other_k = max(min_k, bk // 2) if bk > min_k else min(bk * 2, max(min_k, next_pow2(c_per_group)))
+    if torch.empty((), dtype=dtype).element_size() == 4:  # the fp32 sweep's runners-up at batch 1
+        return list(dict.fromkeys([h, ConvConfig(32, 32, bk, 8, 4, 4), ConvConfig(16, 64, bk, 8, 4, 4),
+                                   ConvConfig(16, 32, bk, 8, 4, 3), ConvConfig(32, 64, bk, 8, 4, 3),
+                                   ConvConfig(64, 64, 16, 8, 2, 4), ConvConfig(128, bn, bk, 8, 4, 3)]))
     cands = [h, ConvConfig(128, bn, bk, 8, 4, 3), ConvConfig(128, bn, bk, 8, 4, 4)]
     if not is_int8(dtype):
         cands += [ConvConfig(128, bn, bk, 8, 4, 3, programs_per_sm=2),

@@ -13,8 +13,8 @@ from __future__ import annotations
 import torch
 
 from trident.compiler import config as _config
-from trident.kernels.common import (TileConfig, cast_for_store, cdiv, dot_acc, drop_unfit_persistent, grouped_pid,
-                                    interpreter_block, is_int8, is_interpreter, next_pow2, persistent_grid, zero_acc)
+from trident.kernels.common import (TileConfig, cast_for_store, cdiv, dot_acc, drop_unfit_persistent, fp32_tile,
+                                    grouped_pid, interpreter_block, is_int8, is_interpreter, next_pow2, persistent_grid, zero_acc)
 from trident.kernels.prims import in_bounds
 
 import triton
@@ -110,11 +110,11 @@ def heuristic_config(M: int, N: int, K: int, dtype, out_bytes: int = 2) -> Matmu
                             GROUP_M=8, num_warps=4, num_stages=1)
     min_k = 32 if is_int8(dtype) else 16
     bk = max(min_k, min(_block_k(dtype), next_pow2(K)))
+    if torch.empty((), dtype=dtype).element_size() == 4:
+        return _fp32_config(M, N, bk)
     if M <= 64:
         # Skinny GEMM (small-batch linear layers): few rows, so spend the tile on N and K.
         return MatmulConfig(max(16, next_pow2(M)), 64 if N <= 4096 else 128, bk, 8, 4, 4)
-    if torch.empty((), dtype=dtype).element_size() == 4:
-        return _fp32_config(M, N, bk)
     if is_int8(dtype):
         return _int8_config(M, N, K, bk, out_bytes)
     if cdiv(M, 128) * cdiv(N, 128) < NUM_SMS_H200:
@@ -161,22 +161,24 @@ def _int8_config(M: int, N: int, K: int, bk: int, out_bytes: int) -> MatmulConfi
 
 
 def _fp32_config(M: int, N: int, bk: int) -> MatmulConfig:
-    bm, bn = 128, (256 if N >= 256 else 128)
-    # Not enough tiles to fill the SMs: halve the tile (N first, then M) before starving SMs.
-    if cdiv(M, bm) * cdiv(N, bn) < NUM_SMS_H200 and bn == 256:
-        bn = 128
-    if cdiv(M, bm) * cdiv(N, bn) < NUM_SMS_H200:
-        bm = 64
-    if bn == 256:
-        return MatmulConfig(bm, bn, bk, 8, 8, 3)
-    return MatmulConfig(bm, bn, bk, 8, 4 if bm == 64 else 8, 4)
+    """True-fp32 tiles (FMA units, see common.FP32_TILE_LADDER). With SMs to spare a 128x128 tile
+    with a 16-deep K step: 8192^3 in 37.2 ms against 46.7 for 128x256x32 (cuBLAS 21.5; fp32 sweep)."""
+    if cdiv(M, 128) * cdiv(N, 128) >= NUM_SMS_H200:
+        return MatmulConfig(128, 128, 16, 8, 4, 4)
+    bm, bn = fp32_tile(M, N)
+    return MatmulConfig(bm, bn, bk, 8, 4, 4)
 
 
 def candidate_configs(M: int, N: int, K: int, dtype) -> list[MatmulConfig]:
     """A short list for autotuning: the heuristic's pick first, then the sweep's frequent winners."""
     bk = max(32 if is_int8(dtype) else 16, min(_block_k(dtype), next_pow2(K)))
     half = max(32 if is_int8(dtype) else 16, bk // 2)
-    if is_int8(dtype):
+    if torch.empty((), dtype=dtype).element_size() == 4:  # the fp32 sweep's runners-up at batch 1
+        cands = [heuristic_config(M, N, K, dtype), MatmulConfig(128, 128, 16, 8, 4, 4),
+                 MatmulConfig(64, 64, 16, 8, 2, 4), MatmulConfig(32, 64, bk, 8, 4, 3),
+                 MatmulConfig(32, 32, bk, 8, 4, 4), MatmulConfig(16, 64, bk, 8, 4, 4),
+                 MatmulConfig(16, 32, bk, 8, 4, 4)]
+    elif is_int8(dtype):
         # No 256-wide int8 tiles: with an int32 output their epilogue's layout change alone needs
         # 128 KB of shared memory on top of the pipeline (and the sweep never picked one).
         cands = [heuristic_config(M, N, K, dtype), MatmulConfig(128, 128, bk, 8, 8, 3, programs_per_sm=2),

@@ -1,11 +1,12 @@
 """Config sweep of the conv and GEMM templates on the GPU, beside cuDNN / cuBLAS.
 
-    python -m trident.kernels.sweep [--only conv,gemm] [--dtypes fp16,int8] [--workers 14]
-                                    [--budget-s 400] [--json sweep.json]
+    python -m trident.kernels.sweep [--only conv,gemm] [--dtypes fp16,int8,fp32] [--batch 256]
+                                    [--bert-batch 32] [--workers 14] [--budget-s 400] [--json sweep.json]
 
-For every ResNet-50 conv shape (batch 256) and every GEMM shape of kernels/bench.py, a grid of tile
-configs (block sizes x BLOCK_K x stages, plus persistent variants of the big tiles) pruned by shared
-memory and by the problem. Worker processes compile each config by running it once (Triton's disk
+For every ResNet-50 conv shape (at --batch) and every GEMM shape (a square one, and BERT-base's at
+--bert-batch x 128 tokens), a grid of tile configs (block sizes x BLOCK_K x stages, persistent variants
+of the big tiles, and small tiles where big ones leave SMs idle) pruned by shared memory and by the
+problem. fp32 runs in true fp32 (no TF32), beside cuDNN / cuBLAS in true fp32. Worker processes compile each config by running it once (Triton's disk
 cache then holds the binary); the main process times them with `do_bench` as they become ready.
 Prints the best config per shape and writes every trial as JSON: the data the heuristics and
 candidate lists in kernels/conv.py and kernels/matmul.py are read from. Never asserts a timing.
@@ -27,12 +28,17 @@ import torch
 from trident.kernels.bench import RESNET50_CONVS
 from trident.kernels.common import PIPELINE_SMEM_BUDGET, pipeline_smem_bytes
 
-# (M, N, K): a square GEMM and BERT-base's (batch 32 x seq 128 rows): QKV, out-proj, FFN up, FFN down.
-GEMMS = [(8192, 8192, 8192), (4096, 2304, 768), (4096, 768, 768), (4096, 3072, 768), (4096, 768, 3072)]
+SQUARE_GEMM = (8192, 8192, 8192)
+# BERT-base's (N, K) per token row: QKV, out-proj, FFN up, FFN down.
+BERT_GEMMS = [(2304, 768), (768, 768), (3072, 768), (768, 3072)]
 # (BLOCK_M, BLOCK_N, num_warps), x BLOCK_K (in 16-bit elements) x stages below.
 TILES = [(128, 256, 8), (256, 128, 8), (128, 128, 8), (128, 128, 4), (64, 256, 4), (256, 64, 4),
          (128, 64, 4), (64, 128, 4), (64, 64, 4)]
 K_STAGES = {32: (3, 4, 5), 64: (3, 4), 128: (2, 3)}
+# Small batches leave too few big tiles for 132 SMs: these trade reuse for programs (and for fp32,
+# whose dot runs on FMA units, reuse matters less than keeping every SM busy).
+SMALL_TILES = [(64, 64, 4), (64, 32, 4), (32, 64, 4), (32, 32, 4), (16, 64, 4), (16, 32, 4), (32, 128, 4),
+               (16, 128, 4), (64, 64, 2), (32, 32, 2)]
 PERSISTENT = [(128, 256, 8, 64, 3, 1), (256, 128, 8, 64, 3, 1), (128, 128, 8, 64, 3, 1), (128, 128, 8, 64, 3, 2),
               (128, 128, 4, 64, 4, 2)]
 
@@ -40,7 +46,7 @@ PERSISTENT = [(128, 256, 8, 64, 3, 1), (256, 128, 8, 64, 3, 1), (128, 128, 8, 64
 @dataclass(frozen=True)
 class Case:
     kind: str      # "conv" | "gemm"
-    dtype: str     # "fp16" | "int8"
+    dtype: str     # "fp16" | "int8" | "fp32"
     shape: tuple   # conv: RESNET50_CONVS row; gemm: (M, N, K)
 
     @property
@@ -60,8 +66,11 @@ class Case:
         return batch * oh * oh, OC, C * k * k, C
 
 
+TORCH_DTYPES = {"int8": torch.int8, "fp16": torch.float16, "fp32": torch.float32}
+
+
 def _elem(dtype: str) -> int:
-    return 1 if dtype == "int8" else 2
+    return TORCH_DTYPES[dtype].itemsize
 
 
 def config_candidates(case: Case, batch: int):
@@ -71,7 +80,7 @@ def config_candidates(case: Case, batch: int):
     from trident.kernels.matmul import candidate_configs as gemm_candidates
 
     M, N, K, _ = case.gemm_view(batch)
-    torch_dtype = torch.int8 if case.dtype == "int8" else torch.float16
+    torch_dtype = TORCH_DTYPES[case.dtype]
     if case.kind == "gemm":
         return gemm_candidates(M, N, K, torch_dtype)
     C, H, OC, k, *_ = case.shape
@@ -93,6 +102,9 @@ def config_grid(case: Case, batch: int):
     grid = [TileConfig(bm, bn, bk16 * 2 // e, 8, w, s) for bm, bn, w in TILES for bk16, stages in K_STAGES.items()
             for s in stages]
     grid += [TileConfig(bm, bn, bk16 * 2 // e, 8, w, s, programs_per_sm=p) for bm, bn, w, bk16, s, p in PERSISTENT]
+    if math.ceil(M / 128) * math.ceil(N / 128) < 2 * 132:  # under two waves of 128x128 tiles on an H200
+        grid += [TileConfig(bm, bn, bk16 * 2 // e, 8, w, s) for bm, bn, w in SMALL_TILES
+                 for bk16 in (32, 64) for s in (3, 4)]
 
     def k_iters(c) -> int:
         if case.kind == "conv" and not use_small_c_tile(walk, c.BLOCK_K):  # tap by tap, C in blocks
@@ -122,7 +134,7 @@ def make_problem(case: Case, batch: int):
     def rand(shape, scale=1.0):
         if int8:
             return torch.randint(-100, 100, shape, device="cuda", dtype=torch.int8, generator=g)
-        return torch.randn(shape, device="cuda", dtype=torch.float16, generator=g) * scale
+        return torch.randn(shape, device="cuda", dtype=TORCH_DTYPES[case.dtype], generator=g) * scale
 
     if case.kind == "gemm":
         M, N, K = case.shape
@@ -224,11 +236,15 @@ def sweep_case(case: Case, configs, futures, batch: int, rep_ms: int) -> dict:
             "speedup": ref_ms / best["ms"] if best else 0.0, "trials": trials}
 
 
-def _cases(only: set, dtypes: list[str]) -> list[Case]:
+def _cases(only: set, dtypes: list[str], bert_batch: int) -> list[Case]:
+    unknown = set(dtypes) - set(TORCH_DTYPES)
+    if unknown:
+        raise SystemExit(f"--dtypes: unknown {sorted(unknown)}; expected some of {sorted(TORCH_DTYPES)}")
+    gemms = [SQUARE_GEMM] + [(bert_batch * 128, n, k) for n, k in BERT_GEMMS]
     cases = []
     for dtype in dtypes:
         if "gemm" in only:
-            cases += [Case("gemm", dtype, shape) for shape in GEMMS]
+            cases += [Case("gemm", dtype, shape) for shape in gemms]
         if "conv" in only:
             cases += [Case("conv", dtype, shape) for shape in RESNET50_CONVS]
     return cases
@@ -243,7 +259,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", default="gemm,conv")
     ap.add_argument("--dtypes", default="fp16,int8")
-    ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--batch", type=int, default=256, help="ResNet-50's batch for the conv shapes")
+    ap.add_argument("--bert-batch", type=int, default=32, help="BERT-base's batch (x 128 tokens) for the GEMMs")
     ap.add_argument("--workers", type=int, default=default_workers())
     ap.add_argument("--rep", type=int, default=25, help="do_bench rep time in ms per config")
     ap.add_argument("--budget-s", type=float, default=math.inf, help="stop starting new shapes after this long")
@@ -257,13 +274,18 @@ def main(argv=None) -> int:
     import triton
 
     torch.backends.cudnn.benchmark = True
+    # fp32 means fp32 on both sides: trident's tiles use "ieee" dots unless TRIDENT_ALLOW_TF32.
+    from trident.compiler import config
+
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = config.ALLOW_TF32
     start = time.time()
-    cases = _cases(set(args.only.split(",")), args.dtypes.split(","))
+    cases = _cases(set(args.only.split(",")), args.dtypes.split(","), args.bert_batch)
     plans = [(case, config_grid(case, args.batch)) for case in cases]
     print(f"{len(cases)} shapes, {sum(len(c) for _, c in plans)} configs, {args.workers} compile workers",
           flush=True)
     result = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "triton": triton.__version__,
               "python": platform.python_version(), "date": time.strftime("%Y-%m-%d"), "batch": args.batch,
+              "bert_batch": args.bert_batch, "tf32": config.ALLOW_TF32,
               "cases": []}
     with compile_pool(args.workers, args.batch) as pool:
         submitted = [(case, configs, [pool.submit(_compile, case, c) for c in configs]) for case, configs in plans]

@@ -242,7 +242,7 @@ RESNET_SHAPES = [(3, 224, 64, 7, 2, 3), (64, 56, 64, 3, 1, 1), (256, 56, 64, 1, 
 
 @pytest.mark.gpu
 @requires_cuda
-@pytest.mark.parametrize("dtype", [torch.float16, torch.int8])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.int8])
 @pytest.mark.parametrize("shape", RESNET_SHAPES)
 def test_gpu_conv_resnet50_batch8(dtype, shape):
     C, H, OC, K, s, p = shape
@@ -255,21 +255,27 @@ def test_gpu_conv_resnet50_batch8(dtype, shape):
     else:
         y = conv2d_nhwc(x, w, None, s, p)
         ref = F.conv2d(x.double(), w.double(), None, s, p)
-        torch.testing.assert_close(y.double(), ref, rtol=1e-2, atol=1e-2 * math.sqrt(K * K * C))
+        tol = GPU_TOL[dtype]
+        torch.testing.assert_close(y.double(), ref, rtol=tol, atol=tol * math.sqrt(K * K * C))
+
+
+GPU_TOL = {torch.float32: 1e-4, torch.float16: 1e-2}  # true fp32 ("ieee" dots) and fp16 inputs
 
 
 @pytest.mark.gpu
 @requires_cuda
-@pytest.mark.parametrize("shape", RESNET_SHAPES[:4])
-def test_gpu_conv_all_candidate_configs(shape):
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("shape", RESNET_SHAPES[:4] + RESNET_SHAPES[5:6])
+def test_gpu_conv_all_candidate_configs(dtype, shape):
     C, H, OC, K, s, p = shape
-    x = rand((4, C, H, H), torch.float16, 22)
-    w = rand((OC, C, K, K), torch.float16, 23)
+    x = rand((4, C, H, H), dtype, 22)
+    w = rand((OC, C, K, K), dtype, 23)
     ref = F.conv2d(x.double(), w.double(), None, s, p)
     M = 4 * ref.shape[2] * ref.shape[3]
-    for cfg in candidate_configs(M, OC, C, K, K, torch.float16):
+    tol = GPU_TOL[dtype]
+    for cfg in candidate_configs(M, OC, C, K, K, dtype):
         y = conv2d_nhwc(x, w, None, s, p, config=cfg)
-        torch.testing.assert_close(y.double(), ref, rtol=1e-2, atol=1e-2 * math.sqrt(K * K * C), msg=str(cfg))
+        torch.testing.assert_close(y.double(), ref, rtol=tol, atol=tol * math.sqrt(K * K * C), msg=str(cfg))
 
 
 @pytest.mark.gpu

@@ -163,7 +163,7 @@ def test_gpu_matmul_1024(dtype, b_k_major):
 
 @pytest.mark.gpu
 @requires_cuda
-@pytest.mark.parametrize("dtype", [torch.float16, torch.int8])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.int8])
 @pytest.mark.parametrize("M,N,K", [(1, 1000, 2048), (32, 768, 768), (256, 3072, 768), (1000, 1000, 1000)])
 def test_gpu_matmul_all_candidate_configs(dtype, M, N, K):
     # Every config the autotuner/bench may try must compile, fit shared memory and be right.
@@ -175,7 +175,8 @@ def test_gpu_matmul_all_candidate_configs(dtype, M, N, K):
         if dtype == torch.int8:
             assert torch.equal(out.long(), ref.long()), cfg
         else:
-            torch.testing.assert_close(out.double(), ref, rtol=1e-2, atol=1e-2 * math.sqrt(K), msg=str(cfg))
+            tol = 1e-4 if dtype == torch.float32 else 1e-2
+            torch.testing.assert_close(out.double(), ref, rtol=tol, atol=tol * math.sqrt(K), msg=str(cfg))
 
 
 def test_heuristic_keeps_wide_outputs_in_shared_memory(monkeypatch):
@@ -189,3 +190,20 @@ def test_heuristic_keeps_wide_outputs_in_shared_memory(monkeypatch):
         cfg = mm.heuristic_config(8192, 8192, 8192, torch.float16, out_bytes=out_bytes)
         stages = cfg.num_stages * (cfg.BLOCK_M + cfg.BLOCK_N) * cfg.BLOCK_K * 2
         assert stages + cfg.BLOCK_M * cfg.BLOCK_N * 4 <= 227 * 1024, cfg
+
+
+@pytest.mark.parametrize("M,N,K", [(1, 1000, 2048), (49, 512, 2048), (128, 768, 3072), (128, 2304, 768),
+                                   (3136, 64, 256), (784, 512, 256)])
+def test_fp32_heuristic_keeps_the_sms_busy(monkeypatch, M, N, K):
+    # True fp32 runs on the FMA units: a small problem gets the largest tile that still gives
+    # FP32_MIN_PROGRAMS programs (the 64-row tiles it had left 4-16 of 132 SMs working at batch 1).
+    from trident.kernels.common import FP32_MIN_PROGRAMS, FP32_TILE_LADDER, cdiv
+
+    monkeypatch.setattr(mm, "is_interpreter", lambda: False)
+    cfg = heuristic_config(M, N, K, torch.float32)
+    programs = cdiv(M, cfg.BLOCK_M) * cdiv(N, cfg.BLOCK_N)
+    assert programs >= FP32_MIN_PROGRAMS or (cfg.BLOCK_M, cfg.BLOCK_N) == FP32_TILE_LADDER[-1], cfg
+    # ... and no larger tile of the ladder would have (a tile clamped to a small M keeps its count).
+    bigger = [t for t in FP32_TILE_LADDER if t[0] * t[1] > cfg.BLOCK_M * cfg.BLOCK_N]
+    assert all(cdiv(M, bm) * cdiv(N, bn) < FP32_MIN_PROGRAMS for bm, bn in bigger), cfg
+    assert heuristic_config(8192, 8192, 8192, torch.float32) == mm.MatmulConfig(128, 128, 16, 8, 4, 4)
