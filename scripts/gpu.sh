@@ -34,6 +34,7 @@ case "$stage" in
   # max-autotune benchmarks each conv's candidates for up to a minute, so one ResNet-50 build
   # outlasts a call: inductor's autotune timings (one JSON file) are kept in .gpu-state/ (carry it)
   # and the next call's build skips what was timed. BENCH_TIMEOUT leaves time to save them.
+  # BENCH_ARGS: more `trident bench` options (e.g. --precisions fp32 --compile-modes default).
   bench-full) mkdir -p "$out/bench-full" .gpu-state
               [ -f "$out/bench-full/results.json" ] || cp benchmarks/results/h200-bench-full.json \
                 "$out/bench-full/results.json" 2>/dev/null
@@ -41,7 +42,7 @@ case "$stage" in
               mkdir -p "$(dirname "$timings")"
               [ -f .gpu-state/inductor-autotune.json ] && cp .gpu-state/inductor-autotune.json "$timings"
               timeout ${BENCH_TIMEOUT:-540} python3 -m trident.tools.bench --resume --budget-s ${BUDGET_S:-360} \
-                --out "$out/bench-full" 2>&1 | tee -a "$out/bench-full.txt"
+                --out "$out/bench-full" ${BENCH_ARGS:-} 2>&1 | tee -a "$out/bench-full.txt"
               [ -f "$timings" ] && cp "$timings" "$out/inductor-autotune.json" ;;
   int8) python3 -m pytest -q -p no:cacheprovider -s tests/test_int8_gpu.py 2>&1 | tail -30 | tee "$out/int8-tests.txt"
         python3 -m trident.compiler.quantize.accuracy --json "$out/int8-digits.json" 2>&1 | tee "$out/int8-digits.txt"

@@ -86,6 +86,17 @@ def test_resume_keeps_the_rows_of_an_unfinished_group(bench_out, tmp_path):
     assert set(after[("mlp_tiny", 2, "fp32", "trident")]["speedup"]) == {"torch eager", "torch.compile"}
 
 
+def test_compile_modes_pick_the_anchors(tmp_path, capsys):
+    out = tmp_path / "modes"
+    assert main(["bench", "--dry-run", "--out", str(out), "--no-kernels", "--models", "mlp_tiny",
+                 "--precisions", "fp32", "--compile-modes", "default,max-autotune"]) == 0
+    rows = json.loads((out / "results.json").read_text())["models"]
+    assert {r["runner"] for r in rows} == {"trident", "torch eager", "torch.compile", "torch.compile max-autotune"}
+    with pytest.raises(SystemExit):
+        main(["bench", "--dry-run", "--out", str(out), "--compile-modes", "max-autotun"])
+    assert "unknown torch.compile mode(s) ['max-autotun']" in capsys.readouterr().err
+
+
 def test_update_readme_rewrites_only_results(bench_out, tmp_path):
     readme = tmp_path / "README.md"
     shutil.copyfile(REPO / "README.md", readme)

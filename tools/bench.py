@@ -44,6 +44,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--models", help="only these models (comma-separated names from the suite)")
     p.add_argument("--precisions", help="only these precisions, e.g. fp16,int8")
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile anchors")
+    p.add_argument("--compile-modes", type=_compile_modes, metavar="MODES",
+                   help="torch.compile anchors to run, e.g. default (default: default,max-autotune; "
+                        "default only with --quick)")
     p.add_argument("--no-kernels", action="store_true", help="skip the kernel microbenchmarks")
     p.add_argument("--no-models", action="store_true", help="skip the model benchmarks")
     p.add_argument("--budget-s", type=float, default=None,
@@ -54,6 +57,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--update-readme", metavar="DIR",
                    help="only rewrite README's Results section from the results directory DIR")
     p.add_argument("--readme", default="README.md", help="the README that --update-readme rewrites")
+
+
+TORCH_COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+def _compile_modes(text: str) -> tuple[str, ...]:
+    modes = tuple(m.strip() for m in text.split(",") if m.strip())
+    unknown = [m for m in modes if m not in TORCH_COMPILE_MODES]
+    if unknown or not modes:
+        raise argparse.ArgumentTypeError(f"unknown torch.compile mode(s) {unknown or [text]}; "
+                                         f"expected some of {', '.join(TORCH_COMPILE_MODES)}")
+    return modes
 
 
 def bench_ms(fn, warmup: int = 10, rep: int = 50) -> dict:
@@ -95,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
         print("trident bench needs a CUDA GPU (the interpreter's timings mean nothing); "
               "--dry-run runs the pipeline on the CPU.")
         return 2
-    ctx = suite.make_context(mode, compile_modes=() if args.no_compile else None)
+    ctx = suite.make_context(mode, compile_modes=() if args.no_compile else args.compile_modes)
     # FP32 anchors in true FP32, as trident's FP32 engines (unless TRIDENT_ALLOW_TF32)
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = config.ALLOW_TF32
     plan = suite.SUITES[mode]
