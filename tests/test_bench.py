@@ -130,3 +130,25 @@ def test_conv_summary_line_is_the_geometric_mean_and_the_use_weighted_ratio():
     # sqrt(0.5 * 2) = 1; weighted: ours 2 + 3 = 5 ms, cuDNN 1 + 6 = 7 ms
     assert "geometric mean 1.00× over 2 shapes" in line and "5.00 ms against 7.00 ms (1.40×)" in line
     assert conv_summary_line({"kernels": [conv(1.0, 1.0, 1)]}) == ""
+
+
+def test_summary_of_a_resumed_run_orders_groups_and_names_missing_anchors():
+    # Rows as several sittings leave them: fp16 measured before fp32, a trident row without the
+    # "speedup" its sitting never got to write, and one anchor that was never measured.
+    from trident.tools.benchmarks import readme, report
+
+    def row(precision, runner, ms, at):
+        return dict(model="m", label="M", unit="items", batch=1, precision=precision, runner=runner,
+                    status="ok", median_ms=ms, throughput_per_s=1e3 / ms, measured_at=at)
+
+    rows = [row("fp16", "trident", 1.0, "2026-01-01T10:00"), row("fp16", "torch eager", 3.0, "2026-01-01T10:01"),
+            row("fp16", "torch.compile max-autotune", 1.5, "2026-01-01T10:02"),
+            row("fp32", "trident", 2.0, "2026-01-01T12:00"), row("fp32", "torch eager", 5.0, "2026-01-01T12:01")]
+    results = {"mode": "full", "models": rows}
+    table = report.summary_table(results).splitlines()
+    assert table[2].startswith("| M | 1 | fp32 | 2.000 ms") and table[2].endswith("| 2.50× | – |")
+    assert table[3].startswith("| M | 1 | fp16 |") and table[3].endswith("| 3.00× | 1.50× |")
+    assert report.missing_anchors(results) == ["torch.compile max-autotune (fp32)"]
+    section = readme.results_section(results, [], "raw.json")
+    assert "resumed across sittings" in section and "from 2026-01-01 10:00 to 2026-01-01 12:01 UTC" in section
+    assert "_Not measured (– above): torch.compile max-autotune (fp32)._" in section

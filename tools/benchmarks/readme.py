@@ -26,7 +26,7 @@ def results_section(results: dict, images: list[str], raw: str) -> str:
     date = str(env.get("date", "?"))[:10]
     lines = [f"## Results ({env.get('gpu', '?')}, torch {env.get('torch', '?')}, "
              f"Triton {env.get('triton', '?')}, {date})", "",
-             f"One run of `trident bench{' --quick' if results.get('mode') == 'quick' else ''}`: "
+             f"{_provenance(results)}: "
              f"{report.environment_line(results)}. trident and its anchors (torch eager, "
              "torch.compile) run in the same process on the same GPU; torch anchors run channels-last "
              "for CNNs; INT8 engines are compared with torch FP16; `vs X` is X's median latency over "
@@ -36,6 +36,8 @@ def results_section(results: dict, images: list[str], raw: str) -> str:
     lines += [f"_{n}_" for n in results.get("notes", [])]
     if results.get("models"):
         lines += ["", report.summary_table(results), ""]
+        if missing := report.missing_anchors(results):
+            lines += [f"_Not measured (– above): {'; '.join(missing)}._", ""]
     if results.get("kernels"):
         lines += ["Kernels (" + report.peaks_line(results) + "):", "", report.kernel_table(results), ""]
         if convs := report.conv_summary_line(results):
@@ -43,6 +45,16 @@ def results_section(results: dict, images: list[str], raw: str) -> str:
     for img in images:
         lines += [f"![{Path(img).stem}]({img})", ""]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _provenance(results: dict) -> str:
+    """'One run of `trident bench`', or, for a full run resumed across sittings, when its rows were measured."""
+    command = f"`trident bench{' --quick' if results.get('mode') == 'quick' else ''}`"
+    stamps = sorted(r["measured_at"] for r in results.get("models", []) if r.get("measured_at"))
+    if stamps and stamps[0][:13] != stamps[-1][:13]:  # measured in more than one hour
+        return (f"{command}, resumed across sittings (`--resume`; rows measured from "
+                f"{stamps[0][:16].replace('T', ' ')} to {stamps[-1][:16].replace('T', ' ')} UTC)")
+    return f"One run of {command}"
 
 
 def replace_section(text: str, section: str, heading: str = "## Results") -> str:

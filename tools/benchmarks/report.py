@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import textwrap
 
 ANCHORS = ("torch eager", "torch.compile", "torch.compile max-autotune")
 
@@ -18,12 +19,30 @@ def _cell(row) -> str:
     return f"{row['median_ms']:.3f} ms ({row['throughput_per_s']:,.0f}/s)"
 
 
+PRECISION_ORDER = {"fp32": 0, "fp16": 1, "int8": 2}
+
+
 def groups(results: dict) -> list[tuple[tuple, dict]]:
-    """(model, batch, precision) -> {runner: row}, in the order measured."""
+    """(model, batch, precision) -> {runner: row}: models in the order first measured, each one's
+    groups by batch, then fp32 / fp16 / int8 (a resumed run measures them in any order)."""
     out: dict = {}
     for row in results.get("models", []):
         out.setdefault((row["model"], row["batch"], row["precision"]), {})[row["runner"]] = row
-    return list(out.items())
+    first = {}
+    for model, _, _ in out:
+        first.setdefault(model, len(first))
+    return sorted(out.items(), key=lambda kv: (first[kv[0][0]], kv[0][1], PRECISION_ORDER.get(kv[0][2], 9)))
+
+
+def missing_anchors(results: dict) -> list[str]:
+    """'anchor (precisions)' for each anchor some measured group has no row of (a '–' in the table)."""
+    anchors = anchors_present(results)
+    missing: dict = {}
+    for (_, _, precision), runners in groups(results):
+        for a in anchors:
+            if a not in runners:
+                missing.setdefault(a, set()).add(precision)
+    return [f"{a} ({', '.join(sorted(p, key=lambda x: PRECISION_ORDER.get(x, 9)))})" for a, p in missing.items()]
 
 
 def anchors_present(results: dict) -> list[str]:
@@ -41,11 +60,20 @@ def summary_table(results: dict) -> str:
         anchor_prec = next((r.get("anchor_precision") for r in runners.values()
                             if r.get("anchor_precision")), precision)
         prec = precision if anchor_prec == precision else f"{precision} (anchors {anchor_prec})"
-        speed = (t or {}).get("speedup", {})
+        speed = _speedups(t, runners)
         cells = [label, str(batch), prec, _cell(t)] + [_cell(runners.get(a)) for a in anchors]
         cells += [f"{speed[a]:.2f}×" if a in speed else "–" for a in anchors]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _speedups(trident: dict | None, runners: dict) -> dict:
+    """Anchor -> its median over trident's, from the rows (a resumed group may have measured
+    trident in one sitting and an anchor in the next)."""
+    if not trident or trident.get("status") != "ok":
+        return {}
+    return {name: r["median_ms"] / trident["median_ms"] for name, r in runners.items()
+            if name != "trident" and r.get("status") == "ok"}
 
 
 def detail_table(results: dict) -> str:
@@ -137,45 +165,53 @@ def _pyplot():
 
 
 def plot_throughput(results: dict, path) -> bool:
+    """One panel per precision: each runner's throughput over torch eager's, per model and batch."""
     gs = [(key, runners) for key, runners in groups(results)
           if any(r["status"] == "ok" for r in runners.values())]
     if not gs:
         return False
     plt = _pyplot()
     runners = ["trident"] + anchors_present(results)
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(max(8, 1.1 * len(gs) + 3), 8), dpi=110, sharex=True)
+    precisions = sorted({p for (_, _, p), _ in gs}, key=lambda p: PRECISION_ORDER.get(p, 9))
+    panels = {p: [(key, rs) for key, rs in gs if key[2] == p] for p in precisions}
+    widest = max(len(v) for v in panels.values())
+    fig, axes = plt.subplots(len(precisions), 1, figsize=(max(8, 1.0 * widest + 3), 3.4 * len(precisions)),
+                             dpi=110, squeeze=False)
     width = 0.8 / len(runners)
-    for i, name in enumerate(runners):
-        xs, ys, rel = [], [], []
-        for g, (_, rs) in enumerate(gs):
-            r = rs.get(name)
-            if r and r["status"] == "ok":
-                xs.append(g + (i - (len(runners) - 1) / 2) * width)
-                ys.append(r["throughput_per_s"])
-                eager = rs.get("torch eager")
-                ok = eager and eager["status"] == "ok"
-                rel.append(eager["median_ms"] / r["median_ms"] if ok else float("nan"))
-        top.bar(xs, ys, width, label=name)
-        bars = bottom.bar(xs, rel, width, label=name)
-        for bar, v in zip(bars, rel):
-            if math.isfinite(v):
-                bottom.annotate(f"{v:.1f}", (bar.get_x() + bar.get_width() / 2, v), ha="center",
-                                va="bottom", fontsize=6)
-    top.set_yscale("log")
-    top.set_ylabel("throughput (items/s, log)")
-    top.legend(fontsize=8)
-    bottom.axhline(1.0, color="black", lw=0.8)
-    bottom.set_ylabel("speed vs torch eager (×)")
-    labels = [f"{rs[next(iter(rs))]['label']}\nb{b} {p}" for (_, b, p), rs in gs]
-    bottom.set_xticks(range(len(gs)))
-    bottom.set_xticklabels(labels, rotation=35, ha="right", fontsize=7)
-    for ax in (top, bottom):
-        ax.grid(True, axis="y", alpha=0.3)
-    fig.suptitle("trident vs anchors\n" + environment_line(results), fontsize=8)
+    for ax, precision in zip(axes[:, 0], precisions):
+        _throughput_panel(ax, panels[precision], runners, width)
+        anchors = next((r.get("anchor_precision") for _, rs in panels[precision] for r in rs.values()
+                        if r.get("anchor_precision") not in (None, precision)), None)
+        ax.set_title(precision + (f" (anchors {anchors})" if anchors else ""), fontsize=9)
+    from matplotlib.patches import Patch
+
+    # Handles made here: a runner with no bar in the first panel (fp32 max-autotune, say) keeps its color.
+    axes[0, 0].legend(handles=[Patch(color=f"C{i}", label=n) for i, n in enumerate(runners)], fontsize=8)
+    fig.suptitle("throughput over torch eager's (above 1: faster than eager)\n" + environment_line(results),
+                 fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
     return True
+
+
+def _throughput_panel(ax, gs, runners, width) -> None:
+    for i, name in enumerate(runners):
+        xs, rel = [], []
+        for g, (_, rs) in enumerate(gs):
+            r, eager = rs.get(name), rs.get("torch eager")
+            if r and r["status"] == "ok" and eager and eager["status"] == "ok":
+                xs.append(g + (i - (len(runners) - 1) / 2) * width)
+                rel.append(eager["median_ms"] / r["median_ms"])
+        bars = ax.bar(xs, rel, width, label=name, color=f"C{i}")  # one color per runner in every panel
+        for bar, v in zip(bars, rel):
+            ax.annotate(f"{v:.1f}", (bar.get_x() + bar.get_width() / 2, v), ha="center", va="bottom", fontsize=6)
+    ax.axhline(1.0, color="black", lw=0.8)
+    ax.set_ylabel("× torch eager")
+    ax.set_xticks(range(len(gs)))
+    ax.set_xticklabels([textwrap.fill(rs[next(iter(rs))]["label"], 16) + f"\nb{b}" for (_, b, _), rs in gs],
+                       fontsize=7)
+    ax.grid(True, axis="y", alpha=0.3)
 
 
 def plot_roofline(results: dict, path) -> bool:
