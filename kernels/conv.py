@@ -391,13 +391,25 @@ def heuristic_config(M: int, oc_per_group: int, c_per_group: int, kh: int, kw: i
             return ConvConfig(*fp32_tile(M, oc_per_group), bk, 8, 4, 4)
         return ConvConfig(64, max(16, min(128, next_pow2(oc_per_group))), bk, 8, 4, 4)
     if elem == 4:
-        bn = max(16, min(128, next_pow2(oc_per_group)))
-        return ConvConfig(128, bn, bk, 8, 8 if bn == 128 else 4, 3)
+        return _fp32_conv_config(oc_per_group, kh * kw, bk)
     if int8:
         if oc_per_group <= 64:
             return ConvConfig(256, max(16, next_pow2(oc_per_group)), min(bk, 64), 8, 4, 3)
         return ConvConfig(128, 128, max(min_k, bk_full // 2) if kh * kw == 1 else bk, 8, 4, 3)
     return _fp16_conv_config(oc_per_group, c_per_group, kh * kw, bk, wide=oc_per_group >= 256 and out_bytes <= 2)
+
+
+def _fp32_conv_config(oc_per_group: int, taps: int, bk: int) -> ConvConfig:
+    """True-fp32 tiles at large M: a 16-deep K step (FMA-bound dots gain nothing from deeper ones).
+    ResNet-50 at b256 on an H200 (h200-sweep-fp32-b256.json; ms, against the 128x128x32 tile on
+    8 warps before): strided 1x1s on 128x128, 1.85 against 2.48; 3x3s up to 256 channels on 256x64,
+    2.13 against 2.66. 512-channel 3x3s keep the old tile (2.65 against 2.70-2.75)."""
+    bn = max(16, min(128, next_pow2(oc_per_group)))
+    if taps == 1:
+        return ConvConfig(128, bn, 16, 8, 4, 3)
+    if oc_per_group <= 256:
+        return ConvConfig(256, min(bn, 64), 16, 8, 4, 3)
+    return ConvConfig(128, bn, bk, 8, 8 if bn == 128 else 4, 3)
 
 
 def _fp16_conv_config(oc_per_group: int, c_per_group: int, taps: int, bk: int, wide: bool) -> ConvConfig:
@@ -442,10 +454,11 @@ def candidate_configs(M: int, oc_per_group: int, c_per_group: int, kh: int, kw: 
     h = heuristic_config(M, oc_per_group, c_per_group, kh, kw, dtype)
     bk, bn, min_k = h.BLOCK_K, min(h.BLOCK_N, 128), _min_block_k(dtype)
     other_k = max(min_k, bk // 2) if bk > min_k else min(bk * 2, max(min_k, next_pow2(c_per_group)))
-    if torch.empty((), dtype=dtype).element_size() == 4:  # the fp32 sweep's runners-up at batch 1
+    if torch.empty((), dtype=dtype).element_size() == 4:  # the fp32 sweeps' runners-up (batch 1 and 256)
         return list(dict.fromkeys([h, ConvConfig(32, 32, bk, 8, 4, 4), ConvConfig(16, 64, bk, 8, 4, 4),
                                    ConvConfig(16, 32, bk, 8, 4, 3), ConvConfig(32, 64, bk, 8, 4, 3),
-                                   ConvConfig(64, 64, 16, 8, 2, 4), ConvConfig(128, bn, bk, 8, 4, 3)]))
+                                   ConvConfig(64, 64, 16, 8, 2, 4), ConvConfig(128, bn, 16, 8, 4, 3),
+                                   ConvConfig(256, min(bn, 64), 16, 8, 4, 3), ConvConfig(128, bn, bk, 8, 4, 3)]))
     cands = [h, ConvConfig(128, bn, bk, 8, 4, 3), ConvConfig(128, bn, bk, 8, 4, 4)]
     if not is_int8(dtype):
         cands += [ConvConfig(128, bn, bk, 8, 4, 3, programs_per_sm=2),
