@@ -123,6 +123,11 @@ def is_int8(dtype) -> bool:
     return dtype == torch.int8
 
 
+def min_block_k(elem_bytes: int) -> int:
+    """The smallest K block tl.dot takes for inputs of this width: 8-bit MMAs need K >= 32 on NVIDIA."""
+    return 32 if elem_bytes == 1 else 16
+
+
 @dataclass(frozen=True)
 class TileConfig:
     """Launch config of a tiled template (matmul, conv). For depthwise conv, BLOCK_N is the
@@ -140,7 +145,7 @@ class TileConfig:
 
     def check(self, dtype) -> None:
         """Raise ValueError for a config tl.dot cannot compile (dims < 16, non powers of 2)."""
-        min_k = 32 if is_int8(dtype) else 16  # int8 MMA needs K >= 32 on NVIDIA
+        min_k = min_block_k(dtype.itemsize)
         for name, value, low in (("BLOCK_M", self.BLOCK_M, 16), ("BLOCK_N", self.BLOCK_N, 16),
                                  ("BLOCK_K", self.BLOCK_K, min_k)):
             if value < low or value != next_pow2(value):

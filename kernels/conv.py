@@ -18,8 +18,9 @@ import torch
 
 from trident.compiler import config as _config
 from trident.kernels.common import (TileConfig, cast_for_store, cdiv, dot_acc, drop_unfit_persistent, fp32_tile,
-                                    grouped_pid, interpreter_block, is_int8, is_interpreter, next_pow2, nhwc_window_origin,
-                                    persistent_grid, persistent_pipeline_fits, window_origin, zero_acc)
+                                    grouped_pid, interpreter_block, is_int8, is_interpreter, min_block_k, next_pow2,
+                                    nhwc_window_origin, persistent_grid, persistent_pipeline_fits, window_origin,
+                                    zero_acc)
 from trident.kernels.matmul import NUM_SMS_H200
 from trident.kernels.prims import in_bounds
 
@@ -349,10 +350,6 @@ def use_small_c_tile(c_per_group: int, block_k: int) -> bool:
     return 2 * c_per_group <= block_k
 
 
-def _min_block_k(dtype) -> int:
-    return 32 if is_int8(dtype) else 16  # int8 MMA needs K >= 32 on NVIDIA
-
-
 def heuristic_config(M: int, oc_per_group: int, c_per_group: int, kh: int, kw: int, dtype,
                      depthwise: bool = False, out_bytes: int = 2) -> ConvConfig:
     """Default config of the implicit-GEMM tiles (1x1 stride-1 convs are GEMMs: matmul's heuristic).
@@ -363,7 +360,7 @@ def heuristic_config(M: int, oc_per_group: int, c_per_group: int, kh: int, kw: i
     interpreter: few, big programs (cheap there).
     out_bytes: the widest output element; a 4-byte output's epilogue tile rules out 128x256.
     """
-    min_k = _min_block_k(dtype)
+    min_k = min_block_k(dtype.itemsize)
     if is_interpreter():
         if depthwise:
             return ConvConfig(interpreter_block(M), interpreter_block(oc_per_group), 16, 8, 4, 1)
@@ -373,7 +370,7 @@ def heuristic_config(M: int, oc_per_group: int, c_per_group: int, kh: int, kw: i
     if depthwise:
         # Bandwidth-bound: 64 contiguous channels (128 B at fp16) per pixel row, 64 pixels.
         return ConvConfig(64, max(16, min(64, next_pow2(oc_per_group))), 16, 8, 4, 2)
-    elem = torch.empty((), dtype=dtype).element_size()
+    elem = dtype.itemsize
     int8 = elem == 1
     bk_full = {1: 128, 2: 64}.get(elem, 32)  # 128 bytes of K per row per stage
     # Channel-walking tile: a K block should not overhang C_PER_GROUP (zero-filled MMA work).
@@ -452,9 +449,9 @@ def row_tile_candidates(dtype) -> list[ConvConfig]:
 def candidate_configs(M: int, oc_per_group: int, c_per_group: int, kh: int, kw: int, dtype) -> list[ConvConfig]:
     """A short list for autotuning: the heuristic's pick first, then the sweep's frequent winners."""
     h = heuristic_config(M, oc_per_group, c_per_group, kh, kw, dtype)
-    bk, bn, min_k = h.BLOCK_K, min(h.BLOCK_N, 128), _min_block_k(dtype)
+    bk, bn, min_k = h.BLOCK_K, min(h.BLOCK_N, 128), min_block_k(dtype.itemsize)
     other_k = max(min_k, bk // 2) if bk > min_k else min(bk * 2, max(min_k, next_pow2(c_per_group)))
-    if torch.empty((), dtype=dtype).element_size() == 4:  # the fp32 sweeps' runners-up (batch 1 and 256)
+    if dtype.itemsize == 4:  # the fp32 sweeps' runners-up (batch 1 and 256)
         return list(dict.fromkeys([h, ConvConfig(32, 32, bk, 8, 4, 4), ConvConfig(16, 64, bk, 8, 4, 4),
                                    ConvConfig(16, 32, bk, 8, 4, 3), ConvConfig(32, 64, bk, 8, 4, 3),
                                    ConvConfig(64, 64, 16, 8, 2, 4), ConvConfig(128, bn, 16, 8, 4, 3),
@@ -500,7 +497,7 @@ def uses_row_tile(c: int, kw: int, groups: int, dilation) -> bool:
 
 def row_k(kw: int, c_padded: int, dtype) -> int:
     """The K block of one window row: KW * C rounded up to a power of two (>= the MMA's minimum)."""
-    return max(_min_block_k(dtype), next_pow2(kw * c_padded))
+    return max(min_block_k(dtype.itemsize), next_pow2(kw * c_padded))
 
 
 def pack_conv_weight_rows(w: torch.Tensor, c_padded: int, k_block: int) -> torch.Tensor:
@@ -619,7 +616,7 @@ def conv2d_nhwc(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = No
 
     ocpg = OC // groups
     cfg = config or heuristic_config(M, ocpg, cpg, KH, KW, x.dtype)
-    if cfg.BLOCK_M < 16 or cfg.BLOCK_N < 16 or cfg.BLOCK_K < _min_block_k(x.dtype):
+    if cfg.BLOCK_M < 16 or cfg.BLOCK_N < 16 or cfg.BLOCK_K < min_block_k(x.dtype.itemsize):
         raise ValueError(f"{cfg}: tl.dot needs blocks >= 16 (BLOCK_K >= 32 for int8)")
     grid = (persistent_grid(cdiv(M, cfg.BLOCK_M) * cdiv(ocpg, cfg.BLOCK_N), cfg.programs_per_sm), groups)
     w = w if prepacked else pack_conv_weight(w, groups)

@@ -14,7 +14,8 @@ import torch
 
 from trident.compiler import config as _config
 from trident.kernels.common import (TileConfig, cast_for_store, cdiv, dot_acc, drop_unfit_persistent, fp32_tile,
-                                    grouped_pid, interpreter_block, is_int8, is_interpreter, next_pow2, persistent_grid, zero_acc)
+                                    grouped_pid, interpreter_block, is_int8, is_interpreter, min_block_k, next_pow2,
+                                    persistent_grid, zero_acc)
 from trident.kernels.prims import in_bounds
 
 import triton
@@ -89,7 +90,7 @@ MatmulConfig = TileConfig  # one config type for every tiled template
 
 # Streaming K per stage in bytes is what matters for shared memory: 64 fp16 = 128 int8 = 32 fp32.
 def _block_k(dtype) -> int:
-    return {1: 128, 2: 64}.get(torch.empty((), dtype=dtype).element_size(), 32)
+    return {1: 128, 2: 64}.get(dtype.itemsize, 32)
 
 
 NUM_SMS_H200 = 132
@@ -106,11 +107,10 @@ def heuristic_config(M: int, N: int, K: int, dtype, out_bytes: int = 2) -> Matmu
     """
     if is_interpreter():
         return MatmulConfig(interpreter_block(M), interpreter_block(N),
-                            interpreter_block(K, lo=32 if is_int8(dtype) else 16),
+                            interpreter_block(K, lo=min_block_k(dtype.itemsize)),
                             GROUP_M=8, num_warps=4, num_stages=1)
-    min_k = 32 if is_int8(dtype) else 16
-    bk = max(min_k, min(_block_k(dtype), next_pow2(K)))
-    if torch.empty((), dtype=dtype).element_size() == 4:
+    bk = max(min_block_k(dtype.itemsize), min(_block_k(dtype), next_pow2(K)))
+    if dtype.itemsize == 4:
         return _fp32_config(M, N, bk)
     if M <= 64:
         # Skinny GEMM (small-batch linear layers): few rows, so spend the tile on N and K.
@@ -171,9 +171,10 @@ def _fp32_config(M: int, N: int, bk: int) -> MatmulConfig:
 
 def candidate_configs(M: int, N: int, K: int, dtype) -> list[MatmulConfig]:
     """A short list for autotuning: the heuristic's pick first, then the sweep's frequent winners."""
-    bk = max(32 if is_int8(dtype) else 16, min(_block_k(dtype), next_pow2(K)))
-    half = max(32 if is_int8(dtype) else 16, bk // 2)
-    if torch.empty((), dtype=dtype).element_size() == 4:  # the fp32 sweep's runners-up at batch 1
+    min_k = min_block_k(dtype.itemsize)
+    bk = max(min_k, min(_block_k(dtype), next_pow2(K)))
+    half = max(min_k, bk // 2)
+    if dtype.itemsize == 4:  # the fp32 sweep's runners-up at batch 1
         cands = [heuristic_config(M, N, K, dtype), MatmulConfig(128, 128, 16, 8, 4, 4),
                  MatmulConfig(64, 64, 16, 8, 2, 4), MatmulConfig(32, 64, bk, 8, 4, 3),
                  MatmulConfig(32, 32, bk, 8, 4, 4), MatmulConfig(16, 64, bk, 8, 4, 4),

@@ -6,8 +6,9 @@
 For every ResNet-50 conv shape (at --batch) and every GEMM shape (a square one, and BERT-base's at
 --bert-batch x 128 tokens), a grid of tile configs (block sizes x BLOCK_K x stages, persistent variants
 of the big tiles, and small tiles where big ones leave SMs idle) pruned by shared memory and by the
-problem. fp32 runs in true fp32 (no TF32), beside cuDNN / cuBLAS in true fp32. Worker processes compile each config by running it once (Triton's disk
-cache then holds the binary); the main process times them with `do_bench` as they become ready.
+problem. fp32 runs in true fp32 (no TF32), beside cuDNN / cuBLAS in true fp32. Worker processes
+compile each config by running it once (Triton's disk cache then holds the binary); the main process
+times them with `do_bench` as they become ready.
 Prints the best config per shape and writes every trial as JSON: the data the heuristics and
 candidate lists in kernels/conv.py and kernels/matmul.py are read from. Never asserts a timing.
 """
@@ -27,6 +28,7 @@ import torch
 
 from trident.kernels.bench import RESNET50_CONVS
 from trident.kernels.common import PIPELINE_SMEM_BUDGET, pipeline_smem_bytes
+from trident.kernels.matmul import NUM_SMS_H200
 
 SQUARE_GEMM = (8192, 8192, 8192)
 # BERT-base's (N, K) per token row: QKV, out-proj, FFN up, FFN down.
@@ -102,7 +104,7 @@ def config_grid(case: Case, batch: int):
     grid = [TileConfig(bm, bn, bk16 * 2 // e, 8, w, s) for bm, bn, w in TILES for bk16, stages in K_STAGES.items()
             for s in stages]
     grid += [TileConfig(bm, bn, bk16 * 2 // e, 8, w, s, programs_per_sm=p) for bm, bn, w, bk16, s, p in PERSISTENT]
-    if math.ceil(M / 128) * math.ceil(N / 128) < 2 * 132:  # under two waves of 128x128 tiles on an H200
+    if math.ceil(M / 128) * math.ceil(N / 128) < 2 * NUM_SMS_H200:  # under two waves of 128x128 tiles
         grid += [TileConfig(bm, bn, bk16 * 2 // e, 8, w, s) for bm, bn, w in SMALL_TILES
                  for bk16 in (32, 64) for s in (3, 4)]
 

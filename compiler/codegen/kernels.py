@@ -19,7 +19,7 @@ from trident.compiler.codegen.writer import (Axis, KernelWriter, Operand, broadc
 from trident.compiler.fusion import Group, reduced_axes
 from trident.compiler.ir import Graph, Node
 from trident.compiler.quantize.codegen import bias_of, dequantized, is_int8_anchor, weight_strides
-from trident.kernels.common import PIPELINE_SMEM_BUDGET, next_pow2, pipeline_smem_bytes
+from trident.kernels.common import PIPELINE_SMEM_BUDGET, min_block_k, next_pow2, pipeline_smem_bytes
 
 
 @dataclass
@@ -543,8 +543,7 @@ def _fit_members(cfg, members: int, elem_bytes: int):
 
     while not fits(cfg) and cfg.num_stages > 2:
         cfg = replace(cfg, num_stages=cfg.num_stages - 1)
-    min_k = 32 if elem_bytes == 1 else 16  # the dot's smallest K
-    while not fits(cfg) and cfg.BLOCK_K > min_k:
+    while not fits(cfg) and cfg.BLOCK_K > min_block_k(elem_bytes):
         cfg = replace(cfg, BLOCK_K=cfg.BLOCK_K // 2)
     return cfg
 
