@@ -516,7 +516,14 @@ def test_qdq_model_matches_onnxruntime(tmp_path, symmetric, capfd):
     ort = pytest.importorskip("onnxruntime")
     path = _ort_qdq_model(tmp_path, symmetric)
     x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(5))
-    expected = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"x": x.numpy()})[0]
+    # onnxruntime's QDQ graph rewrites (QLinearConv and friends) requantize in their own
+    # way: from 1.32 they differ from the ONNX spec by 10-15 output steps on this model. The
+    # unoptimized session runs each Q/DQ node as the spec defines it (it matches
+    # onnx.reference exactly), which is what trident must reproduce.
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    expected = session.run(None, {"x": x.numpy()})[0]
     trace = BuildTrace()
     engine = build_engine(path, "int8", trace=trace)
     got = on(engine, x)[0].numpy()
