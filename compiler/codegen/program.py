@@ -14,6 +14,7 @@ any of that (compiler/ir/plan.py).
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import torch
@@ -48,9 +49,13 @@ class Program:
         steps = [_plan_step(s) for s in self.steps]
         needed = set(self.graph.inputs).union(self.graph.outputs, *(s.inputs for s in steps),
                                               *(s.outputs for s in steps))
+        dynamic = self.dynamic
+        if dynamic is not None:
+            dynamic = dataclasses.replace(dynamic, layouts={v: t for v, t in dynamic.layouts.items()
+                                                            if v in needed}, _cache={})
         return Plan(self.graph.name, list(self.graph.inputs), list(self.graph.outputs), steps,
                     {v: lay for v, lay in self.layouts.items() if v in needed},
-                    {v: t for v, t in self.constants.items() if v in needed}, self.dynamic,
+                    {v: t for v, t in self.constants.items() if v in needed}, dynamic,
                     index_bounds(self.graph))
 
 
