@@ -29,21 +29,17 @@ def kernel_ms(fn, *, rep_ms: float = 20.0, cutoff_ms: float = math.inf) -> float
     """Median GPU milliseconds per call of `fn`, replayed from a CUDA graph.
 
     One untimed call first (compiles or loads the kernel; an exception means the call fails),
-    then a first estimate from three back-to-back calls: above `cutoff_ms` (a multiple of the best
+    then a first estimate from three calls in one graph: above `cutoff_ms` (a multiple of the best
     config so far, when tuning) the estimate is the answer, as sampling further cannot make it win.
+    (The estimate is graph-replayed too: timed as launches, a short kernel would measure the host's
+    launch cost and lose to configs that are not faster.)
     """
-    fn()
-    torch.cuda.synchronize()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    for _ in range(3):
-        fn()
-    end.record()
-    end.synchronize()
-    estimate = max(start.elapsed_time(end) / 3, 1e-4)
+    estimate, _ = graph_ms(fn, 3)
     if estimate > cutoff_ms:
         return estimate
-    return max(float(do_bench_cudagraph(fn, rep=max(1, int(rep_ms)), return_mode="median")), 1e-6)
+    with torch.cuda.stream(torch.cuda.Stream()):  # graphs are not captured on the default stream
+        ms = do_bench_cudagraph(fn, rep=max(1, int(rep_ms)), return_mode="median")
+    return max(float(ms), 1e-6)
 
 
 def cold_kernel_ms(fn, *, rep_ms: float = 100.0, rounds: int = 7) -> float:

@@ -12,7 +12,6 @@ import is still a dependency, only a later one).
 from __future__ import annotations
 
 import ast
-from collections import defaultdict
 from pathlib import Path
 
 import pytest
