@@ -1,34 +1,52 @@
-"""build_engine(): the pipeline end to end — import, passes, fusion, codegen, engine."""
+"""build_engine(): the pipeline end to end — import, passes, fusion, codegen, plan, engine.
+
+The one compiler module that imports the runtime: everything before it produces a Program (and
+its launch plan, Program.plan()); the runtime's Engine runs the plan.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import torch
 
-from trident.compiler.errors import TridentError
+from trident.compiler.autotune import check_level, tune_plan, tune_program
+from trident.compiler.codegen import generate
+from trident.compiler.codegen.dynamic import make_dynamic
+from trident.compiler.codegen.program import Program
+from trident.compiler.errors import TridentError, UnsupportedError
+from trident.compiler.frontend.fx import import_fx
+from trident.compiler.frontend.onnx import import_onnx
 from trident.compiler.fusion import Group, fuse
 from trident.compiler.ir import Graph
+from trident.compiler.ir.shapes import BatchProfile
 from trident.compiler.passes import PassOptions, run_pipeline
+from trident.compiler.quantize.plan import QuantOptions, quantize_pass
+from trident.runtime.engine import Engine
+from trident.runtime.format import read_engine
 
 PRECISIONS = ("fp32", "fp16", "int8")
 
 
 @dataclass
 class BuildTrace:
-    """What each stage produced, kept for `trident explain`."""
+    """What each stage produced, kept for `trident explain` and the profiler."""
     imported: Graph | None = None
     after_pass: list[tuple[str, Graph]] = field(default_factory=list)
     groups: list[Group] = field(default_factory=list)
     quantization: object = None  # int8: compiler.quantize.QuantReport (thresholds, layer precisions)
     tuning: object = None        # compiler.autotune.TuneReport (chosen configs, timings), if tuned
+    program: Program | None = None  # codegen's output: each step's group, kernel source and problem
+
+
+def is_onnx(model) -> bool:
+    return isinstance(model, (str, Path, bytes)) or type(model).__name__ == "ModelProto"
 
 
 def import_model(model, example_inputs=None) -> Graph:
     """An ONNX path/bytes/ModelProto, an nn.Module or an fx.GraphModule -> IR graph."""
-    if isinstance(model, (str, Path, bytes)) or type(model).__name__ == "ModelProto":
-        from trident.compiler.frontend.onnx import import_onnx
-
+    if is_onnx(model):
         return import_onnx(model)
     if isinstance(model, torch.export.ExportedProgram) and example_inputs is None \
             and model.example_inputs is not None:
@@ -36,30 +54,54 @@ def import_model(model, example_inputs=None) -> Graph:
     if isinstance(model, (torch.nn.Module, torch.export.ExportedProgram)):
         if example_inputs is None:
             raise TridentError("build_engine: a torch model needs example_inputs")
-        from trident.compiler.frontend.fx import import_fx
-
         return import_fx(model, tuple(example_inputs))
     raise TridentError(f"build_engine: cannot import a {type(model).__name__}; give an ONNX "
                        f"file, onnx.ModelProto, nn.Module or fx.GraphModule")
 
 
+def rebatch(example_inputs: Sequence, batch: int) -> tuple:
+    """Example inputs with dim 0 resized to `batch` (rows repeated or dropped, so integer inputs
+    such as token ids stay valid)."""
+    out = []
+    for x in example_inputs:
+        if isinstance(x, torch.Tensor) and x.dim() >= 1 and x.shape[0] > 0:
+            index = torch.arange(batch, device=x.device) % x.shape[0]
+            x = x.index_select(0, index)
+        out.append(x)
+    return tuple(out)
+
+
+def import_at_batch(model, example_inputs, batch: int) -> Graph:
+    """Import `model` with its batch (dim 0 of the inputs) set to `batch`."""
+    if is_onnx(model):
+        return import_onnx(model, batch_size=batch)
+    if example_inputs is None and isinstance(model, torch.export.ExportedProgram) \
+            and model.example_inputs is not None:
+        example_inputs = tuple(model.example_inputs[0])
+    if isinstance(model, torch.export.ExportedProgram) and example_inputs is not None:
+        exported = {x.shape[0] for x in example_inputs if isinstance(x, torch.Tensor) and x.dim()}
+        if exported and exported != {batch}:
+            raise UnsupportedError(
+                f"a torch.export program is fixed at the batch it was exported with "
+                f"({sorted(exported)}), not batch {batch}; build the batch profile from the "
+                f"nn.Module (example_inputs) or an ONNX file with a symbolic batch dim")
+    if example_inputs is None:
+        raise TridentError("build_engine: a batch profile for a torch model needs example_inputs")
+    return import_model(model, rebatch(example_inputs, batch))
+
+
 def compile_graph(graph: Graph, precision: str = "fp16", trace: BuildTrace | None = None,
                   fuse_ops: bool = True, quantization=None, *, tune: str = "none", timing_cache=None,
-                  device=None):
+                  device=None) -> Program:
     """Passes, fusion and codegen for an imported graph; returns the Program.
 
     fuse_ops=False puts every op in a kernel of its own (to observe every value, or to time the
-    fused kernels against). tune / timing_cache: see compiler.autotune.tune_program."""
-    from trident.compiler.autotune import check_level
-    from trident.compiler.codegen import generate
-
+    fused kernels against). tune / timing_cache: see compiler.autotune.tune_kernels."""
     check_level(tune)
     if precision not in PRECISIONS:
         raise TridentError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     quantize = None
     if precision == "int8":  # quantization: compiler.quantize.QuantOptions (calibration etc.)
-        from trident.compiler.quantize.plan import QuantOptions, quantize_pass
-
         quantization = quantization or QuantOptions()
         quantize = quantize_pass(quantization)
         if trace is not None:
@@ -71,17 +113,22 @@ def compile_graph(graph: Graph, precision: str = "fp16", trace: BuildTrace | Non
         trace.groups = groups
     program = generate(graph, groups)
     if tune != "none" or timing_cache is not None:
-        from trident.compiler.autotune import tune_program
-
         report = tune_program(program, tune, timing_cache=timing_cache, device=device)
         if trace is not None:
             trace.tuning = report
+    if trace is not None:
+        trace.program = program
     return program
+
+
+def engine_from(program: Program, device=None, **options) -> Engine:
+    """The Engine that runs a compiled Program's launch plan (options: see runtime Engine)."""
+    return Engine(program.plan(), device=device, **options)
 
 
 def build_engine(model, precision: str = "fp16", example_inputs=None, calibration=None,
                  device=None, trace: BuildTrace | None = None, fuse_ops: bool = True,
-                 tune: str = "none", timing_cache=None, batch=None, **int8_options):
+                 tune: str = "none", timing_cache=None, batch=None, **int8_options) -> Engine:
     """int8_options (precision="int8" only): calibrator, percentile, int8_exclude,
     layer_precisions, int8_tolerance, calibration_cache — see compiler/quantize/plan.py.
 
@@ -90,24 +137,14 @@ def build_engine(model, precision: str = "fp16", example_inputs=None, calibratio
 
     tune: "none" (heuristic configs), "fast" or "full": time kernel configs on the GPU (results
     cached on disk); timing_cache: a file of tuning results to read first and update after."""
-    from trident.compiler.autotune import check_level
-    from trident.runtime.engine import Engine
-
     check_level(tune)
-
     quantization = None
     if precision == "int8":
-        from trident.compiler.quantize.plan import QuantOptions
-
         quantization = QuantOptions.from_kwargs(calibration, **int8_options)
     elif int8_options:
         raise TridentError(f"build_engine: {', '.join(sorted(int8_options))}: unknown option(s), "
                            f"or int8 options without precision='int8'")
-    profile = None
-    if batch is not None:
-        from trident.compiler.codegen.dynamic import BatchProfile, import_at_batch, make_dynamic
-
-        profile = BatchProfile.parse(batch)
+    profile = BatchProfile.parse(batch) if batch is not None else None
     graph = (import_model(model, example_inputs) if profile is None
              else import_at_batch(model, example_inputs, profile.build_batch))
     if trace is not None:
@@ -117,4 +154,27 @@ def build_engine(model, precision: str = "fp16", example_inputs=None, calibratio
     if profile is not None and not profile.is_static:
         program = make_dynamic(program, profile, lambda b: compile_graph(
             import_at_batch(model, example_inputs, b), precision, None, fuse_ops, quantization))
-    return Engine(program, device=device)
+        if trace is not None:
+            trace.program = program
+    return engine_from(program, device)
+
+
+def retune(engine, level: str = "fast", *, device=None, timing_cache=None, **engine_options) -> Engine:
+    """An engine with every kernel's launch config re-tuned on this GPU (needs a GPU).
+
+    engine: an Engine, or an engine file's path (a file built for another GPU is accepted: its
+    kernels are re-tuned here; other versions of trident, Triton, torch or the kernel templates
+    are not). The kernels keep their code: only their launch configs change.
+    """
+    if isinstance(engine, Engine):
+        plan, device = engine.plan, device if device is not None else engine.device
+        engine_options = {"cuda_graph": engine.cuda_graph, "streams": engine.num_streams,
+                          **engine_options}
+    else:
+        plan = read_engine(engine, device, any_gpu=True).plan
+    plan, _ = tune_plan(plan, level, device=device, timing_cache=timing_cache)
+    return Engine(plan, device=device, **engine_options)
+
+
+__all__ = ["BuildTrace", "PRECISIONS", "build_engine", "compile_graph", "engine_from", "import_at_batch",
+           "import_model", "is_onnx", "rebatch", "retune"]

@@ -162,8 +162,8 @@ class TridentSubgraph(torch.nn.Module):
             with torch.inference_mode(False), torch.no_grad():
                 engine = build_engine(self.gm, precision=self.options["precision"],
                                       example_inputs=examples, device=device)
-            if len(engine.graph.outputs) != self._num_outputs:
-                raise TridentError(f"the engine has {len(engine.graph.outputs)} outputs, the "
+            if len(engine.outputs) != self._num_outputs:
+                raise TridentError(f"the engine has {len(engine.outputs)} outputs, the "
                                    f"partition {self._num_outputs}")
             engine.cuda_graph = bool(self.options["cuda_graph"])
         except TridentError as e:

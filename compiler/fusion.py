@@ -373,7 +373,7 @@ def _absorb_siblings(group: Group, node: Node, graph, group_for, groups, group_o
 
 def _absorb_input_cast(conv: Group, graph, group_for, groups, group_of, consumers) -> None:
     """A lone float cast feeding a stem conv (the fp16 engine's input cast) runs in its loads."""
-    from trident.compiler.codegen.kernels import reads_any_layout
+    from trident.compiler.codegen.templates import reads_any_layout
 
     producer = group_for(conv.anchor.inputs[0])
     if (producer is None or producer.kind != "pointwise" or len(producer.nodes) != 1

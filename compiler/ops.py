@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from trident.compiler.errors import ShapeError, UnsupportedError, where
-from trident.compiler.ir import FLOAT_DTYPES, SUPPORTED_DTYPES, Node, TensorType
+from trident.compiler.types import FLOAT_DTYPES, SUPPORTED_DTYPES, Node, TensorType
 
 
 class Kind(enum.Enum):

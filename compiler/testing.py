@@ -8,6 +8,7 @@ from typing import Sequence
 import torch
 
 from trident.compiler.ir import Graph
+from trident.compiler.timing import latencies_ms, summarize
 
 # Explicit tolerances per precision: (rtol, atol) per element, on outputs of magnitude ~1.
 TOLERANCES = {"fp32": (1e-4, 1e-5), "fp16": (2e-2, 2e-2)}
@@ -20,10 +21,9 @@ def relative_error(got: torch.Tensor, ref: torch.Tensor) -> float:
 
 
 def compile_and_run(graph: Graph, inputs: Sequence[torch.Tensor], precision: str = "fp32"):
-    from trident.compiler.build import compile_graph
-    from trident.runtime.engine import Engine
+    from trident.compiler.build import compile_graph, engine_from
 
-    engine = Engine(compile_graph(graph, precision))
+    engine = engine_from(compile_graph(graph, precision))
     device = engine.device
     return engine, engine(*[x.to(device) for x in inputs])
 
@@ -231,15 +231,14 @@ def _producer_step(program, value: str):
 
 def _check_precision(graph: Graph, precision: str, inputs, expected, tolerance, max_kernels,
                      timing: bool) -> PrecisionCheck:
-    from trident.compiler.build import BuildTrace, compile_graph
-    from trident.runtime.engine import Engine
+    from trident.compiler.build import BuildTrace, compile_graph, engine_from
 
     result = PrecisionCheck(precision)
     rtol, atol = tolerance or TOLERANCES[precision]
     try:
         program = compile_graph(graph.copy(), precision, BuildTrace())
         result.kernels = _step_lines(program)
-        engine = Engine(program)
+        engine = engine_from(program)
         result.num_kernels = engine.num_kernels
         unfused = compile_graph(graph.copy(), precision, fuse_ops=False)
         result.unfused_kernels = sum(s.kind in ("kernel", "torch") for s in unfused.steps)
@@ -266,11 +265,10 @@ def _check_precision(graph: Graph, precision: str, inputs, expected, tolerance, 
 
 def _unfused_diagnosis(graph, precision, inputs, expected, rtol, atol) -> str:
     """Run the pattern with one kernel per op: tells a fusion bug from a single-op bug."""
-    from trident.compiler.build import compile_graph
-    from trident.runtime.engine import Engine
+    from trident.compiler.build import compile_graph, engine_from
 
     try:
-        engine = Engine(compile_graph(graph.copy(), precision, fuse_ops=False))
+        engine = engine_from(compile_graph(graph.copy(), precision, fuse_ops=False))
         got = engine(*[x.to(engine.device) for x in inputs])
     except Exception as e:
         return f"the unfused kernels (one per op) fail too: {type(e).__name__}: {e}"
@@ -284,13 +282,11 @@ def _unfused_diagnosis(graph, precision, inputs, expected, rtol, atol) -> str:
 
 
 def _time_fused_unfused(engine, graph, precision, inputs) -> tuple[float, float]:
-    from trident.compiler.build import compile_graph
-    from trident.runtime.engine import Engine
-    from trident.tools.bench import bench_ms
+    from trident.compiler.build import compile_graph, engine_from
 
-    unfused = Engine(compile_graph(graph.copy(), precision, fuse_ops=False))
-    return (bench_ms(lambda: engine(*inputs))["median_ms"],
-            bench_ms(lambda: unfused(*inputs))["median_ms"])
+    unfused = engine_from(compile_graph(graph.copy(), precision, fuse_ops=False))
+    return (summarize(latencies_ms(lambda: engine(*inputs), 50))["median_ms"],
+            summarize(latencies_ms(lambda: unfused(*inputs), 50))["median_ms"])
 
 
 def check_fusion(fn_or_graph, shapes=None, precisions=("fp32", "fp16"), *, seed: int | None = None,

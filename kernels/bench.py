@@ -12,9 +12,10 @@ import json
 import math
 import platform
 import sys
-from dataclasses import asdict
 
 import torch
+
+from trident.compiler.timing import cold_kernel_ms
 
 # (C, H=W, OC, kernel, stride, pad, times used in the network) for every distinct ResNet-50 (v1.5) conv.
 RESNET50_CONVS = [
@@ -50,44 +51,14 @@ def _bench(fn, rep: int, graph: bool = True) -> float:
 
 
 def graph_ms(fn, rep: int, rounds: int = 7) -> float:
-    """GPU time of fn with a cold L2, host launch cost excluded: fn is captured in a CUDA graph
-    behind an L2 flush, replayed back to back, and the flush's own graph time is subtracted.
-
-    Timing launches directly (do_bench) counts the host's launch path whenever it outlasts the
-    previous kernel: on the H200 the same binary of a 50 us 1x1-conv GEMM read 51-55 us timed in a
-    loop over matmul() and 82-106 us through conv2d_nhwc's longer Python path in another run. An
-    engine replays CUDA graphs, so this is also what it sees.
-    """
-    flush = torch.empty(256 << 20, dtype=torch.int8, device=DEVICE)
-    stream = torch.cuda.Stream()
-    with torch.cuda.stream(stream):
-        fn()  # allocations and lazy initialisation outside the capture
-        stream.synchronize()
-        flush_only, flush_then_fn = torch.cuda.CUDAGraph(), torch.cuda.CUDAGraph()
-        with torch.cuda.graph(flush_only, stream=stream):
-            flush.zero_()
-        with torch.cuda.graph(flush_then_fn, stream=stream):
-            flush.zero_()
-            fn()
-
-        def per_replay(graph, n: int) -> float:
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record(stream)
-            for _ in range(n):
-                graph.replay()
-            end.record(stream)
-            end.synchronize()
-            return start.elapsed_time(end) / n
-
-        n = max(3, min(200, int(rep / max(per_replay(flush_then_fn, 3), 1e-3) / rounds)))
-        samples = sorted(per_replay(flush_then_fn, n) - per_replay(flush_only, n) for _ in range(rounds))
-    return max(samples[len(samples) // 2], 1e-6)
+    """GPU time of fn with a cold L2, host launch cost excluded (trident.compiler.timing)."""
+    return cold_kernel_ms(fn, rep_ms=rep, rounds=rounds)
 
 
 def _best(fn_of_cfg, configs, rep):
     trials = [(cfg, _bench(lambda c=cfg: fn_of_cfg(c), rep)) for cfg in configs]
     best_cfg, best_ms = min(trials, key=lambda t: t[1])
-    return best_cfg, best_ms, [{"config": asdict(c), "ms": ms} for c, ms in trials]
+    return best_cfg, best_ms, [{"config": c.to_dict(), "ms": ms} for c, ms in trials]
 
 
 def bench_gemm(dtype_name: str, size: int, quick: bool, rep: int) -> dict:
@@ -122,7 +93,7 @@ def bench_gemm(dtype_name: str, size: int, quick: bool, rep: int) -> dict:
     return {"name": f"{dtype_name.split('-')[0]} GEMM {M}x{N}x{K}" + (" (B K-major)" if "int8" in dtype_name
                                                                       or "kmajor" in dtype_name else ""),
             "unit": unit, "ours_ms": ms, "ref_ms": ref_ms, "ours": per_s(ms), "ref": per_s(ref_ms),
-            "ref_name": ref_name, "speedup": ref_ms / ms, "best_config": asdict(best_cfg), "trials": trials}
+            "ref_name": ref_name, "speedup": ref_ms / ms, "best_config": best_cfg.to_dict(), "trials": trials}
 
 
 def bench_conv(shape, batch: int, quick: bool, rep: int) -> dict:
@@ -150,7 +121,7 @@ def bench_conv(shape, batch: int, quick: bool, rep: int) -> dict:
     return {"name": f"conv C{C} {H}x{H} -> OC{OC} k{k} s{s} p{p}", "count_in_resnet50": count, "batch": batch,
             "ours_ms": ms, "cudnn_ms": ref_ms, "ours_tflops": flops / (ms * 1e-3) / 1e12,
             "cudnn_tflops": flops / (ref_ms * 1e-3) / 1e12, "speedup": ref_ms / ms,
-            "best_config": asdict(best_cfg), "trials": trials}
+            "best_config": best_cfg.to_dict(), "trials": trials}
 
 
 def _precompile(only: set, size: int, batch: int) -> None:

@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import functools
 import os
-from dataclasses import dataclass
+
+import torch
 
 from trident.compiler import config as _config  # noqa: F401  (sets TRITON_INTERPRET before triton loads)
+from trident.compiler.ir.launch import LaunchConfig
 
 import triton
 import triton.language as tl
@@ -48,7 +50,7 @@ def drop_unfit_persistent(cands: list, k_iters) -> list:
     (k_iters(config) -> K steps), deduplicated. The first (the heuristic's pick) always stays:
     its persistent short-K tiles were measured."""
     keep = cands[:1] + [c for c in cands[1:]
-                        if not c.programs_per_sm or persistent_pipeline_fits(c.num_stages, k_iters(c))]
+                        if not c.PERSISTENT or persistent_pipeline_fits(c.num_stages, k_iters(c))]
     return list(dict.fromkeys(keep))
 
 
@@ -83,8 +85,6 @@ def fp32_tile(M: int, N: int) -> tuple[int, int]:
 @functools.lru_cache(maxsize=None)
 def num_sms() -> int:
     """Streaming multiprocessors of the current GPU (H200's 132 where there is none)."""
-    import torch
-
     if not torch.cuda.is_available():
         return 132
     return torch.cuda.get_device_properties(torch.cuda.current_device()).multi_processor_count
@@ -118,8 +118,6 @@ def interpreter_block(size: int, lo: int = 16, hi: int = 64) -> int:
 
 def is_int8(dtype) -> bool:
     """True for torch int8 inputs, whose dots accumulate (and launchers return) int32."""
-    import torch
-
     return dtype == torch.int8
 
 
@@ -128,28 +126,42 @@ def min_block_k(elem_bytes: int) -> int:
     return 32 if elem_bytes == 1 else 16
 
 
-@dataclass(frozen=True)
-class TileConfig:
+def tile_config(BLOCK_M: int, BLOCK_N: int, BLOCK_K: int, GROUP_M: int = 8, num_warps: int = 4,
+                num_stages: int = 3, PERSISTENT: int = 0) -> LaunchConfig:
     """Launch config of a tiled template (matmul, conv). For depthwise conv, BLOCK_N is the
-    channel block and BLOCK_K / GROUP_M are unused."""
-    BLOCK_M: int
-    BLOCK_N: int
-    BLOCK_K: int
-    GROUP_M: int = 8
-    num_warps: int = 4
-    num_stages: int = 3
-    # 0: one program per output tile. k > 0: a persistent grid of k programs per SM, each looping
-    # over tiles, so the software pipeline prefetches the next tile's operands during this tile's
-    # epilogue (what pays for GEMMs with a short K loop and a big output, e.g. 1x1 convs).
-    programs_per_sm: int = 0
+    channel block and BLOCK_K / GROUP_M are unused.
 
-    def check(self, dtype) -> None:
-        """Raise ValueError for a config tl.dot cannot compile (dims < 16, non powers of 2)."""
-        min_k = min_block_k(dtype.itemsize)
-        for name, value, low in (("BLOCK_M", self.BLOCK_M, 16), ("BLOCK_N", self.BLOCK_N, 16),
-                                 ("BLOCK_K", self.BLOCK_K, min_k)):
-            if value < low or value != next_pow2(value):
-                raise ValueError(f"{name}={value}: must be a power of two >= {low} for {dtype}")
+    PERSISTENT 0: one program per output tile. k > 0: a persistent grid of k programs per SM, each
+    looping over tiles, so the software pipeline prefetches the next tile's operands during this
+    tile's epilogue (what pays for GEMMs with a short K loop and a big output, e.g. 1x1 convs)."""
+    return LaunchConfig.of(num_warps, num_stages, BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, BLOCK_K=BLOCK_K,
+                           GROUP_M=GROUP_M, PERSISTENT=PERSISTENT)
+
+
+def check_tile(cfg: LaunchConfig, dtype) -> None:
+    """Raise ValueError for a tile config tl.dot cannot compile (dims < 16, non powers of 2)."""
+    min_k = min_block_k(dtype.itemsize)
+    for name, low in (("BLOCK_M", 16), ("BLOCK_N", 16), ("BLOCK_K", min_k)):
+        value = cfg[name]
+        if value < low or value != next_pow2(value):
+            raise ValueError(f"{name}={value}: must be a power of two >= {low} for {dtype}")
+
+
+def pair(v) -> tuple[int, int]:
+    """int | (h, w) -> (h, w)."""
+    return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+
+def normalize_padding(padding) -> tuple[int, int, int, int]:
+    """int | (ph, pw) | (top, left, bottom, right) -> (top, left, bottom, right)."""
+    if isinstance(padding, int):
+        return (padding,) * 4
+    padding = tuple(int(p) for p in padding)
+    if len(padding) == 2:
+        return padding + padding
+    if len(padding) == 4:
+        return padding
+    raise ValueError(f"padding must be int, (h, w) or (top, left, bottom, right); got {padding}")
 
 
 # A global must be a tl.constexpr for @triton.jit code to read it.

@@ -12,16 +12,16 @@ epilogue. `conv2d_nhwc()` is the standalone launcher used by tests and benchmark
 """
 from __future__ import annotations
 
-import dataclasses
-
 import torch
 
 from trident.compiler import config as _config
-from trident.kernels.common import (TileConfig, cast_for_store, cdiv, dot_acc, drop_unfit_persistent, fp32_tile,
-                                    grouped_pid, interpreter_block, is_int8, is_interpreter, min_block_k, next_pow2,
-                                    nhwc_window_origin, persistent_grid, persistent_pipeline_fits, window_origin,
-                                    zero_acc)
-from trident.kernels.matmul import NUM_SMS_H200
+from trident.compiler.ir.launch import LaunchConfig
+from trident.kernels.common import (cast_for_store, cdiv, dot_acc, drop_unfit_persistent, fp32_tile, grouped_pid,
+                                    interpreter_block, is_int8, is_interpreter, min_block_k, next_pow2,
+                                    nhwc_window_origin, normalize_padding, pair, persistent_grid,
+                                    persistent_pipeline_fits, tile_config, window_origin, zero_acc)
+from trident.kernels.matmul import NUM_SMS_H200, matmul
+from trident.kernels.pool import pad_nhwc
 from trident.kernels.prims import in_bounds
 
 import triton
@@ -304,8 +304,6 @@ def depthwise_conv2d_nhwc_kernel(x_ptr, w_ptr, bias_ptr, y_ptr, N, H, W, C, OH, 
 
 def _pointwise_conv(x, w_packed, bias, y, config, input_precision):
     """1x1 conv through the matmul template: x NHWC as [N*H*W, C], w packed [OC, 1, 1, C] K-major."""
-    from trident.kernels.matmul import matmul
-
     n, c, h, w = x.shape
     oc = w_packed.shape[0]
     out = matmul(x.permute(0, 2, 3, 1).reshape(n * h * w, c), w_packed.reshape(oc, c), b_k_major=True,
@@ -318,8 +316,6 @@ def _pointwise_conv(x, w_packed, bias, y, config, input_precision):
 def _row_conv(x, w, bias, has_bias: bool, y, stride, padding, config, input_precision):
     """A few-channel conv as pad_nhwc (padding, channels up to 4 or 8) + the row tile.
     w is PyTorch's [OC, C, KH, KW] (the standalone launcher packs it per call)."""
-    from trident.kernels.pool import pad_nhwc
-
     N, C, H, W = x.shape
     OC, _, KH, KW = w.shape
     _, _, OH, OW = y.shape
@@ -328,12 +324,12 @@ def _row_conv(x, w, bias, has_bias: bool, y, stride, padding, config, input_prec
     xp = pad_nhwc(x, padding, cp)
     M = N * OH * OW
     cfg = config or row_tile_config(x.dtype)
-    grid = (persistent_grid(cdiv(M, cfg.BLOCK_M) * cdiv(OC, cfg.BLOCK_N), cfg.programs_per_sm),)
+    grid = (persistent_grid(cdiv(M, cfg.BLOCK_M) * cdiv(OC, cfg.BLOCK_N), cfg.PERSISTENT),)
     conv2d_nhwc_rows_kernel[grid](xp, pack_conv_weight_rows(w, cp, rk), bias, y, N, xp.shape[2], xp.shape[3], cp,
                                   OH, OW, OC, stride[0], stride[1], KH=KH, ROW=KW * cp, ROW_K=rk,
                                   BLOCK_M=cfg.BLOCK_M, BLOCK_N=cfg.BLOCK_N, GROUP_M=cfg.GROUP_M,
                                   INPUT_PRECISION=input_precision, HAS_BIAS=has_bias,
-                                  PERSISTENT=cfg.programs_per_sm > 0,
+                                  PERSISTENT=cfg.PERSISTENT > 0,
                                   num_warps=cfg.num_warps, num_stages=cfg.num_stages)
     return y
 
@@ -342,16 +338,13 @@ def _row_conv(x, w, bias, has_bias: bool, y, stride, padding, config, input_prec
 # Configs
 
 
-ConvConfig = TileConfig  # one config type for every tiled template
-
-
 def use_small_c_tile(c_per_group: int, block_k: int) -> bool:
     """Pick conv2d_nhwc_small_c_tile over conv2d_nhwc_tile: when a channel block would be <= half full."""
     return 2 * c_per_group <= block_k
 
 
 def heuristic_config(M: int, oc_per_group: int, c_per_group: int, kh: int, kw: int, dtype,
-                     depthwise: bool = False, out_bytes: int = 2) -> ConvConfig:
+                     depthwise: bool = False, out_bytes: int = 2) -> LaunchConfig:
     """Default config of the implicit-GEMM tiles (1x1 stride-1 convs are GEMMs: matmul's heuristic).
 
     M = N*OH*OW. On the GPU: the winners of `python -m trident.kernels.sweep` over ResNet-50's convs
@@ -363,13 +356,13 @@ def heuristic_config(M: int, oc_per_group: int, c_per_group: int, kh: int, kw: i
     min_k = min_block_k(dtype.itemsize)
     if is_interpreter():
         if depthwise:
-            return ConvConfig(interpreter_block(M), interpreter_block(oc_per_group), 16, 8, 4, 1)
+            return tile_config(interpreter_block(M), interpreter_block(oc_per_group), 16, 8, 4, 1)
         k = c_per_group if c_per_group >= 16 else kh * kw * c_per_group  # what one block must cover
-        return ConvConfig(interpreter_block(M), interpreter_block(oc_per_group),
+        return tile_config(interpreter_block(M), interpreter_block(oc_per_group),
                           interpreter_block(k, lo=min_k), 8, 4, 1)
     if depthwise:
         # Bandwidth-bound: 64 contiguous channels (128 B at fp16) per pixel row, 64 pixels.
-        return ConvConfig(64, max(16, min(64, next_pow2(oc_per_group))), 16, 8, 4, 2)
+        return tile_config(64, max(16, min(64, next_pow2(oc_per_group))), 16, 8, 4, 2)
     elem = dtype.itemsize
     int8 = elem == 1
     bk_full = {1: 128, 2: 64}.get(elem, 32)  # 128 bytes of K per row per stage
@@ -381,35 +374,35 @@ def heuristic_config(M: int, oc_per_group: int, c_per_group: int, kh: int, kw: i
         # best, 1062 vs 1397 us (fp16, fused fp32 NCHW read) and 623 vs 985 us (int8). Small
         # batches keep 64-row tiles, so that there are enough of them for the SMs.
         if cdiv(M, 256) < NUM_SMS_H200:
-            return ConvConfig(64, 64, 32, 8, 4, 3)
-        return ConvConfig(256, 64, 32, 8, 4, 3)
+            return tile_config(64, 64, 32, 8, 4, 3)
+        return tile_config(256, 64, 32, 8, 4, 3)
     if M < 8192:  # small batches: more, smaller tiles to fill the SMs
         if elem == 4:  # FMA-bound true fp32: see common.FP32_TILE_LADDER
-            return ConvConfig(*fp32_tile(M, oc_per_group), bk, 8, 4, 4)
-        return ConvConfig(64, max(16, min(128, next_pow2(oc_per_group))), bk, 8, 4, 4)
+            return tile_config(*fp32_tile(M, oc_per_group), bk, 8, 4, 4)
+        return tile_config(64, max(16, min(128, next_pow2(oc_per_group))), bk, 8, 4, 4)
     if elem == 4:
         return _fp32_conv_config(oc_per_group, kh * kw, bk)
     if int8:
         if oc_per_group <= 64:
-            return ConvConfig(256, max(16, next_pow2(oc_per_group)), min(bk, 64), 8, 4, 3)
-        return ConvConfig(128, 128, max(min_k, bk_full // 2) if kh * kw == 1 else bk, 8, 4, 3)
+            return tile_config(256, max(16, next_pow2(oc_per_group)), min(bk, 64), 8, 4, 3)
+        return tile_config(128, 128, max(min_k, bk_full // 2) if kh * kw == 1 else bk, 8, 4, 3)
     return _fp16_conv_config(oc_per_group, c_per_group, kh * kw, bk, wide=oc_per_group >= 256 and out_bytes <= 2)
 
 
-def _fp32_conv_config(oc_per_group: int, taps: int, bk: int) -> ConvConfig:
+def _fp32_conv_config(oc_per_group: int, taps: int, bk: int) -> LaunchConfig:
     """True-fp32 tiles at large M: a 16-deep K step (FMA-bound dots gain nothing from deeper ones).
     ResNet-50 at b256 on an H200 (h200-sweep-fp32-b256.json; ms, against the 128x128x32 tile on
     8 warps before): strided 1x1s on 128x128, 1.85 against 2.48; 3x3s up to 256 channels on 256x64,
     2.13 against 2.66. 512-channel 3x3s keep the old tile (2.65 against 2.70-2.75)."""
     bn = max(16, min(128, next_pow2(oc_per_group)))
     if taps == 1:
-        return ConvConfig(128, bn, 16, 8, 4, 3)
+        return tile_config(128, bn, 16, 8, 4, 3)
     if oc_per_group <= 256:
-        return ConvConfig(256, min(bn, 64), 16, 8, 4, 3)
-    return ConvConfig(128, bn, bk, 8, 8 if bn == 128 else 4, 3)
+        return tile_config(256, min(bn, 64), 16, 8, 4, 3)
+    return tile_config(128, bn, bk, 8, 8 if bn == 128 else 4, 3)
 
 
-def _fp16_conv_config(oc_per_group: int, c_per_group: int, taps: int, bk: int, wide: bool) -> ConvConfig:
+def _fp16_conv_config(oc_per_group: int, c_per_group: int, taps: int, bk: int, wide: bool) -> LaunchConfig:
     """16-bit tiles at large M, persistent: one tile's loads then overlap the last one's epilogue,
     which pays most where the K loop is short. ResNet-50 at b256 on an H200 (seventh session,
     h200-conv-persistent-s7.json; us, against the best one-program-per-tile config):
@@ -417,55 +410,55 @@ def _fp16_conv_config(oc_per_group: int, c_per_group: int, taps: int, bk: int, w
     wide: a 128x256 tile on two warpgroups (256+ output channels, a 2-byte output)."""
     k_steps = taps * cdiv(c_per_group, bk)
     if oc_per_group <= 64:
-        cfg = ConvConfig(128, max(16, next_pow2(oc_per_group)), bk, 8, 4, 3, programs_per_sm=2)
+        cfg = tile_config(128, max(16, next_pow2(oc_per_group)), bk, 8, 4, 3, PERSISTENT=2)
     elif taps > 1 and c_per_group >= 512:  # 3x3 on 512 channels: 98 us, against 103 for 128x256
-        cfg = ConvConfig(128, 128, bk, 8, 4, 4, programs_per_sm=1)
+        cfg = tile_config(128, 128, bk, 8, 4, 4, PERSISTENT=1)
     elif wide:
-        cfg = ConvConfig(128, 256, bk, 8, 8, 3, programs_per_sm=1)
+        cfg = tile_config(128, 256, bk, 8, 8, 3, PERSISTENT=1)
     else:
-        cfg = ConvConfig(128, 128, bk, 8, 4, 3, programs_per_sm=2)
+        cfg = tile_config(128, 128, bk, 8, 4, 3, PERSISTENT=2)
     if not persistent_pipeline_fits(cfg.num_stages, k_steps):
-        cfg = dataclasses.replace(cfg, programs_per_sm=0)
+        cfg = cfg.replace(PERSISTENT=0)
     return cfg
 
 
-def row_tile_config(dtype) -> ConvConfig:
+def row_tile_config(dtype) -> LaunchConfig:
     """The row tile's config: its grid over ResNet-50's stem at b256 on an H200 (64/128/256 rows x
     4/8 warps x 2-4 stages): 128x64 for int8 (569 us); 256-row tiles lose (916+ us). For fp16,
     persistent: its K loop is 7 window rows, too short to hide a tile's store, so 4 programs per
     SM loop over the tiles; 128x64 tiles, conv2d_nhwc with the pad: 631 us -> 523 us (cuDNN 551).
     BLOCK_K is unused (the tile's K block is a window row)."""
     if is_interpreter():
-        return ConvConfig(128, 64, 32, 8, 4, 1)
-    return ConvConfig(128, 64, 32, 8, 4, 3) if is_int8(dtype) else ConvConfig(128, 64, 32, 8, 4, 3, programs_per_sm=4)
+        return tile_config(128, 64, 32, 8, 4, 1)
+    return tile_config(128, 64, 32, 8, 4, 3) if is_int8(dtype) else tile_config(128, 64, 32, 8, 4, 3, PERSISTENT=4)
 
 
-def row_tile_candidates(dtype) -> list[ConvConfig]:
+def row_tile_candidates(dtype) -> list[LaunchConfig]:
     """A short list for timing the row tile: its config first, then the grid's runners-up."""
-    return list(dict.fromkeys([row_tile_config(dtype), ConvConfig(128, 64, 32, 8, 4, 3, programs_per_sm=3),
-                               ConvConfig(128, 64, 32, 8, 4, 3), ConvConfig(64, 64, 32, 8, 4, 3)]))
+    return list(dict.fromkeys([row_tile_config(dtype), tile_config(128, 64, 32, 8, 4, 3, PERSISTENT=3),
+                               tile_config(128, 64, 32, 8, 4, 3), tile_config(64, 64, 32, 8, 4, 3)]))
 
 
-def candidate_configs(M: int, oc_per_group: int, c_per_group: int, kh: int, kw: int, dtype) -> list[ConvConfig]:
+def candidate_configs(M: int, oc_per_group: int, c_per_group: int, kh: int, kw: int, dtype) -> list[LaunchConfig]:
     """A short list for autotuning: the heuristic's pick first, then the sweep's frequent winners."""
     h = heuristic_config(M, oc_per_group, c_per_group, kh, kw, dtype)
     bk, bn, min_k = h.BLOCK_K, min(h.BLOCK_N, 128), min_block_k(dtype.itemsize)
     other_k = max(min_k, bk // 2) if bk > min_k else min(bk * 2, max(min_k, next_pow2(c_per_group)))
     if dtype.itemsize == 4:  # the fp32 sweeps' runners-up (batch 1 and 256)
-        return list(dict.fromkeys([h, ConvConfig(32, 32, bk, 8, 4, 4), ConvConfig(16, 64, bk, 8, 4, 4),
-                                   ConvConfig(16, 32, bk, 8, 4, 3), ConvConfig(32, 64, bk, 8, 4, 3),
-                                   ConvConfig(64, 64, 16, 8, 2, 4), ConvConfig(128, bn, 16, 8, 4, 3),
-                                   ConvConfig(256, min(bn, 64), 16, 8, 4, 3), ConvConfig(128, bn, bk, 8, 4, 3)]))
-    cands = [h, ConvConfig(128, bn, bk, 8, 4, 3), ConvConfig(128, bn, bk, 8, 4, 4)]
+        return list(dict.fromkeys([h, tile_config(32, 32, bk, 8, 4, 4), tile_config(16, 64, bk, 8, 4, 4),
+                                   tile_config(16, 32, bk, 8, 4, 3), tile_config(32, 64, bk, 8, 4, 3),
+                                   tile_config(64, 64, 16, 8, 2, 4), tile_config(128, bn, 16, 8, 4, 3),
+                                   tile_config(256, min(bn, 64), 16, 8, 4, 3), tile_config(128, bn, bk, 8, 4, 3)]))
+    cands = [h, tile_config(128, bn, bk, 8, 4, 3), tile_config(128, bn, bk, 8, 4, 4)]
     if not is_int8(dtype):
-        cands += [ConvConfig(128, bn, bk, 8, 4, 3, programs_per_sm=2),
-                  ConvConfig(128, bn, bk, 8, 4, 4, programs_per_sm=1)]
+        cands += [tile_config(128, bn, bk, 8, 4, 3, PERSISTENT=2),
+                  tile_config(128, bn, bk, 8, 4, 4, PERSISTENT=1)]
         if oc_per_group >= 256:
-            cands += [ConvConfig(128, 256, bk, 8, 8, 3, programs_per_sm=1), ConvConfig(128, 256, bk, 8, 8, 3)]
-    cands += [ConvConfig(128, bn, other_k, 8, 4, 3), ConvConfig(128, bn, bk, 8, 8, 3), ConvConfig(64, bn, bk, 8, 4, 3),
-              ConvConfig(128, bn, other_k, 8, 4, 4), ConvConfig(256, min(bn, 64), bk, 8, 4, 3)]
+            cands += [tile_config(128, 256, bk, 8, 8, 3, PERSISTENT=1), tile_config(128, 256, bk, 8, 8, 3)]
+    cands += [tile_config(128, bn, other_k, 8, 4, 3), tile_config(128, bn, bk, 8, 8, 3), tile_config(64, bn, bk, 8, 4, 3),
+              tile_config(128, bn, other_k, 8, 4, 4), tile_config(256, min(bn, 64), bk, 8, 4, 3)]
     if not is_int8(dtype):  # int8 with an int32 output: a 256x128 epilogue does not fit shared memory
-        cands.append(ConvConfig(256, bn, bk, 8, 8, 3))
+        cands.append(tile_config(256, bn, bk, 8, 8, 3))
     return drop_unfit_persistent(cands, lambda c: kh * kw * cdiv(c_per_group, c.BLOCK_K))
 
 
@@ -492,7 +485,7 @@ def row_channels(c: int) -> int:
 def uses_row_tile(c: int, kw: int, groups: int, dilation) -> bool:
     """conv2d_nhwc_row_tile (after pad_nhwc) suits few-channel, ungrouped, undilated convs whose
     window row fits one K block: the RGB stem (7 x 4 channels -> 32-wide rows)."""
-    return groups == 1 and c <= 8 and tuple(_pair(dilation)) == (1, 1) and kw * row_channels(c) <= 64
+    return groups == 1 and c <= 8 and tuple(pair(dilation)) == (1, 1) and kw * row_channels(c) <= 64
 
 
 def row_k(kw: int, c_padded: int, dtype) -> int:
@@ -520,22 +513,6 @@ def pack_depthwise_weight(w: torch.Tensor) -> torch.Tensor:
     return w[:, 0].permute(1, 2, 0).contiguous()
 
 
-def _pair(v) -> tuple[int, int]:
-    return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))
-
-
-def normalize_padding(padding) -> tuple[int, int, int, int]:
-    """int | (ph, pw) | (top, left, bottom, right) -> (top, left, bottom, right)."""
-    if isinstance(padding, int):
-        return (padding,) * 4
-    padding = tuple(int(p) for p in padding)
-    if len(padding) == 2:
-        return padding + padding
-    if len(padding) == 4:
-        return padding
-    raise ValueError(f"padding must be int, (h, w) or (top, left, bottom, right); got {padding}")
-
-
 def conv_out_size(size: int, k: int, stride: int, pad_lo: int, pad_hi: int, dil: int) -> int:
     return (size + pad_lo + pad_hi - dil * (k - 1) - 1) // stride + 1
 
@@ -548,12 +525,12 @@ def is_pointwise_gemm(kh: int, kw: int, stride, padding, groups: int) -> bool:
     """A 1x1, stride-1, unpadded conv over NHWC is exactly a GEMM: [N*H*W, C] @ [C, OC].
 
     The plain matmul tile runs it faster than the implicit-GEMM tile (no per-tap window math)."""
-    return kh == kw == 1 and tuple(_pair(stride)) == (1, 1) and not any(normalize_padding(padding)) \
+    return kh == kw == 1 and tuple(pair(stride)) == (1, 1) and not any(normalize_padding(padding)) \
         and groups == 1
 
 
 def conv2d_nhwc(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None, stride=(1, 1),
-                padding=(0, 0, 0, 0), dilation=(1, 1), groups: int = 1, config: ConvConfig | None = None,
+                padding=(0, 0, 0, 0), dilation=(1, 1), groups: int = 1, config: LaunchConfig | None = None,
                 input_precision: str | None = None, prepacked: bool = False, out_dtype=None) -> torch.Tensor:
     """Conv2d of logical-NCHW x (any memory format) with PyTorch-layout w [OC, C/groups, KH, KW].
 
@@ -576,7 +553,7 @@ def conv2d_nhwc(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = No
         raise ValueError("prepacked depthwise weights must come from pack_depthwise_weight (and only those)")
     if C % groups or OC % groups or cpg != C // groups:
         raise ValueError(f"x {tuple(x.shape)}, w {tuple(w.shape)} and groups={groups} do not match")
-    (sh, sw), (dh, dw) = _pair(stride), _pair(dilation)
+    (sh, sw), (dh, dw) = pair(stride), pair(dilation)
     pt, pl, pb, pr = normalize_padding(padding)
     OH, OW = conv_out_size(H, KH, sh, pt, pb, dh), conv_out_size(W, KW, sw, pl, pr, dw)
     if OH <= 0 or OW <= 0:
@@ -618,11 +595,11 @@ def conv2d_nhwc(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = No
     cfg = config or heuristic_config(M, ocpg, cpg, KH, KW, x.dtype)
     if cfg.BLOCK_M < 16 or cfg.BLOCK_N < 16 or cfg.BLOCK_K < min_block_k(x.dtype.itemsize):
         raise ValueError(f"{cfg}: tl.dot needs blocks >= 16 (BLOCK_K >= 32 for int8)")
-    grid = (persistent_grid(cdiv(M, cfg.BLOCK_M) * cdiv(ocpg, cfg.BLOCK_N), cfg.programs_per_sm), groups)
+    grid = (persistent_grid(cdiv(M, cfg.BLOCK_M) * cdiv(ocpg, cfg.BLOCK_N), cfg.PERSISTENT), groups)
     w = w if prepacked else pack_conv_weight(w, groups)
     conv2d_nhwc_kernel[grid](x, w, bias_arg, y, N, H, W, C, OH, OW, OC, sh, sw, pt, pl,
                              dh, dw, cpg, ocpg, KH=KH, KW=KW, BLOCK_M=cfg.BLOCK_M, BLOCK_N=cfg.BLOCK_N,
                              BLOCK_K=cfg.BLOCK_K, GROUP_M=cfg.GROUP_M, INPUT_PRECISION=input_precision,
                              SMALL_C=use_small_c_tile(cpg, cfg.BLOCK_K), HAS_BIAS=has_bias,
-                             PERSISTENT=cfg.programs_per_sm > 0, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+                             PERSISTENT=cfg.PERSISTENT > 0, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
     return y

@@ -13,9 +13,10 @@ from __future__ import annotations
 import torch
 
 from trident.compiler import config as _config
-from trident.kernels.common import (TileConfig, cast_for_store, cdiv, dot_acc, drop_unfit_persistent, fp32_tile,
+from trident.compiler.ir.launch import LaunchConfig
+from trident.kernels.common import (cast_for_store, cdiv, check_tile, dot_acc, drop_unfit_persistent, fp32_tile,
                                     grouped_pid, interpreter_block, is_int8, is_interpreter, min_block_k, next_pow2,
-                                    persistent_grid, zero_acc)
+                                    persistent_grid, tile_config, zero_acc)
 from trident.kernels.prims import in_bounds
 
 import triton
@@ -85,9 +86,6 @@ def matmul_kernel(a_ptr, b_ptr, c_ptr, M: tl.constexpr, N: tl.constexpr, K: tl.c
                           stride_bn, stride_cm, stride_cn, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, INPUT_PRECISION)
 
 
-MatmulConfig = TileConfig  # one config type for every tiled template
-
-
 # Streaming K per stage in bytes is what matters for shared memory: 64 fp16 = 128 int8 = 32 fp32.
 def _block_k(dtype) -> int:
     return {1: 128, 2: 64}.get(dtype.itemsize, 32)
@@ -96,7 +94,7 @@ def _block_k(dtype) -> int:
 NUM_SMS_H200 = 132
 
 
-def heuristic_config(M: int, N: int, K: int, dtype, out_bytes: int = 2) -> MatmulConfig:
+def heuristic_config(M: int, N: int, K: int, dtype, out_bytes: int = 2) -> LaunchConfig:
     """Deterministic default config for an H200 (or cheap big blocks in the interpreter).
 
     The 16- and 8-bit tiles are the winners of `python -m trident.kernels.sweep` on an H200 over
@@ -106,7 +104,7 @@ def heuristic_config(M: int, N: int, K: int, dtype, out_bytes: int = 2) -> Matmu
     whole tile in shared memory, so a 4-byte output (fp32, int32) rules out the 128x256 tile.
     """
     if is_interpreter():
-        return MatmulConfig(interpreter_block(M), interpreter_block(N),
+        return tile_config(interpreter_block(M), interpreter_block(N),
                             interpreter_block(K, lo=min_block_k(dtype.itemsize)),
                             GROUP_M=8, num_warps=4, num_stages=1)
     bk = max(min_block_k(dtype.itemsize), min(_block_k(dtype), next_pow2(K)))
@@ -114,13 +112,13 @@ def heuristic_config(M: int, N: int, K: int, dtype, out_bytes: int = 2) -> Matmu
         return _fp32_config(M, N, bk)
     if M <= 64:
         # Skinny GEMM (small-batch linear layers): few rows, so spend the tile on N and K.
-        return MatmulConfig(max(16, next_pow2(M)), 64 if N <= 4096 else 128, bk, 8, 4, 4)
+        return tile_config(max(16, next_pow2(M)), 64 if N <= 4096 else 128, bk, 8, 4, 4)
     if is_int8(dtype):
         return _int8_config(M, N, K, bk, out_bytes)
     if cdiv(M, 128) * cdiv(N, 128) < NUM_SMS_H200:
         # Too few 128x128 tiles to fill the SMs: 64-row tiles (and half the shared memory, which a
         # fused fp32-input cast needs: its A tile is loaded as fp32).
-        return MatmulConfig(64, 128 if N >= 128 else 64, bk, 8, 4, 4)
+        return tile_config(64, 128 if N >= 128 else 64, bk, 8, 4, 4)
     # ResNet-50's 1x1 convs at b256 (sixth session, sizes compile-time as in generated kernels):
     # 128x256 persistent wins even for K = 64-128 (64->256 149 us, 128->512 88 us, against 168 and
     # 110 for the half-depth 128x128 tile that short K loops used to get).
@@ -131,18 +129,18 @@ def heuristic_config(M: int, N: int, K: int, dtype, out_bytes: int = 2) -> Matmu
             # Under two waves of 128x256 tiles (2048->512 at 7x7: 196 tiles, 1.48 waves) leave SMs idle
             # in the last wave; 128x128 tiles two per SM even it out: 46.5 us against 51.6 (cuDNN 37.9),
             # and a fifth stage where K is deep: 0.86x cuBLAS against 0.82x (seventh session).
-            return MatmulConfig(128, 128, bk, 8, 4, 5 if k_steps >= 16 else 4, programs_per_sm=2)
+            return tile_config(128, 128, bk, 8, 4, 5 if k_steps >= 16 else 4, PERSISTENT=2)
         # A fourth stage pays from K = 1024 (1024->256 at 14x14: 1.04x cuBLAS against 0.93x; BERT's
         # 3072->768: 0.84x against 0.79x); at 8192^3 it is even (1.005x against 1.011x).
-        return MatmulConfig(128, 256, bk, 8, 8, 4 if k_steps >= 16 else 3, programs_per_sm=1)
+        return tile_config(128, 256, bk, 8, 8, 4 if k_steps >= 16 else 3, PERSISTENT=1)
     if cdiv(K, bk) < 4:  # a K loop this short leaves a persistent, flattened pipeline nothing to overlap
-        return MatmulConfig(128, 128 if N >= 128 else 64, bk, 8, 4, 3)
+        return tile_config(128, 128 if N >= 128 else 64, bk, 8, 4, 3)
     if N >= 128:
-        return MatmulConfig(128, 128, bk, 8, 4, 4, programs_per_sm=2)
-    return MatmulConfig(128, 64, bk, 8, 4, 3)
+        return tile_config(128, 128, bk, 8, 4, 4, PERSISTENT=2)
+    return tile_config(128, 64, bk, 8, 4, 3)
 
 
-def _int8_config(M: int, N: int, K: int, bk: int, out_bytes: int) -> MatmulConfig:
+def _int8_config(M: int, N: int, K: int, bk: int, out_bytes: int) -> LaunchConfig:
     """int8 tiles, from H200 measurements (sweep, and ResNet-50's fused 1x1 convs at batch 256).
 
     An int8 MMA is so fast that only a deep K makes the tile compute-bound; elsewhere the epilogue
@@ -151,52 +149,52 @@ def _int8_config(M: int, N: int, K: int, bk: int, out_bytes: int) -> MatmulConfi
     if K >= 4096 and N >= 1024:  # 8192^3: 1405 TOPS with an int8 output (sweep); an int32 output's
         # 64 KB epilogue tile leaves room for one program per SM: 1224 TOPS on one warpgroup.
         if out_bytes <= 2:
-            return MatmulConfig(128, 128, bk, 8, 8, 3, programs_per_sm=2)
-        return MatmulConfig(128, 128, bk, 8, 4, 3)
+            return tile_config(128, 128, bk, 8, 8, 3, PERSISTENT=2)
+        return tile_config(128, 128, bk, 8, 4, 3)
     if cdiv(M, 128) * cdiv(N, 128) < 2 * NUM_SMS_H200:
-        return MatmulConfig(64, 128, bk, 8, 4, 3)  # BERT's 768-wide outputs: more, smaller tiles
+        return tile_config(64, 128, bk, 8, 4, 3)  # BERT's 768-wide outputs: more, smaller tiles
     if M < 8192:  # transformer-sized token counts
-        return MatmulConfig(128, 128, min(bk, 64), 8, 4, 3)
-    return MatmulConfig(128, 64, bk if N <= 128 and K >= 256 else min(bk, 64), 8, 4, 3)
+        return tile_config(128, 128, min(bk, 64), 8, 4, 3)
+    return tile_config(128, 64, bk if N <= 128 and K >= 256 else min(bk, 64), 8, 4, 3)
 
 
-def _fp32_config(M: int, N: int, bk: int) -> MatmulConfig:
+def _fp32_config(M: int, N: int, bk: int) -> LaunchConfig:
     """True-fp32 tiles (FMA units, see common.FP32_TILE_LADDER). With SMs to spare a 128x128 tile
     with a 16-deep K step: 8192^3 in 37.2 ms against 46.7 for 128x256x32 (cuBLAS 21.5; fp32 sweep)."""
     if cdiv(M, 128) * cdiv(N, 128) >= NUM_SMS_H200:
-        return MatmulConfig(128, 128, 16, 8, 4, 4)
+        return tile_config(128, 128, 16, 8, 4, 4)
     bm, bn = fp32_tile(M, N)
-    return MatmulConfig(bm, bn, bk, 8, 4, 4)
+    return tile_config(bm, bn, bk, 8, 4, 4)
 
 
-def candidate_configs(M: int, N: int, K: int, dtype) -> list[MatmulConfig]:
+def candidate_configs(M: int, N: int, K: int, dtype) -> list[LaunchConfig]:
     """A short list for autotuning: the heuristic's pick first, then the sweep's frequent winners."""
     min_k = min_block_k(dtype.itemsize)
     bk = max(min_k, min(_block_k(dtype), next_pow2(K)))
     half = max(min_k, bk // 2)
     if dtype.itemsize == 4:  # the fp32 sweep's runners-up at batch 1
-        cands = [heuristic_config(M, N, K, dtype), MatmulConfig(128, 128, 16, 8, 4, 4),
-                 MatmulConfig(64, 64, 16, 8, 2, 4), MatmulConfig(32, 64, bk, 8, 4, 3),
-                 MatmulConfig(32, 32, bk, 8, 4, 4), MatmulConfig(16, 64, bk, 8, 4, 4),
-                 MatmulConfig(16, 32, bk, 8, 4, 4)]
+        cands = [heuristic_config(M, N, K, dtype), tile_config(128, 128, 16, 8, 4, 4),
+                 tile_config(64, 64, 16, 8, 2, 4), tile_config(32, 64, bk, 8, 4, 3),
+                 tile_config(32, 32, bk, 8, 4, 4), tile_config(16, 64, bk, 8, 4, 4),
+                 tile_config(16, 32, bk, 8, 4, 4)]
     elif is_int8(dtype):
         # No 256-wide int8 tiles: with an int32 output their epilogue's layout change alone needs
         # 128 KB of shared memory on top of the pipeline (and the sweep never picked one).
-        cands = [heuristic_config(M, N, K, dtype), MatmulConfig(128, 128, bk, 8, 8, 3, programs_per_sm=2),
-                 MatmulConfig(128, 128, half, 8, 4, 3), MatmulConfig(128, 128, half, 8, 4, 4),
-                 MatmulConfig(64, 128, bk, 8, 4, 3), MatmulConfig(128, 64, bk, 8, 4, 3),
-                 MatmulConfig(128, 128, bk, 8, 4, 3)]
+        cands = [heuristic_config(M, N, K, dtype), tile_config(128, 128, bk, 8, 8, 3, PERSISTENT=2),
+                 tile_config(128, 128, half, 8, 4, 3), tile_config(128, 128, half, 8, 4, 4),
+                 tile_config(64, 128, bk, 8, 4, 3), tile_config(128, 64, bk, 8, 4, 3),
+                 tile_config(128, 128, bk, 8, 4, 3)]
     else:
-        cands = [heuristic_config(M, N, K, dtype), MatmulConfig(128, 256, bk, 8, 8, 3, programs_per_sm=1),
-                 MatmulConfig(128, 128, bk, 8, 8, 3, programs_per_sm=2),
-                 MatmulConfig(128, 128, bk, 8, 4, 4, programs_per_sm=2),
-                 MatmulConfig(128, 128, half, 8, 4, 4), MatmulConfig(64, 128, bk, 8, 4, 3),
-                 MatmulConfig(128, 64, bk, 8, 4, 3), MatmulConfig(256, 128, bk, 8, 8, 3, programs_per_sm=1)]
+        cands = [heuristic_config(M, N, K, dtype), tile_config(128, 256, bk, 8, 8, 3, PERSISTENT=1),
+                 tile_config(128, 128, bk, 8, 8, 3, PERSISTENT=2),
+                 tile_config(128, 128, bk, 8, 4, 4, PERSISTENT=2),
+                 tile_config(128, 128, half, 8, 4, 4), tile_config(64, 128, bk, 8, 4, 3),
+                 tile_config(128, 64, bk, 8, 4, 3), tile_config(256, 128, bk, 8, 8, 3, PERSISTENT=1)]
     return drop_unfit_persistent(cands, lambda c: cdiv(K, c.BLOCK_K))
 
 
 def matmul(a: torch.Tensor, b: torch.Tensor, *, b_k_major: bool = False, out_dtype=None,
-           config: MatmulConfig | None = None, input_precision: str | None = None) -> torch.Tensor:
+           config: LaunchConfig | None = None, input_precision: str | None = None) -> torch.Tensor:
     """a [M, K] @ b, where b is [K, N], or [N, K] when b_k_major. int8 inputs give int32.
 
     input_precision: "ieee" | "tf32" for fp32 inputs; default follows TRIDENT_ALLOW_TF32.
@@ -219,12 +217,12 @@ def matmul(a: torch.Tensor, b: torch.Tensor, *, b_k_major: bool = False, out_dty
     if K == 0:
         return c.zero_()
     cfg = config or heuristic_config(M, N, K, a.dtype, c.element_size())
-    cfg.check(a.dtype)
+    check_tile(cfg, a.dtype)
     stride_bk, stride_bn = (b.stride(1), b.stride(0)) if b_k_major else (b.stride(0), b.stride(1))
-    grid = (persistent_grid(cdiv(M, cfg.BLOCK_M) * cdiv(N, cfg.BLOCK_N), cfg.programs_per_sm),)
+    grid = (persistent_grid(cdiv(M, cfg.BLOCK_M) * cdiv(N, cfg.BLOCK_N), cfg.PERSISTENT),)
     matmul_kernel[grid](a, b, c, M, N, K, a.stride(0), a.stride(1), stride_bk, stride_bn,
                         c.stride(0), c.stride(1),
                         BLOCK_M=cfg.BLOCK_M, BLOCK_N=cfg.BLOCK_N, BLOCK_K=cfg.BLOCK_K, GROUP_M=cfg.GROUP_M,
-                        INPUT_PRECISION=input_precision, PERSISTENT=cfg.programs_per_sm > 0,
+                        INPUT_PRECISION=input_precision, PERSISTENT=cfg.PERSISTENT > 0,
                         num_warps=cfg.num_warps, num_stages=cfg.num_stages)
     return c

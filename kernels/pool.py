@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import torch
 
-from trident.kernels.common import cdiv, interpreter_block, is_interpreter, next_pow2, nhwc_window_origin
-from trident.kernels.conv import _pair, normalize_padding
+from trident.kernels.common import (cdiv, interpreter_block, is_interpreter, next_pow2, nhwc_window_origin,
+                                    normalize_padding, pair)
 
 import triton
 import triton.language as tl
@@ -175,9 +175,9 @@ def _pool(x, kernel, stride, padding, dilation, ceil_mode, is_max, count_include
     if x.dim() != 4:
         raise ValueError(f"pooling wants a 4-D NCHW tensor, got {tuple(x.shape)}")
     N, C, H, W = x.shape
-    (KH, KW) = _pair(kernel)
-    (sh, sw) = _pair(stride if stride is not None else kernel)
-    (dh, dw) = _pair(dilation)
+    (KH, KW) = pair(kernel)
+    (sh, sw) = pair(stride if stride is not None else kernel)
+    (dh, dw) = pair(dilation)
     pt, pl, pb, pr = normalize_padding(padding)
     OH = pool_out_size(H, KH, sh, pt, pb, dh, ceil_mode)
     OW = pool_out_size(W, KW, sw, pl, pr, dw, ceil_mode)

@@ -22,7 +22,7 @@ import platform
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 
@@ -95,17 +95,17 @@ def config_candidates(case: Case, batch: int):
 
 def config_grid(case: Case, batch: int):
     """The configs tried for one case: the template's own candidates, the tile grid, persistent variants."""
-    from trident.kernels.common import TileConfig, next_pow2
+    from trident.kernels.common import next_pow2, tile_config
     from trident.kernels.conv import use_small_c_tile
 
     M, N, K, walk = case.gemm_view(batch)
     e = _elem(case.dtype)
     own = config_candidates(case, batch)
-    grid = [TileConfig(bm, bn, bk16 * 2 // e, 8, w, s) for bm, bn, w in TILES for bk16, stages in K_STAGES.items()
+    grid = [tile_config(bm, bn, bk16 * 2 // e, 8, w, s) for bm, bn, w in TILES for bk16, stages in K_STAGES.items()
             for s in stages]
-    grid += [TileConfig(bm, bn, bk16 * 2 // e, 8, w, s, programs_per_sm=p) for bm, bn, w, bk16, s, p in PERSISTENT]
+    grid += [tile_config(bm, bn, bk16 * 2 // e, 8, w, s, PERSISTENT=p) for bm, bn, w, bk16, s, p in PERSISTENT]
     if math.ceil(M / 128) * math.ceil(N / 128) < 2 * NUM_SMS_H200:  # under two waves of 128x128 tiles
-        grid += [TileConfig(bm, bn, bk16 * 2 // e, 8, w, s) for bm, bn, w in SMALL_TILES
+        grid += [tile_config(bm, bn, bk16 * 2 // e, 8, w, s) for bm, bn, w in SMALL_TILES
                  for bk16 in (32, 64) for s in (3, 4)]
 
     def k_iters(c) -> int:
@@ -230,7 +230,7 @@ def sweep_case(case: Case, configs, futures, batch: int, rep_ms: int) -> dict:
                 ms = _time(lambda c=cfg: run(c), rep_ms)
             except Exception as exc:  # noqa: BLE001
                 error = f"{type(exc).__name__}: {str(exc)[:200]}"
-        trials.append({"config": asdict(cfg), "ms": ms, "error": error})
+        trials.append({"config": cfg.to_dict(), "ms": ms, "error": error})
     ok = [t for t in trials if math.isfinite(t["ms"])]
     best = min(ok, key=lambda t: t["ms"]) if ok else None
     return {"name": case.name, "kind": case.kind, "dtype": case.dtype, "shape": list(case.shape), "flops": flops,
@@ -254,7 +254,7 @@ def _cases(only: set, dtypes: list[str], bert_batch: int) -> list[Case]:
 
 def cfg_text(c: dict) -> str:
     text = f"{c['BLOCK_M']}x{c['BLOCK_N']}x{c['BLOCK_K']} w{c['num_warps']} s{c['num_stages']}"
-    return text + (f" p{c['programs_per_sm']}" if c.get("programs_per_sm") else "")
+    return text + (f" p{c['PERSISTENT']}" if c.get("PERSISTENT") else "")
 
 
 def main(argv=None) -> int:

@@ -1,12 +1,6 @@
-"""trident.runtime: the Engine, its memory arena and stream schedule, and engine files."""
-from trident.compiler import config as _config  # noqa: F401
+"""trident.runtime: the Engine (runs a launch plan), its memory arena and stream schedule, and
+engine files."""
+from trident.compiler import config as _config  # noqa: F401  (before triton: picks the interpreter)
+from trident.runtime.engine import Engine, load_engine
 
-
-def load_engine(path, device=None, **options):
-    """Load an engine file written by `engine.save(path)` (see trident.runtime.format)."""
-    from trident.runtime.format import load_engine as _load
-
-    return _load(path, device=device, **options)
-
-
-__all__ = ["load_engine"]
+__all__ = ["Engine", "load_engine"]

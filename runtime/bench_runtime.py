@@ -97,7 +97,7 @@ def streams_section(name: str, make_model, batches) -> list[dict]:
         with torch.no_grad():
             ref = model(*x)
         multi = build_engine(model, "fp16", x)
-        single = Engine(multi.program, streams=1)
+        single = Engine(multi.plan, streams=1)
         row = {"model": name, "batch": batch, "streams": multi.num_streams,
                "kernels": multi.num_kernels}
         a, b = multi(*x), single(*x)
@@ -158,7 +158,7 @@ def dynamic_section(profile=(1, 32, 256), batches=(1, 32, 256)) -> dict:
         out["rows"].append(row)
         torch.cuda.empty_cache()
     out["arena_bytes"] = dynamic.memory.arena_bytes
-    out["cuda_graphs"] = len(dynamic._graphs)
+    out["cuda_graphs"] = len(dynamic.captured_batches)
     return out
 
 

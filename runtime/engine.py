@@ -1,12 +1,12 @@
-"""The Engine: runs a compiled Program on one device.
+"""The Engine: runs a launch plan (compiler/ir/plan.py) on one device.
 
 - memory: every intermediate lives in one preallocated arena (runtime/memory.py); graph outputs
   get their own buffers;
 - streams: on a GPU, steps of independent branches run on several CUDA streams ordered by events
   (runtime/streams.py); `streams=1` keeps one stream;
 - CUDA graphs: on a GPU the launch sequence is captured once per batch size and replayed;
-- dynamic batch: a program built with a batch profile (compiler/codegen/dynamic.py) runs at any
-  batch of the profile; its kernels take the batch as an argument;
+- dynamic batch: a plan built with a batch profile (compiler/codegen/dynamic.py) runs at any
+  batch of the profile; its batch-generic kernels take the batch as an argument;
 - checks: inputs of the wrong count, dtype, shape or device raise InputError naming the input.
 
 An engine runs one call at a time: calls made from several threads, or on several streams without
@@ -23,22 +23,21 @@ from typing import Sequence
 import torch
 
 from trident.compiler import config
-from trident.compiler.codegen import load_kernel
-from trident.compiler.codegen.program import Layout, Program
 from trident.compiler.errors import InputError
-from trident.compiler.ir import Node
+from trident.compiler.ir import Node, TensorType
+from trident.compiler.ir.plan import Layout, Plan
+from trident.compiler.ir.shapes import instantiate
 from trident.compiler.ops import evaluate
+from trident.kernels.loader import default_kernel_dir, load_kernel
+from trident.runtime.format import read_engine, save_engine
 from trident.runtime.memory import Arena, MemoryPlan, human_bytes, layout_nbytes, plan_memory
 from trident.runtime.streams import DEFAULT_MAX_STREAMS, Schedule, build_schedule, step_ios
 
 
-def default_device() -> torch.device:
-    return torch.device("cuda" if config.HAS_CUDA else "cpu")
-
-
-def _normalize(device: torch.device | str) -> torch.device:
-    """'cuda' -> 'cuda:0' (the current device), so devices compare equal to tensors' devices."""
-    device = torch.device(device)
+def resolve_device(device: torch.device | str | None = None) -> torch.device:
+    """The device an engine runs on: `device`, or the GPU if there is one, else the CPU; 'cuda'
+    becomes 'cuda:<current>', so devices compare equal to tensors' devices."""
+    device = torch.device(device if device is not None else ("cuda" if config.HAS_CUDA else "cpu"))
     if device.type == "cuda" and device.index is None:
         return torch.device("cuda", torch.cuda.current_device())
     return device
@@ -63,29 +62,28 @@ class _Captured:
 class Engine:
     """A compiled model: `engine(*inputs)` returns the list of its outputs."""
 
-    def __init__(self, program: Program, device: torch.device | str | None = None,
+    def __init__(self, plan: Plan, device: torch.device | str | None = None,
                  kernel_dir: Path | None = None, cuda_graph: bool = True,
                  streams: int | None = None):
-        self.program = program
-        self.dynamic = getattr(program, "dynamic", None)   # BatchInfo of a batch-profile build
+        self.plan = plan
+        self.dynamic = plan.dynamic   # BatchInfo of a batch-profile build
         # On a GPU the launch sequence is captured once per batch size and replayed.
         self.cuda_graph = cuda_graph
-        self.device = _normalize(device if device is not None else default_device())
-        self.kernel_dir = kernel_dir or config.CACHE_DIR / "kernels"
-        needed = self._needed_values()
-        self.constants = {name: self._place(t, program.layouts[name])
-                          for name, t in program.constants.items() if name in needed}
-        self.launchers = [load_kernel(s.kernel, self.kernel_dir).launch if s.kind == "kernel" else None
-                          for s in program.steps]
-        self._index = {id(s): k for k, s in enumerate(program.steps)}
-        self._batched = self.dynamic.batched_kernels if self.dynamic is not None else set()
+        self.device = resolve_device(device)
+        self.kernel_dir = kernel_dir or default_kernel_dir()
+        self.constants = {name: self._place(t, plan.layouts[name]) for name, t in plan.constants.items()}
+        self.launchers = [load_kernel(s.name, s.source, self.kernel_dir).launch if s.kind == "kernel" else None
+                          for s in plan.steps]
+        # The launch keywords of each kernel step, built once (the per-call path reuses them).
+        self._launch_kwargs = [s.config.to_dict() if s.kind == "kernel" else None for s in plan.steps]
+        self._index = {id(s): k for k, s in enumerate(plan.steps)}
         # Several streams only pay off (and only exist) on a GPU; on the CPU steps run in order.
         if streams is None:
             streams = DEFAULT_MAX_STREAMS if self.device.type == "cuda" else 1
-        ios = step_ios(program.steps)
+        ios = step_ios(plan.steps)
         self.schedule: Schedule = build_schedule(ios, streams)
         self.memory: MemoryPlan = plan_memory(ios, self.layouts_at(self.max_batch),
-                                              self.graph.outputs, self.schedule.happens_before)
+                                              plan.outputs, self.schedule.happens_before)
         self.arena = Arena(self.memory.arena_bytes, self.device)
         self._bound: dict[int | None, _Bound] = {}
         self._graphs: dict[int | None, _Captured] = {}
@@ -95,13 +93,22 @@ class Engine:
 
     # -- public -------------------------------------------------------------------------------
     @property
-    def graph(self):
-        return self.program.graph
+    def inputs(self) -> list[str]:
+        return self.plan.inputs
+
+    @property
+    def outputs(self) -> list[str]:
+        return self.plan.outputs
 
     @property
     def num_kernels(self) -> int:
         """Kernel launches per run: generated kernels plus ops that run through torch."""
-        return sum(s.kind in ("kernel", "torch") for s in self.program.steps)
+        return self.plan.num_kernels
+
+    @property
+    def captured_batches(self) -> set[int | None]:
+        """The batch sizes whose launch sequence is captured in a CUDA graph (None: static)."""
+        return set(self._graphs)
 
     @property
     def profile(self):
@@ -136,25 +143,25 @@ class Engine:
 
     def save(self, path) -> None:
         """Write the engine to one file (runtime/format.py); `trident.runtime.load_engine` reads it."""
-        from trident.runtime.format import save_engine
-
-        save_engine(self, path)
+        save_engine(self.plan, path, self.device,
+                    {"cuda_graph": self.cuda_graph, "streams": self.schedule.num_streams,
+                     "arena_bytes": self.memory.arena_bytes})
 
     def input_specs(self, batch: int | None = None) -> list[tuple[str, tuple[int, ...], torch.dtype]]:
         """(name, shape, dtype) of each input; a dynamic engine's at `batch` (default: opt)."""
         specs = []
-        for name in self.graph.inputs:
-            t = self.graph.types[name]
-            shape = tuple(t.shape)
+        for name in self.plan.inputs:
+            lay = self.plan.layouts[name]
+            shape = tuple(lay.shape)
             if self.dynamic is not None:
                 shape = self.dynamic.input_shape(name, batch or self.dynamic.profile.opt)
-            specs.append((name, shape, t.dtype))
+            specs.append((name, shape, lay.dtype))
         return specs
 
     def layouts_at(self, batch: int | None) -> dict[str, Layout]:
         if self.dynamic is None or batch is None:
-            return self.program.layouts
-        return self.dynamic.layouts_at(batch, self.program.layouts)
+            return self.plan.layouts
+        return self.dynamic.layouts_at(batch, self.plan.layouts)
 
     def memory_report(self) -> dict:
         """Bytes of the arena, of all intermediates (without reuse), of weights and of outputs."""
@@ -173,14 +180,14 @@ class Engine:
     # -- input checks ---------------------------------------------------------------------------
     def check_inputs(self, inputs: Sequence) -> int | None:
         """Raise InputError unless `inputs` fit the engine; returns the batch (dynamic engines)."""
-        names = self.graph.inputs
+        names = self.plan.inputs
         if len(inputs) != len(names):
-            raise InputError(f"{self.graph.name}: expected {len(names)} input(s) "
+            raise InputError(f"{self.plan.name}: expected {len(names)} input(s) "
                              f"({self._describe_inputs()}), got {len(inputs)}")
         batch = None
         for k, (name, x) in enumerate(zip(names, inputs)):
             where = f'input "{name}" (#{k + 1} of {len(names)})'
-            expected = self.graph.types[name]
+            expected = self.plan.layouts[name]
             if not isinstance(x, torch.Tensor):
                 raise InputError(f"{where}: expected a torch.Tensor, got {type(x).__name__}")
             if x.dtype != expected.dtype:
@@ -193,12 +200,10 @@ class Engine:
 
     def _check_shape(self, where: str, name: str, shape: tuple, batch: int | None) -> int | None:
         if self.dynamic is None:
-            want = tuple(self.graph.types[name].shape)
+            want = tuple(self.plan.layouts[name].shape)
             if shape != want:
                 raise InputError(f"{where}: expected shape {want}, got {shape}")
             return batch
-        from trident.compiler.codegen.dynamic import check_batch
-
         info = self.dynamic
         expected = info.shape_text(name)
         if len(shape) != len(info.inputs[name]):
@@ -209,7 +214,7 @@ class Engine:
             raise InputError(f"{where}: shape {shape} does not fit {expected} for any batch "
                              f"(profile {info.profile})")
         if mine is not None:
-            check_batch(mine, info.profile, name, shape)
+            info.profile.check(mine, name, shape)
             if batch is not None and mine != batch:
                 raise InputError(f"{where}: batch {mine}, but an earlier input has batch {batch}")
             batch = mine
@@ -222,10 +227,10 @@ class Engine:
 
     def _describe_inputs(self) -> str:
         parts = []
-        for name in self.graph.inputs:
-            t = self.graph.types[name]
-            shape = self.dynamic.shape_text(name) if self.dynamic else str(tuple(t.shape))
-            parts.append(f"{name}: {str(t.dtype).replace('torch.', '')}{shape}")
+        for name in self.plan.inputs:
+            lay = self.plan.layouts[name]
+            shape = self.dynamic.shape_text(name) if self.dynamic else str(tuple(lay.shape))
+            parts.append(f"{name}: {str(lay.dtype).replace('torch.', '')}{shape}")
         return ", ".join(parts)
 
     def _prepare(self, inputs: Sequence[torch.Tensor]) -> tuple[int | None, list[torch.Tensor]]:
@@ -236,7 +241,7 @@ class Engine:
     def _batch_from(self, inputs: Sequence[torch.Tensor]) -> int | None:
         if self.dynamic is None:
             return None
-        for name, x in zip(self.graph.inputs, inputs):
+        for name, x in zip(self.plan.inputs, inputs):
             b = self.dynamic.batch_of(name, tuple(x.shape))
             if b is not None:
                 return b
@@ -248,7 +253,7 @@ class Engine:
             batch = self._batch_from(inputs)
         bound = self._bind(batch)
         env = dict(self.constants)
-        env.update(zip(self.graph.inputs, inputs))
+        env.update(zip(self.plan.inputs, inputs))
         env.update(bound.arena)
         for value in self.memory.external:  # allocated before any side stream forks
             env[value] = self._empty(bound.layouts[value])
@@ -257,14 +262,14 @@ class Engine:
             if on_step is None and self.schedule.multi_stream and self.device.type == "cuda":
                 self._run_streams(env)
             else:
-                for k, (step, launch) in enumerate(zip(self.program.steps, self.launchers)):
+                for k, (step, launch) in enumerate(zip(self.plan.steps, self.launchers)):
                     if on_step is None:
                         self._run_step(step, launch, env)
                     else:
                         on_step(k, step, functools.partial(self._run_step, step, launch, env), env)
         finally:
             self._active = None
-        return [env[o] for o in self.graph.outputs]
+        return [env[o] for o in self.plan.outputs]
 
     def _run_streams(self, env: dict) -> None:
         sched = self.schedule
@@ -278,7 +283,7 @@ class Engine:
         fork.record(main)
         for s in side:
             s.wait_event(fork)
-        for k, (step, launch) in enumerate(zip(self.program.steps, self.launchers)):
+        for k, (step, launch) in enumerate(zip(self.plan.steps, self.launchers)):
             s = sched.stream_of[k]
             if s is None:
                 self._run_step(step, launch, env)
@@ -318,10 +323,10 @@ class Engine:
             for value in step.outputs:
                 if value not in env:
                     env[value] = self._empty(bound.layouts[value])
-            if k in self._batched:
-                launch(*[env[a] for a in step.kernel.args], config=step.kernel.config, nb=bound.batch)
+            if step.batched:
+                launch(*[env[a] for a in step.args], config=self._launch_kwargs[k], nb=bound.batch)
             else:
-                launch(*[env[a] for a in step.kernel.args], config=step.kernel.config)
+                launch(*[env[a] for a in step.args], config=self._launch_kwargs[k])
         elif step.kind == "view":
             source = env[step.inputs[0]]
             for value in step.outputs:
@@ -329,9 +334,9 @@ class Engine:
                 env[value] = source.as_strided(lay.shape, lay.strides,
                                                source.storage_offset() + lay.offset)
         else:
-            node = bound.nodes.get(k, step.group.nodes[0])
+            node = bound.nodes.get(k, step.node)
             outs = evaluate(node, [env[i] for i in node.inputs],
-                            [self.graph.types[o] for o in node.outputs])
+                            [TensorType(bound.layouts[o].shape, bound.layouts[o].dtype) for o in node.outputs])
             for value, out in zip(node.outputs, outs):
                 dst = env.get(value)
                 if dst is None:
@@ -355,24 +360,12 @@ class Engine:
                 arena[value] = self.arena.tensor(offset, lay)
             nodes = {}
             if self.dynamic is not None and batch is not None:
-                from trident.compiler.codegen.dynamic import instantiate
-
                 for k, template in self.dynamic.node_attrs.items():
-                    node = self.program.steps[k].group.nodes[0]
+                    node = self.plan.steps[k].node
                     nodes[k] = Node(node.op, node.inputs, node.outputs,
                                     instantiate(template, batch), node.name)
             bound = self._bound[batch] = _Bound(batch, layouts, nodes, arena)
         return bound
-
-    def _needed_values(self) -> set[str]:
-        needed = set(self.graph.outputs)
-        for s in self.program.steps:
-            needed.update(s.inputs)
-            if s.kernel is not None:
-                needed.update(s.kernel.args)
-            if s.kind == "torch":
-                needed.update(s.group.nodes[0].inputs)
-        return needed
 
     def _place(self, tensor: torch.Tensor, layout: Layout) -> torch.Tensor:
         out = torch.empty_strided(layout.shape, layout.strides, dtype=layout.dtype, device=self.device)
@@ -385,3 +378,18 @@ class Engine:
     def _alloc(self, value: str) -> torch.Tensor:
         bound = self._active or self._bind(self._default_batch())
         return self._empty(bound.layouts[value])
+
+
+def load_engine(path, device=None, *, force: bool = False, any_gpu: bool = False,
+                cuda_graph: bool = True, streams: int | None = None) -> Engine:
+    """Load an engine saved with `engine.save(path)` (runtime/format.py).
+
+    force: run a file built for another GPU or other versions anyway. any_gpu: accept a file built
+    for another GPU (its launch configs were tuned there; trident.compiler.build.retune re-tunes
+    them here).
+    """
+    device = resolve_device(device)
+    file = read_engine(path, device, force=force, any_gpu=any_gpu)
+    engine = Engine(file.plan, device=device, cuda_graph=cuda_graph, streams=streams)
+    engine.file_info = file.info
+    return engine

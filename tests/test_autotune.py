@@ -13,19 +13,20 @@ import pytest
 import torch
 
 from trident.compiler import build_engine, config
-from trident.compiler.autotune import (CacheWarning, Config, DeviceLimits, TuningCache, candidates,
-                                       collect_units, export_cache, full_space, import_cache, prune,
-                                       prune_reason, read_timing_cache, tune_program, write_timing_cache)
+from trident.compiler.autotune import (CacheWarning, DeviceLimits, LaunchConfig, TuningCache, candidates,
+                                       collect_units, export_cache, full_space, import_cache, plan_kernels,
+                                       problem_of, program_kernels, prune, prune_reason, read_timing_cache,
+                                       tune_plan, tune_program, write_timing_cache)
 from trident.compiler.autotune import cache as cache_mod
 from trident.compiler.autotune.report import Progress
 from trident.compiler.autotune.space import gemm_smem
 from trident.compiler.build import compile_graph, import_model
-from trident.compiler.codegen.program import Layout
+from trident.compiler.ir.plan import Layout
 from trident.compiler.errors import TridentError
 from trident.models import MODELS
 
 GEMM = {"template": "matmul", "M": 4096, "N": 4096, "K": 4096, "batch": 1, "dtype": torch.float16}
-BASE = Config.of(8, 3, BLOCK_M=128, BLOCK_N=256, BLOCK_K=64, GROUP_M=8)
+BASE = LaunchConfig.of(8, 3, BLOCK_M=128, BLOCK_N=256, BLOCK_K=64, GROUP_M=8)
 
 
 def program_of(name="mlp", batch=4):
@@ -49,23 +50,63 @@ def by_size(run, cfg):
 
 
 def kernel_configs(program):
-    return [dict(s.kernel.config) for s in program.steps if s.kind == "kernel"]
+    return [s.kernel.config for s in program.steps if s.kind == "kernel"]
 
 
 # ------------------------------------------------------------------------------ configs ----
 def test_config_round_trips_launch_dicts():
     for launch in ({"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 32, "GROUP_M": 8, "num_warps": 4, "num_stages": 3},
                    {"BLOCK": 1024, "num_warps": 4}, {"BLOCK_X": 16, "BLOCK_R": 1024, "num_warps": 8}):
-        cfg = Config.from_dict(launch)
+        cfg = LaunchConfig.from_dict(launch)
         assert cfg.to_dict() == launch
-        assert hash(cfg) == hash(Config.from_dict(dict(launch)))
+        assert hash(cfg) == hash(LaunchConfig.from_dict(dict(launch)))
     assert str(BASE) == "128x256x64 g8 w8 s3"
     assert BASE.replace(num_stages=4).num_stages == 4 and BASE["BLOCK_N"] == 256
+    assert BASE.BLOCK_M == 128 and BASE.get("PERSISTENT", 0) == 0
+    with pytest.raises(AttributeError, match="no BLOCK_X"):
+        BASE.BLOCK_X  # noqa: B018
+
+
+def test_one_config_type_from_template_to_launch():
+    """A template's heuristic returns the LaunchConfig that codegen puts in the kernel, the tuner
+    searches around, the plan stores and the kernel's CONFIG literal spells out."""
+    from trident.kernels.matmul import heuristic_config
+
+    program = program_of("mlp", 2)
+    step = next(s for s in program.steps if s.kind == "kernel" and s.kernel.problem["template"] == "matmul")
+    p = step.kernel.problem
+    expected = heuristic_config(p["M"], p["N"], p["K"], p["dtype"], 4)
+    assert isinstance(expected, LaunchConfig) and step.kernel.config == expected
+    assert f"CONFIG = {expected.to_dict()!r}" in step.kernel.source
+    assert candidates(p, step.kernel.config, "fast")[0] == expected
+    plan_step = next(s for s in program.plan().kernel_steps() if s.name == step.kernel.name)
+    assert plan_step.config == expected
+
+
+def test_kernel_sources_declare_their_problem():
+    program = program_of("resnet_tiny", 2)
+    for step in program.steps:
+        if step.kind == "kernel":
+            assert problem_of(step.kernel.source) == cache_mod.canonical(step.kernel.problem)
+    assert problem_of("x = 1\n") == {} and problem_of("PROBLEM = foo()\n") == {}
+
+
+def test_tune_plan_retunes_a_plan_without_its_program(tmp_path):
+    """A plan (as read from an engine file) carries no problems: the tuner reads each kernel's
+    declared PROBLEM, and the plan comes back with the chosen configs, its code unchanged."""
+    plan = program_of("mlp", 2).plan()
+    assert all(k.problem for k in plan_kernels(plan))
+    tuned, report = tune_plan(plan, "fast", cache=TuningCache(tmp_path), timer=by_size, progress=False)
+    assert report.count("tuned") == len(report.rows) > 0
+    assert [s.source for s in tuned.kernel_steps()] == [s.source for s in plan.kernel_steps()]
+    assert [s.config for s in tuned.kernel_steps()] != [s.config for s in plan.kernel_steps()]
+    chosen = {r.name: r.config for r in report.rows}
+    assert all(s.config == chosen[s.name] for s in tuned.kernel_steps() if s.name in chosen)
 
 
 # ------------------------------------------------------------------------------ pruning ----
 def test_pruning_removes_configs_over_shared_memory():
-    big = Config.of(8, 5, BLOCK_M=128, BLOCK_N=128, BLOCK_K=128, GROUP_M=8)  # 5 * 64 KB = 320 KB
+    big = LaunchConfig.of(8, 5, BLOCK_M=128, BLOCK_N=128, BLOCK_K=128, GROUP_M=8)  # 5 * 64 KB = 320 KB
     assert gemm_smem(big, torch.float16) > DeviceLimits().smem_per_block
     assert prune_reason(big, GEMM) == "shared memory"
     small_gpu = DeviceLimits(smem_per_block=64 * 1024)
@@ -76,18 +117,18 @@ def test_pruning_removes_configs_over_shared_memory():
 
 
 def test_pruning_removes_register_hungry_and_oversize_tiles():
-    assert prune_reason(Config.of(4, 3, BLOCK_M=256, BLOCK_N=256, BLOCK_K=32, GROUP_M=8), GEMM) == "registers"
+    assert prune_reason(LaunchConfig.of(4, 3, BLOCK_M=256, BLOCK_N=256, BLOCK_K=32, GROUP_M=8), GEMM) == "registers"
     skinny = dict(GEMM, M=8)
-    base = Config.of(4, 4, BLOCK_M=16, BLOCK_N=64, BLOCK_K=64, GROUP_M=8)
+    base = LaunchConfig.of(4, 4, BLOCK_M=16, BLOCK_N=64, BLOCK_K=64, GROUP_M=8)
     for level in ("fast", "full"):
         cands = candidates(skinny, base, level)
         assert cands[0] == base and len(cands) > 1
         assert all(c["BLOCK_M"] == 16 for c in cands), "no tile taller than 16 rows for M=8"
     tiny_k = dict(GEMM, K=16)
     assert all(c["BLOCK_K"] == 16 for c in candidates(tiny_k, base.replace(BLOCK_K=16), "full"))
-    assert prune_reason(Config.of(4, BLOCK=8192), {"template": "pointwise", "numel": 100}) is not None
+    assert prune_reason(LaunchConfig.of(4, BLOCK=8192), {"template": "pointwise", "numel": 100}) is not None
     reduction = {"template": "reduction", "rows": 4, "length": 768}
-    rbase = Config.of(4, BLOCK_X=4, BLOCK_R=1024)
+    rbase = LaunchConfig.of(4, BLOCK_X=4, BLOCK_R=1024)
     assert all(c["BLOCK_X"] <= 4 and c["BLOCK_R"] == 1024 for c in candidates(reduction, rbase, "full"))
 
 
@@ -96,11 +137,11 @@ def test_every_template_has_a_space_led_by_the_heuristic():
         (GEMM, BASE),
         ({"template": "conv", "M": 50176, "N": 256, "K": 2304, "C": 256, "KH": 3, "KW": 3, "groups": 1,
           "dtype": torch.float16, "tile": "conv2d_nhwc_tile"}, BASE.replace(BLOCK_N=128, num_stages=4)),
-        ({"template": "pool", "M": 802816, "C": 64}, Config.of(4, BLOCK_M=32, BLOCK_N=64)),
+        ({"template": "pool", "M": 802816, "C": 64}, LaunchConfig.of(4, BLOCK_M=32, BLOCK_N=64)),
         ({"template": "depthwise", "M": 802816, "N": 1, "K": 9, "C": 1, "KH": 3, "KW": 3, "groups": 64,
-          "dtype": torch.float16}, Config.of(4, BLOCK_M=64, BLOCK_N=64)),
-        ({"template": "pointwise", "numel": 1 << 20}, Config.of(4, BLOCK=1024)),
-        ({"template": "reduction", "rows": 4096, "length": 768}, Config.of(4, BLOCK_X=4, BLOCK_R=1024)),
+          "dtype": torch.float16}, LaunchConfig.of(4, BLOCK_M=64, BLOCK_N=64)),
+        ({"template": "pointwise", "numel": 1 << 20}, LaunchConfig.of(4, BLOCK=1024)),
+        ({"template": "reduction", "rows": 4096, "length": 768}, LaunchConfig.of(4, BLOCK_X=4, BLOCK_R=1024)),
     ]
     for problem, base in problems:
         fast, full = candidates(problem, base, "fast"), candidates(problem, base, "full")
@@ -114,7 +155,8 @@ def test_every_template_has_a_space_led_by_the_heuristic():
 # ----------------------------------------------------------------------------- cache key ----
 SOURCE = "# trident generated kernel: k\n#   node\nimport triton\n\ndef kernel(in0, out0):\n    pass\n"
 LAYOUTS = [Layout((4, 8), (8, 1), torch.float16), Layout((4, 8), (8, 1), torch.float16)]
-IDENTITY = {"gpu": "NVIDIA H200", "capability": [9, 0]}
+IDENTITY = {"versions": {"trident": "0.1.0", "triton": "3.6.0", "torch": "2.11.0"}, "templates": "t0",
+            "device": {"name": "NVIDIA H200", "capability": [9, 0]}}
 
 
 def key(source=SOURCE, problem=GEMM, layouts=LAYOUTS, identity=IDENTITY):
@@ -131,18 +173,28 @@ def test_cache_key_covers_every_component(monkeypatch):
         key(problem=dict(GEMM, dtype=torch.float32)),
         key(layouts=[LAYOUTS[0], Layout((4, 8), (1, 4), torch.float16)]),
         key(layouts=[LAYOUTS[0], Layout((4, 8), (8, 1), torch.float32)]),
-        key(identity={"gpu": "NVIDIA H100 80GB HBM3", "capability": [9, 0]}),
-        key(identity={"gpu": "NVIDIA H200", "capability": [10, 0]}),
+        key(identity=dict(IDENTITY, device={"name": "NVIDIA H100 80GB HBM3", "capability": [9, 0]})),
+        key(identity=dict(IDENTITY, device={"name": "NVIDIA H200", "capability": [10, 0]})),
+        key(identity=dict(IDENTITY, templates="edited template")),
     ]
-    monkeypatch.setattr(cache_mod, "templates_hash", lambda: "edited template")
-    variants.append(key())
-    monkeypatch.undo()
-    for field, value in (("triton", "9.9.9"), ("trident", "9.9.9")):
-        monkeypatch.setattr(cache_mod, "versions", lambda f=field, v=value: {"triton": "3.6.0", "trident": "0.1.0",
-                                                                              f: v})
-        variants.append(key())
-    monkeypatch.undo()
+    for field in ("triton", "trident", "torch"):
+        variants.append(key(identity=dict(IDENTITY, versions={**IDENTITY["versions"], field: "9.9.9"})))
     assert base not in variants and len(set(variants)) == len(variants)
+
+
+def test_cache_key_and_engine_file_share_one_identity():
+    """The autotune key is built from the identity an engine header records (kernels/identity.py):
+    the same versions, templates hash and device, under the same names."""
+    from trident.kernels import identity
+
+    here = identity.identity()
+    components = cache_mod.key_components(SOURCE, GEMM, LAYOUTS, here)
+    assert {k: components[k] for k in ("versions", "templates", "device")} == here
+    assert set(here["versions"]) == {"trident", "triton", "torch"}
+    # the templates hash covers the modules with device code, not the benchmarks or sweeps
+    names = {p.name for p in identity.template_files()}
+    assert {"common.py", "conv.py", "matmul.py", "pool.py", "prims.py"} <= names
+    assert not names & {"bench.py", "sweep.py", "identity.py", "loader.py", "__init__.py"}
 
 
 # ---------------------------------------------------------------------------- disk cache ----
@@ -290,7 +342,7 @@ def test_fake_timer_picks_the_fastest_and_records_failures(tmp_path):
         assert row.ms <= row.base_ms or math.isnan(row.base_ms) or math.isinf(row.base_ms)
     tuned = kernel_configs(program)
     assert tuned != heuristic
-    chosen = {r.name: r.config.to_dict() for r in report.rows}
+    chosen = {r.name: r.config for r in report.rows}
     steps = {s.kernel.name: s.kernel.config for s in program.steps if s.kind == "kernel"}
     for name, cfg in chosen.items():
         assert steps[name] == cfg
@@ -311,12 +363,12 @@ def test_a_kernel_whose_configs_all_fail_keeps_its_heuristic(tmp_path):
 
 def test_identical_problems_are_tuned_once(tmp_path):
     program = program_of("bert_tiny", 2)  # its two layers repeat every GEMM problem
-    units = collect_units(program, {"gpu": "cpu", "capability": [0, 0]})
+    units = collect_units(program_kernels(program), program.layouts, IDENTITY)
     kernels = sum(s.kind == "kernel" and bool(s.kernel.problem) for s in program.steps)
-    assert sum(len(u.steps) for u in units) == kernels
+    assert sum(len(u.kernels) for u in units) == kernels
     assert len(units) < kernels
     for unit in units:  # a unit shares one problem, whatever its kernels' epilogues
-        assert all(s.kernel.problem == unit.problem for s in unit.steps)
+        assert all(k.problem == unit.problem for k in unit.kernels)
     timed = []
     tune_program(program, "fast", cache=TuningCache(tmp_path),
                  timer=lambda run, cfg: timed.append(cfg) or 1.0, progress=False)
@@ -345,12 +397,12 @@ def test_tune_none_is_the_heuristic_and_the_cpu_ignores_tuning(monkeypatch, caps
     model, inputs = build().eval(), make_inputs(2)
     heuristic = kernel_configs(program_of("mlp", 2))
     engine = build_engine(model, "fp16", example_inputs=inputs, tune="none")
-    assert kernel_configs(engine.program) == heuristic
+    assert [s.config for s in engine.plan.kernel_steps()] == heuristic
     monkeypatch.setattr(config, "QUIET", False)
     engine = build_engine(model, "fp16", example_inputs=inputs, tune="fast", timing_cache=tmp_path / "t.timing")
     err = capsys.readouterr().err
     assert "needs a CUDA GPU" in err and len([l for l in err.splitlines() if "tune=" in l]) == 1
-    assert kernel_configs(engine.program) == heuristic
+    assert [s.config for s in engine.plan.kernel_steps()] == heuristic
     torch.testing.assert_close(engine(*inputs)[0], model(*inputs), rtol=2e-2, atol=2e-2)
     assert not (tmp_path / "autotune").exists()
     with pytest.raises(TridentError, match="tune must be one of"):
@@ -391,7 +443,7 @@ def test_interpreter_runs_verify_the_winner_against_the_heuristic(tmp_path, monk
     import time
 
     from trident.compiler.autotune import measure
-    from trident.runtime.engine import Engine
+    from trident.compiler.build import engine_from
 
     build, make_inputs = MODELS["mlp"]
     model, inputs = build().eval(), make_inputs(2)
@@ -405,7 +457,7 @@ def test_interpreter_runs_verify_the_winner_against_the_heuristic(tmp_path, monk
     report = tune_program(program, "fast", cache=TuningCache(tmp_path / "a"), timer=wall, verify=True,
                           progress=False)
     assert report.count("tuned") == len(report.rows)
-    torch.testing.assert_close(Engine(program)(*inputs)[0], model(*inputs), rtol=2e-2, atol=2e-2)
+    torch.testing.assert_close(engine_from(program)(*inputs)[0], model(*inputs), rtol=2e-2, atol=2e-2)
 
     # A winner whose outputs differ from the heuristic config's is refused.
     monkeypatch.setattr(measure, "outputs_close", lambda got, want: False)

@@ -5,10 +5,11 @@ import pytest
 import torch
 
 from trident.compiler import build_engine, config
-from trident.compiler.autotune import read_timing_cache
+from trident.compiler.autotune import problem_of, read_timing_cache
 from trident.compiler.autotune.compile_pool import CompilePool
 from trident.compiler.autotune.measure import gpu_timer
-from trident.compiler.build import BuildTrace
+from trident.compiler.build import BuildTrace, retune
+from trident.kernels.loader import load_kernel
 from trident.models import MODELS
 
 pytestmark = pytest.mark.gpu
@@ -31,7 +32,7 @@ class Linears(torch.nn.Module):
 
 
 def configs(engine):
-    return [dict(s.kernel.config) for s in engine.program.steps if s.kind == "kernel"]
+    return [s.config for s in engine.plan.kernel_steps()]
 
 
 def test_tuned_small_matmul_model_matches_torch_and_is_cached(tmp_path, monkeypatch):
@@ -83,15 +84,13 @@ def test_compile_pool_compiles_a_generated_kernel(tmp_path, monkeypatch):
     monkeypatch.setattr(config, "CACHE_DIR", tmp_path)
     model = Linears().eval().cuda()
     engine = build_engine(model, "fp16", example_inputs=(torch.randn(64, 512, device="cuda"),))
-    step = next(s for s in engine.program.steps if s.kind == "kernel" and s.kernel.problem.get("template") == "matmul")
-    from trident.compiler.codegen import load_kernel
-
-    module = load_kernel(step.kernel, tmp_path / "kernels")
-    dtypes = [str(engine.program.layouts[a].dtype).replace("torch.", "") for a in step.kernel.args]
+    step = next(s for s in engine.plan.kernel_steps() if problem_of(s.source).get("template") == "matmul")
+    module = load_kernel(step.name, step.source, tmp_path / "kernels")
+    dtypes = [str(engine.plan.layouts[a].dtype).replace("torch.", "") for a in step.args]
     pool = CompilePool(2)
     try:
-        ok = pool.submit(module.__file__, dtypes, step.kernel.config).result(timeout=300)
-        bad = pool.submit(module.__file__, dtypes, dict(step.kernel.config, BLOCK_K=7)).result(timeout=300)
+        ok = pool.submit(module.__file__, dtypes, step.config.to_dict()).result(timeout=300)
+        bad = pool.submit(module.__file__, dtypes, step.config.replace(BLOCK_K=7).to_dict()).result(timeout=300)
     finally:
         pool.close()
     assert ok.get("ok"), ok
@@ -103,3 +102,19 @@ def test_gpu_timer_orders_work_by_size():
     large = torch.empty(1 << 28, device="cuda", dtype=torch.float16)
     t_small, t_large = gpu_timer(lambda: small.clone()), gpu_timer(lambda: large.clone())
     assert 0 < t_small < t_large
+
+
+def test_retune_an_engine_file(tmp_path, monkeypatch):
+    """An engine file re-tuned on this GPU (as for a file built on another one): same kernels,
+    configs chosen by timing here, outputs still right."""
+    monkeypatch.setattr(config, "CACHE_DIR", tmp_path)
+    model = Linears().eval().cuda()
+    x = torch.randn(512, 512, device="cuda")
+    engine = build_engine(model, "fp16", example_inputs=(x,))
+    path = tmp_path / "linears.engine"
+    engine.save(path)
+    tuned = retune(path, "fast")
+    assert [s.source for s in tuned.plan.kernel_steps()] == [s.source for s in engine.plan.kernel_steps()]
+    assert list((tmp_path / "autotune").glob("??/*.json"))  # the timings were cached here
+    with torch.no_grad():
+        assert rel_err(tuned(x)[0], model(x)) < 2e-2

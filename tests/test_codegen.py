@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from trident.compiler.build import BuildTrace, compile_graph
-from trident.compiler.codegen.kernels import reads_any_layout
+from trident.compiler.codegen.templates import reads_any_layout
 from trident.compiler.ir import GraphBuilder, TensorType
 from trident.compiler.testing import assert_matches_reference
 from trident.kernels import prims
@@ -268,14 +268,14 @@ def test_attention_transpose_reshape_is_a_view(rng):
 
 
 def test_generated_source_is_readable_file(tmp_path, rng):
-    from trident.compiler.codegen import load_kernel
+    from trident.kernels.loader import load_kernel
 
     g = graph_of([(4, 5)], lambda b, x: b.add1("relu", [b.add1("add", [x, x])]))
     program = compile_graph(g, "fp32")
     kernel = program.steps[0].kernel
     assert kernel.source.startswith("# trident generated kernel: pointwise_add_relu")
     assert "add = add(x0, x0)" in kernel.source  # the header lists the IR nodes it covers
-    module = load_kernel(kernel, tmp_path)
+    module = load_kernel(kernel.name, kernel.source, tmp_path)
     assert module.__file__.startswith(str(tmp_path)) and hasattr(module, "launch")
 
 
@@ -320,10 +320,13 @@ def test_dependent_convs_are_not_merged(rng):
 def persistent_one_program(monkeypatch):
     """Every GEMM-like kernel launches persistently with one program per grid row (per conv group
     or matmul batch), so that program's tile loop visits every tile."""
-    import trident.compiler.codegen.kernels as kernels
+    import trident.kernels.conv as conv
+    import trident.kernels.matmul as matmul
 
-    plain = kernels._tile_config
-    monkeypatch.setattr(kernels, "_tile_config", lambda cfg: dict(plain(cfg), PERSISTENT=1))
+    for templates in (conv, matmul):
+        plain = templates.heuristic_config
+        monkeypatch.setattr(templates, "heuristic_config",
+                            lambda *a, plain=plain, **k: plain(*a, **k).replace(PERSISTENT=1))
     monkeypatch.setattr("trident.kernels.common.num_sms", lambda: 1)
 
 
@@ -449,10 +452,10 @@ def test_horizontal_members_share_shared_memory(members, elem, expect):
     # Three sibling convs at 4 stages of 128x128x64 fp16 asked for 256 KB on an H200 (over its
     # 227): a horizontal kernel's shared config gives up stages, then K depth, until all fit.
     from trident.compiler.codegen.kernels import _fit_members
-    from trident.kernels.common import PIPELINE_SMEM_BUDGET, TileConfig
+    from trident.kernels.common import PIPELINE_SMEM_BUDGET, tile_config
 
-    cfg = _fit_members(TileConfig(128, 128, 128 // elem, 8, 4, 4, programs_per_sm=2), members, elem)
+    cfg = _fit_members(tile_config(128, 128, 128 // elem, 8, 4, 4, PERSISTENT=2), members, elem)
     assert (cfg.num_stages, cfg.BLOCK_K) == expect
-    assert (cfg.BLOCK_M, cfg.BLOCK_N, cfg.programs_per_sm) == (128, 128, 2)
+    assert (cfg.BLOCK_M, cfg.BLOCK_N, cfg.PERSISTENT) == (128, 128, 2)
     fits = members * cfg.num_stages * (cfg.BLOCK_M + cfg.BLOCK_N) * cfg.BLOCK_K * elem <= PIPELINE_SMEM_BUDGET
     assert fits or (cfg.num_stages, cfg.BLOCK_K * elem) == (2, 32)  # at the floor: as small as it goes

@@ -10,6 +10,9 @@ import pytest
 import torch
 
 from trident.compiler import EngineFileError, build_engine
+from trident.compiler.build import retune
+from trident.compiler.ir.plan import Plan
+from trident.kernels import identity
 from trident.models import MODELS
 from trident.runtime import format as fmt
 from trident.runtime import load_engine
@@ -36,7 +39,7 @@ def test_round_trip_identical_outputs(saved):
     assert outputs_equal(engine(*inputs), loaded(*inputs))
     assert loaded.num_kernels == engine.num_kernels
     assert loaded.memory.arena_bytes == engine.memory.arena_bytes
-    assert loaded.file_info["versions"] == fmt.versions()
+    assert loaded.file_info["versions"] == identity.versions()
     assert loaded.file_info["device"]["name"] == "cpu-interpreter"
     # the weights are stored once, packed in their kernel layouts; unused originals are dropped
     assert set(loaded.constants) == set(engine.constants)
@@ -144,14 +147,15 @@ def test_fuzz_random_corruptions(saved, tmp_path):
 
 
 def _resave(engine, path, **patches):
-    original = {k: getattr(fmt, k) for k in patches}
+    """Save as if built elsewhere: patches replace functions of trident.kernels.identity."""
+    original = {k: getattr(identity, k) for k in patches}
     try:
         for k, v in patches.items():
-            setattr(fmt, k, v)
+            setattr(identity, k, v)
         engine.save(path)
     finally:
         for k, v in original.items():
-            setattr(fmt, k, v)
+            setattr(identity, k, v)
 
 
 def test_other_gpu_is_refused_unless_forced(saved, tmp_path):
@@ -162,15 +166,22 @@ def test_other_gpu_is_refused_unless_forced(saved, tmp_path):
                                               r"cpu-interpreter.*force=True"):
         load_engine(path)
     assert outputs_equal(load_engine(path, force=True)(*inputs), engine(*inputs))
+    assert outputs_equal(load_engine(path, any_gpu=True)(*inputs), engine(*inputs))
+    # re-tuning accepts another GPU's file (on the CPU nothing is timed: the configs stay)
+    retuned = retune(path)
+    assert outputs_equal(retuned(*inputs), engine(*inputs))
+    assert [s.config for s in retuned.plan.kernel_steps()] == [s.config for s in engine.plan.kernel_steps()]
 
 
 def test_other_versions_are_refused(saved, tmp_path):
     engine, _, _ = saved
     path = tmp_path / "old.engine"
-    ours = fmt.versions()
+    ours = identity.versions()
     _resave(engine, path, versions=lambda: {**ours, "triton": "2.1.0"})
     with pytest.raises(EngineFileError, match=r"built with triton 2.1.0, this is triton"):
         load_engine(path)
+    with pytest.raises(EngineFileError, match=r"built with triton 2.1.0"):
+        load_engine(path, any_gpu=True)  # another GPU is not another Triton
 
 
 def test_header_is_json_and_weights_are_raw(saved):
@@ -181,7 +192,7 @@ def test_header_is_json_and_weights_are_raw(saved):
     assert header["format"] == fmt.FORMAT_VERSION
     assert header["payload"]["size"] == len(payload)
     assert all(set(w) == {"name", "dtype", "shape", "offset", "nbytes"} for w in header["weights"])
-    sources = [s["kernel"]["source"] for s in header["program"]["steps"] if "kernel" in s]
+    sources = [s["source"] for s in header["plan"]["steps"] if s["kind"] == "kernel"]
     assert sources and all("@triton.jit" in s for s in sources)
 
 
@@ -192,3 +203,51 @@ def test_changed_kernel_templates_are_refused(saved, tmp_path):
     with pytest.raises(EngineFileError, match="kernel templates"):
         load_engine(path)
     assert outputs_equal(load_engine(path, force=True)(*inputs), engine(*inputs))
+
+
+def test_header_holds_a_plan_and_no_compiler_internals(saved):
+    """The plan is written field by field; fusion groups, IR graphs and tuning problems stay with
+    the compiler (each kernel's source declares its own PROBLEM)."""
+    engine, path, _ = saved
+    header, _ = fmt.read_engine_file(path)
+    assert "program" not in header and "graph" not in header["plan"]
+    steps = header["plan"]["steps"]
+    assert {s["kind"] for s in steps} >= {"kernel", "view", "torch"}
+    assert not any({"group", "problem"} & set(s) for s in steps)
+    kernel = next(s for s in steps if s["kind"] == "kernel")
+    assert set(kernel) == {"kind", "name", "source", "args", "outputs", "config", "batched"}
+    assert set(kernel["config"]) == {"params", "num_warps", "num_stages"}
+    assert all(set(lay) == {"shape", "strides", "dtype", "offset"} for lay in header["plan"]["layouts"].values())
+
+
+def test_plan_json_round_trip(saved):
+    engine, _, _ = saved
+    plan = engine.plan
+    again = Plan.from_json(json.loads(json.dumps(plan.to_json())), plan.constants)
+    assert again.steps == plan.steps and again.layouts == plan.layouts
+    assert (again.name, again.inputs, again.outputs) == (plan.name, plan.inputs, plan.outputs)
+    assert again.index_bounds == plan.index_bounds and again.index_bounds  # bert's token ids
+
+
+@pytest.mark.parametrize("field, value, message", [
+    (("steps", "__kernel__", "config", "num_warps"), "4",
+     r"plan\.steps\[\d+\]\.config\.num_warps should be an integer, got str"),
+    (("steps", "__kernel__", "kind"), "script", r"steps\[\d+\]\.kind: unknown step kind 'script'"),
+    (("steps", "__kernel__", "args"), [1], r"steps\[\d+\]\.args should hold value names"),
+    (("layouts", "__first__", "dtype"), "float99", r"unknown dtype 'float99'"),
+    (("layouts", "__first__", "shape"), None, r"layouts\..*\.shape should be a list, got null"),
+    (("inputs",), "x", r"plan\.inputs should be a list, got str"),
+])
+def test_malformed_plan_fields_are_named(saved, field, value, message):
+    engine, _, _ = saved
+    data = json.loads(json.dumps(engine.plan.to_json()))
+    target = data
+    for key in field[:-1]:
+        if key == "__first__":
+            key = next(iter(target))
+        elif key == "__kernel__":
+            key = next(k for k, s in enumerate(target) if s["kind"] == "kernel")
+        target = target[key]
+    target[field[-1]] = value
+    with pytest.raises(EngineFileError, match=message):
+        Plan.from_json(data, engine.plan.constants)

@@ -24,7 +24,7 @@ def model_and_inputs(name, batch, **kw):
 def test_streams_give_identical_results(name, graphs):
     model, x = model_and_inputs(name, 4)
     multi = build_engine(model, "fp16", x)
-    single = Engine(multi.program, streams=1)
+    single = Engine(multi.plan, streams=1)
     if name != "resnet_tiny":
         assert multi.num_streams > 1
     multi.cuda_graph = single.cuda_graph = graphs
@@ -53,7 +53,7 @@ def test_one_cuda_graph_per_batch_size():
         assert torch.equal(out, engine(x)[0])  # the replay computes what direct launches do
         engine.cuda_graph = True
         first.setdefault(batch, out)
-    assert set(engine._graphs) == {1, 4, 7, 16}
+    assert engine.captured_batches == {1, 4, 7, 16}
 
 
 def test_dynamic_batch_bert_fp16():

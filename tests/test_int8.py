@@ -13,7 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from trident.compiler import TridentError, build_engine
-from trident.compiler.build import BuildTrace, compile_graph, import_model
+from trident.compiler.build import BuildTrace, compile_graph, engine_from, import_model
 from trident.compiler.ir import GraphBuilder, TensorType
 from trident.compiler.quantize.cache import parse_cache, read_cache, write_cache
 from trident.compiler.quantize.calibrate import calibrate
@@ -22,7 +22,6 @@ from trident.compiler.quantize.calibrators import (BINS, LEVELS, TensorStats, en
                                                    percentile_threshold)
 from trident.compiler.quantize.plan import QuantOptions, int8_graph
 from trident.compiler.reference import run_reference
-from trident.runtime.engine import Engine
 
 
 HAS_CUDA = torch.cuda.is_available()
@@ -186,8 +185,9 @@ def _int8_layer_graph(op, x_shape, w, attrs, x_scale, out_scale):
 
 
 def _run(graph, *inputs):
-    engine = Engine(compile_graph(graph, "fp32"))
-    return engine, on(engine, *inputs)
+    """(the compiled Program, the engine's outputs on `inputs`)."""
+    program = compile_graph(graph, "fp32")
+    return program, on(engine_from(program), *inputs)
 
 
 def assert_dequantized_equal(y, y_ref, q, q_ref):
@@ -211,12 +211,12 @@ def test_int8_gemm_exact_against_integer_arithmetic(x_shape):
     xq, w = _rand_int8(x_shape, 1), _rand_int8((n, k), 2)  # weight stored K-major [N, K]
     x_scale, out_scale = 0.0125, 0.75
     graph, w_scale, bias = _int8_layer_graph("qmatmul", x_shape, w, {}, x_scale, out_scale)
-    engine, (y, q) = _run(graph, xq)
+    program, (y, q) = _run(graph, xq)
     acc = torch.matmul(xq.long(), w.long().t())  # int64 accumulation
     y_ref = _dequant(acc, x_scale, w_scale, bias, (-1,))
     assert q.dtype == torch.int8
     assert_dequantized_equal(y, y_ref, q, _q(torch.relu(y_ref), out_scale))
-    (step,) = [s for s in engine.program.steps if s.kind == "kernel"]
+    (step,) = [s for s in program.steps if s.kind == "kernel"]
     assert "matmul_tile" in step.kernel.source and step.kernel.problem["dtype"] == torch.int8
 
 
@@ -237,8 +237,8 @@ def test_int8_conv_exact_against_integer_arithmetic(case):
     attrs = {"strides": strides, "pads": pads, "dilations": (1, 1), "groups": groups}
     x_scale, out_scale = 0.02, 1.5
     graph, w_scale, bias = _int8_layer_graph("qconv", x_shape, w, attrs, x_scale, out_scale)
-    engine, (y, q) = _run(graph, xq)
-    (conv_step,) = [s for s in engine.program.steps if s.group.kind == "conv"]
+    program, (y, q) = _run(graph, xq)
+    (conv_step,) = [s for s in program.steps if s.group.kind == "conv"]
     assert f"acc = {tile}(" in conv_step.kernel.source
     # int64 accumulation per group: unfold the (padded) input, multiply by the weight rows.
     n, c, h, wd = x_shape
@@ -374,11 +374,11 @@ def test_int8_build_passes_int8_between_layers(small_cnn):
     assert _ops(graph).count("qconv") == 3 and _ops(graph).count("qmatmul") == 1
     # Every int8 layer reads an int8 tensor that a kernel stored; quantizations happen only in
     # epilogues (or the stem's input kernel), and the residual is read as int8 and dequantized.
-    kernels = [s for s in engine.program.steps if s.kind == "kernel"]
+    kernels = [s for s in trace.program.steps if s.kind == "kernel"]
     for step in kernels:
         if step.group.anchor.op in ("qconv", "qmatmul"):
-            assert engine.program.layouts[step.group.anchor.inputs[0]].dtype == torch.int8
-    stored = {v: engine.program.layouts[v].dtype for s in kernels for v in s.outputs}
+            assert trace.program.layouts[step.group.anchor.inputs[0]].dtype == torch.int8
+    stored = {v: trace.program.layouts[v].dtype for s in kernels for v in s.outputs}
     float_stores = [v for v, d in stored.items() if d != torch.int8]
     assert float_stores == [graph.outputs[0]] or len(float_stores) == 1, stored
     add_group = next(s.group for s in kernels if any(n.op == "add" for n in s.group.nodes))
@@ -600,8 +600,8 @@ def test_downsample_branch_is_stored_as_int8():
     trace = BuildTrace()
     engine = build_engine(model, "int8", (x,), calibration=calibration, trace=trace)
     graph = trace.after_pass[-1][1]
-    kernels = [s for s in engine.program.steps if s.kind == "kernel"]
-    stored = {v: engine.program.layouts[v].dtype for s in kernels for v in s.outputs}
+    kernels = [s for s in trace.program.steps if s.kind == "kernel"]
+    stored = {v: trace.program.layouts[v].dtype for s in kernels for v in s.outputs}
     assert [v for v, d in stored.items() if d != torch.int8] == [graph.outputs[0]], stored
     add_group = next(s.group for s in kernels if any(n.op == "add" for n in s.group.nodes))
     dequantized = [n for n in add_group.nodes if n.op == "dequantize_linear"]

@@ -6,7 +6,8 @@ import torch
 import torch.nn.functional as F
 
 import trident.kernels.conv as cv
-from trident.kernels.conv import (ConvConfig, candidate_configs, conv2d_nhwc, conv2d_nhwc_tile, heuristic_config,
+from trident.kernels.common import tile_config
+from trident.kernels.conv import (candidate_configs, conv2d_nhwc, conv2d_nhwc_tile, heuristic_config,
                                   pack_conv_weight, pack_depthwise_weight, use_small_c_tile)
 
 import triton
@@ -87,7 +88,7 @@ def test_conv_no_bias(dtype):
 def test_conv_both_tiles_many_programs(dtype, block_k):
     # C_PER_GROUP = 20: BLOCK_K 16 and 32 walk channels (with a channel tail), 64 walks K flat.
     # 16x16 M/N blocks give many programs, partial GROUP_M groups and an OC tail.
-    cfg = ConvConfig(16, 16, block_k, GROUP_M=2)
+    cfg = tile_config(16, 16, block_k, GROUP_M=2)
     assert use_small_c_tile(20, block_k) == (block_k == 64)
     run_case("rect_strided_dilated_asym", dtype, config=cfg, seed=3)
     run_case("groups_c20", dtype, config=cfg, seed=4)
@@ -97,7 +98,7 @@ def test_conv_both_tiles_many_programs(dtype, block_k):
 def test_conv_persistent_grid_loops_over_tiles(dtype, block_k, monkeypatch):
     # 2 programs per group loop over all the tiles, for both tiles (channel walk and flat K).
     monkeypatch.setattr("trident.kernels.common.num_sms", lambda: 2)
-    cfg = ConvConfig(16, 16, block_k, GROUP_M=2, programs_per_sm=1)
+    cfg = tile_config(16, 16, block_k, GROUP_M=2, PERSISTENT=1)
     run_case("rect_strided_dilated_asym", dtype, config=cfg, seed=5)
     run_case("groups_c20", dtype, config=cfg, seed=6)
 
@@ -146,7 +147,7 @@ def test_pack_layouts():
 @pytest.mark.parametrize("shape", [(2, 3, 13, 11, 20, 7, 7, (2, 2), (3, 3, 3, 3)),    # the RGB stem
                                    (1, 1, 9, 10, 16, 5, 3, (2, 1), (2, 1, 0, 2)),     # C=1, asymmetric pads
                                    (2, 6, 7, 8, 8, 3, 3, (1, 1), (1, 1, 1, 1))])      # C=6 -> 8 channels
-@pytest.mark.parametrize("config", [None, ConvConfig(16, 16, 32, GROUP_M=2)])       # heuristic; many programs
+@pytest.mark.parametrize("config", [None, tile_config(16, 16, 32, GROUP_M=2)])       # heuristic; many programs
 def test_row_tile_convs(dtype, shape, config):
     N, C, H, W, OC, KH, KW, stride, pads = shape
     assert cv.uses_row_tile(C, KW, 1, 1) and not cv.uses_row_tile(C, KW, 2, 1) and not cv.uses_row_tile(C, KW, 1, 2)
@@ -230,7 +231,7 @@ def test_heuristic_configs_are_legal(monkeypatch, interpreter, dtype):
             assert min(c.BLOCK_M, c.BLOCK_N) >= 16 and c.BLOCK_K >= min_k, c
             # a persistent pipeline deeper than its K loop would need twice the shared memory
             k_steps = kh * kh * math.ceil(cpg / c.BLOCK_K)
-            assert not c.programs_per_sm or use_small_c_tile(cpg, c.BLOCK_K) or c.num_stages <= k_steps, c
+            assert not c.PERSISTENT or use_small_c_tile(cpg, c.BLOCK_K) or c.num_stages <= k_steps, c
 
 
 # ----------------------------------------------------------------------------------------------- GPU

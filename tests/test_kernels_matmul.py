@@ -5,7 +5,8 @@ import pytest
 import torch
 
 import trident.kernels.matmul as mm
-from trident.kernels.matmul import MatmulConfig, candidate_configs, heuristic_config, matmul, matmul_tile
+from trident.kernels.common import check_tile, tile_config
+from trident.kernels.matmul import candidate_configs, heuristic_config, matmul, matmul_tile
 
 import triton
 import triton.language as tl
@@ -52,7 +53,7 @@ def test_matmul_default_config(dtype, b_k_major, M, N, K):
 def test_matmul_many_programs_and_k_steps(dtype, b_k_major):
     # Small blocks: 5x4 programs in GROUP_M=2 groups (a partial last group) and 3-6 K steps with a tail.
     M, N, K = 70, 50, 90
-    cfg = MatmulConfig(16, 16, 32 if dtype == torch.int8 else 16, GROUP_M=2)
+    cfg = tile_config(16, 16, 32 if dtype == torch.int8 else 16, GROUP_M=2)
     a = rand((M, K), dtype, 3)
     b_kn = rand((K, N), dtype, 4)
     b = b_kn.t().contiguous() if b_k_major else b_kn
@@ -64,7 +65,7 @@ def test_matmul_persistent_grid_loops_over_tiles(dtype, monkeypatch):
     # 3 programs for 20 tiles: each program runs the tile loop 6-7 times (tails included).
     monkeypatch.setattr("trident.kernels.common.num_sms", lambda: 3)
     M, N, K = 70, 50, 90
-    cfg = MatmulConfig(16, 16, 32 if dtype == torch.int8 else 16, GROUP_M=2, programs_per_sm=1)
+    cfg = tile_config(16, 16, 32 if dtype == torch.int8 else 16, GROUP_M=2, PERSISTENT=1)
     a, b_kn = rand((M, K), dtype, 11), rand((K, N), dtype, 12)
     check(matmul(a, b_kn.t().contiguous(), b_k_major=True, config=cfg), a, b_kn, dtype)
 
@@ -105,7 +106,7 @@ def test_matmul_rejects_bad_inputs():
     with pytest.raises(ValueError):
         matmul(a, rand((16, 8), torch.float16, 11))
     with pytest.raises(ValueError):
-        matmul(rand((8, 64), torch.int8, 1), rand((64, 8), torch.int8, 2), config=MatmulConfig(16, 16, 16))
+        matmul(rand((8, 64), torch.int8, 1), rand((64, 8), torch.int8, 2), config=tile_config(16, 16, 16))
 
 
 @triton.jit
@@ -139,7 +140,7 @@ def test_heuristic_configs_are_legal(monkeypatch, interpreter, dtype):
         cfg = heuristic_config(M, N, K, dtype)
         assert cfg == heuristic_config(M, N, K, dtype)  # deterministic
         for c in [cfg] + ([] if interpreter else candidate_configs(M, N, K, dtype)):
-            c.check(dtype)
+            check_tile(c, dtype)
 
 
 # ----------------------------------------------------------------------------------------------- GPU
@@ -206,4 +207,4 @@ def test_fp32_heuristic_keeps_the_sms_busy(monkeypatch, M, N, K):
     # ... and no larger tile of the ladder would have (a tile clamped to a small M keeps its count).
     bigger = [t for t in FP32_TILE_LADDER if t[0] * t[1] > cfg.BLOCK_M * cfg.BLOCK_N]
     assert all(cdiv(M, bm) * cdiv(N, bn) < FP32_MIN_PROGRAMS for bm, bn in bigger), cfg
-    assert heuristic_config(8192, 8192, 8192, torch.float32) == mm.MatmulConfig(128, 128, 16, 8, 4, 4)
+    assert heuristic_config(8192, 8192, 8192, torch.float32) == tile_config(128, 128, 16, 8, 4, 4)

@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from trident.compiler import config
-from trident.compiler.build import compile_graph, import_model
+from trident.compiler.autotune import problem_of
+from trident.compiler.build import compile_graph, engine_from, import_model
 from trident.models import MODELS
-from trident.runtime.engine import Engine
 from trident.tools.cli import main
 from trident.tools.profile import Peaks, profile_engine, step_cost
 
@@ -15,13 +15,13 @@ from trident.tools.profile import Peaks, profile_engine, step_cost
 def engine_of(name, precision="fp32", batch=2):
     build, make_inputs = MODELS[name]
     inputs = make_inputs(batch)
-    return Engine(compile_graph(import_model(build(), inputs), precision)), inputs
+    return engine_from(compile_graph(import_model(build(), inputs), precision)), inputs
 
 
 def test_profile_mlp_rows_costs_and_order():
     engine, inputs = engine_of("mlp")
     report = profile_engine(engine, inputs, repeat=2, peaks=Peaks(100.0, 1000.0))
-    launches = [k for k, s in enumerate(engine.program.steps) if s.kind != "view"]
+    launches = [k for k, s in enumerate(engine.plan.steps) if s.kind != "view"]
     assert sorted(r.index for r in report.steps) == launches
     times = [r.time_ms for r in report.steps]
     assert times == sorted(times, reverse=True) and all(t > 0 for t in times)
@@ -37,12 +37,10 @@ def test_profile_mlp_rows_costs_and_order():
 
 def test_conv_and_pool_costs():
     engine, _ = engine_of("resnet_tiny")
-    program = engine.program
-    for step in program.steps:
-        if step.kernel is None:
-            continue
-        flops, moved = step_cost(step, program)
-        p = step.kernel.problem
+    plan = engine.plan
+    for step in plan.kernel_steps():
+        flops, moved = step_cost(step, plan)
+        p = problem_of(step.source)
         assert flops > 0 and moved > 0
         if p["template"] == "conv":
             assert flops == 2 * p["M"] * p["N"] * p["K"] * p["groups"]

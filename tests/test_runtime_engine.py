@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from trident.compiler import InputError, TridentError, UnsupportedError, build_engine
-from trident.compiler.codegen.dynamic import (Affine, BatchProfile, fit, generic_source,
-                                              instantiate)
+from trident.compiler.build import BuildTrace
+from trident.compiler.codegen.dynamic import fit, generic_source
+from trident.compiler.ir.shapes import Affine, BatchProfile, instantiate
 from trident.models import MODELS
 
 # torch.onnx.export's TorchScript exporter announces its own deprecation
@@ -36,7 +37,7 @@ def dynamic_engine(mlp):
 # --------------------------------------------------------------------- input checks ----
 def name_of(engine) -> str:
     """The graph input's name (what the frontend called the model's forward argument)."""
-    return re.escape(engine.graph.inputs[0])
+    return re.escape(engine.inputs[0])
 
 
 def test_wrong_count(static_engine):
@@ -113,8 +114,8 @@ def test_non_affine_kernel_is_refused():
 def test_dynamic_engine_matches_eager_at_every_batch(dynamic_engine, mlp):
     model, make_inputs = mlp
     assert dynamic_engine.profile == BatchProfile(1, 4, 16)
-    kernels = [s.kernel for s in dynamic_engine.program.steps if s.kind == "kernel"]
-    assert kernels and all("def kernel(nb, " in k.source for k in kernels)
+    kernels = dynamic_engine.plan.kernel_steps()
+    assert kernels and all("def kernel(nb, " in k.source and k.batched for k in kernels)
     for batch in (1, 5, 16):
         x = make_inputs(batch)
         (out,) = dynamic_engine(*x)
@@ -175,8 +176,9 @@ def test_dynamic_batch_with_a_horizontal_kernel():
 
     build, make_inputs = MODELS["resnet_tiny"]
     model = build().eval()
-    engine = build_engine(model, "fp32", make_inputs(4), batch=(1, 4, 8))
-    assert any(s.group.kind == "horizontal" for s in engine.program.steps)
+    trace = BuildTrace()
+    engine = build_engine(model, "fp32", make_inputs(4), batch=(1, 4, 8), trace=trace)
+    assert any(s.group.kind == "horizontal" for s in trace.program.steps)
     for batch in (2, 8):
         x = torch.randn(batch, 3, 32, 32)
         with torch.no_grad():

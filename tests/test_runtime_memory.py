@@ -13,7 +13,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from trident.compiler.codegen.program import Layout
+from trident.compiler.ir.plan import Layout
 from trident.runtime.memory import (ALIGNMENT, Buffer, assign_offsets, conflicts, layout_nbytes,
                                     overlapping_live_pairs, peak_live_bytes, plan_memory)
 from trident.runtime.streams import (StepIO, build_schedule, check_schedule, dependencies,
@@ -226,7 +226,7 @@ def test_engine_arena_reuses_memory_and_outputs_survive():
         for got, ref in zip(out2, model(*x2)):
             torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-5)
     # a plan for several streams (less reuse) runs to the same result
-    multi = Engine(engine.program, streams=4)
+    multi = Engine(engine.plan, streams=4)
     assert multi.schedule.num_streams == 3  # one per head
     assert multi.memory_report()["arena_bytes"] >= report["arena_bytes"]
     assert all(torch.equal(a, b) for a, b in zip(multi(*x2), out2))

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from trident.compiler import config
+from trident.compiler import config, timing
 
 
 def register(subparsers) -> None:
@@ -73,11 +73,7 @@ def _compile_modes(text: str) -> tuple[str, ...]:
 
 def bench_ms(fn, warmup: int = 10, rep: int = 50) -> dict:
     """Median / p90 / p99 of CUDA-event timings, after warm-up."""
-    from trident.tools.run import time_runs
-
-    times = sorted(time_runs(fn, rep, warmup, on_gpu=True))
-    pick = lambda q: times[min(len(times) - 1, int(q * len(times)))]  # noqa: E731
-    return {"median_ms": pick(0.5), "p90_ms": pick(0.9), "p99_ms": pick(0.99)}
+    return timing.summarize(timing.latencies_ms(fn, rep, warmup, on_gpu=True))
 
 
 def environment(device=None) -> dict:

@@ -93,7 +93,8 @@ def build_options(args) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     from trident.compiler import build_engine
-    from trident.compiler.codegen.dynamic import BatchProfile, is_onnx
+    from trident.compiler.build import BuildTrace, is_onnx
+    from trident.compiler.ir.shapes import BatchProfile
 
     profile = BatchProfile.parse(args.batch) if args.batch is not None else None
     model, inputs = load(args.model, profile.opt if profile else 2)
@@ -104,15 +105,16 @@ def run(args: argparse.Namespace) -> int:
               "(use --batch N or --batch min:opt:max)")
     output = Path(args.output) if args.output else Path(Path(args.model).stem + ".engine")
     start = time.perf_counter()
+    trace = BuildTrace()
     engine = build_engine(model, precision=args.precision, example_inputs=inputs,
-                          device=args.device, batch=batch, **build_options(args))
+                          device=args.device, batch=batch, trace=trace, **build_options(args))
     built = time.perf_counter() - start
     engine.save(output)
     r = engine.memory_report()
     what = f"batch profile {engine.profile}" if engine.profile else "static shapes"
     print(f"trident compile: {args.model} -> {output} ({output.stat().st_size / 2**20:.2f} MiB), "
           f"{args.precision}, {what}")
-    print(f"  {len(engine.graph.nodes)} IR nodes -> {engine.num_kernels} kernels, "
+    print(f"  {len(trace.program.graph.nodes)} IR nodes -> {engine.num_kernels} kernels, "
           f"{engine.num_streams} stream(s), built in {built:.1f} s")
     print(f"  memory: {engine.describe_memory()}; reuse {r['reuse']}x")
     for name, shape, dtype in engine.input_specs():

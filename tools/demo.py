@@ -8,7 +8,8 @@ import time
 
 import torch
 
-from trident.compiler import build_engine, config
+from trident.compiler import build_engine, config, timing
+from trident.compiler.build import BuildTrace
 
 
 def register(subparsers) -> None:
@@ -27,15 +28,8 @@ def _examples():
 
 
 def _time(fn, repeat: int = 3) -> float:
-    fn()
-    if config.HAS_CUDA:
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(repeat):
-        fn()
-    if config.HAS_CUDA:
-        torch.cuda.synchronize()
-    return (time.perf_counter() - start) / repeat * 1e3
+    """Median milliseconds of a whole run (the GPU's work included: CUDA events there)."""
+    return timing.summarize(timing.latencies_ms(fn, repeat, warmup=1))["median_ms"]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -47,13 +41,14 @@ def run(args: argparse.Namespace) -> int:
         model = model.to(device).eval()
         inputs = tuple(x.to(device) for x in inputs)
         start = time.perf_counter()
-        engine = build_engine(model, precision=precision, example_inputs=inputs)
+        trace = BuildTrace()
+        engine = build_engine(model, precision=precision, example_inputs=inputs, trace=trace)
         built = time.perf_counter() - start
         with torch.no_grad():
             expected = model(*inputs)
             got = engine(*inputs)[0]
         err = ((got.float() - expected.float()).norm() / expected.float().norm()).item()
-        print(f"\n{name}: {len(engine.graph.nodes)} IR nodes -> {engine.num_kernels} kernels, "
+        print(f"\n{name}: {len(trace.program.graph.nodes)} IR nodes -> {engine.num_kernels} kernels, "
               f"built in {built:.1f} s")
         print(f"  output {tuple(got.shape)}: {got.flatten()[:6].tolist()}")
         print(f"  relative error vs PyTorch: {err:.2e}")

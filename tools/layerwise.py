@@ -93,9 +93,9 @@ class LayerwiseReport:
 
     def plot(self, path) -> None:
         """Relative L2 error per layer (log scale), the tolerance, the first layer above it."""
-        from trident.tools.profile import _pyplot
+        from trident.tools.profile import pyplot
 
-        plt = _pyplot()
+        plt = pyplot()
         n = len(self.layers)
         fig, ax = plt.subplots(figsize=(max(8, min(30, 0.25 * n + 4)), 5.5), dpi=110)
         xs = list(range(n))
@@ -196,16 +196,16 @@ def capture_steps(engine, inputs) -> list[tuple[int, object, str, torch.Tensor]]
 
 def compare_layers(graph: Graph, inputs, precision: str = "fp16", oracle: str = "reference",
                    onnx_model=None, tol: float = 1e-2, fuse_ops: bool = True,
-                   engine=None) -> LayerwiseReport:
-    """Compile `graph` (or use `engine`, built from it), run it on `inputs` keeping every
+                   program=None) -> LayerwiseReport:
+    """Compile `graph` (or use `program`, compiled from it), run it on `inputs` keeping every
     intermediate, and compare each with the oracle's (see the module docstring)."""
-    from trident.compiler.build import compile_graph
-    from trident.runtime.engine import Engine
+    from trident.compiler.build import compile_graph, engine_from
 
     if oracle not in ORACLES:
         raise InputError(f"oracle must be one of {ORACLES}, got {oracle!r}")
-    if engine is None:
-        engine = Engine(compile_graph(graph.copy(), precision, fuse_ops=fuse_ops))
+    if program is None:
+        program = compile_graph(graph.copy(), precision, fuse_ops=fuse_ops)
+    engine = engine_from(program)
     node_names: dict[str, list[str]] = {}
     if oracle == "reference":
         truth = reference_values(graph, inputs)
@@ -216,7 +216,7 @@ def compare_layers(graph: Graph, inputs, precision: str = "fp16", oracle: str = 
         truth, proto = onnxruntime_values(onnx_model, graph.inputs, inputs)
         truth.update((n, x.cpu()) for n, x in zip(graph.inputs, inputs))  # casts of inputs
         node_names = _onnx_node_outputs(proto)
-    made_by = {o: n for s in engine.program.steps for n in s.group.nodes for o in n.outputs}
+    made_by = {o: n for s in program.steps for n in s.group.nodes for o in n.outputs}
     produced = set(made_by)
 
     def counterpart(value: str) -> str | None:
@@ -243,7 +243,7 @@ def compare_layers(graph: Graph, inputs, precision: str = "fp16", oracle: str = 
             continue
         rel, max_abs = errors(got, ref)
         node = made_by[value]
-        kernel = step.kernel.name if step.kernel else "torch"
+        kernel = step.name if step.kind == "kernel" else "torch"
         ok = rel <= tol  # NaN and inf fail
         layers.append(LayerError(len(layers), k, value, node.op, node.name or node.op, kernel,
                                  tuple(got.shape), name, rel, max_abs, ok))

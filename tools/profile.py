@@ -7,8 +7,8 @@ each kernel comes to the roofline of the GPU it runs on.
 
 On a GPU each step is timed alone: its launch is captured `repeat` times into a CUDA graph and
 the replay is timed with CUDA events (no Python launch cost in the figure, as in the engine's own
-CUDA-graph replay). FLOPs and bytes come from each kernel's problem (KernelSource.problem) and the
-layouts of the tensors it reads and writes; the roofline peaks are measured (a large device copy,
+CUDA-graph replay). FLOPs and bytes come from each kernel's problem (the PROBLEM its source declares)
+and the layouts of the tensors it reads and writes; the roofline peaks are measured (a large device copy,
 an fp16 8192^3 torch.matmul) unless given. Without a GPU, steps are timed by wall clock in
 Triton's interpreter: those times show where the interpreter spends its time, not GPU speed, and
 no roofline is drawn unless peaks are given.
@@ -18,13 +18,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import statistics
-import time
 from dataclasses import asdict, dataclass, field
 
 import torch
 
-from trident.compiler import config
+from trident.compiler import config, timing
+from trident.compiler.autotune import problem_of
 
 CPU_CAVEAT = ("no GPU: times are wall clock of Triton's interpreter on the CPU (Python executing "
               "each kernel), not GPU performance; rates and roofline figures are not meaningful")
@@ -107,7 +106,7 @@ class ProfileReport:
 
     def plot_roofline(self, path, label_top: int = 8) -> None:
         """A log-log roofline PNG: each kernel at (FLOP/byte, achieved TFLOP/s), sized by time."""
-        plt = _pyplot()
+        plt = pyplot()
         fig, ax = plt.subplots(figsize=(9, 6), dpi=110)
         pts = [s for s in self.steps if s.flops > 0 and s.bytes > 0 and s.time_ms > 0]
         if pts:
@@ -144,7 +143,8 @@ class ProfileReport:
         plt.close(fig)
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib.pyplot on the Agg backend; a clear error naming the extra when it is missing."""
     try:
         import matplotlib
 
@@ -163,99 +163,87 @@ def _stored_bytes(layout) -> int:
     return n * layout.dtype.itemsize
 
 
-def step_cost(step, program) -> tuple[float, float]:
-    """(FLOPs, bytes read + written) of one step, from its problem and its tensors' layouts."""
-    values = step.kernel.args if step.kernel else list(step.inputs) + list(step.outputs)
-    moved = sum(_stored_bytes(program.layouts[v]) for v in dict.fromkeys(values)
-                if v in program.layouts)
-    return float(_flops(step, program)), float(moved)
+def step_cost(step, plan) -> tuple[float, float]:
+    """(FLOPs, bytes read + written) of one plan step, from its problem and its tensors' layouts."""
+    values = list(step.inputs) + list(step.outputs)
+    moved = sum(_stored_bytes(plan.layouts[v]) for v in dict.fromkeys(values) if v in plan.layouts)
+    return float(_flops(step, plan)), float(moved)
 
 
-def _flops(step, program) -> float:
-    p = step.kernel.problem if step.kernel else {}
-    nodes = len(step.group.nodes)
+def fused_ops(source: str) -> int:
+    """How many IR ops a generated kernel fuses (its header lists one per line)."""
+    lines = source.splitlines()
+    if "# IR nodes fused here:" not in lines:
+        return 1
+    count = 0
+    for line in lines[lines.index("# IR nodes fused here:") + 1:]:
+        if not line.startswith("#   "):
+            break
+        count += 1
+    return max(1, count)
+
+
+def _flops(step, plan) -> float:
+    p = problem_of(step.source) if step.kind == "kernel" else {}
+    nodes = fused_ops(step.source) if step.kind == "kernel" else 1
     template = p.get("template")
     if template == "matmul" and "batch" in p:
         return 2.0 * p["M"] * p["N"] * p["K"] * p["batch"]
     if template in ("matmul", "conv", "depthwise"):  # conv problems: K = C/groups * KH * KW
         return 2.0 * p["M"] * p["N"] * p["K"] * p.get("groups", 1)
     if template == "pool":
-        kh, kw = step.group.anchor.attrs["kernel"]
-        return float(p["M"] * p["C"] * kh * kw)
+        return float(p["M"] * p["C"] * p.get("KH", 1) * p.get("KW", 1))
     if template == "reduction":
         return float(p["rows"] * p["length"] * (nodes + 3))  # about: loads, the reduce, the math
     if template == "pointwise":
         return float(p["numel"] * nodes)
-    graph = program.graph  # a torch step: estimate from its node
-    node = step.group.nodes[0]
-    out = graph.types[node.outputs[0]]
-    if node.op == "matmul" and out.is_static:
-        return 2.0 * out.numel() * graph.types[node.inputs[0]].shape[-1]
-    return float(out.numel()) if out.is_static else 0.0
+    if step.kind != "torch":
+        return 0.0
+    node = step.node  # a torch step: estimate from its node
+    out = math.prod(plan.layouts[node.outputs[0]].shape)
+    if node.op == "matmul":
+        return 2.0 * out * plan.layouts[node.inputs[0]].shape[-1]
+    return float(out)
 
 
 def _template(step) -> str:
-    return step.kernel.problem.get("template", step.group.kind) if step.kernel else "torch"
+    return problem_of(step.source).get("template", "kernel") if step.kind == "kernel" else "torch"
 
 
 # -------------------------------------------------------------------------- timing ----
-def _time_cpu(run, repeat: int) -> float:
-    run()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
-
-
 def _time_cuda(run, repeat: int, keep: list, capture: bool) -> float:
-    """ms of one run(): `repeat` launches captured in one CUDA graph, its replay timed with
-    events (a kernel's time without Python's launch cost). Steps that run through torch may not
-    be capturable: those (capture=False) are timed as `repeat` back-to-back eager runs."""
-    run()  # compiles the kernel, outside any capture
-    torch.cuda.synchronize()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    if capture:
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            for _ in range(repeat):
-                run()
-        graph.replay()
-        keep.append(graph)  # its pool holds outputs that later steps read
-        start.record()
-        graph.replay()
-        end.record()
-    else:
-        start.record()
-        for _ in range(repeat):
-            run()
-        end.record()
-    end.synchronize()
-    return start.elapsed_time(end) / repeat
+    """ms of one run(): `repeat` launches captured in one CUDA graph, its replay timed (a kernel's
+    time without Python's launch cost). Steps that run through torch may not be capturable: those
+    (capture=False) are timed as `repeat` back-to-back eager runs."""
+    if not capture:
+        return timing.events_ms(run, repeat)
+    ms, graph = timing.graph_ms(run, repeat)
+    keep.append(graph)  # its pool holds outputs that later steps read
+    return ms
 
 
-def _engine_dtype(program) -> torch.dtype:
-    for step in program.steps:
-        if step.kernel and step.kernel.problem.get("dtype") is not None:
-            return step.kernel.problem["dtype"]
+def _engine_dtype(plan) -> torch.dtype:
+    for step in plan.kernel_steps():
+        dtype = problem_of(step.source).get("dtype")
+        if isinstance(dtype, str) and isinstance(getattr(torch, dtype, None), torch.dtype):
+            return getattr(torch, dtype)
     return torch.float16
 
 
-def _matmul_tflops(device, dtype: torch.dtype, n: int = 8192) -> float:
-    from trident.tools.bench import bench_ms
+def _median_ms(fn) -> float:
+    return timing.summarize(timing.latencies_ms(fn, 10, warmup=3))["median_ms"]
 
+
+def _matmul_tflops(device, dtype: torch.dtype, n: int = 8192) -> float:
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
-    return 2 * n ** 3 / (bench_ms(lambda: torch.matmul(a, b), 3, 10)["median_ms"] * 1e-3) / 1e12
+    return 2 * n ** 3 / (_median_ms(lambda: torch.matmul(a, b)) * 1e-3) / 1e12
 
 
 def _copy_gbps(device, nbytes: int = 1 << 30) -> float:
-    from trident.tools.bench import bench_ms
-
     src = torch.empty(nbytes // 2, device=device, dtype=torch.float16)
     dst = torch.empty_like(src)
-    return 2 * nbytes / (bench_ms(lambda: dst.copy_(src), 3, 10)["median_ms"] * 1e-3) / 1e9
+    return 2 * nbytes / (_median_ms(lambda: dst.copy_(src)) * 1e-3) / 1e9
 
 
 def measure_peaks(device=None, dtype: torch.dtype = torch.float16) -> Peaks:
@@ -283,9 +271,9 @@ def profile_engine(engine, inputs, repeat: int | None = None, peaks: Peaks | Non
     on_gpu = engine.device.type == "cuda"
     repeat = repeat or (20 if on_gpu else 3)
     inputs = [x.to(engine.device) for x in inputs]
-    program = engine.program
+    plan = engine.plan
     if peaks is None and on_gpu and measure:
-        peaks = measure_peaks(engine.device, _engine_dtype(program))
+        peaks = measure_peaks(engine.device, _engine_dtype(plan))
     times: dict[int, float] = {}
     graphs: list = []
 
@@ -295,15 +283,15 @@ def profile_engine(engine, inputs, repeat: int | None = None, peaks: Peaks | Non
         elif on_gpu:
             times[k] = _time_cuda(run, repeat, graphs, capture=step.kind == "kernel")
         else:
-            times[k] = _time_cpu(run, repeat)
+            times[k] = timing.wall_ms(run, repeat)
 
     engine.run_steps(*inputs, on_step=on_step)
     graphs.clear()
     rows = []
     for k, ms in times.items():
-        step = program.steps[k]
-        flops, moved = step_cost(step, program)
-        name = step.kernel.name if step.kernel else step.group.nodes[0].op
+        step = plan.steps[k]
+        flops, moved = step_cost(step, plan)
+        name = step.name if step.kind == "kernel" else step.node.op
         rows.append(StepProfile(k, name, step.kind, _template(step), ms, flops, moved))
     if peaks is not None:
         for row in rows:
@@ -349,12 +337,11 @@ def parse_peaks(text: str) -> Peaks:
 
 
 def run(args: argparse.Namespace) -> int:
-    from trident.compiler.build import compile_graph
-    from trident.runtime.engine import Engine
+    from trident.compiler.build import compile_graph, engine_from
     from trident.tools.common import load_graph
 
     loaded = load_graph(args.model, args.batch)
-    engine = Engine(compile_graph(loaded.graph.copy(), args.precision, fuse_ops=not args.no_fuse))
+    engine = engine_from(compile_graph(loaded.graph.copy(), args.precision, fuse_ops=not args.no_fuse))
     peaks = parse_peaks(args.peaks) if args.peaks else None
     report = profile_engine(engine, loaded.inputs, args.repeat, peaks)
     print(report)

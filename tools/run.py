@@ -10,9 +10,10 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 
 import torch
+
+from trident.compiler import timing
 
 
 
@@ -35,14 +36,7 @@ def register(subparsers) -> None:
 
 def index_bound(engine, name: str) -> int | None:
     """For an integer input used as gather indices (token ids): the size it indexes."""
-    graph = engine.graph
-    bound = None
-    for node in graph.nodes:
-        if node.op == "gather" and len(node.inputs) > 1 and node.inputs[1] == name:
-            size = graph.types[node.inputs[0]].shape[node.attrs.get("axis", 0)]
-            if isinstance(size, int):
-                bound = size if bound is None else min(bound, size)
-    return bound
+    return engine.plan.index_bounds.get(name)
 
 
 def random_inputs(engine, batch: int | None, seed: int = 0) -> list[torch.Tensor]:
@@ -58,28 +52,6 @@ def random_inputs(engine, batch: int | None, seed: int = 0) -> list[torch.Tensor
             x = torch.randint(0, high, shape, generator=g, dtype=dtype)
         out.append(x.to(engine.device))
     return out
-
-
-def time_runs(fn, iterations: int, warmup: int, on_gpu: bool) -> list[float]:
-    """Milliseconds of each timed call of fn (GPU: CUDA events; CPU: wall clock)."""
-    for _ in range(warmup):
-        fn()
-    if on_gpu:
-        torch.cuda.synchronize()
-    times = []
-    for _ in range(iterations):
-        if on_gpu:
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end))
-        else:
-            t0 = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - t0) * 1e3)
-    return times
 
 
 def percentile(sorted_times: list[float], q: float) -> float:
@@ -123,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
     for (name, shape, dtype), x in zip(engine.input_specs(args.batch), inputs):
         print(f"input {name}: {str(dtype).replace('torch.', '')}{list(x.shape)}")
     print(f"{warmup} warm-up run(s), {iterations} timed run(s)")
-    times = time_runs(lambda: engine(*inputs), iterations, warmup, on_gpu)
+    times = timing.latencies_ms(lambda: engine(*inputs), iterations, warmup, on_gpu)
     stats = summarize(times, batch)
     print(f"latency (ms): min {stats['min_ms']:.4g}, mean {stats['mean_ms']:.4g}, median "
           f"{stats['median_ms']:.4g}, p90 {stats['p90_ms']:.4g}, p99 {stats['p99_ms']:.4g}, "
@@ -163,4 +135,4 @@ def profile(engine, inputs) -> list | None:
             for s in report.steps]
 
 
-__all__ = ["random_inputs", "summarize", "time_runs"]
+__all__ = ["random_inputs", "summarize"]

@@ -163,7 +163,7 @@ def bench_gemm(size: int, level: str) -> dict:
 
 def speedup_table(models: list[dict]) -> str:
     """One table: every conv/matmul problem of the benchmarked models, heuristic vs tuned."""
-    from trident.compiler.autotune import Config
+    from trident.compiler.autotune import LaunchConfig
     from trident.compiler.autotune.report import problem_text
 
     def f(x, d, s=""):
@@ -179,7 +179,7 @@ def speedup_table(models: list[dict]) -> str:
             lines.append(f"{m['model'][:10]:<11}{k['name'][:29]:<30}{k['count']:>3} {problem_text(k['problem'])[:25]:<26}"
                          f"{f(k['heuristic_ms'], 4):>9}{f(k['ms'], 4):>9}{f(k['speedup'], 2, 'x'):>8}"
                          f"{f(k['tflops'], 0):>9}{f(k['roofline_pct'], 0, '%'):>7}  "
-                         f"{Config.from_dict(k['config'])}")
+                         f"{LaunchConfig.from_dict(k['config'])}")
     return "\n".join(lines)
 
 

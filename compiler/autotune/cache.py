@@ -2,16 +2,15 @@
 
 Key = sha256 of every component that can change what the best config is, or whether a config is
 still valid: the kernel's source (header comments stripped, so two kernels that differ only by name
-share it), the templates' source (trident/kernels/*.py, which generated kernels import), the
-problem, every argument's shape/strides/dtype, the GPU name and compute capability, and the Triton
-and trident versions. An entry stores its components and its key; a read checks both, so a stale or
-renamed entry is never used. Writes are atomic (temp file + os.replace), so concurrent builds never
-see half a file; a corrupted entry is ignored with a warning and re-tuned.
+share it), the problem, every argument's shape/strides/dtype, and the identity an engine file also
+carries (trident.kernels.identity: trident, Triton and torch versions, the templates' hash, the GPU
+name and compute capability). An entry stores its components and its key; a read checks both, so a
+stale or renamed entry is never used. Writes are atomic (temp file + os.replace), so concurrent builds
+never see half a file; a corrupted entry is ignored with a warning and re-tuned.
 """
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
 import json
 import os
@@ -41,40 +40,6 @@ def source_hash(source: str) -> str:
     return hashlib.sha256(code.encode()).hexdigest()
 
 
-@functools.lru_cache(maxsize=None)
-def templates_hash() -> str:
-    """Hash of the hand-written templates generated kernels import (trident/kernels/*.py)."""
-    import trident.kernels
-
-    h = hashlib.sha256()
-    for path in sorted(Path(trident.kernels.__file__).parent.glob("*.py")):
-        if path.name != "bench.py":
-            h.update(path.name.encode() + b"\0" + path.read_bytes())
-    return h.hexdigest()
-
-
-@functools.lru_cache(maxsize=None)
-def versions() -> dict:
-    import triton
-
-    try:
-        from importlib.metadata import version
-
-        trident_version = version("trident")
-    except Exception:  # noqa: BLE001 - not installed as a distribution (a source checkout)
-        trident_version = "unknown"
-    return {"triton": triton.__version__, "trident": trident_version}
-
-
-def gpu_identity(device=None) -> dict:
-    """{"gpu": name, "capability": [major, minor]} of the tuning device ("cpu" without CUDA)."""
-    if not torch.cuda.is_available() or (device is not None and torch.device(device).type != "cuda"):
-        return {"gpu": "cpu", "capability": [0, 0]}
-    index = torch.device(device).index if device is not None else None
-    index = torch.cuda.current_device() if index is None else index
-    return {"gpu": torch.cuda.get_device_name(index), "capability": list(torch.cuda.get_device_capability(index))}
-
-
 def canonical(value):
     """JSON-able, deterministic form of a problem dict (torch dtypes become their names)."""
     if isinstance(value, dict):
@@ -93,8 +58,9 @@ def layout_signature(layout) -> list:
 
 
 def key_components(source: str, problem: dict, arg_layouts, identity: dict) -> dict:
-    return {"source": source_hash(source), "templates": templates_hash(), "problem": canonical(problem),
-            "args": [layout_signature(lay) for lay in arg_layouts], **identity, **versions()}
+    """identity: kernels.identity.identity(device) (versions, templates hash, device)."""
+    return {"source": source_hash(source), "problem": canonical(problem),
+            "args": [layout_signature(lay) for lay in arg_layouts], **identity}
 
 
 def make_key(components: dict) -> str:
@@ -245,7 +211,7 @@ def export_cache(path: Path | str, cache_dir: Path | str | None = None, gpu: str
     the number of entries written. Ship the file; `import_cache` or build_engine(timing_cache=)
     on a machine with the same GPU then skips tuning."""
     entries = {e["key"]: e for e in TuningCache(cache_dir).entries()
-               if gpu is None or e["components"].get("gpu") == gpu}
+               if gpu is None or (e["components"].get("device") or {}).get("name") == gpu}
     write_timing_cache(path, entries, merge=False)
     return len(entries)
 

@@ -1,4 +1,4 @@
-"""Timing one kernel config: random inputs from the Program's layouts, CUDA-event timer, checks.
+"""Timing one kernel config: random inputs from the kernel's layouts, the GPU timer, checks.
 
 A timer is any `timer(run, config) -> milliseconds` (raise, or return inf, for a config that fails);
 `gpu_timer` is the real one. Tests inject a fake one, so the tuning loop runs without a GPU.
@@ -6,14 +6,12 @@ A timer is any `timer(run, config) -> milliseconds` (raise, or return inf, for a
 from __future__ import annotations
 
 import math
-import statistics
 
 import torch
 
+from trident.compiler import config
 from trident.compiler.autotune.space import element_size, storage_elements
-
-LAUNCH_US = 25.0      # host time to enqueue one generated kernel's launch (Triton 3.6, conservative)
-SM_CLOCK_HZ = 1.7e9   # for turning that into torch.cuda._sleep cycles
+from trident.compiler.timing import kernel_ms
 
 
 def random_tensor(layout, device, generator, fill: bool = True) -> torch.Tensor:
@@ -51,54 +49,16 @@ def make_arg_sets(layouts, outputs: list[bool], device, copies: int, seed: int =
             for _ in range(copies)]
 
 
-def _backlog(launches: int) -> None:
-    """Queue GPU work so the timed launches are enqueued before the GPU reaches them."""
-    sleep = getattr(torch.cuda, "_sleep", None)
-    if sleep is not None:
-        sleep(int(min(4e6, launches * LAUNCH_US * 1e-6 * SM_CLOCK_HZ)))
-
-
-def gpu_timer(run, config=None, *, reps: int = 7, sample_ms: float = 0.5, cutoff_ms: float = math.inf) -> float:
-    """Median milliseconds per call of `run`, from CUDA events around back-to-back launches.
-
-    One untimed call first (compiles or loads the kernel; an exception means the config failed),
-    then `reps` samples of n calls each, n sized so a sample lasts ~sample_ms. A sleep kernel in
-    front of each sample lets the host enqueue all n launches before the GPU gets to them, so the
-    figure is GPU time (as under CUDA-graph replay, how engines run), not Python launch overhead.
-    A config whose first estimate is already above cutoff_ms (a multiple of the best so far) is
-    not sampled further: the estimate is its time.
-    """
-    run()
-    torch.cuda.synchronize()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    _backlog(3)
-    start.record()
-    for _ in range(3):
-        run()
-    end.record()
-    end.synchronize()
-    estimate = max(start.elapsed_time(end) / 3, 1e-4)
-    if estimate > cutoff_ms:
-        return estimate
-    n = max(1, min(100, int(sample_ms / estimate)))
-    samples = []
-    for _ in range(reps):
-        _backlog(n)
-        start.record()
-        for _ in range(n):
-            run()
-        end.record()
-        end.synchronize()
-        samples.append(start.elapsed_time(end) / n)
-    return statistics.median(samples)
+def gpu_timer(run, config=None, *, cutoff_ms: float = math.inf) -> float:
+    """Median GPU milliseconds per call of `run` (trident.compiler.timing.kernel_ms: replayed from
+    a CUDA graph, as engines run); `config` is what the run launches (unused here)."""
+    return kernel_ms(run, cutoff_ms=cutoff_ms)
 
 
 def tolerance(dtype: torch.dtype) -> float:
     if dtype in (torch.float16, torch.bfloat16) or (dtype.is_floating_point and element_size(dtype) == 1):
         return 2e-2
     if dtype.is_floating_point:
-        from trident.compiler import config
-
         return 2e-2 if config.ALLOW_TF32 else 1e-3
     return 0.0
 

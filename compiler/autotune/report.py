@@ -8,7 +8,10 @@ from dataclasses import dataclass, field
 
 import torch
 
-from trident.compiler.autotune.space import Config, dtype_of
+from trident.compiler import config
+from trident.compiler.autotune.cache import canonical
+from trident.compiler.autotune.space import dtype_of
+from trident.compiler.ir.launch import LaunchConfig
 
 
 @dataclass(frozen=True)
@@ -23,8 +26,6 @@ class Peaks:
     bandwidth_tbs: float = 4.25
 
     def flops_per_s(self, dtype: torch.dtype) -> float:
-        from trident.compiler import config
-
         name = str(dtype).replace("torch.", "")
         if name == "float32" and config.ALLOW_TF32:
             name = "tf32"
@@ -38,7 +39,7 @@ class KernelRow:
     count: int
     template: str
     problem: dict
-    config: Config
+    config: LaunchConfig
     status: str                 # "tuned" | "cached" | "heuristic" | "failed"
     ms: float = math.nan        # chosen config (nan when not measured, e.g. a cache hit)
     base_ms: float = math.nan   # the heuristic config
@@ -58,8 +59,6 @@ class KernelRow:
                 "speedup": self.base_ms / self.ms if ok and math.isfinite(self.base_ms) else None}
 
     def to_json(self, peaks: Peaks) -> dict:
-        from trident.compiler.autotune.cache import canonical
-
         return {"name": self.name, "count": self.count, "template": self.template,
                 "problem": canonical(self.problem), "config": self.config.to_dict(), "status": self.status,
                 "ms": _num(self.ms), "heuristic_ms": _num(self.base_ms), "flops": self.flops, "bytes": self.bytes,

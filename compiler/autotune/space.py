@@ -1,8 +1,8 @@
 """Configs, device limits and the per-template search spaces, pruned before anything compiles.
 
-A Config is what a generated kernel's `launch(*tensors, config=...)` takes, as a frozen (hashable)
-dataclass. Each template ("matmul", "conv", "depthwise", "pool", "pointwise", "reduction") has a
-full space; `prune` drops what cannot fit (shared memory, registers) or cannot help (tiles wider
+A LaunchConfig (compiler/ir/launch.py) is what a generated kernel's `launch(*tensors, config=...)`
+takes, as a frozen (hashable) dataclass. Each template ("matmul", "conv", "depthwise", "pool",
+"pointwise", "reduction") has a full space; `prune` drops what cannot fit (shared memory, registers) or cannot help (tiles wider
 than the problem, pipeline stages the K loop never fills) before anything is compiled; `candidates`
 gives the list one tuning level tries: the kernel's heuristic config always first.
 """
@@ -13,10 +13,11 @@ from dataclasses import dataclass
 
 import torch
 
-from trident.kernels.common import cdiv, next_pow2, persistent_pipeline_fits
-
-# What the codegen's CONFIG dicts hold besides block sizes (launch options, not constexprs).
-LAUNCH_OPTIONS = ("num_warps", "num_stages")
+from trident.compiler import config
+from trident.compiler.ir.launch import LaunchConfig
+from trident.kernels import conv as conv_templates
+from trident.kernels import matmul as matmul_templates
+from trident.kernels.common import cdiv, min_block_k, next_pow2, persistent_pipeline_fits
 
 # How many configs `fast` times per kernel, the heuristic's included. In the third session's H200
 # runs (ResNet-50 b256, BERT b32; benchmarks/results/h200-tuning-s3.json) the heuristic won all 36
@@ -26,53 +27,6 @@ FAST_CANDIDATES = {"matmul": 4, "conv": 4, "depthwise": 3, "pool": 3, "pointwise
                    "reduction": 3}
 ACC_REGS = 128        # fp32 accumulator registers per thread we allow (of 255): 128x256 on 8 warps
 ELEMS_PER_THREAD = 64  # register budget of the elementwise-style tiles (pool, reduction, pointwise)
-
-
-@dataclass(frozen=True)
-class Config:
-    """A launch config: constexpr block sizes plus num_warps / num_stages (None: Triton's default)."""
-    params: tuple[tuple[str, int], ...]
-    num_warps: int = 4
-    num_stages: int | None = None
-
-    @classmethod
-    def of(cls, num_warps: int = 4, num_stages: int | None = None, **params: int) -> "Config":
-        return cls(tuple(params.items()), num_warps, num_stages)
-
-    @classmethod
-    def from_dict(cls, launch: dict) -> "Config":
-        params = {k: int(v) for k, v in launch.items() if k not in LAUNCH_OPTIONS}
-        stages = launch.get("num_stages")
-        return cls.of(int(launch.get("num_warps", 4)), None if stages is None else int(stages),
-                      **params)
-
-    def to_dict(self) -> dict:
-        out = dict(self.params)
-        out["num_warps"] = self.num_warps
-        if self.num_stages is not None:
-            out["num_stages"] = self.num_stages
-        return out
-
-    def __getitem__(self, name: str) -> int:
-        return dict(self.params)[name]
-
-    def get(self, name: str, default=None):
-        return dict(self.params).get(name, default)
-
-    def replace(self, **changes) -> "Config":
-        launch = self.to_dict()
-        launch.update(changes)
-        return Config.from_dict(launch)
-
-    def __str__(self) -> str:
-        p = dict(self.params)
-        if "BLOCK_K" in p:
-            text = f"{p['BLOCK_M']}x{p['BLOCK_N']}x{p['BLOCK_K']} g{p.get('GROUP_M', 1)}"
-            text += f" p{p['PERSISTENT']}" if p.get("PERSISTENT") else ""
-        else:
-            text = " ".join(f"{k.replace('BLOCK_', '')}={v}" for k, v in p.items())
-        text += f" w{self.num_warps}"
-        return text + (f" s{self.num_stages}" if self.num_stages is not None else "")
 
 
 @dataclass(frozen=True)
@@ -110,11 +64,7 @@ def dtype_of(problem: dict) -> torch.dtype:
 
 
 def element_size(dtype: torch.dtype) -> int:
-    return torch.empty((), dtype=dtype).element_size()
-
-
-def _min_block_k(dtype) -> int:
-    return 32 if dtype == torch.int8 else 16  # int8 MMA needs K >= 32 on NVIDIA
+    return dtype.itemsize
 
 
 @dataclass(frozen=True)
@@ -139,7 +89,7 @@ def gemm_view(problem: dict) -> Gemm:
     dtype = dtype_of(problem)
     M, N, K = int(problem["M"]), int(problem["N"]), int(problem["K"])
     batch = int(problem.get("batch", 1)) * int(problem.get("groups", 1))
-    min_k = _min_block_k(dtype)
+    min_k = min_block_k(dtype.itemsize)
     if problem.get("tile") == "conv2d_nhwc_tile":
         c = int(problem["C"])
         return Gemm(M, N, K, batch, dtype, max(min_k, next_pow2(c)), c,
@@ -154,30 +104,30 @@ def _block_ks(dtype) -> tuple[int, ...]:
     return {1: (64, 128, 256), 4: (16, 32, 64)}.get(size, (32, 64, 128))
 
 
-def _gemm_space(problem: dict) -> list[Config]:
-    return [Config.of(w, s, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=8, PERSISTENT=p)
+def _gemm_space(problem: dict) -> list[LaunchConfig]:
+    return [LaunchConfig.of(w, s, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=8, PERSISTENT=p)
             for bm, bn, bk, w, s, p in itertools.product((16, 32, 64, 128, 256), (16, 32, 64, 128, 256),
                                                          _block_ks(dtype_of(problem)), (2, 4, 8), (2, 3, 4, 5),
                                                          (0, 1, 2))]
 
 
-def _tile2d_space(problem: dict) -> list[Config]:
-    return [Config.of(w, BLOCK_M=bm, BLOCK_N=bn)
+def _tile2d_space(problem: dict) -> list[LaunchConfig]:
+    return [LaunchConfig.of(w, BLOCK_M=bm, BLOCK_N=bn)
             for bm, bn, w in itertools.product((16, 32, 64, 128, 256), (16, 32, 64, 128), (1, 2, 4, 8))]
 
 
-def _pointwise_space(problem: dict) -> list[Config]:
-    return [Config.of(w, BLOCK=b)
+def _pointwise_space(problem: dict) -> list[LaunchConfig]:
+    return [LaunchConfig.of(w, BLOCK=b)
             for b, w in itertools.product((128, 256, 512, 1024, 2048, 4096, 8192), (1, 2, 4, 8, 16))]
 
 
-def _reduction_space(problem: dict, base: Config) -> list[Config]:
+def _reduction_space(problem: dict, base: LaunchConfig) -> list[LaunchConfig]:
     block_r = base["BLOCK_R"]  # fixed by the row length: the whole row is one tile
-    return [Config.of(w, BLOCK_X=bx, BLOCK_R=block_r)
+    return [LaunchConfig.of(w, BLOCK_X=bx, BLOCK_R=block_r)
             for bx, w in itertools.product((1, 2, 4, 8, 16, 32, 64, 128), (1, 2, 4, 8, 16))]
 
 
-def full_space(problem: dict, base: Config) -> list[Config]:
+def full_space(problem: dict, base: LaunchConfig) -> list[LaunchConfig]:
     template = problem["template"]
     if template in ("matmul", "conv"):
         return _gemm_space(problem)
@@ -191,28 +141,28 @@ def full_space(problem: dict, base: Config) -> list[Config]:
 
 
 # ------------------------------------------------------------------------------ pruning ----
-def gemm_smem(cfg: Config, dtype) -> int:
+def gemm_smem(cfg: LaunchConfig, dtype) -> int:
     """Shared memory of the software pipeline: stages x (A tile + B tile)."""
     stages = cfg.num_stages or 3
     return stages * (cfg["BLOCK_M"] * cfg["BLOCK_K"] + cfg["BLOCK_K"] * cfg["BLOCK_N"]) * element_size(dtype)
 
 
-def _acc_per_thread(cfg: Config, a: str, b: str) -> float:
+def _acc_per_thread(cfg: LaunchConfig, a: str, b: str) -> float:
     return cfg[a] * cfg[b] / (32 * cfg.num_warps)
 
 
-def _wider_than(cfg: Config, rows: int, cols: int) -> bool:
+def _wider_than(cfg: LaunchConfig, rows: int, cols: int) -> bool:
     """A BLOCK_M x BLOCK_N tile wider than the (rows, cols) problem rounded up to a power of two."""
     return cfg["BLOCK_M"] > max(16, next_pow2(rows)) or cfg["BLOCK_N"] > max(16, next_pow2(cols))
 
 
-def gemm_reason(cfg: Config, problem: dict, limits: DeviceLimits) -> str | None:
+def gemm_reason(cfg: LaunchConfig, problem: dict, limits: DeviceLimits) -> str | None:
     """Why a matmul/conv config is pruned, or None if it stays."""
     g = gemm_view(problem)
     bm, bn, bk = cfg["BLOCK_M"], cfg["BLOCK_N"], cfg["BLOCK_K"]
     if _wider_than(cfg, g.M, g.N):
         return "tile wider than the problem"
-    if bk > g.k_cap or bk < _min_block_k(g.dtype):
+    if bk > g.k_cap or bk < min_block_k(g.dtype.itemsize):
         return "BLOCK_K does not fit K"
     if gemm_smem(cfg, g.dtype) > limits.smem_per_block:
         return "shared memory"
@@ -237,7 +187,7 @@ def gemm_reason(cfg: Config, problem: dict, limits: DeviceLimits) -> str | None:
     return None
 
 
-def _tile2d_reason(cfg: Config, problem: dict, limits: DeviceLimits) -> str | None:
+def _tile2d_reason(cfg: LaunchConfig, problem: dict, limits: DeviceLimits) -> str | None:
     # pool: C channels; depthwise: groups == channels (its C is the per-group count, 1)
     channels = int(problem["groups"] if problem["template"] == "depthwise" else problem["C"])
     if _wider_than(cfg, int(problem["M"]), channels):
@@ -250,7 +200,7 @@ def _tile2d_reason(cfg: Config, problem: dict, limits: DeviceLimits) -> str | No
     return None
 
 
-def _pointwise_reason(cfg: Config, problem: dict, limits: DeviceLimits) -> str | None:
+def _pointwise_reason(cfg: LaunchConfig, problem: dict, limits: DeviceLimits) -> str | None:
     if cfg["BLOCK"] > max(128, next_pow2(int(problem["numel"]))):
         return "block wider than the problem"
     per_thread = cfg["BLOCK"] / (32 * cfg.num_warps)
@@ -261,7 +211,7 @@ def _pointwise_reason(cfg: Config, problem: dict, limits: DeviceLimits) -> str |
     return None
 
 
-def _reduction_reason(cfg: Config, problem: dict, limits: DeviceLimits) -> str | None:
+def _reduction_reason(cfg: LaunchConfig, problem: dict, limits: DeviceLimits) -> str | None:
     if cfg["BLOCK_X"] > next_pow2(int(problem["rows"])):
         return "more rows per program than the problem has"
     per_thread = cfg["BLOCK_X"] * cfg["BLOCK_R"] / (32 * cfg.num_warps)
@@ -276,12 +226,12 @@ REASONS = {"matmul": gemm_reason, "conv": gemm_reason, "pool": _tile2d_reason,
            "depthwise": _tile2d_reason, "pointwise": _pointwise_reason, "reduction": _reduction_reason}
 
 
-def prune_reason(cfg: Config, problem: dict, limits: DeviceLimits | None = None) -> str | None:
+def prune_reason(cfg: LaunchConfig, problem: dict, limits: DeviceLimits | None = None) -> str | None:
     check = REASONS.get(problem.get("template"))
     return check(cfg, problem, limits or DeviceLimits()) if check else "unknown template"
 
 
-def prune(configs, problem: dict, limits: DeviceLimits | None = None) -> list[Config]:
+def prune(configs, problem: dict, limits: DeviceLimits | None = None) -> list[LaunchConfig]:
     """The configs that fit the device and the problem, in order, without duplicates."""
     limits = limits or DeviceLimits()
     return [c for c in dict.fromkeys(configs) if prune_reason(c, problem, limits) is None]
@@ -292,7 +242,7 @@ PEAK_FLOPS = {1: 1078e12, 2: 671e12, 4: 51e12}  # by element size (DESIGN.md's H
 DRAM_BPS, L2_BPS = 4.25e12, 10e12
 
 
-def gemm_estimate(cfg: Config, problem: dict, limits: DeviceLimits) -> float:
+def gemm_estimate(cfg: LaunchConfig, problem: dict, limits: DeviceLimits) -> float:
     """Seconds a matmul/conv config might take: wave quantization, operand reuse, padding, traffic.
 
     Only used to rank known-good configs for the `fast` level; the GPU's timings decide.
@@ -309,8 +259,6 @@ def gemm_estimate(cfg: Config, problem: dict, limits: DeviceLimits) -> float:
     reuse = min(1.0, (bm * bn / (bm + bn)) / 64.0)  # 128x128 and up feed the tensor cores fully
     peak = PEAK_FLOPS.get(e, PEAK_FLOPS[2])
     if g.dtype == torch.float32:
-        from trident.compiler import config
-
         peak = 367e12 if config.ALLOW_TF32 else peak
     compute = waves * resident * 2.0 * bm * bn * g.k_iters(bk) * bk / (peak / limits.sms * reuse)
     dram = (g.M * g.K + g.K * g.N + g.M * g.N) * g.batch * e
@@ -332,20 +280,20 @@ GOOD_GEMM_TILES = [
 ]
 
 
-def _fit_tile(tile, problem: dict) -> Config:
+def _fit_tile(tile, problem: dict) -> LaunchConfig:
     """A known-good tile shrunk to the problem (Inductor's habit), warps cut to the tile's work."""
     g = gemm_view(problem)
     bm, bn, bk16, w, s, p = tile
     bk = bk16 * 2 // element_size(g.dtype)
     bm, bn = min(bm, max(16, next_pow2(g.M))), min(bn, max(16, next_pow2(g.N)))
-    bk = max(_min_block_k(g.dtype), min(bk, g.k_cap))
+    bk = max(min_block_k(g.dtype.itemsize), min(bk, g.k_cap))
     while w > 1 and bm * bn / (32 * w) < 16:
         w //= 2
     s = max(2, min(s, g.k_iters(bk) + 1))
-    return Config.of(w, s, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=8, PERSISTENT=p)
+    return LaunchConfig.of(w, s, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=8, PERSISTENT=p)
 
 
-def _gemm_fast(problem: dict, base: Config, limits: DeviceLimits) -> list[Config]:
+def _gemm_fast(problem: dict, base: LaunchConfig, limits: DeviceLimits) -> list[LaunchConfig]:
     """The template's hand-picked list (the sweep's winners), then the known-good tiles ranked by
     the cost model."""
     picked = prune(_hand_picked(problem), problem, limits)
@@ -359,22 +307,16 @@ def _gemm_fast(problem: dict, base: Config, limits: DeviceLimits) -> list[Config
     return picked + first + rest
 
 
-def _hand_picked(problem: dict) -> list[Config]:
+def _hand_picked(problem: dict) -> list[LaunchConfig]:
     """kernels/*.candidate_configs: the lists the microbenchmarks found good on an H200."""
     g = gemm_view(problem)
     if problem["template"] == "conv":
-        from trident.kernels.conv import candidate_configs
-
-        raw = candidate_configs(g.M, g.N, int(problem["C"]), int(problem["KH"]), int(problem["KW"]), g.dtype)
-    else:
-        from trident.kernels.matmul import candidate_configs
-
-        raw = candidate_configs(g.M, g.N, g.K, g.dtype)
-    return [Config.of(c.num_warps, c.num_stages, BLOCK_M=c.BLOCK_M, BLOCK_N=c.BLOCK_N, BLOCK_K=c.BLOCK_K,
-                      GROUP_M=c.GROUP_M, PERSISTENT=c.programs_per_sm) for c in raw]
+        return conv_templates.candidate_configs(g.M, g.N, int(problem["C"]), int(problem["KH"]), int(problem["KW"]),
+                                                g.dtype)
+    return matmul_templates.candidate_configs(g.M, g.N, g.K, g.dtype)
 
 
-def _neighbours(base: Config, problem: dict) -> list[Config]:
+def _neighbours(base: LaunchConfig, problem: dict) -> list[LaunchConfig]:
     """Small steps from the heuristic config: each block size halved/doubled, warps halved/doubled."""
     out = []
     for name, value in base.params:
@@ -384,7 +326,7 @@ def _neighbours(base: Config, problem: dict) -> list[Config]:
     return out
 
 
-def candidates(problem: dict, base: Config, level: str, limits: DeviceLimits | None = None) -> list[Config]:
+def candidates(problem: dict, base: LaunchConfig, level: str, limits: DeviceLimits | None = None) -> list[LaunchConfig]:
     """Configs to time for one problem at `level` ("fast" | "full"); `base` (the heuristic) first."""
     limits = limits or DeviceLimits()
     template = problem.get("template")

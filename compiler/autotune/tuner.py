@@ -1,6 +1,10 @@
-"""tune_program(): choose every kernel's launch config by timing candidates on the GPU.
+"""tune_program() / tune_plan(): choose every kernel's launch config by timing candidates on the GPU.
 
-1. Group the Program's kernel steps into problems: matmul/conv/depthwise kernels with the same
+Both work on Tunables, one per generated kernel (name, source, arguments, problem, config):
+tune_program on a freshly generated Program (codegen's KernelSource.problem), tune_plan on a plan
+read back from an engine file (each kernel's source declares its PROBLEM; see problem_of).
+
+1. Group the kernels into problems: matmul/conv/depthwise kernels with the same
    problem and operand layouts share one tuning run whatever their epilogues (ResNet-50's 53 convs
    are ~23 problems); other kernels share one only when their code is identical.
 2. Look every kernel up in the timing-cache file (if given) and the on-disk cache; a problem all of
@@ -9,11 +13,13 @@
    (compile_pool.py), timed one problem at a time on the GPU (measure.py); a config that fails to
    compile or run scores infinitely slow. The winner is checked against the heuristic config's
    output before it is kept.
-4. Every kernel's step gets the chosen config; results go to the disk cache and the timing-cache file.
+4. Every kernel gets the chosen config; results go to the disk cache and the timing-cache file.
 """
 from __future__ import annotations
 
+import ast
 import contextlib
+import dataclasses
 import math
 import sys
 import time
@@ -23,12 +29,16 @@ import torch
 
 from trident.compiler import config
 from trident.compiler.autotune import measure
-from trident.compiler.autotune.cache import (LEVEL_RANK, TuningCache, canonical, gpu_identity,
-                                             key_components, layout_signature, make_key, new_entry,
-                                             read_timing_cache, usable, write_timing_cache)
+from trident.compiler.autotune.cache import (LEVEL_RANK, TuningCache, canonical, key_components,
+                                             layout_signature, make_key, new_entry, read_timing_cache,
+                                             usable, write_timing_cache)
+from trident.compiler.autotune.compile_pool import CompilePool
 from trident.compiler.autotune.report import KernelRow, Peaks, Progress, TuneReport
-from trident.compiler.autotune.space import Config, DeviceLimits, candidates, device_limits, flops
+from trident.compiler.autotune.space import DeviceLimits, candidates, device_limits, flops
 from trident.compiler.errors import TridentError
+from trident.compiler.ir.launch import LaunchConfig
+from trident.kernels.identity import identity as identity_of
+from trident.kernels.loader import default_kernel_dir, load_kernel
 
 LEVELS = ("none", "fast", "full")
 SHARED_BY_SHAPE = ("matmul", "conv", "depthwise")  # tuned once per shape, whatever the epilogue
@@ -47,58 +57,95 @@ def notice(message: str) -> None:
         print(message, file=sys.stderr)
 
 
+TEMPLATES = ("matmul", "conv", "depthwise", "pool", "pointwise", "reduction")
+
+
+@dataclass
+class Tunable:
+    """One generated kernel whose launch config the tuner may change."""
+    name: str
+    source: str
+    args: list[str]
+    outputs: list[str]
+    problem: dict          # the template and its sizes (codegen's KernelSource.problem)
+    config: LaunchConfig
+
+
+def problem_of(source: str) -> dict:
+    """The PROBLEM a generated kernel's source declares ({} if none): a literal, read without
+    running the source."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and [getattr(t, "id", None) for t in node.targets] == ["PROBLEM"]:
+            try:
+                value = ast.literal_eval(node.value)
+            except ValueError:
+                return {}
+            return value if isinstance(value, dict) else {}
+    return {}
+
+
 @dataclass
 class Unit:
     """Kernels that share one tuning run."""
-    steps: list = field(default_factory=list)
-    components: list = field(default_factory=list)   # cache key components, one per step
+    kernels: list = field(default_factory=list)
+    components: list = field(default_factory=list)   # cache key components, one per kernel
     keys: list = field(default_factory=list)
-    hits: list = field(default_factory=list)         # cache entry or None, one per step
+    hits: list = field(default_factory=list)         # cache entry or None, one per kernel
 
     @property
     def problem(self) -> dict:
-        return self.steps[0].kernel.problem
+        return self.kernels[0].problem
 
     @property
-    def base(self) -> Config:
-        return Config.from_dict(self.steps[0].kernel.config)
+    def base(self) -> LaunchConfig:
+        return self.kernels[0].config
 
     _representative: object = None
 
     @property
-    def representative(self):
+    def representative(self) -> Tunable:
         """The kernel timed: the first one the cache missed (its own code is what is new).
         Decided once, at the first ask (after the cache lookups)."""
         if self._representative is None:
-            self._representative = next((s for s, h in zip(self.steps, self.hits) if h is None), self.steps[0])
+            self._representative = next((k for k, h in zip(self.kernels, self.hits) if h is None),
+                                        self.kernels[0])
         return self._representative
 
 
-def _tunable(step) -> bool:
-    return step.kind == "kernel" and step.kernel is not None and \
-        (step.kernel.problem or {}).get("template") in ("matmul", "conv", "depthwise", "pool", "pointwise",
-                                                        "reduction")
-
-
-def collect_units(program, identity: dict) -> list[Unit]:
+def collect_units(kernels: list[Tunable], layouts: dict, identity: dict) -> list[Unit]:
     units: dict[str, Unit] = {}
-    for step in program.steps:
-        if not _tunable(step):
+    for kernel in kernels:
+        if kernel.problem.get("template") not in TEMPLATES:
             continue
-        source = step.kernel
-        layouts = [program.layouts[a] for a in source.args]
-        components = key_components(source.source, source.problem, layouts, identity)
-        if source.problem["template"] in SHARED_BY_SHAPE:
-            signature = make_key({"problem": canonical(source.problem), "base": source.config,
-                                  "operands": [layout_signature(lay) for lay in layouts[:2]],
-                                  "outputs": [layout_signature(program.layouts[o]) for o in step.outputs]})
+        arg_layouts = [layouts[a] for a in kernel.args]
+        components = key_components(kernel.source, kernel.problem, arg_layouts, identity)
+        if kernel.problem["template"] in SHARED_BY_SHAPE:
+            signature = make_key({"problem": canonical(kernel.problem), "base": kernel.config.to_dict(),
+                                  "operands": [layout_signature(lay) for lay in arg_layouts[:2]],
+                                  "outputs": [layout_signature(layouts[o]) for o in kernel.outputs]})
         else:
             signature = make_key(components)
         unit = units.setdefault(signature, Unit())
-        unit.steps.append(step)
+        unit.kernels.append(kernel)
         unit.components.append(components)
         unit.keys.append(make_key(components))
     return list(units.values())
+
+
+def program_kernels(program) -> list[Tunable]:
+    """The tunables of a Program's kernel steps (compiler/codegen/program.py)."""
+    return [Tunable(s.kernel.name, s.kernel.source, list(s.kernel.args), list(s.outputs), s.kernel.problem,
+                    s.kernel.config) for s in program.steps if s.kind == "kernel"]
+
+
+def plan_kernels(plan) -> list[Tunable]:
+    """The tunables of a Plan's kernel steps, each with the problem its source declares."""
+    return [Tunable(s.name, s.source, list(s.args), list(s.outputs), problem_of(s.source), s.config)
+            for s in plan.kernel_steps()]
 
 
 def _gpu_usable(device) -> bool:
@@ -107,17 +154,39 @@ def _gpu_usable(device) -> bool:
     return device is None or torch.device(device).type == "cuda"
 
 
-def tune_program(program, level: str = "fast", *, timing_cache=None, cache=None, device=None, timer=None,
-                 peaks: Peaks | None = None, workers: int | None = None, verify: bool | None = None,
-                 progress: bool | None = None, limits: DeviceLimits | None = None) -> TuneReport | None:
-    """Set each kernel step's `kernel.config` to the fastest config found; returns the report.
+def tune_program(program, level: str = "fast", **options) -> TuneReport | None:
+    """Set each kernel step's `kernel.config` of a Program to the fastest config found; returns
+    the report (None when nothing was tuned). Options: see tune_kernels."""
+    kernels = program_kernels(program)
+    report = tune_kernels(kernels, program.layouts, level, **options)
+    for step, kernel in zip([s for s in program.steps if s.kind == "kernel"], kernels):
+        step.kernel.config = kernel.config
+    return report
+
+
+def tune_plan(plan, level: str = "fast", **options):
+    """(the plan with each kernel's fastest config, the report): re-tunes a plan, e.g. one read
+    from an engine file built on another GPU. Options: see tune_kernels."""
+    kernels = plan_kernels(plan)
+    report = tune_kernels(kernels, plan.layouts, level, **options)
+    chosen = iter(kernels)
+    steps = [dataclasses.replace(s, config=next(chosen).config) if s.kind == "kernel" else s
+             for s in plan.steps]
+    return dataclasses.replace(plan, steps=steps), report
+
+
+def tune_kernels(kernels: list[Tunable], layouts: dict, level: str = "fast", *, timing_cache=None, cache=None,
+                 device=None, timer=None, peaks: Peaks | None = None, workers: int | None = None,
+                 verify: bool | None = None, progress: bool | None = None,
+                 limits: DeviceLimits | None = None) -> TuneReport | None:
+    """Set each kernel's `config` to the fastest config found; returns the report.
 
     level: "none" (heuristic configs; with a timing_cache, its entries are still applied), "fast"
     (a few pruned candidates per problem) or "full" (the whole pruned space).
     timing_cache: a file to read entries from and to write this build's entries to.
     cache: a TuningCache or directory (default CACHE_DIR/autotune).
-    timer: `timer(run, config) -> ms`; default times on the GPU with CUDA events. Without a GPU
-    and without an injected timer, nothing is tuned (the interpreter uses the heuristic configs).
+    timer: `timer(run, config) -> ms`; default times on the GPU (trident.compiler.timing). Without
+    a GPU and without an injected timer, nothing is tuned (the interpreter uses the heuristic configs).
     """
     check_level(level)
     if level == "none" and timing_cache is None:
@@ -132,21 +201,20 @@ def tune_program(program, level: str = "fast", *, timing_cache=None, cache=None,
     device = torch.device(device if device is not None else ("cuda" if on_gpu else "cpu"))
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", torch.cuda.current_device())
-    identity = gpu_identity(device)
     limits = limits or (device_limits(device) if on_gpu else DeviceLimits())
     cache = cache if isinstance(cache, TuningCache) else TuningCache(cache)
     shipped = read_timing_cache(timing_cache) if timing_cache is not None else {}
     report = TuneReport(level, peaks=peaks or Peaks())
-    units = collect_units(program, identity)
+    units = collect_units(kernels, layouts, identity_of(device))
     todo = []
     for unit in units:
         unit.hits = [_lookup(key, shipped, cache, level) for key in unit.keys]
         if level == "none" or all(h is not None for h in unit.hits):
-            report.rows.append(_apply_hits(unit, program))
+            report.rows.append(_apply_hits(unit, layouts))
         else:
             todo.append(unit)
     if todo:
-        tuner = _Tuner(program, level, device, limits, timer or measure.gpu_timer, cache,
+        tuner = _Tuner(layouts, level, device, limits, timer or measure.gpu_timer, cache,
                        on_gpu if verify is None else verify, report)
         show = (not config.QUIET) if progress is None else progress
         # Triton launches on the current device: make it the tuning device.
@@ -155,7 +223,7 @@ def tune_program(program, level: str = "fast", *, timing_cache=None, cache=None,
     if timing_cache is not None:
         entries = {k: h for u in units for k, h in zip(u.keys, u.hits) if h is not None}
         write_timing_cache(timing_cache, entries)
-    order = {s.kernel.name: i for i, s in enumerate(program.steps) if s.kind == "kernel"}
+    order = {k.name: i for i, k in enumerate(kernels)}
     report.rows.sort(key=lambda r: order.get(r.name, 0))
     report.seconds = time.perf_counter() - start
     if not config.QUIET and (progress is None or progress):
@@ -174,12 +242,12 @@ def _lookup(key: str, shipped: dict, cache: TuningCache, level: str) -> dict | N
     return entry if entry is not None and usable(entry, level) else None
 
 
-def _apply_hits(unit: Unit, program) -> KernelRow:
-    for step, hit in zip(unit.steps, unit.hits):
+def _apply_hits(unit: Unit, layouts: dict) -> KernelRow:
+    for kernel, hit in zip(unit.kernels, unit.hits):
         if hit is not None:
-            step.kernel.config = dict(hit["config"])
+            kernel.config = LaunchConfig.from_dict(hit["config"])
     hit = next((h for h in unit.hits if h is not None), None)
-    row = _row(unit, program, Config.from_dict(unit.steps[0].kernel.config),
+    row = _row(unit, layouts, unit.kernels[0].config,
                "cached" if all(h is not None for h in unit.hits) else "heuristic")
     if hit is not None:
         row.ms = hit["ms"] if hit["ms"] is not None else math.nan
@@ -187,11 +255,10 @@ def _apply_hits(unit: Unit, program) -> KernelRow:
     return row
 
 
-def _row(unit: Unit, program, cfg: Config, status: str) -> KernelRow:
+def _row(unit: Unit, layouts: dict, cfg: LaunchConfig, status: str) -> KernelRow:
     rep = unit.representative
-    layouts = [program.layouts[a] for a in rep.kernel.args]
-    return KernelRow(rep.kernel.name, len(unit.steps), unit.problem["template"], unit.problem, cfg, status,
-                     flops=flops(unit.problem), bytes=measure.arg_bytes(layouts))
+    return KernelRow(rep.name, len(unit.kernels), unit.problem["template"], unit.problem, cfg, status,
+                     flops=flops(unit.problem), bytes=measure.arg_bytes([layouts[a] for a in rep.args]))
 
 
 class _LazyArgs:
@@ -212,23 +279,19 @@ class _LazyArgs:
 
 
 class _Tuner:
-    def __init__(self, program, level, device, limits, timer, cache, verify, report):
-        self.program, self.level, self.device, self.limits = program, level, device, limits
+    def __init__(self, layouts, level, device, limits, timer, cache, verify, report):
+        self.layouts, self.level, self.device, self.limits = layouts, level, device, limits
         self.timer, self.cache, self.verify, self.report = timer, cache, verify, report
 
     def run(self, units: list[Unit], workers: int, show: bool) -> None:
-        from trident.compiler.codegen import load_kernel
-
-        kernel_dir = config.CACHE_DIR / "kernels"
+        kernel_dir = default_kernel_dir()
         plans = []
         for unit in units:
             rep = unit.representative
-            module = load_kernel(rep.kernel, kernel_dir)
+            module = load_kernel(rep.name, rep.source, kernel_dir)
             plans.append((unit, module, candidates(unit.problem, unit.base, self.level, self.limits)))
         pool = None
         if workers > 0:
-            from trident.compiler.autotune.compile_pool import CompilePool
-
             pool = CompilePool(min(workers, sum(len(c) for _, _, c in plans)))
         futures = {}
         if pool is not None:
@@ -253,28 +316,27 @@ class _Tuner:
                 if pool.broken:
                     self.report.notes.append(f"note: {pool.broken}; configs compiled at first launch")
 
-    def _dtypes(self, step) -> list[str]:
-        return [canonical(self.program.layouts[a].dtype) for a in step.kernel.args]
+    def _dtypes(self, kernel: Tunable) -> list[str]:
+        return [canonical(self.layouts[a].dtype) for a in kernel.args]
 
     def _precompile_members(self, pool, units: list[Unit], kernel_dir, bar: Progress) -> None:
         """Compile the kernels that shared a problem with the timed one (other epilogues) with the
         chosen config, in parallel now rather than one by one at the engine's first run."""
-        from trident.compiler.codegen import load_kernel
-
-        jobs = [pool.submit(load_kernel(step.kernel, kernel_dir).__file__, self._dtypes(step), step.kernel.config)
-                for unit in units for step in unit.steps if step is not unit.representative]
+        jobs = [pool.submit(load_kernel(k.name, k.source, kernel_dir).__file__, self._dtypes(k), k.config.to_dict())
+                for unit in units for k in unit.kernels if k is not unit.representative]
         for n, job in enumerate(jobs):
             job.result()
             bar.update(len(units), f"compiling the other {len(jobs)} kernels: {n + 1} done")
 
-    def _tune(self, unit: Unit, module, cands: list[Config], futures: dict, bar: Progress, index: int) -> KernelRow:
+    def _tune(self, unit: Unit, module, cands: list[LaunchConfig], futures: dict, bar: Progress,
+              index: int) -> KernelRow:
         rep = unit.representative
-        layouts = [self.program.layouts[a] for a in rep.kernel.args]
-        outputs = [a in rep.outputs for a in rep.kernel.args]
+        layouts = [self.layouts[a] for a in rep.args]
+        outputs = [a in rep.outputs for a in rep.args]
         copies = measure.copies_for(measure.arg_bytes(layouts), self.limits.l2_bytes) \
             if self.device.type == "cuda" else 1
         args = _LazyArgs(layouts, outputs, self.device, copies)
-        trials: dict[Config, tuple[float, str | None]] = {}
+        trials: dict[LaunchConfig, tuple[float, str | None]] = {}
         for n, cfg in enumerate(cands):
             compiled = futures[(id(unit), cfg)].result() if (id(unit), cfg) in futures else {}
             if "error" in compiled:
@@ -282,23 +344,23 @@ class _Tuner:
                 continue
             trials[cfg] = self._time(module, args, cfg, min([ms for ms, _ in trials.values()] or [math.inf]))
             best = min(ms for ms, _ in trials.values())
-            bar.update(index, f"{rep.kernel.name}: {n + 1}/{len(cands)} configs, best {best:.4f} ms")
+            bar.update(index, f"{rep.name}: {n + 1}/{len(cands)} configs, best {best:.4f} ms")
         self.report.compiled += len(trials)
         base = unit.base
         chosen = self._choose(module, args, base, trials)
         ms, _ = trials.get(chosen, (math.inf, None))
-        row = _row(unit, self.program, chosen, "tuned" if math.isfinite(ms) else "failed")
+        row = _row(unit, self.layouts, chosen, "tuned" if math.isfinite(ms) else "failed")
         row.ms, row.base_ms = ms, trials.get(base, (math.inf, None))[0]
         row.trials = [[str(c), t if math.isfinite(t) else None, e]
                       for c, (t, e) in sorted(trials.items(), key=lambda kv: kv[1][0])]
         if math.isfinite(ms):
             self._store(unit, chosen, ms, row)
         else:
-            self.report.notes.append(f"note: every config of {rep.kernel.name} failed; it keeps its heuristic "
+            self.report.notes.append(f"note: every config of {rep.name} failed; it keeps its heuristic "
                                      f"config ({row.trials[0][2] if row.trials else ''})")
         return row
 
-    def _time(self, module, args: _LazyArgs, cfg: Config, best: float) -> tuple[float, str | None]:
+    def _time(self, module, args: _LazyArgs, cfg: LaunchConfig, best: float) -> tuple[float, str | None]:
         run = _Run(module, args, cfg.to_dict())
         try:
             if self.timer is measure.gpu_timer:  # stop sampling configs far slower than the best
@@ -310,7 +372,7 @@ class _Tuner:
             return math.inf, f"{type(exc).__name__}: {text[-1][:200] if text else ''}"
         return (ms, None) if math.isfinite(ms) and ms > 0 else (math.inf, "no finite time")
 
-    def _choose(self, module, args: _LazyArgs, base: Config, trials: dict) -> Config:
+    def _choose(self, module, args: _LazyArgs, base: LaunchConfig, trials: dict) -> LaunchConfig:
         """The fastest config whose outputs match the heuristic config's (when verifying)."""
         ranked = sorted((c for c, (t, _) in trials.items() if math.isfinite(t)), key=lambda c: trials[c][0])
         if not ranked:
@@ -324,14 +386,14 @@ class _Tuner:
             trials[cfg] = (math.inf, "outputs differ from the heuristic config's")
         return base
 
-    def _outputs(self, module, args: _LazyArgs, cfg: Config) -> list[torch.Tensor]:
+    def _outputs(self, module, args: _LazyArgs, cfg: LaunchConfig) -> list[torch.Tensor]:
         module.launch(*args.sets[0], config=cfg.to_dict())
         return [t.clone() for t in args.output_values(0)]
 
-    def _store(self, unit: Unit, chosen: Config, ms: float, row: KernelRow) -> None:
+    def _store(self, unit: Unit, chosen: LaunchConfig, ms: float, row: KernelRow) -> None:
         base_ms = row.base_ms if math.isfinite(row.base_ms) else None
-        for i, (step, components) in enumerate(zip(unit.steps, unit.components)):
-            step.kernel.config = chosen.to_dict()
+        for i, (kernel, components) in enumerate(zip(unit.kernels, unit.components)):
+            kernel.config = chosen
             entry = new_entry(components, chosen.to_dict(), ms, self.level, heuristic_ms=base_ms,
                               problem=canonical(unit.problem), trials=row.trials[:KEEP_TRIALS])
             try:

@@ -14,17 +14,13 @@ import os
 import sys
 
 
-def _load(path: str):
-    from trident.compiler.codegen import import_kernel_file
-
-    return import_kernel_file(path)
-
-
 def compile_job(job: dict) -> dict:
     import torch
 
+    from trident.kernels.loader import import_kernel_file
+
     try:
-        module = _load(job["path"])
+        module = import_kernel_file(job["path"])
         args = [getattr(torch, d) for d in job["dtypes"]]
         module.kernel.warmup(*args, grid=(1,), **job["config"])
         return {"id": job["id"], "ok": True}

@@ -1,15 +1,15 @@
-"""Codegen: fused groups -> a Program of kernel launches, views and torch fallbacks."""
+"""Codegen: fused groups -> a Program of kernel launches, views and torch fallbacks, and from it
+the launch plan the runtime runs (Program.plan())."""
 from __future__ import annotations
 
-import hashlib
-import importlib.util
+import dataclasses
 import re
-import sys
-from pathlib import Path
 
-from trident.compiler.codegen.kernels import GENERATORS, KernelSource, reads_any_layout
+from trident.compiler.autotune.cache import canonical
+from trident.compiler.codegen.kernels import GENERATORS, KernelSource
 from trident.compiler.codegen.program import (Layout, Program, Step, is_nhwc, nhwc_strides,
                                               output_layout, torch_output_layouts, view_layouts)
+from trident.compiler.codegen.templates import reads_any_layout
 from trident.compiler.codegen.writer import dense_strides
 from trident.compiler.fusion import Group
 from trident.compiler.ir import Graph, Node
@@ -60,8 +60,7 @@ def _plan_group(group: Group, outputs: list[str], feeds_nhwc: bool, program: Pro
         return
     for value in outputs:
         layouts[value] = output_layout(group, value, graph, layouts, feeds_nhwc, consumers)
-    name = _unique(group, names)
-    source = GENERATORS[group.kind](group, graph, layouts, outputs, name)
+    source = _kernel(group.kind, group, graph, layouts, outputs, _unique(group, names))
     for packed, (tensor, layout) in source.packed.items():
         program.constants[packed] = tensor
         layouts[packed] = layout
@@ -82,8 +81,8 @@ def _ensure_nhwc(group: Group, program: Program, names: dict[str, int]) -> None:
     program.layouts[copy] = Layout(layout.shape, nhwc_strides(layout.shape), layout.dtype)
     copy_group = Group("pointwise", [Node("identity", (value,), (copy,), {}, f"{value}_to_nhwc")],
                        [f"{value}: copied to NHWC for {node.name or node.op}"])
-    name = _unique(copy_group, names)
-    source = GENERATORS["pointwise"](copy_group, program.graph, program.layouts, [copy], name)
+    source = _kernel("pointwise", copy_group, program.graph, program.layouts, [copy],
+                     _unique(copy_group, names))
     program.steps.append(Step("kernel", [value], [copy], copy_group, source))
     for anchor in anchors:  # the siblings of a horizontal group share the input
         anchor.inputs = (copy,) + tuple(anchor.inputs[1:])
@@ -95,30 +94,14 @@ def _unique(group: Group, names: dict[str, int]) -> str:
     return f"{base}_{names[base]}" if names[base] else base
 
 
-def load_kernel(source: KernelSource, directory: Path):
-    """Write the kernel's source to `directory` and import it (Triton reads the file back)."""
-    digest = hashlib.sha256(source.source.encode()).hexdigest()[:12]
-    path = directory / f"{source.name}_{digest}.py"
-    if not path.exists():
-        directory.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{id(source)}")
-        tmp.write_text(source.source)
-        tmp.replace(path)  # atomic: a concurrent build never sees half a file
-    return import_kernel_file(path)
+def _kernel(kind: str, group: Group, graph: Graph, layouts: dict[str, Layout], outputs: list[str],
+            name: str) -> KernelSource:
+    """The generated kernel, its source ending with the PROBLEM it declares: the template and sizes
+    the autotuner searches over, readable (as a literal) from an engine file's kernel alone."""
+    source = GENERATORS[kind](group, graph, layouts, outputs, name)
+    declared = (f"\n\n# What trident's autotuner searches configs for (a literal; see "
+                f"compiler/autotune/tuner.py)\nPROBLEM = {canonical(source.problem)!r}\n")
+    return dataclasses.replace(source, source=source.source + declared)
 
 
-def import_kernel_file(path) -> object:
-    """Import a generated kernel file once per process (a failed import leaves no trace)."""
-    path = Path(path)
-    module_name = f"trident_kernels.{path.stem}"
-    if module_name in sys.modules:
-        return sys.modules[module_name]
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        del sys.modules[module_name]
-        raise
-    return module
+__all__ = ["Program", "Step", "generate"]

@@ -10,8 +10,9 @@ opt + 1 and max, all >= 2 so no batch dim degenerates to size 1) and compared:
 - in each kernel's source those integers become expressions of `nb`, which is added as the
   kernel's first (never specialized) argument and a `nb=` keyword of `launch()`; the launch
   config (block sizes, warps) is the one chosen at the opt batch;
-- the layouts, value types and torch-fallback attributes become affine templates the engine
-  instantiates for each batch it sees (runtime/engine.py), with one CUDA graph per batch size.
+- the layouts, input shapes and torch-fallback attributes become affine templates (the plan's
+  BatchInfo, compiler/ir/plan.py) the engine instantiates for each batch it sees
+  (runtime/engine.py), with one CUDA graph per batch size.
 
 Anything that is not affine in the batch (a reduction over the batch, a batch x batch matrix, a
 constant with a batch dim) is refused at build time with an UnsupportedError saying what varies.
@@ -24,97 +25,19 @@ import io
 import math
 import re
 import tokenize
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
 
 from trident.compiler.codegen.program import Layout, Program
-from trident.compiler.errors import InputError, TridentError, UnsupportedError
+from trident.compiler.errors import UnsupportedError
+from trident.compiler.ir.plan import BatchInfo
+from trident.compiler.ir.shapes import Affine, BatchProfile, is_constant
 
 INT32_MAX = 2**31 - 1
 
 
-# ------------------------------------------------------------------------- profile ----
-@dataclass(frozen=True)
-class BatchProfile:
-    min: int
-    opt: int
-    max: int
-
-    @staticmethod
-    def parse(spec) -> "BatchProfile":
-        """An int N (exactly N), 'min:opt:max', 'N', or a (min, opt, max) sequence."""
-        values = spec
-        if isinstance(spec, BatchProfile):
-            return spec
-        if isinstance(spec, str):
-            try:
-                values = [int(x) for x in spec.split(":")]
-            except ValueError:
-                raise TridentError(f"batch profile {spec!r}: expected N or min:opt:max") from None
-        if isinstance(values, int) and not isinstance(values, bool):
-            values = [values]
-        values = list(values)
-        if len(values) == 1:
-            values = values * 3
-        if len(values) != 3 or not all(isinstance(v, int) and not isinstance(v, bool)
-                                       for v in values):
-            raise TridentError(f"batch profile {spec!r}: expected N or (min, opt, max) ints")
-        lo, opt, hi = values
-        if not 1 <= lo <= opt <= hi:
-            raise TridentError(f"batch profile {spec!r}: needs 1 <= min <= opt <= max")
-        return BatchProfile(lo, opt, hi)
-
-    @property
-    def is_static(self) -> bool:
-        return self.min == self.max
-
-    @property
-    def build_batch(self) -> int:
-        """The batch the engine is generated (and tuned) at."""
-        return self.min if self.is_static else self.probes()[0]
-
-    def probes(self) -> tuple[int, int, int]:
-        """Three distinct batch sizes >= 2 to generate at; the first is the one tuned."""
-        first = max(self.opt, 2)
-        third = self.max if self.max > first + 1 else first + 2
-        return first, first + 1, third
-
-    def __contains__(self, batch: int) -> bool:
-        return self.min <= batch <= self.max
-
-    def __str__(self) -> str:
-        return f"min {self.min}, opt {self.opt}, max {self.max}"
-
-    def as_tuple(self) -> tuple[int, int, int]:
-        return (self.min, self.opt, self.max)
-
-
-# ----------------------------------------------------------------- affine templates ----
-@dataclass(frozen=True)
-class Affine:
-    """An integer a * batch + c."""
-    a: int
-    c: int
-
-    def at(self, batch: int) -> int:
-        return self.a * batch + self.c
-
-    def solve(self, value: int) -> int | None:
-        """The batch at which this takes `value`, if any."""
-        if self.a == 0 or (value - self.c) % self.a:
-            return None
-        return (value - self.c) // self.a
-
-    def expr(self, var: str = "nb") -> str:
-        term = var if self.a == 1 else f"{var} * {self.a}"
-        if self.c:
-            term += f" + {self.c}" if self.c > 0 else f" - {-self.c}"
-        return f"({term})"
-
-
+# ----------------------------------------------------------------------------- fitting ----
 def _same_leaf(values: Sequence) -> bool:
     first = values[0]
     for v in values[1:]:
@@ -169,27 +92,8 @@ def _varies(where: str, samples) -> UnsupportedError:
                             f"(batch=N) instead")
 
 
-def instantiate(template: Any, batch: int) -> Any:
-    if isinstance(template, Affine):
-        return template.at(batch)
-    if isinstance(template, (tuple, list)):
-        return type(template)(instantiate(t, batch) for t in template)
-    if isinstance(template, dict):
-        return {k: instantiate(t, batch) for k, t in template.items()}
-    return template
-
-
-def is_constant(template: Any) -> bool:
-    if isinstance(template, Affine):
-        return False
-    if isinstance(template, (tuple, list)):
-        return all(is_constant(t) for t in template)
-    if isinstance(template, dict):
-        return all(is_constant(t) for t in template.values())
-    return True
-
-
 # --------------------------------------------------------------------- kernel source ----
+_BUILD_BATCH_LITERALS = ("CONFIG", "PROBLEM")  # module-level literals kept at the build batch
 _KERNEL_DEF = "@triton.jit\ndef kernel("
 _GRID_DEF = "def grid(meta):"
 _LAUNCH_DEF = re.compile(r"^def launch\((.*)\):$", re.MULTILINE)
@@ -204,7 +108,7 @@ def generic_source(sources: Sequence[str], batches: Sequence[int], name: str, bu
                    max_batch: int) -> str | None:
     """The kernel source with its batch-dependent integers written in terms of `nb`, or None if
     no integer depends on the batch. sources[k] was generated at batches[k]; sources[0] (the
-    build batch's) provides the comments and the launch CONFIG."""
+    build batch's) provides the comments, the launch CONFIG and the PROBLEM the tuner reads."""
     streams = [_tokens(s) for s in sources]
     base = streams[0]
     if any(len(t) != len(base) for t in streams):
@@ -215,8 +119,9 @@ def generic_source(sources: Sequence[str], batches: Sequence[int], name: str, bu
     config_line = None
     for k, tok in enumerate(base):
         others = [t[k] for t in streams]
-        if tok.type == tokenize.NAME and tok.string == "CONFIG" and tok.start[1] == 0:
-            in_config, config_line = True, tok.start[0]
+        if tok.type == tokenize.NAME and tok.string in _BUILD_BATCH_LITERALS and tok.start[1] == 0:
+            in_config = True
+            config_line = config_line or tok.start[0]
         if tok.type in (tokenize.NEWLINE,) and in_config:
             in_config = False
         if any(o.type != tok.type for o in others):
@@ -276,59 +181,6 @@ _MEMBER_CALL = re.compile(r"(?<!def )\b(member\d+|one_tile)\(")
 
 
 # ---------------------------------------------------------------------- the program ----
-@dataclass
-class BatchInfo:
-    """What an engine needs to run a program at any batch size of its profile."""
-    profile: BatchProfile
-    build_batch: int                     # the batch program.layouts / graph.types describe
-    layouts: dict[str, Any]              # value -> template of (shape, strides, offset)
-    inputs: dict[str, Any]               # graph input -> template of its shape
-    node_attrs: dict[int, Any]           # torch step index -> template of its node's attrs
-    batched_kernels: set[int] = field(default_factory=set)  # steps whose launch takes nb=
-    _cache: dict = field(default_factory=dict, repr=False, compare=False)
-
-    def layouts_at(self, batch: int, base: dict[str, Layout]) -> dict[str, Layout]:
-        if batch not in self._cache:
-            out = {}
-            for value, lay in base.items():
-                template = self.layouts.get(value)
-                if template is None or is_constant(template):
-                    out[value] = lay
-                else:
-                    shape, strides, offset = instantiate(template, batch)
-                    out[value] = Layout(tuple(shape), tuple(strides), lay.dtype, offset)
-            self._cache[batch] = out
-        return self._cache[batch]
-
-    def input_shape(self, name: str, batch: int) -> tuple[int, ...]:
-        return tuple(instantiate(self.inputs[name], batch))
-
-    def batch_of(self, name: str, shape: Sequence[int]) -> int | None:
-        """The batch an input of this shape implies (None if its dims do not depend on it)."""
-        template = self.inputs[name]
-        if len(shape) != len(template):
-            return None
-        for dim, t in zip(shape, template):
-            if isinstance(t, Affine):
-                return t.solve(int(dim))
-        return None
-
-    def shape_text(self, name: str) -> str:
-        dims = []
-        for t in self.inputs[name]:
-            if isinstance(t, Affine):
-                dims.append("batch" if (t.a, t.c) == (1, 0) else f"{t.expr('batch')}")
-            else:
-                dims.append(str(t))
-        return f"({', '.join(dims)})"
-
-
-@dataclass
-class DynamicProgram(Program):
-    """A Program whose batch is a run-time size (see the module docstring)."""
-    dynamic: BatchInfo | None = None
-
-
 def _layout_tuple(lay: Layout):
     return (tuple(lay.shape), tuple(lay.strides), lay.offset)
 
@@ -367,7 +219,7 @@ def _check_same(programs: dict[int, Program]) -> None:
 
 
 def make_dynamic(program: Program, profile: BatchProfile,
-                 compile_at: Callable[[int], Program]) -> DynamicProgram:
+                 compile_at: Callable[[int], Program]) -> Program:
     """The batch-generic version of `program` (generated at profile.probes()[0]); compile_at(b)
     generates the same model at batch b (import, passes, fusion, codegen)."""
     batches = profile.probes()
@@ -388,7 +240,7 @@ def make_dynamic(program: Program, profile: BatchProfile,
         raise UnsupportedError(
             "dynamic batch: no input's shape changes with the batch (an ONNX model needs a "
             "symbolic first dim, e.g. torch.onnx.export(..., dynamic_axes={'x': {0: 'batch'}}))")
-    node_attrs, steps, batched = {}, [], set()
+    node_attrs, steps = {}, []
     for k, step in enumerate(program.steps):
         if step.kind == "torch":
             node = step.group.nodes[0]
@@ -398,67 +250,11 @@ def make_dynamic(program: Program, profile: BatchProfile,
             source = generic_source([p.steps[k].kernel.source for p in programs.values()],
                                     batches, step.kernel.name, batches[0], profile.max)
             if source is not None:
-                batched.add(k)
-                step = dataclasses.replace(step, kernel=dataclasses.replace(step.kernel,
-                                                                            source=source))
+                step = dataclasses.replace(step, batched=True, kernel=dataclasses.replace(
+                    step.kernel, source=source))
         steps.append(step)
-    info = BatchInfo(profile, batches[0], layouts, inputs, node_attrs, batched)
-    return DynamicProgram(program.graph, steps, program.layouts, program.constants, info)
+    info = BatchInfo(profile, batches[0], layouts, inputs, node_attrs)
+    return Program(program.graph, steps, program.layouts, program.constants, info)
 
 
-# ------------------------------------------------------------------------- importing ----
-def rebatch(example_inputs: Sequence, batch: int) -> tuple:
-    """Example inputs with dim 0 resized to `batch` (rows repeated or dropped, so integer inputs
-    such as token ids stay valid)."""
-    out = []
-    for x in example_inputs:
-        if isinstance(x, torch.Tensor) and x.dim() >= 1 and x.shape[0] > 0:
-            index = torch.arange(batch, device=x.device) % x.shape[0]
-            x = x.index_select(0, index)
-        out.append(x)
-    return tuple(out)
-
-
-def is_onnx(model) -> bool:
-    return isinstance(model, (str, Path, bytes)) or type(model).__name__ == "ModelProto"
-
-
-def import_at_batch(model, example_inputs, batch: int):
-    """Import `model` with its batch (dim 0 of the inputs) set to `batch`."""
-    from trident.compiler.build import import_model
-
-    if is_onnx(model):
-        from trident.compiler.frontend.onnx import import_onnx
-
-        return import_onnx(model, batch_size=batch)
-    if example_inputs is None:
-        example_inputs = _exported_examples(model)
-    if isinstance(model, torch.export.ExportedProgram) and example_inputs is not None:
-        exported = {x.shape[0] for x in example_inputs if isinstance(x, torch.Tensor) and x.dim()}
-        if exported and exported != {batch}:
-            raise UnsupportedError(
-                f"a torch.export program is fixed at the batch it was exported with "
-                f"({sorted(exported)}), not batch {batch}; build the batch profile from the "
-                f"nn.Module (example_inputs) or an ONNX file with a symbolic batch dim")
-    if example_inputs is None:
-        raise TridentError("build_engine: a batch profile for a torch model needs example_inputs")
-    return import_model(model, rebatch(example_inputs, batch))
-
-
-def _exported_examples(model):
-    examples = getattr(model, "example_inputs", None)
-    if isinstance(model, torch.export.ExportedProgram) and examples is not None:
-        args, _ = examples
-        return tuple(args)
-    return None
-
-
-def check_batch(batch: int, profile: BatchProfile, name: str, shape) -> None:
-    if batch is None or batch not in profile:
-        raise InputError(f'input "{name}": shape {tuple(shape)} is outside the engine\'s '
-                         f"optimization profile (batch {profile}: dim 0 must be in "
-                         f"[{profile.min}, {profile.max}])")
-
-
-__all__ = ["Affine", "BatchInfo", "BatchProfile", "DynamicProgram", "check_batch", "fit",
-           "generic_source", "import_at_batch", "instantiate", "make_dynamic", "rebatch"]
+__all__ = ["fit", "generic_source", "make_dynamic"]

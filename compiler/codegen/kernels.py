@@ -8,7 +8,7 @@ baked in as constants (the engine is built for static shapes), so index math is 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import torch
 
@@ -18,6 +18,7 @@ from trident.compiler.codegen.writer import (Axis, KernelWriter, Operand, broadc
                                              memory_order)
 from trident.compiler.fusion import Group, reduced_axes
 from trident.compiler.ir import Graph, Node
+from trident.compiler.ir.launch import LaunchConfig
 from trident.compiler.quantize.codegen import bias_of, dequantized, is_int8_anchor, weight_strides
 from trident.kernels.common import PIPELINE_SMEM_BUDGET, min_block_k, next_pow2, pipeline_smem_bytes
 
@@ -27,7 +28,7 @@ class KernelSource:
     name: str
     source: str
     args: list[str]          # IR values passed to launch(), in order: inputs, then outputs
-    config: dict             # launch config (block sizes, num_warps, num_stages); tuning may change it
+    config: LaunchConfig     # block sizes, num_warps, num_stages; tuning may change it
     packed: dict[str, tuple[torch.Tensor, Layout]] = field(default_factory=dict)
     # What the autotuner needs to propose configs: the template and its problem size, e.g.
     # {"template": "matmul", "M": .., "N": .., "K": .., "dtype": torch.float16}.
@@ -70,9 +71,9 @@ def _signature(args: Args, consts: list[str]) -> str:
     return ", ".join(params)
 
 
-def _launcher(args: Args, grid: str, cfg: dict) -> str:
+def _launcher(args: Args, grid: str, cfg: LaunchConfig) -> str:
     params = ", ".join(args.names[v] for v in args.order)
-    return (f"CONFIG = {cfg!r}\n\n\n"
+    return (f"CONFIG = {cfg.to_dict()!r}\n\n\n"
             f"def grid(meta):\n    return {grid}\n\n\n"
             f"def launch({params}, config=CONFIG):\n"
             f"    kernel[grid]({params}, **config)\n")
@@ -115,7 +116,7 @@ def pointwise(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: l
     _epilogue(w, group, group.nodes, layouts, args, shape)
     _stores(w, outputs, layouts, args, shape, "xmask")
     block = 8192 if config.INTERPRET else 1024
-    cfg = {"BLOCK": min(block, next_pow2(numel)), "num_warps": 4}
+    cfg = LaunchConfig.of(4, BLOCK=min(block, next_pow2(numel)))
     src = _header(name, group.nodes, graph)
     src += f"@triton.jit\ndef kernel({_signature(args, ['BLOCK'])}):\n" + "\n".join(w.lines)
     src += "\n\n\n" + _launcher(args, f"(triton.cdiv({numel}, meta['BLOCK']),)", cfg)
@@ -186,7 +187,7 @@ def reduction(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: l
     _stores(w, [o for o in outputs if o not in full], layouts, args, out_shape, "xmask", target_map)
     block_r = next_pow2(length)
     block_x = max(1, min(next_pow2(rows), (16384 if config.INTERPRET else 4096) // block_r))
-    cfg = {"BLOCK_X": block_x, "BLOCK_R": block_r, "num_warps": 4 if block_r <= 1024 else 8}
+    cfg = LaunchConfig.of(4 if block_r <= 1024 else 8, BLOCK_X=block_x, BLOCK_R=block_r)
     src = _header(name, group.nodes, graph)
     src += f"@triton.jit\ndef kernel({_signature(args, ['BLOCK_X', 'BLOCK_R'])}):\n" + "\n".join(w.lines)
     src += "\n\n\n" + _launcher(args, f"(triton.cdiv({rows}, meta['BLOCK_X']),)", cfg)
@@ -207,12 +208,6 @@ def _out_bytes(graph: Graph, outputs: list[str]) -> int:
 
 def _precision(dtype: torch.dtype) -> str:
     return "tf32" if dtype == torch.float32 and config.ALLOW_TF32 else "ieee"
-
-
-def _tile_config(cfg) -> dict:
-    return {"BLOCK_M": cfg.BLOCK_M, "BLOCK_N": cfg.BLOCK_N, "BLOCK_K": cfg.BLOCK_K,
-            "GROUP_M": cfg.GROUP_M, "PERSISTENT": cfg.programs_per_sm, "num_warps": cfg.num_warps,
-            "num_stages": cfg.num_stages}
 
 
 def _tile_loop(args: Args, consts: list[str], body: list[str], programs: str) -> str:
@@ -288,7 +283,7 @@ def matmul(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: list
     w.values[anchor.outputs[0]] = "v0"
     _epilogue(w, group, _after_anchor(group), layouts, args, out_shape)
     _stores(w, outputs, layouts, args, out_shape, "mmask & nmask")
-    cfg = _tile_config(heuristic_config(rows, N, K, a.dtype, _out_bytes(graph, outputs)))
+    cfg = heuristic_config(rows, N, K, a.dtype, _out_bytes(graph, outputs))
     src = _header(name, group.nodes, graph, TILE_IMPORTS + "\nfrom trident.kernels.matmul import matmul_tile")
     consts = ["BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M"]
     src += _tile_loop(args, consts, w.lines, f"tl.cdiv({rows}, BLOCK_M) * tl.cdiv({N}, BLOCK_N)")
@@ -324,29 +319,6 @@ def _nhwc_epilogue(w: KernelWriter, group, graph, layouts, args, outputs, out_sh
     _stores(w, outputs, layouts, args, out_shape, "mmask & nmask")
 
 
-def reads_any_layout(node: Node, graph: Graph) -> bool:
-    """Does this conv's tile read its input through strides (the small-channel stem tile)?
-
-    Then its input needs no NHWC copy, and a cast in front of it computes in the tile's loads.
-    """
-    from trident.kernels import conv as templates
-
-    if node.op != "conv":
-        return False
-    weight = graph.constants[node.inputs[1]]
-    groups = node.attrs.get("groups", 1)
-    c, oc = graph.types[node.inputs[0]].shape[1], weight.shape[0]
-    kh, kw = weight.shape[2], weight.shape[3]
-    if templates.is_depthwise(c, oc, groups) or (
-            templates.is_pointwise_gemm(kh, kw, node.attrs["strides"], node.attrs["pads"], groups)
-            and tuple(node.attrs["dilations"]) == (1, 1)):
-        return False  # these tiles read dense NHWC
-    n, _, oh, ow = graph.types[node.outputs[0]].shape
-    tconf = templates.heuristic_config(n * oh * ow, oc // groups, c // groups, weight.shape[2],
-                                       weight.shape[3], weight.dtype)
-    return templates.use_small_c_tile(c // groups, tconf.BLOCK_K)
-
-
 def _packed_conv_weight(name: str, weight, groups: int, depthwise: bool, channels_outer: bool):
     """The weight in the layout its tile reads, and the constant's name in the engine."""
     from trident.kernels import conv as templates
@@ -366,7 +338,7 @@ class _Body:
     consts: list[str]
     programs: tuple[str, str]  # (axis-0 program count inside the kernel, the same in grid(meta))
     grid: str
-    cfg: dict
+    cfg: LaunchConfig
     imports: str
     packed: dict
     problem: dict
@@ -409,8 +381,7 @@ def _conv_body(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: 
                f"offs_n, {kh}, {kw}, BLOCK_M, BLOCK_N)")
         w.line(f"nmask = prims.in_bounds(offs_n[None, :], {oc}, BLOCK_N)")
         first, tile = "offs_n", "depthwise_conv2d_nhwc_tile"
-        cfg = {"BLOCK_M": 64 if not config.INTERPRET else 128, "BLOCK_N": min(64, next_pow2(oc)),
-               "num_warps": 4}
+        cfg = LaunchConfig.of(4, BLOCK_M=64 if not config.INTERPRET else 128, BLOCK_N=min(64, next_pow2(oc)))
         grid = f"(triton.cdiv({n * oh * ow}, meta['BLOCK_M']), triton.cdiv({oc}, meta['BLOCK_N']))"
         consts = ["BLOCK_M", "BLOCK_N"]
     elif templates.is_pointwise_gemm(kh, kw, (sh, sw), pads, groups) and (dh, dw) == (1, 1):
@@ -426,7 +397,7 @@ def _conv_body(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: 
                f"BLOCK_M, BLOCK_N, BLOCK_K, '{_precision(weight.dtype)}')")
         w.line(f"nmask = prims.in_bounds(offs_n[None, :], {oc}, BLOCK_N)")
         first = "offs_n"
-        cfg = _tile_config(gemm_config(pixels, oc, c, weight.dtype, _out_bytes(graph, outputs)))
+        cfg = gemm_config(pixels, oc, c, weight.dtype, _out_bytes(graph, outputs))
         grid_axis1 = 1
         consts = ["BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M"]
     else:
@@ -445,7 +416,7 @@ def _conv_body(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: 
         w.line(f"nmask = prims.in_bounds(offs_n[None, :], {ocg}, BLOCK_N)")
         w.line(f"offs_c = group * {ocg} + offs_n")
         first = "offs_c"
-        cfg = _tile_config(tconf)
+        cfg = tconf
         grid_axis1 = groups
         consts = ["BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M"]
     w.line("v0 = acc")
@@ -518,7 +489,7 @@ def horizontal(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: 
     return KernelSource(name, src, list(args.order), cfg, packed, problem)
 
 
-def _shared_config(problem: dict) -> dict:
+def _shared_config(problem: dict) -> LaunchConfig:
     """The heuristic tile config for the members' combined problem (their N summed), with its
     pipeline made to fit shared memory beside the other members' (_fit_members)."""
     from trident.kernels import conv as templates
@@ -529,7 +500,7 @@ def _shared_config(problem: dict) -> dict:
     else:
         cfg = templates.heuristic_config(problem["M"], problem["N"], problem["C"], problem["KH"], problem["KW"],
                                          problem["dtype"], out_bytes=problem["out_bytes"])
-    return _tile_config(_fit_members(cfg, problem["members"], problem["dtype"].itemsize))
+    return _fit_members(cfg, problem["members"], problem["dtype"].itemsize)
 
 
 def _fit_members(cfg, members: int, elem_bytes: int):
@@ -542,9 +513,9 @@ def _fit_members(cfg, members: int, elem_bytes: int):
         return members * pipeline_smem_bytes(c, elem_bytes) <= PIPELINE_SMEM_BUDGET
 
     while not fits(cfg) and cfg.num_stages > 2:
-        cfg = replace(cfg, num_stages=cfg.num_stages - 1)
+        cfg = cfg.replace(num_stages=cfg.num_stages - 1)
     while not fits(cfg) and cfg.BLOCK_K > min_block_k(elem_bytes):
-        cfg = replace(cfg, BLOCK_K=cfg.BLOCK_K // 2)
+        cfg = cfg.replace(BLOCK_K=cfg.BLOCK_K // 2)
     return cfg
 
 
@@ -572,13 +543,13 @@ def pool(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: list[s
     w.line("v0 = acc")
     w.values[anchor.outputs[0]] = "v0"
     _nhwc_epilogue(w, group, graph, layouts, args, outputs, (n, c, oh, ow), "offs_n")
-    cfg = {"BLOCK_M": 128 if config.INTERPRET else 32, "BLOCK_N": min(64, next_pow2(c)), "num_warps": 4}
+    cfg = LaunchConfig.of(4, BLOCK_M=128 if config.INTERPRET else 32, BLOCK_N=min(64, next_pow2(c)))
     src = _header(name, group.nodes, graph, f"from trident.kernels.pool import {tile}")
     src += f"@triton.jit\ndef kernel({_signature(args, ['BLOCK_M', 'BLOCK_N'])}):\n" + "\n".join(w.lines)
     grid = f"(triton.cdiv({n * oh * ow}, meta['BLOCK_M']), triton.cdiv({c}, meta['BLOCK_N']))"
     src += "\n\n\n" + _launcher(args, grid, cfg)
     return KernelSource(name, src, list(args.order), cfg,
-                        problem={"template": "pool", "M": n * oh * ow, "C": c})
+                        problem={"template": "pool", "M": n * oh * ow, "C": c, "KH": kh, "KW": kw})
 
 
 GENERATORS = {"pointwise": pointwise, "reduction": reduction, "matmul": matmul, "conv": conv,

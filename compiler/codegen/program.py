@@ -7,25 +7,23 @@ Shapes are static, so the layout (strides) of every value is decided here, once:
 - a view (reshape, transpose, slice, split, expand) takes whatever strides the view op gives on a
   meta tensor with its input's strides; a reshape that cannot be a view becomes a copy kernel.
 Kernels bake these strides into their source; the runtime passes tensors laid out this way.
+
+A Program keeps what the compiler knows of each step (its fusion group, the kernel's problem for
+the autotuner and the profiler); `Program.plan()` is the launch plan the runtime runs without
+any of that (compiler/ir/plan.py).
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import torch
 
+from trident.compiler.codegen.writer import dense_strides
 from trident.compiler.fusion import Group
 from trident.compiler.ir import Graph, Node
+from trident.compiler.ir.plan import BatchInfo, KernelStep, Layout, Plan, TorchStep, ViewStep
 from trident.compiler.ops import evaluate
-from trident.compiler.codegen.writer import dense_strides
-
-
-@dataclass(frozen=True)
-class Layout:
-    shape: tuple[int, ...]
-    strides: tuple[int, ...]
-    dtype: torch.dtype
-    offset: int = 0  # elements from the start of the buffer it views (views only)
 
 
 @dataclass
@@ -34,7 +32,8 @@ class Step:
     inputs: list[str]
     outputs: list[str]
     group: Group
-    kernel: "object | None" = None  # codegen.kernels.Kernel for kind == "kernel"
+    kernel: "object | None" = None  # codegen.kernels.KernelSource for kind == "kernel"
+    batched: bool = False           # a batch-generic kernel (codegen/dynamic.py): launch takes nb=
 
 
 @dataclass
@@ -43,6 +42,43 @@ class Program:
     steps: list[Step]
     layouts: dict[str, Layout]
     constants: dict[str, torch.Tensor] = field(default_factory=dict)  # packed, kernel-ready
+    dynamic: BatchInfo | None = None  # a batch-profile program's templates (codegen/dynamic.py)
+
+    def plan(self) -> Plan:
+        """The launch plan of this program: layouts, steps, the constants its steps read."""
+        steps = [_plan_step(s) for s in self.steps]
+        needed = set(self.graph.inputs).union(self.graph.outputs, *(s.inputs for s in steps),
+                                              *(s.outputs for s in steps))
+        dynamic = self.dynamic
+        if dynamic is not None:
+            dynamic = dataclasses.replace(dynamic, layouts={v: t for v, t in dynamic.layouts.items()
+                                                            if v in needed}, _cache={})
+        return Plan(self.graph.name, list(self.graph.inputs), list(self.graph.outputs), steps,
+                    {v: lay for v, lay in self.layouts.items() if v in needed},
+                    {v: t for v, t in self.constants.items() if v in needed}, dynamic,
+                    index_bounds(self.graph))
+
+
+def index_bounds(graph: Graph) -> dict[str, int]:
+    """Graph inputs used as gather indices (token ids), and the size of the dim they index."""
+    bounds: dict[str, int] = {}
+    for node in graph.nodes:
+        if node.op == "gather" and len(node.inputs) > 1 and node.inputs[1] in graph.inputs:
+            size = graph.types[node.inputs[0]].shape[node.attrs.get("axis", 0)]
+            if isinstance(size, int):
+                name = node.inputs[1]
+                bounds[name] = min(size, bounds.get(name, size))
+    return bounds
+
+
+def _plan_step(step: Step):
+    if step.kind == "kernel":
+        k = step.kernel
+        return KernelStep(k.name, k.source, tuple(k.args), tuple(step.outputs), k.config, step.batched)
+    if step.kind == "view":
+        return ViewStep(tuple(step.inputs), tuple(step.outputs))
+    node = step.group.nodes[0]
+    return TorchStep(Node(node.op, tuple(node.inputs), tuple(node.outputs), dict(node.attrs), node.name))
 
 
 def transposed_dense_strides(shape, perm) -> tuple[int, ...]:

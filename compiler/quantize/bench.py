@@ -67,9 +67,8 @@ def bench_gemm(size: int = 8192) -> dict:
 
 def _bench_int8_layer(M: int, N: int, K: int) -> float:
     """The kernel trident generates for int8 x -> qmatmul -> relu -> int8 (weights K-major)."""
-    from trident.compiler.build import compile_graph
+    from trident.compiler.build import compile_graph, engine_from
     from trident.compiler.ir import GraphBuilder, TensorType
-    from trident.runtime.engine import Engine
 
     b = GraphBuilder("int8_linear")
     x = b.input("x", TensorType((M, K), torch.int8))
@@ -80,7 +79,7 @@ def _bench_int8_layer(M: int, N: int, K: int) -> float:
     y = b.add1("relu", [y])
     q = b.add1("quantize_linear", [y, b.constant(torch.tensor(0.05)), b.constant(torch.zeros((), dtype=torch.int8))],
                {"axis": 0, "narrow": True})
-    engine = Engine(compile_graph(b.finish([q]), "fp32"), cuda_graph=False)
+    engine = engine_from(compile_graph(b.finish([q]), "fp32"), cuda_graph=False)
     data = torch.randint(-127, 128, (M, K), device="cuda", dtype=torch.int8)
     return _ms(lambda: engine(data))
 

@@ -16,7 +16,7 @@ Layers are named by IR node name, output value, or the module path of their weig
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -58,11 +58,11 @@ class QuantOptions:
     report: QuantReport = field(default_factory=QuantReport)
     # Decisions of this build's first graph, reused when one build compiles the model again
     # (a dynamic-batch engine compiles one graph per batch size): same thresholds, same layers.
-    _decided: dict = field(default_factory=dict, repr=False)
+    decided: dict = field(default_factory=dict, repr=False, init=False)
 
     @classmethod
     def from_kwargs(cls, calibration=None, **kwargs) -> "QuantOptions":
-        known = {f for f in cls.__dataclass_fields__ if f not in ("calibration", "report")}
+        known = {f.name for f in fields(cls) if f.init and f.name not in ("calibration", "report")}
         unknown = sorted(set(kwargs) - known)
         if unknown:
             raise TridentError(f"build_engine: unknown option(s) {', '.join(unknown)}; int8 options "
@@ -181,7 +181,7 @@ def _quantize(graph: Graph, options: QuantOptions) -> Graph:
     needed = list(dict.fromkeys(n.inputs[0] for n in wanted))
     if options.quantize_residuals:  # their thresholds let downsample branches store int8
         needed += [v for v in residual_branches(graph, wanted) if v not in needed]
-    decided = options._decided
+    decided = options.decided
     if decided and set(needed) <= set(decided["thresholds"]):  # this build's graph at another batch
         return build(decided["selected"] & {layer_key(n) for n in wanted}, decided["thresholds"])
     calibrator = get_calibrator(options.calibrator, options.percentile)

@@ -118,10 +118,9 @@ def conv_shape(ctx, shape, batch: int) -> dict:
 
 # ------------------------------------------------------------- memory-bound kernels ----
 def _graph_engine(ctx, graph):
-    from trident.compiler.build import compile_graph
-    from trident.runtime.engine import Engine
+    from trident.compiler.build import compile_graph, engine_from
 
-    return Engine(compile_graph(graph, "fp32"), device=ctx.device, cuda_graph=False)
+    return engine_from(compile_graph(graph, "fp32"), device=ctx.device, cuda_graph=False)
 
 
 def elementwise_chain(ctx, numel: int) -> dict:

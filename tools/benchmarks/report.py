@@ -159,9 +159,9 @@ def markdown(results: dict) -> str:
 
 # ----------------------------------------------------------------------------- charts ----
 def _pyplot():
-    from trident.tools.profile import _pyplot
+    from trident.tools.profile import pyplot
 
-    return _pyplot()
+    return pyplot()
 
 
 def plot_throughput(results: dict, path) -> bool:

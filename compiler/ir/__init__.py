@@ -1,4 +1,5 @@
-"""trident's IR: one Node type, a Graph of named values, typed tensors.
+"""trident's IR: one Node type, a Graph of named values, typed tensors (the graph the passes
+rewrite); ir/plan.py holds the launch plan codegen lowers it to, which the runtime runs.
 
 Values are named by strings (as in ONNX): a value is a graph input, a constant, or the output of
 exactly one node. Nodes are kept in topological order. Passes build new graphs rather than
@@ -12,67 +13,10 @@ from typing import Iterable
 
 import torch
 
-from trident.compiler.errors import ShapeError, TridentError, where
-
-Dim = int | str  # str: a symbolic dimension, e.g. "batch"
-
-DTYPE_NAMES = {
-    torch.float32: "f32", torch.float16: "f16", torch.bfloat16: "bf16", torch.int8: "i8",
-    torch.uint8: "u8", torch.int32: "i32", torch.int64: "i64", torch.bool: "bool",
-}
-SUPPORTED_DTYPES = frozenset(DTYPE_NAMES)
-FLOAT_DTYPES = frozenset({torch.float32, torch.float16, torch.bfloat16})
-
-
-@dataclass(frozen=True)
-class TensorType:
-    shape: tuple[Dim, ...]
-    dtype: torch.dtype
-
-    @property
-    def rank(self) -> int:
-        return len(self.shape)
-
-    @property
-    def is_static(self) -> bool:
-        return all(isinstance(d, int) for d in self.shape)
-
-    def numel(self) -> int:
-        if not self.is_static:
-            raise ShapeError(f"numel of a tensor with symbolic dims {self}")
-        n = 1
-        for d in self.shape:
-            n *= d
-        return n
-
-    def __str__(self) -> str:
-        return f"{DTYPE_NAMES.get(self.dtype, str(self.dtype))}[{','.join(map(str, self.shape))}]"
-
-    @staticmethod
-    def of(t: torch.Tensor) -> "TensorType":
-        return TensorType(tuple(t.shape), t.dtype)
-
-
-@dataclass
-class Node:
-    op: str
-    inputs: tuple[str, ...]
-    outputs: tuple[str, ...]
-    attrs: dict = field(default_factory=dict)
-    name: str = ""
-
-    def __str__(self) -> str:
-        attrs = ", ".join(f"{k}={_fmt_attr(v)}" for k, v in sorted(self.attrs.items()))
-        head = f"{', '.join(self.outputs)} = {self.op}({', '.join(self.inputs)}"
-        return head + (f"; {attrs})" if attrs else ")")
-
-
-def _fmt_attr(v) -> str:
-    if isinstance(v, torch.dtype):
-        return DTYPE_NAMES.get(v, str(v))
-    if isinstance(v, float):
-        return f"{v:g}"
-    return str(v)
+from trident.compiler.errors import TridentError, where
+from trident.compiler.ops import get_op, infer_types
+from trident.compiler.types import (DTYPE_NAMES, FLOAT_DTYPES, SUPPORTED_DTYPES, Dim, Node,
+                                    TensorType)
 
 
 @dataclass
@@ -106,8 +50,6 @@ class Graph:
     # -- checks and printing ----------------------------------------------------------------
     def verify(self) -> None:
         """Raise TridentError if the graph breaks an IR invariant (SSA, topological order, types)."""
-        from trident.compiler.ops import infer_types, get_op
-
         defined = set(self.inputs) | set(self.constants)
         if len(defined) != len(self.inputs) + len(self.constants):
             raise TridentError("a graph input is also a constant")
@@ -184,8 +126,6 @@ class GraphBuilder:
     def add(self, op: str, inputs: Iterable[str], attrs: dict | None = None, name: str = "",
             outputs: Iterable[str] | None = None) -> list[str]:
         """Append one node; returns the names of its outputs."""
-        from trident.compiler.ops import infer_types
-
         inputs = tuple(inputs)
         node = Node(op, inputs, (), dict(attrs or {}), name)
         out_types = infer_types(node, [self.graph.types[i] for i in inputs])
@@ -212,3 +152,7 @@ class GraphBuilder:
     def finish(self, outputs: Iterable[str]) -> Graph:
         self.graph.outputs = list(outputs)
         return self.graph
+
+
+__all__ = ["DTYPE_NAMES", "FLOAT_DTYPES", "SUPPORTED_DTYPES", "Dim", "Graph", "GraphBuilder", "Node",
+           "TensorType"]

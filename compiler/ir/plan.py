@@ -1,0 +1,365 @@
+"""The launch plan: what codegen produces and the runtime runs.
+
+A Plan is the program with every compiler decision already made and nothing of how it was made:
+- layouts: every value's shape, strides, dtype and offset (views share their source's memory);
+- steps, in order: a kernel launch (name, generated source, argument values, launch config), a
+  view (strides only), or an op that runs through torch (its IR node);
+- constants: the weights, already packed in the layouts their kernels read;
+- dynamic: for a batch-profile plan, the templates that give the layouts, input shapes and
+  torch-op attributes at any batch of the profile (ir/shapes.py);
+- index_bounds: integer inputs used as indices (token ids), and the size they index.
+Fusion groups, their reasons and the autotuner's problems stay with the compiler (BuildTrace).
+
+to_json()/from_json() write and read a plan field by field as plain JSON (the engine file's
+header, runtime/format.py); the weights travel separately, as raw bytes.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Sequence
+
+import torch
+
+from trident.compiler.errors import EngineFileError
+from trident.compiler.ir.launch import LaunchConfig
+from trident.compiler.ir.shapes import Affine, BatchProfile, instantiate, is_constant
+from trident.compiler.types import Node
+
+
+@dataclass(frozen=True)
+class Layout:
+    shape: tuple[int, ...]
+    strides: tuple[int, ...]
+    dtype: torch.dtype
+    offset: int = 0  # elements from the start of the buffer it views (views only)
+
+
+@dataclass(frozen=True)
+class KernelStep:
+    """Launch a generated kernel: `launch(*args, config=...)` of the module `source` defines."""
+    kind: ClassVar[str] = "kernel"
+    name: str
+    source: str
+    args: tuple[str, ...]       # values passed to launch(), in order: inputs, then outputs
+    outputs: tuple[str, ...]
+    config: LaunchConfig
+    batched: bool = False       # a batch-generic kernel: launch() also takes nb=<batch>
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        return tuple(a for a in self.args if a not in self.outputs)
+
+
+@dataclass(frozen=True)
+class ViewStep:
+    """Outputs are views of the input: the layouts give their strides and offsets."""
+    kind: ClassVar[str] = "view"
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class TorchStep:
+    """An op with no kernel: its reference (compiler/ops.py) runs on the engine's device."""
+    kind: ClassVar[str] = "torch"
+    node: Node
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        return tuple(self.node.inputs)
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        return tuple(self.node.outputs)
+
+
+Step = KernelStep | ViewStep | TorchStep
+
+
+@dataclass
+class BatchInfo:
+    """What an engine needs to run a plan at any batch size of its profile."""
+    profile: BatchProfile
+    build_batch: int                     # the batch the plan's layouts describe
+    layouts: dict[str, Any]              # value -> template of (shape, strides, offset)
+    inputs: dict[str, Any]               # plan input -> template of its shape
+    node_attrs: dict[int, Any]           # torch step index -> template of its node's attrs
+    _cache: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def layouts_at(self, batch: int, base: dict[str, Layout]) -> dict[str, Layout]:
+        if batch not in self._cache:
+            out = {}
+            for value, lay in base.items():
+                template = self.layouts.get(value)
+                if template is None or is_constant(template):
+                    out[value] = lay
+                else:
+                    shape, strides, offset = instantiate(template, batch)
+                    out[value] = Layout(tuple(shape), tuple(strides), lay.dtype, offset)
+            self._cache[batch] = out
+        return self._cache[batch]
+
+    def input_shape(self, name: str, batch: int) -> tuple[int, ...]:
+        return tuple(instantiate(self.inputs[name], batch))
+
+    def batch_of(self, name: str, shape: Sequence[int]) -> int | None:
+        """The batch an input of this shape implies (None if its dims do not depend on it)."""
+        template = self.inputs[name]
+        if len(shape) != len(template):
+            return None
+        for dim, t in zip(shape, template):
+            if isinstance(t, Affine):
+                return t.solve(int(dim))
+        return None
+
+    def shape_text(self, name: str) -> str:
+        dims = []
+        for t in self.inputs[name]:
+            if isinstance(t, Affine):
+                dims.append("batch" if (t.a, t.c) == (1, 0) else f"{t.expr('batch')}")
+            else:
+                dims.append(str(t))
+        return f"({', '.join(dims)})"
+
+
+@dataclass
+class Plan:
+    name: str
+    inputs: list[str]
+    outputs: list[str]
+    steps: list[Step]
+    layouts: dict[str, Layout]
+    constants: dict[str, torch.Tensor] = field(default_factory=dict)  # packed, kernel-ready
+    dynamic: BatchInfo | None = None
+    index_bounds: dict[str, int] = field(default_factory=dict)  # input -> values must be below
+
+    @property
+    def num_kernels(self) -> int:
+        """Kernel launches per run: generated kernels plus ops that run through torch."""
+        return sum(s.kind in ("kernel", "torch") for s in self.steps)
+
+    def kernel_steps(self) -> list[KernelStep]:
+        return [s for s in self.steps if s.kind == "kernel"]
+
+    def to_json(self) -> dict:
+        out = {"name": self.name, "inputs": list(self.inputs), "outputs": list(self.outputs),
+               "layouts": {v: _layout_json(lay) for v, lay in self.layouts.items()},
+               "steps": [_step_json(s) for s in self.steps], "index_bounds": dict(self.index_bounds)}
+        if self.dynamic is not None:
+            out["dynamic"] = _dynamic_json(self.dynamic)
+        return out
+
+    @staticmethod
+    def from_json(data: dict, constants: dict[str, torch.Tensor]) -> "Plan":
+        """The plan `to_json` wrote; EngineFileError naming the field if one is malformed."""
+        d = _Fields(data, "plan")
+        layouts = {v: _layout_from(_Fields(lay, f"plan.layouts.{v}"))
+                   for v, lay in d.object("layouts").items()}
+        steps = [_step_from(_Fields(s, f"plan.steps[{k}]")) for k, s in enumerate(d.array("steps"))]
+        dynamic = _dynamic_from(_Fields(data["dynamic"], "plan.dynamic")) if "dynamic" in data else None
+        bounds = _Fields(d.object("index_bounds"), "plan.index_bounds")
+        return Plan(d.string("name"), d.names("inputs"), d.names("outputs"), steps, layouts,
+                    dict(constants), dynamic, {name: bounds.integer(name) for name in bounds.data})
+
+
+# ----------------------------------------------------------------------------- JSON ----
+class _Fields:
+    """Typed reads of one JSON object, naming the field on a mismatch."""
+
+    def __init__(self, data, where: str):
+        if not isinstance(data, dict):
+            raise EngineFileError(f"engine file: {where} should be an object, got {_kind(data)}")
+        self.data, self.where = data, where
+
+    def get(self, key: str, types, what: str):
+        if key not in self.data:
+            raise EngineFileError(f"engine file: {self.where}.{key} is missing")
+        value = self.data[key]
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in _tuple(types)):
+            raise EngineFileError(f"engine file: {self.where}.{key} should be {what}, got "
+                                  f"{_kind(value)}")
+        return value
+
+    def string(self, key: str) -> str:
+        return self.get(key, str, "a string")
+
+    def integer(self, key: str) -> int:
+        return self.get(key, int, "an integer")
+
+    def flag(self, key: str) -> bool:
+        return self.get(key, bool, "true or false")
+
+    def array(self, key: str) -> list:
+        return self.get(key, list, "a list")
+
+    def object(self, key: str) -> dict:
+        return self.get(key, dict, "an object")
+
+    def ints(self, key: str) -> tuple[int, ...]:
+        values = self.array(key)
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+            raise EngineFileError(f"engine file: {self.where}.{key} should hold integers")
+        return tuple(values)
+
+    def names(self, key: str) -> list[str]:
+        values = self.array(key)
+        if not all(isinstance(v, str) for v in values):
+            raise EngineFileError(f"engine file: {self.where}.{key} should hold value names")
+        return list(values)
+
+    def dtype(self, key: str) -> torch.dtype:
+        return dtype_from_name(self.string(key), f"{self.where}.{key}")
+
+
+def _tuple(types) -> tuple:
+    return types if isinstance(types, tuple) else (types,)
+
+
+def _kind(value) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).replace("torch.", "")
+
+
+def dtype_from_name(name: str, where: str) -> torch.dtype:
+    dtype = getattr(torch, name, None)
+    if not isinstance(dtype, torch.dtype):
+        raise EngineFileError(f"engine file: {where}: unknown dtype {name!r}")
+    return dtype
+
+
+def _layout_json(lay: Layout) -> dict:
+    return {"shape": list(lay.shape), "strides": list(lay.strides), "dtype": dtype_name(lay.dtype),
+            "offset": lay.offset}
+
+
+def _layout_from(f: _Fields) -> Layout:
+    return Layout(f.ints("shape"), f.ints("strides"), f.dtype("dtype"), f.integer("offset"))
+
+
+def _config_json(cfg: LaunchConfig) -> dict:
+    return {"params": dict(cfg.params), "num_warps": cfg.num_warps, "num_stages": cfg.num_stages}
+
+
+def _config_from(f: _Fields) -> LaunchConfig:
+    params = f.object("params")
+    for key, value in params.items():
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise EngineFileError(f"engine file: {f.where}.params.{key} should be an integer")
+    stages = f.data.get("num_stages")
+    if stages is not None and (not isinstance(stages, int) or isinstance(stages, bool)):
+        raise EngineFileError(f"engine file: {f.where}.num_stages should be an integer or null")
+    return LaunchConfig(tuple(params.items()), f.integer("num_warps"), stages)
+
+
+def _step_json(step: Step) -> dict:
+    if step.kind == "kernel":
+        return {"kind": "kernel", "name": step.name, "source": step.source, "args": list(step.args),
+                "outputs": list(step.outputs), "config": _config_json(step.config),
+                "batched": step.batched}
+    if step.kind == "view":
+        return {"kind": "view", "inputs": list(step.inputs), "outputs": list(step.outputs)}
+    return {"kind": "torch", "node": _node_json(step.node)}
+
+
+def _step_from(f: _Fields) -> Step:
+    kind = f.string("kind")
+    if kind == "kernel":
+        return KernelStep(f.string("name"), f.string("source"), tuple(f.names("args")),
+                          tuple(f.names("outputs")),
+                          _config_from(_Fields(f.object("config"), f"{f.where}.config")),
+                          f.flag("batched"))
+    if kind == "view":
+        return ViewStep(tuple(f.names("inputs")), tuple(f.names("outputs")))
+    if kind == "torch":
+        return TorchStep(_node_from(_Fields(f.object("node"), f"{f.where}.node")))
+    raise EngineFileError(f"engine file: {f.where}.kind: unknown step kind {kind!r}")
+
+
+def _node_json(node: Node) -> dict:
+    return {"op": node.op, "name": node.name, "inputs": list(node.inputs),
+            "outputs": list(node.outputs), "attrs": {k: value_json(v) for k, v in node.attrs.items()}}
+
+
+def _node_from(f: _Fields) -> Node:
+    attrs = {k: value_from(v, f"{f.where}.attrs.{k}") for k, v in f.object("attrs").items()}
+    return Node(f.string("op"), tuple(f.names("inputs")), tuple(f.names("outputs")), attrs,
+                f.string("name"))
+
+
+def value_json(value):
+    """An IR attribute value (or template of one) as JSON: numbers, strings, booleans and None as
+    they are; lists; tuples, dtypes, affine sizes and str-keyed dicts tagged, so they come back
+    as what they were."""
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else {"float": str(value)}
+    if isinstance(value, torch.dtype):
+        return {"dtype": dtype_name(value)}
+    if isinstance(value, Affine):
+        return {"affine": [value.a, value.c]}
+    if isinstance(value, tuple):
+        return {"tuple": [value_json(v) for v in value]}
+    if isinstance(value, list):
+        return [value_json(v) for v in value]
+    if isinstance(value, dict) and all(isinstance(k, str) for k in value):
+        return {"dict": {k: value_json(v) for k, v in value.items()}}
+    raise TypeError(f"a plan cannot store a {type(value).__name__} attribute ({value!r:.80})")
+
+
+def value_from(data, where: str):
+    if data is None or isinstance(data, (bool, int, float, str)):
+        return data
+    if isinstance(data, list):
+        return [value_from(v, f"{where}[{k}]") for k, v in enumerate(data)]
+    if not isinstance(data, dict) or len(data) != 1:
+        raise EngineFileError(f"engine file: {where}: malformed value {data!r:.80}")
+    (tag, body), = data.items()
+    if tag == "tuple" and isinstance(body, list):
+        return tuple(value_from(v, f"{where}[{k}]") for k, v in enumerate(body))
+    if tag == "dict" and isinstance(body, dict):
+        return {k: value_from(v, f"{where}.{k}") for k, v in body.items()}
+    if tag == "dtype" and isinstance(body, str):
+        return dtype_from_name(body, where)
+    if tag == "float" and body in ("inf", "-inf", "nan"):
+        return float(body)
+    if tag == "affine" and isinstance(body, list) and len(body) == 2 \
+            and all(isinstance(v, int) and not isinstance(v, bool) for v in body):
+        return Affine(body[0], body[1])
+    raise EngineFileError(f"engine file: {where}: malformed value {data!r:.80}")
+
+
+def _dynamic_json(info: BatchInfo) -> dict:
+    return {"profile": list(info.profile.as_tuple()), "build_batch": info.build_batch,
+            "layouts": {v: value_json(t) for v, t in info.layouts.items()},
+            "inputs": {v: value_json(t) for v, t in info.inputs.items()},
+            "node_attrs": {str(k): value_json(t) for k, t in info.node_attrs.items()}}
+
+
+def _dynamic_from(f: _Fields) -> BatchInfo:
+    lo, opt, hi = _profile_ints(f)
+    node_attrs = {}
+    for k, t in f.object("node_attrs").items():
+        if not k.isdigit():
+            raise EngineFileError(f"engine file: dynamic.node_attrs: {k!r} is not a step index")
+        node_attrs[int(k)] = value_from(t, f"dynamic.node_attrs.{k}")
+    return BatchInfo(BatchProfile(lo, opt, hi), f.integer("build_batch"),
+                     {v: value_from(t, f"dynamic.layouts.{v}") for v, t in f.object("layouts").items()},
+                     {v: value_from(t, f"dynamic.inputs.{v}") for v, t in f.object("inputs").items()},
+                     node_attrs)
+
+
+def _profile_ints(f: _Fields) -> tuple[int, int, int]:
+    values = f.ints("profile")
+    if len(values) != 3 or not 1 <= values[0] <= values[1] <= values[2]:
+        raise EngineFileError(f"engine file: dynamic.profile should be [min, opt, max] with "
+                              f"1 <= min <= opt <= max, got {list(values)}")
+    return values
+
+
+__all__ = ["BatchInfo", "KernelStep", "Layout", "Plan", "Step", "TorchStep", "ViewStep",
+           "dtype_from_name", "dtype_name", "value_from", "value_json"]
