@@ -6,6 +6,7 @@ from pathlib import Path
 
 import torch
 
+from trident.compiler import config
 from trident.compiler.errors import TridentError
 from trident.compiler.fusion import Group, fuse
 from trident.compiler.ir import Graph
@@ -43,7 +44,7 @@ def import_model(model, example_inputs=None) -> Graph:
                        f"file, onnx.ModelProto, nn.Module or fx.GraphModule")
 
 
-def compile_graph(graph: Graph, precision: str = "fp16", trace: BuildTrace | None = None,
+def compile_graph(graph: Graph, precision: str = config.DEFAULT_PRECISION, trace: BuildTrace | None = None,
                   fuse_ops: bool = True, quantization=None, *, tune: str = "none", timing_cache=None,
                   device=None):
     """Passes, fusion and codegen for an imported graph; returns the Program.
@@ -79,7 +80,7 @@ def compile_graph(graph: Graph, precision: str = "fp16", trace: BuildTrace | Non
     return program
 
 
-def build_engine(model, precision: str = "fp16", example_inputs=None, calibration=None,
+def build_engine(model, precision: str = config.DEFAULT_PRECISION, example_inputs=None, calibration=None,
                  device=None, trace: BuildTrace | None = None, fuse_ops: bool = True,
                  tune: str = "none", timing_cache=None, batch=None, **int8_options):
     """int8_options (precision="int8" only): calibrator, percentile, int8_exclude,

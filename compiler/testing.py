@@ -284,13 +284,12 @@ def _unfused_diagnosis(graph, precision, inputs, expected, rtol, atol) -> str:
 
 
 def _time_fused_unfused(engine, graph, precision, inputs) -> tuple[float, float]:
+    from trident.compiler.autotune.measure import gpu_timer
     from trident.compiler.build import compile_graph
     from trident.runtime.engine import Engine
-    from trident.tools.bench import bench_ms
 
     unfused = Engine(compile_graph(graph.copy(), precision, fuse_ops=False))
-    return (bench_ms(lambda: engine(*inputs))["median_ms"],
-            bench_ms(lambda: unfused(*inputs))["median_ms"])
+    return gpu_timer(lambda: engine(*inputs)), gpu_timer(lambda: unfused(*inputs))
 
 
 def check_fusion(fn_or_graph, shapes=None, precisions=("fp32", "fp16"), *, seed: int | None = None,

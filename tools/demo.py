@@ -9,12 +9,14 @@ import time
 import torch
 
 from trident.compiler import build_engine, config
+from trident.tools.timing import wall_ms
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("demo", help="compile and run the bundled example models")
-    p.add_argument("--precision", default=None, choices=["fp32", "fp16"],
-                   help="default: fp16 on a GPU, fp32 in the interpreter")
+    p = subparsers.add_parser("demo", help="compile and run the bundled example models",
+                              description=__doc__)
+    p.add_argument("--precision", default=config.DEFAULT_PRECISION, choices=["fp32", "fp16"],
+                   help="what the kernels compute in")
     p.set_defaults(func=run)
 
 
@@ -26,20 +28,8 @@ def _examples():
         yield name, build(), make_inputs(2)
 
 
-def _time(fn, repeat: int = 3) -> float:
-    fn()
-    if config.HAS_CUDA:
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(repeat):
-        fn()
-    if config.HAS_CUDA:
-        torch.cuda.synchronize()
-    return (time.perf_counter() - start) / repeat * 1e3
-
-
 def run(args: argparse.Namespace) -> int:
-    precision = args.precision or ("fp16" if config.HAS_CUDA else "fp32")
+    precision = args.precision
     device = "cuda" if config.HAS_CUDA else "cpu"
     where = "GPU" if config.HAS_CUDA else "CPU (Triton interpreter)"
     print(f"trident demo: precision {precision}, kernels on the {where}")
@@ -59,6 +49,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"  relative error vs PyTorch: {err:.2e}")
         with torch.no_grad():
             note = "" if config.HAS_CUDA else "  (interpreter: checks correctness, not speed)"
-            print(f"  time per run: trident {_time(lambda: engine(*inputs)):.1f} ms, "
-                  f"torch eager {_time(lambda: model(*inputs)):.1f} ms{note}")
+            print(f"  time per run: trident {wall_ms(lambda: engine(*inputs)):.1f} ms, "
+                  f"torch eager {wall_ms(lambda: model(*inputs)):.1f} ms{note}")
     return 0

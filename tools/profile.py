@@ -18,13 +18,14 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import statistics
-import time
 from dataclasses import asdict, dataclass, field
 
 import torch
 
 from trident.compiler import config
+from trident.compiler.errors import InputError
+from trident.tools.common import add_model_arguments, load_graph, output_path, pyplot, quantization_options
+from trident.tools.timing import bench_ms, step_ms_cpu, step_ms_graph
 
 CPU_CAVEAT = ("no GPU: times are wall clock of Triton's interpreter on the CPU (Python executing "
               "each kernel), not GPU performance; rates and roofline figures are not meaningful")
@@ -107,7 +108,7 @@ class ProfileReport:
 
     def plot_roofline(self, path, label_top: int = 8) -> None:
         """A log-log roofline PNG: each kernel at (FLOP/byte, achieved TFLOP/s), sized by time."""
-        plt = _pyplot()
+        plt = pyplot()
         fig, ax = plt.subplots(figsize=(9, 6), dpi=110)
         pts = [s for s in self.steps if s.flops > 0 and s.bytes > 0 and s.time_ms > 0]
         if pts:
@@ -142,18 +143,6 @@ class ProfileReport:
         fig.tight_layout()
         fig.savefig(path)
         plt.close(fig)
-
-
-def _pyplot():
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise RuntimeError("plots need matplotlib: pip install matplotlib "
-                           "(or pip install 'trident[tools]')") from None
-    return plt
 
 
 # ---------------------------------------------------------------------- cost model ----
@@ -199,42 +188,6 @@ def _template(step) -> str:
 
 
 # -------------------------------------------------------------------------- timing ----
-def _time_cpu(run, repeat: int) -> float:
-    run()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
-
-
-def _time_cuda(run, repeat: int, keep: list, capture: bool) -> float:
-    """ms of one run(): `repeat` launches captured in one CUDA graph, its replay timed with
-    events (a kernel's time without Python's launch cost). Steps that run through torch may not
-    be capturable: those (capture=False) are timed as `repeat` back-to-back eager runs."""
-    run()  # compiles the kernel, outside any capture
-    torch.cuda.synchronize()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    if capture:
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            for _ in range(repeat):
-                run()
-        graph.replay()
-        keep.append(graph)  # its pool holds outputs that later steps read
-        start.record()
-        graph.replay()
-        end.record()
-    else:
-        start.record()
-        for _ in range(repeat):
-            run()
-        end.record()
-    end.synchronize()
-    return start.elapsed_time(end) / repeat
-
-
 def _engine_dtype(program) -> torch.dtype:
     for step in program.steps:
         if step.kernel and step.kernel.problem.get("dtype") is not None:
@@ -243,16 +196,12 @@ def _engine_dtype(program) -> torch.dtype:
 
 
 def _matmul_tflops(device, dtype: torch.dtype, n: int = 8192) -> float:
-    from trident.tools.bench import bench_ms
-
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
     return 2 * n ** 3 / (bench_ms(lambda: torch.matmul(a, b), 3, 10)["median_ms"] * 1e-3) / 1e12
 
 
 def _copy_gbps(device, nbytes: int = 1 << 30) -> float:
-    from trident.tools.bench import bench_ms
-
     src = torch.empty(nbytes // 2, device=device, dtype=torch.float16)
     dst = torch.empty_like(src)
     return 2 * nbytes / (bench_ms(lambda: dst.copy_(src), 3, 10)["median_ms"] * 1e-3) / 1e9
@@ -293,9 +242,9 @@ def profile_engine(engine, inputs, repeat: int | None = None, peaks: Peaks | Non
         if step.kind == "view":
             run()
         elif on_gpu:
-            times[k] = _time_cuda(run, repeat, graphs, capture=step.kind == "kernel")
+            times[k] = step_ms_graph(run, repeat, graphs, capture=step.kind == "kernel")
         else:
-            times[k] = _time_cpu(run, repeat)
+            times[k] = step_ms_cpu(run, repeat)
 
     engine.run_steps(*inputs, on_step=on_step)
     graphs.clear()
@@ -324,11 +273,8 @@ def profile_engine(engine, inputs, repeat: int | None = None, peaks: Peaks | Non
 
 # ------------------------------------------------------------------------- command ----
 def register(subparsers) -> None:
-    from trident.tools.common import add_model_arguments
-
     p = subparsers.add_parser("profile", help="time each kernel; TFLOP/s, GB/s, %% of roofline",
-                              description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+                              description=__doc__)
     add_model_arguments(p)
     p.add_argument("--repeat", type=int, help="runs per step (default: 20 on a GPU, 3 on the CPU)")
     p.add_argument("--peaks", metavar="TFLOPS,GBPS",
@@ -342,8 +288,6 @@ def parse_peaks(text: str) -> Peaks:
     try:
         tflops, gbps = (float(v) for v in text.split(","))
     except ValueError:
-        from trident.compiler.errors import InputError
-
         raise InputError(f"--peaks: expected TFLOPS,GBPS such as 671,4250, got {text!r}") from None
     return Peaks(tflops, gbps, "given")
 
@@ -351,18 +295,19 @@ def parse_peaks(text: str) -> Peaks:
 def run(args: argparse.Namespace) -> int:
     from trident.compiler.build import compile_graph
     from trident.runtime.engine import Engine
-    from trident.tools.common import load_graph
 
     loaded = load_graph(args.model, args.batch)
-    engine = Engine(compile_graph(loaded.graph.copy(), args.precision, fuse_ops=not args.no_fuse))
+    quantization = quantization_options(loaded, args.precision, args.calibration)
+    engine = Engine(compile_graph(loaded.graph.copy(), args.precision, fuse_ops=not args.no_fuse,
+                                  quantization=quantization))
     peaks = parse_peaks(args.peaks) if args.peaks else None
     report = profile_engine(engine, loaded.inputs, args.repeat, peaks)
     print(report)
     if args.plot:
-        report.plot_roofline(args.plot)
+        report.plot_roofline(output_path(args.plot))
         print(f"wrote {args.plot}")
     if args.json:
-        with open(args.json, "w") as f:
+        with open(output_path(args.json), "w") as f:
             json.dump(report.to_json(), f, indent=1)
         print(f"wrote {args.json}")
     if not config.HAS_CUDA:
