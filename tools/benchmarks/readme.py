@@ -38,9 +38,9 @@ def results_section(results: dict, chart: str | None, raw: str, details: str = "
              "latency over trident's (above 1: trident is faster). Every runner's latency percentiles, "
              f"build time, peak memory and error, and the kernel microbenchmarks: [{details}]({details}); "
              f"raw figures: `{raw}`.", ""]
-    lines += [f"_{n}_" for n in results.get("notes", [])]
+    lines += [f"_{n}_\n" for n in results.get("notes", [])]
     if results.get("models"):
-        lines += ["", report.summary_table(results), ""]
+        lines += [report.summary_table(results), ""]
         if missing := report.missing_anchors(results):
             lines += [f"_Not measured (– above): {'; '.join(missing)}._", ""]
     if convs := report.conv_summary_line(results):
@@ -52,7 +52,7 @@ def results_section(results: dict, chart: str | None, raw: str, details: str = "
 
 def _command(results: dict) -> str:
     return {"quick": "`trident bench --quick`", "dry": "`trident bench --dry-run`"}.get(
-        results.get("mode"), "`trident bench` (full)")
+        results.get("mode"), "`trident bench`")
 
 
 def details_page(results: dict, images: list[str], raw: str) -> str:
