@@ -4,10 +4,13 @@ from trident.compiler.errors import (EngineFileError, InputError, ModelError, Sh
                                      TridentError, UnsupportedError)
 
 
-def build_engine(model, precision: str = "fp16", example_inputs=None, calibration=None, **options):
-    """Compile an ONNX model (path or ModelProto), nn.Module or fx.GraphModule into an Engine."""
+def build_engine(model, precision: str = config.DEFAULT_PRECISION, example_inputs=None,
+                 calibration=None, **options):
+    """Compile an ONNX model (path or ModelProto), nn.Module or fx.GraphModule into an Engine.
+    precision: "fp32" (the default: the model's own numerics), "fp16" or "int8"."""
     from trident.compiler.build import build_engine as _build
 
+    config.notice_interpreter()
     return _build(model, precision=precision, example_inputs=example_inputs,
                   calibration=calibration, **options)
 

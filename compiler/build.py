@@ -11,6 +11,7 @@ from typing import Sequence
 
 import torch
 
+from trident.compiler import config
 from trident.compiler.autotune import check_level, tune_plan, tune_program
 from trident.compiler.codegen import generate
 from trident.compiler.codegen.dynamic import make_dynamic
@@ -90,7 +91,8 @@ def import_at_batch(model, example_inputs, batch: int) -> Graph:
     return import_model(model, rebatch(example_inputs, batch))
 
 
-def compile_graph(graph: Graph, precision: str = "fp16", trace: BuildTrace | None = None,
+def compile_graph(graph: Graph, precision: str = config.DEFAULT_PRECISION,
+                  trace: BuildTrace | None = None,
                   fuse_ops: bool = True, quantization=None, *, tune: str = "none", timing_cache=None,
                   device=None) -> Program:
     """Passes, fusion and codegen for an imported graph; returns the Program.
@@ -126,7 +128,7 @@ def engine_from(program: Program, device=None, **options) -> Engine:
     return Engine(program.plan(), device=device, **options)
 
 
-def build_engine(model, precision: str = "fp16", example_inputs=None, calibration=None,
+def build_engine(model, precision: str = config.DEFAULT_PRECISION, example_inputs=None, calibration=None,
                  device=None, trace: BuildTrace | None = None, fuse_ops: bool = True,
                  tune: str = "none", timing_cache=None, batch=None, **int8_options) -> Engine:
     """int8_options (precision="int8" only): calibrator, percentile, int8_exclude,

@@ -1,8 +1,10 @@
 """Every environment knob trident reads, in one place (Triton's knobs.py habit).
 
 Importing this module also decides how kernels run: with no CUDA device, Triton's interpreter
-(TRITON_INTERPRET=1) must be switched on *before* triton is first imported, so every trident
-subpackage imports this module first.
+(TRITON_INTERPRET=1) runs every kernel on the CPU, so every trident subpackage imports this
+module first. Triton reads that switch when a kernel is decorated, not when triton is imported,
+so it works whichever was imported first: `torch.compile` imports triton before torch loads the
+trident backend.
 """
 from __future__ import annotations
 
@@ -26,15 +28,72 @@ def _cuda_available() -> bool:
 
 HAS_CUDA: bool = _cuda_available()
 
+# Suppress informational messages (the interpreter notice, progress bars).
+QUIET: bool = _env_flag("TRIDENT_QUIET")
+
+
+def _use_interpreter() -> None:
+    """Switch Triton's interpreter on: the environment variable for triton not yet imported (and
+    for child processes); for a triton already imported, its knob (read at each @triton.jit) and
+    triton.language's own jit functions."""
+    os.environ["TRITON_INTERPRET"] = "1"
+    triton = sys.modules.get("triton")
+    if triton is None:
+        return
+    runtime_knobs = getattr(getattr(triton, "knobs", None), "runtime", None)
+    if runtime_knobs is not None:
+        runtime_knobs.interpret = True
+    _interpret_triton_language()
+
+
+def _interpret_triton_language() -> None:
+    """triton.language's library functions (tl.cdiv, tl.max, tl.sigmoid's helpers, ...) are
+    @triton.jit functions made when triton was imported: compiler-side JITFunctions, which the
+    interpreter cannot call. Give each module (and tl.tensor's methods) an interpreted twin, as an
+    import with TRITON_INTERPRET=1 would have made."""
+    try:
+        from triton.runtime.interpreter import InterpretedFunction
+        from triton.runtime.jit import JITFunction
+        from triton.language.core import tensor
+    except ImportError:  # a Triton without these: kernels will fail to launch, and say so
+        return
+    twins: dict[int, object] = {}
+
+    def twin(fn):
+        return twins.setdefault(id(fn), InterpretedFunction(fn.fn))
+
+    namespaces = [m for name, m in list(sys.modules.items())
+                  if m is not None and (name == "triton.language" or name.startswith("triton.language."))]
+    for namespace in namespaces + [tensor]:
+        for name, value in list(vars(namespace).items()):
+            if isinstance(value, JITFunction):
+                setattr(namespace, name, twin(value))
+
+
 # With no GPU every generated kernel goes through Triton's interpreter on the CPU.
-if not HAS_CUDA and "triton" not in sys.modules:
-    if not _env_flag("TRITON_INTERPRET"):
-        os.environ["TRITON_INTERPRET"] = "1"
-        if not _env_flag("TRIDENT_QUIET"):
-            print("trident: no CUDA device; Triton kernels run in the interpreter (slow, for testing).",
-                  file=sys.stderr)
+if not HAS_CUDA and not _env_flag("TRITON_INTERPRET"):
+    _use_interpreter()
 
 INTERPRET: bool = _env_flag("TRITON_INTERPRET")
+
+_noticed = False
+
+
+def notice_interpreter() -> None:
+    """Say once per process, on stderr, that kernels run in the interpreter (not at import time,
+    so that `trident --help` and commands that run no kernel stay quiet)."""
+    global _noticed
+    if _noticed or HAS_CUDA or not INTERPRET or QUIET:
+        return
+    _noticed = True
+    print("trident: no CUDA device; Triton kernels run in the interpreter (slow, for testing).",
+          file=sys.stderr)
+
+
+# The precision every entry point builds at unless told otherwise (build_engine, every command
+# of the CLI, the torch.compile backend): the model's own numerics. FP16 and INT8 are asked for,
+# as with TensorRT's builder and trtexec.
+DEFAULT_PRECISION: str = "fp32"
 
 # Where generated kernels, the autotuning cache and calibration caches live.
 CACHE_DIR: Path = Path(os.environ.get("TRIDENT_CACHE_DIR")
@@ -45,9 +104,6 @@ DEBUG: bool = _env_flag("TRIDENT_DEBUG")
 
 # FP32 matmuls/convs may use TF32 tensor cores (opt-in: changes numerics).
 ALLOW_TF32: bool = _env_flag("TRIDENT_ALLOW_TF32")
-
-# Suppress informational messages (the interpreter notice, progress bars).
-QUIET: bool = _env_flag("TRIDENT_QUIET")
 
 # Autotuning: how many processes compile candidate configs in parallel (0: compile in the tuning
 # process, at each config's first launch).

@@ -13,7 +13,7 @@ dynamo recompiles a graph with a dynamic batch dim, each batch size seen gets it
 Weights are baked into the engines at their first call (as any inference compiler does).
 
 Options (`torch.compile(model, backend="trident", options={...})`):
-  precision   "fp32" (default: eager's numerics) | "fp16"
+  precision   "fp32" (the default everywhere in trident: eager's numerics) | "fp16"
   cuda_graph  True (default): engines replay CUDA graphs on a GPU; their outputs are cloned
               before they are handed to torch, so later calls never overwrite them
   fallback    True (default): a partition trident cannot build (an unusual argument, say) runs in
@@ -29,10 +29,10 @@ import torch
 import torch.fx
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
-from trident.compiler import config as _config  # noqa: F401  (Triton's interpreter without CUDA)
+from trident.compiler import config as _config  # (also: Triton's interpreter without CUDA)
 from trident.compiler.errors import TridentError
 
-DEFAULTS = {"precision": "fp32", "cuda_graph": True, "fallback": True, "min_nodes": 1}
+DEFAULTS = {"precision": _config.DEFAULT_PRECISION, "cuda_graph": True, "fallback": True, "min_nodes": 1}
 _NON_COMPUTE = ["_operator.getitem", "operator.getitem"]
 
 

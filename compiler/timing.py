@@ -9,6 +9,8 @@
   memory pool holds the calls' outputs) for the caller to keep alive.
 - latencies_ms / summarize: per-call wall latency of whole runs (CUDA events on the GPU, the
   clock on the CPU) and its median / p90 / p99, as trtexec reports them.
+- launch_ms: triton.testing.do_bench's median over launched calls (for calls that cannot be captured).
+- bench_ms: latencies_ms on the GPU summarized (median / p90 / p99).
 - wall_ms: median host-clock time of a call (the interpreter on the CPU).
 A call that raises propagates: callers that time candidate configs treat it as a failed config.
 """
@@ -16,13 +18,14 @@ from __future__ import annotations
 
 import math
 import statistics
+import sys
 import time
 
 import torch
 
 from trident.compiler import config as _config  # noqa: F401  (before triton: picks the interpreter)
 
-from triton.testing import do_bench_cudagraph
+from triton.testing import do_bench, do_bench_cudagraph
 
 
 def kernel_ms(fn, *, rep_ms: float = 20.0, cutoff_ms: float = math.inf) -> float:
@@ -106,6 +109,26 @@ def events_ms(fn, repeat: int) -> float:
     return start.elapsed_time(end) / repeat
 
 
+def launch_ms(fn, rep_ms: float = 100.0) -> float:
+    """triton.testing.do_bench's median milliseconds over `rep_ms` of launched calls."""
+    return float(do_bench(fn, warmup=max(5, int(rep_ms) // 4), rep=max(1, int(rep_ms)),
+                          return_mode="median"))
+
+
+def config_ms(fn, rep_ms: float = 100.0, graph: bool = True) -> float:
+    """A candidate config's milliseconds per call (cold_kernel_ms, or launch_ms when not
+    `graph`), or inf when the call fails: a config that cannot compile or run is a data point of
+    a sweep, not its end (the failure goes to stderr)."""
+    try:
+        fn()
+        torch.cuda.synchronize()
+        return cold_kernel_ms(fn, rep_ms=rep_ms) if graph else launch_ms(fn, rep_ms)
+    except Exception as exc:  # noqa: BLE001
+        text = str(exc).splitlines()
+        print(f"    (failed: {type(exc).__name__}: {text[0][:100] if text else ''})", file=sys.stderr)
+        return math.inf
+
+
 def latencies_ms(fn, iterations: int, warmup: int = 10, on_gpu: bool | None = None) -> list[float]:
     """Milliseconds of each of `iterations` timed calls of fn, after `warmup` untimed ones
     (GPU: CUDA events around each call; CPU: the host clock)."""
@@ -137,6 +160,11 @@ def summarize(times: list[float]) -> dict:
     return {"median_ms": pick(0.5), "p90_ms": pick(0.9), "p99_ms": pick(0.99)}
 
 
+def bench_ms(fn, warmup: int = 10, rep: int = 50) -> dict:
+    """Median / p90 / p99 milliseconds of `rep` CUDA-event-timed calls, after `warmup`."""
+    return summarize(latencies_ms(fn, rep, warmup, on_gpu=True))
+
+
 def wall_ms(fn, repeat: int) -> float:
     """Median host-clock milliseconds of `repeat` calls of fn, after one untimed call."""
     fn()
@@ -148,5 +176,5 @@ def wall_ms(fn, repeat: int) -> float:
     return statistics.median(times) * 1e3
 
 
-__all__ = ["cold_kernel_ms", "events_ms", "graph_ms", "kernel_ms", "latencies_ms", "summarize",
-           "wall_ms"]
+__all__ = ["bench_ms", "cold_kernel_ms", "config_ms", "events_ms", "graph_ms", "kernel_ms", "latencies_ms",
+           "launch_ms", "summarize", "wall_ms"]

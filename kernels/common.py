@@ -67,7 +67,7 @@ def pipeline_smem_bytes(cfg, elem_bytes: int) -> int:
 # True-fp32 dots run on the FMA units (no tensor cores without TF32), where a tile gains little
 # from its size and everything from keeping SMs busy: take the largest tile of this ladder that
 # still gives FP32_MIN_PROGRAMS programs. From the fp32 sweep at batch 1 on an H200
-# (benchmarks/results/h200-sweep-fp32-b1.json, 27 ResNet-50 conv and BERT b1 GEMM shapes): the
+# (docs/performance.md, "FP32"; 27 ResNet-50 conv and BERT b1 GEMM shapes): the
 # best configs ran 64-128 programs; this rule, with BLOCK_K 32 on 4 warps and 4 stages, sums to
 # 1.63 ms over the shapes against 1.46 for each shape's best and 4.11 for the 64- and 128-row
 # tiles the heuristics had (cuDNN / cuBLAS in fp32: 1.16).

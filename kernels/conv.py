@@ -347,8 +347,8 @@ def heuristic_config(M: int, oc_per_group: int, c_per_group: int, kh: int, kw: i
                      depthwise: bool = False, out_bytes: int = 2) -> LaunchConfig:
     """Default config of the implicit-GEMM tiles (1x1 stride-1 convs are GEMMs: matmul's heuristic).
 
-    M = N*OH*OW. On the GPU: the winners of `python -m trident.kernels.sweep` over ResNet-50's convs
-    at batch 256 on an H200 (benchmarks/results/h200-sweep-*.json), re-timed for 16-bit inputs once
+    M = N*OH*OW. On the GPU: the winners of `trident bench sweep` over ResNet-50's convs at batch
+    256 on an H200 (docs/performance.md, "Convolutions"), re-timed for 16-bit inputs once
     the tile's masks folded away and the tile went persistent (`_fp16_conv_config`). In the
     interpreter: few, big programs (cheap there).
     out_bytes: the widest output element; a 4-byte output's epilogue tile rules out 128x256.
@@ -391,7 +391,7 @@ def heuristic_config(M: int, oc_per_group: int, c_per_group: int, kh: int, kw: i
 
 def _fp32_conv_config(oc_per_group: int, taps: int, bk: int) -> LaunchConfig:
     """True-fp32 tiles at large M: a 16-deep K step (FMA-bound dots gain nothing from deeper ones).
-    ResNet-50 at b256 on an H200 (h200-sweep-fp32-b256.json; ms, against the 128x128x32 tile on
+    ResNet-50 at b256 on an H200 (docs/performance.md, "FP32"; ms, against the 128x128x32 tile on
     8 warps before): strided 1x1s on 128x128, 1.85 against 2.48; 3x3s up to 256 channels on 256x64,
     2.13 against 2.66. 512-channel 3x3s keep the old tile (2.65 against 2.70-2.75)."""
     bn = max(16, min(128, next_pow2(oc_per_group)))
@@ -404,8 +404,8 @@ def _fp32_conv_config(oc_per_group: int, taps: int, bk: int) -> LaunchConfig:
 
 def _fp16_conv_config(oc_per_group: int, c_per_group: int, taps: int, bk: int, wide: bool) -> LaunchConfig:
     """16-bit tiles at large M, persistent: one tile's loads then overlap the last one's epilogue,
-    which pays most where the K loop is short. ResNet-50 at b256 on an H200 (seventh session,
-    h200-conv-persistent-s7.json; us, against the best one-program-per-tile config):
+    which pays most where the K loop is short. ResNet-50 at b256 on an H200 (docs/performance.md,
+    "Convolutions"; us, against the best one-program-per-tile config):
     strided 1x1 256->512 124 against 149, 3x3 on 128 channels 104 against 109, 64 channels 149 against 156.
     wide: a 128x256 tile on two warpgroups (256+ output channels, a 2-byte output)."""
     k_steps = taps * cdiv(c_per_group, bk)

@@ -97,8 +97,8 @@ NUM_SMS_H200 = 132
 def heuristic_config(M: int, N: int, K: int, dtype, out_bytes: int = 2) -> LaunchConfig:
     """Deterministic default config for an H200 (or cheap big blocks in the interpreter).
 
-    The 16- and 8-bit tiles are the winners of `python -m trident.kernels.sweep` on an H200 over
-    square, BERT and ResNet-50 1x1-conv GEMMs (benchmarks/results/h200-sweep-*.json): fp16 wants
+    The 16- and 8-bit tiles are the winners of `trident bench sweep` on an H200 over square, BERT
+    and ResNet-50 1x1-conv GEMMs (docs/performance.md, "GEMM tiles"): fp16 wants
     128x256 on two warpgroups, persistent; int8: see _int8_config.
     out_bytes: the widest output element the kernel stores. The epilogue's layout change stages the
     whole tile in shared memory, so a 4-byte output (fp32, int32) rules out the 128x256 tile.
@@ -119,7 +119,7 @@ def heuristic_config(M: int, N: int, K: int, dtype, out_bytes: int = 2) -> Launc
         # Too few 128x128 tiles to fill the SMs: 64-row tiles (and half the shared memory, which a
         # fused fp32-input cast needs: its A tile is loaded as fp32).
         return tile_config(64, 128 if N >= 128 else 64, bk, 8, 4, 4)
-    # ResNet-50's 1x1 convs at b256 (sixth session, sizes compile-time as in generated kernels):
+    # ResNet-50's 1x1 convs at b256 (sizes compile-time, as in generated kernels):
     # 128x256 persistent wins even for K = 64-128 (64->256 149 us, 128->512 88 us, against 168 and
     # 110 for the half-depth 128x128 tile that short K loops used to get).
     wide_tiles = cdiv(M, 128) * cdiv(N, 256)
@@ -128,7 +128,7 @@ def heuristic_config(M: int, N: int, K: int, dtype, out_bytes: int = 2) -> Launc
         if M >= 8192 and wide_tiles < 2 * NUM_SMS_H200:
             # Under two waves of 128x256 tiles (2048->512 at 7x7: 196 tiles, 1.48 waves) leave SMs idle
             # in the last wave; 128x128 tiles two per SM even it out: 46.5 us against 51.6 (cuDNN 37.9),
-            # and a fifth stage where K is deep: 0.86x cuBLAS against 0.82x (seventh session).
+            # and a fifth stage where K is deep: 0.86x cuBLAS against 0.82x.
             return tile_config(128, 128, bk, 8, 4, 5 if k_steps >= 16 else 4, PERSISTENT=2)
         # A fourth stage pays from K = 1024 (1024->256 at 14x14: 1.04x cuBLAS against 0.93x; BERT's
         # 3072->768: 0.84x against 0.79x); at 8192^3 it is even (1.005x against 1.011x).

@@ -1,5 +1,5 @@
 """A small CNN for scikit-learn's bundled handwritten digits (8x8 grey images, 10 classes), with
-trained weights shipped in the repo (digits_cnn.npz, made by models/train_digits.py): real data
+trained weights shipped in the repo (digits_cnn.npz, made by `trident bench train-digits`): real data
 for INT8 accuracy checks that need no download.
 
 The split is fixed and needs no random numbers: image i is held out when i % 10 is 3, 7 or 9

@@ -1,19 +1,22 @@
 #!/usr/bin/env bash
-# The one script for the lent GPU machine (see /work/.library/device): installs trident, then runs
-# the stage asked for. Stages: tests | kernels | sweep | tune | models | bench | bench-full | int8 | all. Results land in $OUT (or ./gpu-out).
+# Runs trident's GPU checks and benchmarks on a machine with an NVIDIA GPU: installs trident from
+# this checkout, then runs the stage asked for. Results land in $OUT (or ./gpu-out), named
+# <gpu>-<what>.json (docs/benchmarks.md); copy the ones to keep into benchmarks/results/.
+#   stages: tests | kernels | sweep | tune | runtime | models | bench | bench-full | int8 | all
 set -uo pipefail
 stage=${1:-all}
 out=${OUT:-gpu-out}
 mkdir -p "$out"
 python3 -m pip install -q --no-build-isolation --no-deps -e . >/dev/null 2>&1 || { echo "install failed"; exit 1; }
 export TRIDENT_CACHE_DIR=/tmp/trident-cache PYTHONUNBUFFERED=1 TRIDENT_QUIET=1
-# The lent image sets PYTHONDONTWRITEBYTECODE=1, so every new process recompiles the source of each
-# torch module it imports (2.8 of the 5.2 s of a profiled warm ResNet-50 build). A deployment keeps
-# bytecode caches; so do these runs (in a writable prefix: site-packages is read-only there).
+# Without bytecode caches every new process recompiles the source of each torch module it imports
+# (2.8 of the 5.2 s of a profiled warm ResNet-50 build): keep them, in a writable prefix, as a
+# deployment would.
 unset PYTHONDONTWRITEBYTECODE
 export PYTHONPYCACHEPREFIX=/tmp/pycache
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv,noheader
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
+bench() { python3 -m trident.tools bench "$@"; }
 
 run_tests() {
   # The CPU suite's kernel and model tests, now compiled for and run on the GPU.
@@ -24,30 +27,31 @@ run_tests() {
 }
 case "$stage" in
   tests) run_tests ;;
-  kernels) python3 -m trident.kernels.bench --json "$out/kernels.json" 2>&1 | tee "$out/kernels.txt" ;;
-  sweep) python3 -m trident.kernels.sweep --budget-s 480 --json "$out/sweep.json" 2>&1 | tee "$out/sweep.txt" ;;
-  tune) python3 -m trident.tools.tune_bench --json "$out/tune.json" 2>&1 | tee "$out/tune.txt" ;;
-  models|bench) python3 -m trident.tools.bench --quick --out "$out/bench" 2>&1 | tee "$out/bench.txt" ;;
-  # everything (max-autotune, FP32, convs): far longer than one call; repeat until nothing is "not run"
-  # Full mode takes hours: each call resumes from the results committed after the last one
-  # (benchmarks/results/h200-bench-full.json), keeping every row measured so far. torch.compile
-  # max-autotune benchmarks each conv's candidates for up to a minute, so one ResNet-50 build
-  # outlasts a call: inductor's autotune timings (one JSON file) are kept in .gpu-state/ (carry it)
-  # and the next call's build skips what was timed. BENCH_TIMEOUT leaves time to save them.
+  kernels) bench kernels --out "$out" 2>&1 | tee "$out/kernels.txt" ;;
+  sweep) bench sweep --budget-s 480 --out "$out" 2>&1 | tee "$out/sweep.txt" ;;
+  tune) bench tune --out "$out" 2>&1 | tee "$out/tune.txt" ;;
+  runtime) bench runtime --out "$out" 2>&1 | tee "$out/runtime.txt" ;;
+  models|bench) bench --quick --out "$out/bench" 2>&1 | tee "$out/bench.txt" ;;
+  # Everything (max-autotune, FP32, convs) takes far longer than one run may: repeat until nothing
+  # is "not run". Each run resumes from the last results (benchmarks/results/<gpu>-bench.json to
+  # begin with), keeping every row measured so far. torch.compile max-autotune benchmarks each
+  # conv's candidates for up to a minute, so one ResNet-50 build can outlast a run: inductor's
+  # autotune timings (one JSON file) are kept in .gpu-state/ and the next run's build skips what
+  # was timed. BENCH_TIMEOUT leaves time to save them.
   # BENCH_ARGS: more `trident bench` options (e.g. --precisions fp32 --compile-modes default).
   bench-full) mkdir -p "$out/bench-full" .gpu-state
-              [ -f "$out/bench-full/results.json" ] || cp benchmarks/results/h200-bench-full.json \
+              [ -f "$out/bench-full/results.json" ] || cp benchmarks/results/nvidia-h200-bench.json \
                 "$out/bench-full/results.json" 2>/dev/null
               timings=$(python3 -c "from torch._inductor.codecache import CacheBase as C; print(C.get_local_cache_path())")
               mkdir -p "$(dirname "$timings")"
               [ -f .gpu-state/inductor-autotune.json ] && cp .gpu-state/inductor-autotune.json "$timings"
-              timeout ${BENCH_TIMEOUT:-540} python3 -m trident.tools.bench --resume --budget-s ${BUDGET_S:-360} \
+              timeout ${BENCH_TIMEOUT:-540} python3 -m trident.tools bench --resume --budget-s ${BUDGET_S:-360} \
                 --out "$out/bench-full" ${BENCH_ARGS:-} 2>&1 | tee -a "$out/bench-full.txt"
               [ -f "$timings" ] && cp "$timings" "$out/inductor-autotune.json" ;;
   int8) python3 -m pytest -q -p no:cacheprovider -s tests/test_int8_gpu.py 2>&1 | tail -30 | tee "$out/int8-tests.txt"
-        python3 -m trident.compiler.quantize.accuracy --json "$out/int8-digits.json" 2>&1 | tee "$out/int8-digits.txt"
-        python3 -m trident.compiler.quantize.bench --json "$out/int8-bench.json" 2>&1 | tee "$out/int8-bench.txt" ;;
+        bench accuracy --out "$out" 2>&1 | tee "$out/int8-digits.txt"
+        bench int8 --out "$out" 2>&1 | tee "$out/int8-bench.txt" ;;
   all) run_tests
-       python3 -m trident.kernels.bench --json "$out/kernels.json" 2>&1 | tee "$out/kernels.txt"
-       python3 -m trident.tools.bench --quick --out "$out/bench" 2>&1 | tee "$out/bench.txt" ;;
+       bench kernels --out "$out" 2>&1 | tee "$out/kernels.txt"
+       bench --quick --out "$out/bench" 2>&1 | tee "$out/bench.txt" ;;
 esac

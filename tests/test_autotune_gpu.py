@@ -1,4 +1,4 @@
-"""The autotuner for real on a GPU (run on the lent H200; skipped without CUDA)."""
+"""The autotuner for real on a GPU (skipped without CUDA)."""
 import math
 
 import pytest

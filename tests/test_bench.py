@@ -5,6 +5,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from trident.tools.cli import main
 
@@ -63,7 +64,7 @@ def test_resume_and_budget(bench_out, tmp_path):
 
 
 def test_resume_keeps_the_rows_of_an_unfinished_group(bench_out, tmp_path):
-    # A sitting that ended inside a group (say, during a long max-autotune build) left some of its
+    # A run that ended inside a group (say, during a long max-autotune build) left some of its
     # rows: a resumed run keeps them and measures only the missing runner.
     out = tmp_path / "partial"
     out.mkdir()
@@ -82,7 +83,7 @@ def test_resume_keeps_the_rows_of_an_unfinished_group(bench_out, tmp_path):
         if r["model"] == "mlp_tiny":
             assert after[key(r)]["measured_at"] == r["measured_at"]  # kept, not measured again
     for again in (after[("mlp_tiny", 2, "fp32", "torch.compile")], after[failed]):
-        assert again["status"] == "ok" and again["measured_at"] > "2026"
+        assert again["status"] == "ok" and again["measured_at"] > "2000-01-01T00:00:00+00:00"
     assert set(after[("mlp_tiny", 2, "fp32", "trident")]["speedup"]) == {"torch eager", "torch.compile"}
 
 
@@ -108,15 +109,28 @@ def test_update_readme_rewrites_only_results(bench_out, tmp_path):
     after = rest.split("\n## ", 1)[1] if "\n## " in rest else ""
     assert text.endswith(after)   # and everything after it
     section = text[len(head):]
-    assert section.startswith("## Results (CPU (Triton interpreter)")
+    assert section.startswith("## Results\n") and "on CPU (Triton interpreter)" in section
     assert "| MLP (tiny) | 2 | fp16 |" in section
+    assert "](benchmarks/cpu-triton-interpreter-bench-throughput.png)" in section
+    raw = tmp_path / "benchmarks/results/cpu-triton-interpreter-bench.json"
+    assert json.loads(raw.read_text()) == json.loads((bench_out / "results.json").read_text())
+    details = (tmp_path / "docs/results.md").read_text()
     for png in ("throughput", "roofline"):
         rel = f"benchmarks/cpu-triton-interpreter-bench-{png}.png"
-        assert f"]({rel})" in section and (tmp_path / rel).exists()
-    assert (tmp_path / "benchmarks/results/cpu-triton-interpreter-bench.json").exists()
-    # idempotent: a second update replaces the section instead of adding one
-    assert main(["bench", "--update-readme", str(bench_out), "--readme", str(readme)]) == 0
-    assert readme.read_text().count("## Results") == 1
+        assert f"](../{rel})" in details and (tmp_path / rel).read_bytes()[:4] == b"\x89PNG"
+    assert "### Kernels" in details and "#### All runners" in details
+    # idempotent, also from the committed JSON itself: the section is replaced, not added
+    assert main(["bench", "--update-readme", str(raw), "--readme", str(readme)]) == 0
+    assert readme.read_text() == text
+
+
+def test_generated_text_says_nothing_of_when_it_was_measured(bench_out):
+    from trident.tools.benchmarks import readme, report
+
+    results = json.loads((bench_out / "results.json").read_text())
+    day = results["environment"]["date"][:10]
+    for text in (readme.results_section(results, None, "raw.json"), report.markdown(results)):
+        assert day not in text
 
 
 def test_conv_summary_line_is_the_geometric_mean_and_the_use_weighted_ratio():
@@ -133,22 +147,65 @@ def test_conv_summary_line_is_the_geometric_mean_and_the_use_weighted_ratio():
 
 
 def test_summary_of_a_resumed_run_orders_groups_and_names_missing_anchors():
-    # Rows as several sittings leave them: fp16 measured before fp32, a trident row without the
-    # "speedup" its sitting never got to write, and one anchor that was never measured.
+    # Rows as several runs leave them: fp16 measured before fp32, a trident row without the
+    # "speedup" its run never got to write, and one anchor that was never measured.
     from trident.tools.benchmarks import readme, report
 
-    def row(precision, runner, ms, at):
+    def row(precision, runner, ms):
         return dict(model="m", label="M", unit="items", batch=1, precision=precision, runner=runner,
-                    status="ok", median_ms=ms, throughput_per_s=1e3 / ms, measured_at=at)
+                    status="ok", median_ms=ms, throughput_per_s=1e3 / ms)
 
-    rows = [row("fp16", "trident", 1.0, "2026-01-01T10:00"), row("fp16", "torch eager", 3.0, "2026-01-01T10:01"),
-            row("fp16", "torch.compile max-autotune", 1.5, "2026-01-01T10:02"),
-            row("fp32", "trident", 2.0, "2026-01-01T12:00"), row("fp32", "torch eager", 5.0, "2026-01-01T12:01")]
+    rows = [row("fp16", "trident", 1.0), row("fp16", "torch eager", 3.0),
+            row("fp16", "torch.compile max-autotune", 1.5),
+            row("fp32", "trident", 2.0), row("fp32", "torch eager", 5.0)]
     results = {"mode": "full", "models": rows}
     table = report.summary_table(results).splitlines()
     assert table[2].startswith("| M | 1 | fp32 | 2.000 ms") and table[2].endswith("| 2.50× | – |")
     assert table[3].startswith("| M | 1 | fp16 |") and table[3].endswith("| 3.00× | 1.50× |")
     assert report.missing_anchors(results) == ["torch.compile max-autotune (fp32)"]
-    section = readme.results_section(results, [], "raw.json")
-    assert "resumed across sittings" in section and "from 2026-01-01 10:00 to 2026-01-01 12:01 UTC" in section
+    section = readme.results_section(results, None, "raw.json")
+    assert section.startswith("## Results\n") and "`trident bench` on " in section and "mode full" in section
     assert "_Not measured (– above): torch.compile max-autotune (fp32)._" in section
+
+
+# ------------------------------------------------------------- the other benchmarks ----
+BENCHMARKS = ["kernels", "sweep", "int8", "accuracy", "runtime", "tune", "train-digits"]
+
+
+def test_every_benchmark_is_a_subcommand_with_help(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["bench", "--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert all(f"    {name} " in out for name in BENCHMARKS)
+    for name in BENCHMARKS:
+        with pytest.raises(SystemExit):
+            main(["bench", name, "--help"])
+        assert "--out" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal without a GPU")
+@pytest.mark.parametrize("name", ["kernels", "sweep", "int8", "runtime", "tune"])
+def test_gpu_benchmarks_refuse_the_interpreter_in_one_line(name, tmp_path, capsys):
+    assert main(["bench", name, "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"trident bench: error: trident bench {name} needs a CUDA GPU (the interpreter's "
+                   f"timings mean nothing)")
+    assert not list(tmp_path.iterdir())  # nothing written
+
+
+def test_a_benchmark_writes_gpu_what_json(tmp_path, monkeypatch, capsys):
+    from trident.tools.benchmarks import accuracy
+    from trident.tools.benchmarks.results import result_name
+
+    fake = {"fp32": 98.7, "int8": {"minmax": 98.5}, "drop": {"minmax": 0.2}}
+    monkeypatch.setattr(accuracy, "digits_accuracy", lambda calibrators, engine: fake)
+    assert main(["bench", "accuracy", "--reference", "--calibrators", "minmax", "--out", str(tmp_path)]) == 0
+    assert "| minmax | 98.70 | 98.50 | +0.20 |" in capsys.readouterr().out
+    (path,) = tmp_path.iterdir()
+    assert path.name == result_name("int8-accuracy")
+    if not torch.cuda.is_available():
+        assert path.name == "cpu-triton-interpreter-int8-accuracy.json"
+    data = json.loads(path.read_text())
+    assert data["int8"] == {"minmax": 98.5} and data["mode"] == "reference executor"
+    assert {"gpu", "torch", "triton", "trident"} <= set(data["environment"])

@@ -64,7 +64,7 @@ def test_compile_torch_export_program_and_profile(tmp_path, capsys):
     build, make_inputs = MODELS["mlp"]
     torch.export.save(torch.export.export(build(), make_inputs(2)), str(tmp_path / "mlp.pt2"))
     assert main(["compile", str(tmp_path / "mlp.pt2"), "-o", str(tmp_path / "mlp.engine")]) == 0
-    assert "fp16, static shapes" in capsys.readouterr().out
+    assert "fp32, static shapes" in capsys.readouterr().out  # the default precision
     assert main(["run", str(tmp_path / "mlp.engine"), "--iterations", "1", "--profile"]) == 0
     out = capsys.readouterr().out
     assert "matmul" in out  # the per-kernel table (or the message that the profiler is missing)

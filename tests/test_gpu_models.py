@@ -1,4 +1,4 @@
-"""End-to-end model checks on the GPU (run on the lent H200; skipped without CUDA)."""
+"""End-to-end model checks on the GPU (skipped without CUDA)."""
 import pytest
 import torch
 

@@ -1,4 +1,4 @@
-"""The runtime on a GPU (run on the lent H200; skipped without CUDA): streams, CUDA graphs per
+"""The runtime on a GPU (skipped without CUDA): streams, CUDA graphs per
 batch size, dynamic batch, the arena under replay, engine files and the torch.compile backend."""
 import pytest
 import torch

@@ -542,7 +542,7 @@ def test_qdq_model_matches_onnxruntime(tmp_path, symmetric, capfd):
 # ---------------------------------------------------------------- accuracy, real data ----
 def test_digits_int8_accuracy_per_calibrator():
     pytest.importorskip("sklearn")
-    from trident.compiler.quantize.accuracy import digits_accuracy
+    from trident.tools.benchmarks.accuracy import digits_accuracy
 
     result = digits_accuracy(engine=False)
     print(f"\ndigits held-out: fp32 {result['fp32']:.2f}%")

@@ -1,4 +1,4 @@
-"""INT8 on the GPU (run on the lent H200; skipped without CUDA): the int8 GEMM against
+"""INT8 on the GPU (skipped without CUDA): the int8 GEMM against
 torch._int_mm, the full ResNet-50 and BERT-base against fp32, and the digits CNN's accuracy with
 real int8 engines. (tests/test_int8.py also runs on the GPU: its engines then use the GPU.)"""
 import pytest
@@ -53,7 +53,7 @@ def test_full_models_int8_cosine(name, batch, calibrator):
 
 def test_digits_accuracy_with_int8_engines():
     pytest.importorskip("sklearn")
-    from trident.compiler.quantize.accuracy import digits_accuracy
+    from trident.tools.benchmarks.accuracy import digits_accuracy
 
     result = digits_accuracy(engine=True)
     print(result)

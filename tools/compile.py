@@ -1,9 +1,11 @@
 """`trident compile MODEL -o model.engine`: build an engine ahead of time and write it to a file.
 
 MODEL: an ONNX file, a torch.export program saved with torch.export.save (.pt2), module:function
-returning (nn.Module, example_inputs), or a bundled model name (trident.models.MODELS).
+returning (nn.Module, example_inputs) (found from the working directory too), or a bundled model
+name (trident.models.MODELS).
 
     trident compile model.onnx -o model.engine --precision fp16 --batch 1:32:256 --tune fast
+    trident compile model.onnx --precision int8 --calibration model.calib
     trident run model.engine
 """
 from __future__ import annotations
@@ -13,16 +15,19 @@ import inspect
 import time
 from pathlib import Path
 
-from trident.compiler.errors import TridentError
+from trident.compiler.errors import InputError, TridentError
+from trident.tools.common import (CALIBRATION_HELP, add_precision_argument, calibration_data,
+                                  load_graph, load_model, output_path, parse_random)
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("compile", help="build an engine file from a model (ahead of time)",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+                              description=__doc__)
     p.add_argument("model", help="an ONNX file, a torch.export .pt2 file, module:function, or a "
                                  "bundled model name")
-    p.add_argument("-o", "--output", default=None, help="the engine file (default: MODEL.engine)")
-    p.add_argument("--precision", default="fp16", choices=["fp32", "fp16", "int8"])
+    p.add_argument("-o", "--output", default=None,
+                   help="the engine file; missing folders are made (default: MODEL.engine here)")
+    add_precision_argument(p)
     p.add_argument("--batch", default=None,
                    help="N (build for batch N) or min:opt:max (one engine for every batch in "
                         "[min, max], tuned at opt). Default: the model's batch (ONNX with a "
@@ -30,7 +35,7 @@ def register(subparsers) -> None:
     p.add_argument("--tune", default=None, choices=["none", "fast", "full"],
                    help="autotune kernel launch configs on this GPU")
     p.add_argument("--timing-cache", default=None, help="a file of tuning results, read and updated")
-    p.add_argument("--calibration", default=None, help="int8: a calibration cache file")
+    p.add_argument("--calibration", default=None, help=CALIBRATION_HELP)
     p.add_argument("--device", default=None, help="build for this device (default: cuda if present)")
     p.set_defaults(func=run)
 
@@ -48,9 +53,17 @@ def load(spec: str, batch_for_bundled: int = 2):
         except Exception as e:  # noqa: BLE001 - torch.export.load fails in many ways
             raise TridentError(f"cannot load {path} with torch.export.load: {e}") from None
         return ep, None
-    from trident.tools.common import load_model
-
     return load_model(spec, batch_for_bundled)
+
+
+def example_inputs(model, inputs, batch: int):
+    """Inputs to imitate for random calibration: the example inputs, those saved with a torch.export
+    program, or random ones for an ONNX file's input types at `batch`."""
+    if inputs is not None:
+        return list(inputs)
+    if getattr(model, "example_inputs", None):
+        return list(model.example_inputs[0])
+    return load_graph(str(model), batch).inputs
 
 
 def onnx_symbolic_batch(path) -> bool:
@@ -71,7 +84,7 @@ def onnx_symbolic_batch(path) -> bool:
     return False
 
 
-def build_options(args) -> dict:
+def build_options(args, model=None, inputs=None, batch: int = 1) -> dict:
     """build_engine keywords from the flags; tune / timing_cache only when given (and refused
     clearly by a build_engine that does not know them)."""
     from trident.compiler.build import build_engine
@@ -87,7 +100,10 @@ def build_options(args) -> dict:
                                f"{key}= option (no autotuner installed)")
         options[key] = value
     if args.calibration is not None:
-        options["calibration"] = args.calibration
+        if args.precision != "int8":
+            raise InputError(f"--calibration is for --precision int8 (not {args.precision})")
+        examples = example_inputs(model, inputs, batch) if parse_random(args.calibration) else None
+        options["calibration"] = calibration_data(args.calibration, examples)
     return options
 
 
@@ -103,13 +119,14 @@ def run(args: argparse.Namespace) -> int:
         batch = BatchProfile(1, 1, 1)
         print("trident compile: the model's batch dim is symbolic; building for batch 1 "
               "(use --batch N or --batch min:opt:max)")
-    output = Path(args.output) if args.output else Path(Path(args.model).stem + ".engine")
+    output = Path(args.output or Path(args.model).stem + ".engine")
+    options = build_options(args, model, inputs, batch.opt if batch else 1)
     start = time.perf_counter()
     trace = BuildTrace()
     engine = build_engine(model, precision=args.precision, example_inputs=inputs,
-                          device=args.device, batch=batch, trace=trace, **build_options(args))
+                          device=args.device, batch=batch, trace=trace, **options)
     built = time.perf_counter() - start
-    engine.save(output)
+    engine.save(output_path(output))
     r = engine.memory_report()
     what = f"batch profile {engine.profile}" if engine.profile else "static shapes"
     print(f"trident compile: {args.model} -> {output} ({output.stat().st_size / 2**20:.2f} MiB), "

@@ -13,9 +13,10 @@ from trident.compiler.build import BuildTrace
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("demo", help="compile and run the bundled example models")
-    p.add_argument("--precision", default=None, choices=["fp32", "fp16"],
-                   help="default: fp16 on a GPU, fp32 in the interpreter")
+    p = subparsers.add_parser("demo", help="compile and run the bundled example models",
+                              description=__doc__)
+    p.add_argument("--precision", default=config.DEFAULT_PRECISION, choices=["fp32", "fp16"],
+                   help="what the kernels compute in")
     p.set_defaults(func=run)
 
 
@@ -33,7 +34,7 @@ def _time(fn, repeat: int = 3) -> float:
 
 
 def run(args: argparse.Namespace) -> int:
-    precision = args.precision or ("fp16" if config.HAS_CUDA else "fp32")
+    precision = args.precision
     device = "cuda" if config.HAS_CUDA else "cpu"
     where = "GPU" if config.HAS_CUDA else "CPU (Triton interpreter)"
     print(f"trident demo: precision {precision}, kernels on the {where}")

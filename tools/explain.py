@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass
-from pathlib import Path
 
 from trident.compiler.build import BuildTrace, compile_graph, import_model
 from trident.compiler.codegen.program import Program
 from trident.compiler.ir import Graph
-# load_model stays importable from here for the other subcommands that used it.
-from trident.tools.common import add_model_arguments, load_graph, load_model  # noqa: F401
+from trident.tools.common import add_model_arguments, load_graph, output_path, quantization_options
 
 
 def register(subparsers) -> None:
@@ -87,15 +85,12 @@ def explain(model, example_inputs=None, precision: str = "fp16", passes: bool = 
 
 def run(args: argparse.Namespace) -> int:
     loaded = load_graph(args.model, args.batch)
-    quantization = None
-    if args.precision == "int8":
-        from trident.compiler.quantize.report import calibrate_for_explain
-        quantization = calibrate_for_explain(loaded.graph, loaded.inputs)
+    quantization = quantization_options(loaded, args.precision, args.calibration)
     ex = explain_graph(loaded.graph, args.precision, not args.no_fuse, quantization)
     print(render_text(ex, args.passes, not args.no_source))
     if args.html:
         from trident.tools.explain_html import render_html
 
-        Path(args.html).write_text(render_html(ex), encoding="utf-8")
+        output_path(args.html).write_text(render_html(ex), encoding="utf-8")
         print(f"wrote {args.html}")
     return 0

@@ -4,8 +4,10 @@ kernel per op. Exits 1 when a check fails."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from trident.compiler.errors import InputError
+from trident.tools.common import import_object
 
 HELP = """\
 PATTERN is a small ONNX file, or module:function naming a Python function over torch tensors.
@@ -23,11 +25,11 @@ The same check in a test: trident.compiler.testing.check_fusion(fn).assert_ok()
 def register(subparsers) -> None:
     p = subparsers.add_parser("fusion-check", help="check a fusion pattern against the reference "
                               "and time it against the unfused kernels",
-                              description=__doc__, epilog=HELP,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("pattern", help="an ONNX file, or module:function over torch tensors")
+                              description=__doc__, epilog=HELP)
+    p.add_argument("pattern", help="an ONNX file, or module:function over torch tensors "
+                                   "(found from the working directory too)")
     p.add_argument("--shapes", help="input shapes, e.g. 8x100,100 (see below)")
-    p.add_argument("--precisions", default="fp32,fp16", help="comma-separated (default fp32,fp16)")
+    p.add_argument("--precisions", default="fp32,fp16", help="comma-separated")
     p.add_argument("--seed", type=int, help="random-input seed (default: fresh; printed)")
     p.add_argument("--batch", type=int, default=1, help="size of a symbolic batch dim (ONNX)")
     p.add_argument("--max-kernels", type=int, help="fail if the pattern takes more kernels")
@@ -49,19 +51,11 @@ def parse_shapes(text: str) -> list[tuple[int, ...]]:
 
 def load_pattern(spec: str, batch: int = 1):
     """An ONNX file -> its IR graph; module:function -> the function."""
-    from pathlib import Path
-
     if Path(spec).exists() or ":" not in spec:
         from trident.compiler.frontend.onnx import import_onnx
 
         return import_onnx(spec, batch_size=batch)
-    import importlib
-
-    module, name = spec.split(":", 1)
-    try:
-        return getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError) as e:
-        raise InputError(f"cannot load pattern {spec!r}: {e}") from None
+    return import_object(spec, "pattern")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -4,6 +4,7 @@ tolerance is named.
 
     trident layerwise MODEL --precision fp16 [--oracle reference|onnxruntime] [--tol 1e-2]
                             [--plot errors.png] [--no-fuse]
+    trident layerwise MODEL --precision int8 [--calibration model.calib | random:N]
 
 What is compared: every value a step of the engine produces (for a fused kernel, the values it
 stores; with --no-fuse every op is its own kernel, so every IR value is observable). Oracles:
@@ -23,6 +24,7 @@ import torch
 
 from trident.compiler.errors import InputError
 from trident.compiler.ir import Graph
+from trident.tools.common import add_model_arguments, load_graph, output_path, pyplot, quantization_options
 
 ORACLES = ("reference", "onnxruntime")
 PASS_THROUGH = ("cast", "identity")  # ops whose output is the oracle's input value, converted
@@ -93,8 +95,6 @@ class LayerwiseReport:
 
     def plot(self, path) -> None:
         """Relative L2 error per layer (log scale), the tolerance, the first layer above it."""
-        from trident.tools.profile import pyplot
-
         plt = pyplot()
         n = len(self.layers)
         fig, ax = plt.subplots(figsize=(max(8, min(30, 0.25 * n + 4)), 5.5), dpi=110)
@@ -196,15 +196,17 @@ def capture_steps(engine, inputs) -> list[tuple[int, object, str, torch.Tensor]]
 
 def compare_layers(graph: Graph, inputs, precision: str = "fp16", oracle: str = "reference",
                    onnx_model=None, tol: float = 1e-2, fuse_ops: bool = True,
-                   program=None) -> LayerwiseReport:
+                   program=None, quantization=None) -> LayerwiseReport:
     """Compile `graph` (or use `program`, compiled from it), run it on `inputs` keeping every
-    intermediate, and compare each with the oracle's (see the module docstring)."""
+    intermediate, and compare each with the oracle's (see the module docstring).
+    quantization: int8's QuantOptions (calibration), as compile_graph takes them."""
     from trident.compiler.build import compile_graph, engine_from
 
     if oracle not in ORACLES:
         raise InputError(f"oracle must be one of {ORACLES}, got {oracle!r}")
     if program is None:
-        program = compile_graph(graph.copy(), precision, fuse_ops=fuse_ops)
+        program = compile_graph(graph.copy(), precision, fuse_ops=fuse_ops,
+                                quantization=quantization)
     engine = engine_from(program)
     node_names: dict[str, list[str]] = {}
     if oracle == "reference":
@@ -252,28 +254,24 @@ def compare_layers(graph: Graph, inputs, precision: str = "fp16", oracle: str = 
 
 # ------------------------------------------------------------------------- command ----
 def register(subparsers) -> None:
-    from trident.tools.common import add_model_arguments
-
     p = subparsers.add_parser("layerwise", help="compare every intermediate tensor with an "
                               "oracle; name the first layer above tolerance",
-                              description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+                              description=__doc__)
     add_model_arguments(p)
-    p.add_argument("--oracle", default="reference", choices=ORACLES)
-    p.add_argument("--tol", type=float, default=1e-2, help="relative L2 tolerance (default 1e-2)")
+    p.add_argument("--oracle", default="reference", choices=ORACLES, help="what to compare with")
+    p.add_argument("--tol", type=float, default=1e-2, help="relative L2 tolerance")
     p.add_argument("--plot", metavar="ERRORS.png", help="plot the error of every layer")
     p.add_argument("--seed", type=int, default=0, help="random-input seed (ONNX models)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from trident.tools.common import load_graph
-
     loaded = load_graph(args.model, args.batch, args.seed)
+    quantization = quantization_options(loaded, args.precision, args.calibration)
     report = compare_layers(loaded.graph, loaded.inputs, args.precision, args.oracle,
-                            loaded.onnx, args.tol, not args.no_fuse)
+                            loaded.onnx, args.tol, not args.no_fuse, quantization=quantization)
     print(report)
     if args.plot:
-        report.plot(args.plot)
+        report.plot(output_path(args.plot))
         print(f"wrote {args.plot}")
     return 0 if report.passed else 1

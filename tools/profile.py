@@ -24,6 +24,8 @@ import torch
 
 from trident.compiler import config, timing
 from trident.compiler.autotune import problem_of
+from trident.compiler.errors import InputError
+from trident.tools.common import add_model_arguments, load_graph, output_path, pyplot, quantization_options
 
 CPU_CAVEAT = ("no GPU: times are wall clock of Triton's interpreter on the CPU (Python executing "
               "each kernel), not GPU performance; rates and roofline figures are not meaningful")
@@ -141,19 +143,6 @@ class ProfileReport:
         fig.tight_layout()
         fig.savefig(path)
         plt.close(fig)
-
-
-def pyplot():
-    """matplotlib.pyplot on the Agg backend; a clear error naming the extra when it is missing."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise RuntimeError("plots need matplotlib: pip install matplotlib "
-                           "(or pip install 'trident[tools]')") from None
-    return plt
 
 
 # ---------------------------------------------------------------------- cost model ----
@@ -312,11 +301,8 @@ def profile_engine(engine, inputs, repeat: int | None = None, peaks: Peaks | Non
 
 # ------------------------------------------------------------------------- command ----
 def register(subparsers) -> None:
-    from trident.tools.common import add_model_arguments
-
     p = subparsers.add_parser("profile", help="time each kernel; TFLOP/s, GB/s, %% of roofline",
-                              description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+                              description=__doc__)
     add_model_arguments(p)
     p.add_argument("--repeat", type=int, help="runs per step (default: 20 on a GPU, 3 on the CPU)")
     p.add_argument("--peaks", metavar="TFLOPS,GBPS",
@@ -330,26 +316,25 @@ def parse_peaks(text: str) -> Peaks:
     try:
         tflops, gbps = (float(v) for v in text.split(","))
     except ValueError:
-        from trident.compiler.errors import InputError
-
         raise InputError(f"--peaks: expected TFLOPS,GBPS such as 671,4250, got {text!r}") from None
     return Peaks(tflops, gbps, "given")
 
 
 def run(args: argparse.Namespace) -> int:
     from trident.compiler.build import compile_graph, engine_from
-    from trident.tools.common import load_graph
 
     loaded = load_graph(args.model, args.batch)
-    engine = engine_from(compile_graph(loaded.graph.copy(), args.precision, fuse_ops=not args.no_fuse))
+    quantization = quantization_options(loaded, args.precision, args.calibration)
+    engine = engine_from(compile_graph(loaded.graph.copy(), args.precision, fuse_ops=not args.no_fuse,
+                                       quantization=quantization))
     peaks = parse_peaks(args.peaks) if args.peaks else None
     report = profile_engine(engine, loaded.inputs, args.repeat, peaks)
     print(report)
     if args.plot:
-        report.plot_roofline(args.plot)
+        report.plot_roofline(output_path(args.plot))
         print(f"wrote {args.plot}")
     if args.json:
-        with open(args.json, "w") as f:
+        with open(output_path(args.json), "w") as f:
             json.dump(report.to_json(), f, indent=1)
         print(f"wrote {args.json}")
     if not config.HAS_CUDA:

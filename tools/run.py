@@ -14,14 +14,17 @@ import statistics
 import torch
 
 from trident.compiler import timing
-
+from trident.compiler.errors import InputError
+from trident.tools.common import output_path
+from trident.tools.profile import profile_engine
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("run", help="time an engine file (trtexec-like)", description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = subparsers.add_parser("run", help="time an engine file (trtexec-like)", description=__doc__)
     p.add_argument("engine", help="an engine file written by `trident compile` or engine.save()")
-    p.add_argument("--batch", type=int, default=None, help="batch of a dynamic-batch engine")
+    p.add_argument("--batch", type=int, default=None,
+                   help="batch of a dynamic-batch engine (default: its opt batch); a static engine "
+                        "runs only the batch it was built for")
     p.add_argument("--iterations", type=int, default=None, help="timed runs (GPU 200, CPU 3)")
     p.add_argument("--warmup", type=int, default=None, help="untimed runs first (GPU 20, CPU 1)")
     p.add_argument("--no-cuda-graph", action="store_true", help="launch kernels one by one")
@@ -29,7 +32,7 @@ def register(subparsers) -> None:
     p.add_argument("--profile", action="store_true", help="also time every kernel")
     p.add_argument("--force", action="store_true",
                    help="run a file built for another GPU or other versions")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
     p.add_argument("--json", default=None, help="write the figures to this file")
     p.set_defaults(func=run)
 
@@ -70,11 +73,36 @@ def summarize(times: list[float], batch: int) -> dict:
             "samples_per_s": batch * 1e3 / median if median else float("inf")}
 
 
+def static_batch(engine) -> int | None:
+    """The batch a static-shape engine was built for (the first dim of its first input)."""
+    specs = engine.input_specs()
+    return specs[0][1][0] if specs and specs[0][1] else None
+
+
+def check_batch(engine, batch: int | None, path) -> None:
+    """--batch must be one the engine runs: any in a dynamic engine's profile, or a static
+    engine's own."""
+    if batch is None:
+        return
+    if batch < 1:
+        raise InputError(f"--batch {batch}: a batch is at least 1")
+    if engine.profile is not None:
+        if not engine.profile.min <= batch <= engine.profile.max:
+            raise InputError(f"--batch {batch}: {path} runs batches {engine.profile.min} to "
+                             f"{engine.profile.max} (its profile {engine.profile})")
+        return
+    built = static_batch(engine)
+    if batch != built:
+        raise InputError(f"--batch {batch}: {path} was built with static shapes for batch {built}; "
+                         f"build it for a range of batches with `trident compile --batch min:opt:max`")
+
+
 def run(args: argparse.Namespace) -> int:
     from trident.runtime import load_engine
 
     engine = load_engine(args.engine, force=args.force, cuda_graph=not args.no_cuda_graph,
                          streams=args.streams)
+    check_batch(engine, args.batch, args.engine)
     on_gpu = engine.device.type == "cuda"
     iterations = args.iterations or (200 if on_gpu else 3)
     warmup = args.warmup if args.warmup is not None else (20 if on_gpu else 1)
@@ -116,19 +144,13 @@ def run(args: argparse.Namespace) -> int:
     if args.profile:
         result["profile"] = profile(engine, inputs)
     if args.json:
-        with open(args.json, "w") as f:
+        with open(output_path(args.json), "w") as f:
             json.dump(result, f, indent=2, default=str)
         print(f"wrote {args.json}")
     return 0
 
 
-def profile(engine, inputs) -> list | None:
-    try:
-        from trident.tools.profile import profile_engine
-    except ImportError:
-        print("--profile: per-kernel timing needs trident.tools.profile, which this trident does "
-              "not have yet")
-        return None
+def profile(engine, inputs) -> list:
     report = profile_engine(engine, inputs)
     print(report)
     return [{"index": s.index, "name": s.name, "kind": s.kind, "time_ms": s.time_ms}

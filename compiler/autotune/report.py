@@ -12,6 +12,7 @@ from trident.compiler import config
 from trident.compiler.autotune.cache import canonical
 from trident.compiler.autotune.space import dtype_of
 from trident.compiler.ir.launch import LaunchConfig
+from trident.compiler.progress import progress
 
 
 @dataclass(frozen=True)
@@ -132,29 +133,27 @@ def _fmt(x, digits: int, suffix: str = "") -> str:
 
 
 class Progress:
-    """A one-line progress bar on stderr (no dependency); plain lines when stderr is not a TTY."""
+    """Tuning's progress: a tqdm bar on a terminal; plain lines at every tenth otherwise (logs)."""
 
-    def __init__(self, total: int, enabled: bool = True, stream=None, width: int = 24):
-        self.total, self.enabled, self.width = max(1, total), enabled, width
+    def __init__(self, total: int, enabled: bool = True, stream=None):
+        self.total, self.enabled = max(1, total), enabled
         self.stream = stream or sys.stderr
         self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
         self.start = time.perf_counter()
         self._last_line = -1
+        self.bar = progress(total=self.total, desc="tune", unit="kernel", file=self.stream,
+                            enabled=enabled and self.tty)
 
     def update(self, done: int, text: str = "") -> None:
         if not self.enabled:
             return
-        filled = self.width * done // self.total
-        bar = "#" * filled + "-" * (self.width - filled)
-        line = f"trident tune [{bar}] {done}/{self.total} kernels {time.perf_counter() - self.start:5.1f}s {text}"
         if self.tty:
-            self.stream.write("\r" + line[:150].ljust(150))
-            self.stream.flush()
+            self.bar.update(done - self.bar.n)
+            self.bar.set_postfix_str(text[:100])
         elif done == self.total or done * 10 // self.total > self._last_line:
             self._last_line = done * 10 // self.total
-            print(line, file=self.stream, flush=True)
+            print(f"trident tune {done}/{self.total} kernels {time.perf_counter() - self.start:5.1f}s {text}",
+                  file=self.stream, flush=True)
 
     def close(self) -> None:
-        if self.enabled and self.tty:
-            self.stream.write("\n")
-            self.stream.flush()
+        self.bar.close()

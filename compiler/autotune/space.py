@@ -19,8 +19,8 @@ from trident.kernels import conv as conv_templates
 from trident.kernels import matmul as matmul_templates
 from trident.kernels.common import cdiv, min_block_k, next_pow2, persistent_pipeline_fits
 
-# How many configs `fast` times per kernel, the heuristic's included. In the third session's H200
-# runs (ResNet-50 b256, BERT b32; benchmarks/results/h200-tuning-s3.json) the heuristic won all 36
+# How many configs `fast` times per kernel, the heuristic's included. In H200 runs (ResNet-50 b256,
+# BERT b32; docs/performance.md, "Autotuning") the heuristic won all 36
 # tuned kernels, so `fast` spends its budget on the first few alternatives only (cold ResNet-50
 # build: 72 s with 5/4 per kernel).
 FAST_CANDIDATES = {"matmul": 4, "conv": 4, "depthwise": 3, "pool": 3, "pointwise": 3,
@@ -268,7 +268,7 @@ def gemm_estimate(cfg: LaunchConfig, problem: dict, limits: DeviceLimits) -> flo
 
 
 # Known-good H200 tiles (BLOCK_M, BLOCK_N, BLOCK_K for 16-bit, num_warps, num_stages, PERSISTENT),
-# after kernels/sweep.py and Triton's / Inductor's matmul config lists. `fast` ranks these after
+# after `trident bench sweep` and Triton's / Inductor's matmul config lists. `fast` ranks these after
 # the templates' own candidate lists.
 GOOD_GEMM_TILES = [
     (128, 256, 64, 8, 3, 1), (128, 128, 64, 4, 4, 2), (128, 128, 64, 4, 3, 0), (256, 128, 64, 8, 3, 1),

@@ -9,7 +9,7 @@
   plan.py         build_engine's int8 options and the pipeline pass tying these together
   codegen.py      what the conv/GEMM generators do for int8 layers (dequantization epilogue)
   report.py       per-layer precision lines for `trident explain`
-  bench.py        GPU benchmark (INT8 GEMM vs torch._int_mm, ResNet-50 INT8 vs FP16)
+(Its benchmarks are `trident bench int8` and `trident bench accuracy`, in tools/benchmarks/.)
 
 Kept import-light: codegen imports this package.
 """

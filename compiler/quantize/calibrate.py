@@ -8,16 +8,15 @@ max |x| per tensor (the histogram's range), the second fills 2048-bin histograms
 """
 from __future__ import annotations
 
-import sys
 from typing import Iterable, Sequence
 
 import numpy as np
 import torch
 
-from trident.compiler import config
 from trident.compiler.errors import InputError, TridentError, where
 from trident.compiler.ir import Graph
 from trident.compiler.ops import evaluate
+from trident.compiler.progress import progress
 from trident.compiler.quantize.calibrators import BINS, Calibrator, TensorStats
 from trident.compiler.reference import check_inputs
 
@@ -66,7 +65,7 @@ def run_observed(graph: Graph, batches: Sequence[tuple], watch: Iterable[str], v
     """Evaluate `graph` on every batch; call visit(name, tensor) for each watched value.
 
     Values are dropped as soon as their last reader has run, so a large model's activations for
-    one batch are not all alive at once.
+    one batch are not all alive at once. A label shows a progress bar.
     """
     watch = set(watch)
     last_use: dict[str, int] = {}
@@ -75,44 +74,42 @@ def run_observed(graph: Graph, batches: Sequence[tuple], watch: Iterable[str], v
             last_use[v] = k
     keep = set(graph.outputs) | set(graph.constants)
     constants: dict[torch.device, dict[str, torch.Tensor]] = {}
-    for b, batch in enumerate(batches):
-        _progress(label, b, len(batches))
-        try:
-            check_inputs(graph, batch)
-        except InputError as e:
-            raise TridentError(f"calibration batch {b}: {e} (calibration batches must have the "
-                               f"shapes the engine is built for)") from None
-        device = batch[0].device if batch else torch.device("cpu")
-        if device not in constants:
-            constants[device] = {k: v.to(device) for k, v in graph.constants.items()}
-        env = dict(constants[device])
-        env.update(zip(graph.inputs, batch))
-        for name in graph.inputs:
-            if name in watch:
-                visit(name, env[name])
-        # fp32 statistics: no TF32 convolutions on the GPU (torch allows them by default).
-        with torch.no_grad(), torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
-            for k, node in enumerate(graph.nodes):
-                try:
-                    outs = evaluate(node, [env[i] for i in node.inputs],
-                                    [graph.types[o] for o in node.outputs])
-                except (RuntimeError, ValueError, IndexError) as e:
-                    raise TridentError(f"{where(node)}: calibration run failed: {e}") from None
-                for name, value in zip(node.outputs, outs):
-                    env[name] = value
-                    if name in watch:
-                        visit(name, value)
-                for v in node.inputs:
-                    if last_use.get(v) == k and v not in keep:
-                        env.pop(v, None)
-    _progress(label, len(batches), len(batches))
+    with progress(total=len(batches), desc=label, unit="batch", enabled=bool(label)) as bar:
+        for b, batch in enumerate(batches):
+            try:
+                check_inputs(graph, batch)
+            except InputError as e:
+                raise TridentError(f"calibration batch {b}: {e} (calibration batches must have the "
+                                   f"shapes the engine is built for)") from None
+            device = batch[0].device if batch else torch.device("cpu")
+            if device not in constants:
+                constants[device] = {k: v.to(device) for k, v in graph.constants.items()}
+            env = dict(constants[device])
+            env.update(zip(graph.inputs, batch))
+            _evaluate(graph, env, watch, visit, last_use, keep)
+            bar.update()
 
 
-def _progress(label: str, done: int, total: int) -> None:
-    if config.QUIET or not label:
-        return
-    end = "\n" if done == total else ""
-    print(f"\rtrident: {label}: batch {done}/{total}", end=end, file=sys.stderr, flush=True)
+def _evaluate(graph: Graph, env: dict, watch: set, visit, last_use: dict, keep: set) -> None:
+    """Run the graph's nodes on env (inputs and constants bound), visiting watched values."""
+    for name in graph.inputs:
+        if name in watch:
+            visit(name, env[name])
+    # fp32 statistics: no TF32 convolutions on the GPU (torch allows them by default).
+    with torch.no_grad(), torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
+        for k, node in enumerate(graph.nodes):
+            try:
+                outs = evaluate(node, [env[i] for i in node.inputs],
+                                [graph.types[o] for o in node.outputs])
+            except (RuntimeError, ValueError, IndexError) as e:
+                raise TridentError(f"{where(node)}: calibration run failed: {e}") from None
+            for name, value in zip(node.outputs, outs):
+                env[name] = value
+                if name in watch:
+                    visit(name, value)
+            for v in node.inputs:
+                if last_use.get(v) == k and v not in keep:
+                    env.pop(v, None)
 
 
 def collect_stats(graph: Graph, batches: Sequence[tuple], names: Iterable[str],

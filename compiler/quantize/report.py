@@ -1,8 +1,6 @@
 """Per-layer precision for `trident explain`: what each fused group computes in, and its scales."""
 from __future__ import annotations
 
-import sys
-
 import torch
 
 from trident.compiler.fusion import Group
@@ -50,15 +48,3 @@ def _stored(group: Group, graph: Graph) -> list[str]:
                 out.append(_NAMES.get(graph.types[value].dtype, str(graph.types[value].dtype)))
     return list(dict.fromkeys(out))
 
-
-def calibrate_for_explain(graph: Graph, inputs) -> object:
-    """QuantOptions for `trident explain --precision int8` of a float model: calibration on the
-    example (random) inputs, so the int8 structure can be shown; real thresholds need real data."""
-    from trident.compiler.quantize.plan import QuantOptions
-
-    explicit = any(n.op in ("quantize_linear", "dequantize_linear") for n in graph.nodes)
-    if explicit or not inputs:
-        return None
-    print("trident: explain --precision int8: calibrating on the example inputs (random data; "
-          "the thresholds shown are not those of real data)", file=sys.stderr)
-    return QuantOptions.from_kwargs([tuple(inputs)])

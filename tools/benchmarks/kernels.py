@@ -1,12 +1,11 @@
 """Kernel microbenchmarks beside their anchors, as % of the measured roofline.
 
-GEMMs (FP16 and INT8, 8192^3 through kernels/bench.py, transformer shapes here) beside cuBLAS and
+GEMMs (FP16 and INT8, 8192^3 through templates.py, transformer shapes here) beside cuBLAS and
 torch._int_mm; ResNet-50 convolutions beside cuDNN (full mode); a fused 4-op elementwise chain and
 softmax / layer-norm row kernels (trident.compiler graphs) beside a device copy of the same bytes.
 """
 from __future__ import annotations
 
-import contextlib
 import math
 import sys
 import traceback
@@ -14,8 +13,9 @@ from typing import Callable
 
 import torch
 
-# M x N x K of BERT-base's linear layers at batch 32, seq 128 (QKV / out-proj, FFN up, FFN down).
-TRANSFORMER_GEMMS = [(4096, 768, 768), (4096, 3072, 768), (4096, 768, 3072)]
+from trident.tools.benchmarks import templates
+from trident.tools.benchmarks.shapes import RESNET50_CONVS, TRANSFORMER_GEMMS
+
 DRY_GEMMS = [(64, 32, 32)]
 
 
@@ -43,21 +43,6 @@ def roof_pct(rec: dict, peaks: dict) -> float | None:
     return 100 * rec["tflops"] / attainable if attainable > 0 else None
 
 
-@contextlib.contextmanager
-def _kernels_bench_on(ctx):
-    """kernels/bench.py times with its own _bench on "cuda"; a dry run points it at the CPU and
-    the fake timer (the same functions run, on tiny shapes, in the interpreter)."""
-    from trident.kernels import bench as kbench
-
-    saved = kbench.DEVICE, kbench._bench
-    if not ctx.cuda:
-        kbench.DEVICE, kbench._bench = "cpu", ctx.kernel_timer
-    try:
-        yield kbench
-    finally:
-        kbench.DEVICE, kbench._bench = saved
-
-
 def measure_peaks(ctx) -> dict:
     if not ctx.cuda:
         return {"tflops": 100.0, "gbps": 1000.0, "int8_tops": 200.0, "source": "dry run: made up"}
@@ -76,8 +61,7 @@ def measure_peaks(ctx) -> dict:
 
 # ---------------------------------------------------------------------------- GEMMs ----
 def gemm_square(ctx, dtype_name: str, size: int) -> dict:
-    with _kernels_bench_on(ctx) as kbench:
-        r = kbench.bench_gemm(dtype_name, size, ctx.mode != "full", 100)
+    r = templates.bench_gemm(dtype_name, size, ctx.mode != "full", 100, ctx.device, ctx.kernel_timer)
     itemsize, out_size = (1, 4) if dtype_name == "int8" else (2, 2)
     nbytes = 2 * size * size * itemsize + size * size * out_size
     return _record(r["name"], "gemm", dtype_name.split("-")[0], r["ours_ms"], 2 * size ** 3, nbytes,
@@ -106,8 +90,8 @@ def gemm_shape(ctx, dtype_name: str, M: int, N: int, K: int) -> dict:
 
 
 def conv_shape(ctx, shape, batch: int) -> dict:
-    with _kernels_bench_on(ctx) as kbench:
-        r = kbench.bench_conv(shape, batch, True, 100)  # heuristic config: what an untuned engine runs
+    # the heuristic config: what an untuned engine runs
+    r = templates.bench_conv(shape, batch, True, 100, ctx.device, ctx.kernel_timer)
     C, H, OC, k, s, p, count = shape
     OH = (H + 2 * p - k) // s + 1
     flops = 2 * batch * OH * OH * OC * C * k * k
@@ -172,8 +156,6 @@ def _memory_record(ctx, name, kind, engine, data, flops) -> dict:
 
 # ------------------------------------------------------------------------------ plan ----
 def plan(ctx) -> list[tuple[str, Callable]]:
-    from trident.kernels.bench import RESNET50_CONVS
-
     if ctx.mode == "dry":
         return [("fp16 GEMM square", lambda: gemm_square(ctx, "fp16", 32)),
                 ("int8 GEMM square", lambda: gemm_square(ctx, "int8", 32)),
@@ -199,8 +181,6 @@ def plan(ctx) -> list[tuple[str, Callable]]:
 
 def run_kernels(ctx, results: dict, write: Callable) -> list[dict]:
     if ctx.cuda:
-        import trident.kernels  # noqa: F401  (before triton, as everywhere in trident)
-
         torch.backends.cudnn.benchmark = True  # cuDNN's fastest algorithm: a fair anchor
     try:
         results["peaks"] = measure_peaks(ctx)

@@ -4,6 +4,8 @@ from __future__ import annotations
 import math
 import textwrap
 
+from trident.tools.common import pyplot
+
 ANCHORS = ("torch eager", "torch.compile", "torch.compile max-autotune")
 
 
@@ -69,7 +71,7 @@ def summary_table(results: dict) -> str:
 
 def _speedups(trident: dict | None, runners: dict) -> dict:
     """Anchor -> its median over trident's, from the rows (a resumed group may have measured
-    trident in one sitting and an anchor in the next)."""
+    trident in one run and an anchor in the next)."""
     if not trident or trident.get("status") != "ok":
         return {}
     return {name: r["median_ms"] / trident["median_ms"] for name, r in runners.items()
@@ -125,8 +127,7 @@ def environment_line(results: dict) -> str:
     cap = e.get("capability")
     cap = ".".join(str(c) for c in cap) if isinstance(cap, (list, tuple)) else cap
     return (f"{e.get('gpu', '?')} (compute capability {cap}), torch {e.get('torch', '?')}, "
-            f"Triton {e.get('triton', '?')}, trident {e.get('trident', '?')}, {e.get('date', '?')}, "
-            f"mode {results.get('mode', '?')}")
+            f"Triton {e.get('triton', '?')}, trident {e.get('trident', '?')}, mode {results.get('mode', '?')}")
 
 
 def peaks_line(results: dict) -> str:
@@ -137,40 +138,36 @@ def peaks_line(results: dict) -> str:
             f"{p['gbps']:,.0f} GB/s ({p['source']})")
 
 
-def markdown(results: dict) -> str:
-    parts = [f"# trident bench\n\n{environment_line(results)}\n"]
+def markdown(results: dict, level: int = 1) -> str:
+    """results.md: every table; headings start at `level`."""
+    h = "#" * level
+    parts = [f"{h} trident bench\n\n{environment_line(results)}\n"]
     parts += [f"_{n}_\n" for n in results.get("notes", [])]
     if results.get("models"):
-        parts.append("## Models\n\nMedian latency (throughput); `vs X` = X's median / trident's "
+        parts.append(f"{h}# Models\n\nMedian latency (throughput); `vs X` = X's median / trident's "
                      "(above 1: trident is faster). Anchors run in the same process on the same GPU; "
                      "INT8 rows are compared with torch FP16.\n\n" + summary_table(results) + "\n")
-        parts.append("### All runners\n\nRelative error is against torch FP32 eager; peak memory is "
+        parts.append(f"{h}## All runners\n\nRelative error is against torch FP32 eager; peak memory is "
                      "torch.cuda.max_memory_allocated above what was allocated before the runner "
                      "(inputs, the reference output).\n\n" + detail_table(results) + "\n")
     if results.get("not_run"):
         parts.append("_not run (time budget; `--resume` measures them): " + ", ".join(
             f"{m} b{b} {p}" for m, b, p in results["not_run"]) + "_\n")
     if results.get("kernels"):
-        parts.append("## Kernels\n\n" + peaks_line(results) + "\n\n" + kernel_table(results) + "\n")
+        parts.append(f"{h}# Kernels\n\n" + peaks_line(results) + "\n\n" + kernel_table(results) + "\n")
         if convs := conv_summary_line(results):
             parts.append(convs + "\n")
     return "\n".join(parts)
 
 
 # ----------------------------------------------------------------------------- charts ----
-def _pyplot():
-    from trident.tools.profile import pyplot
-
-    return pyplot()
-
-
 def plot_throughput(results: dict, path) -> bool:
     """One panel per precision: each runner's throughput over torch eager's, per model and batch."""
     gs = [(key, runners) for key, runners in groups(results)
           if any(r["status"] == "ok" for r in runners.values())]
     if not gs:
         return False
-    plt = _pyplot()
+    plt = pyplot()
     runners = ["trident"] + anchors_present(results)
     precisions = sorted({p for (_, _, p), _ in gs}, key=lambda p: PRECISION_ORDER.get(p, 9))
     panels = {p: [(key, rs) for key, rs in gs if key[2] == p] for p in precisions}
@@ -219,7 +216,7 @@ def plot_roofline(results: dict, path) -> bool:
     peaks = results.get("peaks")
     if not ks:
         return False
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(9, 6), dpi=110)
     xs = [k["intensity"] for k in ks]
     lo, hi = min(xs + [1.0]) / 3, max(xs + [1000.0]) * 3

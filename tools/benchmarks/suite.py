@@ -13,6 +13,10 @@ from typing import Callable
 
 import torch
 
+from trident.compiler.errors import TridentError
+from trident.compiler.testing import relative_error
+from trident.compiler.timing import bench_ms, config_ms
+
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
 
 
@@ -60,7 +64,7 @@ def fake_timer(fn, warmup: int = 0, rep: int = 0) -> dict:
 def fake_kernel_timer(fn, rep: int = 0, graph: bool = True) -> float:
     try:
         fn()
-    except Exception as exc:  # noqa: BLE001 - same contract as kernels.bench._bench
+    except Exception as exc:  # noqa: BLE001 - same contract as timing.config_ms
         print(f"    (failed: {type(exc).__name__}: {exc})", file=sys.stderr)
         return float("inf")
     return 1.0
@@ -73,12 +77,9 @@ def make_context(mode: str, compile_modes=None, log=print) -> Context:
                        compile_modes=compile_modes if compile_modes is not None else ("default",),
                        log=log, notes=["dry run: CPU interpreter, fake timer, torch.compile "
                                        "replaced by the eager module; figures mean nothing"])
-    from trident.kernels.bench import _bench
-    from trident.tools.bench import bench_ms
-
     quick = mode == "quick"
     modes = ("default",) if quick else ("default", "max-autotune")
-    return Context(mode, torch.device("cuda"), bench_ms, _bench, torch_compile,
+    return Context(mode, torch.device("cuda"), bench_ms, config_ms, torch_compile,
                    warmup=5 if quick else 10, rep=30 if quick else 100,
                    calib_batches=2 if quick else 4,
                    compile_modes=compile_modes if compile_modes is not None else modes, log=log)
@@ -214,8 +215,6 @@ def first_tensor(out) -> torch.Tensor:
 
 
 def rel_err(got, ref) -> float:
-    from trident.compiler.testing import relative_error
-
     return relative_error(first_tensor(got), ref)
 
 
@@ -258,13 +257,19 @@ def _trident_runner(ctx, build, inputs, precision, calibration):
     return (lambda: engine(*inputs)), {"kernels": engine.num_kernels}
 
 
-def _anchor_module(ctx, build, inputs, dtype):
-    module = build().to(ctx.device).to(dtype)
+def as_anchor(module, inputs, dtype):
+    """(module, inputs) as torch's own runners get them: at `dtype`, channels-last for image models
+    (torch's fastest layout for CNNs)."""
+    module = module.to(dtype)
     args = tuple(x.to(dtype) if x.is_floating_point() else x for x in inputs)
     if args and args[0].dim() == 4:
         module = module.to(memory_format=torch.channels_last)
         args = (args[0].contiguous(memory_format=torch.channels_last),) + args[1:]
     return module, args
+
+
+def _anchor_module(ctx, build, inputs, dtype):
+    return as_anchor(build().to(ctx.device), inputs, dtype)
 
 
 def _eager_runner(ctx, build, inputs, dtype):
@@ -281,7 +286,7 @@ def _compile_runner(ctx, build, inputs, dtype, mode):
 def measure_runner(ctx: Context, base_row: dict, runner: str, make: Callable, reference) -> dict:
     """One runner: build (timed, first call included), peak memory, timed runs, error vs
     the fp32 reference. Any exception becomes the row's status; the run goes on."""
-    # When: a resumed run keeps rows measured in earlier sittings (run_models)
+    # When: a resumed run keeps rows measured by earlier runs (run_models)
     row = dict(base_row, runner=runner, status="ok",
                measured_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
     fn = out = info = None
@@ -303,8 +308,6 @@ def measure_runner(ctx: Context, base_row: dict, runner: str, make: Callable, re
             row["run_peak_mem_mb"] = _mem_peak(ctx, base)
         row["throughput_per_s"] = row["batch"] / row["median_ms"] * 1e3
     except Exception as exc:  # noqa: BLE001 - a failing runner is a data point
-        from trident.compiler.errors import TridentError
-
         row["status"] = "unsupported" if isinstance(exc, TridentError) else "error"
         row["error"] = _error_text(exc)
         if not isinstance(exc, TridentError):
@@ -405,7 +408,7 @@ def run_models(ctx: Context, plan, results: dict, write: Callable, budget_s: flo
     `budget_s` seconds from `started`, the remaining groups are left for a later --resume."""
     done = complete_groups(ctx, results.get("models", []))
     # Rows measured by an earlier run are kept, also those of a group it left unfinished (a long
-    # torch.compile max-autotune build can outlast one sitting): only missing runners, and a
+    # torch.compile max-autotune build can outlast one run): only missing runners, and a
     # failed trident, run again.
     rows = results["models"] = [r for r in results.get("models", [])
                                 if (r["model"], r["batch"], r["precision"]) in done or r["status"] == "ok"]

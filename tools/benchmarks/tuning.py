@@ -1,6 +1,7 @@
-"""Autotuner benchmark (GPU): build times and tuned-vs-heuristic speed-ups. Prints tables, writes JSON.
+"""`trident bench tune`: the autotuner on the GPU: build times and tuned-vs-heuristic speed-ups.
+Prints tables, writes <out>/<gpu>-tuning.json.
 
-    python -m trident.tools.tune_bench [--level fast] [--json tune_bench.json] [--only resnet50,bert_base,gemm]
+    trident bench tune [--level fast] [--only resnet50,bert_base,gemm] [--out bench-out]
 
 1. ResNet-50 FP16, batch 256: cold build with tuning (fresh trident and Triton caches), then a warm
    rebuild (everything from the cache); engine throughput tuned vs heuristic configs.
@@ -15,16 +16,30 @@ import argparse
 import json
 import math
 import os
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+import torch
+
+from trident.compiler import build_engine, config
+from trident.compiler.autotune import LaunchConfig
+from trident.compiler.autotune.report import problem_text
+from trident.compiler.build import BuildTrace
+from trident.compiler.testing import relative_error as rel_err
+from trident.models import MODELS
+from trident.tools.benchmarks.results import ResultsFile, require_gpu
+from trident.compiler.autotune.measure import gpu_timer as autotune_ms
+from trident.compiler.timing import bench_ms
+
+HELP = "the autotuner: cold and warm build times, tuned against heuristic configs (GPU)"
+
 
 def _fresh_caches(keep: bool) -> str:
-    """Point trident's and Triton's caches at a new directory (before triton is imported)."""
-    from trident.compiler import config
-
+    """Point trident's and Triton's caches at a new directory (Triton reads TRITON_CACHE_DIR when
+    it compiles; worker processes inherit both)."""
     root = tempfile.mkdtemp(prefix="trident-tune-bench-")
     if not keep:
         config.CACHE_DIR = Path(root)
@@ -33,32 +48,12 @@ def _fresh_caches(keep: bool) -> str:
     return root
 
 
-def _sync():
-    import torch
-
-    torch.cuda.synchronize()
-
-
 def engine_ms(engine, inputs) -> float:
     """Median ms per engine call (CUDA graph replay), timed with CUDA events."""
-    from trident.tools.bench import bench_ms
-
     return bench_ms(lambda: engine(*inputs), warmup=5, rep=50)["median_ms"]
 
 
-def rel_err(got, ref) -> float:
-    from trident.compiler.testing import relative_error
-
-    return relative_error(got, ref)
-
-
 def bench_model(name: str, batch: int, level: str) -> dict:
-    import torch
-
-    from trident.compiler import build_engine
-    from trident.compiler.build import BuildTrace
-    from trident.models import MODELS
-
     build, make_inputs = MODELS[name]
     model = build().eval().cuda()
     inputs = tuple(x.cuda() for x in make_inputs(batch))
@@ -70,7 +65,7 @@ def bench_model(name: str, batch: int, level: str) -> dict:
     engine = build_engine(model, "fp16", example_inputs=inputs, tune=level, trace=trace)
     built = time.perf_counter() - start
     result = engine(*inputs)[0]
-    _sync()
+    torch.cuda.synchronize()
     report = trace.tuning
     out["cold"] = {"build_s": built, "first_run_s": time.perf_counter() - start - built,
                    "tuning_s": report.seconds if report else None,
@@ -117,8 +112,6 @@ print("RESULT " + json.dumps({"build_s": built, "first_run_s": time.perf_counter
 
 def warm_rebuild(name: str, batch: int, level: str) -> dict:
     """Rebuild in a fresh process against the caches the cold build filled (what a redeploy sees)."""
-    import subprocess
-
     proc = subprocess.run([sys.executable, "-c", WARM, name, str(batch), level], capture_output=True, text=True,
                           env=dict(os.environ, TRIDENT_QUIET="1"))
     for line in proc.stdout.splitlines():
@@ -128,12 +121,6 @@ def warm_rebuild(name: str, batch: int, level: str) -> dict:
 
 
 def bench_gemm(size: int, level: str) -> dict:
-    import torch
-
-    from trident.compiler import build_engine
-    from trident.compiler.autotune.measure import gpu_timer
-    from trident.compiler.build import BuildTrace
-
     # fp16 in and out, as cuBLAS's anchor below: the same GEMM, nothing else in the kernel.
     model = torch.nn.Linear(size, size, bias=False).eval().cuda().half()
     x = torch.randn(size, size, device="cuda", dtype=torch.float16)
@@ -145,7 +132,7 @@ def bench_gemm(size: int, level: str) -> dict:
     row = max(rows, key=lambda r: r.flops) if rows else None
     a = torch.randn(size, size, device="cuda", dtype=torch.float16)
     w = torch.randn(size, size, device="cuda", dtype=torch.float16)
-    cublas_ms = gpu_timer(lambda: torch.nn.functional.linear(a, w))
+    cublas_ms = autotune_ms(lambda: torch.nn.functional.linear(a, w))  # the tuner's own timer
     flops = 2.0 * size ** 3
     out = {"size": size, "level": level, "build_s": build_s, "cublas_ms": cublas_ms,
            "cublas_tflops": flops / cublas_ms / 1e9}
@@ -163,9 +150,6 @@ def bench_gemm(size: int, level: str) -> dict:
 
 def speedup_table(models: list[dict]) -> str:
     """One table: every conv/matmul problem of the benchmarked models, heuristic vs tuned."""
-    from trident.compiler.autotune import LaunchConfig
-    from trident.compiler.autotune.report import problem_text
-
     def f(x, d, s=""):
         return "-" if x is None else f"{x:.{d}f}{s}"
 
@@ -183,61 +167,43 @@ def speedup_table(models: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--level", default="fast", choices=["fast", "full"], help="tuning level for the models")
-    ap.add_argument("--gemm-level", default="full", choices=["fast", "full"], help="tuning level for the GEMM")
-    ap.add_argument("--only", default="resnet50,bert_base,gemm", help="comma list of resnet50, bert_base, gemm")
-    ap.add_argument("--resnet-batch", type=int, default=256)
-    ap.add_argument("--bert-batch", type=int, default=32)
-    ap.add_argument("--gemm-size", type=int, default=8192)
-    ap.add_argument("--keep-caches", action="store_true", help="use the existing caches (no cold build)")
-    ap.add_argument("--json", default="tune_bench.json")
-    args = ap.parse_args(argv)
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--level", default="fast", choices=["fast", "full"], help="tuning level for the models")
+    p.add_argument("--gemm-level", default="full", choices=["fast", "full"], help="tuning level for the GEMM")
+    p.add_argument("--only", default="resnet50,bert_base,gemm", help="comma list of resnet50, bert_base, gemm")
+    p.add_argument("--resnet-batch", type=int, default=256, help="ResNet-50's batch")
+    p.add_argument("--bert-batch", type=int, default=32, help="BERT-base's batch (x 128 tokens)")
+    p.add_argument("--gemm-size", type=int, default=8192, help="the GEMM's M = N = K")
+    p.add_argument("--keep-caches", action="store_true", help="use the existing caches (no cold build)")
+    p.add_argument("--out", default="bench-out", help="folder of the results file")
+
+
+def run(args: argparse.Namespace) -> int:
+    require_gpu("trident bench tune")
     root = _fresh_caches(args.keep_caches)
-    import torch
-
-    if not torch.cuda.is_available():
-        print("tune_bench needs a CUDA GPU.", file=sys.stderr)
-        return 2
-    import triton
-
-    from trident.compiler import config
-
     only = set(args.only.split(","))
-    results = {"gpu": torch.cuda.get_device_name(), "capability": list(torch.cuda.get_device_capability()),
-               "torch": torch.__version__, "triton": triton.__version__, "cache_dir": root,
-               "tune_workers": config.TUNE_WORKERS, "models": [], "gemm": None}
-
-    def write():
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=1, default=str)
-
+    results = ResultsFile.in_dir(args.out, "tuning", cache_dir=root, tune_workers=config.TUNE_WORKERS,
+                                 models=[], gemm=None)
     for name, batch in (("resnet50", args.resnet_batch), ("bert_base", args.bert_batch)):
         if name in only:
-            results["models"].append(bench_model(name, batch, args.level))
-            write()
+            results.data["models"].append(bench_model(name, batch, args.level))
+            results.save()
     if "gemm" in only:
-        results["gemm"] = bench_gemm(args.gemm_size, args.gemm_level)
-        write()
+        results.data["gemm"] = bench_gemm(args.gemm_size, args.gemm_level)
+        results.save()
     print()
-    print(speedup_table(results["models"]))
+    print(speedup_table(results.data["models"]))
     print()
-    for m in results["models"]:
+    for m in results.data["models"]:
         warm = m["warm"]
         warm_text = (f"warm rebuild (new process) {warm['build_s']:.1f} s + first run {warm['first_run_s']:.1f} s"
                      if "build_s" in warm else f"warm rebuild failed: {warm.get('error', '')[-300:]}")
         print(f"{m['model']} b{m['batch']} ({m['level']}): cold build {m['cold']['build_s']:.1f} s + first run "
               f"{m['cold']['first_run_s']:.1f} s; {warm_text}; engine {m['engine_speedup']:.2f}x over heuristic "
               f"configs")
-    g = results["gemm"]
+    g = results.data["gemm"]
     if g and g.get("tuned_ms"):
         print(f"fp16 GEMM {g['size']}^3 ({g['level']}): {g['tuned_tflops']:.0f} TFLOP/s tuned vs "
               f"{g['cublas_tflops']:.0f} cuBLAS ({g['vs_cublas']:.2f}x), heuristic {g['heuristic_tflops'] or 0:.0f}")
-    write()
-    print(f"wrote {args.json}")
+    print(f"wrote {results.save()}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,7 +1,7 @@
-"""GPU benchmark of INT8 (a script, never a test: prints a table and JSON, asserts nothing).
+"""`trident bench int8`: INT8 on the GPU (prints tables and JSON, asserts nothing).
 
-    python -m trident.compiler.quantize.bench [--json int8-bench.json] [--only gemm,resnet50,bert]
-                                              [--batch 256] [--tune none|fast|full] [--no-compile]
+    trident bench int8 [--only gemm,resnet50,bert] [--batch 256] [--tune none|fast|full]
+                       [--no-compile] [--profile] [--out bench-out]
 
   gemm      INT8 GEMM 8192^3: trident's tile with B stored K-major ([N, K], as engines store
             weights; heuristic config and the best of the candidate configs), the same tile with
@@ -11,34 +11,30 @@
             trident FP16 vs torch.compile FP16 (channels-last) vs torch eager FP16, img/s, and the
             INT8 engine's cosine similarity to fp32 eager.
   bert      BERT-base seq 128 batch 32: trident INT8 vs FP16 (sequences/s).
+
+Writes <out>/<gpu>-int8.json (<gpu>-int8-tuned.json with --tune fast or full).
 """
 from __future__ import annotations
 
 import argparse
-import json
-import math
-import sys
 import time
+from dataclasses import asdict
 
 import torch
 
+from trident.compiler.errors import TridentError
+from trident.tools.benchmarks.results import ResultsFile, markdown_table, require_gpu
+from trident.tools.benchmarks.suite import as_anchor
+from trident.compiler.timing import bench_ms, config_ms
+
+HELP = "INT8 on the GPU: the int8 GEMM, ResNet-50 and BERT INT8 engines beside FP16"
+
 
 def _ms(fn, rep: int = 100) -> float:
-    from triton.testing import do_bench
-
-    try:
-        fn()
-        torch.cuda.synchronize()
-        return do_bench(fn, warmup=25, rep=rep)
-    except Exception as exc:  # noqa: BLE001  (a config that fails is a data point)
-        print(f"  (failed: {type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''})",
-              file=sys.stderr)
-        return math.inf
+    return config_ms(fn, rep, graph=False)
 
 
 def bench_gemm(size: int = 8192) -> dict:
-    from dataclasses import asdict
-
     from trident.kernels.matmul import candidate_configs, heuristic_config, matmul
 
     M = N = K = size
@@ -48,15 +44,13 @@ def bench_gemm(size: int = 8192) -> dict:
     b_kn = b_nk.t().contiguous()
     tops = lambda ms: 2 * M * N * K / ms / 1e9  # noqa: E731
     rows = {}
-    ref = torch._int_mm(a, b_nk.t())
-    assert torch.equal(matmul(a, b_nk, b_k_major=True), ref), "int8 GEMM result differs from _int_mm"
+    if not torch.equal(matmul(a, b_nk, b_k_major=True), torch._int_mm(a, b_nk.t())):
+        raise TridentError("int8 GEMM result differs from torch._int_mm: not timing a wrong kernel")
     rows["torch._int_mm"] = _ms(lambda: torch._int_mm(a, b_nk.t()))
     heur = heuristic_config(M, N, K, torch.int8, out_bytes=4)  # an int32 C, as _int_mm's
     rows["trident K-major (heuristic)"] = _ms(lambda: matmul(a, b_nk, b_k_major=True, config=heur))
-    trials = []
-    for cfg in candidate_configs(M, N, K, torch.int8):
-        trials.append({"config": asdict(cfg),
-                       "ms": _ms(lambda c=cfg: matmul(a, b_nk, b_k_major=True, config=c))})
+    trials = [{"config": asdict(cfg), "ms": _ms(lambda c=cfg: matmul(a, b_nk, b_k_major=True, config=c))}
+              for cfg in candidate_configs(M, N, K, torch.int8)]
     best = min(trials, key=lambda t: t["ms"])
     rows["trident K-major (best candidate)"] = best["ms"]
     rows["trident row-major B"] = _ms(lambda: matmul(a, b_kn, config=heur))
@@ -84,9 +78,7 @@ def _bench_int8_layer(M: int, N: int, K: int) -> float:
     return _ms(lambda: engine(data))
 
 
-def _bench_ms(fn) -> float:
-    from trident.tools.bench import bench_ms
-
+def _engine_ms(fn) -> float:
     return bench_ms(fn, warmup=10, rep=50)["median_ms"]
 
 
@@ -96,7 +88,6 @@ def _cos(a, b) -> float:
 
 def bench_model(name: str, batch: int, tune: str, with_compile: bool, calib_batches: int = 4,
                 profile: bool = False) -> list[dict]:
-    from trident.compiler import build_engine
     from trident.models import MODELS
 
     build, make_inputs = MODELS[name]
@@ -108,36 +99,17 @@ def bench_model(name: str, batch: int, tune: str, with_compile: bool, calib_batc
     with torch.no_grad():
         reference = model(*inputs)
         for precision in ("int8", "fp16"):
-            start = time.perf_counter()
-            extra = {"calibration": calibration} if precision == "int8" else {}
-            engine = build_engine(model, precision, inputs, tune=tune, **extra)
-            out = engine(*inputs)[0]
-            torch.cuda.synchronize()
-            build_s = time.perf_counter() - start
-            ms = _bench_ms(lambda e=engine: e(*inputs))
-            rows.append(dict(runner=f"trident {precision}", build_s=build_s, kernels=engine.num_kernels,
-                             cosine=_cos(out, reference), ms=ms))
-            if profile:  # where each precision spends its time, kernel by kernel
-                from trident.tools.profile import profile_engine
-
-                report = profile_engine(engine, inputs, peaks=None, measure=False)
-                rows[-1]["profile"] = report.to_json()
-                print(f"\n{name} {precision}: " + "\n".join(str(report).splitlines()[:22]), flush=True)
-            engine = None  # free its buffers before the next build
-        anchor = build().eval().cuda().half()
-        anchor_in = tuple(x.half() if x.is_floating_point() else x for x in inputs)
-        if anchor_in[0].dim() == 4:
-            anchor = anchor.to(memory_format=torch.channels_last)
-            anchor_in = (anchor_in[0].contiguous(memory_format=torch.channels_last),) + anchor_in[1:]
+            rows.append(_trident_row(model, inputs, reference, precision, tune, calibration, profile, name))
+        anchor, anchor_in = as_anchor(build().eval().cuda(), inputs, torch.float16)
         rows.append(dict(runner="torch eager fp16", cosine=_cos(anchor(*anchor_in), reference),
-                         ms=_bench_ms(lambda: anchor(*anchor_in))))
+                         ms=_engine_ms(lambda: anchor(*anchor_in))))
         if with_compile:
             start = time.perf_counter()
             compiled = torch.compile(anchor)
             compiled(*anchor_in)
             torch.cuda.synchronize()
             rows.append(dict(runner="torch.compile fp16", build_s=time.perf_counter() - start,
-                             ms=_bench_ms(lambda: compiled(*anchor_in))))
+                             ms=_engine_ms(lambda: compiled(*anchor_in))))
     for row in rows:
         row.update(model=name, batch=batch, per_s=batch / row["ms"] * 1e3)
     fp16 = next(r for r in rows if r["runner"] == "trident fp16")
@@ -146,54 +118,58 @@ def bench_model(name: str, batch: int, tune: str, with_compile: bool, calib_batc
     return rows
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--only", default="gemm,resnet50,bert")
+def _trident_row(model, inputs, reference, precision, tune, calibration, profile, name) -> dict:
+    from trident.compiler import build_engine
+
+    start = time.perf_counter()
+    extra = {"calibration": calibration} if precision == "int8" else {}
+    engine = build_engine(model, precision, inputs, tune=tune, **extra)
+    out = engine(*inputs)[0]
+    torch.cuda.synchronize()
+    build_s = time.perf_counter() - start
+    row = dict(runner=f"trident {precision}", build_s=build_s, kernels=engine.num_kernels,
+               cosine=_cos(out, reference), ms=_engine_ms(lambda: engine(*inputs)))
+    if profile:  # where each precision spends its time, kernel by kernel
+        from trident.tools.profile import profile_engine
+
+        report = profile_engine(engine, inputs, peaks=None, measure=False)
+        row["profile"] = report.to_json()
+        print(f"\n{name} {precision}: " + "\n".join(str(report).splitlines()[:22]), flush=True)
+    return row
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--only", default="gemm,resnet50,bert", help="comma list of: gemm, resnet50, bert")
     p.add_argument("--batch", type=int, default=256, help="ResNet-50 batch")
     p.add_argument("--tune", default="none", choices=["none", "fast", "full"],
                    help="trident engines' autotuning level (both precisions)")
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile anchor")
     p.add_argument("--profile", action="store_true", help="time each kernel of both trident engines")
-    p.add_argument("--json", default="int8-bench.json")
-    args = p.parse_args(argv)
-    if not torch.cuda.is_available():
-        print("the INT8 benchmark needs a CUDA GPU")
-        return 2
-    from trident.tools.bench import environment
+    p.add_argument("--out", default="bench-out", help="folder of the results file")
 
-    results = {"environment": environment(), "tune": args.tune}
+
+def run(args: argparse.Namespace) -> int:
+    require_gpu("trident bench int8")
+    what = "int8" if args.tune == "none" else "int8-tuned"
+    results = ResultsFile.in_dir(args.out, what, tune=args.tune, models=[])
     only = args.only.split(",")
-
-    def write():
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2, default=str)
-
     if "gemm" in only:
-        gemm = results["gemm"] = bench_gemm()
+        gemm = results.data["gemm"] = bench_gemm()
         print(f"\nINT8 GEMM {gemm['M']}x{gemm['N']}x{gemm['K']}")
-        print("| kernel | ms | TOPS |\n|---|---|---|")
-        for k, ms in gemm["ms"].items():
-            print(f"| {k} | {ms:.3f} | {gemm['TOPS'][k]:.0f} |")
-        write()
-    rows = results["models"] = []
+        print(markdown_table(["kernel", "ms", "TOPS"],
+                             [[k, f"{ms:.3f}", f"{gemm['TOPS'][k]:.0f}"] for k, ms in gemm["ms"].items()]))
+        results.save()
     for name, batch in (("resnet50", args.batch), ("bert_base", 32)):
         if name.split("_")[0] not in only and name not in only:
             continue
-        rows += bench_model(name, batch, args.tune, not args.no_compile, profile=args.profile)
+        rows = bench_model(name, batch, args.tune, not args.no_compile, profile=args.profile)
+        results.data["models"] += rows
         print(f"\n{name}, batch {batch}")
-        print("| runner | median ms | items/s | vs trident fp16 | cosine to fp32 | build s | kernels |")
-        print("|---|---|---|---|---|---|---|")
-        for r in rows:
-            if r["model"] == name:
-                print(f"| {r['runner']} | {r['ms']:.3f} | {r['per_s']:.0f} | {r['vs_trident_fp16']:.2f}x | "
-                      f"{r.get('cosine', float('nan')):.5f} | {r.get('build_s', float('nan')):.1f} | "
-                      f"{r.get('kernels', '')} |", flush=True)
-        write()
-    write()
-    print(json.dumps(results, default=str))
-    print(f"wrote {args.json}")
+        print(markdown_table(
+            ["runner", "median ms", "items/s", "vs trident fp16", "cosine to fp32", "build s", "kernels"],
+            [[r["runner"], f"{r['ms']:.3f}", f"{r['per_s']:.0f}", f"{r['vs_trident_fp16']:.2f}x",
+              f"{r.get('cosine', float('nan')):.5f}", f"{r.get('build_s', float('nan')):.1f}",
+              r.get("kernels", "")] for r in rows]), flush=True)
+        results.save()
+    print(f"wrote {results.save()}")
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

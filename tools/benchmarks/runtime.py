@@ -1,7 +1,8 @@
-"""Runtime benchmark (GPU): what CUDA graphs, several streams, the memory arena and a dynamic batch
-profile each buy. Prints tables and writes JSON (as it goes, so a late failure loses nothing).
+"""`trident bench runtime` (GPU): what CUDA graphs, several streams, the memory arena and a dynamic
+batch profile each buy. Prints tables and writes <out>/<gpu>-runtime.json (as it goes, so a late
+failure loses nothing).
 
-    python -m trident.runtime.bench_runtime [--json bench_runtime.json] [--quick]
+    trident bench runtime [--quick] [--out bench-out]
 
 1. CUDA graphs: ResNet-50 FP16 batch 1, median latency with and without graph replay.
 2. Streams: multi-branch models (a wider Inception net, a trunk with 8 heads), one stream vs
@@ -16,60 +17,43 @@ A benchmark measures; it never asserts a speed.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import torch
 
-from trident.compiler import build_engine, config
+from trident.compiler import build_engine
 from trident.compiler.testing import relative_error as rel_err
+from trident.tools.benchmarks.results import ResultsFile, markdown_table, require_gpu
+from trident.tools.benchmarks.suite import SPECS
+from trident.compiler.timing import bench_ms as _bench_ms
+
+HELP = "what CUDA graphs, streams, the memory arena and dynamic batch each buy (GPU)"
 
 
-def bench_ms(fn, warmup: int = 10, rep: int = 100) -> dict:
-    from trident.tools.bench import bench_ms as _bench
-
-    return _bench(fn, warmup, rep)
+def bench_ms(fn) -> dict:
+    return _bench_ms(fn, warmup=10, rep=100)
 
 
-
-
-def _write(path: str, results: dict) -> None:
-    with open(path, "w") as f:
-        json.dump(results, f, indent=2, default=str)
-
-
-# ------------------------------------------------------------------------- models ----
-def resnet50():
-    from trident.models import MODELS
-
-    build, make_inputs = MODELS["resnet50"]
+def on_gpu(name: str):
+    """(model on the GPU, make_inputs(batch) on the GPU) of a benchmark suite model."""
+    build, make_inputs = SPECS[name].load()
     return build().eval().cuda(), lambda b: tuple(x.cuda() for x in make_inputs(b))
+
+
+def resnet50():
+    return on_gpu("resnet50")
 
 
 def wide_inception():
-    from trident.models.common import calibrate_batchnorm, seeded
-    from trident.models.multibranch import InceptionNet
-    from trident.models.resnet import image_inputs
-
-    with seeded(0):
-        model = InceptionNet(width=64, blocks=4, num_classes=1000)
-        calibrate_batchnorm(model, lambda: image_inputs(4, size=64))
-    return model.eval().cuda(), lambda b: tuple(x.cuda() for x in image_inputs(b, size=64))
+    return on_gpu("inception_wide")
 
 
 def many_heads():
-    from trident.models.mlp import feature_inputs
-    from trident.models.multibranch import multihead
-
-    model = multihead(in_features=512, hidden=2048, heads=8, out=512)
-    return model.eval().cuda(), lambda b: tuple(x.cuda() for x in feature_inputs(b, features=512))
+    return on_gpu("multihead_wide")
 
 
 def bert_base():
-    from trident.models import MODELS
-
-    build, make_inputs = MODELS["bert_base"]
-    return build().eval().cuda(), lambda b: tuple(x.cuda() for x in make_inputs(b))
+    return on_gpu("bert_base")
 
 
 # ---------------------------------------------------------------------- sections ----
@@ -168,53 +152,49 @@ def mib(n) -> str:
 
 
 def print_tables(results: dict) -> None:
-    g = results.get("cuda_graph")
-    if g:
-        print("\n## CUDA graphs (ResNet-50 FP16, batch 1)\n")
-        print("| replay | median ms | p90 ms | p99 ms |\n|---|---|---|---|")
-        for key in ("graph_on", "graph_off"):
-            m = g[key]
-            print(f"| {key.replace('graph_', '')} | {m['median_ms']:.3f} | {m['p90_ms']:.3f} | "
-                  f"{m['p99_ms']:.3f} |")
+    for title, header, rows in tables(results):
+        print(f"\n## {title}\n")
+        print(markdown_table(header, rows))
+
+
+def tables(results: dict) -> list[tuple[str, list, list]]:
+    """(title, header, rows) of each section measured."""
+    out = []
+    if g := results.get("cuda_graph"):
+        out.append(("CUDA graphs (ResNet-50 FP16, batch 1)", ["replay", "median ms", "p90 ms", "p99 ms"],
+                    [[key.replace("graph_", "")] + [f"{g[key][q]:.3f}" for q in ("median_ms", "p90_ms", "p99_ms")]
+                     for key in ("graph_on", "graph_off")]))
     if results.get("streams"):
-        print("\n## Streams (FP16, CUDA graphs on)\n")
-        print("| model | batch | streams | 1 stream ms | multi ms | speedup | identical | arena 1 / multi MiB |")
-        print("|---|---|---|---|---|---|---|---|")
+        rows = []
         for r in results["streams"]:
-            s, m = r["single_stream"]["median_ms"], r["multi_stream"]["median_ms"]
-            print(f"| {r['model']} | {r['batch']} | {r['streams']} | {s:.3f} | {m:.3f} | "
-                  f"{s / m:.2f}x | {r['identical']} | {mib(r['arena_single_bytes'])} / "
-                  f"{mib(r['arena_multi_bytes'])} |")
+            one, multi = r["single_stream"]["median_ms"], r["multi_stream"]["median_ms"]
+            rows.append([r["model"], r["batch"], r["streams"], f"{one:.3f}", f"{multi:.3f}", f"{one / multi:.2f}x",
+                         r["identical"], f"{mib(r['arena_single_bytes'])} / {mib(r['arena_multi_bytes'])}"])
+        out.append(("Streams (FP16, CUDA graphs on)", ["model", "batch", "streams", "1 stream ms", "multi ms",
+                                                        "speedup", "identical", "arena 1 / multi MiB"], rows))
     if results.get("memory"):
-        print("\n## Memory (FP16)\n")
-        print("| model | batch | arena MiB | intermediates MiB | eager peak MiB | weights MiB | outputs MiB |")
-        print("|---|---|---|---|---|---|---|")
-        for r in results["memory"]:
-            print(f"| {r['model']} | {r['batch']} | {mib(r['arena_bytes'])} | "
-                  f"{mib(r['intermediate_bytes'])} | {mib(r['eager_peak_bytes'])} | "
-                  f"{mib(r['weights_bytes'])} | {mib(r['output_bytes'])} |")
-    d = results.get("dynamic")
-    if d:
-        print(f"\n## Dynamic batch (ResNet-50 FP16, profile {d['profile']}, built in "
-              f"{d['build_s']:.0f} s, arena {mib(d['arena_bytes'])} MiB)\n")
-        print("| batch | dynamic ms | static ms | ratio | rel err |\n|---|---|---|---|---|")
-        for r in d["rows"]:
-            dm, sm = r["dynamic"]["median_ms"], r["static"]["median_ms"]
-            print(f"| {r['batch']} | {dm:.3f} | {sm:.3f} | {dm / sm:.2f} | {r['rel_err_dynamic']:.1e} |")
+        keys = ("arena_bytes", "intermediate_bytes", "eager_peak_bytes", "weights_bytes", "output_bytes")
+        out.append(("Memory (FP16)", ["model", "batch", "arena MiB", "intermediates MiB", "eager peak MiB",
+                                      "weights MiB", "outputs MiB"],
+                    [[r["model"], r["batch"]] + [mib(r[k]) for k in keys] for r in results["memory"]]))
+    if d := results.get("dynamic"):
+        rows = [[r["batch"], f"{r['dynamic']['median_ms']:.3f}", f"{r['static']['median_ms']:.3f}",
+                 f"{r['dynamic']['median_ms'] / r['static']['median_ms']:.2f}", f"{r['rel_err_dynamic']:.1e}"]
+                for r in d["rows"]]
+        out.append((f"Dynamic batch (ResNet-50 FP16, profile {d['profile']}, built in {d['build_s']:.0f} s, "
+                    f"arena {mib(d['arena_bytes'])} MiB)", ["batch", "dynamic ms", "static ms", "ratio", "rel err"],
+                    rows))
+    return out
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m trident.runtime.bench_runtime")
-    parser.add_argument("--json", default="bench_runtime.json")
-    parser.add_argument("--quick", action="store_true", help="skip the dynamic-batch section "
-                                                             "and the large batches")
-    args = parser.parse_args(argv)
-    if not config.HAS_CUDA:
-        print("bench_runtime needs a CUDA GPU (the interpreter's timings mean nothing).")
-        return 2
-    from trident.tools.bench import environment
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quick", action="store_true", help="skip the dynamic-batch section")
+    p.add_argument("--out", default="bench-out", help="folder of the results file")
 
-    results: dict = {"environment": environment()}
+
+def run(args: argparse.Namespace) -> int:
+    require_gpu("trident bench runtime")
+    results = ResultsFile.in_dir(args.out, "runtime")
     steps = [
         ("cuda_graph", lambda: cuda_graph_section(1)),
         ("streams", lambda: streams_section("inception_wide", wide_inception, (1, 8))
@@ -228,16 +208,12 @@ def main(argv=None) -> int:
     for key, fn in steps:
         start = time.perf_counter()
         try:
-            results[key] = fn()
+            results.data[key] = fn()
         except Exception as e:  # noqa: BLE001 - keep the other sections' figures
-            results[key + "_error"] = f"{type(e).__name__}: {e}"
-            print(f"{key}: failed: {results[key + '_error']}")
+            results.data[key + "_error"] = f"{type(e).__name__}: {e}"
+            print(f"{key}: failed: {results.data[key + '_error']}")
         print(f"[{key}: {time.perf_counter() - start:.0f} s]", flush=True)
-        _write(args.json, results)
-    print_tables(results)
-    print(f"\nwrote {args.json}")
+        results.save()
+    print_tables(results.data)
+    print(f"\nwrote {results.save()}")
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

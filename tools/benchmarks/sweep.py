@@ -1,7 +1,8 @@
-"""Config sweep of the conv and GEMM templates on the GPU, beside cuDNN / cuBLAS.
+"""`trident bench sweep`: a config sweep of the conv and GEMM templates on the GPU, beside cuDNN /
+cuBLAS.
 
-    python -m trident.kernels.sweep [--only conv,gemm] [--dtypes fp16,int8,fp32] [--batch 256]
-                                    [--bert-batch 32] [--workers 14] [--budget-s 400] [--json sweep.json]
+    trident bench sweep [--only conv,gemm] [--dtypes fp16,int8,fp32] [--batch 256]
+                        [--bert-batch 32] [--workers 14] [--budget-s 400] [--out bench-out]
 
 For every ResNet-50 conv shape (at --batch) and every GEMM shape (a square one, and BERT-base's at
 --bert-batch x 128 tokens), a grid of tile configs (block sizes x BLOCK_K x stages, persistent variants
@@ -9,30 +10,31 @@ of the big tiles, and small tiles where big ones leave SMs idle) pruned by share
 problem. fp32 runs in true fp32 (no TF32), beside cuDNN / cuBLAS in true fp32. Worker processes
 compile each config by running it once (Triton's disk cache then holds the binary); the main process
 times them with `do_bench` as they become ready.
-Prints the best config per shape and writes every trial as JSON: the data the heuristics and
-candidate lists in kernels/conv.py and kernels/matmul.py are read from. Never asserts a timing.
+Prints the best config per shape and writes every trial to <out>/<gpu>-sweep-<dtypes>-b<batch>.json:
+the data the heuristics and candidate lists in kernels/conv.py and kernels/matmul.py are read from
+(docs/performance.md). Never asserts a timing.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import multiprocessing
-import platform
-import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
 import torch
 
-from trident.kernels.bench import RESNET50_CONVS
+from trident.compiler import config
+from trident.compiler.errors import InputError
+from trident.compiler.progress import progress
 from trident.kernels.common import PIPELINE_SMEM_BUDGET, pipeline_smem_bytes
 from trident.kernels.matmul import NUM_SMS_H200
+from trident.tools.benchmarks.results import ResultsFile, require_gpu
+from trident.tools.benchmarks.shapes import BERT_GEMMS, RESNET50_CONVS, SQUARE_GEMM
+from trident.compiler.timing import launch_ms
 
-SQUARE_GEMM = (8192, 8192, 8192)
-# BERT-base's (N, K) per token row: QKV, out-proj, FFN up, FFN down.
-BERT_GEMMS = [(2304, 768), (768, 768), (3072, 768), (768, 3072)]
+HELP = "a config sweep of the conv and GEMM templates beside cuDNN / cuBLAS (GPU)"
 # (BLOCK_M, BLOCK_N, num_warps), x BLOCK_K (in 16-bit elements) x stages below.
 TILES = [(128, 256, 8), (256, 128, 8), (128, 128, 8), (128, 128, 4), (64, 256, 4), (256, 64, 4),
          (128, 64, 4), (64, 128, 4), (64, 64, 4)]
@@ -76,7 +78,8 @@ def _elem(dtype: str) -> int:
 
 
 def config_candidates(case: Case, batch: int):
-    """The template's own candidate list for the case (what kernels/bench.py and `fast` tuning try)."""
+    """The template's own candidate list for the case (what `trident bench kernels` and `fast`
+    tuning try)."""
     from trident.kernels.conv import row_tile_candidates, uses_row_tile
     from trident.kernels.conv import candidate_configs as conv_candidates
     from trident.kernels.matmul import candidate_configs as gemm_candidates
@@ -170,8 +173,6 @@ _WORKER: dict = {}
 
 
 def _worker_init(batch: int) -> None:
-    import trident.kernels  # noqa: F401  (before triton, as everywhere in trident)
-
     _WORKER["batch"] = batch
 
 
@@ -200,7 +201,8 @@ def compile_pool(workers: int, batch: int) -> ProcessPoolExecutor:
 def precompile(jobs, workers: int, batch: int) -> None:
     """Compile every (case, config) of `jobs` in parallel; the caller's first launches then load them."""
     with compile_pool(workers, batch) as pool:
-        for future in [pool.submit(_compile, case, cfg) for case, cfg in jobs]:
+        futures = [pool.submit(_compile, case, cfg) for case, cfg in jobs]
+        for future in progress(futures, desc=f"compiling configs ({workers} processes)", unit="config"):
             future.result()
 
 
@@ -208,16 +210,11 @@ def default_workers() -> int:
     return max(1, (multiprocessing.cpu_count() or 2) - 2)
 
 
-def _time(fn, rep_ms: int) -> float:
-    from triton.testing import do_bench
-
-    # Median: the compile workers run each config once, and a launch of theirs may overlap a sample.
-    return do_bench(fn, warmup=max(5, rep_ms // 4), rep=rep_ms, return_mode="median")
-
-
 def sweep_case(case: Case, configs, futures, batch: int, rep_ms: int) -> dict:
     run, ref, flops = make_problem(case, batch)
-    ref_ms = _time(ref, rep_ms)
+    # Medians (launch_ms): the compile workers run each config once, and a launch of theirs may
+    # overlap a sample.
+    ref_ms = launch_ms(ref, rep_ms)
     trials = []
     for cfg, fut in zip(configs, futures):
         try:
@@ -227,7 +224,7 @@ def sweep_case(case: Case, configs, futures, batch: int, rep_ms: int) -> dict:
         ms = math.inf
         if error is None:
             try:
-                ms = _time(lambda c=cfg: run(c), rep_ms)
+                ms = launch_ms(lambda c=cfg: run(c), rep_ms)
             except Exception as exc:  # noqa: BLE001
                 error = f"{type(exc).__name__}: {str(exc)[:200]}"
         trials.append({"config": cfg.to_dict(), "ms": ms, "error": error})
@@ -238,18 +235,18 @@ def sweep_case(case: Case, configs, futures, batch: int, rep_ms: int) -> dict:
             "speedup": ref_ms / best["ms"] if best else 0.0, "trials": trials}
 
 
-def _cases(only: set, dtypes: list[str], bert_batch: int) -> list[Case]:
+def cases(only: set, dtypes: list[str], bert_batch: int) -> list[Case]:
     unknown = set(dtypes) - set(TORCH_DTYPES)
     if unknown:
-        raise SystemExit(f"--dtypes: unknown {sorted(unknown)}; expected some of {sorted(TORCH_DTYPES)}")
+        raise InputError(f"--dtypes: unknown {sorted(unknown)}; expected some of {sorted(TORCH_DTYPES)}")
     gemms = [SQUARE_GEMM] + [(bert_batch * 128, n, k) for n, k in BERT_GEMMS]
-    cases = []
+    out = []
     for dtype in dtypes:
         if "gemm" in only:
-            cases += [Case("gemm", dtype, shape) for shape in gemms]
+            out += [Case("gemm", dtype, shape) for shape in gemms]
         if "conv" in only:
-            cases += [Case("conv", dtype, shape) for shape in RESNET50_CONVS]
-    return cases
+            out += [Case("conv", dtype, shape) for shape in RESNET50_CONVS]
+    return out
 
 
 def cfg_text(c: dict) -> str:
@@ -257,38 +254,29 @@ def cfg_text(c: dict) -> str:
     return text + (f" p{c['PERSISTENT']}" if c.get("PERSISTENT") else "")
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", default="gemm,conv")
-    ap.add_argument("--dtypes", default="fp16,int8")
-    ap.add_argument("--batch", type=int, default=256, help="ResNet-50's batch for the conv shapes")
-    ap.add_argument("--bert-batch", type=int, default=32, help="BERT-base's batch (x 128 tokens) for the GEMMs")
-    ap.add_argument("--workers", type=int, default=default_workers())
-    ap.add_argument("--rep", type=int, default=25, help="do_bench rep time in ms per config")
-    ap.add_argument("--budget-s", type=float, default=math.inf, help="stop starting new shapes after this long")
-    ap.add_argument("--json", default="sweep.json")
-    args = ap.parse_args(argv)
-    if not torch.cuda.is_available():
-        print("trident.kernels.sweep needs a CUDA GPU.", file=sys.stderr)
-        return 2
-    import trident.kernels  # noqa: F401
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--only", default="gemm,conv", help="comma list of: gemm, conv")
+    p.add_argument("--dtypes", default="fp16,int8", help="comma list of: fp16, int8, fp32")
+    p.add_argument("--batch", type=int, default=256, help="ResNet-50's batch for the conv shapes")
+    p.add_argument("--bert-batch", type=int, default=32, help="BERT-base's batch (x 128 tokens) for the GEMMs")
+    p.add_argument("--workers", type=int, default=default_workers(), help="compile processes")
+    p.add_argument("--rep", type=int, default=25, help="do_bench rep time in ms per config")
+    p.add_argument("--budget-s", type=float, default=math.inf, help="stop starting new shapes after this long")
+    p.add_argument("--out", default="bench-out", help="folder of the results file")
 
-    import triton
 
+def run(args: argparse.Namespace) -> int:
+    plan = cases(set(args.only.split(",")), args.dtypes.split(","), args.bert_batch)
+    require_gpu("trident bench sweep")
     torch.backends.cudnn.benchmark = True
     # fp32 means fp32 on both sides: trident's tiles use "ieee" dots unless TRIDENT_ALLOW_TF32.
-    from trident.compiler import config
-
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = config.ALLOW_TF32
     start = time.time()
-    cases = _cases(set(args.only.split(",")), args.dtypes.split(","), args.bert_batch)
-    plans = [(case, config_grid(case, args.batch)) for case in cases]
-    print(f"{len(cases)} shapes, {sum(len(c) for _, c in plans)} configs, {args.workers} compile workers",
+    plans = [(case, config_grid(case, args.batch)) for case in plan]
+    print(f"{len(plan)} shapes, {sum(len(c) for _, c in plans)} configs, {args.workers} compile workers",
           flush=True)
-    result = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "triton": triton.__version__,
-              "python": platform.python_version(), "date": time.strftime("%Y-%m-%d"), "batch": args.batch,
-              "bert_batch": args.bert_batch, "tf32": config.ALLOW_TF32,
-              "cases": []}
+    what = f"sweep-{'-'.join(args.dtypes.split(','))}-b{args.batch}"
+    results = ResultsFile.in_dir(args.out, what, batch=args.batch, bert_batch=args.bert_batch, cases=[])
     with compile_pool(args.workers, args.batch) as pool:
         submitted = [(case, configs, [pool.submit(_compile, case, c) for c in configs]) for case, configs in plans]
         print(f"{'shape':<44}{'ref ms':>8}{'heur ms':>9}{'best ms':>9}{'x ref':>7}  best config", flush=True)
@@ -300,21 +288,18 @@ def main(argv=None) -> int:
                 continue
             r = sweep_case(case, configs, futures, args.batch, args.rep)
             torch.cuda.empty_cache()  # the case's inputs are garbage now
-            result["cases"].append(r)
+            results.data["cases"].append(r)
+            results.save()  # after every shape: a cut-short run keeps what it measured
             best = cfg_text(r["best"]["config"]) if r["best"] else "(none ran)"
             best_ms = r["best"]["ms"] if r["best"] else math.inf
             print(f"{r['name']:<44}{r['ref_ms']:>8.4f}{r['heuristic_ms']:>9.4f}{best_ms:>9.4f}"
                   f"{r['speedup']:>6.2f}x  {best}", flush=True)
-            with open(args.json, "w") as f:  # after every shape: a cut-short run keeps what it measured
-                json.dump(result, f, indent=1, default=str)
         pool.shutdown(cancel_futures=True)
-    for kind, dtype in sorted({(r["kind"], r["dtype"]) for r in result["cases"]}):
-        rows = [r for r in result["cases"] if (r["kind"], r["dtype"]) == (kind, dtype) and r["speedup"] > 0]
+    for kind, dtype in sorted({(r["kind"], r["dtype"]) for r in results.data["cases"]}):
+        rows = [r for r in results.data["cases"] if (r["kind"], r["dtype"]) == (kind, dtype) and r["speedup"] > 0]
+        if not rows:
+            continue
         geo = math.exp(sum(math.log(r["speedup"]) for r in rows) / len(rows))
         print(f"{dtype} {kind}: geometric mean of best / reference over {len(rows)} shapes: {geo:.3f}x")
-    print(f"sweep took {time.time() - start:.0f} s; wrote {args.json}")
+    print(f"sweep took {time.time() - start:.0f} s; wrote {results.save()}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,10 +1,10 @@
-"""INT8 accuracy on real data: the digits CNN (trident.models.digits), FP32 vs INT8 top-1 accuracy
-on its held-out split for each calibrator.
+"""`trident bench accuracy`: INT8 accuracy on real data: the digits CNN (trident.models.digits),
+FP32 vs INT8 top-1 accuracy on its held-out split for each calibrator.
 
-    python -m trident.compiler.quantize.accuracy              # int8 engines (Triton kernels)
-    python -m trident.compiler.quantize.accuracy --reference  # the int8 engines' graphs on the
-                                                              # reference executor (fast on a CPU)
-Prints a table and JSON (--json PATH writes it). The engine mode is what the GPU runs; the
+    trident bench accuracy              # int8 engines (Triton kernels)
+    trident bench accuracy --reference  # the int8 engines' graphs on the reference executor
+                                        # (fast on a CPU)
+Prints a table and writes <out>/<gpu>-int8-accuracy.json. The engine mode is what the GPU runs; the
 reference mode evaluates the very graph the engine's kernels are generated from (qconv / qmatmul
 references compute the kernels' integer math), which the CPU tests use because Triton's
 interpreter takes minutes over all 538 images.
@@ -12,11 +12,13 @@ interpreter takes minutes over all 538 images.
 from __future__ import annotations
 
 import argparse
-import json
 
 import torch
 
 from trident.compiler.quantize.calibrators import CALIBRATOR_NAMES
+from trident.tools.benchmarks.results import ResultsFile, markdown_table
+
+HELP = "INT8 top-1 accuracy of the digits CNN against FP32, per calibrator"
 
 CALIBRATION_IMAGES = 512  # from the training split
 
@@ -61,26 +63,20 @@ def digits_accuracy(calibrators=CALIBRATOR_NAMES, engine: bool = True, device=No
     return result
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reference", action="store_true", help="reference executor instead of engines")
-    p.add_argument("--calibrators", default=",".join(CALIBRATOR_NAMES))
-    p.add_argument("--json", default=None, help="also write the figures to this file")
-    args = p.parse_args(argv)
-    result = digits_accuracy(args.calibrators.split(","), engine=not args.reference)
+    p.add_argument("--calibrators", default=",".join(CALIBRATOR_NAMES), help="comma list")
+    p.add_argument("--out", default="bench-out", help="folder of the results file")
+
+
+def run(args: argparse.Namespace) -> int:
     mode = "reference executor" if args.reference else "int8 engine"
+    results = ResultsFile.in_dir(args.out, "int8-accuracy", mode=mode)
+    result = digits_accuracy(args.calibrators.split(","), engine=not args.reference)
+    results.data.update(result)
     print(f"digits CNN, held-out split (538 images), {mode}")
-    print("| calibrator | FP32 top-1 | INT8 top-1 | drop (points) |")
-    print("| --- | --- | --- | --- |")
-    for name, acc in result["int8"].items():
-        print(f"| {name} | {result['fp32']:.2f} | {acc:.2f} | {result['drop'][name]:+.2f} |")
-    result["mode"] = mode
-    print(json.dumps(result))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=1)
+    print(markdown_table(["calibrator", "FP32 top-1", "INT8 top-1", "drop (points)"],
+                         [[name, f"{result['fp32']:.2f}", f"{acc:.2f}", f"{result['drop'][name]:+.2f}"]
+                          for name, acc in result["int8"].items()]))
+    print(f"wrote {results.save()}")
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
