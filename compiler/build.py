@@ -6,6 +6,7 @@ from pathlib import Path
 
 import torch
 
+from trident.compiler.limits import check_codegen_limits
 from trident.compiler.errors import TridentError
 from trident.compiler.fusion import Group, fuse
 from trident.compiler.ir import Graph
@@ -56,6 +57,7 @@ def compile_graph(graph: Graph, precision: str = "fp16", trace: BuildTrace | Non
     check_level(tune)
     if precision not in PRECISIONS:
         raise TridentError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    check_codegen_limits(graph)  # static shapes, 32-bit indexable sizes
     quantize = None
     if precision == "int8":  # quantization: compiler.quantize.QuantOptions (calibration etc.)
         from trident.compiler.quantize.plan import QuantOptions, quantize_pass

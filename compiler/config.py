@@ -43,6 +43,10 @@ CACHE_DIR: Path = Path(os.environ.get("TRIDENT_CACHE_DIR")
 # Verify the IR after every pass and keep each pass's output (slower builds, easier bisecting).
 DEBUG: bool = _env_flag("TRIDENT_DEBUG")
 
+# Bounds sanitizer (compiler/sanitizer.py): in Triton's interpreter, check that every load and
+# store of every launch lands inside one of the launch's tensor arguments (slower; CI runs with it).
+SANITIZE: bool = _env_flag("TRIDENT_SANITIZE")
+
 # FP32 matmuls/convs may use TF32 tensor cores (opt-in: changes numerics).
 ALLOW_TF32: bool = _env_flag("TRIDENT_ALLOW_TF32")
 
