@@ -1,47 +1,38 @@
 """ONNX's node conformance cases through build_engine and the engine (generated kernels, torch
 fallbacks, the arena), with the bounds sanitizer on, in worker processes: the same run as
-`trident conformance`. The whole suite runs here: 0 failed, 0 crashed, 0 out of bounds."""
+`trident conformance`. The whole suite runs here (about 1.5 minutes of CPU in 2 workers): 0 failed,
+0 crashed, 0 out of bounds."""
 import argparse
 import json
 import sys
 import textwrap
 
-import pytest
 from onnx import TensorProto as T
 from onnx import helper as h
 from onnx.backend.test.case.test_case import TestCase
 
 from trident.tools import conformance
 
-# Through the engine, 459 cases passed before the masks were fixed, and the reference executor
-# reproduced 516 (543 counted, 27 of them crashing in kernels). With the fixes, 540 pass at fp32;
-# the margin absorbs a few cases moving to 'unsupported' with a new onnx, not a broken kernel.
+# Before the masks were fixed, 459 cases passed through the engine (27 crashed the process and 57
+# more touched memory out of bounds). Now 543 pass at fp32, as many as through the reference
+# executor, and 490 at fp16; the margin absorbs a few cases moving to 'unsupported' with a new
+# onnx, not a broken kernel (it stays above the 516 cases that were numerically right before).
 MIN_PASSED = 530
 JOBS = 2  # worker processes (CI has two cores)
 
 
-@pytest.fixture(scope="module")
-def results():
-    return conformance.run_suite(jobs=JOBS)
-
-
-def test_no_case_fails_crashes_or_touches_memory_out_of_bounds(results):
+def test_the_whole_suite_through_the_engine():
+    """One test (not a module fixture shared by several): pytest-xdist would run a shared fixture
+    once per worker process that gets one of its tests."""
+    results = conformance.run_suite(jobs=JOBS)
     failed = [f"{r.name} [{r.failure}]: {r.detail}" for r in results if r.status == "failed"]
-    assert not failed, "\n".join(failed)
-
-
-def test_enough_cases_pass_at_each_precision(results):
+    assert not failed, "\n".join(failed)  # no wrong numbers, errors, crashes, out-of-bounds
     assert conformance.counts(results)["passed"] >= MIN_PASSED, conformance.summary_line(results)
     assert conformance.counts(results, "fp32")["passed"] >= MIN_PASSED
     assert conformance.counts(results, "fp16")["passed"] >= 0.8 * MIN_PASSED
-
-
-def test_the_reference_executor_agrees(results):
-    reference = [r for r in results if r.reference.get("status") == "failed"]
-    assert not reference, "\n".join(f"{r.name}: {r.reference['detail']}" for r in reference)
-
-
-def test_every_case_is_classified(results):
+    reference = [f"{r.name}: {r.reference['detail']}" for r in results
+                 if r.reference.get("status") == "failed"]
+    assert not reference, "\n".join(reference)
     assert len(results) == len(conformance.collect_cases())
     assert {r.status for r in results} <= set(conformance.STATUSES)
     ran = [r for r in results if not r.detail.startswith("ops not supported")]

@@ -141,7 +141,8 @@ def _reduction_body(w: KernelWriter, anchor: Node, x: str, length: int, load_par
     """Emit the anchor's math on the loaded row tile `x` ([BLOCK_X, BLOCK_R]); returns its var."""
     out = w.tmp("r")
     if anchor.op == "softmax":
-        w.line(f"{out}_max = tl.max(tl.where(rmask, {x}, float('-inf')), 1)[:, None]")  # (a NaN reaches the sum)
+        # tl.max skips NaN, but a NaN in the row still reaches the sum: the row is NaN, as in torch
+        w.line(f"{out}_max = tl.max(tl.where(rmask, {x}, float('-inf')), 1)[:, None]")
         w.line(f"{out}_exp = tl.where(rmask, tl.exp({x} - {out}_max), 0.0)")
         w.line(f"{out} = {out}_exp / tl.sum({out}_exp, 1)[:, None]")
     elif anchor.op == "layer_norm":
