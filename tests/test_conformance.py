@@ -7,6 +7,7 @@ import json
 import sys
 import textwrap
 
+import pytest
 from onnx import TensorProto as T
 from onnx import helper as h
 from onnx.backend.test.case.test_case import TestCase
@@ -110,3 +111,9 @@ def test_a_crashing_or_hanging_case_fails_alone_and_the_run_goes_on():
                       "test_c": ("passed", "")}
     abort = next(r for r in results if r.name == "test_abort")
     assert "SIGABRT" in abort.detail and abort.op == "Relu"
+
+
+def test_a_worker_that_cannot_start_stops_the_run_with_its_output():
+    command = [sys.executable, "-c", "import sys; print('no trident here', file=sys.stderr); sys.exit(3)"]
+    with pytest.raises(RuntimeError, match="did not start(.|\n)*no trident here"):
+        conformance.run_isolated([fake_case("test_a")], command, jobs=1, timeout=5)

@@ -409,7 +409,6 @@ class _Slot:
             self.proc.stdin.flush()
             return CaseResult(**pickle.load(self.proc.stdout))
         except (EOFError, BrokenPipeError, pickle.UnpicklingError):
-            timer.cancel()
             return self._died(case, timeout if timed_out.is_set() else None, time.perf_counter() - start)
         finally:
             timer.cancel()
@@ -443,7 +442,8 @@ def run_isolated(cases, command: list[str], jobs: int = 2, timeout: float = CASE
     for case in cases:
         todo.put(case)
     results: dict[str, CaseResult] = {}
-    bar = tqdm(total=len(cases), disable=not progress, unit="case", file=sys.stderr)
+    errors: list[BaseException] = []  # a worker that cannot start stops the run
+    bar = tqdm(total=len(cases), disable=None if progress else True, unit="case", file=sys.stderr)
 
     def drain() -> None:
         slot = _Slot(command)
@@ -455,6 +455,8 @@ def run_isolated(cases, command: list[str], jobs: int = 2, timeout: float = CASE
                     return
                 results[case.name] = slot.run(case, timeout)
                 bar.update()
+        except BaseException as e:
+            errors.append(e)
         finally:
             slot.close()
 
@@ -464,6 +466,8 @@ def run_isolated(cases, command: list[str], jobs: int = 2, timeout: float = CASE
     for t in threads:
         t.join()
     bar.close()
+    if errors:
+        raise errors[0]
     return [results[c.name] for c in cases]
 
 
@@ -581,7 +585,10 @@ def main(args: argparse.Namespace) -> int:
     return 1 if args.strict and counts(results)["failed"] else 0
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "conformance", help="run ONNX's node conformance cases through the engine",
+        description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-k", metavar="SUBSTRING", default=None,
                         help="only cases whose name contains SUBSTRING")
     parser.add_argument("-v", "--verbose", action="count", default=0,
@@ -599,13 +606,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="skip the reference executor's line")
     parser.add_argument("--json", metavar="FILE", help="also write the full report as JSON")
     parser.add_argument("--strict", action="store_true", help="exit 1 when any case failed")
-
-
-def register(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "conformance", help="run ONNX's node conformance cases through the engine",
-        description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(parser)
     parser.set_defaults(func=main)
 
 
