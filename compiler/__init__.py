@@ -1,7 +1,12 @@
 """trident's compiler: frontends, IR, passes, fusion, codegen and build_engine()."""
 from trident.compiler import config  # noqa: F401  (must run before anything imports triton)
-from trident.compiler.errors import (EngineFileError, InputError, ModelError, ShapeError,
-                                     TridentError, UnsupportedError)
+from trident.compiler.errors import (EngineFileError, InputError, ModelError, OutOfBoundsError,
+                                     ShapeError, TridentError, UnsupportedError)
+
+if config.SANITIZE:  # before any kernel runs: every launch of this process is then checked
+    from trident.compiler import sanitizer
+
+    sanitizer.install()
 
 
 def build_engine(model, precision: str = config.DEFAULT_PRECISION, example_inputs=None,
@@ -16,4 +21,4 @@ def build_engine(model, precision: str = config.DEFAULT_PRECISION, example_input
 
 
 __all__ = ["build_engine", "TridentError", "ModelError", "UnsupportedError", "ShapeError",
-           "InputError", "EngineFileError", "config"]
+           "InputError", "EngineFileError", "OutOfBoundsError", "config"]

@@ -19,6 +19,7 @@ from trident.compiler.codegen.program import Program
 from trident.compiler.errors import TridentError, UnsupportedError
 from trident.compiler.frontend.fx import import_fx
 from trident.compiler.frontend.onnx import import_onnx
+from trident.compiler.limits import check_codegen_limits
 from trident.compiler.fusion import Group, fuse
 from trident.compiler.ir import Graph
 from trident.compiler.ir.shapes import BatchProfile
@@ -102,6 +103,7 @@ def compile_graph(graph: Graph, precision: str = config.DEFAULT_PRECISION,
     check_level(tune)
     if precision not in PRECISIONS:
         raise TridentError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    check_codegen_limits(graph)  # static shapes, 32-bit indexable sizes
     quantize = None
     if precision == "int8":  # quantization: compiler.quantize.QuantOptions (calibration etc.)
         quantization = quantization or QuantOptions()

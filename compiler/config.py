@@ -70,8 +70,9 @@ def _interpret_triton_language() -> None:
                 setattr(namespace, name, twin(value))
 
 
-# With no GPU every generated kernel goes through Triton's interpreter on the CPU.
-if not HAS_CUDA and not _env_flag("TRITON_INTERPRET"):
+# With no GPU every generated kernel goes through Triton's interpreter on the CPU, unless
+# TRITON_INTERPRET says otherwise (=0: compile only, e.g. for another target's assembly).
+if not HAS_CUDA and "TRITON_INTERPRET" not in os.environ:
     _use_interpreter()
 
 INTERPRET: bool = _env_flag("TRITON_INTERPRET")
@@ -101,6 +102,10 @@ CACHE_DIR: Path = Path(os.environ.get("TRIDENT_CACHE_DIR")
 
 # Verify the IR after every pass and keep each pass's output (slower builds, easier bisecting).
 DEBUG: bool = _env_flag("TRIDENT_DEBUG")
+
+# Bounds sanitizer (compiler/sanitizer.py): in Triton's interpreter, check that every load and
+# store of every launch lands inside one of the launch's tensor arguments (slower; CI runs with it).
+SANITIZE: bool = _env_flag("TRIDENT_SANITIZE")
 
 # FP32 matmuls/convs may use TF32 tensor cores (opt-in: changes numerics).
 ALLOW_TF32: bool = _env_flag("TRIDENT_ALLOW_TF32")

@@ -23,6 +23,11 @@ class InputError(TridentError):
     """Inputs handed to an engine at run time do not match what it was built for."""
 
 
+class OutOfBoundsError(TridentError):
+    """A kernel accessed memory outside the tensors passed to its launch (the bounds sanitizer,
+    compiler/sanitizer.py, found it): a bug in trident, never the model's fault."""
+
+
 class EngineFileError(TridentError):
     """An engine file is truncated, corrupted, or built for another GPU or software version."""
 

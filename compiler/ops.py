@@ -17,7 +17,7 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from trident.compiler.errors import ShapeError, UnsupportedError, where
+from trident.compiler.errors import ModelError, ShapeError, UnsupportedError, where
 from trident.compiler.types import FLOAT_DTYPES, SUPPORTED_DTYPES, Node, TensorType
 
 
@@ -224,17 +224,27 @@ def conv(x, w, b=None, *, strides: Sequence[int], pads: Sequence[int],
     if w.shape[1] * groups != x.shape[1]:
         raise ShapeError(f"conv: input has {x.shape[1]} channels, weight expects "
                          f"{w.shape[1]} x {groups} groups")
+    if b is not None and tuple(b.shape) != (w.shape[0],):  # (torch's meta conv does not check)
+        raise ShapeError(f"bias (input 2) has shape {list(b.shape)}; expected "
+                         f"[{w.shape[0]}], one value per output channel of the weight {list(w.shape)}")
     return _CONV[spatial](_pad_spatial(x, pads), w, b, tuple(strides), 0, tuple(dilations), groups)
 
 
 # ---------------------------------------------------------------------- normalizations ----
+def _check_epsilon(epsilon: float) -> None:
+    if not math.isfinite(epsilon) or epsilon < 0:
+        raise ModelError(f"attribute epsilon is {epsilon}; expected a finite number >= 0")
+
+
 @op("batch_norm", Kind.ELEMENTWISE, same_dtype=True)
 def batch_norm(x, scale, bias, mean, var, *, epsilon: float = 1e-5):
+    _check_epsilon(epsilon)
     return F.batch_norm(x, mean, var, scale, bias, training=False, eps=epsilon)
 
 
 @op("layer_norm", Kind.REDUCTION)
 def layer_norm(x, scale, bias=None, *, axis: int = -1, epsilon: float = 1e-5):
+    _check_epsilon(epsilon)
     axis = axis % x.dim()
     return F.layer_norm(x, x.shape[axis:], scale.expand(x.shape[axis:]),
                         None if bias is None else bias.expand(x.shape[axis:]), epsilon)

@@ -30,7 +30,8 @@ def compile_and_run(graph: Graph, inputs: Sequence[torch.Tensor], precision: str
 
 def assert_matches_reference(graph: Graph, inputs: Sequence[torch.Tensor], precision: str = "fp32",
                              tolerance: tuple[float, float] | None = None, max_kernels: int | None = None):
-    """Compile `graph`, run it, and compare every output with the reference executor (fp32)."""
+    """Compile `graph`, run it, and compare every output with the reference executor (fp32).
+    NaN matches NaN (and only NaN), infinities match themselves."""
     from trident.compiler.reference import run_reference
 
     expected = run_reference(graph, list(inputs))
@@ -40,7 +41,7 @@ def assert_matches_reference(graph: Graph, inputs: Sequence[torch.Tensor], preci
         g = g.cpu()
         assert g.shape == e.shape, f"output {k}: shape {tuple(g.shape)} != {tuple(e.shape)}"
         if e.dtype.is_floating_point:
-            torch.testing.assert_close(g.float(), e.float(), rtol=rtol, atol=atol,
+            torch.testing.assert_close(g.float(), e.float(), rtol=rtol, atol=atol, equal_nan=True,
                                        msg=lambda m: f"output {k} at {precision}: {m}")
         else:
             assert torch.equal(g, e), f"output {k} ({e.dtype}) differs"

@@ -16,6 +16,7 @@ import torch
 
 from trident.kernels.common import (cdiv, interpreter_block, is_interpreter, next_pow2, nhwc_window_origin,
                                     normalize_padding, pair)
+from trident.kernels.prims import maximum
 
 import triton
 import triton.language as tl
@@ -25,7 +26,8 @@ import triton.language as tl
 def max_pool2d_nhwc_tile(x_ptr, N, H, W, C, OH, OW, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
                          offs_m, offs_c, KH: tl.constexpr, KW: tl.constexpr, BLOCK_M: tl.constexpr,
                          BLOCK_C: tl.constexpr):
-    """Max over each window; taps outside the image count as -inf (so padding never wins)."""
+    """Max over each window; taps outside the image count as -inf (so padding never wins), and
+    a NaN in the window gives NaN (torch, onnxruntime)."""
     x_off, ih0, iw0 = nhwc_window_origin(offs_m, N, H, W, C, OH, OW, stride_h, stride_w, pad_h, pad_w)
     rc = offs_c % C
     acc = tl.full((BLOCK_M, BLOCK_C), float("-inf"), dtype=tl.float32)
@@ -38,7 +40,7 @@ def max_pool2d_nhwc_tile(x_ptr, N, H, W, C, OH, OW, stride_h, stride_w, pad_h, p
             x = tl.load(x_ptr + row[:, None] + rc[None, :], mask=in_img[:, None], other=0)
             # -inf is applied after the fp32 cast: as a load `other` it would not fit int8.
             x = tl.where(in_img[:, None], x.to(tl.float32), float("-inf"))
-            acc = tl.maximum(acc, x)
+            acc = maximum(acc, x)
     return acc
 
 

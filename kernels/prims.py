@@ -2,9 +2,51 @@
 
 Written with tl.exp / tl.erf / tl.sqrt only, so the same source runs on the GPU and in Triton's
 interpreter (libdevice does not exist there). Inputs are fp32: kernels compute in fp32.
+
+NaN in, NaN out, as torch and ONNX define max, min, clip, relu and their reductions: tl.maximum
+and tl.minimum drop a NaN operand by default (maxnum on the GPU, np.fmax in the interpreter), and
+tl.max / tl.min skip NaN (np.nanmax in the interpreter), so max-like math goes through the
+functions below.
 """
 import triton
 import triton.language as tl
+
+
+@triton.jit
+def maximum(a, b):
+    """max(a, b), NaN when either is NaN (torch.maximum; max.NaN on the GPU)."""
+    return tl.maximum(a, b, propagate_nan=tl.PropagateNan.ALL)
+
+
+@triton.jit
+def minimum(a, b):
+    """min(a, b), NaN when either is NaN (torch.minimum)."""
+    return tl.minimum(a, b, propagate_nan=tl.PropagateNan.ALL)
+
+
+@triton.jit
+def max_nan(x, axis: tl.constexpr):
+    """tl.max over `axis`, NaN where the reduced values hold a NaN (torch.amax, ONNX ReduceMax).
+    A NaN-propagating combine in tl.reduce would be one reduction on the GPU, but the interpreter
+    runs custom combines element by element; a second (integer) reduction is cheap on both."""
+    has_nan = tl.max((x != x).to(tl.int32), axis)
+    return tl.where(has_nan > 0, float("nan"), tl.max(x, axis))
+
+
+@triton.jit
+def relu(x):
+    return maximum(x, 0.0)
+
+
+@triton.jit
+def to_bfloat16(x):
+    """fp32 -> bf16 rounded to nearest even, the GPU's cvt.rn (Triton's interpreter truncates):
+    add half an ulp of bf16 (less one when the kept bits are even), drop the low 16 bits. Carries
+    round the largest finite values up to inf, as they should; NaN stays a (quiet) NaN."""
+    bits = x.to(tl.uint32, bitcast=True)
+    rounded = bits + 0x7FFF + ((bits >> 16) & 1)
+    kept = tl.where(x != x, bits | 0x400000, rounded) >> 16
+    return kept.to(tl.uint16).to(tl.bfloat16, bitcast=True)
 
 
 @triton.jit
@@ -30,12 +72,12 @@ def silu(x):
 
 @triton.jit
 def hard_sigmoid(x, alpha, beta):
-    return tl.minimum(tl.maximum(alpha * x + beta, 0.0), 1.0)
+    return minimum(maximum(alpha * x + beta, 0.0), 1.0)
 
 
 @triton.jit
 def hard_swish(x):
-    return x * tl.minimum(tl.maximum(x * (1.0 / 6.0) + 0.5, 0.0), 1.0)
+    return x * minimum(maximum(x * (1.0 / 6.0) + 0.5, 0.0), 1.0)
 
 
 @triton.jit
@@ -97,7 +139,9 @@ def _clamp_round(q, zero_point, lo, hi):
 
 @triton.jit
 def in_bounds(offs, extent, BLOCK: tl.constexpr):
-    """offs < extent for the lanes of BLOCK-wide tiles. When extent is a multiple of BLOCK the
-    tiles fit exactly: the mask is then constant true, and the compiler drops it (and the
-    per-element predicate math of every masked load and store it guards)."""
-    return tl.where(extent % BLOCK == 0, True, offs < extent)  # (`|` gives int32 in the interpreter)
+    """offs < extent for the lanes of BLOCK-wide tiles. When extent is a nonzero multiple of BLOCK
+    the tiles fit exactly: the mask is then constant true, and the compiler drops it (and the
+    per-element predicate math of every masked load and store it guards). An extent of 0 is a
+    multiple of every BLOCK, but there no lane is in bounds."""
+    fits = (extent % BLOCK == 0) & (extent > 0)
+    return tl.where(fits, True, offs < extent)  # (`|` gives int32 in the interpreter)

@@ -1,10 +1,14 @@
 """Bad models fail with trident's own errors, each naming where and what: checker failures,
-unsupported ops and dtypes, missing data, wrong attributes, mismatched shapes, broken files. A
-fuzzer mutates valid models and accepts no exception other than a TridentError."""
+unsupported ops and dtypes, missing data, wrong attributes, mismatched shapes, broken files,
+sizes the kernels cannot index. Every case goes through build_engine and one run of the engine
+(failures can live in codegen and the runtime, not only in the importer), with the bounds
+sanitizer on (tests/conftest.py). A fuzzer mutates valid models and accepts no exception other
+than a TridentError from the import, the build or the run."""
 from __future__ import annotations
 
 import copy
 import random
+import re
 
 import numpy as np
 import onnx
@@ -14,14 +18,26 @@ from onnx import helper as h
 from onnx import numpy_helper
 from onnx.external_data_helper import set_external_data
 
-from trident.compiler.errors import ModelError, ShapeError, TridentError, UnsupportedError
+import torch
+
+from trident.compiler import build_engine
+from trident.compiler.errors import (ModelError, OutOfBoundsError, ShapeError, TridentError,
+                                     UnsupportedError)
 from trident.compiler.frontend.onnx import import_onnx
+from trident.compiler.testing import random_tensor
 
 
 def model(nodes, inputs, outputs, initializers=(), opset=17) -> onnx.ModelProto:
     graph = h.make_graph(nodes, "bad", inputs, outputs,
                          [numpy_helper.from_array(np.asarray(v), n) for n, v in initializers])
     return h.make_model(graph, opset_imports=[h.make_opsetid("", opset)])
+
+
+def build_and_run(m, precision: str = "fp32") -> list[torch.Tensor]:
+    """What a user does: build an engine and run it once on random inputs of its shapes."""
+    engine = build_engine(m, precision=precision)
+    generator = torch.Generator().manual_seed(0)
+    return engine(*[random_tensor(shape, dtype, generator) for _, shape, dtype in engine.input_specs()])
 
 
 def tensor(name, shape, elem=T.FLOAT):
@@ -40,13 +56,13 @@ def relu_model(opset=17):
 def test_checker_failure_is_a_model_error():
     bad = model([h.make_node("Relu", ["nowhere"], ["y"])], [X], [Y])
     with pytest.raises(ModelError, match="checker.*nowhere"):
-        import_onnx(bad)
+        build_and_run(bad)
 
 
 def test_unsupported_op_names_op_node_opset_and_the_supported_list():
     bad = model([h.make_node("Mod", ["x", "x"], ["y"], name="my_mod")], [X], [Y])
     with pytest.raises(UnsupportedError) as info:
-        import_onnx(bad)
+        build_and_run(bad)
     message = str(info.value)
     for part in ("'Mod'", '"my_mod"', "opset 17", "Supported ops:", "Conv", "MatMul"):
         assert part in message
@@ -56,12 +72,12 @@ def test_unnamed_node_gets_a_generated_name_in_errors():
     bad = model([h.make_node("Relu", ["x"], ["r"]), h.make_node("Mod", ["r", "r"], ["y"])],
                 [X], [Y])
     with pytest.raises(UnsupportedError, match='"Mod_1"'):
-        import_onnx(bad)
+        build_and_run(bad)
 
 
 def test_old_opset_is_unsupported_and_named():
     with pytest.raises(UnsupportedError, match="opset 11"):
-        import_onnx(relu_model(opset=11))
+        build_and_run(relu_model(opset=11))
 
 
 def test_missing_initializer_data_is_a_model_error():
@@ -72,13 +88,13 @@ def test_missing_initializer_data_is_a_model_error():
     init.data_location = T.EXTERNAL
     init.ClearField("raw_data")
     with pytest.raises(ModelError, match="'?w'?"):
-        import_onnx(m)
+        build_and_run(m)
 
 
 def test_undefined_graph_output_is_a_model_error():
     bad = model([h.make_node("Relu", ["x"], ["r"])], [X], [tensor("never_made", [2, 3])])
     with pytest.raises(ModelError, match="never_made"):
-        import_onnx(bad)
+        build_and_run(bad)
 
 
 @pytest.mark.parametrize("node,inputs,message", [
@@ -99,7 +115,7 @@ def test_wrong_attribute_is_a_model_error(node, inputs, message):
     y.type.tensor_type.elem_type = T.FLOAT
     y.type.tensor_type.shape.SetInParent()  # unknown dims: shape inference may not get them
     with pytest.raises(ModelError, match=message) as info:
-        import_onnx(model([node], inputs, [y], opset=opset))
+        build_and_run(model([node], inputs, [y], opset=opset))
     assert 'node "t"' in str(info.value)
 
 
@@ -108,7 +124,7 @@ def test_conv_kernel_shape_contradicting_the_weight():
                 [tensor("x4", [1, 1, 4, 4])], [tensor("y", [1, 1, 3, 3])],
                 [("w", np.ones([1, 1, 2, 2], np.float32))])
     with pytest.raises(ModelError, match='node "c".*kernel_shape'):
-        import_onnx(bad)
+        build_and_run(bad)
 
 
 # --------------------------------------------------------------------------------- shapes ----
@@ -116,7 +132,7 @@ def test_matmul_with_mismatched_k_is_a_shape_error():
     bad = model([h.make_node("MatMul", ["x", "w"], ["y"], name="mm")], [X],
                 [tensor("y", [2, 5])], [("w", np.ones([4, 5], np.float32))])
     with pytest.raises(ShapeError) as info:
-        import_onnx(bad)
+        build_and_run(bad)
     message = str(info.value)
     for part in ('"mm"', "MatMul", "f32[2,3]", "f32[4,5]"):
         assert part in message
@@ -125,20 +141,20 @@ def test_matmul_with_mismatched_k_is_a_shape_error():
 def test_add_of_unbroadcastable_shapes_is_a_shape_error():
     bad = model([h.make_node("Add", ["x", "b"], ["y"], name="add")], [X, tensor("b", [4])], [Y])
     with pytest.raises(ShapeError, match='"add"'):
-        import_onnx(bad)
+        build_and_run(bad)
 
 
 def test_reshape_to_the_wrong_size_is_a_shape_error():
     bad = model([h.make_node("Reshape", ["x", "s"], ["y"], name="rs")], [X],
                 [tensor("y", [5])], [("s", np.array([5], np.int64))])
     with pytest.raises(ShapeError, match='"rs"'):
-        import_onnx(bad)
+        build_and_run(bad)
 
 
 def test_declared_output_rank_that_the_graph_does_not_compute():
     bad = model([h.make_node("Relu", ["x"], ["y"])], [X], [tensor("y", [6])])
     with pytest.raises(TridentError, match="rank"):
-        import_onnx(bad)
+        build_and_run(bad)
 
 
 # --------------------------------------------------------------------- unsupported things ----
@@ -146,37 +162,135 @@ def test_float64_input_is_unsupported_naming_value_and_node():
     bad = model([h.make_node("Relu", ["d"], ["y"], name="r")], [tensor("d", [2], T.DOUBLE)],
                 [tensor("y", [2], T.DOUBLE)])
     with pytest.raises(UnsupportedError, match="""node "r".*'d'.*DOUBLE"""):
-        import_onnx(bad)
+        build_and_run(bad)
 
 
 def test_string_constant_is_unsupported():
     node = h.make_node("Constant", [], ["s"], value_strings=["a", "b"], name="c")
     bad = model([node, h.make_node("Identity", ["s"], ["y"])], [], [tensor("y", [2], T.STRING)])
     with pytest.raises(UnsupportedError, match='node "c".*string'):
-        import_onnx(bad)
+        build_and_run(bad)
 
 
 def test_cast_to_float64_is_unsupported():
     bad = model([h.make_node("Cast", ["x"], ["y"], to=T.DOUBLE, name="cast")], [X],
                 [tensor("y", [2, 3], T.DOUBLE)])
     with pytest.raises(UnsupportedError, match='"cast".*DOUBLE'):
-        import_onnx(bad)
+        build_and_run(bad)
 
 
 def test_data_dependent_shape_is_unsupported_and_says_how_to_bind_it():
     bad = model([h.make_node("Reshape", ["x", "s"], ["y"], name="rs")],
                 [X, tensor("s", [2], T.INT64)], [tensor("y", [3, 2])])
     with pytest.raises(UnsupportedError, match="input 'shape' of node rs must be a constant"):
-        import_onnx(bad)
+        build_and_run(bad)
     graph = import_onnx(bad, constant_inputs={"s": np.array([3, 2], np.int64)})
     assert graph.types["y"].shape == (3, 2)
+
+
+# ------------------------------------------- bad models that used to reach codegen or the run ----
+W = np.random.default_rng(0).standard_normal((4, 3, 3, 3)).astype(np.float32)
+X4 = tensor("x4", [1, 3, 8, 8])
+
+
+def conv_model(bias: np.ndarray) -> onnx.ModelProto:
+    return model([h.make_node("Conv", ["x4", "w", "b"], ["y"], name="conv1")], [X4],
+                 [tensor("y", [1, 4, 6, 6])], [("w", W), ("b", bias)])
+
+
+def test_a_good_model_builds_and_runs():
+    (y,) = build_and_run(conv_model(np.ones(4, np.float32)))
+    assert tuple(y.shape) == (1, 4, 6, 6)
+
+
+@pytest.mark.parametrize("bias,got", [(np.ones(5, np.float32), r"\[5\]"),
+                                      (np.ones(3, np.float32), r"\[3\]"),
+                                      (np.ones((4, 1), np.float32), r"\[4, 1\]")],
+                         ids=["too-long", "too-short", "2-d"])
+def test_conv_bias_that_does_not_match_the_output_channels(bias, got):
+    """It used to build and read the bias out of bounds (onnxruntime refuses it)."""
+    with pytest.raises(ShapeError) as info:
+        build_and_run(conv_model(bias))
+    message = str(info.value)
+    for part in ('node "conv1"', "op Conv", "bias (input 2)", "expected [4]"):
+        assert part in message
+    assert re.search(got, message)
+
+
+def test_symbolic_dim_without_a_batch_profile_says_how_to_give_one():
+    """It used to raise TypeError from empty_strided in codegen."""
+    m = model([h.make_node("Relu", ["x"], ["y"], name="r")], [tensor("x", ["N", 3])],
+              [tensor("y", ["N", 3])])
+    with pytest.raises(UnsupportedError, match=r"'x': f32\[N,3\].*batch=\(min, opt, max\)"):
+        build_and_run(m)
+    (y,) = build_and_run_at_batch(m, 2)
+    assert tuple(y.shape) == (2, 3)
+
+
+def build_and_run_at_batch(m, batch):
+    engine = build_engine(m, precision="fp32", batch=batch)
+    return engine(torch.randn(batch, 3))
+
+
+@pytest.mark.parametrize("epsilon", [float("nan"), float("inf"), -1.0])
+def test_layer_norm_epsilon_that_is_not_a_finite_nonnegative_number(epsilon):
+    """A NaN epsilon used to be written into the kernel source as a bare `nan` (NameError)."""
+    m = model([h.make_node("LayerNormalization", ["x", "g"], ["y"], name="ln", epsilon=epsilon)],
+              [X], [Y], [("g", np.ones(3, np.float32))])
+    with pytest.raises(ModelError) as info:
+        build_and_run(m)
+    for part in ('node "ln"', "op LayerNormalization", f"epsilon is {epsilon}", "finite"):
+        assert part in str(info.value)
+
+
+def test_node_name_that_is_not_utf8():
+    """It used to raise TypeError inside the IR."""
+    m = model([h.make_node("Relu", ["x"], ["y"], name="relu_node")], [X], [Y])
+    data = m.SerializeToString()
+    assert data.count(b"relu_node") == 1
+    with pytest.raises(ModelError, match=r"node 0 \(op Relu\): name .* is not valid UTF-8"):
+        build_and_run(data.replace(b"relu_node", b"relu\xff\xfeode"))
+
+
+@pytest.mark.parametrize("shape", [[2**31, 1], [2**20, 2**20], [2**40, 1], [3, 2**31 + 5]])
+def test_sizes_past_32_bit_indexing_are_refused_before_allocating(shape):
+    """They used to fail in the allocator (or overflow the kernels' int32 offsets)."""
+    m = model([h.make_node("Relu", ["x"], ["y"], name="r")], [tensor("x", shape)],
+              [tensor("y", shape)])
+    with pytest.raises(UnsupportedError) as info:
+        build_and_run(m)
+    for part in ("'x'", "graph input", "32-bit", "2,147,483,647"):
+        assert part in str(info.value)
+
+
+def test_intermediate_past_32_bit_indexing_names_its_node():
+    m = model([h.make_node("Expand", ["x", "s"], ["y"], name="big")], [tensor("x", [1, 3])],
+              [tensor("y", [2**16, 2**16, 3])], [("s", np.array([2**16, 2**16, 3], np.int64))])
+    with pytest.raises(UnsupportedError, match=r'node "big".*32-bit'):
+        build_and_run(m)
+
+
+def test_model_of_another_domain_only_is_unsupported_naming_the_domain():
+    graph = h.make_graph([h.make_node("Normalizer", ["x"], ["y"], name="n", domain="ai.onnx.ml")],
+                         "ml", [X], [Y])
+    m = h.make_model(graph, opset_imports=[h.make_opsetid("ai.onnx.ml", 3)])
+    with pytest.raises(UnsupportedError, match=r"imports only ai.onnx.ml \(version 3\).*ai.onnx"):
+        build_and_run(m)
+
+
+def test_negative_dim_is_a_model_error_naming_input_and_axis():
+    """It used to say 'too many symbolic dims ([])'."""
+    m = model([h.make_node("Relu", ["x"], ["y"], name="r")], [tensor("x", [-1, 3])],
+              [tensor("y", [-1, 3])])
+    with pytest.raises(ModelError, match=r"graph input 'x' has dim -1 at axis 0; expected a size >= 0"):
+        build_and_run(m)
 
 
 # ----------------------------------------------------------------------- broken files ----
 @pytest.mark.parametrize("data", [b"\x00garbage\xff" * 20, b"not an onnx model", b""])
 def test_garbage_bytes_are_a_model_error(data):
     with pytest.raises(ModelError):
-        import_onnx(data)
+        build_and_run(data)
 
 
 def test_truncated_file_is_a_model_error(tmp_path):
@@ -186,12 +300,14 @@ def test_truncated_file_is_a_model_error(tmp_path):
     path = tmp_path / "truncated.onnx"
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(ModelError, match="truncated.onnx"):
-        import_onnx(path)
+        build_and_run(path)
 
 
 def test_missing_file_and_wrong_argument_type():
     with pytest.raises(ModelError, match="no such file"):
-        import_onnx("/nonexistent/model.onnx")
+        build_and_run("/nonexistent/model.onnx")
+    with pytest.raises(TridentError, match="cannot import a int"):
+        build_and_run(12345)
     with pytest.raises(ModelError, match="expects a path"):
         import_onnx(12345)
 
@@ -310,7 +426,7 @@ def mutate(m: onnx.ModelProto, rnd: random.Random) -> onnx.ModelProto | bytes:
 def test_fuzzed_models_raise_only_trident_errors(seed):
     rnd = random.Random(seed)
     seeds = seed_models()
-    outcomes = {"imported": 0, "rejected": 0}
+    outcomes = {"imported": 0, "rejected": 0, "ran": 0, "refused at build or run": 0}
     for _ in range(120):
         mutated = rnd.choice(seeds)
         for _ in range(rnd.randint(1, 3)):  # stack a few corruptions
@@ -322,7 +438,17 @@ def test_fuzzed_models_raise_only_trident_errors(seed):
         except TridentError:
             outcomes["rejected"] += 1
             continue
-        # anything trident accepts must be a well-formed IR graph
+        # anything trident accepts must be a well-formed IR graph, and build and run, or be
+        # refused with a TridentError, never a raw exception or an out-of-bounds access
         graph.verify()
         outcomes["imported"] += 1
-    assert outcomes["rejected"] > 0
+        batch = 2 if any(not graph.types[i].is_static for i in graph.inputs) else None
+        try:
+            engine = build_engine(mutated, precision="fp32", batch=batch)
+            engine(*[random_tensor(s, d, torch.Generator().manual_seed(0)) for _, s, d in engine.input_specs()])
+            outcomes["ran"] += 1
+        except OutOfBoundsError:
+            raise
+        except TridentError:
+            outcomes["refused at build or run"] += 1
+    assert outcomes["rejected"] > 0 and outcomes["ran"] > 0, outcomes

@@ -21,6 +21,8 @@ TL_DTYPES = {
 
 
 def literal(value: float | int | bool) -> str:
+    """`value` as Triton source: every number written into a kernel goes through here (repr of
+    a float gives a bare `nan` or `inf`, which the kernel would read as an undefined name)."""
     if isinstance(value, bool):
         return "True" if value else "False"
     if isinstance(value, int):
@@ -34,9 +36,9 @@ def literal(value: float | int | bool) -> str:
 
 def _clip(x, lo, hi):
     if lo is not None:
-        x = f"tl.maximum({x}, {literal(float(lo))})"
+        x = f"prims.maximum({x}, {literal(float(lo))})"
     if hi is not None:
-        x = f"tl.minimum({x}, {literal(float(hi))})"
+        x = f"prims.minimum({x}, {literal(float(hi))})"
     return x
 
 
@@ -53,12 +55,20 @@ def _pow(x, exponent: float):
     return f"tl.exp2({literal(exponent)} * tl.log2({x}))"
 
 
+def narrow(x: str, dtype: torch.dtype) -> str:
+    """Register `x` converted to `dtype` for a store or a cast: round to nearest even, as torch.
+    bfloat16 goes through prims.to_bfloat16 (Triton's interpreter truncates fp32 -> bf16)."""
+    if dtype == torch.bfloat16:
+        return f"prims.to_bfloat16({x})"
+    return f"({x}).to({TL_DTYPES[dtype]})"
+
+
 def _cast(x, node: Node, in_dtype: torch.dtype):
     target = node.attrs["dtype"]
     if target.is_floating_point:
         if target == torch.float32 or in_dtype == target:
             return f"({x}).to(tl.float32)"
-        return f"({x}).to({TL_DTYPES[target]}).to(tl.float32)"  # round to the narrower type
+        return f"{narrow(x, target)}.to(tl.float32)"  # round to the narrower type
     if target == torch.bool:
         return f"({x} != 0)"
     return f"({x}).to({TL_DTYPES[target]})"
@@ -71,7 +81,7 @@ UNARY: dict[str, Callable[[str, Node], str]] = {
     "log": lambda x, n: f"tl.log({x})",
     "sqrt": lambda x, n: f"tl.sqrt({x})",
     "reciprocal": lambda x, n: f"(1.0 / {x})",
-    "relu": lambda x, n: f"tl.maximum({x}, 0.0)",
+    "relu": lambda x, n: f"prims.relu({x})",
     "sigmoid": lambda x, n: f"tl.sigmoid({x})",
     "tanh": lambda x, n: f"prims.tanh({x})",
     "erf": lambda x, n: f"tl.erf({x})",
@@ -92,8 +102,8 @@ BINARY: dict[str, Callable[[str, str], str]] = {
     "sub": lambda a, b: f"({a} - {b})",
     "mul": lambda a, b: f"({a} * {b})",
     "div": lambda a, b: f"({a} / {b})",
-    "maximum": lambda a, b: f"tl.maximum({a}, {b})",
-    "minimum": lambda a, b: f"tl.minimum({a}, {b})",
+    "maximum": lambda a, b: f"prims.maximum({a}, {b})",
+    "minimum": lambda a, b: f"prims.minimum({a}, {b})",
     "equal": lambda a, b: f"({a} == {b})",
     "less": lambda a, b: f"({a} < {b})",
     "greater": lambda a, b: f"({a} > {b})",

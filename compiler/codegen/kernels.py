@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import torch
 
 from trident.compiler import config
+from trident.compiler.codegen import expr as E
 from trident.compiler.codegen.program import Layout
 from trident.compiler.codegen.writer import (Axis, KernelWriter, Operand, broadcast_dims,
                                              memory_order)
@@ -71,12 +72,24 @@ def _signature(args: Args, consts: list[str]) -> str:
     return ", ".join(params)
 
 
-def _launcher(args: Args, grid: str, cfg: LaunchConfig) -> str:
+def _launcher(args: Args, grid: str, cfg: LaunchConfig, empty: bool = False) -> str:
+    """CONFIG, grid(meta) and launch(). An `empty` kernel (every output has 0 elements) launches
+    nothing: its index math would divide by zero-sized dims, and there is nothing to store."""
     params = ", ".join(args.names[v] for v in args.order)
+    body = ("    return  # every output is empty: nothing to compute\n" if empty
+            else f"    kernel[grid]({params}, **config)\n")
     return (f"CONFIG = {cfg.to_dict()!r}\n\n\n"
             f"def grid(meta):\n    return {grid}\n\n\n"
-            f"def launch({params}, config=CONFIG):\n"
-            f"    kernel[grid]({params}, **config)\n")
+            f"def launch({params}, config=CONFIG):\n" + body)
+
+
+def _empty(graph: Graph, outputs: list[str]) -> bool:
+    return all(math.prod(graph.types[o].shape) == 0 for o in outputs)
+
+
+def _inverse(length: int) -> str:
+    """1 / length as a kernel literal: NaN for an empty axis (the mean of nothing, as in torch)."""
+    return E.literal(1.0 / length if length else math.nan)
 
 
 def _after_anchor(group: Group) -> list[Node]:
@@ -95,11 +108,11 @@ def _operand(value, layouts, args: Args, space_shape, target_map=None, prefix="i
                    broadcast_dims(lay.shape, space_shape, target_map), lay.dtype)
 
 
-def _stores(w: KernelWriter, outputs: list[str], layouts, args: Args, space_shape, mask,
-            target_map=None) -> None:
+def _stores(w: KernelWriter, outputs: list[str], layouts, args: Args, space_shape,
+            value_axes: list[Axis] | None = None, target_map=None) -> None:
     for value in outputs:
         w.store(_operand(value, layouts, args, space_shape, target_map, prefix="out"),
-                w.values[value], mask)
+                w.values[value], value_axes)
 
 
 # ----------------------------------------------------------------------- pointwise ----
@@ -114,12 +127,13 @@ def pointwise(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: l
     w.line(f"xmask = prims.in_bounds(xoffs, {numel}, BLOCK)")
     w.add_axis(Axis("xoffs", [(d, shape[d]) for d in order], "xmask"))
     _epilogue(w, group, group.nodes, layouts, args, shape)
-    _stores(w, outputs, layouts, args, shape, "xmask")
+    _stores(w, outputs, layouts, args, shape)
     block = 8192 if config.INTERPRET else 1024
-    cfg = LaunchConfig.of(4, BLOCK=min(block, next_pow2(numel)))
+    cfg = LaunchConfig.of(4, BLOCK=min(block, next_pow2(numel)))  # (next_pow2(0) is 1)
     src = _header(name, group.nodes, graph)
     src += f"@triton.jit\ndef kernel({_signature(args, ['BLOCK'])}):\n" + "\n".join(w.lines)
-    src += "\n\n\n" + _launcher(args, f"(triton.cdiv({numel}, meta['BLOCK']),)", cfg)
+    src += "\n\n\n" + _launcher(args, f"(triton.cdiv({numel}, meta['BLOCK']),)", cfg,
+                                 _empty(graph, outputs))
     return KernelSource(name, src, list(args.order), cfg, problem={"template": "pointwise", "numel": numel})
 
 
@@ -128,21 +142,22 @@ def _reduction_body(w: KernelWriter, anchor: Node, x: str, length: int, load_par
     """Emit the anchor's math on the loaded row tile `x` ([BLOCK_X, BLOCK_R]); returns its var."""
     out = w.tmp("r")
     if anchor.op == "softmax":
+        # tl.max skips NaN, but a NaN in the row still reaches the sum: the row is NaN, as in torch
         w.line(f"{out}_max = tl.max(tl.where(rmask, {x}, float('-inf')), 1)[:, None]")
         w.line(f"{out}_exp = tl.where(rmask, tl.exp({x} - {out}_max), 0.0)")
         w.line(f"{out} = {out}_exp / tl.sum({out}_exp, 1)[:, None]")
     elif anchor.op == "layer_norm":
-        w.line(f"{out}_mean = tl.sum(tl.where(rmask, {x}, 0.0), 1)[:, None] * {1.0 / length!r}")
+        w.line(f"{out}_mean = tl.sum(tl.where(rmask, {x}, 0.0), 1)[:, None] * {_inverse(length)}")
         w.line(f"{out}_diff = tl.where(rmask, {x} - {out}_mean, 0.0)")
-        w.line(f"{out}_var = tl.sum({out}_diff * {out}_diff, 1)[:, None] * {1.0 / length!r}")
-        eps = float(anchor.attrs.get("epsilon", 1e-5))
-        w.line(f"{out} = {out}_diff / tl.sqrt({out}_var + {eps!r}) * {load_param(anchor.inputs[1])}")
+        w.line(f"{out}_var = tl.sum({out}_diff * {out}_diff, 1)[:, None] * {_inverse(length)}")
+        eps = E.literal(float(anchor.attrs.get("epsilon", 1e-5)))
+        w.line(f"{out} = {out}_diff / tl.sqrt({out}_var + {eps}) * {load_param(anchor.inputs[1])}")
         if len(anchor.inputs) > 2:
             w.line(f"{out} = {out} + {load_param(anchor.inputs[2])}")
     elif anchor.op == "reduce_max":
-        w.line(f"{out} = tl.max(tl.where(rmask, {x}, float('-inf')), 1)[:, None]")
+        w.line(f"{out} = prims.max_nan(tl.where(rmask, {x}, float('-inf')), 1)[:, None]")
     else:  # reduce_sum / reduce_mean
-        scale = f" * {1.0 / length!r}" if anchor.op == "reduce_mean" else ""
+        scale = f" * {_inverse(length)}" if anchor.op == "reduce_mean" else ""
         w.line(f"{out} = tl.sum(tl.where(rmask, {x}, 0.0), 1)[:, None]{scale}")
     return out
 
@@ -166,7 +181,8 @@ def reduction(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: l
     w.line("roffs = tl.arange(0, BLOCK_R)")
     w.line(f"xmask = prims.in_bounds(xoffs[:, None], {rows}, BLOCK_X)")
     w.line(f"rmask = prims.in_bounds(roffs[None, :], {length}, BLOCK_R)")
-    w.add_axis(Axis("xoffs[:, None]", xdims, "xmask"))
+    row_axis = Axis("xoffs[:, None]", xdims, "xmask")
+    w.add_axis(row_axis)
     w.add_axis(Axis("roffs[None, :]", rdims, "rmask"))
     position = group.nodes.index(anchor)
     _epilogue(w, group, group.nodes[:position], layouts, args, shape)
@@ -183,14 +199,15 @@ def reduction(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: l
     rowwise = anchor.op in ("softmax", "layer_norm")
     prologue = {v for n in group.nodes[:position] for v in n.outputs}
     full = [o for o in outputs if rowwise or o in prologue]
-    _stores(w, full, layouts, args, shape, "xmask & rmask")
-    _stores(w, [o for o in outputs if o not in full], layouts, args, out_shape, "xmask", target_map)
+    _stores(w, full, layouts, args, shape)
+    _stores(w, [o for o in outputs if o not in full], layouts, args, out_shape, [row_axis], target_map)
     block_r = next_pow2(length)
     block_x = max(1, min(next_pow2(rows), (16384 if config.INTERPRET else 4096) // block_r))
     cfg = LaunchConfig.of(4 if block_r <= 1024 else 8, BLOCK_X=block_x, BLOCK_R=block_r)
     src = _header(name, group.nodes, graph)
     src += f"@triton.jit\ndef kernel({_signature(args, ['BLOCK_X', 'BLOCK_R'])}):\n" + "\n".join(w.lines)
-    src += "\n\n\n" + _launcher(args, f"(triton.cdiv({rows}, meta['BLOCK_X']),)", cfg)
+    src += "\n\n\n" + _launcher(args, f"(triton.cdiv({rows}, meta['BLOCK_X']),)", cfg,
+                                 _empty(graph, outputs))
     return KernelSource(name, src, list(args.order), cfg,
                         problem={"template": "reduction", "rows": rows, "length": length})
 
@@ -282,14 +299,14 @@ def matmul(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: list
     w.line(f"v0 = {acc}")
     w.values[anchor.outputs[0]] = "v0"
     _epilogue(w, group, _after_anchor(group), layouts, args, out_shape)
-    _stores(w, outputs, layouts, args, out_shape, "mmask & nmask")
+    _stores(w, outputs, layouts, args, out_shape)
     cfg = heuristic_config(rows, N, K, a.dtype, _out_bytes(graph, outputs))
     src = _header(name, group.nodes, graph, TILE_IMPORTS + "\nfrom trident.kernels.matmul import matmul_tile")
     consts = ["BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M"]
     src += _tile_loop(args, consts, w.lines, f"tl.cdiv({rows}, BLOCK_M) * tl.cdiv({N}, BLOCK_N)")
     nbatch = math.prod(s for _, s in batch)
     grid = _tile_grid(f"triton.cdiv({rows}, meta['BLOCK_M']) * triton.cdiv({N}, meta['BLOCK_N'])", nbatch)
-    src += "\n\n\n" + _launcher(args, grid, cfg)
+    src += "\n\n\n" + _launcher(args, grid, cfg, _empty(graph, outputs))
     return KernelSource(name, src, list(args.order), cfg,
                         problem={"template": "matmul", "M": rows, "N": N, "K": K, "batch": nbatch,
                                  "dtype": a.dtype})
@@ -316,7 +333,7 @@ def _nhwc_epilogue(w: KernelWriter, group, graph, layouts, args, outputs, out_sh
     if bias is not None:
         w.line(f"v0 = v0 + {channel(bias)}")
     _epilogue(w, group, _after_anchor(group), layouts, args, out_shape)
-    _stores(w, outputs, layouts, args, out_shape, "mmask & nmask")
+    _stores(w, outputs, layouts, args, out_shape)
 
 
 def _packed_conv_weight(name: str, weight, groups: int, depthwise: bool, channels_outer: bool):
@@ -342,6 +359,7 @@ class _Body:
     imports: str
     packed: dict
     problem: dict
+    empty: bool  # every output has 0 elements
 
 
 def _conv_body(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: list[str]) -> _Body:
@@ -433,7 +451,7 @@ def _conv_body(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: 
     if not depthwise:
         grid = _tile_grid(programs[1], grid_axis1)
     return _Body(args, w.lines, consts, programs, grid, cfg, imports,
-                 {packed_name: (packed, packed_layout)}, problem)
+                 {packed_name: (packed, packed_layout)}, problem, _empty(graph, outputs))
 
 
 def _assemble(name: str, nodes: list[Node], graph: Graph, body: _Body) -> KernelSource:
@@ -442,7 +460,7 @@ def _assemble(name: str, nodes: list[Node], graph: Graph, body: _Body) -> Kernel
         src += f"@triton.jit\ndef kernel({_signature(body.args, body.consts)}):\n" + "\n".join(body.lines)
     else:
         src += _tile_loop(body.args, body.consts, body.lines, body.programs[0])
-    src += "\n\n\n" + _launcher(body.args, body.grid, body.cfg)
+    src += "\n\n\n" + _launcher(body.args, body.grid, body.cfg, body.empty)
     return KernelSource(name, src, list(body.args.order), body.cfg, body.packed, body.problem)
 
 
@@ -484,7 +502,7 @@ def horizontal(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: 
     src = _header(name, group.nodes, graph, imports) + "\n".join(lines) + "\n"
     src += _tile_loop(args, first.consts, dispatch, " + ".join(f"({b.programs[0]})" for b in bodies))
     grid = _tile_grid(" + ".join(b.programs[1] for b in bodies), 1)
-    src += "\n\n\n" + _launcher(args, grid, cfg)
+    src += "\n\n\n" + _launcher(args, grid, cfg, _empty(graph, outputs))
     packed = {k: v for b in bodies for k, v in b.packed.items()}
     return KernelSource(name, src, list(args.order), cfg, packed, problem)
 
@@ -547,7 +565,7 @@ def pool(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: list[s
     src = _header(name, group.nodes, graph, f"from trident.kernels.pool import {tile}")
     src += f"@triton.jit\ndef kernel({_signature(args, ['BLOCK_M', 'BLOCK_N'])}):\n" + "\n".join(w.lines)
     grid = f"(triton.cdiv({n * oh * ow}, meta['BLOCK_M']), triton.cdiv({c}, meta['BLOCK_N']))"
-    src += "\n\n\n" + _launcher(args, grid, cfg)
+    src += "\n\n\n" + _launcher(args, grid, cfg, _empty(graph, outputs))
     return KernelSource(name, src, list(args.order), cfg,
                         problem={"template": "pool", "M": n * oh * ow, "C": c, "KH": kh, "KW": kw})
 

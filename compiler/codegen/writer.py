@@ -87,6 +87,11 @@ class KernelWriter:
         self.axes.append(axis)
         inner = 1
         dims = axis.dims
+        if any(size == 0 for _, size in dims):  # an empty axis: every lane is masked off
+            for dim, _ in dims:
+                self.line(f"i{dim} = {axis.var} * 0")
+                self.index_of[dim] = f"i{dim}"
+            return
         for pos in range(len(dims) - 1, -1, -1):
             dim, size = dims[pos]
             if size == 1:
@@ -144,19 +149,23 @@ class KernelWriter:
         return " + ".join(terms) or "0"
 
     def _axes_of(self, op: Operand) -> list[Axis]:
+        """The masked axes along which `op`'s address moves."""
         used = {d for d in op.space_dims if d is not None}
         return [a for a in self.axes if a.mask and any(d in used for d, _ in a.dims)]
 
+    @staticmethod
+    def mask_of(axes: list[Axis]) -> str | None:
+        """Lanes in range on every one of `axes`."""
+        masks = [a.mask for a in axes if a.mask]
+        return " & ".join(f"({m})" for m in masks) if masks else None
+
     def mask_for(self, op: Operand) -> str | None:
         """The mask of the axes this operand actually varies along."""
-        masks = [a.mask for a in self._axes_of(op)]
-        return " & ".join(f"({m})" for m in masks) if masks else None
-
-    def full_mask(self) -> str | None:
-        masks = [a.mask for a in self.axes if a.mask]
-        return " & ".join(f"({m})" for m in masks) if masks else None
+        return self.mask_of(self._axes_of(op))
 
     # -- loads, body, stores ---------------------------------------------------------------
+    # Every access is masked by every axis its pointer spans: a lane past the extent of any axis
+    # it moves along would read or write outside the tensor (or another row of it).
     def load(self, op: Operand, shape_hint: str | None = None) -> str:
         var = self.tmp("x")
         mask = self.mask_for(op)
@@ -167,11 +176,21 @@ class KernelWriter:
         self.line(f"{var} = {text}")
         return var
 
-    def store(self, op: Operand, var: str, mask: str | None) -> None:
+    def store(self, op: Operand, var: str, value_axes: list[Axis] | None = None) -> None:
+        """Store register `var`, which holds one value per lane of `value_axes` (default: every
+        axis of the kernel; a reduction's per-row results span its row axis only).
+
+        The pointer spans those axes and every axis the tensor moves along, and the store is
+        masked by all of them: the value may vary along an axis the tensor does not (its lanes
+        then share an address, and out-of-range ones would write garbage there), and the tensor
+        may move along an axis the value is broadcast over (the epilogue of a row reduction that
+        broadcasts back to the row, x - max(x), is stored over the whole row)."""
+        axes = self.axes if value_axes is None else value_axes
+        spanned = [a for a in self.axes if a.mask and (a in axes or a in self._axes_of(op))]
+        mask = self.mask_of(spanned)
         masked = f", mask={mask}" if mask else ""
-        span = [a for a in self.axes if a.mask and mask and a.mask in mask]
-        self.line(f"tl.store({op.arg} + ({self.offset(op, span)}), "
-                  f"({var}).to({E.TL_DTYPES[op.dtype]}){masked})")
+        self.line(f"tl.store({op.arg} + ({self.offset(op, spanned)}), "
+                  f"{E.narrow(var, op.dtype)}{masked})")
 
     def elementwise(self, node: Node, operand_for) -> str:
         """Emit `node`; operand_for(value) gives the Operand of a value not yet in registers."""

@@ -1171,6 +1171,9 @@ def _input_type(v: onnx.ValueInfoProto) -> TensorType | str:
         return f"graph input '{v.name}' has no shape (unknown rank)"
     shape: list[Dim] = []
     for k, d in enumerate(tt.shape.dim):
+        if d.HasField("dim_value") and d.dim_value < 0:
+            raise ModelError(f"graph input '{v.name}' has dim {d.dim_value} at axis {k}; expected "
+                             f"a size >= 0, or a symbolic name (dim_param) for a dynamic dim")
         if d.HasField("dim_value"):
             shape.append(int(d.dim_value))
         else:
@@ -1226,6 +1229,10 @@ def _load(model) -> onnx.ModelProto:
 
 def _opset(model: onnx.ModelProto) -> int:
     versions = [o.version for o in model.opset_import if o.domain in _DEFAULT_DOMAINS]
+    if not versions and model.opset_import:
+        domains = ", ".join(f"{o.domain} (version {o.version})" for o in model.opset_import)
+        raise UnsupportedError(f"the model imports only {domains}; trident converts ops of the "
+                               f"default ONNX domain (ai.onnx), opsets {MIN_OPSET} to {MAX_OPSET}")
     if not versions:
         raise ModelError("the model imports no version of the default ONNX domain")
     opset = max(versions)
@@ -1236,7 +1243,20 @@ def _opset(model: onnx.ModelProto) -> int:
     return opset
 
 
+def _check_names(model: onnx.ModelProto) -> None:
+    """Names are UTF-8 strings in ONNX; protobuf hands over bytes where they are not."""
+    g = model.graph
+    named = [(f"node {k} (op {n.op_type})", [n.name, *n.input, *n.output]) for k, n in enumerate(g.node)]
+    named += [("graph input", [v.name for v in g.input]), ("graph output", [v.name for v in g.output]),
+              ("initializer", [t.name for t in g.initializer])]
+    for where_, names in named:
+        for name in names:
+            if not isinstance(name, str):
+                raise ModelError(f"{where_}: name {name!r} is not valid UTF-8")
+
+
 def _check_and_infer(model: onnx.ModelProto) -> onnx.ModelProto:
+    _check_names(model)
     try:
         onnx.checker.check_model(model)
     except Exception as e:

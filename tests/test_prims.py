@@ -1,0 +1,86 @@
+"""kernels/prims.py on its own: the bounds mask at extent 0, NaN-propagating max/min/relu and row
+max, fp32 -> bf16 rounding. Each check runs in the interpreter (CPU) and, marked gpu, compiled."""
+import pytest
+import torch
+
+from trident.kernels import prims
+
+import triton  # noqa: E402  (after trident: the interpreter is switched on without a GPU)
+import triton.language as tl  # noqa: E402
+
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
+NAN, INF = float("nan"), float("inf")
+
+
+@triton.jit
+def in_bounds_kernel(out, n_runtime, N: tl.constexpr, BLOCK: tl.constexpr):
+    offs = tl.arange(0, BLOCK)
+    tl.store(out + offs, prims.in_bounds(offs, N, BLOCK).to(tl.int32))            # constant extent
+    tl.store(out + BLOCK + offs, prims.in_bounds(offs, n_runtime, BLOCK).to(tl.int32))  # run-time
+
+
+@triton.jit
+def binary_kernel(a, b, out, BLOCK: tl.constexpr):
+    offs = tl.arange(0, BLOCK)
+    x, y = tl.load(a + offs), tl.load(b + offs)
+    tl.store(out + offs, prims.maximum(x, y))
+    tl.store(out + BLOCK + offs, prims.minimum(x, y))
+    tl.store(out + 2 * BLOCK + offs, prims.relu(x))
+
+
+@triton.jit
+def row_max_kernel(x, out, ROWS: tl.constexpr, COLS: tl.constexpr):
+    r = tl.arange(0, ROWS)[:, None]
+    c = tl.arange(0, COLS)[None, :]
+    tl.store(out + tl.arange(0, ROWS), prims.max_nan(tl.load(x + r * COLS + c), 1))
+
+
+@triton.jit
+def bf16_kernel(x, y, N: tl.constexpr):
+    offs = tl.arange(0, N)
+    tl.store(y + offs, prims.to_bfloat16(tl.load(x + offs)))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("n", [0, 5, 8, 16])
+def test_in_bounds_of_an_empty_extent_is_all_false(n, device):
+    out = torch.full((16,), 7, dtype=torch.int32, device=device)
+    in_bounds_kernel[(1,)](out, n, n, BLOCK=8)
+    expected = (torch.arange(8) < n).int()
+    assert torch.equal(out.cpu(), torch.cat([expected, expected]))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_max_min_relu_keep_nan(device):
+    a = torch.tensor([NAN, 1.0, NAN, -2.0, INF, -INF, 0.5, -0.0], device=device)
+    b = torch.tensor([1.0, NAN, NAN, 3.0, -INF, 2.0, 0.25, 0.0], device=device)
+    out = torch.empty(24, device=device)
+    binary_kernel[(1,)](a, b, out, BLOCK=8)
+    want = torch.cat([torch.maximum(a, b), torch.minimum(a, b), torch.relu(a)])
+    torch.testing.assert_close(out, want, equal_nan=True)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_row_max_is_nan_where_the_row_holds_a_nan(device):
+    x = torch.randn(4, 16, device=device)
+    x[1, 3], x[2, 0], x[3, 15] = NAN, INF, NAN
+    x[3, 7] = INF
+    out = torch.empty(4, device=device)
+    row_max_kernel[(1,)](x, out, ROWS=4, COLS=16)
+    torch.testing.assert_close(out, x.amax(1), equal_nan=True)
+    assert out[1].isnan() and out[2] == INF and out[3].isnan()
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_bfloat16_rounds_to_nearest_even_like_torch(device):
+    g = torch.Generator().manual_seed(0)
+    bits = torch.randint(-2**31, 2**31 - 1, (4096 - 16,), generator=g, dtype=torch.int64).to(torch.int32)
+    specials = torch.tensor([NAN, INF, -INF, 3.4e38, -3.4e38, 0.0, -0.0, 1e-40, -1e-40, 1.00390625,
+                             1.01171875, 1.0078125, 1.0 + 2**-8, 1.0 + 3 * 2**-8, 2**-133, 65504.0])
+    x = torch.cat([bits.view(torch.float32), specials]).to(device)
+    y = torch.empty(4096, dtype=torch.bfloat16, device=device)
+    bf16_kernel[(1,)](x, y, N=4096)
+    want = x.to(torch.bfloat16)
+    nan = want.isnan()
+    assert torch.equal(y.isnan(), nan)
+    assert torch.equal(y[~nan].view(torch.int16), want[~nan].view(torch.int16))
