@@ -10,6 +10,7 @@ Group kinds:
                         producers fused in front and consumers behind
   pointwise             a chain of elementwise ops over one iteration space
   horizontal            sibling convs that read the same input, launched as one kernel
+  attention             softmax(q k^T * scale + mask) v as one fused kernel (no epilogue)
   view                  a reshape/transpose/slice that only changes strides (no kernel)
   torch                 an op with no kernel: runs through torch in place
 """
@@ -81,6 +82,9 @@ def initial_kind(node: Node, graph: Graph) -> tuple[str, str]:
     if node.op in ("qconv", "qmatmul"):  # int8 layers share the float conv / GEMM templates
         from trident.compiler.quantize.codegen import initial_kind as int8_kind
         return int8_kind(node, graph)
+    if node.op == "attention":
+        from trident.compiler.codegen.attention import group_kind
+        return group_kind(node, graph)
     if kind == Kind.ELEMENTWISE:
         from trident.compiler.codegen.expr import supports
         why = supports(node, graph)

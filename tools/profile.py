@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from trident.compiler import config
+from trident.kernels.attention import attention_flops
 
 CPU_CAVEAT = ("no GPU: times are wall clock of Triton's interpreter on the CPU (Python executing "
               "each kernel), not GPU performance; rates and roofline figures are not meaningful")
@@ -186,6 +187,8 @@ def _flops(step, program) -> float:
         return float(p["rows"] * p["length"] * (nodes + 3))  # about: loads, the reduce, the math
     if template == "pointwise":
         return float(p["numel"] * nodes)
+    if template == "attention":
+        return attention_flops(p["BH"], p["Lq"], p["Lk"], p["D"], p["DV"], p["causal"])
     graph = program.graph  # a torch step: estimate from its node
     node = step.group.nodes[0]
     out = graph.types[node.outputs[0]]

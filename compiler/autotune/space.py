@@ -1,7 +1,8 @@
 """Configs, device limits and the per-template search spaces, pruned before anything compiles.
 
 A Config is what a generated kernel's `launch(*tensors, config=...)` takes, as a frozen (hashable)
-dataclass. Each template ("matmul", "conv", "depthwise", "pool", "pointwise", "reduction") has a
+dataclass. Each template ("matmul", "conv", "depthwise", "pool", "pointwise", "reduction",
+"attention") has a
 full space; `prune` drops what cannot fit (shared memory, registers) or cannot help (tiles wider
 than the problem, pipeline stages the K loop never fills) before anything is compiled; `candidates`
 gives the list one tuning level tries: the kernel's heuristic config always first.
@@ -23,7 +24,7 @@ LAUNCH_OPTIONS = ("num_warps", "num_stages")
 # tuned kernels, so `fast` spends its budget on the first few alternatives only (cold ResNet-50
 # build: 72 s with 5/4 per kernel).
 FAST_CANDIDATES = {"matmul": 4, "conv": 4, "depthwise": 3, "pool": 3, "pointwise": 3,
-                   "reduction": 3}
+                   "reduction": 3, "attention": 4}
 ACC_REGS = 128        # fp32 accumulator registers per thread we allow (of 255): 128x256 on 8 warps
 ELEMS_PER_THREAD = 64  # register budget of the elementwise-style tiles (pool, reduction, pointwise)
 
@@ -177,8 +178,15 @@ def _reduction_space(problem: dict, base: Config) -> list[Config]:
             for bx, w in itertools.product((1, 2, 4, 8, 16, 32, 64, 128), (1, 2, 4, 8, 16))]
 
 
+def _attention_space(problem: dict) -> list[Config]:
+    return [Config.of(w, st, BLOCK_M=bm, BLOCK_N=bn)
+            for bm, bn, w, st in itertools.product((16, 32, 64, 128), (16, 32, 64, 128), (2, 4, 8), (2, 3, 4, 5))]
+
+
 def full_space(problem: dict, base: Config) -> list[Config]:
     template = problem["template"]
+    if template == "attention":
+        return _attention_space(problem)
     if template in ("matmul", "conv"):
         return _gemm_space(problem)
     if template in ("pool", "depthwise"):
@@ -272,8 +280,27 @@ def _reduction_reason(cfg: Config, problem: dict, limits: DeviceLimits) -> str |
     return None
 
 
+def _attention_reason(cfg: Config, problem: dict, limits: DeviceLimits) -> str | None:
+    from trident.kernels.attention import AttentionConfig, smem_bytes
+
+    attention = AttentionConfig(cfg["BLOCK_M"], cfg["BLOCK_N"], cfg.num_warps, cfg.num_stages or 3)
+    if _wider_than(cfg, int(problem["Lq"]), int(problem["Lk"])):
+        return "tile wider than the problem"
+    if smem_bytes(attention, int(problem["D"]), int(problem["DV"]), element_size(dtype_of(problem))) \
+            > limits.smem_per_block:
+        return "shared memory"
+    # The fp32 output tile and one score tile live in registers.
+    width = max(16, next_pow2(int(problem["DV"])))
+    if cfg["BLOCK_M"] * (width + cfg["BLOCK_N"]) / (32 * cfg.num_warps) > ACC_REGS + 64:
+        return "registers"
+    if cfg["BLOCK_M"] * cfg["BLOCK_N"] / (32 * cfg.num_warps) < 8:
+        return "more warps than the tile has work for"
+    return None
+
+
 REASONS = {"matmul": gemm_reason, "conv": gemm_reason, "pool": _tile2d_reason,
-           "depthwise": _tile2d_reason, "pointwise": _pointwise_reason, "reduction": _reduction_reason}
+           "depthwise": _tile2d_reason, "pointwise": _pointwise_reason, "reduction": _reduction_reason,
+           "attention": _attention_reason}
 
 
 def prune_reason(cfg: Config, problem: dict, limits: DeviceLimits | None = None) -> str | None:
@@ -374,6 +401,15 @@ def _hand_picked(problem: dict) -> list[Config]:
                       GROUP_M=c.GROUP_M, PERSISTENT=c.programs_per_sm) for c in raw]
 
 
+def _attention_hand_picked(problem: dict) -> list[Config]:
+    """kernels/attention.candidate_configs: FlashAttention's usual tiles."""
+    from trident.kernels.attention import candidate_configs
+
+    raw = candidate_configs(int(problem["Lq"]), int(problem["Lk"]), int(problem["D"]), dtype_of(problem),
+                            int(problem["DV"]))
+    return [Config.of(c.num_warps, c.num_stages, BLOCK_M=c.BLOCK_M, BLOCK_N=c.BLOCK_N) for c in raw]
+
+
 def _neighbours(base: Config, problem: dict) -> list[Config]:
     """Small steps from the heuristic config: each block size halved/doubled, warps halved/doubled."""
     out = []
@@ -394,6 +430,8 @@ def candidates(problem: dict, base: Config, level: str, limits: DeviceLimits | N
         rest = prune(full_space(problem, base), problem, limits)
     elif template in ("matmul", "conv"):
         rest = _gemm_fast(problem, base, limits)
+    elif template == "attention":
+        rest = prune(_attention_hand_picked(problem), problem, limits)
     else:
         rest = prune(_neighbours(base, problem), problem, limits)
     out = [base] + [c for c in dict.fromkeys(rest) if c != base]
@@ -402,7 +440,12 @@ def candidates(problem: dict, base: Config, level: str, limits: DeviceLimits | N
 
 # ------------------------------------------------------------------------ work figures ----
 def flops(problem: dict) -> float:
-    """Multiply-adds x 2 of a matmul/conv/depthwise problem; 0 for bandwidth-bound templates."""
+    """Multiply-adds x 2 of a matmul/conv/depthwise/attention problem; 0 for bandwidth-bound templates."""
+    if problem.get("template") == "attention":
+        from trident.kernels.attention import attention_flops
+
+        return attention_flops(int(problem["BH"]), int(problem["Lq"]), int(problem["Lk"]), int(problem["D"]),
+                               int(problem["DV"]), bool(problem["causal"]))
     if problem.get("template") not in ("matmul", "conv", "depthwise"):
         return 0.0
     batch = int(problem.get("batch", 1)) * int(problem.get("groups", 1))

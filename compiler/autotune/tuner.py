@@ -27,7 +27,7 @@ from trident.compiler.autotune.cache import (LEVEL_RANK, TuningCache, canonical,
                                              key_components, layout_signature, make_key, new_entry,
                                              read_timing_cache, usable, write_timing_cache)
 from trident.compiler.autotune.report import KernelRow, Peaks, Progress, TuneReport
-from trident.compiler.autotune.space import Config, DeviceLimits, candidates, device_limits, flops
+from trident.compiler.autotune.space import REASONS, Config, DeviceLimits, candidates, device_limits, flops
 from trident.compiler.errors import TridentError
 
 LEVELS = ("none", "fast", "full")
@@ -76,8 +76,7 @@ class Unit:
 
 def _tunable(step) -> bool:
     return step.kind == "kernel" and step.kernel is not None and \
-        (step.kernel.problem or {}).get("template") in ("matmul", "conv", "depthwise", "pool", "pointwise",
-                                                        "reduction")
+        (step.kernel.problem or {}).get("template") in REASONS
 
 
 def collect_units(program, identity: dict) -> list[Unit]:

@@ -581,6 +581,13 @@ def pool(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: list[s
                         problem={"template": "pool", "M": n * oh * ow, "C": c})
 
 
+def attention(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: list[str],
+              name: str) -> KernelSource:
+    from trident.compiler.codegen.attention import generate  # it builds on this module's helpers
+
+    return generate(group, graph, layouts, outputs, name)
+
+
 GENERATORS = {"pointwise": pointwise, "reduction": reduction, "matmul": matmul, "conv": conv,
               "horizontal": horizontal,
-              "pool": pool}
+              "pool": pool, "attention": attention}

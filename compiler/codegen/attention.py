@@ -1,0 +1,84 @@
+"""Codegen of `attention` groups: one launch of kernels/attention.py's fused program per node.
+
+q, k, v and the mask are read through their layouts' strides, so a head split's transpose, the
+split of a fused QKV projection or a mask broadcast over batch and heads (stride 0) costs no copy;
+the output is stored in whatever layout the program chose for it (a [B, H, L, D] result that is
+transposed back to [B, L, H, D] is stored that way, so the reshape after it is a view). Sizes,
+strides, scale and the mask kind are literals of the generated source, as in every generated kernel.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from trident.compiler import config
+from trident.compiler.codegen.kernels import Args, KernelSource, _header, _launcher
+from trident.compiler.codegen.program import Layout
+from trident.compiler.fusion import Group
+from trident.compiler.ir import Graph, Node
+from trident.kernels import attention as template
+
+DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+
+
+def group_kind(node: Node, graph: Graph) -> tuple[str, str]:
+    """("attention", why) when the template runs this node, else ("torch", why not)."""
+    q, k, v = (graph.types[i] for i in node.inputs[:3])
+    if not q.rank == k.rank == v.rank or q.rank not in (3, 4):
+        return "torch", f"attention over rank-{q.rank} operands (the template takes rank 3 or 4)"
+    if q.dtype not in DTYPES:
+        return "torch", f"attention in {q.dtype}"
+    if max(q.shape[-1], v.shape[-1]) > template.MAX_HEAD_DIM:
+        return "torch", f"head dim past {template.MAX_HEAD_DIM}"
+    if q.shape[:-3] != k.shape[:-3] or (q.rank == 3 and q.shape[0] != k.shape[0]):
+        return "torch", "attention whose K/V batch broadcasts"
+    if not math.isfinite(node.attrs["scale"]):
+        return "torch", f"attention with scale {node.attrs['scale']}"
+    if len(node.inputs) > 3:
+        mask = graph.types[node.inputs[3]]
+        if mask.dtype != torch.bool and mask.dtype not in DTYPES:
+            return "torch", f"attention mask of dtype {mask.dtype}"
+    return "attention", "fused attention: one launch, scores never stored"
+
+
+def _keywords(values: dict) -> str:
+    return ", ".join(f"{k}={v!r}" for k, v in values.items())
+
+
+def _triple(layout: Layout):
+    return layout.shape, layout.strides, layout.dtype
+
+
+def generate(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: list[str],
+             name: str) -> KernelSource:
+    node = group.anchor
+    (out,) = node.outputs
+    q, k, v = (layouts[i] for i in node.inputs[:3])
+    mask = layouts[node.inputs[3]] if len(node.inputs) > 3 else None
+    plan = template.plan_launch(_triple(q), _triple(k), _triple(v), None if mask is None else _triple(mask),
+                                _triple(layouts[out]), node.attrs.get("causal"))
+    args = Args()
+    pointers = [args(i) for i in node.inputs]
+    if mask is None:
+        pointers.append(pointers[0])  # never read: MASK_KIND is 0
+    pointers.append(args(out, "out"))
+    precision = "tf32" if q.dtype == torch.float32 and config.ALLOW_TF32 else "ieee"
+    strides = plan.stride_args()
+    lines = [", ".join(pointers) + ", pid=tl.program_id(0)", _keywords(plan.sizes())]
+    lines += [_keywords({k: s for k, s in strides.items() if k.startswith(operand)})
+              for operand in ("sq", "sk", "sv", "sm", "so")]
+    lines += [_keywords({"SCALE": float(node.attrs["scale"]), "MASK_KIND": plan.mask_kind,
+                         "CAUSAL": plan.causal_offset is not None}),
+              "BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, " + _keywords({"BLOCK_D": template.head_block(plan.D),
+                                                              "BLOCK_DV": template.head_block(plan.DV),
+                                                              "INPUT_PRECISION": precision})]
+    body = "    attention_program(\n" + ",\n".join(" " * 8 + line for line in lines) + ")\n"
+    cfg = template.heuristic_config(plan.Lq, plan.Lk, plan.D, q.dtype, plan.DV).launch()
+    src = _header(name, group.nodes, graph, "from trident.kernels.attention import attention_program")
+    params = ", ".join(args.names[a] for a in args.order)
+    src += f"@triton.jit\ndef kernel({params}, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):\n" + body
+    src += "\n\n" + _launcher(args, f"(triton.cdiv({plan.Lq}, meta['BLOCK_M']) * {plan.B * plan.H},)", cfg)
+    problem = {"template": "attention", "BH": plan.B * plan.H, "Lq": plan.Lq, "Lk": plan.Lk, "D": plan.D,
+               "DV": plan.DV, "causal": plan.causal_offset is not None, "mask": plan.mask_kind, "dtype": q.dtype}
+    return KernelSource(name, src, list(args.order), cfg, problem=problem)
