@@ -19,6 +19,7 @@ diagonal are never visited.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -163,7 +164,10 @@ def attention_program(q_ptr, k_ptr, v_ptr, mask_ptr, o_ptr, pid, B, H, H_KV, Lq,
                 mask=d_ok[None, :], other=0)
     k_ptrs = k_ptr + b * sk_b + h_kv * sk_h + offs_n[None, :] * sk_n + offs_d[:, None] * sk_d  # K^T tile
     v_ptrs = v_ptr + b * sv_b + h_kv * sv_h + offs_n[:, None] * sv_n + offs_dv[None, :] * sv_d
-    mask_ptrs = mask_ptr + b * sm_b + h * sm_h + rows[:, None] * sm_m + offs_n[None, :] * sm_n
+    if MASK_KIND == 0:
+        mask_ptrs = mask_ptr  # never read: no tile of pointers to carry through the loops
+    else:
+        mask_ptrs = mask_ptr + b * sm_b + h * sm_h + rows[:, None] * sm_m + offs_n[None, :] * sm_n
     acc = tl.zeros((BLOCK_M, BLOCK_DV), dtype=tl.float32)
     l_i = tl.zeros((BLOCK_M,), dtype=tl.float32)
     m_i = tl.full((BLOCK_M,), float("-inf"), dtype=tl.float32)
@@ -224,48 +228,99 @@ def head_block(head_dim: int) -> int:
     return max(16, next_pow2(head_dim))
 
 
-def smem_bytes(cfg: AttentionConfig, head_dim: int, head_dim_v: int, elem_bytes: int) -> int:
-    """Shared memory of a config: the Q tile plus num_stages K and V tiles."""
+def smem_bytes(cfg: AttentionConfig, head_dim: int, head_dim_v: int, elem_bytes: int, mask_bytes: int = 0) -> int:
+    """Shared memory of a config: the Q tile and num_stages K and V tiles, plus what Triton stages
+    beside them in one reused buffer: the P tile (padded head dims and those past 128) or the mask
+    tiles in flight (num_stages - 1 of them). Matches Triton 3.9's sm_90 compiles of
+    attention_kernel exactly at head dims 64-256, with and without bool / fp16 / fp32 masks."""
     bd, bdv = head_block(head_dim), head_block(head_dim_v)
-    return (cfg.BLOCK_M * bd + cfg.num_stages * cfg.BLOCK_N * (bd + bdv)) * elem_bytes
+    p_tile = cfg.BLOCK_M * cfg.BLOCK_N * elem_bytes if bd != head_dim or bd > 128 else 0
+    masks = (cfg.num_stages - 1) * cfg.BLOCK_M * cfg.BLOCK_N * mask_bytes
+    return (cfg.BLOCK_M * bd + cfg.num_stages * cfg.BLOCK_N * (bd + bdv)) * elem_bytes + max(p_tile, masks)
 
 
-def heuristic_config(Lq: int, Lk: int, head_dim: int, dtype, head_dim_v: int | None = None) -> AttentionConfig:
+SMEM_LIMIT = 227 * 1024  # an H100 / H200 block's shared memory
+# fp32 values per thread a tile holds in registers (the output tile and one score tile): past this
+# ptxas spilled (128x64 on 4 warps at head dim 128: 255 registers and a stack; 128x32 at 256).
+TILE_VALUES_PER_THREAD = 176
+
+
+def why_unfit(cfg: AttentionConfig, head_dim: int, head_dim_v: int, elem_bytes: int, mask_bytes: int = 0,
+              smem_limit: int = SMEM_LIMIT) -> str | None:
+    """Why a config cannot run well at these head dims (shared memory, registers), or None."""
+    if smem_bytes(cfg, head_dim, head_dim_v, elem_bytes, mask_bytes) > smem_limit:
+        return "shared memory"
+    values = cfg.BLOCK_M * (head_block(head_dim_v) + cfg.BLOCK_N) / (32 * cfg.num_warps)
+    if values > TILE_VALUES_PER_THREAD:
+        return "registers"
+    return None
+
+
+def heuristic_config(Lq: int, Lk: int, head_dim: int, dtype, head_dim_v: int | None = None,
+                     mask_bytes: int = 0) -> AttentionConfig:
     """Deterministic default for an H200 (or cheap big blocks in the interpreter).
 
     fp16/bf16 follow FlashAttention-2 / Triton's tutorial on Hopper: 128-row query tiles (two
-    warpgroups from head dim 128 on, so the fp32 output tile stays in registers), 64-key steps,
-    3-4 stages; head dims past 128 keep the pipeline to 2 stages (Q alone is 64 KB at 256).
-    True fp32 runs on the FMA units: smaller tiles, more programs."""
+    warpgroups from head dim 128 on, so the fp32 output tile stays in registers: 139 registers at
+    128x64 on 8 warps, where 4 warps spill), 64-key steps, 3-4 stages; past head dim 128 the
+    pipeline keeps 2 stages (Q alone is 64 KB at 256). A mask's tiles in flight take shared memory
+    too: the config then gives up stages, then key and query block, until it fits.
+    mask_bytes: the mask's element size (0: no mask). fp32: see _fp32_config."""
     head_dim_v = head_dim if head_dim_v is None else head_dim_v
     widest = max(head_dim, head_dim_v)
     if is_interpreter():
         return AttentionConfig(interpreter_block(Lq), interpreter_block(Lk), 4, 1)
     small_m = max(16, min(128, next_pow2(Lq)))
     if dtype == torch.float32:
-        return AttentionConfig(min(64, small_m), 32, 4, 2)
-    if widest <= 64:
-        return AttentionConfig(small_m, 64, 4, 4)
-    if widest <= 128:
-        return AttentionConfig(small_m, 64, 8 if small_m == 128 else 4, 3)
-    return AttentionConfig(min(64, small_m), 64, 4, 2)
+        cfg = _fp32_config(widest, small_m)
+    elif widest <= 64:
+        cfg = AttentionConfig(small_m, 64, 4, 4)
+    else:
+        cfg = AttentionConfig(small_m, 64, 8 if small_m == 128 else 4, 3 if widest <= 128 else 2)
+    return _fit(cfg, head_dim, head_dim_v, dtype.itemsize, mask_bytes)
 
 
-def candidate_configs(Lq: int, Lk: int, head_dim: int, dtype, head_dim_v: int | None = None) -> list[AttentionConfig]:
-    """A short list for autotuning: the heuristic's pick first, then the usual FlashAttention tiles."""
+def _fit(cfg: AttentionConfig, head_dim: int, head_dim_v: int, elem_bytes: int, mask_bytes: int) -> AttentionConfig:
+    while why_unfit(cfg, head_dim, head_dim_v, elem_bytes, mask_bytes) is not None:
+        if cfg.num_stages > 2:
+            cfg = dataclasses.replace(cfg, num_stages=cfg.num_stages - 1)
+        elif cfg.BLOCK_N > 16:
+            cfg = dataclasses.replace(cfg, BLOCK_N=cfg.BLOCK_N // 2)
+        elif cfg.BLOCK_M > 16:
+            cfg = dataclasses.replace(cfg, BLOCK_M=cfg.BLOCK_M // 2, num_warps=4)
+        else:
+            break  # 16x16: as small as tl.dot goes (fp32 past head dim 128 spills there too)
+    return cfg
+
+
+def _fp32_config(head_dim: int, small_m: int) -> AttentionConfig:
+    """True fp32 dots run on the FMA units, which hold a whole head-dim slice of both operands in
+    registers: tiles must shrink as the head dim grows. From ptxas on sm_90 (Triton 3.9): 32x64 on 8
+    warps takes 130 registers at head dim 32, 32x32 218 at 64; from 128 on every tile spills, 16x16
+    the least (exact fp32 attention at those head dims is correct, not fast)."""
+    if head_dim <= 32:
+        return AttentionConfig(min(32, small_m), 64, 8, 2)
+    if head_dim <= 64:
+        return AttentionConfig(min(32, small_m), 32, 8, 2)
+    return AttentionConfig(16, 16, 4, 2)
+
+
+def candidate_configs(Lq: int, Lk: int, head_dim: int, dtype, head_dim_v: int | None = None,
+                      mask_bytes: int = 0) -> list[AttentionConfig]:
+    """A short list for autotuning: the heuristic's pick first, then the usual FlashAttention tiles
+    that fit (see why_unfit)."""
     head_dim_v = head_dim if head_dim_v is None else head_dim_v
     if dtype == torch.float32:
-        rest = [AttentionConfig(64, 32, 4, 2), AttentionConfig(32, 32, 4, 2), AttentionConfig(64, 64, 4, 2),
-                AttentionConfig(32, 64, 4, 2), AttentionConfig(16, 32, 4, 2)]
+        rest = [AttentionConfig(32, 32, 8, 2), AttentionConfig(64, 16, 8, 2), AttentionConfig(16, 32, 4, 2),
+                AttentionConfig(32, 64, 8, 2), AttentionConfig(16, 16, 4, 2)]
     else:
         rest = [AttentionConfig(128, 64, 8, 3), AttentionConfig(128, 128, 8, 3), AttentionConfig(128, 64, 4, 4),
                 AttentionConfig(128, 32, 4, 4), AttentionConfig(64, 64, 4, 3), AttentionConfig(128, 128, 8, 2),
-                AttentionConfig(64, 32, 4, 4), AttentionConfig(128, 64, 8, 4), AttentionConfig(64, 128, 4, 3)]
-    cands = [heuristic_config(Lq, Lk, head_dim, dtype, head_dim_v)] + rest
-    limit = 227 * 1024
-    fits = [c for c in cands if smem_bytes(c, head_dim, head_dim_v, dtype.itemsize) <= limit
+                AttentionConfig(64, 32, 4, 4), AttentionConfig(128, 64, 8, 4), AttentionConfig(64, 128, 4, 3),
+                AttentionConfig(128, 64, 8, 2), AttentionConfig(128, 32, 8, 2), AttentionConfig(64, 32, 4, 3)]
+    fits = [c for c in rest if why_unfit(c, head_dim, head_dim_v, dtype.itemsize, mask_bytes) is None
             and c.BLOCK_M <= max(16, next_pow2(Lq))]
-    return list(dict.fromkeys(cands[:1] + fits))
+    return list(dict.fromkeys([heuristic_config(Lq, Lk, head_dim, dtype, head_dim_v, mask_bytes)] + fits))
 
 
 def attention_flops(bh: int, Lq: int, Lk: int, head_dim: int, head_dim_v: int, causal: bool) -> float:
@@ -378,6 +433,10 @@ def default_scale(head_dim: int) -> float:
     return 1.0 / math.sqrt(head_dim) if head_dim else 1.0
 
 
+def _mask_bytes(mask: torch.Tensor | None) -> int:
+    return 0 if mask is None else mask.element_size()
+
+
 def _triple(t: torch.Tensor):
     return tuple(t.shape), tuple(t.stride()), t.dtype
 
@@ -400,7 +459,7 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Ten
                        _triple(o), causal)
     if o.numel() == 0:
         return o
-    cfg = config or heuristic_config(plan.Lq, plan.Lk, plan.D, q.dtype, plan.DV)
+    cfg = config or heuristic_config(plan.Lq, plan.Lk, plan.D, q.dtype, plan.DV, _mask_bytes(mask))
     cfg.check()
     scale = default_scale(plan.D) if scale is None else float(scale)
     attention_kernel[(plan.grid(cfg.BLOCK_M),)](

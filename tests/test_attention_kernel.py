@@ -2,13 +2,16 @@
 the CPU (or on the GPU when present): odd lengths, Lq != Lk, head dims that are not powers of two,
 causal masks in both alignments, boolean and additive masks broadcast over batch and heads, grouped
 query heads, fully masked rows, size-1 and empty dims, strided operands."""
+import itertools
+import json
 import math
 
 import pytest
 import torch
 
+import trident.kernels.attention as attention_module
 from trident.kernels.attention import (AttentionConfig, attention, candidate_configs, causal_offset,
-                                       heuristic_config)
+                                       heuristic_config, smem_bytes, why_unfit)
 
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
 # Per-element tolerance on outputs of magnitude ~1 (fp16 rounds P to fp16 before the PV dot).
@@ -187,13 +190,32 @@ def test_bad_inputs():
         attention(q, k, v)
 
 
-def test_configs_fit_shared_memory_and_start_with_the_heuristic():
-    for d in (32, 64, 80, 128, 256):
-        for dtype in (torch.float16, torch.float32):
-            cands = candidate_configs(4096, 4096, d, dtype)
-            assert cands[0] == heuristic_config(4096, 4096, d, dtype)
-            assert len(set(cands)) == len(cands)
-    assert all(c.BLOCK_M <= 16 for c in candidate_configs(1, 4096, 128, torch.float16))
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
+def test_gpu_configs_fit_and_start_with_the_heuristic(dtype, monkeypatch):
+    monkeypatch.setattr(attention_module, "is_interpreter", lambda: False)  # the H200's configs
+    for d, lq, mask_bytes in itertools.product((32, 64, 80, 128, 256), (1, 100, 8192), (0, 1, 2, 4)):
+        cands = candidate_configs(lq, 8192, d, dtype, None, mask_bytes)
+        assert cands[0] == heuristic_config(lq, 8192, d, dtype, None, mask_bytes)
+        assert len(set(cands)) == len(cands)
+        assert all(c.BLOCK_M <= max(16, 1 << (lq - 1).bit_length()) for c in cands)
+        if dtype == torch.float16:  # (fp32 past head dim 128 spills at every size)
+            assert all(why_unfit(c, d, d, dtype.itemsize, mask_bytes) is None for c in cands), (d, lq, mask_bytes)
+    # What ptxas / Triton 3.9 reported for sm_90 (shared memory exactly; see smem_bytes):
+    assert smem_bytes(AttentionConfig(128, 64, 8, 3), 128, 128, 2) == 131072
+    assert smem_bytes(AttentionConfig(128, 64, 8, 3), 80, 80, 2) == 147456
+    assert smem_bytes(AttentionConfig(128, 64, 4, 4), 64, 64, 2, mask_bytes=4) == 180224
+    assert why_unfit(AttentionConfig(128, 128, 8, 3), 128, 128, 2, mask_bytes=1) == "shared memory"  # 256 KB
+    assert why_unfit(AttentionConfig(128, 64, 4, 4), 128, 128, 2) == "registers"  # spilled
+
+
+def test_dry_run_of_the_benchmark(tmp_path):
+    from trident.tools.benchmarks.attention import main
+
+    out = tmp_path / "attention.json"
+    assert main(["--dry-run", "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["causal"] for r in rows] == [False, True]
+    assert all(r["max_abs_err"] < 1e-2 and r["ms"] > 0 and r["vs_sdpa"] > 0 for r in rows)
 
 
 # ----------------------------------------------------------------------------- GPU ----

@@ -281,21 +281,15 @@ def _reduction_reason(cfg: Config, problem: dict, limits: DeviceLimits) -> str |
 
 
 def _attention_reason(cfg: Config, problem: dict, limits: DeviceLimits) -> str | None:
-    from trident.kernels.attention import AttentionConfig, smem_bytes
+    from trident.kernels.attention import AttentionConfig, why_unfit
 
-    attention = AttentionConfig(cfg["BLOCK_M"], cfg["BLOCK_N"], cfg.num_warps, cfg.num_stages or 3)
     if _wider_than(cfg, int(problem["Lq"]), int(problem["Lk"])):
         return "tile wider than the problem"
-    if smem_bytes(attention, int(problem["D"]), int(problem["DV"]), element_size(dtype_of(problem))) \
-            > limits.smem_per_block:
-        return "shared memory"
-    # The fp32 output tile and one score tile live in registers.
-    width = max(16, next_pow2(int(problem["DV"])))
-    if cfg["BLOCK_M"] * (width + cfg["BLOCK_N"]) / (32 * cfg.num_warps) > ACC_REGS + 64:
-        return "registers"
     if cfg["BLOCK_M"] * cfg["BLOCK_N"] / (32 * cfg.num_warps) < 8:
         return "more warps than the tile has work for"
-    return None
+    attention = AttentionConfig(cfg["BLOCK_M"], cfg["BLOCK_N"], cfg.num_warps, cfg.num_stages or 3)
+    return why_unfit(attention, int(problem["D"]), int(problem["DV"]), element_size(dtype_of(problem)),
+                     int(problem.get("mask_bytes", 0)), limits.smem_per_block)
 
 
 REASONS = {"matmul": gemm_reason, "conv": gemm_reason, "pool": _tile2d_reason,
@@ -406,7 +400,7 @@ def _attention_hand_picked(problem: dict) -> list[Config]:
     from trident.kernels.attention import candidate_configs
 
     raw = candidate_configs(int(problem["Lq"]), int(problem["Lk"]), int(problem["D"]), dtype_of(problem),
-                            int(problem["DV"]))
+                            int(problem["DV"]), int(problem.get("mask_bytes", 0)))
     return [Config.of(c.num_warps, c.num_stages, BLOCK_M=c.BLOCK_M, BLOCK_N=c.BLOCK_N) for c in raw]
 
 

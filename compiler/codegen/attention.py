@@ -74,11 +74,12 @@ def generate(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: li
                                                               "BLOCK_DV": template.head_block(plan.DV),
                                                               "INPUT_PRECISION": precision})]
     body = "    attention_program(\n" + ",\n".join(" " * 8 + line for line in lines) + ")\n"
-    cfg = template.heuristic_config(plan.Lq, plan.Lk, plan.D, q.dtype, plan.DV).launch()
+    mask_bytes = 0 if mask is None else mask.dtype.itemsize
+    cfg = template.heuristic_config(plan.Lq, plan.Lk, plan.D, q.dtype, plan.DV, mask_bytes).launch()
     src = _header(name, group.nodes, graph, "from trident.kernels.attention import attention_program")
     params = ", ".join(args.names[a] for a in args.order)
     src += f"@triton.jit\ndef kernel({params}, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):\n" + body
     src += "\n\n" + _launcher(args, f"(triton.cdiv({plan.Lq}, meta['BLOCK_M']) * {plan.B * plan.H},)", cfg)
     problem = {"template": "attention", "BH": plan.B * plan.H, "Lq": plan.Lq, "Lk": plan.Lk, "D": plan.D,
-               "DV": plan.DV, "causal": plan.causal_offset is not None, "mask": plan.mask_kind, "dtype": q.dtype}
+               "DV": plan.DV, "causal": plan.causal_offset is not None, "mask_bytes": mask_bytes, "dtype": q.dtype}
     return KernelSource(name, src, list(args.order), cfg, problem=problem)
