@@ -6,8 +6,11 @@ softmax"): the [Lq, Lk] scores never reach memory, so memory is O(sequence). Sco
 the log2 domain (exp2 is the GPU's native exponential; scale * log2(e) is folded into one factor).
 
 Layout (everything through strides, so head-split transposes and QKV splits need no copy):
-  q     [B, H,    Lq, D]     k [B, H_KV, Lk, D]     v [B, H_KV, Lk, DV]     o [B, H, Lq, DV]
-  mask  broadcast to [B, H, Lq, Lk] (stride 0 on broadcast dims): bool (True = attend) or additive
+  q     [B, W, H,    Lq, D]     k [B, W, H_KV, Lk, D]     v [B, W, H_KV, Lk, DV]     o [B, W, H, Lq, DV]
+  mask  broadcast to [B, W, H, Lq, Lk] (stride 0 on broadcast dims): bool (True = attend) or additive
+Two batch dims, so a mask can vary along an inner one and repeat along the outer (Swin's window
+masks: [1, windows, 1, L, L] over [images, windows, heads, L, L]); rank-3 and rank-4 operands are
+[B, 1, 1, L, D] and [B, 1, H, L, D], their W index folds away.
 Grouped-query attention: query head h reads K/V head h // (H // H_KV).
 Causal: key j is visible to query i iff j <= i + causal_offset; torch's is_causal (top-left) is
 offset 0, the KV-cache decoder's bottom-right alignment is Lk - Lq (`causal_offset`).
@@ -134,9 +137,9 @@ def _key_range(start_m, Lk, causal_offset, CAUSAL: tl.constexpr, BLOCK_M: tl.con
 
 
 @triton.jit
-def attention_program(q_ptr, k_ptr, v_ptr, mask_ptr, o_ptr, pid, B, H, H_KV, Lq, Lk, D, DV,
-                      sq_b, sq_h, sq_m, sq_d, sk_b, sk_h, sk_n, sk_d, sv_b, sv_h, sv_n, sv_d,
-                      sm_b, sm_h, sm_m, sm_n, so_b, so_h, so_m, so_d, causal_offset,
+def attention_program(q_ptr, k_ptr, v_ptr, mask_ptr, o_ptr, pid, B, W, H, H_KV, Lq, Lk, D, DV,
+                      sq_b, sq_w, sq_h, sq_m, sq_d, sk_b, sk_w, sk_h, sk_n, sk_d, sv_b, sv_w, sv_h, sv_n, sv_d,
+                      sm_b, sm_w, sm_h, sm_m, sm_n, so_b, so_w, so_h, so_m, so_d, causal_offset,
                       SCALE: tl.constexpr, MASK_KIND: tl.constexpr, CAUSAL: tl.constexpr,
                       BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
                       BLOCK_DV: tl.constexpr, INPUT_PRECISION: tl.constexpr):
@@ -147,8 +150,10 @@ def attention_program(q_ptr, k_ptr, v_ptr, mask_ptr, o_ptr, pid, B, H, H_KV, Lq,
     pid_m = pid % num_m
     if CAUSAL:  # the longest tiles (most keys) first: the last wave then holds the short ones
         pid_m = num_m - 1 - pid_m
-    b = (pid_bh // H).to(tl.int64)
     h = pid_bh % H
+    bw = pid_bh // H
+    b = (bw // W).to(tl.int64)
+    w = (bw % W).to(tl.int64)
     h_kv = (h // (H // H_KV)).to(tl.int64)
     h = h.to(tl.int64)
     start_m = pid_m * BLOCK_M
@@ -160,14 +165,14 @@ def attention_program(q_ptr, k_ptr, v_ptr, mask_ptr, o_ptr, pid, B, H, H_KV, Lq,
     dv_ok = in_bounds(offs_dv, DV, BLOCK_DV)
     # Rows past Lq read row Lq - 1 (their results are never stored): loads need no row mask.
     rows = tl.minimum(offs_m, Lq - 1)
-    q = tl.load(q_ptr + b * sq_b + h * sq_h + rows[:, None] * sq_m + offs_d[None, :] * sq_d,
+    q = tl.load(q_ptr + b * sq_b + w * sq_w + h * sq_h + rows[:, None] * sq_m + offs_d[None, :] * sq_d,
                 mask=d_ok[None, :], other=0)
-    k_ptrs = k_ptr + b * sk_b + h_kv * sk_h + offs_n[None, :] * sk_n + offs_d[:, None] * sk_d  # K^T tile
-    v_ptrs = v_ptr + b * sv_b + h_kv * sv_h + offs_n[:, None] * sv_n + offs_dv[None, :] * sv_d
+    k_ptrs = k_ptr + b * sk_b + w * sk_w + h_kv * sk_h + offs_n[None, :] * sk_n + offs_d[:, None] * sk_d  # K^T
+    v_ptrs = v_ptr + b * sv_b + w * sv_w + h_kv * sv_h + offs_n[:, None] * sv_n + offs_dv[None, :] * sv_d
     if MASK_KIND == 0:
         mask_ptrs = mask_ptr  # never read: no tile of pointers to carry through the loops
     else:
-        mask_ptrs = mask_ptr + b * sm_b + h * sm_h + rows[:, None] * sm_m + offs_n[None, :] * sm_n
+        mask_ptrs = mask_ptr + b * sm_b + w * sm_w + h * sm_h + rows[:, None] * sm_m + offs_n[None, :] * sm_n
     acc = tl.zeros((BLOCK_M, BLOCK_DV), dtype=tl.float32)
     l_i = tl.zeros((BLOCK_M,), dtype=tl.float32)
     m_i = tl.full((BLOCK_M,), float("-inf"), dtype=tl.float32)
@@ -180,26 +185,28 @@ def attention_program(q_ptr, k_ptr, v_ptr, mask_ptr, o_ptr, pid, B, H, H_KV, Lq,
         sk_n, sv_n, sm_n, SCALE, MASK_KIND, CAUSAL, True, BLOCK_N, INPUT_PRECISION)
     # A fully masked row has l = 0 and acc = 0: dividing by 1 instead gives torch's 0, not 0/0.
     out = acc / tl.where(l_i > 0.0, l_i, 1.0)[:, None]
-    o_ptrs = o_ptr + b * so_b + h * so_h + offs_m[:, None] * so_m + offs_dv[None, :] * so_d
+    o_ptrs = o_ptr + b * so_b + w * so_w + h * so_h + offs_m[:, None] * so_m + offs_dv[None, :] * so_d
     tl.store(o_ptrs, out.to(o_ptr.dtype.element_ty), mask=(offs_m[:, None] < Lq) & dv_ok[None, :])
 
 
 @triton.jit
-def attention_kernel(q_ptr, k_ptr, v_ptr, mask_ptr, o_ptr, B: tl.constexpr, H: tl.constexpr,
+def attention_kernel(q_ptr, k_ptr, v_ptr, mask_ptr, o_ptr, B: tl.constexpr, W: tl.constexpr, H: tl.constexpr,
                      H_KV: tl.constexpr, Lq: tl.constexpr, Lk: tl.constexpr, D: tl.constexpr, DV: tl.constexpr,
-                     sq_b: tl.constexpr, sq_h: tl.constexpr, sq_m: tl.constexpr, sq_d: tl.constexpr,
-                     sk_b: tl.constexpr, sk_h: tl.constexpr, sk_n: tl.constexpr, sk_d: tl.constexpr,
-                     sv_b: tl.constexpr, sv_h: tl.constexpr, sv_n: tl.constexpr, sv_d: tl.constexpr,
-                     sm_b: tl.constexpr, sm_h: tl.constexpr, sm_m: tl.constexpr, sm_n: tl.constexpr,
-                     so_b: tl.constexpr, so_h: tl.constexpr, so_m: tl.constexpr, so_d: tl.constexpr,
+                     sq_b: tl.constexpr, sq_w: tl.constexpr, sq_h: tl.constexpr, sq_m: tl.constexpr,
+                     sq_d: tl.constexpr, sk_b: tl.constexpr, sk_w: tl.constexpr, sk_h: tl.constexpr,
+                     sk_n: tl.constexpr, sk_d: tl.constexpr, sv_b: tl.constexpr, sv_w: tl.constexpr,
+                     sv_h: tl.constexpr, sv_n: tl.constexpr, sv_d: tl.constexpr, sm_b: tl.constexpr,
+                     sm_w: tl.constexpr, sm_h: tl.constexpr, sm_m: tl.constexpr, sm_n: tl.constexpr,
+                     so_b: tl.constexpr, so_w: tl.constexpr, so_h: tl.constexpr, so_m: tl.constexpr,
+                     so_d: tl.constexpr,
                      causal_offset: tl.constexpr, SCALE: tl.constexpr, MASK_KIND: tl.constexpr,
                      CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                      BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr, INPUT_PRECISION: tl.constexpr):
     """Standalone launch of attention_program. Sizes and strides are compile-time, as in a
     generated kernel (what an engine runs is what this measures)."""
-    attention_program(q_ptr, k_ptr, v_ptr, mask_ptr, o_ptr, tl.program_id(0), B, H, H_KV, Lq, Lk, D, DV,
-                      sq_b, sq_h, sq_m, sq_d, sk_b, sk_h, sk_n, sk_d, sv_b, sv_h, sv_n, sv_d,
-                      sm_b, sm_h, sm_m, sm_n, so_b, so_h, so_m, so_d, causal_offset,
+    attention_program(q_ptr, k_ptr, v_ptr, mask_ptr, o_ptr, tl.program_id(0), B, W, H, H_KV, Lq, Lk, D, DV,
+                      sq_b, sq_w, sq_h, sq_m, sq_d, sk_b, sk_w, sk_h, sk_n, sk_d, sv_b, sv_w, sv_h, sv_n, sv_d,
+                      sm_b, sm_w, sm_h, sm_m, sm_n, so_b, so_w, so_h, so_m, so_d, causal_offset,
                       SCALE, MASK_KIND, CAUSAL, BLOCK_M, BLOCK_N, BLOCK_D, BLOCK_DV, INPUT_PRECISION)
 
 
@@ -333,40 +340,51 @@ def attention_flops(bh: int, Lq: int, Lk: int, head_dim: int, head_dim_v: int, c
 @dataclass(frozen=True)
 class AttentionLaunch:
     """Everything attention_program takes besides pointers and blocks, for one problem: sizes,
-    4-D strides (q, k, v, mask, o as [B, H, L, D]) and the mask kind."""
+    5-D strides (q, k, v, mask, o as [B, W, H, L, D]) and the mask kind."""
     B: int
+    W: int
     H: int
     H_KV: int
     Lq: int
     Lk: int
     D: int
     DV: int
-    strides: tuple[tuple[int, int, int, int], ...]  # q, k, v, mask, o
+    strides: tuple[tuple[int, ...], ...]  # q, k, v, mask, o
     mask_kind: int
     causal_offset: int | None  # None: not causal
 
+    @property
+    def heads(self) -> int:
+        """(batch, head) pairs: the programs per query-tile row."""
+        return self.B * self.W * self.H
+
     def grid(self, block_m: int) -> int:
-        return cdiv(self.Lq, block_m) * self.B * self.H
+        return cdiv(self.Lq, block_m) * self.heads
 
     def sizes(self) -> dict[str, int]:
         """attention_program's size arguments by name."""
-        return {"B": self.B, "H": self.H, "H_KV": self.H_KV, "Lq": self.Lq, "Lk": self.Lk, "D": self.D,
-                "DV": self.DV, "causal_offset": self.causal_offset or 0}
+        return {"B": self.B, "W": self.W, "H": self.H, "H_KV": self.H_KV, "Lq": self.Lq, "Lk": self.Lk,
+                "D": self.D, "DV": self.DV, "causal_offset": self.causal_offset or 0}
 
     def stride_args(self) -> dict[str, int]:
-        """attention_program's stride arguments by name: sq_b, sq_h, sq_m, sq_d, sk_b, ..."""
-        axes = (("sq", "bhmd"), ("sk", "bhnd"), ("sv", "bhnd"), ("sm", "bhmn"), ("so", "bhmd"))
+        """attention_program's stride arguments by name: sq_b, sq_w, sq_h, sq_m, sq_d, sk_b, ..."""
+        axes = (("sq", "bwhmd"), ("sk", "bwhnd"), ("sv", "bwhnd"), ("sm", "bwhmn"), ("so", "bwhmd"))
         return {f"{prefix}_{axis}": stride for (prefix, names), four in zip(axes, self.strides)
                 for axis, stride in zip(names, four)}
 
 
-def as_4d(shape, strides) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """A rank-3 [N, L, D] operand as [N, 1, L, D]; rank 4 as is."""
+RANKS = (3, 4, 5)
+
+
+def as_5d(shape, strides) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """An operand as [B, W, H, L, D]: rank 3 [N, L, D] is [N, 1, 1, L, D], rank 4 [N, H, L, D] is
+    [N, 1, H, L, D] (size-1 dims read stride 0)."""
     shape, strides = tuple(shape), tuple(strides)
-    if len(shape) == 3:
-        return (shape[0], 1) + shape[1:], (strides[0], 0) + strides[1:]
-    if len(shape) != 4:
-        raise ValueError(f"attention operands are rank 3 or 4, got shape {list(shape)}")
+    if len(shape) not in RANKS:
+        raise ValueError(f"attention operands are rank 3 to 5, got shape {list(shape)}")
+    pad = 5 - len(shape)
+    shape = shape[:1] + (1,) * pad + shape[1:]
+    strides = strides[:1] + (0,) * pad + strides[1:]
     return shape, strides
 
 
@@ -400,27 +418,27 @@ def causal_offset(causal: str | None, Lq: int, Lk: int) -> int | None:
 def plan_launch(q, k, v, mask, o, causal: str | None) -> AttentionLaunch:
     """The launch of one problem from its operands' (shape, strides, dtype) triples (mask may be
     None). Raises ValueError for operands that do not form an attention problem."""
-    (qs, qst), (ks, kst), (vs, vst), (os_, ost) = (as_4d(s, st) for s, st, _ in (q, k, v, o))
-    B, H, Lq, D = qs
-    Bk, H_KV, Lk, Dk = ks
-    if (Bk, Lk) != (vs[0], vs[2]) or H_KV != vs[1] or Dk != D or Bk != B:
+    rank = len(q[0])
+    if any(len(x[0]) != rank for x in (k, v, o)):
+        raise ValueError(f"attention operands differ in rank: q {list(q[0])}, k {list(k[0])}, v {list(v[0])}")
+    (qs, qst), (ks, kst), (vs, vst), (os_, ost) = (as_5d(s, st) for s, st, _ in (q, k, v, o))
+    B, W, H, Lq, D = qs
+    H_KV, Lk, DV = ks[2], ks[3], vs[4]
+    if ks[:2] != (B, W) or vs[:4] != ks[:4] or ks[4] != D:
         raise ValueError(f"attention operands do not fit: q {list(q[0])}, k {list(k[0])}, v {list(v[0])}")
     if H_KV == 0 or H % H_KV:
         raise ValueError(f"{H} query heads cannot share {H_KV} key/value heads")
-    DV = vs[3]
-    if os_ != (B, H, Lq, DV):
-        raise ValueError(f"attention output has shape {list(o[0])}, expected {[B, H, Lq, DV]}")
+    if os_ != (B, W, H, Lq, DV):
+        raise ValueError(f"attention output has shape {list(o[0])}, expected {list(q[0][:-1]) + [DV]}")
     if max(D, DV) > MAX_HEAD_DIM:
         raise ValueError(f"head dim {max(D, DV)} is past the {MAX_HEAD_DIM} the template takes")
-    kind, mst = MASK_NONE, (0, 0, 0, 0)
+    kind, mst = MASK_NONE, (0,) * 5
     if mask is not None:
         shape, strides, dtype = mask
         kind = MASK_BOOL if dtype == torch.bool else MASK_ADD
-        target = (B, H, Lq, Lk) if len(q[0]) == 4 else (B, Lq, Lk)
-        mst = broadcast_strides(shape, strides, target)
-        if len(target) == 3:
-            mst = (mst[0], 0) + mst[1:]
-    return AttentionLaunch(B, H, H_KV, Lq, Lk, D, DV, (qst, kst, vst, mst, ost), kind,
+        scores = tuple(q[0][:-1]) + (Lk,)  # the mask broadcasts to the scores at q's own rank
+        mst = as_5d(scores, broadcast_strides(shape, strides, scores))[1]
+    return AttentionLaunch(B, W, H, H_KV, Lq, Lk, D, DV, (qst, kst, vst, mst, ost), kind,
                            causal_offset(causal, Lq, Lk))
 
 
@@ -446,14 +464,12 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Ten
               precision: str | None = None) -> torch.Tensor:
     """torch SDPA's forward: softmax(q k^T * scale + mask) v, one kernel launch.
 
-    q [B, H, Lq, D] (or [N, Lq, D]), k [B, H_KV, Lk, D], v [B, H_KV, Lk, DV]; H_KV dividing H is
-    grouped-query attention. mask: bool (True = attend) or additive, broadcastable to the scores.
+    q [B, H, Lq, D] (or [N, Lq, D], or [B, W, H, Lq, D]), k [B, H_KV, Lk, D], v [B, H_KV, Lk, DV];
+    H_KV dividing H is grouped-query attention. mask: bool (True = attend) or additive, broadcastable to the scores.
     causal: None, "top_left" (torch's is_causal) or "bottom_right" (KV-cache alignment).
     precision: "ieee" | "tf32" for fp32 inputs (default: TRIDENT_ALLOW_TF32)."""
     if not (q.dtype == k.dtype == v.dtype) or q.dtype not in (torch.float16, torch.bfloat16, torch.float32):
         raise ValueError(f"attention wants q, k, v of one float dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
-    if q.dim() != k.dim() or q.dim() != v.dim():
-        raise ValueError(f"attention operands differ in rank: {q.dim()}, {k.dim()}, {v.dim()}")
     o = torch.empty(q.shape[:-1] + v.shape[-1:], device=q.device, dtype=q.dtype)
     plan = plan_launch(_triple(q), _triple(k), _triple(v), None if mask is None else _triple(mask),
                        _triple(o), causal)

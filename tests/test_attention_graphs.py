@@ -96,12 +96,12 @@ def test_attention_empty_and_size_one_dims(rng):
 
 
 def test_attention_the_template_cannot_run_falls_back_to_torch(rng):
-    shapes = [(2, 2, 3, 5, 8)] * 3  # rank 5
+    shapes = [(2, 2, 2, 3, 5, 8)] * 3  # rank 6
     g = attention_graph(shapes, scale=0.3)
     trace = BuildTrace()
     compile_graph(g, "fp32", trace)
     (group,) = trace.groups
-    assert group.kind == "torch" and "rank-5" in group.reasons[0]
+    assert group.kind == "torch" and "rank-6" in group.reasons[0]
     assert_matches_reference(g, [randn(rng, *s) for s in shapes], "fp32", TOL["fp32"])
 
 
@@ -194,6 +194,44 @@ def test_fp16_engine_keeps_one_attention_kernel(rng):
     engine, trace = build(module, inputs, "fp16")
     assert_one_attention_per_layer(engine, trace)
     torch.testing.assert_close(engine(*inputs)[0], module(*inputs), rtol=2e-2, atol=2e-2)
+
+
+class WindowAttention(nn.Module):
+    """Swin's window attention as timm writes it unfused: scores of [images * windows, heads, N, N]
+    get a relative position bias per head, then a mask per window through a 5-D view."""
+
+    def __init__(self, dim=32, heads=2, n=10, windows=3):
+        super().__init__()
+        self.heads, self.scale = heads, (dim // heads) ** -0.5
+        self.qkv, self.proj = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
+        self.rel = nn.Parameter(torch.randn(1, heads, n, n))
+        mask = torch.zeros(windows, n, n)
+        mask[1, :5, 5:] = mask[2, :, ::2] = -100.0
+        self.register_buffer("mask", mask)
+
+    def forward(self, x):
+        b, n, c = x.shape
+        qkv = self.qkv(x).reshape(b, n, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv[0] * self.scale, qkv[1], qkv[2]
+        attn = q @ k.transpose(-2, -1) + self.rel
+        windows = self.mask.shape[0]
+        attn = attn.view(-1, windows, self.heads, n, n) + self.mask.unsqueeze(1).unsqueeze(0)
+        attn = attn.view(-1, self.heads, n, n).softmax(-1)
+        return self.proj((attn @ v).transpose(1, 2).reshape(b, n, -1))
+
+
+@pytest.mark.parametrize("via", ["fx", "onnx"])
+def test_swin_window_attention_is_one_kernel_and_copies_nothing(via, rng):
+    module = WindowAttention().eval()
+    x = randn(rng, 6, 10, 32)  # 2 images x 3 windows
+    engine, trace = build(module if via == "fx" else onnx_of(module, (x,)), (x,) if via == "fx" else None)
+    assert_one_attention_per_layer(engine, trace)
+    (node,) = [n for n in trace.after_pass[-1][1].nodes if n.op == "attention"]
+    assert len(trace.after_pass[-1][1].types[node.inputs[0]].shape) == 5  # [images, windows, heads, N, D]
+    if via == "fx":  # (ONNX picks Q, K, V out with Gathers, which run in torch)
+        assert engine.num_kernels == 3  # the QKV projection, attention, the output projection
+    with torch.no_grad():
+        torch.testing.assert_close(engine(x)[0], module(x), rtol=1e-5, atol=1e-5)
 
 
 def _pattern_graph(rng, body, shapes):

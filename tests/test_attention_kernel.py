@@ -26,9 +26,9 @@ def rand(shape, seed, dtype=torch.float32):
 def reference(q, k, v, mask=None, scale=None, causal=None):
     """float64 attention from the (already rounded) inputs; rows with no visible key give 0."""
     q, k, v = q.double().cpu(), k.double().cpu(), v.double().cpu()
-    if q.dim() == 4 and k.shape[1] != q.shape[1]:
-        k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)
-        v = v.repeat_interleave(q.shape[1] // v.shape[1], dim=1)
+    if q.dim() >= 4 and k.shape[-3] != q.shape[-3]:
+        k = k.repeat_interleave(q.shape[-3] // k.shape[-3], dim=-3)
+        v = v.repeat_interleave(q.shape[-3] // v.shape[-3], dim=-3)
     scale = 1 / math.sqrt(q.shape[-1]) if scale is None else scale
     s = q @ k.transpose(-1, -2) * scale
     visible = torch.ones_like(s, dtype=torch.bool)
@@ -105,6 +105,19 @@ def test_relative_position_bias_and_window_masks(dtype):
     check(attention(q, k, v, windows, causal="top_left"), reference(q, k, v, windows, causal="top_left"), dtype)
     full = rand((b, h, lq, lk), 12, dtype)
     check(attention(q, k, v, full[:, :, :, :], scale=0.3), reference(q, k, v, full, scale=0.3), dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_window_masks_repeat_over_an_outer_batch_dim(dtype):
+    # Swin: [images, windows, heads, N, N] scores, a mask per window shared by every image and head,
+    # a relative position bias per head; K/V with fewer heads for good measure.
+    images, windows, heads, n = 2, 3, 4, 10
+    q, k, v = (rand((images, windows, h, n, 32), 24 + i, dtype) for i, h in enumerate((heads, 2, 2)))
+    window = torch.zeros(1, windows, 1, n, n, dtype=dtype)
+    window[0, 1, 0, :5, 5:] = -100.0
+    window[0, 2, 0, :, ::2] = -math.inf
+    bias = rand((1, 1, heads, n, n), 27, dtype) + window.to(DEV)
+    check(attention(q, k, v, bias), reference(q, k, v, bias), dtype)
 
 
 def test_bool_mask_with_causal_and_a_2d_mask():

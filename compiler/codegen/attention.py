@@ -25,13 +25,13 @@ DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 def group_kind(node: Node, graph: Graph) -> tuple[str, str]:
     """("attention", why) when the template runs this node, else ("torch", why not)."""
     q, k, v = (graph.types[i] for i in node.inputs[:3])
-    if not q.rank == k.rank == v.rank or q.rank not in (3, 4):
-        return "torch", f"attention over rank-{q.rank} operands (the template takes rank 3 or 4)"
+    if not q.rank == k.rank == v.rank or q.rank not in template.RANKS:
+        return "torch", f"attention over rank-{q.rank} operands (the template takes rank 3 to 5)"
     if q.dtype not in DTYPES:
         return "torch", f"attention in {q.dtype}"
     if max(q.shape[-1], v.shape[-1]) > template.MAX_HEAD_DIM:
         return "torch", f"head dim past {template.MAX_HEAD_DIM}"
-    if q.shape[:-3] != k.shape[:-3] or (q.rank == 3 and q.shape[0] != k.shape[0]):
+    if q.shape[:-3] != k.shape[:-3] or (q.rank == 3 and q.shape[0] != k.shape[0]) or k.shape[:-1] != v.shape[:-1]:
         return "torch", "attention whose K/V batch broadcasts"
     if not math.isfinite(node.attrs["scale"]):
         return "torch", f"attention with scale {node.attrs['scale']}"
@@ -79,7 +79,7 @@ def generate(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: li
     src = _header(name, group.nodes, graph, "from trident.kernels.attention import attention_program")
     params = ", ".join(args.names[a] for a in args.order)
     src += f"@triton.jit\ndef kernel({params}, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):\n" + body
-    src += "\n\n" + _launcher(args, f"(triton.cdiv({plan.Lq}, meta['BLOCK_M']) * {plan.B * plan.H},)", cfg)
-    problem = {"template": "attention", "BH": plan.B * plan.H, "Lq": plan.Lq, "Lk": plan.Lk, "D": plan.D,
+    src += "\n\n" + _launcher(args, f"(triton.cdiv({plan.Lq}, meta['BLOCK_M']) * {plan.heads},)", cfg)
+    problem = {"template": "attention", "BH": plan.heads, "Lq": plan.Lq, "Lk": plan.Lk, "D": plan.D,
                "DV": plan.DV, "causal": plan.causal_offset is not None, "mask_bytes": mask_bytes, "dtype": q.dtype}
     return KernelSource(name, src, list(args.order), cfg, problem=problem)

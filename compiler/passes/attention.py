@@ -38,14 +38,20 @@ HUGE_NEGATIVE = -1e30
 @dataclass
 class _Match:
     v: str
-    q: str = ""              # Q = q.permute(q_perm), times the part of the scale found on Q's side
+    q_of: str = ""           # the matmul's Q operand and K^T operand
+    k_t: str = ""
+    q: str = ""              # Q = q.permute(q_perm) (reshaped), times the part of the scale found on its side
     q_perm: tuple[int, ...] = ()
-    k_source: str = ""       # K = k_source.permute(k_perm): K^T's view chain, undone
+    k_source: str = ""       # K = k_source.permute(k_perm) (reshaped): K^T's view chain, undone
     k_perm: tuple[int, ...] = ()
     scale: float = 1.0
-    additive: list[tuple[str, float]] = field(default_factory=list)  # (mask, factor it is scaled by)
-    keep: list[tuple[str, bool]] = field(default_factory=list)       # (bool mask, negated)
-
+    # (mask, factor it is scaled by, added in the windowed space) and (bool mask, negated, windowed)
+    additive: list[tuple[str, float, bool]] = field(default_factory=list)
+    keep: list[tuple[str, bool, bool]] = field(default_factory=list)
+    # Swin: the scores' batch dim split into (images, windows) around the window-mask add, as
+    # reshape [I*W, H, N, N] -> [I, W, H, N, N] -> add -> reshape back; the walk is "inside" between.
+    windows: tuple[int, int] | None = None
+    inside: bool = False
 
     def copy(self) -> "_Match":
         return dataclasses.replace(self, additive=list(self.additive), keep=list(self.keep))
@@ -100,9 +106,11 @@ def _strip_scales(value: str, g: _Graph) -> tuple[str, float]:
 
 
 def _as_permutation(source_shape: tuple, views: list[Node], swap_last: bool) -> tuple[int, ...] | None:
-    """The perm P with views(source) (then its last two dims swapped) == source.permute(P), if the
-    views are strides-only on a dense source and amount to a permutation; else None. (Exporters
-    write K^T of [B, H, L, D] as reshape [B*H, L, D] -> transpose -> reshape [B, H, D, L].)"""
+    """The perm P with views(source) (then its last two dims swapped) == source.permute(P) reshaped
+    (a reshape that only adds or drops size-1 dims), if the views are strides-only on a dense source
+    and move its elements as a permutation does; else None. (Exporters write K^T of [B, H, L, D] as
+    reshape [B*H, L, D] -> transpose -> reshape [B, H, D, L], and slice Q out of a packed QKV with
+    a leading size-1 dim.)"""
     t = torch.empty(source_shape, device="meta")
     try:
         for node in views:
@@ -111,12 +119,12 @@ def _as_permutation(source_shape: tuple, views: list[Node], swap_last: bool) -> 
         return None  # a step that would copy
     if swap_last:
         t = t.transpose(-1, -2)
-    dense = torch.empty(source_shape, device="meta")
-    for perm in itertools.permutations(range(len(source_shape))):
-        p = dense.permute(perm)
-        if p.shape == t.shape and all(a == b for a, b, n in zip(p.stride(), t.stride(), t.shape) if n != 1):
-            return perm
-    return None
+    dense = torch.empty(source_shape, device="meta").stride()
+    by_stride = {(size, dense[i]): i for i, size in enumerate(source_shape) if size != 1}
+    order = [by_stride.get((size, stride)) for size, stride in zip(t.shape, t.stride()) if size != 1]
+    if None in order or len(order) != len(by_stride):
+        return None
+    return tuple(order) + tuple(i for i, size in enumerate(source_shape) if size == 1)
 
 
 def _view_source(value: str, g: _Graph, swap_last: bool) -> tuple[str, tuple[int, ...], float]:
@@ -149,14 +157,14 @@ def _mask_step(node: Node, chain: str, factor: float, m: _Match, g: _Graph) -> s
         mask = node.inputs[1] if node.inputs[0] == chain else node.inputs[0]
         if g.shape(node.outputs[0]) != g.shape(chain):
             return None  # the mask broadcasts the scores to a bigger shape
-        m.additive.append((mask, factor))
+        m.additive.append((mask, factor, m.inside))
         return chain
     if node.op == "where":
         cond, a, b = node.inputs
         if a == chain and (fill := g.scalar(b)) is not None and fill == -math.inf:
-            m.keep.append((cond, False))
+            m.keep.append((cond, False, m.inside))
         elif b == chain and (fill := g.scalar(a)) is not None and fill == -math.inf:
-            m.keep.append((cond, True))
+            m.keep.append((cond, True, m.inside))
         else:
             return None
         if factor <= 0 or g.shape(node.outputs[0]) != g.shape(chain):
@@ -177,6 +185,8 @@ def _scores_chain(value: str, factor: float, m: _Match, g: _Graph) -> str | None
         return value
     if node.op == "cast" and node.attrs["dtype"].is_floating_point:
         return _scores_chain(node.inputs[0], factor, m, g)
+    if node.op == "reshape":
+        return _window_step(node, value, factor, m, g)
     for chain in dict.fromkeys(i for i in node.inputs if g.shape(i) == g.shape(value)):
         trial = m.copy()
         step = _scale_of(node, chain, g)
@@ -192,6 +202,23 @@ def _scores_chain(value: str, factor: float, m: _Match, g: _Graph) -> str | None
     return None
 
 
+def _window_step(node: Node, value: str, factor: float, m: _Match, g: _Graph) -> str | None:
+    """Walk back through one reshape of Swin's window-mask sandwich: the merge [I, W, H, N, N] ->
+    [I*W, H, N, N] (entering the windowed space), then the split it undoes (leaving it)."""
+    src, dst = g.shape(node.inputs[0]), g.shape(value)
+    trial = m.copy()
+    if not m.inside and m.windows is None and len(src) == 5 and len(dst) == 4 and src[2:] == dst[1:]:
+        trial.windows, trial.inside = src[:2], True
+    elif m.inside and len(src) == 4 and len(dst) == 5 and dst[:2] == m.windows and dst[2:] == src[1:]:
+        trial.inside = False
+    else:
+        return None
+    found = _scores_chain(node.inputs[0], factor, trial, g)
+    if found is not None:
+        m.__dict__.update(trial.__dict__)
+    return found
+
+
 def match(pv: Node, g: _Graph) -> _Match | None:
     """The attention whose last op is `pv` = matmul(probabilities, V), or None."""
     if pv.op != "matmul" or len(pv.inputs) != 2:
@@ -202,11 +229,11 @@ def match(pv: Node, g: _Graph) -> _Match | None:
     if probs is None or probs.op != "softmax":
         return None
     rank = len(g.shape(probs.outputs[0]))
-    if rank not in (3, 4) or probs.attrs.get("axis", -1) % rank != rank - 1:
+    if rank not in (3, 4, 5) or probs.attrs.get("axis", -1) % rank != rank - 1:
         return None
     m = _Match(pv.inputs[1])
     scores = _scores_chain(probs.inputs[0], 1.0, m, g)
-    if scores is None:
+    if scores is None or m.inside:
         return None
     qk = g.producers[scores]
     q, k_t = qk.inputs[:2]
@@ -214,6 +241,7 @@ def match(pv: Node, g: _Graph) -> _Match | None:
     if any(len(g.shape(v)) != rank for v in (q, k_t, m.v)) or g.shape(k_t)[:-2] != batch or \
             g.shape(m.v)[:-2] != batch:
         return None  # matmuls that broadcast batch dims are not one attention
+    m.q_of, m.k_t = q, k_t
     m.q, m.q_perm, q_scale = _view_source(q, g, swap_last=False)
     m.k_source, m.k_perm, k_scale = _view_source(k_t, g, swap_last=True)
     m.scale *= q_scale * k_scale
@@ -256,23 +284,23 @@ def _emit_mask(m: _Match, rb: Rebuild, name: str, lq: int, lk: int) -> tuple[str
     b = rb.builder
     causal = None
     additive = []
-    for mask, factor in m.additive:
+    for mask, factor, inside in m.additive:
         alignment = None if causal else _constant_causal(rb, mask, factor, lq, lk)
         if alignment is not None:
             causal = alignment
             continue
-        value = rb.value(mask)
+        value = rb.value(mask) if inside else _windowed(rb, rb.value(mask), m.windows, f"{name}.mask")
         if factor != 1.0:
             scale = b.constant(torch.tensor(factor, dtype=b.type_of(value).dtype), f"{name}.mask_scale")
             value = b.add1("mul", [value, scale], name=f"{name}.mask_scale")
         additive.append(value)
     keep = []
-    for cond, negated in m.keep:
+    for cond, negated, inside in m.keep:
         alignment = None if causal or negated else _constant_causal(rb, cond, 1.0, lq, lk)
         if alignment is not None:
             causal = alignment
             continue
-        value = rb.value(cond)
+        value = rb.value(cond) if inside else _windowed(rb, rb.value(cond), m.windows, f"{name}.mask")
         keep.append(b.add1("not", [value], name=f"{name}.mask_not") if negated else value)
     if keep:
         mask = keep[0]
@@ -291,25 +319,58 @@ def _emit_mask(m: _Match, rb: Rebuild, name: str, lq: int, lk: int) -> tuple[str
     return total, causal
 
 
-def _permuted(rb: Rebuild, value: str, perm: tuple[int, ...], name: str) -> str:
-    if perm == tuple(range(len(perm))):
-        return rb.value(value)
-    return rb.builder.add1("transpose", [rb.value(value)], {"perm": list(perm)}, name=name)
+def _windowed(rb: Rebuild, value: str, windows: tuple[int, int] | None, name: str) -> str:
+    """A [I*W, H, L, X] operand (or a mask that broadcasts to the scores) as [I, W, H, L, X]."""
+    if windows is None:
+        return value
+    shape = list(rb.builder.type_of(value).shape)
+    shape = [1] * (4 - len(shape)) + shape
+    split = list(windows) if shape[0] != 1 else [1, 1]
+    return rb.builder.add1("reshape", [value], {"shape": split + shape[1:]}, name=f"{name}.windows")
+
+
+def _merge_windows(rb: Rebuild, out: str, shape: tuple, pv: Node, name: str) -> str:
+    """[I, W, H, N, D] -> [I*W, H, N, D]. When the model transposes that to [I*W, N, H, D] next (to
+    merge the heads), go through [I, W, N, H, D] instead: the kernel then stores that order (the
+    layout rule that stores a value in the order of its transposing reader sees one hop) and every
+    step after it is a view, where the plain reshape would leave a copy before the heads' merge."""
+    readers = rb.consumers.get(pv.outputs[0], [])
+    b = rb.builder
+    if len(readers) == 1 and readers[0].op == "transpose" and list(readers[0].attrs["perm"]) == [0, 2, 1, 3]:
+        i, w, h, n, d = b.type_of(out).shape
+        out = b.add1("transpose", [out], {"perm": [0, 1, 3, 2, 4]}, name=f"{name}.windows")
+        out = b.add1("reshape", [out], {"shape": [i * w, n, h, d]}, name=f"{name}.windows")
+        return b.add1("transpose", [out], {"perm": [0, 2, 1, 3]}, name=f"{name}.windows")
+    return b.add1("reshape", [out], {"shape": list(shape)}, name=f"{name}.windows")
+
+
+def _permuted(rb: Rebuild, value: str, perm: tuple[int, ...], shape: tuple, name: str) -> str:
+    """value.permute(perm) as `shape` (a reshape that adds or drops size-1 dims): views."""
+    out = rb.value(value)
+    if perm != tuple(range(len(perm))):
+        out = rb.builder.add1("transpose", [out], {"perm": list(perm)}, name=name)
+    if tuple(rb.builder.type_of(out).shape) != tuple(shape):
+        out = rb.builder.add1("reshape", [out], {"shape": list(shape)}, name=name)
+    return out
 
 
 def _emit(m: _Match, pv: Node, rb: Rebuild) -> list[str]:
     b = rb.builder
     name = pv.name or "attention"
-    q = _permuted(rb, m.q, m.q_perm, f"{name}.query")
-    k = _permuted(rb, m.k_source, m.k_perm, f"{name}.key")
-    v = rb.value(m.v)
+    q_shape, k_shape = list(rb.source.types[m.q_of].shape), list(rb.source.types[m.k_t].shape)
+    k_shape[-2:] = k_shape[-1], k_shape[-2]
+    q = _windowed(rb, _permuted(rb, m.q, m.q_perm, q_shape, f"{name}.query"), m.windows, f"{name}.query")
+    k = _windowed(rb, _permuted(rb, m.k_source, m.k_perm, k_shape, f"{name}.key"), m.windows, f"{name}.key")
+    v = _windowed(rb, rb.value(m.v), m.windows, f"{name}.value")
     lq, lk = b.type_of(q).shape[-2], b.type_of(k).shape[-2]
     mask, causal = _emit_mask(m, rb, name, lq, lk)
     attrs = {"scale": m.scale} | ({"causal": causal} if causal else {})
     out = b.add1("attention", [q, k, v] + ([mask] if mask is not None else []), attrs, name=name)
-    want = rb.source.types[pv.outputs[0]].dtype
-    if b.type_of(out).dtype != want:
-        out = b.add1("cast", [out], {"dtype": want}, name=f"{name}.cast")
+    want = rb.source.types[pv.outputs[0]]
+    if m.windows is not None:
+        out = _merge_windows(rb, out, want.shape, pv, name)
+    if b.type_of(out).dtype != want.dtype:
+        out = b.add1("cast", [out], {"dtype": want.dtype}, name=f"{name}.cast")
     return [out]
 
 
