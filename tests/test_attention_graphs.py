@@ -440,3 +440,68 @@ def test_onnx_attention_spelled_out_with_sqrt_scales(rng):
     want = ort.InferenceSession(model.SerializeToString()).run(None, feeds)[0]
     np.testing.assert_allclose(engine(*[torch.from_numpy(x) for x in feeds.values()])[0].numpy(), want,
                                rtol=1e-5, atol=1e-5)
+
+
+# ------------------------------------------------------------------ tuning, batches ----
+def test_attention_tuning_candidates_start_with_the_heuristic(rng):
+    from trident.compiler.autotune.space import Config, candidates, flops, prune_reason
+
+    module = MHA(mask="additive").eval()
+    engine, _ = build(module, module_inputs("additive", rng))
+    (step,) = [s for s in engine.program.steps if s.kind == "kernel" and s.kernel.problem["template"] == "attention"]
+    problem = dict(step.kernel.problem, Lq=4096, Lk=4096, D=64, DV=64, dtype=torch.float16)  # as if on a GPU
+    base = Config.of(4, 4, BLOCK_M=128, BLOCK_N=64)
+    for level in ("fast", "full"):
+        cands = candidates(problem, base, level)
+        assert cands[0] == base and len(cands) > 1 and len(set(cands)) == len(cands)
+        assert all(prune_reason(c, problem) is None for c in cands[1:])
+    assert prune_reason(Config.of(4, 2, BLOCK_M=128, BLOCK_N=128), dict(problem, D=128, DV=128)) == "registers"
+    assert prune_reason(Config.of(8, 4, BLOCK_M=128, BLOCK_N=128), dict(problem, D=128, DV=128)) == "shared memory"
+    assert flops(problem) == 2.0 * 8 * 4096 * 4096 * 128
+
+
+def test_attention_engine_over_a_batch_profile(rng):
+    module = MHA(mask="additive").eval()
+    engine = build_engine(module, "fp32", example_inputs=module_inputs("additive", rng), batch=(1, 2, 4))
+    for batch in (1, 3, 4):
+        x, keep = randn(rng, batch, 13, 32), torch.rand(batch, 13, generator=rng) < 0.7
+        keep[:, 0] = True
+        torch.testing.assert_close(engine(x, keep)[0], module(x, keep), rtol=1e-5, atol=1e-5)
+
+
+def test_fp16_softmax_in_fp32_between_casts(rng):
+    # transformers: softmax(scores, dtype=float32).to(query.dtype) in an fp16 model
+    def body(b, q, k, v):
+        s = b.add1("matmul", [q, b.add1("transpose", [k], {"perm": [0, 2, 1]})])
+        p = b.add1("softmax", [b.add1("cast", [s], {"dtype": torch.float32})], {"axis": -1})
+        return [b.add1("matmul", [b.add1("cast", [p], {"dtype": torch.float16}), v])]
+    b = GraphBuilder("fp16")
+    xs = [b.input(f"x{i}", TensorType((2, 5 + 2 * (i > 0), 8), torch.float16)) for i in range(3)]
+    g = b.finish(body(b, *xs))
+    fused = fuse_attention(g)
+    assert [n.op for n in fused.nodes] == ["attention"]  # K^T of K^T is K: no transpose left
+    inputs = [randn(rng, *g.types[x].shape).half() for x in g.inputs]
+    assert_matches_reference(g, inputs, "fp16", TOL["fp16"], max_kernels=1)
+
+
+# ----------------------------------------------------------------------------- GPU ----
+GPU_MODELS = [  # (batch, sequence, width, heads, mask): BERT-base, ViT-B/16, Whisper's encoder, a long causal LM
+    (8, 512, 768, 12, "additive"), (32, 197, 768, 12, "none"), (4, 1500, 384, 6, "none"), (2, 4096, 1024, 16, "causal")]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("batch,seq,width,heads,mask", GPU_MODELS)
+def test_gpu_engines_run_attention_as_one_kernel(batch, seq, width, heads, mask):
+    module = MHA(width, heads, mask, seq).eval().cuda()
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(batch, seq, width, generator=g).cuda()
+    keep = (torch.rand(batch, seq, generator=g) < 0.9).cuda()
+    inputs = (x, keep) if mask == "additive" else (x,)
+    for model in (module, SDPA(width, heads, mask if mask != "additive" else "none", seq).eval().cuda()):
+        trace = BuildTrace()
+        engine = build_engine(model, "fp16", example_inputs=inputs if model is module else (x,), trace=trace)
+        assert_one_attention_per_layer(engine, trace)
+        got = engine(*(inputs if model is module else (x,)))[0].float()
+        with torch.no_grad():
+            ref = model(*(inputs if model is module else (x,)))
+        assert ((got - ref).norm() / ref.norm()).item() < 1e-2

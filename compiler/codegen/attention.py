@@ -12,7 +12,6 @@ import math
 
 import torch
 
-from trident.compiler import config
 from trident.compiler.codegen.kernels import Args, KernelSource, _header, _launcher
 from trident.compiler.codegen.program import Layout
 from trident.compiler.fusion import Group
@@ -63,23 +62,26 @@ def generate(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: li
     if mask is None:
         pointers.append(pointers[0])  # never read: MASK_KIND is 0
     pointers.append(args(out, "out"))
-    precision = "tf32" if q.dtype == torch.float32 and config.ALLOW_TF32 else "ieee"
-    strides = plan.stride_args()
-    lines = [", ".join(pointers) + ", pid=tl.program_id(0)", _keywords(plan.sizes())]
-    lines += [_keywords({k: s for k, s in strides.items() if k.startswith(operand)})
-              for operand in ("sq", "sk", "sv", "sm", "so")]
-    lines += [_keywords({"SCALE": float(node.attrs["scale"]), "MASK_KIND": plan.mask_kind,
-                         "CAUSAL": plan.causal_offset is not None}),
-              "BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, " + _keywords({"BLOCK_D": template.head_block(plan.D),
-                                                              "BLOCK_DV": template.head_block(plan.DV),
-                                                              "INPUT_PRECISION": precision})]
-    body = "    attention_program(\n" + ",\n".join(" " * 8 + line for line in lines) + ")\n"
     mask_bytes = 0 if mask is None else mask.dtype.itemsize
     cfg = template.heuristic_config(plan.Lq, plan.Lk, plan.D, q.dtype, plan.DV, mask_bytes).launch()
     src = _header(name, group.nodes, graph, "from trident.kernels.attention import attention_program")
     params = ", ".join(args.names[a] for a in args.order)
-    src += f"@triton.jit\ndef kernel({params}, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):\n" + body
+    src += f"@triton.jit\ndef kernel({params}, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):\n"
+    src += _program_call(pointers, plan, float(node.attrs["scale"]), q.dtype)
     src += "\n\n" + _launcher(args, f"(triton.cdiv({plan.Lq}, meta['BLOCK_M']) * {plan.heads},)", cfg)
     problem = {"template": "attention", "BH": plan.heads, "Lq": plan.Lq, "Lk": plan.Lk, "D": plan.D,
                "DV": plan.DV, "causal": plan.causal_offset is not None, "mask_bytes": mask_bytes, "dtype": q.dtype}
     return KernelSource(name, src, list(args.order), cfg, problem=problem)
+
+
+def _program_call(pointers: list[str], plan, scale: float, dtype: torch.dtype) -> str:
+    """The kernel's body: attention_program with every size, stride and flag spelled out by name."""
+    strides = plan.stride_args()
+    lines = [", ".join(pointers) + ", pid=tl.program_id(0)", _keywords(plan.sizes())]
+    lines += [_keywords({k: s for k, s in strides.items() if k.startswith(operand)})
+              for operand in ("sq", "sk", "sv", "sm", "so")]
+    lines.append(_keywords({"SCALE": scale, "MASK_KIND": plan.mask_kind, "CAUSAL": plan.causal_offset is not None}))
+    lines.append("BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, " + _keywords(
+        {"BLOCK_D": template.head_block(plan.D), "BLOCK_DV": template.head_block(plan.DV),
+         "INPUT_PRECISION": template.input_precision(dtype)}))
+    return "    attention_program(\n" + ",\n".join(" " * 8 + line for line in lines) + ")\n"
