@@ -7,7 +7,6 @@ import math
 import warnings
 
 import numpy as np
-import onnx
 import pytest
 import torch
 import torch.nn as nn

@@ -88,7 +88,8 @@ def problem_text(problem: dict) -> str:
     if t == "pointwise":
         return f"n={problem['numel']}"
     if t == "attention":
-        return f"{problem['BH']}x{problem['Lq']}x{problem['Lk']} d{problem['D']}" + (" causal" if problem["causal"] else "")
+        causal = " causal" if problem["causal"] else ""
+        return f"{problem['BH']}x{problem['Lq']}x{problem['Lk']} d{problem['D']}{causal}"
     return "?"
 
 

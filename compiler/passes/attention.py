@@ -19,7 +19,6 @@ masked blocks instead of reading the mask.
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import math
 from dataclasses import dataclass, field
 
@@ -98,7 +97,7 @@ def _strip_scales(value: str, g: _Graph) -> tuple[str, float]:
     while (node := g.single_use(value)) is not None and node.op in ("mul", "div"):
         chain = node.inputs[0] if node.op == "div" or g.scalar(node.inputs[1]) is not None else node.inputs[1]
         step = _scale_of(node, chain, g)
-        if step is None:
+        if step is None or g.shape(chain) != g.shape(value):  # (a "scalar" of more dims broadcasts)
             break
         factor *= step
         value = chain
@@ -159,7 +158,7 @@ def _mask_step(node: Node, chain: str, factor: float, m: _Match, g: _Graph) -> s
             return None  # the mask broadcasts the scores to a bigger shape
         m.additive.append((mask, factor, m.inside))
         return chain
-    if node.op == "where":
+    if node.op == "where" and g.graph.types[node.inputs[0]].dtype == torch.bool:
         cond, a, b = node.inputs
         if a == chain and (fill := g.scalar(b)) is not None and fill == -math.inf:
             m.keep.append((cond, False, m.inside))
@@ -236,7 +235,9 @@ def match(pv: Node, g: _Graph) -> _Match | None:
     if scores is None or m.inside:
         return None
     qk = g.producers[scores]
-    q, k_t = qk.inputs[:2]
+    if len(qk.inputs) != 2:
+        return None  # a bias folded into Q K^T (a mask of one row): not worth a special case
+    q, k_t = qk.inputs
     batch = g.shape(q)[:-2]
     if any(len(g.shape(v)) != rank for v in (q, k_t, m.v)) or g.shape(k_t)[:-2] != batch or \
             g.shape(m.v)[:-2] != batch:

@@ -1,6 +1,7 @@
 """Fused attention beside torch's scaled_dot_product_attention, in one process on one GPU.
 
     python -m trident.tools.benchmarks.attention --out attention.json
+    python -m trident.tools.benchmarks.attention --seq 8192 --causal no --no-tune   # one row, heuristic only
     python -m trident.tools.benchmarks.attention --dry-run        # the code path on the CPU
 
 For every (batch * heads, sequence, head dim) of SHAPES, causal and not, fp16: the median time of
@@ -170,12 +171,17 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="attention.json", help="JSON file of the rows")
     p.add_argument("--dry-run", action="store_true", help="tiny shapes on the CPU (the code path only)")
     p.add_argument("--no-tune", action="store_true", help="time the heuristic config only")
+    p.add_argument("--seq", type=lambda text: {int(x) for x in text.split(",")},
+                   help="only the rows of these sequence lengths, e.g. 512,8192")
+    p.add_argument("--causal", choices=("both", "yes", "no"), default="both", help="causal rows, plain rows or both")
     args = p.parse_args(argv)
     if not args.dry_run and not torch.cuda.is_available():
         print("attention benchmark: no CUDA device (use --dry-run to exercise the code path)", file=sys.stderr)
         return 2
     print(HEADER)
-    rows = run(dry_run=args.dry_run, tune=not args.no_tune)
+    shapes = [shape for shape in SHAPES if args.seq is None or shape[2] in args.seq]
+    causal = {"both": (False, True), "yes": (True,), "no": (False,)}[args.causal]
+    rows = run(shapes, causal, dry_run=args.dry_run, tune=not args.no_tune)
     result = {"environment": environment(), "rows": rows, "summary": summary(rows)}
     s = result["summary"]
     if s["geomean_vs_sdpa"] is not None:
