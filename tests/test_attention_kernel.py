@@ -221,6 +221,7 @@ def test_gpu_configs_fit_and_start_with_the_heuristic(dtype, monkeypatch):
     assert why_unfit(AttentionConfig(128, 64, 4, 4), 128, 128, 2) == "registers"  # spilled
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the dry run is the CPU path (the interpreter)")
 def test_dry_run_of_the_benchmark(tmp_path):
     from trident.tools.benchmarks.attention import main
 
@@ -245,7 +246,7 @@ def test_gpu_matches_torch_sdpa(b, h, seq, d, causal):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("cfg", candidate_configs(2048, 2048, 128, torch.float16))
+@pytest.mark.parametrize("cfg", candidate_configs(2048, 2048, 128, torch.float16, mask_bytes=1))
 def test_gpu_every_candidate_config_is_correct(cfg):
     q, k, v = (torch.randn(2, 4, 2000, 128, device="cuda", dtype=torch.float16) for _ in range(3))
     keep = torch.rand(2, 1, 1, 2000, device="cuda") < 0.9
