@@ -10,6 +10,7 @@ Group kinds:
                         producers fused in front and consumers behind
   pointwise             a chain of elementwise ops over one iteration space
   horizontal            sibling convs that read the same input, launched as one kernel
+  attention             softmax(q k^T * scale + mask) v as one fused kernel (no epilogue)
   view                  a reshape/transpose/slice that only changes strides (no kernel)
   torch                 an op with no kernel: runs through torch in place
 """
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from trident.compiler.codegen.templates import attention_kind, reads_any_layout
 from trident.compiler.ir import Graph, Node
 from trident.compiler.ops import OPS, Kind
 
@@ -81,6 +83,8 @@ def initial_kind(node: Node, graph: Graph) -> tuple[str, str]:
     if node.op in ("qconv", "qmatmul"):  # int8 layers share the float conv / GEMM templates
         from trident.compiler.quantize.codegen import initial_kind as int8_kind
         return int8_kind(node, graph)
+    if node.op == "attention":
+        return attention_kind(node, graph)
     if kind == Kind.ELEMENTWISE:
         from trident.compiler.codegen.expr import supports
         why = supports(node, graph)
@@ -373,8 +377,6 @@ def _absorb_siblings(group: Group, node: Node, graph, group_for, groups, group_o
 
 def _absorb_input_cast(conv: Group, graph, group_for, groups, group_of, consumers) -> None:
     """A lone float cast feeding a stem conv (the fp16 engine's input cast) runs in its loads."""
-    from trident.compiler.codegen.templates import reads_any_layout
-
     producer = group_for(conv.anchor.inputs[0])
     if (producer is None or producer.kind != "pointwise" or len(producer.nodes) != 1
             or producer.nodes[0].op != "cast" or not reads_any_layout(conv.anchor, graph)

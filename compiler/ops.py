@@ -28,6 +28,7 @@ class Kind(enum.Enum):
     CONV = "conv"
     POOL = "pool"
     MOVEMENT = "movement"        # reshapes, transposes, slices: moves data, computes nothing
+    ATTENTION = "attention"      # softmax(q k^T * scale + mask) v, fused
 
 
 @dataclass(frozen=True)
@@ -473,3 +474,34 @@ def evaluate(node: Node, values: Sequence[torch.Tensor], out_types: Sequence[Ten
 
 def is_float(t: TensorType) -> bool:
     return t.dtype in FLOAT_DTYPES
+
+
+# ---------------------------------------------------------------------------- attention ----
+CAUSAL_ALIGNMENTS = ("top_left", "bottom_right")
+
+
+@op("attention", Kind.ATTENTION)
+def attention(q, k, v, mask=None, *, scale: float, causal: str | None = None):
+    """softmax(q k^T * scale + mask) v with torch SDPA's semantics (q [..., Lq, D], k [..., Lk, D],
+    v [..., Lk, DV]). mask: bool (True = attend) or additive, broadcast to the scores. K and V may
+    have fewer heads (dim -3) than q, each shared by a group of query heads (GQA). causal: None,
+    "top_left" (torch's is_causal: query i sees keys j <= i) or "bottom_right" (j <= i + Lk - Lq,
+    a decoder over a KV cache). A query that sees no key gives zeros, as torch does."""
+    if not (q.dtype == k.dtype == v.dtype) or not q.dtype.is_floating_point:
+        raise ValueError(f"q, k, v must share one float dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
+    if causal is not None and causal not in CAUSAL_ALIGNMENTS:
+        raise ValueError(f"causal must be None or one of {CAUSAL_ALIGNMENTS}, got {causal!r}")
+    if mask is not None and mask.dtype != torch.bool:
+        mask = mask.to(q.dtype)
+    if causal is not None:
+        lq, lk = q.shape[-2], k.shape[-2]
+        offset = 0 if causal == "top_left" else lk - lq
+        visible = torch.ones(lq, lk, dtype=torch.bool, device=q.device).tril(offset)
+        if mask is None:
+            mask = visible
+        elif mask.dtype == torch.bool:
+            mask = mask & visible
+        else:
+            mask = mask.masked_fill(~visible, -math.inf)
+    gqa = q.dim() >= 3 and q.shape[-3] != k.shape[-3]
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale, enable_gqa=gqa)

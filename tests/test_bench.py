@@ -169,7 +169,7 @@ def test_summary_of_a_resumed_run_orders_groups_and_names_missing_anchors():
 
 
 # ------------------------------------------------------------- the other benchmarks ----
-BENCHMARKS = ["kernels", "sweep", "int8", "accuracy", "runtime", "tune", "train-digits"]
+BENCHMARKS = ["kernels", "attention", "sweep", "int8", "accuracy", "runtime", "tune", "train-digits"]
 
 
 def test_every_benchmark_is_a_subcommand_with_help(capsys):

@@ -25,6 +25,7 @@ import torch
 from trident.compiler import config, timing
 from trident.compiler.autotune import problem_of
 from trident.compiler.errors import InputError
+from trident.kernels.attention import attention_flops
 from trident.tools.common import add_model_arguments, load_graph, output_path, pyplot, quantization_options
 
 CPU_CAVEAT = ("no GPU: times are wall clock of Triton's interpreter on the CPU (Python executing "
@@ -186,6 +187,8 @@ def _flops(step, plan) -> float:
         return float(p["rows"] * p["length"] * (nodes + 3))  # about: loads, the reduce, the math
     if template == "pointwise":
         return float(p["numel"] * nodes)
+    if template == "attention":
+        return attention_flops(p["BH"], p["Lq"], p["Lk"], p["D"], p["DV"], p["causal"])
     if step.kind != "torch":
         return 0.0
     node = step.node  # a torch step: estimate from its node

@@ -2,7 +2,8 @@
 
 A LaunchConfig (compiler/ir/launch.py) is what a generated kernel's `launch(*tensors, config=...)`
 takes, as a frozen (hashable) dataclass. Each template ("matmul", "conv", "depthwise", "pool",
-"pointwise", "reduction") has a full space; `prune` drops what cannot fit (shared memory, registers) or cannot help (tiles wider
+"pointwise", "reduction", "attention") has a full space; `prune` drops what cannot fit (shared
+memory, registers) or cannot help (tiles wider
 than the problem, pipeline stages the K loop never fills) before anything is compiled; `candidates`
 gives the list one tuning level tries: the kernel's heuristic config always first.
 """
@@ -15,6 +16,7 @@ import torch
 
 from trident.compiler import config
 from trident.compiler.ir.launch import LaunchConfig
+from trident.kernels import attention as attention_template
 from trident.kernels import conv as conv_templates
 from trident.kernels import matmul as matmul_templates
 from trident.kernels.common import cdiv, min_block_k, next_pow2, persistent_pipeline_fits
@@ -24,7 +26,7 @@ from trident.kernels.common import cdiv, min_block_k, next_pow2, persistent_pipe
 # tuned kernels, so `fast` spends its budget on the first few alternatives only (cold ResNet-50
 # build: 72 s with 5/4 per kernel).
 FAST_CANDIDATES = {"matmul": 4, "conv": 4, "depthwise": 3, "pool": 3, "pointwise": 3,
-                   "reduction": 3}
+                   "reduction": 3, "attention": 4}
 ACC_REGS = 128        # fp32 accumulator registers per thread we allow (of 255): 128x256 on 8 warps
 ELEMS_PER_THREAD = 64  # register budget of the elementwise-style tiles (pool, reduction, pointwise)
 
@@ -127,8 +129,15 @@ def _reduction_space(problem: dict, base: LaunchConfig) -> list[LaunchConfig]:
             for bx, w in itertools.product((1, 2, 4, 8, 16, 32, 64, 128), (1, 2, 4, 8, 16))]
 
 
+def _attention_space(problem: dict) -> list[LaunchConfig]:
+    return [LaunchConfig.of(w, st, BLOCK_M=bm, BLOCK_N=bn)
+            for bm, bn, w, st in itertools.product((16, 32, 64, 128), (16, 32, 64, 128), (2, 4, 8), (2, 3, 4, 5))]
+
+
 def full_space(problem: dict, base: LaunchConfig) -> list[LaunchConfig]:
     template = problem["template"]
+    if template == "attention":
+        return _attention_space(problem)
     if template in ("matmul", "conv"):
         return _gemm_space(problem)
     if template in ("pool", "depthwise"):
@@ -222,8 +231,19 @@ def _reduction_reason(cfg: LaunchConfig, problem: dict, limits: DeviceLimits) ->
     return None
 
 
+def _attention_reason(cfg: LaunchConfig, problem: dict, limits: DeviceLimits) -> str | None:
+    if _wider_than(cfg, int(problem["Lq"]), int(problem["Lk"])):
+        return "tile wider than the problem"
+    if cfg["BLOCK_M"] * cfg["BLOCK_N"] / (32 * cfg.num_warps) < 8:
+        return "more warps than the tile has work for"
+    staged = cfg if cfg.num_stages is not None else cfg.replace(num_stages=3)
+    return attention_template.why_unfit(staged, int(problem["D"]), int(problem["DV"]), element_size(dtype_of(problem)),
+                     int(problem.get("mask_bytes", 0)), limits.smem_per_block)
+
+
 REASONS = {"matmul": gemm_reason, "conv": gemm_reason, "pool": _tile2d_reason,
-           "depthwise": _tile2d_reason, "pointwise": _pointwise_reason, "reduction": _reduction_reason}
+           "depthwise": _tile2d_reason, "pointwise": _pointwise_reason, "reduction": _reduction_reason,
+           "attention": _attention_reason}
 
 
 def prune_reason(cfg: LaunchConfig, problem: dict, limits: DeviceLimits | None = None) -> str | None:
@@ -316,6 +336,12 @@ def _hand_picked(problem: dict) -> list[LaunchConfig]:
     return matmul_templates.candidate_configs(g.M, g.N, g.K, g.dtype)
 
 
+def _attention_hand_picked(problem: dict) -> list[LaunchConfig]:
+    """kernels/attention.candidate_configs: FlashAttention's usual tiles."""
+    return attention_template.candidate_configs(int(problem["Lq"]), int(problem["Lk"]), int(problem["D"]), dtype_of(problem),
+                             int(problem["DV"]), int(problem.get("mask_bytes", 0)))
+
+
 def _neighbours(base: LaunchConfig, problem: dict) -> list[LaunchConfig]:
     """Small steps from the heuristic config: each block size halved/doubled, warps halved/doubled."""
     out = []
@@ -336,6 +362,8 @@ def candidates(problem: dict, base: LaunchConfig, level: str, limits: DeviceLimi
         rest = prune(full_space(problem, base), problem, limits)
     elif template in ("matmul", "conv"):
         rest = _gemm_fast(problem, base, limits)
+    elif template == "attention":
+        rest = prune(_attention_hand_picked(problem), problem, limits)
     else:
         rest = prune(_neighbours(base, problem), problem, limits)
     out = [base] + [c for c in dict.fromkeys(rest) if c != base]
@@ -344,7 +372,11 @@ def candidates(problem: dict, base: LaunchConfig, level: str, limits: DeviceLimi
 
 # ------------------------------------------------------------------------ work figures ----
 def flops(problem: dict) -> float:
-    """Multiply-adds x 2 of a matmul/conv/depthwise problem; 0 for bandwidth-bound templates."""
+    """Multiply-adds x 2 of a matmul/conv/depthwise/attention problem; 0 for bandwidth-bound templates."""
+    if problem.get("template") == "attention":
+
+        return attention_template.attention_flops(int(problem["BH"]), int(problem["Lq"]), int(problem["Lk"]), int(problem["D"]),
+                               int(problem["DV"]), bool(problem["causal"]))
     if problem.get("template") not in ("matmul", "conv", "depthwise"):
         return 0.0
     batch = int(problem.get("batch", 1)) * int(problem.get("groups", 1))

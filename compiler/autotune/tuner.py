@@ -34,7 +34,7 @@ from trident.compiler.autotune.cache import (LEVEL_RANK, TuningCache, canonical,
                                              usable, write_timing_cache)
 from trident.compiler.autotune.compile_pool import CompilePool
 from trident.compiler.autotune.report import KernelRow, Peaks, Progress, TuneReport
-from trident.compiler.autotune.space import DeviceLimits, candidates, device_limits, flops
+from trident.compiler.autotune.space import REASONS, DeviceLimits, candidates, device_limits, flops
 from trident.compiler.errors import TridentError
 from trident.compiler.ir.launch import LaunchConfig
 from trident.kernels.identity import identity as identity_of
@@ -57,7 +57,6 @@ def notice(message: str) -> None:
         print(message, file=sys.stderr)
 
 
-TEMPLATES = ("matmul", "conv", "depthwise", "pool", "pointwise", "reduction")
 
 
 @dataclass
@@ -119,7 +118,7 @@ class Unit:
 def collect_units(kernels: list[Tunable], layouts: dict, identity: dict) -> list[Unit]:
     units: dict[str, Unit] = {}
     for kernel in kernels:
-        if kernel.problem.get("template") not in TEMPLATES:
+        if kernel.problem.get("template") not in REASONS:  # the templates with a search space
             continue
         arg_layouts = [layouts[a] for a in kernel.args]
         components = key_components(kernel.source, kernel.problem, arg_layouts, identity)

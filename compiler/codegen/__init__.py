@@ -6,6 +6,7 @@ import dataclasses
 import re
 
 from trident.compiler.autotune.cache import canonical
+from trident.compiler.codegen.attention import generate as generate_attention
 from trident.compiler.codegen.kernels import GENERATORS, KernelSource
 from trident.compiler.codegen.program import (Layout, Program, Step, is_nhwc, nhwc_strides,
                                               output_layout, torch_output_layouts, view_layouts)
@@ -98,7 +99,8 @@ def _kernel(kind: str, group: Group, graph: Graph, layouts: dict[str, Layout], o
             name: str) -> KernelSource:
     """The generated kernel, its source ending with the PROBLEM it declares: the template and sizes
     the autotuner searches over, readable (as a literal) from an engine file's kernel alone."""
-    source = GENERATORS[kind](group, graph, layouts, outputs, name)
+    generator = generate_attention if kind == "attention" else GENERATORS[kind]
+    source = generator(group, graph, layouts, outputs, name)
     declared = (f"\n\n# What trident's autotuner searches configs for (a literal; see "
                 f"compiler/autotune/tuner.py)\nPROBLEM = {canonical(source.problem)!r}\n")
     return dataclasses.replace(source, source=source.source + declared)

@@ -572,4 +572,4 @@ def pool(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: list[s
 
 GENERATORS = {"pointwise": pointwise, "reduction": reduction, "matmul": matmul, "conv": conv,
               "horizontal": horizontal,
-              "pool": pool}
+              "pool": pool}  # (attention's generator, compiler/codegen/attention.py, builds on this module)

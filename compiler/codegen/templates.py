@@ -1,9 +1,17 @@
-"""What the hand-written templates read, asked before a kernel is generated: by fusion (may a cast
-run inside a conv's loads?) and by codegen (does a conv's input need an NHWC copy?)."""
+"""What the hand-written templates take, asked before a kernel is generated: by fusion (may a cast
+run inside a conv's loads? does the attention template run this node?) and by codegen (does a
+conv's input need an NHWC copy?)."""
 from __future__ import annotations
 
+import math
+
+import torch
+
 from trident.compiler.ir import Graph, Node
+from trident.kernels import attention as attention_template
 from trident.kernels import conv as templates
+
+ATTENTION_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 
 def reads_any_layout(node: Node, graph: Graph) -> bool:
@@ -24,3 +32,23 @@ def reads_any_layout(node: Node, graph: Graph) -> bool:
     n, _, oh, ow = graph.types[node.outputs[0]].shape
     tconf = templates.heuristic_config(n * oh * ow, oc // groups, c // groups, kh, kw, weight.dtype)
     return templates.use_small_c_tile(c // groups, tconf.BLOCK_K)
+
+
+def attention_kind(node: Node, graph: Graph) -> tuple[str, str]:
+    """("attention", why) when the template runs this node, else ("torch", why not)."""
+    q, k, v = (graph.types[i] for i in node.inputs[:3])
+    if not q.rank == k.rank == v.rank or q.rank not in attention_template.RANKS:
+        return "torch", f"attention over rank-{q.rank} operands (the template takes rank 3 to 5)"
+    if q.dtype not in ATTENTION_DTYPES:
+        return "torch", f"attention in {q.dtype}"
+    if max(q.shape[-1], v.shape[-1]) > attention_template.MAX_HEAD_DIM:
+        return "torch", f"head dim past {attention_template.MAX_HEAD_DIM}"
+    if q.shape[:-3] != k.shape[:-3] or (q.rank == 3 and q.shape[0] != k.shape[0]) or k.shape[:-1] != v.shape[:-1]:
+        return "torch", "attention whose K/V batch broadcasts"
+    if not math.isfinite(node.attrs["scale"]):
+        return "torch", f"attention with scale {node.attrs['scale']}"
+    if len(node.inputs) > 3:
+        mask = graph.types[node.inputs[3]]
+        if mask.dtype != torch.bool and mask.dtype not in ATTENTION_DTYPES:
+            return "torch", f"attention mask of dtype {mask.dtype}"
+    return "attention", "fused attention: one launch, scores never stored"

@@ -685,28 +685,37 @@ def _softmax(cx: Ctx, input, dim=None, _stacklevel=3, dtype=None):
 @converts(aten.scaled_dot_product_attention.default, F.scaled_dot_product_attention)
 def _sdpa(cx: Ctx, query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False,
           scale=None, enable_gqa=False):
-    """softmax(q k^T * scale + mask) v, spelled out, so attention fusion sees its parts."""
+    """One IR attention node (torch's is_causal is top-left aligned)."""
     if dropout_p:
         raise UnsupportedError(f'fx node "{cx.node_name}": attention with dropout_p={dropout_p}')
-    if enable_gqa:
-        raise UnsupportedError(f'fx node "{cx.node_name}": grouped-query attention (enable_gqa)')
-    (q_len, dim), k_len = cx.shape(query)[-2:], cx.shape(key)[-2]
-    rank = cx.rank(key)
-    k_t = _transpose(cx, key, list(range(rank - 2)) + [rank - 1, rank - 2])
-    scores = _mul(cx, _matmul(cx, query, k_t), 1.0 / math.sqrt(dim) if scale is None else scale)
-    dtype = cx.dtype(scores)
-    if is_causal:  # a constant additive mask: key j is visible to query i when j <= i
-        visible = torch.ones(q_len, k_len, dtype=torch.bool).tril()
-        scores = _add(cx, scores, _additive_mask(visible, dtype))
-    if attn_mask is not None:
-        if cx.dtype(attn_mask) == torch.bool:  # True = attend
-            attn_mask = _where(cx, attn_mask, 0.0, -math.inf)
-        scores = _add(cx, scores, attn_mask)
-    return _matmul(cx, cx.emit("softmax", [scores], axis=cx.rank(scores) - 1), value)
+    heads, kv_heads = cx.shape(query)[-3:-2], cx.shape(key)[-3:-2]
+    if heads != kv_heads and not enable_gqa:
+        raise ShapeError(f'fx node "{cx.node_name}": query has {heads} heads, key {kv_heads}; '
+                         f"different head counts need enable_gqa=True")
+    scale = 1.0 / math.sqrt(cx.shape(query)[-1]) if scale is None else float(scale)
+    inputs = [query, key, value] + ([] if attn_mask is None else [attn_mask])
+    return cx.emit("attention", inputs, scale=scale, **({"causal": "top_left"} if is_causal else {}))
 
 
-def _additive_mask(visible: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    return torch.zeros(visible.shape, dtype=dtype).masked_fill(~visible, -math.inf)
+# What dynamo and torch.export may leave in an inference graph instead: one backend's kernel,
+# whose extra results (log-sum-exp, RNG state ...) an inference graph never reads.
+@converts(aten._scaled_dot_product_flash_attention_for_cpu.default)
+def _sdpa_cpu(cx: Ctx, query, key, value, dropout_p=0.0, is_causal=False, *, attn_mask=None, scale=None):
+    return (_sdpa(cx, query, key, value, attn_mask, dropout_p, is_causal, scale), Missing("attention log-sum-exp"))
+
+
+@converts(aten._scaled_dot_product_flash_attention.default)
+def _sdpa_flash(cx: Ctx, query, key, value, dropout_p=0.0, is_causal=False, return_debug_mask=False, *,
+                scale=None):
+    out = _sdpa(cx, query, key, value, None, dropout_p, is_causal, scale)
+    return (out,) + tuple(Missing("flash attention's auxiliary results") for _ in range(8))
+
+
+@converts(aten._scaled_dot_product_efficient_attention.default, aten._scaled_dot_product_cudnn_attention.default)
+def _sdpa_biased(cx: Ctx, query, key, value, attn_bias, compute_log_sumexp, dropout_p=0.0, is_causal=False,
+                 return_debug_mask=False, *, scale=None):
+    out = _sdpa(cx, query, key, value, attn_bias, dropout_p, is_causal, scale)
+    return (out,) + tuple(Missing("attention's auxiliary results") for _ in range(8))
 
 
 # ========================================================================= reductions ====
@@ -1532,8 +1541,8 @@ def _needs_decomposition(ep: torch.export.ExportedProgram) -> bool:
                for n in ep.graph_module.graph.nodes if n.op == "call_function")
 
 
-# Kept whole when decomposing: the converter's spelling is simpler than core ATen's (which adds
-# a guard for fully masked rows) and keeps the attention pattern recognizable.
+# Kept whole when decomposing: it becomes one IR attention node (one fused kernel), where core
+# ATen's decomposition would spell it out in a dozen ops.
 _KEEP_UNDECOMPOSED = (aten.scaled_dot_product_attention.default,)
 
 

@@ -13,6 +13,7 @@ from trident.compiler.errors import TridentError
 from trident.compiler.ir import Graph
 from trident.compiler.passes.algebraic import (decompose_batch_norm, fold_conv_batch_norm,
                                                fold_bias_into_anchor)
+from trident.compiler.passes.attention import fuse_attention
 from trident.compiler.passes.cleanup import (eliminate_common_subexpressions,
                                              eliminate_dead_code, fold_constants,
                                              remove_identities)
@@ -42,6 +43,7 @@ def pipeline(options: PassOptions) -> list[tuple[str, Pass]]:
         ("decompose_batch_norm", decompose_batch_norm),
         ("fold_bias_into_anchor", fold_bias_into_anchor),
         ("sink_reshapes", sink_reshapes),
+        ("fuse_attention", fuse_attention),
         ("merge_sibling_matmuls", merge_sibling_matmuls),
     ]
     if options.precision == "int8":

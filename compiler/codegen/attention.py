@@ -1,0 +1,63 @@
+"""Codegen of `attention` groups: one launch of kernels/attention.py's fused program per node.
+
+q, k, v and the mask are read through their layouts' strides, so a head split's transpose, the
+split of a fused QKV projection or a mask broadcast over batch and heads (stride 0) costs no copy;
+the output is stored in whatever layout the program chose for it (a [B, H, L, D] result that is
+transposed back to [B, L, H, D] is stored that way, so the reshape after it is a view). Sizes,
+strides, scale and the mask kind are literals of the generated source, as in every generated kernel.
+"""
+from __future__ import annotations
+
+import torch
+
+from trident.compiler.codegen.kernels import Args, KernelSource, _header, _launcher
+from trident.compiler.codegen.program import Layout
+from trident.compiler.fusion import Group
+from trident.compiler.ir import Graph
+from trident.kernels import attention as template
+
+
+def _keywords(values: dict) -> str:
+    return ", ".join(f"{k}={v!r}" for k, v in values.items())
+
+
+def _triple(layout: Layout):
+    return layout.shape, layout.strides, layout.dtype
+
+
+def generate(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: list[str],
+             name: str) -> KernelSource:
+    node = group.anchor
+    (out,) = node.outputs
+    q, k, v = (layouts[i] for i in node.inputs[:3])
+    mask = layouts[node.inputs[3]] if len(node.inputs) > 3 else None
+    plan = template.plan_launch(_triple(q), _triple(k), _triple(v), None if mask is None else _triple(mask),
+                                _triple(layouts[out]), node.attrs.get("causal"))
+    args = Args()
+    pointers = [args(i) for i in node.inputs]
+    if mask is None:
+        pointers.append(pointers[0])  # never read: MASK_KIND is 0
+    pointers.append(args(out, "out"))
+    mask_bytes = 0 if mask is None else mask.dtype.itemsize
+    cfg = template.heuristic_config(plan.Lq, plan.Lk, plan.D, q.dtype, plan.DV, mask_bytes)
+    src = _header(name, group.nodes, graph, "from trident.kernels.attention import attention_program")
+    params = ", ".join(args.names[a] for a in args.order)
+    src += f"@triton.jit\ndef kernel({params}, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):\n"
+    src += _program_call(pointers, plan, float(node.attrs["scale"]), q.dtype)
+    src += "\n\n" + _launcher(args, f"(triton.cdiv({plan.Lq}, meta['BLOCK_M']) * {plan.heads},)", cfg)
+    problem = {"template": "attention", "BH": plan.heads, "Lq": plan.Lq, "Lk": plan.Lk, "D": plan.D,
+               "DV": plan.DV, "causal": plan.causal_offset is not None, "mask_bytes": mask_bytes, "dtype": q.dtype}
+    return KernelSource(name, src, list(args.order), cfg, problem=problem)
+
+
+def _program_call(pointers: list[str], plan, scale: float, dtype: torch.dtype) -> str:
+    """The kernel's body: attention_program with every size, stride and flag spelled out by name."""
+    strides = plan.stride_args()
+    lines = [", ".join(pointers) + ", pid=tl.program_id(0)", _keywords(plan.sizes())]
+    lines += [_keywords({k: s for k, s in strides.items() if k.startswith(operand)})
+              for operand in ("sq", "sk", "sv", "sm", "so")]
+    lines.append(_keywords({"SCALE": scale, "MASK_KIND": plan.mask_kind, "CAUSAL": plan.causal_offset is not None}))
+    lines.append("BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, " + _keywords(
+        {"BLOCK_D": template.head_block(plan.D), "BLOCK_DV": template.head_block(plan.DV),
+         "INPUT_PRECISION": template.input_precision(dtype)}))
+    return "    attention_program(\n" + ",\n".join(" " * 8 + line for line in lines) + ")\n"

@@ -1,0 +1,481 @@
+"""Fused attention: O = softmax(Q K^T * scale + mask) V in one pass (FlashAttention-2's forward).
+
+Each program owns BLOCK_M query rows of one (batch, head) and walks the keys BLOCK_N at a time,
+keeping a running row max m, a running row sum l and an unnormalized fp32 output tile (the "online
+softmax"): the [Lq, Lk] scores never reach memory, so memory is O(sequence). Scores are kept in
+the log2 domain (exp2 is the GPU's native exponential; scale * log2(e) is folded into one factor).
+
+Layout (everything through strides, so head-split transposes and QKV splits need no copy):
+  q     [B, W, H,    Lq, D]     k [B, W, H_KV, Lk, D]     v [B, W, H_KV, Lk, DV]     o [B, W, H, Lq, DV]
+  mask  broadcast to [B, W, H, Lq, Lk] (stride 0 on broadcast dims): bool (True = attend) or additive
+Two batch dims, so a mask can vary along an inner one and repeat along the outer (Swin's window
+masks: [1, windows, 1, L, L] over [images, windows, heads, L, L]); rank-3 and rank-4 operands are
+[B, 1, 1, L, D] and [B, 1, H, L, D], their W index folds away.
+Grouped-query attention: query head h reads K/V head h // (H // H_KV).
+Causal: key j is visible to query i iff j <= i + causal_offset; torch's is_causal (top-left) is
+offset 0, the KV-cache decoder's bottom-right alignment is Lk - Lq (`causal_offset`).
+A row that sees no key at all (fully masked) is zero, as torch's SDPA gives.
+
+The K loop runs in two parts: key blocks every row of the tile sees in full (no mask work beyond a
+user mask), then the blocks on the causal diagonal and the key tail (masked). Causal blocks past the
+diagonal are never visited.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from trident.compiler import config as _config
+from trident.compiler.ir.launch import LaunchConfig
+from trident.kernels.common import cdiv, dot_acc, interpreter_block, is_interpreter, next_pow2
+from trident.kernels.prims import in_bounds
+
+import triton
+import triton.language as tl
+
+LOG2E = tl.constexpr(1.4426950408889634)
+FINITE_FLOOR = tl.constexpr(-3.0e38)  # above fp32's lowest (-3.4e38), far below any real score
+
+MASK_NONE, MASK_BOOL, MASK_ADD = 0, 1, 2
+MAX_HEAD_DIM = 256
+
+
+@triton.jit
+def _key_block(acc, l_i, m_i, q, k_ptrs, v_ptrs, mask_ptrs, start_n, offs_m, offs_n, Lk, d_ok, dv_ok,
+               causal_offset, SCALE: tl.constexpr, MASK_KIND: tl.constexpr, CAUSAL: tl.constexpr,
+               BOUNDARY: tl.constexpr, INPUT_PRECISION: tl.constexpr):
+    """Fold keys [start_n, start_n + BLOCK_N) into the running (acc, l, m) of the query tile.
+
+    BOUNDARY blocks mask keys past Lk and, when CAUSAL, keys right of the diagonal; other blocks
+    are fully visible (only a user mask applies), so they skip that work."""
+    cols = start_n + offs_n
+    if BOUNDARY:
+        n_ok = cols < Lk
+        k = tl.load(k_ptrs, mask=d_ok[:, None] & n_ok[None, :], other=0)
+    else:
+        k = tl.load(k_ptrs, mask=d_ok[:, None], other=0)
+    qk = dot_acc(q, k, tl.zeros((q.shape[0], k.shape[1]), dtype=tl.float32), INPUT_PRECISION)
+    qk_scale = SCALE * LOG2E
+    if (MASK_KIND == 0) and (not BOUNDARY) and (SCALE >= 0):
+        # Every score is live: the max of the scaled scores is the scaled max, and the scaling
+        # and the max subtraction are one FMA per score.
+        m_new = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
+        p = tl.math.exp2(qk * qk_scale - m_new[:, None])
+        m_sub = m_new
+    else:
+        s = qk * qk_scale
+        if MASK_KIND == 2:
+            if BOUNDARY:
+                bias = tl.load(mask_ptrs, mask=n_ok[None, :], other=0.0).to(tl.float32)
+            else:
+                bias = tl.load(mask_ptrs).to(tl.float32)
+            # A huge finite bias (finfo(float32).min, as transformers writes masks) would overflow
+            # to -inf in the log2 domain: kept finite, a row masked that way everywhere averages
+            # its values, as torch computes it; only a true -inf disables a key.
+            s += tl.where(bias == float("-inf"), bias, tl.maximum(bias * LOG2E, FINITE_FLOOR))
+        if MASK_KIND == 1:
+            if BOUNDARY:
+                keep = tl.load(mask_ptrs, mask=n_ok[None, :], other=0)
+            else:
+                keep = tl.load(mask_ptrs)
+            s = tl.where(keep != 0, s, float("-inf"))
+        if BOUNDARY:
+            visible = n_ok[None, :]
+            if CAUSAL:
+                visible = visible & (cols[None, :] <= offs_m[:, None] + causal_offset)
+            s = tl.where(visible, s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        # A row with no visible key yet keeps m = -inf; subtracting 0 instead keeps its p and
+        # alpha at exp2(-inf) = 0 rather than NaN.
+        m_sub = tl.where(m_new == float("-inf"), 0.0, m_new)
+        p = tl.math.exp2(s - m_sub[:, None])
+    alpha = tl.math.exp2(m_i - m_sub)
+    l_i = l_i * alpha + tl.sum(p, 1)
+    if BOUNDARY:
+        v = tl.load(v_ptrs, mask=n_ok[:, None] & dv_ok[None, :], other=0)
+    else:
+        v = tl.load(v_ptrs, mask=dv_ok[None, :], other=0)
+    acc = dot_acc(p.to(v.dtype), v, acc * alpha[:, None], INPUT_PRECISION)
+    return acc, l_i, m_new
+
+
+@triton.jit
+def _key_loop(acc, l_i, m_i, q, k_ptrs, v_ptrs, mask_ptrs, lo, hi, offs_m, offs_n, Lk, d_ok, dv_ok,
+              causal_offset, stride_kn, stride_vn, stride_mn, SCALE: tl.constexpr, MASK_KIND: tl.constexpr,
+              CAUSAL: tl.constexpr, BOUNDARY: tl.constexpr, BLOCK_N: tl.constexpr,
+              INPUT_PRECISION: tl.constexpr):
+    """_key_block over the key blocks [lo, hi) (lo, hi multiples of BLOCK_N, or hi = the end).
+    The operand pointers are loop-carried (advanced by a scalar), as Triton pipelines best."""
+    for start_n in range(lo, hi, BLOCK_N):
+        start_n = tl.multiple_of(start_n, BLOCK_N)
+        acc, l_i, m_i = _key_block(acc, l_i, m_i, q, k_ptrs, v_ptrs, mask_ptrs, start_n, offs_m, offs_n, Lk,
+                                   d_ok, dv_ok, causal_offset, SCALE, MASK_KIND, CAUSAL, BOUNDARY,
+                                   INPUT_PRECISION)
+        k_ptrs += BLOCK_N * stride_kn
+        v_ptrs += BLOCK_N * stride_vn
+        mask_ptrs += BLOCK_N * stride_mn
+    return acc, l_i, m_i, k_ptrs, v_ptrs, mask_ptrs
+
+
+@triton.jit
+def _key_range(start_m, Lk, causal_offset, CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr,
+               BLOCK_N: tl.constexpr):
+    """(full, end): key blocks [0, full) are visible to every row of the tile; [full, end) need
+    masking; keys from `end` on are visible to no row (causal) or do not exist."""
+    if CAUSAL:
+        # Rows start_m .. start_m + BLOCK_M - 1 see keys up to row + causal_offset. (Clamped at 0
+        # before dividing: integer division rounds negatives differently on the GPU and in numpy.)
+        end = tl.minimum(tl.maximum(start_m + BLOCK_M + causal_offset, 0), Lk)
+        full = tl.maximum(start_m + causal_offset + 1, 0) // BLOCK_N * BLOCK_N
+        full = tl.minimum(full, end // BLOCK_N * BLOCK_N)
+    else:
+        end = Lk
+        full = Lk // BLOCK_N * BLOCK_N
+    return full, end
+
+
+@triton.jit
+def attention_program(q_ptr, k_ptr, v_ptr, mask_ptr, o_ptr, pid, B, W, H, H_KV, Lq, Lk, D, DV,
+                      sq_b, sq_w, sq_h, sq_m, sq_d, sk_b, sk_w, sk_h, sk_n, sk_d, sv_b, sv_w, sv_h, sv_n, sv_d,
+                      sm_b, sm_w, sm_h, sm_m, sm_n, so_b, so_w, so_h, so_m, so_d, causal_offset,
+                      SCALE: tl.constexpr, MASK_KIND: tl.constexpr, CAUSAL: tl.constexpr,
+                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+                      BLOCK_DV: tl.constexpr, INPUT_PRECISION: tl.constexpr):
+    """One query tile of one (batch, head), computed and stored. pid walks query tiles fastest,
+    so the tiles running together share one head's K and V in L2."""
+    num_m = tl.cdiv(Lq, BLOCK_M)
+    pid_bh = pid // num_m
+    pid_m = pid % num_m
+    if CAUSAL:  # the longest tiles (most keys) first: the last wave then holds the short ones
+        pid_m = num_m - 1 - pid_m
+    h = pid_bh % H
+    bw = pid_bh // H
+    b = (bw // W).to(tl.int64)
+    w = (bw % W).to(tl.int64)
+    h_kv = (h // (H // H_KV)).to(tl.int64)
+    h = h.to(tl.int64)
+    start_m = pid_m * BLOCK_M
+    offs_m = start_m + tl.arange(0, BLOCK_M)
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, BLOCK_D)
+    offs_dv = tl.arange(0, BLOCK_DV)
+    d_ok = in_bounds(offs_d, D, BLOCK_D)
+    dv_ok = in_bounds(offs_dv, DV, BLOCK_DV)
+    # Rows past Lq read row Lq - 1 (their results are never stored): loads need no row mask.
+    rows = tl.minimum(offs_m, Lq - 1)
+    q = tl.load(q_ptr + b * sq_b + w * sq_w + h * sq_h + rows[:, None] * sq_m + offs_d[None, :] * sq_d,
+                mask=d_ok[None, :], other=0)
+    k_ptrs = k_ptr + b * sk_b + w * sk_w + h_kv * sk_h + offs_n[None, :] * sk_n + offs_d[:, None] * sk_d  # K^T
+    v_ptrs = v_ptr + b * sv_b + w * sv_w + h_kv * sv_h + offs_n[:, None] * sv_n + offs_dv[None, :] * sv_d
+    if MASK_KIND == 0:
+        mask_ptrs = mask_ptr  # never read: no tile of pointers to carry through the loops
+    else:
+        mask_ptrs = mask_ptr + b * sm_b + w * sm_w + h * sm_h + rows[:, None] * sm_m + offs_n[None, :] * sm_n
+    acc = tl.zeros((BLOCK_M, BLOCK_DV), dtype=tl.float32)
+    l_i = tl.zeros((BLOCK_M,), dtype=tl.float32)
+    m_i = tl.full((BLOCK_M,), float("-inf"), dtype=tl.float32)
+    full, end = _key_range(start_m, Lk, causal_offset, CAUSAL, BLOCK_M, BLOCK_N)
+    acc, l_i, m_i, k_ptrs, v_ptrs, mask_ptrs = _key_loop(
+        acc, l_i, m_i, q, k_ptrs, v_ptrs, mask_ptrs, 0, full, offs_m, offs_n, Lk, d_ok, dv_ok, causal_offset,
+        sk_n, sv_n, sm_n, SCALE, MASK_KIND, CAUSAL, False, BLOCK_N, INPUT_PRECISION)
+    acc, l_i, m_i, k_ptrs, v_ptrs, mask_ptrs = _key_loop(
+        acc, l_i, m_i, q, k_ptrs, v_ptrs, mask_ptrs, full, end, offs_m, offs_n, Lk, d_ok, dv_ok, causal_offset,
+        sk_n, sv_n, sm_n, SCALE, MASK_KIND, CAUSAL, True, BLOCK_N, INPUT_PRECISION)
+    # A fully masked row has l = 0 and acc = 0: dividing by 1 instead gives torch's 0, not 0/0.
+    out = acc / tl.where(l_i > 0.0, l_i, 1.0)[:, None]
+    o_ptrs = o_ptr + b * so_b + w * so_w + h * so_h + offs_m[:, None] * so_m + offs_dv[None, :] * so_d
+    tl.store(o_ptrs, out.to(o_ptr.dtype.element_ty), mask=(offs_m[:, None] < Lq) & dv_ok[None, :])
+
+
+@triton.jit
+def attention_kernel(q_ptr, k_ptr, v_ptr, mask_ptr, o_ptr, B: tl.constexpr, W: tl.constexpr, H: tl.constexpr,
+                     H_KV: tl.constexpr, Lq: tl.constexpr, Lk: tl.constexpr, D: tl.constexpr, DV: tl.constexpr,
+                     sq_b: tl.constexpr, sq_w: tl.constexpr, sq_h: tl.constexpr, sq_m: tl.constexpr,
+                     sq_d: tl.constexpr, sk_b: tl.constexpr, sk_w: tl.constexpr, sk_h: tl.constexpr,
+                     sk_n: tl.constexpr, sk_d: tl.constexpr, sv_b: tl.constexpr, sv_w: tl.constexpr,
+                     sv_h: tl.constexpr, sv_n: tl.constexpr, sv_d: tl.constexpr, sm_b: tl.constexpr,
+                     sm_w: tl.constexpr, sm_h: tl.constexpr, sm_m: tl.constexpr, sm_n: tl.constexpr,
+                     so_b: tl.constexpr, so_w: tl.constexpr, so_h: tl.constexpr, so_m: tl.constexpr,
+                     so_d: tl.constexpr,
+                     causal_offset: tl.constexpr, SCALE: tl.constexpr, MASK_KIND: tl.constexpr,
+                     CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                     BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr, INPUT_PRECISION: tl.constexpr):
+    """Standalone launch of attention_program. Sizes and strides are compile-time, as in a
+    generated kernel (what an engine runs is what this measures)."""
+    attention_program(q_ptr, k_ptr, v_ptr, mask_ptr, o_ptr, tl.program_id(0), B, W, H, H_KV, Lq, Lk, D, DV,
+                      sq_b, sq_w, sq_h, sq_m, sq_d, sk_b, sk_w, sk_h, sk_n, sk_d, sv_b, sv_w, sv_h, sv_n, sv_d,
+                      sm_b, sm_w, sm_h, sm_m, sm_n, so_b, so_w, so_h, so_m, so_d, causal_offset,
+                      SCALE, MASK_KIND, CAUSAL, BLOCK_M, BLOCK_N, BLOCK_D, BLOCK_DV, INPUT_PRECISION)
+
+
+# ------------------------------------------------------------------------------ configs ----
+def attention_config(BLOCK_M: int, BLOCK_N: int, num_warps: int = 4, num_stages: int = 3) -> LaunchConfig:
+    """The template's launch config: a query tile of BLOCK_M rows, key steps of BLOCK_N."""
+    return LaunchConfig.of(num_warps, num_stages, BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N)
+
+
+def check_config(cfg: LaunchConfig) -> None:
+    """Raise ValueError for blocks tl.dot cannot take (< 16, not powers of two)."""
+    for name in ("BLOCK_M", "BLOCK_N"):
+        value = cfg[name]
+        if value < 16 or value != next_pow2(value):
+            raise ValueError(f"{name}={value}: must be a power of two >= 16")
+
+
+def head_block(head_dim: int) -> int:
+    """The padded head-dim block: a power of two >= 16 (dims like 80 or 96 are masked to size)."""
+    return max(16, next_pow2(head_dim))
+
+
+def smem_bytes(cfg: LaunchConfig, head_dim: int, head_dim_v: int, elem_bytes: int, mask_bytes: int = 0) -> int:
+    """Shared memory of a config: the Q tile and num_stages K and V tiles, plus what Triton stages
+    beside them in one reused buffer: the P tile (padded head dims and those past 128) or the mask
+    tiles in flight (num_stages - 1 of them). Matches Triton 3.9's sm_90 compiles of
+    attention_kernel exactly at head dims 64-256, with and without bool / fp16 / fp32 masks."""
+    bd, bdv = head_block(head_dim), head_block(head_dim_v)
+    p_tile = cfg.BLOCK_M * cfg.BLOCK_N * elem_bytes if bd != head_dim or bd > 128 else 0
+    masks = (cfg.num_stages - 1) * cfg.BLOCK_M * cfg.BLOCK_N * mask_bytes
+    return (cfg.BLOCK_M * bd + cfg.num_stages * cfg.BLOCK_N * (bd + bdv)) * elem_bytes + max(p_tile, masks)
+
+
+SMEM_LIMIT = 227 * 1024  # an H100 / H200 block's shared memory
+# fp32 values per thread a tile holds in registers (the output tile and one score tile): past this
+# ptxas spilled (128x64 on 4 warps at head dim 128: 255 registers and a stack; 128x32 at 256).
+TILE_VALUES_PER_THREAD = 176
+
+
+def why_unfit(cfg: LaunchConfig, head_dim: int, head_dim_v: int, elem_bytes: int, mask_bytes: int = 0,
+              smem_limit: int = SMEM_LIMIT) -> str | None:
+    """Why a config cannot run well at these head dims (shared memory, registers), or None."""
+    if smem_bytes(cfg, head_dim, head_dim_v, elem_bytes, mask_bytes) > smem_limit:
+        return "shared memory"
+    values = cfg.BLOCK_M * (head_block(head_dim_v) + cfg.BLOCK_N) / (32 * cfg.num_warps)
+    if values > TILE_VALUES_PER_THREAD:
+        return "registers"
+    return None
+
+
+def heuristic_config(Lq: int, Lk: int, head_dim: int, dtype, head_dim_v: int | None = None,
+                     mask_bytes: int = 0) -> LaunchConfig:
+    """Deterministic default for an H200 (or cheap big blocks in the interpreter).
+
+    fp16/bf16 follow FlashAttention-2 / Triton's tutorial on Hopper: 128-row query tiles (two
+    warpgroups from head dim 128 on, so the fp32 output tile stays in registers: 139 registers at
+    128x64 on 8 warps, where 4 warps spill), 64-key steps, 3-4 stages; past head dim 128 the
+    pipeline keeps 2 stages (Q alone is 64 KB at 256). A mask's tiles in flight take shared memory
+    too: the config then gives up stages, then key and query block, until it fits.
+    mask_bytes: the mask's element size (0: no mask). fp32: see _fp32_config."""
+    head_dim_v = head_dim if head_dim_v is None else head_dim_v
+    widest = max(head_dim, head_dim_v)
+    if is_interpreter():
+        return attention_config(interpreter_block(Lq), interpreter_block(Lk), 4, 1)
+    small_m = max(16, min(128, next_pow2(Lq)))
+    if dtype == torch.float32:
+        cfg = _fp32_config(widest, small_m)
+    elif widest <= 64:
+        cfg = attention_config(small_m, 64, 4, 4)
+    else:
+        cfg = attention_config(small_m, 64, 8 if small_m == 128 else 4, 3 if widest <= 128 else 2)
+    return _fit(cfg, head_dim, head_dim_v, dtype.itemsize, mask_bytes)
+
+
+def _fit(cfg: LaunchConfig, head_dim: int, head_dim_v: int, elem_bytes: int, mask_bytes: int) -> LaunchConfig:
+    while why_unfit(cfg, head_dim, head_dim_v, elem_bytes, mask_bytes) is not None:
+        if cfg.num_stages > 2:
+            cfg = cfg.replace(num_stages=cfg.num_stages - 1)
+        elif cfg.BLOCK_N > 16:
+            cfg = cfg.replace(BLOCK_N=cfg.BLOCK_N // 2)
+        elif cfg.BLOCK_M > 16:
+            cfg = cfg.replace(BLOCK_M=cfg.BLOCK_M // 2, num_warps=4)
+        else:
+            break  # 16x16: as small as tl.dot goes (fp32 past head dim 128 spills there too)
+    return cfg
+
+
+def _fp32_config(head_dim: int, small_m: int) -> LaunchConfig:
+    """True fp32 dots run on the FMA units, which hold a whole head-dim slice of both operands in
+    registers: tiles must shrink as the head dim grows. From ptxas on sm_90 (Triton 3.9): 32x64 on 8
+    warps takes 130 registers at head dim 32, 32x32 218 at 64; from 128 on every tile spills, 16x16
+    the least (exact fp32 attention at those head dims is correct, not fast)."""
+    if head_dim <= 32:
+        return attention_config(min(32, small_m), 64, 8, 2)
+    if head_dim <= 64:
+        return attention_config(min(32, small_m), 32, 8, 2)
+    return attention_config(16, 16, 4, 2)
+
+
+def candidate_configs(Lq: int, Lk: int, head_dim: int, dtype, head_dim_v: int | None = None,
+                      mask_bytes: int = 0) -> list[LaunchConfig]:
+    """A short list for autotuning: the heuristic's pick first, then the usual FlashAttention tiles
+    that fit (see why_unfit)."""
+    head_dim_v = head_dim if head_dim_v is None else head_dim_v
+    if dtype == torch.float32:
+        rest = [attention_config(32, 32, 8, 2), attention_config(64, 16, 8, 2), attention_config(16, 32, 4, 2),
+                attention_config(32, 64, 8, 2), attention_config(16, 16, 4, 2)]
+    else:
+        rest = [attention_config(128, 64, 8, 3), attention_config(128, 128, 8, 3), attention_config(128, 64, 4, 4),
+                attention_config(128, 32, 4, 4), attention_config(64, 64, 4, 3), attention_config(128, 128, 8, 2),
+                attention_config(64, 32, 4, 4), attention_config(128, 64, 8, 4), attention_config(64, 128, 4, 3),
+                attention_config(128, 64, 8, 2), attention_config(128, 32, 8, 2), attention_config(64, 32, 4, 3)]
+    fits = [c for c in rest if why_unfit(c, head_dim, head_dim_v, dtype.itemsize, mask_bytes) is None
+            and c.BLOCK_M <= max(16, next_pow2(Lq))]
+    return list(dict.fromkeys([heuristic_config(Lq, Lk, head_dim, dtype, head_dim_v, mask_bytes)] + fits))
+
+
+def attention_flops(bh: int, Lq: int, Lk: int, head_dim: int, head_dim_v: int, causal: bool) -> float:
+    """2 * (QK^T + PV) multiply-adds; a causal problem counts half (as FlashAttention reports)."""
+    flops = 2.0 * bh * Lq * Lk * (head_dim + head_dim_v)
+    return flops / 2 if causal else flops
+
+
+# ------------------------------------------------------------------------- launch math ----
+@dataclass(frozen=True)
+class AttentionLaunch:
+    """Everything attention_program takes besides pointers and blocks, for one problem: sizes,
+    5-D strides (q, k, v, mask, o as [B, W, H, L, D]) and the mask kind."""
+    B: int
+    W: int
+    H: int
+    H_KV: int
+    Lq: int
+    Lk: int
+    D: int
+    DV: int
+    strides: tuple[tuple[int, ...], ...]  # q, k, v, mask, o
+    mask_kind: int
+    causal_offset: int | None  # None: not causal
+
+    @property
+    def heads(self) -> int:
+        """(batch, head) pairs: the programs per query-tile row."""
+        return self.B * self.W * self.H
+
+    def grid(self, block_m: int) -> int:
+        return cdiv(self.Lq, block_m) * self.heads
+
+    def sizes(self) -> dict[str, int]:
+        """attention_program's size arguments by name."""
+        return {"B": self.B, "W": self.W, "H": self.H, "H_KV": self.H_KV, "Lq": self.Lq, "Lk": self.Lk,
+                "D": self.D, "DV": self.DV, "causal_offset": self.causal_offset or 0}
+
+    def stride_args(self) -> dict[str, int]:
+        """attention_program's stride arguments by name: sq_b, sq_w, sq_h, sq_m, sq_d, sk_b, ..."""
+        axes = (("sq", "bwhmd"), ("sk", "bwhnd"), ("sv", "bwhnd"), ("sm", "bwhmn"), ("so", "bwhmd"))
+        return {f"{prefix}_{axis}": stride for (prefix, names), four in zip(axes, self.strides)
+                for axis, stride in zip(names, four)}
+
+
+RANKS = (3, 4, 5)
+
+
+def as_5d(shape, strides) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """An operand as [B, W, H, L, D]: rank 3 [N, L, D] is [N, 1, 1, L, D], rank 4 [N, H, L, D] is
+    [N, 1, H, L, D] (size-1 dims read stride 0)."""
+    shape, strides = tuple(shape), tuple(strides)
+    if len(shape) not in RANKS:
+        raise ValueError(f"attention operands are rank 3 to 5, got shape {list(shape)}")
+    pad = 5 - len(shape)
+    shape = shape[:1] + (1,) * pad + shape[1:]
+    strides = strides[:1] + (0,) * pad + strides[1:]
+    return shape, strides
+
+
+def broadcast_strides(shape, strides, target) -> tuple[int, ...]:
+    """Strides that read a tensor broadcast to `target` (missing and size-1 dims read stride 0)."""
+    shape, strides = tuple(shape), tuple(strides)
+    if len(shape) > len(target):
+        raise ValueError(f"mask of shape {list(shape)} has more dims than the scores {list(target)}")
+    pad = len(target) - len(shape)
+    shape, strides = (1,) * pad + shape, (0,) * pad + strides
+    out = []
+    for size, stride, want in zip(shape, strides, target):
+        if size not in (1, want):
+            raise ValueError(f"mask of shape {list(shape[pad:])} does not broadcast to the scores {list(target)}")
+        out.append(0 if size == 1 else stride)
+    return tuple(out)
+
+
+def causal_offset(causal: str | None, Lq: int, Lk: int) -> int | None:
+    """The diagonal offset of a causal mask: "top_left" (torch's is_causal) 0, "bottom_right"
+    (a decoder over a KV cache: the last query sees every key) Lk - Lq; None when not causal."""
+    if causal is None:
+        return None
+    if causal == "top_left":
+        return 0
+    if causal == "bottom_right":
+        return Lk - Lq
+    raise ValueError(f"causal must be None, 'top_left' or 'bottom_right', got {causal!r}")
+
+
+def plan_launch(q, k, v, mask, o, causal: str | None) -> AttentionLaunch:
+    """The launch of one problem from its operands' (shape, strides, dtype) triples (mask may be
+    None). Raises ValueError for operands that do not form an attention problem."""
+    rank = len(q[0])
+    if any(len(x[0]) != rank for x in (k, v, o)):
+        raise ValueError(f"attention operands differ in rank: q {list(q[0])}, k {list(k[0])}, v {list(v[0])}")
+    (qs, qst), (ks, kst), (vs, vst), (os_, ost) = (as_5d(s, st) for s, st, _ in (q, k, v, o))
+    B, W, H, Lq, D = qs
+    H_KV, Lk, DV = ks[2], ks[3], vs[4]
+    if ks[:2] != (B, W) or vs[:4] != ks[:4] or ks[4] != D:
+        raise ValueError(f"attention operands do not fit: q {list(q[0])}, k {list(k[0])}, v {list(v[0])}")
+    if H_KV == 0 or H % H_KV:
+        raise ValueError(f"{H} query heads cannot share {H_KV} key/value heads")
+    if os_ != (B, W, H, Lq, DV):
+        raise ValueError(f"attention output has shape {list(o[0])}, expected {list(q[0][:-1]) + [DV]}")
+    if max(D, DV) > MAX_HEAD_DIM:
+        raise ValueError(f"head dim {max(D, DV)} is past the {MAX_HEAD_DIM} the template takes")
+    kind, mst = MASK_NONE, (0,) * 5
+    if mask is not None:
+        shape, strides, dtype = mask
+        kind = MASK_BOOL if dtype == torch.bool else MASK_ADD
+        scores = tuple(q[0][:-1]) + (Lk,)  # the mask broadcasts to the scores at q's own rank
+        mst = as_5d(scores, broadcast_strides(shape, strides, scores))[1]
+    return AttentionLaunch(B, W, H, H_KV, Lq, Lk, D, DV, (qst, kst, vst, mst, ost), kind,
+                           causal_offset(causal, Lq, Lk))
+
+
+def input_precision(dtype) -> str:
+    """"ieee" (exact fp32) unless TRIDENT_ALLOW_TF32 lets fp32 dots use TF32."""
+    return "tf32" if dtype == torch.float32 and _config.ALLOW_TF32 else "ieee"
+
+
+def default_scale(head_dim: int) -> float:
+    return 1.0 / math.sqrt(head_dim) if head_dim else 1.0
+
+
+def _mask_bytes(mask: torch.Tensor | None) -> int:
+    return 0 if mask is None else mask.element_size()
+
+
+def _triple(t: torch.Tensor):
+    return tuple(t.shape), tuple(t.stride()), t.dtype
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None, *,
+              scale: float | None = None, causal: str | None = None, config: LaunchConfig | None = None,
+              precision: str | None = None) -> torch.Tensor:
+    """torch SDPA's forward: softmax(q k^T * scale + mask) v, one kernel launch.
+
+    q [B, H, Lq, D] (or [N, Lq, D], or [B, W, H, Lq, D]), k [B, H_KV, Lk, D], v [B, H_KV, Lk, DV];
+    H_KV dividing H is grouped-query attention. mask: bool (True = attend) or additive, broadcastable to the scores.
+    causal: None, "top_left" (torch's is_causal) or "bottom_right" (KV-cache alignment).
+    precision: "ieee" | "tf32" for fp32 inputs (default: TRIDENT_ALLOW_TF32)."""
+    if not (q.dtype == k.dtype == v.dtype) or q.dtype not in (torch.float16, torch.bfloat16, torch.float32):
+        raise ValueError(f"attention wants q, k, v of one float dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
+    o = torch.empty(q.shape[:-1] + v.shape[-1:], device=q.device, dtype=q.dtype)
+    plan = plan_launch(_triple(q), _triple(k), _triple(v), None if mask is None else _triple(mask),
+                       _triple(o), causal)
+    if o.numel() == 0:
+        return o
+    cfg = config or heuristic_config(plan.Lq, plan.Lk, plan.D, q.dtype, plan.DV, _mask_bytes(mask))
+    check_config(cfg)
+    scale = default_scale(plan.D) if scale is None else float(scale)
+    attention_kernel[(plan.grid(cfg.BLOCK_M),)](
+        q, k, v, q if mask is None else mask, o, **plan.sizes(), **plan.stride_args(), SCALE=scale,
+        MASK_KIND=plan.mask_kind,
+        CAUSAL=plan.causal_offset is not None, BLOCK_M=cfg.BLOCK_M, BLOCK_N=cfg.BLOCK_N,
+        BLOCK_D=head_block(plan.D), BLOCK_DV=head_block(plan.DV),
+        INPUT_PRECISION=precision or input_precision(q.dtype), num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+    return o

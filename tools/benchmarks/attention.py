@@ -1,0 +1,163 @@
+"""Fused attention beside torch's scaled_dot_product_attention, in one process on one GPU.
+
+    trident bench attention --out bench-out
+    trident bench attention --seq 8192 --causal no --no-tune   # one row, heuristic only
+    trident bench attention --dry-run                           # the code path on the CPU
+
+For every (batch * heads, sequence, head dim) of SHAPES, causal and not, fp16: the median time of
+trident's kernel (kernels/attention.py, the program an engine's attention step runs) with its
+heuristic config and with the best of its candidate configs, and of torch SDPA as it dispatches
+(FlashAttention / cuDNN / memory-efficient) and per backend; TFLOP/s (4 * B*H * L^2 * D, causal
+counted as half, as FlashAttention reports) and the ratio. Every call is captured in a CUDA graph
+and timed behind an L2 flush (compiler/timing.py's config_ms), so the host's launch path is not
+measured. Prints a table, writes JSON. A measurement, never a test: nothing is asserted.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+from typing import Callable
+
+import torch
+
+from trident.compiler.timing import config_ms
+from trident.kernels.attention import attention, attention_flops, candidate_configs, heuristic_config
+from trident.tools.benchmarks.results import ResultsFile, require_gpu
+
+# (batch, heads, sequence, head dim)
+SHAPES = [(8, 16, 512, 64), (4, 16, 2048, 64), (2, 16, 8192, 128), (1, 32, 16384, 128)]
+DRY_SHAPES = [(1, 2, 64, 32)]
+
+
+def median_ms(fn: Callable) -> float:
+    """Median milliseconds per call on the GPU (CUDA-graph replays, cold L2); inf when it fails."""
+    return config_ms(fn, rep_ms=100)
+
+
+def _sdpa_backends() -> dict[str, object]:
+    from torch.nn.attention import SDPBackend
+
+    names = {"flash": "FLASH_ATTENTION", "cudnn": "CUDNN_ATTENTION", "efficient": "EFFICIENT_ATTENTION"}
+    return {name: getattr(SDPBackend, attr) for name, attr in names.items() if hasattr(SDPBackend, attr)}
+
+
+def _sdpa(q, k, v, causal: bool, backend=None) -> Callable:
+    from torch.nn.attention import sdpa_kernel
+
+    def call():
+        if backend is None:
+            return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=causal)
+        with sdpa_kernel([backend]):
+            return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=causal)
+    return call
+
+
+def _tflops(flops: float, ms: float) -> float | None:
+    return flops / (ms * 1e-3) / 1e12 if ms and math.isfinite(ms) else None
+
+
+def bench_row(b: int, h: int, seq: int, d: int, causal: bool, *, device: str = "cuda",
+              dtype=torch.float16, tune: bool = True, timer: Callable = median_ms) -> dict:
+    """One row of the table: trident (heuristic, best candidate) and torch SDPA, as a dict."""
+    q, k, v = (torch.randn(b, h, seq, d, device=device, dtype=dtype) for _ in range(3))
+    alignment = "top_left" if causal else None
+    flops = attention_flops(b * h, seq, seq, d, d, causal)
+    row = {"batch": b, "heads": h, "seq": seq, "head_dim": d, "causal": causal, "dtype": str(dtype)[6:],
+           "flops": flops}
+    heuristic = heuristic_config(seq, seq, d, dtype)
+    times = {heuristic: timer(lambda: attention(q, k, v, causal=alignment, config=heuristic))}
+    if tune:
+        for cfg in candidate_configs(seq, seq, d, dtype)[1:]:
+            times[cfg] = timer(lambda cfg=cfg: attention(q, k, v, causal=alignment, config=cfg))
+    best = min(times, key=times.get)
+    row["heuristic_config"], row["heuristic_ms"] = heuristic.to_dict(), times[heuristic]
+    row["best_config"], row["ms"] = best.to_dict(), times[best]
+    row["configs"] = [{"config": c.to_dict(), "ms": _finite(ms)} for c, ms in times.items()]
+    row["sdpa_ms"] = timer(_sdpa(q, k, v, causal))
+    if device == "cuda":
+        row["sdpa_backends_ms"] = {name: _finite(timer(_sdpa(q, k, v, causal, backend)))
+                                   for name, backend in _sdpa_backends().items()}
+    with torch.no_grad():
+        out, ref = attention(q, k, v, causal=alignment, config=best), _sdpa(q, k, v, causal)()
+    row["max_abs_err"] = (out.float() - ref.float()).abs().max().item()
+    row["tflops"], row["sdpa_tflops"] = _tflops(flops, row["ms"]), _tflops(flops, row["sdpa_ms"])
+    row["heuristic_tflops"] = _tflops(flops, row["heuristic_ms"])
+    row["vs_sdpa"] = row["sdpa_ms"] / row["ms"] if math.isfinite(row["ms"]) else None
+    row["heuristic_vs_sdpa"] = row["sdpa_ms"] / row["heuristic_ms"] if math.isfinite(row["heuristic_ms"]) else None
+    for key in ("ms", "heuristic_ms", "sdpa_ms"):
+        row[key] = _finite(row[key])
+    return row
+
+
+def _finite(x: float) -> float | None:
+    return x if x is not None and math.isfinite(x) else None
+
+
+def measure(shapes=SHAPES, causal=(False, True), *, dry_run: bool = False, tune: bool = True,
+        log: Callable = print) -> list[dict]:
+    """The table's rows (dicts). dry_run: tiny shapes on the CPU (Triton's interpreter), one timing."""
+    device = "cpu" if dry_run else "cuda"
+    timer = _dry_timer if dry_run else median_ms
+    rows = []
+    for b, h, seq, d in (DRY_SHAPES if dry_run else shapes):
+        for c in causal:
+            rows.append(bench_row(b, h, seq, d, c, device=device, tune=tune and not dry_run, timer=timer))
+            log(format_row(rows[-1]))
+            if device == "cuda":
+                torch.cuda.empty_cache()
+    return rows
+
+
+def _dry_timer(fn: Callable) -> float:
+    import time
+
+    start = time.perf_counter()
+    fn()
+    return (time.perf_counter() - start) * 1e3
+
+
+HEADER = (f"{'B*H':>7} {'seq':>6} {'d':>4} {'causal':>6} | {'trident ms':>10} {'TFLOP/s':>8} {'heur. ms':>9} | "
+          f"{'SDPA ms':>8} {'TFLOP/s':>8} | {'vs SDPA':>7} | best config")
+
+
+def format_row(r: dict) -> str:
+    def num(x, spec):
+        return format(x, spec) if x is not None else "-".rjust(len(format(0.0, spec)))
+    cfg = r["best_config"]
+    return (f"{r['batch'] * r['heads']:>7} {r['seq']:>6} {r['head_dim']:>4} {str(r['causal']):>6} | "
+            f"{num(r['ms'], '10.3f')} {num(r['tflops'], '8.1f')} {num(r['heuristic_ms'], '9.3f')} | "
+            f"{num(r['sdpa_ms'], '8.3f')} {num(r['sdpa_tflops'], '8.1f')} | {num(r['vs_sdpa'], '6.2f')}x | "
+            f"{cfg['BLOCK_M']}x{cfg['BLOCK_N']} w{cfg['num_warps']} s{cfg['num_stages']}")
+
+
+def summary(rows: list[dict]) -> dict:
+    ratios = [r["vs_sdpa"] for r in rows if r["vs_sdpa"]]
+    geomean = math.exp(sum(map(math.log, ratios)) / len(ratios)) if ratios else None
+    return {"geomean_vs_sdpa": geomean, "min_vs_sdpa": min(ratios, default=None)}
+
+
+HELP = "fused attention beside torch SDPA (FlashAttention / cuDNN backends), fp16, causal and not"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", default="bench-out", help="folder of the results file")
+    p.add_argument("--dry-run", action="store_true", help="tiny shapes on the CPU (the code path only)")
+    p.add_argument("--no-tune", action="store_true", help="time the heuristic config only")
+    p.add_argument("--seq", type=lambda text: {int(x) for x in text.split(",")},
+                   help="only the rows of these sequence lengths, e.g. 512,8192")
+    p.add_argument("--causal", choices=("both", "yes", "no"), default="both", help="causal rows, plain rows or both")
+
+
+def run(args: argparse.Namespace) -> int:
+    if not args.dry_run:
+        require_gpu("trident bench attention")
+    print(HEADER)
+    shapes = [shape for shape in SHAPES if args.seq is None or shape[2] in args.seq]
+    causal = {"both": (False, True), "yes": (True,), "no": (False,)}[args.causal]
+    results = ResultsFile.in_dir(args.out, "attention", "cpu" if args.dry_run else None)
+    rows = results.data["rows"] = measure(shapes, causal, dry_run=args.dry_run, tune=not args.no_tune)
+    s = results.data["summary"] = summary(rows)
+    if s["geomean_vs_sdpa"] is not None:
+        print(f"geometric mean vs SDPA: {s['geomean_vs_sdpa']:.2f}x, lowest {s['min_vs_sdpa']:.2f}x")
+    print(f"wrote {results.save()}")
+    return 0
