@@ -2,7 +2,8 @@
 # Runs trident's GPU checks and benchmarks on a machine with an NVIDIA GPU: installs trident from
 # this checkout, then runs the stage asked for. Results land in $OUT (or ./gpu-out), named
 # <gpu>-<what>.json (docs/benchmarks.md); copy the ones to keep into benchmarks/results/.
-#   stages: tests | kernels | sweep | tune | runtime | models | bench | bench-full | int8 | all
+#   stages: tests | safety | attention | kernels | sweep | tune | runtime | models | bench | bench-full |
+#           int8 | all.  T_<stage>: a time limit in seconds for the long steps (default 300).
 set -uo pipefail
 stage=${1:-all}
 out=${OUT:-gpu-out}
@@ -25,8 +26,30 @@ run_tests() {
   python3 -m pytest -q -p no:cacheprovider -n 8 $files 2>&1 | tail -25 | tee "$out/tests.txt"
   python3 -m pytest -q -p no:cacheprovider -m gpu tests 2>&1 | tail -25 | tee "$out/gpu-tests.txt"
 }
+# memcheck sees an access outside every allocation; PYTORCH_NO_CUDA_MEMORY_CACHING gives each torch
+# tensor its own, so a stray access past a weight or an output is outside one (docs/memory-safety.md).
+memcheck() {
+  PYTORCH_NO_CUDA_MEMORY_CACHING=1 timeout "${T_MEMCHECK:-300}" compute-sanitizer --tool memcheck \
+    --leak-check no --target-processes all --error-exitcode 1 "$@"
+}
+run_safety() {
+  memcheck python3 -m pytest -q -p no:cacheprovider tests/test_memory_safety.py tests/test_nan_semantics.py \
+    tests/test_prims.py 2>&1 | tail -6 | tee "$out/memcheck-kernels.txt"
+  memcheck python3 -m pytest -q -p no:cacheprovider tests/test_attention_kernel.py -k "odd_lengths or \
+    causal_alignments or many_query or padding or window or relative or grouped or strided or rank3 or empty \
+    or never_read or fully_masked" 2>&1 | tail -6 | tee "$out/memcheck-attention.txt"
+  memcheck python3 scripts/memcheck_models.py 2>&1 | tail -8 | tee "$out/memcheck-models.txt"
+}
+run_attention() {
+  timeout "${T_ATTENTION:-300}" python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_attention_kernel.py \
+    tests/test_attention_graphs.py 2>&1 | tail -8 | tee "$out/attention-tests.txt"
+  timeout "${T_ATTENTION:-300}" python3 -m trident.tools bench attention ${ATTENTION_ARGS:---no-tune} --out "$out" \
+    2>&1 | tee "$out/attention.txt"
+}
 case "$stage" in
   tests) run_tests ;;
+  safety) run_safety ;;
+  attention) run_attention ;;
   kernels) bench kernels --out "$out" 2>&1 | tee "$out/kernels.txt" ;;
   sweep) bench sweep --budget-s 480 --out "$out" 2>&1 | tee "$out/sweep.txt" ;;
   tune) bench tune --out "$out" 2>&1 | tee "$out/tune.txt" ;;
