@@ -20,6 +20,12 @@ def relative_error(got: torch.Tensor, ref: torch.Tensor) -> float:
     return ((got - ref).norm() / ref.norm().clamp_min(1e-30)).item()
 
 
+def run_engine(engine, *inputs: torch.Tensor) -> list[torch.Tensor]:
+    """Run an engine on CPU tensors (moved to its device); its outputs come back to the CPU. Lets
+    one test run in the interpreter on a CPU-only machine and on the GPU where there is one."""
+    return [o.cpu() for o in engine(*[x.to(engine.device) for x in inputs])]
+
+
 def compile_and_run(graph: Graph, inputs: Sequence[torch.Tensor], precision: str = "fp32"):
     from trident.compiler.build import compile_graph, engine_from
 

@@ -22,9 +22,11 @@ bench() { python3 -m trident.tools bench "$@"; }
 run_tests() {
   # The CPU suite's kernel and model tests, now compiled for and run on the GPU.
   local files=$(ls tests/test_codegen.py tests/test_kernels_*.py tests/test_random_graphs.py \
-    tests/test_fx_frontend.py tests/test_models.py tests/test_int8.py 2>/dev/null)
-  python3 -m pytest -q -p no:cacheprovider -n 8 $files 2>&1 | tail -25 | tee "$out/tests.txt"
-  python3 -m pytest -q -p no:cacheprovider -m gpu tests 2>&1 | tail -25 | tee "$out/gpu-tests.txt"
+    tests/test_fx_frontend.py tests/test_models.py tests/test_int8.py tests/test_prims.py \
+    tests/test_memory_safety.py tests/test_nan_semantics.py tests/test_attention_kernel.py 2>/dev/null)
+  timeout "${T_TESTS:-400}" python3 -m pytest -q -p no:cacheprovider -n 8 $files 2>&1 | tee "$out/tests.txt" | tail -25
+  timeout "${T_TESTS:-400}" python3 -m pytest -q -p no:cacheprovider -n 8 -m gpu tests 2>&1 \
+    | tee "$out/gpu-tests.txt" | tail -25
 }
 # memcheck sees an access outside every allocation; PYTORCH_NO_CUDA_MEMORY_CACHING gives each torch
 # tensor its own, so a stray access past a weight or an output is outside one (docs/memory-safety.md).
@@ -34,15 +36,15 @@ memcheck() {
 }
 run_safety() {
   memcheck python3 -m pytest -q -p no:cacheprovider tests/test_memory_safety.py tests/test_nan_semantics.py \
-    tests/test_prims.py 2>&1 | tail -6 | tee "$out/memcheck-kernels.txt"
+    tests/test_prims.py 2>&1 | tee "$out/memcheck-kernels.txt" | tail -6
   memcheck python3 -m pytest -q -p no:cacheprovider tests/test_attention_kernel.py -k "odd_lengths or \
     causal_alignments or many_query or padding or window or relative or grouped or strided or rank3 or empty \
-    or never_read or fully_masked" 2>&1 | tail -6 | tee "$out/memcheck-attention.txt"
-  memcheck python3 scripts/memcheck_models.py 2>&1 | tail -8 | tee "$out/memcheck-models.txt"
+    or never_read or fully_masked" 2>&1 | tee "$out/memcheck-attention.txt" | tail -6
+  memcheck python3 scripts/memcheck_models.py --no-graph 2>&1 | tee "$out/memcheck-models.txt" | tail -8
 }
 run_attention() {
   timeout "${T_ATTENTION:-300}" python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_attention_kernel.py \
-    tests/test_attention_graphs.py 2>&1 | tail -8 | tee "$out/attention-tests.txt"
+    tests/test_attention_graphs.py 2>&1 | tee "$out/attention-tests.txt" | tail -8
   timeout "${T_ATTENTION:-300}" python3 -m trident.tools bench attention ${ATTENTION_ARGS:---no-tune} --out "$out" \
     2>&1 | tee "$out/attention.txt"
 }

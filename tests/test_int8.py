@@ -22,14 +22,10 @@ from trident.compiler.quantize.calibrators import (BINS, LEVELS, TensorStats, en
                                                    percentile_threshold)
 from trident.compiler.quantize.plan import QuantOptions, int8_graph
 from trident.compiler.reference import run_reference
+from trident.compiler.testing import run_engine
 
 
 HAS_CUDA = torch.cuda.is_available()
-
-
-def on(engine, *inputs) -> list[torch.Tensor]:
-    """Run an engine on CPU tensors (moved to its device); outputs come back to the CPU."""
-    return [o.cpu() for o in engine(*[x.to(engine.device) for x in inputs])]
 
 
 def cosine(a, b) -> float:
@@ -187,7 +183,7 @@ def _int8_layer_graph(op, x_shape, w, attrs, x_scale, out_scale):
 def _run(graph, *inputs):
     """(the compiled Program, the engine's outputs on `inputs`)."""
     program = compile_graph(graph, "fp32")
-    return program, on(engine_from(program), *inputs)
+    return program, run_engine(engine_from(program), *inputs)
 
 
 def assert_dequantized_equal(y, y_ref, q, q_ref):
@@ -383,7 +379,7 @@ def test_int8_build_passes_int8_between_layers(small_cnn):
     assert float_stores == [graph.outputs[0]] or len(float_stores) == 1, stored
     add_group = next(s.group for s in kernels if any(n.op == "add" for n in s.group.nodes))
     assert [n.op for n in add_group.nodes][:3] == ["qconv", "dequantize_linear", "add"]
-    out = on(engine, x)[0]
+    out = run_engine(engine, x)[0]
     expected = run_reference(graph, [x])[0]
     torch.testing.assert_close(out, expected, rtol=2e-2, atol=2e-2)
     with torch.no_grad():
@@ -397,7 +393,7 @@ def test_layer_overrides_and_mixed_precision(small_cnn):
     assert _ops(g).count("conv") == 1 and _ops(g).count("matmul") == 1
     engine = build_engine(model, "int8", (x,), calibration=calibration, int8_exclude=["c2"])
     with torch.no_grad():
-        assert cosine(on(engine, x)[0], model(x)) >= 0.99
+        assert cosine(run_engine(engine, x)[0], model(x)) >= 0.99
     with pytest.raises(TridentError, match="match no conv/matmul layer; layers: .*c1"):
         int8_graph(graph, calibration, int8_exclude=["nonexistent*"])
 
@@ -526,7 +522,7 @@ def test_qdq_model_matches_onnxruntime(tmp_path, symmetric, capfd):
     expected = session.run(None, {"x": x.numpy()})[0]
     trace = BuildTrace()
     engine = build_engine(path, "int8", trace=trace)
-    got = on(engine, x)[0].numpy()
+    got = run_engine(engine, x)[0].numpy()
     ops = _ops(trace.after_pass[-1][1])
     if symmetric:  # runs on the int8 kernels with the model's scales
         assert ops.count("qconv") == 2 and ops.count("qmatmul") == 1
@@ -564,7 +560,7 @@ def test_digits_int8_engine_matches_its_graph():
     x = x_test[:16]
     trace = BuildTrace()
     engine = build_engine(model, "int8", (x,), calibration=[x_train[:256]], trace=trace)
-    got = on(engine, x)[0]
+    got = run_engine(engine, x)[0]
     expected = run_reference(trace.after_pass[-1][1], [x])[0]
     # The reference rounds every node's output to fp16, the fused kernels only what they store:
     # an int8 rounding may then differ by one step, so compare as quantized results.
@@ -606,7 +602,7 @@ def test_downsample_branch_is_stored_as_int8():
     add_group = next(s.group for s in kernels if any(n.op == "add" for n in s.group.nodes))
     dequantized = [n for n in add_group.nodes if n.op == "dequantize_linear"]
     assert len(dequantized) == 1 and dequantized[0].attrs["dtype"] == torch.float16
-    out = on(engine, x)[0]
+    out = run_engine(engine, x)[0]
     torch.testing.assert_close(out, run_reference(graph, [x])[0], rtol=2e-2, atol=2e-2)
     with torch.no_grad():
         assert cosine(out, model(x)) >= 0.99
@@ -626,6 +622,6 @@ def test_tiny_models_int8_cosine(name):
     engine = build_engine(model, "int8", fresh, calibration=calibration)
     with torch.no_grad():
         expected = model(*fresh)
-    cos = cosine(on(engine, *fresh)[0], expected)
+    cos = cosine(run_engine(engine, *fresh)[0], expected)
     print(f"{name} int8 (entropy2) vs fp32: cosine {cos:.5f}")
     assert cos >= 0.99

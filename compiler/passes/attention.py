@@ -266,7 +266,7 @@ def causal_alignment(mask: torch.Tensor, lq: int, lk: int) -> str | None:
         if not bool((visible | (mask <= HUGE_NEGATIVE)).all()):
             return None
     for alignment, offset in (("top_left", 0), ("bottom_right", lk - lq)):
-        if torch.equal(visible, torch.ones(lq, lk, dtype=torch.bool).tril(offset)):
+        if torch.equal(visible, torch.ones(lq, lk, dtype=torch.bool, device=mask.device).tril(offset)):
             return alignment
     return None
 
