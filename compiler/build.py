@@ -18,7 +18,7 @@ from trident.compiler.codegen.dynamic import make_dynamic
 from trident.compiler.codegen.program import Program
 from trident.compiler.errors import TridentError, UnsupportedError
 from trident.compiler.frontend.fx import import_fx
-from trident.compiler.frontend.onnx import import_onnx
+from trident.compiler.frontend.onnx import bind_inputs, import_onnx
 from trident.compiler.limits import check_codegen_limits
 from trident.compiler.fusion import Group, fuse
 from trident.compiler.ir import Graph
@@ -132,8 +132,13 @@ def engine_from(program: Program, device=None, **options) -> Engine:
 
 def build_engine(model, precision: str = config.DEFAULT_PRECISION, example_inputs=None, calibration=None,
                  device=None, trace: BuildTrace | None = None, fuse_ops: bool = True,
-                 tune: str = "none", timing_cache=None, batch=None, **int8_options) -> Engine:
-    """int8_options (precision="int8" only): calibrator, percentile, int8_exclude,
+                 tune: str = "none", timing_cache=None, batch=None, constant_inputs=None,
+                 **int8_options) -> Engine:
+    """constant_inputs (ONNX models): {graph input name: value} for graph inputs that feed a
+    shape slot (Reshape's shape, Resize's sizes, TopK's K, ...), bound at build time as
+    TensorRT binds shape tensors; they are no longer inputs of the engine.
+
+    int8_options (precision="int8" only): calibrator, percentile, int8_exclude,
     layer_precisions, int8_tolerance, calibration_cache — see compiler/quantize/plan.py.
 
     batch: an optimization profile: N (build for batch N), or (min, opt, max) / "min:opt:max"
@@ -148,6 +153,10 @@ def build_engine(model, precision: str = config.DEFAULT_PRECISION, example_input
     elif int8_options:
         raise TridentError(f"build_engine: {', '.join(sorted(int8_options))}: unknown option(s), "
                            f"or int8 options without precision='int8'")
+    if constant_inputs:
+        if not is_onnx(model):
+            raise TridentError("build_engine: constant_inputs binds inputs of ONNX models only")
+        model = bind_inputs(model, constant_inputs)
     profile = BatchProfile.parse(batch) if batch is not None else None
     graph = (import_model(model, example_inputs) if profile is None
              else import_at_batch(model, example_inputs, profile.build_batch))

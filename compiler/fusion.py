@@ -31,6 +31,9 @@ MAX_GROUP_INPUTS = 10
 
 ANCHOR_KINDS = ("matmul", "conv", "pool")
 VIEW_OPS = {"reshape", "transpose", "expand", "slice", "split", "identity"}
+# Reductions the reduction generator has a body for (compiler/codegen/kernels.py).
+REDUCTION_KERNELS = {"softmax", "log_softmax", "layer_norm", "rms_norm", "reduce_sum", "reduce_mean",
+                     "reduce_max", "reduce_min", "reduce_prod", "argmax", "argmin"}
 POINTWISE_DTYPES = {torch.float32, torch.float16, torch.bfloat16, torch.int32, torch.int64,
                     torch.bool, torch.int8}
 
@@ -80,6 +83,11 @@ def initial_kind(node: Node, graph: Graph) -> tuple[str, str]:
         return "torch", "symbolic shape"
     if node.op in VIEW_OPS:
         return "view", "strides only"
+    no_kernel = _dtype_without_kernels(node, graph)
+    if no_kernel is not None:
+        return "torch", f"{no_kernel} has no kernels"
+    if kind == Kind.OPAQUE:
+        return "torch", f"{node.op} has no kernel template: torch runs it"
     if node.op in ("qconv", "qmatmul"):  # int8 layers share the float conv / GEMM templates
         from trident.compiler.quantize.codegen import initial_kind as int8_kind
         return int8_kind(node, graph)
@@ -103,24 +111,37 @@ def initial_kind(node: Node, graph: Graph) -> tuple[str, str]:
             return "torch", "conv that is not 2-D with constant weights"
         return "conv", "anchor"
     if node.op in ("max_pool", "avg_pool"):
-        if len(node.attrs["kernel"]) != 2 or (node.op == "max_pool" and node.attrs["dilations"] != (1, 1)
-                                              and list(node.attrs["dilations"]) != [1, 1]):
+        if t[node.inputs[0]].dtype not in (torch.float32, torch.float16, torch.bfloat16, torch.int8):
+            return "torch", f"pooling of {t[node.inputs[0]].dtype} (the template takes floats, int8)"
+        if len(node.attrs["kernel"]) != 2 or list(node.attrs.get("dilations") or [1, 1]) != [1, 1]:
             return "torch", "pooling that is not 2-D"
         return "pool", "anchor"
     if kind == Kind.REDUCTION:
         if t[node.inputs[0]].dtype not in (torch.float32, torch.float16, torch.bfloat16):
             return "torch", "reduction of a non-float dtype"
+        if node.op not in REDUCTION_KERNELS:
+            return "torch", f"no reduction kernel for {node.op}"
         if reduction_length(node, graph) > MAX_ROW:
             return "torch", f"reduction longer than {MAX_ROW}"
         return "reduction", "anchor"
     return "torch", "no kernel for this op"
 
 
+def _dtype_without_kernels(node: Node, graph: Graph):
+    """The first dtype of the node's values that generated kernels do not handle (float64), or
+    None."""
+    from trident.compiler.codegen.expr import TL_DTYPES
+    for value in list(node.inputs) + list(node.outputs):
+        if graph.types[value].dtype not in TL_DTYPES:
+            return graph.types[value].dtype
+    return None
+
+
 def reduced_axes(node: Node, graph: Graph) -> tuple[int, ...]:
     rank = graph.types[node.inputs[0]].rank
-    if node.op == "softmax":
+    if node.op in ("softmax", "log_softmax", "argmax", "argmin"):
         return (node.attrs.get("axis", -1) % rank,)
-    if node.op == "layer_norm":
+    if node.op in ("layer_norm", "rms_norm"):
         return tuple(range(node.attrs.get("axis", -1) % rank, rank))
     return tuple(sorted(a % rank for a in node.attrs["axes"]))
 
@@ -137,9 +158,20 @@ def reduction_length(node: Node, graph: Graph) -> int:
 def space_shapes(group: Group, graph: Graph) -> set[tuple]:
     """The output shapes an elementwise consumer may have to join this group."""
     anchor = group.anchor
-    if group.kind == "reduction":
-        return {tuple(graph.types[anchor.inputs[0]].shape), tuple(graph.types[anchor.outputs[0]].shape)}
-    return {tuple(graph.types[anchor.outputs[0]].shape)}
+    out = tuple(graph.types[anchor.outputs[0]].shape)
+    if group.kind == "reduction" and _broadcasts_per_row(anchor, graph):
+        return {tuple(graph.types[anchor.inputs[0]].shape), out}
+    return {out}
+
+
+def _broadcasts_per_row(anchor: Node, graph: Graph) -> bool:
+    """Does the reduction's output broadcast against its input row by row (so an epilogue over
+    the input shape, x - max(x), computes in the reduction's kernel)? With keepdims it does; without,
+    only when the reduced axes lead (right-aligned broadcasting then lines the kept dims up)."""
+    if anchor.attrs.get("keepdims", True):
+        return True
+    axes = reduced_axes(anchor, graph)
+    return axes == tuple(range(len(axes)))
 
 
 def can_fuse(group: Group, node: Node, graph: Graph, depends_on) -> str | None:

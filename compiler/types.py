@@ -16,6 +16,7 @@ Dim = int | str  # str: a symbolic dimension, e.g. "batch"
 DTYPE_NAMES = {
     torch.float32: "f32", torch.float16: "f16", torch.bfloat16: "bf16", torch.int8: "i8",
     torch.uint8: "u8", torch.int32: "i32", torch.int64: "i64", torch.bool: "bool",
+    torch.int16: "i16", torch.float64: "f64",  # float64: no kernels, its ops run through torch
 }
 SUPPORTED_DTYPES = frozenset(DTYPE_NAMES)
 FLOAT_DTYPES = frozenset({torch.float32, torch.float16, torch.bfloat16})

@@ -12,6 +12,7 @@ from onnx import TensorProto as T
 from onnx import helper as h
 from onnx.backend.test.case.test_case import TestCase
 
+from trident.compiler.frontend.onnx import constant_fed_inputs
 from trident.tools import conformance
 
 # Before the masks were fixed, 459 cases passed through the engine (27 crashed the process and 57
@@ -22,11 +23,24 @@ MIN_PASSED = 530
 JOBS = 2  # worker processes (CI has two cores)
 
 
+# Cases whose expected data carries another implementation's rounding rather than the op's value:
+# ONNX computes these inverse DFTs with numpy's complex64 FFT, which leaves 1.9e-7 where the exact
+# value is 0 (the tolerance is atol 1e-7; onnxruntime misses by 1.9e-5). trident's are exact there.
+FLOAT32_FFT_NOISE = {"test_dft_inverse", "test_dft_inverse_opset19"}
+
+
+def _is_fft_noise(r) -> bool:
+    failed = {p: o for p, o in r.precisions.items() if o["status"] == "failed"}
+    return (r.name in FLOAT32_FFT_NOISE and set(failed) == {"fp32"}
+            and failed["fp32"]["detail"].endswith("max |diff| 1.91e-07"))
+
+
 def test_the_whole_suite_through_the_engine():
     """One test (not a module fixture shared by several): pytest-xdist would run a shared fixture
     once per worker process that gets one of its tests."""
     results = conformance.run_suite(jobs=JOBS)
-    failed = [f"{r.name} [{r.failure}]: {r.detail}" for r in results if r.status == "failed"]
+    failed = [f"{r.name} [{r.failure}]: {r.detail}" for r in results
+              if r.status == "failed" and not _is_fft_noise(r)]
     assert not failed, "\n".join(failed)  # no wrong numbers, errors, crashes, out-of-bounds
     assert conformance.counts(results)["passed"] >= MIN_PASSED, conformance.summary_line(results)
     assert conformance.counts(results, "fp32")["passed"] >= MIN_PASSED
@@ -62,7 +76,7 @@ def test_command_prints_the_engine_lines_and_the_summary_line_last(capsys, tmp_p
 def test_constant_slots_become_initializers():
     # Reshape's shape is a graph input in ONNX's case; the runner binds it before the build
     (case,) = conformance.collect_cases("test_reshape_negative_dim")
-    assert conformance._constant_fed_inputs(case.model) == {"shape"}
+    assert constant_fed_inputs(case.model) == {"shape"}
     result = conformance.run_case(case)
     assert result.status == "passed" and result.precisions["fp32"]["status"] == "passed"
 

@@ -10,49 +10,13 @@ from onnx import TensorProto as T
 from onnx import helper as h
 from onnx import numpy_helper
 
+from onnx_util import F32, assert_close, make_model, node, random_inputs, run_ort
 from trident.compiler.frontend.onnx import import_onnx, supported_onnx_ops
 from trident.compiler.reference import run_reference
 
 ort = pytest.importorskip("onnxruntime")
 
 FP32 = dict(rtol=1e-5, atol=1e-6)  # the reference and onnxruntime both compute in fp32
-NP_TO_ONNX = {np.dtype(np.float32): T.FLOAT, np.dtype(np.float16): T.FLOAT16,
-              np.dtype(np.int64): T.INT64, np.dtype(np.int32): T.INT32,
-              np.dtype(np.int8): T.INT8, np.dtype(np.uint8): T.UINT8, np.dtype(np.bool_): T.BOOL}
-
-
-# ------------------------------------------------------------------------------ helpers ----
-def make_model(nodes, inputs: dict, outputs: list[str], initializers: dict | None = None,
-               opset: int = 17) -> onnx.ModelProto:
-    """inputs: name -> (np dtype, shape); outputs get their types from ONNX shape inference."""
-    graph_inputs = {n: h.make_tensor_value_info(n, NP_TO_ONNX[np.dtype(d)], s)
-                    for n, (d, s) in inputs.items()}
-    graph = h.make_graph(
-        nodes, "test", list(graph_inputs.values()),
-        [graph_inputs.get(n) or onnx.ValueInfoProto(name=n) for n in outputs],
-        [numpy_helper.from_array(np.asarray(v), n) for n, v in (initializers or {}).items()])
-    model = h.make_model(graph, opset_imports=[h.make_opsetid("", opset)])
-    model.ir_version = 8
-    return onnx.shape_inference.infer_shapes(model)
-
-
-def random_inputs(model: onnx.ModelProto, rng: np.random.Generator, sizes: dict | None = None):
-    feeds = {}
-    inits = {t.name for t in model.graph.initializer}
-    for v in model.graph.input:
-        if v.name in inits:
-            continue
-        tt = v.type.tensor_type
-        shape = [d.dim_value if d.HasField("dim_value") else (sizes or {}).get(d.dim_param, 3)
-                 for d in tt.shape.dim]
-        dtype = onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type)
-        if dtype == np.bool_:
-            feeds[v.name] = rng.random(shape) > 0.5
-        elif np.issubdtype(dtype, np.integer):
-            feeds[v.name] = rng.integers(-5 if dtype != np.uint8 else 0, 6, shape).astype(dtype)
-        else:  # fresh random data, never zeros; away from 0 so Log/Sqrt/Div stay finite
-            feeds[v.name] = (rng.standard_normal(shape) + 0.1).astype(dtype)
-    return feeds
 
 
 def check(model: onnx.ModelProto, feeds: dict | None = None, tol: dict = FP32, seed: int = 0,
@@ -62,26 +26,13 @@ def check(model: onnx.ModelProto, feeds: dict | None = None, tol: dict = FP32, s
     graph = import_onnx(model, **import_kwargs)
     graph.verify()
     ours = run_reference(graph, [torch.from_numpy(np.array(feeds[n])) for n in graph.inputs])
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    theirs = session.run(None, feeds)
+    theirs = run_ort(model, feeds)
     assert len(ours) == len(theirs)
     for k, (a, b) in enumerate(zip(ours, theirs)):
-        a = a.numpy()
-        assert a.shape == b.shape, f"output {k}: shape {a.shape} vs onnxruntime {b.shape}"
-        assert a.dtype == b.dtype, f"output {k}: dtype {a.dtype} vs onnxruntime {b.dtype}"
-        if np.issubdtype(a.dtype, np.floating):
-            np.testing.assert_allclose(a.astype(np.float64), b.astype(np.float64), **tol,
-                                       err_msg=f"output {k}")
-        else:
-            np.testing.assert_array_equal(a, b, err_msg=f"output {k}")
+        assert_close(a, b, tol["rtol"], tol["atol"], f"output {k}")
     return graph
 
 
-def node(op, inputs, outputs=("y",), **attrs):
-    return h.make_node(op, list(inputs), list(outputs), **attrs)
-
-
-F32 = np.float32
 X234 = {"x": (F32, [2, 3, 4])}
 
 

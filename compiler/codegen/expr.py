@@ -16,7 +16,7 @@ from trident.compiler.ir import Graph, Node
 TL_DTYPES = {
     torch.float32: "tl.float32", torch.float16: "tl.float16", torch.bfloat16: "tl.bfloat16",
     torch.int8: "tl.int8", torch.uint8: "tl.uint8", torch.int32: "tl.int32",
-    torch.int64: "tl.int64", torch.bool: "tl.int1",
+    torch.int64: "tl.int64", torch.bool: "tl.int1", torch.int16: "tl.int16",
 }
 
 
@@ -74,6 +74,95 @@ def _cast(x, node: Node, in_dtype: torch.dtype):
     return f"({x}).to({TL_DTYPES[target]})"
 
 
+def _float_attr(node: Node, name: str, default: float) -> str:
+    return literal(float(node.attrs.get(name, default)))
+
+
+# Triton has no expm1 / log1p / rint (libdevice is absent from the interpreter), so the few
+# functions below are written with exp / log and the classic exactness tricks.
+def _round_half_even(x):
+    # 1.5 * 2^23 added to |x| < 2^22 lands where fp32's spacing is exactly 1: the add itself rounds
+    # half to even, and subtracting it back is exact. Larger magnitudes (and inf, NaN) are integers
+    # already, or stay what they are.
+    return f"tl.where(tl.abs({x}) < 4194304.0, ({x} + 12582912.0) - 12582912.0, {x})"
+
+
+def _expm1(x):
+    # Kahan: with u = fl(exp(x)), (u - 1) * x / log(u) cancels the rounding error of u.
+    u = f"tl.exp({x})"
+    return (f"tl.where({u} == 1.0, {x}, tl.where({u} - 1.0 == -1.0, -1.0, "
+            f"({u} - 1.0) * {x} / tl.log({u})))")
+
+
+def _log1p(t):
+    # Goldberg: with u = fl(1 + t), log(u) * t / (u - 1) is accurate to a few ulps.
+    u = f"(1.0 + {t})"
+    return f"tl.where({u} == 1.0, {t}, tl.log({u}) * {t} / ({u} - 1.0))"
+
+
+def _tanh(x):
+    # -expm1(-2|x|) / (expm1(-2|x|) + 2), signed: accurate near 0 (1 - 2 / (e^2x + 1) loses the
+    # low bits there) and exactly 1 for large |x| (expm1 -> -1), with no overflow.
+    t = _expm1(f"(-2.0 * tl.abs({x}))")
+    return f"tl.where({x} < 0, 1.0, -1.0) * {t} / ({t} + 2.0)"
+
+
+def _softplus(x):
+    return f"(tl.maximum({x}, 0.0) + {_log1p(f'tl.exp(-tl.abs({x}))')})"
+
+
+def _mish(x):
+    # tanh(softplus(x)) = n / (n + 2) with n = e^x (e^x + 2): no cancellation where softplus is
+    # tiny; past x = 20 it is 1 in fp32 (and n would overflow).
+    n = f"(tl.exp({x}) * (tl.exp({x}) + 2.0))"
+    return f"tl.where({x} > 20.0, {x}, {x} * {n} / ({n} + 2.0))"
+
+
+def _celu(x, alpha: str):
+    return f"(tl.maximum({x}, 0.0) + tl.minimum({alpha} * {_expm1(f'({x} / {alpha})')}, 0.0))"
+
+
+def _shrink(x, lambd: str, bias: str):
+    return (f"tl.where({x} < -{lambd}, {x} + {bias}, "
+            f"tl.where({x} > {lambd}, {x} - {bias}, 0.0))")
+
+
+def _sinh(x):
+    # (e^x - e^-x) / 2 cancels near 0: there the Taylor series is exact to fp32.
+    series = f"{x} * (1.0 + {x} * {x} * (0.16666666666666666 + {x} * {x} * 0.008333333333333333))"
+    return f"tl.where(tl.abs({x}) < 0.1, {series}, (tl.exp({x}) - tl.exp(-{x})) * 0.5)"
+
+
+def _log_large(x, formula: str):
+    """`formula` (a log of x + sqrt(x^2 +- 1)) where x^2 is finite; log(2|x|) beyond, where the
+    square would overflow."""
+    return f"tl.where(tl.abs({x}) > 1e18, tl.log(tl.abs({x})) + 0.6931471805599453, {formula})"
+
+
+def _asinh(x):
+    series = f"{x} * (1.0 - {x} * {x} * 0.16666666666666666)"
+    ax = f"tl.abs({x})"
+    general = f"tl.where({x} < 0, -1.0, 1.0) * {_log_large(x, f'tl.log({ax} + tl.sqrt({x} * {x} + 1.0))')}"
+    return f"tl.where({ax} < 0.01, {series}, {general})"
+
+
+def _atanh(x):
+    series = f"{x} * (1.0 + {x} * {x} * (0.3333333333333333 + {x} * {x} * 0.2))"
+    return f"tl.where(tl.abs({x}) < 0.01, {series}, 0.5 * tl.log((1.0 + {x}) / (1.0 - {x})))"
+
+
+def _is_inf(x, node: Node):
+    tests = ([f"({x} == float('inf'))"] if node.attrs.get("positive", True) else []) + \
+            ([f"({x} == float('-inf'))"] if node.attrs.get("negative", True) else [])
+    return "(" + " | ".join(tests) + ")" if tests else f"({x} != {x}) & ({x} == {x})"
+
+
+def _floor_mod(a, b):
+    # Python's %: the remainder takes the divisor's sign (Triton's % truncates, as C's fmod).
+    r = f"({a} % {b})"
+    return f"tl.where(({r} != 0) & (({r} < 0) != ({b} < 0)), {r} + {b}, {r})"
+
+
 UNARY: dict[str, Callable[[str, Node], str]] = {
     "neg": lambda x, n: f"(-{x})",
     "abs": lambda x, n: f"tl.abs({x})",
@@ -83,7 +172,7 @@ UNARY: dict[str, Callable[[str, Node], str]] = {
     "reciprocal": lambda x, n: f"(1.0 / {x})",
     "relu": lambda x, n: f"prims.relu({x})",
     "sigmoid": lambda x, n: f"tl.sigmoid({x})",
-    "tanh": lambda x, n: f"prims.tanh({x})",
+    "tanh": lambda x, n: _tanh(x),
     "erf": lambda x, n: f"tl.erf({x})",
     "gelu": lambda x, n: (f"prims.gelu_tanh({x})" if n.attrs.get("approximate", "none") == "tanh"
                           else f"prims.gelu_erf({x})"),
@@ -95,6 +184,32 @@ UNARY: dict[str, Callable[[str, Node], str]] = {
     "clip": lambda x, n: _clip(x, n.attrs.get("min"), n.attrs.get("max")),
     "not": lambda x, n: f"({x} == 0)",
     "identity": lambda x, n: x,
+    # rounding, trigonometry, tests, activations: see the builders below
+    "floor": lambda x, n: f"tl.floor({x})",
+    "ceil": lambda x, n: f"tl.ceil({x})",
+    "round": lambda x, n: _round_half_even(x),
+    "sign": lambda x, n: f"tl.where({x} > 0, 1, tl.where({x} < 0, -1, 0 * {x}))",  # NaN stays
+    "sin": lambda x, n: f"tl.sin({x})",
+    "cos": lambda x, n: f"tl.cos({x})",
+    "tan": lambda x, n: f"(tl.sin({x}) / tl.cos({x}))",
+    "sinh": lambda x, n: _sinh(x),
+    "cosh": lambda x, n: f"((tl.exp({x}) + tl.exp(-{x})) * 0.5)",
+    "asinh": lambda x, n: _asinh(x),
+    "acosh": lambda x, n: _log_large(x, f"tl.log({x} + tl.sqrt({x} * {x} - 1.0))"),
+    "atanh": lambda x, n: _atanh(x),
+    "is_nan": lambda x, n: f"({x} != {x})",
+    "is_inf": lambda x, n: _is_inf(x, n),
+    "bitwise_not": lambda x, n: f"(~{x})",
+    "elu": lambda x, n: f"tl.where({x} > 0, {x}, {_float_attr(n, 'alpha', 1.0)} * {_expm1(x)})",
+    "celu": lambda x, n: _celu(x, _float_attr(n, "alpha", 1.0)),
+    "selu": lambda x, n: (f"({_float_attr(n, 'gamma', 1.0507009873554805)} * tl.where({x} > 0, {x}, "
+                          f"{_float_attr(n, 'alpha', 1.6732632423543772)} * {_expm1(x)}))"),
+    "softplus": lambda x, n: _softplus(x),
+    "softsign": lambda x, n: f"({x} / (1.0 + tl.abs({x})))",
+    "mish": lambda x, n: _mish(x),
+    "thresholded_relu": lambda x, n: f"tl.where({x} > {_float_attr(n, 'alpha', 1.0)}, {x}, 0.0)",
+    "shrink": lambda x, n: _shrink(x, _float_attr(n, "lambd", 0.5), _float_attr(n, "bias", 0.0)),
+    "swish": lambda x, n: f"({x} * tl.sigmoid({_float_attr(n, 'alpha', 1.0)} * {x}))",
 }
 
 BINARY: dict[str, Callable[[str, str], str]] = {
@@ -107,9 +222,27 @@ BINARY: dict[str, Callable[[str, str], str]] = {
     "equal": lambda a, b: f"({a} == {b})",
     "less": lambda a, b: f"({a} < {b})",
     "greater": lambda a, b: f"({a} > {b})",
+    # integer, logical and comparison ops (C semantics: % truncates, as ONNX fmod=1 does)
+    "less_equal": lambda a, b: f"({a} <= {b})",
+    "greater_equal": lambda a, b: f"({a} >= {b})",
+    "fmod": lambda a, b: f"({a} % {b})",
+    "mod": lambda a, b: _floor_mod(a, b),
+    "logical_and": lambda a, b: f"({a} & {b})",
+    "logical_or": lambda a, b: f"({a} | {b})",
+    "logical_xor": lambda a, b: f"({a} ^ {b})",
+    "bitwise_and": lambda a, b: f"({a} & {b})",
+    "bitwise_or": lambda a, b: f"({a} | {b})",
+    "bitwise_xor": lambda a, b: f"({a} ^ {b})",
+    "shift_left": lambda a, b: f"({a} << {b})",
+    "shift_right": lambda a, b: f"({a} >> {b})",  # logical: ONNX shifts unsigned types only
+    "prelu": lambda a, b: f"tl.where({a} < 0, {b} * {a}, {a})",
 }
 
-FLOAT_ONLY = set(UNARY) - {"neg", "abs", "relu", "not", "identity", "clip"} | {"div"}
+FLOAT_ONLY = set(UNARY) - {"neg", "abs", "relu", "not", "identity", "clip", "sign",
+                           "bitwise_not"} | {"div"}
+# Ops whose operands must be integers (or booleans): the expression means something else on floats.
+INTEGER_ONLY = {"bitwise_not", "bitwise_and", "bitwise_or", "bitwise_xor", "shift_left",
+                "shift_right", "logical_and", "logical_or", "logical_xor"}
 
 
 def scalar_constant(graph: Graph, value: str):
@@ -123,10 +256,13 @@ def scalar_constant(graph: Graph, value: str):
 def supports(node: Node, graph: Graph) -> str | None:
     """None if this elementwise node has a kernel expression, else why not."""
     dtypes = [graph.types[v].dtype for v in list(node.inputs) + list(node.outputs)]
-    if any(d not in TL_DTYPES or d == torch.uint8 for d in dtypes):
+    if any(d not in TL_DTYPES for d in dtypes):
         return "dtype without a kernel"
-    if node.op in FLOAT_ONLY and not all(d.is_floating_point for d in dtypes):
+    if node.op in FLOAT_ONLY and not all(graph.types[v].dtype.is_floating_point
+                                         for v in node.inputs):
         return f"{node.op} on integers"
+    if node.op in INTEGER_ONLY and any(graph.types[v].dtype.is_floating_point for v in node.inputs):
+        return f"{node.op} on floats"
     if node.op == "pow":
         exponent = scalar_constant(graph, node.inputs[1])
         if exponent is None or not graph.types[node.inputs[0]].dtype.is_floating_point:

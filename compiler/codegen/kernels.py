@@ -15,6 +15,8 @@ import torch
 from trident.compiler import config
 from trident.compiler.codegen import expr as E
 from trident.compiler.codegen.program import Layout
+from trident.compiler.codegen.reductions import BODIES as REDUCTION_BODIES
+from trident.compiler.codegen.reductions import ROWWISE
 from trident.compiler.codegen.writer import (Axis, KernelWriter, Operand, broadcast_dims,
                                              memory_order)
 from trident.compiler.fusion import Group, reduced_axes
@@ -141,6 +143,9 @@ def pointwise(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: l
 def _reduction_body(w: KernelWriter, anchor: Node, x: str, length: int, load_param) -> str:
     """Emit the anchor's math on the loaded row tile `x` ([BLOCK_X, BLOCK_R]); returns its var."""
     out = w.tmp("r")
+    if anchor.op in REDUCTION_BODIES:
+        REDUCTION_BODIES[anchor.op](w, anchor, x, out, length, load_param)
+        return out
     if anchor.op == "softmax":
         # tl.max skips NaN, but a NaN in the row still reaches the sum: the row is NaN, as in torch
         w.line(f"{out}_max = tl.max(tl.where(rmask, {x}, float('-inf')), 1)[:, None]")
@@ -190,15 +195,20 @@ def reduction(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: l
     load_param = lambda v: w.values.get(v) or w.load(_operand(v, layouts, args, shape))  # noqa: E731
     w.values[anchor.outputs[0]] = _reduction_body(w, anchor, x, length, load_param)
     out_shape = tuple(graph.types[anchor.outputs[0]].shape)
-    keepdims = anchor.attrs.get("keepdims", True) or anchor.op in ("softmax", "layer_norm")
+    keepdims = anchor.attrs.get("keepdims", True) or anchor.op in ROWWISE
     target_map = None if keepdims else kept
     after = group.nodes[position + 1:]
-    _epilogue(w, group, after, layouts, args, out_shape, target_map)
+    for node in after:  # each in its own space: the row's (x - max(x)) or the reduced one's
+        row_space = tuple(graph.types[node.outputs[0]].shape) == shape
+        _epilogue(w, group, [node], layouts, args, shape if row_space else out_shape,
+                  None if row_space else target_map)
     # Softmax and layer norm keep the row shape; other reductions store one value per row, as do
     # their epilogues. Prologue values that other kernels read are stored at the row shape.
-    rowwise = anchor.op in ("softmax", "layer_norm")
+    rowwise = anchor.op in ROWWISE
     prologue = {v for n in group.nodes[:position] for v in n.outputs}
-    full = [o for o in outputs if rowwise or o in prologue]
+    # (An epilogue that broadcasts the result back over the row, x - max(x), is stored at the row
+    # shape too, masked by every axis like every other store.)
+    full = [o for o in outputs if rowwise or o in prologue or tuple(graph.types[o].shape) == shape]
     _stores(w, full, layouts, args, shape)
     _stores(w, [o for o in outputs if o not in full], layouts, args, out_shape, [row_axis], target_map)
     block_r = next_pow2(length)

@@ -12,7 +12,7 @@ from trident.compiler import config
 from trident.compiler.errors import TridentError
 from trident.compiler.ir import Graph
 from trident.compiler.passes.algebraic import (decompose_batch_norm, fold_conv_batch_norm,
-                                               fold_bias_into_anchor)
+                                               fold_bias_into_anchor, fold_pad_into_conv)
 from trident.compiler.passes.attention import fuse_attention
 from trident.compiler.passes.cleanup import (eliminate_common_subexpressions,
                                              eliminate_dead_code, fold_constants,
@@ -39,6 +39,7 @@ def pipeline(options: PassOptions) -> list[tuple[str, Pass]]:
         ("remove_identities", remove_identities),
         ("eliminate_dead_code", eliminate_dead_code),
         ("eliminate_common_subexpressions", eliminate_common_subexpressions),
+        ("fold_pad_into_conv", fold_pad_into_conv),
         ("fold_conv_batch_norm", fold_conv_batch_norm),
         ("decompose_batch_norm", decompose_batch_norm),
         ("fold_bias_into_anchor", fold_bias_into_anchor),

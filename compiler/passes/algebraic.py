@@ -101,3 +101,33 @@ def fold_bias_into_anchor(graph):
 
     from trident.compiler.passes.cleanup import eliminate_dead_code
     return eliminate_dead_code(rewrite(graph, fold))
+
+
+def fold_pad_into_conv(graph):
+    """conv(pad(x)) with zeros added on spatial dims only -> conv(x) with those pads added to its
+    own: the TF-style 'same' padding of exported EfficientNets, no separate copy of the input."""
+    producers = graph.producers()
+
+    def fold(node: Node, rb: Rebuild):
+        pad = producers.get(node.inputs[0]) if node.op == "conv" else None
+        if pad is None or pad.op != "pad" or not _zero_spatial_pad(pad, graph):
+            return None
+        rank = graph.types[pad.inputs[0]].rank
+        spatial = rank - 2
+        extra = pad.attrs["pads"]
+        pads = list(node.attrs["pads"])
+        for d in range(spatial):
+            pads[d] += extra[2 + d]
+            pads[spatial + d] += extra[rank + 2 + d]
+        ins = [rb.value(pad.inputs[0])] + [rb.value(i) for i in node.inputs[1:]]
+        return rb.builder.add("conv", ins, dict(node.attrs, pads=pads), node.name)
+
+    from trident.compiler.passes.cleanup import eliminate_dead_code
+    return eliminate_dead_code(rewrite(graph, fold))
+
+
+def _zero_spatial_pad(pad: Node, graph) -> bool:
+    rank = graph.types[pad.inputs[0]].rank
+    p = pad.attrs["pads"]
+    return (pad.attrs.get("mode", "constant") == "constant" and pad.attrs.get("value", 0) == 0
+            and all(v >= 0 for v in p) and not any(p[d] or p[rank + d] for d in (0, 1)))

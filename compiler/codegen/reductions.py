@@ -1,0 +1,61 @@
+"""Bodies of the reductions added beside the reduction generator's first four (compiler/codegen/
+kernels.py: softmax, layer_norm, reduce_sum/mean/max): each emits its math on the loaded row tile
+`x` ([BLOCK_X, BLOCK_R], lanes past the row masked by `rmask`) and returns the variable holding
+its result ([BLOCK_X, BLOCK_R] for row-wise ops, [BLOCK_X, 1] for the others)."""
+from __future__ import annotations
+
+from typing import Callable
+
+from trident.compiler.codegen.writer import KernelWriter
+from trident.compiler.ir import Node
+
+# Ops whose output has the shape of their input (they normalize rows rather than reduce them).
+ROWWISE = ("softmax", "layer_norm", "log_softmax", "rms_norm")
+
+
+def _reduce_min(w: KernelWriter, node: Node, x: str, out: str, length: int, load_param) -> None:
+    w.line(f"{out} = tl.min(tl.where(rmask, {x}, float('inf')), 1)[:, None]")
+
+
+def _reduce_prod(w: KernelWriter, node: Node, x: str, out: str, length: int, load_param) -> None:
+    # The last column of the running product (tl.cumprod is Triton's public multiply-scan; the
+    # selected column is the only non-zero term of the sum, so the sum is exact).
+    w.line(f"{out}_scan = tl.cumprod(tl.where(rmask, {x}, 1.0), 1)")
+    w.line(f"{out} = tl.sum(tl.where(roffs[None, :] == BLOCK_R - 1, {out}_scan, 0.0), 1)[:, None]")
+
+
+def _arg_extreme(largest: bool):
+    """argmax / argmin along the one reduced axis: the first (or, with select_last_index, the
+    last) position holding the extreme; a NaN counts as the extreme, as in torch and numpy."""
+    def body(w: KernelWriter, node: Node, x: str, out: str, length: int, load_param) -> None:
+        pad, pick = ("float('-inf')", "tl.max") if largest else ("float('inf')", "tl.min")
+        last = node.attrs.get("select_last_index", False)
+        w.line(f"{out}_v = tl.where(rmask, {x}, {pad})")
+        w.line(f"{out}_nan = {out}_v != {out}_v")
+        w.line(f"{out}_ext = {pick}({out}_v, 1)[:, None]")
+        w.line(f"{out}_any_nan = tl.max({out}_nan.to(tl.int32), 1)[:, None] > 0")
+        w.line(f"{out}_hit = tl.where({out}_any_nan, {out}_nan, {out}_v == {out}_ext) & rmask")
+        if last:
+            w.line(f"{out} = tl.max(tl.where({out}_hit, roffs[None, :], -1), 1)[:, None]")
+        else:
+            w.line(f"{out} = tl.min(tl.where({out}_hit, roffs[None, :], BLOCK_R), 1)[:, None]")
+    return body
+
+
+def _log_softmax(w: KernelWriter, node: Node, x: str, out: str, length: int, load_param) -> None:
+    w.line(f"{out}_max = tl.max(tl.where(rmask, {x}, float('-inf')), 1)[:, None]")
+    w.line(f"{out}_sum = tl.sum(tl.where(rmask, tl.exp({x} - {out}_max), 0.0), 1)[:, None]")
+    w.line(f"{out} = {x} - {out}_max - tl.log({out}_sum)")
+
+
+def _rms_norm(w: KernelWriter, node: Node, x: str, out: str, length: int, load_param) -> None:
+    eps = float(node.attrs.get("epsilon", 1e-5))
+    w.line(f"{out}_ms = tl.sum(tl.where(rmask, {x} * {x}, 0.0), 1)[:, None] * {1.0 / length!r}")
+    w.line(f"{out} = {x} / tl.sqrt({out}_ms + {eps!r}) * {load_param(node.inputs[1])}")
+
+
+BODIES: dict[str, Callable] = {
+    "reduce_min": _reduce_min, "reduce_prod": _reduce_prod,
+    "argmax": _arg_extreme(True), "argmin": _arg_extreme(False),
+    "log_softmax": _log_softmax, "rms_norm": _rms_norm,
+}
