@@ -16,13 +16,14 @@ from trident.compiler.autotune import check_level, tune_plan, tune_program
 from trident.compiler.codegen import generate
 from trident.compiler.codegen.dynamic import make_dynamic
 from trident.compiler.codegen.program import Program
-from trident.compiler.errors import TridentError, UnsupportedError
+from trident.compiler.errors import TridentError
 from trident.compiler.frontend.fx import import_fx
 from trident.compiler.frontend.onnx import bind_inputs, import_onnx
 from trident.compiler.limits import check_codegen_limits
 from trident.compiler.fusion import Group, fuse
 from trident.compiler.ir import Graph
-from trident.compiler.ir.shapes import BatchProfile
+from trident.compiler.ir.shapes import ShapeProfile, SizeRange
+from trident.compiler.profiles import at_sizes, onnx_profile, torch_input_names, torch_profile
 from trident.compiler.passes import PassOptions, run_pipeline
 from trident.compiler.quantize.plan import QuantOptions, quantize_pass
 from trident.runtime.engine import Engine
@@ -61,35 +62,38 @@ def import_model(model, example_inputs=None) -> Graph:
                        f"file, onnx.ModelProto, nn.Module or fx.GraphModule")
 
 
-def rebatch(example_inputs: Sequence, batch: int) -> tuple:
-    """Example inputs with dim 0 resized to `batch` (rows repeated or dropped, so integer inputs
-    such as token ids stay valid)."""
-    out = []
-    for x in example_inputs:
-        if isinstance(x, torch.Tensor) and x.dim() >= 1 and x.shape[0] > 0:
-            index = torch.arange(batch, device=x.device) % x.shape[0]
-            x = x.index_select(0, index)
-        out.append(x)
-    return tuple(out)
-
-
-def import_at_batch(model, example_inputs, batch: int) -> Graph:
-    """Import `model` with its batch (dim 0 of the inputs) set to `batch`."""
+def make_profile(model, example_inputs=None, batch=None, shapes=None,
+                 dim_names=None) -> ShapeProfile | None:
+    """The optimization profile `batch=` / `shapes=` describe (compiler/profiles.py), or None."""
+    if batch is None and not shapes:
+        return None
     if is_onnx(model):
-        return import_onnx(model, batch_size=batch)
+        return onnx_profile(model, batch, shapes)
     if example_inputs is None and isinstance(model, torch.export.ExportedProgram) \
             and model.example_inputs is not None:
         example_inputs = tuple(model.example_inputs[0])
-    if isinstance(model, torch.export.ExportedProgram) and example_inputs is not None:
-        exported = {x.shape[0] for x in example_inputs if isinstance(x, torch.Tensor) and x.dim()}
-        if exported and exported != {batch}:
-            raise UnsupportedError(
-                f"a torch.export program is fixed at the batch it was exported with "
-                f"({sorted(exported)}), not batch {batch}; build the batch profile from the "
-                f"nn.Module (example_inputs) or an ONNX file with a symbolic batch dim")
-    if example_inputs is None:
-        raise TridentError("build_engine: a batch profile for a torch model needs example_inputs")
-    return import_model(model, rebatch(example_inputs, batch))
+    if isinstance(model, torch.export.ExportedProgram) and not shapes:
+        sizes = {x.shape[0] for x in example_inputs or () if isinstance(x, torch.Tensor) and x.dim()}
+        r = SizeRange.parse(batch)
+        if r.is_static and sizes == {r.min}:
+            return None  # the batch it was exported with
+    return torch_profile(model, example_inputs, batch, shapes, dim_names)
+
+
+def base_sizes(profile: ShapeProfile) -> dict[str, int]:
+    """The sizes an engine is generated and tuned at: each symbol's opt (at least 2 where it
+    varies, so no dim degenerates to size 1)."""
+    return {s: r.min if r.is_static else max(r.opt, 2) for s, r in profile.symbols.items()}
+
+
+def import_at(model, example_inputs, profile: ShapeProfile, sizes: dict[str, int]) -> Graph:
+    """Import `model` with the profile's symbols at `sizes`."""
+    if is_onnx(model):
+        return import_onnx(model, dim_values=sizes)
+    if example_inputs is None and isinstance(model, torch.export.ExportedProgram):
+        example_inputs = tuple(model.example_inputs[0])
+    names = torch_input_names(model, len(example_inputs))
+    return import_model(model, at_sizes(example_inputs, profile, names, sizes))
 
 
 def compile_graph(graph: Graph, precision: str = config.DEFAULT_PRECISION,
@@ -132,8 +136,8 @@ def engine_from(program: Program, device=None, **options) -> Engine:
 
 def build_engine(model, precision: str = config.DEFAULT_PRECISION, example_inputs=None, calibration=None,
                  device=None, trace: BuildTrace | None = None, fuse_ops: bool = True,
-                 tune: str = "none", timing_cache=None, batch=None, constant_inputs=None,
-                 **int8_options) -> Engine:
+                 tune: str = "none", timing_cache=None, batch=None, shapes=None,
+                 constant_inputs=None, dim_names=None, **int8_options) -> Engine:
     """constant_inputs (ONNX models): {graph input name: value} for graph inputs that feed a
     shape slot (Reshape's shape, Resize's sizes, TopK's K, ...), bound at build time as
     TensorRT binds shape tensors; they are no longer inputs of the engine.
@@ -141,8 +145,11 @@ def build_engine(model, precision: str = config.DEFAULT_PRECISION, example_input
     int8_options (precision="int8" only): calibrator, percentile, int8_exclude,
     layer_precisions, int8_tolerance, calibration_cache — see compiler/quantize/plan.py.
 
-    batch: an optimization profile: N (build for batch N), or (min, opt, max) / "min:opt:max"
-    (one engine for every batch in [min, max], tuned at opt; see compiler/codegen/dynamic.py).
+    shapes: an optimization profile, {input: (min_shape, opt_shape, max_shape)} (or
+    "1x16:8x128:32x512"): one engine for every shape in range, tuned at opt. ONNX dims sharing a
+    dim_param vary together; see compiler/profiles.py and compiler/codegen/dynamic.py.
+    batch: shorthand for the first dim of every input: N (build for batch N), or (min, opt, max)
+    / "min:opt:max". dim_names (torch models): {input: {dim: symbol}} ties dims explicitly.
 
     tune: "none" (heuristic configs), "fast" or "full": time kernel configs on the GPU (results
     cached on disk); timing_cache: a file of tuning results to read first and update after."""
@@ -157,16 +164,17 @@ def build_engine(model, precision: str = config.DEFAULT_PRECISION, example_input
         if not is_onnx(model):
             raise TridentError("build_engine: constant_inputs binds inputs of ONNX models only")
         model = bind_inputs(model, constant_inputs)
-    profile = BatchProfile.parse(batch) if batch is not None else None
+    profile = make_profile(model, example_inputs, batch, shapes, dim_names)
     graph = (import_model(model, example_inputs) if profile is None
-             else import_at_batch(model, example_inputs, profile.build_batch))
+             else import_at(model, example_inputs, profile, base_sizes(profile)))
     if trace is not None:
         trace.imported = graph
     program = compile_graph(graph, precision, trace, fuse_ops, quantization, tune=tune,
                             timing_cache=timing_cache, device=device)
-    if profile is not None and not profile.is_static:
-        program = make_dynamic(program, profile, lambda b: compile_graph(
-            import_at_batch(model, example_inputs, b), precision, None, fuse_ops, quantization))
+    if profile is not None and any(not r.is_static for r in profile.symbols.values()):
+        program = make_dynamic(program, profile, lambda sizes: compile_graph(
+            import_at(model, example_inputs, profile, sizes), precision, None, fuse_ops,
+            quantization))
         if trace is not None:
             trace.program = program
     return engine_from(program, device)
@@ -189,5 +197,5 @@ def retune(engine, level: str = "fast", *, device=None, timing_cache=None, **eng
     return Engine(plan, device=device, **engine_options)
 
 
-__all__ = ["BuildTrace", "PRECISIONS", "build_engine", "compile_graph", "engine_from", "import_at_batch",
-           "import_model", "is_onnx", "rebatch", "retune"]
+__all__ = ["BuildTrace", "PRECISIONS", "base_sizes", "build_engine", "compile_graph", "engine_from",
+           "import_at", "import_model", "is_onnx", "make_profile", "retune"]

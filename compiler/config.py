@@ -113,3 +113,7 @@ ALLOW_TF32: bool = _env_flag("TRIDENT_ALLOW_TF32")
 # Autotuning: how many processes compile candidate configs in parallel (0: compile in the tuning
 # process, at each config's first launch).
 TUNE_WORKERS: int = int(os.environ.get("TRIDENT_TUNE_WORKERS") or min(16, os.cpu_count() or 1))
+
+# A profiled engine keeps the CUDA graphs of this many input shapes (the least recently used
+# goes first): one graph per shape holds its own copies of the inputs and outputs.
+CUDA_GRAPH_SHAPES: int = int(os.environ.get("TRIDENT_CUDA_GRAPH_SHAPES") or 16)

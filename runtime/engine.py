@@ -4,9 +4,11 @@
   get their own buffers;
 - streams: on a GPU, steps of independent branches run on several CUDA streams ordered by events
   (runtime/streams.py); `streams=1` keeps one stream;
-- CUDA graphs: on a GPU the launch sequence is captured once per batch size and replayed;
-- dynamic batch: a plan built with a batch profile (compiler/codegen/dynamic.py) runs at any
-  batch of the profile; its batch-generic kernels take the batch as an argument;
+- CUDA graphs: on a GPU the launch sequence is captured once per input shape and replayed; a
+  profiled engine captures a shape the second time it sees it (a decoder's one-off shapes run
+  without capture) and keeps the graphs of the config.CUDA_GRAPH_SHAPES shapes used last;
+- dynamic shapes: a plan built with an optimization profile (compiler/codegen/dynamic.py) runs
+  at any sizes of the profile; its shape-generic kernels take the sizes as arguments;
 - checks: inputs of the wrong count, dtype, shape or device raise InputError naming the input.
 
 An engine runs one call at a time: calls made from several threads, or on several streams without
@@ -16,6 +18,7 @@ context must).
 from __future__ import annotations
 
 import functools
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -23,7 +26,7 @@ from typing import Sequence
 import torch
 
 from trident.compiler import config
-from trident.compiler.errors import InputError
+from trident.compiler.errors import InputError, TridentError
 from trident.compiler.ir import Node, TensorType
 from trident.compiler.ir.plan import Layout, Plan
 from trident.compiler.ir.shapes import instantiate
@@ -43,13 +46,18 @@ def resolve_device(device: torch.device | str | None = None) -> torch.device:
     return device
 
 
+Sizes = dict  # symbol -> size, for a profiled engine (None for a static one)
+
+
 @dataclass
 class _Bound:
-    """The engine at one batch size: layouts, torch-fallback nodes and arena views."""
-    batch: int | None
+    """The engine at one input shape: layouts, torch-fallback nodes, arena views, and each
+    shape-generic kernel's size arguments."""
+    sizes: Sizes | None
     layouts: dict[str, Layout]
     nodes: dict[int, Node]
     arena: dict[str, torch.Tensor]
+    size_args: dict[int, tuple[int, ...]]
 
 
 @dataclass
@@ -66,8 +74,8 @@ class Engine:
                  kernel_dir: Path | None = None, cuda_graph: bool = True,
                  streams: int | None = None):
         self.plan = plan
-        self.dynamic = plan.dynamic   # BatchInfo of a batch-profile build
-        # On a GPU the launch sequence is captured once per batch size and replayed.
+        self.dynamic = plan.dynamic   # DynamicInfo of a profiled build
+        # On a GPU the launch sequence is captured once per input shape and replayed.
         self.cuda_graph = cuda_graph
         self.device = resolve_device(device)
         self.kernel_dir = kernel_dir or default_kernel_dir()
@@ -82,11 +90,13 @@ class Engine:
             streams = DEFAULT_MAX_STREAMS if self.device.type == "cuda" else 1
         ios = step_ios(plan.steps)
         self.schedule: Schedule = build_schedule(ios, streams)
-        self.memory: MemoryPlan = plan_memory(ios, self.layouts_at(self.max_batch),
+        # The arena is planned for the profile's largest shapes (polynomials peak at the max).
+        self.memory: MemoryPlan = plan_memory(ios, self.layouts_at(self.max_sizes),
                                               plan.outputs, self.schedule.happens_before)
         self.arena = Arena(self.memory.arena_bytes, self.device)
-        self._bound: dict[int | None, _Bound] = {}
-        self._graphs: dict[int | None, _Captured] = {}
+        self._bound: OrderedDict[tuple | None, _Bound] = OrderedDict()
+        self._graphs: OrderedDict[tuple | None, _Captured] = OrderedDict()
+        self._seen: OrderedDict[tuple | None, int] = OrderedDict()
         self._active: _Bound | None = None
         self._cuda_streams = None
         self.file_info: dict | None = None   # the header, for an engine loaded from a file
@@ -106,18 +116,22 @@ class Engine:
         return self.plan.num_kernels
 
     @property
-    def captured_batches(self) -> set[int | None]:
-        """The batch sizes whose launch sequence is captured in a CUDA graph (None: static)."""
+    def captured_shapes(self) -> set[tuple | None]:
+        """The sizes (a tuple in the profile's symbol order; None: static) whose launch sequence
+        is captured in a CUDA graph."""
         return set(self._graphs)
 
     @property
     def profile(self):
-        """The batch profile (min, opt, max) of a dynamic-batch engine, else None."""
+        """The optimization profile (ir/shapes.py ShapeProfile) of a profiled engine, else None."""
         return self.dynamic.profile if self.dynamic is not None else None
 
     @property
-    def max_batch(self) -> int | None:
-        return self.dynamic.profile.max if self.dynamic is not None else None
+    def max_sizes(self) -> Sizes | None:
+        return self.dynamic.profile.point("max") if self.dynamic is not None else None
+
+    def sizes_key(self, sizes: Sizes | None):
+        return None if sizes is None else self.dynamic.key(sizes)
 
     @property
     def num_streams(self) -> int:
@@ -125,12 +139,12 @@ class Engine:
 
     def __call__(self, *inputs: torch.Tensor) -> list[torch.Tensor]:
         """Run the engine. With CUDA graphs, the returned tensors are the engine's own output
-        buffers: the next call with the same batch size overwrites them (clone what you keep),
-        as with TensorRT bindings."""
-        batch, inputs = self._prepare(inputs)
-        if self.cuda_graph and self.device.type == "cuda":
-            return self._replay(inputs, batch)
-        return self._run(inputs, batch=batch)
+        buffers: the next call with the same shapes overwrites them (clone what you keep), as
+        with TensorRT bindings."""
+        sizes, inputs = self._prepare(inputs)
+        if self.cuda_graph and self.device.type == "cuda" and self._worth_capturing(sizes):
+            return self._replay(inputs, sizes)
+        return self._run(inputs, sizes=sizes)
 
     def run_steps(self, *inputs: torch.Tensor, on_step=None) -> list[torch.Tensor]:
         """Run eagerly, one step at a time (no CUDA graph): the hook the profiler and the
@@ -138,8 +152,8 @@ class Engine:
         call `run()` (which runs the step and puts its outputs in `env`) at least once; it may call
         it again (to time it) and read `env` afterwards. Intermediates live in the arena: read a
         step's outputs in its on_step call (a later step may reuse their memory)."""
-        batch, inputs = self._prepare(inputs)
-        return self._run(inputs, on_step, batch=batch)
+        sizes, inputs = self._prepare(inputs)
+        return self._run(inputs, on_step, sizes=sizes)
 
     def save(self, path) -> None:
         """Write the engine to one file (runtime/format.py); `trident.runtime.load_engine` reads it."""
@@ -147,21 +161,22 @@ class Engine:
                     {"cuda_graph": self.cuda_graph, "streams": self.schedule.num_streams,
                      "arena_bytes": self.memory.arena_bytes})
 
-    def input_specs(self, batch: int | None = None) -> list[tuple[str, tuple[int, ...], torch.dtype]]:
-        """(name, shape, dtype) of each input; a dynamic engine's at `batch` (default: opt)."""
+    def input_specs(self, sizes: Sizes | None = None) -> list[tuple[str, tuple[int, ...], torch.dtype]]:
+        """(name, shape, dtype) of each input; a profiled engine's at `sizes` ({symbol: size},
+        the others at their opt)."""
         specs = []
         for name in self.plan.inputs:
             lay = self.plan.layouts[name]
             shape = tuple(lay.shape)
             if self.dynamic is not None:
-                shape = self.dynamic.input_shape(name, batch or self.dynamic.profile.opt)
+                shape = self.dynamic.input_shape(name, {**self.profile.point("opt"), **(sizes or {})})
             specs.append((name, shape, lay.dtype))
         return specs
 
-    def layouts_at(self, batch: int | None) -> dict[str, Layout]:
-        if self.dynamic is None or batch is None:
+    def layouts_at(self, sizes: Sizes | None) -> dict[str, Layout]:
+        if self.dynamic is None or sizes is None:
             return self.plan.layouts
-        return self.dynamic.layouts_at(batch, self.plan.layouts)
+        return self.dynamic.layouts_at(sizes, self.plan.layouts)
 
     def memory_report(self) -> dict:
         """Bytes of the arena, of all intermediates (without reuse), of weights and of outputs."""
@@ -178,13 +193,12 @@ class Engine:
                 f"outputs {human_bytes(r['output_bytes'])}")
 
     # -- input checks ---------------------------------------------------------------------------
-    def check_inputs(self, inputs: Sequence) -> int | None:
-        """Raise InputError unless `inputs` fit the engine; returns the batch (dynamic engines)."""
+    def check_inputs(self, inputs: Sequence) -> Sizes | None:
+        """Raise InputError unless `inputs` fit the engine; returns the sizes (profiled engines)."""
         names = self.plan.inputs
         if len(inputs) != len(names):
             raise InputError(f"{self.plan.name}: expected {len(names)} input(s) "
                              f"({self._describe_inputs()}), got {len(inputs)}")
-        batch = None
         for k, (name, x) in enumerate(zip(names, inputs)):
             where = f'input "{name}" (#{k + 1} of {len(names)})'
             expected = self.plan.layouts[name]
@@ -195,35 +209,44 @@ class Engine:
             if x.device != self.device:
                 raise InputError(f"{where}: expected a tensor on {self.device}, got one on "
                                  f"{x.device}")
-            batch = self._check_shape(where, name, tuple(x.shape), batch)
-        return batch
+            if self.dynamic is None and tuple(x.shape) != tuple(expected.shape):
+                raise InputError(f"{where}: expected shape {tuple(expected.shape)}, got "
+                                 f"{tuple(x.shape)}")
+        return None if self.dynamic is None else self._sizes_of(inputs)
 
-    def _check_shape(self, where: str, name: str, shape: tuple, batch: int | None) -> int | None:
-        if self.dynamic is None:
-            want = tuple(self.plan.layouts[name].shape)
-            if shape != want:
-                raise InputError(f"{where}: expected shape {want}, got {shape}")
-            return batch
+    def _sizes_of(self, inputs: Sequence[torch.Tensor]) -> Sizes:
+        """The symbols' sizes the inputs' shapes give (each inside the profile, all consistent)."""
         info = self.dynamic
-        expected = info.shape_text(name)
-        if len(shape) != len(info.inputs[name]):
-            raise InputError(f"{where}: expected shape {expected} (rank {len(info.inputs[name])}), "
-                             f"got {shape}")
-        mine = info.batch_of(name, shape)
-        if mine is None and any(not isinstance(t, int) for t in info.inputs[name]):
-            raise InputError(f"{where}: shape {shape} does not fit {expected} for any batch "
-                             f"(profile {info.profile})")
-        if mine is not None:
-            info.profile.check(mine, name, shape)
-            if batch is not None and mine != batch:
-                raise InputError(f"{where}: batch {mine}, but an earlier input has batch {batch}")
-            batch = mine
-        want = info.input_shape(name, batch if batch is not None else info.profile.opt)
-        if shape != want:
-            raise InputError(f"{where}: expected shape {expected}"
-                             + (f" = {want} at batch {batch}" if batch is not None else "")
-                             + f", got {shape}")
-        return batch
+        sizes: dict[str, int] = {}
+        found: dict[str, str] = {}
+        for k, (name, x) in enumerate(zip(self.plan.inputs, inputs)):
+            where = f'input "{name}" (#{k + 1} of {len(inputs)})'
+            template, shape = info.inputs[name], tuple(x.shape)
+            if len(shape) != len(template):
+                raise InputError(f"{where}: expected shape {info.shape_text(name)} (rank "
+                                 f"{len(template)}), got {shape}")
+            for dim, (t, size) in enumerate(zip(template, shape)):
+                solved = t.solve(size) if not isinstance(t, int) else None
+                if solved is None:
+                    continue
+                symbol, value = solved
+                info.profile.check(name, dim, symbol, value, shape)
+                if symbol in sizes and sizes[symbol] != value:
+                    raise InputError(f"{where}: dim {dim} gives {symbol} = {value}, but "
+                                     f"{found[symbol]} gives {symbol} = {sizes[symbol]}")
+                sizes[symbol] = value
+                found[symbol] = f"{where.split(' (')[0]} dim {dim}"
+        for symbol, r in info.profile.symbols.items():
+            if symbol not in sizes:
+                sizes[symbol] = r.opt  # a static symbol (min == max), or one no input shows
+        for k, (name, x) in enumerate(zip(self.plan.inputs, inputs)):
+            want = info.input_shape(name, sizes)
+            if tuple(x.shape) != want:
+                raise InputError(f'input "{name}" (#{k + 1} of {len(inputs)}): expected shape '
+                                 f"{info.shape_text(name)} = {want} at "
+                                 f"{', '.join(f'{s}={v}' for s, v in sizes.items())}, got "
+                                 f"{tuple(x.shape)}")
+        return sizes
 
     def _describe_inputs(self) -> str:
         parts = []
@@ -233,25 +256,16 @@ class Engine:
             parts.append(f"{name}: {str(lay.dtype).replace('torch.', '')}{shape}")
         return ", ".join(parts)
 
-    def _prepare(self, inputs: Sequence[torch.Tensor]) -> tuple[int | None, list[torch.Tensor]]:
-        """Checked inputs, dense (kernels were generated for dense inputs), and their batch."""
-        batch = self.check_inputs(inputs)
-        return batch, [x.contiguous() for x in inputs]
-
-    def _batch_from(self, inputs: Sequence[torch.Tensor]) -> int | None:
-        if self.dynamic is None:
-            return None
-        for name, x in zip(self.plan.inputs, inputs):
-            b = self.dynamic.batch_of(name, tuple(x.shape))
-            if b is not None:
-                return b
-        return self.dynamic.profile.opt
+    def _prepare(self, inputs: Sequence[torch.Tensor]) -> tuple[Sizes | None, list[torch.Tensor]]:
+        """Checked inputs, dense (kernels were generated for dense inputs), and their sizes."""
+        sizes = self.check_inputs(inputs)
+        return sizes, [x.contiguous() for x in inputs]
 
     # -- running --------------------------------------------------------------------------------
-    def _run(self, inputs: Sequence[torch.Tensor], on_step=None, batch=None) -> list[torch.Tensor]:
-        if batch is None:
-            batch = self._batch_from(inputs)
-        bound = self._bind(batch)
+    def _run(self, inputs: Sequence[torch.Tensor], on_step=None, sizes=None) -> list[torch.Tensor]:
+        if sizes is None and self.dynamic is not None:
+            sizes = self._sizes_of(inputs)
+        bound = self._bind(sizes)
         env = dict(self.constants)
         env.update(zip(self.plan.inputs, inputs))
         env.update(bound.arena)
@@ -301,30 +315,45 @@ class Engine:
         for k in sched.joins:
             main.wait_event(events[k])
 
-    def _replay(self, inputs: Sequence[torch.Tensor], batch: int | None) -> list[torch.Tensor]:
-        captured = self._graphs.get(batch)
+    def _worth_capturing(self, sizes: Sizes | None) -> bool:
+        """Static engines capture at once; profiled ones at the second call with a shape."""
+        key = self.sizes_key(sizes)
+        if key is None or key in self._graphs:
+            return True
+        self._seen[key] = self._seen.pop(key, 0) + 1
+        while len(self._seen) > 4 * config.CUDA_GRAPH_SHAPES:
+            self._seen.popitem(last=False)
+        return self._seen[key] >= 2
+
+    def _replay(self, inputs: Sequence[torch.Tensor], sizes: Sizes | None) -> list[torch.Tensor]:
+        key = self.sizes_key(sizes)
+        captured = self._graphs.get(key)
         if captured is None:
             static_inputs = [x.clone() for x in inputs]
-            self._run(static_inputs, batch=batch)  # compiles every kernel outside the capture
+            self._run(static_inputs, sizes=sizes)  # compiles every kernel outside the capture
             torch.cuda.synchronize(self.device)
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph):
-                outputs = self._run(static_inputs, batch=batch)
-            captured = self._graphs[batch] = _Captured(graph, static_inputs, outputs)
+                outputs = self._run(static_inputs, sizes=sizes)
+            captured = self._graphs[key] = _Captured(graph, static_inputs, outputs)
+            while len(self._graphs) > config.CUDA_GRAPH_SHAPES:  # least recently used goes
+                self._graphs.popitem(last=False)
+        self._graphs.move_to_end(key)
         for static, x in zip(captured.inputs, inputs):
             static.copy_(x)
         captured.graph.replay()
         return list(captured.outputs)
 
     def _run_step(self, step, launch, env: dict) -> None:
-        bound = self._active or self._bind(self._default_batch())
+        bound = self._active or self._bind(self._default_sizes())
         k = self._index[id(step)]
         if step.kind == "kernel":
             for value in step.outputs:
                 if value not in env:
                     env[value] = self._empty(bound.layouts[value])
-            if step.batched:
-                launch(*[env[a] for a in step.args], config=self._launch_kwargs[k], nb=bound.batch)
+            if step.sizes:
+                launch(*[env[a] for a in step.args], config=self._launch_kwargs[k],
+                       sizes=bound.size_args[k])
             else:
                 launch(*[env[a] for a in step.args], config=self._launch_kwargs[k])
         elif step.kind == "view":
@@ -344,27 +373,34 @@ class Engine:
                 dst.copy_(out)  # into its arena slot (or output buffer), in the planned layout
 
     # -- internals ----------------------------------------------------------------------------
-    def _default_batch(self) -> int | None:
-        return self.dynamic.build_batch if self.dynamic is not None else None
+    def _default_sizes(self) -> Sizes | None:
+        return self.dynamic.build_sizes if self.dynamic is not None else None
 
-    def _bind(self, batch: int | None) -> _Bound:
-        bound = self._bound.get(batch)
+    def _bind(self, sizes: Sizes | None) -> _Bound:
+        key = self.sizes_key(sizes)
+        bound = self._bound.get(key)
         if bound is None:
-            layouts = self.layouts_at(batch)
+            layouts = self.layouts_at(sizes)
             arena = {}
             for value, offset in self.memory.offsets.items():
                 lay = layouts[value]
                 if layout_nbytes(lay) > self.memory.buffers[value].size:
-                    raise AssertionError(f"{value} needs more memory at batch {batch} than at the "
-                                         f"profile's max batch")
+                    raise TridentError(f"{value} needs more memory at sizes {sizes} than at the "
+                                       f"profile's max sizes {self.max_sizes}")
                 arena[value] = self.arena.tensor(offset, lay)
-            nodes = {}
-            if self.dynamic is not None and batch is not None:
+            nodes, size_args = {}, {}
+            if sizes is not None:
                 for k, template in self.dynamic.node_attrs.items():
                     node = self.plan.steps[k].node
                     nodes[k] = Node(node.op, node.inputs, node.outputs,
-                                    instantiate(template, batch), node.name)
-            bound = self._bound[batch] = _Bound(batch, layouts, nodes, arena)
+                                    instantiate(template, sizes), node.name)
+                for k, step in enumerate(self.plan.steps):
+                    if step.kind == "kernel" and step.sizes:
+                        size_args[k] = tuple(sizes[s] for s in step.sizes)
+            bound = self._bound[key] = _Bound(sizes, layouts, nodes, arena, size_args)
+            while len(self._bound) > 4 * config.CUDA_GRAPH_SHAPES:
+                self._bound.popitem(last=False)
+        self._bound.move_to_end(key)
         return bound
 
     def _place(self, tensor: torch.Tensor, layout: Layout) -> torch.Tensor:
@@ -376,7 +412,7 @@ class Engine:
         return torch.empty_strided(lay.shape, lay.strides, dtype=lay.dtype, device=self.device)
 
     def _alloc(self, value: str) -> torch.Tensor:
-        bound = self._active or self._bind(self._default_batch())
+        bound = self._active or self._bind(self._default_sizes())
         return self._empty(bound.layouts[value])
 
 

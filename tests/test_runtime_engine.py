@@ -8,8 +8,10 @@ import torch
 
 from trident.compiler import InputError, TridentError, UnsupportedError, build_engine
 from trident.compiler.build import BuildTrace
-from trident.compiler.codegen.dynamic import fit, generic_source
-from trident.compiler.ir.shapes import Affine, BatchProfile, instantiate
+from trident.compiler.codegen.dynamic import fit
+from trident.compiler.codegen.dynamic_source import generic_source
+from trident.compiler.codegen.polyfit import Grid
+from trident.compiler.ir.shapes import BatchProfile, Poly, instantiate
 from trident.models import MODELS
 
 # torch.onnx.export's TorchScript exporter announces its own deprecation
@@ -86,36 +88,45 @@ def test_non_contiguous_input_is_fine(static_engine, mlp):
 def test_profile_parsing():
     assert BatchProfile.parse("1:32:256") == BatchProfile(1, 32, 256)
     assert BatchProfile.parse(8) == BatchProfile(8, 8, 8) and BatchProfile.parse(8).is_static
-    assert BatchProfile.parse((2, 3, 4)).probes() == (3, 4, 5)
-    assert BatchProfile.parse((1, 1, 64)).probes() == (2, 3, 64)
     for bad in ("0:1:2", "4:2:8", "a:b", (1, 2), "1:2:3:4"):
         with pytest.raises(TridentError, match="batch profile"):
             BatchProfile.parse(bad)
 
 
-def test_affine_fit():
-    assert fit([(2, 8), (3, 12), (9, 36)], "x") == Affine(4, 0)
-    assert fit([(2, (5, 7)), (3, (5, 9))], "x") == (5, Affine(2, 3))
-    assert instantiate({"shape": (Affine(1, 0), 16)}, 7) == {"shape": (7, 16)}
-    with pytest.raises(UnsupportedError, match="depends on the batch"):
-        fit([(2, 4), (3, 9), (4, 16)], "square")  # batch x batch: not a run-time size
-    with pytest.raises(UnsupportedError, match="depends on the batch"):
-        fit([(2, 0.5), (3, 0.25)], "a float")
+BATCH_GRID = Grid(("batch",), ((2, 3),), ((9,),))
 
 
-def test_non_affine_kernel_is_refused():
+def test_polynomial_fit():
+    assert fit(BATCH_GRID, {(2,): 8, (3,): 12, (9,): 36}, "x") == Poly.of("batch", 4)
+    assert fit(BATCH_GRID, {(2,): (5, 7), (3,): (5, 9), (9,): (5, 21)}, "x") == (5, Poly.of("batch", 2, 3))
+    assert instantiate({"shape": (Poly.of("batch"), 16)}, {"batch": 7}) == {"shape": (7, 16)}
+    square = Grid(("batch",), ((2, 3, 4),), ((9,),))
+    assert str(fit(square, {(2,): 4, (3,): 9, (4,): 16, (9,): 81}, "x")) == "batch * batch"
+    with pytest.raises(UnsupportedError, match="depends on the sizes"):
+        fit(BATCH_GRID, {(2,): 4, (3,): 9, (9,): 81}, "square")  # not linear on a linear grid
+    with pytest.raises(UnsupportedError, match="depends on the sizes"):
+        fit(BATCH_GRID, {(2,): 1, (3,): 2, (9,): 3}, "ceil-division")
+    with pytest.raises(UnsupportedError, match="depends on the sizes"):
+        fit(BATCH_GRID, {(2,): 0.5, (3,): 0.25, (9,): 0.125}, "a float")
+
+
+def test_non_polynomial_kernel_is_refused():
     src = "@triton.jit\ndef kernel(in0, BLOCK: tl.constexpr):\n    x = {}\n"
-    with pytest.raises(UnsupportedError, match="kernel k.*depends on the batch"):
-        generic_source([src.format(4), src.format(9), src.format(16)], [2, 3, 4], "k", 2, 8)
+    points = [(2,), (3,), (9,)]
+    with pytest.raises(UnsupportedError, match="kernel k.*depends on the sizes"):
+        generic_source(BATCH_GRID, [src.format(4), src.format(9), src.format(81)], points, "k",
+                       {"batch": "size_batch"}, lambda t: 0)
     with pytest.raises(UnsupportedError, match="different structure"):
-        generic_source([src.format("a"), src.format("b + 1"), src.format("c")], [2, 3, 4], "k", 2, 8)
+        generic_source(BATCH_GRID, [src.format("a"), src.format("b + 1"), src.format("c")],
+                       points, "k", {"batch": "size_batch"}, lambda t: 0)
 
 
 def test_dynamic_engine_matches_eager_at_every_batch(dynamic_engine, mlp):
     model, make_inputs = mlp
-    assert dynamic_engine.profile == BatchProfile(1, 4, 16)
+    assert dynamic_engine.profile.symbols == {"batch": BatchProfile(1, 4, 16)}
     kernels = dynamic_engine.plan.kernel_steps()
-    assert kernels and all("def kernel(nb, " in k.source and k.batched for k in kernels)
+    assert kernels and all("def kernel(size_batch, " in k.source and k.sizes == ("batch",)
+                           for k in kernels)
     for batch in (1, 5, 16):
         x = make_inputs(batch)
         (out,) = dynamic_engine(*x)
@@ -123,7 +134,7 @@ def test_dynamic_engine_matches_eager_at_every_batch(dynamic_engine, mlp):
         with torch.no_grad():
             torch.testing.assert_close(out, model(*x), rtol=1e-4, atol=1e-5)
     # every batch size seen has its own arena views (and, on a GPU, its own CUDA graph)
-    assert {1, 5, 16} <= set(dynamic_engine._bound)
+    assert {(1,), (5,), (16,)} <= set(dynamic_engine._bound)
     assert dynamic_engine.arena.nbytes == dynamic_engine.memory.arena_bytes
 
 
@@ -131,14 +142,14 @@ def test_dynamic_engine_matches_eager_at_every_batch(dynamic_engine, mlp):
 def test_batch_outside_profile(dynamic_engine, batch):
     x = torch.randn(batch, 64)
     name = name_of(dynamic_engine)
-    with pytest.raises(InputError, match=rf'input "{name}": shape \({batch}, 64\) is outside the '
-                                         r"engine's optimization profile \(batch min 1, opt 4, "
-                                         r"max 16: dim 0 must be in \[1, 16\]\)"):
+    with pytest.raises(InputError, match=rf'input "{name}": dim 0 \(batch\) is {batch}, outside '
+                                         r"the engine's optimization profile \[1, 16\] \(shape "
+                                         rf"\({batch}, 64\); batch: min 1, opt 4, max 16\)"):
         dynamic_engine(x)
 
 
 def test_dynamic_engine_other_dims_still_checked(dynamic_engine):
-    with pytest.raises(InputError, match=r"expected shape \(batch, 64\) = \(3, 64\) at batch 3, "
+    with pytest.raises(InputError, match=r"expected shape \(batch, 64\) = \(3, 64\) at batch=3, "
                                          r"got \(3, 32\)"):
         dynamic_engine(torch.randn(3, 32))
 

@@ -32,6 +32,10 @@ def register(subparsers) -> None:
                    help="N (build for batch N) or min:opt:max (one engine for every batch in "
                         "[min, max], tuned at opt). Default: the model's batch (ONNX with a "
                         "symbolic batch dim: 1)")
+    p.add_argument("--shapes", default=None,
+                   help="optimization profiles of inputs: NAME:MIN:OPT:MAX,... with shapes written "
+                        "1x16, e.g. input_ids:1x16:8x128:32x512,attention_mask:1x16:8x128:32x512 "
+                        "(ONNX dims sharing a symbolic name vary together)")
     p.add_argument("--tune", default=None, choices=["none", "fast", "full"],
                    help="autotune kernel launch configs on this GPU")
     p.add_argument("--timing-cache", default=None, help="a file of tuning results, read and updated")
@@ -107,15 +111,28 @@ def build_options(args, model=None, inputs=None, batch: int = 1) -> dict:
     return options
 
 
+def parse_shapes(text: str) -> dict[str, str]:
+    """--shapes NAME:MIN:OPT:MAX,... -> {name: "MIN:OPT:MAX"} (build_engine's shapes=)."""
+    shapes = {}
+    for item in text.split(","):
+        parts = item.strip().split(":")
+        if len(parts) != 4 or not all(parts):
+            raise InputError(f"--shapes: cannot read {item!r}; write NAME:MIN:OPT:MAX with shapes "
+                             f"like 1x16, e.g. input_ids:1x16:8x128:32x512")
+        shapes[parts[0]] = ":".join(parts[1:])
+    return shapes
+
+
 def run(args: argparse.Namespace) -> int:
     from trident.compiler import build_engine
     from trident.compiler.build import BuildTrace, is_onnx
     from trident.compiler.ir.shapes import BatchProfile
 
     profile = BatchProfile.parse(args.batch) if args.batch is not None else None
+    shapes = parse_shapes(args.shapes) if args.shapes else None
     model, inputs = load(args.model, profile.opt if profile else 2)
     batch = profile
-    if batch is None and is_onnx(model) and onnx_symbolic_batch(model):
+    if batch is None and not shapes and is_onnx(model) and onnx_symbolic_batch(model):
         batch = BatchProfile(1, 1, 1)
         print("trident compile: the model's batch dim is symbolic; building for batch 1 "
               "(use --batch N or --batch min:opt:max)")
@@ -124,17 +141,17 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     trace = BuildTrace()
     engine = build_engine(model, precision=args.precision, example_inputs=inputs,
-                          device=args.device, batch=batch, trace=trace, **options)
+                          device=args.device, batch=batch, shapes=shapes, trace=trace, **options)
     built = time.perf_counter() - start
     engine.save(output_path(output))
     r = engine.memory_report()
-    what = f"batch profile {engine.profile}" if engine.profile else "static shapes"
+    what = f"optimization profile {engine.profile}" if engine.profile else "static shapes"
     print(f"trident compile: {args.model} -> {output} ({output.stat().st_size / 2**20:.2f} MiB), "
           f"{args.precision}, {what}")
     print(f"  {len(trace.program.graph.nodes)} IR nodes -> {engine.num_kernels} kernels, "
           f"{engine.num_streams} stream(s), built in {built:.1f} s")
     print(f"  memory: {engine.describe_memory()}; reuse {r['reuse']}x")
     for name, shape, dtype in engine.input_specs():
-        print(f"  input {name}: {str(dtype).replace('torch.', '')}{list(shape)}"
-              + (f" (batch {engine.profile.min}..{engine.profile.max})" if engine.profile else ""))
+        dims = f" {engine.profile.dim_text(name)}" if engine.profile else ""
+        print(f"  input {name}: {str(dtype).replace('torch.', '')}{list(shape)}{dims}")
     return 0

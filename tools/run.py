@@ -45,7 +45,7 @@ def index_bound(engine, name: str) -> int | None:
 def random_inputs(engine, batch: int | None, seed: int = 0) -> list[torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     out = []
-    for name, shape, dtype in engine.input_specs(batch):
+    for name, shape, dtype in engine.input_specs(batch_sizes(engine, batch)):
         if dtype.is_floating_point:
             x = torch.randn(shape, generator=g).to(dtype)
         elif dtype == torch.bool:
@@ -79,6 +79,19 @@ def static_batch(engine) -> int | None:
     return specs[0][1][0] if specs and specs[0][1] else None
 
 
+def batch_symbol(engine) -> str | None:
+    """The symbol of a profiled engine's first input's dim 0 (what --batch sets), if any."""
+    if engine.profile is None or not engine.inputs:
+        return None
+    dims = engine.profile.inputs.get(engine.inputs[0], ())
+    return dims[0] if dims and isinstance(dims[0], str) else None
+
+
+def batch_sizes(engine, batch: int | None) -> dict | None:
+    symbol = batch_symbol(engine)
+    return {symbol: batch} if batch is not None and symbol is not None else None
+
+
 def check_batch(engine, batch: int | None, path) -> None:
     """--batch must be one the engine runs: any in a dynamic engine's profile, or a static
     engine's own."""
@@ -86,10 +99,11 @@ def check_batch(engine, batch: int | None, path) -> None:
         return
     if batch < 1:
         raise InputError(f"--batch {batch}: a batch is at least 1")
-    if engine.profile is not None:
-        if not engine.profile.min <= batch <= engine.profile.max:
-            raise InputError(f"--batch {batch}: {path} runs batches {engine.profile.min} to "
-                             f"{engine.profile.max} (its profile {engine.profile})")
+    if batch_symbol(engine) is not None:
+        r = engine.profile.symbols[batch_symbol(engine)]
+        if batch not in r:
+            raise InputError(f"--batch {batch}: {path} runs batches {r.min} to {r.max} (its "
+                             f"profile {engine.profile})")
         return
     built = static_batch(engine)
     if batch != built:
@@ -108,8 +122,8 @@ def run(args: argparse.Namespace) -> int:
     warmup = args.warmup if args.warmup is not None else (20 if on_gpu else 1)
     inputs = random_inputs(engine, args.batch, args.seed)
     batch = inputs[0].shape[0] if inputs and inputs[0].dim() else 1
-    if engine.profile is not None:
-        batch = args.batch or engine.profile.opt
+    if batch_symbol(engine) is not None:
+        batch = args.batch or engine.profile.symbols[batch_symbol(engine)].opt
     info = engine.file_info or {}
     v = info.get("versions", {})
     print(f"engine: {args.engine} ({info.get('bytes', 0) / 2**20:.2f} MiB), built {info.get('created')} "
@@ -119,8 +133,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"device: {device}; {engine.num_kernels} kernels, {engine.num_streams} stream(s), "
           f"CUDA graph {'on' if engine.cuda_graph and on_gpu else 'off'}")
     if engine.profile is not None:
-        print(f"batch profile: {engine.profile}; running batch {batch}")
-    for (name, shape, dtype), x in zip(engine.input_specs(args.batch), inputs):
+        print(f"optimization profile: {engine.profile}; running batch {batch}")
+    for (name, shape, dtype), x in zip(engine.input_specs(batch_sizes(engine, args.batch)), inputs):
         print(f"input {name}: {str(dtype).replace('torch.', '')}{list(x.shape)}")
     print(f"{warmup} warm-up run(s), {iterations} timed run(s)")
     times = timing.latencies_ms(lambda: engine(*inputs), iterations, warmup, on_gpu)

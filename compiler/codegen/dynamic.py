@@ -1,40 +1,46 @@
-"""Dynamic batch: one engine for every batch size in an optimization profile (min, opt, max).
+"""Dynamic shapes: one engine for every size in an optimization profile (compiler/ir/shapes.py).
 
-The kernels take the batch as a run-time argument `nb`. Rather than teach every generator to
-track the batch symbolically, the program is generated at three batch sizes (the "probes": opt,
-opt + 1 and max, all >= 2 so no batch dim degenerates to size 1) and compared:
+The kernels take the sizes that vary as run-time arguments. Rather than teach every generator to
+track sizes symbolically, the program is generated at several sizes (the "probes") and compared:
+- the base probe has every symbol at max(opt, 2) (never 1, so no dim degenerates); it is the
+  program the autotuner timed. Two more probes per symbol, along its axis, tell the highest
+  power of it any value needs (compiler/codegen/polyfit.py); the grid of every combination of
+  base .. base + degree per symbol, and one check probe off the grid in every symbol, follow;
 - the programs must agree in structure: the same steps, values, kernels and constants;
 - every integer that differs between them (a mask bound such as `xoffs < 8192`, a grid size, the
-  M of a matmul or conv tile, a stride or a reshape's target shape) must be an affine function
-  a * batch + c of the batch, checked on all three probes;
-- in each kernel's source those integers become expressions of `nb`, which is added as the
-  kernel's first (never specialized) argument and a `nb=` keyword of `launch()`; the launch
-  config (block sizes, warps) is the one chosen at the opt batch;
-- the layouts, input shapes and torch-fallback attributes become affine templates (the plan's
-  BatchInfo, compiler/ir/plan.py) the engine instantiates for each batch it sees
-  (runtime/engine.py), with one CUDA graph per batch size.
+  M of a matmul tile, a stride, a reshape's target shape) must be an integer polynomial in the
+  symbols, reproduced at every probe (strides such as seq * 768 are; ceil-divisions are not);
+- in each kernel's source those integers become expressions of its size parameters
+  (`size_batch`, `size_seq`: only the symbols that kernel uses), added as the kernel's first
+  (never specialized) arguments and a `sizes=` keyword of `launch()`; the launch config is the
+  one chosen at the base probe, except that a single-block reduction whose row length varies gets
+  the block of the longest row the profile allows;
+- the layouts, input shapes and torch-fallback attributes become templates (the plan's
+  DynamicInfo, compiler/ir/plan.py) the engine instantiates for each shape it sees.
 
-Anything that is not affine in the batch (a reduction over the batch, a batch x batch matrix, a
-constant with a batch dim) is refused at build time with an UnsupportedError saying what varies.
-The batch is dim 0 of the inputs given as examples (ONNX: the models' symbolic first dim).
+Anything else (a reduction size chosen by a power of two, a constant whose shape depends on a
+size, a float that depends on one) is refused at build time with an UnsupportedError naming the
+value and the samples seen.
 """
 from __future__ import annotations
 
 import dataclasses
-import io
 import math
 import re
-import tokenize
 from typing import Any, Callable, Sequence
 
 import torch
 
+from trident.compiler import config
+from trident.compiler.codegen.dynamic_constants import unfold_constants, varying_constants
+from trident.compiler.codegen.dynamic_source import generic_source, replace_literal
+from trident.compiler.codegen.polyfit import Grid, axis_degree, fit_int, point_text, varies
 from trident.compiler.codegen.program import Layout, Program
 from trident.compiler.errors import UnsupportedError
-from trident.compiler.ir.plan import BatchInfo
-from trident.compiler.ir.shapes import Affine, BatchProfile, is_constant
+from trident.compiler.ir.plan import DynamicInfo
+from trident.compiler.ir.shapes import Poly, ShapeProfile, is_constant, variable_names
 
-INT32_MAX = 2**31 - 1
+Point = tuple[int, ...]
 
 
 # ----------------------------------------------------------------------------- fitting ----
@@ -54,130 +60,94 @@ def _same_leaf(values: Sequence) -> bool:
     return True
 
 
-def fit(samples: Sequence[tuple[int, Any]], where: str) -> Any:
-    """A template reproducing each (batch, value) sample: the value itself where all agree,
-    Affine where integers vary affinely with the batch; UnsupportedError otherwise."""
-    values = [v for _, v in samples]
+def fit(grid: Grid, samples: dict[Point, Any], where: str) -> Any:
+    """A template reproducing each probe's value: the value itself where all agree, a Poly where
+    integers vary polynomially with the sizes; UnsupportedError otherwise."""
+    values = list(samples.values())
     first = values[0]
     if isinstance(first, (tuple, list)):
         if not all(type(v) is type(first) and len(v) == len(first) for v in values):
-            raise _varies(where, samples)
-        parts = [fit([(b, v[k]) for b, v in samples], f"{where}[{k}]") for k in range(len(first))]
-        return type(first)(parts)
+            raise varies(grid, where, samples)
+        return type(first)(fit(grid, {p: v[k] for p, v in samples.items()}, f"{where}[{k}]")
+                           for k in range(len(first)))
     if isinstance(first, dict):
         if not all(isinstance(v, dict) and v.keys() == first.keys() for v in values):
-            raise _varies(where, samples)
-        return {k: fit([(b, v[k]) for b, v in samples], f"{where}.{k}") for k in first}
-    if isinstance(first, int) and not isinstance(first, bool) and \
-            all(type(v) is int for v in values):
-        if len(set(values)) == 1:
-            return first
-        (b0, v0), (b1, v1) = samples[0], samples[1]
-        if (v1 - v0) % (b1 - b0):
-            raise _varies(where, samples)
-        a = (v1 - v0) // (b1 - b0)
-        affine = Affine(a, v0 - a * b0)
-        if any(affine.at(b) != v for b, v in samples):
-            raise _varies(where, samples)
-        return affine
+            raise varies(grid, where, samples)
+        return {k: fit(grid, {p: v[k] for p, v in samples.items()}, f"{where}.{k}") for k in first}
+    if isinstance(first, int) and not isinstance(first, bool) and all(type(v) is int for v in values):
+        template = fit_int(grid, samples)
+        if template is None:
+            raise varies(grid, where, samples)
+        return template
     if not _same_leaf(values):
-        raise _varies(where, samples)
+        raise varies(grid, where, samples)
     return first
 
 
-def _varies(where: str, samples) -> UnsupportedError:
-    seen = ", ".join(f"{v!r} at batch {b}" for b, v in samples)
-    return UnsupportedError(f"dynamic batch: {where} depends on the batch in a way trident cannot "
-                            f"express as a run-time size ({seen}); build for a fixed batch "
-                            f"(batch=N) instead")
+# ------------------------------------------------------------------------------ probes ----
+def _numbers(program: Program) -> list:
+    """Every size a program holds, in a fixed order (to find each symbol's degree)."""
+    out: list = []
+    for lay in program.layouts.values():
+        out += [*lay.shape, *lay.strides, lay.offset]
+    for step in program.steps:
+        if step.kind == "kernel":
+            out.append(step.kernel.source)
+    return out
 
 
-# --------------------------------------------------------------------- kernel source ----
-_BUILD_BATCH_LITERALS = ("CONFIG", "PROBLEM")  # module-level literals kept at the build batch
-_KERNEL_DEF = "@triton.jit\ndef kernel("
-_GRID_DEF = "def grid(meta):"
-_LAUNCH_DEF = re.compile(r"^def launch\((.*)\):$", re.MULTILINE)
-_LAUNCH_CALL = "kernel[grid]("
+_NUMBER = re.compile(r"(?<![\w.])\d+(?![\w.])")
 
 
-def _tokens(source: str) -> list[tokenize.TokenInfo]:
-    return list(tokenize.generate_tokens(io.StringIO(source).readline))
+def _source_numbers(source: str) -> list[int]:
+    """The integers of a kernel's code (not of its comments, CONFIG or PROBLEM)."""
+    lines = [line for line in source.splitlines()
+             if not line.lstrip().startswith(("#", "CONFIG", "PROBLEM"))]
+    return [int(n) for n in _NUMBER.findall("\n".join(lines))]
 
 
-def generic_source(sources: Sequence[str], batches: Sequence[int], name: str, build_batch: int,
-                   max_batch: int) -> str | None:
-    """The kernel source with its batch-dependent integers written in terms of `nb`, or None if
-    no integer depends on the batch. sources[k] was generated at batches[k]; sources[0] (the
-    build batch's) provides the comments, the launch CONFIG and the PROBLEM the tuner reads."""
-    streams = [_tokens(s) for s in sources]
-    base = streams[0]
-    if any(len(t) != len(base) for t in streams):
-        raise UnsupportedError(f"dynamic batch: kernel {name} has a different structure at batch "
-                               f"sizes {list(batches)}; build for a fixed batch (batch=N)")
-    edits: list[tuple[tuple[int, int], tuple[int, int], str]] = []
-    in_config = False
-    config_line = None
-    for k, tok in enumerate(base):
-        others = [t[k] for t in streams]
-        if tok.type == tokenize.NAME and tok.string in _BUILD_BATCH_LITERALS and tok.start[1] == 0:
-            in_config = True
-            config_line = config_line or tok.start[0]
-        if tok.type in (tokenize.NEWLINE,) and in_config:
-            in_config = False
-        if any(o.type != tok.type for o in others):
-            raise UnsupportedError(f"dynamic batch: kernel {name} has a different structure at "
-                                   f"batch sizes {list(batches)} (line {tok.start[0]})")
-        if all(o.string == tok.string for o in others) or tok.type == tokenize.COMMENT or in_config:
-            continue
-        if tok.type != tokenize.NUMBER:
-            raise UnsupportedError(f"dynamic batch: kernel {name} has a different structure at "
-                                   f"batch sizes {list(batches)} ({tok.string!r} on line "
-                                   f"{tok.start[0]})")
-        try:
-            values = [int(o.string, 0) for o in others]
-        except ValueError:
-            raise _varies(f"kernel {name}, line {tok.start[0]}",
-                          list(zip(batches, [o.string for o in others]))) from None
-        template = fit(list(zip(batches, values)), f"kernel {name}, line {tok.start[0]}")
-        in_kernel = config_line is None  # numbers before CONFIG are inside the @triton.jit code
-        worst = max(abs(template.at(1)), abs(template.at(max_batch)))
-        var = "nb.to(tl.int64)" if in_kernel and worst > INT32_MAX else "nb"
-        edits.append((tok.start, tok.end, template.expr(var)))
-    if not edits:
-        return None
-    lines = sources[0].splitlines(keepends=True)
-    for (row, col), (erow, ecol), text in reversed(edits):
-        assert row == erow
-        line = lines[row - 1]
-        lines[row - 1] = line[:col] + text + line[ecol:]
-    out = "".join(lines)
-    out = _add_batch_argument(out, name, build_batch)
-    first_newline = out.index("\n") + 1
-    return (out[:first_newline] + f"# batch-generic: `nb` is the run-time batch (generated at "
-            f"batch {build_batch})\n" + out[first_newline:])
+def _degree(programs: Sequence[Program]) -> int:
+    """The highest power of one symbol seen along its axis (three probes, one apart)."""
+    lists = [_numbers(p) for p in programs]
+    degree = 0
+    for values in zip(*lists):
+        if isinstance(values[0], str):
+            nums = [_source_numbers(v) for v in values]
+            if len({len(n) for n in nums}) != 1:
+                return 2
+            for triple in zip(*nums):
+                degree = max(degree, axis_degree(triple))
+        else:
+            degree = max(degree, axis_degree(values))
+        if degree == 2:
+            return 2
+    return degree
 
 
-def _add_batch_argument(source: str, name: str, build_batch: int) -> str:
-    def once(text: str, old: str, new: str) -> str:
-        if text.count(old) != 1:
-            raise UnsupportedError(f"dynamic batch: cannot add the batch argument to kernel "
-                                   f"{name} (expected one {old!r} in its source)")
-        return text.replace(old, new)
+def probe(profile: ShapeProfile, base_program: Program,
+          compile_at: Callable[[dict[str, int]], Program]) -> tuple[Grid, dict[Point, Program]]:
+    """The probe grid of a profile and the program generated at each of its points."""
+    symbols = tuple(s for s, r in profile.symbols.items() if not r.is_static)
+    static = {s: r.min for s, r in profile.symbols.items() if r.is_static}
+    base = tuple(max(profile.symbols[s].opt, 2) for s in symbols)
+    programs: dict[Point, Program] = {base: base_program}
 
-    source = once(source, _KERNEL_DEF, '@triton.jit(do_not_specialize=["nb"])\ndef kernel(nb, ')
-    source = once(source, _GRID_DEF, f"def grid(meta, nb={build_batch}):")
-    source = once(source, _LAUNCH_CALL, "kernel[lambda meta: grid(meta, nb)](nb, ")
-    source, n = _LAUNCH_DEF.subn(lambda m: f"def launch({m.group(1)}, nb={build_batch}):", source)
-    if n != 1:
-        raise UnsupportedError(f"dynamic batch: cannot add the batch argument to kernel {name} "
-                               f"(expected one `def launch(...)`)")
-    # The tile function (and a horizontal kernel's members) compute with the batch too: hand it down.
-    source = _MEMBER_DEF.sub(r"def \1(nb, ", source)
-    return _MEMBER_CALL.sub(r"\1(nb, ", source)
+    def at(point: Point) -> Program:
+        if point not in programs:
+            programs[point] = compile_at({**static, **dict(zip(symbols, point))})
+        return programs[point]
 
-
-_MEMBER_DEF = re.compile(r"def (member\d+|one_tile)\(")
-_MEMBER_CALL = re.compile(r"(?<!def )\b(member\d+|one_tile)\(")
+    axes = []
+    for i, b in enumerate(base):
+        along = [base[:i] + (b + k,) + base[i + 1:] for k in range(3)]
+        degree = max(1, _degree([at(p) for p in along]))
+        axes.append(tuple(range(b, b + degree + 1)))
+    check = tuple(ax[-1] + 1 + i for i, ax in enumerate(axes))
+    grid = Grid(symbols, tuple(axes), (check,))
+    needed = grid.points()
+    for point in needed:
+        at(point)
+    return grid, {p: programs[p] for p in needed}
 
 
 # ---------------------------------------------------------------------- the program ----
@@ -185,76 +155,113 @@ def _layout_tuple(lay: Layout):
     return (tuple(lay.shape), tuple(lay.strides), lay.offset)
 
 
-def _check_same(programs: dict[int, Program]) -> None:
-    batches = list(programs)
-    ref = programs[batches[0]]
+def _check_same(grid: Grid, programs: dict[Point, Program]) -> None:
+    points = list(programs)
+    ref = programs[points[0]]
 
-    def refuse(what: str) -> UnsupportedError:
-        return UnsupportedError(f"dynamic batch: the program differs between batch sizes "
-                                f"{batches}: {what}; build for a fixed batch (batch=N)")
+    def refuse(what: str, point: Point) -> UnsupportedError:
+        return UnsupportedError(f"dynamic shapes: the program differs between sizes "
+                                f"{point_text(grid, points[0])} and {point_text(grid, point)}: "
+                                f"{what}; build with fixed sizes")
 
-    for b, p in programs.items():
+    for pt, p in programs.items():
         if p.graph.inputs != ref.graph.inputs or p.graph.outputs != ref.graph.outputs:
-            raise refuse(f"inputs/outputs {p.graph.inputs} -> {p.graph.outputs} at batch {b}")
+            raise refuse(f"inputs/outputs {p.graph.inputs} -> {p.graph.outputs}", pt)
         if len(p.steps) != len(ref.steps):
-            raise refuse(f"{len(p.steps)} steps at batch {b}, {len(ref.steps)} at {batches[0]}")
+            raise refuse(f"{len(p.steps)} steps against {len(ref.steps)}", pt)
         for k, (s, r) in enumerate(zip(p.steps, ref.steps)):
             if (s.kind, s.inputs, s.outputs) != (r.kind, r.inputs, r.outputs):
-                raise refuse(f"step {k} is {s.kind} {s.inputs} -> {s.outputs} at batch {b}")
+                raise refuse(f"step {k} is {s.kind} {s.inputs} -> {s.outputs}", pt)
             if s.kind == "kernel" and (s.kernel.name, s.kernel.args) != (r.kernel.name, r.kernel.args):
-                raise refuse(f"step {k} runs kernel {s.kernel.name} at batch {b}")
+                raise refuse(f"step {k} runs kernel {s.kernel.name}", pt)
             if s.kind == "torch" and s.group.nodes[0].op != r.group.nodes[0].op:
-                raise refuse(f"step {k} runs {s.group.nodes[0].op} at batch {b}")
+                raise refuse(f"step {k} runs {s.group.nodes[0].op}", pt)
         if p.layouts.keys() != ref.layouts.keys():
-            raise refuse(f"values {sorted(p.layouts.keys() ^ ref.layouts.keys())[:5]}")
+            raise refuse(f"values {sorted(p.layouts.keys() ^ ref.layouts.keys())[:5]}", pt)
         if p.constants.keys() != ref.constants.keys():
-            raise refuse(f"constants {sorted(p.constants.keys() ^ ref.constants.keys())[:5]}")
+            raise refuse(f"constants {sorted(p.constants.keys() ^ ref.constants.keys())[:5]}", pt)
         for name, t in p.constants.items():
             r = ref.constants[name]
             if t.shape != r.shape or t.dtype != r.dtype or not torch.equal(t, r):
-                raise UnsupportedError(
-                    f"dynamic batch: constant {name} depends on the batch ({tuple(r.shape)} at "
-                    f"batch {batches[0]}, {tuple(t.shape)} at batch {b}); build for a fixed "
-                    f"batch (batch=N)")
+                raise refuse(f"constant {name} depends on the sizes ({tuple(r.shape)} against "
+                             f"{tuple(t.shape)})", pt)
 
 
-def make_dynamic(program: Program, profile: BatchProfile,
-                 compile_at: Callable[[int], Program]) -> Program:
-    """The batch-generic version of `program` (generated at profile.probes()[0]); compile_at(b)
-    generates the same model at batch b (import, passes, fusion, codegen)."""
-    batches = profile.probes()
-    programs = {batches[0]: program}
-    for b in batches[1:]:
-        programs[b] = compile_at(b)
-    _check_same(programs)
-    samples = lambda get: [(b, get(p)) for b, p in programs.items()]  # noqa: E731
+def _peak(template, profile: ShapeProfile) -> int:
+    if not isinstance(template, Poly):
+        return template
+    return max(abs(template.at({**profile.point("min"), **c})) for c in profile.corners())
+
+
+def _reduction_config(kernel, grid: Grid, programs: dict[Point, Program], k: int,
+                      profile: ShapeProfile):
+    """A single-block reduction reads its whole row in one BLOCK_R: when the row length varies,
+    the block (and the PROBLEM the tuner reads) is the longest row's. Returns the new kernel."""
+    problem = kernel.problem or {}
+    if problem.get("template") != "reduction":
+        return kernel
+    lengths = {p: prog.steps[k].kernel.problem["length"] for p, prog in programs.items()}
+    if len(set(lengths.values())) == 1:
+        return kernel
+    template = fit(grid, lengths, f"the row length of kernel {kernel.name}")
+    longest = _peak(template, profile)
+    block_r = 1 << max(0, longest - 1).bit_length()
+    params = dict(kernel.config.params)
+    budget = 16384 if config.INTERPRET else 4096
+    params.update(BLOCK_R=block_r, BLOCK_X=max(1, min(params.get("BLOCK_X", 1), budget // block_r)))
+    cfg = dataclasses.replace(kernel.config, params=tuple(params.items()),
+                              num_warps=4 if block_r <= 1024 else 8)
+    problem = dict(problem, length=longest)
+    source = replace_literal(kernel.source, "CONFIG", cfg.to_dict())
+    source = replace_literal(source, "PROBLEM", problem)
+    return dataclasses.replace(kernel, config=cfg, problem=problem, source=source)
+
+
+def make_dynamic(program: Program, profile: ShapeProfile,
+                 compile_at: Callable[[dict[str, int]], Program]) -> Program:
+    """The shape-generic version of `program` (generated at the profile's base probe);
+    compile_at(sizes) generates the same model at those sizes (import, passes, fusion, codegen)."""
+    grid, programs = probe(profile, program, compile_at)
+    varying = varying_constants(programs)
+    if varying:
+        programs = unfold_constants(programs, varying, lambda: compile_at(profile.point("max")))
+        program = programs[grid.points()[0]]
+    _check_same(grid, programs)
+    names = variable_names(grid.symbols)
+    samples = lambda get: {pt: get(p) for pt, p in programs.items()}  # noqa: E731
     layouts = {}
     for value, lay in program.layouts.items():
         if any(p.layouts[value].dtype != lay.dtype for p in programs.values()):
-            raise UnsupportedError(f"dynamic batch: the dtype of {value} depends on the batch")
-        layouts[value] = fit(samples(lambda p: _layout_tuple(p.layouts[value])),
+            raise UnsupportedError(f"dynamic shapes: the dtype of {value} depends on the sizes")
+        layouts[value] = fit(grid, samples(lambda p: _layout_tuple(p.layouts[value])),
                              f"the layout of {value}")
-    inputs = {name: fit(samples(lambda p: tuple(p.graph.types[name].shape)),
+    inputs = {name: fit(grid, samples(lambda p: tuple(p.graph.types[name].shape)),
                         f'the shape of input "{name}"') for name in program.graph.inputs}
     if all(is_constant(t) for t in inputs.values()):
-        raise UnsupportedError(
-            "dynamic batch: no input's shape changes with the batch (an ONNX model needs a "
-            "symbolic first dim, e.g. torch.onnx.export(..., dynamic_axes={'x': {0: 'batch'}}))")
+        raise UnsupportedError("dynamic shapes: no input's shape changes with the profile's sizes "
+                               "(an ONNX model needs symbolic dims, e.g. torch.onnx.export(..., "
+                               "dynamic_axes={'x': {0: 'batch'}}))")
     node_attrs, steps = {}, []
+    peak = lambda t: _peak(t, profile)  # noqa: E731
     for k, step in enumerate(program.steps):
         if step.kind == "torch":
             node = step.group.nodes[0]
-            node_attrs[k] = fit(samples(lambda p: p.steps[k].group.nodes[0].attrs),
+            node_attrs[k] = fit(grid, samples(lambda p: p.steps[k].group.nodes[0].attrs),
                                 f"the attributes of {node.name or node.op}")
         if step.kind == "kernel":
-            source = generic_source([p.steps[k].kernel.source for p in programs.values()],
-                                    batches, step.kernel.name, batches[0], profile.max)
-            if source is not None:
-                step = dataclasses.replace(step, batched=True, kernel=dataclasses.replace(
-                    step.kernel, source=source))
+            kernel = _reduction_config(step.kernel, grid, programs, k, profile)
+            generic = generic_source(grid, [p.steps[k].kernel.source for p in programs.values()],
+                                     list(programs), kernel.name, names, peak, kernel.source)
+            if generic is not None:
+                source, used = generic
+                step = dataclasses.replace(step, sizes=used,
+                                           kernel=dataclasses.replace(kernel, source=source))
+            elif kernel is not step.kernel:
+                step = dataclasses.replace(step, kernel=kernel)
         steps.append(step)
-    info = BatchInfo(profile, batches[0], layouts, inputs, node_attrs)
+    build_sizes = {**{s: r.min for s, r in profile.symbols.items()}, **grid.sizes(grid.points()[0])}
+    info = DynamicInfo(profile, build_sizes, names, layouts, inputs, node_attrs)
     return Program(program.graph, steps, program.layouts, program.constants, info)
 
 
-__all__ = ["fit", "generic_source", "make_dynamic"]
+__all__ = ["fit", "make_dynamic", "probe", "varies"]

@@ -22,7 +22,7 @@ import torch
 from trident.compiler.codegen.writer import dense_strides
 from trident.compiler.fusion import Group
 from trident.compiler.ir import Graph, Node
-from trident.compiler.ir.plan import BatchInfo, KernelStep, Layout, Plan, TorchStep, ViewStep
+from trident.compiler.ir.plan import DynamicInfo, KernelStep, Layout, Plan, TorchStep, ViewStep
 from trident.compiler.ops import evaluate
 
 
@@ -33,7 +33,7 @@ class Step:
     outputs: list[str]
     group: Group
     kernel: "object | None" = None  # codegen.kernels.KernelSource for kind == "kernel"
-    batched: bool = False           # a batch-generic kernel (codegen/dynamic.py): launch takes nb=
+    sizes: tuple[str, ...] = ()     # a shape-generic kernel (codegen/dynamic.py): the sizes launch takes
 
 
 @dataclass
@@ -42,7 +42,7 @@ class Program:
     steps: list[Step]
     layouts: dict[str, Layout]
     constants: dict[str, torch.Tensor] = field(default_factory=dict)  # packed, kernel-ready
-    dynamic: BatchInfo | None = None  # a batch-profile program's templates (codegen/dynamic.py)
+    dynamic: DynamicInfo | None = None  # a profiled program's templates (codegen/dynamic.py)
 
     def plan(self) -> Plan:
         """The launch plan of this program: layouts, steps, the constants its steps read."""
@@ -74,7 +74,7 @@ def index_bounds(graph: Graph) -> dict[str, int]:
 def _plan_step(step: Step):
     if step.kind == "kernel":
         k = step.kernel
-        return KernelStep(k.name, k.source, tuple(k.args), tuple(step.outputs), k.config, step.batched)
+        return KernelStep(k.name, k.source, tuple(k.args), tuple(step.outputs), k.config, step.sizes)
     if step.kind == "view":
         return ViewStep(tuple(step.inputs), tuple(step.outputs))
     node = step.group.nodes[0]

@@ -5,8 +5,8 @@ A Plan is the program with every compiler decision already made and nothing of h
 - steps, in order: a kernel launch (name, generated source, argument values, launch config), a
   view (strides only), or an op that runs through torch (its IR node);
 - constants: the weights, already packed in the layouts their kernels read;
-- dynamic: for a batch-profile plan, the templates that give the layouts, input shapes and
-  torch-op attributes at any batch of the profile (ir/shapes.py);
+- dynamic: for a profiled plan, the optimization profile and the templates that give the
+  layouts, input shapes and torch-op attributes at any sizes of the profile (ir/shapes.py);
 - index_bounds: integer inputs used as indices (token ids), and the size they index.
 Fusion groups, their reasons and the autotuner's problems stay with the compiler (BuildTrace).
 
@@ -23,7 +23,7 @@ import torch
 
 from trident.compiler.errors import EngineFileError
 from trident.compiler.ir.launch import LaunchConfig
-from trident.compiler.ir.shapes import Affine, BatchProfile, instantiate, is_constant
+from trident.compiler.ir.shapes import Poly, ShapeProfile, SizeRange, instantiate, is_constant
 from trident.compiler.types import Node
 
 
@@ -44,7 +44,7 @@ class KernelStep:
     args: tuple[str, ...]       # values passed to launch(), in order: inputs, then outputs
     outputs: tuple[str, ...]
     config: LaunchConfig
-    batched: bool = False       # a batch-generic kernel: launch() also takes nb=<batch>
+    sizes: tuple[str, ...] = ()  # a shape-generic kernel: launch() takes sizes=(these symbols' values)
 
     @property
     def inputs(self) -> tuple[str, ...]:
@@ -78,49 +78,40 @@ Step = KernelStep | ViewStep | TorchStep
 
 
 @dataclass
-class BatchInfo:
-    """What an engine needs to run a plan at any batch size of its profile."""
-    profile: BatchProfile
-    build_batch: int                     # the batch the plan's layouts describe
+class DynamicInfo:
+    """What an engine needs to run a plan at any sizes of its optimization profile."""
+    profile: ShapeProfile
+    build_sizes: dict[str, int]          # the sizes the plan's layouts describe
+    variables: dict[str, str]            # symbol -> the kernels' parameter name
     layouts: dict[str, Any]              # value -> template of (shape, strides, offset)
     inputs: dict[str, Any]               # plan input -> template of its shape
     node_attrs: dict[int, Any]           # torch step index -> template of its node's attrs
     _cache: dict = field(default_factory=dict, repr=False, compare=False)
 
-    def layouts_at(self, batch: int, base: dict[str, Layout]) -> dict[str, Layout]:
-        if batch not in self._cache:
+    def key(self, sizes: dict[str, int]) -> tuple[int, ...]:
+        return tuple(sizes[s] for s in self.profile.symbols)
+
+    def layouts_at(self, sizes: dict[str, int], base: dict[str, Layout]) -> dict[str, Layout]:
+        key = self.key(sizes)
+        if key not in self._cache:
+            if len(self._cache) >= 256:   # one entry per shape seen: bounded
+                self._cache.pop(next(iter(self._cache)))
             out = {}
             for value, lay in base.items():
                 template = self.layouts.get(value)
                 if template is None or is_constant(template):
                     out[value] = lay
                 else:
-                    shape, strides, offset = instantiate(template, batch)
+                    shape, strides, offset = instantiate(template, sizes)
                     out[value] = Layout(tuple(shape), tuple(strides), lay.dtype, offset)
-            self._cache[batch] = out
-        return self._cache[batch]
+            self._cache[key] = out
+        return self._cache[key]
 
-    def input_shape(self, name: str, batch: int) -> tuple[int, ...]:
-        return tuple(instantiate(self.inputs[name], batch))
-
-    def batch_of(self, name: str, shape: Sequence[int]) -> int | None:
-        """The batch an input of this shape implies (None if its dims do not depend on it)."""
-        template = self.inputs[name]
-        if len(shape) != len(template):
-            return None
-        for dim, t in zip(shape, template):
-            if isinstance(t, Affine):
-                return t.solve(int(dim))
-        return None
+    def input_shape(self, name: str, sizes: dict[str, int]) -> tuple[int, ...]:
+        return tuple(instantiate(self.inputs[name], sizes))
 
     def shape_text(self, name: str) -> str:
-        dims = []
-        for t in self.inputs[name]:
-            if isinstance(t, Affine):
-                dims.append("batch" if (t.a, t.c) == (1, 0) else f"{t.expr('batch')}")
-            else:
-                dims.append(str(t))
-        return f"({', '.join(dims)})"
+        return "(" + ", ".join(str(t) for t in self.inputs[name]) + ")"
 
 
 @dataclass
@@ -131,7 +122,7 @@ class Plan:
     steps: list[Step]
     layouts: dict[str, Layout]
     constants: dict[str, torch.Tensor] = field(default_factory=dict)  # packed, kernel-ready
-    dynamic: BatchInfo | None = None
+    dynamic: DynamicInfo | None = None
     index_bounds: dict[str, int] = field(default_factory=dict)  # input -> values must be below
 
     @property
@@ -259,7 +250,7 @@ def _step_json(step: Step) -> dict:
     if step.kind == "kernel":
         return {"kind": "kernel", "name": step.name, "source": step.source, "args": list(step.args),
                 "outputs": list(step.outputs), "config": _config_json(step.config),
-                "batched": step.batched}
+                "sizes": list(step.sizes)}
     if step.kind == "view":
         return {"kind": "view", "inputs": list(step.inputs), "outputs": list(step.outputs)}
     return {"kind": "torch", "node": _node_json(step.node)}
@@ -271,7 +262,7 @@ def _step_from(f: _Fields) -> Step:
         return KernelStep(f.string("name"), f.string("source"), tuple(f.names("args")),
                           tuple(f.names("outputs")),
                           _config_from(_Fields(f.object("config"), f"{f.where}.config")),
-                          f.flag("batched"))
+                          tuple(f.names("sizes")))
     if kind == "view":
         return ViewStep(tuple(f.names("inputs")), tuple(f.names("outputs")))
     if kind == "torch":
@@ -292,16 +283,16 @@ def _node_from(f: _Fields) -> Node:
 
 def value_json(value):
     """An IR attribute value (or template of one) as JSON: numbers, strings, booleans and None as
-    they are; lists; tuples, dtypes, affine sizes and str-keyed dicts tagged, so they come back
-    as what they were."""
+    they are; lists; tuples, dtypes, size polynomials and str-keyed dicts tagged, so they come
+    back as what they were."""
     if value is None or isinstance(value, (bool, int, str)):
         return value
     if isinstance(value, float):
         return value if math.isfinite(value) else {"float": str(value)}
     if isinstance(value, torch.dtype):
         return {"dtype": dtype_name(value)}
-    if isinstance(value, Affine):
-        return {"affine": [value.a, value.c]}
+    if isinstance(value, Poly):
+        return {"poly": [[c, [[sym, p] for sym, p in m]] for c, m in value.terms]}
     if isinstance(value, tuple):
         return {"tuple": [value_json(v) for v in value]}
     if isinstance(value, list):
@@ -327,39 +318,66 @@ def value_from(data, where: str):
         return dtype_from_name(body, where)
     if tag == "float" and body in ("inf", "-inf", "nan"):
         return float(body)
-    if tag == "affine" and isinstance(body, list) and len(body) == 2 \
-            and all(isinstance(v, int) and not isinstance(v, bool) for v in body):
-        return Affine(body[0], body[1])
+    if tag == "poly" and isinstance(body, list):
+        return _poly_from(body, where)
     raise EngineFileError(f"engine file: {where}: malformed value {data!r:.80}")
 
 
-def _dynamic_json(info: BatchInfo) -> dict:
-    return {"profile": list(info.profile.as_tuple()), "build_batch": info.build_batch,
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _poly_from(body: list, where: str) -> Poly:
+    terms = []
+    for term in body:
+        ok = isinstance(term, list) and len(term) == 2 and _is_int(term[0]) \
+            and isinstance(term[1], list)
+        factors = term[1] if ok else []
+        if not ok or not all(isinstance(f, list) and len(f) == 2 and isinstance(f[0], str)
+                             and _is_int(f[1]) and f[1] > 0 for f in factors):
+            raise EngineFileError(f"engine file: {where}: malformed size polynomial {body!r:.80}")
+        terms.append((term[0], tuple((f[0], f[1]) for f in factors)))
+    return Poly(tuple(terms))
+
+
+def _dynamic_json(info: DynamicInfo) -> dict:
+    return {"symbols": {s: {"min": r.min, "opt": r.opt, "max": r.max}
+                        for s, r in info.profile.symbols.items()},
+            "input_dims": {v: list(dims) for v, dims in info.profile.inputs.items()},
+            "build_sizes": dict(info.build_sizes), "variables": dict(info.variables),
             "layouts": {v: value_json(t) for v, t in info.layouts.items()},
             "inputs": {v: value_json(t) for v, t in info.inputs.items()},
             "node_attrs": {str(k): value_json(t) for k, t in info.node_attrs.items()}}
 
 
-def _dynamic_from(f: _Fields) -> BatchInfo:
-    lo, opt, hi = _profile_ints(f)
+def _dynamic_from(f: _Fields) -> DynamicInfo:
+    symbols = {}
+    for s, r in f.object("symbols").items():
+        rf = _Fields(r, f"{f.where}.symbols.{s}")
+        lo, opt, hi = rf.integer("min"), rf.integer("opt"), rf.integer("max")
+        if not 0 <= lo <= opt <= hi:
+            raise EngineFileError(f"engine file: {rf.where} should have 0 <= min <= opt <= max, "
+                                  f"got {[lo, opt, hi]}")
+        symbols[s] = SizeRange(lo, opt, hi)
+    dims = {}
+    for v, d in f.object("input_dims").items():
+        if not isinstance(d, list) or not all(_is_int(x) or x in symbols for x in d):
+            raise EngineFileError(f"engine file: {f.where}.input_dims.{v} should hold sizes and "
+                                  f"symbol names")
+        dims[v] = tuple(d)
+    sizes = _Fields(f.object("build_sizes"), f"{f.where}.build_sizes")
+    names = _Fields(f.object("variables"), f"{f.where}.variables")
     node_attrs = {}
     for k, t in f.object("node_attrs").items():
         if not k.isdigit():
             raise EngineFileError(f"engine file: dynamic.node_attrs: {k!r} is not a step index")
         node_attrs[int(k)] = value_from(t, f"dynamic.node_attrs.{k}")
-    return BatchInfo(BatchProfile(lo, opt, hi), f.integer("build_batch"),
-                     {v: value_from(t, f"dynamic.layouts.{v}") for v, t in f.object("layouts").items()},
-                     {v: value_from(t, f"dynamic.inputs.{v}") for v, t in f.object("inputs").items()},
-                     node_attrs)
+    return DynamicInfo(ShapeProfile(symbols, dims), {s: sizes.integer(s) for s in sizes.data},
+                       {s: names.string(s) for s in names.data},
+                       {v: value_from(t, f"dynamic.layouts.{v}") for v, t in f.object("layouts").items()},
+                       {v: value_from(t, f"dynamic.inputs.{v}") for v, t in f.object("inputs").items()},
+                       node_attrs)
 
 
-def _profile_ints(f: _Fields) -> tuple[int, int, int]:
-    values = f.ints("profile")
-    if len(values) != 3 or not 1 <= values[0] <= values[1] <= values[2]:
-        raise EngineFileError(f"engine file: dynamic.profile should be [min, opt, max] with "
-                              f"1 <= min <= opt <= max, got {list(values)}")
-    return values
-
-
-__all__ = ["BatchInfo", "KernelStep", "Layout", "Plan", "Step", "TorchStep", "ViewStep",
+__all__ = ["DynamicInfo", "KernelStep", "Layout", "Plan", "Step", "TorchStep", "ViewStep",
            "dtype_from_name", "dtype_name", "value_from", "value_json"]

@@ -1,34 +1,43 @@
-"""Dynamic shapes: a batch profile (min, opt, max), and the affine templates (a * batch + c) in
-which a batch-generic plan writes the sizes, strides and attributes that vary with the batch.
+"""Dynamic shapes: optimization profiles (a min, opt and max size for each symbolic dim), and the
+integer polynomials in those sizes in which a shape-generic plan writes what varies with them.
 
-The compiler fits the templates (compiler/codegen/dynamic.py); the runtime instantiates them for
-each batch it sees (runtime/engine.py). Both read the types here, with the plan (ir/plan.py).
+A *symbol* is one run-time size: "batch", an ONNX dim_param such as "sequence", or a dynamo
+SymInt. Every input dim is either a fixed int or a symbol; dims naming the same symbol vary
+together. The compiler fits the templates (compiler/codegen/dynamic.py): a layout's strides, a
+kernel's mask bound, a torch op's attribute, each a `Poly` (sum of integer coefficient times a
+product of symbols' powers: `seq * 768`, `batch * seq * seq * 12`). The runtime evaluates them for
+the sizes it sees (runtime/engine.py). Both read the types here, with the plan (ir/plan.py).
 """
 from __future__ import annotations
 
+import itertools
+import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Mapping
 
 from trident.compiler.errors import InputError, TridentError
 
+Monomial = tuple[tuple[str, int], ...]   # ((symbol, power), ...), sorted by symbol; () is 1
+
 
 @dataclass(frozen=True)
-class BatchProfile:
+class SizeRange:
+    """The (min, opt, max) of one symbolic size: the profile runs [min, max], is tuned at opt."""
     min: int
     opt: int
     max: int
 
     @staticmethod
-    def parse(spec) -> "BatchProfile":
+    def parse(spec, what: str = "batch profile", lowest: int = 1) -> "SizeRange":
         """An int N (exactly N), 'min:opt:max', 'N', or a (min, opt, max) sequence."""
-        values = spec
-        if isinstance(spec, BatchProfile):
+        if isinstance(spec, SizeRange):
             return spec
+        values = spec
         if isinstance(spec, str):
             try:
                 values = [int(x) for x in spec.split(":")]
             except ValueError:
-                raise TridentError(f"batch profile {spec!r}: expected N or min:opt:max") from None
+                raise TridentError(f"{what} {spec!r}: expected N or min:opt:max") from None
         if isinstance(values, int) and not isinstance(values, bool):
             values = [values]
         values = list(values)
@@ -36,29 +45,18 @@ class BatchProfile:
             values = values * 3
         if len(values) != 3 or not all(isinstance(v, int) and not isinstance(v, bool)
                                        for v in values):
-            raise TridentError(f"batch profile {spec!r}: expected N or (min, opt, max) ints")
+            raise TridentError(f"{what} {spec!r}: expected N or (min, opt, max) ints")
         lo, opt, hi = values
-        if not 1 <= lo <= opt <= hi:
-            raise TridentError(f"batch profile {spec!r}: needs 1 <= min <= opt <= max")
-        return BatchProfile(lo, opt, hi)
+        if not lowest <= lo <= opt <= hi:
+            raise TridentError(f"{what} {spec!r}: needs {lowest} <= min <= opt <= max")
+        return SizeRange(lo, opt, hi)
 
     @property
     def is_static(self) -> bool:
         return self.min == self.max
 
-    @property
-    def build_batch(self) -> int:
-        """The batch the engine is generated (and tuned) at."""
-        return self.min if self.is_static else self.probes()[0]
-
-    def probes(self) -> tuple[int, int, int]:
-        """Three distinct batch sizes >= 2 to generate at; the first is the one tuned."""
-        first = max(self.opt, 2)
-        third = self.max if self.max > first + 1 else first + 2
-        return first, first + 1, third
-
-    def __contains__(self, batch: int) -> bool:
-        return self.min <= batch <= self.max
+    def __contains__(self, size: int) -> bool:
+        return self.min <= size <= self.max
 
     def __str__(self) -> str:
         return f"min {self.min}, opt {self.opt}, max {self.max}"
@@ -66,49 +64,87 @@ class BatchProfile:
     def as_tuple(self) -> tuple[int, int, int]:
         return (self.min, self.opt, self.max)
 
-    def check(self, batch: int | None, name: str, shape) -> None:
-        """InputError unless input `name` of this shape has a batch inside the profile."""
-        if batch is None or batch not in self:
-            raise InputError(f'input "{name}": shape {tuple(shape)} is outside the engine\'s '
-                             f"optimization profile (batch {self}: dim 0 must be in "
-                             f"[{self.min}, {self.max}])")
+
+# `batch=` keeps its name: a batch profile is the size range of the dim-0 symbol.
+BatchProfile = SizeRange
 
 
 @dataclass(frozen=True)
-class Affine:
-    """An integer a * batch + c."""
-    a: int
-    c: int
+class Poly:
+    """An integer polynomial in named sizes: sum of coefficient * monomial."""
+    terms: tuple[tuple[int, Monomial], ...]
 
-    def at(self, batch: int) -> int:
-        return self.a * batch + self.c
+    @staticmethod
+    def of(symbol: str, a: int = 1, c: int = 0) -> "Poly":
+        """a * symbol + c."""
+        terms = ((a, ((symbol, 1),)),) if a else ()
+        return Poly(terms + (((c, ()),) if c else ()))
 
-    def solve(self, value: int) -> int | None:
-        """The batch at which this takes `value`, if any."""
-        if self.a == 0 or (value - self.c) % self.a:
+    @staticmethod
+    def from_coefficients(coefficients: Mapping[Monomial, int]) -> "Poly | int":
+        """The polynomial of these coefficients (a plain int when it has no symbol)."""
+        terms = tuple(sorted((c, m) for m, c in coefficients.items() if c))
+        if all(not m for _, m in terms):
+            return sum(c for c, _ in terms)
+        return Poly(tuple(sorted(terms, key=lambda t: (-len(t[1]), t[1]))))
+
+    @property
+    def symbols(self) -> tuple[str, ...]:
+        return tuple(sorted({s for _, m in self.terms for s, _ in m}))
+
+    def at(self, sizes: Mapping[str, int]) -> int:
+        total = 0
+        for c, m in self.terms:
+            for s, p in m:
+                c *= sizes[s] ** p
+            total += c
+        return total
+
+    def linear_in(self) -> tuple[str, int, int] | None:
+        """(symbol, a, c) if this is a * symbol + c, else None."""
+        linear = [(c, m) for c, m in self.terms if m]
+        if len(linear) != 1 or linear[0][1][0][1] != 1 or len(linear[0][1]) != 1:
             return None
-        return (value - self.c) // self.a
+        const = sum(c for c, m in self.terms if not m)
+        return linear[0][1][0][0], linear[0][0], const
 
-    def expr(self, var: str = "nb") -> str:
-        term = var if self.a == 1 else f"{var} * {self.a}"
-        if self.c:
-            term += f" + {self.c}" if self.c > 0 else f" - {-self.c}"
-        return f"({term})"
+    def solve(self, value: int) -> tuple[str, int] | None:
+        """(symbol, size) at which a linear template takes `value`, if there is one."""
+        lin = self.linear_in()
+        if lin is None:
+            return None
+        symbol, a, c = lin
+        if (value - c) % a:
+            return None
+        return symbol, (value - c) // a
+
+    def expr(self, names: Mapping[str, str]) -> str:
+        """Python/Triton source for the value: names[symbol] is the variable holding it."""
+        parts = []
+        for c, m in self.terms:
+            factors = [names[s] for s, p in m for _ in range(p)]
+            if c != 1 or not factors:
+                factors.append(str(c))
+            parts.append(" * ".join(factors))
+        return "(" + " + ".join(parts).replace("+ -", "- ") + ")"
+
+    def __str__(self) -> str:
+        return self.expr({s: s for s in self.symbols})[1:-1]
 
 
-def instantiate(template: Any, batch: int) -> Any:
-    """The value a template takes at `batch` (Affine leaves evaluated, the rest as is)."""
-    if isinstance(template, Affine):
-        return template.at(batch)
+def instantiate(template: Any, sizes: Mapping[str, int]) -> Any:
+    """The value a template takes at `sizes` (Poly leaves evaluated, the rest as is)."""
+    if isinstance(template, Poly):
+        return template.at(sizes)
     if isinstance(template, (tuple, list)):
-        return type(template)(instantiate(t, batch) for t in template)
+        return type(template)(instantiate(t, sizes) for t in template)
     if isinstance(template, dict):
-        return {k: instantiate(t, batch) for k, t in template.items()}
+        return {k: instantiate(t, sizes) for k, t in template.items()}
     return template
 
 
 def is_constant(template: Any) -> bool:
-    if isinstance(template, Affine):
+    if isinstance(template, Poly):
         return False
     if isinstance(template, (tuple, list)):
         return all(is_constant(t) for t in template)
@@ -117,4 +153,55 @@ def is_constant(template: Any) -> bool:
     return True
 
 
-__all__ = ["Affine", "BatchProfile", "instantiate", "is_constant"]
+Dim = int | str   # an input dim: a fixed size or the symbol it names
+
+
+@dataclass(frozen=True)
+class ShapeProfile:
+    """The sizes a shape-generic engine runs: each symbol's range, each input's dims."""
+    symbols: dict[str, SizeRange]
+    inputs: dict[str, tuple[Dim, ...]]
+
+    def corners(self) -> list[dict[str, int]]:
+        """Every combination of the symbols' min and max (where polynomials peak)."""
+        names = list(self.symbols)
+        choices = [(self.symbols[s].min, self.symbols[s].max) for s in names]
+        return [dict(zip(names, values)) for values in itertools.product(*choices)]
+
+    def point(self, which: str) -> dict[str, int]:
+        """The sizes at each symbol's "min", "opt" or "max"."""
+        return {s: getattr(r, which) for s, r in self.symbols.items()}
+
+    def dim_text(self, name: str) -> str:
+        return "(" + ", ".join(str(d) for d in self.inputs[name]) + ")"
+
+    def describe(self) -> str:
+        return "; ".join(f"{s} {r}" for s, r in self.symbols.items())
+
+    def __str__(self) -> str:
+        return self.describe()
+
+    def check(self, name: str, dim: int, symbol: str, size: int, shape) -> None:
+        """InputError unless `size` (dim `dim` of input `name`) is inside the symbol's range."""
+        r = self.symbols[symbol]
+        if size not in r:
+            raise InputError(f'input "{name}": dim {dim} ({symbol}) is {size}, outside the '
+                             f"engine's optimization profile [{r.min}, {r.max}] (shape "
+                             f"{tuple(shape)}; {symbol}: {r})")
+
+
+def variable_names(symbols) -> dict[str, str]:
+    """A Python identifier for each symbol (the kernels' size parameters)."""
+    names, used = {}, set()
+    for s in symbols:
+        base = "size_" + re.sub(r"\W", "_", s)
+        name, k = base, 1
+        while name in used:
+            name, k = f"{base}_{k}", k + 1
+        names[s] = name
+        used.add(name)
+    return names
+
+
+__all__ = ["BatchProfile", "Dim", "Monomial", "Poly", "ShapeProfile", "SizeRange", "instantiate",
+           "is_constant", "variable_names"]

@@ -142,7 +142,7 @@ def dynamic_section(profile=(1, 32, 256), batches=(1, 32, 256)) -> dict:
         out["rows"].append(row)
         torch.cuda.empty_cache()
     out["arena_bytes"] = dynamic.memory.arena_bytes
-    out["cuda_graphs"] = len(dynamic.captured_batches)
+    out["cuda_graphs"] = len(dynamic.captured_shapes)
     return out
 
 

@@ -19,12 +19,12 @@ from trident.compiler.frontend.onnx import (activations, arith, elementwise,  # 
                                             normalization, quantize, recurrent, reduction,
                                             resample, spectral, transformer, values)
 from trident.compiler.frontend.onnx.context import NodeContext
-from trident.compiler.frontend.onnx.importer import bind_inputs, import_onnx
+from trident.compiler.frontend.onnx.importer import bind_inputs, import_onnx, input_dims
 from trident.compiler.frontend.onnx.registry import (CONVERTERS, MAX_OPSET, MIN_OPSET,
                                                      constant_fed_inputs,
                                                      constant_input_slots, converter,
                                                      supported_onnx_ops)
 
-__all__ = ["import_onnx", "bind_inputs", "supported_onnx_ops", "constant_input_slots",
+__all__ = ["import_onnx", "bind_inputs", "input_dims", "supported_onnx_ops", "constant_input_slots",
            "constant_fed_inputs", "CONVERTERS",
            "converter", "NodeContext", "MAX_OPSET", "MIN_OPSET"]

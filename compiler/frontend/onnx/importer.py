@@ -69,17 +69,17 @@ class _Importer:
         except Exception as e:  # truncated raw_data, missing external file, ...
             raise ModelError(f"{loc}: cannot read tensor '{name}': {e}") from None
 
-    def add_inputs(self, batch_size: int | None) -> None:
+    def add_inputs(self, batch_size: int | None, dim_values: dict[str, int]) -> None:
         g = self.model.graph
         inputs = [v for v in g.input if v.name not in self.initializers]
         types = {v.name: _input_type(v) for v in inputs}
-        batch_symbols = _batch_symbols(types, batch_size)
+        sizes = {**{s: batch_size for s in _batch_symbols(types, batch_size)}, **dim_values}
         for v in inputs:
             t = types[v.name]
             if isinstance(t, str):
                 self.bad_inputs[v.name] = t
                 continue
-            t = TensorType(tuple(batch_size if d in batch_symbols else d for d in t.shape),
+            t = TensorType(tuple(sizes.get(d, d) if isinstance(d, str) else d for d in t.shape),
                            t.dtype)
             self.builder.graph.inputs.append(v.name)
             self.builder.graph.types[v.name] = t
@@ -393,13 +393,28 @@ def bind_inputs(model, values: dict) -> onnx.ModelProto:
     return bound
 
 
+def input_dims(model) -> dict[str, tuple[int | str, ...]]:
+    """Each graph input's dims: a size, or the symbol naming it (its dim_param, or
+    `<input>.d<k>` for a dim with neither); inputs of unsupported types are left out."""
+    proto = bind_inputs(model, {})
+    initializers = {t.name for t in proto.graph.initializer}
+    out = {}
+    for v in proto.graph.input:
+        if v.name not in initializers:
+            t = _input_type(v)
+            if not isinstance(t, str):
+                out[v.name] = tuple(t.shape)
+    return out
+
+
 def import_onnx(model, *, constant_inputs: dict | None = None,
-                batch_size: int | None = None) -> Graph:
+                batch_size: int | None = None, dim_values: dict[str, int] | None = None) -> Graph:
     """Convert an ONNX model (path, bytes or ModelProto) into a typed IR Graph.
 
     constant_inputs: graph inputs to bind to values at import (see bind_inputs); they become
         constants and leave the graph's inputs.
     batch_size: the size that replaces a symbolic first dim of the graph inputs.
+    dim_values: {symbol: size} for symbolic dims (dim_params; see input_dims).
     """
     try:
         proto = bind_inputs(model, dict(constant_inputs or {}))
@@ -408,7 +423,7 @@ def import_onnx(model, *, constant_inputs: dict | None = None,
         proto = _inline_and_infer(proto)
         inferred = {v.name: v.type for v in proto.graph.value_info}
         importer = _Importer(proto, opset, inferred)
-        importer.add_inputs(batch_size)
+        importer.add_inputs(batch_size, dict(dim_values or {}))
         for index, node in enumerate(proto.graph.node):
             importer.convert_node(index, node)
         return importer.finish()

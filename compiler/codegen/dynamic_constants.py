@@ -1,0 +1,82 @@
+"""Constants that depend on the sizes, in a shape-generic program.
+
+Import folds what it can: `position_embeddings.weight[:seq]` becomes a constant of seq rows, a
+token-type row expanded over [batch, seq] one of batch * seq rows. Such a constant is stored once,
+at the profile's max sizes, and each run slices the part its sizes need (the leading
+[:n0, :n1, ...] of every dim, one copy by a torch step ahead of the kernels that read it): valid
+only if every probe's constant is exactly that slice of the max one, which is checked.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import torch
+
+from trident.compiler.codegen.program import Layout, Program, Step
+from trident.compiler.errors import TridentError, UnsupportedError
+from trident.compiler.fusion import Group
+from trident.compiler.ir import Node
+
+MAX_SUFFIX = "@max"
+
+
+def varying_constants(programs: dict[tuple, Program]) -> list[str]:
+    first = next(iter(programs.values()))
+    out = []
+    for name, ref in first.constants.items():
+        for p in programs.values():
+            t = p.constants.get(name)
+            if t is None or t.shape != ref.shape or t.dtype != ref.dtype or not torch.equal(t, ref):
+                out.append(name)
+                break
+    return out
+
+
+def _slice_of(big: torch.Tensor, small: torch.Tensor) -> bool:
+    if big.dim() != small.dim() or big.dtype != small.dtype or \
+            any(s > b for s, b in zip(small.shape, big.shape)):
+        return False
+    return torch.equal(big[tuple(slice(0, n) for n in small.shape)], small)
+
+
+def unfold_constants(programs: dict[tuple, Program], names: list[str],
+                     compile_max: Callable[[], Program]) -> dict[tuple, Program]:
+    """Each probe program with the constants `names` computed by slicing their max-size value."""
+    try:
+        at_max = compile_max()
+    except TridentError as e:
+        raise UnsupportedError(f"dynamic shapes: constants {names[:3]} depend on the sizes, and "
+                               f"the model cannot be imported at the profile's max sizes to store "
+                               f"them ({e})") from None
+    for name in names:
+        big = at_max.constants.get(name)
+        for point, p in programs.items():
+            if big is None or not _slice_of(big, p.constants[name]):
+                raise UnsupportedError(
+                    f"dynamic shapes: constant {name} depends on the sizes "
+                    f"({tuple(p.constants[name].shape)} at {point}) and is not a slice of its "
+                    f"value at the profile's max sizes; build with fixed sizes for these dims")
+    return {point: _with_slices(p, names, at_max) for point, p in programs.items()}
+
+
+def _with_slices(program: Program, names: list[str], at_max: Program) -> Program:
+    constants = {k: v for k, v in program.constants.items() if k not in names}
+    layouts = dict(program.layouts)
+    steps: list[Step] = []
+    for name in names:
+        big, small = at_max.constants[name], program.constants[name]
+        source = name + MAX_SUFFIX
+        constants[source] = big
+        layouts[source] = at_max.layouts[name]
+        rank = small.dim()
+        node = Node("slice", (source,), (name,),
+                    {"starts": [0] * rank, "ends": list(small.shape), "axes": list(range(rank)),
+                     "steps": [1] * rank}, f"{name}.slice")
+        steps.append(Step("torch", [source], [name], Group("torch", [node],
+                                                           ["a size-dependent constant"])))
+    return dataclasses.replace(program, steps=steps + list(program.steps), layouts=layouts,
+                               constants=constants)
+
+
+__all__ = ["unfold_constants", "varying_constants"]
