@@ -1,0 +1,137 @@
+"""Optimization profiles on several dims (batch and sequence): ONNX and torch models, the errors
+for shapes outside the profile, and profiled engines saved and loaded."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from trident.compiler import InputError, TridentError, build_engine
+from trident.compiler.codegen.polyfit import Grid, fit_int
+from trident.compiler.ir.shapes import Poly
+from trident.models import MODELS
+from trident.runtime import load_engine
+from trident.tools.compile import parse_shapes
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+SHAPES = ((1, 4), (2, 16), (3, 40))   # (batch, seq): min, opt, max
+CASES = ((1, 4), (3, 23), (3, 40), (2, 16), (1, 1 + 4))
+
+
+@pytest.fixture(scope="module")
+def bert():
+    build, make_inputs = MODELS["bert_tiny"]
+    torch.manual_seed(0)
+    return build().eval(), lambda b, s: make_inputs(b, seq=s, with_mask=True)
+
+
+@pytest.fixture(scope="module")
+def onnx_bert(bert, tmp_path_factory):
+    model, make = bert
+    path = tmp_path_factory.mktemp("dyn") / "bert.onnx"
+    axes = {0: "batch", 1: "sequence"}
+    torch.onnx.export(model, make(2, 16), str(path), dynamo=False,
+                      input_names=["input_ids", "attention_mask"], output_names=["out"],
+                      dynamic_axes={"input_ids": axes, "attention_mask": axes, "out": axes})
+    # A profile for input_ids binds "batch" and "sequence" in attention_mask too.
+    return path, build_engine(str(path), "fp32", shapes={"input_ids": SHAPES})
+
+
+@pytest.fixture(scope="module")
+def torch_engine(bert):
+    model, make = bert
+    return build_engine(model, "fp32", make(2, 16),
+                        shapes={"input_ids": SHAPES, "attention_mask": SHAPES})
+
+
+def check(engine, model, make, cases=CASES):
+    for b, s in cases:
+        x = make(b, s)
+        with torch.no_grad():
+            want = model(*x)
+        (got,) = engine(*x)
+        assert got.shape == (b, s, 64)
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_polynomials_of_several_sizes():
+    grid = Grid(("b", "s"), ((2, 3), (5, 6, 7)), ((4, 8),))
+    stride = lambda b, s: b * s * s * 12 + s * 768 - 3  # noqa: E731
+    values = {p: stride(*p) for p in grid.points()}
+    template = fit_int(grid, values)
+    assert isinstance(template, Poly) and template.at({"b": 11, "s": 29}) == stride(11, 29)
+    assert eval(template.expr({"b": "b", "s": "s"}), {"b": 5, "s": 9}) == stride(5, 9)
+    values[(4, 8)] += 1   # the check probe disagrees: no polynomial of these degrees
+    assert fit_int(grid, values) is None
+    ceil = {p: -(-p[1] // 2) for p in grid.points()}
+    assert fit_int(grid, ceil) is None
+
+
+def test_onnx_profile_on_batch_and_sequence(bert, onnx_bert):
+    model, make = bert
+    _, engine = onnx_bert
+    assert set(engine.profile.symbols) == {"batch", "sequence"}
+    assert engine.profile.inputs["attention_mask"] == ("batch", "sequence")
+    check(engine, model, make)
+    kernels = engine.plan.kernel_steps()
+    assert any(k.sizes == ("batch", "sequence") for k in kernels)
+    # The weights-only kernels (none here) and the static ones take no sizes; every generic
+    # kernel declares its size parameters unspecialized.
+    assert all(f'"size_{s}"' in k.source for k in kernels for s in k.sizes)
+
+
+def test_torch_profile_on_batch_and_sequence(bert, torch_engine):
+    model, make = bert
+    check(torch_engine, model, make)
+    assert len(torch_engine.profile.symbols) == 2
+
+
+@pytest.mark.parametrize("b, s, dim, value, low, high", [
+    (2, 41, 1, 41, 4, 40), (2, 3, 1, 3, 4, 40), (4, 16, 0, 4, 1, 3)])
+def test_outside_the_profile(onnx_bert, bert, b, s, dim, value, low, high):
+    _, engine = onnx_bert
+    symbol = ("batch", "sequence")[dim]
+    with pytest.raises(InputError, match=rf'input "input_ids": dim {dim} \({symbol}\) is {value}, '
+                                         rf"outside the engine's optimization profile "
+                                         rf"\[{low}, {high}\]"):
+        engine(*bert[1](b, s))
+
+
+def test_inputs_that_disagree_on_a_size(onnx_bert, bert):
+    _, engine = onnx_bert
+    ids, _ = bert[1](2, 16)
+    _, mask = bert[1](2, 20)
+    with pytest.raises(InputError, match=r'input "attention_mask".*dim 1 gives sequence = 20, '
+                                         r'but input "input_ids" dim 1 gives sequence = 16'):
+        engine(ids, mask)
+
+
+def test_save_and_load_a_profiled_engine(onnx_bert, bert, tmp_path):
+    _, engine = onnx_bert
+    path = tmp_path / "bert.engine"
+    engine.save(path)
+    loaded = load_engine(path)
+    assert loaded.profile == engine.profile
+    model, make = bert
+    check(loaded, model, make, cases=((3, 33), (1, 4)))
+    with pytest.raises(InputError, match="outside the engine's optimization profile"):
+        loaded(*make(1, 41))
+
+
+def test_profile_errors(onnx_bert):
+    path, _ = onnx_bert
+    with pytest.raises(TridentError, match="no input named 'ids'"):
+        build_engine(str(path), shapes={"ids": SHAPES})
+    with pytest.raises(TridentError, match="sequence already has the range"):
+        build_engine(str(path), shapes={"input_ids": SHAPES,
+                                        "attention_mask": ((1, 4), (2, 16), (3, 50))})
+    with pytest.raises(TridentError, match="expected three shapes"):
+        build_engine(str(path), shapes={"input_ids": ((1, 4), (2, 16, 3), (3, 40))})
+    with pytest.raises(TridentError, match="needs 0 <= min <= opt <= max"):
+        build_engine(str(path), shapes={"input_ids": ((1, 40), (2, 16), (3, 40))})
+
+
+def test_cli_shapes():
+    assert parse_shapes("input_ids:1x16:8x128:32x512,mask:1x16:8x128:32x512") == {
+        "input_ids": "1x16:8x128:32x512", "mask": "1x16:8x128:32x512"}
+    with pytest.raises(InputError, match="NAME:MIN:OPT:MAX"):
+        parse_shapes("input_ids:1x16:8x128")
