@@ -30,10 +30,11 @@ __path__ += _checkout_path()  # before the imports below, which look trident.com
 
 from trident.compiler import build_engine  # noqa: E402
 from trident.runtime import load_engine  # noqa: E402
+from trident.runtime.generate import generate  # noqa: E402
 
 try:
     __version__ = version("trident")
 except PackageNotFoundError:  # a source tree that was never installed
     __version__ = "0+unknown"
 
-__all__ = ["__version__", "build_engine", "load_engine"]
+__all__ = ["__version__", "build_engine", "generate", "load_engine"]

@@ -1,0 +1,72 @@
+"""A GPT-2 decoder step with its KV cache as one engine (batch, seq and past dynamic), and
+trident.generate against transformers' own generate (greedy, fp32, tiny config)."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import trident
+from trident.compiler import InputError
+
+transformers = pytest.importorskip("transformers")
+pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::DeprecationWarning")
+
+
+@pytest.fixture(scope="module")
+def gpt2():
+    from trident.models.gpt2 import decoder_engine
+
+    torch.manual_seed(0)
+    cfg = transformers.GPT2Config(n_layer=2, n_head=2, n_embd=32, vocab_size=97, n_positions=64)
+    hf = transformers.GPT2LMHeadModel(cfg).eval()
+    engine = decoder_engine(hf, max_batch=3, max_seq=16, max_past=40, opt_batch=2, opt_seq=1,
+                            opt_past=8)
+    return hf, engine
+
+
+def test_one_engine_for_prompt_and_steps(gpt2):
+    from trident.models.gpt2 import DecoderStep, decoder_inputs
+
+    hf, engine = gpt2
+    assert {"batch", "seq", "past"} <= set(engine.profile.symbols)
+    assert engine.profile.symbols["past"].as_tuple() == (0, 8, 40)
+    attention = [k for k in engine.plan.kernel_steps() if k.name.startswith("attention")]
+    assert len(attention) == 2 and all("CAUSAL=True" in k.source for k in attention)
+    step = DecoderStep(hf).eval()
+    for batch, seq, cached in ((2, 5, 0), (1, 1, 7), (3, 1, 33), (3, 16, 24)):
+        x = decoder_inputs(hf, batch, seq, cached)
+        with torch.no_grad():
+            want = step(*x)
+        got = engine(*x)
+        assert got[1].shape == (2, 2, batch, 2, cached + seq, 16)
+        for g, w in zip(got, want):
+            torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-4)
+
+
+def test_greedy_generation_matches_transformers(gpt2):
+    hf, engine = gpt2
+    ids = torch.randint(0, 97, (2, 6), generator=torch.Generator().manual_seed(1))
+    got = trident.generate(engine, ids, max_new_tokens=12)
+    want = hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=12,
+                       do_sample=False, pad_token_id=0)
+    assert torch.equal(got, want)
+
+
+def test_sampling_with_top_k(gpt2):
+    _, engine = gpt2
+    ids = torch.randint(0, 97, (1, 3), generator=torch.Generator().manual_seed(2))
+    runs = [trident.generate(engine, ids, 5, temperature=0.8, top_k=1) for _ in range(2)]
+    assert torch.equal(runs[0], runs[1])  # top_k=1 samples the argmax
+    assert torch.equal(runs[0], trident.generate(engine, ids, 5))
+    out = trident.generate(engine, ids, 5, temperature=1.0, top_k=5,
+                           generator=torch.Generator().manual_seed(0))
+    assert out.shape == (1, 8) and torch.equal(out[:, :3], ids)
+
+
+def test_generation_past_the_profile(gpt2):
+    _, engine = gpt2
+    with pytest.raises(InputError, match=r"dim 4 \(past\) is 41, outside the engine's "
+                                         r"optimization profile \[0, 40\]"):
+        trident.generate(engine, torch.zeros(1, 16, dtype=torch.int64), 27)
+    with pytest.raises(InputError, match="input_ids should be"):
+        trident.generate(engine, torch.zeros(3, dtype=torch.int64), 1)
