@@ -8,8 +8,9 @@ placeholders) and example inputs. The graph is partitioned with torch's
 CapabilityBasedPartitioner: maximal subgraphs of nodes the fx frontend converts
 (`supported_fx_target`) become trident engines; every other node stays in torch, between them.
 Each partition builds its engine lazily, at its first call with a new input signature (shapes,
-dtypes, device, and the values of symbolic sizes), and keeps one engine per signature: when
-dynamo recompiles a graph with a dynamic batch dim, each batch size seen gets its own engine.
+dtypes, device), and keeps one engine per signature. A partition with symbolic sizes (dynamic=True,
+torch._dynamo.mark_dynamic) builds one engine with an optimization profile over them
+(compiler/dynamo_shapes.py) that serves every size in range; `engines_built` counts its builds.
 Weights are baked into the engines at their first call (as any inference compiler does).
 
 Options (`torch.compile(model, backend="trident", options={...})`):
@@ -30,6 +31,7 @@ import torch.fx
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from trident.compiler import config as _config  # (also: Triton's interpreter without CUDA)
+from trident.compiler.dynamo_shapes import build_options, fits, symbolic_inputs
 from trident.compiler.errors import TridentError
 
 DEFAULTS = {"precision": _config.DEFAULT_PRECISION, "cuda_graph": True, "fallback": True, "min_nodes": 1}
@@ -126,6 +128,8 @@ class TridentSubgraph(torch.nn.Module):
         self.weight_args = weight_args
         self.options = options
         self.engines: dict[tuple, Any] = {}
+        self.symbolic = symbolic_inputs(gm)   # dynamic sizes: one engine serves them all
+        self.engines_built = 0
         output = next(n for n in gm.graph.nodes if n.op == "output")
         leaves, self._out_spec = tree_flatten(output.args[0])
         self._num_outputs = len(leaves)
@@ -133,10 +137,12 @@ class TridentSubgraph(torch.nn.Module):
     def forward(self, *args):
         # An inference engine computes no gradients (and Triton's interpreter reads raw data).
         args = tuple(a.detach() if isinstance(a, torch.Tensor) else a for a in args)
-        key = _signature(args)
-        entry = self.engines.get(key)
+        entry = self._dynamic_entry(args) if self.symbolic else None
         if entry is None:
-            entry = self.engines[key] = self._build(args)
+            key = _signature(args)
+            entry = self.engines.get(key)
+            if entry is None:
+                entry = self.engines[key] = self._build(args)
         if entry is _FALLBACK:
             return self.gm(*args)
         engine, keep = entry
@@ -145,7 +151,22 @@ class TridentSubgraph(torch.nn.Module):
             outs = [o.clone() for o in outs]  # the engine's buffers: the next replay rewrites them
         return tree_unflatten(list(outs), self._out_spec)
 
-    def _build(self, args: Sequence):
+    def _dynamic_entry(self, args: Sequence):
+        """The engine with a profile over the symbolic sizes that fits `args` (built if none
+        does); None to fall back to one engine per concrete signature."""
+        entries = self.engines.setdefault(self.symbolic.key(args), [])
+        sizes = self.symbolic.symbols_of(args)
+        for entry in entries:
+            if entry is _FALLBACK or fits(entry[0], sizes):
+                return entry
+        entry = self._build(args, **build_options(self.symbolic, args))
+        if entry is _FALLBACK and not entries:
+            self.symbolic = None  # no profile: engines per concrete size, as for static graphs
+            return None
+        entries.append(entry)
+        return entry
+
+    def _build(self, args: Sequence, **profile):
         from trident.compiler import build_engine
         from trident.compiler.frontend.fx import user_input_indices
 
@@ -161,7 +182,8 @@ class TridentSubgraph(torch.nn.Module):
             keep = user_input_indices(self.gm, examples)
             with torch.inference_mode(False), torch.no_grad():
                 engine = build_engine(self.gm, precision=self.options["precision"],
-                                      example_inputs=examples, device=device)
+                                      example_inputs=examples, device=device, **profile)
+            self.engines_built += 1
             if len(engine.outputs) != self._num_outputs:
                 raise TridentError(f"the engine has {len(engine.outputs)} outputs, the "
                                    f"partition {self._num_outputs}")

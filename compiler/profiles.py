@@ -7,7 +7,7 @@ Which dims vary together:
   binds that symbol in every input;
 - torch: the example inputs' dims whose (min, opt, max) are equal form one symbol (dim 0's is
   named "batch"); `dim_names` ({input: {dim: symbol}}, as dynamo's SymInts give) names them
-  explicitly instead.
+  explicitly instead; {input: symbol} marks an int input that is that symbol's size.
 """
 from __future__ import annotations
 
@@ -116,6 +116,8 @@ def torch_profile(model, example_inputs: Sequence, batch, shapes: dict | None,
     shapes = {(names[k] if isinstance(k, int) else k): v for k, v in (shapes or {}).items()}
     _check_names(shapes, list(tensors))
     dim_names = {(names[k] if isinstance(k, int) else k): v for k, v in (dim_names or {}).items()}
+    scalars = {n: s for n, s in dim_names.items() if isinstance(s, str)}
+    dim_names = {n: d for n, d in dim_names.items() if not isinstance(d, str)}
     ranges: dict[tuple[str, int], Triple] = {}
     for name, spec in shapes.items():
         for k, triple in enumerate(_shape_triple(name, spec, tensors[name].dim())):
@@ -138,7 +140,7 @@ def torch_profile(model, example_inputs: Sequence, batch, shapes: dict | None,
                                              by_range.values() else f"{name}.d{k}")
         _bind(symbols, symbol, triple, f'shapes["{name}"] dim {k}')
         dims[name][k] = symbol
-    return ShapeProfile(symbols, {n: tuple(d) for n, d in dims.items()})
+    return ShapeProfile(symbols, {n: tuple(d) for n, d in dims.items()}, scalars)
 
 
 def at_sizes(example_inputs: Sequence, profile: ShapeProfile, names: Sequence[str],
@@ -147,6 +149,8 @@ def at_sizes(example_inputs: Sequence, profile: ShapeProfile, names: Sequence[st
     token ids stay valid); a dim that was empty is filled with random values."""
     out = []
     for name, x in zip(names, example_inputs):
+        if name in profile.scalars:
+            x = sizes[profile.scalars[name]]
         if isinstance(x, torch.Tensor) and name in profile.inputs:
             for k, d in enumerate(profile.inputs[name]):
                 if isinstance(d, str):

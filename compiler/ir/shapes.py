@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import itertools
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from trident.compiler.errors import InputError, TridentError
@@ -161,6 +161,9 @@ class ShapeProfile:
     """The sizes a shape-generic engine runs: each symbol's range, each input's dims."""
     symbols: dict[str, SizeRange]
     inputs: dict[str, tuple[Dim, ...]]
+    # int inputs that are a symbol's size (dynamo's SymInt placeholders); build time only: the
+    # engine takes tensors, and the sizes come from their shapes.
+    scalars: dict[str, str] = field(default_factory=dict, compare=False)
 
     def corners(self) -> list[dict[str, int]]:
         """Every combination of the symbols' min and max (where polynomials peak)."""

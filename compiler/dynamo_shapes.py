@@ -1,0 +1,95 @@
+"""torch.compile with dynamic shapes: the symbolic sizes dynamo hands a partition, as an
+optimization profile (compiler/profiles.py), so one engine serves every size.
+
+Dynamo marks a dim dynamic (dynamic=True, torch._dynamo.mark_dynamic, or after a recompile) by
+giving the placeholder's example value (node.meta["example_value"], a FakeTensor) a SymInt there;
+a size the graph computes with is passed as an int placeholder of its own. Each symbolic dim
+becomes a profile symbol (named as dynamo names it, "s0"); an int placeholder that is a symbol
+follows that symbol's size in every probe. The range is min 1, opt the size first seen, max
+RANGE_FACTOR times it (at least MIN_MAX); a later size past the max builds a second engine whose
+range starts from that size.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+RANGE_FACTOR = 4
+MIN_MAX = 64
+
+
+@dataclass
+class SymbolicInputs:
+    dims: dict[int, dict[int, str]]    # placeholder index -> {dim: symbol}
+    scalars: dict[int, str]            # placeholder index of an int that is a symbol
+
+    def symbols_of(self, args: Sequence) -> dict[str, int]:
+        """Each symbol's size in these arguments."""
+        sizes = {}
+        for i, dims in self.dims.items():
+            for d, s in dims.items():
+                sizes[s] = int(args[i].shape[d])
+        for i, s in self.scalars.items():
+            sizes.setdefault(s, int(args[i]))
+        return sizes
+
+    def key(self, args: Sequence) -> tuple:
+        """The arguments' signature with the symbolic sizes left out."""
+        out = []
+        for i, a in enumerate(args):
+            if isinstance(a, torch.Tensor):
+                shape = tuple("*" if d in self.dims.get(i, {}) else n for d, n in enumerate(a.shape))
+                out.append((shape, a.dtype, a.device))
+            elif i in self.scalars:
+                out.append("symbol")
+            else:
+                out.append(("value", a) if isinstance(a, (int, float, bool)) else type(a).__name__)
+        return tuple(out)
+
+
+def _symbol(size) -> str | None:
+    if isinstance(size, torch.SymInt):
+        return str(size.node.expr)
+    return None
+
+
+def symbolic_inputs(gm: torch.fx.GraphModule) -> SymbolicInputs | None:
+    """The symbolic dims of a partition's placeholders, or None if it has none."""
+    dims, scalars = {}, {}
+    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    for i, node in enumerate(placeholders):
+        value = node.meta.get("example_value", node.meta.get("val"))
+        if isinstance(value, torch.Tensor):
+            found = {d: s for d, size in enumerate(value.shape) if (s := _symbol(size))}
+            if found:
+                dims[i] = found
+        elif (s := _symbol(value)) is not None and s.isidentifier():
+            scalars[i] = s
+    return SymbolicInputs(dims, scalars) if dims else None
+
+
+def profile_ranges(sizes: dict[str, int]) -> dict[str, tuple[int, int, int]]:
+    return {s: (1, v, max(RANGE_FACTOR * v, MIN_MAX)) for s, v in sizes.items()}
+
+
+def build_options(sym: SymbolicInputs, args: Sequence) -> dict:
+    """shapes= and dim_names= for build_engine (placeholders by index), and scalar inputs."""
+    ranges = profile_ranges(sym.symbols_of(args))
+    shapes, names = {}, {}
+    for i, dims in sym.dims.items():
+        shape = list(args[i].shape)
+        triples = [ranges[dims[d]] if d in dims else (n, n, n) for d, n in enumerate(shape)]
+        shapes[i] = tuple(tuple(t[k] for t in triples) for k in range(3))
+        names[i] = dict(dims)
+    names.update(sym.scalars)   # an int placeholder that is a symbol: its name alone
+    return {"shapes": shapes, "dim_names": names}
+
+
+def fits(engine, sizes: dict[str, int]) -> bool:
+    symbols = engine.profile.symbols if engine.profile is not None else {}
+    return all(s in symbols and v in symbols[s] for s, v in sizes.items())
+
+
+__all__ = ["SymbolicInputs", "build_options", "fits", "profile_ranges", "symbolic_inputs"]

@@ -1,0 +1,51 @@
+"""torch.compile(dynamic=True) and mark_dynamic: one engine per partition over dynamo's symbolic
+sizes, not one per concrete size."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from trident.compiler import dynamo
+from trident.models import MODELS
+
+pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::DeprecationWarning")
+
+
+@pytest.fixture
+def partitions(monkeypatch):
+    made = []
+    init = dynamo.TridentSubgraph.__init__
+
+    def record(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        made.append(self)
+
+    monkeypatch.setattr(dynamo.TridentSubgraph, "__init__", record)
+    return made
+
+
+def test_bert_over_eight_lengths_builds_at_most_two_engines(partitions):
+    torch._dynamo.reset()
+    build, make = MODELS["bert_tiny"]
+    model = build().eval()
+    compiled = torch.compile(model, backend="trident", dynamic=True, options={"fallback": False})
+    with torch.no_grad():
+        for seq in (8, 12, 5, 31, 64, 100, 9, 17):
+            x = make(2, seq=seq, with_mask=True)
+            torch.testing.assert_close(compiled(*x), model(*x), rtol=1e-4, atol=1e-4)
+    assert partitions and all(p.symbolic is not None for p in partitions)
+    built = [p.engines_built for p in partitions]
+    print(f"engines built per partition over 8 lengths: {built}")
+    assert all(1 <= n <= 2 for n in built)
+
+
+def test_mark_dynamic(partitions):
+    torch._dynamo.reset()
+    model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.GELU(), torch.nn.Linear(32, 8)).eval()
+    compiled = torch.compile(model, backend="trident", options={"fallback": False})
+    with torch.no_grad():
+        for rows in (3, 7, 20):
+            x = torch.randn(rows, 16)
+            torch._dynamo.mark_dynamic(x, 0)
+            torch.testing.assert_close(compiled(x), model(x), rtol=1e-4, atol=1e-5)
+    assert sum(p.engines_built for p in partitions) == 1
