@@ -2,7 +2,7 @@
 # Runs trident's GPU checks and benchmarks on a machine with an NVIDIA GPU: installs trident from
 # this checkout, then runs the stage asked for. Results land in $OUT (or ./gpu-out), named
 # <gpu>-<what>.json (docs/benchmarks.md); copy the ones to keep into benchmarks/results/.
-#   stages: tests | safety | attention | kernels | sweep | tune | runtime | models | bench | bench-full |
+#   stages: tests | safety | attention | dynamic | kernels | sweep | tune | runtime | models | bench | bench-full |
 #           int8 | all.  T_<stage>: a time limit in seconds for the long steps (default 300).
 set -uo pipefail
 stage=${1:-all}
@@ -52,6 +52,12 @@ case "$stage" in
   tests) run_tests ;;
   safety) run_safety ;;
   attention) run_attention ;;
+  # Profiles on several dims, KV-cache generation, dynamo dynamic shapes: GPU tests, then the
+  # benchmark (BERT-base sequence profile vs static vs torch.compile; GPT-2 generate tokens/s).
+  dynamic) timeout "${T_DYNAMIC:-120}" python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_dynamic_gpu.py \
+             2>&1 | tee "$out/dynamic-tests.txt" | tail -8
+           timeout "${T_DYNAMIC_BENCH:-420}" python3 -m trident.tools bench dynamic --out "$out" \
+             2>&1 | tee "$out/dynamic.txt" ;;
   kernels) bench kernels --out "$out" 2>&1 | tee "$out/kernels.txt" ;;
   sweep) bench sweep --budget-s 480 --out "$out" 2>&1 | tee "$out/sweep.txt" ;;
   tune) bench tune --out "$out" 2>&1 | tee "$out/tune.txt" ;;
