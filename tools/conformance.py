@@ -51,6 +51,11 @@ PRECISIONS = ("fp32", "fp16")
 # Why a case failed: wrong numbers, a trident error or raw exception, the sanitizer, the process.
 FAILURES = ("wrong", "error", "out-of-bounds", "crash", "timeout")
 FP16_TOLERANCE = (2e-2, 2e-2)   # (rtol, atol): compiler.testing.TOLERANCES["fp16"]
+# fp32 cases whose expected data carry another implementation's rounding rather than the op's
+# value, with the atol that rounding needs. The inverse DFTs' data come from numpy's complex64
+# FFT, which leaves 1.9e-7 where the exact value is 0 (the case's atol is 1e-7; onnxruntime misses
+# by 1.9e-5); trident's transform, in float64, gives 0 there.
+EXPECTED_DATA_ROUNDING = {"test_dft_inverse": 1e-6, "test_dft_inverse_opset19": 1e-6}
 FP16_MAX = 65504.0
 CASE_TIMEOUT_S = 600
 READY = "ready"   # what a worker sends once it has started
@@ -276,6 +281,8 @@ def _engine_data_set(case, inputs, outputs, precision: str) -> Outcome | None:
     if len(got) != len(outputs):
         return Outcome("failed", f"{len(got)} outputs, expected {len(outputs)}", "wrong")
     rtol, atol = (case.rtol, case.atol) if precision == "fp32" else FP16_TOLERANCE
+    if precision == "fp32":
+        atol = max(atol, EXPECTED_DATA_ROUNDING.get(case.name, 0.0))
     for k, (g, w) in enumerate(zip(got, outputs)):
         problem = _compare(g, w, rtol, atol, integer_atol=0 if precision == "fp32" else 1)
         if problem:
@@ -293,7 +300,7 @@ def _reference_data_set(case, inputs, outputs) -> Outcome | None:
     if len(got) != len(outputs):
         return Outcome("failed", f"{len(got)} outputs, expected {len(outputs)}", "wrong")
     for k, (g, w) in enumerate(zip(got, outputs)):
-        problem = _compare(g, w, case.rtol, case.atol)
+        problem = _compare(g, w, case.rtol, max(case.atol, EXPECTED_DATA_ROUNDING.get(case.name, 0.0)))
         if problem:
             return Outcome("failed", f"output {k} ('{graph.outputs[k]}'): {problem}", "wrong")
     return None
