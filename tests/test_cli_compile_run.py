@@ -31,7 +31,7 @@ def test_compile_and_run_onnx_with_a_batch_profile(tmp_path, capsys):
     assert main(["compile", str(tmp_path / "resnet_tiny.onnx"), "-o", str(engine_path),
                  "--precision", "fp32", "--batch", "1:2:4"]) == 0
     out = capsys.readouterr().out
-    assert "batch profile min 1, opt 2, max 4" in out and "arena" in out
+    assert "optimization profile batch min 1, opt 2, max 4" in out and "arena" in out
     report = tmp_path / "run.json"
     assert main(["run", str(engine_path), "--batch", "1", "--iterations", "2", "--warmup", "0",
                  "--json", str(report)]) == 0
