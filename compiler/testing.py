@@ -26,6 +26,15 @@ def run_engine(engine, *inputs: torch.Tensor) -> list[torch.Tensor]:
     return [o.cpu() for o in engine(*[x.to(engine.device) for x in inputs])]
 
 
+def assert_backend_matches_eager(model: torch.nn.Module, *inputs: torch.Tensor, rtol: float = 1e-4,
+                                 atol: float = 1e-4) -> None:
+    """torch.compile(model, backend="trident") gives what the eager model gives on `inputs`."""
+    torch._dynamo.reset()  # a fresh compile: no graph cached from an earlier test
+    compiled = torch.compile(model, backend="trident")
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(*inputs), model(*inputs), rtol=rtol, atol=atol)
+
+
 def compile_and_run(graph: Graph, inputs: Sequence[torch.Tensor], precision: str = "fp32"):
     from trident.compiler.build import compile_graph, engine_from
 

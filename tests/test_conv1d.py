@@ -9,6 +9,7 @@ import torch.nn as nn
 from onnx_util import check_engine, make_model, node, torch_steps
 from trident.compiler.autotune import problem_of
 from trident.compiler.build import BuildTrace, build_engine
+from trident.compiler.testing import assert_backend_matches_eager
 
 # (C, OC, L, K, stride, padding, dilation, groups): odd lengths, size-1 dims, grouped, depthwise
 CASES = {
@@ -109,11 +110,7 @@ def test_whisper_stem_has_no_copies_between_its_convs(precision):
 def test_conv1d_through_torch_compile():
     torch.manual_seed(3)
     model = WhisperStem().eval()
-    x = torch.randn(2, 6, 17)
-    torch._dynamo.reset()
-    compiled = torch.compile(model, backend="trident")
-    with torch.no_grad():
-        torch.testing.assert_close(compiled(x), model(x), rtol=1e-4, atol=1e-5)
+    assert_backend_matches_eager(model, torch.randn(2, 6, 17), atol=1e-5)
 
 
 def onnx_conv1d(c, oc, length, k, stride, pad, dilation, groups, seed):

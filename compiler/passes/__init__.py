@@ -18,6 +18,7 @@ from trident.compiler.passes.cleanup import (eliminate_common_subexpressions,
                                              eliminate_dead_code, fold_constants,
                                              remove_identities)
 from trident.compiler.passes.conv1d import lower_conv1d
+from trident.compiler.passes.heads import fold_head_splits
 from trident.compiler.passes.horizontal import merge_sibling_matmuls
 from trident.compiler.passes.precision import lower_precision
 from trident.compiler.passes.reshapes import sink_reshapes
@@ -46,6 +47,7 @@ def pipeline(options: PassOptions) -> list[tuple[str, Pass]]:
         ("fold_bias_into_anchor", fold_bias_into_anchor),
         ("lower_conv1d", lower_conv1d),
         ("sink_reshapes", sink_reshapes),
+        ("fold_head_splits", fold_head_splits),
         ("fuse_attention", fuse_attention),
         ("merge_sibling_matmuls", merge_sibling_matmuls),
     ]
