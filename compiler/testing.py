@@ -35,6 +35,18 @@ def assert_backend_matches_eager(model: torch.nn.Module, *inputs: torch.Tensor, 
         torch.testing.assert_close(compiled(*inputs), model(*inputs), rtol=rtol, atol=atol)
 
 
+def export_onnx(model: torch.nn.Module, inputs: tuple, opset: int = 17) -> bytes:
+    """The model's ONNX export (torch's TorchScript exporter, its warnings silenced), as bytes."""
+    import io
+    import warnings
+
+    f = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, inputs, f, dynamo=False, opset_version=opset)
+    return f.getvalue()
+
+
 def compile_and_run(graph: Graph, inputs: Sequence[torch.Tensor], precision: str = "fp32"):
     from trident.compiler.build import compile_graph, engine_from
 

@@ -9,7 +9,7 @@ import torch.nn as nn
 from onnx_util import check_engine, make_model, node, torch_steps
 from trident.compiler.autotune import problem_of
 from trident.compiler.build import BuildTrace, build_engine
-from trident.compiler.testing import assert_backend_matches_eager
+from trident.compiler.testing import assert_backend_matches_eager, run_engine
 
 # (C, OC, L, K, stride, padding, dilation, groups): odd lengths, size-1 dims, grouped, depthwise
 CASES = {
@@ -55,7 +55,7 @@ def test_conv1d_module_runs_as_one_conv_kernel(case, precision):
     fresh = torch.randn(2, c, length)
     with torch.no_grad():
         ref = model(fresh)
-        got = engine(fresh)[0]
+        got = run_engine(engine, fresh)[0]
     assert got.shape == ref.shape
     rtol, atol = TOLERANCE[precision]
     torch.testing.assert_close(got.float(), ref, rtol=rtol, atol=atol)
@@ -68,7 +68,7 @@ def test_conv1d_without_bias_and_batch_1():
     engine = build_engine(model, "fp32", example_inputs=(x,))
     assert torch_steps(engine) == []
     with torch.no_grad():
-        torch.testing.assert_close(engine(x)[0], model(x), rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(run_engine(engine, x)[0], model(x), rtol=1e-4, atol=1e-5)
 
 
 class WhisperStem(nn.Module):
@@ -102,7 +102,7 @@ def test_whisper_stem_has_no_copies_between_its_convs(precision):
     fresh = torch.randn(2, 6, 17)
     with torch.no_grad():
         ref = model(fresh)
-    got = engine(fresh)[0]
+    got = run_engine(engine, fresh)[0]
     rtol, atol = TOLERANCE[precision]
     torch.testing.assert_close(got.float(), ref, rtol=rtol, atol=atol)
 

@@ -2,16 +2,13 @@
 through torch.compile (dynamo leaves F.multi_head_attention_forward), torch's native fast-path op,
 and an ONNX export; one attention kernel per attention, the head split read through strides (no
 copy kernels, no torch steps), results matching eager."""
-import io
-import warnings
-
 import pytest
 import torch
 import torch.nn as nn
 
 from trident.compiler.autotune import problem_of
 from trident.compiler.build import BuildTrace, build_engine
-from trident.compiler.testing import assert_backend_matches_eager
+from trident.compiler.testing import assert_backend_matches_eager, export_onnx, run_engine
 
 from onnx_util import torch_steps
 
@@ -93,7 +90,7 @@ def test_encoder_block_is_one_engine_with_one_attention_kernel(precision, batch_
     with torch.no_grad():
         ref = model(fresh)
     tol = 1e-4 if precision == "fp32" else 2e-2
-    torch.testing.assert_close(engine(fresh)[0], ref, rtol=tol, atol=tol)
+    torch.testing.assert_close(run_engine(engine, fresh)[0], ref, rtol=tol, atol=tol)
 
 
 def test_encoder_block_through_the_trident_backend():
@@ -128,7 +125,7 @@ def test_masked_cross_attention(masks):
     assert torch_steps(engine) == []
     assert templates(engine).count("attention") == 1
     with torch.no_grad():
-        torch.testing.assert_close(engine(q, kv)[0], model(q, kv), rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(run_engine(engine, q, kv)[0], model(q, kv), rtol=1e-4, atol=1e-4)
 
 
 def test_causal_and_separate_key_dims():
@@ -140,7 +137,7 @@ def test_causal_and_separate_key_dims():
     (node,) = [n for n in trace.program.graph.nodes if n.op == "attention"]
     assert node.attrs.get("causal") == "top_left" and len(node.inputs) == 3
     with torch.no_grad():
-        torch.testing.assert_close(engine(q, kv)[0], model(q, kv), rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(run_engine(engine, q, kv)[0], model(q, kv), rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("average", [True, False])
@@ -151,7 +148,7 @@ def test_need_weights_returns_the_weights(average):
     ((engine, _),) = dynamo_engines(model, (q, kv))
     with torch.no_grad():
         ref_out, ref_weights = model(q, kv)
-    out, weights = engine(q, kv)
+    out, weights = run_engine(engine, q, kv)
     torch.testing.assert_close(out, ref_out, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(weights, ref_weights, rtol=1e-4, atol=1e-5)
 
@@ -163,7 +160,7 @@ def test_unbatched_input():
     ((engine, _),) = dynamo_engines(model, (q, kv))
     assert templates(engine).count("attention") == 1
     with torch.no_grad():
-        torch.testing.assert_close(engine(q, kv)[0], model(q, kv), rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(run_engine(engine, q, kv)[0], model(q, kv), rtol=1e-4, atol=1e-4)
 
 
 class NativeAttention(nn.Module):
@@ -193,7 +190,7 @@ def test_native_multi_head_attention_op():
     assert templates(engine).count("attention") == 1
     with torch.no_grad():
         ref = model(x, pad)
-    got = engine(x, pad)[0]
+    got = run_engine(engine, x, pad)[0]
     keep = ~pad[:, :, None].expand_as(ref)  # torch's fast path leaves padded query rows unspecified
     torch.testing.assert_close(got[keep], ref[keep], rtol=1e-4, atol=1e-4)
 
@@ -202,18 +199,14 @@ def test_onnx_export_of_the_block_fuses_attention():
     torch.manual_seed(8)
     model = EncoderBlock().eval()
     x = torch.randn(2, 7, 32)
-    f = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(model, (x,), f, dynamo=False, opset_version=17)
     trace = BuildTrace()
-    engine = build_engine(f.getvalue(), "fp32", trace=trace)
+    engine = build_engine(export_onnx(model, (x,)), "fp32", trace=trace)
     assert torch_steps(engine) == []
     assert templates(engine).count("attention") == 1
     assert "softmax" not in [n.op for n in trace.program.graph.nodes]
     fresh = torch.randn(2, 7, 32)
     with torch.no_grad():
-        torch.testing.assert_close(engine(fresh)[0], model(fresh), rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(run_engine(engine, fresh)[0], model(fresh), rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.gpu
