@@ -2,8 +2,8 @@
 # Runs trident's GPU checks and benchmarks on a machine with an NVIDIA GPU: installs trident from
 # this checkout, then runs the stage asked for. Results land in $OUT (or ./gpu-out), named
 # <gpu>-<what>.json (docs/benchmarks.md); copy the ones to keep into benchmarks/results/.
-#   stages: tests | safety | attention | kernels | sweep | tune | runtime | models | bench | bench-full |
-#           int8 | all.  T_<stage>: a time limit in seconds for the long steps (default 300).
+#   stages: tests | safety | attention | perf | kernels | sweep | tune | runtime | models | bench |
+#           bench-full | int8 | all.  T_<stage>: a time limit in seconds for the long steps (default 300).
 set -uo pipefail
 stage=${1:-all}
 out=${OUT:-gpu-out}
@@ -48,8 +48,21 @@ run_attention() {
   timeout "${T_ATTENTION:-300}" python3 -m trident.tools bench attention ${ATTENTION_ARGS:---no-tune} --out "$out" \
     2>&1 | tee "$out/attention.txt"
 }
+# Conv1d through the conv templates, nn.MultiheadAttention through the attention kernel: their GPU
+# tests, their kernel tests under memcheck, then ConvNeXt-T / ViT-B/16 / the Whisper encoder beside
+# torch eager and torch.compile (trident bench perf, about 5 minutes).
+run_perf() {
+  timeout "${T_PERF:-300}" python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_conv1d.py tests/test_mha.py \
+    2>&1 | tee "$out/perf-tests.txt" | tail -8
+  memcheck python3 -m pytest -q -p no:cacheprovider tests/test_conv1d.py -k "module_runs and (plain or strided \
+    or grouped or depthwise or length_1) or whisper_stem_has" 2>&1 | tee "$out/memcheck-conv1d.txt" | tail -6
+  memcheck python3 -m pytest -q -p no:cacheprovider tests/test_mha.py -k "one_attention_kernel or masked \
+    or causal or native" 2>&1 | tee "$out/memcheck-mha.txt" | tail -6
+  timeout "${T_PERF_BENCH:-420}" python3 -m trident.tools bench perf --out "$out" 2>&1 | tee "$out/perf.txt"
+}
 case "$stage" in
   tests) run_tests ;;
+  perf) run_perf ;;
   safety) run_safety ;;
   attention) run_attention ;;
   kernels) bench kernels --out "$out" 2>&1 | tee "$out/kernels.txt" ;;

@@ -37,10 +37,29 @@ def generate(graph: Graph, groups: list[Group]) -> Program:
         if group.kind in NEEDS_NHWC:
             _ensure_nhwc(group, program, names)
         outputs = group.outputs(graph, consumers)
-        feeds = any(group_of.get(id(c)) is not None and group_of[id(c)].kind in NEEDS_NHWC
-                    for o in outputs for c in consumers.get(o, []))
+        feeds = any(_feeds_nhwc(o, graph, consumers, group_of) for o in outputs)
         _plan_group(group, outputs, feeds, program, names, consumers)
     return program
+
+
+def _feeds_nhwc(value: str, graph: Graph, consumers: dict[str, list[Node]], group_of: dict) -> bool:
+    """Does a conv or pool read `value`, directly or through reshapes that only add or drop unit
+    dims (a 1-D conv's [N, C, L] -> [N, C, 1, L], compiler/passes/conv1d.py)?"""
+    for reader in consumers.get(value, []):
+        group = group_of.get(id(reader))
+        if group is None:
+            continue
+        if group.kind in NEEDS_NHWC:
+            return True
+        if (group.kind == "view" and reader.op == "reshape"
+                and _squeezed(graph.types[value].shape) == _squeezed(graph.types[reader.outputs[0]].shape)
+                and _feeds_nhwc(reader.outputs[0], graph, consumers, group_of)):
+            return True
+    return False
+
+
+def _squeezed(shape) -> tuple:
+    return tuple(d for d in shape if d != 1)
 
 
 def _plan_group(group: Group, outputs: list[str], feeds_nhwc: bool, program: Program,

@@ -150,6 +150,9 @@ def output_layout(group: Group, value: str, graph: Graph, layouts: dict[str, Lay
         # Store in the order the transpose reads, so its result is dense and a reshape after it
         # (attention's [B,H,S,D] -> [B,S,H*D]) is a free view instead of a copy.
         return Layout(shape, transposed_dense_strides(shape, readers[0].attrs["perm"]), t.dtype)
+    if len(shape) == 3 and group.kind == "pointwise" and feeds_nhwc:
+        # [N, C, L] stored length-major: the NHWC [N, C, 1, L] a lowered 1-D conv reads, as a view.
+        return Layout(shape, transposed_dense_strides(shape, (0, 2, 1)), t.dtype)
     if len(shape) != 4:
         return contiguous
     nhwc = Layout(shape, nhwc_strides(shape), t.dtype)

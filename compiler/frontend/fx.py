@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch.utils._pytree import tree_flatten
 
 from trident.compiler.errors import ShapeError, TridentError, UnsupportedError
+from trident.compiler.frontend.fx_attention import Masks, Projections, multi_head_attention
 from trident.compiler.ir import SUPPORTED_DTYPES, Graph, GraphBuilder, Node, TensorType
 from trident.compiler.ops import evaluate, infer_types
 
@@ -495,7 +496,7 @@ def _bitwise_xor(cx: Ctx, a, b):
     return _logical_xor(cx, a, b)
 
 
-@converts(aten.masked_fill.Scalar, aten.masked_fill.Tensor, torch.masked_fill, "masked_fill")
+@converts(aten.masked_fill.Scalar, aten.masked_fill.Tensor, torch.masked_fill, "masked_fill", "masked_fill_")
 def _masked_fill(cx: Ctx, x, mask, value):
     value = _promote(cx, value, dtype=cx.dtype(x))[0]
     return _where(cx, mask, value, x)
@@ -716,6 +717,66 @@ def _sdpa_biased(cx: Ctx, query, key, value, attn_bias, compute_log_sumexp, drop
                  return_debug_mask=False, *, scale=None):
     out = _sdpa(cx, query, key, value, attn_bias, dropout_p, is_causal, scale)
     return (out,) + tuple(Missing("attention's auxiliary results") for _ in range(8))
+
+
+# ======================================================================= multi-head attention ====
+def _mha_batch_first(cx: Ctx, x, batched: bool):
+    """A seq-first [L, N, E] operand (or an unbatched [L, E] one) as [N, L, E] (a view)."""
+    return _transpose(cx, x, [1, 0, 2]) if batched else _reshape(cx, x, [1] + list(cx.shape(x)))
+
+
+@converts(F.multi_head_attention_forward)
+def _mha_forward(cx: Ctx, query, key, value, embed_dim_to_check, num_heads, in_proj_weight, in_proj_bias,
+                 bias_k, bias_v, add_zero_attn, dropout_p, out_proj_weight, out_proj_bias, training=True,
+                 key_padding_mask=None, need_weights=True, attn_mask=None, use_separate_proj_weight=False,
+                 q_proj_weight=None, k_proj_weight=None, v_proj_weight=None, static_k=None, static_v=None,
+                 average_attn_weights=True, is_causal=False):
+    """torch's functional multi-head attention (what dynamo leaves of nn.MultiheadAttention)."""
+    where = f'fx node "{cx.node_name}"'
+    if bias_k is not None or bias_v is not None or add_zero_attn or static_k is not None or static_v is not None:
+        raise UnsupportedError(f"{where}: multi-head attention with bias_k/bias_v, add_zero_attn or static_k/v")
+    if training and dropout_p:
+        raise UnsupportedError(f"{where}: multi-head attention with dropout in training mode")
+    if cx.shape(query)[-1] != embed_dim_to_check:
+        raise ShapeError(f"{where}: query has embedding size {cx.shape(query)[-1]}, expected {embed_dim_to_check}")
+    batched = cx.rank(query) == 3
+    if use_separate_proj_weight:
+        e = embed_dim_to_check
+        biases = [None] * 3 if in_proj_bias is None else [in_proj_bias[i * e:(i + 1) * e] for i in range(3)]
+        proj = Projections(q_proj_weight, k_proj_weight, v_proj_weight, *biases, out_proj_weight, out_proj_bias)
+    else:
+        proj = Projections.packed(in_proj_weight, in_proj_bias, out_proj_weight, out_proj_bias, embed_dim_to_check)
+    # torch uses the causal hint alone only here; otherwise the given attn_mask is the causal mask
+    causal = bool(is_causal) and key_padding_mask is None and not need_weights
+    masks = Masks(key_padding_mask, None if causal else attn_mask, causal)
+    q, k, v = (_mha_batch_first(cx, x, batched) for x in (query, key, value))
+    out, weights = multi_head_attention(cx, q, k, v, int(num_heads), proj, masks, bool(need_weights),
+                                        bool(average_attn_weights))
+    if batched:
+        return _transpose(cx, out, [1, 0, 2]), weights
+    return _reshape(cx, out, cx.shape(out)[1:]), None if weights is None else _reshape(cx, weights, cx.shape(weights)[1:])
+
+
+@converts(aten._native_multi_head_attention.default)
+def _native_mha(cx: Ctx, query, key, value, embed_dim, num_head, qkv_weight, qkv_bias, proj_weight, proj_bias,
+                mask=None, need_weights=True, average_attn_weights=True, mask_type=None):
+    """nn.MultiheadAttention's inference fast path, batch-first. mask_type: 0 an [L, S] attention
+    mask, 1 a key padding mask [N, S], 2 a mask over [N, H, L, S] (taken as given)."""
+    proj = Projections.packed(qkv_weight, qkv_bias, proj_weight, proj_bias, int(embed_dim))
+    masks = Masks()
+    if mask is not None:
+        kind = mask_type if mask_type is not None else (1 if cx.rank(mask) == 2 and cx.shape(mask)[0] == cx.shape(query)[0]
+                                                        and cx.shape(mask)[0] != cx.shape(query)[1] else 0)
+        if kind == 1:
+            masks.key_padding = mask
+        elif kind == 0:
+            masks.attn = mask
+        else:
+            n, h = cx.shape(query)[0], int(num_head)
+            masks.attn = _reshape(cx, mask, [n * h] + list(cx.shape(mask)[-2:]))
+    out, weights = multi_head_attention(cx, query, key, value, int(num_head), proj, masks, bool(need_weights),
+                                        bool(average_attn_weights))
+    return out, (Missing("multi-head attention weights (need_weights=False)") if weights is None else weights)
 
 
 # ========================================================================= reductions ====
