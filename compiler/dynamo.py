@@ -29,6 +29,7 @@ Options (`torch.compile(model, backend="trident", options={...})`):
 """
 from __future__ import annotations
 
+import operator
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -153,12 +154,28 @@ def partition(gm: torch.fx.GraphModule) -> tuple[torch.fx.GraphModule | None, li
     nothing is supported), and the compute nodes left in torch with the reason."""
     from trident.compiler.frontend.fx import supported_fx_target, target_label
 
-    parts = fx_partition.propose(gm.graph, supported_fx_target)
+    parts = fx_partition.propose(gm.graph, _support(supported_fx_target))
     in_torch = [InTorch(target_label(n), n.name, "no trident converter for this op")
-                for n in parts.left_in_torch]
+                for n in parts.left_in_torch if n.target is not operator.getitem]
     if not parts.partitions:
         return None, in_torch
     return fx_partition.fuse(gm, parts.partitions), in_torch
+
+
+def _support(supported_target):
+    """The partitioner's predicate: a supported target, except an item taken from the result of
+    a node left in torch (a partition would receive that whole tuple, and import would take
+    it for a constant); it stays in torch with its producer."""
+    known: dict[torch.fx.Node, bool] = {}
+
+    def supported(node: torch.fx.Node) -> bool:
+        if node not in known:
+            source = node.args[0] if node.args else None
+            from_torch = (node.target is operator.getitem and isinstance(source, torch.fx.Node)
+                          and source.op in fx_partition.COMPUTE_OPS and not supported(source))
+            known[node] = supported_target(node) and not from_torch
+        return known[node]
+    return supported
 
 
 def _compute_nodes(gm: torch.fx.GraphModule) -> int:
@@ -235,6 +252,15 @@ def _signature(args: Sequence) -> tuple:
 _FALLBACK = object()
 
 
+def _check_tensor_arguments(args: Sequence) -> None:
+    """Tensors reach an engine as tensors: one inside a list or tuple would be imported as a
+    constant of the first call."""
+    for k, a in enumerate(args):
+        if not isinstance(a, torch.Tensor) and any(
+                isinstance(x, torch.Tensor) for x in tree_flatten(a)[0]):
+            raise UnsupportedError(f"partition argument {k} is a {type(a).__name__} of tensors")
+
+
 class TridentSubgraph(torch.nn.Module):
     """Runs one supported partition: a trident engine per input signature (built lazily)."""
 
@@ -298,6 +324,7 @@ class TridentSubgraph(torch.nn.Module):
         device = next(iter(devices)) if len(devices) == 1 else None
         precision = self.options["precision"]
         try:
+            _check_tensor_arguments(args)
             keep = user_input_indices(self.gm, examples)
             quantization = None
             if precision == "int8":
