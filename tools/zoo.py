@@ -51,6 +51,9 @@ def register(subparsers) -> None:
     p.add_argument("--update-readme", metavar="README", nargs="?", const="README.md",
                    help="also write the table between README's zoo markers")
     p.add_argument("--list", action="store_true", help="list the models and exit")
+    p.add_argument("--from-json", nargs="+", metavar="ZOO.json",
+                   help="run nothing: merge these reports (later files win per model) and write "
+                        "the table (and README with --update-readme)")
     p.add_argument("--worker", help=argparse.SUPPRESS)  # one model, in this process
     p.set_defaults(func=run)
 
@@ -110,18 +113,32 @@ def run(args: argparse.Namespace) -> int:
         rows = [r.to_dict() for r in run_model(zm, opts)]
         output_path(args.json).write_text(json.dumps(rows, indent=1))
         return 0
+    if args.from_json:
+        return _write(_merged_files(args.from_json), args)
     patterns = os.environ.get("ZOO_MODELS") or args.models
-    rows: list[dict] = []
+    earlier = json.loads(Path(args.json).read_text()) if args.merge and Path(args.json).is_file() \
+        else None
+    report = {"device": opts.device, "batch": opts.batch, "tiny": opts.tiny, "rows": []}
     bar = progress(select(patterns), desc="zoo", unit="model")
     for zm in bar:
         bar.set_postfix_str(zm.name)
         if args.no_isolate:
-            rows += [r.to_dict() for r in run_model(zm, opts)]
+            report["rows"] += [r.to_dict() for r in run_model(zm, opts)]
         else:
-            rows += run_isolated(zm, args)
-    report = {"device": opts.device, "batch": opts.batch, "tiny": opts.tiny, "rows": rows}
-    if args.merge and Path(args.json).is_file():
-        report = merge(json.loads(Path(args.json).read_text()), report)
+            report["rows"] += run_isolated(zm, args)
+        # written after every model: a run cut short keeps what it measured
+        output_path(args.json).write_text(json.dumps(merge(earlier, report), indent=1))
+    return _write(merge(earlier, report), args)
+
+
+def _merged_files(paths: list[str]) -> dict:
+    report = None
+    for path in paths:
+        report = merge(report, json.loads(Path(path).read_text()))
+    return report
+
+
+def _write(report: dict, args) -> int:
     output_path(args.json).write_text(json.dumps(report, indent=1))
     table = markdown_table(report)
     output_path(args.markdown).write_text(table + "\n")
@@ -129,4 +146,4 @@ def run(args: argparse.Namespace) -> int:
     if args.update_readme:
         update_readme(Path(args.update_readme), table)
         print(f"wrote the zoo table into {args.update_readme}")
-    return 0 if all(r["status"] != "error" for r in rows) else 1
+    return 0 if all(r["status"] != "error" for r in report["rows"]) else 1
