@@ -135,7 +135,7 @@ def run_model(zm: ZooModel, opts: RunOptions) -> list[Row]:
                 if entry == "compile":
                     _through_compile(row, module, inputs, precision, anchors, opts)
                 else:
-                    onnx_path = onnx_path or _export(module, inputs)
+                    onnx_path = onnx_path or export_onnx(module, inputs)
                     _through_onnx(row, onnx_path, inputs, precision, anchors, opts)
             except Exception as e:  # noqa: BLE001  (recorded: one failure never stops the zoo)
                 row.status, row.error = "error", one_line(e)
@@ -178,7 +178,7 @@ def _through_compile(row: Row, module, inputs, precision: str, anchors: Anchors,
     row.latency_ms["trident"] = _latency(lambda: compiled(*inputs), opts)
 
 
-def _export(module, inputs) -> str:
+def export_onnx(module, inputs) -> str:
     """torch.onnx.export to a temporary file: the dynamo exporter, else the TorchScript one."""
     path = str(Path(tempfile.mkdtemp(prefix="trident-zoo-")) / "model.onnx")
     errors = []
