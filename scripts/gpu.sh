@@ -2,8 +2,8 @@
 # Runs trident's GPU checks and benchmarks on a machine with an NVIDIA GPU: installs trident from
 # this checkout, then runs the stage asked for. Results land in $OUT (or ./gpu-out), named
 # <gpu>-<what>.json (docs/benchmarks.md); copy the ones to keep into benchmarks/results/.
-#   stages: tests | safety | attention | perf | kernels | sweep | tune | runtime | models | bench |
-#           bench-full | int8 | all.  T_<stage>: a time limit in seconds for the long steps (default 300).
+#   stages: tests | safety | attention | perf | zoo | kernels | sweep | tune | runtime | models |
+#           bench | bench-full | int8 | all.  T_<stage>: a time limit in seconds for the long steps.
 set -uo pipefail
 stage=${1:-all}
 out=${OUT:-gpu-out}
@@ -60,11 +60,22 @@ run_perf() {
     or causal or native" 2>&1 | tee "$out/memcheck-mha.txt" | tail -6
   timeout "${T_PERF_BENCH:-420}" python3 -m trident.tools bench perf --out "$out" 2>&1 | tee "$out/perf.txt"
 }
+# The model zoo in parts that fit one command: ZOO_MODELS picks the models (names or globs, e.g.
+# 'transformers/*' or 'torchvision/resnet50,torchvision/vit_b_16'), ZOO_ARGS adds options
+# (--precisions fp16, --entry compile, --batch 32). Rows accumulate in $out/zoo/zoo.json across
+# runs (--merge); zoo.md is the whole table so far. T_ZOO bounds the run, T_ZOO_MODEL each model.
+run_zoo() {
+  mkdir -p "$out/zoo"
+  timeout "${T_ZOO:-460}" python3 -m trident.tools zoo --quick --merge --models "${ZOO_MODELS:-transformers/*}" \
+    --timeout "${T_ZOO_MODEL:-240}" --json "$out/zoo/zoo.json" --markdown "$out/zoo/zoo.md" ${ZOO_ARGS:-} \
+    2>&1 | tee -a "$out/zoo.txt" | tail -40
+}
 case "$stage" in
   tests) run_tests ;;
   perf) run_perf ;;
   safety) run_safety ;;
   attention) run_attention ;;
+  zoo) run_zoo ;;
   kernels) bench kernels --out "$out" 2>&1 | tee "$out/kernels.txt" ;;
   sweep) bench sweep --budget-s 480 --out "$out" 2>&1 | tee "$out/sweep.txt" ;;
   tune) bench tune --out "$out" 2>&1 | tee "$out/tune.txt" ;;
