@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from trident.compiler import config
+from trident.compiler.errors import CLEAR_HINT, CacheWarning
 
 FORMAT = "trident-timing-cache"
 VERSION = 1
@@ -29,8 +30,6 @@ LEVEL_RANK = {"none": 0, "fast": 1, "full": 2}
 REQUIRED = ("key", "components", "config", "ms", "level")
 
 
-class CacheWarning(UserWarning):
-    """A cache entry or timing-cache file could not be read; it is ignored (and rebuilt)."""
 
 
 # -------------------------------------------------------------------------- components ----
