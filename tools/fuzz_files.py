@@ -441,6 +441,9 @@ def fuzz(headers: int, caches: int, seed: int = 0, workers: int = 2, root: Path 
         cases = f.header_cases(headers, ctx) + f.cache_cases(caches, ctx)
         before = snapshot(base)
         results = f.run(cases, workers, ctx)
+        what = {c["id"]: c["what"] for c in cases}
+        for r in results:
+            r["what"] = what[r["id"]]
         after = snapshot(base)
         allowed = ("work/run/cache", "work/run/cases", "work/run/timing.json")
         escaped = sorted(p for p in after - before
