@@ -49,7 +49,7 @@ from trident.compiler.ir.plan import Plan, dtype_from_name, dtype_name
 from trident.kernels.identity import identity, mismatches
 
 MAGIC = b"TRDNTENG"
-FORMAT_VERSION = 2   # 2: the header holds a launch plan (1 held the compiler's graph and groups)
+FORMAT_VERSION = 3   # 3: kernels carry the spec loading regenerates them from (2: a plan; 1: a graph)
 _PREAMBLE = struct.Struct("<8sIIQ32s")   # magic, version, reserved, header length, header sha256
 BLOB_ALIGN = 64
 IDENTITY_FIELDS = ("versions", "templates", "device")

@@ -3,7 +3,7 @@
 # this checkout, then runs the stage asked for. Results land in $OUT (or ./gpu-out), named
 # <gpu>-<what>.json (docs/benchmarks.md); copy the ones to keep into benchmarks/results/.
 #   stages: tests | safety | attention | kernels | sweep | tune | runtime | models | bench | bench-full |
-#           int8 | all.  T_<stage>: a time limit in seconds for the long steps (default 300).
+#           int8 | trust | all.  T_<stage>: a time limit in seconds for the long steps (default 300).
 set -uo pipefail
 stage=${1:-all}
 out=${OUT:-gpu-out}
@@ -48,7 +48,22 @@ run_attention() {
   timeout "${T_ATTENTION:-300}" python3 -m trident.tools bench attention ${ATTENTION_ARGS:---no-tune} --out "$out" \
     2>&1 | tee "$out/attention.txt"
 }
+# Startup of a saved ResNet-50 fp16 engine (loading checks every kernel, docs/engine-files.md):
+# median of fresh `trident run` processes and of load_engine alone. BASE_CHECKOUT: a checkout of
+# the previous trident to time as well, on an engine file it builds itself.
+run_trust() {
+  python3 -m trident.tools compile resnet50 --precision fp16 -o /tmp/r50-fp16.engine 2>&1 | tail -2
+  local compare=""
+  if [ -n "${BASE_CHECKOUT:-}" ]; then
+    (cd "$BASE_CHECKOUT" && PYTHONPATH="$BASE_CHECKOUT" python3 -m trident.tools compile resnet50 \
+      --precision fp16 -o /tmp/r50-fp16-base.engine 2>&1 | tail -2)
+    compare="--checkout $BASE_CHECKOUT --other-engine /tmp/r50-fp16-base.engine"
+  fi
+  timeout "${T_TRUST:-400}" python3 scripts/load_time.py /tmp/r50-fp16.engine --runs 5 $compare 2>&1 \
+    | tee "$out/load-time.txt"
+}
 case "$stage" in
+  trust) run_trust ;;
   tests) run_tests ;;
   safety) run_safety ;;
   attention) run_attention ;;
