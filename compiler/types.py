@@ -1,6 +1,6 @@
 """The IR's value and node types: dtypes, TensorType, Node.
 
-They sit below the op table (compiler/ops.py infers and evaluates over them) and below the graph
+They sit below the op table (compiler/ops/ infers and evaluates over them) and below the graph
 and plan (compiler/ir/), so each of those imports this module and none imports the other back.
 """
 from __future__ import annotations

@@ -65,7 +65,7 @@ class ViewStep:
 
 @dataclass(frozen=True)
 class TorchStep:
-    """An op with no kernel: its reference (compiler/ops.py) runs on the engine's device."""
+    """An op with no kernel: its reference (compiler/ops/) runs on the engine's device."""
     kind: ClassVar[str] = "torch"
     node: Node
 

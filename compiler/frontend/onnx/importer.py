@@ -297,11 +297,14 @@ def _load(model) -> onnx.ModelProto:
 def _upgrade(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
     """The model at an opset trident converts, and that opset. Models older than MIN_OPSET go
     through onnx.version_converter (ONNX's own upgrade path; trident has no converters for the
-    old semantics). A model that imports no version of the default domain uses only ops of other
-    domains, which the converter table names as unsupported."""
+    old semantics)."""
     versions = [o.version for o in model.opset_import if o.domain in DEFAULT_DOMAINS]
+    if not versions and model.opset_import:
+        domains = ", ".join(f"{o.domain} (version {o.version})" for o in model.opset_import)
+        raise UnsupportedError(f"the model imports only {domains}; trident converts ops of the "
+                               f"default ONNX domain (ai.onnx), opsets {MIN_OPSET} to {MAX_OPSET}")
     if not versions:
-        return model, MAX_OPSET
+        raise ModelError("the model imports no version of the default ONNX domain")
     opset = max(versions)
     if opset > MAX_OPSET:
         raise UnsupportedError(f"opset {opset} is newer than this onnx package knows "
