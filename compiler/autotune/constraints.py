@@ -26,6 +26,7 @@ TILE_PAIRS = {"matmul": (("BLOCK_M", "BLOCK_N"), ("BLOCK_M", "BLOCK_K"), ("BLOCK
               "depthwise": (("BLOCK_M", "BLOCK_N"),), "pool": (("BLOCK_M", "BLOCK_N"),),
               "reduction": (("BLOCK_X", "BLOCK_R"),), "attention": (("BLOCK_M", "BLOCK_N"),)}
 FIXED = {"reduction": ("BLOCK_R",)}   # the whole row is one tile
+DEFAULTED = {"matmul": {"PERSISTENT": 0}, "conv": {"PERSISTENT": 0}}  # kernel params with a default
 
 
 def _is_int(value) -> bool:
@@ -72,13 +73,16 @@ def config_error(cfg, problem: dict, base: LaunchConfig) -> str | None:
     if not isinstance(cfg, LaunchConfig):
         return f"a launch config should be an object, got {type(cfg).__name__}"
     params, want = dict(cfg.params), dict(base.params)
-    if set(params) != set(want):
+    template = str(problem.get("template"))
+    optional = DEFAULTED.get(template, {})
+    if set(params) - set(optional) != set(want) - set(optional) or \
+            set(params) - set(want) - set(optional):
         return f"parameters {sorted(params)}, the kernel takes {sorted(want)}"
+    want = {**optional, **want}
     if not _is_int(cfg.num_warps) or cfg.num_warps not in WARPS:
         return f"num_warps={cfg.num_warps!r} is not one of {WARPS}"
     if cfg.num_stages is not None and (not _is_int(cfg.num_stages) or not 1 <= cfg.num_stages <= MAX_STAGES):
         return f"num_stages={cfg.num_stages!r} is not in [1, {MAX_STAGES}]"
-    template = str(problem.get("template"))
     for name, value in params.items():
         if not _is_int(value):
             return f"{name}={value!r} is not an integer"
