@@ -2,8 +2,8 @@
 # Runs trident's GPU checks and benchmarks on a machine with an NVIDIA GPU: installs trident from
 # this checkout, then runs the stage asked for. Results land in $OUT (or ./gpu-out), named
 # <gpu>-<what>.json (docs/benchmarks.md); copy the ones to keep into benchmarks/results/.
-#   stages: tests | safety | attention | perf | zoo | kernels | sweep | tune | runtime | models |
-#           bench | bench-full | int8 | all.  T_<stage>: a time limit in seconds for the long steps.
+#   stages: tests | safety | attention | perf | zoo | trust | kernels | sweep | tune | runtime |
+#           models | bench | bench-full | int8 | all.  T_<stage>: a time limit in seconds for the long steps.
 set -uo pipefail
 stage=${1:-all}
 out=${OUT:-gpu-out}
@@ -70,7 +70,22 @@ run_zoo() {
     --timeout "${T_ZOO_MODEL:-240}" --json "$out/zoo/zoo.json" --markdown "$out/zoo/zoo.md" ${ZOO_ARGS:-} \
     2>&1 | tee -a "$out/zoo.txt" | tail -40
 }
+# Startup of a saved ResNet-50 fp16 engine (loading checks every kernel, docs/engine-files.md):
+# median of fresh `trident run` processes and of load_engine alone. BASE_CHECKOUT: a checkout of
+# the previous trident to time as well, on an engine file it builds itself.
+run_trust() {
+  python3 -m trident.tools compile resnet50 --precision fp16 -o /tmp/r50-fp16.engine 2>&1 | tail -2
+  local compare=""
+  if [ -n "${BASE_CHECKOUT:-}" ]; then
+    (cd "$BASE_CHECKOUT" && PYTHONPATH="$BASE_CHECKOUT" python3 -m trident.tools compile resnet50 \
+      --precision fp16 -o /tmp/r50-fp16-base.engine 2>&1 | tail -2)
+    compare="--checkout $BASE_CHECKOUT --other-engine /tmp/r50-fp16-base.engine"
+  fi
+  timeout "${T_TRUST:-400}" python3 scripts/load_time.py /tmp/r50-fp16.engine --runs 5 $compare 2>&1 \
+    | tee "$out/load-time.txt"
+}
 case "$stage" in
+  trust) run_trust ;;
   tests) run_tests ;;
   perf) run_perf ;;
   safety) run_safety ;;

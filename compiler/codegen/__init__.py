@@ -8,10 +8,13 @@ import re
 from trident.compiler.autotune.cache import canonical
 from trident.compiler.codegen.attention import generate as generate_attention
 from trident.compiler.codegen.kernels import GENERATORS, KernelSource
+from trident.compiler.codegen.dynamic import generic_source
 from trident.compiler.codegen.program import (Layout, Program, Step, is_nhwc, nhwc_strides,
                                               output_layout, torch_output_layouts, view_layouts)
+from trident.compiler.codegen.spec import kernel_spec, parse
 from trident.compiler.codegen.templates import reads_any_layout
 from trident.compiler.codegen.writer import dense_strides
+from trident.compiler.errors import EngineFileError, TridentError
 from trident.compiler.fusion import Group
 from trident.compiler.ir import Graph, Node
 
@@ -118,11 +121,47 @@ def _kernel(kind: str, group: Group, graph: Graph, layouts: dict[str, Layout], o
             name: str) -> KernelSource:
     """The generated kernel, its source ending with the PROBLEM it declares: the template and sizes
     the autotuner searches over, readable (as a literal) from an engine file's kernel alone."""
+    spec = kernel_spec(kind, group, graph, layouts, outputs, name)
     generator = generate_attention if kind == "attention" else GENERATORS[kind]
     source = generator(group, graph, layouts, outputs, name)
     declared = (f"\n\n# What trident's autotuner searches configs for (a literal; see "
                 f"compiler/autotune/tuner.py)\nPROBLEM = {canonical(source.problem)!r}\n")
-    return dataclasses.replace(source, source=source.source + declared)
+    return dataclasses.replace(source, source=source.source + declared, spec=spec)
 
 
-__all__ = ["Program", "Step", "generate"]
+def render(spec, where: str) -> KernelSource:
+    """The kernel a spec (codegen/spec.py) describes, written by this trident's generators; a
+    batch-generic kernel's spec holds one spec per probe batch. EngineFileError naming `where`
+    when the spec is malformed or describes no kernel these generators write."""
+    if isinstance(spec, dict) and "probes" in spec:
+        return _render_generic(spec, where)
+    kind, group, graph, layouts, outputs, name = parse(spec, where)
+    if kind != "attention" and kind not in GENERATORS:
+        raise EngineFileError(f"engine file: {where}.kind: no kernel generator {kind!r}")
+    try:
+        return _kernel(kind, group, graph, layouts, outputs, name)
+    except TridentError as e:
+        raise EngineFileError(f"engine file: {where}: its kernel cannot be generated ({e})") from None
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError, ZeroDivisionError,
+            RuntimeError, AssertionError, OverflowError, StopIteration) as e:
+        raise EngineFileError(f"engine file: {where}: its kernel cannot be generated "
+                              f"({type(e).__name__}: {e})") from None
+
+
+def _render_generic(spec: dict, where: str) -> KernelSource:
+    batches, probes, top = spec.get("batches"), spec.get("probes"), spec.get("max_batch")
+    if not (isinstance(batches, list) and isinstance(probes, list) and len(batches) == len(probes) == 3
+            and all(type(b) is int and b >= 1 for b in batches) and type(top) is int and top >= 1):
+        raise EngineFileError(f"engine file: {where}: a batch-generic spec needs 3 batches, "
+                              f"3 probes and max_batch")
+    kernels = [render(p, f"{where}.probes[{k}]") for k, p in enumerate(probes)]
+    try:
+        source = generic_source([k.source for k in kernels], batches, kernels[0].name, batches[0], top)
+    except TridentError as e:
+        raise EngineFileError(f"engine file: {where}: {e}") from None
+    if source is None:
+        raise EngineFileError(f"engine file: {where}: its probes do not depend on the batch")
+    return dataclasses.replace(kernels[0], source=source, spec=spec)
+
+
+__all__ = ["Program", "Step", "generate", "render"]

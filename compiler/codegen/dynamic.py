@@ -250,8 +250,10 @@ def make_dynamic(program: Program, profile: BatchProfile,
             source = generic_source([p.steps[k].kernel.source for p in programs.values()],
                                     batches, step.kernel.name, batches[0], profile.max)
             if source is not None:
+                spec = {"batches": list(batches), "max_batch": profile.max,
+                        "probes": [p.steps[k].kernel.spec for p in programs.values()]}
                 step = dataclasses.replace(step, batched=True, kernel=dataclasses.replace(
-                    step.kernel, source=source))
+                    step.kernel, source=source, spec=spec))
         steps.append(step)
     info = BatchInfo(profile, batches[0], layouts, inputs, node_attrs)
     return Program(program.graph, steps, program.layouts, program.constants, info)

@@ -74,9 +74,12 @@ def index_bounds(graph: Graph) -> dict[str, int]:
 def _plan_step(step: Step):
     if step.kind == "kernel":
         k = step.kernel
-        return KernelStep(k.name, k.source, tuple(k.args), tuple(step.outputs), k.config, step.batched)
+        return KernelStep(k.name, k.source, tuple(k.args), tuple(step.outputs), k.config, step.batched,
+                          k.spec)
     if step.kind == "view":
-        return ViewStep(tuple(step.inputs), tuple(step.outputs))
+        node = step.group.nodes[0]
+        return ViewStep(tuple(step.inputs), tuple(step.outputs),
+                        Node(node.op, tuple(node.inputs), tuple(node.outputs), dict(node.attrs), node.name))
     node = step.group.nodes[0]
     return TorchStep(Node(node.op, tuple(node.inputs), tuple(node.outputs), dict(node.attrs), node.name))
 

@@ -45,6 +45,9 @@ class KernelStep:
     outputs: tuple[str, ...]
     config: LaunchConfig
     batched: bool = False       # a batch-generic kernel: launch() also takes nb=<batch>
+    # What the generator read to write `source` (compiler/codegen/spec.py): loading an engine
+    # file regenerates the source from it and refuses the file unless the two agree.
+    spec: dict | None = field(default=None, compare=False, repr=False)
 
     @property
     def inputs(self) -> tuple[str, ...]:
@@ -57,6 +60,7 @@ class ViewStep:
     kind: ClassVar[str] = "view"
     inputs: tuple[str, ...]
     outputs: tuple[str, ...]
+    node: Node | None = None    # the view op: loading a file recomputes the layouts from it
 
 
 @dataclass(frozen=True)
@@ -259,9 +263,12 @@ def _step_json(step: Step) -> dict:
     if step.kind == "kernel":
         return {"kind": "kernel", "name": step.name, "source": step.source, "args": list(step.args),
                 "outputs": list(step.outputs), "config": _config_json(step.config),
-                "batched": step.batched}
+                "batched": step.batched, "spec": step.spec}
     if step.kind == "view":
-        return {"kind": "view", "inputs": list(step.inputs), "outputs": list(step.outputs)}
+        out = {"kind": "view", "inputs": list(step.inputs), "outputs": list(step.outputs)}
+        if step.node is not None:
+            out["node"] = _node_json(step.node)
+        return out
     return {"kind": "torch", "node": _node_json(step.node)}
 
 
@@ -271,9 +278,10 @@ def _step_from(f: _Fields) -> Step:
         return KernelStep(f.string("name"), f.string("source"), tuple(f.names("args")),
                           tuple(f.names("outputs")),
                           _config_from(_Fields(f.object("config"), f"{f.where}.config")),
-                          f.flag("batched"))
+                          f.flag("batched"), f.object("spec"))
     if kind == "view":
-        return ViewStep(tuple(f.names("inputs")), tuple(f.names("outputs")))
+        node = _node_from(_Fields(f.object("node"), f"{f.where}.node")) if "node" in f.data else None
+        return ViewStep(tuple(f.names("inputs")), tuple(f.names("outputs")), node)
     if kind == "torch":
         return TorchStep(_node_from(_Fields(f.object("node"), f"{f.where}.node")))
     raise EngineFileError(f"engine file: {f.where}.kind: unknown step kind {kind!r}")
