@@ -16,7 +16,7 @@ from trident.compiler.autotune import check_level, tune_plan, tune_program
 from trident.compiler.codegen import generate
 from trident.compiler.codegen.dynamic import make_dynamic
 from trident.compiler.codegen.program import Program
-from trident.compiler.errors import TridentError
+from trident.compiler.errors import EngineFileError, TridentError
 from trident.compiler.frontend.fx import import_fx
 from trident.compiler.frontend.onnx import bind_inputs, import_onnx
 from trident.compiler.limits import check_codegen_limits
@@ -26,7 +26,8 @@ from trident.compiler.ir.shapes import ShapeProfile, SizeRange
 from trident.compiler.profiles import at_sizes, onnx_profile, torch_input_names, torch_profile
 from trident.compiler.passes import PassOptions, run_pipeline
 from trident.compiler.quantize.plan import QuantOptions, quantize_pass
-from trident.runtime.engine import Engine
+from trident.compiler.verify import verify_plan
+from trident.runtime.engine import Engine, resolve_device
 from trident.runtime.format import read_engine
 
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -180,6 +181,36 @@ def build_engine(model, precision: str = config.DEFAULT_PRECISION, example_input
     return engine_from(program, device)
 
 
+def load_engine(path, device=None, *, force: bool = False, any_gpu: bool = False,
+                cuda_graph: bool = True, streams: int | None = None) -> Engine:
+    """Load an engine saved with `engine.save(path)` (runtime/format.py).
+
+    The file is checked before anything is built from it: its structure and checksums, then its
+    plan (compiler/verify.py: every kernel regenerated from its spec by this trident and compared,
+    layouts, launch configs, weights); any failure is an EngineFileError naming the field.
+    force: run a file built for another GPU or other versions anyway (its kernels are still
+    regenerated: this trident's are run). any_gpu: accept a file built for another GPU (its
+    launch configs were tuned there; `retune` re-tunes them here).
+    """
+    device = resolve_device(device)
+    file = read_engine(path, device, force=force, any_gpu=any_gpu)
+    plan = _verified(file.plan, path, force)
+    engine = Engine(plan, device=device, cuda_graph=cuda_graph, streams=streams)
+    arena = (file.info.get("engine") or {}).get("arena_bytes")
+    if arena != engine.memory.arena_bytes:
+        raise EngineFileError(f"engine file {path}: engine.arena_bytes is {arena!r}, its plan needs "
+                              f"{engine.memory.arena_bytes}")
+    engine.file_info = file.info
+    return engine
+
+
+def _verified(plan, path, force: bool):
+    try:
+        return verify_plan(plan, force)
+    except EngineFileError as e:
+        raise EngineFileError(f"{e} (file {path})") from None
+
+
 def retune(engine, level: str = "fast", *, device=None, timing_cache=None, **engine_options) -> Engine:
     """An engine with every kernel's launch config re-tuned on this GPU (needs a GPU).
 
@@ -192,10 +223,10 @@ def retune(engine, level: str = "fast", *, device=None, timing_cache=None, **eng
         engine_options = {"cuda_graph": engine.cuda_graph, "streams": engine.num_streams,
                           **engine_options}
     else:
-        plan = read_engine(engine, device, any_gpu=True).plan
+        plan = _verified(read_engine(engine, device, any_gpu=True).plan, engine, False)
     plan, _ = tune_plan(plan, level, device=device, timing_cache=timing_cache)
     return Engine(plan, device=device, **engine_options)
 
 
 __all__ = ["BuildTrace", "PRECISIONS", "base_sizes", "build_engine", "compile_graph", "engine_from",
-           "import_at", "import_model", "is_onnx", "make_profile", "retune"]
+           "import_at", "import_model", "is_onnx", "load_engine", "make_profile", "retune"]

@@ -4,8 +4,8 @@ Registered through the `torch_dynamo_backends` entry point (pyproject.toml), so 
 without trident being imported first.
 
 Dynamo hands the backend an fx graph of torch functions (parameters and buffers lifted to
-placeholders) and example inputs. The graph is partitioned with torch's
-CapabilityBasedPartitioner: maximal subgraphs of nodes the fx frontend converts
+placeholders) and example inputs. The graph is partitioned in one linear sweep
+(compiler/fx_partition.py): maximal acyclic groups of nodes the fx frontend converts
 (`supported_fx_target`) become trident engines; every other node stays in torch, between them.
 Each partition builds its engine lazily, at its first call with a new input signature (shapes,
 dtypes, device), and keeps one engine per signature. A partition with symbolic sizes (dynamic=True,
@@ -13,17 +13,27 @@ torch._dynamo.mark_dynamic) builds one engine with an optimization profile over 
 (compiler/dynamo_shapes.py) that serves every size in range; `engines_built` counts its builds.
 Weights are baked into the engines at their first call (as any inference compiler does).
 
+Nothing runs in torch silently: the nodes left in torch, and the partitions whose engine could
+not be built, are said once per compiled graph (a warning naming op, node and reason) and
+recorded in the graph's CompileReport (`trident explain --torch-compile` prints it).
+
 Options (`torch.compile(model, backend="trident", options={...})`):
-  precision   "fp32" (the default everywhere in trident: eager's numerics) | "fp16"
-  cuda_graph  True (default): engines replay CUDA graphs on a GPU; their outputs are cloned
-              before they are handed to torch, so later calls never overwrite them
-  fallback    True (default): a partition trident cannot build (an unusual argument, say) runs in
-              torch, with a warning; False raises the TridentError instead
-  min_nodes   1: partitions with fewer compute nodes stay in torch
+  precision    "fp32" (the default everywhere in trident: eager's numerics) | "fp16" | "int8"
+  calibration  int8: batches of the model's tensor inputs (tuples, in forward's order), run
+               through the graph in torch to calibrate each engine; None calibrates on the
+               inputs of each engine's first call (with a warning)
+  cuda_graph   True (default): engines replay CUDA graphs on a GPU; their outputs are cloned
+               before they are handed to torch, so later calls never overwrite them
+  fallback     True (default): what trident cannot compile runs in torch, with a warning;
+               False raises an UnsupportedError (or the build's TridentError) instead
+  min_nodes    1: partitions with fewer compute nodes stay in torch
 """
 from __future__ import annotations
 
+import operator
+import time
 import warnings
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import torch
@@ -31,65 +41,147 @@ import torch.fx
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from trident.compiler import config as _config  # (also: Triton's interpreter without CUDA)
+from trident.compiler import fx_partition
 from trident.compiler.dynamo_shapes import build_options, fits, symbolic_inputs
-from trident.compiler.errors import TridentError
+from trident.compiler.errors import TridentError, UnsupportedError
 
-DEFAULTS = {"precision": _config.DEFAULT_PRECISION, "cuda_graph": True, "fallback": True, "min_nodes": 1}
-_NON_COMPUTE = ["_operator.getitem", "operator.getitem"]
+DEFAULTS = {"precision": _config.DEFAULT_PRECISION, "calibration": None, "cuda_graph": True,
+            "fallback": True, "min_nodes": 1}
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+@dataclass
+class InTorch:
+    """Something of the compiled graph that runs in torch, and why."""
+    op: str
+    node: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.op} (node {self.node}): {self.reason}"
+
+
+@dataclass
+class CompileReport:
+    """What the backend did with one graph (kept as the returned module's `trident_report`)."""
+    nodes: int = 0
+    partition_s: float = 0.0
+    in_torch: list[InTorch] = field(default_factory=list)
+    subgraphs: list["TridentSubgraph"] = field(default_factory=list)
+
+    def engines(self) -> list:
+        return [e for s in self.subgraphs for e in s.built_engines()]
+
+    @property
+    def num_kernels(self) -> int:
+        return sum(e.num_kernels for e in self.engines())
+
+    @property
+    def torch_steps(self) -> int:
+        """Ops inside built engines that run through torch (no kernel for them)."""
+        return sum(s.kind == "torch" for e in self.engines() for s in e.plan.steps)
+
+    def import_s(self) -> float:
+        return sum(s.import_s for s in self.subgraphs)
+
+    def compile_s(self) -> float:
+        return sum(s.compile_s for s in self.subgraphs)
+
+    def render(self) -> str:
+        lines = [f"torch.compile graph: {self.nodes} nodes, {len(self.subgraphs)} trident "
+                 f"partition(s) (partitioned in {self.partition_s * 1e3:.1f} ms), "
+                 f"{self.num_kernels} kernel launches, {self.torch_steps} op(s) in torch inside "
+                 f"engines"]
+        lines.append(f"left in torch: {len(self.in_torch)}")
+        lines += [f"  - {t}" for t in self.in_torch]
+        return "\n".join(lines)
 
 
 def trident_backend(gm: torch.fx.GraphModule, example_inputs: Sequence, **kwargs):
     """A torch.compile backend: returns a callable that runs `gm` with trident engines."""
-    options = dict(DEFAULTS)
-    options.update(kwargs.get("options") or {})
-    unknown = set(options) - set(DEFAULTS)
-    if unknown:
-        raise TridentError(f"trident backend: unknown option(s) {sorted(unknown)}; known: "
-                           f"{sorted(DEFAULTS)}")
-    if options["precision"] not in ("fp32", "fp16"):
-        raise TridentError(f"trident backend: precision must be 'fp32' or 'fp16', got "
-                           f"{options['precision']!r}")
-    split = partition(gm)
+    options = _options(kwargs.get("options"))
+    report = CompileReport(nodes=len(gm.graph.nodes))
+    start = time.perf_counter()
+    split, in_torch = partition(gm)
+    report.partition_s = time.perf_counter() - start
+    report.in_torch += in_torch
+    if in_torch and not options["fallback"]:
+        raise UnsupportedError("trident backend (fallback=False): " + "; ".join(map(str, in_torch)))
     if split is None:
-        return gm.forward
+        _say_in_torch(report)
+        gm.trident_report = report
+        return gm
     weights = _weight_placeholders(gm, example_inputs)
-    placeholders = {n.name: n for n in split.graph.nodes if n.op == "placeholder"}
     for node in split.graph.nodes:
         if node.op != "call_module" or not node.target.startswith("fused_"):
             continue
         sub = split.get_submodule(node.target)
         if _compute_nodes(sub) < options["min_nodes"]:
             continue
-        weight_args = [isinstance(a, torch.fx.Node) and a.op == "placeholder"
-                       and a.name in weights and a.name in placeholders for a in node.args]
-        setattr(split, node.target, TridentSubgraph(sub, weight_args, options))
+        weight_args = [_is_weight_arg(a, weights) for a in node.args]
+        wrapped = TridentSubgraph(sub, weight_args, options, report, node.target)
+        report.subgraphs.append(wrapped)
+        setattr(split, node.target, wrapped)
+    if options["precision"] == "int8" and options["calibration"] is not None:
+        _calibrate(split, gm, example_inputs, options["calibration"], report.subgraphs)
     split.recompile()
+    _say_in_torch(report)
+    split.trident_report = report
     return split
 
 
-def partition(gm: torch.fx.GraphModule) -> torch.fx.GraphModule | None:
+def _options(given) -> dict:
+    options = dict(DEFAULTS)
+    options.update(given or {})
+    unknown = set(options) - set(DEFAULTS)
+    if unknown:
+        raise TridentError(f"trident backend: unknown option(s) {sorted(unknown)}; known: "
+                           f"{sorted(DEFAULTS)}")
+    if options["precision"] not in PRECISIONS:
+        raise TridentError(f"trident backend: precision must be one of {PRECISIONS}, got "
+                           f"{options['precision']!r}")
+    if options["calibration"] is not None and options["precision"] != "int8":
+        raise TridentError("trident backend: calibration is an int8 option (precision='int8')")
+    return options
+
+
+def _say_in_torch(report: CompileReport) -> None:
+    if report.in_torch:
+        warnings.warn(f"trident backend: {len(report.in_torch)} node(s) run in torch: "
+                      + "; ".join(map(str, report.in_torch)), stacklevel=3)
+
+
+def partition(gm: torch.fx.GraphModule) -> tuple[torch.fx.GraphModule | None, list[InTorch]]:
     """`gm` with every maximal supported subgraph fused into a `fused_<k>` submodule (None if
-    nothing is supported)."""
-    from torch.fx.passes.infra.partitioner import CapabilityBasedPartitioner
-    from torch.fx.passes.operator_support import OperatorSupport
+    nothing is supported), and the compute nodes left in torch with the reason."""
+    from trident.compiler.frontend.fx import supported_fx_target, target_label
 
-    from trident.compiler.frontend.fx import supported_fx_target
+    parts = fx_partition.propose(gm.graph, _support(supported_fx_target))
+    in_torch = [InTorch(target_label(n), n.name, "no trident converter for this op")
+                for n in parts.left_in_torch if n.target is not operator.getitem]
+    if not parts.partitions:
+        return None, in_torch
+    return fx_partition.fuse(gm, parts.partitions), in_torch
 
-    class Support(OperatorSupport):
-        def is_node_supported(self, submodules, node: torch.fx.Node) -> bool:
-            return node.op in ("call_function", "call_method", "call_module") and \
-                supported_fx_target(node)
 
-    partitioner = CapabilityBasedPartitioner(gm, Support(), allows_single_node_partition=True,
-                                             non_compute_ops=_NON_COMPUTE)
-    partitions = partitioner.propose_partitions()
-    if not partitions:
-        return None
-    return partitioner.fuse_partitions(partitions)
+def _support(supported_target):
+    """The partitioner's predicate: a supported target, except an item taken from the result of
+    a node left in torch (a partition would receive that whole tuple, and import would take
+    it for a constant); it stays in torch with its producer."""
+    known: dict[torch.fx.Node, bool] = {}
+
+    def supported(node: torch.fx.Node) -> bool:
+        if node not in known:
+            source = node.args[0] if node.args else None
+            from_torch = (node.target is operator.getitem and isinstance(source, torch.fx.Node)
+                          and source.op in fx_partition.COMPUTE_OPS and not supported(source))
+            known[node] = supported_target(node) and not from_torch
+        return known[node]
+    return supported
 
 
 def _compute_nodes(gm: torch.fx.GraphModule) -> int:
-    return sum(n.op in ("call_function", "call_method", "call_module")
+    return sum(n.op in fx_partition.COMPUTE_OPS
                and str(getattr(n.target, "__name__", n.target)) != "getitem"
                for n in gm.graph.nodes)
 
@@ -102,6 +194,49 @@ def _weight_placeholders(gm: torch.fx.GraphModule, example_inputs: Sequence) -> 
     users = set(user_input_indices(gm, example_inputs))
     return {n.name for i, (n, x) in enumerate(zip(placeholders, example_inputs))
             if isinstance(x, torch.Tensor) and i not in users}
+
+
+def _is_weight_arg(arg, weights: set[str]) -> bool:
+    """A partition argument that is part of the model: a lifted weight, or a tensor attribute
+    of the graph (a constant dynamo captured)."""
+    if not isinstance(arg, torch.fx.Node):
+        return False
+    return (arg.op == "placeholder" and arg.name in weights) or arg.op == "get_attr"
+
+
+def _calibrate(split, gm, example_inputs: Sequence, calibration, subgraphs) -> None:
+    """Run each calibration batch through the split graph in torch and give every partition
+    the inputs it saw."""
+    from trident.compiler.frontend.fx import user_input_indices
+
+    users = user_input_indices(gm, example_inputs)
+    wanted = {s.name: s for s in subgraphs}
+    for b, batch in enumerate(calibration):
+        batch = (batch,) if isinstance(batch, torch.Tensor) else tuple(batch)
+        if len(batch) != len(users):
+            raise TridentError(f"trident backend: calibration batch {b} has {len(batch)} "
+                               f"tensor(s); the compiled graph takes {len(users)} input(s)")
+        args = list(example_inputs)
+        for i, x in zip(users, batch):
+            args[i] = x
+        _Recorder(split, wanted).run(*args)
+
+
+class _Recorder(torch.fx.Interpreter):
+    """Runs a split graph in torch (the partitions' own fx code), recording partition inputs."""
+
+    def __init__(self, split, wanted: dict):
+        super().__init__(split)
+        self.wanted = wanted
+
+    def call_module(self, target, args, kwargs):
+        sub = self.wanted.get(target)
+        if sub is None:
+            return super().call_module(target, args, kwargs)
+        sub.calibration.append(tuple(a.detach() if isinstance(a, torch.Tensor) else a
+                                     for a in args))
+        with torch.no_grad():
+            return sub.gm(*args)
 
 
 def _signature(args: Sequence) -> tuple:
@@ -119,20 +254,39 @@ def _signature(args: Sequence) -> tuple:
 _FALLBACK = object()
 
 
+def _check_tensor_arguments(args: Sequence) -> None:
+    """Tensors reach an engine as tensors: one inside a list or tuple would be imported as a
+    constant of the first call."""
+    for k, a in enumerate(args):
+        if not isinstance(a, torch.Tensor) and any(
+                isinstance(x, torch.Tensor) for x in tree_flatten(a)[0]):
+            raise UnsupportedError(f"partition argument {k} is a {type(a).__name__} of tensors")
+
+
 class TridentSubgraph(torch.nn.Module):
     """Runs one supported partition: a trident engine per input signature (built lazily)."""
 
-    def __init__(self, gm: torch.fx.GraphModule, weight_args: list[bool], options: dict):
+    def __init__(self, gm: torch.fx.GraphModule, weight_args: list[bool], options: dict,
+                 report: CompileReport | None = None, name: str = "fused"):
         super().__init__()
         self.gm = gm
         self.weight_args = weight_args
         self.options = options
+        self.report = report
+        self.name = name
+        self.calibration: list[tuple] = []    # int8: this partition's inputs per batch
         self.engines: dict[tuple, Any] = {}
         self.symbolic = symbolic_inputs(gm)   # dynamic sizes: one engine serves them all
         self.engines_built = 0
+        self._said_fallback = False           # a failing build is reported once, not per shape
+        self.import_s = self.compile_s = 0.0  # build time, summed over the engines built
         output = next(n for n in gm.graph.nodes if n.op == "output")
         leaves, self._out_spec = tree_flatten(output.args[0])
         self._num_outputs = len(leaves)
+
+    def built_engines(self) -> list:
+        entries = [e for v in self.engines.values() for e in (v if isinstance(v, list) else [v])]
+        return [e[0] for e in entries if e is not _FALLBACK]
 
     def forward(self, *args):
         # An inference engine computes no gradients (and Triton's interpreter reads raw data).
@@ -159,31 +313,59 @@ class TridentSubgraph(torch.nn.Module):
         for entry in entries:
             if entry is _FALLBACK or fits(entry[0], sizes):
                 return entry
-        entry = self._build(args, **build_options(self.symbolic, args))
+        entry = self._build(args, build_options(self.symbolic, args))
         if entry is _FALLBACK and not entries:
             self.symbolic = None  # no profile: engines per concrete size, as for static graphs
             return None
         entries.append(entry)
         return entry
 
-    def _build(self, args: Sequence, **profile):
-        from trident.compiler import build_engine
-        from trident.compiler.frontend.fx import user_input_indices
-
+    def _examples(self, args: Sequence) -> list:
         def example(a, is_weight: bool):
             if is_weight and isinstance(a, torch.Tensor) and not isinstance(a, torch.nn.Parameter):
                 return torch.nn.Parameter(a, requires_grad=False)  # marks it a weight for import_fx
             return a
+        return [example(a, w) for a, w in zip(args, self.weight_args + [False] * len(args))]
 
-        examples = [example(a, w) for a, w in zip(args, self.weight_args + [False] * len(args))]
+    def _calibration_for(self, args: Sequence, keep: list[int]) -> list[tuple]:
+        batches = self.calibration
+        if not batches:
+            warnings.warn(f"trident backend: int8 partition {self.name} calibrates on its first "
+                          "call's inputs (pass options={'calibration': batches} for real "
+                          "thresholds)", stacklevel=4)
+            batches = [tuple(args)]
+        return [tuple(b[i] for i in keep) for b in batches]
+
+    def _build(self, args: Sequence, profile: dict | None = None):
+        from trident.compiler.build import build_engine, compile_graph, engine_from, import_model
+        from trident.compiler.frontend.fx import user_input_indices
+        from trident.compiler.quantize.plan import QuantOptions
+
+        examples = self._examples(args)
         devices = {a.device for a in args if isinstance(a, torch.Tensor)}
         device = next(iter(devices)) if len(devices) == 1 else None
+        precision = self.options["precision"]
         try:
+            _check_tensor_arguments(args)
             keep = user_input_indices(self.gm, examples)
+            quantization = None
+            if precision == "int8":
+                quantization = QuantOptions.from_kwargs(self._calibration_for(args, keep))
             with torch.inference_mode(False), torch.no_grad():
-                engine = build_engine(self.gm, precision=self.options["precision"],
-                                      example_inputs=examples, device=device, **profile)
+                start = time.perf_counter()
+                if profile:   # symbolic sizes: import, compile and probe inside build_engine
+                    engine = build_engine(self.gm, precision, example_inputs=examples, device=device,
+                                          calibration=quantization and quantization.calibration,
+                                          **profile)
+                    imported = start
+                else:
+                    graph = import_model(self.gm, examples)
+                    imported = time.perf_counter()
+                    program = compile_graph(graph, precision, None, True, quantization, device=device)
+                    engine = engine_from(program, device)
             self.engines_built += 1
+            self.import_s += imported - start
+            self.compile_s += time.perf_counter() - imported
             if len(engine.outputs) != self._num_outputs:
                 raise TridentError(f"the engine has {len(engine.outputs)} outputs, the "
                                    f"partition {self._num_outputs}")
@@ -191,9 +373,21 @@ class TridentSubgraph(torch.nn.Module):
         except TridentError as e:
             if not self.options["fallback"]:
                 raise
-            warnings.warn(f"trident backend: a partition runs in torch: {e}", stacklevel=2)
+            self._record_fallback(e)
             return _FALLBACK
         return engine, keep
 
+    def _record_fallback(self, error: TridentError) -> None:
+        if self._said_fallback:
+            return
+        self._said_fallback = True
+        nodes = [n for n in self.gm.graph.nodes if n.op in fx_partition.COMPUTE_OPS]
+        where = f"{nodes[0].name} .. {nodes[-1].name}" if nodes else self.name
+        item = InTorch(f"partition {self.name} ({len(nodes)} nodes)", where,
+                       " ".join(str(error).split()))
+        if self.report is not None:
+            self.report.in_torch.append(item)
+        warnings.warn(f"trident backend: a partition runs in torch: {item}", stacklevel=4)
 
-__all__ = ["trident_backend", "partition", "TridentSubgraph"]
+
+__all__ = ["trident_backend", "partition", "TridentSubgraph", "CompileReport", "InTorch"]

@@ -32,6 +32,18 @@ class EngineFileError(TridentError):
     """An engine file is truncated, corrupted, or built for another GPU or software version."""
 
 
+class CacheError(TridentError):
+    """A cache (kernels, autotuning) cannot be used at all: its folder is unreadable or in the way."""
+
+
+class CacheWarning(UserWarning):
+    """A cache file (kernel, autotune entry, timing cache) could not be used as it was; it is
+    ignored and rebuilt."""
+
+
+CLEAR_HINT = "`trident cache clear` removes trident's caches"
+
+
 def where(node=None, op: str | None = None, opset: int | None = None) -> str:
     """'node "conv1" (op Conv, opset 17)': the location prefix every node error starts with."""
     parts = []

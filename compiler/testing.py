@@ -26,6 +26,27 @@ def run_engine(engine, *inputs: torch.Tensor) -> list[torch.Tensor]:
     return [o.cpu() for o in engine(*[x.to(engine.device) for x in inputs])]
 
 
+def assert_backend_matches_eager(model: torch.nn.Module, *inputs: torch.Tensor, rtol: float = 1e-4,
+                                 atol: float = 1e-4) -> None:
+    """torch.compile(model, backend="trident") gives what the eager model gives on `inputs`."""
+    torch._dynamo.reset()  # a fresh compile: no graph cached from an earlier test
+    compiled = torch.compile(model, backend="trident")
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(*inputs), model(*inputs), rtol=rtol, atol=atol)
+
+
+def export_onnx(model: torch.nn.Module, inputs: tuple, opset: int = 17) -> bytes:
+    """The model's ONNX export (torch's TorchScript exporter, its warnings silenced), as bytes."""
+    import io
+    import warnings
+
+    f = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, inputs, f, dynamo=False, opset_version=opset)
+    return f.getvalue()
+
+
 def compile_and_run(graph: Graph, inputs: Sequence[torch.Tensor], precision: str = "fp32"):
     from trident.compiler.build import compile_graph, engine_from
 

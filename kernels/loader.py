@@ -1,37 +1,89 @@
 """Generated kernels on disk: each is a Python module that calls the templates beside this file.
 
-`load_kernel` writes a kernel's source to the kernel cache (named by its content's hash) and imports
-it; Triton reads the file back when it compiles the @triton.jit code. The runtime loads the kernels
-an engine runs, the autotuner the ones it times, and its compile workers import the same files.
+`load_kernel` writes a kernel's source to the kernel cache and imports it; Triton reads the file back
+when it compiles the @triton.jit code. The runtime loads the kernels an engine runs, the autotuner
+the ones it times, and its compile workers import the same files.
+
+The cache is an input like any other: a file is named `<kernel name>_<sha256 of its contents>.py`
+and its contents are hashed again before it is imported. A file that does not match its name (edited,
+truncated), cannot be read, or is not a regular file is written again from the source, with a
+warning; it is never imported as it was. Kernel names are Python identifiers, never paths.
 """
 from __future__ import annotations
 
 import hashlib
 import importlib.util
+import os
+import shutil
 import sys
+import warnings
 from pathlib import Path
 
 from trident.compiler import config
+from trident.compiler.errors import CLEAR_HINT, CacheError, CacheWarning, TridentError
+
+MAX_NAME = 120
+DIGEST_CHARS = 24   # of the sha256 hex digest in a kernel file's name
 
 
 def default_kernel_dir() -> Path:
     return Path(config.CACHE_DIR) / "kernels"
 
 
+def check_name(name) -> str:
+    """A kernel's name: an identifier (it names a file and a module, so never a path)."""
+    if not isinstance(name, str) or not name.isidentifier() or not name.isascii() or len(name) > MAX_NAME:
+        raise TridentError(f"kernel name {str(name)[:80]!r} is not a Python identifier of at most "
+                           f"{MAX_NAME} ASCII characters")
+    return name
+
+
+def digest(source: str) -> str:
+    return hashlib.sha256(source.encode()).hexdigest()[:DIGEST_CHARS]
+
+
 def kernel_path(name: str, source: str, directory: Path) -> Path:
-    digest = hashlib.sha256(source.encode()).hexdigest()[:12]
-    return Path(directory) / f"{name}_{digest}.py"
+    return Path(directory) / f"{check_name(name)}_{digest(source)}.py"
 
 
 def load_kernel(name: str, source: str, directory: Path | None = None):
     """Write `source` to `directory` (default: the kernel cache) and import it, once per process."""
     path = kernel_path(name, source, directory or default_kernel_dir())
-    if not path.exists():
+    if not _holds(path, source):
+        _write(path, source)
+    return import_kernel_file(path)
+
+
+def _holds(path: Path, source: str) -> bool:
+    """Does the cache file exist and hold exactly `source`? (A bad one is reported, then rewritten.)"""
+    if not os.path.lexists(path):
+        return False
+    why = None
+    if path.is_symlink() or not path.is_file():
+        why = "is not a regular file"
+    else:
+        try:
+            if path.read_bytes() == source.encode():
+                return True
+            why = "does not match the hash in its name (edited or truncated)"
+        except OSError as e:
+            why = f"cannot be read ({e.strerror or e})"
+    warnings.warn(f"trident: kernel cache file {path} {why}; writing it again from the kernel's "
+                  f"source ({CLEAR_HINT})", CacheWarning, stacklevel=3)
+    return False
+
+
+def _write(path: Path, source: str) -> None:
+    try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{id(source)}")
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
         tmp.write_text(source)
         tmp.replace(path)  # atomic: a concurrent build never sees half a file
-    return import_kernel_file(path)
+    except OSError as e:
+        raise CacheError(f"cannot write kernel cache file {path}: {e.strerror or e} "
+                         f"(cache folder {path.parent}; {CLEAR_HINT}, or set TRIDENT_CACHE_DIR)") from None
 
 
 def import_kernel_file(path) -> object:
@@ -51,4 +103,4 @@ def import_kernel_file(path) -> object:
     return module
 
 
-__all__ = ["default_kernel_dir", "import_kernel_file", "kernel_path", "load_kernel"]
+__all__ = ["check_name", "default_kernel_dir", "digest", "import_kernel_file", "kernel_path", "load_kernel"]

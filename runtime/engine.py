@@ -32,7 +32,7 @@ from trident.compiler.ir.plan import Layout, Plan
 from trident.compiler.ir.shapes import instantiate
 from trident.compiler.ops import evaluate
 from trident.kernels.loader import default_kernel_dir, load_kernel
-from trident.runtime.format import read_engine, save_engine
+from trident.runtime.format import save_engine
 from trident.runtime.memory import Arena, MemoryPlan, human_bytes, layout_nbytes, plan_memory
 from trident.runtime.streams import DEFAULT_MAX_STREAMS, Schedule, build_schedule, step_ios
 
@@ -156,7 +156,7 @@ class Engine:
         return self._run(inputs, on_step, sizes=sizes)
 
     def save(self, path) -> None:
-        """Write the engine to one file (runtime/format.py); `trident.runtime.load_engine` reads it."""
+        """Write the engine to one file (runtime/format.py); `trident.load_engine` reads it."""
         save_engine(self.plan, path, self.device,
                     {"cuda_graph": self.cuda_graph, "streams": self.schedule.num_streams,
                      "arena_bytes": self.memory.arena_bytes})
@@ -414,18 +414,3 @@ class Engine:
     def _alloc(self, value: str) -> torch.Tensor:
         bound = self._active or self._bind(self._default_sizes())
         return self._empty(bound.layouts[value])
-
-
-def load_engine(path, device=None, *, force: bool = False, any_gpu: bool = False,
-                cuda_graph: bool = True, streams: int | None = None) -> Engine:
-    """Load an engine saved with `engine.save(path)` (runtime/format.py).
-
-    force: run a file built for another GPU or other versions anyway. any_gpu: accept a file built
-    for another GPU (its launch configs were tuned there; trident.compiler.build.retune re-tunes
-    them here).
-    """
-    device = resolve_device(device)
-    file = read_engine(path, device, force=force, any_gpu=any_gpu)
-    engine = Engine(file.plan, device=device, cuda_graph=cuda_graph, streams=streams)
-    engine.file_info = file.info
-    return engine

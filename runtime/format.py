@@ -17,11 +17,12 @@ The header holds the identity the engine was built with (trident.kernels.identit
 Triton and torch versions, a hash of the kernel templates the generated kernels call, and the
 device: GPU name and compute capability, or "cpu-interpreter"), the engine's options, the launch
 plan (compiler/ir/plan.py, written field by field: layouts, steps with their kernel name, source,
-arguments and launch config, torch-fallback nodes, a dynamic-batch plan's profile and templates),
+arguments and launch config, torch-fallback nodes, a profiled plan's symbols, ranges and templates),
 and a table of the weights (name, dtype, shape, offset, size in the payload). Weights are stored
 already packed in the layouts their kernels read, so loading runs neither the frontend nor the
-passes nor codegen: it re-imports the kernel sources and places the weights. No pickle anywhere:
-tensors are raw bytes.
+passes: trident.load_engine (compiler/build.py) checks the header's fields here, then the plan
+(compiler/verify.py: each kernel's source is regenerated from its spec and must match), then
+places the weights. No pickle anywhere: tensors are raw bytes.
 
 Integrity: a wrong magic, an unknown format version, a length that does not add up, or a checksum
 that does not match raise EngineFileError before anything is used. Compatibility: a file built
@@ -48,7 +49,9 @@ from trident.compiler.ir.plan import Plan, dtype_from_name, dtype_name
 from trident.kernels.identity import identity, mismatches
 
 MAGIC = b"TRDNTENG"
-FORMAT_VERSION = 2   # 2: the header holds a launch plan (1 held the compiler's graph and groups)
+# 4: optimization profiles over named sizes, shape-generic kernels whose specs hold their probes'
+# (3: kernels carry the spec loading regenerates them from; 2: a plan; 1: a graph)
+FORMAT_VERSION = 4
 _PREAMBLE = struct.Struct("<8sIIQ32s")   # magic, version, reserved, header length, header sha256
 BLOB_ALIGN = 64
 IDENTITY_FIELDS = ("versions", "templates", "device")
@@ -146,21 +149,71 @@ def read_engine_file(path) -> tuple[dict, memoryview]:
     return header, payload
 
 
-def _weights(header: dict, payload: memoryview) -> dict[str, torch.Tensor]:
-    out = {}
-    for entry in header["weights"]:
-        dtype = dtype_from_name(entry["dtype"], f"weight {entry['name']}")
-        shape = tuple(int(d) for d in entry["shape"])
-        start, n = int(entry["offset"]), int(entry["nbytes"])
+HEADER_FIELDS = {"format": int, "created": str, "versions": dict, "templates": str, "device": dict,
+                 "engine": dict, "plan": dict, "weights": list, "payload": dict}
+ENGINE_OPTIONS = {"cuda_graph": bool, "streams": int, "arena_bytes": int}
+MAX_STREAMS = 64
+
+
+def check_header(header, where: str) -> None:
+    """The header's fields, typed and ranged (the plan's own are checked as it is read, then by
+    trident.compiler.verify); EngineFileError naming the field."""
+    if not isinstance(header, dict):
+        raise EngineFileError(f"{where}: the header should be a JSON object")
+    for key, kind in HEADER_FIELDS.items():
+        if type(header.get(key)) is not kind:
+            raise EngineFileError(f"{where}: header field {key!r} should be a {kind.__name__}, "
+                                  f"got {type(header.get(key)).__name__}")
+    extra = sorted(set(header) - set(HEADER_FIELDS))
+    if extra:
+        raise EngineFileError(f"{where}: unknown header field(s) {extra}")
+    if header["format"] != FORMAT_VERSION:
+        raise EngineFileError(f"{where}: header field 'format' is {header['format']}, the preamble "
+                              f"says {FORMAT_VERSION}")
+    options = header["engine"]
+    for key, kind in ENGINE_OPTIONS.items():
+        if type(options.get(key)) is not kind:
+            raise EngineFileError(f"{where}: engine.{key} should be a {kind.__name__}")
+    if set(options) != set(ENGINE_OPTIONS):
+        raise EngineFileError(f"{where}: engine should hold exactly {sorted(ENGINE_OPTIONS)}")
+    if not 1 <= options["streams"] <= MAX_STREAMS or options["arena_bytes"] < 0:
+        raise EngineFileError(f"{where}: engine.streams should be in [1, {MAX_STREAMS}] and "
+                              f"engine.arena_bytes >= 0")
+
+
+def _entry(entry, k: int, where: str) -> tuple[str, torch.dtype, tuple, int, int]:
+    at = f"{where}: weights[{k}]"
+    if not isinstance(entry, dict) or set(entry) != {"name", "dtype", "shape", "offset", "nbytes"}:
+        raise EngineFileError(f"{at} should hold name, dtype, shape, offset and nbytes")
+    name, shape = entry["name"], entry["shape"]
+    if not isinstance(name, str) or not isinstance(entry["dtype"], str):
+        raise EngineFileError(f"{at}.name and .dtype should be strings")
+    if not isinstance(shape, list) or len(shape) > 8 or not all(type(d) is int and d >= 0 for d in shape):
+        raise EngineFileError(f"{at}.shape should be a list of at most 8 sizes >= 0")
+    start, n = entry["offset"], entry["nbytes"]
+    if type(start) is not int or type(n) is not int or start < 0 or n < 0 or start % BLOB_ALIGN:
+        raise EngineFileError(f"{at}.offset and .nbytes should be integers >= 0, the offset a "
+                              f"multiple of {BLOB_ALIGN}")
+    return name, dtype_from_name(entry["dtype"], f"weights[{k}].dtype"), tuple(shape), start, n
+
+
+def _weights(header: dict, payload: memoryview, where: str = "engine file") -> dict[str, torch.Tensor]:
+    out, end = {}, 0
+    for k, entry in enumerate(header["weights"]):
+        name, dtype, shape, start, n = _entry(entry, k, where)
         expected = dtype.itemsize
         for d in shape:
             expected *= d
-        if n != expected or start < 0 or start + n > len(payload):
-            raise EngineFileError(f"engine file: weight {entry['name']} has {n} bytes at {start}, "
-                                  f"expected {expected} for {dtype}{list(shape)}")
+        if name in out:
+            raise EngineFileError(f"{where}: weights[{k}].name: {name!r} appears twice")
+        if n != expected or start + n > len(payload) or start < end:
+            raise EngineFileError(f"{where}: weight {name} has {n} bytes at {start}, expected "
+                                  f"{expected} for {dtype}{list(shape)} after byte {end}, within "
+                                  f"the payload's {len(payload)}")
+        end = start + n
         raw = torch.frombuffer(bytearray(payload[start:start + n]), dtype=torch.uint8) if n else \
             torch.empty(0, dtype=torch.uint8)
-        out[entry["name"]] = raw.view(dtype).reshape(shape)
+        out[name] = raw.view(dtype).reshape(shape)
     return out
 
 
@@ -179,6 +232,7 @@ def read_engine(path, device: torch.device | str | None = None, *, force: bool =
     built for another GPU (only), e.g. to re-tune its launch configs here.
     """
     header, payload = read_engine_file(path)
+    check_header(header, f"engine file {path}")
     problems = mismatches(header, device)
     if any_gpu:
         problems = [p for p in problems if not p.startswith("built for ")]
@@ -188,10 +242,11 @@ def read_engine(path, device: torch.device | str | None = None, *, force: bool =
                               f"force=True (or re-tune it for this GPU: "
                               f"trident.compiler.build.retune)")
     try:
-        plan = Plan.from_json(header["plan"], _weights(header, payload))
+        plan = Plan.from_json(header["plan"], _weights(header, payload, f"engine file {path}"))
     except EngineFileError:
         raise
-    except (KeyError, TypeError, ValueError, IndexError) as e:
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError, OverflowError,
+            RecursionError) as e:
         raise EngineFileError(f"engine file {path}: malformed plan ({type(e).__name__}: {e})") \
             from None
     info = {k: header.get(k) for k in ("format", "created", *IDENTITY_FIELDS, "engine")}
@@ -199,4 +254,5 @@ def read_engine(path, device: torch.device | str | None = None, *, force: bool =
     return EngineFile(plan, info)
 
 
-__all__ = ["EngineFile", "FORMAT_VERSION", "MAGIC", "read_engine", "read_engine_file", "save_engine"]
+__all__ = ["EngineFile", "FORMAT_VERSION", "MAGIC", "check_header", "read_engine", "read_engine_file",
+           "save_engine"]

@@ -2,8 +2,8 @@
 # Runs trident's GPU checks and benchmarks on a machine with an NVIDIA GPU: installs trident from
 # this checkout, then runs the stage asked for. Results land in $OUT (or ./gpu-out), named
 # <gpu>-<what>.json (docs/benchmarks.md); copy the ones to keep into benchmarks/results/.
-#   stages: tests | safety | attention | dynamic | kernels | sweep | tune | runtime | models | bench | bench-full |
-#           int8 | all.  T_<stage>: a time limit in seconds for the long steps (default 300).
+#   stages: tests | safety | attention | perf | zoo | trust | dynamic | kernels | sweep | tune | runtime |
+#           models | bench | bench-full | int8 | all.  T_<stage>: a time limit in seconds for the long steps.
 set -uo pipefail
 stage=${1:-all}
 out=${OUT:-gpu-out}
@@ -48,8 +48,46 @@ run_attention() {
   timeout "${T_ATTENTION:-300}" python3 -m trident.tools bench attention ${ATTENTION_ARGS:---no-tune} --out "$out" \
     2>&1 | tee "$out/attention.txt"
 }
+# Conv1d through the conv templates, nn.MultiheadAttention through the attention kernel: their GPU
+# tests, their kernel tests under memcheck, then ConvNeXt-T / ViT-B/16 / the Whisper encoder beside
+# torch eager and torch.compile (trident bench perf, about 5 minutes).
+run_perf() {
+  timeout "${T_PERF:-300}" python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_conv1d.py tests/test_mha.py \
+    2>&1 | tee "$out/perf-tests.txt" | tail -8
+  memcheck python3 -m pytest -q -p no:cacheprovider tests/test_conv1d.py -k "module_runs and (plain or strided \
+    or grouped or depthwise or length_1) or whisper_stem_has" 2>&1 | tee "$out/memcheck-conv1d.txt" | tail -6
+  memcheck python3 -m pytest -q -p no:cacheprovider tests/test_mha.py -k "one_attention_kernel or masked \
+    or causal or native" 2>&1 | tee "$out/memcheck-mha.txt" | tail -6
+  timeout "${T_PERF_BENCH:-420}" python3 -m trident.tools bench perf --out "$out" 2>&1 | tee "$out/perf.txt"
+}
+# The model zoo in parts that fit one command: ZOO_MODELS picks the models (names or globs, e.g.
+# 'transformers/*' or 'torchvision/resnet50,torchvision/vit_b_16'), ZOO_ARGS adds options
+# (--precisions fp16, --entry compile, --batch 32). Rows accumulate in $out/zoo/zoo.json across
+# runs (--merge); zoo.md is the whole table so far. T_ZOO bounds the run, T_ZOO_MODEL each model.
+run_zoo() {
+  mkdir -p "$out/zoo"
+  timeout "${T_ZOO:-460}" python3 -m trident.tools zoo --quick --merge --models "${ZOO_MODELS:-transformers/*}" \
+    --timeout "${T_ZOO_MODEL:-240}" --json "$out/zoo/zoo.json" --markdown "$out/zoo/zoo.md" ${ZOO_ARGS:-} \
+    2>&1 | tee -a "$out/zoo.txt" | tail -40
+}
+# Startup of a saved ResNet-50 fp16 engine (loading checks every kernel, docs/engine-files.md):
+# median of fresh `trident run` processes and of load_engine alone. BASE_CHECKOUT: a checkout of
+# the previous trident to time as well, on an engine file it builds itself.
+run_trust() {
+  python3 -m trident.tools compile resnet50 --precision fp16 -o /tmp/r50-fp16.engine 2>&1 | tail -2
+  local compare=""
+  if [ -n "${BASE_CHECKOUT:-}" ]; then
+    (cd "$BASE_CHECKOUT" && PYTHONPATH="$BASE_CHECKOUT" python3 -m trident.tools compile resnet50 \
+      --precision fp16 -o /tmp/r50-fp16-base.engine 2>&1 | tail -2)
+    compare="--checkout $BASE_CHECKOUT --other-engine /tmp/r50-fp16-base.engine"
+  fi
+  timeout "${T_TRUST:-400}" python3 scripts/load_time.py /tmp/r50-fp16.engine --runs 5 $compare 2>&1 \
+    | tee "$out/load-time.txt"
+}
 case "$stage" in
+  trust) run_trust ;;
   tests) run_tests ;;
+  perf) run_perf ;;
   safety) run_safety ;;
   attention) run_attention ;;
   # Profiles on several dims, KV-cache generation, dynamo dynamic shapes: GPU tests, then the
@@ -58,6 +96,7 @@ case "$stage" in
              2>&1 | tee "$out/dynamic-tests.txt" | tail -8
            timeout "${T_DYNAMIC_BENCH:-420}" python3 -m trident.tools bench dynamic --out "$out" \
              2>&1 | tee "$out/dynamic.txt" ;;
+  zoo) run_zoo ;;
   kernels) bench kernels --out "$out" 2>&1 | tee "$out/kernels.txt" ;;
   sweep) bench sweep --budget-s 480 --out "$out" 2>&1 | tee "$out/sweep.txt" ;;
   tune) bench tune --out "$out" 2>&1 | tee "$out/tune.txt" ;;

@@ -1,7 +1,5 @@
 """Attention in real model definitions: a tiny transformers BERT (its SDPA and its eager attention)
 through build_engine, via fx and via ONNX, and an INT8 engine, whose attention stays one fp16 kernel."""
-import io
-import warnings
 
 import pytest
 import torch
@@ -9,6 +7,7 @@ import torch.nn as nn
 
 from trident.compiler.autotune import problem_of
 from trident.compiler.build import BuildTrace, build_engine  # before transformers: it imports triton
+from trident.compiler.testing import export_onnx
 
 transformers = pytest.importorskip("transformers")
 
@@ -42,12 +41,7 @@ def token_inputs(seed=0):
     return ids, keep
 
 
-def onnx_of(module, inputs) -> bytes:
-    f = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(module, inputs, f, dynamo=False, opset_version=17)
-    return f.getvalue()
+onnx_of = export_onnx
 
 
 def attention_nodes(trace):

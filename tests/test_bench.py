@@ -209,3 +209,18 @@ def test_a_benchmark_writes_gpu_what_json(tmp_path, monkeypatch, capsys):
     data = json.loads(path.read_text())
     assert data["int8"] == {"minmax": 98.5} and data["mode"] == "reference executor"
     assert {"gpu", "torch", "triton", "trident"} <= set(data["environment"])
+
+
+def test_perf_benchmark_table_and_settle():
+    from trident.tools.benchmarks import perf
+
+    rows = [{"model": "m", "batch": 2, "runner": "torch.compile", "status": "ok", "median_ms": 2.0},
+            {"model": "m", "batch": 2, "runner": "trident (ONNX)", "status": "ok", "median_ms": 1.0, "rel_err": 1e-3},
+            {"model": "m", "batch": 2, "runner": "torch eager", "status": "error: X"}]
+    perf._add_ratios(rows)
+    assert rows[1]["vs_torch_compile"] == 2.0 and "vs_torch_compile" not in rows[2]
+    text = perf.table(rows)
+    assert "| m | 2 | trident (ONNX) | 1.000 | 2.00 | 1.0e-03 | ok |" in text
+    bn = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4)).eval()
+    perf.settle(bn, (torch.randn(2, 3, 8, 8) * 5 + 3,))
+    assert not bn.training and bn[1].running_mean.abs().sum() > 0

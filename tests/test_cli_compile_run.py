@@ -43,7 +43,7 @@ def test_compile_and_run_onnx_with_a_batch_profile(tmp_path, capsys):
     assert figures["batch"] == 1 and figures["latency"]["runs"] == 2
     assert figures["memory"]["arena_bytes"] > 0 and figures["memory"]["weights_bytes"] > 0
     # the engine file computes what the model does
-    from trident.runtime import load_engine
+    from trident.compiler.build import load_engine
 
     x = make_inputs(1)
     with torch.no_grad():

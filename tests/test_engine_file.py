@@ -15,7 +15,7 @@ from trident.compiler.ir.plan import Plan
 from trident.kernels import identity
 from trident.models import MODELS
 from trident.runtime import format as fmt
-from trident.runtime import load_engine
+from trident.compiler.build import load_engine
 
 
 @pytest.fixture(scope="module")
@@ -206,8 +206,9 @@ def test_changed_kernel_templates_are_refused(saved, tmp_path):
 
 
 def test_header_holds_a_plan_and_no_compiler_internals(saved):
-    """The plan is written field by field; fusion groups, IR graphs and tuning problems stay with
-    the compiler (each kernel's source declares its own PROBLEM)."""
+    """The plan is written field by field; the whole graph and the tuning problems stay with the
+    compiler (each kernel's source declares its own PROBLEM). A kernel carries its spec: the
+    fused nodes and layouts its generator read, from which loading regenerates the source."""
     engine, path, _ = saved
     header, _ = fmt.read_engine_file(path)
     assert "program" not in header and "graph" not in header["plan"]
@@ -215,7 +216,8 @@ def test_header_holds_a_plan_and_no_compiler_internals(saved):
     assert {s["kind"] for s in steps} >= {"kernel", "view", "torch"}
     assert not any({"group", "problem"} & set(s) for s in steps)
     kernel = next(s for s in steps if s["kind"] == "kernel")
-    assert set(kernel) == {"kind", "name", "source", "args", "outputs", "config", "sizes"}
+    assert set(kernel) == {"kind", "name", "source", "args", "outputs", "config", "sizes", "spec"}
+    assert set(kernel["spec"]) == {"kind", "name", "outputs", "group", "types", "layouts", "constants"}
     assert set(kernel["config"]) == {"params", "num_warps", "num_stages"}
     assert all(set(lay) == {"shape", "strides", "dtype", "offset"} for lay in header["plan"]["layouts"].values())
 

@@ -69,7 +69,7 @@ def test_import_trident_gives_the_public_interface():
     import trident.runtime
 
     assert trident.build_engine is trident.compiler.build_engine
-    assert trident.load_engine is trident.runtime.load_engine
+    assert trident.load_engine is trident.compiler.load_engine
     assert isinstance(trident.__version__, str) and trident.__version__[0].isdigit()
 
 

@@ -89,7 +89,7 @@ def test_arena_and_outputs_under_replay():
 
 
 def test_engine_file_round_trip_on_gpu(tmp_path):
-    from trident.runtime import load_engine
+    from trident.compiler.build import load_engine
     from trident.runtime.format import read_engine_file
 
     model, x = model_and_inputs("resnet_tiny", 4)

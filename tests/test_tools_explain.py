@@ -127,3 +127,23 @@ def test_help_texts_render(argv, capsys):
     with pytest.raises(SystemExit) as done:
         main(argv)
     assert done.value.code == 0 and "usage: trident" in capsys.readouterr().out
+
+
+def test_explain_torch_compile_lists_what_runs_in_torch(tmp_path, capsys):
+    from trident.tools.cli import main
+
+    source = tmp_path / "sorted_mlp.py"
+    source.write_text(
+        "import torch\n"
+        "class M(torch.nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.a, self.b = torch.nn.Linear(8, 16), torch.nn.Linear(16, 4)\n"
+        "    def forward(self, x):\n"
+        "        return self.b(torch.sort(torch.relu(self.a(x)), dim=1).values)\n"
+        "def make():\n"
+        "    return M().eval(), (torch.randn(2, 8),)\n")
+    assert main(["explain", f"{source}:make", "--torch-compile", "--precision", "fp32"]) == 0
+    out = capsys.readouterr().out
+    assert "2 trident partition(s)" in out and "left in torch: 1" in out
+    assert "torch.sort (node sort): no trident converter" in out

@@ -10,7 +10,7 @@ from trident.compiler.errors import TridentError
 
 # Each module defines register(subparsers), which adds its subcommand and sets `func`.
 SUBCOMMANDS = ["compile", "run", "demo", "explain", "fusion_check", "profile", "layerwise",
-               "conformance", "bench"]
+               "conformance", "bench", "zoo", "cache", "fuzz_files"]
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):

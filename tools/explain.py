@@ -17,6 +17,9 @@ def register(subparsers) -> None:
     add_model_arguments(p)
     p.add_argument("--passes", action="store_true", help="print the IR after every pass")
     p.add_argument("--no-source", action="store_true", help="omit generated kernel sources")
+    p.add_argument("--torch-compile", action="store_true",
+                   help="explain torch.compile(backend='trident') instead: its partitions, kernel "
+                        "launches, and what runs in torch and why")
     p.add_argument("--html", metavar="REPORT.html",
                    help="also write everything (every pass, every source) as one self-contained "
                         "HTML page with the graph drawn, nodes coloured by fusion group")
@@ -84,6 +87,11 @@ def explain(model, example_inputs=None, precision: str = "fp16", passes: bool = 
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.torch_compile:
+        from trident.tools.explain_compile import explain_torch_compile
+
+        print(explain_torch_compile(args.model, args.batch, args.precision))
+        return 0
     loaded = load_graph(args.model, args.batch)
     quantization = quantization_options(loaded, args.precision, args.calibration)
     ex = explain_graph(loaded.graph, args.precision, not args.no_fuse, quantization)

@@ -112,7 +112,7 @@ def check_batch(engine, batch: int | None, path) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from trident.runtime import load_engine
+    from trident.compiler.build import load_engine
 
     engine = load_engine(args.engine, force=args.force, cuda_graph=not args.no_cuda_graph,
                          streams=args.streams)

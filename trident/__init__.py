@@ -7,7 +7,7 @@ Triton kernels and a thin runtime (one memory arena, CUDA streams and graphs, en
     engine.save("model.engine"); engine = trident.load_engine("model.engine")
 
 The packages: trident.compiler (build_engine and the pipeline), trident.kernels (the Triton
-templates), trident.runtime (Engine, engine files), trident.tools (the `trident` command),
+templates), trident.runtime (Engine, engine files; trident.load_engine checks and loads them), trident.tools (the `trident` command),
 trident.models (the bundled example models).
 """
 import os
@@ -28,8 +28,7 @@ def _checkout_path() -> list[str]:
 
 __path__ += _checkout_path()  # before the imports below, which look trident.compiler up there
 
-from trident.compiler import build_engine  # noqa: E402
-from trident.runtime import load_engine  # noqa: E402
+from trident.compiler import build_engine, load_engine  # noqa: E402
 from trident.runtime.generate import generate  # noqa: E402
 
 try:

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from trident.compiler import config
+from trident.compiler.errors import CLEAR_HINT, CacheError, CacheWarning
 
 FORMAT = "trident-timing-cache"
 VERSION = 1
@@ -29,8 +30,6 @@ LEVEL_RANK = {"none": 0, "fast": 1, "full": 2}
 REQUIRED = ("key", "components", "config", "ms", "level")
 
 
-class CacheWarning(UserWarning):
-    """A cache entry or timing-cache file could not be read; it is ignored (and rebuilt)."""
 
 
 # -------------------------------------------------------------------------- components ----
@@ -158,7 +157,12 @@ class TuningCache:
     def put(self, entry: dict) -> None:
         if not valid_entry(entry):
             raise ValueError("not a valid autotune cache entry")
-        atomic_write_json(self.path(entry["key"]), entry)
+        path = self.path(entry["key"])
+        try:
+            atomic_write_json(path, entry)
+        except OSError as e:  # a cache that cannot be written costs a re-tune, never the build
+            warnings.warn(f"trident: cannot write autotune cache entry {path} ({e.strerror or e}); "
+                          f"{CLEAR_HINT}", CacheWarning, stacklevel=2)
 
     def entries(self):
         """Every valid entry (unreadable ones are skipped with a warning)."""
@@ -196,13 +200,17 @@ def read_timing_cache(path: Path | str) -> dict[str, dict]:
 def write_timing_cache(path: Path | str, entries: dict[str, dict], merge: bool = True) -> int:
     """Write entries to a timing-cache file, merged (under a lock) with what it already holds."""
     path = Path(path)
-    with file_lock(path):
-        merged = dict(read_timing_cache(path)) if merge else {}
-        for key, entry in entries.items():
-            old = merged.get(key)
-            if old is None or LEVEL_RANK[entry["level"]] >= LEVEL_RANK[old["level"]]:
-                merged[key] = entry
-        atomic_write_json(path, {"format": FORMAT, "version": VERSION, "entries": merged})
+    try:
+        with file_lock(path):
+            merged = dict(read_timing_cache(path)) if merge else {}
+            for key, entry in entries.items():
+                old = merged.get(key)
+                if old is None or LEVEL_RANK[entry["level"]] >= LEVEL_RANK[old["level"]]:
+                    merged[key] = entry
+            atomic_write_json(path, {"format": FORMAT, "version": VERSION, "entries": merged})
+    except OSError as e:
+        raise CacheError(f"cannot write the timing cache {path}: {e.strerror or e} "
+                         f"({CLEAR_HINT}; or give another timing_cache path)") from None
     return len(merged)
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from trident.compiler import config
+from trident.compiler.autotune.constraints import config_error
 from trident.compiler.ir.launch import LaunchConfig
 from trident.kernels import attention as attention_template
 from trident.kernels import conv as conv_templates
@@ -366,7 +367,7 @@ def candidates(problem: dict, base: LaunchConfig, level: str, limits: DeviceLimi
         rest = prune(_attention_hand_picked(problem), problem, limits)
     else:
         rest = prune(_neighbours(base, problem), problem, limits)
-    out = [base] + [c for c in dict.fromkeys(rest) if c != base]
+    out = [base] + [c for c in dict.fromkeys(rest) if c != base and config_error(c, problem, base) is None]
     return out if level == "full" else out[:FAST_CANDIDATES[template]]
 
 

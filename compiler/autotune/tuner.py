@@ -23,6 +23,7 @@ import dataclasses
 import math
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import torch
@@ -33,9 +34,10 @@ from trident.compiler.autotune.cache import (LEVEL_RANK, TuningCache, canonical,
                                              layout_signature, make_key, new_entry, read_timing_cache,
                                              usable, write_timing_cache)
 from trident.compiler.autotune.compile_pool import CompilePool
+from trident.compiler.autotune.constraints import config_error
 from trident.compiler.autotune.report import KernelRow, Peaks, Progress, TuneReport
 from trident.compiler.autotune.space import REASONS, DeviceLimits, candidates, device_limits, flops
-from trident.compiler.errors import TridentError
+from trident.compiler.errors import CLEAR_HINT, CacheWarning, TridentError
 from trident.compiler.ir.launch import LaunchConfig
 from trident.kernels.identity import identity as identity_of
 from trident.kernels.loader import default_kernel_dir, load_kernel
@@ -207,7 +209,8 @@ def tune_kernels(kernels: list[Tunable], layouts: dict, level: str = "fast", *, 
     units = collect_units(kernels, layouts, identity_of(device))
     todo = []
     for unit in units:
-        unit.hits = [_lookup(key, shipped, cache, level) for key in unit.keys]
+        unit.hits = [_checked(_lookup(key, shipped, cache, level), unit, cache, timing_cache)
+                     for key in unit.keys]
         if level == "none" or all(h is not None for h in unit.hits):
             report.rows.append(_apply_hits(unit, layouts))
         else:
@@ -239,6 +242,20 @@ def _lookup(key: str, shipped: dict, cache: TuningCache, level: str) -> dict | N
         return entry
     entry = cache.get(key)
     return entry if entry is not None and usable(entry, level) else None
+
+
+def _checked(entry: dict | None, unit: Unit, cache: TuningCache, timing_cache) -> dict | None:
+    """The entry, unless its config fails the template's constraints (constraints.py): then it is
+    dropped with a warning naming where it came from, and the kernel is tuned again."""
+    if entry is None:
+        return None
+    why = config_error(entry["config"], unit.problem, unit.base)
+    if why is None:
+        return entry
+    where = cache.path(entry["key"]) if cache.path(entry["key"]).exists() else timing_cache
+    warnings.warn(f"trident: dropping the tuned config of kernel {unit.kernels[0].name} read from "
+                  f"{where}: {why}; it will be tuned again ({CLEAR_HINT})", CacheWarning, stacklevel=3)
+    return None
 
 
 def _apply_hits(unit: Unit, layouts: dict) -> KernelRow:

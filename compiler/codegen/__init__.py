@@ -8,10 +8,13 @@ import re
 from trident.compiler.autotune.cache import canonical
 from trident.compiler.codegen.attention import generate as generate_attention
 from trident.compiler.codegen.kernels import GENERATORS, KernelSource
+from trident.compiler.codegen.dynamic_kernel import render_dynamic
 from trident.compiler.codegen.program import (Layout, Program, Step, is_nhwc, nhwc_strides,
                                               output_layout, torch_output_layouts, view_layouts)
+from trident.compiler.codegen.spec import kernel_spec, parse
 from trident.compiler.codegen.templates import reads_any_layout
 from trident.compiler.codegen.writer import dense_strides
+from trident.compiler.errors import EngineFileError, TridentError
 from trident.compiler.fusion import Group
 from trident.compiler.ir import Graph, Node
 
@@ -37,10 +40,29 @@ def generate(graph: Graph, groups: list[Group]) -> Program:
         if group.kind in NEEDS_NHWC:
             _ensure_nhwc(group, program, names)
         outputs = group.outputs(graph, consumers)
-        feeds = any(group_of.get(id(c)) is not None and group_of[id(c)].kind in NEEDS_NHWC
-                    for o in outputs for c in consumers.get(o, []))
+        feeds = any(_feeds_nhwc(o, graph, consumers, group_of) for o in outputs)
         _plan_group(group, outputs, feeds, program, names, consumers)
     return program
+
+
+def _feeds_nhwc(value: str, graph: Graph, consumers: dict[str, list[Node]], group_of: dict) -> bool:
+    """Does a conv or pool read `value`, directly or through reshapes that only add or drop unit
+    dims (a 1-D conv's [N, C, L] -> [N, C, 1, L], compiler/passes/conv1d.py)?"""
+    for reader in consumers.get(value, []):
+        group = group_of.get(id(reader))
+        if group is None:
+            continue
+        if group.kind in NEEDS_NHWC:
+            return True
+        if (group.kind == "view" and reader.op == "reshape"
+                and _squeezed(graph.types[value].shape) == _squeezed(graph.types[reader.outputs[0]].shape)
+                and _feeds_nhwc(reader.outputs[0], graph, consumers, group_of)):
+            return True
+    return False
+
+
+def _squeezed(shape) -> tuple:
+    return tuple(d for d in shape if d != 1)
 
 
 def _plan_group(group: Group, outputs: list[str], feeds_nhwc: bool, program: Program,
@@ -99,11 +121,38 @@ def _kernel(kind: str, group: Group, graph: Graph, layouts: dict[str, Layout], o
             name: str) -> KernelSource:
     """The generated kernel, its source ending with the PROBLEM it declares: the template and sizes
     the autotuner searches over, readable (as a literal) from an engine file's kernel alone."""
+    spec = kernel_spec(kind, group, graph, layouts, outputs, name)
     generator = generate_attention if kind == "attention" else GENERATORS[kind]
     source = generator(group, graph, layouts, outputs, name)
     declared = (f"\n\n# What trident's autotuner searches configs for (a literal; see "
                 f"compiler/autotune/tuner.py)\nPROBLEM = {canonical(source.problem)!r}\n")
-    return dataclasses.replace(source, source=source.source + declared)
+    return dataclasses.replace(source, source=source.source + declared, spec=spec)
 
 
-__all__ = ["Program", "Step", "generate"]
+def render(spec, where: str) -> KernelSource:
+    """The kernel a spec (codegen/spec.py) describes, written by this trident's generators; a
+    shape-generic kernel's spec holds one spec per probe of its grid (codegen/dynamic_kernel.py),
+    and its kernel's `sizes` are the symbols its launch() takes. EngineFileError naming `where`
+    when the spec is malformed or describes no kernel these generators write."""
+    if isinstance(spec, dict) and "probes" in spec:
+        return render_dynamic(spec, where, _render_one)
+    return _render_one(spec, where)
+
+
+def _render_one(spec, where: str) -> KernelSource:
+    if isinstance(spec, dict) and "probes" in spec:
+        raise EngineFileError(f"engine file: {where}: a probe's spec should describe one kernel")
+    kind, group, graph, layouts, outputs, name = parse(spec, where)
+    if kind != "attention" and kind not in GENERATORS:
+        raise EngineFileError(f"engine file: {where}.kind: no kernel generator {kind!r}")
+    try:
+        return _kernel(kind, group, graph, layouts, outputs, name)
+    except TridentError as e:
+        raise EngineFileError(f"engine file: {where}: its kernel cannot be generated ({e})") from None
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError, ZeroDivisionError,
+            RuntimeError, AssertionError, OverflowError, StopIteration) as e:
+        raise EngineFileError(f"engine file: {where}: its kernel cannot be generated "
+                              f"({type(e).__name__}: {e})") from None
+
+
+__all__ = ["Program", "Step", "generate", "render"]

@@ -15,6 +15,8 @@ track sizes symbolically, the program is generated at several sizes (the "probes
   (never specialized) arguments and a `sizes=` keyword of `launch()`; the launch config is the
   one chosen at the base probe, except that a single-block reduction whose row length varies gets
   the block of the longest row the profile allows;
+- a kernel made generic carries a spec holding its probes' specs (compiler/codegen/
+  dynamic_kernel.py): loading an engine file writes it again from them, as any kernel;
 - the layouts, input shapes and torch-fallback attributes become templates (the plan's
   DynamicInfo, compiler/ir/plan.py) the engine instantiates for each shape it sees.
 
@@ -31,14 +33,13 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from trident.compiler import config
 from trident.compiler.codegen.dynamic_constants import unfold_constants, varying_constants
-from trident.compiler.codegen.dynamic_source import generic_source, replace_literal
+from trident.compiler.codegen.dynamic_kernel import generic_kernel
 from trident.compiler.codegen.polyfit import Grid, axis_degree, fit_int, point_text, varies
 from trident.compiler.codegen.program import Layout, Program
 from trident.compiler.errors import UnsupportedError
 from trident.compiler.ir.plan import DynamicInfo
-from trident.compiler.ir.shapes import Poly, ShapeProfile, is_constant, variable_names
+from trident.compiler.ir.shapes import ShapeProfile, is_constant, variable_names
 
 Point = tuple[int, ...]
 
@@ -187,36 +188,6 @@ def _check_same(grid: Grid, programs: dict[Point, Program]) -> None:
                              f"{tuple(t.shape)})", pt)
 
 
-def _peak(template, profile: ShapeProfile) -> int:
-    if not isinstance(template, Poly):
-        return template
-    return max(abs(template.at({**profile.point("min"), **c})) for c in profile.corners())
-
-
-def _reduction_config(kernel, grid: Grid, programs: dict[Point, Program], k: int,
-                      profile: ShapeProfile):
-    """A single-block reduction reads its whole row in one BLOCK_R: when the row length varies,
-    the block (and the PROBLEM the tuner reads) is the longest row's. Returns the new kernel."""
-    problem = kernel.problem or {}
-    if problem.get("template") != "reduction":
-        return kernel
-    lengths = {p: prog.steps[k].kernel.problem["length"] for p, prog in programs.items()}
-    if len(set(lengths.values())) == 1:
-        return kernel
-    template = fit(grid, lengths, f"the row length of kernel {kernel.name}")
-    longest = _peak(template, profile)
-    block_r = 1 << max(0, longest - 1).bit_length()
-    params = dict(kernel.config.params)
-    budget = 16384 if config.INTERPRET else 4096
-    params.update(BLOCK_R=block_r, BLOCK_X=max(1, min(params.get("BLOCK_X", 1), budget // block_r)))
-    cfg = dataclasses.replace(kernel.config, params=tuple(params.items()),
-                              num_warps=4 if block_r <= 1024 else 8)
-    problem = dict(problem, length=longest)
-    source = replace_literal(kernel.source, "CONFIG", cfg.to_dict())
-    source = replace_literal(source, "PROBLEM", problem)
-    return dataclasses.replace(kernel, config=cfg, problem=problem, source=source)
-
-
 def make_dynamic(program: Program, profile: ShapeProfile,
                  compile_at: Callable[[dict[str, int]], Program]) -> Program:
     """The shape-generic version of `program` (generated at the profile's base probe);
@@ -242,22 +213,14 @@ def make_dynamic(program: Program, profile: ShapeProfile,
                                "(an ONNX model needs symbolic dims, e.g. torch.onnx.export(..., "
                                "dynamic_axes={'x': {0: 'batch'}}))")
     node_attrs, steps = {}, []
-    peak = lambda t: _peak(t, profile)  # noqa: E731
     for k, step in enumerate(program.steps):
         if step.kind == "torch":
             node = step.group.nodes[0]
             node_attrs[k] = fit(grid, samples(lambda p: p.steps[k].group.nodes[0].attrs),
                                 f"the attributes of {node.name or node.op}")
         if step.kind == "kernel":
-            kernel = _reduction_config(step.kernel, grid, programs, k, profile)
-            generic = generic_source(grid, [p.steps[k].kernel.source for p in programs.values()],
-                                     list(programs), kernel.name, names, peak, kernel.source)
-            if generic is not None:
-                source, used = generic
-                step = dataclasses.replace(step, sizes=used,
-                                           kernel=dataclasses.replace(kernel, source=source))
-            elif kernel is not step.kernel:
-                step = dataclasses.replace(step, kernel=kernel)
+            kernel = generic_kernel(grid, [p.steps[k].kernel for p in programs.values()], profile)
+            step = dataclasses.replace(step, sizes=kernel.sizes, kernel=kernel)
         steps.append(step)
     build_sizes = {**{s: r.min for s, r in profile.symbols.items()}, **grid.sizes(grid.points()[0])}
     info = DynamicInfo(profile, build_sizes, names, layouts, inputs, node_attrs)

@@ -91,8 +91,10 @@ def generic_source(grid: Grid, sources: Sequence[str], points: Sequence[tuple], 
     text = _add_size_arguments("".join(out), name, [names[s] for s in used],
                                [grid.sizes(points[0]).get(s) for s in used])
     first_newline = text.index("\n") + 1
+    built = grid.sizes(points[0])   # symbols as repr: a dim name never breaks out of the comment
     header = (f"# shape-generic: {', '.join(names[s] for s in used)} are the run-time sizes of "
-              f"{', '.join(used)} (generated at {', '.join(f'{s}={v}' for s, v in grid.sizes(points[0]).items() if s in used)})\n")
+              f"{', '.join(repr(s) for s in used)} (generated at "
+              f"{', '.join(f'{s!r}={built[s]}' for s in used)})\n")
     return text[:first_newline] + header + text[first_newline:], used
 
 

@@ -36,6 +36,10 @@ class KernelSource:
     # What the autotuner needs to propose configs: the template and its problem size, e.g.
     # {"template": "matmul", "M": .., "N": .., "K": .., "dtype": torch.float16}.
     problem: dict = field(default_factory=dict)
+    # What the generator read (codegen/spec.py): an engine file stores it to regenerate the source.
+    spec: dict | None = None
+    # A shape-generic kernel's size symbols (launch() takes sizes=(their values, in this order)).
+    sizes: tuple[str, ...] = ()
 
 
 HEADER = '''# trident generated kernel: {name}

@@ -74,9 +74,12 @@ def index_bounds(graph: Graph) -> dict[str, int]:
 def _plan_step(step: Step):
     if step.kind == "kernel":
         k = step.kernel
-        return KernelStep(k.name, k.source, tuple(k.args), tuple(step.outputs), k.config, step.sizes)
+        return KernelStep(k.name, k.source, tuple(k.args), tuple(step.outputs), k.config, step.sizes,
+                          k.spec)
     if step.kind == "view":
-        return ViewStep(tuple(step.inputs), tuple(step.outputs))
+        node = step.group.nodes[0]
+        return ViewStep(tuple(step.inputs), tuple(step.outputs),
+                        Node(node.op, tuple(node.inputs), tuple(node.outputs), dict(node.attrs), node.name))
     node = step.group.nodes[0]
     return TorchStep(Node(node.op, tuple(node.inputs), tuple(node.outputs), dict(node.attrs), node.name))
 
@@ -150,6 +153,9 @@ def output_layout(group: Group, value: str, graph: Graph, layouts: dict[str, Lay
         # Store in the order the transpose reads, so its result is dense and a reshape after it
         # (attention's [B,H,S,D] -> [B,S,H*D]) is a free view instead of a copy.
         return Layout(shape, transposed_dense_strides(shape, readers[0].attrs["perm"]), t.dtype)
+    if len(shape) == 3 and group.kind == "pointwise" and feeds_nhwc:
+        # [N, C, L] stored length-major: the NHWC [N, C, 1, L] a lowered 1-D conv reads, as a view.
+        return Layout(shape, transposed_dense_strides(shape, (0, 2, 1)), t.dtype)
     if len(shape) != 4:
         return contiguous
     nhwc = Layout(shape, nhwc_strides(shape), t.dtype)

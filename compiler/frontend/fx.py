@@ -31,15 +31,17 @@ import torch
 import torch.fx
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.utils._pytree import tree_flatten
+from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from trident.compiler.errors import ShapeError, TridentError, UnsupportedError
+from trident.compiler.frontend.fx_attention import Masks, Projections, multi_head_attention
 from trident.compiler.ir import SUPPORTED_DTYPES, Graph, GraphBuilder, Node, TensorType
 from trident.compiler.ops import evaluate, infer_types
 
 aten = torch.ops.aten
 
-__all__ = ["import_fx", "supported_fx_target", "user_input_indices", "supported_targets"]
+__all__ = ["import_fx", "supported_fx_target", "user_input_indices", "supported_targets",
+           "target_label", "on_one_device"]
 
 
 # =============================================================================== values ====
@@ -71,6 +73,7 @@ class Ctx:
     def __init__(self, name: str):
         self.b = GraphBuilder(name)
         self.node_name = ""                                     # fx node being converted
+        self.fx_node: torch.fx.Node | None = None                # ... and the node itself
         self._consts: dict[int, tuple[torch.Tensor, str]] = {}  # id(tensor) -> (tensor, IR name)
         self._scalars: dict[tuple, str] = {}                    # (dtype, value) -> IR name
         self.hints: dict[int, tuple[torch.Tensor, str]] = {}    # id(tensor) -> (tensor, name hint)
@@ -109,12 +112,15 @@ class Ctx:
             key = (v.dtype, repr(v.item()))  # repr keeps -0.0 and nan apart
             if key not in self._scalars:
                 hint = self.hints.get(id(v), (None, "scalar"))[1]
-                self._scalars[key] = self.b.constant(v.detach().clone(), _clean(hint))
+                self._scalars[key] = self.b.constant(v.detach().cpu().clone(), _clean(hint))
             return self._scalars[key]
         if id(v) not in self._consts:
             hint = self.hints.get(id(v), (None, "const"))[1]
-            # A snapshot: the graph must not change when the user's module does later.
-            name = self.b.constant(v.detach().clone().contiguous(), _clean(hint))
+            # A snapshot: the graph must not change when the user's module does later. IR
+            # constants live on the CPU whatever device the model is on (dynamo hands over the
+            # weights on the GPU, and a folded position table may sit there too): the engine
+            # places every constant on its own device, and passes fold constants together.
+            name = self.b.constant(v.detach().cpu().clone().contiguous(), _clean(hint))
             self._consts[id(v)] = (v, name)
         return self._consts[id(v)][1]
 
@@ -134,6 +140,7 @@ class Ctx:
             if not isinstance(v, torch.Tensor):
                 raise self._not_tensor(v)
             tensors.append(v.detach())
+        tensors = on_one_device(tensors)
         node = Node(op, (), (), dict(attrs), self.node_name)
         types = infer_types(node, [TensorType.of(t) for t in tensors])
         with torch.no_grad():
@@ -147,6 +154,22 @@ class Ctx:
     def cast(self, v, dtype: torch.dtype):
         return v if self.dtype(v) == dtype else self.emit("cast", [v], dtype=dtype)
 
+
+
+def on_one_device(values):
+    """`values` (any nesting) with CPU tensors moved to the one other device among them.
+
+    Import folds what does not depend on the inputs; in a dynamo graph of a GPU model the
+    weights and tensors made with device=... are on the GPU while the scalars converters make
+    are CPU tensors, and many torch ops refuse to mix them (T5's torch.min of bucket indices)."""
+    leaves, spec = tree_flatten(values)
+    devices = {x.device for x in leaves if isinstance(x, torch.Tensor)}
+    others = [d for d in devices if d.type != "cpu"]
+    if len(devices) < 2 or len(others) != 1:
+        return values
+    moved = [x.to(others[0]) if isinstance(x, torch.Tensor) and x.device.type == "cpu" else x
+             for x in leaves]
+    return tree_unflatten(moved, spec)
 
 
 def _clean(hint: str) -> str:
@@ -290,6 +313,14 @@ for _op, _targets in {
     "silu": [aten.silu.default, F.silu],
     "hard_swish": [aten.hardswish.default, F.hardswish],
     "not": [aten.logical_not.default, torch.logical_not, "logical_not"],
+    "sin": [aten.sin.default, torch.sin, "sin"],
+    "cos": [aten.cos.default, torch.cos, "cos"],
+    "tan": [aten.tan.default, torch.tan, "tan"],
+    "floor": [aten.floor.default, torch.floor, "floor"],
+    "ceil": [aten.ceil.default, torch.ceil, "ceil"],
+    "round": [aten.round.default, torch.round, "round"],
+    "sign": [aten.sign.default, torch.sign, "sign"],
+    "is_nan": [aten.isnan.default, torch.isnan, "isnan"],
 }.items():
     converts(*_targets)(_unary(_op))
 
@@ -495,7 +526,7 @@ def _bitwise_xor(cx: Ctx, a, b):
     return _logical_xor(cx, a, b)
 
 
-@converts(aten.masked_fill.Scalar, aten.masked_fill.Tensor, torch.masked_fill, "masked_fill")
+@converts(aten.masked_fill.Scalar, aten.masked_fill.Tensor, torch.masked_fill, "masked_fill", "masked_fill_")
 def _masked_fill(cx: Ctx, x, mask, value):
     value = _promote(cx, value, dtype=cx.dtype(x))[0]
     return _where(cx, mask, value, x)
@@ -667,19 +698,29 @@ def _layer_norm(cx: Ctx, input, normalized_shape, weight=None, bias=None, eps=1e
     return _ln(cx, input, normalized_shape, weight, bias, eps)
 
 
-@converts(aten._softmax.default)
-def _aten_softmax(cx: Ctx, x, dim, half_to_float):
-    y = cx.emit("softmax", [x], axis=_axis(dim, cx.rank(x)))
-    return cx.cast(y, torch.float32) if half_to_float else y
+def _aten_softmax_like(op: str):
+    """aten._softmax / aten._log_softmax: half_to_float computes an fp16 input into fp32."""
+    def convert(cx: Ctx, x, dim, half_to_float):
+        y = cx.emit(op, [x], axis=_axis(dim, cx.rank(x)))
+        return cx.cast(y, torch.float32) if half_to_float else y
+    return convert
 
 
-@converts(aten.softmax.int, torch.softmax, F.softmax, "softmax")
-def _softmax(cx: Ctx, input, dim=None, _stacklevel=3, dtype=None):
-    if dim is None:
-        raise UnsupportedError(f'fx node "{cx.node_name}": softmax without dim')
-    if dtype is not None:
-        input = cx.cast(input, dtype)
-    return cx.emit("softmax", [input], axis=_axis(dim, cx.rank(input)))
+def _softmax_like(op: str):
+    def convert(cx: Ctx, input, dim=None, _stacklevel=3, dtype=None):
+        if dim is None:
+            raise UnsupportedError(f'fx node "{cx.node_name}": {op} without dim')
+        if dtype is not None:
+            input = cx.cast(input, dtype)
+        return cx.emit(op, [input], axis=_axis(dim, cx.rank(input)))
+    return convert
+
+
+converts(aten._softmax.default)(_aten_softmax_like("softmax"))
+converts(aten._log_softmax.default)(_aten_softmax_like("log_softmax"))
+_softmax = converts(aten.softmax.int, torch.softmax, F.softmax, "softmax")(_softmax_like("softmax"))
+converts(aten.log_softmax.int, torch.log_softmax, F.log_softmax,
+         "log_softmax")(_softmax_like("log_softmax"))
 
 
 @converts(aten.scaled_dot_product_attention.default, F.scaled_dot_product_attention)
@@ -716,6 +757,66 @@ def _sdpa_biased(cx: Ctx, query, key, value, attn_bias, compute_log_sumexp, drop
                  return_debug_mask=False, *, scale=None):
     out = _sdpa(cx, query, key, value, attn_bias, dropout_p, is_causal, scale)
     return (out,) + tuple(Missing("attention's auxiliary results") for _ in range(8))
+
+
+# ======================================================================= multi-head attention ====
+def _mha_batch_first(cx: Ctx, x, batched: bool):
+    """A seq-first [L, N, E] operand (or an unbatched [L, E] one) as [N, L, E] (a view)."""
+    return _transpose(cx, x, [1, 0, 2]) if batched else _reshape(cx, x, [1] + list(cx.shape(x)))
+
+
+@converts(F.multi_head_attention_forward)
+def _mha_forward(cx: Ctx, query, key, value, embed_dim_to_check, num_heads, in_proj_weight, in_proj_bias,
+                 bias_k, bias_v, add_zero_attn, dropout_p, out_proj_weight, out_proj_bias, training=True,
+                 key_padding_mask=None, need_weights=True, attn_mask=None, use_separate_proj_weight=False,
+                 q_proj_weight=None, k_proj_weight=None, v_proj_weight=None, static_k=None, static_v=None,
+                 average_attn_weights=True, is_causal=False):
+    """torch's functional multi-head attention (what dynamo leaves of nn.MultiheadAttention)."""
+    where = f'fx node "{cx.node_name}"'
+    if bias_k is not None or bias_v is not None or add_zero_attn or static_k is not None or static_v is not None:
+        raise UnsupportedError(f"{where}: multi-head attention with bias_k/bias_v, add_zero_attn or static_k/v")
+    if training and dropout_p:
+        raise UnsupportedError(f"{where}: multi-head attention with dropout in training mode")
+    if cx.shape(query)[-1] != embed_dim_to_check:
+        raise ShapeError(f"{where}: query has embedding size {cx.shape(query)[-1]}, expected {embed_dim_to_check}")
+    batched = cx.rank(query) == 3
+    if use_separate_proj_weight:
+        e = embed_dim_to_check
+        biases = [None] * 3 if in_proj_bias is None else [in_proj_bias[i * e:(i + 1) * e] for i in range(3)]
+        proj = Projections(q_proj_weight, k_proj_weight, v_proj_weight, *biases, out_proj_weight, out_proj_bias)
+    else:
+        proj = Projections.packed(in_proj_weight, in_proj_bias, out_proj_weight, out_proj_bias, embed_dim_to_check)
+    # torch uses the causal hint alone only here; otherwise the given attn_mask is the causal mask
+    causal = bool(is_causal) and key_padding_mask is None and not need_weights
+    masks = Masks(key_padding_mask, None if causal else attn_mask, causal)
+    q, k, v = (_mha_batch_first(cx, x, batched) for x in (query, key, value))
+    out, weights = multi_head_attention(cx, q, k, v, int(num_heads), proj, masks, bool(need_weights),
+                                        bool(average_attn_weights))
+    if batched:
+        return _transpose(cx, out, [1, 0, 2]), weights
+    return _reshape(cx, out, cx.shape(out)[1:]), None if weights is None else _reshape(cx, weights, cx.shape(weights)[1:])
+
+
+@converts(aten._native_multi_head_attention.default)
+def _native_mha(cx: Ctx, query, key, value, embed_dim, num_head, qkv_weight, qkv_bias, proj_weight, proj_bias,
+                mask=None, need_weights=True, average_attn_weights=True, mask_type=None):
+    """nn.MultiheadAttention's inference fast path, batch-first. mask_type: 0 an [L, S] attention
+    mask, 1 a key padding mask [N, S], 2 a mask over [N, H, L, S] (taken as given)."""
+    proj = Projections.packed(qkv_weight, qkv_bias, proj_weight, proj_bias, int(embed_dim))
+    masks = Masks()
+    if mask is not None:
+        kind = mask_type if mask_type is not None else (1 if cx.rank(mask) == 2 and cx.shape(mask)[0] == cx.shape(query)[0]
+                                                        and cx.shape(mask)[0] != cx.shape(query)[1] else 0)
+        if kind == 1:
+            masks.key_padding = mask
+        elif kind == 0:
+            masks.attn = mask
+        else:
+            n, h = cx.shape(query)[0], int(num_head)
+            masks.attn = _reshape(cx, mask, [n * h] + list(cx.shape(mask)[-2:]))
+    out, weights = multi_head_attention(cx, query, key, value, int(num_head), proj, masks, bool(need_weights),
+                                        bool(average_attn_weights))
+    return out, (Missing("multi-head attention weights (need_weights=False)") if weights is None else weights)
 
 
 # ========================================================================= reductions ====
@@ -1108,6 +1209,201 @@ def _index_select(cx: Ctx, x, dim, index):
     return cx.emit("gather", [x, index], axis=_axis(dim, cx.rank(x)))
 
 
+@converts(aten.gather.default, torch.gather, "gather")
+def _gather_elements(cx: Ctx, x, dim, index, sparse_grad=False):
+    return cx.emit("gather_elements", [x, index], axis=_axis(dim, cx.rank(x)))
+
+
+@converts(aten.cumsum.default, torch.cumsum, "cumsum")
+def _cumsum(cx: Ctx, x, dim, dtype=None):
+    if dtype is None and not cx.dtype(x).is_floating_point:
+        dtype = torch.int64  # torch sums integers and booleans in int64
+    if dtype is not None:
+        x = cx.cast(x, dtype)
+    return cx.emit("cumsum", [x], axis=_axis(dim, cx.rank(x)))
+
+
+# ------------------------------------------------------------------ strided views ----
+# A view is a map from output positions to input elements. The IR's values are dense, so a view
+# becomes movement ops when the map is a slice / permutation / broadcast of a contiguous block
+# (they fuse into their neighbours), and a gather with a constant index otherwise.
+def _strided_as_movement(cx: Ctx, x, size: list[int], stride: list[int], offset: int):
+    """The view (size, stride, offset) of the contiguous elements of x as slice, reshape,
+    transpose and expand, or None when it is not one."""
+    n = math.prod(cx.shape(x))
+    dims = sorted(((d, sz, st) for d, (sz, st) in enumerate(zip(size, stride))
+                   if sz != 1 and st != 0), key=lambda t: -t[2])
+    block = 1
+    for _, sz, st in reversed(dims):
+        if st != block:
+            return None
+        block *= sz
+    if offset < 0 or offset + block > n or 0 in size:
+        return None
+    y = _reshape(cx, x, [n])
+    if (offset, block) != (0, n):
+        y = cx.emit("slice", [y], starts=[offset], ends=[offset + block], axes=[0], steps=[1])
+    y = _reshape(cx, y, [sz for _, sz, _ in dims])
+    y = _transpose(cx, y, sorted(range(len(dims)), key=lambda i: dims[i][0]))
+    y = _reshape(cx, y, [sz if sz != 1 and st != 0 else 1 for sz, st in zip(size, stride)])
+    return _expand(cx, y, list(size))
+
+
+def _view_by_index(cx: Ctx, x, index: torch.Tensor):
+    """x viewed through `index` (flat positions into x's contiguous elements): movement ops when
+    `index` is a strided view of arange (its strides say which), else a gather."""
+    if index.dtype == torch.int64 and index.numel() and index._base is not None:
+        moved = _strided_as_movement(cx, x, list(index.shape), list(index.stride()),
+                                     index.storage_offset())
+        if moved is not None:
+            return moved
+    flat = _reshape(cx, x, [math.prod(cx.shape(x))])
+    return cx.emit("gather", [flat, index.contiguous()], axis=0)
+
+
+def _arange_like(cx: Ctx, x) -> torch.Tensor:
+    return torch.arange(math.prod(cx.shape(x)), dtype=torch.int64).reshape(cx.shape(x))
+
+
+def _input_layout(cx: Ctx) -> tuple[tuple[int, ...], int] | None:
+    """(strides, storage offset) torch recorded for the first argument of the node being
+    converted (export and dynamo record them), or None."""
+    node = cx.fx_node
+    arg = node.args[0] if node is not None and node.args else None
+    meta = arg.meta.get("val", arg.meta.get("example_value")) if isinstance(arg, torch.fx.Node) \
+        else None
+    if not isinstance(meta, torch.Tensor):
+        return None
+    try:
+        return tuple(int(s) for s in meta.stride()), int(meta.storage_offset())
+    except (TypeError, RuntimeError):  # symbolic strides
+        return None
+
+
+def _storage_index(shape, strides, offset: int, size, stride, new_offset: int):
+    """For an input laid out as (shape, strides, offset) in its storage, the flat index of the
+    input element that each position of the view (size, stride, new_offset) reads; None when the
+    view reads storage the input does not cover. (Input elements sharing storage hold the same
+    value, so any of them will do.)"""
+    def last(sh, st, off):
+        return off + sum((d - 1) * s for d, s in zip(sh, st) if d > 0)
+    storage = max(last(shape, strides, offset), last(size, stride, new_offset)) + 1
+    base = torch.arange(storage, dtype=torch.int64)
+    position = torch.as_strided(base, shape, strides, offset).reshape(-1)
+    inverse = torch.full((storage,), -1, dtype=torch.int64)
+    inverse[position] = torch.arange(position.numel(), dtype=torch.int64)
+    index = inverse[torch.as_strided(base, size, stride, new_offset)]
+    return None if bool((index < 0).any()) else index
+
+
+def _contiguous_strides(shape) -> tuple[int, ...]:
+    strides, step = [], 1
+    for d in reversed(shape):
+        strides.append(step)
+        step *= max(d, 1)
+    return tuple(reversed(strides))
+
+
+@converts(aten.as_strided.default, torch.as_strided, "as_strided")
+def _as_strided(cx: Ctx, x, size, stride, storage_offset=None):
+    size, stride = _ints([size]), _ints([stride])
+    if isinstance(x, torch.Tensor):
+        return torch.as_strided(x, size, stride, storage_offset).clone()
+    layout = _input_layout(cx)
+    if layout is None:
+        raise UnsupportedError(f'fx node "{cx.node_name}": as_strided needs the input\'s strides, '
+                               "which only torch.export and dynamo graphs record")
+    strides, offset = layout
+    new_offset = offset if storage_offset is None else int(storage_offset)
+    shape = cx.shape(x)
+    contiguous = all(a == b for a, b, d in zip(strides, _contiguous_strides(shape), shape)
+                     if d != 1)
+    if contiguous and new_offset >= offset:
+        try:  # a view of arange: its strides tell _view_by_index which movement ops it is
+            index = torch.as_strided(torch.arange(math.prod(shape), dtype=torch.int64), size,
+                                     stride, new_offset - offset)
+            return _view_by_index(cx, x, index)
+        except RuntimeError:  # beyond the input's elements: the general map says where
+            pass
+    index = _storage_index(shape, strides, offset, size, stride, new_offset)
+    if index is None:
+        raise UnsupportedError(f'fx node "{cx.node_name}": as_strided{(size, stride, new_offset)}'
+                               f" reads storage outside its input (strides {strides}, offset "
+                               f"{offset})")
+    return _view_by_index(cx, x, index)
+
+
+@converts(aten.unfold.default, "unfold")
+def _unfold(cx: Ctx, x, dimension, size, step):
+    if isinstance(x, torch.Tensor):
+        return x.unfold(dimension, size, step).clone()
+    return _view_by_index(cx, x, _arange_like(cx, x).unfold(dimension, size, step))
+
+
+@converts(aten.movedim.int, aten.movedim.intlist, torch.movedim, torch.moveaxis, "movedim",
+          "moveaxis")
+def _movedim(cx: Ctx, x, source, destination):
+    rank = cx.rank(x)
+    source = [_axis(d, rank) for d in _ints([source])]
+    destination = [_axis(d, rank) for d in _ints([destination])]
+    perm = [-1] * rank
+    for s, d in zip(source, destination):
+        perm[d] = s
+    rest = iter(d for d in range(rank) if d not in source)
+    return _transpose(cx, x, [p if p >= 0 else next(rest) for p in perm])
+
+
+@converts(aten.unflatten.int, torch.unflatten, "unflatten")
+def _unflatten(cx: Ctx, x, dim, sizes):
+    shape = list(cx.shape(x))
+    d = _axis(dim, len(shape))
+    return _reshape(cx, x, shape[:d] + _ints([sizes]) + shape[d + 1:])
+
+
+@converts(aten.slice_scatter.default, torch.slice_scatter, "slice_scatter")
+def _slice_scatter(cx: Ctx, input, src, dim=0, start=None, end=None, step=1):
+    """input with input[start:end] along dim replaced by src (what functionalization turns a
+    slice assignment into): the pieces before and after, concatenated around src."""
+    axis = _axis(dim, cx.rank(input))
+    size = cx.shape(input)[axis]
+    start, end, step = _norm_slice(size, start, end, step)
+    if step != 1:
+        raise UnsupportedError(f'fx node "{cx.node_name}": slice_scatter with step {step}')
+    src = _promote(cx, src, dtype=cx.dtype(input))[0]
+    pieces = [_aten_slice(cx, input, axis, 0, start), src, _aten_slice(cx, input, axis, end, size)]
+    pieces = [p for p in pieces if cx.shape(p)[axis] > 0]
+    return pieces[0] if len(pieces) == 1 else cx.emit("concat", pieces, axis=axis)
+
+
+@converts(aten.select_scatter.default, torch.select_scatter, "select_scatter")
+def _select_scatter(cx: Ctx, input, src, dim, index):
+    axis = _axis(dim, cx.rank(input))
+    i = _axis(int(index), cx.shape(input)[axis])
+    return _slice_scatter(cx, input, _unsqueeze(cx, src, axis), axis, i, i + 1)
+
+
+def _aten_overloads(*names: str) -> list:
+    """aten overloads by "op.overload" name, skipping those this torch does not have."""
+    found = []
+    for name in names:
+        packet, _, overload = name.partition(".")
+        found.append(getattr(getattr(aten, packet, None), overload or "default", None))
+    return [f for f in found if f is not None]
+
+
+# Functionalized graphs spell views as copies; each computes what its view does.
+for _convert, _names in [
+    (_view, ["view_copy.default"]), (_permute, ["permute_copy.default"]),
+    (_expand, ["expand_copy.default"]), (_unsqueeze, ["unsqueeze_copy.default"]),
+    (_squeeze, ["squeeze_copy.dim", "squeeze_copy.dims", "squeeze_copy.default"]),
+    (_aten_slice, ["slice_copy.Tensor"]), (_transpose2, ["transpose_copy.int"]),
+    (_t, ["t_copy.default"]), (_identity, ["alias_copy.default", "detach_copy.default"]),
+    (_select, ["select_copy.int"]), (_unfold, ["unfold_copy.default"]),
+    (_as_strided, ["as_strided_copy.default"]),
+]:
+    converts(*_aten_overloads(*_names))(_convert)
+
+
 # ==================================================================== shapes, factories ====
 @converts(aten.sym_size.int, "size")
 def _size(cx: Ctx, x, dim=None):
@@ -1250,7 +1546,8 @@ def _target_name(target) -> str:
     return f"{module}.{name}"
 
 
-def _node_target(node: torch.fx.Node) -> str:
+def target_label(node: torch.fx.Node) -> str:
+    """What an fx node calls, as users write it: `aten.cumsum.default`, `Tensor.view`, ..."""
     if node.op == "call_module":
         return f"module {node.target}"
     if node.op == "call_method":
@@ -1312,6 +1609,7 @@ class _Importer:
         feed = iter(placeholders)
         for node in gm.graph.nodes:
             self.cx.node_name = _node_label(gm, node)
+            self.cx.fx_node = node
             if node.op == "placeholder":
                 env[node] = next(feed, _NO_EXAMPLE)
                 if env[node] is _NO_EXAMPLE:
@@ -1345,7 +1643,7 @@ class _Importer:
         except TridentError:
             raise
         except Exception as e:  # noqa: BLE001  (a converter bug or torch refusing a fold)
-            raise TridentError(f'fx node "{node.name}" ({_node_target(node)}): '
+            raise TridentError(f'fx node "{node.name}" ({target_label(node)}): '
                                f"{type(e).__name__}: {e}") from e
 
     def _call(self, gm, node: torch.fx.Node, args, kwargs):
@@ -1357,7 +1655,7 @@ class _Importer:
             try:
                 return convert(self.cx, *args, **kwargs)
             except TypeError as e:
-                raise UnsupportedError(f'fx node "{node.name}" ({_node_target(node)}): '
+                raise UnsupportedError(f'fx node "{node.name}" ({target_label(node)}): '
                                        f"arguments the converter does not take: {e}") from None
         if not _has_val((args, kwargs)):
             return _fold_with_torch(node, args, kwargs)
@@ -1401,7 +1699,7 @@ class _Importer:
                 continue  # symbolic shapes: the example inputs decided ours
             got = self.cx.type(v)
             if tuple(m.shape) != got.shape or m.dtype != got.dtype:
-                raise ShapeError(f'fx node "{node.name}" ({_node_target(node)}): '
+                raise ShapeError(f'fx node "{node.name}" ({target_label(node)}): '
                                  f"imported as {got}, but torch computed "
                                  f"{TensorType(tuple(m.shape), m.dtype)}")
 
@@ -1447,6 +1745,7 @@ def _is_python_op(node: torch.fx.Node) -> bool:
 
 def _fold_with_torch(node: torch.fx.Node, args, kwargs, module: nn.Module | None = None):
     """Nothing here depends on a run-time input: compute it now with torch itself."""
+    args, kwargs = on_one_device((args, kwargs))
     with torch.no_grad():
         if node.op == "call_function":
             out = node.target(*args, **kwargs)

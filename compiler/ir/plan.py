@@ -45,6 +45,9 @@ class KernelStep:
     outputs: tuple[str, ...]
     config: LaunchConfig
     sizes: tuple[str, ...] = ()  # a shape-generic kernel: launch() takes sizes=(these symbols' values)
+    # What the generator read to write `source` (compiler/codegen/spec.py): loading an engine
+    # file regenerates the source from it and refuses the file unless the two agree.
+    spec: dict | None = field(default=None, compare=False, repr=False)
 
     @property
     def inputs(self) -> tuple[str, ...]:
@@ -57,6 +60,7 @@ class ViewStep:
     kind: ClassVar[str] = "view"
     inputs: tuple[str, ...]
     outputs: tuple[str, ...]
+    node: Node | None = None    # the view op: loading a file recomputes the layouts from it
 
 
 @dataclass(frozen=True)
@@ -250,9 +254,12 @@ def _step_json(step: Step) -> dict:
     if step.kind == "kernel":
         return {"kind": "kernel", "name": step.name, "source": step.source, "args": list(step.args),
                 "outputs": list(step.outputs), "config": _config_json(step.config),
-                "sizes": list(step.sizes)}
+                "sizes": list(step.sizes), "spec": step.spec}
     if step.kind == "view":
-        return {"kind": "view", "inputs": list(step.inputs), "outputs": list(step.outputs)}
+        out = {"kind": "view", "inputs": list(step.inputs), "outputs": list(step.outputs)}
+        if step.node is not None:
+            out["node"] = _node_json(step.node)
+        return out
     return {"kind": "torch", "node": _node_json(step.node)}
 
 
@@ -262,9 +269,10 @@ def _step_from(f: _Fields) -> Step:
         return KernelStep(f.string("name"), f.string("source"), tuple(f.names("args")),
                           tuple(f.names("outputs")),
                           _config_from(_Fields(f.object("config"), f"{f.where}.config")),
-                          tuple(f.names("sizes")))
+                          tuple(f.names("sizes")), f.object("spec"))
     if kind == "view":
-        return ViewStep(tuple(f.names("inputs")), tuple(f.names("outputs")))
+        node = _node_from(_Fields(f.object("node"), f"{f.where}.node")) if "node" in f.data else None
+        return ViewStep(tuple(f.names("inputs")), tuple(f.names("outputs")), node)
     if kind == "torch":
         return TorchStep(_node_from(_Fields(f.object("node"), f"{f.where}.node")))
     raise EngineFileError(f"engine file: {f.where}.kind: unknown step kind {kind!r}")
@@ -333,8 +341,9 @@ def _poly_from(body: list, where: str) -> Poly:
         ok = isinstance(term, list) and len(term) == 2 and _is_int(term[0]) \
             and isinstance(term[1], list)
         factors = term[1] if ok else []
-        if not ok or not all(isinstance(f, list) and len(f) == 2 and isinstance(f[0], str)
-                             and _is_int(f[1]) and f[1] > 0 for f in factors):
+        if not ok or len(body) > 64 or len(factors) > 8 or not all(
+                isinstance(f, list) and len(f) == 2 and isinstance(f[0], str)
+                and _is_int(f[1]) and 0 < f[1] <= 4 for f in factors):
             raise EngineFileError(f"engine file: {where}: malformed size polynomial {body!r:.80}")
         terms.append((term[0], tuple((f[0], f[1]) for f in factors)))
     return Poly(tuple(terms))
@@ -352,7 +361,13 @@ def _dynamic_json(info: DynamicInfo) -> dict:
 
 def _dynamic_from(f: _Fields) -> DynamicInfo:
     symbols = {}
-    for s, r in f.object("symbols").items():
+    table = f.object("symbols")
+    if not 1 <= len(table) <= 8:
+        raise EngineFileError(f"engine file: {f.where}.symbols should name 1 to 8 sizes")
+    for s, r in table.items():
+        if not (s.isprintable() and 0 < len(s) <= 64):
+            raise EngineFileError(f"engine file: {f.where}.symbols: {s!r:.80} is not a size name "
+                                  f"(1 to 64 printable characters)")
         rf = _Fields(r, f"{f.where}.symbols.{s}")
         lo, opt, hi = rf.integer("min"), rf.integer("opt"), rf.integer("max")
         if not 0 <= lo <= opt <= hi:
@@ -361,21 +376,26 @@ def _dynamic_from(f: _Fields) -> DynamicInfo:
         symbols[s] = SizeRange(lo, opt, hi)
     dims = {}
     for v, d in f.object("input_dims").items():
-        if not isinstance(d, list) or not all(_is_int(x) or x in symbols for x in d):
-            raise EngineFileError(f"engine file: {f.where}.input_dims.{v} should hold sizes and "
-                                  f"symbol names")
+        if not isinstance(d, list) or len(d) > 8 or \
+                not all((_is_int(x) and x >= 0) or (isinstance(x, str) and x in symbols) for x in d):
+            raise EngineFileError(f"engine file: {f.where}.input_dims.{v} should hold at most 8 "
+                                  f"sizes and symbol names")
         dims[v] = tuple(d)
     sizes = _Fields(f.object("build_sizes"), f"{f.where}.build_sizes")
     names = _Fields(f.object("variables"), f"{f.where}.variables")
+    for key, fields in (("build_sizes", sizes), ("variables", names)):
+        unknown = sorted(set(fields.data) - set(symbols))
+        if unknown:
+            raise EngineFileError(f"engine file: {f.where}.{key}: {unknown[:3]} are not symbols")
     node_attrs = {}
     for k, t in f.object("node_attrs").items():
         if not k.isdigit():
-            raise EngineFileError(f"engine file: dynamic.node_attrs: {k!r} is not a step index")
-        node_attrs[int(k)] = value_from(t, f"dynamic.node_attrs.{k}")
+            raise EngineFileError(f"engine file: {f.where}.node_attrs: {k!r} is not a step index")
+        node_attrs[int(k)] = value_from(t, f"{f.where}.node_attrs.{k}")
     return DynamicInfo(ShapeProfile(symbols, dims), {s: sizes.integer(s) for s in sizes.data},
                        {s: names.string(s) for s in names.data},
-                       {v: value_from(t, f"dynamic.layouts.{v}") for v, t in f.object("layouts").items()},
-                       {v: value_from(t, f"dynamic.inputs.{v}") for v, t in f.object("inputs").items()},
+                       {v: value_from(t, f"{f.where}.layouts.{v}") for v, t in f.object("layouts").items()},
+                       {v: value_from(t, f"{f.where}.inputs.{v}") for v, t in f.object("inputs").items()},
                        node_attrs)
 
 

@@ -17,6 +17,8 @@ from trident.compiler.passes.attention import fuse_attention
 from trident.compiler.passes.cleanup import (eliminate_common_subexpressions,
                                              eliminate_dead_code, fold_constants,
                                              remove_identities)
+from trident.compiler.passes.conv1d import lower_conv1d
+from trident.compiler.passes.heads import fold_head_splits
 from trident.compiler.passes.horizontal import merge_sibling_matmuls
 from trident.compiler.passes.precision import lower_precision
 from trident.compiler.passes.reshapes import sink_reshapes
@@ -43,7 +45,9 @@ def pipeline(options: PassOptions) -> list[tuple[str, Pass]]:
         ("fold_conv_batch_norm", fold_conv_batch_norm),
         ("decompose_batch_norm", decompose_batch_norm),
         ("fold_bias_into_anchor", fold_bias_into_anchor),
+        ("lower_conv1d", lower_conv1d),
         ("sink_reshapes", sink_reshapes),
+        ("fold_head_splits", fold_head_splits),
         ("fuse_attention", fuse_attention),
         ("merge_sibling_matmuls", merge_sibling_matmuls),
     ]

@@ -1,0 +1,105 @@
+"""Tiny configurations of real transformers models (hidden 32-64, 2 layers, 8 tokens, random
+weights) through both entry points, against eager fp32: torch.compile(backend="trident") and
+torch.onnx.export -> build_engine. The definitions are the zoo's (tools/zoo_models.py)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from trident.compiler import build_engine
+from trident.compiler.testing import relative_error
+
+transformers = pytest.importorskip("transformers")
+
+from trident.tools.zoo_models import HF_NAMES, all_models  # noqa: E402
+from trident.tools.zoo_run import export_onnx  # noqa: E402
+
+TINY = [n for n in HF_NAMES if n != "gpt2_48_layers"]  # (its partitioning: test_fx_partition)
+FP32_TOLERANCE = 1e-5  # relative error ‖y − y_eager‖ / ‖y_eager‖
+
+
+def tiny(name: str):
+    (zm,) = [m for m in all_models() if m.name == f"transformers/{name}"]
+    module, inputs = zm.make(2, True)
+    return module.eval(), inputs
+
+
+@pytest.fixture(autouse=True)
+def fresh_dynamo():
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_through_torch_compile(name):
+    module, inputs = tiny(name)
+    reports = []
+
+    def backend(gm, example_inputs):
+        from trident.compiler.dynamo import trident_backend
+        out = trident_backend(gm, example_inputs)
+        reports.append(out.trident_report)
+        return out
+
+    with torch.no_grad():
+        ref = module(*inputs)
+        got = torch.compile(module, backend=backend)(*inputs)
+    assert got.shape == ref.shape
+    assert relative_error(got, ref) < FP32_TOLERANCE
+    assert [t for r in reports for t in r.in_torch] == []  # nothing left in torch
+    assert sum(r.num_kernels for r in reports) > 0
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_through_onnx(name):
+    module, inputs = tiny(name)
+    try:  # the dynamo exporter, else the TorchScript one (T5's decomposition fails in the first)
+        path = export_onnx(module, inputs)
+    except RuntimeError as e:  # torch's exporters, not trident, fail on this model
+        pytest.skip(str(e)[:200])
+    engine = build_engine(path, precision="fp32")
+    with torch.no_grad():
+        ref = module(*inputs)
+    (got,) = engine(*inputs)
+    assert got.shape == ref.shape
+    assert relative_error(got, ref) < FP32_TOLERANCE
+    assert engine.num_kernels > 0
+
+
+def test_zoo_tiny_report(tmp_path):
+    from trident.tools.cli import main
+
+    out, table = tmp_path / "zoo.json", tmp_path / "zoo.md"
+    code = main(["zoo", "--tiny", "--models", "transformers/distilbert", "--precisions",
+                 "fp32,fp16", "--no-isolate", "--json", str(out), "--markdown", str(table)])
+    assert code == 0
+    report = json.loads(out.read_text())
+    rows = report["rows"]
+    assert report["tiny"] and {(r["entry"], r["precision"]) for r in rows} == {
+        ("compile", "fp32"), ("compile", "fp16"), ("onnx", "fp32"), ("onnx", "fp16")}
+    for r in rows:
+        assert r["status"] == "ok", r["error"]
+        assert r["kernels"] > 0 and r["in_torch"] >= 0
+        limit = FP32_TOLERANCE if r["precision"] == "fp32" else max(2 * r["torch_fp16_err"], 1e-3)
+        assert 0 < r["rel_err"] < limit
+        assert r["torch_fp16_err"] > 0
+        b = r["build_s"]
+        assert b["total"] >= b["import"] + b["compile"] + b["partition"] - 1e-6 > 0
+        assert r["latency_ms"]["trident"] > 0 and r["latency_ms"]["torch_eager"] > 0
+    text = table.read_text()
+    assert text.count("| transformers/distilbert |") == 4
+
+
+def test_zoo_readme_markers(tmp_path):
+    from trident.tools.zoo_report import END, update_readme
+
+    readme = tmp_path / "README.md"
+    readme.write_text("# x\n\n<!-- zoo: the table goes here -->\n\n## next\n")
+    update_readme(readme, "| a |\n|---|")
+    update_readme(readme, "| b |\n|---|")  # a second run replaces the first table
+    text = readme.read_text()
+    assert "| b |" in text and "| a |" not in text and text.count(END) == 1
+    assert text.index(END) < text.index("## next")

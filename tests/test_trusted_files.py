@@ -1,0 +1,195 @@
+"""Engine files and caches as untrusted inputs: what loading trusts, and what it refuses.
+
+The fuzzer (tools/fuzz_files.py) runs hundreds of seeded edits; the tests below pin the cases
+the issue names one by one."""
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+from trident.compiler.autotune.constraints import config_error
+from trident.compiler.build import load_engine
+from trident.compiler.errors import CacheWarning, EngineFileError, TridentError
+from trident.compiler.ir.launch import LaunchConfig
+from trident.kernels.loader import kernel_path, load_kernel
+from trident.runtime import format as fmt
+from trident.tools.fuzz_files import fuzz, repack, tiny_model
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    from trident.compiler.build import compile_graph, engine_from, import_model
+
+    model, inputs = tiny_model()
+    engine = engine_from(compile_graph(import_model(model, inputs)), torch.device("cpu"))
+    path = tmp_path_factory.mktemp("trusted") / "tiny.engine"
+    engine.save(path)
+    return path, inputs, [t.clone() for t in engine(*inputs)]
+
+
+def edited(path: Path, tmp_path: Path, edit) -> Path:
+    header, payload = fmt.read_engine_file(path)
+    edit(header)
+    out = tmp_path / "edited.engine"
+    repack(path, header, bytes(payload), out)
+    return out
+
+
+def kernel_steps(header):
+    return [s for s in header["plan"]["steps"] if s["kind"] == "kernel"]
+
+
+def test_a_valid_file_loads_and_runs_its_regenerated_kernels(saved):
+    path, inputs, expected = saved
+    engine = load_engine(path)
+    torch.testing.assert_close(engine(*inputs), expected, rtol=0, atol=0)
+
+
+def test_an_edited_kernel_source_is_refused_and_never_run(saved, tmp_path):
+    path, _, _ = saved
+    sentinel = tmp_path / "ran"
+
+    def inject(header):
+        step = kernel_steps(header)[-1]
+        step["source"] = f"open({str(sentinel)!r}, 'w')\n" + step["source"]
+    with pytest.raises(EngineFileError, match=r"plan\.steps\[\d+\]\.source"):
+        load_engine(edited(path, tmp_path, inject))
+    assert not sentinel.exists()
+
+
+def test_a_spec_edit_that_changes_the_kernel_is_refused(saved, tmp_path):
+    path, _, _ = saved
+
+    def edit(header):
+        spec = kernel_steps(header)[-1]["spec"]  # the softmax: make it a row of 3
+        for entry in spec["types"].values():
+            entry["shape"][-1] = 3
+    with pytest.raises(EngineFileError):
+        load_engine(edited(path, tmp_path, edit))
+
+
+def test_a_kernel_name_that_is_a_path_is_refused(saved, tmp_path):
+    path, _, _ = saved
+
+    def edit(header):
+        kernel_steps(header)[0]["name"] = "../../escape"
+    with pytest.raises(EngineFileError, match="name"):
+        load_engine(edited(path, tmp_path, edit))
+    with pytest.raises(TridentError, match="identifier"):
+        load_kernel("../../escape", "x = 1\n", tmp_path / "kernels")
+    assert not list(tmp_path.rglob("escape*"))
+
+
+@pytest.mark.parametrize("field,value", [("BLOCK_R", 4), ("BLOCK_X", 0), ("BLOCK_X", "8"),
+                                         ("BLOCK_X", 3), ("BLOCK_X", 2 ** 40)])
+def test_a_config_outside_the_template_constraints_is_refused(saved, tmp_path, field, value):
+    path, _, _ = saved
+
+    def edit(header):
+        kernel_steps(header)[-1]["config"]["params"][field] = value
+    with pytest.raises(EngineFileError, match=r"config|params"):
+        load_engine(edited(path, tmp_path, edit))
+
+
+def test_layout_and_weight_edits_name_the_field(saved, tmp_path):
+    path, _, _ = saved
+    cases = [
+        (lambda h: h["plan"]["layouts"][h["plan"]["outputs"][0]]["shape"].__setitem__(-1, 3), "layouts"),
+        (lambda h: h["weights"][0].__setitem__("dtype", "int32"), "weight"),
+        (lambda h: h["weights"][0].__setitem__("nbytes", 4), "weight"),
+        (lambda h: h["engine"].__setitem__("arena_bytes", 8), "arena_bytes"),
+        (lambda h: h["plan"]["layouts"][h["plan"]["inputs"][0]]["shape"].__setitem__(0, 3), "layouts"),
+    ]
+    for edit, field in cases:
+        with pytest.raises(EngineFileError, match=field):
+            load_engine(edited(path, tmp_path, edit))
+
+
+def test_config_error_is_the_tuners_check():
+    base = LaunchConfig.of(4, BLOCK_X=4, BLOCK_R=8)
+    problem = {"template": "reduction", "rows": 6, "length": 6}
+    assert config_error(base, problem, base) is None
+    assert config_error(base.replace(BLOCK_X=16), problem, base) is None
+    assert "whole row" in config_error(base.replace(BLOCK_R=4), problem, base)
+    assert config_error({"BLOCK_X": "4", "BLOCK_R": 8, "num_warps": 4}, problem, base)
+    assert config_error(LaunchConfig.of(3, BLOCK_X=4, BLOCK_R=8), problem, base)
+    gemm = LaunchConfig.of(4, 3, BLOCK_M=32, BLOCK_N=32, BLOCK_K=32, GROUP_M=8, PERSISTENT=0)
+    assert "below" in config_error(gemm.replace(BLOCK_K=8), {"template": "matmul", "dtype": torch.float16}, gemm)
+
+
+def test_an_edited_kernel_cache_file_is_rewritten_with_a_warning(tmp_path):
+    source = "VALUE = 6 / 3\n"
+    path = kernel_path("k_div", source, tmp_path)
+    load_kernel("k_div", source, tmp_path)
+    assert path.name == f"k_div_{hashlib.sha256(source.encode()).hexdigest()[:24]}.py"
+    path.write_text(source.replace("/", "*"))
+    sys.modules.pop(f"trident_kernels.{path.stem}")
+    with pytest.warns(CacheWarning, match=r"does not match.*trident cache clear"):
+        module = load_kernel("k_div", source, tmp_path)
+    assert module.VALUE == 2.0 and path.read_text() == source
+
+
+def test_a_folder_in_place_of_a_kernel_file_is_replaced(tmp_path):
+    source = "VALUE = 1\n"
+    path = kernel_path("k_dir", source, tmp_path)
+    path.mkdir(parents=True)
+    with pytest.warns(CacheWarning, match="not a regular file"):
+        assert load_kernel("k_dir", source, tmp_path).VALUE == 1
+
+
+def test_a_timing_cache_config_that_breaks_the_constraints_is_dropped(tmp_path):
+    from trident.compiler.autotune import tune_program
+    from trident.compiler.autotune.cache import new_entry, write_timing_cache
+    from trident.compiler.autotune.tuner import collect_units, program_kernels
+    from trident.compiler.build import compile_graph, engine_from, import_model
+    from trident.kernels.identity import identity
+
+    model, inputs = tiny_model()
+    program = compile_graph(import_model(model, inputs))
+    expected = engine_from(program, torch.device("cpu"))(*inputs)
+    entries = {}
+    for unit in collect_units(program_kernels(program), program.layouts, identity(torch.device("cpu"))):
+        for kernel, components, key in zip(unit.kernels, unit.components, unit.keys):
+            launch = kernel.config.to_dict()
+            if "BLOCK_R" in launch:
+                launch["BLOCK_R"] //= 2   # a row no longer fits one tile: a wrong softmax
+            entries[key] = new_entry(components, launch, 1.0, "full")
+    timing = tmp_path / "timing.json"
+    write_timing_cache(timing, entries, merge=False)
+    program = compile_graph(import_model(model, inputs))
+    with pytest.warns(CacheWarning, match=r"BLOCK_R.*trident cache clear"):
+        tune_program(program, "none", timing_cache=timing, cache=tmp_path / "autotune",
+                     timer=lambda run, cfg: 1.0, progress=False)
+    torch.testing.assert_close(engine_from(program, torch.device("cpu"))(*inputs), expected)
+
+
+def test_cache_command_reports_and_clears(tmp_path):
+    env = {"TRIDENT_CACHE_DIR": str(tmp_path / "cache"), "PYTHONPATH": str(ROOT)}
+    (tmp_path / "cache" / "kernels").mkdir(parents=True)
+    (tmp_path / "cache" / "kernels" / "k_0123.py").write_text("x = 1\n" * 100)
+    run = lambda *a: subprocess.run([sys.executable, "-m", "trident.tools", "cache", *a],  # noqa: E731
+                                    capture_output=True, text=True, env=env, cwd=tmp_path)
+    info = run()
+    assert info.returncode == 0 and str(tmp_path / "cache") in info.stdout and "kernels" in info.stdout
+    cleared = run("clear")
+    assert cleared.returncode == 0 and "cleared" in cleared.stdout
+    assert list((tmp_path / "cache").iterdir()) == []
+
+
+def test_fuzzer_finds_no_raw_exception_wrong_answer_escape_or_foreign_code():
+    """The CI run: 300 header edits and 100 cache edits, seeded, in 2 worker processes."""
+    report = fuzz(300, 100, seed=0, workers=2)
+    kinds = [r["kind"] for r in report["results"]]
+    assert len(kinds) == 400, report["table"]
+    assert kinds.count("error") > 150 and kinds.count("ok") > 50, report["table"]  # both outcomes exercised
+    assert not [r for r in report["results"] if r["kind"] in ("raw", "wrong", "crash")], report["table"]
+    assert report["escaped"] == [] and not report["foreign"], report["table"]

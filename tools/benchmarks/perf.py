@@ -1,0 +1,207 @@
+"""trident beside torch eager and torch.compile on the models behind the performance issue.
+
+    trident bench perf --out bench-out          # H200: about 5 minutes
+    trident bench perf --dry-run                 # tiny models on the CPU (the code path only)
+
+fp16, in one process on one GPU, medians of CUDA-event-timed calls:
+  torchvision ConvNeXt-T, batch 32: trident from its ONNX export and through torch.compile
+  torchvision ViT-B/16, batch 32:   trident through torch.compile (nn.MultiheadAttention)
+  transformers WhisperEncoder (default config, 80 x 3000 log-mel input), batch 8: through torch.compile
+Anchors: the fp16 model in torch eager and under torch.compile (default mode), channels-last for the
+CNN. trident builds from the fp32 model with precision fp16 (its engines cast at their edges).
+Models with BatchNorm get their statistics settled by one train-mode pass on random data first.
+torchvision and transformers are imported only when their rows run; a missing one skips its rows.
+Prints a table, writes JSON. A measurement, never a test: nothing is asserted.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from trident.compiler.testing import export_onnx, relative_error
+from trident.compiler.timing import bench_ms
+from trident.tools.benchmarks.results import ResultsFile, markdown_table, require_gpu
+
+HELP = "ConvNeXt-T, ViT-B/16, Whisper encoder: trident vs torch eager vs torch.compile (fp16)"
+
+
+@dataclass(frozen=True)
+class Model:
+    label: str
+    build: Callable        # () -> fp32 eval nn.Module on the CPU
+    inputs: Callable       # (batch) -> tuple of fp32 CPU tensors
+    batch: int
+    paths: tuple = ("compile",)  # trident entry points: "compile" (torch.compile), "onnx"
+
+
+def _convnext_t():
+    from torchvision.models import convnext_tiny
+    return convnext_tiny(weights=None)
+
+
+def _vit_b16():
+    from torchvision.models import vit_b_16
+    return vit_b_16(weights=None)
+
+
+class _Encoder(torch.nn.Module):
+    """WhisperEncoder's last hidden state (a tensor, not a ModelOutput)."""
+
+    def __init__(self, config):
+        super().__init__()
+        from transformers.models.whisper.modeling_whisper import WhisperEncoder
+        self.encoder = WhisperEncoder(config)
+
+    def forward(self, features):
+        return self.encoder(features).last_hidden_state
+
+
+def _whisper(tiny: bool = False):
+    from transformers import WhisperConfig
+    config = (WhisperConfig(d_model=32, encoder_layers=1, encoder_attention_heads=2, encoder_ffn_dim=64,
+                            num_mel_bins=8, max_source_positions=8) if tiny else WhisperConfig())
+    return _Encoder(config)
+
+
+def _images(batch: int, size: int = 224):
+    return (torch.randn(batch, 3, size, size),)
+
+
+MODELS = [Model("ConvNeXt-T", _convnext_t, _images, 32, ("onnx", "compile")),
+          Model("ViT-B/16", _vit_b16, _images, 32),
+          Model("Whisper encoder", _whisper, lambda b: (torch.randn(b, 80, 3000),), 8)]
+DRY_MODELS = [Model("Whisper encoder (tiny)", lambda: _whisper(tiny=True), lambda b: (torch.randn(b, 8, 16),), 1,
+                    ("onnx", "compile"))]
+
+
+def settle(model: torch.nn.Module, inputs: tuple) -> torch.nn.Module:
+    """Random BatchNorm statistics make fp16 activations overflow: one train-mode pass settles them."""
+    if any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        model.train()
+        with torch.no_grad():
+            model(*inputs)
+    return model.eval()
+
+
+def _runners(model: torch.nn.Module, spec: Model, inputs: tuple, device, dry: bool) -> dict[str, Callable]:
+    """runner name -> make() -> a no-argument callable running the model once."""
+    from trident.compiler import build_engine
+
+    dev_inputs = tuple(x.to(device) for x in inputs)
+    channels_last = dev_inputs[0].dim() == 4
+
+    def anchor(compiled: bool):
+        m = model.to(device=device, dtype=torch.float16)
+        args = tuple(x.half() for x in dev_inputs)
+        if channels_last:
+            m = m.to(memory_format=torch.channels_last)
+            args = (args[0].contiguous(memory_format=torch.channels_last),)
+        if compiled and not dry:
+            torch._dynamo.reset()
+            m = torch.compile(m)
+        return lambda: m(*args)
+
+    def trident_compile():
+        torch._dynamo.reset()
+        m = torch.compile(model.to(device=device, dtype=torch.float32), backend="trident",
+                          options={"precision": "fp16"})
+        return lambda: m(*dev_inputs)
+
+    def trident_onnx():
+        engine = build_engine(export_onnx(model.float().cpu(), inputs), "fp16", device=str(device))
+        return lambda: engine(*dev_inputs)[0]
+
+    runners = {}
+    if "onnx" in spec.paths:
+        runners["trident (ONNX)"] = trident_onnx
+    if "compile" in spec.paths:
+        runners["trident (torch.compile)"] = trident_compile
+    runners["torch eager"] = lambda: anchor(False)
+    runners["torch.compile"] = lambda: anchor(True)
+    return runners
+
+
+def _first(out) -> torch.Tensor:
+    if isinstance(out, torch.Tensor):
+        return out
+    return _first(out[0])
+
+
+def bench_model(spec: Model, device, dry: bool, timer: Callable) -> list[dict]:
+    """Rows of one model: one per runner (status "ok" or the error), error against fp32 eager."""
+    try:
+        model = spec.build().eval()
+    except ImportError as exc:
+        return [{"model": spec.label, "runner": "-", "status": f"skipped: {exc}"}]
+    torch.manual_seed(0)
+    inputs = spec.inputs(spec.batch)
+    settle(model, inputs)
+    with torch.no_grad():  # the fp32 reference, computed where the runners run
+        reference = _first(model.to(device)(*(x.to(device) for x in inputs))).float().cpu()
+    model.cpu()
+    rows = []
+    for name, make in _runners(model, spec, inputs, device, dry).items():
+        row = {"model": spec.label, "batch": spec.batch, "runner": name, "status": "ok"}
+        try:
+            with torch.no_grad():
+                fn = make()
+                row["rel_err"] = relative_error(_first(fn()).cpu(), reference)
+                row.update(timer(fn))
+        except Exception as exc:  # noqa: BLE001 - a failing runner is a data point
+            row["status"] = f"error: {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+            traceback.print_exc(file=sys.stderr)
+        rows.append(row)
+        model = model.float().cpu()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    _add_ratios(rows)
+    return rows
+
+
+def _add_ratios(rows: list[dict]) -> None:
+    """Each runner's speed against torch.compile's (> 1: faster)."""
+    anchor = next((r.get("median_ms") for r in rows if r["runner"] == "torch.compile"), None)
+    for r in rows:
+        if anchor and r.get("median_ms"):
+            r["vs_torch_compile"] = anchor / r["median_ms"]
+
+
+def _cell(value, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def table(rows: list[dict]) -> str:
+    body = [[r["model"], r.get("batch", "-"), r["runner"], _cell(r.get("median_ms"), ".3f"),
+             _cell(r.get("vs_torch_compile"), ".2f"), _cell(r.get("rel_err"), ".1e"), r["status"]] for r in rows]
+    return markdown_table(["model", "batch", "runner", "median ms", "vs torch.compile", "rel. error", "status"], body)
+
+
+def _dry_timer(fn: Callable) -> dict:
+    fn()
+    return {"median_ms": 1.0}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", default="bench-out", help="folder of the results file")
+    p.add_argument("--dry-run", action="store_true", help="a tiny model on the CPU, a fake timer (the code path)")
+    p.add_argument("--rep", type=int, default=30, help="timed calls per runner (after 5 warm-up calls)")
+
+
+def run(args: argparse.Namespace) -> int:
+    if not args.dry_run:
+        require_gpu("trident bench perf")
+    device = torch.device("cpu" if args.dry_run else "cuda")
+    timer = _dry_timer if args.dry_run else (lambda fn: bench_ms(fn, warmup=5, rep=args.rep))
+    results = ResultsFile.in_dir(args.out, "perf", "cpu" if args.dry_run else None)
+    rows = results.data["rows"] = []
+    for spec in DRY_MODELS if args.dry_run else MODELS:
+        rows += bench_model(spec, device, args.dry_run, timer)
+        print(table(rows), flush=True)  # the table so far: a run cut short still shows its rows
+        results.save()
+    print(f"wrote {results.save()}")
+    return 0

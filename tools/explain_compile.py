@@ -1,0 +1,46 @@
+"""`trident explain MODEL --torch-compile`: what torch.compile(backend="trident") makes of the
+model: each graph dynamo hands over, its partitions, kernel launches, and every node or
+partition that runs in torch with the reason (compiler/dynamo.py's CompileReport)."""
+from __future__ import annotations
+
+import warnings
+
+import torch
+
+from trident.compiler.errors import InputError
+from trident.tools.common import load_model
+
+
+def compile_reports(model, inputs, precision: str) -> list:
+    from trident.compiler.dynamo import trident_backend
+
+    reports = []
+
+    def backend(gm, example_inputs):
+        out = trident_backend(gm, example_inputs, options={"precision": precision})
+        reports.append(out.trident_report)
+        return out
+
+    torch._dynamo.reset()
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the reports say it all
+        torch.compile(model, backend=backend)(*inputs)
+    torch._dynamo.reset()
+    return reports
+
+
+def explain_torch_compile(spec: str, batch: int, precision: str) -> str:
+    model, inputs = load_model(spec, batch)
+    if inputs is None:
+        raise InputError(f"--torch-compile needs a torch model (module:function or a bundled "
+                         f"model), not the ONNX file {spec}")
+    if precision == "int8":
+        raise InputError("--torch-compile: int8 needs calibration batches; explain fp32 or fp16")
+    reports = compile_reports(model.eval(), list(inputs), precision)
+    lines = [f"== torch.compile(backend='trident'), {precision}: {len(reports)} graph(s) =="]
+    for k, report in enumerate(reports):
+        lines += [f"[graph {k}]", report.render()]
+    total = sum(len(r.in_torch) + r.torch_steps for r in reports)
+    lines.append(f"{sum(r.num_kernels for r in reports)} kernel launches; {total} op(s) or "
+                 "partition(s) in torch")
+    return "\n".join(lines)

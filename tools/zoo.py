@@ -1,0 +1,149 @@
+"""`trident zoo`: real model definitions (torchvision, timm, transformers; random weights) through
+both entry points (torch.compile and torch.onnx.export -> build_engine), at each precision, on
+the GPU (or the CPU with --tiny), with a JSON and markdown report (docs/zoo.md).
+
+Each model runs in a subprocess of its own with a time limit, so a crash or a hang is one
+error row, not the end of the run.
+"""
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from trident.compiler.errors import InputError
+from trident.compiler.progress import progress
+from trident.tools.common import output_path
+from trident.tools.zoo_models import all_models
+from trident.tools.zoo_report import markdown_table, merge, update_readme
+from trident.tools.zoo_run import Row, RunOptions, run_model
+
+ENTRIES = {"compile": ("compile",), "onnx": ("onnx",), "both": ("compile", "onnx")}
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("zoo", help="real models (torchvision, timm, transformers) through "
+                                          "both entry points, with a report")
+    p.add_argument("--models", default="*",
+                   help="comma-separated names or globs (transformers/bert, timm/*, *resnet*); "
+                        "also from $ZOO_MODELS")
+    p.add_argument("--precisions", default="fp32,fp16,int8",
+                   help="comma-separated; int8 runs for the CNNs only")
+    p.add_argument("--entry", choices=sorted(ENTRIES), default="both")
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--tiny", action="store_true",
+                   help="tiny transformers configurations (hidden 32-64, 2 layers): a CPU dry run")
+    p.add_argument("--quick", action="store_true", help="fewer timed calls per latency")
+    p.add_argument("--no-inductor", action="store_true",
+                   help="do not time torch.compile (default mode) as an anchor")
+    p.add_argument("--timeout", type=float, default=900.0, help="seconds per model")
+    p.add_argument("--no-isolate", action="store_true",
+                   help="run the models in this process (no subprocess, no time limit)")
+    p.add_argument("--json", default="zoo-out/zoo.json", help="the report's rows")
+    p.add_argument("--markdown", default="zoo-out/zoo.md", help="the report's table")
+    p.add_argument("--merge", action="store_true",
+                   help="keep the rows of other models already in the --json file (a run in parts)")
+    p.add_argument("--update-readme", metavar="README", nargs="?", const="README.md",
+                   help="also write the table between README's zoo markers")
+    p.add_argument("--list", action="store_true", help="list the models and exit")
+    p.add_argument("--from-json", nargs="+", metavar="ZOO.json",
+                   help="run nothing: merge these reports (later files win per model) and write "
+                        "the table (and README with --update-readme)")
+    p.add_argument("--worker", help=argparse.SUPPRESS)  # one model, in this process
+    p.set_defaults(func=run)
+
+
+def select(patterns: str) -> list:
+    models = all_models()
+    wanted = [p.strip() for p in patterns.split(",") if p.strip()]
+    chosen = [m for m in models if any(fnmatch.fnmatch(m.name, p) or m.name.endswith("/" + p)
+                                       for p in wanted)]
+    if not chosen:
+        raise InputError(f"--models {patterns}: no model matches; see trident zoo --list")
+    return chosen
+
+
+def options_from(args) -> RunOptions:
+    precisions = tuple(p.strip() for p in args.precisions.split(",") if p.strip())
+    bad = [p for p in precisions if p not in ("fp32", "fp16", "int8")]
+    if bad:
+        raise InputError(f"--precisions: unknown {bad}; choose from fp32, fp16, int8")
+    inductor = not args.no_inductor and not (args.tiny and "cuda" not in RunOptions().device)
+    return RunOptions(precisions=precisions, entries=ENTRIES[args.entry], batch=args.batch,
+                      tiny=args.tiny, quick=args.quick, inductor=inductor)
+
+
+def _worker_argv(args, name: str, out: str) -> list[str]:
+    argv = [sys.executable, "-m", "trident.tools", "zoo", "--worker", name, "--json", out,
+            "--precisions", args.precisions, "--entry", args.entry, "--batch", str(args.batch)]
+    argv += [flag for flag, on in (("--tiny", args.tiny), ("--quick", args.quick),
+                                   ("--no-inductor", args.no_inductor)) if on]
+    return argv
+
+
+def run_isolated(zm, args) -> list[dict]:
+    with tempfile.TemporaryDirectory(prefix="trident-zoo-") as tmp:
+        out = str(Path(tmp) / "rows.json")
+        try:
+            done = subprocess.run(_worker_argv(args, zm.name, out), capture_output=True,
+                                  text=True, timeout=args.timeout)
+        except subprocess.TimeoutExpired:
+            return [Row(zm.name, zm.family, status="error",
+                        error=f"timed out after {args.timeout:.0f} s").to_dict()]
+        if done.returncode != 0 or not Path(out).is_file():
+            tail = " ".join(done.stderr.strip().splitlines()[-3:])[-400:]
+            return [Row(zm.name, zm.family, status="error",
+                        error=f"worker exited with {done.returncode}: {tail}").to_dict()]
+        return json.loads(Path(out).read_text())
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.list:
+        for m in all_models():
+            print(f"{m.name:50s} {'cnn' if m.cnn else ''}")
+        return 0
+    opts = options_from(args)
+    if args.worker:
+        (zm,) = [m for m in all_models() if m.name == args.worker]
+        rows = [r.to_dict() for r in run_model(zm, opts)]
+        output_path(args.json).write_text(json.dumps(rows, indent=1))
+        return 0
+    if args.from_json:
+        return _write(_merged_files(args.from_json), args)
+    patterns = os.environ.get("ZOO_MODELS") or args.models
+    earlier = json.loads(Path(args.json).read_text()) if args.merge and Path(args.json).is_file() \
+        else None
+    report = {"device": opts.device, "batch": opts.batch, "tiny": opts.tiny, "rows": []}
+    bar = progress(select(patterns), desc="zoo", unit="model")
+    for zm in bar:
+        bar.set_postfix_str(zm.name)
+        if args.no_isolate:
+            report["rows"] += [r.to_dict() for r in run_model(zm, opts)]
+        else:
+            report["rows"] += run_isolated(zm, args)
+        # written after every model: a run cut short keeps what it measured
+        output_path(args.json).write_text(json.dumps(merge(earlier, report), indent=1))
+    return _write(merge(earlier, report), args)
+
+
+def _merged_files(paths: list[str]) -> dict:
+    report = None
+    for path in paths:
+        report = merge(report, json.loads(Path(path).read_text()))
+    return report
+
+
+def _write(report: dict, args) -> int:
+    output_path(args.json).write_text(json.dumps(report, indent=1))
+    table = markdown_table(report)
+    output_path(args.markdown).write_text(table + "\n")
+    print(table)
+    if args.update_readme:
+        update_readme(Path(args.update_readme), table)
+        print(f"wrote the zoo table into {args.update_readme}")
+    return 0 if all(r["status"] != "error" for r in report["rows"]) else 1

@@ -1,0 +1,66 @@
+"""The zoo report as markdown, and README's copy of it (between the zoo markers)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from trident.compiler.errors import InputError
+
+BEGIN = "<!-- zoo:"
+END = "<!-- zoo end -->"
+COLUMNS = ["model", "entry", "precision", "result", "rel. error (torch fp16)", "kernels",
+           "in torch", "build s: partition / import / compile (total)", "trident ms",
+           "torch eager ms", "torch.compile ms"]
+
+
+def _num(x, fmt: str) -> str:
+    return "–" if x is None else format(x, fmt)
+
+
+def _row(r: dict) -> list[str]:
+    if r["status"] != "ok":
+        result = "skipped" if r["status"] == "skipped" else "**error**"
+        cells = [r["model"], r.get("entry") or "–", r.get("precision") or "–",
+                 f"{result}: {r['error'][:160]}"]
+        return cells + ["–"] * (len(COLUMNS) - len(cells))
+    b, lat = r["build_s"], r["latency_ms"]
+    build = (f"{b['partition']:.2f} / {b['import']:.2f} / {b['compile']:.2f} "
+             f"({b['total']:.1f})")
+    return [r["model"], r["entry"], r["precision"], "ok",
+            f"{_num(r['rel_err'], '.1e')} ({_num(r['torch_fp16_err'], '.1e')})",
+            str(r["kernels"]), str(r["in_torch"]), build, _num(lat.get("trident"), ".3f"),
+            _num(lat.get("torch_eager"), ".3f"), _num(lat.get("torch_compile"), ".3f")]
+
+
+def markdown_table(report: dict) -> str:
+    rows = report["rows"]
+    ok = sum(r["status"] == "ok" for r in rows)
+    failed = sum(r["status"] == "error" for r in rows)
+    head = (f"`trident zoo` on {report['device']}, batch {report['batch']}"
+            f"{', tiny configurations' if report.get('tiny') else ''}: {ok} built and ran, "
+            f"{failed} failed, {len(rows) - ok - failed} skipped. Relative error ‖y − y₃₂‖/‖y₃₂‖ "
+            "against torch fp32, torch fp16's own in parentheses; int8 is timed against torch "
+            "fp16.")
+    lines = [head, "", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in _row(r)) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def update_readme(readme: Path, table: str) -> None:
+    """Put `table` after the README's `<!-- zoo: ... -->` line, replacing what an earlier run
+    put there (up to `<!-- zoo end -->`)."""
+    lines = readme.read_text().splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith(BEGIN)), None)
+    if start is None:
+        raise InputError(f"{readme}: no '{BEGIN} ... -->' marker line")
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].strip() == END), None)
+    tail = lines[end + 1:] if end is not None else lines[start + 1:]
+    readme.write_text("\n".join(lines[:start + 1] + ["", table, "", END] + tail) + "\n")
+
+
+def merge(old: dict | None, new: dict) -> dict:
+    """`new`'s rows, plus those of `old` for models this run did not run."""
+    if not old:
+        return new
+    ran = {r["model"] for r in new["rows"]}
+    kept = [r for r in old.get("rows", []) if r["model"] not in ran]
+    return {**new, "rows": kept + new["rows"]}
