@@ -5,11 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from trident.compiler import InputError, TridentError, build_engine
+from trident.compiler import InputError, TridentError, build_engine, load_engine
 from trident.compiler.codegen.polyfit import Grid, fit_int
 from trident.compiler.ir.shapes import Poly
 from trident.models import MODELS
-from trident.runtime import load_engine
 from trident.tools.compile import parse_shapes
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")

@@ -193,3 +193,75 @@ def test_fuzzer_finds_no_raw_exception_wrong_answer_escape_or_foreign_code():
     assert kinds.count("error") > 150 and kinds.count("ok") > 50, report["table"]  # both outcomes exercised
     assert not [r for r in report["results"] if r["kind"] in ("raw", "wrong", "crash")], report["table"]
     assert report["escaped"] == [] and not report["foreign"], report["table"]
+
+
+# ----------------------------------------------------------- profiled (shape-generic) ----
+@pytest.fixture(scope="module")
+def profiled(tmp_path_factory):
+    from trident.compiler.build import build_engine
+    from trident.tools.fuzz_files import PROFILE
+
+    model, inputs = tiny_model()
+    engine = build_engine(model, "fp32", example_inputs=inputs, batch=PROFILE, device=torch.device("cpu"))
+    path = tmp_path_factory.mktemp("trusted") / "profiled.engine"
+    engine.save(path)
+    return path, model
+
+
+def generic_steps(header):
+    return [s for s in kernel_steps(header) if s["sizes"]]
+
+
+def test_a_profiled_file_regenerates_its_shape_generic_kernels_and_runs_every_batch(profiled):
+    path, model = profiled
+    header, _ = fmt.read_engine_file(path)
+    steps = generic_steps(header)
+    assert steps and all(len(s["spec"]["probes"]) == 3 for s in steps)  # batch: 2, 3, and 4 to check
+    engine = load_engine(path)
+    for batch in (1, 3, 5):
+        x = torch.randn(batch, 3, 5, 5)
+        with torch.no_grad():
+            torch.testing.assert_close(engine(x)[0], model(x), rtol=1e-4, atol=1e-5)
+
+
+def test_an_edited_shape_generic_source_is_refused_and_never_run(profiled, tmp_path):
+    path, _ = profiled
+    sentinel = tmp_path / "ran"
+
+    def inject(header):
+        step = generic_steps(header)[0]
+        step["source"] = step["source"].replace("size_batch", f"size_batch + len(open({str(sentinel)!r}, 'w').name)", 1)
+    with pytest.raises(EngineFileError, match=r"plan\.steps\[\d+\]\.source"):
+        load_engine(edited(path, tmp_path, inject))
+    assert not sentinel.exists()
+
+
+@pytest.mark.parametrize("edit,field", [
+    (lambda s: s["spec"]["probes"][1]["types"].__setitem__("x", {"shape": [7, 3, 5, 5], "dtype": "float32"}),
+     r"probes|layouts|source"),
+    (lambda s: s["spec"]["checks"][0].__setitem__(0, 9), r"spec\.checks"),
+    (lambda s: s["spec"]["axes"].__setitem__(0, [2, 4]), r"spec\.axes\[0\]"),
+    (lambda s: s["spec"]["ranges"]["batch"].__setitem__(2, 6), r"spec\.ranges\.batch"),
+    (lambda s: s["spec"].__setitem__("probes", s["spec"]["probes"][:2]), r"spec\.probes"),
+    (lambda s: s.__setitem__("sizes", []), r"\.sizes"),
+])
+def test_shape_generic_spec_edits_are_refused_naming_the_field(profiled, tmp_path, edit, field):
+    path, _ = profiled
+    with pytest.raises(EngineFileError, match=field):
+        load_engine(edited(path, tmp_path, lambda h: edit(generic_steps(h)[0])))
+
+
+@pytest.mark.parametrize("edit,field", [
+    (lambda d: d["symbols"]["batch"].__setitem__("max", "5"), r"plan\.dynamic\.symbols\.batch\.max"),
+    (lambda d: d["symbols"]["batch"].__setitem__("max", 6), r"spec\.ranges\.batch"),
+    (lambda d: d["symbols"].__setitem__("x\nimport os", {"min": 1, "opt": 1, "max": 1}), r"plan\.dynamic\.symbols"),
+    (lambda d: d["build_sizes"].__setitem__("batch", 3), r"plan\.dynamic"),
+    (lambda d: d["variables"].__setitem__("batch", "size_b"), r"plan\.dynamic\.variables"),
+    (lambda d: d["input_dims"].__setitem__("x", ["seq", 3, 5, 5]), r"plan\.dynamic\.input_dims\.x"),
+    (lambda d: d["layouts"]["relu"]["tuple"][0]["tuple"].__setitem__(0, {"poly": [[1, [["batch", 9]]]]}),
+     r"plan\.dynamic\.layouts\.relu"),
+])
+def test_profile_field_edits_name_the_field(profiled, tmp_path, edit, field):
+    path, _ = profiled
+    with pytest.raises(EngineFileError, match=field):
+        load_engine(edited(path, tmp_path, lambda h: edit(h["plan"]["dynamic"])))

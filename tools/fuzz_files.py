@@ -1,9 +1,12 @@
 """`trident fuzz-files`: an adversarial test of engine files and caches.
 
-A tiny model (a conv, a view, a matmul, a softmax) is built and saved once. Then, seeded:
-- header cases edit one field of the engine file's header JSON (any field: types, sizes, names,
-  kernel sources and specs, launch configs, shapes, weights' table) and re-pack the file with a
-  valid checksum, so only trident's own checks stand between the edit and the kernels;
+A tiny model (a conv, a view, a matmul, a softmax) is built and saved once, and once more with a
+batch profile (shape-generic kernels, whose specs hold their probes'; run at a batch it was not
+generated at). Then, seeded:
+- header cases edit one field of an engine file's header JSON (any field: types, sizes, names,
+  kernel sources and specs, launch configs, shapes, weights' table, the profile and its
+  templates) and re-pack the file with a valid checksum, so only trident's own checks stand
+  between the edit and the kernels (one case in PROFILED_SHARE edits the profiled file);
 - cache cases damage one file of the kernel cache, the autotune cache or a timing-cache file
   (flipped bytes, truncation, foreign code, edited configs, a folder or a link in its place).
 Every case is loaded and run in a worker process (many cases per worker; a worker that dies is
@@ -28,6 +31,9 @@ from pathlib import Path
 
 SENTINEL = "FOREIGN_CODE_RAN"
 KINDS = ("ok", "error", "raw", "wrong", "crash")
+PROFILE = (1, 2, 5)       # the profiled engine's batch range; it runs at PROFILED_BATCH
+PROFILED_BATCH = 3
+PROFILED_SHARE = 4        # every 4th header case edits the profiled engine file
 
 
 # ------------------------------------------------------------------------- the model ----
@@ -46,6 +52,12 @@ def tiny_model():
 
     torch.manual_seed(0)
     return Tiny().eval(), (torch.randn(2, 3, 5, 5),)
+
+
+def profiled_inputs():
+    import torch
+
+    return (torch.randn(PROFILED_BATCH, 3, 5, 5, generator=torch.Generator().manual_seed(1)),)
 
 
 # --------------------------------------------------------------------- header edits ----
@@ -94,6 +106,8 @@ def edit_header(header: dict, rng: random.Random, sentinel: str) -> str:
         paths = [p for p in paths if "steps" in p] or paths
     elif focus < 0.5:
         paths = [p for p in paths if "layouts" in p or "weights" in p] or paths
+    elif focus < 0.6:  # a profiled plan's profile and templates (none in a static plan)
+        paths = [p for p in paths if "dynamic" in p] or paths
     path = rng.choice(paths)
     parent, key = _get(header, path[:-1]), path[-1]
     old = parent[key]
@@ -186,9 +200,11 @@ def _classify(run) -> tuple[str, str]:
 def _run_header_case(case: dict, ctx: dict) -> tuple[str, str]:
     from trident.compiler.build import load_engine
 
+    inputs, expected = ctx["cases_of"][case.get("engine", "static")]
+
     def run():
         engine = load_engine(case["file"])
-        return outputs_match(engine(*ctx["inputs"]), ctx["expected"])
+        return outputs_match(engine(*inputs), expected)
     return _classify(run)
 
 
@@ -252,6 +268,9 @@ def worker(context_file: str) -> int:
     model, inputs = tiny_model()
     ctx.update(model=model, inputs=inputs, load=load_engine)
     ctx["expected"] = [t.clone() for t in load_engine(ctx["engine_file"])(*inputs)]
+    wide = profiled_inputs()
+    ctx["cases_of"] = {"static": (inputs, ctx["expected"]),
+                       "profiled": (wide, [t.clone() for t in load_engine(ctx["profiled_file"])(*wide)])}
     print(json.dumps({"ready": True}), flush=True)
     for line in sys.stdin:
         case = json.loads(line)
@@ -277,7 +296,8 @@ class Fuzz:
     def prepare(self) -> dict:
         """Build and save the clean engine, fill the caches (in a subprocess: this process keeps
         no trident state), and return the workers' context."""
-        ctx = {"engine_file": str(self.root / "clean.engine"), "autotune": str(self.cache / "autotune"),
+        ctx = {"engine_file": str(self.root / "clean.engine"),
+               "profiled_file": str(self.root / "profiled.engine"), "autotune": str(self.cache / "autotune"),
                "timing": str(self.root / "timing.json"), "outside": str(self.root / "outside.py")}
         (self.root / "context.json").write_text(json.dumps(ctx))
         code = ("import sys; from trident.tools.fuzz_files import prepare_files; "
@@ -290,15 +310,20 @@ class Fuzz:
     def header_cases(self, n: int, ctx: dict) -> list[dict]:
         from trident.runtime.format import read_engine_file
 
-        header, payload = read_engine_file(ctx["engine_file"])
-        payload = bytes(payload)
+        files = {}
+        for engine, key in (("static", "engine_file"), ("profiled", "profiled_file")):
+            header, payload = read_engine_file(ctx[key])
+            files[engine] = (Path(ctx[key]), header, bytes(payload))
         cases = []
         for k in range(n):
+            engine = "profiled" if k % PROFILED_SHARE == PROFILED_SHARE - 1 else "static"
+            source, header, payload = files[engine]
             edited = copy.deepcopy(header)
             what = edit_header(edited, self.rng, str(self.sentinel))
             out = self.cases_dir / f"h{k}.engine"
-            repack(Path(ctx["engine_file"]), edited, payload, out)
-            cases.append({"id": f"h{k}", "family": "header", "what": what, "file": str(out)})
+            repack(source, edited, payload, out)
+            cases.append({"id": f"h{k}", "family": "header", "engine": engine,
+                          "what": f"{engine}: {what}", "file": str(out)})
         return cases
 
     def cache_cases(self, n: int, ctx: dict) -> list[dict]:
@@ -388,11 +413,13 @@ def prepare_files(context_file: str) -> None:
     from trident.compiler.autotune import tune_program
     from trident.compiler.autotune.cache import TuningCache, new_entry, write_timing_cache
     from trident.compiler.autotune.tuner import collect_units, program_kernels
-    from trident.compiler.build import compile_graph, engine_from, import_model
+    from trident.compiler.build import build_engine, compile_graph, engine_from, import_model
     from trident.kernels.identity import identity
 
     ctx = json.loads(Path(context_file).read_text())
     model, inputs = tiny_model()
+    build_engine(model, "fp32", example_inputs=inputs, batch=PROFILE,
+                 device=torch.device("cpu")).save(ctx["profiled_file"])
     program = compile_graph(import_model(model, inputs))
     engine = engine_from(program, torch.device("cpu"))
     engine(*inputs)

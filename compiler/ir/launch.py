@@ -70,7 +70,7 @@ class LaunchConfig:
 
     def __str__(self) -> str:
         p = dict(self.params)
-        if "BLOCK_K" in p:
+        if {"BLOCK_M", "BLOCK_N", "BLOCK_K"} <= p.keys():
             text = f"{p['BLOCK_M']}x{p['BLOCK_N']}x{p['BLOCK_K']} g{p.get('GROUP_M', 1)}"
             text += f" p{p['PERSISTENT']}" if p.get("PERSISTENT") else ""
         else:
