@@ -42,7 +42,7 @@ from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from trident.compiler import config as _config  # (also: Triton's interpreter without CUDA)
 from trident.compiler import fx_partition
-from trident.compiler.dynamo_shapes import build_options, fits, symbolic_inputs
+from trident.compiler.dynamo_shapes import fits, profiles_for, symbolic_inputs
 from trident.compiler.errors import TridentError, UnsupportedError
 
 DEFAULTS = {"precision": _config.DEFAULT_PRECISION, "calibration": None, "cuda_graph": True,
@@ -313,7 +313,7 @@ class TridentSubgraph(torch.nn.Module):
         for entry in entries:
             if entry is _FALLBACK or fits(entry[0], sizes):
                 return entry
-        entry = self._build(args, build_options(self.symbolic, args))
+        entry = self._build(args, profiles_for(self.symbolic, args))
         if entry is _FALLBACK and not entries:
             self.symbolic = None  # no profile: engines per concrete size, as for static graphs
             return None
@@ -336,8 +336,9 @@ class TridentSubgraph(torch.nn.Module):
             batches = [tuple(args)]
         return [tuple(b[i] for i in keep) for b in batches]
 
-    def _build(self, args: Sequence, profile: dict | None = None):
-        from trident.compiler.build import build_engine, compile_graph, engine_from, import_model
+    def _build(self, args: Sequence, profiles: Sequence[dict] = ()):
+        """(engine, indices of the arguments it takes), or _FALLBACK. profiles: build options
+        of optimization profiles to try in order (none: an engine for these shapes)."""
         from trident.compiler.frontend.fx import user_input_indices
         from trident.compiler.quantize.plan import QuantOptions
 
@@ -352,20 +353,9 @@ class TridentSubgraph(torch.nn.Module):
             if precision == "int8":
                 quantization = QuantOptions.from_kwargs(self._calibration_for(args, keep))
             with torch.inference_mode(False), torch.no_grad():
-                start = time.perf_counter()
-                if profile:   # symbolic sizes: import, compile and probe inside build_engine
-                    engine = build_engine(self.gm, precision, example_inputs=examples, device=device,
-                                          calibration=quantization and quantization.calibration,
-                                          **profile)
-                    imported = start
-                else:
-                    graph = import_model(self.gm, examples)
-                    imported = time.perf_counter()
-                    program = compile_graph(graph, precision, None, True, quantization, device=device)
-                    engine = engine_from(program, device)
+                engine = (self._profiled(examples, quantization, device, profiles) if profiles
+                          else self._engine(examples, quantization, device))
             self.engines_built += 1
-            self.import_s += imported - start
-            self.compile_s += time.perf_counter() - imported
             if len(engine.outputs) != self._num_outputs:
                 raise TridentError(f"the engine has {len(engine.outputs)} outputs, the "
                                    f"partition {self._num_outputs}")
@@ -376,6 +366,33 @@ class TridentSubgraph(torch.nn.Module):
             self._record_fallback(e)
             return _FALLBACK
         return engine, keep
+
+    def _engine(self, examples: list, quantization, device, profile: dict | None = None):
+        from trident.compiler.build import build_engine, compile_graph, engine_from, import_model
+
+        precision = self.options["precision"]
+        start = time.perf_counter()
+        if profile:   # symbolic sizes: import, compile and probe inside build_engine
+            engine = build_engine(self.gm, precision, example_inputs=examples, device=device,
+                                  calibration=quantization and quantization.calibration, **profile)
+            imported = start
+        else:
+            graph = import_model(self.gm, examples)
+            imported = time.perf_counter()
+            engine = engine_from(compile_graph(graph, precision, None, True, quantization,
+                                               device=device), device)
+        self.import_s += imported - start
+        self.compile_s += time.perf_counter() - imported
+        return engine
+
+    def _profiled(self, examples: list, quantization, device, profiles: Sequence[dict]):
+        """The engine of the first profile that builds (the last one's error otherwise)."""
+        for k, profile in enumerate(profiles):
+            try:
+                return self._engine(examples, quantization, device, profile)
+            except TridentError:
+                if k == len(profiles) - 1:
+                    raise
 
     def _record_fallback(self, error: TridentError) -> None:
         if self._said_fallback:

@@ -7,7 +7,9 @@ a size the graph computes with is passed as an int placeholder of its own. Each 
 becomes a profile symbol (named as dynamo names it, "s0"); an int placeholder that is a symbol
 follows that symbol's size in every probe. The range is min 1, opt the size first seen, max
 RANGE_FACTOR times it (at least MIN_MAX); a later size past the max builds a second engine whose
-range starts from that size.
+range starts from that size. A profile the model cannot be built for at its max (BERT's position
+table holds 512 rows, or a tiny model's 128) is tried again with the max at the size seen
+(`profiles_for`).
 """
 from __future__ import annotations
 
@@ -70,13 +72,20 @@ def symbolic_inputs(gm: torch.fx.GraphModule) -> SymbolicInputs | None:
     return SymbolicInputs(dims, scalars) if dims else None
 
 
-def profile_ranges(sizes: dict[str, int]) -> dict[str, tuple[int, int, int]]:
-    return {s: (1, v, max(RANGE_FACTOR * v, MIN_MAX)) for s, v in sizes.items()}
+def profile_ranges(sizes: dict[str, int], factor: int = RANGE_FACTOR) -> dict[str, tuple[int, int, int]]:
+    """(min, opt, max) per symbol: 1, the size seen, factor times it (at least MIN_MAX when
+    factor > 1)."""
+    return {s: (1, v, max(factor * v, MIN_MAX) if factor > 1 else v) for s, v in sizes.items()}
 
 
-def build_options(sym: SymbolicInputs, args: Sequence) -> dict:
+def profiles_for(sym: SymbolicInputs, args: Sequence) -> list[dict]:
+    """The build options to try in order: the wide profile, then one whose max is the size seen."""
+    return [build_options(sym, args), build_options(sym, args, factor=1)]
+
+
+def build_options(sym: SymbolicInputs, args: Sequence, factor: int = RANGE_FACTOR) -> dict:
     """shapes= and dim_names= for build_engine (placeholders by index), and scalar inputs."""
-    ranges = profile_ranges(sym.symbols_of(args))
+    ranges = profile_ranges(sym.symbols_of(args), factor)
     shapes, names = {}, {}
     for i, dims in sym.dims.items():
         shape = list(args[i].shape)
@@ -92,4 +101,4 @@ def fits(engine, sizes: dict[str, int]) -> bool:
     return all(s in symbols and v in symbols[s] for s, v in sizes.items())
 
 
-__all__ = ["SymbolicInputs", "build_options", "fits", "profile_ranges", "symbolic_inputs"]
+__all__ = ["SymbolicInputs", "build_options", "fits", "profile_ranges", "profiles_for", "symbolic_inputs"]

@@ -188,6 +188,16 @@ def _check_same(grid: Grid, programs: dict[Point, Program]) -> None:
                              f"{tuple(t.shape)})", pt)
 
 
+def _covering(profile: ShapeProfile, grid: Grid) -> dict[str, int]:
+    """Each symbol at the profile's max, or past it where a probe is (a profile whose opt is its
+    max probes above it): the sizes whose constants hold every probe's slice."""
+    sizes = profile.point("max")
+    for point in grid.points():
+        for s, v in grid.sizes(point).items():
+            sizes[s] = max(sizes[s], v)
+    return sizes
+
+
 def make_dynamic(program: Program, profile: ShapeProfile,
                  compile_at: Callable[[dict[str, int]], Program]) -> Program:
     """The shape-generic version of `program` (generated at the profile's base probe);
@@ -195,7 +205,7 @@ def make_dynamic(program: Program, profile: ShapeProfile,
     grid, programs = probe(profile, program, compile_at)
     varying = varying_constants(programs)
     if varying:
-        programs = unfold_constants(programs, varying, lambda: compile_at(profile.point("max")))
+        programs = unfold_constants(programs, varying, lambda: compile_at(_covering(profile, grid)))
         program = programs[grid.points()[0]]
     _check_same(grid, programs)
     names = variable_names(grid.symbols)

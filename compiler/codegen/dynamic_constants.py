@@ -2,9 +2,10 @@
 
 Import folds what it can: `position_embeddings.weight[:seq]` becomes a constant of seq rows, a
 token-type row expanded over [batch, seq] one of batch * seq rows. Such a constant is stored once,
-at the profile's max sizes, and each run slices the part its sizes need (the leading
-[:n0, :n1, ...] of every dim, one copy by a torch step ahead of the kernels that read it): valid
-only if every probe's constant is exactly that slice of the max one, which is checked.
+at the profile's max sizes (or the largest probe's, past them), and each run slices the part its
+sizes need (the leading [:n0, :n1, ...] of every dim, one copy by a torch step ahead of the
+kernels that read it): valid only if every probe's constant is exactly that slice of the max
+one, which is checked.
 """
 from __future__ import annotations
 
