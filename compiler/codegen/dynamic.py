@@ -39,7 +39,7 @@ from trident.compiler.codegen.polyfit import Grid, axis_degree, fit_int, point_t
 from trident.compiler.codegen.program import Layout, Program
 from trident.compiler.errors import UnsupportedError
 from trident.compiler.ir.plan import DynamicInfo
-from trident.compiler.ir.shapes import ShapeProfile, is_constant, variable_names
+from trident.compiler.ir.shapes import Poly, ShapeProfile, is_constant, variable_names
 
 Point = tuple[int, ...]
 
@@ -198,6 +198,25 @@ def _covering(profile: ShapeProfile, grid: Grid) -> dict[str, int]:
     return sizes
 
 
+def _keyed_by_plan(profile: ShapeProfile, inputs: dict) -> ShapeProfile:
+    """The profile with its input dims named as the plan's inputs (a torch model's forward
+    arguments are renamed on import): each dim a size or the symbol it is."""
+    dims = {}
+    for name, template in inputs.items():
+        row = []
+        for t in template:
+            linear = t.linear_in() if isinstance(t, Poly) else None
+            if linear is not None and linear[1:] == (1, 0):
+                row.append(linear[0])
+            elif isinstance(t, int):
+                row.append(t)
+            else:
+                break
+        else:
+            dims[name] = tuple(row)
+    return dataclasses.replace(profile, inputs=dims)
+
+
 def make_dynamic(program: Program, profile: ShapeProfile,
                  compile_at: Callable[[dict[str, int]], Program]) -> Program:
     """The shape-generic version of `program` (generated at the profile's base probe);
@@ -233,7 +252,7 @@ def make_dynamic(program: Program, profile: ShapeProfile,
             step = dataclasses.replace(step, sizes=kernel.sizes, kernel=kernel)
         steps.append(step)
     build_sizes = {**{s: r.min for s, r in profile.symbols.items()}, **grid.sizes(grid.points()[0])}
-    info = DynamicInfo(profile, build_sizes, names, layouts, inputs, node_attrs)
+    info = DynamicInfo(_keyed_by_plan(profile, inputs), build_sizes, names, layouts, inputs, node_attrs)
     return Program(program.graph, steps, program.layouts, program.constants, info)
 
 
