@@ -100,6 +100,7 @@ class CompileReport:
 def trident_backend(gm: torch.fx.GraphModule, example_inputs: Sequence, **kwargs):
     """A torch.compile backend: returns a callable that runs `gm` with trident engines."""
     options = _options(kwargs.get("options"))
+    _config.notice_interpreter()
     report = CompileReport(nodes=len(gm.graph.nodes))
     start = time.perf_counter()
     split, in_torch = partition(gm)

@@ -34,8 +34,9 @@ def register(subparsers) -> None:
                         "also from $ZOO_MODELS")
     p.add_argument("--precisions", default="fp32,fp16,int8",
                    help="comma-separated; int8 runs for the CNNs only")
-    p.add_argument("--entry", choices=sorted(ENTRIES), default="both")
-    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--entry", choices=sorted(ENTRIES), default="both",
+                   help="onnx (torch.onnx.export -> build_engine), compile (torch.compile), or both")
+    p.add_argument("--batch", type=int, default=8, help="the example batch")
     p.add_argument("--tiny", action="store_true",
                    help="tiny transformers configurations (hidden 32-64, 2 layers): a CPU dry run")
     p.add_argument("--quick", action="store_true", help="fewer timed calls per latency")
