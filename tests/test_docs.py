@@ -12,7 +12,7 @@ from trident.tools.cli import build_parser
 REPO = Path(__file__).resolve().parents[1]
 TEXT = (REPO / "README.md").read_text()
 DEMO = 'pip install torch==2.13.0 && pip install -e . && trident demo'
-TESTS = 'pip install torch==2.13.0 && pip install -e ".[test]" && python -m pytest -q -m "not gpu"'
+TESTS = 'pip install torch==2.13.0 && pip install -e ".[test]" && python -m pytest -q -n 2 -m "not gpu"'
 
 
 def test_readme_is_short_and_has_its_two_commands():

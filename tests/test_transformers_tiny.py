@@ -103,3 +103,20 @@ def test_zoo_readme_markers(tmp_path):
     text = readme.read_text()
     assert "| b |" in text and "| a |" not in text and text.count(END) == 1
     assert text.index(END) < text.index("## next")
+
+
+def test_zoo_readme_summary_counts_and_speeds():
+    from trident.tools.zoo_report import readme_summary
+
+    def row(model, entry, status="ok", trident=1.0, compiled=2.0):
+        latency = {"trident": trident, "torch_eager": 3.0, "torch_compile": compiled}
+        return {"model": model, "entry": entry, "precision": "fp16", "status": status,
+                "latency_ms": latency if status == "ok" else {}, "error": "boom"}
+
+    report = {"device": "GPU", "batch": 8, "rows": [
+        row("a", "onnx", trident=1.0, compiled=2.0), row("b", "onnx", trident=2.0, compiled=1.0),
+        row("c", "onnx", status="error"), row("a", "compile", trident=1.0, compiled=4.0)]}
+    text = readme_summary(report, "docs/zoo-results.md")
+    assert "3 models" in text and "(docs/zoo-results.md)" in text
+    assert "| onnx | fp16 | 2 of 3 | 1 | 1.00× (0.50×, b) |" in text  # sqrt(2 * 0.5) = 1
+    assert "| compile | fp16 | 1 of 1 | 0 | 4.00× (4.00×, a) |" in text

@@ -20,7 +20,7 @@ from trident.compiler.errors import InputError
 from trident.compiler.progress import progress
 from trident.tools.common import output_path
 from trident.tools.zoo_models import all_models
-from trident.tools.zoo_report import markdown_table, merge, update_readme
+from trident.tools.zoo_report import markdown_table, merge, readme_summary, update_readme
 from trident.tools.zoo_run import Row, RunOptions, run_model
 
 ENTRIES = {"compile": ("compile",), "onnx": ("onnx",), "both": ("compile", "onnx")}
@@ -145,6 +145,8 @@ def _write(report: dict, args) -> int:
     output_path(args.markdown).write_text(table + "\n")
     print(table)
     if args.update_readme:
-        update_readme(Path(args.update_readme), table)
-        print(f"wrote the zoo table into {args.update_readme}")
+        readme = Path(args.update_readme)
+        link = os.path.relpath(Path(args.markdown).resolve(), readme.resolve().parent)
+        update_readme(readme, readme_summary(report, link))
+        print(f"wrote the zoo summary into {args.update_readme}")
     return 0 if all(r["status"] != "error" for r in report["rows"]) else 1

@@ -1,6 +1,7 @@
 """The zoo report as markdown, and README's copy of it (between the zoo markers)."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from trident.compiler.errors import InputError
@@ -42,6 +43,35 @@ def markdown_table(report: dict) -> str:
             "fp16.")
     lines = [head, "", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(c.replace("|", "\\|") for c in _row(r)) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def readme_summary(report: dict, full_table: str) -> str:
+    """What the README shows of a zoo report (the whole table is too long for it): per entry point
+    and precision, how many models built and ran, and trident's speed beside torch.compile's
+    (geometric mean, slowest), with a link to the whole table."""
+    rows = report["rows"]
+    models = sorted({r["model"] for r in rows})
+    lines = [f"`trident zoo` on {report['device']}, batch {report['batch']}: {len(models)} models "
+             f"(torchvision, timm, transformers) with random weights; the whole table, with errors, "
+             f"kernels, ops left in torch and build times, is in [{full_table}]({full_table}).", "",
+             "| entry | precision | built and ran | failed | trident vs torch.compile: geomean (slowest) |",
+             "|---|---|---|---|---|"]
+    for entry in sorted({r.get("entry") for r in rows if r.get("entry")}):
+        for precision in ("fp32", "fp16", "int8"):
+            group = [r for r in rows if r.get("entry") == entry and r.get("precision") == precision]
+            if not group:
+                continue
+            ok = [r for r in group if r["status"] == "ok"]
+            ratios = [(r["latency_ms"]["torch_compile"] / r["latency_ms"]["trident"], r["model"])
+                      for r in ok if r["latency_ms"].get("torch_compile") and r["latency_ms"].get("trident")]
+            speed = "–"
+            if ratios:
+                geomean = math.exp(sum(math.log(x) for x, _ in ratios) / len(ratios))
+                slowest = min(ratios)
+                speed = f"{geomean:.2f}× ({slowest[0]:.2f}×, {slowest[1]})"
+            failed = sum(r["status"] == "error" for r in group)
+            lines.append(f"| {entry} | {precision} | {len(ok)} of {len(group)} | {failed} | {speed} |")
     return "\n".join(lines)
 
 
