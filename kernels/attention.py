@@ -229,15 +229,21 @@ def head_block(head_dim: int) -> int:
     return max(16, next_pow2(head_dim))
 
 
-def smem_bytes(cfg: LaunchConfig, head_dim: int, head_dim_v: int, elem_bytes: int, mask_bytes: int = 0) -> int:
+def smem_bytes(cfg: LaunchConfig, head_dim: int, head_dim_v: int, elem_bytes: int, mask_bytes: int = 0,
+               causal: bool = False) -> int:
     """Shared memory of a config: the Q tile and num_stages K and V tiles, plus what Triton stages
     beside them in one reused buffer: the P tile (padded head dims and those past 128) or the mask
     tiles in flight (num_stages - 1 of them). Matches Triton 3.9's sm_90 compiles of
-    attention_kernel exactly at head dims 64-256, with and without bool / fp16 / fp32 masks."""
+    attention_kernel exactly at head dims 64-256, with and without bool / fp16 / fp32 masks.
+    causal: both key loops have run-time bounds, and Triton 3.6 pipelines each with its own K/V
+    buffers (head dim 256 at 128x64, 2 stages: 320 KB, where the model without this gives 208 KB);
+    counted twice, conservatively, whatever the Triton version."""
     bd, bdv = head_block(head_dim), head_block(head_dim_v)
     p_tile = cfg.BLOCK_M * cfg.BLOCK_N * elem_bytes if bd != head_dim or bd > 128 else 0
     masks = (cfg.num_stages - 1) * cfg.BLOCK_M * cfg.BLOCK_N * mask_bytes
-    return (cfg.BLOCK_M * bd + cfg.num_stages * cfg.BLOCK_N * (bd + bdv)) * elem_bytes + max(p_tile, masks)
+    loops = 2 if causal else 1
+    staged = loops * cfg.num_stages * cfg.BLOCK_N * (bd + bdv)
+    return (cfg.BLOCK_M * bd + staged) * elem_bytes + max(p_tile, masks)
 
 
 SMEM_LIMIT = 227 * 1024  # an H100 / H200 block's shared memory
@@ -247,9 +253,9 @@ TILE_VALUES_PER_THREAD = 176
 
 
 def why_unfit(cfg: LaunchConfig, head_dim: int, head_dim_v: int, elem_bytes: int, mask_bytes: int = 0,
-              smem_limit: int = SMEM_LIMIT) -> str | None:
+              smem_limit: int = SMEM_LIMIT, causal: bool = False) -> str | None:
     """Why a config cannot run well at these head dims (shared memory, registers), or None."""
-    if smem_bytes(cfg, head_dim, head_dim_v, elem_bytes, mask_bytes) > smem_limit:
+    if smem_bytes(cfg, head_dim, head_dim_v, elem_bytes, mask_bytes, causal) > smem_limit:
         return "shared memory"
     values = cfg.BLOCK_M * (head_block(head_dim_v) + cfg.BLOCK_N) / (32 * cfg.num_warps)
     if values > TILE_VALUES_PER_THREAD:
@@ -258,7 +264,7 @@ def why_unfit(cfg: LaunchConfig, head_dim: int, head_dim_v: int, elem_bytes: int
 
 
 def heuristic_config(Lq: int, Lk: int, head_dim: int, dtype, head_dim_v: int | None = None,
-                     mask_bytes: int = 0) -> LaunchConfig:
+                     mask_bytes: int = 0, causal: bool = False) -> LaunchConfig:
     """Deterministic default for an H200 (or cheap big blocks in the interpreter).
 
     fp16/bf16 follow FlashAttention-2 / Triton's tutorial on Hopper: 128-row query tiles (two
@@ -278,11 +284,12 @@ def heuristic_config(Lq: int, Lk: int, head_dim: int, dtype, head_dim_v: int | N
         cfg = attention_config(small_m, 64, 4, 4)
     else:
         cfg = attention_config(small_m, 64, 8 if small_m == 128 else 4, 3 if widest <= 128 else 2)
-    return _fit(cfg, head_dim, head_dim_v, dtype.itemsize, mask_bytes)
+    return _fit(cfg, head_dim, head_dim_v, dtype.itemsize, mask_bytes, causal)
 
 
-def _fit(cfg: LaunchConfig, head_dim: int, head_dim_v: int, elem_bytes: int, mask_bytes: int) -> LaunchConfig:
-    while why_unfit(cfg, head_dim, head_dim_v, elem_bytes, mask_bytes) is not None:
+def _fit(cfg: LaunchConfig, head_dim: int, head_dim_v: int, elem_bytes: int, mask_bytes: int,
+         causal: bool) -> LaunchConfig:
+    while why_unfit(cfg, head_dim, head_dim_v, elem_bytes, mask_bytes, causal=causal) is not None:
         if cfg.num_stages > 2:
             cfg = cfg.replace(num_stages=cfg.num_stages - 1)
         elif cfg.BLOCK_N > 16:
@@ -307,7 +314,7 @@ def _fp32_config(head_dim: int, small_m: int) -> LaunchConfig:
 
 
 def candidate_configs(Lq: int, Lk: int, head_dim: int, dtype, head_dim_v: int | None = None,
-                      mask_bytes: int = 0) -> list[LaunchConfig]:
+                      mask_bytes: int = 0, causal: bool = False) -> list[LaunchConfig]:
     """A short list for autotuning: the heuristic's pick first, then the usual FlashAttention tiles
     that fit (see why_unfit)."""
     head_dim_v = head_dim if head_dim_v is None else head_dim_v
@@ -319,9 +326,10 @@ def candidate_configs(Lq: int, Lk: int, head_dim: int, dtype, head_dim_v: int | 
                 attention_config(128, 32, 4, 4), attention_config(64, 64, 4, 3), attention_config(128, 128, 8, 2),
                 attention_config(64, 32, 4, 4), attention_config(128, 64, 8, 4), attention_config(64, 128, 4, 3),
                 attention_config(128, 64, 8, 2), attention_config(128, 32, 8, 2), attention_config(64, 32, 4, 3)]
-    fits = [c for c in rest if why_unfit(c, head_dim, head_dim_v, dtype.itemsize, mask_bytes) is None
+    fits = [c for c in rest if why_unfit(c, head_dim, head_dim_v, dtype.itemsize, mask_bytes, causal=causal) is None
             and c.BLOCK_M <= max(16, next_pow2(Lq))]
-    return list(dict.fromkeys([heuristic_config(Lq, Lk, head_dim, dtype, head_dim_v, mask_bytes)] + fits))
+    first = heuristic_config(Lq, Lk, head_dim, dtype, head_dim_v, mask_bytes, causal)
+    return list(dict.fromkeys([first] + fits))
 
 
 def attention_flops(bh: int, Lq: int, Lk: int, head_dim: int, head_dim_v: int, causal: bool) -> float:
@@ -469,7 +477,8 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Ten
                        _triple(o), causal)
     if o.numel() == 0:
         return o
-    cfg = config or heuristic_config(plan.Lq, plan.Lk, plan.D, q.dtype, plan.DV, _mask_bytes(mask))
+    cfg = config or heuristic_config(plan.Lq, plan.Lk, plan.D, q.dtype, plan.DV, _mask_bytes(mask),
+                                     plan.causal_offset is not None)
     check_config(cfg)
     scale = default_scale(plan.D) if scale is None else float(scale)
     attention_kernel[(plan.grid(cfg.BLOCK_M),)](

@@ -73,7 +73,9 @@ def decoder_engine(hf_model: nn.Module, precision: str = "fp32", *, max_batch: i
     opt_past = opt_past if opt_past is not None else max_past // 2
     step = DecoderStep(hf_model).eval()
     dtype = torch.float16 if precision == "fp16" else torch.float32
-    examples = decoder_inputs(hf_model, opt_batch, opt_seq, opt_past, dtype)
+    # Traced where the model's weights are (an embedding of CPU ids in CUDA weights cannot trace).
+    examples = decoder_inputs(hf_model, opt_batch, opt_seq, opt_past, dtype,
+                              device=next(hf_model.parameters()).device)
     tokens = ((1, 1), (opt_batch, opt_seq), (max_batch, max_seq))
     shapes = {"input_ids": tokens, "position_ids": tokens,
               "past": ((layers, 2, 1, heads, 0, head_dim), (layers, 2, opt_batch, heads, opt_past, head_dim),

@@ -84,6 +84,17 @@ def test_torch_profile_on_batch_and_sequence(bert, torch_engine):
     assert len(torch_engine.profile.symbols) == 2
 
 
+def test_torch_profile_up_to_the_whole_position_table(bert):
+    """At the profile's max sequence the position table's slice is the whole table: the folded
+    constant must still be found by name at every probe size."""
+    model, make = bert
+    table = model.embeddings.position_embeddings.weight.shape[0]
+    shapes = ((1, 8), (1, table // 2), (2, table))
+    engine = build_engine(model, "fp32", make(1, table // 2),
+                          shapes={"input_ids": shapes, "attention_mask": shapes})
+    check(engine, model, make, cases=((2, table), (1, 9)))
+
+
 @pytest.mark.parametrize("b, s, dim, value, low, high", [
     (2, 41, 1, 41, 4, 40), (2, 3, 1, 3, 4, 40), (4, 16, 0, 4, 1, 3)])
 def test_outside_the_profile(onnx_bert, bert, b, s, dim, value, low, high):

@@ -56,6 +56,8 @@ def test_reduction_kernels_on_the_gpu(op, precision):
     model = make_model([node(op, inputs, **attrs)], {"x": (F32, [6, 300, 5])}, ["y"],
                        initializers=inits, opset=18)
     x = np.random.default_rng(3).uniform(0.9, 1.1, [6, 300, 5]).astype(F32)
+    if precision == "fp16":  # the engine's values: ties that fp16 makes pick the first index
+        x = x.astype(np.float16).astype(F32)
     engine = check_engine(model, {"x": x}, precision, device="cuda",
                           tol=(3e-2, 3e-2) if precision == "fp16" else None)
     assert not torch_steps(engine)

@@ -39,7 +39,8 @@ def generate(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: li
         pointers.append(pointers[0])  # never read: MASK_KIND is 0
     pointers.append(args(out, "out"))
     mask_bytes = 0 if mask is None else mask.dtype.itemsize
-    cfg = template.heuristic_config(plan.Lq, plan.Lk, plan.D, q.dtype, plan.DV, mask_bytes)
+    cfg = template.heuristic_config(plan.Lq, plan.Lk, plan.D, q.dtype, plan.DV, mask_bytes,
+                                    plan.causal_offset is not None)
     src = _header(name, group.nodes, graph, "from trident.kernels.attention import attention_program")
     params = ", ".join(args.names[a] for a in args.order)
     src += f"@triton.jit\ndef kernel({params}, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):\n"

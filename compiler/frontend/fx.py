@@ -1099,7 +1099,11 @@ def _slice_and_reshape(cx: Ctx, x, slices: list[tuple[int, int, int, int]], shap
     for axis, start, end, step in slices:
         if step <= 0:
             raise UnsupportedError(f'fx node "{cx.node_name}": slice step {step}')
-    slices = [s for s in slices if (s[1], s[2], s[3]) != (0, cx.shape(x)[s[0]], 1)]
+    # A full slice is dropped, except of a constant: folded, it keeps the name "<weight>.slice"
+    # at every size, which a shape-generic build matches across its probes (a position table
+    # sliced to the sequence is the whole table at the profile's max).
+    if not isinstance(x, torch.Tensor):
+        slices = [s for s in slices if (s[1], s[2], s[3]) != (0, cx.shape(x)[s[0]], 1)]
     if slices:
         x = cx.emit("slice", [x], starts=[s[1] for s in slices], ends=[s[2] for s in slices],
                     axes=[s[0] for s in slices], steps=[s[3] for s in slices])

@@ -64,10 +64,10 @@ def bench_row(b: int, h: int, seq: int, d: int, causal: bool, *, device: str = "
     flops = attention_flops(b * h, seq, seq, d, d, causal)
     row = {"batch": b, "heads": h, "seq": seq, "head_dim": d, "causal": causal, "dtype": str(dtype)[6:],
            "flops": flops}
-    heuristic = heuristic_config(seq, seq, d, dtype)
+    heuristic = heuristic_config(seq, seq, d, dtype, causal=causal)
     times = {heuristic: timer(lambda: attention(q, k, v, causal=alignment, config=heuristic))}
     if tune:
-        for cfg in candidate_configs(seq, seq, d, dtype)[1:]:
+        for cfg in candidate_configs(seq, seq, d, dtype, causal=causal)[1:]:
             times[cfg] = timer(lambda cfg=cfg: attention(q, k, v, causal=alignment, config=cfg))
     best = min(times, key=times.get)
     row["heuristic_config"], row["heuristic_ms"] = heuristic.to_dict(), times[heuristic]
