@@ -24,9 +24,13 @@ run_tests() {
   local files=$(ls tests/test_codegen.py tests/test_kernels_*.py tests/test_random_graphs.py \
     tests/test_fx_frontend.py tests/test_models.py tests/test_int8.py tests/test_prims.py \
     tests/test_memory_safety.py tests/test_nan_semantics.py tests/test_attention_kernel.py 2>/dev/null)
-  timeout "${T_TESTS:-400}" python3 -m pytest -q -p no:cacheprovider -n 8 $files 2>&1 | tee "$out/tests.txt" | tail -25
-  timeout "${T_TESTS:-400}" python3 -m pytest -q -p no:cacheprovider -n 8 -m gpu tests 2>&1 \
-    | tee "$out/gpu-tests.txt" | tail -25
+  # SIGINT at the time limit: pytest still prints the failures it has seen and their summary.
+  timeout -k 15 -s INT "${T_TESTS:-400}" python3 -m pytest -p no:cacheprovider -n 14 -v --tb=short $files \
+    > "$out/tests.txt" 2>&1
+  grep -E "^(FAILED|ERROR)|passed|failed" "$out/tests.txt" | tail -25
+  timeout -k 15 -s INT "${T_TESTS:-400}" python3 -m pytest -p no:cacheprovider -n 14 -v --tb=short -m gpu tests \
+    > "$out/gpu-tests.txt" 2>&1
+  grep -E "^(FAILED|ERROR)|passed|failed" "$out/gpu-tests.txt" | tail -25
 }
 # memcheck sees an access outside every allocation; PYTORCH_NO_CUDA_MEMORY_CACHING gives each torch
 # tensor its own, so a stray access past a weight or an output is outside one (docs/memory-safety.md).
