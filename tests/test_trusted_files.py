@@ -66,6 +66,22 @@ def test_an_edited_kernel_source_is_refused_and_never_run(saved, tmp_path):
     assert not sentinel.exists()
 
 
+def test_the_runtime_load_engine_is_the_checking_one(saved, tmp_path):
+    """`from trident.runtime import load_engine` (the public name) runs the same checks."""
+    from trident.runtime import load_engine as runtime_load
+
+    path, inputs, expected = saved
+    torch.testing.assert_close(runtime_load(path)(*inputs), expected, rtol=0, atol=0)
+    sentinel = tmp_path / "ran"
+
+    def inject(header):
+        step = kernel_steps(header)[0]
+        step["source"] = f"open({str(sentinel)!r}, 'w')\n" + step["source"]
+    with pytest.raises(EngineFileError, match=r"plan\.steps\[\d+\]\.source"):
+        runtime_load(edited(path, tmp_path, inject))
+    assert not sentinel.exists()
+
+
 def test_a_spec_edit_that_changes_the_kernel_is_refused(saved, tmp_path):
     path, _, _ = saved
 

@@ -28,8 +28,11 @@ def _checkout_path() -> list[str]:
 
 __path__ += _checkout_path()  # before the imports below, which look trident.compiler up there
 
+from trident import runtime as _runtime  # noqa: E402
 from trident.compiler import build_engine, load_engine  # noqa: E402
 from trident.runtime.generate import generate  # noqa: E402
+
+_runtime.install_checking_loader(load_engine)  # trident.runtime.load_engine: the same checks
 
 try:
     __version__ = version("trident")
