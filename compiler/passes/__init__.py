@@ -22,6 +22,7 @@ from trident.compiler.passes.heads import fold_head_splits
 from trident.compiler.passes.horizontal import merge_sibling_matmuls
 from trident.compiler.passes.precision import lower_precision
 from trident.compiler.passes.reshapes import sink_reshapes
+from trident.compiler.passes.transposes import sink_transposes
 
 Pass = Callable[[Graph], Graph]
 
@@ -47,6 +48,7 @@ def pipeline(options: PassOptions) -> list[tuple[str, Pass]]:
         ("fold_bias_into_anchor", fold_bias_into_anchor),
         ("lower_conv1d", lower_conv1d),
         ("sink_reshapes", sink_reshapes),
+        ("sink_transposes", sink_transposes),
         ("fold_head_splits", fold_head_splits),
         ("fuse_attention", fuse_attention),
         ("merge_sibling_matmuls", merge_sibling_matmuls),
@@ -60,6 +62,8 @@ def pipeline(options: PassOptions) -> list[tuple[str, Pass]]:
         passes.append(("quantize", options.quantize))
     if options.precision in ("fp16", "int8"):
         passes.append(("lower_precision", lambda g: lower_precision(g, "fp16")))
+        # again: the fp16 output's cast to fp32 now follows the transpose sunk to the output
+        passes.append(("sink_transposes", sink_transposes))
     passes += [("fold_constants", fold_constants), ("eliminate_dead_code", eliminate_dead_code)]
     return passes
 

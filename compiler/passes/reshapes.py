@@ -99,7 +99,7 @@ def fold_reshape_chains(graph: Graph) -> Graph:
             return None
         target = list(_shape(graph, node.outputs[0]))
         inner = rb.value(node.inputs[0])
-        inner_node = _producer_in(rb, inner)
+        inner_node = producer_in(rb, inner)
         if inner_node is not None and inner_node.op == "reshape":
             inner = inner_node.inputs[0]
         if list(rb.builder.type_of(inner).shape) == target:
@@ -109,7 +109,7 @@ def fold_reshape_chains(graph: Graph) -> Graph:
     return eliminate_dead_code(rewrite(graph, fold))
 
 
-def _producer_in(rb: Rebuild, value: str) -> Node | None:
+def producer_in(rb: Rebuild, value: str) -> Node | None:
     """The node of the graph being built that defines `value` (usually one of the last few)."""
     for node in reversed(rb.builder.graph.nodes):
         if value in node.outputs:
@@ -117,10 +117,15 @@ def _producer_in(rb: Rebuild, value: str) -> Node | None:
     return None
 
 
-def sink_reshapes(graph: Graph) -> Graph:
+def sink_in_rounds(graph: Graph, sink_once, fold_chains) -> Graph:
+    """Each round moves every movable view down by one op, then folds the views that met."""
     for _ in range(_MAX_ROUNDS):
-        graph, changed = _sink_once(graph)
-        graph = fold_reshape_chains(graph)
+        graph, changed = sink_once(graph)
+        graph = fold_chains(graph)
         if not changed:
             break
     return graph
+
+
+def sink_reshapes(graph: Graph) -> Graph:
+    return sink_in_rounds(graph, _sink_once, fold_reshape_chains)
