@@ -54,31 +54,24 @@ def test_a_valid_file_loads_and_runs_its_regenerated_kernels(saved):
     torch.testing.assert_close(engine(*inputs), expected, rtol=0, atol=0)
 
 
-def test_an_edited_kernel_source_is_refused_and_never_run(saved, tmp_path):
-    path, _, _ = saved
+def _runtime_load(path):
+    """`from trident.runtime import load_engine`, the public name: the same checks."""
+    from trident.runtime import load_engine as runtime_load
+
+    return runtime_load(path)
+
+
+@pytest.mark.parametrize("load", [load_engine, _runtime_load], ids=["compiler", "runtime"])
+def test_an_edited_kernel_source_is_refused_and_never_run(saved, tmp_path, load):
+    path, inputs, expected = saved
+    torch.testing.assert_close(load(path)(*inputs), expected, rtol=0, atol=0)
     sentinel = tmp_path / "ran"
 
     def inject(header):
         step = kernel_steps(header)[-1]
         step["source"] = f"open({str(sentinel)!r}, 'w')\n" + step["source"]
     with pytest.raises(EngineFileError, match=r"plan\.steps\[\d+\]\.source"):
-        load_engine(edited(path, tmp_path, inject))
-    assert not sentinel.exists()
-
-
-def test_the_runtime_load_engine_is_the_checking_one(saved, tmp_path):
-    """`from trident.runtime import load_engine` (the public name) runs the same checks."""
-    from trident.runtime import load_engine as runtime_load
-
-    path, inputs, expected = saved
-    torch.testing.assert_close(runtime_load(path)(*inputs), expected, rtol=0, atol=0)
-    sentinel = tmp_path / "ran"
-
-    def inject(header):
-        step = kernel_steps(header)[0]
-        step["source"] = f"open({str(sentinel)!r}, 'w')\n" + step["source"]
-    with pytest.raises(EngineFileError, match=r"plan\.steps\[\d+\]\.source"):
-        runtime_load(edited(path, tmp_path, inject))
+        load(edited(path, tmp_path, inject))
     assert not sentinel.exists()
 
 
