@@ -2,7 +2,7 @@
 # Runs trident's GPU checks and benchmarks on a machine with an NVIDIA GPU: installs trident from
 # this checkout, then runs the stage asked for. Results land in $OUT (or ./gpu-out), named
 # <gpu>-<what>.json (docs/benchmarks.md); copy the ones to keep into benchmarks/results/.
-#   stages: tests | safety | attention | perf | zoo | trust | dynamic | kernels | sweep | tune | runtime |
+#   stages: tests | safety | check | attention | perf | zoo | trust | dynamic | kernels | sweep | tune | runtime |
 #           models | bench | bench-full | int8 | all.  T_<stage>: a time limit in seconds for the long steps.
 set -uo pipefail
 stage=${1:-all}
@@ -38,13 +38,16 @@ memcheck() {
   PYTORCH_NO_CUDA_MEMORY_CACHING=1 timeout "${T_MEMCHECK:-300}" compute-sanitizer --tool memcheck \
     --leak-check no --target-processes all --error-exitcode 1 "$@"
 }
+# The memcheck runs go side by side (each is one process on one core, bound by the sanitizer).
 run_safety() {
   memcheck python3 -m pytest -q -p no:cacheprovider tests/test_memory_safety.py tests/test_nan_semantics.py \
-    tests/test_prims.py 2>&1 | tee "$out/memcheck-kernels.txt" | tail -6
+    tests/test_prims.py > "$out/memcheck-kernels.txt" 2>&1 &
   memcheck python3 -m pytest -q -p no:cacheprovider tests/test_attention_kernel.py -k "odd_lengths or \
     causal_alignments or many_query or padding or window or relative or grouped or strided or rank3 or empty \
-    or never_read or fully_masked" 2>&1 | tee "$out/memcheck-attention.txt" | tail -6
-  memcheck python3 scripts/memcheck_models.py --no-graph 2>&1 | tee "$out/memcheck-models.txt" | tail -8
+    or never_read or fully_masked" > "$out/memcheck-attention.txt" 2>&1 &
+  memcheck python3 scripts/memcheck_models.py --no-graph > "$out/memcheck-models.txt" 2>&1 &
+  wait
+  for f in kernels attention models; do echo "== memcheck $f"; tail -n 6 "$out/memcheck-$f.txt"; done
 }
 run_attention() {
   timeout "${T_ATTENTION:-300}" python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_attention_kernel.py \
@@ -58,11 +61,16 @@ run_attention() {
 run_perf() {
   timeout "${T_PERF:-300}" python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_conv1d.py tests/test_mha.py \
     2>&1 | tee "$out/perf-tests.txt" | tail -8
-  memcheck python3 -m pytest -q -p no:cacheprovider tests/test_conv1d.py -k "module_runs and (plain or strided \
-    or grouped or depthwise or length_1) or whisper_stem_has" 2>&1 | tee "$out/memcheck-conv1d.txt" | tail -6
-  memcheck python3 -m pytest -q -p no:cacheprovider tests/test_mha.py -k "one_attention_kernel or masked \
-    or causal or native" 2>&1 | tee "$out/memcheck-mha.txt" | tail -6
+  run_perf_memcheck
   timeout "${T_PERF_BENCH:-420}" python3 -m trident.tools bench perf --out "$out" 2>&1 | tee "$out/perf.txt"
+}
+run_perf_memcheck() {
+  memcheck python3 -m pytest -q -p no:cacheprovider tests/test_conv1d.py -k "module_runs and (plain or strided \
+    or grouped or depthwise or length_1) or whisper_stem_has" > "$out/memcheck-conv1d.txt" 2>&1 &
+  memcheck python3 -m pytest -q -p no:cacheprovider tests/test_mha.py -k "one_attention_kernel or masked \
+    or causal or native" > "$out/memcheck-mha.txt" 2>&1 &
+  wait
+  for f in conv1d mha; do echo "== memcheck $f"; tail -n 6 "$out/memcheck-$f.txt"; done
 }
 # The model zoo in parts that fit one command: ZOO_MODELS picks the models (names or globs, e.g.
 # 'transformers/*' or 'torchvision/resnet50,torchvision/vit_b_16'), ZOO_ARGS adds options
@@ -93,6 +101,10 @@ case "$stage" in
   tests) run_tests ;;
   perf) run_perf ;;
   safety) run_safety ;;
+  # Every correctness check at once (the GPU tests beside the memcheck runs, which use one core
+  # each): no timings are taken, so sharing the GPU changes no figure.
+  check) { run_safety & run_perf_memcheck; wait; } > "$out/safety.txt" 2>&1 &
+         run_tests; wait; cat "$out/safety.txt" ;;
   attention) run_attention ;;
   # Profiles on several dims, KV-cache generation, dynamo dynamic shapes: GPU tests, then the
   # benchmark (BERT-base sequence profile vs static vs torch.compile; GPT-2 generate tokens/s).
@@ -129,3 +141,6 @@ case "$stage" in
        bench kernels --out "$out" 2>&1 | tee "$out/kernels.txt"
        bench --quick --out "$out/bench" 2>&1 | tee "$out/bench.txt" ;;
 esac
+# PACK=<file>: everything written to $out in one archive (a result folder may hold more files than
+# can be copied back one by one).
+[ -n "${PACK:-}" ] && tar czf "$PACK" -C "$out" .
