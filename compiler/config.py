@@ -114,6 +114,11 @@ ALLOW_TF32: bool = _env_flag("TRIDENT_ALLOW_TF32")
 # process, at each config's first launch).
 TUNE_WORKERS: int = int(os.environ.get("TRIDENT_TUNE_WORKERS") or min(16, os.cpu_count() or 1))
 
+# Engines on a GPU capture their launch sequence in a CUDA graph unless built with cuda_graph=False.
+# TRIDENT_CUDA_GRAPHS=0 turns capture off everywhere: compute-sanitizer's own calls break stream
+# capture, so runs under it launch eagerly (the replay launches the same kernels).
+CUDA_GRAPHS: bool = _env_flag("TRIDENT_CUDA_GRAPHS", default=True)
+
 # A profiled engine keeps the CUDA graphs of this many input shapes (the least recently used
 # goes first): one graph per shape holds its own copies of the inputs and outputs.
 CUDA_GRAPH_SHAPES: int = int(os.environ.get("TRIDENT_CUDA_GRAPH_SHAPES") or 16)

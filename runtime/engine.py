@@ -71,12 +71,12 @@ class Engine:
     """A compiled model: `engine(*inputs)` returns the list of its outputs."""
 
     def __init__(self, plan: Plan, device: torch.device | str | None = None,
-                 kernel_dir: Path | None = None, cuda_graph: bool = True,
+                 kernel_dir: Path | None = None, cuda_graph: bool | None = None,
                  streams: int | None = None):
         self.plan = plan
         self.dynamic = plan.dynamic   # DynamicInfo of a profiled build
         # On a GPU the launch sequence is captured once per input shape and replayed.
-        self.cuda_graph = cuda_graph
+        self.cuda_graph = config.CUDA_GRAPHS if cuda_graph is None else cuda_graph
         self.device = resolve_device(device)
         self.kernel_dir = kernel_dir or default_kernel_dir()
         self.constants = {name: self._place(t, plan.layouts[name]) for name, t in plan.constants.items()}

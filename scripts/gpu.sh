@@ -33,9 +33,10 @@ run_tests() {
   grep -E "^(FAILED|ERROR)|passed|failed" "$out/gpu-tests.txt" | tail -25
 }
 # memcheck sees an access outside every allocation; PYTORCH_NO_CUDA_MEMORY_CACHING gives each torch
-# tensor its own, so a stray access past a weight or an output is outside one (docs/memory-safety.md).
+# tensor its own, so a stray access past a weight or an output is outside one (docs/memory-safety.md);
+# TRIDENT_CUDA_GRAPHS=0: the sanitizer breaks stream capture, so engines launch eagerly under it.
 memcheck() {
-  PYTORCH_NO_CUDA_MEMORY_CACHING=1 timeout "${T_MEMCHECK:-300}" compute-sanitizer --tool memcheck \
+  TRIDENT_CUDA_GRAPHS=0 PYTORCH_NO_CUDA_MEMORY_CACHING=1 timeout "${T_MEMCHECK:-300}" compute-sanitizer --tool memcheck \
     --leak-check no --target-processes all --error-exitcode 1 "$@"
 }
 # The memcheck runs go side by side (each is one process on one core, bound by the sanitizer).

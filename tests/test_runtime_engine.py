@@ -195,3 +195,17 @@ def test_dynamic_batch_with_a_horizontal_kernel():
         with torch.no_grad():
             expected = model(x)
         assert ((engine(x)[0] - expected).norm() / expected.norm()).item() < 1e-5
+
+
+def test_cuda_graphs_follow_the_environment_switch(static_engine, monkeypatch):
+    # TRIDENT_CUDA_GRAPHS=0 (config.CUDA_GRAPHS) is how runs under compute-sanitizer launch eagerly;
+    # an explicit cuda_graph= still wins.
+    from trident.compiler import config
+    from trident.runtime.engine import Engine
+
+    plan = static_engine.plan
+    monkeypatch.setattr(config, "CUDA_GRAPHS", False)
+    assert Engine(plan).cuda_graph is False
+    assert Engine(plan, cuda_graph=True).cuda_graph is True
+    monkeypatch.setattr(config, "CUDA_GRAPHS", True)
+    assert Engine(plan).cuda_graph is True
