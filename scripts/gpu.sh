@@ -2,7 +2,7 @@
 # Runs trident's GPU checks and benchmarks on a machine with an NVIDIA GPU: installs trident from
 # this checkout, then runs the stage asked for. Results land in $OUT (or ./gpu-out), named
 # <gpu>-<what>.json (docs/benchmarks.md); copy the ones to keep into benchmarks/results/.
-#   stages: tests | safety | check | attention | perf | zoo | trust | dynamic | kernels | sweep | tune | runtime |
+#   stages: tests | safety | memcheck | check | attention | perf | zoo | trust | dynamic | kernels | sweep | tune | runtime |
 #           models | bench | bench-full | int8 | all.  T_<stage>: a time limit in seconds for the long steps.
 set -uo pipefail
 stage=${1:-all}
@@ -102,6 +102,7 @@ case "$stage" in
   tests) run_tests ;;
   perf) run_perf ;;
   safety) run_safety ;;
+  memcheck) run_safety & run_perf_memcheck; wait ;;   # every memcheck run, side by side
   # Every correctness check at once (the GPU tests beside the memcheck runs, which use one core
   # each): no timings are taken, so sharing the GPU changes no figure.
   check) { run_safety & run_perf_memcheck; wait; } > "$out/safety.txt" 2>&1 &
