@@ -182,7 +182,7 @@ def build_engine(model, precision: str = config.DEFAULT_PRECISION, example_input
 
 
 def load_engine(path, device=None, *, force: bool = False, any_gpu: bool = False,
-                cuda_graph: bool = True, streams: int | None = None) -> Engine:
+                cuda_graph: bool | None = None, streams: int | None = None) -> Engine:
     """Load an engine saved with `engine.save(path)` (runtime/format.py).
 
     The file is checked before anything is built from it: its structure and checksums, then its
