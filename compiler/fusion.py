@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from trident.compiler.codegen.templates import attention_kind, reads_any_layout
+from trident.compiler.templates import attention_kind, reads_any_layout
 from trident.compiler.ir import Graph, Node
 from trident.compiler.ops import OPS, Kind
 
@@ -89,7 +89,7 @@ def initial_kind(node: Node, graph: Graph) -> tuple[str, str]:
     if kind == Kind.OPAQUE:
         return "torch", f"{node.op} has no kernel template: torch runs it"
     if node.op in ("qconv", "qmatmul"):  # int8 layers share the float conv / GEMM templates
-        from trident.compiler.quantize.codegen import initial_kind as int8_kind
+        from trident.compiler.codegen.int8 import initial_kind as int8_kind
         return int8_kind(node, graph)
     if node.op == "attention":
         return attention_kind(node, graph)

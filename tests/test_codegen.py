@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from trident.compiler.build import BuildTrace, compile_graph
-from trident.compiler.codegen.templates import reads_any_layout
+from trident.compiler.templates import reads_any_layout
 from trident.compiler.ir import GraphBuilder, TensorType
 from trident.compiler.testing import assert_matches_reference
 from trident.kernels import prims

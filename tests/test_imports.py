@@ -7,7 +7,10 @@
 - no module imports itself back through others (no cycles), in any of trident's packages.
 
 Imports are read from each file's syntax tree, those inside functions included (a function-level
-import is still a dependency, only a later one).
+import is still a dependency, only a later one). A second graph holds what runs at import time:
+module-level imports only, and since importing a.b.c runs package a.b's __init__ first, an edge
+to a.b as well (unless a.b is a package of the importer, already initializing). A cycle there is
+an ImportError for whoever imports the wrong module first.
 """
 from __future__ import annotations
 
@@ -33,10 +36,11 @@ def module_files(root: Path, packages=PACKAGES) -> dict[str, Path]:
     return out
 
 
-def _imported_names(tree: ast.AST, module: str, is_package: bool):
-    """(line, dotted name) of everything imported anywhere in the tree; `from a import b` gives
-    a.b (a submodule or a name in a; resolved against the modules later)."""
-    for node in ast.walk(tree):
+def _imported_names(tree: ast.AST, module: str, is_package: bool, module_level: bool = False):
+    """(line, dotted name) of everything imported anywhere in the tree (module_level: outside
+    functions only); `from a import b` gives a.b (a submodule or a name in a; resolved against
+    the modules later)."""
+    for node in (_outside_functions(tree) if module_level else ast.walk(tree)):
         if isinstance(node, ast.Import):
             for alias in node.names:
                 yield node.lineno, alias.name
@@ -50,8 +54,16 @@ def _imported_names(tree: ast.AST, module: str, is_package: bool):
                 yield node.lineno, f"{base}.{alias.name}"
 
 
-def import_graph(files: dict[str, Path]) -> dict[str, dict[str, int]]:
-    """module -> {trident module it imports: line of the first such import}."""
+def _outside_functions(tree: ast.AST):
+    for node in ast.iter_child_nodes(tree):
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            yield node
+            yield from _outside_functions(node)
+
+
+def import_graph(files: dict[str, Path], import_time: bool = False) -> dict[str, dict[str, int]]:
+    """module -> {trident module it imports: line of the first such import}; import_time: the
+    module-level imports only, and the packages whose __init__ each one runs."""
     def resolve(name: str) -> str | None:
         while name and name not in files:
             name = name.rpartition(".")[0]
@@ -60,13 +72,23 @@ def import_graph(files: dict[str, Path]) -> dict[str, dict[str, int]]:
     graph: dict[str, dict[str, int]] = {}
     for module, path in files.items():
         tree = ast.parse(path.read_text(), str(path))
+        own_packages = _packages_of(module)
         edges: dict[str, int] = {}
-        for line, name in _imported_names(tree, module, path.name == "__init__.py"):
+        for line, name in _imported_names(tree, module, path.name == "__init__.py", import_time):
             target = resolve(name)
-            if target is not None and target != module:
-                edges.setdefault(target, line)
+            if target is None:
+                continue
+            for imported in [target, *(_packages_of(target) if import_time else [])]:
+                if imported in files and imported != module and imported not in own_packages:
+                    edges.setdefault(imported, line)
         graph[module] = edges
     return graph
+
+
+def _packages_of(module: str) -> list[str]:
+    """The packages whose __init__ Python runs before `module`: a.b.c -> [a.b, a]."""
+    parts = module.split(".")
+    return [".".join(parts[:k]) for k in range(len(parts) - 1, 0, -1)]
 
 
 def cycles(graph: dict[str, dict[str, int]]) -> list[list[str]]:
@@ -148,6 +170,11 @@ def graph():
     return import_graph(module_files(ROOT))
 
 
+@pytest.fixture(scope="module")
+def import_time_graph():
+    return import_graph(module_files(ROOT), import_time=True)
+
+
 def test_the_walker_sees_trident(graph):
     assert len(graph) > 80
     assert "trident.runtime.engine" in graph["trident.compiler.build"]
@@ -165,6 +192,12 @@ def test_runtime_and_kernels_are_leaves_and_only_build_imports_the_runtime(graph
 def test_no_import_cycles(graph):
     found = cycles(graph)
     assert not found, "import cycles:\n" + "\n".join(describe(c, graph) for c in found)
+
+
+def test_no_import_time_cycles_through_package_inits(import_time_graph):
+    found = cycles(import_time_graph)
+    assert not found, "import-time cycles:\n" + "\n".join(describe(c, import_time_graph) for c in found)
+
 
 
 def test_the_checks_fail_on_a_cycle_and_on_an_upward_import(tmp_path):

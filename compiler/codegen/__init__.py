@@ -12,7 +12,7 @@ from trident.compiler.codegen.dynamic_kernel import render_dynamic
 from trident.compiler.codegen.program import (Layout, Program, Step, is_nhwc, nhwc_strides,
                                               output_layout, torch_output_layouts, view_layouts)
 from trident.compiler.codegen.spec import kernel_spec, parse
-from trident.compiler.codegen.templates import reads_any_layout
+from trident.compiler.templates import reads_any_layout
 from trident.compiler.codegen.writer import dense_strides
 from trident.compiler.errors import EngineFileError, TridentError
 from trident.compiler.fusion import Group

@@ -22,7 +22,7 @@ from trident.compiler.codegen.writer import (Axis, KernelWriter, Operand, broadc
 from trident.compiler.fusion import Group, reduced_axes
 from trident.compiler.ir import Graph, Node
 from trident.compiler.ir.launch import LaunchConfig
-from trident.compiler.quantize.codegen import bias_of, dequantized, is_int8_anchor, weight_strides
+from trident.compiler.codegen.int8 import bias_of, dequantized, is_int8_anchor, weight_strides
 from trident.kernels.common import PIPELINE_SMEM_BUDGET, min_block_k, next_pow2, pipeline_smem_bytes
 
 

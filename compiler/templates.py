@@ -1,6 +1,7 @@
 """What the hand-written templates take, asked before a kernel is generated: by fusion (may a cast
 run inside a conv's loads? does the attention template run this node?) and by codegen (does a
-conv's input need an NHWC copy?)."""
+conv's input need an NHWC copy?). Outside the codegen package, so that fusion can ask without
+importing codegen (which imports fusion's groups)."""
 from __future__ import annotations
 
 import math
