@@ -8,7 +8,8 @@ Group kinds:
   matmul / conv / pool  an anchor op with an elementwise epilogue (bias, activation, residual)
   reduction             one reduction (softmax, layer norm, sum/mean/max) with elementwise
                         producers fused in front and consumers behind
-  pointwise             a chain of elementwise ops over one iteration space
+  pointwise             a chain of elementwise ops over one iteration space (a table lookup,
+                        an embedding's rows by token ids, counts as one: it reads per element)
   horizontal            sibling convs that read the same input, launched as one kernel
   attention             softmax(q k^T * scale + mask) v as one fused kernel (no epilogue)
   view                  a reshape/transpose/slice that only changes strides (no kernel)
@@ -47,9 +48,10 @@ class Group:
 
     @property
     def anchor(self) -> Node:
-        """The op the kernel is built around (the first node of a pointwise group)."""
+        """The op the kernel is built around (the first node of a pointwise group). A table
+        lookup computes per element, as the elementwise ops do: it anchors nothing."""
         for node in self.nodes:
-            if OPS[node.op].kind != Kind.ELEMENTWISE:
+            if OPS[node.op].kind != Kind.ELEMENTWISE and node.op != "gather":
                 return node
         return self.nodes[0]
 
@@ -86,6 +88,10 @@ def initial_kind(node: Node, graph: Graph) -> tuple[str, str]:
     no_kernel = _dtype_without_kernels(node, graph)
     if no_kernel is not None:
         return "torch", f"{no_kernel} has no kernels"
+    if node.op == "gather":
+        why = table_lookup_refusal(node, graph)
+        return ("pointwise", "table lookup (rows of a constant by input indices)") if why is None \
+            else ("torch", why)
     if kind == Kind.OPAQUE:
         return "torch", f"{node.op} has no kernel template: torch runs it"
     if node.op in ("qconv", "qmatmul"):  # int8 layers share the float conv / GEMM templates
@@ -125,6 +131,20 @@ def initial_kind(node: Node, graph: Graph) -> tuple[str, str]:
             return "torch", f"reduction longer than {MAX_ROW}"
         return "reduction", "anchor"
     return "torch", "no kernel for this op"
+
+
+def table_lookup_refusal(node: Node, graph: Graph) -> str | None:
+    """None if this gather computes in a pointwise kernel: rows (axis 0) of a constant float
+    table picked by a graph input's integer indices (token ids), which the engine checks before
+    running uncaptured (runtime/engine.py), as it does for the torch gather; else why not."""
+    table, indices = node.inputs[:2]
+    if node.attrs.get("axis", 0) != 0:
+        return "gather along an axis other than 0 runs in torch"
+    if table not in graph.constants or not graph.types[table].dtype.is_floating_point:
+        return "gather from a computed or non-float tensor runs in torch"
+    if indices not in graph.inputs or graph.types[indices].dtype not in (torch.int32, torch.int64):
+        return "gather by computed indices runs in torch (their range is checked there)"
+    return None
 
 
 def _dtype_without_kernels(node: Node, graph: Graph):

@@ -265,6 +265,8 @@ class Engine:
     def _run(self, inputs: Sequence[torch.Tensor], on_step=None, sizes=None) -> list[torch.Tensor]:
         if sizes is None and self.dynamic is not None:
             sizes = self._sizes_of(inputs)
+        if not (self.device.type == "cuda" and torch.cuda.is_current_stream_capturing()):
+            self._check_indices(inputs)
         bound = self._bind(sizes)
         env = dict(self.constants)
         env.update(zip(self.plan.inputs, inputs))
@@ -284,6 +286,20 @@ class Engine:
         finally:
             self._active = None
         return [env[o] for o in self.plan.outputs]
+
+    def _check_indices(self, inputs: Sequence[torch.Tensor]) -> None:
+        """Token ids index inside their table. Kernels clamp them (no lane reads outside the
+        table), so an id out of range is reported here, before every run that is not a CUDA-graph
+        replay (reading the values waits for the GPU, which a replay must not)."""
+        for k, (name, x) in enumerate(zip(self.plan.inputs, inputs)):
+            size = self.plan.index_bounds.get(name)
+            if size is None or x.numel() == 0:
+                continue
+            low, high = int(x.min()), int(x.max())
+            if low < -size or high >= size:
+                bad = low if low < -size else high
+                raise InputError(f'input "{name}" (#{k + 1} of {len(inputs)}): index {bad} is out '
+                                 f"of range for a table of {size} rows (expected {-size} .. {size - 1})")
 
     def _run_streams(self, env: dict) -> None:
         sched = self.schedule

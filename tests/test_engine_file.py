@@ -20,13 +20,33 @@ from trident.compiler.build import load_engine
 
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
-    """(engine, path, inputs) for bert_tiny (torch fallbacks, views, many kernels)."""
+    """(engine, path, inputs) for bert_tiny (views, many kernels, token-id bounds)."""
     build, make_inputs = MODELS["bert_tiny"]
     model = build()
     engine = build_engine(model, "fp32", make_inputs(2))
     path = tmp_path_factory.mktemp("engines") / "bert_tiny.engine"
     engine.save(path)
     return engine, path, make_inputs(2)
+
+
+class CumulativeHead(torch.nn.Module):
+    """A linear layer, a cumulative sum (a torch step: no kernel scans) and a relu."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(12, 10)
+
+    def forward(self, x):
+        return torch.cumsum(self.linear(x), 1).relu().reshape(-1)
+
+
+@pytest.fixture(scope="module")
+def saved_with_torch_step(tmp_path_factory):
+    model, x = CumulativeHead().eval(), torch.randn(3, 12)
+    engine = build_engine(model, "fp32", (x,))
+    path = tmp_path_factory.mktemp("engines") / "cumulative.engine"
+    engine.save(path)
+    return engine, path, (x,)
 
 
 def outputs_equal(a, b) -> bool:
@@ -205,11 +225,17 @@ def test_changed_kernel_templates_are_refused(saved, tmp_path):
     assert outputs_equal(load_engine(path, force=True)(*inputs), engine(*inputs))
 
 
-def test_header_holds_a_plan_and_no_compiler_internals(saved):
+def test_a_torch_step_round_trips(saved_with_torch_step):
+    engine, path, inputs = saved_with_torch_step
+    assert [s.kind for s in engine.plan.steps if s.kind != "view"] == ["kernel", "torch", "kernel"]
+    assert outputs_equal(engine(*inputs), load_engine(path)(*inputs))
+
+
+def test_header_holds_a_plan_and_no_compiler_internals(saved_with_torch_step):
     """The plan is written field by field; the whole graph and the tuning problems stay with the
     compiler (each kernel's source declares its own PROBLEM). A kernel carries its spec: the
     fused nodes and layouts its generator read, from which loading regenerates the source."""
-    engine, path, _ = saved
+    engine, path, _ = saved_with_torch_step
     header, _ = fmt.read_engine_file(path)
     assert "program" not in header and "graph" not in header["plan"]
     steps = header["plan"]["steps"]

@@ -163,6 +163,11 @@ class KernelWriter:
         """The mask of the axes this operand actually varies along."""
         return self.mask_of(self._axes_of(op))
 
+    def space_shape(self) -> tuple[int, ...]:
+        """The iteration space's shape, as the axes declared it (dims left out are size 1)."""
+        sizes = {d: size for axis in self.axes for d, size in axis.dims}
+        return tuple(sizes.get(d, 1) for d in range(max(sizes, default=-1) + 1))
+
     # -- loads, body, stores ---------------------------------------------------------------
     # Every access is masked by every axis its pointer spans: a lane past the extent of any axis
     # it moves along would read or write outside the tensor (or another row of it).
@@ -174,6 +179,43 @@ class KernelWriter:
         if op.dtype.is_floating_point:
             text += ".to(tl.float32)"
         self.line(f"{var} = {text}")
+        return var
+
+    def table_lookup(self, node: Node, operand_for) -> str:
+        """out[i..., j...] = table[ids[i...], j...]: a gather along axis 0 of a constant table
+        (fusion.table_lookup_refusal), computed where the value is needed, so an embedding's
+        rows flow into the adds and the LayerNorm after it without a stored copy.
+
+        Indices are wrapped (negative ones count from the end) and clamped into the table, as
+        the torch gather does under a CUDA graph: no lane reads outside the table. The engine
+        checks token ids before every uncaptured run, so an out-of-range id is still an error."""
+        table_name, ids_name = node.inputs[:2]
+        out_shape = tuple(self.graph.types[node.outputs[0]].shape)
+        out_dims = broadcast_dims(out_shape, self.space_shape())
+        id_rank = len(self.graph.types[ids_name].shape)
+        if ids_name not in self.values:
+            ids = operand_for(ids_name)
+            ids = Operand(ids.arg, ids.strides, out_dims[:id_rank], ids.dtype, ids.offset)
+            self.values[ids_name] = self.load(ids)
+        table = operand_for(table_name)
+        rows = self.graph.types[table_name].shape[0]
+        row = self.tmp("row")
+        self.line(f"{row} = {self.values[ids_name]}.to(tl.int64)")
+        self.line(f"{row} = tl.minimum(tl.maximum(tl.where({row} < 0, {row} + {rows}, {row}), 0), "
+                  f"{max(rows - 1, 0)})")
+        # The table's own dims after the first are the output's last ones.
+        table_dims = (None,) + out_dims[id_rank:]
+        lookup = Operand(table.arg, table.strides, table_dims, table.dtype, table.offset)
+        id_dims = {d for d in out_dims[:id_rank] if d is not None}
+        spanned = [a for a in self.axes if a.mask and (a in self._axes_of(lookup) or
+                                                       any(d in id_dims for d, _ in a.dims))]
+        mask = self.mask_of(spanned)
+        masked = f", mask={mask}, other=0" if mask else ""
+        offset = self.offset(lookup, spanned)
+        var = self.tmp("x")
+        self.line(f"{var} = tl.load({table.arg} + {row} * {table.strides[0]} + ({offset}){masked})"
+                  f".to(tl.float32)")
+        self.values[node.outputs[0]] = var
         return var
 
     def store(self, op: Operand, var: str, value_axes: list[Axis] | None = None) -> None:
@@ -194,6 +236,8 @@ class KernelWriter:
 
     def elementwise(self, node: Node, operand_for) -> str:
         """Emit `node`; operand_for(value) gives the Operand of a value not yet in registers."""
+        if node.op == "gather":
+            return self.table_lookup(node, operand_for)
         args = []
         for value in node.inputs:
             if value in self.values:

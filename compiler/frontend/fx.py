@@ -410,6 +410,17 @@ def _rsub(cx: Ctx, a, b, alpha=1):
     return _sub(cx, b, a, alpha)
 
 
+@converts(aten.remainder.Tensor, aten.remainder.Scalar, torch.remainder, operator.mod, operator.imod,
+          "remainder", "__mod__")
+def _remainder(cx: Ctx, a, b):
+    return _binary(cx, "mod", a, b)  # the divisor's sign, as Python's % and torch.remainder
+
+
+@converts(aten.fmod.Tensor, aten.fmod.Scalar, torch.fmod, "fmod")
+def _fmod(cx: Ctx, a, b):
+    return _binary(cx, "fmod", a, b)  # the dividend's sign, as C's fmod
+
+
 @converts(aten.mul.Tensor, aten.mul.Scalar, torch.mul, operator.mul, operator.imul, "mul",
           "__mul__", "__rmul__", "mul_")
 def _mul(cx: Ctx, a, b):

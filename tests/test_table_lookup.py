@@ -1,0 +1,141 @@
+"""Table lookups (an embedding's Gather: rows of a constant table picked by input token ids) run in
+the pointwise / reduction kernels that use them (fusion.table_lookup_refusal,
+KernelWriter.table_lookup): BERT's word embedding + position add + LayerNorm is one kernel. The
+bounds sanitizer is on (conftest), so a lane reading outside the table fails the test."""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import TensorProto, helper, numpy_helper
+
+from trident.compiler import InputError, build_engine
+
+VOCAB, WIDTH, SEQ = 37, 33, 7  # none a multiple of a block
+
+
+class EmbeddingNorm(torch.nn.Module):
+    """BERT's embedding block: word rows + position rows, then LayerNorm."""
+
+    def __init__(self, seq: int = SEQ):
+        super().__init__()
+        self.words = torch.nn.Embedding(VOCAB, WIDTH)
+        self.positions = torch.nn.Parameter(torch.randn(seq, WIDTH))
+        self.norm = torch.nn.LayerNorm(WIDTH)
+
+    def forward(self, ids):
+        return self.norm(self.words(ids) + self.positions)
+
+
+def steps(engine) -> list[tuple[str, str]]:
+    return [(s.kind, s.name if s.kind == "kernel" else s.node.op) for s in engine.plan.steps
+            if s.kind != "view"]
+
+
+def reference(model: EmbeddingNorm, ids: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return model(torch.where(ids < 0, ids + VOCAB, ids))  # ONNX counts negative ids from the end
+
+
+@pytest.mark.parametrize("precision, tolerance", [("fp32", 1e-5), ("fp16", 2e-2)])
+def test_embedding_add_layer_norm_is_one_kernel(precision, tolerance):
+    torch.manual_seed(0)
+    model = EmbeddingNorm().eval()
+    ids = torch.randint(-VOCAB, VOCAB, (3, SEQ))
+    engine = build_engine(model, precision, (ids,))
+    (kind, name), = steps(engine)  # (at fp16 the cast to the fp32 output joins it too)
+    assert kind == "kernel" and name.startswith("reduction_gather_add_layer_norm")
+    for batch_ids in (ids, torch.randint(-VOCAB, VOCAB, (3, SEQ))):  # fresh ids, same engine
+        (got,) = engine(batch_ids)
+        ref = reference(model, batch_ids)
+        assert torch.allclose(got.float(), ref, rtol=tolerance, atol=tolerance)
+
+
+def test_size_one_dims():
+    torch.manual_seed(1)
+    model = EmbeddingNorm(seq=1).eval()
+    ids = torch.tensor([[VOCAB - 1]])
+    (got,) = build_engine(model, "fp32", (ids,))(ids)
+    assert torch.allclose(got, reference(model, ids), rtol=1e-5, atol=1e-5)
+
+
+def test_nan_and_inf_rows_reach_the_output():
+    model = torch.nn.Embedding(VOCAB, WIDTH).eval()
+    with torch.no_grad():
+        model.weight[3] = float("nan")
+        model.weight[5, 2] = float("inf")
+    ids = torch.tensor([[3, 5, 0]])
+    engine = build_engine(model, "fp32", (ids,))
+    assert [k for k, _ in steps(engine)] == ["kernel"]
+    (got,) = engine(ids)
+    assert torch.isnan(got[0, 0]).all() and torch.isinf(got[0, 1, 2]) and torch.isfinite(got[0, 2]).all()
+    assert torch.equal(got[0, 2], model.weight[0].detach())
+
+
+def test_an_id_outside_the_table_is_an_input_error():
+    model = EmbeddingNorm().eval()
+    ids = torch.randint(0, VOCAB, (2, SEQ))
+    engine = build_engine(model, "fp32", (ids,))
+    for bad in (VOCAB, -VOCAB - 1):
+        wrong = ids.clone()
+        wrong[1, 3] = bad
+        with pytest.raises(InputError, match=rf'input "ids".*index {bad} is out of range .*{VOCAB} rows'):
+            engine(wrong)
+
+
+def test_computed_indices_and_other_axes_stay_in_torch():
+    class Shifted(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.table = torch.nn.Parameter(torch.randn(VOCAB, WIDTH))
+
+        def forward(self, ids):
+            rows = self.table[(ids + 1) % VOCAB]           # indices computed in the graph
+            cols = torch.index_select(self.table, 1, ids[0])  # a gather along axis 1
+            return rows.sum() + cols.sum()
+
+    model = Shifted().eval()
+    ids = torch.randint(0, 5, (2, 4))
+    engine = build_engine(model, "fp32", (ids,))
+    in_torch = [op for kind, op in steps(engine) if kind == "torch"]
+    assert in_torch.count("gather") == 2
+    (got,) = engine(ids)
+    with torch.no_grad():
+        assert torch.allclose(got, model(ids), rtol=1e-5, atol=1e-4)
+
+
+def test_onnx_gather_of_an_initializer_matches_onnxruntime():
+    ort = pytest.importorskip("onnxruntime")
+    rng = np.random.default_rng(2)
+    table = rng.standard_normal((VOCAB, 5, 3)).astype(np.float32)  # rows of rank 2
+    bias = rng.standard_normal((5, 3)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["table", "ids"], ["rows"], axis=0),
+         helper.make_node("Add", ["rows", "bias"], ["out"])],
+        "lookup",
+        [helper.make_tensor_value_info("ids", TensorProto.INT32, [4, 2])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [4, 2, 5, 3])],
+        [numpy_helper.from_array(table, "table"), numpy_helper.from_array(bias, "bias")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    ids = rng.integers(-VOCAB, VOCAB, (4, 2)).astype(np.int32)
+    engine = build_engine(model, "fp32")
+    assert [k for k, _ in steps(engine)] == ["kernel"]
+    (got,) = engine(torch.from_numpy(ids))
+    (want,) = ort.InferenceSession(model.SerializeToString()).run(None, {"ids": ids})
+    np.testing.assert_allclose(got.numpy(), want, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.float32])
+def test_remainder_and_fmod_keep_their_signs(dtype):
+    """torch's % (the divisor's sign) and fmod (the dividend's) reach the mod / fmod ops."""
+    class Remainders(torch.nn.Module):
+        def forward(self, a, b):
+            return a % b, torch.fmod(a, b), torch.remainder(a, 3)
+
+    a = torch.tensor([[-7, -3, 0, 3, 7, 11]], dtype=dtype)
+    b = torch.tensor([[3, -3, 5, -4, -2, 4]], dtype=dtype)
+    got = build_engine(Remainders(), "fp32", (a, b))(a, b)
+    for g, want in zip(got, Remainders()(a, b)):
+        assert torch.equal(g, want)
