@@ -9,7 +9,8 @@ Group kinds:
   reduction             one reduction (softmax, layer norm, sum/mean/max) with elementwise
                         producers fused in front and consumers behind
   pointwise             a chain of elementwise ops over one iteration space (a table lookup,
-                        an embedding's rows by token ids, counts as one: it reads per element)
+                        an embedding's rows by token ids, and a concat start one: each lane
+                        reads its own element)
   horizontal            sibling convs that read the same input, launched as one kernel
   attention             softmax(q k^T * scale + mask) v as one fused kernel (no epilogue)
   view                  a reshape/transpose/slice that only changes strides (no kernel)
@@ -29,6 +30,11 @@ from trident.compiler.ops import OPS, Kind
 MAX_ROW = 8192
 # More extra operands than this in one epilogue costs more registers than the fusion saves.
 MAX_GROUP_INPUTS = 10
+# Movement ops a pointwise kernel computes element by element (KernelWriter.table_lookup, .concat):
+# they start pointwise groups, never anchor one.
+PER_ELEMENT_MOVES = ("gather", "concat")
+# Each lane of a concat kernel tries every piece (masked loads): past this many, torch.cat.
+MAX_CONCAT_PIECES = 8
 
 ANCHOR_KINDS = ("matmul", "conv", "pool")
 VIEW_OPS = {"reshape", "transpose", "expand", "slice", "split", "identity"}
@@ -51,7 +57,7 @@ class Group:
         """The op the kernel is built around (the first node of a pointwise group). A table
         lookup computes per element, as the elementwise ops do: it anchors nothing."""
         for node in self.nodes:
-            if OPS[node.op].kind != Kind.ELEMENTWISE and node.op != "gather":
+            if OPS[node.op].kind != Kind.ELEMENTWISE and node.op not in PER_ELEMENT_MOVES:
                 return node
         return self.nodes[0]
 
@@ -92,6 +98,11 @@ def initial_kind(node: Node, graph: Graph) -> tuple[str, str]:
         why = table_lookup_refusal(node, graph)
         return ("pointwise", "table lookup (rows of a constant by input indices)") if why is None \
             else ("torch", why)
+    if node.op == "concat":
+        pieces = len(node.inputs)
+        if pieces > MAX_CONCAT_PIECES or t[node.inputs[0]].dtype not in POINTWISE_DTYPES:
+            return "torch", f"concat of {pieces} pieces of {t[node.inputs[0]].dtype}"
+        return "pointwise", "concat (each lane reads its piece)"
     if kind == Kind.OPAQUE:
         return "torch", f"{node.op} has no kernel template: torch runs it"
     if node.op in ("qconv", "qmatmul"):  # int8 layers share the float conv / GEMM templates

@@ -218,6 +218,61 @@ class KernelWriter:
         self.values[node.outputs[0]] = var
         return var
 
+    def concat(self, node: Node, operand_for) -> str:
+        """out = cat(pieces, axis): each lane loads from the piece its index along the axis falls
+        in (index minus the piece's start), every load masked to its own piece, so no lane reads
+        outside one. Pieces of size 0 take no lane."""
+        out_shape = tuple(self.graph.types[node.outputs[0]].shape)
+        out_dims = broadcast_dims(out_shape, self.space_shape())
+        axis = node.attrs["axis"] % len(out_shape)
+        along = out_dims[axis]
+        index = self.index_of.get(along, "0") if along is not None else "0"
+        var, start = None, 0
+        for value in node.inputs:
+            size = self.graph.types[value].shape[axis]
+            if size == 0:
+                continue
+            piece = operand_for(value)
+            piece = Operand(piece.arg, piece.strides, out_dims, piece.dtype, piece.offset)
+            shifted = self.tmp("cat")
+            self.line(f"{shifted} = {index} - {start}")
+            inside = f"({shifted} >= 0) & ({shifted} < {size})"
+            loaded = self._load_shifted(piece, along, shifted, inside)
+            if var is None:
+                var = loaded
+            else:
+                merged = self.tmp("v")
+                self.line(f"{merged} = tl.where({inside}, {loaded}, {var})")
+                var = merged
+            start += size
+        if var is None:  # every piece empty: the output has no element either
+            var = self.tmp("v")
+            self.line(f"{var} = 0")
+        self.values[node.outputs[0]] = var
+        return var
+
+    def _load_shifted(self, op: Operand, along: int | None, shifted: str, inside: str) -> str:
+        """Load `op` with the index of space dim `along` replaced by `shifted`, masked by `inside`
+        and by every axis the pointer moves along."""
+        terms = [f"{op.offset}"] if op.offset else []
+        for stride, dim in zip(op.strides, op.space_dims):
+            if dim is None or stride == 0:
+                continue
+            idx = shifted if dim == along else self.index_of.get(dim)
+            if idx is not None:
+                terms.append(idx if stride == 1 else f"{idx} * {stride}")
+        spanned = [a for a in self.axes if a.mask and (a in self._axes_of(op)
+                                                      or any(d == along for d, _ in a.dims))]
+        terms += [f"{a.var} * 0" for a in spanned]  # the pointer takes every spanned axis's shape
+        masks = [m for m in (self.mask_of(spanned), inside) if m]
+        var = self.tmp("x")
+        text = (f"tl.load({op.arg} + ({' + '.join(terms) or '0'}), "
+                f"mask={' & '.join(f'({m})' for m in masks)}, other=0)")
+        if op.dtype.is_floating_point:
+            text += ".to(tl.float32)"
+        self.line(f"{var} = {text}")
+        return var
+
     def store(self, op: Operand, var: str, value_axes: list[Axis] | None = None) -> None:
         """Store register `var`, which holds one value per lane of `value_axes` (default: every
         axis of the kernel; a reduction's per-row results span its row axis only).
@@ -238,6 +293,8 @@ class KernelWriter:
         """Emit `node`; operand_for(value) gives the Operand of a value not yet in registers."""
         if node.op == "gather":
             return self.table_lookup(node, operand_for)
+        if node.op == "concat":
+            return self.concat(node, operand_for)
         args = []
         for value in node.inputs:
             if value in self.values:

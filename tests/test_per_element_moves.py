@@ -1,7 +1,9 @@
-"""Table lookups (an embedding's Gather: rows of a constant table picked by input token ids) run in
-the pointwise / reduction kernels that use them (fusion.table_lookup_refusal,
-KernelWriter.table_lookup): BERT's word embedding + position add + LayerNorm is one kernel. The
-bounds sanitizer is on (conftest), so a lane reading outside the table fails the test."""
+"""Movement ops that pointwise kernels compute element by element (fusion.PER_ELEMENT_MOVES):
+- table lookups (an embedding's Gather: rows of a constant table picked by input token ids,
+  KernelWriter.table_lookup): BERT's word embedding + position add + LayerNorm is one kernel;
+- concat (KernelWriter.concat): each lane reads the piece its index falls in, and the ops after
+  it (RoPE's rotate-half products, a BatchNorm + ReLU after a channel concat) fuse behind it.
+The bounds sanitizer is on (conftest), so a lane reading outside a tensor fails the test."""
 from __future__ import annotations
 
 import numpy as np
@@ -11,6 +13,7 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from trident.compiler import InputError, build_engine
+from trident.compiler.fusion import MAX_CONCAT_PIECES
 
 VOCAB, WIDTH, SEQ = 37, 33, 7  # none a multiple of a block
 
@@ -139,3 +142,93 @@ def test_remainder_and_fmod_keep_their_signs(dtype):
     got = build_engine(Remainders(), "fp32", (a, b))(a, b)
     for g, want in zip(got, Remainders()(a, b)):
         assert torch.equal(g, want)
+
+
+class RotateHalf(torch.nn.Module):
+    """Llama's rotary embedding: x * cos + cat(-x2, x1) * sin."""
+
+    def forward(self, x, cos, sin):
+        half = x.shape[-1] // 2
+        rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+        return x * cos + rotated * sin
+
+
+@pytest.mark.parametrize("precision, tolerance", [("fp32", 1e-6), ("fp16", 1e-2)])
+def test_rotate_half_concat_fuses_with_its_products(precision, tolerance):
+    torch.manual_seed(3)
+    x, cos, sin = torch.randn(2, 3, 5, 14), torch.randn(5, 14), torch.randn(5, 14)
+    engine = build_engine(RotateHalf(), precision, (x, cos, sin))
+    # Nothing in torch; the concat, the second product and the sum in one kernel (at fp32 the
+    # negation and the first product are the only others).
+    assert all(kind == "kernel" for kind, _ in steps(engine))
+    assert any("concat_mul_add" in name for _, name in steps(engine))
+    if precision == "fp32":
+        assert len(steps(engine)) == 2
+    (got,) = engine(x, cos, sin)
+    assert torch.allclose(got.float(), RotateHalf()(x, cos, sin), rtol=tolerance, atol=tolerance)
+
+
+class ChannelConcat(torch.nn.Module):
+    """DenseNet / Inception: branches concatenated along channels, then BatchNorm + ReLU."""
+
+    def __init__(self, widths=(3, 5, 1)):
+        super().__init__()
+        self.branches = torch.nn.ModuleList(torch.nn.Conv2d(4, w, 3, padding=1) for w in widths)
+        self.norm = torch.nn.BatchNorm2d(sum(widths))
+
+    def forward(self, x):
+        return torch.relu(self.norm(torch.cat([b(x) for b in self.branches], 1)))
+
+
+def test_channel_concat_of_convs_then_batch_norm_relu():
+    torch.manual_seed(4)
+    model = ChannelConcat()
+    x = torch.randn(2, 4, 7, 9)
+    model.train()(x)  # settle the BatchNorm statistics
+    model.eval()
+    engine = build_engine(model, "fp32", (x,))
+    assert not [op for kind, op in steps(engine) if kind == "torch"]
+    (got,) = engine(x)
+    with torch.no_grad():
+        assert torch.allclose(got, model(x), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("shapes, axis", [
+    (((2, 0, 3), (2, 4, 3), (2, 1, 3)), 1),   # an empty piece and a size-1 one
+    (((1, 5), (1, 5)), 0),                     # along a leading size-1 dim
+    (((3, 2), (3, 7)), -1),
+])
+def test_concat_edges(shapes, axis):
+    class Cat(torch.nn.Module):
+        def forward(self, *xs):
+            return torch.cat(xs, axis) + 1
+
+    xs = tuple(torch.randn(s) for s in shapes)
+    engine = build_engine(Cat(), "fp32", xs)
+    assert not [op for kind, op in steps(engine) if kind == "torch"]
+    (got,) = engine(*xs)
+    assert torch.equal(got, Cat()(*xs))
+
+
+def test_concat_keeps_integers_and_nan():
+    class Cat(torch.nn.Module):
+        def forward(self, a, b, f, g):
+            return torch.cat((a, b), 1), torch.cat((f, g), 0)
+
+    a, b = torch.randint(-9, 9, (2, 3)), torch.randint(-9, 9, (2, 4))
+    f, g = torch.tensor([[float("nan"), 1.0]]), torch.tensor([[float("inf"), -2.0]])
+    got = build_engine(Cat(), "fp32", (a, b, f, g))(a, b, f, g)
+    assert torch.equal(got[0], torch.cat((a, b), 1))
+    assert torch.isnan(got[1][0, 0]) and torch.equal(got[1][1:], g) and got[1][0, 1] == 1.0
+
+
+def test_a_concat_of_many_pieces_stays_in_torch():
+    class Cat(torch.nn.Module):
+        def forward(self, x):
+            return torch.cat([x * k for k in range(MAX_CONCAT_PIECES + 1)], 1)
+
+    x = torch.randn(2, 3)
+    engine = build_engine(Cat(), "fp32", (x,))
+    assert "concat" in [op for kind, op in steps(engine) if kind == "torch"]
+    (got,) = engine(x)
+    assert torch.allclose(got, Cat()(x))
