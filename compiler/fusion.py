@@ -9,8 +9,8 @@ Group kinds:
   reduction             one reduction (softmax, layer norm, sum/mean/max) with elementwise
                         producers fused in front and consumers behind
   pointwise             a chain of elementwise ops over one iteration space (a table lookup,
-                        an embedding's rows by token ids, and a concat start one: each lane
-                        reads its own element)
+                        an embedding's rows by token ids, a concat and a constant pad start
+                        one: each lane reads its own element)
   horizontal            sibling convs that read the same input, launched as one kernel
   attention             softmax(q k^T * scale + mask) v as one fused kernel (no epilogue)
   view                  a reshape/transpose/slice that only changes strides (no kernel)
@@ -32,7 +32,7 @@ MAX_ROW = 8192
 MAX_GROUP_INPUTS = 10
 # Movement ops a pointwise kernel computes element by element (KernelWriter.table_lookup, .concat):
 # they start pointwise groups, never anchor one.
-PER_ELEMENT_MOVES = ("gather", "concat")
+PER_ELEMENT_MOVES = ("gather", "concat", "pad")
 # Each lane of a concat kernel tries every piece (masked loads): past this many, torch.cat.
 MAX_CONCAT_PIECES = 8
 
@@ -103,6 +103,12 @@ def initial_kind(node: Node, graph: Graph) -> tuple[str, str]:
         if pieces > MAX_CONCAT_PIECES or t[node.inputs[0]].dtype not in POINTWISE_DTYPES:
             return "torch", f"concat of {pieces} pieces of {t[node.inputs[0]].dtype}"
         return "pointwise", "concat (each lane reads its piece)"
+    if node.op == "pad":
+        a = node.attrs
+        if a.get("mode", "constant") != "constant" or min(a["pads"]) < 0 or \
+                t[node.inputs[0]].dtype not in POINTWISE_DTYPES:
+            return "torch", "pad that crops, or reflects / repeats edges"
+        return "pointwise", "constant pad (each lane reads its element or the fill)"
     if kind == Kind.OPAQUE:
         return "torch", f"{node.op} has no kernel template: torch runs it"
     if node.op in ("qconv", "qmatmul"):  # int8 layers share the float conv / GEMM templates

@@ -232,3 +232,54 @@ def test_a_concat_of_many_pieces_stays_in_torch():
     assert "concat" in [op for kind, op in steps(engine) if kind == "torch"]
     (got,) = engine(x)
     assert torch.allclose(got, Cat()(x))
+
+
+def padded_shape(shape, pads):
+    rank = len(shape)
+    return [size + pads[d] + pads[rank + d] for d, size in enumerate(shape)]
+
+
+def onnx_pad(shape, pads, mode="constant", value=None):
+    """An ONNX model: y = Pad(x * 2) + 1 (fx lowers torch's constant pads to concats instead)."""
+    inits = [numpy_helper.from_array(np.array(pads, np.int64), "pads"),
+             numpy_helper.from_array(np.array(2.0, np.float32), "two"),
+             numpy_helper.from_array(np.array(1.0, np.float32), "one")]
+    pad_inputs = ["doubled", "pads"]
+    if value is not None:
+        inits.append(numpy_helper.from_array(np.array(value, np.float32), "value"))
+        pad_inputs.append("value")
+    graph = helper.make_graph(
+        [helper.make_node("Mul", ["x", "two"], ["doubled"]),
+         helper.make_node("Pad", pad_inputs, ["padded"], mode=mode),
+         helper.make_node("Add", ["padded", "one"], ["y"])],
+        "pad", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(shape))],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, padded_shape(shape, pads))], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+
+
+@pytest.mark.parametrize("pads, value", [
+    ((0, 0, 1, 0, 0, 2), None),           # the last dim, zeros
+    ((0, 2, 1, 1, 0, 0), -1.5),           # two dims, one side each
+    ((1, 0, 3, 0, 0, 0), float("-inf")),  # a leading dim
+])
+def test_constant_pad_fuses_with_what_follows(pads, value):
+    ort = pytest.importorskip("onnxruntime")
+    model = onnx_pad((2, 3, 5), pads, value=value)
+    x = np.random.default_rng(5).standard_normal((2, 3, 5)).astype(np.float32)
+    engine = build_engine(model, "fp32")
+    assert [name for _, name in steps(engine)] == ["pointwise_mul", "pointwise_pad_add"]
+    (got,) = engine(torch.from_numpy(x))
+    (want,) = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})
+    np.testing.assert_array_equal(got.numpy(), want)
+
+
+@pytest.mark.parametrize("pads, mode", [((0, 0, 2, 0, 0, 2), "reflect"), ((0, 0, -1, 0, 0, 1), "constant")])
+def test_reflect_pads_and_crops_stay_in_torch(pads, mode):
+    ort = pytest.importorskip("onnxruntime")
+    model = onnx_pad((2, 3, 5), pads, mode=mode)
+    x = np.random.default_rng(6).standard_normal((2, 3, 5)).astype(np.float32)
+    engine = build_engine(model, "fp32")
+    assert ("torch", "pad") in steps(engine)
+    (got,) = engine(torch.from_numpy(x))
+    (want,) = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})
+    np.testing.assert_array_equal(got.numpy(), want)

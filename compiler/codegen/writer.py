@@ -237,7 +237,7 @@ class KernelWriter:
             shifted = self.tmp("cat")
             self.line(f"{shifted} = {index} - {start}")
             inside = f"({shifted} >= 0) & ({shifted} < {size})"
-            loaded = self._load_shifted(piece, along, shifted, inside)
+            loaded = self._load_shifted(piece, {along: shifted}, inside)
             if var is None:
                 var = loaded
             else:
@@ -251,23 +251,48 @@ class KernelWriter:
         self.values[node.outputs[0]] = var
         return var
 
-    def _load_shifted(self, op: Operand, along: int | None, shifted: str, inside: str) -> str:
-        """Load `op` with the index of space dim `along` replaced by `shifted`, masked by `inside`
-        and by every axis the pointer moves along."""
+    def pad(self, node: Node, operand_for) -> str:
+        """out = pad(x) in constant mode (no crop): a lane inside the input reads x at its index
+        minus the pads before it, the others take the fill value; no load leaves x."""
+        out_shape = tuple(self.graph.types[node.outputs[0]].shape)
+        in_shape = tuple(self.graph.types[node.inputs[0]].shape)
+        out_dims = broadcast_dims(out_shape, self.space_shape())
+        pads, rank = node.attrs["pads"], len(out_shape)
+        x = operand_for(node.inputs[0])
+        x = Operand(x.arg, x.strides, out_dims, x.dtype, x.offset)
+        shifted, inside = {}, []
+        for d in range(rank):
+            before = pads[d]
+            if not (before or pads[rank + d]) or out_dims[d] is None:
+                continue
+            index = self.tmp("pad")
+            self.line(f"{index} = {self.index_of.get(out_dims[d], '0')} - {before}")
+            shifted[out_dims[d]] = index
+            inside.append(f"({index} >= 0) & ({index} < {in_shape[d]})")
+        loaded = self._load_shifted(x, shifted, " & ".join(inside) or None)
+        var = self.tmp("v")
+        fill = E.literal(node.attrs.get("value", 0))
+        self.line(f"{var} = tl.where({' & '.join(inside)}, {loaded}, {fill})" if inside else f"{var} = {loaded}")
+        self.values[node.outputs[0]] = var
+        return var
+
+    def _load_shifted(self, op: Operand, shifted: dict[int, str], inside: str | None) -> str:
+        """Load `op` with the index of each space dim in `shifted` replaced by its expression,
+        masked by `inside` and by every axis the pointer moves along."""
         terms = [f"{op.offset}"] if op.offset else []
         for stride, dim in zip(op.strides, op.space_dims):
             if dim is None or stride == 0:
                 continue
-            idx = shifted if dim == along else self.index_of.get(dim)
+            idx = shifted.get(dim) or self.index_of.get(dim)
             if idx is not None:
                 terms.append(idx if stride == 1 else f"{idx} * {stride}")
         spanned = [a for a in self.axes if a.mask and (a in self._axes_of(op)
-                                                      or any(d == along for d, _ in a.dims))]
+                                                      or any(d in shifted for d, _ in a.dims))]
         terms += [f"{a.var} * 0" for a in spanned]  # the pointer takes every spanned axis's shape
         masks = [m for m in (self.mask_of(spanned), inside) if m]
+        masked = f", mask={' & '.join(f'({m})' for m in masks)}, other=0" if masks else ""
         var = self.tmp("x")
-        text = (f"tl.load({op.arg} + ({' + '.join(terms) or '0'}), "
-                f"mask={' & '.join(f'({m})' for m in masks)}, other=0)")
+        text = f"tl.load({op.arg} + ({' + '.join(terms) or '0'}){masked})"
         if op.dtype.is_floating_point:
             text += ".to(tl.float32)"
         self.line(f"{var} = {text}")
@@ -295,6 +320,8 @@ class KernelWriter:
             return self.table_lookup(node, operand_for)
         if node.op == "concat":
             return self.concat(node, operand_for)
+        if node.op == "pad":
+            return self.pad(node, operand_for)
         args = []
         for value in node.inputs:
             if value in self.values:
