@@ -23,7 +23,8 @@ run_tests() {
   # The CPU suite's kernel and model tests, now compiled for and run on the GPU.
   local files=$(ls tests/test_codegen.py tests/test_kernels_*.py tests/test_random_graphs.py \
     tests/test_fx_frontend.py tests/test_models.py tests/test_int8.py tests/test_prims.py \
-    tests/test_memory_safety.py tests/test_nan_semantics.py tests/test_attention_kernel.py 2>/dev/null)
+    tests/test_memory_safety.py tests/test_nan_semantics.py tests/test_attention_kernel.py \
+    tests/test_per_element_moves.py 2>/dev/null)
   # SIGINT at the time limit: pytest still prints the failures it has seen and their summary.
   timeout -k 15 -s INT "${T_TESTS:-400}" python3 -m pytest -p no:cacheprovider -n 14 -v --tb=short $files \
     > "$out/tests.txt" 2>&1
@@ -42,7 +43,7 @@ memcheck() {
 # The memcheck runs go side by side (each is one process on one core, bound by the sanitizer).
 run_safety() {
   memcheck python3 -m pytest -q -p no:cacheprovider tests/test_memory_safety.py tests/test_nan_semantics.py \
-    tests/test_prims.py > "$out/memcheck-kernels.txt" 2>&1 &
+    tests/test_prims.py tests/test_per_element_moves.py > "$out/memcheck-kernels.txt" 2>&1 &
   memcheck python3 -m pytest -q -p no:cacheprovider tests/test_attention_kernel.py -k "odd_lengths or \
     causal_alignments or many_query or padding or window or relative or grouped or strided or rank3 or empty \
     or never_read or fully_masked" > "$out/memcheck-attention.txt" 2>&1 &

@@ -14,6 +14,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from trident.compiler import InputError, build_engine
 from trident.compiler.fusion import MAX_CONCAT_PIECES
+from trident.compiler.testing import run_engine
 
 VOCAB, WIDTH, SEQ = 37, 33, 7  # none a multiple of a block
 
@@ -50,7 +51,7 @@ def test_embedding_add_layer_norm_is_one_kernel(precision, tolerance):
     (kind, name), = steps(engine)  # (at fp16 the cast to the fp32 output joins it too)
     assert kind == "kernel" and name.startswith("reduction_gather_add_layer_norm")
     for batch_ids in (ids, torch.randint(-VOCAB, VOCAB, (3, SEQ))):  # fresh ids, same engine
-        (got,) = engine(batch_ids)
+        (got,) = run_engine(engine, batch_ids)
         ref = reference(model, batch_ids)
         assert torch.allclose(got.float(), ref, rtol=tolerance, atol=tolerance)
 
@@ -71,7 +72,7 @@ def test_nan_and_inf_rows_reach_the_output():
     ids = torch.tensor([[3, 5, 0]])
     engine = build_engine(model, "fp32", (ids,))
     assert [k for k, _ in steps(engine)] == ["kernel"]
-    (got,) = engine(ids)
+    (got,) = run_engine(engine, ids)
     assert torch.isnan(got[0, 0]).all() and torch.isinf(got[0, 1, 2]) and torch.isfinite(got[0, 2]).all()
     assert torch.equal(got[0, 2], model.weight[0].detach())
 
@@ -84,7 +85,7 @@ def test_an_id_outside_the_table_is_an_input_error():
         wrong = ids.clone()
         wrong[1, 3] = bad
         with pytest.raises(InputError, match=rf'input "ids".*index {bad} is out of range .*{VOCAB} rows'):
-            engine(wrong)
+            run_engine(engine, wrong)
 
 
 def test_computed_indices_and_other_axes_stay_in_torch():
@@ -103,7 +104,7 @@ def test_computed_indices_and_other_axes_stay_in_torch():
     engine = build_engine(model, "fp32", (ids,))
     in_torch = [op for kind, op in steps(engine) if kind == "torch"]
     assert in_torch.count("gather") == 2
-    (got,) = engine(ids)
+    (got,) = run_engine(engine, ids)
     with torch.no_grad():
         assert torch.allclose(got, model(ids), rtol=1e-5, atol=1e-4)
 
@@ -125,7 +126,7 @@ def test_onnx_gather_of_an_initializer_matches_onnxruntime():
     ids = rng.integers(-VOCAB, VOCAB, (4, 2)).astype(np.int32)
     engine = build_engine(model, "fp32")
     assert [k for k, _ in steps(engine)] == ["kernel"]
-    (got,) = engine(torch.from_numpy(ids))
+    (got,) = run_engine(engine, torch.from_numpy(ids))
     (want,) = ort.InferenceSession(model.SerializeToString()).run(None, {"ids": ids})
     np.testing.assert_allclose(got.numpy(), want, rtol=1e-6, atol=1e-6)
 
@@ -139,7 +140,7 @@ def test_remainder_and_fmod_keep_their_signs(dtype):
 
     a = torch.tensor([[-7, -3, 0, 3, 7, 11]], dtype=dtype)
     b = torch.tensor([[3, -3, 5, -4, -2, 4]], dtype=dtype)
-    got = build_engine(Remainders(), "fp32", (a, b))(a, b)
+    got = run_engine(build_engine(Remainders(), "fp32", (a, b)), a, b)
     for g, want in zip(got, Remainders()(a, b)):
         assert torch.equal(g, want)
 
@@ -164,7 +165,7 @@ def test_rotate_half_concat_fuses_with_its_products(precision, tolerance):
     assert any("concat_mul_add" in name for _, name in steps(engine))
     if precision == "fp32":
         assert len(steps(engine)) == 2
-    (got,) = engine(x, cos, sin)
+    (got,) = run_engine(engine, x, cos, sin)
     assert torch.allclose(got.float(), RotateHalf()(x, cos, sin), rtol=tolerance, atol=tolerance)
 
 
@@ -188,7 +189,7 @@ def test_channel_concat_of_convs_then_batch_norm_relu():
     model.eval()
     engine = build_engine(model, "fp32", (x,))
     assert not [op for kind, op in steps(engine) if kind == "torch"]
-    (got,) = engine(x)
+    (got,) = run_engine(engine, x)
     with torch.no_grad():
         assert torch.allclose(got, model(x), rtol=1e-4, atol=1e-4)
 
@@ -206,7 +207,7 @@ def test_concat_edges(shapes, axis):
     xs = tuple(torch.randn(s) for s in shapes)
     engine = build_engine(Cat(), "fp32", xs)
     assert not [op for kind, op in steps(engine) if kind == "torch"]
-    (got,) = engine(*xs)
+    (got,) = run_engine(engine, *xs)
     assert torch.equal(got, Cat()(*xs))
 
 
@@ -217,7 +218,7 @@ def test_concat_keeps_integers_and_nan():
 
     a, b = torch.randint(-9, 9, (2, 3)), torch.randint(-9, 9, (2, 4))
     f, g = torch.tensor([[float("nan"), 1.0]]), torch.tensor([[float("inf"), -2.0]])
-    got = build_engine(Cat(), "fp32", (a, b, f, g))(a, b, f, g)
+    got = run_engine(build_engine(Cat(), "fp32", (a, b, f, g)), a, b, f, g)
     assert torch.equal(got[0], torch.cat((a, b), 1))
     assert torch.isnan(got[1][0, 0]) and torch.equal(got[1][1:], g) and got[1][0, 1] == 1.0
 
@@ -230,7 +231,7 @@ def test_a_concat_of_many_pieces_stays_in_torch():
     x = torch.randn(2, 3)
     engine = build_engine(Cat(), "fp32", (x,))
     assert "concat" in [op for kind, op in steps(engine) if kind == "torch"]
-    (got,) = engine(x)
+    (got,) = run_engine(engine, x)
     assert torch.allclose(got, Cat()(x))
 
 
@@ -268,7 +269,7 @@ def test_constant_pad_fuses_with_what_follows(pads, value):
     x = np.random.default_rng(5).standard_normal((2, 3, 5)).astype(np.float32)
     engine = build_engine(model, "fp32")
     assert [name for _, name in steps(engine)] == ["pointwise_mul", "pointwise_pad_add"]
-    (got,) = engine(torch.from_numpy(x))
+    (got,) = run_engine(engine, torch.from_numpy(x))
     (want,) = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})
     np.testing.assert_array_equal(got.numpy(), want)
 
@@ -280,6 +281,6 @@ def test_reflect_pads_and_crops_stay_in_torch(pads, mode):
     x = np.random.default_rng(6).standard_normal((2, 3, 5)).astype(np.float32)
     engine = build_engine(model, "fp32")
     assert ("torch", "pad") in steps(engine)
-    (got,) = engine(torch.from_numpy(x))
+    (got,) = run_engine(engine, torch.from_numpy(x))
     (want,) = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})
     np.testing.assert_array_equal(got.numpy(), want)
