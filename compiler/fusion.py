@@ -30,7 +30,7 @@ from trident.compiler.ops import OPS, Kind
 MAX_ROW = 8192
 # More extra operands than this in one epilogue costs more registers than the fusion saves.
 MAX_GROUP_INPUTS = 10
-# Movement ops a pointwise kernel computes element by element (KernelWriter.table_lookup, .concat):
+# Movement ops a pointwise kernel computes element by element (codegen/moves.py):
 # they start pointwise groups, never anchor one.
 PER_ELEMENT_MOVES = ("gather", "concat", "pad")
 # Each lane of a concat kernel tries every piece (masked loads): past this many, torch.cat.
@@ -106,8 +106,8 @@ def initial_kind(node: Node, graph: Graph) -> tuple[str, str]:
     if node.op == "pad":
         a = node.attrs
         if a.get("mode", "constant") != "constant" or min(a["pads"]) < 0 or \
-                t[node.inputs[0]].dtype not in POINTWISE_DTYPES:
-            return "torch", "pad that crops, or reflects / repeats edges"
+                t[node.inputs[0]].dtype not in POINTWISE_DTYPES or 0 in t[node.inputs[0]].shape:
+            return "torch", "pad that crops, reflects / repeats edges, or pads an empty tensor"
         return "pointwise", "constant pad (each lane reads its element or the fill)"
     if kind == Kind.OPAQUE:
         return "torch", f"{node.op} has no kernel template: torch runs it"

@@ -1,7 +1,7 @@
 """Movement ops that pointwise kernels compute element by element (fusion.PER_ELEMENT_MOVES):
 - table lookups (an embedding's Gather: rows of a constant table picked by input token ids,
-  KernelWriter.table_lookup): BERT's word embedding + position add + LayerNorm is one kernel;
-- concat (KernelWriter.concat): each lane reads the piece its index falls in, and the ops after
+  codegen/moves.py table_lookup): BERT's word embedding + position add + LayerNorm is one kernel;
+- concat (codegen/moves.py concat): each lane reads the piece its index falls in, and the ops after
   it (RoPE's rotate-half products, a BatchNorm + ReLU after a channel concat) fuse behind it.
 The bounds sanitizer is on (conftest), so a lane reading outside a tensor fails the test."""
 from __future__ import annotations
@@ -279,6 +279,17 @@ def test_reflect_pads_and_crops_stay_in_torch(pads, mode):
     ort = pytest.importorskip("onnxruntime")
     model = onnx_pad((2, 3, 5), pads, mode=mode)
     x = np.random.default_rng(6).standard_normal((2, 3, 5)).astype(np.float32)
+    engine = build_engine(model, "fp32")
+    assert ("torch", "pad") in steps(engine)
+    (got,) = run_engine(engine, torch.from_numpy(x))
+    (want,) = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})
+    np.testing.assert_array_equal(got.numpy(), want)
+
+
+def test_padding_an_empty_tensor_runs_in_torch():
+    ort = pytest.importorskip("onnxruntime")
+    model = onnx_pad((2, 0, 5), (0, 1, 0, 0, 0, 1))
+    x = np.zeros((2, 0, 5), np.float32)
     engine = build_engine(model, "fp32")
     assert ("torch", "pad") in steps(engine)
     (got,) = run_engine(engine, torch.from_numpy(x))

@@ -14,12 +14,13 @@ import torch
 
 from trident.compiler import config
 from trident.compiler.codegen import expr as E
+from trident.compiler.codegen import moves
 from trident.compiler.codegen.program import Layout
 from trident.compiler.codegen.reductions import BODIES as REDUCTION_BODIES
 from trident.compiler.codegen.reductions import ROWWISE
 from trident.compiler.codegen.writer import (Axis, KernelWriter, Operand, broadcast_dims,
                                              memory_order)
-from trident.compiler.fusion import Group, reduced_axes
+from trident.compiler.fusion import PER_ELEMENT_MOVES, Group, reduced_axes
 from trident.compiler.ir import Graph, Node
 from trident.compiler.ir.launch import LaunchConfig
 from trident.compiler.codegen.int8 import bias_of, dequantized, is_int8_anchor, weight_strides
@@ -104,8 +105,12 @@ def _after_anchor(group: Group) -> list[Node]:
 
 def _epilogue(w: KernelWriter, group: Group, nodes: list[Node], layouts, args: Args,
               space_shape, target_map=None) -> None:
+    operand_for = lambda v: _operand(v, layouts, args, space_shape, target_map)  # noqa: E731
     for node in nodes:
-        w.elementwise(node, lambda v: _operand(v, layouts, args, space_shape, target_map))
+        if node.op in PER_ELEMENT_MOVES:
+            moves.emit(w, node, operand_for)
+        else:
+            w.elementwise(node, operand_for)
 
 
 def _operand(value, layouts, args: Args, space_shape, target_map=None, prefix="in") -> Operand:

@@ -148,7 +148,7 @@ class KernelWriter:
                 terms.append(f"{axis.var} * 0")
         return " + ".join(terms) or "0"
 
-    def _axes_of(self, op: Operand) -> list[Axis]:
+    def axes_of(self, op: Operand) -> list[Axis]:
         """The masked axes along which `op`'s address moves."""
         used = {d for d in op.space_dims if d is not None}
         return [a for a in self.axes if a.mask and any(d in used for d, _ in a.dims)]
@@ -161,7 +161,7 @@ class KernelWriter:
 
     def mask_for(self, op: Operand) -> str | None:
         """The mask of the axes this operand actually varies along."""
-        return self.mask_of(self._axes_of(op))
+        return self.mask_of(self.axes_of(op))
 
     def space_shape(self) -> tuple[int, ...]:
         """The iteration space's shape, as the axes declared it (dims left out are size 1)."""
@@ -175,124 +175,7 @@ class KernelWriter:
         var = self.tmp("x")
         mask = self.mask_for(op)
         masked = f", mask={mask}, other=0" if mask else ""
-        text = f"tl.load({op.arg} + ({self.offset(op, self._axes_of(op))}){masked})"
-        if op.dtype.is_floating_point:
-            text += ".to(tl.float32)"
-        self.line(f"{var} = {text}")
-        return var
-
-    def table_lookup(self, node: Node, operand_for) -> str:
-        """out[i..., j...] = table[ids[i...], j...]: a gather along axis 0 of a constant table
-        (fusion.table_lookup_refusal), computed where the value is needed, so an embedding's
-        rows flow into the adds and the LayerNorm after it without a stored copy.
-
-        Indices are wrapped (negative ones count from the end) and clamped into the table, as
-        the torch gather does under a CUDA graph: no lane reads outside the table. The engine
-        checks token ids before every uncaptured run, so an out-of-range id is still an error."""
-        table_name, ids_name = node.inputs[:2]
-        out_shape = tuple(self.graph.types[node.outputs[0]].shape)
-        out_dims = broadcast_dims(out_shape, self.space_shape())
-        id_rank = len(self.graph.types[ids_name].shape)
-        if ids_name not in self.values:
-            ids = operand_for(ids_name)
-            ids = Operand(ids.arg, ids.strides, out_dims[:id_rank], ids.dtype, ids.offset)
-            self.values[ids_name] = self.load(ids)
-        table = operand_for(table_name)
-        rows = self.graph.types[table_name].shape[0]
-        row = self.tmp("row")
-        self.line(f"{row} = {self.values[ids_name]}.to(tl.int64)")
-        self.line(f"{row} = tl.minimum(tl.maximum(tl.where({row} < 0, {row} + {rows}, {row}), 0), "
-                  f"{max(rows - 1, 0)})")
-        # The table's own dims after the first are the output's last ones.
-        table_dims = (None,) + out_dims[id_rank:]
-        lookup = Operand(table.arg, table.strides, table_dims, table.dtype, table.offset)
-        id_dims = {d for d in out_dims[:id_rank] if d is not None}
-        spanned = [a for a in self.axes if a.mask and (a in self._axes_of(lookup) or
-                                                       any(d in id_dims for d, _ in a.dims))]
-        mask = self.mask_of(spanned)
-        masked = f", mask={mask}, other=0" if mask else ""
-        offset = self.offset(lookup, spanned)
-        var = self.tmp("x")
-        self.line(f"{var} = tl.load({table.arg} + {row} * {table.strides[0]} + ({offset}){masked})"
-                  f".to(tl.float32)")
-        self.values[node.outputs[0]] = var
-        return var
-
-    def concat(self, node: Node, operand_for) -> str:
-        """out = cat(pieces, axis): each lane loads from the piece its index along the axis falls
-        in (index minus the piece's start), every load masked to its own piece, so no lane reads
-        outside one. Pieces of size 0 take no lane."""
-        out_shape = tuple(self.graph.types[node.outputs[0]].shape)
-        out_dims = broadcast_dims(out_shape, self.space_shape())
-        axis = node.attrs["axis"] % len(out_shape)
-        along = out_dims[axis]
-        index = self.index_of.get(along, "0") if along is not None else "0"
-        var, start = None, 0
-        for value in node.inputs:
-            size = self.graph.types[value].shape[axis]
-            if size == 0:
-                continue
-            piece = operand_for(value)
-            piece = Operand(piece.arg, piece.strides, out_dims, piece.dtype, piece.offset)
-            shifted = self.tmp("cat")
-            self.line(f"{shifted} = {index} - {start}")
-            inside = f"({shifted} >= 0) & ({shifted} < {size})"
-            loaded = self._load_shifted(piece, {along: shifted}, inside)
-            if var is None:
-                var = loaded
-            else:
-                merged = self.tmp("v")
-                self.line(f"{merged} = tl.where({inside}, {loaded}, {var})")
-                var = merged
-            start += size
-        if var is None:  # every piece empty: the output has no element either
-            var = self.tmp("v")
-            self.line(f"{var} = 0")
-        self.values[node.outputs[0]] = var
-        return var
-
-    def pad(self, node: Node, operand_for) -> str:
-        """out = pad(x) in constant mode (no crop): a lane inside the input reads x at its index
-        minus the pads before it, the others take the fill value; no load leaves x."""
-        out_shape = tuple(self.graph.types[node.outputs[0]].shape)
-        in_shape = tuple(self.graph.types[node.inputs[0]].shape)
-        out_dims = broadcast_dims(out_shape, self.space_shape())
-        pads, rank = node.attrs["pads"], len(out_shape)
-        x = operand_for(node.inputs[0])
-        x = Operand(x.arg, x.strides, out_dims, x.dtype, x.offset)
-        shifted, inside = {}, []
-        for d in range(rank):
-            before = pads[d]
-            if not (before or pads[rank + d]) or out_dims[d] is None:
-                continue
-            index = self.tmp("pad")
-            self.line(f"{index} = {self.index_of.get(out_dims[d], '0')} - {before}")
-            shifted[out_dims[d]] = index
-            inside.append(f"({index} >= 0) & ({index} < {in_shape[d]})")
-        loaded = self._load_shifted(x, shifted, " & ".join(inside) or None)
-        var = self.tmp("v")
-        fill = E.literal(node.attrs.get("value", 0))
-        self.line(f"{var} = tl.where({' & '.join(inside)}, {loaded}, {fill})" if inside else f"{var} = {loaded}")
-        self.values[node.outputs[0]] = var
-        return var
-
-    def _load_shifted(self, op: Operand, shifted: dict[int, str], inside: str | None) -> str:
-        """Load `op` with the index of each space dim in `shifted` replaced by its expression,
-        masked by `inside` and by every axis the pointer moves along."""
-        terms = [f"{op.offset}"] if op.offset else []
-        for stride, dim in zip(op.strides, op.space_dims):
-            if dim is None or stride == 0:
-                continue
-            idx = shifted.get(dim) or self.index_of.get(dim)
-            if idx is not None:
-                terms.append(idx if stride == 1 else f"{idx} * {stride}")
-        spanned = [a for a in self.axes if a.mask and (a in self._axes_of(op)
-                                                      or any(d in shifted for d, _ in a.dims))]
-        terms += [f"{a.var} * 0" for a in spanned]  # the pointer takes every spanned axis's shape
-        masks = [m for m in (self.mask_of(spanned), inside) if m]
-        masked = f", mask={' & '.join(f'({m})' for m in masks)}, other=0" if masks else ""
-        var = self.tmp("x")
-        text = f"tl.load({op.arg} + ({' + '.join(terms) or '0'}){masked})"
+        text = f"tl.load({op.arg} + ({self.offset(op, self.axes_of(op))}){masked})"
         if op.dtype.is_floating_point:
             text += ".to(tl.float32)"
         self.line(f"{var} = {text}")
@@ -308,7 +191,7 @@ class KernelWriter:
         may move along an axis the value is broadcast over (the epilogue of a row reduction that
         broadcasts back to the row, x - max(x), is stored over the whole row)."""
         axes = self.axes if value_axes is None else value_axes
-        spanned = [a for a in self.axes if a.mask and (a in axes or a in self._axes_of(op))]
+        spanned = [a for a in self.axes if a.mask and (a in axes or a in self.axes_of(op))]
         mask = self.mask_of(spanned)
         masked = f", mask={mask}" if mask else ""
         self.line(f"tl.store({op.arg} + ({self.offset(op, spanned)}), "
@@ -316,12 +199,6 @@ class KernelWriter:
 
     def elementwise(self, node: Node, operand_for) -> str:
         """Emit `node`; operand_for(value) gives the Operand of a value not yet in registers."""
-        if node.op == "gather":
-            return self.table_lookup(node, operand_for)
-        if node.op == "concat":
-            return self.concat(node, operand_for)
-        if node.op == "pad":
-            return self.pad(node, operand_for)
         args = []
         for value in node.inputs:
             if value in self.values:

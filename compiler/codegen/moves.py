@@ -1,0 +1,141 @@
+"""Movement ops a pointwise kernel computes element by element (fusion.PER_ELEMENT_MOVES): each
+lane reads the one element its output needs, so the op costs no kernel of its own and the
+elementwise ops after it fuse behind it.
+
+- table lookup: a Gather of a constant table's rows by token ids (an embedding);
+- concat: each lane reads the piece its index along the axis falls in;
+- pad (constant, no crop): a lane inside the input reads its element, the others the fill.
+
+Every load is masked to the tensor it reads, as the writer's own loads are (writer.py)."""
+from __future__ import annotations
+
+from trident.compiler.codegen import expr as E
+from trident.compiler.codegen.writer import KernelWriter, Operand, broadcast_dims
+from trident.compiler.ir import Node
+
+
+def emit(w: KernelWriter, node: Node, operand_for) -> str:
+    """Emit one per-element move; its output's register variable (also in w.values)."""
+    return {"gather": table_lookup, "concat": concat, "pad": pad}[node.op](w, node, operand_for)
+
+
+def table_lookup(w: KernelWriter, node: Node, operand_for) -> str:
+    """out[i..., j...] = table[ids[i...], j...]: a gather along axis 0 of a constant table
+    (fusion.table_lookup_refusal), computed where the value is needed, so an embedding's
+    rows flow into the adds and the LayerNorm after it without a stored copy.
+
+    Indices are wrapped (negative ones count from the end) and clamped into the table, as
+    the torch gather does under a CUDA graph: no lane reads outside the table. The engine
+    checks token ids before every uncaptured run, so an out-of-range id is still an error."""
+    table_name, ids_name = node.inputs[:2]
+    out_shape = tuple(w.graph.types[node.outputs[0]].shape)
+    out_dims = broadcast_dims(out_shape, w.space_shape())
+    id_rank = len(w.graph.types[ids_name].shape)
+    if ids_name not in w.values:
+        ids = operand_for(ids_name)
+        ids = Operand(ids.arg, ids.strides, out_dims[:id_rank], ids.dtype, ids.offset)
+        w.values[ids_name] = w.load(ids)
+    table = operand_for(table_name)
+    rows = w.graph.types[table_name].shape[0]
+    row = w.tmp("row")
+    w.line(f"{row} = {w.values[ids_name]}.to(tl.int64)")
+    w.line(f"{row} = tl.minimum(tl.maximum(tl.where({row} < 0, {row} + {rows}, {row}), 0), "
+           f"{max(rows - 1, 0)})")
+    # The table's own dims after the first are the output's last ones.
+    table_dims = (None,) + out_dims[id_rank:]
+    lookup = Operand(table.arg, table.strides, table_dims, table.dtype, table.offset)
+    id_dims = {d for d in out_dims[:id_rank] if d is not None}
+    spanned = [a for a in w.axes if a.mask and (a in w.axes_of(lookup) or
+                                                any(d in id_dims for d, _ in a.dims))]
+    mask = w.mask_of(spanned)
+    masked = f", mask={mask}, other=0" if mask else ""
+    offset = w.offset(lookup, spanned)
+    var = w.tmp("x")
+    w.line(f"{var} = tl.load({table.arg} + {row} * {table.strides[0]} + ({offset}){masked})"
+           f".to(tl.float32)")
+    w.values[node.outputs[0]] = var
+    return var
+
+
+def concat(w: KernelWriter, node: Node, operand_for) -> str:
+    """out = cat(pieces, axis): each lane loads from the piece its index along the axis falls
+    in (index minus the piece's start), every load masked to its own piece, so no lane reads
+    outside one. Pieces of size 0 take no lane."""
+    out_shape = tuple(w.graph.types[node.outputs[0]].shape)
+    out_dims = broadcast_dims(out_shape, w.space_shape())
+    axis = node.attrs["axis"] % len(out_shape)
+    along = out_dims[axis]
+    index = w.index_of.get(along, "0") if along is not None else "0"
+    var, start = None, 0
+    for value in node.inputs:
+        size = w.graph.types[value].shape[axis]
+        if size == 0:
+            continue
+        piece = operand_for(value)
+        piece = Operand(piece.arg, piece.strides, out_dims, piece.dtype, piece.offset)
+        shifted = w.tmp("cat")
+        w.line(f"{shifted} = {index} - {start}")
+        inside = f"({shifted} >= 0) & ({shifted} < {size})"
+        loaded = _load_shifted(w, piece, {along: shifted}, inside)
+        if var is None:
+            var = loaded
+        else:
+            merged = w.tmp("v")
+            w.line(f"{merged} = tl.where({inside}, {loaded}, {var})")
+            var = merged
+        start += size
+    if var is None:  # every piece empty: the output has no element either
+        var = w.tmp("v")
+        w.line(f"{var} = 0")
+    w.values[node.outputs[0]] = var
+    return var
+
+
+def pad(w: KernelWriter, node: Node, operand_for) -> str:
+    """out = pad(x) in constant mode (no crop, x not empty: fusion checks both): a lane inside
+    the input reads x at its index minus the pads before it, the others take the fill value; no
+    load leaves x."""
+    out_shape = tuple(w.graph.types[node.outputs[0]].shape)
+    in_shape = tuple(w.graph.types[node.inputs[0]].shape)
+    out_dims = broadcast_dims(out_shape, w.space_shape())
+    pads, rank = node.attrs["pads"], len(out_shape)
+    x = operand_for(node.inputs[0])
+    x = Operand(x.arg, x.strides, out_dims, x.dtype, x.offset)
+    shifted, inside = {}, []
+    for d in range(rank):
+        before = pads[d]
+        if not (before or pads[rank + d]) or out_dims[d] is None:
+            continue
+        index = w.tmp("pad")
+        w.line(f"{index} = {w.index_of.get(out_dims[d], '0')} - {before}")
+        shifted[out_dims[d]] = index
+        inside.append(f"({index} >= 0) & ({index} < {in_shape[d]})")
+    loaded = _load_shifted(w, x, shifted, " & ".join(inside) or None)
+    var = w.tmp("v")
+    fill = E.literal(node.attrs.get("value", 0))
+    w.line(f"{var} = tl.where({' & '.join(inside)}, {loaded}, {fill})" if inside else f"{var} = {loaded}")
+    w.values[node.outputs[0]] = var
+    return var
+
+
+def _load_shifted(w: KernelWriter, op: Operand, shifted: dict[int, str], inside: str | None) -> str:
+    """Load `op` with the index of each space dim in `shifted` replaced by its expression,
+    masked by `inside` and by every axis the pointer moves along."""
+    terms = [f"{op.offset}"] if op.offset else []
+    for stride, dim in zip(op.strides, op.space_dims):
+        if dim is None or stride == 0:
+            continue
+        idx = shifted.get(dim) or w.index_of.get(dim)
+        if idx is not None:
+            terms.append(idx if stride == 1 else f"{idx} * {stride}")
+    spanned = [a for a in w.axes if a.mask and (a in w.axes_of(op)
+                                                or any(d in shifted for d, _ in a.dims))]
+    terms += [f"{a.var} * 0" for a in spanned]  # the pointer takes every spanned axis's shape
+    masks = [m for m in (w.mask_of(spanned), inside) if m]
+    masked = f", mask={' & '.join(f'({m})' for m in masks)}, other=0" if masks else ""
+    var = w.tmp("x")
+    text = f"tl.load({op.arg} + ({' + '.join(terms) or '0'}){masked})"
+    if op.dtype.is_floating_point:
+        text += ".to(tl.float32)"
+    w.line(f"{var} = {text}")
+    return var
