@@ -54,8 +54,8 @@ class Group:
 
     @property
     def anchor(self) -> Node:
-        """The op the kernel is built around (the first node of a pointwise group). A table
-        lookup computes per element, as the elementwise ops do: it anchors nothing."""
+        """The op the kernel is built around (the first node of a pointwise group). A
+        per-element move computes per element, as the elementwise ops do: it anchors nothing."""
         for node in self.nodes:
             if OPS[node.op].kind != Kind.ELEMENTWISE and node.op not in PER_ELEMENT_MOVES:
                 return node
@@ -94,21 +94,9 @@ def initial_kind(node: Node, graph: Graph) -> tuple[str, str]:
     no_kernel = _dtype_without_kernels(node, graph)
     if no_kernel is not None:
         return "torch", f"{no_kernel} has no kernels"
-    if node.op == "gather":
-        why = table_lookup_refusal(node, graph)
-        return ("pointwise", "table lookup (rows of a constant by input indices)") if why is None \
-            else ("torch", why)
-    if node.op == "concat":
-        pieces = len(node.inputs)
-        if pieces > MAX_CONCAT_PIECES or t[node.inputs[0]].dtype not in POINTWISE_DTYPES:
-            return "torch", f"concat of {pieces} pieces of {t[node.inputs[0]].dtype}"
-        return "pointwise", "concat (each lane reads its piece)"
-    if node.op == "pad":
-        a = node.attrs
-        if a.get("mode", "constant") != "constant" or min(a["pads"]) < 0 or \
-                t[node.inputs[0]].dtype not in POINTWISE_DTYPES or 0 in t[node.inputs[0]].shape:
-            return "torch", "pad that crops, reflects / repeats edges, or pads an empty tensor"
-        return "pointwise", "constant pad (each lane reads its element or the fill)"
+    if node.op in PER_ELEMENT_MOVES:
+        why = move_refusal(node, graph)
+        return ("pointwise", _MOVE_REASONS[node.op]) if why is None else ("torch", why)
     if kind == Kind.OPAQUE:
         return "torch", f"{node.op} has no kernel template: torch runs it"
     if node.op in ("qconv", "qmatmul"):  # int8 layers share the float conv / GEMM templates
@@ -148,6 +136,29 @@ def initial_kind(node: Node, graph: Graph) -> tuple[str, str]:
             return "torch", f"reduction longer than {MAX_ROW}"
         return "reduction", "anchor"
     return "torch", "no kernel for this op"
+
+
+_MOVE_REASONS = {"gather": "table lookup (rows of a constant by input indices)",
+                 "concat": "concat (each lane reads its piece)",
+                 "pad": "constant pad (each lane reads its element or the fill)"}
+
+
+def move_refusal(node: Node, graph: Graph) -> str | None:
+    """None if this per-element move computes in a pointwise kernel (codegen/moves.py), else
+    why it runs in torch."""
+    t = graph.types
+    if node.op == "gather":
+        return table_lookup_refusal(node, graph)
+    if node.op == "concat":
+        pieces, dtype = len(node.inputs), t[node.inputs[0]].dtype
+        if pieces > MAX_CONCAT_PIECES or dtype not in POINTWISE_DTYPES:
+            return f"concat of {pieces} pieces of {dtype}"
+        return None
+    a, x = node.attrs, t[node.inputs[0]]
+    if a.get("mode", "constant") != "constant" or min(a["pads"]) < 0 or \
+            x.dtype not in POINTWISE_DTYPES or 0 in x.shape:
+        return "pad that crops, reflects / repeats edges, or pads an empty tensor"
+    return None
 
 
 def table_lookup_refusal(node: Node, graph: Graph) -> str | None:

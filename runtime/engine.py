@@ -31,6 +31,7 @@ from trident.compiler.ir import Node, TensorType
 from trident.compiler.ir.plan import Layout, Plan
 from trident.compiler.ir.shapes import instantiate
 from trident.compiler.ops import evaluate
+from trident.compiler.ops.common import index_out_of_range
 from trident.kernels.loader import default_kernel_dir, load_kernel
 from trident.runtime.format import save_engine
 from trident.runtime.memory import Arena, MemoryPlan, human_bytes, layout_nbytes, plan_memory
@@ -293,11 +294,8 @@ class Engine:
         replay (reading the values waits for the GPU, which a replay must not)."""
         for k, (name, x) in enumerate(zip(self.plan.inputs, inputs)):
             size = self.plan.index_bounds.get(name)
-            if size is None or x.numel() == 0:
-                continue
-            low, high = int(x.min()), int(x.max())
-            if low < -size or high >= size:
-                bad = low if low < -size else high
+            bad = None if size is None else index_out_of_range(x, size)
+            if bad is not None:
                 raise InputError(f'input "{name}" (#{k + 1} of {len(inputs)}): index {bad} is out '
                                  f"of range for a table of {size} rows (expected {-size} .. {size - 1})")
 

@@ -41,18 +41,9 @@ def table_lookup(w: KernelWriter, node: Node, operand_for) -> str:
     w.line(f"{row} = {w.values[ids_name]}.to(tl.int64)")
     w.line(f"{row} = tl.minimum(tl.maximum(tl.where({row} < 0, {row} + {rows}, {row}), 0), "
            f"{max(rows - 1, 0)})")
-    # The table's own dims after the first are the output's last ones.
-    table_dims = (None,) + out_dims[id_rank:]
-    lookup = Operand(table.arg, table.strides, table_dims, table.dtype, table.offset)
-    id_dims = {d for d in out_dims[:id_rank] if d is not None}
-    spanned = [a for a in w.axes if a.mask and (a in w.axes_of(lookup) or
-                                                any(d in id_dims for d, _ in a.dims))]
-    mask = w.mask_of(spanned)
-    masked = f", mask={mask}, other=0" if mask else ""
-    offset = w.offset(lookup, spanned)
-    var = w.tmp("x")
-    w.line(f"{var} = tl.load({table.arg} + {row} * {table.strides[0]} + ({offset}){masked})"
-           f".to(tl.float32)")
+    # The table's own dims after the first are the output's last ones; the first is the row.
+    lookup = Operand(table.arg, table.strides, (None,) + out_dims[id_rank:], table.dtype, table.offset)
+    var = _load(w, lookup, {0: row}, {d for d in out_dims[:id_rank] if d is not None})
     w.values[node.outputs[0]] = var
     return var
 
@@ -76,7 +67,7 @@ def concat(w: KernelWriter, node: Node, operand_for) -> str:
         shifted = w.tmp("cat")
         w.line(f"{shifted} = {index} - {start}")
         inside = f"({shifted} >= 0) & ({shifted} < {size})"
-        loaded = _load_shifted(w, piece, {along: shifted}, inside)
+        loaded = _load(w, piece, {axis: shifted}, {along} - {None}, inside)
         if var is None:
             var = loaded
         else:
@@ -101,16 +92,16 @@ def pad(w: KernelWriter, node: Node, operand_for) -> str:
     pads, rank = node.attrs["pads"], len(out_shape)
     x = operand_for(node.inputs[0])
     x = Operand(x.arg, x.strides, out_dims, x.dtype, x.offset)
-    shifted, inside = {}, []
+    shifted, inside = {}, []  # tensor dim -> its index expression; the in-range tests
     for d in range(rank):
         before = pads[d]
         if not (before or pads[rank + d]) or out_dims[d] is None:
             continue
         index = w.tmp("pad")
         w.line(f"{index} = {w.index_of.get(out_dims[d], '0')} - {before}")
-        shifted[out_dims[d]] = index
+        shifted[d] = index
         inside.append(f"({index} >= 0) & ({index} < {in_shape[d]})")
-    loaded = _load_shifted(w, x, shifted, " & ".join(inside) or None)
+    loaded = _load(w, x, shifted, {out_dims[d] for d in shifted}, " & ".join(inside) or None)
     var = w.tmp("v")
     fill = E.literal(node.attrs.get("value", 0))
     w.line(f"{var} = tl.where({' & '.join(inside)}, {loaded}, {fill})" if inside else f"{var} = {loaded}")
@@ -118,18 +109,18 @@ def pad(w: KernelWriter, node: Node, operand_for) -> str:
     return var
 
 
-def _load_shifted(w: KernelWriter, op: Operand, shifted: dict[int, str], inside: str | None) -> str:
-    """Load `op` with the index of each space dim in `shifted` replaced by its expression,
-    masked by `inside` and by every axis the pointer moves along."""
+def _load(w: KernelWriter, op: Operand, index_of_dim: dict[int, str], along: set[int],
+          inside: str | None = None) -> str:
+    """Load `op` where tensor dim k is addressed by `index_of_dim[k]` (a shifted index, a looked-up
+    row) instead of its space dim's index. `along`: the space dims those expressions vary along.
+    The pointer spans, and the load is masked by, every axis it moves along, and by `inside`."""
     terms = [f"{op.offset}"] if op.offset else []
-    for stride, dim in zip(op.strides, op.space_dims):
-        if dim is None or stride == 0:
-            continue
-        idx = shifted.get(dim) or w.index_of.get(dim)
-        if idx is not None:
+    for k, (stride, dim) in enumerate(zip(op.strides, op.space_dims)):
+        idx = index_of_dim.get(k) or (w.index_of.get(dim) if dim is not None else None)
+        if idx is not None and stride != 0:
             terms.append(idx if stride == 1 else f"{idx} * {stride}")
     spanned = [a for a in w.axes if a.mask and (a in w.axes_of(op)
-                                                or any(d in shifted for d, _ in a.dims))]
+                                                or any(d in along for d, _ in a.dims))]
     terms += [f"{a.var} * 0" for a in spanned]  # the pointer takes every spanned axis's shape
     masks = [m for m in (w.mask_of(spanned), inside) if m]
     masked = f", mask={' & '.join(f'({m})' for m in masks)}, other=0" if masks else ""

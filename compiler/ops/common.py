@@ -44,6 +44,15 @@ def reduced_shape(x, axes: Sequence[int], keepdims: bool) -> list[int]:
     return [1 if a in axes else d for a, d in enumerate(x.shape) if keepdims or a not in axes]
 
 
+def index_out_of_range(indices: torch.Tensor, size: int) -> int | None:
+    """The first index of `indices` outside [-size, size) (the lowest, else the highest), or None.
+    Reads the values back: not inside CUDA-graph capture."""
+    if indices.numel() == 0:
+        return None
+    low, high = (int(v) for v in torch.stack(torch.aminmax(indices)).tolist())
+    return low if low < -size else high if high >= size else None
+
+
 def checked_indices(indices, size: int, what: str):
     """`indices` as int64 in [0, size), negative ones counted from the end.
 
@@ -52,9 +61,8 @@ def checked_indices(indices, size: int, what: str):
     a captured replay fed out-of-range indices reads and writes only inside the tensor."""
     indices = indices.to(torch.int64)
     capturing = indices.is_cuda and torch.cuda.is_current_stream_capturing()
-    if indices.device.type != "meta" and not capturing and indices.numel():
-        low, high = int(indices.min()), int(indices.max())
-        if low < -size or high >= size:
-            raise InputError(f"{what}: index {low if low < -size else high} is out of range "
-                             f"for a dim of size {size}")
+    if indices.device.type != "meta" and not capturing:
+        bad = index_out_of_range(indices, size)
+        if bad is not None:
+            raise InputError(f"{what}: index {bad} is out of range for a dim of size {size}")
     return torch.where(indices < 0, indices + size, indices).clamp(0, max(size - 1, 0))
