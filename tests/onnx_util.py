@@ -37,9 +37,15 @@ def make_model(nodes, inputs: dict, outputs: list[str] | dict, initializers: dic
         [graph_inputs.get(n) or (_value_info(n, *typed[n]) if n in typed
                                  else onnx.ValueInfoProto(name=n)) for n in outputs],
         [numpy_helper.from_array(np.asarray(v), n) for n, v in (initializers or {}).items()])
+    return onnx.shape_inference.infer_shapes(model_of(graph, opset))
+
+
+def model_of(graph: onnx.GraphProto, opset: int) -> onnx.ModelProto:
+    """The model of one graph, at an IR version every onnxruntime the tests meet can read (a newer
+    onnx writes its own, which an older onnxruntime refuses)."""
     model = h.make_model(graph, opset_imports=[h.make_opsetid("", opset)])
     model.ir_version = 8
-    return onnx.shape_inference.infer_shapes(model)
+    return model
 
 
 def random_inputs(model: onnx.ModelProto, rng: np.random.Generator, sizes: dict | None = None):

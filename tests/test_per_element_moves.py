@@ -16,6 +16,8 @@ from trident.compiler import InputError, build_engine
 from trident.compiler.fusion import MAX_CONCAT_PIECES
 from trident.compiler.testing import run_engine
 
+from onnx_util import model_of
+
 VOCAB, WIDTH, SEQ = 37, 33, 7  # none a multiple of a block
 
 
@@ -60,7 +62,7 @@ def test_size_one_dims():
     torch.manual_seed(1)
     model = EmbeddingNorm(seq=1).eval()
     ids = torch.tensor([[VOCAB - 1]])
-    (got,) = build_engine(model, "fp32", (ids,))(ids)
+    (got,) = run_engine(build_engine(model, "fp32", (ids,)), ids)
     assert torch.allclose(got, reference(model, ids), rtol=1e-5, atol=1e-5)
 
 
@@ -121,7 +123,7 @@ def test_onnx_gather_of_an_initializer_matches_onnxruntime():
         [helper.make_tensor_value_info("ids", TensorProto.INT32, [4, 2])],
         [helper.make_tensor_value_info("out", TensorProto.FLOAT, [4, 2, 5, 3])],
         [numpy_helper.from_array(table, "table"), numpy_helper.from_array(bias, "bias")])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model = model_of(graph, 17)
     onnx.checker.check_model(model)
     ids = rng.integers(-VOCAB, VOCAB, (4, 2)).astype(np.int32)
     engine = build_engine(model, "fp32")
@@ -255,7 +257,7 @@ def onnx_pad(shape, pads, mode="constant", value=None):
          helper.make_node("Add", ["padded", "one"], ["y"])],
         "pad", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(shape))],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, padded_shape(shape, pads))], inits)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    return model_of(graph, 18)
 
 
 @pytest.mark.parametrize("pads, value", [
