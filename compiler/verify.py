@@ -26,7 +26,7 @@ from trident.compiler.autotune.constraints import config_error
 from trident.compiler.autotune.tuner import problem_of
 from trident.compiler.codegen import render
 from trident.compiler.codegen.dynamic_kernel import grid_of
-from trident.compiler.codegen.program import torch_output_layouts, view_layouts
+from trident.compiler.codegen.program import same_elements, torch_output_layouts, view_layouts
 from trident.compiler.codegen.spec import parse
 from trident.compiler.errors import EngineFileError, TridentError
 from trident.compiler.ir import Graph, TensorType
@@ -169,7 +169,7 @@ def check_view(step, plan: Plan, where: str) -> None:
     if made is None or len(made) != len(step.outputs):
         raise _bad(f"{where}.node", f"{node.op} is not a view of {step.inputs[0]}")
     for value, lay in zip(step.outputs, made):
-        if not _same(lay, plan.layouts[value]):
+        if not same_elements(lay, plan.layouts[value]):
             raise _bad(f"plan.layouts.{value}", f"{_describe(plan.layouts[value])}; the view "
                                                 f"{node.op} gives {_describe(lay)}")
 

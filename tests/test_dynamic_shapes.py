@@ -84,6 +84,26 @@ def test_torch_profile_on_batch_and_sequence(bert, torch_engine):
     assert len(torch_engine.profile.symbols) == 2
 
 
+def test_position_rows_are_a_view_of_the_stored_table(torch_engine):
+    """The rows [:seq] of the position table are its leading part: no copy runs for them."""
+    slices = [(s.kind, s.inputs[0]) for s in torch_engine.plan.steps
+              if s.kind != "kernel" and s.node.op == "slice"]
+    assert ("view", "embeddings.position_embeddings.weight.slice@max") in slices, slices
+
+
+def test_generic_kernels_tell_triton_which_sizes_are_aligned(bert, torch_engine):
+    """Every shape-generic kernel restores, for the sizes that are multiples of 16, what Triton
+    would have specialized on; a run with one size aligned and the other not takes that path."""
+    generic = [s for s in torch_engine.plan.kernel_steps() if s.sizes]
+    assert generic
+    for step in generic:
+        params = [f"size_{'batch' if n == 'batch' else 'input_ids_d1'}" for n in step.sizes]
+        for bit, param in enumerate(params):
+            assert f"if ALIGNED & {1 << bit}:\n        {param} = {param} // 16 * 16" in step.source
+    model, make = bert
+    check(torch_engine, model, make, cases=((3, 32), (2, 17)))
+
+
 def test_torch_profile_up_to_the_whole_position_table(bert):
     """At the profile's max sequence the position table's slice is the whole table: the folded
     constant must still be found by name at every probe size."""

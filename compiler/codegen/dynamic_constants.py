@@ -3,8 +3,9 @@
 Import folds what it can: `position_embeddings.weight[:seq]` becomes a constant of seq rows, a
 token-type row expanded over [batch, seq] one of batch * seq rows. Such a constant is stored once,
 at the profile's max sizes (or the largest probe's, past them), and each run slices the part its
-sizes need (the leading [:n0, :n1, ...] of every dim, one copy by a torch step ahead of the
-kernels that read it): valid only if every probe's constant is exactly that slice of the max
+sizes need (the leading [:n0, :n1, ...] of every dim: a view where that part is contiguous
+in the stored one, as a position table's first rows are, else one copy by a torch step ahead of
+the kernels that read it): valid only if every probe's constant is exactly that slice of the max
 one, which is checked.
 """
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Callable
 
 import torch
 
-from trident.compiler.codegen.program import Layout, Program, Step
+from trident.compiler.codegen.program import Layout, Program, Step, same_elements, view_layouts
 from trident.compiler.errors import TridentError, UnsupportedError
 from trident.compiler.fusion import Group
 from trident.compiler.ir import Node
@@ -74,8 +75,13 @@ def _with_slices(program: Program, names: list[str], at_max: Program) -> Program
         node = Node("slice", (source,), (name,),
                     {"starts": [0] * rank, "ends": list(small.shape), "axes": list(range(rank)),
                      "steps": [1] * rank}, f"{name}.slice")
-        steps.append(Step("torch", [source], [name], Group("torch", [node],
-                                                           ["a size-dependent constant"])))
+        viewed = view_layouts(node, layouts[source])
+        if viewed is not None and same_elements(viewed[0], layouts[name]):
+            # A leading part of the table (the position rows [:seq]): a view, no copy.
+            steps.append(Step("view", [source], [name], Group("view", [node])))
+        else:
+            steps.append(Step("torch", [source], [name], Group("torch", [node],
+                                                               ["a size-dependent constant"])))
     return dataclasses.replace(program, steps=steps + list(program.steps), layouts=layouts,
                                constants=constants)
 

@@ -18,6 +18,7 @@ from trident.compiler.errors import UnsupportedError
 from trident.compiler.ir.shapes import Poly
 
 INT32_MAX = 2**31 - 1
+ALIGNMENT = 16   # the divisibility Triton specializes integer arguments on
 _BASE_LITERALS = ("CONFIG", "PROBLEM")   # module-level literals kept at the base probe
 _KERNEL_DEF = "@triton.jit\ndef kernel("
 _GRID_DEF = "def grid(meta):"
@@ -108,10 +109,12 @@ def _add_size_arguments(source: str, name: str, params: list[str], defaults: lis
     joined = ", ".join(params)
     quoted = ", ".join(f'"{p}"' for p in params)
     source = once(source, _KERNEL_DEF, f"@triton.jit(do_not_specialize=[{quoted}])\n"
-                                       f"def kernel({joined}, ")
+                                       f"def kernel({joined}, ALIGNED: tl.constexpr, ")
+    source = _restore_alignment(source, params)
     keywords = ", ".join(f"{p}={d}" for p, d in zip(params, defaults))
     source = once(source, _GRID_DEF, f"def grid(meta, {keywords}):")
-    source = once(source, _LAUNCH_CALL, f"kernel[lambda meta: grid(meta, {joined})]({joined}, ")
+    aligned = " + ".join(f"({p} % {ALIGNMENT} == 0) * {1 << i}" for i, p in enumerate(params))
+    source = once(source, _LAUNCH_CALL, f"kernel[lambda meta: grid(meta, {joined})]({joined}, {aligned}, ")
     build = "(" + "".join(f"{d}, " for d in defaults) + ")"
     source, n = _LAUNCH_DEF.subn(lambda m: f"def launch({m.group(1)}, sizes={build}):\n"
                                            f"    {joined}, = sizes\n", source)
@@ -121,6 +124,20 @@ def _add_size_arguments(source: str, name: str, params: list[str], defaults: lis
     # The tile function (and a horizontal kernel's members) compute with the sizes too.
     source = _MEMBER_DEF.sub(rf"def \1({joined}, ", source)
     return _MEMBER_CALL.sub(rf"\1({joined}, ", source)
+
+
+def _restore_alignment(source: str, params: list[str]) -> str:
+    """The kernel's first lines: each size that is a multiple of ALIGNMENT (bit i of ALIGNED,
+    which launch() sets) is rewritten so that Triton can see it. A size argument is never
+    specialized (one binary serves every size), so Triton knows nothing of its divisibility and
+    a row that starts at `b * seq` is loaded element by element instead of 16 bytes at a time:
+    BERT's attention at sequence 128 ran 5x slower than with the sizes as constants. One binary
+    per combination of aligned sizes that occurs, each compiled at its first launch."""
+    start = source.index("def kernel(")
+    body = source.index("):\n", start) + len("):\n")
+    lines = "".join(f"    if ALIGNED & {1 << i}:\n        {p} = {p} // {ALIGNMENT} * {ALIGNMENT}\n"
+                    for i, p in enumerate(params))
+    return source[:body] + lines + source[body:]
 
 
 def replace_literal(source: str, name: str, value) -> str:

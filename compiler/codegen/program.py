@@ -112,6 +112,12 @@ def _meta(layout: Layout) -> torch.Tensor:
     return torch.empty_strided(layout.shape, layout.strides, dtype=layout.dtype, device="meta")
 
 
+def same_elements(a: Layout, b: Layout) -> bool:
+    """Do the two layouts address the same elements? (A size-1 dim's stride never matters.)"""
+    return (tuple(a.shape), a.dtype, a.offset) == (tuple(b.shape), b.dtype, b.offset) and all(
+        n == 1 or x == y for n, x, y in zip(a.shape, a.strides, b.strides))
+
+
 def view_layouts(node: Node, source: Layout) -> list[Layout] | None:
     """The layouts a view op gives, or None if the op would have to copy."""
     x = _meta(source)

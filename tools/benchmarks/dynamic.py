@@ -83,7 +83,8 @@ def bert_section(dry: bool, device: str) -> list[dict]:
     return rows
 
 
-def gpt2_section(dry: bool, device: str) -> list[dict]:
+def gpt2_section(dry: bool, device: str, on_row=lambda row: None) -> list[dict]:
+    """Tokens/s of trident.generate and transformers' generate; on_row(row) as each batch ends."""
     import transformers
     import trident
     from trident.models.gpt2 import decoder_engine
@@ -129,8 +130,13 @@ def gpt2_section(dry: bool, device: str) -> list[dict]:
             if name == "transformers_eager" and got and "tokens" in locals():
                 row["greedy_tokens_equal_eager"] = float((tokens == got[1]).float().mean())
         rows.append(row)
+        on_row(row)
         print(f"  batch {batch}: {row}")
     return rows
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+    return f"{a / b:.2f}x" if a and b else ""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -147,13 +153,17 @@ def run(args: argparse.Namespace) -> int:
     if args.only in (None, "bert"):
         print("BERT-base, sequence profile 16:128:512 vs static-128 vs torch.compile")
         rows = results.data["bert"] = bert_section(args.dry_run, device)
-        print(markdown_table(["seq", "dynamic ms", "static ms", "torch.compile ms", "eager ms", "rel err", "ok"],
-                             [[r["seq"], r["dynamic_ms"], r["static_ms"], r["torch_compile_ms"], r["eager_ms"],
-                               f"{r['rel_err_vs_fp32']:.1e}", r["ok"]] for r in rows]))
+        print(markdown_table(["seq", "dynamic ms", "static ms", "dynamic / static", "torch.compile ms", "eager ms",
+                              "rel err", "ok"],
+                             [[r["seq"], r["dynamic_ms"], r["static_ms"], _ratio(r["dynamic_ms"], r["static_ms"]),
+                               r["torch_compile_ms"], r["eager_ms"], f"{r['rel_err_vs_fp32']:.1e}", r["ok"]]
+                              for r in rows]))
         results.save()
     if args.only in (None, "gpt2"):
         print("GPT-2 (12 layers), 128 new tokens after a 128-token prompt")
-        rows = results.data["gpt2"] = gpt2_section(args.dry_run, device)
+        results.data["gpt2"] = []
+        rows = gpt2_section(args.dry_run, device,   # each row kept as soon as it is measured
+                            on_row=lambda row: (results.data["gpt2"].append(row), results.save()))
         print(markdown_table(["batch", "trident tok/s", "transformers eager tok/s", "transformers compile tok/s",
                               "greedy = eager"],
                              [[r["batch"], r.get("trident_tokens_per_s"), r.get("transformers_eager_tokens_per_s"),
