@@ -70,3 +70,13 @@ def test_generation_past_the_profile(gpt2):
         trident.generate(engine, torch.zeros(1, 16, dtype=torch.int64), 27)
     with pytest.raises(InputError, match="input_ids should be"):
         trident.generate(engine, torch.zeros(3, dtype=torch.int64), 1)
+
+
+def test_a_saved_decoder_engine_generates_the_same_tokens(gpt2, tmp_path):
+    """The past's profile starts at 0 (the prompt's step): the file keeps it, loading accepts it."""
+    _, engine = gpt2
+    engine.save(tmp_path / "decoder.engine")
+    loaded = trident.load_engine(tmp_path / "decoder.engine")
+    assert loaded.profile.symbols["past"].as_tuple() == (0, 8, 40)
+    ids = torch.randint(0, 97, (3, 4), generator=torch.Generator().manual_seed(3))
+    assert torch.equal(trident.generate(loaded, ids, 6), trident.generate(engine, ids, 6))

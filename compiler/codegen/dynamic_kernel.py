@@ -114,11 +114,11 @@ def _bad(where: str, what: str) -> EngineFileError:
     return EngineFileError(f"engine file: {where}: {what}")
 
 
-def _int_lists(data, where: str, width: int) -> list[tuple[int, ...]]:
+def _int_lists(data, where: str, width: int, low: int = 1) -> list[tuple[int, ...]]:
     if not isinstance(data, list) or not all(
             isinstance(row, list) and len(row) == width
-            and all(type(v) is int and 1 <= v <= MAX_SIZE for v in row) for row in data):
-        raise _bad(where, f"should be a list of lists of {width} sizes in [1, {MAX_SIZE}]")
+            and all(type(v) is int and low <= v <= MAX_SIZE for v in row) for row in data):
+        raise _bad(where, f"should be a list of lists of {width} sizes in [{low}, {MAX_SIZE}]")
     return [tuple(row) for row in data]
 
 
@@ -135,7 +135,8 @@ def grid_of(spec: dict, where: str) -> tuple[Grid, ShapeProfile]:
         raise _bad(f"{where}.ranges", f"should give the range of each of {symbols}")
     profile = {}
     for s in symbols:
-        (lo, opt, hi), = _int_lists([ranges[s]], f"{where}.ranges.{s}", 3)
+        # a profile may start at 0 (a decoder's past: the prompt's step has none); probes never do
+        (lo, opt, hi), = _int_lists([ranges[s]], f"{where}.ranges.{s}", 3, low=0)
         if not lo <= opt <= hi or lo == hi:
             raise _bad(f"{where}.ranges.{s}", "should be [min, opt, max] with min <= opt <= max, "
                                               "min < max")
