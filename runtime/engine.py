@@ -96,6 +96,7 @@ class Engine:
                                               plan.outputs, self.schedule.happens_before)
         self.arena = Arena(self.memory.arena_bytes, self.device)
         self._bound: OrderedDict[tuple | None, _Bound] = OrderedDict()
+        self._views: dict[str, tuple[Layout, torch.Tensor]] = {}   # value -> its last arena view
         self._graphs: OrderedDict[tuple | None, _Captured] = OrderedDict()
         self._seen: OrderedDict[tuple | None, int] = OrderedDict()
         self._active: _Bound | None = None
@@ -395,13 +396,8 @@ class Engine:
         bound = self._bound.get(key)
         if bound is None:
             layouts = self.layouts_at(sizes)
-            arena = {}
-            for value, offset in self.memory.offsets.items():
-                lay = layouts[value]
-                if layout_nbytes(lay) > self.memory.buffers[value].size:
-                    raise TridentError(f"{value} needs more memory at sizes {sizes} than at the "
-                                       f"profile's max sizes {self.max_sizes}")
-                arena[value] = self.arena.tensor(offset, lay)
+            arena = {value: self._arena_view(value, offset, layouts[value], sizes)
+                     for value, offset in self.memory.offsets.items()}
             nodes, size_args = {}, {}
             if sizes is not None:
                 for k, template in self.dynamic.node_attrs.items():
@@ -416,6 +412,19 @@ class Engine:
                 self._bound.popitem(last=False)
         self._bound.move_to_end(key)
         return bound
+
+    def _arena_view(self, value: str, offset: int, lay: Layout, sizes: Sizes | None) -> torch.Tensor:
+        """The arena slot of `value` laid out as `lay`. Kept while the layout stays: most values of
+        a profiled plan keep theirs at every size, and a decoder binds a new size at every token."""
+        kept = self._views.get(value)
+        if kept is not None and kept[0] == lay:
+            return kept[1]
+        if layout_nbytes(lay) > self.memory.buffers[value].size:
+            raise TridentError(f"{value} needs more memory at sizes {sizes} than at the "
+                               f"profile's max sizes {self.max_sizes}")
+        view = self.arena.tensor(offset, lay)
+        self._views[value] = (lay, view)
+        return view
 
     def _place(self, tensor: torch.Tensor, layout: Layout) -> torch.Tensor:
         out = torch.empty_strided(layout.shape, layout.strides, dtype=layout.dtype, device=self.device)

@@ -195,15 +195,18 @@ class Arena:
 
     def __post_init__(self):
         self.buffer = torch.empty(self.nbytes, dtype=torch.uint8, device=self.device)
+        self._typed: dict[torch.dtype, torch.Tensor] = {}   # the whole buffer as each dtype
 
     def tensor(self, offset: int, layout) -> torch.Tensor:
         extent = layout_nbytes(layout)
-        if offset % layout.dtype.itemsize or offset + extent > self.nbytes:
+        size = layout.dtype.itemsize
+        if offset % size or offset + extent > self.nbytes:
             raise AssertionError(f"arena slot [{offset}, {offset + extent}) does not fit the "
                                  f"{self.nbytes}-byte arena or the dtype's alignment")
-        raw = self.buffer.narrow(0, offset, extent) if extent else self.buffer.narrow(0, 0, 0)
-        typed = raw.view(layout.dtype)
-        return typed.as_strided(layout.shape, layout.strides)
+        typed = self._typed.get(layout.dtype)
+        if typed is None:  # (a view as a wider dtype needs a byte count it divides)
+            typed = self._typed[layout.dtype] = self.buffer[:self.nbytes // size * size].view(layout.dtype)
+        return typed.as_strided(layout.shape, layout.strides, offset // size)
 
 
 def human_bytes(n: float) -> str:

@@ -7,7 +7,7 @@ import torch
 
 from trident.compiler import InputError, TridentError, build_engine, load_engine
 from trident.compiler.codegen.polyfit import Grid, fit_int
-from trident.compiler.ir.shapes import Poly
+from trident.compiler.ir.shapes import Poly, PolyTable, instantiate
 from trident.models import MODELS
 from trident.tools.compile import parse_shapes
 
@@ -63,6 +63,21 @@ def test_polynomials_of_several_sizes():
     assert fit_int(grid, values) is None
     ceil = {p: -(-p[1] // 2) for p in grid.points()}
     assert fit_int(grid, ceil) is None
+
+
+def test_a_table_of_polynomials_evaluates_each_exactly():
+    """PolyTable (what re-lays a profiled engine's values at each new size) agrees with
+    evaluating every template alone, and stays exact past int64 (Python ints then)."""
+    b, s = Poly.of("b"), Poly.of("s")
+    stride = Poly.from_coefficients({(("b", 1), ("s", 2)): 12, (("s", 1),): 768, (): -3})
+    leaves = [7, b, s, stride, Poly.of("s", 64, 1), 0, -5]
+    table = PolyTable(leaves)
+    for sizes in ({"b": 1, "s": 1}, {"b": 3, "s": 40}, {"b": 11, "s": 29}):
+        assert table.at(sizes) == [instantiate(x, sizes) for x in leaves]
+    huge = {"b": 2 ** 40, "s": 2 ** 12}   # 12 * b * s**2 is past int64
+    assert table.at(huge)[3] == 12 * 2 ** 40 * 2 ** 24 + 768 * 2 ** 12 - 3
+    assert PolyTable([2 ** 70, b]).at({"b": 4}) == [2 ** 70, 4]
+    assert PolyTable([]).at({}) == []
 
 
 def test_onnx_profile_on_batch_and_sequence(bert, onnx_bert):

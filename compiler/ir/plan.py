@@ -23,7 +23,7 @@ import torch
 
 from trident.compiler.errors import EngineFileError
 from trident.compiler.ir.launch import LaunchConfig
-from trident.compiler.ir.shapes import Poly, ShapeProfile, SizeRange, instantiate, is_constant
+from trident.compiler.ir.shapes import Poly, PolyTable, ShapeProfile, SizeRange, instantiate, is_constant
 from trident.compiler.types import Node
 
 
@@ -91,6 +91,8 @@ class DynamicInfo:
     inputs: dict[str, Any]               # plan input -> template of its shape
     node_attrs: dict[int, Any]           # torch step index -> template of its node's attrs
     _cache: dict = field(default_factory=dict, repr=False, compare=False)
+    # (the base layouts' values, their varying layouts as one PolyTable): built at first use
+    _table: Any = field(default=None, init=False, repr=False, compare=False)
 
     def key(self, sizes: dict[str, int]) -> tuple[int, ...]:
         return tuple(sizes[s] for s in self.profile.symbols)
@@ -100,16 +102,33 @@ class DynamicInfo:
         if key not in self._cache:
             if len(self._cache) >= 256:   # one entry per shape seen: bounded
                 self._cache.pop(next(iter(self._cache)))
-            out = {}
-            for value, lay in base.items():
-                template = self.layouts.get(value)
-                if template is None or is_constant(template):
-                    out[value] = lay
-                else:
-                    shape, strides, offset = instantiate(template, sizes)
-                    out[value] = Layout(tuple(shape), tuple(strides), lay.dtype, offset)
+            varying, table = self._layout_table(base)
+            values = table.at(sizes)
+            out = dict(base)
+            start = 0
+            for value, rank in varying:
+                shape, strides = values[start:start + rank], values[start + rank:start + 2 * rank]
+                out[value] = Layout(tuple(shape), tuple(strides), base[value].dtype, values[start + 2 * rank])
+                start += 2 * rank + 1
             self._cache[key] = out
         return self._cache[key]
+
+    def _layout_table(self, base: dict[str, Layout]) -> tuple[list[tuple[str, int]], PolyTable]:
+        """The values of `base` whose layout varies, with their ranks, and one table of their
+        shapes, strides and offsets, flattened in that order."""
+        if self._table is None or self._table[0] != base.keys():
+            varying, leaves = [], []
+            for value in base:
+                template = self.layouts.get(value)
+                if template is None or is_constant(template):
+                    continue
+                shape, strides, offset = template
+                if len(shape) != len(strides):
+                    raise ValueError(f"layout of {value}: {len(shape)} dims but {len(strides)} strides")
+                varying.append((value, len(shape)))
+                leaves += [*shape, *strides, offset]
+            self._table = (base.keys(), (varying, PolyTable(leaves)))
+        return self._table[1]
 
     def input_shape(self, name: str, sizes: dict[str, int]) -> tuple[int, ...]:
         return tuple(instantiate(self.inputs[name], sizes))

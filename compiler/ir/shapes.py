@@ -11,9 +11,12 @@ the sizes it sees (runtime/engine.py). Both read the types here, with the plan (
 from __future__ import annotations
 
 import itertools
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
+
+import numpy as np
 
 from trident.compiler.errors import InputError, TridentError
 
@@ -130,6 +133,44 @@ class Poly:
 
     def __str__(self) -> str:
         return self.expr({s: s for s in self.symbols})[1:-1]
+
+
+class PolyTable:
+    """Many integer leaves (ints and Polys) evaluated together at one point. The Polys are the rows
+    of one coefficient matrix over the monomials they use, so a point costs one matrix-vector
+    product instead of a walk of every template: a decoder's engine lays out its ~1,000 values
+    again at every token, each at a new past length. Exact: where int64 could overflow (or a leaf
+    is not an int or a Poly), every leaf is evaluated in Python instead."""
+
+    def __init__(self, leaves: list):
+        self.leaves = leaves
+        polys = [(i, p) for i, p in enumerate(leaves) if isinstance(p, Poly)]
+        self.monomials = sorted({m for _, p in polys for _, m in p.terms})
+        coefficients = [[0] * len(self.monomials) for _ in polys]
+        column = {m: j for j, m in enumerate(self.monomials)}
+        for row, (_, p) in zip(coefficients, polys):
+            for c, m in p.terms:
+                row[column[m]] += c
+        self.bound = max((sum(abs(c) for c in row) for row in coefficients), default=0)
+        self.fits = all(type(x) is int and _fits_int64(x) for x in leaves if not isinstance(x, Poly)) and \
+            all(_fits_int64(c) for row in coefficients for c in row)
+        if self.fits:
+            self.constants = np.array([0 if isinstance(x, Poly) else x for x in leaves], dtype=np.int64)
+            self.rows = np.array([i for i, _ in polys], dtype=np.int64)
+            self.coefficients = np.array(coefficients, dtype=np.int64).reshape(len(polys), len(self.monomials))
+
+    def at(self, sizes: Mapping[str, int]) -> list:
+        monomials = [math.prod(sizes[s] ** p for s, p in m) for m in self.monomials]
+        if not (self.fits and self.bound * max(map(abs, monomials), default=1) < 2 ** 63):
+            return [instantiate(x, sizes) for x in self.leaves]
+        values = self.constants.copy()
+        if len(self.rows):
+            values[self.rows] = self.coefficients @ np.array(monomials, dtype=np.int64)
+        return values.tolist()
+
+
+def _fits_int64(x: int) -> bool:
+    return isinstance(x, int) and -2 ** 63 <= x < 2 ** 63
 
 
 def instantiate(template: Any, sizes: Mapping[str, int]) -> Any:
