@@ -48,8 +48,10 @@ run_safety() {
     causal_alignments or many_query or padding or window or relative or grouped or strided or rank3 or empty \
     or never_read or fully_masked" > "$out/memcheck-attention.txt" 2>&1 &
   memcheck python3 scripts/memcheck_models.py --no-graph > "$out/memcheck-models.txt" 2>&1 &
+  # profiled engines (generic kernels, ALIGNED variants) and KV-cache generation
+  memcheck python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_dynamic_gpu.py > "$out/memcheck-dynamic.txt" 2>&1 &
   wait
-  for f in kernels attention models; do echo "== memcheck $f"; tail -n 6 "$out/memcheck-$f.txt"; done
+  for f in kernels attention models dynamic; do echo "== memcheck $f"; tail -n 6 "$out/memcheck-$f.txt"; done
 }
 run_attention() {
   timeout "${T_ATTENTION:-300}" python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_attention_kernel.py \
