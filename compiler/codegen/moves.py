@@ -6,7 +6,7 @@ elementwise ops after it fuse behind it.
 - concat: each lane reads the piece its index along the axis falls in;
 - pad (constant, no crop): a lane inside the input reads its element, the others the fill.
 
-Every load is masked to the tensor it reads, as the writer's own loads are (writer.py)."""
+Every load is masked to the tensor it reads (KernelWriter.load_at)."""
 from __future__ import annotations
 
 from trident.compiler.codegen import expr as E
@@ -43,7 +43,7 @@ def table_lookup(w: KernelWriter, node: Node, operand_for) -> str:
            f"{max(rows - 1, 0)})")
     # The table's own dims after the first are the output's last ones; the first is the row.
     lookup = Operand(table.arg, table.strides, (None,) + out_dims[id_rank:], table.dtype, table.offset)
-    var = _load(w, lookup, {0: row}, {d for d in out_dims[:id_rank] if d is not None})
+    var = w.load_at(lookup, {0: row}, {d for d in out_dims[:id_rank] if d is not None})
     w.values[node.outputs[0]] = var
     return var
 
@@ -67,7 +67,7 @@ def concat(w: KernelWriter, node: Node, operand_for) -> str:
         shifted = w.tmp("cat")
         w.line(f"{shifted} = {index} - {start}")
         inside = f"({shifted} >= 0) & ({shifted} < {size})"
-        loaded = _load(w, piece, {axis: shifted}, {along} - {None}, inside)
+        loaded = w.load_at(piece, {axis: shifted}, {along} - {None}, inside)
         if var is None:
             var = loaded
         else:
@@ -101,32 +101,9 @@ def pad(w: KernelWriter, node: Node, operand_for) -> str:
         w.line(f"{index} = {w.index_of.get(out_dims[d], '0')} - {before}")
         shifted[d] = index
         inside.append(f"({index} >= 0) & ({index} < {in_shape[d]})")
-    loaded = _load(w, x, shifted, {out_dims[d] for d in shifted}, " & ".join(inside) or None)
+    loaded = w.load_at(x, shifted, {out_dims[d] for d in shifted}, " & ".join(inside) or None)
     var = w.tmp("v")
     fill = E.literal(node.attrs.get("value", 0))
     w.line(f"{var} = tl.where({' & '.join(inside)}, {loaded}, {fill})" if inside else f"{var} = {loaded}")
     w.values[node.outputs[0]] = var
-    return var
-
-
-def _load(w: KernelWriter, op: Operand, index_of_dim: dict[int, str], along: set[int],
-          inside: str | None = None) -> str:
-    """Load `op` where tensor dim k is addressed by `index_of_dim[k]` (a shifted index, a looked-up
-    row) instead of its space dim's index. `along`: the space dims those expressions vary along.
-    The pointer spans, and the load is masked by, every axis it moves along, and by `inside`."""
-    terms = [f"{op.offset}"] if op.offset else []
-    for k, (stride, dim) in enumerate(zip(op.strides, op.space_dims)):
-        idx = index_of_dim.get(k) or (w.index_of.get(dim) if dim is not None else None)
-        if idx is not None and stride != 0:
-            terms.append(idx if stride == 1 else f"{idx} * {stride}")
-    spanned = [a for a in w.axes if a.mask and (a in w.axes_of(op)
-                                                or any(d in along for d, _ in a.dims))]
-    terms += [f"{a.var} * 0" for a in spanned]  # the pointer takes every spanned axis's shape
-    masks = [m for m in (w.mask_of(spanned), inside) if m]
-    masked = f", mask={' & '.join(f'({m})' for m in masks)}, other=0" if masks else ""
-    var = w.tmp("x")
-    text = f"tl.load({op.arg} + ({' + '.join(terms) or '0'}){masked})"
-    if op.dtype.is_floating_point:
-        text += ".to(tl.float32)"
-    w.line(f"{var} = {text}")
     return var

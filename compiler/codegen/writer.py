@@ -172,10 +172,28 @@ class KernelWriter:
     # Every access is masked by every axis its pointer spans: a lane past the extent of any axis
     # it moves along would read or write outside the tensor (or another row of it).
     def load(self, op: Operand, shape_hint: str | None = None) -> str:
+        return self._emit_load(op, self.offset(op, self.axes_of(op)), self.mask_for(op))
+
+    def load_at(self, op: Operand, at: dict[int, str], along: set[int], inside: str | None = None) -> str:
+        """Load `op` where tensor dim k is addressed by `at[k]` (a shifted index, a looked-up row)
+        instead of its space dim's index; `along`: the space dims those expressions vary along.
+        The pointer spans, and the load is masked by, every axis it moves along, and by `inside`
+        (the per-element moves of codegen/moves.py)."""
+        terms = [f"{op.offset}"] if op.offset else []
+        for k, (stride, dim) in enumerate(zip(op.strides, op.space_dims)):
+            idx = at.get(k) or (self.index_of.get(dim) if dim is not None else None)
+            if idx is not None and stride != 0:
+                terms.append(idx if stride == 1 else f"{idx} * {stride}")
+        spanned = [a for a in self.axes if a.mask and (a in self.axes_of(op)
+                                                       or any(d in along for d, _ in a.dims))]
+        terms += [f"{a.var} * 0" for a in spanned]  # the pointer takes every spanned axis's shape
+        masks = [m for m in (self.mask_of(spanned), inside) if m]
+        return self._emit_load(op, " + ".join(terms) or "0", " & ".join(f"({m})" for m in masks) or None)
+
+    def _emit_load(self, op: Operand, offset: str, mask: str | None) -> str:
         var = self.tmp("x")
-        mask = self.mask_for(op)
         masked = f", mask={mask}, other=0" if mask else ""
-        text = f"tl.load({op.arg} + ({self.offset(op, self.axes_of(op))}){masked})"
+        text = f"tl.load({op.arg} + ({offset}){masked})"
         if op.dtype.is_floating_point:
             text += ".to(tl.float32)"
         self.line(f"{var} = {text}")

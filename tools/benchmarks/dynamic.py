@@ -83,8 +83,8 @@ def bert_section(dry: bool, device: str) -> list[dict]:
     return rows
 
 
-def gpt2_section(dry: bool, device: str, on_row=lambda row: None) -> list[dict]:
-    """Tokens/s of trident.generate and transformers' generate; on_row(row) as each batch ends."""
+def gpt2_section(dry: bool, device: str):
+    """Tokens/s of trident.generate and transformers' generate: yields a row as each batch ends."""
     import transformers
     import trident
     from trident.models.gpt2 import decoder_engine
@@ -103,7 +103,6 @@ def gpt2_section(dry: bool, device: str, on_row=lambda row: None) -> list[dict]:
     compiled_hf = transformers.GPT2LMHeadModel(cfg).eval().to(device, dtype)
     compiled_hf.load_state_dict(hf.state_dict())
     compiled_hf.forward = torch.compile(compiled_hf.forward, dynamic=True)
-    rows = []
     for batch in batches:
         ids = torch.randint(0, cfg.vocab_size, (batch, prompt), device=device)
         kwargs = dict(attention_mask=torch.ones_like(ids), max_new_tokens=new, min_new_tokens=new,
@@ -129,10 +128,8 @@ def gpt2_section(dry: bool, device: str, on_row=lambda row: None) -> list[dict]:
                 tokens = got[1]
             if name == "transformers_eager" and got and "tokens" in locals():
                 row["greedy_tokens_equal_eager"] = float((tokens == got[1]).float().mean())
-        rows.append(row)
-        on_row(row)
         print(f"  batch {batch}: {row}")
-    return rows
+        yield row
 
 
 def _ratio(a: float | None, b: float | None) -> str:
@@ -161,9 +158,10 @@ def run(args: argparse.Namespace) -> int:
         results.save()
     if args.only in (None, "gpt2"):
         print("GPT-2 (12 layers), 128 new tokens after a 128-token prompt")
-        results.data["gpt2"] = []
-        rows = gpt2_section(args.dry_run, device,   # each row kept as soon as it is measured
-                            on_row=lambda row: (results.data["gpt2"].append(row), results.save()))
+        rows = results.data["gpt2"] = []
+        for row in gpt2_section(args.dry_run, device):
+            rows.append(row)
+            results.save()   # each row kept as soon as it is measured
         print(markdown_table(["batch", "trident tok/s", "transformers eager tok/s", "transformers compile tok/s",
                               "greedy = eager"],
                              [[r["batch"], r.get("trident_tokens_per_s"), r.get("transformers_eager_tokens_per_s"),
