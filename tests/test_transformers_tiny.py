@@ -120,3 +120,47 @@ def test_zoo_readme_summary_counts_and_speeds():
     assert "3 models" in text and "(docs/zoo-results.md)" in text
     assert "| onnx | fp16 | 2 of 3 | 1 | 1.00× (0.50×, b) |" in text  # sqrt(2 * 0.5) = 1
     assert "| compile | fp16 | 1 of 1 | 0 | 4.00× (4.00×, a) |" in text
+
+
+def _hold_turn(lock_path: str, log_path: str, name: str) -> None:
+    import os
+    import time
+
+    from trident.tools.zoo_run import TIMING_LOCK_ENV, timing_turn
+
+    os.environ[TIMING_LOCK_ENV] = lock_path
+    with timing_turn():
+        with open(log_path, "a") as log:
+            log.write(f"enter {name}\n")
+        time.sleep(0.3)
+        with open(log_path, "a") as log:
+            log.write(f"leave {name}\n")
+
+
+def test_zoo_timing_turns_never_overlap(tmp_path):
+    import multiprocessing
+
+    lock, log = str(tmp_path / "timing.lock"), tmp_path / "log"
+    ctx = multiprocessing.get_context("spawn")
+    workers = [ctx.Process(target=_hold_turn, args=(lock, str(log), str(i))) for i in range(3)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(60)
+    events = log.read_text().split("\n")[:-1]
+    assert len(events) == 6
+    for enter, leave in zip(events[::2], events[1::2]):  # each enter is followed by its own leave
+        assert enter.startswith("enter") and leave == "leave" + enter[len("enter"):]
+
+
+def test_zoo_jobs_run_models_side_by_side(tmp_path):
+    from trident.tools.cli import main
+
+    out = tmp_path / "zoo.json"
+    code = main(["zoo", "--tiny", "--models", "transformers/distilbert,transformers/bert",
+                 "--precisions", "fp32", "--entry", "compile", "--jobs", "2", "--json", str(out),
+                 "--markdown", str(tmp_path / "zoo.md")])
+    rows = json.loads(out.read_text())["rows"]
+    assert code == 0, rows
+    assert sorted(r["model"] for r in rows) == ["transformers/bert", "transformers/distilbert"]
+    assert all(r["status"] == "ok" and r["rel_err"] < FP32_TOLERANCE for r in rows)

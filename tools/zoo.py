@@ -3,7 +3,9 @@ both entry points (torch.compile and torch.onnx.export -> build_engine), at each
 the GPU (or the CPU with --tiny), with a JSON and markdown report (docs/zoo.md).
 
 Each model runs in a subprocess of its own with a time limit, so a crash or a hang is one
-error row, not the end of the run.
+error row, not the end of the run. With --jobs N, N models build side by side (the build is host
+work: tracing, export, Triton compilation); their timed sections take turns (zoo_run.timing_turn),
+so a latency is never measured while another model is being timed.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import os
 import subprocess
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 from trident.compiler.errors import InputError
@@ -21,7 +24,7 @@ from trident.compiler.progress import progress
 from trident.tools.common import output_path
 from trident.tools.zoo_models import all_models
 from trident.tools.zoo_report import markdown_table, merge, readme_summary, update_readme
-from trident.tools.zoo_run import Row, RunOptions, run_model
+from trident.tools.zoo_run import TIMING_LOCK_ENV, Row, RunOptions, run_model
 
 ENTRIES = {"compile": ("compile",), "onnx": ("onnx",), "both": ("compile", "onnx")}
 
@@ -43,6 +46,9 @@ def register(subparsers) -> None:
     p.add_argument("--no-inductor", action="store_true",
                    help="do not time torch.compile (default mode) as an anchor")
     p.add_argument("--timeout", type=float, default=900.0, help="seconds per model")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="models built side by side, each in its own process (their timings "
+                        "take turns)")
     p.add_argument("--no-isolate", action="store_true",
                    help="run the models in this process (no subprocess, no time limit)")
     p.add_argument("--json", default="zoo-out/zoo.json", help="the report's rows")
@@ -87,12 +93,12 @@ def _worker_argv(args, name: str, out: str) -> list[str]:
     return argv
 
 
-def run_isolated(zm, args) -> list[dict]:
+def run_isolated(zm, args, env: dict | None = None) -> list[dict]:
     with tempfile.TemporaryDirectory(prefix="trident-zoo-") as tmp:
         out = str(Path(tmp) / "rows.json")
         try:
             done = subprocess.run(_worker_argv(args, zm.name, out), capture_output=True,
-                                  text=True, timeout=args.timeout)
+                                  text=True, timeout=args.timeout, env=env)
         except subprocess.TimeoutExpired:
             return [Row(zm.name, zm.family, status="error",
                         error=f"timed out after {args.timeout:.0f} s").to_dict()]
@@ -120,16 +126,30 @@ def run(args: argparse.Namespace) -> int:
     earlier = json.loads(Path(args.json).read_text()) if args.merge and Path(args.json).is_file() \
         else None
     report = {"device": opts.device, "batch": opts.batch, "tiny": opts.tiny, "rows": []}
-    bar = progress(select(patterns), desc="zoo", unit="model")
-    for zm in bar:
-        bar.set_postfix_str(zm.name)
-        if args.no_isolate:
-            report["rows"] += [r.to_dict() for r in run_model(zm, opts)]
-        else:
-            report["rows"] += run_isolated(zm, args)
-        # written after every model: a run cut short keeps what it measured
+    models = select(patterns)
+    bar = progress(total=len(models), desc="zoo", unit="model")
+    # written after every model: a run cut short keeps what it measured
+    for rows in _model_rows(models, args, opts):
+        report["rows"] += rows
         output_path(args.json).write_text(json.dumps(merge(earlier, report), indent=1))
+        bar.set_postfix_str(rows[0]["model"])
+        bar.update()
+    bar.close()
     return _write(merge(earlier, report), args)
+
+
+def _model_rows(models: list, args, opts: RunOptions):
+    """Each model's rows, as the models finish (a run cut short keeps every finished one)."""
+    if args.no_isolate:
+        for zm in models:
+            yield [r.to_dict() for r in run_model(zm, opts)]
+        return
+    with tempfile.TemporaryDirectory(prefix="trident-zoo-lock-") as tmp:
+        env = {**os.environ, TIMING_LOCK_ENV: str(Path(tmp) / "timing.lock")}
+        with ThreadPoolExecutor(max(1, args.jobs)) as pool:
+            running = [pool.submit(run_isolated, zm, args, env) for zm in models]
+            for done in as_completed(running):
+                yield done.result()
 
 
 def _merged_files(paths: list[str]) -> dict:

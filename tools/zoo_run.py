@@ -8,9 +8,12 @@ eager and torch.compile (default mode), timed in the same process by compiler/ti
 from __future__ import annotations
 
 import copy
+import fcntl
+import os
 import tempfile
 import time
 import warnings
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -20,6 +23,10 @@ from torch.utils._pytree import tree_flatten
 from trident.compiler.testing import relative_error
 from trident.compiler.timing import latencies_ms, summarize
 from trident.tools.zoo_models import NotAvailable, ZooModel, settle_batch_norm
+
+# Set by `trident zoo --jobs`: a file whose lock the models' workers take turns holding while
+# they time, so no latency is measured while another model is being timed.
+TIMING_LOCK_ENV = "TRIDENT_ZOO_TIMING_LOCK"
 
 
 @dataclass
@@ -72,7 +79,24 @@ def _first_output(out) -> torch.Tensor:
 def _latency(fn, opts: RunOptions) -> float:
     warmup, timed = opts.iterations
     with torch.no_grad():
+        fn()  # a first call compiles (torch.compile's anchor): host work, outside the turn
+    with torch.no_grad(), timing_turn():
         return summarize(latencies_ms(fn, timed, warmup, on_gpu=opts.device == "cuda"))["median_ms"]
+
+
+@contextmanager
+def timing_turn():
+    """Holds the zoo's timing lock (when there is one) for the duration of the block."""
+    path = os.environ.get(TIMING_LOCK_ENV)
+    if not path:
+        yield
+        return
+    with open(path, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _half_inputs(inputs: tuple) -> tuple:
@@ -216,4 +240,4 @@ def _through_onnx(row: Row, path: str, inputs, precision: str, anchors: Anchors,
     row.latency_ms["trident"] = _latency(lambda: engine(*feed), opts)
 
 
-__all__ = ["RunOptions", "Row", "run_model"]
+__all__ = ["TIMING_LOCK_ENV", "RunOptions", "Row", "run_model", "timing_turn"]
