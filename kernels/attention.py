@@ -43,9 +43,27 @@ MAX_HEAD_DIM = 256
 
 
 @triton.jit
+def _mask_block(mask_ptrs, cols, Lk, other, MASK_PER_KEY: tl.constexpr, BOUNDARY: tl.constexpr):
+    """The mask's values for one key block, shaped to broadcast against its scores: a [1, BLOCK_N]
+    row where one mask row serves every query (MASK_PER_KEY), else the [BLOCK_M, BLOCK_N] tile."""
+    if MASK_PER_KEY:
+        if BOUNDARY:
+            values = tl.load(mask_ptrs, mask=cols < Lk, other=other)
+        else:
+            values = tl.load(mask_ptrs)
+        values = values[None, :]
+    else:
+        if BOUNDARY:
+            values = tl.load(mask_ptrs, mask=(cols < Lk)[None, :], other=other)
+        else:
+            values = tl.load(mask_ptrs)
+    return values
+
+
+@triton.jit
 def _key_block(acc, l_i, m_i, q, k_ptrs, v_ptrs, mask_ptrs, start_n, offs_m, offs_n, Lk, d_ok, dv_ok,
-               causal_offset, SCALE: tl.constexpr, MASK_KIND: tl.constexpr, CAUSAL: tl.constexpr,
-               BOUNDARY: tl.constexpr, INPUT_PRECISION: tl.constexpr):
+               causal_offset, SCALE: tl.constexpr, MASK_KIND: tl.constexpr, MASK_PER_KEY: tl.constexpr,
+               CAUSAL: tl.constexpr, BOUNDARY: tl.constexpr, INPUT_PRECISION: tl.constexpr):
     """Fold keys [start_n, start_n + BLOCK_N) into the running (acc, l, m) of the query tile.
 
     BOUNDARY blocks mask keys past Lk and, when CAUSAL, keys right of the diagonal; other blocks
@@ -67,19 +85,13 @@ def _key_block(acc, l_i, m_i, q, k_ptrs, v_ptrs, mask_ptrs, start_n, offs_m, off
     else:
         s = qk * qk_scale
         if MASK_KIND == 2:
-            if BOUNDARY:
-                bias = tl.load(mask_ptrs, mask=n_ok[None, :], other=0.0).to(tl.float32)
-            else:
-                bias = tl.load(mask_ptrs).to(tl.float32)
+            bias = _mask_block(mask_ptrs, cols, Lk, 0.0, MASK_PER_KEY, BOUNDARY).to(tl.float32)
             # A huge finite bias (finfo(float32).min, as transformers writes masks) would overflow
             # to -inf in the log2 domain: kept finite, a row masked that way everywhere averages
             # its values, as torch computes it; only a true -inf disables a key.
             s += tl.where(bias == float("-inf"), bias, tl.maximum(bias * LOG2E, FINITE_FLOOR))
         if MASK_KIND == 1:
-            if BOUNDARY:
-                keep = tl.load(mask_ptrs, mask=n_ok[None, :], other=0)
-            else:
-                keep = tl.load(mask_ptrs)
+            keep = _mask_block(mask_ptrs, cols, Lk, 0, MASK_PER_KEY, BOUNDARY)
             s = tl.where(keep != 0, s, float("-inf"))
         if BOUNDARY:
             visible = n_ok[None, :]
@@ -104,15 +116,15 @@ def _key_block(acc, l_i, m_i, q, k_ptrs, v_ptrs, mask_ptrs, start_n, offs_m, off
 @triton.jit
 def _key_loop(acc, l_i, m_i, q, k_ptrs, v_ptrs, mask_ptrs, lo, hi, offs_m, offs_n, Lk, d_ok, dv_ok,
               causal_offset, stride_kn, stride_vn, stride_mn, SCALE: tl.constexpr, MASK_KIND: tl.constexpr,
-              CAUSAL: tl.constexpr, BOUNDARY: tl.constexpr, BLOCK_N: tl.constexpr,
+              MASK_PER_KEY: tl.constexpr, CAUSAL: tl.constexpr, BOUNDARY: tl.constexpr, BLOCK_N: tl.constexpr,
               INPUT_PRECISION: tl.constexpr):
     """_key_block over the key blocks [lo, hi) (lo, hi multiples of BLOCK_N, or hi = the end).
     The operand pointers are loop-carried (advanced by a scalar), as Triton pipelines best."""
     for start_n in range(lo, hi, BLOCK_N):
         start_n = tl.multiple_of(start_n, BLOCK_N)
         acc, l_i, m_i = _key_block(acc, l_i, m_i, q, k_ptrs, v_ptrs, mask_ptrs, start_n, offs_m, offs_n, Lk,
-                                   d_ok, dv_ok, causal_offset, SCALE, MASK_KIND, CAUSAL, BOUNDARY,
-                                   INPUT_PRECISION)
+                                   d_ok, dv_ok, causal_offset, SCALE, MASK_KIND, MASK_PER_KEY, CAUSAL,
+                                   BOUNDARY, INPUT_PRECISION)
         k_ptrs += BLOCK_N * stride_kn
         v_ptrs += BLOCK_N * stride_vn
         mask_ptrs += BLOCK_N * stride_mn
@@ -140,9 +152,9 @@ def _key_range(start_m, Lk, causal_offset, CAUSAL: tl.constexpr, BLOCK_M: tl.con
 def attention_program(q_ptr, k_ptr, v_ptr, mask_ptr, o_ptr, pid, B, W, H, H_KV, Lq, Lk, D, DV,
                       sq_b, sq_w, sq_h, sq_m, sq_d, sk_b, sk_w, sk_h, sk_n, sk_d, sv_b, sv_w, sv_h, sv_n, sv_d,
                       sm_b, sm_w, sm_h, sm_m, sm_n, so_b, so_w, so_h, so_m, so_d, causal_offset,
-                      SCALE: tl.constexpr, MASK_KIND: tl.constexpr, CAUSAL: tl.constexpr,
-                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-                      BLOCK_DV: tl.constexpr, INPUT_PRECISION: tl.constexpr):
+                      SCALE: tl.constexpr, MASK_KIND: tl.constexpr, MASK_PER_KEY: tl.constexpr,
+                      CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                      BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr, INPUT_PRECISION: tl.constexpr):
     """One query tile of one (batch, head), computed and stored. pid walks query tiles fastest,
     so the tiles running together share one head's K and V in L2."""
     num_m = tl.cdiv(Lq, BLOCK_M)
@@ -171,6 +183,11 @@ def attention_program(q_ptr, k_ptr, v_ptr, mask_ptr, o_ptr, pid, B, W, H, H_KV, 
     v_ptrs = v_ptr + b * sv_b + w * sv_w + h_kv * sv_h + offs_n[:, None] * sv_n + offs_dv[None, :] * sv_d
     if MASK_KIND == 0:
         mask_ptrs = mask_ptr  # never read: no tile of pointers to carry through the loops
+    elif MASK_PER_KEY:
+        # One mask row serves every query (a padding mask): a vector per key block, where a tile
+        # would load each value BLOCK_M times, element by element when the row's start is not
+        # 16-byte aligned (a run-time or odd sequence length).
+        mask_ptrs = mask_ptr + b * sm_b + w * sm_w + h * sm_h + offs_n * sm_n
     else:
         mask_ptrs = mask_ptr + b * sm_b + w * sm_w + h * sm_h + rows[:, None] * sm_m + offs_n[None, :] * sm_n
     acc = tl.zeros((BLOCK_M, BLOCK_DV), dtype=tl.float32)
@@ -179,14 +196,15 @@ def attention_program(q_ptr, k_ptr, v_ptr, mask_ptr, o_ptr, pid, B, W, H, H_KV, 
     full, end = _key_range(start_m, Lk, causal_offset, CAUSAL, BLOCK_M, BLOCK_N)
     acc, l_i, m_i, k_ptrs, v_ptrs, mask_ptrs = _key_loop(
         acc, l_i, m_i, q, k_ptrs, v_ptrs, mask_ptrs, 0, full, offs_m, offs_n, Lk, d_ok, dv_ok, causal_offset,
-        sk_n, sv_n, sm_n, SCALE, MASK_KIND, CAUSAL, False, BLOCK_N, INPUT_PRECISION)
+        sk_n, sv_n, sm_n, SCALE, MASK_KIND, MASK_PER_KEY, CAUSAL, False, BLOCK_N, INPUT_PRECISION)
     if full < end:
         # Guarded, not merely empty: with run-time lengths a pipelined loop costs its prologue
         # and waits even when it runs no iteration (BERT's attention at sequence 128, where
         # every key block is full: 10.0 against 6.8 us with the lengths as constants).
         acc, l_i, m_i, k_ptrs, v_ptrs, mask_ptrs = _key_loop(
             acc, l_i, m_i, q, k_ptrs, v_ptrs, mask_ptrs, full, end, offs_m, offs_n, Lk, d_ok, dv_ok,
-            causal_offset, sk_n, sv_n, sm_n, SCALE, MASK_KIND, CAUSAL, True, BLOCK_N, INPUT_PRECISION)
+            causal_offset, sk_n, sv_n, sm_n, SCALE, MASK_KIND, MASK_PER_KEY, CAUSAL, True, BLOCK_N,
+            INPUT_PRECISION)
     # A fully masked row has l = 0 and acc = 0: dividing by 1 instead gives torch's 0, not 0/0.
     out = acc / tl.where(l_i > 0.0, l_i, 1.0)[:, None]
     o_ptrs = o_ptr + b * so_b + w * so_w + h * so_h + offs_m[:, None] * so_m + offs_dv[None, :] * so_d
@@ -211,7 +229,7 @@ def attention_kernel(q_ptr, k_ptr, v_ptr, mask_ptr, o_ptr, B: tl.constexpr, W: t
     attention_program(q_ptr, k_ptr, v_ptr, mask_ptr, o_ptr, tl.program_id(0), B, W, H, H_KV, Lq, Lk, D, DV,
                       sq_b, sq_w, sq_h, sq_m, sq_d, sk_b, sk_w, sk_h, sk_n, sk_d, sv_b, sv_w, sv_h, sv_n, sv_d,
                       sm_b, sm_w, sm_h, sm_m, sm_n, so_b, so_w, so_h, so_m, so_d, causal_offset,
-                      SCALE, MASK_KIND, CAUSAL, BLOCK_M, BLOCK_N, BLOCK_D, BLOCK_DV, INPUT_PRECISION)
+                      SCALE, MASK_KIND, sm_m == 0, CAUSAL, BLOCK_M, BLOCK_N, BLOCK_D, BLOCK_DV, INPUT_PRECISION)
 
 
 # ------------------------------------------------------------------------------ configs ----
@@ -241,7 +259,8 @@ def smem_bytes(cfg: LaunchConfig, head_dim: int, head_dim_v: int, elem_bytes: in
     attention_kernel exactly at head dims 64-256, with and without bool / fp16 / fp32 masks.
     causal: both key loops have run-time bounds, and Triton 3.6 pipelines each with its own K/V
     buffers (head dim 256 at 128x64, 2 stages: 320 KB, where the model without this gives 208 KB);
-    counted twice, conservatively, whatever the Triton version."""
+    counted twice, conservatively, whatever the Triton version. A per-key mask (MASK_PER_KEY)
+    stages a BLOCK_N vector, not a tile: counted as a tile, conservatively."""
     bd, bdv = head_block(head_dim), head_block(head_dim_v)
     p_tile = cfg.BLOCK_M * cfg.BLOCK_N * elem_bytes if bd != head_dim or bd > 128 else 0
     masks = (cfg.num_stages - 1) * cfg.BLOCK_M * cfg.BLOCK_N * mask_bytes
@@ -358,6 +377,11 @@ class AttentionLaunch:
     strides: tuple[tuple[int, ...], ...]  # q, k, v, mask, o
     mask_kind: int
     causal_offset: int | None  # None: not causal
+
+    @property
+    def mask_per_key(self) -> bool:
+        """One mask row for every query (the mask broadcasts over query rows: a padding mask)."""
+        return self.mask_kind != MASK_NONE and self.strides[3][3] == 0
 
     @property
     def heads(self) -> int:

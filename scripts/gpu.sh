@@ -45,7 +45,7 @@ run_safety() {
   memcheck python3 -m pytest -q -p no:cacheprovider tests/test_memory_safety.py tests/test_nan_semantics.py \
     tests/test_prims.py tests/test_per_element_moves.py > "$out/memcheck-kernels.txt" 2>&1 &
   memcheck python3 -m pytest -q -p no:cacheprovider tests/test_attention_kernel.py -k "odd_lengths or \
-    causal_alignments or many_query or padding or window or relative or grouped or strided or rank3 or empty \
+    causal_alignments or many_query or padding or per_key or window or relative or grouped or strided or rank3 or empty \
     or never_read or fully_masked" > "$out/memcheck-attention.txt" 2>&1 &
   memcheck python3 scripts/memcheck_models.py --no-graph > "$out/memcheck-models.txt" 2>&1 &
   # profiled engines (generic kernels, ALIGNED variants) and KV-cache generation

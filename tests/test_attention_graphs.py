@@ -60,14 +60,14 @@ def attention_graph(shapes, dtypes=None, **attrs):
 
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
-@pytest.mark.parametrize("mask", [None, "bool", "additive"])
+@pytest.mark.parametrize("mask", [None, "bool", "additive", "padding"])
 @pytest.mark.parametrize("causal", [None, "top_left", "bottom_right"])
 def test_attention_op_is_one_kernel(precision, mask, causal, rng):
     shapes = [(2, 4, 19, 32), (2, 2, 23, 32), (2, 2, 23, 24)]
     dtypes = [torch.float32] * 3
     inputs = [randn(rng, *s) for s in shapes]
     if mask:
-        shapes.append((2, 1, 19, 23) if mask == "bool" else (1, 4, 19, 23))
+        shapes.append({"bool": (2, 1, 19, 23), "additive": (1, 4, 19, 23), "padding": (2, 1, 1, 23)}[mask])
         dtypes.append(torch.bool if mask == "bool" else torch.float32)
         inputs.append(torch.rand(shapes[-1], generator=rng) < 0.7 if mask == "bool" else randn(rng, *shapes[-1]))
     attrs = {"scale": 0.2} | ({"causal": causal} if causal else {})
@@ -76,6 +76,9 @@ def test_attention_op_is_one_kernel(precision, mask, causal, rng):
     kernels = 1 if precision == "fp32" else 1 + casts
     engine = assert_matches_reference(g, inputs, precision, TOL[precision], max_kernels=kernels)
     assert attention_kernels(engine) == 1
+    (source,) = [s.source for s in engine.plan.kernel_steps() if "attention_program(" in s.source]
+    # a mask with one row for every query is read a key vector at a time
+    assert ("MASK_PER_KEY=True" in source) == (mask == "padding")
 
 
 def test_attention_reads_a_packed_qkv_split_through_strides(rng):

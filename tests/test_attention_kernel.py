@@ -95,6 +95,30 @@ def test_padding_mask_broadcast_over_heads_and_queries(dtype):
     check(attention(q, k, v, bias), reference(q, k, v, bias), dtype)
 
 
+@pytest.mark.parametrize("causal", [None, "bottom_right"])
+@pytest.mark.parametrize("shape", [(2, 1, 1, 83), (83,), (2, 3, 1, 83)])
+def test_per_key_masks_over_many_key_blocks(shape, causal):
+    """A mask with one row for every query is read as a vector per key block (MASK_PER_KEY):
+    full key blocks, the tail and the diagonal, bool and additive, at 16-key steps."""
+    q, k, v = qkv(2, 3, 3, 75, 83, 32, seed=30)
+    keep = (torch.rand(shape, generator=torch.Generator().manual_seed(31)) < 0.6).to(DEV)
+    bias = rand(shape, 32).clamp(max=0.5).masked_fill(~keep, -math.inf)
+    for mask in (keep, bias):
+        plan = attention_module.plan_launch(*(attention_module._triple(t) for t in (q, k, v, mask, q)),
+                                            causal)
+        assert plan.mask_per_key
+        out = attention(q, k, v, mask, causal=causal, config=attention_config(16, 16))
+        check(out, reference(q, k, v, mask, causal=causal), torch.float32)
+
+
+def test_masks_with_a_row_per_query_are_tiles():
+    q, k, v = qkv(1, 2, 2, 7, 9, 16, seed=33)
+    for shape in ((1, 1, 7, 9), (7, 9), (1, 2, 7, 9)):
+        mask = rand(shape, 34)
+        plan = attention_module.plan_launch(*(attention_module._triple(t) for t in (q, k, v, mask, q)), None)
+        assert not plan.mask_per_key, shape
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 def test_relative_position_bias_and_window_masks(dtype):
     b, h, lq, lk = 2, 3, 19, 23

@@ -57,7 +57,8 @@ def _program_call(pointers: list[str], plan, scale: float, dtype: torch.dtype) -
     lines = [", ".join(pointers) + ", pid=tl.program_id(0)", _keywords(plan.sizes())]
     lines += [_keywords({k: s for k, s in strides.items() if k.startswith(operand)})
               for operand in ("sq", "sk", "sv", "sm", "so")]
-    lines.append(_keywords({"SCALE": scale, "MASK_KIND": plan.mask_kind, "CAUSAL": plan.causal_offset is not None}))
+    lines.append(_keywords({"SCALE": scale, "MASK_KIND": plan.mask_kind, "MASK_PER_KEY": plan.mask_per_key,
+                            "CAUSAL": plan.causal_offset is not None}))
     lines.append("BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, " + _keywords(
         {"BLOCK_D": template.head_block(plan.D), "BLOCK_DV": template.head_block(plan.DV),
          "INPUT_PRECISION": template.input_precision(dtype)}))
