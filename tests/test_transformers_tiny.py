@@ -153,9 +153,10 @@ def test_zoo_timing_turns_never_overlap(tmp_path):
         assert enter.startswith("enter") and leave == "leave" + enter[len("enter"):]
 
 
-def test_zoo_jobs_run_models_side_by_side(tmp_path):
+def test_zoo_jobs_run_models_side_by_side(tmp_path, monkeypatch):
     from trident.tools.cli import main
 
+    monkeypatch.setattr("os.cpu_count", lambda: 8)  # --jobs is capped at half the cores, less one
     out = tmp_path / "zoo.json"
     code = main(["zoo", "--tiny", "--models", "transformers/distilbert,transformers/bert",
                  "--precisions", "fp32", "--entry", "compile", "--jobs", "2", "--json", str(out),
@@ -164,3 +165,23 @@ def test_zoo_jobs_run_models_side_by_side(tmp_path):
     assert code == 0, rows
     assert sorted(r["model"] for r in rows) == ["transformers/bert", "transformers/distilbert"]
     assert all(r["status"] == "ok" and r["rel_err"] < FP32_TOLERANCE for r in rows)
+
+
+def test_zoo_refuses_more_jobs_than_the_host_can_time_beside(tmp_path, monkeypatch, capsys):
+    from trident.tools.cli import main
+
+    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    code = main(["zoo", "--tiny", "--models", "transformers/bert", "--jobs", "4",
+                 "--json", str(tmp_path / "z.json")])
+    assert code == 2 and "--jobs 4: choose 1 to 3" in capsys.readouterr().err
+
+
+def test_zoo_gives_zero_initialised_parameters_values():
+    from trident.tools.zoo_models import randomize_zero_parameters
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.LayerNorm(3))
+    torch.nn.init.zeros_(model[0].weight)
+    before = model[1].weight.clone()
+    assert randomize_zero_parameters(model) == ["0.weight", "1.bias"]
+    assert model[0].weight.abs().min() > 0 and model[1].bias.abs().min() > 0
+    assert torch.equal(model[1].weight, before)  # parameters with values keep them

@@ -115,6 +115,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"{m.name:50s} {'cnn' if m.cnn else ''}")
         return 0
     opts = options_from(args)
+    _check_jobs(args)
     if args.worker:
         (zm,) = [m for m in all_models() if m.name == args.worker]
         rows = [r.to_dict() for r in run_model(zm, opts)]
@@ -125,7 +126,8 @@ def run(args: argparse.Namespace) -> int:
     patterns = os.environ.get("ZOO_MODELS") or args.models
     earlier = json.loads(Path(args.json).read_text()) if args.merge and Path(args.json).is_file() \
         else None
-    report = {"device": opts.device, "batch": opts.batch, "tiny": opts.tiny, "rows": []}
+    report = {"device": opts.device, "batch": opts.batch, "tiny": opts.tiny, "jobs": args.jobs,
+              "rows": []}
     models = select(patterns)
     bar = progress(total=len(models), desc="zoo", unit="model")
     # written after every model: a run cut short keeps what it measured
@@ -138,6 +140,15 @@ def run(args: argparse.Namespace) -> int:
     return _write(merge(earlier, report), args)
 
 
+def _check_jobs(args) -> None:
+    """Side-by-side builds need free cores for the one model being timed: at most half the
+    host's cores, less one."""
+    most = max(1, (os.cpu_count() or 2) // 2 - 1)
+    if args.jobs < 1 or (args.jobs > most and not args.no_isolate):
+        raise InputError(f"--jobs {args.jobs}: choose 1 to {most} on this host "
+                         f"({os.cpu_count()} cores; the model being timed needs free ones)")
+
+
 def _model_rows(models: list, args, opts: RunOptions):
     """Each model's rows, as the models finish (a run cut short keeps every finished one)."""
     if args.no_isolate:
@@ -146,6 +157,10 @@ def _model_rows(models: list, args, opts: RunOptions):
         return
     with tempfile.TemporaryDirectory(prefix="trident-zoo-lock-") as tmp:
         env = {**os.environ, TIMING_LOCK_ENV: str(Path(tmp) / "timing.lock")}
+        if args.jobs > 1:
+            # Each worker compiles on one thread (torch.compile's anchor would start a pool per
+            # worker): the cores left over keep the host-bound timings (torch eager) honest.
+            env["TORCHINDUCTOR_COMPILE_THREADS"] = "1"
         with ThreadPoolExecutor(max(1, args.jobs)) as pool:
             running = [pool.submit(run_isolated, zm, args, env) for zm in models]
             for done in as_completed(running):

@@ -180,4 +180,20 @@ def settle_batch_norm(model: torch.nn.Module, inputs: tuple) -> None:
         m.momentum = momentum
 
 
-__all__ = ["ZooModel", "NotAvailable", "all_models", "settle_batch_norm", "LastHidden"]
+def randomize_zero_parameters(model: torch.nn.Module, std: float = 0.02) -> list[str]:
+    """Gives every all-zero parameter small random values, and returns their names. Some
+    definitions zero-initialise a layer (torchvision ViT's classifier head, ConvNeXt-V2's GRN
+    scale and shift): with random weights the model's output, or a branch of it, is then exactly
+    zero, and a relative error against it measures nothing."""
+    names = []
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if param.is_floating_point() and param.numel() > 0 and not param.any():
+                param.copy_(torch.randn(param.shape, generator=generator) * std)
+                names.append(name)
+    return names
+
+
+__all__ = ["ZooModel", "NotAvailable", "all_models", "settle_batch_norm", "LastHidden",
+           "randomize_zero_parameters"]

@@ -40,10 +40,16 @@ def markdown_table(report: dict) -> str:
             f"{', tiny configurations' if report.get('tiny') else ''}: {ok} built and ran, "
             f"{failed} failed, {len(rows) - ok - failed} skipped. Relative error ‖y − y₃₂‖/‖y₃₂‖ "
             "against torch fp32, torch fp16's own in parentheses; int8 is timed against torch "
-            "fp16.")
+            "fp16." + _jobs_note(report))
     lines = [head, "", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(c.replace("|", "\\|") for c in _row(r)) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def _jobs_note(report: dict) -> str:
+    jobs = report.get("jobs", 1)
+    return (f" {jobs} models were built side by side, and timed one at a time." if jobs > 1
+            else "")
 
 
 def readme_summary(report: dict, full_table: str) -> str:

@@ -22,7 +22,8 @@ from torch.utils._pytree import tree_flatten
 
 from trident.compiler.testing import relative_error
 from trident.compiler.timing import latencies_ms, summarize
-from trident.tools.zoo_models import NotAvailable, ZooModel, settle_batch_norm
+from trident.tools.zoo_models import (NotAvailable, ZooModel, randomize_zero_parameters,
+                                      settle_batch_norm)
 
 # Set by `trident zoo --jobs`: a file whose lock the models' workers take turns holding while
 # they time, so no latency is measured while another model is being timed.
@@ -136,11 +137,21 @@ class Anchors:
             return None
 
 
+def exact_fp32_in_torch() -> None:
+    """torch's fp32 without TF32: cuDNN convolutions default to TF32 (10-bit mantissas), which
+    would make the fp32 reference itself off by about 1e-2 on a deep CNN, and its fp32 latency
+    a TF32 one. trident's fp32 is exact unless TRIDENT_ALLOW_TF32 says otherwise."""
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+
+
 def run_model(zm: ZooModel, opts: RunOptions) -> list[Row]:
     """Every row of one model; a failure is recorded in its row, never raised."""
+    exact_fp32_in_torch()
     try:
         module, inputs = zm.make(opts.batch, opts.tiny)
         module.eval()
+        randomize_zero_parameters(module)
         settle_batch_norm(module, inputs)
         module = module.eval().to(opts.device)
         inputs = tuple(x.to(opts.device) for x in inputs)
