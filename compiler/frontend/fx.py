@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from trident.compiler.errors import ShapeError, TridentError, UnsupportedError
+from trident.compiler.frontend import fx_decompose as decompose
 from trident.compiler.frontend.fx_attention import Masks, Projections, multi_head_attention
 from trident.compiler.ir import SUPPORTED_DTYPES, Graph, GraphBuilder, Node, TensorType
 from trident.compiler.ops import evaluate, infer_types
@@ -77,6 +78,7 @@ class Ctx:
         self._consts: dict[int, tuple[torch.Tensor, str]] = {}  # id(tensor) -> (tensor, IR name)
         self._scalars: dict[tuple, str] = {}                    # (dtype, value) -> IR name
         self.hints: dict[int, tuple[torch.Tensor, str]] = {}    # id(tensor) -> (tensor, name hint)
+        self._made: set[int] = set()  # storages the import allocated (folds): writable in place
 
     # -- types ------------------------------------------------------------------------------
     def type(self, v) -> TensorType:
@@ -145,6 +147,7 @@ class Ctx:
         types = infer_types(node, [TensorType.of(t) for t in tensors])
         with torch.no_grad():
             outs = [t.contiguous() for t in evaluate(node, tensors, types)]
+        self.note_made(outs, tensors)
         # Name a folded tensor after what it came from: "fc.weight.transpose".
         source = next((self.hints[id(t)][1] for t in inputs if id(t) in self.hints), None)
         for t in outs:
@@ -154,6 +157,29 @@ class Ctx:
     def cast(self, v, dtype: torch.dtype):
         return v if self.dtype(v) == dtype else self.emit("cast", [v], dtype=dtype)
 
+    # -- tensors the import made ----------------------------------------------------------------
+    def note_made(self, outputs, inputs=()) -> None:
+        """Records the storages of folded `outputs` that none of `inputs` shares (new tensors,
+        not views of a model's own): a slice assignment may write into those in place."""
+        taken = {_storage(t) for t in tree_flatten(inputs)[0] if isinstance(t, torch.Tensor)}
+        for t in tree_flatten(outputs)[0]:
+            if isinstance(t, torch.Tensor) and _storage(t) not in taken:
+                self._made.add(_storage(t))
+
+    def made_here(self, t: torch.Tensor) -> bool:
+        return _storage(t) in self._made
+
+    def written(self, t: torch.Tensor) -> None:
+        """`t`'s storage changed in place: later uses snapshot it again (earlier ones keep the
+        constant they took, as they ran before the write)."""
+        for key, (tensor, _) in list(self._consts.items()):
+            if _storage(tensor) == _storage(t):
+                del self._consts[key]
+
+
+
+def _storage(t: torch.Tensor) -> int:
+    return t.untyped_storage().data_ptr()
 
 
 def on_one_device(values):
@@ -682,10 +708,22 @@ def _aten_bn(cx: Ctx, input, weight, bias, running_mean, running_var, training, 
 @converts(F.batch_norm, torch.batch_norm)
 def _f_batch_norm(cx: Ctx, input, running_mean, running_var, weight=None, bias=None,
                  training=False, momentum=0.1, eps=1e-5, *rest):
+    if running_mean is None and running_var is None:  # batch statistics, and nothing to update
+        return decompose.batch_norm_batch_stats(cx, input, weight, bias, eps)
     if training or running_mean is None:
         raise UnsupportedError(f'fx node "{cx.node_name}": batch norm in training mode '
                                "(call model.eval() before compiling)")
     return _bn(cx, input, weight, bias, running_mean, running_var, eps)
+
+
+@converts(aten._native_batch_norm_legit.no_stats)
+def _native_bn_batch_stats(cx: Ctx, input, weight, bias, training, momentum, eps):
+    y = decompose.batch_norm_batch_stats(cx, input, weight, bias, eps)
+    return (y, Missing("batch-norm saved mean"), Missing("batch-norm saved inverse std"))
+
+
+converts(torch.norm, aten.norm.ScalarOpt_dim, aten.norm.Scalar, "norm")(decompose.tensor_norm)
+converts(torch.linalg.vector_norm, aten.linalg_vector_norm.default)(decompose.vector_norm)
 
 
 def _ln(cx: Ctx, x, normalized_shape, weight, bias, eps):
@@ -1466,6 +1504,16 @@ def _filled_like(fill):
 
 
 converts(aten.zeros_like.default, torch.zeros_like)(_filled_like(0))
+converts("new_zeros", aten.new_zeros.default)(decompose.new_filled(0))
+converts("new_ones", aten.new_ones.default)(decompose.new_filled(1))
+converts("new_full", aten.new_full.default)(decompose.new_filled(None))
+converts("new_empty", aten.new_empty.default)(decompose.new_filled(0))
+converts(operator.setitem)(decompose.setitem)
+converts("zero_", aten.zero_.default)(decompose.fill_in_place(0))
+converts("fill_", aten.fill_.Scalar)(decompose.fill_in_place(None))
+converts(torch.roll, aten.roll.default, "roll")(decompose.roll)
+converts(torch.addcmul, aten.addcmul.default, "addcmul")(decompose.addcmul)
+converts(torch.addcdiv, aten.addcdiv.default, "addcdiv")(decompose.addcdiv)
 converts(aten.ones_like.default, torch.ones_like)(_filled_like(1))
 converts(aten.full_like.default, torch.full_like)(_filled_like(None))
 
@@ -1673,7 +1721,9 @@ class _Importer:
                 raise UnsupportedError(f'fx node "{node.name}" ({target_label(node)}): '
                                        f"arguments the converter does not take: {e}") from None
         if not _has_val((args, kwargs)):
-            return _fold_with_torch(node, args, kwargs)
+            out = _fold_with_torch(node, args, kwargs)
+            self.cx.note_made(out, (args, kwargs))
+            return out
         raise _unsupported(node)
 
     def _call_module(self, gm, node, args, kwargs):

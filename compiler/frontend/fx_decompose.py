@@ -1,0 +1,230 @@
+"""torch functions the fx frontend writes out as other IR ops.
+
+Each has no IR op of its own but is a short composition of ops that do, which then fuse like any
+other (a vector norm is a square, a sum reduction and a square root; a roll is two slices and a
+concat):
+
+- batch norm with batch statistics (`F.batch_norm(training=True)` without running statistics:
+  timm's ScaledStdConv2d standardises its weights with it, so it folds into a constant);
+- vector norms (`Tensor.norm`, `torch.norm`, `torch.linalg.vector_norm`: ConvNeXt-V2's GRN);
+- `addcmul` / `addcdiv`;
+- `torch.roll` (Swin's shifted windows);
+- `new_zeros` / `new_ones` / `new_full` / `new_empty`, and a slice assignment into a tensor made
+  that way (Swin builds its window mask so, from constants: it folds at import).
+
+Only the converter context's `emit` / `shape` / `dtype` / `rank` / `cast` and its record of the
+tensors the import made (`note_made` / `made_here` / `written`) are used (the fx
+frontend passes its Ctx and registers these), so this module does not import the frontend back.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import torch
+
+from trident.compiler.errors import ShapeError, UnsupportedError
+
+
+def _axis(cx, d: int, x) -> int:
+    rank = max(cx.rank(x), 1)
+    if not -rank <= int(d) < rank:
+        raise ShapeError(f'fx node "{cx.node_name}": dimension {d} is out of range for rank {rank}')
+    return int(d) % rank
+
+
+def _scalar(cx, value, like) -> torch.Tensor:
+    """A constant scalar in `like`'s dtype (the IR's binary ops take one dtype)."""
+    return torch.tensor(value, dtype=cx.dtype(like))
+
+
+def _float(cx, x):
+    return x if cx.dtype(x).is_floating_point else cx.cast(x, torch.get_default_dtype())
+
+
+# ------------------------------------------------------------------------- batch norm ----
+def batch_norm_batch_stats(cx, x, weight, bias, eps: float):
+    """(x - mean) / sqrt(var + eps) * weight + bias, with the mean and the biased variance of
+    each channel (dim 1) over every other dim: what batch norm computes in training mode. The
+    running statistics it would also update are None here, so nothing else changes."""
+    rank = cx.rank(x)
+    if rank < 2:
+        raise ShapeError(f'fx node "{cx.node_name}": batch norm of a rank-{rank} tensor')
+    axes = [0] + list(range(2, rank))
+    mean = cx.emit("reduce_mean", [x], axes=axes, keepdims=True)
+    centered = cx.emit("sub", [x, mean])
+    var = cx.emit("reduce_mean", [cx.emit("mul", [centered, centered])], axes=axes, keepdims=True)
+    std = cx.emit("sqrt", [cx.emit("add", [var, _scalar(cx, float(eps), x)])])
+    y = cx.emit("div", [centered, std])
+    channel = [1, cx.shape(x)[1]] + [1] * (rank - 2)
+    if weight is not None:
+        y = cx.emit("mul", [y, _channel_param(cx, weight, channel, x)])
+    if bias is not None:
+        y = cx.emit("add", [y, _channel_param(cx, bias, channel, x)])
+    return y
+
+
+def _channel_param(cx, p, shape: list[int], like):
+    p = cx.cast(p, cx.dtype(like)) if not isinstance(p, torch.Tensor) else p.to(cx.dtype(like))
+    return cx.emit("reshape", [p], shape=shape)
+
+
+# ------------------------------------------------------------------------ vector norms ----
+def vector_norm(cx, x, ord=2, dim=None, keepdim: bool = False, dtype=None):
+    """The p-norm over `dim` (every dim when None): p = 2, 1, inf, -inf, 0 or any other
+    positive p as (sum |x|^p)^(1/p)."""
+    if dtype is not None:
+        x = cx.cast(x, dtype)
+    x = _float(cx, x)
+    axes = _axes(cx, x, dim)
+    p = 2.0 if ord in ("fro", None) else float(ord)
+    keep = bool(keepdim)
+    if p == 2.0:
+        squares = cx.emit("mul", [x, x])
+        return cx.emit("sqrt", [cx.emit("reduce_sum", [squares], axes=axes, keepdims=keep)])
+    magnitude = cx.emit("abs", [x])
+    if p == 1.0:
+        return cx.emit("reduce_sum", [magnitude], axes=axes, keepdims=keep)
+    if p == math.inf:
+        return cx.emit("reduce_max", [magnitude], axes=axes, keepdims=keep)
+    if p == -math.inf:
+        negated = cx.emit("neg", [magnitude])
+        return cx.emit("neg", [cx.emit("reduce_max", [negated], axes=axes, keepdims=keep)])
+    if p == 0.0:
+        zero = cx.cast(cx.emit("equal", [x, _scalar(cx, 0, x)]), cx.dtype(x))
+        count = cx.emit("reduce_sum", [zero], axes=axes, keepdims=keep)
+        return cx.emit("sub", [_scalar(cx, _count(cx, x, axes), x), count])
+    if p < 0:
+        raise UnsupportedError(f'fx node "{cx.node_name}": vector norm of order {ord}')
+    powered = cx.emit("pow", [magnitude, _scalar(cx, p, x)])
+    total = cx.emit("reduce_sum", [powered], axes=axes, keepdims=keep)
+    return cx.emit("pow", [total, _scalar(cx, 1.0 / p, x)])
+
+
+def _count(cx, x, axes: list[int]) -> int:
+    return math.prod(cx.shape(x)[a] for a in axes)
+
+
+def _axes(cx, x, dim) -> list[int]:
+    if dim is None or (isinstance(dim, (list, tuple)) and len(dim) == 0):
+        return list(range(cx.rank(x)))
+    dims = dim if isinstance(dim, (list, tuple)) else [dim]
+    return sorted({_axis(cx, d, x) for d in dims})
+
+
+def tensor_norm(cx, x, p="fro", dim=None, keepdim: bool = False, dtype=None):
+    """torch.norm / Tensor.norm: the vector norm (a matrix norm such as "nuc" is not one)."""
+    if isinstance(p, str) and p != "fro":
+        raise UnsupportedError(f'fx node "{cx.node_name}": matrix norm "{p}"')
+    return vector_norm(cx, x, 2 if p == "fro" else p, dim, keepdim, dtype)
+
+
+# -------------------------------------------------------------------- addcmul, addcdiv ----
+def addcmul(cx, input, tensor1, tensor2, *, value=1):
+    return _add_scaled(cx, input, cx.emit("mul", _same_dtype(cx, tensor1, tensor2)), value)
+
+
+def addcdiv(cx, input, tensor1, tensor2, *, value=1):
+    a, b = _same_dtype(cx, _float(cx, tensor1), tensor2)
+    return _add_scaled(cx, input, cx.emit("div", [a, b]), value)
+
+
+def _add_scaled(cx, input, product, value):
+    if value != 1:
+        product = cx.emit("mul", [product, _scalar(cx, value, product)])
+    input, product = _same_dtype(cx, input, product)
+    return cx.emit("add", [input, product])
+
+
+def _same_dtype(cx, a, b) -> list:
+    dtype = torch.promote_types(cx.dtype(a), cx.dtype(b))
+    return [cx.cast(a, dtype), cx.cast(b, dtype)]
+
+
+# ------------------------------------------------------------------------------- roll ----
+def roll(cx, x, shifts, dims=None):
+    """torch.roll: along each dim, the last `shift` elements move to the front (a slice of each
+    part, concatenated). Without dims, the flattened tensor rolls and keeps its shape."""
+    shifts = list(shifts) if isinstance(shifts, (list, tuple)) else [shifts]
+    if dims is None or (isinstance(dims, (list, tuple)) and len(dims) == 0):
+        if len(shifts) != 1:
+            raise ShapeError(f'fx node "{cx.node_name}": roll without dims takes one shift, '
+                             f"got {shifts}")
+        shape = list(cx.shape(x))
+        flat = cx.emit("reshape", [x], shape=[math.prod(shape)])
+        return cx.emit("reshape", [_roll_one(cx, flat, int(shifts[0]), 0)], shape=shape)
+    dims = list(dims) if isinstance(dims, (list, tuple)) else [dims]
+    if len(dims) != len(shifts):
+        raise ShapeError(f'fx node "{cx.node_name}": roll with {len(shifts)} shifts and '
+                         f"{len(dims)} dims")
+    for shift, dim in zip(shifts, dims):
+        x = _roll_one(cx, x, int(shift), _axis(cx, dim, x))
+    return x
+
+
+def _roll_one(cx, x, shift: int, axis: int):
+    size = cx.shape(x)[axis]
+    if size == 0 or shift % size == 0:
+        return x
+    cut = size - shift % size  # x[cut:] comes first
+    tail = cx.emit("slice", [x], starts=[cut], ends=[size], axes=[axis], steps=[1])
+    head = cx.emit("slice", [x], starts=[0], ends=[cut], axes=[axis], steps=[1])
+    return cx.emit("concat", [tail, head], axis=axis)
+
+
+# ------------------------------------------------------------------------ new tensors ----
+def new_filled(fill):
+    """Tensor.new_zeros / new_ones / new_full / new_empty: a constant (shapes are static at
+    import; new_empty's contents are unspecified, zeros are one valid choice)."""
+    def convert(cx, x, *args, dtype=None, layout=None, device=None, pin_memory=None,
+                requires_grad=False):
+        size, value = (args[0], args[1]) if fill is None else (args, fill)
+        size = _size(size)
+        made = torch.full(size, value, dtype=dtype or cx.dtype(x))
+        cx.note_made(made)
+        return made
+    return convert
+
+
+def _size(args: Sequence[Any]) -> list[int]:
+    if len(args) == 1 and isinstance(args[0], (list, tuple, torch.Size)):
+        args = args[0]
+    return [int(a) for a in args]
+
+
+def setitem(cx, target, index, value):
+    """`target[index] = value` into a tensor the import itself made (new_zeros and the like):
+    written in place, as Python would, so later uses of `target` see it. A write into a graph
+    value or a model's own tensor would change what other nodes read: not supported."""
+    if not isinstance(target, torch.Tensor) or not cx.made_here(target):
+        raise UnsupportedError(f'fx node "{cx.node_name}": a slice assignment into a tensor '
+                               "the graph computes or the model owns (only into one made by "
+                               "new_zeros / new_full and the like)")
+    if not (_known(index) and _known(value)):
+        raise UnsupportedError(f'fx node "{cx.node_name}": a slice assignment at a computed '
+                               "index or of a computed value")
+    with torch.no_grad():
+        target[index] = value
+    cx.written(target)
+    return None
+
+
+def fill_in_place(fill):
+    """Tensor.zero_ / fill_ of a tensor the import made (as setitem)."""
+    def convert(cx, target, *args):
+        value = args[0] if fill is None else fill
+        return setitem(cx, target, Ellipsis, value) or target
+    return convert
+
+
+def _known(obj) -> bool:
+    """Whether an index or a value is known at import (no graph value in it)."""
+    if isinstance(obj, (list, tuple)):
+        return all(_known(o) for o in obj)
+    if isinstance(obj, slice):
+        return all(_known(o) for o in (obj.start, obj.stop, obj.step))
+    return obj is None or obj is Ellipsis or isinstance(obj, (int, float, bool, torch.Tensor))
+
+
+__all__ = ["batch_norm_batch_stats", "vector_norm", "tensor_norm", "addcmul", "addcdiv", "roll",
+           "new_filled", "setitem", "fill_in_place"]
