@@ -200,6 +200,8 @@ def test_channel_concat_of_convs_then_batch_norm_relu():
     (((2, 0, 3), (2, 4, 3), (2, 1, 3)), 1),   # an empty piece and a size-1 one
     (((1, 5), (1, 5)), 0),                     # along a leading size-1 dim
     (((3, 2), (3, 7)), -1),
+    (((1, 2, 1, 1), (1, 3, 1, 1)), 1),         # trailing size-1 dims (a 1x1 feature map)
+    (((1, 1, 2), (1, 1, 3)), 2),
 ])
 def test_concat_edges(shapes, axis):
     class Cat(torch.nn.Module):
@@ -258,6 +260,18 @@ def onnx_pad(shape, pads, mode="constant", value=None):
         "pad", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(shape))],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, padded_shape(shape, pads))], inits)
     return model_of(graph, 18)
+
+
+def test_constant_pad_of_a_dim_before_size_one_dims():
+    class Pad(torch.nn.Module):
+        def forward(self, x):
+            return torch.nn.functional.pad(x, (0, 0, 0, 0, 1, 2), value=0.5) * 3
+
+    x = torch.randn(1, 2, 1, 1)
+    engine = build_engine(Pad(), "fp32", (x,))
+    assert not [op for kind, op in steps(engine) if kind == "torch"]
+    (got,) = run_engine(engine, x)
+    assert torch.equal(got, Pad()(x))
 
 
 @pytest.mark.parametrize("pads, value", [

@@ -15,7 +15,7 @@ from trident.compiler.codegen.spec import kernel_spec, parse
 from trident.compiler.templates import reads_any_layout
 from trident.compiler.codegen.writer import dense_strides
 from trident.compiler.errors import EngineFileError, TridentError
-from trident.compiler.fusion import Group
+from trident.compiler.fusion import POINTWISE_DTYPES, Group
 from trident.compiler.ir import Graph, Node
 
 NEEDS_NHWC = ("conv", "pool", "horizontal")
@@ -71,6 +71,14 @@ def _plan_group(group: Group, outputs: list[str], feeds_nhwc: bool, program: Pro
     node = group.nodes[0]
     if group.kind == "view":
         viewed = view_layouts(node, layouts[node.inputs[0]])
+        if viewed is None and node.op == "reshape" and \
+                graph.types[node.inputs[0]].dtype in POINTWISE_DTYPES:
+            # A reshape of a permuted tensor (a channel shuffle, Swin's window partition):
+            # one copy kernel makes it dense, and the reshape is a view of the copy.
+            dense = _copy_to_layout(node.inputs[0], "dense", f"{node.name or node.op}: not a "
+                                    "view of its input, copied dense first", program, names)
+            node.inputs = (dense,) + tuple(node.inputs[1:])
+            viewed = view_layouts(node, layouts[dense])
         if viewed is not None:
             layouts.update(zip(node.outputs, viewed))
             program.steps.append(Step("view", list(node.inputs), list(node.outputs), group))
@@ -99,16 +107,29 @@ def _ensure_nhwc(group: Group, program: Program, names: dict[str, int]) -> None:
     layout = program.layouts.get(value)
     if layout is None or is_nhwc(layout) or reads_any_layout(node, program.graph):
         return  # (no layout yet: a cast fused in front of the conv produces it in registers)
-    copy = f"{value}__nhwc"
+    copy = _copy_to_layout(value, "nhwc", f"{value}: copied to NHWC for {node.name or node.op}",
+                           program, names)
+    for anchor in anchors:  # the siblings of a horizontal group share the input
+        anchor.inputs = (copy,) + tuple(anchor.inputs[1:])
+
+
+def _copy_to_layout(value: str, layout_name: str, why: str, program: Program,
+                    names: dict[str, int]) -> str:
+    """The name of `value` copied to a "dense" (row-major) or "nhwc" layout: one pointwise
+    kernel, appended the first time a copy to that layout is asked for."""
+    copy = f"{value}__{layout_name}"
+    if copy in program.layouts:
+        return copy
+    layout = program.layouts[value]
+    strides = nhwc_strides(layout.shape) if layout_name == "nhwc" else dense_strides(layout.shape)
     program.graph.types[copy] = program.graph.types[value]
-    program.layouts[copy] = Layout(layout.shape, nhwc_strides(layout.shape), layout.dtype)
-    copy_group = Group("pointwise", [Node("identity", (value,), (copy,), {}, f"{value}_to_nhwc")],
-                       [f"{value}: copied to NHWC for {node.name or node.op}"])
+    program.layouts[copy] = Layout(layout.shape, tuple(strides), layout.dtype)
+    copy_group = Group("pointwise", [Node("identity", (value,), (copy,), {},
+                                          f"{value}_to_{layout_name}")], [why])
     source = _kernel("pointwise", copy_group, program.graph, program.layouts, [copy],
                      _unique(copy_group, names))
     program.steps.append(Step("kernel", [value], [copy], copy_group, source))
-    for anchor in anchors:  # the siblings of a horizontal group share the input
-        anchor.inputs = (copy,) + tuple(anchor.inputs[1:])
+    return copy
 
 
 def _unique(group: Group, names: dict[str, int]) -> str:

@@ -106,9 +106,10 @@ def _after_anchor(group: Group) -> list[Node]:
 def _epilogue(w: KernelWriter, group: Group, nodes: list[Node], layouts, args: Args,
               space_shape, target_map=None) -> None:
     operand_for = lambda v: _operand(v, layouts, args, space_shape, target_map)  # noqa: E731
+    dims_of = lambda shape: broadcast_dims(shape, space_shape, target_map)  # noqa: E731
     for node in nodes:
         if node.op in PER_ELEMENT_MOVES:
-            moves.emit(w, node, operand_for)
+            moves.emit(w, node, operand_for, dims_of)
         else:
             w.elementwise(node, operand_for)
 

@@ -10,16 +10,19 @@ Every load is masked to the tensor it reads (KernelWriter.load_at)."""
 from __future__ import annotations
 
 from trident.compiler.codegen import expr as E
-from trident.compiler.codegen.writer import KernelWriter, Operand, broadcast_dims
+from trident.compiler.codegen.writer import KernelWriter, Operand
 from trident.compiler.ir import Node
 
 
-def emit(w: KernelWriter, node: Node, operand_for) -> str:
-    """Emit one per-element move; its output's register variable (also in w.values)."""
-    return {"gather": table_lookup, "concat": concat, "pad": pad}[node.op](w, node, operand_for)
+def emit(w: KernelWriter, node: Node, operand_for, dims_of) -> str:
+    """Emit one per-element move; its output's register variable (also in w.values).
+    dims_of(shape): the iteration-space dim of each dim of a value of that shape (None where
+    it broadcasts), as the kernel maps its operands."""
+    return {"gather": table_lookup, "concat": concat, "pad": pad}[node.op](w, node, operand_for,
+                                                                            dims_of)
 
 
-def table_lookup(w: KernelWriter, node: Node, operand_for) -> str:
+def table_lookup(w: KernelWriter, node: Node, operand_for, dims_of) -> str:
     """out[i..., j...] = table[ids[i...], j...]: a gather along axis 0 of a constant table
     (fusion.table_lookup_refusal), computed where the value is needed, so an embedding's
     rows flow into the adds and the LayerNorm after it without a stored copy.
@@ -29,7 +32,7 @@ def table_lookup(w: KernelWriter, node: Node, operand_for) -> str:
     checks token ids before every uncaptured run, so an out-of-range id is still an error."""
     table_name, ids_name = node.inputs[:2]
     out_shape = tuple(w.graph.types[node.outputs[0]].shape)
-    out_dims = broadcast_dims(out_shape, w.space_shape())
+    out_dims = dims_of(out_shape)
     id_rank = len(w.graph.types[ids_name].shape)
     if ids_name not in w.values:
         ids = operand_for(ids_name)
@@ -48,12 +51,12 @@ def table_lookup(w: KernelWriter, node: Node, operand_for) -> str:
     return var
 
 
-def concat(w: KernelWriter, node: Node, operand_for) -> str:
+def concat(w: KernelWriter, node: Node, operand_for, dims_of) -> str:
     """out = cat(pieces, axis): each lane loads from the piece its index along the axis falls
     in (index minus the piece's start), every load masked to its own piece, so no lane reads
     outside one. Pieces of size 0 take no lane."""
     out_shape = tuple(w.graph.types[node.outputs[0]].shape)
-    out_dims = broadcast_dims(out_shape, w.space_shape())
+    out_dims = dims_of(out_shape)
     axis = node.attrs["axis"] % len(out_shape)
     along = out_dims[axis]
     index = w.index_of.get(along, "0") if along is not None else "0"
@@ -82,13 +85,13 @@ def concat(w: KernelWriter, node: Node, operand_for) -> str:
     return var
 
 
-def pad(w: KernelWriter, node: Node, operand_for) -> str:
+def pad(w: KernelWriter, node: Node, operand_for, dims_of) -> str:
     """out = pad(x) in constant mode (no crop, x not empty: fusion checks both): a lane inside
     the input reads x at its index minus the pads before it, the others take the fill value; no
     load leaves x."""
     out_shape = tuple(w.graph.types[node.outputs[0]].shape)
     in_shape = tuple(w.graph.types[node.inputs[0]].shape)
-    out_dims = broadcast_dims(out_shape, w.space_shape())
+    out_dims = dims_of(out_shape)
     pads, rank = node.attrs["pads"], len(out_shape)
     x = operand_for(node.inputs[0])
     x = Operand(x.arg, x.strides, out_dims, x.dtype, x.offset)
