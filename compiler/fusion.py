@@ -26,8 +26,10 @@ from trident.compiler.templates import attention_kind, reads_any_layout
 from trident.compiler.ir import Graph, Node
 from trident.compiler.ops import OPS, Kind
 
-# The largest reduction a row kernel keeps in registers (softmax and layer norm rows).
+# The largest reduction a row kernel keeps in registers (softmax and layer norm rows). Longer
+# sums, means and maxima loop over their row in chunks (codegen/kernels.py: reduction).
 MAX_ROW = 8192
+LOOPED_REDUCTIONS = ("reduce_sum", "reduce_mean", "reduce_max")
 # More extra operands than this in one epilogue costs more registers than the fusion saves.
 MAX_GROUP_INPUTS = 10
 # Movement ops a pointwise kernel computes element by element (codegen/moves.py):
@@ -132,8 +134,8 @@ def initial_kind(node: Node, graph: Graph) -> tuple[str, str]:
             return "torch", "reduction of a non-float dtype"
         if node.op not in REDUCTION_KERNELS:
             return "torch", f"no reduction kernel for {node.op}"
-        if reduction_length(node, graph) > MAX_ROW:
-            return "torch", f"reduction longer than {MAX_ROW}"
+        if reduction_length(node, graph) > MAX_ROW and node.op not in LOOPED_REDUCTIONS:
+            return "torch", f"{node.op} over more than {MAX_ROW} elements"
         return "reduction", "anchor"
     return "torch", "no kernel for this op"
 
@@ -207,7 +209,8 @@ def space_shapes(group: Group, graph: Graph) -> set[tuple]:
     """The output shapes an elementwise consumer may have to join this group."""
     anchor = group.anchor
     out = tuple(graph.types[anchor.outputs[0]].shape)
-    if group.kind == "reduction" and _broadcasts_per_row(anchor, graph):
+    if group.kind == "reduction" and _broadcasts_per_row(anchor, graph) and \
+            reduction_length(anchor, graph) <= MAX_ROW:  # (a looped row is gone after its loop)
         return {tuple(graph.types[anchor.inputs[0]].shape), out}
     return {out}
 

@@ -20,7 +20,7 @@ from trident.compiler.codegen.reductions import BODIES as REDUCTION_BODIES
 from trident.compiler.codegen.reductions import ROWWISE
 from trident.compiler.codegen.writer import (Axis, KernelWriter, Operand, broadcast_dims,
                                              memory_order)
-from trident.compiler.fusion import PER_ELEMENT_MOVES, Group, reduced_axes
+from trident.compiler.fusion import MAX_ROW, PER_ELEMENT_MOVES, Group, reduced_axes
 from trident.compiler.ir import Graph, Node
 from trident.compiler.ir.launch import LaunchConfig
 from trident.compiler.codegen.int8 import bias_of, dequantized, is_int8_anchor, weight_strides
@@ -177,6 +177,32 @@ def _reduction_body(w: KernelWriter, anchor: Node, x: str, length: int, load_par
     return out
 
 
+# A row longer than MAX_ROW is reduced in chunks of LOOP_BLOCK_R: each lane keeps a running
+# partial (sum, or NaN-propagating max) across the chunks, and the lanes are reduced once after.
+LOOP_BLOCK_R = 2048
+_LOOP_START = {"reduce_sum": "0.0", "reduce_mean": "0.0", "reduce_max": "float('-inf')"}
+_LOOP_STEP = {"reduce_sum": "acc = acc + tl.where(rmask, {x}, 0.0)",
+              "reduce_mean": "acc = acc + tl.where(rmask, {x}, 0.0)",
+              "reduce_max": "acc = prims.maximum(acc, tl.where(rmask, {x}, float('-inf')))"}
+
+
+def _loop_block_r(order: list[int], kept: list[int]) -> int:
+    """A looped row's chunk: long when the row is contiguous in memory; short when a kept dim is
+    innermost (channels-last: a mean over H x W of NHWC), so the tile's wide side is the rows,
+    whose neighbouring channels are neighbours in memory (coalesced loads)."""
+    return 64 if order and order[-1] in kept else LOOP_BLOCK_R
+
+
+def _loop_result(w: KernelWriter, anchor: Node, length: int) -> str:
+    out = w.tmp("r")
+    if anchor.op == "reduce_max":
+        w.line(f"{out} = prims.max_nan(acc, 1)[:, None]")
+    else:
+        scale = f" * {_inverse(length)}" if anchor.op == "reduce_mean" else ""
+        w.line(f"{out} = tl.sum(acc, 1)[:, None]{scale}")
+    return out
+
+
 def reduction(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: list[str],
               name: str) -> KernelSource:
     anchor = group.anchor
@@ -192,22 +218,34 @@ def reduction(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: l
     rdims = [(d, shape[d]) for d in order if d in axes]
     rows, length = math.prod(shape[d] for d in kept), math.prod(shape[d] for d in axes)
     args, w = Args(), KernelWriter(graph, exact_quantize=False)
+    position = group.nodes.index(anchor)
+    after = group.nodes[position + 1:]
+    looped = length > MAX_ROW  # fusion lets only sums, means and maxima this long through
     w.line("xoffs = tl.program_id(0) * BLOCK_X + tl.arange(0, BLOCK_X)")
-    w.line("roffs = tl.arange(0, BLOCK_R)")
     w.line(f"xmask = prims.in_bounds(xoffs[:, None], {rows}, BLOCK_X)")
+    if looped:
+        w.line(f"acc = tl.full([BLOCK_X, BLOCK_R], {_LOOP_START[anchor.op]}, tl.float32)")
+        w.line(f"for r0 in range(0, {length}, BLOCK_R):")
+        loop_start = len(w.lines)
+    w.line(f"roffs = {'r0 + ' if looped else ''}tl.arange(0, BLOCK_R)")
     w.line(f"rmask = prims.in_bounds(roffs[None, :], {length}, BLOCK_R)")
     row_axis = Axis("xoffs[:, None]", xdims, "xmask")
     w.add_axis(row_axis)
     w.add_axis(Axis("roffs[None, :]", rdims, "rmask"))
-    position = group.nodes.index(anchor)
     _epilogue(w, group, group.nodes[:position], layouts, args, shape)
     x = w.values.get(anchor.inputs[0]) or w.load(_operand(anchor.inputs[0], layouts, args, shape))
     load_param = lambda v: w.values.get(v) or w.load(_operand(v, layouts, args, shape))  # noqa: E731
-    w.values[anchor.outputs[0]] = _reduction_body(w, anchor, x, length, load_param)
+    if looped:
+        prologue = {v for n in group.nodes[:position] for v in n.outputs}
+        _stores(w, [o for o in outputs if o in prologue], layouts, args, shape)
+        w.line(_LOOP_STEP[anchor.op].format(x=x))
+        w.lines[loop_start:] = ["    " + line for line in w.lines[loop_start:]]
+        w.values[anchor.outputs[0]] = _loop_result(w, anchor, length)
+    else:
+        w.values[anchor.outputs[0]] = _reduction_body(w, anchor, x, length, load_param)
     out_shape = tuple(graph.types[anchor.outputs[0]].shape)
     keepdims = anchor.attrs.get("keepdims", True) or anchor.op in ROWWISE
     target_map = None if keepdims else kept
-    after = group.nodes[position + 1:]
     for node in after:  # each in its own space: the row's (x - max(x)) or the reduced one's
         row_space = tuple(graph.types[node.outputs[0]].shape) == shape
         _epilogue(w, group, [node], layouts, args, shape if row_space else out_shape,
@@ -219,9 +257,10 @@ def reduction(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: l
     # (An epilogue that broadcasts the result back over the row, x - max(x), is stored at the row
     # shape too, masked by every axis like every other store.)
     full = [o for o in outputs if rowwise or o in prologue or tuple(graph.types[o].shape) == shape]
-    _stores(w, full, layouts, args, shape)
+    if not looped:  # (a looped kernel stored its prologue's outputs chunk by chunk)
+        _stores(w, full, layouts, args, shape)
     _stores(w, [o for o in outputs if o not in full], layouts, args, out_shape, [row_axis], target_map)
-    block_r = next_pow2(length)
+    block_r = _loop_block_r(order, kept) if looped else next_pow2(length)
     block_x = max(1, min(next_pow2(rows), (16384 if config.INTERPRET else 4096) // block_r))
     cfg = LaunchConfig.of(4 if block_r <= 1024 else 8, BLOCK_X=block_x, BLOCK_R=block_r)
     src = _header(name, group.nodes, graph)
