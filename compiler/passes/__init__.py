@@ -17,6 +17,7 @@ from trident.compiler.passes.attention import fuse_attention
 from trident.compiler.passes.cleanup import (eliminate_common_subexpressions,
                                              eliminate_dead_code, fold_constants,
                                              remove_identities)
+from trident.compiler.passes.concats import split_wide_concats
 from trident.compiler.passes.conv1d import lower_conv1d
 from trident.compiler.passes.heads import fold_head_splits
 from trident.compiler.passes.horizontal import merge_sibling_matmuls
@@ -52,6 +53,7 @@ def pipeline(options: PassOptions) -> list[tuple[str, Pass]]:
         ("fold_head_splits", fold_head_splits),
         ("fuse_attention", fuse_attention),
         ("merge_sibling_matmuls", merge_sibling_matmuls),
+        ("split_wide_concats", split_wide_concats),
     ]
     if options.precision == "int8":
         # Explicit quantization (ONNX Q/DQ): before constant folding turns DequantizeLinear(W)
