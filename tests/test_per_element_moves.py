@@ -200,6 +200,7 @@ def test_channel_concat_of_convs_then_batch_norm_relu():
     (((2, 0, 3), (2, 4, 3), (2, 1, 3)), 1),   # an empty piece and a size-1 one
     (((1, 5), (1, 5)), 0),                     # along a leading size-1 dim
     (((3, 2), (3, 7)), -1),
+    (((3, 1), (2, 1)), 0),                     # trailing size-1 dims (the kernel's axes skip them)
 ])
 def test_concat_edges(shapes, axis):
     class Cat(torch.nn.Module):
@@ -272,6 +273,15 @@ def test_constant_pad_fuses_with_what_follows(pads, value):
     engine = build_engine(model, "fp32")
     assert [name for _, name in steps(engine)] == ["pointwise_mul", "pointwise_pad_add"]
     (got,) = run_engine(engine, torch.from_numpy(x))
+    (want,) = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})
+    np.testing.assert_array_equal(got.numpy(), want)
+
+
+def test_a_pad_before_trailing_size_one_dims():
+    ort = pytest.importorskip("onnxruntime")
+    model = onnx_pad((2, 3, 1), (0, 2, 0, 0, 1, 0), value=0.5)
+    x = np.random.default_rng(7).standard_normal((2, 3, 1)).astype(np.float32)
+    (got,) = run_engine(build_engine(model, "fp32"), torch.from_numpy(x))
     (want,) = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})
     np.testing.assert_array_equal(got.numpy(), want)
 

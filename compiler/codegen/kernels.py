@@ -133,7 +133,7 @@ def pointwise(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: l
     out = layouts[outputs[0]]
     numel = math.prod(shape)
     order = memory_order(shape, out.strides)
-    args, w = Args(), KernelWriter(graph)
+    args, w = Args(), KernelWriter(graph, space=shape)
     w.line("xoffs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)")
     w.line(f"xmask = prims.in_bounds(xoffs, {numel}, BLOCK)")
     w.add_axis(Axis("xoffs", [(d, shape[d]) for d in order], "xmask"))
@@ -190,7 +190,7 @@ def reduction(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: l
     xdims = [(d, shape[d]) for d in order if d in kept]
     rdims = [(d, shape[d]) for d in order if d in axes]
     rows, length = math.prod(shape[d] for d in kept), math.prod(shape[d] for d in axes)
-    args, w = Args(), KernelWriter(graph, exact_quantize=False)
+    args, w = Args(), KernelWriter(graph, exact_quantize=False, space=shape)
     w.line("xoffs = tl.program_id(0) * BLOCK_X + tl.arange(0, BLOCK_X)")
     w.line("roffs = tl.arange(0, BLOCK_R)")
     w.line(f"xmask = prims.in_bounds(xoffs[:, None], {rows}, BLOCK_X)")
