@@ -11,6 +11,7 @@ Group kinds:
   pointwise             a chain of elementwise ops over one iteration space (a table lookup,
                         an embedding's rows by token ids, a concat and a constant pad start
                         one: each lane reads its own element)
+  scan                  a running sum along one axis (cumsum) with an elementwise epilogue
   horizontal            sibling convs that read the same input, launched as one kernel
   attention             softmax(q k^T * scale + mask) v as one fused kernel (no epilogue)
   view                  a reshape/transpose/slice that only changes strides (no kernel)
@@ -43,6 +44,10 @@ REDUCTION_KERNELS = {"softmax", "log_softmax", "layer_norm", "rms_norm", "reduce
                      "reduce_max", "reduce_min", "reduce_prod", "argmax", "argmin"}
 POINTWISE_DTYPES = {torch.float32, torch.float16, torch.bfloat16, torch.int32, torch.int64,
                     torch.bool, torch.int8}
+# What the scan generator (codegen/scan.py) sums: floats in fp32 registers, integers in their own
+# width (wrapping as torch's cumsum cast back to the dtype does).
+SCAN_DTYPES = {torch.float32, torch.float16, torch.bfloat16, torch.int32, torch.int64, torch.int8,
+               torch.int16, torch.uint8}
 
 
 @dataclass(eq=False)
@@ -97,6 +102,13 @@ def initial_kind(node: Node, graph: Graph) -> tuple[str, str]:
     if node.op in PER_ELEMENT_MOVES:
         why = move_refusal(node, graph)
         return ("pointwise", _MOVE_REASONS[node.op]) if why is None else ("torch", why)
+    if kind == Kind.SCAN:
+        x = t[node.inputs[0]]
+        if x.dtype not in SCAN_DTYPES:
+            return "torch", f"{node.op} of {x.dtype}"
+        if x.rank == 0:
+            return "torch", f"{node.op} of a scalar"
+        return "scan", "running sum along one axis (a loop over the row carries the sum)"
     if kind == Kind.OPAQUE:
         return "torch", f"{node.op} has no kernel template: torch runs it"
     if node.op in ("qconv", "qmatmul"):  # int8 layers share the float conv / GEMM templates
@@ -224,7 +236,7 @@ def _broadcasts_per_row(anchor: Node, graph: Graph) -> bool:
 
 def can_fuse(group: Group, node: Node, graph: Graph, depends_on) -> str | None:
     """None if `node` (elementwise) may join `group` as an epilogue, else the reason it may not."""
-    if group.kind not in ANCHOR_KINDS + ("reduction", "pointwise"):
+    if group.kind not in ANCHOR_KINDS + ("reduction", "pointwise", "scan"):
         return f"{group.kind} groups take no epilogue"
     if OPS[node.op].kind != Kind.ELEMENTWISE:
         return "only elementwise ops fuse as epilogues"

@@ -43,6 +43,9 @@ class KernelSource:
     sizes: tuple[str, ...] = ()
 
 
+# Lanes of one row tile (BLOCK_X * BLOCK_R) in the reduction and scan kernels.
+ROW_TILE_LANES = 16384 if config.INTERPRET else 4096
+
 HEADER = '''# trident generated kernel: {name}
 # IR nodes fused here:
 {nodes}
@@ -220,15 +223,21 @@ def reduction(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: l
     full = [o for o in outputs if rowwise or o in prologue or tuple(graph.types[o].shape) == shape]
     _stores(w, full, layouts, args, shape)
     _stores(w, [o for o in outputs if o not in full], layouts, args, out_shape, [row_axis], target_map)
-    block_r = next_pow2(length)
-    block_x = max(1, min(next_pow2(rows), (16384 if config.INTERPRET else 4096) // block_r))
+    return row_tiles(name, group, graph, w, args, outputs, "reduction", rows, length, next_pow2(length))
+
+
+def row_tiles(name: str, group: Group, graph: Graph, w: KernelWriter, args: Args, outputs: list[str],
+              template: str, rows: int, length: int, block_r: int) -> KernelSource:
+    """The kernel of a body over tiles of BLOCK_X rows by BLOCK_R positions along them (the
+    reduction and scan generators): the config (ROW_TILE_LANES lanes at most), source, launcher."""
+    block_x = max(1, min(next_pow2(rows), ROW_TILE_LANES // block_r))
     cfg = LaunchConfig.of(4 if block_r <= 1024 else 8, BLOCK_X=block_x, BLOCK_R=block_r)
     src = _header(name, group.nodes, graph)
     src += f"@triton.jit\ndef kernel({_signature(args, ['BLOCK_X', 'BLOCK_R'])}):\n" + "\n".join(w.lines)
     src += "\n\n\n" + _launcher(args, f"(triton.cdiv({rows}, meta['BLOCK_X']),)", cfg,
                                  _empty(graph, outputs))
     return KernelSource(name, src, list(args.order), cfg,
-                        problem={"template": "reduction", "rows": rows, "length": length})
+                        problem={"template": template, "rows": rows, "length": length})
 
 
 # -------------------------------------------------------------------------- matmul ----
