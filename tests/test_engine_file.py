@@ -244,7 +244,8 @@ def test_header_holds_a_plan_and_no_compiler_internals(saved_with_torch_step):
     assert {s["kind"] for s in steps} >= {"kernel", "view", "torch"}
     assert not any({"group", "problem"} & set(s) for s in steps)
     kernel = next(s for s in steps if s["kind"] == "kernel")
-    assert set(kernel) == {"kind", "name", "source", "args", "outputs", "config", "sizes", "spec"}
+    assert set(kernel) == {"kind", "name", "source", "args", "outputs", "config", "sizes", "spec",
+                           "index_checks"}
     assert set(kernel["spec"]) == {"kind", "name", "outputs", "group", "types", "layouts", "constants"}
     assert set(kernel["config"]) == {"params", "num_warps", "num_stages"}
     assert all(set(lay) == {"shape", "strides", "dtype", "offset"} for lay in header["plan"]["layouts"].values())

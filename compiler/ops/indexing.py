@@ -1,6 +1,7 @@
-"""Ops that read or write through index tensors, sort, or scan. CumSum runs through the scan
-generator (codegen/scan.py); the others have no kernel and run through torch (`explain` lists
-them). Every index is bounds-checked first."""
+"""Ops that read or write through index tensors, sort, or scan. GatherElements is computed per
+element in pointwise kernels (codegen/moves.py) and CumSum by the scan generator (codegen/scan.py);
+the others have no kernel and run through torch (`explain` lists them). Every index is
+bounds-checked first."""
 from __future__ import annotations
 
 import math
