@@ -50,6 +50,7 @@ def test_through_torch_compile(name):
     assert got.shape == ref.shape
     assert relative_error(got, ref) < FP32_TOLERANCE
     assert [t for r in reports for t in r.in_torch] == []  # nothing left in torch
+    assert sum(r.torch_steps for r in reports) == 0       # nor run through torch in an engine
     assert sum(r.num_kernels for r in reports) > 0
 
 
