@@ -9,8 +9,9 @@ Group kinds:
   reduction             one reduction (softmax, layer norm, sum/mean/max) with elementwise
                         producers fused in front and consumers behind
   pointwise             a chain of elementwise ops over one iteration space (a table lookup,
-                        an embedding's rows by token ids, a concat and a constant pad start
-                        one: each lane reads its own element)
+                        an embedding's rows by token ids, a GatherElements, a concat and a
+                        constant pad start one: each lane reads its own element)
+  scan                  a running sum along one axis (cumsum) with an elementwise epilogue
   horizontal            sibling convs that read the same input, launched as one kernel
   attention             softmax(q k^T * scale + mask) v as one fused kernel (no epilogue)
   view                  a reshape/transpose/slice that only changes strides (no kernel)
@@ -34,7 +35,10 @@ LOOPED_REDUCTIONS = ("reduce_sum", "reduce_mean", "reduce_max")
 MAX_GROUP_INPUTS = 10
 # Movement ops a pointwise kernel computes element by element (codegen/moves.py):
 # they start pointwise groups, never anchor one.
-PER_ELEMENT_MOVES = ("gather", "concat", "pad")
+PER_ELEMENT_MOVES = ("gather", "gather_elements", "concat", "pad")
+# The moves that read through an index tensor (input 1 indexes dim `axis` of input 0): the engine
+# checks the indices before the kernel runs (codegen/program.py index_checks).
+GATHERS = ("gather", "gather_elements")
 # Each lane of a concat kernel tries every piece (masked loads): past this many, torch.cat.
 MAX_CONCAT_PIECES = 8
 
@@ -45,6 +49,11 @@ REDUCTION_KERNELS = {"softmax", "log_softmax", "layer_norm", "rms_norm", "reduce
                      "reduce_max", "reduce_min", "reduce_prod", "argmax", "argmin"}
 POINTWISE_DTYPES = {torch.float32, torch.float16, torch.bfloat16, torch.int32, torch.int64,
                     torch.bool, torch.int8}
+INDEX_DTYPES = (torch.int32, torch.int64)
+# What the scan generator (codegen/scan.py) sums: floats in fp32 registers, integers in their own
+# width (wrapping as torch's cumsum cast back to the dtype does).
+SCAN_DTYPES = {torch.float32, torch.float16, torch.bfloat16, torch.int32, torch.int64, torch.int8,
+               torch.int16, torch.uint8}
 
 
 @dataclass(eq=False)
@@ -99,6 +108,13 @@ def initial_kind(node: Node, graph: Graph) -> tuple[str, str]:
     if node.op in PER_ELEMENT_MOVES:
         why = move_refusal(node, graph)
         return ("pointwise", _MOVE_REASONS[node.op]) if why is None else ("torch", why)
+    if kind == Kind.SCAN:
+        x = t[node.inputs[0]]
+        if x.dtype not in SCAN_DTYPES:
+            return "torch", f"{node.op} of {x.dtype}"
+        if x.rank == 0:
+            return "torch", f"{node.op} of a scalar"
+        return "scan", "running sum along one axis (a loop over the row carries the sum)"
     if kind == Kind.OPAQUE:
         return "torch", f"{node.op} has no kernel template: torch runs it"
     if node.op in ("qconv", "qmatmul"):  # int8 layers share the float conv / GEMM templates
@@ -140,7 +156,8 @@ def initial_kind(node: Node, graph: Graph) -> tuple[str, str]:
     return "torch", "no kernel for this op"
 
 
-_MOVE_REASONS = {"gather": "table lookup (rows of a constant by input indices)",
+_MOVE_REASONS = {"gather": "table lookup (rows of a constant by indices)",
+                 "gather_elements": "gather of elements (each lane reads the element its index names)",
                  "concat": "concat (each lane reads its piece)",
                  "pad": "constant pad (each lane reads its element or the fill)"}
 
@@ -151,6 +168,8 @@ def move_refusal(node: Node, graph: Graph) -> str | None:
     t = graph.types
     if node.op == "gather":
         return table_lookup_refusal(node, graph)
+    if node.op == "gather_elements":
+        return element_gather_refusal(node, graph)
     if node.op == "concat":
         pieces, dtype = len(node.inputs), t[node.inputs[0]].dtype
         if pieces > MAX_CONCAT_PIECES or dtype not in POINTWISE_DTYPES:
@@ -165,15 +184,31 @@ def move_refusal(node: Node, graph: Graph) -> str | None:
 
 def table_lookup_refusal(node: Node, graph: Graph) -> str | None:
     """None if this gather computes in a pointwise kernel: rows (axis 0) of a constant float
-    table picked by a graph input's integer indices (token ids), which the engine checks before
-    running uncaptured (runtime/engine.py), as it does for the torch gather; else why not."""
+    table picked by integer indices, else why not. The engine checks the indices before running
+    uncaptured, as the torch gather does: token-id inputs once per run (Plan.index_bounds),
+    indices computed in the model before the kernel that reads them (IndexCheck)."""
     table, indices = node.inputs[:2]
     if node.attrs.get("axis", 0) != 0:
         return "gather along an axis other than 0 runs in torch"
     if table not in graph.constants or not graph.types[table].dtype.is_floating_point:
         return "gather from a computed or non-float tensor runs in torch"
-    if indices not in graph.inputs or graph.types[indices].dtype not in (torch.int32, torch.int64):
-        return "gather by computed indices runs in torch (their range is checked there)"
+    return _index_refusal(node, graph, 0)
+
+
+def element_gather_refusal(node: Node, graph: Graph) -> str | None:
+    """None if this GatherElements computes in a pointwise kernel (any data of a pointwise
+    dtype, constant or computed), else why not."""
+    if graph.types[node.inputs[0]].dtype not in POINTWISE_DTYPES:
+        return f"gather_elements of {graph.types[node.inputs[0]].dtype}"
+    return _index_refusal(node, graph, node.attrs["axis"])
+
+
+def _index_refusal(node: Node, graph: Graph, axis: int) -> str | None:
+    data, indices = (graph.types[v] for v in node.inputs[:2])
+    if indices.dtype not in INDEX_DTYPES:
+        return f"{node.op} by {indices.dtype} indices runs in torch"
+    if data.shape[axis] == 0 and indices.numel():
+        return f"{node.op} from an empty dim runs in torch (every index is out of range)"
     return None
 
 
@@ -227,7 +262,7 @@ def _broadcasts_per_row(anchor: Node, graph: Graph) -> bool:
 
 def can_fuse(group: Group, node: Node, graph: Graph, depends_on) -> str | None:
     """None if `node` (elementwise) may join `group` as an epilogue, else the reason it may not."""
-    if group.kind not in ANCHOR_KINDS + ("reduction", "pointwise"):
+    if group.kind not in ANCHOR_KINDS + ("reduction", "pointwise", "scan"):
         return f"{group.kind} groups take no epilogue"
     if OPS[node.op].kind != Kind.ELEMENTWISE:
         return "only elementwise ops fuse as epilogues"

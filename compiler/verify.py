@@ -9,6 +9,7 @@ checksum but does not describe a plan this trident would build:
 - each value's layout is typed and ranged (rank, non-negative sizes and strides) and agrees with
   what the kernels were generated for, with the view ops that produce views, and with the output
   layouts torch gives the ops that run through torch;
+- each kernel's index checks are the ones its spec's gathers need;
 - each launch config passes its template's constraints (compiler/autotune/constraints.py, the
   check every tuning candidate passes);
 - every step reads values that exist by then, every value is produced once, and the weights
@@ -26,7 +27,8 @@ from trident.compiler.autotune.constraints import config_error
 from trident.compiler.autotune.tuner import problem_of
 from trident.compiler.codegen import render
 from trident.compiler.codegen.dynamic_kernel import grid_of
-from trident.compiler.codegen.program import same_elements, torch_output_layouts, view_layouts
+from trident.compiler.codegen.program import (index_checks, same_elements, torch_output_layouts,
+                                              view_layouts)
 from trident.compiler.codegen.spec import parse
 from trident.compiler.errors import EngineFileError, TridentError
 from trident.compiler.ir import Graph, TensorType
@@ -125,6 +127,7 @@ def check_kernel(step: KernelStep, plan: Plan, where: str, force: bool) -> Kerne
     if list(step.outputs) != spec["outputs"]:
         raise _bad(f"{where}.outputs", f"{list(step.outputs)}, its spec writes {spec['outputs']}")
     _check_spec_layouts(kernel, plan, where)
+    _check_index_checks(step, spec, plan, where)
     if kernel.source != step.source:
         if not force:
             raise _bad(f"{where}.source", f"kernel {step.name} is not the kernel its spec generates "
@@ -136,6 +139,19 @@ def check_kernel(step: KernelStep, plan: Plan, where: str, force: bool) -> Kerne
     if why:
         raise _bad(f"{where}.config", f"{step.config} cannot launch kernel {step.name}: {why}")
     return dataclasses.replace(step, source=kernel.source)
+
+
+def _check_index_checks(step: KernelStep, spec: dict, plan: Plan, where: str) -> None:
+    """The engine checks the indices of every gather the kernel computes: a file may not drop
+    one, nor point one at a dim its data does not have."""
+    want = index_checks(parse(spec, f"{where}.spec")[1].nodes, plan.inputs)
+    if step.index_checks != want:
+        raise _bad(f"{where}.index_checks", f"{[c.indices for c in step.index_checks]}, its kernel "
+                                            f"gathers through {[c.indices for c in want]}")
+    for c in want:
+        if not 0 <= c.axis < len(plan.layouts[c.data].shape):
+            raise _bad(f"{where}.index_checks", f"axis {c.axis} of {c.data!r}, which has "
+                                                f"{len(plan.layouts[c.data].shape)} dims")
 
 
 def _check_spec_layouts(kernel, plan: Plan, where: str) -> None:

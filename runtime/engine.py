@@ -267,7 +267,7 @@ class Engine:
     def _run(self, inputs: Sequence[torch.Tensor], on_step=None, sizes=None) -> list[torch.Tensor]:
         if sizes is None and self.dynamic is not None:
             sizes = self._sizes_of(inputs)
-        if not (self.device.type == "cuda" and torch.cuda.is_current_stream_capturing()):
+        if not self._capturing():
             self._check_indices(inputs)
         bound = self._bind(sizes)
         env = dict(self.constants)
@@ -299,6 +299,20 @@ class Engine:
             if bad is not None:
                 raise InputError(f'input "{name}" (#{k + 1} of {len(inputs)}): index {bad} is out '
                                  f"of range for a table of {size} rows (expected {-size} .. {size - 1})")
+
+    def _check_gathers(self, step, env: dict, layouts: dict[str, Layout]) -> None:
+        """The index tensors a kernel gathers through that the model computes (or holds as
+        constants): read back before it launches, as the torch gather does, on runs that are not
+        a CUDA-graph replay. The kernel clamps them, so it never reads outside its data."""
+        for check in step.index_checks:
+            size = layouts[check.data].shape[check.axis]
+            bad = index_out_of_range(env[check.indices], size)
+            if bad is not None:
+                raise InputError(f"{check.node}: index {bad} (of {check.indices!r}) is out of range "
+                                 f"for a dim of size {size} (expected {-size} .. {size - 1})")
+
+    def _capturing(self) -> bool:
+        return self.device.type == "cuda" and torch.cuda.is_current_stream_capturing()
 
     def _run_streams(self, env: dict) -> None:
         sched = self.schedule
@@ -363,6 +377,8 @@ class Engine:
         bound = self._active or self._bind(self._default_sizes())
         k = self._index[id(step)]
         if step.kind == "kernel":
+            if step.index_checks and not self._capturing():
+                self._check_gathers(step, env, bound.layouts)
             for value in step.outputs:
                 if value not in env:
                     env[value] = self._empty(bound.layouts[value])

@@ -49,9 +49,10 @@ from trident.compiler.ir.plan import Plan, dtype_from_name, dtype_name
 from trident.kernels.identity import identity, mismatches
 
 MAGIC = b"TRDNTENG"
-# 4: optimization profiles over named sizes, shape-generic kernels whose specs hold their probes'
-# (3: kernels carry the spec loading regenerates them from; 2: a plan; 1: a graph)
-FORMAT_VERSION = 4
+# 5: kernel steps carry the index checks the engine runs before them
+# (4: optimization profiles over named sizes, shape-generic kernels whose specs hold their probes';
+# 3: kernels carry the spec loading regenerates them from; 2: a plan; 1: a graph)
+FORMAT_VERSION = 5
 _PREAMBLE = struct.Struct("<8sIIQ32s")   # magic, version, reserved, header length, header sha256
 BLOB_ALIGN = 64
 IDENTITY_FIELDS = ("versions", "templates", "device")

@@ -29,22 +29,24 @@ def saved(tmp_path_factory):
     return engine, path, make_inputs(2)
 
 
-class CumulativeHead(torch.nn.Module):
-    """A linear layer, a cumulative sum (a torch step: no kernel scans) and a relu."""
+class ColumnPickHead(torch.nn.Module):
+    """A linear layer, a pick of columns (a torch step: kernels gather only rows of constant
+    tables) and a relu."""
 
     def __init__(self):
         super().__init__()
         self.linear = torch.nn.Linear(12, 10)
+        self.register_buffer("columns", torch.tensor([3, 0, 7, 7, 1]))
 
     def forward(self, x):
-        return torch.cumsum(self.linear(x), 1).relu().reshape(-1)
+        return torch.index_select(self.linear(x), 1, self.columns).relu().reshape(-1)
 
 
 @pytest.fixture(scope="module")
 def saved_with_torch_step(tmp_path_factory):
-    model, x = CumulativeHead().eval(), torch.randn(3, 12)
+    model, x = ColumnPickHead().eval(), torch.randn(3, 12)
     engine = build_engine(model, "fp32", (x,))
-    path = tmp_path_factory.mktemp("engines") / "cumulative.engine"
+    path = tmp_path_factory.mktemp("engines") / "columns.engine"
     engine.save(path)
     return engine, path, (x,)
 
@@ -242,7 +244,8 @@ def test_header_holds_a_plan_and_no_compiler_internals(saved_with_torch_step):
     assert {s["kind"] for s in steps} >= {"kernel", "view", "torch"}
     assert not any({"group", "problem"} & set(s) for s in steps)
     kernel = next(s for s in steps if s["kind"] == "kernel")
-    assert set(kernel) == {"kind", "name", "source", "args", "outputs", "config", "sizes", "spec"}
+    assert set(kernel) == {"kind", "name", "source", "args", "outputs", "config", "sizes", "spec",
+                           "index_checks"}
     assert set(kernel["spec"]) == {"kind", "name", "outputs", "group", "types", "layouts", "constants"}
     assert set(kernel["config"]) == {"params", "num_warps", "num_stages"}
     assert all(set(lay) == {"shape", "strides", "dtype", "offset"} for lay in header["plan"]["layouts"].values())

@@ -50,6 +50,7 @@ def test_through_torch_compile(name):
     assert got.shape == ref.shape
     assert relative_error(got, ref) < FP32_TOLERANCE
     assert [t for r in reports for t in r.in_torch] == []  # nothing left in torch
+    assert sum(r.torch_steps for r in reports) == 0       # nor run through torch in an engine
     assert sum(r.num_kernels for r in reports) > 0
 
 
@@ -67,6 +68,9 @@ def test_through_onnx(name):
     assert got.shape == ref.shape
     assert relative_error(got, ref) < FP32_TOLERANCE
     assert engine.num_kernels > 0
+    # Every op runs in a generated kernel; RoBERTa's position ids too (CumSum, GatherElements and
+    # the Gathers of rows by those computed ids).
+    assert [s.node.op for s in engine.plan.steps if s.kind == "torch"] == []
 
 
 def test_zoo_tiny_report(tmp_path):

@@ -44,7 +44,7 @@ class StepProfile:
     index: int          # position in the engine's steps
     name: str           # kernel name (or the op for a torch step)
     kind: str           # "kernel" | "torch"
-    template: str       # pointwise, reduction, matmul, conv, depthwise, pool, torch
+    template: str       # pointwise, reduction, scan, matmul, conv, depthwise, pool, torch
     time_ms: float
     flops: float
     bytes: float
@@ -185,6 +185,8 @@ def _flops(step, plan) -> float:
         return float(p["M"] * p["C"] * p.get("KH", 1) * p.get("KW", 1))
     if template == "reduction":
         return float(p["rows"] * p["length"] * (nodes + 3))  # about: loads, the reduce, the math
+    if template == "scan":
+        return float(p["rows"] * p["length"] * (nodes + 1))  # about: the running sum, the math
     if template == "pointwise":
         return float(p["numel"] * nodes)
     if template == "attention":

@@ -8,6 +8,7 @@ import re
 from trident.compiler.autotune.cache import canonical
 from trident.compiler.codegen.attention import generate as generate_attention
 from trident.compiler.codegen.kernels import GENERATORS, KernelSource
+from trident.compiler.codegen.scan import generate as generate_scan
 from trident.compiler.codegen.dynamic_kernel import render_dynamic
 from trident.compiler.codegen.program import (Layout, Program, Step, is_nhwc, nhwc_strides,
                                               output_layout, torch_output_layouts, view_layouts)
@@ -19,6 +20,8 @@ from trident.compiler.fusion import POINTWISE_DTYPES, Group
 from trident.compiler.ir import Graph, Node
 
 NEEDS_NHWC = ("conv", "pool", "horizontal")
+# Generators in modules of their own, built on kernels.py (which cannot import them).
+OWN_MODULE = {"attention": generate_attention, "scan": generate_scan}
 
 
 def generate(graph: Graph, groups: list[Group]) -> Program:
@@ -143,7 +146,7 @@ def _kernel(kind: str, group: Group, graph: Graph, layouts: dict[str, Layout], o
     """The generated kernel, its source ending with the PROBLEM it declares: the template and sizes
     the autotuner searches over, readable (as a literal) from an engine file's kernel alone."""
     spec = kernel_spec(kind, group, graph, layouts, outputs, name)
-    generator = generate_attention if kind == "attention" else GENERATORS[kind]
+    generator = OWN_MODULE.get(kind) or GENERATORS[kind]
     source = generator(group, graph, layouts, outputs, name)
     declared = (f"\n\n# What trident's autotuner searches configs for (a literal; see "
                 f"compiler/autotune/tuner.py)\nPROBLEM = {canonical(source.problem)!r}\n")
@@ -164,7 +167,7 @@ def _render_one(spec, where: str) -> KernelSource:
     if isinstance(spec, dict) and "probes" in spec:
         raise EngineFileError(f"engine file: {where}: a probe's spec should describe one kernel")
     kind, group, graph, layouts, outputs, name = parse(spec, where)
-    if kind != "attention" and kind not in GENERATORS:
+    if kind not in OWN_MODULE and kind not in GENERATORS:
         raise EngineFileError(f"engine file: {where}.kind: no kernel generator {kind!r}")
     try:
         return _kernel(kind, group, graph, layouts, outputs, name)

@@ -20,9 +20,8 @@ import ast
 import dataclasses
 from typing import Callable, Sequence
 
-from trident.compiler import config
 from trident.compiler.codegen.dynamic_source import generic_source, replace_literal
-from trident.compiler.codegen.kernels import KernelSource
+from trident.compiler.codegen.kernels import ROW_TILE_LANES, KernelSource
 from trident.compiler.codegen.polyfit import Grid, fit_int, varies
 from trident.compiler.errors import EngineFileError, TridentError
 from trident.compiler.ir.launch import LaunchConfig
@@ -49,8 +48,7 @@ def _declared_config(source: str) -> LaunchConfig | None:
 
 def _widened(cfg: LaunchConfig, block_r: int) -> LaunchConfig:
     params = dict(cfg.params)
-    budget = 16384 if config.INTERPRET else 4096
-    params.update(BLOCK_R=block_r, BLOCK_X=max(1, min(params.get("BLOCK_X", 1), budget // block_r)))
+    params.update(BLOCK_R=block_r, BLOCK_X=max(1, min(params.get("BLOCK_X", 1), ROW_TILE_LANES // block_r)))
     return dataclasses.replace(cfg, params=tuple(params.items()),
                                num_warps=4 if block_r <= 1024 else 8)
 

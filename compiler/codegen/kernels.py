@@ -43,6 +43,9 @@ class KernelSource:
     sizes: tuple[str, ...] = ()
 
 
+# Lanes of one row tile (BLOCK_X * BLOCK_R) in the reduction and scan kernels.
+ROW_TILE_LANES = 16384 if config.INTERPRET else 4096
+
 HEADER = '''# trident generated kernel: {name}
 # IR nodes fused here:
 {nodes}
@@ -106,10 +109,9 @@ def _after_anchor(group: Group) -> list[Node]:
 def _epilogue(w: KernelWriter, group: Group, nodes: list[Node], layouts, args: Args,
               space_shape, target_map=None) -> None:
     operand_for = lambda v: _operand(v, layouts, args, space_shape, target_map)  # noqa: E731
-    dims_of = lambda shape: broadcast_dims(shape, space_shape, target_map)  # noqa: E731
     for node in nodes:
         if node.op in PER_ELEMENT_MOVES:
-            moves.emit(w, node, operand_for, dims_of)
+            moves.emit(w, node, operand_for)
         else:
             w.elementwise(node, operand_for)
 
@@ -134,7 +136,7 @@ def pointwise(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: l
     out = layouts[outputs[0]]
     numel = math.prod(shape)
     order = memory_order(shape, out.strides)
-    args, w = Args(), KernelWriter(graph)
+    args, w = Args(), KernelWriter(graph, space=shape)
     w.line("xoffs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)")
     w.line(f"xmask = prims.in_bounds(xoffs, {numel}, BLOCK)")
     w.add_axis(Axis("xoffs", [(d, shape[d]) for d in order], "xmask"))
@@ -217,7 +219,7 @@ def reduction(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: l
     xdims = [(d, shape[d]) for d in order if d in kept]
     rdims = [(d, shape[d]) for d in order if d in axes]
     rows, length = math.prod(shape[d] for d in kept), math.prod(shape[d] for d in axes)
-    args, w = Args(), KernelWriter(graph, exact_quantize=False)
+    args, w = Args(), KernelWriter(graph, exact_quantize=False, space=shape)
     position = group.nodes.index(anchor)
     after = group.nodes[position + 1:]
     looped = length > MAX_ROW  # fusion lets only sums, means and maxima this long through
@@ -261,14 +263,21 @@ def reduction(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: l
         _stores(w, full, layouts, args, shape)
     _stores(w, [o for o in outputs if o not in full], layouts, args, out_shape, [row_axis], target_map)
     block_r = _loop_block_r(order, kept) if looped else next_pow2(length)
-    block_x = max(1, min(next_pow2(rows), (16384 if config.INTERPRET else 4096) // block_r))
+    return row_tiles(name, group, graph, w, args, outputs, "reduction", rows, length, block_r)
+
+
+def row_tiles(name: str, group: Group, graph: Graph, w: KernelWriter, args: Args, outputs: list[str],
+              template: str, rows: int, length: int, block_r: int) -> KernelSource:
+    """The kernel of a body over tiles of BLOCK_X rows by BLOCK_R positions along them (the
+    reduction and scan generators): the config (ROW_TILE_LANES lanes at most), source, launcher."""
+    block_x = max(1, min(next_pow2(rows), ROW_TILE_LANES // block_r))
     cfg = LaunchConfig.of(4 if block_r <= 1024 else 8, BLOCK_X=block_x, BLOCK_R=block_r)
     src = _header(name, group.nodes, graph)
     src += f"@triton.jit\ndef kernel({_signature(args, ['BLOCK_X', 'BLOCK_R'])}):\n" + "\n".join(w.lines)
     src += "\n\n\n" + _launcher(args, f"(triton.cdiv({rows}, meta['BLOCK_X']),)", cfg,
                                  _empty(graph, outputs))
     return KernelSource(name, src, list(args.order), cfg,
-                        problem={"template": "reduction", "rows": rows, "length": length})
+                        problem={"template": template, "rows": rows, "length": length})
 
 
 # -------------------------------------------------------------------------- matmul ----

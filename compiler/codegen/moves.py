@@ -2,7 +2,9 @@
 lane reads the one element its output needs, so the op costs no kernel of its own and the
 elementwise ops after it fuse behind it.
 
-- table lookup: a Gather of a constant table's rows by token ids (an embedding);
+- table lookup: a Gather of a constant table's rows by integer ids (an embedding);
+- gather of elements (GatherElements): each lane reads data at its own position, the index
+  tensor's value standing in for its position along the axis;
 - concat: each lane reads the piece its index along the axis falls in;
 - pad (constant, no crop): a lane inside the input reads its element, the others the fill.
 
@@ -10,40 +12,42 @@ Every load is masked to the tensor it reads (KernelWriter.load_at)."""
 from __future__ import annotations
 
 from trident.compiler.codegen import expr as E
-from trident.compiler.codegen.writer import KernelWriter, Operand
+from trident.compiler.codegen.writer import KernelWriter, Operand, broadcast_dims
 from trident.compiler.ir import Node
 
 
-def emit(w: KernelWriter, node: Node, operand_for, dims_of) -> str:
-    """Emit one per-element move; its output's register variable (also in w.values).
-    dims_of(shape): the iteration-space dim of each dim of a value of that shape (None where
-    it broadcasts), as the kernel maps its operands."""
-    return {"gather": table_lookup, "concat": concat, "pad": pad}[node.op](w, node, operand_for,
-                                                                            dims_of)
+def emit(w: KernelWriter, node: Node, operand_for) -> str:
+    """Emit one per-element move; its output's register variable (also in w.values)."""
+    return {"gather": table_lookup, "gather_elements": element_gather, "concat": concat,
+            "pad": pad}[node.op](w, node, operand_for)
 
 
-def table_lookup(w: KernelWriter, node: Node, operand_for, dims_of) -> str:
+def _clamped_index(w: KernelWriter, index: str, size: int) -> str:
+    """`index` (a register of indices into a dim of `size`) wrapped, negative ones counting from
+    the end, and clamped into the dim, as the torch gather does under a CUDA graph: no lane
+    reads outside the tensor. The engine checks the indices before every uncaptured run, so an
+    out-of-range one is still an error (Plan.index_bounds, IndexCheck)."""
+    row = w.tmp("row")
+    w.line(f"{row} = {index}.to(tl.int64)")
+    w.line(f"{row} = tl.minimum(tl.maximum(tl.where({row} < 0, {row} + {size}, {row}), 0), "
+           f"{max(size - 1, 0)})")
+    return row
+
+
+def table_lookup(w: KernelWriter, node: Node, operand_for) -> str:
     """out[i..., j...] = table[ids[i...], j...]: a gather along axis 0 of a constant table
     (fusion.table_lookup_refusal), computed where the value is needed, so an embedding's
-    rows flow into the adds and the LayerNorm after it without a stored copy.
-
-    Indices are wrapped (negative ones count from the end) and clamped into the table, as
-    the torch gather does under a CUDA graph: no lane reads outside the table. The engine
-    checks token ids before every uncaptured run, so an out-of-range id is still an error."""
+    rows flow into the adds and the LayerNorm after it without a stored copy."""
     table_name, ids_name = node.inputs[:2]
     out_shape = tuple(w.graph.types[node.outputs[0]].shape)
-    out_dims = dims_of(out_shape)
+    out_dims = broadcast_dims(out_shape, w.space_shape())
     id_rank = len(w.graph.types[ids_name].shape)
     if ids_name not in w.values:
         ids = operand_for(ids_name)
         ids = Operand(ids.arg, ids.strides, out_dims[:id_rank], ids.dtype, ids.offset)
         w.values[ids_name] = w.load(ids)
     table = operand_for(table_name)
-    rows = w.graph.types[table_name].shape[0]
-    row = w.tmp("row")
-    w.line(f"{row} = {w.values[ids_name]}.to(tl.int64)")
-    w.line(f"{row} = tl.minimum(tl.maximum(tl.where({row} < 0, {row} + {rows}, {row}), 0), "
-           f"{max(rows - 1, 0)})")
+    row = _clamped_index(w, w.values[ids_name], w.graph.types[table_name].shape[0])
     # The table's own dims after the first are the output's last ones; the first is the row.
     lookup = Operand(table.arg, table.strides, (None,) + out_dims[id_rank:], table.dtype, table.offset)
     var = w.load_at(lookup, {0: row}, {d for d in out_dims[:id_rank] if d is not None})
@@ -51,12 +55,32 @@ def table_lookup(w: KernelWriter, node: Node, operand_for, dims_of) -> str:
     return var
 
 
-def concat(w: KernelWriter, node: Node, operand_for, dims_of) -> str:
+def element_gather(w: KernelWriter, node: Node, operand_for) -> str:
+    """out[i, j, k] = x[i, idx[i, j, k], k] (axis 1; fusion.element_gather_refusal): the lane at
+    an output position reads x there, its index along the axis replaced by the (wrapped,
+    clamped) index. The output has the indices' shape; x may be larger along the other dims."""
+    x_name, idx_name = node.inputs
+    out_shape = tuple(w.graph.types[node.outputs[0]].shape)
+    out_dims = broadcast_dims(out_shape, w.space_shape())
+    axis = node.attrs["axis"]
+    if idx_name not in w.values:
+        idx = operand_for(idx_name)
+        w.values[idx_name] = w.load(Operand(idx.arg, idx.strides, out_dims, idx.dtype, idx.offset))
+    row = _clamped_index(w, w.values[idx_name], w.graph.types[x_name].shape[axis])
+    x = operand_for(x_name)
+    # x's dims line up with the output's (same rank); along the axis the index addresses it.
+    x = Operand(x.arg, x.strides, out_dims, x.dtype, x.offset)
+    var = w.load_at(x, {axis: row}, {d for d in out_dims if d is not None})
+    w.values[node.outputs[0]] = var
+    return var
+
+
+def concat(w: KernelWriter, node: Node, operand_for) -> str:
     """out = cat(pieces, axis): each lane loads from the piece its index along the axis falls
     in (index minus the piece's start), every load masked to its own piece, so no lane reads
     outside one. Pieces of size 0 take no lane."""
     out_shape = tuple(w.graph.types[node.outputs[0]].shape)
-    out_dims = dims_of(out_shape)
+    out_dims = broadcast_dims(out_shape, w.space_shape())
     axis = node.attrs["axis"] % len(out_shape)
     along = out_dims[axis]
     index = w.index_of.get(along, "0") if along is not None else "0"
@@ -85,13 +109,13 @@ def concat(w: KernelWriter, node: Node, operand_for, dims_of) -> str:
     return var
 
 
-def pad(w: KernelWriter, node: Node, operand_for, dims_of) -> str:
+def pad(w: KernelWriter, node: Node, operand_for) -> str:
     """out = pad(x) in constant mode (no crop, x not empty: fusion checks both): a lane inside
     the input reads x at its index minus the pads before it, the others take the fill value; no
     load leaves x."""
     out_shape = tuple(w.graph.types[node.outputs[0]].shape)
     in_shape = tuple(w.graph.types[node.inputs[0]].shape)
-    out_dims = dims_of(out_shape)
+    out_dims = broadcast_dims(out_shape, w.space_shape())
     pads, rank = node.attrs["pads"], len(out_shape)
     x = operand_for(node.inputs[0])
     x = Operand(x.arg, x.strides, out_dims, x.dtype, x.offset)

@@ -16,13 +16,16 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from typing import Sequence
 
 import torch
 
 from trident.compiler.codegen.writer import dense_strides
-from trident.compiler.fusion import Group
+from trident.compiler.errors import where
+from trident.compiler.fusion import GATHERS, Group
 from trident.compiler.ir import Graph, Node
-from trident.compiler.ir.plan import DynamicInfo, KernelStep, Layout, Plan, TorchStep, ViewStep
+from trident.compiler.ir.plan import (DynamicInfo, IndexCheck, KernelStep, Layout, Plan, TorchStep,
+                                      ViewStep)
 from trident.compiler.ops import evaluate
 
 
@@ -46,7 +49,7 @@ class Program:
 
     def plan(self) -> Plan:
         """The launch plan of this program: layouts, steps, the constants its steps read."""
-        steps = [_plan_step(s) for s in self.steps]
+        steps = [_plan_step(s, self.graph.inputs) for s in self.steps]
         needed = set(self.graph.inputs).union(self.graph.outputs, *(s.inputs for s in steps),
                                               *(s.outputs for s in steps))
         dynamic = self.dynamic
@@ -71,11 +74,24 @@ def index_bounds(graph: Graph) -> dict[str, int]:
     return bounds
 
 
-def _plan_step(step: Step):
+def index_checks(nodes: Sequence[Node], inputs: Sequence[str]) -> tuple[IndexCheck, ...]:
+    """The index tensors a kernel computing `nodes` gathers through, for the engine to check
+    before it launches: all but the token ids (a Gather's graph-input indices, which
+    index_bounds checks once per run). Fusion starts a group at every gather, so its indices
+    come from memory, where the engine can read them."""
+    checks = []
+    for node in nodes:
+        if node.op not in GATHERS or (node.op == "gather" and node.inputs[1] in inputs):
+            continue
+        checks.append(IndexCheck(node.inputs[1], node.inputs[0], node.attrs.get("axis", 0), where(node)))
+    return tuple(dict.fromkeys(checks))
+
+
+def _plan_step(step: Step, inputs: Sequence[str]):
     if step.kind == "kernel":
         k = step.kernel
         return KernelStep(k.name, k.source, tuple(k.args), tuple(step.outputs), k.config, step.sizes,
-                          k.spec)
+                          k.spec, index_checks(step.group.nodes, inputs))
     if step.kind == "view":
         node = step.group.nodes[0]
         return ViewStep(tuple(step.inputs), tuple(step.outputs),

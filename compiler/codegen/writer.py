@@ -72,6 +72,9 @@ class KernelWriter:
     # multiplies by 1 / scale (prims.requantize); pointwise kernels quantize loaded values exactly.
     exact_quantize: bool = True
     relu_inputs: dict[str, str] = field(default_factory=dict)  # relu's register -> its input's
+    # The iteration space's shape, where the generator gives it: its axes skip size-1 dims, so
+    # they cannot tell trailing ones apart from no dim (a [3, 1] space would read as [3]).
+    space: tuple[int, ...] | None = None
     _count: int = 0
 
     def line(self, text: str, indent: int = 1) -> None:
@@ -164,7 +167,10 @@ class KernelWriter:
         return self.mask_of(self.axes_of(op))
 
     def space_shape(self) -> tuple[int, ...]:
-        """The iteration space's shape, as the axes declared it (dims left out are size 1)."""
+        """The iteration space's shape: `space`, else as the axes declared it (dims left out are
+        size 1)."""
+        if self.space is not None:
+            return self.space
         sizes = {d: size for axis in self.axes for d, size in axis.dims}
         return tuple(sizes.get(d, 1) for d in range(max(sizes, default=-1) + 1))
 

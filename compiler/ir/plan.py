@@ -7,7 +7,8 @@ A Plan is the program with every compiler decision already made and nothing of h
 - constants: the weights, already packed in the layouts their kernels read;
 - dynamic: for a profiled plan, the optimization profile and the templates that give the
   layouts, input shapes and torch-op attributes at any sizes of the profile (ir/shapes.py);
-- index_bounds: integer inputs used as indices (token ids), and the size they index.
+- index_bounds: integer inputs used as indices (token ids), and the size they index;
+- a kernel step's index_checks: the other index tensors it gathers through, checked before it runs.
 Fusion groups, their reasons and the autotuner's problems stay with the compiler (BuildTrace).
 
 to_json()/from_json() write and read a plan field by field as plain JSON (the engine file's
@@ -36,6 +37,18 @@ class Layout:
 
 
 @dataclass(frozen=True)
+class IndexCheck:
+    """Before (uncaptured) runs of a kernel that gathers through `indices`, every index must fall
+    inside dim `axis` of `data` (negative ones count from the end); the engine reads the sizes
+    from the layouts it runs at, so the check holds at every size of a profile. `node` names the
+    gather in the error. The kernel clamps anyway: a CUDA-graph replay never reads outside."""
+    indices: str
+    data: str
+    axis: int
+    node: str
+
+
+@dataclass(frozen=True)
 class KernelStep:
     """Launch a generated kernel: `launch(*args, config=...)` of the module `source` defines."""
     kind: ClassVar[str] = "kernel"
@@ -48,6 +61,9 @@ class KernelStep:
     # What the generator read to write `source` (compiler/codegen/spec.py): loading an engine
     # file regenerates the source from it and refuses the file unless the two agree.
     spec: dict | None = field(default=None, compare=False, repr=False)
+    # Index tensors computed in the model (or constants) this kernel gathers through: checked by
+    # the engine before the launch. Token-id inputs are checked once per run (Plan.index_bounds).
+    index_checks: tuple[IndexCheck, ...] = ()
 
     @property
     def inputs(self) -> tuple[str, ...]:
@@ -273,7 +289,8 @@ def _step_json(step: Step) -> dict:
     if step.kind == "kernel":
         return {"kind": "kernel", "name": step.name, "source": step.source, "args": list(step.args),
                 "outputs": list(step.outputs), "config": _config_json(step.config),
-                "sizes": list(step.sizes), "spec": step.spec}
+                "sizes": list(step.sizes), "spec": step.spec,
+                "index_checks": [_check_json(c) for c in step.index_checks]}
     if step.kind == "view":
         out = {"kind": "view", "inputs": list(step.inputs), "outputs": list(step.outputs)}
         if step.node is not None:
@@ -288,13 +305,23 @@ def _step_from(f: _Fields) -> Step:
         return KernelStep(f.string("name"), f.string("source"), tuple(f.names("args")),
                           tuple(f.names("outputs")),
                           _config_from(_Fields(f.object("config"), f"{f.where}.config")),
-                          tuple(f.names("sizes")), f.object("spec"))
+                          tuple(f.names("sizes")), f.object("spec"),
+                          tuple(_check_from(_Fields(c, f"{f.where}.index_checks[{k}]"))
+                                for k, c in enumerate(f.array("index_checks"))))
     if kind == "view":
         node = _node_from(_Fields(f.object("node"), f"{f.where}.node")) if "node" in f.data else None
         return ViewStep(tuple(f.names("inputs")), tuple(f.names("outputs")), node)
     if kind == "torch":
         return TorchStep(_node_from(_Fields(f.object("node"), f"{f.where}.node")))
     raise EngineFileError(f"engine file: {f.where}.kind: unknown step kind {kind!r}")
+
+
+def _check_json(check: IndexCheck) -> dict:
+    return {"indices": check.indices, "data": check.data, "axis": check.axis, "node": check.node}
+
+
+def _check_from(f: _Fields) -> IndexCheck:
+    return IndexCheck(f.string("indices"), f.string("data"), f.integer("axis"), f.string("node"))
 
 
 def _node_json(node: Node) -> dict:
@@ -418,5 +445,5 @@ def _dynamic_from(f: _Fields) -> DynamicInfo:
                        node_attrs)
 
 
-__all__ = ["DynamicInfo", "KernelStep", "Layout", "Plan", "Step", "TorchStep", "ViewStep",
+__all__ = ["DynamicInfo", "IndexCheck", "KernelStep", "Layout", "Plan", "Step", "TorchStep", "ViewStep",
            "dtype_from_name", "dtype_name", "value_from", "value_json"]

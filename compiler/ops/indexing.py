@@ -1,5 +1,7 @@
-"""Ops that read or write through index tensors, sort, or scan: no kernel template covers them,
-so they run through torch (and `explain` lists them). Every index is bounds-checked first."""
+"""Ops that read or write through index tensors, sort, or scan. GatherElements is computed per
+element in pointwise kernels (codegen/moves.py) and CumSum by the scan generator (codegen/scan.py);
+the others have no kernel and run through torch (`explain` lists them). Every index is
+bounds-checked first."""
 from __future__ import annotations
 
 import math
@@ -79,7 +81,7 @@ def _scan(fn, x, axis: int, exclusive: bool, reverse: bool, identity):
     return torch.flip(out, [axis]) if reverse else out
 
 
-@op("cumsum", Kind.OPAQUE)
+@op("cumsum", Kind.SCAN)
 def cumsum(x, *, axis: int, exclusive: bool = False, reverse: bool = False):
     return _scan(torch.cumsum, x, axis, exclusive, reverse, 0).to(x.dtype)
 

@@ -16,7 +16,8 @@ class Kind(enum.Enum):
     CONV = "conv"
     POOL = "pool"
     MOVEMENT = "movement"        # reshapes, transposes, slices: moves data, computes nothing
-    OPAQUE = "opaque"            # sorts, scans, scatters, resampling: computed by torch only
+    SCAN = "scan"                # running sums along one axis (cumsum): a loop carries the sum
+    OPAQUE = "opaque"            # sorts, cumprod, scatters, resampling: computed by torch only
     ATTENTION = "attention"      # softmax(q k^T * scale + mask) v, fused
 
 

@@ -1,0 +1,89 @@
+"""Codegen of `scan` groups: a running sum (CumSum) along one axis, and the elementwise epilogue
+fused behind it (fusion.py), computed and stored chunk by chunk.
+
+Each program takes BLOCK_X rows (the dims other than the axis) and walks the axis in chunks of
+BLOCK_R positions: tl.cumsum sums inside a chunk, and a carry per row (the sum of the chunks
+before) is added to it, then grows by the chunk's total. A row of any length is one loop, and its
+block does not depend on the length (a shape-generic kernel only changes the loop's bound).
+
+The lanes of a chunk walk scan positions p = 0, 1, ...; ONNX's attributes only change which
+element a position reads and writes:
+- reverse: position p is element L-1-p (the sum runs from the end);
+- exclusive: the sum at p covers the positions before p, so the lane loads the element of
+  position p - 1 (nothing at p = 0). A shifted load, not the inclusive sum minus x, which would
+  not be exact for floats.
+Floats sum in fp32 registers and round once at the store; integers sum in their own type, at
+least 32 bits wide, and narrower ones wrap at the store, as torch's cumsum cast back does.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from trident.compiler import config
+from trident.compiler.codegen.kernels import (Args, KernelSource, _after_anchor, _epilogue,
+                                              _operand, _stores, row_tiles)
+from trident.compiler.codegen.program import Layout
+from trident.compiler.codegen.writer import Axis, KernelWriter, Operand, memory_order
+from trident.compiler.fusion import Group
+from trident.compiler.ir import Graph, Node
+from trident.kernels.common import next_pow2
+
+# Positions one loop iteration covers. Tests lower it to run rows of many chunks at small sizes.
+MAX_CHUNK = 4096 if config.INTERPRET else 1024
+
+
+def accumulator(dtype: torch.dtype) -> str:
+    """The Triton type a running sum of `dtype` is kept in."""
+    if dtype.is_floating_point:
+        return "tl.float32"
+    return "tl.int64" if dtype == torch.int64 else "tl.int32"
+
+
+def generate(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: list[str],
+             name: str) -> KernelSource:
+    anchor = group.anchor
+    shape = tuple(graph.types[anchor.inputs[0]].shape)
+    axis = anchor.attrs["axis"] % len(shape)
+    length, rows = shape[axis], math.prod(s for d, s in enumerate(shape) if d != axis)
+    order = memory_order(shape, layouts[anchor.inputs[0]].strides)
+    args, w = Args(), KernelWriter(graph, exact_quantize=False, space=shape)
+    w.line("xoffs = tl.program_id(0) * BLOCK_X + tl.arange(0, BLOCK_X)")
+    w.line(f"xmask = prims.in_bounds(xoffs[:, None], {rows}, BLOCK_X)")
+    w.add_axis(Axis("xoffs[:, None]", [(d, shape[d]) for d in order if d != axis], "xmask"))
+    acc = accumulator(graph.types[anchor.inputs[0]].dtype)
+    w.line(f"carry = tl.zeros([BLOCK_X, 1], dtype={acc})")
+    w.line(f"for start in range(0, {length}, BLOCK_R):")
+    body = len(w.lines)  # the loop's lines, indented once more at the end
+    x = _operand(anchor.inputs[0], layouts, args, shape)
+    w.values[anchor.outputs[0]] = _chunk_sums(w, anchor, x, axis, length, acc)
+    _epilogue(w, group, _after_anchor(group), layouts, args, shape)
+    _stores(w, outputs, layouts, args, shape)
+    w.lines[body:] = ["    " + line for line in w.lines[body:]]
+    return row_tiles(name, group, graph, w, args, outputs, "scan", rows, length,
+                     min(next_pow2(length), MAX_CHUNK))
+
+
+def _chunk_sums(w: KernelWriter, anchor: Node, x: Operand, axis: int, length: int, acc: str) -> str:
+    """One chunk of the loop: declare its positions (the axis's index is the element each one
+    is), load what each lane sums, and return the register of the running sums; the carry
+    grows by the chunk's total."""
+    reverse, exclusive = anchor.attrs.get("reverse", False), anchor.attrs.get("exclusive", False)
+    w.line("pos = start + tl.arange(0, BLOCK_R)[None, :]")
+    w.line(f"pmask = prims.in_bounds(pos, {length}, BLOCK_R)")
+    w.line(f"elem = {length - 1} - pos" if reverse else "elem = pos")
+    w.add_axis(Axis("elem", [(axis, length)], "pmask"))
+    if exclusive:
+        w.line("prev = pos - 1")
+        w.line(f"src = {length - 1} - prev" if reverse else "src = prev")
+        loaded = w.load_at(x, {axis: "src"}, {axis}, "prev >= 0")
+    else:
+        loaded = w.values[anchor.inputs[0]] = w.load(x)  # the epilogue may read x here too
+    # Lanes past the row or the rows add nothing; the where also gives the tile its full shape
+    # where x moves along neither (a row of one element loads a scalar).
+    w.line(f"step = tl.where(xmask & pmask, {loaded}, 0).to({acc})")
+    out = w.tmp("r")
+    w.line(f"{out} = carry + tl.cumsum(step, 1)")
+    w.line("carry = carry + tl.sum(step, 1)[:, None]")
+    return out
