@@ -229,3 +229,32 @@ def test_through_torch_compile_nothing_is_left_in_torch(entry):
     assert relative_error(got, ref) < 1e-5
     assert reports and all(not r.in_torch for r in reports), [r.render() for r in reports]
     assert sum(r.num_kernels for r in reports) > 0
+
+
+class MaskFromConstants(torch.nn.Module):
+    """transformers' padding mask when no attention mask is passed: ones, then indexed by two
+    broadcast aranges (advanced indexing the converters do not take); all constants."""
+
+    def forward(self, x):
+        b, s = x.shape[0], x.shape[1]
+        mask = torch.ones(b, s).to(torch.bool)
+        picked = mask[torch.arange(b)[:, None, None], torch.arange(s)[None, None, :]]
+        return x.masked_fill(~picked.transpose(1, 2), -1.0) * 2
+
+
+def test_constant_advanced_indexing_folds_through_torch_compile():
+    from trident.compiler.dynamo import trident_backend
+
+    reports = []
+
+    def backend(gm, example_inputs):
+        out = trident_backend(gm, example_inputs, options={"precision": "fp32", "fallback": False})
+        reports.append(out.trident_report)
+        return out
+
+    x = torch.randn(3, 5, 1)
+    torch._dynamo.reset()
+    with torch.no_grad():
+        got = torch.compile(MaskFromConstants(), backend=backend)(x)
+    assert torch.equal(got, MaskFromConstants()(x))
+    assert reports and sum(r.num_kernels for r in reports) > 0

@@ -1714,13 +1714,19 @@ class _Importer:
             return self._call_module(gm, node, args, kwargs)
         table = FUNCTIONS if node.op == "call_function" else METHODS
         convert = table.get(node.target)
+        constant = not _has_val((args, kwargs))
         if convert is not None and (_has_tensor((args, kwargs)) or _is_python_op(node)):
             try:
                 return convert(self.cx, *args, **kwargs)
             except TypeError as e:
                 raise UnsupportedError(f'fx node "{node.name}" ({target_label(node)}): '
                                        f"arguments the converter does not take: {e}") from None
-        if not _has_val((args, kwargs)):
+            except UnsupportedError:
+                # Constants only (a mask built from torch.ones and aranges): torch computes it
+                # now, whatever the converter takes. Not a write: it could land in the model.
+                if not constant or _writes_in_place(node):
+                    raise
+        if constant:
             out = _fold_with_torch(node, args, kwargs)
             self.cx.note_made(out, (args, kwargs))
             return out
@@ -1806,6 +1812,14 @@ def _placeholder_default(node: torch.fx.Node):
 def _is_python_op(node: torch.fx.Node) -> bool:
     """Converters that also work on plain Python objects (x.size()[1], a tuple's item)."""
     return node.target in (operator.getitem, builtins.getattr)
+
+
+def _writes_in_place(node: torch.fx.Node) -> bool:
+    """x[i] = v, and the in-place methods and aten ops (x.add_, aten.fill_.Scalar)."""
+    name = node.target if isinstance(node.target, str) else getattr(node.target, "__name__", "")
+    if isinstance(node.target, torch._ops.OpOverload):
+        name = node.target.overloadpacket.__name__
+    return node.target is operator.setitem or (name.endswith("_") and not name.startswith("__"))
 
 
 def _fold_with_torch(node: torch.fx.Node, args, kwargs, module: nn.Module | None = None):
