@@ -72,3 +72,16 @@ def test_two_reshapes_of_one_value_share_its_copy():
     assert torch.equal(a, x.transpose(1, 2).reshape(-1) * 2)
     assert torch.equal(b, x.transpose(1, 2).reshape(3, -1) + 1)
     assert not [s for s in engine.plan.steps if s.kind == "torch"]
+
+
+def test_the_graph_after_passes_still_computes_without_the_copy():
+    """The copy is the plan's: the graph the passes left (what `trident explain` and the
+    reference executor read) keeps its own reshape of the permuted value."""
+    from trident.compiler.build import BuildTrace
+    from trident.compiler.reference import run_reference
+
+    module, x = ChannelShuffle(6).eval(), torch.randn(2, 6, 5, 3)
+    trace = BuildTrace()
+    engine = build_engine(module, "fp32", example_inputs=(x,), trace=trace)
+    (expected,) = run_reference(trace.after_pass[-1][1], [x])
+    assert relative_error(engine(x)[0], expected) < 1e-5

@@ -78,9 +78,11 @@ def _plan_group(group: Group, outputs: list[str], feeds_nhwc: bool, program: Pro
                 graph.types[node.inputs[0]].dtype in POINTWISE_DTYPES:
             # A reshape of a permuted tensor (a channel shuffle, Swin's window partition):
             # one copy kernel makes it dense, and the reshape is a view of the copy.
-            dense = _copy_to_layout(node.inputs[0], "dense", f"{node.name or node.op}: not a "
-                                    "view of its input, copied dense first", program, names)
-            node.inputs = (dense,) + tuple(node.inputs[1:])
+            why = f"{node.name or node.op}: not a view of its input, copied dense first"
+            dense = _copy_to_layout(node.inputs[0], "dense", why, program, names)
+            # A node of the plan's own (the graph's keeps reading the value it names).
+            node = dataclasses.replace(node, inputs=(dense,) + tuple(node.inputs[1:]))
+            group = Group("view", [node], group.reasons + [why])
             viewed = view_layouts(node, layouts[dense])
         if viewed is not None:
             layouts.update(zip(node.outputs, viewed))
@@ -113,7 +115,15 @@ def _ensure_nhwc(group: Group, program: Program, names: dict[str, int]) -> None:
     copy = _copy_to_layout(value, "nhwc", f"{value}: copied to NHWC for {node.name or node.op}",
                            program, names)
     for anchor in anchors:  # the siblings of a horizontal group share the input
-        anchor.inputs = (copy,) + tuple(anchor.inputs[1:])
+        reads_copy = dataclasses.replace(anchor, inputs=(copy,) + tuple(anchor.inputs[1:]))
+        _read_instead(group, anchor, reads_copy)
+
+
+def _read_instead(group: Group, old: Node, new: Node) -> None:
+    """The group computes `new` where it computed `old`: a node of the plan's own, so the graph
+    the passes left (what explain and the reference executor read) keeps its node."""
+    for g in [group] + group.members:
+        g.nodes = [new if n is old else n for n in g.nodes]
 
 
 def _copy_to_layout(value: str, layout_name: str, why: str, program: Program,

@@ -19,6 +19,7 @@ from trident.compiler.passes.cleanup import (eliminate_common_subexpressions,
                                              remove_identities)
 from trident.compiler.passes.concats import split_wide_concats
 from trident.compiler.passes.conv1d import lower_conv1d
+from trident.compiler.passes.gathers import gathers_as_slices
 from trident.compiler.passes.heads import fold_head_splits
 from trident.compiler.passes.horizontal import merge_sibling_matmuls
 from trident.compiler.passes.precision import lower_precision
@@ -43,6 +44,7 @@ def pipeline(options: PassOptions) -> list[tuple[str, Pass]]:
         ("remove_identities", remove_identities),
         ("eliminate_dead_code", eliminate_dead_code),
         ("eliminate_common_subexpressions", eliminate_common_subexpressions),
+        ("gathers_as_slices", gathers_as_slices),
         ("fold_pad_into_conv", fold_pad_into_conv),
         ("fold_conv_batch_norm", fold_conv_batch_norm),
         ("decompose_batch_norm", decompose_batch_norm),

@@ -59,7 +59,8 @@ def _matmul_inputs(node: Node, graph: Graph, producers, rb: Rebuild):
     if a_src is None:
         return None
     a_shape, x_shape = _shape(graph, a), _shape(graph, a_src)
-    if graph.types[b].rank == 2 and x_shape[-1] == a_shape[-1] and len(x_shape) <= 4:
+    # (a source of rank 1 would make the matmul a vector's, which no template takes)
+    if graph.types[b].rank == 2 and x_shape[-1] == a_shape[-1] and 2 <= len(x_shape) <= 4:
         return [rb.value(a_src)] + [rb.value(i) for i in node.inputs[1:]]
     if b_src is None:
         return None
