@@ -24,7 +24,9 @@ run_tests() {
   local files=$(ls tests/test_codegen.py tests/test_kernels_*.py tests/test_random_graphs.py \
     tests/test_fx_frontend.py tests/test_models.py tests/test_int8.py tests/test_prims.py \
     tests/test_memory_safety.py tests/test_nan_semantics.py tests/test_attention_kernel.py \
-    tests/test_per_element_moves.py 2>/dev/null)
+    tests/test_per_element_moves.py tests/test_long_reductions.py tests/test_reshape_copies.py \
+    tests/test_cumsum.py tests/test_gathers.py tests/test_gathers_as_slices.py \
+    tests/test_fx_decompose.py 2>/dev/null)
   # SIGINT at the time limit: pytest still prints the failures it has seen and their summary.
   timeout -k 15 -s INT "${T_TESTS:-400}" python3 -m pytest -p no:cacheprovider -n 14 -v --tb=short $files \
     > "$out/tests.txt" 2>&1
@@ -44,6 +46,9 @@ memcheck() {
 run_safety() {
   memcheck python3 -m pytest -q -p no:cacheprovider tests/test_memory_safety.py tests/test_nan_semantics.py \
     tests/test_prims.py tests/test_per_element_moves.py > "$out/memcheck-kernels.txt" 2>&1 &
+  # the looped reductions, dense copies, scans and index-checked gathers
+  memcheck python3 -m pytest -q -p no:cacheprovider tests/test_long_reductions.py tests/test_reshape_copies.py \
+    tests/test_cumsum.py tests/test_gathers.py > "$out/memcheck-new.txt" 2>&1 &
   memcheck python3 -m pytest -q -p no:cacheprovider tests/test_attention_kernel.py -k "odd_lengths or \
     causal_alignments or many_query or padding or per_key or window or relative or grouped or strided or rank3 or empty \
     or never_read or fully_masked" > "$out/memcheck-attention.txt" 2>&1 &
@@ -51,7 +56,7 @@ run_safety() {
   # profiled engines (generic kernels, ALIGNED variants) and KV-cache generation
   memcheck python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_dynamic_gpu.py > "$out/memcheck-dynamic.txt" 2>&1 &
   wait
-  for f in kernels attention models dynamic; do echo "== memcheck $f"; tail -n 6 "$out/memcheck-$f.txt"; done
+  for f in kernels new attention models dynamic; do echo "== memcheck $f"; tail -n 6 "$out/memcheck-$f.txt"; done
 }
 run_attention() {
   timeout "${T_ATTENTION:-300}" python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_attention_kernel.py \

@@ -12,7 +12,7 @@ import torch
 from trident.compiler import build_engine
 from trident.compiler.codegen import scan
 from trident.compiler.ir import GraphBuilder, TensorType
-from trident.compiler.testing import assert_matches_reference, compile_and_run
+from trident.compiler.testing import assert_matches_reference, compile_and_run, run_engine
 
 from onnx_util import check_engine, make_model, node, torch_steps
 
@@ -132,7 +132,7 @@ def test_a_dynamic_axis_runs_one_kernel_at_every_length():
     rng = np.random.default_rng(3)
     for shape in [(1, 1), (3, 5), (2, 8), (3, 40)]:
         x = rng.standard_normal(shape).astype(np.float32)
-        (got,) = engine(torch.from_numpy(x))
+        (got,) = run_engine(engine, torch.from_numpy(x))
         want = np.cumsum(x[:, ::-1], 1)[:, ::-1] * x
         np.testing.assert_allclose(got.numpy(), want, rtol=1e-5, atol=1e-5)
 

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from trident.compiler import build_engine
 from trident.compiler.errors import UnsupportedError
-from trident.compiler.testing import relative_error
+from trident.compiler.testing import relative_error, run_engine
 
 
 def _check(module, *inputs, tol=1e-5, kernels=True):
@@ -19,7 +19,7 @@ def _check(module, *inputs, tol=1e-5, kernels=True):
     with torch.no_grad():
         ref = module(*inputs)
     engine = build_engine(module, "fp32", example_inputs=inputs)
-    (got,) = engine(*inputs)
+    (got,) = run_engine(engine, *inputs)
     assert got.shape == ref.shape
     assert relative_error(got, ref) < tol, relative_error(got, ref)
     if kernels:

@@ -14,7 +14,7 @@ import torch
 from trident.compiler import EngineFileError, InputError
 from trident.compiler.build import load_engine
 from trident.compiler.ir import GraphBuilder, TensorType
-from trident.compiler.testing import assert_matches_reference, compile_and_run
+from trident.compiler.testing import assert_matches_reference, compile_and_run, run_engine
 from trident.runtime import format as fmt
 from trident.runtime.engine import Engine
 from trident.tools.fuzz_files import repack
@@ -89,7 +89,7 @@ def test_an_index_out_of_range_is_an_input_error_naming_the_node(bad, rng):
     idx = indices((3, 4), 7, rng)
     idx[2, 1] = bad
     with pytest.raises(InputError, match=rf'\(op gather_elements\): index {bad} .*size 7 \(expected -7 .. 6\)'):
-        engine(torch.randn(3, 7), idx)
+        run_engine(engine, torch.randn(3, 7), idx)
 
 
 def test_a_run_that_skips_the_check_reads_inside_the_data(monkeypatch, rng):
@@ -98,7 +98,7 @@ def test_a_run_that_skips_the_check_reads_inside_the_data(monkeypatch, rng):
     x, idx = fresh((3, 7), torch.float32, rng), torch.tensor([[9, -20, 0, 6]] * 3)
     engine, _ = compile_and_run(graph, [x, indices((3, 4), 7, rng)])
     monkeypatch.setattr(Engine, "_check_gathers", lambda *args: None)
-    (got,) = engine(x, idx)
+    (got,) = run_engine(engine, x, idx)
     assert torch.equal(got, torch.gather(x, 1, torch.tensor([[6, 0, 0, 6]] * 3)))
 
 
@@ -116,7 +116,7 @@ def test_a_table_lookup_by_computed_indices_is_a_kernel(rng):
     engine = assert_matches_reference(graph, [indices((3, 7), VOCAB - 1, rng)])
     assert kinds(engine) == ["kernel", "kernel"]  # the add; the lookup with its mul
     with pytest.raises(InputError, match=rf'node "lookup" \(op gather\): index {VOCAB} '):
-        engine(torch.full((3, 7), VOCAB - 1))
+        run_engine(engine, torch.full((3, 7), VOCAB - 1))
 
 
 def test_token_ids_are_checked_once_per_run_not_per_kernel(rng):
@@ -181,4 +181,4 @@ def test_onnx_roberta_position_ids_run_in_kernels():
     engine = check_engine(model, {"ids": ids})
     assert not torch_steps(engine)
     with pytest.raises(InputError, match=r"index (8|9|10) .* size 8"):  # positions past the table
-        engine(torch.full((2, 9), 3))
+        run_engine(engine, torch.full((2, 9), 3))
