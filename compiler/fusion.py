@@ -39,7 +39,8 @@ PER_ELEMENT_MOVES = ("gather", "gather_elements", "concat", "pad")
 # The moves that read through an index tensor (input 1 indexes dim `axis` of input 0): the engine
 # checks the indices before the kernel runs (codegen/program.py index_checks).
 GATHERS = ("gather", "gather_elements")
-# Each lane of a concat kernel tries every piece (masked loads): past this many, torch.cat.
+# Each lane of a concat kernel tries every piece (masked loads): a concat of more pieces is
+# written as a tree of concats of at most this many (passes/concats.py).
 MAX_CONCAT_PIECES = 8
 
 ANCHOR_KINDS = ("matmul", "conv", "pool")

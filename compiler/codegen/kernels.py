@@ -183,8 +183,8 @@ def _reduction_body(w: KernelWriter, anchor: Node, x: str, length: int, load_par
 # partial (sum, or NaN-propagating max) across the chunks, and the lanes are reduced once after.
 LOOP_BLOCK_R = 2048
 _LOOP_START = {"reduce_sum": "0.0", "reduce_mean": "0.0", "reduce_max": "float('-inf')"}
-_LOOP_STEP = {"reduce_sum": "acc = acc + tl.where(rmask, {x}, 0.0)",
-              "reduce_mean": "acc = acc + tl.where(rmask, {x}, 0.0)",
+_ADD_CHUNK = "acc = acc + tl.where(rmask, {x}, 0.0)"
+_LOOP_STEP = {"reduce_sum": _ADD_CHUNK, "reduce_mean": _ADD_CHUNK,
               "reduce_max": "acc = prims.maximum(acc, tl.where(rmask, {x}, float('-inf')))"}
 
 
@@ -222,28 +222,31 @@ def reduction(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: l
     args, w = Args(), KernelWriter(graph, exact_quantize=False, space=shape)
     position = group.nodes.index(anchor)
     after = group.nodes[position + 1:]
+    prologue = {v for n in group.nodes[:position] for v in n.outputs}
     looped = length > MAX_ROW  # fusion lets only sums, means and maxima this long through
     w.line("xoffs = tl.program_id(0) * BLOCK_X + tl.arange(0, BLOCK_X)")
     w.line(f"xmask = prims.in_bounds(xoffs[:, None], {rows}, BLOCK_X)")
+    row_axis = Axis("xoffs[:, None]", xdims, "xmask")
+
+    def row_chunk(start: str) -> str:
+        """Declare the row positions from `start`, compute the prologue there, load x."""
+        w.line(f"roffs = {start}tl.arange(0, BLOCK_R)")
+        w.line(f"rmask = prims.in_bounds(roffs[None, :], {length}, BLOCK_R)")
+        w.add_axis(row_axis)
+        w.add_axis(Axis("roffs[None, :]", rdims, "rmask"))
+        _epilogue(w, group, group.nodes[:position], layouts, args, shape)
+        return w.values.get(anchor.inputs[0]) or w.load(_operand(anchor.inputs[0], layouts, args, shape))
+
     if looped:
         w.line(f"acc = tl.full([BLOCK_X, BLOCK_R], {_LOOP_START[anchor.op]}, tl.float32)")
-        w.line(f"for r0 in range(0, {length}, BLOCK_R):")
-        loop_start = len(w.lines)
-    w.line(f"roffs = {'r0 + ' if looped else ''}tl.arange(0, BLOCK_R)")
-    w.line(f"rmask = prims.in_bounds(roffs[None, :], {length}, BLOCK_R)")
-    row_axis = Axis("xoffs[:, None]", xdims, "xmask")
-    w.add_axis(row_axis)
-    w.add_axis(Axis("roffs[None, :]", rdims, "rmask"))
-    _epilogue(w, group, group.nodes[:position], layouts, args, shape)
-    x = w.values.get(anchor.inputs[0]) or w.load(_operand(anchor.inputs[0], layouts, args, shape))
-    load_param = lambda v: w.values.get(v) or w.load(_operand(v, layouts, args, shape))  # noqa: E731
-    if looped:
-        prologue = {v for n in group.nodes[:position] for v in n.outputs}
-        _stores(w, [o for o in outputs if o in prologue], layouts, args, shape)
-        w.line(_LOOP_STEP[anchor.op].format(x=x))
-        w.lines[loop_start:] = ["    " + line for line in w.lines[loop_start:]]
+        with w.loop(f"for r0 in range(0, {length}, BLOCK_R):"):
+            x = row_chunk("r0 + ")
+            _stores(w, [o for o in outputs if o in prologue], layouts, args, shape)
+            w.line(_LOOP_STEP[anchor.op].format(x=x))
         w.values[anchor.outputs[0]] = _loop_result(w, anchor, length)
     else:
+        x = row_chunk("")
+        load_param = lambda v: w.values.get(v) or w.load(_operand(v, layouts, args, shape))  # noqa: E731
         w.values[anchor.outputs[0]] = _reduction_body(w, anchor, x, length, load_param)
     out_shape = tuple(graph.types[anchor.outputs[0]].shape)
     keepdims = anchor.attrs.get("keepdims", True) or anchor.op in ROWWISE
@@ -255,7 +258,6 @@ def reduction(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: l
     # Softmax and layer norm keep the row shape; other reductions store one value per row, as do
     # their epilogues. Prologue values that other kernels read are stored at the row shape.
     rowwise = anchor.op in ROWWISE
-    prologue = {v for n in group.nodes[:position] for v in n.outputs}
     # (An epilogue that broadcasts the result back over the row, x - max(x), is stored at the row
     # shape too, masked by every axis like every other store.)
     full = [o for o in outputs if rowwise or o in prologue or tuple(graph.types[o].shape) == shape]

@@ -54,13 +54,11 @@ def generate(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: li
     w.add_axis(Axis("xoffs[:, None]", [(d, shape[d]) for d in order if d != axis], "xmask"))
     acc = accumulator(graph.types[anchor.inputs[0]].dtype)
     w.line(f"carry = tl.zeros([BLOCK_X, 1], dtype={acc})")
-    w.line(f"for start in range(0, {length}, BLOCK_R):")
-    body = len(w.lines)  # the loop's lines, indented once more at the end
-    x = _operand(anchor.inputs[0], layouts, args, shape)
-    w.values[anchor.outputs[0]] = _chunk_sums(w, anchor, x, axis, length, acc)
-    _epilogue(w, group, _after_anchor(group), layouts, args, shape)
-    _stores(w, outputs, layouts, args, shape)
-    w.lines[body:] = ["    " + line for line in w.lines[body:]]
+    with w.loop(f"for start in range(0, {length}, BLOCK_R):"):
+        x = _operand(anchor.inputs[0], layouts, args, shape)
+        w.values[anchor.outputs[0]] = _chunk_sums(w, anchor, x, axis, length, acc)
+        _epilogue(w, group, _after_anchor(group), layouts, args, shape)
+        _stores(w, outputs, layouts, args, shape)
     return row_tiles(name, group, graph, w, args, outputs, "scan", rows, length,
                      min(next_pow2(length), MAX_CHUNK))
 

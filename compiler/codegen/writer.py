@@ -8,6 +8,8 @@ and summing index * stride over the tensor's dims.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 from dataclasses import dataclass, field
 
 import torch
@@ -79,6 +81,14 @@ class KernelWriter:
 
     def line(self, text: str, indent: int = 1) -> None:
         self.lines.append("    " * indent + text)
+
+    @contextmanager
+    def loop(self, header: str):
+        """`header` (a `for` line), and every line written inside the block as its body."""
+        self.line(header)
+        start = len(self.lines)
+        yield
+        self.lines[start:] = ["    " + line for line in self.lines[start:]]
 
     def tmp(self, prefix: str = "v") -> str:
         self._count += 1

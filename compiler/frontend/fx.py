@@ -35,6 +35,8 @@ from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from trident.compiler.errors import ShapeError, TridentError, UnsupportedError
 from trident.compiler.frontend import fx_decompose as decompose
+from trident.compiler.frontend.fx_axes import axes as _axes
+from trident.compiler.frontend.fx_axes import axis as _axis
 from trident.compiler.frontend.fx_attention import Masks, Projections, multi_head_attention
 from trident.compiler.ir import SUPPORTED_DTYPES, Graph, GraphBuilder, Node, TensorType
 from trident.compiler.ops import evaluate, infer_types
@@ -229,12 +231,6 @@ def converts_module(*types):
 
 
 # ============================================================================= helpers ====
-def _axis(d: int, rank: int) -> int:
-    if not -max(rank, 1) <= d < max(rank, 1):
-        raise ShapeError(f"dimension {d} is out of range for rank {rank}")
-    return d % max(rank, 1)
-
-
 def _ints(args) -> list[int]:
     """Sizes given as varargs (x.view(2, -1)) or as one sequence (x.view((2, -1)))."""
     if len(args) == 1 and isinstance(args[0], (list, tuple, torch.Size)):
@@ -869,13 +865,6 @@ def _native_mha(cx: Ctx, query, key, value, embed_dim, num_head, qkv_weight, qkv
 
 
 # ========================================================================= reductions ====
-def _axes(cx: Ctx, x, dim) -> list[int]:
-    if dim is None or (isinstance(dim, (list, tuple)) and len(dim) == 0):
-        return list(range(cx.rank(x)))
-    dims = dim if isinstance(dim, (list, tuple)) else [dim]
-    return sorted({_axis(int(d), cx.rank(x)) for d in dims})
-
-
 def _reducer(op: str):
     def convert(cx: Ctx, input, dim=None, keepdim=False, *, dtype=None):
         if dtype is not None:

@@ -24,13 +24,7 @@ from typing import Any, Sequence
 import torch
 
 from trident.compiler.errors import ShapeError, UnsupportedError
-
-
-def _axis(cx, d: int, x) -> int:
-    rank = max(cx.rank(x), 1)
-    if not -rank <= int(d) < rank:
-        raise ShapeError(f'fx node "{cx.node_name}": dimension {d} is out of range for rank {rank}')
-    return int(d) % rank
+from trident.compiler.frontend import fx_axes
 
 
 def _scalar(cx, value, like) -> torch.Tensor:
@@ -76,7 +70,7 @@ def vector_norm(cx, x, ord=2, dim=None, keepdim: bool = False, dtype=None):
     if dtype is not None:
         x = cx.cast(x, dtype)
     x = _float(cx, x)
-    axes = _axes(cx, x, dim)
+    axes = fx_axes.axes(cx, x, dim)
     p = 2.0 if ord in ("fro", None) else float(ord)
     keep = bool(keepdim)
     if p == 2.0:
@@ -103,13 +97,6 @@ def vector_norm(cx, x, ord=2, dim=None, keepdim: bool = False, dtype=None):
 
 def _count(cx, x, axes: list[int]) -> int:
     return math.prod(cx.shape(x)[a] for a in axes)
-
-
-def _axes(cx, x, dim) -> list[int]:
-    if dim is None or (isinstance(dim, (list, tuple)) and len(dim) == 0):
-        return list(range(cx.rank(x)))
-    dims = dim if isinstance(dim, (list, tuple)) else [dim]
-    return sorted({_axis(cx, d, x) for d in dims})
 
 
 def tensor_norm(cx, x, p="fro", dim=None, keepdim: bool = False, dtype=None):
@@ -158,7 +145,7 @@ def roll(cx, x, shifts, dims=None):
         raise ShapeError(f'fx node "{cx.node_name}": roll with {len(shifts)} shifts and '
                          f"{len(dims)} dims")
     for shift, dim in zip(shifts, dims):
-        x = _roll_one(cx, x, int(shift), _axis(cx, dim, x))
+        x = _roll_one(cx, x, int(shift), fx_axes.axis(int(dim), cx.rank(x)))
     return x
 
 
