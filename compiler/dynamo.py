@@ -255,6 +255,10 @@ def _signature(args: Sequence) -> tuple:
 _FALLBACK = object()
 
 
+def _detached(args: Sequence) -> tuple:
+    return tuple(a.detach() if isinstance(a, torch.Tensor) else a for a in args)
+
+
 def _check_tensor_arguments(args: Sequence) -> None:
     """Tensors reach an engine as tensors: one inside a list or tuple would be imported as a
     constant of the first call."""
@@ -290,21 +294,28 @@ class TridentSubgraph(torch.nn.Module):
         return [e[0] for e in entries if e is not _FALLBACK]
 
     def forward(self, *args):
-        # An inference engine computes no gradients (and Triton's interpreter reads raw data).
-        args = tuple(a.detach() if isinstance(a, torch.Tensor) else a for a in args)
         entry = self._dynamic_entry(args) if self.symbolic else None
         if entry is None:
-            key = _signature(args)
+            # Keyed by the arguments that are not weights: the weights are the engine's
+            # constants, and dynamo's guards already cover their shapes. (Hashing the hundreds
+            # of lifted parameters of a CNN cost more per call than its engine at batch 8.)
+            key = _signature(self._user_args(args))
             entry = self.engines.get(key)
             if entry is None:
                 entry = self.engines[key] = self._build(args)
         if entry is _FALLBACK:
-            return self.gm(*args)
+            return self.gm(*_detached(args))
         engine, keep = entry
-        outs = engine(*[args[i] for i in keep])
+        # An inference engine computes no gradients (and Triton's interpreter reads raw data).
+        outs = engine(*[args[i].detach() for i in keep])
         if engine.cuda_graph and engine.device.type == "cuda":
             outs = [o.clone() for o in outs]  # the engine's buffers: the next replay rewrites them
         return tree_unflatten(list(outs), self._out_spec)
+
+    def _user_args(self, args: Sequence) -> list:
+        """The arguments other than the lifted parameters and buffers."""
+        weights = self.weight_args
+        return [a for k, a in enumerate(args) if k >= len(weights) or not weights[k]]
 
     def _dynamic_entry(self, args: Sequence):
         """The engine with a profile over the symbolic sizes that fits `args` (built if none
@@ -342,13 +353,16 @@ class TridentSubgraph(torch.nn.Module):
         of optimization profiles to try in order (none: an engine for these shapes)."""
         from trident.compiler.frontend.fx import user_input_indices
         from trident.compiler.quantize.plan import QuantOptions
+        from trident.compiler.build import resolve_device
 
+        args = _detached(args)
         examples = self._examples(args)
         devices = {a.device for a in args if isinstance(a, torch.Tensor)}
         device = next(iter(devices)) if len(devices) == 1 else None
         precision = self.options["precision"]
         try:
             _check_tensor_arguments(args)
+            resolve_device(device)  # a device trident cannot run on: say so before compiling
             keep = user_input_indices(self.gm, examples)
             quantization = None
             if precision == "int8":

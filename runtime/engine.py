@@ -42,6 +42,14 @@ def resolve_device(device: torch.device | str | None = None) -> torch.device:
     """The device an engine runs on: `device`, or the GPU if there is one, else the CPU; 'cuda'
     becomes 'cuda:<current>', so devices compare equal to tensors' devices."""
     device = torch.device(device if device is not None else ("cuda" if config.HAS_CUDA else "cpu"))
+    if device.type == "cpu" and not config.INTERPRET:
+        # (compiled Triton kernels take device pointers: a CPU tensor would fail at launch)
+        raise TridentError("an engine on the CPU runs its kernels in Triton's interpreter: set "
+                           "TRITON_INTERPRET=1 before importing trident, or put the model and "
+                           "its inputs on a CUDA device")
+    if device.type not in ("cpu", "cuda"):
+        raise TridentError(f"trident runs engines on CUDA devices (or the CPU, in Triton's "
+                           f"interpreter), not on {device.type!r}")
     if device.type == "cuda" and device.index is None:
         return torch.device("cuda", torch.cuda.current_device())
     return device

@@ -18,6 +18,26 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def compiles_for_hopper(request):
+    """A module marked `compiles_for_hopper` (its kernels' code changes most) also compiles every
+    kernel the interpreter ran, for sm_90, once the module is done (compiler/target_check.py):
+    code the interpreter runs but Triton's compiler refuses fails here, without a GPU."""
+    from trident.compiler import config
+
+    if request.node.get_closest_marker("compiles_for_hopper") is None or not config.INTERPRET:
+        yield
+        return
+    from trident.compiler.target_check import LaunchRecorder, compile_for_target
+
+    recorder = LaunchRecorder()
+    with recorder.active():
+        yield
+    failures = compile_for_target(recorder.launches)
+    assert not recorder.unrecorded, recorder.unrecorded
+    assert not failures, "\n\n".join(f.render() for f in failures)
+
+
 @pytest.fixture
 def rng():
     """A fresh seeded generator per test: random data, reproducible failures."""

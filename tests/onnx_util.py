@@ -90,14 +90,15 @@ def assert_close(got, want, rtol: float, atol: float, what: str = "output") -> N
 
 def check_engine(model: onnx.ModelProto, feeds: dict | None = None, precision: str = "fp32",
                  expected: list | None = None, tol: tuple[float, float] | None = None,
-                 seed: int = 0, device: str = "cpu", **build_options):
-    """Build `model` with trident, run the engine (on the CPU: Triton's interpreter), and compare
-    every output with `expected` (default: onnxruntime on the same feeds). Returns the engine."""
+                 seed: int = 0, device: str | None = None, **build_options):
+    """Build `model` with trident, run the engine (on the GPU where there is one, else on the CPU
+    in Triton's interpreter), and compare every output with `expected` (default: onnxruntime on
+    the same feeds). Returns the engine."""
     from trident.compiler import build_engine
 
     feeds = feeds if feeds is not None else random_inputs(model, np.random.default_rng(seed))
     engine = build_engine(model, precision=precision, device=device, **build_options)
-    got = engine(*[torch.from_numpy(np.array(feeds[n])).to(device) for n in engine.inputs])
+    got = engine(*[torch.from_numpy(np.array(feeds[n])).to(engine.device) for n in engine.inputs])
     expected = run_ort(model, feeds) if expected is None else expected
     assert len(got) == len(expected)
     rtol, atol = tol or TOLERANCES[precision]
@@ -116,7 +117,7 @@ def _trace(model: onnx.ModelProto, precision: str):
     from trident.compiler.build import BuildTrace
 
     trace = BuildTrace()
-    build_engine(model, precision=precision, device="cpu", trace=trace)
+    build_engine(model, precision=precision, trace=trace)
     return trace
 
 

@@ -13,6 +13,8 @@ from trident.compiler import build_engine
 from trident.compiler.errors import UnsupportedError
 from trident.compiler.testing import relative_error, run_engine
 
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"  # torch.compile builds for its inputs' device
+
 
 def _check(module, *inputs, tol=1e-5, kernels=True):
     module = module.eval()
@@ -220,8 +222,8 @@ def test_through_torch_compile_nothing_is_left_in_torch(entry):
             y = torch.roll(self.grn(y), shifts=(-1, 2), dims=(1, 2))
             return WindowMask()(y)
 
-    model = Model().eval()
-    x = torch.randn(2, 3, 9, 8)
+    model = Model().eval().to(DEVICE)
+    x = torch.randn(2, 3, 9, 8, device=DEVICE)
     torch._dynamo.reset()
     compiled = torch.compile(model, backend=backend)
     with torch.no_grad():
@@ -237,8 +239,9 @@ class MaskFromConstants(torch.nn.Module):
 
     def forward(self, x):
         b, s = x.shape[0], x.shape[1]
-        mask = torch.ones(b, s).to(torch.bool)
-        picked = mask[torch.arange(b)[:, None, None], torch.arange(s)[None, None, :]]
+        mask = torch.ones(b, s, device=x.device).to(torch.bool)
+        picked = mask[torch.arange(b, device=x.device)[:, None, None],
+                      torch.arange(s, device=x.device)[None, None, :]]
         return x.masked_fill(~picked.transpose(1, 2), -1.0) * 2
 
 
@@ -252,7 +255,7 @@ def test_constant_advanced_indexing_folds_through_torch_compile():
         reports.append(out.trident_report)
         return out
 
-    x = torch.randn(3, 5, 1)
+    x = torch.randn(3, 5, 1, device=DEVICE)
     torch._dynamo.reset()
     with torch.no_grad():
         got = torch.compile(MaskFromConstants(), backend=backend)(x)

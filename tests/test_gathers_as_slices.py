@@ -8,6 +8,8 @@ import pytest
 
 from onnx_util import F32, check_engine, compiled_ops, make_model, node, torch_steps
 
+pytestmark = pytest.mark.compiles_for_hopper  # (tests/conftest.py)
+
 
 def gather_model(x_shape, indices, axis, then_relu=True):
     nodes = [node("Gather", ["x", "idx"], ["g"], axis=axis)]

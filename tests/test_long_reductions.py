@@ -13,6 +13,8 @@ from trident.compiler.fusion import MAX_ROW
 from trident.compiler.ir import GraphBuilder, TensorType
 from trident.compiler.testing import assert_matches_reference
 
+pytestmark = pytest.mark.compiles_for_hopper
+
 LONG = MAX_ROW + LOOP_BLOCK_R + 5  # two full chunks past MAX_ROW and a ragged one
 
 

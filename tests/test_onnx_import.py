@@ -13,6 +13,7 @@ from trident.compiler import build_engine
 from trident.compiler.errors import InputError, UnsupportedError
 from trident.compiler.frontend.onnx import (constant_fed_inputs, import_onnx,
                                             supported_onnx_ops)
+from trident.compiler.testing import run_engine
 from trident.tools.explain import explain
 
 pytest.importorskip("onnxruntime")
@@ -33,19 +34,19 @@ def test_build_engine_binds_shape_inputs_by_name():
     model = make_model([node("Reshape", ["x", "shape"], ["r"]), node("Relu", ["r"])],
                        {"x": (F32, [2, 6]), "shape": (I64, [2])}, ["y"])
     assert constant_fed_inputs(model) == {"shape"}
-    engine = build_engine(model, precision="fp32", device="cpu", constant_inputs={"shape": [3, 4]})
+    engine = build_engine(model, precision="fp32", constant_inputs={"shape": [3, 4]})
     assert engine.inputs == ["x"]
     x = torch.randn(2, 6)
-    torch.testing.assert_close(engine(x)[0], torch.relu(x).reshape(3, 4))
+    torch.testing.assert_close(run_engine(engine, x)[0], torch.relu(x).reshape(3, 4))
 
 
 def test_constant_inputs_are_checked_against_the_graph_input():
     model = make_model([node("Reshape", ["x", "shape"])], {"x": (F32, [2, 6]), "shape": (I64, [2])},
                        ["y"])
     with pytest.raises(InputError, match="'nope'.*not a graph input.*shape"):
-        build_engine(model, precision="fp32", device="cpu", constant_inputs={"nope": [3, 4]})
+        build_engine(model, precision="fp32", constant_inputs={"nope": [3, 4]})
     with pytest.raises(InputError, match=r"constant_inputs\['shape'\] has shape \(3,\)"):
-        build_engine(model, precision="fp32", device="cpu", constant_inputs={"shape": [1, 3, 4]})
+        build_engine(model, precision="fp32", constant_inputs={"shape": [1, 3, 4]})
 
 
 def test_shape_inputs_computed_through_ops_are_found():

@@ -19,6 +19,8 @@ from trident.compiler.testing import run_engine
 
 from onnx_util import model_of
 
+pytestmark = pytest.mark.compiles_for_hopper  # (tests/conftest.py)
+
 VOCAB, WIDTH, SEQ = 37, 33, 7  # none a multiple of a block
 
 

@@ -9,6 +9,8 @@ import torch
 from trident.compiler import build_engine
 from trident.compiler.testing import relative_error, run_engine
 
+pytestmark = pytest.mark.compiles_for_hopper  # (tests/conftest.py)
+
 
 class ChannelShuffle(torch.nn.Module):
     """ShuffleNetV2's unit: conv, shuffle the channels of two groups, split, conv one half."""

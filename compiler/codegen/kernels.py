@@ -227,12 +227,12 @@ def reduction(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: l
     w.line("xoffs = tl.program_id(0) * BLOCK_X + tl.arange(0, BLOCK_X)")
     w.line(f"xmask = prims.in_bounds(xoffs[:, None], {rows}, BLOCK_X)")
     row_axis = Axis("xoffs[:, None]", xdims, "xmask")
+    w.add_axis(row_axis)  # before any loop: the stores after it index the rows
 
     def row_chunk(start: str) -> str:
         """Declare the row positions from `start`, compute the prologue there, load x."""
         w.line(f"roffs = {start}tl.arange(0, BLOCK_R)")
         w.line(f"rmask = prims.in_bounds(roffs[None, :], {length}, BLOCK_R)")
-        w.add_axis(row_axis)
         w.add_axis(Axis("roffs[None, :]", rdims, "rmask"))
         _epilogue(w, group, group.nodes[:position], layouts, args, shape)
         return w.values.get(anchor.inputs[0]) or w.load(_operand(anchor.inputs[0], layouts, args, shape))

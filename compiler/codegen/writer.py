@@ -84,11 +84,16 @@ class KernelWriter:
 
     @contextmanager
     def loop(self, header: str):
-        """`header` (a `for` line), and every line written inside the block as its body."""
+        """`header` (a `for` line), and every line written inside the block as its body. Triton
+        keeps a name first bound inside a loop local to its body (only names bound before the
+        loop are carried through it), so the registers and indices the body declares are
+        forgotten after it: what the loop carries out is bound before it (an accumulator)."""
         self.line(header)
         start = len(self.lines)
+        saved = (dict(self.values), dict(self.index_of), list(self.axes), dict(self.relu_inputs))
         yield
         self.lines[start:] = ["    " + line for line in self.lines[start:]]
+        self.values, self.index_of, self.axes, self.relu_inputs = saved
 
     def tmp(self, prefix: str = "v") -> str:
         self._count += 1
