@@ -126,6 +126,27 @@ def test_zoo_readme_summary_counts_and_speeds():
     assert "| compile | fp16 | 1 of 1 | 0 | 4.00× (4.00×, a) |" in text
 
 
+def test_zoo_counts_a_model_past_the_time_limit_apart_from_failures(tmp_path, monkeypatch):
+    import argparse
+    import subprocess
+
+    from trident.tools.zoo import run_isolated
+    from trident.tools.zoo_models import all_models
+    from trident.tools.zoo_report import markdown_table, readme_summary
+
+    def too_slow(*args, **kwargs):
+        raise subprocess.TimeoutExpired("zoo", 5)
+
+    monkeypatch.setattr(subprocess, "run", too_slow)
+    args = argparse.Namespace(timeout=5.0, precisions="fp32", entry="onnx", batch=1, tiny=True,
+                              quick=True, no_inductor=True)
+    (row,) = run_isolated(all_models()[0], args)
+    assert row["status"] == "timeout" and "--timeout 5 s" in row["error"]
+    report = {"device": "GPU", "batch": 1, "rows": [row]}
+    assert "0 failed, 0 skipped, 1 not finished within the run's time limit" in markdown_table(report)
+    assert f"time limit per model: {row['model']}." in readme_summary(report, "z.md")
+
+
 def _hold_turn(lock_path: str, log_path: str, name: str) -> None:
     import os
     import time

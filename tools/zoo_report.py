@@ -19,7 +19,7 @@ def _num(x, fmt: str) -> str:
 
 def _row(r: dict) -> list[str]:
     if r["status"] != "ok":
-        result = "skipped" if r["status"] == "skipped" else "**error**"
+        result = {"skipped": "skipped", "timeout": "timed out"}.get(r["status"], "**error**")
         cells = [r["model"], r.get("entry") or "–", r.get("precision") or "–",
                  f"{result}: {r['error'][:160]}"]
         return cells + ["–"] * (len(COLUMNS) - len(cells))
@@ -32,18 +32,25 @@ def _row(r: dict) -> list[str]:
             _num(lat.get("torch_eager"), ".3f"), _num(lat.get("torch_compile"), ".3f")]
 
 
-def markdown_table(report: dict) -> str:
+def markdown_table(report: dict, every_model: list[str] | None = None) -> str:
     rows = report["rows"]
-    ok = sum(r["status"] == "ok" for r in rows)
-    failed = sum(r["status"] == "error" for r in rows)
+    count = {s: sum(r["status"] == s for r in rows) for s in ("ok", "error", "skipped", "timeout")}
+    unfinished = f", {count['timeout']} not finished within the run's time limit per model" \
+        if count["timeout"] else ""
     head = (f"`trident zoo` on {report['device']}, batch {report['batch']}"
-            f"{', tiny configurations' if report.get('tiny') else ''}: {ok} built and ran, "
-            f"{failed} failed, {len(rows) - ok - failed} skipped. Relative error ‖y − y₃₂‖/‖y₃₂‖ "
-            "against torch fp32, torch fp16's own in parentheses; int8 is timed against torch "
-            "fp16." + _jobs_note(report))
-    lines = [head, "", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+            f"{', tiny configurations' if report.get('tiny') else ''}: {count['ok']} built and ran, "
+            f"{count['error']} failed, {count['skipped']} skipped{unfinished}. Relative error "
+            "‖y − y₃₂‖/‖y₃₂‖ against torch fp32, torch fp16's own in parentheses; int8 is timed "
+            "against torch fp16." + _jobs_note(report) + _conditions(report))
+    missing = not_run_note(report, every_model or [])
+    lines = [head + (f" {missing}" if missing else ""), "", "| " + " | ".join(COLUMNS) + " |",
+             "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(c.replace("|", "\\|") for c in _row(r)) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def _conditions(report: dict) -> str:
+    return f" {report['conditions']}" if report.get("conditions") else ""
 
 
 def _jobs_note(report: dict) -> str:
@@ -52,7 +59,14 @@ def _jobs_note(report: dict) -> str:
             else "")
 
 
-def readme_summary(report: dict, full_table: str) -> str:
+def not_run_note(report: dict, every_model: list[str]) -> str:
+    """The zoo's models this report has no row for (a run of some of them)."""
+    ran = {r["model"] for r in report["rows"]}
+    missing = [m for m in every_model if m not in ran]
+    return f"Not run for this report: {', '.join(missing)}." if missing else ""
+
+
+def readme_summary(report: dict, full_table: str, every_model: list[str] | None = None) -> str:
     """What the README shows of a zoo report (the whole table is too long for it): per entry point
     and precision, how many models built and ran, and trident's speed beside torch.compile's
     (geometric mean, slowest), with a link to the whole table."""
@@ -78,7 +92,11 @@ def readme_summary(report: dict, full_table: str) -> str:
                 speed = f"{geomean:.2f}× ({slowest[0]:.2f}×, {slowest[1]})"
             failed = sum(r["status"] == "error" for r in group)
             lines.append(f"| {entry} | {precision} | {len(ok)} of {len(group)} | {failed} | {speed} |")
-    return "\n".join(lines)
+    unfinished = sorted(r["model"] for r in rows if r["status"] == "timeout")
+    notes = [f"Not finished within the run's time limit per model: {', '.join(unfinished)}."
+             if unfinished else "", not_run_note(report, every_model or [])]
+    notes = " ".join(n for n in notes if n)
+    return "\n".join(lines + (["", notes] if notes else []))
 
 
 def update_readme(readme: Path, table: str) -> None:

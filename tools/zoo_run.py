@@ -54,7 +54,7 @@ class Row:
     family: str
     entry: str = ""
     precision: str = ""
-    status: str = "ok"            # ok | error | skipped
+    status: str = "ok"            # ok | error | skipped | timeout (the run's limit per model)
     error: str = ""
     rel_err: float | None = None
     torch_fp16_err: float | None = None
