@@ -1,7 +1,8 @@
 """ONNX's node conformance cases through build_engine and the engine (generated kernels, torch
 fallbacks, the arena), with the bounds sanitizer on, in worker processes: the same run as
 `trident conformance`. The whole suite runs here (about 1.5 minutes of CPU in 2 workers): 0 failed,
-0 crashed, 0 out of bounds."""
+0 crashed, 0 out of bounds; and every kernel it launched compiles for sm_90 (about 3,600 launches,
+about 2.5 more minutes)."""
 import argparse
 import json
 import sys
@@ -12,6 +13,7 @@ from onnx import TensorProto as T
 from onnx import helper as h
 from onnx.backend.test.case.test_case import TestCase
 
+from trident.compiler import config
 from trident.compiler.frontend.onnx import constant_fed_inputs
 from trident.tools import conformance
 
@@ -25,7 +27,12 @@ JOBS = 2  # worker processes (CI has two cores)
 def test_the_whole_suite_through_the_engine():
     """One test (not a module fixture shared by several): pytest-xdist would run a shared fixture
     once per worker process that gets one of its tests."""
-    results = conformance.run_suite(jobs=JOBS)
+    results = conformance.run_suite(jobs=JOBS, record=config.INTERPRET)
+    if config.INTERPRET:  # every kernel the interpreter ran also compiles for the H100/H200
+        from trident.tools.conformance_compile import compile_check
+
+        compiled = compile_check(results, "sm_90", JOBS)  # a case with a refused kernel fails
+        assert " 0 kernel launches" not in compiled, compiled
     failed = [f"{r.name} [{r.failure}]: {r.detail}" for r in results if r.status == "failed"]
     assert not failed, "\n".join(failed)  # no wrong numbers, errors, crashes, out-of-bounds
     assert conformance.counts(results)["passed"] >= MIN_PASSED, conformance.summary_line(results)
@@ -57,6 +64,27 @@ def test_command_prints_the_engine_lines_and_the_summary_line_last(capsys, tmp_p
     data = json.loads(report.read_text())
     assert data["summary"] == {"passed": 2} and data["per_precision"]["fp16"] == {"passed": 2}
     assert {c["name"] for c in data["cases"]} == {"test_relu", "test_relu_expanded_ver18"}
+
+
+@pytest.mark.skipif(not config.INTERPRET, reason="records the interpreter's launches")
+def test_compile_for_sm90_compiles_the_kernels_the_cases_ran(monkeypatch):
+    from trident.compiler.target_check import Failure
+    from trident.tools import conformance_compile
+
+    results = conformance.run_suite("test_relu", jobs=JOBS, record=True)
+    assert all(r.launches for r in results)  # each case's engines launched kernels
+    assert conformance_compile.compile_check(results, "sm_90", JOBS).endswith(
+        "refused: 0 kernels, failing 0 cases")
+    # A refused kernel fails every case that ran it, with the compiler's first line.
+    refused = results[0].launches[0]
+    monkeypatch.setattr(conformance_compile, "compile_for_target", lambda launches, target: [
+        Failure(refused["path"], refused["function"], "CompilationError: at 3:4:\nmore")
+        for x in launches if x.path == refused["path"]])
+    line = conformance_compile.compile_check(results, "sm_90", JOBS)
+    users = [r for r in results if any(d["path"] == refused["path"] for d in r.launches)]
+    assert line.endswith(f"refused: 1 kernels, failing {len(users)} cases")
+    assert all(r.status == "failed" and r.failure == "compile" and
+               r.detail.endswith("sm_90: CompilationError: at 3:4:") for r in users)
 
 
 def test_constant_slots_become_initializers():

@@ -19,6 +19,7 @@ The reference executor's verdict on the same cases is reported on a separate lin
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import os
@@ -102,6 +103,7 @@ class CaseResult:
     precisions: dict[str, dict] = field(default_factory=dict)   # precision -> asdict(Outcome)
     reference: dict = field(default_factory=dict)               # asdict(Outcome)
     seconds: float = 0.0
+    launches: list = field(default_factory=list)  # --compile-for: the kernel launches it made
 
 
 # -------------------------------------------------------------------------- collection ----
@@ -329,8 +331,19 @@ def _engine_outcome(case, precision: str) -> Outcome:
     return outcome
 
 
-def run_case(case, precisions=PRECISIONS, reference: bool = True) -> CaseResult:
-    """One case through the engine at each precision (and the reference executor), in-process."""
+def run_case(case, precisions=PRECISIONS, reference: bool = True, record: bool = False) -> CaseResult:
+    """One case through the engine at each precision (and the reference executor), in-process;
+    record: keep the kernel launches the engines made (conformance_compile.py)."""
+    from trident.compiler.target_check import LaunchRecorder
+
+    recorder = LaunchRecorder()
+    with recorder.active() if record else contextlib.nullcontext():
+        result = _run_case(case, precisions, reference)
+    result.launches = [asdict(launch) for launch in recorder.launches]
+    return result
+
+
+def _run_case(case, precisions, reference: bool) -> CaseResult:
     start = time.perf_counter()
     op = case_op(case)
     unknown = unsupported_ops(case)
@@ -357,7 +370,7 @@ def _combine(name: str, op: str, outcomes: dict[str, Outcome]) -> CaseResult:
 
 
 # ------------------------------------------------------------------ isolated workers ----
-def _worker(precisions: tuple[str, ...], reference: bool) -> int:
+def _worker(precisions: tuple[str, ...], reference: bool, record: bool = False) -> int:
     """`python -m trident.tools.conformance --worker`: run the cases pickled to stdin, pickling
     one result per case to stdout. Anything else written to stdout goes to stderr instead."""
     results = os.fdopen(os.dup(1), "wb")
@@ -369,13 +382,14 @@ def _worker(precisions: tuple[str, ...], reference: bool) -> int:
             case = pickle.load(sys.stdin.buffer)
         except EOFError:
             return 0
-        pickle.dump(asdict(run_case(case, precisions, reference)), results)
+        pickle.dump(asdict(run_case(case, precisions, reference, record)), results)
         results.flush()
 
 
-def worker_command(precisions=PRECISIONS, reference: bool = True) -> list[str]:
+def worker_command(precisions=PRECISIONS, reference: bool = True, record: bool = False) -> list[str]:
     return [sys.executable, "-m", "trident.tools.conformance", "--worker",
-            "--precision", ",".join(precisions)] + ([] if reference else ["--no-reference"])
+            "--precision", ",".join(precisions)] + ([] if reference else ["--no-reference"]) + \
+        (["--record-launches"] if record else [])
 
 
 class _Slot:
@@ -476,17 +490,18 @@ def run_isolated(cases, command: list[str], jobs: int = 2, timeout: float = CASE
 
 def run_suite(pattern: str | None = None, precisions=PRECISIONS, jobs: int = 2,
               reference: bool = True, timeout: float = CASE_TIMEOUT_S,
-              progress: bool = False) -> list[CaseResult]:
+              progress: bool = False, record: bool = False) -> list[CaseResult]:
     """Every case (or those whose name contains `pattern`); jobs=0 runs them in this process
-    (no crash isolation), else in that many worker processes."""
+    (no crash isolation), else in that many worker processes. record: each result keeps the
+    kernel launches its engines made."""
     cases = collect_cases(pattern)
     if jobs == 0:
         from trident.compiler import sanitizer
 
         with sanitizer.active():
-            return [run_case(c, precisions, reference) for c in cases]
+            return [run_case(c, precisions, reference, record) for c in cases]
     runnable = [c for c in cases if not unsupported_ops(c)]
-    command = worker_command(precisions, reference)
+    command = worker_command(precisions, reference, record)
     isolated = {r.name: r for r in run_isolated(runnable, command, jobs, timeout, progress)}
     return [isolated.get(c.name) or run_case(c, precisions, reference) for c in cases]
 
@@ -564,7 +579,7 @@ def report(results: list[CaseResult], precisions, seconds: float) -> dict:
             "failures": dict(failures(results)),
             "reference": dict(Counter(r.reference.get("status") for r in results if r.reference)),
             "per_op": {op: dict(c) for op, c in sorted(per_op(results).items())},
-            "cases": [asdict(r) for r in results],
+            "cases": [{k: v for k, v in asdict(r).items() if k != "launches"} for r in results],
             "seconds": round(seconds, 2)}
 
 
@@ -579,7 +594,11 @@ def _precisions(text: str) -> tuple[str, ...]:
 def main(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     results = run_suite(args.k, args.precision, args.jobs, not args.no_reference, args.timeout,
-                        progress=not config.QUIET)
+                        progress=not config.QUIET, record=bool(args.compile_for))
+    if args.compile_for:
+        from trident.tools.conformance_compile import compile_check
+
+        print(compile_check(results, args.compile_for, max(1, args.jobs)))
     _print_report(results, args.precision, args.verbose)
     if args.json:
         with open(args.json, "w") as f:
@@ -609,6 +628,9 @@ def register(subparsers) -> None:
                         help="skip the reference executor's line")
     parser.add_argument("--json", metavar="FILE", help="also write the full report as JSON")
     parser.add_argument("--strict", action="store_true", help="exit 1 when any case failed")
+    parser.add_argument("--compile-for", metavar="ARCH", choices=["sm_80", "sm_89", "sm_90"],
+                        help="also compile every kernel the cases ran for this GPU (Triton's "
+                             "compiler on the CPU): a case whose kernel it refuses fails")
     parser.set_defaults(func=main)
 
 
@@ -617,5 +639,6 @@ if __name__ == "__main__":  # the worker processes of run_isolated
     _parser.add_argument("--worker", action="store_true", required=True)
     _parser.add_argument("--precision", type=_precisions, default=PRECISIONS)
     _parser.add_argument("--no-reference", action="store_true")
+    _parser.add_argument("--record-launches", action="store_true")
     _args = _parser.parse_args()
-    sys.exit(_worker(_args.precision, not _args.no_reference))
+    sys.exit(_worker(_args.precision, not _args.no_reference, _args.record_launches))
