@@ -7,7 +7,8 @@ Triton's compiler itself needs no GPU: given a target (sm_90, the H100/H200) it 
 interpreter makes (`LaunchRecorder`: the kernel's file, its argument types, its constexprs and
 launch options) and compiles every distinct one for the target in a child process with the
 interpreter off (`compile_for_target`), where the kernel files import as compiler-side
-JITFunctions. A kernel that fails there fails its test module (tests/conftest.py).
+JITFunctions. A kernel that fails there fails its test module (tests/conftest.py) or its ONNX
+conformance case (tools/conformance_compile.py).
 
 Integer arguments are compiled as plain i32 / i64 and pointers without alignment hints, so the
 code is what a launch with unaligned, unspecialised arguments gets: the frontend and every pass
@@ -15,6 +16,8 @@ run; a specialisation the real launch may add (an int equal to 1) is not tried.
 """
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import os
 import subprocess
@@ -58,12 +61,11 @@ def _type_of(value) -> str:
     raise TypeError(f"an argument of type {type(value).__name__} has no Triton type here")
 
 
-def _constexpr_params(fn) -> set[str]:
+@functools.cache
+def _constexpr_params(fn) -> frozenset[str]:
     """The parameters annotated tl.constexpr (read from the annotation's text, as Triton does)."""
-    import inspect
-
-    return {name for name, p in inspect.signature(fn).parameters.items()
-            if "constexpr" in str(p.annotation)}
+    return frozenset({name for name, p in inspect.signature(fn).parameters.items()
+            if "constexpr" in str(p.annotation)})
 
 
 def launch_of(fn, arg_names: list[str], args: tuple, kwargs: dict) -> Launch:
