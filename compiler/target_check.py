@@ -138,16 +138,20 @@ def compile_for_target(launches, target: str = DEFAULT_TARGET, timeout: float = 
 
 
 def _kernel_function(launch: dict):
-    """The JITFunction a launch ran: a generated kernel imports from its file in the kernel
-    cache, a template (trident.kernels) by its module."""
+    """The JITFunction a launch ran: a template (trident.kernels) by its module; any other (a
+    generated kernel in the kernel cache, a test's own kernel) from its file, its folder on the
+    path for the file's own imports."""
     import importlib
 
     from trident.kernels.loader import import_kernel_file
 
     module = launch["module"]
-    if module.startswith("trident_kernels."):
-        return getattr(import_kernel_file(launch["path"]), launch["function"])
-    return getattr(importlib.import_module(module), launch["function"])
+    if module.startswith("trident."):
+        return getattr(importlib.import_module(module), launch["function"])
+    folder = str(Path(launch["path"]).parent)
+    if folder not in sys.path:
+        sys.path.append(folder)
+    return getattr(import_kernel_file(launch["path"]), launch["function"])
 
 
 def _compile_one(launch: dict, target) -> str | None:
@@ -155,7 +159,10 @@ def _compile_one(launch: dict, target) -> str | None:
     import triton
     from triton.compiler import ASTSource
 
-    fn = _kernel_function(launch)
+    try:
+        fn = _kernel_function(launch)
+    except Exception as e:  # noqa: BLE001  (reported with the launch, the others still compile)
+        return f"cannot import the kernel: {type(e).__name__}: {e}"
     given, constexprs = dict(launch["types"]), dict(launch["constexprs"])
     signature = {}
     for param in fn.params:

@@ -9,6 +9,12 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 
+def pytest_addoption(parser):
+    parser.addoption("--compile-all-for-hopper", action="store_true",
+                     help="every module compiles the kernels it ran for sm_90, as the modules "
+                          "marked compiles_for_hopper do")
+
+
 def pytest_collection_modifyitems(config, items):
     if torch.cuda.is_available():
         return
@@ -25,7 +31,10 @@ def compiles_for_hopper(request):
     code the interpreter runs but Triton's compiler refuses fails here, without a GPU."""
     from trident.compiler import config
 
-    if request.node.get_closest_marker("compiles_for_hopper") is None or not config.INTERPRET:
+    marker = request.node.get_closest_marker("compiles_for_hopper")
+    wanted = marker.args[:1] != (False,) if marker else \
+        request.config.getoption("--compile-all-for-hopper")
+    if not wanted or not config.INTERPRET:
         yield
         return
     from trident.compiler.target_check import LaunchRecorder, compile_for_target
