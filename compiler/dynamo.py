@@ -276,6 +276,8 @@ class TridentSubgraph(torch.nn.Module):
         super().__init__()
         self.gm = gm
         self.weight_args = weight_args
+        # the arguments other than the lifted parameters and buffers (the engine's key)
+        self._user_positions = [k for k, weight in enumerate(weight_args) if not weight]
         self.options = options
         self.report = report
         self.name = name
@@ -299,7 +301,7 @@ class TridentSubgraph(torch.nn.Module):
             # Keyed by the arguments that are not weights: the weights are the engine's
             # constants, and dynamo's guards already cover their shapes. (Hashing the hundreds
             # of lifted parameters of a CNN cost more per call than its engine at batch 8.)
-            key = _signature(self._user_args(args))
+            key = _signature([args[k] for k in self._user_positions])
             entry = self.engines.get(key)
             if entry is None:
                 entry = self.engines[key] = self._build(args)
@@ -311,11 +313,6 @@ class TridentSubgraph(torch.nn.Module):
         if engine.cuda_graph and engine.device.type == "cuda":
             outs = [o.clone() for o in outs]  # the engine's buffers: the next replay rewrites them
         return tree_unflatten(list(outs), self._out_spec)
-
-    def _user_args(self, args: Sequence) -> list:
-        """The arguments other than the lifted parameters and buffers."""
-        weights = self.weight_args
-        return [a for k, a in enumerate(args) if k >= len(weights) or not weights[k]]
 
     def _dynamic_entry(self, args: Sequence):
         """The engine with a profile over the symbolic sizes that fits `args` (built if none

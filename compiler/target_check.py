@@ -28,7 +28,8 @@ from pathlib import Path
 
 import torch
 
-DEFAULT_TARGET = "cuda:90:32"  # backend:architecture:warp size (Hopper)
+TARGETS = {"sm_80": "cuda:80:32", "sm_89": "cuda:89:32", "sm_90": "cuda:90:32"}  # backend:arch:warp
+DEFAULT_TARGET = TARGETS["sm_90"]  # Hopper: the H100 / H200
 LAUNCH_OPTIONS = ("num_warps", "num_stages", "num_ctas", "maxnreg")
 _POINTER_TYPES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16",
                   torch.float64: "fp64", torch.int8: "i8", torch.int16: "i16", torch.int32: "i32",
@@ -45,6 +46,12 @@ class Launch:
     types: tuple[tuple[str, str], ...]        # (argument, Triton type such as "*fp32" or "i32")
     constexprs: tuple[tuple[str, object], ...]
     options: tuple[tuple[str, int], ...]
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Launch:
+        """The inverse of dataclasses.asdict after a pickle or JSON round trip (lists for tuples)."""
+        return cls(d["path"], d["module"], d["function"],
+                   *(tuple(map(tuple, d[k])) for k in ("types", "constexprs", "options")))
 
 
 def _type_of(value) -> str:
@@ -64,8 +71,8 @@ def _type_of(value) -> str:
 @functools.cache
 def _constexpr_params(fn) -> frozenset[str]:
     """The parameters annotated tl.constexpr (read from the annotation's text, as Triton does)."""
-    return frozenset({name for name, p in inspect.signature(fn).parameters.items()
-            if "constexpr" in str(p.annotation)})
+    parameters = inspect.signature(fn).parameters.items()
+    return frozenset(name for name, p in parameters if "constexpr" in str(p.annotation))
 
 
 def launch_of(fn, arg_names: list[str], args: tuple, kwargs: dict) -> Launch:
@@ -80,8 +87,8 @@ def launch_of(fn, arg_names: list[str], args: tuple, kwargs: dict) -> Launch:
             constexprs[name] = value
         else:
             types.append((name, _type_of(value)))
-    return Launch(fn.__code__.co_filename, fn.__module__, fn.__name__, tuple(types), tuple(sorted(constexprs.items())),
-                  tuple(sorted(options.items())))
+    return Launch(fn.__code__.co_filename, fn.__module__, fn.__name__, tuple(types),
+                  tuple(sorted(constexprs.items())), tuple(sorted(options.items())))
 
 
 @dataclass

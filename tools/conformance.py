@@ -19,7 +19,6 @@ The reference executor's verdict on the same cases is reported on a separate lin
 from __future__ import annotations
 
 import argparse
-import contextlib
 import functools
 import json
 import os
@@ -46,6 +45,7 @@ from trident.compiler.errors import OutOfBoundsError, TridentError, UnsupportedE
 from trident.compiler.frontend.onnx import (bind_inputs, constant_fed_inputs, import_onnx,
                                             supported_onnx_ops)
 from trident.compiler.reference import run_reference
+from trident.compiler.target_check import TARGETS, LaunchRecorder
 
 STATUSES = ("passed", "failed", "unsupported")
 PRECISIONS = ("fp32", "fp16")
@@ -334,10 +334,9 @@ def _engine_outcome(case, precision: str) -> Outcome:
 def run_case(case, precisions=PRECISIONS, reference: bool = True, record: bool = False) -> CaseResult:
     """One case through the engine at each precision (and the reference executor), in-process;
     record: keep the kernel launches the engines made (conformance_compile.py)."""
-    from trident.compiler.target_check import LaunchRecorder
-
-    recorder = LaunchRecorder()
-    with recorder.active() if record else contextlib.nullcontext():
+    if not record:
+        return _run_case(case, precisions, reference)
+    with LaunchRecorder().active() as recorder:
         result = _run_case(case, precisions, reference)
     result.launches = [asdict(launch) for launch in recorder.launches]
     return result
@@ -628,7 +627,7 @@ def register(subparsers) -> None:
                         help="skip the reference executor's line")
     parser.add_argument("--json", metavar="FILE", help="also write the full report as JSON")
     parser.add_argument("--strict", action="store_true", help="exit 1 when any case failed")
-    parser.add_argument("--compile-for", metavar="ARCH", choices=["sm_80", "sm_89", "sm_90"],
+    parser.add_argument("--compile-for", metavar="ARCH", choices=sorted(TARGETS),
                         help="also compile every kernel the cases ran for this GPU (Triton's "
                              "compiler on the CPU): a case whose kernel it refuses fails")
     parser.set_defaults(func=main)

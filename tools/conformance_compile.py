@@ -6,14 +6,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from collections import defaultdict
 
-from trident.compiler.target_check import Launch, compile_for_target
-
-TARGETS = {"sm_80": "cuda:80:32", "sm_89": "cuda:89:32", "sm_90": "cuda:90:32"}
-
-
-def _launch(d: dict) -> Launch:
-    return Launch(d["path"], d["module"], d["function"], tuple(map(tuple, d["types"])),
-                  tuple(map(tuple, d["constexprs"])), tuple(map(tuple, d["options"])))
+from trident.compiler.target_check import TARGETS, Launch, compile_for_target
 
 
 def compile_check(results: list, arch: str, jobs: int) -> str:
@@ -22,7 +15,7 @@ def compile_check(results: list, arch: str, jobs: int) -> str:
     users: dict[Launch, list] = defaultdict(list)
     for result in results:
         for d in result.launches:
-            users[_launch(d)].append(result)
+            users[Launch.from_dict(d)].append(result)
     launches = sorted(users, key=lambda x: (x.path, repr(x.types), repr(x.constexprs)))
     chunks = [launches[k::jobs] for k in range(jobs)]
     with ThreadPoolExecutor(jobs) as pool:
