@@ -13,6 +13,10 @@ torch._dynamo.mark_dynamic) builds one engine with an optimization profile over 
 (compiler/dynamo_shapes.py) that serves every size in range; `engines_built` counts its builds.
 Weights are baked into the engines at their first call (as any inference compiler does).
 
+In-place writes are made explicit first (compiler/fx_mutation.py): readers after `out.mul_(g)`
+read its result; a write that cannot be (into an input, a weight, or memory a view still reads)
+runs the whole graph in torch.
+
 Nothing runs in torch silently: the nodes left in torch, and the partitions whose engine could
 not be built, are said once per compiled graph (a warning naming op, node and reason) and
 recorded in the graph's CompileReport (`trident explain --torch-compile` prints it).
@@ -44,6 +48,7 @@ from trident.compiler import config as _config  # (also: Triton's interpreter wi
 from trident.compiler import fx_partition
 from trident.compiler.dynamo_shapes import fits, profiles_for, symbolic_inputs
 from trident.compiler.errors import TridentError, UnsupportedError
+from trident.compiler.fx_mutation import EXPLICIT, make_writes_explicit
 
 DEFAULTS = {"precision": _config.DEFAULT_PRECISION, "calibration": None, "cuda_graph": True,
             "fallback": True, "min_nodes": 1}
@@ -103,7 +108,7 @@ def trident_backend(gm: torch.fx.GraphModule, example_inputs: Sequence, **kwargs
     _config.notice_interpreter()
     report = CompileReport(nodes=len(gm.graph.nodes))
     start = time.perf_counter()
-    split, in_torch = partition(gm)
+    split, in_torch = _whole_graph_in_torch(gm) or partition(gm)
     report.partition_s = time.perf_counter() - start
     report.in_torch += in_torch
     if in_torch and not options["fallback"]:
@@ -117,6 +122,7 @@ def trident_backend(gm: torch.fx.GraphModule, example_inputs: Sequence, **kwargs
         if node.op != "call_module" or not node.target.startswith("fused_"):
             continue
         sub = split.get_submodule(node.target)
+        sub.meta[EXPLICIT] = True  # its writes into its inputs are the parent graph's, made explicit
         if _compute_nodes(sub) < options["min_nodes"]:
             continue
         weight_args = [_is_weight_arg(a, weights) for a in node.args]
@@ -150,6 +156,18 @@ def _say_in_torch(report: CompileReport) -> None:
     if report.in_torch:
         warnings.warn(f"trident backend: {len(report.in_torch)} node(s) run in torch: "
                       + "; ".join(map(str, report.in_torch)), stacklevel=3)
+
+
+def _whole_graph_in_torch(gm: torch.fx.GraphModule) -> tuple[None, list[InTorch]] | None:
+    """(None, why) when an in-place write of the graph cannot be made explicit (fx_mutation):
+    no partition may then leave torch. None when every write was (or there is none)."""
+    from trident.compiler.frontend.fx import target_label
+
+    unexplicit = make_writes_explicit(gm)
+    if not unexplicit:
+        return None
+    return None, [InTorch(target_label(node), node.name, f"{why}: the whole graph runs in torch")
+                  for node, why in unexplicit]
 
 
 def partition(gm: torch.fx.GraphModule) -> tuple[torch.fx.GraphModule | None, list[InTorch]]:

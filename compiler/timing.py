@@ -12,20 +12,56 @@
 - launch_ms: triton.testing.do_bench's median over launched calls (for calls that cannot be captured).
 - bench_ms: latencies_ms on the GPU summarized (median / p90 / p99).
 - wall_ms: median host-clock time of a call (the interpreter on the CPU).
+- gpu_turn: while held, no other process sharing the lock file times on the GPU (the zoo's
+  workers, a benchmark run beside them); config_ms takes it around its timing.
 A call that raises propagates: callers that time candidate configs treat it as a failed config.
 """
 from __future__ import annotations
 
+import fcntl
 import math
+import os
 import statistics
 import sys
+import threading
 import time
+from contextlib import contextmanager
 
 import torch
 
 from trident.compiler import config as _config  # noqa: F401  (before triton: picks the interpreter)
 
 from triton.testing import do_bench, do_bench_cudagraph
+
+
+# A file whose lock processes that share one GPU take turns holding while they time (set by `trident
+# zoo --jobs`, or by hand for a benchmark run beside the zoo): no figure is measured while another
+# process's kernels run.
+TIMING_LOCK_ENV = "TRIDENT_TIMING_LOCK"
+_turn = threading.local()
+
+
+@contextmanager
+def gpu_turn():
+    """Holds the timing lock named by TRIDENT_TIMING_LOCK (when set) for the block. Reentrant:
+    flock on a second open file would wait on this process's own lock."""
+    path = os.environ.get(TIMING_LOCK_ENV)
+    depth = getattr(_turn, "depth", 0)
+    if not path or depth:
+        _turn.depth = depth + 1
+        try:
+            yield
+        finally:
+            _turn.depth = depth
+        return
+    with open(path, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        _turn.depth = 1
+        try:
+            yield
+        finally:
+            _turn.depth = 0
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def kernel_ms(fn, *, rep_ms: float = 20.0, cutoff_ms: float = math.inf) -> float:
@@ -122,7 +158,8 @@ def config_ms(fn, rep_ms: float = 100.0, graph: bool = True) -> float:
     try:
         fn()
         torch.cuda.synchronize()
-        return cold_kernel_ms(fn, rep_ms=rep_ms) if graph else launch_ms(fn, rep_ms)
+        with gpu_turn():
+            return cold_kernel_ms(fn, rep_ms=rep_ms) if graph else launch_ms(fn, rep_ms)
     except Exception as exc:  # noqa: BLE001
         text = str(exc).splitlines()
         print(f"    (failed: {type(exc).__name__}: {text[0][:100] if text else ''})", file=sys.stderr)

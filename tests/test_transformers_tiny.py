@@ -126,6 +126,28 @@ def test_zoo_readme_summary_counts_and_speeds():
     assert "| compile | fp16 | 1 of 1 | 0 | 4.00× (4.00×, a) |" in text
 
 
+def test_zoo_a_row_past_its_error_bound_is_wrong_not_ok():
+    from trident.tools.zoo_report import accuracy_problem, markdown_table, readme_summary
+
+    def row(precision, err, fp16_err=2e-3):
+        return {"model": "m", "entry": "compile", "precision": precision, "status": "ok", "error": None,
+                "rel_err": err, "torch_fp16_err": fp16_err, "kernels": 3, "in_torch": 0,
+                "build_s": {"partition": 0.0, "import": 0.1, "compile": 0.2, "total": 1.0},
+                "latency_ms": {"trident": 1.0, "torch_eager": 2.0, "torch_compile": 2.0}}
+
+    assert accuracy_problem(row("fp32", 9e-5)) is None
+    assert accuracy_problem(row("fp32", 0.37)) == "relative error 3.7e-01 past the bound 1.0e-04"
+    assert accuracy_problem(row("fp16", 3.9e-3)) is None  # within 2 x torch fp16's 2e-3
+    assert "past the bound 4.0e-03" in accuracy_problem(row("fp16", 4.1e-3))
+    assert accuracy_problem(row("fp16", 9e-4, fp16_err=1e-5)) is None  # the 1e-3 floor
+    assert accuracy_problem(row("int8", 0.5)) is None  # int8 is not judged against fp32
+    report = {"device": "GPU", "batch": 8, "rows": [row("fp32", 0.37), row("fp16", 1e-3)]}
+    table = markdown_table(report)
+    assert "1 built and ran, 0 failed, 1 wrong" in table
+    assert "| m | compile | fp32 | **wrong**: relative error 3.7e-01 past the bound 1.0e-04 |" in table
+    assert "| compile | fp32 | 0 of 1 | 1 |" in readme_summary(report, "z.md")
+
+
 def test_zoo_counts_a_model_past_the_time_limit_apart_from_failures(tmp_path, monkeypatch):
     import argparse
     import subprocess
@@ -143,7 +165,7 @@ def test_zoo_counts_a_model_past_the_time_limit_apart_from_failures(tmp_path, mo
     (row,) = run_isolated(all_models()[0], args)
     assert row["status"] == "timeout" and "--timeout 5 s" in row["error"]
     report = {"device": "GPU", "batch": 1, "rows": [row]}
-    assert "0 failed, 0 skipped, 1 not finished within the run's time limit" in markdown_table(report)
+    assert "0 failed, 0 wrong, 0 skipped, 1 not finished within the run's time limit" in markdown_table(report)
     assert f"time limit per model: {row['model']}." in readme_summary(report, "z.md")
 
 
@@ -151,10 +173,10 @@ def _hold_turn(lock_path: str, log_path: str, name: str) -> None:
     import os
     import time
 
-    from trident.tools.zoo_run import TIMING_LOCK_ENV, timing_turn
+    from trident.compiler.timing import TIMING_LOCK_ENV, gpu_turn
 
     os.environ[TIMING_LOCK_ENV] = lock_path
-    with timing_turn():
+    with gpu_turn(), gpu_turn():  # reentrant: a timed call that tunes inside takes it again
         with open(log_path, "a") as log:
             log.write(f"enter {name}\n")
         time.sleep(0.3)

@@ -4,7 +4,7 @@ the GPU (or the CPU with --tiny), with a JSON and markdown report (docs/zoo.md).
 
 Each model runs in a subprocess of its own with a time limit, so a crash or a hang is one
 error row, not the end of the run. With --jobs N, N models build side by side (the build is host
-work: tracing, export, Triton compilation); their timed sections take turns (zoo_run.timing_turn),
+work: tracing, export, Triton compilation); their timed sections take turns (compiler/timing.py's gpu_turn),
 so a latency is never measured while another model is being timed.
 """
 from __future__ import annotations
@@ -20,11 +20,12 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 from trident.compiler.errors import InputError
+from trident.compiler.timing import TIMING_LOCK_ENV
 from trident.compiler.progress import progress
 from trident.tools.common import output_path
 from trident.tools.zoo_models import all_models
 from trident.tools.zoo_report import markdown_table, merge, readme_summary, update_readme
-from trident.tools.zoo_run import TIMING_LOCK_ENV, Row, RunOptions, run_model
+from trident.tools.zoo_run import Row, RunOptions, run_model
 
 ENTRIES = {"compile": ("compile",), "onnx": ("onnx",), "both": ("compile", "onnx")}
 
@@ -156,7 +157,8 @@ def _model_rows(models: list, args, opts: RunOptions):
             yield [r.to_dict() for r in run_model(zm, opts)]
         return
     with tempfile.TemporaryDirectory(prefix="trident-zoo-lock-") as tmp:
-        env = {**os.environ, TIMING_LOCK_ENV: str(Path(tmp) / "timing.lock")}
+        # A lock already named (a benchmark timing beside the zoo) is shared, not replaced.
+        env = {TIMING_LOCK_ENV: str(Path(tmp) / "timing.lock"), **os.environ}
         if args.jobs > 1:
             # Each worker compiles on one thread (torch.compile's anchor would start a pool per
             # worker): the cores left over keep the host-bound timings (torch eager) honest.

@@ -13,13 +13,38 @@ COLUMNS = ["model", "entry", "precision", "result", "rel. error (torch fp16)", "
            "torch eager ms", "torch.compile ms"]
 
 
+def error_bound(precision: str, torch_fp16_err: float | None) -> float | None:
+    """The largest relative error a row may have against torch fp32 (None: not judged): 1e-4 at
+    fp32, max(2 x torch fp16's own error, 1e-3) at fp16; int8 has its own calibration error."""
+    if precision == "fp32":
+        return 1e-4
+    if precision == "fp16":
+        return max(2 * (torch_fp16_err or 0.0), 1e-3)
+    return None
+
+
+def accuracy_problem(r: dict) -> str | None:
+    """Why a row that built and ran is wrong (its error past the bound), or None."""
+    bound = error_bound(r.get("precision"), r.get("torch_fp16_err"))
+    err = r.get("rel_err")
+    if bound is None or err is None or err <= bound:
+        return None
+    return f"relative error {err:.1e} past the bound {bound:.1e}"
+
+
+def judged(r: dict) -> dict:
+    """The row with status 'wrong' where an 'ok' row's error is past its bound."""
+    problem = accuracy_problem(r) if r["status"] == "ok" else None
+    return {**r, "status": "wrong", "error": problem} if problem else r
+
+
 def _num(x, fmt: str) -> str:
     return "–" if x is None else format(x, fmt)
 
 
 def _row(r: dict) -> list[str]:
     if r["status"] != "ok":
-        result = {"skipped": "skipped", "timeout": "timed out"}.get(r["status"], "**error**")
+        result = {"skipped": "skipped", "timeout": "timed out", "wrong": "**wrong**"}.get(r["status"], "**error**")
         cells = [r["model"], r.get("entry") or "–", r.get("precision") or "–",
                  f"{result}: {r['error'][:160]}"]
         return cells + ["–"] * (len(COLUMNS) - len(cells))
@@ -33,15 +58,15 @@ def _row(r: dict) -> list[str]:
 
 
 def markdown_table(report: dict, every_model: list[str] | None = None) -> str:
-    rows = report["rows"]
-    count = {s: sum(r["status"] == s for r in rows) for s in ("ok", "error", "skipped", "timeout")}
+    rows = [judged(r) for r in report["rows"]]
+    count = {s: sum(r["status"] == s for r in rows) for s in ("ok", "error", "wrong", "skipped", "timeout")}
     unfinished = f", {count['timeout']} not finished within the run's time limit per model" \
         if count["timeout"] else ""
     head = (f"`trident zoo` on {report['device']}, batch {report['batch']}"
             f"{', tiny configurations' if report.get('tiny') else ''}: {count['ok']} built and ran, "
-            f"{count['error']} failed, {count['skipped']} skipped{unfinished}. Relative error "
-            "‖y − y₃₂‖/‖y₃₂‖ against torch fp32, torch fp16's own in parentheses; int8 is timed "
-            "against torch fp16." + _jobs_note(report) + _conditions(report))
+            f"{count['error']} failed, {count['wrong']} wrong, {count['skipped']} skipped{unfinished}. "
+            "Relative error ‖y − y₃₂‖/‖y₃₂‖ against torch fp32, torch fp16's own in parentheses (wrong: "
+            "past 1e-4 at fp32, past max(2 × torch fp16's, 1e-3) at fp16); int8 is timed against torch fp16." + _jobs_note(report) + _conditions(report))
     missing = not_run_note(report, every_model or [])
     lines = [head + (f" {missing}" if missing else ""), "", "| " + " | ".join(COLUMNS) + " |",
              "|" + "---|" * len(COLUMNS)]
@@ -70,12 +95,12 @@ def readme_summary(report: dict, full_table: str, every_model: list[str] | None 
     """What the README shows of a zoo report (the whole table is too long for it): per entry point
     and precision, how many models built and ran, and trident's speed beside torch.compile's
     (geometric mean, slowest), with a link to the whole table."""
-    rows = report["rows"]
+    rows = [judged(r) for r in report["rows"]]
     models = sorted({r["model"] for r in rows})
     lines = [f"`trident zoo` on {report['device']}, batch {report['batch']}: {len(models)} models "
              f"(torchvision, timm, transformers) with random weights; the whole table, with errors, "
              f"kernels, ops left in torch and build times, is in [{full_table}]({full_table}).", "",
-             "| entry | precision | built and ran | failed | trident vs torch.compile: geomean (slowest) |",
+             "| entry | precision | built, ran and right | failed or wrong | trident vs torch.compile: geomean (slowest) |",
              "|---|---|---|---|---|"]
     for entry in sorted({r.get("entry") for r in rows if r.get("entry")}):
         for precision in ("fp32", "fp16", "int8"):
@@ -90,7 +115,7 @@ def readme_summary(report: dict, full_table: str, every_model: list[str] | None 
                 geomean = math.exp(sum(math.log(x) for x, _ in ratios) / len(ratios))
                 slowest = min(ratios)
                 speed = f"{geomean:.2f}× ({slowest[0]:.2f}×, {slowest[1]})"
-            failed = sum(r["status"] == "error" for r in group)
+            failed = sum(r["status"] in ("error", "wrong") for r in group)
             lines.append(f"| {entry} | {precision} | {len(ok)} of {len(group)} | {failed} | {speed} |")
     unfinished = sorted(r["model"] for r in rows if r["status"] == "timeout")
     notes = [f"Not finished within the run's time limit per model: {', '.join(unfinished)}."

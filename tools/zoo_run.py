@@ -8,12 +8,10 @@ eager and torch.compile (default mode), timed in the same process by compiler/ti
 from __future__ import annotations
 
 import copy
-import fcntl
 import os
 import tempfile
 import time
 import warnings
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -21,14 +19,10 @@ import torch
 from torch.utils._pytree import tree_flatten
 
 from trident.compiler.testing import relative_error
-from trident.compiler.timing import latencies_ms, summarize
+from trident.compiler.timing import gpu_turn, latencies_ms, summarize
 from trident.tools.zoo_models import (NotAvailable, ZooModel, randomize_zero_parameters,
                                       settle_batch_norm)
-
-# Set by `trident zoo --jobs`: a file whose lock the models' workers take turns holding while
-# they time, so no latency is measured while another model is being timed.
-TIMING_LOCK_ENV = "TRIDENT_ZOO_TIMING_LOCK"
-
+from trident.tools.zoo_report import accuracy_problem
 
 @dataclass
 class RunOptions:
@@ -54,7 +48,7 @@ class Row:
     family: str
     entry: str = ""
     precision: str = ""
-    status: str = "ok"            # ok | error | skipped | timeout (the run's limit per model)
+    status: str = "ok"            # ok | error | wrong (error past the bound) | skipped | timeout
     error: str = ""
     rel_err: float | None = None
     torch_fp16_err: float | None = None
@@ -81,23 +75,8 @@ def _latency(fn, opts: RunOptions) -> float:
     warmup, timed = opts.iterations
     with torch.no_grad():
         fn()  # a first call compiles (torch.compile's anchor): host work, outside the turn
-    with torch.no_grad(), timing_turn():
+    with torch.no_grad(), gpu_turn():
         return summarize(latencies_ms(fn, timed, warmup, on_gpu=opts.device == "cuda"))["median_ms"]
-
-
-@contextmanager
-def timing_turn():
-    """Holds the zoo's timing lock (when there is one) for the duration of the block."""
-    path = os.environ.get(TIMING_LOCK_ENV)
-    if not path:
-        yield
-        return
-    with open(path, "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _half_inputs(inputs: tuple) -> tuple:
@@ -174,6 +153,9 @@ def run_model(zm: ZooModel, opts: RunOptions) -> list[Row]:
                     _through_onnx(row, onnx_path, inputs, precision, anchors, opts)
             except Exception as e:  # noqa: BLE001  (recorded: one failure never stops the zoo)
                 row.status, row.error = "error", one_line(e)
+            problem = accuracy_problem(asdict(row)) if row.status == "ok" else None
+            if problem:
+                row.status, row.error = "wrong", problem
             row.latency_ms["torch_eager"] = anchors.latency(precision, "torch_eager")
             row.latency_ms["torch_compile"] = anchors.latency(precision, "torch_compile")
             rows.append(row)
@@ -251,4 +233,4 @@ def _through_onnx(row: Row, path: str, inputs, precision: str, anchors: Anchors,
     row.latency_ms["trident"] = _latency(lambda: engine(*feed), opts)
 
 
-__all__ = ["TIMING_LOCK_ENV", "RunOptions", "Row", "run_model", "timing_turn"]
+__all__ = ["RunOptions", "Row", "run_model"]

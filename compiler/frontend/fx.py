@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from trident.compiler.errors import ShapeError, TridentError, UnsupportedError
+from trident.compiler.fx_mutation import assign, make_writes_explicit, writes_in_place
 from trident.compiler.frontend import fx_decompose as decompose
 from trident.compiler.frontend.fx_axes import axes as _axes
 from trident.compiler.frontend.fx_axes import axis as _axis
@@ -1498,6 +1499,7 @@ converts("new_ones", aten.new_ones.default)(decompose.new_filled(1))
 converts("new_full", aten.new_full.default)(decompose.new_filled(None))
 converts("new_empty", aten.new_empty.default)(decompose.new_filled(0))
 converts(operator.setitem)(decompose.setitem)
+converts(assign)(decompose.assign)
 converts("zero_", aten.zero_.default)(decompose.fill_in_place(0))
 converts("fill_", aten.fill_.Scalar)(decompose.fill_in_place(None))
 converts(torch.roll, aten.roll.default, "roll")(decompose.roll)
@@ -1713,7 +1715,7 @@ class _Importer:
             except UnsupportedError:
                 # Constants only (a mask built from torch.ones and aranges): torch computes it
                 # now, whatever the converter takes. Not a write: it could land in the model.
-                if not constant or _writes_in_place(node):
+                if not constant or writes_in_place(node):
                     raise
         if constant:
             out = _fold_with_torch(node, args, kwargs)
@@ -1803,14 +1805,6 @@ def _is_python_op(node: torch.fx.Node) -> bool:
     return node.target in (operator.getitem, builtins.getattr)
 
 
-def _writes_in_place(node: torch.fx.Node) -> bool:
-    """x[i] = v, and the in-place methods and aten ops (x.add_, aten.fill_.Scalar)."""
-    name = node.target if isinstance(node.target, str) else getattr(node.target, "__name__", "")
-    if isinstance(node.target, torch._ops.OpOverload):
-        name = node.target.overloadpacket.__name__
-    return node.target is operator.setitem or (name.endswith("_") and not name.startswith("__"))
-
-
 def _fold_with_torch(node: torch.fx.Node, args, kwargs, module: nn.Module | None = None):
     """Nothing here depends on a run-time input: compute it now with torch itself."""
     args, kwargs = on_one_device((args, kwargs))
@@ -1828,6 +1822,27 @@ def _unsupported(node: torch.fx.Node, module_type: type | None = None) -> Unsupp
     target = _target_name(module_type or node.target)
     return UnsupportedError(f'fx node "{node.name}": unsupported {node.op} target {target}; '
                             f"supported targets: {', '.join(supported_targets())}")
+
+
+def _in_place(convert: Callable) -> Callable:
+    """x.op_(...), once fx_mutation has pointed x's later readers at it: x.op(...) in x's dtype
+    (an in-place op never changes its tensor's dtype: fp16 x.mul_(fp32 y) stays fp16)."""
+    def write(cx: Ctx, x, *args, **kwargs):
+        out = convert(cx, x, *args, **kwargs)
+        return cx.cast(out, cx.dtype(x)) if isinstance(x, Val) and isinstance(out, Val) else out
+    return write
+
+
+def _register_in_place_methods() -> None:
+    """Tensor.relu_, clamp_, sigmoid_, masked_fill_ ... from the converters of their out-of-place
+    forms (the ones registered by hand keep theirs)."""
+    for name, convert in list(METHODS.items()):
+        in_place = name + "_"
+        if not name.startswith("_") and in_place not in METHODS and hasattr(torch.Tensor, in_place):
+            METHODS[in_place] = _in_place(convert)
+
+
+_register_in_place_methods()
 
 
 # ========================================================================== entry points ====
@@ -1867,6 +1882,10 @@ def user_input_indices(gm: torch.fx.GraphModule, example_inputs: Sequence) -> li
 
 
 def _import_graph_module(gm: torch.fx.GraphModule, example_inputs: Sequence, name: str) -> Graph:
+    unexplicit = make_writes_explicit(gm)
+    if unexplicit:
+        node, why = unexplicit[0]
+        raise UnsupportedError(f'fx node "{node.name}" ({target_label(node)}) {why}')
     imp = _Importer(name)
     keep = set(user_input_indices(gm, example_inputs))
     placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]

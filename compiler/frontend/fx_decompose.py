@@ -196,6 +196,12 @@ def setitem(cx, target, index, value):
     return None
 
 
+def assign(cx, target, index, value):
+    """fx_mutation.assign (what `target[index] = value` becomes): setitem, returning target."""
+    setitem(cx, target, index, value)
+    return target
+
+
 def fill_in_place(fill):
     """Tensor.zero_ / fill_ of a tensor the import made (as setitem)."""
     def convert(cx, target, *args):
@@ -214,4 +220,4 @@ def _known(obj) -> bool:
 
 
 __all__ = ["batch_norm_batch_stats", "vector_norm", "tensor_norm", "addcmul", "addcdiv", "roll",
-           "new_filled", "setitem", "fill_in_place"]
+           "new_filled", "setitem", "assign", "fill_in_place"]

@@ -1,0 +1,203 @@
+"""In-place writes in fx graphs (compiler/fx_mutation.py): readers after a write see it, through
+torch.compile and through the fx importer; a write trident cannot make explicit runs the whole
+graph in torch, said and counted."""
+from __future__ import annotations
+
+import operator
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from trident.compiler.dynamo import trident_backend
+from trident.compiler.errors import UnsupportedError
+from trident.compiler.fx_mutation import make_writes_explicit, writes_in_place
+from trident.compiler.testing import relative_error
+
+
+@pytest.fixture(autouse=True)
+def fresh_dynamo():
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()
+
+
+class ScaleInPlace(nn.Module):
+    """timm's NormFreeBlock: `out.mul_(gain)`, then `out` is read again."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(4, 4, 1)
+        self.gain = nn.Parameter(torch.tensor(0.7))
+
+    def forward(self, x):
+        out = self.conv(x)
+        out.mul_(self.gain)
+        return out * 2.0 + x
+
+
+class Chain(nn.Module):
+    def forward(self, x):
+        y = x * 3
+        y.add_(1)
+        z = y.relu_()
+        return y + z
+
+
+class AugmentedAssign(nn.Module):
+    def forward(self, x, r):
+        y = x * 2
+        alias = y
+        y += r
+        return alias - r
+
+
+class InplaceRelu(nn.Module):
+    def forward(self, x):
+        y = x - 0.5
+        z = F.relu(y, inplace=True)
+        return y + z
+
+
+class ViewAfterWrite(nn.Module):
+    def forward(self, x):
+        y = x * 2
+        y.mul_(3)
+        return y.view(-1) + 1
+
+
+class ViewBeforeWrite(nn.Module):
+    def forward(self, x):
+        y = x * 2
+        v = y.view(-1)
+        y.mul_(3)
+        return v + 1
+
+
+class WriteInput(nn.Module):
+    def forward(self, x):
+        x.add_(1)
+        return x * 2
+
+
+def _compiled(model, *inputs, **options):
+    seen = []
+
+    def backend(gm, example_inputs):
+        out = trident_backend(gm, example_inputs, options={"precision": "fp32", **options})
+        seen.append(out)
+        return out
+    out = torch.compile(model, backend=backend)(*inputs)
+    return out, seen[0].trident_report
+
+
+def _inputs(*shapes):
+    torch.manual_seed(0)
+    return tuple(torch.randn(s) for s in shapes)
+
+
+@pytest.mark.parametrize("model, shapes", [
+    (ScaleInPlace(), [(1, 4, 5, 3)]), (Chain(), [(3, 7)]), (AugmentedAssign(), [(3, 7), (3, 7)]),
+    (InplaceRelu(), [(2, 9)]), (ViewAfterWrite(), [(3, 5)]),
+], ids=lambda v: type(v).__name__ if isinstance(v, nn.Module) else "")
+def test_readers_after_a_write_see_it(model, shapes):
+    inputs = _inputs(*shapes)
+    with torch.no_grad():
+        want = model(*(x.clone() for x in inputs))
+        got, report = _compiled(model.eval(), *inputs)
+    assert relative_error(got, want) < 1e-6
+    assert report.in_torch == [] and report.subgraphs, report.render()  # all of it in trident
+    if isinstance(model, AugmentedAssign):
+        return  # symbolic_trace itself records `y += r` as `y + r` (torch.fx's Proxy has no __iadd__)
+    with torch.no_grad():  # and through the fx importer (symbolic_trace), as `trident profile` takes it
+        from trident.compiler.build import build_engine
+
+        engine = build_engine(model, "fp32", inputs, device="cpu")
+        assert relative_error(engine(*inputs)[0], want) < 1e-6
+
+
+@pytest.mark.parametrize("model, shapes, why", [
+    (ViewBeforeWrite(), [(3, 5)], '"v" shares (a view, or the tensor viewed) and is read after the write'),
+    (WriteInput(), [(3, 5)], "a graph input or weight"),
+], ids=["view_read_after", "graph_input"])
+def test_a_write_trident_cannot_follow_runs_the_graph_in_torch(model, shapes, why):
+    inputs = _inputs(*shapes)
+    mine = tuple(x.clone() for x in inputs)
+    with torch.no_grad():
+        want = model(*(x.clone() for x in inputs))
+        with pytest.warns(UserWarning, match="the whole graph runs in torch"):
+            got, report = _compiled(model, *mine)
+    assert relative_error(got, want) < 1e-6
+    assert report.subgraphs == [] and len(report.in_torch) == 1
+    assert why in report.in_torch[0].reason
+    if isinstance(model, WriteInput):  # the caller's tensor changed, as eager changes it
+        assert torch.equal(mine[0], inputs[0] + 1)
+    torch._dynamo.reset()
+    with pytest.raises(Exception, match="the whole graph runs in torch"):  # dynamo wraps it
+        _compiled(model, *_inputs(*shapes), fallback=False)
+    # The fx importer refuses the symbolic trace (the same reason) and imports torch.export's
+    # functional graph instead: the output is right (an engine never writes into its inputs).
+    from trident.compiler.frontend.fx import _import_graph_module
+
+    with pytest.raises(UnsupportedError, match="writes in place"):
+        _import_graph_module(torch.fx.symbolic_trace(model), _inputs(*shapes), "m")
+    from trident.compiler.build import build_engine
+
+    with torch.no_grad():
+        engine = build_engine(model, "fp32", _inputs(*shapes), device="cpu")
+        assert relative_error(engine(*_inputs(*shapes))[0], want) < 1e-6
+
+
+def test_slice_assignment_becomes_a_write_with_a_result():
+    class Assign(nn.Module):
+        def forward(self, x):
+            y = x * 2
+            y[:, 0] = 0.0
+            return y + 1
+
+    graphs = []
+    torch.compile(Assign(), backend=lambda gm, _: graphs.append(gm) or gm.forward)(torch.randn(3, 4))
+    (gm,) = graphs
+    assert make_writes_explicit(gm) == []
+    (write,) = [n for n in gm.graph.nodes if writes_in_place(n)]
+    assert write.target.__name__ == "assign" and write.target is not operator.setitem
+    (add,) = [n for n in gm.graph.nodes if n.target is operator.add]
+    assert add.args[0] is write  # the reader after the assignment reads its result
+    x = torch.randn(3, 4)
+    want = Assign()(x)
+    assert torch.equal(gm(x)[0], want)  # torch runs the rewritten graph as before
+    torch._dynamo.reset()
+    with torch.no_grad():
+        got, report = _compiled(Assign(), x)
+    assert torch.equal(got, want)
+
+
+def test_writes_are_recognized():
+    class Many(nn.Module):
+        def forward(self, x):
+            a = x + 1
+            a.clamp_(min=0)
+            torch.sigmoid_(a)
+            b = F.hardtanh(a, -1.0, 1.0, True)  # inplace given by position
+            c = F.hardtanh(a, -1.0, 1.0)
+            return b + c
+
+    graph = torch.fx.symbolic_trace(Many()).graph
+    written = {n.name for n in graph.nodes if writes_in_place(n)}
+    assert written == {"clamp_", "sigmoid_", "hardtanh"}, written
+
+
+def test_nf_net_block_matches_torch():
+    timm = pytest.importorskip("timm")
+    from timm.models.nfnet import NormFreeBlock
+
+    torch.manual_seed(0)
+    block = NormFreeBlock(8, 16, skipinit=True, act_layer=nn.SiLU).eval()  # SiLU(inplace=True) inside
+    with torch.no_grad():
+        block.skipinit_gain.fill_(0.8)  # zero-initialized: the write would be invisible
+        x = torch.randn(1, 8, 6, 5)
+        want = block(x)
+        got, report = _compiled(block, x)
+    assert relative_error(got, want) < 1e-5 and report.in_torch == []
+    assert timm
