@@ -13,12 +13,13 @@
 - bench_ms: latencies_ms on the GPU summarized (median / p90 / p99).
 - wall_ms: median host-clock time of a call (the interpreter on the CPU).
 - gpu_turn: while held, no other process sharing the lock file times on the GPU (the zoo's
-  workers, a benchmark run beside them); config_ms takes it around its timing.
+  workers, a benchmark run beside them); every timer here takes it (`timed_alone`).
 A call that raises propagates: callers that time candidate configs treat it as a failed config.
 """
 from __future__ import annotations
 
 import fcntl
+import functools
 import math
 import os
 import statistics
@@ -64,6 +65,16 @@ def gpu_turn():
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
+def timed_alone(timer):
+    """The timer runs inside gpu_turn: while it measures, no process sharing the lock does."""
+    @functools.wraps(timer)
+    def timed(*args, **kwargs):
+        with gpu_turn():
+            return timer(*args, **kwargs)
+    return timed
+
+
+@timed_alone
 def kernel_ms(fn, *, rep_ms: float = 20.0, cutoff_ms: float = math.inf) -> float:
     """Median GPU milliseconds per call of `fn`, replayed from a CUDA graph.
 
@@ -81,6 +92,7 @@ def kernel_ms(fn, *, rep_ms: float = 20.0, cutoff_ms: float = math.inf) -> float
     return max(float(ms), 1e-6)
 
 
+@timed_alone
 def cold_kernel_ms(fn, *, rep_ms: float = 100.0, rounds: int = 7) -> float:
     """GPU milliseconds per call of `fn` with a cold L2: fn is captured in a CUDA graph behind an
     L2 flush, replayed back to back, and the flush's own replay time is subtracted (median of
@@ -112,6 +124,7 @@ def cold_kernel_ms(fn, *, rep_ms: float = 100.0, rounds: int = 7) -> float:
     return max(samples[len(samples) // 2], 1e-6)
 
 
+@timed_alone
 def graph_ms(fn, repeat: int) -> tuple[float, "torch.cuda.CUDAGraph"]:
     """(milliseconds per call, the graph): `repeat` calls captured in one CUDA graph, replayed
     once to warm up and once timed. Keep the graph while its calls' outputs are read (its memory
@@ -131,6 +144,7 @@ def graph_ms(fn, repeat: int) -> tuple[float, "torch.cuda.CUDAGraph"]:
     return start.elapsed_time(end) / repeat, graph
 
 
+@timed_alone
 def events_ms(fn, repeat: int) -> float:
     """Milliseconds per call of `repeat` back-to-back calls between two CUDA events (for calls
     that cannot be captured in a graph, e.g. ops that run through torch and allocate)."""
@@ -145,6 +159,7 @@ def events_ms(fn, repeat: int) -> float:
     return start.elapsed_time(end) / repeat
 
 
+@timed_alone
 def launch_ms(fn, rep_ms: float = 100.0) -> float:
     """triton.testing.do_bench's median milliseconds over `rep_ms` of launched calls."""
     return float(do_bench(fn, warmup=max(5, int(rep_ms) // 4), rep=max(1, int(rep_ms)),
@@ -158,14 +173,14 @@ def config_ms(fn, rep_ms: float = 100.0, graph: bool = True) -> float:
     try:
         fn()
         torch.cuda.synchronize()
-        with gpu_turn():
-            return cold_kernel_ms(fn, rep_ms=rep_ms) if graph else launch_ms(fn, rep_ms)
+        return cold_kernel_ms(fn, rep_ms=rep_ms) if graph else launch_ms(fn, rep_ms)
     except Exception as exc:  # noqa: BLE001
         text = str(exc).splitlines()
         print(f"    (failed: {type(exc).__name__}: {text[0][:100] if text else ''})", file=sys.stderr)
         return math.inf
 
 
+@timed_alone
 def latencies_ms(fn, iterations: int, warmup: int = 10, on_gpu: bool | None = None) -> list[float]:
     """Milliseconds of each of `iterations` timed calls of fn, after `warmup` untimed ones
     (GPU: CUDA events around each call; CPU: the host clock)."""
@@ -202,6 +217,7 @@ def bench_ms(fn, warmup: int = 10, rep: int = 50) -> dict:
     return summarize(latencies_ms(fn, rep, warmup, on_gpu=True))
 
 
+@timed_alone
 def wall_ms(fn, repeat: int) -> float:
     """Median host-clock milliseconds of `repeat` calls of fn, after one untimed call."""
     fn()

@@ -232,3 +232,20 @@ def test_zoo_gives_zero_initialised_parameters_values():
     assert randomize_zero_parameters(model) == ["0.weight", "1.bias"]
     assert model[0].weight.abs().min() > 0 and model[1].bias.abs().min() > 0
     assert torch.equal(model[1].weight, before)  # parameters with values keep them
+
+
+def test_zoo_merge_keeps_rows_a_run_did_not_measure_again():
+    from trident.tools.zoo_report import merge
+
+    def row(model, entry=None, precision=None, status="ok"):
+        return {"model": model, "entry": entry, "precision": precision, "status": status}
+
+    old = {"rows": [row("a", "onnx", "fp32"), row("a", "onnx", "fp16"), row("b", status="timeout"),
+                    row("c", "onnx", "fp16")]}
+    new = {"batch": 8, "rows": [row("a", "onnx", "int8"), row("a", "onnx", "fp16", "error"),
+                                row("b", "onnx", "fp16"), row("c", status="timeout")]}
+    merged = {(r["model"], r["entry"], r["precision"]): r["status"] for r in merge(old, new)["rows"]}
+    assert merged == {("a", "onnx", "fp32"): "ok", ("a", "onnx", "int8"): "ok",   # kept, added
+                      ("a", "onnx", "fp16"): "error",                             # measured again
+                      ("b", "onnx", "fp16"): "ok",                                # the timeout gone
+                      ("c", None, None): "timeout"}                               # replaces c's rows

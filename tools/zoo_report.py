@@ -136,10 +136,20 @@ def update_readme(readme: Path, table: str) -> None:
     readme.write_text("\n".join(lines[:start + 1] + ["", table, "", END] + tail) + "\n")
 
 
+def _key(r: dict) -> tuple:
+    return r["model"], r.get("entry") or None, r.get("precision") or None
+
+
 def merge(old: dict | None, new: dict) -> dict:
-    """`new`'s rows, plus those of `old` for models this run did not run."""
+    """`new`'s rows, plus those of `old` that `new` did not measure again: a row per (model, entry,
+    precision), so a run of int8 alone keeps a model's fp32 and fp16 rows. A row for a whole model
+    (a timeout, a model torch itself cannot run) replaces all of its rows, and is replaced by any
+    row of it."""
     if not old:
         return new
+    keys = {_key(r) for r in new["rows"]}
+    whole = {r["model"] for r in new["rows"] if _key(r)[1] is None}
     ran = {r["model"] for r in new["rows"]}
-    kept = [r for r in old.get("rows", []) if r["model"] not in ran]
+    kept = [r for r in old.get("rows", []) if r["model"] not in whole and _key(r) not in keys
+            and not (_key(r)[1] is None and r["model"] in ran)]
     return {**new, "rows": kept + new["rows"]}
