@@ -127,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
     patterns = os.environ.get("ZOO_MODELS") or args.models
     earlier = json.loads(Path(args.json).read_text()) if args.merge and Path(args.json).is_file() \
         else None
-    report = {"device": opts.device, "batch": opts.batch, "tiny": opts.tiny, "jobs": args.jobs,
+    report = {"device": _device_name(opts.device), "batch": opts.batch, "tiny": opts.tiny, "jobs": args.jobs,
               "rows": []}
     models = select(patterns)
     bar = progress(total=len(models), desc="zoo", unit="model")
@@ -167,6 +167,13 @@ def _model_rows(models: list, args, opts: RunOptions):
             running = [pool.submit(run_isolated, zm, args, env) for zm in models]
             for done in as_completed(running):
                 yield done.result()
+
+
+def _device_name(device: str) -> str:
+    """The GPU's name (the report says which GPU measured it), else the device string."""
+    import torch
+
+    return torch.cuda.get_device_name(device) if device.startswith("cuda") else device
 
 
 def _merged_files(paths: list[str]) -> dict:
