@@ -16,6 +16,7 @@ trace) is judged by the ops that make views.
 """
 from __future__ import annotations
 
+import functools
 import inspect
 import operator
 
@@ -51,6 +52,17 @@ def _name(target) -> str:
     return target if isinstance(target, str) else getattr(target, "__name__", "")
 
 
+@functools.lru_cache(maxsize=None)
+def _inplace_position(target) -> int | None:
+    """Where a function takes `inplace` positionally (F.hardtanh(x, -1, 1, True)), or None.
+    Cached: reading a builtin's signature costs more than the rest of the pass."""
+    try:
+        names = list(inspect.signature(target).parameters)
+    except (TypeError, ValueError):
+        return None
+    return names.index("inplace") if "inplace" in names else None
+
+
 def _inplace_flag(node: torch.fx.Node) -> bool:
     """F.relu(x, inplace=True) and the other functions with an `inplace` argument."""
     if node.kwargs.get("inplace") is True:
@@ -58,10 +70,10 @@ def _inplace_flag(node: torch.fx.Node) -> bool:
     if node.op != "call_function" or len(node.args) < 2:
         return False
     try:
-        bound = inspect.signature(node.target).bind(*node.args, **node.kwargs)
-    except (TypeError, ValueError):
+        position = _inplace_position(node.target)
+    except TypeError:  # an unhashable target
         return False
-    return bound.arguments.get("inplace") is True
+    return position is not None and position < len(node.args) and node.args[position] is True
 
 
 def writes_in_place(node: torch.fx.Node) -> bool:
@@ -147,7 +159,7 @@ def make_writes_explicit(gm: torch.fx.GraphModule) -> list[tuple[torch.fx.Node, 
     graph = gm.graph
     order = {node: i for i, node in enumerate(graph.nodes)}
     aliases = _Aliases(graph, order)
-    problems = []
+    problems, changed = [], False
     for node in list(graph.nodes):
         base = written_operand(node)
         if base is None:
@@ -165,9 +177,11 @@ def make_writes_explicit(gm: torch.fx.GraphModule) -> list[tuple[torch.fx.Node, 
             order[write] = order.pop(node)
             node = write
         position = order[node]
-        base.replace_all_uses_with(node, delete_user_cb=lambda user: user is not node
-                                   and order.get(user, -1) > position)
-    gm.recompile()
+        readers = base.replace_all_uses_with(node, delete_user_cb=lambda user: user is not node
+                                             and order.get(user, -1) > position)
+        changed = changed or bool(readers) or node.target is assign
+    if changed:
+        gm.recompile()
     gm.meta[EXPLICIT] = not problems
     return problems
 
