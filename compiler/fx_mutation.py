@@ -119,28 +119,40 @@ class _Aliases:
             if storage is not None:
                 self.groups.setdefault(storage, []).append(node)
 
+    def members(self, root: torch.fx.Node) -> list[torch.fx.Node]:
+        """The nodes that may share root's memory (root included)."""
+        storage = _storage(root)
+        if storage is not None:
+            return self.groups.get(storage, [])
+        viewed, node = [], root
+        while _name(node.target) in VIEW_NAMES and node.args and isinstance(node.args[0], torch.fx.Node):
+            node = node.args[0]
+            viewed.append(node)
+        return [root] + viewed + [u for u in root.users if _name(u.target) in VIEW_NAMES]
+
+    def outside(self, root: torch.fx.Node) -> torch.fx.Node | None:
+        """A graph input, weight or constant whose memory root shares (root itself, or what it
+        views): writing there changes state the caller keeps."""
+        return next((m for m in self.members(root) if m.op in ("placeholder", "get_attr")), None)
+
     def read_stale(self, root: torch.fx.Node, write: torch.fx.Node) -> torch.fx.Node | None:
         """A node other than `root` that holds root's memory from before `write` and is read after
         it (a view made earlier, or the tensor root is a view of): its readers would need the
         write too. None when there is none."""
-        storage = _storage(root)
-        if storage is not None:
-            members = self.groups.get(storage, [])
-        else:
-            members = [root.args[0]] if _name(root.target) in VIEW_NAMES and root.args else []
-            members += [u for u in root.users if _name(u.target) in VIEW_NAMES]
         when = self.order[write]
-        for m in members:
-            if (isinstance(m, torch.fx.Node) and m is not root and written_operand(m) is None
-                    and self.order.get(m, when) < when
+        for m in self.members(root):
+            if (m is not root and written_operand(m) is None and self.order.get(m, when) < when
                     and any(self.order.get(u, when + 1) > when for u in m.users)):
                 return m
         return None
 
 
 def _why_not(write: torch.fx.Node, root: torch.fx.Node, aliases: _Aliases) -> str | None:
-    if root.op in ("placeholder", "get_attr"):
-        return f'writes in place into "{root.name}", a graph input or weight (state outside the graph)'
+    outside = aliases.outside(root)
+    if outside is not None:
+        held = "" if outside is root else f', which views "{outside.name}"'
+        return (f'writes in place into "{root.name}"{held}: a graph input or weight (state kept '
+                "outside the graph)")
     stale = aliases.read_stale(root, write)
     if stale is not None:
         return (f'writes in place into "{root.name}", whose memory "{stale.name}" shares (a view, or the '
