@@ -249,3 +249,14 @@ def test_zoo_merge_keeps_rows_a_run_did_not_measure_again():
                       ("a", "onnx", "fp16"): "error",                             # measured again
                       ("b", "onnx", "fp16"): "ok",                                # the timeout gone
                       ("c", None, None): "timeout"}                               # replaces c's rows
+
+
+def test_a_zoo_model_is_a_model_argument_of_every_command():
+    from trident.compiler.errors import InputError
+    from trident.tools.common import load_model
+
+    module, inputs = load_model("zoo:transformers/distilbert", batch=2)
+    assert not module.training and inputs[0].shape[0] == 2
+    assert not any(torch.count_nonzero(p) == 0 for p in module.parameters())  # as the zoo runs it
+    with pytest.raises(InputError, match="zoo:nope/nothing: not a zoo model"):
+        load_model("zoo:nope/nothing")

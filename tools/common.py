@@ -77,10 +77,30 @@ def _import_from_cwd(name: str):
         sys.path.remove(cwd)
 
 
+ZOO_PREFIX = "zoo:"
+
+
+def _zoo_model(name: str, batch: int):
+    """A `trident zoo` model (zoo:timm/dm_nfnet_f0) as the zoo runs it: random weights, none
+    zero, BatchNorm statistics settled."""
+    from trident.tools.zoo_models import all_models, randomize_zero_parameters, settle_batch_norm
+
+    found = [m for m in all_models() if m.name == name]
+    if not found:
+        raise InputError(f"{ZOO_PREFIX}{name}: not a zoo model (trident zoo --list)")
+    module, inputs = found[0].make(batch, False)
+    randomize_zero_parameters(module)
+    settle_batch_norm(module, inputs)
+    return module.eval(), inputs
+
+
 def load_model(spec: str, batch: int = 2):
-    """(model, example_inputs) for a MODEL argument; example_inputs is None for an ONNX file."""
+    """(model, example_inputs) for a MODEL argument: an ONNX file (example_inputs None), a
+    module:function returning both, a bundled model, or zoo:<name> (a `trident zoo` model)."""
     if Path(spec).exists() or spec.endswith(".onnx"):
         return spec, None
+    if spec.startswith(ZOO_PREFIX):
+        return _zoo_model(spec[len(ZOO_PREFIX):], batch)
     if ":" in spec:
         made = import_object(spec)()
         if not (isinstance(made, tuple) and len(made) == 2):
@@ -92,7 +112,7 @@ def load_model(spec: str, batch: int = 2):
     if spec in MODELS:
         build, make_inputs = MODELS[spec]
         return build(), make_inputs(batch)
-    raise InputError(f"{spec!r} is not a file, module:function, or bundled model "
+    raise InputError(f"{spec!r} is not a file, module:function, zoo:<zoo model> or bundled model "
                      f"({', '.join(MODELS)})")
 
 
