@@ -2,7 +2,7 @@
 # Runs trident's GPU checks and benchmarks on a machine with an NVIDIA GPU: installs trident from
 # this checkout, then runs the stage asked for. Results land in $OUT (or ./gpu-out), named
 # <gpu>-<what>.json (docs/benchmarks.md); copy the ones to keep into benchmarks/results/.
-#   stages: tests | safety | memcheck | check | attention | perf | zoo | zoo-attention | trust | dynamic | kernels | sweep | tune | runtime |
+#   stages: tests | safety | memcheck | check | attention | perf | zoo | zoo-attention | profile-zoo | trust | dynamic | kernels | sweep | tune | runtime |
 #           models | bench | bench-full | int8 | all.  T_<stage>: a time limit in seconds for the long steps.
 set -uo pipefail
 stage=${1:-all}
@@ -130,6 +130,11 @@ case "$stage" in
   zoo) run_zoo ;;
   # The zoo's builds are host work and the attention benchmark's GPU work: side by side, their
   # timings take turns on one lock (compiler/timing.py's gpu_turn), so neither measures the other.
+  # Per-kernel profile of zoo models behind torch.compile (PROFILE_MODELS: zoo names), fp16, batch 8.
+  profile-zoo) for m in ${PROFILE_MODELS:-timm/vit_base_patch14_dinov2.lvd142m}; do
+                 timeout "${T_PROFILE:-300}" python3 -m trident.tools profile "zoo:$m" --precision fp16 --batch 8 \
+                   --json "$out/profile-$(basename "$m").json" 2>&1 | tee "$out/profile-$(basename "$m").txt" | head -40
+               done ;;
   zoo-attention) export TRIDENT_TIMING_LOCK="$out/timing.lock"
                  run_zoo > "$out/zoo-stage.txt" 2>&1 &
                  run_attention_bench; wait; cat "$out/zoo-stage.txt" ;;
