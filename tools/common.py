@@ -83,15 +83,12 @@ ZOO_PREFIX = "zoo:"
 def _zoo_model(name: str, batch: int):
     """A `trident zoo` model (zoo:timm/dm_nfnet_f0) as the zoo runs it: random weights, none
     zero, BatchNorm statistics settled."""
-    from trident.tools.zoo_models import all_models, randomize_zero_parameters, settle_batch_norm
+    from trident.tools.zoo_models import all_models
 
     found = [m for m in all_models() if m.name == name]
     if not found:
         raise InputError(f"{ZOO_PREFIX}{name}: not a zoo model (trident zoo --list)")
-    module, inputs = found[0].make(batch, False)
-    randomize_zero_parameters(module)
-    settle_batch_norm(module, inputs)
-    return module.eval(), inputs
+    return found[0].prepared(batch, False)
 
 
 def load_model(spec: str, batch: int = 2):

@@ -23,6 +23,16 @@ class ZooModel:
     make: Callable         # (batch, tiny) -> (module, example_inputs)
 
 
+    def prepared(self, batch: int, tiny: bool) -> tuple:
+        """(module in eval mode, example inputs) as the zoo runs the model: random weights, none
+        all zero, BatchNorm statistics settled on the example batch."""
+        module, inputs = self.make(batch, tiny)
+        module.eval()
+        randomize_zero_parameters(module)
+        settle_batch_norm(module, inputs)
+        return module.eval(), inputs
+
+
 class NotAvailable(Exception):
     """The package or the model is not in this environment (a 'skipped' row, not a failure)."""
 

@@ -20,8 +20,7 @@ from torch.utils._pytree import tree_flatten
 
 from trident.compiler.testing import relative_error
 from trident.compiler.timing import gpu_turn, latencies_ms, summarize
-from trident.tools.zoo_models import (NotAvailable, ZooModel, randomize_zero_parameters,
-                                      settle_batch_norm)
+from trident.tools.zoo_models import NotAvailable, ZooModel
 from trident.tools.zoo_report import accuracy_problem
 
 @dataclass
@@ -128,11 +127,8 @@ def run_model(zm: ZooModel, opts: RunOptions) -> list[Row]:
     """Every row of one model; a failure is recorded in its row, never raised."""
     exact_fp32_in_torch()
     try:
-        module, inputs = zm.make(opts.batch, opts.tiny)
-        module.eval()
-        randomize_zero_parameters(module)
-        settle_batch_norm(module, inputs)
-        module = module.eval().to(opts.device)
+        module, inputs = zm.prepared(opts.batch, opts.tiny)
+        module = module.to(opts.device)
         inputs = tuple(x.to(opts.device) for x in inputs)
         anchors = Anchors(module, inputs, opts)
     except NotAvailable as e:

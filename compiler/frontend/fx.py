@@ -411,7 +411,7 @@ def _clamp_max(cx: Ctx, x, max):
 
 # ----------------------------------------------------------------------- arithmetic ----
 @converts(aten.add.Tensor, aten.add.Scalar, torch.add, operator.add, operator.iadd, "add",
-          "__add__", "__radd__", "add_")
+          "__add__", "__radd__")
 def _add(cx: Ctx, a, b, alpha=1):
     if isinstance(a, (tuple, list)):  # split(...) + chunk(...): sequences of results concatenate
         return type(a)(a) + type(a)(b)
@@ -445,13 +445,13 @@ def _fmod(cx: Ctx, a, b):
 
 
 @converts(aten.mul.Tensor, aten.mul.Scalar, torch.mul, operator.mul, operator.imul, "mul",
-          "__mul__", "__rmul__", "mul_")
+          "__mul__", "__rmul__")
 def _mul(cx: Ctx, a, b):
     return _binary(cx, "mul", a, b)
 
 
 @converts(aten.div.Tensor, aten.div.Scalar, aten.div.Tensor_mode, torch.div, torch.true_divide,
-          operator.truediv, operator.itruediv, "div", "__truediv__", "div_")
+          operator.truediv, operator.itruediv, "div", "__truediv__")
 def _div(cx: Ctx, a, b, rounding_mode: str | None = None):
     if rounding_mode is None:
         a, b = _promote(cx, a, b)
@@ -560,7 +560,7 @@ def _bitwise_xor(cx: Ctx, a, b):
     return _logical_xor(cx, a, b)
 
 
-@converts(aten.masked_fill.Scalar, aten.masked_fill.Tensor, torch.masked_fill, "masked_fill", "masked_fill_")
+@converts(aten.masked_fill.Scalar, aten.masked_fill.Tensor, torch.masked_fill, "masked_fill")
 def _masked_fill(cx: Ctx, x, mask, value):
     value = _promote(cx, value, dtype=cx.dtype(x))[0]
     return _where(cx, mask, value, x)
@@ -1834,8 +1834,8 @@ def _in_place(convert: Callable) -> Callable:
 
 
 def _register_in_place_methods() -> None:
-    """Tensor.relu_, clamp_, sigmoid_, masked_fill_ ... from the converters of their out-of-place
-    forms (the ones registered by hand keep theirs)."""
+    """Tensor.add_, relu_, clamp_, masked_fill_ ... from the converters of their out-of-place
+    forms (zero_ and fill_, which write into constants the import made, have their own)."""
     for name, convert in list(METHODS.items()):
         in_place = name + "_"
         if not name.startswith("_") and in_place not in METHODS and hasattr(torch.Tensor, in_place):

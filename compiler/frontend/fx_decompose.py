@@ -205,8 +205,7 @@ def assign(cx, target, index, value):
 def fill_in_place(fill):
     """Tensor.zero_ / fill_ of a tensor the import made (as setitem)."""
     def convert(cx, target, *args):
-        value = args[0] if fill is None else fill
-        return setitem(cx, target, Ellipsis, value) or target
+        return assign(cx, target, Ellipsis, args[0] if fill is None else fill)
     return convert
 
 
