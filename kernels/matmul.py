@@ -125,10 +125,12 @@ def heuristic_config(M: int, N: int, K: int, dtype, out_bytes: int = 2) -> Launc
     wide_tiles = cdiv(M, 128) * cdiv(N, 256)
     if N >= 256 and out_bytes <= 2 and wide_tiles >= NUM_SMS_H200 // 2:
         k_steps = cdiv(K, bk)
-        if M >= 8192 and wide_tiles < 2 * NUM_SMS_H200:
-            # Under two waves of 128x256 tiles (2048->512 at 7x7: 196 tiles, 1.48 waves) leave SMs idle
-            # in the last wave; 128x128 tiles two per SM even it out: 46.5 us against 51.6 (cuDNN 37.9),
-            # and a fifth stage where K is deep: 0.86x cuBLAS against 0.82x.
+        if M >= 8192 and wave_efficiency(wide_tiles) < 0.85:
+            # A last wave of 128x256 tiles that leaves many SMs idle (2048->512 at 7x7: 196 tiles,
+            # 1.48 waves) is evened out by 128x128 tiles two per SM: 46.5 us against 51.6 (cuDNN
+            # 37.9), and a fifth stage where K is deep: 0.86x cuBLAS against 0.82x. Where the
+            # waves are nearly full they lose: DINOv2's 3072->768 at 10,960 tokens (258 tiles,
+            # 1.95 waves) ran at 292 TFLOP/s on them, its 768->2304 on 128x256 tiles at 597.
             return tile_config(128, 128, bk, 8, 4, 5 if k_steps >= 16 else 4, PERSISTENT=2)
         # A fourth stage pays from K = 1024 (1024->256 at 14x14: 1.04x cuBLAS against 0.93x; BERT's
         # 3072->768: 0.84x against 0.79x); at 8192^3 it is even (1.005x against 1.011x).
@@ -138,6 +140,11 @@ def heuristic_config(M: int, N: int, K: int, dtype, out_bytes: int = 2) -> Launc
     if N >= 128:
         return tile_config(128, 128, bk, 8, 4, 4, PERSISTENT=2)
     return tile_config(128, 64, bk, 8, 4, 3)
+
+
+def wave_efficiency(tiles: int, slots: int = NUM_SMS_H200) -> float:
+    """The share of the SM slots that the tiles' waves keep busy (1.0: the last wave is full)."""
+    return tiles / (cdiv(tiles, slots) * slots)
 
 
 def _int8_config(M: int, N: int, K: int, bk: int, out_bytes: int) -> LaunchConfig:

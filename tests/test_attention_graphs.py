@@ -450,6 +450,45 @@ def test_onnx_attention_spelled_out_with_sqrt_scales(rng):
                                rtol=1e-5, atol=1e-5)
 
 
+class TorchMHA(nn.Module):
+    """nn.MultiheadAttention batch-first, as torchvision's ViT calls it."""
+
+    def __init__(self, width=32, heads=4):
+        super().__init__()
+        self.attention = nn.MultiheadAttention(width, heads, batch_first=True)
+
+    def forward(self, x):
+        return self.attention(x, x, x, need_weights=False)[0]
+
+
+def test_multihead_attention_through_the_dynamo_exporter_is_one_kernel(rng):
+    # torch.onnx.export(dynamo=True) writes Q*sqrt(s) and K^T*sqrt(s) on head-split views
+    # [B*H, L, D] -> [B, H, L, D]; sink_reshapes moves those reshapes past the scales and Q K^T, so
+    # the scores reach the softmax through a reshape [B*H, L, L] -> [B, H, L, L].
+    from trident.tools.zoo_run import export_onnx
+
+    module = TorchMHA().eval()
+    x = randn(rng, 3, 11, 32)
+    engine, trace = build(export_onnx(module, (x,)))
+    assert_one_attention_per_layer(engine, trace)
+    (node,) = [n for n in trace.after_pass[-1][1].nodes if n.op == "attention"]
+    assert node.attrs["scale"] == pytest.approx(1 / math.sqrt(8))
+    torch.testing.assert_close(engine(x)[0], module(x), rtol=1e-5, atol=1e-5)
+
+
+def test_a_mask_inside_a_batch_regrouping_is_not_absorbed(rng):
+    # A mask added before the scores' batch dims are regrouped is in the other grouping: the pass
+    # leaves that graph alone rather than guess how the mask broadcasts.
+    b = GraphBuilder("regrouped")
+    q, kt, v = (b.input(n, TensorType(s, torch.float32)) for n, s in
+                (("q", (6, 5, 8)), ("kt", (6, 8, 5)), ("v", (2, 3, 5, 8))))
+    mask = b.input("mask", TensorType((6, 5, 5), torch.float32))
+    scores = b.add1("add", [b.add1("matmul", [q, kt]), mask])
+    probs = b.add1("softmax", [b.add1("reshape", [scores], {"shape": [2, 3, 5, 5]})], {"axis": -1})
+    graph = b.finish([b.add1("matmul", [probs, v])])
+    assert not any(n.op == "attention" for n in fuse_attention(graph).nodes)
+
+
 # ------------------------------------------------------------------ tuning, batches ----
 def test_attention_tuning_candidates_start_with_the_heuristic(rng):
     from trident.compiler.autotune import LaunchConfig as Config, problem_of

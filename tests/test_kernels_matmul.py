@@ -193,6 +193,19 @@ def test_heuristic_keeps_wide_outputs_in_shared_memory(monkeypatch):
         assert stages + cfg.BLOCK_M * cfg.BLOCK_N * 4 <= 227 * 1024, cfg
 
 
+def test_heuristic_evens_out_only_a_poorly_filled_last_wave(monkeypatch):
+    # 128x128 tiles two per SM replace 128x256 ones only where the 128x256 waves leave SMs idle:
+    # ResNet-50's 2048->512 at 7x7, b256 (196 tiles, 1.48 waves), not DINOv2's 3072->768 at
+    # 10,960 tokens (258 tiles, 1.95 waves).
+    import trident.kernels.matmul as mm
+
+    monkeypatch.setattr(mm, "is_interpreter", lambda: False)
+    assert mm.wave_efficiency(264) == 1.0 and mm.wave_efficiency(133) == 133 / 264
+    assert mm.heuristic_config(12544, 512, 2048, torch.float16).BLOCK_N == 128
+    assert mm.heuristic_config(10960, 768, 3072, torch.float16).BLOCK_N == 256
+    assert mm.heuristic_config(10960, 768, 768, torch.float16).BLOCK_N == 256
+
+
 @pytest.mark.parametrize("M,N,K", [(1, 1000, 2048), (49, 512, 2048), (128, 768, 3072), (128, 2304, 768),
                                    (3136, 64, 256), (784, 512, 256)])
 def test_fp32_heuristic_keeps_the_sms_busy(monkeypatch, M, N, K):

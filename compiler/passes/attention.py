@@ -51,6 +51,10 @@ class _Match:
     # reshape [I*W, H, N, N] -> [I, W, H, N, N] -> add -> reshape back; the walk is "inside" between.
     windows: tuple[int, int] | None = None
     inside: bool = False
+    # The scores' batch dims as the softmax sees them, where a reshape between Q K^T and the
+    # softmax regroups them (sink_reshapes leaves Q K^T on [B*H, L, S] and the softmax on
+    # [B, H, L, S] for torch's ONNX export of nn.MultiheadAttention); Q and K^T are read in them.
+    score_batch: tuple | None = None
 
     def copy(self) -> "_Match":
         return dataclasses.replace(self, additive=list(self.additive), keep=list(self.keep))
@@ -185,7 +189,7 @@ def _scores_chain(value: str, factor: float, m: _Match, g: _Graph) -> str | None
     if node.op == "cast" and node.attrs["dtype"].is_floating_point:
         return _scores_chain(node.inputs[0], factor, m, g)
     if node.op == "reshape":
-        return _window_step(node, value, factor, m, g)
+        return _window_step(node, value, factor, m, g) or _batch_step(node, value, factor, m, g)
     for chain in dict.fromkeys(i for i in node.inputs if g.shape(i) == g.shape(value)):
         trial = m.copy()
         step = _scale_of(node, chain, g)
@@ -218,6 +222,22 @@ def _window_step(node: Node, value: str, factor: float, m: _Match, g: _Graph) ->
     return found
 
 
+def _batch_step(node: Node, value: str, factor: float, m: _Match, g: _Graph) -> str | None:
+    """Walk back through a reshape that only regroups the scores' batch dims (the last two kept).
+    Nothing but scales may sit between it and Q K^T: a mask there would be in the other grouping."""
+    src, dst = g.shape(node.inputs[0]), g.shape(value)
+    if m.windows is not None or m.score_batch is not None or src[-2:] != dst[-2:] or \
+            math.prod(src[:-2]) != math.prod(dst[:-2]):
+        return None
+    trial = m.copy()
+    trial.score_batch = tuple(dst[:-2])
+    found = _scores_chain(node.inputs[0], factor, trial, g)
+    if found is None or (trial.additive, trial.keep) != (m.additive, m.keep):
+        return None
+    m.__dict__.update(trial.__dict__)
+    return found
+
+
 def match(pv: Node, g: _Graph) -> _Match | None:
     """The attention whose last op is `pv` = matmul(probabilities, V), or None."""
     if pv.op != "matmul" or len(pv.inputs) != 2:
@@ -239,9 +259,12 @@ def match(pv: Node, g: _Graph) -> _Match | None:
         return None  # a bias folded into Q K^T (a mask of one row): not worth a special case
     q, k_t = qk.inputs
     batch = g.shape(q)[:-2]
-    if any(len(g.shape(v)) != rank for v in (q, k_t, m.v)) or g.shape(k_t)[:-2] != batch or \
-            g.shape(m.v)[:-2] != batch:
+    if g.shape(k_t)[:-2] != batch or g.shape(qk.outputs[0])[:-2] != batch:
         return None  # matmuls that broadcast batch dims are not one attention
+    if m.score_batch is not None:
+        batch = m.score_batch
+    if len(g.shape(m.v)) != rank or len(batch) != rank - 2 or g.shape(m.v)[:-2] != batch:
+        return None
     m.q_of, m.k_t = q, k_t
     m.q, m.q_perm, q_scale = _view_source(q, g, swap_last=False)
     m.k_source, m.k_perm, k_scale = _view_source(k_t, g, swap_last=True)
@@ -360,6 +383,8 @@ def _emit(m: _Match, pv: Node, rb: Rebuild) -> list[str]:
     name = pv.name or "attention"
     q_shape, k_shape = list(rb.source.types[m.q_of].shape), list(rb.source.types[m.k_t].shape)
     k_shape[-2:] = k_shape[-1], k_shape[-2]
+    if m.score_batch is not None:
+        q_shape[:-2] = k_shape[:-2] = m.score_batch
     q = _windowed(rb, _permuted(rb, m.q, m.q_perm, q_shape, f"{name}.query"), m.windows, f"{name}.query")
     k = _windowed(rb, _permuted(rb, m.k_source, m.k_perm, k_shape, f"{name}.key"), m.windows, f"{name}.key")
     v = _windowed(rb, rb.value(m.v), m.windows, f"{name}.value")
