@@ -209,6 +209,32 @@ def test_onnx_export_of_the_block_fuses_attention():
         torch.testing.assert_close(run_engine(engine, fresh)[0], model(fresh), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("via", ["fx", "dynamo-onnx"])
+def test_block_imported_whole_runs_unbatched_gemms_and_no_copies(via):
+    # torch.export and torch's dynamo ONNX exporter see nn.MultiheadAttention's batch-first input
+    # turned sequence-first: the input projection is bmm(x^T, W^T.expand(L, ...)) (fx) or
+    # MatMul(Transpose(x), W) (ONNX). Its rows are walked in x's order as one GEMM (no L-batched
+    # GEMM of N rows each, no weight copied L times), and the Q/K/V head splits stay views.
+    from trident.tools.zoo_run import export_onnx as dynamo_export
+
+    torch.manual_seed(10)
+    model = EncoderBlock().eval()
+    x = torch.randn(3, 11, 32)
+    trace = BuildTrace()
+    source = model if via == "fx" else dynamo_export(model, (x,))
+    engine = build_engine(source, "fp32", example_inputs=[x] if via == "fx" else None, trace=trace)
+    assert torch_steps(engine) == []
+    assert templates(engine).count("attention") == 1
+    gemms = [problem_of(s.source) for s in engine.plan.kernel_steps()
+             if problem_of(s.source).get("template") == "matmul"]
+    assert len(gemms) == 4 and all(p["batch"] == 1 for p in gemms), gemms
+    assert max(t.dim() for t in trace.program.graph.constants.values()) <= 2
+    assert copy_kernels(trace) == []
+    fresh = torch.randn(x.shape)
+    with torch.no_grad():
+        torch.testing.assert_close(run_engine(engine, fresh)[0], model(fresh), rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.gpu
 def test_gpu_vit_b16_sized_block_fp16():
     """A ViT-B/16 encoder block's shapes (197 tokens, 12 heads of 64) on the GPU, fp16."""

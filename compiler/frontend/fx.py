@@ -149,7 +149,10 @@ class Ctx:
         node = Node(op, (), (), dict(attrs), self.node_name)
         types = infer_types(node, [TensorType.of(t) for t in tensors])
         with torch.no_grad():
-            outs = [t.contiguous() for t in evaluate(node, tensors, types)]
+            outs = evaluate(node, tensors, types)
+        # An expanded constant stays a stride-0 view (a weight broadcast over a batch for bmm
+        # would otherwise be copied once per batch entry); anything else is made dense.
+        outs = [t if op == "expand" else t.contiguous() for t in outs]
         self.note_made(outs, tensors)
         # Name a folded tensor after what it came from: "fc.weight.transpose".
         source = next((self.hints[id(t)][1] for t in inputs if id(t) in self.hints), None)
@@ -610,7 +613,25 @@ converts(aten.clone.default, aten.alias.default, aten.detach.default, aten.lift_
 @converts(aten.mm.default, aten.bmm.default, aten.matmul.default, torch.mm, torch.bmm,
           torch.matmul, operator.matmul, "matmul", "mm", "bmm", "__matmul__")
 def _matmul(cx: Ctx, a, b):
-    return _binary(cx, "matmul", a, b)
+    return _binary(cx, "matmul", a, _unbroadcast_weight(cx, a, b))
+
+
+def _unbroadcast_weight(cx: Ctx, a, b):
+    """A constant B expanded over batch dims that A has anyway (F.linear on a 3-D input that is
+    not contiguous becomes bmm(A, W^T.expand(L, K, N))) as the 2-D weight it is: one [K, N]
+    operand, which matmul broadcasts, instead of L copies and an L-batched GEMM."""
+    if not isinstance(b, torch.Tensor) or b.dim() < 3 or cx.rank(a) < b.dim():
+        return b
+    batch = b.shape[:-2]
+    if any(s != 1 and st != 0 for s, st in zip(batch, b.stride()[:-2])):
+        return b  # really differs along a batch dim
+    a_batch = cx.shape(a)[cx.rank(a) - b.dim():-2]
+    if any(s not in (1, t) for s, t in zip(batch, a_batch)):
+        return b  # B's batch dims would widen the result
+    weight = b[(0,) * len(batch)]
+    if id(b) in cx.hints:  # keep the weight's name: "attn.in_proj_weight.transpose"
+        cx.hints[id(weight)] = (weight, cx.hints[id(b)][1].removesuffix(".expand"))
+    return weight
 
 
 @converts(aten.linear.default, F.linear)

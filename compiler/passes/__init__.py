@@ -24,7 +24,7 @@ from trident.compiler.passes.heads import fold_head_splits
 from trident.compiler.passes.horizontal import merge_sibling_matmuls
 from trident.compiler.passes.precision import lower_precision
 from trident.compiler.passes.reshapes import sink_reshapes
-from trident.compiler.passes.transposes import sink_transposes
+from trident.compiler.passes.transposes import matmul_rows_in_order, sink_transposes
 
 Pass = Callable[[Graph], Graph]
 
@@ -51,9 +51,13 @@ def pipeline(options: PassOptions) -> list[tuple[str, Pass]]:
         ("fold_bias_into_anchor", fold_bias_into_anchor),
         ("lower_conv1d", lower_conv1d),
         ("sink_reshapes", sink_reshapes),
+        ("matmul_rows_in_order", matmul_rows_in_order),
         ("sink_transposes", sink_transposes),
         ("fold_head_splits", fold_head_splits),
         ("fuse_attention", fuse_attention),
+        # again: the head splits an attention node now reads whole (the pattern's scales and the
+        # reshape regrouping its scores, which split them, are gone)
+        ("fold_head_splits", fold_head_splits),
         ("merge_sibling_matmuls", merge_sibling_matmuls),
         ("split_wide_concats", split_wide_concats),
     ]

@@ -154,3 +154,28 @@ def fold_transpose_chains(graph: Graph) -> Graph:
 
 def sink_transposes(graph: Graph) -> Graph:
     return sink_in_rounds(graph, _sink_once, fold_transpose_chains)
+
+
+def matmul_rows_in_order(graph: Graph) -> Graph:
+    """matmul(transpose(x, p), W) -> transpose(matmul(x, W), p) for a 2-D W and a p that keeps
+    the last (K) dim last: the GEMM then walks x's rows in memory order, one GEMM over all of
+    them, where the permuted rows (torch's nn.MultiheadAttention turns a batch-first input
+    sequence-first before its input projection) could not be walked with one stride and made it
+    a batched GEMM of a few rows per batch entry. The transpose, now of a matmul result, sinks
+    further (sink_transposes) or stays a view."""
+    producers = graph.producers()
+
+    def hoist(node: Node, rb: Rebuild):
+        if node.op != "matmul" or len(_shape(graph, node.inputs[1])) != 2:
+            return None
+        transpose = producers.get(node.inputs[0])
+        if transpose is None or transpose.op != "transpose":
+            return None
+        perm = list(transpose.attrs["perm"])
+        if perm[-1] != len(perm) - 1:
+            return None  # K moves: not a reordering of rows
+        ins = [rb.value(transpose.inputs[0])] + [rb.value(i) for i in node.inputs[1:]]
+        rows = rb.builder.add1("matmul", ins, node.attrs, node.name)
+        return rb.builder.add("transpose", [rows], {"perm": perm}, node.name + "_rows")
+
+    return eliminate_dead_code(rewrite(graph, hoist))
