@@ -94,7 +94,8 @@ def _block_k(dtype) -> int:
 NUM_SMS_H200 = 132
 
 
-def heuristic_config(M: int, N: int, K: int, dtype, out_bytes: int = 2) -> LaunchConfig:
+def heuristic_config(M: int, N: int, K: int, dtype, out_bytes: int = 2,
+                     reads_tiles: bool = False) -> LaunchConfig:
     """Deterministic default config for an H200 (or cheap big blocks in the interpreter).
 
     The 16- and 8-bit tiles are the winners of `trident bench sweep` on an H200 over square, BERT
@@ -102,6 +103,7 @@ def heuristic_config(M: int, N: int, K: int, dtype, out_bytes: int = 2) -> Launc
     128x256 on two warpgroups, persistent; int8: see _int8_config.
     out_bytes: the widest output element the kernel stores. The epilogue's layout change stages the
     whole tile in shared memory, so a 4-byte output (fp32, int32) rules out the 128x256 tile.
+    reads_tiles: the epilogue loads an operand as big as the output (a residual), see below.
     """
     if is_interpreter():
         return tile_config(interpreter_block(M), interpreter_block(N),
@@ -115,6 +117,13 @@ def heuristic_config(M: int, N: int, K: int, dtype, out_bytes: int = 2) -> Launc
         return tile_config(max(16, next_pow2(M)), 64 if N <= 4096 else 128, bk, 8, 4, 4)
     if is_int8(dtype):
         return _int8_config(M, N, K, bk, out_bytes)
+    if reads_tiles and N >= 128 and cdiv(M, 128) * cdiv(N, 128) >= 2 * NUM_SMS_H200:
+        # A residual (and layer scale) loaded in the epilogue next to 128 fp32 accumulators per
+        # thread (128x256 on 8 warps, 128x128 on 4) is too much for the registers; 128x128 on 8
+        # warps keeps 64. DINOv2's 3072->768 + layer scale + residual at 10,960 tokens: 108.6 us
+        # against 175.5 (128x256, 3 stages) and 163.7 (128x128 on 4 warps, 4 stages); its
+        # 768->768: 38.0 against 63.1 and 63.3 (cuBLAS without the epilogue: 89.1 and 48.6).
+        return tile_config(128, 128, bk, 8, 8, 3, PERSISTENT=2)
     if cdiv(M, 128) * cdiv(N, 128) < NUM_SMS_H200:
         # Too few 128x128 tiles to fill the SMs: 64-row tiles (and half the shared memory, which a
         # fused fp32-input cast needs: its A tile is loaded as fp32).
@@ -125,12 +134,10 @@ def heuristic_config(M: int, N: int, K: int, dtype, out_bytes: int = 2) -> Launc
     wide_tiles = cdiv(M, 128) * cdiv(N, 256)
     if N >= 256 and out_bytes <= 2 and wide_tiles >= NUM_SMS_H200 // 2:
         k_steps = cdiv(K, bk)
-        if M >= 8192 and wave_efficiency(wide_tiles) < 0.85:
-            # A last wave of 128x256 tiles that leaves many SMs idle (2048->512 at 7x7: 196 tiles,
-            # 1.48 waves) is evened out by 128x128 tiles two per SM: 46.5 us against 51.6 (cuDNN
-            # 37.9), and a fifth stage where K is deep: 0.86x cuBLAS against 0.82x. Where the
-            # waves are nearly full they lose: DINOv2's 3072->768 at 10,960 tokens (258 tiles,
-            # 1.95 waves) ran at 292 TFLOP/s on them, its 768->2304 on 128x256 tiles at 597.
+        if M >= 8192 and wide_tiles < 2 * NUM_SMS_H200:
+            # Under two waves of 128x256 tiles (2048->512 at 7x7: 196 tiles, 1.48 waves) leave SMs idle
+            # in the last wave; 128x128 tiles two per SM even it out: 46.5 us against 51.6 (cuDNN 37.9),
+            # and a fifth stage where K is deep: 0.86x cuBLAS against 0.82x.
             return tile_config(128, 128, bk, 8, 4, 5 if k_steps >= 16 else 4, PERSISTENT=2)
         # A fourth stage pays from K = 1024 (1024->256 at 14x14: 1.04x cuBLAS against 0.93x; BERT's
         # 3072->768: 0.84x against 0.79x); at 8192^3 it is even (1.005x against 1.011x).
@@ -140,11 +147,6 @@ def heuristic_config(M: int, N: int, K: int, dtype, out_bytes: int = 2) -> Launc
     if N >= 128:
         return tile_config(128, 128, bk, 8, 4, 4, PERSISTENT=2)
     return tile_config(128, 64, bk, 8, 4, 3)
-
-
-def wave_efficiency(tiles: int, slots: int = NUM_SMS_H200) -> float:
-    """The share of the SM slots that the tiles' waves keep busy (1.0: the last wave is full)."""
-    return tiles / (cdiv(tiles, slots) * slots)
 
 
 def _int8_config(M: int, N: int, K: int, bk: int, out_bytes: int) -> LaunchConfig:

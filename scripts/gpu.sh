@@ -75,6 +75,8 @@ run_perf() {
     2>&1 | tee "$out/perf-tests.txt" | tail -8
   run_perf_memcheck
   timeout "${T_PERF_BENCH:-420}" python3 -m trident.tools bench perf --out "$out" 2>&1 | tee "$out/perf.txt"
+  # the fused-epilogue GEMMs of those models, every fast-level tile beside cuBLAS
+  timeout "${T_EPILOGUES:-300}" python3 -m trident.tools bench epilogues --out "$out" 2>&1 | tail -45 | tee "$out/epilogues.txt"
 }
 run_perf_memcheck() {
   memcheck python3 -m pytest -q -p no:cacheprovider tests/test_conv1d.py -k "module_runs and (plain or strided \

@@ -25,15 +25,15 @@ import torch
 
 from trident.compiler import config
 from trident.compiler.errors import InputError
-from trident.tools.benchmarks import (accuracy, attention, dynamic, int8, kernels, perf, report, runtime, suite,
-                                      sweep, templates, train_digits, tuning)
+from trident.tools.benchmarks import (accuracy, attention, dynamic, epilogues, int8, kernels, perf, report, runtime,
+                                      suite, sweep, templates, train_digits, tuning)
 from trident.tools.benchmarks.readme import update_readme
 from trident.tools.benchmarks.results import environment, write_json
 
 # `trident bench NAME`: each module has HELP, add_arguments(parser) and run(args).
 BENCHMARKS = {"kernels": templates, "attention": attention, "sweep": sweep, "int8": int8, "accuracy": accuracy,
               "runtime": runtime, "tune": tuning, "train-digits": train_digits, "perf": perf,
-              "dynamic": dynamic}
+              "dynamic": dynamic, "epilogues": epilogues}
 
 TORCH_COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 

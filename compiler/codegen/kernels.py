@@ -106,6 +106,15 @@ def _after_anchor(group: Group) -> list[Node]:
     return group.nodes[group.nodes.index(group.anchor) + 1:]
 
 
+def _epilogue_reads_tiles(group: Group, graph: Graph, out_shape: tuple) -> bool:
+    """Does the epilogue load an operand with as many elements as the output (a residual), not
+    just per-column vectors (bias, layer scale)?"""
+    inside = {o for n in group.nodes for o in n.outputs}
+    size = math.prod(out_shape)
+    return any(v not in inside and math.prod(graph.types[v].shape) >= size
+               for n in _after_anchor(group) for v in n.inputs)
+
+
 def _epilogue(w: KernelWriter, group: Group, nodes: list[Node], layouts, args: Args,
               space_shape, target_map=None) -> None:
     operand_for = lambda v: _operand(v, layouts, args, space_shape, target_map)  # noqa: E731
@@ -370,7 +379,8 @@ def matmul(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: list
     w.values[anchor.outputs[0]] = "v0"
     _epilogue(w, group, _after_anchor(group), layouts, args, out_shape)
     _stores(w, outputs, layouts, args, out_shape)
-    cfg = heuristic_config(rows, N, K, a.dtype, _out_bytes(graph, outputs))
+    cfg = heuristic_config(rows, N, K, a.dtype, _out_bytes(graph, outputs),
+                           reads_tiles=_epilogue_reads_tiles(group, graph, out_shape))
     src = _header(name, group.nodes, graph, TILE_IMPORTS + "\nfrom trident.kernels.matmul import matmul_tile")
     consts = ["BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M"]
     src += _tile_loop(args, consts, w.lines, f"tl.cdiv({rows}, BLOCK_M) * tl.cdiv({N}, BLOCK_N)")
