@@ -146,6 +146,9 @@ def test_zoo_a_row_past_its_error_bound_is_wrong_not_ok():
     assert "1 built and ran, 0 failed, 1 wrong" in table
     assert "| m | compile | fp32 | **wrong**: relative error 3.7e-01 past the bound 1.0e-04 |" in table
     assert "| compile | fp32 | 0 of 1 | 1 |" in readme_summary(report, "z.md")
+    # int8 rows are not judged: the summary says so and shows their errors, never "right"
+    report = {"device": "GPU", "batch": 8, "rows": [row("int8", 0.5), row("int8", 0.02)]}
+    assert "| compile | int8 | 2 of 2 (error not judged: 0.02 to 0.5) | 0 |" in readme_summary(report, "z.md")
 
 
 def test_zoo_counts_a_model_past_the_time_limit_apart_from_failures(tmp_path, monkeypatch):
@@ -249,6 +252,8 @@ def test_zoo_merge_keeps_rows_a_run_did_not_measure_again():
                       ("a", "onnx", "fp16"): "error",                             # measured again
                       ("b", "onnx", "fp16"): "ok",                                # the timeout gone
                       ("c", None, None): "timeout"}                               # replaces c's rows
+    # a report in parts says how many models were ever built side by side
+    assert merge({**old, "jobs": 7}, {**new, "jobs": 1})["jobs"] == 7
 
 
 def test_a_zoo_model_is_a_model_argument_of_every_command():

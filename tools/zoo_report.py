@@ -80,7 +80,7 @@ def _conditions(report: dict) -> str:
 
 def _jobs_note(report: dict) -> str:
     jobs = report.get("jobs", 1)
-    return (f" {jobs} models were built side by side, and timed one at a time." if jobs > 1
+    return (f" Up to {jobs} models were built side by side, and timed one at a time." if jobs > 1
             else "")
 
 
@@ -116,12 +116,21 @@ def readme_summary(report: dict, full_table: str, every_model: list[str] | None 
                 slowest = min(ratios)
                 speed = f"{geomean:.2f}× ({slowest[0]:.2f}×, {slowest[1]})"
             failed = sum(r["status"] in ("error", "wrong") for r in group)
-            lines.append(f"| {entry} | {precision} | {len(ok)} of {len(group)} | {failed} | {speed} |")
+            lines.append(f"| {entry} | {precision} | {len(ok)} of {len(group)}{_unjudged(precision, ok)} | "
+                         f"{failed} | {speed} |")
     unfinished = sorted(r["model"] for r in rows if r["status"] == "timeout")
     notes = [f"Not finished within the run's time limit per model: {', '.join(unfinished)}."
              if unfinished else "", not_run_note(report, every_model or [])]
     notes = " ".join(n for n in notes if n)
     return "\n".join(lines + (["", notes] if notes else []))
+
+
+def _unjudged(precision: str, ok: list[dict]) -> str:
+    """For a precision with no error bound (int8): the range of errors, so 'right' claims nothing."""
+    errors = [r["rel_err"] for r in ok if r.get("rel_err") is not None]
+    if error_bound(precision, 0.0) is not None or not errors:
+        return ""
+    return f" (error not judged: {min(errors):.2g} to {max(errors):.2g})"
 
 
 def update_readme(readme: Path, table: str) -> None:
@@ -152,4 +161,5 @@ def merge(old: dict | None, new: dict) -> dict:
     ran = {r["model"] for r in new["rows"]}
     kept = [r for r in old.get("rows", []) if r["model"] not in whole and _key(r) not in keys
             and not (_key(r)[1] is None and r["model"] in ran)]
-    return {**new, "rows": kept + new["rows"]}
+    jobs = max(old.get("jobs", 1), new.get("jobs", 1))  # a report in parts: the most side by side
+    return {**new, "jobs": jobs, "rows": kept + new["rows"]}
