@@ -224,3 +224,18 @@ def test_perf_benchmark_table_and_settle():
     bn = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4)).eval()
     perf.settle(bn, (torch.randn(2, 3, 8, 8) * 5 + 3,))
     assert not bn.training and bn[1].running_mean.abs().sum() > 0
+
+
+def test_perf_benchmark_gives_zero_initialised_layers_values():
+    # torchvision's ViT-B/16 zero-initialises its head: every output, and so every relative error,
+    # would be 0 and measure nothing. The benchmark gives such layers values, as the zoo does.
+    from trident.tools.benchmarks import perf
+
+    model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+    torch.nn.init.zeros_(model[2].weight)
+    torch.nn.init.zeros_(model[2].bias)
+    spec = perf.Model("zero head", lambda: model, lambda b: (torch.randn(b, 8),), 2, ("onnx",))
+    rows = perf.bench_model(spec, torch.device("cpu"), True, perf._dry_timer)
+    assert model[2].weight.abs().sum() > 0
+    (onnx_row,) = [r for r in rows if r["runner"] == "trident (ONNX)"]
+    assert onnx_row["status"] == "ok" and 0 < onnx_row["rel_err"] < 1e-2  # an fp16 engine

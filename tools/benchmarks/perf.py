@@ -26,6 +26,7 @@ import torch
 from trident.compiler.testing import export_onnx, relative_error
 from trident.compiler.timing import bench_ms
 from trident.tools.benchmarks.results import ResultsFile, markdown_table, require_gpu
+from trident.tools.zoo_models import randomize_zero_parameters
 
 HELP = "ConvNeXt-T, ViT-B/16, Whisper encoder: trident vs torch eager vs torch.compile (fp16)"
 
@@ -139,6 +140,7 @@ def bench_model(spec: Model, device, dry: bool, timer: Callable) -> list[dict]:
     except ImportError as exc:
         return [{"model": spec.label, "runner": "-", "status": f"skipped: {exc}"}]
     torch.manual_seed(0)
+    randomize_zero_parameters(model)  # ViT-B/16's zero head would make every output, and error, 0
     inputs = spec.inputs(spec.batch)
     settle(model, inputs)
     with torch.no_grad():  # the fp32 reference, computed where the runners run
