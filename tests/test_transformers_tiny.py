@@ -97,6 +97,29 @@ def test_zoo_tiny_report(tmp_path):
     assert text.count("| transformers/distilbert |") == 4
 
 
+def test_zoo_int8_engine_is_checked_against_its_own_int8_graph():
+    # An int8 row's error against fp32 is mostly quantization's; the engine's own error is its
+    # distance from the graph its kernels were generated from, run by the reference executor.
+    from trident.compiler.build import BuildTrace, compile_graph, engine_from, import_model
+    from trident.compiler.quantize.plan import QuantOptions
+    from trident.compiler.testing import relative_error
+    from trident.models import MODELS
+    from trident.tools.zoo_report import int8_graph_bound
+    from trident.tools.zoo_run import int8_graph_output
+
+    build, make_inputs = MODELS["resnet_tiny"]
+    model, inputs = build().eval(), list(make_inputs(2))
+    trace = BuildTrace()
+    program = compile_graph(import_model(model, inputs), "int8", trace,
+                            quantization=QuantOptions.from_kwargs([tuple(inputs)]))
+    out = engine_from(program)(*inputs)[0]
+    reference = int8_graph_output(trace, inputs)
+    assert any(n.op.startswith("q") for n in trace.after_pass[-1][1].nodes)  # an int8 graph
+    assert relative_error(out, reference) < int8_graph_bound(None)
+    with torch.no_grad():
+        assert relative_error(out, model(*inputs)) > relative_error(out, reference)
+
+
 def test_zoo_readme_markers(tmp_path):
     from trident.tools.zoo_report import END, update_readme
 
@@ -140,15 +163,21 @@ def test_zoo_a_row_past_its_error_bound_is_wrong_not_ok():
     assert accuracy_problem(row("fp16", 3.9e-3)) is None  # within 2 x torch fp16's 2e-3
     assert "past the bound 4.0e-03" in accuracy_problem(row("fp16", 4.1e-3))
     assert accuracy_problem(row("fp16", 9e-4, fp16_err=1e-5)) is None  # the 1e-3 floor
-    assert accuracy_problem(row("int8", 0.5)) is None  # int8 is not judged against fp32
+    assert accuracy_problem(row("int8", 0.5)) is None  # int8 is not judged against fp32...
+    assert accuracy_problem({**row("int8", 0.5), "int8_graph_err": 3e-3}) is None
+    assert "against its int8 graph, past the bound 5.0e-02" in \
+        accuracy_problem({**row("int8", 0.5), "int8_graph_err": 0.2})  # ...but against its int8 graph
     report = {"device": "GPU", "batch": 8, "rows": [row("fp32", 0.37), row("fp16", 1e-3)]}
     table = markdown_table(report)
     assert "1 built and ran, 0 failed, 1 wrong" in table
     assert "| m | compile | fp32 | **wrong**: relative error 3.7e-01 past the bound 1.0e-04 |" in table
     assert "| compile | fp32 | 0 of 1 | 1 |" in readme_summary(report, "z.md")
     # int8 rows are not judged: the summary says so and shows their errors, never "right"
-    report = {"device": "GPU", "batch": 8, "rows": [row("int8", 0.5), row("int8", 0.02)]}
-    assert "| compile | int8 | 2 of 2 (error not judged: 0.02 to 0.5) | 0 |" in readme_summary(report, "z.md")
+    report = {"device": "GPU", "batch": 8, "rows": [{**row("int8", 0.5), "int8_graph_err": 3e-3},
+                                                    row("int8", 0.02)]}
+    assert ("| compile | int8 | 2 of 2 (1 checked against their int8 graph; error against fp32 0.02 to 0.5) | 0 |"
+            in readme_summary(report, "z.md"))
+    assert "0.5 (2.0e-03); int8 graph 3.0e-03 |" in markdown_table(report).replace("5.0e-01", "0.5")
 
 
 def test_zoo_counts_a_model_past_the_time_limit_apart_from_failures(tmp_path, monkeypatch):
