@@ -131,8 +131,7 @@ def readme_summary(report: dict, full_table: str, every_model: list[str] | None 
                 slowest = min(ratios)
                 speed = f"{geomean:.2f}× ({slowest[0]:.2f}×, {slowest[1]})"
             failed = sum(r["status"] in ("error", "wrong") for r in group)
-            lines.append(f"| {entry} | {precision} | {len(ok)} of {len(group)}{_unjudged(precision, ok)} | "
-                         f"{failed} | {speed} |")
+            lines.append(f"| {entry} | {precision} | {_right(precision, ok, len(group))} | {failed} | {speed} |")
     unfinished = sorted(r["model"] for r in rows if r["status"] == "timeout")
     notes = [f"Not finished within the run's time limit per model: {', '.join(unfinished)}."
              if unfinished else "", not_run_note(report, every_model or [])]
@@ -140,15 +139,20 @@ def readme_summary(report: dict, full_table: str, every_model: list[str] | None 
     return "\n".join(lines + (["", notes] if notes else []))
 
 
-def _unjudged(precision: str, ok: list[dict]) -> str:
-    """For int8, which has no bound against fp32: how many rows were judged against their own int8
-    graph, and the range of their errors against fp32, so 'right' claims no more than was checked."""
+def _right(precision: str, ok: list[dict], rows: int) -> str:
+    """'k of n' rows right. int8 has no bound against fp32: only rows checked against their own
+    int8 graph count as right; the others are said to have run, unjudged, with the range of the
+    errors against fp32, so the cell claims no more than was checked."""
+    if error_bound(precision, 0.0) is not None:
+        return f"{len(ok)} of {rows}"
+    checked = [r for r in ok if r.get("int8_graph_err") is not None]
+    cell = f"{len(checked)} of {rows}"
+    if len(checked) < len(ok):
+        cell += f"; {len(ok) - len(checked)} more ran, not judged"
     errors = [r["rel_err"] for r in ok if r.get("rel_err") is not None]
-    if error_bound(precision, 0.0) is not None or not errors:
-        return ""
-    checked = sum(r.get("int8_graph_err") is not None for r in ok)
-    return (f" ({checked} checked against their int8 graph; error against fp32 "
-            f"{min(errors):.2g} to {max(errors):.2g})")
+    if errors:
+        cell += f" (error against fp32 {min(errors):.2g} to {max(errors):.2g})"
+    return cell
 
 
 def update_readme(readme: Path, table: str) -> None:
