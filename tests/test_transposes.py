@@ -130,3 +130,36 @@ def test_two_matmul_results_do_not_trade_the_transpose(rng):
     other = b.add1("matmul", [y, b.constant(randn(rng, 5, 3), "v")])
     graph = b.finish([b.add1("add", [t, other])])
     assert [n.op for n in sink_transposes(graph).nodes] == [n.op for n in graph.nodes]
+
+
+class TransposedRows(nn.Module):
+    """A matmul of permuted rows: (x.transpose(0, 1)) @ W, or a permutation of three batch dims."""
+
+    def __init__(self, rank):
+        super().__init__()
+        self.rank = rank
+        self.w = nn.Parameter(torch.randn(16, 24))
+
+    def forward(self, x):
+        rows = x.transpose(0, 1) if self.rank == 3 else x.permute(2, 0, 1, 3)
+        return torch.matmul(rows, self.w) * 2.0
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+@pytest.mark.parametrize("rank", [3, 4])
+def test_matmul_rows_in_order_is_one_gemm_and_keeps_values(precision, rank, rng):
+    # matmul_rows_in_order: the GEMM reads x's rows in memory order (one unbatched GEMM) and the
+    # permutation moves to its result, a view, including when that result is the graph's output.
+    from trident.compiler.autotune import problem_of
+    from trident.compiler.build import BuildTrace
+
+    torch.manual_seed(3)
+    model = TransposedRows(rank).eval()
+    x = randn(rng, 5, 3, 16) if rank == 3 else randn(rng, 2, 3, 4, 16)
+    trace = BuildTrace()
+    engine = build_engine(model, precision, example_inputs=[x], trace=trace)
+    (gemm,) = [problem_of(s.source) for s in engine.plan.kernel_steps()
+               if problem_of(s.source).get("template") == "matmul"]
+    assert gemm["batch"] == 1 and gemm["M"] == x[..., 0].numel()
+    with torch.no_grad():
+        torch.testing.assert_close(engine(x)[0], model(x), **TOL[precision])
