@@ -113,7 +113,7 @@ def test_zoo_int8_engine_is_checked_against_its_own_int8_graph():
     program = compile_graph(import_model(model, inputs), "int8", trace,
                             quantization=QuantOptions.from_kwargs([tuple(inputs)]))
     out = engine_from(program)(*inputs)[0]
-    reference = int8_graph_output(trace, inputs)
+    reference = int8_graph_output(program.graph, inputs)
     assert any(n.op.startswith("q") for n in trace.after_pass[-1][1].nodes)  # an int8 graph
     assert relative_error(out, reference) < int8_graph_bound(None)
     with torch.no_grad():

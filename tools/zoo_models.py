@@ -22,7 +22,6 @@ class ZooModel:
     cnn: bool              # int8 is measured for CNNs
     make: Callable         # (batch, tiny) -> (module, example_inputs)
 
-
     def prepared(self, batch: int, tiny: bool) -> tuple:
         """(module in eval mode, example inputs) as the zoo runs the model: random weights, none
         all zero, BatchNorm statistics settled on the example batch."""

@@ -209,22 +209,21 @@ def export_onnx(module, inputs) -> str:
 
 def _through_onnx(row: Row, path: str, inputs, precision: str, anchors: Anchors,
                   opts: RunOptions) -> None:
-    from trident.compiler.build import BuildTrace, compile_graph, engine_from, import_model
+    from trident.compiler.build import compile_graph, engine_from, import_model
     from trident.compiler.quantize.plan import QuantOptions
 
     quantization = QuantOptions.from_kwargs([inputs]) if precision == "int8" else None
     start = time.perf_counter()
     graph = import_model(path)
     imported = time.perf_counter()
-    trace = BuildTrace()
-    program = compile_graph(graph, precision, trace, True, quantization, device=opts.device)
+    program = compile_graph(graph, precision, None, True, quantization, device=opts.device)
     engine = engine_from(program, opts.device)
     done = time.perf_counter()
     feed = [x for x, name in zip(inputs, graph.inputs)]
     out = engine(*feed)[0]
     row.rel_err = relative_error(out, anchors.ref)
     if precision == "int8":
-        row.int8_graph_err = relative_error(out, int8_graph_output(trace, feed))
+        row.int8_graph_err = relative_error(out, int8_graph_output(program.graph, feed))
     row.kernels = engine.num_kernels
     torch_steps = [s for s in engine.plan.steps if s.kind == "torch"]
     row.in_torch = len(torch_steps)
@@ -233,15 +232,15 @@ def _through_onnx(row: Row, path: str, inputs, precision: str, anchors: Anchors,
     row.latency_ms["trident"] = _latency(lambda: engine(*feed), opts)
 
 
-def int8_graph_output(trace, inputs) -> torch.Tensor:
-    """The first output of the graph an int8 engine's kernels were generated from (after every
-    pass, with its calibrated scales), run by the reference executor on the CPU: the same integer
-    math, so the engine's distance from it is the kernels' error, not quantization's."""
+def int8_graph_output(graph, inputs) -> torch.Tensor:
+    """The first output of `graph`, the one an int8 engine's kernels were generated from (a
+    Program's graph: after every pass, with its calibrated scales), run by the reference executor
+    on the CPU: the same integer math, so the engine's distance from it is the kernels' error, not
+    quantization's."""
     from trident.compiler.reference import run_reference
 
-    final = trace.after_pass[-1][1]
     with torch.no_grad():
-        return run_reference(final, [x.cpu() for x in inputs])[0]
+        return run_reference(graph, [x.cpu() for x in inputs])[0]
 
 
 __all__ = ["RunOptions", "Row", "run_model"]
