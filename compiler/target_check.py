@@ -55,6 +55,9 @@ class Launch:
 
 
 def _type_of(value) -> str:
+    from triton.runtime.jit import mangle_type
+    from triton.tools.tensor_descriptor import TensorDescriptor
+
     if isinstance(value, torch.Tensor):
         if value.dtype not in _POINTER_TYPES:
             raise TypeError(f"a {value.dtype} tensor argument has no Triton pointer type here")
@@ -65,6 +68,8 @@ def _type_of(value) -> str:
         return "i32" if -2**31 <= value < 2**31 else "i64"
     if isinstance(value, float):
         return "fp32"
+    if isinstance(value, TensorDescriptor):  # a TMA operand: its element type and box
+        return mangle_type(value)
     raise TypeError(f"an argument of type {type(value).__name__} has no Triton type here")
 
 
@@ -83,8 +88,8 @@ def launch_of(fn, arg_names: list[str], args: tuple, kwargs: dict) -> Launch:
     marked = _constexpr_params(fn)
     types = []
     for name, value in zip(arg_names, args):
-        if name in marked:  # (a constexpr passed by position, as a shape-generic kernel's ALIGNED)
-            constexprs[name] = value
+        if name in marked or value is None:  # (a constexpr passed by position, as a shape-generic
+            constexprs[name] = value              # kernel's ALIGNED; None, a TMA operand left out, is one too)
         else:
             types.append((name, _type_of(value)))
     return Launch(fn.__code__.co_filename, fn.__module__, fn.__name__, tuple(types),

@@ -18,6 +18,7 @@ from trident.kernels.common import (cast_for_store, cdiv, check_tile, dot_acc, d
                                     grouped_pid, interpreter_block, is_int8, is_interpreter, min_block_k, next_pow2,
                                     persistent_grid, tile_config, zero_acc)
 from trident.kernels.prims import in_bounds
+from trident.kernels.tma import gemm_descriptors, gemm_operands_fit
 
 import triton
 import triton.language as tl
@@ -52,38 +53,66 @@ def matmul_tile(a_ptr, b_ptr, M, N, K, stride_am, stride_ak, stride_bk, stride_b
 
 
 @triton.jit
-def matmul_store_tile(tile, a_ptr, b_ptr, c_ptr, M, N, K, stride_am, stride_ak, stride_bk, stride_bn,
-                      stride_cm, stride_cn, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                      BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr, INPUT_PRECISION: tl.constexpr):
+def matmul_tile_tma(a_desc, b_desc, K, pid_m, pid_n, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                    BLOCK_K: tl.constexpr, B_K_MAJOR: tl.constexpr, INPUT_PRECISION: tl.constexpr):
+    """matmul_tile's accumulator with A and B streamed by TMA (kernels/tma.py): a_desc over A [M, K],
+    b_desc over B [N, K] (B_K_MAJOR) or [K, N]. Rows, columns and K past the tensors read 0."""
+    if a_desc.dtype == tl.int8:
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int32)
+    else:
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for k in range(0, tl.cdiv(K, BLOCK_K)):
+        a = a_desc.load([pid_m * BLOCK_M, k * BLOCK_K])
+        if B_K_MAJOR:
+            b = b_desc.load([pid_n * BLOCK_N, k * BLOCK_K]).T
+        else:
+            b = b_desc.load([k * BLOCK_K, pid_n * BLOCK_N])
+        acc = dot_acc(a, b, acc, INPUT_PRECISION)
+    return acc
+
+
+@triton.jit
+def matmul_store_tile(tile, a_ptr, b_ptr, c_ptr, a_desc, b_desc, M, N, K, stride_am, stride_ak, stride_bk,
+                      stride_bn, stride_cm, stride_cn, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                      BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+                      TMA: tl.constexpr):
     """C tile number `tile` (in grouped order) = A @ B, stored."""
     pid_m, pid_n = grouped_pid(tile, M, N, BLOCK_M, BLOCK_N, GROUP_M)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    acc = matmul_tile(a_ptr, b_ptr, M, N, K, stride_am, stride_ak, stride_bk, stride_bn, offs_m, offs_n,
-                      BLOCK_M, BLOCK_N, BLOCK_K, INPUT_PRECISION)
+    if TMA:
+        acc = matmul_tile_tma(a_desc, b_desc, K, pid_m, pid_n, BLOCK_M, BLOCK_N, BLOCK_K, stride_bk == 1,
+                              INPUT_PRECISION)
+    else:
+        acc = matmul_tile(a_ptr, b_ptr, M, N, K, stride_am, stride_ak, stride_bk, stride_bn, offs_m, offs_n,
+                          BLOCK_M, BLOCK_N, BLOCK_K, INPUT_PRECISION)
     c_ptrs = c_ptr + offs_m[:, None] * stride_cm + offs_n[None, :] * stride_cn
     mask = (offs_m[:, None] < M) & (offs_n[None, :] < N)
     tl.store(c_ptrs, cast_for_store(acc, c_ptr), mask=mask)
 
 
 @triton.jit
-def matmul_kernel(a_ptr, b_ptr, c_ptr, M: tl.constexpr, N: tl.constexpr, K: tl.constexpr,
+def matmul_kernel(a_ptr, b_ptr, c_ptr, a_desc, b_desc, M: tl.constexpr, N: tl.constexpr, K: tl.constexpr,
                   stride_am: tl.constexpr, stride_ak: tl.constexpr, stride_bk: tl.constexpr,
                   stride_bn: tl.constexpr, stride_cm: tl.constexpr, stride_cn: tl.constexpr,
                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                  GROUP_M: tl.constexpr, INPUT_PRECISION: tl.constexpr, PERSISTENT: tl.constexpr):
+                  GROUP_M: tl.constexpr, INPUT_PRECISION: tl.constexpr, PERSISTENT: tl.constexpr,
+                  TMA: tl.constexpr):
     """Standalone GEMM. Grid: one program per C tile, or (PERSISTENT) fewer programs that loop
     over the tiles; flatten=True lets Triton pipeline one tile's loads under the last one's store.
     Sizes and strides are compile-time, as in a generated kernel (what an engine runs is what this
-    measures): index math folds, and so does the K mask when BLOCK_K divides K."""
+    measures): index math folds, and so does the K mask when BLOCK_K divides K. TMA: A and B come
+    through a_desc / b_desc (kernels/tma.py), else through the pointers."""
     if PERSISTENT:
         tiles = tl.cdiv(M, BLOCK_M) * tl.cdiv(N, BLOCK_N)
         for tile in tl.range(tl.program_id(0), tiles, tl.num_programs(0), flatten=True):
-            matmul_store_tile(tile, a_ptr, b_ptr, c_ptr, M, N, K, stride_am, stride_ak, stride_bk, stride_bn,
-                              stride_cm, stride_cn, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, INPUT_PRECISION)
+            matmul_store_tile(tile, a_ptr, b_ptr, c_ptr, a_desc, b_desc, M, N, K, stride_am, stride_ak, stride_bk,
+                              stride_bn, stride_cm, stride_cn, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, INPUT_PRECISION,
+                              TMA)
     else:
-        matmul_store_tile(tl.program_id(0), a_ptr, b_ptr, c_ptr, M, N, K, stride_am, stride_ak, stride_bk,
-                          stride_bn, stride_cm, stride_cn, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, INPUT_PRECISION)
+        matmul_store_tile(tl.program_id(0), a_ptr, b_ptr, c_ptr, a_desc, b_desc, M, N, K, stride_am, stride_ak,
+                          stride_bk, stride_bn, stride_cm, stride_cn, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M,
+                          INPUT_PRECISION, TMA)
 
 
 # Streaming K per stage in bytes is what matters for shared memory: 64 fp16 = 128 int8 = 32 fp32.
@@ -94,9 +123,17 @@ def _block_k(dtype) -> int:
 NUM_SMS_H200 = 132
 
 
-def heuristic_config(M: int, N: int, K: int, dtype, out_bytes: int = 2,
-                     reads_tiles: bool = False) -> LaunchConfig:
+def heuristic_config(M: int, N: int, K: int, dtype, out_bytes: int = 2, reads_tiles: bool = False,
+                     tma: bool = False) -> LaunchConfig:
     """Deterministic default config for an H200 (or cheap big blocks in the interpreter).
+    tma: the kernel's operands can load through TMA descriptors (kernels/tma.py); the config then
+    turns that on (TMA=1), in the interpreter too, so what runs on the GPU is what CPU tests run."""
+    cfg = _heuristic_tile(M, N, K, dtype, out_bytes, reads_tiles)
+    return cfg.replace(TMA=1) if tma else cfg
+
+
+def _heuristic_tile(M: int, N: int, K: int, dtype, out_bytes: int, reads_tiles: bool) -> LaunchConfig:
+    """heuristic_config's tile.
 
     The 16- and 8-bit tiles are the winners of `trident bench sweep` on an H200 over square, BERT
     and ResNet-50 1x1-conv GEMMs (docs/performance.md, "GEMM tiles"): fp16 wants
@@ -225,13 +262,18 @@ def matmul(a: torch.Tensor, b: torch.Tensor, *, b_k_major: bool = False, out_dty
         return c
     if K == 0:
         return c.zero_()
-    cfg = config or heuristic_config(M, N, K, a.dtype, c.element_size())
-    check_tile(cfg, a.dtype)
     stride_bk, stride_bn = (b.stride(1), b.stride(0)) if b_k_major else (b.stride(0), b.stride(1))
+    tma = gemm_operands_fit(a.element_size(), a.stride(0), a.stride(1), stride_bk, stride_bn)
+    cfg = config or heuristic_config(M, N, K, a.dtype, c.element_size(), tma=tma)
+    check_tile(cfg, a.dtype)
+    if cfg.get("TMA") and not tma:
+        raise ValueError(f"TMA config for operands TMA cannot describe: a strides {a.stride()}, "
+                         f"b strides {b.stride()} ({a.dtype})")
+    a_desc, b_desc, launch = gemm_descriptors(a, b, M, N, K, a.stride(0), stride_bk, stride_bn, cfg.to_dict())
     grid = (persistent_grid(cdiv(M, cfg.BLOCK_M) * cdiv(N, cfg.BLOCK_N), cfg.PERSISTENT),)
-    matmul_kernel[grid](a, b, c, M, N, K, a.stride(0), a.stride(1), stride_bk, stride_bn,
+    matmul_kernel[grid](a, b, c, a_desc, b_desc, M, N, K, a.stride(0), a.stride(1), stride_bk, stride_bn,
                         c.stride(0), c.stride(1),
                         BLOCK_M=cfg.BLOCK_M, BLOCK_N=cfg.BLOCK_N, BLOCK_K=cfg.BLOCK_K, GROUP_M=cfg.GROUP_M,
-                        INPUT_PRECISION=input_precision, PERSISTENT=cfg.PERSISTENT > 0,
+                        INPUT_PRECISION=input_precision, PERSISTENT=cfg.PERSISTENT > 0, TMA=launch.get("TMA", 0),
                         num_warps=cfg.num_warps, num_stages=cfg.num_stages)
     return c

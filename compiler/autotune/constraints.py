@@ -26,7 +26,7 @@ TILE_PAIRS = {"matmul": (("BLOCK_M", "BLOCK_N"), ("BLOCK_M", "BLOCK_K"), ("BLOCK
               "depthwise": (("BLOCK_M", "BLOCK_N"),), "pool": (("BLOCK_M", "BLOCK_N"),),
               "reduction": (("BLOCK_X", "BLOCK_R"),), "attention": (("BLOCK_M", "BLOCK_N"),)}
 FIXED = {"reduction": ("BLOCK_R",)}   # the whole row is one tile
-DEFAULTED = {"matmul": {"PERSISTENT": 0}, "conv": {"PERSISTENT": 0}}  # kernel params with a default
+DEFAULTED = {"matmul": {"PERSISTENT": 0, "TMA": 0}, "conv": {"PERSISTENT": 0}}  # kernel params with a default
 
 
 def _is_int(value) -> bool:
@@ -43,6 +43,8 @@ def _param_error(name: str, value: int, base: int, floor: int) -> str | None:
     if name == "PERSISTENT":
         return None if 0 <= value <= MAX_PERSISTENT else \
             f"PERSISTENT={value} is not in [0, {MAX_PERSISTENT}]"
+    if name == "TMA":  # only a kernel generated with TMA operands (base TMA=1) can turn it on
+        return None if value in (0, base) else f"TMA={value}: this kernel's operands take {{0, {base}}}"
     if not _pow2(value) or value > MAX_BLOCK:
         return f"{name}={value} is not a power of two in [1, {MAX_BLOCK}]"
     if value < min(base, floor):

@@ -82,12 +82,14 @@ def _signature(args: Args, consts: list[str]) -> str:
     return ", ".join(params)
 
 
-def _launcher(args: Args, grid: str, cfg: LaunchConfig, empty: bool = False) -> str:
+def _launcher(args: Args, grid: str, cfg: LaunchConfig, empty: bool = False, prepare: str = "",
+              extra: str = "") -> str:
     """CONFIG, grid(meta) and launch(). An `empty` kernel (every output has 0 elements) launches
-    nothing: its index math would divide by zero-sized dims, and there is nothing to store."""
+    nothing: its index math would divide by zero-sized dims, and there is nothing to store.
+    prepare: a line launch() runs first (a GEMM's TMA descriptors); extra: arguments it adds."""
     params = ", ".join(args.names[v] for v in args.order)
     body = ("    return  # every output is empty: nothing to compute\n" if empty
-            else f"    kernel[grid]({params}, **config)\n")
+            else (f"    {prepare}\n" if prepare else "") + f"    kernel[grid]({params}{extra}, **config)\n")
     return (f"CONFIG = {cfg.to_dict()!r}\n\n\n"
             f"def grid(meta):\n    return {grid}\n\n\n"
             f"def launch({params}, config=CONFIG):\n" + body)
@@ -306,18 +308,23 @@ def _precision(dtype: torch.dtype) -> str:
     return "tf32" if dtype == torch.float32 and config.ALLOW_TF32 else "ieee"
 
 
-def _tile_loop(args: Args, consts: list[str], body: list[str], programs: str) -> str:
+def _tile_loop(args: Args, consts: list[str], body: list[str], programs: str, tma: bool = False) -> str:
     """A GEMM-like kernel as `one_tile(..., pid)` plus the `kernel` that runs it.
 
     PERSISTENT (programs per SM, 0 = off) is a launch-config choice the tuner makes: 0 launches
     one program per output tile; k > 0 launches k per SM that loop over the tiles, and
     flatten=True lets Triton's pipeliner load the next tile's operands during this one's epilogue.
+    tma: the kernel also takes the GEMM operands' TMA descriptors (None when the launch reads
+    them through pointers) and the TMA switch (kernels/tma.py).
     """
-    params = ", ".join(args.names[v] for v in args.order)
+    params = ", ".join(args.names[v] for v in args.order) + (", a_desc, b_desc" if tma else "")
+    consts = consts + (["TMA"] if tma else [])
     const_params = ", ".join(f"{c}: tl.constexpr" for c in consts)
     const_args = ", ".join(consts)
+    defaults = ", PERSISTENT: tl.constexpr = 0" + (", TMA: tl.constexpr = 0" if tma else "")
+    kernel_consts = ", ".join(f"{c}: tl.constexpr" for c in consts if c != "TMA")
     return (f"@triton.jit\ndef one_tile({params}, pid, {const_params}):\n" + "\n".join(body) + "\n\n\n"
-            f"@triton.jit\ndef kernel({params}, {const_params}, PERSISTENT: tl.constexpr = 0):\n"
+            f"@triton.jit\ndef kernel({params}, {kernel_consts}{defaults}):\n"
             f"    if PERSISTENT:\n"
             f"        for pid in tl.range(tl.program_id(0), {programs}, tl.num_programs(0), flatten=True):\n"
             f"            one_tile({params}, pid, {const_args})\n"
@@ -336,6 +343,7 @@ TILE_IMPORTS = "from trident.kernels.common import grouped_pid, persistent_grid"
 def matmul(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: list[str],
            name: str) -> KernelSource:
     from trident.kernels.matmul import heuristic_config
+    from trident.kernels.tma import gemm_operands_fit
 
     anchor = group.anchor
     a, b = (layouts[v] for v in anchor.inputs[:2])
@@ -362,9 +370,18 @@ def matmul(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: list
     w.line("offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)")
     w.line("offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)")
     b_sk, b_sn = weight_strides(anchor, b.strides)
-    w.line(f"acc = matmul_tile({a_ptr}, {b_ptr}, {rows}, {N}, {K}, {a.strides[-2]}, {a.strides[-1]}, "
-           f"{b_sk}, {b_sn}, offs_m, offs_n, BLOCK_M, BLOCK_N, BLOCK_K, "
-           f"'{_precision(a.dtype)}')")
+    pointer_tile = (f"acc = matmul_tile({a_ptr}, {b_ptr}, {rows}, {N}, {K}, {a.strides[-2]}, {a.strides[-1]}, "
+                    f"{b_sk}, {b_sn}, offs_m, offs_n, BLOCK_M, BLOCK_N, BLOCK_K, '{_precision(a.dtype)}')")
+    tma = not batch and a.dtype == b.dtype and gemm_operands_fit(a.dtype.itemsize, a.strides[-2], a.strides[-1],
+                                                                 b_sk, b_sn)
+    if tma:  # the tile reads A and B through TMA descriptors unless the launch turns it off
+        w.line("if TMA:")
+        w.line(f"acc = matmul_tile_tma(a_desc, b_desc, {K}, pid_m, pid_n, BLOCK_M, BLOCK_N, BLOCK_K, {b_sk == 1}, "
+               f"'{_precision(a.dtype)}')", indent=2)
+        w.line("else:")
+        w.line(pointer_tile, indent=2)
+    else:
+        w.line(pointer_tile)
     w.line(f"mmask = prims.in_bounds(offs_m[:, None], {rows}, BLOCK_M)")
     w.line(f"nmask = prims.in_bounds(offs_n[None, :], {N}, BLOCK_N)")
     w.add_axis(Axis("offs_m[:, None]", rows_dims, "mmask"))
@@ -380,13 +397,19 @@ def matmul(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: list
     _epilogue(w, group, _after_anchor(group), layouts, args, out_shape)
     _stores(w, outputs, layouts, args, out_shape)
     cfg = heuristic_config(rows, N, K, a.dtype, _out_bytes(graph, outputs),
-                           reads_tiles=_epilogue_reads_tiles(group, graph, out_shape))
-    src = _header(name, group.nodes, graph, TILE_IMPORTS + "\nfrom trident.kernels.matmul import matmul_tile")
+                           reads_tiles=_epilogue_reads_tiles(group, graph, out_shape), tma=tma)
+    imports = TILE_IMPORTS + "\nfrom trident.kernels.matmul import matmul_tile"
+    if tma:
+        imports += ", matmul_tile_tma\nfrom trident.kernels.tma import gemm_descriptors"
+    src = _header(name, group.nodes, graph, imports)
     consts = ["BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M"]
-    src += _tile_loop(args, consts, w.lines, f"tl.cdiv({rows}, BLOCK_M) * tl.cdiv({N}, BLOCK_N)")
+    src += _tile_loop(args, consts, w.lines, f"tl.cdiv({rows}, BLOCK_M) * tl.cdiv({N}, BLOCK_N)", tma)
     nbatch = math.prod(s for _, s in batch)
     grid = _tile_grid(f"triton.cdiv({rows}, meta['BLOCK_M']) * triton.cdiv({N}, meta['BLOCK_N'])", nbatch)
-    src += "\n\n\n" + _launcher(args, grid, cfg, _empty(graph, outputs))
+    prepare = (f"a_desc, b_desc, config = gemm_descriptors({a_arg}, {b_arg}, {rows}, {N}, {K}, {a.strides[-2]}, "
+               f"{b_sk}, {b_sn}, config)") if tma else ""
+    src += "\n\n\n" + _launcher(args, grid, cfg, _empty(graph, outputs), prepare,
+                                 ", a_desc, b_desc" if tma else "")
     return KernelSource(name, src, list(args.order), cfg,
                         problem={"template": "matmul", "M": rows, "N": N, "K": K, "batch": nbatch,
                                  "dtype": a.dtype})
