@@ -127,9 +127,16 @@ def heuristic_config(M: int, N: int, K: int, dtype, out_bytes: int = 2, reads_ti
                      tma: bool = False) -> LaunchConfig:
     """Deterministic default config for an H200 (or cheap big blocks in the interpreter).
     tma: the kernel's operands can load through TMA descriptors (kernels/tma.py); the config then
-    turns that on (TMA=1), in the interpreter too, so what runs on the GPU is what CPU tests run."""
+    has a TMA param (the tuner may flip it), 1 where TMA pays (_tma_pays), in the interpreter
+    too, so what runs on the GPU is what CPU tests run."""
     cfg = _heuristic_tile(M, N, K, dtype, out_bytes, reads_tiles)
-    return cfg.replace(TMA=1) if tma else cfg
+    return cfg.replace(TMA=int(_tma_pays(cfg, dtype))) if tma else cfg
+
+
+def _tma_pays(cfg: LaunchConfig, dtype) -> bool:
+    """Does this tile run faster with its operands through TMA? (16-bit tiles: H200 measurements in
+    docs/performance.md, "TMA"; int8 tiles keep the pointer loads their sweep measured.)"""
+    return dtype.itemsize == 2
 
 
 def _heuristic_tile(M: int, N: int, K: int, dtype, out_bytes: int, reads_tiles: bool) -> LaunchConfig:

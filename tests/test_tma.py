@@ -9,6 +9,7 @@ import torch
 
 from trident.compiler.autotune.constraints import config_error
 from trident.compiler.autotune.space import candidates
+from trident.compiler.ir.launch import LaunchConfig
 from trident.kernels.common import tile_config
 from trident.kernels.matmul import heuristic_config, matmul
 from trident.kernels.tma import gemm_descriptors, gemm_operands_fit, strides_fit
@@ -135,5 +136,9 @@ def test_tuner_times_tma_tiles_and_the_pointer_tile(rng):
     assert all(c.get("TMA") == 1 for c in found[2:]) and len(found) > 2
     assert config_error(base.replace(TMA=0), problem, base) is None
     assert "TMA=2" in config_error(base.replace(TMA=2), problem, base)
-    pointer_only = base.replace(TMA=0)  # a kernel generated without TMA operands takes no TMA=1
-    assert "TMA=1" in config_error(base, problem, pointer_only)
+    pointer_base = base.replace(TMA=0)  # a kernel that can but does not start with TMA: may turn it on
+    assert config_error(base, problem, pointer_base) is None
+    assert candidates(problem, pointer_base, "fast")[1] == base
+    without = LaunchConfig.of(base.num_warps, base.num_stages,
+                              **{k: v for k, v in base.params if k != "TMA"})
+    assert "TMA=1" in config_error(base, problem, without)  # a kernel generated without TMA operands

@@ -369,9 +369,9 @@ def candidates(problem: dict, base: LaunchConfig, level: str, limits: DeviceLimi
         rest = prune(_attention_hand_picked(problem), problem, limits)
     else:
         rest = prune(_neighbours(base, problem), problem, limits)
-    if base.get("TMA"):
-        # Tiles load through TMA wherever the kernel can; the base tile through pointers is timed too.
-        rest = [base.replace(TMA=0)] + [c.replace(TMA=1) for c in rest]
+    if base.get("TMA") is not None:
+        # A kernel that can load through TMA: the base tile is timed both ways, the others the base's way.
+        rest = [base.replace(TMA=1 - base.TMA)] + [c.replace(TMA=base.TMA) for c in rest]
     out = [base] + [c for c in dict.fromkeys(rest) if c != base and config_error(c, problem, base) is None]
     return out if level == "full" else out[:FAST_CANDIDATES[template]]
 
