@@ -9,21 +9,25 @@ Each shape is a Linear layer of a zoo model at its token count (DINOv2 ViT-B/14 
 tokens; ViT-B/16 at batch 32: 6,304; ConvNeXt-T at batch 32: 100,352 pixels in stage 1) with the
 ops after it that trident fuses into the GEMM's epilogue. LayerNorms before and after make its
 operands and its result fp16 values inside the engine, as in the model. The candidates are what
-`tune="fast"` times (the heuristic's pick first), each timed alone the way the tuner times them;
-the anchor is torch's fp16 `F.linear` (cuBLAS) without the epilogue. Prints a table, writes JSON.
+`tune="fast"` times (the heuristic's pick first; `--candidates N` widens the list to the first N of
+the same ranking), each timed as the tuner times them (CUDA-graph replays behind an L2 flush); the
+anchor is torch's fp16 `F.linear` (cuBLAS) without the epilogue, timed the same way. Prints a
+table, writes JSON.
 A measurement, never a test: nothing is asserted.
 """
 from __future__ import annotations
 
 import argparse
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from trident.compiler.build import BuildTrace, compile_graph, import_model
-from trident.compiler.timing import bench_ms
+from trident.compiler.autotune import space
+from trident.compiler.timing import cold_kernel_ms
 from trident.tools.benchmarks.results import ResultsFile, markdown_table, require_gpu
 
 HELP = "GEMMs with fused epilogues (GELU, residual, layer scale): every fast-level tile vs cuBLAS (GPU)"
@@ -44,6 +48,8 @@ SHAPES = [Shape("DINOv2 fc2", 10960, 3072, 768, "scale_residual"),
           Shape("DINOv2 qkv", 10960, 768, 2304, "none"),
           Shape("ViT-B/16 fc2", 6304, 3072, 768, "residual"),
           Shape("ViT-B/16 fc1", 6304, 768, 3072, "gelu"),
+          Shape("ViT-B/16 qkv", 6304, 768, 2304, "none"),
+          Shape("ViT-B/16 attention projection", 6304, 768, 768, "residual"),
           Shape("ConvNeXt-T stage-1 fc1", 100352, 96, 384, "gelu"),
           Shape("ConvNeXt-T stage-1 fc2", 100352, 384, 96, "scale_residual"),
           Shape("ResNet-50 2048->512 1x1 (b256)", 12544, 2048, 512, "none")]
@@ -80,12 +86,14 @@ def _trials(trace: BuildTrace) -> list[tuple[str, float | None, str]]:
     return sorted(trials, key=lambda t: t[1] if t[1] is not None else math.inf)
 
 
-def bench_shape(shape: Shape, device: str, dry: bool) -> list[dict]:
+def bench_shape(shape: Shape, device: str, dry: bool, candidates: int | None = None) -> list[dict]:
     torch.manual_seed(0)
     block = LinearBlock(shape).eval()
     x, residual = torch.randn(shape.M, shape.K), torch.randn(shape.M, shape.N)
     trace = BuildTrace()
-    compile_graph(import_model(block, [x, residual]), "fp16", trace, tune="none" if dry else "fast", device=device)
+    with _fast_candidates(candidates):
+        compile_graph(import_model(block, [x, residual]), "fp16", trace, tune="none" if dry else "fast",
+                      device=device)
     flops = 2.0 * shape.M * shape.N * shape.K
     base = {"shape": shape.label, "M": shape.M, "K": shape.K, "N": shape.N, "epilogue": shape.epilogue}
     rows = []
@@ -93,7 +101,7 @@ def bench_shape(shape: Shape, device: str, dry: bool) -> list[dict]:
         linear = block.linear.half().to(device)
         xh = x.half().to(device)
         with torch.no_grad():
-            ms = bench_ms(lambda: linear(xh), warmup=5, rep=30)["median_ms"]
+            ms = cold_kernel_ms(lambda: linear(xh))
         rows.append(base | {"runner": "cuBLAS (F.linear, no epilogue)", "ms": ms, "tflops": flops / ms / 1e9})
     heuristic = next((str(s.kernel.config) for s in trace.program.steps
                       if s.kind == "kernel" and s.kernel.problem.get("template") == "matmul"), "?")
@@ -103,6 +111,17 @@ def bench_shape(shape: Shape, device: str, dry: bool) -> list[dict]:
     if dry:
         rows.append(base | {"runner": f"trident {heuristic} (heuristic)", "ms": None, "tflops": None})
     return rows
+
+
+@contextmanager
+def _fast_candidates(count: int | None):
+    """The tuner's `fast` level times `count` GEMM candidates for the block (None: its own number)."""
+    before = space.FAST_CANDIDATES["matmul"]
+    space.FAST_CANDIDATES["matmul"] = count or before
+    try:
+        yield
+    finally:
+        space.FAST_CANDIDATES["matmul"] = before
 
 
 def table(rows: list[dict]) -> str:
@@ -116,6 +135,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="bench-out", help="folder of the results file")
     p.add_argument("--only", help="comma-separated words; shapes whose label contains one of them")
     p.add_argument("--dry-run", action="store_true", help="tiny shapes on the CPU, no tuning (the code path)")
+    p.add_argument("--candidates", type=int, help="GEMM tiles to time per shape (default: the fast level's)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -128,7 +148,7 @@ def run(args: argparse.Namespace) -> int:
     results = ResultsFile.in_dir(args.out, "epilogues", "cpu" if args.dry_run else None)
     rows = results.data["rows"] = []
     for shape in shapes:
-        rows += bench_shape(shape, "cpu" if args.dry_run else "cuda", args.dry_run)
+        rows += bench_shape(shape, "cpu" if args.dry_run else "cuda", args.dry_run, args.candidates)
         print(table(rows), flush=True)  # the table so far: a run cut short still shows its rows
         results.save()
     print(f"wrote {results.save()}")
