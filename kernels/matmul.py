@@ -166,8 +166,15 @@ def _heuristic_tile(M: int, N: int, K: int, dtype, out_bytes: int, reads_tiles: 
         # thread (128x256 on 8 warps, 128x128 on 4) is too much for the registers; 128x128 on 8
         # warps keeps 64. DINOv2's 3072->768 + layer scale + residual at 10,960 tokens: 108.6 us
         # against 175.5 (128x256, 3 stages) and 163.7 (128x128 on 4 warps, 4 stages); its
-        # 768->768: 38.0 against 63.1 and 63.3 (cuBLAS without the epilogue: 89.1 and 48.6).
-        return tile_config(128, 128, bk, 8, 8, 3, PERSISTENT=2)
+        # 768->768: 38.0 against 63.1 and 63.3. A fourth stage: 92.6 against 105.9 us on
+        # 3072->768 + residual, faster on all five shapes timed (docs/performance.md, "TMA").
+        # Where 128x128 tiles fill their last round of two per SM poorly (ViT-B/16 at 6,304 tokens:
+        # 300 tiles in two rounds of 264), 64x128 tiles on one warpgroup fill it better: 61.2
+        # against 69.0 us (3072->768), 22.3 against 26.3 (768->768).
+        slots = 2 * NUM_SMS_H200
+        if _last_round_fill(cdiv(M, 64) * cdiv(N, 128), slots) > _last_round_fill(cdiv(M, 128) * cdiv(N, 128), slots) + 0.1:
+            return tile_config(64, 128, bk, 8, 4, 4, PERSISTENT=2)
+        return tile_config(128, 128, bk, 8, 8, 4, PERSISTENT=2)
     if cdiv(M, 128) * cdiv(N, 128) < NUM_SMS_H200:
         # Too few 128x128 tiles to fill the SMs: 64-row tiles (and half the shared memory, which a
         # fused fp32-input cast needs: its A tile is loaded as fp32).
@@ -177,6 +184,11 @@ def _heuristic_tile(M: int, N: int, K: int, dtype, out_bytes: int, reads_tiles: 
     # 110 for the half-depth 128x128 tile that short K loops used to get).
     wide_tiles = cdiv(M, 128) * cdiv(N, 256)
     if N >= 256 and out_bytes <= 2 and wide_tiles >= NUM_SMS_H200 // 2:
+        if cdiv(N, 256) * 256 > 1.1 * N:
+            # A 256-wide tile that pads N by more than a tenth computes the padding (N = 384: a
+            # third of its second tile): ConvNeXt-T's 96->384 + GELU at 100,352 pixels took 106.9 us
+            # on 128x256, 90.4 on 128x128 with 8 warps, 168 with 4 (the GELU wants the registers).
+            return tile_config(128, 128, bk, 8, 8, 3, PERSISTENT=2)
         k_steps = cdiv(K, bk)
         if M >= 8192 and wide_tiles < 2 * NUM_SMS_H200:
             # Under two waves of 128x256 tiles (2048->512 at 7x7: 196 tiles, 1.48 waves) leave SMs idle
@@ -191,6 +203,11 @@ def _heuristic_tile(M: int, N: int, K: int, dtype, out_bytes: int, reads_tiles: 
     if N >= 128:
         return tile_config(128, 128, bk, 8, 4, 4, PERSISTENT=2)
     return tile_config(128, 64, bk, 8, 4, 3)
+
+
+def _last_round_fill(tiles: int, slots: int) -> float:
+    """The share of `slots` programs busy over the rounds `tiles` take (1.0: every round full)."""
+    return tiles / (cdiv(tiles, slots) * slots)
 
 
 def _int8_config(M: int, N: int, K: int, bk: int, out_bytes: int) -> LaunchConfig:

@@ -201,14 +201,30 @@ def test_heuristic_gives_a_residual_epilogue_registers(monkeypatch):
     import trident.kernels.matmul as mm
 
     monkeypatch.setattr(mm, "is_interpreter", lambda: False)
-    for M, N, K in ((10960, 768, 3072), (10960, 768, 768), (6304, 768, 3072)):
+    for M, N, K in ((10960, 768, 3072), (10960, 768, 768)):
         cfg = mm.heuristic_config(M, N, K, torch.float16, reads_tiles=True)
-        assert (cfg.BLOCK_M, cfg.BLOCK_N, cfg.num_warps, cfg.num_stages) == (128, 128, 8, 3), cfg
+        assert (cfg.BLOCK_M, cfg.BLOCK_N, cfg.num_warps, cfg.num_stages) == (128, 128, 8, 4), cfg
+    # ViT-B/16's 6,304 tokens: 300 128x128 tiles in two rounds of 264 slots; 64x128 tiles fill them.
+    for K in (3072, 768):
+        cfg = mm.heuristic_config(6304, 768, K, torch.float16, reads_tiles=True)
+        assert (cfg.BLOCK_M, cfg.BLOCK_N, cfg.num_warps, cfg.PERSISTENT) == (64, 128, 4, 2), cfg
     cfg = mm.heuristic_config(12544, 512, 2048, torch.float16)
     assert (cfg.BLOCK_N, cfg.num_warps, cfg.num_stages) == (128, 4, 5)
     assert mm.heuristic_config(10960, 2304, 768, torch.float16).BLOCK_N == 256
     assert mm.heuristic_config(512, 768, 768, torch.float16, reads_tiles=True) == \
         mm.heuristic_config(512, 768, 768, torch.float16)  # too few tiles for two per SM
+
+
+def test_heuristic_keeps_256_wide_tiles_off_a_padded_n(monkeypatch):
+    # ConvNeXt-T's 96->384 at 100,352 pixels: a 256-wide tile would compute 128 padded columns of
+    # every second tile; 128x128 on 8 warps (the GELU epilogue's registers) covers N exactly.
+    import trident.kernels.matmul as mm
+
+    monkeypatch.setattr(mm, "is_interpreter", lambda: False)
+    cfg = mm.heuristic_config(100352, 384, 96, torch.float16)
+    assert (cfg.BLOCK_M, cfg.BLOCK_N, cfg.num_warps) == (128, 128, 8), cfg
+    assert mm.heuristic_config(100352, 512, 96, torch.float16).BLOCK_N == 256  # no padding
+    assert mm.heuristic_config(6304, 2304, 768, torch.float16).BLOCK_N == 256  # 9 x 256 exactly
 
 
 def test_codegen_tells_a_residual_epilogue_from_per_column_vectors():
