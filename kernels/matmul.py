@@ -167,7 +167,7 @@ def _heuristic_tile(M: int, N: int, K: int, dtype, out_bytes: int, reads_tiles: 
         # warps keeps 64. DINOv2's 3072->768 + layer scale + residual at 10,960 tokens: 108.6 us
         # against 175.5 (128x256, 3 stages) and 163.7 (128x128 on 4 warps, 4 stages); its
         # 768->768: 38.0 against 63.1 and 63.3. A fourth stage: 92.6 against 105.9 us on
-        # 3072->768 + residual, faster on all five shapes timed (docs/performance.md, "TMA").
+        # 3072->768 + residual, faster on 9 of 10 shapes timed (docs/performance.md, "TMA").
         # Where 128x128 tiles fill their last round of two per SM poorly (ViT-B/16 at 6,304 tokens:
         # 300 tiles in two rounds of 264), 64x128 tiles on one warpgroup fill it better: 61.2
         # against 69.0 us (3072->768), 22.3 against 26.3 (768->768).

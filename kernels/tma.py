@@ -4,8 +4,9 @@ A descriptor names a 2-D tensor (base address, sizes, strides) and the box one l
 shared memory; the tile then loads `desc.load([row, col])` with no per-element address in
 registers, and rows, columns and K past the tensor read as 0, so loads need neither masks nor
 wrapped indices. A 128x256 pointer tile holds its A and B addresses in registers through the
-whole K loop: compiled for sm_90, the fp16 GEMMs of ViT-B/16 spill 1.8-3.6 KB a thread on it
-and 0-1.2 KB with descriptors (docs/performance.md, "TMA").
+whole K loop: compiled for sm_90, the fp16 GEMMs of ViT-B/16 spill 1.8-2.3 KB a thread on it
+and 0-1.2 KB with descriptors. On the H200 that moved most GEMMs by a few percent either way
+(docs/performance.md, "TMA").
 
 cuTensorMapEncodeTiled's rules: a 16-byte aligned base, strides (but the last) in multiples of 16
 bytes, the last dim contiguous. A generated kernel's sizes and strides are compile-time, so code
