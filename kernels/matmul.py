@@ -129,18 +129,20 @@ def heuristic_config(M: int, N: int, K: int, dtype, out_bytes: int = 2, reads_ti
     tma: the kernel's operands can load through TMA descriptors (kernels/tma.py); the config then
     has a TMA param (the tuner may flip it), 1 where TMA pays (_tma_pays), in the interpreter
     too, so what runs on the GPU is what CPU tests run."""
-    cfg = _heuristic_tile(M, N, K, dtype, out_bytes, reads_tiles)
-    return cfg.replace(TMA=int(_tma_pays(cfg, dtype))) if tma else cfg
+    tma_loads = tma and _tma_pays(dtype)
+    cfg = _heuristic_tile(M, N, K, dtype, out_bytes, reads_tiles, tma_loads)
+    return cfg.replace(TMA=int(tma_loads)) if tma else cfg
 
 
-def _tma_pays(cfg: LaunchConfig, dtype) -> bool:
+def _tma_pays(dtype) -> bool:
     """Does this tile run faster with its operands through TMA? (16-bit tiles: H200 measurements in
     docs/performance.md, "TMA"; int8 tiles keep the pointer loads their sweep measured.)"""
     return dtype.itemsize == 2
 
 
-def _heuristic_tile(M: int, N: int, K: int, dtype, out_bytes: int, reads_tiles: bool) -> LaunchConfig:
-    """heuristic_config's tile.
+def _heuristic_tile(M: int, N: int, K: int, dtype, out_bytes: int, reads_tiles: bool,
+                    tma_loads: bool = False) -> LaunchConfig:
+    """heuristic_config's tile (tma_loads: its operands come through TMA descriptors).
 
     The 16- and 8-bit tiles are the winners of `trident bench sweep` on an H200 over square, BERT
     and ResNet-50 1x1-conv GEMMs (docs/performance.md, "GEMM tiles"): fp16 wants
@@ -174,6 +176,12 @@ def _heuristic_tile(M: int, N: int, K: int, dtype, out_bytes: int, reads_tiles: 
         slots = 2 * NUM_SMS_H200
         if _last_round_fill(cdiv(M, 64) * cdiv(N, 128), slots) > _last_round_fill(cdiv(M, 128) * cdiv(N, 128), slots) + 0.1:
             return tile_config(64, 128, bk, 8, 4, 4, PERSISTENT=2)
+        if tma_loads and N % 256 == 0 and K >= 2048:
+            # Without its operand addresses in registers the 128x256 tile holds the epilogue
+            # (ptxas: 1.2 KB spilled a thread against 2.2), and a deep K loop pays for it: DINOv2's
+            # 3072->768 + layer scale + residual, generated kernels as the tuner times them, 88.8 us
+            # against 102.5 for 128x128 on 8 warps (TMA or not).
+            return tile_config(128, 256, bk, 8, 8, 3, PERSISTENT=1)
         return tile_config(128, 128, bk, 8, 8, 4, PERSISTENT=2)
     if cdiv(M, 128) * cdiv(N, 128) < NUM_SMS_H200:
         # Too few 128x128 tiles to fill the SMs: 64-row tiles (and half the shared memory, which a

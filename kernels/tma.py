@@ -54,4 +54,19 @@ def gemm_descriptors(a, b, M: int, N: int, K: int, stride_am: int, stride_bk: in
     return a_desc, b_desc, config
 
 
-__all__ = ["ALIGN_BYTES", "gemm_descriptors", "gemm_operands_fit", "strides_fit"]
+def warmup_descriptors(a_dtype, b_dtype, b_k_major: bool, config: dict) -> tuple:
+    """Stand-ins for a launch's (a_desc, b_desc) when a kernel is compiled ahead of its launch
+    (`kernel.warmup`, which takes dtypes for tensors): Triton specializes a descriptor argument
+    on its element type and box alone, so descriptors over box-sized CPU tensors compile what a
+    launch runs. (None, None) when the config reads through pointers."""
+    import torch
+
+    if not config.get("TMA"):
+        return None, None
+    bm, bn, bk = config["BLOCK_M"], config["BLOCK_N"], config["BLOCK_K"]
+    a = torch.empty((bm, bk), dtype=a_dtype)
+    b = torch.empty((bn, bk) if b_k_major else (bk, bn), dtype=b_dtype)
+    return TensorDescriptor.from_tensor(a, [bm, bk]), TensorDescriptor.from_tensor(b, list(b.shape))
+
+
+__all__ = ["ALIGN_BYTES", "gemm_descriptors", "gemm_operands_fit", "strides_fit", "warmup_descriptors"]

@@ -49,6 +49,11 @@ def test_tuned_small_matmul_model_matches_torch_and_is_cached(tmp_path, monkeypa
     assert report.compiled > report.count("tuned")  # several configs timed per problem
     for row in report.rows:
         assert row.status == "tuned" and math.isfinite(row.ms) and row.ms > 0, report.table()
+        # Every candidate compiled and ran, through TMA descriptors and through pointers alike
+        # (compile workers stand in for the descriptors a launch adds).
+        assert all(ms is not None and not err for _, ms, err in row.trials), row.trials
+        if row.problem.get("template") == "matmul":
+            assert {" tma" in cfg for cfg, _, _ in row.trials} == {True, False}, row.trials
     assert rel_err(engine(x)[0], ref) <= 1e-2
     assert read_timing_cache(timing)
 

@@ -204,6 +204,10 @@ def test_heuristic_gives_a_residual_epilogue_registers(monkeypatch):
     for M, N, K in ((10960, 768, 3072), (10960, 768, 768)):
         cfg = mm.heuristic_config(M, N, K, torch.float16, reads_tiles=True)
         assert (cfg.BLOCK_M, cfg.BLOCK_N, cfg.num_warps, cfg.num_stages) == (128, 128, 8, 4), cfg
+    # through TMA the 128x256 tile has the registers for the epilogue, where K is deep
+    cfg = mm.heuristic_config(10960, 768, 3072, torch.float16, reads_tiles=True, tma=True)
+    assert (cfg.BLOCK_M, cfg.BLOCK_N, cfg.get("TMA")) == (128, 256, 1), cfg
+    assert mm.heuristic_config(10960, 768, 768, torch.float16, reads_tiles=True, tma=True).BLOCK_N == 128
     # ViT-B/16's 6,304 tokens: 300 128x128 tiles in two rounds of 264 slots; 64x128 tiles fill them.
     for K in (3072, 768):
         cfg = mm.heuristic_config(6304, 768, K, torch.float16, reads_tiles=True)

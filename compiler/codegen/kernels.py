@@ -410,6 +410,10 @@ def matmul(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: list
                f"{b_sk}, {b_sn}, config)") if tma else ""
     src += "\n\n\n" + _launcher(args, grid, cfg, _empty(graph, outputs), prepare,
                                  ", a_desc, b_desc" if tma else "")
+    if tma:  # what a compile worker needs to stand in for the descriptors (autotune/worker.py)
+        src += (f"\n\n# (A's argument index, B's, B K-major): launch() adds their TMA descriptors\n"
+                f"TMA_OPERANDS = ({args.order.index(anchor.inputs[0])}, {args.order.index(anchor.inputs[1])}, "
+                f"{b_sk == 1})\n")
     return KernelSource(name, src, list(args.order), cfg,
                         problem={"template": "matmul", "M": rows, "N": N, "K": K, "batch": nbatch,
                                  "dtype": a.dtype})

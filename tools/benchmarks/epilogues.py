@@ -90,6 +90,9 @@ def bench_shape(shape: Shape, device: str, dry: bool, candidates: int | None = N
     torch.manual_seed(0)
     block = LinearBlock(shape).eval()
     x, residual = torch.randn(shape.M, shape.K), torch.randn(shape.M, shape.N)
+    graph = import_model(block, [x, residual])
+    heuristic = next(str(s.kernel.config) for s in compile_graph(graph, "fp16", device=device).steps
+                     if s.kind == "kernel" and s.kernel.problem.get("template") == "matmul")
     trace = BuildTrace()
     with _fast_candidates(candidates):
         compile_graph(import_model(block, [x, residual]), "fp16", trace, tune="none" if dry else "fast",
@@ -103,8 +106,6 @@ def bench_shape(shape: Shape, device: str, dry: bool, candidates: int | None = N
         with torch.no_grad():
             ms = cold_kernel_ms(lambda: linear(xh))
         rows.append(base | {"runner": "cuBLAS (F.linear, no epilogue)", "ms": ms, "tflops": flops / ms / 1e9})
-    heuristic = next((str(s.kernel.config) for s in trace.program.steps
-                      if s.kind == "kernel" and s.kernel.problem.get("template") == "matmul"), "?")
     for config, ms, error in _trials(trace):
         rows.append(base | {"runner": f"trident {config}" + (" (heuristic)" if config == heuristic else ""),
                             "ms": ms, "tflops": flops / ms / 1e9 if ms else None, "error": error[:120]})
