@@ -340,6 +340,24 @@ def _tile_grid(programs: str, axis1) -> str:
 TILE_IMPORTS = "from trident.kernels.common import grouped_pid, persistent_grid"
 
 
+def _gemm_tile(w: KernelWriter, pointer_tile: str, tma: bool, K: int, b_k_major: bool, precision: str) -> None:
+    """The accumulator: the pointer tile, or (tma) the TMA tile unless the launch turns TMA off."""
+    if not tma:
+        w.line(pointer_tile)
+        return
+    w.line("if TMA:")
+    w.line(f"acc = matmul_tile_tma(a_desc, b_desc, {K}, pid_m, pid_n, BLOCK_M, BLOCK_N, BLOCK_K, {b_k_major}, "
+           f"'{precision}')", indent=2)
+    w.line("else:")
+    w.line(pointer_tile, indent=2)
+
+
+def _tma_operands(a_index: int, b_index: int, b_k_major: bool) -> str:
+    """What a compile worker needs to stand in for the descriptors launch() adds (autotune/worker.py)."""
+    return (f"\n\n# (A's argument index, B's, B K-major): launch() adds their TMA descriptors\n"
+            f"TMA_OPERANDS = ({a_index}, {b_index}, {b_k_major})\n")
+
+
 def matmul(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: list[str],
            name: str) -> KernelSource:
     from trident.kernels.matmul import heuristic_config
@@ -374,14 +392,7 @@ def matmul(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: list
                     f"{b_sk}, {b_sn}, offs_m, offs_n, BLOCK_M, BLOCK_N, BLOCK_K, '{_precision(a.dtype)}')")
     tma = not batch and a.dtype == b.dtype and gemm_operands_fit(a.dtype.itemsize, a.strides[-2], a.strides[-1],
                                                                  b_sk, b_sn)
-    if tma:  # the tile reads A and B through TMA descriptors unless the launch turns it off
-        w.line("if TMA:")
-        w.line(f"acc = matmul_tile_tma(a_desc, b_desc, {K}, pid_m, pid_n, BLOCK_M, BLOCK_N, BLOCK_K, {b_sk == 1}, "
-               f"'{_precision(a.dtype)}')", indent=2)
-        w.line("else:")
-        w.line(pointer_tile, indent=2)
-    else:
-        w.line(pointer_tile)
+    _gemm_tile(w, pointer_tile, tma, K, b_sk == 1, _precision(a.dtype))
     w.line(f"mmask = prims.in_bounds(offs_m[:, None], {rows}, BLOCK_M)")
     w.line(f"nmask = prims.in_bounds(offs_n[None, :], {N}, BLOCK_N)")
     w.add_axis(Axis("offs_m[:, None]", rows_dims, "mmask"))
@@ -406,14 +417,13 @@ def matmul(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: list
     src += _tile_loop(args, consts, w.lines, f"tl.cdiv({rows}, BLOCK_M) * tl.cdiv({N}, BLOCK_N)", tma)
     nbatch = math.prod(s for _, s in batch)
     grid = _tile_grid(f"triton.cdiv({rows}, meta['BLOCK_M']) * triton.cdiv({N}, meta['BLOCK_N'])", nbatch)
-    prepare = (f"a_desc, b_desc, config = gemm_descriptors({a_arg}, {b_arg}, {rows}, {N}, {K}, {a.strides[-2]}, "
-               f"{b_sk}, {b_sn}, config)") if tma else ""
-    src += "\n\n\n" + _launcher(args, grid, cfg, _empty(graph, outputs), prepare,
-                                 ", a_desc, b_desc" if tma else "")
-    if tma:  # what a compile worker needs to stand in for the descriptors (autotune/worker.py)
-        src += (f"\n\n# (A's argument index, B's, B K-major): launch() adds their TMA descriptors\n"
-                f"TMA_OPERANDS = ({args.order.index(anchor.inputs[0])}, {args.order.index(anchor.inputs[1])}, "
-                f"{b_sk == 1})\n")
+    if tma:
+        prepare = (f"a_desc, b_desc, config = gemm_descriptors({a_arg}, {b_arg}, {rows}, {N}, {K}, "
+                   f"{a.strides[-2]}, {b_sk}, {b_sn}, config)")
+        src += "\n\n\n" + _launcher(args, grid, cfg, _empty(graph, outputs), prepare, ", a_desc, b_desc")
+        src += _tma_operands(args.order.index(anchor.inputs[0]), args.order.index(anchor.inputs[1]), b_sk == 1)
+    else:
+        src += "\n\n\n" + _launcher(args, grid, cfg, _empty(graph, outputs))
     return KernelSource(name, src, list(args.order), cfg,
                         problem={"template": "matmul", "M": rows, "N": N, "K": K, "batch": nbatch,
                                  "dtype": a.dtype})
