@@ -142,3 +142,36 @@ def test_tuner_times_tma_tiles_and_the_pointer_tile(rng):
     without = LaunchConfig.of(base.num_warps, base.num_stages,
                               **{k: v for k, v in base.params if k != "TMA"})
     assert "TMA=1" in config_error(base, problem, without)  # a kernel generated without TMA operands
+
+
+def test_compile_workers_stand_in_for_the_descriptors_a_launch_adds(rng):
+    # The tuner compiles candidates ahead of their launch with dtypes for tensors; the descriptor
+    # stand-ins must specialize the kernel as the launch's descriptors do, or the compiled binary
+    # is not the one the launch runs.
+    from triton.runtime.jit import mangle_type
+
+    from trident.kernels.tma import warmup_descriptors
+
+    cfg = tile_config(32, 64, 32).replace(TMA=1).to_dict()
+    a = rand((40, 64), torch.float16, rng)
+    for b_k_major, b in ((True, rand((48, 64), torch.float16, rng)), (False, rand((64, 48), torch.float16, rng))):
+        sk, sn = (1, 64) if b_k_major else (48, 1)
+        launched = gemm_descriptors(a, b, 40, 48, 64, 64, sk, sn, cfg)[:2]
+        stand_ins = warmup_descriptors(torch.float16, torch.float16, b_k_major, cfg)
+        assert [mangle_type(d) for d in stand_ins] == [mangle_type(d) for d in launched]
+    assert warmup_descriptors(torch.float16, torch.float16, True, {**cfg, "TMA": 0}) == (None, None)
+
+
+def test_a_kernel_names_the_operands_its_launch_describes(rng):
+    import ast
+    import re
+
+    program = _program("fp16", torch.randn(2, 5, 64, generator=rng))
+    sources = [s.kernel.source for s in program.steps if s.kind == "kernel" and "TMA_OPERANDS" in s.kernel.source]
+    assert len(sources) == 2  # both GEMMs of the block
+    for source in sources:
+        params = re.search(r"def launch\((.*?), config=", source).group(1).split(", ")
+        a_arg, b_arg = re.search(r"gemm_descriptors\((\w+), (\w+),", source).groups()
+        a_index, b_index, b_k_major = ast.literal_eval(re.search(r"TMA_OPERANDS = (\(.*\))", source).group(1))
+        assert (params[a_index], params[b_index]) == (a_arg, b_arg)
+        assert f"BLOCK_K, {b_k_major}," in source  # the tile reads B the way the stand-in describes it
