@@ -25,8 +25,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from trident.compiler.build import BuildTrace, compile_graph, import_model
-from trident.compiler.autotune import space
+from trident.compiler.autotune import space, tune_program
+from trident.compiler.build import compile_graph, import_model
 from trident.compiler.timing import cold_kernel_ms
 from trident.tools.benchmarks.results import ResultsFile, markdown_table, require_gpu
 
@@ -78,9 +78,9 @@ class LinearBlock(torch.nn.Module):
         return self.norm_out(y)
 
 
-def _trials(trace: BuildTrace) -> list[tuple[str, float | None, str]]:
+def _trials(report) -> list[tuple[str, float | None, str]]:
     """(config, ms or None, error) of the GEMM's tuning trials, fastest first."""
-    rows = [r for r in (trace.tuning.rows if trace.tuning else []) if r.problem.get("template") == "matmul"]
+    rows = [r for r in (report.rows if report else []) if r.problem.get("template") == "matmul"]
     trials = [(str(cfg), ms if isinstance(ms, float) and math.isfinite(ms) else None, err or "")
               for row in rows for cfg, ms, err in row.trials]
     return sorted(trials, key=lambda t: t[1] if t[1] is not None else math.inf)
@@ -90,13 +90,13 @@ def bench_shape(shape: Shape, device: str, dry: bool, candidates: int | None = N
     torch.manual_seed(0)
     block = LinearBlock(shape).eval()
     x, residual = torch.randn(shape.M, shape.K), torch.randn(shape.M, shape.N)
-    graph = import_model(block, [x, residual])
-    heuristic = next(str(s.kernel.config) for s in compile_graph(graph, "fp16", device=device).steps
+    program = compile_graph(import_model(block, [x, residual]), "fp16", device=device)
+    heuristic = next(str(s.kernel.config) for s in program.steps
                      if s.kind == "kernel" and s.kernel.problem.get("template") == "matmul")
-    trace = BuildTrace()
-    with _fast_candidates(candidates):
-        compile_graph(import_model(block, [x, residual]), "fp16", trace, tune="none" if dry else "fast",
-                      device=device)
+    report = None
+    if not dry:  # the heuristic's program, tuned as a build with tune="fast" tunes it
+        with _fast_candidates(candidates):
+            report = tune_program(program, "fast", device=device)
     flops = 2.0 * shape.M * shape.N * shape.K
     base = {"shape": shape.label, "M": shape.M, "K": shape.K, "N": shape.N, "epilogue": shape.epilogue}
     rows = []
@@ -106,7 +106,7 @@ def bench_shape(shape: Shape, device: str, dry: bool, candidates: int | None = N
         with torch.no_grad():
             ms = cold_kernel_ms(lambda: linear(xh))
         rows.append(base | {"runner": "cuBLAS (F.linear, no epilogue)", "ms": ms, "tflops": flops / ms / 1e9})
-    for config, ms, error in _trials(trace):
+    for config, ms, error in _trials(report):
         rows.append(base | {"runner": f"trident {config}" + (" (heuristic)" if config == heuristic else ""),
                             "ms": ms, "tflops": flops / ms / 1e9 if ms else None, "error": error[:120]})
     if dry:
