@@ -110,6 +110,10 @@ SANITIZE: bool = _env_flag("TRIDENT_SANITIZE")
 # FP32 matmuls/convs may use TF32 tensor cores (opt-in: changes numerics).
 ALLOW_TF32: bool = _env_flag("TRIDENT_ALLOW_TF32")
 
+# 16-bit GEMM kernels start on cuBLAS's product with their epilogue fused in Triton (kernels/
+# blas.py); TRIDENT_LIBRARY_GEMM=0 starts them on their own Triton tile (the tuner times both).
+LIBRARY_GEMM: bool = _env_flag("TRIDENT_LIBRARY_GEMM", default=True)
+
 # Autotuning: how many processes compile candidate configs in parallel (0: compile in the tuning
 # process, at each config's first launch).
 TUNE_WORKERS: int = int(os.environ.get("TRIDENT_TUNE_WORKERS") or min(16, os.cpu_count() or 1))

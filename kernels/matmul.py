@@ -124,14 +124,26 @@ NUM_SMS_H200 = 132
 
 
 def heuristic_config(M: int, N: int, K: int, dtype, out_bytes: int = 2, reads_tiles: bool = False,
-                     tma: bool = False) -> LaunchConfig:
+                     tma: bool = False, blas: bool = False) -> LaunchConfig:
     """Deterministic default config for an H200 (or cheap big blocks in the interpreter).
     tma: the kernel's operands can load through TMA descriptors (kernels/tma.py); the config then
     has a TMA param (the tuner may flip it), 1 where TMA pays (_tma_pays), in the interpreter
-    too, so what runs on the GPU is what CPU tests run."""
+    too, so what runs on the GPU is what CPU tests run.
+    blas: the kernel can take its product from cuBLAS (kernels/blas.py); the config then has a
+    BLAS param, 1 where the library pays (_library_pays). The tile stays what the kernel's own
+    GEMM would use (the tuner times both), and is the epilogue's tile under BLAS."""
     tma_loads = tma and _tma_pays(dtype)
     cfg = _heuristic_tile(M, N, K, dtype, out_bytes, reads_tiles, tma_loads)
-    return cfg.replace(TMA=int(tma_loads)) if tma else cfg
+    cfg = cfg.replace(TMA=int(tma_loads)) if tma else cfg
+    return cfg.replace(BLAS=int(_library_pays(M, N, K))) if blas else cfg
+
+
+def _library_pays(M: int, N: int, K: int) -> bool:
+    """Is cuBLAS's product plus a pass of the epilogue faster than the fused Triton tile? On the
+    H200, for every 16-bit Linear shape of the zoo's transformers and ConvNeXt timed (docs/
+    performance.md, "Library GEMMs"): Triton's tile reaches 55-60% of cuBLAS there, and the extra
+    pass over the output costs less. In the interpreter too, so CPU tests run what the GPU runs."""
+    return _config.LIBRARY_GEMM and M * N * K > 0
 
 
 def _tma_pays(dtype) -> bool:

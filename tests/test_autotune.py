@@ -75,7 +75,8 @@ def test_one_config_type_from_template_to_launch():
     program = program_of("mlp", 2)
     step = next(s for s in program.steps if s.kind == "kernel" and s.kernel.problem["template"] == "matmul")
     p = step.kernel.problem
-    expected = heuristic_config(p["M"], p["N"], p["K"], p["dtype"], 4, tma="matmul_tile_tma" in step.kernel.source)
+    expected = heuristic_config(p["M"], p["N"], p["K"], p["dtype"], 4, tma="matmul_tile_tma" in step.kernel.source,
+                                blas="library_gemm" in step.kernel.source)
     assert isinstance(expected, LaunchConfig) and step.kernel.config == expected
     assert f"CONFIG = {expected.to_dict()!r}" in step.kernel.source
     assert candidates(p, step.kernel.config, "fast")[0] == expected

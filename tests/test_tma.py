@@ -16,6 +16,15 @@ from trident.kernels.tma import gemm_descriptors, gemm_operands_fit, strides_fit
 
 pytestmark = pytest.mark.compiles_for_hopper
 
+
+@pytest.fixture(autouse=True)
+def triton_product(monkeypatch):
+    """These tests are about the Triton tile's loads: generated GEMMs start on their own product,
+    not cuBLAS's (kernels/blas.py, tested in test_blas.py)."""
+    from trident.compiler import config
+
+    monkeypatch.setattr(config, "LIBRARY_GEMM", False)
+
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
 TOL = {torch.float16: 1e-2, torch.bfloat16: 2e-2}
 
@@ -130,15 +139,16 @@ def test_tuner_times_tma_tiles_and_the_pointer_tile(rng):
     program = _program("fp16", torch.randn(2, 5, 64, generator=rng))
     step = next(s for s in program.steps if s.kind == "kernel" and s.kernel.problem["template"] == "matmul")
     base, problem = step.kernel.config, step.kernel.problem
-    assert base.get("TMA") == 1
+    assert base.get("TMA") == 1 and base.get("BLAS") == 0
     found = candidates(problem, base, "fast")
-    assert found[0] == base and found[1] == base.replace(TMA=0)
-    assert all(c.get("TMA") == 1 for c in found[2:]) and len(found) > 2
+    # the base, cuBLAS's product once (kernels/blas.py), the base tile without TMA, other TMA tiles
+    assert found[:3] == [base, base.replace(BLAS=1), base.replace(TMA=0)]
+    assert all(c.get("TMA") == 1 and c.get("BLAS") == 0 for c in found[3:]) and len(found) > 3
     assert config_error(base.replace(TMA=0), problem, base) is None
     assert "TMA=2" in config_error(base.replace(TMA=2), problem, base)
     pointer_base = base.replace(TMA=0)  # a kernel that can but does not start with TMA: may turn it on
     assert config_error(base, problem, pointer_base) is None
-    assert candidates(problem, pointer_base, "fast")[1] == base
+    assert candidates(problem, pointer_base, "fast")[2] == base
     without = LaunchConfig.of(base.num_warps, base.num_stages,
                               **{k: v for k, v in base.params if k != "TMA"})
     assert "TMA=1" in config_error(base, problem, without)  # a kernel generated without TMA operands

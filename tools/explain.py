@@ -54,6 +54,15 @@ def step_label(step) -> str:
     return step.kernel.name if step.kernel else step.group.nodes[0].op
 
 
+def _tactic(step) -> str:
+    """A kernel step whose GEMM product comes from cuBLAS (kernels/blas.py) says so."""
+    if step.kernel is None or not step.kernel.config.get("BLAS"):
+        return ""
+    if "return library_gemm(" in step.kernel.source:  # a bias at most: cuBLAS does it all
+        return "  (cuBLAS)"
+    return "  (product: cuBLAS; epilogue: Triton)"
+
+
 def render_text(ex: Explanation, passes: bool = False, source: bool = True) -> str:
     out = ["== imported IR ==", str(ex.imported)]
     if passes:
@@ -71,7 +80,7 @@ def render_text(ex: Explanation, passes: bool = False, source: bool = True) -> s
     out.append("== steps ==")
     for step in ex.program.steps:
         out.append(f"{step.kind:7s} {step_label(step)}: {', '.join(step.inputs)} -> "
-                   f"{', '.join(step.outputs)}")
+                   f"{', '.join(step.outputs)}{_tactic(step)}")
     if source:
         for step in ex.program.steps:
             if step.kernel is not None:

@@ -26,7 +26,8 @@ TILE_PAIRS = {"matmul": (("BLOCK_M", "BLOCK_N"), ("BLOCK_M", "BLOCK_K"), ("BLOCK
               "depthwise": (("BLOCK_M", "BLOCK_N"),), "pool": (("BLOCK_M", "BLOCK_N"),),
               "reduction": (("BLOCK_X", "BLOCK_R"),), "attention": (("BLOCK_M", "BLOCK_N"),)}
 FIXED = {"reduction": ("BLOCK_R",)}   # the whole row is one tile
-DEFAULTED = {"matmul": {"PERSISTENT": 0, "TMA": 0}, "conv": {"PERSISTENT": 0}}  # kernel params with a default
+DEFAULTED = {"matmul": {"PERSISTENT": 0, "TMA": 0, "BLAS": 0}, "conv": {"PERSISTENT": 0}}  # kernel params with a default
+SWITCHES = ("TMA", "BLAS")  # 0/1 params a kernel takes when generated with the path they switch on
 
 
 def _is_int(value) -> bool:
@@ -43,8 +44,8 @@ def _param_error(name: str, value: int, base: int, floor: int) -> str | None:
     if name == "PERSISTENT":
         return None if 0 <= value <= MAX_PERSISTENT else \
             f"PERSISTENT={value} is not in [0, {MAX_PERSISTENT}]"
-    if name == "TMA":  # base: 1 for a kernel generated with TMA operands (its config has the key)
-        return None if value in (0, base) else f"TMA={value}: this kernel takes TMA in {sorted({0, base})}"
+    if name in SWITCHES:  # base: 1 for a kernel generated with the path (its config has the key)
+        return None if value in (0, base) else f"{name}={value}: this kernel takes {name} in {sorted({0, base})}"
     if not _pow2(value) or value > MAX_BLOCK:
         return f"{name}={value} is not a power of two in [1, {MAX_BLOCK}]"
     if value < min(base, floor):
@@ -81,8 +82,9 @@ def config_error(cfg, problem: dict, base: LaunchConfig) -> str | None:
             set(params) - set(want) - set(optional):
         return f"parameters {sorted(params)}, the kernel takes {sorted(want)}"
     want = {**optional, **want}
-    if "TMA" in dict(base.params):  # the kernel can load through TMA whether or not its base does
-        want["TMA"] = 1
+    for switch in SWITCHES:  # a kernel with the path can switch it on whether or not its base does
+        if switch in dict(base.params):
+            want[switch] = 1
     if not _is_int(cfg.num_warps) or cfg.num_warps not in WARPS:
         return f"num_warps={cfg.num_warps!r} is not one of {WARPS}"
     if cfg.num_stages is not None and (not _is_int(cfg.num_stages) or not 1 <= cfg.num_stages <= MAX_STAGES):

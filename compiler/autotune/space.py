@@ -372,6 +372,10 @@ def candidates(problem: dict, base: LaunchConfig, level: str, limits: DeviceLimi
     if base.get("TMA") is not None:
         # A kernel that can load through TMA: the base tile is timed both ways, the others the base's way.
         rest = [base.replace(TMA=1 - base.TMA)] + [c.replace(TMA=base.TMA) for c in rest]
+    if base.get("BLAS") is not None:
+        # A kernel that can take cuBLAS's product (kernels/blas.py): the library is timed once, on
+        # the base's tile (its epilogue's); every Triton tile with its own product.
+        rest = [base.replace(BLAS=1 - base.BLAS)] + [c.replace(BLAS=0) for c in rest]
     out = [base] + [c for c in dict.fromkeys(rest) if c != base and config_error(c, problem, base) is None]
     return out if level == "full" else out[:FAST_CANDIDATES[template]]
 

@@ -17,16 +17,18 @@ import sys
 def compile_job(job: dict) -> dict:
     import torch
 
+    from trident.kernels.blas import kernel_config
     from trident.kernels.loader import import_kernel_file
     from trident.kernels.tma import warmup_descriptors
 
     try:
         module = import_kernel_file(job["path"])
         args = [getattr(torch, d) for d in job["dtypes"]]
+        config = kernel_config(job["config"])  # what launch() passes the kernel
         tma = getattr(module, "TMA_OPERANDS", None)  # (A's, B's argument index, B K-major)
         if tma is not None:
-            args += warmup_descriptors(args[tma[0]], args[tma[1]], tma[2], job["config"])
-        module.kernel.warmup(*args, grid=(1,), **job["config"])
+            args += warmup_descriptors(args[tma[0]], args[tma[1]], tma[2], config)
+        module.kernel.warmup(*args, grid=(1,), **config)
         return {"id": job["id"], "ok": True}
     except Exception as exc:  # noqa: BLE001 - a config that does not compile is a result
         text = str(exc).strip().splitlines()

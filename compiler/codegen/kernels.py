@@ -18,7 +18,7 @@ from trident.compiler.codegen import moves
 from trident.compiler.codegen.program import Layout
 from trident.compiler.codegen.reductions import BODIES as REDUCTION_BODIES
 from trident.compiler.codegen.reductions import ROWWISE
-from trident.compiler.codegen.writer import (Axis, KernelWriter, Operand, broadcast_dims,
+from trident.compiler.codegen.writer import (Axis, KernelWriter, Operand, broadcast_dims, dense_strides,
                                              memory_order)
 from trident.compiler.fusion import MAX_ROW, PER_ELEMENT_MOVES, Group, reduced_axes
 from trident.compiler.ir import Graph, Node
@@ -308,7 +308,8 @@ def _precision(dtype: torch.dtype) -> str:
     return "tf32" if dtype == torch.float32 and config.ALLOW_TF32 else "ieee"
 
 
-def _tile_loop(args: Args, consts: list[str], body: list[str], programs: str, tma: bool = False) -> str:
+def _tile_loop(args: Args, consts: list[str], body: list[str], programs: str, tma: bool = False,
+               blas: bool = False) -> str:
     """A GEMM-like kernel as `one_tile(..., pid)` plus the `kernel` that runs it.
 
     PERSISTENT (programs per SM, 0 = off) is a launch-config choice the tuner makes: 0 launches
@@ -316,13 +317,15 @@ def _tile_loop(args: Args, consts: list[str], body: list[str], programs: str, tm
     flatten=True lets Triton's pipeliner load the next tile's operands during this one's epilogue.
     tma: the kernel also takes the GEMM operands' TMA descriptors (None when the launch reads
     them through pointers) and the TMA switch (kernels/tma.py).
+    blas: the BLAS switch: the tile reads the library's product from the output (kernels/blas.py).
     """
     params = ", ".join(args.names[v] for v in args.order) + (", a_desc, b_desc" if tma else "")
-    consts = consts + (["TMA"] if tma else [])
+    switches = (["TMA"] if tma else []) + (["BLAS"] if blas else [])
+    consts = consts + switches
     const_params = ", ".join(f"{c}: tl.constexpr" for c in consts)
     const_args = ", ".join(consts)
-    defaults = ", PERSISTENT: tl.constexpr = 0" + (", TMA: tl.constexpr = 0" if tma else "")
-    kernel_consts = ", ".join(f"{c}: tl.constexpr" for c in consts if c != "TMA")
+    defaults = ", PERSISTENT: tl.constexpr = 0" + "".join(f", {c}: tl.constexpr = 0" for c in switches)
+    kernel_consts = ", ".join(f"{c}: tl.constexpr" for c in consts if c not in switches)
     return (f"@triton.jit\ndef one_tile({params}, pid, {const_params}):\n" + "\n".join(body) + "\n\n\n"
             f"@triton.jit\ndef kernel({params}, {kernel_consts}{defaults}):\n"
             f"    if PERSISTENT:\n"
@@ -340,16 +343,49 @@ def _tile_grid(programs: str, axis1) -> str:
 TILE_IMPORTS = "from trident.kernels.common import grouped_pid, persistent_grid"
 
 
-def _gemm_tile(w: KernelWriter, pointer_tile: str, tma: bool, K: int, b_k_major: bool, precision: str) -> None:
-    """The accumulator: the pointer tile, or (tma) the TMA tile unless the launch turns TMA off."""
-    if not tma:
+def _gemm_tile(w: KernelWriter, pointer_tile: str, tma: bool, K: int, b_k_major: bool, precision: str,
+               library_product: str | None = None) -> None:
+    """The accumulator: the pointer tile, or (tma) the TMA tile unless the launch turns TMA off,
+    or (library_product: the load of the product launch() had cuBLAS write) that product."""
+    branches = ([("BLAS", f"acc = {library_product}")] if library_product else []) + \
+        ([("TMA", f"acc = matmul_tile_tma(a_desc, b_desc, {K}, pid_m, pid_n, BLOCK_M, BLOCK_N, BLOCK_K, "
+                  f"{b_k_major}, '{precision}')")] if tma else [])
+    if not branches:
         w.line(pointer_tile)
         return
-    w.line("if TMA:")
-    w.line(f"acc = matmul_tile_tma(a_desc, b_desc, {K}, pid_m, pid_n, BLOCK_M, BLOCK_N, BLOCK_K, {b_k_major}, "
-           f"'{precision}')", indent=2)
+    for k, (switch, line) in enumerate(branches):
+        w.line(f"{'el' if k else ''}if {switch}:")
+        w.line(line, indent=2)
     w.line("else:")
     w.line(pointer_tile, indent=2)
+
+
+def _holds_product(outputs: list[str], layouts, a: Layout, b: Layout, out_shape: tuple) -> bool:
+    """Can the kernel's output hold the library's product (kernels/blas.py)?"""
+    from trident.kernels.blas import library_gemm_fits
+
+    out = layouts[outputs[0]]
+    dense = tuple(out.shape) == out_shape and tuple(out.strides) == tuple(dense_strides(out_shape))
+    return library_gemm_fits(a.dtype, b.dtype, out.dtype, len(outputs), dense)
+
+
+def _library_prologue(group: Group, layouts, args: Args, out: str, a_strides, b_strides, mnk) -> list[str]:
+    """launch()'s first lines under BLAS=1: the library writes the product (adding the bias when
+    that is the whole epilogue: then no Triton launch follows), and the kernel's config drops
+    TMA (kernels/blas.py)."""
+    anchor = group.anchor
+    a, b = args.names[anchor.inputs[0]], args.names[anchor.inputs[1]]
+    bias = bias_of(anchor)
+    strides = ", ".join(str(s) for s in (*mnk, *a_strides, *b_strides))
+    alone = not _after_anchor(group)
+    if alone and bias is None:
+        return ["if config.get('BLAS'):", f"    return library_gemm({a}, {b}, {out}, {strides})"]
+    blayout = layouts[bias] if bias is not None else None
+    if alone and blayout.dtype == layouts[anchor.inputs[0]].dtype and tuple(blayout.shape) == (mnk[1],) \
+            and tuple(blayout.strides) == (1,):
+        return ["if config.get('BLAS'):", f"    return library_gemm({a}, {b}, {out}, {strides}, bias={args.names[bias]})"]
+    return ["if config.get('BLAS'):", f"    library_gemm({a}, {b}, {out}, {strides})",
+            "config = kernel_config(config)"]
 
 
 def _tma_operands(a_index: int, b_index: int, b_k_major: bool) -> str:
@@ -392,7 +428,14 @@ def matmul(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: list
                     f"{b_sk}, {b_sn}, offs_m, offs_n, BLOCK_M, BLOCK_N, BLOCK_K, '{_precision(a.dtype)}')")
     tma = not batch and a.dtype == b.dtype and gemm_operands_fit(a.dtype.itemsize, a.strides[-2], a.strides[-1],
                                                                  b_sk, b_sn)
-    _gemm_tile(w, pointer_tile, tma, K, b_sk == 1, _precision(a.dtype))
+    blas = not batch and not is_int8_anchor(anchor) and _holds_product(outputs, layouts, a, b, out_shape)
+    product = None
+    if blas:
+        out = args(outputs[0], "out")
+        product = (f"tl.load({out} + (offs_m[:, None] * {N} + offs_n[None, :]), mask=prims.in_bounds("
+                   f"offs_m[:, None], {rows}, BLOCK_M) & prims.in_bounds(offs_n[None, :], {N}, BLOCK_N), "
+                   f"other=0).to(tl.float32)")
+    _gemm_tile(w, pointer_tile, tma, K, b_sk == 1, _precision(a.dtype), product)
     w.line(f"mmask = prims.in_bounds(offs_m[:, None], {rows}, BLOCK_M)")
     w.line(f"nmask = prims.in_bounds(offs_n[None, :], {N}, BLOCK_N)")
     w.add_axis(Axis("offs_m[:, None]", rows_dims, "mmask"))
@@ -408,22 +451,27 @@ def matmul(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: list
     _epilogue(w, group, _after_anchor(group), layouts, args, out_shape)
     _stores(w, outputs, layouts, args, out_shape)
     cfg = heuristic_config(rows, N, K, a.dtype, _out_bytes(graph, outputs),
-                           reads_tiles=_epilogue_reads_tiles(group, graph, out_shape), tma=tma)
+                           reads_tiles=_epilogue_reads_tiles(group, graph, out_shape), tma=tma, blas=blas)
     imports = TILE_IMPORTS + "\nfrom trident.kernels.matmul import matmul_tile"
     if tma:
         imports += ", matmul_tile_tma\nfrom trident.kernels.tma import gemm_descriptors"
+    if blas:
+        imports += "\nfrom trident.kernels.blas import kernel_config, library_gemm"
     src = _header(name, group.nodes, graph, imports)
     consts = ["BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M"]
-    src += _tile_loop(args, consts, w.lines, f"tl.cdiv({rows}, BLOCK_M) * tl.cdiv({N}, BLOCK_N)", tma)
+    src += _tile_loop(args, consts, w.lines, f"tl.cdiv({rows}, BLOCK_M) * tl.cdiv({N}, BLOCK_N)", tma, blas)
     nbatch = math.prod(s for _, s in batch)
     grid = _tile_grid(f"triton.cdiv({rows}, meta['BLOCK_M']) * triton.cdiv({N}, meta['BLOCK_N'])", nbatch)
+    prepare = []
+    if blas:
+        prepare = _library_prologue(group, layouts, args, out, a.strides[-2:], (b_sk, b_sn), (rows, N, K))
     if tma:
-        prepare = (f"a_desc, b_desc, config = gemm_descriptors({a_arg}, {b_arg}, {rows}, {N}, {K}, "
-                   f"{a.strides[-2]}, {b_sk}, {b_sn}, config)")
-        src += "\n\n\n" + _launcher(args, grid, cfg, _empty(graph, outputs), prepare, ", a_desc, b_desc")
+        prepare.append(f"a_desc, b_desc, config = gemm_descriptors({a_arg}, {b_arg}, {rows}, {N}, {K}, "
+                       f"{a.strides[-2]}, {b_sk}, {b_sn}, config)")
+    src += "\n\n\n" + _launcher(args, grid, cfg, _empty(graph, outputs), "\n    ".join(prepare),
+                                  ", a_desc, b_desc" if tma else "")
+    if tma:
         src += _tma_operands(args.order.index(anchor.inputs[0]), args.order.index(anchor.inputs[1]), b_sk == 1)
-    else:
-        src += "\n\n\n" + _launcher(args, grid, cfg, _empty(graph, outputs))
     return KernelSource(name, src, list(args.order), cfg,
                         problem={"template": "matmul", "M": rows, "N": N, "K": K, "batch": nbatch,
                                  "dtype": a.dtype})

@@ -74,6 +74,7 @@ class LaunchConfig:
             text = f"{p['BLOCK_M']}x{p['BLOCK_N']}x{p['BLOCK_K']} g{p.get('GROUP_M', 1)}"
             text += f" p{p['PERSISTENT']}" if p.get("PERSISTENT") else ""
             text += " tma" if p.get("TMA") else ""
+            text += " blas" if p.get("BLAS") else ""
         else:
             text = " ".join(f"{k.replace('BLOCK_', '')}={v}" for k, v in p.items())
         text += f" w{self.num_warps}"

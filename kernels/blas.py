@@ -1,0 +1,50 @@
+"""The library GEMM tactic: cuBLAS computes a generated GEMM kernel's product, Triton its epilogue.
+
+A generated 16-bit GEMM kernel (codegen's `matmul`) can take its product from the vendor library
+instead of its own tile, as TensorRT picks cuBLAS tactics beside its own kernels: with the config
+param BLAS=1 its launch() has `torch.mm` (cuBLAS) write A @ B into the kernel's output, and the
+kernel then runs only its fused epilogue (bias, activation, residual, casts), reading the product
+back from that output and storing over it, element for element. When the epilogue is no more
+than a bias of the output's dtype, `torch.addmm` adds it in cuBLAS and no Triton launch runs.
+
+Why: without warp specialization (Triton 3.6 has none on Hopper that runs reliably: see
+docs/performance.md, "Library GEMMs") Triton's GEMM tile reaches 55-60% of cuBLAS on the zoo's
+Linear shapes, and one extra pass over the output costs less than that gap. The tuner times the
+library tactic beside the Triton tiles (compiler/autotune/space.py), so each GEMM keeps whichever
+runs faster on the GPU it was tuned on.
+
+Codegen offers the tactic only where the output can hold the product: one output, dense
+row-major over [M, N], of the operands' 16-bit dtype. The memory plan never lets a step's output
+share memory with its inputs (runtime/memory.py), so writing the product there first cannot
+clobber an operand the epilogue still reads. The product is rounded to the output dtype before
+the epilogue adds to it: one extra rounding, as in any unfused GEMM.
+"""
+from __future__ import annotations
+
+import torch
+
+LIBRARY_DTYPES = (torch.float16, torch.bfloat16)
+
+
+def library_gemm_fits(a_dtype, b_dtype, out_dtype, outputs: int, out_dense: bool) -> bool:
+    """Can a generated GEMM kernel take its product from the library (see the module doc)?"""
+    return a_dtype == b_dtype == out_dtype and a_dtype in LIBRARY_DTYPES and outputs == 1 and out_dense
+
+
+def library_gemm(a, b, out, M: int, N: int, K: int, stride_am: int, stride_ak: int, stride_bk: int,
+                 stride_bn: int, bias=None) -> None:
+    """out[M, N] (dense row-major) = A @ B (+ bias), A [M, K] and B [K, N] read through their
+    strides (views of the kernel's arguments, so no copy: cuBLAS reads either operand transposed)."""
+    a2 = a.as_strided((M, K), (stride_am, stride_ak))
+    b2 = b.as_strided((K, N), (stride_bk, stride_bn))
+    o2 = out.as_strided((M, N), (N, 1))
+    if bias is None:
+        torch.mm(a2, b2, out=o2)
+    else:
+        torch.addmm(bias, a2, b2, out=o2)
+
+
+def kernel_config(config: dict) -> dict:
+    """The config a kernel is launched (and compiled ahead) with: under BLAS the tile loads no
+    operand, so it takes no TMA descriptors."""
+    return {**config, "TMA": 0} if config.get("BLAS") and config.get("TMA") else config

@@ -1,0 +1,155 @@
+"""The library GEMM tactic (kernels/blas.py): generated 16-bit GEMM kernels that take cuBLAS's
+product and fuse only their epilogue, against torch and against the same engine on Triton's own
+tile; which kernels may take it; its three launch forms (product, product + bias, product +
+epilogue pass); ragged, size-1 and empty shapes, inf and NaN; the tuner's candidates and the
+config checks. Every kernel these tests run is also compiled for sm_90 (compiles_for_hopper)."""
+import pytest
+import torch
+
+import trident
+from trident.compiler import config
+from trident.compiler.autotune.constraints import config_error
+from trident.compiler.autotune.space import candidates
+from trident.compiler.ir.launch import LaunchConfig
+from trident.kernels.blas import kernel_config, library_gemm, library_gemm_fits
+
+pytestmark = pytest.mark.compiles_for_hopper
+
+DEV = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class Chain(torch.nn.Module):
+    """Four Linear layers, one of each epilogue: bias alone (cuBLAS adds it), bias + GELU (a
+    Triton pass over the product), none (the product is the output), bias + residual into the
+    fp32 graph output (no 16-bit output to hold the product: Triton's own tile)."""
+
+    def __init__(self, d=40, hidden=72):
+        super().__init__()
+        self.fc1 = torch.nn.Linear(d, hidden)
+        self.fc2 = torch.nn.Linear(hidden, hidden)
+        self.fc3 = torch.nn.Linear(hidden, hidden, bias=False)
+        self.fc4 = torch.nn.Linear(hidden, d)
+
+    def forward(self, x):
+        return x + self.fc4(self.fc3(torch.nn.functional.gelu(self.fc2(self.fc1(x)))))
+
+
+def _gemm_steps(engine):
+    return [s for s in engine.plan.kernel_steps() if "matmul_tile(" in s.source]
+
+
+def _build(x, library: bool, monkeypatch, precision="fp16"):
+    torch.manual_seed(0)
+    monkeypatch.setattr(config, "LIBRARY_GEMM", library)
+    model = Chain().eval()
+    return model, trident.build_engine(model, precision, example_inputs=[x])
+
+
+def _run(engine, x):
+    out = engine(x.to(DEV))
+    return (out[0] if isinstance(out, (list, tuple)) else out).float().cpu()
+
+
+def test_gemms_take_the_library_product_and_match_torch(monkeypatch, rng):
+    x = torch.randn(3, 37, 40, generator=rng)  # 111 rows: no block divides them
+    model, engine = _build(x, True, monkeypatch)
+    steps = _gemm_steps(engine)
+    assert len(steps) == 4
+    forms = [("return library_gemm(" in s.source and "bias=" in s.source,
+              "return library_gemm(" in s.source and "bias=" not in s.source,
+              "    library_gemm(" in s.source) for s in steps]
+    # fc1: cuBLAS adds the bias; fc2: product + GELU pass; fc3: the product alone; fc4: Triton's tile
+    assert forms == [(True, False, False), (False, False, True), (False, True, False), (False, False, False)]
+    assert [s.config.get("BLAS") for s in steps] == [1, 1, 1, None]
+    ref = model(x)
+    out = _run(engine, x)
+    assert ((out - ref).abs().max() / ref.abs().max()).item() < 1e-2
+    _, triton_engine = _build(x, False, monkeypatch)
+    assert [s.config.get("BLAS") for s in _gemm_steps(triton_engine)] == [0, 0, 0, None]
+    assert ((out - _run(triton_engine, x)).abs().max() / ref.abs().max()).item() < 1e-2
+
+
+@pytest.mark.parametrize("tokens", [1, 0])
+def test_one_row_and_no_rows(tokens, monkeypatch, rng):
+    x = torch.randn(1, tokens, 40, generator=rng)
+    model, engine = _build(torch.randn(1, 5, 40, generator=rng), True, monkeypatch)
+    single = trident.build_engine(model, "fp16", example_inputs=[x])
+    out = _run(single, x)
+    assert out.shape == (1, tokens, 40)
+    if tokens:
+        ref = model(x)
+        assert ((out - ref).abs().max() / ref.abs().max()).item() < 1e-2
+
+
+def test_inf_and_nan_reach_the_output_as_on_triton_tiles(monkeypatch, rng):
+    x = torch.randn(2, 9, 40, generator=rng)
+    x[0, 3, 5] = float("inf")
+    x[1, 2, 0] = float("nan")
+    _, library = _build(x, True, monkeypatch)
+    _, own = _build(x, False, monkeypatch)
+    got, want = _run(library, x), _run(own, x)
+    assert torch.equal(got.isnan(), want.isnan()) and torch.equal(got.isinf(), want.isinf())
+    assert got.isnan().any()
+    finite = got.isfinite() & want.isfinite()
+    assert torch.allclose(got[finite], want[finite], rtol=1e-2, atol=1e-2)
+
+
+def test_which_kernels_may_take_it(monkeypatch, rng):
+    assert library_gemm_fits(torch.float16, torch.float16, torch.float16, 1, True)
+    assert library_gemm_fits(torch.bfloat16, torch.bfloat16, torch.bfloat16, 1, True)
+    assert not library_gemm_fits(torch.float32, torch.float32, torch.float32, 1, True)  # exact fp32: Triton
+    assert not library_gemm_fits(torch.float16, torch.float16, torch.float32, 1, True)  # output can't hold it
+    assert not library_gemm_fits(torch.float16, torch.float16, torch.float16, 2, True)  # two outputs
+    assert not library_gemm_fits(torch.float16, torch.float16, torch.float16, 1, False)  # strided output
+    assert not library_gemm_fits(torch.int8, torch.int8, torch.int8, 1, True)
+    _, fp32 = _build(torch.randn(2, 5, 40, generator=rng), True, monkeypatch, "fp32")
+    assert all(s.config.get("BLAS") is None for s in _gemm_steps(fp32))
+
+
+def test_library_gemm_reads_operands_through_their_strides(rng):
+    a = torch.randn(7, 12, generator=rng).half()
+    w = torch.randn(9, 12, generator=rng).half()  # K-major [N, K], as constant weights are stored
+    bias = torch.randn(9, generator=rng).half()
+    out = torch.empty(7, 9, dtype=torch.float16)
+    library_gemm(a, w, out, 7, 9, 12, 12, 1, 1, 12)
+    torch.testing.assert_close(out.float(), a.float() @ w.float().t(), rtol=1e-2, atol=1e-2)
+    library_gemm(a, w, out, 7, 9, 12, 12, 1, 1, 12, bias=bias)
+    torch.testing.assert_close(out.float(), a.float() @ w.float().t() + bias.float(), rtol=1e-2, atol=1e-2)
+    with pytest.raises(RuntimeError):  # an output smaller than [M, N] is refused, never overrun
+        library_gemm(a, w, torch.empty(7, 8, dtype=torch.float16), 7, 9, 12, 12, 1, 1, 12)
+
+
+def test_tuner_times_the_library_once_and_triton_tiles_without_it(monkeypatch, rng):
+    from trident.compiler.build import compile_graph, import_model
+
+    monkeypatch.setattr(config, "LIBRARY_GEMM", True)
+    program = compile_graph(import_model(Chain().eval(), [torch.randn(2, 5, 40, generator=rng)]), "fp16")
+    gemms = [s.kernel for s in program.steps if s.kind == "kernel" and s.kernel.problem["template"] == "matmul"]
+    base, problem = gemms[1].config, gemms[1].problem  # fc2: product + GELU pass
+    assert base.get("BLAS") == 1 and base.get("TMA") == 1
+    found = candidates(problem, base, "fast")
+    assert found[:3] == [base, base.replace(BLAS=0), base.replace(BLAS=0, TMA=0)]
+    assert all(c.get("BLAS") == 0 for c in found[1:]) and len(found) > 3
+    assert config_error(base.replace(BLAS=0), problem, base) is None
+    assert "BLAS=2" in config_error(base.replace(BLAS=2), problem, base)
+    without = LaunchConfig.of(base.num_warps, base.num_stages, **{k: v for k, v in base.params if k != "BLAS"})
+    assert config_error(without, problem, base) is None  # configs from before the switch still load
+    assert "BLAS=1" in config_error(base, problem, without)  # a kernel generated without the path
+    assert "blas" in str(base)
+
+
+def test_kernels_launch_and_compile_without_descriptors_under_blas():
+    cfg = {"BLOCK_M": 32, "TMA": 1, "BLAS": 1}
+    assert kernel_config(cfg) == {"BLOCK_M": 32, "TMA": 0, "BLAS": 1}
+    assert kernel_config({"TMA": 1, "BLAS": 0}) == {"TMA": 1, "BLAS": 0}
+    assert kernel_config({"TMA": 1}) == {"TMA": 1}
+
+
+def test_explain_names_the_gemms_cublas_computes(monkeypatch, rng):
+    from trident.tools.explain import explain
+
+    monkeypatch.setattr(config, "LIBRARY_GEMM", True)
+    text = explain(Chain().eval(), [torch.randn(2, 5, 40, generator=rng)], "fp16", source=False)
+    steps = [line for line in text.splitlines() if line.startswith("kernel  matmul")]
+    assert [line.endswith("(cuBLAS)") for line in steps] == [True, False, True, False]
+    assert [line.endswith("(product: cuBLAS; epilogue: Triton)") for line in steps] == [False, True, False, False]
