@@ -153,3 +153,17 @@ def test_explain_names_the_gemms_cublas_computes(monkeypatch, rng):
     steps = [line for line in text.splitlines() if line.startswith("kernel  matmul")]
     assert [line.endswith("(cuBLAS)") for line in steps] == [True, False, True, False]
     assert [line.endswith("(product: cuBLAS; epilogue: Triton)") for line in steps] == [False, True, False, False]
+
+
+def test_a_shape_generic_engine_passes_its_run_time_rows_to_cublas(monkeypatch, rng):
+    x = torch.randn(2, 7, 40, generator=rng)
+    monkeypatch.setattr(config, "LIBRARY_GEMM", True)
+    torch.manual_seed(0)
+    model = Chain().eval()
+    engine = trident.build_engine(model, "fp16", example_inputs=[x], batch=(1, 2, 4))
+    calls = [line for s in engine.plan.kernel_steps() for line in s.source.splitlines() if "library_gemm(" in line]
+    assert len(calls) == 3 and all("size_batch * 7" in line for line in calls)
+    for batch in (1, 3, 4):
+        xb = torch.randn(batch, 7, 40, generator=rng)
+        ref = model(xb)
+        assert ((_run(engine, xb) - ref).abs().max() / ref.abs().max()).item() < 1e-2
