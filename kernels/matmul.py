@@ -124,26 +124,30 @@ NUM_SMS_H200 = 132
 
 
 def heuristic_config(M: int, N: int, K: int, dtype, out_bytes: int = 2, reads_tiles: bool = False,
-                     tma: bool = False, blas: bool = False) -> LaunchConfig:
+                     tma: bool = False, blas: bool = False, library_alone: bool = False) -> LaunchConfig:
     """Deterministic default config for an H200 (or cheap big blocks in the interpreter).
     tma: the kernel's operands can load through TMA descriptors (kernels/tma.py); the config then
     has a TMA param (the tuner may flip it), 1 where TMA pays (_tma_pays), in the interpreter
     too, so what runs on the GPU is what CPU tests run.
     blas: the kernel can take its product from cuBLAS (kernels/blas.py); the config then has a
-    BLAS param, 1 where the library pays (_library_pays). The tile stays what the kernel's own
-    GEMM would use (the tuner times both), and is the epilogue's tile under BLAS."""
+    BLAS param, 1 where the library pays (_library_pays; library_alone: cuBLAS's call is all the
+    kernel does, no epilogue pass follows). The tile stays the kernel's own GEMM's (the tuner
+    times both)."""
     tma_loads = tma and _tma_pays(dtype)
     cfg = _heuristic_tile(M, N, K, dtype, out_bytes, reads_tiles, tma_loads)
     cfg = cfg.replace(TMA=int(tma_loads)) if tma else cfg
-    return cfg.replace(BLAS=int(_library_pays(M, N, K))) if blas else cfg
+    return cfg.replace(BLAS=int(_library_pays(M, N, K, library_alone))) if blas else cfg
 
 
-def _library_pays(M: int, N: int, K: int) -> bool:
-    """Is cuBLAS's product plus a pass of the epilogue faster than the fused Triton tile? On the
-    H200, for every 16-bit Linear shape of the zoo's transformers and ConvNeXt timed (docs/
-    performance.md, "Library GEMMs"): Triton's tile reaches 55-60% of cuBLAS there, and the extra
-    pass over the output costs less. In the interpreter too, so CPU tests run what the GPU runs."""
-    return _config.LIBRARY_GEMM and M * N * K > 0
+def _library_pays(M: int, N: int, K: int, library_alone: bool) -> bool:
+    """Is cuBLAS's product faster than the fused Triton tile? Where cuBLAS does the whole job (no
+    epilogue, or a bias it adds itself), yes on every zoo shape the H200 timed (ViT-B/16's QKV
+    38.1 against 43.3 us, BERT's 93.4 against 95.3). Where a Triton pass over its product must
+    follow (GELU, residual), the pass costs about what the library saves: ViT-B/16's and BERT's
+    GELU GEMMs 3-5% faster, ConvNeXt-T's 10% slower, residual GEMMs even to 9% slower
+    (docs/performance.md, "Library GEMMs"); those start on Triton's tile and the tuner decides.
+    In the interpreter too, so CPU tests run what the GPU runs."""
+    return _config.LIBRARY_GEMM and library_alone and M * N * K > 0
 
 
 def _tma_pays(dtype) -> bool:
@@ -188,7 +192,7 @@ def _heuristic_tile(M: int, N: int, K: int, dtype, out_bytes: int, reads_tiles: 
         slots = 2 * NUM_SMS_H200
         if _last_round_fill(cdiv(M, 64) * cdiv(N, 128), slots) > _last_round_fill(cdiv(M, 128) * cdiv(N, 128), slots) + 0.1:
             return tile_config(64, 128, bk, 8, 4, 4, PERSISTENT=2)
-        if tma_loads and N % 256 == 0 and K >= 2048:
+        if tma_loads and N % 256 == 0 and K >= 2048 and out_bytes <= 2:
             # Without its operand addresses in registers the 128x256 tile holds the epilogue
             # (ptxas: 1.2 KB spilled a thread against 2.2), and a deep K loop pays for it: DINOv2's
             # 3072->768 + layer scale + residual, generated kernels as the tuner times them, 88.8 us

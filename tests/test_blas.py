@@ -11,7 +11,7 @@ from trident.compiler import config
 from trident.compiler.autotune.constraints import config_error
 from trident.compiler.autotune.space import candidates
 from trident.compiler.ir.launch import LaunchConfig
-from trident.kernels.blas import kernel_config, library_gemm, library_gemm_fits
+from trident.kernels.blas import EPILOGUE_TILE, kernel_config, library_gemm, library_gemm_fits
 
 pytestmark = pytest.mark.compiles_for_hopper
 
@@ -60,13 +60,38 @@ def test_gemms_take_the_library_product_and_match_torch(monkeypatch, rng):
               "    library_gemm(" in s.source) for s in steps]
     # fc1: cuBLAS adds the bias; fc2: product + GELU pass; fc3: the product alone; fc4: Triton's tile
     assert forms == [(True, False, False), (False, False, True), (False, True, False), (False, False, False)]
-    assert [s.config.get("BLAS") for s in steps] == [1, 1, 1, None]
+    # where a Triton pass would follow the library's product, the kernel starts on its own tile
+    assert [s.config.get("BLAS") for s in steps] == [1, 0, 1, None]
     ref = model(x)
     out = _run(engine, x)
     assert ((out - ref).abs().max() / ref.abs().max()).item() < 1e-2
     _, triton_engine = _build(x, False, monkeypatch)
     assert [s.config.get("BLAS") for s in _gemm_steps(triton_engine)] == [0, 0, 0, None]
     assert ((out - _run(triton_engine, x)).abs().max() / ref.abs().max()).item() < 1e-2
+
+
+def test_a_tuner_that_finds_the_library_faster_runs_the_epilogue_pass(monkeypatch, rng, tmp_path):
+    from trident.compiler.autotune import TuningCache, tune_program
+    from trident.compiler.build import compile_graph, engine_from, import_model
+
+    monkeypatch.setattr(config, "LIBRARY_GEMM", True)
+    torch.manual_seed(0)
+    model = Chain().eval()
+    x = torch.randn(2, 9, 40, generator=rng)
+    program = compile_graph(import_model(model, [x]), "fp16")
+
+    def library_first(run, cfg):
+        return 0.5 if cfg.get("BLAS") else 1.0
+
+    # verify: each winner's outputs are checked against its heuristic config's (interpreter here)
+    tune_program(program, "fast", cache=TuningCache(tmp_path), timer=library_first, verify=True, progress=False)
+    gemms = [s.kernel for s in program.steps if s.kind == "kernel" and s.kernel.problem["template"] == "matmul"]
+    assert [k.config.get("BLAS") for k in gemms] == [1, 1, 1, None]
+    assert "    library_gemm(" in gemms[1].source  # fc2: the product, then the GELU pass
+    ref = model(x)
+    out = engine_from(program)(x.to(DEV))
+    out = (out[0] if isinstance(out, (list, tuple)) else out).float().cpu()
+    assert ((out - ref).abs().max() / ref.abs().max()).item() < 1e-2
 
 
 @pytest.mark.parametrize("tokens", [1, 0])
@@ -125,11 +150,13 @@ def test_tuner_times_the_library_once_and_triton_tiles_without_it(monkeypatch, r
     monkeypatch.setattr(config, "LIBRARY_GEMM", True)
     program = compile_graph(import_model(Chain().eval(), [torch.randn(2, 5, 40, generator=rng)]), "fp16")
     gemms = [s.kernel for s in program.steps if s.kind == "kernel" and s.kernel.problem["template"] == "matmul"]
-    base, problem = gemms[1].config, gemms[1].problem  # fc2: product + GELU pass
+    base, problem = gemms[0].config, gemms[0].problem  # fc1: cuBLAS adds the bias
     assert base.get("BLAS") == 1 and base.get("TMA") == 1
     found = candidates(problem, base, "fast")
     assert found[:3] == [base, base.replace(BLAS=0), base.replace(BLAS=0, TMA=0)]
     assert all(c.get("BLAS") == 0 for c in found[1:]) and len(found) > 3
+    pass_base = gemms[1].config  # fc2 starts on its own tile: the library is its second candidate
+    assert pass_base.get("BLAS") == 0 and candidates(gemms[1].problem, pass_base, "fast")[1] == pass_base.replace(BLAS=1)
     assert config_error(base.replace(BLAS=0), problem, base) is None
     assert "BLAS=2" in config_error(base.replace(BLAS=2), problem, base)
     without = LaunchConfig.of(base.num_warps, base.num_stages, **{k: v for k, v in base.params if k != "BLAS"})
@@ -138,9 +165,11 @@ def test_tuner_times_the_library_once_and_triton_tiles_without_it(monkeypatch, r
     assert "blas" in str(base)
 
 
-def test_kernels_launch_and_compile_without_descriptors_under_blas():
-    cfg = {"BLOCK_M": 32, "TMA": 1, "BLAS": 1}
-    assert kernel_config(cfg) == {"BLOCK_M": 32, "TMA": 0, "BLAS": 1}
+def test_the_epilogue_pass_launches_on_its_own_tile_without_descriptors():
+    cfg = {"BLOCK_M": 128, "BLOCK_N": 256, "BLOCK_K": 64, "GROUP_M": 8, "PERSISTENT": 1, "TMA": 1, "BLAS": 1,
+           "num_warps": 8, "num_stages": 3}
+    assert kernel_config(cfg) == {**cfg, **EPILOGUE_TILE}
+    assert kernel_config(cfg)["TMA"] == 0 and kernel_config(cfg)["PERSISTENT"] == 0
     assert kernel_config({"TMA": 1, "BLAS": 0}) == {"TMA": 1, "BLAS": 0}
     assert kernel_config({"TMA": 1}) == {"TMA": 1}
 
@@ -152,7 +181,7 @@ def test_explain_names_the_gemms_cublas_computes(monkeypatch, rng):
     text = explain(Chain().eval(), [torch.randn(2, 5, 40, generator=rng)], "fp16", source=False)
     steps = [line for line in text.splitlines() if line.startswith("kernel  matmul")]
     assert [line.endswith("(cuBLAS)") for line in steps] == [True, False, True, False]
-    assert [line.endswith("(product: cuBLAS; epilogue: Triton)") for line in steps] == [False, True, False, False]
+    assert not any(line.endswith("(product: cuBLAS; epilogue: Triton)") for line in steps)  # fc2: Triton's tile
 
 
 def test_a_shape_generic_engine_passes_its_run_time_rows_to_cublas(monkeypatch, rng):

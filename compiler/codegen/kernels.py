@@ -369,23 +369,32 @@ def _holds_product(outputs: list[str], layouts, a: Layout, b: Layout, out_shape:
     return library_gemm_fits(a.dtype, b.dtype, out.dtype, len(outputs), dense)
 
 
-def _library_prologue(group: Group, layouts, args: Args, out: str, a_strides, b_strides, mnk) -> list[str]:
-    """launch()'s first lines under BLAS=1: the library writes the product (adding the bias when
-    that is the whole epilogue: then no Triton launch follows), and the kernel's config drops
-    TMA (kernels/blas.py)."""
-    anchor = group.anchor
+def _library_form(group: Group, layouts, N: int) -> str:
+    """What the library computes under BLAS: "product" (the kernel has no epilogue), "addmm"
+    (a bias of the operands' dtype is the whole epilogue: cuBLAS adds it), else "pass" (the
+    product, then the kernel's epilogue as a Triton pass over it)."""
+    if _after_anchor(group):
+        return "pass"
+    bias = bias_of(group.anchor)
+    if bias is None:
+        return "product"
+    lay = layouts[bias]
+    fits = lay.dtype == layouts[group.anchor.inputs[0]].dtype and tuple(lay.shape) == (N,) and \
+        tuple(lay.strides) == (1,)
+    return "addmm" if fits else "pass"
+
+
+def _library_prologue(form: str, anchor: Node, args: Args, out: str, a_strides, b_strides, mnk) -> list[str]:
+    """launch()'s first lines under BLAS=1 (kernels/blas.py): the library writes the product, and
+    either that is all ("product", "addmm": no Triton launch follows) or the kernel runs its
+    epilogue pass on its own launch config."""
     a, b = args.names[anchor.inputs[0]], args.names[anchor.inputs[1]]
-    bias = bias_of(anchor)
-    strides = ", ".join(str(s) for s in (*mnk, *a_strides, *b_strides))
-    alone = not _after_anchor(group)
-    if alone and bias is None:
-        return ["if config.get('BLAS'):", f"    return library_gemm({a}, {b}, {out}, {strides})"]
-    blayout = layouts[bias] if bias is not None else None
-    if alone and blayout.dtype == layouts[anchor.inputs[0]].dtype and tuple(blayout.shape) == (mnk[1],) \
-            and tuple(blayout.strides) == (1,):
-        return ["if config.get('BLAS'):", f"    return library_gemm({a}, {b}, {out}, {strides}, bias={args.names[bias]})"]
-    return ["if config.get('BLAS'):", f"    library_gemm({a}, {b}, {out}, {strides})",
-            "config = kernel_config(config)"]
+    call = f"library_gemm({a}, {b}, {out}, {', '.join(str(s) for s in (*mnk, *a_strides, *b_strides))}"
+    if form == "product":
+        return ["if config.get('BLAS'):", f"    return {call})"]
+    if form == "addmm":
+        return ["if config.get('BLAS'):", f"    return {call}, bias={args.names[bias_of(anchor)]})"]
+    return ["if config.get('BLAS'):", f"    {call})", "config = kernel_config(config)"]
 
 
 def _tma_operands(a_index: int, b_index: int, b_k_major: bool) -> str:
@@ -451,7 +460,8 @@ def matmul(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: list
     _epilogue(w, group, _after_anchor(group), layouts, args, out_shape)
     _stores(w, outputs, layouts, args, out_shape)
     cfg = heuristic_config(rows, N, K, a.dtype, _out_bytes(graph, outputs),
-                           reads_tiles=_epilogue_reads_tiles(group, graph, out_shape), tma=tma, blas=blas)
+                           reads_tiles=_epilogue_reads_tiles(group, graph, out_shape), tma=tma, blas=blas,
+                           library_alone=blas and _library_form(group, layouts, N) != "pass")
     imports = TILE_IMPORTS + "\nfrom trident.kernels.matmul import matmul_tile"
     if tma:
         imports += ", matmul_tile_tma\nfrom trident.kernels.tma import gemm_descriptors"
@@ -464,7 +474,8 @@ def matmul(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: list
     grid = _tile_grid(f"triton.cdiv({rows}, meta['BLOCK_M']) * triton.cdiv({N}, meta['BLOCK_N'])", nbatch)
     prepare = []
     if blas:
-        prepare = _library_prologue(group, layouts, args, out, a.strides[-2:], (b_sk, b_sn), (rows, N, K))
+        prepare = _library_prologue(_library_form(group, layouts, N), anchor, args, out, a.strides[-2:],
+                                    (b_sk, b_sn), (rows, N, K))
     if tma:
         prepare.append(f"a_desc, b_desc, config = gemm_descriptors({a_arg}, {b_arg}, {rows}, {N}, {K}, "
                        f"{a.strides[-2]}, {b_sk}, {b_sn}, config)")
