@@ -84,12 +84,13 @@ def test_a_tuner_that_finds_the_library_faster_runs_the_epilogue_pass(monkeypatc
         return 0.5 if cfg.get("BLAS") else 1.0
 
     # verify: each winner's outputs are checked against its heuristic config's (interpreter here)
-    tune_program(program, "fast", cache=TuningCache(tmp_path), timer=library_first, verify=True, progress=False)
+    tune_program(program, "fast", cache=TuningCache(tmp_path), timer=library_first, verify=True, progress=False,
+                 device=DEV)
     gemms = [s.kernel for s in program.steps if s.kind == "kernel" and s.kernel.problem["template"] == "matmul"]
     assert [k.config.get("BLAS") for k in gemms] == [1, 1, 1, None]
     assert "    library_gemm(" in gemms[1].source  # fc2: the product, then the GELU pass
     ref = model(x)
-    out = engine_from(program)(x.to(DEV))
+    out = engine_from(program, device=DEV)(x.to(DEV))
     out = (out[0] if isinstance(out, (list, tuple)) else out).float().cpu()
     assert ((out - ref).abs().max() / ref.abs().max()).item() < 1e-2
 
