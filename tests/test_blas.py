@@ -156,6 +156,9 @@ def test_tuner_times_the_library_once_and_triton_tiles_without_it(monkeypatch, r
     found = candidates(problem, base, "fast")
     assert found[:3] == [base, base.replace(BLAS=0), base.replace(BLAS=0, TMA=0)]
     assert all(c.get("BLAS") == 0 for c in found[1:]) and len(found) > 3
+    from trident.compiler.autotune.space import FAST_CANDIDATES
+    assert len(found) == FAST_CANDIDATES["matmul"] + 1  # the library is a trial beside the Triton tiles
+    assert candidates(problem, base, "fast", fast_count=2) == found[:3]  # `trident bench epilogues --candidates`
     pass_base = gemms[1].config  # fc2 starts on its own tile: the library is its second candidate
     assert pass_base.get("BLAS") == 0 and candidates(gemms[1].problem, pass_base, "fast")[1] == pass_base.replace(BLAS=1)
     assert config_error(base.replace(BLAS=0), problem, base) is None

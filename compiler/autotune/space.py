@@ -355,8 +355,10 @@ def _neighbours(base: LaunchConfig, problem: dict) -> list[LaunchConfig]:
     return out
 
 
-def candidates(problem: dict, base: LaunchConfig, level: str, limits: DeviceLimits | None = None) -> list[LaunchConfig]:
-    """Configs to time for one problem at `level` ("fast" | "full"); `base` (the heuristic) first."""
+def candidates(problem: dict, base: LaunchConfig, level: str, limits: DeviceLimits | None = None,
+               fast_count: int | None = None) -> list[LaunchConfig]:
+    """Configs to time for one problem at `level` ("fast" | "full"); `base` (the heuristic) first.
+    fast_count: the tiles "fast" times (default FAST_CANDIDATES for the template)."""
     limits = limits or DeviceLimits()
     template = problem.get("template")
     if template not in REASONS or level == "none":
@@ -377,7 +379,8 @@ def candidates(problem: dict, base: LaunchConfig, level: str, limits: DeviceLimi
         # the base's tile (its epilogue's); every Triton tile with its own product.
         rest = [base.replace(BLAS=1 - base.BLAS)] + [c.replace(BLAS=0) for c in rest]
     out = [base] + [c for c in dict.fromkeys(rest) if c != base and config_error(c, problem, base) is None]
-    return out if level == "full" else out[:FAST_CANDIDATES[template]]
+    library = 1 if base.get("BLAS") is not None else 0  # one more trial, not one Triton tile fewer
+    return out if level == "full" else out[:(fast_count or FAST_CANDIDATES[template]) + library]
 
 
 # ------------------------------------------------------------------------ work figures ----

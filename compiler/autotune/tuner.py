@@ -179,7 +179,7 @@ def tune_plan(plan, level: str = "fast", **options):
 def tune_kernels(kernels: list[Tunable], layouts: dict, level: str = "fast", *, timing_cache=None, cache=None,
                  device=None, timer=None, peaks: Peaks | None = None, workers: int | None = None,
                  verify: bool | None = None, progress: bool | None = None,
-                 limits: DeviceLimits | None = None) -> TuneReport | None:
+                 limits: DeviceLimits | None = None, fast_count: int | None = None) -> TuneReport | None:
     """Set each kernel's `config` to the fastest config found; returns the report.
 
     level: "none" (heuristic configs; with a timing_cache, its entries are still applied), "fast"
@@ -188,6 +188,7 @@ def tune_kernels(kernels: list[Tunable], layouts: dict, level: str = "fast", *, 
     cache: a TuningCache or directory (default CACHE_DIR/autotune).
     timer: `timer(run, config) -> ms`; default times on the GPU (trident.compiler.timing). Without
     a GPU and without an injected timer, nothing is tuned (the interpreter uses the heuristic configs).
+    fast_count: the tiles "fast" times per problem (default: space.FAST_CANDIDATES).
     """
     check_level(level)
     if level == "none" and timing_cache is None:
@@ -217,7 +218,7 @@ def tune_kernels(kernels: list[Tunable], layouts: dict, level: str = "fast", *, 
             todo.append(unit)
     if todo:
         tuner = _Tuner(layouts, level, device, limits, timer or measure.gpu_timer, cache,
-                       on_gpu if verify is None else verify, report)
+                       on_gpu if verify is None else verify, report, fast_count)
         show = (not config.QUIET) if progress is None else progress
         # Triton launches on the current device: make it the tuning device.
         with torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext():
@@ -295,9 +296,10 @@ class _LazyArgs:
 
 
 class _Tuner:
-    def __init__(self, layouts, level, device, limits, timer, cache, verify, report):
+    def __init__(self, layouts, level, device, limits, timer, cache, verify, report, fast_count=None):
         self.layouts, self.level, self.device, self.limits = layouts, level, device, limits
         self.timer, self.cache, self.verify, self.report = timer, cache, verify, report
+        self.fast_count = fast_count
 
     def run(self, units: list[Unit], workers: int, show: bool) -> None:
         kernel_dir = default_kernel_dir()
@@ -305,7 +307,8 @@ class _Tuner:
         for unit in units:
             rep = unit.representative
             module = load_kernel(rep.name, rep.source, kernel_dir)
-            plans.append((unit, module, candidates(unit.problem, unit.base, self.level, self.limits)))
+            plans.append((unit, module, candidates(unit.problem, unit.base, self.level, self.limits,
+                                                   self.fast_count)))
         pool = None
         if workers > 0:
             pool = CompilePool(min(workers, sum(len(c) for _, _, c in plans)))

@@ -19,13 +19,12 @@ from __future__ import annotations
 
 import argparse
 import math
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-from trident.compiler.autotune import space, tune_program
+from trident.compiler.autotune import tune_program
 from trident.compiler.build import compile_graph, import_model
 from trident.compiler.timing import cold_kernel_ms
 from trident.tools.benchmarks.results import ResultsFile, markdown_table, require_gpu
@@ -95,8 +94,7 @@ def bench_shape(shape: Shape, device: str, dry: bool, candidates: int | None = N
                      if s.kind == "kernel" and s.kernel.problem.get("template") == "matmul")
     report = None
     if not dry:  # the heuristic's program, tuned as a build with tune="fast" tunes it
-        with _fast_candidates(candidates):
-            report = tune_program(program, "fast", device=device)
+        report = tune_program(program, "fast", device=device, fast_count=candidates)
     flops = 2.0 * shape.M * shape.N * shape.K
     base = {"shape": shape.label, "M": shape.M, "K": shape.K, "N": shape.N, "epilogue": shape.epilogue}
     rows = []
@@ -112,17 +110,6 @@ def bench_shape(shape: Shape, device: str, dry: bool, candidates: int | None = N
     if dry:
         rows.append(base | {"runner": f"trident {heuristic} (heuristic)", "ms": None, "tflops": None})
     return rows
-
-
-@contextmanager
-def _fast_candidates(count: int | None):
-    """The tuner's `fast` level times `count` GEMM candidates for the block (None: its own number)."""
-    before = space.FAST_CANDIDATES["matmul"]
-    space.FAST_CANDIDATES["matmul"] = count or before
-    try:
-        yield
-    finally:
-        space.FAST_CANDIDATES["matmul"] = before
 
 
 def table(rows: list[dict]) -> str:
