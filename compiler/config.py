@@ -110,8 +110,8 @@ SANITIZE: bool = _env_flag("TRIDENT_SANITIZE")
 # FP32 matmuls/convs may use TF32 tensor cores (opt-in: changes numerics).
 ALLOW_TF32: bool = _env_flag("TRIDENT_ALLOW_TF32")
 
-# 16-bit GEMM kernels start on cuBLAS's product with their epilogue fused in Triton (kernels/
-# blas.py); TRIDENT_LIBRARY_GEMM=0 starts them on their own Triton tile (the tuner times both).
+# 16-bit GEMM kernels that cuBLAS computes whole (no epilogue, or a bias it adds) start on cuBLAS
+# (kernels/blas.py); TRIDENT_LIBRARY_GEMM=0 starts them on their own Triton tile (the tuner times both).
 LIBRARY_GEMM: bool = _env_flag("TRIDENT_LIBRARY_GEMM", default=True)
 
 # Autotuning: how many processes compile candidate configs in parallel (0: compile in the tuning
