@@ -17,7 +17,8 @@ Codegen offers the tactic only where the output can hold the product: one output
 row-major over [M, N], of the operands' 16-bit dtype. The memory plan never lets a step's output
 share memory with its inputs (runtime/memory.py), so writing the product there first cannot
 clobber an operand the epilogue still reads. The product is rounded to the output dtype before
-the epilogue adds to it: one extra rounding, as in any unfused GEMM.
+the epilogue adds to it: one extra rounding, as in any unfused GEMM. cuBLAS runs on torch's
+current stream (the engine's step stream) with torch's workspace, outside the engine's arena.
 """
 from __future__ import annotations
 
