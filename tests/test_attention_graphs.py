@@ -188,12 +188,28 @@ def test_decomposed_attention_becomes_one_kernel(via, mask, rng):
 
 @pytest.mark.parametrize("mask", ["none", "bool", "causal"])
 def test_sdpa_module_is_one_kernel(mask, rng):
+    # Through ONNX too, but for the boolean mask (its IsNaN guard: the next test); the TorchScript
+    # exporter writes is_causal as a Trilu-built mask, which folds to a constant.
     module = SDPA(mask=mask).eval()
     inputs = module_inputs(mask, rng)
-    for model in (module, onnx_of(module, inputs)) if mask == "none" else (module,):
+    for model in (module, onnx_of(module, inputs)) if mask != "bool" else (module,):
         engine, trace = build(model, inputs if model is module else None)
         assert_one_attention_per_layer(engine, trace)
+        (node,) = [n for n in trace.after_pass[-1][1].nodes if n.op == "attention"]
+        assert node.attrs.get("causal") == ("top_left" if mask == "causal" else None)
         torch.testing.assert_close(engine(*inputs)[0], module(*inputs), rtol=1e-5, atol=1e-5)
+
+
+def test_exported_sdpa_with_a_bool_mask_keeps_its_nan_guard_unfused(rng):
+    # Exporters write a boolean-mask SDPA as softmax(scores + where(mask, 0, -inf)) and then
+    # where(isnan(p), 0, p). The guard zeroes every NaN row, those of NaN or inf scores too, where
+    # the fused kernel would return NaN: not the same op, so the chain stays as it is (and right).
+    module = SDPA(mask="bool").eval()
+    inputs = module_inputs("bool", rng)
+    engine, trace = build(onnx_of(module, inputs))
+    final = trace.after_pass[-1][1]
+    assert any(n.op == "is_nan" for n in final.nodes) and attention_kernels(engine) == 0
+    torch.testing.assert_close(engine(*inputs)[0], module(*inputs), rtol=1e-5, atol=1e-5)
 
 
 def test_fp16_engine_keeps_one_attention_kernel(rng):
