@@ -392,6 +392,7 @@ def test_the_timed_run_launches_the_kernel(tmp_path):
 
 
 # ------------------------------------------------------------------------- build_engine ----
+@pytest.mark.skipif(torch.cuda.is_available(), reason="what a machine without a GPU does")
 def test_tune_none_is_the_heuristic_and_the_cpu_ignores_tuning(monkeypatch, capsys, tmp_path):
     monkeypatch.setattr(config, "CACHE_DIR", tmp_path)
     build, make_inputs = MODELS["mlp"]

@@ -200,7 +200,9 @@ def tune_kernels(kernels: list[Tunable], layouts: dict, level: str = "fast", *, 
                    f"here); using the heuristic configs.")
         return None
     start = time.perf_counter()
-    device = torch.device(device if device is not None else ("cuda" if on_gpu else "cpu"))
+    # By default kernels run where Triton runs them: the GPU, or (no GPU) the interpreter on the CPU,
+    # an injected timer's as well as the GPU timer's.
+    device = torch.device(device if device is not None else ("cuda" if _gpu_usable(None) else "cpu"))
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", torch.cuda.current_device())
     limits = limits or (device_limits(device) if on_gpu else DeviceLimits())
