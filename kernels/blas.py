@@ -8,10 +8,11 @@ back from that output and storing over it, element for element. When the epilogu
 than a bias of the output's dtype, `torch.addmm` adds it in cuBLAS and no Triton launch runs.
 
 Why: without warp specialization (Triton 3.6 has none on Hopper that runs reliably: see
-docs/performance.md, "Library GEMMs") Triton's GEMM tile reaches 55-60% of cuBLAS on the zoo's
-Linear shapes, and one extra pass over the output costs less than that gap. The tuner times the
-library tactic beside the Triton tiles (compiler/autotune/space.py), so each GEMM keeps whichever
-runs faster on the GPU it was tuned on.
+docs/performance.md, "Warp specialization on Hopper") Triton's GEMM tile reaches 50-60% of cuBLAS
+on the zoo's Linear shapes. Where cuBLAS does the whole job that is a clear gain; where a pass over
+its product must follow, the pass costs about what the library saves ("Library GEMMs" there). The
+tuner times the library tactic beside the Triton tiles (compiler/autotune/space.py), so each GEMM
+keeps whichever runs faster on the GPU it was tuned on.
 
 Codegen offers the tactic only where the output can hold the product: one output, dense
 row-major over [M, N], of the operands' 16-bit dtype. The memory plan never lets a step's output

@@ -438,8 +438,9 @@ def matmul(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: list
     tma = not batch and a.dtype == b.dtype and gemm_operands_fit(a.dtype.itemsize, a.strides[-2], a.strides[-1],
                                                                  b_sk, b_sn)
     blas = not batch and not is_int8_anchor(anchor) and _holds_product(outputs, layouts, a, b, out_shape)
-    product = None
+    product, form = None, None
     if blas:
+        form = _library_form(group, layouts, N)
         out = args(outputs[0], "out")
         product = (f"tl.load({out} + (offs_m[:, None] * {N} + offs_n[None, :]), mask=prims.in_bounds("
                    f"offs_m[:, None], {rows}, BLOCK_M) & prims.in_bounds(offs_n[None, :], {N}, BLOCK_N), "
@@ -461,7 +462,7 @@ def matmul(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: list
     _stores(w, outputs, layouts, args, out_shape)
     cfg = heuristic_config(rows, N, K, a.dtype, _out_bytes(graph, outputs),
                            reads_tiles=_epilogue_reads_tiles(group, graph, out_shape), tma=tma, blas=blas,
-                           library_alone=blas and _library_form(group, layouts, N) != "pass")
+                           library_alone=form in ("product", "addmm"))
     imports = TILE_IMPORTS + "\nfrom trident.kernels.matmul import matmul_tile"
     if tma:
         imports += ", matmul_tile_tma\nfrom trident.kernels.tma import gemm_descriptors"
@@ -474,8 +475,7 @@ def matmul(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: list
     grid = _tile_grid(f"triton.cdiv({rows}, meta['BLOCK_M']) * triton.cdiv({N}, meta['BLOCK_N'])", nbatch)
     prepare = []
     if blas:
-        prepare = _library_prologue(_library_form(group, layouts, N), anchor, args, out, a.strides[-2:],
-                                    (b_sk, b_sn), (rows, N, K))
+        prepare = _library_prologue(form, anchor, args, out, a.strides[-2:], (b_sk, b_sn), (rows, N, K))
     if tma:
         prepare.append(f"a_desc, b_desc, config = gemm_descriptors({a_arg}, {b_arg}, {rows}, {N}, {K}, "
                        f"{a.strides[-2]}, {b_sk}, {b_sn}, config)")
