@@ -220,7 +220,7 @@ def test_perf_benchmark_table_and_settle():
     perf._add_ratios(rows)
     assert rows[1]["vs_torch_compile"] == 2.0 and "vs_torch_compile" not in rows[2]
     text = perf.table(rows)
-    assert "| m | 2 | trident (ONNX) | 1.000 | 2.00 | 1.0e-03 | ok |" in text
+    assert "| m | 2 | trident (ONNX) | 1.000 | - | - | 2.00 | 1.0e-03 | ok |" in text
     bn = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4)).eval()
     perf.settle(bn, (torch.randn(2, 3, 8, 8) * 5 + 3,))
     assert not bn.training and bn[1].running_mean.abs().sum() > 0
@@ -239,3 +239,25 @@ def test_perf_benchmark_gives_zero_initialised_layers_values():
     assert model[2].weight.abs().sum() > 0
     (onnx_row,) = [r for r in rows if r["runner"] == "trident (ONNX)"]
     assert onnx_row["status"] == "ok" and 0 < onnx_row["rel_err"] < 1e-2  # an fp16 engine
+
+
+def test_perf_benchmark_times_runners_in_turn():
+    # Rounds interleave the runners (a drift during the run moves all of them alike); each row's
+    # median is the median of its rounds, its spread their range over it.
+    from trident.tools.benchmarks import perf
+
+    ticks = iter(range(1, 100))
+    timer = lambda fn: {"median_ms": float(next(ticks))}  # noqa: E731 - the call's order number
+    model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.ReLU())
+    spec = perf.Model("mlp", lambda: model, lambda b: (torch.randn(b, 8),), 2, ("onnx",))
+    rows = perf.bench_model(spec, torch.device("cpu"), True, timer, rounds=3,
+                            queued=lambda fn: 0.5)
+    by_runner = {r["runner"]: r for r in rows}
+    assert [r["status"] for r in rows] == ["ok"] * 3
+    assert by_runner["trident (ONNX)"]["round_ms"] == [1.0, 4.0, 7.0]
+    assert by_runner["torch eager"]["round_ms"] == [2.0, 5.0, 8.0]
+    assert by_runner["torch.compile"]["median_ms"] == 6.0
+    assert by_runner["torch.compile"]["spread"] == 6.0 / 6.0
+    assert by_runner["trident (ONNX)"]["queued_ms"] == 0.5
+    assert by_runner["trident (ONNX)"]["vs_torch_compile"] == 6.0 / 4.0
+    assert model[0].weight.dtype == torch.float32  # each runner converts a copy, not the model

@@ -3,10 +3,12 @@
     trident bench perf --out bench-out          # H200: about 5 minutes
     trident bench perf --dry-run                 # tiny models on the CPU (the code path only)
 
-fp16, in one process on one GPU, medians of CUDA-event-timed calls:
+fp16, in one process on one GPU, every runner built first and then timed in rounds, in turn
+(`--rounds`, `--rep` calls each), so that drift moves them alike; medians of CUDA-event-timed calls:
   torchvision ConvNeXt-T, batch 32: trident from its ONNX export and through torch.compile
   torchvision ViT-B/16, batch 32:   trident through torch.compile (nn.MultiheadAttention)
   transformers WhisperEncoder (default config, 80 x 3000 log-mel input), batch 8: through torch.compile
+  transformers BertModel (bert-base config), sequence 512, batch 32: through torch.compile
 Anchors: the fp16 model in torch eager and under torch.compile (default mode), channels-last for the
 CNN. trident builds from the fp32 model with precision fp16 (its engines cast at their edges).
 Models with BatchNorm get their statistics settled by one train-mode pass on random data first.
@@ -16,6 +18,8 @@ Prints a table, writes JSON. A measurement, never a test: nothing is asserted.
 from __future__ import annotations
 
 import argparse
+import copy
+import statistics
 import sys
 import traceback
 from dataclasses import dataclass
@@ -24,7 +28,7 @@ from typing import Callable
 import torch
 
 from trident.compiler.testing import export_onnx, relative_error
-from trident.compiler.timing import bench_ms
+from trident.compiler.timing import bench_ms, events_ms
 from trident.tools.benchmarks.results import ResultsFile, markdown_table, require_gpu
 from trident.tools.zoo_models import randomize_zero_parameters
 
@@ -69,13 +73,24 @@ def _whisper(tiny: bool = False):
     return _Encoder(config)
 
 
+def _bert_base():
+    from transformers import BertConfig, BertModel
+    from trident.tools.zoo_models import LastHidden
+    return LastHidden(BertModel(BertConfig()))
+
+
+def _token_ids(batch: int, seq: int = 512):
+    return (torch.randint(0, 30522, (batch, seq), generator=torch.Generator().manual_seed(0)),)
+
+
 def _images(batch: int, size: int = 224):
     return (torch.randn(batch, 3, size, size),)
 
 
 MODELS = [Model("ConvNeXt-T", _convnext_t, _images, 32, ("onnx", "compile")),
           Model("ViT-B/16", _vit_b16, _images, 32),
-          Model("Whisper encoder", _whisper, lambda b: (torch.randn(b, 80, 3000),), 8)]
+          Model("Whisper encoder", _whisper, lambda b: (torch.randn(b, 80, 3000),), 8),
+          Model("BERT-base seq 512", _bert_base, _token_ids, 32)]
 DRY_MODELS = [Model("Whisper encoder (tiny)", lambda: _whisper(tiny=True), lambda b: (torch.randn(b, 8, 16),), 1,
                     ("onnx", "compile"))]
 
@@ -90,27 +105,28 @@ def settle(model: torch.nn.Module, inputs: tuple) -> torch.nn.Module:
 
 
 def _runners(model: torch.nn.Module, spec: Model, inputs: tuple, device, dry: bool) -> dict[str, Callable]:
-    """runner name -> make() -> a no-argument callable running the model once."""
+    """runner name -> make() -> a no-argument callable running the model once. Each runner gets its
+    own copy of the model: all of them stay alive while they are timed in turns."""
     from trident.compiler import build_engine
 
     dev_inputs = tuple(x.to(device) for x in inputs)
-    channels_last = dev_inputs[0].dim() == 4
+    channels_last = dev_inputs[0].dim() == 4 and dev_inputs[0].is_floating_point()
+
+    def own_model(dtype=torch.float32) -> torch.nn.Module:
+        return copy.deepcopy(model).to(device=device, dtype=dtype)
 
     def anchor(compiled: bool):
-        m = model.to(device=device, dtype=torch.float16)
-        args = tuple(x.half() for x in dev_inputs)
+        m = own_model(torch.float16)
+        args = tuple(x.half() if x.is_floating_point() else x for x in dev_inputs)
         if channels_last:
             m = m.to(memory_format=torch.channels_last)
             args = (args[0].contiguous(memory_format=torch.channels_last),)
         if compiled and not dry:
-            torch._dynamo.reset()
             m = torch.compile(m)
         return lambda: m(*args)
 
     def trident_compile():
-        torch._dynamo.reset()
-        m = torch.compile(model.to(device=device, dtype=torch.float32), backend="trident",
-                          options={"precision": "fp16"})
+        m = torch.compile(own_model(), backend="trident", options={"precision": "fp16"})
         return lambda: m(*dev_inputs)
 
     def trident_onnx():
@@ -133,8 +149,21 @@ def _first(out) -> torch.Tensor:
     return _first(out[0])
 
 
-def bench_model(spec: Model, device, dry: bool, timer: Callable) -> list[dict]:
-    """Rows of one model: one per runner (status "ok" or the error), error against fp32 eager."""
+def _failed(row: dict, exc: Exception) -> None:
+    row["status"] = f"error: {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+    traceback.print_exc(file=sys.stderr)
+
+
+def bench_model(spec: Model, device, dry: bool, timer: Callable, rounds: int = 1,
+                queued: Callable | None = None) -> list[dict]:
+    """Rows of one model: one per runner (status "ok" or the error), error against fp32 eager.
+
+    Every runner is built first; then `rounds` rounds time each runner in turn (`timer`), so a
+    drift of the GPU's clocks or of the host's load during the run moves every runner alike
+    instead of the ones timed last. median_ms is the median of the rounds' medians, spread the
+    range of those over it. `queued` (optional) times calls issued back to back, one
+    synchronization at the end: where it is well under median_ms, the host's work per call
+    (launches, Python) shows in the latency."""
     try:
         model = spec.build().eval()
     except ImportError as exc:
@@ -146,23 +175,47 @@ def bench_model(spec: Model, device, dry: bool, timer: Callable) -> list[dict]:
     with torch.no_grad():  # the fp32 reference, computed where the runners run
         reference = _first(model.to(device)(*(x.to(device) for x in inputs))).float().cpu()
     model.cpu()
-    rows = []
+    if not dry:
+        torch._dynamo.reset()
+    rows, calls = [], {}
     for name, make in _runners(model, spec, inputs, device, dry).items():
-        row = {"model": spec.label, "batch": spec.batch, "runner": name, "status": "ok"}
+        row = {"model": spec.label, "batch": spec.batch, "runner": name, "status": "ok", "round_ms": []}
         try:
             with torch.no_grad():
                 fn = make()
                 row["rel_err"] = relative_error(_first(fn()).cpu(), reference)
-                row.update(timer(fn))
+            calls[name] = fn
         except Exception as exc:  # noqa: BLE001 - a failing runner is a data point
-            row["status"] = f"error: {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
-            traceback.print_exc(file=sys.stderr)
+            _failed(row, exc)
         rows.append(row)
-        model = model.float().cpu()
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
+    for _ in range(rounds):
+        for row in rows:
+            fn = calls.get(row["runner"])
+            if fn is None or row["status"] != "ok":
+                continue
+            try:
+                with torch.no_grad():
+                    row["round_ms"].append(timer(fn)["median_ms"])
+            except Exception as exc:  # noqa: BLE001
+                _failed(row, exc)
+    for row in rows:
+        _summarize(row)
+        if queued is not None and row["status"] == "ok":
+            with torch.no_grad():
+                row["queued_ms"] = queued(calls[row["runner"]])
+    calls.clear()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
     _add_ratios(rows)
     return rows
+
+
+def _summarize(row: dict) -> None:
+    times = row.get("round_ms")
+    if row["status"] != "ok" or not times:
+        return
+    row["median_ms"] = statistics.median(times)
+    row["spread"] = (max(times) - min(times)) / row["median_ms"]
 
 
 def _add_ratios(rows: list[dict]) -> None:
@@ -179,8 +232,10 @@ def _cell(value, spec: str) -> str:
 
 def table(rows: list[dict]) -> str:
     body = [[r["model"], r.get("batch", "-"), r["runner"], _cell(r.get("median_ms"), ".3f"),
+             _cell(r.get("spread") and 100 * r["spread"], ".0f"), _cell(r.get("queued_ms"), ".3f"),
              _cell(r.get("vs_torch_compile"), ".2f"), _cell(r.get("rel_err"), ".1e"), r["status"]] for r in rows]
-    return markdown_table(["model", "batch", "runner", "median ms", "vs torch.compile", "rel. error", "status"], body)
+    return markdown_table(["model", "batch", "runner", "median ms", "spread %", "queued ms", "vs torch.compile",
+                           "rel. error", "status"], body)
 
 
 def _dry_timer(fn: Callable) -> dict:
@@ -191,7 +246,19 @@ def _dry_timer(fn: Callable) -> dict:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="bench-out", help="folder of the results file")
     p.add_argument("--dry-run", action="store_true", help="a tiny model on the CPU, a fake timer (the code path)")
-    p.add_argument("--rep", type=int, default=30, help="timed calls per runner (after 5 warm-up calls)")
+    p.add_argument("--rep", type=int, default=20, help="timed calls per runner and round (after 5 warm-up calls)")
+    p.add_argument("--rounds", type=int, default=5, help="rounds of timing every runner in turn")
+    p.add_argument("--models", nargs="*", help="labels of the models to run (default: all)")
+
+
+def _chosen(models: list[Model], labels: list[str] | None) -> list[Model]:
+    if not labels:
+        return models
+    unknown = set(labels) - {m.label for m in models}
+    if unknown:
+        raise SystemExit(f"trident bench perf: unknown model(s) {sorted(unknown)}; known: "
+                         f"{[m.label for m in models]}")
+    return [m for m in models if m.label in labels]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -199,10 +266,13 @@ def run(args: argparse.Namespace) -> int:
         require_gpu("trident bench perf")
     device = torch.device("cpu" if args.dry_run else "cuda")
     timer = _dry_timer if args.dry_run else (lambda fn: bench_ms(fn, warmup=5, rep=args.rep))
+    queued = None if args.dry_run else (lambda fn: events_ms(fn, args.rep))
     results = ResultsFile.in_dir(args.out, "perf", "cpu" if args.dry_run else None)
     rows = results.data["rows"] = []
-    for spec in DRY_MODELS if args.dry_run else MODELS:
-        rows += bench_model(spec, device, args.dry_run, timer)
+    results.data["method"] = (f"{args.rounds} rounds of {args.rep} CUDA-event-timed calls per runner, the runners "
+                              "in turn; median of the round medians; queued: calls back to back")
+    for spec in DRY_MODELS if args.dry_run else _chosen(MODELS, args.models):
+        rows += bench_model(spec, device, args.dry_run, timer, args.rounds, queued)
         print(table(rows), flush=True)  # the table so far: a run cut short still shows its rows
         results.save()
     print(f"wrote {results.save()}")
