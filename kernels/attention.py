@@ -15,6 +15,10 @@ Grouped-query attention: query head h reads K/V head h // (H // H_KV).
 Causal: key j is visible to query i iff j <= i + causal_offset; torch's is_causal (top-left) is
 offset 0, the KV-cache decoder's bottom-right alignment is Lk - Lq (`causal_offset`).
 A row that sees no key at all (fully masked) is zero, as torch's SDPA gives.
+ZERO_NAN_ROWS: the `where(isnan(p), 0, p)` guard torch's exporters write after a boolean-masked
+softmax. A row whose probabilities are NaN (a NaN or +inf among the scores it sees: its running sum
+l is then NaN, p = exp2(NaN) or exp2(inf - inf) at that key) gets the guard's 0 * V summed over the
+keys: 0, or NaN in a column where V holds a NaN or inf (read only for tiles that have such a row).
 
 The K loop runs in two parts: key blocks every row of the tile sees in full (no mask work beyond a
 user mask), then the blocks on the causal diagonal and the key tail (masked). Causal blocks past the
@@ -132,6 +136,18 @@ def _key_loop(acc, l_i, m_i, q, k_ptrs, v_ptrs, mask_ptrs, lo, hi, offs_m, offs_
 
 
 @triton.jit
+def _nonfinite_columns(v_head, offs_n, offs_dv, dv_ok, Lk, sv_n, sv_d, BLOCK_N: tl.constexpr):
+    """Per value column: does any of the head's Lk values hold a NaN or an inf (0 * it is NaN)?"""
+    bad = tl.zeros((offs_dv.shape[0],), dtype=tl.int32)
+    for start_n in range(0, Lk, BLOCK_N):
+        rows = start_n + offs_n
+        v = tl.load(v_head + rows[:, None] * sv_n + offs_dv[None, :] * sv_d,
+                    mask=(rows < Lk)[:, None] & dv_ok[None, :], other=0).to(tl.float32)
+        bad = tl.maximum(bad, tl.max(((v != v) | (tl.abs(v) == float("inf"))).to(tl.int32), 0))
+    return bad > 0
+
+
+@triton.jit
 def _key_range(start_m, Lk, causal_offset, CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr,
                BLOCK_N: tl.constexpr):
     """(full, end): key blocks [0, full) are visible to every row of the tile; [full, end) need
@@ -154,7 +170,8 @@ def attention_program(q_ptr, k_ptr, v_ptr, mask_ptr, o_ptr, pid, B, W, H, H_KV, 
                       sm_b, sm_w, sm_h, sm_m, sm_n, so_b, so_w, so_h, so_m, so_d, causal_offset,
                       SCALE: tl.constexpr, MASK_KIND: tl.constexpr, MASK_PER_KEY: tl.constexpr,
                       CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                      BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr, INPUT_PRECISION: tl.constexpr):
+                      BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+                      ZERO_NAN_ROWS: tl.constexpr):
     """One query tile of one (batch, head), computed and stored. pid walks query tiles fastest,
     so the tiles running together share one head's K and V in L2."""
     num_m = tl.cdiv(Lq, BLOCK_M)
@@ -207,6 +224,13 @@ def attention_program(q_ptr, k_ptr, v_ptr, mask_ptr, o_ptr, pid, B, W, H, H_KV, 
             INPUT_PRECISION)
     # A fully masked row has l = 0 and acc = 0: dividing by 1 instead gives torch's 0, not 0/0.
     out = acc / tl.where(l_i > 0.0, l_i, 1.0)[:, None]
+    if ZERO_NAN_ROWS:
+        nan_row = l_i != l_i
+        out = tl.where(nan_row[:, None], 0.0, out)
+        if tl.max(nan_row.to(tl.int32), 0) > 0:
+            v_head = v_ptr + b * sv_b + w * sv_w + h_kv * sv_h
+            bad = _nonfinite_columns(v_head, offs_n, offs_dv, dv_ok, Lk, sv_n, sv_d, BLOCK_N)
+            out = tl.where(nan_row[:, None] & bad[None, :], float("nan"), out)
     o_ptrs = o_ptr + b * so_b + w * so_w + h * so_h + offs_m[:, None] * so_m + offs_dv[None, :] * so_d
     tl.store(o_ptrs, out.to(o_ptr.dtype.element_ty), mask=(offs_m[:, None] < Lq) & dv_ok[None, :])
 
@@ -223,13 +247,15 @@ def attention_kernel(q_ptr, k_ptr, v_ptr, mask_ptr, o_ptr, B: tl.constexpr, W: t
                      so_d: tl.constexpr,
                      causal_offset: tl.constexpr, SCALE: tl.constexpr, MASK_KIND: tl.constexpr,
                      CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                     BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr, INPUT_PRECISION: tl.constexpr):
+                     BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+                     ZERO_NAN_ROWS: tl.constexpr):
     """Standalone launch of attention_program. Sizes and strides are compile-time, as in a
     generated kernel (what an engine runs is what this measures)."""
     attention_program(q_ptr, k_ptr, v_ptr, mask_ptr, o_ptr, tl.program_id(0), B, W, H, H_KV, Lq, Lk, D, DV,
                       sq_b, sq_w, sq_h, sq_m, sq_d, sk_b, sk_w, sk_h, sk_n, sk_d, sv_b, sv_w, sv_h, sv_n, sv_d,
                       sm_b, sm_w, sm_h, sm_m, sm_n, so_b, so_w, so_h, so_m, so_d, causal_offset,
-                      SCALE, MASK_KIND, sm_m == 0, CAUSAL, BLOCK_M, BLOCK_N, BLOCK_D, BLOCK_DV, INPUT_PRECISION)
+                      SCALE, MASK_KIND, sm_m == 0, CAUSAL, BLOCK_M, BLOCK_N, BLOCK_D, BLOCK_DV, INPUT_PRECISION,
+                      ZERO_NAN_ROWS)
 
 
 # ------------------------------------------------------------------------------ configs ----
@@ -491,13 +517,14 @@ def _triple(t: torch.Tensor):
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None, *,
               scale: float | None = None, causal: str | None = None, config: LaunchConfig | None = None,
-              precision: str | None = None) -> torch.Tensor:
+              precision: str | None = None, zero_nan_rows: bool = False) -> torch.Tensor:
     """torch SDPA's forward: softmax(q k^T * scale + mask) v, one kernel launch.
 
     q [B, H, Lq, D] (or [N, Lq, D], or [B, W, H, Lq, D]), k [B, H_KV, Lk, D], v [B, H_KV, Lk, DV];
     H_KV dividing H is grouped-query attention. mask: bool (True = attend) or additive, broadcastable to the scores.
     causal: None, "top_left" (torch's is_causal) or "bottom_right" (KV-cache alignment).
-    precision: "ieee" | "tf32" for fp32 inputs (default: TRIDENT_ALLOW_TF32)."""
+    precision: "ieee" | "tf32" for fp32 inputs (default: TRIDENT_ALLOW_TF32).
+    zero_nan_rows: rows whose probabilities are NaN give zeros (the exporters' IsNaN guard)."""
     if not (q.dtype == k.dtype == v.dtype) or q.dtype not in (torch.float16, torch.bfloat16, torch.float32):
         raise ValueError(f"attention wants q, k, v of one float dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
     o = torch.empty(q.shape[:-1] + v.shape[-1:], device=q.device, dtype=q.dtype)
@@ -514,5 +541,6 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Ten
         MASK_KIND=plan.mask_kind,
         CAUSAL=plan.causal_offset is not None, BLOCK_M=cfg.BLOCK_M, BLOCK_N=cfg.BLOCK_N,
         BLOCK_D=head_block(plan.D), BLOCK_DV=head_block(plan.DV),
-        INPUT_PRECISION=precision or input_precision(q.dtype), num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+        INPUT_PRECISION=precision or input_precision(q.dtype), ZERO_NAN_ROWS=zero_nan_rows,
+        num_warps=cfg.num_warps, num_stages=cfg.num_stages)
     return o

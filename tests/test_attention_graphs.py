@@ -200,16 +200,63 @@ def test_sdpa_module_is_one_kernel(mask, rng):
         torch.testing.assert_close(engine(*inputs)[0], module(*inputs), rtol=1e-5, atol=1e-5)
 
 
-def test_exported_sdpa_with_a_bool_mask_keeps_its_nan_guard_unfused(rng):
+def test_exported_sdpa_with_a_bool_mask_fuses_with_its_nan_guard(rng):
     # Exporters write a boolean-mask SDPA as softmax(scores + where(mask, 0, -inf)) and then
-    # where(isnan(p), 0, p). The guard zeroes every NaN row, those of NaN or inf scores too, where
-    # the fused kernel would return NaN: not the same op, so the chain stays as it is (and right).
+    # where(isnan(p), 0, p): one kernel in its zero_nan_rows mode.
     module = SDPA(mask="bool").eval()
     inputs = module_inputs("bool", rng)
     engine, trace = build(onnx_of(module, inputs))
+    assert_one_attention_per_layer(engine, trace)
     final = trace.after_pass[-1][1]
-    assert any(n.op == "is_nan" for n in final.nodes) and attention_kernels(engine) == 0
+    assert not any(n.op == "is_nan" for n in final.nodes)
+    (node,) = [n for n in final.nodes if n.op == "attention"]
+    assert node.attrs["zero_nan_rows"] is True
     torch.testing.assert_close(engine(*inputs)[0], module(*inputs), rtol=1e-5, atol=1e-5)
+
+
+def guarded_sdpa_model(shapes):
+    """The exporters' boolean-mask SDPA, spelled out: Q K^T * s + Where(M, 0, -inf), Softmax, the
+    IsNaN guard, MatMul V."""
+    nodes = [helper.make_node("Transpose", ["K"], ["kt"], perm=[0, 1, 3, 2]),
+             helper.make_node("MatMul", ["Q", "kt"], ["qk"]), helper.make_node("Mul", ["qk", "s"], ["qks"]),
+             helper.make_node("Where", ["M", "zero", "minus_inf"], ["bias"]),
+             helper.make_node("Add", ["qks", "bias"], ["scores"]),
+             helper.make_node("Softmax", ["scores"], ["p"], axis=-1), helper.make_node("IsNaN", ["p"], ["nan"]),
+             helper.make_node("Where", ["nan", "zero", "p"], ["p0"]), helper.make_node("MatMul", ["p0", "V"], ["Y"])]
+    types = {"M": BOOL}
+    graph = helper.make_graph(
+        nodes, "guarded_sdpa", [helper.make_tensor_value_info(n, types.get(n, F32), x) for n, x in shapes.items()],
+        [helper.make_tensor_value_info("Y", F32, shapes["Q"][:-1] + shapes["V"][-1:])],
+        [helper.make_tensor("s", F32, [], [0.25]), helper.make_tensor("zero", F32, [], [0.0]),
+         helper.make_tensor("minus_inf", F32, [], [-math.inf])])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_guarded_sdpa_matches_onnxruntime_on_nan_and_inf(rng):
+    # NaN and inf where the guard acts: a NaN query row, a +inf key seen by some rows and masked for
+    # others (+inf meets the mask's -inf as NaN: those rows are NaN rows too, as in the graph), a
+    # fully masked row, and then a NaN value, which 0 * NaN carries into every row's column.
+    shapes = {"Q": (1, 2, 9, 16), "K": (1, 2, 37, 16), "V": (1, 2, 37, 8), "M": (1, 1, 9, 37)}
+    feeds = {n: _np(rng, *x) for n, x in shapes.items() if n != "M"}
+    feeds["M"] = (torch.rand(1, 1, 9, 37, generator=rng) < 0.8).numpy()
+    feeds["M"][..., 4, :] = False
+    feeds["M"][..., 5, 20] = False
+    feeds["Q"][0, :, 1, 3] = math.nan
+    feeds["K"][0, :, 20, 0] = math.inf      # +inf scores where q[..., 0] > 0, -inf (hidden) elsewhere
+    model = guarded_sdpa_model(shapes)
+    engine, trace = build(model.SerializeToString())
+    assert_one_attention_per_layer(engine, trace)
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(model.SerializeToString())
+    for step in range(2):
+        if step:
+            feeds["V"][0, 1, 30, 2] = math.nan
+        got = engine(*[torch.from_numpy(feeds[n]) for n in shapes])[0].numpy()
+        want = session.run(None, feeds)[0]
+        zero_rows = (want == 0).all(-1)
+        assert zero_rows.any() and not zero_rows.all() and np.isnan(want).any() == bool(step)
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)  # NaN where, and only where, ORT has it
 
 
 def test_fp16_engine_keeps_one_attention_kernel(rng):

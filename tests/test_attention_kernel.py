@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import trident.kernels.attention as attention_module
+from trident.compiler.ops.transformer import attention as op_attention
 from trident.kernels.attention import (attention_config, attention, candidate_configs, causal_offset,
                                        heuristic_config, smem_bytes, why_unfit)
 
@@ -165,6 +166,54 @@ def test_fully_masked_rows_follow_torch():
     expected = torch.nn.functional.scaled_dot_product_attention(q.cpu(), k.cpu(), v.cpu(), attn_mask=bias.cpu())
     torch.testing.assert_close(out.cpu(), expected, rtol=2e-5, atol=2e-5)
     torch.testing.assert_close(out[0, 0, 2].cpu(), v[0, 0].mean(0).cpu(), rtol=2e-5, atol=2e-5)
+
+
+def guarded_reference(q, k, v, mask):
+    """The guarded chain torch's exporters write, in float64: softmax(q k^T * scale + mask), then
+    where(isnan(p), 0, p), then p @ v (0 * NaN stays NaN). An additive mask is added (-inf meets
+    +inf or NaN as NaN, as in the exported graph, whose boolean mask arrives as where(m, 0, -inf));
+    a boolean one hides the scores it masks (masked_fill)."""
+    q, k, v, mask = q.double().cpu(), k.double().cpu(), v.double().cpu(), mask.cpu()
+    if k.shape[-3] != q.shape[-3]:
+        k = k.repeat_interleave(q.shape[-3] // k.shape[-3], dim=-3)
+        v = v.repeat_interleave(q.shape[-3] // v.shape[-3], dim=-3)
+    s = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
+    s = s.masked_fill(~mask, -math.inf) if mask.dtype == torch.bool else s + mask.double()
+    p = torch.softmax(s, -1)
+    return torch.where(torch.isnan(p), 0.0, p) @ v
+
+
+@pytest.mark.parametrize("mask_kind", ["bool", "additive"])
+@pytest.mark.parametrize("h_kv", [2, 1])
+def test_zero_nan_rows_is_the_exporters_nan_guard(mask_kind, h_kv):
+    # Rows whose probabilities are NaN (a NaN or +inf score they see; every key masked) give the
+    # guard's 0 * V; a NaN or inf a row does not see leaves it alone; a NaN in V reaches every row
+    # in its column (0 * NaN), NaN rows included. Lk spans three 16-key blocks and a tail.
+    q, k, v = qkv(1, 2, h_kv, 9, 53, 16, seed=31)
+    keep = torch.rand(1, 1, 9, 53, generator=torch.Generator().manual_seed(5)) < 0.8
+    keep[..., 4, :] = False                  # a fully masked row
+    keep[..., 5, 40] = keep[..., 6, 40] = False
+    q[0, :, 1, 3] = math.nan                 # row 1: NaN scores
+    k[0, :, 40, :] = math.inf                # key 40: +inf / -inf / NaN scores, hidden from rows 5 and 6
+    k[0, :, 7, 0] = math.nan                 # key 7: NaN scores for the rows that see it
+    keep[..., 7] = False
+    keep[..., 2, 7] = True                   # ... only row 2
+    mask = keep.to(DEV) if mask_kind == "bool" else \
+        torch.zeros(keep.shape, device=DEV).masked_fill(~keep.to(DEV), -math.inf)
+    config = attention_config(16, 16)
+    out = attention(q, k, v, mask, config=config, zero_nan_rows=True).double().cpu()
+    expected = guarded_reference(q, k, v, mask)
+    if mask_kind == "bool":  # a bool mask hides a key's score entirely: rows 5 and 6 keep their values
+        assert torch.isfinite(out[0, :, 5:7]).all()
+    assert torch.equal(out[0, :, 4], torch.zeros(2, 16))
+    torch.testing.assert_close(out, expected, rtol=2e-5, atol=2e-5, equal_nan=True)
+    v[0, -1, 50, 5] = math.nan
+    out = attention(q, k, v, mask, config=config, zero_nan_rows=True).double().cpu()
+    expected = guarded_reference(q, k, v, mask)
+    torch.testing.assert_close(out, expected, rtol=2e-5, atol=2e-5, equal_nan=True)
+    # the op's reference implementation (the reference executor, and torch where no kernel runs)
+    in_torch = op_attention(*(x.cpu() for x in (q, k, v, mask)), scale=0.25, zero_nan_rows=True)
+    torch.testing.assert_close(in_torch.double(), expected, rtol=2e-5, atol=2e-5, equal_nan=True)
 
 
 @pytest.mark.parametrize("h_kv", [1, 2])

@@ -294,3 +294,35 @@ def test_a_zoo_model_is_a_model_argument_of_every_command():
     assert not any(torch.count_nonzero(p) == 0 for p in module.parameters())  # as the zoo runs it
     with pytest.raises(InputError, match="zoo:nope/nothing: not a zoo model"):
         load_model("zoo:nope/nothing")
+
+
+class WithPadding(torch.nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask):
+        return self.model(input_ids, attention_mask=attention_mask).last_hidden_state
+
+
+@pytest.mark.parametrize("exporter", ["dynamo", "torchscript"])
+def test_padding_mask_through_onnx_is_one_attention_kernel_per_layer(exporter):
+    # transformers builds a boolean mask for SDPA from attention_mask; torch's exporters write that
+    # SDPA with a NaN guard after the softmax, which the attention kernel takes on (zero_nan_rows).
+    from trident.compiler.testing import export_onnx as torchscript_export
+
+    module, (ids,) = tiny("bert")
+    model = WithPadding(module.model).eval()
+    padding = torch.ones_like(ids)
+    padding[1, 5:] = 0
+    export = export_onnx if exporter == "dynamo" else torchscript_export
+    try:
+        path = export(model, (ids, padding))
+    except RuntimeError as e:
+        pytest.skip(str(e)[:200])
+    engine = build_engine(path, precision="fp32")
+    attention = [s for s in engine.plan.kernel_steps() if "attention_program(" in s.source]
+    assert len(attention) == module.model.config.num_hidden_layers
+    with torch.no_grad():
+        ref = model(ids, padding)
+    assert relative_error(engine(ids, padding)[0], ref) < FP32_TOLERANCE

@@ -44,14 +44,15 @@ def generate(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: li
     src = _header(name, group.nodes, graph, "from trident.kernels.attention import attention_program")
     params = ", ".join(args.names[a] for a in args.order)
     src += f"@triton.jit\ndef kernel({params}, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):\n"
-    src += _program_call(pointers, plan, float(node.attrs["scale"]), q.dtype)
+    src += _program_call(pointers, plan, float(node.attrs["scale"]), q.dtype,
+                         bool(node.attrs.get("zero_nan_rows", False)))
     src += "\n\n" + _launcher(args, f"(triton.cdiv({plan.Lq}, meta['BLOCK_M']) * {plan.heads},)", cfg)
     problem = {"template": "attention", "BH": plan.heads, "Lq": plan.Lq, "Lk": plan.Lk, "D": plan.D,
                "DV": plan.DV, "causal": plan.causal_offset is not None, "mask_bytes": mask_bytes, "dtype": q.dtype}
     return KernelSource(name, src, list(args.order), cfg, problem=problem)
 
 
-def _program_call(pointers: list[str], plan, scale: float, dtype: torch.dtype) -> str:
+def _program_call(pointers: list[str], plan, scale: float, dtype: torch.dtype, zero_nan_rows: bool) -> str:
     """The kernel's body: attention_program with every size, stride and flag spelled out by name."""
     strides = plan.stride_args()
     lines = [", ".join(pointers) + ", pid=tl.program_id(0)", _keywords(plan.sizes())]
@@ -61,5 +62,5 @@ def _program_call(pointers: list[str], plan, scale: float, dtype: torch.dtype) -
                             "CAUSAL": plan.causal_offset is not None}))
     lines.append("BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, " + _keywords(
         {"BLOCK_D": template.head_block(plan.D), "BLOCK_DV": template.head_block(plan.DV),
-         "INPUT_PRECISION": template.input_precision(dtype)}))
+         "INPUT_PRECISION": template.input_precision(dtype), "ZERO_NAN_ROWS": zero_nan_rows}))
     return "    attention_program(\n" + ",\n".join(" " * 8 + line for line in lines) + ")\n"

@@ -53,12 +53,16 @@ CAUSAL_ALIGNMENTS = ("top_left", "bottom_right")
 
 
 @op("attention", Kind.ATTENTION)
-def attention(q, k, v, mask=None, *, scale: float, causal: str | None = None):
+def attention(q, k, v, mask=None, *, scale: float, causal: str | None = None, zero_nan_rows: bool = False):
     """softmax(q k^T * scale + mask) v with torch SDPA's semantics (q [..., Lq, D], k [..., Lk, D],
     v [..., Lk, DV]). mask: bool (True = attend) or additive, broadcast to the scores. K and V may
     have fewer heads (dim -3) than q, each shared by a group of query heads (GQA). causal: None,
     "top_left" (torch's is_causal: query i sees keys j <= i) or "bottom_right" (j <= i + Lk - Lq,
-    a decoder over a KV cache). A query that sees no key gives zeros, as torch does."""
+    a decoder over a KV cache). A query that sees no key gives zeros, as torch does.
+    zero_nan_rows: the `where(isnan(p), 0, p)` torch's exporters write after the softmax of a
+    boolean-masked SDPA. A query whose probabilities are NaN (a NaN or +inf among the scores of the
+    keys it sees) gets what the guard then gives: 0 * V summed over the keys (0, or NaN in a column
+    where V holds a NaN or inf)."""
     if not (q.dtype == k.dtype == v.dtype) or not q.dtype.is_floating_point:
         raise ValueError(f"q, k, v must share one float dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
     if causal is not None and causal not in CAUSAL_ALIGNMENTS:
@@ -76,4 +80,20 @@ def attention(q, k, v, mask=None, *, scale: float, causal: str | None = None):
         else:
             mask = mask.masked_fill(~visible, -math.inf)
     gqa = q.dim() >= 3 and q.shape[-3] != k.shape[-3]
+    if zero_nan_rows:
+        return _guarded_attention(q, k, v, mask, scale, gqa)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale, enable_gqa=gqa)
+
+
+def _guarded_attention(q, k, v, mask, scale: float, gqa: bool):
+    """The exporters' chain in fp32: softmax(q k^T * scale + mask) (a boolean mask hides the scores
+    it masks), where(isnan(p), 0, p), p @ v (where 0 * NaN stays NaN)."""
+    if gqa:
+        k, v = (x.repeat_interleave(q.shape[-3] // x.shape[-3], dim=-3) for x in (k, v))
+    scores = (q.float() @ k.float().transpose(-1, -2)) * scale
+    if mask is not None and mask.dtype == torch.bool:
+        scores = scores.masked_fill(~mask, -math.inf)
+    elif mask is not None:
+        scores = scores + mask.float()
+    p = torch.softmax(scores, -1)
+    return (torch.where(torch.isnan(p), 0.0, p) @ v.float()).to(q.dtype)

@@ -14,6 +14,7 @@ from trident.compiler.ir import Graph
 from trident.compiler.passes.algebraic import (decompose_batch_norm, fold_conv_batch_norm,
                                                fold_bias_into_anchor, fold_pad_into_conv)
 from trident.compiler.passes.attention import fuse_attention
+from trident.compiler.passes.broadcasts import simplify_broadcasts
 from trident.compiler.passes.cleanup import (eliminate_common_subexpressions,
                                              eliminate_dead_code, fold_constants,
                                              remove_identities)
@@ -44,6 +45,7 @@ def pipeline(options: PassOptions) -> list[tuple[str, Pass]]:
         ("remove_identities", remove_identities),
         ("eliminate_dead_code", eliminate_dead_code),
         ("eliminate_common_subexpressions", eliminate_common_subexpressions),
+        ("simplify_broadcasts", simplify_broadcasts),
         ("gathers_as_slices", gathers_as_slices),
         ("fold_pad_into_conv", fold_pad_into_conv),
         ("fold_conv_batch_norm", fold_conv_batch_norm),

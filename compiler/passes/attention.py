@@ -9,8 +9,9 @@ with variations this pass accepts: the scale on Q and K^T separately (sqrt(scale
 ONNX exporter and transformers write it) or after the mask add (the mask is then scaled too); K^T
 as a transpose of K, of a head-split K, or of anything else (K is then that transpose, undone: a
 view); a masked_fill-style `Where(cond, scores, -inf)` (a boolean mask); casts around the softmax
-(an fp16 model's fp32 softmax). Every intermediate must feed only the next op of the pattern, or
-the scores would be needed in memory anyway.
+(an fp16 model's fp32 softmax); the `Where(IsNaN(p), 0, p)` guard both torch exporters write after
+the softmax of a boolean-masked SDPA (the node's `zero_nan_rows`). Every intermediate must feed only
+the next op of the pattern, or the scores would be needed in memory anyway.
 
 A constant mask that is exactly causal (0 on and below the diagonal, -inf or a huge negative above,
 top-left or bottom-right aligned) becomes the node's `causal` attribute: the kernel then skips the
@@ -55,6 +56,7 @@ class _Match:
     # softmax regroups them (sink_reshapes leaves Q K^T on [B*H, L, S] and the softmax on
     # [B, H, L, S] for torch's ONNX export of nn.MultiheadAttention); Q and K^T are read in them.
     score_batch: tuple | None = None
+    zero_nan_rows: bool = False  # behind a where(isnan(p), 0, p) guard
 
     def copy(self) -> "_Match":
         return dataclasses.replace(self, additive=list(self.additive), keep=list(self.keep))
@@ -238,19 +240,44 @@ def _batch_step(node: Node, value: str, factor: float, m: _Match, g: _Graph) -> 
     return found
 
 
+def _nan_guarded(guard: Node, g: _Graph) -> Node | None:
+    """The softmax behind `guard` = where(isnan(p), 0, p), when nothing else reads p or isnan(p)."""
+    if guard.op != "where" or len(guard.inputs) != 3:
+        return None
+    cond, zero, p = guard.inputs
+    is_nan, probs = g.single_use(cond), g.producers.get(p)
+    if is_nan is None or is_nan.op != "is_nan" or is_nan.inputs[0] != p or g.scalar(zero) != 0.0:
+        return None
+    if probs is None or p in g.graph.outputs or {id(n) for n in g.consumers.get(p, [])} != {id(guard), id(is_nan)}:
+        return None
+    return probs
+
+
+def _probabilities(pv: Node, g: _Graph) -> tuple[Node | None, bool]:
+    """(the softmax whose probabilities `pv` reads, through casts and the NaN guard, whether it is
+    guarded), or (None, False)."""
+    probs, guarded = g.single_use(pv.inputs[0]), False
+    while probs is not None and probs.op in ("cast", "where"):
+        if probs.op == "cast" and probs.attrs["dtype"].is_floating_point:
+            probs = g.single_use(probs.inputs[0])
+        elif probs.op == "where" and not guarded:
+            probs, guarded = _nan_guarded(probs, g), True
+        else:
+            return None, False
+    return (probs, guarded) if probs is not None and probs.op == "softmax" else (None, False)
+
+
 def match(pv: Node, g: _Graph) -> _Match | None:
     """The attention whose last op is `pv` = matmul(probabilities, V), or None."""
     if pv.op != "matmul" or len(pv.inputs) != 2:
         return None
-    probs = g.single_use(pv.inputs[0])
-    if probs is not None and probs.op == "cast" and probs.attrs["dtype"].is_floating_point:
-        probs = g.single_use(probs.inputs[0])
-    if probs is None or probs.op != "softmax":
+    probs, guarded = _probabilities(pv, g)
+    if probs is None:
         return None
     rank = len(g.shape(probs.outputs[0]))
     if rank not in (3, 4, 5) or probs.attrs.get("axis", -1) % rank != rank - 1:
         return None
-    m = _Match(pv.inputs[1])
+    m = _Match(pv.inputs[1], zero_nan_rows=guarded)
     scores = _scores_chain(probs.inputs[0], 1.0, m, g)
     if scores is None or m.inside:
         return None
@@ -390,7 +417,8 @@ def _emit(m: _Match, pv: Node, rb: Rebuild) -> list[str]:
     v = _windowed(rb, rb.value(m.v), m.windows, f"{name}.value")
     lq, lk = b.type_of(q).shape[-2], b.type_of(k).shape[-2]
     mask, causal = _emit_mask(m, rb, name, lq, lk)
-    attrs = {"scale": m.scale} | ({"causal": causal} if causal else {})
+    attrs = {"scale": m.scale} | ({"causal": causal} if causal else {}) | (
+        {"zero_nan_rows": True} if m.zero_nan_rows else {})
     out = b.add1("attention", [q, k, v] + ([mask] if mask is not None else []), attrs, name=name)
     want = rb.source.types[pv.outputs[0]]
     if m.windows is not None:

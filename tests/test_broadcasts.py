@@ -1,0 +1,83 @@
+"""compiler/passes/broadcasts.py: broadcasts stay views, moved past the elementwise ops that would
+write them out; every rewrite is checked against the reference executor on the graph as it was."""
+import math
+
+import torch
+
+from trident.compiler.ir import GraphBuilder, TensorType
+from trident.compiler.passes.broadcasts import simplify_broadcasts
+from trident.compiler.reference import run_reference
+from trident.compiler.testing import assert_matches_reference
+
+B, H, L = 2, 3, 13
+
+
+def padding_bias_graph(neutral=True, op="logical_and"):
+    """transformers' SDPA padding mask as exported: and(all-True [1, 1, L, 1], keep [B, 1, 1, L]),
+    expanded to [B, 1, L, L], where(., 0, -inf), added to the scores [B, H, L, L]."""
+    b = GraphBuilder("padding")
+    scores = b.input("scores", TensorType((B, H, L, L), torch.float32))
+    ids = b.input("attention_mask", TensorType((B, L), torch.int64))
+    keep = b.add1("cast", [ids], {"dtype": torch.bool})
+    keep = b.add1("reshape", [keep], {"shape": [B, 1, 1, L]})
+    fill = neutral if op == "logical_and" else not neutral
+    constant = torch.full((1, 1, L, 1), fill, dtype=torch.bool)
+    if not neutral:
+        constant[0, 0, 3] = not fill
+    both = b.add1(op, [b.constant(constant, "rows"), keep])
+    both = b.add1("expand", [both], {"shape": [B, 1, L, L]})
+    zero, minus_inf = (b.constant(torch.tensor([x]), n) for x, n in ((0.0, "zero"), (-math.inf, "minus_inf")))
+    bias = b.add1("where", [both, zero, minus_inf])
+    return b.finish([b.add1("add", [scores, bias])])
+
+
+def inputs(rng):
+    ids = torch.ones(B, L, dtype=torch.int64)
+    ids[1, 9:] = 0
+    return [torch.randn(B, H, L, L, generator=rng), ids]
+
+
+def shapes_of(graph, op):
+    return [tuple(graph.types[n.outputs[0]].shape) for n in graph.nodes if n.op == op]
+
+
+def check_same_function(before, after, rng):
+    xs = inputs(rng)
+    torch.testing.assert_close(run_reference(after, xs)[0], run_reference(before, xs)[0], rtol=0, atol=0)
+
+
+def test_padding_mask_bias_is_computed_per_key_and_expanded(rng):
+    for op in ("logical_and", "logical_or"):
+        graph = padding_bias_graph(op=op)
+        simple = simplify_broadcasts(graph)
+        assert not any(n.op in ("logical_and", "logical_or") for n in simple.nodes)
+        assert shapes_of(simple, "where") == [(B, 1, 1, L)]      # B * L values, not B * L * L
+        assert shapes_of(simple, "expand") == [(B, 1, L, L)]     # one view
+        check_same_function(graph, simple, rng)
+        assert_matches_reference(simple, inputs(rng), max_kernels=2)
+
+
+def test_a_constant_that_is_not_neutral_stays(rng):
+    for op in ("logical_and", "logical_or"):
+        graph = padding_bias_graph(neutral=False, op=op)
+        simple = simplify_broadcasts(graph)
+        assert [n.op for n in simple.nodes].count(op) == 1
+        check_same_function(graph, simple, rng)
+
+
+def test_expand_chains_collapse_and_outputs_stay_dense(rng):
+    b = GraphBuilder("expands")
+    x = b.input("x", TensorType((B, 1, L), torch.float32))
+    same = b.add1("expand", [x], {"shape": [B, 1, L]})
+    wide = b.add1("expand", [b.add1("expand", [same], {"shape": [B, 4, L]})], {"shape": [3, B, 4, L]})
+    scaled = b.add1("mul", [wide, b.constant(torch.tensor(2.0), "two")])
+    total = b.add1("add", [scaled, b.input("z", TensorType((3, B, 4, L), torch.float32))])
+    out = b.add1("expand", [x], {"shape": [B, 5, L]})  # a graph output: left as it is
+    graph = b.finish([total, out])
+    simple = simplify_broadcasts(graph)
+    expands = [n for n in simple.nodes if n.op == "expand"]
+    assert [tuple(simple.types[n.outputs[0]].shape) for n in expands] == [(3, B, 4, L), (B, 5, L)]
+    assert shapes_of(simple, "mul") == [(B, 1, L)]
+    xs = [torch.randn(B, 1, L, generator=rng), torch.randn(3, B, 4, L, generator=rng)]
+    for got, want in zip(run_reference(simple, xs), run_reference(graph, xs)):
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
