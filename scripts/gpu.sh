@@ -2,7 +2,7 @@
 # Runs trident's GPU checks and benchmarks on a machine with an NVIDIA GPU: installs trident from
 # this checkout, then runs the stage asked for. Results land in $OUT (or ./gpu-out), named
 # <gpu>-<what>.json (docs/benchmarks.md); copy the ones to keep into benchmarks/results/.
-#   stages: tests | safety | memcheck | check | attention | perf | zoo | zoo-attention | profile-zoo | trust | dynamic | kernels | sweep | tune | runtime |
+#   stages: tests | safety | memcheck | check | attention | perf | perf-bench | zoo | zoo-attention | profile-zoo | trust | dynamic | kernels | sweep | tune | runtime |
 #           models | bench | bench-full | int8 | all.  T_<stage>: a time limit in seconds for the long steps.
 set -uo pipefail
 stage=${1:-all}
@@ -26,7 +26,8 @@ run_tests() {
     tests/test_memory_safety.py tests/test_nan_semantics.py tests/test_attention_kernel.py \
     tests/test_per_element_moves.py tests/test_long_reductions.py tests/test_reshape_copies.py \
     tests/test_cumsum.py tests/test_gathers.py tests/test_gathers_as_slices.py \
-    tests/test_fx_decompose.py 2>/dev/null)
+    tests/test_fx_decompose.py tests/test_blas.py tests/test_autotune.py tests/test_broadcasts.py \
+    tests/test_attention_graphs.py tests/test_transformers_tiny.py 2>/dev/null)
   # SIGINT at the time limit: pytest still prints the failures it has seen and their summary.
   timeout -k 15 -s INT "${T_TESTS:-400}" python3 -m pytest -p no:cacheprovider -n 14 -v --tb=short $files \
     > "$out/tests.txt" 2>&1
@@ -46,12 +47,12 @@ memcheck() {
 run_safety() {
   memcheck python3 -m pytest -q -p no:cacheprovider tests/test_memory_safety.py tests/test_nan_semantics.py \
     tests/test_prims.py tests/test_per_element_moves.py > "$out/memcheck-kernels.txt" 2>&1 &
-  # the looped reductions, dense copies, scans and index-checked gathers
+  # the looped reductions, dense copies, scans, index-checked gathers, library GEMMs' epilogue passes
   memcheck python3 -m pytest -q -p no:cacheprovider tests/test_long_reductions.py tests/test_reshape_copies.py \
-    tests/test_cumsum.py tests/test_gathers.py > "$out/memcheck-new.txt" 2>&1 &
+    tests/test_cumsum.py tests/test_gathers.py tests/test_blas.py tests/test_broadcasts.py > "$out/memcheck-new.txt" 2>&1 &
   memcheck python3 -m pytest -q -p no:cacheprovider tests/test_attention_kernel.py -k "odd_lengths or \
     causal_alignments or many_query or padding or per_key or window or relative or grouped or strided or rank3 or empty \
-    or never_read or fully_masked" > "$out/memcheck-attention.txt" 2>&1 &
+    or never_read or fully_masked or zero_nan" > "$out/memcheck-attention.txt" 2>&1 &
   memcheck python3 scripts/memcheck_models.py --no-graph > "$out/memcheck-models.txt" 2>&1 &
   # profiled engines (generic kernels, ALIGNED variants) and KV-cache generation
   memcheck python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_dynamic_gpu.py > "$out/memcheck-dynamic.txt" 2>&1 &
@@ -74,9 +75,13 @@ run_perf() {
   timeout "${T_PERF:-300}" python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_conv1d.py tests/test_mha.py \
     2>&1 | tee "$out/perf-tests.txt" | tail -8
   run_perf_memcheck
-  timeout "${T_PERF_BENCH:-420}" python3 -m trident.tools bench perf --out "$out" 2>&1 | tee "$out/perf.txt"
+  run_perf_bench
   # the fused-epilogue GEMMs of those models, every fast-level tile beside cuBLAS
   timeout "${T_EPILOGUES:-300}" python3 -m trident.tools bench epilogues --out "$out" 2>&1 | tail -45 | tee "$out/epilogues.txt"
+}
+# ConvNeXt-T, ViT-B/16, the Whisper encoder and BERT-base (sequence 512) beside torch, rounds in turn.
+run_perf_bench() {
+  timeout "${T_PERF_BENCH:-540}" python3 -m trident.tools bench perf --out "$out" ${PERF_ARGS:-} 2>&1 | tee "$out/perf.txt"
 }
 run_perf_memcheck() {
   memcheck python3 -m pytest -q -p no:cacheprovider tests/test_conv1d.py -k "module_runs and (plain or strided \
@@ -116,6 +121,7 @@ case "$stage" in
   trust) run_trust ;;
   tests) run_tests ;;
   perf) run_perf ;;
+  perf-bench) run_perf_bench ;;
   safety) run_safety ;;
   memcheck) run_safety & run_perf_memcheck; wait ;;   # every memcheck run, side by side
   # Every correctness check at once (the GPU tests beside the memcheck runs, which use one core
