@@ -19,7 +19,7 @@ from trident.compiler.frontend.fx import import_fx
 from trident.compiler.frontend.onnx import import_onnx
 from trident.compiler.ir import GraphBuilder, TensorType
 from trident.compiler.passes.attention import causal_alignment, fuse_attention
-from trident.compiler.testing import assert_matches_reference
+from trident.compiler.testing import assert_matches_reference, run_engine
 
 TOL = {"fp32": (1e-5, 1e-5), "fp16": (2e-2, 2e-2)}
 
@@ -183,7 +183,7 @@ def test_decomposed_attention_becomes_one_kernel(via, mask, rng):
     (node,) = [n for n in trace.after_pass[-1][1].nodes if n.op == "attention"]
     assert node.attrs.get("causal") == ("top_left" if mask == "causal" else None)  # a constant mask, folded
     assert len(node.inputs) == (4 if mask in ("additive", "where") else 3)
-    torch.testing.assert_close(engine(*inputs)[0], module(*inputs), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(run_engine(engine, *inputs)[0], module(*inputs), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("mask", ["none", "bool", "causal"])
@@ -197,7 +197,7 @@ def test_sdpa_module_is_one_kernel(mask, rng):
         assert_one_attention_per_layer(engine, trace)
         (node,) = [n for n in trace.after_pass[-1][1].nodes if n.op == "attention"]
         assert node.attrs.get("causal") == ("top_left" if mask == "causal" else None)
-        torch.testing.assert_close(engine(*inputs)[0], module(*inputs), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(run_engine(engine, *inputs)[0], module(*inputs), rtol=1e-5, atol=1e-5)
 
 
 def test_exported_sdpa_with_a_bool_mask_fuses_with_its_nan_guard(rng):
@@ -211,7 +211,7 @@ def test_exported_sdpa_with_a_bool_mask_fuses_with_its_nan_guard(rng):
     assert not any(n.op == "is_nan" for n in final.nodes)
     (node,) = [n for n in final.nodes if n.op == "attention"]
     assert node.attrs["zero_nan_rows"] is True
-    torch.testing.assert_close(engine(*inputs)[0], module(*inputs), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(run_engine(engine, *inputs)[0], module(*inputs), rtol=1e-5, atol=1e-5)
 
 
 def guarded_sdpa_model(shapes):
@@ -229,7 +229,7 @@ def guarded_sdpa_model(shapes):
         [helper.make_tensor_value_info("Y", F32, shapes["Q"][:-1] + shapes["V"][-1:])],
         [helper.make_tensor("s", F32, [], [0.25]), helper.make_tensor("zero", F32, [], [0.0]),
          helper.make_tensor("minus_inf", F32, [], [-math.inf])])
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=ORT_IR_VERSION)
 
 
 def test_guarded_sdpa_matches_onnxruntime_on_nan_and_inf(rng):
@@ -252,7 +252,7 @@ def test_guarded_sdpa_matches_onnxruntime_on_nan_and_inf(rng):
     for step in range(2):
         if step:
             feeds["V"][0, 1, 30, 2] = math.nan
-        got = engine(*[torch.from_numpy(feeds[n]) for n in shapes])[0].numpy()
+        got = run_engine(engine, *[torch.from_numpy(feeds[n]) for n in shapes])[0].numpy()
         want = session.run(None, feeds)[0]
         zero_rows = (want == 0).all(-1)
         assert zero_rows.any() and not zero_rows.all() and np.isnan(want).any() == bool(step)
@@ -264,7 +264,7 @@ def test_fp16_engine_keeps_one_attention_kernel(rng):
     inputs = module_inputs("additive", rng)
     engine, trace = build(module, inputs, "fp16")
     assert_one_attention_per_layer(engine, trace)
-    torch.testing.assert_close(engine(*inputs)[0], module(*inputs), rtol=2e-2, atol=2e-2)
+    torch.testing.assert_close(run_engine(engine, *inputs)[0], module(*inputs), rtol=2e-2, atol=2e-2)
 
 
 class WindowAttention(nn.Module):
@@ -302,7 +302,7 @@ def test_swin_window_attention_is_one_kernel_and_copies_nothing(via, rng):
     if via == "fx":  # (ONNX picks Q, K, V out with Gathers, which run in torch)
         assert engine.num_kernels == 3  # the QKV projection, attention, the output projection
     with torch.no_grad():
-        torch.testing.assert_close(engine(x)[0], module(x), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(run_engine(engine, x)[0], module(x), rtol=1e-5, atol=1e-5)
 
 
 def _pattern_graph(rng, body, shapes):
@@ -401,7 +401,7 @@ def test_fx_sdpa_gqa_and_causal(rng):
     (node,) = [n for n in trace.imported.nodes if n.op == "attention"]
     assert node.attrs == {"scale": 0.4, "causal": "top_left"}
     assert attention_kernels(engine) == 1
-    torch.testing.assert_close(engine(q, k, v)[0], module(q, k, v), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(run_engine(engine, q, k, v)[0], module(q, k, v), rtol=1e-5, atol=1e-5)
 
 
 def test_fx_sdpa_backend_variants(rng):
@@ -412,7 +412,7 @@ def test_fx_sdpa_backend_variants(rng):
     assert [n.op for n in graph.nodes] == ["attention"]
     expected = F.scaled_dot_product_attention(q, k, v, is_causal=True)
     engine = build_engine(torch.fx.symbolic_trace(module), "fp32", example_inputs=(q, k, v))
-    torch.testing.assert_close(engine(q, k, v)[0], expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(run_engine(engine, q, k, v)[0], expected, rtol=1e-5, atol=1e-5)
 
 
 def test_fx_sdpa_refusals(rng):
@@ -434,6 +434,7 @@ def attention_model(inputs, outputs, opset=23, **attrs):
 
 
 F32, BOOL = TensorProto.FLOAT, TensorProto.BOOL
+ORT_IR_VERSION = 8  # opset 17's; a newer onnx writes its own by default, which older onnxruntimes refuse
 
 
 def check_against_onnx_reference(model, feeds):
@@ -441,7 +442,7 @@ def check_against_onnx_reference(model, feeds):
 
     engine = build_engine(model.SerializeToString(), "fp32")
     assert attention_kernels(engine) == 1
-    got = engine(*[torch.from_numpy(x) for x in feeds.values()])
+    got = run_engine(engine, *[torch.from_numpy(x) for x in feeds.values()])
     want = ReferenceEvaluator(model).run(None, feeds)
     for g, w in zip(got, want):
         np.testing.assert_allclose(g.numpy(), w, rtol=1e-5, atol=1e-5)
@@ -500,7 +501,7 @@ def test_onnx_attention_spelled_out_with_sqrt_scales(rng):
     graph = helper.make_graph(nodes, "sdpa", [helper.make_tensor_value_info(n, F32, s_) for n, s_ in shapes.items()],
                               [helper.make_tensor_value_info("Y", F32, (2, 3, 5, 4))],
                               [helper.make_tensor("s", F32, [], [s])])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=ORT_IR_VERSION)
     feeds = {n: _np(rng, *shape) for n, shape in shapes.items()}
     engine, trace = build(model.SerializeToString())
     assert_one_attention_per_layer(engine, trace)
@@ -509,7 +510,7 @@ def test_onnx_attention_spelled_out_with_sqrt_scales(rng):
     import onnxruntime as ort
 
     want = ort.InferenceSession(model.SerializeToString()).run(None, feeds)[0]
-    np.testing.assert_allclose(engine(*[torch.from_numpy(x) for x in feeds.values()])[0].numpy(), want,
+    np.testing.assert_allclose(run_engine(engine, *[torch.from_numpy(x) for x in feeds.values()])[0].numpy(), want,
                                rtol=1e-5, atol=1e-5)
 
 
@@ -536,7 +537,7 @@ def test_multihead_attention_through_the_dynamo_exporter_is_one_kernel(rng):
     assert_one_attention_per_layer(engine, trace)
     (node,) = [n for n in trace.after_pass[-1][1].nodes if n.op == "attention"]
     assert node.attrs["scale"] == pytest.approx(1 / math.sqrt(8))
-    torch.testing.assert_close(engine(x)[0], module(x), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(run_engine(engine, x)[0], module(x), rtol=1e-5, atol=1e-5)
 
 
 def test_a_mask_inside_a_batch_regrouping_is_not_absorbed(rng):
@@ -577,7 +578,7 @@ def test_attention_engine_over_a_batch_profile(rng):
     for batch in (1, 3, 4):
         x, keep = randn(rng, batch, 13, 32), torch.rand(batch, 13, generator=rng) < 0.7
         keep[:, 0] = True
-        torch.testing.assert_close(engine(x, keep)[0], module(x, keep), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(run_engine(engine, x, keep)[0], module(x, keep), rtol=1e-5, atol=1e-5)
 
 
 def test_fp16_softmax_in_fp32_between_casts(rng):

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from trident.compiler import build_engine
-from trident.compiler.testing import relative_error
+from trident.compiler.testing import relative_error, run_engine
 
 transformers = pytest.importorskip("transformers")
 
@@ -18,6 +18,9 @@ from trident.tools.zoo_run import export_onnx  # noqa: E402
 
 TINY = [n for n in HF_NAMES if n != "gpt2_48_layers"]  # (its partitioning: test_fx_partition)
 FP32_TOLERANCE = 1e-5  # relative error ‖y − y_eager‖ / ‖y_eager‖
+
+
+DEV = "cuda" if torch.cuda.is_available() else "cpu"  # engines run on the GPU where there is one
 
 
 def tiny(name: str):
@@ -44,6 +47,7 @@ def test_through_torch_compile(name):
         reports.append(out.trident_report)
         return out
 
+    module, inputs = module.to(DEV), [x.to(DEV) for x in inputs]
     with torch.no_grad():
         ref = module(*inputs)
         got = torch.compile(module, backend=backend)(*inputs)
@@ -64,7 +68,7 @@ def test_through_onnx(name):
     engine = build_engine(path, precision="fp32")
     with torch.no_grad():
         ref = module(*inputs)
-    (got,) = engine(*inputs)
+    (got,) = run_engine(engine, *inputs)
     assert got.shape == ref.shape
     assert relative_error(got, ref) < FP32_TOLERANCE
     assert engine.num_kernels > 0
@@ -102,7 +106,7 @@ def test_zoo_int8_engine_is_checked_against_its_own_int8_graph():
     # distance from the graph its kernels were generated from, run by the reference executor.
     from trident.compiler.build import BuildTrace, compile_graph, engine_from, import_model
     from trident.compiler.quantize.plan import QuantOptions
-    from trident.compiler.testing import relative_error
+    from trident.compiler.testing import relative_error, run_engine
     from trident.models import MODELS
     from trident.tools.zoo_report import int8_graph_bound
     from trident.tools.zoo_run import int8_graph_output
@@ -112,7 +116,7 @@ def test_zoo_int8_engine_is_checked_against_its_own_int8_graph():
     trace = BuildTrace()
     program = compile_graph(import_model(model, inputs), "int8", trace,
                             quantization=QuantOptions.from_kwargs([tuple(inputs)]))
-    out = engine_from(program)(*inputs)[0]
+    out = run_engine(engine_from(program), *inputs)[0]
     reference = int8_graph_output(program.graph, inputs)
     assert any(n.op.startswith("q") for n in trace.after_pass[-1][1].nodes)  # an int8 graph
     assert relative_error(out, reference) < int8_graph_bound(None)
@@ -325,4 +329,4 @@ def test_padding_mask_through_onnx_is_one_attention_kernel_per_layer(exporter):
     assert len(attention) == module.model.config.num_hidden_layers
     with torch.no_grad():
         ref = model(ids, padding)
-    assert relative_error(engine(ids, padding)[0], ref) < FP32_TOLERANCE
+    assert relative_error(run_engine(engine, ids, padding)[0], ref) < FP32_TOLERANCE
