@@ -42,7 +42,7 @@ def test_dry_run_writes_results_tables_and_charts(bench_out):
     assert by[("missing_tiny", "fp16", "trident")]["status"] == "skipped"
     assert by[("bert_tiny", "fp16", "trident")]["status"] == "ok"
     kernels = {k["kind"]: k for k in results["kernels"]}
-    assert set(kernels) == {"gemm", "conv", "elementwise", "reduction"}
+    assert set(kernels) == {"gemm", "conv", "depthwise", "elementwise", "reduction"}
     assert all(k["status"] == "ok" for k in results["kernels"])
     assert kernels["elementwise"]["roof_pct"] is not None and results["peaks"]["gbps"] > 0
     md = (bench_out / "results.md").read_text()

@@ -1,7 +1,7 @@
 """Kernel microbenchmarks beside their anchors, as % of the measured roofline.
 
 GEMMs (FP16 and INT8, 8192^3 through templates.py, transformer shapes here) beside cuBLAS and
-torch._int_mm; ResNet-50 convolutions beside cuDNN (full mode); a fused 4-op elementwise chain and
+torch._int_mm; ResNet-50 convolutions and ConvNeXt-T's 7x7 depthwise convolutions beside cuDNN; a fused 4-op elementwise chain and
 softmax / layer-norm row kernels (trident.compiler graphs) beside a device copy of the same bytes.
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Callable
 import torch
 
 from trident.tools.benchmarks import templates
-from trident.tools.benchmarks.shapes import RESNET50_CONVS, TRANSFORMER_GEMMS
+from trident.tools.benchmarks.shapes import CONVNEXT_T_DEPTHWISE, RESNET50_CONVS, TRANSFORMER_GEMMS
 
 DRY_GEMMS = [(64, 32, 32)]
 
@@ -100,6 +100,28 @@ def conv_shape(ctx, shape, batch: int) -> dict:
                    "cuDNN", r["cudnn_ms"], count_in_resnet50=count)
 
 
+def depthwise_shape(ctx, channels: int, size: int, k: int, batch: int, count: int) -> dict:
+    """A 7x7 depthwise conv of ConvNeXt (groups = C, stride 1, same padding), fp16 channels-last,
+    at the heuristic config, beside cuDNN. Memory-bound when each input is read from HBM once."""
+    import torch.nn.functional as F
+
+    from trident.kernels.conv import conv2d_nhwc, pack_depthwise_weight
+
+    g = torch.Generator(device=ctx.device).manual_seed(0)
+    x = torch.randn((batch, channels, size, size), device=ctx.device, dtype=torch.float16, generator=g)
+    x = x.contiguous(memory_format=torch.channels_last)
+    w = torch.randn((channels, 1, k, k), device=ctx.device, dtype=torch.float16, generator=g) / k
+    packed, pad = pack_depthwise_weight(w), k // 2
+    ours = conv2d_nhwc(x, packed, None, 1, pad, groups=channels, prepacked=True)
+    torch.testing.assert_close(ours, F.conv2d(x, w, None, 1, pad, groups=channels), rtol=1e-2, atol=1e-2)
+    ms = ctx.kernel_timer(lambda: conv2d_nhwc(x, packed, None, 1, pad, groups=channels, prepacked=True), 100)
+    ref_ms = ctx.kernel_timer(lambda: F.conv2d(x, w, None, 1, pad, groups=channels), 100)
+    pixels = batch * size * size
+    return _record(f"depthwise C{channels} {size}x{size} k{k} b{batch}", "depthwise", "fp16", ms,
+                   2 * pixels * channels * k * k, 2 * (2 * pixels * channels + channels * k * k),
+                   "cuDNN", ref_ms, count_in_convnext_t=count)
+
+
 # ------------------------------------------------------------- memory-bound kernels ----
 def _graph_engine(ctx, graph):
     from trident.compiler.build import compile_graph, engine_from
@@ -162,6 +184,7 @@ def plan(ctx) -> list[tuple[str, Callable]]:
                 *[(f"{dt} GEMM {s}", lambda dt=dt, s=s: gemm_shape(ctx, dt, *s))
                   for dt in ("fp16", "int8") for s in DRY_GEMMS],
                 ("conv", lambda: conv_shape(ctx, (8, 8, 16, 3, 1, 1, 1), 1)),
+                ("depthwise", lambda: depthwise_shape(ctx, 8, 9, 7, 1, 1)),
                 ("elementwise", lambda: elementwise_chain(ctx, 4096)),
                 ("layer_norm", lambda: row_kernel(ctx, "layer_norm", 16, 64)),
                 ("softmax", lambda: row_kernel(ctx, "softmax", 16, 64))]
@@ -176,6 +199,8 @@ def plan(ctx) -> list[tuple[str, Callable]]:
               ("softmax", lambda: row_kernel(ctx, "softmax", 1 << 20, 256))]
     # Every distinct ResNet-50 conv at b256 beside cuDNN, in quick mode too (about a minute).
     items += [(f"conv {s}", lambda s=s: conv_shape(ctx, s, 256)) for s in RESNET50_CONVS]
+    items += [(f"depthwise C{c}", lambda c=c, h=h, n=n: depthwise_shape(ctx, c, h, 7, 32, n))
+              for c, h, n in CONVNEXT_T_DEPTHWISE]
     return items
 
 

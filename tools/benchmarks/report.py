@@ -225,7 +225,7 @@ def plot_roofline(results: dict, path) -> bool:
         for compute, name, style in ((peaks["tflops"], "fp16", "-"), (peaks["int8_tops"], "int8", "--")):
             ax.plot(grid, [min(compute, x * peaks["gbps"] / 1e3) for x in grid], style, color="black",
                     lw=1.2, label=f"roof {name}: {compute:.0f} T/s, {peaks['gbps']:,.0f} GB/s")
-    for kind, marker in (("gemm", "o"), ("conv", "s"), ("elementwise", "^"), ("reduction", "D")):
+    for kind, marker in (("gemm", "o"), ("conv", "s"), ("depthwise", "v"), ("elementwise", "^"), ("reduction", "D")):
         mine = [k for k in ks if k["kind"] == kind]
         if not mine:
             continue

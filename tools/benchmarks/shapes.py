@@ -1,6 +1,9 @@
 """The problem shapes the benchmarks and sweeps share."""
 
 # (C, H=W, OC, kernel, stride, pad, times used in the network) for every distinct ResNet-50 (v1.5) conv.
+# ConvNeXt-T's 7x7 depthwise convs: (channels, input size at 224 px, blocks using it)
+CONVNEXT_T_DEPTHWISE = [(96, 56, 3), (192, 28, 3), (384, 14, 9), (768, 7, 3)]
+
 RESNET50_CONVS = [
     (3, 224, 64, 7, 2, 3, 1),
     (64, 56, 64, 1, 1, 0, 1), (64, 56, 64, 3, 1, 1, 3), (64, 56, 256, 1, 1, 0, 4), (256, 56, 64, 1, 1, 0, 2),
