@@ -182,10 +182,7 @@ def depthwise_conv2d_nhwc_tile(x_ptr, w_ptr, N, H, W, C, OH, OW, stride_h, strid
     x_off, ih0, iw0 = nhwc_window_origin(offs_m, N, H, W, C, OH, OW, stride_h, stride_w, pad_h, pad_w)
     rc = offs_c % C
     acc = tl.zeros((BLOCK_M, BLOCK_C), dtype=tl.float32)
-    # Rows of taps in a loop, taps of a row unrolled: with all KH * KW taps unrolled the compiler
-    # hoists every tap's loads ahead of the math, and a 64x64 tile on 4 warps at 7x7 spilled 13 KB a
-    # thread (sm_90, ptxas 12.9 and 13.4); one row's 7 in flight take 181 registers and no spill.
-    for kh in range(KH):
+    for kh in tl.static_range(KH):
         for kw in tl.static_range(KW):
             ih = ih0 + kh * dil_h
             iw = iw0 + kw * dil_w
