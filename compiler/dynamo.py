@@ -137,6 +137,18 @@ def trident_backend(gm: torch.fx.GraphModule, example_inputs: Sequence, **kwargs
     return split
 
 
+def recording_backend(options: dict | None = None):
+    """(backend, reports): a torch.compile backend running trident_backend with `options`, and the
+    list it appends each compiled graph's CompileReport to (what the zoo, explain and tests read)."""
+    reports: list[CompileReport] = []
+
+    def backend(gm: torch.fx.GraphModule, example_inputs: Sequence):
+        out = trident_backend(gm, example_inputs, options=options)
+        reports.append(out.trident_report)
+        return out
+    return backend, reports
+
+
 def _options(given) -> dict:
     options = dict(DEFAULTS)
     options.update(given or {})

@@ -26,6 +26,18 @@ def run_engine(engine, *inputs: torch.Tensor) -> list[torch.Tensor]:
     return [o.cpu() for o in engine(*[x.to(engine.device) for x in inputs])]
 
 
+def compile_with_reports(model: torch.nn.Module, *inputs: torch.Tensor, **options):
+    """(output, CompileReports) of one call of torch.compile(model, backend="trident", options=...)
+    on `inputs`, from a fresh dynamo cache."""
+    from trident.compiler.dynamo import recording_backend
+
+    backend, reports = recording_backend(options)
+    torch._dynamo.reset()
+    with torch.no_grad():
+        out = torch.compile(model, backend=backend)(*inputs)
+    return out, reports
+
+
 def assert_backend_matches_eager(model: torch.nn.Module, *inputs: torch.Tensor, rtol: float = 1e-4,
                                  atol: float = 1e-4) -> None:
     """torch.compile(model, backend="trident") gives what the eager model gives on `inputs`."""

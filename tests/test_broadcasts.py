@@ -81,3 +81,21 @@ def test_expand_chains_collapse_and_outputs_stay_dense(rng):
     xs = [torch.randn(B, 1, L, generator=rng), torch.randn(3, B, 4, L, generator=rng)]
     for got, want in zip(run_reference(simple, xs), run_reference(graph, xs)):
         torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+def test_where_of_a_constant_condition_picks_its_branch(rng):
+    # torch's traced `and` of an all-True mask row and the padding mask: where(c, keep, False).
+    for fill in (True, False):
+        b = GraphBuilder("where")
+        ids = b.input("attention_mask", TensorType((B, L), torch.int64))
+        keep = b.add1("reshape", [b.add1("cast", [ids], {"dtype": torch.bool})], {"shape": [B, 1, 1, L]})
+        rows = b.constant(torch.full((1, 1, L, 1), fill), "rows")
+        picked = b.add1("where", [rows, keep, b.constant(torch.tensor(False), "no")])
+        graph = b.finish([b.add1("not", [picked])])
+        simple = simplify_broadcasts(graph)
+        assert not any(n.op == "where" for n in simple.nodes)
+        ids_value = torch.ones(B, L, dtype=torch.int64)
+        ids_value[1, 9:] = 0
+        torch.testing.assert_close(run_reference(simple, [ids_value])[0], run_reference(graph, [ids_value])[0])
+    kept = padding_bias_graph()  # where(keep, 0, -inf): a condition known only at run time stays
+    assert [n.op for n in simplify_broadcasts(kept).nodes].count("where") == 1

@@ -327,6 +327,28 @@ def test_padding_mask_through_onnx_is_one_attention_kernel_per_layer(exporter):
     engine = build_engine(path, precision="fp32")
     attention = [s for s in engine.plan.kernel_steps() if "attention_program(" in s.source]
     assert len(attention) == module.model.config.num_hidden_layers
+    assert all("MASK_PER_KEY=True" in s.source for s in attention)  # one row of keys per sequence
     with torch.no_grad():
         ref = model(ids, padding)
     assert relative_error(run_engine(engine, ids, padding)[0], ref) < FP32_TOLERANCE
+
+
+def test_padding_mask_through_torch_compile_is_one_attention_kernel_per_layer():
+    # The mask transformers builds for SDPA indexes the user's [B, L] mask with two broadcast
+    # aranges (compiler/frontend/fx_indexing.py) and and-s it with an all-True row: the engine
+    # reads it as one row of keys per sequence (MASK_PER_KEY), and nothing runs in torch.
+    from trident.compiler.testing import compile_with_reports
+
+    module, (ids,) = tiny("bert")
+    model = WithPadding(module.model).eval().to(DEV)
+    ids, padding = ids.to(DEV), torch.ones_like(ids).to(DEV)
+    padding[1, 5:] = 0
+    with torch.no_grad():
+        ref = model(ids, padding)
+    got, reports = compile_with_reports(model, ids, padding, fallback=False)
+    assert relative_error(got, ref) < FP32_TOLERANCE
+    assert sum(r.torch_steps for r in reports) == 0
+    sources = [s.source for r in reports for e in r.engines() for s in e.plan.kernel_steps()
+               if "attention_program(" in s.source]
+    assert len(sources) == module.model.config.num_hidden_layers
+    assert all("MASK_PER_KEY=True" in s for s in sources)

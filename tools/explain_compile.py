@@ -12,15 +12,9 @@ from trident.tools.common import load_model
 
 
 def compile_reports(model, inputs, precision: str) -> list:
-    from trident.compiler.dynamo import trident_backend
+    from trident.compiler.dynamo import recording_backend
 
-    reports = []
-
-    def backend(gm, example_inputs):
-        out = trident_backend(gm, example_inputs, options={"precision": precision})
-        reports.append(out.trident_report)
-        return out
-
+    backend, reports = recording_backend({"precision": precision})
     torch._dynamo.reset()
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the reports say it all

@@ -161,18 +161,12 @@ def run_model(zm: ZooModel, opts: RunOptions) -> list[Row]:
 
 def _through_compile(row: Row, module, inputs, precision: str, anchors: Anchors,
                      opts: RunOptions) -> None:
-    from trident.compiler.dynamo import trident_backend
+    from trident.compiler.dynamo import recording_backend
 
     options = {"precision": precision}
     if precision == "int8":
         options["calibration"] = [inputs]
-    reports = []
-
-    def backend(gm, example_inputs):
-        out = trident_backend(gm, example_inputs, options=options)
-        reports.append(out.trident_report)
-        return out
-
+    backend, reports = recording_backend(options)
     torch._dynamo.reset()
     compiled = torch.compile(module, backend=backend)
     start = time.perf_counter()

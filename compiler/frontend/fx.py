@@ -39,6 +39,7 @@ from trident.compiler.frontend import fx_decompose as decompose
 from trident.compiler.frontend.fx_axes import axes as _axes
 from trident.compiler.frontend.fx_axes import axis as _axis
 from trident.compiler.frontend.fx_attention import Masks, Projections, multi_head_attention
+from trident.compiler.frontend.fx_indexing import gather_adjacent
 from trident.compiler.ir import SUPPORTED_DTYPES, Graph, GraphBuilder, Node, TensorType
 from trident.compiler.ops import evaluate, infer_types
 
@@ -1231,14 +1232,17 @@ def _getitem_tensor(cx: Ctx, x, idx):
 def _index_with_tensor(cx: Ctx, x, idx, tensor_pos: list[int]):
     full = all(isinstance(k, slice) and k == slice(None) for i, k in enumerate(idx)
                if i not in tensor_pos)
-    if len(tensor_pos) != 1 or not full or Ellipsis in idx:
-        raise UnsupportedError(f'fx node "{cx.node_name}": advanced indexing other than one '
-                               "index tensor")
-    index = idx[tensor_pos[0]]
-    if cx.dtype(index) == torch.bool:
+    adjacent = tensor_pos == list(range(tensor_pos[0], tensor_pos[0] + len(tensor_pos)))
+    if not full or not adjacent or Ellipsis in idx:
+        raise UnsupportedError(f'fx node "{cx.node_name}": advanced indexing other than index '
+                               "tensors on adjacent axes with full slices elsewhere")
+    indices = [idx[i] for i in tensor_pos]
+    if any(cx.dtype(index) == torch.bool for index in indices):
         raise UnsupportedError(f'fx node "{cx.node_name}": boolean mask indexing '
                                "(data-dependent shape)")
-    return cx.emit("gather", [x, index], axis=tensor_pos[0])
+    if len(indices) == 1:
+        return cx.emit("gather", [x, indices[0]], axis=tensor_pos[0])
+    return gather_adjacent(cx, x, tensor_pos[0], indices, lambda index: isinstance(index, Val))
 
 
 @converts(operator.getitem)

@@ -8,6 +8,7 @@ kernel reads it as one row per key block (`MASK_PER_KEY`), the mask kernel write
 
 Rules, in one walk over the graph (each sees the rewritten producers of its inputs):
   and(x, all True) / or(x, all False)      -> x, expanded to the op's output shape
+  where(all True, a, b) / where(all False, a, b) -> a / b, expanded (torch's and of a traced mask)
   expand(x) to x's own shape               -> x;   expand(expand(x)) -> expand(x)
   elementwise(expand(x), scalar constants) -> expand(elementwise(x, scalars))
 """
@@ -60,6 +61,15 @@ def _drop_neutral(node: Node, rb: Rebuild, out_shape: tuple) -> list[str] | None
     return None
 
 
+def _constant_choice(node: Node, rb: Rebuild, out_shape: tuple) -> list[str] | None:
+    """where(c, a, b) with a constant c that is all True (all False): a (b), expanded."""
+    c = rb.constant(node.inputs[0])
+    if c is None or c.dtype != torch.bool or not c.numel() or not (bool(c.all()) or not bool(c.any())):
+        return None
+    chosen = rb.value(node.inputs[1] if bool(c.all()) else node.inputs[2])
+    return [_expanded(rb, chosen, out_shape, node.name)]
+
+
 def _sink_expand(node: Node, rb: Rebuild, producers: _Producers, out_shape: tuple) -> list[str] | None:
     """elementwise(expand(x), scalars...) -> expand(elementwise(x, scalars...))."""
     inputs = [rb.value(i) for i in node.inputs]
@@ -87,6 +97,8 @@ def simplify_broadcasts(graph: Graph) -> Graph:
             return None
         if node.op in _NEUTRAL:
             return _drop_neutral(node, rb, out_shape)
+        if node.op == "where" and (chosen := _constant_choice(node, rb, out_shape)) is not None:
+            return chosen
         if node.op == "expand":
             source = rb.value(node.inputs[0])
             inner = producers.of(source)

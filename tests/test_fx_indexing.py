@@ -1,0 +1,91 @@
+"""Advanced indexing with several index tensors (compiler/frontend/fx_indexing.py): one gather of
+the indexed axes flattened, checked against eager torch; indices out of range never read another
+row; what it does not take is refused by name."""
+import pytest
+import torch
+
+from trident.compiler import build_engine
+from trident.compiler.errors import InputError, ShapeError, UnsupportedError
+from trident.compiler.frontend.fx import Ctx, Val, _getitem_tensor
+from trident.compiler.ir import TensorType
+from trident.compiler.testing import compile_with_reports, run_engine
+
+DEV = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class PaddingMask(torch.nn.Module):
+    """transformers' SDPA padding mask: the user's [B, L] mask indexed by two broadcast aranges."""
+
+    def forward(self, x, mask):
+        b, s = mask.shape
+        keep = mask.bool()[torch.arange(b, device=mask.device)[:, None, None, None],
+                           torch.arange(s, device=mask.device)[None, None, None, :]]
+        return x.masked_fill(~keep, 0.0) * 2
+
+
+class LastToken(torch.nn.Module):
+    """A sequence-classification head's pooling: one row per sequence, at a run-time position."""
+
+    def forward(self, h, last):
+        return h[torch.arange(h.shape[0], device=h.device), last] + 1
+
+
+class MiddleAxes(torch.nn.Module):
+    """x[:, rows, cols] with the run-time index on the second indexed axis (flattened first)."""
+
+    def forward(self, x, cols):
+        rows = torch.tensor([[2], [0], [1]], device=x.device)
+        return x[:, rows, cols] * 3
+
+
+def compiled(module, *inputs):
+    got, reports = compile_with_reports(module, *inputs, fallback=False)
+    assert reports and sum(r.torch_steps for r in reports) == 0 and sum(r.num_kernels for r in reports) > 0
+    return got
+
+
+def test_padding_mask_of_two_aranges(rng):
+    x = torch.randn(2, 3, 5, 7, generator=rng).to(DEV)
+    mask = (torch.rand(2, 7, generator=rng) < 0.6).long().to(DEV)
+    torch.testing.assert_close(compiled(PaddingMask(), x, mask), PaddingMask()(x, mask), rtol=0, atol=0)
+
+
+def test_last_token_with_negative_and_run_time_indices(rng):
+    h = torch.randn(4, 9, 6, generator=rng).to(DEV)
+    last = torch.tensor([8, 0, -1, 3]).to(DEV)
+    torch.testing.assert_close(compiled(LastToken(), h, last), LastToken()(h, last), rtol=0, atol=0)
+
+
+def test_a_run_time_index_on_an_inner_axis(rng):
+    x = torch.randn(2, 3, 5, 4, generator=rng).to(DEV)
+    cols = torch.tensor([[4, -5], [0, 1], [2, 3]]).to(DEV)
+    torch.testing.assert_close(compiled(MiddleAxes(), x, cols), MiddleAxes()(x, cols), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("bad", [9, -10])
+def test_a_run_time_index_out_of_range_is_an_input_error(bad, rng):
+    # Its axis is flattened first: out of its range is out of the flat table too, where the
+    # gather's check finds it, instead of reading the next sequence's row.
+    h, last = torch.randn(4, 9, 6, generator=rng), torch.tensor([8, 0, 1, 3])
+    engine = build_engine(LastToken(), "fp32", example_inputs=(h, last))
+    engine.cuda_graph = False  # a replay skips the checks (kernels clamp; docs/memory-safety.md)
+    torch.testing.assert_close(run_engine(engine, h, last)[0], LastToken()(h, last), rtol=0, atol=0)
+    with pytest.raises(InputError, match="out of range|index"):
+        run_engine(engine, h, torch.tensor([8, bad, 1, 3]))
+
+
+def _ctx_with(shape):
+    cx = Ctx("indexing")
+    cx.node_name = "getitem"
+    return cx, Val(cx.b.input("x", TensorType(shape, torch.float32)))
+
+
+def test_what_is_refused_is_named():
+    cx, x = _ctx_with((3, 4, 5))
+    runtime = Val(cx.b.input("i", TensorType((2,), torch.int64)))
+    with pytest.raises(ShapeError, match="index 3 is out of range for an axis of size 3"):
+        _getitem_tensor(cx, x, (torch.tensor([0, 3]), torch.tensor([1, 1])))
+    with pytest.raises(UnsupportedError, match="2 index tensors known only at run time"):
+        _getitem_tensor(cx, x, (runtime, runtime))
+    with pytest.raises(UnsupportedError, match="adjacent axes"):
+        _getitem_tensor(cx, x, (torch.tensor([0]), slice(None), torch.tensor([1])))
