@@ -26,7 +26,8 @@ Options (`torch.compile(model, backend="trident", options={...})`):
   calibration  int8: batches of the model's tensor inputs (tuples, in forward's order), run
                through the graph in torch to calibrate each engine; None calibrates on the
                inputs of each engine's first call (with a warning)
-  cuda_graph   True (default): engines replay CUDA graphs on a GPU; their outputs are cloned
+  cuda_graph   True (default): engines replay CUDA graphs on a GPU (unless TRIDENT_CUDA_GRAPHS=0,
+               which turns capture off everywhere, as compute-sanitizer needs); outputs are cloned
                before they are handed to torch, so later calls never overwrite them
   fallback     True (default): what trident cannot compile runs in torch, with a warning;
                False raises an UnsupportedError (or the build's TridentError) instead
@@ -401,7 +402,7 @@ class TridentSubgraph(torch.nn.Module):
             if len(engine.outputs) != self._num_outputs:
                 raise TridentError(f"the engine has {len(engine.outputs)} outputs, the "
                                    f"partition {self._num_outputs}")
-            engine.cuda_graph = bool(self.options["cuda_graph"])
+            engine.cuda_graph = bool(self.options["cuda_graph"]) and _config.CUDA_GRAPHS
         except TridentError as e:
             if not self.options["fallback"]:
                 raise

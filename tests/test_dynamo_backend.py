@@ -198,3 +198,17 @@ def test_entry_point_without_importing_trident():
                             timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip().endswith("ok")
+
+
+@pytest.mark.parametrize("everywhere", [True, False])
+def test_cuda_graphs_off_everywhere_reaches_the_backends_engines(monkeypatch, everywhere):
+    # TRIDENT_CUDA_GRAPHS=0 (compute-sanitizer runs: capture breaks under it) wins over the
+    # backend's cuda_graph option, as it does for engines built directly.
+    from trident.compiler import config
+    from trident.compiler.testing import compile_with_reports
+
+    monkeypatch.setattr(config, "CUDA_GRAPHS", everywhere)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 4), torch.nn.ReLU()).eval()
+    _, reports = compile_with_reports(model, torch.randn(2, 8), cuda_graph=True)
+    engines = [e for r in reports for e in r.engines()]
+    assert engines and all(e.cuda_graph is everywhere for e in engines)
