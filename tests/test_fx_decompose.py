@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from trident.compiler import build_engine
 from trident.compiler.errors import UnsupportedError
-from trident.compiler.testing import relative_error, run_engine
+from trident.compiler.testing import compile_with_reports, relative_error, run_engine
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"  # torch.compile builds for its inputs' device
 
@@ -202,15 +202,6 @@ def test_slice_assignment_into_a_model_buffer_is_refused_and_never_written():
 
 @pytest.mark.parametrize("entry", ["dynamo"])
 def test_through_torch_compile_nothing_is_left_in_torch(entry):
-    from trident.compiler.dynamo import trident_backend
-
-    reports = []
-
-    def backend(gm, example_inputs):
-        out = trident_backend(gm, example_inputs, options={"precision": "fp32"})
-        reports.append(out.trident_report)
-        return out
-
     class Model(torch.nn.Module):
         def __init__(self):
             super().__init__()
@@ -224,10 +215,9 @@ def test_through_torch_compile_nothing_is_left_in_torch(entry):
 
     model = Model().eval().to(DEVICE)
     x = torch.randn(2, 3, 9, 8, device=DEVICE)
-    torch._dynamo.reset()
-    compiled = torch.compile(model, backend=backend)
+    got, reports = compile_with_reports(model, x, precision="fp32")
     with torch.no_grad():
-        got, ref = compiled(x), model(x)
+        ref = model(x)
     assert relative_error(got, ref) < 1e-5
     assert reports and all(not r.in_torch for r in reports), [r.render() for r in reports]
     assert sum(r.num_kernels for r in reports) > 0
@@ -235,7 +225,7 @@ def test_through_torch_compile_nothing_is_left_in_torch(entry):
 
 class MaskFromConstants(torch.nn.Module):
     """transformers' padding mask when no attention mask is passed: ones, then indexed by two
-    broadcast aranges (advanced indexing the converters do not take); all constants."""
+    broadcast aranges; all constants, so it folds at import."""
 
     def forward(self, x):
         b, s = x.shape[0], x.shape[1]
@@ -246,18 +236,7 @@ class MaskFromConstants(torch.nn.Module):
 
 
 def test_constant_advanced_indexing_folds_through_torch_compile():
-    from trident.compiler.dynamo import trident_backend
-
-    reports = []
-
-    def backend(gm, example_inputs):
-        out = trident_backend(gm, example_inputs, options={"precision": "fp32", "fallback": False})
-        reports.append(out.trident_report)
-        return out
-
     x = torch.randn(3, 5, 1, device=DEVICE)
-    torch._dynamo.reset()
-    with torch.no_grad():
-        got = torch.compile(MaskFromConstants(), backend=backend)(x)
+    got, reports = compile_with_reports(MaskFromConstants(), x, precision="fp32", fallback=False)
     assert torch.equal(got, MaskFromConstants()(x))
     assert reports and sum(r.num_kernels for r in reports) > 0

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from trident.compiler import build_engine
-from trident.compiler.testing import relative_error, run_engine
+from trident.compiler.testing import compile_with_reports, relative_error, run_engine
 
 transformers = pytest.importorskip("transformers")
 
@@ -39,18 +39,10 @@ def fresh_dynamo():
 @pytest.mark.parametrize("name", TINY)
 def test_through_torch_compile(name):
     module, inputs = tiny(name)
-    reports = []
-
-    def backend(gm, example_inputs):
-        from trident.compiler.dynamo import trident_backend
-        out = trident_backend(gm, example_inputs)
-        reports.append(out.trident_report)
-        return out
-
     module, inputs = module.to(DEV), [x.to(DEV) for x in inputs]
     with torch.no_grad():
         ref = module(*inputs)
-        got = torch.compile(module, backend=backend)(*inputs)
+    got, reports = compile_with_reports(module, *inputs)
     assert got.shape == ref.shape
     assert relative_error(got, ref) < FP32_TOLERANCE
     assert [t for r in reports for t in r.in_torch] == []  # nothing left in torch
@@ -106,7 +98,6 @@ def test_zoo_int8_engine_is_checked_against_its_own_int8_graph():
     # distance from the graph its kernels were generated from, run by the reference executor.
     from trident.compiler.build import BuildTrace, compile_graph, engine_from, import_model
     from trident.compiler.quantize.plan import QuantOptions
-    from trident.compiler.testing import relative_error, run_engine
     from trident.models import MODELS
     from trident.tools.zoo_report import int8_graph_bound
     from trident.tools.zoo_run import int8_graph_output
@@ -337,8 +328,6 @@ def test_padding_mask_through_torch_compile_is_one_attention_kernel_per_layer():
     # The mask transformers builds for SDPA indexes the user's [B, L] mask with two broadcast
     # aranges (compiler/frontend/fx_indexing.py) and and-s it with an all-True row: the engine
     # reads it as one row of keys per sequence (MASK_PER_KEY), and nothing runs in torch.
-    from trident.compiler.testing import compile_with_reports
-
     module, (ids,) = tiny("bert")
     model = WithPadding(module.model).eval().to(DEV)
     ids, padding = ids.to(DEV), torch.ones_like(ids).to(DEV)
