@@ -86,14 +86,15 @@ def attention(q, k, v, mask=None, *, scale: float, causal: str | None = None, ze
 
 
 def _guarded_attention(q, k, v, mask, scale: float, gqa: bool):
-    """The exporters' chain in fp32: softmax(q k^T * scale + mask) (a boolean mask hides the scores
-    it masks), where(isnan(p), 0, p), p @ v (where 0 * NaN stays NaN)."""
+    """The exporters' chain in fp32 at least: softmax(q k^T * scale + mask) (a boolean mask hides
+    the scores it masks), where(isnan(p), 0, p), p @ v (where 0 * NaN stays NaN)."""
     if gqa:
         k, v = (x.repeat_interleave(q.shape[-3] // x.shape[-3], dim=-3) for x in (k, v))
-    scores = (q.float() @ k.float().transpose(-1, -2)) * scale
+    acc = torch.promote_types(q.dtype, torch.float32)
+    scores = (q.to(acc) @ k.to(acc).transpose(-1, -2)) * scale
     if mask is not None and mask.dtype == torch.bool:
         scores = scores.masked_fill(~mask, -math.inf)
     elif mask is not None:
-        scores = scores + mask.float()
+        scores = scores + mask.to(acc)
     p = torch.softmax(scores, -1)
-    return (torch.where(torch.isnan(p), 0.0, p) @ v.float()).to(q.dtype)
+    return (torch.where(torch.isnan(p), 0.0, p) @ v.to(acc)).to(q.dtype)

@@ -25,21 +25,6 @@ from trident.compiler.passes.rewrite import Rebuild, rewrite
 _NEUTRAL = {"logical_and": True, "logical_or": False}
 
 
-class _Producers:
-    """Producer of each value of the graph being rebuilt (followed as the builder grows)."""
-
-    def __init__(self, rb: Rebuild):
-        self.nodes = rb.builder.graph.nodes
-        self.seen = 0
-        self.by_value: dict[str, Node] = {}
-
-    def of(self, value: str) -> Node | None:
-        for node in self.nodes[self.seen:]:
-            self.by_value.update((o, node) for o in node.outputs)
-        self.seen = len(self.nodes)
-        return self.by_value.get(value)
-
-
 def _shape(rb: Rebuild, value: str) -> tuple:
     return tuple(rb.builder.type_of(value).shape)
 
@@ -70,11 +55,11 @@ def _constant_choice(node: Node, rb: Rebuild, out_shape: tuple) -> list[str] | N
     return [_expanded(rb, chosen, out_shape, node.name)]
 
 
-def _sink_expand(node: Node, rb: Rebuild, producers: _Producers, out_shape: tuple) -> list[str] | None:
+def _sink_expand(node: Node, rb: Rebuild, out_shape: tuple) -> list[str] | None:
     """elementwise(expand(x), scalars...) -> expand(elementwise(x, scalars...))."""
     inputs = [rb.value(i) for i in node.inputs]
     scalars = [rb.constant(i) is not None and rb.constant(i).numel() == 1 for i in node.inputs]
-    expands = [producers.of(v) for v in inputs]
+    expands = [rb.producer(v) for v in inputs]
     spread = [k for k, e in enumerate(expands) if e is not None and e.op == "expand" and not scalars[k]]
     if len(spread) != 1 or sum(scalars) != len(inputs) - 1:
         return None
@@ -86,10 +71,7 @@ def _sink_expand(node: Node, rb: Rebuild, producers: _Producers, out_shape: tupl
 
 def simplify_broadcasts(graph: Graph) -> Graph:
     """Apply the module's rules (dead producers are dropped)."""
-    state: dict[str, _Producers] = {}
-
     def simplify(node: Node, rb: Rebuild) -> list[str] | None:
-        producers = state.setdefault("p", _Producers(rb))
         if len(node.outputs) != 1 or node.outputs[0] in graph.outputs:
             return None  # (an engine's outputs stay dense tensors of their own)
         out_shape = tuple(graph.types[node.outputs[0]].shape)
@@ -101,13 +83,13 @@ def simplify_broadcasts(graph: Graph) -> Graph:
             return chosen
         if node.op == "expand":
             source = rb.value(node.inputs[0])
-            inner = producers.of(source)
+            inner = rb.producer(source)
             if inner is not None and inner.op == "expand":
                 source = inner.inputs[0]
             return [_expanded(rb, source, out_shape, node.name)]
         definition = OPS.get(node.op)
         if definition is not None and definition.kind == Kind.ELEMENTWISE:
-            return _sink_expand(node, rb, producers, out_shape)
+            return _sink_expand(node, rb, out_shape)
         return None
 
     return eliminate_dead_code(rewrite(graph, simplify))

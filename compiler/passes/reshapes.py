@@ -100,7 +100,7 @@ def fold_reshape_chains(graph: Graph) -> Graph:
             return None
         target = list(_shape(graph, node.outputs[0]))
         inner = rb.value(node.inputs[0])
-        inner_node = producer_in(rb, inner)
+        inner_node = rb.producer(inner)
         if inner_node is not None and inner_node.op == "reshape":
             inner = inner_node.inputs[0]
         if list(rb.builder.type_of(inner).shape) == target:
@@ -108,14 +108,6 @@ def fold_reshape_chains(graph: Graph) -> Graph:
         return rb.builder.add("reshape", [inner], {"shape": target}, node.name)
 
     return eliminate_dead_code(rewrite(graph, fold))
-
-
-def producer_in(rb: Rebuild, value: str) -> Node | None:
-    """The node of the graph being built that defines `value` (usually one of the last few)."""
-    for node in reversed(rb.builder.graph.nodes):
-        if value in node.outputs:
-            return node
-    return None
 
 
 def sink_in_rounds(graph: Graph, sink_once, fold_chains) -> Graph:

@@ -25,10 +25,20 @@ class Rebuild:
         for name, tensor in graph.constants.items():
             self.builder.graph.constants[name] = tensor
             self.builder.graph.types[name] = graph.types[name]
+        self._producers: dict[str, Node] = {}  # of the new graph, indexed up to _indexed nodes
+        self._indexed = 0
 
     def value(self, name: str) -> str:
         """The name in the new graph of value `name` of the old graph."""
         return self.rename.get(name, name)
+
+    def producer(self, name: str) -> Node | None:
+        """The node of the new graph that defines value `name` (None: an input or a constant)."""
+        nodes = self.builder.graph.nodes
+        for node in nodes[self._indexed:]:
+            self._producers.update((o, node) for o in node.outputs)
+        self._indexed = len(nodes)
+        return self._producers.get(name)
 
     def constant(self, name: str):
         """The tensor of a constant of the new graph, or None."""

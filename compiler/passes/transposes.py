@@ -24,7 +24,7 @@ import math
 from trident.compiler.ir import Graph, Node
 from trident.compiler.ops import OPS, Kind
 from trident.compiler.passes.cleanup import eliminate_dead_code
-from trident.compiler.passes.reshapes import producer_in, sink_in_rounds
+from trident.compiler.passes.reshapes import sink_in_rounds
 from trident.compiler.passes.rewrite import Rebuild, rewrite
 
 # Elementwise ops whose operands broadcast along a named axis, not right-aligned: a permutation
@@ -140,7 +140,7 @@ def fold_transpose_chains(graph: Graph) -> Graph:
             return None
         perm = list(node.attrs["perm"])
         inner = rb.value(node.inputs[0])
-        inner_node = producer_in(rb, inner)
+        inner_node = rb.producer(inner)
         if inner_node is not None and inner_node.op == "transpose":
             first = list(inner_node.attrs["perm"])
             perm = [first[p] for p in perm]
