@@ -235,6 +235,25 @@ def test_block_imported_whole_runs_unbatched_gemms_and_no_copies(via):
         torch.testing.assert_close(run_engine(engine, fresh)[0], model(fresh), rtol=1e-4, atol=1e-4)
 
 
+def test_deep_encoder_stack_keeps_every_residual_in_its_layer_norm():
+    # A reshape sunk through one block's residual add reaches the next block's add; the pass
+    # used to move each reshape one op per round for a fixed number of rounds, so past the
+    # seventh block the residual adds ran in a reshaped 2-D form with a copy of the attention
+    # output (a reshape of its transpose) and an add kernel of their own.
+    torch.manual_seed(11)
+    depth = 20
+    model = nn.Sequential(*[EncoderBlock() for _ in range(depth)]).eval()
+    x = torch.randn(2, 5, 32)
+    trace = BuildTrace()
+    engine = build_engine(model, "fp32", example_inputs=[x], trace=trace)
+    assert copy_kernels(trace) == []
+    assert templates(engine).count("reduction") == 2 * depth  # each LayerNorm, its residual add fused
+    assert len(engine.plan.kernel_steps()) == 7 * depth  # + QKV, attention, out proj, FC1, FC2
+    fresh = torch.randn(x.shape)
+    with torch.no_grad():
+        torch.testing.assert_close(run_engine(engine, fresh)[0], model(fresh), rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.gpu
 def test_gpu_vit_b16_sized_block_fp16():
     """A ViT-B/16 encoder block's shapes (197 tokens, 12 heads of 64) on the GPU, fp16."""

@@ -16,79 +16,82 @@ from trident.compiler.ops import OPS, Kind
 from trident.compiler.passes.cleanup import eliminate_dead_code
 from trident.compiler.passes.rewrite import Rebuild, rewrite
 
-_MAX_ROUNDS = 16  # each round moves every reshape down by one op
+# Rounds until nothing moves. A round sinks every reshape as far as it goes (each node sees the
+# reshapes its inputs were given earlier in the same round); what a round leaves is a reshape that
+# met another and folds away, letting the next one move on. Transformers need a few rounds.
+_MAX_ROUNDS = 16
 
 
-def _reshape_source(value: str, producers: dict[str, Node]) -> str | None:
-    node = producers.get(value)
+def _reshape_source(value: str, rb: Rebuild) -> str | None:
+    """x, where `value` (a name of the rebuilt graph) is reshape(x)."""
+    node = rb.producer(value)
     return node.inputs[0] if node is not None and node.op == "reshape" else None
 
 
-def _shape(graph: Graph, value: str) -> tuple:
-    return tuple(graph.types[value].shape)
+def _shape(rb: Rebuild, value: str) -> tuple:
+    return tuple(rb.builder.type_of(value).shape)
 
 
-def _elementwise_inputs(node: Node, graph: Graph, producers, rb: Rebuild):
+def _elementwise_inputs(node: Node, out: tuple, rb: Rebuild):
     """New inputs computing `node` on the unreshaped tensor, or None if the rule does not apply."""
-    out = _shape(graph, node.outputs[0])
-    reshaped = [i for i in node.inputs if _reshape_source(i, producers) is not None
-                and _shape(graph, i) == out]
+    values = [rb.value(i) for i in node.inputs]
+    reshaped = [v for v in values if _reshape_source(v, rb) is not None and _shape(rb, v) == out]
     if not reshaped:
         return None
-    source = _reshape_source(reshaped[0], producers)
-    inner = _shape(graph, source)
+    source = _reshape_source(reshaped[0], rb)
+    inner = _shape(rb, source)
     ins = []
-    for value in node.inputs:
-        shape = _shape(graph, value)
+    for value in values:
+        shape = _shape(rb, value)
         if value == reshaped[0]:
-            ins.append(rb.value(source))
+            ins.append(source)
         elif math.prod(shape) == 1:
-            ins.append(rb.value(value))
+            ins.append(value)
         elif shape == out:  # a same-shape operand is reshaped to match (a view when dense)
-            ins.append(rb.builder.add1("reshape", [rb.value(value)], {"shape": list(inner)}))
+            ins.append(rb.builder.add1("reshape", [value], {"shape": list(inner)}))
         elif shape[-1] == out[-1] == inner[-1] and math.prod(shape) == shape[-1]:
-            ins.append(rb.builder.add1("reshape", [rb.value(value)], {"shape": [shape[-1]]}))
+            ins.append(rb.builder.add1("reshape", [value], {"shape": [shape[-1]]}))
         else:
             return None
     return ins
 
 
-def _matmul_inputs(node: Node, graph: Graph, producers, rb: Rebuild):
-    a, b = node.inputs[:2]
-    a_src, b_src = _reshape_source(a, producers), _reshape_source(b, producers)
+def _matmul_inputs(node: Node, rb: Rebuild):
+    a, b = (rb.value(i) for i in node.inputs[:2])
+    rest = [rb.value(i) for i in node.inputs[2:]]
+    a_src, b_src = _reshape_source(a, rb), _reshape_source(b, rb)
     if a_src is None:
         return None
-    a_shape, x_shape = _shape(graph, a), _shape(graph, a_src)
+    a_shape, x_shape = _shape(rb, a), _shape(rb, a_src)
     # (a source of rank 1 would make the matmul a vector's, which no template takes)
-    if graph.types[b].rank == 2 and x_shape[-1] == a_shape[-1] and 2 <= len(x_shape) <= 4:
-        return [rb.value(a_src)] + [rb.value(i) for i in node.inputs[1:]]
+    if len(_shape(rb, b)) == 2 and x_shape[-1] == a_shape[-1] and 2 <= len(x_shape) <= 4:
+        return [a_src, b] + rest
     if b_src is None:
         return None
-    b_shape, y_shape = _shape(graph, b), _shape(graph, b_src)
+    b_shape, y_shape = _shape(rb, b), _shape(rb, b_src)
     if (x_shape[-2:] == a_shape[-2:] and y_shape[-2:] == b_shape[-2:]
             and x_shape[:-2] == y_shape[:-2] and 3 <= len(x_shape) <= 4):
-        return [rb.value(a_src), rb.value(b_src)] + [rb.value(i) for i in node.inputs[2:]]
+        return [a_src, b_src] + rest
     return None
 
 
 def _sink_once(graph: Graph) -> tuple[Graph, bool]:
-    producers = graph.producers()
     changed = False
 
     def sink(node: Node, rb: Rebuild):
         nonlocal changed
+        out = tuple(graph.types[node.outputs[0]].shape)
         if OPS[node.op].kind == Kind.ELEMENTWISE and len(node.outputs) == 1:
-            ins = _elementwise_inputs(node, graph, producers, rb)
+            ins = _elementwise_inputs(node, out, rb)
         elif node.op == "matmul":
-            ins = _matmul_inputs(node, graph, producers, rb)
+            ins = _matmul_inputs(node, rb)
         else:
             return None
         if ins is None:
             return None
         changed = True
         inner = rb.builder.add1(node.op, ins, node.attrs, node.name)
-        return rb.builder.add("reshape", [inner], {"shape": list(_shape(graph, node.outputs[0]))},
-                              node.name + "_reshape")
+        return rb.builder.add("reshape", [inner], {"shape": list(out)}, node.name + "_reshape")
 
     return rewrite(graph, sink), changed
 
@@ -98,7 +101,7 @@ def fold_reshape_chains(graph: Graph) -> Graph:
     def fold(node: Node, rb: Rebuild):
         if node.op != "reshape":
             return None
-        target = list(_shape(graph, node.outputs[0]))
+        target = list(graph.types[node.outputs[0]].shape)
         inner = rb.value(node.inputs[0])
         inner_node = rb.producer(inner)
         if inner_node is not None and inner_node.op == "reshape":
