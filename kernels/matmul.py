@@ -207,13 +207,16 @@ def _heuristic_tile(M: int, N: int, K: int, dtype, out_bytes: int, reads_tiles: 
     # 128x256 persistent wins even for K = 64-128 (64->256 149 us, 128->512 88 us, against 168 and
     # 110 for the half-depth 128x128 tile that short K loops used to get).
     wide_tiles = cdiv(M, 128) * cdiv(N, 256)
+    k_steps = cdiv(K, bk)
     if N >= 256 and out_bytes <= 2 and wide_tiles >= NUM_SMS_H200 // 2:
         if cdiv(N, 256) * 256 > 1.1 * N:
             # A 256-wide tile that pads N by more than a tenth computes the padding (N = 384: a
             # third of its second tile): ConvNeXt-T's 96->384 + GELU at 100,352 pixels took 106.9 us
             # on 128x256, 90.4 on 128x128 with 8 warps, 168 with 4 (the GELU wants the registers).
-            return tile_config(128, 128, bk, 8, 8, 3, PERSISTENT=2)
-        k_steps = cdiv(K, bk)
+            # A K loop of two steps fills no third stage; with two, the tile's 96 KB of shared
+            # memory leaves room for a second program per SM, whose K loop runs while this one's
+            # epilogue does: 69.1 us against 79.3 for the same GEMM + GELU with three.
+            return tile_config(128, 128, bk, 8, 8, 2 if k_steps <= 2 else 3, PERSISTENT=2)
         if M >= 8192 and wide_tiles < 2 * NUM_SMS_H200:
             # Under two waves of 128x256 tiles (2048->512 at 7x7: 196 tiles, 1.48 waves) leave SMs idle
             # in the last wave; 128x128 tiles two per SM even it out: 46.5 us against 51.6 (cuDNN 37.9),

@@ -1,5 +1,5 @@
 """kernels/prims.py on its own: the bounds mask at extent 0, NaN-propagating max/min/relu and row
-max, fp32 -> bf16 rounding. Each check runs in the interpreter on a CPU-only machine, compiled on a GPU."""
+max, fp32 -> bf16 rounding, GELU. Each check runs in the interpreter on a CPU-only machine, compiled on a GPU."""
 import pytest
 import torch
 
@@ -85,3 +85,36 @@ def test_bfloat16_rounds_to_nearest_even_like_torch(device):
     nan = want.isnan()
     assert torch.equal(y.isnan(), nan)
     assert torch.equal(y[~nan].view(torch.int16), want[~nan].view(torch.int16))
+
+
+@triton.jit
+def gelu_kernel(x, y, n, BLOCK: tl.constexpr):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    tl.store(y + offs, prims.gelu_erf(tl.load(x + offs, mask=offs < n)), mask=offs < n)
+
+
+def _gelu(x: torch.Tensor) -> torch.Tensor:
+    y = torch.empty_like(x)
+    gelu_kernel[(triton.cdiv(x.numel(), 4096),)](x, y, x.numel(), BLOCK=4096)
+    return y.cpu()
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_gelu_matches_the_exact_function_in_its_tails_too(device):
+    # x * Phi(x) in float64 through erfc, which (unlike 1 + erf) keeps its digits where Phi is tiny
+    x = torch.cat([torch.linspace(-13, 13, 104_001), torch.randn(4099) * 3])
+    exact = x.double() * 0.5 * torch.special.erfc(-x.double() / 2 ** 0.5)
+    got = _gelu(x.to(device)).double()
+    assert (got - exact).abs().max() < 5e-7
+    normal = exact.abs() > torch.finfo(torch.float32).tiny
+    assert ((got - exact).abs() / exact.abs())[normal].max() < 3e-5
+    assert (got[exact == 0] == 0).all()
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_gelu_of_special_values(device):
+    x = torch.tensor([NAN, INF, -INF, 3.4e38, -3.4e38, 0.0, -0.0, 1e-30, -1e-30])
+    got = _gelu(x.to(device))
+    assert got[0].isnan() and got[1] == INF and got[2].isnan()
+    assert got[3] == x[3] and got[4] == 0 and got[5] == 0 and got[6] == 0
+    torch.testing.assert_close(got[7:], x[7:] / 2, rtol=1e-6, atol=0)

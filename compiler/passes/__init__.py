@@ -11,6 +11,7 @@ from typing import Callable
 from trident.compiler import config
 from trident.compiler.errors import TridentError
 from trident.compiler.ir import Graph
+from trident.compiler.passes.activations import fold_gelu
 from trident.compiler.passes.algebraic import (decompose_batch_norm, fold_conv_batch_norm,
                                                fold_bias_into_anchor, fold_pad_into_conv)
 from trident.compiler.passes.attention import fuse_attention
@@ -46,6 +47,7 @@ def pipeline(options: PassOptions) -> list[tuple[str, Pass]]:
         ("eliminate_dead_code", eliminate_dead_code),
         ("eliminate_common_subexpressions", eliminate_common_subexpressions),
         ("simplify_broadcasts", simplify_broadcasts),
+        ("fold_gelu", fold_gelu),
         ("gathers_as_slices", gathers_as_slices),
         ("fold_pad_into_conv", fold_pad_into_conv),
         ("fold_conv_batch_norm", fold_conv_batch_norm),
