@@ -5,10 +5,11 @@ import torch
 import torch.nn as nn
 
 import trident.compiler.passes as passes
-from trident.compiler.build import build_engine
+from trident.compiler.build import BuildTrace, build_engine
 from trident.compiler.ir import GraphBuilder, TensorType
 from trident.compiler.passes.transposes import sink_transposes
 from trident.compiler.reference import run_reference
+from trident.compiler.testing import run_engine
 
 TOL = {"fp32": dict(rtol=1e-4, atol=1e-4), "fp16": dict(rtol=2e-2, atol=2e-2)}
 
@@ -117,6 +118,38 @@ def test_convnext_blocks_fuse_layer_scale_and_residual(precision, monkeypatch):
     assert _kernels(engine) == _kernels(unfused) - 2
     epilogues = [s.name for s in engine.plan.kernel_steps() if s.name.startswith("matmul")]
     assert sum("mul_add" in name for name in epilogues) == 2
+
+
+class Downsample(nn.Module):
+    """torchvision ConvNeXt's stage transition: LayerNorm over channels as permute -> LayerNorm ->
+    permute back, then a 2x2 stride-2 conv."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(channels, eps=1e-6)
+        self.conv = nn.Conv2d(channels, 2 * channels, 2, 2)
+
+    def forward(self, x):
+        return self.conv(self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2))
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_a_layer_norm_over_channels_feeds_the_next_conv_without_a_copy(precision):
+    # The LayerNorm computes [N, H, W, C] rows, which permuted back are the NHWC tensor the conv
+    # reads: stored as computed, not in the order the permute reads (NCHW) and copied to NHWC.
+    torch.manual_seed(1)
+    model = nn.Sequential(ConvNeXtBlock(64), Downsample(64)).eval()
+    x = torch.randn(2, 64, 6, 6)
+    trace = BuildTrace()
+    engine = build_engine(model, precision, example_inputs=(x,), trace=trace)
+    copied = [s.inputs[0] for s in trace.program.steps
+              if s.kind == "kernel" and {n.op for n in s.group.nodes} == {"identity"}]
+    assert set(copied) <= set(trace.program.graph.inputs), copied  # (fp32: the model input to NHWC)
+    fresh = torch.randn(x.shape)
+    with torch.no_grad():
+        want = model(fresh)
+    (got,) = run_engine(engine, fresh)
+    torch.testing.assert_close(got.float(), want, **TOL[precision])
 
 
 def test_two_matmul_results_do_not_trade_the_transpose(rng):

@@ -44,7 +44,8 @@ def generate(graph: Graph, groups: list[Group]) -> Program:
             _ensure_nhwc(group, program, names)
         outputs = group.outputs(graph, consumers)
         feeds = any(_feeds_nhwc(o, graph, consumers, group_of) for o in outputs)
-        _plan_group(group, outputs, feeds, program, names, consumers)
+        transposed = any(_transposed_feeds_nhwc(o, graph, consumers, group_of) for o in outputs)
+        _plan_group(group, outputs, feeds, program, names, consumers, transposed)
     return program
 
 
@@ -64,12 +65,20 @@ def _feeds_nhwc(value: str, graph: Graph, consumers: dict[str, list[Node]], grou
     return False
 
 
+def _transposed_feeds_nhwc(value: str, graph: Graph, consumers: dict[str, list[Node]], group_of: dict) -> bool:
+    """Is `value` read by one transpose alone, whose result a conv or pool reads?"""
+    readers = consumers.get(value, [])
+    return (len(readers) == 1 and readers[0].op == "transpose"
+            and _feeds_nhwc(readers[0].outputs[0], graph, consumers, group_of))
+
+
 def _squeezed(shape) -> tuple:
     return tuple(d for d in shape if d != 1)
 
 
 def _plan_group(group: Group, outputs: list[str], feeds_nhwc: bool, program: Program,
-                names: dict[str, int], consumers: dict[str, list[Node]]) -> None:
+                names: dict[str, int], consumers: dict[str, list[Node]],
+                transposed_feeds_nhwc: bool = False) -> None:
     graph, layouts = program.graph, program.layouts
     node = group.nodes[0]
     if group.kind == "view":
@@ -95,7 +104,8 @@ def _plan_group(group: Group, outputs: list[str], feeds_nhwc: bool, program: Pro
         program.steps.append(Step("torch", list(node.inputs), list(node.outputs), group))
         return
     for value in outputs:
-        layouts[value] = output_layout(group, value, graph, layouts, feeds_nhwc, consumers)
+        layouts[value] = output_layout(group, value, graph, layouts, feeds_nhwc, consumers,
+                                       transposed_feeds_nhwc)
     source = _kernel(group.kind, group, graph, layouts, outputs, _unique(group, names))
     for packed, (tensor, layout) in source.packed.items():
         program.constants[packed] = tensor

@@ -100,9 +100,11 @@ def _plan_step(step: Step, inputs: Sequence[str]):
     return TorchStep(Node(node.op, tuple(node.inputs), tuple(node.outputs), dict(node.attrs), node.name))
 
 
-def transposed_dense_strides(shape, perm) -> tuple[int, ...]:
-    """Strides for `shape` such that permuting by `perm` gives a dense (contiguous) tensor."""
-    dense = dense_strides([shape[p] for p in perm])
+def transposed_dense_strides(shape, perm, nhwc: bool = False) -> tuple[int, ...]:
+    """Strides for `shape` such that permuting by `perm` gives a dense (contiguous) tensor, or
+    (nhwc, rank 4) a dense NHWC one."""
+    permuted = [shape[p] for p in perm]
+    dense = nhwc_strides(permuted) if nhwc and len(shape) == 4 else dense_strides(permuted)
     strides = [0] * len(shape)
     for i, p in enumerate(perm):
         strides[p] = dense[i]
@@ -165,7 +167,10 @@ def view_layouts(node: Node, source: Layout) -> list[Layout] | None:
 
 
 def output_layout(group: Group, value: str, graph: Graph, layouts: dict[str, Layout],
-                  feeds_nhwc: bool, consumers: dict[str, list[Node]] | None = None) -> Layout:
+                  feeds_nhwc: bool, consumers: dict[str, list[Node]] | None = None,
+                  transposed_feeds_nhwc: bool = False) -> Layout:
+    """transposed_feeds_nhwc: the value's one reader is a transpose whose result a conv or pool
+    reads."""
     t = graph.types[value]
     shape = tuple(t.shape)
     contiguous = Layout(shape, dense_strides(shape), t.dtype)
@@ -173,8 +178,11 @@ def output_layout(group: Group, value: str, graph: Graph, layouts: dict[str, Lay
     if (group.kind not in ("conv", "pool", "horizontal") and len(readers) == 1
             and readers[0].op == "transpose" and value not in graph.outputs):
         # Store in the order the transpose reads, so its result is dense and a reshape after it
-        # (attention's [B,H,S,D] -> [B,S,H*D]) is a free view instead of a copy.
-        return Layout(shape, transposed_dense_strides(shape, readers[0].attrs["perm"]), t.dtype)
+        # (attention's [B,H,S,D] -> [B,S,H*D]) is a free view instead of a copy; dense NHWC when
+        # a conv reads it (ConvNeXt's downsampling LayerNorm, [N,H,W,C] permuted to [N,C,H,W]
+        # for the 2x2 conv: stored [N,H,W,C] as computed, not copied to NHWC after).
+        return Layout(shape, transposed_dense_strides(shape, readers[0].attrs["perm"], transposed_feeds_nhwc),
+                      t.dtype)
     if len(shape) == 3 and group.kind == "pointwise" and feeds_nhwc:
         # [N, C, L] stored length-major: the NHWC [N, C, 1, L] a lowered 1-D conv reads, as a view.
         return Layout(shape, transposed_dense_strides(shape, (0, 2, 1)), t.dtype)
