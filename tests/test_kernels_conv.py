@@ -234,6 +234,16 @@ def test_heuristic_configs_are_legal(monkeypatch, interpreter, dtype):
             assert not c.PERSISTENT or use_small_c_tile(cpg, c.BLOCK_K) or c.num_stages <= k_steps, c
 
 
+def test_depthwise_channel_block_divides_the_channels(monkeypatch):
+    # ConvNeXt-T's first stage (C = 96): a 64-channel block would leave half of every second block
+    # idle; 32 channels over 128 pixels took 99.5 us against 129.4 on an H200 (7x7, b32)
+    monkeypatch.setattr(cv, "is_interpreter", lambda: False)
+    for c in (96, 160, 192, 384, 768):
+        cfg = heuristic_config(32 * 56 * 56, c, 1, 7, 7, torch.float16, depthwise=True)
+        assert c % cfg.BLOCK_N == 0 and cfg.BLOCK_M * cfg.BLOCK_N == 64 * 64, (c, cfg)
+    assert heuristic_config(32 * 56 * 56, 192, 1, 7, 7, torch.float16, depthwise=True).BLOCK_N == 64
+
+
 # ----------------------------------------------------------------------------------------------- GPU
 
 # ResNet-50 shapes: (C, H, OC, K, stride, pad)
