@@ -44,7 +44,7 @@ def generate(graph: Graph, groups: list[Group]) -> Program:
             _ensure_nhwc(group, program, names)
         outputs = group.outputs(graph, consumers)
         feeds = any(_feeds_nhwc(o, graph, consumers, group_of) for o in outputs)
-        transposed = any(_transposed_feeds_nhwc(o, graph, consumers, group_of) for o in outputs)
+        transposed = {o for o in outputs if _transposed_feeds_nhwc(o, graph, consumers, group_of)}
         _plan_group(group, outputs, feeds, program, names, consumers, transposed)
     return program
 
@@ -78,7 +78,7 @@ def _squeezed(shape) -> tuple:
 
 def _plan_group(group: Group, outputs: list[str], feeds_nhwc: bool, program: Program,
                 names: dict[str, int], consumers: dict[str, list[Node]],
-                transposed_feeds_nhwc: bool = False) -> None:
+                transposed_feeds_nhwc: set[str] = frozenset()) -> None:
     graph, layouts = program.graph, program.layouts
     node = group.nodes[0]
     if group.kind == "view":
@@ -105,7 +105,7 @@ def _plan_group(group: Group, outputs: list[str], feeds_nhwc: bool, program: Pro
         return
     for value in outputs:
         layouts[value] = output_layout(group, value, graph, layouts, feeds_nhwc, consumers,
-                                       transposed_feeds_nhwc)
+                                       value in transposed_feeds_nhwc)
     source = _kernel(group.kind, group, graph, layouts, outputs, _unique(group, names))
     for packed, (tensor, layout) in source.packed.items():
         program.constants[packed] = tensor

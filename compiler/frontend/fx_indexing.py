@@ -17,6 +17,7 @@ The frontend's Ctx is passed in (this module does not import the frontend back).
 """
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
@@ -54,9 +55,7 @@ def _element_gather(cx, rows, axis: int, flat):
     index as one dim, expanded over the others, then the index's shape restored."""
     pre, post = list(cx.shape(rows)[:axis]), list(cx.shape(rows)[axis + 1:])
     index_shape = list(cx.shape(flat))
-    n = 1
-    for d in index_shape:
-        n *= d
+    n = math.prod(index_shape)
     index = cx.emit("reshape", [flat], shape=[1] * len(pre) + [n] + [1] * len(post))
     index = cx.emit("expand", [index], shape=pre + [n] + post)
     out = cx.emit("gather_elements", [rows, index], axis=axis)

@@ -27,6 +27,7 @@ import torch
 
 from trident.compiler.ir import Graph, Node
 from trident.compiler.passes.cleanup import eliminate_dead_code
+from trident.compiler.passes.lookup import GraphLookup
 from trident.compiler.passes.rewrite import Rebuild, rewrite
 
 # A masked_fill value, or the masked entries of a constant additive mask, this negative or lower
@@ -62,31 +63,7 @@ class _Match:
         return dataclasses.replace(self, additive=list(self.additive), keep=list(self.keep))
 
 
-class _Graph:
-    """Producer / consumer lookups over the graph the pass reads."""
-
-    def __init__(self, graph: Graph):
-        self.graph = graph
-        self.producers = graph.producers()
-        self.consumers = graph.consumers()
-
-    def single_use(self, value: str) -> Node | None:
-        """The producer of `value` if only one node reads `value` and it is no graph output."""
-        if value in self.graph.outputs or len(self.consumers.get(value, [])) != 1:
-            return None
-        return self.producers.get(value)
-
-    def scalar(self, value: str) -> float | None:
-        tensor = self.graph.constants.get(value)
-        if tensor is None or tensor.numel() != 1 or not tensor.dtype.is_floating_point:
-            return None
-        return float(tensor.reshape(-1)[0])
-
-    def shape(self, value: str) -> tuple:
-        return tuple(self.graph.types[value].shape)
-
-
-def _scale_of(node: Node, chain: str, g: _Graph) -> float | None:
+def _scale_of(node: Node, chain: str, g: GraphLookup) -> float | None:
     """The factor a mul / div by a scalar constant applies to `chain`, or None."""
     if node.op == "mul":
         other = node.inputs[1] if node.inputs[0] == chain else node.inputs[0]
@@ -97,7 +74,7 @@ def _scale_of(node: Node, chain: str, g: _Graph) -> float | None:
     return None
 
 
-def _strip_scales(value: str, g: _Graph) -> tuple[str, float]:
+def _strip_scales(value: str, g: GraphLookup) -> tuple[str, float]:
     """Walk back through single-use scalar muls / divs: (the unscaled value, the product)."""
     factor = 1.0
     while (node := g.single_use(value)) is not None and node.op in ("mul", "div"):
@@ -132,7 +109,7 @@ def _as_permutation(source_shape: tuple, views: list[Node], swap_last: bool) -> 
     return tuple(order) + tuple(i for i, size in enumerate(source_shape) if size == 1)
 
 
-def _view_source(value: str, g: _Graph, swap_last: bool) -> tuple[str, tuple[int, ...], float]:
+def _view_source(value: str, g: GraphLookup, swap_last: bool) -> tuple[str, tuple[int, ...], float]:
     """(source, perm, factor) with `value` (its last two dims swapped if swap_last) equal to
     factor * source.permute(perm), walking back through single-use transposes, reshapes and scalar
     scales as far as they still amount to one permutation (so a scale behind views is found)."""
@@ -156,7 +133,7 @@ def _view_source(value: str, g: _Graph, swap_last: bool) -> tuple[str, tuple[int
     raise AssertionError("an empty view chain is always a permutation")
 
 
-def _mask_step(node: Node, chain: str, factor: float, m: _Match, g: _Graph) -> str | None:
+def _mask_step(node: Node, chain: str, factor: float, m: _Match, g: GraphLookup) -> str | None:
     """Record the mask an add / where applies to `chain`; returns the chain's input, or None."""
     if node.op == "add":
         mask = node.inputs[1] if node.inputs[0] == chain else node.inputs[0]
@@ -178,7 +155,7 @@ def _mask_step(node: Node, chain: str, factor: float, m: _Match, g: _Graph) -> s
     return None
 
 
-def _scores_chain(value: str, factor: float, m: _Match, g: _Graph) -> str | None:
+def _scores_chain(value: str, factor: float, m: _Match, g: GraphLookup) -> str | None:
     """From the softmax input back to the Q K^T matmul: the matmul's output, or None. `factor` is
     what the values seen so far (walking back) are multiplied by before the softmax. An add of two
     score-shaped values is tried both ways round (which one is the mask is not known up front)."""
@@ -207,7 +184,7 @@ def _scores_chain(value: str, factor: float, m: _Match, g: _Graph) -> str | None
     return None
 
 
-def _window_step(node: Node, value: str, factor: float, m: _Match, g: _Graph) -> str | None:
+def _window_step(node: Node, value: str, factor: float, m: _Match, g: GraphLookup) -> str | None:
     """Walk back through one reshape of Swin's window-mask sandwich: the merge [I, W, H, N, N] ->
     [I*W, H, N, N] (entering the windowed space), then the split it undoes (leaving it)."""
     src, dst = g.shape(node.inputs[0]), g.shape(value)
@@ -224,7 +201,7 @@ def _window_step(node: Node, value: str, factor: float, m: _Match, g: _Graph) ->
     return found
 
 
-def _batch_step(node: Node, value: str, factor: float, m: _Match, g: _Graph) -> str | None:
+def _batch_step(node: Node, value: str, factor: float, m: _Match, g: GraphLookup) -> str | None:
     """Walk back through a reshape that only regroups the scores' batch dims (the last two kept).
     Nothing but scales may sit between it and Q K^T: a mask there would be in the other grouping."""
     src, dst = g.shape(node.inputs[0]), g.shape(value)
@@ -240,7 +217,7 @@ def _batch_step(node: Node, value: str, factor: float, m: _Match, g: _Graph) -> 
     return found
 
 
-def _nan_guarded(guard: Node, g: _Graph) -> Node | None:
+def _nan_guarded(guard: Node, g: GraphLookup) -> Node | None:
     """The softmax behind `guard` = where(isnan(p), 0, p), when nothing else reads p or isnan(p)."""
     if guard.op != "where" or len(guard.inputs) != 3:
         return None
@@ -253,7 +230,7 @@ def _nan_guarded(guard: Node, g: _Graph) -> Node | None:
     return probs
 
 
-def _probabilities(pv: Node, g: _Graph) -> tuple[Node | None, bool]:
+def _probabilities(pv: Node, g: GraphLookup) -> tuple[Node | None, bool]:
     """(the softmax whose probabilities `pv` reads, through casts and the NaN guard, whether it is
     guarded), or (None, False)."""
     probs, guarded = g.single_use(pv.inputs[0]), False
@@ -267,7 +244,7 @@ def _probabilities(pv: Node, g: _Graph) -> tuple[Node | None, bool]:
     return (probs, guarded) if probs is not None and probs.op == "softmax" else (None, False)
 
 
-def match(pv: Node, g: _Graph) -> _Match | None:
+def match(pv: Node, g: GraphLookup) -> _Match | None:
     """The attention whose last op is `pv` = matmul(probabilities, V), or None."""
     if pv.op != "matmul" or len(pv.inputs) != 2:
         return None
@@ -430,7 +407,7 @@ def _emit(m: _Match, pv: Node, rb: Rebuild) -> list[str]:
 
 def fuse_attention(graph: Graph) -> Graph:
     """Every matched attention pattern becomes one `attention` node (its old ops die)."""
-    g = _Graph(graph)
+    g = GraphLookup(graph)
 
     def rewrite_node(node: Node, rb: Rebuild):
         m = match(node, g)

@@ -25,12 +25,9 @@ from trident.compiler.passes.rewrite import Rebuild, rewrite
 _NEUTRAL = {"logical_and": True, "logical_or": False}
 
 
-def _shape(rb: Rebuild, value: str) -> tuple:
-    return tuple(rb.builder.type_of(value).shape)
-
 
 def _expanded(rb: Rebuild, value: str, shape: tuple, name: str) -> str:
-    if _shape(rb, value) == shape:
+    if rb.shape(value) == shape:
         return value
     return rb.builder.add1("expand", [value], {"shape": list(shape)}, name=name)
 

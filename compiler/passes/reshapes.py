@@ -28,21 +28,18 @@ def _reshape_source(value: str, rb: Rebuild) -> str | None:
     return node.inputs[0] if node is not None and node.op == "reshape" else None
 
 
-def _shape(rb: Rebuild, value: str) -> tuple:
-    return tuple(rb.builder.type_of(value).shape)
-
 
 def _elementwise_inputs(node: Node, out: tuple, rb: Rebuild):
     """New inputs computing `node` on the unreshaped tensor, or None if the rule does not apply."""
     values = [rb.value(i) for i in node.inputs]
-    reshaped = [v for v in values if _reshape_source(v, rb) is not None and _shape(rb, v) == out]
+    reshaped = [v for v in values if _reshape_source(v, rb) is not None and rb.shape(v) == out]
     if not reshaped:
         return None
     source = _reshape_source(reshaped[0], rb)
-    inner = _shape(rb, source)
+    inner = rb.shape(source)
     ins = []
     for value in values:
-        shape = _shape(rb, value)
+        shape = rb.shape(value)
         if value == reshaped[0]:
             ins.append(source)
         elif math.prod(shape) == 1:
@@ -62,13 +59,13 @@ def _matmul_inputs(node: Node, rb: Rebuild):
     a_src, b_src = _reshape_source(a, rb), _reshape_source(b, rb)
     if a_src is None:
         return None
-    a_shape, x_shape = _shape(rb, a), _shape(rb, a_src)
+    a_shape, x_shape = rb.shape(a), rb.shape(a_src)
     # (a source of rank 1 would make the matmul a vector's, which no template takes)
-    if len(_shape(rb, b)) == 2 and x_shape[-1] == a_shape[-1] and 2 <= len(x_shape) <= 4:
+    if len(rb.shape(b)) == 2 and x_shape[-1] == a_shape[-1] and 2 <= len(x_shape) <= 4:
         return [a_src, b] + rest
     if b_src is None:
         return None
-    b_shape, y_shape = _shape(rb, b), _shape(rb, b_src)
+    b_shape, y_shape = rb.shape(b), rb.shape(b_src)
     if (x_shape[-2:] == a_shape[-2:] and y_shape[-2:] == b_shape[-2:]
             and x_shape[:-2] == y_shape[:-2] and 3 <= len(x_shape) <= 4):
         return [a_src, b_src] + rest
@@ -106,7 +103,7 @@ def fold_reshape_chains(graph: Graph) -> Graph:
         inner_node = rb.producer(inner)
         if inner_node is not None and inner_node.op == "reshape":
             inner = inner_node.inputs[0]
-        if list(rb.builder.type_of(inner).shape) == target:
+        if list(rb.shape(inner)) == target:
             return [inner]
         return rb.builder.add("reshape", [inner], {"shape": target}, node.name)
 

@@ -40,6 +40,10 @@ class Rebuild:
         self._indexed = len(nodes)
         return self._producers.get(name)
 
+    def shape(self, name: str) -> tuple:
+        """The shape of value `name` of the new graph."""
+        return tuple(self.builder.type_of(name).shape)
+
     def constant(self, name: str):
         """The tensor of a constant of the new graph, or None."""
         return self.builder.graph.constants.get(self.value(name))
