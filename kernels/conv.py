@@ -21,6 +21,8 @@ from trident.kernels.common import (cast_for_store, cdiv, dot_acc, drop_unfit_pe
                                     nhwc_window_origin, normalize_padding, pair, persistent_grid,
                                     persistent_pipeline_fits, tile_config, window_origin, zero_acc)
 from trident.kernels.matmul import NUM_SMS_H200, matmul
+from trident.kernels.depthwise import depthwise_rows, streams_rows
+from trident.kernels.depthwise import pack_weight as pack_rows_weight
 from trident.kernels.pool import pad_nhwc
 from trident.kernels.prims import in_bounds
 
@@ -579,6 +581,8 @@ def conv2d_nhwc(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = No
         input_precision = "tf32" if _config.ALLOW_TF32 else "ieee"
 
     if is_depthwise(C, OC, groups):
+        if streams_rows(KH, KW, sh, dh) and (config is None or config.get("ROWS") is not None):
+            return depthwise_rows(x, w if prepacked else pack_rows_weight(w), bias, y, (pt, pl), sw, dw, config)
         cfg = config or heuristic_config(M, C, 1, KH, KW, x.dtype, depthwise=True)
         grid = (cdiv(M, cfg.BLOCK_M), cdiv(C, cfg.BLOCK_N))
         w = w if prepacked else pack_depthwise_weight(w)

@@ -19,6 +19,7 @@ from trident.compiler.autotune.constraints import config_error
 from trident.compiler.ir.launch import LaunchConfig
 from trident.kernels import attention as attention_template
 from trident.kernels import conv as conv_templates
+from trident.kernels import depthwise as depthwise_templates
 from trident.kernels import matmul as matmul_templates
 from trident.kernels.common import cdiv, min_block_k, next_pow2, persistent_pipeline_fits
 
@@ -30,6 +31,7 @@ FAST_CANDIDATES = {"matmul": 4, "conv": 4, "depthwise": 3, "pool": 3, "pointwise
                    "reduction": 3, "attention": 4}
 ACC_REGS = 128        # fp32 accumulator registers per thread we allow (of 255): 128x256 on 8 warps
 ELEMS_PER_THREAD = 64  # register budget of the elementwise-style tiles (pool, reduction, pointwise)
+ROWS_QUEUE_REGS = 128  # fp32 registers a thread of the row-streaming depthwise kernel gives its queue of rows
 
 
 @dataclass(frozen=True)
@@ -119,6 +121,15 @@ def _tile2d_space(problem: dict) -> list[LaunchConfig]:
             for bm, bn, w in itertools.product((16, 32, 64, 128, 256), (16, 32, 64, 128), (1, 2, 4, 8))]
 
 
+def _streams_rows(problem: dict) -> bool:
+    return problem.get("tile") == "depthwise_row_step"
+
+
+def _rows_space(problem: dict) -> list[LaunchConfig]:
+    return [LaunchConfig.of(w, 1, BLOCK_M=bm, BLOCK_N=bn, ROWS=rows)
+            for bm, bn, w, rows in itertools.product((8, 16, 32, 64), (16, 32, 64, 128), (1, 2, 4), (4, 8, 16, 32))]
+
+
 def _pointwise_space(problem: dict) -> list[LaunchConfig]:
     return [LaunchConfig.of(w, BLOCK=b)
             for b, w in itertools.product((128, 256, 512, 1024, 2048, 4096, 8192), (1, 2, 4, 8, 16))]
@@ -141,6 +152,8 @@ def full_space(problem: dict, base: LaunchConfig) -> list[LaunchConfig]:
         return _attention_space(problem)
     if template in ("matmul", "conv"):
         return _gemm_space(problem)
+    if template == "depthwise" and _streams_rows(problem):
+        return _rows_space(problem)
     if template in ("pool", "depthwise"):
         return _tile2d_space(problem)
     if template == "pointwise":
@@ -210,6 +223,22 @@ def _tile2d_reason(cfg: LaunchConfig, problem: dict, limits: DeviceLimits) -> st
     return None
 
 
+def _depthwise_reason(cfg: LaunchConfig, problem: dict, limits: DeviceLimits) -> str | None:
+    if not _streams_rows(problem):
+        return _tile2d_reason(cfg, problem, limits)
+    # The row-streaming kernel holds KH partial rows of its tile in registers (kernels/depthwise.py).
+    if cfg["BLOCK_M"] > max(8, next_pow2(int(problem["OW"]))) or cfg["BLOCK_N"] > max(16, next_pow2(int(problem["groups"]))):
+        return "tile wider than the problem"
+    if cfg["ROWS"] > next_pow2(int(problem["OH"])):
+        return "more rows than the image"
+    per_thread = _acc_per_thread(cfg, "BLOCK_M", "BLOCK_N")
+    if per_thread * int(problem["KH"]) > ROWS_QUEUE_REGS:
+        return "registers"
+    if per_thread < 2:
+        return "more warps than the tile has work for"
+    return None
+
+
 def _pointwise_reason(cfg: LaunchConfig, problem: dict, limits: DeviceLimits) -> str | None:
     if cfg["BLOCK"] > max(128, next_pow2(int(problem["numel"]))):
         return "block wider than the problem"
@@ -244,7 +273,7 @@ def _attention_reason(cfg: LaunchConfig, problem: dict, limits: DeviceLimits) ->
 
 
 REASONS = {"matmul": gemm_reason, "conv": gemm_reason, "pool": _tile2d_reason,
-           "depthwise": _tile2d_reason, "pointwise": _pointwise_reason, "reduction": _reduction_reason,
+           "depthwise": _depthwise_reason, "pointwise": _pointwise_reason, "reduction": _reduction_reason,
            "attention": _attention_reason}
 
 
@@ -369,6 +398,10 @@ def candidates(problem: dict, base: LaunchConfig, level: str, limits: DeviceLimi
         rest = _gemm_fast(problem, base, limits)
     elif template == "attention":
         rest = prune(_attention_hand_picked(problem), problem, limits)
+    elif template == "depthwise" and _streams_rows(problem):
+        rest = prune(depthwise_templates.candidate_configs(int(problem["M"]) // (int(problem["OH"]) * int(problem["OW"])),
+                                                           int(problem["OH"]), int(problem["OW"]), int(problem["groups"])),
+                     problem, limits)
     else:
         rest = prune(_neighbours(base, problem), problem, limits)
     if base.get("TMA") is not None:

@@ -25,6 +25,7 @@ from trident.compiler.ir import Graph, Node
 from trident.compiler.ir.launch import LaunchConfig
 from trident.compiler.codegen.int8 import bias_of, dequantized, is_int8_anchor, weight_strides
 from trident.kernels.common import PIPELINE_SMEM_BUDGET, min_block_k, next_pow2, pipeline_smem_bytes
+from trident.kernels.depthwise import heuristic_config as depthwise_config, streams_rows
 
 
 @dataclass
@@ -497,10 +498,12 @@ def _window(node: Node, graph: Graph):
 
 
 def _nhwc_epilogue(w: KernelWriter, group, graph, layouts, args, outputs, out_shape, first: str,
-                   bias: str | None = None):
-    """Shared tail of conv and pool kernels: pixel x channel axes, bias, epilogue, stores."""
+                   bias: str | None = None, pixel_mask: str | None = None):
+    """Shared tail of conv and pool kernels: pixel x channel axes, bias, epilogue, stores.
+    offs_m holds flat output pixels (n * OH * OW + oh * OW + ow); pixel_mask, the ones to store
+    (default: those inside the output)."""
     n, oc, oh, ow = out_shape
-    w.line(f"mmask = prims.in_bounds(offs_m[:, None], {n * oh * ow}, BLOCK_M)")
+    w.line(f"mmask = {pixel_mask or f'prims.in_bounds(offs_m[:, None], {n * oh * ow}, BLOCK_M)'}")
     w.add_axis(Axis("offs_m[:, None]", [(0, n), (2, oh), (3, ow)], "mmask"))
     w.add_axis(Axis(f"{first}[None, :]", [(1, oc)], "nmask"))
     channel = lambda v: w.load(Operand(args(v), layouts[v].strides, (1,), layouts[v].dtype))  # noqa: E731
@@ -512,15 +515,50 @@ def _nhwc_epilogue(w: KernelWriter, group, graph, layouts, args, outputs, out_sh
     _stores(w, outputs, layouts, args, out_shape)
 
 
-def _packed_conv_weight(name: str, weight, groups: int, depthwise: bool, channels_outer: bool):
+def _packed_conv_weight(name: str, weight, groups: int, depthwise: bool, channels_outer: bool, rows: bool):
     """The weight in the layout its tile reads, and the constant's name in the engine."""
     from trident.kernels import conv as templates
+    from trident.kernels import depthwise as rows_template
 
+    if rows:
+        return name + "__dwrows", rows_template.pack_weight(weight)
     if depthwise:
         return name + "__dw", templates.pack_depthwise_weight(weight)
     if channels_outer:
         return name + "__oihw", weight.contiguous()
     return name + "__khwc", templates.pack_conv_weight(weight, groups)
+
+
+MAX_GRID_Y = 65535  # CUDA's limit on a grid's second and third dims (the rows kernel's images x row blocks)
+
+
+def _depthwise_rows_head(w: KernelWriter, x_arg: str, w_arg: str, sizes, kh: int, kw: int, pads, along_w):
+    """The row-streaming depthwise kernel (kernels/depthwise.py) up to its row loop: a program
+    takes BLOCK_M output columns x BLOCK_N channels of ROWS output rows of one image, fills the
+    queue of partial rows, then finishes one output row per input row. Returns the store mask of
+    a finished row and the index of the first line inside the loop (the caller indents what
+    follows: acc, the epilogue and the stores run once per row)."""
+    n, c, h, wd, oh, ow = sizes
+    sw, dw = along_w
+    w.line("pid_r = tl.program_id(2)")
+    w.line(f"n_img = pid_r // tl.cdiv({oh}, ROWS)")
+    w.line(f"oh0 = (pid_r % tl.cdiv({oh}, ROWS)) * ROWS")
+    w.line("offs_w = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)")
+    w.line("offs_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)")
+    w.line(f"rc = offs_n % {c}  # channels past C wrap into range; their lanes are never stored")
+    w.line(f"iw0 = offs_w * {sw} - {pads[1]}")
+    w.line(f"nmask = prims.in_bounds(offs_n[None, :], {c}, BLOCK_N)")
+    queue = "q0, q1, q2, q3, q4, q5"
+    w.line(f"{queue} = depthwise_rows_fill({x_arg}, {w_arg}, n_img, oh0, {pads[0]}, iw0, {h}, {wd}, {c}, rc, "
+           f"{kh}, {kw}, {dw}, BLOCK_M, BLOCK_N)")
+    w.line(f"for r in range({kh - 1}, ROWS + {kh - 1}):")
+    loop_from = len(w.lines)
+    w.line(f"acc, {queue} = depthwise_row_step({x_arg}, {w_arg}, n_img, oh0 - {pads[0]} + r, iw0, {h}, {wd}, "
+           f"{c}, rc, {queue}, {kh}, {kw}, {dw}, -1)")
+    w.line(f"oh = oh0 + r - {kh - 1}")
+    w.line(f"offs_m = (n_img * {oh} + oh) * {ow} + offs_w")
+    # a vector row index: the interpreter cannot combine a scalar mask with a vector one
+    return f"((offs_w < {ow}) & (tl.zeros_like(offs_w) + oh < {oh}))[:, None]", loop_from
 
 
 @dataclass
@@ -561,21 +599,33 @@ def _conv_body(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: 
     # An NCHW-like input (channels not innermost) is walked as K = (c, kh, kw) with PyTorch's
     # OIHW weights: neighbouring K lanes then read neighbouring pixels.
     channels_outer = small_c and x_strides[1] > x_strides[3]
+    rows = depthwise and streams_rows(kh, kw, sh, dh) and n * oh <= MAX_GRID_Y
     packed_name, packed = _packed_conv_weight(anchor.inputs[1], weight, groups, depthwise,
-                                              channels_outer)
+                                              channels_outer, rows)
     packed_layout = Layout(tuple(packed.shape), tuple(packed.stride()), packed.dtype)
     args, w = Args(), KernelWriter(graph, exact_quantize=False)
     x_arg, w_arg = args(x_value), args(packed_name)
     geometry = f"{n}, {h}, {wd}, {c}, {oh}, {ow}"
     window = f"{sh}, {sw}, {pads[0]}, {pads[1]}, {dh}, {dw}"
-    if depthwise:
+    pixel_mask, loop_from = None, None
+    if rows:
+        pixel_mask, loop_from = _depthwise_rows_head(w, x_arg, w_arg, (n, c, h, wd, oh, ow), kh, kw, pads,
+                                                     (sw, dw))
+        first, tile = "offs_n", "depthwise_row_step"
+        cfg = depthwise_config(n, oh, ow, c)
+        grid = (f"(triton.cdiv({ow}, meta['BLOCK_M']), triton.cdiv({oc}, meta['BLOCK_N']), "
+                f"{n} * triton.cdiv({oh}, meta['ROWS']))")
+        consts = ["BLOCK_M", "BLOCK_N", "ROWS"]
+    elif depthwise:
         w.line("offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)")
         w.line("offs_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)")
         w.line(f"acc = depthwise_conv2d_nhwc_tile({x_arg}, {w_arg}, {geometry}, {window}, offs_m, "
                f"offs_n, {kh}, {kw}, BLOCK_M, BLOCK_N)")
         w.line(f"nmask = prims.in_bounds(offs_n[None, :], {oc}, BLOCK_N)")
         first, tile = "offs_n", "depthwise_conv2d_nhwc_tile"
-        cfg = LaunchConfig.of(4, BLOCK_M=64 if not config.INTERPRET else 128, BLOCK_N=min(64, next_pow2(oc)))
+        tile_cfg = templates.heuristic_config(n * oh * ow, oc, 1, kh, kw, weight.dtype, depthwise=True)
+        cfg = LaunchConfig.of(tile_cfg.num_warps, tile_cfg.num_stages,
+                              BLOCK_M=128 if config.INTERPRET else tile_cfg.BLOCK_M, BLOCK_N=tile_cfg.BLOCK_N)
         grid = f"(triton.cdiv({n * oh * ow}, meta['BLOCK_M']), triton.cdiv({oc}, meta['BLOCK_N']))"
         consts = ["BLOCK_M", "BLOCK_N"]
     elif templates.is_pointwise_gemm(kh, kw, (sh, sw), pads, groups) and (dh, dw) == (1, 1):
@@ -615,12 +665,18 @@ def _conv_body(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: 
         consts = ["BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M"]
     w.line("v0 = acc")
     w.values[anchor.outputs[0]] = "v0"
-    _nhwc_epilogue(w, group, graph, layouts, args, outputs, out_shape, first, bias_of(anchor))
-    module = "matmul" if tile == "matmul_tile" else "conv"
+    _nhwc_epilogue(w, group, graph, layouts, args, outputs, out_shape, first, bias_of(anchor), pixel_mask)
+    if loop_from is not None:  # the epilogue runs once per output row, inside the row loop
+        w.lines[loop_from:] = ["    " + line for line in w.lines[loop_from:]]
+    module = {"matmul_tile": "matmul", "depthwise_row_step": "depthwise"}.get(tile, "conv")
     imports = f"{TILE_IMPORTS}\nfrom trident.kernels.{module} import {tile}"
+    if rows:
+        imports += ", depthwise_rows_fill"
     problem = {"template": "depthwise" if depthwise else ("matmul" if tile == "matmul_tile" else "conv"),
                "M": n * oh * ow, "N": oc // groups, "K": (c // groups) * kh * kw, "C": c // groups,
                "KH": kh, "KW": kw, "groups": groups, "dtype": weight.dtype, "tile": tile}
+    if rows:
+        problem.update(OH=oh, OW=ow)
     tiles_n = oc if depthwise or tile == "matmul_tile" else ocg
     programs = (f"tl.cdiv({n * oh * ow}, BLOCK_M) * tl.cdiv({tiles_n}, BLOCK_N)",
                 f"triton.cdiv({n * oh * ow}, meta['BLOCK_M']) * triton.cdiv({tiles_n}, meta['BLOCK_N'])")
