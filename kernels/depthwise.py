@@ -22,7 +22,7 @@ import triton
 import triton.language as tl
 
 MAX_KH = 7  # the queue has MAX_KH - 1 slots
-UNROLLED_KW: tl.constexpr = 3  # windows up to this wide run their columns unrolled
+UNROLLED_KW = tl.constexpr(3)  # windows up to this wide run their columns unrolled
 
 
 def streams_rows(kh: int, kw: int, stride_h: int, dil_h: int) -> bool:
