@@ -581,7 +581,7 @@ def conv2d_nhwc(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = No
         input_precision = "tf32" if _config.ALLOW_TF32 else "ieee"
 
     if is_depthwise(C, OC, groups):
-        if streams_rows(KH, KW, sh, dh) and (config is None or config.get("ROWS") is not None):
+        if streams_rows(KH, KW, sh, dh, OW) and (config is None or config.get("ROWS") is not None):
             return depthwise_rows(x, w if prepacked else pack_rows_weight(w), bias, y, (pt, pl), sw, dw, config)
         cfg = config or heuristic_config(M, C, 1, KH, KW, x.dtype, depthwise=True)
         grid = (cdiv(M, cfg.BLOCK_M), cdiv(C, cfg.BLOCK_N))

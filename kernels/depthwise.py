@@ -23,17 +23,19 @@ import triton.language as tl
 
 MAX_KH = 7  # the queue has MAX_KH - 1 slots
 UNROLLED_KW = tl.constexpr(3)  # windows up to this wide run their columns unrolled
+MIN_WIDTH = 56  # the narrowest output row engines stream (streams_rows)
 
 
-def streams_rows(kh: int, kw: int, stride_h: int, dil_h: int) -> bool:
+def streams_rows(kh: int, kw: int, stride_h: int, dil_h: int, out_width: int) -> bool:
     """Does a depthwise conv with this window run on the row-streaming kernel? The kernel takes any
-    window up to MAX_KH rows with stride and dilation 1 along H; where it beats the pixel tile on
-    the H200 is the 3x3 (C 144 at 56x56, b32: 37.8 us against 53.1, cuDNN 64.2). At 5x5 it was
-    level or behind (28x28: 40.3 against 42.6; 14x14: 27.6 against 23.0) and at 7x7 behind at every
-    ConvNeXt-T size (111.9 against 98.6 us at 56x56): each output still takes KH x KW fp32
-    multiply-adds, and its queue of KH partial rows leaves too few threads a program to hide them
-    (docs/performance.md, "Depthwise 7x7")."""
-    return (kh, kw) == (3, 3) and stride_h == 1 and dil_h == 1
+    window up to MAX_KH rows with stride and dilation 1 along H; engines use it where it beat the
+    pixel tile on the H200: the 3x3 over wide rows (C 144 at 56x56, b32: 37.8 us against 53.1,
+    cuDNN 64.2). At 5x5 it was level or behind (28x28: 40.3 against 42.6; 14x14: 27.6 against
+    23.0) and at 7x7 behind at every ConvNeXt-T size (111.9 against 98.6 us at 56x56): each output
+    still takes KH x KW fp32 multiply-adds, and its queue of KH partial rows leaves too few threads
+    a program to hide them (docs/performance.md, "Depthwise 7x7"). Narrow 3x3 rows (7-28 pixels,
+    where the tile takes 10-17 us) were not timed on it, so they keep the tile."""
+    return (kh, kw) == (3, 3) and stride_h == 1 and dil_h == 1 and out_width >= MIN_WIDTH
 
 
 @triton.jit

@@ -221,7 +221,7 @@ CONVS = {  # name: (x shape, weight shape, strides, pads, groups, the tile it ru
     "pointwise_1x1_gemm": ((2, 48, 5, 5), (32, 48, 1, 1), (1, 1), (0, 0, 0, 0), 1, "matmul_tile"),
     "small_c_stem_s2": ((2, 3, 11, 11), (16, 3, 3, 3), (2, 2), (1, 1, 1, 1), 1,
                         "conv2d_nhwc_small_c_tile"),
-    "depthwise": ((2, 16, 6, 6), (16, 1, 3, 3), (1, 1), (1, 1, 1, 1), 16, "depthwise_row_step"),
+    "depthwise": ((2, 16, 5, 57), (16, 1, 3, 3), (1, 1), (1, 1, 1, 1), 16, "depthwise_row_step"),
     "depthwise_5x5": ((2, 16, 6, 7), (16, 1, 5, 5), (1, 1), (2, 2, 2, 2), 16, "depthwise_conv2d_nhwc_tile"),
     "grouped": ((1, 64, 5, 5), (32, 32, 3, 3), (1, 1), (1, 0, 1, 0), 2, "conv2d_nhwc_tile"),
 }

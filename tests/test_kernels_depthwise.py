@@ -94,9 +94,10 @@ def test_rows_kernel_with_no_images_launches_nothing():
 
 
 def test_the_rows_kernel_takes_the_windows_it_was_measured_faster_on():
-    assert streams_rows(3, 3, 1, 1)
-    assert not streams_rows(3, 3, 2, 1) and not streams_rows(3, 3, 1, 2)
-    assert not streams_rows(7, 7, 1, 1) and not streams_rows(5, 5, 1, 1)
+    assert streams_rows(3, 3, 1, 1, 56) and streams_rows(3, 3, 1, 1, 112)
+    assert not streams_rows(3, 3, 2, 1, 56) and not streams_rows(3, 3, 1, 2, 56)
+    assert not streams_rows(7, 7, 1, 1, 56) and not streams_rows(5, 5, 1, 1, 56)
+    assert not streams_rows(3, 3, 1, 1, 28)
 
 
 class _InvertedResidual(nn.Module):
@@ -114,12 +115,12 @@ class _InvertedResidual(nn.Module):
 def test_engine_runs_a_3x3_depthwise_on_the_rows_kernel_with_its_epilogue(precision):
     torch.manual_seed(0)
     model = _InvertedResidual(24, 3).eval()
-    x = torch.randn(2, 24, 11, 13)
+    x = torch.randn(2, 24, 11, 59)  # rows wide enough to stream (MIN_WIDTH), not a multiple of the blocks
     engine = build_engine(model, precision, example_inputs=(x,))
     (conv,) = [s for s in engine.plan.kernel_steps() if problem_of(s.source).get("template") == "depthwise"]
     assert "= depthwise_row_step(" in conv.source
     assert "relu6 = clip(dw" in conv.source and "add = add(" in conv.source  # fused: run per output row
-    fresh = torch.randn(2, 24, 11, 13)
+    fresh = torch.randn(2, 24, 11, 59)
     with torch.no_grad():
         ref = model(fresh)
     got = run_engine(engine, fresh)[0].float().cpu()
@@ -127,10 +128,10 @@ def test_engine_runs_a_3x3_depthwise_on_the_rows_kernel_with_its_epilogue(precis
     torch.testing.assert_close(got, ref, rtol=tol, atol=tol * ref.abs().max().item())
 
 
-def test_engine_keeps_a_7x7_depthwise_on_the_pixel_tile():
-    model = _InvertedResidual(16, 7).eval()
-    x = torch.randn(1, 16, 9, 9)
-    engine = build_engine(model, "fp32", example_inputs=(x,))
+@pytest.mark.parametrize("k, width", [(7, 57), (3, 20)])
+def test_engine_keeps_other_depthwise_convs_on_the_pixel_tile(k, width):
+    model = _InvertedResidual(16, k).eval()
+    engine = build_engine(model, "fp32", example_inputs=(torch.randn(1, 16, 5, width),))
     sources = [s.source for s in engine.plan.kernel_steps()]
     assert any("depthwise_conv2d_nhwc_tile(" in s for s in sources)
     assert not any("depthwise_row_step(" in s for s in sources)

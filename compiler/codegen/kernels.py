@@ -599,7 +599,7 @@ def _conv_body(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: 
     # An NCHW-like input (channels not innermost) is walked as K = (c, kh, kw) with PyTorch's
     # OIHW weights: neighbouring K lanes then read neighbouring pixels.
     channels_outer = small_c and x_strides[1] > x_strides[3]
-    rows = depthwise and streams_rows(kh, kw, sh, dh) and n * oh <= MAX_GRID_Y
+    rows = depthwise and streams_rows(kh, kw, sh, dh, ow) and n * oh <= MAX_GRID_Y
     packed_name, packed = _packed_conv_weight(anchor.inputs[1], weight, groups, depthwise,
                                               channels_outer, rows)
     packed_layout = Layout(tuple(packed.shape), tuple(packed.stride()), packed.dtype)
