@@ -1,7 +1,7 @@
 """The row-streaming depthwise kernel (kernels/depthwise.py): every window it takes (1-7 rows, any
 width, stride and dilation along W, uneven pads) against torch at fp32, fp16 and int8, with shapes
 that no block divides, size-1 and empty dims, NaN and inf; in engines with a fused epilogue; and
-its autotuning space."""
+its autotuning space. Every kernel these tests run is also compiled for sm_90 (compiles_for_hopper)."""
 import pytest
 import torch
 import torch.nn as nn
@@ -15,6 +15,7 @@ from trident.compiler.ir.launch import LaunchConfig
 from trident.compiler.testing import run_engine
 from trident.kernels.depthwise import depthwise_rows, heuristic_config, pack_weight, streams_rows
 
+pytestmark = pytest.mark.compiles_for_hopper  # (tests/conftest.py)
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 # (N, C, H, W, KH, KW, pads (top, left, bottom, right), stride_w, dil_w, (BLOCK_M, BLOCK_N, ROWS, warps))
