@@ -121,14 +121,15 @@ def depthwise_rows_fill(x_ptr, w_ptr, n_img, oh0, pad_h, iw0, H, W, C, rc, KH: t
 def depthwise_rows_kernel(x_ptr, w_ptr, bias_ptr, y_ptr, N, H, W, C, OH, OW, stride_w, pad_h, pad_w, dil_w,
                           KH: tl.constexpr, KW: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                           ROWS: tl.constexpr, HAS_BIAS: tl.constexpr):
-    """Standalone row-streaming depthwise conv: grid = (cdiv(OW, BLOCK_M), cdiv(C, BLOCK_N),
-    N * cdiv(OH, ROWS)). A generated kernel has the same body with its epilogue at the store
-    (compiler/codegen/kernels.py, _depthwise_rows_head)."""
-    pid_r = tl.program_id(2)
+    """Standalone row-streaming depthwise conv: grid = (N * cdiv(OH, ROWS), cdiv(OW, BLOCK_M),
+    cdiv(C, BLOCK_N)); the images go on the grid's first dim, the one without CUDA's 65,535 limit.
+    A generated kernel has the same body with its epilogue at the store (compiler/codegen/
+    kernels.py, _depthwise_rows_head)."""
+    pid_r = tl.program_id(0)
     n_img = pid_r // tl.cdiv(OH, ROWS)
     oh0 = (pid_r % tl.cdiv(OH, ROWS)) * ROWS
-    offs_w = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_w = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = tl.program_id(2) * BLOCK_N + tl.arange(0, BLOCK_N)
     rc = offs_n % C  # channels past C wrap into range; their lanes are never stored
     iw0 = offs_w * stride_w - pad_w
     c_ok = offs_n < C
@@ -193,7 +194,7 @@ def depthwise_rows(x: torch.Tensor, w_packed: torch.Tensor, bias: torch.Tensor |
     if y.numel() == 0:
         return y
     cfg = config or heuristic_config(N, OH, OW, C)
-    grid = (cdiv(OW, cfg["BLOCK_M"]), cdiv(C, cfg["BLOCK_N"]), N * cdiv(OH, cfg["ROWS"]))
+    grid = (N * cdiv(OH, cfg["ROWS"]), cdiv(OW, cfg["BLOCK_M"]), cdiv(C, cfg["BLOCK_N"]))
     depthwise_rows_kernel[grid](x, w_packed, bias if bias is not None else y, y, N, H, W, C, OH, OW, stride_w,
                                 padding[0], padding[1], dil_w, KH=KH, KW=KW, BLOCK_M=cfg["BLOCK_M"],
                                 BLOCK_N=cfg["BLOCK_N"], ROWS=cfg["ROWS"], HAS_BIAS=bias is not None,

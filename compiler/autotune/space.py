@@ -227,7 +227,8 @@ def _depthwise_reason(cfg: LaunchConfig, problem: dict, limits: DeviceLimits) ->
     if not _streams_rows(problem):
         return _tile2d_reason(cfg, problem, limits)
     # The row-streaming kernel holds KH partial rows of its tile in registers (kernels/depthwise.py).
-    if cfg["BLOCK_M"] > max(8, next_pow2(int(problem["OW"]))) or cfg["BLOCK_N"] > max(16, next_pow2(int(problem["groups"]))):
+    if cfg["BLOCK_M"] > max(8, next_pow2(int(problem["OW"]))) or \
+            cfg["BLOCK_N"] > max(16, next_pow2(int(problem["groups"]))):
         return "tile wider than the problem"
     if cfg["ROWS"] > next_pow2(int(problem["OH"])):
         return "more rows than the image"
@@ -399,9 +400,9 @@ def candidates(problem: dict, base: LaunchConfig, level: str, limits: DeviceLimi
     elif template == "attention":
         rest = prune(_attention_hand_picked(problem), problem, limits)
     elif template == "depthwise" and _streams_rows(problem):
-        rest = prune(depthwise_templates.candidate_configs(int(problem["M"]) // (int(problem["OH"]) * int(problem["OW"])),
-                                                           int(problem["OH"]), int(problem["OW"]), int(problem["groups"])),
-                     problem, limits)
+        oh, ow = int(problem["OH"]), int(problem["OW"])
+        images = int(problem["M"]) // (oh * ow)
+        rest = prune(depthwise_templates.candidate_configs(images, oh, ow, int(problem["groups"])), problem, limits)
     else:
         rest = prune(_neighbours(base, problem), problem, limits)
     if base.get("TMA") is not None:

@@ -529,9 +529,6 @@ def _packed_conv_weight(name: str, weight, groups: int, depthwise: bool, channel
     return name + "__khwc", templates.pack_conv_weight(weight, groups)
 
 
-MAX_GRID_Y = 65535  # CUDA's limit on a grid's second and third dims (the rows kernel's images x row blocks)
-
-
 def _depthwise_rows_head(w: KernelWriter, x_arg: str, w_arg: str, sizes, kh: int, kw: int, pads, along_w):
     """The row-streaming depthwise kernel (kernels/depthwise.py) up to its row loop: a program
     takes BLOCK_M output columns x BLOCK_N channels of ROWS output rows of one image, fills the
@@ -540,11 +537,11 @@ def _depthwise_rows_head(w: KernelWriter, x_arg: str, w_arg: str, sizes, kh: int
     follows: acc, the epilogue and the stores run once per row)."""
     n, c, h, wd, oh, ow = sizes
     sw, dw = along_w
-    w.line("pid_r = tl.program_id(2)")
+    w.line("pid_r = tl.program_id(0)  # images x row blocks: the grid dim without a 65,535 limit")
     w.line(f"n_img = pid_r // tl.cdiv({oh}, ROWS)")
     w.line(f"oh0 = (pid_r % tl.cdiv({oh}, ROWS)) * ROWS")
-    w.line("offs_w = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)")
-    w.line("offs_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)")
+    w.line("offs_w = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)")
+    w.line("offs_n = tl.program_id(2) * BLOCK_N + tl.arange(0, BLOCK_N)")
     w.line(f"rc = offs_n % {c}  # channels past C wrap into range; their lanes are never stored")
     w.line(f"iw0 = offs_w * {sw} - {pads[1]}")
     w.line(f"nmask = prims.in_bounds(offs_n[None, :], {c}, BLOCK_N)")
@@ -599,7 +596,7 @@ def _conv_body(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: 
     # An NCHW-like input (channels not innermost) is walked as K = (c, kh, kw) with PyTorch's
     # OIHW weights: neighbouring K lanes then read neighbouring pixels.
     channels_outer = small_c and x_strides[1] > x_strides[3]
-    rows = depthwise and streams_rows(kh, kw, sh, dh, ow) and n * oh <= MAX_GRID_Y
+    rows = depthwise and streams_rows(kh, kw, sh, dh, ow)
     packed_name, packed = _packed_conv_weight(anchor.inputs[1], weight, groups, depthwise,
                                               channels_outer, rows)
     packed_layout = Layout(tuple(packed.shape), tuple(packed.stride()), packed.dtype)
@@ -613,8 +610,8 @@ def _conv_body(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: 
                                                      (sw, dw))
         first, tile = "offs_n", "depthwise_row_step"
         cfg = depthwise_config(n, oh, ow, c)
-        grid = (f"(triton.cdiv({ow}, meta['BLOCK_M']), triton.cdiv({oc}, meta['BLOCK_N']), "
-                f"{n} * triton.cdiv({oh}, meta['ROWS']))")
+        grid = (f"({n} * triton.cdiv({oh}, meta['ROWS']), triton.cdiv({ow}, meta['BLOCK_M']), "
+                f"triton.cdiv({oc}, meta['BLOCK_N']))")
         consts = ["BLOCK_M", "BLOCK_N", "ROWS"]
     elif depthwise:
         w.line("offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)")
