@@ -191,6 +191,8 @@ def depthwise_rows(x: torch.Tensor, w_packed: torch.Tensor, bias: torch.Tensor |
     N, C, H, W = x.shape
     _, _, OH, OW = y.shape
     KH, KW, _ = w_packed.shape
+    if not 1 <= KH <= MAX_KH:
+        raise ValueError(f"depthwise_rows: a window of {KH} rows; the kernel's queue holds at most {MAX_KH}")
     if y.numel() == 0:
         return y
     cfg = config or heuristic_config(N, OH, OW, C)

@@ -94,6 +94,12 @@ def test_rows_kernel_with_no_images_launches_nothing():
     assert got.shape == (0, 8, 5, 5)
 
 
+def test_rows_kernel_refuses_windows_taller_than_its_queue():
+    x = torch.randn(1, 4, 12, 12, device=DEVICE)
+    with pytest.raises(ValueError, match="a window of 8 rows"):
+        _run(x, torch.randn(4, 1, 8, 3, device=DEVICE), None, (0, 1, 0, 1), 1, 1, (8, 16, 4, 1))
+
+
 def test_the_rows_kernel_takes_the_windows_it_was_measured_faster_on():
     assert streams_rows(3, 3, 1, 1, 56) and streams_rows(3, 3, 1, 1, 112)
     assert not streams_rows(3, 3, 2, 1, 56) and not streams_rows(3, 3, 1, 2, 56)
