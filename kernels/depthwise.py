@@ -193,6 +193,9 @@ def depthwise_rows(x: torch.Tensor, w_packed: torch.Tensor, bias: torch.Tensor |
     KH, KW, _ = w_packed.shape
     if not 1 <= KH <= MAX_KH:
         raise ValueError(f"depthwise_rows: a window of {KH} rows; the kernel's queue holds at most {MAX_KH}")
+    if not (x.is_contiguous(memory_format=torch.channels_last) and y.is_contiguous(memory_format=torch.channels_last)
+            and w_packed.is_contiguous()):
+        raise ValueError("depthwise_rows: x and y must be channels-last (NHWC) and w_packed contiguous")
     if y.numel() == 0:
         return y
     cfg = config or heuristic_config(N, OH, OW, C)

@@ -100,6 +100,13 @@ def test_rows_kernel_refuses_windows_taller_than_its_queue():
         _run(x, torch.randn(4, 1, 8, 3, device=DEVICE), None, (0, 1, 0, 1), 1, 1, (8, 16, 4, 1))
 
 
+def test_rows_kernel_refuses_tensors_not_in_nhwc():
+    x = torch.randn(1, 4, 6, 6, device=DEVICE)  # NCHW-contiguous
+    y = torch.empty(1, 4, 6, 6, device=DEVICE, memory_format=torch.channels_last)
+    with pytest.raises(ValueError, match="channels-last"):
+        depthwise_rows(x, pack_weight(torch.randn(4, 1, 3, 3, device=DEVICE)), None, y, (1, 1), 1, 1)
+
+
 def test_the_rows_kernel_takes_the_windows_it_was_measured_faster_on():
     assert streams_rows(3, 3, 1, 1, 56) and streams_rows(3, 3, 1, 1, 112)
     assert not streams_rows(3, 3, 2, 1, 56) and not streams_rows(3, 3, 1, 2, 56)
