@@ -165,14 +165,46 @@ def test_rotate_half_concat_fuses_with_its_products(precision, tolerance):
     torch.manual_seed(3)
     x, cos, sin = torch.randn(2, 3, 5, 14), torch.randn(5, 14), torch.randn(5, 14)
     engine = build_engine(RotateHalf(), precision, (x, cos, sin))
-    # Nothing in torch; the concat, the second product and the sum in one kernel (at fp32 the
-    # negation and the first product are the only others).
+    # Nothing in torch, no kernel of its own for the negation (fold_negated_pieces: a sign after
+    # the concat); the concat, both products and the sum in one kernel (at fp16 the engine's
+    # input casts are the others).
     assert all(kind == "kernel" for kind, _ in steps(engine))
-    assert any("concat_mul_add" in name for _, name in steps(engine))
+    assert any("concat_mul_mul_add" in name for _, name in steps(engine))
+    assert not any("neg" in name for _, name in steps(engine))
     if precision == "fp32":
-        assert len(steps(engine)) == 2
+        assert len(steps(engine)) == 1
     (got,) = run_engine(engine, x, cos, sin)
     assert torch.allclose(got.float(), RotateHalf()(x, cos, sin), rtol=tolerance, atol=tolerance)
+
+
+class NegatedPieces(torch.nn.Module):
+    """Negated pieces the pass folds (the middle one of three) and those it leaves: a negation read
+    elsewhere too, a concat along another axis, integers."""
+
+    def forward(self, a, b, c, n):
+        middle = torch.cat((a, -b, c), -1)
+        shared = -a
+        kept = torch.cat((shared, c), -1) + shared.sum(-1, keepdim=True)
+        leading = torch.cat((-a, c), 0)
+        return middle * 2, kept, leading, torch.cat((-n, n), -1)
+
+
+def test_negated_pieces_keep_every_sign():
+    a = torch.tensor([[0.0, -0.0, float("inf")], [float("nan"), -1.5, 2.0]])
+    b = torch.tensor([[1.0, -0.0], [float("-inf"), 0.0]])
+    c = torch.randn(2, 3)
+    n = torch.randint(-9, 9, (2, 4))
+    model = NegatedPieces()
+    engine = build_engine(model, "fp32", (a, b, c, n))
+    assert not [op for kind, op in steps(engine) if kind == "torch"]
+    # -b is folded; -a (read by three ops, once after CSE) and the integers' -n keep their kernels
+    assert sum("neg" in name for _, name in steps(engine)) == 2
+    got, want = run_engine(engine, a, b, c, n), model(a, b, c, n)
+    for g, w in zip(got, want):
+        assert g.dtype == w.dtype and torch.equal(g.isnan(), w.isnan())
+        finite = ~w.isnan()
+        assert torch.equal(g[finite], w[finite])
+        assert torch.equal(torch.signbit(g[finite]), torch.signbit(w[finite]))  # -0.0 stays -0.0
 
 
 class ChannelConcat(torch.nn.Module):

@@ -19,7 +19,7 @@ from trident.compiler.passes.broadcasts import simplify_broadcasts
 from trident.compiler.passes.cleanup import (eliminate_common_subexpressions,
                                              eliminate_dead_code, fold_constants,
                                              remove_identities)
-from trident.compiler.passes.concats import split_wide_concats
+from trident.compiler.passes.concats import fold_negated_pieces, split_wide_concats
 from trident.compiler.passes.conv1d import lower_conv1d
 from trident.compiler.passes.gathers import gathers_as_slices
 from trident.compiler.passes.heads import fold_head_splits
@@ -48,6 +48,7 @@ def pipeline(options: PassOptions) -> list[tuple[str, Pass]]:
         ("eliminate_common_subexpressions", eliminate_common_subexpressions),
         ("simplify_broadcasts", simplify_broadcasts),
         ("fold_gelu", fold_gelu),
+        ("fold_negated_pieces", fold_negated_pieces),
         ("gathers_as_slices", gathers_as_slices),
         ("fold_pad_into_conv", fold_pad_into_conv),
         ("fold_conv_batch_norm", fold_conv_batch_norm),
