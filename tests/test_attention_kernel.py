@@ -14,6 +14,8 @@ from trident.compiler.ops.transformer import attention as op_attention
 from trident.kernels.attention import (attention_config, attention, candidate_configs, causal_offset,
                                        heuristic_config, smem_bytes, why_unfit)
 
+pytestmark = pytest.mark.compiles_for_hopper  # every kernel run here also compiles for sm_90 (tests/conftest.py)
+
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
 # Per-element tolerance on outputs of magnitude ~1 (fp16 rounds P to fp16 before the PV dot).
 TOL = {torch.float32: 2e-5, torch.float16: 1e-2, torch.bfloat16: 3e-2}

@@ -13,6 +13,8 @@ from trident.kernels.conv import (candidate_configs, conv2d_nhwc, conv2d_nhwc_ti
 import triton
 import triton.language as tl
 
+pytestmark = pytest.mark.compiles_for_hopper  # every kernel run here also compiles for sm_90 (tests/conftest.py)
+
 HAS_CUDA = torch.cuda.is_available()
 DEV = "cuda" if HAS_CUDA else "cpu"
 requires_cuda = pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
