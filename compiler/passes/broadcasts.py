@@ -25,7 +25,6 @@ from trident.compiler.passes.rewrite import Rebuild, rewrite
 _NEUTRAL = {"logical_and": True, "logical_or": False}
 
 
-
 def _expanded(rb: Rebuild, value: str, shape: tuple, name: str) -> str:
     if rb.shape(value) == shape:
         return value

@@ -28,7 +28,6 @@ def _reshape_source(value: str, rb: Rebuild) -> str | None:
     return node.inputs[0] if node is not None and node.op == "reshape" else None
 
 
-
 def _elementwise_inputs(node: Node, out: tuple, rb: Rebuild):
     """New inputs computing `node` on the unreshaped tensor, or None if the rule does not apply."""
     values = [rb.value(i) for i in node.inputs]
