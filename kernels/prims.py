@@ -39,6 +39,16 @@ def relu(x):
 
 
 @triton.jit
+def neg(x):
+    """-x as torch negates: Triton's unary minus compiles to 0 - x, which is +0.0 for x = +0.0
+    where torch.neg gives -0.0 (the interpreter's numpy negation hides it). Multiplying by -1
+    flips the sign of every float, zeros, infinities and NaNs included; integers wrap as in torch."""
+    if x.dtype.is_floating():
+        return x * -1.0
+    return -x
+
+
+@triton.jit
 def to_bfloat16(x):
     """fp32 -> bf16 rounded to nearest even, the GPU's cvt.rn (Triton's interpreter truncates):
     add half an ulp of bf16 (less one when the kept bits are even), drop the low 16 bits. Carries

@@ -164,7 +164,7 @@ def _floor_mod(a, b):
 
 
 UNARY: dict[str, Callable[[str, Node], str]] = {
-    "neg": lambda x, n: f"(-{x})",
+    "neg": lambda x, n: f"prims.neg({x})",
     "abs": lambda x, n: f"tl.abs({x})",
     "exp": lambda x, n: f"tl.exp({x})",
     "log": lambda x, n: f"tl.log({x})",
