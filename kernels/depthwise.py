@@ -29,12 +29,13 @@ MIN_WIDTH = 56  # the narrowest output row engines stream (streams_rows)
 def streams_rows(kh: int, kw: int, stride_h: int, dil_h: int, out_width: int) -> bool:
     """Does a depthwise conv with this window run on the row-streaming kernel? The kernel takes any
     window up to MAX_KH rows with stride and dilation 1 along H; engines use it where it beat the
-    pixel tile on the H200: the 3x3 over wide rows (C 144 at 56x56, b32: 37.8 us against 53.1,
-    cuDNN 64.2). At 5x5 it was level or behind (28x28: 40.3 against 42.6; 14x14: 27.6 against
-    23.0) and at 7x7 behind at every ConvNeXt-T size (111.9 against 98.6 us at 56x56): each output
-    still takes KH x KW fp32 multiply-adds, and its queue of KH partial rows leaves too few threads
-    a program to hide them (docs/performance.md, "Depthwise 7x7"). Narrow 3x3 rows (7-28 pixels,
-    where the tile takes 10-17 us) were not timed on it, so they keep the tile."""
+    pixel tile on the H200 (b32, fp16, heuristic configs): the 3x3 over rows of 56 pixels or more
+    (56x56 C144: 50.3 us against 55.5, cuDNN 65.1; 112x112 C96: 97.8 against 104.4). Over narrower
+    rows it was level or behind (28x28 C192: 16.3-21.9 against 17.1; 14x14 C384: 12.8-14.4 against
+    12.3; 7x7 C960: 10.6 against 10.2). At 5x5 it was level or behind (28x28: 40.3 against 42.6;
+    14x14: 27.6 against 23.0) and at 7x7 behind at every ConvNeXt-T size (111.9 against 98.6 us at
+    56x56): each output still takes KH x KW fp32 multiply-adds, and its queue of KH partial rows
+    leaves too few threads a program to hide them (docs/performance.md, "Depthwise 7x7")."""
     return (kh, kw) == (3, 3) and stride_h == 1 and dil_h == 1 and out_width >= MIN_WIDTH
 
 
@@ -161,14 +162,16 @@ def heuristic_config(n: int, oh: int, ow: int, c: int) -> LaunchConfig:
     """BLOCK_M output columns x BLOCK_N channels over ROWS output rows, 16 outputs a thread (the
     queue of KH partial rows is then 48-112 registers).
 
-    In the interpreter: big blocks (cheap there). On the GPU (H200, 3x3 at 56x56, C 144, b32):
-    32 columns x 32 channels on 2 warps, 8 rows a program: 37.8 us, against 41-48 for 16- or
-    64-row, 64-channel or 1- and 4-warp neighbours (the pixel tile: 53.1, cuDNN 64.2)."""
+    In the interpreter: big blocks (cheap there). On the GPU (H200, 3x3, b32, fp16, the kernel as
+    it stands): 16 columns x 32 channels on one warp, 8 rows a program, was the best or level with
+    the best of the candidates at every width it streams: 50.3 us at 56x56 C144 (the 32 x 32 block
+    on 2 warps: 58.4; the pixel tile 55.5; cuDNN 65.1), 97.8 at 112x112 C96 (128.6; 104.4; 175.5),
+    30.9 at 112x112 C32 (43.8; 35.4; 56.6)."""
     if is_interpreter():
         return LaunchConfig.of(4, 1, BLOCK_M=max(8, min(32, next_pow2(ow))), BLOCK_N=max(8, min(64, next_pow2(c))),
                                ROWS=max(1, min(16, next_pow2(oh))))
-    block_m = max(8, min(32, next_pow2(ow)))
-    block_n = max(16, min(1024 // block_m, next_pow2(c)))
+    block_m = max(8, min(16, next_pow2(ow)))
+    block_n = max(16, min(512 // block_m, next_pow2(c)))
     warps = max(1, block_m * block_n // 512)
     return LaunchConfig.of(warps, 1, BLOCK_M=block_m, BLOCK_N=block_n, ROWS=max(1, min(8, next_pow2(oh))))
 
@@ -176,7 +179,7 @@ def heuristic_config(n: int, oh: int, ow: int, c: int) -> LaunchConfig:
 def candidate_configs(n: int, oh: int, ow: int, c: int) -> list[LaunchConfig]:
     """The heuristic's pick first, then the neighbours the H200 ranked next (all 16 outputs a thread)."""
     cands = [heuristic_config(n, oh, ow, c)]
-    for bm, bn, warps, rows in ((32, 32, 2, 16), (16, 32, 1, 8), (64, 32, 4, 16), (32, 64, 4, 8), (8, 64, 1, 8)):
+    for bm, bn, warps, rows in ((8, 64, 1, 8), (32, 32, 2, 8), (32, 64, 4, 8), (32, 32, 2, 16), (64, 32, 4, 16)):
         if bn <= max(16, next_pow2(c)) and bm <= max(8, next_pow2(ow)):
             cfg = LaunchConfig.of(warps, 1, BLOCK_M=bm, BLOCK_N=bn, ROWS=min(rows, next_pow2(oh)))
             if cfg not in cands:
