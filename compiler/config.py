@@ -114,6 +114,10 @@ ALLOW_TF32: bool = _env_flag("TRIDENT_ALLOW_TF32")
 # (kernels/blas.py); TRIDENT_LIBRARY_GEMM=0 starts them on their own Triton tile (the tuner times both).
 LIBRARY_GEMM: bool = _env_flag("TRIDENT_LIBRARY_GEMM", default=True)
 
+# An up projection whose result only a down projection reads runs with it as one kernel
+# (kernels/mlp.py: the hidden activation stays in registers); TRIDENT_FUSE_MLP=0 keeps two GEMMs.
+FUSE_MLP: bool = _env_flag("TRIDENT_FUSE_MLP", default=True)
+
 # Autotuning: how many processes compile candidate configs in parallel (0: compile in the tuning
 # process, at each config's first launch).
 TUNE_WORKERS: int = int(os.environ.get("TRIDENT_TUNE_WORKERS") or min(16, os.cpu_count() or 1))

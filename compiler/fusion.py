@@ -14,6 +14,8 @@ Group kinds:
   scan                  a running sum along one axis (cumsum) with an elementwise epilogue
   horizontal            sibling convs that read the same input, launched as one kernel
   attention             softmax(q k^T * scale + mask) v as one fused kernel (no epilogue)
+  mlp                   two matmul groups back to back (up projection + its epilogue, down
+                        projection + its epilogue): the hidden activation is never stored
   view                  a reshape/transpose/slice that only changes strides (no kernel)
   torch                 an op with no kernel: runs through torch in place
 """
@@ -23,7 +25,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from trident.compiler.templates import attention_kind, reads_any_layout
+from trident.compiler import config
+from trident.compiler.templates import attention_kind, mlp_refusal, norm_prologue_fits, reads_any_layout
 from trident.compiler.ir import Graph, Node
 from trident.compiler.ops import OPS, Kind
 
@@ -356,8 +359,77 @@ def fuse(graph: Graph, enabled: bool = True) -> list[Group]:
             _absorb_siblings(joined, node, graph, group_for, groups, group_of, depends_on,
                              consumers)
         group_of[id(node)] = joined
+    if config.FUSE_MLP:
+        _merge_mlp(groups, graph, group_of, producer_of, consumers)
     _merge_horizontal(groups, graph, group_of, depends_on)
     return _topological(groups, group_of, producer_of)
+
+
+# -------------------------------------------------------------------- back-to-back MLP ----
+def mlp_group_refusal(up: Group, down: Group, graph: Graph, consumers: dict[str, list[Node]]) -> str | None:
+    """None if matmul group `up`, whose result `down`'s GEMM reads, may run with `down` as one
+    `mlp` group (the result then never reaches memory), else why not."""
+    hidden = down.anchor.inputs[0]
+    if up.nodes[0] is not up.anchor or down.nodes[0] is not down.anchor:
+        return "a projection with work before its GEMM"
+    if (up.outputs(graph, consumers) != [hidden] or consumers.get(hidden) != [down.anchor]
+            or hidden in graph.outputs):
+        return "the up projection's result is read elsewhere too (it is stored anyway)"
+    if len(set(up.inputs()) | set(down.inputs()) - {hidden}) > MAX_GROUP_INPUTS:
+        return f"the two would read more than {MAX_GROUP_INPUTS} tensors"
+    return mlp_refusal(up.anchor, down.anchor, graph)
+
+
+def norm_prologue_refusal(norm: Group, up: Node, graph: Graph, consumers: dict[str, list[Node]]) -> str | None:
+    """None if reduction group `norm`, a LayerNorm or RMSNorm over the channels whose result only
+    the up projection of an `mlp` group reads, may be computed in that kernel's row loads (its
+    row tile holds every channel), else why not."""
+    anchor = norm.anchor
+    if norm.nodes[-1] is not anchor or anchor.op not in ("layer_norm", "rms_norm"):
+        return "not a LayerNorm or RMSNorm (after elementwise ops at most)"
+    rank = graph.types[anchor.inputs[0]].rank
+    if reduced_axes(anchor, graph) != (rank - 1,):
+        return "a norm over more than the channels"
+    out = anchor.outputs[0]
+    if norm.outputs(graph, consumers) != [out] or consumers.get(out) != [up] or out in graph.outputs:
+        return "its result is read elsewhere too"
+    return norm_prologue_fits(anchor, graph)
+
+
+def _absorb_norm(mlp: Group, graph: Graph, groups: list[Group], group_of, producer_of, consumers) -> None:
+    up = mlp.nodes[0]
+    node = producer_of.get(up.inputs[0])
+    norm = group_of.get(id(node)) if node is not None else None
+    if norm is None or norm.kind != "reduction":
+        return
+    refusal = norm_prologue_refusal(norm, up, graph, consumers)
+    if refusal is not None:
+        mlp.reasons.append(f"prologue {norm.name}: not fused ({refusal})")
+        return
+    _prepend(norm, mlp, "computed on the row tile (every channel is in it)", groups, group_of)
+
+
+def _merge_mlp(groups: list[Group], graph: Graph, group_of, producer_of, consumers) -> None:
+    for down in list(groups):
+        if down.kind != "matmul" or down.anchor.inputs[0] not in producer_of:
+            continue
+        up = group_of.get(id(producer_of[down.anchor.inputs[0]]))
+        if up is None or up.kind != "matmul" or up is down:
+            continue
+        refusal = mlp_group_refusal(up, down, graph, consumers)
+        if refusal is not None:
+            down.reasons.append(f"mlp: not fused with {up.name} ({refusal})")
+            continue
+        hidden = graph.types[down.anchor.inputs[0]]
+        saved = 2 * hidden.numel() * hidden.dtype.itemsize
+        merged = Group("mlp", up.nodes + down.nodes, up.reasons + down.reasons + [
+            f"mlp: {up.anchor.name or up.anchor.op} and {down.anchor.name or down.anchor.op} run back to back "
+            f"(the {list(hidden.shape)} hidden activation stays in registers: saves {saved} bytes of traffic)"])
+        groups[groups.index(down)] = merged
+        groups.remove(up)
+        for n in merged.nodes:
+            group_of[id(n)] = merged
+        _absorb_norm(merged, graph, groups, group_of, producer_of, consumers)
 
 
 # ------------------------------------------------------------------- horizontal fusion ----
@@ -525,8 +597,13 @@ def _absorb_prologue(reduction: Group, graph, group_for, groups, group_of, depen
         return
     # The producer's nodes now compute inside the reduction's loads; values the producer shares
     # with other consumers are still stored (they become outputs of this group).
-    reduction.nodes[:0] = producer.nodes
-    reduction.reasons.append(f"prologue {producer.name}: fused into the reduction's loads")
-    for n in producer.nodes:
-        group_of[id(n)] = reduction
-    groups.remove(producer)
+    _prepend(producer, reduction, "fused into the reduction's loads", groups, group_of)
+
+
+def _prepend(prologue: Group, group: Group, why: str, groups: list[Group], group_of) -> None:
+    """`prologue`'s nodes now compute at the start of `group` (one kernel less)."""
+    group.nodes[:0] = prologue.nodes
+    group.reasons.append(f"prologue {prologue.name}: {why}")
+    for n in prologue.nodes:
+        group_of[id(n)] = group
+    groups.remove(prologue)

@@ -11,6 +11,7 @@ import torch
 from trident.compiler.ir import Graph, Node
 from trident.kernels import attention as attention_template
 from trident.kernels import conv as templates
+from trident.kernels import mlp as mlp_template
 
 ATTENTION_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
@@ -53,3 +54,24 @@ def attention_kind(node: Node, graph: Graph) -> tuple[str, str]:
         if mask.dtype != torch.bool and mask.dtype not in ATTENTION_DTYPES:
             return "torch", f"attention mask of dtype {mask.dtype}"
     return "attention", "fused attention: one launch, scores never stored"
+
+
+def mlp_refusal(up: Node, down: Node, graph: Graph) -> str | None:
+    """None if the back-to-back template (kernels/mlp.py) computes `down(up(x))`, two float
+    GEMMs on constant 2-D weights, the second reading the first's (epilogue's) result; else why not."""
+    t = graph.types
+    if up.op != "matmul" or down.op != "matmul":
+        return "not two float matmuls"
+    w1, w2 = up.inputs[1], down.inputs[1]
+    if w1 not in graph.constants or w2 not in graph.constants or t[w1].rank != 2 or t[w2].rank != 2:
+        return "a projection without a constant 2-D weight"
+    dtypes = {t[v].dtype for v in (up.inputs[0], w1, down.inputs[0], w2)}
+    if len(dtypes) != 1:
+        return f"operands of dtypes {sorted(str(d) for d in dtypes)}"
+    c_in, hidden, c_out = t[w1].shape[0], t[w1].shape[1], t[w2].shape[1]
+    return mlp_template.fits(c_in, hidden, c_out, dtypes.pop())
+
+
+def norm_prologue_fits(norm: Node, graph: Graph) -> str | None:
+    """None if the back-to-back template can compute this norm over the channels in its row loads."""
+    return mlp_template.norm_fits(graph.types[norm.inputs[0]].shape[-1])

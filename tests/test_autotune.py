@@ -76,11 +76,12 @@ def test_config_round_trips_launch_dicts():
         BASE.BLOCK_X  # noqa: B018
 
 
-def test_one_config_type_from_template_to_launch():
+def test_one_config_type_from_template_to_launch(monkeypatch):
     """A template's heuristic returns the LaunchConfig that codegen puts in the kernel, the tuner
     searches around, the plan stores and the kernel's CONFIG literal spells out."""
     from trident.kernels.matmul import heuristic_config
 
+    monkeypatch.setattr(config, "FUSE_MLP", False)  # GEMM kernels of their own (not one back-to-back MLP)
     program = program_of("mlp", 2)
     step = next(s for s in program.steps if s.kind == "kernel" and s.kernel.problem["template"] == "matmul")
     p = step.kernel.problem

@@ -13,6 +13,14 @@ from trident.compiler.autotune.space import candidates
 from trident.compiler.ir.launch import LaunchConfig
 from trident.kernels.blas import EPILOGUE_TILE, kernel_config, library_gemm, library_gemm_fits
 
+
+@pytest.fixture(autouse=True)
+def two_gemm_kernels(monkeypatch):
+    """These tests are about one GEMM kernel's cuBLAS path: their Linear -> activation -> Linear blocks
+    stay two GEMMs (fp16 engines would otherwise run them back to back as one kernel, tests/test_mlp.py)."""
+    monkeypatch.setattr(config, "FUSE_MLP", False)
+
+
 pytestmark = pytest.mark.compiles_for_hopper
 
 DEV = "cuda" if torch.cuda.is_available() else "cpu"

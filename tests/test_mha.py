@@ -83,8 +83,12 @@ def test_encoder_block_is_one_engine_with_one_attention_kernel(precision, batch_
     assert torch_steps(engine) == []
     assert templates(engine).count("attention") == 1
     assert "softmax" not in [n.op for n in trace.program.graph.nodes]
-    # q, k, v come out of one QKV GEMM; the head split and merge are views
-    assert templates(engine).count("matmul") == 4
+    # q, k, v come out of one QKV GEMM; the head split and merge are views. At fp16 the
+    # feed-forward's two GEMMs run back to back as one kernel (kernels/mlp.py).
+    if precision == "fp32":
+        assert templates(engine).count("matmul") == 4
+    else:
+        assert templates(engine).count("matmul") == 2 and templates(engine).count("mlp") == 1
     assert copy_kernels(trace) == []  # (the fp16 engine's input and output casts fuse too)
     fresh = torch.randn(x.shape)
     with torch.no_grad():

@@ -20,10 +20,12 @@ pytestmark = pytest.mark.compiles_for_hopper
 @pytest.fixture(autouse=True)
 def triton_product(monkeypatch):
     """These tests are about the Triton tile's loads: generated GEMMs start on their own product,
-    not cuBLAS's (kernels/blas.py, tested in test_blas.py)."""
+    not cuBLAS's (kernels/blas.py, tested in test_blas.py), and a block's two GEMMs stay two kernels
+    (not one back-to-back MLP, tested in test_mlp.py)."""
     from trident.compiler import config
 
     monkeypatch.setattr(config, "LIBRARY_GEMM", False)
+    monkeypatch.setattr(config, "FUSE_MLP", False)
 
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
 TOL = {torch.float16: 1e-2, torch.bfloat16: 2e-2}

@@ -115,8 +115,10 @@ def test_convnext_blocks_fuse_layer_scale_and_residual(precision, monkeypatch):
     monkeypatch.setattr(passes, "sink_transposes", lambda graph: graph)
     unfused = build_engine(model, precision, example_inputs=(x,))
     assert _kernels(engine) == _kernels(unfused) - 2
-    epilogues = [s.name for s in engine.plan.kernel_steps() if s.name.startswith("matmul")]
+    # (at fp16 each block's two GEMMs are one back-to-back MLP kernel, kernels/mlp.py)
+    epilogues = [s.name for s in engine.plan.kernel_steps() if s.name.startswith(("matmul", "mlp"))]
     assert sum("mul_add" in name for name in epilogues) == 2
+    assert all(name.startswith("mlp") == (precision == "fp16") for name in epilogues if "mul_add" in name)
 
 
 class Downsample(nn.Module):

@@ -191,6 +191,8 @@ def _flops(step, plan) -> float:
         return float(p["numel"] * nodes)
     if template == "attention":
         return attention_flops(p["BH"], p["Lq"], p["Lk"], p["D"], p["DV"], p["causal"])
+    if template == "mlp":
+        return 2.0 * p["M"] * p["H"] * (p["C_IN"] + p["C_OUT"])
     if step.kind != "torch":
         return 0.0
     node = step.node  # a torch step: estimate from its node

@@ -24,7 +24,8 @@ DOT_FLOOR = 16               # tl.dot's smallest M, N and K
 TILE_PAIRS = {"matmul": (("BLOCK_M", "BLOCK_N"), ("BLOCK_M", "BLOCK_K"), ("BLOCK_K", "BLOCK_N")),
               "conv": (("BLOCK_M", "BLOCK_N"), ("BLOCK_M", "BLOCK_K"), ("BLOCK_K", "BLOCK_N")),
               "depthwise": (("BLOCK_M", "BLOCK_N"),), "pool": (("BLOCK_M", "BLOCK_N"),),
-              "reduction": (("BLOCK_X", "BLOCK_R"),), "attention": (("BLOCK_M", "BLOCK_N"),)}
+              "reduction": (("BLOCK_X", "BLOCK_R"),), "attention": (("BLOCK_M", "BLOCK_N"),),
+              "mlp": (("BLOCK_M", "BLOCK_H"),)}
 FIXED = {"reduction": ("BLOCK_R",)}   # the whole row is one tile
 DEFAULTED = {"matmul": {"PERSISTENT": 0, "TMA": 0, "BLAS": 0}, "conv": {"PERSISTENT": 0}}  # kernel params with a default
 SWITCHES = ("TMA", "BLAS")  # 0/1 params a kernel takes when generated with the path they switch on
@@ -61,6 +62,8 @@ def _floor(template: str, name: str, problem: dict) -> int:
         size = dtype.itemsize if isinstance(dtype, torch.dtype) else 2
         return min_block_k(size)
     if template in ("matmul", "conv", "attention") and name in ("BLOCK_M", "BLOCK_N", "BLOCK_K"):
+        return DOT_FLOOR
+    if template == "mlp" and name in ("BLOCK_M", "BLOCK_H"):
         return DOT_FLOOR
     return 1
 

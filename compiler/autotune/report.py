@@ -90,6 +90,8 @@ def problem_text(problem: dict) -> str:
     if t == "attention":
         causal = " causal" if problem["causal"] else ""
         return f"{problem['BH']}x{problem['Lq']}x{problem['Lk']} d{problem['D']}{causal}"
+    if t == "mlp":
+        return f"{problem['M']}x{problem['C_IN']}->{problem['H']}->{problem['C_OUT']}"
     return "?"
 
 

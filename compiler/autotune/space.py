@@ -18,6 +18,7 @@ from trident.compiler import config
 from trident.compiler.autotune.constraints import config_error
 from trident.compiler.ir.launch import LaunchConfig
 from trident.kernels import attention as attention_template
+from trident.kernels import mlp as mlp_template
 from trident.kernels import conv as conv_templates
 from trident.kernels import depthwise as depthwise_templates
 from trident.kernels import matmul as matmul_templates
@@ -28,7 +29,7 @@ from trident.kernels.common import cdiv, min_block_k, next_pow2, persistent_pipe
 # tuned kernels, so `fast` spends its budget on the first few alternatives only (cold ResNet-50
 # build: 72 s with 5/4 per kernel).
 FAST_CANDIDATES = {"matmul": 4, "conv": 4, "depthwise": 3, "pool": 3, "pointwise": 3,
-                   "reduction": 3, "attention": 4}
+                   "reduction": 3, "attention": 4, "mlp": 4}
 ACC_REGS = 128        # fp32 accumulator registers per thread we allow (of 255): 128x256 on 8 warps
 ELEMS_PER_THREAD = 64  # register budget of the elementwise-style tiles (pool, reduction, pointwise)
 ROWS_QUEUE_REGS = 128  # fp32 registers a thread of the row-streaming depthwise kernel gives its queue of rows
@@ -146,10 +147,17 @@ def _attention_space(problem: dict) -> list[LaunchConfig]:
             for bm, bn, w, st in itertools.product((16, 32, 64, 128), (16, 32, 64, 128), (2, 4, 8), (2, 3, 4, 5))]
 
 
+def _mlp_space(problem: dict) -> list[LaunchConfig]:
+    return [LaunchConfig.of(w, st, BLOCK_M=bm, BLOCK_H=bh)
+            for bm, bh, w, st in itertools.product((32, 64, 128), (16, 32, 64, 128), (2, 4, 8), (1, 2, 3, 4))]
+
+
 def full_space(problem: dict, base: LaunchConfig) -> list[LaunchConfig]:
     template = problem["template"]
     if template == "attention":
         return _attention_space(problem)
+    if template == "mlp":
+        return _mlp_space(problem)
     if template in ("matmul", "conv"):
         return _gemm_space(problem)
     if template == "depthwise" and _streams_rows(problem):
@@ -273,9 +281,16 @@ def _attention_reason(cfg: LaunchConfig, problem: dict, limits: DeviceLimits) ->
                      causal=bool(problem.get("causal", False)))
 
 
+def _mlp_reason(cfg: LaunchConfig, problem: dict, limits: DeviceLimits) -> str | None:
+    if cfg["BLOCK_M"] > max(16, next_pow2(int(problem["M"]))) or cfg["BLOCK_H"] > max(16, next_pow2(int(problem["H"]))):
+        return "tile wider than the problem"
+    return mlp_template.why_unfit(cfg, int(problem["C_IN"]), int(problem["C_OUT"]), element_size(dtype_of(problem)),
+                                  limits.smem_per_block)
+
+
 REASONS = {"matmul": gemm_reason, "conv": gemm_reason, "pool": _tile2d_reason,
            "depthwise": _depthwise_reason, "pointwise": _pointwise_reason, "reduction": _reduction_reason,
-           "attention": _attention_reason}
+           "attention": _attention_reason, "mlp": _mlp_reason}
 
 
 def prune_reason(cfg: LaunchConfig, problem: dict, limits: DeviceLimits | None = None) -> str | None:
@@ -399,6 +414,10 @@ def candidates(problem: dict, base: LaunchConfig, level: str, limits: DeviceLimi
         rest = _gemm_fast(problem, base, limits)
     elif template == "attention":
         rest = prune(_attention_hand_picked(problem), problem, limits)
+    elif template == "mlp":
+        rest = prune(mlp_template.candidate_configs(int(problem["M"]), int(problem["C_IN"]), int(problem["H"]),
+                                                    int(problem["C_OUT"]), element_size(dtype_of(problem)),
+                                                    limits.smem_per_block), problem, limits)
     elif template == "depthwise" and _streams_rows(problem):
         oh, ow = int(problem["OH"]), int(problem["OW"])
         images = int(problem["M"]) // (oh * ow)
@@ -424,6 +443,8 @@ def flops(problem: dict) -> float:
 
         return attention_template.attention_flops(int(problem["BH"]), int(problem["Lq"]), int(problem["Lk"]), int(problem["D"]),
                                int(problem["DV"]), bool(problem["causal"]))
+    if problem.get("template") == "mlp":
+        return 2.0 * int(problem["M"]) * int(problem["H"]) * (int(problem["C_IN"]) + int(problem["C_OUT"]))
     if problem.get("template") not in ("matmul", "conv", "depthwise"):
         return 0.0
     batch = int(problem.get("batch", 1)) * int(problem.get("groups", 1))

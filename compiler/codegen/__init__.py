@@ -8,6 +8,7 @@ import re
 from trident.compiler.autotune.cache import canonical
 from trident.compiler.codegen.attention import generate as generate_attention
 from trident.compiler.codegen.kernels import GENERATORS, KernelSource
+from trident.compiler.codegen.mlp import generate as generate_mlp
 from trident.compiler.codegen.scan import generate as generate_scan
 from trident.compiler.codegen.dynamic_kernel import render_dynamic
 from trident.compiler.codegen.program import (Layout, Program, Step, is_nhwc, nhwc_strides,
@@ -21,7 +22,7 @@ from trident.compiler.ir import Graph, Node
 
 NEEDS_NHWC = ("conv", "pool", "horizontal")
 # Generators in modules of their own, built on kernels.py (which cannot import them).
-OWN_MODULE = {"attention": generate_attention, "scan": generate_scan}
+OWN_MODULE = {"attention": generate_attention, "scan": generate_scan, "mlp": generate_mlp}
 
 
 def generate(graph: Graph, groups: list[Group]) -> Program:

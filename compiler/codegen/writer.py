@@ -77,6 +77,7 @@ class KernelWriter:
     # The iteration space's shape, where the generator gives it: its axes skip size-1 dims, so
     # they cannot tell trailing ones apart from no dim (a [3, 1] space would read as [3]).
     space: tuple[int, ...] | None = None
+    index_prefix: str = "i"  # of the per-dim index variables add_axis declares (i0, i1, ...)
     _count: int = 0
 
     def line(self, text: str, indent: int = 1) -> None:
@@ -90,10 +91,21 @@ class KernelWriter:
         forgotten after it: what the loop carries out is bound before it (an accumulator)."""
         self.line(header)
         start = len(self.lines)
-        saved = (dict(self.values), dict(self.index_of), list(self.axes), dict(self.relu_inputs))
-        yield
+        with self.scope():
+            yield
         self.lines[start:] = ["    " + line for line in self.lines[start:]]
-        self.values, self.index_of, self.axes, self.relu_inputs = saved
+
+    @contextmanager
+    def scope(self, index_prefix: str | None = None):
+        """The axes, indices and registers declared inside the block are forgotten after it: a
+        prologue over axes of its own (a row tile's channels) leaves the kernel's axes as they were.
+        Triton has no block scope outside loops: a name bound here stays bound, and a loop after
+        it that binds the same name to another shape fails to compile (a loop-carried variable
+        whose type changes). index_prefix: another name for the indices declared here."""
+        saved = (dict(self.values), dict(self.index_of), list(self.axes), dict(self.relu_inputs), self.index_prefix)
+        self.index_prefix = index_prefix or self.index_prefix
+        yield
+        self.values, self.index_of, self.axes, self.relu_inputs, self.index_prefix = saved
 
     def tmp(self, prefix: str = "v") -> str:
         self._count += 1
@@ -107,8 +119,8 @@ class KernelWriter:
         dims = axis.dims
         if any(size == 0 for _, size in dims):  # an empty axis: every lane is masked off
             for dim, _ in dims:
-                self.line(f"i{dim} = {axis.var} * 0")
-                self.index_of[dim] = f"i{dim}"
+                self.line(f"{self.index_prefix}{dim} = {axis.var} * 0")
+                self.index_of[dim] = f"{self.index_prefix}{dim}"
             return
         for pos in range(len(dims) - 1, -1, -1):
             dim, size = dims[pos]
@@ -117,7 +129,7 @@ class KernelWriter:
             e = axis.var if inner == 1 else f"({axis.var} // {inner})"
             if pos > 0:  # the outermost dim needs no modulo: the mask bounds it
                 e = f"{e} % {size}"
-            name = f"i{dim}"
+            name = f"{self.index_prefix}{dim}"
             self.line(f"{name} = {e}")
             self.index_of[dim] = name
             inner *= size
