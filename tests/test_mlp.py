@@ -186,6 +186,10 @@ def test_tuning_space_holds_configs_the_kernel_accepts():
     assert len(prune(full_space(problem, base), problem)) < len(full_space(problem, base))
     wide = {**problem, "M": 100352}
     assert any(c["BLOCK_M"] == 128 for c in candidates(wide, base, "full"))
+    # "fast" times the heuristic and the configs the H200 ranked next (kernels/mlp.py, RANKED)
+    gpu_heuristic = LaunchConfig.of(4, 2, BLOCK_M=64, BLOCK_H=32)  # (the interpreter's is bigger)
+    fast = [(c["BLOCK_M"], c["BLOCK_H"], c.num_warps, c.num_stages) for c in candidates(wide, gpu_heuristic, "fast")]
+    assert fast == [(64, 32, 4, 2), (64, 64, 4, 2), (64, 32, 4, 3), (128, 32, 8, 3)]
 
 
 class ConvNeXtBlock(nn.Module):
@@ -279,3 +283,12 @@ def test_a_shape_generic_engine_runs_the_mlp_at_every_size_of_its_profile():
             ref = model(x)
         got = run_engine(engine, x)[0].float()
         torch.testing.assert_close(got, ref, rtol=4e-3, atol=4e-3 * ref.abs().max().item())
+
+
+def test_gpu_heuristic_takes_the_tiles_measured_best(monkeypatch):
+    import trident.kernels.mlp as template
+
+    monkeypatch.setattr(template, "is_interpreter", lambda: False)
+    assert template.heuristic_config(100352, 96, 384, 96) == LaunchConfig.of(4, 2, BLOCK_M=64, BLOCK_H=32)
+    assert template.heuristic_config(8192, 256, 1024, 256) == LaunchConfig.of(4, 2, BLOCK_M=64, BLOCK_H=64)
+    assert template.heuristic_config(10, 8, 16, 8)["BLOCK_H"] == 16  # no step wider than the hidden dim
