@@ -1,6 +1,6 @@
 """Back-to-back GEMMs: y = f(g(x @ W1) @ W2), the hidden activation never stored.
 
-A transformer or ConvNeXt MLP over narrow rows (C = 96-256 channels widened 4x) is bound by
+A transformer or ConvNeXt MLP over narrow rows (C = 64-256 channels widened 4x) is bound by
 memory, not by its multiply-adds: stored, its hidden activation is 4x the traffic of its input,
 written by one GEMM and read back by the next (docs/performance.md, "Back-to-back MLP"). Here a
 program owns BLOCK_M rows: it loads their x once (every input channel: C_IN is one block), then
@@ -36,7 +36,7 @@ DTYPES = (torch.float16, torch.bfloat16)
 # fused kernel beat the two GEMMs at 96 -> 384 -> 96 (100,352 rows: 78.5 against 106.6 us), at
 # 64 -> 256 -> 64 (43.5 against 96.1) and at 256 -> 1024 -> 256 (8,192 rows: 37.0 against 51.5),
 # but not at 192 -> 768 -> 192, a quarter of each 256-wide block padding (25,088 rows: 80.9
-# against 73.1; 6,304 rows: 27.8 against 29.3).
+# against 73.1; level at 6,304 rows: 27.8 against 29.3).
 MAX_PADDED_CHANNELS = 128
 
 
