@@ -131,10 +131,15 @@ def channel_blocks(c_in: int, c_out: int) -> tuple[int, int]:
 
 def smem_bytes(cfg: LaunchConfig, c_in: int, c_out: int, elem_bytes: int) -> int:
     """Shared memory of a config: the x tile, and per stage a W1 and a W2 block, plus the hidden
-    tile staged for the second product."""
+    tile staged for the second product (no num_stages: Triton's default, 3)."""
     ci, co = channel_blocks(c_in, c_out)
     m, h = cfg["BLOCK_M"], cfg["BLOCK_H"]
-    return elem_bytes * (m * ci + max(1, cfg.num_stages) * h * (ci + co) + m * h)
+    return elem_bytes * (m * ci + (cfg.num_stages or 3) * h * (ci + co) + m * h)
+
+
+# fp32 accumulator and hidden-tile registers a thread may hold (of 255): 64 x 256 outputs and a
+# 64 x 64 hidden tile on 4 warps, the 256-channel heuristic.
+MAX_ACC_REGISTERS = 160
 
 
 def acc_registers(cfg: LaunchConfig, c_out: int) -> float:
@@ -149,8 +154,8 @@ def why_unfit(cfg: LaunchConfig, c_in: int, c_out: int, elem_bytes: int, smem_li
     if smem > smem_limit:
         return f"needs {smem} B of shared memory (> {smem_limit})"
     regs = acc_registers(cfg, c_out)
-    if regs > 160:
-        return f"{regs:.0f} fp32 registers a thread for the accumulator and hidden tile (> 160)"
+    if regs > MAX_ACC_REGISTERS:
+        return f"{regs:.0f} fp32 registers a thread for the accumulator and hidden tile (> {MAX_ACC_REGISTERS})"
     return None
 
 

@@ -182,9 +182,9 @@ def _acc_per_thread(cfg: LaunchConfig, a: str, b: str) -> float:
     return cfg[a] * cfg[b] / (32 * cfg.num_warps)
 
 
-def _wider_than(cfg: LaunchConfig, rows: int, cols: int) -> bool:
-    """A BLOCK_M x BLOCK_N tile wider than the (rows, cols) problem rounded up to a power of two."""
-    return cfg["BLOCK_M"] > max(16, next_pow2(rows)) or cfg["BLOCK_N"] > max(16, next_pow2(cols))
+def _wider_than(cfg: LaunchConfig, rows: int, cols: int, col_block: str = "BLOCK_N") -> bool:
+    """A BLOCK_M x `col_block` tile wider than the (rows, cols) problem rounded up to a power of two."""
+    return cfg["BLOCK_M"] > max(16, next_pow2(rows)) or cfg[col_block] > max(16, next_pow2(cols))
 
 
 def gemm_reason(cfg: LaunchConfig, problem: dict, limits: DeviceLimits) -> str | None:
@@ -282,7 +282,7 @@ def _attention_reason(cfg: LaunchConfig, problem: dict, limits: DeviceLimits) ->
 
 
 def _mlp_reason(cfg: LaunchConfig, problem: dict, limits: DeviceLimits) -> str | None:
-    if cfg["BLOCK_M"] > max(16, next_pow2(int(problem["M"]))) or cfg["BLOCK_H"] > max(16, next_pow2(int(problem["H"]))):
+    if _wider_than(cfg, int(problem["M"]), int(problem["H"]), "BLOCK_H"):
         return "tile wider than the problem"
     return mlp_template.why_unfit(cfg, int(problem["C_IN"]), int(problem["C_OUT"]), element_size(dtype_of(problem)),
                                   limits.smem_per_block)

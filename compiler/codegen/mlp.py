@@ -4,8 +4,9 @@ activation kept in registers.
 The group is the up projection's matmul group (its anchor and the middle epilogue: bias, GELU,
 ...) followed by the down projection's (its anchor and the final epilogue: bias, layer scale,
 residual, ...), formed by fusion's _merge_mlp; a LayerNorm or RMSNorm over the channels in front
-of the up projection may lead it (computed on the row tile, which holds every channel). The middle epilogue runs inside the loop over the
-hidden dim, on each [BLOCK_M, BLOCK_H] hidden tile; the final one after it, on the output rows.
+of the up projection may lead it (computed on the row tile, which holds every channel). The
+middle epilogue runs inside the loop over the hidden dim, on each [BLOCK_M, BLOCK_H] hidden tile;
+the final one after it, on the output rows.
 Both go through the same KernelWriter as every other epilogue, so whatever a GEMM epilogue
 computes, these compute; x is read through its strides (any layout whose rows are what the up
 projection multiplies), and the outputs are stored through theirs.
@@ -33,7 +34,7 @@ def projections(group: Group) -> tuple[Node, Node]:
     return up, down
 
 
-def _add_bias(w: KernelWriter, anchor: Node, acc: str, load) -> str:
+def _add_bias(anchor: Node, acc: str, load) -> str:
     bias = bias_of(anchor)
     return acc if bias is None else f"{acc} + {load(bias)}"
 
@@ -95,7 +96,7 @@ def generate(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: li
         w.line(f"hmask = prims.in_bounds(offs_h[None, :], {hidden}, BLOCK_H)")
         w.add_axis(Axis("offs_h[None, :]", [(rank - 1, hidden)], "hmask"))
         load = lambda v: w.load(_operand(v, layouts, args, hidden_shape))  # noqa: E731
-        w.line(f"up_value = {_add_bias(w, up, 'hidden', load)}")
+        w.line(f"up_value = {_add_bias(up, 'hidden', load)}")
         w.values[up.outputs[0]] = "up_value"
         _epilogue(w, group, middle, layouts, args, hidden_shape)
         # Columns past the hidden dim hold the middle epilogue of 0, which need not be 0: zero them.
@@ -107,7 +108,7 @@ def generate(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: li
     w.line(f"nmask = prims.in_bounds(offs_n[None, :], {c_out}, {block_co})")
     w.add_axis(Axis("offs_n[None, :]", [(rank - 1, c_out)], "nmask"))
     load = lambda v: w.load(_operand(v, layouts, args, out_shape))  # noqa: E731
-    w.line(f"down_value = {_add_bias(w, down, 'acc', load)}")
+    w.line(f"down_value = {_add_bias(down, 'acc', load)}")
     w.values[down.outputs[0]] = "down_value"
     _epilogue(w, group, group.nodes[group.nodes.index(down) + 1:], layouts, args, out_shape)
     _stores(w, outputs, layouts, args, out_shape)
