@@ -47,12 +47,13 @@ from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from trident.compiler import config as _config  # (also: Triton's interpreter without CUDA)
 from trident.compiler import fx_partition
+from trident.compiler.autotune.tuner import LEVELS
 from trident.compiler.dynamo_shapes import fits, profiles_for, symbolic_inputs
 from trident.compiler.errors import TridentError, UnsupportedError
 from trident.compiler.fx_mutation import EXPLICIT, make_writes_explicit
 
 DEFAULTS = {"precision": _config.DEFAULT_PRECISION, "calibration": None, "cuda_graph": True,
-            "fallback": True, "min_nodes": 1}
+            "fallback": True, "min_nodes": 1, "tune": "none"}
 PRECISIONS = ("fp32", "fp16", "int8")
 
 
@@ -160,6 +161,8 @@ def _options(given) -> dict:
     if options["precision"] not in PRECISIONS:
         raise TridentError(f"trident backend: precision must be one of {PRECISIONS}, got "
                            f"{options['precision']!r}")
+    if options["tune"] not in LEVELS:
+        raise TridentError(f"trident backend: tune must be one of {LEVELS}, got {options['tune']!r}")
     if options["calibration"] is not None and options["precision"] != "int8":
         raise TridentError("trident backend: calibration is an int8 option (precision='int8')")
     return options
@@ -417,13 +420,14 @@ class TridentSubgraph(torch.nn.Module):
         start = time.perf_counter()
         if profile:   # symbolic sizes: import, compile and probe inside build_engine
             engine = build_engine(self.gm, precision, example_inputs=examples, device=device,
-                                  calibration=quantization and quantization.calibration, **profile)
+                                  calibration=quantization and quantization.calibration,
+                                  tune=self.options["tune"], **profile)
             imported = start
         else:
             graph = import_model(self.gm, examples)
             imported = time.perf_counter()
             engine = engine_from(compile_graph(graph, precision, None, True, quantization,
-                                               device=device), device)
+                                               tune=self.options["tune"], device=device), device)
         self.import_s += imported - start
         self.compile_s += time.perf_counter() - imported
         return engine

@@ -281,15 +281,21 @@ def test_bad_inputs():
 @pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
 def test_gpu_configs_fit_and_start_with_the_heuristic(dtype, monkeypatch):
     monkeypatch.setattr(attention_module, "is_interpreter", lambda: False)  # the H200's configs
-    for d, lq, mask_bytes, causal in itertools.product((32, 64, 80, 128, 256), (1, 100, 8192), (0, 1, 2, 4),
-                                                       (False, True)):
-        cands = candidate_configs(lq, 8192, d, dtype, None, mask_bytes, causal)
-        assert cands[0] == heuristic_config(lq, 8192, d, dtype, None, mask_bytes, causal)
+    for d, lq, lk, mask_bytes, causal in itertools.product((32, 64, 80, 128, 256), (1, 100, 197, 8192),
+                                                           (197, 577, 8192), (0, 1, 2, 4), (False, True)):
+        cands = candidate_configs(lq, lk, d, dtype, None, mask_bytes, causal)
+        assert cands[0] == heuristic_config(lq, lk, d, dtype, None, mask_bytes, causal)
         assert len(set(cands)) == len(cands)
         assert all(c.BLOCK_M <= max(16, 1 << (lq - 1).bit_length()) for c in cands)
         if dtype == torch.float16:  # (fp32 past head dim 128 spills at every size)
             assert all(why_unfit(c, d, d, dtype.itemsize, mask_bytes, causal=causal) is None for c in cands), \
                 (d, lq, mask_bytes, causal)
+    # Vision transformers' short key rows take shorter steps (kernels/attention.py, SHORT_KEYS):
+    if dtype == torch.float16:
+        assert heuristic_config(197, 197, 64, dtype) == attention_config(128, 32, 4, 4)
+        assert heuristic_config(577, 577, 64, dtype) == attention_config(64, 64, 4, 3)
+        assert heuristic_config(1370, 1370, 64, dtype) == attention_config(128, 64, 4, 4)
+        assert heuristic_config(197, 197, 64, dtype, causal=True) == attention_config(128, 64, 4, 4)
     # Triton 3.6 gave the causal kernel at head dim 256, 128x64 on 2 stages, 320 KB (over the limit):
     assert smem_bytes(attention_config(128, 64, 8, 2), 256, 256, 2, causal=True) >= 320 * 1024
     assert heuristic_config(1000, 1000, 256, torch.float16, causal=True) != attention_config(128, 64, 8, 2)

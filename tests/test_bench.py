@@ -261,3 +261,25 @@ def test_perf_benchmark_times_runners_in_turn():
     assert by_runner["trident (ONNX)"]["queued_ms"] == 0.5
     assert by_runner["trident (ONNX)"]["vs_torch_compile"] == 6.0 / 4.0
     assert model[0].weight.dtype == torch.float32  # each runner converts a copy, not the model
+
+
+def test_perf_benchmark_adds_tuned_runners(monkeypatch):
+    # --tune LEVEL builds each trident path a second time with that tuning level, beside the
+    # heuristic build (the rows a deployment that tunes would see).
+    from trident.compiler import build
+    from trident.tools.benchmarks import perf
+
+    levels = []
+    real = build.build_engine
+
+    def spy(*args, **kwargs):
+        levels.append(kwargs.get("tune"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(build, "build_engine", spy)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.ReLU())
+    spec = perf.Model("mlp", lambda: model, lambda b: (torch.randn(b, 8),), 2, ("onnx",))
+    rows = perf.bench_model(spec, torch.device("cpu"), True, perf._dry_timer, tune="fast")
+    assert [r["runner"] for r in rows] == ["trident (ONNX)", "trident (ONNX, tune fast)", "torch eager",
+                                           "torch.compile"]
+    assert all(r["status"] == "ok" for r in rows) and levels == ["none", "fast"]

@@ -180,6 +180,28 @@ def test_bad_option():
         torch.compile(model, backend="trident", options={"precisoin": "fp16"})(torch.randn(2, 64))
 
 
+def test_tune_option_reaches_the_build(monkeypatch):
+    """options={"tune": ...} is the tuning level of the engine's build (compile_graph's tune)."""
+    from trident.compiler import build
+
+    levels = []
+    real = build.compile_graph
+
+    def spy(*args, **kwargs):
+        levels.append(kwargs.get("tune"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(build, "compile_graph", spy)
+    model = MODELS["mlp"][0]().eval()
+    x = torch.randn(2, 64)
+    torch._dynamo.reset()
+    out = torch.compile(model, backend="trident", options={"tune": "fast"})(x)
+    torch.testing.assert_close(out, model(x), rtol=1e-4, atol=1e-5)
+    assert levels == ["fast"]
+    with pytest.raises(Exception, match="tune must be one of"):
+        torch.compile(model, backend="trident", options={"tune": "max"})(x)
+
+
 def test_entry_point_without_importing_trident():
     """torch finds the backend through the torch_dynamo_backends entry point (pip install -e .)."""
     code = textwrap.dedent("""

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import statistics
 import sys
 import traceback
@@ -104,9 +105,11 @@ def settle(model: torch.nn.Module, inputs: tuple) -> torch.nn.Module:
     return model.eval()
 
 
-def _runners(model: torch.nn.Module, spec: Model, inputs: tuple, device, dry: bool) -> dict[str, Callable]:
+def _runners(model: torch.nn.Module, spec: Model, inputs: tuple, device, dry: bool,
+             tune: str = "none") -> dict[str, Callable]:
     """runner name -> make() -> a no-argument callable running the model once. Each runner gets its
-    own copy of the model: all of them stay alive while they are timed in turns."""
+    own copy of the model: all of them stay alive while they are timed in turns. tune: a tuning
+    level ("fast", "full") adds each trident path again, built with its kernel configs timed."""
     from trident.compiler import build_engine
 
     dev_inputs = tuple(x.to(device) for x in inputs)
@@ -125,19 +128,21 @@ def _runners(model: torch.nn.Module, spec: Model, inputs: tuple, device, dry: bo
             m = torch.compile(m)
         return lambda: m(*args)
 
-    def trident_compile():
-        m = torch.compile(own_model(), backend="trident", options={"precision": "fp16"})
+    def trident_compile(level: str):
+        m = torch.compile(own_model(), backend="trident", options={"precision": "fp16", "tune": level})
         return lambda: m(*dev_inputs)
 
-    def trident_onnx():
-        engine = build_engine(export_onnx(model.float().cpu(), inputs), "fp16", device=str(device))
+    def trident_onnx(level: str):
+        engine = build_engine(export_onnx(model.float().cpu(), inputs), "fp16", device=str(device), tune=level)
         return lambda: engine(*dev_inputs)[0]
 
     runners = {}
-    if "onnx" in spec.paths:
-        runners["trident (ONNX)"] = trident_onnx
-    if "compile" in spec.paths:
-        runners["trident (torch.compile)"] = trident_compile
+    for level in dict.fromkeys(("none", tune)):
+        suffix = "" if level == "none" else f", tune {level}"
+        if "onnx" in spec.paths:
+            runners[f"trident (ONNX{suffix})"] = functools.partial(trident_onnx, level)
+        if "compile" in spec.paths:
+            runners[f"trident (torch.compile{suffix})"] = functools.partial(trident_compile, level)
     runners["torch eager"] = lambda: anchor(False)
     runners["torch.compile"] = lambda: anchor(True)
     return runners
@@ -155,7 +160,7 @@ def _failed(row: dict, exc: Exception) -> None:
 
 
 def bench_model(spec: Model, device, dry: bool, timer: Callable, rounds: int = 1,
-                queued: Callable | None = None) -> list[dict]:
+                queued: Callable | None = None, tune: str = "none") -> list[dict]:
     """Rows of one model: one per runner (status "ok" or the error), error against fp32 eager.
 
     Every runner is built first; then `rounds` rounds time each runner in turn (`timer`), so a
@@ -178,7 +183,7 @@ def bench_model(spec: Model, device, dry: bool, timer: Callable, rounds: int = 1
     if not dry:
         torch._dynamo.reset()
     rows, calls = [], {}
-    for name, make in _runners(model, spec, inputs, device, dry).items():
+    for name, make in _runners(model, spec, inputs, device, dry, tune).items():
         row = {"model": spec.label, "batch": spec.batch, "runner": name, "status": "ok", "round_ms": []}
         try:
             with torch.no_grad():
@@ -249,6 +254,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rep", type=int, default=20, help="timed calls per runner and round (after 5 warm-up calls)")
     p.add_argument("--rounds", type=int, default=5, help="rounds of timing every runner in turn")
     p.add_argument("--models", nargs="*", help="labels of the models to run (default: all)")
+    p.add_argument("--tune", choices=("none", "fast", "full"), default="none",
+                   help="also build each trident path with its kernel configs timed at this level")
 
 
 def _chosen(models: list[Model], labels: list[str] | None) -> list[Model]:
@@ -272,7 +279,7 @@ def run(args: argparse.Namespace) -> int:
     results.data["method"] = (f"{args.rounds} rounds of {args.rep} CUDA-event-timed calls per runner, the runners "
                               "in turn; median of the round medians; queued: calls back to back")
     for spec in DRY_MODELS if args.dry_run else _chosen(MODELS, args.models):
-        rows += bench_model(spec, device, args.dry_run, timer, args.rounds, queued)
+        rows += bench_model(spec, device, args.dry_run, timer, args.rounds, queued, args.tune)
         print(table(rows), flush=True)  # the table so far: a run cut short still shows its rows
         results.save()
     print(f"wrote {results.save()}")
