@@ -1,0 +1,61 @@
+"""Patch embeddings as a GEMM over the image's patches.
+
+A vision transformer's stem (ViT, DeiT, DINOv2, CLIP, Swin) and ConvNeXt's cut the image into
+p x q patches and project each one: a conv whose kernel equals its stride, without padding, over
+an input of a few channels. The conv templates run it as an implicit GEMM whose K loop gathers
+3-channel pieces of image rows; on the H200 (fp16, the input cast fused) that took 45 us at
+ViT-B/16's 32 x 3 x 224^2 and 165 us at DINOv2's 8 x 3 x 518^2, where torch's copy of the patches
+into rows plus cuBLAS took 36 and 86 (docs/performance.md, "Patch embeddings").
+
+This pass writes the conv as what it is: the patches, reshaped and transposed into rows
+[N * Ho * Wo, C * p * q] (one copy of the image, which the input's cast joins), times the weight
+[C * p * q, OC] with the conv's bias, the product viewed back as the NCHW output. That is the
+layout the conv stored (NHWC), and the transformer's flatten-and-transpose of it is a view.
+"""
+from __future__ import annotations
+
+from trident.compiler.ir import Graph, Node
+from trident.compiler.passes.cleanup import eliminate_dead_code
+from trident.compiler.passes.rewrite import Rebuild, rewrite
+
+# Inputs of this many channels or fewer: image stems. Wider inputs (ConvNeXt's 2 x 2 downsampling
+# convs over 96-384 channels) read whole channel rows per tap, which the conv tile does well.
+MAX_PATCH_CHANNELS = 4
+
+
+def _is_patch_conv(node: Node, graph: Graph, rb: Rebuild) -> bool:
+    if node.op != "conv" or graph.types[node.inputs[0]].rank != 4:
+        return False
+    if not all(graph.types[v].is_static for v in (node.inputs[0], node.outputs[0])):
+        return False
+    weight = rb.constant(node.inputs[1])
+    if weight is None or weight.dim() != 4:
+        return False
+    n, c, h, w = graph.types[node.inputs[0]].shape
+    kh, kw = weight.shape[2:]
+    a = node.attrs
+    return (a.get("groups", 1) == 1 and list(a["strides"]) == [kh, kw] and not any(a["pads"])
+            and list(a["dilations"]) == [1, 1] and kh * kw > 1 and c <= MAX_PATCH_CHANNELS
+            and h % kh == 0 and w % kw == 0)
+
+
+def lower_patch_convs(graph: Graph) -> Graph:
+    """conv with kernel == stride (no padding, few input channels) -> patches as rows @ weight."""
+    def lower(node: Node, rb: Rebuild):
+        if not _is_patch_conv(node, graph, rb):
+            return None
+        n, c, h, w = graph.types[node.inputs[0]].shape
+        weight = rb.constant(node.inputs[1])
+        oc, _, kh, kw = weight.shape
+        ho, wo = h // kh, w // kw
+        b = rb.builder
+        x = b.add1("reshape", [rb.value(node.inputs[0])], {"shape": [n, c, ho, kh, wo, kw]},
+                   name=node.name + "_patches")
+        x = b.add1("transpose", [x], {"perm": [0, 2, 4, 1, 3, 5]}, name=node.name + "_patches_last")
+        rows = b.add1("reshape", [x], {"shape": [n * ho * wo, c * kh * kw]}, name=node.name + "_rows")
+        w2 = b.constant(weight.reshape(oc, c * kh * kw).t().contiguous(), node.inputs[1] + "_rows")
+        y = b.add1("matmul", [rows, w2] + [rb.value(i) for i in node.inputs[2:]], name=node.name)
+        y = b.add1("reshape", [y], {"shape": [n, ho, wo, oc]}, name=node.name + "_nhwc")
+        return b.add("transpose", [y], {"perm": [0, 3, 1, 2]}, node.name + "_nchw", outputs=node.outputs)
+
+    return eliminate_dead_code(rewrite(graph, lower))
