@@ -367,8 +367,8 @@ def heuristic_config(M: int, oc_per_group: int, c_per_group: int, kh: int, kw: i
         # channel block that does not divide C leaves part of its last block idle, so C = 96
         # (ConvNeXt-T's first stage) takes 32 channels and 128 pixels: 99.5 us against 129.4 on
         # its 7x7 at b32 (H200, cuDNN 90.8); C = 192-768 measured level or within 10% either way.
-        # At 7x7 in engines (ConvNeXt-T at b32, the tuner's fast level on the H200) shorter pixel
-        # blocks won: 32 x 64 at C = 192, 384, 768 (41.3, 24.9, 14.5 us against 50.5, 30.8, 17.9 on
+        # At 7x7 in engines (ConvNeXt-T at b32, timed by the tuner's fast level on the H200, cold
+        # L2) shorter pixel blocks won: 32 x 64 at C = 192, 384, 768 (41.3, 24.9, 14.5 us against 50.5, 30.8, 17.9 on
         # 64 x 64), 64 x 32 at C = 96 (73.6 against 79.1 on 128 x 32).
         block_c = max(16, min(64, next_pow2(oc_per_group)))
         wide_window = kh * kw >= 49

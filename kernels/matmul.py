@@ -203,7 +203,7 @@ def _heuristic_tile(M: int, N: int, K: int, dtype, out_bytes: int, reads_tiles: 
         # Under two rounds of 128x128 tiles, 64-row ones on one warpgroup: ConvNeXt-T's stage-3
         # 1536 -> 384 + layer scale + residual (6,272 rows: 147 tiles of 128x128) took 17.8 us on
         # 64x128, 4 warps, 3 stages against 29.6 on 128x128, 8 warps, 3 stages, persistent (the
-        # tuner's fast level on the H200).
+        # tuner's fast level on the H200, cold L2; docs/performance.md, "Autotuning").
         return tile_config(64, 128, bk, 8, 4, 3)
     if cdiv(M, 128) * cdiv(N, 128) < NUM_SMS_H200:
         # Too few 128x128 tiles to fill the SMs: 64-row tiles (and half the shared memory, which a

@@ -241,9 +241,20 @@ def test_depthwise_channel_block_divides_the_channels(monkeypatch):
     # idle; 32 channels over 128 pixels took 99.5 us against 129.4 on an H200 (7x7, b32)
     monkeypatch.setattr(cv, "is_interpreter", lambda: False)
     for c in (96, 160, 192, 384, 768):
-        cfg = heuristic_config(32 * 56 * 56, c, 1, 7, 7, torch.float16, depthwise=True)
-        assert c % cfg.BLOCK_N == 0 and cfg.BLOCK_M * cfg.BLOCK_N == 64 * 64, (c, cfg)
+        for k in (3, 5, 7):
+            cfg = heuristic_config(32 * 56 * 56, c, 1, k, k, torch.float16, depthwise=True)
+            assert c % cfg.BLOCK_N == 0, (c, k, cfg)
     assert heuristic_config(32 * 56 * 56, 192, 1, 7, 7, torch.float16, depthwise=True).BLOCK_N == 64
+
+
+def test_depthwise_7x7_takes_short_pixel_blocks(monkeypatch):
+    # What the tuner picked in ConvNeXt-T's engine (b32, H200): 32 pixels x 64 channels where 64
+    # divide C, 64 x 32 at C = 96; smaller windows keep 64 pixels (128 where C = 96).
+    monkeypatch.setattr(cv, "is_interpreter", lambda: False)
+    pick = lambda c, k: heuristic_config(32 * 56 * 56, c, 1, k, k, torch.float16, depthwise=True)  # noqa: E731
+    assert [(pick(c, 7).BLOCK_M, pick(c, 7).BLOCK_N) for c in (96, 192, 384, 768)] == \
+        [(64, 32), (32, 64), (32, 64), (32, 64)]
+    assert (pick(96, 3).BLOCK_M, pick(96, 3).BLOCK_N) == (128, 32) and pick(192, 5).BLOCK_M == 64
 
 
 # ----------------------------------------------------------------------------------------------- GPU

@@ -221,6 +221,11 @@ def test_heuristic_gives_a_residual_epilogue_registers(monkeypatch):
     assert mm.heuristic_config(10960, 2304, 768, torch.float16).BLOCK_N == 256
     assert mm.heuristic_config(512, 768, 768, torch.float16, reads_tiles=True) == \
         mm.heuristic_config(512, 768, 768, torch.float16)  # too few tiles for two per SM
+    # One to two rounds of 128x128 tiles (ConvNeXt-T's stage-3 1536 -> 384 + residual at 6,272
+    # rows: 147 tiles): 64x128 on one warpgroup, 3 stages, as the tuner picked.
+    cfg = mm.heuristic_config(6272, 384, 1536, torch.float16, reads_tiles=True)
+    assert (cfg.BLOCK_M, cfg.BLOCK_N, cfg.num_warps, cfg.num_stages, cfg.PERSISTENT) == (64, 128, 4, 3, 0), cfg
+    assert mm.heuristic_config(6272, 384, 1536, torch.float16).BLOCK_M == 128  # without a residual
 
 
 def test_heuristic_keeps_256_wide_tiles_off_a_padded_n(monkeypatch):
