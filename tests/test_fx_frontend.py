@@ -204,6 +204,10 @@ CASES = {
     "embedding": (lambda: Fn(lambda s, i: s.e(i), e=nn.Embedding(10, 4)), [randint(10, 2, 3)]),
     "index_select": (lambda: Fn(lambda s, x, i: torch.index_select(x, 1, i) + x[:, i]),
                      [randn(3, 6), randint(6, 4)]),
+    "repeat": (lambda: Fn(lambda s, x: (x.repeat(2, 1, 3), x.repeat(1, 1, 1), x.repeat(3, 1, 2, 1),
+                                        x.repeat(1, 0, 1))), [randn(2, 3, 5)]),
+    "adaptive_avg_pool1d": (lambda: Fn(lambda s, x: (s.p(x), F.adaptive_avg_pool1d(x, 3), F.adaptive_avg_pool1d(x, 9)),
+                                       p=nn.AdaptiveAvgPool1d(1)), [randn(2, 4, 9)]),
     "adaptive_max_pool": (lambda: Fn(lambda s, x: F.adaptive_max_pool2d(x, 1)
                                      + F.adaptive_max_pool2d(x, (2, 2)).amax((2, 3), True)),
                           [randn(2, 3, 4, 6)]),

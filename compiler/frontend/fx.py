@@ -987,6 +987,19 @@ def _adaptive_avg_pool2d(cx: Ctx, input, output_size):
                            f"to {out} (windows of unequal size)")
 
 
+@converts(aten.adaptive_avg_pool1d.default, torch.adaptive_avg_pool1d)  # (F.adaptive_avg_pool1d is it)
+def _adaptive_avg_pool1d(cx: Ctx, input, output_size):
+    """Over [..., L] to [..., out]: windows of L / out positions each, a mean over each window
+    (SigLIP's attention-pooling head and Swin's pooler take out = 1: a mean over the sequence)."""
+    shape = list(cx.shape(input))
+    length, (out,) = shape[-1], _tuple_n(output_size, 1)
+    if out < 1 or length % out:
+        raise UnsupportedError(f'fx node "{cx.node_name}": adaptive average pool from {length} '
+                               f"to {out} (windows of unequal size)")
+    windows = _reshape(cx, input, shape[:-1] + [out, length // out])
+    return cx.emit("reduce_mean", [windows], axes=[len(shape)], keepdims=False)
+
+
 @converts(F.adaptive_max_pool2d)
 def _adaptive_max_pool2d(cx: Ctx, input, output_size, return_indices=False):
     spatial = cx.shape(input)[-2:]
@@ -1049,6 +1062,23 @@ def _expand(cx: Ctx, x, *sizes, implicit=False):
 @converts("expand_as")
 def _expand_as(cx: Ctx, x, other):
     return _expand(cx, x, cx.shape(other))
+
+
+@converts(aten.repeat.default, "repeat")
+def _repeat(cx: Ctx, x, *repeats):
+    """x [d0, d1, ...] repeated [r0, r1, ...] times (leading repeats add dims, as torch's do): view
+    it as [1, d0, 1, d1, ...], expand to [r0, d0, r1, d1, ...] (a view) and reshape to
+    [r0 * d0, ...] (one copy kernel), as ONNX Tile is lowered."""
+    repeats = _ints(repeats)
+    if len(repeats) < cx.rank(x) or any(r < 0 for r in repeats):
+        raise UnsupportedError(f'fx node "{cx.node_name}": repeat {repeats} of a {cx.rank(x)}-D tensor '
+                               f"(one non-negative count per dim, at least)")
+    shape = [1] * (len(repeats) - cx.rank(x)) + list(cx.shape(x))
+    if all(r == 1 for r in repeats):
+        return _reshape(cx, x, shape)
+    spread = _reshape(cx, x, [v for d in shape for v in (1, d)])
+    grown = cx.emit("expand", [spread], shape=[v for r, d in zip(repeats, shape) for v in (r, d)])
+    return _reshape(cx, grown, [r * d for r, d in zip(repeats, shape)])
 
 
 @converts(aten.unsqueeze.default, torch.unsqueeze, "unsqueeze")
@@ -1604,6 +1634,7 @@ MODULES[nn.AvgPool2d] = lambda cx, m, x: _avg_pool(2)(
     cx, x, m.kernel_size, m.stride, m.padding, m.ceil_mode, m.count_include_pad,
     m.divisor_override)
 MODULES[nn.AdaptiveAvgPool2d] = lambda cx, m, x: _adaptive_avg_pool2d(cx, x, m.output_size)
+MODULES[nn.AdaptiveAvgPool1d] = lambda cx, m, x: _adaptive_avg_pool1d(cx, x, m.output_size)
 
 
 # ============================================================================ importer ====
