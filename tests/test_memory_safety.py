@@ -132,3 +132,26 @@ def test_empty_batch_through_conv_and_pool(rng):
     engine = build_engine(model, precision="fp32")
     (y,) = run_engine(engine, torch.randn(0, 3, 8, 8))
     assert tuple(y.shape) == (0, 4, 4, 4)
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_matmul_rows_of_a_strided_slice_with_unit_dims(precision, rng):
+    # LeViT's subsampled queries: a [2, 2, 2, C] tensor sliced [:, ::2, ::2] is [2, 1, 1, C] with
+    # strides [4C, 4C, 2C, 1]. Its rows are 4C apart; the size-1 dims' strides (2C) walk elements
+    # that are not the view's (the GEMM read the wrong row, outside the view, before).
+    class Subsample(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = torch.nn.Linear(24, 16)
+
+        def forward(self, x):
+            return self.linear(x.reshape(2, 2, 2, 24)[:, ::2, ::2])
+
+    torch.manual_seed(0)
+    model = Subsample().eval()
+    engine = build_engine(model, precision, example_inputs=(torch.randn(2, 4, 24),))
+    fresh = torch.randn(2, 4, 24)
+    with torch.no_grad():
+        ref = model(fresh)
+    tol = 1e-5 if precision == "fp32" else 2e-2
+    torch.testing.assert_close(run_engine(engine, fresh)[0].float(), ref, rtol=tol, atol=tol)

@@ -295,9 +295,17 @@ def row_tiles(name: str, group: Group, graph: Graph, w: KernelWriter, args: Args
 
 
 # -------------------------------------------------------------------------- matmul ----
-def _collapsible(shape, strides, upto: int) -> bool:
-    """Can dims [0, upto] be walked as one index with the stride of dim `upto`?"""
-    return all(shape[d] == 1 or strides[d] == strides[d + 1] * shape[d + 1] for d in range(upto))
+def _rows_stride(shape, strides, upto: int) -> int | None:
+    """The stride that walks dims [0, upto] as one index, or None where no one stride does. Size-1
+    dims take no part: their strides are arbitrary (a slice of a size-2 dim keeps the parent's), so
+    the walk's stride is that of the innermost dim of more than one element (LeViT's subsampled
+    queries, [2, 1, 1, C] with strides [4C, 4C, 2C, 1], are rows 4C apart, not 2C)."""
+    dims = [d for d in range(upto + 1) if shape[d] != 1]
+    if not dims:
+        return strides[upto]  # one row: any stride walks it
+    if any(strides[outer] != strides[inner] * shape[inner] for outer, inner in zip(dims, dims[1:])):
+        return None
+    return strides[dims[-1]]
 
 
 def _out_bytes(graph: Graph, outputs: list[str]) -> int:
@@ -417,7 +425,9 @@ def matmul(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: list
     args, w = Args(), KernelWriter(graph, exact_quantize=False)
     a_arg, b_arg = args(anchor.inputs[0]), args(anchor.inputs[1])
     # A [.., M, K] times a 2-D weight: fold the batch dims into M (one bigger GEMM, better tiles).
-    fold = len(b.shape) == 2 and _collapsible(a.shape, a.strides, len(a.shape) - 2)
+    folded_stride = _rows_stride(a.shape, a.strides, len(a.shape) - 2) if len(b.shape) == 2 else None
+    fold = folded_stride is not None
+    stride_am = folded_stride if fold else a.strides[-2]
     batch = [] if fold else [(d, out_shape[d]) for d in range(rank - 2) if out_shape[d] != 1]
     rows_dims = [(d, out_shape[d]) for d in range(rank - 1)] if fold else [(rank - 2, M)]
     rows = math.prod(size for _, size in rows_dims)
@@ -434,9 +444,9 @@ def matmul(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: list
     w.line("offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)")
     w.line("offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)")
     b_sk, b_sn = weight_strides(anchor, b.strides)
-    pointer_tile = (f"acc = matmul_tile({a_ptr}, {b_ptr}, {rows}, {N}, {K}, {a.strides[-2]}, {a.strides[-1]}, "
+    pointer_tile = (f"acc = matmul_tile({a_ptr}, {b_ptr}, {rows}, {N}, {K}, {stride_am}, {a.strides[-1]}, "
                     f"{b_sk}, {b_sn}, offs_m, offs_n, BLOCK_M, BLOCK_N, BLOCK_K, '{_precision(a.dtype)}')")
-    tma = not batch and a.dtype == b.dtype and gemm_operands_fit(a.dtype.itemsize, a.strides[-2], a.strides[-1],
+    tma = not batch and a.dtype == b.dtype and gemm_operands_fit(a.dtype.itemsize, stride_am, a.strides[-1],
                                                                  b_sk, b_sn)
     blas = not batch and not is_int8_anchor(anchor) and _holds_product(outputs, layouts, a, b, out_shape)
     product, form = None, None
@@ -476,10 +486,10 @@ def matmul(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: list
     grid = _tile_grid(f"triton.cdiv({rows}, meta['BLOCK_M']) * triton.cdiv({N}, meta['BLOCK_N'])", nbatch)
     prepare = []
     if blas:
-        prepare = _library_prologue(form, anchor, args, out, a.strides[-2:], (b_sk, b_sn), (rows, N, K))
+        prepare = _library_prologue(form, anchor, args, out, (stride_am, a.strides[-1]), (b_sk, b_sn), (rows, N, K))
     if tma:
         prepare.append(f"a_desc, b_desc, config = gemm_descriptors({a_arg}, {b_arg}, {rows}, {N}, {K}, "
-                       f"{a.strides[-2]}, {b_sk}, {b_sn}, config)")
+                       f"{stride_am}, {b_sk}, {b_sn}, config)")
     src += "\n\n\n" + _launcher(args, grid, cfg, _empty(graph, outputs), "\n    ".join(prepare),
                                   ", a_desc, b_desc" if tma else "")
     if tma:
