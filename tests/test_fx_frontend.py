@@ -208,6 +208,22 @@ CASES = {
                                         x.repeat(1, 0, 1))), [randn(2, 3, 5)]),
     "adaptive_avg_pool1d": (lambda: Fn(lambda s, x: (s.p(x), F.adaptive_avg_pool1d(x, 3), F.adaptive_avg_pool1d(x, 9)),
                                        p=nn.AdaptiveAvgPool1d(1)), [randn(2, 4, 9)]),
+    "interpolate": (lambda: Fn(lambda s, x: (
+        F.interpolate(x, scale_factor=2), F.interpolate(x, size=(7, 5), mode="nearest-exact"),
+        F.interpolate(x, scale_factor=1.5, mode="bilinear"),
+        F.interpolate(x, size=(9, 4), mode="bilinear", align_corners=True),
+        F.interpolate(x, size=(11, 13), mode="bicubic"), F.interpolate(x, size=(3, 2), mode="bicubic"),
+        F.interpolate(x[:, :, 0], size=9, mode="linear"), F.interpolate(x, size=(1, 1), mode="bilinear"))),
+        [randn(2, 3, 5, 6)]),
+    "group_norm_normalize": (lambda: Fn(lambda s, x: (s.g(x), F.group_norm(x, 2, eps=1e-3), F.normalize(x, dim=1),
+                                                      F.normalize(x, p=1.0, dim=-1)), g=nn.GroupNorm(3, 6)),
+                             [randn(2, 6, 3, 5)]),
+    "argmax": (lambda: Fn(lambda s, x: (x.argmax(-1), torch.argmax(x), torch.argmin(x, 1, keepdim=True))),
+               [randn(2, 4, 5)]),
+    "repeat_interleave_baddbmm": (lambda: Fn(lambda s, x, b: (
+        torch.repeat_interleave(x, 2, dim=1), x.repeat_interleave(3), torch.baddbmm(b, x, x.transpose(1, 2),
+                                                                                    beta=0.5, alpha=2.0),
+        x[..., [-2], :], x[:, [0, 2]], x[:, [2, 0, 1]])), [randn(2, 3, 4), randn(2, 3, 3)]),
     "adaptive_max_pool": (lambda: Fn(lambda s, x: F.adaptive_max_pool2d(x, 1)
                                      + F.adaptive_max_pool2d(x, (2, 2)).amax((2, 3), True)),
                           [randn(2, 3, 4, 6)]),

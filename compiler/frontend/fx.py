@@ -646,12 +646,19 @@ def _linear(cx: Ctx, input, weight, bias=None):
 
 @converts(aten.addmm.default, torch.addmm, "addmm")
 def _addmm(cx: Ctx, input, mat1, mat2, beta=1, alpha=1):
+    """beta * input + alpha * (mat1 @ mat2); beta = 0 ignores input, NaN included, as torch does."""
     y = _matmul(cx, mat1, mat2)
     if alpha != 1:
         y = _mul(cx, y, alpha)
     if beta == 0:
         return y
     return _add(cx, y, input if beta == 1 else _mul(cx, input, beta))
+
+
+@converts(aten.baddbmm.default, torch.baddbmm, "baddbmm")
+def _baddbmm(cx: Ctx, input, batch1, batch2, *, beta=1, alpha=1):
+    """The batched addmm (BLOOM's ALiBi scores)."""
+    return _addmm(cx, input, batch1, batch2, beta, alpha)
 
 
 @converts(aten.t.default, torch.t, "t")
@@ -743,6 +750,11 @@ def _native_bn_batch_stats(cx: Ctx, input, weight, bias, training, momentum, eps
 
 converts(torch.norm, aten.norm.ScalarOpt_dim, aten.norm.Scalar, "norm")(decompose.tensor_norm)
 converts(torch.linalg.vector_norm, aten.linalg_vector_norm.default)(decompose.vector_norm)
+converts(F.normalize)(decompose.normalize)
+converts(torch._weight_norm, aten._weight_norm.default)(decompose.weight_norm)
+converts(aten.group_norm.default, F.group_norm, torch.group_norm)(decompose.group_norm)
+converts(aten.argmax.default, torch.argmax, "argmax")(decompose.arg_extreme("argmax"))
+converts(aten.argmin.default, torch.argmin, "argmin")(decompose.arg_extreme("argmin"))
 
 
 def _ln(cx: Ctx, x, normalized_shape, weight, bias, eps):
@@ -798,7 +810,9 @@ def _sdpa(cx: Ctx, query, key, value, attn_mask=None, dropout_p=0.0, is_causal=F
     if dropout_p:
         raise UnsupportedError(f'fx node "{cx.node_name}": attention with dropout_p={dropout_p}')
     heads, kv_heads = cx.shape(query)[-3:-2], cx.shape(key)[-3:-2]
-    if heads != kv_heads and not enable_gqa:
+    # One K/V head broadcasts over every query head (torch broadcasts SDPA's batch dims; Falcon's
+    # multi-query attention passes it so): grouped-query attention with one group.
+    if heads != kv_heads and not enable_gqa and kv_heads != (1,):
         raise ShapeError(f'fx node "{cx.node_name}": query has {heads} heads, key {kv_heads}; '
                          f"different head counts need enable_gqa=True")
     scale = 1.0 / math.sqrt(cx.shape(query)[-1]) if scale is None else float(scale)
@@ -1000,6 +1014,46 @@ def _adaptive_avg_pool1d(cx: Ctx, input, output_size):
     return cx.emit("reduce_mean", [windows], axes=[len(shape)], keepdims=False)
 
 
+# torch's interpolation modes as ONNX Resize's: mode, and the coordinate mapping without
+# align_corners. torch's nearest floors (x_out / scale); nearest-exact rounds the pixel centre;
+# linear and cubic map pixel centres (half_pixel, which the IR's linear resize clamps at the edges as
+# torch does; pytorch_half_pixel would put an output of length 1 at the first pixel, not the centre).
+_INTERPOLATION = {"nearest": ("nearest", "asymmetric"), "nearest-exact": ("nearest", "half_pixel"),
+                  "linear": ("linear", "half_pixel"), "bilinear": ("linear", "half_pixel"),
+                  "trilinear": ("linear", "half_pixel"), "bicubic": ("cubic", "half_pixel")}
+
+
+@converts(F.interpolate)
+def _interpolate(cx: Ctx, input, size=None, scale_factor=None, mode="nearest", align_corners=None,
+                 recompute_scale_factor=None, antialias=False):
+    """One IR resize: output sizes and the scales of the coordinate mapping resolved as torch
+    resolves them (a given scale_factor maps coordinates unless recompute_scale_factor)."""
+    if mode not in _INTERPOLATION:
+        raise UnsupportedError(f'fx node "{cx.node_name}": interpolate in mode {mode!r}')
+    if antialias:  # (torch's antialiasing filter is not ONNX Resize's: 0.15 apart on a 5x6 -> 3x2)
+        raise UnsupportedError(f'fx node "{cx.node_name}": interpolate with antialias=True')
+    shape = list(cx.shape(input))
+    spatial = len(shape) - 2
+    if size is not None:
+        out = _tuple_n(size, spatial)
+        scales = [o / i for o, i in zip(out, shape[2:])]
+    else:
+        factors = [float(f) for f in (scale_factor if isinstance(scale_factor, (list, tuple))
+                                      else [scale_factor] * spatial)]
+        out = [math.floor(i * f) for i, f in zip(shape[2:], factors)]
+        scales = [o / i for o, i in zip(out, shape[2:])] if recompute_scale_factor else factors
+    if any(o < 1 for o in out):
+        raise ShapeError(f'fx node "{cx.node_name}": interpolate of {shape} to spatial size {out}')
+    kind, coordinates = _INTERPOLATION[mode]
+    if align_corners and kind != "nearest":
+        coordinates = "align_corners"
+    return cx.emit("resize", [input], sizes=shape[:2] + out, scales=[1.0, 1.0] + scales, mode=kind,
+                   coordinate_transformation_mode=coordinates,
+                   nearest_mode="round_prefer_ceil" if mode == "nearest-exact" else "floor",
+                   cubic_coeff_a=-0.75, exclude_outside=False, extrapolation_value=0.0,
+                   antialias=False, roi=None)
+
+
 @converts(F.adaptive_max_pool2d)
 def _adaptive_max_pool2d(cx: Ctx, input, output_size, return_indices=False):
     spatial = cx.shape(input)[-2:]
@@ -1062,6 +1116,25 @@ def _expand(cx: Ctx, x, *sizes, implicit=False):
 @converts("expand_as")
 def _expand_as(cx: Ctx, x, other):
     return _expand(cx, x, cx.shape(other))
+
+
+@converts(aten.repeat_interleave.self_int, torch.repeat_interleave, "repeat_interleave")
+def _repeat_interleave(cx: Ctx, x, repeats, dim=None, *, output_size=None):
+    """Each element `repeats` times in a row along dim (GPT-J's rotary sin / cos): x viewed with a
+    unit dim after dim, expanded to `repeats` there and merged back. Per-element counts (a tensor)
+    give a shape that depends on their values: not supported."""
+    if isinstance(repeats, torch.Tensor) and repeats.numel() == 1:
+        repeats = int(repeats)
+    if not isinstance(repeats, int):
+        raise UnsupportedError(f'fx node "{cx.node_name}": repeat_interleave with per-element counts '
+                               f"(the output's shape depends on their values)")
+    if dim is None:
+        x, dim = _reshape(cx, x, [-1]), 0
+    dim = _axis(dim, cx.rank(x))
+    shape = list(cx.shape(x))
+    spread = _reshape(cx, x, shape[:dim + 1] + [1] + shape[dim + 1:])
+    grown = _expand(cx, spread, shape[:dim + 1] + [repeats] + shape[dim + 1:])
+    return _reshape(cx, grown, shape[:dim] + [shape[dim] * repeats] + shape[dim + 1:])
 
 
 @converts(aten.repeat.default, "repeat")
@@ -1226,8 +1299,9 @@ def _narrow(cx: Ctx, x, dim, start, length):
 
 
 def _getitem_tensor(cx: Ctx, x, idx):
-    """x[idx] for ints, slices, None, Ellipsis, and one index tensor with full slices elsewhere."""
-    idx = idx if isinstance(idx, tuple) else (idx,)
+    """x[idx] for ints, slices, None, Ellipsis, one list of ints, and one index tensor with full
+    slices elsewhere."""
+    idx = _list_index(cx, x, idx if isinstance(idx, tuple) else (idx,))
     tensor_pos = [i for i, k in enumerate(idx) if isinstance(k, (Val, torch.Tensor))]
     if tensor_pos:
         return _index_with_tensor(cx, x, idx, tensor_pos)
@@ -1257,6 +1331,32 @@ def _getitem_tensor(cx: Ctx, x, idx):
             out_shape.append(len(range(*s)))
         axis += 1
     return _slice_and_reshape(cx, x, slices, out_shape)
+
+
+def _list_index(cx: Ctx, x, idx: tuple) -> tuple:
+    """One Python list of ints in an index (Falcon's fused_qkv[..., [-2], :]) as what it selects: a
+    slice where its entries are an evenly spaced ascending run, else a constant index tensor;
+    negative entries count from the end. (Several lists index jointly: left to the tensor path.)"""
+    lists = [k for k in idx if isinstance(k, list)]
+    if len(lists) != 1 or not lists[0] or any(isinstance(k, (Val, torch.Tensor)) for k in idx) \
+            or not all(isinstance(i, int) and not isinstance(i, bool) for i in lists[0]):
+        return idx
+    shape = cx.shape(x)
+    real = sum(1 for k in idx if k is not None and k is not Ellipsis)
+    if Ellipsis in idx:
+        e = idx.index(Ellipsis)
+        idx = idx[:e] + (slice(None),) * (len(shape) - real) + idx[e + 1:]
+    axis = [k for k in idx if k is not None].index(lists[0])
+    size = shape[axis]
+    if any(not -size <= i < size for i in lists[0]):
+        raise ShapeError(f'fx node "{cx.node_name}": index {lists[0]} is out of range for a dim of size {size}')
+    entries = [i % size for i in lists[0]]
+    step = entries[1] - entries[0] if len(entries) > 1 else 1
+    if step > 0 and entries == list(range(entries[0], entries[0] + step * len(entries), step)):
+        selected = slice(entries[0], entries[-1] + 1, step)
+    else:
+        selected = torch.tensor(entries)
+    return tuple(selected if k is lists[0] else k for k in idx)
 
 
 def _index_with_tensor(cx: Ctx, x, idx, tensor_pos: list[int]):
@@ -1635,6 +1735,7 @@ MODULES[nn.AvgPool2d] = lambda cx, m, x: _avg_pool(2)(
     m.divisor_override)
 MODULES[nn.AdaptiveAvgPool2d] = lambda cx, m, x: _adaptive_avg_pool2d(cx, x, m.output_size)
 MODULES[nn.AdaptiveAvgPool1d] = lambda cx, m, x: _adaptive_avg_pool1d(cx, x, m.output_size)
+MODULES[nn.GroupNorm] = lambda cx, m, x: decompose.group_norm(cx, x, m.num_groups, m.weight, m.bias, m.eps)
 
 
 # ============================================================================ importer ====

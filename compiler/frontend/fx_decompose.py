@@ -6,7 +6,10 @@ concat):
 
 - batch norm with batch statistics (`F.batch_norm(training=True)` without running statistics:
   timm's ScaledStdConv2d standardises its weights with it, so it folds into a constant);
-- vector norms (`Tensor.norm`, `torch.norm`, `torch.linalg.vector_norm`: ConvNeXt-V2's GRN);
+- vector norms (`Tensor.norm`, `torch.norm`, `torch.linalg.vector_norm`: ConvNeXt-V2's GRN),
+  `F.normalize` (Swin-V2) and weight norm (`torch._weight_norm`: wav2vec2's positional conv);
+- group norm (a layer norm over groups of channels, then the per-channel affine);
+- argmax / argmin without a dim (over the flattened tensor);
 - `addcmul` / `addcdiv`;
 - `torch.roll` (Swin's shifted windows);
 - `new_zeros` / `new_ones` / `new_full` / `new_empty`, and a slice assignment into a tensor made
@@ -58,6 +61,26 @@ def batch_norm_batch_stats(cx, x, weight, bias, eps: float):
     return y
 
 
+def group_norm(cx, x, num_groups: int, weight=None, bias=None, eps: float = 1e-5, cudnn_enabled=True):
+    """Each group of channels (with every position) normalized as one row: the IR's layer norm
+    over [N, G, C / G * ...] with unit scale, then the per-channel weight and bias (wav2vec2's and
+    HuBERT's feature encoders, PoolFormer)."""
+    shape = list(cx.shape(x))
+    groups = int(num_groups)
+    if len(shape) < 2 or groups < 1 or shape[1] % groups:
+        raise ShapeError(f'fx node "{cx.node_name}": {groups} groups over {shape[1:2]} channels of a '
+                         f"{shape} tensor (the groups must divide the channels)")
+    rows = cx.emit("reshape", [x], shape=[shape[0], groups, math.prod(shape[1:]) // groups])
+    ones = torch.ones(cx.shape(rows)[-1], dtype=cx.dtype(x))
+    y = cx.emit("reshape", [cx.emit("layer_norm", [rows, ones], axis=2, epsilon=float(eps))], shape=shape)
+    channel = [1, shape[1]] + [1] * (len(shape) - 2)
+    if weight is not None:
+        y = cx.emit("mul", [y, _channel_param(cx, weight, channel, x)])
+    if bias is not None:
+        y = cx.emit("add", [y, _channel_param(cx, bias, channel, x)])
+    return y
+
+
 def _channel_param(cx, p, shape: list[int], like):
     p = cx.cast(p, cx.dtype(like)) if not isinstance(p, torch.Tensor) else p.to(cx.dtype(like))
     return cx.emit("reshape", [p], shape=shape)
@@ -93,6 +116,33 @@ def vector_norm(cx, x, ord=2, dim=None, keepdim: bool = False, dtype=None):
     powered = cx.emit("pow", [magnitude, _scalar(cx, p, x)])
     total = cx.emit("reduce_sum", [powered], axes=axes, keepdims=keep)
     return cx.emit("pow", [total, _scalar(cx, 1.0 / p, x)])
+
+
+def normalize(cx, x, p=2.0, dim=1, eps: float = 1e-12, out=None):
+    """F.normalize: x / max(||x||_p over dim, eps) (Swin-V2's cosine attention)."""
+    if out is not None:
+        raise UnsupportedError(f'fx node "{cx.node_name}": normalize into out=')
+    x = _float(cx, x)
+    norm = vector_norm(cx, x, p, [dim], keepdim=True)
+    return cx.emit("div", [x, cx.emit("maximum", [norm, _scalar(cx, float(eps), x)])])
+
+
+def weight_norm(cx, v, g, dim: int = 0):
+    """torch._weight_norm: v * (g / ||v||), the norm over every dim but `dim` (wav2vec2's
+    positional conv; its parameters are constants, so this folds at import)."""
+    axes = [a for a in range(cx.rank(v)) if a != fx_axes.axis(dim, cx.rank(v))]
+    norm = vector_norm(cx, v, 2, axes, keepdim=True)
+    return cx.emit("mul", [v, cx.emit("div", [g, norm])])
+
+
+def arg_extreme(op: str):
+    """argmax / argmin: over `dim`, or over the flattened tensor without one (CLIP's text pooler
+    picks each sequence's end token so)."""
+    def convert(cx, x, dim=None, keepdim: bool = False):
+        if dim is None:
+            x, dim, keepdim = cx.emit("reshape", [x], shape=[math.prod(cx.shape(x))]), 0, False
+        return cx.emit(op, [x], axis=fx_axes.axis(dim, cx.rank(x)), keepdims=bool(keepdim))
+    return convert
 
 
 def _count(cx, x, axes: list[int]) -> int:

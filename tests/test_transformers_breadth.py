@@ -1,0 +1,84 @@
+"""More of transformers' architectures at tiny configurations (2 layers, hidden 16-48, 32 x 32
+images, 400 audio samples, 8 tokens; random weights) through torch.compile(backend="trident"),
+against eager fp32: vision (BEiT, Data2Vec, YOLOS, SegFormer, PoolFormer, ResNet, RegNet,
+ConvNeXt-V2, Swin-V2, LeViT), audio (wav2vec2, HuBERT) and text (GPT-NeoX, Mistral, Qwen2, Phi,
+Gemma, Falcon, BLOOM, GPT-J, MPNet, DeBERTa-v2, XLM-R, CLIP's text tower). Nothing may run in torch:
+each of them once left an op there (interpolate, group norm, normalize, weight norm, repeat_interleave,
+baddbmm, argmax, a list index, multi-query SDPA)."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from trident.compiler.testing import compile_with_reports, relative_error
+
+t = pytest.importorskip("transformers")
+
+DEV = "cuda" if torch.cuda.is_available() else "cpu"
+TOLERANCE = 1e-5  # relative error ‖y − y_eager‖ / ‖y_eager‖ at fp32
+V = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
+IMG = dict(image_size=32, num_channels=3)
+TXT = dict(vocab_size=100, max_position_embeddings=64)
+MODELS = {
+ "beit": (lambda: t.BeitModel(t.BeitConfig(patch_size=8, **V, **IMG)), "img"),
+ "data2vec_vision": (lambda: t.Data2VecVisionModel(t.Data2VecVisionConfig(patch_size=8, **V, **IMG)), "img"),
+ "yolos": (lambda: t.YolosModel(t.YolosConfig(patch_size=8, num_detection_tokens=5, **V, image_size=[32, 32], num_channels=3)), "img"),
+ "segformer": (lambda: t.SegformerModel(t.SegformerConfig(num_encoder_blocks=2, depths=[1, 1], sr_ratios=[2, 1], hidden_sizes=[16, 32], num_attention_heads=[1, 2], patch_sizes=[7, 3], strides=[4, 2], mlp_ratios=[2, 2])), "img"),
+ "poolformer": (lambda: t.PoolFormerModel(t.PoolFormerConfig(num_encoder_blocks=2, depths=[1, 1], hidden_sizes=[16, 32], patch_sizes=[7, 3], strides=[4, 2], padding=[2, 1])), "img"),
+ "resnet": (lambda: t.ResNetModel(t.ResNetConfig(embedding_size=16, hidden_sizes=[16, 32], depths=[1, 1])), "img"),
+ "regnet": (lambda: t.RegNetModel(t.RegNetConfig(embedding_size=16, hidden_sizes=[16, 32], depths=[1, 1], groups_width=8)), "img"),
+ "convnextv2": (lambda: t.ConvNextV2Model(t.ConvNextV2Config(hidden_sizes=[16, 32], depths=[1, 1], num_stages=2)), "img"),
+ "swinv2": (lambda: t.Swinv2Model(t.Swinv2Config(image_size=32, patch_size=4, embed_dim=16, depths=[1, 1], num_heads=[2, 2], window_size=4)), "img"),
+ "levit": (lambda: t.LevitModel(t.LevitConfig(image_size=64, hidden_sizes=[16, 32, 48], num_attention_heads=[1, 2, 3], depths=[1, 1, 1], key_dim=[8, 8, 8], down_ops=[["Subsample", 8, 16 // 8, 4, 2, 2], ["Subsample", 8, 32 // 8, 4, 2, 2]])), "img64"),
+ "wav2vec2": (lambda: t.Wav2Vec2Model(t.Wav2Vec2Config(**V, conv_dim=[16, 16], conv_stride=[5, 2], conv_kernel=[10, 3], num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2)), "audio"),
+ "hubert": (lambda: t.HubertModel(t.HubertConfig(**V, conv_dim=[16, 16], conv_stride=[5, 2], conv_kernel=[10, 3], num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2)), "audio"),
+ "gpt_neox": (lambda: t.GPTNeoXModel(t.GPTNeoXConfig(**V, **TXT)), "txt"),
+ "mistral": (lambda: t.MistralModel(t.MistralConfig(**V, **TXT, num_key_value_heads=1)), "txt"),
+ "qwen2": (lambda: t.Qwen2Model(t.Qwen2Config(**V, **TXT, num_key_value_heads=1)), "txt"),
+ "phi": (lambda: t.PhiModel(t.PhiConfig(**V, **TXT)), "txt"),
+ "gemma": (lambda: t.GemmaModel(t.GemmaConfig(**V, **TXT, num_key_value_heads=1, head_dim=16)), "txt"),
+ "falcon": (lambda: t.FalconModel(t.FalconConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, vocab_size=100)), "txt"),
+ "bloom": (lambda: t.BloomModel(t.BloomConfig(hidden_size=32, n_layer=2, n_head=2, vocab_size=100)), "txt"),
+ "gptj": (lambda: t.GPTJModel(t.GPTJConfig(n_embd=32, n_layer=2, n_head=2, vocab_size=100, n_positions=64, rotary_dim=8)), "txt"),
+ "mpnet": (lambda: t.MPNetModel(t.MPNetConfig(**V, **TXT)), "txt"),
+ "deberta_v2": (lambda: t.DebertaV2Model(t.DebertaV2Config(**V, **TXT)), "txt"),
+ "xlm_roberta": (lambda: t.XLMRobertaModel(t.XLMRobertaConfig(**V, **TXT)), "txt"),
+ "clip_text": (lambda: t.CLIPTextModel(t.CLIPTextConfig(**V, **TXT)), "txt"),
+}
+
+
+class LastHidden(torch.nn.Module):
+    def __init__(self, model: torch.nn.Module, key: str):
+        super().__init__()
+        self.model, self.key = model, key
+
+    def forward(self, x):
+        return self.model(**{self.key: x}).last_hidden_state
+
+
+def example(kind: str):
+    g = torch.Generator().manual_seed(0)
+    return {"img": ("pixel_values", torch.randn(2, 3, 32, 32, generator=g)),
+            "img64": ("pixel_values", torch.randn(2, 3, 64, 64, generator=g)),
+            "audio": ("input_values", torch.randn(2, 400, generator=g)),
+            "txt": ("input_ids", torch.randint(0, 100, (2, 8), generator=g))}[kind]
+
+
+@pytest.fixture(autouse=True)
+def fresh_dynamo():
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_through_torch_compile(name):
+    make, kind = MODELS[name]
+    torch.manual_seed(0)
+    key, x = example(kind)
+    module, x = LastHidden(make(), key).eval().to(DEV), x.to(DEV)
+    with torch.no_grad():
+        ref = module(x)
+    got, reports = compile_with_reports(module, x)
+    assert ref.abs().sum() > 0 and relative_error(got, ref) < TOLERANCE
+    assert [i for r in reports for i in r.in_torch] == [] and sum(r.torch_steps for r in reports) == 0
