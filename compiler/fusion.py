@@ -134,9 +134,7 @@ def initial_kind(node: Node, graph: Graph) -> tuple[str, str]:
         a, b = (t[i] for i in node.inputs[:2])
         if a.rank < 2 or b.rank < 2 or a.dtype not in (torch.float32, torch.float16, torch.bfloat16):
             return "torch", "matmul of vectors or non-float dtype"
-        if b.rank > 2 and b.shape[:-2] != a.shape[:-2]:
-            return "torch", "batched matmul whose weight broadcasts"
-        if a.rank > 4:
+        if max(a.rank, b.rank) > 4:
             return "torch", "more than 2 batch dims"
         return "matmul", "anchor"
     if node.op == "conv":

@@ -2,12 +2,14 @@
 write them out; every rewrite is checked against the reference executor on the graph as it was."""
 import math
 
+import pytest
 import torch
 
+from trident.compiler import build_engine
 from trident.compiler.ir import GraphBuilder, TensorType
 from trident.compiler.passes.broadcasts import simplify_broadcasts
 from trident.compiler.reference import run_reference
-from trident.compiler.testing import assert_matches_reference
+from trident.compiler.testing import assert_matches_reference, run_engine
 
 B, H, L = 2, 3, 13
 
@@ -99,3 +101,29 @@ def test_where_of_a_constant_condition_picks_its_branch(rng):
         torch.testing.assert_close(run_reference(simple, [ids_value])[0], run_reference(graph, [ids_value])[0])
     kept = padding_bias_graph()  # where(keep, 0, -inf): a condition known only at run time stays
     assert [n.op for n in simplify_broadcasts(kept).nodes].count("where") == 1
+
+
+class _BatchedMatmul(torch.nn.Module):
+    def forward(self, a, b):
+        return torch.relu(a @ b)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+@pytest.mark.parametrize("a_shape, b_shape", [
+    ((2, 3, 8, 16), (2, 1, 16, 8)),   # one K/V head for every query head (multi-query attention)
+    ((2, 1, 8, 16), (2, 3, 16, 8)),   # A broadcast over B's heads
+    ((3, 8, 16), (2, 3, 16, 8)),      # A of lower rank
+    ((2, 3, 8, 16), (3, 16, 8)),      # B of lower rank
+    ((1, 3, 5, 7), (2, 1, 7, 4)),     # both broadcast, odd sizes
+    ((2, 3, 1, 16), (1, 3, 16, 5)),   # one row
+    ((2, 3, 0, 16), (2, 1, 16, 8)),   # no rows
+])
+def test_batched_matmul_whose_operands_broadcast_runs_as_a_kernel(a_shape, b_shape, precision):
+    # Each operand's size-1 batch dims are read with no stride (codegen's broadcast_dims): one
+    # kernel, fresh data, the bounds sanitizer on; it ran in torch before.
+    engine = build_engine(_BatchedMatmul(), precision, example_inputs=(torch.randn(a_shape), torch.randn(b_shape)))
+    assert [s.kind for s in engine.plan.steps if s.kind == "torch"] == []
+    a, b = torch.randn(a_shape), torch.randn(b_shape)
+    got = run_engine(engine, a, b)[0].float()
+    tol = 1e-5 if precision == "fp32" else 2e-2
+    torch.testing.assert_close(got, _BatchedMatmul()(a, b), rtol=tol, atol=tol)

@@ -351,6 +351,16 @@ def test_unsupported_target_names_node_and_lists_supported():
     assert "logcumsumexp" in msg and f'"{node.name}"' in msg and "aten.convolution.default" in msg
 
 
+def test_ops_with_a_parameter_trident_lacks_say_which():
+    # torch's antialiasing filter is not ONNX Resize's: the resize stays in torch, and says why
+    for body, what in ((lambda s, x: F.interpolate(x, size=(3, 2), mode="bilinear", antialias=True), "antialias"),
+                       (lambda s, x: torch.repeat_interleave(x, torch.tensor([1, 2, 1]), dim=1), "per-element"),
+                       (lambda s, x: F.interpolate(x, scale_factor=2, mode="area"), "'area'")):
+        gm = torch.fx.symbolic_trace(Fn(body))
+        with pytest.raises(UnsupportedError, match=what):
+            import_fx(gm, (torch.randn(2, 3, 5, 6),))
+
+
 def test_supported_fx_target():
     def fn(s, x):
         return s.c(x).relu().view(-1) + torch.arange(2 * 3 * 3 * 3)

@@ -118,7 +118,9 @@ def test_gather_elements_out_of_range_index_is_an_input_error():
 
 @pytest.mark.parametrize("batch_dims, x_shape, i_shape", [(0, [3, 4, 5], [2, 2]),
                                                           (0, [3, 4], [2, 1, 2]),
-                                                          (1, [2, 3, 4], [2, 1])])
+                                                          (1, [2, 3, 4], [2, 1]),
+                                                          (0, [5, 3, 2], [2, 3, 1]),  # one coordinate: a Gather
+                                                          (0, [4, 3], [1])])
 def test_gather_nd(batch_dims, x_shape, i_shape):
     model = make_model([node("GatherND", ["x", "i"], batch_dims=batch_dims)],
                        {"x": (F32, x_shape), "i": (I64, i_shape)}, ["y"])
@@ -126,6 +128,16 @@ def test_gather_nd(batch_dims, x_shape, i_shape):
     limit = x_shape[batch_dims:batch_dims + i_shape[-1]]
     i = np.stack([rng.integers(-d, d, i_shape[:-1]) for d in limit], -1).astype(I64)
     check_engine(model, {"x": rng.standard_normal(x_shape).astype(F32), "i": i})
+
+
+def test_gather_nd_of_one_constant_coordinate_is_a_slice():
+    # Falcon's fused_qkv[..., [-2], :] as the dynamo exporter writes it: a GatherND of constant
+    # indices [[-2]]; it runs as a slice (no gather, nothing in torch)
+    x = np.random.default_rng(6).standard_normal([4, 2, 3]).astype(F32)
+    model = make_model([node("GatherND", ["x", "i"])], {"x": (F32, [4, 2, 3])}, ["y"],
+                       {"i": np.array([[-2]], I64)})
+    engine = check_engine(model, {"x": x}, expected=[x[[-2]]])
+    assert torch_steps(engine) == [] and not {"gather", "gather_nd"} & set(compiled_ops(model))
 
 
 @pytest.mark.parametrize("reduction", ["none", "add", "mul", "max", "min"])

@@ -1,18 +1,22 @@
 """More of transformers' architectures at tiny configurations (2 layers, hidden 16-48, 32 x 32
-images, 400 audio samples, 8 tokens; random weights) through torch.compile(backend="trident"),
-against eager fp32: vision (BEiT, Data2Vec, YOLOS, SegFormer, PoolFormer, ResNet, RegNet,
+images, 400 audio samples, 8 tokens; random weights) through torch.compile(backend="trident") and
+through their ONNX export, against eager fp32: vision (BEiT, Data2Vec, YOLOS, SegFormer, PoolFormer, ResNet, RegNet,
 ConvNeXt-V2, Swin-V2, LeViT), audio (wav2vec2, HuBERT) and text (GPT-NeoX, Mistral, Qwen2, Phi,
 Gemma, Falcon, BLOOM, GPT-J, MPNet, DeBERTa-v2, XLM-R, CLIP's text tower). Nothing may run in torch:
 each of them once left an op there (interpolate, group norm, normalize, weight norm, repeat_interleave,
-baddbmm, argmax, a list index, multi-query SDPA)."""
+baddbmm, argmax, a list index, multi-query SDPA; through ONNX, a GatherND and a batched matmul whose
+operands broadcast)."""
 from __future__ import annotations
 
 import pytest
 import torch
 
-from trident.compiler.testing import compile_with_reports, relative_error
+from trident.compiler import build_engine
+from trident.compiler.testing import compile_with_reports, relative_error, run_engine
 
 t = pytest.importorskip("transformers")
+
+from trident.tools.zoo_run import export_onnx  # noqa: E402
 
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
 TOLERANCE = 1e-5  # relative error ‖y − y_eager‖ / ‖y_eager‖ at fp32
@@ -82,3 +86,17 @@ def test_through_torch_compile(name):
     got, reports = compile_with_reports(module, x)
     assert ref.abs().sum() > 0 and relative_error(got, ref) < TOLERANCE
     assert [i for r in reports for i in r.in_torch] == [] and sum(r.torch_steps for r in reports) == 0
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_through_onnx(name):
+    make, kind = MODELS[name]
+    torch.manual_seed(0)
+    key, x = example(kind)
+    module = LastHidden(make(), key).eval()
+    with torch.no_grad():
+        ref = module(x)
+    engine = build_engine(export_onnx(module, (x,)), precision="fp32")
+    (got,) = run_engine(engine, x)
+    assert relative_error(got, ref) < TOLERANCE
+    assert [s.node.op for s in engine.plan.steps if s.kind == "torch"] == []

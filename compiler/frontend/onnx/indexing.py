@@ -43,6 +43,11 @@ def _gather_nd(cx):
     if batch_dims + depth > cx.type_of(x).rank:
         raise cx.error(ShapeError, f"indices address {depth} dims after {batch_dims} batch "
                                    f"dims of {cx.type_of(x)}")
+    if depth == 1 and batch_dims == 0:
+        # One coordinate per index: a Gather along dim 0 (the dynamo exporter writes Falcon's
+        # fused_qkv[..., [-2], :] so), which has a kernel and, with constant indices, folds to a slice.
+        rows = cx.reshape(indices, list(cx.static_shape(indices, "GatherND")[:-1]))
+        return [cx.emit("gather", x, rows, axis=0)]
     return [cx.emit("gather_nd", x, indices, batch_dims=batch_dims)]
 
 
