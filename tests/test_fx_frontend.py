@@ -180,6 +180,9 @@ CASES = {
     "max_pool_ceil": (lambda: Fn(lambda s, x: s.p(x), p=nn.MaxPool2d(2, ceil_mode=True)),
                       [randn(1, 2, 7, 7)]),
     "max_pool1d": (lambda: Fn(lambda s, x: F.max_pool1d(x, 2)), [randn(2, 3, 8)]),
+    "pool1d_padded": (lambda: Fn(lambda s, x: (F.avg_pool1d(x, 3, 2, 1, ceil_mode=True, count_include_pad=False),
+                                               F.max_pool1d(x, 3, 2, 1, dilation=2), s.p(x)), p=nn.AvgPool1d(2)),
+                      [randn(2, 3, 9)]),
     "avg_pool": (lambda: Fn(lambda s, x: F.avg_pool2d(x, 3, 2, 1)
                             + F.avg_pool2d(x, 3, 2, 1, count_include_pad=False)),
                  [randn(1, 3, 8, 8)]),
@@ -218,6 +221,10 @@ CASES = {
     "group_norm_normalize": (lambda: Fn(lambda s, x: (s.g(x), F.group_norm(x, 2, eps=1e-3), F.normalize(x, dim=1),
                                                       F.normalize(x, p=1.0, dim=-1)), g=nn.GroupNorm(3, 6)),
                              [randn(2, 6, 3, 5)]),
+    "einsum": (lambda: Fn(lambda s, a, b: (torch.einsum("ibnd,jbnd->bnij", a, b), torch.einsum("ijkl->lj", a),
+                                           torch.einsum("...d,...d->...", a, a), torch.einsum("ibnd,jbnd", [a, b]),
+                                           torch.multiply(a, 2.0), torch.cat([a, b], axis=0))),
+               [randn(5, 2, 3, 4), randn(6, 2, 3, 4)]),
     "argmax": (lambda: Fn(lambda s, x: (x.argmax(-1), torch.argmax(x), torch.argmin(x, 1, keepdim=True))),
                [randn(2, 4, 5)]),
     "repeat_interleave_baddbmm": (lambda: Fn(lambda s, x, b: (

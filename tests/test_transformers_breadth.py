@@ -48,7 +48,35 @@ MODELS = {
  "deberta_v2": (lambda: t.DebertaV2Model(t.DebertaV2Config(**V, **TXT)), "txt"),
  "xlm_roberta": (lambda: t.XLMRobertaModel(t.XLMRobertaConfig(**V, **TXT)), "txt"),
  "clip_text": (lambda: t.CLIPTextModel(t.CLIPTextConfig(**V, **TXT)), "txt"),
+ "gpt_bigcode": (lambda: t.GPTBigCodeModel(t.GPTBigCodeConfig(n_embd=32, n_layer=2, n_head=2, vocab_size=100, n_positions=64, multi_query=True)), "txt"),
+ "gpt_neo": (lambda: t.GPTNeoModel(t.GPTNeoConfig(hidden_size=32, num_layers=2, num_heads=2, vocab_size=100, max_position_embeddings=64, attention_types=[[["global", "local"], 1]], window_size=4)), "txt"),
+ "codegen": (lambda: t.CodeGenModel(t.CodeGenConfig(n_embd=32, n_layer=2, n_head=2, vocab_size=100, n_positions=64, rotary_dim=8)), "txt"),
+ "stablelm": (lambda: t.StableLmModel(t.StableLmConfig(**V, **TXT, num_key_value_heads=1)), "txt"),
+ "starcoder2": (lambda: t.Starcoder2Model(t.Starcoder2Config(**V, **TXT, num_key_value_heads=1)), "txt"),
+ "olmo": (lambda: t.OlmoModel(t.OlmoConfig(**V, **TXT)), "txt"),
+ "phi3": (lambda: t.Phi3Model(t.Phi3Config(**V, **TXT, pad_token_id=0)), "txt"),
+ "granite": (lambda: t.GraniteModel(t.GraniteConfig(**V, **TXT)), "txt"),
+ "cohere": (lambda: t.CohereModel(t.CohereConfig(**V, **TXT)), "txt"),
+ "roformer": (lambda: t.RoFormerModel(t.RoFormerConfig(**V, **TXT)), "txt"),
+ "funnel": (lambda: t.FunnelBaseModel(t.FunnelConfig(d_model=32, n_head=2, d_head=16, d_inner=64, block_sizes=[1, 1], vocab_size=100)), "txt"),
+ "xlnet": (lambda: t.XLNetModel(t.XLNetConfig(d_model=32, n_layer=2, n_head=2, d_inner=64, vocab_size=100)), "txt"),
+ "biogpt": (lambda: t.BioGptModel(t.BioGptConfig(**V, **TXT)), "txt"),
+ "squeezebert": (lambda: t.SqueezeBertModel(t.SqueezeBertConfig(**V, **TXT, embedding_size=32)), "txt"),
+ "layoutlm": (lambda: t.LayoutLMModel(t.LayoutLMConfig(**V, **TXT)), "txt"),
+ "pvt": (lambda: t.PvtModel(t.PvtConfig(image_size=32, num_encoder_blocks=2, depths=[1, 1], sequence_reduction_ratios=[2, 1], hidden_sizes=[16, 32], patch_sizes=[4, 2], strides=[4, 2], num_attention_heads=[1, 2], mlp_ratios=[2, 2])), "img"),
+ "pvt_v2": (lambda: t.PvtV2Model(t.PvtV2Config(image_size=32, num_encoder_blocks=2, depths=[1, 1], sr_ratios=[2, 1], hidden_sizes=[16, 32], patch_sizes=[7, 3], strides=[4, 2], num_attention_heads=[1, 2], mlp_ratios=[2, 2])), "img"),
+ "focalnet": (lambda: t.FocalNetModel(t.FocalNetConfig(image_size=32, patch_size=4, embed_dim=16, depths=[1, 1], focal_levels=[2, 2])), "img"),
+ "dpt": (lambda: t.DPTModel(t.DPTConfig(**V, image_size=32, patch_size=8, backbone_out_indices=[0, 1])), "img"),
+ "glpn": (lambda: t.GLPNModel(t.GLPNConfig(num_encoder_blocks=2, depths=[1, 1], sr_ratios=[2, 1], hidden_sizes=[16, 32], patch_sizes=[7, 3], strides=[4, 2], num_attention_heads=[1, 2], mlp_ratios=[2, 2])), "img"),
+ "sew": (lambda: t.SEWModel(t.SEWConfig(**V, conv_dim=[16, 16], conv_stride=[5, 2], conv_kernel=[10, 3], num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2, squeeze_factor=2)), "audio"),
+ "unispeech": (lambda: t.UniSpeechModel(t.UniSpeechConfig(**V, conv_dim=[16, 16], conv_stride=[5, 2], conv_kernel=[10, 3], num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2)), "audio"),
+ "data2vec_audio": (lambda: t.Data2VecAudioModel(t.Data2VecAudioConfig(**V, conv_dim=[16, 16], conv_stride=[5, 2], conv_kernel=[10, 3], num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2)), "audio"),
+ "ast": (lambda: t.ASTModel(t.ASTConfig(**V, patch_size=8, num_mel_bins=32, max_length=32, frequency_stride=8, time_stride=8)), "spec"),
 }
+
+# What still runs in torch through the ONNX export (explain lists it): Funnel's ScatterND (its
+# relative-position tensor, written index by index), which has no kernel.
+ONNX_IN_TORCH = {"funnel": {"scatter_nd"}}
 
 
 class LastHidden(torch.nn.Module):
@@ -65,6 +93,7 @@ def example(kind: str):
     return {"img": ("pixel_values", torch.randn(2, 3, 32, 32, generator=g)),
             "img64": ("pixel_values", torch.randn(2, 3, 64, 64, generator=g)),
             "audio": ("input_values", torch.randn(2, 400, generator=g)),
+            "spec": ("input_values", torch.randn(2, 32, 32, generator=g)),
             "txt": ("input_ids", torch.randint(0, 100, (2, 8), generator=g))}[kind]
 
 
@@ -99,4 +128,4 @@ def test_through_onnx(name):
     engine = build_engine(export_onnx(module, (x,)), precision="fp32")
     (got,) = run_engine(engine, x)
     assert relative_error(got, ref) < TOLERANCE
-    assert [s.node.op for s in engine.plan.steps if s.kind == "torch"] == []
+    assert {s.node.op for s in engine.plan.steps if s.kind == "torch"} == ONNX_IN_TORCH.get(name, set())

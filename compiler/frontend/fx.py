@@ -448,8 +448,8 @@ def _fmod(cx: Ctx, a, b):
     return _binary(cx, "fmod", a, b)  # the dividend's sign, as C's fmod
 
 
-@converts(aten.mul.Tensor, aten.mul.Scalar, torch.mul, operator.mul, operator.imul, "mul",
-          "__mul__", "__rmul__")
+@converts(aten.mul.Tensor, aten.mul.Scalar, torch.mul, torch.multiply, operator.mul, operator.imul, "mul",
+          "multiply", "__mul__", "__rmul__")
 def _mul(cx: Ctx, a, b):
     return _binary(cx, "mul", a, b)
 
@@ -1178,8 +1178,17 @@ def _flatten(cx: Ctx, x, start_dim=0, end_dim=-1):
     return _reshape(cx, x, list(shape[:a]) + [math.prod(shape[a:b + 1])] + list(shape[b + 1:]))
 
 
+@converts(torch.einsum, aten.einsum.default)
+def _einsum(cx: Ctx, equation, *operands):
+    """One IR einsum node (compiler/passes/einsum.py writes it out as kernels' ops)."""
+    if len(operands) == 1 and isinstance(operands[0], (list, tuple)):
+        operands = tuple(operands[0])
+    return cx.emit("einsum", list(operands), equation=str(equation).replace(" ", ""))
+
+
 @converts(aten.cat.default, torch.cat, torch.concat, torch.concatenate)
-def _cat(cx: Ctx, tensors, dim=0):
+def _cat(cx: Ctx, tensors, dim=0, *, axis=None):
+    dim = dim if axis is None else axis  # (torch takes numpy's name too: Funnel writes axis=)
     tensors = [t for t in tensors if not (isinstance(t, torch.Tensor) and t.dim() == 1
                                           and t.numel() == 0)]  # torch.cat skips legacy empties
     tensors = _promote(cx, *tensors)

@@ -20,6 +20,7 @@ from trident.compiler.passes.cleanup import (eliminate_common_subexpressions,
                                              eliminate_dead_code, fold_constants,
                                              remove_identities)
 from trident.compiler.passes.concats import fold_negated_pieces, split_wide_concats
+from trident.compiler.passes.einsum import lower_einsum
 from trident.compiler.passes.conv1d import lower_conv1d
 from trident.compiler.passes.gathers import gathers_as_slices
 from trident.compiler.passes.heads import fold_head_splits
@@ -47,6 +48,7 @@ def pipeline(options: PassOptions) -> list[tuple[str, Pass]]:
         ("remove_identities", remove_identities),
         ("eliminate_dead_code", eliminate_dead_code),
         ("eliminate_common_subexpressions", eliminate_common_subexpressions),
+        ("lower_einsum", lower_einsum),
         ("simplify_broadcasts", simplify_broadcasts),
         ("fold_gelu", fold_gelu),
         ("fold_negated_pieces", fold_negated_pieces),
