@@ -28,7 +28,8 @@ run_tests() {
     tests/test_cumsum.py tests/test_gathers.py tests/test_gathers_as_slices.py \
     tests/test_fx_decompose.py tests/test_blas.py tests/test_autotune.py tests/test_broadcasts.py \
     tests/test_attention_graphs.py tests/test_transformers_tiny.py tests/test_activations.py tests/test_mha.py \
-    tests/test_transposes.py tests/test_patch_convs.py 2>/dev/null)
+    tests/test_transposes.py tests/test_patch_convs.py tests/test_transformers_breadth.py \
+    tests/test_vision_transformers_tiny.py 2>/dev/null)
   # SIGINT at the time limit: pytest still prints the failures it has seen and their summary.
   timeout -k 15 -s INT "${T_TESTS:-400}" python3 -m pytest -p no:cacheprovider -n 14 -v --tb=short $files \
     > "$out/tests.txt" 2>&1

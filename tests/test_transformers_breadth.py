@@ -1,11 +1,11 @@
 """More of transformers' architectures at tiny configurations (2 layers, hidden 16-48, 32 x 32
-images, 400 audio samples, 8 tokens; random weights) through torch.compile(backend="trident") and
-through their ONNX export, against eager fp32: vision (BEiT, Data2Vec, YOLOS, SegFormer, PoolFormer, ResNet, RegNet,
-ConvNeXt-V2, Swin-V2, LeViT), audio (wav2vec2, HuBERT) and text (GPT-NeoX, Mistral, Qwen2, Phi,
-Gemma, Falcon, BLOOM, GPT-J, MPNet, DeBERTa-v2, XLM-R, CLIP's text tower). Nothing may run in torch:
-each of them once left an op there (interpolate, group norm, normalize, weight norm, repeat_interleave,
-baddbmm, argmax, a list index, multi-query SDPA; through ONNX, a GatherND and a batched matmul whose
-operands broadcast)."""
+images, 400 audio samples or a 32 x 32 spectrogram, 8 tokens; random weights) through
+torch.compile(backend="trident") and through their ONNX export, against eager fp32: 48 of them,
+vision (BEiT, YOLOS, SegFormer, PoolFormer, PVT, FocalNet, DPT, LeViT, Swin-V2, ...), audio
+(wav2vec2, HuBERT, SEW, UniSpeech, AST, ...) and text (GPT-NeoX, GPT-J, Falcon, BLOOM, Mistral,
+Gemma, XLNet, Funnel, ...). Nothing may run in torch: each once left an op there (interpolate,
+group norm, normalize, weight norm, repeat_interleave, baddbmm, argmax, einsum, 1-D pools, a list
+index, multi-query SDPA; through ONNX, a GatherND and a batched matmul whose operands broadcast)."""
 from __future__ import annotations
 
 import pytest
