@@ -225,6 +225,8 @@ CASES = {
                                            torch.einsum("...d,...d->...", a, a), torch.einsum("ibnd,jbnd", [a, b]),
                                            torch.multiply(a, 2.0), torch.cat([a, b], axis=0))),
                [randn(5, 2, 3, 4), randn(6, 2, 3, 4)]),
+    "unfold_im2col": (lambda: Fn(lambda s, x: (F.unfold(x, 3), F.unfold(x, (2, 3), dilation=(2, 1), padding=1, stride=2),
+                                               s.u(x)), u=nn.Unfold((5, 1), padding=(2, 0))), [randn(2, 3, 7, 6)]),
     "argmax": (lambda: Fn(lambda s, x: (x.argmax(-1), torch.argmax(x), torch.argmin(x, 1, keepdim=True))),
                [randn(2, 4, 5)]),
     "repeat_interleave_baddbmm": (lambda: Fn(lambda s, x, b: (

@@ -1197,6 +1197,30 @@ def _cat(cx: Ctx, tensors, dim=0, *, axis=None):
     return cx.emit("concat", tensors, axis=_axis(dim, cx.rank(tensors[0])))
 
 
+@converts(F.unfold, aten.im2col.default)
+def _im2col(cx: Ctx, input, kernel_size, dilation=1, padding=0, stride=1):
+    """F.unfold over [N, C, H, W] (ConvBERT's span-based convolution): each sliding window's
+    C * kh * kw values as a column, [N, C * kh * kw, L]. Each tap of the window is a strided slice
+    of the zero-padded image ([N, C, OH, OW], a view); the taps stacked after the channels are the
+    columns, in torch's (channel, tap row, tap column) order: one concat kernel."""
+    (kh, kw), (dh, dw), (ph, pw), (sh, sw) = (_tuple_n(v, 2) for v in (kernel_size, dilation, padding, stride))
+    if cx.rank(input) != 4:
+        raise UnsupportedError(f'fx node "{cx.node_name}": unfold of a {cx.rank(input)}-D input (4-D is)')
+    x = _pad(cx, input, [pw, pw, ph, ph]) if ph or pw else input
+    n, c, hp, wp = cx.shape(x)
+    oh, ow = (hp - dh * (kh - 1) - 1) // sh + 1, (wp - dw * (kw - 1) - 1) // sw + 1
+    if oh < 1 or ow < 1:
+        raise ShapeError(f'fx node "{cx.node_name}": unfold windows of {kh}x{kw} do not fit {hp}x{wp}')
+    taps = []
+    for i in range(kh):
+        for j in range(kw):
+            tap = _aten_slice(cx, x, 2, i * dh, i * dh + (oh - 1) * sh + 1, sh)
+            tap = _aten_slice(cx, tap, 3, j * dw, j * dw + (ow - 1) * sw + 1, sw)
+            taps.append(_reshape(cx, tap, [n, c, 1, oh * ow]))
+    stacked = taps[0] if len(taps) == 1 else cx.emit("concat", taps, axis=2)
+    return _reshape(cx, stacked, [n, c * kh * kw, oh * ow])
+
+
 @converts(aten.constant_pad_nd.default)
 def _constant_pad_nd(cx: Ctx, input, pad, value=0):
     return _pad(cx, input, pad, "constant", value)
@@ -1744,6 +1768,7 @@ MODULES[nn.AvgPool2d] = lambda cx, m, x: _avg_pool(2)(
     m.divisor_override)
 MODULES[nn.AdaptiveAvgPool2d] = lambda cx, m, x: _adaptive_avg_pool2d(cx, x, m.output_size)
 MODULES[nn.AdaptiveAvgPool1d] = lambda cx, m, x: _adaptive_avg_pool1d(cx, x, m.output_size)
+MODULES[nn.Unfold] = lambda cx, m, x: _im2col(cx, x, m.kernel_size, m.dilation, m.padding, m.stride)
 MODULES[nn.GroupNorm] = lambda cx, m, x: decompose.group_norm(cx, x, m.num_groups, m.weight, m.bias, m.eps)
 
 
