@@ -106,16 +106,26 @@ def fresh_dynamo():
     torch._dynamo.reset()
 
 
+# LeViT's randomly initialised outputs are about 1e-9, under fp16's smallest subnormal (6e-8):
+# at fp16 they are 0 (torch's own fp16 LeViT fails on a dtype mismatch before getting there).
+FP16_UNDERFLOWS = {"levit"}
+FP16_TOLERANCE = 5e-3
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
 @pytest.mark.parametrize("name", sorted(MODELS))
-def test_through_torch_compile(name):
+def test_through_torch_compile(name, precision):
+    if precision == "fp16" and name in FP16_UNDERFLOWS:
+        pytest.skip("its outputs underflow fp16 (see FP16_UNDERFLOWS)")
     make, kind = MODELS[name]
     torch.manual_seed(0)
     key, x = example(kind)
     module, x = LastHidden(make(), key).eval().to(DEV), x.to(DEV)
     with torch.no_grad():
         ref = module(x)
-    got, reports = compile_with_reports(module, x)
-    assert ref.abs().sum() > 0 and relative_error(got, ref) < TOLERANCE
+    got, reports = compile_with_reports(module, x, precision=precision)
+    tolerance = TOLERANCE if precision == "fp32" else FP16_TOLERANCE
+    assert ref.abs().sum() > 0 and relative_error(got.float(), ref) < tolerance
     assert [i for r in reports for i in r.in_torch] == [] and sum(r.torch_steps for r in reports) == 0
 
 
