@@ -338,11 +338,12 @@ def heuristic_config(Lq: int, Lk: int, head_dim: int, dtype, head_dim_v: int | N
     if is_interpreter():
         return attention_config(interpreter_block(Lq), interpreter_block(Lk), 4, 1)
     small_m = max(16, min(128, next_pow2(Lq)))
+    short_rows = widest <= 64 and not causal and small_m == 128  # (see SHORT_KEYS)
     if dtype == torch.float32:
         cfg = _fp32_config(widest, small_m)
-    elif widest <= 64 and not causal and small_m == 128 and Lk <= SHORT_KEYS:
+    elif short_rows and Lk <= SHORT_KEYS:
         cfg = attention_config(128, 32, 4, 4)
-    elif widest <= 64 and not causal and small_m == 128 and Lk <= MEDIUM_KEYS:
+    elif short_rows and Lk <= MEDIUM_KEYS:
         cfg = attention_config(64, 64, 4, 3)
     elif widest <= 64:
         cfg = attention_config(small_m, 64, 4, 4)

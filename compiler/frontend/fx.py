@@ -1339,14 +1339,7 @@ def _getitem_tensor(cx: Ctx, x, idx):
     if tensor_pos:
         return _index_with_tensor(cx, x, idx, tensor_pos)
     shape = cx.shape(x)
-    real = sum(1 for k in idx if k is not None and k is not Ellipsis)
-    if real > len(shape):
-        raise ShapeError(f'fx node "{cx.node_name}": {real} indices for a rank-{len(shape)} tensor')
-    if Ellipsis in idx:
-        e = idx.index(Ellipsis)
-        idx = idx[:e] + (slice(None),) * (len(shape) - real) + idx[e + 1:]
-    else:
-        idx = idx + (slice(None),) * (len(shape) - real)
+    idx = _full_index(cx, idx, len(shape))
     slices, out_shape, axis = [], [], 0
     for k in idx:
         if k is None:
@@ -1366,6 +1359,17 @@ def _getitem_tensor(cx: Ctx, x, idx):
     return _slice_and_reshape(cx, x, slices, out_shape)
 
 
+def _full_index(cx: Ctx, idx: tuple, rank: int) -> tuple:
+    """idx with its Ellipsis (or the missing trailing dims) spelled out as full slices."""
+    real = sum(1 for k in idx if k is not None and k is not Ellipsis)
+    if real > rank:
+        raise ShapeError(f'fx node "{cx.node_name}": {real} indices for a rank-{rank} tensor')
+    if Ellipsis in idx:
+        e = idx.index(Ellipsis)
+        return idx[:e] + (slice(None),) * (rank - real) + idx[e + 1:]
+    return idx + (slice(None),) * (rank - real)
+
+
 def _list_index(cx: Ctx, x, idx: tuple) -> tuple:
     """One Python list of ints in an index (Falcon's fused_qkv[..., [-2], :]) as what it selects: a
     slice where its entries are an evenly spaced ascending run, else a constant index tensor;
@@ -1375,10 +1379,7 @@ def _list_index(cx: Ctx, x, idx: tuple) -> tuple:
             or not all(isinstance(i, int) and not isinstance(i, bool) for i in lists[0]):
         return idx
     shape = cx.shape(x)
-    real = sum(1 for k in idx if k is not None and k is not Ellipsis)
-    if Ellipsis in idx:
-        e = idx.index(Ellipsis)
-        idx = idx[:e] + (slice(None),) * (len(shape) - real) + idx[e + 1:]
+    idx = _full_index(cx, idx, len(shape))
     axis = [k for k in idx if k is not None].index(lists[0])
     size = shape[axis]
     if any(not -size <= i < size for i in lists[0]):
