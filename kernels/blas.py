@@ -50,7 +50,8 @@ def library_gemm(a, b, out, M: int, N: int, K: int, stride_am: int, stride_ak: i
 # in flight, not the GEMM's tile (128x256 on 8 warps, one persistent program per SM: ViT-B/16's
 # GELU pass took 46 us on it, 1.7 TB/s). The config's tile params stay the Triton GEMM's, for the
 # tuner's other candidates.
-EPILOGUE_TILE = {"BLOCK_M": 32, "BLOCK_N": 128, "num_warps": 4, "num_stages": 1, "PERSISTENT": 0, "TMA": 0}
+EPILOGUE_TILE = {"BLOCK_M": 32, "BLOCK_N": 128, "num_warps": 4, "num_stages": 1, "PERSISTENT": 0, "TMA": 0,
+                 "SPLIT_EPILOGUE": 0}
 
 
 def kernel_config(config: dict) -> dict:

@@ -139,6 +139,14 @@ def heuristic_config(M: int, N: int, K: int, dtype, out_bytes: int = 2, reads_ti
     return cfg.replace(BLAS=int(_library_pays(M, N, K, library_alone))) if blas else cfg
 
 
+def split_epilogue_pays(cfg: LaunchConfig) -> bool:
+    """Does a generated GEMM's epilogue run on the tile's column halves in turn (SPLIT_EPILOGUE,
+    compiler/codegen/kernels.py)? Where each thread holds 128 or more fp32 accumulators (128x256
+    on 8 warps, 128x128 on 4), the epilogue's temporaries on top of them spill when the whole
+    tile is live at once."""
+    return cfg.BLOCK_M * cfg.BLOCK_N >= 128 * 32 * cfg.num_warps
+
+
 def _library_pays(M: int, N: int, K: int, library_alone: bool) -> bool:
     """Is cuBLAS's product faster than the fused Triton tile? Where cuBLAS does the whole job (no
     epilogue, or a bias it adds itself), yes on every zoo shape the H200 timed (ViT-B/16's QKV
@@ -290,6 +298,9 @@ def candidate_configs(M: int, N: int, K: int, dtype) -> list[LaunchConfig]:
     else:
         cands = [heuristic_config(M, N, K, dtype), tile_config(128, 256, bk, 8, 8, 3, PERSISTENT=1),
                  tile_config(128, 128, bk, 8, 8, 3, PERSISTENT=2),
+                 # 80 KB of shared memory and 128 registers a thread: two programs per SM, one's
+                 # epilogue beside the other's K loop
+                 tile_config(128, 128, bk, 8, 8, 2, PERSISTENT=2),
                  tile_config(128, 128, bk, 8, 4, 4, PERSISTENT=2),
                  tile_config(128, 128, half, 8, 4, 4), tile_config(64, 128, bk, 8, 4, 3),
                  tile_config(128, 64, bk, 8, 4, 3), tile_config(256, 128, bk, 8, 8, 3, PERSISTENT=1)]

@@ -29,7 +29,8 @@ run_tests() {
     tests/test_fx_decompose.py tests/test_blas.py tests/test_autotune.py tests/test_broadcasts.py \
     tests/test_attention_graphs.py tests/test_transformers_tiny.py tests/test_activations.py tests/test_mha.py \
     tests/test_transposes.py tests/test_patch_convs.py tests/test_transformers_breadth.py \
-    tests/test_vision_transformers_tiny.py 2>/dev/null)
+    tests/test_vision_transformers_tiny.py tests/test_onnx_layout.py tests/test_onnx_spatial.py \
+    tests/test_fx_indexing.py tests/test_kernels_matmul.py 2>/dev/null)
   # SIGINT at the time limit: pytest still prints the failures it has seen and their summary.
   timeout -k 15 -s INT "${T_TESTS:-400}" python3 -m pytest -p no:cacheprovider -n 14 -v --tb=short $files \
     > "$out/tests.txt" 2>&1
@@ -56,10 +57,14 @@ run_safety() {
     causal_alignments or many_query or padding or per_key or window or relative or grouped or strided or rank3 or empty \
     or never_read or fully_masked or zero_nan" > "$out/memcheck-attention.txt" 2>&1 &
   memcheck python3 scripts/memcheck_models.py --no-graph > "$out/memcheck-models.txt" 2>&1 &
+  # the breadth models that reach the newer paths: einsum as batched matmuls (XLNet, Funnel), strided
+  # slices of an unfold (ConvBERT), GEMM rows over size-1 dims (LeViT), 1-D pools (SEW), GQA (Mistral)
+  memcheck python3 -m pytest -q -p no:cacheprovider tests/test_transformers_breadth.py tests/test_kernels_matmul.py \
+    -k "xlnet or funnel or convbert or levit or sew or mistral or not breadth" > "$out/memcheck-breadth.txt" 2>&1 &
   # profiled engines (generic kernels, ALIGNED variants) and KV-cache generation
   memcheck python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_dynamic_gpu.py > "$out/memcheck-dynamic.txt" 2>&1 &
   wait
-  for f in kernels new attention models dynamic; do echo "== memcheck $f"; tail -n 6 "$out/memcheck-$f.txt"; done
+  for f in kernels new attention models dynamic breadth; do echo "== memcheck $f"; tail -n 6 "$out/memcheck-$f.txt"; done
 }
 run_attention() {
   timeout "${T_ATTENTION:-300}" python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_attention_kernel.py \

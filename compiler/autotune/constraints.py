@@ -27,8 +27,9 @@ TILE_PAIRS = {"matmul": (("BLOCK_M", "BLOCK_N"), ("BLOCK_M", "BLOCK_K"), ("BLOCK
               "reduction": (("BLOCK_X", "BLOCK_R"),), "attention": (("BLOCK_M", "BLOCK_N"),),
               "mlp": (("BLOCK_M", "BLOCK_H"),)}
 FIXED = {"reduction": ("BLOCK_R",)}   # the whole row is one tile
-DEFAULTED = {"matmul": {"PERSISTENT": 0, "TMA": 0, "BLAS": 0}, "conv": {"PERSISTENT": 0}}  # kernel params with a default
-SWITCHES = ("TMA", "BLAS")  # 0/1 params a kernel takes when generated with the path they switch on
+DEFAULTED = {"matmul": {"PERSISTENT": 0, "TMA": 0, "BLAS": 0, "SPLIT_EPILOGUE": 0},  # kernel params with a default
+             "conv": {"PERSISTENT": 0}}
+SWITCHES = ("TMA", "BLAS", "SPLIT_EPILOGUE")  # 0/1 params a kernel takes when generated with the path they switch on
 
 
 def _is_int(value) -> bool:

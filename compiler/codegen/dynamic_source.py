@@ -24,8 +24,8 @@ _KERNEL_DEF = "@triton.jit\ndef kernel("
 _GRID_DEF = "def grid(meta):"
 _LAUNCH_DEF = re.compile(r"^def launch\((.*)\):\n", re.MULTILINE)
 _LAUNCH_CALL = "kernel[grid]("
-_MEMBER_DEF = re.compile(r"def (member\d+|one_tile)\(")
-_MEMBER_CALL = re.compile(r"(?<!def )\b(member\d+|one_tile)\(")
+_MEMBER_DEF = re.compile(r"def (member\d+|one_tile|epilogue)\(")
+_MEMBER_CALL = re.compile(r"(?<!def )\b(member\d+|one_tile|epilogue)\(")
 _COMPILE_TIME = ("tl.arange(", "tl.static_range(", "tl.full(", "tl.zeros(", "tl.reshape(",
                  "tl.constexpr", "tl.view(", "tl.broadcast_to(")
 

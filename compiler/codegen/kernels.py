@@ -318,7 +318,7 @@ def _precision(dtype: torch.dtype) -> str:
 
 
 def _tile_loop(args: Args, consts: list[str], body: list[str], programs: str, tma: bool = False,
-               blas: bool = False) -> str:
+               blas: bool = False, split: bool = False) -> str:
     """A GEMM-like kernel as `one_tile(..., pid)` plus the `kernel` that runs it.
 
     PERSISTENT (programs per SM, 0 = off) is a launch-config choice the tuner makes: 0 launches
@@ -327,9 +327,10 @@ def _tile_loop(args: Args, consts: list[str], body: list[str], programs: str, tm
     tma: the kernel also takes the GEMM operands' TMA descriptors (None when the launch reads
     them through pointers) and the TMA switch (kernels/tma.py).
     blas: the BLAS switch: the tile reads the library's product from the output (kernels/blas.py).
+    split: the SPLIT_EPILOGUE switch (_epilogue_calls).
     """
     params = ", ".join(args.names[v] for v in args.order) + (", a_desc, b_desc" if tma else "")
-    switches = (["TMA"] if tma else []) + (["BLAS"] if blas else [])
+    switches = (["TMA"] if tma else []) + (["BLAS"] if blas else []) + (["SPLIT_EPILOGUE"] if split else [])
     consts = consts + switches
     const_params = ", ".join(f"{c}: tl.constexpr" for c in consts)
     const_args = ", ".join(consts)
@@ -367,6 +368,31 @@ def _gemm_tile(w: KernelWriter, pointer_tile: str, tma: bool, K: int, b_k_major:
         w.line(line, indent=2)
     w.line("else:")
     w.line(pointer_tile, indent=2)
+
+
+def _epilogue_function(params: str, lines: list[str], batched: bool) -> str:
+    """A GEMM's epilogue (bias, dequantize, the fused ops, the stores) as its own function of an
+    accumulator tile and its row and column offsets, so one_tile can run it on the whole tile or
+    on each column half (_epilogue_calls)."""
+    pid_b = ", pid_b" if batched else ""
+    return (f"@triton.jit\ndef epilogue({params}, acc, offs_m, offs_n{pid_b}, BLOCK_M: tl.constexpr, "
+            f"BLOCK_N: tl.constexpr):\n" + "\n".join(lines) + "\n\n\n")
+
+
+def _epilogue_calls(params: str, batched: bool) -> list[str]:
+    """one_tile's last lines. Under SPLIT_EPILOGUE the epilogue runs on the tile's two column halves
+    in turn: half the fused ops' temporaries are live at once, so a wide tile's epilogue (a GELU, a
+    residual) fits the registers its 128 fp32 accumulators a thread leave (ptxas, sm_90: ViT-B/16's
+    768 -> 3072 + GELU on 128x256 spills 496 bytes a thread whole, none in halves)."""
+    pid_b = ", pid_b" if batched else ""
+    call = lambda acc, offs, block: f"epilogue({params}, {acc}, offs_m, {offs}{pid_b}, BLOCK_M, {block})"  # noqa: E731
+    half = "pid_n * BLOCK_N + {}tl.arange(0, BLOCK_N // 2)"
+    return ["    if SPLIT_EPILOGUE:",
+            "        acc_lo, acc_hi = tl.split(tl.permute(tl.reshape(acc, (BLOCK_M, 2, BLOCK_N // 2)), (0, 2, 1)))",
+            "        " + call("acc_lo", half.format(""), "BLOCK_N // 2"),
+            "        " + call("acc_hi", half.format("BLOCK_N // 2 + "), "BLOCK_N // 2"),
+            "    else:",
+            "        " + call("acc", "offs_n", "BLOCK_N")]
 
 
 def _holds_product(outputs: list[str], layouts, a: Layout, b: Layout, out_shape: tuple) -> bool:
@@ -414,7 +440,7 @@ def _tma_operands(a_index: int, b_index: int, b_k_major: bool) -> str:
 
 def matmul(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: list[str],
            name: str) -> KernelSource:
-    from trident.kernels.matmul import heuristic_config
+    from trident.kernels.matmul import heuristic_config, split_epilogue_pays
     from trident.kernels.tma import gemm_operands_fit
 
     anchor = group.anchor
@@ -433,9 +459,12 @@ def matmul(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: list
     rows = math.prod(size for _, size in rows_dims)
     w.line(f"pid_m, pid_n = grouped_pid(pid, {rows}, {N}, BLOCK_M, BLOCK_N, GROUP_M)")
     a_ptr, b_ptr = a_arg, b_arg
+    batch_index = []  # the batch dims' index lines, which the epilogue function repeats
     if batch:
         w.line("pid_b = tl.program_id(1)")
+        start = len(w.lines)
         w.add_axis(Axis("pid_b", batch))
+        batch_index = w.lines[start:]
         for arg, lay in ((a_arg, a), (b_arg, b)):
             dims = broadcast_dims(lay.shape[:-2], out_shape[:-2])
             off = w.offset(Operand(arg, lay.strides[:-2], dims, lay.dtype))
@@ -457,6 +486,7 @@ def matmul(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: list
                    f"offs_m[:, None], {rows}, BLOCK_M) & prims.in_bounds(offs_n[None, :], {N}, BLOCK_N), "
                    f"other=0).to(tl.float32)")
     _gemm_tile(w, pointer_tile, tma, K, b_sk == 1, _precision(a.dtype), product)
+    tile_lines, w.lines = w.lines, list(batch_index)  # what follows is the epilogue function's body
     w.line(f"mmask = prims.in_bounds(offs_m[:, None], {rows}, BLOCK_M)")
     w.line(f"nmask = prims.in_bounds(offs_n[None, :], {N}, BLOCK_N)")
     w.add_axis(Axis("offs_m[:, None]", rows_dims, "mmask"))
@@ -474,14 +504,19 @@ def matmul(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: list
     cfg = heuristic_config(rows, N, K, a.dtype, _out_bytes(graph, outputs),
                            reads_tiles=_epilogue_reads_tiles(group, graph, out_shape), tma=tma, blas=blas,
                            library_alone=form in ("product", "addmm"))
+    cfg = cfg.replace(SPLIT_EPILOGUE=int(split_epilogue_pays(cfg)))
     imports = TILE_IMPORTS + "\nfrom trident.kernels.matmul import matmul_tile"
     if tma:
         imports += ", matmul_tile_tma\nfrom trident.kernels.tma import gemm_descriptors"
     if blas:
         imports += "\nfrom trident.kernels.blas import kernel_config, library_gemm"
     src = _header(name, group.nodes, graph, imports)
+    params = ", ".join(args.names[v] for v in args.order)
+    src += _epilogue_function(params, w.lines, bool(batch))
+    body = tile_lines + _epilogue_calls(params, bool(batch))
     consts = ["BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M"]
-    src += _tile_loop(args, consts, w.lines, f"tl.cdiv({rows}, BLOCK_M) * tl.cdiv({N}, BLOCK_N)", tma, blas)
+    src += _tile_loop(args, consts, body, f"tl.cdiv({rows}, BLOCK_M) * tl.cdiv({N}, BLOCK_N)", tma, blas,
+                      split=True)
     nbatch = math.prod(s for _, s in batch)
     grid = _tile_grid(f"triton.cdiv({rows}, meta['BLOCK_M']) * triton.cdiv({N}, meta['BLOCK_N'])", nbatch)
     prepare = []

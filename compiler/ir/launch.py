@@ -75,6 +75,7 @@ class LaunchConfig:
             text += f" p{p['PERSISTENT']}" if p.get("PERSISTENT") else ""
             text += " tma" if p.get("TMA") else ""
             text += " blas" if p.get("BLAS") else ""
+            text += " split" if p.get("SPLIT_EPILOGUE") else ""
         else:
             text = " ".join(f"{k.replace('BLOCK_', '')}={v}" for k, v in p.items())
         text += f" w{self.num_warps}"
