@@ -69,6 +69,10 @@ def symbolic_inputs(gm: torch.fx.GraphModule) -> SymbolicInputs | None:
                 dims[i] = found
         elif (s := _symbol(value)) is not None and s.isidentifier():
             scalars[i] = s
+    # An int that is no tensor's size (Funnel's relative-position shift) has no range a profile
+    # could hold: it stays a value, an engine per value seen (key() keys on it).
+    sized = {s for found in dims.values() for s in found.values()}
+    scalars = {i: s for i, s in scalars.items() if s in sized}
     return SymbolicInputs(dims, scalars) if dims else None
 
 

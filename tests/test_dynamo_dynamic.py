@@ -49,3 +49,22 @@ def test_mark_dynamic(partitions):
             torch._dynamo.mark_dynamic(x, 0)
             torch.testing.assert_close(compiled(x), model(x), rtol=1e-4, atol=1e-5)
     assert sum(p.engines_built for p in partitions) == 1
+
+
+class Shifted(torch.nn.Module):
+    """An int argument the graph computes with that sizes no tensor (Funnel's relative-position
+    shift and stride): under dynamic=True dynamo passes it as a symbol of its own."""
+
+    def forward(self, x, shift: int):
+        return torch.relu(x * shift + shift)
+
+
+def test_an_int_that_sizes_no_tensor_is_a_value_not_a_profile_size(partitions):
+    torch._dynamo.reset()
+    model = Shifted()
+    compiled = torch.compile(model, backend="trident", dynamic=True, options={"fallback": False})
+    with torch.no_grad():
+        for rows, shift in ((3, 2), (5, 2), (4, 3), (6, -1)):
+            x = torch.randn(rows, 7)
+            torch.testing.assert_close(compiled(x, shift), model(x, shift), rtol=1e-5, atol=1e-5)
+    assert sum(p.engines_built for p in partitions) == 3  # one per shift; rows 3 and 5 share one

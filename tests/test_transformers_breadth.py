@@ -75,7 +75,7 @@ MODELS = {
  "convbert": (lambda: t.ConvBertModel(t.ConvBertConfig(**V, **TXT)), "txt"),
 }
 
-# What still runs in torch through the ONNX export (explain lists it): Funnel's ScatterND (its
+# What may still run in torch through the ONNX export (explain lists it): Funnel's ScatterND (its
 # relative-position tensor, written index by index) and ConvBERT's Gathers along an inner axis of a
 # computed tensor (the exporter's im2col), which have no kernel.
 ONNX_IN_TORCH = {"funnel": {"scatter_nd"}, "convbert": {"gather"}}
@@ -140,4 +140,5 @@ def test_through_onnx(name):
     engine = build_engine(export_onnx(module, (x,)), precision="fp32")
     (got,) = run_engine(engine, x)
     assert relative_error(got, ref) < TOLERANCE
-    assert {s.node.op for s in engine.plan.steps if s.kind == "torch"} == ONNX_IN_TORCH.get(name, set())
+    # (torch's exporters differ between versions: some write Funnel's tensor without a ScatterND)
+    assert {s.node.op for s in engine.plan.steps if s.kind == "torch"} <= ONNX_IN_TORCH.get(name, set())
