@@ -9,6 +9,7 @@ from trident.compiler import dynamo
 from trident.models import MODELS
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::DeprecationWarning")
+DEV = "cuda" if torch.cuda.is_available() else "cpu"
 
 
 @pytest.fixture
@@ -27,11 +28,11 @@ def partitions(monkeypatch):
 def test_bert_over_eight_lengths_builds_at_most_two_engines(partitions):
     torch._dynamo.reset()
     build, make = MODELS["bert_tiny"]
-    model = build().eval()
+    model = build().eval().to(DEV)
     compiled = torch.compile(model, backend="trident", dynamic=True, options={"fallback": False})
     with torch.no_grad():
         for seq in (8, 12, 5, 31, 64, 100, 9, 17):
-            x = make(2, seq=seq, with_mask=True)
+            x = [t.to(DEV) for t in make(2, seq=seq, with_mask=True)]
             torch.testing.assert_close(compiled(*x), model(*x), rtol=1e-4, atol=1e-4)
     assert partitions and all(p.symbolic is not None for p in partitions)
     built = [p.engines_built for p in partitions]
@@ -41,11 +42,11 @@ def test_bert_over_eight_lengths_builds_at_most_two_engines(partitions):
 
 def test_mark_dynamic(partitions):
     torch._dynamo.reset()
-    model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.GELU(), torch.nn.Linear(32, 8)).eval()
+    model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.GELU(), torch.nn.Linear(32, 8)).eval().to(DEV)
     compiled = torch.compile(model, backend="trident", options={"fallback": False})
     with torch.no_grad():
         for rows in (3, 7, 20):
-            x = torch.randn(rows, 16)
+            x = torch.randn(rows, 16, device=DEV)
             torch._dynamo.mark_dynamic(x, 0)
             torch.testing.assert_close(compiled(x), model(x), rtol=1e-4, atol=1e-5)
     assert sum(p.engines_built for p in partitions) == 1
@@ -65,6 +66,6 @@ def test_an_int_that_sizes_no_tensor_is_a_value_not_a_profile_size(partitions):
     compiled = torch.compile(model, backend="trident", dynamic=True, options={"fallback": False})
     with torch.no_grad():
         for rows, shift in ((3, 2), (5, 2), (4, 3), (6, -1)):
-            x = torch.randn(rows, 7)
+            x = torch.randn(rows, 7, device=DEV)
             torch.testing.assert_close(compiled(x, shift), model(x, shift), rtol=1e-5, atol=1e-5)
     assert sum(p.engines_built for p in partitions) == 3  # one per shift; rows 3 and 5 share one

@@ -50,7 +50,7 @@ MODELS = {
  "clip_text": (lambda: t.CLIPTextModel(t.CLIPTextConfig(**V, **TXT)), "txt"),
  "gpt_bigcode": (lambda: t.GPTBigCodeModel(t.GPTBigCodeConfig(n_embd=32, n_layer=2, n_head=2, vocab_size=100, n_positions=64, multi_query=True)), "txt"),
  "gpt_neo": (lambda: t.GPTNeoModel(t.GPTNeoConfig(hidden_size=32, num_layers=2, num_heads=2, vocab_size=100, max_position_embeddings=64, attention_types=[[["global", "local"], 1]], window_size=4)), "txt"),
- "codegen": (lambda: t.CodeGenModel(t.CodeGenConfig(n_embd=32, n_layer=2, n_head=2, vocab_size=100, n_positions=64, rotary_dim=8)), "txt"),
+ "codegen": (lambda: t.CodeGenModel(t.CodeGenConfig(n_embd=32, n_layer=2, n_head=4, vocab_size=100, n_positions=64, rotary_dim=8)), "txt"),  # heads: a multiple of its 4 model-parallel groups
  "stablelm": (lambda: t.StableLmModel(t.StableLmConfig(**V, **TXT, num_key_value_heads=1)), "txt"),
  "starcoder2": (lambda: t.Starcoder2Model(t.Starcoder2Config(**V, **TXT, num_key_value_heads=1)), "txt"),
  "olmo": (lambda: t.OlmoModel(t.OlmoConfig(**V, **TXT)), "txt"),

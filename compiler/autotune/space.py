@@ -426,9 +426,9 @@ def candidates(problem: dict, base: LaunchConfig, level: str, limits: DeviceLimi
         rest = prune(_neighbours(base, problem), problem, limits)
     if base.get("SPLIT_EPILOGUE") is not None:
         # A generated GEMM: the base tile with its epilogue split the other way, every other tile
-        # split as the heuristic would split it.
+        # split where its whole-tile epilogue would spill.
         rest = [base.replace(SPLIT_EPILOGUE=1 - base.SPLIT_EPILOGUE)] + \
-            [c.replace(SPLIT_EPILOGUE=int(matmul_templates.split_epilogue_pays(c))) for c in rest]
+            [c.replace(SPLIT_EPILOGUE=int(matmul_templates.epilogue_spills(c))) for c in rest]
     if base.get("TMA") is not None:
         # A kernel that can load through TMA: the base tile is timed both ways, the others the base's way.
         rest = [base.replace(TMA=1 - base.TMA)] + [c.replace(TMA=base.TMA) for c in rest]

@@ -373,7 +373,7 @@ def _gemm_tile(w: KernelWriter, pointer_tile: str, tma: bool, K: int, b_k_major:
 def _epilogue_function(params: str, lines: list[str], batched: bool) -> str:
     """A GEMM's epilogue (bias, dequantize, the fused ops, the stores) as its own function of an
     accumulator tile and its row and column offsets, so one_tile can run it on the whole tile or
-    on each column half (_epilogue_calls)."""
+    on each column half (_epilogue_calls). BLOCK_M and BLOCK_N are the GEMM tile's (the masks')."""
     pid_b = ", pid_b" if batched else ""
     return (f"@triton.jit\ndef epilogue({params}, acc, offs_m, offs_n{pid_b}, BLOCK_M: tl.constexpr, "
             f"BLOCK_N: tl.constexpr):\n" + "\n".join(lines) + "\n\n\n")
@@ -383,16 +383,18 @@ def _epilogue_calls(params: str, batched: bool) -> list[str]:
     """one_tile's last lines. Under SPLIT_EPILOGUE the epilogue runs on the tile's two column halves
     in turn: half the fused ops' temporaries are live at once, so a wide tile's epilogue (a GELU, a
     residual) fits the registers its 128 fp32 accumulators a thread leave (ptxas, sm_90: ViT-B/16's
-    768 -> 3072 + GELU on 128x256 spills 496 bytes a thread whole, none in halves)."""
+    768 -> 3072 + GELU on 128x256 spills 496 bytes a thread whole, none in halves). The epilogue's
+    BLOCK_N stays the tile's: its column mask may be dropped only where whole tiles fit the
+    columns (a half that fits them says nothing of the other half: N = 32 on 64-wide tiles)."""
     pid_b = ", pid_b" if batched else ""
-    call = lambda acc, offs, block: f"epilogue({params}, {acc}, offs_m, {offs}{pid_b}, BLOCK_M, {block})"  # noqa: E731
+    call = lambda acc, offs: f"epilogue({params}, {acc}, offs_m, {offs}{pid_b}, BLOCK_M, BLOCK_N)"  # noqa: E731
     half = "pid_n * BLOCK_N + {}tl.arange(0, BLOCK_N // 2)"
     return ["    if SPLIT_EPILOGUE:",
             "        acc_lo, acc_hi = tl.split(tl.permute(tl.reshape(acc, (BLOCK_M, 2, BLOCK_N // 2)), (0, 2, 1)))",
-            "        " + call("acc_lo", half.format(""), "BLOCK_N // 2"),
-            "        " + call("acc_hi", half.format("BLOCK_N // 2 + "), "BLOCK_N // 2"),
+            "        " + call("acc_lo", half.format("")),
+            "        " + call("acc_hi", half.format("BLOCK_N // 2 + ")),
             "    else:",
-            "        " + call("acc", "offs_n", "BLOCK_N")]
+            "        " + call("acc", "offs_n")]
 
 
 def _holds_product(outputs: list[str], layouts, a: Layout, b: Layout, out_shape: tuple) -> bool:
@@ -440,7 +442,7 @@ def _tma_operands(a_index: int, b_index: int, b_k_major: bool) -> str:
 
 def matmul(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: list[str],
            name: str) -> KernelSource:
-    from trident.kernels.matmul import heuristic_config, split_epilogue_pays
+    from trident.kernels.matmul import heuristic_config
     from trident.kernels.tma import gemm_operands_fit
 
     anchor = group.anchor
@@ -504,7 +506,7 @@ def matmul(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: list
     cfg = heuristic_config(rows, N, K, a.dtype, _out_bytes(graph, outputs),
                            reads_tiles=_epilogue_reads_tiles(group, graph, out_shape), tma=tma, blas=blas,
                            library_alone=form in ("product", "addmm"))
-    cfg = cfg.replace(SPLIT_EPILOGUE=int(split_epilogue_pays(cfg)))
+    cfg = cfg.replace(SPLIT_EPILOGUE=0)  # the tuner times the split (autotune/space.py)
     imports = TILE_IMPORTS + "\nfrom trident.kernels.matmul import matmul_tile"
     if tma:
         imports += ", matmul_tile_tma\nfrom trident.kernels.tma import gemm_descriptors"
