@@ -192,7 +192,8 @@ def partition(gm: torch.fx.GraphModule) -> tuple[torch.fx.GraphModule | None, li
     from trident.compiler.frontend.fx import supported_fx_target, target_label
 
     parts = fx_partition.propose(gm.graph, _support(supported_fx_target))
-    in_torch = [InTorch(target_label(n), n.name, "no trident converter for this op")
+    in_torch = [InTorch(target_label(n), n.name, "a value torch reads that is no tensor (partitions return "
+                        "tensors)" if supported_fx_target(n) else "no trident converter for this op")
                 for n in parts.left_in_torch if n.target is not operator.getitem]
     if not parts.partitions:
         return None, in_torch
@@ -200,19 +201,33 @@ def partition(gm: torch.fx.GraphModule) -> tuple[torch.fx.GraphModule | None, li
 
 
 def _support(supported_target):
-    """The partitioner's predicate: a supported target, except an item taken from the result of
-    a node left in torch (a partition would receive that whole tuple, and import would take
-    it for a constant); it stays in torch with its producer."""
+    """The partitioner's predicate: a supported target, except
+    - an item taken from the result of a node left in torch (a partition would receive that
+      whole tuple, and import would take it for a constant): it stays in torch with its producer;
+    - a node whose value is no tensor (shape arithmetic: an int, a size) that torch or the graph's
+      output reads: a partition returns tensors only, so it stays in torch with its reader
+      (transformers 4.x's Funnel computes its relative-position bounds so)."""
     known: dict[torch.fx.Node, bool] = {}
 
     def supported(node: torch.fx.Node) -> bool:
         if node not in known:
+            known[node] = True  # (provisional: a getitem's source may ask about its users)
             source = node.args[0] if node.args else None
             from_torch = (node.target is operator.getitem and isinstance(source, torch.fx.Node)
                           and source.op in fx_partition.COMPUTE_OPS and not supported(source))
-            known[node] = supported_target(node) and not from_torch
+            known[node] = supported_target(node) and not from_torch and not _read_outside(node, supported)
         return known[node]
     return supported
+
+
+def _read_outside(node: torch.fx.Node, supported) -> bool:
+    """Is `node` a value no partition could return (not a tensor, nor a tuple of them) that a
+    node outside every partition reads?"""
+    value = node.meta.get("example_value", node.meta.get("val"))
+    if value is None or isinstance(value, torch.Tensor) or \
+            (isinstance(value, (tuple, list)) and all(isinstance(v, torch.Tensor) for v in value)):
+        return False
+    return any(u.op not in fx_partition.COMPUTE_OPS or not supported(u) for u in node.users)
 
 
 def _compute_nodes(gm: torch.fx.GraphModule) -> int:
@@ -320,6 +335,7 @@ class TridentSubgraph(torch.nn.Module):
         self.symbolic = symbolic_inputs(gm)   # dynamic sizes: one engine serves them all
         self.engines_built = 0
         self._said_fallback = False           # a failing build is reported once, not per shape
+        self._said_per_size = False           # so is a profile that does not build
         self.import_s = self.compile_s = 0.0  # build time, summed over the engines built
         output = next(n for n in gm.graph.nodes if n.op == "output")
         leaves, self._out_spec = tree_flatten(output.args[0])
@@ -357,9 +373,10 @@ class TridentSubgraph(torch.nn.Module):
             if entry is _FALLBACK or fits(entry[0], sizes):
                 return entry
         entry = self._build(args, profiles_for(self.symbolic, args))
-        if entry is _FALLBACK and not entries:
-            self.symbolic = None  # no profile: engines per concrete size, as for static graphs
-            return None
+        if entry is _FALLBACK:
+            if not entries:
+                self.symbolic = None  # no profile: engines per concrete size, as for static graphs
+            return None               # (these sizes: an engine of their own)
         entries.append(entry)
         return entry
 
@@ -407,6 +424,9 @@ class TridentSubgraph(torch.nn.Module):
                                    f"partition {self._num_outputs}")
             engine.cuda_graph = bool(self.options["cuda_graph"]) and _config.CUDA_GRAPHS
         except TridentError as e:
+            if profiles:  # no shape-generic engine: one per size instead (nothing runs in torch)
+                self._say_per_size(e)
+                return _FALLBACK
             if not self.options["fallback"]:
                 raise
             self._record_fallback(e)
@@ -440,6 +460,12 @@ class TridentSubgraph(torch.nn.Module):
             except TridentError:
                 if k == len(profiles) - 1:
                     raise
+
+    def _say_per_size(self, error: TridentError) -> None:
+        if not self._said_per_size:
+            self._said_per_size = True
+            warnings.warn(f"trident backend: partition {self.name} gets an engine per size, not one "
+                          f"for every size: {' '.join(str(error).split())}", stacklevel=5)
 
     def _record_fallback(self, error: TridentError) -> None:
         if self._said_fallback:

@@ -234,3 +234,32 @@ def test_cuda_graphs_off_everywhere_reaches_the_backends_engines(monkeypatch, ev
     _, reports = compile_with_reports(model, torch.randn(2, 8), cuda_graph=True)
     engines = [e for r in reports for e in r.engines()]
     assert engines and all(e.cuda_graph is everywhere for e in engines)
+
+
+class _RecordValues(torch.fx.Interpreter):
+    """Runs a traced graph, keeping each node's value as dynamo would (meta["example_value"])."""
+
+    def run_node(self, n):
+        value = super().run_node(n)
+        n.meta["example_value"] = value
+        return value
+
+
+def test_an_int_that_torch_reads_stays_in_torch_with_its_reader():
+    """A partition returns tensors only: shape arithmetic (an int) that a node left in torch reads
+    is left in torch too (transformers 4.x's Funnel), and the tensor math around it is fused."""
+    from trident.compiler.dynamo import partition
+
+    def f(x):
+        n = x.size(0) * 2 - 1                    # ints: size, mul, sub
+        ramp = torch.arange(n, dtype=x.dtype)    # no converter: torch reads n
+        return torch.relu(x).sum() + ramp.sum()
+
+    gm = torch.fx.symbolic_trace(f)
+    x = torch.randn(3, 4)
+    _RecordValues(gm).run(x)
+    fused, in_torch = partition(gm)
+    left = {i.node: i.reason for i in in_torch}
+    assert left["arange"] == "no trident converter for this op"
+    assert "no tensor" in left["sub"] and "no tensor" in left["mul"]
+    torch.testing.assert_close(fused(x), f(x))

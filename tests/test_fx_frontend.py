@@ -268,6 +268,13 @@ CASES = {
                 [randn(3, 4), randn(3, 4)]),
     "min": (lambda: Fn(lambda s, x: (torch.amin(x, (0, 2)), x.min(dim=1).values, x.min())),
             [randn(2, 3, 4)]),
+    # transformers 4.x: CodeGen's causal mask, Funnel's position bounds and cls mask
+    "triu_tril": (lambda: Fn(lambda s, x: (torch.triu(x), x.tril(-1), torch.triu(x, 2))), [randn(2, 5, 6)]),
+    "new_tensor_and_a_list_of_slices": (lambda: Fn(lambda s, x: x[[slice(None), slice(None, 1)]]
+                                                   + x.new_tensor([1.5, -2.0, 3.0])), [randn(4, 3)]),
+    # a scale past fp16's range (Funnel's INF = 1e6): 1e6 * 0 must stay 0 at fp16, not inf * 0
+    "huge_mask_scale": (lambda: Fn(lambda s, x, m: torch.softmax(x - 1e6 * (1 - m), -1)),
+                        [randn(3, 8), lambda: (torch.randn(3, 8) > 0).float()]),
 }
 
 @pytest.mark.parametrize("via", VIAS)
@@ -286,6 +293,20 @@ def test_op_fp16(case):
     make_module, inputs = CASES[case]
     torch.manual_seed(0)
     check(make_module(), inputs, "export", tol=FP16, dtype=torch.float16)
+
+
+def test_an_fp16_engine_clamps_constants_past_fp16s_range():
+    """An fp32 model built at fp16: a constant past fp16's range (Funnel's INF = 1e6) becomes fp16's
+    largest finite value, as TensorRT clamps weights, not inf (1e6 * 0 is 0; inf * 0 is NaN)."""
+    import trident
+
+    make_module, make_inputs = CASES["huge_mask_scale"]
+    module = make_module().eval()
+    inputs = [f() for f in make_inputs]
+    engine = trident.build_engine(module, "fp16", example_inputs=inputs)
+    out = engine(*inputs)
+    out = (out[0] if isinstance(out, (list, tuple)) else out).float().cpu()
+    torch.testing.assert_close(out, module(*inputs), rtol=1e-2, atol=1e-3)
 
 
 # ------------------------------------------------------------------ graph behaviour ----

@@ -1334,6 +1334,8 @@ def _narrow(cx: Ctx, x, dim, start, length):
 def _getitem_tensor(cx: Ctx, x, idx):
     """x[idx] for ints, slices, None, Ellipsis, one list of ints, and one index tensor with full
     slices elsewhere."""
+    if isinstance(idx, list) and any(k is None or k is Ellipsis or isinstance(k, slice) for k in idx):
+        idx = tuple(idx)  # a list holding slices indexes as a tuple does (torch keeps numpy's old rule)
     idx = _list_index(cx, x, idx if isinstance(idx, tuple) else (idx,))
     tensor_pos = [i for i, k in enumerate(idx) if isinstance(k, (Val, torch.Tensor))]
     if tensor_pos:
@@ -1687,6 +1689,9 @@ converts("new_zeros", aten.new_zeros.default)(decompose.new_filled(0))
 converts("new_ones", aten.new_ones.default)(decompose.new_filled(1))
 converts("new_full", aten.new_full.default)(decompose.new_filled(None))
 converts("new_empty", aten.new_empty.default)(decompose.new_filled(0))
+converts("new_tensor")(decompose.new_tensor)
+converts(torch.triu, aten.triu.default, "triu")(decompose.triangle(upper=True))
+converts(torch.tril, aten.tril.default, "tril")(decompose.triangle(upper=False))
 converts(operator.setitem)(decompose.setitem)
 converts(assign)(decompose.assign)
 converts("zero_", aten.zero_.default)(decompose.fill_in_place(0))

@@ -223,6 +223,32 @@ def new_filled(fill):
     return convert
 
 
+def new_tensor(cx, x, data, dtype=None, device=None, requires_grad=False, layout=None, pin_memory=None):
+    """Tensor.new_tensor(data): a constant of x's dtype from Python data (Funnel's cls_pos in
+    transformers 4.x). Data computed in the graph is a copy: unsupported."""
+    if not isinstance(data, (int, float, bool, list, tuple, torch.Tensor)):
+        raise UnsupportedError(f'fx node "{cx.node_name}": new_tensor of a graph value')
+    made = torch.as_tensor(data, dtype=dtype or cx.dtype(x)).clone()
+    cx.note_made(made)
+    return made
+
+
+def triangle(upper: bool):
+    """torch.triu / tril: x where the column minus the row is at least (triu) or at most (tril)
+    `diagonal`, zero elsewhere, over the last two dims (a constant boolean mask)."""
+    def convert(cx, x, diagonal=0, *, out=None):
+        if isinstance(x, torch.Tensor):
+            return torch.triu(x, diagonal) if upper else torch.tril(x, diagonal)
+        shape = cx.shape(x)
+        if len(shape) < 2:
+            raise ShapeError(f'fx node "{cx.node_name}": {"triu" if upper else "tril"} of a rank-{len(shape)} tensor')
+        rows, cols = shape[-2:]
+        offset = torch.arange(cols)[None, :] - torch.arange(rows)[:, None]
+        keep = offset >= diagonal if upper else offset <= diagonal
+        return cx.emit("where", [keep, x, torch.tensor(0, dtype=cx.dtype(x))])
+    return convert
+
+
 def _size(args: Sequence[Any]) -> list[int]:
     if len(args) == 1 and isinstance(args[0], (list, tuple, torch.Size)):
         args = args[0]

@@ -29,7 +29,7 @@ def lower_precision(graph: Graph, precision: str = "fp16") -> Graph:
             rename[name] = b.add1("cast", [name], {"dtype": low}, name=f"{name}_{precision}")
     for name, tensor in graph.constants.items():
         if tensor.dtype == torch.float32 and name not in keep:
-            tensor = tensor.to(low)
+            tensor = _to_low(tensor, low)
         b.graph.constants[name] = tensor
         b.graph.types[name] = type(graph.types[name]).of(tensor)
     for node in graph.nodes:
@@ -47,3 +47,13 @@ def lower_precision(graph: Graph, precision: str = "fp16") -> Graph:
             value = b.add1("cast", [value], {"dtype": graph.types[name].dtype}, name=f"{name}_out")
         outputs.append(value)
     return b.finish(outputs)
+
+
+def _to_low(tensor: torch.Tensor, low: torch.dtype) -> torch.Tensor:
+    """An fp32 constant in `low`, its finite values past `low`'s range clamped to its largest finite
+    ones (as TensorRT clamps weights), not rounded to inf: a mask scale such as transformers 4.x
+    Funnel's INF = 1e6 stays a huge number, so `1e6 * (1 - mask)` is 0 where the mask is 1, where
+    inf would give inf * 0 = NaN. Infinities and NaN stay what they are."""
+    top = torch.finfo(low).max
+    return torch.where(tensor.isfinite(), tensor.clamp(-top, top), tensor).to(low)
+
