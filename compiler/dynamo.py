@@ -192,12 +192,19 @@ def partition(gm: torch.fx.GraphModule) -> tuple[torch.fx.GraphModule | None, li
     from trident.compiler.frontend.fx import supported_fx_target, target_label
 
     parts = fx_partition.propose(gm.graph, _support(supported_fx_target))
-    in_torch = [InTorch(target_label(n), n.name, "a value torch reads that is no tensor (partitions return "
-                        "tensors)" if supported_fx_target(n) else "no trident converter for this op")
+    in_torch = [InTorch(target_label(n), n.name, _why_in_torch(n, supported_fx_target))
                 for n in parts.left_in_torch if n.target is not operator.getitem]
     if not parts.partitions:
         return None, in_torch
     return fx_partition.fuse(gm, parts.partitions), in_torch
+
+
+def _why_in_torch(node: torch.fx.Node, supported_target) -> str:
+    if _in_vmap(node):
+        return "part of a torch.vmap, which runs in torch whole"
+    if supported_target(node):
+        return "a value torch reads that is no tensor (partitions return tensors)"
+    return "no trident converter for this op"
 
 
 def _support(supported_target):
@@ -215,9 +222,20 @@ def _support(supported_target):
             source = node.args[0] if node.args else None
             from_torch = (node.target is operator.getitem and isinstance(source, torch.fx.Node)
                           and source.op in fx_partition.COMPUTE_OPS and not supported(source))
-            known[node] = supported_target(node) and not from_torch and not _read_outside(node, supported)
+            known[node] = supported_target(node) and not from_torch and not _in_vmap(node) \
+                and not _read_outside(node, supported)
         return known[node]
     return supported
+
+
+def _in_vmap(node: torch.fx.Node) -> bool:
+    """Is `node` part of a torch.vmap (transformers 4.x builds its attention masks so): one of
+    functorch's calls that enter and leave it, or a value computed inside (a batched tensor,
+    which only the vmap around it can unwrap)? The region stays in torch, whole."""
+    if str(getattr(node.target, "__module__", "") or "").startswith("torch._functorch"):
+        return True
+    value = node.meta.get("example_value", node.meta.get("val"))
+    return isinstance(value, torch.Tensor) and torch._C._functorch.is_batchedtensor(value)
 
 
 def _read_outside(node: torch.fx.Node, supported) -> bool:

@@ -96,8 +96,16 @@ def written_operand(node: torch.fx.Node) -> torch.fx.Node | None:
 
 
 def _storage(node: torch.fx.Node):
+    """The storage of the node's example value, or None where it has none to show: not a tensor,
+    or a tensor inside a vmap (transformers 4.x builds its masks so), whose storage torch does
+    not expose (the view ops then tell the aliases)."""
     value = node.meta.get("example_value", node.meta.get("val"))
-    return StorageWeakRef(value.untyped_storage()) if isinstance(value, torch.Tensor) else None
+    if not isinstance(value, torch.Tensor):
+        return None
+    try:
+        return StorageWeakRef(value.untyped_storage())
+    except (NotImplementedError, RuntimeError):
+        return None
 
 
 def _root(node: torch.fx.Node) -> torch.fx.Node:

@@ -153,11 +153,19 @@ def _library_pays(M: int, N: int, K: int, library_alone: bool) -> bool:
     """Is cuBLAS's product faster than the fused Triton tile? Where cuBLAS does the whole job (no
     epilogue, or a bias it adds itself), yes on every zoo shape the H200 timed (ViT-B/16's QKV
     38.1 against 43.3 us, BERT's 93.4 against 95.3). Where a Triton pass over its product must
-    follow (GELU, residual), the pass costs about what the library saves: ViT-B/16's and BERT's
-    GELU GEMMs 3-5% faster, ConvNeXt-T's 10% slower, residual GEMMs even to 9% slower
-    (docs/performance.md, "Library GEMMs"); those start on Triton's tile and the tuner decides.
-    In the interpreter too, so CPU tests run what the GPU runs."""
-    return _config.LIBRARY_GEMM and library_alone and M * N * K > 0
+    follow (GELU, residual), the pass costs about what the library saves at K = 96-768
+    (docs/performance.md, "Library GEMMs"): those start on Triton's tile and the tuner decides.
+    From K = LIBRARY_PASS_K on, what cuBLAS saves grows with K and the pass does not (it reads
+    and writes the output once): ViT-B/16's 3072 -> 768 + residual took 50.2 us through cuBLAS and
+    the pass against 61.8 on its heuristic tile ("Split epilogues"). In the interpreter too, so CPU
+    tests run what the GPU runs."""
+    return _config.LIBRARY_GEMM and M * N * K > 0 and (library_alone or K >= LIBRARY_PASS_K)
+
+
+# The K from which cuBLAS's product plus an epilogue pass starts ahead of the fused Triton tile:
+# cuBLAS's K loop at ~640 TFLOP/s against ~450 saves 2MNK x 6.6e-16 s, the pass costs about
+# 6MN bytes / 3 TB/s = 2e-12 MN s: even at K = 1,500-2,000.
+LIBRARY_PASS_K = 2048
 
 
 def _tma_pays(dtype) -> bool:

@@ -263,3 +263,34 @@ def test_an_int_that_torch_reads_stays_in_torch_with_its_reader():
     assert left["arange"] == "no trident converter for this op"
     assert "no tensor" in left["sub"] and "no tensor" in left["mul"]
     torch.testing.assert_close(fused(x), f(x))
+
+
+class VmapMask(torch.nn.Module):
+    """transformers 4.x's way: a causal mask built by nested torch.vmap over index aranges, a
+    disabled autocast block around part of the math, keys concatenated onto an empty cache."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(8, 8)
+
+    def forward(self, x):
+        n = x.shape[1]
+        rows, cols = torch.arange(n), torch.arange(n)
+        visible = torch.vmap(torch.vmap(lambda i, j: j <= i, in_dims=(None, 0)), in_dims=(0, None))(rows, cols)
+        with torch.autocast("cpu", enabled=False):
+            keys = torch.cat([torch.tensor([]), self.fc(x)], dim=-2)
+        scores = keys @ x.transpose(-1, -2)
+        return torch.softmax(scores.masked_fill(~visible, float("-inf")), -1) @ x
+
+
+def test_a_traced_vmap_runs_in_torch_in_its_order_and_the_rest_is_fused():
+    from trident.compiler.testing import compile_with_reports
+
+    torch._dynamo.reset()
+    model, x = VmapMask().eval(), torch.randn(2, 5, 8)
+    with torch.no_grad():
+        got, reports = compile_with_reports(model, x, precision="fp32")
+        torch.testing.assert_close(got, model(x), rtol=1e-5, atol=1e-5)
+    reasons = {i.reason for r in reports for i in r.in_torch}
+    assert reasons == {"part of a torch.vmap, which runs in torch whole"}, reasons
+    assert sum(r.torch_steps for r in reports) == 0 and sum(r.num_kernels for r in reports) > 0

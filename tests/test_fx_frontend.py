@@ -304,7 +304,7 @@ def test_an_fp16_engine_clamps_constants_past_fp16s_range():
     module = make_module().eval()
     inputs = [f() for f in make_inputs]
     engine = trident.build_engine(module, "fp16", example_inputs=inputs)
-    out = engine(*inputs)
+    out = engine(*[x.to(engine.device) for x in inputs])
     out = (out[0] if isinstance(out, (list, tuple)) else out).float().cpu()
     torch.testing.assert_close(out, module(*inputs), rtol=1e-2, atol=1e-3)
 

@@ -1189,8 +1189,9 @@ def _einsum(cx: Ctx, equation, *operands):
 @converts(aten.cat.default, torch.cat, torch.concat, torch.concatenate)
 def _cat(cx: Ctx, tensors, dim=0, *, axis=None):
     dim = dim if axis is None else axis  # (torch takes numpy's name too: Funnel writes axis=)
-    tensors = [t for t in tensors if not (isinstance(t, torch.Tensor) and t.dim() == 1
-                                          and t.numel() == 0)]  # torch.cat skips legacy empties
+    # torch.cat skips 1-D empty tensors whatever the other operands' rank (transformers 4.x's
+    # DynamicCache starts each layer's keys as torch.tensor([]))
+    tensors = [t for t in tensors if tuple(cx.shape(t)) != (0,)]
     tensors = _promote(cx, *tensors)
     if len(tensors) == 1:
         return tensors[0]
@@ -1690,6 +1691,14 @@ converts("new_ones", aten.new_ones.default)(decompose.new_filled(1))
 converts("new_full", aten.new_full.default)(decompose.new_filled(None))
 converts("new_empty", aten.new_empty.default)(decompose.new_filled(0))
 converts("new_tensor")(decompose.new_tensor)
+
+
+@converts(torch.amp.autocast_mode._enter_autocast, torch.amp.autocast_mode._exit_autocast)
+def _autocast_region(cx: Ctx, *args):
+    """A traced `torch.autocast` block (transformers 4.x computes its rotary embeddings in one,
+    disabled): the engine's precision decides every op's dtype, so entering and leaving it is
+    nothing to compute (both stay in one partition: the exit reads only the entry)."""
+    return None
 converts(torch.triu, aten.triu.default, "triu")(decompose.triangle(upper=True))
 converts(torch.tril, aten.tril.default, "tril")(decompose.triangle(upper=False))
 converts(operator.setitem)(decompose.setitem)
