@@ -127,6 +127,12 @@ def _bn(c):
     return bn
 
 
+def _write_into_a_cloned_mask(s, x):
+    mask = torch.full((4, 4), -1e4)[None].expand(2, 4, 4).clone()
+    mask[:, :, 0] = 0.0
+    return x + mask
+
+
 CASES = {
     # conv / matmul
     "conv2d": (lambda: Fn(lambda s, x: s.c(x), c=nn.Conv2d(4, 6, 3, stride=2, padding=1)),
@@ -272,6 +278,8 @@ CASES = {
     "triu_tril": (lambda: Fn(lambda s, x: (torch.triu(x), x.tril(-1), torch.triu(x, 2))), [randn(2, 5, 6)]),
     "new_tensor_and_a_list_of_slices": (lambda: Fn(lambda s, x: x[[slice(None), slice(None, 1)]]
                                                    + x.new_tensor([1.5, -2.0, 3.0])), [randn(4, 3)]),
+    # BLOOM / BioGPT (transformers 4.x): a mask constant expanded, cloned, then written into
+    "clone_of_an_expanded_constant_then_a_write": (lambda: Fn(_write_into_a_cloned_mask), [randn(2, 4, 4)]),
     # a scale past fp16's range (Funnel's INF = 1e6): 1e6 * 0 must stay 0 at fp16, not inf * 0
     "huge_mask_scale": (lambda: Fn(lambda s, x, m: torch.softmax(x - 1e6 * (1 - m), -1)),
                         [randn(3, 8), lambda: (torch.randn(3, 8) > 0).float()]),

@@ -605,9 +605,25 @@ for _method, _dtype in {"float": torch.float32, "half": torch.float16, "bfloat16
                         "int": torch.int32, "long": torch.int64, "bool": torch.bool}.items():
     converts(_method)(lambda cx, x, memory_format=None, _d=_dtype: cx.cast(x, _d))
 
-converts(aten.clone.default, aten.alias.default, aten.detach.default, aten.lift_fresh_copy.default,
-         aten.contiguous.default, torch.clone, torch.detach, "clone", "contiguous",
-         "detach")(_identity)
+converts(aten.alias.default, aten.detach.default, torch.detach, "detach")(_identity)
+
+
+@converts(aten.clone.default, aten.lift_fresh_copy.default, torch.clone, "clone")
+def _clone(cx: Ctx, x, *, memory_format=None):
+    """A graph value as it is (values are never written in place); a constant the import holds
+    copied, as torch copies it, so a slice assignment into the copy finds dense memory of its
+    own (transformers 4.x's BLOOM and BioGPT clone an expanded mask, then write into it)."""
+    if not isinstance(x, torch.Tensor):
+        return x
+    copy = x.clone(memory_format=torch.contiguous_format)
+    cx.note_made(copy)
+    return copy
+
+
+@converts(aten.contiguous.default, "contiguous")
+def _contiguous(cx: Ctx, x, memory_format=None):
+    """As clone where a constant is not contiguous (torch copies it then); else itself."""
+    return x if not isinstance(x, torch.Tensor) or x.is_contiguous() else _clone(cx, x)
 
 
 # ============================================================================== matmul ====
