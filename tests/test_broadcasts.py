@@ -59,6 +59,31 @@ def test_padding_mask_bias_is_computed_per_key_and_expanded(rng):
         assert_matches_reference(simple, inputs(rng), max_kernels=2)
 
 
+def inverted_mask_graph():
+    """transformers 4.x's SDPA padding mask: keep [B, 1, 1, L] expanded to [B, 1, L, L], cast to
+    fp32, 1 - it, then masked_fill(inverted, inverted.bool(), min): the expanded mask is read twice."""
+    b = GraphBuilder("inverted")
+    scores = b.input("scores", TensorType((B, H, L, L), torch.float32))
+    ids = b.input("attention_mask", TensorType((B, L), torch.int64))
+    keep = b.add1("reshape", [ids], {"shape": [B, 1, 1, L]})
+    keep = b.add1("expand", [keep], {"shape": [B, 1, L, L]})
+    keep = b.add1("cast", [keep], {"dtype": torch.float32})
+    inverted = b.add1("sub", [b.constant(torch.tensor(1.0), "one"), keep])
+    hidden = b.add1("cast", [inverted], {"dtype": torch.bool})
+    lowest = b.constant(torch.tensor(torch.finfo(torch.float32).min), "lowest")
+    bias = b.add1("where", [hidden, lowest, inverted])
+    return b.finish([b.add1("add", [scores, bias])])
+
+
+def test_an_elementwise_op_of_two_views_of_one_expand_is_computed_small(rng):
+    graph = inverted_mask_graph()
+    simple = simplify_broadcasts(graph)
+    assert shapes_of(simple, "where") == [(B, 1, 1, L)]
+    assert shapes_of(simple, "expand") == [(B, 1, L, L)]
+    check_same_function(graph, simple, rng)
+    assert_matches_reference(simple, inputs(rng), max_kernels=2)
+
+
 def test_a_constant_that_is_not_neutral_stays(rng):
     for op in ("logical_and", "logical_or"):
         graph = padding_bias_graph(neutral=False, op=op)

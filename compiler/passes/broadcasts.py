@@ -10,7 +10,8 @@ Rules, in one walk over the graph (each sees the rewritten producers of its inpu
   and(x, all True) / or(x, all False)      -> x, expanded to the op's output shape
   where(all True, a, b) / where(all False, a, b) -> a / b, expanded (torch's and of a traced mask)
   expand(x) to x's own shape               -> x;   expand(expand(x)) -> expand(x)
-  elementwise(expand(x), scalar constants) -> expand(elementwise(x, scalars))
+  elementwise(expand(x), scalar constants) -> expand(elementwise(x, scalars)), also with several
+    operands expanded from one shape: op(expand(x), expand(y)) -> expand(op(x, y))
 """
 from __future__ import annotations
 
@@ -52,15 +53,20 @@ def _constant_choice(node: Node, rb: Rebuild, out_shape: tuple) -> list[str] | N
 
 
 def _sink_expand(node: Node, rb: Rebuild, out_shape: tuple) -> list[str] | None:
-    """elementwise(expand(x), scalars...) -> expand(elementwise(x, scalars...))."""
+    """elementwise(expand(x), expand(y).., scalars..) -> expand(elementwise(x, y.., scalars..)),
+    where x, y.. have one shape (transformers 4.x's masked_fill(inverted, inverted.bool(), min)
+    reads its expanded mask twice)."""
     inputs = [rb.value(i) for i in node.inputs]
     scalars = [rb.constant(i) is not None and rb.constant(i).numel() == 1 for i in node.inputs]
     expands = [rb.producer(v) for v in inputs]
     spread = [k for k, e in enumerate(expands) if e is not None and e.op == "expand" and not scalars[k]]
-    if len(spread) != 1 or sum(scalars) != len(inputs) - 1:
+    if not spread or len(spread) + sum(scalars) != len(inputs):
         return None
-    k = spread[0]
-    inputs[k] = expands[k].inputs[0]
+    sources = [expands[k].inputs[0] for k in spread]
+    if len({rb.shape(v) for v in sources}) != 1:
+        return None
+    for k, source in zip(spread, sources):
+        inputs[k] = source
     small = rb.builder.add1(node.op, inputs, node.attrs, name=node.name)
     return [_expanded(rb, small, out_shape, f"{node.name}.expand")]
 
