@@ -111,16 +111,20 @@ def _keep_barriers_in_place(graph: torch.fx.Graph, position: dict[str, int], bar
     index = {n: i for i, n in enumerate(nodes)}
     segment = {n: bisect.bisect_left(barriers, place[n]) for n in nodes}
     wall = {barriers.index(place[n]): n for n in nodes if is_barrier(n)}
+    walls, present = set(wall.values()), set(nodes)
+    members: dict[int, list] = {}
+    for n in nodes:
+        if n not in walls:
+            members.setdefault(segment[n], []).append(n)
 
     def after(n):  # what must run before n
         needs = set(n.all_input_nodes)
         k = segment[n]
-        if n in wall.values():
-            needs |= {m for m in nodes if segment[m] == k and m is not n and not is_barrier(m)}
-            needs |= {wall[k - 1]} if k > 0 else set()
-        elif k > 0:
+        if n in walls:
+            needs.update(members.get(k, ()))
+        if k > 0:
             needs.add(wall[k - 1])
-        return needs & set(nodes)
+        return needs & present
 
     waiting = {n: after(n) for n in nodes}
     users: dict = {n: [] for n in nodes}
