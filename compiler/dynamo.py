@@ -50,7 +50,7 @@ from trident.compiler import fx_partition
 from trident.compiler.autotune.tuner import LEVELS
 from trident.compiler.dynamo_shapes import fits, profiles_for, symbolic_inputs
 from trident.compiler.errors import TridentError, UnsupportedError
-from trident.compiler.fx_mutation import EXPLICIT, make_writes_explicit
+from trident.compiler.fx_mutation import EXPLICIT, example_value, make_writes_explicit
 
 DEFAULTS = {"precision": _config.DEFAULT_PRECISION, "calibration": None, "cuda_graph": True,
             "fallback": True, "min_nodes": 1, "tune": "none"}
@@ -234,14 +234,14 @@ def _in_vmap(node: torch.fx.Node) -> bool:
     which only the vmap around it can unwrap)? The region stays in torch, whole."""
     if str(getattr(node.target, "__module__", "") or "").startswith("torch._functorch"):
         return True
-    value = node.meta.get("example_value", node.meta.get("val"))
+    value = example_value(node)
     return isinstance(value, torch.Tensor) and torch._C._functorch.is_batchedtensor(value)
 
 
 def _read_outside(node: torch.fx.Node, supported) -> bool:
     """Is `node` a value no partition could return (not a tensor, nor a tuple of them) that a
     node outside every partition reads?"""
-    value = node.meta.get("example_value", node.meta.get("val"))
+    value = example_value(node)
     if value is None or isinstance(value, torch.Tensor) or \
             (isinstance(value, (tuple, list)) and all(isinstance(v, torch.Tensor) for v in value)):
         return False

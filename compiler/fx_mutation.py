@@ -95,11 +95,16 @@ def written_operand(node: torch.fx.Node) -> torch.fx.Node | None:
     return None
 
 
+def example_value(node: torch.fx.Node):
+    """The value dynamo (example_value) or export (val) recorded for `node`, or None."""
+    return node.meta.get("example_value", node.meta.get("val"))
+
+
 def _storage(node: torch.fx.Node):
     """The storage of the node's example value, or None where it has none to show: not a tensor,
     or a tensor inside a vmap (transformers 4.x builds its masks so), whose storage torch does
     not expose (the view ops then tell the aliases)."""
-    value = node.meta.get("example_value", node.meta.get("val"))
+    value = example_value(node)
     if not isinstance(value, torch.Tensor):
         return None
     try:

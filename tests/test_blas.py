@@ -53,8 +53,8 @@ def _build(x, library: bool, monkeypatch, precision="fp16"):
     return model, trident.build_engine(model, precision, example_inputs=[x])
 
 
-def _run(engine, x):
-    out = engine(x.to(DEV))
+def _run(engine, *inputs):
+    out = engine(*[x.to(DEV) for x in inputs])
     return (out[0] if isinstance(out, (list, tuple)) else out).float().cpu()
 
 
@@ -233,11 +233,6 @@ def test_a_deep_k_loop_takes_the_library_product_and_the_epilogue_pass(monkeypat
         engine = trident.build_engine(model, "fp16", example_inputs=[x])
         (step,) = _gemm_steps(engine)
         assert step.config.get("BLAS") == library and "    library_gemm(" in step.source
-        out = _run_all(engine, x)
+        out = _run(engine, x)
         ref = model(x)
         assert ((out - ref).abs().max() / ref.abs().max()).item() < 1e-2
-
-
-def _run_all(engine, *inputs):
-    out = engine(*[x.to(DEV) for x in inputs])
-    return (out[0] if isinstance(out, (list, tuple)) else out).float().cpu()

@@ -1715,6 +1715,8 @@ def _autocast_region(cx: Ctx, *args):
     disabled): the engine's precision decides every op's dtype, so entering and leaving it is
     nothing to compute (both stay in one partition: the exit reads only the entry)."""
     return None
+
+
 converts(torch.triu, aten.triu.default, "triu")(decompose.triangle(upper=True))
 converts(torch.tril, aten.tril.default, "tril")(decompose.triangle(upper=False))
 converts(operator.setitem)(decompose.setitem)
