@@ -33,6 +33,7 @@ import torch
 
 from trident.compiler import config as _config
 from trident.compiler.ir.launch import LaunchConfig
+from trident.kernels import attention_hopper
 from trident.kernels.common import cdiv, dot_acc, interpreter_block, is_interpreter, next_pow2
 from trident.kernels.prims import in_bounds
 
@@ -264,8 +265,20 @@ def attention_config(BLOCK_M: int, BLOCK_N: int, num_warps: int = 4, num_stages:
     return LaunchConfig.of(num_warps, num_stages, BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N)
 
 
+def hopper_config(BLOCK_N: int = 128, num_stages: int = 3, overlap: bool = True) -> LaunchConfig:
+    """A config of kernels/attention_hopper.py's warp-specialized kernel (WS=1): 128-row query
+    tiles, BLOCK_N keys per step, num_stages K/V blocks in flight; OVERLAP: each consumer group
+    keeps one block's QK^T and the last block's PV in flight together."""
+    return LaunchConfig.of(4, num_stages, BLOCK_M=128, BLOCK_N=BLOCK_N, WS=1, OVERLAP=int(overlap))
+
+
 def check_config(cfg: LaunchConfig) -> None:
     """Raise ValueError for blocks tl.dot cannot take (< 16, not powers of two)."""
+    if cfg.get("WS"):
+        why = attention_hopper.why_unfit(cfg)
+        if why:
+            raise ValueError(f"warp-specialized attention config {cfg}: {why}")
+        return
     for name in ("BLOCK_M", "BLOCK_N"):
         value = cfg[name]
         if value < 16 or value != next_pow2(value):
@@ -324,7 +337,7 @@ MEDIUM_KEYS = 1024
 
 
 def heuristic_config(Lq: int, Lk: int, head_dim: int, dtype, head_dim_v: int | None = None,
-                     mask_bytes: int = 0, causal: bool = False) -> LaunchConfig:
+                     mask_bytes: int = 0, causal: bool = False, hopper: bool = False) -> LaunchConfig:
     """Deterministic default for an H200 (or cheap big blocks in the interpreter).
 
     fp16/bf16 follow FlashAttention-2 / Triton's tutorial on Hopper: 128-row query tiles (two
@@ -332,9 +345,13 @@ def heuristic_config(Lq: int, Lk: int, head_dim: int, dtype, head_dim_v: int | N
     128x64 on 8 warps, where 4 warps spill), 64-key steps, 3-4 stages; past head dim 128 the
     pipeline keeps 2 stages (Q alone is 64 KB at 256). A mask's tiles in flight take shared memory
     too: the config then gives up stages, then key and query block, until it fits.
-    mask_bytes: the mask's element size (0: no mask). fp32: see _fp32_config."""
+    mask_bytes: the mask's element size (0: no mask). fp32: see _fp32_config.
+    hopper: the problem fits kernels/attention_hopper.py's kernel on this device (its `why_not`);
+    it is the pick where it measured ahead (see hopper_pays)."""
     head_dim_v = head_dim if head_dim_v is None else head_dim_v
     widest = max(head_dim, head_dim_v)
+    if hopper and hopper_pays(Lk, widest, causal):
+        return _hopper_heuristic(widest, causal)
     if is_interpreter():
         return attention_config(interpreter_block(Lq), interpreter_block(Lk), 4, 1)
     small_m = max(16, min(128, next_pow2(Lq)))
@@ -350,6 +367,34 @@ def heuristic_config(Lq: int, Lk: int, head_dim: int, dtype, head_dim_v: int | N
     else:
         cfg = attention_config(small_m, 64, 8 if small_m == 128 else 4, 3 if widest <= 128 else 2)
     return _fit(cfg, head_dim, head_dim_v, dtype.itemsize, mask_bytes, causal)
+
+
+# Where the warp-specialized kernel measured ahead of this module's program (H200, fp16, CUDA-graph
+# replays behind an L2 flush, docs/attention.md "Warp-specialized kernel"): from 1,024 keys when
+# causal or at head dim 128 (8,192 keys, d128: 1.69 ms against 2.22; causal 2,048, d64: 0.117
+# against 0.132), from 4,096 otherwise (non-causal 2,048, d64: 0.172 against 0.166; 512: 0.033
+# against 0.027, where a 128-row tile's fixed cost is spread over four key blocks).
+HOPPER_KEYS = 4096
+HOPPER_KEYS_CAUSAL_OR_WIDE = 1024
+
+
+def hopper_pays(Lk: int, head_dim: int, causal: bool) -> bool:
+    return Lk >= (HOPPER_KEYS_CAUSAL_OR_WIDE if causal or head_dim > 64 else HOPPER_KEYS)
+
+
+def _hopper_heuristic(head_dim: int, causal: bool) -> LaunchConfig:
+    """Three K/V stages with the overlapped pipeline, but for causal head dim 64 (two stages, no
+    overlap: 0.117 against 0.119 ms at 2,048 keys)."""
+    if causal and head_dim <= 64:
+        return hopper_config(128, 2, overlap=False)
+    return hopper_config(128, 3, overlap=True)
+
+
+def hopper_candidates(head_dim: int) -> list[LaunchConfig]:
+    """The warp-specialized configs worth timing (shared memory allowing)."""
+    configs = [hopper_config(128, 3, True), hopper_config(128, 2, False), hopper_config(128, 2, True),
+               hopper_config(128, 4, True), hopper_config(64, 4, True)]
+    return [c for c in configs if attention_hopper.why_unfit(c, head_dim) is None]
 
 
 def _fit(cfg: LaunchConfig, head_dim: int, head_dim_v: int, elem_bytes: int, mask_bytes: int,
@@ -379,9 +424,10 @@ def _fp32_config(head_dim: int, small_m: int) -> LaunchConfig:
 
 
 def candidate_configs(Lq: int, Lk: int, head_dim: int, dtype, head_dim_v: int | None = None,
-                      mask_bytes: int = 0, causal: bool = False) -> list[LaunchConfig]:
+                      mask_bytes: int = 0, causal: bool = False, hopper: bool = False) -> list[LaunchConfig]:
     """A short list for autotuning: the heuristic's pick first, then the usual FlashAttention tiles
-    that fit (see why_unfit)."""
+    that fit (see why_unfit), then (hopper: the problem fits that kernel here) the warp-specialized
+    kernel's configs."""
     head_dim_v = head_dim if head_dim_v is None else head_dim_v
     if dtype == torch.float32:
         rest = [attention_config(32, 32, 8, 2), attention_config(64, 16, 8, 2), attention_config(16, 32, 4, 2),
@@ -393,7 +439,9 @@ def candidate_configs(Lq: int, Lk: int, head_dim: int, dtype, head_dim_v: int | 
                 attention_config(128, 64, 8, 2), attention_config(128, 32, 8, 2), attention_config(64, 32, 4, 3)]
     fits = [c for c in rest if why_unfit(c, head_dim, head_dim_v, dtype.itemsize, mask_bytes, causal=causal) is None
             and c.BLOCK_M <= max(16, next_pow2(Lq))]
-    first = heuristic_config(Lq, Lk, head_dim, dtype, head_dim_v, mask_bytes, causal)
+    if hopper:
+        fits += hopper_candidates(max(head_dim, head_dim_v))
+    first = heuristic_config(Lq, Lk, head_dim, dtype, head_dim_v, mask_bytes, causal, hopper)
     return list(dict.fromkeys([first] + fits))
 
 
@@ -523,6 +571,12 @@ def default_scale(head_dim: int) -> float:
     return 1.0 / math.sqrt(head_dim) if head_dim else 1.0
 
 
+def hopper_fits(plan: AttentionLaunch, q, k, v, o, zero_nan_rows: bool = False) -> bool:
+    """Can kernels/attention_hopper.py's kernel run this problem on these tensors here?"""
+    return (attention_hopper.available(q.device) and attention_hopper.why_not(
+        plan, q.dtype, zero_nan_rows, [t.data_ptr() for t in (q, k, v, o)]) is None)
+
+
 def _mask_bytes(mask: torch.Tensor | None) -> int:
     return 0 if mask is None else mask.element_size()
 
@@ -548,10 +602,18 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Ten
                        _triple(o), causal)
     if o.numel() == 0:
         return o
+    hopper = hopper_fits(plan, q, k, v, o, zero_nan_rows)
     cfg = config or heuristic_config(plan.Lq, plan.Lk, plan.D, q.dtype, plan.DV, _mask_bytes(mask),
-                                     plan.causal_offset is not None)
+                                     plan.causal_offset is not None, hopper)
     check_config(cfg)
     scale = default_scale(plan.D) if scale is None else float(scale)
+    if cfg.get("WS"):
+        if hopper:
+            attention_hopper.launch(q, k, v, o, plan, scale, cfg)
+            return o
+        # Not on this device or these operands (a view that starts off 16 bytes, say): the program.
+        cfg = heuristic_config(plan.Lq, plan.Lk, plan.D, q.dtype, plan.DV, _mask_bytes(mask),
+                               plan.causal_offset is not None)
     attention_kernel[(plan.grid(cfg.BLOCK_M),)](
         q, k, v, q if mask is None else mask, o, **plan.sizes(), **plan.stride_args(), SCALE=scale,
         MASK_KIND=plan.mask_kind,

@@ -28,8 +28,11 @@ TILE_PAIRS = {"matmul": (("BLOCK_M", "BLOCK_N"), ("BLOCK_M", "BLOCK_K"), ("BLOCK
               "mlp": (("BLOCK_M", "BLOCK_H"),)}
 FIXED = {"reduction": ("BLOCK_R",)}   # the whole row is one tile
 DEFAULTED = {"matmul": {"PERSISTENT": 0, "TMA": 0, "BLAS": 0, "SPLIT_EPILOGUE": 0},  # kernel params with a default
-             "conv": {"PERSISTENT": 0}}
-SWITCHES = ("TMA", "BLAS", "SPLIT_EPILOGUE")  # 0/1 params a kernel takes when generated with the path they switch on
+             "conv": {"PERSISTENT": 0}, "attention": {"WS": 0, "OVERLAP": 0}}
+SWITCHES = ("TMA", "BLAS", "SPLIT_EPILOGUE", "WS", "OVERLAP")  # 0/1 params a kernel takes when generated with the path they switch on
+# An attention kernel generated with kernels/attention_hopper.py's path (its PROBLEM says "hopper")
+# takes WS and OVERLAP whether or not its base config uses them.
+HOPPER_SWITCHES = ("WS", "OVERLAP")
 
 
 def _is_int(value) -> bool:
@@ -87,7 +90,7 @@ def config_error(cfg, problem: dict, base: LaunchConfig) -> str | None:
         return f"parameters {sorted(params)}, the kernel takes {sorted(want)}"
     want = {**optional, **want}
     for switch in SWITCHES:  # a kernel with the path can switch it on whether or not its base does
-        if switch in dict(base.params):
+        if switch in dict(base.params) or (switch in HOPPER_SWITCHES and problem.get("hopper") is True):
             want[switch] = 1
     if not _is_int(cfg.num_warps) or cfg.num_warps not in WARPS:
         return f"num_warps={cfg.num_warps!r} is not one of {WARPS}"

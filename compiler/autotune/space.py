@@ -18,6 +18,7 @@ from trident.compiler import config
 from trident.compiler.autotune.constraints import config_error
 from trident.compiler.ir.launch import LaunchConfig
 from trident.kernels import attention as attention_template
+from trident.kernels import attention_hopper
 from trident.kernels import mlp as mlp_template
 from trident.kernels import conv as conv_templates
 from trident.kernels import depthwise as depthwise_templates
@@ -143,8 +144,9 @@ def _reduction_space(problem: dict, base: LaunchConfig) -> list[LaunchConfig]:
 
 
 def _attention_space(problem: dict) -> list[LaunchConfig]:
+    hopper = attention_template.hopper_candidates(int(problem["D"])) if problem.get("hopper") else []
     return [LaunchConfig.of(w, st, BLOCK_M=bm, BLOCK_N=bn)
-            for bm, bn, w, st in itertools.product((16, 32, 64, 128), (16, 32, 64, 128), (2, 4, 8), (2, 3, 4, 5))]
+            for bm, bn, w, st in itertools.product((16, 32, 64, 128), (16, 32, 64, 128), (2, 4, 8), (2, 3, 4, 5))] + hopper
 
 
 def _mlp_space(problem: dict) -> list[LaunchConfig]:
@@ -271,6 +273,10 @@ def _reduction_reason(cfg: LaunchConfig, problem: dict, limits: DeviceLimits) ->
 
 
 def _attention_reason(cfg: LaunchConfig, problem: dict, limits: DeviceLimits) -> str | None:
+    if cfg.get("WS"):  # kernels/attention_hopper.py's kernel: its own rules
+        if not problem.get("hopper"):
+            return "the warp-specialized kernel does not take this problem here"
+        return attention_hopper.why_unfit(cfg, int(problem["D"]))
     if _wider_than(cfg, int(problem["Lq"]), int(problem["Lk"])):
         return "tile wider than the problem"
     if cfg["BLOCK_M"] * cfg["BLOCK_N"] / (32 * cfg.num_warps) < 8:
@@ -387,7 +393,7 @@ def _attention_hand_picked(problem: dict) -> list[LaunchConfig]:
     """kernels/attention.candidate_configs: FlashAttention's usual tiles."""
     return attention_template.candidate_configs(int(problem["Lq"]), int(problem["Lk"]), int(problem["D"]), dtype_of(problem),
                              int(problem["DV"]), int(problem.get("mask_bytes", 0)),
-                             bool(problem.get("causal", False)))
+                             bool(problem.get("causal", False)), bool(problem.get("hopper", False)))
 
 
 def _neighbours(base: LaunchConfig, problem: dict) -> list[LaunchConfig]:

@@ -15,6 +15,7 @@ from trident.compiler.codegen.program import Layout
 from trident.compiler.fusion import Group
 from trident.compiler.ir import Graph
 from trident.kernels import attention as template
+from trident.kernels import attention_hopper
 
 
 def _keywords(values: dict) -> str:
@@ -39,17 +40,48 @@ def generate(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: li
         pointers.append(pointers[0])  # never read: MASK_KIND is 0
     pointers.append(args(out, "out"))
     mask_bytes = 0 if mask is None else mask.dtype.itemsize
-    cfg = template.heuristic_config(plan.Lq, plan.Lk, plan.D, q.dtype, plan.DV, mask_bytes,
-                                    plan.causal_offset is not None)
-    src = _header(name, group.nodes, graph, "from trident.kernels.attention import attention_program")
+    scale, zero_nan_rows = float(node.attrs["scale"]), bool(node.attrs.get("zero_nan_rows", False))
+    causal = plan.causal_offset is not None
+    hopper = _hopper_here(plan, q.dtype, zero_nan_rows)
+    cfg = template.heuristic_config(plan.Lq, plan.Lk, plan.D, q.dtype, plan.DV, mask_bytes, causal, hopper)
+    imports = "from trident.kernels.attention import attention_program"
+    if hopper:
+        imports += "\nfrom trident.kernels.attention import AttentionLaunch\nfrom trident.kernels import attention_hopper"
+    src = _header(name, group.nodes, graph, imports)
     params = ", ".join(args.names[a] for a in args.order)
     src += f"@triton.jit\ndef kernel({params}, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):\n"
-    src += _program_call(pointers, plan, float(node.attrs["scale"]), q.dtype,
-                         bool(node.attrs.get("zero_nan_rows", False)))
-    src += "\n\n" + _launcher(args, f"(triton.cdiv({plan.Lq}, meta['BLOCK_M']) * {plan.heads},)", cfg)
+    src += _program_call(pointers, plan, scale, q.dtype, zero_nan_rows)
+    prepare = ""
+    if hopper:
+        program = template.heuristic_config(plan.Lq, plan.Lk, plan.D, q.dtype, plan.DV, mask_bytes, causal)
+        src += f"\n\nPLAN = {plan!r}\nPROGRAM_CONFIG = {program.to_dict()!r}\n"
+        prepare = _hopper_prologue([pointers[i] for i in (0, 1, 2, 4)], scale)
+    src += "\n\n" + _launcher(args, f"(triton.cdiv({plan.Lq}, meta['BLOCK_M']) * {plan.heads},)", cfg,
+                              prepare=prepare)
     problem = {"template": "attention", "BH": plan.heads, "Lq": plan.Lq, "Lk": plan.Lk, "D": plan.D,
-               "DV": plan.DV, "causal": plan.causal_offset is not None, "mask_bytes": mask_bytes, "dtype": q.dtype}
+               "DV": plan.DV, "causal": causal, "mask_bytes": mask_bytes, "dtype": q.dtype, "hopper": hopper}
     return KernelSource(name, src, list(args.order), cfg, problem=problem)
+
+
+def _hopper_here(plan, dtype, zero_nan_rows: bool) -> bool:
+    """Does kernels/attention_hopper.py's kernel take this problem on this machine's GPU? (Its data
+    pointers are checked at each launch.)"""
+    if not torch.cuda.is_available():
+        return False
+    device = torch.device("cuda", torch.cuda.current_device())
+    return attention_hopper.available(device) and attention_hopper.why_not(plan, dtype, zero_nan_rows) is None
+
+
+def _hopper_prologue(qkvo: list[str], scale: float) -> str:
+    """launch()'s first lines under WS=1: the warp-specialized kernel, or the program (with its own
+    heuristic config) when an operand does not start 16-byte aligned."""
+    q, k, v, o = qkvo
+    return "\n    ".join([
+        "if config.get('WS'):",
+        f"    if attention_hopper.why_not(PLAN, {q}.dtype, pointers=[t.data_ptr() for t in ({q}, {k}, {v}, {o})]):",
+        "        config = PROGRAM_CONFIG",
+        "    else:",
+        f"        return attention_hopper.launch({q}, {k}, {v}, {o}, PLAN, {scale!r}, config)"])
 
 
 def _program_call(pointers: list[str], plan, scale: float, dtype: torch.dtype, zero_nan_rows: bool) -> str:

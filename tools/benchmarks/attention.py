@@ -5,8 +5,9 @@
     trident bench attention --dry-run                           # the code path on the CPU
 
 For every (batch * heads, sequence, head dim) of SHAPES, causal and not, fp16: the median time of
-trident's kernel (kernels/attention.py, the program an engine's attention step runs) with its
-heuristic config and with the best of its candidate configs, and of torch SDPA as it dispatches
+trident's attention (kernels/attention.py, what an engine's attention step runs: its Triton program
+or, on Hopper, kernels/attention_hopper.py's warp-specialized kernel) with its heuristic config
+and with the best of its candidate configs (both kernels'), and of torch SDPA as it dispatches
 (FlashAttention / cuDNN / memory-efficient) and per backend; TFLOP/s (4 * B*H * L^2 * D, causal
 counted as half, as FlashAttention reports) and the ratio. Every call is captured in a CUDA graph
 and timed behind an L2 flush (compiler/timing.py's config_ms), so the host's launch path is not
@@ -21,7 +22,8 @@ from typing import Callable
 import torch
 
 from trident.compiler.timing import config_ms
-from trident.kernels.attention import attention, attention_flops, candidate_configs, heuristic_config
+from trident.kernels.attention import (_triple, attention, attention_flops, candidate_configs, heuristic_config,
+                                       hopper_fits, plan_launch)
 from trident.tools.benchmarks.results import ResultsFile, require_gpu
 
 # (batch, heads, sequence, head dim)
@@ -64,10 +66,12 @@ def bench_row(b: int, h: int, seq: int, d: int, causal: bool, *, device: str = "
     flops = attention_flops(b * h, seq, seq, d, d, causal)
     row = {"batch": b, "heads": h, "seq": seq, "head_dim": d, "causal": causal, "dtype": str(dtype)[6:],
            "flops": flops}
-    heuristic = heuristic_config(seq, seq, d, dtype, causal=causal)
+    # The warp-specialized kernel (kernels/attention_hopper.py) where this GPU and problem take it.
+    hopper = hopper_fits(plan_launch(_triple(q), _triple(k), _triple(v), None, _triple(q), alignment), q, k, v, q)
+    heuristic = heuristic_config(seq, seq, d, dtype, causal=causal, hopper=hopper)
     times = {heuristic: timer(lambda: attention(q, k, v, causal=alignment, config=heuristic))}
     if tune:
-        for cfg in candidate_configs(seq, seq, d, dtype, causal=causal)[1:]:
+        for cfg in candidate_configs(seq, seq, d, dtype, causal=causal, hopper=hopper)[1:]:
             times[cfg] = timer(lambda cfg=cfg: attention(q, k, v, causal=alignment, config=cfg))
     best = min(times, key=times.get)
     row["heuristic_config"], row["heuristic_ms"] = heuristic.to_dict(), times[heuristic]
@@ -127,7 +131,8 @@ def format_row(r: dict) -> str:
     return (f"{r['batch'] * r['heads']:>7} {r['seq']:>6} {r['head_dim']:>4} {str(r['causal']):>6} | "
             f"{num(r['ms'], '10.3f')} {num(r['tflops'], '8.1f')} {num(r['heuristic_ms'], '9.3f')} | "
             f"{num(r['sdpa_ms'], '8.3f')} {num(r['sdpa_tflops'], '8.1f')} | {num(r['vs_sdpa'], '6.2f')}x | "
-            f"{cfg['BLOCK_M']}x{cfg['BLOCK_N']} w{cfg['num_warps']} s{cfg['num_stages']}")
+            f"{cfg['BLOCK_M']}x{cfg['BLOCK_N']} w{cfg['num_warps']} s{cfg['num_stages']}"
+            + (" warp-specialized" + (", overlapped" if cfg.get("OVERLAP") else "") if cfg.get("WS") else ""))
 
 
 def summary(rows: list[dict]) -> dict:

@@ -1,0 +1,394 @@
+"""Fused attention on Hopper (sm_90): FlashAttention-3's forward, warp-specialized, in Gluon.
+
+kernels/attention.py's Triton program is FlashAttention-2: every warp loads, multiplies and runs
+the softmax in turn, so the tensor cores idle while the exponentials run (docs/attention.md).
+This kernel splits the work between warp groups, as FlashAttention-3 and cuDNN do on Hopper:
+
+- a loader partition (the default one, 4 warps, registers handed to the others) issues TMA copies:
+  the program's Q tile once, then K and V blocks into a ring of STAGES buffers, each block waiting
+  until both consumers have released its slot (`kv_empty`);
+- two consumer warp groups (4 warps each, 240 registers) own one half of the query tile each
+  (64 rows) and run QK^T and PV as asynchronous wgmma with the online softmax between them. Their
+  instruction streams are independent, so one group's softmax runs while the other's matrix
+  multiplies do (FlashAttention-3's "ping-pong", left to the warp schedulers).
+
+Every operand is read through a 5-D TMA descriptor over its [B, W, H, L, D] view (the strides of
+kernels/attention.py's plan, so head-split and QKV-split views need no copy). TMA bounds each copy
+by the descriptor's shape: rows past Lq or Lk read zeros and never the next head, so the kernel
+reads nothing outside its operands; scores of keys past Lk are masked to -inf, and rows past Lq
+are never stored.
+
+What it takes (`fits`): fp16 / bf16, one head dim D = DV of 64 or 128, no user mask, causal or
+not (either alignment), grouped-query heads, any lengths; 16-byte aligned base pointers and
+strides, unit stride along D. Everything else runs kernels/attention.py's program.
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import torch
+
+import triton
+
+try:  # Gluon ships with Triton 3.4+; its Hopper module with 3.5+
+    from triton.experimental import gluon
+    from triton.experimental.gluon import language as gl
+    from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma, warpgroup_mma, warpgroup_mma_wait
+    from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+    HAVE_GLUON = True
+except ImportError:  # pragma: no cover - an older Triton: the Triton program runs everything
+    HAVE_GLUON = False
+
+HEAD_DIMS = (64, 128)
+DTYPES = (torch.float16, torch.bfloat16)
+BLOCK_M = 128  # two consumer warp groups of 64 rows
+LOADER_WARPS = 4  # the kernel's num_warps: the default partition
+LOG2E = 1.4426950408889634
+
+
+if HAVE_GLUON:
+    CONSUMER_WARPS = gl.constexpr(4)
+    CONSUMER_REGISTERS = gl.constexpr(240)
+
+    @gluon.constexpr_function
+    def _mma_layout(cols):
+        """One warp group's wgmma accumulator layout for a [64, cols] tile."""
+        return gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, cols, 16])
+
+    @gluon.jit
+    def _tile(t, num_m, H, W, H_KV, Lk, causal_offset, CAUSAL: gl.constexpr, TILE: gl.constexpr,
+              BLOCK_N: gl.constexpr):
+        """Tile t's (b, w, h, h_kv, first query row, key blocks every row sees whole, key blocks).
+        Query tiles of one head are neighbours (their K and V stay in L2); causal ones run longest
+        first."""
+        pid_bh = t // num_m
+        pid_m = t % num_m
+        if CAUSAL:
+            pid_m = num_m - 1 - pid_m
+        h = pid_bh % H
+        bw = pid_bh // H
+        start_m = pid_m * TILE
+        if CAUSAL:
+            end = gl.minimum(gl.maximum(start_m + TILE + causal_offset, 0), Lk)
+            n_full = gl.minimum(gl.maximum(start_m + causal_offset + 1, 0) // BLOCK_N, end // BLOCK_N)
+        else:
+            end = Lk
+            n_full = Lk // BLOCK_N
+        return bw // W, bw % W, h, h // (H // H_KV), start_m, n_full, gl.cdiv(end, BLOCK_N)
+
+    @gluon.jit
+    def _key_block(it, j, q, k_smem, v_smem, k_ready, v_ready, kv_empty, acc, l_i, m_i, offs_m, offs_n, Lk,
+                   causal_offset, QK_SCALE: gl.constexpr, STAGES: gl.constexpr, ROWS: gl.constexpr,
+                   BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr, CAUSAL: gl.constexpr, BOUNDARY: gl.constexpr):
+        """Fold key block j (the program's it-th block: its ring slot) into this warp group's running
+        (acc, l, m), then release the slot. BOUNDARY blocks mask keys past Lk and right of the
+        causal diagonal."""
+        s_layout: gl.constexpr = _mma_layout(BLOCK_N)
+        o_layout: gl.constexpr = _mma_layout(HEAD_DIM)
+        slot = it % STAGES
+        phase = (it // STAGES) & 1
+        mbarrier.wait(k_ready.index(slot), phase)
+        qk = gl.zeros([ROWS, BLOCK_N], gl.float32, s_layout)
+        qk = warpgroup_mma(q, k_smem.index(slot).permute((1, 0)), qk, use_acc=False, is_async=True)
+        qk = warpgroup_mma_wait(num_outstanding=0, deps=(qk,))
+        if BOUNDARY or QK_SCALE < 0:
+            s = qk * QK_SCALE
+            if BOUNDARY:
+                cols = j * BLOCK_N + offs_n
+                visible = (cols < Lk)[None, :]
+                if CAUSAL:
+                    visible = visible & (cols[None, :] <= offs_m[:, None] + causal_offset)
+                s = gl.where(visible, s, float("-inf"))
+            m_new = gl.maximum(m_i, gl.max(s, 1))
+            # A row that has seen no key keeps m = -inf: subtracting 0 keeps p and alpha at 0.
+            m_sub = gl.where(m_new == float("-inf"), 0.0, m_new)
+            p = gl.exp2(s - m_sub[:, None])
+            alpha = gl.exp2(m_i - m_sub)
+            l_i = l_i * alpha + gl.sum(p, 1)
+        else:
+            p, alpha, l_i, m_new = _softmax_step(qk, l_i, m_i, QK_SCALE)
+        acc = acc * gl.convert_layout(alpha, gl.SliceLayout(1, o_layout))[:, None]
+        p16 = gl.convert_layout(p.to(q.dtype), gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2))
+        mbarrier.wait(v_ready.index(slot), phase)
+        acc = warpgroup_mma(p16, v_smem.index(slot), acc, is_async=True)
+        acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
+        mbarrier.arrive(kv_empty.index(slot), count=1)
+        return acc, l_i, m_new
+
+    @gluon.jit
+    def _softmax_step(qk, l_i, m_i, QK_SCALE: gl.constexpr):
+        """The online softmax of a fully visible block: (p, alpha, l, m). Scaling and subtracting
+        the max are one FMA per score (QK_SCALE >= 0: the max of scaled scores is the scaled max)."""
+        m_new = gl.maximum(m_i, gl.max(qk, 1) * QK_SCALE)
+        p = gl.exp2(qk * QK_SCALE - m_new[:, None])
+        alpha = gl.exp2(m_i - m_new)
+        return p, alpha, l_i * alpha + gl.sum(p, 1), m_new
+
+    @gluon.jit
+    def _full_blocks_overlapped(it0, n_full, q, k_smem, v_smem, k_ready, v_ready, kv_empty, acc, l_i, m_i,
+                                QK_SCALE: gl.constexpr, STAGES: gl.constexpr, ROWS: gl.constexpr,
+                                BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr):
+        """Key blocks [0, n_full) (ring positions it0 + j) with block j's QK^T and block j-1's PV
+        in flight together, so this group's softmax of block j runs beside its own PV
+        (FlashAttention-3's intra-warpgroup pipelining). Needs QK_SCALE >= 0."""
+        s_layout: gl.constexpr = _mma_layout(BLOCK_N)
+        o_layout: gl.constexpr = _mma_layout(HEAD_DIM)
+        p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
+        if n_full > 0:
+            slot = it0 % STAGES
+            mbarrier.wait(k_ready.index(slot), (it0 // STAGES) & 1)
+            qk = warpgroup_mma(q, k_smem.index(slot).permute((1, 0)), gl.zeros([ROWS, BLOCK_N], gl.float32, s_layout),
+                               use_acc=False, is_async=True)
+            qk = warpgroup_mma_wait(num_outstanding=0, deps=(qk,))
+            p, alpha, l_i, m_i = _softmax_step(qk, l_i, m_i, QK_SCALE)
+            p16 = gl.convert_layout(p.to(q.dtype), p_layout)
+            for it in range(it0 + 1, it0 + n_full):
+                slot = it % STAGES
+                prev = (it - 1) % STAGES
+                mbarrier.wait(k_ready.index(slot), (it // STAGES) & 1)
+                qk = warpgroup_mma(q, k_smem.index(slot).permute((1, 0)),
+                                   gl.zeros([ROWS, BLOCK_N], gl.float32, s_layout), use_acc=False, is_async=True)
+                mbarrier.wait(v_ready.index(prev), ((it - 1) // STAGES) & 1)
+                acc = warpgroup_mma(p16, v_smem.index(prev), acc, is_async=True)
+                qk = warpgroup_mma_wait(num_outstanding=1, deps=(qk,))
+                p, alpha, l_i, m_i = _softmax_step(qk, l_i, m_i, QK_SCALE)
+                acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
+                mbarrier.arrive(kv_empty.index(prev), count=1)
+                # acc holds the blocks before this one at the old max: rescale it to this one's.
+                acc = acc * gl.convert_layout(alpha, gl.SliceLayout(1, o_layout))[:, None]
+                p16 = gl.convert_layout(p.to(q.dtype), p_layout)
+            last = it0 + n_full - 1
+            mbarrier.wait(v_ready.index(last % STAGES), (last // STAGES) & 1)
+            acc = warpgroup_mma(p16, v_smem.index(last % STAGES), acc, is_async=True)
+            acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
+            mbarrier.arrive(kv_empty.index(last % STAGES), count=1)
+        return acc, l_i, m_i
+
+    @gluon.jit
+    def _consume(q_smem, k_smem, v_smem, q_ready, q_empty, k_ready, v_ready, kv_empty, o_ptr, so_b, so_w, so_h,
+                 so_m, num_m, tiles, H, W, H_KV, Lq, Lk, causal_offset, QK_SCALE: gl.constexpr,
+                 CAUSAL: gl.constexpr, STAGES: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
+                 ROWS: gl.constexpr, OVERLAP: gl.constexpr, Q_BUFFERS: gl.constexpr,
+                 GROUP: gl.constexpr):
+        """One consumer warp group: rows [start_m + GROUP * ROWS, + ROWS) of each of the program's
+        query tiles."""
+        s_layout: gl.constexpr = _mma_layout(BLOCK_N)
+        o_layout: gl.constexpr = _mma_layout(HEAD_DIM)
+        it = 0  # key blocks consumed so far: the ring position
+        count = 0  # tiles done so far: which Q buffer, and its phase
+        for t in range(gl.program_id(0), tiles, gl.num_programs(0)):
+            b, w, h, h_kv, start_m, n_full, n_end = _tile(t, num_m, H, W, H_KV, Lk, causal_offset, CAUSAL,
+                                                         2 * ROWS, BLOCK_N)
+            first = start_m + GROUP * ROWS
+            offs_m = first + gl.arange(0, ROWS, layout=gl.SliceLayout(1, s_layout))
+            offs_n = gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, s_layout))
+            acc = gl.zeros([ROWS, HEAD_DIM], gl.float32, o_layout)
+            l_i = gl.zeros([ROWS], gl.float32, gl.SliceLayout(1, s_layout))
+            m_i = gl.full([ROWS], float("-inf"), gl.float32, gl.SliceLayout(1, s_layout))
+            qb = count % Q_BUFFERS
+            q = q_smem.index(qb * 2 + GROUP)
+            mbarrier.wait(q_ready.index(qb), (count // Q_BUFFERS) & 1)
+            if OVERLAP and QK_SCALE >= 0:
+                acc, l_i, m_i = _full_blocks_overlapped(it, n_full, q, k_smem, v_smem, k_ready, v_ready, kv_empty,
+                                                        acc, l_i, m_i, QK_SCALE, STAGES, ROWS, BLOCK_N, HEAD_DIM)
+            else:
+                for j in range(0, n_full):
+                    acc, l_i, m_i = _key_block(it + j, j, q, k_smem, v_smem, k_ready, v_ready, kv_empty, acc, l_i,
+                                               m_i, offs_m, offs_n, Lk, causal_offset, QK_SCALE, STAGES, ROWS,
+                                               BLOCK_N, HEAD_DIM, CAUSAL, False)
+            for j in range(n_full, n_end):
+                acc, l_i, m_i = _key_block(it + j, j, q, k_smem, v_smem, k_ready, v_ready, kv_empty, acc, l_i, m_i,
+                                           offs_m, offs_n, Lk, causal_offset, QK_SCALE, STAGES, ROWS, BLOCK_N,
+                                           HEAD_DIM, CAUSAL, True)
+            mbarrier.arrive(q_empty.index(qb), count=1)  # every QK^T of the tile is done: Q may be refilled
+            it += n_end
+            count += 1
+            # A row that sees no key has l = 0 and acc = 0: dividing by 1 gives torch's 0, not 0/0.
+            l_o = gl.convert_layout(l_i, gl.SliceLayout(1, o_layout))
+            out = acc / gl.where(l_o > 0.0, l_o, 1.0)[:, None]
+            rows = first + gl.arange(0, ROWS, layout=gl.SliceLayout(1, o_layout))
+            cols = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, o_layout))
+            base = b.to(gl.int64) * so_b + w.to(gl.int64) * so_w + h.to(gl.int64) * so_h
+            ptrs = o_ptr + base + rows[:, None].to(gl.int64) * so_m + cols[None, :]
+            gl.store(ptrs, out.to(o_ptr.dtype.element_ty), mask=(rows < Lq)[:, None])
+
+    @gluon.jit
+    def _load(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_ready, q_empty, k_ready, v_ready, kv_empty, num_m,
+              tiles, H, W, H_KV, Lk, causal_offset, CAUSAL: gl.constexpr, STAGES: gl.constexpr,
+              BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr, ROWS: gl.constexpr, Q_BUFFERS: gl.constexpr):
+        """The loader: per tile, Q's two halves once both consumers are done with the last tile's,
+        then its K and V blocks into the ring, running ahead into the next tile's."""
+        it = 0
+        count = 0
+        for t in range(gl.program_id(0), tiles, gl.num_programs(0)):
+            b, w, h, h_kv, start_m, n_full, n_end = _tile(t, num_m, H, W, H_KV, Lk, causal_offset, CAUSAL,
+                                                         2 * ROWS, BLOCK_N)
+            # A fresh barrier counts as having completed the phase before its first: round 0 passes.
+            qb = count % Q_BUFFERS
+            mbarrier.wait(q_empty.index(qb), ((count // Q_BUFFERS) & 1) ^ 1)
+            mbarrier.expect(q_ready.index(qb), 2 * q_desc.block_type.nbytes)
+            for g in gl.static_range(2):
+                tma.async_copy_global_to_shared(q_desc, [b, w, h, start_m + g * ROWS, 0], q_ready.index(qb),
+                                                _as_block(q_smem.index(qb * 2 + g), q_desc))
+            for j in range(0, n_end):
+                slot = it % STAGES
+                mbarrier.wait(kv_empty.index(slot), ((it // STAGES) & 1) ^ 1)
+                mbarrier.expect(k_ready.index(slot), k_desc.block_type.nbytes)
+                tma.async_copy_global_to_shared(k_desc, [b, w, h_kv, j * BLOCK_N, 0], k_ready.index(slot),
+                                                _as_block(k_smem.index(slot), k_desc))
+                mbarrier.expect(v_ready.index(slot), v_desc.block_type.nbytes)
+                tma.async_copy_global_to_shared(v_desc, [b, w, h_kv, j * BLOCK_N, 0], v_ready.index(slot),
+                                                _as_block(v_smem.index(slot), v_desc))
+                it += 1
+            count += 1
+
+    @gluon.jit
+    def _as_block(buffer, desc):
+        """A [rows, D] shared buffer as the descriptor's [1, 1, 1, rows, D] block (same bytes)."""
+        return buffer._reinterpret(desc.dtype, desc.block_type.shape, desc.layout)
+
+    @gluon.jit
+    def attention_hopper_kernel(q_desc, k_desc, v_desc, o_ptr, so_b, so_w, so_h, so_m, W, H, H_KV, Lq, Lk,
+                                causal_offset, tiles, QK_SCALE: gl.constexpr, CAUSAL: gl.constexpr,
+                                STAGES: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
+                                OVERLAP: gl.constexpr, Q_BUFFERS: gl.constexpr):
+        """Persistent: program p runs query tiles p, p + programs, ... (128 rows of one (batch,
+        window, head) each); the loader streams K and V across tile boundaries, and with two Q
+        buffers loads the next tile's queries while this one's run."""
+        ROWS: gl.constexpr = 64
+        num_m = gl.cdiv(Lq, 2 * ROWS)
+        dtype: gl.constexpr = q_desc.dtype
+        q_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([ROWS, HEAD_DIM], dtype)
+        kv_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([BLOCK_N, HEAD_DIM], dtype)
+        q_smem = gl.allocate_shared_memory(dtype, [2 * Q_BUFFERS, ROWS, HEAD_DIM], q_layout)
+        k_smem = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_N, HEAD_DIM], kv_layout)
+        v_smem = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_N, HEAD_DIM], kv_layout)
+        q_ready = gl.allocate_shared_memory(gl.int64, [Q_BUFFERS, 1], mbarrier.MBarrierLayout())
+        q_empty = gl.allocate_shared_memory(gl.int64, [Q_BUFFERS, 1], mbarrier.MBarrierLayout())
+        k_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+        v_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+        kv_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+        for i in gl.static_range(Q_BUFFERS):
+            mbarrier.init(q_ready.index(i), count=1)
+            mbarrier.init(q_empty.index(i), count=2)  # both consumer groups release Q and every K/V slot
+        for i in gl.static_range(STAGES):
+            mbarrier.init(k_ready.index(i), count=1)
+            mbarrier.init(v_ready.index(i), count=1)
+            mbarrier.init(kv_empty.index(i), count=2)
+        gl.warp_specialize([
+            (_load, (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_ready, q_empty, k_ready, v_ready, kv_empty,
+                     num_m, tiles, H, W, H_KV, Lk, causal_offset, CAUSAL, STAGES, BLOCK_N, HEAD_DIM, ROWS,
+                     Q_BUFFERS)),
+            (_consume, (q_smem, k_smem, v_smem, q_ready, q_empty, k_ready, v_ready, kv_empty, o_ptr, so_b, so_w,
+                        so_h, so_m, num_m, tiles, H, W, H_KV, Lq, Lk, causal_offset, QK_SCALE, CAUSAL, STAGES,
+                        BLOCK_N, HEAD_DIM, ROWS, OVERLAP, Q_BUFFERS, 0)),
+            (_consume, (q_smem, k_smem, v_smem, q_ready, q_empty, k_ready, v_ready, kv_empty, o_ptr, so_b, so_w,
+                        so_h, so_m, num_m, tiles, H, W, H_KV, Lq, Lk, causal_offset, QK_SCALE, CAUSAL, STAGES,
+                        BLOCK_N, HEAD_DIM, ROWS, OVERLAP, Q_BUFFERS, 1)),
+        ], [CONSUMER_WARPS, CONSUMER_WARPS], [CONSUMER_REGISTERS, CONSUMER_REGISTERS])
+
+
+# ------------------------------------------------------------------------------- launch ----
+def available(device: torch.device) -> bool:
+    """Gluon's Hopper module and a compute-capability 9.x device (not the interpreter)."""
+    from trident.kernels.common import is_interpreter
+    return (HAVE_GLUON and device.type == "cuda" and not is_interpreter()
+            and torch.cuda.get_device_capability(device)[0] == 9)
+
+
+def why_not(plan, dtype, zero_nan_rows: bool = False, pointers=()) -> str | None:
+    """Why this kernel cannot run a problem (kernels/attention.py's plan_launch), or None: what the
+    template takes and what TMA demands of the operands' strides and, where given, of the data
+    pointers of q, k, v and o (16-byte aligned: known only at launch)."""
+    if dtype not in DTYPES:
+        return f"dtype {dtype}"
+    if plan.D != plan.DV or plan.D not in HEAD_DIMS:
+        return f"head dims {plan.D}/{plan.DV}"
+    if plan.mask_kind or zero_nan_rows:
+        return "a mask"
+    elem = dtype.itemsize
+    for name, strides in zip("qkvo", (plan.strides[0], plan.strides[1], plan.strides[2], plan.strides[4])):
+        if strides[4] != 1 or any(s * elem % 16 for s in strides[:4]):
+            return f"{name}'s strides {list(strides)}"
+    for name, pointer in zip("qkvo", pointers):
+        if pointer % 16:
+            return f"{name} does not start 16-byte aligned"
+    return None
+
+
+SMEM_LIMIT = 227 * 1024
+
+
+def smem_bytes(cfg, head_dim: int, elem_bytes: int = 2, q_buffers: int = 1) -> int:
+    """q_buffers Q tiles and num_stages K and V blocks (the barriers take a few bytes more)."""
+    return (q_buffers * BLOCK_M + 2 * cfg.num_stages * cfg.BLOCK_N) * head_dim * elem_bytes
+
+
+def q_buffers(cfg, head_dim: int) -> int:
+    """Two Q tiles (the next tile's queries load while this one's run) where shared memory allows."""
+    return 2 if smem_bytes(cfg, head_dim, q_buffers=2) <= SMEM_LIMIT else 1
+
+
+def why_unfit(cfg, head_dim: int = max(HEAD_DIMS)) -> str | None:
+    """Why a WS config cannot run at this head dim, or None."""
+    if cfg.BLOCK_M != BLOCK_M or cfg.BLOCK_N not in (64, 128) or (cfg.num_stages or 0) < 2:
+        return f"takes BLOCK_M={BLOCK_M}, BLOCK_N of 64 or 128 and 2+ stages"
+    if smem_bytes(cfg, head_dim) > SMEM_LIMIT:
+        return "shared memory"
+    return None
+
+
+def _descriptor_strides(shape, strides) -> list[int]:
+    """TMA wants every stride nonzero: a size-1 dim (stride 0 from as_5d's padding) takes the
+    packed stride over the dims inside it, which is never used to step."""
+    out = list(strides)
+    for i in range(len(shape) - 2, -1, -1):
+        if shape[i] == 1 and out[i] == 0:
+            out[i] = out[i + 1] * shape[i + 1]
+    return out
+
+
+def _descriptor(t: torch.Tensor, shape, strides, rows: int):
+    layout = gl.NVMMASharedLayout.get_default_for([1, 1, 1, rows, shape[4]], _GL_DTYPES[t.dtype])
+    return TensorDescriptor(t, list(shape), _descriptor_strides(shape, strides), [1, 1, 1, rows, shape[4]], layout)
+
+
+_GL_DTYPES = {torch.float16: gl.float16, torch.bfloat16: gl.bfloat16} if HAVE_GLUON else {}
+
+
+@functools.lru_cache(maxsize=None)
+def _sm_count(device: torch.device) -> int:
+    return torch.cuda.get_device_properties(device).multi_processor_count
+
+
+def launch(q, k, v, o, plan, scale: float, config) -> None:
+    """o = attention(q, k, v) for a plan why_not accepted, with a WS config (kernels/attention.py's
+    hopper_config: BLOCK_N keys per step, num_stages K/V blocks in flight, OVERLAP)."""
+    stages = config["num_stages"] if isinstance(config, dict) else config.num_stages
+    launch_blocks(q, k, v, o, plan, scale, config["BLOCK_N"], stages, bool(config.get("OVERLAP", 0)))
+
+
+def launch_blocks(q, k, v, o, plan, scale: float, block_n: int = 128, stages: int = 2, overlap: bool = False,
+                  q_tiles: int | None = None) -> None:
+    """launch with its knobs spelled out (q_tiles: Q buffers, by default as many as fit)."""
+    qs = (plan.B, plan.W, plan.H, plan.Lq, plan.D)
+    ks = (plan.B, plan.W, plan.H_KV, plan.Lk, plan.D)
+    vs = (plan.B, plan.W, plan.H_KV, plan.Lk, plan.DV)
+    q_desc = _descriptor(q, qs, plan.strides[0], BLOCK_M // 2)
+    k_desc = _descriptor(k, ks, plan.strides[1], block_n)
+    v_desc = _descriptor(v, vs, plan.strides[2], block_n)
+    so = plan.strides[4]
+    tiles = triton.cdiv(plan.Lq, BLOCK_M) * plan.heads
+    grid = (min(tiles, _sm_count(q.device)),)
+    attention_hopper_kernel[grid](
+        q_desc, k_desc, v_desc, o, so[0], so[1], so[2], so[3], plan.W, plan.H, plan.H_KV, plan.Lq, plan.Lk,
+        plan.causal_offset or 0, tiles, QK_SCALE=scale * LOG2E, CAUSAL=plan.causal_offset is not None, STAGES=stages,
+        BLOCK_N=block_n, HEAD_DIM=plan.D, OVERLAP=overlap,
+        Q_BUFFERS=q_tiles or q_buffers(_Blocks(block_n, stages), plan.D), num_warps=LOADER_WARPS)
+
+
+@dataclass(frozen=True)
+class _Blocks:
+    BLOCK_N: int
+    num_stages: int

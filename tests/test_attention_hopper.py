@@ -1,0 +1,193 @@
+"""kernels/attention_hopper.py, the warp-specialized Hopper kernel: what it takes, how configs and
+generated kernels reach it and fall back from it (CPU), and its results against a float64
+reference on an sm_90 GPU: odd lengths, Lq != Lk, both causal alignments, rows that see no key,
+grouped-query heads, head-split views of one QKV tensor, rank-5 operands, bf16, NaN."""
+import math
+
+import pytest
+import torch
+
+from trident.compiler.autotune.constraints import config_error
+from trident.compiler.autotune.space import candidates
+from trident.kernels import attention_hopper as hopper
+from trident.kernels.attention import (_triple, attention, candidate_configs, causal_offset, heuristic_config,
+                                       hopper_config, plan_launch)
+
+HOPPER = torch.cuda.is_available() and hopper.available(torch.device("cuda"))
+
+
+def plan_of(q, k, v, causal=None, mask=None):
+    o = torch.empty(q.shape[:-1] + v.shape[-1:], dtype=q.dtype)
+    return plan_launch(_triple(q), _triple(k), _triple(v), None if mask is None else _triple(mask), _triple(o), causal)
+
+
+def test_it_takes_16_bit_head_dims_64_and_128_without_a_mask():
+    q = torch.empty(2, 4, 100, 64, dtype=torch.float16)
+    assert hopper.why_not(plan_of(q, q, q), torch.float16) is None
+    assert hopper.why_not(plan_of(q, q, q, "bottom_right"), torch.float16) is None
+    q32 = q.float()
+    assert "dtype" in hopper.why_not(plan_of(q32, q32, q32), torch.float32)
+    q80 = torch.empty(2, 4, 100, 80, dtype=torch.float16)
+    assert "head dims" in hopper.why_not(plan_of(q80, q80, q80), torch.float16)
+    mask = torch.ones(2, 1, 1, 100, dtype=torch.bool)
+    assert hopper.why_not(plan_of(q, q, q, mask=mask), torch.float16) == "a mask"
+    assert hopper.why_not(plan_of(q, q, q), torch.float16, zero_nan_rows=True) == "a mask"
+
+
+def test_it_asks_tma_aligned_strides_and_pointers():
+    x = torch.empty(2, 100, 3, 4, 64, dtype=torch.float16)  # a QKV projection's head-split views
+    q, k, v = (x[:, :, i].transpose(1, 2) for i in range(3))
+    assert hopper.why_not(plan_of(q, k, v), torch.float16) is None
+    odd = torch.empty(2, 4, 100, 68, dtype=torch.float16)[..., :64]  # rows 136 bytes apart
+    assert "strides" in hopper.why_not(plan_of(odd, odd, odd), torch.float16)
+    plan = plan_of(q, k, v)
+    assert hopper.why_not(plan, torch.float16, pointers=[0, 16, 32, 48]) is None
+    assert "q does not start 16-byte aligned" in hopper.why_not(plan, torch.float16, pointers=[2, 16, 32, 48])
+
+
+def test_descriptor_strides_fill_size_one_dims():
+    # as_5d pads a rank-4 [B, H, L, D] with W = 1 at stride 0: TMA wants a nonzero stride there.
+    assert hopper._descriptor_strides((2, 1, 4, 100, 64), (25600, 0, 6400, 64, 1)) == [25600, 25600, 6400, 64, 1]
+    assert hopper._descriptor_strides((1, 1, 1, 7, 64), (0, 0, 0, 64, 1)) == [448, 448, 448, 64, 1]
+
+
+def test_configs_fit_shared_memory():
+    assert hopper.why_unfit(hopper_config(128, 3), 128) is None  # 224 KB
+    assert hopper.why_unfit(hopper_config(128, 4), 128) == "shared memory"
+    assert hopper.why_unfit(hopper_config(128, 4), 64) is None
+    assert hopper.why_unfit(hopper_config(128, 1), 64) is not None
+    assert hopper.why_unfit(hopper_config(32, 2), 64) is not None
+
+
+def test_the_heuristic_picks_it_where_it_measured_ahead():
+    assert heuristic_config(8192, 8192, 128, torch.float16, hopper=True).get("WS") == 1
+    assert heuristic_config(2048, 2048, 64, torch.float16, causal=True, hopper=True).get("WS") == 1
+    # short rows, and anything without the kernel: the Triton program
+    assert heuristic_config(512, 512, 64, torch.float16, hopper=True).get("WS") is None
+    assert heuristic_config(8192, 8192, 128, torch.float16).get("WS") is None
+
+
+def test_the_tuner_times_it_only_where_it_runs():
+    with_hopper = candidate_configs(4096, 4096, 128, torch.float16, hopper=True)
+    assert any(c.get("WS") for c in with_hopper)
+    assert not any(c.get("WS") for c in candidate_configs(4096, 4096, 128, torch.float16))
+    problem = {"template": "attention", "BH": 64, "Lq": 4096, "Lk": 4096, "D": 128, "DV": 128, "causal": False,
+               "mask_bytes": 0, "dtype": torch.float16, "hopper": True}
+    base = heuristic_config(4096, 4096, 128, torch.float16)  # a program config as the base
+    timed = candidates(problem, base, "fast")
+    assert any(c.get("WS") for c in timed) and all(config_error(c, problem, base) is None for c in timed)
+    # A cache entry or engine file that asks for the kernel where the problem does not take it is refused.
+    assert "WS" in config_error(hopper_config().to_dict(), {**problem, "hopper": False}, base)
+
+
+def test_a_ws_config_without_the_kernel_runs_the_program():
+    q, k, v = (torch.randn(1, 2, 40, 64) for _ in range(3))
+    out = attention(q, k, v, causal="top_left", config=hopper_config())
+    ref = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_a_generated_kernel_with_the_path_runs_the_program_where_the_kernel_cannot(monkeypatch):
+    """An attention kernel generated with the hopper path (forced here): its launch() under a WS
+    config runs the warp-specialized kernel where why_not allows, else the program with its own
+    config (here the operands are fp32)."""
+    from trident.compiler.build import compile_graph
+    from trident.compiler.codegen import attention as codegen_attention
+    from trident.compiler.ir import GraphBuilder, TensorType
+    from trident.kernels.loader import load_kernel
+
+    monkeypatch.setattr(codegen_attention, "_hopper_here", lambda plan, dtype, zero_nan_rows: True)
+    b = GraphBuilder("attention")
+    xs = [b.input(f"x{i}", TensorType((1, 2, 300, 64), torch.float32)) for i in range(3)]
+    graph = b.finish([b.add1("attention", xs, {"scale": 0.125, "causal": "top_left"})])
+    program = compile_graph(graph, "fp32")
+    (step,) = [s for s in program.plan().kernel_steps() if "attention_program(" in s.source]
+    assert "attention_hopper.launch(" in step.source
+    module = load_kernel(step.name, step.source)
+    q, k, v = (torch.randn(1, 2, 300, 64) for _ in range(3))
+    out = torch.empty_like(q)
+    module.launch(q, k, v, out, config=hopper_config().to_dict())
+    ref = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True, scale=0.125)
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
+
+
+# ------------------------------------------------------------------------------------- GPU ----
+def reference(q, k, v, causal=None):
+    """float64 attention; rows that see no key give 0."""
+    qd, kd, vd = q.double(), k.double(), v.double()
+    if kd.shape[-3] != qd.shape[-3]:
+        kd = kd.repeat_interleave(qd.shape[-3] // kd.shape[-3], dim=-3)
+        vd = vd.repeat_interleave(qd.shape[-3] // vd.shape[-3], dim=-3)
+    s = qd @ kd.transpose(-1, -2) / math.sqrt(q.shape[-1])
+    if causal is not None:
+        Lq, Lk = s.shape[-2:]
+        i = torch.arange(Lq, device=s.device)[:, None]
+        j = torch.arange(Lk, device=s.device)[None, :]
+        s = s.masked_fill(j > i + causal_offset(causal, Lq, Lk), float("-inf"))
+    return torch.softmax(s, -1).nan_to_num(0.0) @ vd
+
+
+def run(q, k, v, causal, config):
+    o = torch.empty(q.shape[:-1] + v.shape[-1:], device=q.device, dtype=q.dtype)
+    plan = plan_launch(_triple(q), _triple(k), _triple(v), None, _triple(o), causal)
+    assert hopper.why_not(plan, q.dtype, pointers=[t.data_ptr() for t in (q, k, v, o)]) is None
+    hopper.launch(q, k, v, o, plan, 1 / math.sqrt(q.shape[-1]), config)
+    return o
+
+
+def cases(d):
+    g = torch.Generator(device="cuda").manual_seed(d)
+
+    def r(*shape, dtype=torch.float16):
+        return torch.randn(*shape, device="cuda", dtype=dtype, generator=g)
+    x = r(2, 333, 3, 4, d)
+    views = tuple(x[:, :, i].transpose(1, 2) for i in range(3))
+    return [
+        ("200 keys", (r(2, 3, 200, d), r(2, 3, 200, d), r(2, 3, 200, d)), None),
+        ("200 keys causal", (r(2, 3, 200, d), r(2, 3, 200, d), r(2, 3, 200, d)), "top_left"),
+        ("77 x 300 bottom-right", (r(1, 2, 77, d), r(1, 2, 300, d), r(1, 2, 300, d)), "bottom_right"),
+        ("77 x 300 top-left", (r(1, 2, 77, d), r(1, 2, 300, d), r(1, 2, 300, d)), "top_left"),
+        ("300 x 77 bottom-right: rows that see no key", (r(1, 2, 300, d), r(1, 2, 77, d), r(1, 2, 77, d)),
+         "bottom_right"),
+        ("grouped heads 8 / 2", (r(2, 8, 130, d), r(2, 2, 257, d), r(2, 2, 257, d)), "bottom_right"),
+        ("QKV views", views, None),
+        ("QKV views causal", views, "top_left"),
+        ("one query, one key", (r(3, 4, 1, d), r(3, 4, 1, d), r(3, 4, 1, d)), None),
+        ("one query, 1000 keys", (r(3, 4, 1, d), r(3, 4, 1000, d), r(3, 4, 1000, d)), "bottom_right"),
+        ("rank 5", (r(2, 2, 2, 150, d), r(2, 2, 2, 150, d), r(2, 2, 2, 150, d)), None),
+        ("bf16", tuple(r(2, 3, 190, d, dtype=torch.bfloat16) for _ in range(3)), "top_left"),
+        ("2,500 keys", (r(1, 3, 2500, d), r(1, 3, 2500, d), r(1, 3, 2500, d)), "top_left"),
+    ]
+
+
+GPU_CONFIGS = [hopper_config(128, 3, True), hopper_config(128, 2, False), hopper_config(64, 4, True)]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HOPPER, reason="needs an sm_90 GPU and Gluon")
+@pytest.mark.parametrize("d", [64, 128])
+@pytest.mark.parametrize("config", GPU_CONFIGS, ids=str)
+def test_gpu_matches_float64(d, config):
+    for name, (q, k, v), causal in cases(d):
+        out = run(q, k, v, causal, config)
+        tol = 2e-2 if q.dtype == torch.bfloat16 else 4e-3
+        err = (out.double() - reference(q, k, v, causal)).abs().max().item()
+        assert err <= tol, f"{name}: max error {err:.2e} (tolerance {tol})"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HOPPER, reason="needs an sm_90 GPU and Gluon")
+def test_gpu_nan_in_a_key_reaches_every_row_that_sees_it():
+    q, k, v = (torch.randn(1, 2, 700, 128, device="cuda", dtype=torch.float16) for _ in range(3))
+    k[0, 1, 400, 5] = float("nan")
+    out = run(q, k, v, "top_left", hopper_config())
+    assert out[0, 1, 400:].isnan().all() and not out[0, 1, :400].isnan().any() and not out[0, 0].isnan().any()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HOPPER, reason="needs an sm_90 GPU and Gluon")
+def test_gpu_attention_picks_it_and_matches_sdpa():
+    q, k, v = (torch.randn(2, 4, 4096, 128, device="cuda", dtype=torch.float16) for _ in range(3))
+    assert heuristic_config(4096, 4096, 128, torch.float16, hopper=True).get("WS") == 1
+    ref = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+    torch.testing.assert_close(attention(q, k, v, causal="top_left"), ref, rtol=1e-2, atol=1e-2)
