@@ -25,7 +25,6 @@ strides, unit stride along D. Everything else runs kernels/attention.py's progra
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
 
 import torch
 
@@ -169,14 +168,14 @@ if HAVE_GLUON:
     def _consume(q_smem, k_smem, v_smem, q_ready, q_empty, k_ready, v_ready, kv_empty, o_ptr, so_b, so_w, so_h,
                  so_m, num_m, tiles, H, W, H_KV, Lq, Lk, causal_offset, QK_SCALE: gl.constexpr,
                  CAUSAL: gl.constexpr, STAGES: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
-                 ROWS: gl.constexpr, OVERLAP: gl.constexpr, Q_BUFFERS: gl.constexpr,
-                 GROUP: gl.constexpr):
+                 ROWS: gl.constexpr, OVERLAP: gl.constexpr, GROUP: gl.constexpr):
         """One consumer warp group: rows [start_m + GROUP * ROWS, + ROWS) of each of the program's
         query tiles."""
         s_layout: gl.constexpr = _mma_layout(BLOCK_N)
         o_layout: gl.constexpr = _mma_layout(HEAD_DIM)
+        q = q_smem.index(GROUP)
         it = 0  # key blocks consumed so far: the ring position
-        count = 0  # tiles done so far: which Q buffer, and its phase
+        count = 0  # tiles done so far: Q's phase
         for t in range(gl.program_id(0), tiles, gl.num_programs(0)):
             b, w, h, h_kv, start_m, n_full, n_end = _tile(t, num_m, H, W, H_KV, Lk, causal_offset, CAUSAL,
                                                          2 * ROWS, BLOCK_N)
@@ -186,9 +185,7 @@ if HAVE_GLUON:
             acc = gl.zeros([ROWS, HEAD_DIM], gl.float32, o_layout)
             l_i = gl.zeros([ROWS], gl.float32, gl.SliceLayout(1, s_layout))
             m_i = gl.full([ROWS], float("-inf"), gl.float32, gl.SliceLayout(1, s_layout))
-            qb = count % Q_BUFFERS
-            q = q_smem.index(qb * 2 + GROUP)
-            mbarrier.wait(q_ready.index(qb), (count // Q_BUFFERS) & 1)
+            mbarrier.wait(q_ready, count & 1)
             if OVERLAP and QK_SCALE >= 0:
                 acc, l_i, m_i = _full_blocks_overlapped(it, n_full, q, k_smem, v_smem, k_ready, v_ready, kv_empty,
                                                         acc, l_i, m_i, QK_SCALE, STAGES, ROWS, BLOCK_N, HEAD_DIM)
@@ -201,7 +198,7 @@ if HAVE_GLUON:
                 acc, l_i, m_i = _key_block(it + j, j, q, k_smem, v_smem, k_ready, v_ready, kv_empty, acc, l_i, m_i,
                                            offs_m, offs_n, Lk, causal_offset, QK_SCALE, STAGES, ROWS, BLOCK_N,
                                            HEAD_DIM, CAUSAL, True)
-            mbarrier.arrive(q_empty.index(qb), count=1)  # every QK^T of the tile is done: Q may be refilled
+            mbarrier.arrive(q_empty, count=1)  # every QK^T of the tile is done: the loader may refill Q
             it += n_end
             count += 1
             # A row that sees no key has l = 0 and acc = 0: dividing by 1 gives torch's 0, not 0/0.
@@ -216,7 +213,7 @@ if HAVE_GLUON:
     @gluon.jit
     def _load(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_ready, q_empty, k_ready, v_ready, kv_empty, num_m,
               tiles, H, W, H_KV, Lk, causal_offset, CAUSAL: gl.constexpr, STAGES: gl.constexpr,
-              BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr, ROWS: gl.constexpr, Q_BUFFERS: gl.constexpr):
+              BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr, ROWS: gl.constexpr):
         """The loader: per tile, Q's two halves once both consumers are done with the last tile's,
         then its K and V blocks into the ring, running ahead into the next tile's."""
         it = 0
@@ -225,12 +222,11 @@ if HAVE_GLUON:
             b, w, h, h_kv, start_m, n_full, n_end = _tile(t, num_m, H, W, H_KV, Lk, causal_offset, CAUSAL,
                                                          2 * ROWS, BLOCK_N)
             # A fresh barrier counts as having completed the phase before its first: round 0 passes.
-            qb = count % Q_BUFFERS
-            mbarrier.wait(q_empty.index(qb), ((count // Q_BUFFERS) & 1) ^ 1)
-            mbarrier.expect(q_ready.index(qb), 2 * q_desc.block_type.nbytes)
+            mbarrier.wait(q_empty, (count & 1) ^ 1)
+            mbarrier.expect(q_ready, 2 * q_desc.block_type.nbytes)
             for g in gl.static_range(2):
-                tma.async_copy_global_to_shared(q_desc, [b, w, h, start_m + g * ROWS, 0], q_ready.index(qb),
-                                                _as_block(q_smem.index(qb * 2 + g), q_desc))
+                tma.async_copy_global_to_shared(q_desc, [b, w, h, start_m + g * ROWS, 0], q_ready,
+                                                _as_block(q_smem.index(g), q_desc))
             for j in range(0, n_end):
                 slot = it % STAGES
                 mbarrier.wait(kv_empty.index(slot), ((it // STAGES) & 1) ^ 1)
@@ -252,40 +248,37 @@ if HAVE_GLUON:
     def attention_hopper_kernel(q_desc, k_desc, v_desc, o_ptr, so_b, so_w, so_h, so_m, W, H, H_KV, Lq, Lk,
                                 causal_offset, tiles, QK_SCALE: gl.constexpr, CAUSAL: gl.constexpr,
                                 STAGES: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
-                                OVERLAP: gl.constexpr, Q_BUFFERS: gl.constexpr):
+                                OVERLAP: gl.constexpr):
         """Persistent: program p runs query tiles p, p + programs, ... (128 rows of one (batch,
-        window, head) each); the loader streams K and V across tile boundaries, and with two Q
-        buffers loads the next tile's queries while this one's run."""
+        window, head) each); the loader streams K and V across tile boundaries."""
         ROWS: gl.constexpr = 64
         num_m = gl.cdiv(Lq, 2 * ROWS)
         dtype: gl.constexpr = q_desc.dtype
         q_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([ROWS, HEAD_DIM], dtype)
         kv_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([BLOCK_N, HEAD_DIM], dtype)
-        q_smem = gl.allocate_shared_memory(dtype, [2 * Q_BUFFERS, ROWS, HEAD_DIM], q_layout)
+        q_smem = gl.allocate_shared_memory(dtype, [2, ROWS, HEAD_DIM], q_layout)
         k_smem = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_N, HEAD_DIM], kv_layout)
         v_smem = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_N, HEAD_DIM], kv_layout)
-        q_ready = gl.allocate_shared_memory(gl.int64, [Q_BUFFERS, 1], mbarrier.MBarrierLayout())
-        q_empty = gl.allocate_shared_memory(gl.int64, [Q_BUFFERS, 1], mbarrier.MBarrierLayout())
+        q_ready = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
+        q_empty = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
         k_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
         v_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
         kv_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-        for i in gl.static_range(Q_BUFFERS):
-            mbarrier.init(q_ready.index(i), count=1)
-            mbarrier.init(q_empty.index(i), count=2)  # both consumer groups release Q and every K/V slot
+        mbarrier.init(q_ready, count=1)
+        mbarrier.init(q_empty, count=2)  # both consumer groups release Q and every K/V slot
         for i in gl.static_range(STAGES):
             mbarrier.init(k_ready.index(i), count=1)
             mbarrier.init(v_ready.index(i), count=1)
             mbarrier.init(kv_empty.index(i), count=2)
         gl.warp_specialize([
             (_load, (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_ready, q_empty, k_ready, v_ready, kv_empty,
-                     num_m, tiles, H, W, H_KV, Lk, causal_offset, CAUSAL, STAGES, BLOCK_N, HEAD_DIM, ROWS,
-                     Q_BUFFERS)),
+                     num_m, tiles, H, W, H_KV, Lk, causal_offset, CAUSAL, STAGES, BLOCK_N, HEAD_DIM, ROWS)),
             (_consume, (q_smem, k_smem, v_smem, q_ready, q_empty, k_ready, v_ready, kv_empty, o_ptr, so_b, so_w,
                         so_h, so_m, num_m, tiles, H, W, H_KV, Lq, Lk, causal_offset, QK_SCALE, CAUSAL, STAGES,
-                        BLOCK_N, HEAD_DIM, ROWS, OVERLAP, Q_BUFFERS, 0)),
+                        BLOCK_N, HEAD_DIM, ROWS, OVERLAP, 0)),
             (_consume, (q_smem, k_smem, v_smem, q_ready, q_empty, k_ready, v_ready, kv_empty, o_ptr, so_b, so_w,
                         so_h, so_m, num_m, tiles, H, W, H_KV, Lq, Lk, causal_offset, QK_SCALE, CAUSAL, STAGES,
-                        BLOCK_N, HEAD_DIM, ROWS, OVERLAP, Q_BUFFERS, 1)),
+                        BLOCK_N, HEAD_DIM, ROWS, OVERLAP, 1)),
         ], [CONSUMER_WARPS, CONSUMER_WARPS], [CONSUMER_REGISTERS, CONSUMER_REGISTERS])
 
 
@@ -320,14 +313,9 @@ def why_not(plan, dtype, zero_nan_rows: bool = False, pointers=()) -> str | None
 SMEM_LIMIT = 227 * 1024
 
 
-def smem_bytes(cfg, head_dim: int, elem_bytes: int = 2, q_buffers: int = 1) -> int:
-    """q_buffers Q tiles and num_stages K and V blocks (the barriers take a few bytes more)."""
-    return (q_buffers * BLOCK_M + 2 * cfg.num_stages * cfg.BLOCK_N) * head_dim * elem_bytes
-
-
-def q_buffers(cfg, head_dim: int) -> int:
-    """Two Q tiles (the next tile's queries load while this one's run) where shared memory allows."""
-    return 2 if smem_bytes(cfg, head_dim, q_buffers=2) <= SMEM_LIMIT else 1
+def smem_bytes(cfg, head_dim: int, elem_bytes: int = 2) -> int:
+    """The Q tile and num_stages K and V blocks (the barriers take a few bytes more)."""
+    return (BLOCK_M + 2 * cfg.num_stages * cfg.BLOCK_N) * head_dim * elem_bytes
 
 
 def why_unfit(cfg, head_dim: int = max(HEAD_DIMS)) -> str | None:
@@ -369,9 +357,9 @@ def launch(q, k, v, o, plan, scale: float, config) -> None:
     launch_blocks(q, k, v, o, plan, scale, config["BLOCK_N"], stages, bool(config.get("OVERLAP", 0)))
 
 
-def launch_blocks(q, k, v, o, plan, scale: float, block_n: int = 128, stages: int = 2, overlap: bool = False,
-                  q_tiles: int | None = None) -> None:
-    """launch with its knobs spelled out (q_tiles: Q buffers, by default as many as fit)."""
+def launch_blocks(q, k, v, o, plan, scale: float, block_n: int = 128, stages: int = 2,
+                  overlap: bool = False) -> None:
+    """launch with its knobs spelled out."""
     qs = (plan.B, plan.W, plan.H, plan.Lq, plan.D)
     ks = (plan.B, plan.W, plan.H_KV, plan.Lk, plan.D)
     vs = (plan.B, plan.W, plan.H_KV, plan.Lk, plan.DV)
@@ -384,11 +372,4 @@ def launch_blocks(q, k, v, o, plan, scale: float, block_n: int = 128, stages: in
     attention_hopper_kernel[grid](
         q_desc, k_desc, v_desc, o, so[0], so[1], so[2], so[3], plan.W, plan.H, plan.H_KV, plan.Lq, plan.Lk,
         plan.causal_offset or 0, tiles, QK_SCALE=scale * LOG2E, CAUSAL=plan.causal_offset is not None, STAGES=stages,
-        BLOCK_N=block_n, HEAD_DIM=plan.D, OVERLAP=overlap,
-        Q_BUFFERS=q_tiles or q_buffers(_Blocks(block_n, stages), plan.D), num_warps=LOADER_WARPS)
-
-
-@dataclass(frozen=True)
-class _Blocks:
-    BLOCK_N: int
-    num_stages: int
+        BLOCK_N=block_n, HEAD_DIM=plan.D, OVERLAP=overlap, num_warps=LOADER_WARPS)

@@ -14,6 +14,7 @@ from trident.kernels.attention import (_triple, attention, candidate_configs, ca
                                        hopper_config, plan_launch)
 
 HOPPER = torch.cuda.is_available() and hopper.available(torch.device("cuda"))
+DEV = "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def plan_of(q, k, v, causal=None, mask=None):
@@ -81,7 +82,7 @@ def test_the_tuner_times_it_only_where_it_runs():
 
 
 def test_a_ws_config_without_the_kernel_runs_the_program():
-    q, k, v = (torch.randn(1, 2, 40, 64) for _ in range(3))
+    q, k, v = (torch.randn(1, 2, 40, 64, device=DEV) for _ in range(3))  # fp32: the kernel takes 16-bit
     out = attention(q, k, v, causal="top_left", config=hopper_config())
     ref = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
     torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
@@ -104,7 +105,7 @@ def test_a_generated_kernel_with_the_path_runs_the_program_where_the_kernel_cann
     (step,) = [s for s in program.plan().kernel_steps() if "attention_program(" in s.source]
     assert "attention_hopper.launch(" in step.source
     module = load_kernel(step.name, step.source)
-    q, k, v = (torch.randn(1, 2, 300, 64) for _ in range(3))
+    q, k, v = (torch.randn(1, 2, 300, 64, device=DEV) for _ in range(3))
     out = torch.empty_like(q)
     module.launch(q, k, v, out, config=hopper_config().to_dict())
     ref = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True, scale=0.125)
