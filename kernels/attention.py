@@ -350,7 +350,7 @@ def heuristic_config(Lq: int, Lk: int, head_dim: int, dtype, head_dim_v: int | N
     it is the pick where it measured ahead (see hopper_pays)."""
     head_dim_v = head_dim if head_dim_v is None else head_dim_v
     widest = max(head_dim, head_dim_v)
-    if hopper and hopper_pays(Lk, widest, causal):
+    if hopper and hopper_pays(Lk):
         return _hopper_heuristic(widest, causal)
     if is_interpreter():
         return attention_config(interpreter_block(Lq), interpreter_block(Lk), 4, 1)
@@ -370,21 +370,20 @@ def heuristic_config(Lq: int, Lk: int, head_dim: int, dtype, head_dim_v: int | N
 
 
 # Where the warp-specialized kernel measured ahead of this module's program (H200, fp16, CUDA-graph
-# replays behind an L2 flush, docs/attention.md "Warp-specialized kernel"): from 1,024 keys when
-# causal or at head dim 128 (8,192 keys, d128: 1.69 ms against 2.22; causal 2,048, d64: 0.117
-# against 0.132), from 4,096 otherwise (non-causal 2,048, d64: 0.172 against 0.166; 512: 0.033
-# against 0.027, where a 128-row tile's fixed cost is spread over four key blocks).
-HOPPER_KEYS = 4096
-HOPPER_KEYS_CAUSAL_OR_WIDE = 1024
+# replays behind an L2 flush, docs/attention.md "The warp-specialized kernel"): from 1,024 keys
+# (2,048 keys, d64: 0.158 against 0.166 ms, causal 0.110 against 0.132; 8,192 keys, d128: 1.64
+# against 2.22). At 512 keys (0.030 against 0.027) a 128-row tile's fixed cost is spread over four
+# key blocks.
+HOPPER_KEYS = 1024
 
 
-def hopper_pays(Lk: int, head_dim: int, causal: bool) -> bool:
-    return Lk >= (HOPPER_KEYS_CAUSAL_OR_WIDE if causal or head_dim > 64 else HOPPER_KEYS)
+def hopper_pays(Lk: int) -> bool:
+    return Lk >= HOPPER_KEYS
 
 
 def _hopper_heuristic(head_dim: int, causal: bool) -> LaunchConfig:
     """Three K/V stages with the overlapped pipeline, but for causal head dim 64 (two stages, no
-    overlap: 0.117 against 0.119 ms at 2,048 keys)."""
+    overlap: 0.110 against 0.112 ms at 2,048 keys)."""
     if causal and head_dim <= 64:
         return hopper_config(128, 2, overlap=False)
     return hopper_config(128, 3, overlap=True)
