@@ -23,7 +23,7 @@ run_tests() {
   # The CPU suite's kernel and model tests, now compiled for and run on the GPU.
   local files=$(ls tests/test_codegen.py tests/test_kernels_*.py tests/test_random_graphs.py \
     tests/test_fx_frontend.py tests/test_models.py tests/test_int8.py tests/test_prims.py \
-    tests/test_memory_safety.py tests/test_nan_semantics.py tests/test_attention_kernel.py \
+    tests/test_memory_safety.py tests/test_nan_semantics.py tests/test_attention_kernel.py tests/test_attention_hopper.py \
     tests/test_per_element_moves.py tests/test_long_reductions.py tests/test_reshape_copies.py \
     tests/test_cumsum.py tests/test_gathers.py tests/test_gathers_as_slices.py \
     tests/test_fx_decompose.py tests/test_blas.py tests/test_autotune.py tests/test_broadcasts.py \
@@ -56,6 +56,8 @@ run_safety() {
   memcheck python3 -m pytest -q -p no:cacheprovider tests/test_attention_kernel.py -k "odd_lengths or \
     causal_alignments or many_query or padding or per_key or window or relative or grouped or strided or rank3 or empty \
     or never_read or fully_masked or zero_nan" > "$out/memcheck-attention.txt" 2>&1 &
+  # the warp-specialized Hopper kernel (TMA loads, every odd length and alignment of its tests)
+  memcheck python3 -m pytest -q -p no:cacheprovider tests/test_attention_hopper.py > "$out/memcheck-attention-hopper.txt" 2>&1 &
   memcheck python3 scripts/memcheck_models.py --no-graph > "$out/memcheck-models.txt" 2>&1 &
   # the breadth models that reach the newer paths: einsum as batched matmuls (XLNet, Funnel), strided
   # slices of an unfold (ConvBERT), GEMM rows over size-1 dims (LeViT), 1-D pools (SEW), GQA (Mistral)
@@ -64,11 +66,11 @@ run_safety() {
   # profiled engines (generic kernels, ALIGNED variants) and KV-cache generation
   memcheck python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_dynamic_gpu.py > "$out/memcheck-dynamic.txt" 2>&1 &
   wait
-  for f in kernels new attention models dynamic breadth; do echo "== memcheck $f"; tail -n 6 "$out/memcheck-$f.txt"; done
+  for f in kernels new attention attention-hopper models dynamic breadth; do echo "== memcheck $f"; tail -n 6 "$out/memcheck-$f.txt"; done
 }
 run_attention() {
   timeout "${T_ATTENTION:-300}" python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_attention_kernel.py \
-    tests/test_attention_graphs.py 2>&1 | tee "$out/attention-tests.txt" | tail -8
+    tests/test_attention_hopper.py tests/test_attention_graphs.py 2>&1 | tee "$out/attention-tests.txt" | tail -8
   run_attention_bench
 }
 run_attention_bench() {
