@@ -309,10 +309,15 @@ def why_not(plan, dtype, zero_nan_rows: bool = False, pointers=()) -> str | None
         return f"head dims {plan.D}/{plan.DV}"
     if plan.mask_kind or zero_nan_rows:
         return "a mask"
+    if plan.Lk == 0:
+        return "no keys"
     elem = dtype.itemsize
-    for name, strides in zip("qkvo", (plan.strides[0], plan.strides[1], plan.strides[2], plan.strides[4])):
+    for name, shape, strides in zip("qkvo", _shapes(plan), (plan.strides[0], plan.strides[1], plan.strides[2],
+                                                           plan.strides[4])):
         if strides[4] != 1 or any(s * elem % 16 for s in strides[:4]):
             return f"{name}'s strides {list(strides)}"
+        if any(n > 1 and s == 0 for n, s in zip(shape, strides)):
+            return f"{name} is broadcast (stride 0) along a dim"
     for name, pointer in zip("qkvo", pointers):
         if pointer % 16:
             return f"{name} does not start 16-byte aligned"
@@ -334,6 +339,12 @@ def why_unfit(cfg, head_dim: int = max(HEAD_DIMS)) -> str | None:
     if smem_bytes(cfg, head_dim) > SMEM_LIMIT:
         return "shared memory"
     return None
+
+
+def _shapes(plan) -> tuple[tuple[int, ...], ...]:
+    """q, k, v and o as [B, W, H, L, D]."""
+    return ((plan.B, plan.W, plan.H, plan.Lq, plan.D), (plan.B, plan.W, plan.H_KV, plan.Lk, plan.D),
+            (plan.B, plan.W, plan.H_KV, plan.Lk, plan.DV), (plan.B, plan.W, plan.H, plan.Lq, plan.DV))
 
 
 def _descriptor_strides(shape, strides) -> list[int]:
@@ -369,9 +380,7 @@ def launch(q, k, v, o, plan, scale: float, config) -> None:
 def launch_blocks(q, k, v, o, plan, scale: float, block_n: int = 128, stages: int = 2,
                   overlap: bool = False) -> None:
     """launch with its knobs spelled out."""
-    qs = (plan.B, plan.W, plan.H, plan.Lq, plan.D)
-    ks = (plan.B, plan.W, plan.H_KV, plan.Lk, plan.D)
-    vs = (plan.B, plan.W, plan.H_KV, plan.Lk, plan.DV)
+    qs, ks, vs, _ = _shapes(plan)
     q_desc = _descriptor(q, qs, plan.strides[0], BLOCK_M // 2)
     k_desc = _descriptor(k, ks, plan.strides[1], block_n)
     v_desc = _descriptor(v, vs, plan.strides[2], block_n)

@@ -43,6 +43,10 @@ def test_it_asks_tma_aligned_strides_and_pointers():
     assert "strides" in hopper.why_not(plan_of(odd, odd, odd), torch.float16)
     plan = plan_of(q, k, v)
     assert hopper.why_not(plan, torch.float16, pointers=[0, 16, 32, 48]) is None
+    shared = torch.empty(2, 4, 1, 64, dtype=torch.float16).expand(2, 4, 100, 64)  # one key row, repeated
+    assert "broadcast" in hopper.why_not(plan_of(q, shared, shared), torch.float16)
+    none = torch.empty(2, 4, 0, 64, dtype=torch.float16)
+    assert hopper.why_not(plan_of(q, none, none), torch.float16) == "no keys"
     assert "q does not start 16-byte aligned" in hopper.why_not(plan, torch.float16, pointers=[2, 16, 32, 48])
 
 
