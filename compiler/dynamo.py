@@ -51,6 +51,7 @@ from trident.compiler.autotune.tuner import LEVELS
 from trident.compiler.dynamo_shapes import fits, profiles_for, symbolic_inputs
 from trident.compiler.errors import TridentError, UnsupportedError
 from trident.compiler.fx_mutation import EXPLICIT, example_value, make_writes_explicit
+from trident.compiler.fx_vmap import lower_vmaps
 
 DEFAULTS = {"precision": _config.DEFAULT_PRECISION, "calibration": None, "cuda_graph": True,
             "fallback": True, "min_nodes": 1, "tune": "none"}
@@ -110,6 +111,7 @@ def trident_backend(gm: torch.fx.GraphModule, example_inputs: Sequence, **kwargs
     _config.notice_interpreter()
     report = CompileReport(nodes=len(gm.graph.nodes))
     start = time.perf_counter()
+    lower_vmaps(gm)  # transformers 4.x's vmap-built masks become broadcasts (compiler/fx_vmap.py)
     split, in_torch = _whole_graph_in_torch(gm) or partition(gm)
     report.partition_s = time.perf_counter() - start
     report.in_torch += in_torch

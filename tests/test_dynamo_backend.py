@@ -283,7 +283,7 @@ class VmapMask(torch.nn.Module):
         return torch.softmax(scores.masked_fill(~visible, float("-inf")), -1) @ x
 
 
-def test_a_traced_vmap_runs_in_torch_in_its_order_and_the_rest_is_fused():
+def test_a_traced_vmap_mask_becomes_broadcasts_and_the_rest_is_fused():
     from trident.compiler.testing import compile_with_reports
 
     torch._dynamo.reset()
@@ -291,6 +291,87 @@ def test_a_traced_vmap_runs_in_torch_in_its_order_and_the_rest_is_fused():
     with torch.no_grad():
         got, reports = compile_with_reports(model, x, precision="fp32")
         torch.testing.assert_close(got, model(x), rtol=1e-5, atol=1e-5)
+    assert [i for r in reports for i in r.in_torch] == []
+    assert sum(r.torch_steps for r in reports) == 0 and sum(r.num_kernels for r in reports) > 0
+
+
+class PaddedCausalVmap(torch.nn.Module):
+    """transformers 4.x's sdpa mask: vmap over batch, head, query and key indices of a scalar
+    function that compares positions and looks the key up in the padding mask."""
+
+    def forward(self, x, keep):
+        b, n = keep.shape
+
+        def visible(bi, hi, qi, ki):
+            return (ki <= qi) & keep[bi, ki].bool()
+        for dims in ((None, None, None, 0), (None, None, 0, None), (None, 0, None, None), (0, None, None, None)):
+            visible = torch.vmap(visible, in_dims=dims)
+        mask = visible(torch.arange(b), torch.arange(1), torch.arange(n), torch.arange(n))
+        q = x.view(b, n, 2, 4).transpose(1, 2)
+        return torch.nn.functional.scaled_dot_product_attention(q, q, q, attn_mask=mask)
+
+
+def test_a_padded_causal_vmap_mask_is_lowered_and_matches():
+    from trident.compiler.fx_vmap import lower_vmaps
+    from trident.compiler.testing import compile_with_reports
+
+    torch._dynamo.reset()
+    x, keep = torch.randn(2, 6, 8), torch.ones(2, 6, dtype=torch.long)
+    keep[1, :2] = 0
+    counts = []
+
+    def counting(gm, example_inputs):
+        counts.append(lower_vmaps(gm))
+        assert not any("functorch" in str(getattr(n.target, "__module__", "")) for n in gm.graph.nodes)
+        return gm.forward
+    with torch.no_grad():
+        torch.compile(PaddedCausalVmap(), backend=counting)(x, keep)
+        assert counts == [1]
+        torch._dynamo.reset()
+        got, reports = compile_with_reports(PaddedCausalVmap(), x, keep, precision="fp32")
+        want = PaddedCausalVmap()(x, keep)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5, equal_nan=True)
+    assert [i for r in reports for i in r.in_torch] == []
+
+
+class VmapRows(torch.nn.Module):
+    """A vmap whose function works on rows, not scalars: not a broadcast."""
+
+    def forward(self, x):
+        return torch.vmap(lambda row: torch.cumsum(row, 0) * 2)(torch.relu(x)) + 1
+
+
+def test_a_vmap_of_a_row_function_runs_in_torch_in_its_order_and_the_rest_is_fused():
+    from trident.compiler.testing import compile_with_reports
+
+    torch._dynamo.reset()
+    model, x = VmapRows().eval(), torch.randn(3, 5)
+    with torch.no_grad():
+        got, reports = compile_with_reports(model, x, precision="fp32")
+    torch.testing.assert_close(got, model(x), rtol=1e-5, atol=1e-5)
     reasons = {i.reason for r in reports for i in r.in_torch}
     assert reasons == {"part of a torch.vmap, which runs in torch whole"}, reasons
-    assert sum(r.torch_steps for r in reports) == 0 and sum(r.num_kernels for r in reports) > 0
+    assert sum(r.num_kernels for r in reports) > 0
+
+@pytest.mark.parametrize("how", ["out_dims=1", "in_dims=1"])
+def test_a_vmap_off_dim_0_is_left_to_torch(how):
+    from trident.compiler.fx_vmap import lower_vmaps
+
+    def f(x):
+        rows, cols = torch.arange(x.shape[0]), torch.arange(x.shape[1])
+        pair = torch.vmap(lambda i, j: i * 10 + j, in_dims=(None, 0))
+        if how == "out_dims=1":
+            grid = torch.vmap(pair, in_dims=(0, None), out_dims=1)(rows, cols)
+        else:
+            grid = torch.vmap(pair, in_dims=(1, None))(rows[None, :], cols)[..., 0]
+        return x + grid.T if how == "out_dims=1" else x + grid
+
+    counts = []
+
+    def counting(gm, example_inputs):
+        counts.append(lower_vmaps(gm))
+        return gm.forward
+    torch._dynamo.reset()
+    x = torch.randn(3, 4)
+    torch.testing.assert_close(torch.compile(f, backend=counting)(x), f(x))
+    assert counts == [0]
