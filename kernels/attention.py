@@ -608,7 +608,7 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Ten
     scale = default_scale(plan.D) if scale is None else float(scale)
     if cfg.get("WS"):
         if hopper:
-            attention_hopper.launch(q, k, v, o, plan, scale, cfg)
+            attention_hopper.launch(q, k, v, o, plan, scale, cfg.to_dict())
             return o
         # Not on this device or these operands (a view that starts off 16 bytes, say): the program.
         cfg = heuristic_config(plan.Lq, plan.Lk, plan.D, q.dtype, plan.DV, _mask_bytes(mask),

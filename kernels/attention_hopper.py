@@ -370,11 +370,11 @@ def _sm_count(device: torch.device) -> int:
     return torch.cuda.get_device_properties(device).multi_processor_count
 
 
-def launch(q, k, v, o, plan, scale: float, config) -> None:
-    """o = attention(q, k, v) for a plan why_not accepted, with a WS config (kernels/attention.py's
-    hopper_config: BLOCK_N keys per step, num_stages K/V blocks in flight, OVERLAP)."""
-    stages = config["num_stages"] if isinstance(config, dict) else config.num_stages
-    launch_blocks(q, k, v, o, plan, scale, config["BLOCK_N"], stages, bool(config.get("OVERLAP", 0)))
+def launch(q, k, v, o, plan, scale: float, config: dict) -> None:
+    """o = attention(q, k, v) for a plan why_not accepted, with a WS config's launch dict
+    (kernels/attention.py's hopper_config: BLOCK_N keys per step, num_stages K/V blocks in flight,
+    OVERLAP)."""
+    launch_blocks(q, k, v, o, plan, scale, config["BLOCK_N"], config["num_stages"], bool(config.get("OVERLAP", 0)))
 
 
 def launch_blocks(q, k, v, o, plan, scale: float, block_n: int = 128, stages: int = 2,
