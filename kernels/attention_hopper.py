@@ -223,8 +223,8 @@ if HAVE_GLUON:
     def _load(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_ready, q_empty, k_ready, v_ready, kv_empty, num_m,
               tiles, H, W, H_KV, Lk, causal_offset, CAUSAL: gl.constexpr, STAGES: gl.constexpr,
               BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr, ROWS: gl.constexpr):
-        """The loader: per tile, Q's two halves once both consumers are done with the last tile's,
-        then its K and V blocks into the ring, running ahead into the next tile's."""
+        """The loader: per tile, Q's two halves once both consumers have copied the last tile's into
+        registers, then its K and V blocks into the ring, running ahead into the next tile's."""
         it = 0
         count = 0
         for t in range(gl.program_id(0), tiles, gl.num_programs(0)):
@@ -274,7 +274,7 @@ if HAVE_GLUON:
         v_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
         kv_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
         mbarrier.init(q_ready, count=1)
-        mbarrier.init(q_empty, count=2)  # both consumer groups release Q and every K/V slot
+        mbarrier.init(q_empty, count=2)  # both consumer groups release the Q buffer and every K/V slot
         for i in gl.static_range(STAGES):
             mbarrier.init(k_ready.index(i), count=1)
             mbarrier.init(v_ready.index(i), count=1)
