@@ -19,9 +19,11 @@ outermost `_remove_batch_dim` expand the result to the levels' sizes. The region
 torch ops that trident converts.
 
 Lowered only when every step is of that kind (otherwise the region is left as it is): one chain
-of levels, batch dims in and out at 0, each batched operand a 1-D tensor of its level's size,
-every value the function computes a scalar per example, and the function's ops elementwise or a
-full index (one scalar index per dim) into a tensor from outside.
+of levels of sizes known at build (in a shape-generic graph dynamo makes them symbolic, and the
+aranges they batch have no converter either: the region stays in torch), batch dims in and out
+at 0, each batched operand a 1-D tensor of its level's size, every value the function computes a
+scalar per example, and the function's ops elementwise or a full index (one scalar index per dim)
+into a tensor from outside.
 """
 from __future__ import annotations
 

@@ -334,6 +334,24 @@ def test_a_padded_causal_vmap_mask_is_lowered_and_matches():
     assert [i for r in reports for i in r.in_torch] == []
 
 
+def test_a_vmap_mask_over_symbolic_lengths_stays_in_torch_and_matches():
+    """dynamo's second length recompiles with symbolic sizes: the nest is left to torch (its
+    aranges of symbolic length have no converter either), and every length still matches."""
+    from trident.compiler.dynamo import recording_backend
+
+    backend, reports = recording_backend({"precision": "fp32"})
+    torch._dynamo.reset()
+    model = PaddedCausalVmap()
+    compiled = torch.compile(model, backend=backend)
+    with torch.no_grad():
+        for n in (6, 9, 11):
+            x, keep = torch.randn(2, n, 8), torch.ones(2, n, dtype=torch.long)
+            keep[1, :2] = 0
+            torch.testing.assert_close(compiled(x, keep), model(x, keep), rtol=1e-5, atol=1e-5)
+    assert [i for i in reports[0].in_torch] == []
+    assert any("torch.vmap" in i.reason for r in reports[1:] for i in r.in_torch)
+
+
 class VmapRows(torch.nn.Module):
     """A vmap whose function works on rows, not scalars: not a broadcast."""
 
