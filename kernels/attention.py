@@ -272,10 +272,11 @@ def hopper_config(BLOCK_N: int = 128, num_stages: int = 3, overlap: bool = True)
     return LaunchConfig.of(4, num_stages, BLOCK_M=128, BLOCK_N=BLOCK_N, WS=1, OVERLAP=int(overlap))
 
 
-def check_config(cfg: LaunchConfig) -> None:
-    """Raise ValueError for blocks tl.dot cannot take (< 16, not powers of two)."""
+def check_config(cfg: LaunchConfig, head_dim: int = attention_hopper.HEAD_DIMS[-1]) -> None:
+    """Raise ValueError for blocks tl.dot cannot take (< 16, not powers of two), or a
+    warp-specialized config that does not fit at this head dim."""
     if cfg.get("WS"):
-        why = attention_hopper.why_unfit(cfg)
+        why = attention_hopper.why_unfit(cfg, head_dim)
         if why:
             raise ValueError(f"warp-specialized attention config {cfg}: {why}")
         return
@@ -604,7 +605,7 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Ten
     hopper = hopper_fits(plan, q, k, v, o, zero_nan_rows)
     cfg = config or heuristic_config(plan.Lq, plan.Lk, plan.D, q.dtype, plan.DV, _mask_bytes(mask),
                                      plan.causal_offset is not None, hopper)
-    check_config(cfg)
+    check_config(cfg, max(plan.D, plan.DV))
     scale = default_scale(plan.D) if scale is None else float(scale)
     if cfg.get("WS"):
         if hopper:

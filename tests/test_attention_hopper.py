@@ -85,6 +85,14 @@ def test_the_tuner_times_it_only_where_it_runs():
     assert "WS" in config_error(hopper_config().to_dict(), {**problem, "hopper": False}, base)
 
 
+def test_a_config_is_checked_at_the_problems_head_dim():
+    from trident.kernels.attention import check_config
+
+    check_config(hopper_config(128, 4), 64)  # 160 KB at head dim 64
+    with pytest.raises(ValueError, match="shared memory"):
+        check_config(hopper_config(128, 4), 128)
+
+
 def test_a_ws_config_without_the_kernel_runs_the_program():
     q, k, v = (torch.randn(1, 2, 40, 64, device=DEV) for _ in range(3))  # fp32: the kernel takes 16-bit
     out = attention(q, k, v, causal="top_left", config=hopper_config())
