@@ -16,7 +16,7 @@ import torch
 import triton
 
 CPU_DEVICE = "cpu-interpreter"
-_DEVICE_CODE = re.compile(r"^@triton\.jit", re.MULTILINE)
+_DEVICE_CODE = re.compile(r"^\s*@(triton|gluon)\.jit", re.MULTILINE)  # Triton and Gluon kernels
 
 
 @functools.lru_cache(maxsize=None)

@@ -206,7 +206,7 @@ def test_cache_key_and_engine_file_share_one_identity():
     assert set(here["versions"]) == {"trident", "triton", "torch"}
     # the templates hash covers the modules with device code, not the benchmarks or sweeps
     names = {p.name for p in identity.template_files()}
-    assert {"common.py", "conv.py", "matmul.py", "pool.py", "prims.py"} <= names
+    assert {"common.py", "conv.py", "matmul.py", "pool.py", "prims.py", "attention_hopper.py"} <= names
     assert not names & {"bench.py", "sweep.py", "identity.py", "loader.py", "__init__.py"}
 
 
