@@ -581,6 +581,12 @@ def _mask_bytes(mask: torch.Tensor | None) -> int:
     return 0 if mask is None else mask.element_size()
 
 
+def plan_tensors(q, k, v, mask, o, causal: str | None) -> AttentionLaunch:
+    """plan_launch for tensors (mask may be None)."""
+    return plan_launch(_triple(q), _triple(k), _triple(v), None if mask is None else _triple(mask), _triple(o),
+                       causal)
+
+
 def _triple(t: torch.Tensor):
     return tuple(t.shape), tuple(t.stride()), t.dtype
 
@@ -598,8 +604,7 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Ten
     if not (q.dtype == k.dtype == v.dtype) or q.dtype not in (torch.float16, torch.bfloat16, torch.float32):
         raise ValueError(f"attention wants q, k, v of one float dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
     o = torch.empty(q.shape[:-1] + v.shape[-1:], device=q.device, dtype=q.dtype)
-    plan = plan_launch(_triple(q), _triple(k), _triple(v), None if mask is None else _triple(mask),
-                       _triple(o), causal)
+    plan = plan_tensors(q, k, v, mask, o, causal)
     if o.numel() == 0:
         return o
     hopper = hopper_fits(plan, q, k, v, o, zero_nan_rows)

@@ -35,6 +35,8 @@ import torch
 
 import triton
 
+from trident.kernels.common import is_interpreter
+
 try:  # Gluon ships with Triton 3.4+; its Hopper module with 3.5+
     from triton.experimental import gluon
     from triton.experimental.gluon import language as gl
@@ -294,7 +296,6 @@ if HAVE_GLUON:
 # ------------------------------------------------------------------------------- launch ----
 def available(device: torch.device) -> bool:
     """Gluon's Hopper module and a compute-capability 9.x device (not the interpreter)."""
-    from trident.kernels.common import is_interpreter
     return (HAVE_GLUON and device.type == "cuda" and not is_interpreter()
             and torch.cuda.get_device_capability(device)[0] == 9)
 
@@ -318,6 +319,15 @@ def why_not(plan, dtype, zero_nan_rows: bool = False, pointers=()) -> str | None
             return f"{name}'s strides {list(strides)}"
         if any(n > 1 and s == 0 for n, s in zip(shape, strides)):
             return f"{name} is broadcast (stride 0) along a dim"
+    return why_not_at_launch(dtype, pointers)
+
+
+def why_not_at_launch(dtype, pointers) -> str | None:
+    """The part of why_not a generated kernel checks per launch (its operands' dtype, and which
+    of q, k, v, o does not start 16-byte aligned, as TMA wants); the rest is settled when it is
+    generated."""
+    if dtype not in DTYPES:
+        return f"dtype {dtype}"
     for name, pointer in zip("qkvo", pointers):
         if pointer % 16:
             return f"{name} does not start 16-byte aligned"
@@ -357,12 +367,18 @@ def _descriptor_strides(shape, strides) -> list[int]:
     return out
 
 
-def _descriptor(t: torch.Tensor, shape, strides, rows: int):
-    layout = gl.NVMMASharedLayout.get_default_for([1, 1, 1, rows, shape[4]], _GL_DTYPES[t.dtype])
-    return TensorDescriptor(t, list(shape), _descriptor_strides(shape, strides), [1, 1, 1, rows, shape[4]], layout)
-
-
 _GL_DTYPES = {torch.float16: gl.float16, torch.bfloat16: gl.bfloat16} if HAVE_GLUON else {}
+
+
+@functools.lru_cache(maxsize=None)
+def _block_layout(block: tuple[int, ...], dtype: torch.dtype):
+    return gl.NVMMASharedLayout.get_default_for(list(block), _GL_DTYPES[dtype])
+
+
+def _descriptor(t: torch.Tensor, shape, strides, rows: int):
+    block = (1, 1, 1, rows, shape[4])
+    return TensorDescriptor(t, list(shape), _descriptor_strides(shape, strides), list(block),
+                            _block_layout(block, t.dtype))
 
 
 @functools.lru_cache(maxsize=None)
@@ -374,12 +390,7 @@ def launch(q, k, v, o, plan, scale: float, config: dict) -> None:
     """o = attention(q, k, v) for a plan why_not accepted, with a WS config's launch dict
     (kernels/attention.py's hopper_config: BLOCK_N keys per step, num_stages K/V blocks in flight,
     OVERLAP)."""
-    launch_blocks(q, k, v, o, plan, scale, config["BLOCK_N"], config["num_stages"], bool(config.get("OVERLAP", 0)))
-
-
-def launch_blocks(q, k, v, o, plan, scale: float, block_n: int = 128, stages: int = 2,
-                  overlap: bool = False) -> None:
-    """launch with its knobs spelled out."""
+    block_n = config["BLOCK_N"]
     qs, ks, vs, _ = _shapes(plan)
     q_desc = _descriptor(q, qs, plan.strides[0], BLOCK_M // 2)
     k_desc = _descriptor(k, ks, plan.strides[1], block_n)
@@ -389,5 +400,6 @@ def launch_blocks(q, k, v, o, plan, scale: float, block_n: int = 128, stages: in
     grid = (min(tiles, _sm_count(q.device)),)
     attention_hopper_kernel[grid](
         q_desc, k_desc, v_desc, o, so[0], so[1], so[2], so[3], plan.W, plan.H, plan.H_KV, plan.Lq, plan.Lk,
-        plan.causal_offset or 0, tiles, QK_SCALE=scale * LOG2E, CAUSAL=plan.causal_offset is not None, STAGES=stages,
-        BLOCK_N=block_n, HEAD_DIM=plan.D, OVERLAP=overlap, num_warps=LOADER_WARPS)
+        plan.causal_offset or 0, tiles, QK_SCALE=scale * LOG2E, CAUSAL=plan.causal_offset is not None,
+        STAGES=config["num_stages"], BLOCK_N=block_n, HEAD_DIM=plan.D, OVERLAP=bool(config.get("OVERLAP", 0)),
+        num_warps=LOADER_WARPS)

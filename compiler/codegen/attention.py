@@ -74,11 +74,12 @@ def _hopper_here(plan, dtype, zero_nan_rows: bool) -> bool:
 
 def _hopper_prologue(qkvo: list[str], scale: float) -> str:
     """launch()'s first lines under WS=1: the warp-specialized kernel, or the program (with its own
-    heuristic config) when an operand does not start 16-byte aligned."""
+    heuristic config) when an operand does not start 16-byte aligned (attention_hopper's
+    why_not_at_launch; the strides were settled here, at generation)."""
     q, k, v, o = qkvo
     return "\n    ".join([
         "if config.get('WS'):",
-        f"    if attention_hopper.why_not(PLAN, {q}.dtype, pointers=[t.data_ptr() for t in ({q}, {k}, {v}, {o})]):",
+        f"    if attention_hopper.why_not_at_launch({q}.dtype, [t.data_ptr() for t in ({q}, {k}, {v}, {o})]):",
         "        config = PROGRAM_CONFIG",
         "    else:",
         f"        return attention_hopper.launch({q}, {k}, {v}, {o}, PLAN, {scale!r}, config)"])

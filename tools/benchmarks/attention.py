@@ -22,8 +22,8 @@ from typing import Callable
 import torch
 
 from trident.compiler.timing import config_ms
-from trident.kernels.attention import (_triple, attention, attention_flops, candidate_configs, heuristic_config,
-                                       hopper_fits, plan_launch)
+from trident.kernels.attention import (attention, attention_flops, candidate_configs, heuristic_config, hopper_fits,
+                                       plan_tensors)
 from trident.tools.benchmarks.results import ResultsFile, require_gpu
 
 # (batch, heads, sequence, head dim)
@@ -67,7 +67,7 @@ def bench_row(b: int, h: int, seq: int, d: int, causal: bool, *, device: str = "
     row = {"batch": b, "heads": h, "seq": seq, "head_dim": d, "causal": causal, "dtype": str(dtype)[6:],
            "flops": flops}
     # The warp-specialized kernel (kernels/attention_hopper.py) where this GPU and problem take it.
-    hopper = hopper_fits(plan_launch(_triple(q), _triple(k), _triple(v), None, _triple(q), alignment), q, k, v, q)
+    hopper = hopper_fits(plan_tensors(q, k, v, None, q, alignment), q, k, v, q)
     heuristic = heuristic_config(seq, seq, d, dtype, causal=causal, hopper=hopper)
     times = {heuristic: timer(lambda: attention(q, k, v, causal=alignment, config=heuristic))}
     if tune:
