@@ -102,6 +102,9 @@ def test_zoo_int8_engine_is_checked_against_its_own_int8_graph():
     from trident.tools.zoo_report import int8_graph_bound
     from trident.tools.zoo_run import int8_graph_output
 
+    # Seeded: on two images a requantization one int8 step apart can outweigh quantization's own
+    # error for some weights, so an unseeded draw (the global RNG under xdist) may flip the last check.
+    torch.manual_seed(0)
     build, make_inputs = MODELS["resnet_tiny"]
     model, inputs = build().eval(), list(make_inputs(2))
     trace = BuildTrace()
