@@ -347,6 +347,8 @@ class TridentSubgraph(torch.nn.Module):
         self.weight_args = weight_args
         # the arguments other than the lifted parameters and buffers (the engine's key)
         self._user_positions = [k for k, weight in enumerate(weight_args) if not weight]
+        self._weight_positions = [k for k, weight in enumerate(weight_args) if weight]
+        self._weights_held: dict[tuple, list] = {}  # keeps the keyed weights (and so their ids) alive
         self.options = options
         self.report = report
         self.name = name
@@ -366,12 +368,13 @@ class TridentSubgraph(torch.nn.Module):
         return [e[0] for e in entries if e is not _FALLBACK]
 
     def forward(self, *args):
-        entry = self._dynamic_entry(args) if self.symbolic else None
+        weights = self._weights_key(args)
+        entry = self._dynamic_entry(args, weights) if self.symbolic else None
         if entry is None:
-            # Keyed by the arguments that are not weights: the weights are the engine's
-            # constants, and dynamo's guards already cover their shapes. (Hashing the hundreds
-            # of lifted parameters of a CNN cost more per call than its engine at batch 8.)
-            key = _signature([args[k] for k in self._user_positions])
+            # Keyed by the signature of the arguments that are not weights (dynamo's guards
+            # cover the weights' shapes; hashing the hundreds of lifted parameters of a CNN cost
+            # more per call than its engine at batch 8) and by which weights these are.
+            key = (_signature([args[k] for k in self._user_positions]), weights)
             entry = self.engines.get(key)
             if entry is None:
                 entry = self.engines[key] = self._build(args)
@@ -384,10 +387,20 @@ class TridentSubgraph(torch.nn.Module):
             outs = [o.clone() for o in outs]  # the engine's buffers: the next replay rewrites them
         return tree_unflatten(list(outs), self._out_spec)
 
-    def _dynamic_entry(self, args: Sequence):
+    def _weights_key(self, args: Sequence) -> tuple:
+        """Which weights this call passes. The engine bakes its first call's weights in as
+        constants, and dynamo runs one compiled frame for every instance of a module (each layer
+        of a model whose layer's forward breaks the graph), passing that layer's own parameters:
+        each set of weights gets its own engine. Identities, held so that none is reused."""
+        key = tuple([id(args[k]) for k in self._weight_positions])
+        if key not in self._weights_held:
+            self._weights_held[key] = [args[k] for k in self._weight_positions]
+        return key
+
+    def _dynamic_entry(self, args: Sequence, weights: tuple):
         """The engine with a profile over the symbolic sizes that fits `args` (built if none
         does); None to fall back to one engine per concrete signature."""
-        entries = self.engines.setdefault(self.symbolic.key(args), [])
+        entries = self.engines.setdefault((self.symbolic.key(args), weights), [])
         sizes = self.symbolic.symbols_of(args)
         for entry in entries:
             if entry is _FALLBACK or fits(entry[0], sizes):

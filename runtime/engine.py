@@ -295,7 +295,9 @@ class Engine:
                         on_step(k, step, functools.partial(self._run_step, step, launch, env), env)
         finally:
             self._active = None
-        return [env[o] for o in self.plan.outputs]
+        # An output that is a constant (a folded zeros_like, a weight returned as is) is copied:
+        # a caller that writes into its result must not change what the next call returns.
+        return [env[o].clone() if o in self.constants else env[o] for o in self.plan.outputs]
 
     def _check_indices(self, inputs: Sequence[torch.Tensor]) -> None:
         """Token ids index inside their table. Kernels clamp them (no lane reads outside the

@@ -170,8 +170,44 @@ def test_recompile_on_new_batch_size():
     assert len(spy.compiled) == 2
     static = [s for s in spy.subgraphs() if s.symbolic is None]
     dynamic = [s for s in spy.subgraphs() if s.symbolic is not None]
-    assert {key[0][0][0] for s in static for key in s.engines} == {2}
+    assert {signature[0][0][0] for s in static for signature, _ in s.engines} == {2}
     assert dynamic and all(s.engines_built == 1 for s in dynamic)
+
+
+class BreakingLayer(torch.nn.Module):
+    """A layer whose forward breaks the graph: dynamo compiles its frame once and runs it for
+    every instance, passing each one's own parameters."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(8, 8)
+
+    def forward(self, h):
+        h = self.linear(h).relu()
+        torch._dynamo.graph_break()
+        return h + 1
+
+
+def test_layers_sharing_a_compiled_frame_each_run_with_their_own_weights():
+    model = torch.nn.Sequential(BreakingLayer(), BreakingLayer(), BreakingLayer()).eval()
+    spy = Spy()
+    compiled = torch.compile(model, backend=spy)
+    check(compiled, model, (torch.randn(2, 8),))
+    check(compiled, model, (torch.randn(2, 8),))
+    layer_frames = [s for s in spy.subgraphs() if s.engines_built > 1]
+    assert len(layer_frames) == 1 and layer_frames[0].engines_built == 3  # one per layer, kept
+
+
+def test_a_constant_output_is_a_fresh_tensor_per_call():
+    # A folded output (zeros_like) is an engine constant: a caller writing into its result (as
+    # X-MOD's adapters write into torch.zeros_like) must not change what the next call returns.
+    compiled = torch.compile(lambda h: (torch.zeros_like(h), h * 2), backend="trident")
+    x = torch.randn(2, 4)
+    with torch.no_grad():
+        zeros, _ = compiled(x)
+        zeros += 5
+        again, doubled = compiled(x)
+    assert torch.equal(again, torch.zeros(2, 4)) and torch.equal(doubled, x * 2)
 
 
 def test_bad_option():

@@ -1,6 +1,6 @@
 """More of transformers' architectures at tiny configurations (2 layers, hidden 16-48, 32 x 32
 images, 400 audio samples or a 32 x 32 spectrogram, 8 tokens; random weights) through
-torch.compile(backend="trident") and through their ONNX export, against eager fp32: 49 of them,
+torch.compile(backend="trident") and through their ONNX export, against eager fp32: 50 of them,
 vision (BEiT, YOLOS, SegFormer, PoolFormer, PVT, FocalNet, DPT, LeViT, Swin-V2, ...), audio
 (wav2vec2, HuBERT, SEW, UniSpeech, AST, ...) and text (GPT-NeoX, GPT-J, Falcon, BLOOM, Mistral,
 Gemma, XLNet, Funnel, ...). Nothing may run in torch: each once left an op there (interpolate,
@@ -73,12 +73,16 @@ MODELS = {
  "data2vec_audio": (lambda: t.Data2VecAudioModel(t.Data2VecAudioConfig(**V, conv_dim=[16, 16], conv_stride=[5, 2], conv_kernel=[10, 3], num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2)), "audio"),
  "ast": (lambda: t.ASTModel(t.ASTConfig(**V, patch_size=8, num_mel_bins=32, max_length=32, frequency_stride=8, time_stride=8)), "spec"),
  "convbert": (lambda: t.ConvBertModel(t.ConvBertConfig(**V, **TXT)), "txt"),
+ # its per-language adapters index rows by a boolean mask: a graph break in every layer, so one
+ # compiled frame runs each layer with that layer's weights
+ "xmod": (lambda: t.XmodModel(t.XmodConfig(**V, **TXT, default_language="en_XX", languages=["en_XX"])), "txt"),
 }
 
 # What may still run in torch through the ONNX export (explain lists it): Funnel's ScatterND (its
 # relative-position tensor, written index by index) and ConvBERT's Gathers along an inner axis of a
-# computed tensor (the exporter's im2col), which have no kernel.
-ONNX_IN_TORCH = {"funnel": {"scatter_nd"}, "convbert": {"gather"}}
+# computed tensor (the exporter's im2col), which have no kernel; X-MOD's boolean-mask row
+# assignment (a ScatterND at indices the mask decides at run time).
+ONNX_IN_TORCH = {"funnel": {"scatter_nd"}, "convbert": {"gather"}, "xmod": {"scatter_nd"}}
 
 
 class LastHidden(torch.nn.Module):
