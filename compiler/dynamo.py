@@ -337,6 +337,12 @@ def _check_tensor_arguments(args: Sequence) -> None:
             raise UnsupportedError(f"partition argument {k} is a {type(a).__name__} of tensors")
 
 
+def _passed_float(a) -> bool:
+    """A Python float dynamo hands over as a 0-d CPU tensor (not a parameter or buffer)."""
+    return (isinstance(a, torch.Tensor) and not isinstance(a, torch.nn.Parameter)
+            and a.dim() == 0 and a.device.type == "cpu")
+
+
 class TridentSubgraph(torch.nn.Module):
     """Runs one supported partition: a trident engine per input signature (built lazily)."""
 
@@ -347,7 +353,8 @@ class TridentSubgraph(torch.nn.Module):
         self.weight_args = weight_args
         # the arguments other than the lifted parameters and buffers (the engine's key)
         self._user_positions = [k for k, weight in enumerate(weight_args) if not weight]
-        self._weight_positions = [k for k, weight in enumerate(weight_args) if weight]
+        self._weight_positions: list[int] | None = None  # by identity; set at the first call
+        self._value_positions: list[int] = []             # by value (floats passed as 0-d tensors)
         self._weights_held: dict[tuple, list] = {}  # keeps the keyed weights (and so their ids) alive
         self.options = options
         self.report = report
@@ -391,8 +398,15 @@ class TridentSubgraph(torch.nn.Module):
         """Which weights this call passes. The engine bakes its first call's weights in as
         constants, and dynamo runs one compiled frame for every instance of a module (each layer
         of a model whose layer's forward breaks the graph), passing that layer's own parameters:
-        each set of weights gets its own engine. Identities, held so that none is reused."""
-        key = tuple([id(args[k]) for k in self._weight_positions])
+        each set of weights gets its own engine. Identities, held so that none is reused; but
+        the Python floats dynamo passes as new 0-d CPU tensors at every call (under dynamic
+        shapes: eps, a scale) by value."""
+        if self._weight_positions is None:
+            weights = [k for k, weight in enumerate(self.weight_args) if weight]
+            self._value_positions = [k for k in weights if _passed_float(args[k])]
+            self._weight_positions = [k for k in weights if k not in self._value_positions]
+        key = (tuple([id(args[k]) for k in self._weight_positions]),
+               tuple([args[k].item() for k in self._value_positions]))
         if key not in self._weights_held:
             self._weights_held[key] = [args[k] for k in self._weight_positions]
         return key

@@ -161,7 +161,8 @@ def initial_kind(node: Node, graph: Graph) -> tuple[str, str]:
 _MOVE_REASONS = {"gather": "table lookup (rows of a constant by indices)",
                  "gather_elements": "gather of elements (each lane reads the element its index names)",
                  "concat": "concat (each lane reads its piece)",
-                 "pad": "constant pad (each lane reads its element or the fill)"}
+                 "pad": "pad (each lane reads its element: shifted, clamped, mirrored or "
+                        "wrapped, or the fill)"}
 
 
 def move_refusal(node: Node, graph: Graph) -> str | None:
@@ -178,9 +179,15 @@ def move_refusal(node: Node, graph: Graph) -> str | None:
             return f"concat of {pieces} pieces of {dtype}"
         return None
     a, x = node.attrs, t[node.inputs[0]]
-    if a.get("mode", "constant") != "constant" or min(a["pads"]) < 0 or \
-            x.dtype not in POINTWISE_DTYPES or 0 in x.shape:
-        return "pad that crops, reflects / repeats edges, or pads an empty tensor"
+    mode = a.get("mode", "constant")
+    if min(a["pads"]) < 0 or x.dtype not in POINTWISE_DTYPES or 0 in x.shape:
+        return "pad that crops, or pads an empty tensor"
+    rank = len(x.shape)
+    widest = [max(a["pads"][d], a["pads"][rank + d]) for d in range(rank)]
+    if mode == "reflect" and any(w > n - 1 for w, n in zip(widest, x.shape)):
+        return "reflect pad past the size minus one (a second reflection)"
+    if mode == "wrap" and any(w > n for w, n in zip(widest, x.shape)):
+        return "wrap pad past the size (a second period)"
     return None
 
 

@@ -233,3 +233,42 @@ def test_nf_net_style_block_matches_torch():
         want = block(x)
         got, report = _compiled(block, x)
     assert relative_error(got, want) < 1e-5 and report.in_torch == [], report.render()
+
+
+class BlockWrites(nn.Module):
+    """Writes into computed tensors: MViT-v2's relative positions added into a block of the
+    attention scores, an int index with an Ellipsis, an in-place add into a column, and a
+    computed value written into a tensor the graph made (new_zeros-like)."""
+
+    def forward(self, x, v):
+        a = x.softmax(-1) * 2
+        a[:, :, 1:, 1:] = a[:, :, 1:, 1:] + v
+        a[0, ..., -1] = 7.0
+        a[:, 1] += 1
+        b = torch.zeros(2, 3, 5, 5)
+        b[:, :, :2] = v[:, :, :2, :1]
+        return a + b
+
+
+def test_slice_assignments_into_computed_tensors_fuse():
+    x, v = torch.randn(2, 3, 5, 5), torch.randn(2, 3, 4, 4)
+    torch._dynamo.reset()
+    with torch.no_grad():
+        got, report = _compiled(BlockWrites(), x, v)
+    assert torch.allclose(got, BlockWrites()(x, v), rtol=1e-6, atol=1e-6)
+    assert report.in_torch == [] and report.torch_steps == 0
+
+
+def test_a_strided_slice_assignment_into_a_computed_tensor_says_why():
+    class Strided(nn.Module):
+        def forward(self, x):
+            y = x * 2
+            y[:, ::2] = 0.0
+            return y + 1
+
+    x = torch.randn(3, 4)
+    torch._dynamo.reset()
+    with torch.no_grad(), pytest.warns(UserWarning, match="step 2"):
+        got, report = _compiled(Strided(), x)
+    assert torch.equal(got, Strided()(x))  # (in torch, as before)
+    assert any("step 2" in i.reason for i in report.in_torch)

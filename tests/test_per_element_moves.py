@@ -329,14 +329,8 @@ def onnx_pad(shape, pads, mode="constant", value=None):
     ((1, 0, 3, 0, 0, 0), float("-inf")),  # a leading dim
 ])
 def test_constant_pad_fuses_with_what_follows(pads, value):
-    ort = pytest.importorskip("onnxruntime")
-    model = onnx_pad((2, 3, 5), pads, value=value)
-    x = np.random.default_rng(5).standard_normal((2, 3, 5)).astype(np.float32)
-    engine = build_engine(model, "fp32")
+    engine = pad_matches_onnxruntime(onnx_pad((2, 3, 5), pads, value=value), (2, 3, 5), seed=5)
     assert [name for _, name in steps(engine)] == ["pointwise_mul", "pointwise_pad_add"]
-    (got,) = run_engine(engine, torch.from_numpy(x))
-    (want,) = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})
-    np.testing.assert_array_equal(got.numpy(), want)
 
 
 def test_a_pad_before_trailing_size_one_dims():
@@ -348,16 +342,33 @@ def test_a_pad_before_trailing_size_one_dims():
     np.testing.assert_array_equal(got.numpy(), want)
 
 
-@pytest.mark.parametrize("pads, mode", [((0, 0, 2, 0, 0, 2), "reflect"), ((0, 0, -1, 0, 0, 1), "constant")])
-def test_reflect_pads_and_crops_stay_in_torch(pads, mode):
+@pytest.mark.parametrize("pads, mode", [
+    ((0, 0, 2, 0, 0, 2), "reflect"),    # the last dim, both sides
+    ((0, 2, 4, 0, 1, 0), "reflect"),    # two dims, up to the size minus one
+    ((1, 0, 3, 0, 2, 1), "edge"),       # a leading dim, past the size
+    ((0, 2, 5, 0, 3, 5), "wrap"),       # a whole period
+    ((0, 0, 1, 0, 0, 0), "reflect"),
+])
+def test_reflect_edge_and_wrap_pads_fuse(pads, mode):
+    engine = pad_matches_onnxruntime(onnx_pad((2, 3, 5), pads, mode=mode), (2, 3, 5), seed=8)
+    assert [name for _, name in steps(engine)] == ["pointwise_mul", "pointwise_pad_add"]
+
+
+def pad_matches_onnxruntime(model, shape, seed: int):
+    """The engine of `model`, after checking it gives onnxruntime's output exactly."""
     ort = pytest.importorskip("onnxruntime")
-    model = onnx_pad((2, 3, 5), pads, mode=mode)
-    x = np.random.default_rng(6).standard_normal((2, 3, 5)).astype(np.float32)
+    x = np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
     engine = build_engine(model, "fp32")
-    assert ("torch", "pad") in steps(engine)
     (got,) = run_engine(engine, torch.from_numpy(x))
     (want,) = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})
     np.testing.assert_array_equal(got.numpy(), want)
+    return engine
+
+
+@pytest.mark.parametrize("pads, mode", [((0, 0, -1, 0, 0, 1), "constant")])
+def test_crops_stay_in_torch(pads, mode):
+    engine = pad_matches_onnxruntime(onnx_pad((2, 3, 5), pads, mode=mode), (2, 3, 5), seed=6)
+    assert ("torch", "pad") in steps(engine)
 
 
 def test_padding_an_empty_tensor_runs_in_torch():

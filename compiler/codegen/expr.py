@@ -89,9 +89,10 @@ def _round_half_even(x):
 
 def _expm1(x):
     # Kahan: with u = fl(exp(x)), (u - 1) * x / log(u) cancels the rounding error of u.
+    # Where u is huge (or overflowed to inf), u - 1 is u: the correction would be inf / inf.
     u = f"tl.exp({x})"
     return (f"tl.where({u} == 1.0, {x}, tl.where({u} - 1.0 == -1.0, -1.0, "
-            f"({u} - 1.0) * {x} / tl.log({u})))")
+            f"tl.where({u} > 1.0e30, {u}, ({u} - 1.0) * {x} / tl.log({u}))))")
 
 
 def _log1p(t):
@@ -119,7 +120,9 @@ def _mish(x):
 
 
 def _celu(x, alpha: str):
-    return f"(tl.maximum({x}, 0.0) + tl.minimum({alpha} * {_expm1(f'({x} / {alpha})')}, 0.0))"
+    # (NaN-propagating max and min: tl's own drop a NaN operand, and celu(NaN) is NaN)
+    return (f"(prims.maximum({x}, 0.0) + "
+            f"prims.minimum({alpha} * {_expm1(f'({x} / {alpha})')}, 0.0))")
 
 
 def _shrink(x, lambd: str, bias: str):

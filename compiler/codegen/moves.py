@@ -110,13 +110,15 @@ def concat(w: KernelWriter, node: Node, operand_for) -> str:
 
 
 def pad(w: KernelWriter, node: Node, operand_for) -> str:
-    """out = pad(x) in constant mode (no crop, x not empty: fusion checks both): a lane inside
-    the input reads x at its index minus the pads before it, the others take the fill value; no
-    load leaves x."""
+    """out = pad(x), x not empty and no crop (fusion checks both). constant: a lane inside the
+    input reads x at its index minus the pads before it, the others take the fill value (no
+    load leaves x). edge, reflect and wrap: every lane reads x, at its index clamped, mirrored
+    (once: fusion keeps reflect's pads under the size) or taken modulo the size."""
     out_shape = tuple(w.graph.types[node.outputs[0]].shape)
     in_shape = tuple(w.graph.types[node.inputs[0]].shape)
     out_dims = broadcast_dims(out_shape, w.space_shape())
     pads, rank = node.attrs["pads"], len(out_shape)
+    mode = node.attrs.get("mode", "constant")
     x = operand_for(node.inputs[0])
     x = Operand(x.arg, x.strides, out_dims, x.dtype, x.offset)
     shifted, inside = {}, []  # tensor dim -> its index expression; the in-range tests
@@ -126,11 +128,23 @@ def pad(w: KernelWriter, node: Node, operand_for) -> str:
             continue
         index = w.tmp("pad")
         w.line(f"{index} = {w.index_of.get(out_dims[d], '0')} - {before}")
+        if mode == "constant":
+            inside.append(f"({index} >= 0) & ({index} < {in_shape[d]})")
+        else:
+            w.line(f"{index} = {_source_index(mode, index, in_shape[d])}")
         shifted[d] = index
-        inside.append(f"({index} >= 0) & ({index} < {in_shape[d]})")
     loaded = w.load_at(x, shifted, {out_dims[d] for d in shifted}, " & ".join(inside) or None)
     var = w.tmp("v")
     fill = E.literal(node.attrs.get("value", 0))
     w.line(f"{var} = tl.where({' & '.join(inside)}, {loaded}, {fill})" if inside else f"{var} = {loaded}")
     w.values[node.outputs[0]] = var
     return var
+
+
+def _source_index(mode: str, i: str, size: int) -> str:
+    """The input index a padded position reads (i: its index minus the pads before it)."""
+    if mode == "edge":
+        return f"tl.minimum(tl.maximum({i}, 0), {size - 1})"
+    if mode == "reflect":  # the edge itself is not repeated: -1 reads 1, size reads size - 2
+        return f"tl.where({i} < 0, -{i}, tl.where({i} > {size - 1}, {2 * (size - 1)} - {i}, {i}))"
+    return f"(({i} % {size}) + {size}) % {size}"  # wrap

@@ -36,6 +36,8 @@ from torch.utils._pytree import tree_flatten, tree_unflatten
 from trident.compiler.errors import ShapeError, TridentError, UnsupportedError
 from trident.compiler.fx_mutation import assign, make_writes_explicit, writes_in_place
 from trident.compiler.frontend import fx_decompose as decompose
+from trident.compiler.frontend import fx_math
+from trident.compiler.frontend.fx_aten import traced_call
 from trident.compiler.frontend.fx_axes import axes as _axes
 from trident.compiler.frontend.fx_axes import axis as _axis
 from trident.compiler.frontend.fx_attention import Masks, Projections, multi_head_attention
@@ -375,6 +377,15 @@ def _leaky_relu(cx: Ctx, x, negative_slope: float = 0.01, inplace: bool = False)
     return cx.emit("leaky_relu", [x], alpha=float(negative_slope))
 
 
+@converts(F.rrelu, torch.rrelu)
+def _rrelu(cx: Ctx, x, lower: float = 1.0 / 8, upper: float = 1.0 / 3, training: bool = False,
+           inplace: bool = False):
+    """In eval mode a leaky relu with the mean slope; training mode draws random slopes."""
+    if training:
+        raise UnsupportedError(f'fx node "{cx.node_name}": rrelu in training mode (random slopes)')
+    return _leaky_relu(cx, x, (float(lower) + float(upper)) / 2)
+
+
 @converts(aten.hardsigmoid.default, F.hardsigmoid)
 def _hardsigmoid(cx: Ctx, x, inplace: bool = False):
     return cx.emit("hard_sigmoid", [x], alpha=1.0 / 6.0, beta=0.5)  # relu6(x + 3) / 6
@@ -388,6 +399,42 @@ def _hardtanh(cx: Ctx, x, min_val: float = -1.0, max_val: float = 1.0, inplace: 
 @converts(aten.relu6.default, F.relu6)
 def _relu6(cx: Ctx, x, inplace: bool = False):
     return cx.emit("clip", [x], min=0.0, max=6.0)
+
+
+converts(F.elu)(fx_math.elu)
+converts(aten.elu.default)(fx_math.aten_elu)
+converts(F.selu, torch.selu)(fx_math.selu)
+converts(F.celu, torch.celu)(fx_math.celu)
+converts(F.softplus, aten.softplus.default)(fx_math.softplus)
+converts(F.logsigmoid)(fx_math.log_sigmoid)
+converts(F.mish, aten.mish.default)(fx_math.mish)
+converts(F.softsign)(fx_math.softsign)
+converts(F.hardshrink, torch.hardshrink, aten.hardshrink.default, "hardshrink")(fx_math.hardshrink)
+converts(F.softshrink, aten.softshrink.default)(fx_math.softshrink)
+converts(F.glu, aten.glu.default)(fx_math.glu)
+converts(torch.log1p, torch.special.log1p, aten.log1p.default, "log1p")(fx_math.log1p)
+converts(torch.expm1, torch.special.expm1, aten.expm1.default, "expm1")(fx_math.expm1)
+converts(torch.var, aten.var.correction, aten.var.dim, "var")(fx_math.variance)
+converts(torch.std, aten.std.correction, aten.std.dim, "std")(fx_math.std)
+
+
+@converts(aten.isinf.default, torch.isinf, "isinf")
+def _isinf(cx: Ctx, x):
+    return cx.emit("is_inf", [x], positive=True, negative=True)
+
+
+@converts(aten.trunc.default, torch.trunc, torch.fix, "trunc", "fix")
+def _trunc(cx: Ctx, x):
+    """Towards zero: ceil below 0, floor elsewhere (NaN and infinities stay)."""
+    if not cx.dtype(x).is_floating_point:
+        return x
+    negative = _binary(cx, "less", x, 0.0)
+    return cx.emit("where", [negative, cx.emit("ceil", [x]), cx.emit("floor", [x])])
+
+
+@converts(torch.square, "square")
+def _square(cx: Ctx, x):
+    return _binary(cx, "mul", x, x)
 
 
 @converts(aten.clamp.default, aten.clamp.Tensor, torch.clamp, torch.clip, "clamp", "clip")
@@ -794,6 +841,26 @@ def _layer_norm(cx: Ctx, input, normalized_shape, weight=None, bias=None, eps=1e
     return _ln(cx, input, normalized_shape, weight, bias, eps)
 
 
+@converts(F.rms_norm, torch.rms_norm, aten.rms_norm.default)
+def _rms_norm(cx: Ctx, input, normalized_shape, weight=None, eps=None):
+    """x / sqrt(mean(x²) + eps) * weight over the last dims; eps defaults to the dtype's."""
+    shape = _ints([normalized_shape])
+    dt = cx.dtype(input)
+    eps = torch.finfo(dt).eps if eps is None else float(eps)
+    weight = _promote(cx, _filled_if_none(weight, shape, dt, 1.0), dtype=dt)[0]
+    return cx.emit("rms_norm", [input, weight], axis=cx.rank(input) - len(shape), epsilon=eps)
+
+
+@converts(F.instance_norm, torch.instance_norm)
+def _instance_norm(cx: Ctx, input, running_mean=None, running_var=None, weight=None, bias=None,
+                   use_input_stats=True, momentum=0.1, eps=1e-5, cudnn_enabled=False):
+    """Each (sample, channel) normalized over its positions: a group norm with a group per
+    channel. With running statistics instead (use_input_stats=False), a batch norm."""
+    if not use_input_stats:
+        return _bn(cx, input, weight, bias, running_mean, running_var, eps)
+    return decompose.group_norm(cx, input, cx.shape(input)[1], weight, bias, eps)
+
+
 def _aten_softmax_like(op: str):
     """aten._softmax / aten._log_softmax: half_to_float computes an fp16 input into fp32."""
     def convert(cx: Ctx, x, dim, half_to_float):
@@ -919,9 +986,10 @@ def _native_mha(cx: Ctx, query, key, value, embed_dim, num_head, qkv_weight, qkv
 
 # ========================================================================= reductions ====
 def _reducer(op: str):
-    def convert(cx: Ctx, input, dim=None, keepdim=False, *, dtype=None):
+    def convert(cx: Ctx, input, dim=None, keepdim=False, *, dtype=None, axis=None):
         if dtype is not None:
             input = cx.cast(input, dtype)
+        dim = axis if axis is not None else dim  # (torch takes numpy's name too: I-BERT's mean)
         return cx.emit(op, [input], axes=_axes(cx, input, dim), keepdims=bool(keepdim))
     return convert
 
@@ -1246,10 +1314,10 @@ def _constant_pad_nd(cx: Ctx, input, pad, value=0):
 @converts(F.pad, torch._C._nn.pad)
 def _pad(cx: Ctx, input, pad, mode="constant", value=None):
     # torch's pad list runs from the last dim backwards: (last_begin, last_end, prev_begin, ...).
-    # The IR has no pad op: each padded axis becomes concat(fill, x, fill), each cropped one a
-    # slice, which later passes can fold into a convolution's padding.
+    # A constant pad: each padded axis becomes concat(fill, x, fill), each cropped one a slice,
+    # which later passes can fold into a convolution's padding. The others: one IR pad.
     if mode != "constant":
-        raise UnsupportedError(f'fx node "{cx.node_name}": pad mode "{mode}"')
+        return _edge_pad(cx, input, pad, mode)
     x, rank = input, cx.rank(input)
     for k in range(len(pad) // 2):
         axis, begin, end = rank - 1 - k, int(pad[2 * k]), int(pad[2 * k + 1])
@@ -1265,6 +1333,29 @@ def _pad(cx: Ctx, input, pad, mode="constant", value=None):
         pieces = [p for p in (parts[0], x, parts[1]) if p is not None]
         x = _cat(cx, pieces, axis) if len(pieces) > 1 else x
     return x
+
+
+_PAD_MODES = {"reflect": "reflect", "replicate": "edge", "circular": "wrap"}
+
+
+def _edge_pad(cx: Ctx, x, pad, mode: str):
+    """F.pad in reflect / replicate / circular mode: one IR pad (ONNX's reflect / edge / wrap)."""
+    if mode not in _PAD_MODES:
+        raise UnsupportedError(f'fx node "{cx.node_name}": pad mode "{mode}"')
+    rank, pad = cx.rank(x), [int(p) for p in pad]
+    if min(pad, default=0) < 0:
+        raise UnsupportedError(f'fx node "{cx.node_name}": a {mode} pad that crops ({pad})')
+    pads = [0] * (2 * rank)
+    for k in range(len(pad) // 2):
+        pads[rank - 1 - k], pads[2 * rank - 1 - k] = pad[2 * k], pad[2 * k + 1]
+    return cx.emit("pad", [x], pads=pads, mode=_PAD_MODES[mode], value=0)
+
+
+for _n in (1, 2, 3):
+    converts(getattr(aten, f"reflection_pad{_n}d").default)(
+        lambda cx, x, padding: _edge_pad(cx, x, padding, "reflect"))
+    converts(getattr(aten, f"replication_pad{_n}d").default)(
+        lambda cx, x, padding: _edge_pad(cx, x, padding, "replicate"))
 
 
 @converts(aten.stack.default, torch.stack)
@@ -1847,15 +1938,16 @@ def _module_converter(module: nn.Module):
 def supported_fx_target(node: torch.fx.Node) -> bool:
     """Cheap check (for partitioning around unsupported nodes): can import_fx convert `node`?
 
-    True for nodes with a converter, and for nodes with no fx-node inputs (they fold). Only the
-    target is looked at, so a convertible target can still fail on unusual arguments.
+    True for nodes with a converter, for nodes with no fx-node inputs (they fold), and for calls
+    torch's decomposition turns into ops with converters (fx_aten, judged on the recorded example
+    values). A convertible target can still fail on unusual arguments.
     """
     if node.op in ("placeholder", "output", "get_attr"):
         return True
     if node.op == "call_function":
-        return node.target in FUNCTIONS or not node.all_input_nodes
+        return node.target in FUNCTIONS or not node.all_input_nodes or _decomposes(node)
     if node.op == "call_method":
-        return node.target in METHODS or not node.all_input_nodes
+        return node.target in METHODS or not node.all_input_nodes or _decomposes(node)
     if node.op == "call_module":
         root = node.graph.owning_module
         if root is None:
@@ -1863,6 +1955,36 @@ def supported_fx_target(node: torch.fx.Node) -> bool:
         module = root.get_submodule(node.target)
         return _module_converter(module) is not None or isinstance(module, nn.Sequential)
     return False
+
+
+def _decomposes(node: torch.fx.Node) -> bool:
+    """A call without a converter that torch's decomposition turns into ops with converters
+    (fx_aten), judged on the example values dynamo and export record for its inputs."""
+    try:
+        args, kwargs = torch.fx.node.map_arg((node.args, node.kwargs), _example_of)
+    except LookupError:
+        return False
+    return traced_call(node.op, node.target, args, kwargs, _meta_tensor, _has_converter) \
+        is not None
+
+
+def _example_of(node: torch.fx.Node):
+    """A meta tensor for a node that computes a tensor of static shape, its value for one that
+    computes a Python number; LookupError otherwise (a symbolic size, no record)."""
+    example = node.meta.get("val", node.meta.get("example_value"))
+    if isinstance(example, torch.Tensor) and all(isinstance(d, int) for d in example.shape):
+        return torch.empty(tuple(example.shape), dtype=example.dtype, device="meta")
+    if type(example) in (int, float, bool):
+        return example
+    raise LookupError(node.name)
+
+
+def _meta_tensor(a):
+    return a if isinstance(a, torch.Tensor) else None
+
+
+def _has_converter(target) -> bool:
+    return target in FUNCTIONS
 
 
 def _node_label(gm: torch.fx.GraphModule, node: torch.fx.Node) -> str:
@@ -1881,12 +2003,13 @@ class _Importer:
         self.cx = Ctx(name)
 
     # -- the loop ----------------------------------------------------------------------------
-    def run(self, gm: torch.fx.GraphModule, placeholders: list) -> Any:
-        """Map each node of `gm` to a value; `placeholders` are the values of its placeholders."""
+    def run(self, gm: torch.fx.GraphModule, placeholders: list, label: str | None = None) -> Any:
+        """Map each node of `gm` to a value; `placeholders` are the values of its placeholders.
+        `label` names every IR node the graph makes (a decomposed call: its own fx node's name)."""
         env: dict[torch.fx.Node, Any] = {}
         feed = iter(placeholders)
         for node in gm.graph.nodes:
-            self.cx.node_name = _node_label(gm, node)
+            self.cx.node_name = label or _node_label(gm, node)
             self.cx.fx_node = node
             if node.op == "placeholder":
                 env[node] = next(feed, _NO_EXAMPLE)
@@ -1945,7 +2068,23 @@ class _Importer:
             out = _fold_with_torch(node, args, kwargs)
             self.cx.note_made(out, (args, kwargs))
             return out
+        if convert is None:  # torch's own decomposition of the call, when it has converters
+            traced = traced_call(node.op, node.target, args, kwargs, self._meta_of, _has_converter)
+            if traced is not None:
+                graph, tensors = traced
+                return self.run(graph, tensors, label=self.cx.node_name)
         raise _unsupported(node)
+
+    def _meta_of(self, v) -> torch.Tensor | None:
+        """A meta tensor of a tensor argument's shape and dtype (fx_aten traces on those)."""
+        if isinstance(v, torch.Tensor):
+            return torch.empty(tuple(v.shape), dtype=v.dtype, device="meta")
+        if not isinstance(v, Val):
+            return None
+        t = self.cx.type(v)
+        if not t.is_static:
+            raise LookupError(v.name)
+        return torch.empty(tuple(t.shape), dtype=t.dtype, device="meta")
 
     def _call_module(self, gm, node, args, kwargs):
         module = gm.get_submodule(node.target)

@@ -273,9 +273,59 @@ def setitem(cx, target, index, value):
 
 
 def assign(cx, target, index, value):
-    """fx_mutation.assign (what `target[index] = value` becomes): setitem, returning target."""
-    setitem(cx, target, index, value)
-    return target
+    """fx_mutation.assign (what `target[index] = value` becomes), returning the written tensor:
+    setitem into a tensor the import made, or, into a tensor the graph computes (MViT-v2 adds
+    its relative positions into a block of the attention scores), the tensor with that block
+    replaced: a selection between the target and the value padded to the target's shape."""
+    if isinstance(target, torch.Tensor) and (not cx.made_here(target) or
+                                             (_known(index) and _known(value))):
+        setitem(cx, target, index, value)
+        return target
+    starts, stops, kept = _block(cx, list(cx.shape(target)), index)
+    dtype = cx.dtype(target)
+    if isinstance(value, torch.Tensor):
+        value = value.to(dtype)
+    elif isinstance(value, (int, float, bool)):
+        value = torch.tensor(value, dtype=dtype)
+    else:
+        value = cx.cast(value, dtype)
+    sizes = [b - a for a, b in zip(starts, stops)]
+    block = cx.emit("expand", [value], shape=[n for n, k in zip(sizes, kept) if k])
+    block = cx.emit("reshape", [block], shape=sizes)
+    shape = list(cx.shape(target))
+    padded = cx.emit("pad", [block], pads=starts + [n - b for n, b in zip(shape, stops)],
+                     mode="constant", value=0)
+    inside = torch.zeros(shape, dtype=torch.bool)
+    inside[tuple(slice(a, b) for a, b in zip(starts, stops))] = True
+    return cx.emit("where", [inside, padded, target])
+
+
+def _block(cx, shape: list[int], index) -> tuple[list[int], list[int], list[bool]]:
+    """The block a basic index selects: per dim its start and stop, and whether the dim stays
+    (an int index drops it). Ints, unit-step slices and one Ellipsis only."""
+    index = list(index) if isinstance(index, tuple) else [index]
+    if any(not (i is Ellipsis or isinstance(i, (int, slice))) or isinstance(i, bool) for i in index) \
+            or sum(i is Ellipsis for i in index) > 1:
+        raise UnsupportedError(f'fx node "{cx.node_name}": a slice assignment into a computed '
+                               f"tensor at index {index!r} (ints and unit-step slices only)")
+    if Ellipsis in index:
+        at = index.index(Ellipsis)
+        index[at:at + 1] = [slice(None)] * (len(shape) - len(index) + 1)
+    index += [slice(None)] * (len(shape) - len(index))
+    if len(index) != len(shape):
+        raise ShapeError(f'fx node "{cx.node_name}": index {index!r} into a {shape} tensor')
+    starts, stops, kept = [], [], []
+    for i, n in zip(index, shape):
+        if isinstance(i, int):
+            if not -n <= i < n:
+                raise ShapeError(f'fx node "{cx.node_name}": index {i} out of range for size {n}')
+            starts.append(i % n), stops.append(i % n + 1), kept.append(False)
+            continue
+        start, stop, step = i.indices(n)
+        if step != 1:
+            raise UnsupportedError(f'fx node "{cx.node_name}": a slice assignment with step {step}')
+        starts.append(start), stops.append(max(stop, start)), kept.append(True)
+    return starts, stops, kept
 
 
 def fill_in_place(fill):

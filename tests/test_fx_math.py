@@ -1,0 +1,144 @@
+"""torch's activations, math functions and pads through torch.compile(backend="trident"): the direct
+converters (compiler/frontend/fx_math.py) and the calls imported through torch's own
+decomposition (compiler/frontend/fx_aten.py), run as kernels (bounds sanitizer on) against eager
+torch, with infinities, NaN, signed zeros and values where the naive formulas lose their digits."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from trident.compiler.frontend import fx_aten
+from trident.compiler.frontend.fx import FUNCTIONS
+from trident.compiler.testing import compile_with_reports
+
+EDGES = [0.0, -0.0, 1e-30, -1e-30, 1e-8, -1e-8, 0.5, -0.5, 3.0, -3.0, 25.0, -25.0, 90.0, -90.0,
+         math.inf, -math.inf, math.nan]
+
+
+def with_edges(rows: int, cols: int) -> torch.Tensor:
+    """Random normal values (not a multiple of any block), the edge values in the first row."""
+    x = torch.randn(rows, cols) * 3
+    x.view(-1)[:len(EDGES)] = torch.tensor(EDGES)
+    return x
+
+
+def compiled_matches_eager(fn, x, *, rtol=1e-5, atol=1e-6):
+    """Compiled == eager (NaN where eager has NaN), with nothing left in torch."""
+    got, reports = compile_with_reports(fn, x)
+    want = fn(x)
+    torch.testing.assert_close(got, want, rtol=rtol, atol=atol, equal_nan=True)
+    assert [str(i) for r in reports for i in r.in_torch] == []
+    assert sum(r.torch_steps for r in reports) == 0 and sum(r.num_kernels for r in reports) > 0
+
+
+# Converted directly (one IR activation each, or a short composition).
+DIRECT = {
+    "elu": lambda x: F.elu(x, 0.7),
+    "selu": F.selu,
+    "celu": lambda x: F.celu(x, 0.5),
+    "softplus": F.softplus,
+    "softplus_beta_threshold": lambda x: F.softplus(x, beta=0.5, threshold=3.0),
+    "logsigmoid": F.logsigmoid,
+    "mish": F.mish,
+    "softsign": F.softsign,
+    "hardshrink": lambda x: F.hardshrink(x, 0.4),
+    "softshrink": lambda x: F.softshrink(x, 0.4),
+    "rrelu_eval": lambda x: F.rrelu(x, 0.1, 0.3, training=False),
+    "glu": lambda x: F.glu(x, -1),
+    "glu_dim0": lambda x: F.glu(x[:6], 0),
+    "log1p": lambda x: torch.log1p(x),
+    "expm1": lambda x: torch.expm1(x),
+    "square": lambda x: x.square(),
+    "isinf": lambda x: torch.isinf(x).float(),
+    "trunc": lambda x: torch.trunc(x),
+    "var_rows": lambda x: torch.var(x.nan_to_num(0.0, 0.0, 0.0), 1, keepdim=True),
+    "var_unbiased_false": lambda x: x.nan_to_num(0.0, 0.0, 0.0).var(0, False),
+    "std_every_dim": lambda x: torch.std(x.nan_to_num(0.0, 0.0, 0.0), correction=0),
+    "std_correction_2": lambda x: x.nan_to_num(0.0, 0.0, 0.0).std(dim=(0, 1), correction=2),
+    "rms_norm": lambda x: F.rms_norm(x.nan_to_num(0.0, 0.0, 0.0), (18,), torch.linspace(0.5, 2, 18)),
+    "instance_norm": lambda x: F.instance_norm(x.nan_to_num(0.0, 0.0, 0.0).reshape(2, 3, 3, 6)),
+    "mean_axis": lambda x: x.mean(axis=1),
+    # F.pad's other modes: one IR pad each (ONNX's reflect / edge / wrap), a per-element move
+    "pad_reflect": lambda x: F.pad(x.reshape(2, 3, 18), (5, 17), mode="reflect") * 2,
+    "pad_replicate": lambda x: F.pad(x.reshape(1, 6, 18), (2, 30, 0, 3), mode="replicate") * 2,
+    "pad_circular": lambda x: F.pad(x.reshape(1, 6, 18), (18, 1, 6, 0), mode="circular") * 2,
+}
+
+
+@pytest.mark.parametrize("name", sorted(DIRECT))
+def test_direct_converters_match_eager(name):
+    compiled_matches_eager(DIRECT[name], with_edges(6, 18))
+
+
+# No converter of their own: imported through torch's decomposition to core ATen.
+DECOMPOSED = {
+    "broadcast_to": lambda x: x.broadcast_to(2, 6, 18) * 2,
+    "pixel_shuffle": lambda x: F.pixel_shuffle(x.reshape(1, 12, 3, 3), 2) + 1,
+    "channel_shuffle": lambda x: F.channel_shuffle(x.reshape(1, 6, 3, 6), 3) + 1,
+    "logsumexp": lambda x: torch.logsumexp(x, 1),
+    "nan_to_num": lambda x: torch.nan_to_num(x, 1.0, 2.0, -2.0),
+    "tile": lambda x: x.tile(2, 1) + 1,
+    "lerp": lambda x: torch.lerp(x, x * 2, 0.3),
+    "diff": lambda x: torch.diff(x, dim=1),
+    "swapdims": lambda x: x.swapdims(0, 1) + 1,
+    "pairwise_distance": lambda x: F.pairwise_distance(x.nan_to_num(0.0, 1.0, 1.0), x.nan_to_num(0.0, 1.0, 1.0) * 0.5 + 1),
+    "frac": lambda x: torch.frac(x),
+}
+
+
+@pytest.mark.parametrize("name", sorted(DECOMPOSED))
+def test_calls_without_a_converter_import_through_torchs_decomposition(name):
+    compiled_matches_eager(DECOMPOSED[name], with_edges(6, 18))
+
+
+def test_log1p_and_expm1_keep_their_digits_near_zero():
+    # log(1 + 1e-10) is log(1) = 0 in fp32; the corrected forms keep every digit
+    x = torch.cat([torch.logspace(-30, 1, 200), -torch.logspace(-30, -0.01, 200)])
+    for fn in (torch.log1p, torch.expm1):
+        got, _ = compile_with_reports(fn, x)
+        want = fn(x.double())
+        assert ((got.double() - want).abs() / want.abs()).max() < 1e-6, fn.__name__
+
+
+def test_a_random_call_stays_in_torch():
+    _, reports = compile_with_reports(lambda x: torch.relu(x) + torch.rand_like(x) * 0,
+                                      torch.randn(4, 8))
+    assert [i.op for r in reports for i in r.in_torch] == ["torch.rand_like"]
+
+
+def test_the_traced_call_is_cached_on_shapes_dtypes_and_arguments():
+    meta = torch.empty(3, 5, device="meta")
+
+    def trace(x, dim):
+        return fx_aten.traced_call("call_function", torch.logsumexp, (x, dim), {},
+                                   lambda a: a if isinstance(a, torch.Tensor) else None,
+                                   lambda t: t in FUNCTIONS)
+
+    first, again, other = trace(meta, 1), trace(meta, 1), trace(meta, 0)
+    assert first is not None and first[0] is again[0] and other[0] is not first[0]
+    assert trace(meta.int(), 1) is None or trace(meta.int(), 1)[0] is not first[0]
+
+
+def test_in_place_methods_and_symbolic_sizes_are_not_decomposed():
+    x = torch.empty(3, 5, device="meta")
+    take = lambda a: a if isinstance(a, torch.Tensor) else None  # noqa: E731
+    assert fx_aten.traced_call("call_method", "logit_", (x,), {}, take, lambda t: True) is None
+
+    def symbolic(a):
+        raise LookupError("a symbolic size")
+    assert fx_aten.traced_call("call_function", torch.logsumexp, (x, 1), {}, symbolic,
+                               lambda t: True) is None
+
+
+def test_dynamic_shapes_still_match():
+    def fn(x):
+        return torch.logsumexp(F.mish(x), -1)
+
+    torch._dynamo.reset()
+    compiled = torch.compile(fn, backend="trident", dynamic=True)
+    for rows in (3, 5):
+        x = torch.randn(rows, 7)
+        torch.testing.assert_close(compiled(x), fn(x), rtol=1e-5, atol=1e-6)
