@@ -1,6 +1,6 @@
 """More of transformers' architectures at tiny configurations (2 layers, hidden 16-48, 32 x 32
 images, 400 audio samples or a 32 x 32 spectrogram, 8 tokens; random weights) through
-torch.compile(backend="trident") and through their ONNX export, against eager fp32: 50 of them,
+torch.compile(backend="trident") and through their ONNX export, against eager fp32: 57 of them,
 vision (BEiT, YOLOS, SegFormer, PoolFormer, PVT, FocalNet, DPT, LeViT, Swin-V2, ...), audio
 (wav2vec2, HuBERT, SEW, UniSpeech, AST, ...) and text (GPT-NeoX, GPT-J, Falcon, BLOOM, Mistral,
 Gemma, XLNet, Funnel, ...). Nothing may run in torch: each once left an op there (interpolate,
@@ -76,13 +76,24 @@ MODELS = {
  # its per-language adapters index rows by a boolean mask: a graph break in every layer, so one
  # compiled frame runs each layer with that layer's weights
  "xmod": (lambda: t.XmodModel(t.XmodConfig(**V, **TXT, default_language="en_XX", languages=["en_XX"])), "txt"),
+ # GLU (Speech2Text, the Wav2Vec2 conformer), broadcast_to (WavLM), square (Persimmon, RWKV),
+ # mean(axis=) (I-BERT), rows written into zeros_like (RWKV), three batch dims (LongT5)
+ "speech2text_encoder": (lambda: t.Speech2TextModel(t.Speech2TextConfig(d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64, input_feat_per_channel=16, conv_channels=32, vocab_size=100)).encoder, "fbank"),
+ "wav2vec2_conformer": (lambda: t.Wav2Vec2ConformerModel(t.Wav2Vec2ConformerConfig(**V, conv_dim=[16, 16], conv_stride=[5, 2], conv_kernel=[10, 3], num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2, conv_depthwise_kernel_size=3)), "audio"),
+ "wavlm": (lambda: t.WavLMModel(t.WavLMConfig(**V, conv_dim=[16, 16], conv_stride=[5, 2], conv_kernel=[10, 3], num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2)), "audio"),
+ "persimmon": (lambda: t.PersimmonModel(t.PersimmonConfig(**V, **TXT)), "txt"),
+ "ibert": (lambda: t.IBertModel(t.IBertConfig(**V, **TXT)), "txt"),
+ "rwkv": (lambda: t.RwkvModel(t.RwkvConfig(hidden_size=32, num_hidden_layers=2, vocab_size=100, context_length=64, attention_hidden_size=32, intermediate_size=64)), "txt"),
+ "longt5_encoder": (lambda: t.LongT5EncoderModel(t.LongT5Config(d_model=32, d_kv=16, d_ff=64, num_layers=2, num_heads=2, vocab_size=100, local_radius=2)), "txt"),
 }
 
 # What may still run in torch through the ONNX export (explain lists it): Funnel's ScatterND (its
 # relative-position tensor, written index by index) and ConvBERT's Gathers along an inner axis of a
 # computed tensor (the exporter's im2col), which have no kernel; X-MOD's boolean-mask row
-# assignment (a ScatterND at indices the mask decides at run time).
-ONNX_IN_TORCH = {"funnel": {"scatter_nd"}, "convbert": {"gather"}, "xmod": {"scatter_nd"}}
+# assignment (a ScatterND at indices the mask decides at run time); RWKV's time shift (a pad
+# that crops) and its rows written one by one (ScatterElements).
+ONNX_IN_TORCH = {"funnel": {"scatter_nd"}, "convbert": {"gather"}, "xmod": {"scatter_nd"},
+                 "rwkv": {"pad", "scatter_elements"}}
 
 
 class LastHidden(torch.nn.Module):
@@ -100,6 +111,7 @@ def example(kind: str):
             "img64": ("pixel_values", torch.randn(2, 3, 64, 64, generator=g)),
             "audio": ("input_values", torch.randn(2, 400, generator=g)),
             "spec": ("input_values", torch.randn(2, 32, 32, generator=g)),
+            "fbank": ("input_features", torch.randn(2, 16, 16, generator=g)),
             "txt": ("input_ids", torch.randint(0, 100, (2, 8), generator=g))}[kind]
 
 

@@ -1788,7 +1788,9 @@ def _filled_like(fill):
     def convert(cx: Ctx, x, *args, dtype=None, layout=None, device=None, pin_memory=None,
                 memory_format=None, requires_grad=False):
         value = args[0] if fill is None else fill
-        return torch.full(cx.shape(x), value, dtype=dtype or cx.dtype(x))
+        out = torch.full(cx.shape(x), value, dtype=dtype or cx.dtype(x))
+        cx.note_made(out)  # a new tensor: writes into it (RWKV's output rows) are the import's
+        return out
     return convert
 
 

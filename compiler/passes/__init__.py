@@ -14,6 +14,7 @@ from trident.compiler.ir import Graph
 from trident.compiler.passes.activations import fold_gelu
 from trident.compiler.passes.algebraic import (decompose_batch_norm, fold_conv_batch_norm,
                                                fold_bias_into_anchor, fold_pad_into_conv)
+from trident.compiler.passes.batched_matmul import flatten_matmul_batches
 from trident.compiler.passes.attention import fuse_attention
 from trident.compiler.passes.broadcasts import simplify_broadcasts
 from trident.compiler.passes.cleanup import (eliminate_common_subexpressions,
@@ -49,6 +50,7 @@ def pipeline(options: PassOptions) -> list[tuple[str, Pass]]:
         ("eliminate_dead_code", eliminate_dead_code),
         ("eliminate_common_subexpressions", eliminate_common_subexpressions),
         ("lower_einsum", lower_einsum),
+        ("flatten_matmul_batches", flatten_matmul_batches),
         ("simplify_broadcasts", simplify_broadcasts),
         ("fold_gelu", fold_gelu),
         ("fold_negated_pieces", fold_negated_pieces),
