@@ -1,8 +1,9 @@
 """Resampling: ONNX Resize (nearest / linear / cubic, every coordinate mode, antialias),
 GridSample, AffineGrid and Col2Im. They run through torch.
 
-Resize is separable: each resized axis is an [out, in] matrix of interpolation weights, built from
-the attributes alone (so shape inference on meta tensors builds it too), applied along that axis.
+Resize is separable: each resized axis has, per output index, the input indices of its taps and
+their interpolation weights, built from the attributes alone (so shape inference on meta tensors
+builds them too), applied along that axis.
 The weights follow ONNX's definition exactly: the source coordinate of each output index, the n
 input pixels around it (n = 2 for nearest and linear, 4 for cubic, more for antialiased
 downsampling), edge pixels repeated past the border unless exclude_outside drops them.
@@ -78,9 +79,10 @@ def _weights(ratio, scale: float, mode: str, nearest_mode: str, a: float, antial
     return weights, first
 
 
-def _axis_matrix(size: int, out: int, scale: float, roi, attrs: dict, device):
-    """The [out, size] interpolation matrix of one axis (float64), and the rows to extrapolate.
-    Built on the input's device from the attributes alone (no host copy: CUDA graphs capture it)."""
+def _axis_taps(size: int, out: int, scale: float, roi, attrs: dict, device):
+    """Per output index of one axis: the input indices of its taps and their weights ([out, n],
+    float64), and the rows to extrapolate. Built on the input's device from the attributes alone
+    (no host copy: CUDA graphs capture it)."""
     x, outside = _source_coordinates(out, size, scale, attrs["coordinate_transformation_mode"],
                                      roi, device)
     base = torch.ceil(x) - 1
@@ -94,16 +96,17 @@ def _axis_matrix(size: int, out: int, scale: float, roi, attrs: dict, device):
         total = weights.sum(-1, keepdim=True)
         weights = weights / torch.where(total == 0, 1.0, total)
     columns = taps.clamp(0, size - 1).to(torch.int64)  # past the border: the edge pixel
-    matrix = torch.zeros(out, size, dtype=torch.float64, device=device)
-    matrix.scatter_add_(1, columns, weights)
-    return matrix, outside
+    return columns, weights, outside
 
 
-def _apply(x, axis: int, matrix, nearest: bool):
+def _apply(x, axis: int, columns, weights, nearest: bool):
+    """Each output element from its taps alone (as torch's kernels compute it): an infinity or a
+    NaN reaches only the outputs whose taps read it, not a whole row of a dense matrix product."""
     if nearest:  # one tap per row: a gather, exact for any dtype
-        return x.index_select(axis, matrix.argmax(1))
+        return x.index_select(axis, columns.gather(1, weights.argmax(1, keepdim=True))[:, 0])
     moved = torch.movedim(x, axis, -1)
-    return torch.movedim(moved @ matrix.to(x.dtype).t(), -1, axis)
+    picked = moved[..., columns]  # [..., out, n]
+    return torch.movedim((picked * weights.to(x.dtype)).sum(-1), -1, axis)
 
 
 @op("resize", Kind.OPAQUE)
@@ -125,9 +128,9 @@ def resize(x, *, sizes: Sequence[int], scales: Sequence[float], mode: str = "nea
         span = (roi[axis], roi[rank + axis]) if roi else (0.0, 1.0)
         if sizes[axis] == x.shape[axis] and math.isclose(scales[axis], 1.0) and span == (0.0, 1.0):
             continue  # this axis is untouched
-        matrix, outside = _axis_matrix(x.shape[axis], sizes[axis], scales[axis], span, attrs,
-                                       x.device)
-        y = _apply(y, axis, matrix, mode == "nearest")
+        columns, weights, outside = _axis_taps(x.shape[axis], sizes[axis], scales[axis], span,
+                                               attrs, x.device)
+        y = _apply(y, axis, columns, weights, mode == "nearest")
         if outside is not None:
             extrapolate = extrapolate | outside.reshape([-1 if d == axis else 1
                                                          for d in range(rank)])
