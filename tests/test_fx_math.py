@@ -122,10 +122,14 @@ def test_the_traced_call_is_cached_on_shapes_dtypes_and_arguments():
     assert trace(meta.int(), 1) is None or trace(meta.int(), 1)[0] is not first[0]
 
 
-def test_in_place_methods_and_symbolic_sizes_are_not_decomposed():
+def test_in_place_methods_internals_and_symbolic_sizes_are_not_decomposed():
     x = torch.empty(3, 5, device="meta")
     take = lambda a: a if isinstance(a, torch.Tensor) else None  # noqa: E731
     assert fx_aten.traced_call("call_method", "logit_", (x,), {}, take, lambda t: True) is None
+
+    # vmap's internals change global state when called: never traced
+    assert fx_aten.traced_call("call_function", torch._functorch.predispatch._add_batch_dim,
+                               (x, 0, 1), {}, take, lambda t: True) is None
 
     def symbolic(a):
         raise LookupError("a symbolic size")

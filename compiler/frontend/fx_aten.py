@@ -34,8 +34,10 @@ def traced_call(kind: str, target, args, kwargs, meta_of: Callable[[Any], torch.
     placeholders take `leaves` (the tensor arguments, in order), or None when it cannot be
     imported so. `meta_of` maps an argument to a meta tensor of its shape and dtype, or None for a
     non-tensor; it raises LookupError for a tensor whose shape is not static."""
-    if kind == "call_method" and target.endswith("_") and not target.endswith("__"):
-        return None  # in place (fx_mutation makes writes explicit; a fallback must not hide one)
+    if kind == "call_method" and (target.startswith("_") or target.endswith("_")):
+        return None  # in place, or private (fx_mutation makes writes explicit; a fallback must not hide one)
+    if kind == "call_function" and not _public_torch_function(target):
+        return None  # (vmap's and dynamo's internals change global state when called)
     flat, spec = tree_flatten((args, kwargs))
     try:
         metas = [meta_of(a) for a in flat]
@@ -51,6 +53,18 @@ def traced_call(kind: str, target, args, kwargs, meta_of: Callable[[Any], torch.
         _CACHE[key] = _trace(kind, target, flat, spec, slots, [metas[i] for i in slots], supported)
     graph = _CACHE[key]
     return None if graph is None else (graph, [flat[i] for i in slots])
+
+
+_TORCH_MODULES = ("torch", "torch.functional", "torch.nn.functional", "torch._C._nn",
+                  "torch.special", "torch._C._special", "torch.linalg", "torch._C._linalg",
+                  "torch._ops.aten")
+
+
+def _public_torch_function(target) -> bool:
+    """One of torch's public functions or an aten op: what the decomposition table knows."""
+    name = getattr(target, "__name__", "")
+    return (getattr(target, "__module__", None) in _TORCH_MODULES and bool(name)
+            and not name.startswith("_"))
 
 
 def _key(kind, target, flat, metas):
