@@ -29,7 +29,7 @@ from trident.compiler.passes.horizontal import merge_sibling_matmuls
 from trident.compiler.passes.patches import lower_patch_convs
 from trident.compiler.passes.precision import lower_precision
 from trident.compiler.passes.reshapes import sink_reshapes
-from trident.compiler.passes.resize import upsample_nearest_as_broadcast
+from trident.compiler.passes.resize import upsample_by_whole_factors
 from trident.compiler.passes.transposes import matmul_rows_in_order, sink_transposes
 
 Pass = Callable[[Graph], Graph]
@@ -52,7 +52,7 @@ def pipeline(options: PassOptions) -> list[tuple[str, Pass]]:
         ("eliminate_common_subexpressions", eliminate_common_subexpressions),
         ("lower_einsum", lower_einsum),
         ("flatten_matmul_batches", flatten_matmul_batches),
-        ("upsample_nearest_as_broadcast", upsample_nearest_as_broadcast),
+        ("upsample_by_whole_factors", upsample_by_whole_factors),
         ("simplify_broadcasts", simplify_broadcasts),
         ("fold_gelu", fold_gelu),
         ("fold_negated_pieces", fold_negated_pieces),
