@@ -141,6 +141,11 @@ CASES = {
         4, 8, 3, padding=2, dilation=2, groups=2, bias=False)), [randn(1, 4, 8, 8)]),
     "conv2d_same": (lambda: Fn(lambda s, x: s.c(x), c=nn.Conv2d(3, 4, (3, 4), padding="same")),
                     [randn(1, 3, 7, 7)]),
+    # DPT's reassemble stage, U-Net decoders: one IR conv_transpose (torch runs it in the engine)
+    "conv_transpose2d": (lambda: Fn(lambda s, x: s.c(x) + 1, c=nn.ConvTranspose2d(
+        4, 6, 3, stride=2, padding=1, output_padding=1, groups=2)), [randn(2, 4, 5, 6)]),
+    "conv_transpose1d_dilated": (lambda: Fn(lambda s, x: F.conv_transpose1d(x, s.c.weight, None, 2, 0, 0, 1, 2),
+                                            c=nn.ConvTranspose1d(3, 2, 4)), [randn(1, 3, 7)]),
     "conv1d": (lambda: Fn(lambda s, x: s.c(x), c=nn.Conv1d(3, 5, 3, padding=1)),
                [randn(2, 3, 10)]),
     "linear3d": (lambda: Fn(lambda s, x: s.l(x), l=nn.Linear(8, 5)), [randn(2, 3, 8)]),

@@ -117,3 +117,29 @@ def test_onnx_patch_conv(precision):
                         node("Relu", ["c"], ["y"])], {"x": (np.float32, [2, 3, 6, 12])}, ["y"], {"w": w, "b": b})
     engine = check_engine(model, precision=precision, tol=TOLERANCE[precision])
     assert torch_steps(engine) == [] and "conv" not in templates(engine)
+
+
+# ----------------------------------------------- transposed: each pixel writes its block ----
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+@pytest.mark.parametrize("c, oc, size, kernel, batch, bias, lowered", [
+    (6, 4, (5, 7), (2, 2), 2, True, True),     # a U-Net decoder's 2 x 2 upsampling
+    (3, 5, (3, 2), (4, 4), 1, False, True),    # DPT's 4 x 4 reassembly
+    (4, 4, (3, 3), (2, 3), 1, True, True),     # non-square blocks
+    (4, 6, (5, 6), (3, 3), 2, True, False),    # overlapping blocks (stride 2): stays in torch
+])
+def test_patch_conv_transposes_become_one_matmul(c, oc, size, kernel, batch, bias, lowered, precision):
+    torch.manual_seed(0)
+    stride = kernel if lowered else (2, 2)
+    model = nn.Sequential(nn.ConvTranspose2d(c, oc, kernel, stride, bias=bias), nn.ReLU()).eval()
+    x = torch.randn(batch, c, *size)
+    engine = build_engine(model, precision, example_inputs=(x,))
+    assert torch_steps(engine) == ([] if lowered else ["conv_transpose"])
+    if lowered:
+        assert templates(engine).count("matmul") == 1
+    fresh = torch.randn(batch, c, *size)
+    fresh[0, 0, 1, 1] = float("nan")  # reaches its own block only, in every output channel
+    with torch.no_grad():
+        ref = model(fresh)
+    got = run_engine(engine, fresh)[0]
+    rtol, atol = TOLERANCE[precision]
+    torch.testing.assert_close(got.float(), ref, rtol=rtol, atol=atol, equal_nan=True)

@@ -30,6 +30,8 @@ def torch_steps(engines) -> list[str]:
     (dict(scale_factor=2, mode="bilinear"), True),             # a decoder's upsampling
     (dict(scale_factor=(3, 4), mode="bilinear"), True),
     (dict(size=(14, 5), mode="bilinear"), True),               # one axis resized
+    (dict(size=(7, 5), mode="bilinear"), True),                # to its own size: nothing to do
+    (dict(size=(7, 5), mode="bicubic", align_corners=True), True),
     (dict(scale_factor=2, mode="bilinear", align_corners=True), False),  # not periodic
     (dict(scale_factor=2, mode="bicubic"), False),
 ])

@@ -764,8 +764,39 @@ converts(aten.conv1d.default, aten.conv2d.default, aten.conv3d.default, aten.con
 def _convolution(cx: Ctx, input, weight, bias, stride, padding, dilation, transposed,
                  output_padding, groups):
     if transposed:
-        raise UnsupportedError(f'fx node "{cx.node_name}": transposed convolution')
+        return _conv_transpose(cx, input, weight, bias, stride, padding, output_padding, groups,
+                               dilation)
     return _conv(cx, input, weight, bias, stride, padding, dilation, groups)
+
+
+def _conv_transpose(cx: Ctx, input, weight, bias=None, stride=1, padding=0, output_padding=0,
+                    groups=1, dilation=1):
+    """One IR conv_transpose (ONNX's: the same weight layout [C, OC / groups, k...]; torch's
+    padding crops both ends of each spatial dim). It runs in torch inside the engine (DPT's
+    reassemble stage, U-Net decoders) instead of sending its whole partition there."""
+    n = cx.rank(weight) - 2
+    if isinstance(padding, str):
+        raise UnsupportedError(f'fx node "{cx.node_name}": transposed convolution with padding '
+                               f"{padding!r}")
+    dtype = _common_dtype(cx, [input, weight])
+    inputs = _promote(cx, input, weight) + ([] if bias is None else _promote(cx, bias, dtype=dtype))
+    return cx.emit("conv_transpose", inputs, strides=_tuple_n(stride, n),
+                   pads=_tuple_n(padding, n) * 2, dilations=_tuple_n(dilation, n),
+                   output_padding=_tuple_n(output_padding, n), groups=int(groups))
+
+
+converts(F.conv_transpose1d, F.conv_transpose2d, F.conv_transpose3d, aten.conv_transpose1d.default,
+         aten.conv_transpose2d.input, aten.conv_transpose3d.input)(_conv_transpose)
+
+
+def _m_conv_transpose(cx: Ctx, m, x, output_size=None):
+    if output_size is not None:
+        raise UnsupportedError(f'fx node "{cx.node_name}": {type(m).__name__} with output_size')
+    return _conv_transpose(cx, x, m.weight, m.bias, m.stride, m.padding, m.output_padding,
+                           m.groups, m.dilation)
+
+
+converts_module(nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)(_m_conv_transpose)
 
 
 # ====================================================================== normalization ====

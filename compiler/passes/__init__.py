@@ -26,7 +26,7 @@ from trident.compiler.passes.conv1d import lower_conv1d
 from trident.compiler.passes.gathers import gathers_as_slices
 from trident.compiler.passes.heads import fold_head_splits
 from trident.compiler.passes.horizontal import merge_sibling_matmuls
-from trident.compiler.passes.patches import lower_patch_convs
+from trident.compiler.passes.patches import lower_patch_conv_transposes, lower_patch_convs
 from trident.compiler.passes.precision import lower_precision
 from trident.compiler.passes.reshapes import sink_reshapes
 from trident.compiler.passes.resize import upsample_by_whole_factors
@@ -63,6 +63,7 @@ def pipeline(options: PassOptions) -> list[tuple[str, Pass]]:
         ("fold_bias_into_anchor", fold_bias_into_anchor),
         ("lower_conv1d", lower_conv1d),
         ("lower_patch_convs", lower_patch_convs),
+        ("lower_patch_conv_transposes", lower_patch_conv_transposes),
         ("sink_reshapes", sink_reshapes),
         ("matmul_rows_in_order", matmul_rows_in_order),
         ("sink_transposes", sink_transposes),

@@ -1,4 +1,5 @@
-"""Patch embeddings as a GEMM over the image's patches.
+"""Patch embeddings as a GEMM over the image's patches (and transposed convs whose kernel is
+their stride as a GEMM writing one block per pixel: `lower_patch_conv_transposes`).
 
 A vision transformer's stem (ViT, DeiT, DINOv2, CLIP, Swin) and ConvNeXt's cut the image into
 p x q patches and project each one: a conv whose kernel equals its stride, without padding, over
@@ -23,13 +24,19 @@ from trident.compiler.passes.rewrite import Rebuild, rewrite
 MAX_PATCH_CHANNELS = 4
 
 
-def _is_patch_conv(node: Node, graph: Graph, rb: Rebuild) -> bool:
-    if node.op != "conv" or graph.types[node.inputs[0]].rank != 4:
-        return False
+def _constant_4d_weight(node: Node, graph: Graph, rb: Rebuild, op: str):
+    """The weight of a 2-D `op` node of static shapes, if it is a constant; else None."""
+    if node.op != op or graph.types[node.inputs[0]].rank != 4:
+        return None
     if not all(graph.types[v].is_static for v in (node.inputs[0], node.outputs[0])):
-        return False
+        return None
     weight = rb.constant(node.inputs[1])
-    if weight is None or weight.dim() != 4:
+    return weight if weight is not None and weight.dim() == 4 else None
+
+
+def _is_patch_conv(node: Node, graph: Graph, rb: Rebuild) -> bool:
+    weight = _constant_4d_weight(node, graph, rb, "conv")
+    if weight is None:
         return False
     n, c, h, w = graph.types[node.inputs[0]].shape
     kh, kw = weight.shape[2:]
@@ -59,3 +66,43 @@ def lower_patch_convs(graph: Graph) -> Graph:
         return b.add("transpose", [y], {"perm": [0, 3, 1, 2]}, node.name + "_nchw", outputs=node.outputs)
 
     return eliminate_dead_code(rewrite(graph, lower))
+
+
+def _is_patch_conv_transpose(node: Node, graph: Graph, rb: Rebuild) -> bool:
+    """A transposed conv whose kernel equals its stride (U-Net decoders' and DPT's 2 x 2 / 4 x 4
+    upsampling): each input pixel writes its own kh x kw block, no two blocks overlap."""
+    weight = _constant_4d_weight(node, graph, rb, "conv_transpose")
+    if weight is None or (len(node.inputs) > 2 and rb.constant(node.inputs[2]) is None):
+        return False
+    a = node.attrs
+    return (a.get("groups", 1) == 1 and list(a["strides"]) == list(weight.shape[2:])
+            and not any(a["pads"]) and not any(a.get("output_padding") or [])
+            and list(a["dilations"]) == [1, 1])
+
+
+def lower_patch_conv_transposes(graph: Graph) -> Graph:
+    """conv_transpose with kernel == stride -> pixels as rows @ weight [C, OC * kh * kw], each
+    row's product the pixel's output block, moved into place by one transpose."""
+    def lower(node: Node, rb: Rebuild):
+        return _blocks_gemm(node, graph, rb) if _is_patch_conv_transpose(node, graph, rb) else None
+
+    return eliminate_dead_code(rewrite(graph, lower))
+
+
+def _blocks_gemm(node: Node, graph: Graph, rb: Rebuild) -> list[str]:
+    n, c, h, w = graph.types[node.inputs[0]].shape
+    weight = rb.constant(node.inputs[1])
+    _, oc, kh, kw = weight.shape
+    b = rb.builder
+    pixels = b.add1("transpose", [rb.value(node.inputs[0])], {"perm": [0, 2, 3, 1]},
+                    name=node.name + "_pixels_last")
+    inputs = [b.add1("reshape", [pixels], {"shape": [n * h * w, c]}, name=node.name + "_rows"),
+              b.constant(weight.reshape(c, oc * kh * kw).contiguous(), node.inputs[1] + "_blocks")]
+    if len(node.inputs) > 2:  # each output channel's bias, once per position of its block
+        bias = rb.constant(node.inputs[2]).repeat_interleave(kh * kw)
+        inputs.append(b.constant(bias.contiguous(), node.inputs[2] + "_blocks"))
+    blocks = b.add1("reshape", [b.add1("matmul", inputs, name=node.name)],
+                    {"shape": [n, h, w, oc, kh, kw]}, name=node.name + "_blocks")
+    placed = b.add1("transpose", [blocks], {"perm": [0, 3, 1, 4, 2, 5]}, name=node.name + "_in_place")
+    return b.add("reshape", [placed], {"shape": [n, oc, h * kh, w * kw]}, node.name + "_nchw",
+                 outputs=node.outputs)

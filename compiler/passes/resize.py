@@ -37,6 +37,9 @@ _HALF_PIXEL = ("half_pixel", "pytorch_half_pixel", "half_pixel_symmetric")
 
 def upsample_by_whole_factors(graph: Graph) -> Graph:
     def lower(node: Node, rb: Rebuild):
+        if _is_identity(node, graph):  # (SegFormer resizes its first stage to its own size)
+            return rb.builder.add("identity", [rb.value(node.inputs[0])], {}, node.name,
+                                  outputs=node.outputs)
         if _is_linear_upsampling(node, graph):
             return _linear_upsampling(node, graph, rb)
         factors = _whole_factors(node, graph)
@@ -65,6 +68,17 @@ def _whole_factors(node: Node, graph: Graph) -> list[int] | None:
             (coordinates in _HALF_PIXEL and rounding in ("round_prefer_floor", "round_prefer_ceil"))):
         return None
     return _factors(node, graph)
+
+
+def _is_identity(node: Node, graph: Graph) -> bool:
+    """A resize to the input's own size at scale 1: every mode and coordinate mapping reads each
+    pixel at its own position (crop-and-resize's region aside)."""
+    if node.op != "resize" or len(node.inputs) != 1 or node.attrs.get("roi"):
+        return False
+    x, y = graph.types[node.inputs[0]], graph.types[node.outputs[0]]
+    return (x.is_static and tuple(x.shape) == tuple(y.shape) and x.dtype == y.dtype
+            and node.attrs.get("coordinate_transformation_mode") != "tf_crop_and_resize"
+            and all(math.isclose(s, 1.0, rel_tol=0, abs_tol=1e-12) for s in node.attrs["scales"]))
 
 
 def _resize_by_factors(node: Node, graph: Graph, mode: str) -> bool:
