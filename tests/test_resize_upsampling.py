@@ -96,3 +96,37 @@ def test_onnx_resize_matches_onnxruntime(scales, coordinates, nearest_mode, mode
     (want,) = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})
     np.testing.assert_allclose(got.numpy(), want, rtol=1e-5, atol=1e-6)
     assert torch_steps([engine]) == ([] if as_broadcast else ["resize"])
+
+
+DENSE_HEADS = {
+    # the decode head upsamples every stage to the first stage's size (x2, and x1: an identity)
+    "segformer": ("SegformerForSemanticSegmentation", dict(
+        num_encoder_blocks=2, depths=[1, 1], sr_ratios=[2, 1], hidden_sizes=[16, 32],
+        num_attention_heads=[1, 2], patch_sizes=[7, 3], strides=[4, 2], mlp_ratios=[2, 2],
+        decoder_hidden_size=32, num_labels=5), "logits", set()),
+    # 4 x 4 and 2 x 2 transposed convs reassemble the tokens; its fusion stage's bilinear
+    # resizes use align_corners, which stay in torch
+    "dpt": ("DPTForDepthEstimation", dict(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+        image_size=32, patch_size=8, backbone_out_indices=[0, 1], neck_hidden_sizes=[16, 32],
+        fusion_hidden_size=16, reassemble_factors=[4, 2]), "predicted_depth", {"resize"}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(DENSE_HEADS))
+def test_dense_prediction_heads_of_real_models(name):
+    t = pytest.importorskip("transformers")
+    cls, config, field, left_in_torch = DENSE_HEADS[name]
+    config_cls = getattr(t, cls.replace("ForSemanticSegmentation", "Config").replace("ForDepthEstimation", "Config"))
+    torch.manual_seed(0)
+    model = getattr(t, cls)(config_cls(**config)).eval()
+
+    def fn(x):
+        return getattr(model(pixel_values=x), field)
+
+    x = torch.randn(2, 3, 32, 32)
+    got, reports = compile_with_reports(fn, x)
+    with torch.no_grad():
+        torch.testing.assert_close(got, fn(x), rtol=1e-4, atol=1e-5)
+    assert [str(i) for r in reports for i in r.in_torch] == []
+    assert set(torch_steps(e for r in reports for e in r.engines())) == left_in_torch
