@@ -69,9 +69,11 @@ def test_long_sum_stores_its_prologue_for_another_kernel():
     assert_matches_reference(g, [torch.randn(2, LONG)], "fp32")
 
 
-def test_long_softmax_still_runs_in_torch():
+def test_long_softmax_runs_as_looped_reductions():
     g = graph_of((2, LONG), lambda b, x: b.add1("softmax", [x], dict(axis=-1)))
-    assert steps_of(g) == ["torch"]
+    steps = steps_of(g)
+    assert "torch" not in steps and len(steps) <= 4  # max, sum of exp, and the division
+    assert_matches_reference(g, [torch.randn(2, LONG)], "fp32")
 
 
 def test_epilogue_over_the_row_does_not_join_a_looped_reduction():
@@ -103,3 +105,35 @@ def test_squeeze_excite_mean_of_a_channels_last_conv_output():
     (got,) = run_engine(engine, x)
     with torch.no_grad():
         assert relative_error(got, model(x)) < 1e-5
+
+
+# ----------------------------------- row-wise normalizations over long rows (passes/long_rows) ----
+ROWWISE = {
+    "group_norm_one_group": (lambda: torch.nn.GroupNorm(1, 4), (2, 4, 50, 45)),   # PoolFormer
+    "group_norm_two_groups": (lambda: torch.nn.GroupNorm(2, 4), (1, 4, 70, 70)),  # a U-Net's
+    "layer_norm": (lambda: torch.nn.LayerNorm((3, 3000)), (2, 3, 3000)),
+    "rms_norm": (lambda: torch.nn.RMSNorm(LONG), (2, LONG)),
+    "softmax": (lambda: torch.nn.Softmax(-1), (3, LONG)),
+    "log_softmax_inner_axis": (lambda: torch.nn.LogSoftmax(1), (2, LONG, 2)),
+}
+
+
+@pytest.mark.parametrize("precision, tolerance", [("fp32", 1e-4), ("fp16", 2e-2)])
+@pytest.mark.parametrize("name", sorted(ROWWISE))
+def test_rowwise_normalizations_over_long_rows_run_as_looped_reductions(name, precision, tolerance):
+    from trident.compiler.testing import compile_with_reports
+
+    make, shape = ROWWISE[name]
+    torch.manual_seed(0)
+    model = make().eval()
+    for p in model.parameters():
+        p.data = torch.randn_like(p)
+    x = torch.randn(*shape) * 3 + 1
+    x.view(-1)[[5, 77]] = torch.tensor([float("nan"), float("inf")])  # their rows only
+    got, reports = compile_with_reports(model, x, precision=precision)
+    with torch.no_grad():
+        want = model(x)
+    torch.testing.assert_close(got.float(), want, rtol=tolerance, atol=tolerance, equal_nan=True)
+    assert [i for r in reports for i in r.in_torch] == []
+    assert [s.node.op for r in reports for e in r.engines() for s in e.plan.steps
+            if s.kind == "torch"] == []

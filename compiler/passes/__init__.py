@@ -26,6 +26,7 @@ from trident.compiler.passes.conv1d import lower_conv1d
 from trident.compiler.passes.gathers import gathers_as_slices
 from trident.compiler.passes.heads import fold_head_splits
 from trident.compiler.passes.horizontal import merge_sibling_matmuls
+from trident.compiler.passes.long_rows import loop_long_rows
 from trident.compiler.passes.patches import lower_patch_conv_transposes, lower_patch_convs
 from trident.compiler.passes.precision import lower_precision
 from trident.compiler.passes.reshapes import sink_reshapes
@@ -86,7 +87,9 @@ def pipeline(options: PassOptions) -> list[tuple[str, Pass]]:
         passes.append(("lower_precision", lambda g: lower_precision(g, "fp16")))
         # again: the fp16 output's cast to fp32 now follows the transpose sunk to the output
         passes.append(("sink_transposes", sink_transposes))
-    passes += [("fold_constants", fold_constants), ("eliminate_dead_code", eliminate_dead_code)]
+    # last: the precision is settled, and the rows' fp32 casts stay fp32
+    passes += [("loop_long_rows", loop_long_rows), ("fold_constants", fold_constants),
+               ("eliminate_dead_code", eliminate_dead_code)]
     return passes
 
 
