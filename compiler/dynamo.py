@@ -355,7 +355,7 @@ class TridentSubgraph(torch.nn.Module):
         self._user_positions = [k for k, weight in enumerate(weight_args) if not weight]
         self._weight_positions: list[int] | None = None  # by identity; set at the first call
         self._value_positions: list[int] = []             # by value (floats passed as 0-d tensors)
-        self._weights_held: dict[tuple, list] = {}  # keeps the keyed weights (and so their ids) alive
+        self._weights_held: list[list] = []  # each engine's keyed weights, kept alive (their ids too)
         self.options = options
         self.report = report
         self.name = name
@@ -398,18 +398,15 @@ class TridentSubgraph(torch.nn.Module):
         """Which weights this call passes. The engine bakes its first call's weights in as
         constants, and dynamo runs one compiled frame for every instance of a module (each layer
         of a model whose layer's forward breaks the graph), passing that layer's own parameters:
-        each set of weights gets its own engine. Identities, held so that none is reused; but
-        the Python floats dynamo passes as new 0-d CPU tensors at every call (under dynamic
-        shapes: eps, a scale) by value."""
+        each set of weights gets its own engine. Identities (held by _build, so that none is
+        reused); but the Python floats dynamo passes as new 0-d CPU tensors at every call (under
+        dynamic shapes: eps, a scale) by value."""
         if self._weight_positions is None:
             weights = [k for k, weight in enumerate(self.weight_args) if weight]
             self._value_positions = [k for k in weights if _passed_float(args[k])]
             self._weight_positions = [k for k in weights if k not in self._value_positions]
-        key = (tuple([id(args[k]) for k in self._weight_positions]),
-               tuple([args[k].item() for k in self._value_positions]))
-        if key not in self._weights_held:
-            self._weights_held[key] = [args[k] for k in self._weight_positions]
-        return key
+        return (tuple([id(args[k]) for k in self._weight_positions]),
+                tuple([args[k].item() for k in self._value_positions]))
 
     def _dynamic_entry(self, args: Sequence, weights: tuple):
         """The engine with a profile over the symbolic sizes that fits `args` (built if none
@@ -450,6 +447,7 @@ class TridentSubgraph(torch.nn.Module):
         from trident.compiler.quantize.plan import QuantOptions
         from trident.compiler.build import resolve_device
 
+        self._weights_held.append([args[k] for k in self._weight_positions])
         args = _detached(args)
         examples = self._examples(args)
         devices = {a.device for a in args if isinstance(a, torch.Tensor)}

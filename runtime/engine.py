@@ -89,6 +89,9 @@ class Engine:
         self.device = resolve_device(device)
         self.kernel_dir = kernel_dir or default_kernel_dir()
         self.constants = {name: self._place(t, plan.layouts[name]) for name, t in plan.constants.items()}
+        # An output that is a constant (a folded zeros_like, a weight returned as is) is copied:
+        # a caller that writes into its result must not change what the next call returns.
+        self._copied_outputs = [o in self.constants for o in plan.outputs]
         self.launchers = [load_kernel(s.name, s.source, self.kernel_dir).launch if s.kind == "kernel" else None
                           for s in plan.steps]
         # The launch keywords of each kernel step, built once (the per-call path reuses them).
@@ -295,9 +298,8 @@ class Engine:
                         on_step(k, step, functools.partial(self._run_step, step, launch, env), env)
         finally:
             self._active = None
-        # An output that is a constant (a folded zeros_like, a weight returned as is) is copied:
-        # a caller that writes into its result must not change what the next call returns.
-        return [env[o].clone() if o in self.constants else env[o] for o in self.plan.outputs]
+        return [env[o].clone() if copied else env[o]
+                for o, copied in zip(self.plan.outputs, self._copied_outputs)]
 
     def _check_indices(self, inputs: Sequence[torch.Tensor]) -> None:
         """Token ids index inside their table. Kernels clamp them (no lane reads outside the

@@ -40,27 +40,30 @@ def upsample_by_whole_factors(graph: Graph) -> Graph:
         if _is_identity(node, graph):  # (SegFormer resizes its first stage to its own size)
             return rb.builder.add("identity", [rb.value(node.inputs[0])], {}, node.name,
                                   outputs=node.outputs)
-        if _is_linear_upsampling(node, graph):
-            return _linear_upsampling(node, graph, rb)
-        factors = _whole_factors(node, graph)
-        if factors is None:
-            return None
-        shape = list(graph.types[node.inputs[0]].shape)
-        split, expanded = [], []
-        for n, s in zip(shape, factors):
-            split += [n, 1] if s > 1 else [n]
-            expanded += [n, s] if s > 1 else [n]
-        x = rb.builder.add1("reshape", [rb.value(node.inputs[0])], {"shape": split}, name=node.name)
-        x = rb.builder.add1("expand", [x], {"shape": expanded}, name=node.name)
-        out = [n * s for n, s in zip(shape, factors)]
-        return rb.builder.add("reshape", [x], {"shape": out}, node.name, outputs=node.outputs)
+        factors = _linear_factors(node, graph)
+        if factors is not None:
+            return _linear_upsampling(node, rb, factors)
+        factors = _nearest_factors(node, graph)
+        return None if factors is None else _nearest_upsampling(node, graph, rb, factors)
 
     return eliminate_dead_code(rewrite(graph, lower))
 
 
-def _whole_factors(node: Node, graph: Graph) -> list[int] | None:
+def _nearest_upsampling(node: Node, graph: Graph, rb: Rebuild, factors: list[int]) -> list[str]:
+    shape = list(graph.types[node.inputs[0]].shape)
+    split, expanded = [], []
+    for n, s in zip(shape, factors):
+        split += [n, 1] if s > 1 else [n]
+        expanded += [n, s] if s > 1 else [n]
+    x = rb.builder.add1("reshape", [rb.value(node.inputs[0])], {"shape": split}, name=node.name)
+    x = rb.builder.add1("expand", [x], {"shape": expanded}, name=node.name)
+    out = [n * s for n, s in zip(shape, factors)]
+    return rb.builder.add("reshape", [x], {"shape": out}, node.name, outputs=node.outputs)
+
+
+def _nearest_factors(node: Node, graph: Graph) -> list[int] | None:
     """Each axis' whole upsampling factor, if this resize repeats elements exactly; else None."""
-    if not _resize_by_factors(node, graph, "nearest"):
+    if not _static_resize(node, graph, "nearest"):
         return None
     a = node.attrs
     coordinates, rounding = a.get("coordinate_transformation_mode"), a.get("nearest_mode")
@@ -73,16 +76,17 @@ def _whole_factors(node: Node, graph: Graph) -> list[int] | None:
 def _is_identity(node: Node, graph: Graph) -> bool:
     """A resize to the input's own size at scale 1: every mode and coordinate mapping reads each
     pixel at its own position (crop-and-resize's region aside)."""
-    if node.op != "resize" or len(node.inputs) != 1 or node.attrs.get("roi"):
+    if not _static_resize(node, graph):
         return False
     x, y = graph.types[node.inputs[0]], graph.types[node.outputs[0]]
-    return (x.is_static and tuple(x.shape) == tuple(y.shape) and x.dtype == y.dtype
+    return (tuple(x.shape) == tuple(y.shape) and x.dtype == y.dtype
             and node.attrs.get("coordinate_transformation_mode") != "tf_crop_and_resize"
             and all(math.isclose(s, 1.0, rel_tol=0, abs_tol=1e-12) for s in node.attrs["scales"]))
 
 
-def _resize_by_factors(node: Node, graph: Graph, mode: str) -> bool:
-    if node.op != "resize" or len(node.inputs) != 1 or node.attrs.get("mode") != mode:
+def _static_resize(node: Node, graph: Graph, mode: str | None = None) -> bool:
+    """A resize of static shapes with no region of interest (in `mode`, if given)."""
+    if node.op != "resize" or len(node.inputs) != 1 or mode not in (None, node.attrs.get("mode")):
         return False
     x, y = graph.types[node.inputs[0]], graph.types[node.outputs[0]]
     return not node.attrs.get("roi") and x.is_static and y.is_static
@@ -99,24 +103,24 @@ def _factors(node: Node, graph: Graph) -> list[int] | None:
 
 
 # ---------------------------------------------------------------- linear upsampling ----
-def _is_linear_upsampling(node: Node, graph: Graph) -> bool:
-    """Half-pixel linear upsampling by whole factors (torch's bilinear, align_corners=False)."""
-    if not _resize_by_factors(node, graph, "linear"):
-        return False
+def _linear_factors(node: Node, graph: Graph) -> list[int] | None:
+    """The whole factors of a half-pixel linear upsampling (torch's bilinear without
+    align_corners), or None."""
+    if not _static_resize(node, graph, "linear"):
+        return None
     a = node.attrs
     if a.get("coordinate_transformation_mode") not in _HALF_PIXEL or a.get("exclude_outside"):
-        return False
-    return _factors(node, graph) is not None
+        return None
+    return _factors(node, graph)
 
 
-def _linear_upsampling(node: Node, graph: Graph, rb: Rebuild) -> list[str]:
+def _linear_upsampling(node: Node, rb: Rebuild, factors: list[int]) -> list[str]:
     """Along each resized axis (the last first, as torch's kernels interpolate), output k·s + r
     sits at k + δ_r with δ_r = (r + ½) / s - ½: it mixes x[k] with x[k - 1] (δ_r < 0) or x[k + 1]
     (δ_r ≥ 0, a zero weight included, as torch computes it), the neighbours clamped at the edges.
     Each phase r's weights are constants over a new axis of size s after the resized one, which a
     reshape then merges: shifted views, products and sums the pointwise kernels fuse."""
     x = rb.value(node.inputs[0])
-    factors = _factors(node, graph)
     for axis in reversed(range(len(factors))):
         if factors[axis] > 1:
             x = _upsample_axis(rb, node.name, x, axis, factors[axis])
