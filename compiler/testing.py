@@ -13,6 +13,10 @@ from trident.compiler.timing import latencies_ms, summarize
 # Explicit tolerances per precision: (rtol, atol) per element, on outputs of magnitude ~1.
 TOLERANCES = {"fp32": (1e-4, 1e-5), "fp16": (2e-2, 2e-2)}
 
+# Where a test's torch.compile models run: the GPU where there is one (its kernels compiled for it),
+# else the CPU, whose engines run their kernels in Triton's interpreter.
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
 
 def relative_error(got: torch.Tensor, ref: torch.Tensor) -> float:
     """‖got − ref‖ / ‖ref‖ in fp32, on ref's device: the one accuracy figure benchmarks report."""
@@ -36,6 +40,15 @@ def compile_with_reports(model: torch.nn.Module, *inputs: torch.Tensor, **option
     with torch.no_grad():
         out = torch.compile(model, backend=backend)(*inputs)
     return out, reports
+
+
+def ops_in_torch(reports) -> list[str]:
+    """What torch.compile(backend="trident") left to torch in these CompileReports: each partition
+    that did not build (its report line) and each step of a built engine that torch runs (its op)."""
+    partitions = [str(item) for report in reports for item in report.in_torch]
+    steps = [step.node.op for report in reports for engine in report.engines()
+             for step in engine.plan.steps if step.kind == "torch"]
+    return partitions + steps
 
 
 def assert_backend_matches_eager(model: torch.nn.Module, *inputs: torch.Tensor, rtol: float = 1e-4,

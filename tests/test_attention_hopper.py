@@ -144,7 +144,7 @@ def run(q, k, v, causal, config):
     o = torch.empty(q.shape[:-1] + v.shape[-1:], device=q.device, dtype=q.dtype)
     plan = plan_launch(_triple(q), _triple(k), _triple(v), None, _triple(o), causal)
     assert hopper.why_not(plan, q.dtype, pointers=[t.data_ptr() for t in (q, k, v, o)]) is None
-    hopper.launch(q, k, v, o, plan, 1 / math.sqrt(q.shape[-1]), config)
+    hopper.launch(q, k, v, o, plan, 1 / math.sqrt(q.shape[-1]), config.to_dict())
     return o
 
 

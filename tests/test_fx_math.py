@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from trident.compiler.frontend import fx_aten
 from trident.compiler.frontend.fx import FUNCTIONS
-from trident.compiler.testing import compile_with_reports
+from trident.compiler.testing import DEVICE, compile_with_reports
 
 EDGES = [0.0, -0.0, 1e-30, -1e-30, 1e-8, -1e-8, 0.5, -0.5, 3.0, -3.0, 25.0, -25.0, 90.0, -90.0,
          math.inf, -math.inf, math.nan]
@@ -22,7 +22,7 @@ def with_edges(rows: int, cols: int) -> torch.Tensor:
     """Random normal values (not a multiple of any block), the edge values in the first row."""
     x = torch.randn(rows, cols) * 3
     x.view(-1)[:len(EDGES)] = torch.tensor(EDGES)
-    return x
+    return x.to(DEVICE)
 
 
 def compiled_matches_eager(fn, x, *, rtol=1e-5, atol=1e-6):
@@ -58,7 +58,7 @@ DIRECT = {
     "var_unbiased_false": lambda x: x.nan_to_num(0.0, 0.0, 0.0).var(0, False),
     "std_every_dim": lambda x: torch.std(x.nan_to_num(0.0, 0.0, 0.0), correction=0),
     "std_correction_2": lambda x: x.nan_to_num(0.0, 0.0, 0.0).std(dim=(0, 1), correction=2),
-    "rms_norm": lambda x: F.rms_norm(x.nan_to_num(0.0, 0.0, 0.0), (18,), torch.linspace(0.5, 2, 18)),
+    "rms_norm": lambda x: F.rms_norm(x.nan_to_num(0.0, 0.0, 0.0), (18,), torch.linspace(0.5, 2, 18, device=x.device)),
     "instance_norm": lambda x: F.instance_norm(x.nan_to_num(0.0, 0.0, 0.0).reshape(2, 3, 3, 6)),
     "mean_axis": lambda x: x.mean(axis=1),
     # F.pad's other modes: one IR pad each (ONNX's reflect / edge / wrap), a per-element move
@@ -96,7 +96,7 @@ def test_calls_without_a_converter_import_through_torchs_decomposition(name):
 
 def test_log1p_and_expm1_keep_their_digits_near_zero():
     # log(1 + 1e-10) is log(1) = 0 in fp32; the corrected forms keep every digit
-    x = torch.cat([torch.logspace(-30, 1, 200), -torch.logspace(-30, -0.01, 200)])
+    x = torch.cat([torch.logspace(-30, 1, 200), -torch.logspace(-30, -0.01, 200)]).to(DEVICE)
     for fn in (torch.log1p, torch.expm1):
         got, _ = compile_with_reports(fn, x)
         want = fn(x.double())
@@ -105,7 +105,7 @@ def test_log1p_and_expm1_keep_their_digits_near_zero():
 
 def test_a_random_call_stays_in_torch():
     _, reports = compile_with_reports(lambda x: torch.relu(x) + torch.rand_like(x) * 0,
-                                      torch.randn(4, 8))
+                                      torch.randn(4, 8, device=DEVICE))
     assert [i.op for r in reports for i in r.in_torch] == ["torch.rand_like"]
 
 
@@ -144,5 +144,5 @@ def test_dynamic_shapes_still_match():
     torch._dynamo.reset()
     compiled = torch.compile(fn, backend="trident", dynamic=True)
     for rows in (3, 5):
-        x = torch.randn(rows, 7)
+        x = torch.randn(rows, 7, device=DEVICE)
         torch.testing.assert_close(compiled(x), fn(x), rtol=1e-5, atol=1e-6)
