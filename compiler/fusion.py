@@ -38,7 +38,7 @@ LOOPED_REDUCTIONS = ("reduce_sum", "reduce_mean", "reduce_max")
 MAX_GROUP_INPUTS = 10
 # Movement ops a pointwise kernel computes element by element (codegen/moves.py):
 # they start pointwise groups, never anchor one.
-PER_ELEMENT_MOVES = ("gather", "gather_elements", "concat", "pad")
+PER_ELEMENT_MOVES = ("gather", "gather_elements", "concat", "pad", "resample")
 # The moves that read through an index tensor (input 1 indexes dim `axis` of input 0): the engine
 # checks the indices before the kernel runs (codegen/program.py index_checks).
 GATHERS = ("gather", "gather_elements")
@@ -162,7 +162,8 @@ _MOVE_REASONS = {"gather": "table lookup (rows of a constant by indices)",
                  "gather_elements": "gather of elements (each lane reads the element its index names)",
                  "concat": "concat (each lane reads its piece)",
                  "pad": "pad (each lane reads its element: shifted, clamped, mirrored or "
-                        "wrapped, or the fill)"}
+                        "wrapped, or the fill)",
+                 "resample": "resize (each lane looks its taps up in tables and mixes them)"}
 
 
 def move_refusal(node: Node, graph: Graph) -> str | None:
@@ -178,6 +179,9 @@ def move_refusal(node: Node, graph: Graph) -> str | None:
         if pieces > MAX_CONCAT_PIECES or dtype not in POINTWISE_DTYPES:
             return f"concat of {pieces} pieces of {dtype}"
         return None
+    if node.op == "resample":  # passes/resample.py took it; its tables are constants
+        dtype = t[node.inputs[0]].dtype
+        return None if dtype in POINTWISE_DTYPES else f"resample of {dtype}"
     a, x = node.attrs, t[node.inputs[0]]
     mode = a.get("mode", "constant")
     if min(a["pads"]) < 0 or x.dtype not in POINTWISE_DTYPES or 0 in x.shape:

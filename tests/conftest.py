@@ -4,9 +4,10 @@ import zlib
 
 # `python -m pytest` puts the checkout's root first on sys.path, where trident's package folders
 # (kernels/, tools/, models/, ...) shadow installed top-level packages of the same names: transformers
-# imports Hugging Face's `kernels`. The tests import trident as installed, so the root goes.
+# imports Hugging Face's `kernels`. The root moves last: installed packages come first, and
+# trident (installed as a path finder, not in site-packages) is still this checkout's.
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _ROOT]
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _ROOT] + [_ROOT]
 
 os.environ.setdefault("TRIDENT_QUIET", "1")
 # Every kernel the CPU suite runs goes through the bounds sanitizer (compiler/sanitizer.py): an

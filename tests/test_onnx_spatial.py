@@ -71,10 +71,10 @@ def test_resize(attrs, scales, sizes):
     model = make_model([node("Resize", [i for i in inputs], **attrs)], {"x": (F32, [2, 3, 4, 5])},
                        ["y"], initializers=inits, opset=19)
     engine = check_engine(model, tol=(1e-4, 1e-5))
-    # nearest upsampling by whole factors is a broadcast the pointwise kernels compute
-    # (compiler/passes/resize.py); every other resize runs in torch
-    whole = attrs == {"mode": "nearest"} and scales == [1.0, 1.0, 2.0, 3.0]
-    assert torch_steps(engine) == ([] if whole else ["resize"])
+    # every resize runs in the pointwise kernels (compiler/passes/resize.py, resample.py) but the
+    # antialiased cubic one: 10 x 8 taps per output, more than resample.MAX_TAPS
+    heavy = attrs.get("antialias") and attrs["mode"] == "cubic"
+    assert torch_steps(engine) == (["resize"] if heavy else [])
 
 
 def test_resize_tf_crop_and_resize_extrapolates():

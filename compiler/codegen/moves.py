@@ -6,7 +6,8 @@ elementwise ops after it fuse behind it.
 - gather of elements (GatherElements): each lane reads data at its own position, the index
   tensor's value standing in for its position along the axis;
 - concat: each lane reads the piece its index along the axis falls in;
-- pad (constant, no crop): a lane inside the input reads its element, the others the fill.
+- pad (constant, no crop): a lane inside the input reads its element, the others the fill;
+- resample (a resize, its taps in tables): a lane looks up its taps and mixes what they read.
 
 Every load is masked to the tensor it reads (KernelWriter.load_at)."""
 from __future__ import annotations
@@ -19,7 +20,7 @@ from trident.compiler.ir import Node
 def emit(w: KernelWriter, node: Node, operand_for) -> str:
     """Emit one per-element move; its output's register variable (also in w.values)."""
     return {"gather": table_lookup, "gather_elements": element_gather, "concat": concat,
-            "pad": pad}[node.op](w, node, operand_for)
+            "pad": pad, "resample": resample}[node.op](w, node, operand_for)
 
 
 def _clamped_index(w: KernelWriter, index: str, size: int) -> str:
@@ -148,3 +149,51 @@ def _source_index(mode: str, i: str, size: int) -> str:
     if mode == "reflect":  # the edge itself is not repeated: -1 reads 1, size reads size - 2
         return f"tl.where({i} < 0, -{i}, tl.where({i} > {size - 1}, {2 * (size - 1)} - {i}, {i}))"
     return f"(({i} % {size}) + {size}) % {size}"  # wrap
+
+
+def resample(w: KernelWriter, node: Node, operand_for) -> str:
+    """out = resize(x) with its taps in tables (compiler/passes/resample.py): per resized axis, a
+    lane loads each tap's input index (and weight) at its output index, then x at every
+    combination of taps. The sums nest in the order the axes are interpolated (the first axis
+    innermost), tap by tap, as ops/resample.py's reference adds them; nearest reads its one tap."""
+    out_shape = tuple(w.graph.types[node.outputs[0]].shape)
+    out_dims = broadcast_dims(out_shape, w.space_shape())
+    axes, nearest = node.attrs["axes"], node.attrs["nearest"]
+    x = operand_for(node.inputs[0])
+    x = Operand(x.arg, x.strides, out_dims, x.dtype, x.offset)
+    step = 1 if nearest else 2
+    taps = []  # per axis: [(input index register, weight register or None)] per tap
+    for i, axis in enumerate(axes):
+        columns = _tap_rows(w, operand_for, node.inputs[1 + step * i], out_dims[axis])
+        weights = [None] * len(columns) if nearest else \
+            _tap_rows(w, operand_for, node.inputs[2 + step * i], out_dims[axis])
+        taps.append(list(zip(columns, weights)))
+    along = {out_dims[a] for a in axes} - {None}
+
+    def mix(level: int, at: dict[int, str]) -> str:
+        if level < 0:
+            return w.load_at(x, at, along)
+        total = None
+        for column, weight in taps[level]:
+            value = mix(level - 1, {**at, axes[level]: column})
+            term = value if weight is None else f"{value} * {weight}"
+            var = w.tmp("rs")
+            w.line(f"{var} = {term}" if total is None else f"{var} = {total} + {term}")
+            total = var
+        return total
+
+    var = mix(len(axes) - 1, {})
+    w.values[node.outputs[0]] = var
+    return var
+
+
+def _tap_rows(w: KernelWriter, operand_for, table: str, dim: int | None) -> list[str]:
+    """The registers of a [taps, out] table's rows, each lane's entry at its output index."""
+    t = operand_for(table)
+    rows = w.graph.types[table].shape[0]
+    t = Operand(t.arg, t.strides, (None, dim), t.dtype, t.offset)
+    loaded = [w.load_at(t, {0: str(r)}, set()) for r in range(rows)]
+    if not t.dtype.is_floating_point:  # input indices: offsets into x are int64
+        for var in loaded:
+            w.line(f"{var} = {var}.to(tl.int64)")
+    return loaded

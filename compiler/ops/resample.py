@@ -1,5 +1,6 @@
 """Resampling: ONNX Resize (nearest / linear / cubic, every coordinate mode, antialias),
-GridSample, AffineGrid and Col2Im. They run through torch.
+GridSample, AffineGrid and Col2Im, which run through torch, and `resample`, a resize with its taps
+settled into tables, which the pointwise kernels compute (compiler/passes/resize.py).
 
 Resize is separable: each resized axis has, per output index, the input indices of its taps and
 their interpolation weights, built from the attributes alone (so shape inference on meta tensors
@@ -19,7 +20,7 @@ import torch.nn.functional as F
 from trident.compiler.ops.registry import Kind, op
 
 
-def _source_coordinates(out: int, size: int, scale: float, mode: str, roi: tuple[float, float],
+def source_coordinates(out: int, size: int, scale: float, mode: str, roi: tuple[float, float],
                         device):
     """The input coordinate (float64) each output index maps to, and which fall outside the
     input (tf_crop_and_resize extrapolates those)."""
@@ -55,7 +56,7 @@ def _nearest_weights(ratio, nearest_mode: str):
     return torch.stack([~upper, upper], -1).to(torch.float64)
 
 
-def _cubic(x, a: float):
+def cubic_kernel(x, a: float):
     """The cubic convolution kernel with coefficient a, at distances x."""
     x = x.abs()
     near = ((a + 2) * x - (a + 3)) * x * x + 1
@@ -73,17 +74,17 @@ def _weights(ratio, scale: float, mode: str, nearest_mode: str, a: float, antial
     first = math.floor(-reach / s) + 1
     taps = torch.arange(first, 2 - first, dtype=torch.float64, device=ratio.device)
     distance = (taps[None, :] - ratio[:, None]) * s
-    weights = (1 - distance.abs()).clamp(0, 1) if mode == "linear" else _cubic(distance, a)
+    weights = (1 - distance.abs()).clamp(0, 1) if mode == "linear" else cubic_kernel(distance, a)
     if antialias:
         weights = weights / weights.sum(-1, keepdim=True)
     return weights, first
 
 
-def _axis_taps(size: int, out: int, scale: float, roi, attrs: dict, device):
+def axis_taps(size: int, out: int, scale: float, roi, attrs: dict, device):
     """Per output index of one axis: the input indices of its taps and their weights ([out, n],
     float64), and the rows to extrapolate. Built on the input's device from the attributes alone
     (no host copy: CUDA graphs capture it)."""
-    x, outside = _source_coordinates(out, size, scale, attrs["coordinate_transformation_mode"],
+    x, outside = source_coordinates(out, size, scale, attrs["coordinate_transformation_mode"],
                                      roi, device)
     base = torch.ceil(x) - 1
     ratio = x - base  # in (0, 1]
@@ -128,7 +129,7 @@ def resize(x, *, sizes: Sequence[int], scales: Sequence[float], mode: str = "nea
         span = (roi[axis], roi[rank + axis]) if roi else (0.0, 1.0)
         if sizes[axis] == x.shape[axis] and math.isclose(scales[axis], 1.0) and span == (0.0, 1.0):
             continue  # this axis is untouched
-        columns, weights, outside = _axis_taps(x.shape[axis], sizes[axis], scales[axis], span,
+        columns, weights, outside = axis_taps(x.shape[axis], sizes[axis], scales[axis], span,
                                                attrs, x.device)
         y = _apply(y, axis, columns, weights, mode == "nearest")
         if outside is not None:
@@ -140,6 +141,28 @@ def resize(x, *, sizes: Sequence[int], scales: Sequence[float], mode: str = "nea
         return y.to(dtype)
     info = torch.iinfo(dtype)  # integers: round half to even, saturate
     return torch.round(y).clamp(info.min, info.max).to(dtype)
+
+
+@op("resample", Kind.MOVEMENT)
+def resample(x, *tables, axes: Sequence[int], nearest: bool):
+    """A resize with its taps settled: `tables` holds, per axis of `axes` in the order they are
+    interpolated, the input index of each tap of each output index ([taps, out], int32) and, unless
+    `nearest` (one tap, no weight), the taps' weights ([taps, out], fp32). Along an axis, output o is
+    the sum over taps t of weights[t, o] * x[columns[t, o]], in fp32 (the kernel's order)."""
+    y = x if nearest else x.float()
+    step = 1 if nearest else 2
+    for i, axis in enumerate(axes):
+        columns = tables[step * i].long()
+        if nearest:
+            y = y.index_select(axis, columns[0])
+            continue
+        picked = torch.movedim(y, axis, -1)[..., columns]  # [..., taps, out]
+        terms = picked * tables[step * i + 1].float()
+        summed = terms[..., 0, :]
+        for t in range(1, terms.shape[-2]):  # tap by tap, as the kernel adds them
+            summed = summed + terms[..., t, :]
+        y = torch.movedim(summed, -1, axis)
+    return y.to(x.dtype)
 
 
 @op("grid_sample", Kind.OPAQUE)

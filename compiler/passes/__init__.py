@@ -30,6 +30,7 @@ from trident.compiler.passes.long_rows import loop_long_rows
 from trident.compiler.passes.patches import lower_patch_conv_transposes, lower_patch_convs
 from trident.compiler.passes.precision import lower_precision
 from trident.compiler.passes.reshapes import sink_reshapes
+from trident.compiler.passes.resample import resample_with_tap_tables
 from trident.compiler.passes.resize import upsample_by_whole_factors
 from trident.compiler.passes.transposes import matmul_rows_in_order, sink_transposes
 
@@ -54,6 +55,7 @@ def pipeline(options: PassOptions) -> list[tuple[str, Pass]]:
         ("lower_einsum", lower_einsum),
         ("flatten_matmul_batches", flatten_matmul_batches),
         ("upsample_by_whole_factors", upsample_by_whole_factors),
+        ("resample_with_tap_tables", resample_with_tap_tables),
         ("simplify_broadcasts", simplify_broadcasts),
         ("fold_gelu", fold_gelu),
         ("fold_negated_pieces", fold_negated_pieces),

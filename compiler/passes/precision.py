@@ -14,6 +14,8 @@ _LOW = {"fp16": torch.float16, "bf16": torch.bfloat16}
 # Quantization parameters stay fp32: their precision is what the int8 scheme is built on.
 _KEEP_FP32_INPUTS = {"quantize_linear": (1,), "dequantize_linear": (1,), "qconv": (2,),
                      "qmatmul": (2,)}
+# A resample's tap weights stay fp32: its kernel mixes in fp32 (ops/resample.py).
+_KEEP_FP32_INPUTS["resample"] = tuple(range(2, 2 + 2 * 8, 2))
 
 
 def lower_precision(graph: Graph, precision: str = "fp16") -> Graph:
