@@ -62,10 +62,12 @@ def test_torch_interpolate(kwargs, how, with_nonfinite):
     # A resize to its own size is the identity. (torch's kernels still read neighbours at a weight
     # of 0 there, so an infinity turns them NaN.)
     want = x * 2 + 1 if how == "identity" else fn(x)
-    # An infinity or a NaN reaches the outputs whose taps read it, as in torch. (Whether such an
-    # output is inf or NaN can differ: torch also reads a neighbour at a weight of 0 or of 1e-8,
-    # as its float32 coordinates round, and an infinity times 0 is NaN.)
-    assert torch.equal(got.isfinite(), want.isfinite())
+    # An infinity or a NaN reaches only outputs torch gives a non-finite value too, and every
+    # output torch keeps finite matches. (torch gives some more: its kernels read neighbours at a
+    # weight of 0 or of 1e-8 as their float32 coordinates round, its CUDA kernels also along an axis
+    # they leave its size, and an infinity times 0 is NaN.)
+    assert not (want.isfinite() & ~got.isfinite()).any()
+    assert (~got.isfinite()).any() == (~want.isfinite()).any()
     finite = want.isfinite()
     # (torch computes its coordinates in float32, trident's tables and weights are float64 rounded)
     torch.testing.assert_close(got[finite], want[finite], rtol=1e-5, atol=1e-5)
