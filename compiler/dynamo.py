@@ -35,6 +35,7 @@ Options (`torch.compile(model, backend="trident", options={...})`):
 """
 from __future__ import annotations
 
+import copy
 import operator
 import time
 import warnings
@@ -121,21 +122,9 @@ def trident_backend(gm: torch.fx.GraphModule, example_inputs: Sequence, **kwargs
         _say_in_torch(report)
         gm.trident_report = report
         return gm
-    weights = _weight_placeholders(gm, example_inputs)
-    for node in split.graph.nodes:
-        if node.op != "call_module" or not node.target.startswith("fused_"):
-            continue
-        sub = split.get_submodule(node.target)
-        sub.meta[EXPLICIT] = True  # its writes into its inputs are the parent graph's, made explicit
-        if _compute_nodes(sub) < options["min_nodes"]:
-            continue
-        weight_args = [_is_weight_arg(a, weights) for a in node.args]
-        wrapped = TridentSubgraph(sub, weight_args, options, report, node.target)
-        report.subgraphs.append(wrapped)
-        setattr(split, node.target, wrapped)
+    _wrap_partitions(split, _weight_placeholders(gm, example_inputs), options, report)
     if options["precision"] == "int8" and options["calibration"] is not None:
         _calibrate(split, gm, example_inputs, options["calibration"], report.subgraphs)
-    split.recompile()
     _say_in_torch(report)
     split.trident_report = report
     return split
@@ -174,6 +163,24 @@ def _say_in_torch(report: CompileReport) -> None:
     if report.in_torch:
         warnings.warn(f"trident backend: {len(report.in_torch)} node(s) run in torch: "
                       + "; ".join(map(str, report.in_torch)), stacklevel=3)
+
+
+def _wrap_partitions(split: torch.fx.GraphModule, weights: set[str], options: dict,
+                     report: CompileReport, prefix: str = "") -> None:
+    """Each fused_<k> submodule of `split` with at least min_nodes compute nodes becomes a
+    TridentSubgraph; weights: the names of split's placeholders that are model weights."""
+    for node in split.graph.nodes:
+        if node.op != "call_module" or not node.target.startswith("fused_"):
+            continue
+        sub = split.get_submodule(node.target)
+        sub.meta[EXPLICIT] = True  # its writes into its inputs are the parent graph's, made explicit
+        if _compute_nodes(sub) < options["min_nodes"]:
+            continue
+        weight_args = [_is_weight_arg(a, weights) for a in node.args]
+        wrapped = TridentSubgraph(sub, weight_args, options, report, prefix + node.target)
+        report.subgraphs.append(wrapped)
+        setattr(split, node.target, wrapped)
+    split.recompile()
 
 
 def _whole_graph_in_torch(gm: torch.fx.GraphModule) -> tuple[None, list[InTorch]] | None:
@@ -365,6 +372,7 @@ class TridentSubgraph(torch.nn.Module):
         self.engines_built = 0
         self._said_fallback = False           # a failing build is reported once, not per shape
         self._said_per_size = False           # so is a profile that does not build
+        self._split: torch.fx.GraphModule | None = None  # partitioned again around a refused node
         self.import_s = self.compile_s = 0.0  # build time, summed over the engines built
         output = next(n for n in gm.graph.nodes if n.op == "output")
         leaves, self._out_spec = tree_flatten(output.args[0])
@@ -375,6 +383,8 @@ class TridentSubgraph(torch.nn.Module):
         return [e[0] for e in entries if e is not _FALLBACK]
 
     def forward(self, *args):
+        if self._split is not None:  # (its parts key their engines by these weights' identities)
+            return self._split(*args)
         weights = self._weights_key(args)
         entry = self._dynamic_entry(args, weights) if self.symbolic else None
         if entry is None:
@@ -386,7 +396,7 @@ class TridentSubgraph(torch.nn.Module):
             if entry is None:
                 entry = self.engines[key] = self._build(args)
         if entry is _FALLBACK:
-            return self.gm(*_detached(args))
+            return self.gm(*_detached(args)) if self._split is None else self._split(*args)
         engine, keep = entry
         # An inference engine computes no gradients (and Triton's interpreter reads raw data).
         outs = engine(*[args[i].detach() for i in keep])
@@ -474,9 +484,41 @@ class TridentSubgraph(torch.nn.Module):
                 return _FALLBACK
             if not self.options["fallback"]:
                 raise
-            self._record_fallback(e)
+            if not self._split_around(e):
+                self._record_fallback(e)
             return _FALLBACK
         return engine, keep
+
+    def _split_around(self, error: TridentError) -> bool:
+        """A converter refused one node of this partition (error.fx_node; an adaptive pool with
+        windows of unequal size, say): that node runs in torch and the rest is partitioned
+        again, each part a TridentSubgraph of its own (which splits again at its own refusals),
+        so one refusal does not send the whole partition to torch. False where the error names
+        no node of it, or for int8 (its calibration batches were recorded per partition)."""
+        from trident.compiler.frontend.fx import supported_fx_target, target_label
+
+        name = getattr(error, "fx_node", None)
+        if self.options["precision"] == "int8" or self._split is not None:
+            return False
+        gm = torch.fx.GraphModule(self.gm, copy.deepcopy(self.gm.graph))  # fusing rewrites a graph
+        refused = next((n for n in gm.graph.nodes
+                        if n.name == name and n.op in fx_partition.COMPUTE_OPS), None)
+        if refused is None:
+            return False
+        supported = _support(lambda n: n is not refused and supported_fx_target(n))
+        parts = fx_partition.propose(gm.graph, supported)
+        if parts.partitions:
+            gm = fx_partition.fuse(gm, parts.partitions)
+        placeholders = [n.name for n in gm.graph.nodes if n.op == "placeholder"]
+        weights = {p for p, weight in zip(placeholders, self.weight_args) if weight}
+        _wrap_partitions(gm, weights, self.options, self.report or CompileReport(), f"{self.name}.")
+        self._split = gm
+        item = InTorch(target_label(refused), refused.name, " ".join(str(error).split()))
+        if self.report is not None:
+            self.report.in_torch.append(item)
+        warnings.warn(f"trident backend: partition {self.name} runs around a node in torch: {item}",
+                      stacklevel=4)
+        return True
 
     def _engine(self, examples: list, quantization, device, profile: dict | None = None):
         from trident.compiler.build import build_engine, compile_graph, engine_from, import_model

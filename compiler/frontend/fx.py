@@ -653,6 +653,8 @@ for _method, _dtype in {"float": torch.float32, "half": torch.float16, "bfloat16
     converts(_method)(lambda cx, x, memory_format=None, _d=_dtype: cx.cast(x, _d))
 
 converts(aten.alias.default, aten.detach.default, torch.detach, "detach")(_identity)
+# An autograd flag (MRA sets it on its attention inputs): nothing an inference engine computes.
+converts("requires_grad_")(lambda cx, x, requires_grad=True: x)
 
 
 @converts(aten.clone.default, aten.lift_fresh_copy.default, torch.clone, "clone")
@@ -2074,6 +2076,11 @@ class _Importer:
         """_call, with any unexpected failure turned into a TridentError naming the node."""
         try:
             return self._call(gm, node, args, kwargs)
+        except UnsupportedError as e:
+            # the refused node, of the outermost graph (a call traced through torch's own
+            # decomposition is one node of it): torch.compile's partition splits around it
+            e.fx_node = node.name
+            raise
         except TridentError:
             raise
         except Exception as e:  # noqa: BLE001  (a converter bug or torch refusing a fold)
