@@ -211,30 +211,31 @@ def test_a_constant_output_is_a_fresh_tensor_per_call():
     assert torch.equal(again, torch.zeros(2, 4)) and torch.equal(doubled, x * 2)
 
 
-class UnequalPools(torch.nn.Module):
-    """Adaptive pools whose windows differ in size: their converter refuses them at import, after
-    the partitioner took them in (it cannot see sizes)."""
+class AntialiasedResizes(torch.nn.Module):
+    """Antialiased resizes: their converter refuses them at import (torch's filter is not ONNX's),
+    after the partitioner took them in (it sees the target, not the arguments)."""
 
     def __init__(self):
         super().__init__()
         self.conv1, self.conv2 = torch.nn.Conv2d(3, 4, 3), torch.nn.Conv2d(4, 4, 1)
 
     def forward(self, x):
-        h = F.adaptive_avg_pool2d(torch.relu(self.conv1(x)), 3)  # 5 x 5 -> 3 x 3
+        h = torch.relu(self.conv1(x))
+        h = F.interpolate(h, size=(3, 3), mode="bilinear", antialias=True)
         h = torch.sigmoid(self.conv2(h)) * 2
-        return F.adaptive_avg_pool2d(h, 2) + 1                    # 3 x 3 -> 2 x 2
+        return F.interpolate(h, size=(2, 2), mode="bilinear", antialias=True) + 1
 
 
 def test_a_node_refused_at_import_runs_in_torch_and_the_rest_in_engines():
-    model, x = UnequalPools().eval(), torch.randn(2, 3, 7, 7)
+    model, x = AntialiasedResizes().eval(), torch.randn(2, 3, 7, 7)
     spy = Spy()
     compiled = torch.compile(model, backend=spy)
-    with pytest.warns(UserWarning, match="runs around a node in torch.*windows of unequal size"):
+    with pytest.warns(UserWarning, match="runs around a node in torch.*antialias=True"):
         check(compiled, model, (x,))
     check(compiled, model, (x,))  # the split is kept: nothing is built again
     (gm,) = spy.compiled
     refused = [item.op for item in gm.trident_report.in_torch]
-    assert len(refused) == 2 and all("adaptive_avg_pool2d" in n for n in refused)
+    assert len(refused) == 2 and all("interpolate" in op for op in refused)
     built = [s for s in gm.trident_report.subgraphs if s.built_engines()]  # (nested ones too)
     # conv1 + relu, conv2 + sigmoid + mul, the final add: each part an engine of its own
     assert len(built) == 3 and all(s.engines_built == 1 for s in built)

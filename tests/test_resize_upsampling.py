@@ -148,6 +148,27 @@ def test_onnx_resize_matches_onnxruntime(scales, coordinates, nearest_mode, mode
     assert (resamples([engine]) > 0) == (how == "tables")
 
 
+@pytest.mark.parametrize("shape, out", [
+    ((2, 3, 5, 5), 3), ((2, 3, 2, 1), (3, 2)), ((2, 3, 7, 9), (4, 5)), ((1, 2, 60, 60), (7, 6)),
+    ((2, 3, 13), 5),  # 1-D
+])
+def test_adaptive_average_pools_with_unequal_windows(shape, out):
+    """As resamples with window tables (compiler/frontend/fx.py's _adaptive_average): torch's
+    values, and its infinities and NaN where its windows hold them."""
+    pool = F.adaptive_avg_pool2d if len(shape) == 4 else F.adaptive_avg_pool1d
+    x = torch.randn(*shape)
+    x.view(-1)[[2, 5]] = torch.tensor([float("inf"), float("nan")])
+    x = x.to(DEVICE)
+
+    def fn(x):
+        return pool(x, out) * 2
+
+    for precision, tol in (("fp32", 1e-5), ("fp16", 2e-2)):
+        got, reports = compile_with_reports(fn, x, precision=precision)
+        torch.testing.assert_close(got.float(), fn(x), rtol=tol, atol=tol, equal_nan=True)
+        assert ops_in_torch(reports) == [] and resamples(e for r in reports for e in r.engines())
+
+
 DENSE_HEADS = {
     # the decode head upsamples every stage to the first stage's size (x2, and x1: an identity)
     "segformer": ("SegformerForSemanticSegmentation", dict(

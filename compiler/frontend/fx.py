@@ -1114,8 +1114,40 @@ def _adaptive_avg_pool2d(cx: Ctx, input, output_size):
     if all(s % o == 0 for s, o in zip(spatial, out)):  # equal windows: a plain average pool
         k = [s // o for s, o in zip(spatial, out)]
         return cx.emit("avg_pool", [input], kernel=k, strides=k, pads=[0] * 4)
-    raise UnsupportedError(f'fx node "{cx.node_name}": adaptive average pool from {spatial} '
-                           f"to {out} (windows of unequal size)")
+    return _adaptive_average(cx, input, [rank - 2, rank - 1], spatial, out)
+
+
+def _adaptive_average(cx: Ctx, input, axes: list[int], sizes, outs):
+    """An adaptive average pool whose windows differ in size, as one IR resample (the pointwise
+    kernels look each output's window up in tables): along each axis, output o averages input
+    [floor(o·n / m), ceil((o + 1)·n / m)). A window shorter than the longest repeats its first
+    element, that element's weight split evenly between its copies: exact when the copies
+    number a power of two (halving is exact), and an infinity stays an infinity (no weight of
+    0). Windows of other lengths are refused."""
+    tables, used = [], []
+    for axis, n, m in zip(axes, sizes, outs):
+        if n == m:
+            continue
+        starts = [o * n // m for o in range(m)]
+        ends = [-((-(o + 1) * n) // m) for o in range(m)]
+        taps = max(e - s for s, e in zip(starts, ends))
+        columns = torch.zeros(taps, m, dtype=torch.int32)
+        weights = torch.zeros(taps, m, dtype=torch.float64)
+        for o, (start, end) in enumerate(zip(starts, ends)):
+            copies = 1 + taps - (end - start)
+            if copies & (copies - 1):
+                raise UnsupportedError(f'fx node "{cx.node_name}": adaptive average pool from '
+                                       f"{tuple(sizes)} to {list(outs)} (windows of lengths "
+                                       f"{end - start} and {taps})")
+            members = list(range(start, end)) + [start] * (copies - 1)
+            columns[:, o] = torch.tensor(members, dtype=torch.int32)
+            weights[:, o] = 1.0 / (end - start)
+            weights[0, o] = weights[end - start:, o] = 1.0 / (end - start) / copies
+        tables += [columns, weights.to(torch.float32)]
+        used.append(axis)
+    if not used:
+        return input
+    return cx.emit("resample", [input] + tables, axes=used, nearest=False)
 
 
 @converts(aten.adaptive_avg_pool1d.default, torch.adaptive_avg_pool1d)  # (F.adaptive_avg_pool1d is it)
@@ -1124,9 +1156,10 @@ def _adaptive_avg_pool1d(cx: Ctx, input, output_size):
     (SigLIP's attention-pooling head and Swin's pooler take out = 1: a mean over the sequence)."""
     shape = list(cx.shape(input))
     length, (out,) = shape[-1], _tuple_n(output_size, 1)
-    if out < 1 or length % out:
-        raise UnsupportedError(f'fx node "{cx.node_name}": adaptive average pool from {length} '
-                               f"to {out} (windows of unequal size)")
+    if out < 1:
+        raise UnsupportedError(f'fx node "{cx.node_name}": adaptive average pool to {out}')
+    if length % out:
+        return _adaptive_average(cx, input, [len(shape) - 1], [length], [out])
     windows = _reshape(cx, input, shape[:-1] + [out, length // out])
     return cx.emit("reduce_mean", [windows], axes=[len(shape)], keepdims=False)
 
