@@ -1,6 +1,6 @@
 """More of transformers' architectures at tiny configurations (2 layers, hidden 16-48, 32 x 32
 images, 400 audio samples or a 32 x 32 spectrogram, 8 tokens; random weights) through
-torch.compile(backend="trident") and through their ONNX export, against eager fp32: 57 of them,
+torch.compile(backend="trident") and through their ONNX export, against eager fp32: 60 of them,
 vision (BEiT, YOLOS, SegFormer, PoolFormer, PVT, FocalNet, DPT, LeViT, Swin-V2, ...), audio
 (wav2vec2, HuBERT, SEW, UniSpeech, AST, ...) and text (GPT-NeoX, GPT-J, Falcon, BLOOM, Mistral,
 Gemma, XLNet, Funnel, ...). Nothing may run in torch: each once left an op there (interpolate,
@@ -84,6 +84,11 @@ MODELS = {
  "persimmon": (lambda: t.PersimmonModel(t.PersimmonConfig(**V, **TXT)), "txt"),
  "ibert": (lambda: t.IBertModel(t.IBertConfig(**V, **TXT)), "txt"),
  "rwkv": (lambda: t.RwkvModel(t.RwkvConfig(hidden_size=32, num_hidden_layers=2, vocab_size=100, context_length=64, attention_hidden_size=32, intermediate_size=64)), "txt"),
+ # abs of a tensor through the builtin (ModernBERT's sliding window), requires_grad_ (MRA), an
+ # adaptive pool with windows of unequal size (TextNet's pooler: 1 x 1 to 2 x 2)
+ "modernbert": (lambda: t.ModernBertModel(t.ModernBertConfig(**V, **TXT, global_attn_every_n_layers=2, local_attention=4, pad_token_id=0, bos_token_id=1, eos_token_id=2, cls_token_id=1, sep_token_id=2)), "txt"),
+ "mra": (lambda: t.MraModel(t.MraConfig(**V, **TXT)), "txt"),
+ "textnet": (lambda: t.TextNetModel(t.TextNetConfig()), "img"),
  "longt5_encoder": (lambda: t.LongT5EncoderModel(t.LongT5Config(d_model=32, d_kv=16, d_ff=64, num_layers=2, num_heads=2, vocab_size=100, local_radius=2)), "txt"),
 }
 

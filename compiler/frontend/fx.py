@@ -337,7 +337,7 @@ for _op, _targets in {
     "sqrt": [aten.sqrt.default, torch.sqrt, "sqrt"],
     "reciprocal": [aten.reciprocal.default, torch.reciprocal, "reciprocal"],
     "neg": [aten.neg.default, torch.neg, operator.neg, "neg", "__neg__"],
-    "abs": [aten.abs.default, torch.abs, "abs"],
+    "abs": [aten.abs.default, torch.abs, operator.abs, "abs", "__abs__"],
     "erf": [aten.erf.default, torch.erf, torch.special.erf, "erf"],
     "silu": [aten.silu.default, F.silu],
     "hard_swish": [aten.hardswish.default, F.hardswish],
