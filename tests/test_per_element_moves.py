@@ -4,6 +4,7 @@
   LayerNorm is one kernel (GatherElements and computed indices: tests/test_gathers.py);
 - concat (codegen/moves.py concat): each lane reads the piece its index falls in, and the ops after
   it (RoPE's rotate-half products, a BatchNorm + ReLU after a channel concat) fuse behind it.
+- pad and slices with negative steps (flips) further down.
 The bounds sanitizer is on (conftest), so a lane reading outside a tensor fails the test."""
 from __future__ import annotations
 
@@ -380,3 +381,49 @@ def test_padding_an_empty_tensor_runs_in_torch():
     (got,) = run_engine(engine, torch.from_numpy(x))
     (want,) = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})
     np.testing.assert_array_equal(got.numpy(), want)
+
+
+# --------------------------------------------- slices with negative steps (passes/resample.py) ----
+def onnx_slice(shape, starts, ends, axes, strides):
+    """y = Slice(x * 2) + 1, the ONNX form of torch.flip and x[::-k]."""
+    inits = [numpy_helper.from_array(np.array(v, np.int64), n)
+             for v, n in ((starts, "starts"), (ends, "ends"), (axes, "axes"), (strides, "steps"))]
+    inits += [numpy_helper.from_array(np.array(2.0, np.float32), "two"),
+              numpy_helper.from_array(np.array(1.0, np.float32), "one")]
+    out = list(shape)
+    for start, end, axis, step in zip(starts, ends, axes, strides):
+        out[axis] = len(range(*slice(start, end, step).indices(shape[axis])))
+    graph = helper.make_graph(
+        [helper.make_node("Mul", ["x", "two"], ["doubled"]),
+         helper.make_node("Slice", ["doubled", "starts", "ends", "axes", "steps"], ["sliced"]),
+         helper.make_node("Add", ["sliced", "one"], ["y"])],
+        "slice", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(shape))],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, out)], inits)
+    return model_of(graph, 18)
+
+
+@pytest.mark.parametrize("starts, ends, axes, strides", [
+    ((-1,), (-2**63,), (2,), (-1,)),             # a flip of the last dim, as exporters write it
+    ((4, -1), (0, -2**63), (1, 2), (-2, -1)),    # every other row backwards, and a flip
+    ((3, 1), (-2**63, 2**63 - 1), (0, 2), (-1, 3)),  # a negative and a positive step
+])
+def test_negative_steps_are_reversed_in_the_pointwise_kernels(starts, ends, axes, strides):
+    engine = pad_matches_onnxruntime(onnx_slice((2, 6, 5), starts, ends, axes, strides), (2, 6, 5), seed=9)
+    assert [kind for kind, _ in steps(engine)].count("torch") == 0
+    assert any("resample" in name for _, name in steps(engine))
+
+
+@pytest.mark.parametrize("flip", [
+    lambda x: torch.flip(x, [1]) * 2, lambda x: torch.flip(x, (0, 2)) + 1, lambda x: x.flip(-1).relu(),
+    lambda x: torch.fliplr(x) - 1, lambda x: torch.flipud(x[:, 1:4]) * 3,
+    lambda x: (torch.flip(x.int(), [2]) * 2).float(),
+])
+def test_torch_flip_runs_in_the_pointwise_kernels(flip):
+    from trident.compiler.testing import DEVICE, compile_with_reports, ops_in_torch
+
+    x = torch.randn(3, 5, 7)
+    x.view(-1)[[1, 8]] = torch.tensor([float("inf"), float("nan")])
+    x = x.to(DEVICE)
+    got, reports = compile_with_reports(flip, x)
+    torch.testing.assert_close(got, flip(x), rtol=0, atol=0, equal_nan=True)
+    assert ops_in_torch(reports) == []

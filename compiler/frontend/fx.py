@@ -1495,6 +1495,19 @@ def _aten_slice(cx: Ctx, x, dim=0, start=None, end=None, step=1):
     return _slice_and_reshape(cx, x, [(axis, *s)], shape)
 
 
+@converts(aten.flip.default, torch.flip, "flip")
+def _flip(cx: Ctx, x, *dims):
+    """A slice with step -1 along each dim (as ONNX exporters write it), which
+    compiler/passes/resample.py reverses in the pointwise kernels."""
+    dims = dims[0] if len(dims) == 1 and isinstance(dims[0], (list, tuple)) else dims
+    shape, rank = list(cx.shape(x)), cx.rank(x)
+    axes = sorted({_axis(d, rank) for d in dims})
+    if not axes or any(shape[a] == 0 for a in axes):
+        return x
+    return cx.emit("slice", [x], starts=[shape[a] - 1 for a in axes], ends=[-1] * len(axes),
+                   axes=axes, steps=[-1] * len(axes))
+
+
 @converts(aten.select.int, torch.select, "select")
 def _select(cx: Ctx, x, dim, index):
     return _getitem_tensor(cx, x, (slice(None),) * _axis(dim, cx.rank(x)) + (int(index),))

@@ -1,6 +1,7 @@
 """Resizes the pointwise kernels compute: each static resize upsample_by_whole_factors left
 (align_corners, factors that are not whole, downsampling, cubic, antialiased) becomes `resample`,
-its taps settled at build time.
+its taps settled at build time. So does a slice with negative steps (a flip), whose one tap per
+output is its mirror image.
 
 A resize is separable, and what it reads depends on the output index alone: along each resized
 axis, output o mixes a few input indices with fixed weights (compiler/ops/resample.py's
@@ -37,6 +38,8 @@ _WHOLE = (torch.float32, torch.float16, torch.bfloat16, torch.int32, torch.int64
 
 def resample_with_tap_tables(graph: Graph) -> Graph:
     def lower(node: Node, rb: Rebuild):
+        if node.op == "slice":
+            return _reversed_slice(node, graph, rb)
         tables = _tap_tables(node, graph)
         if tables is None:
             return None
@@ -47,6 +50,34 @@ def resample_with_tap_tables(graph: Graph) -> Graph:
                               node.name, outputs=node.outputs)
 
     return rewrite(graph, lower)
+
+
+def _reversed_slice(node: Node, graph: Graph, rb: Rebuild):
+    """A slice with negative steps (torch.flip, x[::-1] in an ONNX export), which no view can be:
+    the same elements taken in ascending order (a view), then reversed along those axes by a
+    nearest resample whose one tap per output reads its mirror image. None for other slices."""
+    a = node.attrs
+    x, y = graph.types[node.inputs[0]], graph.types[node.outputs[0]]
+    if (all(step > 0 for step in a["steps"]) or not (x.is_static and y.is_static)
+            or 0 in y.shape or x.dtype not in _WHOLE):
+        return None
+    rank = len(x.shape)
+    starts, ends, steps, reversed_axes = [], [], [], []
+    for start, end, axis, step in zip(a["starts"], a["ends"], a["axes"], a["steps"]):
+        if step < 0:
+            n = len(range(start, end, step))
+            start, end, step = start + (n - 1) * step, start + 1, -step
+            reversed_axes.append(axis % rank)
+        starts.append(start)
+        ends.append(end)
+        steps.append(step)
+    ascending = rb.builder.add1("slice", [rb.value(node.inputs[0])],
+                                {"starts": starts, "ends": ends, "axes": list(a["axes"]),
+                                 "steps": steps}, name=node.name)
+    mirrors = [rb.builder.constant(torch.arange(y.shape[axis] - 1, -1, -1, dtype=torch.int32)[None, :],
+                                   f"{node.name}.mirror") for axis in reversed_axes]
+    return rb.builder.add("resample", [ascending, *mirrors], {"axes": reversed_axes, "nearest": True},
+                          node.name, outputs=node.outputs)
 
 
 def _tap_tables(node: Node, graph: Graph):
