@@ -111,6 +111,64 @@ def gelu_erf(x):
 
 
 @triton.jit
+def erfc(x):
+    """1 - erf(x) from the fit above, which keeps its relative precision in the tail, where
+    1 - erf(x) cancels to 0 (erfc(5) = 1.5e-12); 2 - erfc(-x) below 0. erfc(inf) = 0,
+    erfc(-inf) = 2, NaN stays NaN."""
+    z = tl.abs(x)
+    t = 1.0 / (1.0 + 0.5 * z)
+    p = ERFC_C9
+    p = p * t + ERFC_C8
+    p = p * t + ERFC_C7
+    p = p * t + ERFC_C6
+    p = p * t + ERFC_C5
+    p = p * t + ERFC_C4
+    p = p * t + ERFC_C3
+    p = p * t + ERFC_C2
+    p = p * t + ERFC_C1
+    p = p * t + ERFC_C0
+    upper = t * tl.math.exp2(p - z * z * LOG2E)
+    return tl.where(x >= 0, upper, 2.0 - upper)
+
+
+# atan(z) on |z| <= tan(pi / 8) = 0.414: z + z^3 P(z^2), the minimax fit of Cephes' atanf
+# (relative error near 1e-7); wider arguments are reduced onto it through atan(x) = pi/4 +
+# atan((x - 1) / (x + 1)) and pi/2 + atan(-1 / x).
+ATAN_C0 = tl.constexpr(-3.33329491539e-1)
+ATAN_C1 = tl.constexpr(1.99777106478e-1)
+ATAN_C2 = tl.constexpr(-1.38776856032e-1)
+ATAN_C3 = tl.constexpr(8.05374449538e-2)
+
+
+@triton.jit
+def atan(x):
+    """Odd; +-pi/2 at +-inf; NaN stays NaN and -0 stays -0."""
+    t = tl.abs(x)
+    big = t > 2.414213562373095   # tan(3 pi / 8)
+    mid = t > 0.41421356237309503  # tan(pi / 8)
+    z = tl.where(big, -1.0 / t, tl.where(mid, (t - 1.0) / (t + 1.0), t))
+    base = tl.where(big, 1.5707963267948966, tl.where(mid, 0.7853981633974483, 0.0))
+    zz = z * z
+    p = ((ATAN_C3 * zz + ATAN_C2) * zz + ATAN_C1) * zz + ATAN_C0
+    r = base + (p * zz * z + z)
+    return tl.where(x < 0, -r, tl.where(x == 0, x, r))
+
+
+@triton.jit
+def asin(x):
+    """atan(x / sqrt(1 - x^2)), the square root's argument as (1 - x)(1 + x), which keeps its
+    digits near |x| = 1 (+-pi/2 there: x / 0 is +-inf); NaN past |x| > 1, as torch gives."""
+    return atan(x / tl.sqrt((1.0 - x) * (1.0 + x)))
+
+
+@triton.jit
+def acos(x):
+    """2 atan(sqrt((1 - x) / (1 + x))): its digits near x = 1, where pi/2 - asin(x) cancels;
+    pi at x = -1 (atan(inf)); NaN past |x| > 1."""
+    return 2.0 * atan(tl.sqrt((1.0 - x) / (1.0 + x)))
+
+
+@triton.jit
 def gelu_tanh(x):
     return 0.5 * x * (1.0 + tanh(0.7978845608028654 * (x + 0.044715 * x * x * x)))
 

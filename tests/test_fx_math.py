@@ -14,6 +14,8 @@ from trident.compiler.frontend import fx_aten
 from trident.compiler.frontend.fx import FUNCTIONS
 from trident.compiler.testing import DEVICE, compile_with_reports
 
+pytestmark = pytest.mark.compiles_for_hopper  # (tests/conftest.py)
+
 EDGES = [0.0, -0.0, 1e-30, -1e-30, 1e-8, -1e-8, 0.5, -0.5, 3.0, -3.0, 25.0, -25.0, 90.0, -90.0,
          math.inf, -math.inf, math.nan]
 
@@ -52,6 +54,10 @@ DIRECT = {
     "log1p": lambda x: torch.log1p(x),
     "expm1": lambda x: torch.expm1(x),
     "square": lambda x: x.square(),
+    "atan": torch.atan,
+    "asin": lambda x: torch.asin(x / 4),  # (NaN past |x| > 1, as torch)
+    "acos": lambda x: torch.arccos(x / 4),
+    "erfc": torch.special.erfc,
     "isinf": lambda x: torch.isinf(x).float(),
     "trunc": lambda x: torch.trunc(x),
     "var_rows": lambda x: torch.var(x.nan_to_num(0.0, 0.0, 0.0), 1, keepdim=True),
@@ -101,6 +107,23 @@ def test_log1p_and_expm1_keep_their_digits_near_zero():
         got, _ = compile_with_reports(fn, x)
         want = fn(x.double())
         assert ((got.double() - want).abs() / want.abs()).max() < 1e-6, fn.__name__
+
+
+def test_inverse_trigonometry_and_erfc_keep_their_digits():
+    # asin and acos near |x| = 1, atan across its reduction's seams (tan(pi/8), tan(3pi/8)),
+    # erfc in its tail, where 1 - erf(x) would cancel to 0
+    seams = torch.tensor([0.41421354, 0.41421357, 2.4142134, 2.4142137, 0.99999994, -0.99999994])
+    x = torch.cat([torch.linspace(-1, 1, 2001), seams, torch.randn(300) * 30]).to(DEVICE)
+    for fn, rtol in ((torch.atan, 3e-7), (torch.asin, 3e-7), (torch.acos, 3e-7)):
+        got, _ = compile_with_reports(fn, x)
+        want = fn(x.double())
+        ok = want.isfinite() & (want != 0)
+        assert ((got.double() - want).abs() / want.abs())[ok].max() < rtol, fn.__name__
+    t = torch.linspace(-6, 9, 3001, device=DEVICE)
+    got, _ = compile_with_reports(torch.special.erfc, t)
+    want = torch.special.erfc(t.double())
+    assert ((got.double() - want).abs() / want).max() < 2e-5  # (exp2 of -z^2 rounds at z = 9)
+    assert ((got.double() - want).abs() / want)[t < 4].max() < 2e-6
 
 
 def test_a_random_call_stays_in_torch():

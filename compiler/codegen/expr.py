@@ -193,6 +193,10 @@ UNARY: dict[str, Callable[[str, Node], str]] = {
     "round": lambda x, n: _round_half_even(x),
     "sign": lambda x, n: f"tl.where({x} > 0, 1, tl.where({x} < 0, -1, 0 * {x}))",  # NaN stays
     "sin": lambda x, n: f"tl.sin({x})",
+    "asin": lambda x, n: f"prims.asin({x})",
+    "acos": lambda x, n: f"prims.acos({x})",
+    "atan": lambda x, n: f"prims.atan({x})",
+    "erfc": lambda x, n: f"prims.erfc({x})",
     "cos": lambda x, n: f"tl.cos({x})",
     "tan": lambda x, n: f"(tl.sin({x}) / tl.cos({x}))",
     "sinh": lambda x, n: _sinh(x),

@@ -17,7 +17,7 @@ def _unary(name: str, fn: Callable) -> None:
 for _name, _fn in {
     "neg": torch.neg, "abs": torch.abs, "exp": torch.exp, "log": torch.log, "sqrt": torch.sqrt,
     "reciprocal": torch.reciprocal, "relu": torch.relu, "sigmoid": torch.sigmoid,
-    "tanh": torch.tanh, "erf": torch.erf, "silu": F.silu, "hard_swish": F.hardswish,
+    "tanh": torch.tanh, "erf": torch.erf, "erfc": torch.erfc, "silu": F.silu, "hard_swish": F.hardswish,
     "not": torch.logical_not, "identity": lambda x: x,
 }.items():
     _unary(_name, _fn)
