@@ -82,6 +82,23 @@ LOG2E = tl.constexpr(1.4426950408889634)
 
 
 @triton.jit
+def _erfc_of_magnitude(z):
+    """erfc(z) for z >= 0 (the fit above; inlined where it is called)."""
+    t = 1.0 / (1.0 + 0.5 * z)
+    p = ERFC_C9
+    p = p * t + ERFC_C8
+    p = p * t + ERFC_C7
+    p = p * t + ERFC_C6
+    p = p * t + ERFC_C5
+    p = p * t + ERFC_C4
+    p = p * t + ERFC_C3
+    p = p * t + ERFC_C2
+    p = p * t + ERFC_C1
+    p = p * t + ERFC_C0
+    return t * tl.math.exp2(p - z * z * LOG2E)
+
+
+@triton.jit
 def gelu_erf(x):
     """x * Phi(x), Phi(x) = erfc(-x / sqrt 2) / 2 (torch's GELU, approximate="none").
 
@@ -95,18 +112,7 @@ def gelu_erf(x):
     torch computes it, cancels in 1 + erf: 4% off at x = -5, 0 from x = -6 on. Saturates to x and
     to -0 (z * z overflowing gives exp2(-inf) = 0); NaN and -inf give NaN, +inf gives +inf."""
     z = tl.abs(x) * 0.7071067811865476
-    t = 1.0 / (1.0 + 0.5 * z)
-    p = ERFC_C9
-    p = p * t + ERFC_C8
-    p = p * t + ERFC_C7
-    p = p * t + ERFC_C6
-    p = p * t + ERFC_C5
-    p = p * t + ERFC_C4
-    p = p * t + ERFC_C3
-    p = p * t + ERFC_C2
-    p = p * t + ERFC_C1
-    p = p * t + ERFC_C0
-    erfc = t * tl.math.exp2(p - z * z * LOG2E)
+    erfc = _erfc_of_magnitude(z)
     return x * tl.where(x >= 0, 1.0 - 0.5 * erfc, 0.5 * erfc)
 
 
@@ -116,18 +122,7 @@ def erfc(x):
     1 - erf(x) cancels to 0 (erfc(5) = 1.5e-12); 2 - erfc(-x) below 0. erfc(inf) = 0,
     erfc(-inf) = 2, NaN stays NaN."""
     z = tl.abs(x)
-    t = 1.0 / (1.0 + 0.5 * z)
-    p = ERFC_C9
-    p = p * t + ERFC_C8
-    p = p * t + ERFC_C7
-    p = p * t + ERFC_C6
-    p = p * t + ERFC_C5
-    p = p * t + ERFC_C4
-    p = p * t + ERFC_C3
-    p = p * t + ERFC_C2
-    p = p * t + ERFC_C1
-    p = p * t + ERFC_C0
-    upper = t * tl.math.exp2(p - z * z * LOG2E)
+    upper = _erfc_of_magnitude(z)
     return tl.where(x >= 0, upper, 2.0 - upper)
 
 
