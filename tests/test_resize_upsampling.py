@@ -181,6 +181,12 @@ DENSE_HEADS = {
         hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
         image_size=32, patch_size=8, backbone_out_indices=[0, 1], neck_hidden_sizes=[16, 32],
         fusion_hidden_size=16, reassemble_factors=[4, 2]), "predicted_depth", set()),
+    # pyramid pooling: adaptive pools of the last stage (to 1, 2 and 3: windows of unequal size),
+    # each resized back with bilinear to its size, the stages resized to the first's and fused
+    "upernet": ("UperNetForSemanticSegmentation", dict(
+        backbone_config={"model_type": "convnext", "hidden_sizes": [16, 24, 32, 40], "depths": [1, 1, 1, 1],
+                         "out_features": ["stage1", "stage2", "stage3", "stage4"]},
+        hidden_size=16, auxiliary_in_channels=32, num_labels=3, pool_scales=[1, 2, 3]), "logits", set()),
 }
 
 
@@ -195,7 +201,8 @@ def test_dense_prediction_heads_of_real_models(name):
     def fn(x):
         return getattr(model(pixel_values=x), field)
 
-    x = torch.randn(2, 3, 32, 32, device=DEVICE)
+    size = 64 if name == "upernet" else 32  # (its last stage: 2 x 2, pooled to 3 x 3)
+    x = torch.randn(2, 3, size, size, device=DEVICE)
     got, reports = compile_with_reports(fn, x)
     with torch.no_grad():
         torch.testing.assert_close(got, fn(x), rtol=1e-4, atol=1e-5)
