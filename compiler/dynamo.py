@@ -211,6 +211,8 @@ def partition(gm: torch.fx.GraphModule) -> tuple[torch.fx.GraphModule | None, li
 def _why_in_torch(node: torch.fx.Node, supported_target) -> str:
     if _in_vmap(node):
         return "part of a torch.vmap, which runs in torch whole"
+    if _complex(node) and supported_target(node):
+        return "reads a complex tensor (trident has no complex dtype)"
     if supported_target(node):
         return "a value torch reads that is no tensor (partitions return tensors)"
     return "no trident converter for this op"
@@ -222,7 +224,9 @@ def _support(supported_target):
       whole tuple, and import would take it for a constant): it stays in torch with its producer;
     - a node whose value is no tensor (shape arithmetic: an int, a size) that torch or the graph's
       output reads: a partition returns tensors only, so it stays in torch with its reader
-      (transformers 4.x's Funnel computes its relative-position bounds so)."""
+      (transformers 4.x's Funnel computes its relative-position bounds so);
+    - a node that reads or makes a complex tensor (FNet's `fftn(x).real`): trident has no complex
+      dtype, so `.real` stays in torch with the FFT, and the partitions after it get real tensors."""
     known: dict[torch.fx.Node, bool] = {}
 
     def supported(node: torch.fx.Node) -> bool:
@@ -232,9 +236,15 @@ def _support(supported_target):
             from_torch = (node.target is operator.getitem and isinstance(source, torch.fx.Node)
                           and source.op in fx_partition.COMPUTE_OPS and not supported(source))
             known[node] = supported_target(node) and not from_torch and not _in_vmap(node) \
-                and not _read_outside(node, supported)
+                and not _complex(node) and not _read_outside(node, supported)
         return known[node]
     return supported
+
+
+def _complex(node: torch.fx.Node) -> bool:
+    """Does the node read or make a complex tensor (by dynamo's example values)?"""
+    values = [example_value(n) for n in node.all_input_nodes] + [example_value(node)]
+    return any(isinstance(v, torch.Tensor) and v.is_complex() for v in values)
 
 
 def _in_vmap(node: torch.fx.Node) -> bool:

@@ -242,6 +242,29 @@ def test_a_node_refused_at_import_runs_in_torch_and_the_rest_in_engines():
     assert not any("partition" in item.op for item in gm.trident_report.in_torch)
 
 
+class FourierMixing(torch.nn.Module):
+    """FNet's token mixing: the real part of a 2-D FFT between two dense layers."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = torch.nn.Linear(8, 8), torch.nn.Linear(8, 4)
+        self.norm = torch.nn.LayerNorm(8)
+
+    def forward(self, x):
+        h = torch.relu(self.a(x))
+        return self.b(self.norm(torch.fft.fftn(h, dim=(1, 2)).real + h))
+
+
+def test_a_complex_value_stays_in_torch_with_what_reads_it():
+    model, x = FourierMixing().eval(), torch.randn(2, 5, 8)
+    spy = Spy()
+    with pytest.warns(UserWarning, match="complex"):
+        check(torch.compile(model, backend=spy), model, (x,))
+    (gm,) = spy.compiled
+    assert len(gm.trident_report.in_torch) == 2  # the FFT, and .real of its complex result
+    assert all(s.built_engines() for s in spy.subgraphs()) and len(spy.subgraphs()) == 2
+
+
 def test_bad_option():
     model = MODELS["mlp"][0]()
     with pytest.raises(Exception, match="unknown option"):
