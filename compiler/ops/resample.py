@@ -1,6 +1,6 @@
 """Resampling: ONNX Resize (nearest / linear / cubic, every coordinate mode, antialias),
 GridSample, AffineGrid and Col2Im, which run through torch, and `resample`, a resize with its taps
-settled into tables, which the pointwise kernels compute (compiler/passes/resize.py).
+settled into tables, which the pointwise kernels compute (compiler/passes/resample.py).
 
 Resize is separable: each resized axis has, per output index, the input indices of its taps and
 their interpolation weights, built from the attributes alone (so shape inference on meta tensors

@@ -11,11 +11,10 @@ import torch
 from trident.compiler.ir import Graph, GraphBuilder
 
 _LOW = {"fp16": torch.float16, "bf16": torch.bfloat16}
-# Quantization parameters stay fp32: their precision is what the int8 scheme is built on.
-_KEEP_FP32_INPUTS = {"quantize_linear": (1,), "dequantize_linear": (1,), "qconv": (2,),
-                     "qmatmul": (2,)}
-# A resample's tap weights stay fp32: its kernel mixes in fp32 (ops/resample.py).
-_KEEP_FP32_INPUTS["resample"] = tuple(range(2, 2 + 2 * 8, 2))
+# The inputs that stay fp32. Quantization parameters: their precision is what the int8 scheme is
+# built on. A resample's tables (its weights; the indices are integers): its kernel mixes in fp32.
+_KEEP_FP32_INPUTS = {"quantize_linear": slice(1, 2), "dequantize_linear": slice(1, 2),
+                     "qconv": slice(2, 3), "qmatmul": slice(2, 3), "resample": slice(1, None)}
 
 
 def lower_precision(graph: Graph, precision: str = "fp16") -> Graph:
@@ -23,8 +22,8 @@ def lower_precision(graph: Graph, precision: str = "fp16") -> Graph:
     b = GraphBuilder(graph.name)
     b.reserve(graph.types)
     rename: dict[str, str] = {}
-    keep = {node.inputs[i] for node in graph.nodes for i in _KEEP_FP32_INPUTS.get(node.op, ())
-            if i < len(node.inputs)}
+    keep = {name for node in graph.nodes
+            for name in node.inputs[_KEEP_FP32_INPUTS.get(node.op, slice(0))]}
     for name in graph.inputs:
         b.input(name, graph.types[name])
         if graph.types[name].dtype == torch.float32:

@@ -22,6 +22,7 @@ import math
 
 import torch
 
+from trident.compiler.fusion import POINTWISE_DTYPES
 from trident.compiler.ir import Graph, Node
 from trident.compiler.ops import resample as resample_ops
 from trident.compiler.passes.rewrite import Rebuild, rewrite
@@ -31,9 +32,7 @@ from trident.compiler.passes.rewrite import Rebuild, rewrite
 MAX_TAPS = 64
 _DEFAULTS = {name: p.default for name, p in inspect.signature(resample_ops.resize).parameters.items()
              if p.default is not inspect.Parameter.empty}
-_FLOATS = (torch.float32, torch.float16, torch.bfloat16)
-_WHOLE = (torch.float32, torch.float16, torch.bfloat16, torch.int32, torch.int64, torch.int8,
-          torch.bool)
+_FLOATS = (torch.float32, torch.float16, torch.bfloat16)  # linear and cubic (integers round)
 
 
 def resample_with_tap_tables(graph: Graph) -> Graph:
@@ -59,7 +58,7 @@ def _reversed_slice(node: Node, graph: Graph, rb: Rebuild):
     a = node.attrs
     x, y = graph.types[node.inputs[0]], graph.types[node.outputs[0]]
     if (all(step > 0 for step in a["steps"]) or not (x.is_static and y.is_static)
-            or 0 in y.shape or x.dtype not in _WHOLE):
+            or 0 in y.shape or x.dtype not in POINTWISE_DTYPES):
         return None
     rank = len(x.shape)
     starts, ends, steps, reversed_axes = [], [], [], []
@@ -91,7 +90,7 @@ def _tap_tables(node: Node, graph: Graph):
     if (not (x.is_static and y.is_static) or 0 in x.shape or 0 in y.shape
             or attrs["coordinate_transformation_mode"] == "tf_crop_and_resize"
             or attrs["mode"] not in ("nearest", "linear", "cubic")
-            or x.dtype not in (_WHOLE if nearest else _FLOATS)):
+            or x.dtype not in (POINTWISE_DTYPES if nearest else _FLOATS)):
         return None
     tables, loads = [], 1
     for axis in reversed(range(len(x.shape))):
