@@ -123,8 +123,9 @@ def _key_loop(acc, l_i, m_i, q, k_ptrs, v_ptrs, mask_ptrs, lo, hi, offs_m, offs_
               causal_offset, stride_kn, stride_vn, stride_mn, SCALE: tl.constexpr, MASK_KIND: tl.constexpr,
               MASK_PER_KEY: tl.constexpr, CAUSAL: tl.constexpr, BOUNDARY: tl.constexpr, BLOCK_N: tl.constexpr,
               INPUT_PRECISION: tl.constexpr):
-    """_key_block over the key blocks [lo, hi) (lo, hi multiples of BLOCK_N, or hi = the end).
-    The operand pointers are loop-carried (advanced by a scalar), as Triton pipelines best."""
+    """_key_block over the key blocks [lo, hi) (lo, hi multiples of BLOCK_N, or hi = the end),
+    the pointers those of block lo (_block_pointers). They are loop-carried (advanced by a scalar),
+    as Triton pipelines best, and not returned: see attention_program."""
     for start_n in range(lo, hi, BLOCK_N):
         start_n = tl.multiple_of(start_n, BLOCK_N)
         acc, l_i, m_i = _key_block(acc, l_i, m_i, q, k_ptrs, v_ptrs, mask_ptrs, start_n, offs_m, offs_n, Lk,
@@ -133,7 +134,27 @@ def _key_loop(acc, l_i, m_i, q, k_ptrs, v_ptrs, mask_ptrs, lo, hi, offs_m, offs_
         k_ptrs += BLOCK_N * stride_kn
         v_ptrs += BLOCK_N * stride_vn
         mask_ptrs += BLOCK_N * stride_mn
-    return acc, l_i, m_i, k_ptrs, v_ptrs, mask_ptrs
+    return acc, l_i, m_i
+
+
+@triton.jit
+def _block_pointers(k_head, v_head, mask_head, lo, rows, offs_n, offs_d, offs_dv, sk_n, sk_d, sv_n, sv_d, sm_m, sm_n,
+                    MASK_KIND: tl.constexpr, MASK_PER_KEY: tl.constexpr):
+    """The K^T, V and mask tiles' pointers for the key block starting at lo, from one (batch,
+    head)'s scalar base pointers. (lo is a 64-bit step: lo * stride can pass 2^31 elements.)"""
+    lo = lo + tl.zeros((), dtype=tl.int64)  # (lo may be a constant 0)
+    k_ptrs = k_head + lo * sk_n + offs_n[None, :] * sk_n + offs_d[:, None] * sk_d  # K^T
+    v_ptrs = v_head + lo * sv_n + offs_n[:, None] * sv_n + offs_dv[None, :] * sv_d
+    if MASK_KIND == 0:
+        mask_ptrs = mask_head  # never read: no tile of pointers to carry through the loops
+    elif MASK_PER_KEY:
+        # One mask row serves every query (a padding mask): a vector per key block, where a tile
+        # would load each value BLOCK_M times, element by element when the row's start is not
+        # 16-byte aligned (a run-time or odd sequence length).
+        mask_ptrs = mask_head + lo * sm_n + offs_n * sm_n
+    else:
+        mask_ptrs = mask_head + lo * sm_n + rows[:, None] * sm_m + offs_n[None, :] * sm_n
+    return k_ptrs, v_ptrs, mask_ptrs
 
 
 @triton.jit
@@ -172,14 +193,46 @@ def attention_program(q_ptr, k_ptr, v_ptr, mask_ptr, o_ptr, pid, B, W, H, H_KV, 
                       SCALE: tl.constexpr, MASK_KIND: tl.constexpr, MASK_PER_KEY: tl.constexpr,
                       CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                       BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr, INPUT_PRECISION: tl.constexpr,
-                      ZERO_NAN_ROWS: tl.constexpr):
-    """One query tile of one (batch, head), computed and stored. pid walks query tiles fastest,
-    so the tiles running together share one head's K and V in L2."""
+                      ZERO_NAN_ROWS: tl.constexpr, PAIRED: tl.constexpr):
+    """Program `pid`'s query tiles of one (batch, head), computed and stored: one tile, or under
+    PAIRED (causal) tiles j and n - 1 - j of the head's n (see pairs_tiles), so every program sees
+    n + 1 key blocks. pid walks a head's tiles fastest, so the tiles running together share one
+    head's K and V in L2; causal tiles go longest first (the last wave then holds short ones)."""
     num_m = tl.cdiv(Lq, BLOCK_M)
-    pid_bh = pid // num_m
-    pid_m = pid % num_m
-    if CAUSAL:  # the longest tiles (most keys) first: the last wave then holds the short ones
-        pid_m = num_m - 1 - pid_m
+    if PAIRED:
+        first = pid // ((num_m + 1) // 2) * num_m
+        j = pid % ((num_m + 1) // 2)
+        longer, shorter = first + num_m - 1 - j, first + j
+    elif CAUSAL:
+        longer = pid // num_m * num_m + num_m - 1 - pid % num_m
+        shorter = longer
+    else:
+        longer = pid
+        shorter = pid
+    for t in tl.static_range(2 if PAIRED else 1):
+        if (t == 0) or (shorter != longer):  # (an odd count's middle tile is alone)
+            _attention_tile(q_ptr, k_ptr, v_ptr, mask_ptr, o_ptr, longer if t == 0 else shorter, B, W, H, H_KV, Lq,
+                            Lk, D, DV, sq_b, sq_w, sq_h, sq_m, sq_d, sk_b, sk_w, sk_h, sk_n, sk_d, sv_b, sv_w, sv_h,
+                            sv_n, sv_d, sm_b, sm_w, sm_h, sm_m, sm_n, so_b, so_w, so_h, so_m, so_d, causal_offset,
+                            SCALE, MASK_KIND, MASK_PER_KEY, CAUSAL, BLOCK_M, BLOCK_N, BLOCK_D, BLOCK_DV,
+                            INPUT_PRECISION, ZERO_NAN_ROWS)
+
+
+@triton.jit
+def _attention_tile(q_ptr, k_ptr, v_ptr, mask_ptr, o_ptr, tile, B, W, H, H_KV, Lq, Lk, D, DV,
+                    sq_b, sq_w, sq_h, sq_m, sq_d, sk_b, sk_w, sk_h, sk_n, sk_d, sv_b, sv_w, sv_h, sv_n, sv_d,
+                    sm_b, sm_w, sm_h, sm_m, sm_n, so_b, so_w, so_h, so_m, so_d, causal_offset,
+                    SCALE: tl.constexpr, MASK_KIND: tl.constexpr, MASK_PER_KEY: tl.constexpr,
+                    CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                    BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+                    ZERO_NAN_ROWS: tl.constexpr):
+    """Query tile `tile` (head-major: tile // n is the (batch, head), tile % n the tile of its n),
+    computed and stored. Split here, not by the caller: a paired program's two tiles then share
+    no value the compiler could compute once and keep live through the first (its block-0 K/V
+    pointer tiles: 255 against 168 registers at 64x64, head dim 64, Triton 3.6)."""
+    num_m = tl.cdiv(Lq, BLOCK_M)
+    pid_bh = tile // num_m
+    pid_m = tile % num_m
     h = pid_bh % H
     bw = pid_bh // H
     b = (bw // W).to(tl.int64)
@@ -197,29 +250,29 @@ def attention_program(q_ptr, k_ptr, v_ptr, mask_ptr, o_ptr, pid, B, W, H, H_KV, 
     rows = tl.minimum(offs_m, Lq - 1)
     q = tl.load(q_ptr + b * sq_b + w * sq_w + h * sq_h + rows[:, None] * sq_m + offs_d[None, :] * sq_d,
                 mask=d_ok[None, :], other=0)
-    k_ptrs = k_ptr + b * sk_b + w * sk_w + h_kv * sk_h + offs_n[None, :] * sk_n + offs_d[:, None] * sk_d  # K^T
-    v_ptrs = v_ptr + b * sv_b + w * sv_w + h_kv * sv_h + offs_n[:, None] * sv_n + offs_dv[None, :] * sv_d
-    if MASK_KIND == 0:
-        mask_ptrs = mask_ptr  # never read: no tile of pointers to carry through the loops
-    elif MASK_PER_KEY:
-        # One mask row serves every query (a padding mask): a vector per key block, where a tile
-        # would load each value BLOCK_M times, element by element when the row's start is not
-        # 16-byte aligned (a run-time or odd sequence length).
-        mask_ptrs = mask_ptr + b * sm_b + w * sm_w + h * sm_h + offs_n * sm_n
-    else:
-        mask_ptrs = mask_ptr + b * sm_b + w * sm_w + h * sm_h + rows[:, None] * sm_m + offs_n[None, :] * sm_n
+    k_head = k_ptr + b * sk_b + w * sk_w + h_kv * sk_h
+    v_head = v_ptr + b * sv_b + w * sv_w + h_kv * sv_h
+    mask_head = mask_ptr + b * sm_b + w * sm_w + h * sm_h
     acc = tl.zeros((BLOCK_M, BLOCK_DV), dtype=tl.float32)
     l_i = tl.zeros((BLOCK_M,), dtype=tl.float32)
     m_i = tl.full((BLOCK_M,), float("-inf"), dtype=tl.float32)
     full, end = _key_range(start_m, Lk, causal_offset, CAUSAL, BLOCK_M, BLOCK_N)
-    acc, l_i, m_i, k_ptrs, v_ptrs, mask_ptrs = _key_loop(
+    # Each loop builds its pointer tiles from the scalar bases. Handing the first loop's advanced
+    # tiles to the second kept both loops' tiles in registers (a pointer per element: 218 against
+    # 107 registers for a 64x64 causal tile at head dim 64, Triton 3.6), which halved the programs
+    # an SM holds and made causal rows slower than full ones.
+    k_ptrs, v_ptrs, mask_ptrs = _block_pointers(k_head, v_head, mask_head, 0, rows, offs_n, offs_d, offs_dv, sk_n,
+                                                sk_d, sv_n, sv_d, sm_m, sm_n, MASK_KIND, MASK_PER_KEY)
+    acc, l_i, m_i = _key_loop(
         acc, l_i, m_i, q, k_ptrs, v_ptrs, mask_ptrs, 0, full, offs_m, offs_n, Lk, d_ok, dv_ok, causal_offset,
         sk_n, sv_n, sm_n, SCALE, MASK_KIND, MASK_PER_KEY, CAUSAL, False, BLOCK_N, INPUT_PRECISION)
     if full < end:
         # Guarded, not merely empty: with run-time lengths a pipelined loop costs its prologue
         # and waits even when it runs no iteration (BERT's attention at sequence 128, where
         # every key block is full: 10.0 against 6.8 us with the lengths as constants).
-        acc, l_i, m_i, k_ptrs, v_ptrs, mask_ptrs = _key_loop(
+        k_ptrs, v_ptrs, mask_ptrs = _block_pointers(k_head, v_head, mask_head, full, rows, offs_n, offs_d, offs_dv,
+                                                    sk_n, sk_d, sv_n, sv_d, sm_m, sm_n, MASK_KIND, MASK_PER_KEY)
+        acc, l_i, m_i = _key_loop(
             acc, l_i, m_i, q, k_ptrs, v_ptrs, mask_ptrs, full, end, offs_m, offs_n, Lk, d_ok, dv_ok,
             causal_offset, sk_n, sv_n, sm_n, SCALE, MASK_KIND, MASK_PER_KEY, CAUSAL, True, BLOCK_N,
             INPUT_PRECISION)
@@ -229,7 +282,6 @@ def attention_program(q_ptr, k_ptr, v_ptr, mask_ptr, o_ptr, pid, B, W, H, H_KV, 
         nan_row = l_i != l_i
         out = tl.where(nan_row[:, None], 0.0, out)
         if tl.max(nan_row.to(tl.int32), 0) > 0:
-            v_head = v_ptr + b * sv_b + w * sv_w + h_kv * sv_h
             bad = _nonfinite_columns(v_head, offs_n, offs_dv, dv_ok, Lk, sv_n, sv_d, BLOCK_N)
             out = tl.where(nan_row[:, None] & bad[None, :], float("nan"), out)
     o_ptrs = o_ptr + b * so_b + w * so_w + h * so_h + offs_m[:, None] * so_m + offs_dv[None, :] * so_d
@@ -249,14 +301,14 @@ def attention_kernel(q_ptr, k_ptr, v_ptr, mask_ptr, o_ptr, B: tl.constexpr, W: t
                      causal_offset: tl.constexpr, SCALE: tl.constexpr, MASK_KIND: tl.constexpr,
                      CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                      BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr, INPUT_PRECISION: tl.constexpr,
-                     ZERO_NAN_ROWS: tl.constexpr):
+                     ZERO_NAN_ROWS: tl.constexpr, PAIRED: tl.constexpr):
     """Standalone launch of attention_program. Sizes and strides are compile-time, as in a
     generated kernel (what an engine runs is what this measures)."""
     attention_program(q_ptr, k_ptr, v_ptr, mask_ptr, o_ptr, tl.program_id(0), B, W, H, H_KV, Lq, Lk, D, DV,
                       sq_b, sq_w, sq_h, sq_m, sq_d, sk_b, sk_w, sk_h, sk_n, sk_d, sv_b, sv_w, sv_h, sv_n, sv_d,
                       sm_b, sm_w, sm_h, sm_m, sm_n, so_b, so_w, so_h, so_m, so_d, causal_offset,
                       SCALE, MASK_KIND, sm_m == 0, CAUSAL, BLOCK_M, BLOCK_N, BLOCK_D, BLOCK_DV, INPUT_PRECISION,
-                      ZERO_NAN_ROWS)
+                      ZERO_NAN_ROWS, PAIRED)
 
 
 # ------------------------------------------------------------------------------ configs ----
@@ -291,21 +343,18 @@ def head_block(head_dim: int) -> int:
     return max(16, next_pow2(head_dim))
 
 
-def smem_bytes(cfg: LaunchConfig, head_dim: int, head_dim_v: int, elem_bytes: int, mask_bytes: int = 0,
-               causal: bool = False) -> int:
+def smem_bytes(cfg: LaunchConfig, head_dim: int, head_dim_v: int, elem_bytes: int, mask_bytes: int = 0) -> int:
     """Shared memory of a config: the Q tile and num_stages K and V tiles, plus what Triton stages
     beside them in one reused buffer: the P tile (padded head dims and those past 128) or the mask
     tiles in flight (num_stages - 1 of them). Matches Triton 3.9's sm_90 compiles of
-    attention_kernel exactly at head dims 64-256, with and without bool / fp16 / fp32 masks.
-    causal: both key loops have run-time bounds, and Triton 3.6 pipelines each with its own K/V
-    buffers (head dim 256 at 128x64, 2 stages: 320 KB, where the model without this gives 208 KB);
-    counted twice, conservatively, whatever the Triton version. A per-key mask (MASK_PER_KEY)
-    stages a BLOCK_N vector, not a tile: counted as a tile, conservatively."""
+    attention_kernel exactly at head dims 64-256, with and without bool / fp16 / fp32 masks, and
+    over-estimates Triton 3.6's. Causal or not alike: the two key loops share their buffers (each
+    builds its pointer tiles, attention_program). A per-key mask (MASK_PER_KEY) stages a BLOCK_N
+    vector, not a tile: counted as a tile, conservatively."""
     bd, bdv = head_block(head_dim), head_block(head_dim_v)
     p_tile = cfg.BLOCK_M * cfg.BLOCK_N * elem_bytes if bd != head_dim or bd > 128 else 0
     masks = (cfg.num_stages - 1) * cfg.BLOCK_M * cfg.BLOCK_N * mask_bytes
-    loops = 2 if causal else 1
-    staged = loops * cfg.num_stages * cfg.BLOCK_N * (bd + bdv)
+    staged = cfg.num_stages * cfg.BLOCK_N * (bd + bdv)
     return (cfg.BLOCK_M * bd + staged) * elem_bytes + max(p_tile, masks)
 
 
@@ -316,9 +365,9 @@ TILE_VALUES_PER_THREAD = 176
 
 
 def why_unfit(cfg: LaunchConfig, head_dim: int, head_dim_v: int, elem_bytes: int, mask_bytes: int = 0,
-              smem_limit: int = SMEM_LIMIT, causal: bool = False) -> str | None:
+              smem_limit: int = SMEM_LIMIT) -> str | None:
     """Why a config cannot run well at these head dims (shared memory, registers), or None."""
-    if smem_bytes(cfg, head_dim, head_dim_v, elem_bytes, mask_bytes, causal) > smem_limit:
+    if smem_bytes(cfg, head_dim, head_dim_v, elem_bytes, mask_bytes) > smem_limit:
         return "shared memory"
     values = cfg.BLOCK_M * (head_block(head_dim_v) + cfg.BLOCK_N) / (32 * cfg.num_warps)
     if values > TILE_VALUES_PER_THREAD:
@@ -337,8 +386,25 @@ SHORT_KEYS = 256
 MEDIUM_KEYS = 1024
 
 
+# Causal query tiles see 1 .. n key blocks. One program per tile leaves the longest tiles' tails to
+# the last waves; paired (PAIRED=1), a program computes tiles j and n - 1 - j of one head and every
+# program sees n + 1 blocks. That pays where there are more tiles than the GPU holds at once (H200,
+# fp16, head dim 64, 64x64 tiles: 128 heads x 512 keys 26.6 -> 21.9 us, 64 x 2,048 keys 113.7 ->
+# 98.0 us); with fewer it only lengthens the longest program. rows: query rows over all heads.
+PAIR_MIN_ROWS = 65536
+# Paired 64x64 programs against the warp-specialized kernel, causal, head dim 64: 98.0 against
+# 110.0 us at 2,048 keys (64 heads); from there on the warp-specialized kernel is not compared.
+PAIRED_PROGRAM_KEYS = 2048
+
+
+def pairs_tiles(causal: bool, rows: int | None) -> bool:
+    """Should a causal problem of `rows` query rows (over all heads) pair its query tiles?"""
+    return causal and rows is not None and rows >= PAIR_MIN_ROWS
+
+
 def heuristic_config(Lq: int, Lk: int, head_dim: int, dtype, head_dim_v: int | None = None,
-                     mask_bytes: int = 0, causal: bool = False, hopper: bool = False) -> LaunchConfig:
+                     mask_bytes: int = 0, causal: bool = False, hopper: bool = False,
+                     rows: int | None = None) -> LaunchConfig:
     """Deterministic default for an H200 (or cheap big blocks in the interpreter).
 
     fp16/bf16 follow FlashAttention-2 / Triton's tutorial on Hopper: 128-row query tiles (two
@@ -348,11 +414,22 @@ def heuristic_config(Lq: int, Lk: int, head_dim: int, dtype, head_dim_v: int | N
     too: the config then gives up stages, then key and query block, until it fits.
     mask_bytes: the mask's element size (0: no mask). fp32: see _fp32_config.
     hopper: the problem fits kernels/attention_hopper.py's kernel on this device (its `why_not`);
-    it is the pick where it measured ahead (see hopper_pays)."""
+    it is the pick where it measured ahead (see hopper_pays). rows: query rows over all heads
+    (None: unknown), for pairs_tiles."""
     head_dim_v = head_dim if head_dim_v is None else head_dim_v
     widest = max(head_dim, head_dim_v)
-    if hopper and hopper_pays(Lk):
+    paired = pairs_tiles(causal, rows)
+    short_paired = paired and widest <= 64 and Lk <= PAIRED_PROGRAM_KEYS and dtype != torch.float32
+    if hopper and hopper_pays(Lk) and not short_paired:
         return _hopper_heuristic(widest, causal)
+    cfg = _program_heuristic(Lq, Lk, head_dim, head_dim_v, dtype, mask_bytes, causal, short_paired)
+    return cfg.replace(PAIRED=1) if paired else cfg
+
+
+def _program_heuristic(Lq: int, Lk: int, head_dim: int, head_dim_v: int, dtype, mask_bytes: int, causal: bool,
+                       short_paired: bool) -> LaunchConfig:
+    """heuristic_config's pick for this module's program."""
+    widest = max(head_dim, head_dim_v)
     if is_interpreter():
         return attention_config(interpreter_block(Lq), interpreter_block(Lk), 4, 1)
     small_m = max(16, min(128, next_pow2(Lq)))
@@ -361,13 +438,13 @@ def heuristic_config(Lq: int, Lk: int, head_dim: int, dtype, head_dim_v: int | N
         cfg = _fp32_config(widest, small_m)
     elif short_rows and Lk <= SHORT_KEYS:
         cfg = attention_config(128, 32, 4, 4)
-    elif short_rows and Lk <= MEDIUM_KEYS:
+    elif (short_rows and Lk <= MEDIUM_KEYS) or short_paired:
         cfg = attention_config(64, 64, 4, 3)
     elif widest <= 64:
         cfg = attention_config(small_m, 64, 4, 4)
     else:
         cfg = attention_config(small_m, 64, 8 if small_m == 128 else 4, 3 if widest <= 128 else 2)
-    return _fit(cfg, head_dim, head_dim_v, dtype.itemsize, mask_bytes, causal)
+    return _fit(cfg, head_dim, head_dim_v, dtype.itemsize, mask_bytes)
 
 
 # Where the warp-specialized kernel measured ahead of this module's program (H200, fp16, CUDA-graph
@@ -397,9 +474,8 @@ def hopper_candidates(head_dim: int) -> list[LaunchConfig]:
     return [c for c in configs if attention_hopper.why_unfit(c, head_dim) is None]
 
 
-def _fit(cfg: LaunchConfig, head_dim: int, head_dim_v: int, elem_bytes: int, mask_bytes: int,
-         causal: bool) -> LaunchConfig:
-    while why_unfit(cfg, head_dim, head_dim_v, elem_bytes, mask_bytes, causal=causal) is not None:
+def _fit(cfg: LaunchConfig, head_dim: int, head_dim_v: int, elem_bytes: int, mask_bytes: int) -> LaunchConfig:
+    while why_unfit(cfg, head_dim, head_dim_v, elem_bytes, mask_bytes) is not None:
         if cfg.num_stages > 2:
             cfg = cfg.replace(num_stages=cfg.num_stages - 1)
         elif cfg.BLOCK_N > 16:
@@ -424,10 +500,12 @@ def _fp32_config(head_dim: int, small_m: int) -> LaunchConfig:
 
 
 def candidate_configs(Lq: int, Lk: int, head_dim: int, dtype, head_dim_v: int | None = None,
-                      mask_bytes: int = 0, causal: bool = False, hopper: bool = False) -> list[LaunchConfig]:
+                      mask_bytes: int = 0, causal: bool = False, hopper: bool = False,
+                      rows: int | None = None) -> list[LaunchConfig]:
     """A short list for autotuning: the heuristic's pick first, then the usual FlashAttention tiles
-    that fit (see why_unfit), then (hopper: the problem fits that kernel here) the warp-specialized
-    kernel's configs."""
+    that fit (see why_unfit; paired where pairs_tiles says so, and the first of them also
+    unpaired), then (hopper: the problem fits that kernel here) the warp-specialized kernel's
+    configs."""
     head_dim_v = head_dim if head_dim_v is None else head_dim_v
     if dtype == torch.float32:
         rest = [attention_config(32, 32, 8, 2), attention_config(64, 16, 8, 2), attention_config(16, 32, 4, 2),
@@ -436,12 +514,15 @@ def candidate_configs(Lq: int, Lk: int, head_dim: int, dtype, head_dim_v: int | 
         rest = [attention_config(128, 64, 8, 3), attention_config(128, 128, 8, 3), attention_config(128, 64, 4, 4),
                 attention_config(128, 32, 4, 4), attention_config(64, 64, 4, 3), attention_config(128, 128, 8, 2),
                 attention_config(64, 32, 4, 4), attention_config(128, 64, 8, 4), attention_config(64, 128, 4, 3),
-                attention_config(128, 64, 8, 2), attention_config(128, 32, 8, 2), attention_config(64, 32, 4, 3)]
-    fits = [c for c in rest if why_unfit(c, head_dim, head_dim_v, dtype.itemsize, mask_bytes, causal=causal) is None
+                attention_config(128, 64, 8, 2), attention_config(128, 32, 8, 2), attention_config(64, 32, 4, 3),
+                attention_config(64, 64, 4, 2)]
+    fits = [c for c in rest if why_unfit(c, head_dim, head_dim_v, dtype.itemsize, mask_bytes) is None
             and c.BLOCK_M <= max(16, next_pow2(Lq))]
+    if pairs_tiles(causal, rows) and fits:
+        fits = [c.replace(PAIRED=1) for c in fits] + fits[:1]
     if hopper:
         fits += hopper_candidates(max(head_dim, head_dim_v))
-    first = heuristic_config(Lq, Lk, head_dim, dtype, head_dim_v, mask_bytes, causal, hopper)
+    first = heuristic_config(Lq, Lk, head_dim, dtype, head_dim_v, mask_bytes, causal, hopper, rows)
     return list(dict.fromkeys([first] + fits))
 
 
@@ -478,8 +559,15 @@ class AttentionLaunch:
         """(batch, head) pairs: the programs per query-tile row."""
         return self.B * self.W * self.H
 
-    def grid(self, block_m: int) -> int:
-        return cdiv(self.Lq, block_m) * self.heads
+    def grid(self, block_m: int, paired: bool = False) -> int:
+        """Programs to launch: one per query tile, or per pair of tiles (PAIRED)."""
+        tiles = cdiv(self.Lq, block_m)
+        return (cdiv(tiles, 2) if paired else tiles) * self.heads
+
+    @property
+    def rows(self) -> int:
+        """Query rows over every head: what pairs_tiles weighs."""
+        return self.heads * self.Lq
 
     def sizes(self) -> dict[str, int]:
         """attention_program's size arguments by name."""
@@ -609,7 +697,7 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Ten
         return o
     hopper = hopper_fits(plan, q, k, v, o, zero_nan_rows)
     cfg = config or heuristic_config(plan.Lq, plan.Lk, plan.D, q.dtype, plan.DV, _mask_bytes(mask),
-                                     plan.causal_offset is not None, hopper)
+                                     plan.causal_offset is not None, hopper, plan.rows)
     check_config(cfg, max(plan.D, plan.DV))
     scale = default_scale(plan.D) if scale is None else float(scale)
     if cfg.get("WS"):
@@ -618,12 +706,13 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Ten
             return o
         # Not on this device or these operands (a view that starts off 16 bytes, say): the program.
         cfg = heuristic_config(plan.Lq, plan.Lk, plan.D, q.dtype, plan.DV, _mask_bytes(mask),
-                               plan.causal_offset is not None)
-    attention_kernel[(plan.grid(cfg.BLOCK_M),)](
+                               plan.causal_offset is not None, rows=plan.rows)
+    paired = bool(cfg.get("PAIRED", 0))
+    attention_kernel[(plan.grid(cfg.BLOCK_M, paired),)](
         q, k, v, q if mask is None else mask, o, **plan.sizes(), **plan.stride_args(), SCALE=scale,
         MASK_KIND=plan.mask_kind,
         CAUSAL=plan.causal_offset is not None, BLOCK_M=cfg.BLOCK_M, BLOCK_N=cfg.BLOCK_N,
         BLOCK_D=head_block(plan.D), BLOCK_DV=head_block(plan.DV),
-        INPUT_PRECISION=precision or input_precision(q.dtype), ZERO_NAN_ROWS=zero_nan_rows,
+        INPUT_PRECISION=precision or input_precision(q.dtype), ZERO_NAN_ROWS=zero_nan_rows, PAIRED=paired,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages)
     return o

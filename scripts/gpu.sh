@@ -58,7 +58,7 @@ run_safety() {
     tests/test_fx_math.py tests/test_resize_upsampling.py tests/test_matmul_batches.py > "$out/memcheck-new.txt" 2>&1 &
   memcheck python3 -m pytest -q -p no:cacheprovider tests/test_attention_kernel.py -k "odd_lengths or \
     causal_alignments or many_query or padding or per_key or window or relative or grouped or strided or rank3 or empty \
-    or never_read or fully_masked or zero_nan" > "$out/memcheck-attention.txt" 2>&1 &
+    or never_read or fully_masked or zero_nan or paired" > "$out/memcheck-attention.txt" 2>&1 &
   # the warp-specialized Hopper kernel (TMA loads, every odd length and alignment of its tests)
   memcheck python3 -m pytest -q -p no:cacheprovider tests/test_attention_hopper.py > "$out/memcheck-attention-hopper.txt" 2>&1 &
   memcheck python3 scripts/memcheck_models.py --no-graph > "$out/memcheck-models.txt" 2>&1 &

@@ -81,6 +81,20 @@ def test_attention_op_is_one_kernel(precision, mask, causal, rng):
     assert ("MASK_PER_KEY=True" in source) == (mask == "padding")
 
 
+@pytest.mark.parametrize("causal", ["top_left", "bottom_right"])
+def test_generated_attention_pairs_causal_tiles(causal, rng, monkeypatch):
+    """Past PAIR_MIN_ROWS query rows a causal engine's kernel pairs its query tiles (PAIRED in its
+    config, half the programs in its grid); lowered here so a small problem takes that path."""
+    from trident.kernels import attention as template
+    monkeypatch.setattr(template, "PAIR_MIN_ROWS", 1)
+    monkeypatch.setattr(template, "interpreter_block", lambda n: 16)  # several tiles a head
+    shapes = [(2, 4, 75, 32), (2, 2, 83, 32), (2, 2, 83, 32)]
+    g = attention_graph(shapes, scale=0.2, causal=causal)
+    engine = assert_matches_reference(g, [randn(rng, *s) for s in shapes], "fp32", TOL["fp32"], max_kernels=1)
+    (step,) = [s for s in engine.plan.kernel_steps() if "attention_program(" in s.source]
+    assert step.config.get("PAIRED") == 1
+
+
 def test_attention_reads_a_packed_qkv_split_through_strides(rng):
     # [B, S, 3*H*D] -> split -> head views -> attention -> back to [B, S, H*D]: one kernel, no copies.
     b = GraphBuilder("qkv")

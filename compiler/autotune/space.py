@@ -283,8 +283,7 @@ def _attention_reason(cfg: LaunchConfig, problem: dict, limits: DeviceLimits) ->
         return "more warps than the tile has work for"
     staged = cfg if cfg.num_stages is not None else cfg.replace(num_stages=3)
     return attention_template.why_unfit(staged, int(problem["D"]), int(problem["DV"]), element_size(dtype_of(problem)),
-                     int(problem.get("mask_bytes", 0)), limits.smem_per_block,
-                     causal=bool(problem.get("causal", False)))
+                     int(problem.get("mask_bytes", 0)), limits.smem_per_block)
 
 
 def _mlp_reason(cfg: LaunchConfig, problem: dict, limits: DeviceLimits) -> str | None:
@@ -393,7 +392,8 @@ def _attention_hand_picked(problem: dict) -> list[LaunchConfig]:
     """kernels/attention.candidate_configs: FlashAttention's usual tiles."""
     return attention_template.candidate_configs(int(problem["Lq"]), int(problem["Lk"]), int(problem["D"]), dtype_of(problem),
                              int(problem["DV"]), int(problem.get("mask_bytes", 0)),
-                             bool(problem.get("causal", False)), bool(problem.get("hopper", False)))
+                             bool(problem.get("causal", False)), bool(problem.get("hopper", False)),
+                             int(problem["BH"]) * int(problem["Lq"]))
 
 
 def _neighbours(base: LaunchConfig, problem: dict) -> list[LaunchConfig]:

@@ -43,21 +43,26 @@ def generate(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: li
     scale, zero_nan_rows = float(node.attrs["scale"]), bool(node.attrs.get("zero_nan_rows", False))
     causal = plan.causal_offset is not None
     hopper = _hopper_here(plan, q.dtype, zero_nan_rows)
-    cfg = template.heuristic_config(plan.Lq, plan.Lk, plan.D, q.dtype, plan.DV, mask_bytes, causal, hopper)
+    cfg = template.heuristic_config(plan.Lq, plan.Lk, plan.D, q.dtype, plan.DV, mask_bytes, causal, hopper,
+                                    plan.rows)
     imports = "from trident.kernels.attention import attention_program"
     if hopper:
         imports += "\nfrom trident.kernels.attention import AttentionLaunch\nfrom trident.kernels import attention_hopper"
     src = _header(name, group.nodes, graph, imports)
     params = ", ".join(args.names[a] for a in args.order)
-    src += f"@triton.jit\ndef kernel({params}, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):\n"
+    src += (f"@triton.jit\ndef kernel({params}, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, "
+            f"PAIRED: tl.constexpr = 0):\n")
     src += _program_call(pointers, plan, scale, q.dtype, zero_nan_rows)
     prepare = ""
     if hopper:
-        program = template.heuristic_config(plan.Lq, plan.Lk, plan.D, q.dtype, plan.DV, mask_bytes, causal)
+        program = template.heuristic_config(plan.Lq, plan.Lk, plan.D, q.dtype, plan.DV, mask_bytes, causal,
+                                            rows=plan.rows)
         src += f"\n\nPLAN = {plan!r}\nPROGRAM_CONFIG = {program.to_dict()!r}\n"
         prepare = _hopper_prologue([pointers[i] for i in (0, 1, 2, 4)], scale)
-    src += "\n\n" + _launcher(args, f"(triton.cdiv({plan.Lq}, meta['BLOCK_M']) * {plan.heads},)", cfg,
-                              prepare=prepare)
+    # One program per query tile, or per pair of tiles (PAIRED: see kernels/attention.pairs_tiles).
+    tiles = f"triton.cdiv({plan.Lq}, meta['BLOCK_M'])"
+    grid = f"((({tiles} + 1) // 2 if meta.get('PAIRED', 0) else {tiles}) * {plan.heads},)"
+    src += "\n\n" + _launcher(args, grid, cfg, prepare=prepare)
     problem = {"template": "attention", "BH": plan.heads, "Lq": plan.Lq, "Lk": plan.Lk, "D": plan.D,
                "DV": plan.DV, "causal": causal, "mask_bytes": mask_bytes, "dtype": q.dtype, "hopper": hopper}
     return KernelSource(name, src, list(args.order), cfg, problem=problem)
@@ -95,5 +100,5 @@ def _program_call(pointers: list[str], plan, scale: float, dtype: torch.dtype, z
                             "CAUSAL": plan.causal_offset is not None}))
     lines.append("BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, " + _keywords(
         {"BLOCK_D": template.head_block(plan.D), "BLOCK_DV": template.head_block(plan.DV),
-         "INPUT_PRECISION": template.input_precision(dtype), "ZERO_NAN_ROWS": zero_nan_rows}))
+         "INPUT_PRECISION": template.input_precision(dtype), "ZERO_NAN_ROWS": zero_nan_rows}) + ", PAIRED=PAIRED")
     return "    attention_program(\n" + ",\n".join(" " * 8 + line for line in lines) + ")\n"

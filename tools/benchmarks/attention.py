@@ -68,10 +68,10 @@ def bench_row(b: int, h: int, seq: int, d: int, causal: bool, *, device: str = "
            "flops": flops}
     # The warp-specialized kernel (kernels/attention_hopper.py) where this GPU and problem take it.
     hopper = hopper_fits(plan_tensors(q, k, v, None, q, alignment), q, k, v, q)
-    heuristic = heuristic_config(seq, seq, d, dtype, causal=causal, hopper=hopper)
+    heuristic = heuristic_config(seq, seq, d, dtype, causal=causal, hopper=hopper, rows=b * h * seq)
     times = {heuristic: timer(lambda: attention(q, k, v, causal=alignment, config=heuristic))}
     if tune:
-        for cfg in candidate_configs(seq, seq, d, dtype, causal=causal, hopper=hopper)[1:]:
+        for cfg in candidate_configs(seq, seq, d, dtype, causal=causal, hopper=hopper, rows=b * h * seq)[1:]:
             times[cfg] = timer(lambda cfg=cfg: attention(q, k, v, causal=alignment, config=cfg))
     best = min(times, key=times.get)
     row["heuristic_config"], row["heuristic_ms"] = heuristic.to_dict(), times[heuristic]
@@ -132,7 +132,8 @@ def format_row(r: dict) -> str:
             f"{num(r['ms'], '10.3f')} {num(r['tflops'], '8.1f')} {num(r['heuristic_ms'], '9.3f')} | "
             f"{num(r['sdpa_ms'], '8.3f')} {num(r['sdpa_tflops'], '8.1f')} | {num(r['vs_sdpa'], '6.2f')}x | "
             f"{cfg['BLOCK_M']}x{cfg['BLOCK_N']} w{cfg['num_warps']} s{cfg['num_stages']}"
-            + (" warp-specialized" + (", overlapped" if cfg.get("OVERLAP") else "") if cfg.get("WS") else ""))
+            + (" warp-specialized" + (", overlapped" if cfg.get("OVERLAP") else "") if cfg.get("WS") else "")
+            + (" paired" if cfg.get("PAIRED") else ""))
 
 
 def summary(rows: list[dict]) -> dict:
