@@ -164,6 +164,45 @@ def acos(x):
 
 
 @triton.jit
+def _sign_bit(x):
+    """x < 0, -0 included (1 / -0 = -inf)."""
+    return (x < 0) | ((x == 0) & (1.0 / x < 0))
+
+
+@triton.jit
+def atan2(y, x):
+    """The angle of (x, y), as C's atan2: atan of the smaller magnitude over the larger (in
+    [0, 1], so no quotient overflows), reflected into the quadrant; +-0 and +-pi from the zeros'
+    signs, +-pi/4 and +-3pi/4 where both are infinite; NaN when either is."""
+    ay = tl.abs(y)
+    ax = tl.abs(x)
+    steep = ay > ax
+    small = tl.where(steep, ax, ay)
+    large = tl.where(steep, ay, ax)
+    # 0 / 0 and inf / inf: the angle of two equal magnitudes' ratio (0 and 1), not NaN
+    ratio = tl.where(large == 0, 0.0, tl.where(small == float("inf"), 1.0, small / large))
+    angle = atan(ratio)
+    angle = tl.where(steep, 1.5707963267948966 - angle, angle)
+    angle = tl.where(_sign_bit(x), 3.141592653589793 - angle, angle)
+    angle = tl.where(_sign_bit(y), -angle, angle)
+    return tl.where((x != x) | (y != y), x + y, angle)
+
+
+@triton.jit
+def hypot(x, y):
+    """sqrt(x^2 + y^2) as the larger magnitude times sqrt(1 + r^2), r <= 1: no square overflows or
+    underflows. inf when either is infinite, even beside a NaN (as C's hypot); else NaN if either is."""
+    ax = tl.abs(x)
+    ay = tl.abs(y)
+    large = tl.maximum(ax, ay)
+    small = tl.minimum(ax, ay)
+    r = tl.where(large == 0, 0.0, small / large)
+    out = large * tl.sqrt(1.0 + r * r)
+    out = tl.where((x != x) | (y != y), x + y, out)
+    return tl.where((ax == float("inf")) | (ay == float("inf")), float("inf"), out)
+
+
+@triton.jit
 def gelu_tanh(x):
     return 0.5 * x * (1.0 + tanh(0.7978845608028654 * (x + 0.044715 * x * x * x)))
 

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from trident.compiler.frontend import fx_aten
 from trident.compiler.frontend.fx import FUNCTIONS
-from trident.compiler.testing import DEVICE, compile_with_reports
+from trident.compiler.testing import DEVICE, compile_with_reports, ops_in_torch
 
 pytestmark = pytest.mark.compiles_for_hopper  # (tests/conftest.py)
 
@@ -124,6 +124,32 @@ def test_inverse_trigonometry_and_erfc_keep_their_digits():
     want = torch.special.erfc(t.double())
     assert ((got.double() - want).abs() / want).max() < 2e-5  # (exp2 of -z^2 rounds at z = 9)
     assert ((got.double() - want).abs() / want)[t < 4].max() < 2e-6
+
+
+@pytest.mark.parametrize("fn", [torch.atan2, torch.hypot], ids=["atan2", "hypot"])
+def test_two_argument_math_at_every_pair_of_edges(fn):
+    """atan2 and hypot, one IR op each, at every pair of edge values (signed zeros choose 0 or
+    pi, infinities the diagonals; hypot is inf beside a NaN, as C's), beside random pairs whose
+    magnitudes differ by up to 1e30 (the squares would overflow), against float64."""
+    edges = torch.tensor(EDGES)
+    y, x = torch.meshgrid(edges, edges, indexing="ij")
+    spread = torch.randn(2, 7, 41) * torch.logspace(-15, 15, 41)
+    y = torch.cat([y.reshape(-1), spread[0].reshape(-1)]).to(DEVICE)
+    x = torch.cat([x.reshape(-1), spread[1].reshape(-1)]).to(DEVICE)
+    got, reports = compile_with_reports(fn, y, x)
+    want = fn(y.double(), x.double()).float()
+    torch.testing.assert_close(got, want, rtol=3e-7, atol=0, equal_nan=True)
+    numbers = ~want.isnan()
+    assert torch.equal(torch.signbit(got[numbers]), torch.signbit(want[numbers]))  # -0 and +0 apart
+    assert ops_in_torch(reports) == [] and sum(r.num_kernels for r in reports) > 0
+
+
+def test_two_argument_math_promotes_integers():
+    y = torch.arange(-3, 4).to(DEVICE)
+    got, reports = compile_with_reports(lambda a, b: torch.atan2(a, b) + torch.hypot(a.float(), b.float()), y, y.flip(0))
+    want = torch.atan2(y, y.flip(0)) + torch.hypot(y.float(), y.flip(0).float())
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+    assert ops_in_torch(reports) == []
 
 
 def test_a_random_call_stays_in_torch():

@@ -243,10 +243,12 @@ BINARY: dict[str, Callable[[str, str], str]] = {
     "shift_left": lambda a, b: f"({a} << {b})",
     "shift_right": lambda a, b: f"({a} >> {b})",  # logical: ONNX shifts unsigned types only
     "prelu": lambda a, b: f"tl.where({a} < 0, {b} * {a}, {a})",
+    "atan2": lambda a, b: f"prims.atan2({a}, {b})",
+    "hypot": lambda a, b: f"prims.hypot({a}, {b})",
 }
 
 FLOAT_ONLY = set(UNARY) - {"neg", "abs", "relu", "not", "identity", "clip", "sign",
-                           "bitwise_not"} | {"div"}
+                           "bitwise_not"} | {"div", "atan2", "hypot"}
 # Ops whose operands must be integers (or booleans): the expression means something else on floats.
 INTEGER_ONLY = {"bitwise_not", "bitwise_and", "bitwise_or", "bitwise_xor", "shift_left",
                 "shift_right", "logical_and", "logical_or", "logical_xor"}

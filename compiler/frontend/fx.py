@@ -509,15 +509,30 @@ def _mul(cx: Ctx, a, b):
           operator.truediv, operator.itruediv, "div", "__truediv__")
 def _div(cx: Ctx, a, b, rounding_mode: str | None = None):
     if rounding_mode is None:
-        a, b = _promote(cx, a, b)
-        if not cx.dtype(a).is_floating_point:  # true division of integers gives floats
-            a, b = _promote(cx, a, b, dtype=torch.get_default_dtype())
-        return cx.emit("div", [a, b])
+        return _float_binary(cx, "div", a, b)
     a, b = _promote(cx, a, b)
     if rounding_mode == "trunc" and not cx.dtype(a).is_floating_point:
         return cx.emit("div", [a, b])  # the IR's integer division truncates
     raise UnsupportedError(f'fx node "{cx.node_name}": division with rounding_mode='
                            f'"{rounding_mode}" on {cx.dtype(a)} (only "trunc" on integers)')
+
+
+def _float_binary(cx: Ctx, op: str, a, b):
+    """An op whose integer operands give floats (torch promotes them to the default dtype)."""
+    a, b = _promote(cx, a, b)
+    if not cx.dtype(a).is_floating_point:
+        a, b = _promote(cx, a, b, dtype=torch.get_default_dtype())
+    return cx.emit(op, [a, b])
+
+
+@converts(aten.atan2.default, torch.atan2, torch.arctan2, "atan2", "arctan2")
+def _atan2(cx: Ctx, y, x):
+    return _float_binary(cx, "atan2", y, x)
+
+
+@converts(aten.hypot.default, torch.hypot, "hypot")
+def _hypot(cx: Ctx, a, b):
+    return _float_binary(cx, "hypot", a, b)
 
 
 @converts(aten.pow.Tensor_Scalar, aten.pow.Tensor_Tensor, aten.pow.Scalar, torch.pow,

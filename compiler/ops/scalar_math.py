@@ -39,6 +39,8 @@ def mod(a, b):
     return torch.where((r != 0) & ((r < 0) != (b < 0)), r + b, r)
 
 
-# fmod: the remainder with the dividend's sign (C's fmod, ONNX Mod with fmod=1)
-for _name, _fn in {"fmod": torch.fmod, "less_equal": torch.le, "greater_equal": torch.ge}.items():
+# fmod: the remainder with the dividend's sign (C's fmod, ONNX Mod with fmod=1); atan2(y, x): the
+# angle of (x, y); hypot: sqrt(x^2 + y^2) without overflow
+for _name, _fn in {"fmod": torch.fmod, "less_equal": torch.le, "greater_equal": torch.ge,
+                   "atan2": torch.atan2, "hypot": torch.hypot}.items():
     op(_name, Kind.ELEMENTWISE, same_dtype=True)(lambda a, b, fn=_fn: fn(a, b))
