@@ -392,9 +392,12 @@ MEDIUM_KEYS = 1024
 # fp16, head dim 64, 64x64 tiles: 128 heads x 512 keys 26.6 -> 21.9 us, 64 x 2,048 keys 113.7 ->
 # 98.0 us); with fewer it only lengthens the longest program. rows: query rows over all heads.
 PAIR_MIN_ROWS = 65536
-# Paired 64x64 programs against the warp-specialized kernel, causal, head dim 64: 98.0 against
-# 110.0 us at 2,048 keys (64 heads); from there on the warp-specialized kernel is not compared.
-PAIRED_PROGRAM_KEYS = 2048
+# Paired 64x64 programs (4 warps, 3 stages) against the other tiles and the warp-specialized
+# kernel, causal: the fastest up to these key counts per head dim (H200, fp16; past them the
+# warp-specialized kernel is ahead or was not compared). Head dim 64: 98.0 against 110.0 us at
+# 2,048 keys (64 heads); head dim 128: 39.3 against 44.0 (128x64 paired) and 48.3 us at 512 keys
+# (128 heads), 54.4 against 56.8 us (warp-specialized) at 1,024 (64 heads).
+PAIRED_PROGRAM_KEYS = {64: 2048, 128: 1024}
 
 
 def pairs_tiles(causal: bool, rows: int | None) -> bool:
@@ -419,7 +422,8 @@ def heuristic_config(Lq: int, Lk: int, head_dim: int, dtype, head_dim_v: int | N
     head_dim_v = head_dim if head_dim_v is None else head_dim_v
     widest = max(head_dim, head_dim_v)
     paired = pairs_tiles(causal, rows)
-    short_paired = paired and widest <= 64 and Lk <= PAIRED_PROGRAM_KEYS and dtype != torch.float32
+    short_paired = paired and dtype != torch.float32 and any(
+        widest <= d and Lk <= keys for d, keys in PAIRED_PROGRAM_KEYS.items())
     if hopper and hopper_pays(Lk) and not short_paired:
         return _hopper_heuristic(widest, causal)
     cfg = _program_heuristic(Lq, Lk, head_dim, head_dim_v, dtype, mask_bytes, causal, short_paired)

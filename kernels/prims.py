@@ -184,7 +184,7 @@ def atan2(y, x):
     angle = atan(ratio)
     angle = tl.where(steep, 1.5707963267948966 - angle, angle)
     angle = tl.where(_sign_bit(x), 3.141592653589793 - angle, angle)
-    angle = tl.where(_sign_bit(y), -angle, angle)
+    angle = tl.where(_sign_bit(y), neg(angle), angle)  # (neg: -0 for y = -0, x > 0)
     return tl.where((x != x) | (y != y), x + y, angle)
 
 

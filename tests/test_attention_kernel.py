@@ -102,7 +102,7 @@ def test_paired_causal_tiles(causal, lq, lk):
 
 def test_pairing_rule(monkeypatch):
     """Causal problems with enough query rows pair their tiles; the heuristic then runs the paired
-    program (not the warp-specialized kernel) up to PAIRED_PROGRAM_KEYS at head dim 64, and the
+    program (not the warp-specialized kernel) up to PAIRED_PROGRAM_KEYS per head dim, and the
     tuner also times the heuristic's tile unpaired. Pairing is numerically the unpaired program."""
     monkeypatch.setattr(attention_module, "is_interpreter", lambda: False)  # the H200's configs
     rows = attention_module.PAIR_MIN_ROWS
@@ -111,6 +111,9 @@ def test_pairing_rule(monkeypatch):
     paired = heuristic_config(2048, 2048, 64, torch.float16, causal=True, hopper=True, rows=rows)
     assert paired == attention_config(64, 64, 4, 3).replace(PAIRED=1)
     assert heuristic_config(4096, 4096, 64, torch.float16, causal=True, hopper=True, rows=rows).get("WS")
+    assert heuristic_config(1024, 1024, 128, torch.float16, causal=True, hopper=True, rows=rows) == paired
+    assert heuristic_config(2048, 2048, 128, torch.float16, causal=True, hopper=True, rows=rows).get("WS")
+    assert heuristic_config(512, 512, 256, torch.float16, causal=True, rows=rows) != paired  # (not measured)
     assert heuristic_config(2048, 2048, 64, torch.float16, causal=True, hopper=True).get("WS")  # rows unknown
     assert heuristic_config(512, 512, 64, torch.float16, causal=False, rows=rows).get("PAIRED") is None
     cands = candidate_configs(2048, 2048, 64, torch.float16, causal=True, hopper=True, rows=rows)
