@@ -353,6 +353,13 @@ def test_dry_run_of_the_benchmark(tmp_path):
     rows = json.loads(out.read_text())["rows"]
     assert [r["causal"] for r in rows] == [False, True]
     assert all(r["max_abs_err"] < 1e-2 and r["ms"] > 0 and r["vs_sdpa"] > 0 for r in rows)
+    # --shape: a problem of one's own instead of the table's; a malformed one is refused by name
+    assert main(["bench", "attention", "--dry-run", "--shape", "1,3,40,16", "--causal", "yes",
+                 "--out", str(tmp_path)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["batch"], r["heads"], r["seq"], r["head_dim"], r["causal"]) for r in rows] == [(1, 3, 40, 16, True)]
+    with pytest.raises(SystemExit):
+        main(["bench", "attention", "--dry-run", "--shape", "1,3,40"])
 
 
 # ----------------------------------------------------------------------------- GPU ----

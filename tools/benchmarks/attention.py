@@ -99,11 +99,11 @@ def _finite(x: float) -> float | None:
 
 def measure(shapes=SHAPES, causal=(False, True), *, dry_run: bool = False, tune: bool = True,
         log: Callable = print) -> list[dict]:
-    """The table's rows (dicts). dry_run: tiny shapes on the CPU (Triton's interpreter), one timing."""
+    """The table's rows (dicts). dry_run: on the CPU (Triton's interpreter), one timing."""
     device = "cpu" if dry_run else "cuda"
     timer = _dry_timer if dry_run else median_ms
     rows = []
-    for b, h, seq, d in (DRY_SHAPES if dry_run else shapes):
+    for b, h, seq, d in shapes:
         for c in causal:
             rows.append(bench_row(b, h, seq, d, c, device=device, tune=tune and not dry_run, timer=timer))
             log(format_row(rows[-1]))
@@ -152,13 +152,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seq", type=lambda text: {int(x) for x in text.split(",")},
                    help="only the rows of these sequence lengths, e.g. 512,8192")
     p.add_argument("--causal", choices=("both", "yes", "no"), default="both", help="causal rows, plain rows or both")
+    p.add_argument("--shape", action="append", type=_shape, metavar="B,H,SEQ,D",
+                   help="time this problem instead of the table's (repeatable), e.g. 4,32,512,128")
+
+
+def _shape(text: str) -> tuple[int, int, int, int]:
+    parts = text.split(",")
+    if len(parts) != 4 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+        raise argparse.ArgumentTypeError(f"--shape wants four positive integers B,H,SEQ,D, got {text!r}")
+    return tuple(int(p) for p in parts)
 
 
 def run(args: argparse.Namespace) -> int:
     if not args.dry_run:
         require_gpu("trident bench attention")
     print(HEADER)
-    shapes = [shape for shape in SHAPES if args.seq is None or shape[2] in args.seq]
+    table = DRY_SHAPES if args.dry_run else SHAPES  # (the dry run's are tiny: the code path only)
+    shapes = [shape for shape in (args.shape or table) if args.seq is None or shape[2] in args.seq]
     causal = {"both": (False, True), "yes": (True,), "no": (False,)}[args.causal]
     results = ResultsFile.in_dir(args.out, "attention", "cpu" if args.dry_run else None)
     rows = results.data["rows"] = measure(shapes, causal, dry_run=args.dry_run, tune=not args.no_tune)
