@@ -270,6 +270,13 @@ CASES = {
                                                   torch.logical_not(a <= b), a != b,
                                                   a.masked_fill(a < 0, 0.5))),
                       [randn(3, 4), randn(3, 4)]),
+    # x.where(condition, other): the tensor it is called on gives the values, not the condition
+    "where_method": (lambda: Fn(lambda s, a, b: (torch.full_like(a, -float("inf")).where(a > b, b), a.where(a < 0, 2.0))),
+                     [randn(3, 4), randn(3, 4)]),
+    # any / all (a max of 0.0 / 1.0), flip(dims=...) and new_ones(size=...) by keyword
+    "any_all_flip_dims": (lambda: Fn(lambda s, a: (a.any(), (a > 0).any(dim=1), torch.all(a > -1, 0, keepdim=True),
+                                                   a.flip(dims=(0, 1)) + a.new_ones(size=(3, 4)))),
+                          [randn(3, 4)]),
     "casts": (lambda: Fn(lambda s, x: (x * 10).int().float() + x.long().to(torch.float32)
                          + x.half().float()), [randn(4, 4)]),
     "int_arith": (lambda: Fn(lambda s, i: (i * 3 + 1, i / 2, (i > 4) & (i < 8))),

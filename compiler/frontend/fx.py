@@ -573,11 +573,18 @@ for _op, _neg, _targets in [
 
 
 @converts(aten.where.self, aten.where.ScalarSelf, aten.where.ScalarOther, aten.where.Scalar,
-          torch.where, "where")
+          torch.where)
 def _where(cx: Ctx, condition, input, other):
     condition = _promote(cx, condition, dtype=torch.bool)[0]
     a, b = _promote(cx, input, other)
     return cx.emit("where", [condition, a, b])
+
+
+@converts("where")
+def _where_method(cx: Ctx, input, condition, other):
+    """x.where(condition, other) is torch.where(condition, x, other): the tensor it is called on
+    is the values, not the condition (Longformer masks its scores so)."""
+    return _where(cx, condition, input, other)
 
 
 def _as_bool(cx: Ctx, v):
@@ -1051,6 +1058,27 @@ converts(aten.sum.dim_IntList, aten.sum.default, torch.sum, "sum")(_reducer("red
 converts(aten.amax.default, torch.amax, "amax")(_reducer("reduce_max"))
 
 
+def _any_of(cx: Ctx, hit, dim, keepdim: bool):
+    """Is any element of bool `hit` True along dim? A max of it as 0.0 / 1.0: float reductions run
+    in the kernels."""
+    ones = cx.cast(hit, torch.float32)
+    most = cx.emit("reduce_max", [ones], axes=_axes(cx, hit, dim), keepdims=bool(keepdim))
+    return _binary(cx, "greater", most, 0.0)
+
+
+@converts(aten.any.default, aten.any.dim, aten.any.dims, torch.any, "any")
+def _any(cx: Ctx, input, dim=None, keepdim=False):
+    nonzero = cx.emit("not", [_binary(cx, "equal", input, 0)]) if cx.dtype(input) != torch.bool else input
+    return _any_of(cx, nonzero, dim, keepdim)
+
+
+@converts(aten.all.default, aten.all.dim, aten.all.dims, torch.all, "all")
+def _all(cx: Ctx, input, dim=None, keepdim=False):
+    """No element is zero (NaN counts as nonzero, as in torch)."""
+    zero = _binary(cx, "equal", input, 0) if cx.dtype(input) != torch.bool else cx.emit("not", [input])
+    return cx.emit("not", [_any_of(cx, zero, dim, keepdim)])
+
+
 class MaxResult(NamedTuple):
     """What torch.max(x, dim) returns: `.values` and `.indices` (indices are not computed)."""
     values: Any
@@ -1515,9 +1543,13 @@ def _aten_slice(cx: Ctx, x, dim=0, start=None, end=None, step=1):
 
 
 @converts(aten.flip.default, torch.flip, "flip")
-def _flip(cx: Ctx, x, *dims):
+def _flip(cx: Ctx, x, *dims, **named):
     """A slice with step -1 along each dim (as ONNX exporters write it), which
-    compiler/passes/resample.py reverses in the pointwise kernels."""
+    compiler/passes/resample.py reverses in the pointwise kernels. dims positional (a list or each
+    its own argument) or named (`x.flip(dims=...)`, `torch.flip(x, dims=...)`)."""
+    if set(named) - {"dims"}:
+        raise UnsupportedError(f'fx node "{cx.node_name}": flip with {sorted(named)}')
+    dims = named["dims"] if "dims" in named else dims
     dims = dims[0] if len(dims) == 1 and isinstance(dims[0], (list, tuple)) else dims
     shape, rank = list(cx.shape(x)), cx.rank(x)
     axes = sorted({_axis(d, rank) for d in dims})

@@ -213,8 +213,9 @@ def _roll_one(cx, x, shift: int, axis: int):
 def new_filled(fill):
     """Tensor.new_zeros / new_ones / new_full / new_empty: a constant (shapes are static at
     import; new_empty's contents are unspecified, zeros are one valid choice)."""
-    def convert(cx, x, *args, dtype=None, layout=None, device=None, pin_memory=None,
-                requires_grad=False):
+    def convert(cx, x, *args, size=None, fill_value=None, dtype=None, layout=None, device=None,
+                pin_memory=None, requires_grad=False):
+        args = args + tuple(a for a in (size, fill_value) if a is not None)  # (named: x.new_ones(size=...))
         size, value = (args[0], args[1]) if fill is None else (args, fill)
         size = _size(size)
         made = torch.full(size, value, dtype=dtype or cx.dtype(x))
