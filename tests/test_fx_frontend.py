@@ -273,6 +273,11 @@ CASES = {
     # x.where(condition, other): the tensor it is called on gives the values, not the condition
     "where_method": (lambda: Fn(lambda s, a, b: (torch.full_like(a, -float("inf")).where(a > b, b), a.where(a < 0, 2.0))),
                      [randn(3, 4), randn(3, 4)]),
+    # max / min over a dim with their indices (argmax / argmin: the first extreme), as a
+    # codebook lookup reads them (DAC, GroupViT)
+    "max_min_indices": (lambda: Fn(lambda s, a: (a.max(dim=1).indices, torch.max(a, -1, keepdim=True),
+                                                 a.min(0)[1] + 1, (a * 0).max(1).indices)),
+                        [randn(3, 4)]),
     # any / all (a max of 0.0 / 1.0), flip(dims=...) and new_ones(size=...) by keyword
     "any_all_flip_dims": (lambda: Fn(lambda s, a: (a.any(), (a > 0).any(dim=1), torch.all(a > -1, 0, keepdim=True),
                                                    a.flip(dims=(0, 1)) + a.new_ones(size=(3, 4)))),

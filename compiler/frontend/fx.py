@@ -1080,9 +1080,14 @@ def _all(cx: Ctx, input, dim=None, keepdim=False):
 
 
 class MaxResult(NamedTuple):
-    """What torch.max(x, dim) returns: `.values` and `.indices` (indices are not computed)."""
+    """What torch.max(x, dim) returns: `.values` and `.indices` (an argmax: the first extreme,
+    NaN counting as one, as torch; left out by dead-code elimination where nothing reads it)."""
     values: Any
     indices: Any
+
+
+def _extreme_indices(cx: Ctx, op: str, x, dim, keepdim: bool):
+    return cx.emit(op, [x], axis=_axis(dim, cx.rank(x)), keepdims=bool(keepdim))
 
 
 def _reduce_min(cx: Ctx, x, axes: list[int], keepdim: bool):
@@ -1101,7 +1106,7 @@ def _min(cx: Ctx, input, dim=None, keepdim=False):
     if isinstance(dim, (Val, torch.Tensor)):  # torch.min(a, b) is the elementwise minimum
         return _minimum(cx, input, dim)
     y = _reduce_min(cx, input, _axes(cx, input, dim), bool(keepdim))
-    return y if dim is None else MaxResult(y, Missing("min indices"))
+    return y if dim is None else MaxResult(y, _extreme_indices(cx, "argmin", input, dim, keepdim))
 
 
 @converts(aten.max.dim, aten.max.default, aten.max.other, torch.max, "max")
@@ -1109,7 +1114,7 @@ def _max(cx: Ctx, input, dim=None, keepdim=False):
     if isinstance(dim, (Val, torch.Tensor)):  # torch.max(a, b) is the elementwise maximum
         return _maximum(cx, input, dim)
     y = cx.emit("reduce_max", [input], axes=_axes(cx, input, dim), keepdims=bool(keepdim))
-    return y if dim is None else MaxResult(y, Missing("max indices"))
+    return y if dim is None else MaxResult(y, _extreme_indices(cx, "argmax", input, dim, keepdim))
 
 
 # ============================================================================ pooling ====
