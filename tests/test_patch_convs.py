@@ -80,6 +80,35 @@ def test_stem_engine_matches_torch(c, size, patch, batch, bias, precision):
     torch.testing.assert_close(got.float(), ref, rtol=rtol, atol=atol)
 
 
+class TubeletStem(nn.Module):
+    """A video transformer's stem (VideoMAE, ViViT): [B, T, C, H, W] frames, t x p x q tubelets."""
+
+    def __init__(self, c=3, dim=16, tubelet=(2, 4, 4)):
+        super().__init__()
+        self.conv = nn.Conv3d(c, dim, tubelet, tubelet)
+
+    def forward(self, video):
+        return self.conv(video.permute(0, 2, 1, 3, 4)).flatten(2).transpose(1, 2) * 2
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+@pytest.mark.parametrize("c, frames, size, tubelet, batch", [(3, 4, (8, 12), (2, 4, 4), 2), (1, 3, (6, 5), (3, 2, 5), 1)])
+def test_tubelet_convs_become_one_matmul(c, frames, size, tubelet, batch, precision):
+    torch.manual_seed(2)
+    model = TubeletStem(c, 24, tubelet).eval()
+    x = torch.randn(batch, frames, c, *size)
+    engine = build_engine(model, precision, example_inputs=(x,))
+    assert torch_steps(engine) == [] and templates(engine).count("matmul") == 1
+    fresh = torch.randn(batch, frames, c, *size)
+    fresh[0, 0, 0, 1, 1] = float("inf")  # its tubelet only: every channel of one token
+    with torch.no_grad():
+        ref = model(fresh)
+    got = run_engine(engine, fresh)[0]
+    rtol, atol = TOLERANCE[precision]
+    torch.testing.assert_close(got.float(), ref, rtol=rtol, atol=atol, equal_nan=True)
+    assert (~got[0].isfinite()).any(dim=1).sum() == 1
+
+
 def test_nan_and_inf_pixels_reach_their_patches_only():
     torch.manual_seed(1)
     model = nn.Conv2d(3, 5, 4, 4).eval()

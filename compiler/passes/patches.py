@@ -1,9 +1,9 @@
-"""Patch embeddings as a GEMM over the image's patches (and transposed convs whose kernel is
+"""Patch embeddings as a GEMM over the image's (or the video's) patches (and transposed convs whose kernel is
 their stride as a GEMM writing one block per pixel: `lower_patch_conv_transposes`).
 
 A vision transformer's stem (ViT, DeiT, DINOv2, CLIP, Swin) and ConvNeXt's cut the image into
 p x q patches and project each one: a conv whose kernel equals its stride, without padding, over
-an input of a few channels. The conv templates run it as an implicit GEMM whose K loop gathers
+an input of a few channels (video transformers cut t x p x q tubelets with a 3-D one). The conv templates run it as an implicit GEMM whose K loop gathers
 3-channel pieces of image rows; on the H200 (fp16, the input cast fused) that took 45 us at
 ViT-B/16's 32 x 3 x 224^2 and 165 us at DINOv2's 8 x 3 x 518^2, where torch's copy of the patches
 into rows plus cuBLAS took 36 and 86 (docs/performance.md, "Patch embeddings").
@@ -14,6 +14,8 @@ This pass writes the conv as what it is: the patches, reshaped and transposed in
 layout the conv stored (NHWC), and the transformer's flatten-and-transpose of it is a view.
 """
 from __future__ import annotations
+
+import math
 
 from trident.compiler.ir import Graph, Node
 from trident.compiler.passes.cleanup import eliminate_dead_code
@@ -34,36 +36,48 @@ def _constant_4d_weight(node: Node, graph: Graph, rb: Rebuild, op: str):
     return weight if weight is not None and weight.dim() == 4 else None
 
 
-def _is_patch_conv(node: Node, graph: Graph, rb: Rebuild) -> bool:
-    weight = _constant_4d_weight(node, graph, rb, "conv")
-    if weight is None:
-        return False
-    n, c, h, w = graph.types[node.inputs[0]].shape
-    kh, kw = weight.shape[2:]
+def _patch_conv_weight(node: Node, graph: Graph, rb: Rebuild):
+    """The constant weight of a 2-D or 3-D conv (video transformers' tubelets: VideoMAE, ViViT)
+    that cuts its input into patches, else None."""
+    if node.op != "conv" or graph.types[node.inputs[0]].rank not in (4, 5):
+        return None
+    if not all(graph.types[v].is_static for v in (node.inputs[0], node.outputs[0])):
+        return None
+    weight = rb.constant(node.inputs[1])
+    if weight is None or weight.dim() != graph.types[node.inputs[0]].rank:
+        return None
+    c, *sizes = graph.types[node.inputs[0]].shape[1:]
+    kernel = list(weight.shape[2:])
     a = node.attrs
-    return (a.get("groups", 1) == 1 and list(a["strides"]) == [kh, kw] and not any(a["pads"])
-            and list(a["dilations"]) == [1, 1] and kh * kw > 1 and c <= MAX_PATCH_CHANNELS
-            and h % kh == 0 and w % kw == 0)
+    patches = (a.get("groups", 1) == 1 and list(a["strides"]) == kernel and not any(a["pads"])
+               and list(a["dilations"]) == [1] * len(kernel) and math.prod(kernel) > 1
+               and c <= MAX_PATCH_CHANNELS and all(s % k == 0 for s, k in zip(sizes, kernel)))
+    return weight if patches else None
 
 
 def lower_patch_convs(graph: Graph) -> Graph:
     """conv with kernel == stride (no padding, few input channels) -> patches as rows @ weight."""
     def lower(node: Node, rb: Rebuild):
-        if not _is_patch_conv(node, graph, rb):
+        weight = _patch_conv_weight(node, graph, rb)
+        if weight is None:
             return None
-        n, c, h, w = graph.types[node.inputs[0]].shape
-        weight = rb.constant(node.inputs[1])
-        oc, _, kh, kw = weight.shape
-        ho, wo = h // kh, w // kw
+        n, c, *sizes = graph.types[node.inputs[0]].shape
+        oc, kernel = weight.shape[0], list(weight.shape[2:])
+        counts = [s // k for s, k in zip(sizes, kernel)]    # patches along each spatial dim
+        dims = len(kernel)
         b = rb.builder
-        x = b.add1("reshape", [rb.value(node.inputs[0])], {"shape": [n, c, ho, kh, wo, kw]},
-                   name=node.name + "_patches")
-        x = b.add1("transpose", [x], {"perm": [0, 2, 4, 1, 3, 5]}, name=node.name + "_patches_last")
-        rows = b.add1("reshape", [x], {"shape": [n * ho * wo, c * kh * kw]}, name=node.name + "_rows")
-        w2 = b.constant(weight.reshape(oc, c * kh * kw).t().contiguous(), node.inputs[1] + "_rows")
+        split = [n, c] + [v for count, k in zip(counts, kernel) for v in (count, k)]
+        x = b.add1("reshape", [rb.value(node.inputs[0])], {"shape": split}, name=node.name + "_patches")
+        # [n, count_1, ..., count_d, c, k_1, ..., k_d]: a patch's values last, in the weight's order
+        perm = [0] + [2 + 2 * i for i in range(dims)] + [1] + [3 + 2 * i for i in range(dims)]
+        x = b.add1("transpose", [x], {"perm": perm}, name=node.name + "_patches_last")
+        rows = b.add1("reshape", [x], {"shape": [n * math.prod(counts), c * math.prod(kernel)]},
+                      name=node.name + "_rows")
+        w2 = b.constant(weight.reshape(oc, c * math.prod(kernel)).t().contiguous(), node.inputs[1] + "_rows")
         y = b.add1("matmul", [rows, w2] + [rb.value(i) for i in node.inputs[2:]], name=node.name)
-        y = b.add1("reshape", [y], {"shape": [n, ho, wo, oc]}, name=node.name + "_nhwc")
-        return b.add("transpose", [y], {"perm": [0, 3, 1, 2]}, node.name + "_nchw", outputs=node.outputs)
+        y = b.add1("reshape", [y], {"shape": [n] + counts + [oc]}, name=node.name + "_channels_last")
+        return b.add("transpose", [y], {"perm": [0, dims + 1] + list(range(1, dims + 1))},
+                     node.name + "_channels_first", outputs=node.outputs)
 
     return eliminate_dead_code(rewrite(graph, lower))
 
