@@ -1,6 +1,6 @@
 """More of transformers' architectures at tiny configurations (2 layers, hidden 16-48, 32 x 32
 images, 400 audio samples or a 32 x 32 spectrogram, 8 tokens; random weights) through
-torch.compile(backend="trident") and through their ONNX export, against eager fp32: 60 of them,
+torch.compile(backend="trident") and through their ONNX export, against eager fp32: 61 of them,
 vision (BEiT, YOLOS, SegFormer, PoolFormer, PVT, FocalNet, DPT, LeViT, Swin-V2, ...), audio
 (wav2vec2, HuBERT, SEW, UniSpeech, AST, ...) and text (GPT-NeoX, GPT-J, Falcon, BLOOM, Mistral,
 Gemma, XLNet, Funnel, ...). Nothing may run in torch: each once left an op there (interpolate,
@@ -89,6 +89,8 @@ MODELS = {
  "modernbert": (lambda: t.ModernBertModel(t.ModernBertConfig(**V, **TXT, global_attn_every_n_layers=2, local_attention=4, pad_token_id=0, bos_token_id=1, eos_token_id=2, cls_token_id=1, sep_token_id=2)), "txt"),
  "mra": (lambda: t.MraModel(t.MraConfig(**V, **TXT)), "txt"),
  "textnet": (lambda: t.TextNetModel(t.TextNetConfig()), "img"),
+ # a 3-D tubelet conv (kernel == stride) as one GEMM over the video's patches
+ "videomae": (lambda: t.VideoMAEModel(t.VideoMAEConfig(**V, image_size=32, patch_size=8, num_frames=4, tubelet_size=2)), "video"),
  "longt5_encoder": (lambda: t.LongT5EncoderModel(t.LongT5Config(d_model=32, d_kv=16, d_ff=64, num_layers=2, num_heads=2, vocab_size=100, local_radius=2)), "txt"),
 }
 
@@ -114,6 +116,7 @@ def example(kind: str):
     g = torch.Generator().manual_seed(0)
     return {"img": ("pixel_values", torch.randn(2, 3, 32, 32, generator=g)),
             "img64": ("pixel_values", torch.randn(2, 3, 64, 64, generator=g)),
+            "video": ("pixel_values", torch.randn(2, 4, 3, 32, 32, generator=g)),
             "audio": ("input_values", torch.randn(2, 400, generator=g)),
             "spec": ("input_values", torch.randn(2, 32, 32, generator=g)),
             "fbank": ("input_features", torch.randn(2, 16, 16, generator=g)),
