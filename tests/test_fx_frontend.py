@@ -278,6 +278,10 @@ CASES = {
     "max_min_indices": (lambda: Fn(lambda s, a: (a.max(dim=1).indices, torch.max(a, -1, keepdim=True),
                                                  a.min(0)[1] + 1, (a * 0).max(1).indices)),
                         [randn(3, 4)]),
+    # F.fold of windows that tile the output (MobileViT-v2's patches back to a map), prod
+    "fold_prod": (lambda: Fn(lambda s, a: (F.fold(F.unfold(a, 2, stride=2) * 2, (4, 6), 2, stride=2),
+                                           a.prod(dim=1), torch.prod(a, -1, keepdim=True))),
+                  [randn(2, 3, 4, 6)]),
     # any / all (a max of 0.0 / 1.0), flip(dims=...) and new_ones(size=...) by keyword
     "any_all_flip_dims": (lambda: Fn(lambda s, a: (a.any(), (a > 0).any(dim=1), torch.all(a > -1, 0, keepdim=True),
                                                    a.flip(dims=(0, 1)) + a.new_ones(size=(3, 4)))),

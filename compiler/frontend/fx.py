@@ -1056,6 +1056,7 @@ def _reducer(op: str):
 converts(aten.mean.dim, aten.mean.default, torch.mean, "mean")(_reducer("reduce_mean"))
 converts(aten.sum.dim_IntList, aten.sum.default, torch.sum, "sum")(_reducer("reduce_sum"))
 converts(aten.amax.default, torch.amax, "amax")(_reducer("reduce_max"))
+converts(aten.prod.dim_int, aten.prod.default, torch.prod, "prod")(_reducer("reduce_prod"))
 
 
 def _any_of(cx: Ctx, hit, dim, keepdim: bool):
@@ -1422,6 +1423,28 @@ def _im2col(cx: Ctx, input, kernel_size, dilation=1, padding=0, stride=1):
             taps.append(_reshape(cx, tap, [n, c, 1, oh * ow]))
     stacked = taps[0] if len(taps) == 1 else cx.emit("concat", taps, axis=2)
     return _reshape(cx, stacked, [n, c * kh * kw, oh * ow])
+
+
+@converts(F.fold, aten.col2im.default)
+def _col2im(cx: Ctx, input, output_size, kernel_size, dilation=1, padding=0, stride=1):
+    """F.fold of windows that tile the output without overlap (kernel == stride, no padding or
+    dilation: MobileViT-v2 folds its patches back so): [N, C * kh * kw, L] rearranged into
+    [N, C, H, W], a reshape, a transpose and a reshape. Overlapping windows sum where they meet:
+    not supported."""
+    (h, w), (kh, kw), (dh, dw), (ph, pw), (sh, sw) = (
+        _tuple_n(v, 2) for v in (output_size, kernel_size, dilation, padding, stride))
+    if (sh, sw) != (kh, kw) or (dh, dw) != (1, 1) or ph or pw or h % kh or w % kw:
+        raise UnsupportedError(f'fx node "{cx.node_name}": fold of overlapping or padded windows '
+                               f"(kernel {kh}x{kw}, stride {sh}x{sw}, padding {ph}x{pw}, dilation {dh}x{dw})")
+    if cx.rank(input) != 3:
+        raise UnsupportedError(f'fx node "{cx.node_name}": fold of a {cx.rank(input)}-D input (3-D is)')
+    n, rows, blocks = cx.shape(input)
+    if rows % (kh * kw) or blocks != (h // kh) * (w // kw):
+        raise ShapeError(f'fx node "{cx.node_name}": fold of {list(cx.shape(input))} into {h}x{w} '
+                         f"by {kh}x{kw} windows: expected [N, C * {kh * kw}, {(h // kh) * (w // kw)}]")
+    c = rows // (kh * kw)
+    x = _reshape(cx, input, [n, c, kh, kw, h // kh, w // kw])
+    return _reshape(cx, _transpose(cx, x, [0, 1, 4, 2, 5, 3]), [n, c, h, w])
 
 
 @converts(aten.constant_pad_nd.default)
