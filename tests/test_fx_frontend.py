@@ -278,6 +278,10 @@ CASES = {
     "max_min_indices": (lambda: Fn(lambda s, a: (a.max(dim=1).indices, torch.max(a, -1, keepdim=True),
                                                  a.min(0)[1] + 1, (a * 0).max(1).indices)),
                         [randn(3, 4)]),
+    # the dtype as softmax's third positional argument (torch.softmax's and the method's; F.softmax's
+    # third is _stacklevel)
+    "softmax_dtype": (lambda: Fn(lambda s, a: (a.half().softmax(-1, torch.float32), torch.log_softmax(a.half(), 0, torch.float32))),
+                      [randn(3, 4)]),
     # F.fold of windows that tile the output (MobileViT-v2's patches back to a map), prod
     "fold_prod": (lambda: Fn(lambda s, a: (F.fold(F.unfold(a, 2, stride=2) * 2, (4, 6), 2, stride=2),
                                            a.prod(dim=1), torch.prod(a, -1, keepdim=True))),

@@ -930,6 +930,10 @@ def _aten_softmax_like(op: str):
 
 def _softmax_like(op: str):
     def convert(cx: Ctx, input, dim=None, _stacklevel=3, dtype=None):
+        # F.softmax(x, dim, _stacklevel, dtype), but torch.softmax(x, dim, dtype), aten's and
+        # x.softmax(dim, dtype): a dtype third is the dtype
+        if isinstance(_stacklevel, torch.dtype):
+            dtype = _stacklevel
         if dim is None:
             raise UnsupportedError(f'fx node "{cx.node_name}": {op} without dim')
         if dtype is not None:
