@@ -55,6 +55,21 @@ DIRECT = {
     "expm1": lambda x: torch.expm1(x),
     "square": lambda x: x.square(),
     "atan": torch.atan,
+    "sign": torch.sign,  # 0 at NaN, as torch (ONNX's Sign keeps NaN)
+    # division rounding modes (Python's // on floats: torch's fmod-based form), integer floor
+    "div_floor": lambda x: torch.div(x, 0.7, rounding_mode="floor"),
+    "floordiv_negative": lambda x: x // -0.3,
+    "div_floor_by_x": lambda x: torch.div(torch.full_like(x, 2.5), x, rounding_mode="floor"),
+    "div_trunc": lambda x: torch.div(x, -0.7, rounding_mode="trunc"),
+    "round_decimals": lambda x: torch.round(x, decimals=2) + torch.round(x * 100, decimals=-1),
+    "fmax_fmin": lambda x: torch.fmax(x, x.flip(0)) - torch.fmin(x, x.flip(1)),
+    "var_mean": lambda x: sum(torch.var_mean(x.nan_to_num(0.0, 0.0, 0.0), 1, keepdim=True)),
+    "std_mean": lambda x: sum(torch.std_mean(x.nan_to_num(0.0, 0.0, 0.0), dim=0, correction=0)),
+    "matmul_vector": lambda x: x.nan_to_num(0.0, 0.0, 0.0) @ torch.linspace(-1, 1, 18, device=x.device),
+    "vector_matmul": lambda x: torch.linspace(-1, 1, 6, device=x.device) @ x.nan_to_num(0.0, 0.0, 0.0),
+    "mT": lambda x: x.mT * 2,
+    "argmax_keepdim": lambda x: x.nan_to_num(0.0, 0.0, 0.0).argmax(keepdim=True).float(),
+    "sgn": lambda x: x.sgn(),
     "asin": lambda x: torch.asin(x / 4),  # (NaN past |x| > 1, as torch)
     "acos": lambda x: torch.arccos(x / 4),
     "erfc": torch.special.erfc,
@@ -150,6 +165,18 @@ def test_two_argument_math_promotes_integers():
     want = torch.atan2(y, y.flip(0)) + torch.hypot(y.float(), y.flip(0).float())
     torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
     assert ops_in_torch(reports) == []
+
+
+def test_integer_floor_division_matches_torch():
+    """a // b on integers: the truncated quotient, one less where the remainder's sign differs
+    from the divisor's. (The truncated integer division itself is a torch step: the kernels
+    divide floats only.)"""
+    x = torch.arange(-20, 21).to(DEVICE)
+    for fn in (lambda x: x // -3, lambda x: torch.floor_divide(x, 4), lambda x: torch.div(x, -7, rounding_mode="floor"),
+               lambda x: x // x.flip(0).clamp(min=1)):
+        got, reports = compile_with_reports(fn, x)
+        assert torch.equal(got, fn(x))
+        assert set(ops_in_torch(reports)) <= {"div"}
 
 
 def test_a_random_call_stays_in_torch():

@@ -351,11 +351,18 @@ for _op, _targets in {
     "tan": [aten.tan.default, torch.tan, "tan"],
     "floor": [aten.floor.default, torch.floor, "floor"],
     "ceil": [aten.ceil.default, torch.ceil, "ceil"],
-    "round": [aten.round.default, torch.round, "round"],
-    "sign": [aten.sign.default, torch.sign, "sign"],
     "is_nan": [aten.isnan.default, torch.isnan, "isnan"],
 }.items():
     converts(*_targets)(_unary(_op))
+
+
+@converts(aten.sign.default, aten.sgn.default, torch.sign, torch.sgn, "sign", "sgn")
+def _sign(cx: Ctx, x):
+    """torch.sign is 0 at NaN (the IR's sign, ONNX's, keeps NaN)."""
+    sign = cx.emit("sign", [x])
+    if not cx.dtype(x).is_floating_point:
+        return sign
+    return cx.emit("where", [cx.emit("is_nan", [x]), torch.tensor(0, dtype=cx.dtype(x)), sign])
 
 
 @converts(aten.bitwise_not.default, torch.bitwise_not, operator.invert, "bitwise_not")
@@ -422,9 +429,40 @@ converts(torch.var, aten.var.correction, aten.var.dim, "var")(fx_math.variance)
 converts(torch.std, aten.std.correction, aten.std.dim, "std")(fx_math.std)
 
 
+@converts(torch.var_mean, aten.var_mean.correction, aten.var_mean.dim)
+def _var_mean(cx: Ctx, x, dim=None, unbiased=None, keepdim=False, *, correction=None):
+    variance = fx_math.variance(cx, x, dim, unbiased, keepdim, correction=correction)
+    return variance, _mean_for(cx, x, dim, keepdim)
+
+
+@converts(torch.std_mean, aten.std_mean.correction, aten.std_mean.dim)
+def _std_mean(cx: Ctx, x, dim=None, unbiased=None, keepdim=False, *, correction=None):
+    deviation = fx_math.std(cx, x, dim, unbiased, keepdim, correction=correction)
+    return deviation, _mean_for(cx, x, dim, keepdim)
+
+
+def _mean_for(cx: Ctx, x, dim, keepdim: bool):
+    """The mean beside var_mean's / std_mean's deviation (their dim may be the old positional
+    `unbiased` flag: then every dim)."""
+    dim = None if isinstance(dim, bool) else dim
+    return cx.emit("reduce_mean", [x], axes=_axes(cx, x, dim), keepdims=bool(keepdim))
+
+
 @converts(aten.isinf.default, torch.isinf, "isinf")
 def _isinf(cx: Ctx, x):
     return cx.emit("is_inf", [x], positive=True, negative=True)
+
+
+@converts(aten.round.default, aten.round.decimals, torch.round, "round")
+def _round(cx: Ctx, x, *, decimals: int = 0):
+    """Half to even; with decimals, as torch computes it: round(x * 10^d) / 10^d, or for d < 0
+    round(x / 10^-d) * 10^-d (the power rounded to x's dtype)."""
+    if not decimals:
+        return cx.emit("round", [x])
+    power = torch.tensor(10.0 ** abs(int(decimals)), dtype=cx.dtype(x))
+    if decimals > 0:
+        return cx.emit("div", [cx.emit("round", [cx.emit("mul", [x, power])]), power])
+    return cx.emit("mul", [cx.emit("round", [cx.emit("div", [x, power])]), power])
 
 
 @converts(aten.trunc.default, torch.trunc, torch.fix, "trunc", "fix")
@@ -511,10 +549,49 @@ def _div(cx: Ctx, a, b, rounding_mode: str | None = None):
     if rounding_mode is None:
         return _float_binary(cx, "div", a, b)
     a, b = _promote(cx, a, b)
-    if rounding_mode == "trunc" and not cx.dtype(a).is_floating_point:
-        return cx.emit("div", [a, b])  # the IR's integer division truncates
-    raise UnsupportedError(f'fx node "{cx.node_name}": division with rounding_mode='
-                           f'"{rounding_mode}" on {cx.dtype(a)} (only "trunc" on integers)')
+    floating = cx.dtype(a).is_floating_point
+    if rounding_mode == "trunc":  # the IR's integer division truncates
+        return _trunc(cx, cx.emit("div", [a, b])) if floating else cx.emit("div", [a, b])
+    if rounding_mode == "floor":
+        return _floor_div_float(cx, a, b) if floating else _floor_div_int(cx, a, b)
+    raise UnsupportedError(f'fx node "{cx.node_name}": division with rounding_mode="{rounding_mode}"')
+
+
+@converts(aten.floor_divide.default, aten.floor_divide.Scalar, torch.floor_divide, operator.floordiv,
+          "floor_divide", "__floordiv__")
+def _floor_divide(cx: Ctx, a, b):
+    if not isinstance(a, (Val, torch.Tensor)) and not isinstance(b, (Val, torch.Tensor)):
+        return a // b  # shape arithmetic on Python numbers
+    return _div(cx, a, b, rounding_mode="floor")
+
+
+def _floor_div_int(cx: Ctx, a, b):
+    """Integers: the truncated quotient, one less where the remainder is nonzero and its sign
+    differs from the divisor's."""
+    quotient, remainder = cx.emit("div", [a, b]), cx.emit("fmod", [a, b])
+    zero = torch.tensor(0, dtype=cx.dtype(a))
+    nonzero = cx.emit("not", [cx.emit("equal", [remainder, zero])])
+    differs = cx.emit("logical_xor", [cx.emit("less", [remainder, zero]), cx.emit("less", [b, zero])])
+    one_less = cx.emit("logical_and", [nonzero, differs])
+    return cx.emit("sub", [quotient, cx.cast(one_less, cx.dtype(a))])
+
+
+def _floor_div_float(cx: Ctx, a, b):
+    """Floats, as torch computes them (Python's //): (a - fmod(a, b)) / b, one less where the
+    remainder's sign differs from b's, rounded to the nearest integer below or at it; a / b where
+    b is 0, and 0 with the quotient's sign where it is 0."""
+    dtype = cx.dtype(a)
+    zero, one, half = (torch.tensor(v, dtype=dtype) for v in (0.0, 1.0, 0.5))
+    remainder = cx.emit("fmod", [a, b])
+    div = cx.emit("div", [cx.emit("sub", [a, remainder]), b])
+    off = cx.emit("logical_and", [cx.emit("not", [cx.emit("equal", [remainder, zero])]), cx.emit(
+        "logical_xor", [cx.emit("less", [b, zero]), cx.emit("less", [remainder, zero])])])
+    div = cx.emit("where", [off, cx.emit("sub", [div, one]), div])
+    floor = cx.emit("floor", [div])
+    floor = cx.emit("where", [cx.emit("greater", [cx.emit("sub", [div, floor]), half]), cx.emit("add", [floor, one]), floor])
+    quotient = cx.emit("div", [a, b])
+    floor = cx.emit("where", [cx.emit("equal", [div, zero]), cx.emit("mul", [zero, quotient]), floor])
+    return cx.emit("where", [cx.emit("equal", [b, zero]), quotient, floor])
 
 
 def _float_binary(cx: Ctx, op: str, a, b):
@@ -539,6 +616,25 @@ def _hypot(cx: Ctx, a, b):
           operator.pow, "pow", "__pow__")
 def _pow(cx: Ctx, a, b):
     return _binary(cx, "pow", a, b)
+
+
+@converts(aten.fmax.default, torch.fmax, "fmax")
+def _fmax(cx: Ctx, a, b):
+    return _nan_ignoring(cx, "maximum", a, b)
+
+
+@converts(aten.fmin.default, torch.fmin, "fmin")
+def _fmin(cx: Ctx, a, b):
+    return _nan_ignoring(cx, "minimum", a, b)
+
+
+def _nan_ignoring(cx: Ctx, op: str, a, b):
+    """fmax / fmin: the other operand where one is NaN (NaN only where both are)."""
+    a, b = _promote(cx, a, b)
+    both = cx.emit(op, [a, b])
+    if not cx.dtype(a).is_floating_point:
+        return both
+    return cx.emit("where", [cx.emit("is_nan", [a]), b, cx.emit("where", [cx.emit("is_nan", [b]), a, both])])
 
 
 @converts(aten.maximum.default, torch.maximum, "maximum")
@@ -705,7 +801,27 @@ def _contiguous(cx: Ctx, x, memory_format=None):
 @converts(aten.mm.default, aten.bmm.default, aten.matmul.default, torch.mm, torch.bmm,
           torch.matmul, operator.matmul, "matmul", "mm", "bmm", "__matmul__")
 def _matmul(cx: Ctx, a, b):
-    return _binary(cx, "matmul", a, _unbroadcast_weight(cx, a, b))
+    """torch.matmul; a 1-D operand is a one-row (first) or one-column (second) matrix whose dim
+    the result drops, as torch defines it."""
+    vector_a, vector_b = _rank_of(cx, a) == 1, _rank_of(cx, b) == 1
+    if vector_a:
+        a = _reshape(cx, a, [1, _shape_of(cx, a)[0]])
+    if vector_b:
+        b = _reshape(cx, b, [_shape_of(cx, b)[0], 1])
+    y = _binary(cx, "matmul", a, _unbroadcast_weight(cx, a, b))
+    if vector_a or vector_b:
+        shape = list(cx.shape(y))
+        drop = ([len(shape) - 2] if vector_a else []) + ([len(shape) - 1] if vector_b else [])
+        y = _reshape(cx, y, [n for k, n in enumerate(shape) if k not in drop])
+    return y
+
+
+def _rank_of(cx: Ctx, v) -> int:
+    return v.dim() if isinstance(v, torch.Tensor) else cx.rank(v)
+
+
+def _shape_of(cx: Ctx, v) -> tuple:
+    return tuple(v.shape) if isinstance(v, torch.Tensor) else cx.shape(v)
 
 
 def _unbroadcast_weight(cx: Ctx, a, b):
@@ -755,6 +871,14 @@ def _baddbmm(cx: Ctx, input, batch1, batch2, *, beta=1, alpha=1):
 @converts(aten.t.default, torch.t, "t")
 def _t(cx: Ctx, x):
     return x if cx.rank(x) < 2 else _transpose(cx, x, [1, 0])
+
+
+def _matrix_transpose(cx: Ctx, x):
+    """x.mT (and x.mH of a real tensor): the last two dims swapped."""
+    rank = cx.rank(x)
+    if rank < 2:
+        raise ShapeError(f'fx node "{cx.node_name}": .mT of a {rank}-D tensor')
+    return _transpose(cx, x, list(range(rank - 2)) + [rank - 1, rank - 2])
 
 
 # ================================================================================ conv ====
@@ -1938,7 +2062,8 @@ def _item(cx: Ctx, x):
 def _getattr(cx: Ctx, x, name: str):
     if isinstance(x, (Val, torch.Tensor)):
         attrs = {"shape": lambda: torch.Size(cx.shape(x)), "dtype": lambda: cx.dtype(x),
-                 "ndim": lambda: cx.rank(x), "T": lambda: _t(cx, x),
+                 "ndim": lambda: cx.rank(x), "T": lambda: _t(cx, x), "H": lambda: _t(cx, x),
+                 "mT": lambda: _matrix_transpose(cx, x), "mH": lambda: _matrix_transpose(cx, x),
                  "device": lambda: torch.device("cpu")}
         if name in attrs:
             return attrs[name]()

@@ -139,8 +139,11 @@ def arg_extreme(op: str):
     """argmax / argmin: over `dim`, or over the flattened tensor without one (CLIP's text pooler
     picks each sequence's end token so)."""
     def convert(cx, x, dim=None, keepdim: bool = False):
-        if dim is None:
-            x, dim, keepdim = cx.emit("reshape", [x], shape=[math.prod(cx.shape(x))]), 0, False
+        if dim is None:  # (keepdim then keeps every dim, each of size 1)
+            kept = [1] * cx.rank(x) if keepdim else None
+            flat = cx.emit("reshape", [x], shape=[math.prod(cx.shape(x))])
+            index = cx.emit(op, [flat], axis=0, keepdims=False)
+            return cx.emit("reshape", [index], shape=kept) if kept else index
         return cx.emit(op, [x], axis=fx_axes.axis(dim, cx.rank(x)), keepdims=bool(keepdim))
     return convert
 
