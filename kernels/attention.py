@@ -400,6 +400,13 @@ PAIR_MIN_ROWS = 65536
 PAIRED_PROGRAM_KEYS = {64: 2048, 128: 1024}
 
 
+def program_count(Lq: int, block_m: int, heads: int, paired: bool = False) -> int:
+    """Programs to launch (the grid of the program and of generated kernels): one per query tile
+    of each head, or one per pair of them (PAIRED)."""
+    tiles = cdiv(Lq, block_m)
+    return (cdiv(tiles, 2) if paired else tiles) * heads
+
+
 def pairs_tiles(causal: bool, rows: int | None) -> bool:
     """Should a causal problem of `rows` query rows (over all heads) pair its query tiles?"""
     return causal and rows is not None and rows >= PAIR_MIN_ROWS
@@ -564,9 +571,7 @@ class AttentionLaunch:
         return self.B * self.W * self.H
 
     def grid(self, block_m: int, paired: bool = False) -> int:
-        """Programs to launch: one per query tile, or per pair of tiles (PAIRED)."""
-        tiles = cdiv(self.Lq, block_m)
-        return (cdiv(tiles, 2) if paired else tiles) * self.heads
+        return program_count(self.Lq, block_m, self.heads, paired)
 
     @property
     def rows(self) -> int:

@@ -45,7 +45,7 @@ def generate(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: li
     hopper = _hopper_here(plan, q.dtype, zero_nan_rows)
     cfg = template.heuristic_config(plan.Lq, plan.Lk, plan.D, q.dtype, plan.DV, mask_bytes, causal, hopper,
                                     plan.rows)
-    imports = "from trident.kernels.attention import attention_program"
+    imports = "from trident.kernels.attention import attention_program, program_count"
     if hopper:
         imports += "\nfrom trident.kernels.attention import AttentionLaunch\nfrom trident.kernels import attention_hopper"
     src = _header(name, group.nodes, graph, imports)
@@ -59,9 +59,7 @@ def generate(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: li
                                             rows=plan.rows)
         src += f"\n\nPLAN = {plan!r}\nPROGRAM_CONFIG = {program.to_dict()!r}\n"
         prepare = _hopper_prologue([pointers[i] for i in (0, 1, 2, 4)], scale)
-    # One program per query tile, or per pair of tiles (PAIRED: see kernels/attention.pairs_tiles).
-    tiles = f"triton.cdiv({plan.Lq}, meta['BLOCK_M'])"
-    grid = f"((({tiles} + 1) // 2 if meta.get('PAIRED', 0) else {tiles}) * {plan.heads},)"
+    grid = f"(program_count({plan.Lq}, meta['BLOCK_M'], {plan.heads}, meta.get('PAIRED', 0)),)"
     src += "\n\n" + _launcher(args, grid, cfg, prepare=prepare)
     problem = {"template": "attention", "BH": plan.heads, "Lq": plan.Lq, "Lk": plan.Lk, "D": plan.D,
                "DV": plan.DV, "causal": causal, "mask_bytes": mask_bytes, "dtype": q.dtype, "hopper": hopper}

@@ -429,23 +429,17 @@ converts(torch.var, aten.var.correction, aten.var.dim, "var")(fx_math.variance)
 converts(torch.std, aten.std.correction, aten.std.dim, "std")(fx_math.std)
 
 
+# (a bool dim is the old positional `unbiased` flag: the mean is then over every dim)
 @converts(torch.var_mean, aten.var_mean.correction, aten.var_mean.dim)
 def _var_mean(cx: Ctx, x, dim=None, unbiased=None, keepdim=False, *, correction=None):
     variance = fx_math.variance(cx, x, dim, unbiased, keepdim, correction=correction)
-    return variance, _mean_for(cx, x, dim, keepdim)
+    return variance, _mean(cx, x, None if isinstance(dim, bool) else dim, keepdim)
 
 
 @converts(torch.std_mean, aten.std_mean.correction, aten.std_mean.dim)
 def _std_mean(cx: Ctx, x, dim=None, unbiased=None, keepdim=False, *, correction=None):
     deviation = fx_math.std(cx, x, dim, unbiased, keepdim, correction=correction)
-    return deviation, _mean_for(cx, x, dim, keepdim)
-
-
-def _mean_for(cx: Ctx, x, dim, keepdim: bool):
-    """The mean beside var_mean's / std_mean's deviation (their dim may be the old positional
-    `unbiased` flag: then every dim)."""
-    dim = None if isinstance(dim, bool) else dim
-    return cx.emit("reduce_mean", [x], axes=_axes(cx, x, dim), keepdims=bool(keepdim))
+    return deviation, _mean(cx, x, None if isinstance(dim, bool) else dim, keepdim)
 
 
 @converts(aten.isinf.default, torch.isinf, "isinf")
@@ -618,23 +612,20 @@ def _pow(cx: Ctx, a, b):
     return _binary(cx, "pow", a, b)
 
 
-@converts(aten.fmax.default, torch.fmax, "fmax")
-def _fmax(cx: Ctx, a, b):
-    return _nan_ignoring(cx, "maximum", a, b)
+def _nan_ignoring(op: str):
+    """fmax / fmin: `op` (maximum / minimum, which keep NaN), but the other operand where one is
+    NaN (NaN only where both are)."""
+    def convert(cx: Ctx, a, b):
+        a, b = _promote(cx, a, b)
+        both = cx.emit(op, [a, b])
+        if not cx.dtype(a).is_floating_point:
+            return both
+        return cx.emit("where", [cx.emit("is_nan", [a]), b, cx.emit("where", [cx.emit("is_nan", [b]), a, both])])
+    return convert
 
 
-@converts(aten.fmin.default, torch.fmin, "fmin")
-def _fmin(cx: Ctx, a, b):
-    return _nan_ignoring(cx, "minimum", a, b)
-
-
-def _nan_ignoring(cx: Ctx, op: str, a, b):
-    """fmax / fmin: the other operand where one is NaN (NaN only where both are)."""
-    a, b = _promote(cx, a, b)
-    both = cx.emit(op, [a, b])
-    if not cx.dtype(a).is_floating_point:
-        return both
-    return cx.emit("where", [cx.emit("is_nan", [a]), b, cx.emit("where", [cx.emit("is_nan", [b]), a, both])])
+converts(aten.fmax.default, torch.fmax, "fmax")(_nan_ignoring("maximum"))
+converts(aten.fmin.default, torch.fmin, "fmin")(_nan_ignoring("minimum"))
 
 
 @converts(aten.maximum.default, torch.maximum, "maximum")
@@ -803,25 +794,17 @@ def _contiguous(cx: Ctx, x, memory_format=None):
 def _matmul(cx: Ctx, a, b):
     """torch.matmul; a 1-D operand is a one-row (first) or one-column (second) matrix whose dim
     the result drops, as torch defines it."""
-    vector_a, vector_b = _rank_of(cx, a) == 1, _rank_of(cx, b) == 1
+    vector_a, vector_b = cx.rank(a) == 1, cx.rank(b) == 1
     if vector_a:
-        a = _reshape(cx, a, [1, _shape_of(cx, a)[0]])
+        a = _reshape(cx, a, [1, cx.shape(a)[0]])
     if vector_b:
-        b = _reshape(cx, b, [_shape_of(cx, b)[0], 1])
+        b = _reshape(cx, b, [cx.shape(b)[0], 1])
     y = _binary(cx, "matmul", a, _unbroadcast_weight(cx, a, b))
     if vector_a or vector_b:
         shape = list(cx.shape(y))
         drop = ([len(shape) - 2] if vector_a else []) + ([len(shape) - 1] if vector_b else [])
         y = _reshape(cx, y, [n for k, n in enumerate(shape) if k not in drop])
     return y
-
-
-def _rank_of(cx: Ctx, v) -> int:
-    return v.dim() if isinstance(v, torch.Tensor) else cx.rank(v)
-
-
-def _shape_of(cx: Ctx, v) -> tuple:
-    return tuple(v.shape) if isinstance(v, torch.Tensor) else cx.shape(v)
 
 
 def _unbroadcast_weight(cx: Ctx, a, b):
@@ -1181,7 +1164,7 @@ def _reducer(op: str):
     return convert
 
 
-converts(aten.mean.dim, aten.mean.default, torch.mean, "mean")(_reducer("reduce_mean"))
+_mean = converts(aten.mean.dim, aten.mean.default, torch.mean, "mean")(_reducer("reduce_mean"))
 converts(aten.sum.dim_IntList, aten.sum.default, torch.sum, "sum")(_reducer("reduce_sum"))
 converts(aten.amax.default, torch.amax, "amax")(_reducer("reduce_max"))
 converts(aten.prod.dim_int, aten.prod.default, torch.prod, "prod")(_reducer("reduce_prod"))
