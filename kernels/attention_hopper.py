@@ -29,39 +29,25 @@ strides, unit stride along D. Everything else runs kernels/attention.py's progra
 """
 from __future__ import annotations
 
-import functools
-
 import torch
 
 import triton
 
 from trident.kernels.common import is_interpreter
 
-try:  # Gluon ships with Triton 3.4+; its Hopper module with 3.5+
-    from triton.experimental import gluon
-    from triton.experimental.gluon import language as gl
-    from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma, warpgroup_mma, warpgroup_mma_wait
-    from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
-    HAVE_GLUON = True
-except ImportError:  # pragma: no cover - an older Triton: the Triton program runs everything
-    HAVE_GLUON = False
+from trident.kernels.gluon_hopper import HAVE_GLUON, LOADER_WARPS, SMEM_LIMIT, shared_layout, sm_count
+
+if HAVE_GLUON:
+    from trident.kernels.gluon_hopper import (CONSUMER_REGISTERS, CONSUMER_WARPS, TensorDescriptor, gl, gluon,
+                                              mbarrier, tma_load, warpgroup_mma, warpgroup_mma_wait, wgmma_layout)
 
 HEAD_DIMS = (64, 128)
 DTYPES = (torch.float16, torch.bfloat16)
 BLOCK_M = 128  # two consumer warp groups of 64 rows
-LOADER_WARPS = 4  # the kernel's num_warps: the default partition
 LOG2E = 1.4426950408889634
 
 
 if HAVE_GLUON:
-    CONSUMER_WARPS = gl.constexpr(4)
-    CONSUMER_REGISTERS = gl.constexpr(240)
-
-    @gluon.constexpr_function
-    def _mma_layout(cols):
-        """One warp group's wgmma accumulator layout for a [64, cols] tile."""
-        return gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, cols, 16])
-
     @gluon.jit
     def _tile(t, num_m, H, W, H_KV, Lk, causal_offset, CAUSAL: gl.constexpr, TILE: gl.constexpr,
               BLOCK_N: gl.constexpr):
@@ -90,8 +76,8 @@ if HAVE_GLUON:
         """Fold key block j (the program's it-th block: its ring slot) into this warp group's running
         (acc, l, m), then release the slot. BOUNDARY blocks mask keys past Lk and right of the
         causal diagonal."""
-        s_layout: gl.constexpr = _mma_layout(BLOCK_N)
-        o_layout: gl.constexpr = _mma_layout(HEAD_DIM)
+        s_layout: gl.constexpr = wgmma_layout(BLOCK_N)
+        o_layout: gl.constexpr = wgmma_layout(HEAD_DIM)
         slot = it % STAGES
         phase = (it // STAGES) & 1
         mbarrier.wait(k_ready.index(slot), phase)
@@ -138,8 +124,8 @@ if HAVE_GLUON:
         """Key blocks [0, n_full) (ring positions it0 + j) with block j's QK^T and block j-1's PV
         in flight together, so this group's softmax of block j runs beside its own PV
         (FlashAttention-3's intra-warpgroup pipelining). Needs QK_SCALE >= 0."""
-        s_layout: gl.constexpr = _mma_layout(BLOCK_N)
-        o_layout: gl.constexpr = _mma_layout(HEAD_DIM)
+        s_layout: gl.constexpr = wgmma_layout(BLOCK_N)
+        o_layout: gl.constexpr = wgmma_layout(HEAD_DIM)
         p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
         if n_full > 0:
             slot = it0 % STAGES
@@ -178,8 +164,8 @@ if HAVE_GLUON:
                  ROWS: gl.constexpr, OVERLAP: gl.constexpr, GROUP: gl.constexpr):
         """One consumer warp group: rows [start_m + GROUP * ROWS, + ROWS) of each of the program's
         query tiles."""
-        s_layout: gl.constexpr = _mma_layout(BLOCK_N)
-        o_layout: gl.constexpr = _mma_layout(HEAD_DIM)
+        s_layout: gl.constexpr = wgmma_layout(BLOCK_N)
+        o_layout: gl.constexpr = wgmma_layout(HEAD_DIM)
         q_smem = q_smem.index(GROUP)
         it = 0  # key blocks consumed so far: the ring position
         count = 0  # tiles done so far: Q's phase
@@ -236,16 +222,16 @@ if HAVE_GLUON:
             mbarrier.wait(q_empty, (count & 1) ^ 1)
             mbarrier.expect(q_ready, 2 * q_desc.block_type.nbytes)
             for g in gl.static_range(2):
-                tma.async_copy_global_to_shared(q_desc, [b, w, h, start_m + g * ROWS, 0], q_ready,
+                tma_load(q_desc, [b, w, h, start_m + g * ROWS, 0], q_ready,
                                                 _as_block(q_smem.index(g), q_desc))
             for j in range(0, n_end):
                 slot = it % STAGES
                 mbarrier.wait(kv_empty.index(slot), ((it // STAGES) & 1) ^ 1)
                 mbarrier.expect(k_ready.index(slot), k_desc.block_type.nbytes)
-                tma.async_copy_global_to_shared(k_desc, [b, w, h_kv, j * BLOCK_N, 0], k_ready.index(slot),
+                tma_load(k_desc, [b, w, h_kv, j * BLOCK_N, 0], k_ready.index(slot),
                                                 _as_block(k_smem.index(slot), k_desc))
                 mbarrier.expect(v_ready.index(slot), v_desc.block_type.nbytes)
-                tma.async_copy_global_to_shared(v_desc, [b, w, h_kv, j * BLOCK_N, 0], v_ready.index(slot),
+                tma_load(v_desc, [b, w, h_kv, j * BLOCK_N, 0], v_ready.index(slot),
                                                 _as_block(v_smem.index(slot), v_desc))
                 it += 1
             count += 1
@@ -334,9 +320,6 @@ def why_not_at_launch(dtype, pointers) -> str | None:
     return None
 
 
-SMEM_LIMIT = 227 * 1024
-
-
 def smem_bytes(cfg, head_dim: int, elem_bytes: int = 2) -> int:
     """The Q tile and num_stages K and V blocks (the barriers take a few bytes more)."""
     return (BLOCK_M + 2 * cfg.num_stages * cfg.BLOCK_N) * head_dim * elem_bytes
@@ -367,23 +350,10 @@ def _descriptor_strides(shape, strides) -> list[int]:
     return out
 
 
-_GL_DTYPES = {torch.float16: gl.float16, torch.bfloat16: gl.bfloat16} if HAVE_GLUON else {}
-
-
-@functools.lru_cache(maxsize=None)
-def _block_layout(block: tuple[int, ...], dtype: torch.dtype):
-    return gl.NVMMASharedLayout.get_default_for(list(block), _GL_DTYPES[dtype])
-
-
 def _descriptor(t: torch.Tensor, shape, strides, rows: int):
     block = (1, 1, 1, rows, shape[4])
     return TensorDescriptor(t, list(shape), _descriptor_strides(shape, strides), list(block),
-                            _block_layout(block, t.dtype))
-
-
-@functools.lru_cache(maxsize=None)
-def _sm_count(device: torch.device) -> int:
-    return torch.cuda.get_device_properties(device).multi_processor_count
+                            shared_layout(block, t.dtype))
 
 
 def launch(q, k, v, o, plan, scale: float, config: dict) -> None:
@@ -397,7 +367,7 @@ def launch(q, k, v, o, plan, scale: float, config: dict) -> None:
     v_desc = _descriptor(v, vs, plan.strides[2], block_n)
     so = plan.strides[4]
     tiles = triton.cdiv(plan.Lq, BLOCK_M) * plan.heads
-    grid = (min(tiles, _sm_count(q.device)),)
+    grid = (min(tiles, sm_count(q.device)),)
     attention_hopper_kernel[grid](
         q_desc, k_desc, v_desc, o, so[0], so[1], so[2], so[3], plan.W, plan.H, plan.H_KV, plan.Lq, plan.Lk,
         plan.causal_offset or 0, tiles, QK_SCALE=scale * LOG2E, CAUSAL=plan.causal_offset is not None,

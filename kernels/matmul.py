@@ -317,6 +317,29 @@ def candidate_configs(M: int, N: int, K: int, dtype) -> list[LaunchConfig]:
     return drop_unfit_persistent(cands, lambda c: cdiv(K, c.BLOCK_K))
 
 
+def ws_config(tile: LaunchConfig, block_m: int, block_n: int, stages: int) -> LaunchConfig:
+    """A generated kernel's config for its warp-specialized path (kernels/gemm_hopper.py: WS=1),
+    with the kernel's other switches off. The path's loader is the 4 warps of num_warps."""
+    switches = {k: 0 for k in ("TMA", "BLAS", "SPLIT_EPILOGUE", "PERSISTENT") if tile.get(k) is not None}
+    return tile.replace(num_warps=4, num_stages=stages, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=64,
+                        GROUP_M=8, **switches, WS=1)
+
+
+def ws_heuristic(M: int, N: int, K: int, tile: LaunchConfig, library_alone: bool) -> LaunchConfig:
+    """The config of a GEMM kernel that has the warp-specialized path: that path on a 128-row tile,
+    four K blocks in flight (128 KB of shared memory at 128 columns), except where cuBLAS's call is
+    the whole kernel (no epilogue, or a bias it adds), which stays on the library."""
+    if library_alone and tile.get("BLAS"):
+        return tile.replace(WS=0)
+    return ws_config(tile, 128, 128 if N > 64 else 64, 4)
+
+
+def ws_candidates(tile: LaunchConfig) -> list[LaunchConfig]:
+    """What the tuner times of the warp-specialized path beside the Triton tiles."""
+    return [ws_config(tile, bm, bn, st) for bm, bn, st in ((128, 128, 4), (128, 128, 3), (64, 256, 4),
+                                                           (128, 64, 5), (64, 128, 6))]
+
+
 def matmul(a: torch.Tensor, b: torch.Tensor, *, b_k_major: bool = False, out_dtype=None,
            config: LaunchConfig | None = None, input_precision: str | None = None) -> torch.Tensor:
     """a [M, K] @ b, where b is [K, N], or [N, K] when b_k_major. int8 inputs give int32.

@@ -18,7 +18,7 @@ from trident.compiler import config
 from trident.compiler.autotune.constraints import config_error
 from trident.compiler.ir.launch import LaunchConfig
 from trident.kernels import attention as attention_template
-from trident.kernels import attention_hopper
+from trident.kernels import attention_hopper, gemm_hopper
 from trident.kernels import mlp as mlp_template
 from trident.kernels import conv as conv_templates
 from trident.kernels import depthwise as depthwise_templates
@@ -191,6 +191,10 @@ def _wider_than(cfg: LaunchConfig, rows: int, cols: int, col_block: str = "BLOCK
 
 def gemm_reason(cfg: LaunchConfig, problem: dict, limits: DeviceLimits) -> str | None:
     """Why a matmul/conv config is pruned, or None if it stays."""
+    if cfg.get("WS"):  # kernels/gemm_hopper.py's path: its own rules
+        if not problem.get("hopper"):
+            return "the warp-specialized path is not in this kernel here"
+        return gemm_hopper.why_unfit(cfg.to_dict())
     g = gemm_view(problem)
     bm, bn, bk = cfg["BLOCK_M"], cfg["BLOCK_N"], cfg["BLOCK_K"]
     if _wider_than(cfg, g.M, g.N):
@@ -414,6 +418,9 @@ def candidates(problem: dict, base: LaunchConfig, level: str, limits: DeviceLimi
     template = problem.get("template")
     if template not in REASONS or level == "none":
         return [base]
+    ws_base = base
+    if base.get("WS"):  # a GEMM starting on its warp-specialized path: Triton's tiles vary its tile
+        base = base.replace(WS=0)
     if level == "full":
         rest = prune(full_space(problem, base), problem, limits)
     elif template in ("matmul", "conv"):
@@ -442,9 +449,12 @@ def candidates(problem: dict, base: LaunchConfig, level: str, limits: DeviceLimi
         # A kernel that can take cuBLAS's product (kernels/blas.py): the library is timed once, on
         # the base's tile (its epilogue's); every Triton tile with its own product.
         rest = [base.replace(BLAS=1 - base.BLAS)] + [c.replace(BLAS=0) for c in rest]
-    out = [base] + [c for c in dict.fromkeys(rest) if c != base and config_error(c, problem, base) is None]
-    library = 1 if base.get("BLAS") is not None else 0  # one more trial, not one Triton tile fewer
-    return out if level == "full" else out[:(fast_count or FAST_CANDIDATES[template]) + library]
+    ws = matmul_templates.ws_candidates(base) if template == "matmul" and problem.get("hopper") else []
+    rest = [base] + ws + rest
+    out = [ws_base] + [c for c in dict.fromkeys(rest) if c != ws_base and config_error(c, problem, base) is None]
+    # The library and the warp-specialized path: more trials, not Triton tiles fewer.
+    extra = (1 if base.get("BLAS") is not None else 0) + len(ws)
+    return out if level == "full" else out[:(fast_count or FAST_CANDIDATES[template]) + extra]
 
 
 # ------------------------------------------------------------------------ work figures ----

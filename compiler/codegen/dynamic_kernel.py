@@ -96,6 +96,10 @@ def generic_kernel(grid: Grid, kernels: Sequence[KernelSource], profile: ShapePr
     if kernel is base:
         return dataclasses.replace(base, config=tuned)
     spec = dynamic_spec(grid, profile, [k.spec for k in kernels])
+    if cfg.get("WS") and (base.problem or {}).get("template") == "matmul":
+        # A GEMM's warp-specialized path calls the epilogue without the size arguments the generic
+        # source gives it (compiler/codegen/gemm_hopper.py): the Triton tile runs, on the same tile.
+        cfg = cfg.replace(WS=0)
     return dataclasses.replace(kernel, config=cfg, spec=spec, sizes=used)
 
 

@@ -19,7 +19,7 @@ from trident.compiler.ir.shapes import Poly
 
 INT32_MAX = 2**31 - 1
 ALIGNMENT = 16   # the divisibility Triton specializes integer arguments on
-_BASE_LITERALS = ("CONFIG", "PROBLEM")   # module-level literals kept at the base probe
+_BASE_LITERALS = ("CONFIG", "PROBLEM", "TILE_CONFIG")   # module-level literals kept at the base probe
 _KERNEL_DEF = "@triton.jit\ndef kernel("
 _GRID_DEF = "def grid(meta):"
 _LAUNCH_DEF = re.compile(r"^def launch\((.*)\):\n", re.MULTILINE)

@@ -14,6 +14,7 @@ import torch
 
 from trident.compiler import config
 from trident.compiler.codegen import expr as E
+from trident.compiler.codegen import gemm_hopper as ws_path
 from trident.compiler.codegen import moves
 from trident.compiler.codegen.program import Layout
 from trident.compiler.codegen.reductions import BODIES as REDUCTION_BODIES
@@ -442,7 +443,7 @@ def _tma_operands(a_index: int, b_index: int, b_k_major: bool) -> str:
 
 def matmul(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: list[str],
            name: str) -> KernelSource:
-    from trident.kernels.matmul import heuristic_config
+    from trident.kernels.matmul import heuristic_config, ws_heuristic
     from trident.kernels.tma import gemm_operands_fit
 
     anchor = group.anchor
@@ -507,14 +508,24 @@ def matmul(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: list
                            reads_tiles=_epilogue_reads_tiles(group, graph, out_shape), tma=tma, blas=blas,
                            library_alone=form in ("product", "addmm"))
     cfg = cfg.replace(SPLIT_EPILOGUE=0)  # the tuner times the split (autotune/space.py)
+    params_list = [args.names[v] for v in args.order]
+    ws = ws_path.applies(a.dtype, b.dtype, (stride_am, a.strides[-1], b_sk, b_sn), w.lines, bool(batch),
+                         is_int8_anchor(anchor))
+    tile_cfg = cfg
+    if ws:
+        cfg = ws_heuristic(rows, N, K, cfg, library_alone=form in ("product", "addmm"))
     imports = TILE_IMPORTS + "\nfrom trident.kernels.matmul import matmul_tile"
     if tma:
         imports += ", matmul_tile_tma\nfrom trident.kernels.tma import gemm_descriptors"
     if blas:
         imports += "\nfrom trident.kernels.blas import kernel_config, library_gemm"
+    if ws:
+        imports += "\n" + ws_path.IMPORTS
     src = _header(name, group.nodes, graph, imports)
-    params = ", ".join(args.names[v] for v in args.order)
+    params = ", ".join(params_list)
     src += _epilogue_function(params, w.lines, bool(batch))
+    if ws:
+        src += ws_path.source(params_list, ws_path.used_params(params_list, w.lines), b_sk == 1)
     body = tile_lines + _epilogue_calls(params, bool(batch))
     consts = ["BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M"]
     src += _tile_loop(args, consts, body, f"tl.cdiv({rows}, BLOCK_M) * tl.cdiv({N}, BLOCK_N)", tma, blas,
@@ -522,8 +533,11 @@ def matmul(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: list
     nbatch = math.prod(s for _, s in batch)
     grid = _tile_grid(f"triton.cdiv({rows}, meta['BLOCK_M']) * triton.cdiv({N}, meta['BLOCK_N'])", nbatch)
     prepare = []
+    if ws:
+        src += f"\n\nTILE_CONFIG = {tile_cfg.to_dict()!r}\n"
+        prepare = ws_path.prologue(params_list, a_arg, b_arg, (rows, N, K), stride_am, b_sk, b_sn)
     if blas:
-        prepare = _library_prologue(form, anchor, args, out, (stride_am, a.strides[-1]), (b_sk, b_sn), (rows, N, K))
+        prepare += _library_prologue(form, anchor, args, out, (stride_am, a.strides[-1]), (b_sk, b_sn), (rows, N, K))
     if tma:
         prepare.append(f"a_desc, b_desc, config = gemm_descriptors({a_arg}, {b_arg}, {rows}, {N}, {K}, "
                        f"{stride_am}, {b_sk}, {b_sn}, config)")
@@ -533,7 +547,7 @@ def matmul(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: list
         src += _tma_operands(args.order.index(anchor.inputs[0]), args.order.index(anchor.inputs[1]), b_sk == 1)
     return KernelSource(name, src, list(args.order), cfg,
                         problem={"template": "matmul", "M": rows, "N": N, "K": K, "batch": nbatch,
-                                 "dtype": a.dtype})
+                                 "dtype": a.dtype, **({"hopper": True} if ws else {})})
 
 
 # ---------------------------------------------------------------------- conv, pool ----
