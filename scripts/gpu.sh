@@ -2,7 +2,7 @@
 # Runs trident's GPU checks and benchmarks on a machine with an NVIDIA GPU: installs trident from
 # this checkout, then runs the stage asked for. Results land in $OUT (or ./gpu-out), named
 # <gpu>-<what>.json (docs/benchmarks.md); copy the ones to keep into benchmarks/results/.
-#   stages: tests | safety | memcheck | check | attention | perf | perf-bench | zoo | zoo-attention | profile-zoo | trust | dynamic | kernels | sweep | tune | runtime |
+#   stages: tests | safety | memcheck | check | attention | ws-gemm | perf | perf-bench | zoo | zoo-attention | profile-zoo | trust | dynamic | kernels | sweep | tune | runtime |
 #           models | bench | bench-full | int8 | all.  T_<stage>: a time limit in seconds for the long steps.
 set -uo pipefail
 stage=${1:-all}
@@ -141,6 +141,20 @@ case "$stage" in
   check) { run_safety & run_perf_memcheck; wait; } > "$out/safety.txt" 2>&1 &
          run_tests; wait; cat "$out/safety.txt" ;;
   attention) run_attention ;;
+  # The warp-specialized GEMM path (kernels/gemm_hopper.py, TRIDENT_WS_GEMM=1): its GPU tests beside
+  # their memcheck, then the tuner's candidates of the models' epilogue GEMMs (WS tiles among them),
+  # then ViT-B/16 and BERT-base with the path on and off.
+  ws-gemm) TRIDENT_WS_GEMM=1 memcheck python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_gemm_hopper.py \
+             > "$out/memcheck-ws-gemm.txt" 2>&1 &
+           TRIDENT_WS_GEMM=1 timeout "${T_TESTS:-200}" python3 -m pytest -q -p no:cacheprovider -m gpu \
+             tests/test_gemm_hopper.py 2>&1 | tail -8
+           wait; tail -n 3 "$out/memcheck-ws-gemm.txt"
+           TRIDENT_WS_GEMM=1 timeout "${T_BENCH:-200}" python3 -m trident.tools bench epilogues --out "$out" 2>&1 | tail -20
+           for ws in 1 0; do
+             echo "== TRIDENT_WS_GEMM=$ws"
+             TRIDENT_WS_GEMM=$ws timeout "${T_BENCH:-200}" python3 -m trident.tools bench perf --models ViT-B/16 "BERT-base seq 512" \
+               --rounds 3 --rep 10 --out "$out/ws$ws" 2>&1 | tail -12
+           done ;;
   # Profiles on several dims, KV-cache generation, dynamo dynamic shapes: GPU tests, then the
   # benchmark (BERT-base sequence profile vs static vs torch.compile; GPT-2 generate tokens/s).
   dynamic) timeout "${T_DYNAMIC:-120}" python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_dynamic_gpu.py \

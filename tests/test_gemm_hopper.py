@@ -137,12 +137,12 @@ def test_a_launch_with_an_unaligned_operand_runs_the_triton_tile(monkeypatch):
     a = torch.randn(M * K + 1, dtype=F16, device=DEV)[1:].view(M, K)
     w, bias = model.fc1.weight.to(DEV, F16), model.fc1.bias.to(DEV, F16)
     out = torch.empty(M, 136, dtype=F16, device=DEV)
-    module.launch(*_launch_args(step, a, w, bias, out, engine))
+    module.launch(*_launch_args(step, a, out, engine))
     ref = torch.nn.functional.gelu(a.float() @ w.float().t() + bias.float())
     torch.testing.assert_close(out.float(), ref, rtol=2e-2, atol=2e-2)
 
 
-def _launch_args(step, a, w, bias, out, engine):
+def _launch_args(step, a, out, engine):
     """fc1's kernel arguments in launch() order: the activation, the packed weight, the bias, the
     output (the engine's constants for the weight and bias, in their packed layouts)."""
     consts = engine.plan.constants
@@ -166,7 +166,7 @@ def test_the_tuner_times_the_path_only_where_it_runs():
     assert len(cands) - len(ws) >= 4  # Triton's tiles are still timed
     plain = {k: v for k, v in problem.items() if k != "hopper"}
     assert not any(c.get("WS") for c in candidates(plain, tile, "fast"))
-    assert "not in this kernel" in config_error(base, plain, tile) or config_error(base, plain, tile) is not None
+    assert config_error(base, plain, tile) is not None  # WS: a switch this kernel does not have
 
 
 @pytest.mark.parametrize("k_major", [True, False], ids=["k-major weight", "row-major weight"])
