@@ -170,6 +170,22 @@ def _sign_bit(x):
 
 
 @triton.jit
+def sign_bit(x):
+    """x's sign bit, as torch.signbit: set for -0 and for a NaN that carries it (the fp32 bits as an
+    int32 are negative exactly then)."""
+    return x.to(tl.float32).to(tl.int32, bitcast=True) < 0
+
+
+@triton.jit
+def copysign(x, y):
+    """|x| with y's sign bit (torch.copysign, C's), set in the bits: arithmetic cannot give a NaN a
+    sign (x * -1 returns the NaN operand on the CPU and a canonical NaN on the GPU)."""
+    magnitude = x.to(tl.float32).to(tl.int32, bitcast=True) & 0x7FFFFFFF
+    sign = y.to(tl.float32).to(tl.int32, bitcast=True) & -2147483648
+    return (magnitude | sign).to(tl.float32, bitcast=True)
+
+
+@triton.jit
 def atan2(y, x):
     """The angle of (x, y), as C's atan2: atan of the smaller magnitude over the larger (in
     [0, 1], so no quotient overflows), reflected into the quadrant; +-0 and +-pi from the zeros'

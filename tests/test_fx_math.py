@@ -82,6 +82,14 @@ DIRECT = {
     "rms_norm": lambda x: F.rms_norm(x.nan_to_num(0.0, 0.0, 0.0), (18,), torch.linspace(0.5, 2, 18, device=x.device)),
     "instance_norm": lambda x: F.instance_norm(x.nan_to_num(0.0, 0.0, 0.0).reshape(2, 3, 3, 6)),
     "mean_axis": lambda x: x.mean(axis=1),
+    "exp2": lambda x: torch.exp2(x / 4),   # (inf past 2^128, 0 far below: as torch)
+    "log2": lambda x: torch.log2(x),       # -inf at +-0, NaN below 0
+    "log10": lambda x: torch.log10(x.abs()),
+    "signbit": lambda x: torch.signbit(x).float() + torch.signbit((x * 4).int()).float(),
+    "isclose": lambda x: torch.isclose(x, x * (1 + 3e-6)).float() + torch.isclose(x, x.flip(0), 0.0, 0.5).float(),
+    "isclose_equal_nan": lambda x: torch.isclose(x, x.flip(1), rtol=0.5, equal_nan=True).float(),
+    "cosine_similarity": lambda x: F.cosine_similarity(x.nan_to_num(0.0, 0.0, 0.0), x.flip(0).nan_to_num(0.0, 0.0, 0.0)),
+    "cosine_rows": lambda x: F.cosine_similarity(x.nan_to_num(0.0, 0.0, 0.0).reshape(3, 2, 18), torch.linspace(-1, 1, 18, device=x.device)[None, None], dim=-1),
     # F.pad's other modes: one IR pad each (ONNX's reflect / edge / wrap), a per-element move
     "pad_reflect": lambda x: F.pad(x.reshape(2, 3, 18), (5, 17), mode="reflect") * 2,
     "pad_replicate": lambda x: F.pad(x.reshape(1, 6, 18), (2, 30, 0, 3), mode="replicate") * 2,
@@ -157,6 +165,37 @@ def test_two_argument_math_at_every_pair_of_edges(fn):
     numbers = ~want.isnan()
     assert torch.equal(torch.signbit(got[numbers]), torch.signbit(want[numbers]))  # -0 and +0 apart
     assert ops_in_torch(reports) == [] and sum(r.num_kernels for r in reports) > 0
+
+
+def test_copysign_takes_every_sign_bit():
+    """copysign(a, b) at every pair of edge values, b's NaNs with either sign bit: |a| with b's sign
+    bit, compared bit for bit (signed zeros and NaNs' signs included)."""
+    edges = torch.tensor(EDGES + [-math.nan])
+    a, b = (t.reshape(-1).to(DEVICE) for t in torch.meshgrid(edges, edges, indexing="ij"))
+    got, reports = compile_with_reports(lambda a, b: torch.copysign(a, b), a, b)
+    want = torch.copysign(a, b)
+    assert torch.equal(torch.signbit(got), torch.signbit(want))
+    torch.testing.assert_close(got, want, rtol=0, atol=0, equal_nan=True)
+    assert ops_in_torch(reports) == [] and sum(r.num_kernels for r in reports) > 0
+
+
+def test_cosine_similarity_of_a_zero_vector_is_zero():
+    """Each norm is clamped to eps before the division (torch's order): a zero row gives 0, not NaN;
+    tiny rows below eps give their scaled product, as torch."""
+    x = torch.randn(5, 33)
+    x[1] = 0.0
+    x[2] = 1e-12
+    y = torch.randn(5, 33)
+    got, reports = compile_with_reports(lambda a, b: F.cosine_similarity(a, b, dim=1, eps=1e-8), x.to(DEVICE), y.to(DEVICE))
+    torch.testing.assert_close(got, F.cosine_similarity(x, y, dim=1, eps=1e-8).to(DEVICE), rtol=1e-5, atol=1e-7)
+    assert got[1].item() == 0.0 and ops_in_torch(reports) == []
+
+
+def test_cosine_similarity_broadcast_along_its_dim_runs_in_torch():
+    x, y = torch.randn(4, 7), torch.randn(4, 1)
+    got, reports = compile_with_reports(lambda a, b: F.cosine_similarity(a, b, dim=1) * 2, x.to(DEVICE), y.to(DEVICE))
+    torch.testing.assert_close(got, (F.cosine_similarity(x, y, dim=1) * 2).to(DEVICE))
+    assert any("cosine_similarity" in op for op in ops_in_torch(reports))
 
 
 def test_two_argument_math_promotes_integers():

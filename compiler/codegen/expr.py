@@ -205,6 +205,9 @@ UNARY: dict[str, Callable[[str, Node], str]] = {
     "acosh": lambda x, n: _log_large(x, f"tl.log({x} + tl.sqrt({x} * {x} - 1.0))"),
     "atanh": lambda x, n: _atanh(x),
     "is_nan": lambda x, n: f"({x} != {x})",
+    "sign_bit": lambda x, n: f"prims.sign_bit({x})",
+    "exp2": lambda x, n: f"tl.exp2({x})",
+    "log2": lambda x, n: f"tl.log2({x})",
     "is_inf": lambda x, n: _is_inf(x, n),
     "bitwise_not": lambda x, n: f"(~{x})",
     "elu": lambda x, n: f"tl.where({x} > 0, {x}, {_float_attr(n, 'alpha', 1.0)} * {_expm1(x)})",
@@ -245,10 +248,11 @@ BINARY: dict[str, Callable[[str, str], str]] = {
     "prelu": lambda a, b: f"tl.where({a} < 0, {b} * {a}, {a})",
     "atan2": lambda a, b: f"prims.atan2({a}, {b})",
     "hypot": lambda a, b: f"prims.hypot({a}, {b})",
+    "copysign": lambda a, b: f"prims.copysign({a}, {b})",
 }
 
 FLOAT_ONLY = set(UNARY) - {"neg", "abs", "relu", "not", "identity", "clip", "sign",
-                           "bitwise_not"} | {"div", "atan2", "hypot"}
+                           "bitwise_not"} | {"div", "atan2", "hypot", "copysign"}
 # Ops whose operands must be integers (or booleans): the expression means something else on floats.
 INTEGER_ONLY = {"bitwise_not", "bitwise_and", "bitwise_or", "bitwise_xor", "shift_left",
                 "shift_right", "logical_and", "logical_or", "logical_xor"}

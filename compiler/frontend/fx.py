@@ -352,6 +352,8 @@ for _op, _targets in {
     "floor": [aten.floor.default, torch.floor, "floor"],
     "ceil": [aten.ceil.default, torch.ceil, "ceil"],
     "is_nan": [aten.isnan.default, torch.isnan, "isnan"],
+    "exp2": [aten.exp2.default, torch.exp2, torch.special.exp2, "exp2"],
+    "log2": [aten.log2.default, torch.log2, "log2"],
 }.items():
     converts(*_targets)(_unary(_op))
 
@@ -425,6 +427,10 @@ converts(F.softshrink, aten.softshrink.default)(fx_math.softshrink)
 converts(F.glu, aten.glu.default)(fx_math.glu)
 converts(torch.log1p, torch.special.log1p, aten.log1p.default, "log1p")(fx_math.log1p)
 converts(torch.expm1, torch.special.expm1, aten.expm1.default, "expm1")(fx_math.expm1)
+converts(torch.log10, aten.log10.default, "log10")(fx_math.log10)
+converts(torch.signbit, aten.signbit.default, "signbit")(fx_math.signbit)
+converts(torch.isclose, aten.isclose.default, "isclose")(fx_math.isclose)
+converts(F.cosine_similarity, torch.cosine_similarity, aten.cosine_similarity.default)(fx_math.cosine_similarity)
 converts(torch.var, aten.var.correction, aten.var.dim, "var")(fx_math.variance)
 converts(torch.std, aten.std.correction, aten.std.dim, "std")(fx_math.std)
 
@@ -604,6 +610,11 @@ def _atan2(cx: Ctx, y, x):
 @converts(aten.hypot.default, torch.hypot, "hypot")
 def _hypot(cx: Ctx, a, b):
     return _float_binary(cx, "hypot", a, b)
+
+
+@converts(aten.copysign.Tensor, aten.copysign.Scalar, torch.copysign, "copysign")
+def _copysign(cx: Ctx, a, b):
+    return _float_binary(cx, "copysign", a, b)
 
 
 @converts(aten.pow.Tensor_Scalar, aten.pow.Tensor_Tensor, aten.pow.Scalar, torch.pow,

@@ -132,6 +132,66 @@ def expm1(cx, x):
     return cx.emit("where", [tiny, x, cx.emit("where", [edge, less, corrected])])
 
 
+# --------------------------------------------------------- logarithms, sign bits ----
+LOG10_2 = math.log10(2.0)
+
+
+def log10(cx, x):
+    """log2(x) * log10(2): one IR log2 (tl.log2) and a multiply."""
+    x = _float_input(cx, x, "log10")
+    return cx.emit("mul", [cx.emit("log2", [x]), _scalar(cx, LOG10_2, x)])
+
+
+def signbit(cx, x):
+    """The sign bit: the IR's sign_bit on floats (-0 and negative NaNs included), x < 0 on integers."""
+    if cx.dtype(x).is_floating_point:
+        return cx.emit("sign_bit", [x])
+    if cx.dtype(x) == torch.bool:
+        return cx.emit("logical_and", [x, torch.tensor(False)])
+    return cx.emit("less", [x, _scalar(cx, 0, x)])
+
+
+# ------------------------------------------------------------------ isclose, cosine ----
+def isclose(cx, a, b, rtol=1e-05, atol=1e-08, equal_nan=False):
+    """torch.isclose on floats: a == b (equal infinities), or a finite |a - b| within
+    atol + |rtol * b|; two NaNs where equal_nan."""
+    for v in (a, b):
+        _float_input(cx, v, "isclose")
+    close = cx.emit("equal", [a, b])
+    if equal_nan:
+        both = cx.emit("logical_and", [cx.emit("is_nan", [a]), cx.emit("is_nan", [b])])
+        close = cx.emit("logical_or", [close, both])
+    if float(rtol) == 0.0 and float(atol) == 0.0:
+        return close
+    error = cx.emit("abs", [cx.emit("sub", [a, b])])
+    allowed = cx.emit("add", [cx.emit("abs", [cx.emit("mul", [b, _scalar(cx, float(rtol), b)])]),
+                              _scalar(cx, float(atol), b)])
+    # a NaN or infinite error is never within the tolerance (inf <= inf would be)
+    finite = cx.emit("not", [cx.emit("logical_or", [
+        cx.emit("is_nan", [error]), cx.emit("is_inf", [error])])])
+    within = cx.emit("logical_and", [finite, cx.emit("less_equal", [error, allowed])])
+    return cx.emit("logical_or", [close, within])
+
+
+def cosine_similarity(cx, x1, x2, dim=1, eps=1e-8):
+    """torch's: each operand divided by its 2-norm along dim (at least eps) first, which keeps the
+    result in [-1, 1], then the sum of their product."""
+    for v in (x1, x2):
+        _float_input(cx, v, "cosine_similarity")
+    rank = max(cx.rank(x1), cx.rank(x2))
+    axis = fx_axes.axis(dim, rank)
+    owns = [axis - rank + cx.rank(v) for v in (x1, x2)]  # dim's axis in each operand
+    if min(owns) < 0 or cx.shape(x1)[owns[0]] != cx.shape(x2)[owns[1]]:
+        raise UnsupportedError(f'fx node "{cx.node_name}": cosine_similarity of an operand broadcast '
+                               f"along dim {dim}")
+    units = []
+    for v, own in zip((x1, x2), owns):
+        norm = cx.emit("sqrt", [cx.emit("reduce_sum", [cx.emit("mul", [v, v])], axes=[own], keepdims=True)])
+        norm = cx.emit("maximum", [norm, _scalar(cx, float(eps), v)])
+        units.append(cx.emit("div", [v, norm]))
+    return cx.emit("reduce_sum", [cx.emit("mul", units)], axes=[axis], keepdims=False)
+
+
 # ----------------------------------------------------------- variance, std deviation ----
 def variance(cx, x, dim=None, unbiased=None, keepdim=False, *, correction=None, sqrt=False):
     """Σ (x - mean)² / (N - correction) over dim (every dim when None); correction 1 unless
@@ -157,5 +217,6 @@ def std(cx, x, dim=None, unbiased=None, keepdim=False, *, correction=None):
     return variance(cx, x, dim, unbiased, keepdim, correction=correction, sqrt=True)
 
 
-__all__ = ["aten_elu", "celu", "elu", "expm1", "glu", "hardshrink", "log1p", "log_sigmoid", "mish",
-           "selu", "softplus", "softshrink", "softsign", "std", "variance"]
+__all__ = ["aten_elu", "celu", "cosine_similarity", "elu", "expm1", "glu", "hardshrink", "isclose", "log10",
+           "log1p", "log_sigmoid", "mish", "selu", "signbit", "softplus", "softshrink", "softsign", "std",
+           "variance"]

@@ -15,7 +15,8 @@ for _name, _fn in {
     "sin": torch.sin, "cos": torch.cos, "tan": torch.tan, "asin": torch.asin,
     "acos": torch.acos, "atan": torch.atan, "sinh": torch.sinh, "cosh": torch.cosh,
     "asinh": torch.asinh, "acosh": torch.acosh, "atanh": torch.atanh,
-    "is_nan": torch.isnan,
+    "is_nan": torch.isnan, "exp2": torch.exp2, "log2": torch.log2,
+    "sign_bit": torch.signbit,  # set for -0 and for NaNs that carry it (copysign's test)
 }.items():
     _float_unary(_name, _fn)
 
@@ -40,7 +41,7 @@ def mod(a, b):
 
 
 # fmod: the remainder with the dividend's sign (C's fmod, ONNX Mod with fmod=1); atan2(y, x): the
-# angle of (x, y); hypot: sqrt(x^2 + y^2) without overflow
+# angle of (x, y); hypot: sqrt(x^2 + y^2) without overflow; copysign(a, b): |a| with b's sign bit
 for _name, _fn in {"fmod": torch.fmod, "less_equal": torch.le, "greater_equal": torch.ge,
-                   "atan2": torch.atan2, "hypot": torch.hypot}.items():
+                   "atan2": torch.atan2, "hypot": torch.hypot, "copysign": torch.copysign}.items():
     op(_name, Kind.ELEMENTWISE, same_dtype=True)(lambda a, b, fn=_fn: fn(a, b))
