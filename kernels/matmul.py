@@ -326,12 +326,15 @@ def ws_config(tile: LaunchConfig, block_m: int, block_n: int, stages: int) -> La
 
 
 def ws_heuristic(M: int, N: int, K: int, tile: LaunchConfig, library_alone: bool) -> LaunchConfig:
-    """The config of a GEMM kernel that has the warp-specialized path: that path on a 128-row tile,
-    four K blocks in flight (128 KB of shared memory at 128 columns), except where cuBLAS's call is
-    the whole kernel (no epilogue, or a bias it adds), which stays on the library."""
+    """The config of a GEMM kernel that has the warp-specialized path: that path on 128 x 64 tiles,
+    five K blocks in flight (120 KB of shared memory), except where cuBLAS's call is the whole
+    kernel (no epilogue, or a bias it adds), which stays on the library. 128 x 64, not 128 x 128:
+    compiled for sm_90, the generated GELU and residual epilogues of ViT-B/16's and ConvNeXt-T's
+    MLP GEMMs spill 376-624 bytes a thread on 128 x 128 tiles and none on 128 x 64 (docs/
+    performance.md, "Warp-specialized GEMM"); the tuner times both."""
     if library_alone and tile.get("BLAS"):
         return tile.replace(WS=0)
-    return ws_config(tile, 128, 128 if N > 64 else 64, 4)
+    return ws_config(tile, 128, 64, 5)
 
 
 def ws_candidates(tile: LaunchConfig) -> list[LaunchConfig]:
