@@ -327,20 +327,21 @@ def ws_config(tile: LaunchConfig, block_m: int, block_n: int, stages: int) -> La
 
 def ws_heuristic(M: int, N: int, K: int, tile: LaunchConfig, library_alone: bool) -> LaunchConfig:
     """The config of a GEMM kernel that has the warp-specialized path: that path on 128 x 64 tiles,
-    five K blocks in flight (120 KB of shared memory), except where cuBLAS's call is the whole
-    kernel (no epilogue, or a bias it adds), which stays on the library. 128 x 64, not 128 x 128:
+    four K blocks in flight per consumer group (192 KB of shared memory for the two rings), except
+    where cuBLAS's call is the whole kernel (no epilogue, or a bias it adds), which stays on the
+    library. 128 x 64, not 128 x 128:
     compiled for sm_90, the generated GELU and residual epilogues of ViT-B/16's and ConvNeXt-T's
     MLP GEMMs spill 376-624 bytes a thread on 128 x 128 tiles and none on 128 x 64 (docs/
     performance.md, "Warp-specialized GEMM"); the tuner times both."""
     if library_alone and tile.get("BLAS"):
         return tile.replace(WS=0)
-    return ws_config(tile, 128, 64, 5)
+    return ws_config(tile, 128, 64, 4)
 
 
 def ws_candidates(tile: LaunchConfig) -> list[LaunchConfig]:
     """What the tuner times of the warp-specialized path beside the Triton tiles."""
-    return [ws_config(tile, bm, bn, st) for bm, bn, st in ((128, 128, 4), (128, 128, 3), (64, 256, 4),
-                                                           (128, 64, 5), (64, 128, 6))]
+    return [ws_config(tile, bm, bn, st) for bm, bn, st in ((128, 64, 4), (128, 128, 3), (128, 64, 3),
+                                                           (64, 128, 4), (64, 256, 2))]
 
 
 def matmul(a: torch.Tensor, b: torch.Tensor, *, b_k_major: bool = False, out_dtype=None,
