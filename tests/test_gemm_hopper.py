@@ -14,7 +14,7 @@ from trident.compiler.codegen import gemm_hopper as ws_path
 from trident.compiler.ir.launch import LaunchConfig
 from trident.kernels import gemm_hopper as hopper
 from trident.kernels.loader import load_kernel
-from trident.kernels.matmul import ws_candidates, ws_config, ws_heuristic
+from trident.kernels.matmul import ws_candidates, ws_heuristic
 
 HOPPER = hopper.available()
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
@@ -157,12 +157,13 @@ def _launch_args(step, a, out, engine):
 
 def test_the_tuner_times_the_path_only_where_it_runs():
     tile = LaunchConfig.of(4, 3, BLOCK_M=64, BLOCK_N=128, BLOCK_K=64, GROUP_M=8, TMA=1, SPLIT_EPILOGUE=0)
-    base = ws_config(tile, 128, 128, 4)
+    base = ws_heuristic(6304, 3072, 768, tile, library_alone=False)
     problem = {"template": "matmul", "M": 6304, "N": 3072, "K": 768, "batch": 1, "dtype": F16, "hopper": True}
     cands = candidates(problem, base, "fast")
     assert cands[0] == base
     ws = [c for c in cands if c.get("WS")]
     assert len(ws) == len(ws_candidates(tile)) and all(config_error(c, problem, base) is None for c in cands)
+    assert all(hopper.why_unfit(c.to_dict()) is None for c in ws)
     assert len(cands) - len(ws) >= 4  # Triton's tiles are still timed
     plain = {k: v for k, v in problem.items() if k != "hopper"}
     assert not any(c.get("WS") for c in candidates(plain, tile, "fast"))
