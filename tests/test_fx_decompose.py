@@ -3,6 +3,7 @@ fx_decompose.py), through both fx entry points, against eager torch at fp32 (and
 the op is in a model's fp16 path), on random data with odd sizes and size-1 dims."""
 from __future__ import annotations
 
+import math
 import operator
 
 import pytest
@@ -240,3 +241,51 @@ def test_constant_advanced_indexing_folds_through_torch_compile():
     got, reports = compile_with_reports(MaskFromConstants(), x, precision="fp32", fallback=False)
     assert torch.equal(got, MaskFromConstants()(x))
     assert reports and sum(r.num_kernels for r in reports) > 0
+
+
+def _valid_topk(x, values, indices, k, dim):
+    """torch.topk's contract, ties in any order (torch's own order among equal values is its
+    kernel's): the k largest values sorted (NaN first, as the largest), indices that point at
+    them, no index twice."""
+    want = torch.topk(x, k, dim).values
+    torch.testing.assert_close(values, want, rtol=0, atol=0, equal_nan=True)
+    torch.testing.assert_close(torch.gather(x, dim, indices), values, rtol=0, atol=0, equal_nan=True)
+    assert (indices.sort(dim).values.diff(dim=dim) > 0).all()
+
+
+@pytest.mark.parametrize("k, dim", [(1, -1), (2, -1), (3, 1), (8, 0)], ids=str)
+def test_topk_picks_the_largest_with_nan_first_and_no_index_twice(k, dim):
+    """Rows of all -inf, of ties at +inf, with a NaN, with one finite value among -inf: every pick
+    past the finite ones still takes an index not taken before."""
+    torch.manual_seed(k)
+    x = torch.randn(9, 6, 11)
+    x[0, 0, :] = -math.inf
+    x[0, 1, 2] = math.nan
+    x[0, 2, :4] = math.inf
+    x[0, 3, :] = -math.inf
+    x[0, 3, 5] = 1.0
+    x[1, :, 3] = -math.inf
+    got, reports = compile_with_reports(lambda t: torch.topk(t, k, dim=dim), x.to(DEVICE))
+    _valid_topk(x.to(DEVICE), got[0], got[1], k, dim)
+    assert not [s for r in reports for s in r.in_torch]
+
+
+def test_topk_of_softmax_as_moe_routers_use_it():
+    """Mixtral's router: softmax over 8 experts, the top 2, renormalised."""
+    def route(logits):
+        weights, experts = torch.topk(torch.softmax(logits, dim=-1), 2, dim=-1)
+        return weights / weights.sum(-1, keepdim=True), experts
+    logits = torch.randn(37, 8).to(DEVICE)
+    (weights, experts), reports = compile_with_reports(route, logits)
+    want_weights, want_experts = route(logits)
+    torch.testing.assert_close(weights, want_weights)
+    assert torch.equal(experts, want_experts)  # (distinct random values: no ties)
+    assert not [s for r in reports for s in r.in_torch]
+
+
+def test_topk_that_is_not_converted_runs_in_torch():
+    x = torch.randn(5, 20).to(DEVICE)
+    for fn in (lambda t: torch.topk(t, 9).values, lambda t: torch.topk(t, 2, largest=False).values,
+               lambda t: torch.topk((t * 10).int(), 2).values):
+        got, reports = compile_with_reports(fn, x)
+        assert torch.equal(got, fn(x)) and [s for r in reports for s in r.in_torch]

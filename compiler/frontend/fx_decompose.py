@@ -22,7 +22,7 @@ frontend passes its Ctx and registers these), so this module does not import the
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import torch
 
@@ -146,6 +146,50 @@ def arg_extreme(op: str):
             return cx.emit("reshape", [index], shape=kept) if kept else index
         return cx.emit(op, [x], axis=fx_axes.axis(dim, cx.rank(x)), keepdims=bool(keepdim))
     return convert
+
+
+class TopK(NamedTuple):
+    """What torch.topk returns: `.values` and `.indices`."""
+    values: Any
+    indices: Any
+
+
+TOPK_MAX_K = 8  # k picks are k argmax passes over the row: more runs in torch
+
+
+def topk(cx, x, k, dim=-1, largest=True, sorted=True):
+    """torch.topk(largest=True) of a float tensor for k <= TOPK_MAX_K (MoE routers' top-2, DETR's
+    queries) as k picks, each an argmax over the elements not yet taken (taken ones read -inf), its
+    value the one element it hits. NaN counts as the largest, as in torch (argmax picks it first);
+    once only -inf is left, the first element not yet taken is picked, so no index repeats. Sorted,
+    largest first, which sorted=False allows too. largest=False (torch puts NaN last there), integer
+    inputs and larger k run in torch."""
+    k = int(k)
+    if not largest or not cx.dtype(x).is_floating_point or not 1 <= k <= TOPK_MAX_K:
+        raise UnsupportedError(f'fx node "{cx.node_name}": topk with k={k}, largest={largest} of '
+                               f"{cx.dtype(x)} (converted: largest, float, 1 <= k <= {TOPK_MAX_K})")
+    axis = fx_axes.axis(dim, cx.rank(x))
+    n = cx.shape(x)[axis]
+    if k > n:
+        raise UnsupportedError(f'fx node "{cx.node_name}": topk of k={k} from {n} elements')
+    iota = torch.arange(n).reshape([n if d == axis else 1 for d in range(cx.rank(x))])
+    low, zero = (torch.tensor(v, dtype=cx.dtype(x)) for v in (-math.inf, 0.0))
+    free, values, indices = None, [], []
+    for _ in range(k):
+        key = x if free is None else cx.emit("where", [free, x, low])
+        pick = cx.emit("argmax", [key], axis=axis, keepdims=True)
+        if free is not None:  # only -inf left: the first free element, not a taken one
+            spent = cx.emit("equal", [cx.emit("reduce_max", [key], axes=[axis], keepdims=True), low])
+            first_free = cx.emit("argmax", [cx.cast(free, torch.float32)], axis=axis, keepdims=True)
+            pick = cx.emit("where", [spent, first_free, pick])
+        hit = cx.emit("equal", [iota, pick])
+        values.append(cx.emit("reduce_sum", [cx.emit("where", [hit, x, zero])], axes=[axis], keepdims=True))
+        indices.append(pick)
+        missed = cx.emit("not", [hit])
+        free = missed if free is None else cx.emit("logical_and", [free, missed])
+    if k == 1:
+        return TopK(values[0], indices[0])
+    return TopK(cx.emit("concat", values, axis=axis), cx.emit("concat", indices, axis=axis))
 
 
 def _count(cx, x, axes: list[int]) -> int:
