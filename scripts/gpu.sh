@@ -144,12 +144,13 @@ case "$stage" in
   # The warp-specialized GEMM path (kernels/gemm_hopper.py, TRIDENT_WS_GEMM=1): its GPU tests beside
   # their memcheck, then the tuner's candidates of the models' epilogue GEMMs (WS tiles among them),
   # then ViT-B/16 and BERT-base with the path on and off.
-  ws-gemm) TRIDENT_WS_GEMM=1 memcheck python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_gemm_hopper.py \
+  ws-gemm) export TRIDENT_WS_GEMM=1
+           memcheck python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_gemm_hopper.py \
              > "$out/memcheck-ws-gemm.txt" 2>&1 &
-           TRIDENT_WS_GEMM=1 timeout "${T_TESTS:-200}" python3 -m pytest -q -p no:cacheprovider -m gpu \
+           timeout "${T_TESTS:-200}" python3 -m pytest -q -p no:cacheprovider -m gpu \
              tests/test_gemm_hopper.py 2>&1 | tail -8
            wait; tail -n 3 "$out/memcheck-ws-gemm.txt"
-           TRIDENT_WS_GEMM=1 timeout "${T_BENCH:-200}" python3 -m trident.tools bench epilogues --out "$out" 2>&1 | tail -20
+           timeout "${T_BENCH:-200}" python3 -m trident.tools bench epilogues --out "$out" 2>&1 | tail -20
            for ws in 1 0; do
              echo "== TRIDENT_WS_GEMM=$ws"
              TRIDENT_WS_GEMM=$ws timeout "${T_BENCH:-200}" python3 -m trident.tools bench perf --models ViT-B/16 "BERT-base seq 512" \
