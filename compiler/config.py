@@ -114,9 +114,10 @@ ALLOW_TF32: bool = _env_flag("TRIDENT_ALLOW_TF32")
 # (kernels/blas.py); TRIDENT_LIBRARY_GEMM=0 starts them on their own Triton tile (the tuner times both).
 LIBRARY_GEMM: bool = _env_flag("TRIDENT_LIBRARY_GEMM", default=True)
 
-# TRIDENT_WS_GEMM=1: 16-bit GEMM kernels on a Hopper GPU get kernels/gemm_hopper.py's warp-specialized
-# product with their epilogue, and start on it. Off by default: the kernel compiles for sm_90 (CPU
-# tests) but has not been timed or checked on a GPU yet (docs/performance.md, "Warp-specialized GEMM").
+# TRIDENT_WS_GEMM=1: 16-bit GEMM kernels on a Hopper GPU start on kernels/gemm_hopper.py's warp-specialized
+# product with their epilogue (their WS path), and the tuner times it. Off by default: the kernel compiles
+# for sm_90 (CPU tests) but has not been timed or checked on a GPU yet (docs/performance.md,
+# "Warp-specialized GEMM").
 WS_GEMM: bool = _env_flag("TRIDENT_WS_GEMM", default=False)
 
 # An up projection whose result only a down projection reads runs with it as one kernel

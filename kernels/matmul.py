@@ -326,14 +326,14 @@ def ws_config(tile: LaunchConfig, block_m: int, block_n: int, stages: int) -> La
 
 
 def ws_heuristic(M: int, N: int, K: int, tile: LaunchConfig, library_alone: bool) -> LaunchConfig:
-    """The config of a GEMM kernel that has the warp-specialized path: that path on 128 x 64 tiles,
-    four K blocks in flight per consumer group (192 KB of shared memory for the two rings), except
-    where cuBLAS's call is the whole kernel (no epilogue, or a bias it adds), which stays on the
-    library. 128 x 64, not 128 x 128:
+    """The config of a GEMM kernel that has the warp-specialized path: with TRIDENT_WS_GEMM=1, that
+    path on 128 x 64 tiles, four K blocks in flight per consumer group (192 KB of shared memory for
+    the two rings), except where cuBLAS's call is the whole kernel (no epilogue, or a bias it adds),
+    which stays on the library; else the Triton tile (WS=0). 128 x 64, not 128 x 128:
     compiled for sm_90, the generated GELU and residual epilogues of ViT-B/16's and ConvNeXt-T's
-    MLP GEMMs spill 376-624 bytes a thread on 128 x 128 tiles and none on 128 x 64 (docs/
+    MLP GEMMs spill 424-584 bytes a thread on 128 x 128 tiles and none on 128 x 64 (docs/
     performance.md, "Warp-specialized GEMM"); the tuner times both."""
-    if library_alone and tile.get("BLAS"):
+    if not _config.WS_GEMM or (library_alone and tile.get("BLAS")):
         return tile.replace(WS=0)
     return ws_config(tile, 128, 64, 4)
 

@@ -104,8 +104,22 @@ def test_an_epilogue_that_makes_new_shapes_keeps_the_triton_tile(monkeypatch):
     assert not ws_path.applies(F16, F16, strides, ["    r = tl.arange(0, BLOCK_N)"], batched=False, int8=False)
     assert not ws_path.applies(F16, F16, strides, ["    v0 = acc"], batched=True, int8=False)
     assert not ws_path.applies(F16, F16, strides, ["    v0 = acc"], batched=False, int8=True)
+
+
+def test_the_switch_picks_the_config_not_the_source(monkeypatch):
+    """TRIDENT_WS_GEMM off: the kernels keep the path in their code but start on the Triton tile
+    (only their default CONFIG differs), and the tuner leaves the path out."""
+    x = torch.randn(2, 33, 72)
+    on = _gemm_steps(_build(x, monkeypatch, force=True)[1])
     monkeypatch.setattr(config, "WS_GEMM", False)
-    assert not ws_path.applies(F16, F16, strides, ["    v0 = acc"], batched=False, int8=False)
+    off = _gemm_steps(_build(x, monkeypatch, force=True)[1])
+    def code(step):
+        return [line for line in step.source.splitlines() if not line.startswith("CONFIG = ")]
+    assert [code(s) for s in on] == [code(s) for s in off]
+    assert all(s.config["WS"] == 1 for s in on) and all(s.config["WS"] == 0 for s in off)
+    tile = LaunchConfig.of(4, 3, BLOCK_M=64, BLOCK_N=128, BLOCK_K=64, GROUP_M=8, WS=0)
+    problem = {"template": "matmul", "M": 6304, "N": 3072, "K": 768, "batch": 1, "dtype": F16, "hopper": True}
+    assert not any(c.get("WS") for c in candidates(problem, tile, "fast"))
 
 
 def test_fp16_gemm_kernels_get_the_path_and_start_on_it(monkeypatch):

@@ -449,7 +449,8 @@ def candidates(problem: dict, base: LaunchConfig, level: str, limits: DeviceLimi
         # A kernel that can take cuBLAS's product (kernels/blas.py): the library is timed once, on
         # the base's tile (its epilogue's); every Triton tile with its own product.
         rest = [base.replace(BLAS=1 - base.BLAS)] + [c.replace(BLAS=0) for c in rest]
-    ws = matmul_templates.ws_candidates(base) if template == "matmul" and problem.get("hopper") else []
+    ws = matmul_templates.ws_candidates(base) if template == "matmul" and problem.get("hopper") and \
+        config.WS_GEMM else []
     rest = [base] + ws + rest
     out = [ws_base] + [c for c in dict.fromkeys(rest) if c != ws_base and config_error(c, problem, base) is None]
     # The library and the warp-specialized path: more trials, not Triton tiles fewer.

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import re
 
-from trident.compiler import config
 from trident.kernels import gemm_hopper
 
 IMPORTS = ("from triton.experimental import gluon\nfrom triton.experimental.gluon import language as gl\n"
@@ -39,8 +38,10 @@ _LAYOUT_MAKERS = ("tl.arange(", "tl.full(", "tl.zeros(", "tl.reshape(", "tl.perm
 def applies(a_dtype, b_dtype, strides: tuple[int, int, int, int], epilogue_lines: list[str],
             batched: bool, int8: bool) -> bool:
     """Does the generated kernel get the WS path? Its GPU must be a Hopper one (checked where it is
-    generated, as for attention's kernel), and the operands, strides and epilogue must fit."""
-    if batched or int8 or not config.WS_GEMM or not gemm_hopper.available():
+    generated, as for attention's kernel), and the operands, strides and epilogue must fit.
+    TRIDENT_WS_GEMM decides only whether the heuristic and the tuner use the path
+    (kernels/matmul.py's ws_heuristic, compiler/autotune/space.py)."""
+    if batched or int8 or not gemm_hopper.available():
         return False
     if gemm_hopper.why_not(a_dtype, b_dtype, *strides) is not None:
         return False
