@@ -509,8 +509,8 @@ def matmul(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: list
                            library_alone=form in ("product", "addmm"))
     cfg = cfg.replace(SPLIT_EPILOGUE=0)  # the tuner times the split (autotune/space.py)
     params_list = [args.names[v] for v in args.order]
-    ws = ws_path.applies(a.dtype, b.dtype, (stride_am, a.strides[-1], b_sk, b_sn), w.lines, bool(batch),
-                         is_int8_anchor(anchor))
+    ws = K > 0 and ws_path.applies(a.dtype, b.dtype, (stride_am, a.strides[-1], b_sk, b_sn), w.lines,
+                                   bool(batch), is_int8_anchor(anchor))  # (K = 0: no TMA box to read)
     tile_cfg = cfg
     if ws:
         cfg = ws_heuristic(rows, N, K, cfg, library_alone=form in ("product", "addmm"))
