@@ -289,3 +289,34 @@ def test_topk_that_is_not_converted_runs_in_torch():
                lambda t: torch.topk((t * 10).int(), 2).values):
         got, reports = compile_with_reports(fn, x)
         assert torch.equal(got, fn(x)) and [s for r in reports for s in r.in_torch]
+
+
+@pytest.mark.parametrize("rows1, rows2, options", [
+    (7, 9, {}),                                               # differences (torch's small-case form)
+    (40, 33, {}),                                             # torch's matmul form past 25 rows
+    (7, 30, {"p": 1}), (9, 4, {"p": math.inf}),
+    (7, 9, {"compute_mode": "use_mm_for_euclid_dist"}),
+    (40, 30, {"compute_mode": "donot_use_mm_for_euclid_dist"}),
+], ids=str)
+def test_cdist_matches_torch_in_each_of_its_forms(rows1, rows2, options):
+    """torch.cdist computed as torch computes it (the matmul form clamps the rounding below 0 of a
+    point's distance to itself: a row repeated across x1 and x2 gives no NaN). The matmul form
+    loses digits by design, |x|² - 2 x·y + |y|² cancelling, in torch as here: about sqrt(eps) * |x|
+    where two points nearly coincide, so it is compared with that tolerance."""
+    torch.manual_seed(rows1)
+    x1, x2 = torch.randn(3, rows1, 6), torch.randn(3, rows2, 6)
+    x2[:, 1] = x1[:, 2]
+    fn = lambda a, b: torch.cdist(a, b, **options)  # noqa: E731
+    got, reports = compile_with_reports(fn, x1.to(DEVICE), x2.to(DEVICE))
+    want = fn(x1, x2).to(DEVICE)
+    by_matmul = options.get("p", 2) == 2 and options.get("compute_mode") != "donot_use_mm_for_euclid_dist" and (
+        options.get("compute_mode") == "use_mm_for_euclid_dist" or max(rows1, rows2) > 25)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=5e-3 if by_matmul else 1e-5)
+    assert not got.isnan().any() and not [s for r in reports for s in r.in_torch]
+
+
+def test_cdist_with_another_p_runs_in_torch():
+    x1, x2 = torch.randn(7, 5).to(DEVICE), torch.randn(9, 5).to(DEVICE)
+    got, reports = compile_with_reports(lambda a, b: torch.cdist(a, b, p=3), x1, x2)
+    torch.testing.assert_close(got, torch.cdist(x1, x2, p=3))
+    assert [s for r in reports for s in r.in_torch]

@@ -995,6 +995,7 @@ converts(torch._weight_norm, aten._weight_norm.default)(decompose.weight_norm)
 converts(aten.group_norm.default, F.group_norm, torch.group_norm)(decompose.group_norm)
 converts(aten.argmax.default, torch.argmax, "argmax")(decompose.arg_extreme("argmax"))
 converts(aten.topk.default, torch.topk, "topk")(decompose.topk)
+converts(torch.cdist, aten.cdist.default, aten._cdist_forward.default)(decompose.cdist)
 converts(aten.argmin.default, torch.argmin, "argmin")(decompose.arg_extreme("argmin"))
 
 

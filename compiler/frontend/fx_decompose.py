@@ -192,6 +192,54 @@ def topk(cx, x, k, dim=-1, largest=True, sorted=True):
     return TopK(cx.emit("concat", values, axis=axis), cx.emit("concat", indices, axis=axis))
 
 
+# torch.cdist's default mode computes p = 2 distances through a matmul past this many rows on
+# either side (use_mm_for_euclid_dist_if_necessary), and by differences up to it.
+CDIST_MM_ROWS = 25
+
+
+def cdist(cx, x1, x2, p=2.0, compute_mode="use_mm_for_euclid_dist_if_necessary"):
+    """torch.cdist of x1 [..., P, M] and x2 [..., R, M] (same batch dims) as torch computes it: for
+    p = 2 past CDIST_MM_ROWS rows (or in use_mm mode) the matmul of [-2 x1, |x1|², 1] and
+    [x2, 1, |x2|²], clamped at 0, square-rooted (torch's _euclidean_dist); else the differences of
+    every pair, summed (p = 1), squared, summed and square-rooted (p = 2), or their largest
+    magnitude (p = inf). Other p and broadcast batch dims run in torch."""
+    p, rank = float(p), cx.rank(x1)
+    for v in (x1, x2):
+        if not cx.dtype(v).is_floating_point:
+            raise UnsupportedError(f'fx node "{cx.node_name}": cdist of {cx.dtype(v)}')
+    if rank < 2 or cx.rank(x2) != rank or cx.shape(x1)[:-2] != cx.shape(x2)[:-2] or \
+            cx.shape(x1)[-1] != cx.shape(x2)[-1] or p not in (1.0, 2.0, math.inf):
+        raise UnsupportedError(f'fx node "{cx.node_name}": cdist of {list(cx.shape(x1))} and '
+                               f"{list(cx.shape(x2))} with p={p} (converted: same batch dims, p of 1, 2, inf)")
+    rows1, rows2 = cx.shape(x1)[-2], cx.shape(x2)[-2]
+    if p == 2.0 and compute_mode != "donot_use_mm_for_euclid_dist" and (
+            compute_mode == "use_mm_for_euclid_dist" or max(rows1, rows2) > CDIST_MM_ROWS):
+        return _euclidean_by_matmul(cx, x1, x2)
+    batch, width = list(cx.shape(x1)[:-2]), cx.shape(x1)[-1]
+    a = cx.emit("reshape", [x1], shape=batch + [rows1, 1, width])
+    b = cx.emit("reshape", [x2], shape=batch + [1, rows2, width])
+    d = cx.emit("sub", [a, b])
+    last = [rank]
+    if p == 1.0:
+        return cx.emit("reduce_sum", [cx.emit("abs", [d])], axes=last, keepdims=False)
+    if p == math.inf:
+        return cx.emit("reduce_max", [cx.emit("abs", [d])], axes=last, keepdims=False)
+    return cx.emit("sqrt", [cx.emit("reduce_sum", [cx.emit("mul", [d, d])], axes=last, keepdims=False)])
+
+
+def _euclidean_by_matmul(cx, x1, x2):
+    rank, dtype = cx.rank(x1), cx.dtype(x1)
+    last = rank - 1
+    squares = [cx.emit("reduce_sum", [cx.emit("mul", [v, v])], axes=[last], keepdims=True) for v in (x1, x2)]
+    ones = [torch.ones(cx.shape(s), dtype=dtype) for s in squares]
+    left = cx.emit("concat", [cx.emit("mul", [x1, torch.tensor(-2.0, dtype=dtype)]), squares[0], ones[0]],
+                   axis=last)
+    right = cx.emit("concat", [x2, ones[1], squares[1]], axis=last)
+    perm = list(range(rank - 2)) + [rank - 1, rank - 2]
+    product = cx.emit("matmul", [left, cx.emit("transpose", [right], perm=perm)])
+    return cx.emit("sqrt", [cx.emit("maximum", [product, torch.tensor(0.0, dtype=dtype)])])
+
+
 def _count(cx, x, axes: list[int]) -> int:
     return math.prod(cx.shape(x)[a] for a in axes)
 
