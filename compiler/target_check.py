@@ -170,7 +170,6 @@ def _compile_one(launch: dict, target) -> str | None:
     """Triton's message if the launch does not compile for `target`, else None."""
     import triton
     from triton.compiler import ASTSource
-    from triton.experimental.gluon._runtime import GluonASTSource
 
     try:
         fn = _kernel_function(launch)
@@ -185,7 +184,9 @@ def _compile_one(launch: dict, target) -> str | None:
         elif param.name in given:
             signature[param.name] = given[param.name]
     try:
-        source = GluonASTSource if fn.is_gluon() else ASTSource  # a Gluon kernel (kernels/*_hopper.py's)
+        source = ASTSource
+        if fn.is_gluon():  # a Gluon kernel (kernels/*_hopper.py's)
+            from triton.experimental.gluon._runtime import GluonASTSource as source
         triton.compile(source(fn, signature, constexprs), target=target, options=dict(launch["options"]))
     except Exception as e:  # noqa: BLE001  (any compiler error is the finding)
         return f"{type(e).__name__}: {e}"

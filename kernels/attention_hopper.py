@@ -222,17 +222,16 @@ if HAVE_GLUON:
             mbarrier.wait(q_empty, (count & 1) ^ 1)
             mbarrier.expect(q_ready, 2 * q_desc.block_type.nbytes)
             for g in gl.static_range(2):
-                tma_load(q_desc, [b, w, h, start_m + g * ROWS, 0], q_ready,
-                                                _as_block(q_smem.index(g), q_desc))
+                tma_load(q_desc, [b, w, h, start_m + g * ROWS, 0], q_ready, _as_block(q_smem.index(g), q_desc))
             for j in range(0, n_end):
                 slot = it % STAGES
                 mbarrier.wait(kv_empty.index(slot), ((it // STAGES) & 1) ^ 1)
                 mbarrier.expect(k_ready.index(slot), k_desc.block_type.nbytes)
                 tma_load(k_desc, [b, w, h_kv, j * BLOCK_N, 0], k_ready.index(slot),
-                                                _as_block(k_smem.index(slot), k_desc))
+                         _as_block(k_smem.index(slot), k_desc))
                 mbarrier.expect(v_ready.index(slot), v_desc.block_type.nbytes)
                 tma_load(v_desc, [b, w, h_kv, j * BLOCK_N, 0], v_ready.index(slot),
-                                                _as_block(v_smem.index(slot), v_desc))
+                         _as_block(v_smem.index(slot), v_desc))
                 it += 1
             count += 1
 

@@ -164,12 +164,6 @@ def acos(x):
 
 
 @triton.jit
-def _sign_bit(x):
-    """x < 0, -0 included (1 / -0 = -inf)."""
-    return (x < 0) | ((x == 0) & (1.0 / x < 0))
-
-
-@triton.jit
 def sign_bit(x):
     """x's sign bit, as torch.signbit: set for -0 and for a NaN that carries it (the fp32 bits as an
     int32 are negative exactly then)."""
@@ -199,8 +193,8 @@ def atan2(y, x):
     ratio = tl.where(large == 0, 0.0, tl.where(small == float("inf"), 1.0, small / large))
     angle = atan(ratio)
     angle = tl.where(steep, 1.5707963267948966 - angle, angle)
-    angle = tl.where(_sign_bit(x), 3.141592653589793 - angle, angle)
-    angle = tl.where(_sign_bit(y), neg(angle), angle)  # (neg: -0 for y = -0, x > 0)
+    angle = tl.where(sign_bit(x), 3.141592653589793 - angle, angle)
+    angle = tl.where(sign_bit(y), neg(angle), angle)  # (neg: -0 for y = -0, x > 0)
     return tl.where((x != x) | (y != y), x + y, angle)
 
 

@@ -565,14 +565,18 @@ def _floor_divide(cx: Ctx, a, b):
     return _div(cx, a, b, rounding_mode="floor")
 
 
-def _floor_div_int(cx: Ctx, a, b):
-    """Integers: the truncated quotient, one less where the remainder is nonzero and its sign
+def _remainder_across_zero(cx: Ctx, remainder, b, zero):
+    """Where a truncated quotient is one above the floor: the remainder is nonzero and its sign
     differs from the divisor's."""
-    quotient, remainder = cx.emit("div", [a, b]), cx.emit("fmod", [a, b])
-    zero = torch.tensor(0, dtype=cx.dtype(a))
     nonzero = cx.emit("not", [cx.emit("equal", [remainder, zero])])
     differs = cx.emit("logical_xor", [cx.emit("less", [remainder, zero]), cx.emit("less", [b, zero])])
-    one_less = cx.emit("logical_and", [nonzero, differs])
+    return cx.emit("logical_and", [nonzero, differs])
+
+
+def _floor_div_int(cx: Ctx, a, b):
+    """Integers: the truncated quotient, one less where the remainder crosses zero."""
+    quotient, remainder = cx.emit("div", [a, b]), cx.emit("fmod", [a, b])
+    one_less = _remainder_across_zero(cx, remainder, b, torch.tensor(0, dtype=cx.dtype(a)))
     return cx.emit("sub", [quotient, cx.cast(one_less, cx.dtype(a))])
 
 
@@ -584,11 +588,11 @@ def _floor_div_float(cx: Ctx, a, b):
     zero, one, half = (torch.tensor(v, dtype=dtype) for v in (0.0, 1.0, 0.5))
     remainder = cx.emit("fmod", [a, b])
     div = cx.emit("div", [cx.emit("sub", [a, remainder]), b])
-    off = cx.emit("logical_and", [cx.emit("not", [cx.emit("equal", [remainder, zero])]), cx.emit(
-        "logical_xor", [cx.emit("less", [b, zero]), cx.emit("less", [remainder, zero])])])
+    off = _remainder_across_zero(cx, remainder, b, zero)
     div = cx.emit("where", [off, cx.emit("sub", [div, one]), div])
     floor = cx.emit("floor", [div])
-    floor = cx.emit("where", [cx.emit("greater", [cx.emit("sub", [div, floor]), half]), cx.emit("add", [floor, one]), floor])
+    rounds_up = cx.emit("greater", [cx.emit("sub", [div, floor]), half])
+    floor = cx.emit("where", [rounds_up, cx.emit("add", [floor, one]), floor])
     quotient = cx.emit("div", [a, b])
     floor = cx.emit("where", [cx.emit("equal", [div, zero]), cx.emit("mul", [zero, quotient]), floor])
     return cx.emit("where", [cx.emit("equal", [b, zero]), quotient, floor])

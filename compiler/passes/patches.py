@@ -1,12 +1,13 @@
-"""Patch embeddings as a GEMM over the image's (or the video's) patches (and transposed convs whose kernel is
-their stride as a GEMM writing one block per pixel: `lower_patch_conv_transposes`).
+"""Patch embeddings as a GEMM over the image's (or the video's) patches (and transposed convs
+whose kernel is their stride as a GEMM writing one block per pixel: `lower_patch_conv_transposes`).
 
 A vision transformer's stem (ViT, DeiT, DINOv2, CLIP, Swin) and ConvNeXt's cut the image into
 p x q patches and project each one: a conv whose kernel equals its stride, without padding, over
-an input of a few channels (video transformers cut t x p x q tubelets with a 3-D one). The conv templates run it as an implicit GEMM whose K loop gathers
-3-channel pieces of image rows; on the H200 (fp16, the input cast fused) that took 45 us at
-ViT-B/16's 32 x 3 x 224^2 and 165 us at DINOv2's 8 x 3 x 518^2, where torch's copy of the patches
-into rows plus cuBLAS took 36 and 86 (docs/performance.md, "Patch embeddings").
+an input of a few channels (video transformers cut t x p x q tubelets with a 3-D one). The conv
+templates run it as an implicit GEMM whose K loop gathers 3-channel pieces of image rows; on the
+H200 (fp16, the input cast fused) that took 45 us at ViT-B/16's 32 x 3 x 224^2 and 165 us at
+DINOv2's 8 x 3 x 518^2, where torch's copy of the patches into rows plus cuBLAS took 36 and 86
+(docs/performance.md, "Patch embeddings").
 
 This pass writes the conv as what it is: the patches, reshaped and transposed into rows
 [N * Ho * Wo, C * p * q] (one copy of the image, which the input's cast joins), times the weight
@@ -26,25 +27,23 @@ from trident.compiler.passes.rewrite import Rebuild, rewrite
 MAX_PATCH_CHANNELS = 4
 
 
-def _constant_4d_weight(node: Node, graph: Graph, rb: Rebuild, op: str):
-    """The weight of a 2-D `op` node of static shapes, if it is a constant; else None."""
-    if node.op != op or graph.types[node.inputs[0]].rank != 4:
+def _constant_weight(node: Node, graph: Graph, rb: Rebuild, op: str, ranks=(4,)):
+    """The weight of an `op` node of static shapes whose input has one of `ranks` (4: 2-D), if it
+    is a constant of the input's rank; else None."""
+    rank = graph.types[node.inputs[0]].rank
+    if node.op != op or rank not in ranks:
         return None
     if not all(graph.types[v].is_static for v in (node.inputs[0], node.outputs[0])):
         return None
     weight = rb.constant(node.inputs[1])
-    return weight if weight is not None and weight.dim() == 4 else None
+    return weight if weight is not None and weight.dim() == rank else None
 
 
 def _patch_conv_weight(node: Node, graph: Graph, rb: Rebuild):
     """The constant weight of a 2-D or 3-D conv (video transformers' tubelets: VideoMAE, ViViT)
     that cuts its input into patches, else None."""
-    if node.op != "conv" or graph.types[node.inputs[0]].rank not in (4, 5):
-        return None
-    if not all(graph.types[v].is_static for v in (node.inputs[0], node.outputs[0])):
-        return None
-    weight = rb.constant(node.inputs[1])
-    if weight is None or weight.dim() != graph.types[node.inputs[0]].rank:
+    weight = _constant_weight(node, graph, rb, "conv", ranks=(4, 5))
+    if weight is None:
         return None
     c, *sizes = graph.types[node.inputs[0]].shape[1:]
     kernel = list(weight.shape[2:])
@@ -85,7 +84,7 @@ def lower_patch_convs(graph: Graph) -> Graph:
 def _is_patch_conv_transpose(node: Node, graph: Graph, rb: Rebuild) -> bool:
     """A transposed conv whose kernel equals its stride (U-Net decoders' and DPT's 2 x 2 / 4 x 4
     upsampling): each input pixel writes its own kh x kw block, no two blocks overlap."""
-    weight = _constant_4d_weight(node, graph, rb, "conv_transpose")
+    weight = _constant_weight(node, graph, rb, "conv_transpose")
     if weight is None or (len(node.inputs) > 2 and rb.constant(node.inputs[2]) is None):
         return False
     a = node.attrs
