@@ -12,6 +12,7 @@ Group kinds:
                         an embedding's rows by token ids, a GatherElements, a concat and a
                         constant pad start one: each lane reads its own element)
   scan                  a running sum along one axis (cumsum) with an elementwise epilogue
+  sort                  a topk (torch.sort, argsort) of whole rows along one axis, alone
   horizontal            sibling convs that read the same input, launched as one kernel
   attention             softmax(q k^T * scale + mask) v as one fused kernel (no epilogue)
   mlp                   two matmul groups back to back (up projection + its epilogue, down
@@ -33,6 +34,9 @@ from trident.compiler.ops import OPS, Kind
 # The largest reduction a row kernel keeps in registers (softmax and layer norm rows). Longer
 # sums, means and maxima loop over their row in chunks (codegen/kernels.py: reduction).
 MAX_ROW = 8192
+# Reductions of integer rows (codegen/reductions.py INTEGER_BODIES): exact, summed in int64.
+INTEGER_REDUCTIONS = ("reduce_sum", "reduce_prod", "reduce_max", "reduce_min", "argmax", "argmin")
+INTEGER_REDUCTION_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
 LOOPED_REDUCTIONS = ("reduce_sum", "reduce_mean", "reduce_max")
 # More extra operands than this in one epilogue costs more registers than the fusion saves.
 MAX_GROUP_INPUTS = 10
@@ -58,6 +62,11 @@ INDEX_DTYPES = (torch.int32, torch.int64)
 # width (wrapping as torch's cumsum cast back to the dtype does).
 SCAN_DTYPES = {torch.float32, torch.float16, torch.bfloat16, torch.int32, torch.int64, torch.int8,
                torch.int16, torch.uint8}
+# What the sort generator (codegen/sort.py) orders: keys that fit 32 bits of its sort word, in rows
+# one program holds in registers (int64 words: 32 a thread at 8 warps).
+SORT_DTYPES = {torch.float32, torch.float16, torch.bfloat16, torch.int32, torch.int16, torch.int8,
+               torch.uint8, torch.bool}
+MAX_SORT_LENGTH = 4096
 
 
 @dataclass(eq=False)
@@ -119,6 +128,9 @@ def initial_kind(node: Node, graph: Graph) -> tuple[str, str]:
         if x.rank == 0:
             return "torch", f"{node.op} of a scalar"
         return "scan", "running sum along one axis (a loop over the row carries the sum)"
+    if kind == Kind.SORT:
+        why = sort_refusal(node, graph)
+        return ("sort", "whole rows sorted in registers") if why is None else ("torch", why)
     if kind == Kind.OPAQUE:
         return "torch", f"{node.op} has no kernel template: torch runs it"
     if node.op in ("qconv", "qmatmul"):  # int8 layers share the float conv / GEMM templates
@@ -148,8 +160,11 @@ def initial_kind(node: Node, graph: Graph) -> tuple[str, str]:
             return "torch", "pooling that is not 2-D"
         return "pool", "anchor"
     if kind == Kind.REDUCTION:
-        if t[node.inputs[0]].dtype not in (torch.float32, torch.float16, torch.bfloat16):
-            return "torch", "reduction of a non-float dtype"
+        x = t[node.inputs[0]].dtype
+        if x not in (torch.float32, torch.float16, torch.bfloat16):
+            why = _integer_reduction_refusal(node, graph)
+            if why is not None:
+                return "torch", why
         if node.op not in REDUCTION_KERNELS:
             return "torch", f"no reduction kernel for {node.op}"
         if reduction_length(node, graph) > MAX_ROW and node.op not in LOOPED_REDUCTIONS:
@@ -222,6 +237,29 @@ def _index_refusal(node: Node, graph: Graph, axis: int) -> str | None:
         return f"{node.op} by {indices.dtype} indices runs in torch"
     if data.shape[axis] == 0 and indices.numel():
         return f"{node.op} from an empty dim runs in torch (every index is out of range)"
+    return None
+
+
+def _integer_reduction_refusal(node: Node, graph: Graph) -> str | None:
+    """Why the reduction generator cannot reduce this integer row exactly, or None."""
+    dtype = graph.types[node.inputs[0]].dtype
+    if dtype not in INTEGER_REDUCTION_DTYPES or node.op not in INTEGER_REDUCTIONS:
+        return f"{node.op} of {dtype} (integer rows: {', '.join(INTEGER_REDUCTIONS)})"
+    if reduction_length(node, graph) > MAX_ROW:  # (the looped path accumulates in fp32)
+        return f"{node.op} of {dtype} over more than {MAX_ROW} elements"
+    return None
+
+
+def sort_refusal(node: Node, graph: Graph) -> str | None:
+    """Why the sort generator cannot take this topk, or None."""
+    x = graph.types[node.inputs[0]]
+    if x.dtype not in SORT_DTYPES:
+        return f"{node.op} of {x.dtype} (the sort kernel takes keys of 32 bits or fewer)"
+    if x.rank == 0:
+        return f"{node.op} of a scalar"
+    length = x.shape[node.attrs["axis"] % x.rank]
+    if length > MAX_SORT_LENGTH:
+        return f"{node.op} over {length} elements (one program sorts rows of up to {MAX_SORT_LENGTH})"
     return None
 
 

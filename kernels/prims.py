@@ -199,6 +199,24 @@ def atan2(y, x):
 
 
 @triton.jit
+def trunc_div(a, b):
+    """Integer a / b rounded toward zero, as torch and C divide integers. b = -1 negates: the most
+    negative integer wraps to itself, as in torch, where the overflowing division has no defined
+    result. b = 0 gives -1, the all-ones word CUDA's integer division leaves there (torch raises on
+    the CPU). Unsigned operands never equal -1: for them only the zero test applies."""
+    special = (b == 0) | (b == -1)
+    quotient = a // tl.where(special, 1, b)
+    return tl.where(b == -1, 0 - a, tl.where(b == 0, -1, quotient))
+
+
+@triton.jit
+def unsigned_div(a, b):
+    """a / b of unsigned integers; b = 0 gives all ones, as trunc_div's -1 does."""
+    quotient = a // tl.where(b == 0, 1, b)
+    return tl.where(b == 0, ~(quotient * 0), quotient)  # (an unsigned type takes no -1)
+
+
+@triton.jit
 def hypot(x, y):
     """sqrt(x^2 + y^2) as the larger magnitude times sqrt(1 + r^2), r <= 1: no square overflows or
     underflows. inf when either is infinite, even beside a NaN (as C's hypot); else NaN if either is."""

@@ -207,15 +207,14 @@ def test_two_argument_math_promotes_integers():
 
 
 def test_integer_floor_division_matches_torch():
-    """a // b on integers: the truncated quotient, one less where the remainder's sign differs
-    from the divisor's. (The truncated integer division itself is a torch step: the kernels
-    divide floats only.)"""
+    """a // b on integers: the truncated quotient (prims.trunc_div), one less where the
+    remainder's sign differs from the divisor's, all in the kernels."""
     x = torch.arange(-20, 21).to(DEVICE)
     for fn in (lambda x: x // -3, lambda x: torch.floor_divide(x, 4), lambda x: torch.div(x, -7, rounding_mode="floor"),
                lambda x: x // x.flip(0).clamp(min=1)):
         got, reports = compile_with_reports(fn, x)
         assert torch.equal(got, fn(x))
-        assert set(ops_in_torch(reports)) <= {"div"}
+        assert ops_in_torch(reports) == []
 
 
 def test_a_random_call_stays_in_torch():

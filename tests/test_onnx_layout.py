@@ -169,7 +169,7 @@ def test_top_k_breaks_ties_by_index(axis, k, largest, dtype):
                        {"x": (dtype, [4, 6])}, ["v", "i"], initializers={"k": _ints(k)})
     x = np.random.default_rng(9).integers(-2, 3, [4, 6]).astype(dtype)  # many ties
     engine = check_engine(model, {"x": x})
-    assert torch_steps(engine) == ["topk"]
+    assert torch_steps(engine) == ([] if dtype == F32 else ["topk"])  # (int64 keys: torch sorts)
 
 
 @pytest.mark.parametrize("exclusive, reverse", [(0, 0), (1, 0), (0, 1), (1, 1)])

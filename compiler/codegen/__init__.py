@@ -10,6 +10,7 @@ from trident.compiler.codegen.attention import generate as generate_attention
 from trident.compiler.codegen.kernels import GENERATORS, KernelSource
 from trident.compiler.codegen.mlp import generate as generate_mlp
 from trident.compiler.codegen.scan import generate as generate_scan
+from trident.compiler.codegen.sort import generate as generate_sort
 from trident.compiler.codegen.dynamic_kernel import render_dynamic
 from trident.compiler.codegen.program import (Layout, Program, Step, is_nhwc, nhwc_strides,
                                               output_layout, torch_output_layouts, view_layouts)
@@ -22,7 +23,8 @@ from trident.compiler.ir import Graph, Node
 
 NEEDS_NHWC = ("conv", "pool", "horizontal")
 # Generators in modules of their own, built on kernels.py (which cannot import them).
-OWN_MODULE = {"attention": generate_attention, "scan": generate_scan, "mlp": generate_mlp}
+OWN_MODULE = {"attention": generate_attention, "scan": generate_scan, "sort": generate_sort,
+              "mlp": generate_mlp}
 
 
 def generate(graph: Graph, groups: list[Group]) -> Program:

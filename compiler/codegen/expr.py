@@ -7,6 +7,7 @@ node's inputs into the expression of its output.
 from __future__ import annotations
 
 import math
+import re
 from typing import Callable
 
 import torch
@@ -160,6 +161,18 @@ def _is_inf(x, node: Node):
     return "(" + " | ".join(tests) + ")" if tests else f"({x} != {x}) & ({x} == {x})"
 
 
+def _integer_div(a, b, dtype: torch.dtype) -> str:
+    """The IR's div of integers: truncated (torch's rounding_mode="trunc", ONNX's Div), with a
+    defined result for the divisors whose division has none (prims.trunc_div). The operands are
+    cast to the integer type first: a register of an integer value may hold it as a float (a clip's
+    float bounds promote it), and Triton's // takes integers only."""
+    a, b = (x if _INT_LITERAL.fullmatch(x) else f"({x}).to({TL_DTYPES[dtype]})" for x in (a, b))
+    return f"prims.unsigned_div({a}, {b})" if dtype == torch.uint8 else f"prims.trunc_div({a}, {b})"
+
+
+_INT_LITERAL = re.compile(r"-?\d+")
+
+
 def _floor_mod(a, b):
     # Python's %: the remainder takes the divisor's sign (Triton's % truncates, as C's fmod).
     r = f"({a} % {b})"
@@ -252,7 +265,7 @@ BINARY: dict[str, Callable[[str, str], str]] = {
 }
 
 FLOAT_ONLY = set(UNARY) - {"neg", "abs", "relu", "not", "identity", "clip", "sign",
-                           "bitwise_not"} | {"div", "atan2", "hypot", "copysign"}
+                           "bitwise_not"} | {"atan2", "hypot", "copysign"}
 # Ops whose operands must be integers (or booleans): the expression means something else on floats.
 INTEGER_ONLY = {"bitwise_not", "bitwise_and", "bitwise_or", "bitwise_xor", "shift_left",
                 "shift_right", "logical_and", "logical_or", "logical_xor"}
@@ -274,6 +287,8 @@ def supports(node: Node, graph: Graph) -> str | None:
     if node.op in FLOAT_ONLY and not all(graph.types[v].dtype.is_floating_point
                                          for v in node.inputs):
         return f"{node.op} on integers"
+    if node.op == "div" and torch.bool in dtypes:
+        return "div of booleans"
     if node.op in INTEGER_ONLY and any(graph.types[v].dtype.is_floating_point for v in node.inputs):
         return f"{node.op} on floats"
     if node.op == "pow":
@@ -314,6 +329,8 @@ def emit(node: Node, args: list[str], graph: Graph, exact_quantize: bool = True,
     the two keywords)."""
     if node.op in UNARY:
         return UNARY[node.op](args[0], node)
+    if node.op == "div" and not graph.types[node.outputs[0]].dtype.is_floating_point:
+        return _integer_div(args[0], args[1], graph.types[node.outputs[0]].dtype)
     if node.op in BINARY:
         return BINARY[node.op](args[0], args[1])
     if node.op == "pow":

@@ -18,6 +18,7 @@ from trident.compiler.codegen import gemm_hopper as ws_path
 from trident.compiler.codegen import moves
 from trident.compiler.codegen.program import Layout
 from trident.compiler.codegen.reductions import BODIES as REDUCTION_BODIES
+from trident.compiler.codegen.reductions import INTEGER_BODIES
 from trident.compiler.codegen.reductions import ROWWISE
 from trident.compiler.codegen.writer import (Axis, KernelWriter, Operand, broadcast_dims, dense_strides,
                                              memory_order)
@@ -168,6 +169,9 @@ def pointwise(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: l
 def _reduction_body(w: KernelWriter, anchor: Node, x: str, length: int, load_param) -> str:
     """Emit the anchor's math on the loaded row tile `x` ([BLOCK_X, BLOCK_R]); returns its var."""
     out = w.tmp("r")
+    if not w.graph.types[anchor.inputs[0]].dtype.is_floating_point:
+        INTEGER_BODIES[anchor.op](w, anchor, x, out, length, load_param)
+        return out
     if anchor.op in REDUCTION_BODIES:
         REDUCTION_BODIES[anchor.op](w, anchor, x, out, length, load_param)
         return out

@@ -63,7 +63,7 @@ def gather_nd(x, indices, *, batch_dims: int = 0):
     return rows.index_select(0, flat).reshape(tuple(indices.shape[:-1]) + tuple(rows.shape[1:]))
 
 
-@op("topk", Kind.OPAQUE)
+@op("topk", Kind.SORT)
 def topk(x, *, k: int, axis: int, largest: bool = True):
     """The k largest (or smallest) values along `axis`, sorted, and their int64 indices; of
     equal values the lower index comes first (a stable sort)."""

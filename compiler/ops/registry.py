@@ -17,7 +17,8 @@ class Kind(enum.Enum):
     POOL = "pool"
     MOVEMENT = "movement"        # reshapes, transposes, slices: moves data, computes nothing
     SCAN = "scan"                # running sums along one axis (cumsum): a loop carries the sum
-    OPAQUE = "opaque"            # sorts, cumprod, scatters, resampling: computed by torch only
+    SORT = "sort"                # sorts whole rows along one axis (topk): one row per register tile
+    OPAQUE = "opaque"            # cumprod, scatters, resampling: computed by torch only
     ATTENTION = "attention"      # softmax(q k^T * scale + mask) v, fused
 
 

@@ -31,11 +31,18 @@ def _reduce(cx: NodeContext, axes: list[int] | None) -> list[str]:
         return [_composite(cx, x, axes, keepdims)]
     if axes is None:
         return [x]
-    return [cx.emit(_REDUCE[cx.op_type], x, axes=axes, keepdims=keepdims)]
+    return [_in_input_type(cx, cx.emit(_REDUCE[cx.op_type], x, axes=axes, keepdims=keepdims), x)]
 
 
 def _sum(cx: NodeContext, x: str, axes: list[int] | None, keepdims: bool) -> str:
-    return x if axes is None else cx.emit("reduce_sum", x, axes=axes, keepdims=keepdims)
+    return x if axes is None else _in_input_type(cx, cx.emit("reduce_sum", x, axes=axes, keepdims=keepdims), x)
+
+
+def _in_input_type(cx: NodeContext, y: str, x: str) -> str:
+    """ONNX reductions keep their input's type; the IR's sum and product of integers are int64,
+    as torch's are (the same bits modulo the narrower type: a cast back wraps as ONNX's does)."""
+    dtype = cx.type_of(x).dtype
+    return y if cx.type_of(y).dtype == dtype else cx.emit("cast", y, dtype=dtype)
 
 
 def _composite(cx: NodeContext, x: str, axes: list[int] | None, keepdims: bool) -> str:

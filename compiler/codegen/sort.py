@@ -1,0 +1,78 @@
+"""Codegen of `sort` groups: topk (and through it torch.sort, argsort and a full-row TopK) as one
+kernel that holds whole rows in registers and sorts them with Triton's bitonic `tl.sort`.
+
+Each program takes BLOCK_X rows (the dims other than the axis) of BLOCK_R = next_pow2(length)
+positions. tl.sort orders one tensor, not keys carrying payloads, so every element becomes one
+int64 that orders as (key, position):
+- the key is a 32-bit integer in the element's order: an integer as it is; a float's bits with the
+  magnitude bits flipped where the sign is set (negative floats then order by decreasing
+  magnitude), NaN first made the one positive quiet NaN (torch orders NaN above +inf, whatever its
+  sign bit) and -0.0 made +0.0 (torch keeps the two equal);
+- a descending sort flips every key bit (~key reverses the order), so every sort is ascending;
+- the position fills the low 32 bits: equal keys keep their order (a stable sort, as ONNX TopK
+  and torch.sort(stable=True) ask), and the sorted word says where each element came from.
+Lanes past the row are INT64_MAX: they sort last, after every element. The first k positions of
+the sorted row are stored: the indices as they are, the values loaded again from the input at those
+indices (exact: -0.0, NaN payloads and fp16 values come back as they were). Which dtypes and row
+lengths it takes: fusion.SORT_DTYPES and MAX_SORT_LENGTH.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from trident.compiler.codegen.kernels import Args, KernelSource, _operand, _stores, row_tiles
+from trident.compiler.codegen.program import Layout
+from trident.compiler.codegen.writer import Axis, KernelWriter, memory_order
+from trident.compiler.fusion import Group
+from trident.compiler.ir import Graph
+from trident.kernels.common import next_pow2
+
+_INT64_MAX = 2**63 - 1
+_CANONICAL_NAN = 0x7FC00000  # the bits (and so the key) of the positive quiet NaN
+_MAGNITUDE_BITS = 0x7FFFFFFF
+
+
+def generate(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: list[str],
+             name: str) -> KernelSource:
+    anchor = group.anchor
+    x_value, (values_out, indices_out) = anchor.inputs[0], anchor.outputs
+    shape = tuple(graph.types[x_value].shape)
+    axis, k = anchor.attrs["axis"] % len(shape), anchor.attrs["k"]
+    length, rows = shape[axis], math.prod(s for d, s in enumerate(shape) if d != axis)
+    order = memory_order(shape, layouts[x_value].strides)
+    args, w = Args(), KernelWriter(graph, exact_quantize=False, space=shape)
+    w.line("xoffs = tl.program_id(0) * BLOCK_X + tl.arange(0, BLOCK_X)")
+    w.line(f"xmask = prims.in_bounds(xoffs[:, None], {rows}, BLOCK_X)")
+    w.add_axis(Axis("xoffs[:, None]", [(d, shape[d]) for d in order if d != axis], "xmask"))
+    w.line("pos = tl.arange(0, BLOCK_R)[None, :]")
+    w.line(f"pmask = prims.in_bounds(pos, {length}, BLOCK_R)")
+    w.add_axis(Axis("pos", [(axis, length)], "pmask"))
+    x = _operand(x_value, layouts, args, shape)
+    key = _sort_key(w, w.load(x), graph.types[x_value].dtype, anchor.attrs.get("largest", True))
+    w.line(f"word = tl.where(pmask, ({key}.to(tl.int64) << 32) | pos.to(tl.int64), {_INT64_MAX})")
+    w.line("word = tl.sort(word, 1)")
+    # (a masked-off row's lanes may hold INT64_MAX's low bits: clamped, though no load reads them)
+    w.line(f"src = tl.where(pmask, word & {2**32 - 1}, 0)")
+    w.values[indices_out] = "src"
+    if values_out in outputs:
+        w.values[values_out] = w.load_at(x, {axis: "src"}, {axis})
+    w.axes.pop()  # the outputs hold the first k positions of the sorted row
+    w.line(f"kmask = pos < {k}")
+    w.add_axis(Axis("pos", [(axis, k)], "kmask"))
+    _stores(w, outputs, layouts, args, tuple(graph.types[indices_out].shape))
+    return row_tiles(name, group, graph, w, args, outputs, "sort", rows, length, next_pow2(length))
+
+
+def _sort_key(w: KernelWriter, x: str, dtype: torch.dtype, largest: bool) -> str:
+    """The register of int32 keys whose ascending order is the sort's order of `x`."""
+    if dtype.is_floating_point:  # (w.load gives floats as fp32: fp16 and bf16 widen exactly)
+        w.line(f"bits = {x}.to(tl.int32, bitcast=True)")
+        w.line(f"key = bits ^ ((bits >> 31) & {_MAGNITUDE_BITS})")
+        w.line(f"key = tl.where({x} != {x}, {_CANONICAL_NAN}, tl.where({x} == 0, 0, key))")
+    else:
+        w.line(f"key = {x}.to(tl.int32)")
+    if largest:
+        w.line("key = ~key")
+    return "key"

@@ -1,0 +1,122 @@
+"""topk (and through it sorts and argsorts) through the sort generator (compiler/codegen/sort.py):
+whole rows sorted in registers, checked against torch.sort(stable=True) bit for bit: every dtype
+it takes, either direction, any axis (strided rows), rows that are not powers of two, ties, NaN,
+infinities and signed zeros, size-1 and empty dims; what it does not take runs in torch, named by
+explain; ONNX TopK against onnxruntime. The bounds sanitizer is on (conftest)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from trident.compiler import fusion
+from trident.compiler.ir import GraphBuilder, TensorType
+from trident.compiler.testing import compile_and_run
+from trident.tools.explain import explain_graph, render_text
+
+from onnx_util import check_engine, make_model, node, torch_steps
+
+pytestmark = pytest.mark.compiles_for_hopper  # (tests/conftest.py)
+
+KEY_DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.int32, torch.int16, torch.int8,
+              torch.uint8, torch.bool]
+
+
+def topk_graph(shape, dtype, axis, k, largest, outputs=(0, 1)):
+    b = GraphBuilder("topk")
+    x = b.input("x", TensorType(tuple(shape), dtype))
+    made = b.add("topk", [x], {"k": k, "axis": axis, "largest": largest})
+    return b.finish([made[o] for o in outputs])
+
+
+def fresh(shape, dtype, rng) -> torch.Tensor:
+    if dtype == torch.bool:
+        return torch.randint(0, 2, shape, generator=rng).bool()
+    if dtype.is_floating_point:
+        return (torch.randn(shape, generator=rng) * 4).to(dtype)
+    low, high = (0, 256) if dtype == torch.uint8 else (-100, 100)
+    return torch.randint(low, high, shape, generator=rng).to(dtype)
+
+
+def same_bits(got: torch.Tensor, want: torch.Tensor) -> bool:
+    """Equal element for element, floats by their bits (-0.0 is not 0.0, NaN is NaN)."""
+    if got.dtype.is_floating_point:
+        bits = {2: torch.int16, 4: torch.int32}[got.dtype.itemsize]
+        return torch.equal(got.view(bits), want.view(bits))
+    return torch.equal(got, want)
+
+
+def check(shape, dtype, axis, k, largest, x):
+    """Values and indices bit for bit against torch's stable sort; the engine's one kernel the sort."""
+    engine, (values, indices) = compile_and_run(topk_graph(shape, dtype, axis, k, largest), [x])
+    want_values, want_indices = torch.sort(x, dim=axis, descending=largest, stable=True)
+    assert same_bits(values.cpu(), want_values.narrow(axis, 0, k))
+    assert torch.equal(indices.cpu(), want_indices.narrow(axis, 0, k))
+    assert [s.kind for s in engine.plan.steps] == ["kernel"] and torch_steps(engine) == []
+
+
+@pytest.mark.parametrize("largest", [True, False])
+@pytest.mark.parametrize("dtype", KEY_DTYPES)
+def test_every_key_dtype_both_ways(dtype, largest, rng):
+    shape = (5, 37)  # rows not a power of two; integers of a narrow range tie often
+    check(shape, dtype, 1, 37, largest, fresh(shape, dtype, rng))
+
+
+@pytest.mark.parametrize("shape, axis, k", [((3, 13), 1, 4), ((13,), 0, 13), ((2, 7, 5), 1, 3),
+                                            ((6, 2, 9), 0, 6), ((4, 1, 11), 2, 1), ((1, 1), 1, 1),
+                                            ((9, 1), 0, 5), ((70, 3), 1, 2)])
+@pytest.mark.parametrize("largest", [True, False])
+def test_any_axis_and_k(shape, axis, k, largest, rng):
+    check(shape, torch.float32, axis, k, largest, fresh(shape, torch.float32, rng))
+
+
+@pytest.mark.parametrize("largest", [True, False])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_nan_infinities_and_signed_zeros(dtype, largest, rng):
+    """torch orders NaN (of either sign bit) above +inf, keeps -0.0 and 0.0 equal (stable: in
+    their order), and gives the values back as they were."""
+    x = fresh((3, 12), dtype, rng)
+    specials = torch.tensor([float("nan"), -float("nan"), float("inf"), -float("inf"), -0.0, 0.0,
+                             -0.0, 0.0, float("nan")], dtype=dtype)
+    x[:, :9] = specials[torch.randperm(9, generator=rng)]
+    check((3, 12), dtype, 1, 12, largest, x)
+
+
+def test_strided_rows_of_a_transposed_input(rng):
+    """A sort along dim 0 of a [L, rows] tensor reads each row with stride `rows`."""
+    check((33, 6), torch.float32, 0, 33, False, fresh((33, 6), torch.float32, rng))
+
+
+def test_only_the_indices(rng):
+    """An argsort: the values are not stored (nor loaded again)."""
+    x = fresh((4, 10), torch.float32, rng)
+    engine, (indices,) = compile_and_run(topk_graph((4, 10), torch.float32, 1, 10, True, (1,)), [x])
+    assert torch.equal(indices.cpu(), torch.sort(x, dim=1, descending=True, stable=True).indices)
+
+
+@pytest.mark.parametrize("shape, axis, k", [((0, 5), 1, 2), ((4, 0), 1, 0), ((3, 5), 1, 0)])
+def test_empty(shape, axis, k):
+    x = torch.randn(shape)
+    engine, (values, indices) = compile_and_run(topk_graph(shape, torch.float32, axis, k, True), [x])
+    want = torch.topk(x, k, dim=axis)
+    assert values.shape == want.values.shape and indices.shape == want.indices.shape
+
+
+def test_rows_past_the_limit_and_wide_keys_run_in_torch(monkeypatch, rng):
+    monkeypatch.setattr(fusion, "MAX_SORT_LENGTH", 16)
+    x = fresh((2, 17), torch.float32, rng)
+    engine, (values, _) = compile_and_run(topk_graph((2, 17), torch.float32, 1, 3, True), [x])
+    assert torch_steps(engine) == ["topk"] and torch.equal(values.cpu(), torch.topk(x, 3).values)
+    wide = topk_graph((2, 5), torch.int64, 1, 2, True)
+    assert "topk of torch.int64 (the sort kernel takes keys of 32 bits or fewer)" in \
+        render_text(explain_graph(wide, "fp32"), passes=False, source=False)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16, np.int32])
+@pytest.mark.parametrize("largest, sorted_", [(1, 1), (0, 1)])
+def test_onnx_top_k_against_onnxruntime(dtype, largest, sorted_):
+    model = make_model([node("TopK", ["x", "k"], ["v", "i"], axis=1, largest=largest, sorted=sorted_)],
+                       {"x": (dtype, [3, 50, 4])}, ["v", "i"], initializers={"k": np.array([7], np.int64)})
+    x = np.random.default_rng(3).integers(-20, 20, [3, 50, 4]).astype(dtype)  # ties among 50
+    engine = check_engine(model, {"x": x})
+    assert torch_steps(engine) == []
