@@ -211,9 +211,10 @@ def trunc_div(a, b):
 
 @triton.jit
 def unsigned_div(a, b):
-    """a / b of unsigned integers; b = 0 gives all ones, as trunc_div's -1 does."""
+    """a / b of uint8 (the one unsigned type kernels take); b = 0 gives all ones, as trunc_div's -1
+    does (written 255: an unsigned type takes no -1)."""
     quotient = a // tl.where(b == 0, 1, b)
-    return tl.where(b == 0, ~(quotient * 0), quotient)  # (an unsigned type takes no -1)
+    return tl.where(b == 0, 255, quotient)
 
 
 @triton.jit
