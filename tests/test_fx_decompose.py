@@ -1,5 +1,5 @@
 """The torch functions the fx frontend writes out as other IR ops (compiler/frontend/
-fx_decompose.py), through both fx entry points, against eager torch at fp32 (and fp16 where
+fx/decompose.py), through both fx entry points, against eager torch at fp32 (and fp16 where
 the op is in a model's fp16 path), on random data with odd sizes and size-1 dims."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Advanced indexing with several index tensors (compiler/frontend/fx_indexing.py): one gather of
+"""Advanced indexing with several index tensors (compiler/frontend/fx/indexing.py): one gather of
 the indexed axes flattened, checked against eager torch; indices out of range never read another
 row; what it does not take is refused by name."""
 import pytest
@@ -6,7 +6,8 @@ import torch
 
 from trident.compiler import build_engine
 from trident.compiler.errors import InputError, ShapeError, UnsupportedError
-from trident.compiler.frontend.fx import Ctx, Val, _getitem_tensor
+from trident.compiler.frontend.fx.context import Ctx, Val
+from trident.compiler.frontend.fx.indexing import _getitem_tensor
 from trident.compiler.ir import TensorType
 from trident.compiler.testing import compile_with_reports, run_engine
 

@@ -1,6 +1,6 @@
 """torch's activations, math functions and pads through torch.compile(backend="trident"): the direct
-converters (compiler/frontend/fx_math.py) and the calls imported through torch's own
-decomposition (compiler/frontend/fx_aten.py), run as kernels (bounds sanitizer on) against eager
+converters (compiler/frontend/fx/math_ops.py) and the calls imported through torch's own
+decomposition (compiler/frontend/fx/aten.py), run as kernels (bounds sanitizer on) against eager
 torch, with infinities, NaN, signed zeros and values where the naive formulas lose their digits."""
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from trident.compiler.frontend import fx_aten
-from trident.compiler.frontend.fx import FUNCTIONS
+from trident.compiler.frontend.fx.aten import traced_call
+from trident.compiler.frontend.fx.registry import FUNCTIONS
 from trident.compiler.testing import DEVICE, compile_with_reports, ops_in_torch
 
 pytestmark = pytest.mark.compiles_for_hopper  # (tests/conftest.py)
@@ -227,7 +227,7 @@ def test_the_traced_call_is_cached_on_shapes_dtypes_and_arguments():
     meta = torch.empty(3, 5, device="meta")
 
     def trace(x, dim):
-        return fx_aten.traced_call("call_function", torch.logsumexp, (x, dim), {},
+        return traced_call("call_function", torch.logsumexp, (x, dim), {},
                                    lambda a: a if isinstance(a, torch.Tensor) else None,
                                    lambda t: t in FUNCTIONS)
 
@@ -239,15 +239,15 @@ def test_the_traced_call_is_cached_on_shapes_dtypes_and_arguments():
 def test_in_place_methods_internals_and_symbolic_sizes_are_not_decomposed():
     x = torch.empty(3, 5, device="meta")
     take = lambda a: a if isinstance(a, torch.Tensor) else None  # noqa: E731
-    assert fx_aten.traced_call("call_method", "logit_", (x,), {}, take, lambda t: True) is None
+    assert traced_call("call_method", "logit_", (x,), {}, take, lambda t: True) is None
 
     # vmap's internals change global state when called: never traced
-    assert fx_aten.traced_call("call_function", torch._functorch.predispatch._add_batch_dim,
+    assert traced_call("call_function", torch._functorch.predispatch._add_batch_dim,
                                (x, 0, 1), {}, take, lambda t: True) is None
 
     def symbolic(a):
         raise LookupError("a symbolic size")
-    assert fx_aten.traced_call("call_function", torch.logsumexp, (x, 1), {}, symbolic,
+    assert traced_call("call_function", torch.logsumexp, (x, 1), {}, symbolic,
                                lambda t: True) is None
 
 

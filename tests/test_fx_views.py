@@ -1,12 +1,13 @@
 """Strided views and the other view ops dynamo and torch.export emit, through the fx frontend and
-the engine (compiler/frontend/fx.py); constants folded on one device."""
+the engine (compiler/frontend/fx/strided.py); constants folded on one device."""
 from __future__ import annotations
 
 import pytest
 import torch
 
 from trident.compiler import build_engine
-from trident.compiler.frontend.fx import Ctx, Val, import_fx, on_one_device
+from trident.compiler.frontend.fx import import_fx, on_one_device
+from trident.compiler.frontend.fx.context import Ctx, Val
 from trident.compiler.ir import TensorType
 from trident.compiler.testing import run_engine
 

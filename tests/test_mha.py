@@ -1,4 +1,4 @@
-"""nn.MultiheadAttention reaches the fused attention kernel (compiler/frontend/fx_attention.py):
+"""nn.MultiheadAttention reaches the fused attention kernel (compiler/frontend/fx/attention.py):
 through torch.compile (dynamo leaves F.multi_head_attention_forward), torch's native fast-path op,
 and an ONNX export; one attention kernel per attention, the head split read through strides (no
 copy kernels, no torch steps), results matching eager."""

@@ -153,7 +153,7 @@ def test_onnx_resize_matches_onnxruntime(scales, coordinates, nearest_mode, mode
     ((2, 3, 13), 5),  # 1-D
 ])
 def test_adaptive_average_pools_with_unequal_windows(shape, out):
-    """As resamples with window tables (compiler/frontend/fx.py's _adaptive_average): torch's
+    """As resamples with window tables (compiler/frontend/fx/pooling.py's _adaptive_average): torch's
     values, and its infinities and NaN where its windows hold them."""
     pool = F.adaptive_avg_pool2d if len(shape) == 4 else F.adaptive_avg_pool1d
     x = torch.randn(*shape)

@@ -329,7 +329,7 @@ def test_padding_mask_through_onnx_is_one_attention_kernel_per_layer(exporter):
 
 def test_padding_mask_through_torch_compile_is_one_attention_kernel_per_layer():
     # The mask transformers builds for SDPA indexes the user's [B, L] mask with two broadcast
-    # aranges (compiler/frontend/fx_indexing.py) and and-s it with an all-True row: the engine
+    # aranges (compiler/frontend/fx/indexing.py) and and-s it with an all-True row: the engine
     # reads it as one row of keys per sequence (MASK_PER_KEY), and nothing runs in torch.
     module, (ids,) = tiny("bert")
     model = WithPadding(module.model).eval().to(DEV)

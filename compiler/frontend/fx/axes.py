@@ -1,5 +1,5 @@
 """The `dim` arguments of torch functions as IR axes: one definition for the fx converters
-(fx.py and the modules it registers, which do not import it back)."""
+(the converter modules, decompose.py and math_ops.py)."""
 from __future__ import annotations
 
 from trident.compiler.errors import ShapeError

@@ -1,4 +1,6 @@
-"""nn.MultiheadAttention as IR: projections, one `attention` node, the output projection.
+"""Converters of attention: torch's scaled_dot_product_attention (and the backend kernels dynamo
+and torch.export may leave instead) as one IR `attention` node, and nn.MultiheadAttention as
+IR: projections, one `attention` node, the output projection.
 
 Dynamo leaves `F.multi_head_attention_forward` in the graph it hands a backend (torchvision's ViT,
 nn.TransformerEncoderLayer), and torch.export may leave `aten._native_multi_head_attention` (the
@@ -14,8 +16,8 @@ so the attention is one fused kernel that reads the head split through strides. 
 need_weights=True the averaged attention weights are a result, so the scores are spelled out
 (matmul, softmax, matmul) instead.
 
-Only the converter context's `emit` / `shape` / `dtype` are used (the fx frontend passes its Ctx),
-so this module does not import the frontend back.
+multi_head_attention and its helpers use only the converter context's `emit` / `shape` /
+`dtype`.
 """
 from __future__ import annotations
 
@@ -24,10 +26,56 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from trident.compiler.errors import ShapeError, UnsupportedError
+from trident.compiler.frontend.fx.context import Ctx, Missing
+from trident.compiler.frontend.fx.helpers import _reshape, _transpose
+from trident.compiler.frontend.fx.registry import converts
+
+aten = torch.ops.aten
 
 
+# ============================================================================ attention ====
+@converts(aten.scaled_dot_product_attention.default, F.scaled_dot_product_attention)
+def _sdpa(cx: Ctx, query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False,
+          scale=None, enable_gqa=False):
+    """One IR attention node (torch's is_causal is top-left aligned)."""
+    if dropout_p:
+        raise UnsupportedError(f'fx node "{cx.node_name}": attention with dropout_p={dropout_p}')
+    heads, kv_heads = cx.shape(query)[-3:-2], cx.shape(key)[-3:-2]
+    # One K/V head broadcasts over every query head (torch broadcasts SDPA's batch dims; Falcon's
+    # multi-query attention passes it so): grouped-query attention with one group.
+    if heads != kv_heads and not enable_gqa and kv_heads != (1,):
+        raise ShapeError(f'fx node "{cx.node_name}": query has {heads} heads, key {kv_heads}; '
+                         f"different head counts need enable_gqa=True")
+    scale = 1.0 / math.sqrt(cx.shape(query)[-1]) if scale is None else float(scale)
+    inputs = [query, key, value] + ([] if attn_mask is None else [attn_mask])
+    return cx.emit("attention", inputs, scale=scale, **({"causal": "top_left"} if is_causal else {}))
+
+
+# What dynamo and torch.export may leave in an inference graph instead: one backend's kernel,
+# whose extra results (log-sum-exp, RNG state ...) an inference graph never reads.
+@converts(aten._scaled_dot_product_flash_attention_for_cpu.default)
+def _sdpa_cpu(cx: Ctx, query, key, value, dropout_p=0.0, is_causal=False, *, attn_mask=None, scale=None):
+    return (_sdpa(cx, query, key, value, attn_mask, dropout_p, is_causal, scale), Missing("attention log-sum-exp"))
+
+
+@converts(aten._scaled_dot_product_flash_attention.default)
+def _sdpa_flash(cx: Ctx, query, key, value, dropout_p=0.0, is_causal=False, return_debug_mask=False, *,
+                scale=None):
+    out = _sdpa(cx, query, key, value, None, dropout_p, is_causal, scale)
+    return (out,) + tuple(Missing("flash attention's auxiliary results") for _ in range(8))
+
+
+@converts(aten._scaled_dot_product_efficient_attention.default, aten._scaled_dot_product_cudnn_attention.default)
+def _sdpa_biased(cx: Ctx, query, key, value, attn_bias, compute_log_sumexp, dropout_p=0.0, is_causal=False,
+                 return_debug_mask=False, *, scale=None):
+    out = _sdpa(cx, query, key, value, attn_bias, dropout_p, is_causal, scale)
+    return (out,) + tuple(Missing("attention's auxiliary results") for _ in range(8))
+
+
+# ======================================================================= multi-head attention ====
 @dataclass
 class Projections:
     """In-projection weights [E, E] (or None: no projection) and biases, then the out projection."""
@@ -166,3 +214,62 @@ def _explicit_attention(cx, q, k, v, scale: float, mask, causal: bool):
         scores = cx.emit("add", [scores, mask])
     weights = cx.emit("softmax", [scores], axis=3)
     return cx.emit("matmul", [weights, v]), weights
+
+
+def _mha_batch_first(cx: Ctx, x, batched: bool):
+    """A seq-first [L, N, E] operand (or an unbatched [L, E] one) as [N, L, E] (a view)."""
+    return _transpose(cx, x, [1, 0, 2]) if batched else _reshape(cx, x, [1] + list(cx.shape(x)))
+
+
+@converts(F.multi_head_attention_forward)
+def _mha_forward(cx: Ctx, query, key, value, embed_dim_to_check, num_heads, in_proj_weight, in_proj_bias,
+                 bias_k, bias_v, add_zero_attn, dropout_p, out_proj_weight, out_proj_bias, training=True,
+                 key_padding_mask=None, need_weights=True, attn_mask=None, use_separate_proj_weight=False,
+                 q_proj_weight=None, k_proj_weight=None, v_proj_weight=None, static_k=None, static_v=None,
+                 average_attn_weights=True, is_causal=False):
+    """torch's functional multi-head attention (what dynamo leaves of nn.MultiheadAttention)."""
+    where = f'fx node "{cx.node_name}"'
+    if bias_k is not None or bias_v is not None or add_zero_attn or static_k is not None or static_v is not None:
+        raise UnsupportedError(f"{where}: multi-head attention with bias_k/bias_v, add_zero_attn or static_k/v")
+    if training and dropout_p:
+        raise UnsupportedError(f"{where}: multi-head attention with dropout in training mode")
+    if cx.shape(query)[-1] != embed_dim_to_check:
+        raise ShapeError(f"{where}: query has embedding size {cx.shape(query)[-1]}, expected {embed_dim_to_check}")
+    batched = cx.rank(query) == 3
+    if use_separate_proj_weight:
+        e = embed_dim_to_check
+        biases = [None] * 3 if in_proj_bias is None else [in_proj_bias[i * e:(i + 1) * e] for i in range(3)]
+        proj = Projections(q_proj_weight, k_proj_weight, v_proj_weight, *biases, out_proj_weight, out_proj_bias)
+    else:
+        proj = Projections.packed(in_proj_weight, in_proj_bias, out_proj_weight, out_proj_bias, embed_dim_to_check)
+    # torch uses the causal hint alone only here; otherwise the given attn_mask is the causal mask
+    causal = bool(is_causal) and key_padding_mask is None and not need_weights
+    masks = Masks(key_padding_mask, None if causal else attn_mask, causal)
+    q, k, v = (_mha_batch_first(cx, x, batched) for x in (query, key, value))
+    out, weights = multi_head_attention(cx, q, k, v, int(num_heads), proj, masks, bool(need_weights),
+                                        bool(average_attn_weights))
+    if batched:
+        return _transpose(cx, out, [1, 0, 2]), weights
+    return _reshape(cx, out, cx.shape(out)[1:]), None if weights is None else _reshape(cx, weights, cx.shape(weights)[1:])
+
+
+@converts(aten._native_multi_head_attention.default)
+def _native_mha(cx: Ctx, query, key, value, embed_dim, num_head, qkv_weight, qkv_bias, proj_weight, proj_bias,
+                mask=None, need_weights=True, average_attn_weights=True, mask_type=None):
+    """nn.MultiheadAttention's inference fast path, batch-first. mask_type: 0 an [L, S] attention
+    mask, 1 a key padding mask [N, S], 2 a mask over [N, H, L, S] (taken as given)."""
+    proj = Projections.packed(qkv_weight, qkv_bias, proj_weight, proj_bias, int(embed_dim))
+    masks = Masks()
+    if mask is not None:
+        kind = mask_type if mask_type is not None else (1 if cx.rank(mask) == 2 and cx.shape(mask)[0] == cx.shape(query)[0]
+                                                        and cx.shape(mask)[0] != cx.shape(query)[1] else 0)
+        if kind == 1:
+            masks.key_padding = mask
+        elif kind == 0:
+            masks.attn = mask
+        else:
+            n, h = cx.shape(query)[0], int(num_head)
+            masks.attn = _reshape(cx, mask, [n * h] + list(cx.shape(mask)[-2:]))
+    out, weights = multi_head_attention(cx, query, key, value, int(num_head), proj, masks, bool(need_weights),
+                                        bool(average_attn_weights))
+    return out, (Missing("multi-head attention weights (need_weights=False)") if weights is None else weights)

@@ -17,7 +17,8 @@ concat):
 
 Only the converter context's `emit` / `shape` / `dtype` / `rank` / `cast` and its record of the
 tensors the import made (`note_made` / `made_here` / `written`) are used (the fx
-frontend passes its Ctx and registers these), so this module does not import the frontend back.
+frontend passes its Ctx and registers these), so this module imports nothing of the frontend
+but axes.py.
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ from typing import Any, NamedTuple, Sequence
 import torch
 
 from trident.compiler.errors import ShapeError, UnsupportedError
-from trident.compiler.frontend import fx_axes
+from trident.compiler.frontend.fx import axes as fx_axes
 
 
 def _scalar(cx, value, like) -> torch.Tensor:

@@ -7,8 +7,8 @@ them. log1p and expm1 keep their accuracy near 0, where log(1 + x) and exp(x) - 
 digit. Variance and standard deviation are a mean, a centred square and a sum, divided by
 N - correction.
 
-As in fx_decompose, only the converter context's `emit` / `shape` / `dtype` / `rank` / `cast`
-are used, so this module does not import the frontend back.
+As in decompose.py, only the converter context's `emit` / `shape` / `dtype` / `rank` / `cast`
+are used, so this module imports nothing of the frontend but axes.py.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import math
 import torch
 
 from trident.compiler.errors import ShapeError, UnsupportedError
-from trident.compiler.frontend import fx_axes
+from trident.compiler.frontend.fx import axes as fx_axes
 
 
 def _scalar(cx, value, like) -> torch.Tensor:

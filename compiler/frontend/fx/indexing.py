@@ -1,0 +1,287 @@
+"""Converters of slicing and indexing: slices, flips, x[idx] (ints, slices, None, Ellipsis, a list,
+index tensors), embeddings, index_select, gather, cumsum.
+
+x[i0, i1, ...]: index tensors on adjacent axes, full slices elsewhere, as one table gather.
+
+transformers builds an SDPA padding mask as `padding_mask[batch_arange[:, None, None, None],
+kv_arange[None, None, None, :]]`, and sequence-classification heads pool with
+`logits[torch.arange(batch), last_token]`. Both are advanced indexing with several index tensors;
+with them on adjacent axes, torch broadcasts the indices and puts their shape where those axes were.
+That is one gather of x with the indexed axes flattened into one, at the flat index
+sum(i_m * stride_m): a `gather` when every index is a constant (a slice or a view where it is one),
+else a `gather_elements`, which computes in a kernel whatever produced x.
+
+Safety: an index out of its axis's range must not read another row (torch raises). Constant
+indices are checked here, at import. At most one index may be known only at run time: its axis goes
+first in the flattening, so an out-of-range value lands outside the flat range too, where the gather's
+own run-time check reports it. (Negative indices count from the end, as in torch.)
+"""
+from __future__ import annotations
+
+import math
+import operator
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from trident.compiler.errors import ShapeError, UnsupportedError
+from trident.compiler.frontend.fx.axes import axis as _axis
+from trident.compiler.frontend.fx.context import Ctx, Val
+from trident.compiler.frontend.fx.helpers import _reshape
+from trident.compiler.frontend.fx.registry import converts
+
+aten = torch.ops.aten
+
+
+# ----------------------------------------------------------------- slicing, indexing ----
+def _slice_and_reshape(cx: Ctx, x, slices: list[tuple[int, int, int, int]], shape: list[int]):
+    """Apply (axis, start, end, step) slices, then reshape to `shape` (drops/adds unit dims)."""
+    for axis, start, end, step in slices:
+        if step <= 0:
+            raise UnsupportedError(f'fx node "{cx.node_name}": slice step {step}')
+    # A full slice is dropped, except of a constant: folded, it keeps the name "<weight>.slice"
+    # at every size, which a shape-generic build matches across its probes (a position table
+    # sliced to the sequence is the whole table at the profile's max).
+    if not isinstance(x, torch.Tensor):
+        slices = [s for s in slices if (s[1], s[2], s[3]) != (0, cx.shape(x)[s[0]], 1)]
+    if slices:
+        x = cx.emit("slice", [x], starts=[s[1] for s in slices], ends=[s[2] for s in slices],
+                    axes=[s[0] for s in slices], steps=[s[3] for s in slices])
+    return _reshape(cx, x, shape)
+
+
+def _norm_slice(size: int, start, end, step) -> tuple[int, int, int]:
+    start, end, step = slice(start, end, step).indices(size)  # Python's clamping rules
+    return start, max(end, start), step
+
+
+@converts(aten.slice.Tensor)
+def _aten_slice(cx: Ctx, x, dim=0, start=None, end=None, step=1):
+    axis = _axis(dim, cx.rank(x))
+    shape = list(cx.shape(x))
+    s = _norm_slice(shape[axis], start, end, step)
+    shape[axis] = len(range(*s))
+    return _slice_and_reshape(cx, x, [(axis, *s)], shape)
+
+
+@converts(aten.flip.default, torch.flip, "flip")
+def _flip(cx: Ctx, x, *dims, **named):
+    """A slice with step -1 along each dim (as ONNX exporters write it), which
+    compiler/passes/resample.py reverses in the pointwise kernels. dims positional (a list or each
+    its own argument) or named (`x.flip(dims=...)`, `torch.flip(x, dims=...)`)."""
+    if set(named) - {"dims"}:
+        raise UnsupportedError(f'fx node "{cx.node_name}": flip with {sorted(named)}')
+    dims = named["dims"] if "dims" in named else dims
+    dims = dims[0] if len(dims) == 1 and isinstance(dims[0], (list, tuple)) else dims
+    shape, rank = list(cx.shape(x)), cx.rank(x)
+    axes = sorted({_axis(d, rank) for d in dims})
+    if not axes or any(shape[a] == 0 for a in axes):
+        return x
+    return cx.emit("slice", [x], starts=[shape[a] - 1 for a in axes], ends=[-1] * len(axes),
+                   axes=axes, steps=[-1] * len(axes))
+
+
+@converts(aten.select.int, torch.select, "select")
+def _select(cx: Ctx, x, dim, index):
+    return _getitem_tensor(cx, x, (slice(None),) * _axis(dim, cx.rank(x)) + (int(index),))
+
+
+@converts(aten.narrow.default, torch.narrow, "narrow")
+def _narrow(cx: Ctx, x, dim, start, length):
+    return _aten_slice(cx, x, dim, start, start + length)
+
+
+def _getitem_tensor(cx: Ctx, x, idx):
+    """x[idx] for ints, slices, None, Ellipsis, one list of ints, and one index tensor with full
+    slices elsewhere."""
+    if isinstance(idx, list) and any(k is None or k is Ellipsis or isinstance(k, slice) for k in idx):
+        idx = tuple(idx)  # a list holding slices indexes as a tuple does (torch keeps numpy's old rule)
+    idx = _list_index(cx, x, idx if isinstance(idx, tuple) else (idx,))
+    tensor_pos = [i for i, k in enumerate(idx) if isinstance(k, (Val, torch.Tensor))]
+    if tensor_pos:
+        return _index_with_tensor(cx, x, idx, tensor_pos)
+    shape = cx.shape(x)
+    idx = _full_index(cx, idx, len(shape))
+    slices, out_shape, axis = [], [], 0
+    for k in idx:
+        if k is None:
+            out_shape.append(1)
+            continue
+        size = shape[axis]
+        if isinstance(k, bool) or not isinstance(k, (int, slice)):
+            raise UnsupportedError(f'fx node "{cx.node_name}": index {k!r}')
+        if isinstance(k, int):
+            i = _axis(k, size)
+            slices.append((axis, i, i + 1, 1))
+        else:
+            s = _norm_slice(size, k.start, k.stop, k.step)
+            slices.append((axis, *s))
+            out_shape.append(len(range(*s)))
+        axis += 1
+    return _slice_and_reshape(cx, x, slices, out_shape)
+
+
+def _full_index(cx: Ctx, idx: tuple, rank: int) -> tuple:
+    """idx with its Ellipsis (or the missing trailing dims) spelled out as full slices."""
+    real = sum(1 for k in idx if k is not None and k is not Ellipsis)
+    if real > rank:
+        raise ShapeError(f'fx node "{cx.node_name}": {real} indices for a rank-{rank} tensor')
+    if Ellipsis in idx:
+        e = idx.index(Ellipsis)
+        return idx[:e] + (slice(None),) * (rank - real) + idx[e + 1:]
+    return idx + (slice(None),) * (rank - real)
+
+
+def _list_index(cx: Ctx, x, idx: tuple) -> tuple:
+    """One Python list of ints in an index (Falcon's fused_qkv[..., [-2], :]) as what it selects: a
+    slice where its entries are an evenly spaced ascending run, else a constant index tensor;
+    negative entries count from the end. (Several lists index jointly: left to the tensor path.)"""
+    lists = [k for k in idx if isinstance(k, list)]
+    if len(lists) != 1 or not lists[0] or any(isinstance(k, (Val, torch.Tensor)) for k in idx) \
+            or not all(isinstance(i, int) and not isinstance(i, bool) for i in lists[0]):
+        return idx
+    shape = cx.shape(x)
+    idx = _full_index(cx, idx, len(shape))
+    axis = [k for k in idx if k is not None].index(lists[0])
+    size = shape[axis]
+    if any(not -size <= i < size for i in lists[0]):
+        raise ShapeError(f'fx node "{cx.node_name}": index {lists[0]} is out of range for a dim of size {size}')
+    entries = [i % size for i in lists[0]]
+    step = entries[1] - entries[0] if len(entries) > 1 else 1
+    if step > 0 and entries == list(range(entries[0], entries[0] + step * len(entries), step)):
+        selected = slice(entries[0], entries[-1] + 1, step)
+    else:
+        selected = torch.tensor(entries)
+    return tuple(selected if k is lists[0] else k for k in idx)
+
+
+def _index_with_tensor(cx: Ctx, x, idx, tensor_pos: list[int]):
+    full = all(isinstance(k, slice) and k == slice(None) for i, k in enumerate(idx)
+               if i not in tensor_pos)
+    adjacent = tensor_pos == list(range(tensor_pos[0], tensor_pos[0] + len(tensor_pos)))
+    if not full or not adjacent or Ellipsis in idx:
+        raise UnsupportedError(f'fx node "{cx.node_name}": advanced indexing other than index '
+                               "tensors on adjacent axes with full slices elsewhere")
+    indices = [idx[i] for i in tensor_pos]
+    if any(cx.dtype(index) == torch.bool for index in indices):
+        raise UnsupportedError(f'fx node "{cx.node_name}": boolean mask indexing '
+                               "(data-dependent shape)")
+    if len(indices) == 1:
+        return cx.emit("gather", [x, indices[0]], axis=tensor_pos[0])
+    return gather_adjacent(cx, x, tensor_pos[0], indices, lambda index: isinstance(index, Val))
+
+
+@converts(operator.getitem)
+def _getitem(cx: Ctx, obj, idx):
+    if isinstance(obj, (Val, torch.Tensor)):
+        return _getitem_tensor(cx, obj, idx)
+    return obj[idx]  # multi-result nodes (split, max_pool2d_with_indices) and shapes
+
+
+@converts(aten.index.Tensor)
+def _aten_index(cx: Ctx, x, indices):
+    # In aten.index a None entry keeps that dimension whole (unlike Python's x[None]).
+    return _getitem_tensor(cx, x, tuple(slice(None) if i is None else i for i in indices))
+
+
+@converts(aten.embedding.default, torch.embedding)
+def _aten_embedding(cx: Ctx, weight, indices, padding_idx=-1, scale_grad_by_freq=False,
+                    sparse=False):
+    return cx.emit("gather", [weight, indices], axis=0)
+
+
+@converts(F.embedding)
+def _f_embedding(cx: Ctx, input, weight, padding_idx=None, max_norm=None, norm_type=2.0,
+                 scale_grad_by_freq=False, sparse=False):
+    if max_norm is not None:
+        raise UnsupportedError(f'fx node "{cx.node_name}": embedding with max_norm')
+    return cx.emit("gather", [weight, input], axis=0)
+
+
+@converts(aten.index_select.default, torch.index_select, "index_select")
+def _index_select(cx: Ctx, x, dim, index):
+    return cx.emit("gather", [x, index], axis=_axis(dim, cx.rank(x)))
+
+
+@converts(aten.gather.default, torch.gather, "gather")
+def _gather_elements(cx: Ctx, x, dim, index, sparse_grad=False):
+    return cx.emit("gather_elements", [x, index], axis=_axis(dim, cx.rank(x)))
+
+
+@converts(aten.cumsum.default, torch.cumsum, "cumsum")
+def _cumsum(cx: Ctx, x, dim, dtype=None):
+    if dtype is None and not cx.dtype(x).is_floating_point:
+        dtype = torch.int64  # torch sums integers and booleans in int64
+    if dtype is not None:
+        x = cx.cast(x, dtype)
+    return cx.emit("cumsum", [x], axis=_axis(dim, cx.rank(x)))
+
+
+# -------------------------------------------------- several index tensors, one gather ----
+def gather_adjacent(cx, x, axis: int, indices: Sequence, is_runtime) -> object:
+    """x indexed by `indices` on axes axis .. axis + len(indices) - 1 (full slices elsewhere)."""
+    shape = list(cx.shape(x))
+    sizes = shape[axis:axis + len(indices)]
+    runtime = [m for m, index in enumerate(indices) if is_runtime(index)]
+    if len(runtime) > 1:
+        raise UnsupportedError(f'fx node "{cx.node_name}": advanced indexing with {len(runtime)} index '
+                               "tensors known only at run time (one is supported)")
+    order = runtime + [m for m in range(len(indices)) if m not in runtime]
+    if order != list(range(len(indices))):  # the run-time index's axis first
+        perm = list(range(axis)) + [axis + m for m in order] + list(range(axis + len(indices), len(shape)))
+        x = cx.emit("transpose", [x], perm=perm)
+        indices, sizes = [indices[m] for m in order], [sizes[m] for m in order]
+    strides = [1] * len(sizes)
+    for m in range(len(sizes) - 2, -1, -1):
+        strides[m] = strides[m + 1] * sizes[m + 1]
+    flat = _constant_part(cx, indices[len(runtime):], sizes[len(runtime):], strides[len(runtime):])
+    rows = shape[:axis] + [strides[0] * sizes[0]] + shape[axis + len(indices):]
+    x = cx.emit("reshape", [x], shape=rows)
+    if not runtime:  # a constant gather: a slice or a view where it is one (gathers_as_slices)
+        return cx.emit("gather", [x, flat], axis=axis)
+    flat = _add_runtime_index(cx, indices[0], sizes[0], strides[0], flat)
+    return _element_gather(cx, x, axis, flat)
+
+
+def _element_gather(cx, rows, axis: int, flat):
+    """rows[..., flat[s...], ...] as a GatherElements (a kernel, whatever computed `rows`): the flat
+    index as one dim, expanded over the others, then the index's shape restored."""
+    pre, post = list(cx.shape(rows)[:axis]), list(cx.shape(rows)[axis + 1:])
+    index_shape = list(cx.shape(flat))
+    n = math.prod(index_shape)
+    index = cx.emit("reshape", [flat], shape=[1] * len(pre) + [n] + [1] * len(post))
+    index = cx.emit("expand", [index], shape=pre + [n] + post)
+    out = cx.emit("gather_elements", [rows, index], axis=axis)
+    return cx.emit("reshape", [out], shape=pre + index_shape + post)
+
+
+def _constant_part(cx, indices: Sequence[torch.Tensor], sizes: Sequence[int], strides: Sequence[int]):
+    """sum(index * stride) of the constant indices (each checked against its axis), int64."""
+    total = torch.zeros((), dtype=torch.int64)
+    for index, size, stride in zip(indices, sizes, strides):
+        index = index.detach().cpu().to(torch.int64)
+        bad = (index < -size) | (index >= size)
+        if bool(bad.any()):
+            raise ShapeError(f'fx node "{cx.node_name}": index {int(index[bad][0])} is out of range for an '
+                             f"axis of size {size}")
+        total = total + torch.where(index < 0, index + size, index) * stride
+    return total
+
+
+def _add_runtime_index(cx, index, size: int, stride: int, constant: torch.Tensor):
+    """index (negatives counted from the end) * stride + constant, as IR ops. An index below -size
+    becomes size: out of range upwards, where the gather's check reports it (a negative flat index
+    would count back from the table's end, into another row)."""
+    dtype = cx.dtype(index)
+    if dtype.is_floating_point or dtype == torch.bool:
+        raise UnsupportedError(f'fx node "{cx.node_name}": an index tensor of {dtype}')
+    index = cx.emit("cast", [index], dtype=torch.int64) if dtype != torch.int64 else index
+    zero, size_t = torch.tensor(0, dtype=torch.int64), torch.tensor(size, dtype=torch.int64)
+    index = cx.emit("where", [cx.emit("less", [index, zero]), cx.emit("add", [index, size_t]), index])
+    index = cx.emit("where", [cx.emit("less", [index, zero]), size_t, index])
+    if stride != 1:
+        index = cx.emit("mul", [index, torch.tensor(stride, dtype=torch.int64)])
+    if constant.dim() or int(constant):
+        index = cx.emit("add", [index, constant])
+    return index
