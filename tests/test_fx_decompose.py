@@ -10,9 +10,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from trident.compiler import build_engine
+from trident.compiler import build_engine, fusion
 from trident.compiler.errors import UnsupportedError
-from trident.compiler.testing import compile_with_reports, relative_error, run_engine
+from trident.compiler.testing import compile_with_reports, ops_in_torch, relative_error, run_engine
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"  # torch.compile builds for its inputs' device
 
@@ -253,10 +253,14 @@ def _valid_topk(x, values, indices, k, dim):
     assert (indices.sort(dim).values.diff(dim=dim) > 0).all()
 
 
+@pytest.mark.parametrize("path", ["sort", "picks"])
 @pytest.mark.parametrize("k, dim", [(1, -1), (2, -1), (3, 1), (8, 0)], ids=str)
-def test_topk_picks_the_largest_with_nan_first_and_no_index_twice(k, dim):
+def test_topk_picks_the_largest_with_nan_first_and_no_index_twice(k, dim, path, monkeypatch):
     """Rows of all -inf, of ties at +inf, with a NaN, with one finite value among -inf: every pick
-    past the finite ones still takes an index not taken before."""
+    past the finite ones still takes an index not taken before. Through the sort kernel, and as
+    argmax picks (rows longer than the sort kernel takes)."""
+    if path == "picks":
+        monkeypatch.setattr(fusion, "MAX_SORT_LENGTH", 2)
     torch.manual_seed(k)
     x = torch.randn(9, 6, 11)
     x[0, 0, :] = -math.inf
@@ -283,12 +287,20 @@ def test_topk_of_softmax_as_moe_routers_use_it():
     assert not [s for r in reports for s in r.in_torch]
 
 
-def test_topk_that_is_not_converted_runs_in_torch():
+def test_topk_of_any_k_either_way_and_of_integers_in_the_sort_kernel():
     x = torch.randn(5, 20).to(DEVICE)
     for fn in (lambda t: torch.topk(t, 9).values, lambda t: torch.topk(t, 2, largest=False).values,
                lambda t: torch.topk((t * 10).int(), 2).values):
         got, reports = compile_with_reports(fn, x)
-        assert torch.equal(got, fn(x)) and [s for r in reports for s in r.in_torch]
+        assert torch.equal(got, fn(x)) and ops_in_torch(reports) == []
+
+
+def test_topk_of_int64_keys_is_a_torch_step_inside_the_engine():
+    """The sort kernel's words hold 32-bit keys: int64 ones are sorted by torch, in the engine."""
+    x = torch.randint(-50, 50, (5, 20)).to(DEVICE)
+    got, reports = compile_with_reports(lambda t: torch.topk(t * 3, 4).values + 1, x)
+    assert torch.equal(got, torch.topk(x * 3, 4).values + 1)
+    assert ops_in_torch(reports) == ["topk"]
 
 
 @pytest.mark.parametrize("rows1, rows2, options", [

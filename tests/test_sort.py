@@ -18,6 +18,7 @@ from onnx_util import check_engine, make_model, node, torch_steps
 
 pytestmark = pytest.mark.compiles_for_hopper  # (tests/conftest.py)
 
+DEV = "cuda" if torch.cuda.is_available() else "cpu"
 KEY_DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.int32, torch.int16, torch.int8,
               torch.uint8, torch.bool]
 
@@ -120,3 +121,43 @@ def test_onnx_top_k_against_onnxruntime(dtype, largest, sorted_):
     x = np.random.default_rng(3).integers(-20, 20, [3, 50, 4]).astype(dtype)  # ties among 50
     engine = check_engine(model, {"x": x})
     assert torch_steps(engine) == []
+
+
+# ----------------------------------------------------------------- through torch.compile ----
+SORTS = {
+    "sort": lambda t: torch.sort(t),
+    "sort_dim0_descending": lambda t: torch.sort(t, dim=0, descending=True),
+    "sort_stable_method": lambda t: t.sort(stable=True, descending=True),
+    "argsort": lambda t: torch.argsort(t, dim=1),
+    "argsort_method_descending": lambda t: t.argsort(descending=True),
+    "msort": lambda t: torch.msort(t),
+    "topk_smallest": lambda t: torch.topk(t, 9, largest=False),
+    "sort_of_int32_then_scaled": lambda t: torch.sort((t * 8).int(), dim=1).values * 2,
+}
+
+
+@pytest.mark.parametrize("name", sorted(SORTS))
+def test_torch_sorts(name, rng):
+    """torch.sort, argsort, msort and topk in the sort kernel, NaN included (distinct floats:
+    torch's unstable order of ties is its kernel's, so none are drawn here but in the int32 row)."""
+    from trident.compiler.testing import compile_with_reports, ops_in_torch
+
+    x = fresh((4, 37), torch.float32, rng)
+    x[0, 3] = float("nan")
+    x, fn = x.to(DEV), SORTS[name]
+    got, reports = compile_with_reports(fn, x)
+    want = fn(x)
+    for g, w in zip(*(r if isinstance(r, tuple) else (r,) for r in (got, want))):
+        assert same_bits(g, w) if g.dtype.is_floating_point else torch.equal(g, w)
+    assert ops_in_torch(reports) == []
+
+
+def test_torch_sort_with_dynamic_shapes():
+    """A shape-generic sort kernel holds the profile's longest row (codegen/dynamic_kernel.py)."""
+    torch._dynamo.reset()
+    sort = torch.compile(lambda t: torch.sort(t, dim=1, descending=True), backend="trident", dynamic=True)
+    for n in (5, 9, 17):
+        x = torch.randn(3, n, device=DEV)
+        got, want = sort(x), torch.sort(x, dim=1, descending=True)
+        assert torch.equal(got.values, want.values) and torch.equal(got.indices, want.indices)
+    torch._dynamo.reset()

@@ -23,7 +23,8 @@ from typing import Callable, Sequence
 from trident.compiler.codegen.dynamic_source import generic_source, replace_literal
 from trident.compiler.codegen.kernels import ROW_TILE_LANES, KernelSource
 from trident.compiler.codegen.polyfit import Grid, fit_int, varies
-from trident.compiler.errors import EngineFileError, TridentError
+from trident.compiler.errors import EngineFileError, TridentError, UnsupportedError
+from trident.compiler.fusion import MAX_SORT_LENGTH
 from trident.compiler.ir.launch import LaunchConfig
 from trident.compiler.ir.shapes import Poly, ShapeProfile, SizeRange, variable_names
 
@@ -53,13 +54,13 @@ def _widened(cfg: LaunchConfig, block_r: int) -> LaunchConfig:
                                num_warps=4 if block_r <= 1024 else 8)
 
 
-def _reduction(base: KernelSource, grid: Grid, kernels: Sequence[KernelSource],
+def _whole_row_block(base: KernelSource, grid: Grid, kernels: Sequence[KernelSource],
                profile: ShapeProfile, tuned: LaunchConfig) -> tuple[KernelSource, LaunchConfig]:
-    """A single-block reduction reads its whole row in one BLOCK_R: when the row length varies,
-    the block (and the PROBLEM the tuner reads) is the longest row's. Returns the kernel (its
-    source's CONFIG widened from the generator's) and the tuned config widened alike."""
+    """A single-block reduction (or a sort) reads its whole row in one BLOCK_R: when the row
+    length varies, the block (and the PROBLEM the tuner reads) is the longest row's. Returns the
+    kernel (its source's CONFIG widened from the generator's) and the tuned config widened alike."""
     problem = base.problem or {}
-    if problem.get("template") != "reduction":
+    if problem.get("template") not in ("reduction", "sort"):
         return base, tuned
     lengths = {p: k.problem["length"] for p, k in zip(grid.points(), kernels)}
     if len(set(lengths.values())) == 1:
@@ -68,6 +69,9 @@ def _reduction(base: KernelSource, grid: Grid, kernels: Sequence[KernelSource],
     if template is None:
         raise varies(grid, f"the row length of kernel {base.name}", lengths)
     longest = peak(template, profile)
+    if problem["template"] == "sort" and longest > MAX_SORT_LENGTH:
+        raise UnsupportedError(f"dynamic shapes: kernel {base.name} sorts rows of up to {longest} "
+                               f"elements in the profile; one program sorts up to {MAX_SORT_LENGTH}")
     block_r = 1 << max(0, longest - 1).bit_length()
     declared = _declared_config(base.source) or base.config
     problem = dict(problem, length=longest)
@@ -85,7 +89,7 @@ def generic_kernel(grid: Grid, kernels: Sequence[KernelSource], profile: ShapePr
     own). It is kernels[0] when nothing in it depends on the sizes."""
     base = kernels[0]
     tuned = tuned or base.config
-    kernel, cfg = _reduction(base, grid, kernels, profile, tuned)
+    kernel, cfg = _whole_row_block(base, grid, kernels, profile, tuned)
     names = variable_names(grid.symbols)
     generic = generic_source(grid, [k.source for k in kernels], grid.points(), base.name, names,
                              lambda t: peak(t, profile), kernel.source)

@@ -1,7 +1,7 @@
 """Ops that read or write through index tensors, sort, or scan. GatherElements is computed per
-element in pointwise kernels (codegen/moves.py) and CumSum by the scan generator (codegen/scan.py);
-the others have no kernel and run through torch (`explain` lists them). Every index is
-bounds-checked first."""
+element in pointwise kernels (codegen/moves.py), CumSum by the scan generator (codegen/scan.py)
+and TopK by the sort generator (codegen/sort.py); the others have no kernel and run through torch
+(`explain` lists them). Every index is bounds-checked first."""
 from __future__ import annotations
 
 import math

@@ -27,6 +27,7 @@ from typing import Any, NamedTuple, Sequence
 
 import torch
 
+from trident.compiler import fusion
 from trident.compiler.errors import ShapeError, UnsupportedError
 from trident.compiler.frontend.fx import axes as fx_axes
 
@@ -155,24 +156,55 @@ class TopK(NamedTuple):
     indices: Any
 
 
-TOPK_MAX_K = 8  # k picks are k argmax passes over the row: more runs in torch
+class Sorted(NamedTuple):
+    """What torch.sort returns: `.values` and `.indices`."""
+    values: Any
+    indices: Any
+
+
+TOPK_MAX_K = 8  # k picks are k argmax passes over the row: more run in torch
 
 
 def topk(cx, x, k, dim=-1, largest=True, sorted=True):
-    """torch.topk(largest=True) of a float tensor for k <= TOPK_MAX_K (MoE routers' top-2, DETR's
-    queries) as k picks, each an argmax over the elements not yet taken (taken ones read -inf), its
-    value the one element it hits. NaN counts as the largest, as in torch (argmax picks it first);
-    once only -inf is left, the first element not yet taken is picked, so no index repeats. Sorted,
-    largest first, which sorted=False allows too. largest=False (torch puts NaN last there), integer
-    inputs and larger k run in torch."""
-    k = int(k)
-    if not largest or not cx.dtype(x).is_floating_point or not 1 <= k <= TOPK_MAX_K:
-        raise UnsupportedError(f'fx node "{cx.node_name}": topk with k={k}, largest={largest} of '
-                               f"{cx.dtype(x)} (converted: largest, float, 1 <= k <= {TOPK_MAX_K})")
-    axis = fx_axes.axis(dim, cx.rank(x))
+    """torch.topk as the IR's topk: the sort kernel (codegen/sort.py) sorts rows of up to
+    fusion.MAX_SORT_LENGTH keys of 32 bits or fewer, stably, so ties keep their order (torch's
+    order among equal values is its kernel's; sorted=False allows any order). A longer row of
+    floats with largest=True and k <= TOPK_MAX_K (a top-5 over a vocabulary) is k argmax picks
+    instead (_topk_picks), which run in the reduction kernels; anything else is the IR's topk in
+    torch, inside the engine."""
+    k, axis = int(k), fx_axes.axis(dim, cx.rank(x))
     n = cx.shape(x)[axis]
-    if k > n:
-        raise UnsupportedError(f'fx node "{cx.node_name}": topk of k={k} from {n} elements')
+    if not 0 <= k <= n:
+        raise ShapeError(f'fx node "{cx.node_name}": topk of k={k} from {n} elements')
+    too_long = n > fusion.MAX_SORT_LENGTH or cx.dtype(x) not in fusion.SORT_DTYPES
+    if too_long and largest and cx.dtype(x).is_floating_point and 1 <= k <= TOPK_MAX_K:
+        return _topk_picks(cx, x, k, axis)
+    return TopK(*cx.emit_multi("topk", [x], k=k, axis=axis, largest=bool(largest)))
+
+
+def sort(cx, x, dim=-1, descending=False, stable=False):
+    """torch.sort (and its stable= form) as a topk of the whole row: stable, which an unstable
+    sort may be too."""
+    if cx.rank(x) == 0:
+        raise UnsupportedError(f'fx node "{cx.node_name}": sort of a scalar')
+    axis = fx_axes.axis(dim, cx.rank(x))
+    return Sorted(*topk(cx, x, cx.shape(x)[axis], axis, bool(descending)))
+
+
+def argsort(cx, x, dim=-1, descending=False, stable=False):
+    return sort(cx, x, dim, descending, stable).indices
+
+
+def msort(cx, x):
+    return sort(cx, x, 0).values
+
+
+def _topk_picks(cx, x, k: int, axis: int) -> TopK:
+    """torch.topk(largest=True) of a float row as k picks, each an argmax over the elements not
+    yet taken (taken ones read -inf), its value the one element it hits. NaN counts as the
+    largest, as in torch (argmax picks it first); once only -inf is left, the first element not yet
+    taken is picked, so no index repeats. Sorted, largest first."""
+    n = cx.shape(x)[axis]
     iota = torch.arange(n).reshape([n if d == axis else 1 for d in range(cx.rank(x))])
     low, zero = (torch.tensor(v, dtype=cx.dtype(x)) for v in (-math.inf, 0.0))
     free, values, indices = None, [], []

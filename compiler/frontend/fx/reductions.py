@@ -1,5 +1,5 @@
 """Converters of reductions: mean, sum, amax, prod, any / all, amin, min / max (with their
-indices), var_mean / std_mean, and argmax / argmin / topk through decompose.py."""
+indices), var_mean / std_mean, and argmax / argmin / topk / sort / argsort through decompose.py."""
 from __future__ import annotations
 
 from typing import Any, NamedTuple
@@ -66,7 +66,11 @@ def _extreme_indices(cx: Ctx, op: str, x, dim, keepdim: bool):
 
 
 def _reduce_min(cx: Ctx, x, axes: list[int], keepdim: bool):
-    """The IR has no reduce_min: min(x) = -max(-x)."""
+    """A float min as -max(-x): a max loops over rows of any length (reduce_min keeps its row in
+    registers). An integer min is reduce_min: -x wraps at the type's minimum (-(-128) is -128 in
+    int8), so -max(-x) would miss it."""
+    if not cx.dtype(x).is_floating_point:
+        return cx.emit("reduce_min", [x], axes=axes, keepdims=keepdim)
     neg = cx.emit("neg", [x])
     return cx.emit("neg", [cx.emit("reduce_max", [neg], axes=axes, keepdims=keepdim)])
 
@@ -107,4 +111,7 @@ def _std_mean(cx: Ctx, x, dim=None, unbiased=None, keepdim=False, *, correction=
 
 converts(aten.argmax.default, torch.argmax, "argmax")(decompose.arg_extreme("argmax"))
 converts(aten.topk.default, torch.topk, "topk")(decompose.topk)
+converts(aten.sort.default, aten.sort.stable, torch.sort, "sort")(decompose.sort)
+converts(aten.argsort.default, aten.argsort.stable, torch.argsort, "argsort")(decompose.argsort)
+converts(aten.msort.default, torch.msort, "msort")(decompose.msort)
 converts(aten.argmin.default, torch.argmin, "argmin")(decompose.arg_extreme("argmin"))
