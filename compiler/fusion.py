@@ -13,6 +13,7 @@ Group kinds:
                         constant pad start one: each lane reads its own element)
   scan                  a running sum along one axis (cumsum) with an elementwise epilogue
   sort                  a topk (torch.sort, argsort) of whole rows along one axis, alone
+  grouped_mm            a GEMM per group of sorted rows (a mixture-of-experts layer), alone
   horizontal            sibling convs that read the same input, launched as one kernel
   attention             softmax(q k^T * scale + mask) v as one fused kernel (no epilogue)
   mlp                   two matmul groups back to back (up projection + its epilogue, down
@@ -142,6 +143,8 @@ def initial_kind(node: Node, graph: Graph) -> tuple[str, str]:
         from trident.compiler.codegen.expr import supports
         why = supports(node, graph)
         return ("pointwise", "elementwise") if why is None else ("torch", why)
+    if node.op == "grouped_mm":
+        return grouped_mm_kind(node, graph)
     if node.op == "matmul":
         a, b = (t[i] for i in node.inputs[:2])
         if a.rank < 2 or b.rank < 2 or a.dtype not in (torch.float32, torch.float16, torch.bfloat16):
@@ -211,15 +214,16 @@ def move_refusal(node: Node, graph: Graph) -> str | None:
 
 
 def table_lookup_refusal(node: Node, graph: Graph) -> str | None:
-    """None if this gather computes in a pointwise kernel: rows (axis 0) of a constant float
-    table picked by integer indices, else why not. The engine checks the indices before running
-    uncaptured, as the torch gather does: token-id inputs once per run (Plan.index_bounds),
-    indices computed in the model before the kernel that reads them (IndexCheck)."""
-    table, indices = node.inputs[:2]
+    """None if this gather computes in a pointwise kernel: rows (axis 0) of a table (a constant,
+    or a tensor the graph computes: a gather starts its group, so the table is in memory) picked
+    by integer indices, else why not. The engine checks the indices before running uncaptured, as
+    the torch gather does: token-id inputs once per run (Plan.index_bounds), indices computed in
+    the model before the kernel that reads them (IndexCheck)."""
+    table = node.inputs[0]
     if node.attrs.get("axis", 0) != 0:
         return "gather along an axis other than 0 runs in torch"
-    if table not in graph.constants or not graph.types[table].dtype.is_floating_point:
-        return "gather from a computed or non-float tensor runs in torch"
+    if graph.types[table].dtype not in POINTWISE_DTYPES:
+        return f"gather from a {graph.types[table].dtype} tensor runs in torch"
     return _index_refusal(node, graph, 0)
 
 
@@ -250,10 +254,37 @@ def _integer_reduction_refusal(node: Node, graph: Graph) -> str | None:
     return None
 
 
+# Views that keep every value of their input: what they give holds the same values.
+_SAME_VALUES = ("reshape", "transpose", "expand", "slice", "identity")
+
+
+def _is_index(value: str, graph: Graph) -> bool:
+    """Is this int64 value, through views, the index output of an argmax, argmin or topk? Then
+    it is below the length of an axis, far below 2^31, and its 32 low bits are the whole value
+    (a mixture-of-experts layer sorts the expert ids its router's top-k picked)."""
+    producers = graph.producers()
+    while value in producers and producers[value].op in _SAME_VALUES:
+        value = producers[value].inputs[0]
+    node = producers.get(value)
+    if node is None:
+        return False
+    return node.op in ("argmax", "argmin") or (node.op == "topk" and value == node.outputs[1])
+
+
+def grouped_mm_kind(node: Node, graph: Graph) -> tuple[str, str]:
+    """The group kind of a grouped GEMM (kernels/grouped_mm.py), and why."""
+    x, w, offs = (graph.types[v] for v in node.inputs)
+    if x.dtype not in (torch.float32, torch.float16, torch.bfloat16) or w.dtype != x.dtype:
+        return "torch", f"grouped_mm of {x.dtype} rows and {w.dtype} weights (the kernel takes one float dtype)"
+    if offs.dtype not in INDEX_DTYPES or w.shape[0] == 0:
+        return "torch", f"grouped_mm with {offs.dtype} offsets of {w.shape[0]} groups"
+    return "grouped_mm", "rows sorted by group, one GEMM per group's tiles"
+
+
 def sort_refusal(node: Node, graph: Graph) -> str | None:
     """Why the sort generator cannot take this topk, or None."""
     x = graph.types[node.inputs[0]]
-    if x.dtype not in SORT_DTYPES:
+    if x.dtype not in SORT_DTYPES and not (x.dtype == torch.int64 and _is_index(node.inputs[0], graph)):
         return f"{node.op} of {x.dtype} (the sort kernel takes keys of 32 bits or fewer)"
     if x.rank == 0:
         return f"{node.op} of a scalar"

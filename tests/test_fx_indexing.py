@@ -9,7 +9,7 @@ from trident.compiler.errors import InputError, ShapeError, UnsupportedError
 from trident.compiler.frontend.fx.context import Ctx, Val
 from trident.compiler.frontend.fx.indexing import _getitem_tensor
 from trident.compiler.ir import TensorType
-from trident.compiler.testing import compile_with_reports, run_engine
+from trident.compiler.testing import compile_with_reports, ops_in_torch, run_engine
 
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -90,3 +90,27 @@ def test_what_is_refused_is_named():
         _getitem_tensor(cx, x, (runtime, runtime))
     with pytest.raises(UnsupportedError, match="adjacent axes"):
         _getitem_tensor(cx, x, (torch.tensor([0]), slice(None), torch.tensor([1])))
+
+
+# ---------------------------------------------------------------------------- scatters ----
+SCATTERS = {
+    "one_hot_of_argmax_in_place": lambda t, i: torch.zeros_like(t).scatter_(1, t.argmax(1, keepdim=True), 1.0),
+    "src_larger_than_index": lambda t, i: t.scatter(1, i, t[:, :3] * 10),
+    "scatter_add": lambda t, i: torch.scatter_add(t, 0, i[:2].clamp(max=3), t[:3, :2]),
+    "scatter_reduce_amax": lambda t, i: t.scatter_reduce(1, i, t * 2, "amax"),
+    "value_with_reduce_add": lambda t, i: t.scatter(1, i, 7.0, reduce="add"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SCATTERS))
+def test_scatters_are_one_torch_step_inside_the_engine(name):
+    """torch.scatter and its forms are the IR's scatter_elements: torch runs it inside the engine
+    (its indices checked), rather than splitting the graph around it. Distinct indices per row:
+    torch's order among duplicate writes is its kernel's."""
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(4, 6, generator=gen).to(DEV)
+    index = torch.stack([torch.randperm(6, generator=gen)[:2] for _ in range(4)]).to(DEV)
+    fn = SCATTERS[name]
+    got, reports = compile_with_reports(lambda t: fn(t, index), x)
+    torch.testing.assert_close(got, fn(x, index))
+    assert ops_in_torch(reports) == ["scatter_elements"]

@@ -132,7 +132,7 @@ def test_help_texts_render(argv, capsys):
 def test_explain_torch_compile_lists_what_runs_in_torch(tmp_path, capsys):
     from trident.tools.cli import main
 
-    source = tmp_path / "sorted_mlp.py"
+    source = tmp_path / "cummax_mlp.py"
     source.write_text(
         "import torch\n"
         "class M(torch.nn.Module):\n"
@@ -140,10 +140,10 @@ def test_explain_torch_compile_lists_what_runs_in_torch(tmp_path, capsys):
         "        super().__init__()\n"
         "        self.a, self.b = torch.nn.Linear(8, 16), torch.nn.Linear(16, 4)\n"
         "    def forward(self, x):\n"
-        "        return self.b(torch.sort(torch.relu(self.a(x)), dim=1).values)\n"
+        "        return self.b(torch.cummax(torch.relu(self.a(x)), dim=1).values)\n"
         "def make():\n"
         "    return M().eval(), (torch.randn(2, 8),)\n")
     assert main(["explain", f"{source}:make", "--torch-compile", "--precision", "fp32"]) == 0
     out = capsys.readouterr().out
     assert "2 trident partition(s)" in out and "left in torch: 1" in out
-    assert "torch.sort (node sort): no trident converter" in out
+    assert "torch.cummax (node cummax): no trident converter" in out

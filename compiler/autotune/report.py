@@ -87,6 +87,8 @@ def problem_text(problem: dict) -> str:
         return f"{problem['rows']}x{problem['length']}"
     if t == "pointwise":
         return f"n={problem['numel']}"
+    if t == "grouped_mm":
+        return f"{problem['S']}x{problem['K']}->{problem['N']} e{problem['E']}"
     if t == "attention":
         causal = " causal" if problem["causal"] else ""
         return f"{problem['BH']}x{problem['Lq']}x{problem['Lk']} d{problem['D']}{causal}"

@@ -8,6 +8,7 @@ import re
 from trident.compiler.autotune.cache import canonical
 from trident.compiler.codegen.attention import generate as generate_attention
 from trident.compiler.codegen.kernels import GENERATORS, KernelSource
+from trident.compiler.codegen.grouped_mm import generate as generate_grouped_mm
 from trident.compiler.codegen.mlp import generate as generate_mlp
 from trident.compiler.codegen.scan import generate as generate_scan
 from trident.compiler.codegen.sort import generate as generate_sort
@@ -24,7 +25,7 @@ from trident.compiler.ir import Graph, Node
 NEEDS_NHWC = ("conv", "pool", "horizontal")
 # Generators in modules of their own, built on kernels.py (which cannot import them).
 OWN_MODULE = {"attention": generate_attention, "scan": generate_scan, "sort": generate_sort,
-              "mlp": generate_mlp}
+              "mlp": generate_mlp, "grouped_mm": generate_grouped_mm}
 
 
 def generate(graph: Graph, groups: list[Group]) -> Program:

@@ -71,7 +71,7 @@ def _sort_key(w: KernelWriter, x: str, dtype: torch.dtype, largest: bool) -> str
         w.line(f"bits = {x}.to(tl.int32, bitcast=True)")
         w.line(f"key = bits ^ ((bits >> 31) & {_MAGNITUDE_BITS})")
         w.line(f"key = tl.where({x} != {x}, {_CANONICAL_NAN}, tl.where({x} == 0, 0, key))")
-    else:
+    else:  # (int64 keys only where they are indices: fusion.sort_refusal)
         w.line(f"key = {x}.to(tl.int32)")
     if largest:
         w.line("key = ~key")

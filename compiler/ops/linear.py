@@ -53,6 +53,26 @@ def matmul(a, b, bias=None):
     return out if bias is None else out + bias
 
 
+@op("grouped_mm", Kind.MATMUL)
+def grouped_mm(x, w, offs):
+    """Rows of x [S, K] sorted by group, offs [E] where each group's rows end: rows
+    [offs[e-1], offs[e]) times w[e] ([E, K, N]); rows past offs[E-1] are 0 (transformers'
+    grouped_mm_fallback). Offsets are clamped into [0, S] and made non-decreasing first, as the
+    kernel does (kernels/grouped_mm.py). Each group's product is taken for every row and kept
+    where the row is the group's: no offset is read on the host, so a CUDA graph can hold it."""
+    S, E = x.shape[0], w.shape[0]
+    out = torch.zeros(S, w.shape[2], dtype=torch.float32, device=x.device)
+    if E == 0:
+        return out.to(x.dtype)
+    ends = torch.cummax(offs.to(torch.int64).clamp(0, S), 0).values
+    starts = torch.cat([ends.new_zeros(1), ends[:-1]])
+    row = torch.arange(S, device=x.device)[:, None]
+    for e in range(E):
+        inside = (row >= starts[e]) & (row < ends[e])
+        out = torch.where(inside, x.float() @ w[e].float(), out)
+    return out.to(x.dtype)
+
+
 def _integer_matmul(a, b):
     """CUDA has no integer GEMM in torch: there the product is taken in float64 (exact while
     every partial sum stays below 2^53, as it does for 8- and 16-bit operands)."""

@@ -225,6 +225,31 @@ def _topk_picks(cx, x, k: int, axis: int) -> TopK:
     return TopK(cx.emit("concat", values, axis=axis), cx.emit("concat", indices, axis=axis))
 
 
+def histc(cx, x, bins=100, min=0, max=0):
+    """torch.histc with given bounds (min < max) as a compare-and-sum: element v counts in bin
+    floor((v - min) * bins / (max - min)) (torch's formula, in its order), v = max in the last bin;
+    values outside [min, max] and NaN in none. A [elements, bins] comparison summed over the
+    elements: for the few bins a mixture-of-experts layer counts its tokens in (transformers'
+    offsets), one reduction kernel. Bounds taken from the data (min = max) run in torch."""
+    bins, low, high = int(bins), float(min), float(max)
+    if not low < high or not cx.dtype(x).is_floating_point or bins < 1:
+        raise UnsupportedError(f'fx node "{cx.node_name}": histc of {cx.dtype(x)} with bins={bins}, '
+                               f"min={low}, max={high} (converted: floats, min < max)")
+    dtype = cx.dtype(x)
+    column = cx.emit("reshape", [x], shape=[math.prod(cx.shape(x)), 1])
+    edge = lambda v: torch.tensor(v, dtype=dtype)  # noqa: E731
+    position = cx.emit("div", [cx.emit("mul", [cx.emit("sub", [column, edge(low)]), edge(float(bins))]),
+                               edge(high - low)])
+    iota = torch.arange(bins, dtype=dtype).reshape(1, bins)
+    hit = cx.emit("equal", [cx.emit("floor", [position]), iota])
+    at_top = cx.emit("logical_and", [cx.emit("equal", [column, edge(high)]),
+                                     torch.arange(bins).reshape(1, bins) == bins - 1])
+    inside = cx.emit("logical_and", [cx.emit("greater_equal", [column, edge(low)]),
+                                     cx.emit("less_equal", [column, edge(high)])])
+    counted = cx.emit("logical_and", [inside, cx.emit("logical_or", [hit, at_top])])
+    return cx.emit("reduce_sum", [cx.cast(counted, dtype)], axes=[0], keepdims=False)
+
+
 # torch.cdist's default mode computes p = 2 distances through a matmul past this many rows on
 # either side (use_mm_for_euclid_dist_if_necessary), and by differences up to it.
 CDIST_MM_ROWS = 25
@@ -410,6 +435,9 @@ def assign(cx, target, index, value):
                                              (_known(index) and _known(value))):
         setitem(cx, target, index, value)
         return target
+    rows = _row_index(cx, index)
+    if rows is not None:
+        return _assign_rows(cx, target, rows, value)
     starts, stops, kept = _block(cx, list(cx.shape(target)), index)
     dtype = cx.dtype(target)
     if isinstance(value, torch.Tensor):
@@ -427,6 +455,30 @@ def assign(cx, target, index, value):
     inside = torch.zeros(shape, dtype=torch.bool)
     inside[tuple(slice(a, b) for a, b in zip(starts, stops))] = True
     return cx.emit("where", [inside, padded, target])
+
+
+def _row_index(cx, index):
+    """The one 1-D integer tensor of `target[rows] = value`, else None."""
+    if isinstance(index, (tuple, list)) and len(index) == 1:
+        index = index[0]
+    if index is None or isinstance(index, (int, slice, tuple, list)) or index is Ellipsis:
+        return None
+    if cx.dtype(index) not in (torch.int32, torch.int64) or cx.rank(index) != 1:
+        return None
+    return index
+
+
+def _assign_rows(cx, target, rows, value):
+    """`target[rows] = value` with computed row indices (transformers' MoE inverts its sort's
+    permutation so: `inverse[perm] = arange(n)`) as a ScatterND of the rows; negative indices count
+    from the end, an index past the rows is an error (ops/indexing.py checks them)."""
+    shape, count = list(cx.shape(target)), cx.shape(rows)[0]
+    dtype = cx.dtype(target)
+    value = value.to(dtype) if isinstance(value, torch.Tensor) else \
+        torch.tensor(value, dtype=dtype) if isinstance(value, (int, float, bool)) else cx.cast(value, dtype)
+    updates = cx.emit("expand", [value], shape=[count] + shape[1:])
+    indices = cx.emit("reshape", [cx.cast(rows, torch.int64)], shape=[count, 1])
+    return cx.emit("scatter_nd", [target, indices, updates])
 
 
 def _block(cx, shape: list[int], index) -> tuple[list[int], list[int], list[bool]]:

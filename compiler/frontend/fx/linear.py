@@ -1,5 +1,5 @@
-"""Converters of matrix products (matmul, mm, bmm, linear, addmm, baddbmm), matrix transposes,
-convolutions and transposed convolutions."""
+"""Converters of matrix products (matmul, mm, bmm, linear, addmm, baddbmm, grouped_mm), matrix
+transposes, convolutions and transposed convolutions."""
 from __future__ import annotations
 
 import operator
@@ -13,7 +13,7 @@ from trident.compiler.frontend.fx.arithmetic import _add, _mul
 from trident.compiler.frontend.fx.context import Ctx
 from trident.compiler.frontend.fx.helpers import (_binary, _common_dtype, _promote, _reshape,
                                                   _transpose, _tuple_n)
-from trident.compiler.frontend.fx.registry import converts, converts_module
+from trident.compiler.frontend.fx.registry import converts, converts_module, converts_operator
 
 aten = torch.ops.aten
 
@@ -35,6 +35,39 @@ def _matmul(cx: Ctx, a, b):
         drop = ([len(shape) - 2] if vector_a else []) + ([len(shape) - 1] if vector_b else [])
         y = _reshape(cx, y, [n for k, n in enumerate(shape) if k not in drop])
     return y
+
+
+# Grouped products (a mixture-of-experts layer's tokens sorted by expert): torch's and F's
+# grouped_mm, and transformers' own fallback operator for them (integrations/moe.py).
+_GROUPED_MM = [torch._grouped_mm, aten._grouped_mm.default] + \
+    ([F.grouped_mm] if hasattr(F, "grouped_mm") else [])
+
+
+@converts(*_GROUPED_MM)
+def _grouped_mm(cx: Ctx, mat_a, mat_b, offs=None, bias=None, out_dtype=None):
+    """x [S, K] (rows sorted by group) times w [E, K, N] group by group, offs [E] ending each
+    group's rows: kernels/grouped_mm.py. The other forms (3-D x, 2-D w, a bias, another output
+    dtype) run in torch."""
+    if offs is None or bias is not None or out_dtype not in (None, cx.dtype(mat_a)):
+        raise UnsupportedError(f'fx node "{cx.node_name}": grouped_mm with offs={offs is not None}, '
+                               f"bias={bias is not None}, out_dtype={out_dtype} (converted: offs, "
+                               "no bias, the operands' dtype)")
+    return _grouped_rows(cx, mat_a, mat_b, offs)
+
+
+@converts_operator("transformers::grouped_mm_fallback")
+def _grouped_mm_fallback(cx: Ctx, input, weight, offs):
+    return _grouped_rows(cx, input, weight, offs)
+
+
+def _grouped_rows(cx: Ctx, x, w, offs):
+    shapes = [list(cx.shape(v)) for v in (x, w, offs)]
+    if cx.rank(x) != 2 or cx.rank(w) != 3 or cx.rank(offs) != 1 or shapes[0][1] != shapes[1][1] \
+            or shapes[2][0] != shapes[1][0] or cx.dtype(x) != cx.dtype(w):
+        raise UnsupportedError(f'fx node "{cx.node_name}": grouped_mm of {shapes[0]} {cx.dtype(x)} rows, '
+                               f"{shapes[1]} {cx.dtype(w)} weights and {shapes[2]} offsets (converted: "
+                               "[S, K] rows, [E, K, N] weights of their dtype, [E] offsets)")
+    return cx.emit("grouped_mm", [x, w, offs])
 
 
 def _unbroadcast_weight(cx: Ctx, a, b):

@@ -16,7 +16,31 @@ from trident.compiler.frontend.fx.context import Ctx, Val
 
 
 # ============================================================================== tables ====
-FUNCTIONS: dict[Any, Callable] = {}  # call_function targets: aten, torch.*, F.*, operator.*
+class _Targets(dict):
+    """call_function targets -> converters. A library's own operator (transformers'
+    grouped_mm_fallback) is keyed by its qualified name, "namespace::name": the operator object
+    exists only once the library registers it, which may be after trident is imported. Its packet
+    and every overload find that entry."""
+
+    def get(self, target, default=None):
+        if dict.__contains__(self, target):
+            return dict.__getitem__(self, target)
+        name = _operator_name(target)
+        return dict.get(self, name, default) if name else default
+
+    def __contains__(self, target) -> bool:
+        return self.get(target) is not None
+
+
+def _operator_name(target) -> str | None:
+    if isinstance(target, torch._ops.OpOverload):
+        return target._schema.name
+    if isinstance(target, torch._ops.OpOverloadPacket):
+        return target._qualified_op_name
+    return None
+
+
+FUNCTIONS: dict[Any, Callable] = _Targets()  # call_function targets: aten, torch.*, F.*, operator.*
 METHODS: dict[str, Callable] = {}    # call_method names (Tensor methods)
 MODULES: dict[type, Callable] = {}   # call_module leaf types (symbolic_trace); fn(cx, module, ...)
 
@@ -33,6 +57,15 @@ def converts(*targets):
     return register
 
 
+def converts_operator(*names: str):
+    """Register one converter for library operators by qualified name ("namespace::name")."""
+    def register(fn: Callable) -> Callable:
+        for name in names:
+            FUNCTIONS[name] = fn
+        return fn
+    return register
+
+
 def converts_module(*types):
     def register(fn: Callable) -> Callable:
         for t in types:
@@ -43,8 +76,8 @@ def converts_module(*types):
 
 # =============================================================== what the tables answer ====
 def _target_name(target) -> str:
-    if isinstance(target, str):
-        return f"Tensor.{target}"
+    if isinstance(target, str):  # a method name, or a library operator's qualified name
+        return "torch.ops." + target.replace("::", ".") if "::" in target else f"Tensor.{target}"
     if isinstance(target, type):
         if target.__module__.startswith("torch.nn.modules"):
             return f"torch.nn.{target.__name__}"

@@ -1,6 +1,6 @@
 """Converters of strided views (as_strided, Tensor.unfold: movement ops where the view is a slice,
 permutation or broadcast of a contiguous block, else a gather with a constant index), movedim,
-unflatten, slice_scatter / select_scatter, and the *_copy forms in which functionalized graphs
+unflatten, slice_scatter / select_scatter, scatter / scatter_add / scatter_reduce, and the *_copy forms in which functionalized graphs
 spell views."""
 from __future__ import annotations
 
@@ -179,6 +179,50 @@ def _select_scatter(cx: Ctx, input, src, dim, index):
     axis = _axis(dim, cx.rank(input))
     i = _axis(int(index), cx.shape(input)[axis])
     return _slice_scatter(cx, input, _unsqueeze(cx, src, axis), axis, i, i + 1)
+
+
+# torch's scatter reductions as ScatterElements' (ops/indexing.py); "mean" has none there.
+_SCATTER_REDUCTIONS = {None: "none", "add": "add", "sum": "add", "multiply": "mul", "prod": "mul",
+                       "amax": "max", "amin": "min"}
+
+
+@converts(aten.scatter.src, aten.scatter.value, aten.scatter.reduce, aten.scatter.value_reduce,
+          torch.scatter, "scatter")
+def _scatter(cx: Ctx, input, dim, index, src=None, *, value=None, reduce=None):
+    """input with src (or one value) written along dim where index says: the IR's
+    scatter_elements, which torch runs inside the engine with its indices checked (GroupViT's hard
+    assignment writes ones into zeros at its argmax so)."""
+    return _scatter_elements(cx, input, dim, index, value if src is None else src, reduce)
+
+
+@converts(aten.scatter_add.default, torch.scatter_add, "scatter_add")
+def _scatter_add(cx: Ctx, input, dim, index, src):
+    return _scatter_elements(cx, input, dim, index, src, "add")
+
+
+@converts(aten.scatter_reduce.two, torch.scatter_reduce, "scatter_reduce")
+def _scatter_reduce(cx: Ctx, input, dim, index, src, reduce, *, include_self=True):
+    if not include_self:
+        raise UnsupportedError(f'fx node "{cx.node_name}": scatter_reduce with include_self=False')
+    return _scatter_elements(cx, input, dim, index, src, reduce)
+
+
+def _scatter_elements(cx: Ctx, input, dim, index, src, reduce):
+    if reduce not in _SCATTER_REDUCTIONS or cx.rank(index) != cx.rank(input):
+        raise UnsupportedError(f'fx node "{cx.node_name}": scatter with reduce={reduce!r} of a rank '
+                               f"{cx.rank(index)} index into rank {cx.rank(input)} "
+                               f"(converted: {sorted(k for k in _SCATTER_REDUCTIONS if k)}, one rank)")
+    shape, dtype = list(cx.shape(index)), cx.dtype(input)
+    if isinstance(src, (int, float, bool)):
+        src = torch.tensor(src, dtype=dtype)
+    updates = _promote(cx, src, dtype=dtype)[0]
+    if cx.rank(updates):  # torch reads src only where index has elements
+        for d, n in enumerate(shape):
+            if cx.shape(updates)[d] != n:
+                updates = _aten_slice(cx, updates, d, 0, n)
+    updates = cx.emit("expand", [updates], shape=shape)
+    return cx.emit("scatter_elements", [input, cx.cast(index, torch.int64), updates],
+                   axis=_axis(dim, cx.rank(input)), reduction=_SCATTER_REDUCTIONS[reduce])
 
 
 def _aten_overloads(*names: str) -> list:
