@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from trident.compiler import build_engine, fusion
+from trident.compiler import build_engine, group_kinds
 from trident.compiler.errors import UnsupportedError
 from trident.compiler.testing import compile_with_reports, ops_in_torch, relative_error, run_engine
 
@@ -260,7 +260,7 @@ def test_topk_picks_the_largest_with_nan_first_and_no_index_twice(k, dim, path, 
     past the finite ones still takes an index not taken before. Through the sort kernel, and as
     argmax picks (rows longer than the sort kernel takes)."""
     if path == "picks":
-        monkeypatch.setattr(fusion, "MAX_SORT_LENGTH", 2)
+        monkeypatch.setattr(group_kinds, "MAX_SORT_LENGTH", 2)
     torch.manual_seed(k)
     x = torch.randn(9, 6, 11)
     x[0, 0, :] = -math.inf

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from trident.compiler import fusion
+from trident.compiler import group_kinds
 from trident.compiler.ir import GraphBuilder, TensorType
 from trident.compiler.testing import assert_matches_reference, compile_and_run
 
@@ -75,7 +75,7 @@ def test_size_one_and_empty(op, shape, attrs, rng):
 
 def test_rows_past_the_register_row_run_in_torch(monkeypatch, rng):
     """The looped path accumulates floats: an integer row longer than MAX_ROW stays in torch."""
-    monkeypatch.setattr(fusion, "MAX_ROW", 16)
+    monkeypatch.setattr(group_kinds, "MAX_ROW", 16)
     graph = one_op("reduce_sum", {"axes": [1], "keepdims": False}, ((2, 17), torch.int64))
     engine = assert_matches_reference(graph, [fresh((2, 17), torch.int64, rng)])
     assert torch_steps(engine) == ["reduce_sum"]
@@ -83,8 +83,8 @@ def test_rows_past_the_register_row_run_in_torch(monkeypatch, rng):
 
 def test_mean_of_integers_is_not_an_integer_kernel():
     graph = one_op("reduce_sum", {"axes": [1]}, ((2, 3), torch.bool))
-    assert fusion.initial_kind(graph.nodes[0], graph) == \
-        ("torch", "reduce_sum of torch.bool (integer rows: " + ", ".join(fusion.INTEGER_REDUCTIONS) + ")")
+    assert group_kinds.initial_kind(graph.nodes[0], graph) == \
+        ("torch", "reduce_sum of torch.bool (integer rows: " + ", ".join(group_kinds.INTEGER_REDUCTIONS) + ")")
 
 
 @pytest.mark.parametrize("dtype", INTEGERS)

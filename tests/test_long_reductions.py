@@ -1,4 +1,4 @@
-"""Sums, means and maxima over more than a row kernel holds (fusion.MAX_ROW elements: a
+"""Sums, means and maxima over more than a row kernel holds (group_kinds.MAX_ROW elements: a
 squeeze-excite mean over 112 x 112) loop over their row in chunks: one kernel, with its
 prologue fused, against the torch reference at fp32 and fp16, with lengths that are not
 multiples of the chunk, NaN and inf, and a prologue value stored for another kernel."""
@@ -9,7 +9,7 @@ import torch
 
 from trident.compiler.build import BuildTrace, compile_graph
 from trident.compiler.codegen.kernels import LOOP_BLOCK_R
-from trident.compiler.fusion import MAX_ROW
+from trident.compiler.group_kinds import MAX_ROW
 from trident.compiler.ir import GraphBuilder, TensorType
 from trident.compiler.testing import assert_matches_reference
 

@@ -1,4 +1,4 @@
-"""Movement ops that pointwise kernels compute element by element (fusion.PER_ELEMENT_MOVES):
+"""Movement ops that pointwise kernels compute element by element (group_kinds.PER_ELEMENT_MOVES):
 - table lookups (an embedding's Gather: rows of a constant table picked by token ids or by indices
   the model computes, codegen/moves.py table_lookup): BERT's word embedding + position add +
   LayerNorm is one kernel (GatherElements and computed indices: tests/test_gathers.py);
@@ -15,7 +15,7 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from trident.compiler import InputError, build_engine
-from trident.compiler.fusion import MAX_CONCAT_PIECES
+from trident.compiler.group_kinds import MAX_CONCAT_PIECES
 from trident.compiler.testing import run_engine
 
 from onnx_util import model_of

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from trident.compiler import fusion
+from trident.compiler import group_kinds
 from trident.compiler.ir import GraphBuilder, TensorType
 from trident.compiler.testing import compile_and_run
 from trident.tools.explain import explain_graph, render_text
@@ -104,7 +104,7 @@ def test_empty(shape, axis, k):
 
 
 def test_rows_past_the_limit_and_wide_keys_run_in_torch(monkeypatch, rng):
-    monkeypatch.setattr(fusion, "MAX_SORT_LENGTH", 16)
+    monkeypatch.setattr(group_kinds, "MAX_SORT_LENGTH", 16)
     x = fresh((2, 17), torch.float32, rng)
     engine, (values, _) = compile_and_run(topk_graph((2, 17), torch.float32, 1, 3, True), [x])
     assert torch_steps(engine) == ["topk"] and torch.equal(values.cpu(), torch.topk(x, 3).values)

@@ -19,7 +19,8 @@ from trident.compiler.codegen.spec import kernel_spec, parse
 from trident.compiler.templates import reads_any_layout
 from trident.compiler.codegen.writer import dense_strides
 from trident.compiler.errors import EngineFileError, TridentError
-from trident.compiler.fusion import POINTWISE_DTYPES, Group
+from trident.compiler.fusion import Group
+from trident.compiler.group_kinds import POINTWISE_DTYPES
 from trident.compiler.ir import Graph, Node
 
 NEEDS_NHWC = ("conv", "pool", "horizontal")

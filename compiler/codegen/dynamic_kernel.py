@@ -24,7 +24,7 @@ from trident.compiler.codegen.dynamic_source import generic_source, replace_lite
 from trident.compiler.codegen.kernels import ROW_TILE_LANES, KernelSource
 from trident.compiler.codegen.polyfit import Grid, fit_int, varies
 from trident.compiler.errors import EngineFileError, TridentError, UnsupportedError
-from trident.compiler.fusion import MAX_SORT_LENGTH
+from trident.compiler.group_kinds import MAX_SORT_LENGTH
 from trident.compiler.ir.launch import LaunchConfig
 from trident.compiler.ir.shapes import Poly, ShapeProfile, SizeRange, variable_names
 

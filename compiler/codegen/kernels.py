@@ -22,7 +22,8 @@ from trident.compiler.codegen.reductions import INTEGER_BODIES
 from trident.compiler.codegen.reductions import ROWWISE
 from trident.compiler.codegen.writer import (Axis, KernelWriter, Operand, broadcast_dims, dense_strides,
                                              memory_order)
-from trident.compiler.fusion import MAX_ROW, PER_ELEMENT_MOVES, Group, reduced_axes
+from trident.compiler.fusion import Group
+from trident.compiler.group_kinds import MAX_ROW, PER_ELEMENT_MOVES, reduced_axes
 from trident.compiler.ir import Graph, Node
 from trident.compiler.ir.launch import LaunchConfig
 from trident.compiler.codegen.int8 import bias_of, dequantized, is_int8_anchor, weight_strides

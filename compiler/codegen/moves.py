@@ -1,4 +1,4 @@
-"""Movement ops a pointwise kernel computes element by element (fusion.PER_ELEMENT_MOVES): each
+"""Movement ops a pointwise kernel computes element by element (group_kinds.PER_ELEMENT_MOVES): each
 lane reads the one element its output needs, so the op costs no kernel of its own and the
 elementwise ops after it fuse behind it.
 
@@ -37,7 +37,7 @@ def _clamped_index(w: KernelWriter, index: str, size: int) -> str:
 
 def table_lookup(w: KernelWriter, node: Node, operand_for) -> str:
     """out[i..., j...] = table[ids[i...], j...]: a gather along axis 0 of a constant table
-    (fusion.table_lookup_refusal), computed where the value is needed, so an embedding's
+    (group_kinds.table_lookup_refusal), computed where the value is needed, so an embedding's
     rows flow into the adds and the LayerNorm after it without a stored copy."""
     table_name, ids_name = node.inputs[:2]
     out_shape = tuple(w.graph.types[node.outputs[0]].shape)
@@ -57,7 +57,7 @@ def table_lookup(w: KernelWriter, node: Node, operand_for) -> str:
 
 
 def element_gather(w: KernelWriter, node: Node, operand_for) -> str:
-    """out[i, j, k] = x[i, idx[i, j, k], k] (axis 1; fusion.element_gather_refusal): the lane at
+    """out[i, j, k] = x[i, idx[i, j, k], k] (axis 1; group_kinds.element_gather_refusal): the lane at
     an output position reads x there, its index along the axis replaced by the (wrapped,
     clamped) index. The output has the indices' shape; x may be larger along the other dims."""
     x_name, idx_name = node.inputs

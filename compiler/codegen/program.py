@@ -22,7 +22,8 @@ import torch
 
 from trident.compiler.codegen.writer import dense_strides
 from trident.compiler.errors import where
-from trident.compiler.fusion import GATHERS, Group
+from trident.compiler.fusion import Group
+from trident.compiler.group_kinds import GATHERS
 from trident.compiler.ir import Graph, Node
 from trident.compiler.ir.plan import (DynamicInfo, IndexCheck, KernelStep, Layout, Plan, TorchStep,
                                       ViewStep)

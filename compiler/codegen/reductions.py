@@ -94,7 +94,7 @@ BODIES: dict[str, Callable] = {
     "argmax": _arg_extreme(True), "argmin": _arg_extreme(False),
     "log_softmax": _log_softmax, "rms_norm": _rms_norm,
 }
-# Integer rows (fusion.INTEGER_REDUCTIONS): exact, in the accumulator's integer type.
+# Integer rows (group_kinds.INTEGER_REDUCTIONS): exact, in the accumulator's integer type.
 INTEGER_BODIES: dict[str, Callable] = {
     "reduce_sum": _integer_sum, "reduce_max": _integer_max, "reduce_min": _reduce_min,
     "reduce_prod": _reduce_prod, "argmax": _arg_extreme(True), "argmin": _arg_extreme(False),

@@ -14,7 +14,7 @@ int64 that orders as (key, position):
 Lanes past the row are INT64_MAX: they sort last, after every element. The first k positions of
 the sorted row are stored: the indices as they are, the values loaded again from the input at those
 indices (exact: -0.0, NaN payloads and fp16 values come back as they were). Which dtypes and row
-lengths it takes: fusion.SORT_DTYPES and MAX_SORT_LENGTH.
+lengths it takes: group_kinds.SORT_DTYPES and MAX_SORT_LENGTH.
 """
 from __future__ import annotations
 
@@ -71,7 +71,7 @@ def _sort_key(w: KernelWriter, x: str, dtype: torch.dtype, largest: bool) -> str
         w.line(f"bits = {x}.to(tl.int32, bitcast=True)")
         w.line(f"key = bits ^ ((bits >> 31) & {_MAGNITUDE_BITS})")
         w.line(f"key = tl.where({x} != {x}, {_CANONICAL_NAN}, tl.where({x} == 0, 0, key))")
-    else:  # (int64 keys only where they are indices: fusion.sort_refusal)
+    else:  # (int64 keys only where they are indices: group_kinds.sort_refusal)
         w.line(f"key = {x}.to(tl.int32)")
     if largest:
         w.line("key = ~key")

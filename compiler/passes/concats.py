@@ -10,7 +10,7 @@ infinities and NaNs included).
 `split_wide_concats`: concats of many pieces as a two-level tree of concats of a few.
 
 A concat computes in a pointwise kernel where each lane tries every piece with a masked load
-(codegen/moves.py), which pays off up to fusion.MAX_CONCAT_PIECES pieces. DenseNet concatenates
+(codegen/moves.py), which pays off up to group_kinds.MAX_CONCAT_PIECES pieces. DenseNet concatenates
 up to 32 feature maps, then runs batch norm and ReLU on the result: written as concats of at
 most MAX_CONCAT_PIECES pieces each, then one concat of those, the inner concats are kernels of
 their own and the outer one fuses with the batch norm and ReLU that follow. The data crosses
@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import torch
 
-from trident.compiler.fusion import MAX_CONCAT_PIECES
+from trident.compiler.group_kinds import MAX_CONCAT_PIECES
 from trident.compiler.ir import Graph, Node
 from trident.compiler.passes.cleanup import eliminate_dead_code
 from trident.compiler.passes.lookup import GraphLookup

@@ -1,9 +1,9 @@
 """Row-wise normalizations over rows longer than a kernel's tile, as looped reductions.
 
-The softmax / layer-norm / RMS-norm kernels hold a whole row in registers, up to fusion.MAX_ROW
+The softmax / layer-norm / RMS-norm kernels hold a whole row in registers, up to group_kinds.MAX_ROW
 elements; longer rows ran in torch. Those are common: PoolFormer's group norm with one group
 normalizes C x H x W (200,704 values at 224 x 224), a diffusion U-Net's 32-group norms 40,960 and
-more. Sums, means and maxima loop over rows of any length (fusion.LOOPED_REDUCTIONS), so this pass
+more. Sums, means and maxima loop over rows of any length (group_kinds.LOOPED_REDUCTIONS), so this pass
 writes such a node as those reductions and the elementwise ops between them, in fp32 whatever the
 model's precision (the casts fuse into the kernels):
 - layer norm: mean, then the mean of the squared deviations (two passes: no cancellation);
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from trident.compiler.fusion import MAX_ROW, reduction_length
+from trident.compiler.group_kinds import MAX_ROW, reduction_length
 from trident.compiler.ir import Graph, Node
 from trident.compiler.passes.cleanup import eliminate_dead_code
 from trident.compiler.passes.rewrite import Rebuild, rewrite

@@ -22,7 +22,7 @@ import math
 
 import torch
 
-from trident.compiler.fusion import POINTWISE_DTYPES
+from trident.compiler.group_kinds import POINTWISE_DTYPES
 from trident.compiler.ir import Graph, Node
 from trident.compiler.ops import resample as resample_ops
 from trident.compiler.passes.rewrite import Rebuild, rewrite

@@ -1,12 +1,13 @@
 """Converters of reductions: mean, sum, amax, prod, any / all, amin, min / max (with their
-indices), var_mean / std_mean, and argmax / argmin / topk / sort / argsort through decompose.py."""
+indices), var_mean / std_mean, argmax / argmin through decompose.py, and topk / sort / argsort /
+msort / histc through sorting.py."""
 from __future__ import annotations
 
 from typing import Any, NamedTuple
 
 import torch
 
-from trident.compiler.frontend.fx import decompose, math_ops
+from trident.compiler.frontend.fx import decompose, math_ops, sorting
 from trident.compiler.frontend.fx.arithmetic import _maximum, _minimum
 from trident.compiler.frontend.fx.axes import axes as _axes
 from trident.compiler.frontend.fx.axes import axis as _axis
@@ -110,9 +111,9 @@ def _std_mean(cx: Ctx, x, dim=None, unbiased=None, keepdim=False, *, correction=
 
 
 converts(aten.argmax.default, torch.argmax, "argmax")(decompose.arg_extreme("argmax"))
-converts(aten.topk.default, torch.topk, "topk")(decompose.topk)
-converts(aten.sort.default, aten.sort.stable, torch.sort, "sort")(decompose.sort)
-converts(aten.argsort.default, aten.argsort.stable, torch.argsort, "argsort")(decompose.argsort)
-converts(aten.msort.default, torch.msort, "msort")(decompose.msort)
-converts(aten.histc.default, torch.histc, "histc")(decompose.histc)
+converts(aten.topk.default, torch.topk, "topk")(sorting.topk)
+converts(aten.sort.default, aten.sort.stable, torch.sort, "sort")(sorting.sort)
+converts(aten.argsort.default, aten.argsort.stable, torch.argsort, "argsort")(sorting.argsort)
+converts(aten.msort.default, torch.msort, "msort")(sorting.msort)
+converts(aten.histc.default, torch.histc, "histc")(sorting.histc)
 converts(aten.argmin.default, torch.argmin, "argmin")(decompose.arg_extreme("argmin"))
