@@ -3,7 +3,8 @@ reference at fp32 and fp16 (groups of every size, empty ones, rows past the last
 that are not a partition, odd sizes, transposed expert weights), the torch.fx converters of the
 dispatch around it (torch._grouped_mm, transformers' grouped_mm_fallback, histc, the inverse
 permutation's row assignment, row gathers of computed tensors), and transformers' MoE models
-(tiny configs) through torch.compile against eager. The bounds sanitizer is on (conftest)."""
+(tiny configs) through torch.compile against eager, every op in a kernel. The bounds sanitizer is
+on (conftest)."""
 from __future__ import annotations
 
 import pytest
@@ -99,13 +100,29 @@ def test_histc(bounds, rng):
 
 
 def test_inverse_permutation_by_row_assignment(rng):
-    """transformers' MoE: `inverse[perm] = arange(n)`, then rows gathered back through it."""
+    """transformers' MoE: `inverse[perm] = arange(n)`, then rows gathered back through it. perm is
+    a full sort's order: the scatter is an argsort of it (passes/permutations.py), in a kernel."""
     def unsort(keys, rows):
         perm = torch.argsort(keys)
         inverse = torch.empty_like(perm)
         inverse[perm] = torch.arange(perm.numel(), device=perm.device)
         return (rows[perm] * 2)[inverse]
-    _check(unsort, torch.randn(20, generator=rng), torch.randn(20, 6, generator=rng), in_torch=["scatter_nd"])
+    _check(unsort, torch.randn(20, generator=rng), torch.randn(20, 6, generator=rng))
+
+
+@pytest.mark.parametrize("case", ["top_k_only", "not_counting"])
+def test_row_assignments_that_are_no_inverse_stay_scatters(case, rng):
+    """Rows of a partial top-k (not every row named) or values other than 0..n-1: a ScatterND."""
+    def assign(keys, base):
+        if case == "top_k_only":
+            rows = torch.topk(keys, 5).indices
+            values = torch.arange(5, device=keys.device)
+        else:
+            rows, values = torch.argsort(keys), torch.arange(20, device=keys.device) * 3
+        out = base.clone()
+        out[rows] = values
+        return out
+    _check(assign, torch.randn(20, generator=rng), torch.arange(20) * -1, in_torch=["scatter_nd"])
 
 
 # ------------------------------------------------------------------ transformers models ----
@@ -123,8 +140,8 @@ MODELS = {
 
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_moe_models_through_torch_compile(name):
-    """The experts' GEMMs, the router's top-k, the histogram of tokens per expert and the gathers
-    in kernels; what is left to torch, inside the engine: the inverse permutation's scatter."""
+    """The experts' GEMMs, the router's top-k, the sort by expert, the histogram of tokens per
+    expert, the gathers and the inverse permutation: every op in a kernel."""
     torch.manual_seed(0)
     model = MODELS[name]().eval().to(DEV)
     ids = torch.randint(0, 100, (2, 8), device=DEV)
@@ -132,4 +149,4 @@ def test_moe_models_through_torch_compile(name):
         want = model(input_ids=ids).last_hidden_state
     got, reports = compile_with_reports(lambda x: model(input_ids=x).last_hidden_state, ids)
     assert relative_error(got, want) < 1e-5
-    assert set(ops_in_torch(reports)) == {"scatter_nd"}
+    assert ops_in_torch(reports) == []
