@@ -2,7 +2,7 @@
 # Runs trident's GPU checks and benchmarks on a machine with an NVIDIA GPU: installs trident from
 # this checkout, then runs the stage asked for. Results land in $OUT (or ./gpu-out), named
 # <gpu>-<what>.json (docs/benchmarks.md); copy the ones to keep into benchmarks/results/.
-#   stages: tests | safety | memcheck | check | attention | ws-gemm | perf | perf-bench | zoo | zoo-attention | profile-zoo | trust | dynamic | kernels | sweep | tune | runtime |
+#   stages: tests | safety | memcheck | check | attention | ws-gemm | moe | perf | perf-bench | zoo | zoo-attention | profile-zoo | trust | dynamic | kernels | sweep | tune | runtime |
 #           models | bench | bench-full | int8 | all.  T_<stage>: a time limit in seconds for the long steps.
 set -uo pipefail
 stage=${1:-all}
@@ -160,6 +160,12 @@ case "$stage" in
              TRIDENT_WS_GEMM=$ws timeout "${T_BENCH:-200}" python3 -m trident.tools bench perf --models ViT-B/16 "BERT-base seq 512" \
                --rounds 3 --rep 10 --out "$out/ws$ws" 2>&1 | tail -12
            done ;;
+  # Mixture-of-experts: the sort, integer and MoE tests on the GPU (their kernels under memcheck
+  # run in `safety`), then a Mixtral-style decoder beside torch eager and torch.compile.
+  moe) timeout "${T_TESTS:-200}" python3 -m pytest -q -p no:cacheprovider tests/test_moe.py tests/test_sort.py \
+         tests/test_integer_math.py 2>&1 | tail -8
+       timeout "${T_BENCH:-300}" python3 -m trident.tools bench perf --models "Mixtral-style MoE seq 256" \
+         --rounds 3 --rep 10 --out "$out/moe" 2>&1 | tail -12 ;;
   # Profiles on several dims, KV-cache generation, dynamo dynamic shapes: GPU tests, then the
   # benchmark (BERT-base sequence profile vs static vs torch.compile; GPT-2 generate tokens/s).
   dynamic) timeout "${T_DYNAMIC:-120}" python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_dynamic_gpu.py \

@@ -9,6 +9,7 @@ fp16, in one process on one GPU, every runner built first and then timed in roun
   torchvision ViT-B/16, batch 32:   trident through torch.compile (nn.MultiheadAttention)
   transformers WhisperEncoder (default config, 80 x 3000 log-mel input), batch 8: through torch.compile
   transformers BertModel (bert-base config), sequence 512, batch 32: through torch.compile
+  transformers MixtralModel (8 experts, top-2, 4 layers), sequence 256, batch 8: through torch.compile
 Anchors: the fp16 model in torch eager and under torch.compile (default mode), channels-last for the
 CNN. trident builds from the fp32 model with precision fp16 (its engines cast at their edges).
 Models with BatchNorm get their statistics settled by one train-mode pass on random data first.
@@ -33,7 +34,7 @@ from trident.compiler.timing import bench_ms, events_ms
 from trident.tools.benchmarks.results import ResultsFile, markdown_table, require_gpu
 from trident.tools.zoo_models import randomize_zero_parameters
 
-HELP = "ConvNeXt-T, ViT-B/16, Whisper encoder: trident vs torch eager vs torch.compile (fp16)"
+HELP = "ConvNeXt-T, ViT-B/16, Whisper encoder, BERT, a Mixtral-style MoE: trident vs torch eager vs torch.compile (fp16)"
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,16 @@ def _bert_base():
     return LastHidden(BertModel(BertConfig()))
 
 
+def _mixtral_moe():
+    """A Mixtral-style decoder (8 experts, top-2 routing, grouped-query attention) at 4 layers:
+    the experts' grouped GEMMs and the dispatch around them (docs/torch-compile.md)."""
+    from transformers import MixtralConfig, MixtralModel
+    from trident.tools.zoo_models import LastHidden
+    return LastHidden(MixtralModel(MixtralConfig(
+        hidden_size=1024, intermediate_size=3584, num_hidden_layers=4, num_attention_heads=16,
+        num_key_value_heads=8, num_local_experts=8, num_experts_per_tok=2, vocab_size=32000)))
+
+
 def _token_ids(batch: int, seq: int = 512):
     return (torch.randint(0, 30522, (batch, seq), generator=torch.Generator().manual_seed(0)),)
 
@@ -91,7 +102,9 @@ def _images(batch: int, size: int = 224):
 MODELS = [Model("ConvNeXt-T", _convnext_t, _images, 32, ("onnx", "compile")),
           Model("ViT-B/16", _vit_b16, _images, 32),
           Model("Whisper encoder", _whisper, lambda b: (torch.randn(b, 80, 3000),), 8),
-          Model("BERT-base seq 512", _bert_base, _token_ids, 32)]
+          Model("BERT-base seq 512", _bert_base, _token_ids, 32),
+          # 2,048 tokens: 4,096 token-expert rows, the longest row the sort kernel takes
+          Model("Mixtral-style MoE seq 256", _mixtral_moe, lambda b: _token_ids(b, 256), 8)]
 DRY_MODELS = [Model("Whisper encoder (tiny)", lambda: _whisper(tiny=True), lambda b: (torch.randn(b, 8, 16),), 1,
                     ("onnx", "compile"))]
 
