@@ -14,6 +14,7 @@ Group kinds:
   scan                  a running sum along one axis (cumsum) with an elementwise epilogue
   sort                  a topk (torch.sort, argsort) of whole rows along one axis, alone
   grouped_mm            a GEMM per group of sorted rows (a mixture-of-experts layer), alone
+  scatter               a ScatterElements with few updates a row, whole rows in registers, alone
   horizontal            sibling convs that read the same input, launched as one kernel
   attention             softmax(q k^T * scale + mask) v as one fused kernel (no epilogue)
   mlp                   two matmul groups back to back (up projection + its epilogue, down

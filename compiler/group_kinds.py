@@ -20,9 +20,9 @@ LOOPED_REDUCTIONS = ("reduce_sum", "reduce_mean", "reduce_max")
 # Movement ops a pointwise kernel computes element by element (codegen/moves.py):
 # they start pointwise groups, never anchor one.
 PER_ELEMENT_MOVES = ("gather", "gather_elements", "concat", "pad", "resample")
-# The moves that read through an index tensor (input 1 indexes dim `axis` of input 0): the engine
-# checks the indices before the kernel runs (codegen/program.py index_checks).
-GATHERS = ("gather", "gather_elements")
+# The ops whose kernels read or write through an index tensor (input 1 indexes dim `axis` of
+# input 0): the engine checks the indices before the kernel runs (codegen/program.py index_checks).
+INDEXED_OPS = ("gather", "gather_elements", "scatter_elements")
 # Each lane of a concat kernel tries every piece (masked loads): a concat of more pieces is
 # written as a tree of concats of at most this many (passes/concats.py).
 MAX_CONCAT_PIECES = 8
@@ -43,6 +43,9 @@ SCAN_DTYPES = {torch.float32, torch.float16, torch.bfloat16, torch.int32, torch.
 SORT_DTYPES = {torch.float32, torch.float16, torch.bfloat16, torch.int32, torch.int16, torch.int8,
                torch.uint8, torch.bool}
 MAX_SORT_LENGTH = 4096
+# The scatter generator (codegen/scatter.py) holds rows of up to MAX_ROW elements and applies a
+# row's updates one after another: at most this many (a one-hot's 1, a top-k's k).
+MAX_SCATTER_UPDATES = 16
 
 
 # --------------------------------------------------------------------------- kinds ----
@@ -74,6 +77,9 @@ def initial_kind(node: Node, graph: Graph) -> tuple[str, str]:
     if kind == Kind.SORT:
         why = sort_refusal(node, graph)
         return ("sort", "whole rows sorted in registers") if why is None else ("torch", why)
+    if node.op == "scatter_elements":
+        why = scatter_refusal(node, graph)
+        return ("scatter", "whole rows, their few updates applied in order") if why is None else ("torch", why)
     if kind == Kind.OPAQUE:
         return "torch", f"{node.op} has no kernel template: torch runs it"
     if node.op in ("qconv", "qmatmul"):  # int8 layers share the float conv / GEMM templates
@@ -221,6 +227,18 @@ def grouped_mm_kind(node: Node, graph: Graph) -> tuple[str, str]:
     if offs.dtype not in INDEX_DTYPES or w.shape[0] == 0:
         return "torch", f"grouped_mm with {offs.dtype} offsets of {w.shape[0]} groups"
     return "grouped_mm", "rows sorted by group, one GEMM per group's tiles"
+
+
+def scatter_refusal(node: Node, graph: Graph) -> str | None:
+    """Why the scatter generator cannot take this ScatterElements, or None."""
+    x, index = graph.types[node.inputs[0]], graph.types[node.inputs[1]]
+    if x.dtype not in POINTWISE_DTYPES or x.dtype == torch.bool or index.dtype not in INDEX_DTYPES:
+        return f"scatter_elements into {x.dtype} by {index.dtype} indices"
+    axis = node.attrs["axis"] % x.rank
+    if x.shape[axis] > MAX_ROW or index.shape[axis] > MAX_SCATTER_UPDATES:
+        return (f"scatter_elements of {index.shape[axis]} updates into rows of {x.shape[axis]} (the kernel "
+                f"takes rows of up to {MAX_ROW} and {MAX_SCATTER_UPDATES} updates a row)")
+    return None
 
 
 def sort_refusal(node: Node, graph: Graph) -> str | None:

@@ -83,7 +83,7 @@ def problem_text(problem: dict) -> str:
         return f"{problem['M']}px c{problem['groups']} k{problem['KH']}x{problem['KW']}"
     if t == "pool":
         return f"{problem['M']}px c{problem['C']}"
-    if t in ("reduction", "scan", "sort"):
+    if t in ("reduction", "scan", "sort", "scatter"):
         return f"{problem['rows']}x{problem['length']}"
     if t == "pointwise":
         return f"n={problem['numel']}"

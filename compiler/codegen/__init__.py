@@ -11,6 +11,7 @@ from trident.compiler.codegen.kernels import GENERATORS, KernelSource
 from trident.compiler.codegen.grouped_mm import generate as generate_grouped_mm
 from trident.compiler.codegen.mlp import generate as generate_mlp
 from trident.compiler.codegen.scan import generate as generate_scan
+from trident.compiler.codegen.scatter import generate as generate_scatter
 from trident.compiler.codegen.sort import generate as generate_sort
 from trident.compiler.codegen.dynamic_kernel import render_dynamic
 from trident.compiler.codegen.program import (Layout, Program, Step, is_nhwc, nhwc_strides,
@@ -26,7 +27,7 @@ from trident.compiler.ir import Graph, Node
 NEEDS_NHWC = ("conv", "pool", "horizontal")
 # Generators in modules of their own, built on kernels.py (which cannot import them).
 OWN_MODULE = {"attention": generate_attention, "scan": generate_scan, "sort": generate_sort,
-              "mlp": generate_mlp, "grouped_mm": generate_grouped_mm}
+              "mlp": generate_mlp, "grouped_mm": generate_grouped_mm, "scatter": generate_scatter}
 
 
 def generate(graph: Graph, groups: list[Group]) -> Program:

@@ -23,7 +23,7 @@ import torch
 from trident.compiler.codegen.writer import dense_strides
 from trident.compiler.errors import where
 from trident.compiler.fusion import Group
-from trident.compiler.group_kinds import GATHERS
+from trident.compiler.group_kinds import INDEXED_OPS
 from trident.compiler.ir import Graph, Node
 from trident.compiler.ir.plan import (DynamicInfo, IndexCheck, KernelStep, Layout, Plan, TorchStep,
                                       ViewStep)
@@ -82,7 +82,7 @@ def index_checks(nodes: Sequence[Node], inputs: Sequence[str]) -> tuple[IndexChe
     come from memory, where the engine can read them."""
     checks = []
     for node in nodes:
-        if node.op not in GATHERS or (node.op == "gather" and node.inputs[1] in inputs):
+        if node.op not in INDEXED_OPS or (node.op == "gather" and node.inputs[1] in inputs):
             continue
         checks.append(IndexCheck(node.inputs[1], node.inputs[0], node.attrs.get("axis", 0), where(node)))
     return tuple(dict.fromkeys(checks))

@@ -1,0 +1,96 @@
+"""ScatterElements (torch.scatter, scatter_add, scatter_reduce) through the scatter generator
+(compiler/codegen/scatter.py): whole rows in registers, a row's few updates applied in order,
+against the torch reference: every reduction, float and integer data, any axis, indices shorter
+than the data on other dims, negative and repeated indices (the last update wins, as torch's CPU
+scatter), empty dims; an index out of range is the engine's error; what the kernel does not take
+runs in torch; ONNX models against onnxruntime. The bounds sanitizer is on (conftest)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from trident.compiler import group_kinds
+from trident.compiler.errors import InputError
+from trident.compiler.ir import GraphBuilder, TensorType
+from trident.compiler.testing import assert_matches_reference, compile_and_run
+
+from onnx_util import check_engine, make_model, node, torch_steps
+
+pytestmark = pytest.mark.compiles_for_hopper  # (tests/conftest.py)
+
+REDUCTIONS = ["none", "add", "mul", "max", "min"]
+
+
+def scatter_graph(shape, index_shape, axis, reduction, dtype=torch.float32):
+    b = GraphBuilder("scatter")
+    x = b.input("x", TensorType(tuple(shape), dtype))
+    index = b.input("index", TensorType(tuple(index_shape), torch.int64))
+    updates = b.input("updates", TensorType(tuple(index_shape), dtype))
+    return b.finish([b.add1("scatter_elements", [x, index, updates], {"axis": axis, "reduction": reduction})])
+
+
+def fresh(shape, dtype, rng):
+    if dtype.is_floating_point:
+        return torch.randn(shape, generator=rng).to(dtype)
+    return torch.randint(-9, 10, shape, generator=rng).to(dtype)
+
+
+def kinds(engine) -> list[str]:
+    return [s.kind for s in engine.plan.steps]
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("shape, index_shape, axis", [((4, 9), (4, 3), 1), ((6, 5, 7), (3, 2, 7), 1),
+                                                      ((9, 4), (2, 4), 0), ((5, 13), (2, 1), -1),
+                                                      ((1, 1), (1, 1), 0), ((3, 1, 70), (3, 1, 16), 2)])
+def test_every_reduction_and_shape(shape, index_shape, axis, reduction, rng):
+    """Random indices in [-L, L): negative ones and repeats included."""
+    length = shape[axis]
+    index = torch.randint(-length, length, index_shape, generator=rng)
+    inputs = [fresh(shape, torch.float32, rng), index, fresh(index_shape, torch.float32, rng)]
+    engine = assert_matches_reference(scatter_graph(shape, index_shape, axis, reduction), inputs)
+    assert kinds(engine) == ["kernel"]
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.int32, torch.int64, torch.int8])
+@pytest.mark.parametrize("reduction", ["none", "add", "max"])
+def test_dtypes(dtype, reduction, rng):
+    index = torch.randint(0, 11, (3, 4), generator=rng)
+    inputs = [fresh((3, 11), dtype, rng), index, fresh((3, 4), dtype, rng)]
+    assert kinds(assert_matches_reference(scatter_graph((3, 11), (3, 4), 1, reduction, dtype), inputs)) == ["kernel"]
+
+
+def test_empty_updates_copy_the_data(rng):
+    x = fresh((3, 5), torch.float32, rng)
+    _, (out,) = compile_and_run(scatter_graph((3, 5), (3, 0), 1, "none"), [x, torch.zeros(3, 0, dtype=torch.int64),
+                                                                          torch.zeros(3, 0)])
+    assert torch.equal(out.cpu(), x)
+
+
+def test_an_index_out_of_range_is_the_engines_error(rng):
+    engine, _ = compile_and_run(scatter_graph((2, 5), (2, 1), 1, "none"),
+                                [fresh((2, 5), torch.float32, rng), torch.zeros(2, 1, dtype=torch.int64),
+                                 torch.zeros(2, 1)])
+    with pytest.raises(InputError, match="scatter"):
+        engine(*[t.to(engine.device) for t in (torch.zeros(2, 5), torch.tensor([[1], [5]]), torch.zeros(2, 1))])
+
+
+def test_many_updates_a_row_run_in_torch(rng):
+    count = group_kinds.MAX_SCATTER_UPDATES + 1
+    index = torch.randint(0, 30, (2, count), generator=rng)
+    inputs = [fresh((2, 30), torch.float32, rng), index, fresh((2, count), torch.float32, rng)]
+    engine = assert_matches_reference(scatter_graph((2, 30), (2, count), 1, "add"), inputs)
+    assert torch_steps(engine) == ["scatter_elements"]
+
+
+@pytest.mark.parametrize("reduction", ["none", "add", "mul", "max", "min"])
+def test_onnx_scatter_elements_against_onnxruntime(reduction):
+    model = make_model([node("ScatterElements", ["x", "i", "u"], axis=1, reduction=reduction)],
+                       {"x": (np.float32, [3, 8]), "i": (np.int64, [3, 2]), "u": (np.float32, [3, 2])},
+                       ["y"], opset=18)
+    rng = np.random.default_rng(4)
+    index = np.stack([rng.permutation(8)[:2] for _ in range(3)]) - 4  # distinct, negative too
+    engine = check_engine(model, {"x": rng.standard_normal([3, 8]).astype(np.float32), "i": index,
+                                  "u": rng.standard_normal([3, 2]).astype(np.float32)})
+    assert torch_steps(engine) == []
