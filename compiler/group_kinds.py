@@ -19,7 +19,7 @@ INTEGER_REDUCTION_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, t
 LOOPED_REDUCTIONS = ("reduce_sum", "reduce_mean", "reduce_max")
 # Movement ops a pointwise kernel computes element by element (codegen/moves.py):
 # they start pointwise groups, never anchor one.
-PER_ELEMENT_MOVES = ("gather", "gather_elements", "concat", "pad", "resample")
+PER_ELEMENT_MOVES = ("gather", "gather_elements", "concat", "pad", "resample", "grid_sample")
 # The ops whose kernels read or write through an index tensor (input 1 indexes dim `axis` of
 # input 0): the engine checks the indices before the kernel runs (codegen/program.py index_checks).
 INDEXED_OPS = ("gather", "gather_elements", "scatter_elements")
@@ -124,12 +124,13 @@ def initial_kind(node: Node, graph: Graph) -> tuple[str, str]:
     return "torch", "no kernel for this op"
 
 
-_MOVE_REASONS = {"gather": "table lookup (rows of a constant by indices)",
+_MOVE_REASONS = {"gather": "table lookup (rows of a table by indices)",
                  "gather_elements": "gather of elements (each lane reads the element its index names)",
                  "concat": "concat (each lane reads its piece)",
                  "pad": "pad (each lane reads its element: shifted, clamped, mirrored or "
                         "wrapped, or the fill)",
-                 "resample": "resize (each lane looks its taps up in tables and mixes them)"}
+                 "resample": "resize (each lane looks its taps up in tables and mixes them)",
+                 "grid_sample": "grid sample (each lane reads its grid point and mixes the taps there)"}
 
 
 def move_refusal(node: Node, graph: Graph) -> str | None:
@@ -144,6 +145,11 @@ def move_refusal(node: Node, graph: Graph) -> str | None:
         pieces, dtype = len(node.inputs), t[node.inputs[0]].dtype
         if pieces > MAX_CONCAT_PIECES or dtype not in POINTWISE_DTYPES:
             return f"concat of {pieces} pieces of {dtype}"
+        return None
+    if node.op == "grid_sample":
+        x = t[node.inputs[0]]
+        if x.rank != 4 or not x.dtype.is_floating_point or node.attrs.get("mode", "linear") == "cubic":
+            return f"grid_sample of a {x.rank}-D {x.dtype} input in {node.attrs.get('mode')} mode"
         return None
     if node.op == "resample":  # passes/resample.py took it; its tables are constants
         dtype = t[node.inputs[0]].dtype

@@ -33,7 +33,7 @@ run_tests() {
     tests/test_vision_transformers_tiny.py tests/test_onnx_layout.py tests/test_onnx_spatial.py \
     tests/test_fx_indexing.py tests/test_kernels_matmul.py tests/test_fx_math.py \
     tests/test_resize_upsampling.py tests/test_matmul_batches.py tests/test_gemm_hopper.py \
-    tests/test_sort.py tests/test_integer_math.py tests/test_moe.py tests/test_scatter.py 2>/dev/null)
+    tests/test_sort.py tests/test_integer_math.py tests/test_moe.py tests/test_scatter.py tests/test_grid_sample.py 2>/dev/null)
   # SIGINT at the time limit: pytest still prints the failures it has seen and their summary.
   timeout -k 15 -s INT "${T_TESTS:-400}" python3 -m pytest -p no:cacheprovider -n 14 -v --tb=short $files \
     > "$out/tests.txt" 2>&1
@@ -58,7 +58,7 @@ run_safety() {
     tests/test_cumsum.py tests/test_gathers.py tests/test_blas.py tests/test_broadcasts.py tests/test_activations.py tests/test_transposes.py tests/test_kernels_depthwise.py tests/test_patch_convs.py \
     tests/test_fx_math.py tests/test_resize_upsampling.py tests/test_matmul_batches.py tests/test_gemm_hopper.py > "$out/memcheck-new.txt" 2>&1 &
   # the sort and scatter kernels, integer reductions and division, the grouped GEMM and the MoE dispatch
-  memcheck python3 -m pytest -q -p no:cacheprovider tests/test_sort.py tests/test_integer_math.py tests/test_moe.py tests/test_scatter.py \
+  memcheck python3 -m pytest -q -p no:cacheprovider tests/test_sort.py tests/test_integer_math.py tests/test_moe.py tests/test_scatter.py tests/test_grid_sample.py \
     > "$out/memcheck-sort-moe.txt" 2>&1 &
   memcheck python3 -m pytest -q -p no:cacheprovider tests/test_attention_kernel.py -k "odd_lengths or \
     causal_alignments or many_query or padding or per_key or window or relative or grouped or strided or rank3 or empty \

@@ -7,12 +7,14 @@ elementwise ops after it fuse behind it.
   tensor's value standing in for its position along the axis;
 - concat: each lane reads the piece its index along the axis falls in;
 - pad (constant, no crop): a lane inside the input reads its element, the others the fill;
-- resample (a resize, its taps in tables): a lane looks up its taps and mixes what they read.
+- resample (a resize, its taps in tables): a lane looks up its taps and mixes what they read;
+- grid sample (codegen/grid_sample.py): a lane reads its grid point and mixes the taps around it.
 
 Every load is masked to the tensor it reads (KernelWriter.load_at)."""
 from __future__ import annotations
 
 from trident.compiler.codegen import expr as E
+from trident.compiler.codegen.grid_sample import grid_sample
 from trident.compiler.codegen.writer import KernelWriter, Operand, broadcast_dims
 from trident.compiler.ir import Node
 
@@ -20,7 +22,7 @@ from trident.compiler.ir import Node
 def emit(w: KernelWriter, node: Node, operand_for) -> str:
     """Emit one per-element move; its output's register variable (also in w.values)."""
     return {"gather": table_lookup, "gather_elements": element_gather, "concat": concat,
-            "pad": pad, "resample": resample}[node.op](w, node, operand_for)
+            "pad": pad, "resample": resample, "grid_sample": grid_sample}[node.op](w, node, operand_for)
 
 
 def _clamped_index(w: KernelWriter, index: str, size: int) -> str:

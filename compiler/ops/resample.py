@@ -165,7 +165,7 @@ def resample(x, *tables, axes: Sequence[int], nearest: bool):
     return y.to(x.dtype)
 
 
-@op("grid_sample", Kind.OPAQUE)
+@op("grid_sample", Kind.MOVEMENT)
 def grid_sample(x, grid, *, mode: str = "linear", padding_mode: str = "zeros",
                 align_corners: bool = False):
     """ONNX GridSample on 2-D (and, for linear / nearest, 3-D) images: torch's grid_sample,

@@ -173,3 +173,27 @@ def _adaptive_max_pool2d(cx: Ctx, input, output_size, return_indices=False):
 @converts(aten.adaptive_max_pool2d.default)
 def _aten_adaptive_max_pool2d(cx: Ctx, input, output_size):
     return _adaptive_max_pool2d(cx, input, output_size, return_indices=True)
+
+
+# torch's grid sampler enums (aten.grid_sampler's ints) and F.grid_sample's names, as the IR's.
+_GRID_MODES = {"bilinear": "linear", "nearest": "nearest", "bicubic": "cubic", 0: "linear", 1: "nearest",
+               2: "cubic"}
+_GRID_PADDINGS = {"zeros": "zeros", "border": "border", "reflection": "reflection", 0: "zeros", 1: "border",
+                  2: "reflection"}
+
+
+@converts(F.grid_sample)
+def _grid_sample(cx: Ctx, input, grid, mode="bilinear", padding_mode="zeros", align_corners=None):
+    """F.grid_sample: a per-element move in the pointwise kernels for 4-D inputs, bilinear or
+    nearest (codegen/grid_sample.py); bicubic and 5-D inputs run in torch, inside the engine."""
+    if mode not in _GRID_MODES or padding_mode not in _GRID_PADDINGS:
+        raise UnsupportedError(f'fx node "{cx.node_name}": grid_sample with mode={mode!r}, '
+                               f"padding_mode={padding_mode!r}")
+    grid = cx.cast(grid, cx.dtype(input))
+    return cx.emit("grid_sample", [input, grid], mode=_GRID_MODES[mode], padding_mode=_GRID_PADDINGS[padding_mode],
+                   align_corners=bool(align_corners))
+
+
+@converts(aten.grid_sampler.default, aten.grid_sampler_2d.default)
+def _aten_grid_sampler(cx: Ctx, input, grid, interpolation_mode: int, padding_mode: int, align_corners: bool):
+    return _grid_sample(cx, input, grid, interpolation_mode, padding_mode, align_corners)
