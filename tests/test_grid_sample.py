@@ -1,7 +1,8 @@
 """GridSample of 4-D inputs in the pointwise kernels (compiler/codegen/grid_sample.py) against
 torch's grid_sample: bilinear and nearest, every padding mode, both corner conventions, grid
 points far outside [-1, 1] and NaN, odd sizes, one-pixel inputs, fp16; through torch.compile
-(F.grid_sample) and ONNX GridSample (against onnxruntime). Bicubic and 5-D inputs run in torch.
+(F.grid_sample; transformers' Deformable DETR) and ONNX GridSample (against onnxruntime). Bicubic
+and 5-D inputs run in torch.
 The bounds sanitizer is on (conftest): no grid makes a lane read outside the input."""
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from trident.compiler.ir import GraphBuilder, TensorType
-from trident.compiler.testing import assert_matches_reference, compile_with_reports, ops_in_torch
+from trident.compiler.testing import assert_matches_reference, compile_with_reports, ops_in_torch, relative_error
 
 from onnx_util import check_engine, make_model, node, torch_steps
 
@@ -100,3 +101,28 @@ def test_onnx_grid_sample_against_onnxruntime(mode, padding, align):
              "g": rng.uniform(-1.3, 1.3, [1, 4, 5, 2]).astype(np.float32)}
     engine = check_engine(model, feeds)
     assert torch_steps(engine) == []
+
+
+def test_deformable_detr_through_torch_compile():
+    """transformers' Deformable DETR (tiny, a ResNet backbone): its multi-scale deformable
+    attention samples the value maps with F.grid_sample; every op in a kernel."""
+    t = pytest.importorskip("transformers")
+    backbone = t.ResNetConfig(embedding_size=16, hidden_sizes=[16, 32, 32, 32], depths=[1, 1, 1, 1],
+                              out_features=["stage2", "stage3", "stage4"])
+    config = t.DeformableDetrConfig(
+        use_timm_backbone=False, backbone_config=backbone, use_pretrained_backbone=False, d_model=32,
+        encoder_layers=1, decoder_layers=1, encoder_attention_heads=2, decoder_attention_heads=2,
+        encoder_ffn_dim=64, decoder_ffn_dim=64, num_queries=10, num_feature_levels=3,
+        encoder_n_points=2, decoder_n_points=2)
+    torch.manual_seed(0)
+    model = t.DeformableDetrModel(config).eval().to(DEV)
+    x = torch.randn(1, 3, 64, 64).to(DEV)
+
+    def detect(pixels):
+        return model(pixel_values=pixels).last_hidden_state
+
+    with torch.no_grad():
+        want = detect(x)
+    got, reports = compile_with_reports(detect, x)
+    assert relative_error(got, want) < 1e-5
+    assert ops_in_torch(reports) == []
