@@ -193,6 +193,8 @@ def _flops(step, plan) -> float:
         return attention_flops(p["BH"], p["Lq"], p["Lk"], p["D"], p["DV"], p["causal"])
     if template == "mlp":
         return 2.0 * p["M"] * p["H"] * (p["C_IN"] + p["C_OUT"])
+    if template == "grouped_mm":  # (every row counted: the rows past the groups are few)
+        return 2.0 * p["S"] * p["K"] * p["N"]
     if step.kind != "torch":
         return 0.0
     node = step.node  # a torch step: estimate from its node

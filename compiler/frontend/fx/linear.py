@@ -39,8 +39,9 @@ def _matmul(cx: Ctx, a, b):
 
 # Grouped products (a mixture-of-experts layer's tokens sorted by expert): torch's and F's
 # grouped_mm, and transformers' own fallback operator for them (integrations/moe.py).
-_GROUPED_MM = [torch._grouped_mm, aten._grouped_mm.default] + \
-    ([F.grouped_mm] if hasattr(F, "grouped_mm") else [])
+# (torch before 2.8 has neither)
+_GROUPED_MM = [f for f in (getattr(torch, "_grouped_mm", None), getattr(F, "grouped_mm", None),
+                           getattr(getattr(aten, "_grouped_mm", None), "default", None)) if f is not None]
 
 
 @converts(*_GROUPED_MM)
