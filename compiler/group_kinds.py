@@ -38,8 +38,9 @@ INDEX_DTYPES = (torch.int32, torch.int64)
 # width (wrapping as torch's cumsum cast back to the dtype does).
 SCAN_DTYPES = {torch.float32, torch.float16, torch.bfloat16, torch.int32, torch.int64, torch.int8,
                torch.int16, torch.uint8}
-# What the sort generator (codegen/sort.py) orders: keys that fit 32 bits of its sort word, in rows
-# one program holds in registers (int64 words: 32 a thread at 8 warps).
+# What the sort generator (codegen/sort.py) orders in one pass: keys that fit 32 bits of its sort
+# word (int64 keys take two passes, whole rows only), in rows one program holds in registers
+# (int64 words: 32 a thread at 8 warps).
 SORT_DTYPES = {torch.float32, torch.float16, torch.bfloat16, torch.int32, torch.int16, torch.int8,
                torch.uint8, torch.bool}
 MAX_SORT_LENGTH = 4096
@@ -250,11 +251,13 @@ def scatter_refusal(node: Node, graph: Graph) -> str | None:
 def sort_refusal(node: Node, graph: Graph) -> str | None:
     """Why the sort generator cannot take this topk, or None."""
     x = graph.types[node.inputs[0]]
-    if x.dtype not in SORT_DTYPES and not (x.dtype == torch.int64 and _is_index(node.inputs[0], graph)):
-        return f"{node.op} of {x.dtype} (the sort kernel takes keys of 32 bits or fewer)"
     if x.rank == 0:
         return f"{node.op} of a scalar"
     length = x.shape[node.attrs["axis"] % x.rank]
+    if x.dtype == torch.int64 and not _is_index(node.inputs[0], graph) and node.attrs["k"] != length:
+        return f"{node.op} of int64 keys with k < the row (the sort kernel sorts their whole rows)"
+    if x.dtype not in SORT_DTYPES and x.dtype != torch.int64:
+        return f"{node.op} of {x.dtype} (the sort kernel takes floats and integers)"
     if length > MAX_SORT_LENGTH:
         return f"{node.op} over {length} elements (one program sorts rows of up to {MAX_SORT_LENGTH})"
     return None

@@ -296,7 +296,8 @@ def test_topk_of_any_k_either_way_and_of_integers_in_the_sort_kernel():
 
 
 def test_topk_of_int64_keys_is_a_torch_step_inside_the_engine():
-    """The sort kernel's words hold 32-bit keys: int64 ones are sorted by torch, in the engine."""
+    """The sort kernel sorts int64 keys whole rows at a time: a top-4 of them is torch's, in the
+    engine."""
     x = torch.randint(-50, 50, (5, 20)).to(DEVICE)
     got, reports = compile_with_reports(lambda t: torch.topk(t * 3, 4).values + 1, x)
     assert torch.equal(got, torch.topk(x * 3, 4).values + 1)

@@ -1,6 +1,6 @@
 """topk (and through it sorts and argsorts) through the sort generator (compiler/codegen/sort.py):
 whole rows sorted in registers, checked against torch.sort(stable=True) bit for bit: every dtype
-it takes, either direction, any axis (strided rows), rows that are not powers of two, ties, NaN,
+it takes (int64 keys in two passes), either direction, any axis (strided rows), rows that are not powers of two, ties, NaN,
 infinities and signed zeros, size-1 and empty dims; what it does not take runs in torch, named by
 explain; ONNX TopK against onnxruntime. The bounds sanitizer is on (conftest)."""
 from __future__ import annotations
@@ -109,8 +109,20 @@ def test_rows_past_the_limit_and_wide_keys_run_in_torch(monkeypatch, rng):
     engine, (values, _) = compile_and_run(topk_graph((2, 17), torch.float32, 1, 3, True), [x])
     assert torch_steps(engine) == ["topk"] and torch.equal(values.cpu(), torch.topk(x, 3).values)
     wide = topk_graph((2, 5), torch.int64, 1, 2, True)
-    assert "topk of torch.int64 (the sort kernel takes keys of 32 bits or fewer)" in \
+    assert "topk of int64 keys with k < the row (the sort kernel sorts their whole rows)" in \
         render_text(explain_graph(wide, "fp32"), passes=False, source=False)
+
+
+@pytest.mark.parametrize("largest", [False, True])
+@pytest.mark.parametrize("shape, axis", [((3, 37), 1), ((40, 2), 0), ((1, 1), 1)])
+def test_int64_keys_in_two_passes(shape, axis, largest, rng):
+    """Whole rows of int64 keys: the low halves sorted, then the high halves in that order (a
+    two-digit radix sort). Keys that differ only in one half, the extremes, ties."""
+    x = torch.randint(-2**62, 2**62, shape, generator=rng)
+    special = torch.tensor([2**63 - 1, -2**63, 5, 5 + 2**32, 5 - 2**32, 5, 7, 7, -1, 0, 2**31, -2**31])
+    n = min(x.numel(), special.numel())
+    x.view(-1)[:n] = special[:n]
+    check(shape, torch.int64, axis, shape[axis], largest, x)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float16, np.int32])

@@ -11,6 +11,8 @@ int64 that orders as (key, position):
 - a descending sort flips every key bit (~key reverses the order), so every sort is ascending;
 - the position fills the low 32 bits: equal keys keep their order (a stable sort, as ONNX TopK
   and torch.sort(stable=True) ask), and the sorted word says where each element came from.
+int64 keys that are not indices (which fit 32 bits) take two such passes, the low halves' order
+first, then the high halves' (_two_pass_order), for whole rows only.
 Lanes past the row are INT64_MAX: they sort last, after every element. The first k positions of
 the sorted row are stored: the indices as they are, the values loaded again from the input at those
 indices (exact: -0.0, NaN payloads and fp16 values come back as they were). Which dtypes and row
@@ -24,8 +26,9 @@ import torch
 
 from trident.compiler.codegen.kernels import Args, KernelSource, _operand, _stores, row_tiles
 from trident.compiler.codegen.program import Layout
-from trident.compiler.codegen.writer import Axis, KernelWriter, memory_order
+from trident.compiler.codegen.writer import Axis, KernelWriter, Operand, memory_order
 from trident.compiler.fusion import Group
+from trident.compiler.group_kinds import _is_index
 from trident.compiler.ir import Graph
 from trident.kernels.common import next_pow2
 
@@ -50,11 +53,11 @@ def generate(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: li
     w.line(f"pmask = prims.in_bounds(pos, {length}, BLOCK_R)")
     w.add_axis(Axis("pos", [(axis, length)], "pmask"))
     x = _operand(x_value, layouts, args, shape)
-    key = _sort_key(w, w.load(x), graph.types[x_value].dtype, anchor.attrs.get("largest", True))
-    w.line(f"word = tl.where(pmask, ({key}.to(tl.int64) << 32) | pos.to(tl.int64), {_INT64_MAX})")
-    w.line("word = tl.sort(word, 1)")
-    # (a masked-off row's lanes may hold INT64_MAX's low bits: clamped, though no load reads them)
-    w.line(f"src = tl.where(pmask, word & {2**32 - 1}, 0)")
+    largest = anchor.attrs.get("largest", True)
+    if graph.types[x_value].dtype == torch.int64 and not _is_index(x_value, graph):
+        _two_pass_order(w, x, _operand(indices_out, layouts, args, shape, prefix="out"), axis, largest)
+    else:
+        _sorted_positions(w, _sort_key(w, w.load(x), graph.types[x_value].dtype, largest), "src")
     w.values[indices_out] = "src"
     if values_out in outputs:
         w.values[values_out] = w.load_at(x, {axis: "src"}, {axis})
@@ -65,13 +68,39 @@ def generate(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: li
     return row_tiles(name, group, graph, w, args, outputs, "sort", rows, length, next_pow2(length))
 
 
+def _sorted_positions(w: KernelWriter, key: str, out: str) -> None:
+    """`out` = the positions of the row in ascending order of the int32 `key` (stable)."""
+    w.line(f"word = tl.where(pmask, ({key}.to(tl.int64) << 32) | pos.to(tl.int64), {_INT64_MAX})")
+    w.line("word = tl.sort(word, 1)")
+    # (a masked-off row's lanes may hold INT64_MAX's low bits: clamped, though no load reads them)
+    w.line(f"{out} = tl.where(pmask, word & {2**32 - 1}, 0)")
+
+
+def _two_pass_order(w: KernelWriter, x: Operand, scratch: Operand, axis: int, largest: bool) -> None:
+    """int64 keys (a full sort: group_kinds.sort_refusal), sorted as two 32-bit halves, least
+    significant first (a radix sort of two digits, each pass stable): the low halves' order is
+    kept in the indices output (`scratch`: this program's own rows), the high halves of the
+    elements in that order are sorted, and the final order is the first one read through the
+    second. Barriers between the store, the loads and the final store keep the row's threads in
+    step (each reads positions others wrote)."""
+    flip = "~" if largest else ""
+    w.line(f"low = (({flip}{w.load(x)}) & {2**32 - 1}) - {2**31}")  # (unsigned, shifted to int32's order)
+    _sorted_positions(w, "low", "first")
+    w.store(scratch, "first")
+    w.line("tl.debug_barrier()")
+    w.line(f"high = ({flip}{w.load_at(x, {axis: 'first'}, {axis})}) >> 32")
+    _sorted_positions(w, "high", "second")
+    w.line(f"src = {w.load_at(scratch, {axis: 'second'}, {axis})}")
+    w.line("tl.debug_barrier()")
+
+
 def _sort_key(w: KernelWriter, x: str, dtype: torch.dtype, largest: bool) -> str:
     """The register of int32 keys whose ascending order is the sort's order of `x`."""
     if dtype.is_floating_point:  # (w.load gives floats as fp32: fp16 and bf16 widen exactly)
         w.line(f"bits = {x}.to(tl.int32, bitcast=True)")
         w.line(f"key = bits ^ ((bits >> 31) & {_MAGNITUDE_BITS})")
         w.line(f"key = tl.where({x} != {x}, {_CANONICAL_NAN}, tl.where({x} == 0, 0, key))")
-    else:  # (int64 keys only where they are indices: group_kinds.sort_refusal)
+    else:  # (int64 keys here are indices, below 2^31: group_kinds._is_index)
         w.line(f"key = {x}.to(tl.int32)")
     if largest:
         w.line("key = ~key")
