@@ -173,3 +173,10 @@ def test_torch_sort_with_dynamic_shapes():
         got, want = sort(x), torch.sort(x, dim=1, descending=True)
         assert torch.equal(got.values, want.values) and torch.equal(got.indices, want.indices)
     torch._dynamo.reset()
+
+
+def test_int64_values_only(rng):
+    """torch.sort(x).values of int64 keys: the values output holds the first pass's order."""
+    x = torch.randint(-2**62, 2**62, (3, 37), generator=rng)
+    _, (values,) = compile_and_run(topk_graph((3, 37), torch.int64, 1, 37, False, (0,)), [x])
+    assert torch.equal(values.cpu(), torch.sort(x, dim=1).values)

@@ -55,7 +55,9 @@ def generate(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: li
     x = _operand(x_value, layouts, args, shape)
     largest = anchor.attrs.get("largest", True)
     if graph.types[x_value].dtype == torch.int64 and not _is_index(x_value, graph):
-        _two_pass_order(w, x, _operand(indices_out, layouts, args, shape, prefix="out"), axis, largest)
+        # (either output serves: both are int64 rows of the whole length; the one stored)
+        scratch = indices_out if indices_out in outputs else values_out
+        _two_pass_order(w, x, _operand(scratch, layouts, args, shape, prefix="out"), axis, largest)
     else:
         _sorted_positions(w, _sort_key(w, w.load(x), graph.types[x_value].dtype, largest), "src")
     w.values[indices_out] = "src"
@@ -79,7 +81,7 @@ def _sorted_positions(w: KernelWriter, key: str, out: str) -> None:
 def _two_pass_order(w: KernelWriter, x: Operand, scratch: Operand, axis: int, largest: bool) -> None:
     """int64 keys (a full sort: group_kinds.sort_refusal), sorted as two 32-bit halves, least
     significant first (a radix sort of two digits, each pass stable): the low halves' order is
-    kept in the indices output (`scratch`: this program's own rows), the high halves of the
+    kept in an output (`scratch`: this program's own rows of it), the high halves of the
     elements in that order are sorted, and the final order is the first one read through the
     second. Barriers between the store, the loads and the final store keep the row's threads in
     step (each reads positions others wrote)."""
