@@ -260,3 +260,18 @@ def test_dynamic_shapes_still_match():
     for rows in (3, 5):
         x = torch.randn(rows, 7, device=DEVICE)
         torch.testing.assert_close(compiled(x), fn(x), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.skipif(DEVICE.type != "cpu", reason="x.numpy() of a CUDA tensor is a host copy: a CPU-side graph")
+def test_numpy_operators_on_tensors():
+    """`x.numpy() % 3 != 1` under dynamo (Reformer's bucket arithmetic): numpy's operators on
+    arrays are torch's on tensors, converted as those; numpy's true division is not, and stays."""
+    def buckets(x):
+        return torch.from_numpy((x.numpy() % 3) != 1) * x
+
+    x = torch.arange(12).reshape(3, 4)
+    got, reports = compile_with_reports(buckets, x)
+    assert torch.equal(got, buckets(x)) and ops_in_torch(reports) == []
+    halves = lambda t: torch.from_numpy(t.numpy() / 2)  # noqa: E731  (float64)
+    got, reports = compile_with_reports(halves, x)
+    assert torch.equal(got, halves(x)) and any("wrapped_truediv" in i for i in ops_in_torch(reports))

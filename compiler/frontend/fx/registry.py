@@ -5,6 +5,8 @@ answer: supported_fx_target, target_label, supported_targets. The in-place Tenso
 imported (the package's __init__ calls _register_in_place_methods)."""
 from __future__ import annotations
 
+import operator
+import sys
 from typing import Any, Callable
 
 import torch
@@ -25,11 +27,28 @@ class _Targets(dict):
     def get(self, target, default=None):
         if dict.__contains__(self, target):
             return dict.__getitem__(self, target)
-        name = _operator_name(target)
+        name = _operator_name(target) or _numpy_operator(target)
         return dict.get(self, name, default) if name else default
 
     def __contains__(self, target) -> bool:
         return self.get(target) is not None
+
+
+# numpy operators whose results on arrays are torch's on tensors (true division is not: numpy
+# divides integers into float64, torch into float32).
+_NUMPY_AS_TORCH = {operator.add, operator.sub, operator.mul, operator.mod, operator.floordiv,
+                   operator.neg, operator.eq, operator.ne, operator.lt, operator.le, operator.gt,
+                   operator.ge, operator.and_, operator.or_, operator.xor, operator.invert}
+
+
+def _numpy_operator(target):
+    """The `operator` function a dynamo wrapper of a numpy operator on tensors calls (`a % 3` of a
+    tensor's .numpy(): Reformer's bucket arithmetic), where numpy's result is torch's; else None."""
+    utils = sys.modules.get("torch._dynamo.utils")
+    wrapper = getattr(utils, "numpy_operator_wrapper", None)
+    if wrapper is None or not isinstance(target, wrapper):
+        return None
+    return target.op if target.op in _NUMPY_AS_TORCH else None
 
 
 def _operator_name(target) -> str | None:
