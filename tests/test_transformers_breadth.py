@@ -1,11 +1,12 @@
 """More of transformers' architectures at tiny configurations (2 layers, hidden 16-48, 32 x 32
 images, 400 audio samples or a 32 x 32 spectrogram, 8 tokens; random weights) through
-torch.compile(backend="trident") and through their ONNX export, against eager fp32: 61 of them,
-vision (BEiT, YOLOS, SegFormer, PoolFormer, PVT, FocalNet, DPT, LeViT, Swin-V2, ...), audio
+torch.compile(backend="trident") and through their ONNX export, against eager fp32: 62 of them,
+vision (BEiT, YOLOS, SegFormer, PoolFormer, PVT, FocalNet, DPT, LeViT, Swin-V2, GroupViT, ...), audio
 (wav2vec2, HuBERT, SEW, UniSpeech, AST, ...) and text (GPT-NeoX, GPT-J, Falcon, BLOOM, Mistral,
-Gemma, XLNet, Funnel, ...). Nothing may run in torch: each once left an op there (interpolate,
-group norm, normalize, weight norm, repeat_interleave, baddbmm, argmax, einsum, unfold, 1-D pools, a list
-index, multi-query SDPA; through ONNX, a GatherND and a batched matmul whose operands broadcast)."""
+Gemma, XLNet, Funnel, ...), and Reformer through torch.compile only. Nothing may run in torch: each
+once left an op there (interpolate, group norm, normalize, weight norm, repeat_interleave, baddbmm,
+argmax, einsum, unfold, 1-D pools, a list index, multi-query SDPA, scatter_, argsort, numpy
+operators; through ONNX, a GatherND and a batched matmul whose operands broadcast)."""
 from __future__ import annotations
 
 import pytest
@@ -92,6 +93,14 @@ MODELS = {
  # a 3-D tubelet conv (kernel == stride) as one GEMM over the video's patches
  "videomae": (lambda: t.VideoMAEModel(t.VideoMAEConfig(**V, image_size=32, patch_size=8, num_frames=4, tubelet_size=2)), "video"),
  "longt5_encoder": (lambda: t.LongT5EncoderModel(t.LongT5Config(d_model=32, d_kv=16, d_ff=64, num_layers=2, num_heads=2, vocab_size=100, local_radius=2)), "txt"),
+ # its hard assignment: zeros_like(x).scatter_(dim, argmax, 1.0) (the scatter kernel)
+ "groupvit_vision": (lambda: t.GroupViTVisionModel(t.GroupViTVisionConfig(hidden_size=32, num_attention_heads=2, intermediate_size=64, depths=[1, 1], num_group_tokens=[4, 0], num_output_groups=[4, 4], image_size=32, patch_size=8)), "img"),
+}
+# Through torch.compile only: Reformer's LSH attention draws random rotations (ONNX's
+# RandomNormalLike, which no engine can match), argsorts int64 bucket ids and computes them with
+# numpy operators on tensors.
+COMPILE_ONLY = {
+ "reformer": (lambda: t.ReformerModel(t.ReformerConfig(hidden_size=32, num_attention_heads=2, attention_head_size=16, feed_forward_size=64, vocab_size=100, axial_pos_embds=False, max_position_embeddings=64, attn_layers=["local", "lsh"], local_attn_chunk_length=4, lsh_attn_chunk_length=4, num_buckets=2, is_decoder=False)), "txt"),
 }
 
 # What may still run in torch through the ONNX export (explain lists it): Funnel's ScatterND (its
@@ -137,11 +146,11 @@ FP16_TOLERANCE = 5e-3
 
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
-@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("name", sorted(MODELS) + sorted(COMPILE_ONLY))
 def test_through_torch_compile(name, precision):
     if precision == "fp16" and name in FP16_UNDERFLOWS:
         pytest.skip("its outputs underflow fp16 (see FP16_UNDERFLOWS)")
-    make, kind = MODELS[name]
+    make, kind = {**MODELS, **COMPILE_ONLY}[name]
     torch.manual_seed(0)
     key, x = example(kind)
     module, x = LastHidden(make(), key).eval().to(DEV), x.to(DEV)
