@@ -114,3 +114,20 @@ def test_scatters_run_in_the_scatter_kernel(name):
     got, reports = compile_with_reports(lambda t: fn(t, index), x)
     torch.testing.assert_close(got, fn(x, index))
     assert ops_in_torch(reports) == []
+
+
+@pytest.mark.parametrize("accumulate", [False, True])
+def test_index_put_through_torch_export(accumulate):
+    """torch.export writes `y[rows] = v` (and index_put_ with accumulate) as aten.index_put: a
+    ScatterND of the rows (repeated rows with accumulate add up)."""
+    class Put(torch.nn.Module):
+        def forward(self, x, rows):
+            y = x * 1.0
+            y.index_put_((rows,), x[:4] * 2, accumulate=accumulate)
+            return y
+
+    x = torch.randn(6, 3)
+    rows = torch.tensor([5, 0, 5, 2]) if accumulate else torch.tensor([5, 0, 3, 2])
+    engine = build_engine(Put(), example_inputs=(x, rows), precision="fp32")
+    (got,) = run_engine(engine, x, rows)
+    torch.testing.assert_close(got.cpu(), Put()(x, rows))

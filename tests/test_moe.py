@@ -150,3 +150,28 @@ def test_moe_models_through_torch_compile(name):
     got, reports = compile_with_reports(lambda x: model(input_ids=x).last_hidden_state, ids)
     assert relative_error(got, want) < 1e-5
     assert ops_in_torch(reports) == []
+
+
+def test_moe_model_through_torch_export():
+    """build_engine of the nn.Module (torch.export): the inverse permutation is an index_put there."""
+    from trident.compiler import build_engine
+    from trident.compiler.testing import run_engine
+
+    torch.manual_seed(0)
+    model = MODELS["mixtral"]().eval()
+    ids = torch.randint(0, 100, (2, 8))
+
+    class LastHidden(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+        def forward(self, x):
+            return self.model(input_ids=x).last_hidden_state
+
+    with torch.no_grad():
+        want = LastHidden()(ids)
+    engine = build_engine(LastHidden().eval(), example_inputs=(ids,), precision="fp32")
+    (got,) = run_engine(engine, ids)
+    assert relative_error(got.cpu(), want) < 1e-5
+    assert [s.node.op for s in engine.plan.steps if s.kind == "torch"] == []

@@ -368,7 +368,16 @@ def _row_index(cx, index):
     return index
 
 
-def _assign_rows(cx, target, rows, value):
+def index_put(cx, target, indices, values, accumulate=False):
+    """aten.index_put (what torch.export writes `target[rows] = values` as): one 1-D integer index
+    on the first dim, as a ScatterND of those rows (accumulate: added in)."""
+    if len(indices) != 1 or indices[0] is None or _row_index(cx, indices[0]) is None:
+        raise UnsupportedError(f'fx node "{cx.node_name}": index_put with indices {indices!r} '
+                               "(converted: one 1-D integer index on the first dim)")
+    return _assign_rows(cx, target, indices[0], values, "add" if accumulate else "none")
+
+
+def _assign_rows(cx, target, rows, value, reduction: str = "none"):
     """`target[rows] = value` with computed row indices (transformers' MoE inverts its sort's
     permutation so: `inverse[perm] = arange(n)`) as a ScatterND of the rows; negative indices count
     from the end, an index past the rows is an error (ops/indexing.py checks them)."""
@@ -378,7 +387,7 @@ def _assign_rows(cx, target, rows, value):
         torch.tensor(value, dtype=dtype) if isinstance(value, (int, float, bool)) else cx.cast(value, dtype)
     updates = cx.emit("expand", [value], shape=[count] + shape[1:])
     indices = cx.emit("reshape", [cx.cast(rows, torch.int64)], shape=[count, 1])
-    return cx.emit("scatter_nd", [target, indices, updates])
+    return cx.emit("scatter_nd", [target, indices, updates], reduction=reduction)
 
 
 def _block(cx, shape: list[int], index) -> tuple[list[int], list[int], list[bool]]:

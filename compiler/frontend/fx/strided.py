@@ -10,6 +10,7 @@ import torch
 import torch.fx
 
 from trident.compiler.errors import UnsupportedError
+from trident.compiler.frontend.fx import decompose
 from trident.compiler.frontend.fx.axes import axis as _axis
 from trident.compiler.frontend.fx.context import Ctx
 from trident.compiler.frontend.fx.helpers import _identity, _ints, _promote, _reshape, _transpose
@@ -223,6 +224,9 @@ def _scatter_elements(cx: Ctx, input, dim, index, src, reduce):
     updates = cx.emit("expand", [updates], shape=shape)
     return cx.emit("scatter_elements", [input, cx.cast(index, torch.int64), updates],
                    axis=_axis(dim, cx.rank(input)), reduction=_SCATTER_REDUCTIONS[reduce])
+
+
+converts(aten.index_put.default, aten.index_put_.default)(decompose.index_put)
 
 
 def _aten_overloads(*names: str) -> list:
