@@ -1,6 +1,6 @@
-"""CumSum through the scan generator (compiler/codegen/scan.py): a loop over the row carries the
-running sum from chunk to chunk, so rows longer than a block, ONNX's exclusive and reverse, every
-dtype the generator takes, size-1 and empty dims, and the elementwise ops fused behind it are
+"""CumSum (and CumProd) through the scan generator (compiler/codegen/scan.py): a loop over the
+row carries the running sum (product) from chunk to chunk, so rows longer than a block, ONNX's
+exclusive and reverse, every dtype the generator takes, size-1 and empty dims, and the elementwise ops fused behind it are
 checked against the torch reference (compiler/ops/indexing.py), and ONNX models against
 onnxruntime. The bounds sanitizer is on (conftest)."""
 from __future__ import annotations
@@ -144,3 +144,33 @@ def test_float64_and_scalars_stay_in_torch(rng):
         graph = cumsum_graph(shape, dtype, 0)
         engine = assert_matches_reference(graph, [fresh(shape, dtype, rng)])
         assert kinds(engine) == ["torch"]
+
+
+# ------------------------------------------------------------------------- CumProd ----
+def cumprod_graph(shape, dtype, axis, exclusive=False, reverse=False):
+    b = GraphBuilder("cumprod")
+    x = b.input("x", TensorType(tuple(shape), dtype))
+    return b.finish([b.add1("cumprod", [x], {"axis": axis, "exclusive": exclusive, "reverse": reverse})])
+
+
+@pytest.mark.parametrize("exclusive, reverse", FLAGS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.int32, torch.int64])
+@pytest.mark.parametrize("shape, axis", [((3, 13), 1), ((13,), 0), ((5, 2, 9), 2), ((9, 3), 0)])
+def test_running_products(shape, axis, dtype, exclusive, reverse, small_chunks, rng):
+    """The scan generator's product: the carry multiplied chunk by chunk, 1 where nothing is."""
+    x = (torch.rand(shape, generator=rng) * 0.6 + 0.7).to(dtype) if dtype.is_floating_point else \
+        torch.randint(-3, 4, shape, generator=rng).to(dtype)
+    engine = assert_matches_reference(cumprod_graph(shape, dtype, axis, exclusive, reverse), [x])
+    assert kinds(engine) == ["scan"]
+
+
+def test_torch_cumprod(rng):
+    """torch.cumprod of floats, and of integers in int64 as torch multiplies them."""
+    from trident.compiler.testing import DEVICE, compile_with_reports, ops_in_torch
+
+    x = (torch.rand(3, 50, generator=rng) * 0.4 + 0.8).to(DEVICE)
+    for fn in (lambda t: torch.cumprod(t, 1), lambda t: torch.cumprod((t * 3).int(), dim=0)):
+        got, reports = compile_with_reports(fn, x)
+        want = fn(x)
+        assert got.dtype == want.dtype and ops_in_torch(reports) == []
+        torch.testing.assert_close(got, want)

@@ -1,9 +1,10 @@
-"""Codegen of `scan` groups: a running sum (CumSum) along one axis, and the elementwise epilogue
-fused behind it (fusion.py), computed and stored chunk by chunk.
+"""Codegen of `scan` groups: a running sum (CumSum) or product (CumProd) along one axis, and the
+elementwise epilogue fused behind it (fusion.py), computed and stored chunk by chunk.
 
 Each program takes BLOCK_X rows (the dims other than the axis) and walks the axis in chunks of
 BLOCK_R positions: tl.cumsum sums inside a chunk, and a carry per row (the sum of the chunks
-before) is added to it, then grows by the chunk's total. A row of any length is one loop, and its
+before) is added to it, then grows by the chunk's total (a product: tl.cumprod, the carry
+multiplied). A row of any length is one loop, and its
 block does not depend on the length (a shape-generic kernel only changes the loop's bound).
 
 The lanes of a chunk walk scan positions p = 0, 1, ...; ONNX's attributes only change which
@@ -53,7 +54,7 @@ def generate(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: li
     w.line(f"xmask = prims.in_bounds(xoffs[:, None], {rows}, BLOCK_X)")
     w.add_axis(Axis("xoffs[:, None]", [(d, shape[d]) for d in order if d != axis], "xmask"))
     acc = accumulator(graph.types[anchor.inputs[0]].dtype)
-    w.line(f"carry = tl.zeros([BLOCK_X, 1], dtype={acc})")
+    w.line(f"carry = tl.full([BLOCK_X, 1], {_IDENTITY[anchor.op]}, dtype={acc})")
     with w.loop(f"for start in range(0, {length}, BLOCK_R):"):
         x = _operand(anchor.inputs[0], layouts, args, shape)
         w.values[anchor.outputs[0]] = _chunk_sums(w, anchor, x, axis, length, acc)
@@ -72,16 +73,26 @@ def _chunk_sums(w: KernelWriter, anchor: Node, x: Operand, axis: int, length: in
     w.line(f"pmask = prims.in_bounds(pos, {length}, BLOCK_R)")
     w.line(f"elem = {length - 1} - pos" if reverse else "elem = pos")
     w.add_axis(Axis("elem", [(axis, length)], "pmask"))
+    identity = _IDENTITY[anchor.op]
     if exclusive:
         w.line("prev = pos - 1")
         w.line(f"src = {length - 1} - prev" if reverse else "src = prev")
-        loaded = w.load_at(x, {axis: "src"}, {axis}, "prev >= 0")
+        loaded = f"tl.where(prev >= 0, {w.load_at(x, {axis: 'src'}, {axis}, 'prev >= 0')}, {identity})"
     else:
         loaded = w.values[anchor.inputs[0]] = w.load(x)  # the epilogue may read x here too
-    # Lanes past the row or the rows add nothing; the where also gives the tile its full shape
-    # where x moves along neither (a row of one element loads a scalar).
-    w.line(f"step = tl.where(xmask & pmask, {loaded}, 0).to({acc})")
+    # Lanes past the row or the rows add (multiply) nothing; the where also gives the tile its
+    # full shape where x moves along neither (a row of one element loads a scalar).
+    w.line(f"step = tl.where(xmask & pmask, {loaded}, {identity}).to({acc})")
     out = w.tmp("r")
-    w.line(f"{out} = carry + tl.cumsum(step, 1)")
-    w.line("carry = carry + tl.sum(step, 1)[:, None]")
+    if anchor.op == "cumsum":
+        w.line(f"{out} = carry + tl.cumsum(step, 1)")
+        w.line("carry = carry + tl.sum(step, 1)[:, None]")
+        return out
+    # a running product: the chunk's whole product is its last column (the lanes past the row are 1)
+    w.line(f"{out}_chunk = tl.cumprod(step, 1)")
+    w.line(f"{out} = carry * {out}_chunk")
+    w.line(f"carry = carry * tl.sum(tl.where(tl.arange(0, BLOCK_R)[None, :] == BLOCK_R - 1, {out}_chunk, 0), 1)[:, None]")
     return out
+
+
+_IDENTITY = {"cumsum": 0, "cumprod": 1}

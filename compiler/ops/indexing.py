@@ -86,7 +86,7 @@ def cumsum(x, *, axis: int, exclusive: bool = False, reverse: bool = False):
     return _scan(torch.cumsum, x, axis, exclusive, reverse, 0).to(x.dtype)
 
 
-@op("cumprod", Kind.OPAQUE)
+@op("cumprod", Kind.SCAN)
 def cumprod(x, *, axis: int, exclusive: bool = False, reverse: bool = False):
     return _scan(torch.cumprod, x, axis, exclusive, reverse, 1).to(x.dtype)
 

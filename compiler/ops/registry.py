@@ -16,9 +16,9 @@ class Kind(enum.Enum):
     CONV = "conv"
     POOL = "pool"
     MOVEMENT = "movement"        # reshapes, transposes, slices: moves data, computes nothing
-    SCAN = "scan"                # running sums along one axis (cumsum): a loop carries the sum
+    SCAN = "scan"                # running sums / products along one axis: a loop carries them
     SORT = "sort"                # sorts whole rows along one axis (topk): one row per register tile
-    OPAQUE = "opaque"            # cumprod, scatters, resampling: computed by torch only
+    OPAQUE = "opaque"            # ScatterND, spectral ops, recurrences: computed by torch only
     ATTENTION = "attention"      # softmax(q k^T * scale + mask) v, fused
 
 

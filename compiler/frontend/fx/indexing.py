@@ -1,5 +1,5 @@
 """Converters of slicing and indexing: slices, flips, x[idx] (ints, slices, None, Ellipsis, a list,
-index tensors), embeddings, index_select, gather, cumsum.
+index tensors), embeddings, index_select, gather, cumsum, cumprod.
 
 x[i0, i1, ...]: index tensors on adjacent axes, full slices elsewhere, as one table gather.
 
@@ -209,13 +209,19 @@ def _gather_elements(cx: Ctx, x, dim, index, sparse_grad=False):
     return cx.emit("gather_elements", [x, index], axis=_axis(dim, cx.rank(x)))
 
 
-@converts(aten.cumsum.default, torch.cumsum, "cumsum")
-def _cumsum(cx: Ctx, x, dim, dtype=None):
-    if dtype is None and not cx.dtype(x).is_floating_point:
-        dtype = torch.int64  # torch sums integers and booleans in int64
-    if dtype is not None:
-        x = cx.cast(x, dtype)
-    return cx.emit("cumsum", [x], axis=_axis(dim, cx.rank(x)))
+def _running(op: str):
+    """torch.cumsum / cumprod: the scan generator's running sum or product along dim."""
+    def convert(cx: Ctx, x, dim, dtype=None):
+        if dtype is None and not cx.dtype(x).is_floating_point:
+            dtype = torch.int64  # torch sums and multiplies integers and booleans in int64
+        if dtype is not None:
+            x = cx.cast(x, dtype)
+        return cx.emit(op, [x], axis=_axis(dim, cx.rank(x)))
+    return convert
+
+
+converts(aten.cumsum.default, torch.cumsum, "cumsum")(_running("cumsum"))
+converts(aten.cumprod.default, torch.cumprod, "cumprod")(_running("cumprod"))
 
 
 # -------------------------------------------------- several index tensors, one gather ----
