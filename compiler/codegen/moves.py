@@ -2,7 +2,8 @@
 lane reads the one element its output needs, so the op costs no kernel of its own and the
 elementwise ops after it fuse behind it.
 
-- table lookup: a Gather of a constant table's rows by integer ids (an embedding);
+- table lookup: a Gather of a table's rows by integer ids (an embedding; a computed tensor's rows:
+  a mixture-of-experts layer's tokens in expert order);
 - gather of elements (GatherElements): each lane reads data at its own position, the index
   tensor's value standing in for its position along the axis;
 - concat: each lane reads the piece its index along the axis falls in;
@@ -38,9 +39,10 @@ def _clamped_index(w: KernelWriter, index: str, size: int) -> str:
 
 
 def table_lookup(w: KernelWriter, node: Node, operand_for) -> str:
-    """out[i..., j...] = table[ids[i...], j...]: a gather along axis 0 of a constant table
-    (group_kinds.table_lookup_refusal), computed where the value is needed, so an embedding's
-    rows flow into the adds and the LayerNorm after it without a stored copy."""
+    """out[i..., j...] = table[ids[i...], j...]: a gather along axis 0 of a table in memory (a
+    constant or a tensor an earlier kernel stored: group_kinds.table_lookup_refusal), computed
+    where the value is needed, so an embedding's rows flow into the adds and the LayerNorm after it
+    without a stored copy."""
     table_name, ids_name = node.inputs[:2]
     out_shape = tuple(w.graph.types[node.outputs[0]].shape)
     out_dims = broadcast_dims(out_shape, w.space_shape())
