@@ -59,8 +59,11 @@ run_safety() {
     tests/test_fx_math.py tests/test_resize_upsampling.py tests/test_matmul_batches.py tests/test_gemm_hopper.py > "$out/memcheck-new.txt" 2>&1 &
   # the sort and scatter kernels, integer reductions and division, the grouped GEMM and the MoE dispatch
   # (the whole models through torch.compile run in run_tests: under the sanitizer they take minutes)
-  memcheck python3 -m pytest -q -p no:cacheprovider tests/test_sort.py tests/test_integer_math.py tests/test_moe.py tests/test_scatter.py tests/test_grid_sample.py \
-    -k "not models_through_torch_compile and not deformable_detr" > "$out/memcheck-sort-moe.txt" 2>&1 &
+  memcheck python3 -m pytest -q -p no:cacheprovider tests/test_sort.py tests/test_integer_math.py \
+    > "$out/memcheck-sort.txt" 2>&1 &
+  memcheck python3 -m pytest -q -p no:cacheprovider tests/test_moe.py tests/test_scatter.py tests/test_grid_sample.py \
+    -k "not models_through_torch_compile and not through_torch_export and not deformable_detr" \
+    > "$out/memcheck-moe.txt" 2>&1 &
   memcheck python3 -m pytest -q -p no:cacheprovider tests/test_attention_kernel.py -k "odd_lengths or \
     causal_alignments or many_query or padding or per_key or window or relative or grouped or strided or rank3 or empty \
     or never_read or fully_masked or zero_nan or paired" > "$out/memcheck-attention.txt" 2>&1 &
@@ -74,7 +77,7 @@ run_safety() {
   # profiled engines (generic kernels, ALIGNED variants) and KV-cache generation
   memcheck python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_dynamic_gpu.py > "$out/memcheck-dynamic.txt" 2>&1 &
   wait
-  for f in kernels new sort-moe attention attention-hopper models dynamic breadth; do echo "== memcheck $f"; tail -n 6 "$out/memcheck-$f.txt"; done
+  for f in kernels new sort moe attention attention-hopper models dynamic breadth; do echo "== memcheck $f"; tail -n 6 "$out/memcheck-$f.txt"; done
 }
 run_attention() {
   timeout "${T_ATTENTION:-300}" python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_attention_kernel.py \
