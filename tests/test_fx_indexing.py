@@ -131,3 +131,24 @@ def test_index_put_through_torch_export(accumulate):
     engine = build_engine(Put(), example_inputs=(x, rows), precision="fp32")
     (got,) = run_engine(engine, x, rows)
     torch.testing.assert_close(got.cpu(), Put()(x, rows))
+
+
+INDEX_ADDS = {
+    "rows": lambda a, s, i: a.index_add(0, i, s),
+    "rows_alpha": lambda a, s, i: torch.index_add(a, 0, i, s, alpha=2.0),
+    "columns": lambda a, s, i: a.t().index_add(1, i, s.t()) * 1,
+    "in_place": lambda a, s, i: a.clone().index_add_(0, i, s),
+}
+
+
+@pytest.mark.parametrize("name", sorted(INDEX_ADDS))
+def test_index_add_in_the_scatter_kernel(name):
+    """index_add (a repeated index adds up): a ScatterElements that adds, its index spread over the
+    source's shape."""
+    gen = torch.Generator().manual_seed(3)
+    x, source = torch.randn(6, 5, generator=gen).to(DEV), torch.randn(4, 5, generator=gen).to(DEV)
+    rows = torch.tensor([5, 0, 5, 2]).to(DEV)
+    fn = INDEX_ADDS[name]
+    got, reports = compile_with_reports(lambda a, s: fn(a, s, rows), x, source)
+    torch.testing.assert_close(got, fn(x, source, rows))
+    assert ops_in_torch(reports) == []

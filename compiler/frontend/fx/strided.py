@@ -226,7 +226,25 @@ def _scatter_elements(cx: Ctx, input, dim, index, src, reduce):
                    axis=_axis(dim, cx.rank(input)), reduction=_SCATTER_REDUCTIONS[reduce])
 
 
-converts(aten.index_put.default, aten.index_put_.default)(decompose.index_put)
+converts(aten.index_put.default, aten.index_put_.default, torch.index_put, "index_put")(decompose.index_put)
+
+
+@converts(aten.index_add.default, torch.index_add, "index_add")
+def _index_add(cx: Ctx, input, dim, index, source, *, alpha=1):
+    """input with source's slices added in at the positions index (1-D) names along dim: a
+    ScatterElements that adds, its index spread over source's shape (the scatter kernel where a row
+    takes few of them)."""
+    axis = _axis(dim, cx.rank(input))
+    if cx.rank(index) != 1 or cx.rank(source) != cx.rank(input):
+        raise UnsupportedError(f'fx node "{cx.node_name}": index_add of a rank {cx.rank(index)} index and a '
+                               f"rank {cx.rank(source)} source into rank {cx.rank(input)}")
+    if alpha != 1:
+        source = _promote(cx, source, dtype=cx.dtype(input))[0]
+        source = cx.emit("mul", [source, torch.tensor(alpha, dtype=cx.dtype(input))])
+    shape = list(cx.shape(source))
+    along = [shape[d] if d == axis else 1 for d in range(len(shape))]
+    spread = cx.emit("expand", [_reshape(cx, cx.cast(index, torch.int64), along)], shape=shape)
+    return _scatter_elements(cx, input, axis, spread, source, "add")
 
 
 def _aten_overloads(*names: str) -> list:
