@@ -229,6 +229,12 @@ def grid(M: int, N: int, config: dict, device: torch.device) -> tuple[int]:
     return (max(1, min(tiles, sm_count(device))),)
 
 
+def tile_options(config: dict) -> dict:
+    """A config for the Triton tile: without the WS switch, which only launch() reads (the tile
+    kernel takes no WS argument)."""
+    return {k: v for k, v in config.items() if k != "WS"}
+
+
 def launch_options(config: dict) -> dict:
     """The constexprs and launch options of a WS config."""
     return dict(BLOCK_M=config["BLOCK_M"], BLOCK_N=config["BLOCK_N"], BLOCK_K=config["BLOCK_K"],

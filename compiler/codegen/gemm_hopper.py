@@ -83,4 +83,5 @@ def prologue(params: list[str], a: str, b: str, mnk: tuple[int, int, int], strid
         f"{stride_bn}, config)",
         f"        return ws_kernel[gemm_hopper.grid({M}, {N}, config, {a}.device)]({', '.join(params)}, a_desc, "
         f"b_desc, {M}, {N}, {K}, **gemm_hopper.launch_options(config))",
-        "    config = TILE_CONFIG"]
+        "    config = TILE_CONFIG",
+        "config = gemm_hopper.tile_options(config)"]
