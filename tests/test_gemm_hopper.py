@@ -239,7 +239,7 @@ def test_gpu_engines_on_the_path_match_torch(rows, d, hidden):
     engine = trident.build_engine(model, "fp16", example_inputs=[x])
     steps = _gemm_steps(engine)
     assert steps and all(s.config.get("WS") == 1 for s in steps), [str(s.config) for s in steps]
-    out = engine(x.cuda().half())
+    out = engine(x.cuda())  # (an fp16 engine of an fp32 model takes fp32 inputs)
     out = (out[0] if isinstance(out, (list, tuple)) else out).float().cpu()
     ref = model.double()(x.double()).float()
     assert ((out - ref).norm() / ref.norm()).item() < 5e-3
@@ -253,7 +253,7 @@ def test_gpu_nan_and_inf_reach_the_rows_that_read_them():
     x = torch.randn(1, 300, 64)
     x[0, 7, 3], x[0, 250, 0] = float("nan"), float("inf")
     engine = trident.build_engine(model, "fp16", example_inputs=[x])
-    out = engine(x.cuda().half())
+    out = engine(x.cuda())  # (an fp16 engine of an fp32 model takes fp32 inputs)
     out = (out[0] if isinstance(out, (list, tuple)) else out).float().cpu()
     assert not torch.isfinite(out[0, 7]).any() and not torch.isfinite(out[0, 250]).any()
     rest = torch.ones(300, dtype=torch.bool)

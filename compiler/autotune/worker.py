@@ -18,6 +18,7 @@ def compile_job(job: dict) -> dict:
     import torch
 
     from trident.kernels.blas import kernel_config
+    from trident.kernels.gemm_hopper import tile_options
     from trident.kernels.loader import import_kernel_file
     from trident.kernels.tma import warmup_descriptors
 
@@ -30,7 +31,7 @@ def compile_job(job: dict) -> dict:
         tma = getattr(module, "TMA_OPERANDS", None)  # (A's, B's argument index, B K-major)
         if tma is not None:
             args += warmup_descriptors(args[tma[0]], args[tma[1]], tma[2], config)
-        module.kernel.warmup(*args, grid=(1,), **config)
+        module.kernel.warmup(*args, grid=(1,), **tile_options(config))  # (WS=0: launch()'s switch)
         return {"id": job["id"], "ok": True}
     except Exception as exc:  # noqa: BLE001 - a config that does not compile is a result
         text = str(exc).strip().splitlines()
