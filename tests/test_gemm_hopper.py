@@ -135,7 +135,10 @@ def test_fp16_gemm_kernels_get_the_path_and_start_on_it(monkeypatch):
 
 def test_without_a_hopper_gpu_or_at_fp32_no_kernel_gets_it(monkeypatch):
     x = torch.randn(2, 33, 72)
-    for engine in (_build(x)[1], _build(x, monkeypatch, force=True, precision="fp32")[1]):
+    with monkeypatch.context() as no_hopper:  # (on a Hopper GPU too)
+        no_hopper.setattr(hopper, "available", lambda device=None: False)
+        without_hopper = _build(x)[1]
+    for engine in (without_hopper, _build(x, monkeypatch, force=True, precision="fp32")[1]):
         assert all("ws_kernel" not in s.source and "WS" not in s.config.to_dict() for s in _gemm_steps(engine))
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from trident.compiler.frontend.fx import import_fx
 from trident.compiler.ir import GraphBuilder, TensorType
 from trident.compiler.testing import (assert_matches_reference, compile_and_run, compile_with_reports,
                                       ops_in_torch, relative_error)
@@ -97,6 +98,23 @@ def test_histc(bounds, rng):
     x = torch.randn(300, generator=rng) * 3
     x[:4] = torch.tensor([float("nan"), high, low, float("inf")])
     _check(lambda t: torch.histc(t, bins=bins, min=low, max=high), x)
+
+
+@pytest.mark.parametrize("dtype", [torch.int32, torch.int64])
+def test_histc_of_integers(dtype, rng):
+    """CUDA's histc counts integers (transformers' int32 expert ids there): the bounds truncated
+    to integers, the counts in the input's dtype. The CPU's histc takes floats only (dynamo's fake
+    tensors refuse it there too), so the graph is symbolically traced and the reference is the
+    float histc of the same values with the truncated bounds."""
+    class Count(torch.nn.Module):
+        def forward(self, ids):
+            return torch.histc(ids, bins=7, min=0.7, max=6.2)  # bounds 0 and 6
+    ids = torch.randint(-2, 9, (301,), generator=rng, dtype=dtype)
+    graph = import_fx(torch.fx.symbolic_trace(Count()), (ids,))
+    engine, (got,) = compile_and_run(graph, [ids])
+    want = torch.histc(ids.float(), bins=7, min=0, max=6)
+    assert got.dtype == dtype and torch.equal(got.cpu(), want.to(dtype))
+    assert "torch" not in kinds(engine)
 
 
 def test_inverse_permutation_by_row_assignment(rng):

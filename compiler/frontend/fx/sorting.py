@@ -93,12 +93,19 @@ def histc(cx, x, bins=100, min=0, max=0):
     floor((v - min) * bins / (max - min)) (torch's formula, in its order), v = max in the last bin;
     values outside [min, max] and NaN in none. A [elements, bins] comparison summed over the
     elements: for the few bins a mixture-of-experts layer counts its tokens in (transformers'
-    offsets), one reduction kernel. Bounds taken from the data (min = max) run in torch."""
-    bins, low, high = int(bins), float(min), float(max)
-    if not low < high or not cx.dtype(x).is_floating_point or bins < 1:
-        raise UnsupportedError(f'fx node "{cx.node_name}": histc of {cx.dtype(x)} with bins={bins}, '
-                               f"min={low}, max={high} (converted: floats, min < max)")
-    dtype = cx.dtype(x)
+    offsets), one reduction kernel. Bounds taken from the data (min = max) run in torch.
+    Integer input (CUDA's histc takes it: transformers counts int32 expert ids there) truncates
+    the bounds to integers, as torch does, is binned in float32 (exact for the counts and bins a
+    model has) and counts in its own dtype."""
+    source_dtype = cx.dtype(x)
+    if source_dtype.is_floating_point:
+        bins, low, high, dtype = int(bins), float(min), float(max), source_dtype
+    else:
+        bins, low, high, dtype = int(bins), float(int(min)), float(int(max)), torch.float32
+    if not low < high or source_dtype == torch.bool or bins < 1:
+        raise UnsupportedError(f'fx node "{cx.node_name}": histc of {source_dtype} with bins={bins}, '
+                               f"min={low}, max={high} (converted: numbers, min < max)")
+    x = x if dtype == source_dtype else cx.cast(x, dtype)
     column = cx.emit("reshape", [x], shape=[math.prod(cx.shape(x)), 1])
     edge = lambda v: torch.tensor(v, dtype=dtype)  # noqa: E731
     position = cx.emit("div", [cx.emit("mul", [cx.emit("sub", [column, edge(low)]), edge(float(bins))]),
@@ -110,4 +117,5 @@ def histc(cx, x, bins=100, min=0, max=0):
     inside = cx.emit("logical_and", [cx.emit("greater_equal", [column, edge(low)]),
                                      cx.emit("less_equal", [column, edge(high)])])
     counted = cx.emit("logical_and", [inside, cx.emit("logical_or", [hit, at_top])])
-    return cx.emit("reduce_sum", [cx.cast(counted, dtype)], axes=[0], keepdims=False)
+    counts = cx.emit("reduce_sum", [cx.cast(counted, source_dtype)], axes=[0], keepdims=False)
+    return counts if cx.dtype(counts) == source_dtype else cx.cast(counts, source_dtype)  # (int sums widen)
