@@ -49,11 +49,20 @@ LOG2E = 1.4426950408889634
 
 if HAVE_GLUON:
     @gluon.jit
-    def _tile(t, num_m, H, W, H_KV, Lk, causal_offset, CAUSAL: gl.constexpr, TILE: gl.constexpr,
+    def _tile(t, num_m, tiles, H, W, H_KV, Lk, causal_offset, CAUSAL: gl.constexpr, TILE: gl.constexpr,
               BLOCK_N: gl.constexpr):
         """Tile t's (b, w, h, h_kv, first query row, key blocks every row sees whole, key blocks).
         Query tiles of one head are neighbours (their K and V stay in L2); causal ones run longest
-        first."""
+        first, and in snake order: program p takes the p-th tile of even laps and the p-th from
+        the end of odd ones, so the one with the heaviest tile of a lap gets the lightest of the
+        next (the busiest program does about 3% more than the mean, against 5.5% at 16K queries
+        and 21% at 2K dealt round-robin)."""
+        if CAUSAL:
+            programs = gl.num_programs(0)
+            lap = t // programs
+            lane = t - lap * programs
+            in_lap = gl.minimum(programs, tiles - lap * programs)
+            t = lap * programs + gl.where(lap % 2 == 1, in_lap - 1 - lane, lane)
         pid_bh = t // num_m
         pid_m = t % num_m
         if CAUSAL:
@@ -170,7 +179,7 @@ if HAVE_GLUON:
         it = 0  # key blocks consumed so far: the ring position
         count = 0  # tiles done so far: Q's phase
         for t in range(gl.program_id(0), tiles, gl.num_programs(0)):
-            b, w, h, h_kv, start_m, n_full, n_end = _tile(t, num_m, H, W, H_KV, Lk, causal_offset, CAUSAL,
+            b, w, h, h_kv, start_m, n_full, n_end = _tile(t, num_m, tiles, H, W, H_KV, Lk, causal_offset, CAUSAL,
                                                          2 * ROWS, BLOCK_N)
             first = start_m + GROUP * ROWS
             offs_m = first + gl.arange(0, ROWS, layout=gl.SliceLayout(1, s_layout))
@@ -216,7 +225,7 @@ if HAVE_GLUON:
         it = 0
         count = 0
         for t in range(gl.program_id(0), tiles, gl.num_programs(0)):
-            b, w, h, h_kv, start_m, n_full, n_end = _tile(t, num_m, H, W, H_KV, Lk, causal_offset, CAUSAL,
+            b, w, h, h_kv, start_m, n_full, n_end = _tile(t, num_m, tiles, H, W, H_KV, Lk, causal_offset, CAUSAL,
                                                          2 * ROWS, BLOCK_N)
             # A fresh barrier counts as having completed the phase before its first: round 0 passes.
             mbarrier.wait(q_empty, (count & 1) ^ 1)
