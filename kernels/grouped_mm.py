@@ -30,8 +30,8 @@ def _row_ends(offs, first, E: tl.constexpr, S: tl.constexpr, BLOCK_E: tl.constex
     """offs[first + e] for e in [0, BLOCK_E) clamped into [0, S] and non-decreasing; lanes before
     0 read 0 and lanes past E repeat the last end."""
     e = first + tl.arange(0, BLOCK_E)
-    ends = tl.load(offs + e, mask=(e >= 0) & (e < E), other=0).to(tl.int32)
-    ends = tl.minimum(tl.maximum(ends, 0), S)
+    ends = tl.load(offs + e, mask=(e >= 0) & (e < E), other=0)
+    ends = tl.minimum(tl.maximum(ends, 0), S).to(tl.int32)  # clamped in the offsets' own type
     return tl.associative_scan(ends, 0, _larger)
 
 

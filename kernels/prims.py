@@ -34,6 +34,23 @@ def max_nan(x, axis: tl.constexpr):
 
 
 @triton.jit
+def min_nan(x, axis: tl.constexpr):
+    """tl.min over `axis`, NaN where the reduced values hold a NaN (torch.amin, ONNX ReduceMin)."""
+    has_nan = tl.max((x != x).to(tl.int32), axis)
+    return tl.where(has_nan > 0, float("nan"), tl.min(x, axis))
+
+
+@triton.jit
+def last_column(x):
+    """Column BLOCK-1 of a [rows, BLOCK] tile, as [rows, 1] (a running product's whole product):
+    a sum whose other lanes add -0.0, the addend that leaves every float as it is."""
+    last = tl.arange(0, x.shape[1])[None, :] == x.shape[1] - 1
+    if x.dtype.is_floating():
+        return tl.sum(tl.where(last, x, -0.0), 1)[:, None]
+    return tl.sum(tl.where(last, x, 0), 1)[:, None]
+
+
+@triton.jit
 def relu(x):
     return maximum(x, 0.0)
 

@@ -174,3 +174,4 @@ def test_torch_cumprod(rng):
         want = fn(x)
         assert got.dtype == want.dtype and ops_in_torch(reports) == []
         torch.testing.assert_close(got, want)
+

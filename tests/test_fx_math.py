@@ -275,3 +275,19 @@ def test_numpy_operators_on_tensors():
     halves = lambda t: torch.from_numpy(t.numpy() / 2)  # noqa: E731  (float64)
     got, reports = compile_with_reports(halves, x)
     assert torch.equal(got, halves(x)) and any("wrapped_truediv" in i for i in ops_in_torch(reports))
+
+
+@pytest.mark.skipif(DEVICE.type != "cpu", reason="x.numpy() of a CUDA tensor is a host copy: a CPU-side graph")
+def test_a_numpy_promotion_unlike_torchs_runs_that_node_in_torch():
+    """numpy multiplies an int64 array by 0.5 into float64 where torch gives float32: the node's
+    recorded dtype disagrees with the converter's, so that node runs in torch and the partition
+    is split around it, not given up."""
+    def scaled(x):
+        return torch.from_numpy(x.numpy() * 0.5) + torch.from_numpy(x.numpy() % 3)
+
+    x = torch.arange(12).reshape(3, 4)
+    got, reports = compile_with_reports(scaled, x)
+    in_torch = ops_in_torch(reports)
+    assert got.dtype == torch.float64 and torch.equal(got, scaled(x))
+    assert "wrapped_mul" in in_torch[0] and "imported as f32[3,4], but torch computed f64[3,4]" in in_torch[0]
+    assert not any("wrapped_mod" in item for item in in_torch)  # (the float64 sum: a torch step)

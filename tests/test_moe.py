@@ -48,10 +48,11 @@ def test_grouped_mm_against_the_reference(counts, precision, rng):
     assert grouped_kernels(engine) == 1 and "torch" not in kinds(engine)  # (fp16: the casts around it)
 
 
-@pytest.mark.parametrize("offs", [[5, 3, 40, 12], [-4, 10, 100, 100], [37, 37, 37, 37]])
+@pytest.mark.parametrize("offs", [[5, 3, 40, 12], [-4, 10, 100, 100], [37, 37, 37, 37], [5, 2**32 + 3, 9, 40]])
 def test_offsets_that_are_no_partition_stay_inside(offs, rng):
     """Clamped into [0, S] and made non-decreasing, in the kernel as in the reference: no read or
-    write outside x and out (the sanitizer watches)."""
+    write outside x and out (the sanitizer watches). An offset past 2^32 clamps to S, not to its
+    low 32 bits."""
     S, K, N, E = 37, 8, 16, 4
     inputs = [torch.randn(S, K, generator=rng), torch.randn(E, K, N, generator=rng),
               torch.tensor(offs, dtype=torch.int64)]

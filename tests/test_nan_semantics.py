@@ -8,6 +8,7 @@ from onnx import TensorProto as T
 from onnx import helper as h
 
 from trident.compiler import build_engine
+from trident.compiler.build import compile_graph, engine_from
 from trident.compiler.ir import GraphBuilder, TensorType
 from trident.compiler.testing import assert_matches_reference, run_engine
 
@@ -55,8 +56,6 @@ def test_binary_max_and_min_keep_nan(op, precision, rng):
 
 def test_relu_of_nan_is_nan_not_zero():
     g = graph_of([(4,)], lambda b, a: b.add1("relu", [a]))
-    from trident.compiler.build import compile_graph, engine_from
-
     (y,) = run_engine(engine_from(compile_graph(g, "fp32")), torch.tensor([float("nan"), -1.0, 2.0, float("-inf")]))
     assert torch.isnan(y[0]) and y[1:].tolist() == [0.0, 2.0, 0.0]
 
@@ -66,7 +65,8 @@ def test_row_reductions_keep_nan(precision, rng):
     def body(b, x):
         ax = {"axes": [1], "keepdims": True}
         return [b.add1("reduce_max", [x], ax), b.add1("softmax", [x], {"axis": 1}),
-                b.add1("reduce_sum", [x], ax), b.add1("relu", [b.add1("reduce_max", [x], ax)])]
+                b.add1("reduce_sum", [x], ax), b.add1("relu", [b.add1("reduce_max", [x], ax)]),
+                b.add1("reduce_min", [x], ax)]
     x = torch.randn(9, 21, generator=rng)
     x[2, 5], x[4, 0], x[6, 20] = float("nan"), float("inf"), float("-inf")
     x[7, :] = float("-inf")  # a row of -inf: max -inf, softmax NaN (as torch)
@@ -115,3 +115,4 @@ def test_max_pool_window_with_a_nan_gives_nan(relu_first, precision, rng):
     assert torch.isnan(want).any() and torch.equal(torch.isnan(y), torch.isnan(want))
     tol = {"fp32": 1e-4, "fp16": 3e-2}[precision]
     torch.testing.assert_close(y.float(), want, rtol=tol, atol=tol, equal_nan=True)
+

@@ -61,10 +61,13 @@ def test_dtypes(dtype, reduction, rng):
     assert kinds(assert_matches_reference(scatter_graph((3, 11), (3, 4), 1, reduction, dtype), inputs)) == ["kernel"]
 
 
-def test_empty_updates_copy_the_data(rng):
-    x = fresh((3, 5), torch.float32, rng)
-    _, (out,) = compile_and_run(scatter_graph((3, 5), (3, 0), 1, "none"), [x, torch.zeros(3, 0, dtype=torch.int64),
-                                                                          torch.zeros(3, 0)])
+@pytest.mark.parametrize("shape, index_shape, axis", [((3, 5), (3, 0), 1), ((1, 5), (0, 2), 1)])
+def test_empty_updates_copy_the_data(shape, index_shape, axis, rng):
+    """No updates along the axis, or none along a dim of one element (which the kernel declares
+    no index for)."""
+    x = fresh(shape, torch.float32, rng)
+    _, (out,) = compile_and_run(scatter_graph(shape, index_shape, axis, "none"),
+                                [x, torch.zeros(index_shape, dtype=torch.int64), torch.zeros(index_shape)])
     assert torch.equal(out.cpu(), x)
 
 

@@ -36,14 +36,16 @@ def _accumulator(w: KernelWriter, node: Node) -> str:
 
 
 def _reduce_min(w: KernelWriter, node: Node, x: str, out: str, length: int, load_param) -> None:
-    w.line(f"{out} = tl.min(tl.where(rmask, {x}, {_pads(w, node)[1]}), 1)[:, None]")
+    # tl.min skips NaN on the GPU: a float row holding one is NaN, as in torch.amin
+    floats = w.graph.types[node.inputs[0]].dtype.is_floating_point
+    pick = "prims.min_nan" if floats else "tl.min"
+    w.line(f"{out} = {pick}(tl.where(rmask, {x}, {_pads(w, node)[1]}), 1)[:, None]")
 
 
 def _reduce_prod(w: KernelWriter, node: Node, x: str, out: str, length: int, load_param) -> None:
-    # The last column of the running product (tl.cumprod is Triton's public multiply-scan; the
-    # selected column is the only non-zero term of the sum, so the sum is exact).
+    # The last column of the running product (tl.cumprod is Triton's public multiply-scan).
     w.line(f"{out}_scan = tl.cumprod(tl.where(rmask, {x}, 1).to({_accumulator(w, node)}), 1)")
-    w.line(f"{out} = tl.sum(tl.where(roffs[None, :] == BLOCK_R - 1, {out}_scan, 0), 1)[:, None]")
+    w.line(f"{out} = prims.last_column({out}_scan)")
 
 
 def _integer_sum(w: KernelWriter, node: Node, x: str, out: str, length: int, load_param) -> None:

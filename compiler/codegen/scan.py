@@ -91,7 +91,7 @@ def _chunk_sums(w: KernelWriter, anchor: Node, x: Operand, axis: int, length: in
     # a running product: the chunk's whole product is its last column (the lanes past the row are 1)
     w.line(f"{out}_chunk = tl.cumprod(step, 1)")
     w.line(f"{out} = carry * {out}_chunk")
-    w.line(f"carry = carry * tl.sum(tl.where(tl.arange(0, BLOCK_R)[None, :] == BLOCK_R - 1, {out}_chunk, 0), 1)[:, None]")
+    w.line(f"carry = carry * prims.last_column({out}_chunk)")
     return out
 
 

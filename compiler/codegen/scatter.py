@@ -59,9 +59,10 @@ def generate(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: li
 
 
 def _rows_with_updates(w: KernelWriter, shape: tuple, index_shape: tuple, axis: int) -> str:
-    """The mask of the rows the indices reach: along the other dims they may be shorter than x."""
-    terms = [f"({w.index_of[d]} < {n})" for d, n in enumerate(index_shape)
-             if d != axis and n < shape[d]]
+    """The mask of the rows the indices reach: along the other dims they may be shorter than x
+    (empty along a dim x has one element of, which declares no index: no row)."""
+    terms = [f"({w.index_of[d]} < {n})" if d in w.index_of else "(xoffs[:, None] < 0)"
+             for d, n in enumerate(index_shape) if d != axis and n < shape[d]]
     return " & ".join(terms + ["xmask"])
 
 

@@ -78,12 +78,12 @@ class _Importer:
         """_call, with any unexpected failure turned into a TridentError naming the node."""
         try:
             return self._call(gm, node, args, kwargs)
-        except UnsupportedError as e:
-            # the refused node, of the outermost graph (a call traced through torch's own
-            # decomposition is one node of it): torch.compile's partition splits around it
-            e.fx_node = node.name
-            raise
-        except TridentError:
+        except TridentError as e:
+            # the refused node (a refusal, or a node whose result disagrees with torch's), of the
+            # outermost graph (a call traced through torch's own decomposition is one node of
+            # it): torch.compile's partition splits around it
+            if isinstance(e, UnsupportedError) or getattr(e, "fx_node", None) is not None:
+                e.fx_node = node.name
             raise
         except Exception as e:  # noqa: BLE001  (a converter bug or torch refusing a fold)
             raise TridentError(f'fx node "{node.name}" ({target_label(node)}): '
@@ -162,13 +162,13 @@ class _Importer:
         for m, v in zip(metas, values):
             if not isinstance(m, torch.Tensor) or not isinstance(v, (Val, torch.Tensor)):
                 continue
-            if not all(isinstance(d, int) for d in m.shape):
-                continue  # symbolic shapes: the example inputs decided ours
             got = self.cx.type(v)
-            if tuple(m.shape) != got.shape or m.dtype != got.dtype:
-                raise ShapeError(f'fx node "{node.name}" ({target_label(node)}): '
-                                 f"imported as {got}, but torch computed "
-                                 f"{TensorType(tuple(m.shape), m.dtype)}")
+            static = all(isinstance(d, int) for d in m.shape)  # symbolic: the examples decided ours
+            if m.dtype != got.dtype or (static and tuple(m.shape) != got.shape):
+                error = ShapeError(f'fx node "{node.name}" ({target_label(node)}): imported as {got}, '
+                                   f"but torch computed {TensorType(tuple(m.shape), m.dtype)}")
+                error.fx_node = node.name  # torch.compile's partition runs this node in torch
+                raise error
 
     # -- graph inputs and outputs -----------------------------------------------------------
     def input(self, name: str, x) -> Any:

@@ -35,7 +35,9 @@ class _Targets(dict):
 
 
 # numpy operators whose results on arrays are torch's on tensors (true division is not: numpy
-# divides integers into float64, torch into float32).
+# divides integers into float64, torch into float32). Where numpy promotes mixed dtypes otherwise
+# (an int64 array times 0.5 is float64 there), the node's recorded dtype disagrees with the
+# converter's and the importer's check against it sends that node to torch.
 _NUMPY_AS_TORCH = {operator.add, operator.sub, operator.mul, operator.mod, operator.floordiv,
                    operator.neg, operator.eq, operator.ne, operator.lt, operator.le, operator.gt,
                    operator.ge, operator.and_, operator.or_, operator.xor, operator.invert}
