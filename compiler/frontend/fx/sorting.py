@@ -30,17 +30,19 @@ TOPK_MAX_K = 8  # k picks are k argmax passes over the row: more run in torch
 
 def topk(cx, x, k, dim=-1, largest=True, sorted=True):
     """torch.topk as the IR's topk: the sort kernel (codegen/sort.py) sorts rows of up to
-    group_kinds.MAX_SORT_LENGTH keys of 32 bits or fewer, stably, so ties keep their order (torch's
-    order among equal values is its kernel's; sorted=False allows any order). A longer row of
-    floats with largest=True and k <= TOPK_MAX_K (a top-5 over a vocabulary) is k argmax picks
-    instead (_topk_picks), which run in the reduction kernels; anything else is the IR's topk in
-    torch, inside the engine."""
+    group_kinds.MAX_SORT_LENGTH keys stably, so ties keep their order (torch's order among equal
+    values is its kernel's; sorted=False allows any order); group_kinds.sort_refusal says which
+    keys it takes. A longer row of floats it takes, with largest=True and k <= TOPK_MAX_K (a
+    top-5 over a vocabulary), is k argmax picks instead (_topk_picks), which run in the
+    reduction kernels; anything else is the IR's topk in torch, inside the engine."""
+    if cx.rank(x) == 0:
+        raise UnsupportedError(f'fx node "{cx.node_name}": topk or sort of a scalar')
     k, axis = int(k), fx_axes.axis(dim, cx.rank(x))
-    n = cx.shape(x)[axis]
+    n, dtype = cx.shape(x)[axis], cx.dtype(x)
     if not 0 <= k <= n:
         raise ShapeError(f'fx node "{cx.node_name}": topk of k={k} from {n} elements')
-    too_long = n > group_kinds.MAX_SORT_LENGTH or cx.dtype(x) not in group_kinds.SORT_DTYPES
-    if too_long and largest and cx.dtype(x).is_floating_point and 1 <= k <= TOPK_MAX_K:
+    if (n > group_kinds.MAX_SORT_LENGTH and largest and dtype.is_floating_point
+            and dtype in group_kinds.SORT_DTYPES and 1 <= k <= TOPK_MAX_K):
         return _topk_picks(cx, x, k, axis)
     return TopK(*cx.emit_multi("topk", [x], k=k, axis=axis, largest=bool(largest)))
 
@@ -48,10 +50,8 @@ def topk(cx, x, k, dim=-1, largest=True, sorted=True):
 def sort(cx, x, dim=-1, descending=False, stable=False):
     """torch.sort (and its stable= form) as a topk of the whole row: stable, which an unstable
     sort may be too."""
-    if cx.rank(x) == 0:
-        raise UnsupportedError(f'fx node "{cx.node_name}": sort of a scalar')
-    axis = fx_axes.axis(dim, cx.rank(x))
-    return Sorted(*topk(cx, x, cx.shape(x)[axis], axis, bool(descending)))
+    length = cx.shape(x)[fx_axes.axis(dim, cx.rank(x))] if cx.rank(x) else 0  # (topk refuses a scalar)
+    return Sorted(*topk(cx, x, length, dim, bool(descending)))
 
 
 def argsort(cx, x, dim=-1, descending=False, stable=False):
@@ -97,15 +97,13 @@ def histc(cx, x, bins=100, min=0, max=0):
     Integer input (CUDA's histc takes it: transformers counts int32 expert ids there) truncates
     the bounds to integers, as torch does, is binned in float32 (exact for the counts and bins a
     model has) and counts in its own dtype."""
-    source_dtype = cx.dtype(x)
-    if source_dtype.is_floating_point:
-        bins, low, high, dtype = int(bins), float(min), float(max), source_dtype
-    else:
-        bins, low, high, dtype = int(bins), float(int(min)), float(int(max)), torch.float32
+    source_dtype, integer = cx.dtype(x), not cx.dtype(x).is_floating_point
+    bins, (low, high) = int(bins), (float(int(v)) if integer else float(v) for v in (min, max))
     if not low < high or source_dtype == torch.bool or bins < 1:
         raise UnsupportedError(f'fx node "{cx.node_name}": histc of {source_dtype} with bins={bins}, '
                                f"min={low}, max={high} (converted: numbers, min < max)")
-    x = x if dtype == source_dtype else cx.cast(x, dtype)
+    dtype = torch.float32 if integer else source_dtype
+    x = cx.cast(x, dtype)
     column = cx.emit("reshape", [x], shape=[math.prod(cx.shape(x)), 1])
     edge = lambda v: torch.tensor(v, dtype=dtype)  # noqa: E731
     position = cx.emit("div", [cx.emit("mul", [cx.emit("sub", [column, edge(low)]), edge(float(bins))]),
@@ -118,4 +116,4 @@ def histc(cx, x, bins=100, min=0, max=0):
                                      cx.emit("less_equal", [column, edge(high)])])
     counted = cx.emit("logical_and", [inside, cx.emit("logical_or", [hit, at_top])])
     counts = cx.emit("reduce_sum", [cx.cast(counted, source_dtype)], axes=[0], keepdims=False)
-    return counts if cx.dtype(counts) == source_dtype else cx.cast(counts, source_dtype)  # (int sums widen)
+    return cx.cast(counts, source_dtype)  # (integer sums widen)
