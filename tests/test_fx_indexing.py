@@ -119,7 +119,8 @@ def test_scatters_run_in_the_scatter_kernel(name):
 @pytest.mark.parametrize("accumulate", [False, True])
 def test_index_put_through_torch_export(accumulate):
     """torch.export writes `y[rows] = v` (and index_put_ with accumulate) as aten.index_put: a
-    ScatterND of the rows (repeated rows with accumulate add up)."""
+    ScatterND of the rows, or with accumulate index_add's adding scatter (repeated rows add up),
+    in the scatter kernel."""
     class Put(torch.nn.Module):
         def forward(self, x, rows):
             y = x * 1.0
@@ -131,6 +132,8 @@ def test_index_put_through_torch_export(accumulate):
     engine = build_engine(Put(), example_inputs=(x, rows), precision="fp32")
     (got,) = run_engine(engine, x, rows)
     torch.testing.assert_close(got.cpu(), Put()(x, rows))
+    in_torch = [s.node.op for s in engine.plan.steps if s.kind == "torch"]
+    assert in_torch == ([] if accumulate else ["scatter_nd"])
 
 
 INDEX_ADDS = {

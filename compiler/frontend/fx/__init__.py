@@ -17,11 +17,11 @@ are all known at import time is folded instead of emitted, so shape arithmetic, 
 transposed weights never reach the IR.
 
 The package: context.py (Val, Missing, Ctx), registry.py (the converter tables and what they
-answer), helpers.py; the converters, a module per op family (elementwise, arithmetic, linear,
-normalization, attention, reductions, pooling, movement, indexing, strided, shapes, and modules
-for call_module leaves), with decompose.py and math_ops.py for the ops written as others and
-aten.py for calls imported through torch's own decomposition; importer.py (the loop). The entry
-points are here.
+answer), helpers.py and axes.py (dim arguments); the converters, a module per op family
+(elementwise, arithmetic, linear, normalization, attention, reductions, pooling, movement,
+indexing, sorting, strided, shapes, and modules for call_module leaves), with decompose.py and
+math_ops.py for the ops written as others and aten.py for calls imported through torch's own
+decomposition; importer.py (the loop). The entry points are here.
 """
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ is traced once, alone, to core ATen (`make_fx` over fake tensors of its inputs' 
 torch's core decompositions, functionalized so that no op writes in place) and, when every op of
 that small graph has a converter, imported op by op: the call fuses like any other, and its
 meaning is torch's own. Anything else (an op without a converter, a random op, data-dependent
-shapes, a symbolic size) leaves the call in torch, as before.
+shapes, a symbolic size) leaves the call in torch.
 
 The traced graph depends only on the target, the non-tensor arguments and the tensors' shapes and
 dtypes; it is cached on those, so the partitioner's question and the importer's answer trace once.

@@ -111,16 +111,10 @@ def _rows(t, start: int, end: int):
     return t[start:end]
 
 
-def _cast_const(cx, t, dtype: torch.dtype):
-    if isinstance(t, torch.Tensor):
-        return t.to(dtype)
-    return t if cx.dtype(t) == dtype else cx.emit("cast", [t], dtype=dtype)
-
-
 def _linear(cx, x, weight, bias):
     dtype = cx.dtype(x)
-    y = cx.emit("matmul", [x, cx.emit("transpose", [_cast_const(cx, weight, dtype)], perm=[1, 0])])
-    return y if bias is None else cx.emit("add", [y, _cast_const(cx, bias, dtype)])
+    y = cx.emit("matmul", [x, cx.emit("transpose", [cx.cast(weight, dtype)], perm=[1, 0])])
+    return y if bias is None else cx.emit("add", [y, cx.cast(bias, dtype)])
 
 
 def _heads(cx, x, heads: int):
@@ -171,7 +165,7 @@ def _combined_mask(cx, parts: list, dtype: torch.dtype, additive: bool):
     for p in parts:
         if cx.dtype(p) == torch.bool:
             p = cx.emit("where", [p, torch.tensor(-math.inf, dtype=dtype), torch.tensor(0.0, dtype=dtype)])
-        floats.append(_cast_const(cx, p, dtype))
+        floats.append(cx.cast(p, dtype))
     out = floats[0]
     for p in floats[1:]:
         out = cx.emit("add", [out, p])

@@ -129,6 +129,10 @@ class Ctx:
         return outs
 
     def cast(self, v, dtype: torch.dtype):
+        """v as `dtype`: a Python number becomes a constant, a constant is folded, a run-time
+        value gets a cast where its dtype differs."""
+        if isinstance(v, (bool, int, float)):
+            return torch.tensor(v, dtype=dtype)
         return v if self.dtype(v) == dtype else self.emit("cast", [v], dtype=dtype)
 
     # -- tensors the import made ----------------------------------------------------------------

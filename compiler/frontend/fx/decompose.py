@@ -84,8 +84,7 @@ def group_norm(cx, x, num_groups: int, weight=None, bias=None, eps: float = 1e-5
 
 
 def _channel_param(cx, p, shape: list[int], like):
-    p = cx.cast(p, cx.dtype(like)) if not isinstance(p, torch.Tensor) else p.to(cx.dtype(like))
-    return cx.emit("reshape", [p], shape=shape)
+    return cx.emit("reshape", [cx.cast(p, cx.dtype(like))], shape=shape)
 
 
 # ------------------------------------------------------------------------ vector norms ----
@@ -339,13 +338,7 @@ def assign(cx, target, index, value):
     if rows is not None:
         return _assign_rows(cx, target, rows, value)
     starts, stops, kept = _block(cx, list(cx.shape(target)), index)
-    dtype = cx.dtype(target)
-    if isinstance(value, torch.Tensor):
-        value = value.to(dtype)
-    elif isinstance(value, (int, float, bool)):
-        value = torch.tensor(value, dtype=dtype)
-    else:
-        value = cx.cast(value, dtype)
+    value = cx.cast(value, cx.dtype(target))
     sizes = [b - a for a, b in zip(starts, stops)]
     block = cx.emit("expand", [value], shape=[n for n, k in zip(sizes, kept) if k])
     block = cx.emit("reshape", [block], shape=sizes)
@@ -382,10 +375,7 @@ def _assign_rows(cx, target, rows, value, reduction: str = "none"):
     permutation so: `inverse[perm] = arange(n)`) as a ScatterND of the rows; negative indices count
     from the end, an index past the rows is an error (ops/indexing.py checks them)."""
     shape, count = list(cx.shape(target)), cx.shape(rows)[0]
-    dtype = cx.dtype(target)
-    value = value.to(dtype) if isinstance(value, torch.Tensor) else \
-        torch.tensor(value, dtype=dtype) if isinstance(value, (int, float, bool)) else cx.cast(value, dtype)
-    updates = cx.emit("expand", [value], shape=[count] + shape[1:])
+    updates = cx.emit("expand", [cx.cast(value, cx.dtype(target))], shape=[count] + shape[1:])
     indices = cx.emit("reshape", [cx.cast(rows, torch.int64)], shape=[count, 1])
     return cx.emit("scatter_nd", [target, indices, updates], reduction=reduction)
 

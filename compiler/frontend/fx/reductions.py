@@ -8,7 +8,7 @@ from typing import Any, NamedTuple
 import torch
 
 from trident.compiler.frontend.fx import decompose, math_ops, sorting
-from trident.compiler.frontend.fx.arithmetic import _maximum, _minimum
+from trident.compiler.frontend.fx.arithmetic import _as_bool, _maximum, _minimum
 from trident.compiler.frontend.fx.axes import axes as _axes
 from trident.compiler.frontend.fx.axes import axis as _axis
 from trident.compiler.frontend.fx.context import Ctx, Val
@@ -44,15 +44,13 @@ def _any_of(cx: Ctx, hit, dim, keepdim: bool):
 
 @converts(aten.any.default, aten.any.dim, aten.any.dims, torch.any, "any")
 def _any(cx: Ctx, input, dim=None, keepdim=False):
-    nonzero = cx.emit("not", [_binary(cx, "equal", input, 0)]) if cx.dtype(input) != torch.bool else input
-    return _any_of(cx, nonzero, dim, keepdim)
+    return _any_of(cx, _as_bool(cx, input), dim, keepdim)
 
 
 @converts(aten.all.default, aten.all.dim, aten.all.dims, torch.all, "all")
 def _all(cx: Ctx, input, dim=None, keepdim=False):
     """No element is zero (NaN counts as nonzero, as in torch)."""
-    zero = _binary(cx, "equal", input, 0) if cx.dtype(input) != torch.bool else cx.emit("not", [input])
-    return cx.emit("not", [_any_of(cx, zero, dim, keepdim)])
+    return cx.emit("not", [_any_of(cx, cx.emit("not", [_as_bool(cx, input)]), dim, keepdim)])
 
 
 class MaxResult(NamedTuple):

@@ -1,7 +1,8 @@
 """Converters of strided views (as_strided, Tensor.unfold: movement ops where the view is a slice,
 permutation or broadcast of a contiguous block, else a gather with a constant index), movedim,
-unflatten, slice_scatter / select_scatter, scatter / scatter_add / scatter_reduce, and the *_copy forms in which functionalized graphs
-spell views."""
+unflatten, slice_scatter / select_scatter, and the *_copy forms in which functionalized graphs
+spell views; and of the writes at computed positions: scatter / scatter_add / scatter_reduce,
+index_add and index_put (ScatterElements, or decompose.py's ScatterND of rows)."""
 from __future__ import annotations
 
 import math
@@ -214,8 +215,6 @@ def _scatter_elements(cx: Ctx, input, dim, index, src, reduce):
                                f"{cx.rank(index)} index into rank {cx.rank(input)} "
                                f"(converted: {sorted(k for k in _SCATTER_REDUCTIONS if k)}, one rank)")
     shape, dtype = list(cx.shape(index)), cx.dtype(input)
-    if isinstance(src, (int, float, bool)):
-        src = torch.tensor(src, dtype=dtype)
     updates = _promote(cx, src, dtype=dtype)[0]
     if cx.rank(updates):  # torch reads src only where index has elements
         for d, n in enumerate(shape):
@@ -226,7 +225,15 @@ def _scatter_elements(cx: Ctx, input, dim, index, src, reduce):
                    axis=_axis(dim, cx.rank(input)), reduction=_SCATTER_REDUCTIONS[reduce])
 
 
-converts(aten.index_put.default, aten.index_put_.default, torch.index_put, "index_put")(decompose.index_put)
+@converts(aten.index_put.default, aten.index_put_.default, torch.index_put, "index_put")
+def _index_put(cx: Ctx, target, indices, values, accumulate=False):
+    """aten.index_put: decompose.index_put's ScatterND of rows, except that accumulating into
+    rows is index_add's adding scatter (the scatter kernel where few rows are named)."""
+    rows = indices[0] if len(indices) == 1 and indices[0] is not None else None
+    if not accumulate or rows is None or decompose._row_index(cx, rows) is None:
+        return decompose.index_put(cx, target, indices, values, accumulate)
+    shape = [cx.shape(rows)[0]] + list(cx.shape(target))[1:]
+    return _index_add(cx, target, 0, rows, cx.emit("expand", [cx.cast(values, cx.dtype(target))], shape=shape))
 
 
 @converts(aten.index_add.default, torch.index_add, "index_add")
@@ -239,8 +246,7 @@ def _index_add(cx: Ctx, input, dim, index, source, *, alpha=1):
         raise UnsupportedError(f'fx node "{cx.node_name}": index_add of a rank {cx.rank(index)} index and a '
                                f"rank {cx.rank(source)} source into rank {cx.rank(input)}")
     if alpha != 1:
-        source = _promote(cx, source, dtype=cx.dtype(input))[0]
-        source = cx.emit("mul", [source, torch.tensor(alpha, dtype=cx.dtype(input))])
+        source = cx.emit("mul", [cx.cast(source, cx.dtype(input)), cx.cast(alpha, cx.dtype(input))])
     shape = list(cx.shape(source))
     along = [shape[d] if d == axis else 1 for d in range(len(shape))]
     spread = cx.emit("expand", [_reshape(cx, cx.cast(index, torch.int64), along)], shape=shape)
