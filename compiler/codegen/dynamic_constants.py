@@ -15,7 +15,7 @@ from typing import Callable
 
 import torch
 
-from trident.compiler.codegen.program import Layout, Program, Step, same_elements, view_layouts
+from trident.compiler.codegen.program import Program, Step, same_elements, view_layouts
 from trident.compiler.errors import TridentError, UnsupportedError
 from trident.compiler.fusion import Group
 from trident.compiler.ir import Node

@@ -81,7 +81,7 @@ def _float_attr(node: Node, name: str, default: float) -> str:
 
 # Triton has no expm1 / log1p / rint (libdevice is absent from the interpreter), so the few
 # functions below are written with exp / log and the classic exactness tricks.
-def _round_half_even(x):
+def round_half_even(x):
     # 1.5 * 2^23 added to |x| < 2^22 lands where fp32's spacing is exactly 1: the add itself rounds
     # half to even, and subtracting it back is exact. Larger magnitudes (and inf, NaN) are integers
     # already, or stay what they are.
@@ -203,7 +203,7 @@ UNARY: dict[str, Callable[[str, Node], str]] = {
     # rounding, trigonometry, tests, activations: see the builders below
     "floor": lambda x, n: f"tl.floor({x})",
     "ceil": lambda x, n: f"tl.ceil({x})",
-    "round": lambda x, n: _round_half_even(x),
+    "round": lambda x, n: round_half_even(x),
     "sign": lambda x, n: f"tl.where({x} > 0, 1, tl.where({x} < 0, -1, 0 * {x}))",  # NaN stays
     "sin": lambda x, n: f"tl.sin({x})",
     "asin": lambda x, n: f"prims.asin({x})",

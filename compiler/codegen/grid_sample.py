@@ -13,7 +13,7 @@ outer edges without), then clamps.
 """
 from __future__ import annotations
 
-from trident.compiler.codegen.expr import literal
+from trident.compiler.codegen.expr import literal, round_half_even
 from trident.compiler.codegen.writer import KernelWriter, Operand, broadcast_dims
 from trident.compiler.ir import Node
 
@@ -38,11 +38,11 @@ def grid_sample(w: KernelWriter, node: Node, operand_for) -> str:
         inside = w.tmp("in")
         w.line(f"{inside} = ({row} >= 0) & ({row} <= {height - 1}) & ({col} >= 0) & ({col} <= {width - 1})")
         at = {2: _address(w, row, height), 3: _address(w, col, width)}
-        return f"tl.where({inside}, {w.load_at(x, at, along, inside)}, 0.0) * {weight}"
+        return f"{w.load_at(x, at, along, inside)} * {weight}"  # (masked by inside: 0 outside)
 
     out = w.tmp("gs")
     if node.attrs.get("mode", "linear") == "nearest":
-        w.line(f"{out} = {tap(_nearest(iy), _nearest(ix))}")
+        w.line(f"{out} = {tap(round_half_even(iy), round_half_even(ix))}")
     else:
         west, north = w.tmp("x0"), w.tmp("y0")
         w.line(f"{west} = tl.floor({ix})")
@@ -82,11 +82,6 @@ def _reflect(coord: str, twice_low: int, twice_high: int) -> str:
     extra = f"({distance} % {literal(span)})"  # (Triton's float % is C's fmod)
     return (f"tl.where(({flips} % 2.0) == 0.0, {extra} + {literal(low)}, "
             f"{literal(span)} - {extra} + {literal(low)})")
-
-
-def _nearest(coord: str) -> str:
-    """coord rounded half to even (nearbyint), as in expr's round."""
-    return f"tl.where(tl.abs({coord}) < 4194304.0, ({coord} + 12582912.0) - 12582912.0, {coord})"
 
 
 def _address(w: KernelWriter, coord: str, size: int) -> str:

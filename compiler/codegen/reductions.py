@@ -7,11 +7,10 @@ from __future__ import annotations
 
 from typing import Callable
 
-import torch
-
-from trident.compiler.codegen.expr import TL_DTYPES
+from trident.compiler.codegen.expr import TL_DTYPES, literal
 from trident.compiler.codegen.writer import KernelWriter
 from trident.compiler.ir import Node
+from trident.compiler.ops.common import highest, lowest
 
 # Ops whose output has the shape of their input (they normalize rows rather than reduce them).
 ROWWISE = ("softmax", "layer_norm", "log_softmax", "rms_norm")
@@ -21,10 +20,7 @@ def _pads(w: KernelWriter, node: Node) -> tuple[str, str]:
     """What masked-off lanes read for a max and for a min: -inf and inf for floats; an integer
     type's extremes (a float pad would make an integer tile floats, inexact past 2^24)."""
     dtype = w.graph.types[node.inputs[0]].dtype
-    if dtype.is_floating_point:
-        return "float('-inf')", "float('inf')"
-    info = torch.iinfo(dtype)
-    return str(info.min), str(info.max)
+    return literal(lowest(dtype)), literal(highest(dtype))
 
 
 def _accumulator(w: KernelWriter, node: Node) -> str:
