@@ -13,7 +13,8 @@ from trident.compiler.ops import OPS, Kind
 # The largest reduction a row kernel keeps in registers (softmax and layer norm rows). Longer
 # sums, means and maxima loop over their row in chunks (codegen/kernels.py: reduction).
 MAX_ROW = 8192
-# Reductions of integer rows (codegen/reductions.py INTEGER_BODIES): exact, summed in int64.
+# Reductions of integer rows (codegen/reductions.py INTEGER_BODIES): exact, sums and products in
+# the output's integer type, extremes and their positions in the input's.
 INTEGER_REDUCTIONS = ("reduce_sum", "reduce_prod", "reduce_max", "reduce_min", "argmax", "argmin")
 INTEGER_REDUCTION_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
 LOOPED_REDUCTIONS = ("reduce_sum", "reduce_mean", "reduce_max")
@@ -31,11 +32,12 @@ VIEW_OPS = {"reshape", "transpose", "expand", "slice", "split", "identity"}
 # Reductions the reduction generator has a body for (compiler/codegen/kernels.py).
 REDUCTION_KERNELS = {"softmax", "log_softmax", "layer_norm", "rms_norm", "reduce_sum", "reduce_mean",
                      "reduce_max", "reduce_min", "reduce_prod", "argmax", "argmin"}
+FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 POINTWISE_DTYPES = {torch.float32, torch.float16, torch.bfloat16, torch.int32, torch.int64,
                     torch.bool, torch.int8}
 INDEX_DTYPES = (torch.int32, torch.int64)
-# What the scan generator (codegen/scan.py) sums: floats in fp32 registers, integers in their own
-# width (wrapping as torch's cumsum cast back to the dtype does).
+# What the scan generator (codegen/scan.py) runs over: floats in fp32 registers, integers in their
+# own width (wrapping as torch's cumsum or cumprod cast back to the dtype does).
 SCAN_DTYPES = {torch.float32, torch.float16, torch.bfloat16, torch.int32, torch.int64, torch.int8,
                torch.int16, torch.uint8}
 # What the sort generator (codegen/sort.py) orders in one pass: keys that fit 32 bits of its sort
@@ -74,7 +76,7 @@ def initial_kind(node: Node, graph: Graph) -> tuple[str, str]:
             return "torch", f"{node.op} of {x.dtype}"
         if x.rank == 0:
             return "torch", f"{node.op} of a scalar"
-        return "scan", "running sum along one axis (a loop over the row carries the sum)"
+        return "scan", "running sum or product along one axis (a loop over the row carries it)"
     if kind == Kind.SORT:
         why = sort_refusal(node, graph)
         return ("sort", "whole rows sorted in registers") if why is None else ("torch", why)
@@ -93,10 +95,11 @@ def initial_kind(node: Node, graph: Graph) -> tuple[str, str]:
         why = supports(node, graph)
         return ("pointwise", "elementwise") if why is None else ("torch", why)
     if node.op == "grouped_mm":
-        return grouped_mm_kind(node, graph)
+        why = grouped_mm_refusal(node, graph)
+        return ("grouped_mm", "rows sorted by group, one GEMM per group's tiles") if why is None else ("torch", why)
     if node.op == "matmul":
         a, b = (t[i] for i in node.inputs[:2])
-        if a.rank < 2 or b.rank < 2 or a.dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        if a.rank < 2 or b.rank < 2 or a.dtype not in FLOAT_DTYPES:
             return "torch", "matmul of vectors or non-float dtype"
         if max(a.rank, b.rank) > 4:
             return "torch", "more than 2 batch dims"
@@ -106,22 +109,14 @@ def initial_kind(node: Node, graph: Graph) -> tuple[str, str]:
             return "torch", "conv that is not 2-D with constant weights"
         return "conv", "anchor"
     if node.op in ("max_pool", "avg_pool"):
-        if t[node.inputs[0]].dtype not in (torch.float32, torch.float16, torch.bfloat16, torch.int8):
+        if t[node.inputs[0]].dtype not in FLOAT_DTYPES + (torch.int8,):
             return "torch", f"pooling of {t[node.inputs[0]].dtype} (the template takes floats, int8)"
         if len(node.attrs["kernel"]) != 2 or list(node.attrs.get("dilations") or [1, 1]) != [1, 1]:
             return "torch", "pooling that is not 2-D"
         return "pool", "anchor"
     if kind == Kind.REDUCTION:
-        x = t[node.inputs[0]].dtype
-        if x not in (torch.float32, torch.float16, torch.bfloat16):
-            why = _integer_reduction_refusal(node, graph)
-            if why is not None:
-                return "torch", why
-        if node.op not in REDUCTION_KERNELS:
-            return "torch", f"no reduction kernel for {node.op}"
-        if reduction_length(node, graph) > MAX_ROW and node.op not in LOOPED_REDUCTIONS:
-            return "torch", f"{node.op} over more than {MAX_ROW} elements"
-        return "reduction", "anchor"
+        why = reduction_refusal(node, graph)
+        return ("reduction", "anchor") if why is None else ("torch", why)
     return "torch", "no kernel for this op"
 
 
@@ -199,18 +194,29 @@ def _index_refusal(node: Node, graph: Graph, axis: int) -> str | None:
     return None
 
 
-def _integer_reduction_refusal(node: Node, graph: Graph) -> str | None:
-    """Why the reduction generator cannot reduce this integer row exactly, or None."""
+def reduction_refusal(node: Node, graph: Graph) -> str | None:
+    """Why the reduction generator cannot take this reduction, or None. Float rows longer than
+    MAX_ROW loop (LOOPED_REDUCTIONS, accumulating in fp32); integer rows are exact, in one block."""
     dtype = graph.types[node.inputs[0]].dtype
-    if dtype not in INTEGER_REDUCTION_DTYPES or node.op not in INTEGER_REDUCTIONS:
+    floats = dtype in FLOAT_DTYPES
+    if node.op not in REDUCTION_KERNELS:
+        return f"no reduction kernel for {node.op}"
+    if not floats and (dtype not in INTEGER_REDUCTION_DTYPES or node.op not in INTEGER_REDUCTIONS):
         return f"{node.op} of {dtype} (integer rows: {', '.join(INTEGER_REDUCTIONS)})"
-    if reduction_length(node, graph) > MAX_ROW:  # (the looped path accumulates in fp32)
+    if reduction_length(node, graph) > MAX_ROW and not (floats and node.op in LOOPED_REDUCTIONS):
         return f"{node.op} of {dtype} over more than {MAX_ROW} elements"
     return None
 
 
-# Views that keep every value of their input: what they give holds the same values.
+# Views that make no new values: each value they give is one of their input's.
 _SAME_VALUES = ("reshape", "transpose", "expand", "slice", "identity")
+
+
+def through_views(value: str, producers: dict[str, Node], views) -> str:
+    """The value `value` is a view of, following its producers while their op is in `views`."""
+    while value in producers and producers[value].op in views:
+        value = producers[value].inputs[0]
+    return value
 
 
 def _is_index(value: str, graph: Graph) -> bool:
@@ -218,22 +224,27 @@ def _is_index(value: str, graph: Graph) -> bool:
     it is below the length of an axis, far below 2^31, and its 32 low bits are the whole value
     (a mixture-of-experts layer sorts the expert ids its router's top-k picked)."""
     producers = graph.producers()
-    while value in producers and producers[value].op in _SAME_VALUES:
-        value = producers[value].inputs[0]
+    value = through_views(value, producers, _SAME_VALUES)
     node = producers.get(value)
     if node is None:
         return False
     return node.op in ("argmax", "argmin") or (node.op == "topk" and value == node.outputs[1])
 
 
-def grouped_mm_kind(node: Node, graph: Graph) -> tuple[str, str]:
-    """The group kind of a grouped GEMM (kernels/grouped_mm.py), and why."""
+def two_pass_keys(value: str, graph: Graph) -> bool:
+    """Does the sort kernel order these keys in two passes? int64 keys that may need all 64 bits
+    (not an index output: _is_index)."""
+    return graph.types[value].dtype == torch.int64 and not _is_index(value, graph)
+
+
+def grouped_mm_refusal(node: Node, graph: Graph) -> str | None:
+    """Why the grouped GEMM kernel (kernels/grouped_mm.py) cannot take this grouped_mm, or None."""
     x, w, offs = (graph.types[v] for v in node.inputs)
-    if x.dtype not in (torch.float32, torch.float16, torch.bfloat16) or w.dtype != x.dtype:
-        return "torch", f"grouped_mm of {x.dtype} rows and {w.dtype} weights (the kernel takes one float dtype)"
+    if x.dtype not in FLOAT_DTYPES or w.dtype != x.dtype:
+        return f"grouped_mm of {x.dtype} rows and {w.dtype} weights (the kernel takes one float dtype)"
     if offs.dtype not in INDEX_DTYPES or w.shape[0] == 0:
-        return "torch", f"grouped_mm with {offs.dtype} offsets of {w.shape[0]} groups"
-    return "grouped_mm", "rows sorted by group, one GEMM per group's tiles"
+        return f"grouped_mm with {offs.dtype} offsets of {w.shape[0]} groups"
+    return None
 
 
 def scatter_refusal(node: Node, graph: Graph) -> str | None:
@@ -254,7 +265,7 @@ def sort_refusal(node: Node, graph: Graph) -> str | None:
     if x.rank == 0:
         return f"{node.op} of a scalar"
     length = x.shape[node.attrs["axis"] % x.rank]
-    if x.dtype == torch.int64 and not _is_index(node.inputs[0], graph) and node.attrs["k"] != length:
+    if two_pass_keys(node.inputs[0], graph) and node.attrs["k"] != length:
         return f"{node.op} of int64 keys with k < the row (the sort kernel sorts their whole rows)"
     if x.dtype not in SORT_DTYPES and x.dtype != torch.int64:
         return f"{node.op} of {x.dtype} (the sort kernel takes floats and integers)"

@@ -220,7 +220,7 @@ def trunc_div(a, b):
     """Integer a / b rounded toward zero, as torch and C divide integers. b = -1 negates: the most
     negative integer wraps to itself, as in torch, where the overflowing division has no defined
     result. b = 0 gives -1, the all-ones word CUDA's integer division leaves there (torch raises on
-    the CPU). Unsigned operands never equal -1: for them only the zero test applies."""
+    the CPU). Signed operands only: uint8 divides in unsigned_div."""
     special = (b == 0) | (b == -1)
     quotient = a // tl.where(special, 1, b)
     return tl.where(b == -1, 0 - a, tl.where(b == 0, -1, quotient))

@@ -98,3 +98,18 @@ def test_onnx_scatter_elements_against_onnxruntime(reduction):
     engine = check_engine(model, {"x": rng.standard_normal([3, 8]).astype(np.float32), "i": index,
                                   "u": rng.standard_normal([3, 2]).astype(np.float32)})
     assert torch_steps(engine) == []
+
+
+def test_torch_scatter_with_dynamic_row_lengths(rng):
+    """A shape-generic scatter kernel holds the profile's longest row (its BLOCK_R widened:
+    codegen/dynamic_kernel.py), so rows longer than the probes' are written whole."""
+    from trident.compiler.testing import DEVICE
+
+    torch._dynamo.reset()
+    scatter = torch.compile(lambda x, i, u: x.scatter_add(1, i, u) * 2, backend="trident", dynamic=True)
+    for n in (5, 9, 40):
+        x, updates = torch.randn(3, n, generator=rng), torch.randn(3, 2, generator=rng)
+        index = torch.randint(0, n, (3, 2), generator=rng)
+        args = [t.to(DEVICE) for t in (x, index, updates)]
+        torch.testing.assert_close(scatter(*args), args[0].scatter_add(1, args[1], args[2]) * 2)
+    torch._dynamo.reset()

@@ -24,7 +24,6 @@ from trident.compiler.codegen.dynamic_source import generic_source, replace_lite
 from trident.compiler.codegen.kernels import ROW_TILE_LANES, KernelSource
 from trident.compiler.codegen.polyfit import Grid, fit_int, varies
 from trident.compiler.errors import EngineFileError, TridentError, UnsupportedError
-from trident.compiler.group_kinds import MAX_SORT_LENGTH
 from trident.compiler.ir.launch import LaunchConfig
 from trident.compiler.ir.shapes import Poly, ShapeProfile, SizeRange, variable_names
 
@@ -56,11 +55,12 @@ def _widened(cfg: LaunchConfig, block_r: int) -> LaunchConfig:
 
 def _whole_row_block(base: KernelSource, grid: Grid, kernels: Sequence[KernelSource],
                profile: ShapeProfile, tuned: LaunchConfig) -> tuple[KernelSource, LaunchConfig]:
-    """A single-block reduction (or a sort) reads its whole row in one BLOCK_R: when the row
-    length varies, the block (and the PROBLEM the tuner reads) is the longest row's. Returns the
-    kernel (its source's CONFIG widened from the generator's) and the tuned config widened alike."""
+    """A kernel that holds whole rows in one BLOCK_R (a single-block reduction, a sort, a
+    scatter: its PROBLEM has a max_length): when the row length varies, the block (and the
+    PROBLEM the tuner reads) is the longest row's. Returns the kernel (its source's CONFIG
+    widened from the generator's) and the tuned config widened alike."""
     problem = base.problem or {}
-    if problem.get("template") not in ("reduction", "sort"):
+    if problem.get("max_length") is None:
         return base, tuned
     lengths = {p: k.problem["length"] for p, k in zip(grid.points(), kernels)}
     if len(set(lengths.values())) == 1:
@@ -69,9 +69,9 @@ def _whole_row_block(base: KernelSource, grid: Grid, kernels: Sequence[KernelSou
     if template is None:
         raise varies(grid, f"the row length of kernel {base.name}", lengths)
     longest = peak(template, profile)
-    if problem["template"] == "sort" and longest > MAX_SORT_LENGTH:
-        raise UnsupportedError(f"dynamic shapes: kernel {base.name} sorts rows of up to {longest} "
-                               f"elements in the profile; one program sorts up to {MAX_SORT_LENGTH}")
+    if longest > problem["max_length"]:
+        raise UnsupportedError(f"dynamic shapes: kernel {base.name} holds rows of up to {longest} "
+                               f"elements in the profile; one program holds up to {problem['max_length']}")
     block_r = 1 << max(0, longest - 1).bit_length()
     declared = _declared_config(base.source) or base.config
     problem = dict(problem, length=longest)

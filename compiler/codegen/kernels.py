@@ -283,21 +283,28 @@ def reduction(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: l
         _stores(w, full, layouts, args, shape)
     _stores(w, [o for o in outputs if o not in full], layouts, args, out_shape, [row_axis], target_map)
     block_r = _loop_block_r(order, kept) if looped else next_pow2(length)
-    return row_tiles(name, group, graph, w, args, outputs, "reduction", rows, length, block_r)
+    return row_tiles(name, group, graph, w, args, outputs, "reduction", rows, length, block_r,
+                     None if looped else MAX_ROW)
 
 
 def row_tiles(name: str, group: Group, graph: Graph, w: KernelWriter, args: Args, outputs: list[str],
-              template: str, rows: int, length: int, block_r: int) -> KernelSource:
+              template: str, rows: int, length: int, block_r: int,
+              max_length: int | None = None) -> KernelSource:
     """The kernel of a body over tiles of BLOCK_X rows by BLOCK_R positions along them (the
-    reduction and scan generators): the config (ROW_TILE_LANES lanes at most), source, launcher."""
+    reduction, scan, sort and scatter generators): the config (ROW_TILE_LANES lanes at most),
+    source, launcher. max_length: the kernel holds whole rows in BLOCK_R, of up to this many
+    elements (a shape-generic kernel's block is widened to its longest row:
+    dynamic_kernel._whole_row_block); None where it walks its rows in chunks."""
     block_x = max(1, min(next_pow2(rows), ROW_TILE_LANES // block_r))
     cfg = LaunchConfig.of(4 if block_r <= 1024 else 8, BLOCK_X=block_x, BLOCK_R=block_r)
     src = _header(name, group.nodes, graph)
     src += f"@triton.jit\ndef kernel({_signature(args, ['BLOCK_X', 'BLOCK_R'])}):\n" + "\n".join(w.lines)
     src += "\n\n\n" + _launcher(args, f"(triton.cdiv({rows}, meta['BLOCK_X']),)", cfg,
                                  _empty(graph, outputs))
-    return KernelSource(name, src, list(args.order), cfg,
-                        problem={"template": template, "rows": rows, "length": length})
+    problem = {"template": template, "rows": rows, "length": length}
+    if max_length is not None:
+        problem["max_length"] = max_length
+    return KernelSource(name, src, list(args.order), cfg, problem=problem)
 
 
 # -------------------------------------------------------------------------- matmul ----

@@ -19,6 +19,7 @@ from trident.compiler.codegen.kernels import Args, KernelSource, _operand, _stor
 from trident.compiler.codegen.program import Layout
 from trident.compiler.codegen.writer import Axis, KernelWriter, memory_order
 from trident.compiler.fusion import Group
+from trident.compiler.group_kinds import MAX_ROW
 from trident.compiler.ir import Graph
 from trident.kernels.common import next_pow2
 
@@ -55,7 +56,7 @@ def generate(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: li
         w.line(f"row = tl.where(hit, {combined}, row)")
     w.values[node.outputs[0]] = "row"
     _stores(w, outputs, layouts, args, shape)
-    return row_tiles(name, group, graph, w, args, outputs, "scatter", rows, length, next_pow2(length))
+    return row_tiles(name, group, graph, w, args, outputs, "scatter", rows, length, next_pow2(length), MAX_ROW)
 
 
 def _rows_with_updates(w: KernelWriter, shape: tuple, index_shape: tuple, axis: int) -> str:

@@ -28,7 +28,7 @@ from trident.compiler.codegen.kernels import Args, KernelSource, _operand, _stor
 from trident.compiler.codegen.program import Layout
 from trident.compiler.codegen.writer import Axis, KernelWriter, Operand, memory_order
 from trident.compiler.fusion import Group
-from trident.compiler.group_kinds import _is_index
+from trident.compiler.group_kinds import MAX_SORT_LENGTH, two_pass_keys
 from trident.compiler.ir import Graph
 from trident.kernels.common import next_pow2
 
@@ -54,7 +54,7 @@ def generate(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: li
     w.add_axis(Axis("pos", [(axis, length)], "pmask"))
     x = _operand(x_value, layouts, args, shape)
     largest = anchor.attrs.get("largest", True)
-    if graph.types[x_value].dtype == torch.int64 and not _is_index(x_value, graph):
+    if two_pass_keys(x_value, graph):
         # (either output serves: both are int64 rows of the whole length; the one stored)
         scratch = indices_out if indices_out in outputs else values_out
         _two_pass_order(w, x, _operand(scratch, layouts, args, shape, prefix="out"), axis, largest)
@@ -67,7 +67,8 @@ def generate(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: li
     w.line(f"kmask = pos < {k}")
     w.add_axis(Axis("pos", [(axis, k)], "kmask"))
     _stores(w, outputs, layouts, args, tuple(graph.types[indices_out].shape))
-    return row_tiles(name, group, graph, w, args, outputs, "sort", rows, length, next_pow2(length))
+    return row_tiles(name, group, graph, w, args, outputs, "sort", rows, length, next_pow2(length),
+                     MAX_SORT_LENGTH)
 
 
 def _sorted_positions(w: KernelWriter, key: str, out: str) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import torch
 
+from trident.compiler.group_kinds import through_views
 from trident.compiler.ir import Graph, Node
 from trident.compiler.passes.rewrite import Rebuild, rewrite
 
@@ -48,9 +49,7 @@ def invert_permutations(graph: Graph) -> Graph:
 def _full_sort_order(rows: str, n: int, graph: Graph, producers: dict[str, Node]) -> str | None:
     """The 1-D permutation of n rows that `rows` ([n, 1] row indices) is a view of, when it is a
     full sort's index output; else None."""
-    value = rows
-    while value in producers and producers[value].op in _VIEWS:
-        value = producers[value].inputs[0]
+    value = through_views(rows, producers, _VIEWS)
     sort = producers.get(value)
     if sort is None or sort.op != "topk" or value != sort.outputs[1] or sort.attrs["k"] != n:
         return None
