@@ -71,12 +71,9 @@ def initial_kind(node: Node, graph: Graph) -> tuple[str, str]:
         why = move_refusal(node, graph)
         return ("pointwise", _MOVE_REASONS[node.op]) if why is None else ("torch", why)
     if kind == Kind.SCAN:
-        x = t[node.inputs[0]]
-        if x.dtype not in SCAN_DTYPES:
-            return "torch", f"{node.op} of {x.dtype}"
-        if x.rank == 0:
-            return "torch", f"{node.op} of a scalar"
-        return "scan", "running sum or product along one axis (a loop over the row carries it)"
+        why = scan_refusal(node, graph)
+        return ("scan", "running sum, product or linear recurrence along one axis (a loop over the "
+                        "row carries it)") if why is None else ("torch", why)
     if kind == Kind.SORT:
         why = sort_refusal(node, graph)
         return ("sort", "whole rows sorted in registers") if why is None else ("torch", why)
@@ -191,6 +188,21 @@ def _index_refusal(node: Node, graph: Graph, axis: int) -> str | None:
         return f"{node.op} by {indices.dtype} indices runs in torch"
     if data.shape[axis] == 0 and indices.numel():
         return f"{node.op} from an empty dim runs in torch (every index is out of range)"
+    return None
+
+
+def scan_refusal(node: Node, graph: Graph) -> str | None:
+    """Why the scan generator cannot take this scan, or None. A linear recurrence takes float
+    coefficients and inputs of one shape (the generator loads both at each position)."""
+    x = graph.types[node.inputs[0]]
+    if x.dtype not in SCAN_DTYPES:
+        return f"{node.op} of {x.dtype}"
+    if x.rank == 0:
+        return f"{node.op} of a scalar"
+    if node.op == "linear_scan":
+        b = graph.types[node.inputs[1]]
+        if b.shape != x.shape or not (x.dtype in FLOAT_DTYPES and b.dtype in FLOAT_DTYPES):
+            return f"linear_scan of {x} coefficients and {b} inputs (floats of one shape)"
     return None
 
 

@@ -51,6 +51,14 @@ def last_column(x):
 
 
 @triton.jit
+def linear_recurrence(coef_left, h_left, coef_right, h_right):
+    """tl.associative_scan's combine for h[t] = a[t] * h[t-1] + b[t]: a run of steps is the map
+    h -> coef * h + h0 (coef the product of its a, h0 its h from h = 0 before it); the left run
+    followed by the right one is that composition, which is associative."""
+    return coef_left * coef_right, coef_right * h_left + h_right
+
+
+@triton.jit
 def relu(x):
     return maximum(x, 0.0)
 

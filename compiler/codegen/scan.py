@@ -1,10 +1,14 @@
-"""Codegen of `scan` groups: a running sum (CumSum) or product (CumProd) along one axis, and the
-elementwise epilogue fused behind it (fusion.py), computed and stored chunk by chunk.
+"""Codegen of `scan` groups: a running sum (CumSum) or product (CumProd), or a first-order linear
+recurrence (linear_scan: h[t] = a[t] * h[t-1] + b[t], Mamba's selective scan) along one axis, and
+the elementwise epilogue fused behind it (fusion.py), computed and stored chunk by chunk.
 
 Each program takes BLOCK_X rows (the dims other than the axis) and walks the axis in chunks of
 BLOCK_R positions: tl.cumsum sums inside a chunk, and a carry per row (the sum of the chunks
 before) is added to it, then grows by the chunk's total (a product: tl.cumprod, the carry
-multiplied). A row of any length is one loop, and its
+multiplied). A recurrence scans the chunk's (a, b) pairs with tl.associative_scan under
+prims.linear_recurrence's combine, which gives each position the product of the coefficients up
+to it and its h as if h were 0 before the chunk; the carry (h at the chunk before's end) enters
+as that product times the carry. A row of any length is one loop, and its
 block does not depend on the length (a shape-generic kernel only changes the loop's bound).
 
 The lanes of a chunk walk scan positions p = 0, 1, ...; ONNX's attributes only change which
@@ -57,22 +61,43 @@ def generate(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: li
     w.line(f"carry = tl.full([BLOCK_X, 1], {_IDENTITY[anchor.op]}, dtype={acc})")
     with w.loop(f"for start in range(0, {length}, BLOCK_R):"):
         x = _operand(anchor.inputs[0], layouts, args, shape)
-        w.values[anchor.outputs[0]] = _chunk_sums(w, anchor, x, axis, length, acc)
+        if anchor.op == "linear_scan":
+            inputs = _operand(anchor.inputs[1], layouts, args, shape)
+            w.values[anchor.outputs[0]] = _chunk_recurrence(w, x, inputs, axis, length)
+        else:
+            w.values[anchor.outputs[0]] = _chunk_sums(w, anchor, x, axis, length, acc)
         _epilogue(w, group, _after_anchor(group), layouts, args, shape)
         _stores(w, outputs, layouts, args, shape)
     return row_tiles(name, group, graph, w, args, outputs, "scan", rows, length,
                      min(next_pow2(length), MAX_CHUNK))
 
 
-def _chunk_sums(w: KernelWriter, anchor: Node, x: Operand, axis: int, length: int, acc: str) -> str:
-    """One chunk of the loop: declare its positions (the axis's index is the element each one
-    is), load what each lane sums, and return the register of the running sums; the carry
-    grows by the chunk's total."""
-    reverse, exclusive = anchor.attrs.get("reverse", False), anchor.attrs.get("exclusive", False)
+def _chunk_positions(w: KernelWriter, axis: int, length: int, reverse: bool = False) -> None:
+    """Declare the chunk's positions: the axis's index is the element each one is."""
     w.line("pos = start + tl.arange(0, BLOCK_R)[None, :]")
     w.line(f"pmask = prims.in_bounds(pos, {length}, BLOCK_R)")
     w.line(f"elem = {length - 1} - pos" if reverse else "elem = pos")
     w.add_axis(Axis("elem", [(axis, length)], "pmask"))
+
+
+def _chunk_recurrence(w: KernelWriter, a: Operand, b: Operand, axis: int, length: int) -> str:
+    """One chunk of a linear recurrence: the register of its h; the carry becomes its last h.
+    Lanes past the row or the rows take a = 1, b = 0, which keep h as it is."""
+    _chunk_positions(w, axis, length)
+    w.line(f"coef = tl.where(xmask & pmask, {w.load(a)}, 1.0).to(tl.float32)")
+    w.line(f"step = tl.where(xmask & pmask, {w.load(b)}, 0.0).to(tl.float32)")
+    out = w.tmp("h")
+    w.line(f"{out}_coef, {out}_step = tl.associative_scan((coef, step), 1, prims.linear_recurrence)")
+    w.line(f"{out} = {out}_coef * carry + {out}_step")
+    w.line(f"carry = prims.last_column({out})")
+    return out
+
+
+def _chunk_sums(w: KernelWriter, anchor: Node, x: Operand, axis: int, length: int, acc: str) -> str:
+    """One chunk of the loop: load what each lane sums, and return the register of the running
+    sums; the carry grows by the chunk's total."""
+    reverse, exclusive = anchor.attrs.get("reverse", False), anchor.attrs.get("exclusive", False)
+    _chunk_positions(w, axis, length, reverse)
     identity = _IDENTITY[anchor.op]
     if exclusive:
         w.line("prev = pos - 1")
@@ -95,4 +120,4 @@ def _chunk_sums(w: KernelWriter, anchor: Node, x: Operand, axis: int, length: in
     return out
 
 
-_IDENTITY = {"cumsum": 0, "cumprod": 1}
+_IDENTITY = {"cumsum": 0, "cumprod": 1, "linear_scan": 0}  # (the recurrence's: h before the row)

@@ -91,6 +91,21 @@ def cumprod(x, *, axis: int, exclusive: bool = False, reverse: bool = False):
     return _scan(torch.cumprod, x, axis, exclusive, reverse, 1).to(x.dtype)
 
 
+@op("linear_scan", Kind.SCAN)
+def linear_scan(a, b, *, axis: int):
+    """The first-order linear recurrence h[t] = a[t] * h[t-1] + b[t] along `axis`, h[-1] = 0
+    (a selective state space's scan: Mamba). Computed in fp32 (as the scan kernel does) by
+    doubling: after the step of stride s, each position has combined the 2s positions ending
+    at it, so log2(length) steps of whole-tensor math."""
+    coef, h = a.float().movedim(axis, 0).clone(), b.float().movedim(axis, 0).clone()
+    stride = 1
+    while stride < h.shape[0]:
+        h[stride:] = coef[stride:] * h[:-stride] + h[stride:]
+        coef[stride:] = coef[stride:] * coef[:-stride]
+        stride *= 2
+    return h.movedim(0, axis).to(b.dtype)
+
+
 @op("reverse_sequence", Kind.MOVEMENT)
 def reverse_sequence(x, lengths, *, time_axis: int, batch_axis: int):
     """Reverse the first lengths[b] steps of every batch entry b along the time axis."""
