@@ -287,6 +287,26 @@ def reduction(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: l
                      None if looped else MAX_ROW)
 
 
+def row_writer(graph: Graph, shape: tuple, strides, axis: int) -> tuple[Args, KernelWriter, int, int]:
+    """(args, writer, rows, length) of a kernel over the rows along `axis` (the scan, sort and
+    scatter generators), the program's BLOCK_X rows declared: every dim but the axis, in memory
+    order."""
+    length, rows = shape[axis], math.prod(s for d, s in enumerate(shape) if d != axis)
+    order = memory_order(shape, strides)
+    args, w = Args(), KernelWriter(graph, exact_quantize=False, space=shape)
+    w.line("xoffs = tl.program_id(0) * BLOCK_X + tl.arange(0, BLOCK_X)")
+    w.line(f"xmask = prims.in_bounds(xoffs[:, None], {rows}, BLOCK_X)")
+    w.add_axis(Axis("xoffs[:, None]", [(d, shape[d]) for d in order if d != axis], "xmask"))
+    return args, w, rows, length
+
+
+def whole_row_axis(w: KernelWriter, axis: int, length: int) -> None:
+    """Declare the row's positions along `axis` as one block of BLOCK_R (`pos`, `pmask`)."""
+    w.line("pos = tl.arange(0, BLOCK_R)[None, :]")
+    w.line(f"pmask = prims.in_bounds(pos, {length}, BLOCK_R)")
+    w.add_axis(Axis("pos", [(axis, length)], "pmask"))
+
+
 def row_tiles(name: str, group: Group, graph: Graph, w: KernelWriter, args: Args, outputs: list[str],
               template: str, rows: int, length: int, block_r: int,
               max_length: int | None = None) -> KernelSource:

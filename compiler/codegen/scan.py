@@ -22,15 +22,13 @@ least 32 bits wide, and narrower ones wrap at the store, as torch's cumsum cast 
 """
 from __future__ import annotations
 
-import math
-
 import torch
 
 from trident.compiler import config
-from trident.compiler.codegen.kernels import (Args, KernelSource, _after_anchor, _epilogue,
-                                              _operand, _stores, row_tiles)
+from trident.compiler.codegen.kernels import (KernelSource, _after_anchor, _epilogue, _operand,
+                                              _stores, row_tiles, row_writer)
 from trident.compiler.codegen.program import Layout
-from trident.compiler.codegen.writer import Axis, KernelWriter, Operand, memory_order
+from trident.compiler.codegen.writer import Axis, KernelWriter, Operand
 from trident.compiler.fusion import Group
 from trident.compiler.ir import Graph, Node
 from trident.kernels.common import next_pow2
@@ -51,12 +49,7 @@ def generate(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: li
     anchor = group.anchor
     shape = tuple(graph.types[anchor.inputs[0]].shape)
     axis = anchor.attrs["axis"] % len(shape)
-    length, rows = shape[axis], math.prod(s for d, s in enumerate(shape) if d != axis)
-    order = memory_order(shape, layouts[anchor.inputs[0]].strides)
-    args, w = Args(), KernelWriter(graph, exact_quantize=False, space=shape)
-    w.line("xoffs = tl.program_id(0) * BLOCK_X + tl.arange(0, BLOCK_X)")
-    w.line(f"xmask = prims.in_bounds(xoffs[:, None], {rows}, BLOCK_X)")
-    w.add_axis(Axis("xoffs[:, None]", [(d, shape[d]) for d in order if d != axis], "xmask"))
+    args, w, rows, length = row_writer(graph, shape, layouts[anchor.inputs[0]].strides, axis)
     acc = accumulator(graph.types[anchor.inputs[0]].dtype)
     w.line(f"carry = tl.full([BLOCK_X, 1], {_IDENTITY[anchor.op]}, dtype={acc})")
     with w.loop(f"for start in range(0, {length}, BLOCK_R):"):

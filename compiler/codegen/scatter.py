@@ -13,11 +13,10 @@ outside the row.
 """
 from __future__ import annotations
 
-import math
-
-from trident.compiler.codegen.kernels import Args, KernelSource, _operand, _stores, row_tiles
+from trident.compiler.codegen.kernels import (Args, KernelSource, _operand, _stores, row_tiles, row_writer,
+                                              whole_row_axis)
 from trident.compiler.codegen.program import Layout
-from trident.compiler.codegen.writer import Axis, KernelWriter, memory_order
+from trident.compiler.codegen.writer import KernelWriter
 from trident.compiler.fusion import Group
 from trident.compiler.group_kinds import MAX_ROW
 from trident.compiler.ir import Graph
@@ -34,15 +33,8 @@ def generate(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: li
     x_value, index_value, updates_value = node.inputs
     shape, index_shape = tuple(graph.types[x_value].shape), tuple(graph.types[index_value].shape)
     axis = node.attrs["axis"] % len(shape)
-    length, rows = shape[axis], math.prod(s for d, s in enumerate(shape) if d != axis)
-    args, w = Args(), KernelWriter(graph, exact_quantize=False, space=shape)
-    w.line("xoffs = tl.program_id(0) * BLOCK_X + tl.arange(0, BLOCK_X)")
-    w.line(f"xmask = prims.in_bounds(xoffs[:, None], {rows}, BLOCK_X)")
-    order = memory_order(shape, layouts[x_value].strides)
-    w.add_axis(Axis("xoffs[:, None]", [(d, shape[d]) for d in order if d != axis], "xmask"))
-    w.line("pos = tl.arange(0, BLOCK_R)[None, :]")
-    w.line(f"pmask = prims.in_bounds(pos, {length}, BLOCK_R)")
-    w.add_axis(Axis("pos", [(axis, length)], "pmask"))
+    args, w, rows, length = row_writer(graph, shape, layouts[x_value].strides, axis)
+    whole_row_axis(w, axis, length)
     # (the where gives the row its tile's shape where x moves along neither axis: a [1, 1] x
     # loads a scalar, and the loop must carry one type)
     w.line(f"row = tl.where(xmask & pmask, {w.load(_operand(x_value, layouts, args, shape))}, 0)")

@@ -20,13 +20,12 @@ lengths it takes: group_kinds.SORT_DTYPES and MAX_SORT_LENGTH.
 """
 from __future__ import annotations
 
-import math
-
 import torch
 
-from trident.compiler.codegen.kernels import Args, KernelSource, _operand, _stores, row_tiles
+from trident.compiler.codegen.kernels import (KernelSource, _operand, _stores, row_tiles, row_writer,
+                                              whole_row_axis)
 from trident.compiler.codegen.program import Layout
-from trident.compiler.codegen.writer import Axis, KernelWriter, Operand, memory_order
+from trident.compiler.codegen.writer import Axis, KernelWriter, Operand
 from trident.compiler.fusion import Group
 from trident.compiler.group_kinds import MAX_SORT_LENGTH, two_pass_keys
 from trident.compiler.ir import Graph
@@ -43,15 +42,8 @@ def generate(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: li
     x_value, (values_out, indices_out) = anchor.inputs[0], anchor.outputs
     shape = tuple(graph.types[x_value].shape)
     axis, k = anchor.attrs["axis"] % len(shape), anchor.attrs["k"]
-    length, rows = shape[axis], math.prod(s for d, s in enumerate(shape) if d != axis)
-    order = memory_order(shape, layouts[x_value].strides)
-    args, w = Args(), KernelWriter(graph, exact_quantize=False, space=shape)
-    w.line("xoffs = tl.program_id(0) * BLOCK_X + tl.arange(0, BLOCK_X)")
-    w.line(f"xmask = prims.in_bounds(xoffs[:, None], {rows}, BLOCK_X)")
-    w.add_axis(Axis("xoffs[:, None]", [(d, shape[d]) for d in order if d != axis], "xmask"))
-    w.line("pos = tl.arange(0, BLOCK_R)[None, :]")
-    w.line(f"pmask = prims.in_bounds(pos, {length}, BLOCK_R)")
-    w.add_axis(Axis("pos", [(axis, length)], "pmask"))
+    args, w, rows, length = row_writer(graph, shape, layouts[x_value].strides, axis)
+    whole_row_axis(w, axis, length)
     x = _operand(x_value, layouts, args, shape)
     largest = anchor.attrs.get("largest", True)
     if two_pass_keys(x_value, graph):
