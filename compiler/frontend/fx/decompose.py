@@ -19,22 +19,17 @@ concat):
 Only the converter context's `emit` / `shape` / `dtype` / `rank` / `cast` and its record of the
 tensors the import made (`note_made` / `made_here` / `written`) are used (the fx
 frontend passes its Ctx and registers these), so this module imports nothing of the frontend
-but axes.py.
+but axes.py and helpers.py.
 """
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
 
 import torch
 
 from trident.compiler.errors import ShapeError, UnsupportedError
 from trident.compiler.frontend.fx import axes as fx_axes
-
-
-def _scalar(cx, value, like) -> torch.Tensor:
-    """A constant scalar in `like`'s dtype (the IR's binary ops take one dtype)."""
-    return torch.tensor(value, dtype=cx.dtype(like))
+from trident.compiler.frontend.fx.helpers import _full_index, _ints, _norm_slice, _scalar
 
 
 def _float(cx, x):
@@ -269,7 +264,7 @@ def new_filled(fill):
                 pin_memory=None, requires_grad=False):
         args = args + tuple(a for a in (size, fill_value) if a is not None)  # (named: x.new_ones(size=...))
         size, value = (args[0], args[1]) if fill is None else (args, fill)
-        size = _size(size)
+        size = _ints(size)
         made = torch.full(size, value, dtype=dtype or cx.dtype(x))
         cx.note_made(made)
         return made
@@ -300,12 +295,6 @@ def triangle(upper: bool):
         keep = offset >= diagonal if upper else offset <= diagonal
         return cx.emit("where", [keep, x, torch.tensor(0, dtype=cx.dtype(x))])
     return convert
-
-
-def _size(args: Sequence[Any]) -> list[int]:
-    if len(args) == 1 and isinstance(args[0], (list, tuple, torch.Size)):
-        args = args[0]
-    return [int(a) for a in args]
 
 
 def setitem(cx, target, index, value):
@@ -383,28 +372,22 @@ def _assign_rows(cx, target, rows, value, reduction: str = "none"):
 def _block(cx, shape: list[int], index) -> tuple[list[int], list[int], list[bool]]:
     """The block a basic index selects: per dim its start and stop, and whether the dim stays
     (an int index drops it). Ints, unit-step slices and one Ellipsis only."""
-    index = list(index) if isinstance(index, tuple) else [index]
+    index = tuple(index) if isinstance(index, tuple) else (index,)
     if any(not (i is Ellipsis or isinstance(i, (int, slice))) or isinstance(i, bool) for i in index) \
             or sum(i is Ellipsis for i in index) > 1:
         raise UnsupportedError(f'fx node "{cx.node_name}": a slice assignment into a computed '
                                f"tensor at index {index!r} (ints and unit-step slices only)")
-    if Ellipsis in index:
-        at = index.index(Ellipsis)
-        index[at:at + 1] = [slice(None)] * (len(shape) - len(index) + 1)
-    index += [slice(None)] * (len(shape) - len(index))
-    if len(index) != len(shape):
-        raise ShapeError(f'fx node "{cx.node_name}": index {index!r} into a {shape} tensor')
     starts, stops, kept = [], [], []
-    for i, n in zip(index, shape):
+    for i, n in zip(_full_index(cx, index, len(shape)), shape):
         if isinstance(i, int):
             if not -n <= i < n:
                 raise ShapeError(f'fx node "{cx.node_name}": index {i} out of range for size {n}')
             starts.append(i % n), stops.append(i % n + 1), kept.append(False)
             continue
-        start, stop, step = i.indices(n)
+        start, stop, step = _norm_slice(n, i.start, i.stop, i.step)
         if step != 1:
             raise UnsupportedError(f'fx node "{cx.node_name}": a slice assignment with step {step}')
-        starts.append(start), stops.append(max(stop, start)), kept.append(True)
+        starts.append(start), stops.append(stop), kept.append(True)
     return starts, stops, kept
 
 

@@ -8,6 +8,7 @@ from typing import Sequence
 
 import torch
 
+from trident.compiler.errors import ShapeError
 from trident.compiler.frontend.fx.axes import axis as _axis
 from trident.compiler.frontend.fx.context import Ctx, Val
 
@@ -18,6 +19,37 @@ def _ints(args) -> list[int]:
     if len(args) == 1 and isinstance(args[0], (list, tuple, torch.Size)):
         args = args[0]
     return [int(a) for a in args]
+
+
+def _scalar(cx: Ctx, value, like) -> torch.Tensor:
+    """A constant scalar in `like`'s dtype (the IR's binary ops take one dtype)."""
+    return torch.tensor(value, dtype=cx.dtype(like))
+
+
+def _norm_slice(size: int, start, end, step) -> tuple[int, int, int]:
+    """(start, end, step) of a slice of a dim of `size`, clamped as Python clamps them."""
+    start, end, step = slice(start, end, step).indices(size)
+    return start, max(end, start), step
+
+
+def _full_index(cx: Ctx, idx: tuple, rank: int) -> tuple:
+    """idx with its Ellipsis (or the missing trailing dims) spelled out as full slices."""
+    real = sum(1 for k in idx if k is not None and k is not Ellipsis)
+    if real > rank:
+        raise ShapeError(f'fx node "{cx.node_name}": {real} indices for a rank-{rank} tensor')
+    if Ellipsis in idx:
+        e = idx.index(Ellipsis)
+        return idx[:e] + (slice(None),) * (rank - real) + idx[e + 1:]
+    return idx + (slice(None),) * (rank - real)
+
+
+def contiguous_strides(shape) -> tuple[int, ...]:
+    """Row-major strides of `shape` (a dim of size 0 strides as one of size 1)."""
+    strides, step = [], 1
+    for d in reversed(shape):
+        strides.append(step)
+        step *= max(d, 1)
+    return tuple(reversed(strides))
 
 
 def _tuple_n(v, n: int) -> list[int]:

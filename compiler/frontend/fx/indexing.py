@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from trident.compiler.errors import ShapeError, UnsupportedError
 from trident.compiler.frontend.fx.axes import axis as _axis
 from trident.compiler.frontend.fx.context import Ctx, Val
-from trident.compiler.frontend.fx.helpers import _reshape
+from trident.compiler.frontend.fx.helpers import _full_index, _norm_slice, _reshape, contiguous_strides
 from trident.compiler.frontend.fx.registry import converts
 
 aten = torch.ops.aten
@@ -49,11 +49,6 @@ def _slice_and_reshape(cx: Ctx, x, slices: list[tuple[int, int, int, int]], shap
         x = cx.emit("slice", [x], starts=[s[1] for s in slices], ends=[s[2] for s in slices],
                     axes=[s[0] for s in slices], steps=[s[3] for s in slices])
     return _reshape(cx, x, shape)
-
-
-def _norm_slice(size: int, start, end, step) -> tuple[int, int, int]:
-    start, end, step = slice(start, end, step).indices(size)  # Python's clamping rules
-    return start, max(end, start), step
 
 
 @converts(aten.slice.Tensor)
@@ -120,17 +115,6 @@ def _getitem_tensor(cx: Ctx, x, idx):
             out_shape.append(len(range(*s)))
         axis += 1
     return _slice_and_reshape(cx, x, slices, out_shape)
-
-
-def _full_index(cx: Ctx, idx: tuple, rank: int) -> tuple:
-    """idx with its Ellipsis (or the missing trailing dims) spelled out as full slices."""
-    real = sum(1 for k in idx if k is not None and k is not Ellipsis)
-    if real > rank:
-        raise ShapeError(f'fx node "{cx.node_name}": {real} indices for a rank-{rank} tensor')
-    if Ellipsis in idx:
-        e = idx.index(Ellipsis)
-        return idx[:e] + (slice(None),) * (rank - real) + idx[e + 1:]
-    return idx + (slice(None),) * (rank - real)
 
 
 def _list_index(cx: Ctx, x, idx: tuple) -> tuple:
@@ -238,11 +222,9 @@ def gather_adjacent(cx, x, axis: int, indices: Sequence, is_runtime) -> object:
         perm = list(range(axis)) + [axis + m for m in order] + list(range(axis + len(indices), len(shape)))
         x = cx.emit("transpose", [x], perm=perm)
         indices, sizes = [indices[m] for m in order], [sizes[m] for m in order]
-    strides = [1] * len(sizes)
-    for m in range(len(sizes) - 2, -1, -1):
-        strides[m] = strides[m + 1] * sizes[m + 1]
+    strides = list(contiguous_strides(sizes))
     flat = _constant_part(cx, indices[len(runtime):], sizes[len(runtime):], strides[len(runtime):])
-    rows = shape[:axis] + [strides[0] * sizes[0]] + shape[axis + len(indices):]
+    rows = shape[:axis] + [math.prod(sizes)] + shape[axis + len(indices):]
     x = cx.emit("reshape", [x], shape=rows)
     if not runtime:  # a constant gather: a slice or a view where it is one (gathers_as_slices)
         return cx.emit("gather", [x, flat], axis=axis)

@@ -18,10 +18,7 @@ import torch
 
 from trident.compiler.errors import ShapeError, UnsupportedError
 from trident.compiler.frontend.fx import axes as fx_axes
-
-
-def _scalar(cx, value, like) -> torch.Tensor:
-    return torch.tensor(value, dtype=cx.dtype(like))
+from trident.compiler.frontend.fx.helpers import _scalar
 
 
 def _float_input(cx, x, what: str):

@@ -14,7 +14,8 @@ from trident.compiler.errors import UnsupportedError
 from trident.compiler.frontend.fx import decompose
 from trident.compiler.frontend.fx.axes import axis as _axis
 from trident.compiler.frontend.fx.context import Ctx
-from trident.compiler.frontend.fx.helpers import _identity, _ints, _promote, _reshape, _transpose
+from trident.compiler.frontend.fx.helpers import (_identity, _ints, _promote, _reshape, _transpose,
+                                                contiguous_strides)
 from trident.compiler.frontend.fx.indexing import _aten_slice, _norm_slice, _select
 from trident.compiler.frontend.fx.linear import _t
 from trident.compiler.frontend.fx.movement import (_expand, _permute, _squeeze, _transpose2,
@@ -97,14 +98,6 @@ def _storage_index(shape, strides, offset: int, size, stride, new_offset: int):
     return None if bool((index < 0).any()) else index
 
 
-def _contiguous_strides(shape) -> tuple[int, ...]:
-    strides, step = [], 1
-    for d in reversed(shape):
-        strides.append(step)
-        step *= max(d, 1)
-    return tuple(reversed(strides))
-
-
 @converts(aten.as_strided.default, torch.as_strided, "as_strided")
 def _as_strided(cx: Ctx, x, size, stride, storage_offset=None):
     size, stride = _ints([size]), _ints([stride])
@@ -117,7 +110,7 @@ def _as_strided(cx: Ctx, x, size, stride, storage_offset=None):
     strides, offset = layout
     new_offset = offset if storage_offset is None else int(storage_offset)
     shape = cx.shape(x)
-    contiguous = all(a == b for a, b, d in zip(strides, _contiguous_strides(shape), shape)
+    contiguous = all(a == b for a, b, d in zip(strides, contiguous_strides(shape), shape)
                      if d != 1)
     if contiguous and new_offset >= offset:
         try:  # a view of arange: its strides tell _view_by_index which movement ops it is
