@@ -10,6 +10,7 @@ fp16, in one process on one GPU, every runner built first and then timed in roun
   transformers WhisperEncoder (default config, 80 x 3000 log-mel input), batch 8: through torch.compile
   transformers BertModel (bert-base config), sequence 512, batch 32: through torch.compile
   transformers MixtralModel (8 experts, top-2, 4 layers), sequence 256, batch 8: through torch.compile
+  transformers MambaModel (mamba-130m's widths, 8 layers), sequence 256, batch 8: through torch.compile
 Anchors: the fp16 model in torch eager and under torch.compile (default mode), channels-last for the
 CNN. trident builds from the fp32 model with precision fp16 (its engines cast at their edges).
 Models with BatchNorm get their statistics settled by one train-mode pass on random data first.
@@ -34,7 +35,8 @@ from trident.compiler.timing import bench_ms, events_ms
 from trident.tools.benchmarks.results import ResultsFile, markdown_table, require_gpu
 from trident.tools.zoo_models import randomize_zero_parameters
 
-HELP = "ConvNeXt-T, ViT-B/16, Whisper encoder, BERT, a Mixtral-style MoE: trident vs torch eager vs torch.compile (fp16)"
+HELP = ("ConvNeXt-T, ViT-B/16, Whisper encoder, BERT, a Mixtral-style MoE, a Mamba: trident vs torch eager vs "
+        "torch.compile (fp16)")
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,16 @@ def _mixtral_moe():
         num_key_value_heads=8, num_local_experts=8, num_experts_per_tok=2, vocab_size=32000)))
 
 
+def _mamba():
+    """A Mamba (mamba-130m's widths: 768 wide, state 16, expand 2) at 8 layers: the selective scan
+    (torch's associative_scan under torch.compile, trident's linear_scan kernel;
+    docs/torch-compile.md). Eager runs transformers' step-by-step loop over the sequence."""
+    from transformers import MambaConfig, MambaModel
+    from trident.tools.zoo_models import LastHidden
+    return LastHidden(MambaModel(MambaConfig(hidden_size=768, num_hidden_layers=8, state_size=16, expand=2,
+                                             vocab_size=50280, use_cache=False)))
+
+
 def _token_ids(batch: int, seq: int = 512):
     return (torch.randint(0, 30522, (batch, seq), generator=torch.Generator().manual_seed(0)),)
 
@@ -104,7 +116,8 @@ MODELS = [Model("ConvNeXt-T", _convnext_t, _images, 32, ("onnx", "compile")),
           Model("Whisper encoder", _whisper, lambda b: (torch.randn(b, 80, 3000),), 8),
           Model("BERT-base seq 512", _bert_base, _token_ids, 32),
           # 2,048 tokens: 4,096 token-expert rows, the longest row the sort kernel takes
-          Model("Mixtral-style MoE seq 256", _mixtral_moe, lambda b: _token_ids(b, 256), 8)]
+          Model("Mixtral-style MoE seq 256", _mixtral_moe, lambda b: _token_ids(b, 256), 8),
+          Model("Mamba seq 256", _mamba, lambda b: _token_ids(b, 256), 8)]
 DRY_MODELS = [Model("Whisper encoder (tiny)", lambda: _whisper(tiny=True), lambda b: (torch.randn(b, 8, 16),), 1,
                     ("onnx", "compile"))]
 
