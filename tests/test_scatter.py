@@ -113,3 +113,54 @@ def test_torch_scatter_with_dynamic_row_lengths(rng):
         args = [t.to(DEVICE) for t in (x, index, updates)]
         torch.testing.assert_close(scatter(*args), args[0].scatter_add(1, args[1], args[2]) * 2)
     torch._dynamo.reset()
+
+
+# ----------------------------------------------------- ScatterND of rows (passes/scatter_rows.py) ----
+def scatter_nd_graph(shape, index_shape, reduction, dtype=torch.float32):
+    b = GraphBuilder("scatter_nd")
+    x = b.input("x", TensorType(tuple(shape), dtype))
+    index = b.input("index", TensorType(tuple(index_shape), torch.int64))
+    updates = b.input("updates", TensorType(tuple(index_shape[:-1]) + tuple(shape[index_shape[-1]:]), dtype))
+    return b.finish([b.add1("scatter_nd", [x, index, updates], {"reduction": reduction})])
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("shape, index_shape", [((9, 4), (3, 1)), ((6, 2, 3), (2, 2, 1)), ((12,), (4, 1)),
+                                                ((1, 5), (1, 1)), ((7, 3), (16, 1))])
+def test_scatter_nd_of_rows_in_the_scatter_kernel(shape, index_shape, reduction, rng):
+    """Rows named by index ([..., 1]: negative ones and repeats among them) written, added,
+    multiplied or compared in: a ScatterElements along dim 0 of the rows, in the kernel."""
+    index = torch.randint(-shape[0], shape[0], index_shape, generator=rng)
+    updates_shape = index_shape[:-1] + shape[1:]
+    inputs = [fresh(shape, torch.float32, rng), index, fresh(updates_shape, torch.float32, rng)]
+    engine = assert_matches_reference(scatter_nd_graph(shape, index_shape, reduction), inputs)
+    assert torch_steps(engine) == [] and "scatter" in [s.name.split("_")[0] for s in engine.plan.kernel_steps()]
+
+
+@pytest.mark.parametrize("shape, index_shape, why", [((7, 3), (17, 1), "more updates than the kernel takes"),
+                                                     ((4, 5, 2), (3, 2), "two coordinates an index")])
+def test_other_scatter_nds_run_in_torch(shape, index_shape, why, rng):
+    index = torch.stack([torch.randint(0, n, index_shape[:-1], generator=rng) for n in shape[:index_shape[-1]]], -1)
+    updates_shape = index_shape[:-1] + shape[index_shape[-1]:]
+    inputs = [fresh(shape, torch.float32, rng), index, fresh(updates_shape, torch.float32, rng)]
+    engine = assert_matches_reference(scatter_nd_graph(shape, index_shape, "add"), inputs)
+    assert torch_steps(engine) == ["scatter_nd"], why
+
+
+def test_a_scatter_nd_row_out_of_range_is_the_engines_error(rng):
+    engine, _ = compile_and_run(scatter_nd_graph((4, 3), (2, 1), "none"),
+                                [fresh((4, 3), torch.float32, rng), torch.tensor([[0], [1]]), torch.zeros(2, 3)])
+    engine.cuda_graph = False  # (the index checks run on uncaptured calls)
+    with pytest.raises(InputError, match="scatter"):
+        engine(*[t.to(engine.device) for t in (torch.zeros(4, 3), torch.tensor([[0], [4]]), torch.zeros(2, 3))])
+
+
+@pytest.mark.parametrize("reduction", ["none", "add", "max"])
+def test_onnx_scatter_nd_of_rows_against_onnxruntime(reduction):
+    model = make_model([node("ScatterND", ["x", "i", "u"], reduction=reduction)],
+                       {"x": (np.float32, [6, 4]), "i": (np.int64, [3, 1]), "u": (np.float32, [3, 4])},
+                       ["y"], opset=18)
+    rng = np.random.default_rng(7)
+    feeds = {"x": rng.standard_normal([6, 4]).astype(np.float32), "i": np.array([[4], [-1], [0]]),
+             "u": rng.standard_normal([3, 4]).astype(np.float32)}
+    assert torch_steps(check_engine(model, feeds)) == []

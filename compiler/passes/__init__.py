@@ -29,6 +29,7 @@ from trident.compiler.passes.horizontal import merge_sibling_matmuls
 from trident.compiler.passes.long_rows import loop_long_rows
 from trident.compiler.passes.patches import lower_patch_conv_transposes, lower_patch_convs
 from trident.compiler.passes.permutations import invert_permutations
+from trident.compiler.passes.scatter_rows import scatter_rows
 from trident.compiler.passes.precision import lower_precision
 from trident.compiler.passes.reshapes import sink_reshapes
 from trident.compiler.passes.resample import resample_with_tap_tables
@@ -62,6 +63,7 @@ def pipeline(options: PassOptions) -> list[tuple[str, Pass]]:
         ("fold_negated_pieces", fold_negated_pieces),
         ("gathers_as_slices", gathers_as_slices),
         ("invert_permutations", invert_permutations),
+        ("scatter_rows", scatter_rows),  # (after: a permutation's inverse is a sort, not a scatter)
         ("fold_pad_into_conv", fold_pad_into_conv),
         ("fold_conv_batch_norm", fold_conv_batch_norm),
         ("decompose_batch_norm", decompose_batch_norm),

@@ -1,0 +1,54 @@
+"""A ScatterND of whole rows, as a ScatterElements the scatter kernel runs.
+
+A ScatterND whose indices name one coordinate (`indices` [..., 1]) writes whole slices of its
+target along the first dim: `x[rows] = updates` (torch's index_put of one index tensor, ONNX
+exports of row writes into a cache). With the target seen as [R, C] (C the elements of a row)
+and the updates as [U, C], that is a ScatterElements along dim 0 whose index is the row index
+spread over the columns: codegen/scatter.py holds each column of R positions and applies its U
+updates in order, so a repeated row takes the last update (ScatterND leaves the order open) or
+accumulates (add, mul, max, min). The index is checked before uncaptured runs as every
+ScatterElements' is, and negative rows count from the end, as ScatterND's do.
+
+Rewritten only where the kernel takes the result (group_kinds.scatter_refusal: rows of up to
+MAX_ROW, up to MAX_SCATTER_UPDATES updates); other ScatterNDs, and the permutation inverses
+passes/permutations.py made sorts, are left as they are.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from trident.compiler import group_kinds
+from trident.compiler.ir import Graph, Node
+from trident.compiler.passes.rewrite import Rebuild, rewrite
+
+
+def scatter_rows(graph: Graph) -> Graph:
+    def rewrite_scatter(node: Node, rb: Rebuild):
+        if node.op != "scatter_nd":
+            return None
+        x, indices, updates = (graph.types[v] for v in node.inputs)
+        if not (x.is_static and indices.is_static and x.rank and indices.rank and indices.shape[-1] == 1):
+            return None
+        rows, columns, count = x.shape[0], math.prod(x.shape[1:]), math.prod(indices.shape[:-1])
+        if not _kernel_takes(x, indices, updates, rows, count):
+            return None
+        add = rb.builder.add
+        target, index, values = (rb.value(v) for v in node.inputs)
+        (table,) = add("reshape", [target], {"shape": [rows, columns]}, node.name + "_rows")
+        (index,) = add("reshape", [index], {"shape": [count, 1]}, node.name + "_row_index")
+        (index,) = add("expand", [index], {"shape": [count, columns]}, node.name + "_spread")
+        (values,) = add("reshape", [values], {"shape": [count, columns]}, node.name + "_updates")
+        (written,) = add("scatter_elements", [table, index, values],
+                         {"axis": 0, "reduction": node.attrs.get("reduction", "none")}, node.name + "_scatter")
+        return add("reshape", [written], {"shape": list(x.shape)}, node.name, outputs=node.outputs)
+
+    return rewrite(graph, rewrite_scatter)
+
+
+def _kernel_takes(x, indices, updates, rows: int, updates_per_column: int) -> bool:
+    """Does the scatter kernel take the ScatterElements (group_kinds.scatter_refusal's terms)?"""
+    return (x.dtype == updates.dtype and x.dtype in group_kinds.POINTWISE_DTYPES and x.dtype != torch.bool
+            and indices.dtype in group_kinds.INDEX_DTYPES and rows <= group_kinds.MAX_ROW
+            and updates_per_column <= group_kinds.MAX_SCATTER_UPDATES)
