@@ -24,6 +24,13 @@ aranges they batch have no converter either: the region stays in torch), batch d
 at 0, each batched operand a 1-D tensor of its level's size, every value the function computes a
 scalar per example, and the function's ops elementwise or a full index (one scalar index per dim)
 into a tensor from outside.
+
+A second kind is lowered too: one level over an elementwise function of whole tensors, every
+batched operand of one shape, batched along dim 0 and stacked back along dim 0 (torch's generic
+associative_scan runs its combine function so on the CPU: Mamba's selective scan). Applying an
+elementwise function to each example and stacking the results is applying it to the stack, so
+`_add_batch_dim` and `_remove_batch_dim` are identities there; the function may read 0-d tensors
+and numbers from outside, which broadcast alike either way.
 """
 from __future__ import annotations
 
@@ -104,11 +111,12 @@ class _Refuse(Exception):
 def _plan(region: list) -> tuple[dict, dict] | None:
     """({node: (how, detail)}, {node: lowered fake value}) for the region, or None where it does
     not qualify. how: "drop", "reshape" (to detail), "keep", "identity" or "expand" (to detail)."""
-    planner = _Planner(region)
-    try:
-        return planner.run(), planner.values
-    except Exception:  # noqa: BLE001 - _Refuse, or a fake op that fails: the region stays in torch
-        return None
+    for planner in (_Planner(region), _StackPlanner(region)):
+        try:
+            return planner.run(), planner.values
+        except Exception:  # noqa: BLE001 - _Refuse, or a fake op that fails: try the next kind
+            continue
+    return None  # the region stays in torch
 
 
 class _Planner:
@@ -218,6 +226,72 @@ class _Planner:
         self.values[node] = run(*self._value(node.args), **self._value(node.kwargs))
         if any(isinstance(a, torch.fx.Node) and a in self.batched for a in node.all_input_nodes):
             self.batched.add(node)
+        return ("keep", None)
+
+
+class _StackPlanner(_Planner):
+    """One level over an elementwise function of whole tensors (the module doc's second kind)."""
+
+    def run(self) -> dict:
+        if len(self.sizes) != 1 or not isinstance(self.sizes[0], int):
+            raise _Refuse("not one level of a known size")
+        self.example_shape: tuple | None = None
+        plan = {}
+        with self._fake_mode():
+            for node in self.region:
+                if any(_functorch(node, name) for name in (ENTER, LEAVE) + NO_OPS):
+                    plan[node] = ("drop", None)
+                elif _functorch(node, ADD):
+                    plan[node] = self._add_whole(node)
+                elif _functorch(node, REMOVE):
+                    plan[node] = self._remove_whole(node)
+                else:
+                    plan[node] = self._elementwise(node)
+        leaving = [u for n in self.region if plan[n][0] != "drop" and not _functorch(n, REMOVE)
+                   for u in n.users if u not in self.inside]
+        if leaving:
+            raise _Refuse("a batched value leaves the region")
+        return plan
+
+    def _per_example(self, shape) -> None:
+        shape = tuple(shape)
+        if self.example_shape not in (None, shape):
+            raise _Refuse("values of different shapes per example")
+        self.example_shape = shape
+
+    def _add_whole(self, node):
+        x, in_dim, _ = node.args
+        value = self._value(x)
+        if in_dim != 0 or x in self.inside or value.dim() == 0 or value.shape[0] != self.sizes[0]:
+            raise _Refuse("a batched operand that is not a stack along dim 0 from outside")
+        self._per_example(value.shape[1:])
+        self.values[node] = value
+        self.batched.add(node)
+        return ("identity", None)
+
+    def _remove_whole(self, node):
+        y, _, size, out_dim = node.args
+        if out_dim != 0 or size != self.sizes[0] or y not in self.batched:
+            raise _Refuse("a result stacked off dim 0")
+        self.values[node] = self.values[y]
+        return ("identity", None)
+
+    def _elementwise(self, node):
+        if node.op == "call_method" and node.target in ELEMENTWISE_METHODS and not node.target.startswith("new_"):
+            run = lambda *a, **k: getattr(a[0], node.target)(*a[1:], **k)  # noqa: E731
+        elif node.op == "call_function" and node.target in ELEMENTWISE_FUNCTIONS:
+            run = node.target
+        else:
+            raise _Refuse(f"{node.format_node()}: not elementwise")
+        for arg in node.all_input_nodes:
+            if arg not in self.batched and self._value(arg).dim() != 0:
+                raise _Refuse("a tensor from outside that is not 0-d")
+        before = example_value(node)
+        if not isinstance(before, torch.Tensor):
+            raise _Refuse("a value that is not a tensor")
+        self._per_example(before.shape)
+        self.values[node] = run(*self._value(node.args), **self._value(node.kwargs))
+        self.batched.add(node)
         return ("keep", None)
 
 

@@ -2,8 +2,8 @@
 (compiler/codegen/scan.py), against its reference and a sequential loop: any axis, rows of many
 chunks, odd lengths, size-1 and empty dims, 16-bit inputs, NaN and inf; torch's associative_scan
 higher-order op (compiler/frontend/fx/scans.py) with the combine functions that have a kernel,
-and those that stay in torch; and transformers' Mamba (tiny config) through torch.compile on the
-path it takes on a GPU. The bounds sanitizer is on (conftest)."""
+and those that stay in torch; its generic mode (compiler/fx_vmap.py); and transformers' Mamba
+(tiny config) through torch.compile on both paths. The bounds sanitizer is on (conftest)."""
 from __future__ import annotations
 
 import sys
@@ -125,6 +125,22 @@ def test_other_combine_functions_stay_in_torch(rng):
     assert len(in_torch) == 1 and "not a sum, a product or a linear recurrence" in in_torch[0]
 
 
+def test_the_generic_mode_runs_in_kernels(rng):
+    """combine_mode="generic" (the CPU's): torch's own log-depth scan, its combine function under
+    one torch.vmap per level; compiler/fx_vmap.py lowers each vmap of an elementwise function of
+    stacks to the function of the stacks, and the rest is slices, concats and pads."""
+    def combine(left, right):
+        return left[0] * right[0], right[0] * left[1] + right[1]
+
+    def fn(a, b):
+        return HOP.associative_scan(combine, (a, b), dim=2, combine_mode="generic")[1] * 2
+
+    a, b = coefficients((2, 3, 11, 4), rng).to(DEVICE), torch.randn(2, 3, 11, 4, generator=rng).to(DEVICE)
+    got, reports = compile_with_reports(fn, a, b)
+    torch.testing.assert_close(got.double(), recurrence(a, b, 2) * 2, rtol=1e-5, atol=1e-5)
+    assert ops_in_torch(reports) == []
+
+
 # ------------------------------------------------------------------------------ Mamba ----
 def _pointwise_associative_scan(combine_fn, xs, dim, reverse=False, combine_mode="pointwise"):
     """torch's associative_scan as it runs in pointwise mode, which it allows on CUDA only: the
@@ -144,10 +160,11 @@ def _pointwise_associative_scan(combine_fn, xs, dim, reverse=False, combine_mode
     return pytree.tree_unflatten([torch.movedim(x, 0, dim) for x in out], spec)
 
 
-def test_mamba_scans_its_state_space_in_a_kernel(monkeypatch):
+@pytest.mark.parametrize("path", ["pointwise", "as_it_comes"])
+def test_mamba_scans_its_state_space_in_kernels(path, monkeypatch):
     """transformers' Mamba under torch.compile: on a GPU its selective scan is the higher-order
-    op in pointwise mode; on the CPU torch allows only the generic mode, so the test puts the
-    GPU's path in (the eager reference runs first, unchanged)."""
+    op in pointwise mode (one kernel); on the CPU torch allows only the generic mode, so the
+    first case puts the GPU's path in there (the eager reference runs first, unchanged)."""
     transformers = pytest.importorskip("transformers")
     torch.manual_seed(0)
     config = transformers.MambaConfig(hidden_size=32, num_hidden_layers=2, vocab_size=100, state_size=8,
@@ -156,7 +173,8 @@ def test_mamba_scans_its_state_space_in_a_kernel(monkeypatch):
     ids = torch.randint(0, 100, (2, 11)).to(DEVICE)
     with torch.no_grad():
         want = model(ids).last_hidden_state
-    monkeypatch.setattr(HOP, "associative_scan", _pointwise_associative_scan)
+    if path == "pointwise":
+        monkeypatch.setattr(HOP, "associative_scan", _pointwise_associative_scan)
     got, reports = compile_with_reports(lambda t: model(t).last_hidden_state, ids)
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
     assert ops_in_torch(reports) == []
