@@ -30,8 +30,10 @@ MAX_PATCH_CHANNELS = 4
 def _constant_weight(node: Node, graph: Graph, rb: Rebuild, op: str, ranks=(4,)):
     """The weight of an `op` node of static shapes whose input has one of `ranks` (4: 2-D), if it
     is a constant of the input's rank; else None."""
+    if node.op != op:
+        return None
     rank = graph.types[node.inputs[0]].rank
-    if node.op != op or rank not in ranks:
+    if rank not in ranks:
         return None
     if not all(graph.types[v].is_static for v in (node.inputs[0], node.outputs[0])):
         return None
