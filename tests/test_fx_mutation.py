@@ -68,6 +68,18 @@ class ViewAfterWrite(nn.Module):
         return y.view(-1) + 1
 
 
+class CopyIntoState(nn.Module):
+    """Mamba's cache: a state made in the graph, written with copy_ (a broadcast, a dtype
+    change), then read."""
+
+    def forward(self, x):
+        state = torch.zeros(2, x.shape[0], x.shape[1], dtype=torch.int32)
+        state.copy_(x * 10)  # (truncated toward zero)
+        first = state[0].float()
+        state.copy_(x[0] * 3)  # a row, broadcast over the whole state
+        return first + state.sum(0).float()
+
+
 class ViewBeforeWrite(nn.Module):
     def forward(self, x):
         y = x * 2
@@ -112,7 +124,7 @@ def _inputs(*shapes):
 
 @pytest.mark.parametrize("model, shapes", [
     (ScaleInPlace(), [(1, 4, 5, 3)]), (Chain(), [(3, 7)]), (AugmentedAssign(), [(3, 7), (3, 7)]),
-    (InplaceRelu(), [(2, 9)]), (ViewAfterWrite(), [(3, 5)]),
+    (InplaceRelu(), [(2, 9)]), (ViewAfterWrite(), [(3, 5)]), (CopyIntoState(), [(3, 5)]),
 ], ids=lambda v: type(v).__name__ if isinstance(v, nn.Module) else "")
 def test_readers_after_a_write_see_it(model, shapes):
     inputs = _inputs(*shapes)

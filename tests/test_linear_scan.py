@@ -168,7 +168,7 @@ def test_mamba_scans_its_state_space_in_kernels(path, monkeypatch):
     transformers = pytest.importorskip("transformers")
     torch.manual_seed(0)
     config = transformers.MambaConfig(hidden_size=32, num_hidden_layers=2, vocab_size=100, state_size=8,
-                                      expand=2, use_cache=False)
+                                      expand=2)  # (use_cache: its states copy_ into a cache)
     model = transformers.MambaModel(config).eval().to(DEVICE)
     ids = torch.randint(0, 100, (2, 11)).to(DEVICE)
     with torch.no_grad():

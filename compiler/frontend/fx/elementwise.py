@@ -236,6 +236,16 @@ def _clone(cx: Ctx, x, *, memory_format=None):
     return copy
 
 
+@converts(aten.copy.default, aten.copy_.default, "copy_")
+def _copy(cx: Ctx, target, src, non_blocking=False):
+    """target.copy_(src), once fx_mutation has pointed target's later readers at its result (a
+    write into a graph input or a view that others read keeps the graph in torch there), and
+    aten.copy, its functional form: src broadcast to target's shape, in target's dtype."""
+    value = cx.cast(src, cx.dtype(target))
+    shape = list(cx.shape(target))
+    return value if list(cx.shape(value)) == shape else cx.emit("expand", [value], shape=shape)
+
+
 @converts(aten.contiguous.default, "contiguous")
 def _contiguous(cx: Ctx, x, memory_format=None):
     """As clone where a constant is not contiguous (torch copies it then); else itself."""
