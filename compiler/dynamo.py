@@ -35,6 +35,7 @@ Options (`torch.compile(model, backend="trident", options={...})`):
 """
 from __future__ import annotations
 
+import builtins
 import copy
 import operator
 import time
@@ -225,8 +226,10 @@ def _support(supported_target):
     - a node whose value is no tensor (shape arithmetic: an int, a size) that torch or the graph's
       output reads: a partition returns tensors only, so it stays in torch with its reader
       (transformers 4.x's Funnel computes its relative-position bounds so);
-    - a node that reads or makes a complex tensor (FNet's `fftn(x).real`): trident has no complex
-      dtype, so `.real` stays in torch with the FFT, and the partitions after it get real tensors."""
+    - a node that reads or makes a complex tensor: trident has no complex dtype, so it stays in
+      torch and the partitions after it get real tensors; except a Fourier transform of a real
+      tensor read only through `.real` / `.imag` (FNet's `fftn(x).real`), and those reads, which
+      the frontend carries as pairs of real tensors (frontend/fx/spectral.py)."""
     known: dict[torch.fx.Node, bool] = {}
 
     def supported(node: torch.fx.Node) -> bool:
@@ -242,9 +245,28 @@ def _support(supported_target):
 
 
 def _complex(node: torch.fx.Node) -> bool:
-    """Does the node read or make a complex tensor (by dynamo's example values)?"""
+    """Does the node read or make a complex tensor (by dynamo's example values), other than as a
+    part of a real tensor's Fourier transform?"""
     values = [example_value(n) for n in node.all_input_nodes] + [example_value(node)]
-    return any(isinstance(v, torch.Tensor) and v.is_complex() for v in values)
+    return any(isinstance(v, torch.Tensor) and v.is_complex() for v in values) and not _spectral(node)
+
+
+def _spectral(node: torch.fx.Node) -> bool:
+    """Is the node a Fourier transform of a real tensor that is read only through its parts, or
+    one of those reads?"""
+    from trident.compiler.frontend.fx.spectral import TRANSFORMS
+
+    transform = node.args[0] if _part_of(node) else node
+    if not isinstance(transform, torch.fx.Node) or transform.target not in TRANSFORMS or not transform.args:
+        return False
+    source = transform.args[0]
+    value = example_value(source) if isinstance(source, torch.fx.Node) else None
+    return isinstance(value, torch.Tensor) and not value.is_complex() and all(map(_part_of, transform.users))
+
+
+def _part_of(node: torch.fx.Node) -> bool:
+    return (node.op == "call_function" and node.target is builtins.getattr and len(node.args) == 2
+            and node.args[1] in ("real", "imag"))
 
 
 def _in_vmap(node: torch.fx.Node) -> bool:

@@ -243,26 +243,38 @@ def test_a_node_refused_at_import_runs_in_torch_and_the_rest_in_engines():
 
 
 class FourierMixing(torch.nn.Module):
-    """FNet's token mixing: the real part of a 2-D FFT between two dense layers."""
+    """FNet's token mixing between two dense layers: the real part of a 2-D FFT, or (magnitude)
+    a reader of the complex value itself."""
 
-    def __init__(self):
+    def __init__(self, magnitude: bool = False):
         super().__init__()
         self.a, self.b = torch.nn.Linear(8, 8), torch.nn.Linear(8, 4)
         self.norm = torch.nn.LayerNorm(8)
+        self.magnitude = magnitude
 
     def forward(self, x):
         h = torch.relu(self.a(x))
-        return self.b(self.norm(torch.fft.fftn(h, dim=(1, 2)).real + h))
+        spectrum = torch.fft.fftn(h, dim=(1, 2))
+        return self.b(self.norm((spectrum.abs() if self.magnitude else spectrum.real) + h))
 
 
 def test_a_complex_value_stays_in_torch_with_what_reads_it():
-    model, x = FourierMixing().eval(), torch.randn(2, 5, 8)
+    model, x = FourierMixing(magnitude=True).eval(), torch.randn(2, 5, 8)
     spy = Spy()
     with pytest.warns(UserWarning, match="complex"):
         check(torch.compile(model, backend=spy), model, (x,))
     (gm,) = spy.compiled
-    assert len(gm.trident_report.in_torch) == 2  # the FFT, and .real of its complex result
+    assert len(gm.trident_report.in_torch) == 2  # the FFT, and the magnitude of its complex result
     assert all(s.built_engines() for s in spy.subgraphs()) and len(spy.subgraphs()) == 2
+
+
+def test_the_real_part_of_a_real_transform_is_one_engine():
+    """fftn(h).real is carried as real parts (frontend/fx/spectral.py): nothing in torch."""
+    model, x = FourierMixing().eval(), torch.randn(2, 5, 8)
+    spy = Spy()
+    check(torch.compile(model, backend=spy), model, (x,))
+    (gm,) = spy.compiled
+    assert gm.trident_report.in_torch == [] and len(spy.subgraphs()) == 1
 
 
 def test_bad_option():

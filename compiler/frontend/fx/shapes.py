@@ -17,6 +17,7 @@ from trident.compiler.frontend.fx import decompose
 from trident.compiler.frontend.fx.axes import axis as _axis
 from trident.compiler.frontend.fx.context import Ctx, Val
 from trident.compiler.frontend.fx.linear import _matrix_transpose, _t
+from trident.compiler.frontend.fx.spectral import Spectrum
 from trident.compiler.frontend.fx.registry import converts
 
 aten = torch.ops.aten
@@ -50,6 +51,8 @@ def _item(cx: Ctx, x):
 
 @converts(builtins.getattr)
 def _getattr(cx: Ctx, x, name: str):
+    if isinstance(x, Spectrum):  # a Fourier transform's .real or .imag
+        return x.part(cx, name)
     if isinstance(x, (Val, torch.Tensor)):
         attrs = {"shape": lambda: torch.Size(cx.shape(x)), "dtype": lambda: cx.dtype(x),
                  "ndim": lambda: cx.rank(x), "T": lambda: _t(cx, x), "H": lambda: _t(cx, x),
