@@ -288,13 +288,32 @@ def test_tensor_scatter(mode):
 
 
 @pytest.mark.parametrize("inverse, onesided", [(0, 0), (0, 1), (1, 0)])
-def test_dft(inverse, onesided):
+@pytest.mark.parametrize("complex_input", [False, True])
+@pytest.mark.parametrize("shape, axis", [((2, 8), 1), ((7, 3), 0), ((2, 3, 5), 1)])
+def test_dft(shape, axis, complex_input, inverse, onesided):
+    """As matrix products in the GEMM kernels (passes/dft.py), real and complex signals, any axis,
+    odd lengths; against numpy's FFT."""
+    if onesided and complex_input:
+        return  # (ONNX leaves a complex signal's one-sided transform undefined)
+    x_shape = list(shape) + [2 if complex_input else 1]
+    bins = shape[axis] // 2 + 1 if onesided else shape[axis]
+    y_shape = [bins if d == axis else n for d, n in enumerate(shape)] + [2]
     model = make_model([node("DFT", ["x", "", "axis"], inverse=inverse, onesided=onesided)],
-                       {"x": (F32, [2, 8, 2] if inverse else [2, 8, 1])},
-                       {"y": (F32, [2, 5 if onesided else 8, 2])},
-                       initializers={"axis": np.array(1, I64)}, opset=20)
-    x = _floats([2, 8, 2] if inverse else [2, 8, 1], 20)
-    signal = x[..., 0] + (1j * x[..., 1] if inverse else 0)
-    z = np.fft.ifft(signal, axis=1) if inverse else np.fft.fft(signal, axis=1)
-    z = z[:, :5] if onesided else z
-    check_engine(model, {"x": x}, expected=[np.stack([z.real, z.imag], -1).astype(F32)])
+                       {"x": (F32, x_shape)}, {"y": (F32, y_shape)},
+                       initializers={"axis": np.array(axis, I64)}, opset=20)
+    x = _floats(x_shape, 20)
+    signal = x[..., 0] + (1j * x[..., 1] if complex_input else 0)
+    z = np.fft.ifft(signal, axis=axis) if inverse else np.fft.fft(signal, axis=axis)
+    z = np.take(z, range(bins), axis=axis)
+    engine = check_engine(model, {"x": x}, expected=[np.stack([z.real, z.imag], -1).astype(F32)])
+    assert torch_steps(engine) == []
+
+
+def test_an_inverse_one_sided_dft_runs_in_torch():
+    """A real signal from half a spectrum (irfft): not lowered, torch's step."""
+    model = make_model([node("DFT", ["x", "", "axis"], inverse=1, onesided=1)], {"x": (F32, [2, 5, 2])},
+                       {"y": (F32, [2, 8, 1])}, initializers={"axis": np.array(1, I64), }, opset=20)
+    x = _floats([2, 5, 2], 21)
+    z = np.fft.irfft(x[..., 0] + 1j * x[..., 1], n=8, axis=1)
+    engine = check_engine(model, {"x": x}, expected=[z[..., None].astype(F32)])
+    assert torch_steps(engine) == ["dft"]

@@ -2,9 +2,19 @@
 as a trailing dim of 2 (real, imaginary); a trailing dim of 1 is a real signal."""
 from __future__ import annotations
 
+import math
+
 import torch
 
 from trident.compiler.ops.registry import Kind, op
+
+
+def dft_matrices(n: int, scale: float, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """(C, S) of the n-point DFT, F[j, k] = exp(-2 pi i j k / n) = C - i S, times `scale`: symmetric
+    n x n matrices computed in float64 (the angle from jk mod n, exact), cast once to `dtype`."""
+    k = torch.arange(n, dtype=torch.float64)
+    angle = 2 * math.pi * torch.remainder(torch.outer(k, k), n) / n
+    return (torch.cos(angle) * scale).to(dtype), (torch.sin(angle) * scale).to(dtype)
 
 
 def _as_complex(x):
@@ -16,7 +26,8 @@ def _as_complex(x):
 
 
 def _as_pairs(z, dtype):
-    return torch.view_as_real(z).to(dtype)
+    # (torch's inverse of a real signal is a conjugate view, which view_as_real refuses)
+    return torch.view_as_real(z.resolve_conj()).to(dtype)
 
 
 @op("dft", Kind.OPAQUE)

@@ -22,6 +22,7 @@ from trident.compiler.passes.cleanup import (eliminate_common_subexpressions,
                                              remove_identities)
 from trident.compiler.passes.concats import fold_negated_pieces, split_wide_concats
 from trident.compiler.passes.einsum import lower_einsum
+from trident.compiler.passes.dft import lower_dft
 from trident.compiler.passes.conv1d import lower_conv1d
 from trident.compiler.passes.gathers import gathers_as_slices
 from trident.compiler.passes.heads import fold_head_splits
@@ -64,6 +65,7 @@ def pipeline(options: PassOptions) -> list[tuple[str, Pass]]:
         ("gathers_as_slices", gathers_as_slices),
         ("invert_permutations", invert_permutations),
         ("scatter_rows", scatter_rows),  # (after: a permutation's inverse is a sort, not a scatter)
+        ("lower_dft", lower_dft),
         ("fold_pad_into_conv", fold_pad_into_conv),
         ("fold_conv_batch_norm", fold_conv_batch_norm),
         ("decompose_batch_norm", decompose_batch_norm),

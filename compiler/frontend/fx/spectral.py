@@ -15,7 +15,6 @@ the input's (`s`), and dims longer than MAX_POINTS (an n x n matrix each).
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +24,7 @@ from trident.compiler.errors import UnsupportedError
 from trident.compiler.frontend.fx.axes import axis as _axis
 from trident.compiler.frontend.fx.context import Ctx
 from trident.compiler.frontend.fx.registry import converts
+from trident.compiler.ops.spectral import dft_matrices
 
 TRANSFORMS = (torch.fft.fftn, torch.fft.fft2, torch.fft.fft)
 MAX_POINTS = 2048  # a 2,048-point dim's two fp32 matrices take 32 MB
@@ -42,14 +42,6 @@ class Spectrum:
             return self.re if name == "real" else self.im
         raise UnsupportedError(f'fx node "{cx.node_name}": attribute "{name}" of a Fourier transform '
                                "(trident reads its .real and .imag only)")
-
-
-def _dft(n: int, norm, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """(C, S) of the n-point DFT, scaled for `norm`."""
-    k = torch.arange(n, dtype=torch.float64)
-    angle = 2 * math.pi * torch.remainder(torch.outer(k, k), n) / n  # (jk mod n: exact angles)
-    scale = n ** -_NORMS[norm]
-    return (torch.cos(angle) * scale).to(dtype), (torch.sin(angle) * scale).to(dtype)
 
 
 def _along(cx: Ctx, x, matrix: torch.Tensor, axis: int):
@@ -77,7 +69,7 @@ def _transform(cx: Ctx, x, dims: list[int], norm) -> Spectrum:
         if n > MAX_POINTS:
             raise UnsupportedError(f'fx node "{cx.node_name}": a {n}-point transform (trident takes up '
                                    f"to {MAX_POINTS} as matrix products)")
-        cos, sin = _dft(n, norm, cx.dtype(x))
+        cos, sin = dft_matrices(n, n ** -_NORMS[norm], cx.dtype(x))
         re_cos, re_sin = _along(cx, re, cos, axis), _along(cx, re, sin, axis)
         if im is None:
             re, im = re_cos, cx.emit("neg", [re_sin])
