@@ -157,17 +157,23 @@ def fuse(graph: Graph, enabled: bool = True) -> list[Group]:
         return group_of.get(id(node)) if node is not None else None
 
     def depends_on(value: str, target: Group, _memo=None) -> bool:
-        """Does `value` depend (through any path) on a node of `target`?"""
+        """Does `value` depend on `target` once groups run whole: is `target` upstream of the
+        group computing `value`, through the inputs of every node of each group on the way? (A
+        node-by-node walk misses a path through another node of a group: with x in group A and
+        A also reading y of group C, a node reading x must not join C.)"""
         seen, stack = set(), [value]
         while stack:
-            v = stack.pop()
-            node = producer_of.get(v)
-            if node is None or id(node) in seen:
+            node = producer_of.get(stack.pop())
+            if node is None:
                 continue
-            seen.add(id(node))
-            if group_of.get(id(node)) is target:
+            group = group_of.get(id(node))
+            if group is target:
                 return True
-            stack.extend(node.inputs)
+            key = id(group) if group is not None else id(node)
+            if key in seen:
+                continue
+            seen.add(key)
+            stack.extend(group.inputs() if group is not None else node.inputs)
         return False
 
     for node in graph.nodes:

@@ -119,15 +119,31 @@ def test_gather_elements_out_of_range_index_is_an_input_error():
 @pytest.mark.parametrize("batch_dims, x_shape, i_shape", [(0, [3, 4, 5], [2, 2]),
                                                           (0, [3, 4], [2, 1, 2]),
                                                           (1, [2, 3, 4], [2, 1]),
+                                                          (1, [2, 3, 4, 5], [2, 3, 2]),
+                                                          (2, [2, 3, 4], [2, 3, 1]),
+                                                          # every dim: elements (its index math made fusion
+                                                          # form a group cycle: fusion.py's depends_on)
+                                                          (0, [2, 3, 4], [5, 3]),
                                                           (0, [5, 3, 2], [2, 3, 1]),  # one coordinate: a Gather
                                                           (0, [4, 3], [1])])
 def test_gather_nd(batch_dims, x_shape, i_shape):
+    """A Gather of rows in the table-lookup kernel (passes/gather_nd.py), negative coordinates
+    among them, against onnxruntime."""
     model = make_model([node("GatherND", ["x", "i"], batch_dims=batch_dims)],
                        {"x": (F32, x_shape), "i": (I64, i_shape)}, ["y"])
     rng = np.random.default_rng(5)
     limit = x_shape[batch_dims:batch_dims + i_shape[-1]]
     i = np.stack([rng.integers(-d, d, i_shape[:-1]) for d in limit], -1).astype(I64)
-    check_engine(model, {"x": rng.standard_normal(x_shape).astype(F32), "i": i})
+    engine = check_engine(model, {"x": rng.standard_normal(x_shape).astype(F32), "i": i})
+    assert torch_steps(engine) == []
+
+
+def test_a_gather_nd_coordinate_out_of_its_dim_is_an_input_error():
+    """(1, 7) into [3, 4] flattens to row 11, which exists: the lowering marks it out of range."""
+    model = make_model([node("GatherND", ["x", "i"])], {"x": (F32, [3, 4]), "i": (I64, [2, 2])}, ["y"])
+    with pytest.raises(InputError, match="index 12"):
+        check_engine(model, {"x": np.ones([3, 4], F32), "i": np.array([[0, 1], [1, 7]], I64)},
+                     expected=[np.zeros([2], F32)])
 
 
 def test_gather_nd_of_one_constant_coordinate_is_a_slice():

@@ -24,6 +24,7 @@ from trident.compiler.passes.concats import fold_negated_pieces, split_wide_conc
 from trident.compiler.passes.einsum import lower_einsum
 from trident.compiler.passes.dft import lower_dft
 from trident.compiler.passes.conv1d import lower_conv1d
+from trident.compiler.passes.gather_nd import lower_gather_nd
 from trident.compiler.passes.gathers import gathers_as_slices
 from trident.compiler.passes.heads import fold_head_splits
 from trident.compiler.passes.horizontal import merge_sibling_matmuls
@@ -66,6 +67,7 @@ def pipeline(options: PassOptions) -> list[tuple[str, Pass]]:
         ("invert_permutations", invert_permutations),
         ("scatter_rows", scatter_rows),  # (after: a permutation's inverse is a sort, not a scatter)
         ("lower_dft", lower_dft),
+        ("lower_gather_nd", lower_gather_nd),
         ("fold_pad_into_conv", fold_pad_into_conv),
         ("fold_conv_batch_norm", fold_conv_batch_norm),
         ("decompose_batch_norm", decompose_batch_norm),
