@@ -168,7 +168,7 @@ def table_lookup_refusal(node: Node, graph: Graph) -> str | None:
     the model before the kernel that reads them (IndexCheck)."""
     table = node.inputs[0]
     if node.attrs.get("axis", 0) != 0:
-        return "gather along an axis other than 0 runs in torch"
+        return "gather along an axis other than 0 (passes/gathers.py moves static ones to 0) runs in torch"
     if graph.types[table].dtype not in POINTWISE_DTYPES:
         return f"gather from a {graph.types[table].dtype} tensor runs in torch"
     return _index_refusal(node, graph, 0)

@@ -223,6 +223,19 @@ def test_gather_of_evenly_spaced_constant_indices_is_a_view(index):
     assert not torch_steps(engine) and engine.num_kernels == 1
 
 
+@pytest.mark.parametrize("axis, i_shape", [(1, [3]), (2, [2, 2]), (-1, []), (1, [4, 1])])
+def test_gather_along_another_axis_with_runtime_indices(axis, i_shape):
+    """A Gather of rows of x with the axis moved first (passes/gathers.py), its index dims then
+    where the axis was; negative indices among them; against onnxruntime."""
+    x_shape = [2, 5, 3]
+    model = make_model([node("Gather", ["x", "i"], ["g"], axis=axis), node("Relu", ["g"])],
+                       {"x": (F32, x_shape), "i": (I64, i_shape)}, ["y"])
+    rng = np.random.default_rng(12)
+    n = x_shape[axis]
+    feeds = {"x": rng.standard_normal(x_shape).astype(F32), "i": rng.integers(-n, n, i_shape).astype(I64)}
+    assert torch_steps(check_engine(model, feeds)) == []
+
+
 def test_zero_pad_before_a_conv_folds_into_its_pads():
     """TF-style 'same' padding exports as Pad -> Conv: one conv kernel, no pad."""
     model = make_model([node("Pad", ["x", "pads"], ["p"]),

@@ -25,7 +25,7 @@ from trident.compiler.passes.einsum import lower_einsum
 from trident.compiler.passes.dft import lower_dft
 from trident.compiler.passes.conv1d import lower_conv1d
 from trident.compiler.passes.gather_nd import lower_gather_nd
-from trident.compiler.passes.gathers import gathers_as_slices
+from trident.compiler.passes.gathers import gathers_along_dim_0, gathers_as_slices
 from trident.compiler.passes.heads import fold_head_splits
 from trident.compiler.passes.horizontal import merge_sibling_matmuls
 from trident.compiler.passes.long_rows import loop_long_rows
@@ -64,6 +64,7 @@ def pipeline(options: PassOptions) -> list[tuple[str, Pass]]:
         ("fold_gelu", fold_gelu),
         ("fold_negated_pieces", fold_negated_pieces),
         ("gathers_as_slices", gathers_as_slices),
+        ("gathers_along_dim_0", gathers_along_dim_0),
         ("invert_permutations", invert_permutations),
         ("scatter_rows", scatter_rows),  # (after: a permutation's inverse is a sort, not a scatter)
         ("lower_dft", lower_dft),
