@@ -126,25 +126,36 @@ def scatter_nd_graph(shape, index_shape, reduction, dtype=torch.float32):
 
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 @pytest.mark.parametrize("shape, index_shape", [((9, 4), (3, 1)), ((6, 2, 3), (2, 2, 1)), ((12,), (4, 1)),
-                                                ((1, 5), (1, 1)), ((7, 3), (16, 1))])
+                                                ((1, 5), (1, 1)), ((7, 3), (16, 1)), ((4, 5, 2), (3, 2)),
+                                                ((3, 4), (2, 3, 2))])
 def test_scatter_nd_of_rows_in_the_scatter_kernel(shape, index_shape, reduction, rng):
-    """Rows named by index ([..., 1]: negative ones and repeats among them) written, added,
-    multiplied or compared in: a ScatterElements along dim 0 of the rows, in the kernel."""
-    index = torch.randint(-shape[0], shape[0], index_shape, generator=rng)
-    updates_shape = index_shape[:-1] + shape[1:]
+    """Rows named by index ([..., k]: negative coordinates and repeats among them) written,
+    added, multiplied or compared in: a ScatterElements along dim 0 of the rows, in the kernel."""
+    depth = index_shape[-1]
+    index = torch.stack([torch.randint(-n, n, index_shape[:-1], generator=rng) for n in shape[:depth]], -1)
+    updates_shape = index_shape[:-1] + shape[depth:]
     inputs = [fresh(shape, torch.float32, rng), index, fresh(updates_shape, torch.float32, rng)]
     engine = assert_matches_reference(scatter_nd_graph(shape, index_shape, reduction), inputs)
     assert torch_steps(engine) == [] and "scatter" in [s.name.split("_")[0] for s in engine.plan.kernel_steps()]
 
 
 @pytest.mark.parametrize("shape, index_shape, why", [((7, 3), (17, 1), "more updates than the kernel takes"),
-                                                     ((4, 5, 2), (3, 2), "two coordinates an index")])
+                                                     ((90, 100, 2), (3, 2), "more rows than the kernel holds")])
 def test_other_scatter_nds_run_in_torch(shape, index_shape, why, rng):
     index = torch.stack([torch.randint(0, n, index_shape[:-1], generator=rng) for n in shape[:index_shape[-1]]], -1)
     updates_shape = index_shape[:-1] + shape[index_shape[-1]:]
     inputs = [fresh(shape, torch.float32, rng), index, fresh(updates_shape, torch.float32, rng)]
     engine = assert_matches_reference(scatter_nd_graph(shape, index_shape, "add"), inputs)
     assert torch_steps(engine) == ["scatter_nd"], why
+
+
+def test_a_scatter_nd_coordinate_out_of_its_dim_is_the_engines_error(rng):
+    """(1, 7) into [3, 4] would flatten to row 11, which exists: the lowering marks it out of range."""
+    engine, _ = compile_and_run(scatter_nd_graph((3, 4), (2, 2), "none"),
+                                [fresh((3, 4), torch.float32, rng), torch.tensor([[0, 1], [1, 2]]), torch.zeros(2)])
+    engine.cuda_graph = False  # (the index checks run on uncaptured calls)
+    with pytest.raises(InputError, match="scatter"):
+        engine(*[t.to(engine.device) for t in (torch.zeros(3, 4), torch.tensor([[0, 1], [1, 7]]), torch.zeros(2))])
 
 
 def test_a_scatter_nd_row_out_of_range_is_the_engines_error(rng):

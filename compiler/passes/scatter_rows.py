@@ -1,11 +1,12 @@
-"""A ScatterND of whole rows, as a ScatterElements the scatter kernel runs.
+"""A ScatterND, as a ScatterElements of rows the scatter kernel runs.
 
-A ScatterND whose indices name one coordinate (`indices` [..., 1]) writes whole slices of its
-target along the first dim: `x[rows] = updates` (torch's index_put of one index tensor, ONNX
-exports of row writes into a cache). With the target seen as [R, C] (C the elements of a row)
-and the updates as [U, C], that is a ScatterElements along dim 0 whose index is the row index
-spread over the columns: codegen/scatter.py holds each column of R positions and applies its U
-updates in order, so a repeated row takes the last update (ScatterND leaves the order open) or
+A ScatterND whose indices name k coordinates (`indices` [..., k]) writes whole slices of its
+target past its first k dims: `x[rows] = updates` (k = 1: torch's index_put of one index tensor,
+ONNX exports of row writes into a cache), `x[b, t] = v` (k = 2). With the target seen as [R, C]
+(R the first k dims as one, C the elements of a row) and the updates as [U, C], that is a
+ScatterElements along dim 0 whose index is each index's flat row (passes/flat_index.py: an
+index with a coordinate out of its dim lands past the rows) spread over the columns:
+codegen/scatter.py holds each column of R positions and applies its U updates in order, so a repeated row takes the last update (ScatterND leaves the order open) or
 accumulates (add, mul, max, min). The index is checked before uncaptured runs as every
 ScatterElements' is, and negative rows count from the end, as ScatterND's do.
 
@@ -21,6 +22,7 @@ import torch
 
 from trident.compiler import group_kinds
 from trident.compiler.ir import Graph, Node
+from trident.compiler.passes.flat_index import flat_rows
 from trident.compiler.passes.rewrite import Rebuild, rewrite
 
 
@@ -29,13 +31,18 @@ def scatter_rows(graph: Graph) -> Graph:
         if node.op != "scatter_nd":
             return None
         x, indices, updates = (graph.types[v] for v in node.inputs)
-        if not (x.is_static and indices.is_static and x.rank and indices.rank and indices.shape[-1] == 1):
+        if not (x.is_static and indices.is_static and indices.rank and 0 < indices.shape[-1] <= x.rank):
             return None
-        rows, columns, count = x.shape[0], math.prod(x.shape[1:]), math.prod(indices.shape[:-1])
+        depth = indices.shape[-1]
+        rows, columns = math.prod(x.shape[:depth]), math.prod(x.shape[depth:])
+        places = list(indices.shape[:-1])
+        count = math.prod(places)
         if not _kernel_takes(x, indices, updates, rows, count):
             return None
         add = rb.builder.add
         target, index, values = (rb.value(v) for v in node.inputs)
+        if depth > 1:  # one flat row per index (passes/flat_index.py)
+            index = flat_rows(rb.builder, index, list(x.shape[:depth]), places, rows, node.name)
         (table,) = add("reshape", [target], {"shape": [rows, columns]}, node.name + "_rows")
         (index,) = add("reshape", [index], {"shape": [count, 1]}, node.name + "_row_index")
         (index,) = add("expand", [index], {"shape": [count, columns]}, node.name + "_spread")
