@@ -9,6 +9,11 @@ import torch
 from trident.compiler.ops.registry import Kind, op
 
 
+# The longest axis whose DFT the compiler writes as matrix products (frontend/fx/spectral.py,
+# passes/dft.py): its two n x n matrices take 32 MB at fp32.
+MAX_POINTS = 2048
+
+
 def dft_matrices(n: int, scale: float, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
     """(C, S) of the n-point DFT, F[j, k] = exp(-2 pi i j k / n) = C - i S, times `scale`: symmetric
     n x n matrices computed in float64 (the angle from jk mod n, exact), cast once to `dtype`."""

@@ -18,10 +18,8 @@ the others stay the torch step they are.
 from __future__ import annotations
 
 from trident.compiler.ir import Graph, Node
-from trident.compiler.ops.spectral import dft_matrices
+from trident.compiler.ops.spectral import MAX_POINTS, dft_matrices
 from trident.compiler.passes.rewrite import Rebuild, rewrite
-
-MAX_POINTS = 2048  # the matrices of an axis: 2 x n x n
 
 
 def lower_dft(graph: Graph) -> Graph:

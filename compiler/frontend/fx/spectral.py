@@ -24,10 +24,9 @@ from trident.compiler.errors import UnsupportedError
 from trident.compiler.frontend.fx.axes import axis as _axis
 from trident.compiler.frontend.fx.context import Ctx
 from trident.compiler.frontend.fx.registry import converts
-from trident.compiler.ops.spectral import dft_matrices
+from trident.compiler.ops.spectral import MAX_POINTS, dft_matrices
 
 TRANSFORMS = (torch.fft.fftn, torch.fft.fft2, torch.fft.fft)
-MAX_POINTS = 2048  # a 2,048-point dim's two fp32 matrices take 32 MB
 _NORMS = {None: 0.0, "backward": 0.0, "ortho": 0.5, "forward": 1.0}  # the power of 1/n
 
 
