@@ -29,22 +29,23 @@ def saved(tmp_path_factory):
     return engine, path, make_inputs(2)
 
 
-class ColumnPickHead(torch.nn.Module):
-    """A linear layer, a pick of columns (a torch step: kernels gather only rows of constant
-    tables) and a relu."""
+class ScatterAddHead(torch.nn.Module):
+    """A linear layer, a scatter-add of 20 updates a row (a torch step: the scatter kernel takes
+    up to group_kinds.MAX_SCATTER_UPDATES) and a relu."""
 
     def __init__(self):
         super().__init__()
         self.linear = torch.nn.Linear(12, 10)
-        self.register_buffer("columns", torch.tensor([3, 0, 7, 7, 1]))
+        self.register_buffer("index", torch.arange(60).reshape(3, 20) % 10)
+        self.register_buffer("updates", torch.linspace(-1, 1, 60).reshape(3, 20))
 
     def forward(self, x):
-        return torch.index_select(self.linear(x), 1, self.columns).relu().reshape(-1)
+        return self.linear(x).scatter_add(1, self.index, self.updates).relu().reshape(-1)
 
 
 @pytest.fixture(scope="module")
 def saved_with_torch_step(tmp_path_factory):
-    model, x = ColumnPickHead().eval(), torch.randn(3, 12)
+    model, x = ScatterAddHead().eval(), torch.randn(3, 12)
     engine = build_engine(model, "fp32", (x,))
     path = tmp_path_factory.mktemp("engines") / "columns.engine"
     engine.save(path)
