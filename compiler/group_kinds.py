@@ -262,9 +262,14 @@ def grouped_mm_refusal(node: Node, graph: Graph) -> str | None:
 def scatter_refusal(node: Node, graph: Graph) -> str | None:
     """Why the scatter generator cannot take this ScatterElements, or None."""
     x, index = graph.types[node.inputs[0]], graph.types[node.inputs[1]]
+    return scatter_types_refusal(x, index, node.attrs["axis"] % x.rank)
+
+
+def scatter_types_refusal(x, index, axis: int) -> str | None:
+    """scatter_refusal of a ScatterElements into `x` by `index` along `axis` (TensorTypes): what
+    passes/scatter_rows.py asks before it writes one."""
     if x.dtype not in POINTWISE_DTYPES or x.dtype == torch.bool or index.dtype not in INDEX_DTYPES:
         return f"scatter_elements into {x.dtype} by {index.dtype} indices"
-    axis = node.attrs["axis"] % x.rank
     if x.shape[axis] > MAX_ROW or index.shape[axis] > MAX_SCATTER_UPDATES:
         return (f"scatter_elements of {index.shape[axis]} updates into rows of {x.shape[axis]} (the kernel "
                 f"takes rows of up to {MAX_ROW} and {MAX_SCATTER_UPDATES} updates a row)")

@@ -18,10 +18,8 @@ from __future__ import annotations
 
 import math
 
-import torch
-
 from trident.compiler import group_kinds
-from trident.compiler.ir import Graph, Node
+from trident.compiler.ir import Graph, Node, TensorType
 from trident.compiler.passes.flat_index import flat_rows
 from trident.compiler.passes.rewrite import Rebuild, rewrite
 
@@ -37,7 +35,8 @@ def scatter_rows(graph: Graph) -> Graph:
         rows, columns = math.prod(x.shape[:depth]), math.prod(x.shape[depth:])
         places = list(indices.shape[:-1])
         count = math.prod(places)
-        if not _kernel_takes(x, indices, updates, rows, count):
+        if x.dtype != updates.dtype or group_kinds.scatter_types_refusal(
+                TensorType((rows, columns), x.dtype), TensorType((count, columns), indices.dtype), 0) is not None:
             return None
         add = rb.builder.add
         target, index, values = (rb.value(v) for v in node.inputs)
@@ -53,9 +52,3 @@ def scatter_rows(graph: Graph) -> Graph:
 
     return rewrite(graph, rewrite_scatter)
 
-
-def _kernel_takes(x, indices, updates, rows: int, updates_per_column: int) -> bool:
-    """Does the scatter kernel take the ScatterElements (group_kinds.scatter_refusal's terms)?"""
-    return (x.dtype == updates.dtype and x.dtype in group_kinds.POINTWISE_DTYPES and x.dtype != torch.bool
-            and indices.dtype in group_kinds.INDEX_DTYPES and rows <= group_kinds.MAX_ROW
-            and updates_per_column <= group_kinds.MAX_SCATTER_UPDATES)
