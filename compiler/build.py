@@ -15,7 +15,7 @@ from trident.compiler.autotune import check_level, tune_plan, tune_program
 from trident.compiler.codegen import generate
 from trident.compiler.codegen.dynamic import make_dynamic
 from trident.compiler.codegen.program import Program
-from trident.compiler.errors import EngineFileError, TridentError
+from trident.compiler.errors import EngineFileError, InternalError, TridentError
 from trident.compiler.frontend.fx import import_fx
 from trident.compiler.frontend.onnx import bind_inputs, import_onnx
 from trident.compiler.limits import check_codegen_limits
@@ -115,11 +115,12 @@ def compile_graph(graph: Graph, precision: str = config.DEFAULT_PRECISION,
         if trace is not None:
             trace.quantization = quantization.report
     on_pass = (lambda name, g: trace.after_pass.append((name, g))) if trace else None
-    graph = run_pipeline(graph, PassOptions(precision, quantize=quantize), on_pass=on_pass)
-    groups = fuse(graph, enabled=fuse_ops)
+    graph = _stage("the passes", graph.name, run_pipeline, graph, PassOptions(precision, quantize=quantize),
+                   on_pass=on_pass)
+    groups = _stage("fusion", graph.name, fuse, graph, enabled=fuse_ops)
     if trace is not None:
         trace.groups = groups
-    program = generate(graph, groups)
+    program = _stage("code generation", graph.name, generate, graph, groups)
     if tune != "none" or timing_cache is not None:
         report = tune_program(program, tune, timing_cache=timing_cache, device=device)
         if trace is not None:
@@ -127,6 +128,18 @@ def compile_graph(graph: Graph, precision: str = config.DEFAULT_PRECISION,
     if trace is not None:
         trace.program = program
     return program
+
+
+def _stage(what: str, graph_name: str, fn, *args, **kwargs):
+    """fn(*args, **kwargs), an unexpected exception in it an InternalError naming the stage and
+    the graph (torch.compile's backend then runs that partition in torch, and says why)."""
+    try:
+        return fn(*args, **kwargs)
+    except TridentError:
+        raise
+    except Exception as e:  # noqa: BLE001  (a bug of ours: said as one, with its cause)
+        raise InternalError(f"{what} failed on graph {graph_name!r}: {type(e).__name__}: {e} "
+                            "(a bug in trident)") from e
 
 
 def engine_from(program: Program, device=None, **options) -> Engine:

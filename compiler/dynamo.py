@@ -35,7 +35,6 @@ Options (`torch.compile(model, backend="trident", options={...})`):
 """
 from __future__ import annotations
 
-import builtins
 import copy
 import operator
 import time
@@ -212,8 +211,10 @@ def partition(gm: torch.fx.GraphModule) -> tuple[torch.fx.GraphModule | None, li
 def _why_in_torch(node: torch.fx.Node, supported_target) -> str:
     if _in_vmap(node):
         return "part of a torch.vmap, which runs in torch whole"
-    if _complex(node) and supported_target(node):
-        return "reads a complex tensor (trident has no complex dtype)"
+    from trident.compiler.frontend.fx.complex import touches_complex, why_complex_in_torch
+
+    if touches_complex(node):
+        return why_complex_in_torch(node)
     if supported_target(node):
         return "a value torch reads that is no tensor (partitions return tensors)"
     return "no trident converter for this op"
@@ -226,11 +227,21 @@ def _support(supported_target):
     - a node whose value is no tensor (shape arithmetic: an int, a size) that torch or the graph's
       output reads: a partition returns tensors only, so it stays in torch with its reader
       (transformers 4.x's Funnel computes its relative-position bounds so);
-    - a node that reads or makes a complex tensor: trident has no complex dtype, so it stays in
-      torch and the partitions after it get real tensors; except a Fourier transform of a real
-      tensor read only through `.real` / `.imag` (FNet's `fftn(x).real`), and those reads, which
-      the frontend carries as pairs of real tensors (frontend/fx/spectral.py)."""
+    - a node that reads or makes a complex tensor outside a region the frontend carries as pairs
+      of real tensors (frontend/fx/complex.py: rotary embeddings through view_as_complex, Fourier
+      transforms): trident has no complex dtype, so it stays in torch, and the partitions around
+      it get real tensors."""
+    from trident.compiler.frontend.fx.complex import complex_region, touches_complex
+
     known: dict[torch.fx.Node, bool] = {}
+    regions: dict[torch.fx.Graph, set] = {}
+
+    def converts(node: torch.fx.Node) -> bool:
+        if not touches_complex(node):
+            return supported_target(node)
+        if node.graph not in regions:
+            regions[node.graph] = complex_region(node.graph, supported_target)
+        return node in regions[node.graph]
 
     def supported(node: torch.fx.Node) -> bool:
         if node not in known:
@@ -238,35 +249,10 @@ def _support(supported_target):
             source = node.args[0] if node.args else None
             from_torch = (node.target is operator.getitem and isinstance(source, torch.fx.Node)
                           and source.op in fx_partition.COMPUTE_OPS and not supported(source))
-            known[node] = supported_target(node) and not from_torch and not _in_vmap(node) \
-                and not _complex(node) and not _read_outside(node, supported)
+            known[node] = converts(node) and not from_torch and not _in_vmap(node) \
+                and not _read_outside(node, supported)
         return known[node]
     return supported
-
-
-def _complex(node: torch.fx.Node) -> bool:
-    """Does the node read or make a complex tensor (by dynamo's example values), other than as a
-    part of a real tensor's Fourier transform?"""
-    values = [example_value(n) for n in node.all_input_nodes] + [example_value(node)]
-    return any(isinstance(v, torch.Tensor) and v.is_complex() for v in values) and not _spectral(node)
-
-
-def _spectral(node: torch.fx.Node) -> bool:
-    """Is the node a Fourier transform of a real tensor that is read only through its parts, or
-    one of those reads?"""
-    from trident.compiler.frontend.fx.spectral import TRANSFORMS
-
-    transform = node.args[0] if _part_of(node) else node
-    if not isinstance(transform, torch.fx.Node) or transform.target not in TRANSFORMS or not transform.args:
-        return False
-    source = transform.args[0]
-    value = example_value(source) if isinstance(source, torch.fx.Node) else None
-    return isinstance(value, torch.Tensor) and not value.is_complex() and all(map(_part_of, transform.users))
-
-
-def _part_of(node: torch.fx.Node) -> bool:
-    return (node.op == "call_function" and node.target is builtins.getattr and len(node.args) == 2
-            and node.args[1] in ("real", "imag"))
 
 
 def _in_vmap(node: torch.fx.Node) -> bool:

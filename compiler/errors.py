@@ -28,6 +28,11 @@ class OutOfBoundsError(TridentError):
     compiler/sanitizer.py, found it): a bug in trident, never the model's fault."""
 
 
+class InternalError(TridentError):
+    """A compiler stage failed in a way it should not (a bug in trident): the message names the
+    stage and the graph, and the original exception is its cause."""
+
+
 class EngineFileError(TridentError):
     """An engine file is truncated, corrupted, or built for another GPU or software version."""
 

@@ -8,9 +8,14 @@ read `out`: 37% off, silently). `make_writes_explicit` points every reader after
 write's result, so the graph says what torch does, for the importer and the partitioner alike
 (a partition can no longer run a reader before a write left in torch).
 
-Some writes cannot be made explicit that way, and the graph must then run in torch as a whole:
-a write into a graph input, a weight or a constant (state outside the graph), and a write into
-memory other nodes see through a view (their values change too). Aliasing is read from the fake
+A write into a view made by basic indexing (`k[..., :d].copy_(k_nope)`: DeepSeek's keys,
+`x[1:] += y`: Gemma 3n's predictions) changes the tensor viewed as well: it is written through,
+`x = assign(x, index, write)` after it, and every view of x read after the write is taken again
+from that result.
+
+Some writes cannot be made explicit, and the graph must then run in torch as a whole: a write into
+a graph input, a weight or a constant (state outside the graph), and a write into memory other
+nodes see through a view other than basic indexing (their values change too). Aliasing is read from the fake
 tensors dynamo records for every node (`meta["example_value"]`); a graph without them (symbolic
 trace) is judged by the ops that make views.
 """
@@ -128,9 +133,12 @@ class _Aliases:
         self.order = order
         self.groups: dict = {}
         for node in graph.nodes:
-            storage = _storage(node)
-            if storage is not None:
-                self.groups.setdefault(storage, []).append(node)
+            self.add(node)
+
+    def add(self, node: torch.fx.Node) -> None:
+        storage = _storage(node)
+        if storage is not None:
+            self.groups.setdefault(storage, []).append(node)
 
     def members(self, root: torch.fx.Node) -> list[torch.fx.Node]:
         """The nodes that may share root's memory (root included)."""
@@ -148,29 +156,128 @@ class _Aliases:
         views): writing there changes state the caller keeps."""
         return next((m for m in self.members(root) if m.op in ("placeholder", "get_attr")), None)
 
-    def read_stale(self, root: torch.fx.Node, write: torch.fx.Node) -> torch.fx.Node | None:
-        """A node other than `root` that holds root's memory from before `write` and is read after
-        it (a view made earlier, or the tensor root is a view of): its readers would need the
-        write too. None when there is none."""
-        when = self.order[write]
-        for m in self.members(root):
-            if (m is not root and written_operand(m) is None and self.order.get(m, when) < when
-                    and any(self.order.get(u, when + 1) > when for u in m.users)):
-                return m
-        return None
+    def read_stale(self, root: torch.fx.Node, write: torch.fx.Node) -> list[torch.fx.Node]:
+        """The nodes other than `root` that hold root's memory from before `write` and are read
+        after it (views made earlier, or the tensor root is a view of): their readers need the
+        write too."""
+        when, written = self.order[write], set()
+        node = written_operand(write)
+        while node is not None:  # (x.add_(1).mul_(2): its readers after the write will read it)
+            written.add(node)
+            node = written_operand(node)
+        return [m for m in self.members(root)
+                if m is not write and m not in written and self.order.get(m, when) < when
+                and any(self.order.get(u, when + 1) > when for u in m.users)]
 
 
-def _why_not(write: torch.fx.Node, root: torch.fx.Node, aliases: _Aliases) -> str | None:
+def _is_basic_index(index) -> bool:
+    """An index that makes a view (ints, slices, None, ...), not a copy (tensors, lists, bools)."""
+    def scalar(i):
+        if isinstance(i, torch.fx.Node):  # a symbolic size
+            return not isinstance(example_value(i), torch.Tensor) and i.meta.get("example_value") is not None
+        return i is None or (isinstance(i, int) and not isinstance(i, bool))
+
+    def item(i):
+        if isinstance(i, slice):
+            return all(scalar(b) for b in (i.start, i.stop, i.step))
+        return i is Ellipsis or scalar(i)
+    return all(item(i) for i in (index if isinstance(index, tuple) else (index,)))
+
+
+def _view_path(node: torch.fx.Node) -> tuple[torch.fx.Node, list[torch.fx.Node]]:
+    """(tensor, views): node is views[-1], each view a basic indexing of the one before it (of
+    tensor, the first), all of them views of tensor's memory; (node, []) when node is none."""
+    views = []
+    while (node.op == "call_function" and node.target is operator.getitem and isinstance(node.args[0], torch.fx.Node)
+           and isinstance(example_value(node.args[0]), torch.Tensor) and _is_basic_index(node.args[1])):
+        views.append(node)
+        node = node.args[0]
+    return node, views[::-1]
+
+
+class _WriteThrough:
+    """Writes into basic-indexing views, put back into the tensor viewed. `latest` maps a tensor
+    written through to its value after the latest such write; `original` maps each such value
+    back to the tensor (a later write may view either)."""
+
+    def __init__(self, graph: torch.fx.Graph, order: dict, aliases: _Aliases):
+        self.graph, self.order, self.aliases = graph, order, aliases
+        self.original: dict = {}
+        self.latest: dict = {}
+
+    def applies(self, root: torch.fx.Node, stale: list) -> bool:
+        """Is every stale node the tensor `root` views or another basic-indexing view of it?"""
+        tensor, path = _view_path(root)
+        origin = self.original.get(tensor, tensor)
+        return bool(path) and all(self.original.get(t, t) is origin for t, _ in map(_view_path, stale))
+
+    def __call__(self, write: torch.fx.Node, root: torch.fx.Node, stale: list) -> None:
+        """After `write` (into root, a view): the tensor viewed with the written block assigned, and
+        each stale view taken again from it, for the readers after the write."""
+        tensor, path = _view_path(root)
+        origin = self.original.get(tensor, tensor)
+        made, where = [], write
+
+        def emit(target, args, like):
+            nonlocal where
+            with self.graph.inserting_after(where):
+                where = self.graph.call_function(target, args)
+            where.meta = dict(like.meta)  # (the same memory: a view, or assign's target)
+            self.aliases.add(where)
+            made.append(where)
+            self.order[where] = self.order[write] + len(made) / 1024
+            return where
+
+        views = [self.latest.get(origin, origin)]  # the tensor, and the views above the one written
+        for view in path[:-1]:
+            views.append(emit(operator.getitem, (views[-1], view.args[1]), view))
+        value = write
+        for parent, view in zip(reversed(views), reversed(path)):
+            value = emit(assign, (parent, view.args[1], value), parent)
+        self.original[value], self.latest[origin] = origin, value
+        after, new = self.order[write], set(made)
+        for node in stale:
+            fresh = value
+            for view in _view_path(node)[1]:
+                fresh = emit(operator.getitem, (fresh, view.args[1]), view)
+            new.update(made)
+            node.replace_all_uses_with(fresh, delete_user_cb=lambda user: user not in new
+                                       and self.order.get(user, -1) > after)
+
+
+def _outside(root: torch.fx.Node, aliases: _Aliases) -> str | None:
     outside = aliases.outside(root)
-    if outside is not None:
-        held = "" if outside is root else f', which views "{outside.name}"'
-        return (f'writes in place into "{root.name}"{held}: a graph input or weight (state kept '
-                "outside the graph)")
-    stale = aliases.read_stale(root, write)
-    if stale is not None:
-        return (f'writes in place into "{root.name}", whose memory "{stale.name}" shares (a view, or the '
-                "tensor viewed) and is read after the write")
-    return None
+    if outside is None:
+        return None
+    held = "" if outside is root else f', which views "{outside.name}"'
+    return f'writes in place into "{root.name}"{held}: a graph input or weight (state kept outside the graph)'
+
+
+def _stale(root: torch.fx.Node, stale: list) -> str:
+    return (f'writes in place into "{root.name}", whose memory "{stale[0].name}" shares (a view, or the '
+            "tensor viewed) and is read after the write")
+
+
+def _drop_idle_sets(graph: torch.fx.Graph) -> bool:
+    """`module.to(dtype)` inside a forward (Switch Transformers' router casts its classifier on
+    every call) traces as `w.set_(w.to(dtype))`. Where `to` returned w itself (w had that dtype
+    and device), the set_ changes nothing: it is dropped, with dynamo's bookkeeping call on it."""
+    dropped = False
+    for node in list(graph.nodes):
+        if node.target is not torch.Tensor.set_ or len(node.args) != 2 or node.kwargs:
+            continue
+        tensor, source = node.args
+        if not (isinstance(source, torch.fx.Node) and source.op == "call_method" and source.target == "to"
+                and source.args[0] is tensor and _storage(tensor) is not None
+                and _storage(source) == _storage(tensor)):
+            continue
+        for user in list(node.users):
+            if not user.users and _name(user.target) == "_lower_version_count_by_1":
+                graph.erase_node(user)
+        node.replace_all_uses_with(tensor)
+        graph.erase_node(node)
+        dropped = True
+    return dropped
 
 
 def make_writes_explicit(gm: torch.fx.GraphModule) -> list[tuple[torch.fx.Node, str]]:
@@ -182,14 +289,20 @@ def make_writes_explicit(gm: torch.fx.GraphModule) -> list[tuple[torch.fx.Node, 
     if gm.meta.get(EXPLICIT):
         return []
     graph = gm.graph
+    changed = _drop_idle_sets(graph)
     order = {node: i for i, node in enumerate(graph.nodes)}
     aliases = _Aliases(graph, order)
-    problems, changed = [], False
+    write_through = _WriteThrough(graph, order, aliases)
+    problems = []
     for node in list(graph.nodes):
         base = written_operand(node)
         if base is None:
             continue
-        why = _why_not(node, _root(base), aliases)
+        root = _root(base)
+        why = _outside(root, aliases)
+        stale = [] if why else aliases.read_stale(root, node)
+        if stale and not write_through.applies(root, stale):
+            why = _stale(root, stale)
         if why is not None:
             problems.append((node, why))
             continue
@@ -204,7 +317,9 @@ def make_writes_explicit(gm: torch.fx.GraphModule) -> list[tuple[torch.fx.Node, 
         position = order[node]
         readers = base.replace_all_uses_with(node, delete_user_cb=lambda user: user is not node
                                              and order.get(user, -1) > position)
-        changed = changed or bool(readers) or node.target is assign
+        if stale:
+            write_through(node, root, stale)
+        changed = changed or bool(readers) or bool(stale) or node.target is assign
     if changed:
         gm.recompile()
     gm.meta[EXPLICIT] = not problems

@@ -457,3 +457,28 @@ def test_fuzzed_models_raise_only_trident_errors(seed):
         except TridentError:
             outcomes["refused at build or run"] += 1
     assert outcomes["rejected"] > 0 and outcomes["ran"] > 0, outcomes
+
+
+def test_a_failing_compiler_stage_is_an_internal_error_naming_it(monkeypatch):
+    """A bug of ours in a stage (here: code generation raising a ValueError) surfaces as a
+    TridentError that names the stage and the graph, with the original as its cause; the
+    torch.compile backend then runs that partition in torch and says why."""
+    from trident.compiler import build as build_module
+    from trident.compiler.errors import InternalError
+
+    def broken(graph, groups):
+        raise ValueError("not enough values to unpack")
+    monkeypatch.setattr(build_module, "generate", broken)
+    m = model([h.make_node("Relu", ["x"], ["y"])], [h.make_tensor_value_info("x", T.FLOAT, [2, 3])],
+              [h.make_tensor_value_info("y", T.FLOAT, [2, 3])])
+    with pytest.raises(InternalError, match="code generation failed on graph .*ValueError: not enough") as info:
+        build_engine(m)
+    assert isinstance(info.value.__cause__, ValueError)
+
+    torch._dynamo.reset()
+    fn = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.ReLU())
+    x = torch.randn(2, 3)
+    with pytest.warns(UserWarning, match="code generation failed"):
+        got = torch.compile(fn, backend="trident")(x)
+    torch.testing.assert_close(got, fn(x))
+    torch._dynamo.reset()

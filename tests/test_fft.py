@@ -1,7 +1,8 @@
-"""Fourier transforms of real tensors read through .real / .imag (compiler/frontend/fx/spectral.py:
-DFT matrix products in the GEMM kernels) against torch.fft: fftn, fft2 and fft along any dims,
-every norm, odd and size-1 lengths, a NaN; transforms read otherwise and complex inputs stay in
-torch; transformers' FNet (tiny config) through torch.compile, every op in a kernel."""
+"""torch.fft's transforms (compiler/frontend/fx/spectral.py: DFT matrix products in the GEMM
+kernels) against torch.fft: fft, ifft, rfft and irfft in 1, 2 and n dims along any dims, every
+norm, odd, even and size-1 lengths, signals cut and padded (n, s), real and complex signals, a NaN;
+a spectrum returned as a complex tensor stays in torch; transformers' FNet and an Autoformer-style
+autocorrelation through torch.compile, every op in a kernel."""
 from __future__ import annotations
 
 import pytest
@@ -50,10 +51,64 @@ def test_a_nan_spreads_over_its_transformed_slice(rng):
     assert torch.equal(torch.isnan(got.cpu()), torch.isnan(fn(x)))  # the whole of x[1], nothing of x[0]
 
 
-def test_a_transform_read_as_a_complex_tensor_stays_in_torch(rng):
-    """|X| reads the complex value itself: the transform and its reader run in torch."""
-    check(lambda t: torch.fft.fftn(t, dim=(1, 2)).abs() + 1, torch.randn(2, 5, 6, generator=rng).to(DEVICE),
-          in_torch=2)
+def test_a_spectrum_returned_as_a_complex_tensor_stays_in_torch(rng):
+    """The graph's output is complex: the transform and its reader run in torch."""
+    x = torch.randn(2, 5, 6, generator=rng).to(DEVICE)
+    fn = lambda t: torch.fft.fftn(t + 1, dim=(1, 2)) * 2  # noqa: E731
+    got, reports = compile_with_reports(fn, x)
+    torch.testing.assert_close(got, fn(x), rtol=1e-4, atol=1e-3)
+    assert len(ops_in_torch(reports)) == 2, ops_in_torch(reports)  # (the fftn and the product)
+
+
+def test_magnitudes_and_phases(rng):
+    x = torch.randn(3, 12, generator=rng).to(DEVICE)
+    # (phases of bins whose imaginary part is not an exact zero, whose sign picks -pi or pi)
+    check(lambda t: torch.fft.rfft(t).abs() + torch.fft.fft(t)[:, 1:6].angle().sum(-1, keepdim=True), x)
+
+
+@pytest.mark.parametrize("norm", [None, "ortho", "forward"])
+@pytest.mark.parametrize("n", [None, 7, 16, 1])
+def test_rfft_and_its_inverse(n, norm, rng):
+    x = torch.randn(4, 11, generator=rng).to(DEVICE)
+    check(lambda t: torch.view_as_real(torch.fft.rfft(t, n=n, norm=norm)), x)
+    check(lambda t: torch.fft.irfft(torch.fft.rfft(t, norm=norm), n=n, norm=norm), x)
+
+
+@pytest.mark.parametrize("n", [None, 9, 10, 4])
+def test_irfft_of_a_spectrum(n, rng):
+    """A one-sided spectrum with imaginary parts at bin 0 and n/2 (which irfft ignores)."""
+    x = torch.randn(3, 6, 2, generator=rng).to(DEVICE)
+    check(lambda t: torch.fft.irfft(torch.view_as_complex(t), n=n, dim=-1), x)
+
+
+@pytest.mark.parametrize("dims", [(1, 2), (0, 2), None])
+def test_rfftn_and_irfftn(dims, rng):
+    x = torch.randn(3, 6, 7, generator=rng).to(DEVICE)
+    check(lambda t: torch.view_as_real(torch.fft.rfftn(t, dim=dims)), x)
+    check(lambda t: torch.fft.irfftn(torch.fft.rfftn(t, dim=dims), s=[t.shape[d] for d in (dims or range(3))],
+                                     dim=dims), x)
+    check(lambda t: torch.fft.irfft2(torch.fft.rfft2(t) * 2, s=(6, 7)), x)
+
+
+@pytest.mark.parametrize("norm", [None, "ortho", "forward"])
+def test_transforms_of_complex_signals(norm, rng):
+    x = torch.randn(2, 5, 9, 2, generator=rng).to(DEVICE)
+    z = lambda t: torch.view_as_complex(t)  # noqa: E731
+    check(lambda t: torch.view_as_real(torch.fft.fft(z(t), norm=norm)), x)
+    check(lambda t: torch.view_as_real(torch.fft.ifft(z(t), n=12, norm=norm)), x)
+    check(lambda t: torch.view_as_real(torch.fft.ifft2(z(t), s=(4, 9), norm=norm)), x)
+    check(lambda t: torch.view_as_real(torch.fft.ifftn(torch.fft.fftn(z(t), norm=norm), norm=norm)), x)
+
+
+def test_autocorrelation_through_the_spectrum(rng):
+    """Autoformer's period detection: irfft(rfft(q) * conj(rfft(k))) along time."""
+    x = torch.randn(2, 2, 4, 10, generator=rng).to(DEVICE)
+
+    def autocorrelation(t):
+        q, k = t[0].permute(0, 2, 1), t[1].permute(0, 2, 1)
+        spectrum = torch.fft.rfft(q.contiguous(), dim=-1) * torch.conj(torch.fft.rfft(k.contiguous(), dim=-1))
+        return torch.fft.irfft(spectrum, n=10, dim=-1)
+    check(autocorrelation, x)
 
 
 def test_a_transform_of_a_longer_dim_runs_in_torch(rng, monkeypatch):

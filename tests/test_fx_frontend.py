@@ -191,6 +191,11 @@ CASES = {
     "max_pool_ceil": (lambda: Fn(lambda s, x: s.p(x), p=nn.MaxPool2d(2, ceil_mode=True)),
                       [randn(1, 2, 7, 7)]),
     "max_pool1d": (lambda: Fn(lambda s, x: F.max_pool1d(x, 2)), [randn(2, 3, 8)]),
+    # unbatched inputs [C, *spatial] (SuperPoint's keypoint NMS max-pools [1, H, W])
+    "unbatched_pools_and_convs": (lambda: Fn(lambda s, x: (F.max_pool2d(x, 3, 1, 1), F.avg_pool2d(x, 2),
+                                                           s.c(x), F.conv_transpose2d(x, s.c.weight.transpose(0, 1)),
+                                                           F.max_pool1d(x[0], 2), F.conv1d(x[:, 0], s.c.weight[..., 0])),
+                                             c=nn.Conv2d(3, 4, 3, padding=1)), [randn(3, 7, 5)]),
     "pool1d_padded": (lambda: Fn(lambda s, x: (F.avg_pool1d(x, 3, 2, 1, ceil_mode=True, count_include_pad=False),
                                                F.max_pool1d(x, 3, 2, 1, dilation=2), s.p(x)), p=nn.AvgPool1d(2)),
                       [randn(2, 3, 9)]),

@@ -32,11 +32,30 @@ class LastToken(torch.nn.Module):
 
 
 class MiddleAxes(torch.nn.Module):
-    """x[:, rows, cols] with the run-time index on the second indexed axis (flattened first)."""
+    """x[:, rows, cols] with the run-time index on the second indexed axis."""
 
     def forward(self, x, cols):
         rows = torch.tensor([[2], [0], [1]], device=x.device)
         return x[:, rows, cols] * 3
+
+
+class TwoRunTimeIndices(torch.nn.Module):
+    """SuperPoint's keypoint scores: `scores[keypoints[:, 0], keypoints[:, 1]]`."""
+
+    def forward(self, scores, keypoints):
+        return scores[:, keypoints[:, 0], keypoints[:, 1]] - 1
+
+
+class AssignChosenRows(torch.nn.Module):
+    """Informer's ProbSparse attention: `y[b_arange, h_arange, chosen, :] = rows` (index tensors
+    on the leading axes, a run-time one among them)."""
+
+    def forward(self, x, rows, chosen):
+        y = x * 2
+        b, h = y.shape[:2]
+        y[torch.arange(b, device=y.device)[:, None, None], torch.arange(h, device=y.device)[None, :, None],
+          chosen, :] = rows
+        return y + 1
 
 
 def compiled(module, *inputs):
@@ -63,10 +82,39 @@ def test_a_run_time_index_on_an_inner_axis(rng):
     torch.testing.assert_close(compiled(MiddleAxes(), x, cols), MiddleAxes()(x, cols), rtol=0, atol=0)
 
 
+def test_two_run_time_indices(rng):
+    scores = torch.randn(3, 6, 7, generator=rng).to(DEV)
+    keypoints = torch.tensor([[5, 6], [0, -7], [-1, 3], [2, 0]]).to(DEV)
+    torch.testing.assert_close(compiled(TwoRunTimeIndices(), scores, keypoints),
+                               TwoRunTimeIndices()(scores, keypoints), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("bad", [[6, 1], [-7, 1], [1, 7], [1, -8]])
+def test_an_index_out_of_range_on_either_axis_is_an_input_error(bad, rng):
+    """(x[.., 1, 7] would be x[.., 2, 0] in the flattened table: the index goes past it instead)"""
+    scores, keypoints = torch.randn(3, 6, 7, generator=rng), torch.tensor([[5, 6], [0, -7]])
+    engine = build_engine(TwoRunTimeIndices(), "fp32", example_inputs=(scores, keypoints))
+    engine.cuda_graph = False  # a replay skips the checks (kernels clamp; docs/memory-safety.md)
+    torch.testing.assert_close(run_engine(engine, scores, keypoints)[0], TwoRunTimeIndices()(scores, keypoints))
+    with pytest.raises(InputError, match="out of range|index"):
+        run_engine(engine, scores, torch.tensor([[5, 6], bad]))
+
+
+def test_an_assignment_at_index_tensors_on_the_leading_axes(rng):
+    x, rows = torch.randn(2, 3, 7, 5, generator=rng).to(DEV), torch.randn(2, 3, 2, 5, generator=rng).to(DEV)
+    chosen = torch.tensor([[[6, 0], [1, -2], [3, 4]], [[2, 5], [0, 6], [-1, 1]]]).to(DEV)
+    torch.testing.assert_close(compiled(AssignChosenRows(), x, rows, chosen), AssignChosenRows()(x, rows, chosen),
+                               rtol=0, atol=0)
+    engine = build_engine(AssignChosenRows(), "fp32", example_inputs=(x.cpu(), rows.cpu(), chosen.cpu()))
+    engine.cuda_graph = False  # (the index checks run on uncaptured calls)
+    with pytest.raises(InputError, match="out of range|index"):  # 7 is past its axis, not the next row
+        run_engine(engine, x.cpu(), rows.cpu(), torch.where(chosen.cpu() == 4, 7, chosen.cpu()))
+
+
 @pytest.mark.parametrize("bad", [9, -10])
 def test_a_run_time_index_out_of_range_is_an_input_error(bad, rng):
-    # Its axis is flattened first: out of its range is out of the flat table too, where the
-    # gather's check finds it, instead of reading the next sequence's row.
+    # Out of its range is out of the flat table too, where the gather's check finds it, instead
+    # of reading the next sequence's row.
     h, last = torch.randn(4, 9, 6, generator=rng), torch.tensor([8, 0, 1, 3])
     engine = build_engine(LastToken(), "fp32", example_inputs=(h, last))
     engine.cuda_graph = False  # a replay skips the checks (kernels clamp; docs/memory-safety.md)
@@ -83,11 +131,8 @@ def _ctx_with(shape):
 
 def test_what_is_refused_is_named():
     cx, x = _ctx_with((3, 4, 5))
-    runtime = Val(cx.b.input("i", TensorType((2,), torch.int64)))
     with pytest.raises(ShapeError, match="index 3 is out of range for an axis of size 3"):
         _getitem_tensor(cx, x, (torch.tensor([0, 3]), torch.tensor([1, 1])))
-    with pytest.raises(UnsupportedError, match="2 index tensors known only at run time"):
-        _getitem_tensor(cx, x, (runtime, runtime))
     with pytest.raises(UnsupportedError, match="adjacent axes"):
         _getitem_tensor(cx, x, (torch.tensor([0]), slice(None), torch.tensor([1])))
 

@@ -80,6 +80,37 @@ class CopyIntoState(nn.Module):
         return first + state.sum(0).float()
 
 
+class CopyIntoSlices(nn.Module):
+    """DeepSeek's keys: an empty tensor filled block by block with copy_ into slices of it."""
+
+    def forward(self, kv, rot):
+        k = kv.new_empty(*kv.shape[:-1], kv.shape[-1] + rot.shape[-1])
+        k[..., :kv.shape[-1]].copy_(kv * 2)
+        k[..., kv.shape[-1]:].copy_(rot.expand(-1, kv.shape[1], -1))  # a broadcast
+        return k * 1.5
+
+
+class AddIntoSlice(nn.Module):
+    """Gemma 3n's predictions: `y[1:] += z`, then rows of y read."""
+
+    def forward(self, x, z):
+        y = x * 2
+        y[1:] += z
+        return y[0] - y.sum(0)
+
+
+class WriteThroughNestedViews(nn.Module):
+    """A write into a view of a view, and a view made before it (overlapping the written block)
+    read after it."""
+
+    def forward(self, x):
+        y = x + 1
+        before = y[:, :3]
+        y[1][2:].mul_(-1)
+        y[0, 1:][:4].add_(10)
+        return before * 3 + y[:, 2:5]
+
+
 class ViewBeforeWrite(nn.Module):
     def forward(self, x):
         y = x * 2
@@ -125,6 +156,8 @@ def _inputs(*shapes):
 @pytest.mark.parametrize("model, shapes", [
     (ScaleInPlace(), [(1, 4, 5, 3)]), (Chain(), [(3, 7)]), (AugmentedAssign(), [(3, 7), (3, 7)]),
     (InplaceRelu(), [(2, 9)]), (ViewAfterWrite(), [(3, 5)]), (CopyIntoState(), [(3, 5)]),
+    (CopyIntoSlices(), [(2, 3, 5), (2, 1, 3)]), (AddIntoSlice(), [(3, 7), (2, 7)]),
+    (WriteThroughNestedViews(), [(3, 7)]),
 ], ids=lambda v: type(v).__name__ if isinstance(v, nn.Module) else "")
 def test_readers_after_a_write_see_it(model, shapes):
     inputs = _inputs(*shapes)
@@ -284,3 +317,36 @@ def test_a_strided_slice_assignment_into_a_computed_tensor_says_why():
         got, report = _compiled(Strided(), x)
     assert torch.equal(got, Strided()(x))  # (in torch, as before)
     assert any("step 2" in i.reason for i in report.in_torch)
+
+
+class CastsItsLayer(nn.Module):
+    """Switch Transformers' router: `self.classifier = self.classifier.to(dtype)` on every call,
+    which dynamo records as `weight.set_(weight.to(dtype))`."""
+
+    def __init__(self, dtype):
+        super().__init__()
+        self.classifier = nn.Linear(6, 4).to(dtype)
+
+    def forward(self, x):
+        self.classifier = self.classifier.to(torch.float32)
+        return self.classifier(x).softmax(-1)
+
+
+def test_a_cast_of_a_layer_to_its_own_dtype_is_no_write():
+    x = _inputs((3, 6))[0]
+    model = CastsItsLayer(torch.float32)
+    with torch.no_grad():
+        want = model(x)
+        got, report = _compiled(model, x)
+    assert relative_error(got, want) < 1e-6
+    assert report.in_torch == [] and report.subgraphs, report.render()
+
+
+def test_a_cast_of_a_layer_to_another_dtype_changes_the_layer():
+    """(dynamo replays that cast beside the graph, which then reads the cast weight)"""
+    x = _inputs((3, 6))[0]
+    model = CastsItsLayer(torch.float64)
+    with torch.no_grad():
+        got, report = _compiled(model, x)
+    assert model.classifier.weight.dtype == torch.float32  # as eager leaves it
+    assert relative_error(got, model(x)) < 1e-6 and report.in_torch == []

@@ -7,7 +7,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from trident.compiler.errors import UnsupportedError
+from trident.compiler.errors import ShapeError, UnsupportedError
 from trident.compiler.ops.common import checked_indices, lowest, pad_spatial, split_pads
 from trident.compiler.ops.registry import Kind, op
 
@@ -16,6 +16,9 @@ def _pool_nd(x, spatial: int):
     """torch's pooling functions exist for 1-3 dims; lift 1-D problems to 2-D."""
     if spatial not in (1, 2, 3):
         raise UnsupportedError(f"pooling over {spatial} spatial dims (1-3 are supported)")
+    if x.dim() != spatial + 2:  # (torch would also take an unbatched [C, *spatial])
+        raise ShapeError(f"pooling over {spatial} spatial dims of a {x.dim()}-D input "
+                         f"(expected [N, C, {spatial} spatial dims])")
     return x.unsqueeze(-2) if spatial == 1 else x
 
 
@@ -41,6 +44,7 @@ def avg_pool(x, *, kernel: Sequence[int], strides: Sequence[int], pads: Sequence
     # alone, or image plus explicit padding. Windows that overhang because of ceil_mode count
     # neither, which is ONNX's rule.
     spatial = len(kernel)
+    _pool_nd(x, spatial)  # (the checks)
     ones = torch.ones_like(x[:1, :1])
     counted = pad_spatial(ones, pads, value=1.0 if count_include_pad else 0.0)
     dilations = list(dilations or [1] * spatial)

@@ -17,9 +17,17 @@ MAX_POINTS = 2048
 def dft_matrices(n: int, scale: float, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
     """(C, S) of the n-point DFT, F[j, k] = exp(-2 pi i j k / n) = C - i S, times `scale`: symmetric
     n x n matrices computed in float64 (the angle from jk mod n, exact), cast once to `dtype`."""
-    k = torch.arange(n, dtype=torch.float64)
-    angle = 2 * math.pi * torch.remainder(torch.outer(k, k), n) / n
-    return (torch.cos(angle) * scale).to(dtype), (torch.sin(angle) * scale).to(dtype)
+    return dft_block(n, n, n, scale, dtype)
+
+
+def dft_block(rows: int, cols: int, n: int, scale: float, dtype: torch.dtype,
+              row_weights: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first `rows` x `cols` of the n-point (C, S), each row j times row_weights[j]: a signal
+    shorter than n (zero padded), a one-sided spectrum, the inverse of one."""
+    j, k = torch.arange(rows, dtype=torch.float64), torch.arange(cols, dtype=torch.float64)
+    angle = 2 * math.pi * torch.remainder(torch.outer(j, k), n) / n
+    weights = scale if row_weights is None else scale * row_weights.to(torch.float64)[:, None]
+    return (torch.cos(angle) * weights).to(dtype), (torch.sin(angle) * weights).to(dtype)
 
 
 def _as_complex(x):

@@ -29,6 +29,7 @@ import torch
 
 from trident.compiler.errors import ShapeError, UnsupportedError
 from trident.compiler.frontend.fx import axes as fx_axes
+from trident.compiler.frontend.fx.context import Val
 from trident.compiler.frontend.fx.helpers import _full_index, _ints, _norm_slice, _scalar
 
 
@@ -326,6 +327,9 @@ def assign(cx, target, index, value):
     rows = _row_index(cx, index)
     if rows is not None:
         return _assign_rows(cx, target, rows, value)
+    leading = _leading_index_tensors(index)
+    if leading:
+        return _assign_indexed(cx, target, leading, value)
     starts, stops, kept = _block(cx, list(cx.shape(target)), index)
     value = cx.cast(value, cx.dtype(target))
     sizes = [b - a for a, b in zip(starts, stops)]
@@ -351,12 +355,18 @@ def _row_index(cx, index):
 
 
 def index_put(cx, target, indices, values, accumulate=False):
-    """aten.index_put (what torch.export writes `target[rows] = values` as): one 1-D integer index
-    on the first dim, as a ScatterND of those rows (accumulate: added in)."""
-    if len(indices) != 1 or indices[0] is None or _row_index(cx, indices[0]) is None:
+    """aten.index_put (what torch.export writes `target[rows] = values` as): index tensors on the
+    leading dims (None past them: whole), as a ScatterND of those rows (accumulate: added in)."""
+    leading = list(indices)
+    while leading and leading[-1] is None:
+        leading.pop()
+    if not leading or any(i is None for i in leading):
         raise UnsupportedError(f'fx node "{cx.node_name}": index_put with indices {indices!r} '
-                               "(converted: one 1-D integer index on the first dim)")
-    return _assign_rows(cx, target, indices[0], values, "add" if accumulate else "none")
+                               "(converted: index tensors on the leading dims)")
+    reduction = "add" if accumulate else "none"
+    if len(leading) == 1 and _row_index(cx, leading[0]) is not None:
+        return _assign_rows(cx, target, leading[0], values, reduction)
+    return _assign_indexed(cx, target, leading, values, reduction)
 
 
 def _assign_rows(cx, target, rows, value, reduction: str = "none"):
@@ -367,6 +377,36 @@ def _assign_rows(cx, target, rows, value, reduction: str = "none"):
     updates = cx.emit("expand", [cx.cast(value, cx.dtype(target))], shape=[count] + shape[1:])
     indices = cx.emit("reshape", [cx.cast(rows, torch.int64)], shape=[count, 1])
     return cx.emit("scatter_nd", [target, indices, updates], reduction=reduction)
+
+
+def _leading_index_tensors(index) -> list:
+    """The index tensors of `target[i0, i1, ..., :, :] = value` (on the leading axes, nothing
+    but full slices after them; two or more, or one of several dims), else []."""
+    items = list(index) if isinstance(index, tuple) else [index]
+    while items and (items[-1] is Ellipsis or items[-1] == slice(None)):
+        items.pop()
+    if not items or not all(isinstance(i, (Val, torch.Tensor)) for i in items):
+        return []
+    return items
+
+
+def _assign_indexed(cx, target, indices: list, value, reduction: str = "none"):
+    """`target[i0, i1, ...] = value` with index tensors on the leading axes (Informer's ProbSparse
+    attention writes its chosen queries' rows so): the rows of the leading axes flattened, at the
+    flat index the indices pick (one out of its axis goes past the rows: an error), as a ScatterND."""
+    from trident.compiler.frontend.fx.indexing import flat_index
+
+    if any(cx.dtype(i) in (torch.bool, torch.uint8) or cx.dtype(i).is_floating_point for i in indices):
+        raise UnsupportedError(f'fx node "{cx.node_name}": an assignment at a mask or float index')
+    shape = list(cx.shape(target))
+    sizes, rest = shape[:len(indices)], shape[len(indices):]
+    picked = torch.broadcast_shapes(*[tuple(cx.shape(i)) for i in indices])
+    flat = cx.emit("expand", [flat_index(cx, indices, sizes)], shape=list(picked))
+    flat = cx.emit("reshape", [flat], shape=[math.prod(picked)])
+    value = cx.emit("expand", [cx.cast(value, cx.dtype(target))], shape=list(picked) + rest)
+    value = cx.emit("reshape", [value], shape=[math.prod(picked)] + rest)
+    rows = cx.emit("reshape", [target], shape=[math.prod(sizes)] + rest)
+    return cx.emit("reshape", [_assign_rows(cx, rows, flat, value, reduction)], shape=shape)
 
 
 def _block(cx, shape: list[int], index) -> tuple[list[int], list[int], list[bool]]:

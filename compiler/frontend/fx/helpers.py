@@ -117,6 +117,14 @@ def _reshape(cx: Ctx, x, shape: Sequence[int]):
     return cx.emit("reshape", [x], shape=shape)
 
 
+def as_batch(cx: Ctx, x, spatial: int):
+    """(x, undo): torch's convs and pools also take an unbatched input [C, *spatial], which the
+    IR's take as a batch of one; undo drops that dim from the result again."""
+    if cx.rank(x) != spatial + 1:
+        return x, lambda y: y
+    return _reshape(cx, x, [1, *cx.shape(x)]), lambda y: _reshape(cx, y, list(cx.shape(y))[1:])
+
+
 def _transpose(cx: Ctx, x, perm: Sequence[int]):
     perm = [_axis(p, cx.rank(x)) for p in perm]
     if perm == list(range(len(perm))):

@@ -15,6 +15,7 @@ from torch.utils._pytree import tree_flatten
 
 from trident.compiler.errors import ShapeError, TridentError, UnsupportedError
 from trident.compiler.fx_mutation import writes_in_place
+from trident.compiler.frontend.fx import complex as complex_values
 from trident.compiler.frontend.fx.aten import traced_call
 from trident.compiler.frontend.fx.context import Ctx, Val, _has_tensor, _has_val, on_one_device
 from trident.compiler.frontend.fx.registry import (FUNCTIONS, METHODS, _has_converter,
@@ -92,6 +93,8 @@ class _Importer:
     def _call(self, gm, node: torch.fx.Node, args, kwargs):
         if node.op == "call_module":
             return self._call_module(gm, node, args, kwargs)
+        if complex_values.holds_complex(args, kwargs):
+            return complex_values.convert(self.cx, node, args, kwargs)
         table = FUNCTIONS if node.op == "call_function" else METHODS
         convert = table.get(node.target)
         constant = not _has_val((args, kwargs))

@@ -12,9 +12,10 @@ sum(i_m * stride_m): a `gather` when every index is a constant (a slice or a vie
 else a `gather_elements`, which computes in a kernel whatever produced x.
 
 Safety: an index out of its axis's range must not read another row (torch raises). Constant
-indices are checked here, at import. At most one index may be known only at run time: its axis goes
-first in the flattening, so an out-of-range value lands outside the flat range too, where the gather's
-own run-time check reports it. (Negative indices count from the end, as in torch.)
+indices are checked here, at import. A run-time index out of its range is replaced by one whose
+term alone reaches past the flat range, so the flat index lands outside it too, where the gather's
+own run-time check reports it (SuperPoint's `scores[keypoints[0], keypoints[1]]`). (Negative
+indices count from the end, as in torch.)
 """
 from __future__ import annotations
 
@@ -169,6 +170,22 @@ def _aten_index(cx: Ctx, x, indices):
     return _getitem_tensor(cx, x, tuple(slice(None) if i is None else i for i in indices))
 
 
+@converts(aten.one_hot.default, F.one_hot, torch._C._nn.one_hot)
+def _one_hot(cx: Ctx, x, num_classes: int = -1):
+    """Rows of the identity (int64) at x: a gather, whose run-time check reports a class past
+    num_classes as torch raises; a negative class is sent past the table too (torch refuses it,
+    where a gather would count it from the end). MoE routers (Switch, NLLB-MoE) mask with it."""
+    if num_classes is None or int(num_classes) < 0:
+        raise UnsupportedError(f'fx node "{cx.node_name}": one_hot without num_classes (its width '
+                               "is the data's maximum)")
+    n = int(num_classes)
+    if cx.dtype(x) != torch.int64:
+        raise UnsupportedError(f'fx node "{cx.node_name}": one_hot of {cx.dtype(x)} (torch takes int64)')
+    zero, past = torch.tensor(0, dtype=torch.int64), torch.tensor(n, dtype=torch.int64)
+    x = cx.emit("where", [cx.emit("less", [x, zero]), past, x])
+    return cx.emit("gather", [torch.eye(n, dtype=torch.int64), x], axis=0)
+
+
 @converts(aten.embedding.default, torch.embedding)
 def _aten_embedding(cx: Ctx, weight, indices, padding_idx=-1, scale_grad_by_freq=False,
                     sparse=False):
@@ -213,23 +230,26 @@ def gather_adjacent(cx, x, axis: int, indices: Sequence, is_runtime) -> object:
     """x indexed by `indices` on axes axis .. axis + len(indices) - 1 (full slices elsewhere)."""
     shape = list(cx.shape(x))
     sizes = shape[axis:axis + len(indices)]
-    runtime = [m for m, index in enumerate(indices) if is_runtime(index)]
-    if len(runtime) > 1:
-        raise UnsupportedError(f'fx node "{cx.node_name}": advanced indexing with {len(runtime)} index '
-                               "tensors known only at run time (one is supported)")
-    order = runtime + [m for m in range(len(indices)) if m not in runtime]
-    if order != list(range(len(indices))):  # the run-time index's axis first
-        perm = list(range(axis)) + [axis + m for m in order] + list(range(axis + len(indices), len(shape)))
-        x = cx.emit("transpose", [x], perm=perm)
-        indices, sizes = [indices[m] for m in order], [sizes[m] for m in order]
-    strides = list(contiguous_strides(sizes))
-    flat = _constant_part(cx, indices[len(runtime):], sizes[len(runtime):], strides[len(runtime):])
+    flat = flat_index(cx, indices, sizes, is_runtime)
     rows = shape[:axis] + [math.prod(sizes)] + shape[axis + len(indices):]
     x = cx.emit("reshape", [x], shape=rows)
-    if not runtime:  # a constant gather: a slice or a view where it is one (gathers_as_slices)
+    if isinstance(flat, torch.Tensor):  # a constant gather: a slice or a view where it is one
         return cx.emit("gather", [x, flat], axis=axis)
-    flat = _add_runtime_index(cx, indices[0], sizes[0], strides[0], flat)
     return _element_gather(cx, x, axis, flat)
+
+
+def flat_index(cx, indices: Sequence, sizes: Sequence[int], is_runtime=lambda i: isinstance(i, Val)):
+    """The index into axes of `sizes` flattened (row-major) that `indices` (broadcast together)
+    pick: an int64 constant where every index is one, else an IR value, which an index out of
+    its axis sends past the flat range (an error where it is used, never another row)."""
+    strides = list(contiguous_strides(sizes))
+    runtime = [m for m, index in enumerate(indices) if is_runtime(index)]
+    constant = [m for m in range(len(indices)) if m not in runtime]
+    flat = _constant_part(cx, [indices[m] for m in constant], [sizes[m] for m in constant],
+                          [strides[m] for m in constant])
+    for m in runtime:
+        flat = _add_runtime_index(cx, indices[m], sizes[m], strides[m], math.prod(sizes), flat)
+    return flat
 
 
 def _element_gather(cx, rows, axis: int, flat):
@@ -257,19 +277,21 @@ def _constant_part(cx, indices: Sequence[torch.Tensor], sizes: Sequence[int], st
     return total
 
 
-def _add_runtime_index(cx, index, size: int, stride: int, constant: torch.Tensor):
-    """index (negatives counted from the end) * stride + constant, as IR ops. An index below -size
-    becomes size: out of range upwards, where the gather's check reports it (a negative flat index
-    would count back from the table's end, into another row)."""
+def _add_runtime_index(cx, index, size: int, stride: int, total: int, flat: torch.Tensor):
+    """index (negatives counted from the end) * stride + flat, as IR ops. An index out of
+    [-size, size) becomes one whose term alone reaches `total` (the flat range), so the flat index
+    is out of range too, where the gather's check reports it, and never another row's."""
     dtype = cx.dtype(index)
     if dtype.is_floating_point or dtype == torch.bool:
         raise UnsupportedError(f'fx node "{cx.node_name}": an index tensor of {dtype}')
     index = cx.emit("cast", [index], dtype=torch.int64) if dtype != torch.int64 else index
     zero, size_t = torch.tensor(0, dtype=torch.int64), torch.tensor(size, dtype=torch.int64)
+    outside = torch.tensor(-(-total // stride), dtype=torch.int64)  # (>= size)
     index = cx.emit("where", [cx.emit("less", [index, zero]), cx.emit("add", [index, size_t]), index])
-    index = cx.emit("where", [cx.emit("less", [index, zero]), size_t, index])
+    index = cx.emit("where", [cx.emit("less", [index, zero]), outside, index])
+    index = cx.emit("where", [cx.emit("greater", [index, size_t - 1]), outside, index])
     if stride != 1:
         index = cx.emit("mul", [index, torch.tensor(stride, dtype=torch.int64)])
-    if constant.dim() or int(constant):
-        index = cx.emit("add", [index, constant])
+    if not isinstance(flat, torch.Tensor) or flat.dim() or int(flat):
+        index = cx.emit("add", [index, flat])
     return index

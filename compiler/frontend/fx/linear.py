@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from trident.compiler.errors import ShapeError, UnsupportedError
 from trident.compiler.frontend.fx.arithmetic import _add, _mul
 from trident.compiler.frontend.fx.context import Ctx
-from trident.compiler.frontend.fx.helpers import (_binary, _common_dtype, _promote, _reshape,
+from trident.compiler.frontend.fx.helpers import (_binary, as_batch, _common_dtype, _promote, _reshape,
                                                   _transpose, _tuple_n)
 from trident.compiler.frontend.fx.registry import converts, converts_module, converts_operator
 
@@ -147,11 +147,12 @@ def _conv(cx: Ctx, input, weight, bias=None, stride=1, padding=0, dilation=1, gr
     if isinstance(padding, str) and padding == "same" and any(s != 1 for s in strides):
         raise UnsupportedError(f'fx node "{cx.node_name}": padding="same" needs stride 1')
     dtype = _common_dtype(cx, [input, weight])
+    input, undo = as_batch(cx, input, n)
     inputs = _promote(cx, input, weight)
     if bias is not None:
         inputs += _promote(cx, bias, dtype=dtype)
-    return cx.emit("conv", inputs, strides=strides, pads=pads, dilations=dilations,
-                   groups=int(groups))
+    return undo(cx.emit("conv", inputs, strides=strides, pads=pads, dilations=dilations,
+                        groups=int(groups)))
 
 
 converts(aten.conv1d.default, aten.conv2d.default, aten.conv3d.default, aten.conv1d.padding,
@@ -178,10 +179,11 @@ def _conv_transpose(cx: Ctx, input, weight, bias=None, stride=1, padding=0, outp
         raise UnsupportedError(f'fx node "{cx.node_name}": transposed convolution with padding '
                                f"{padding!r}")
     dtype = _common_dtype(cx, [input, weight])
+    input, undo = as_batch(cx, input, n)
     inputs = _promote(cx, input, weight) + ([] if bias is None else _promote(cx, bias, dtype=dtype))
-    return cx.emit("conv_transpose", inputs, strides=_tuple_n(stride, n),
-                   pads=_tuple_n(padding, n) * 2, dilations=_tuple_n(dilation, n),
-                   output_padding=_tuple_n(output_padding, n), groups=int(groups))
+    return undo(cx.emit("conv_transpose", inputs, strides=_tuple_n(stride, n),
+                        pads=_tuple_n(padding, n) * 2, dilations=_tuple_n(dilation, n),
+                        output_padding=_tuple_n(output_padding, n), groups=int(groups)))
 
 
 converts(F.conv_transpose1d, F.conv_transpose2d, F.conv_transpose3d, aten.conv_transpose1d.default,

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from trident.compiler.errors import ShapeError, UnsupportedError
 from trident.compiler.frontend.fx.context import Ctx, Missing
-from trident.compiler.frontend.fx.helpers import _reshape, _tuple_n
+from trident.compiler.frontend.fx.helpers import _reshape, _tuple_n, as_batch
 from trident.compiler.frontend.fx.registry import converts
 
 aten = torch.ops.aten
@@ -26,8 +26,9 @@ def _max_pool(n: int, with_indices: bool):
     def convert(cx: Ctx, input, kernel_size, stride=None, padding=0, dilation=1,
                 ceil_mode=False, return_indices=False):
         kernel, strides, pads = _pool_args(kernel_size, stride, padding, n)
-        y = cx.emit("max_pool", [input], kernel=kernel, strides=strides, pads=pads,
-                    dilations=_tuple_n(dilation, n), ceil_mode=bool(ceil_mode))
+        input, undo = as_batch(cx, input, n)
+        y = undo(cx.emit("max_pool", [input], kernel=kernel, strides=strides, pads=pads,
+                         dilations=_tuple_n(dilation, n), ceil_mode=bool(ceil_mode)))
         return (y, Missing("max-pool indices")) if with_indices or return_indices else y
     return convert
 
@@ -43,8 +44,9 @@ def _avg_pool(n: int):
         if divisor_override is not None:
             raise UnsupportedError(f'fx node "{cx.node_name}": avg pool with divisor_override')
         kernel, strides, pads = _pool_args(kernel_size, stride, padding, n)
-        return cx.emit("avg_pool", [input], kernel=kernel, strides=strides, pads=pads,
-                       ceil_mode=bool(ceil_mode), count_include_pad=bool(count_include_pad))
+        input, undo = as_batch(cx, input, n)
+        return undo(cx.emit("avg_pool", [input], kernel=kernel, strides=strides, pads=pads,
+                            ceil_mode=bool(ceil_mode), count_include_pad=bool(count_include_pad)))
     return convert
 
 

@@ -17,13 +17,26 @@ from trident.compiler.frontend.fx import decompose
 from trident.compiler.frontend.fx.axes import axis as _axis
 from trident.compiler.frontend.fx.context import Ctx, Val
 from trident.compiler.frontend.fx.linear import _matrix_transpose, _t
-from trident.compiler.frontend.fx.spectral import Spectrum
 from trident.compiler.frontend.fx.registry import converts
 
 aten = torch.ops.aten
 
 
 # ==================================================================== shapes, factories ====
+def _python_rounding(fn):
+    """math.ceil / floor / trunc of a Python number (a symbolic size's arithmetic: NLLB-MoE's
+    expert capacity), known at import."""
+    def convert(cx: Ctx, x):
+        if isinstance(x, (Val, torch.Tensor)):
+            raise UnsupportedError(f'fx node "{cx.node_name}": math.{fn.__name__} of a tensor')
+        return fn(x)
+    return convert
+
+
+for _fn in (math.ceil, math.floor, math.trunc):
+    converts(_fn)(_python_rounding(_fn))
+
+
 @converts(aten.sym_size.int, "size")
 def _size(cx: Ctx, x, dim=None):
     shape = cx.shape(x)
@@ -51,8 +64,6 @@ def _item(cx: Ctx, x):
 
 @converts(builtins.getattr)
 def _getattr(cx: Ctx, x, name: str):
-    if isinstance(x, Spectrum):  # a Fourier transform's .real or .imag
-        return x.part(cx, name)
     if isinstance(x, (Val, torch.Tensor)):
         attrs = {"shape": lambda: torch.Size(cx.shape(x)), "dtype": lambda: cx.dtype(x),
                  "ndim": lambda: cx.rank(x), "T": lambda: _t(cx, x), "H": lambda: _t(cx, x),
