@@ -206,10 +206,14 @@ class _WriteThrough:
         self.latest: dict = {}
 
     def applies(self, root: torch.fx.Node, stale: list) -> bool:
-        """Is every stale node the tensor `root` views or another basic-indexing view of it?"""
-        tensor, path = _view_path(root)
-        origin = self.original.get(tensor, tensor)
-        return bool(path) and all(self.original.get(t, t) is origin for t, _ in map(_view_path, stale))
+        """Is every stale node the tensor `root` is (or views), or a basic-indexing view of it?"""
+        origin = self._origin(root)
+        return all(self._origin(node) is origin for node in stale)
+
+    def _origin(self, node: torch.fx.Node) -> torch.fx.Node:
+        """The tensor node views (by basic indexing), before any write-through."""
+        tensor = _view_path(node)[0]
+        return self.original.get(tensor, tensor)
 
     def __call__(self, write: torch.fx.Node, root: torch.fx.Node, stale: list) -> None:
         """After `write` (into root, a view): the tensor viewed with the written block assigned, and
@@ -231,7 +235,7 @@ class _WriteThrough:
         views = [self.latest.get(origin, origin)]  # the tensor, and the views above the one written
         for view in path[:-1]:
             views.append(emit(operator.getitem, (views[-1], view.args[1]), view))
-        value = write
+        value = write  # (a write into the tensor itself: its result is the tensor's new value)
         for parent, view in zip(reversed(views), reversed(path)):
             value = emit(assign, (parent, view.args[1], value), parent)
         self.original[value], self.latest[origin] = origin, value

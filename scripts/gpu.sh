@@ -34,7 +34,7 @@ run_tests() {
     tests/test_fx_indexing.py tests/test_kernels_matmul.py tests/test_fx_math.py \
     tests/test_resize_upsampling.py tests/test_matmul_batches.py tests/test_gemm_hopper.py \
     tests/test_sort.py tests/test_integer_math.py tests/test_moe.py tests/test_scatter.py tests/test_grid_sample.py \
-    tests/test_linear_scan.py tests/test_fft.py 2>/dev/null)
+    tests/test_linear_scan.py tests/test_fft.py tests/test_complex.py tests/test_fx_mutation.py 2>/dev/null)
   # SIGINT at the time limit: pytest still prints the failures it has seen and their summary.
   timeout -k 15 -s INT "${T_TESTS:-400}" python3 -m pytest -p no:cacheprovider -n 14 -v --tb=short $files \
     > "$out/tests.txt" 2>&1
@@ -61,7 +61,8 @@ run_safety() {
   # the sort and scatter kernels, integer reductions and division, the grouped GEMM and the MoE dispatch
   # (the whole models through torch.compile run in run_tests: under the sanitizer they take minutes)
   memcheck python3 -m pytest -q -p no:cacheprovider tests/test_sort.py tests/test_integer_math.py \
-    tests/test_linear_scan.py -k "not mamba" > "$out/memcheck-sort.txt" 2>&1 &
+    tests/test_linear_scan.py tests/test_fft.py tests/test_complex.py tests/test_fx_indexing.py \
+    -k "not mamba and not fnet" > "$out/memcheck-sort.txt" 2>&1 &
   memcheck python3 -m pytest -q -p no:cacheprovider tests/test_moe.py tests/test_scatter.py tests/test_grid_sample.py \
     -k "not models_through_torch_compile and not through_torch_export and not deformable_detr" \
     > "$out/memcheck-moe.txt" 2>&1 &

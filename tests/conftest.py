@@ -73,3 +73,11 @@ def seeded_global_rng(request):
     before on the same worker; seeding it from the test's own id makes every test's data its own
     (the same in a full run, under xdist and alone), so a failure reproduces."""
     torch.manual_seed(zlib.crc32(request.node.nodeid.encode()))
+
+
+@pytest.fixture
+def fresh_dynamo():
+    """torch.compile's caches emptied around a test (modules that compile ask for it by name)."""
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()

@@ -12,14 +12,7 @@ import torch.nn as nn
 
 from trident.compiler.testing import DEVICE, compile_with_reports, ops_in_torch
 
-pytestmark = pytest.mark.compiles_for_hopper  # (tests/conftest.py)
-
-
-@pytest.fixture(autouse=True)
-def fresh_dynamo():
-    torch._dynamo.reset()
-    yield
-    torch._dynamo.reset()
+pytestmark = [pytest.mark.compiles_for_hopper, pytest.mark.usefixtures("fresh_dynamo")]  # (tests/conftest.py)
 
 
 def check(fn, *inputs, in_torch=0, tolerance=1e-5):

@@ -14,12 +14,7 @@ from torch.utils._pytree import tree_flatten
 from trident.compiler.dynamo import _FALLBACK, TridentSubgraph, trident_backend
 from trident.models import MODELS
 
-
-@pytest.fixture(autouse=True)
-def fresh_dynamo():
-    torch._dynamo.reset()
-    yield
-    torch._dynamo.reset()
+pytestmark = pytest.mark.usefixtures("fresh_dynamo")  # (tests/conftest.py)
 
 
 class Spy:

@@ -97,7 +97,7 @@ def check(module: nn.Module, make_inputs, via: str, tol=FP32, dtype=None):
         keep = user_input_indices(gm, ex)
         args = list(ex)
         for i, x in zip(keep, fresh()):  # fresh values for the user inputs, in placeholder order
-            args[i] = x if x.shape == ex[i].shape else args[i]
+            args[i] = x if (x.shape, x.dtype) == (ex[i].shape, ex[i].dtype) else args[i]
         expected = gm(*args)
         inputs = [args[i] for i in keep]
     else:
@@ -191,6 +191,9 @@ CASES = {
     "max_pool_ceil": (lambda: Fn(lambda s, x: s.p(x), p=nn.MaxPool2d(2, ceil_mode=True)),
                       [randn(1, 2, 7, 7)]),
     "max_pool1d": (lambda: Fn(lambda s, x: F.max_pool1d(x, 2)), [randn(2, 3, 8)]),
+    # MoE routers (Switch, NLLB-MoE): a mask of the chosen experts
+    "one_hot": (lambda: Fn(lambda s, x, i: (F.one_hot(i, 6).float() * x[..., None], F.one_hot(i[:, :1], num_classes=9))),
+                [randn(2, 5), randint(6, 2, 5)]),
     # unbatched inputs [C, *spatial] (SuperPoint's keypoint NMS max-pools [1, H, W])
     "unbatched_pools_and_convs": (lambda: Fn(lambda s, x: (F.max_pool2d(x, 3, 1, 1), F.avg_pool2d(x, 2),
                                                            s.c(x), F.conv_transpose2d(x, s.c.weight.transpose(0, 1)),

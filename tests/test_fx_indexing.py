@@ -200,3 +200,19 @@ def test_index_add_in_the_scatter_kernel(name):
     got, reports = compile_with_reports(lambda a, s: fn(a, s, rows), x, source)
     torch.testing.assert_close(got, fn(x, source, rows))
     assert ops_in_torch(reports) == []
+
+
+class OneHot(torch.nn.Module):
+    def forward(self, classes):
+        return torch.nn.functional.one_hot(classes, 4) * 3
+
+
+@pytest.mark.parametrize("bad", [4, -1])
+def test_one_hot_of_a_class_outside_its_width_is_an_input_error(bad):
+    """torch raises on such a class; the engine's gather of identity rows reports it."""
+    classes = torch.tensor([[0, 3], [2, 1]])
+    engine = build_engine(OneHot(), "fp32", example_inputs=(classes,))
+    engine.cuda_graph = False  # (the index checks run on uncaptured calls)
+    torch.testing.assert_close(run_engine(engine, classes)[0], OneHot()(classes))
+    with pytest.raises(InputError, match="out of range|index"):
+        run_engine(engine, torch.tensor([[0, 3], [bad, 1]]))

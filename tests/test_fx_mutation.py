@@ -16,12 +16,7 @@ from trident.compiler.errors import UnsupportedError
 from trident.compiler.fx_mutation import make_writes_explicit, writes_in_place
 from trident.compiler.testing import relative_error
 
-
-@pytest.fixture(autouse=True)
-def fresh_dynamo():
-    torch._dynamo.reset()
-    yield
-    torch._dynamo.reset()
+pytestmark = pytest.mark.usefixtures("fresh_dynamo")  # (tests/conftest.py)
 
 
 class ScaleInPlace(nn.Module):
@@ -111,6 +106,16 @@ class WriteThroughNestedViews(nn.Module):
         return before * 3 + y[:, 2:5]
 
 
+class RowBeforeAWriteOfTheWhole(nn.Module):
+    """A row taken before the whole tensor is written in place, read after it."""
+
+    def forward(self, x):
+        y = x + 1
+        first = y[0]
+        y.mul_(3)
+        return first * 2 + y[1:].sum(0)
+
+
 class ViewBeforeWrite(nn.Module):
     def forward(self, x):
         y = x * 2
@@ -157,7 +162,7 @@ def _inputs(*shapes):
     (ScaleInPlace(), [(1, 4, 5, 3)]), (Chain(), [(3, 7)]), (AugmentedAssign(), [(3, 7), (3, 7)]),
     (InplaceRelu(), [(2, 9)]), (ViewAfterWrite(), [(3, 5)]), (CopyIntoState(), [(3, 5)]),
     (CopyIntoSlices(), [(2, 3, 5), (2, 1, 3)]), (AddIntoSlice(), [(3, 7), (2, 7)]),
-    (WriteThroughNestedViews(), [(3, 7)]),
+    (WriteThroughNestedViews(), [(3, 7)]), (RowBeforeAWriteOfTheWhole(), [(3, 7)]),
 ], ids=lambda v: type(v).__name__ if isinstance(v, nn.Module) else "")
 def test_readers_after_a_write_see_it(model, shapes):
     inputs = _inputs(*shapes)

@@ -19,6 +19,8 @@ t = pytest.importorskip("transformers")
 
 from trident.tools.zoo_run import export_onnx  # noqa: E402
 
+pytestmark = pytest.mark.usefixtures("fresh_dynamo")  # (tests/conftest.py)
+
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
 TOLERANCE = 1e-5  # relative error ‖y − y_eager‖ / ‖y_eager‖ at fp32
 V = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
@@ -96,12 +98,39 @@ MODELS = {
  # its hard assignment: zeros_like(x).scatter_(dim, argmax, 1.0) (the scatter kernel)
  "groupvit_vision": (lambda: t.GroupViTVisionModel(t.GroupViTVisionConfig(hidden_size=32, num_attention_heads=2, intermediate_size=64, depths=[1, 1], num_group_tokens=[4, 0], num_output_groups=[4, 4], image_size=32, patch_size=8)), "img"),
 }
+_LINEAR_ATTENTION = dict(linear_num_value_heads=2, linear_num_key_heads=1, linear_key_head_dim=8, linear_value_head_dim=8,
+                         linear_conv_kernel_dim=3, layer_types=["linear_attention", "full_attention"])
 # Through torch.compile only: Reformer's LSH attention draws random rotations (ONNX's
 # RandomNormalLike, which no engine can match), argsorts int64 bucket ids and computes them with
 # numpy operators on tensors.
 COMPILE_ONLY = {
  "reformer": (lambda: t.ReformerModel(t.ReformerConfig(hidden_size=32, num_attention_heads=2, attention_head_size=16, feed_forward_size=64, vocab_size=100, axial_pos_embds=False, max_position_embeddings=64, attn_layers=["local", "lsh"], local_attn_chunk_length=4, lsh_attn_chunk_length=4, num_buckets=2, is_decoder=False)), "txt"),
+ # Newer decoders (skipped where the installed transformers lacks them): DeepSeek fills its keys
+ # with copy_ into slices of an empty tensor (V2 also turns them by complex rotary embeddings),
+ # Llama 4's rotary embeddings are complex too, Gemma 3n adds into a slice (`x[1:] += y`), and
+ # Switch Transformers' router casts its layer to its own dtype on every call (a set_).
+ "deepseek_v3": (lambda: _decoder("DeepseekV3", n_routed_experts=4, num_experts_per_tok=2, moe_intermediate_size=32, n_group=2, topk_group=1, first_k_dense_replace=1, q_lora_rank=16, kv_lora_rank=16, qk_rope_head_dim=8, qk_nope_head_dim=8, v_head_dim=16), "txt"),
+ "deepseek_v2": (lambda: _decoder("DeepseekV2", n_routed_experts=4, num_experts_per_tok=2, moe_intermediate_size=32, n_group=2, topk_group=1, first_k_dense_replace=1, q_lora_rank=16, kv_lora_rank=16, qk_rope_head_dim=8, qk_nope_head_dim=8, v_head_dim=16), "txt"),
+ "llama4_text": (lambda: _decoder("Llama4Text", num_key_value_heads=1, head_dim=16, num_local_experts=4, num_experts_per_tok=1, intermediate_size_mlp=64, interleave_moe_layer_step=1, attention_chunk_size=4), "txt"),
+ "gemma3n_text": (lambda: _decoder("Gemma3nText", num_key_value_heads=1, head_dim=16, vocab_size_per_layer_input=100, hidden_size_per_layer_input=8, laurel_rank=4, altup_num_inputs=2, num_kv_shared_layers=0, layer_types=["sliding_attention", "full_attention"], sliding_window=4, intermediate_size=[64, 64], activation_sparsity_pattern=[0.0, 0.0]), "txt"),
+ # gated delta nets (a unit-triangular solve per chunk, as matrix products) beside full attention
+ "qwen3_next": (lambda: _decoder("Qwen3Next", num_key_value_heads=1, head_dim=16, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32, shared_expert_intermediate_size=32, **_LINEAR_ATTENTION), "txt"),
+ "qwen3_5_moe_text": (lambda: _decoder("Qwen3_5MoeText", num_key_value_heads=1, head_dim=16, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32, shared_expert_intermediate_size=32, **_LINEAR_ATTENTION), "txt"),
+ "switch_transformers_encoder": (lambda: _class("SwitchTransformersEncoderModel")(t.SwitchTransformersConfig(d_model=32, d_kv=16, d_ff=64, num_layers=2, num_sparse_encoder_layers=1, num_heads=2, vocab_size=100, num_experts=4, expert_capacity=8)), "txt"),
 }
+
+
+def _class(name: str):
+    if not hasattr(t, name):
+        pytest.skip(f"transformers {t.__version__} has no {name}")
+    return getattr(t, name)
+
+
+def _decoder(family: str, **config):
+    """transformers' {family}Model at hidden 32, 2 layers, 2 heads, 100 tokens (config overrides)."""
+    base = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, vocab_size=100,
+                max_position_embeddings=64)
+    return _class(family + "Model")(_class(family + "Config")(**{**base, **config}))
 
 # What may still run in torch through the ONNX export (explain lists it): Funnel's ScatterND (its
 # relative-position tensor, written index by index) and ConvBERT's Gathers along an inner axis of a
@@ -130,13 +159,6 @@ def example(kind: str):
             "spec": ("input_values", torch.randn(2, 32, 32, generator=g)),
             "fbank": ("input_features", torch.randn(2, 16, 16, generator=g)),
             "txt": ("input_ids", torch.randint(0, 100, (2, 8), generator=g))}[kind]
-
-
-@pytest.fixture(autouse=True)
-def fresh_dynamo():
-    torch._dynamo.reset()
-    yield
-    torch._dynamo.reset()
 
 
 # LeViT's randomly initialised outputs are about 1e-9, under fp16's smallest subnormal (6e-8):

@@ -16,6 +16,8 @@ transformers = pytest.importorskip("transformers")
 from trident.tools.zoo_models import HF_NAMES, all_models  # noqa: E402
 from trident.tools.zoo_run import export_onnx  # noqa: E402
 
+pytestmark = pytest.mark.usefixtures("fresh_dynamo")  # (tests/conftest.py)
+
 TINY = [n for n in HF_NAMES if n != "gpt2_48_layers"]  # (its partitioning: test_fx_partition)
 FP32_TOLERANCE = 1e-5  # relative error ‖y − y_eager‖ / ‖y_eager‖
 
@@ -27,13 +29,6 @@ def tiny(name: str):
     (zm,) = [m for m in all_models() if m.name == f"transformers/{name}"]
     module, inputs = zm.make(2, True)
     return module.eval(), inputs
-
-
-@pytest.fixture(autouse=True)
-def fresh_dynamo():
-    torch._dynamo.reset()
-    yield
-    torch._dynamo.reset()
 
 
 @pytest.mark.parametrize("name", TINY)

@@ -15,6 +15,8 @@ t = pytest.importorskip("transformers")
 
 from trident.tools.zoo_run import export_onnx  # noqa: E402
 
+pytestmark = pytest.mark.usefixtures("fresh_dynamo")  # (tests/conftest.py)
+
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
 TOLERANCE = {"fp32": 1e-5, "fp16": 5e-3}  # relative error ‖y − y_eager‖ / ‖y_eager‖
 _LAYERS = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, image_size=32, num_channels=3)
@@ -50,13 +52,6 @@ def image_convs(engine) -> list[dict]:
     """The problems of conv kernels over 3-channel inputs (the image: the patch conv)."""
     problems = [problem_of(s.source) for s in engine.plan.kernel_steps()]
     return [p for p in problems if p.get("template") == "conv" and p.get("C") == 3]
-
-
-@pytest.fixture(autouse=True)
-def fresh_dynamo():
-    torch._dynamo.reset()
-    yield
-    torch._dynamo.reset()
 
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])

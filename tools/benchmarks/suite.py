@@ -156,10 +156,10 @@ def _hf_bert(tiny: bool = False):
 
 
 class _Unsupported(torch.nn.Module):
-    """Dry-run model trident cannot import (an FFT): exercises the 'unsupported' path."""
+    """Dry-run model trident cannot import (singular values): exercises the 'unsupported' path."""
 
     def forward(self, x):
-        return torch.fft.rfft(x).abs()
+        return torch.linalg.svdvals(x.reshape(x.shape[0], 4, 4))
 
 
 def _missing_library():
@@ -179,7 +179,7 @@ SPECS = {
     "multihead_tiny": ModelSpec("MultiHead (tiny)", partial(_registry, "multihead"), "rows"),
     "bert_tiny": ModelSpec("BERT (tiny)", partial(_registry, "bert_tiny"), "seq"),
     "hf_bert_tiny": ModelSpec("HF BertModel (tiny)", partial(_hf_bert, True), "seq"),
-    "unsupported_tiny": ModelSpec("FFT (unsupported)", lambda: (_Unsupported, lambda b: (torch.randn(b, 16),))),
+    "unsupported_tiny": ModelSpec("singular values (unsupported)", lambda: (_Unsupported, lambda b: (torch.randn(b, 16),))),
     "missing_tiny": ModelSpec("needs a missing library", _missing_library),
 }
 

@@ -19,7 +19,7 @@ transposed weights never reach the IR.
 The package: context.py (Val, Missing, Ctx), registry.py (the converter tables and what they
 answer), helpers.py and axes.py (dim arguments); the converters, a module per op family
 (elementwise, arithmetic, linear, normalization, attention, reductions, pooling, movement,
-indexing, sorting, scans, spectral, strided, shapes, and modules for call_module leaves), with decompose.py and
+indexing, sorting, scans, complex, spectral, strided, triangular, shapes, and modules for call_module leaves), with decompose.py and
 math_ops.py for the ops written as others and aten.py for calls imported through torch's own
 decomposition; importer.py (the loop). The entry points are here.
 """
@@ -39,7 +39,8 @@ from trident.compiler.fx_mutation import make_writes_explicit
 # The family modules register their converters on import.
 from trident.compiler.frontend.fx import (arithmetic, attention, elementwise,  # noqa: F401
                                           indexing, linear, modules, movement, normalization,
-                                          pooling, reductions, scans, shapes, spectral, strided)
+                                          pooling, reductions, scans, shapes, spectral, strided,
+                                          triangular)
 from trident.compiler.frontend.fx.context import on_one_device
 from trident.compiler.frontend.fx.importer import _Importer
 from trident.compiler.frontend.fx.registry import (FUNCTIONS, _register_in_place_methods,
