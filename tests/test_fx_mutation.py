@@ -309,19 +309,25 @@ def test_slice_assignments_into_computed_tensors_fuse():
     assert report.in_torch == [] and report.torch_steps == 0
 
 
-def test_a_strided_slice_assignment_into_a_computed_tensor_says_why():
-    class Strided(nn.Module):
-        def forward(self, x):
-            y = x * 2
-            y[:, ::2] = 0.0
-            return y + 1
+class StridedAssignments(nn.Module):
+    """Slice assignments with steps into a computed tensor: a constant, a broadcast row, and a
+    block whose step runs past its stop."""
 
-    x = torch.randn(3, 4)
-    torch._dynamo.reset()
-    with torch.no_grad(), pytest.warns(UserWarning, match="step 2"):
-        got, report = _compiled(Strided(), x)
-    assert torch.equal(got, Strided()(x))  # (in torch, as before)
-    assert any("step 2" in i.reason for i in report.in_torch)
+    def forward(self, x, r):
+        y = x * 2
+        y[:, ::2] = 0.0
+        y[1:, 1::3] = r[:, None]
+        y[0, 5:2] = 7.0  # (empty)
+        y[2:, 3:8:4] = r[:1, None] * x[2:, 3:8:4]
+        return y + 1
+
+
+def test_strided_slice_assignments_into_a_computed_tensor():
+    x, r = torch.randn(4, 9), torch.randn(3)
+    with torch.no_grad():
+        got, report = _compiled(StridedAssignments(), x, r)
+    assert torch.equal(got, StridedAssignments()(x, r))
+    assert report.in_torch == [] and report.subgraphs, report.render()
 
 
 class CastsItsLayer(nn.Module):

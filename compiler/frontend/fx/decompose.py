@@ -330,16 +330,21 @@ def assign(cx, target, index, value):
     leading = _leading_index_tensors(index)
     if leading:
         return _assign_indexed(cx, target, leading, value)
-    starts, stops, kept = _block(cx, list(cx.shape(target)), index)
+    starts, stops, steps, kept = _block(cx, list(cx.shape(target)), index)
     value = cx.cast(value, cx.dtype(target))
-    sizes = [b - a for a, b in zip(starts, stops)]
+    sizes = [len(range(a, b, k)) for a, b, k in zip(starts, stops, steps)]
     block = cx.emit("expand", [value], shape=[n for n, k in zip(sizes, kept) if k])
-    block = cx.emit("reshape", [block], shape=sizes)
+    block = cx.emit("reshape", [block], shape=list(sizes))
     shape = list(cx.shape(target))
-    padded = cx.emit("pad", [block], pads=starts + [n - b for n, b in zip(shape, stops)],
+    for axis, (start, stop, step) in enumerate(zip(starts, stops, steps)):
+        if step != 1 and sizes[axis]:  # (spread: each position reads its block element, or a neighbour's)
+            spread = torch.clamp((torch.arange(start, stop) - start) // step, max=sizes[axis] - 1)
+            block = cx.emit("gather", [block, spread], axis=axis)
+            sizes[axis] = stop - start
+    padded = cx.emit("pad", [block], pads=starts + [n - a - m for n, a, m in zip(shape, starts, sizes)],
                      mode="constant", value=0)
     inside = torch.zeros(shape, dtype=torch.bool)
-    inside[tuple(slice(a, b) for a, b in zip(starts, stops))] = True
+    inside[tuple(slice(a, b, k) for a, b, k in zip(starts, stops, steps))] = True
     return cx.emit("where", [inside, padded, target])
 
 
@@ -409,26 +414,27 @@ def _assign_indexed(cx, target, indices: list, value, reduction: str = "none"):
     return cx.emit("reshape", [_assign_rows(cx, rows, flat, value, reduction)], shape=shape)
 
 
-def _block(cx, shape: list[int], index) -> tuple[list[int], list[int], list[bool]]:
-    """The block a basic index selects: per dim its start and stop, and whether the dim stays
-    (an int index drops it). Ints, unit-step slices and one Ellipsis only."""
+def _block(cx, shape: list[int], index) -> tuple[list[int], list[int], list[int], list[bool]]:
+    """The block a basic index selects: per dim its start, stop and step, and whether the dim
+    stays (an int index drops it). Ints, slices of positive steps and one Ellipsis only."""
     index = tuple(index) if isinstance(index, tuple) else (index,)
     if any(not (i is Ellipsis or isinstance(i, (int, slice))) or isinstance(i, bool) for i in index) \
             or sum(i is Ellipsis for i in index) > 1:
         raise UnsupportedError(f'fx node "{cx.node_name}": a slice assignment into a computed '
-                               f"tensor at index {index!r} (ints and unit-step slices only)")
-    starts, stops, kept = [], [], []
+                               f"tensor at index {index!r} (ints and slices only)")
+    starts, stops, steps, kept = [], [], [], []
     for i, n in zip(_full_index(cx, index, len(shape)), shape):
         if isinstance(i, int):
             if not -n <= i < n:
                 raise ShapeError(f'fx node "{cx.node_name}": index {i} out of range for size {n}')
-            starts.append(i % n), stops.append(i % n + 1), kept.append(False)
+            starts.append(i % n), stops.append(i % n + 1), steps.append(1), kept.append(False)
             continue
         start, stop, step = _norm_slice(n, i.start, i.stop, i.step)
-        if step != 1:
+        if step < 1:
             raise UnsupportedError(f'fx node "{cx.node_name}": a slice assignment with step {step}')
-        starts.append(start), stops.append(stop), kept.append(True)
-    return starts, stops, kept
+        stop = max(stop, start)
+        starts.append(start), stops.append(stop), steps.append(step), kept.append(True)
+    return starts, stops, steps, kept
 
 
 def fill_in_place(fill):
