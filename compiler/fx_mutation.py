@@ -186,19 +186,25 @@ def _is_basic_index(index) -> bool:
 
 def _view_path(node: torch.fx.Node) -> tuple[torch.fx.Node, list[torch.fx.Node]]:
     """(tensor, views): node is views[-1], each view a basic indexing of the one before it (of
-    tensor, the first), all of them views of tensor's memory; (node, []) when node is none."""
+    tensor, the first), all of them views of tensor's memory; (node, []) when node is none. An
+    in-place write's result is the memory it wrote (no index of its own)."""
     views = []
-    while (node.op == "call_function" and node.target is operator.getitem and isinstance(node.args[0], torch.fx.Node)
-           and isinstance(example_value(node.args[0]), torch.Tensor) and _is_basic_index(node.args[1])):
-        views.append(node)
-        node = node.args[0]
-    return node, views[::-1]
+    while True:
+        if (node.op == "call_function" and node.target is operator.getitem and isinstance(node.args[0], torch.fx.Node)
+                and isinstance(example_value(node.args[0]), torch.Tensor) and _is_basic_index(node.args[1])):
+            views.append(node)
+            node = node.args[0]
+        elif written_operand(node) is not None:
+            node = written_operand(node)
+        else:
+            return node, views[::-1]
 
 
 class _WriteThrough:
     """Writes into basic-indexing views, put back into the tensor viewed. `latest` maps a tensor
-    written through to its value after the latest such write; `original` maps each such value
-    back to the tensor (a later write may view either)."""
+    to its whole value after the latest write into it (one into the whole tensor, or a write
+    through a view of it); `original` maps each such value back to the tensor (a later write
+    may view either)."""
 
     def __init__(self, graph: torch.fx.Graph, order: dict, aliases: _Aliases):
         self.graph, self.order, self.aliases = graph, order, aliases
@@ -209,6 +215,13 @@ class _WriteThrough:
         """Is every stale node the tensor `root` is (or views), or a basic-indexing view of it?"""
         origin = self._origin(root)
         return all(self._origin(node) is origin for node in stale)
+
+    def record(self, write: torch.fx.Node, root: torch.fx.Node) -> None:
+        """A write into the whole of a tensor (not through a view) is its latest value."""
+        tensor, path = _view_path(root)
+        if not path:
+            origin = self.original.get(tensor, tensor)
+            self.original[write], self.latest[origin] = origin, write
 
     def _origin(self, node: torch.fx.Node) -> torch.fx.Node:
         """The tensor node views (by basic indexing), before any write-through."""
@@ -314,6 +327,9 @@ def make_writes_explicit(gm: torch.fx.GraphModule) -> list[tuple[torch.fx.Node, 
             with graph.inserting_after(node):
                 write = graph.call_function(assign, node.args, node.kwargs)
             write.meta = dict(node.meta)
+            if example_value(base) is not None:  # (assign returns its target: its memory)
+                write.meta["example_value"] = example_value(base)
+                aliases.add(write)
             node.replace_all_uses_with(write)
             graph.erase_node(node)
             order[write] = order.pop(node)
@@ -323,6 +339,7 @@ def make_writes_explicit(gm: torch.fx.GraphModule) -> list[tuple[torch.fx.Node, 
                                              and order.get(user, -1) > position)
         if stale:
             write_through(node, root, stale)
+        write_through.record(node, root)
         changed = changed or bool(readers) or bool(stale) or node.target is assign
     if changed:
         gm.recompile()
