@@ -220,13 +220,14 @@ def _why_in_torch(node: torch.fx.Node, supported_target) -> str:
     return "no trident converter for this op"
 
 
-def _support(supported_target):
+def _support(supported_target, refused: torch.fx.Node | None = None):
     """The partitioner's predicate: a supported target, except
     - an item taken from the result of a node left in torch (a partition would receive that
       whole tuple, and import would take it for a constant): it stays in torch with its producer;
     - a node whose value is no tensor (shape arithmetic: an int, a size) that torch or the graph's
       output reads: a partition returns tensors only, so it stays in torch with its reader
       (transformers 4.x's Funnel computes its relative-position bounds so);
+    - `refused`: a node a converter refused (a partition split around it);
     - a node that reads or makes a complex tensor outside a region the frontend carries as pairs
       of real tensors (frontend/fx/complex.py: rotary embeddings through view_as_complex, Fourier
       transforms): trident has no complex dtype, so it stays in torch, and the partitions around
@@ -240,7 +241,7 @@ def _support(supported_target):
         if not touches_complex(node):
             return supported_target(node)
         if node.graph not in regions:
-            regions[node.graph] = complex_region(node.graph, supported_target)
+            regions[node.graph] = complex_region(node.graph, supported_target, excluded={refused})
         return node in regions[node.graph]
 
     def supported(node: torch.fx.Node) -> bool:
@@ -249,7 +250,7 @@ def _support(supported_target):
             source = node.args[0] if node.args else None
             from_torch = (node.target is operator.getitem and isinstance(source, torch.fx.Node)
                           and source.op in fx_partition.COMPUTE_OPS and not supported(source))
-            known[node] = converts(node) and not from_torch and not _in_vmap(node) \
+            known[node] = node is not refused and converts(node) and not from_torch and not _in_vmap(node) \
                 and not _read_outside(node, supported)
         return known[node]
     return supported
@@ -523,7 +524,7 @@ class TridentSubgraph(torch.nn.Module):
                         if n.name == name and n.op in fx_partition.COMPUTE_OPS), None)
         if refused is None:
             return False
-        supported = _support(lambda n: n is not refused and supported_fx_target(n))
+        supported = _support(supported_fx_target, refused)
         parts = fx_partition.propose(gm.graph, supported)
         if parts.partitions:
             gm = fx_partition.fuse(gm, parts.partitions)
@@ -532,10 +533,13 @@ class TridentSubgraph(torch.nn.Module):
         _wrap_partitions(gm, weights, self.options, self.report or CompileReport(), f"{self.name}.")
         self._split = gm
         item = InTorch(target_label(refused), refused.name, " ".join(str(error).split()))
+        # (nodes that leave with it: a complex value it reads is made in torch too)
+        also = [InTorch(target_label(n), n.name, _why_in_torch(n, supported_fx_target))
+                for n in parts.left_in_torch if n is not refused and n.target is not operator.getitem]
         if self.report is not None:
-            self.report.in_torch.append(item)
-        warnings.warn(f"trident backend: partition {self.name} runs around a node in torch: {item}",
-                      stacklevel=4)
+            self.report.in_torch += [item] + also
+        warnings.warn(f"trident backend: partition {self.name} runs around a node in torch: {item}"
+                      + "".join(f"; {a}" for a in also), stacklevel=4)
         return True
 
     def _engine(self, examples: list, quantization, device, profile: dict | None = None):

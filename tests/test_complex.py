@@ -133,3 +133,10 @@ def test_an_op_the_table_lacks_keeps_its_complex_region_in_torch(rng):
     a = torch.randn(4, 6, 2, generator=rng).to(DEVICE)
     reports = check(lambda t: torch.view_as_real(torch.exp(_z(t * 0.5))) + 1, a, in_torch=3)
     assert any("complex" in item for item in ops_in_torch(reports))
+
+
+def test_a_reinterpreting_view_of_a_complex_value_stays_in_torch(rng):
+    """`z.view(torch.float32)` reads the pairs as interleaved floats (not a view of each part):
+    refused, and the region around it runs in torch."""
+    a = torch.randn(3, 4, 2, generator=rng).to(DEVICE)
+    check(lambda t: (_z(t) * 2).view(torch.float32) + 1, a, in_torch=3)

@@ -233,6 +233,9 @@ def _each_part(target):
     def convert(cx: Ctx, z, *args, **kwargs):
         if holds_complex(args, kwargs):
             raise UnsupportedError(f'fx node "{cx.node_name}": {target} with a complex argument')
+        dtypes = [a for a in (*args, *kwargs.values()) if isinstance(a, torch.dtype)]
+        if any(not d.is_complex for d in dtypes):  # (`z.view(torch.float32)` reinterprets the pairs)
+            raise UnsupportedError(f'fx node "{cx.node_name}": {target} of a complex tensor to {dtypes[0]}')
         args = [REAL_OF.get(a, a) if isinstance(a, torch.dtype) else a for a in args]
         kwargs = {k: REAL_OF.get(a, a) if isinstance(a, torch.dtype) else a for k, a in kwargs.items()}
         z, real = pairs(cx, z), _real_op(target)
@@ -309,17 +312,17 @@ def _weight(node: torch.fx.Node) -> bool:
                                      .get("_dynamo_static_input_type") is not None)
 
 
-def complex_region(graph: torch.fx.Graph, supported_target) -> set[torch.fx.Node]:
+def complex_region(graph: torch.fx.Graph, supported_target, excluded=frozenset()) -> set[torch.fx.Node]:
     """The nodes touching complex tensors that the importer carries as pairs: each converts (its
     complex arguments by this table), and every complex value among them is made and read among
     them only, so none comes from a user input or from torch, and none reaches torch or the
-    graph's output (a partition returns real tensors)."""
+    graph's output (a partition returns real tensors). `excluded`: nodes refused already."""
     def converts_here(node):
         if node.op in ("placeholder", "get_attr"):
             return _weight(node)
         return has_complex_converter(node) if reads_complex(node) else supported_target(node)
 
-    region = {n for n in graph.nodes if touches_complex(n) and converts_here(n)}
+    region = {n for n in graph.nodes if touches_complex(n) and n not in excluded and converts_here(n)}
     changed = True
     while changed:
         kept = {n for n in region

@@ -163,6 +163,8 @@ class _Importer:
         if not isinstance(values, (list, tuple)) or len(metas) != len(values):
             return
         for m, v in zip(metas, values):
+            if isinstance(m, torch.Tensor) and (isinstance(v, complex_values.Complex) or m.is_complex()):
+                m, v = self._complex_as_meta(node, m, v)
             if not isinstance(m, torch.Tensor) or not isinstance(v, (Val, torch.Tensor)):
                 continue
             got = self.cx.type(v)
@@ -172,6 +174,21 @@ class _Importer:
                                    f"but torch computed {TensorType(tuple(m.shape), m.dtype)}")
                 error.fx_node = node.name  # torch.compile's partition runs this node in torch
                 raise error
+
+    def _complex_as_meta(self, node: torch.fx.Node, meta: torch.Tensor, value):
+        """(meta, value) to check as real ones: a complex value's real part against torch's
+        complex record as a real one of its shape. A complex record with a real value, or the
+        reverse, disagrees."""
+        if isinstance(value, complex_values.Complex) and meta.is_complex():
+            real = torch.empty(meta.shape, dtype=complex_values.REAL_OF[meta.dtype], device="meta")
+            return real, value.re
+        if isinstance(value, torch.Tensor) and value.is_complex() and meta.is_complex():
+            return meta, value  # (a folded complex constant)
+        kind = "a complex value" if isinstance(value, complex_values.Complex) else "a real value"
+        error = ShapeError(f'fx node "{node.name}" ({target_label(node)}): imported as {kind}, but torch '
+                           f"computed {TensorType(tuple(meta.shape), meta.dtype)}")
+        error.fx_node = node.name  # torch.compile's partition runs this node in torch
+        raise error
 
     # -- graph inputs and outputs -----------------------------------------------------------
     def input(self, name: str, x) -> Any:
