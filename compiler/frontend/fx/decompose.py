@@ -327,9 +327,9 @@ def assign(cx, target, index, value):
     rows = _row_index(cx, index)
     if rows is not None:
         return _assign_rows(cx, target, rows, value)
-    leading = _leading_index_tensors(index)
-    if leading:
-        return _assign_indexed(cx, target, leading, value)
+    items = index if isinstance(index, tuple) else (index,)
+    if any(isinstance(k, (Val, torch.Tensor)) for k in items):
+        return _assign_advanced(cx, target, items, value)
     starts, stops, steps, kept = _block(cx, list(cx.shape(target)), index)
     value = cx.cast(value, cx.dtype(target))
     sizes = [len(range(a, b, k)) for a, b, k in zip(starts, stops, steps)]
@@ -384,15 +384,40 @@ def _assign_rows(cx, target, rows, value, reduction: str = "none"):
     return cx.emit("scatter_nd", [target, indices, updates], reduction=reduction)
 
 
-def _leading_index_tensors(index) -> list:
-    """The index tensors of `target[i0, i1, ..., :, :] = value` (on the leading axes, nothing
-    but full slices after them; two or more, or one of several dims), else []."""
-    items = list(index) if isinstance(index, tuple) else [index]
-    while items and (items[-1] is Ellipsis or items[-1] == slice(None)):
-        items.pop()
-    if not items or not all(isinstance(i, (Val, torch.Tensor)) for i in items):
-        return []
-    return items
+def _assign_advanced(cx, target, index: tuple, value):
+    """`target[index] = value` with index tensors among ints and slices, as torch indexes: the
+    block the ints and slices pick (basic indexing), in it the index tensors' axes moved first
+    (torch puts the indexed result there when they are separated, else in their place: the
+    value is moved the same way), those rows written (_assign_indexed), and the block put back."""
+    if None in index or sum(k is Ellipsis for k in index) > 1:
+        raise UnsupportedError(f'fx node "{cx.node_name}": an assignment at {index!r} (None or several Ellipsis)')
+    index = _full_index(cx, index, cx.rank(target))
+    basic = tuple(k if isinstance(k, (int, slice)) else slice(None) for k in index)
+    whole = all(k == slice(None) for k in basic)
+    from trident.compiler.frontend.fx.indexing import _getitem_tensor
+
+    block = target if whole else _getitem_tensor(cx, target, basic)
+    kept = [k for k in index if not isinstance(k, int)]
+    advanced = [a for a, k in enumerate(kept) if not isinstance(k, slice)]
+    rest = [a for a in range(len(kept)) if a not in advanced]
+    perm = advanced + rest
+    indices = [kept[a] for a in advanced]
+    picked = list(torch.broadcast_shapes(*[tuple(cx.shape(i)) for i in indices]))
+    block_shape = list(cx.shape(block))
+    adjacent = advanced == list(range(advanced[0], advanced[0] + len(advanced)))
+    if perm != list(range(len(kept))):
+        block = cx.emit("transpose", [block], perm=perm)
+        if adjacent:  # torch's value is [before, picked, after]: as the block's axes, picked first
+            start = advanced[0]
+            shape = [block_shape[a] for a in rest[:start]] + picked + [block_shape[a] for a in rest[start:]]
+            value = cx.emit("expand", [cx.cast(value, cx.dtype(target))], shape=shape)
+            n = len(picked)
+            value = cx.emit("transpose", [value], perm=list(range(start, start + n)) + list(range(start))
+                            + list(range(start + n, len(shape))))
+    written = _assign_indexed(cx, block, indices, value)
+    if perm != list(range(len(kept))):
+        written = cx.emit("transpose", [written], perm=[perm.index(a) for a in range(len(kept))])
+    return written if whole else assign(cx, target, basic, written)
 
 
 def _assign_indexed(cx, target, indices: list, value, reduction: str = "none"):

@@ -142,19 +142,25 @@ def _list_index(cx: Ctx, x, idx: tuple) -> tuple:
 
 
 def _index_with_tensor(cx: Ctx, x, idx, tensor_pos: list[int]):
-    full = all(isinstance(k, slice) and k == slice(None) for i, k in enumerate(idx)
-               if i not in tensor_pos)
-    adjacent = tensor_pos == list(range(tensor_pos[0], tensor_pos[0] + len(tensor_pos)))
-    if not full or not adjacent or Ellipsis in idx:
-        raise UnsupportedError(f'fx node "{cx.node_name}": advanced indexing other than index '
-                               "tensors on adjacent axes with full slices elsewhere")
-    indices = [idx[i] for i in tensor_pos]
-    if any(cx.dtype(index) == torch.bool for index in indices):
-        raise UnsupportedError(f'fx node "{cx.node_name}": boolean mask indexing '
-                               "(data-dependent shape)")
+    """Advanced indexing, as torch defines it: ints and slices apply first (basic indexing: an int
+    drops its dim, unlike numpy's, where an int beside index tensors is one more of them); the
+    index tensors broadcast, and their shape takes the place of their axes where those are
+    adjacent, else goes first."""
+    if None in idx or sum(k is Ellipsis for k in idx) > 1:
+        raise UnsupportedError(f'fx node "{cx.node_name}": advanced indexing with None or several Ellipsis')
+    idx = list(_full_index(cx, tuple(idx), cx.rank(x)))
+    if any(isinstance(k, (Val, torch.Tensor)) and cx.dtype(k) == torch.bool for k in idx):
+        raise UnsupportedError(f'fx node "{cx.node_name}": boolean mask indexing (data-dependent shape)')
+    x = _getitem_tensor(cx, x, tuple(k if isinstance(k, (int, slice)) else slice(None) for k in idx))
+    kept = [k for k in idx if not isinstance(k, int)]  # (the dims left, in order)
+    advanced = [a for a, k in enumerate(kept) if not isinstance(k, slice)]
+    indices = [kept[a] for a in advanced]
+    if advanced != list(range(advanced[0], advanced[0] + len(advanced))):  # separated: first
+        rest = [a for a in range(len(kept)) if a not in advanced]
+        x, advanced = cx.emit("transpose", [x], perm=advanced + rest), list(range(len(advanced)))
     if len(indices) == 1:
-        return cx.emit("gather", [x, indices[0]], axis=tensor_pos[0])
-    return gather_adjacent(cx, x, tensor_pos[0], indices, lambda index: isinstance(index, Val))
+        return cx.emit("gather", [x, indices[0]], axis=advanced[0])
+    return gather_adjacent(cx, x, advanced[0], indices, lambda index: isinstance(index, Val))
 
 
 @converts(operator.getitem)
