@@ -6,6 +6,8 @@ angle, real / imag, views, indexing, cat / stack, casts) on odd shapes, and what
 a complex graph input or output, and an op the table lacks."""
 from __future__ import annotations
 
+import random
+
 import pytest
 import torch
 import torch.nn as nn
@@ -140,3 +142,50 @@ def test_a_reinterpreting_view_of_a_complex_value_stays_in_torch(rng):
     refused, and the region around it runs in torch."""
     a = torch.randn(3, 4, 2, generator=rng).to(DEVICE)
     check(lambda t: (_z(t) * 2).view(torch.float32) + 1, a, in_torch=3)
+
+
+def _expression(rng, depth: int):
+    """A random expression over two complex values, a real tensor and a real constant."""
+    if depth == 0:
+        return rng.choice(["z1", "z2", "r", "half"])
+    op = rng.choice(["mul", "add", "sub", "div", "conj", "neg", "transpose", "sum", "parts"])
+    if op in ("conj", "neg", "transpose", "sum"):
+        return (op, _expression(rng, depth - 1))
+    return (op, _expression(rng, depth - 1), _expression(rng, depth - 1))
+
+
+def _evaluate(e, env):
+    if isinstance(e, str):
+        return env[e]
+    a = _evaluate(e[1], env)
+    unary = {"conj": lambda: torch.conj(a) if a.is_complex() else a, "neg": lambda: -a,
+             "transpose": lambda: a.transpose(-1, -2), "sum": lambda: a.sum(-1, keepdim=True)}
+    if e[0] in unary:
+        return unary[e[0]]()
+    b = _evaluate(e[2], env)
+    binary = {"mul": lambda: a * b, "add": lambda: a + b, "sub": lambda: a - b,
+              "div": lambda: a / (b + (3 + 1j if b.is_complex() else 3)),
+              "parts": lambda: (a.real if a.is_complex() else a) * (b.imag if b.is_complex() else b)}
+    return binary[e[0]]()
+
+
+class RandomExpression(nn.Module):
+    def __init__(self, expression):
+        super().__init__()
+        self.expression = expression
+
+    def forward(self, a, b, r):
+        env = {"z1": _z(a), "z2": _z(b), "r": r, "half": torch.full_like(r, 0.5)}
+        out = _evaluate(self.expression, env)
+        return torch.view_as_real(out.resolve_conj()) if out.is_complex() else out * 1.0
+
+
+@pytest.mark.parametrize("seed", range(24))
+def test_random_complex_expressions(seed):
+    """Products, quotients, sums, conjugates, transposes, sums over a dim and parts of complex
+    and real operands, nested up to four deep: against eager, every op in a kernel."""
+    rng = random.Random(seed)
+    module = RandomExpression(_expression(rng, rng.randint(1, 4)))
+    gen = torch.Generator().manual_seed(seed)
+    a, b, r = (torch.randn(*shape, generator=gen).to(DEVICE) for shape in [(3, 3, 2), (3, 3, 2), (3, 3)])
+    check(module, a, b, r, tolerance=1e-4)
