@@ -238,28 +238,28 @@ def test_a_node_refused_at_import_runs_in_torch_and_the_rest_in_engines():
 
 
 class FourierMixing(torch.nn.Module):
-    """FNet's token mixing between two dense layers: the real part of a 2-D FFT, or (exp) of an
+    """FNet's token mixing between two dense layers: the real part of a 2-D FFT, or (sqrt) of an
     op trident carries no complex values through."""
 
-    def __init__(self, exp: bool = False):
+    def __init__(self, sqrt: bool = False):
         super().__init__()
         self.a, self.b = torch.nn.Linear(8, 8), torch.nn.Linear(8, 4)
         self.norm = torch.nn.LayerNorm(8)
-        self.exp = exp
+        self.sqrt = sqrt
 
     def forward(self, x):
         h = torch.relu(self.a(x))
         spectrum = torch.fft.fftn(h, dim=(1, 2))
-        return self.b(self.norm((spectrum.exp().real if self.exp else spectrum.real) + h))
+        return self.b(self.norm((spectrum.sqrt().real if self.sqrt else spectrum.real) + h))
 
 
 def test_a_complex_value_stays_in_torch_with_what_reads_it():
-    model, x = FourierMixing(exp=True).eval(), torch.randn(2, 5, 8)
+    model, x = FourierMixing(sqrt=True).eval(), torch.randn(2, 5, 8)
     spy = Spy()
     with pytest.warns(UserWarning, match="complex"):
         check(torch.compile(model, backend=spy), model, (x,))
     (gm,) = spy.compiled
-    assert len(gm.trident_report.in_torch) == 3  # the FFT, exp of its complex result, and its .real
+    assert len(gm.trident_report.in_torch) == 3  # the FFT, sqrt of its complex result, and its .real
     assert all(s.built_engines() for s in spy.subgraphs()) and len(spy.subgraphs()) == 2
 
 

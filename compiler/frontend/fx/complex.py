@@ -53,12 +53,12 @@ def pairs(cx: Ctx, v) -> Complex | None:
 
 def holds_complex(args, kwargs) -> bool:
     """Do a node's arguments need the complex table: a Complex, or a complex constant beside a
-    run-time value (a real tensor times precomputed frequencies)?"""
+    run-time value (a real tensor times precomputed frequencies, `1j * angles`)?"""
     leaves = tree_flatten((args, kwargs))[0]
     if any(isinstance(x, Complex) for x in leaves):
         return True
     return any(isinstance(x, Val) for x in leaves) and \
-        any(isinstance(x, torch.Tensor) and x.is_complex() for x in leaves)
+        any(isinstance(x, complex) or (isinstance(x, torch.Tensor) and x.is_complex()) for x in leaves)
 
 
 # ============================================================================== table ====
@@ -214,6 +214,21 @@ def _negate(cx: Ctx, z):
     return Complex(_neg(cx, z.re), _neg(cx, z.im))
 
 
+@on_pairs(torch.exp, aten.exp.default, "exp")
+def _exp(cx: Ctx, z):
+    """e^(a + ib) = e^a (cos b + i sin b): `exp(1j * angles)`, another spelling of polar(1, angles)."""
+    z = pairs(cx, z)
+    magnitude = FUNCTIONS[torch.exp](cx, z.re)
+    return Complex(_mul(cx, magnitude, FUNCTIONS[torch.cos](cx, z.im)),
+                   _mul(cx, magnitude, FUNCTIONS[torch.sin](cx, z.im)))
+
+
+@on_pairs(torch.log, aten.log.default, "log")
+def _log(cx: Ctx, z):
+    """log z = log |z| + i angle(z) (the principal branch, as torch's)."""
+    return Complex(FUNCTIONS[torch.log](cx, _abs(cx, z)), _angle(cx, z))
+
+
 @on_pairs(torch.conj, torch.conj_physical, aten.conj.default, aten._conj.default, "conj", "conj_physical")
 def _conj(cx: Ctx, z):
     z = pairs(cx, z)
@@ -301,7 +316,7 @@ def touches_complex(node: torch.fx.Node) -> bool:
 def why_complex_in_torch(node: torch.fx.Node) -> str:
     if reads_complex(node) and not has_complex_converter(node):
         return ("reads a complex tensor (trident carries complex values through view_as_complex / "
-                "view_as_real, polar, arithmetic, views, abs, angle and torch.fft only)")
+                "view_as_real, polar, arithmetic, exp, log, views, abs, angle and torch.fft only)")
     return ("reads or makes a complex tensor that a graph input or output, or an op left in torch, "
             "also holds (trident carries complex values between real tensors only)")
 
