@@ -218,9 +218,8 @@ class _WriteThrough:
 
     def record(self, write: torch.fx.Node, root: torch.fx.Node) -> None:
         """A write into the whole of a tensor (not through a view) is its latest value."""
-        tensor, path = _view_path(root)
-        if not path:
-            origin = self.original.get(tensor, tensor)
+        if not _view_path(root)[1]:
+            origin = self._origin(root)
             self.original[write], self.latest[origin] = origin, write
 
     def _origin(self, node: torch.fx.Node) -> torch.fx.Node:
@@ -231,8 +230,7 @@ class _WriteThrough:
     def __call__(self, write: torch.fx.Node, root: torch.fx.Node, stale: list) -> None:
         """After `write` (into root, a view): the tensor viewed with the written block assigned, and
         each stale view taken again from it, for the readers after the write."""
-        tensor, path = _view_path(root)
-        origin = self.original.get(tensor, tensor)
+        path, origin = _view_path(root)[1], self._origin(root)
         made, where = [], write
 
         def emit(target, args, like):

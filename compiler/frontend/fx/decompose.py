@@ -31,6 +31,7 @@ from trident.compiler.errors import ShapeError, UnsupportedError
 from trident.compiler.frontend.fx import axes as fx_axes
 from trident.compiler.frontend.fx.context import Val
 from trident.compiler.frontend.fx.helpers import _full_index, _ints, _norm_slice, _scalar
+from trident.compiler.frontend.fx.indexing import _getitem_tensor, flat_index
 
 
 def _float(cx, x):
@@ -394,8 +395,6 @@ def _assign_advanced(cx, target, index: tuple, value):
     index = _full_index(cx, index, cx.rank(target))
     basic = tuple(k if isinstance(k, (int, slice)) else slice(None) for k in index)
     whole = all(k == slice(None) for k in basic)
-    from trident.compiler.frontend.fx.indexing import _getitem_tensor
-
     block = target if whole else _getitem_tensor(cx, target, basic)
     kept = [k for k in index if not isinstance(k, int)]
     advanced = [a for a, k in enumerate(kept) if not isinstance(k, slice)]
@@ -424,8 +423,6 @@ def _assign_indexed(cx, target, indices: list, value, reduction: str = "none"):
     """`target[i0, i1, ...] = value` with index tensors on the leading axes (Informer's ProbSparse
     attention writes its chosen queries' rows so): the rows of the leading axes flattened, at the
     flat index the indices pick (one out of its axis goes past the rows: an error), as a ScatterND."""
-    from trident.compiler.frontend.fx.indexing import flat_index
-
     if any(cx.dtype(i) in (torch.bool, torch.uint8) or cx.dtype(i).is_floating_point for i in indices):
         raise UnsupportedError(f'fx node "{cx.node_name}": an assignment at a mask or float index')
     shape = list(cx.shape(target))

@@ -117,7 +117,8 @@ def _signal(cx: Ctx, x) -> Complex:
 def _dims(cx: Ctx, x, s, dim) -> tuple[list[int], list[int | None]]:
     """The transformed axes (dim None: all, or the last len(s)) and their sizes (None: the
     signal's own)."""
-    rank = cx.rank(_signal(cx, x).re)
+    z = pairs(cx, x)
+    rank = cx.rank(x if z is None else z.re)  # (no cast emitted here: _signal makes it)
     sizes = None if s is None else ([s] if isinstance(s, int) else list(s))
     if dim is None:
         dims = list(range(rank)) if sizes is None else list(range(rank - len(sizes), rank))
