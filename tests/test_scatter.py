@@ -149,6 +149,42 @@ def test_other_scatter_nds_run_in_torch(shape, index_shape, why, rng):
     assert torch_steps(engine) == ["scatter_nd"], why
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.int64])
+@pytest.mark.parametrize("shape, index_shape", [((50, 3), (40, 1)), ((6, 7, 2), (30, 2)), ((33,), (20, 1)),
+                                                ((17, 5), (3, 9, 1)), ((1, 4), (18, 1))])
+def test_scatter_nd_of_many_rows_takes_each_rows_last_writer(shape, index_shape, dtype, rng):
+    """More updates than the scatter kernel walks (a prefill written into a cache): each row takes
+    its last writer's row (repeats and negative indices among them), in kernels."""
+    depth = index_shape[-1]
+    index = torch.stack([torch.randint(-n, n, index_shape[:-1], generator=rng) for n in shape[:depth]], -1)
+    updates_shape = index_shape[:-1] + shape[depth:]
+    updates = fresh(updates_shape, torch.float32, rng)
+    if dtype.is_floating_point:
+        updates.view(-1)[:3] = torch.tensor([float("nan"), float("inf"), -float("inf")])
+    inputs = [fresh(shape, torch.float32, rng).to(dtype), index, (updates * 10).to(dtype)]
+    engine = assert_matches_reference(scatter_nd_graph(shape, index_shape, "none", dtype), inputs)
+    assert torch_steps(engine) == []
+
+
+def test_a_many_rows_scatter_nd_index_out_of_range_is_the_engines_error(rng):
+    engine, _ = compile_and_run(scatter_nd_graph((30, 2), (20, 1), "none"),
+                                [fresh((30, 2), torch.float32, rng), torch.arange(20)[:, None], torch.zeros(20, 2)])
+    engine.cuda_graph = False  # (the index checks run on uncaptured calls)
+    bad = torch.arange(20)[:, None]
+    bad[7] = 30
+    with pytest.raises(InputError, match="30"):
+        engine(*[t.to(engine.device) for t in (torch.zeros(30, 2), bad, torch.zeros(20, 2))])
+
+
+def test_a_last_writer_search_past_its_budget_runs_in_torch(rng, monkeypatch):
+    import importlib
+    monkeypatch.setattr(importlib.import_module("trident.compiler.passes.scatter_rows"), "LAST_WRITER_BUDGET", 30 * 19)
+    index = torch.randint(0, 30, (20, 1), generator=rng)
+    inputs = [fresh((30, 2), torch.float32, rng), index, fresh((20, 2), torch.float32, rng)]
+    engine = assert_matches_reference(scatter_nd_graph((30, 2), (20, 1), "none"), inputs)
+    assert torch_steps(engine) == ["scatter_nd"]
+
+
 def test_a_scatter_nd_coordinate_out_of_its_dim_is_the_engines_error(rng):
     """(1, 7) into [3, 4] would flatten to row 11, which exists: the lowering marks it out of range."""
     engine, _ = compile_and_run(scatter_nd_graph((3, 4), (2, 2), "none"),
