@@ -51,7 +51,7 @@ from trident.compiler import fx_partition
 from trident.compiler.autotune.tuner import LEVELS
 from trident.compiler.dynamo_shapes import fits, profiles_for, symbolic_inputs
 from trident.compiler.errors import TridentError, UnsupportedError
-from trident.compiler.fx_mutation import EXPLICIT, example_value, make_writes_explicit
+from trident.compiler.fx_mutation import EXPLICIT, example_value, make_writes_explicit, return_written_inputs
 from trident.compiler.fx_vmap import lower_vmaps
 
 DEFAULTS = {"precision": _config.DEFAULT_PRECISION, "calibration": None, "cuda_graph": True,
@@ -113,21 +113,45 @@ def trident_backend(gm: torch.fx.GraphModule, example_inputs: Sequence, **kwargs
     report = CompileReport(nodes=len(gm.graph.nodes))
     start = time.perf_counter()
     lower_vmaps(gm)  # transformers 4.x's vmap-built masks become broadcasts (compiler/fx_vmap.py)
-    split, in_torch = _whole_graph_in_torch(gm) or partition(gm)
+    written: list[int] = []  # the inputs the graph writes into, their new values its last outputs
+    split, in_torch = _whole_graph_in_torch(gm, written) or partition(gm)
     report.partition_s = time.perf_counter() - start
     report.in_torch += in_torch
     if in_torch and not options["fallback"]:
         raise UnsupportedError("trident backend (fallback=False): " + "; ".join(map(str, in_torch)))
     if split is None:
         _say_in_torch(report)
-        gm.trident_report = report
-        return gm
+        return _writing_back(gm, written, report)
     _wrap_partitions(split, _weight_placeholders(gm, example_inputs), options, report)
     if options["precision"] == "int8" and options["calibration"] is not None:
         _calibrate(split, gm, example_inputs, options["calibration"], report.subgraphs)
     _say_in_torch(report)
-    split.trident_report = report
-    return split
+    return _writing_back(split, written, report)
+
+
+class _WritesBack(torch.nn.Module):
+    """Runs a graph whose last outputs are the new values of inputs it writes into
+    (fx_mutation.return_written_inputs), copies them into those inputs, and returns the rest."""
+
+    def __init__(self, module: torch.nn.Module, written: list[int]):
+        super().__init__()
+        self.module, self.written = module, written
+
+    def forward(self, *args):
+        outs = self.module(*args)
+        kept = len(outs) - len(self.written)
+        with torch.no_grad():
+            for position, value in zip(self.written, outs[kept:]):
+                if value is not args[position]:
+                    args[position].copy_(value)
+        return outs[:kept]
+
+
+def _writing_back(module: torch.nn.Module, written: list[int], report: CompileReport) -> torch.nn.Module:
+    if written:
+        module = _WritesBack(module, written)
+    module.trident_report = report
+    return module
 
 
 def recording_backend(options: dict | None = None):
@@ -183,12 +207,21 @@ def _wrap_partitions(split: torch.fx.GraphModule, weights: set[str], options: di
     split.recompile()
 
 
-def _whole_graph_in_torch(gm: torch.fx.GraphModule) -> tuple[None, list[InTorch]] | None:
+def _whole_graph_in_torch(gm: torch.fx.GraphModule, written: list[int]) -> tuple[None, list[InTorch]] | None:
     """(None, why) when an in-place write of the graph cannot be made explicit (fx_mutation):
-    no partition may then leave torch. None when every write was (or there is none)."""
+    no partition may then leave torch. None when every write was (or there is none); writes
+    into inputs are then returned as the graph's last outputs, their positions in `written`."""
     from trident.compiler.frontend.fx import target_label
 
-    unexplicit = make_writes_explicit(gm)
+    inputs_written: list = []
+    unexplicit = make_writes_explicit(gm, inputs_written)
+    if not unexplicit and inputs_written:
+        positions = return_written_inputs(gm, inputs_written)
+        if positions is None:
+            unexplicit = [(final, f'writes in place into "{state.name}", a graph input, in a graph whose '
+                           "outputs are no tuple") for state, final in inputs_written]
+        else:
+            written += positions
     if not unexplicit:
         return None
     return None, [InTorch(target_label(node), node.name, f"{why}: the whole graph runs in torch")

@@ -13,9 +13,16 @@ A write into a view made by basic indexing (`k[..., :d].copy_(k_nope)`: DeepSeek
 `x = assign(x, index, write)` after it, and every view of x read after the write is taken again
 from that result.
 
+A write into a graph input (a buffer dynamo lifted: transformers' static KV cache, written with
+`keys.index_copy_(2, positions, k)`) is state the caller keeps. Where the caller asks
+(`inputs_written`), it is made explicit as any other, and the input's final value becomes an
+extra output of the graph (`return_written_inputs`), for the caller to copy back into the input
+after the run, as AOTAutograd's functionalization does.
+
 Some writes cannot be made explicit, and the graph must then run in torch as a whole: a write into
-a graph input, a weight or a constant (state outside the graph), and a write into memory other
-nodes see through a view other than basic indexing (their values change too). Aliasing is read from the fake
+a weight or a constant, into a graph input other than through basic indexing (or where the
+caller does not ask), and a write into memory other nodes see through a view other than basic
+indexing (their values change too). Aliasing is read from the fake
 tensors dynamo records for every node (`meta["example_value"]`); a graph without them (symbolic
 trace) is judged by the ops that make views.
 """
@@ -39,6 +46,8 @@ VIEW_NAMES = {"view", "view_as", "reshape", "reshape_as", "transpose", "permute"
               "split_with_sizes", "chunk", "unbind", "movedim", "swapaxes", "as_strided", "diagonal", "detach",
               "contiguous", "getitem", "__getitem__", "unfold", "real", "imag", "view_as_real", "view_as_complex"}
 WRITE_OPS = ("call_function", "call_method")
+# placeholder meta key: an input the graph writes into (state, never a weight baked in)
+WRITTEN_INPUT = "trident_written_input"
 # gm.meta key: the graph's writes are explicit already (a partition of a graph that was rewritten,
 # whose writes into its inputs are the parent's, with every later reader pointed at them).
 EXPLICIT = "trident_writes_explicit"
@@ -295,12 +304,23 @@ def _drop_idle_sets(graph: torch.fx.Graph) -> bool:
     return dropped
 
 
-def make_writes_explicit(gm: torch.fx.GraphModule) -> list[tuple[torch.fx.Node, str]]:
+def _written_input(root: torch.fx.Node, aliases: _Aliases, write_through: _WriteThrough) -> torch.fx.Node | None:
+    """The graph input a write into `root` changes where it is the tensor root is or views by
+    basic indexing, and no other input or weight shares its memory; else None."""
+    origin = write_through._origin(root)
+    outside = [m for m in aliases.members(root) if m.op in ("placeholder", "get_attr")]
+    return origin if origin.op == "placeholder" and outside == [origin] else None
+
+
+def make_writes_explicit(gm: torch.fx.GraphModule,
+                         inputs_written: list | None = None) -> list[tuple[torch.fx.Node, str]]:
     """Rewrites `gm` so every node that reads a tensor after an in-place write into it reads the
     write's result (torch runs the rewritten graph exactly as before: an in-place op returns the
     tensor it wrote). `x[i] = v` becomes `assign(x, i, v)`. Returns the writes that cannot be
     made explicit, each with why (the graph must then run in torch as it is); empty when every
-    write was, and the graph is then marked EXPLICIT."""
+    write was, and the graph is then marked EXPLICIT. inputs_written: where given, writes into
+    graph inputs are made explicit too, and it receives (input, its final value) for each input
+    written (when every write was made explicit)."""
     if gm.meta.get(EXPLICIT):
         return []
     graph = gm.graph
@@ -308,13 +328,17 @@ def make_writes_explicit(gm: torch.fx.GraphModule) -> list[tuple[torch.fx.Node, 
     order = {node: i for i, node in enumerate(graph.nodes)}
     aliases = _Aliases(graph, order)
     write_through = _WriteThrough(graph, order, aliases)
-    problems = []
+    problems, states = [], {}
     for node in list(graph.nodes):
         base = written_operand(node)
         if base is None:
             continue
         root = _root(base)
         why = _outside(root, aliases)
+        written_input = None
+        if why and inputs_written is not None:
+            written_input = _written_input(root, aliases, write_through)
+            why = None if written_input is not None else why
         stale = [] if why else aliases.read_stale(root, node)
         if stale and not write_through.applies(root, stale):
             why = _stale(root, stale)
@@ -335,14 +359,34 @@ def make_writes_explicit(gm: torch.fx.GraphModule) -> list[tuple[torch.fx.Node, 
         position = order[node]
         readers = base.replace_all_uses_with(node, delete_user_cb=lambda user: user is not node
                                              and order.get(user, -1) > position)
-        if stale:
-            write_through(node, root, stale)
+        if stale or (written_input is not None and _view_path(root)[1]):
+            write_through(node, root, stale)  # (an input's new value is read: by the caller)
         write_through.record(node, root)
-        changed = changed or bool(readers) or bool(stale) or node.target is assign
+        if written_input is not None:
+            states[written_input] = True
+        changed = changed or bool(readers) or bool(stale) or node.target is assign or written_input is not None
     if changed:
         gm.recompile()
     gm.meta[EXPLICIT] = not problems
+    if inputs_written is not None and not problems:
+        inputs_written += [(state, write_through.latest[state]) for state in states]
     return problems
 
 
-__all__ = ["EXPLICIT", "assign", "make_writes_explicit", "writes_in_place", "written_operand"]
+def return_written_inputs(gm: torch.fx.GraphModule, inputs_written: list) -> list[int] | None:
+    """Appends each written input's final value to the graph's outputs (a tuple) and marks the
+    input WRITTEN_INPUT; returns the inputs' positions among the placeholders, in the order of
+    the values appended. None where the outputs are no tuple (the graph is left as it is)."""
+    output = next(n for n in gm.graph.nodes if n.op == "output")
+    if not isinstance(output.args[0], tuple):
+        return None
+    output.args = (output.args[0] + tuple(final for _, final in inputs_written),)
+    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    for state, _ in inputs_written:
+        state.meta[WRITTEN_INPUT] = True
+    gm.recompile()
+    return [placeholders.index(state) for state, _ in inputs_written]
+
+
+__all__ = ["EXPLICIT", "WRITTEN_INPUT", "assign", "make_writes_explicit", "return_written_inputs",
+           "writes_in_place", "written_operand"]

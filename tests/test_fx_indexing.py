@@ -218,3 +218,46 @@ def test_one_hot_of_a_class_outside_its_width_is_an_input_error(bad):
     torch.testing.assert_close(run_engine(engine, classes)[0], OneHot()(classes))
     with pytest.raises(InputError, match="out of range|index"):
         run_engine(engine, torch.tensor([[0, 3], [bad, 1]]))
+
+
+class StaticCache(torch.nn.Module):
+    """transformers' static KV cache: a step's keys written into a preallocated buffer at their
+    positions (`index_copy_` along the sequence), then attention over the whole buffer."""
+
+    def __init__(self, length=40):
+        super().__init__()
+        self.register_buffer("keys", torch.zeros(1, 2, length, 8))
+
+    def forward(self, q, k, positions):
+        self.keys.index_copy_(2, positions, k)
+        return q @ self.keys.transpose(-1, -2)
+
+
+@pytest.mark.parametrize("steps", [[24, 1], [3, 3]])
+def test_a_static_cache_written_by_index_copy(steps):
+    """A prefill of more rows than the scatter kernel walks (each row's last writer,
+    passes/scatter_rows.py), then decode steps of one, into the module's buffer as eager does."""
+    gen = torch.Generator().manual_seed(5)
+    model, eager = StaticCache().to(DEV), StaticCache().to(DEV)
+    start, calls = 0, []
+    for n in steps:
+        positions = torch.arange(start, start + n).to(DEV)
+        q, k = torch.randn(1, 2, n, 8, generator=gen).to(DEV), torch.randn(1, 2, n, 8, generator=gen).to(DEV)
+        got, reports = compile_with_reports(model, q, k, positions)
+        torch.testing.assert_close(got, eager(q, k, positions))
+        calls.append(ops_in_torch(reports))
+        start += n
+    torch.testing.assert_close(model.keys, eager.keys)
+    assert calls == [[]] * len(steps)
+
+
+def test_index_copy_along_an_inner_axis_with_repeats_and_a_scalar_index():
+    gen = torch.Generator().manual_seed(6)
+    x, source = torch.randn(5, 30, 3, generator=gen).to(DEV), torch.randn(5, 20, 3, generator=gen).to(DEV)
+    rows = torch.randperm(30, generator=gen)[:20].to(DEV)
+    got, reports = compile_with_reports(lambda a, s: a.index_copy(1, rows, s) * 2, x, source)
+    torch.testing.assert_close(got, x.index_copy(1, rows, source) * 2)
+    one = torch.tensor(4).to(DEV)
+    got, more = compile_with_reports(lambda a, s: torch.index_copy(a, 1, one, s[:, :1]) + 1, x, source)
+    torch.testing.assert_close(got, torch.index_copy(x, 1, one, source[:, :1]) + 1)
+    assert ops_in_torch(reports) == [] and ops_in_torch(more) == []

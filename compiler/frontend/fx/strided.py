@@ -229,6 +229,19 @@ def _index_put(cx: Ctx, target, indices, values, accumulate=False):
     return _index_add(cx, target, 0, rows, cx.emit("expand", [cx.cast(values, cx.dtype(target))], shape=shape))
 
 
+@converts(aten.index_copy.default, torch.index_copy, "index_copy")
+def _index_copy(cx: Ctx, input, dim, index, source):
+    """input with source's slices at the positions index (1-D) names along dim (transformers'
+    static caches write a step's keys and values so): `input[:, ..., index] = source`."""
+    axis = _axis(dim, cx.rank(input))
+    if cx.rank(index) > 1 or cx.rank(source) != cx.rank(input):
+        raise UnsupportedError(f'fx node "{cx.node_name}": index_copy of a rank {cx.rank(index)} index and a '
+                               f"rank {cx.rank(source)} source into rank {cx.rank(input)}")
+    if cx.rank(index) == 0:
+        index = _reshape(cx, index, [1])
+    return decompose.assign(cx, input, (slice(None),) * axis + (index,), source)
+
+
 @converts(aten.index_add.default, torch.index_add, "index_add")
 def _index_add(cx: Ctx, input, dim, index, source, *, alpha=1):
     """input with source's slices added in at the positions index (1-D) names along dim: a
