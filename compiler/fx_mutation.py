@@ -196,7 +196,8 @@ def _is_basic_index(index) -> bool:
 def _view_path(node: torch.fx.Node) -> tuple[torch.fx.Node, list[torch.fx.Node]]:
     """(tensor, views): node is views[-1], each view a basic indexing of the one before it (of
     tensor, the first), all of them views of tensor's memory; (node, []) when node is none. An
-    in-place write's result is the memory it wrote (no index of its own)."""
+    in-place write's result is the memory it wrote (no index of its own), and so is a call that
+    returned its argument's tensor itself."""
     views = []
     while True:
         if (node.op == "call_function" and node.target is operator.getitem and isinstance(node.args[0], torch.fx.Node)
@@ -205,8 +206,24 @@ def _view_path(node: torch.fx.Node) -> tuple[torch.fx.Node, list[torch.fx.Node]]
             node = node.args[0]
         elif written_operand(node) is not None:
             node = written_operand(node)
+        elif _same_tensor(node):
+            node = node.args[0]
         else:
             return node, views[::-1]
+
+
+def _same_tensor(node: torch.fx.Node) -> bool:
+    """Did the node return its first argument's tensor itself (`cache.to(device)` where it is
+    there already, `.contiguous()` of a dense one): the same memory, shape, strides and dtype?"""
+    if node.op not in WRITE_OPS or not node.args or not isinstance(node.args[0], torch.fx.Node):
+        return False
+    value, source = example_value(node), example_value(node.args[0])
+    if not (isinstance(value, torch.Tensor) and isinstance(source, torch.Tensor)) or writes_in_place(node):
+        return False
+    storage = _storage(node)
+    return (storage is not None and storage == _storage(node.args[0])
+            and value.storage_offset() == source.storage_offset() and value.shape == source.shape
+            and value.stride() == source.stride() and value.dtype == source.dtype)
 
 
 class _WriteThrough:
