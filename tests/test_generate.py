@@ -80,3 +80,26 @@ def test_a_saved_decoder_engine_generates_the_same_tokens(gpt2, tmp_path):
     assert loaded.profile.symbols["past"].as_tuple() == (0, 8, 40)
     ids = torch.randint(0, 97, (3, 4), generator=torch.Generator().manual_seed(3))
     assert torch.equal(trident.generate(loaded, ids, 6), trident.generate(engine, ids, 6))
+
+
+def test_transformers_generate_with_a_static_cache_through_torch_compile():
+    """generate(cache_implementation="static") with the model's forward compiled by trident: the
+    prefill and each step write their keys into the cache's buffers (index_copy_, written back
+    after the run: compiler/fx_mutation.py), both graphs in kernels, the same tokens as eager."""
+    from trident.compiler.dynamo import recording_backend
+    from trident.compiler.testing import DEVICE
+
+    torch.manual_seed(0)
+    cfg = transformers.LlamaConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                   intermediate_size=128, vocab_size=100, max_position_embeddings=128)
+    model = transformers.LlamaForCausalLM(cfg).eval().to(DEVICE)
+    ids = torch.randint(0, 100, (1, 20), generator=torch.Generator().manual_seed(4)).to(DEVICE)
+    with torch.no_grad():
+        want = model.generate(ids, max_new_tokens=8, do_sample=False, cache_implementation="static")
+        backend, reports = recording_backend({"precision": "fp32"})
+        torch._dynamo.reset()
+        model.forward = torch.compile(model.forward, backend=backend)
+        got = model.generate(ids, max_new_tokens=8, do_sample=False, cache_implementation="static")
+    torch._dynamo.reset()
+    assert torch.equal(got, want)
+    assert reports and all(r.in_torch == [] and r.num_kernels > 0 for r in reports)
