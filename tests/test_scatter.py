@@ -149,7 +149,7 @@ def test_other_scatter_nds_run_in_torch(shape, index_shape, why, rng):
     assert torch_steps(engine) == ["scatter_nd"], why
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.int64])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.int64, torch.bool])
 @pytest.mark.parametrize("shape, index_shape", [((50, 3), (40, 1)), ((6, 7, 2), (30, 2)), ((33,), (20, 1)),
                                                 ((17, 5), (3, 9, 1)), ((1, 4), (18, 1))])
 def test_scatter_nd_of_many_rows_takes_each_rows_last_writer(shape, index_shape, dtype, rng):
@@ -162,6 +162,8 @@ def test_scatter_nd_of_many_rows_takes_each_rows_last_writer(shape, index_shape,
     if dtype.is_floating_point:
         updates.view(-1)[:3] = torch.tensor([float("nan"), float("inf"), -float("inf")])
     inputs = [fresh(shape, torch.float32, rng).to(dtype), index, (updates * 10).to(dtype)]
+    if dtype == torch.bool:  # (a mask's chosen rows set: MAE-style token masks)
+        inputs = [fresh(shape, torch.float32, rng) > 0, index, updates > 0]
     engine = assert_matches_reference(scatter_nd_graph(shape, index_shape, "none", dtype), inputs)
     assert torch_steps(engine) == []
 
