@@ -49,7 +49,7 @@ from torch.utils._pytree import tree_flatten, tree_unflatten
 from trident.compiler import config as _config  # (also: Triton's interpreter without CUDA)
 from trident.compiler import fx_partition
 from trident.compiler.autotune.tuner import LEVELS
-from trident.compiler.dynamo_shapes import fits, profiles_for, symbolic_inputs
+from trident.compiler.dynamo_shapes import ALIASES, fits, profiles_for, symbolic_inputs
 from trident.compiler.errors import TridentError, UnsupportedError
 from trident.compiler.fx_mutation import EXPLICIT, example_value, make_writes_explicit, return_written_inputs
 from trident.compiler.fx_vmap import lower_vmaps
@@ -581,9 +581,12 @@ class TridentSubgraph(torch.nn.Module):
         precision = self.options["precision"]
         start = time.perf_counter()
         if profile:   # symbolic sizes: import, compile and probe inside build_engine
+            profile = dict(profile)
+            aliases = profile.pop(ALIASES, {})
             engine = build_engine(self.gm, precision, example_inputs=examples, device=device,
                                   calibration=quantization and quantization.calibration,
                                   tune=self.options["tune"], **profile)
+            engine.symbol_aliases = aliases  # (what fits() reads)
             imported = start
         else:
             graph = import_model(self.gm, examples)

@@ -10,6 +10,13 @@ RANGE_FACTOR times it (at least MIN_MAX); a later size past the max builds a sec
 range starts from that size. A profile the model cannot be built for at its max (BERT's position
 table holds 512 rows, or a tiny model's 128) is tried again with the max at the size seen
 (`profiles_for`).
+
+Dynamo gives every input its own symbols, also where the model only ever passes equal sizes: a
+decoder's key and value caches grow as one, but are two inputs, `s1` and `s2`. Probed apart, the
+attention between them fails (keys and values of different lengths), so where a profile cannot
+be built as dynamo states it, the symbols of equal size in the call are tried as one
+(`ALIASES`): the engine's profile names the first of them, and it fits a later call only where
+those sizes are still equal.
 """
 from __future__ import annotations
 
@@ -20,6 +27,8 @@ import torch
 
 RANGE_FACTOR = 4
 MIN_MAX = 64
+# a profile's build options key: {symbol: the symbol of equal size it is built as}
+ALIASES = "aliases"
 
 
 @dataclass
@@ -83,26 +92,51 @@ def profile_ranges(sizes: dict[str, int], factor: int = RANGE_FACTOR) -> dict[st
 
 
 def profiles_for(sym: SymbolicInputs, args: Sequence) -> list[dict]:
-    """The build options to try in order: the wide profile, then one whose max is the size seen."""
-    return [build_options(sym, args), build_options(sym, args, factor=1)]
+    """The build options to try in order: the wide profile, then one whose max is the size seen;
+    each first as dynamo states the symbols, then with those of equal size as one."""
+    aliases = equal_symbols(sym.symbols_of(args))
+    options = []
+    for factor in (RANGE_FACTOR, 1):
+        options.append(build_options(sym, args, factor))
+        if aliases:
+            options.append(build_options(sym, args, factor, aliases))
+    return options
 
 
-def build_options(sym: SymbolicInputs, args: Sequence, factor: int = RANGE_FACTOR) -> dict:
-    """shapes= and dim_names= for build_engine (placeholders by index), and scalar inputs."""
-    ranges = profile_ranges(sym.symbols_of(args), factor)
+def equal_symbols(sizes: dict[str, int]) -> dict[str, str]:
+    """{symbol: the first symbol of the same size}, for every symbol after the first of a size."""
+    first: dict[int, str] = {}
+    return {s: first[v] for s, v in sizes.items() if first.setdefault(v, s) != s}
+
+
+def build_options(sym: SymbolicInputs, args: Sequence, factor: int = RANGE_FACTOR,
+                  aliases: dict[str, str] | None = None) -> dict:
+    """shapes= and dim_names= for build_engine (placeholders by index), and scalar inputs;
+    aliases: symbols built as another of equal size (kept under ALIASES)."""
+    aliases = aliases or {}
+    name = lambda s: aliases.get(s, s)  # noqa: E731
+    ranges = profile_ranges({name(s): v for s, v in sym.symbols_of(args).items()}, factor)
     shapes, names = {}, {}
     for i, dims in sym.dims.items():
         shape = list(args[i].shape)
-        triples = [ranges[dims[d]] if d in dims else (n, n, n) for d, n in enumerate(shape)]
+        triples = [ranges[name(dims[d])] if d in dims else (n, n, n) for d, n in enumerate(shape)]
         shapes[i] = tuple(tuple(t[k] for t in triples) for k in range(3))
-        names[i] = dict(dims)
-    names.update(sym.scalars)   # an int placeholder that is a symbol: its name alone
-    return {"shapes": shapes, "dim_names": names}
+        names[i] = {d: name(s) for d, s in dims.items()}
+    names.update({i: name(s) for i, s in sym.scalars.items()})   # an int placeholder that is a symbol
+    options = {"shapes": shapes, "dim_names": names}
+    if aliases:
+        options[ALIASES] = dict(aliases)
+    return options
 
 
 def fits(engine, sizes: dict[str, int]) -> bool:
+    """Does the engine's profile hold these sizes (a symbol it was built to alias: only at the
+    size of the symbol it stands for)?"""
     symbols = engine.profile.symbols if engine.profile is not None else {}
-    return all(s in symbols and v in symbols[s] for s, v in sizes.items())
+    aliases = getattr(engine, "symbol_aliases", {})
+    return all(aliases.get(s, s) in symbols and v in symbols[aliases.get(s, s)]
+               and (s not in aliases or sizes.get(aliases[s]) == v) for s, v in sizes.items())
 
 
-__all__ = ["SymbolicInputs", "build_options", "fits", "profile_ranges", "profiles_for", "symbolic_inputs"]
+__all__ = ["ALIASES", "SymbolicInputs", "build_options", "equal_symbols", "fits", "profile_ranges", "profiles_for",
+           "symbolic_inputs"]

@@ -69,3 +69,41 @@ def test_an_int_that_sizes_no_tensor_is_a_value_not_a_profile_size(partitions):
             x = torch.randn(rows, 7, device=DEV)
             torch.testing.assert_close(compiled(x, shift), model(x, shift), rtol=1e-5, atol=1e-5)
     assert sum(p.engines_built for p in partitions) == 3  # one per shift; rows 3 and 5 share one
+
+
+class DecodeStep(torch.nn.Module):
+    """A decoder step over a KV cache: keys and values are two inputs, so dynamo gives their
+    past lengths two symbols, which the attention needs equal."""
+
+    def forward(self, q, k, v, past_k, past_v):
+        keys, values = torch.cat([past_k, k], 2), torch.cat([past_v, v], 2)
+        return torch.nn.functional.scaled_dot_product_attention(q, keys, values) * 2
+
+
+def test_cache_lengths_of_two_symbols_share_one_profile(partitions):
+    """Probed apart, keys and values of different lengths fail; built as one symbol
+    (dynamo_shapes.equal_symbols), one engine serves every past length."""
+    torch._dynamo.reset()
+    model = DecodeStep()
+    compiled = torch.compile(model, backend="trident", options={"fallback": False})
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for past in (5, 9, 14, 30):
+            x = [torch.randn(2, 4, 1, 8, generator=gen) for _ in range(3)]
+            x += [torch.randn(2, 4, past, 8, generator=gen) for _ in range(2)]
+            x = [t.to(DEV) for t in x]
+            for cache in x[3:]:  # (as transformers' caches become after their first recompile)
+                torch._dynamo.mark_dynamic(cache, 2)
+            torch.testing.assert_close(compiled(*x), model(*x), rtol=1e-4, atol=1e-5)
+    assert sum(p.engines_built for p in partitions) == 1
+
+
+def test_an_aliased_symbol_fits_only_at_its_symbols_size():
+    from types import SimpleNamespace
+
+    from trident.compiler.dynamo_shapes import equal_symbols, fits
+
+    assert equal_symbols({"s0": 2, "s1": 7, "s2": 7, "s3": 2}) == {"s2": "s1", "s3": "s0"}
+    engine = SimpleNamespace(profile=SimpleNamespace(symbols={"s1": range(1, 65)}), symbol_aliases={"s2": "s1"})
+    assert fits(engine, {"s1": 9, "s2": 9})
+    assert not fits(engine, {"s1": 9, "s2": 10}) and not fits(engine, {"s1": 90, "s2": 90})

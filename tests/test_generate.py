@@ -103,3 +103,28 @@ def test_transformers_generate_with_a_static_cache_through_torch_compile():
     torch._dynamo.reset()
     assert torch.equal(got, want)
     assert reports and all(r.in_torch == [] and r.num_kernels > 0 for r in reports)
+
+
+def test_transformers_generate_with_a_dynamic_cache_builds_one_decode_engine():
+    """The default (dynamic) cache: after dynamo's recompile the decode graph's past lengths are
+    symbols, one per cache tensor; one engine serves every step (dynamo_shapes.equal_symbols),
+    with the sizes' arithmetic (torch.sym_sum) at import, nothing in torch."""
+    from trident.compiler.dynamo import recording_backend
+    from trident.compiler.testing import DEVICE
+
+    torch.manual_seed(0)
+    cfg = transformers.LlamaConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                   intermediate_size=128, vocab_size=100, max_position_embeddings=128)
+    model = transformers.LlamaForCausalLM(cfg).eval().to(DEVICE)
+    ids = torch.randint(0, 100, (2, 20), generator=torch.Generator().manual_seed(4)).to(DEVICE)
+    mask = torch.ones_like(ids)
+    with torch.no_grad():
+        want = model.generate(ids, attention_mask=mask, max_new_tokens=10, do_sample=False, pad_token_id=0)
+        backend, reports = recording_backend({"precision": "fp32"})
+        torch._dynamo.reset()
+        model.forward = torch.compile(model.forward, backend=backend)
+        got = model.generate(ids, attention_mask=mask, max_new_tokens=10, do_sample=False, pad_token_id=0)
+    torch._dynamo.reset()
+    assert torch.equal(got, want)
+    assert reports and all(r.in_torch == [] for r in reports)
+    assert [sum(s.engines_built for s in r.subgraphs) for r in reports] == [1] * len(reports)
