@@ -49,7 +49,7 @@ from torch.utils._pytree import tree_flatten, tree_unflatten
 from trident.compiler import config as _config  # (also: Triton's interpreter without CUDA)
 from trident.compiler import fx_partition
 from trident.compiler.autotune.tuner import LEVELS
-from trident.compiler.dynamo_shapes import ALIASES, fits, profiles_for, symbolic_inputs
+from trident.compiler.dynamo_shapes import ALIASES, fits, profiles_for, run_time_ints, symbolic_inputs
 from trident.compiler.errors import TridentError, UnsupportedError
 from trident.compiler.fx_mutation import EXPLICIT, example_value, make_writes_explicit, return_written_inputs
 from trident.compiler.fx_vmap import lower_vmaps
@@ -381,6 +381,7 @@ def _signature(args: Sequence) -> tuple:
 
 
 _FALLBACK = object()
+_AS_VALUES = object()  # a build that took the run-time ints as tensors failed: take them as values
 
 
 def _detached(args: Sequence) -> tuple:
@@ -421,6 +422,7 @@ class TridentSubgraph(torch.nn.Module):
         self.calibration: list[tuple] = []    # int8: this partition's inputs per batch
         self.engines: dict[tuple, Any] = {}
         self.symbolic = symbolic_inputs(gm)   # dynamic sizes: one engine serves them all
+        self._run_time_ints = run_time_ints(gm)  # symbolic ints passed as tensors, not baked in
         self.engines_built = 0
         self._said_fallback = False           # a failing build is reported once, not per shape
         self._said_per_size = False           # so is a profile that does not build
@@ -437,24 +439,37 @@ class TridentSubgraph(torch.nn.Module):
     def forward(self, *args):
         if self._split is not None:  # (its parts key their engines by these weights' identities)
             return self._split(*args)
-        weights = self._weights_key(args)
-        entry = self._dynamic_entry(args, weights) if self.symbolic else None
+        call = self._with_int_tensors(args)
+        weights = self._weights_key(call)
+        entry = self._dynamic_entry(call, weights) if self.symbolic else None
         if entry is None:
             # Keyed by the signature of the arguments that are not weights (dynamo's guards
             # cover the weights' shapes; hashing the hundreds of lifted parameters of a CNN cost
             # more per call than its engine at batch 8) and by which weights these are.
-            key = (_signature([args[k] for k in self._user_positions]), weights)
+            key = (_signature([call[k] for k in self._user_positions]), weights)
             entry = self.engines.get(key)
             if entry is None:
-                entry = self.engines[key] = self._build(args)
+                entry = self.engines[key] = self._build(call)
+        if entry is _AS_VALUES:  # an int is a size somewhere: the ints are values, an engine per value
+            self.engines = {k: e for k, e in self.engines.items() if e is not _AS_VALUES}
+            self._run_time_ints = []
+            return self.forward(*args)
         if entry is _FALLBACK:
             return self.gm(*_detached(args)) if self._split is None else self._split(*args)
         engine, keep = entry
         # An inference engine computes no gradients (and Triton's interpreter reads raw data).
-        outs = engine(*[args[i].detach() for i in keep])
+        outs = engine(*[call[i].detach() for i in keep])
         if engine.cuda_graph and engine.device.type == "cuda":
             outs = [o.clone() for o in outs]  # the engine's buffers: the next replay rewrites them
         return tree_unflatten(list(outs), self._out_spec)
+
+    def _with_int_tensors(self, args: Sequence) -> tuple:
+        """The arguments with the run-time ints as 0-d int64 tensors beside the others."""
+        if not self._run_time_ints:
+            return tuple(args)
+        device = next((a.device for a in args if isinstance(a, torch.Tensor)), torch.device("cpu"))
+        return tuple(torch.tensor(a, dtype=torch.int64, device=device) if k in self._run_time_ints else a
+                     for k, a in enumerate(args))
 
     def _weights_key(self, args: Sequence) -> tuple:
         """Which weights this call passes. The engine bakes its first call's weights in as
@@ -479,6 +494,8 @@ class TridentSubgraph(torch.nn.Module):
             if entry is _FALLBACK or fits(entry[0], sizes):
                 return entry
         entry = self._build(args, profiles_for(self.symbolic, args))
+        if entry is _AS_VALUES:
+            return entry
         if entry is _FALLBACK:
             if not entries:
                 self.symbolic = None  # no profile: engines per concrete size, as for static graphs
@@ -531,6 +548,8 @@ class TridentSubgraph(torch.nn.Module):
                                    f"partition {self._num_outputs}")
             engine.cuda_graph = bool(self.options["cuda_graph"]) and _config.CUDA_GRAPHS
         except TridentError as e:
+            if self._run_time_ints:  # the graph may need such an int as a number (forward asks again)
+                return _AS_VALUES
             if profiles:  # no shape-generic engine: one per size instead (nothing runs in torch)
                 self._say_per_size(e)
                 return _FALLBACK

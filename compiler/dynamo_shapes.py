@@ -79,10 +79,21 @@ def symbolic_inputs(gm: torch.fx.GraphModule) -> SymbolicInputs | None:
         elif (s := _symbol(value)) is not None and s.isidentifier():
             scalars[i] = s
     # An int that is no tensor's size (Funnel's relative-position shift) has no range a profile
-    # could hold: it stays a value, an engine per value seen (key() keys on it).
+    # could hold: the engine takes it as a tensor (run_time_ints), or as a value.
     sized = {s for found in dims.values() for s in found.values()}
     scalars = {i: s for i, s in scalars.items() if s in sized}
     return SymbolicInputs(dims, scalars) if dims else None
+
+
+def run_time_ints(gm: torch.fx.GraphModule) -> list[int]:
+    """The placeholders of ints dynamo made symbols that size no tensor of the partition (the
+    position a sliding-window cache's mask starts from, a relative-position shift): the engine
+    takes each as a 0-d int64 tensor, so one engine serves every value."""
+    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    values = [n.meta.get("example_value", n.meta.get("val")) for n in placeholders]
+    sized = {s for v in values if isinstance(v, torch.Tensor) for size in v.shape if (s := _symbol(size))}
+    return [i for i, v in enumerate(values)
+            if isinstance(v, torch.SymInt) and (s := _symbol(v)) is not None and s.isidentifier() and s not in sized]
 
 
 def profile_ranges(sizes: dict[str, int], factor: int = RANGE_FACTOR) -> dict[str, tuple[int, int, int]]:
@@ -139,4 +150,4 @@ def fits(engine, sizes: dict[str, int]) -> bool:
 
 
 __all__ = ["ALIASES", "SymbolicInputs", "build_options", "equal_symbols", "fits", "profile_ranges", "profiles_for",
-           "symbolic_inputs"]
+           "run_time_ints", "symbolic_inputs"]

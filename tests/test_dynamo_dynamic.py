@@ -54,13 +54,16 @@ def test_mark_dynamic(partitions):
 
 class Shifted(torch.nn.Module):
     """An int argument the graph computes with that sizes no tensor (Funnel's relative-position
-    shift and stride): under dynamic=True dynamo passes it as a symbol of its own."""
+    shift and stride, a sliding-window cache's start): under dynamic=True dynamo passes it as a
+    symbol of its own."""
 
     def forward(self, x, shift: int):
-        return torch.relu(x * shift + shift)
+        return torch.relu(x * shift + torch.sym_max(shift, 0))
 
 
-def test_an_int_that_sizes_no_tensor_is_a_value_not_a_profile_size(partitions):
+def test_an_int_that_sizes_no_tensor_is_a_run_time_input(partitions):
+    """The engine takes it as a 0-d tensor (dynamo_shapes.run_time_ints): one engine for every
+    shift and row count."""
     torch._dynamo.reset()
     model = Shifted()
     compiled = torch.compile(model, backend="trident", dynamic=True, options={"fallback": False})
@@ -68,7 +71,25 @@ def test_an_int_that_sizes_no_tensor_is_a_value_not_a_profile_size(partitions):
         for rows, shift in ((3, 2), (5, 2), (4, 3), (6, -1)):
             x = torch.randn(rows, 7, device=DEV)
             torch.testing.assert_close(compiled(x, shift), model(x, shift), rtol=1e-5, atol=1e-5)
-    assert sum(p.engines_built for p in partitions) == 3  # one per shift; rows 3 and 5 share one
+    assert sum(p.engines_built for p in partitions) == 1
+
+
+class Cropped(torch.nn.Module):
+    def forward(self, x, n: int):
+        return x[:, :n] * 2
+
+
+def test_an_int_the_graph_needs_as_a_size_is_a_value(partitions):
+    """A slice bound is a size of the engine's tensors: the build with it as a tensor fails, and
+    the int is then a value, an engine per value seen (rows share one)."""
+    torch._dynamo.reset()
+    model = Cropped()
+    compiled = torch.compile(model, backend="trident", dynamic=True, options={"fallback": False})
+    with torch.no_grad():
+        for rows, n in ((3, 4), (5, 4), (4, 6)):
+            x = torch.randn(rows, 9, device=DEV)
+            torch.testing.assert_close(compiled(x, n), model(x, n))
+    assert sum(p.engines_built for p in partitions) == 2
 
 
 class DecodeStep(torch.nn.Module):

@@ -70,7 +70,7 @@ def _is_weight(node: torch.fx.Node, example) -> bool:
         return True
     if node.meta.get("tensor_dict", {}).get("_dynamo_static_input_type") is not None:
         return True
-    return ("example_value" in node.meta and "tensor_dict" not in node.meta
+    return (isinstance(node.meta.get("example_value"), torch.Tensor) and "tensor_dict" not in node.meta
             and example.dim() == 0)
 
 

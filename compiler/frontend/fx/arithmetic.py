@@ -166,6 +166,32 @@ def _minimum(cx: Ctx, a, b):
     return _binary(cx, "minimum", a, b)
 
 
+def _size_arithmetic(op: str, python):
+    """torch.sym_max / sym_min of sizes (Python numbers at import), or of an int the engine takes
+    at run time (a 0-d tensor: dynamo_shapes.run_time_ints)."""
+    def convert(cx: Ctx, a, b):
+        if isinstance(a, (Val, torch.Tensor)) or isinstance(b, (Val, torch.Tensor)):
+            return _binary(cx, op, a, b)
+        return python(a, b)
+    return convert
+
+
+for _name, _op, _python in (("sym_max", "maximum", max), ("sym_min", "minimum", min)):
+    if hasattr(torch, _name):
+        converts(getattr(torch, _name))(_size_arithmetic(_op, _python))
+
+
+if hasattr(torch, "sym_sum"):
+    @converts(torch.sym_sum)
+    def _sym_sum(cx: Ctx, values):
+        """A sum of sizes (a decoder's past length plus its new tokens)."""
+        total = 0
+        for v in values:
+            total = _binary(cx, "add", total, v) if isinstance(v, (Val, torch.Tensor)) or \
+                isinstance(total, (Val, torch.Tensor)) else total + v
+        return total
+
+
 # ----------------------------------------------------------------------- comparisons ----
 def _compare(op: str, negate: bool = False):
     # ne, le and ge are the negations of equal, greater and less. (With NaNs le/ge differ from

@@ -37,21 +37,6 @@ for _fn in (math.ceil, math.floor, math.trunc):
     converts(_fn)(_python_rounding(_fn))
 
 
-def _size_arithmetic(fn, name: str):
-    """torch.sym_sum / sym_max / sym_min of sizes (a decoder's past length plus its new tokens,
-    under dynamic shapes): Python numbers at import."""
-    def convert(cx: Ctx, *args):
-        values = list(args[0]) if name == "sym_sum" else list(args)
-        if any(isinstance(v, (Val, torch.Tensor)) for v in values):
-            raise UnsupportedError(f'fx node "{cx.node_name}": torch.{name} of a tensor')
-        return fn(values)
-    return convert
-
-
-for _name, _fn in (("sym_sum", sum), ("sym_max", max), ("sym_min", min)):
-    if hasattr(torch, _name):
-        converts(getattr(torch, _name))(_size_arithmetic(_fn, _name))
-
 
 @converts(aten.sym_size.int, "size")
 def _size(cx: Ctx, x, dim=None):
