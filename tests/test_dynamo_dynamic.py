@@ -128,3 +128,19 @@ def test_an_aliased_symbol_fits_only_at_its_symbols_size():
     engine = SimpleNamespace(profile=SimpleNamespace(symbols={"s1": range(1, 65)}), symbol_aliases={"s2": "s1"})
     assert fits(engine, {"s1": 9, "s2": 9})
     assert not fits(engine, {"s1": 9, "s2": 10}) and not fits(engine, {"s1": 90, "s2": 90})
+
+
+class Positions(torch.nn.Module):
+    def forward(self, x):
+        return x * torch.arange(x.shape[1] + 1, device=x.device)[1:]
+
+
+def test_an_arange_of_a_size_is_a_constant_at_each_probe(partitions):
+    torch._dynamo.reset()
+    model = Positions()
+    compiled = torch.compile(model, backend="trident", dynamic=True, options={"fallback": False})
+    with torch.no_grad():
+        for n in (3, 8, 5, 20):
+            x = torch.randn(2, n, device=DEV)
+            torch.testing.assert_close(compiled(x), model(x))
+    assert sum(p.engines_built for p in partitions) == 1

@@ -105,13 +105,15 @@ def test_transformers_generate_with_a_static_cache_through_torch_compile():
     assert reports and all(r.in_torch == [] and r.num_kernels > 0 for r in reports)
 
 
-@pytest.mark.parametrize("family, window", [("Llama", {}), ("Mistral", {"sliding_window": 8})])
+@pytest.mark.parametrize("family, window", [("Llama", {}), ("Mistral", {"sliding_window": 8}),
+                                           ("Gemma2", {"sliding_window": 8, "head_dim": 16})])
 def test_transformers_generate_with_a_dynamic_cache_builds_one_decode_engine(family, window):
     """The default (dynamic) cache: after dynamo's recompile the decode graph's past lengths are
     symbols, one per cache tensor; one engine serves every step (dynamo_shapes.equal_symbols),
     with the sizes' arithmetic (torch.sym_sum) at import. A sliding window's cache is static, but
     the position its mask starts from is an int the engine takes at run time
-    (dynamo_shapes.run_time_ints), not one engine per step."""
+    (dynamo_shapes.run_time_ints), not one engine per step. Gemma 2 mixes both, its full layers'
+    key positions an `arange(past + 1)` of the symbol."""
     from trident.compiler.dynamo import recording_backend
     from trident.compiler.testing import DEVICE
 

@@ -86,6 +86,18 @@ def _filled_like(fill):
     return convert
 
 
+@converts(torch.arange, aten.arange.default, aten.arange.start, aten.arange.start_step)
+def _arange(cx: Ctx, *bounds, dtype=None, layout=None, device=None, pin_memory=None, requires_grad=False):
+    """torch.arange of sizes (a decoder's key positions, `arange(past + 1)` under dynamic shapes):
+    a constant at import, at each size a profile probes. Bounds computed at run time would give
+    the engine a length no shape holds: refused."""
+    if any(isinstance(b, (Val, torch.Tensor)) for b in bounds):
+        raise UnsupportedError(f'fx node "{cx.node_name}": arange with bounds computed at run time')
+    made = torch.arange(*bounds, dtype=dtype)
+    cx.note_made(made)
+    return made
+
+
 converts(aten.zeros_like.default, torch.zeros_like)(_filled_like(0))
 converts("new_zeros", aten.new_zeros.default)(decompose.new_filled(0))
 converts("new_ones", aten.new_ones.default)(decompose.new_filled(1))
