@@ -124,7 +124,7 @@ def trident_backend(gm: torch.fx.GraphModule, example_inputs: Sequence, **kwargs
         return _writing_back(gm, written, report)
     _wrap_partitions(split, _weight_placeholders(gm, example_inputs), options, report)
     if options["precision"] == "int8" and options["calibration"] is not None:
-        _calibrate(split, gm, example_inputs, options["calibration"], report.subgraphs)
+        _calibrate(split, gm, example_inputs, options["calibration"], report.subgraphs, written)
     _say_in_torch(report)
     return _writing_back(split, written, report)
 
@@ -333,19 +333,20 @@ def _is_weight_arg(arg, weights: set[str]) -> bool:
     return (arg.op == "placeholder" and arg.name in weights) or arg.op == "get_attr"
 
 
-def _calibrate(split, gm, example_inputs: Sequence, calibration, subgraphs) -> None:
+def _calibrate(split, gm, example_inputs: Sequence, calibration, subgraphs, written: Sequence[int] = ()) -> None:
     """Run each calibration batch through the split graph in torch and give every partition
-    the inputs it saw."""
+    the inputs it saw. An input the graph writes into (a cache) is no part of a batch: each batch
+    runs on a copy of its first value, so calibrating changes no state of the caller's."""
     from trident.compiler.frontend.fx import user_input_indices
 
-    users = user_input_indices(gm, example_inputs)
+    users = [i for i in user_input_indices(gm, example_inputs) if i not in written]
     wanted = {s.name: s for s in subgraphs}
     for b, batch in enumerate(calibration):
         batch = (batch,) if isinstance(batch, torch.Tensor) else tuple(batch)
         if len(batch) != len(users):
             raise TridentError(f"trident backend: calibration batch {b} has {len(batch)} "
                                f"tensor(s); the compiled graph takes {len(users)} input(s)")
-        args = list(example_inputs)
+        args = [a.clone() if i in written else a for i, a in enumerate(example_inputs)]
         for i, x in zip(users, batch):
             args[i] = x
         _Recorder(split, wanted).run(*args)

@@ -491,3 +491,36 @@ def test_a_vmap_off_dim_0_is_left_to_torch(how):
     x = torch.randn(3, 4)
     torch.testing.assert_close(torch.compile(f, backend=counting)(x), f(x))
     assert counts == [0]
+
+
+class RunningTotal(torch.nn.Module):
+    """A layer that keeps state in a buffer it writes every call."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(8, 8)
+        self.register_buffer("total", torch.zeros(8))
+
+    def forward(self, x):
+        y = self.fc(x)
+        self.total.add_(y.sum(0))
+        return y * 2
+
+
+def test_int8_calibration_of_a_graph_that_writes_its_state():
+    """Calibration batches hold the user's inputs only; the state runs on a copy (the caller's
+    buffer changes once per call, as in eager)."""
+    torch.manual_seed(0)
+    model, eager = RunningTotal().eval(), RunningTotal().eval()
+    eager.load_state_dict(model.state_dict())
+    calibration = [(torch.randn(4, 8),) for _ in range(3)]
+    compiled = torch.compile(model, backend=lambda gm, ex: trident_backend(gm, ex, options={
+        "precision": "int8", "calibration": calibration}))
+    from trident.compiler.testing import relative_error
+
+    for _ in range(2):
+        x = torch.randn(4, 8)
+        with torch.no_grad():
+            got, want = compiled(x), eager(x)
+        assert relative_error(got, want) < 0.05
+    assert relative_error(model.total, eager.total) < 0.05
