@@ -187,8 +187,8 @@ if hasattr(torch, "sym_sum"):
         """A sum of sizes (a decoder's past length plus its new tokens)."""
         total = 0
         for v in values:
-            total = _binary(cx, "add", total, v) if isinstance(v, (Val, torch.Tensor)) or \
-                isinstance(total, (Val, torch.Tensor)) else total + v
+            run_time = any(isinstance(t, (Val, torch.Tensor)) for t in (total, v))
+            total = _binary(cx, "add", total, v) if run_time else total + v
         return total
 
 

@@ -37,7 +37,6 @@ for _fn in (math.ceil, math.floor, math.trunc):
     converts(_fn)(_python_rounding(_fn))
 
 
-
 @converts(aten.sym_size.int, "size")
 def _size(cx: Ctx, x, dim=None):
     shape = cx.shape(x)
