@@ -51,7 +51,8 @@ from trident.compiler import fx_partition
 from trident.compiler.autotune.tuner import LEVELS
 from trident.compiler.dynamo_shapes import ALIASES, fits, profiles_for, run_time_ints, symbolic_inputs
 from trident.compiler.errors import TridentError, UnsupportedError
-from trident.compiler.fx_mutation import EXPLICIT, example_value, make_writes_explicit, return_written_inputs
+from trident.compiler.fx_mutation import (EXPLICIT, RUN_TIME_INPUT, example_value, make_writes_explicit,
+                                          return_written_inputs)
 from trident.compiler.fx_vmap import lower_vmaps
 
 DEFAULTS = {"precision": _config.DEFAULT_PRECISION, "calibration": None, "cuda_graph": True,
@@ -238,7 +239,46 @@ def partition(gm: torch.fx.GraphModule) -> tuple[torch.fx.GraphModule | None, li
                 for n in parts.left_in_torch if n.target is not operator.getitem]
     if not parts.partitions:
         return None, in_torch
+    _recompute_numbers(gm.graph, parts.partitions)
     return fx_partition.fuse(gm, parts.partitions), in_torch
+
+
+def _recompute_numbers(graph: torch.fx.Graph, partitions: list[list[torch.fx.Node]]) -> None:
+    """A Python number (a size's arithmetic: `x.shape[1] + 1`) one partition computes and a later
+    one reads would be an output of the first, which a partition cannot return (its engine
+    returns tensors). The reader's partition computes it again instead, from the same inputs
+    (and the numbers among them, likewise): integer arithmetic, no tensor work."""
+    home = {node: k for k, nodes in enumerate(partitions) for node in nodes}
+
+    def local(number: torch.fx.Node, k: int, made: dict) -> torch.fx.Node:
+        if number not in made:
+            args = [a for a in number.all_input_nodes if home.get(a) == home[number] and _is_number(a)]
+            for a in args:
+                local(a, k, made)
+            first = min(partitions[k], key=order.get)
+            with graph.inserting_before(first):
+                made[number] = graph.node_copy(number, lambda a: made.get(a, a))
+            made[number].meta = dict(number.meta)
+            partitions[k].insert(0, made[number])
+            order[made[number]] = order[first] - 1 + len(made) / 1024
+        return made[number]
+
+    order = {node: i for i, node in enumerate(graph.nodes)}
+    copies: dict[int, dict] = {}
+    for node in list(graph.nodes):
+        if node not in home or not _is_number(node):
+            continue
+        for user in list(node.users):
+            k = home.get(user)
+            if k is not None and k != home[node]:
+                user.replace_input_with(node, local(node, k, copies.setdefault(k, {})))
+    for nodes in partitions:
+        nodes.sort(key=order.get)
+
+
+def _is_number(node: torch.fx.Node) -> bool:
+    value = example_value(node)
+    return isinstance(value, (int, float, bool, torch.SymInt, torch.SymFloat, torch.SymBool))
 
 
 def _why_in_torch(node: torch.fx.Node, supported_target) -> str:
@@ -412,6 +452,13 @@ class TridentSubgraph(torch.nn.Module):
         super().__init__()
         self.gm = gm
         self.weight_args = weight_args
+        # The parent graph knows which arguments are weights; the partition's own placeholders
+        # can look like one (a 0-d tensor another partition computed looks like a float dynamo
+        # passes as a tensor): the others are marked as inputs, never baked in.
+        placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+        for node, weight in zip(placeholders, weight_args):
+            if not weight:
+                node.meta[RUN_TIME_INPUT] = True
         # the arguments other than the lifted parameters and buffers (the engine's key)
         self._user_positions = [k for k, weight in enumerate(weight_args) if not weight]
         self._weight_positions: list[int] | None = None  # by identity; set at the first call

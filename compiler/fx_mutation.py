@@ -46,8 +46,9 @@ VIEW_NAMES = {"view", "view_as", "reshape", "reshape_as", "transpose", "permute"
               "split_with_sizes", "chunk", "unbind", "movedim", "swapaxes", "as_strided", "diagonal", "detach",
               "contiguous", "getitem", "__getitem__", "unfold", "real", "imag", "view_as_real", "view_as_complex"}
 WRITE_OPS = ("call_function", "call_method")
-# placeholder meta key: an input the graph writes into (state, never a weight baked in)
-WRITTEN_INPUT = "trident_written_input"
+# placeholder meta key: an input whose value may change from call to call (one the graph writes
+# into; a partition's input computed by the graph), never a weight an engine bakes in
+RUN_TIME_INPUT = "trident_run_time_input"
 # gm.meta key: the graph's writes are explicit already (a partition of a graph that was rewritten,
 # whose writes into its inputs are the parent's, with every later reader pointed at them).
 EXPLICIT = "trident_writes_explicit"
@@ -392,7 +393,7 @@ def make_writes_explicit(gm: torch.fx.GraphModule,
 
 def return_written_inputs(gm: torch.fx.GraphModule, inputs_written: list) -> list[int] | None:
     """Appends each written input's final value to the graph's outputs (a tuple) and marks the
-    input WRITTEN_INPUT; returns the inputs' positions among the placeholders, in the order of
+    input RUN_TIME_INPUT; returns the inputs' positions among the placeholders, in the order of
     the values appended. None where the outputs are no tuple (the graph is left as it is)."""
     output = next(n for n in gm.graph.nodes if n.op == "output")
     if not isinstance(output.args[0], tuple):
@@ -400,10 +401,10 @@ def return_written_inputs(gm: torch.fx.GraphModule, inputs_written: list) -> lis
     output.args = (output.args[0] + tuple(final for _, final in inputs_written),)
     placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
     for state, _ in inputs_written:
-        state.meta[WRITTEN_INPUT] = True
+        state.meta[RUN_TIME_INPUT] = True
     gm.recompile()
     return [placeholders.index(state) for state, _ in inputs_written]
 
 
-__all__ = ["EXPLICIT", "WRITTEN_INPUT", "assign", "make_writes_explicit", "return_written_inputs",
+__all__ = ["EXPLICIT", "RUN_TIME_INPUT", "assign", "make_writes_explicit", "return_written_inputs",
            "writes_in_place", "written_operand"]

@@ -350,15 +350,15 @@ def test_an_int_that_torch_reads_stays_in_torch_with_its_reader():
 
     def f(x):
         n = x.size(0) * 2 - 1                    # ints: size, mul, sub
-        ramp = torch.arange(n, dtype=x.dtype)    # no converter: torch reads n
-        return torch.relu(x).sum() + ramp.sum()
+        order = torch.randperm(n)                # random: no converter, torch reads n
+        return torch.relu(x).sum() + order.sum()
 
     gm = torch.fx.symbolic_trace(f)
     x = torch.randn(3, 4)
     _RecordValues(gm).run(x)
     fused, in_torch = partition(gm)
     left = {i.node: i.reason for i in in_torch}
-    assert left["arange"] == "no trident converter for this op"
+    assert left["randperm"] == "no trident converter for this op"
     assert "no tensor" in left["sub"] and "no tensor" in left["mul"]
     torch.testing.assert_close(fused(x), f(x))
 
@@ -524,3 +524,38 @@ def test_int8_calibration_of_a_graph_that_writes_its_state():
             got, want = compiled(x), eager(x)
         assert relative_error(got, want) < 0.05
     assert relative_error(model.total, eager.total) < 0.05
+
+
+def test_a_scalar_tensor_one_partition_hands_another_is_read_every_call():
+    """A 0-d tensor computed by the graph reaches a later partition as an input: it looks like the
+    floats dynamo passes as 0-d tensors (weights an engine bakes in), but the parent graph says
+    it is none, so each call's value is used."""
+    def f(x):
+        t = torch.linalg.svdvals(x * 2).sum()  # (svdvals stays in torch: three partitions)
+        return x * torch.linalg.svdvals(x + t).sum() + t
+
+    torch._dynamo.reset()
+    compiled = torch.compile(f, backend=lambda gm, ex: trident_backend(gm, ex, options={"precision": "fp32"}))
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(3):
+        x = torch.randn(3, 4, generator=gen)
+        torch.testing.assert_close(compiled(x), f(x))
+
+
+def test_a_size_one_partition_computes_and_another_reads_is_computed_again():
+    """A partition returns tensors only: `x.shape[1] + 1` read past a node in torch is computed
+    again in the reader's partition, and no partition falls back to torch."""
+    def f(x):
+        n = x.shape[1] + 1
+        a = torch.relu(x) * 2
+        return torch.linalg.svdvals(a) * n + a.sum()
+
+    torch._dynamo.reset()
+    spy = Spy()
+    compiled = torch.compile(f, backend=lambda gm, ex: spy(gm, ex, options={"precision": "fp32"}), dynamic=True)
+    gen = torch.Generator().manual_seed(1)
+    for m in (4, 6, 9):
+        x = torch.randn(3, m, generator=gen)
+        torch.testing.assert_close(compiled(x), f(x))
+    in_torch = [item.op for gm in spy.compiled for item in gm.trident_report.in_torch]
+    assert len(in_torch) == 1 and "svdvals" in in_torch[0], in_torch

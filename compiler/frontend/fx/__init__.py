@@ -35,7 +35,7 @@ import torch.nn as nn
 from torch.utils._pytree import tree_flatten
 
 from trident.compiler.errors import UnsupportedError
-from trident.compiler.fx_mutation import WRITTEN_INPUT, make_writes_explicit
+from trident.compiler.fx_mutation import RUN_TIME_INPUT, make_writes_explicit
 # The family modules register their converters on import.
 from trident.compiler.frontend.fx import (arithmetic, attention, elementwise,  # noqa: F401
                                           indexing, linear, modules, movement, normalization,
@@ -64,7 +64,7 @@ def _is_weight(node: torch.fx.Node, example) -> bool:
     dynamic shapes it also passes Python float attributes (eps, momentum) as 0-d float64 tensors,
     the only tensor placeholders it records no tensor_dict for.
     """
-    if node.meta.get(WRITTEN_INPUT):  # (state the graph writes: a new value each call)
+    if node.meta.get(RUN_TIME_INPUT):  # (state the graph writes, a value another partition computed)
         return False
     if isinstance(example, nn.Parameter):
         return True
