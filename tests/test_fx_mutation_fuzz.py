@@ -53,7 +53,10 @@ class Program(torch.nn.Module):
         self.steps = steps
 
     def forward(self, x):
-        tensors, total = {"y": x * 1.5}, torch.zeros((), device=x.device)
+        return self.run({"y": x * 1.5}, x)
+
+    def run(self, tensors: dict, x):
+        total = torch.zeros((), device=x.device)
         for step in self.steps:
             if step[0] == "view":
                 tensors[step[3]] = tensors[step[1]][step[2]]
@@ -98,3 +101,31 @@ def test_most_programs_run_in_kernels():
         torch._dynamo.reset()
         in_kernels += run_compiled(seed)[3]
     assert in_kernels >= 0.8 * len(SEEDS), f"{in_kernels} of {len(SEEDS)} in trident's kernels"
+
+
+class InputProgram(Program):
+    """The same steps with the graph input itself as y: its writes are the caller's state."""
+
+    def forward(self, y, x):
+        return self.run({"y": y}, x)
+
+
+@pytest.mark.parametrize("seed", SEEDS[::4])
+def test_random_writes_into_a_graph_input(seed):
+    """Writes into the input (and views of it) are copied back after each run
+    (fx_mutation.return_written_inputs): two calls, the outputs and the input as eager leaves
+    them, all in kernels."""
+    from trident.compiler.dynamo import recording_backend
+
+    steps, gen = program(seed), torch.Generator().manual_seed(seed)
+    model = InputProgram(steps)
+    backend, reports = recording_backend({"precision": "fp32"})
+    compiled = torch.compile(model, backend=backend)
+    y = torch.randn(4, 6, generator=gen)
+    mine, eager = y.clone(), y.clone()
+    for _ in range(2):
+        x = torch.randn(4, 6, generator=gen)
+        with torch.no_grad():
+            torch.testing.assert_close(compiled(mine, x), model(eager, x), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(mine, eager, rtol=1e-5, atol=1e-5, msg=lambda m: f"{steps}: {m}")
+    assert all(not r.in_torch for r in reports), [i for r in reports for i in r.in_torch]
