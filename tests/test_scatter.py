@@ -181,7 +181,8 @@ def test_a_many_rows_scatter_nd_index_out_of_range_is_the_engines_error(rng):
 def test_a_last_writer_search_past_its_budget_runs_in_torch(rng, monkeypatch):
     import importlib
     monkeypatch.setattr(importlib.import_module("trident.compiler.passes.scatter_rows"), "LAST_WRITER_BUDGET", 30 * 19)
-    index = torch.randint(0, 30, (20, 1), generator=rng)
+    # (rows named once: torch's own CUDA scatter leaves the winner of a repeated row open)
+    index = torch.randperm(30, generator=rng)[:20, None]
     inputs = [fresh((30, 2), torch.float32, rng), index, fresh((20, 2), torch.float32, rng)]
     engine = assert_matches_reference(scatter_nd_graph((30, 2), (20, 1), "none"), inputs)
     assert torch_steps(engine) == ["scatter_nd"]
