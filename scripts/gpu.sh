@@ -10,6 +10,8 @@ out=${OUT:-gpu-out}
 mkdir -p "$out"
 python3 -m pip install -q --no-build-isolation --no-deps -e . >/dev/null 2>&1 || { echo "install failed"; exit 1; }
 export TRIDENT_CACHE_DIR=/tmp/trident-cache PYTHONUNBUFFERED=1 TRIDENT_QUIET=1
+# (pytest's summary lines keep each failure's reason whole)
+export COLUMNS=400
 # Without bytecode caches every new process recompiles the source of each torch module it imports
 # (2.8 of the 5.2 s of a profiled warm ResNet-50 build): keep them, in a writable prefix, as a
 # deployment would.
