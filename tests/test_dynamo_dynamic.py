@@ -144,3 +144,24 @@ def test_an_arange_of_a_size_is_a_constant_at_each_probe(partitions):
             x = torch.randn(2, n, device=DEV)
             torch.testing.assert_close(compiled(x), model(x))
     assert sum(p.engines_built for p in partitions) == 1
+
+
+def _factories(x):
+    b, s = x.shape
+    z = torch.zeros(b, s, device=x.device) + torch.ones((b, 1), device=x.device) * 2
+    e = torch.empty_like(x).fill_(3.0)
+    full = torch.full((b, s), 7, device=x.device) + torch.full([1, s], 0.5, device=x.device)
+    return (x + z + e).reshape(torch.Size([b, s])) + full
+
+
+def test_factories_of_sizes_are_constants_at_each_probe(partitions):
+    """torch.zeros / ones / full / empty_like / torch.Size of symbolic sizes (DeBERTa's, GPT-2's,
+    Mixtral's) convert: one engine for every size, nothing in torch."""
+    torch._dynamo.reset()
+    compiled = torch.compile(_factories, backend="trident", dynamic=True, options={"fallback": False})
+    for shape in ((2, 3), (4, 5), (3, 7)):
+        x = torch.randn(*shape, device=DEV)
+        got = compiled(x)
+        torch.testing.assert_close(got, _factories(x))
+        assert got.dtype == _factories(x).dtype
+    assert sum(p.engines_built for p in partitions) == 1

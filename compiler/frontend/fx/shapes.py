@@ -124,6 +124,41 @@ converts(torch.addcmul, aten.addcmul.default, "addcmul")(decompose.addcmul)
 converts(torch.addcdiv, aten.addcdiv.default, "addcdiv")(decompose.addcdiv)
 converts(aten.ones_like.default, torch.ones_like)(_filled_like(1))
 converts(aten.full_like.default, torch.full_like)(_filled_like(None))
+converts(aten.empty_like.default, torch.empty_like)(_filled_like(0))  # (contents unspecified: zeros)
+
+
+def _filled(fill):
+    """torch.zeros / ones / empty / full of sizes (under dynamic shapes a size dynamo computed): a
+    constant at import, as any factory of Python numbers is. full's dtype follows its value where
+    none is given, as torch's does."""
+    def convert(cx: Ctx, *size, fill_value=None, dtype=None, layout=None, device=None, pin_memory=None,
+                requires_grad=False, memory_format=None):
+        if fill is None:  # torch.full(size, fill_value)
+            size, fill_value = (size[:1], size[1]) if len(size) == 2 else (size, fill_value)
+        shape = size[0] if len(size) == 1 and isinstance(size[0], (list, tuple)) else size
+        value = fill_value if fill is None else fill
+        if any(isinstance(v, (Val, torch.Tensor)) for v in (*shape, value)):
+            raise UnsupportedError(f'fx node "{cx.node_name}": a factory of sizes or a value computed at run time')
+        if fill is not None:
+            dtype = dtype or torch.get_default_dtype()
+        made = torch.full([int(n) for n in shape], value, dtype=dtype)
+        cx.note_made(made)
+        return made
+    return convert
+
+
+converts(torch.zeros, aten.zeros.default)(_filled(0))
+converts(torch.ones, aten.ones.default)(_filled(1))
+converts(torch.empty, aten.empty.memory_format)(_filled(0))  # (contents unspecified: zeros)
+converts(torch.full, aten.full.default)(_filled(None))
+
+
+@converts(torch.Size)
+def _size_of(cx: Ctx, sizes=()):
+    """torch.Size of sizes (dynamo records `torch.Size([b, s])` of symbolic ones)."""
+    if any(isinstance(n, (Val, torch.Tensor)) for n in sizes):
+        raise UnsupportedError(f'fx node "{cx.node_name}": torch.Size of a run-time value')
+    return torch.Size([int(n) for n in sizes])
 
 
 @converts(aten.dropout.default, F.dropout, torch.dropout, aten.native_dropout.default)
