@@ -180,3 +180,15 @@ def test_cli_shapes():
         "input_ids": "1x16:8x128:32x512", "mask": "1x16:8x128:32x512"}
     with pytest.raises(InputError, match="NAME:MIN:OPT:MAX"):
         parse_shapes("input_ids:1x16:8x128")
+
+
+def test_a_size_dependent_constant_is_found_as_a_window_of_its_max():
+    """The leading slice first; else a window at an offset (T5's decoder bias: the last columns);
+    else none (the profile is refused)."""
+    from trident.compiler.codegen.dynamic_constants import _window_of
+
+    big = torch.arange(24.0).reshape(2, 3, 4)
+    assert _window_of(big, big[:, :2, :3].clone()) == [0, 0, 0]
+    assert _window_of(big, big[:, 1:, 2:].clone()) == [0, 1, 2]
+    assert _window_of(big, big[:, :, 1:3].clone() * 2) is None
+    assert _window_of(big, torch.zeros(2, 3, 5)) is None

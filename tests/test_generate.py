@@ -135,3 +135,26 @@ def test_transformers_generate_with_a_dynamic_cache_builds_one_decode_engine(fam
     # (the cache's own position counter, a Python int, is shape arithmetic torch computes)
     assert reports and all("no tensor" in i.reason for r in reports for i in r.in_torch)
     assert [sum(s.engines_built for s in r.subgraphs) for r in reports] == [1] * len(reports)
+
+
+def test_transformers_generate_of_t5_with_a_dynamic_cache_builds_one_decode_engine():
+    """T5's decoder bias for one query after s cached keys is the last s + 1 columns of the bias
+    at the profile's max: a window at an offset the sizes decide (codegen/dynamic_constants.py),
+    so one engine serves every step."""
+    from trident.compiler.dynamo import recording_backend
+    from trident.compiler.testing import DEVICE
+
+    torch.manual_seed(0)
+    cfg = transformers.T5Config(vocab_size=100, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
+                                decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
+    model = transformers.T5ForConditionalGeneration(cfg).eval().to(DEVICE)
+    ids = torch.randint(3, 100, (2, 12), generator=torch.Generator().manual_seed(4)).to(DEVICE)
+    with torch.no_grad():
+        want = model.generate(input_ids=ids, max_new_tokens=6, do_sample=False)
+        backend, reports = recording_backend({"precision": "fp32"})
+        torch._dynamo.reset()
+        model.forward = torch.compile(model.forward, backend=backend)
+        got = model.generate(input_ids=ids, max_new_tokens=6, do_sample=False)
+    torch._dynamo.reset()
+    assert torch.equal(got, want)
+    assert [sum(s.engines_built for s in r.subgraphs) for r in reports] == [1] * len(reports)

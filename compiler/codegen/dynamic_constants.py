@@ -3,14 +3,19 @@
 Import folds what it can: `position_embeddings.weight[:seq]` becomes a constant of seq rows, a
 token-type row expanded over [batch, seq] one of batch * seq rows. Such a constant is stored once,
 at the profile's max sizes (or the largest probe's, past them), and each run slices the part its
-sizes need (the leading [:n0, :n1, ...] of every dim: a view where that part is contiguous
-in the stored one, as a position table's first rows are, else one copy by a torch step ahead of
-the kernels that read it): valid only if every probe's constant is exactly that slice of the max
-one, which is checked.
+sizes need (a view where that part is contiguous in the stored one, as a position table's first
+rows are, else one copy by a torch step ahead of the kernels that read it): valid only if every
+probe's constant is exactly such a slice of the max one, which is checked. The slice is the
+leading [:n0, :n1, ...] of every dim, or, where that is not it, a window at an offset along the
+dims that differ (T5's decoder bias for one query after a past of s keys is the last s + 1
+columns of the bias at the max past): the offsets, like the sizes, must then be integer
+polynomials of the sizes (codegen/dynamic.py fits the slice's attributes and layout).
 """
 from __future__ import annotations
 
 import dataclasses
+import itertools
+import math
 from typing import Callable
 
 import torch
@@ -51,18 +56,43 @@ def unfold_constants(programs: dict[tuple, Program], names: list[str],
         raise UnsupportedError(f"dynamic shapes: constants {names[:3]} depend on the sizes, and "
                                f"the model cannot be imported at the profile's max sizes to store "
                                f"them ({e})") from None
+    starts: dict = {point: {} for point in programs}
     for name in names:
         big = at_max.constants.get(name)
         for point, p in programs.items():
-            if big is None or not _slice_of(big, p.constants[name]):
+            found = None if big is None else _window_of(big, p.constants[name])
+            if found is None:
                 raise UnsupportedError(
                     f"dynamic shapes: constant {name} depends on the sizes "
                     f"({tuple(p.constants[name].shape)} at {point}) and is not a slice of its "
                     f"value at the profile's max sizes; build with fixed sizes for these dims")
-    return {point: _with_slices(p, names, at_max) for point, p in programs.items()}
+            starts[point][name] = found
+    return {point: _with_slices(p, names, at_max, starts[point]) for point, p in programs.items()}
 
 
-def _with_slices(program: Program, names: list[str], at_max: Program) -> Program:
+# The most window offsets _window_of tries (their product over the dims that differ).
+MAX_WINDOWS = 4096
+
+
+def _window_of(big: torch.Tensor, small: torch.Tensor) -> list[int] | None:
+    """Where `small` sits in `big`: the start of each dim of a window equal to it, the leading one
+    first; None where no window is."""
+    if _slice_of(big, small):
+        return [0] * small.dim()
+    if big.dim() != small.dim() or big.dtype != small.dtype or \
+            any(s > b for s, b in zip(small.shape, big.shape)):
+        return None
+    ranges = [range(b - s + 1) if b != s else range(1) for b, s in zip(big.shape, small.shape)]
+    if math.prod(len(r) for r in ranges) > MAX_WINDOWS:
+        return None
+    for start in itertools.product(*ranges):
+        window = big[tuple(slice(a, a + n) for a, n in zip(start, small.shape))]
+        if torch.equal(window, small):
+            return list(start)
+    return None
+
+
+def _with_slices(program: Program, names: list[str], at_max: Program, starts: dict) -> Program:
     constants = {k: v for k, v in program.constants.items() if k not in names}
     layouts = dict(program.layouts)
     steps: list[Step] = []
@@ -71,10 +101,10 @@ def _with_slices(program: Program, names: list[str], at_max: Program) -> Program
         source = name + MAX_SUFFIX
         constants[source] = big
         layouts[source] = at_max.layouts[name]
-        rank = small.dim()
+        rank, start = small.dim(), starts[name]
         node = Node("slice", (source,), (name,),
-                    {"starts": [0] * rank, "ends": list(small.shape), "axes": list(range(rank)),
-                     "steps": [1] * rank}, f"{name}.slice")
+                    {"starts": start, "ends": [a + n for a, n in zip(start, small.shape)],
+                     "axes": list(range(rank)), "steps": [1] * rank}, f"{name}.slice")
         viewed = view_layouts(node, layouts[source])
         if viewed is not None and same_elements(viewed[0], layouts[name]):
             # A leading part of the table (the position rows [:seq]): a view, no copy.
