@@ -70,8 +70,8 @@ def unfold_constants(programs: dict[tuple, Program], names: list[str],
     return {point: _with_slices(p, names, at_max, starts[point]) for point, p in programs.items()}
 
 
-# The most window offsets _window_of tries (their product over the dims that differ).
-MAX_WINDOWS = 4096
+# The most elements _window_of compares (the windows it tries, times the constant's elements).
+MAX_WINDOW_WORK = 1 << 26
 
 
 def _window_of(big: torch.Tensor, small: torch.Tensor) -> list[int] | None:
@@ -83,7 +83,7 @@ def _window_of(big: torch.Tensor, small: torch.Tensor) -> list[int] | None:
             any(s > b for s, b in zip(small.shape, big.shape)):
         return None
     ranges = [range(b - s + 1) if b != s else range(1) for b, s in zip(big.shape, small.shape)]
-    if math.prod(len(r) for r in ranges) > MAX_WINDOWS:
+    if math.prod(len(r) for r in ranges) * small.numel() > MAX_WINDOW_WORK:
         return None
     for start in itertools.product(*ranges):
         window = big[tuple(slice(a, a + n) for a, n in zip(start, small.shape))]
