@@ -240,16 +240,16 @@ class _WriteThrough:
 
     def applies(self, root: torch.fx.Node, stale: list) -> bool:
         """Is every stale node the tensor `root` is (or views), or a basic-indexing view of it?"""
-        origin = self._origin(root)
-        return all(self._origin(node) is origin for node in stale)
+        origin = self.origin(root)
+        return all(self.origin(node) is origin for node in stale)
 
     def record(self, write: torch.fx.Node, root: torch.fx.Node) -> None:
         """A write into the whole of a tensor (not through a view) is its latest value."""
         if not _view_path(root)[1]:
-            origin = self._origin(root)
+            origin = self.origin(root)
             self.original[write], self.latest[origin] = origin, write
 
-    def _origin(self, node: torch.fx.Node) -> torch.fx.Node:
+    def origin(self, node: torch.fx.Node) -> torch.fx.Node:
         """The tensor node views (by basic indexing), before any write-through."""
         tensor = _view_path(node)[0]
         return self.original.get(tensor, tensor)
@@ -257,7 +257,7 @@ class _WriteThrough:
     def __call__(self, write: torch.fx.Node, root: torch.fx.Node, stale: list) -> None:
         """After `write` (into root, a view): the tensor viewed with the written block assigned, and
         each stale view taken again from it, for the readers after the write."""
-        path, origin = _view_path(root)[1], self._origin(root)
+        path, origin = _view_path(root)[1], self.origin(root)
         made, where = [], write
 
         def emit(target, args, like):
@@ -325,7 +325,7 @@ def _drop_idle_sets(graph: torch.fx.Graph) -> bool:
 def _written_input(root: torch.fx.Node, aliases: _Aliases, write_through: _WriteThrough) -> torch.fx.Node | None:
     """The graph input a write into `root` changes where it is the tensor root is or views by
     basic indexing, and no other input or weight shares its memory; else None."""
-    origin = write_through._origin(root)
+    origin = write_through.origin(root)
     outside = [m for m in aliases.members(root) if m.op in ("placeholder", "get_attr")]
     return origin if origin.op == "placeholder" and outside == [origin] else None
 
@@ -346,7 +346,7 @@ def make_writes_explicit(gm: torch.fx.GraphModule,
     order = {node: i for i, node in enumerate(graph.nodes)}
     aliases = _Aliases(graph, order)
     write_through = _WriteThrough(graph, order, aliases)
-    problems, states = [], {}
+    problems, inputs_seen = [], {}  # (an ordered set)
     for node in list(graph.nodes):
         base = written_operand(node)
         if base is None:
@@ -381,13 +381,13 @@ def make_writes_explicit(gm: torch.fx.GraphModule,
             write_through(node, root, stale)  # (an input's new value is read: by the caller)
         write_through.record(node, root)
         if written_input is not None:
-            states[written_input] = True
+            inputs_seen[written_input] = None
         changed = changed or bool(readers) or bool(stale) or node.target is assign or written_input is not None
     if changed:
         gm.recompile()
     gm.meta[EXPLICIT] = not problems
     if inputs_written is not None and not problems:
-        inputs_written += [(state, write_through.latest[state]) for state in states]
+        inputs_written += [(state, write_through.latest[state]) for state in inputs_seen]
     return problems
 
 
