@@ -247,31 +247,34 @@ def _recompute_numbers(graph: torch.fx.Graph, partitions: list[list[torch.fx.Nod
     """A Python number (a size's arithmetic: `x.shape[1] + 1`) one partition computes and a later
     one reads would be an output of the first, which a partition cannot return (its engine
     returns tensors). The reader's partition computes it again instead, from the same inputs
-    (and the numbers among them, likewise): integer arithmetic, no tensor work."""
+    (and the numbers among them, likewise): integer arithmetic, no tensor work. The copies go
+    ahead of the partition's first node, in the order they are made (arguments first)."""
     home = {node: k for k, nodes in enumerate(partitions) for node in nodes}
+    order = {node: i for i, node in enumerate(graph.nodes)}
+    anchors = [nodes[0] for nodes in partitions]  # (each partition's nodes are in graph order)
+    copies: list[dict] = [{} for _ in partitions]
 
-    def local(number: torch.fx.Node, k: int, made: dict) -> torch.fx.Node:
+    def copy_into(k: int, number: torch.fx.Node) -> torch.fx.Node:
+        made = copies[k]
         if number not in made:
-            args = [a for a in number.all_input_nodes if home.get(a) == home[number] and _is_number(a)]
-            for a in args:
-                local(a, k, made)
-            first = min(partitions[k], key=order.get)
-            with graph.inserting_before(first):
-                made[number] = graph.node_copy(number, lambda a: made.get(a, a))
-            made[number].meta = dict(number.meta)
-            partitions[k].insert(0, made[number])
-            order[made[number]] = order[first] - 1 + len(made) / 1024
+            for a in number.all_input_nodes:
+                if home.get(a) == home[number] and _is_number(a):
+                    copy_into(k, a)
+            with graph.inserting_before(anchors[k]):
+                copy = graph.node_copy(number, lambda a: made.get(a, a))
+            copy.meta = dict(number.meta)
+            made[number] = copy
+            order[copy] = order[anchors[k]] - 1 + len(made) / 1024
+            partitions[k].append(copy)
         return made[number]
 
-    order = {node: i for i, node in enumerate(graph.nodes)}
-    copies: dict[int, dict] = {}
     for node in list(graph.nodes):
         if node not in home or not _is_number(node):
             continue
         for user in list(node.users):
             k = home.get(user)
             if k is not None and k != home[node]:
-                user.replace_input_with(node, local(node, k, copies.setdefault(k, {})))
+                user.replace_input_with(node, copy_into(k, node))
     for nodes in partitions:
         nodes.sort(key=order.get)
 

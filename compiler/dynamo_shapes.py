@@ -66,9 +66,10 @@ def _symbol(size) -> str | None:
     return None
 
 
-def symbolic_inputs(gm: torch.fx.GraphModule) -> SymbolicInputs | None:
-    """The symbolic dims of a partition's placeholders, or None if it has none."""
-    dims, scalars = {}, {}
+def _placeholder_symbols(gm: torch.fx.GraphModule) -> tuple[dict, dict]:
+    """({placeholder index: {dim: symbol}} of the tensors, {placeholder index: symbol} of the ints
+    that are a symbol of their own)."""
+    dims, ints = {}, {}
     placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
     for i, node in enumerate(placeholders):
         value = node.meta.get("example_value", node.meta.get("val"))
@@ -77,11 +78,21 @@ def symbolic_inputs(gm: torch.fx.GraphModule) -> SymbolicInputs | None:
             if found:
                 dims[i] = found
         elif (s := _symbol(value)) is not None and s.isidentifier():
-            scalars[i] = s
-    # An int that is no tensor's size (Funnel's relative-position shift) has no range a profile
-    # could hold: the engine takes it as a tensor (run_time_ints), or as a value.
-    sized = {s for found in dims.values() for s in found.values()}
-    scalars = {i: s for i, s in scalars.items() if s in sized}
+            ints[i] = s
+    return dims, ints
+
+
+def _sized(dims: dict) -> set[str]:
+    return {s for found in dims.values() for s in found.values()}
+
+
+def symbolic_inputs(gm: torch.fx.GraphModule) -> SymbolicInputs | None:
+    """The symbolic dims of a partition's placeholders, or None if it has none. An int that is no
+    tensor's size (Funnel's relative-position shift) has no range a profile could hold: the
+    engine takes it as a tensor (run_time_ints), or as a value."""
+    dims, ints = _placeholder_symbols(gm)
+    sized = _sized(dims)
+    scalars = {i: s for i, s in ints.items() if s in sized}
     return SymbolicInputs(dims, scalars) if dims else None
 
 
@@ -89,11 +100,9 @@ def run_time_ints(gm: torch.fx.GraphModule) -> list[int]:
     """The placeholders of ints dynamo made symbols that size no tensor of the partition (the
     position a sliding-window cache's mask starts from, a relative-position shift): the engine
     takes each as a 0-d int64 tensor, so one engine serves every value."""
-    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
-    values = [n.meta.get("example_value", n.meta.get("val")) for n in placeholders]
-    sized = {s for v in values if isinstance(v, torch.Tensor) for size in v.shape if (s := _symbol(size))}
-    return [i for i, v in enumerate(values)
-            if isinstance(v, torch.SymInt) and (s := _symbol(v)) is not None and s.isidentifier() and s not in sized]
+    dims, ints = _placeholder_symbols(gm)
+    sized = _sized(dims)
+    return [i for i, s in ints.items() if s not in sized]
 
 
 def profile_ranges(sizes: dict[str, int], factor: int = RANGE_FACTOR) -> dict[str, tuple[int, int, int]]:
@@ -145,8 +154,8 @@ def fits(engine, sizes: dict[str, int]) -> bool:
     size of the symbol it stands for)?"""
     symbols = engine.profile.symbols if engine.profile is not None else {}
     aliases = getattr(engine, "symbol_aliases", {})
-    return all(aliases.get(s, s) in symbols and v in symbols[aliases.get(s, s)]
-               and (s not in aliases or sizes.get(aliases[s]) == v) for s, v in sizes.items())
+    return all((name := aliases.get(s, s)) in symbols and v in symbols[name]
+               and (name == s or sizes.get(name) == v) for s, v in sizes.items())
 
 
 __all__ = ["ALIASES", "SymbolicInputs", "build_options", "equal_symbols", "fits", "profile_ranges", "profiles_for",

@@ -31,7 +31,7 @@ from trident.compiler.errors import ShapeError, UnsupportedError
 from trident.compiler.frontend.fx import axes as fx_axes
 from trident.compiler.frontend.fx.context import Val
 from trident.compiler.frontend.fx.helpers import _full_index, _ints, _norm_slice, _scalar
-from trident.compiler.frontend.fx.indexing import _getitem_tensor, flat_index
+from trident.compiler.frontend.fx.indexing import _getitem_tensor, adjacent, flat_index, split_advanced
 
 
 def _float(cx, x):
@@ -390,23 +390,17 @@ def _assign_advanced(cx, target, index: tuple, value):
     block the ints and slices pick (basic indexing), in it the index tensors' axes moved first
     (torch puts the indexed result there when they are separated, else in their place: the
     value is moved the same way), those rows written (_assign_indexed), and the block put back."""
-    if None in index or sum(k is Ellipsis for k in index) > 1:
-        raise UnsupportedError(f'fx node "{cx.node_name}": an assignment at {index!r} (None or several Ellipsis)')
-    index = _full_index(cx, index, cx.rank(target))
-    basic = tuple(k if isinstance(k, (int, slice)) else slice(None) for k in index)
+    basic, kept, advanced = split_advanced(cx, index, cx.rank(target), "an assignment")
     whole = all(k == slice(None) for k in basic)
     block = target if whole else _getitem_tensor(cx, target, basic)
-    kept = [k for k in index if not isinstance(k, int)]
-    advanced = [a for a, k in enumerate(kept) if not isinstance(k, slice)]
     rest = [a for a in range(len(kept)) if a not in advanced]
     perm = advanced + rest
     indices = [kept[a] for a in advanced]
     picked = list(torch.broadcast_shapes(*[tuple(cx.shape(i)) for i in indices]))
     block_shape = list(cx.shape(block))
-    adjacent = advanced == list(range(advanced[0], advanced[0] + len(advanced)))
     if perm != list(range(len(kept))):
         block = cx.emit("transpose", [block], perm=perm)
-        if adjacent:  # torch's value is [before, picked, after]: as the block's axes, picked first
+        if adjacent(advanced):  # torch's value is [before, picked, after]: as the block's axes, picked first
             start = advanced[0]
             shape = [block_shape[a] for a in rest[:start]] + picked + [block_shape[a] for a in rest[start:]]
             value = cx.emit("expand", [cx.cast(value, cx.dtype(target))], shape=shape)

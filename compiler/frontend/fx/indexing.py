@@ -141,21 +141,34 @@ def _list_index(cx: Ctx, x, idx: tuple) -> tuple:
     return tuple(selected if k is lists[0] else k for k in idx)
 
 
-def _index_with_tensor(cx: Ctx, x, idx, tensor_pos: list[int]):
-    """Advanced indexing, as torch defines it: ints and slices apply first (basic indexing: an int
-    drops its dim, unlike numpy's, where an int beside index tensors is one more of them); the
-    index tensors broadcast, and their shape takes the place of their axes where those are
-    adjacent, else goes first."""
+def split_advanced(cx: Ctx, idx: tuple, rank: int, what: str) -> tuple[tuple, list, list[int]]:
+    """An index of ints, slices and index tensors, as torch reads it: (basic, kept, advanced).
+    `basic` applies first (basic indexing: an int drops its dim, unlike numpy's, where an int
+    beside index tensors is one more of them), with full slices at the tensors' axes; `kept` is
+    the index past its ints (one item per dim left), `advanced` where the tensors sit in it."""
     if None in idx or sum(k is Ellipsis for k in idx) > 1:
-        raise UnsupportedError(f'fx node "{cx.node_name}": advanced indexing with None or several Ellipsis')
-    idx = list(_full_index(cx, tuple(idx), cx.rank(x)))
-    if any(isinstance(k, (Val, torch.Tensor)) and cx.dtype(k) == torch.bool for k in idx):
-        raise UnsupportedError(f'fx node "{cx.node_name}": boolean mask indexing (data-dependent shape)')
-    x = _getitem_tensor(cx, x, tuple(k if isinstance(k, (int, slice)) else slice(None) for k in idx))
-    kept = [k for k in idx if not isinstance(k, int)]  # (the dims left, in order)
-    advanced = [a for a, k in enumerate(kept) if not isinstance(k, slice)]
+        raise UnsupportedError(f'fx node "{cx.node_name}": {what} with None or several Ellipsis')
+    idx = _full_index(cx, tuple(idx), rank)
+    basic = tuple(k if isinstance(k, (int, slice)) else slice(None) for k in idx)
+    kept = [k for k in idx if not isinstance(k, int)]
+    return basic, kept, [a for a, k in enumerate(kept) if not isinstance(k, slice)]
+
+
+def adjacent(axes: list[int]) -> bool:
+    """Do the index tensors sit side by side (their result then takes their place, else it goes
+    first)?"""
+    return axes == list(range(axes[0], axes[0] + len(axes)))
+
+
+def _index_with_tensor(cx: Ctx, x, idx, tensor_pos: list[int]):
+    """Advanced indexing, as torch defines it (split_advanced): the index tensors broadcast, and
+    their shape takes the place of their axes where those are adjacent, else goes first."""
+    basic, kept, advanced = split_advanced(cx, idx, cx.rank(x), "advanced indexing")
     indices = [kept[a] for a in advanced]
-    if advanced != list(range(advanced[0], advanced[0] + len(advanced))):  # separated: first
+    if any(cx.dtype(k) == torch.bool for k in indices):
+        raise UnsupportedError(f'fx node "{cx.node_name}": boolean mask indexing (data-dependent shape)')
+    x = _getitem_tensor(cx, x, basic)
+    if not adjacent(advanced):  # separated: first
         rest = [a for a in range(len(kept)) if a not in advanced]
         x, advanced = cx.emit("transpose", [x], perm=advanced + rest), list(range(len(advanced)))
     if len(indices) == 1:
