@@ -55,6 +55,21 @@ MAX_ACC_REGISTERS = 128
 
 
 if HAVE_GLUON:
+    # A tile at least four times this wide runs its epilogue on column quarters.
+    MIN_EPILOGUE_COLUMNS = gl.constexpr(32)
+
+    @gluon.constexpr_function
+    def epilogue_layout(cols, coalesced):
+        """A consumer group's layout for the epilogue of a [rows, cols] accumulator block: wgmma's
+        own (a thread holds pairs of columns, so its loads and stores move 4 bytes each), or,
+        coalesced, rows of 8 consecutive values a thread (16-byte loads and stores; the block
+        moves there through shared memory)."""
+        if not coalesced:
+            return wgmma_layout(cols)
+        across = min(cols // 8, 32)
+        return gl.BlockedLayout(size_per_thread=[1, 8], threads_per_warp=[32 // across, across],
+                                warps_per_cta=[4, 1], order=[1, 0])
+
     @gluon.jit
     def _tile_coords(t, num_m, num_n, GROUP_M: gl.constexpr):
         """Output tile t's (row block, column block): GROUP_M row blocks share each column block in
@@ -107,7 +122,7 @@ if HAVE_GLUON:
     @gluon.jit
     def _consume(a_smem, b_smem, ready, empty, M, N, K, epilogue_args, EPILOGUE: gl.constexpr,
                  B_K_MAJOR: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr,
-                 STAGES: gl.constexpr, GROUP_M: gl.constexpr, GROUP: gl.constexpr):
+                 STAGES: gl.constexpr, GROUP_M: gl.constexpr, COALESCED: gl.constexpr, GROUP: gl.constexpr):
         """Consumer group GROUP: the program's tiles GROUP, GROUP + 2, ... from its own ring, each K
         loop then EPILOGUE(epilogue_args, acc, offs_m, offs_n, BLOCK_M, BLOCK_N)."""
         layout: gl.constexpr = wgmma_layout(BLOCK_N)
@@ -130,14 +145,39 @@ if HAVE_GLUON:
                 previous = slot
             acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
             mbarrier.arrive(empty.index(previous), count=1, pred=k_tiles > 0)
-            offs_m = pid_m * BLOCK_M + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, layout))
-            offs_n = pid_n * BLOCK_N + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, layout))
-            EPILOGUE(epilogue_args, acc, offs_m, offs_n, BLOCK_M, BLOCK_N)
+            if BLOCK_N >= 4 * MIN_EPILOGUE_COLUMNS:
+                _epilogue_in_quarters(EPILOGUE, epilogue_args, acc, pid_m, pid_n, BLOCK_M, BLOCK_N, COALESCED)
+            else:
+                out_layout: gl.constexpr = epilogue_layout(BLOCK_N, COALESCED)
+                offs_m = pid_m * BLOCK_M + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, out_layout))
+                offs_n = pid_n * BLOCK_N + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, out_layout))
+                EPILOGUE(epilogue_args, gl.convert_layout(acc, out_layout), offs_m, offs_n, BLOCK_M, BLOCK_N)
+
+    @gluon.jit
+    def _epilogue_in_quarters(EPILOGUE: gl.constexpr, epilogue_args, acc, pid_m, pid_n, BLOCK_M: gl.constexpr,
+                              BLOCK_N: gl.constexpr, COALESCED: gl.constexpr):
+        """EPILOGUE on the accumulator's four column quarters in turn. Called on a whole 128 x 128
+        tile (or a 64 x 256 one), the generated GELU and residual epilogues spill: their pointer
+        tensors and loads sit beside 128 accumulators a thread. On halves the residual one still
+        does (56 bytes a thread, Triton 3.6, sm_90); on quarters neither does."""
+        QUARTER: gl.constexpr = BLOCK_N // 4
+        layout: gl.constexpr = epilogue_layout(QUARTER, COALESCED)
+        # columns [BLOCK_M, 4, QUARTER] -> [BLOCK_M, QUARTER, 2, 2]: quarter j = 2 * j1 + j0 sits at
+        # [..., j1, j0]; split() takes the last dim apart
+        even, odd = acc.reshape([BLOCK_M, 4, QUARTER]).permute((0, 2, 1)).reshape([BLOCK_M, QUARTER, 2, 2]).split()
+        q0, q2 = even.split()
+        q1, q3 = odd.split()
+        offs_m = pid_m * BLOCK_M + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, layout))
+        offs_n = pid_n * BLOCK_N + gl.arange(0, QUARTER, layout=gl.SliceLayout(0, layout))
+        EPILOGUE(epilogue_args, gl.convert_layout(q0, layout), offs_m, offs_n, BLOCK_M, QUARTER)
+        EPILOGUE(epilogue_args, gl.convert_layout(q1, layout), offs_m, offs_n + QUARTER, BLOCK_M, QUARTER)
+        EPILOGUE(epilogue_args, gl.convert_layout(q2, layout), offs_m, offs_n + 2 * QUARTER, BLOCK_M, QUARTER)
+        EPILOGUE(epilogue_args, gl.convert_layout(q3, layout), offs_m, offs_n + 3 * QUARTER, BLOCK_M, QUARTER)
 
     @gluon.jit
     def gemm_hopper(a_desc, b_desc, M, N, K, epilogue_args, EPILOGUE: gl.constexpr, B_K_MAJOR: gl.constexpr,
                     BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, STAGES: gl.constexpr,
-                    GROUP_M: gl.constexpr):
+                    GROUP_M: gl.constexpr, COALESCED: gl.constexpr = False):
         """A generated kernel's body (its `ws_kernel`): A [M, K] @ B, then EPILOGUE per output tile.
         Persistent: program p runs output tiles p, p + programs, ..."""
         dtype: gl.constexpr = a_desc.dtype
@@ -153,9 +193,9 @@ if HAVE_GLUON:
             (_load, (a_desc, b_desc, a_smem, b_smem, ready, empty, M, N, K, B_K_MAJOR, BLOCK_M, BLOCK_N, BLOCK_K,
                      STAGES, GROUP_M)),
             (_consume, (a_smem, b_smem, ready, empty, M, N, K, epilogue_args, EPILOGUE, B_K_MAJOR, BLOCK_M,
-                        BLOCK_N, BLOCK_K, STAGES, GROUP_M, 0)),
+                        BLOCK_N, BLOCK_K, STAGES, GROUP_M, COALESCED, 0)),
             (_consume, (a_smem, b_smem, ready, empty, M, N, K, epilogue_args, EPILOGUE, B_K_MAJOR, BLOCK_M,
-                        BLOCK_N, BLOCK_K, STAGES, GROUP_M, 1)),
+                        BLOCK_N, BLOCK_K, STAGES, GROUP_M, COALESCED, 1)),
         ], [CONSUMER_WARPS, CONSUMER_WARPS], [CONSUMER_REGISTERS, CONSUMER_REGISTERS])
 
 
@@ -230,12 +270,13 @@ def grid(M: int, N: int, config: dict, device: torch.device) -> tuple[int]:
 
 
 def tile_options(config: dict) -> dict:
-    """A config for the Triton tile: without the WS switch, which only launch() reads (the tile
+    """A config for the Triton tile: without the WS switches, which only launch() reads (the tile
     kernel takes no WS argument)."""
-    return {k: v for k, v in config.items() if k != "WS"}
+    return {k: v for k, v in config.items() if k not in ("WS", "WS_COALESCED")}
 
 
 def launch_options(config: dict) -> dict:
     """The constexprs and launch options of a WS config."""
     return dict(BLOCK_M=config["BLOCK_M"], BLOCK_N=config["BLOCK_N"], BLOCK_K=config["BLOCK_K"],
-                STAGES=config["num_stages"], GROUP_M=config.get("GROUP_M", 8), num_warps=LOADER_WARPS)
+                STAGES=config["num_stages"], GROUP_M=config.get("GROUP_M", 8),
+                COALESCED=bool(config.get("WS_COALESCED")), num_warps=LOADER_WARPS)

@@ -317,31 +317,38 @@ def candidate_configs(M: int, N: int, K: int, dtype) -> list[LaunchConfig]:
     return drop_unfit_persistent(cands, lambda c: cdiv(K, c.BLOCK_K))
 
 
-def ws_config(tile: LaunchConfig, block_m: int, block_n: int, stages: int) -> LaunchConfig:
+def ws_config(tile: LaunchConfig, block_m: int, block_n: int, stages: int, block_k: int = 64,
+              coalesced: bool = False) -> LaunchConfig:
     """A generated kernel's config for its warp-specialized path (kernels/gemm_hopper.py: WS=1),
-    with the kernel's other switches off. The path's loader is the 4 warps of num_warps."""
+    with the kernel's other switches off. The path's loader is the 4 warps of num_warps.
+    coalesced: the epilogue in rows of 8 values a thread (WS_COALESCED), not wgmma's layout."""
     switches = {k: 0 for k in ("TMA", "BLAS", "SPLIT_EPILOGUE", "PERSISTENT") if tile.get(k) is not None}
-    return tile.replace(num_warps=4, num_stages=stages, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=64,
-                        GROUP_M=8, **switches, WS=1)
+    return tile.replace(num_warps=4, num_stages=stages, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k,
+                        GROUP_M=8, **switches, WS=1, WS_COALESCED=int(coalesced))
 
 
 def ws_heuristic(M: int, N: int, K: int, tile: LaunchConfig, library_alone: bool) -> LaunchConfig:
     """The config of a GEMM kernel that has the warp-specialized path: with TRIDENT_WS_GEMM=1, that
-    path on 128 x 64 tiles, four K blocks in flight per consumer group (192 KB of shared memory for
-    the two rings), except where cuBLAS's call is the whole kernel (no epilogue, or a bias it adds),
-    which stays on the library; else the Triton tile (WS=0). 128 x 64, not 128 x 128:
-    compiled for sm_90, the generated GELU and residual epilogues of ViT-B/16's and ConvNeXt-T's
-    MLP GEMMs spill 424-584 bytes a thread on 128 x 128 tiles and none on 128 x 64 (docs/
-    performance.md, "Warp-specialized GEMM"); the tuner times both."""
+    path on 128 x 128 tiles, three K blocks in flight per consumer group (192 KB of shared memory
+    for the two rings), except where cuBLAS's call is the whole kernel (no epilogue, or a bias it
+    adds), which stays on the library; else the Triton tile (WS=0). The 128 x 128 tile's epilogue
+    runs on column quarters, where the generated GELU and residual epilogues do not spill
+    (kernels/gemm_hopper.py)."""
     if not _config.WS_GEMM or (library_alone and tile.get("BLAS")):
         return tile.replace(WS=0)
-    return ws_config(tile, 128, 64, 4)
+    return ws_config(tile, 128, 128, 3)
+
+
+# (BLOCK_M, BLOCK_N, stages, BLOCK_K, coalesced epilogue) of the warp-specialized tiles the tuner
+# times: each fits the two rings in shared memory and a consumer group's accumulator in 128
+# registers a thread.
+WS_TILES = ((128, 128, 3, 64, False), (128, 128, 3, 64, True), (128, 64, 4, 64, False), (64, 256, 2, 64, False),
+            (128, 128, 6, 32, False), (64, 256, 4, 32, True), (64, 128, 4, 64, False))
 
 
 def ws_candidates(tile: LaunchConfig) -> list[LaunchConfig]:
     """What the tuner times of the warp-specialized path beside the Triton tiles."""
-    return [ws_config(tile, bm, bn, st) for bm, bn, st in ((128, 64, 4), (128, 128, 3), (128, 64, 3),
-                                                           (64, 128, 4), (64, 256, 2))]
+    return [ws_config(tile, *t) for t in WS_TILES]
 
 
 def matmul(a: torch.Tensor, b: torch.Tensor, *, b_k_major: bool = False, out_dtype=None,

@@ -159,17 +159,20 @@ case "$stage" in
   attention) run_attention ;;
   # The warp-specialized GEMM path (kernels/gemm_hopper.py, TRIDENT_WS_GEMM=1): its GPU tests beside
   # their memcheck, then the tuner's candidates of the models' epilogue GEMMs (WS tiles among them),
-  # then ViT-B/16 and BERT-base with the path on and off.
+  # then ViT-B/16 with the path on and off (WS_SHAPES: bench epilogues' --only; WS_MODELS: bench
+  # perf's models; WS_PERF: the settings of TRIDENT_WS_GEMM to time, "1 0" unless given).
   ws-gemm) export TRIDENT_WS_GEMM=1
            memcheck python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_gemm_hopper.py \
              > "$out/memcheck-ws-gemm.txt" 2>&1 &
            timeout "${T_TESTS:-200}" python3 -m pytest -q -p no:cacheprovider -m gpu \
              tests/test_gemm_hopper.py 2>&1 | tail -8
            wait; tail -n 3 "$out/memcheck-ws-gemm.txt"
-           timeout "${T_BENCH:-200}" python3 -m trident.tools bench epilogues --out "$out" 2>&1 | tail -20
-           for ws in 1 0; do
+           timeout "${T_BENCH:-200}" python3 -m trident.tools bench epilogues --only "${WS_SHAPES:-ViT-B/16}" --out "$out" \
+             > "$out/ws-epilogues.txt" 2>&1
+           tac "$out/ws-epilogues.txt" | sed '/^| shape |/q' | tac | cut -c1-160   # the last (whole) table
+           for ws in ${WS_PERF:-1 0}; do
              echo "== TRIDENT_WS_GEMM=$ws"
-             TRIDENT_WS_GEMM=$ws timeout "${T_BENCH:-200}" python3 -m trident.tools bench perf --models ViT-B/16 "BERT-base seq 512" \
+             TRIDENT_WS_GEMM=$ws timeout "${T_BENCH:-200}" python3 -m trident.tools bench perf --models ${WS_MODELS:-ViT-B/16} \
                --rounds 3 --rep 10 --out "$out/ws$ws" 2>&1 | tail -12
            done ;;
   # Mixture-of-experts: the sort, integer and MoE tests on the GPU (their kernels under memcheck

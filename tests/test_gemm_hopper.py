@@ -14,7 +14,8 @@ from trident.compiler.codegen import gemm_hopper as ws_path
 from trident.compiler.ir.launch import LaunchConfig
 from trident.kernels import gemm_hopper as hopper
 from trident.kernels.loader import load_kernel
-from trident.kernels.matmul import ws_candidates, ws_heuristic
+from trident.kernels import matmul as matmul_templates
+from trident.kernels.matmul import WS_TILES, ws_candidates, ws_config, ws_heuristic
 
 HOPPER = hopper.available()
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
@@ -84,7 +85,7 @@ def test_cublas_alone_stays_on_the_library():
     tile = LaunchConfig.of(4, 3, BLOCK_M=64, BLOCK_N=64, BLOCK_K=64, GROUP_M=8, BLAS=1)
     assert ws_heuristic(1000, 3072, 768, tile, library_alone=True)["WS"] == 0
     assert ws_heuristic(1000, 3072, 768, tile, library_alone=False)["WS"] == 1
-    assert ws_heuristic(1000, 3072, 768, tile, library_alone=False)["BLOCK_N"] == 64  # (no epilogue spill)
+    assert ws_heuristic(1000, 3072, 768, tile, library_alone=False)["BLOCK_N"] == 128  # (epilogue on quarters)
 
 
 def test_the_epilogue_tuple_holds_what_the_epilogue_reads():
@@ -243,6 +244,26 @@ def test_gpu_engines_on_the_path_match_torch(rows, d, hidden):
     steps = _gemm_steps(engine)
     assert steps and all(s.config.get("WS") == 1 for s in steps), [str(s.config) for s in steps]
     out = engine(x.cuda())  # (an fp16 engine of an fp32 model takes fp32 inputs)
+    out = (out[0] if isinstance(out, (list, tuple)) else out).float().cpu()
+    ref = model.double()(x.double()).float()
+    assert ((out - ref).norm() / ref.norm()).item() < 5e-3
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HOPPER, reason="needs an sm_90 GPU and Gluon")
+@pytest.mark.parametrize("tile", WS_TILES, ids=lambda t: "{}x{}/{} k{}{}".format(*t[:4], " coalesced" * t[4]))
+@pytest.mark.parametrize("rows, d, hidden", [(2 * 197, 768, 3072), (333, 40, 72), (1000, 200, 520)], ids=str)
+def test_gpu_every_tile_the_tuner_times_matches_torch(monkeypatch, tile, rows, d, hidden):
+    """Each warp-specialized tile (whole-tile and column-quarter epilogues, 32- and 64-deep K
+    blocks), as the heuristic's pick, on odd M, N and K."""
+    monkeypatch.setattr(matmul_templates, "ws_heuristic", lambda M, N, K, cfg, library_alone: ws_config(cfg, *tile))
+    torch.manual_seed(rows)
+    model = Block(d, hidden).eval()
+    x = torch.randn(1, rows, d)
+    engine = trident.build_engine(model, "fp16", example_inputs=[x])
+    steps = _gemm_steps(engine)
+    assert steps and all(s.config.get("WS") == 1 and s.config["BLOCK_N"] == tile[1] for s in steps)
+    out = engine(x.cuda())
     out = (out[0] if isinstance(out, (list, tuple)) else out).float().cpu()
     ref = model.double()(x.double()).float()
     assert ((out - ref).norm() / ref.norm()).item() < 5e-3

@@ -10,8 +10,8 @@ own `epilogue` function, and launch() runs it under the config switch WS=1:
         epilogue(None, None, in2, out0, acc, offs_m, offs_n, BLOCK_M, BLOCK_N)
 
     @gluon.jit
-    def ws_kernel(in0, in1, in2, out0, a_desc, b_desc, M, N, K, BLOCK_M, ...):
-        gemm_hopper(a_desc, b_desc, M, N, K, (in2, out0), ws_epilogue, True, BLOCK_M, ...)
+    def ws_kernel(in0, in1, in2, out0, a_desc, b_desc, M, N, K, BLOCK_M, ..., COALESCED):
+        gemm_hopper(a_desc, b_desc, M, N, K, (in2, out0), ws_epilogue, True, BLOCK_M, ..., COALESCED)
 
 The epilogue's tuple holds only the pointers the epilogue reads (Triton 3.6 fails to lower a
 warp-specialized partition that receives a pointer it never uses); M, N and K come from launch(),
@@ -66,9 +66,10 @@ def source(params: list[str], used: list[str], b_k_major: bool) -> str:
         f"    epilogue({call}, acc, offs_m, offs_n, BLOCK_M, BLOCK_N)\n\n\n"
         "@gluon.jit\n"
         f"def ws_kernel({', '.join(params)}, a_desc, b_desc, M, N, K, BLOCK_M: gl.constexpr, "
-        "BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, STAGES: gl.constexpr, GROUP_M: gl.constexpr):\n"
+        "BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, STAGES: gl.constexpr, GROUP_M: gl.constexpr, "
+        "COALESCED: gl.constexpr):\n"
         f"    gemm_hopper.gemm_hopper(a_desc, b_desc, M, N, K, {pack}, ws_epilogue, {b_k_major}, BLOCK_M, BLOCK_N, "
-        "BLOCK_K, STAGES, GROUP_M)\n\n\n")
+        "BLOCK_K, STAGES, GROUP_M, COALESCED)\n\n\n")
 
 
 def prologue(params: list[str], a: str, b: str, mnk: tuple[int, int, int], stride_am: int, stride_bk: int,

@@ -76,6 +76,8 @@ class LaunchConfig:
             text += " tma" if p.get("TMA") else ""
             text += " blas" if p.get("BLAS") else ""
             text += " split" if p.get("SPLIT_EPILOGUE") else ""
+            text += " ws" if p.get("WS") else ""
+            text += " coalesced" if p.get("WS_COALESCED") else ""
         else:
             text = " ".join(f"{k.replace('BLOCK_', '')}={v}" for k, v in p.items())
         text += f" w{self.num_warps}"
