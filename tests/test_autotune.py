@@ -82,12 +82,15 @@ def test_one_config_type_from_template_to_launch(monkeypatch):
     from trident.kernels.matmul import heuristic_config
 
     monkeypatch.setattr(config, "FUSE_MLP", False)  # GEMM kernels of their own (not one back-to-back MLP)
+    monkeypatch.setattr(config, "WS_GEMM", False)
     program = program_of("mlp", 2)
     step = next(s for s in program.steps if s.kind == "kernel" and s.kernel.problem["template"] == "matmul")
     p = step.kernel.problem
     expected = heuristic_config(p["M"], p["N"], p["K"], p["dtype"], 4, tma="matmul_tile_tma" in step.kernel.source,
                                 blas="library_gemm" in step.kernel.source)
     expected = expected.replace(SPLIT_EPILOGUE=0)  # (generated GEMMs only: the tuner times the split)
+    if "def ws_kernel" in step.kernel.source:  # (on a Hopper GPU: the warp-specialized path, off by default)
+        expected = expected.replace(WS=0)
     assert isinstance(expected, LaunchConfig) and step.kernel.config == expected
     assert f"CONFIG = {expected.to_dict()!r}" in step.kernel.source
     assert candidates(p, step.kernel.config, "fast")[0] == expected
