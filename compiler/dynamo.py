@@ -49,7 +49,8 @@ from torch.utils._pytree import tree_flatten, tree_unflatten
 from trident.compiler import config as _config  # (also: Triton's interpreter without CUDA)
 from trident.compiler import fx_partition
 from trident.compiler.autotune.tuner import LEVELS
-from trident.compiler.dynamo_shapes import ALIASES, fits, profiles_for, run_time_ints, symbolic_inputs
+from trident.compiler.dynamo_shapes import (ALIASES, fits, profiles_for, run_time_ints, symbolic_inputs,
+                                            take_sized_int_values)
 from trident.compiler.errors import TridentError, UnsupportedError
 from trident.compiler.fx_mutation import (EXPLICIT, RUN_TIME_INPUT, example_value, make_writes_explicit,
                                           return_written_inputs)
@@ -454,6 +455,9 @@ class TridentSubgraph(torch.nn.Module):
                  report: CompileReport | None = None, name: str = "fused"):
         super().__init__()
         self.gm = gm
+        # sized ints the graph also computes with: passed again as 0-d tensors after the arguments
+        self._int_values = take_sized_int_values(gm)
+        weight_args = list(weight_args) + [False] * len(self._int_values)
         self.weight_args = weight_args
         # The parent graph knows which arguments are weights; the partition's own placeholders
         # can look like one (a 0-d tensor another partition computed looks like a float dynamo
@@ -487,7 +491,8 @@ class TridentSubgraph(torch.nn.Module):
         entries = [e for v in self.engines.values() for e in (v if isinstance(v, list) else [v])]
         return [e[0] for e in entries if e is not _FALLBACK]
 
-    def forward(self, *args):
+    def forward(self, *given):
+        args = self._with_int_values(given)
         if self._split is not None:  # (its parts key their engines by these weights' identities)
             return self._split(*args)
         call = self._with_int_tensors(args)
@@ -504,7 +509,7 @@ class TridentSubgraph(torch.nn.Module):
         if entry is _AS_VALUES:  # an int is a size somewhere: the ints are values, an engine per value
             self.engines = {k: e for k, e in self.engines.items() if e is not _AS_VALUES}
             self._run_time_ints = []
-            return self.forward(*args)
+            return self.forward(*given)
         if entry is _FALLBACK:
             return self.gm(*_detached(args)) if self._split is None else self._split(*args)
         engine, keep = entry
@@ -513,6 +518,14 @@ class TridentSubgraph(torch.nn.Module):
         if engine.cuda_graph and engine.device.type == "cuda":
             outs = [o.clone() for o in outs]  # the engine's buffers: the next replay rewrites them
         return tree_unflatten(list(outs), self._out_spec)
+
+    def _with_int_values(self, args: Sequence) -> tuple:
+        """The arguments, then each sized int the graph computes with as a 0-d int64 tensor
+        (dynamo_shapes.take_sized_int_values)."""
+        if not self._int_values:
+            return tuple(args)
+        device = next((a.device for a in args if isinstance(a, torch.Tensor)), torch.device("cpu"))
+        return (*args, *(torch.tensor(args[k], dtype=torch.int64, device=device) for k in self._int_values))
 
     def _with_int_tensors(self, args: Sequence) -> tuple:
         """The arguments with the run-time ints as 0-d int64 tensors beside the others."""

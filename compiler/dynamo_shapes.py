@@ -20,10 +20,12 @@ those sizes are still equal.
 """
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
 from typing import Sequence
 
 import torch
+import torch.fx
 
 RANGE_FACTOR = 4
 MIN_MAX = 64
@@ -105,6 +107,67 @@ def run_time_ints(gm: torch.fx.GraphModule) -> list[int]:
     return [i for i, s in ints.items() if s not in sized]
 
 
+# Arithmetic that reads an int as a number beside a tensor (torch promotes a 0-d int64 tensor there
+# exactly as it does the int: a dimensioned tensor's dtype wins within its category).
+_ARITHMETIC = {operator.add, operator.sub, operator.mul, torch.add, torch.sub, torch.mul}
+_ARITHMETIC_METHODS = {"add", "sub", "mul"}
+VALUE_SUFFIX = "_as_tensor"
+
+
+def _is_tensor_node(arg) -> bool:
+    return isinstance(arg, torch.fx.Node) and isinstance(arg.meta.get("example_value"), torch.Tensor)
+
+
+def _value_uses(node: torch.fx.Node) -> list[torch.fx.Node]:
+    """The users of an int placeholder that add, subtract or multiply it with a tensor."""
+    def reads_as_value(user):
+        if user.op == "call_function" and user.target in _ARITHMETIC:
+            operands = user.args
+        elif user.op == "call_method" and user.target in _ARITHMETIC_METHODS:
+            operands = user.args
+        else:
+            return False
+        return len(operands) == 2 and node in operands and any(_is_tensor_node(a) for a in operands if a is not node)
+    return [u for u in node.users if reads_as_value(u)]
+
+
+def _placeholders_first(graph: torch.fx.Graph) -> None:
+    """Every placeholder ahead of the first other node, in their order (the arguments' order)."""
+    first = next((n for n in graph.nodes if n.op != "placeholder"), None)
+    if first is not None:
+        for node in [n for n in graph.nodes if n.op == "placeholder"]:
+            first.prepend(node)
+
+
+def take_sized_int_values(gm: torch.fx.GraphModule) -> list[int]:
+    """Where an int that is a symbol sizing a tensor is also added to (or subtracted from, or
+    multiplied with) a tensor, the graph reads that int at run time too: Whisper's decoder takes
+    its positions as `arange(new) + past`, past the cache's length. Probed at fixed sizes, that sum
+    and the position rows it gathers would fold to constants of each size, none a slice of
+    another (codegen/dynamic_constants.py), and the engine would be rebuilt for every length. So
+    each such use reads a new placeholder instead, the int as a 0-d int64 tensor, appended after
+    the others. Returns the positions of the ints, in the order of the new placeholders (the
+    caller passes `torch.tensor(args[k])` for each, after the arguments)."""
+    dims, ints = _placeholder_symbols(gm)
+    sized = _sized(dims)
+    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    taken = []
+    for i, node in enumerate(placeholders):
+        uses = _value_uses(node) if ints.get(i) in sized else []
+        if not uses:
+            continue
+        _placeholders_first(gm.graph)  # (a partition's placeholders can sit between its nodes)
+        with gm.graph.inserting_after([n for n in gm.graph.nodes if n.op == "placeholder"][-1]):
+            value = gm.graph.placeholder(node.name + VALUE_SUFFIX)
+        value.meta["example_value"] = torch.tensor(0)
+        for user in uses:
+            user.args = tuple(value if a is node else a for a in user.args)
+        taken.append(i)
+    if taken:
+        gm.recompile()
+    return taken
+
+
 def profile_ranges(sizes: dict[str, int], factor: int = RANGE_FACTOR) -> dict[str, tuple[int, int, int]]:
     """(min, opt, max) per symbol: 1, the size seen, factor times it (at least MIN_MAX when
     factor > 1)."""
@@ -159,4 +222,4 @@ def fits(engine, sizes: dict[str, int]) -> bool:
 
 
 __all__ = ["ALIASES", "SymbolicInputs", "build_options", "equal_symbols", "fits", "profile_ranges", "profiles_for",
-           "run_time_ints", "symbolic_inputs"]
+           "run_time_ints", "symbolic_inputs", "take_sized_int_values"]

@@ -165,3 +165,32 @@ def test_factories_of_sizes_are_constants_at_each_probe(partitions):
         torch.testing.assert_close(got, _factories(x))
         assert got.dtype == _factories(x).dtype
     assert sum(p.engines_built for p in partitions) == 1
+
+
+class PositionsAfterPast(torch.nn.Module):
+    """Whisper's decoder positions: `arange(new) + past`, past the cache's length, pick rows of a
+    position table."""
+
+    def __init__(self):
+        super().__init__()
+        self.table = torch.nn.Parameter(torch.randn(64, 8))
+
+    def forward(self, x, cache):
+        positions = torch.arange(x.shape[1], device=x.device) + cache.shape[1]
+        return x + self.table[positions] + cache.sum(1, keepdim=True)
+
+
+def test_a_size_added_to_a_tensor_is_read_at_run_time(partitions):
+    """The positions after a past of every length gather different rows: probed at fixed sizes they
+    would fold to constants none of which is a slice of another (an engine per length). The past's
+    length reaches the engine as a 0-d tensor as well: one engine for every length."""
+    torch._dynamo.reset()
+    model = PositionsAfterPast().to(DEV)
+    compiled = torch.compile(model, backend="trident", options={"fallback": False})
+    with torch.no_grad():
+        for past in (3, 7, 12, 5, 20):
+            x, cache = torch.randn(2, 1, 8, device=DEV), torch.randn(2, past, 8, device=DEV)
+            torch._dynamo.mark_dynamic(cache, 1)
+            torch.testing.assert_close(compiled(x, cache), model(x, cache))
+    assert sum(p.engines_built for p in partitions) == 1
+    assert any(p._int_values for p in partitions)
