@@ -169,7 +169,7 @@ def test_factories_of_sizes_are_constants_at_each_probe(partitions):
 
 class PositionsAfterPast(torch.nn.Module):
     """Whisper's decoder positions: `arange(new) + past`, past the cache's length, pick rows of a
-    position table."""
+    position table; and a mean over the cache's length."""
 
     def __init__(self):
         super().__init__()
@@ -177,13 +177,14 @@ class PositionsAfterPast(torch.nn.Module):
 
     def forward(self, x, cache):
         positions = torch.arange(x.shape[1], device=x.device) + cache.shape[1]
-        return x + self.table[positions] + cache.sum(1, keepdim=True)
+        return x + self.table[positions] + cache.mean(1, keepdim=True)
 
 
 def test_a_size_added_to_a_tensor_is_read_at_run_time(partitions):
     """The positions after a past of every length gather different rows: probed at fixed sizes they
     would fold to constants none of which is a slice of another (an engine per length). The past's
-    length reaches the engine as a 0-d tensor as well: one engine for every length."""
+    length reaches the engine as a 0-d tensor as well; the mean divides by the length, an integer
+    the kernel takes as a size. One engine for every length."""
     torch._dynamo.reset()
     model = PositionsAfterPast().to(DEV)
     compiled = torch.compile(model, backend="trident", options={"fallback": False})

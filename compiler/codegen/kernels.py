@@ -103,9 +103,12 @@ def _empty(graph: Graph, outputs: list[str]) -> bool:
     return all(math.prod(graph.types[o].shape) == 0 for o in outputs)
 
 
-def _inverse(length: int) -> str:
-    """1 / length as a kernel literal: NaN for an empty axis (the mean of nothing, as in torch)."""
-    return E.literal(1.0 / length if length else math.nan)
+def _averaged(length: int) -> str:
+    """What turns a sum over `length` values into their mean: a division by the length, an integer
+    literal (so a shape-generic kernel makes it the size it is, compiler/codegen/dynamic.py, where
+    a reciprocal would be a float of each size), correctly rounded as torch's mean; NaN for an
+    empty axis (the mean of nothing, as in torch)."""
+    return f" / {length}" if length else f" * {E.literal(math.nan)}"
 
 
 def _after_anchor(group: Group) -> list[Node]:
@@ -182,9 +185,9 @@ def _reduction_body(w: KernelWriter, anchor: Node, x: str, length: int, load_par
         w.line(f"{out}_exp = tl.where(rmask, tl.exp({x} - {out}_max), 0.0)")
         w.line(f"{out} = {out}_exp / tl.sum({out}_exp, 1)[:, None]")
     elif anchor.op == "layer_norm":
-        w.line(f"{out}_mean = tl.sum(tl.where(rmask, {x}, 0.0), 1)[:, None] * {_inverse(length)}")
+        w.line(f"{out}_mean = tl.sum(tl.where(rmask, {x}, 0.0), 1)[:, None]{_averaged(length)}")
         w.line(f"{out}_diff = tl.where(rmask, {x} - {out}_mean, 0.0)")
-        w.line(f"{out}_var = tl.sum({out}_diff * {out}_diff, 1)[:, None] * {_inverse(length)}")
+        w.line(f"{out}_var = tl.sum({out}_diff * {out}_diff, 1)[:, None]{_averaged(length)}")
         eps = E.literal(float(anchor.attrs.get("epsilon", 1e-5)))
         w.line(f"{out} = {out}_diff / tl.sqrt({out}_var + {eps}) * {load_param(anchor.inputs[1])}")
         if len(anchor.inputs) > 2:
@@ -192,7 +195,7 @@ def _reduction_body(w: KernelWriter, anchor: Node, x: str, length: int, load_par
     elif anchor.op == "reduce_max":
         w.line(f"{out} = prims.max_nan(tl.where(rmask, {x}, float('-inf')), 1)[:, None]")
     else:  # reduce_sum / reduce_mean
-        scale = f" * {_inverse(length)}" if anchor.op == "reduce_mean" else ""
+        scale = _averaged(length) if anchor.op == "reduce_mean" else ""
         w.line(f"{out} = tl.sum(tl.where(rmask, {x}, 0.0), 1)[:, None]{scale}")
     return out
 
@@ -218,7 +221,7 @@ def _loop_result(w: KernelWriter, anchor: Node, length: int) -> str:
     if anchor.op == "reduce_max":
         w.line(f"{out} = prims.max_nan(acc, 1)[:, None]")
     else:
-        scale = f" * {_inverse(length)}" if anchor.op == "reduce_mean" else ""
+        scale = _averaged(length) if anchor.op == "reduce_mean" else ""
         w.line(f"{out} = tl.sum(acc, 1)[:, None]{scale}")
     return out
 
