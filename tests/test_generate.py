@@ -158,3 +158,29 @@ def test_transformers_generate_of_t5_with_a_dynamic_cache_builds_one_decode_engi
     torch._dynamo.reset()
     assert torch.equal(got, want)
     assert [sum(s.engines_built for s in r.subgraphs) for r in reports] == [1] * len(reports)
+
+
+def test_transformers_generate_of_whisper_with_a_dynamic_cache_builds_one_decode_engine():
+    """Whisper's decoder positions are `arange(new) + past`: the past's length reaches the engine
+    as a 0-d tensor too (dynamo_shapes.take_sized_int_values), so the rows it gathers from the
+    position table are found at run time, not folded per length: one engine serves every step."""
+    from trident.compiler.dynamo import recording_backend
+    from trident.compiler.testing import DEVICE
+
+    torch.manual_seed(0)
+    cfg = transformers.WhisperConfig(
+        vocab_size=100, d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
+        decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64, num_mel_bins=16, max_source_positions=20,
+        max_target_positions=32, pad_token_id=0, eos_token_id=2, bos_token_id=1, decoder_start_token_id=1,
+        suppress_tokens=None, begin_suppress_tokens=None)
+    model = transformers.WhisperForConditionalGeneration(cfg).eval().to(DEVICE)
+    features = torch.randn(2, 16, 40, generator=torch.Generator().manual_seed(4)).to(DEVICE)
+    with torch.no_grad():
+        want = model.generate(input_features=features, max_new_tokens=6, do_sample=False)
+        backend, reports = recording_backend({"precision": "fp32"})
+        torch._dynamo.reset()
+        model.forward = torch.compile(model.forward, backend=backend)
+        got = model.generate(input_features=features, max_new_tokens=6, do_sample=False)
+    torch._dynamo.reset()
+    assert torch.equal(got, want)
+    assert [sum(s.engines_built for s in r.subgraphs) for r in reports] == [1] * len(reports)
