@@ -159,7 +159,10 @@ if HAVE_GLUON:
         """EPILOGUE on the accumulator's four column quarters in turn. Called on a whole 128 x 128
         tile (or a 64 x 256 one), the generated GELU and residual epilogues spill: their pointer
         tensors and loads sit beside 128 accumulators a thread. On halves the residual one still
-        does (56 bytes a thread, Triton 3.6, sm_90); on quarters neither does."""
+        does (56 bytes a thread, Triton 3.6, sm_90); on quarters neither does. Each call is told the
+        tile's width, not the quarter's: the generated epilogue drops its column mask where N is a
+        multiple of the width it is given, and a quarter can fall past N where the tile does not
+        (N = 96 on 128-wide tiles: the last quarter read past the bias)."""
         QUARTER: gl.constexpr = BLOCK_N // 4
         layout: gl.constexpr = epilogue_layout(QUARTER, COALESCED)
         # columns [BLOCK_M, 4, QUARTER] -> [BLOCK_M, QUARTER, 2, 2]: quarter j = 2 * j1 + j0 sits at
@@ -169,10 +172,10 @@ if HAVE_GLUON:
         q1, q3 = odd.split()
         offs_m = pid_m * BLOCK_M + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, layout))
         offs_n = pid_n * BLOCK_N + gl.arange(0, QUARTER, layout=gl.SliceLayout(0, layout))
-        EPILOGUE(epilogue_args, gl.convert_layout(q0, layout), offs_m, offs_n, BLOCK_M, QUARTER)
-        EPILOGUE(epilogue_args, gl.convert_layout(q1, layout), offs_m, offs_n + QUARTER, BLOCK_M, QUARTER)
-        EPILOGUE(epilogue_args, gl.convert_layout(q2, layout), offs_m, offs_n + 2 * QUARTER, BLOCK_M, QUARTER)
-        EPILOGUE(epilogue_args, gl.convert_layout(q3, layout), offs_m, offs_n + 3 * QUARTER, BLOCK_M, QUARTER)
+        EPILOGUE(epilogue_args, gl.convert_layout(q0, layout), offs_m, offs_n, BLOCK_M, BLOCK_N)
+        EPILOGUE(epilogue_args, gl.convert_layout(q1, layout), offs_m, offs_n + QUARTER, BLOCK_M, BLOCK_N)
+        EPILOGUE(epilogue_args, gl.convert_layout(q2, layout), offs_m, offs_n + 2 * QUARTER, BLOCK_M, BLOCK_N)
+        EPILOGUE(epilogue_args, gl.convert_layout(q3, layout), offs_m, offs_n + 3 * QUARTER, BLOCK_M, BLOCK_N)
 
     @gluon.jit
     def gemm_hopper(a_desc, b_desc, M, N, K, epilogue_args, EPILOGUE: gl.constexpr, B_K_MAJOR: gl.constexpr,

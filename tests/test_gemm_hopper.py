@@ -85,7 +85,7 @@ def test_cublas_alone_stays_on_the_library():
     tile = LaunchConfig.of(4, 3, BLOCK_M=64, BLOCK_N=64, BLOCK_K=64, GROUP_M=8, BLAS=1)
     assert ws_heuristic(1000, 3072, 768, tile, library_alone=True)["WS"] == 0
     assert ws_heuristic(1000, 3072, 768, tile, library_alone=False)["WS"] == 1
-    assert ws_heuristic(1000, 3072, 768, tile, library_alone=False)["BLOCK_N"] == 128  # (epilogue on quarters)
+    assert ws_heuristic(1000, 3072, 768, tile, library_alone=False)["BLOCK_N"] == 64
 
 
 def test_the_epilogue_tuple_holds_what_the_epilogue_reads():
@@ -252,7 +252,10 @@ def test_gpu_engines_on_the_path_match_torch(rows, d, hidden):
 @pytest.mark.gpu
 @pytest.mark.skipif(not HOPPER, reason="needs an sm_90 GPU and Gluon")
 @pytest.mark.parametrize("tile", WS_TILES, ids=lambda t: "{}x{}/{} k{}{}".format(*t[:4], " coalesced" * t[4]))
-@pytest.mark.parametrize("rows, d, hidden", [(2 * 197, 768, 3072), (333, 40, 72), (1000, 200, 520)], ids=str)
+@pytest.mark.parametrize("rows, d, hidden", [
+    (2 * 197, 768, 3072), (333, 40, 72), (1000, 200, 520),
+    (4097, 96, 384),  # N = 96: a multiple of a quarter of a 128-wide tile, not of the tile
+], ids=str)
 def test_gpu_every_tile_the_tuner_times_matches_torch(monkeypatch, tile, rows, d, hidden):
     """Each warp-specialized tile (whole-tile and column-quarter epilogues, 32- and 64-deep K
     blocks), as the heuristic's pick, on odd M, N and K."""
