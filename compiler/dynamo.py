@@ -407,6 +407,7 @@ class _Recorder(torch.fx.Interpreter):
         sub = self.wanted.get(target)
         if sub is None:
             return super().call_module(target, args, kwargs)
+        args = sub._with_int_values(args)  # (the partition's graph takes those too)
         sub.calibration.append(tuple(a.detach() if isinstance(a, torch.Tensor) else a
                                      for a in args))
         with torch.no_grad():
