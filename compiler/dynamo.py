@@ -393,7 +393,18 @@ def _calibrate(split, gm, example_inputs: Sequence, calibration, subgraphs, writ
         args = [a.clone() if i in written else a for i, a in enumerate(example_inputs)]
         for i, x in zip(users, batch):
             args[i] = x
-        _Recorder(split, wanted).run(*args)
+        _Recorder(split, wanted).run(*_batch_sizes(gm, args))
+
+
+def _batch_sizes(gm: torch.fx.GraphModule, args: list) -> list:
+    """The arguments with each int placeholder that is a symbol at the size the batch's tensors
+    give it: the example's is dynamo's SymInt, and computing with it would specialize the graph
+    to the example's size (dynamo then refuses a dim marked dynamic)."""
+    sym = symbolic_inputs(gm)
+    if sym is None:
+        return args
+    sizes = {s: int(args[i].shape[d]) for i, dims in sym.dims.items() for d, s in dims.items()}
+    return [sizes.get(sym.scalars.get(i), a) for i, a in enumerate(args)]
 
 
 class _Recorder(torch.fx.Interpreter):

@@ -197,17 +197,20 @@ def test_a_size_added_to_a_tensor_is_read_at_run_time(partitions):
     assert any(p._int_values for p in partitions)
 
 
-def test_int8_calibration_passes_the_sized_ints_read_as_values(partitions):
-    """Calibration runs each partition's own graph in torch, which takes the sized ints it reads
-    as values as 0-d tensors after its arguments (the recorder passes them, as forward does)."""
+def test_int8_calibration_under_mark_dynamic(partitions):
+    """Calibration runs each partition's own graph in torch: an int placeholder that is a symbol
+    takes the size the batch gives it (computing with dynamo's SymInt of the example specialized
+    the graph, and dynamo refused the dim marked dynamic), and the partition takes the sized ints
+    it reads as values as 0-d tensors after its arguments, as forward passes them."""
     torch._dynamo.reset()
     model = PositionsAfterPast().to(DEV)
-    calibration = [(torch.randn(2, 1, 8, device=DEV), torch.randn(2, 3, 8, device=DEV))]
+    calibration = [(torch.randn(2, 1, 8, device=DEV), torch.randn(2, 5, 8, device=DEV))]
     compiled = torch.compile(model, backend="trident",
                              options={"precision": "int8", "calibration": calibration, "fallback": False})
     with torch.no_grad():
         for past in (3, 7):
             x, cache = torch.randn(2, 1, 8, device=DEV), torch.randn(2, past, 8, device=DEV)
-            torch._dynamo.maybe_mark_dynamic(cache, 1)
+            torch._dynamo.mark_dynamic(cache, 1)
             torch.testing.assert_close(compiled(x, cache), model(x, cache), rtol=1e-2, atol=1e-2)
     assert any(p._int_values and p.calibration for p in partitions)
+    assert sum(p.engines_built for p in partitions) == 1
