@@ -109,8 +109,9 @@ def run_time_ints(gm: torch.fx.GraphModule) -> list[int]:
 
 # Arithmetic that reads an int as a number beside a tensor (torch promotes a 0-d int64 tensor there
 # exactly as it does the int: a dimensioned tensor's dtype wins within its category).
-_ARITHMETIC = {operator.add, operator.sub, operator.mul, torch.add, torch.sub, torch.mul}
-_ARITHMETIC_METHODS = {"add", "sub", "mul"}
+_ARITHMETIC = {operator.add, operator.sub, operator.mul, operator.truediv, operator.floordiv, torch.add, torch.sub,
+               torch.mul, torch.div, torch.true_divide}
+_ARITHMETIC_METHODS = {"add", "sub", "mul", "div", "true_divide"}
 VALUE_SUFFIX = "_as_tensor"
 
 
@@ -119,7 +120,7 @@ def _is_tensor_node(arg) -> bool:
 
 
 def _value_uses(node: torch.fx.Node) -> list[torch.fx.Node]:
-    """The users of an int placeholder that add, subtract or multiply it with a tensor."""
+    """The users of an int placeholder that add, subtract, multiply or divide it with a tensor."""
     def reads_as_value(user):
         if user.op == "call_function" and user.target in _ARITHMETIC:
             operands = user.args
@@ -140,14 +141,14 @@ def _placeholders_first(graph: torch.fx.Graph) -> None:
 
 
 def take_sized_int_values(gm: torch.fx.GraphModule) -> list[int]:
-    """Where an int that is a symbol sizing a tensor is also added to (or subtracted from, or
-    multiplied with) a tensor, the graph reads that int at run time too: Whisper's decoder takes
-    its positions as `arange(new) + past`, past the cache's length. Probed at fixed sizes, that sum
-    and the position rows it gathers would fold to constants of each size, none a slice of
-    another (codegen/dynamic_constants.py), and the engine would be rebuilt for every length. So
-    each such use reads a new placeholder instead, the int as a 0-d int64 tensor, appended after
-    the others. Returns the positions of the ints, in the order of the new placeholders (the
-    caller passes `torch.tensor(args[k])` for each, after the arguments)."""
+    """Where an int that is a symbol sizing a tensor is also added to, subtracted from, multiplied
+    with or divided into or by a tensor, the graph reads that int at run time too. Whisper's
+    decoder takes its positions as `arange(new) + past`, past the cache's length; a sum divided
+    by its length is a mean. Probed at fixed sizes, such values would fold to constants of each
+    size, none a slice of another (codegen/dynamic_constants.py), and the engine would be rebuilt
+    for every length. So each such use reads a new placeholder instead, the int as a 0-d int64
+    tensor, appended after the others. Returns the positions of the ints, in the order of the new
+    placeholders (the caller passes `torch.tensor(args[k])` for each, after the arguments)."""
     dims, ints = _placeholder_symbols(gm)
     sized = _sized(dims)
     placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]

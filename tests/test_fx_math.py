@@ -82,6 +82,11 @@ DIRECT = {
     "rms_norm": lambda x: F.rms_norm(x.nan_to_num(0.0, 0.0, 0.0), (18,), torch.linspace(0.5, 2, 18, device=x.device)),
     "instance_norm": lambda x: F.instance_norm(x.nan_to_num(0.0, 0.0, 0.0).reshape(2, 3, 3, 6)),
     "mean_axis": lambda x: x.mean(axis=1),
+    # the max taken as 0 where infinite: rows of -inf give -inf, rows holding +inf give +inf
+    "logsumexp": lambda x: torch.logsumexp(x, 1),
+    "logsumexp_dims_keepdim": lambda x: torch.logsumexp(x.reshape(2, 3, 18), (0, 2), keepdim=True),
+    "logsumexp_rows_of_minus_inf": lambda x: torch.logsumexp(x.masked_fill(x < 0.5, -math.inf), 0),
+    "logsumexp_integers": lambda x: torch.logsumexp(x.nan_to_num(0.0, 9.0, -9.0).int(), -1),
     "exp2": lambda x: torch.exp2(x / 4),   # (inf past 2^128, 0 far below: as torch)
     "log2": lambda x: torch.log2(x),       # -inf at +-0, NaN below 0
     "log10": lambda x: torch.log10(x.abs()),
@@ -107,7 +112,6 @@ DECOMPOSED = {
     "broadcast_to": lambda x: x.broadcast_to(2, 6, 18) * 2,
     "pixel_shuffle": lambda x: F.pixel_shuffle(x.reshape(1, 12, 3, 3), 2) + 1,
     "channel_shuffle": lambda x: F.channel_shuffle(x.reshape(1, 6, 3, 6), 3) + 1,
-    "logsumexp": lambda x: torch.logsumexp(x, 1),
     "nan_to_num": lambda x: torch.nan_to_num(x, 1.0, 2.0, -2.0),
     "tile": lambda x: x.tile(2, 1) + 1,
     "lerp": lambda x: torch.lerp(x, x * 2, 0.3),
@@ -291,3 +295,9 @@ def test_a_numpy_promotion_unlike_torchs_runs_that_node_in_torch():
     assert got.dtype == torch.float64 and torch.equal(got, scaled(x))
     assert "wrapped_mul" in in_torch[0] and "imported as f32[3,4], but torch computed f64[3,4]" in in_torch[0]
     assert not any("wrapped_mod" in item for item in in_torch)  # (the float64 sum: a torch step)
+
+
+def test_logsumexp_over_nothing_is_minus_inf():
+    """torch's logsumexp of an empty dim is -inf (a sum of no exponentials is 0)."""
+    fn = lambda x: torch.logsumexp(x[:, :0] * 2, 1) + x[:, 0]  # noqa: E731
+    compiled_matches_eager(fn, with_edges(6, 18))

@@ -202,11 +202,14 @@ def variance(cx, x, dim=None, unbiased=None, keepdim=False, *, correction=None, 
     count = math.prod(cx.shape(x)[a] for a in axes)
     mean = cx.emit("reduce_mean", [x], axes=axes, keepdims=True)
     centred = cx.emit("sub", [x, mean])
-    total = cx.emit("reduce_sum", [cx.emit("mul", [centred, centred])], axes=axes,
-                    keepdims=bool(keepdim))
-    # N <= correction: torch divides by max(0, N - correction), giving inf or nan
-    divisor = max(count - float(correction), 0.0)
-    var = cx.emit("div", [total, _scalar(cx, divisor, x)])
+    squares = cx.emit("mul", [centred, centred])
+    if correction == 0:  # a mean, whose length a shape-generic kernel takes as a size
+        var = cx.emit("reduce_mean", [squares], axes=axes, keepdims=bool(keepdim))
+    else:
+        total = cx.emit("reduce_sum", [squares], axes=axes, keepdims=bool(keepdim))
+        # N <= correction: torch divides by max(0, N - correction), giving inf or nan
+        divisor = max(count - float(correction), 0.0)
+        var = cx.emit("div", [total, _scalar(cx, divisor, x)])
     return cx.emit("sqrt", [var]) if sqrt else var
 
 

@@ -1,5 +1,5 @@
 """Converters of reductions: mean, sum, amax, prod, any / all, amin, min / max (with their
-indices), var_mean / std_mean, argmax / argmin through decompose.py, and topk / sort / argsort /
+indices), var_mean / std_mean, logsumexp, argmax / argmin through decompose.py, and topk / sort / argsort /
 msort / histc through sorting.py."""
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from trident.compiler.frontend.fx.arithmetic import _as_bool, _maximum, _minimum
 from trident.compiler.frontend.fx.axes import axes as _axes
 from trident.compiler.frontend.fx.axes import axis as _axis
 from trident.compiler.frontend.fx.context import Ctx, Val
-from trident.compiler.frontend.fx.helpers import _binary
+from trident.compiler.frontend.fx.helpers import _binary, _scalar
 from trident.compiler.frontend.fx.registry import converts
 
 aten = torch.ops.aten
@@ -106,6 +106,24 @@ def _var_mean(cx: Ctx, x, dim=None, unbiased=None, keepdim=False, *, correction=
 def _std_mean(cx: Ctx, x, dim=None, unbiased=None, keepdim=False, *, correction=None):
     deviation = math_ops.std(cx, x, dim, unbiased, keepdim, correction=correction)
     return deviation, _mean(cx, x, None if isinstance(dim, bool) else dim, keepdim)
+
+
+@converts(aten.logsumexp.default, torch.logsumexp, "logsumexp")
+def _logsumexp(cx: Ctx, input, dim, keepdim=False):
+    """log Σ exp(x) along dim as torch computes it: log Σ exp(x - m) + m with m the max, taken as
+    0 where it is infinite (a row of -inf gives -inf, a row holding +inf gives +inf, not NaN). A
+    converter of its own, not torch's decomposition: under dynamic shapes that decomposition
+    cannot be traced, and the call stayed in torch."""
+    if not cx.dtype(input).is_floating_point:
+        input = cx.cast(input, torch.get_default_dtype())  # (torch's logsumexp of integers)
+    axes = _axes(cx, input, dim)
+    peak = cx.emit("reduce_max", [input], axes=axes, keepdims=True)
+    peak = cx.emit("where", [cx.emit("is_inf", [peak]), _scalar(cx, 0.0, peak), peak])
+    total = cx.emit("reduce_sum", [cx.emit("exp", [cx.emit("sub", [input, peak])])], axes=axes, keepdims=True)
+    out = cx.emit("add", [cx.emit("log", [total]), peak])
+    if keepdim:
+        return out
+    return cx.emit("reshape", [out], shape=[n for a, n in enumerate(cx.shape(out)) if a not in axes])
 
 
 converts(aten.argmax.default, torch.argmax, "argmax")(decompose.arg_extreme("argmax"))
