@@ -49,8 +49,8 @@ from torch.utils._pytree import tree_flatten, tree_unflatten
 from trident.compiler import config as _config  # (also: Triton's interpreter without CUDA)
 from trident.compiler import fx_partition
 from trident.compiler.autotune.tuner import LEVELS
-from trident.compiler.dynamo_shapes import (ALIASES, fits, profiles_for, run_time_ints, symbolic_inputs,
-                                            take_sized_int_values)
+from trident.compiler.dynamo_shapes import (ALIASES, SymbolicInputs, fits, profiles_for, run_time_ints,
+                                            symbolic_inputs, take_sized_int_values)
 from trident.compiler.errors import TridentError, UnsupportedError
 from trident.compiler.fx_mutation import (EXPLICIT, RUN_TIME_INPUT, example_value, make_writes_explicit,
                                           return_written_inputs)
@@ -385,6 +385,7 @@ def _calibrate(split, gm, example_inputs: Sequence, calibration, subgraphs, writ
 
     users = [i for i in user_input_indices(gm, example_inputs) if i not in written]
     wanted = {s.name: s for s in subgraphs}
+    symbolic = symbolic_inputs(gm)
     for b, batch in enumerate(calibration):
         batch = (batch,) if isinstance(batch, torch.Tensor) else tuple(batch)
         if len(batch) != len(users):
@@ -393,14 +394,13 @@ def _calibrate(split, gm, example_inputs: Sequence, calibration, subgraphs, writ
         args = [a.clone() if i in written else a for i, a in enumerate(example_inputs)]
         for i, x in zip(users, batch):
             args[i] = x
-        _Recorder(split, wanted).run(*_batch_sizes(gm, args))
+        _Recorder(split, wanted).run(*_batch_sizes(symbolic, args))
 
 
-def _batch_sizes(gm: torch.fx.GraphModule, args: list) -> list:
+def _batch_sizes(sym: SymbolicInputs | None, args: list) -> list:
     """The arguments with each int placeholder that is a symbol at the size the batch's tensors
     give it: the example's is dynamo's SymInt, and computing with it would specialize the graph
     to the example's size (dynamo then refuses a dim marked dynamic)."""
-    sym = symbolic_inputs(gm)
     if sym is None:
         return args
     sizes = {s: int(args[i].shape[d]) for i, dims in sym.dims.items() for d, s in dims.items()}
@@ -452,6 +452,12 @@ def _check_tensor_arguments(args: Sequence) -> None:
         if not isinstance(a, torch.Tensor) and any(
                 isinstance(x, torch.Tensor) for x in tree_flatten(a)[0]):
             raise UnsupportedError(f"partition argument {k} is a {type(a).__name__} of tensors")
+
+
+def _int_tensor(value: int, args: Sequence) -> torch.Tensor:
+    """An int as a 0-d int64 tensor on the device of the call's tensors."""
+    device = next((a.device for a in args if isinstance(a, torch.Tensor)), torch.device("cpu"))
+    return torch.tensor(value, dtype=torch.int64, device=device)
 
 
 def _passed_float(a) -> bool:
@@ -536,16 +542,13 @@ class TridentSubgraph(torch.nn.Module):
         (dynamo_shapes.take_sized_int_values)."""
         if not self._int_values:
             return tuple(args)
-        device = next((a.device for a in args if isinstance(a, torch.Tensor)), torch.device("cpu"))
-        return (*args, *(torch.tensor(args[k], dtype=torch.int64, device=device) for k in self._int_values))
+        return (*args, *(_int_tensor(args[k], args) for k in self._int_values))
 
     def _with_int_tensors(self, args: Sequence) -> tuple:
         """The arguments with the run-time ints as 0-d int64 tensors beside the others."""
         if not self._run_time_ints:
             return tuple(args)
-        device = next((a.device for a in args if isinstance(a, torch.Tensor)), torch.device("cpu"))
-        return tuple(torch.tensor(a, dtype=torch.int64, device=device) if k in self._run_time_ints else a
-                     for k, a in enumerate(args))
+        return tuple(_int_tensor(a, args) if k in self._run_time_ints else a for k, a in enumerate(args))
 
     def _weights_key(self, args: Sequence) -> tuple:
         """Which weights this call passes. The engine bakes its first call's weights in as

@@ -122,13 +122,9 @@ def _is_tensor_node(arg) -> bool:
 def _value_uses(node: torch.fx.Node) -> list[torch.fx.Node]:
     """The users of an int placeholder that add, subtract, multiply or divide it with a tensor."""
     def reads_as_value(user):
-        if user.op == "call_function" and user.target in _ARITHMETIC:
-            operands = user.args
-        elif user.op == "call_method" and user.target in _ARITHMETIC_METHODS:
-            operands = user.args
-        else:
-            return False
-        return len(operands) == 2 and node in operands and any(_is_tensor_node(a) for a in operands if a is not node)
+        arithmetic = (user.op == "call_function" and user.target in _ARITHMETIC) or \
+            (user.op == "call_method" and user.target in _ARITHMETIC_METHODS)
+        return arithmetic and len(user.args) == 2 and any(_is_tensor_node(a) for a in user.args if a is not node)
     return [u for u in node.users if reads_as_value(u)]
 
 
@@ -152,21 +148,20 @@ def take_sized_int_values(gm: torch.fx.GraphModule) -> list[int]:
     dims, ints = _placeholder_symbols(gm)
     sized = _sized(dims)
     placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
-    taken = []
-    for i, node in enumerate(placeholders):
-        uses = _value_uses(node) if ints.get(i) in sized else []
-        if not uses:
-            continue
-        _placeholders_first(gm.graph)  # (a partition's placeholders can sit between its nodes)
-        with gm.graph.inserting_after([n for n in gm.graph.nodes if n.op == "placeholder"][-1]):
-            value = gm.graph.placeholder(node.name + VALUE_SUFFIX)
-        value.meta["example_value"] = torch.tensor(0)
+    read = {i: uses for i, node in enumerate(placeholders) if ints.get(i) in sized and (uses := _value_uses(node))}
+    if not read:
+        return []
+    _placeholders_first(gm.graph)  # (a partition's placeholders can sit between its nodes)
+    last = placeholders[-1]
+    for i, uses in read.items():
+        node = placeholders[i]
+        with gm.graph.inserting_after(last):
+            last = gm.graph.placeholder(node.name + VALUE_SUFFIX)
+        last.meta["example_value"] = torch.tensor(0)
         for user in uses:
-            user.args = tuple(value if a is node else a for a in user.args)
-        taken.append(i)
-    if taken:
-        gm.recompile()
-    return taken
+            user.args = tuple(last if a is node else a for a in user.args)
+    gm.recompile()
+    return list(read)
 
 
 def profile_ranges(sizes: dict[str, int], factor: int = RANGE_FACTOR) -> dict[str, tuple[int, int, int]]:

@@ -141,7 +141,6 @@ def test_transformers_generate_of_t5_with_a_dynamic_cache_builds_one_decode_engi
     """T5's decoder bias for one query after s cached keys is the last s + 1 columns of the bias
     at the profile's max: a window at an offset the sizes decide (codegen/dynamic_constants.py),
     so one engine serves every step."""
-    from trident.compiler.dynamo import recording_backend
     from trident.compiler.testing import DEVICE
 
     torch.manual_seed(0)
@@ -149,12 +148,20 @@ def test_transformers_generate_of_t5_with_a_dynamic_cache_builds_one_decode_engi
                                 decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
     model = transformers.T5ForConditionalGeneration(cfg).eval().to(DEVICE)
     ids = torch.randint(3, 100, (2, 12), generator=torch.Generator().manual_seed(4)).to(DEVICE)
+    _assert_one_engine_per_graph(model, input_ids=ids)
+
+
+def _assert_one_engine_per_graph(model, **inputs):
+    """model.generate through torch.compile gives eager's tokens (greedy, 6 new), one engine per
+    compiled graph."""
+    from trident.compiler.dynamo import recording_backend
+
     with torch.no_grad():
-        want = model.generate(input_ids=ids, max_new_tokens=6, do_sample=False)
+        want = model.generate(**inputs, max_new_tokens=6, do_sample=False)
         backend, reports = recording_backend({"precision": "fp32"})
         torch._dynamo.reset()
         model.forward = torch.compile(model.forward, backend=backend)
-        got = model.generate(input_ids=ids, max_new_tokens=6, do_sample=False)
+        got = model.generate(**inputs, max_new_tokens=6, do_sample=False)
     torch._dynamo.reset()
     assert torch.equal(got, want)
     assert [sum(s.engines_built for s in r.subgraphs) for r in reports] == [1] * len(reports)
@@ -164,7 +171,6 @@ def test_transformers_generate_of_whisper_with_a_dynamic_cache_builds_one_decode
     """Whisper's decoder positions are `arange(new) + past`: the past's length reaches the engine
     as a 0-d tensor too (dynamo_shapes.take_sized_int_values), so the rows it gathers from the
     position table are found at run time, not folded per length: one engine serves every step."""
-    from trident.compiler.dynamo import recording_backend
     from trident.compiler.testing import DEVICE
 
     torch.manual_seed(0)
@@ -175,12 +181,4 @@ def test_transformers_generate_of_whisper_with_a_dynamic_cache_builds_one_decode
         suppress_tokens=None, begin_suppress_tokens=None)
     model = transformers.WhisperForConditionalGeneration(cfg).eval().to(DEVICE)
     features = torch.randn(2, 16, 40, generator=torch.Generator().manual_seed(4)).to(DEVICE)
-    with torch.no_grad():
-        want = model.generate(input_features=features, max_new_tokens=6, do_sample=False)
-        backend, reports = recording_backend({"precision": "fp32"})
-        torch._dynamo.reset()
-        model.forward = torch.compile(model.forward, backend=backend)
-        got = model.generate(input_features=features, max_new_tokens=6, do_sample=False)
-    torch._dynamo.reset()
-    assert torch.equal(got, want)
-    assert [sum(s.engines_built for s in r.subgraphs) for r in reports] == [1] * len(reports)
+    _assert_one_engine_per_graph(model, input_features=features)
