@@ -42,7 +42,7 @@ run_tests() {
     > "$out/tests.txt" 2>&1
   # transformers' generate through torch.compile, static and dynamic caches (the file's other
   # tests build CPU engines)
-  timeout -k 15 -s INT 200 python3 -m pytest -p no:cacheprovider -n 4 -v --tb=short tests/test_generate.py \
+  timeout -k 15 -s INT "${T_GENERATE:-200}" python3 -m pytest -p no:cacheprovider -n 4 -v --tb=short tests/test_generate.py \
     -k transformers_generate >> "$out/tests.txt" 2>&1
   grep -E "^(FAILED|ERROR)|passed|failed" "$out/tests.txt" | tail -25
   timeout -k 15 -s INT "${T_TESTS:-400}" python3 -m pytest -p no:cacheprovider -n 14 -v --tb=short -m gpu tests \
