@@ -454,16 +454,34 @@ def _check_tensor_arguments(args: Sequence) -> None:
             raise UnsupportedError(f"partition argument {k} is a {type(a).__name__} of tensors")
 
 
+def _cpu_scalar(a) -> bool:
+    """A 0-d CPU tensor: torch lets it meet tensors on any device, as a number."""
+    return isinstance(a, torch.Tensor) and a.dim() == 0 and a.device.type == "cpu"
+
+
+def _call_device(args: Sequence) -> torch.device | None:
+    """The one device the call's tensors are on, as torch decides it (0-d CPU tensors beside
+    tensors on a GPU do not count: a generation cache's counters are such); None if several."""
+    tensors = [a for a in args if isinstance(a, torch.Tensor)]
+    devices = {a.device for a in tensors if not _cpu_scalar(a)} or {a.device for a in tensors}
+    return next(iter(devices)) if len(devices) == 1 else None
+
+
+def _on_device(a, device: torch.device):
+    """An engine's input: a 0-d CPU tensor moves to the engine's device (the others are there)."""
+    if not isinstance(a, torch.Tensor):
+        return a
+    return a.detach().to(device) if _cpu_scalar(a) and device.type != "cpu" else a.detach()
+
+
 def _int_tensor(value: int, args: Sequence) -> torch.Tensor:
     """An int as a 0-d int64 tensor on the device of the call's tensors."""
-    device = next((a.device for a in args if isinstance(a, torch.Tensor)), torch.device("cpu"))
-    return torch.tensor(value, dtype=torch.int64, device=device)
+    return torch.tensor(value, dtype=torch.int64, device=_call_device(args) or torch.device("cpu"))
 
 
 def _passed_float(a) -> bool:
     """A Python float dynamo hands over as a 0-d CPU tensor (not a parameter or buffer)."""
-    return (isinstance(a, torch.Tensor) and not isinstance(a, torch.nn.Parameter)
-            and a.dim() == 0 and a.device.type == "cpu")
+    return _cpu_scalar(a) and not isinstance(a, torch.nn.Parameter)
 
 
 class TridentSubgraph(torch.nn.Module):
@@ -532,7 +550,7 @@ class TridentSubgraph(torch.nn.Module):
             return self.gm(*_detached(args)) if self._split is None else self._split(*args)
         engine, keep = entry
         # An inference engine computes no gradients (and Triton's interpreter reads raw data).
-        outs = engine(*[call[i].detach() for i in keep])
+        outs = engine(*[_on_device(call[i], engine.device) for i in keep])
         if engine.cuda_graph and engine.device.type == "cuda":
             outs = [o.clone() for o in outs]  # the engine's buffers: the next replay rewrites them
         return tree_unflatten(list(outs), self._out_spec)
@@ -582,6 +600,14 @@ class TridentSubgraph(torch.nn.Module):
         entries.append(entry)
         return entry
 
+    def _inputs_on(self, device: torch.device | None, args: tuple) -> tuple:
+        """The call's arguments with its 0-d CPU inputs (not weights) on `device`: the engine
+        takes every input on its own device."""
+        if device is None:
+            return args
+        weight = self.weight_args + [False] * len(args)
+        return tuple(a if weight[k] else _on_device(a, device) for k, a in enumerate(args))
+
     def _examples(self, args: Sequence) -> list:
         def example(a, is_weight: bool):
             if is_weight and isinstance(a, torch.Tensor) and not isinstance(a, torch.nn.Parameter):
@@ -606,10 +632,9 @@ class TridentSubgraph(torch.nn.Module):
         from trident.compiler.build import resolve_device
 
         self._weights_held.append([args[k] for k in self._weight_positions])
-        args = _detached(args)
+        device = _call_device(args)
+        args = self._inputs_on(device, _detached(args))
         examples = self._examples(args)
-        devices = {a.device for a in args if isinstance(a, torch.Tensor)}
-        device = next(iter(devices)) if len(devices) == 1 else None
         precision = self.options["precision"]
         try:
             _check_tensor_arguments(args)

@@ -27,6 +27,8 @@ from typing import Sequence
 import torch
 import torch.fx
 
+from trident.compiler.ir.shapes import Poly
+
 RANGE_FACTOR = 4
 MIN_MAX = 64
 # a profile's build options key: {symbol: the symbol of equal size it is built as}
@@ -172,33 +174,66 @@ def profile_ranges(sizes: dict[str, int], factor: int = RANGE_FACTOR) -> dict[st
 
 def profiles_for(sym: SymbolicInputs, args: Sequence) -> list[dict]:
     """The build options to try in order: the wide profile, then one whose max is the size seen;
-    each first as dynamo states the symbols, then with those of equal size as one."""
-    aliases = equal_symbols(sym.symbols_of(args))
+    each first as dynamo states the symbols, then with those of equal size as one, then also
+    with those a step or two apart as one plus a constant."""
+    sizes = sym.symbols_of(args)
+    tries = [a for a in (equal_symbols(sizes), near_symbols(sizes)) if a]
+    tries = [a for k, a in enumerate(tries) if a not in tries[:k]]
     options = []
     for factor in (RANGE_FACTOR, 1):
         options.append(build_options(sym, args, factor))
-        if aliases:
-            options.append(build_options(sym, args, factor, aliases))
+        options += [build_options(sym, args, factor, aliases) for aliases in tries]
     return options
 
 
-def equal_symbols(sizes: dict[str, int]) -> dict[str, str]:
-    """{symbol: the first symbol of the same size}, for every symbol after the first of a size."""
+Alias = tuple[str, int]   # (the symbol one is built as, the constant added to it)
+
+
+def equal_symbols(sizes: dict[str, int]) -> dict[str, Alias]:
+    """{symbol: (the first symbol of the same size, 0)}, for every symbol after the first of a
+    size."""
     first: dict[int, str] = {}
-    return {s: first[v] for s, v in sizes.items() if first.setdefault(v, s) != s}
+    return {s: (first[v], 0) for s, v in sizes.items() if first.setdefault(v, s) != s}
+
+
+NEAR = 2  # sizes at most this far apart may be one symbol plus a constant
+
+
+def near_symbols(sizes: dict[str, int]) -> dict[str, Alias]:
+    """{symbol: (root, k)}: each size is the size of the smallest symbol at most NEAR below it
+    (transitively) plus k. transformers' decoders pass the attention mask one longer than the
+    key cache (its past and the new token), as a symbol of its own: probed apart, the mask's
+    gather reads past its end."""
+    base: dict[int, Alias] = {}
+    first: dict[int, str] = {}
+    for s, v in sorted(sizes.items(), key=lambda item: item[1]):
+        first.setdefault(v, s)
+        if v not in base:
+            below = next((v - k for k in range(1, NEAR + 1) if v - k in base), None)
+            base[v] = (first[v], 0) if below is None else (base[below][0], base[below][1] + v - below)
+    return {s: base[v] for s, v in sizes.items() if base[v][0] != s}
 
 
 def build_options(sym: SymbolicInputs, args: Sequence, factor: int = RANGE_FACTOR,
-                  aliases: dict[str, str] | None = None) -> dict:
+                  aliases: dict[str, Alias] | None = None) -> dict:
     """shapes= and dim_names= for build_engine (placeholders by index), and scalar inputs;
-    aliases: symbols built as another of equal size (kept under ALIASES)."""
+    aliases: symbols built as another plus a constant (kept under ALIASES)."""
     aliases = aliases or {}
-    name = lambda s: aliases.get(s, s)  # noqa: E731
-    ranges = profile_ranges({name(s): v for s, v in sym.symbols_of(args).items()}, factor)
+    sizes = sym.symbols_of(args)
+    ranges = profile_ranges({s: v for s, v in sizes.items() if s not in aliases}, factor)
+
+    def name(s: str):
+        root, k = aliases.get(s, (s, 0))
+        return Poly.of(root, 1, k) if k else root
+
+    def triple(s: str) -> tuple[int, int, int]:
+        root, k = aliases.get(s, (s, 0))
+        return tuple(t + k for t in ranges[root])
+
     shapes, names = {}, {}
     for i, dims in sym.dims.items():
         shape = list(args[i].shape)
-        triples = [ranges[name(dims[d])] if d in dims else (n, n, n) for d, n in enumerate(shape)]
+        triples = [triple(dims[d]) if d in dims else (n, n, n) for d, n in enumerate(shape)]
         shapes[i] = tuple(tuple(t[k] for t in triples) for k in range(3))
         names[i] = {d: name(s) for d, s in dims.items()}
     names.update({i: name(s) for i, s in sym.scalars.items()})   # an int placeholder that is a symbol
@@ -210,12 +245,15 @@ def build_options(sym: SymbolicInputs, args: Sequence, factor: int = RANGE_FACTO
 
 def fits(engine, sizes: dict[str, int]) -> bool:
     """Does the engine's profile hold these sizes (a symbol it was built to alias: only at the
-    size of the symbol it stands for)?"""
+    size of the symbol it stands for, plus the constant)?"""
     symbols = engine.profile.symbols if engine.profile is not None else {}
     aliases = getattr(engine, "symbol_aliases", {})
-    return all((name := aliases.get(s, s)) in symbols and v in symbols[name]
-               and (name == s or sizes.get(name) == v) for s, v in sizes.items())
+
+    def holds(s: str, v: int) -> bool:
+        root, k = aliases.get(s, (s, 0))
+        return root in symbols and v - k in symbols[root] and (root == s or sizes.get(root) == v - k)
+    return all(holds(s, v) for s, v in sizes.items())
 
 
-__all__ = ["ALIASES", "SymbolicInputs", "build_options", "equal_symbols", "fits", "profile_ranges", "profiles_for",
-           "run_time_ints", "symbolic_inputs", "take_sized_int_values"]
+__all__ = ["ALIASES", "Alias", "SymbolicInputs", "build_options", "equal_symbols", "fits", "near_symbols",
+           "profile_ranges", "profiles_for", "run_time_ints", "symbolic_inputs", "take_sized_int_values"]

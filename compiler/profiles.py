@@ -7,7 +7,9 @@ Which dims vary together:
   binds that symbol in every input;
 - torch: the example inputs' dims whose (min, opt, max) are equal form one symbol (dim 0's is
   named "batch"); `dim_names` ({input: {dim: symbol}}, as dynamo's SymInts give) names them
-  explicitly instead; {input: symbol} marks an int input that is that symbol's size.
+  explicitly instead; {input: symbol} marks an int input that is that symbol's size. A name may
+  also be `Poly.of(symbol, 1, k)`: the dim (or int) is that symbol's size plus k (a decoder's
+  attention mask is one longer than its key cache).
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ import torch
 
 from trident.compiler.errors import TridentError, UnsupportedError
 from trident.compiler.frontend.onnx import input_dims
-from trident.compiler.ir.shapes import ShapeProfile, SizeRange
+from trident.compiler.ir.shapes import Poly, ShapeProfile, SizeRange
 
 Triple = tuple[int, int, int]
 
@@ -116,8 +118,8 @@ def torch_profile(model, example_inputs: Sequence, batch, shapes: dict | None,
     shapes = {(names[k] if isinstance(k, int) else k): v for k, v in (shapes or {}).items()}
     _check_names(shapes, list(tensors))
     dim_names = {(names[k] if isinstance(k, int) else k): v for k, v in (dim_names or {}).items()}
-    scalars = {n: s for n, s in dim_names.items() if isinstance(s, str)}
-    dim_names = {n: d for n, d in dim_names.items() if not isinstance(d, str)}
+    scalars = {n: s for n, s in dim_names.items() if not isinstance(s, dict)}
+    dim_names = {n: d for n, d in dim_names.items() if isinstance(d, dict)}
     ranges: dict[tuple[str, int], Triple] = {}
     for name, spec in shapes.items():
         for k, triple in enumerate(_shape_triple(name, spec, tensors[name].dim())):
@@ -138,7 +140,11 @@ def torch_profile(model, example_inputs: Sequence, batch, shapes: dict | None,
             else:
                 symbol = by_range.setdefault(triple, "batch" if k == 0 and "batch" not in
                                              by_range.values() else f"{name}.d{k}")
-        _bind(symbols, symbol, triple, f'shapes["{name}"] dim {k}')
+        if isinstance(symbol, Poly):  # a symbol plus a constant: the symbol's range is the dim's, less it
+            (root, _, offset), where = symbol.linear_in(), f'shapes["{name}"] dim {k} ({symbol})'
+            _bind(symbols, root, tuple(t - offset for t in triple), where)
+        else:
+            _bind(symbols, symbol, triple, f'shapes["{name}"] dim {k}')
         dims[name][k] = symbol
     return ShapeProfile(symbols, {n: tuple(d) for n, d in dims.items()}, scalars)
 
@@ -150,13 +156,17 @@ def at_sizes(example_inputs: Sequence, profile: ShapeProfile, names: Sequence[st
     out = []
     for name, x in zip(names, example_inputs):
         if name in profile.scalars:
-            x = sizes[profile.scalars[name]]
+            x = _size(profile.scalars[name], sizes)
         if isinstance(x, torch.Tensor) and name in profile.inputs:
             for k, d in enumerate(profile.inputs[name]):
-                if isinstance(d, str):
-                    x = _resize(x, k, sizes[d])
+                if not isinstance(d, int):
+                    x = _resize(x, k, _size(d, sizes))
         out.append(x)
     return tuple(out)
+
+
+def _size(dim: str | Poly, sizes: dict[str, int]) -> int:
+    return dim.at(sizes) if isinstance(dim, Poly) else sizes[dim]
 
 
 def _resize(x: torch.Tensor, dim: int, size: int) -> torch.Tensor:

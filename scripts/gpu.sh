@@ -2,7 +2,7 @@
 # Runs trident's GPU checks and benchmarks on a machine with an NVIDIA GPU: installs trident from
 # this checkout, then runs the stage asked for. Results land in $OUT (or ./gpu-out), named
 # <gpu>-<what>.json (docs/benchmarks.md); copy the ones to keep into benchmarks/results/.
-#   stages: tests | safety | memcheck | check | attention | ws-gemm | moe | perf | perf-bench | zoo | zoo-attention | profile-zoo | trust | dynamic | kernels | sweep | tune | runtime |
+#   stages: tests | safety | memcheck | check | focus | attention | ws-gemm | moe | perf | perf-bench | zoo | zoo-attention | profile-zoo | trust | dynamic | kernels | sweep | tune | runtime |
 #           models | bench | bench-full | int8 | all.  T_<stage>: a time limit in seconds for the long steps.
 set -uo pipefail
 stage=${1:-all}
@@ -157,6 +157,12 @@ case "$stage" in
   check) { run_safety & run_perf_memcheck; wait; } > "$out/safety.txt" 2>&1 &
          run_tests; wait; cat "$out/safety.txt" ;;
   attention) run_attention ;;
+  # A few test files on the GPU beside their memcheck: FOCUS (pytest arguments, on the GPU),
+  # FOCUS_MEMCHECK (pytest arguments under the sanitizer, default FOCUS).
+  focus) memcheck python3 -m pytest -q -p no:cacheprovider ${FOCUS_MEMCHECK:-$FOCUS} > "$out/memcheck-focus.txt" 2>&1 &
+         timeout "${T_TESTS:-300}" python3 -m pytest -p no:cacheprovider -n 6 -q --tb=short $FOCUS 2>&1 \
+           | tee "$out/focus.txt" | grep -E "^(FAILED|ERROR)|passed|failed" | tail -20
+         wait; tail -n 4 "$out/memcheck-focus.txt" ;;
   # The warp-specialized GEMM path (kernels/gemm_hopper.py, TRIDENT_WS_GEMM=1): its GPU tests beside
   # their memcheck, then the tuner's candidates of the models' epilogue GEMMs (WS tiles among them),
   # then ViT-B/16 with the path on and off (WS_SHAPES: bench epilogues' --only; WS_MODELS: bench

@@ -559,3 +559,18 @@ def test_a_size_one_partition_computes_and_another_reads_is_computed_again():
         torch.testing.assert_close(compiled(x), f(x))
     in_torch = [item.op for gm in spy.compiled for item in gm.trident_report.in_torch]
     assert len(in_torch) == 1 and "svdvals" in in_torch[0], in_torch
+
+
+def test_a_0d_cpu_input_takes_the_device_of_the_others():
+    """transformers' caches keep counters (`cumulative_length`, `sliding_window_tensor`) as 0-d
+    CPU tensors beside a model on the GPU, as torch allows: the engine runs on the GPU, and such an
+    input is moved there for it."""
+    from trident.compiler.dynamo import _call_device, _on_device
+
+    gpu_like, counter = torch.empty(2, 3, device="meta"), torch.tensor(7)
+    assert _call_device([counter, gpu_like, 3]) == torch.device("meta")
+    assert _call_device([counter, 3]) == torch.device("cpu")
+    assert _call_device([torch.empty(2), gpu_like]) is None   # (trident says so before building)
+    assert _on_device(counter, torch.device("meta")).device.type == "meta"
+    assert _on_device(torch.empty(2), torch.device("meta")).device.type == "cpu"  # (the engine refuses it)
+    assert _on_device(3, torch.device("meta")) == 3

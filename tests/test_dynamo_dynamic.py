@@ -101,22 +101,79 @@ class DecodeStep(torch.nn.Module):
         return torch.nn.functional.scaled_dot_product_attention(q, keys, values) * 2
 
 
-def test_cache_lengths_of_two_symbols_share_one_profile(partitions):
-    """Probed apart, keys and values of different lengths fail; built as one symbol
-    (dynamo_shapes.equal_symbols), one engine serves every past length."""
+def _decode_steps(model, with_padding: bool) -> None:
+    """Four steps of `model` through torch.compile, the past growing (each cache's length, and
+    the padding mask's, marked dynamic as transformers' become after their first recompile),
+    checked against eager."""
     torch._dynamo.reset()
-    model = DecodeStep()
     compiled = torch.compile(model, backend="trident", options={"fallback": False})
     gen = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for past in (5, 9, 14, 30):
             x = [torch.randn(2, 4, 1, 8, generator=gen) for _ in range(3)]
             x += [torch.randn(2, 4, past, 8, generator=gen) for _ in range(2)]
+            if with_padding:
+                padding = torch.ones(2, past + 1, dtype=torch.int64)
+                padding[1, :2] = 0  # the second row's prompt was left-padded
+                x.append(padding)
             x = [t.to(DEV) for t in x]
-            for cache in x[3:]:  # (as transformers' caches become after their first recompile)
-                torch._dynamo.mark_dynamic(cache, 2)
+            for t, dim in zip(x[3:], (2, 2, 1)):
+                torch._dynamo.mark_dynamic(t, dim)
             torch.testing.assert_close(compiled(*x), model(*x), rtol=1e-4, atol=1e-5)
+
+
+def test_cache_lengths_of_two_symbols_share_one_profile(partitions):
+    """Probed apart, keys and values of different lengths fail; built as one symbol
+    (dynamo_shapes.equal_symbols), one engine serves every past length."""
+    _decode_steps(DecodeStep(), with_padding=False)
     assert sum(p.engines_built for p in partitions) == 1
+
+
+class MaskedDecodeStep(torch.nn.Module):
+    """As transformers' decoders build the mask of one new token: the padding mask, one longer
+    than the cache, gathered at the key positions `arange(past + 1)`."""
+
+    def forward(self, q, k, v, past_k, past_v, padding):
+        keys, values = torch.cat([past_k, k], 2), torch.cat([past_v, v], 2)
+        positions = torch.arange(past_k.shape[2] + 1, device=q.device)
+        allowed = padding.bool()[:, positions][:, None, None, :]
+        return torch.nn.functional.scaled_dot_product_attention(q, keys, values, attn_mask=allowed)
+
+
+def test_a_mask_one_longer_than_the_cache_shares_its_profile(partitions):
+    """Dynamo gives the mask's length a symbol of its own; probed apart from the cache's, the
+    gather reads past the mask's end. Built as the cache's symbol plus one
+    (dynamo_shapes.near_symbols), one engine serves every past length."""
+    _decode_steps(MaskedDecodeStep(), with_padding=True)
+    assert sum(p.engines_built for p in partitions) == 1
+
+
+class WindowMask(torch.nn.Module):
+    """A sliding window's padding mask as transformers builds it for one new token: the user's
+    mask (one longer than the past) read at the window's key positions, which start at a
+    run-time int."""
+
+    def forward(self, x, padding, past: int):
+        window = x.shape[1]
+        positions = torch.arange(window, device=x.device) + max(past - window + 1, 0)
+        keep = padding.bool()[torch.arange(x.shape[0], device=x.device)[:, None], positions[None, :]]
+        return x.masked_fill(~keep, 0.0) + 1
+
+
+def test_a_mask_read_at_run_time_positions_is_one_engine(partitions):
+    """x[arange(b)[:, None], positions] is a GatherElements along the mask's length: nothing in
+    it is a constant of the sizes (a flat index of the mask would be), so after dynamo's
+    recompile one engine serves every past length."""
+    torch._dynamo.reset()
+    model = WindowMask()
+    compiled = torch.compile(model, backend="trident", options={"fallback": False})
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for past in (5, 9, 14, 30, 41):
+            x = torch.randn(2, 4, generator=gen).to(DEV)
+            padding = (torch.rand(2, past + 1, generator=gen) < 0.7).long().to(DEV)
+            torch.testing.assert_close(compiled(x, padding, past), model(x, padding, past), rtol=0, atol=0)
+    assert [p.engines_built for p in partitions] == [1, 1]  # the first call's sizes, then all
 
 
 def test_an_aliased_symbol_fits_only_at_its_symbols_size():
@@ -124,10 +181,26 @@ def test_an_aliased_symbol_fits_only_at_its_symbols_size():
 
     from trident.compiler.dynamo_shapes import equal_symbols, fits
 
-    assert equal_symbols({"s0": 2, "s1": 7, "s2": 7, "s3": 2}) == {"s2": "s1", "s3": "s0"}
-    engine = SimpleNamespace(profile=SimpleNamespace(symbols={"s1": range(1, 65)}), symbol_aliases={"s2": "s1"})
+    assert equal_symbols({"s0": 2, "s1": 7, "s2": 7, "s3": 2}) == {"s2": ("s1", 0), "s3": ("s0", 0)}
+    engine = SimpleNamespace(profile=SimpleNamespace(symbols={"s1": range(1, 65)}), symbol_aliases={"s2": ("s1", 0)})
     assert fits(engine, {"s1": 9, "s2": 9})
     assert not fits(engine, {"s1": 9, "s2": 10}) and not fits(engine, {"s1": 90, "s2": 90})
+
+
+def test_symbols_a_step_apart_alias_the_smallest_plus_a_constant():
+    from types import SimpleNamespace
+
+    from trident.compiler.dynamo_shapes import fits, near_symbols
+
+    assert near_symbols({"mask": 21, "keys": 20, "values": 20, "batch": 2}) == \
+        {"mask": ("keys", 1), "values": ("keys", 0)}
+    # transitively, at most NEAR apart at each step; 9 is three above 6: a root of its own
+    assert near_symbols({"a": 4, "b": 5, "c": 6, "d": 9}) == {"b": ("a", 1), "c": ("a", 2)}
+    assert near_symbols({"a": 3}) == {}
+    engine = SimpleNamespace(profile=SimpleNamespace(symbols={"keys": range(1, 81)}),
+                             symbol_aliases={"mask": ("keys", 1)})
+    assert fits(engine, {"keys": 30, "mask": 31}) and fits(engine, {"keys": 80, "mask": 81})
+    assert not fits(engine, {"keys": 30, "mask": 30}) and not fits(engine, {"keys": 81, "mask": 82})
 
 
 class Positions(torch.nn.Module):

@@ -194,7 +194,7 @@ def is_constant(template: Any) -> bool:
     return True
 
 
-Dim = int | str   # an input dim: a fixed size or the symbol it names
+Dim = int | str   # an input dim: a fixed size or the symbol it names (a Poly `symbol + k` at build time)
 
 
 @dataclass(frozen=True)

@@ -249,12 +249,63 @@ def gather_adjacent(cx, x, axis: int, indices: Sequence, is_runtime) -> object:
     """x indexed by `indices` on axes axis .. axis + len(indices) - 1 (full slices elsewhere)."""
     shape = list(cx.shape(x))
     sizes = shape[axis:axis + len(indices)]
+    batched = _batched_gather(cx, x, axis, indices, is_runtime)
+    if batched is not None:
+        return batched
     flat = flat_index(cx, indices, sizes, is_runtime)
     rows = shape[:axis] + [math.prod(sizes)] + shape[axis + len(indices):]
     x = cx.emit("reshape", [x], shape=rows)
     if isinstance(flat, torch.Tensor):  # a constant gather: a slice or a view where it is one
         return cx.emit("gather", [x, flat], axis=axis)
     return _element_gather(cx, x, axis, flat)
+
+
+def _identity_dim(index: torch.Tensor, shape: Sequence[int], size: int) -> int | None:
+    """The dim of the broadcast index shape `shape` along which the constant `index` is
+    arange(size) (1 on every other dim), if it is one such."""
+    lead = len(shape) - index.dim()
+    spread = [lead + d for d, n in enumerate(index.shape) if n != 1]
+    if len(spread) != 1 or shape[spread[0]] != size:
+        return None
+    values = index.detach().cpu().reshape(-1).to(torch.int64)
+    return spread[0] if torch.equal(values, torch.arange(size)) else None
+
+
+def _batched_gather(cx, x, axis: int, indices: Sequence, is_runtime):
+    """x[arange(b)[:, None], idx] (transformers' padding masks at run-time key positions): each
+    constant index an arange laid along a dim of its own, and one run-time index. That is a
+    GatherElements of x along the run-time index's axis, x's other indexed axes aligned with the
+    dims their aranges lie along (expanded over the rest): no flat index, so no integer that
+    depends on x's sizes beyond its axis length (a shape-generic engine fits that one). None where
+    the indices are not so."""
+    runtime = [m for m, index in enumerate(indices) if is_runtime(index)]
+    if len(runtime) != 1 or len(indices) < 2 or cx.dtype(indices[runtime[0]]).is_floating_point:
+        return None  # (the flat index refuses a float index)
+    shape = list(cx.shape(x))
+    sizes = shape[axis:axis + len(indices)]
+    out = list(torch.broadcast_shapes(*[tuple(cx.shape(i)) for i in indices]))
+    dims = {m: _identity_dim(i, out, sizes[m]) for m, i in enumerate(indices) if m != runtime[0]}
+    if None in dims.values() or len(set(dims.values())) != len(dims):
+        return None
+    pre, post, rt = shape[:axis], shape[axis + len(indices):], runtime[0]
+    # x's indexed axes in the order of their dims, the run-time one last, then one more dim
+    order = sorted(dims, key=dims.get) + [rt]
+    perm = list(range(axis)) + [axis + m for m in order] + list(range(axis + len(indices), len(shape)))
+    if perm != list(range(len(shape))):
+        x = cx.emit("transpose", [x], perm=perm)
+    aligned = [1] * len(out)
+    for m, d in dims.items():
+        aligned[d] = sizes[m]
+    x = cx.emit("reshape", [x], shape=pre + aligned + [sizes[rt]] + post)
+    x = cx.emit("expand", [x], shape=pre + out + [sizes[rt]] + post)
+    index = indices[rt]
+    lead = [1] * (len(out) - cx.rank(index))
+    index = cx.emit("reshape", [index], shape=[1] * len(pre) + lead + list(cx.shape(index)) + [1] * (1 + len(post)))
+    index = cx.emit("expand", [index], shape=pre + out + [1] + post)
+    if cx.dtype(index) != torch.int64:
+        index = cx.emit("cast", [index], dtype=torch.int64)
+    picked = cx.emit("gather_elements", [x, index], axis=len(pre) + len(out))
+    return cx.emit("reshape", [picked], shape=pre + out + post)
 
 
 def flat_index(cx, indices: Sequence, sizes: Sequence[int], is_runtime=lambda i: isinstance(i, Val)):
