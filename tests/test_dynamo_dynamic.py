@@ -292,6 +292,8 @@ def test_int8_calibration_under_mark_dynamic(partitions):
 ONE_ENGINE_REDUCTIONS = {
     "mean": lambda x: x.mean(1),
     "std_correction_0": lambda x: x.std(1, correction=0),
+    "var_unbiased": lambda x: x.var(1),
+    "std_correction_2": lambda x: x.std(1, correction=2),
     "sum_over_length": lambda x: x.sum(1) / x.shape[1],
     "logsumexp": lambda x: torch.logsumexp(x, 1),
     "global_average_pool": lambda x: torch.nn.functional.adaptive_avg_pool1d(x.transpose(1, 2), 1),
@@ -300,9 +302,10 @@ ONE_ENGINE_REDUCTIONS = {
 
 @pytest.mark.parametrize("name", sorted(ONE_ENGINE_REDUCTIONS))
 def test_reductions_over_a_dynamic_dim_build_one_engine(partitions, name):
-    """A mean divides by its length as a size of the kernel, a sum divided by the length reads it
-    at run time, logsumexp converts without torch's decomposition (which dynamic shapes cannot
-    trace): one engine for every length, nothing in torch."""
+    """A mean (a variance: less its correction) divides by its length as a size of the kernel, a
+    sum divided by the length reads it at run time, logsumexp converts without torch's
+    decomposition (which dynamic shapes cannot trace): one engine for every length, nothing in
+    torch."""
     fn = ONE_ENGINE_REDUCTIONS[name]
     torch._dynamo.reset()
     compiled = torch.compile(fn, backend="trident", dynamic=True, options={"fallback": False})

@@ -79,6 +79,10 @@ DIRECT = {
     "var_unbiased_false": lambda x: x.nan_to_num(0.0, 0.0, 0.0).var(0, False),
     "std_every_dim": lambda x: torch.std(x.nan_to_num(0.0, 0.0, 0.0), correction=0),
     "std_correction_2": lambda x: x.nan_to_num(0.0, 0.0, 0.0).std(dim=(0, 1), correction=2),
+    # N <= correction: a division by zero (NaN for one value, inf or NaN past it, as torch)
+    "var_of_one_value": lambda x: x.nan_to_num(0.0, 0.0, 0.0)[:, :1].var(1),
+    "var_correction_past_the_length": lambda x: x.nan_to_num(0.0, 0.0, 0.0)[:, :2].var(1, correction=3),
+    "std_fractional_correction": lambda x: x.nan_to_num(0.0, 0.0, 0.0).std(1, correction=0.5),
     "rms_norm": lambda x: F.rms_norm(x.nan_to_num(0.0, 0.0, 0.0), (18,), torch.linspace(0.5, 2, 18, device=x.device)),
     "instance_norm": lambda x: F.instance_norm(x.nan_to_num(0.0, 0.0, 0.0).reshape(2, 3, 3, 6)),
     "mean_axis": lambda x: x.mean(axis=1),

@@ -103,12 +103,22 @@ def _empty(graph: Graph, outputs: list[str]) -> bool:
     return all(math.prod(graph.types[o].shape) == 0 for o in outputs)
 
 
-def _averaged(length: int) -> str:
-    """What turns a sum over `length` values into their mean: a division by the length, an integer
-    literal (so a shape-generic kernel makes it the size it is, compiler/codegen/dynamic.py, where
-    a reciprocal would be a float of each size), correctly rounded as torch's mean; NaN for an
-    empty axis (the mean of nothing, as in torch)."""
-    return f" / {length}" if length else f" * {E.literal(math.nan)}"
+def _averaged(length: int, correction: int = 0) -> str:
+    """What turns a sum over `length` values into their mean: a division by the length (less the
+    correction of a variance), an integer literal (so a shape-generic kernel makes it the size it
+    is, compiler/codegen/dynamic.py, where a reciprocal would be a float of each size), correctly
+    rounded as torch's mean; NaN for an empty axis (the mean of nothing, as in torch); a division
+    by zero where the correction takes the whole length (inf, or NaN for 0 / 0, as torch.var)."""
+    if not length:
+        return f" * {E.literal(math.nan)}"
+    return f" / {length - correction}" if length > correction else " / 0.0"
+
+
+def _mean_of(anchor: Node, length: int) -> str:
+    """The division a reduce_mean anchor applies to its sum (nothing for the other reductions)."""
+    if anchor.op != "reduce_mean":
+        return ""
+    return _averaged(length, anchor.attrs.get("correction", 0))
 
 
 def _after_anchor(group: Group) -> list[Node]:
@@ -195,8 +205,7 @@ def _reduction_body(w: KernelWriter, anchor: Node, x: str, length: int, load_par
     elif anchor.op == "reduce_max":
         w.line(f"{out} = prims.max_nan(tl.where(rmask, {x}, float('-inf')), 1)[:, None]")
     else:  # reduce_sum / reduce_mean
-        scale = _averaged(length) if anchor.op == "reduce_mean" else ""
-        w.line(f"{out} = tl.sum(tl.where(rmask, {x}, 0.0), 1)[:, None]{scale}")
+        w.line(f"{out} = tl.sum(tl.where(rmask, {x}, 0.0), 1)[:, None]{_mean_of(anchor, length)}")
     return out
 
 
@@ -221,8 +230,7 @@ def _loop_result(w: KernelWriter, anchor: Node, length: int) -> str:
     if anchor.op == "reduce_max":
         w.line(f"{out} = prims.max_nan(acc, 1)[:, None]")
     else:
-        scale = _averaged(length) if anchor.op == "reduce_mean" else ""
-        w.line(f"{out} = tl.sum(acc, 1)[:, None]{scale}")
+        w.line(f"{out} = tl.sum(acc, 1)[:, None]{_mean_of(anchor, length)}")
     return out
 
 

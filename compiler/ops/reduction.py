@@ -1,6 +1,8 @@
 """Reductions over a set of axes."""
 from __future__ import annotations
 
+import math
+
 from typing import Sequence
 
 import torch
@@ -15,8 +17,14 @@ def reduce_sum(x, *, axes: Sequence[int], keepdims: bool = True):
 
 
 @op("reduce_mean", Kind.REDUCTION)
-def reduce_mean(x, *, axes: Sequence[int], keepdims: bool = True):
-    return torch.mean(x, dim=tuple(axes), keepdim=keepdims) if axes else x.clone()
+def reduce_mean(x, *, axes: Sequence[int], keepdims: bool = True, correction: int = 0):
+    """The sum over `axes` divided by their length N; by max(N - correction, 0) where a correction
+    is given (a variance with Bessel's: inf or NaN at N <= correction, as torch.var)."""
+    if not correction:
+        return torch.mean(x, dim=tuple(axes), keepdim=keepdims) if axes else x.clone()
+    count = math.prod(x.shape[a] for a in axes)
+    total = torch.sum(x, dim=tuple(axes), keepdim=keepdims) if axes else x
+    return total / max(count - correction, 0)
 
 
 @op("reduce_max", Kind.REDUCTION)

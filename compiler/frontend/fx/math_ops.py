@@ -203,11 +203,14 @@ def variance(cx, x, dim=None, unbiased=None, keepdim=False, *, correction=None, 
     mean = cx.emit("reduce_mean", [x], axes=axes, keepdims=True)
     centred = cx.emit("sub", [x, mean])
     squares = cx.emit("mul", [centred, centred])
-    if correction == 0:  # a mean, whose length a shape-generic kernel takes as a size
-        var = cx.emit("reduce_mean", [squares], axes=axes, keepdims=bool(keepdim))
+    if float(correction).is_integer():
+        # a mean over N - correction, whose length a shape-generic kernel takes as a size
+        extra = {"correction": int(correction)} if correction else {}
+        var = cx.emit("reduce_mean", [squares], axes=axes, keepdims=bool(keepdim), **extra)
     else:
         total = cx.emit("reduce_sum", [squares], axes=axes, keepdims=bool(keepdim))
-        # N <= correction: torch divides by max(0, N - correction), giving inf or nan
+        # a fractional correction: a float divisor of each size. N <= correction: torch divides
+        # by max(0, N - correction), giving inf or nan
         divisor = max(count - float(correction), 0.0)
         var = cx.emit("div", [total, _scalar(cx, divisor, x)])
     return cx.emit("sqrt", [var]) if sqrt else var
