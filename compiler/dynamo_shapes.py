@@ -121,13 +121,29 @@ def _is_tensor_node(arg) -> bool:
     return isinstance(arg, torch.fx.Node) and isinstance(arg.meta.get("example_value"), torch.Tensor)
 
 
+def _reads_as_value(user: torch.fx.Node, node: torch.fx.Node) -> bool:
+    """Does `user` add, subtract, multiply or divide `node` with a tensor?"""
+    arithmetic = (user.op == "call_function" and user.target in _ARITHMETIC) or \
+        (user.op == "call_method" and user.target in _ARITHMETIC_METHODS)
+    return arithmetic and len(user.args) == 2 and any(_is_tensor_node(a) for a in user.args if a is not node)
+
+
+# Python arithmetic on the int alone (and constants), giving a number a tensor is then scaled by
+_NUMBER_MATH = {operator.pow, operator.truediv, operator.floordiv, operator.mul, operator.add, operator.sub}
+
+
+def _number_of(user: torch.fx.Node, node: torch.fx.Node) -> bool:
+    """Is `user` a number computed from `node` and constants (`s ** -0.5`, `1.0 / s`) that only
+    tensor arithmetic reads?"""
+    alone = user.op == "call_function" and user.target in _NUMBER_MATH and \
+        all(a is node or not isinstance(a, torch.fx.Node) for a in user.args)
+    return alone and bool(user.users) and all(_reads_as_value(u, user) for u in user.users)
+
+
 def _value_uses(node: torch.fx.Node) -> list[torch.fx.Node]:
-    """The users of an int placeholder that add, subtract, multiply or divide it with a tensor."""
-    def reads_as_value(user):
-        arithmetic = (user.op == "call_function" and user.target in _ARITHMETIC) or \
-            (user.op == "call_method" and user.target in _ARITHMETIC_METHODS)
-        return arithmetic and len(user.args) == 2 and any(_is_tensor_node(a) for a in user.args if a is not node)
-    return [u for u in node.users if reads_as_value(u)]
+    """The users of an int placeholder that read it as a number beside tensors: arithmetic with a
+    tensor, or a number computed from it that such arithmetic reads."""
+    return [u for u in node.users if _reads_as_value(u, node) or _number_of(u, node)]
 
 
 def _placeholders_first(graph: torch.fx.Graph) -> None:
@@ -142,9 +158,10 @@ def take_sized_int_values(gm: torch.fx.GraphModule) -> list[int]:
     """Where an int that is a symbol sizing a tensor is also added to, subtracted from, multiplied
     with or divided into or by a tensor, the graph reads that int at run time too. Whisper's
     decoder takes its positions as `arange(new) + past`, past the cache's length; a sum divided
-    by its length is a mean. Probed at fixed sizes, such values would fold to constants of each
-    size, none a slice of another (codegen/dynamic_constants.py), and the engine would be rebuilt
-    for every length. So each such use reads a new placeholder instead, the int as a 0-d int64
+    by its length is a mean; `x * x.shape[1] ** -0.5` scales by a number computed from it (which
+    then becomes a 0-d tensor too). Probed at fixed sizes, such values would fold to constants of
+    each size, none a slice of another (codegen/dynamic_constants.py), and the engine would be
+    rebuilt for every length. So each such use reads a new placeholder instead, the int as a 0-d int64
     tensor, appended after the others. Returns the positions of the ints, in the order of the new
     placeholders (the caller passes `torch.tensor(args[k])` for each, after the arguments)."""
     dims, ints = _placeholder_symbols(gm)
@@ -162,6 +179,9 @@ def take_sized_int_values(gm: torch.fx.GraphModule) -> list[int]:
         last.meta["example_value"] = torch.tensor(0)
         for user in uses:
             user.args = tuple(last if a is node else a for a in user.args)
+            if not _reads_as_value(user, last):  # a number from the int: now a 0-d tensor, of
+                # the dtype torch gives it (`s // 2` int64, `s ** -0.5` float)
+                user.meta["example_value"] = user.target(*(torch.tensor(2) if a is last else a for a in user.args))
     gm.recompile()
     return list(read)
 

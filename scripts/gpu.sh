@@ -36,7 +36,7 @@ run_tests() {
     tests/test_fx_indexing.py tests/test_kernels_matmul.py tests/test_fx_math.py \
     tests/test_resize_upsampling.py tests/test_matmul_batches.py tests/test_gemm_hopper.py \
     tests/test_sort.py tests/test_integer_math.py tests/test_moe.py tests/test_scatter.py tests/test_grid_sample.py \
-    tests/test_linear_scan.py tests/test_fft.py tests/test_complex.py 2>/dev/null)
+    tests/test_linear_scan.py tests/test_fft.py tests/test_complex.py tests/test_dynamo_dynamic.py 2>/dev/null)
   # SIGINT at the time limit: pytest still prints the failures it has seen and their summary.
   timeout -k 15 -s INT "${T_TESTS:-400}" python3 -m pytest -p no:cacheprovider -n 14 -v --tb=short $files \
     > "$out/tests.txt" 2>&1

@@ -160,7 +160,8 @@ class WindowMask(torch.nn.Module):
         return x.masked_fill(~keep, 0.0) + 1
 
 
-def test_a_mask_read_at_run_time_positions_is_one_engine(partitions):
+@pytest.mark.parametrize("batch", [1, 2])
+def test_a_mask_read_at_run_time_positions_is_one_engine(partitions, batch):
     """x[arange(b)[:, None], positions] is a GatherElements along the mask's length: nothing in
     it is a constant of the sizes (a flat index of the mask would be), so after dynamo's
     recompile one engine serves every past length."""
@@ -170,8 +171,8 @@ def test_a_mask_read_at_run_time_positions_is_one_engine(partitions):
     gen = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for past in (5, 9, 14, 30, 41):
-            x = torch.randn(2, 4, generator=gen).to(DEV)
-            padding = (torch.rand(2, past + 1, generator=gen) < 0.7).long().to(DEV)
+            x = torch.randn(batch, 4, generator=gen).to(DEV)
+            padding = (torch.rand(batch, past + 1, generator=gen) < 0.7).long().to(DEV)
             torch.testing.assert_close(compiled(x, padding, past), model(x, padding, past), rtol=0, atol=0)
     assert [p.engines_built for p in partitions] == [1, 1]  # the first call's sizes, then all
 
@@ -289,7 +290,7 @@ def test_int8_calibration_under_mark_dynamic(partitions):
     assert sum(p.engines_built for p in partitions) == 1
 
 
-ONE_ENGINE_REDUCTIONS = {
+OF_THE_LENGTH = {
     "mean": lambda x: x.mean(1),
     "std_correction_0": lambda x: x.std(1, correction=0),
     "var_unbiased": lambda x: x.var(1),
@@ -297,16 +298,20 @@ ONE_ENGINE_REDUCTIONS = {
     "sum_over_length": lambda x: x.sum(1) / x.shape[1],
     "logsumexp": lambda x: torch.logsumexp(x, 1),
     "global_average_pool": lambda x: torch.nn.functional.adaptive_avg_pool1d(x.transpose(1, 2), 1),
+    # numbers Python computes from the length, which a tensor is then scaled by
+    "scaled_by_a_power_of_the_length": lambda x: x * x.shape[1] ** -0.5,
+    "scaled_by_one_over_the_length": lambda x: (1.0 / x.shape[1]) * x,
+    "shifted_by_half_the_length": lambda x: x - x.shape[1] // 2,
 }
 
 
-@pytest.mark.parametrize("name", sorted(ONE_ENGINE_REDUCTIONS))
-def test_reductions_over_a_dynamic_dim_build_one_engine(partitions, name):
+@pytest.mark.parametrize("name", sorted(OF_THE_LENGTH))
+def test_what_reads_a_dynamic_length_builds_one_engine(partitions, name):
     """A mean (a variance: less its correction) divides by its length as a size of the kernel, a
-    sum divided by the length reads it at run time, logsumexp converts without torch's
-    decomposition (which dynamic shapes cannot trace): one engine for every length, nothing in
-    torch."""
-    fn = ONE_ENGINE_REDUCTIONS[name]
+    sum divided by the length reads it at run time, and so does a number computed from it
+    (`x.shape[1] ** -0.5`); logsumexp converts without torch's decomposition (which dynamic shapes
+    cannot trace): one engine for every length, nothing in torch."""
+    fn = OF_THE_LENGTH[name]
     torch._dynamo.reset()
     compiled = torch.compile(fn, backend="trident", dynamic=True, options={"fallback": False})
     for n in (5, 9, 14):

@@ -260,14 +260,20 @@ def gather_adjacent(cx, x, axis: int, indices: Sequence, is_runtime) -> object:
     return _element_gather(cx, x, axis, flat)
 
 
+ANYWHERE = -1  # an index into an axis of size 1: every entry picks its one row
+
+
 def _identity_dim(index: torch.Tensor, shape: Sequence[int], size: int) -> int | None:
     """The dim of the broadcast index shape `shape` along which the constant `index` is
-    arange(size) (1 on every other dim), if it is one such."""
+    arange(size) (1 on every other dim), if it is one such; ANYWHERE for an axis of size 1 that
+    every entry picks (0 or -1: a batch of one's arange)."""
+    values = index.detach().cpu().reshape(-1).to(torch.int64)
+    if size == 1:
+        return ANYWHERE if bool(((values == 0) | (values == -1)).all()) else None
     lead = len(shape) - index.dim()
     spread = [lead + d for d, n in enumerate(index.shape) if n != 1]
     if len(spread) != 1 or shape[spread[0]] != size:
         return None
-    values = index.detach().cpu().reshape(-1).to(torch.int64)
     return spread[0] if torch.equal(values, torch.arange(size)) else None
 
 
@@ -285,17 +291,20 @@ def _batched_gather(cx, x, axis: int, indices: Sequence, is_runtime):
     sizes = shape[axis:axis + len(indices)]
     out = list(torch.broadcast_shapes(*[tuple(cx.shape(i)) for i in indices]))
     dims = {m: _identity_dim(i, out, sizes[m]) for m, i in enumerate(indices) if m != runtime[0]}
-    if None in dims.values() or len(set(dims.values())) != len(dims):
+    laid = [d for d in dims.values() if d != ANYWHERE]
+    if None in dims.values() or len(set(laid)) != len(laid):
         return None
     pre, post, rt = shape[:axis], shape[axis + len(indices):], runtime[0]
-    # x's indexed axes in the order of their dims, the run-time one last, then one more dim
+    # x's indexed axes in the order of their dims (those of size 1 vanish in the reshape), the
+    # run-time one last, in one more dim
     order = sorted(dims, key=dims.get) + [rt]
     perm = list(range(axis)) + [axis + m for m in order] + list(range(axis + len(indices), len(shape)))
     if perm != list(range(len(shape))):
         x = cx.emit("transpose", [x], perm=perm)
     aligned = [1] * len(out)
     for m, d in dims.items():
-        aligned[d] = sizes[m]
+        if d != ANYWHERE:
+            aligned[d] = sizes[m]
     x = cx.emit("reshape", [x], shape=pre + aligned + [sizes[rt]] + post)
     x = cx.emit("expand", [x], shape=pre + out + [sizes[rt]] + post)
     index = indices[rt]
