@@ -157,10 +157,13 @@ case "$stage" in
   check) { run_safety & run_perf_memcheck; wait; } > "$out/safety.txt" 2>&1 &
          run_tests; wait; cat "$out/safety.txt" ;;
   attention) run_attention ;;
-  # A few test files on the GPU beside their memcheck: FOCUS (pytest arguments, on the GPU),
-  # FOCUS_MEMCHECK (pytest arguments under the sanitizer, default FOCUS).
-  focus) memcheck python3 -m pytest -q -p no:cacheprovider ${FOCUS_MEMCHECK:-$FOCUS} > "$out/memcheck-focus.txt" 2>&1 &
-         timeout "${T_TESTS:-300}" python3 -m pytest -p no:cacheprovider -n 6 -q --tb=short $FOCUS 2>&1 \
+  # A few test files on the GPU beside their memcheck: FOCUS (test files, on the GPU), FOCUS_K
+  # (a pytest -k expression for both runs), FOCUS_MEMCHECK (the files under the sanitizer, FOCUS
+  # unless given).
+  focus) pick=(); [ -n "${FOCUS_K:-}" ] && pick=(-k "$FOCUS_K")
+         memcheck python3 -m pytest -q -p no:cacheprovider ${FOCUS_MEMCHECK:-$FOCUS} "${pick[@]}" \
+           > "$out/memcheck-focus.txt" 2>&1 &
+         timeout "${T_TESTS:-300}" python3 -m pytest -p no:cacheprovider -n 6 -q --tb=short $FOCUS "${pick[@]}" 2>&1 \
            | tee "$out/focus.txt" | grep -E "^(FAILED|ERROR)|passed|failed" | tail -20
          wait; tail -n 4 "$out/memcheck-focus.txt" ;;
   # The warp-specialized GEMM path (kernels/gemm_hopper.py, TRIDENT_WS_GEMM=1): its GPU tests beside
