@@ -49,7 +49,7 @@ from torch.utils._pytree import tree_flatten, tree_unflatten
 from trident.compiler import config as _config  # (also: Triton's interpreter without CUDA)
 from trident.compiler import fx_partition
 from trident.compiler.autotune.tuner import LEVELS
-from trident.compiler.dynamo_shapes import (ALIASES, SymbolicInputs, fits, profiles_for, run_time_ints,
+from trident.compiler.dynamo_shapes import (ALIASES, SymbolicInputs, fits, profiles_for, run_time_numbers,
                                             symbolic_inputs, take_sized_int_values)
 from trident.compiler.errors import TridentError, UnsupportedError
 from trident.compiler.fx_mutation import (EXPLICIT, RUN_TIME_INPUT, example_value, make_writes_explicit,
@@ -474,9 +474,11 @@ def _on_device(a, device: torch.device):
     return a.detach().to(device) if _cpu_scalar(a) and device.type != "cpu" else a.detach()
 
 
-def _int_tensor(value: int, args: Sequence) -> torch.Tensor:
-    """An int as a 0-d int64 tensor on the device of the call's tensors."""
-    return torch.tensor(value, dtype=torch.int64, device=_call_device(args) or torch.device("cpu"))
+def _number_tensor(value: int | float, args: Sequence) -> torch.Tensor:
+    """An int as a 0-d int64 tensor, a float as a 0-d float32 one (what torch computes a float32
+    tensor's arithmetic with it in), on the device of the call's tensors."""
+    dtype = torch.float32 if isinstance(value, float) else torch.int64
+    return torch.tensor(value, dtype=dtype, device=_call_device(args) or torch.device("cpu"))
 
 
 def _passed_float(a) -> bool:
@@ -513,7 +515,7 @@ class TridentSubgraph(torch.nn.Module):
         self.calibration: list[tuple] = []    # int8: this partition's inputs per batch
         self.engines: dict[tuple, Any] = {}
         self.symbolic = symbolic_inputs(gm)   # dynamic sizes: one engine serves them all
-        self._run_time_ints = run_time_ints(gm)  # symbolic ints passed as tensors, not baked in
+        self._run_time_numbers = run_time_numbers(gm)  # symbolic numbers passed as tensors, not baked in
         self.engines_built = 0
         self._said_fallback = False           # a failing build is reported once, not per shape
         self._said_per_size = False           # so is a profile that does not build
@@ -531,7 +533,7 @@ class TridentSubgraph(torch.nn.Module):
         args = self._with_int_values(given)
         if self._split is not None:  # (its parts key their engines by these weights' identities)
             return self._split(*args)
-        call = self._with_int_tensors(args)
+        call = self._with_number_tensors(args)
         weights = self._weights_key(call)
         entry = self._dynamic_entry(call, weights) if self.symbolic else None
         if entry is None:
@@ -542,9 +544,9 @@ class TridentSubgraph(torch.nn.Module):
             entry = self.engines.get(key)
             if entry is None:
                 entry = self.engines[key] = self._build(call)
-        if entry is _AS_VALUES:  # an int is a size somewhere: the ints are values, an engine per value
+        if entry is _AS_VALUES:  # a number is a size somewhere: the numbers are values, an engine per value
             self.engines = {k: e for k, e in self.engines.items() if e is not _AS_VALUES}
-            self._run_time_ints = []
+            self._run_time_numbers = []
             return self.forward(*given)
         if entry is _FALLBACK:
             return self.gm(*_detached(args)) if self._split is None else self._split(*args)
@@ -560,13 +562,13 @@ class TridentSubgraph(torch.nn.Module):
         (dynamo_shapes.take_sized_int_values)."""
         if not self._int_values:
             return tuple(args)
-        return (*args, *(_int_tensor(args[k], args) for k in self._int_values))
+        return (*args, *(_number_tensor(args[k], args) for k in self._int_values))
 
-    def _with_int_tensors(self, args: Sequence) -> tuple:
-        """The arguments with the run-time ints as 0-d int64 tensors beside the others."""
-        if not self._run_time_ints:
+    def _with_number_tensors(self, args: Sequence) -> tuple:
+        """The arguments with the run-time numbers as 0-d tensors beside the others."""
+        if not self._run_time_numbers:
             return tuple(args)
-        return tuple(_int_tensor(a, args) if k in self._run_time_ints else a for k, a in enumerate(args))
+        return tuple(_number_tensor(a, args) if k in self._run_time_numbers else a for k, a in enumerate(args))
 
     def _weights_key(self, args: Sequence) -> tuple:
         """Which weights this call passes. The engine bakes its first call's weights in as
@@ -652,7 +654,7 @@ class TridentSubgraph(torch.nn.Module):
                                    f"partition {self._num_outputs}")
             engine.cuda_graph = bool(self.options["cuda_graph"]) and _config.CUDA_GRAPHS
         except TridentError as e:
-            if self._run_time_ints:  # the graph may need such an int as a number (forward asks again)
+            if self._run_time_numbers:  # the graph may need such a number as a value (forward asks again)
                 return _AS_VALUES
             if profiles:  # no shape-generic engine: one per size instead (nothing runs in torch)
                 self._say_per_size(e)

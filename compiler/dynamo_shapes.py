@@ -93,20 +93,23 @@ def _sized(dims: dict) -> set[str]:
 def symbolic_inputs(gm: torch.fx.GraphModule) -> SymbolicInputs | None:
     """The symbolic dims of a partition's placeholders, or None if it has none. An int that is no
     tensor's size (Funnel's relative-position shift) has no range a profile could hold: the
-    engine takes it as a tensor (run_time_ints), or as a value."""
+    engine takes it as a tensor (run_time_numbers), or as a value."""
     dims, ints = _placeholder_symbols(gm)
     sized = _sized(dims)
     scalars = {i: s for i, s in ints.items() if s in sized}
     return SymbolicInputs(dims, scalars) if dims else None
 
 
-def run_time_ints(gm: torch.fx.GraphModule) -> list[int]:
+def run_time_numbers(gm: torch.fx.GraphModule) -> list[int]:
     """The placeholders of ints dynamo made symbols that size no tensor of the partition (the
-    position a sliding-window cache's mask starts from, a relative-position shift): the engine
-    takes each as a 0-d int64 tensor, so one engine serves every value."""
+    position a sliding-window cache's mask starts from, a relative-position shift), and of floats
+    computed from sizes (`math.sqrt(n)`, which the graph around the partition computes): the
+    engine takes each as a 0-d tensor (int64, float32), so one engine serves every value."""
     dims, ints = _placeholder_symbols(gm)
     sized = _sized(dims)
-    return [i for i, s in ints.items() if s not in sized]
+    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    floats = [i for i, n in enumerate(placeholders) if isinstance(n.meta.get("example_value"), torch.SymFloat)]
+    return sorted([i for i, s in ints.items() if s not in sized] + floats)
 
 
 # Arithmetic that reads an int as a number beside a tensor (torch promotes a 0-d int64 tensor there
@@ -276,4 +279,4 @@ def fits(engine, sizes: dict[str, int]) -> bool:
 
 
 __all__ = ["ALIASES", "Alias", "SymbolicInputs", "build_options", "equal_symbols", "fits", "near_symbols",
-           "profile_ranges", "profiles_for", "run_time_ints", "symbolic_inputs", "take_sized_int_values"]
+           "profile_ranges", "profiles_for", "run_time_numbers", "symbolic_inputs", "take_sized_int_values"]

@@ -2,6 +2,8 @@
 sizes, not one per concrete size."""
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -62,7 +64,7 @@ class Shifted(torch.nn.Module):
 
 
 def test_an_int_that_sizes_no_tensor_is_a_run_time_input(partitions):
-    """The engine takes it as a 0-d tensor (dynamo_shapes.run_time_ints): one engine for every
+    """The engine takes it as a 0-d tensor (dynamo_shapes.run_time_numbers): one engine for every
     shift and row count."""
     torch._dynamo.reset()
     model = Shifted()
@@ -175,6 +177,21 @@ def test_a_mask_read_at_run_time_positions_is_one_engine(partitions, batch):
             padding = (torch.rand(batch, past + 1, generator=gen) < 0.7).long().to(DEV)
             torch.testing.assert_close(compiled(x, padding, past), model(x, padding, past), rtol=0, atol=0)
     assert [p.engines_built for p in partitions] == [1, 1]  # the first call's sizes, then all
+
+
+def test_a_float_computed_from_a_length_is_an_input_of_one_engine(partitions):
+    """`math.sqrt(n)` is computed by the graph around the partition and passed in as a float (a
+    SymFloat placeholder): the engine takes it as a 0-d float32 tensor (what torch divides a
+    float32 tensor by), so one engine serves every length."""
+    def fn(x):
+        return x / math.sqrt(x.shape[1])
+
+    torch._dynamo.reset()
+    compiled = torch.compile(fn, backend="trident", dynamic=True)
+    for n in (5, 9, 14):
+        x = torch.randn(3, n, device=DEV)
+        torch.testing.assert_close(compiled(x), fn(x), rtol=0, atol=0)
+    assert sum(p.engines_built for p in partitions) == 1
 
 
 def test_an_aliased_symbol_fits_only_at_its_symbols_size():

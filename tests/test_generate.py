@@ -112,7 +112,7 @@ def test_transformers_generate_with_a_dynamic_cache_builds_one_decode_engine(fam
     symbols, one per cache tensor; one engine serves every step (dynamo_shapes.equal_symbols),
     with the sizes' arithmetic (torch.sym_sum) at import. A sliding window's cache is static, but
     the position its mask starts from is an int the engine takes at run time
-    (dynamo_shapes.run_time_ints), not one engine per step. Gemma 2 mixes both, its full layers'
+    (dynamo_shapes.run_time_numbers), not one engine per step. Gemma 2 mixes both, its full layers'
     key positions an `arange(past + 1)` of the symbol."""
     from trident.compiler.dynamo import recording_backend
     from trident.compiler.testing import DEVICE

@@ -168,7 +168,7 @@ def _minimum(cx: Ctx, a, b):
 
 def _size_arithmetic(op: str, python):
     """torch.sym_max / sym_min of sizes (Python numbers at import), or of an int the engine takes
-    at run time (a 0-d tensor: dynamo_shapes.run_time_ints)."""
+    at run time (a 0-d tensor: dynamo_shapes.run_time_numbers)."""
     def convert(cx: Ctx, a, b):
         if isinstance(a, (Val, torch.Tensor)) or isinstance(b, (Val, torch.Tensor)):
             return _binary(cx, op, a, b)
