@@ -476,9 +476,11 @@ def _on_device(a, device: torch.device):
 
 def _number_tensor(value: int | float, args: Sequence) -> torch.Tensor:
     """An int as a 0-d int64 tensor, a float as a 0-d float32 one (what torch computes a float32
-    tensor's arithmetic with it in), on the device of the call's tensors."""
+    tensor's arithmetic with it in), on the device of the call's first tensor that is not a 0-d
+    CPU one (on every call: the first found, not a scan of every argument)."""
     dtype = torch.float32 if isinstance(value, float) else torch.int64
-    return torch.tensor(value, dtype=dtype, device=_call_device(args) or torch.device("cpu"))
+    device = next((a.device for a in args if isinstance(a, torch.Tensor) and not _cpu_scalar(a)), "cpu")
+    return torch.tensor(value, dtype=dtype, device=device)
 
 
 def _passed_float(a) -> bool:

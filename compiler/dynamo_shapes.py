@@ -215,24 +215,23 @@ Alias = tuple[str, int]   # (the symbol one is built as, the constant added to i
 def equal_symbols(sizes: dict[str, int]) -> dict[str, Alias]:
     """{symbol: (the first symbol of the same size, 0)}, for every symbol after the first of a
     size."""
-    first: dict[int, str] = {}
-    return {s: (first[v], 0) for s, v in sizes.items() if first.setdefault(v, s) != s}
+    return near_symbols(sizes, apart=0)
 
 
 NEAR = 2  # sizes at most this far apart may be one symbol plus a constant
 
 
-def near_symbols(sizes: dict[str, int]) -> dict[str, Alias]:
-    """{symbol: (root, k)}: each size is the size of the smallest symbol at most NEAR below it
-    (transitively) plus k. transformers' decoders pass the attention mask one longer than the
-    key cache (its past and the new token), as a symbol of its own: probed apart, the mask's
-    gather reads past its end."""
+def near_symbols(sizes: dict[str, int], apart: int = NEAR) -> dict[str, Alias]:
+    """{symbol: (root, k)}: each size is the size of the smallest symbol at most `apart` below it
+    (transitively) plus k; symbols of one size alias the first of them. transformers' decoders
+    pass the attention mask one longer than the key cache (its past and the new token), as a
+    symbol of its own: probed apart, the mask's gather reads past its end."""
     base: dict[int, Alias] = {}
     first: dict[int, str] = {}
     for s, v in sorted(sizes.items(), key=lambda item: item[1]):
         first.setdefault(v, s)
         if v not in base:
-            below = next((v - k for k in range(1, NEAR + 1) if v - k in base), None)
+            below = next((v - k for k in range(1, apart + 1) if v - k in base), None)
             base[v] = (first[v], 0) if below is None else (base[below][0], base[below][1] + v - below)
     return {s: base[v] for s, v in sizes.items() if base[v][0] != s}
 
