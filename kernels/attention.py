@@ -317,11 +317,14 @@ def attention_config(BLOCK_M: int, BLOCK_N: int, num_warps: int = 4, num_stages:
     return LaunchConfig.of(num_warps, num_stages, BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N)
 
 
-def hopper_config(BLOCK_N: int = 128, num_stages: int = 3, overlap: bool = True) -> LaunchConfig:
+def hopper_config(BLOCK_N: int = 128, num_stages: int = 3, overlap: bool = True, pingpong: bool = False) -> LaunchConfig:
     """A config of kernels/attention_hopper.py's warp-specialized kernel (WS=1): 128-row query
-    tiles, BLOCK_N keys per step, num_stages K/V blocks in flight; OVERLAP: each consumer group
-    keeps one block's QK^T and the last block's PV in flight together."""
-    return LaunchConfig.of(4, num_stages, BLOCK_M=128, BLOCK_N=BLOCK_N, WS=1, OVERLAP=int(overlap))
+    tiles (64 a consumer warp group), BLOCK_N keys per step, num_stages K/V blocks in flight;
+    OVERLAP: each consumer group keeps one block's QK^T and the last block's PV in flight together;
+    PINGPONG: the groups issue their matrix multiplies in turn (one group's softmax beside the
+    next one's wgmmas)."""
+    switches = {"PINGPONG": 1} if pingpong else {}
+    return LaunchConfig.of(4, num_stages, BLOCK_M=128, BLOCK_N=BLOCK_N, WS=1, OVERLAP=int(overlap), **switches)
 
 
 def check_config(cfg: LaunchConfig, head_dim: int = attention_hopper.HEAD_DIMS[-1]) -> None:
@@ -481,7 +484,7 @@ def _hopper_heuristic(head_dim: int, causal: bool) -> LaunchConfig:
 def hopper_candidates(head_dim: int) -> list[LaunchConfig]:
     """The warp-specialized configs worth timing (shared memory allowing)."""
     configs = [hopper_config(128, 3, True), hopper_config(128, 2, False), hopper_config(128, 2, True),
-               hopper_config(128, 4, True), hopper_config(64, 4, True)]
+               hopper_config(128, 4, True), hopper_config(64, 4, True), hopper_config(128, 3, True, pingpong=True)]
     return [c for c in configs if attention_hopper.why_unfit(c, head_dim) is None]
 
 

@@ -79,9 +79,10 @@ if HAVE_GLUON:
         return bw // W, bw % W, h, h // (H // H_KV), start_m, n_full, gl.cdiv(end, BLOCK_N)
 
     @gluon.jit
-    def _key_block(it, j, q, k_smem, v_smem, k_ready, v_ready, kv_empty, acc, l_i, m_i, offs_m, offs_n, Lk,
-                   causal_offset, QK_SCALE: gl.constexpr, STAGES: gl.constexpr, ROWS: gl.constexpr,
-                   BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr, CAUSAL: gl.constexpr, BOUNDARY: gl.constexpr):
+    def _key_block(it, j, q, k_smem, v_smem, k_ready, v_ready, kv_empty, turn, next_turn, acc, l_i, m_i, offs_m,
+                   offs_n, Lk, causal_offset, QK_SCALE: gl.constexpr, STAGES: gl.constexpr, ROWS: gl.constexpr,
+                   BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr, CAUSAL: gl.constexpr, BOUNDARY: gl.constexpr,
+                   FIRST: gl.constexpr, PINGPONG: gl.constexpr):
         """Fold key block j (the program's it-th block: its ring slot) into this warp group's running
         (acc, l, m), then release the slot. BOUNDARY blocks mask keys past Lk and right of the
         causal diagonal."""
@@ -91,7 +92,9 @@ if HAVE_GLUON:
         phase = (it // STAGES) & 1
         mbarrier.wait(k_ready.index(slot), phase)
         qk = gl.zeros([ROWS, BLOCK_N], gl.float32, s_layout)
+        _take_turn(turn, it, FIRST, PINGPONG)
         qk = warpgroup_mma(q, k_smem.index(slot).permute((1, 0)), qk, use_acc=False, is_async=True)
+        _pass_turn(next_turn, PINGPONG)
         qk = warpgroup_mma_wait(num_outstanding=0, deps=(qk,))
         if BOUNDARY or QK_SCALE < 0:
             s = qk * QK_SCALE
@@ -118,6 +121,24 @@ if HAVE_GLUON:
         return acc, l_i, m_new
 
     @gluon.jit
+    def _take_turn(turn, it, FIRST: gl.constexpr, PINGPONG: gl.constexpr):
+        """With PINGPONG, wait until the group before this one has issued its matrix multiplies of
+        key block `it` (the first group: of block it - 1, from the last group). The groups then
+        issue in turn, so one group's softmax runs while the next one's wgmmas do, rather than every
+        group multiplying at once and then all taking their exponentials with the tensor cores idle
+        (FlashAttention-3's ping-pong; its named barriers are mbarriers here)."""
+        if PINGPONG:
+            if FIRST:  # block 0 waits for the phase before a fresh barrier's first: it passes
+                mbarrier.wait(turn, (it & 1) ^ 1)
+            else:
+                mbarrier.wait(turn, it & 1)
+
+    @gluon.jit
+    def _pass_turn(next_turn, PINGPONG: gl.constexpr):
+        if PINGPONG:
+            mbarrier.arrive(next_turn, count=1)
+
+    @gluon.jit
     def _softmax_step(qk, l_i, m_i, QK_SCALE: gl.constexpr):
         """The online softmax of a fully visible block: (p, alpha, l, m). Scaling and subtracting
         the max are one FMA per score (QK_SCALE >= 0: the max of scaled scores is the scaled max)."""
@@ -127,9 +148,10 @@ if HAVE_GLUON:
         return p, alpha, l_i * alpha + gl.sum(p, 1), m_new
 
     @gluon.jit
-    def _full_blocks_overlapped(it0, n_full, q, k_smem, v_smem, k_ready, v_ready, kv_empty, acc, l_i, m_i,
-                                QK_SCALE: gl.constexpr, STAGES: gl.constexpr, ROWS: gl.constexpr,
-                                BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr):
+    def _full_blocks_overlapped(it0, n_full, q, k_smem, v_smem, k_ready, v_ready, kv_empty, turn, next_turn, acc,
+                                l_i, m_i, QK_SCALE: gl.constexpr, STAGES: gl.constexpr, ROWS: gl.constexpr,
+                                BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr, FIRST: gl.constexpr,
+                                PINGPONG: gl.constexpr):
         """Key blocks [0, n_full) (ring positions it0 + j) with block j's QK^T and block j-1's PV
         in flight together, so this group's softmax of block j runs beside its own PV
         (FlashAttention-3's intra-warpgroup pipelining). Needs QK_SCALE >= 0."""
@@ -139,8 +161,10 @@ if HAVE_GLUON:
         if n_full > 0:
             slot = it0 % STAGES
             mbarrier.wait(k_ready.index(slot), (it0 // STAGES) & 1)
+            _take_turn(turn, it0, FIRST, PINGPONG)
             qk = warpgroup_mma(q, k_smem.index(slot).permute((1, 0)), gl.zeros([ROWS, BLOCK_N], gl.float32, s_layout),
                                use_acc=False, is_async=True)
+            _pass_turn(next_turn, PINGPONG)
             qk = warpgroup_mma_wait(num_outstanding=0, deps=(qk,))
             p, alpha, l_i, m_i = _softmax_step(qk, l_i, m_i, QK_SCALE)
             p16 = gl.convert_layout(p.to(q.dtype), p_layout)
@@ -148,10 +172,12 @@ if HAVE_GLUON:
                 slot = it % STAGES
                 prev = (it - 1) % STAGES
                 mbarrier.wait(k_ready.index(slot), (it // STAGES) & 1)
+                mbarrier.wait(v_ready.index(prev), ((it - 1) // STAGES) & 1)
+                _take_turn(turn, it, FIRST, PINGPONG)
                 qk = warpgroup_mma(q, k_smem.index(slot).permute((1, 0)),
                                    gl.zeros([ROWS, BLOCK_N], gl.float32, s_layout), use_acc=False, is_async=True)
-                mbarrier.wait(v_ready.index(prev), ((it - 1) // STAGES) & 1)
                 acc = warpgroup_mma(p16, v_smem.index(prev), acc, is_async=True)
+                _pass_turn(next_turn, PINGPONG)
                 qk = warpgroup_mma_wait(num_outstanding=1, deps=(qk,))
                 p, alpha, l_i, m_i = _softmax_step(qk, l_i, m_i, QK_SCALE)
                 acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
@@ -167,15 +193,18 @@ if HAVE_GLUON:
         return acc, l_i, m_i
 
     @gluon.jit
-    def _consume(q_smem, k_smem, v_smem, q_ready, q_empty, k_ready, v_ready, kv_empty, o_ptr, so_b, so_w, so_h,
+    def _consume(q_smem, k_smem, v_smem, q_ready, q_empty, k_ready, v_ready, kv_empty, turns, o_ptr, so_b, so_w, so_h,
                  so_m, num_m, tiles, H, W, H_KV, Lq, Lk, causal_offset, QK_SCALE: gl.constexpr,
                  CAUSAL: gl.constexpr, STAGES: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
-                 ROWS: gl.constexpr, OVERLAP: gl.constexpr, GROUP: gl.constexpr):
+                 ROWS: gl.constexpr, OVERLAP: gl.constexpr, PINGPONG: gl.constexpr, GROUP: gl.constexpr):
         """One consumer warp group: rows [start_m + GROUP * ROWS, + ROWS) of each of the program's
         query tiles."""
         s_layout: gl.constexpr = wgmma_layout(BLOCK_N)
         o_layout: gl.constexpr = wgmma_layout(HEAD_DIM)
         q_smem = q_smem.index(GROUP)
+        turn = turns.index(GROUP)
+        next_turn = turns.index(1 - GROUP)
+        FIRST: gl.constexpr = GROUP == 0
         it = 0  # key blocks consumed so far: the ring position
         count = 0  # tiles done so far: Q's phase
         for t in range(gl.program_id(0), tiles, gl.num_programs(0)):
@@ -195,16 +224,17 @@ if HAVE_GLUON:
             mbarrier.arrive(q_empty, count=1)
             if OVERLAP and QK_SCALE >= 0:
                 acc, l_i, m_i = _full_blocks_overlapped(it, n_full, q, k_smem, v_smem, k_ready, v_ready, kv_empty,
-                                                        acc, l_i, m_i, QK_SCALE, STAGES, ROWS, BLOCK_N, HEAD_DIM)
+                                                        turn, next_turn, acc, l_i, m_i, QK_SCALE, STAGES, ROWS,
+                                                        BLOCK_N, HEAD_DIM, FIRST, PINGPONG)
             else:
                 for j in range(0, n_full):
-                    acc, l_i, m_i = _key_block(it + j, j, q, k_smem, v_smem, k_ready, v_ready, kv_empty, acc, l_i,
-                                               m_i, offs_m, offs_n, Lk, causal_offset, QK_SCALE, STAGES, ROWS,
-                                               BLOCK_N, HEAD_DIM, CAUSAL, False)
+                    acc, l_i, m_i = _key_block(it + j, j, q, k_smem, v_smem, k_ready, v_ready, kv_empty, turn,
+                                               next_turn, acc, l_i, m_i, offs_m, offs_n, Lk, causal_offset, QK_SCALE,
+                                               STAGES, ROWS, BLOCK_N, HEAD_DIM, CAUSAL, False, FIRST, PINGPONG)
             for j in range(n_full, n_end):
-                acc, l_i, m_i = _key_block(it + j, j, q, k_smem, v_smem, k_ready, v_ready, kv_empty, acc, l_i, m_i,
-                                           offs_m, offs_n, Lk, causal_offset, QK_SCALE, STAGES, ROWS, BLOCK_N,
-                                           HEAD_DIM, CAUSAL, True)
+                acc, l_i, m_i = _key_block(it + j, j, q, k_smem, v_smem, k_ready, v_ready, kv_empty, turn, next_turn,
+                                           acc, l_i, m_i, offs_m, offs_n, Lk, causal_offset, QK_SCALE, STAGES, ROWS,
+                                           BLOCK_N, HEAD_DIM, CAUSAL, True, FIRST, PINGPONG)
             it += n_end
             count += 1
             # A row that sees no key has l = 0 and acc = 0: dividing by 1 gives torch's 0, not 0/0.
@@ -253,7 +283,7 @@ if HAVE_GLUON:
     def attention_hopper_kernel(q_desc, k_desc, v_desc, o_ptr, so_b, so_w, so_h, so_m, W, H, H_KV, Lq, Lk,
                                 causal_offset, tiles, QK_SCALE: gl.constexpr, CAUSAL: gl.constexpr,
                                 STAGES: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
-                                OVERLAP: gl.constexpr):
+                                OVERLAP: gl.constexpr, PINGPONG: gl.constexpr):
         """Persistent: program p runs query tiles p, p + programs, ... (128 rows of one (batch,
         window, head) each); the loader streams K and V across tile boundaries."""
         ROWS: gl.constexpr = 64
@@ -269,21 +299,24 @@ if HAVE_GLUON:
         k_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
         v_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
         kv_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+        turns = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())  # PINGPONG's order
         mbarrier.init(q_ready, count=1)
         mbarrier.init(q_empty, count=2)  # both consumer groups release the Q buffer and every K/V slot
         for i in gl.static_range(STAGES):
             mbarrier.init(k_ready.index(i), count=1)
             mbarrier.init(v_ready.index(i), count=1)
             mbarrier.init(kv_empty.index(i), count=2)
+        for g in gl.static_range(2):
+            mbarrier.init(turns.index(g), count=1)
         gl.warp_specialize([
             (_load, (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_ready, q_empty, k_ready, v_ready, kv_empty,
                      num_m, tiles, H, W, H_KV, Lk, causal_offset, CAUSAL, STAGES, BLOCK_N, HEAD_DIM, ROWS)),
-            (_consume, (q_smem, k_smem, v_smem, q_ready, q_empty, k_ready, v_ready, kv_empty, o_ptr, so_b, so_w,
+            (_consume, (q_smem, k_smem, v_smem, q_ready, q_empty, k_ready, v_ready, kv_empty, turns, o_ptr, so_b, so_w,
                         so_h, so_m, num_m, tiles, H, W, H_KV, Lq, Lk, causal_offset, QK_SCALE, CAUSAL, STAGES,
-                        BLOCK_N, HEAD_DIM, ROWS, OVERLAP, 0)),
-            (_consume, (q_smem, k_smem, v_smem, q_ready, q_empty, k_ready, v_ready, kv_empty, o_ptr, so_b, so_w,
+                        BLOCK_N, HEAD_DIM, ROWS, OVERLAP, PINGPONG, 0)),
+            (_consume, (q_smem, k_smem, v_smem, q_ready, q_empty, k_ready, v_ready, kv_empty, turns, o_ptr, so_b, so_w,
                         so_h, so_m, num_m, tiles, H, W, H_KV, Lq, Lk, causal_offset, QK_SCALE, CAUSAL, STAGES,
-                        BLOCK_N, HEAD_DIM, ROWS, OVERLAP, 1)),
+                        BLOCK_N, HEAD_DIM, ROWS, OVERLAP, PINGPONG, 1)),
         ], [CONSUMER_WARPS, CONSUMER_WARPS], [CONSUMER_REGISTERS, CONSUMER_REGISTERS])
 
 
@@ -380,4 +413,4 @@ def launch(q, k, v, o, plan, scale: float, config: dict) -> None:
         q_desc, k_desc, v_desc, o, so[0], so[1], so[2], so[3], plan.W, plan.H, plan.H_KV, plan.Lq, plan.Lk,
         plan.causal_offset or 0, tiles, QK_SCALE=scale * LOG2E, CAUSAL=plan.causal_offset is not None,
         STAGES=config["num_stages"], BLOCK_N=block_n, HEAD_DIM=plan.D, OVERLAP=bool(config.get("OVERLAP", 0)),
-        num_warps=LOADER_WARPS)
+        PINGPONG=bool(config.get("PINGPONG", 0)), num_warps=LOADER_WARPS)

@@ -97,6 +97,25 @@ def test_encoder_block_is_one_engine_with_one_attention_kernel(precision, batch_
     torch.testing.assert_close(run_engine(engine, fresh)[0], ref, rtol=tol, atol=tol)
 
 
+def test_imported_input_projection_writes_its_rows_in_order():
+    """torch's MHA turns a batch-first input sequence-first before its input projection; the
+    import moves that transpose below the GEMM (matmul_rows_in_order), and the GEMM keeps its rows
+    in order in memory: the head splits read the transpose as strides, so no copy follows, and
+    cuBLAS can compute the projection, bias and all (the library path writes dense rows)."""
+    torch.manual_seed(0)
+    model = EncoderBlock(batch_first=True).eval()
+    x = torch.randn(2, 7, 32)
+    trace = BuildTrace()
+    engine = build_engine(model, "fp16", example_inputs=(x,), trace=trace)
+    (qkv,) = [s for s in engine.plan.kernel_steps() if problem_of(s.source).get("N") == 3 * 32]
+    assert "return library_gemm(" in qkv.source
+    assert copy_kernels(trace) == [] and torch_steps(engine) == []
+    fresh = torch.randn(x.shape)
+    with torch.no_grad():
+        ref = model(fresh)
+    torch.testing.assert_close(run_engine(engine, fresh)[0], ref, rtol=2e-2, atol=2e-2)
+
+
 def test_encoder_block_through_the_trident_backend():
     torch.manual_seed(1)
     model = EncoderBlock().eval()

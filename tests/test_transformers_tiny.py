@@ -289,6 +289,18 @@ def test_a_zoo_model_is_a_model_argument_of_every_command():
         load_model("zoo:nope/nothing")
 
 
+def test_a_zoo_model_whose_package_is_missing_is_a_clear_error(monkeypatch):
+    from trident.compiler.errors import InputError
+    from trident.tools import zoo_models
+    from trident.tools.common import load_model
+
+    def missing(package):
+        raise zoo_models.NotAvailable(f"{package} not installed")
+    monkeypatch.setattr(zoo_models, "_require", missing)
+    with pytest.raises(InputError, match="zoo:torchvision/resnet50: torchvision.models not installed"):
+        load_model("zoo:torchvision/resnet50")
+
+
 class WithPadding(torch.nn.Module):
     def __init__(self, model):
         super().__init__()

@@ -83,12 +83,15 @@ ZOO_PREFIX = "zoo:"
 def _zoo_model(name: str, batch: int):
     """A `trident zoo` model (zoo:timm/dm_nfnet_f0) as the zoo runs it: random weights, none
     zero, BatchNorm statistics settled."""
-    from trident.tools.zoo_models import all_models
+    from trident.tools.zoo_models import NotAvailable, all_models
 
     found = [m for m in all_models() if m.name == name]
     if not found:
         raise InputError(f"{ZOO_PREFIX}{name}: not a zoo model (trident zoo --list)")
-    return found[0].prepared(batch, False)
+    try:
+        return found[0].prepared(batch, False)
+    except NotAvailable as e:  # its family's package (torchvision, timm, transformers) is not installed
+        raise InputError(f"{ZOO_PREFIX}{name}: {e}") from None
 
 
 def load_model(spec: str, batch: int = 2):

@@ -28,12 +28,12 @@ TILE_PAIRS = {"matmul": (("BLOCK_M", "BLOCK_N"), ("BLOCK_M", "BLOCK_K"), ("BLOCK
               "mlp": (("BLOCK_M", "BLOCK_H"),)}
 FIXED = {"reduction": ("BLOCK_R",)}   # the whole row is one tile
 DEFAULTED = {"matmul": {"PERSISTENT": 0, "TMA": 0, "BLAS": 0, "SPLIT_EPILOGUE": 0, "WS": 0, "WS_COALESCED": 0},  # kernel params with a default
-             "conv": {"PERSISTENT": 0}, "attention": {"WS": 0, "OVERLAP": 0}}
-SWITCHES = ("TMA", "BLAS", "SPLIT_EPILOGUE", "WS", "WS_COALESCED", "OVERLAP")  # 0/1 params a kernel takes when generated with the path they switch on
+             "conv": {"PERSISTENT": 0}, "attention": {"WS": 0, "OVERLAP": 0, "PINGPONG": 0}}
+SWITCHES = ("TMA", "BLAS", "SPLIT_EPILOGUE", "WS", "WS_COALESCED", "OVERLAP", "PINGPONG")  # 0/1 params a kernel takes when generated with the path they switch on
 # An attention kernel generated with kernels/attention_hopper.py's path, or a GEMM kernel with
-# kernels/gemm_hopper.py's (its PROBLEM says "hopper"), takes WS (and attention OVERLAP, a GEMM
-# WS_COALESCED) whether or not its base config uses them.
-HOPPER_SWITCHES = ("WS", "WS_COALESCED", "OVERLAP")
+# kernels/gemm_hopper.py's (its PROBLEM says "hopper"), takes WS (and attention OVERLAP and
+# PINGPONG, a GEMM WS_COALESCED) whether or not its base config uses them.
+HOPPER_SWITCHES = ("WS", "WS_COALESCED", "OVERLAP", "PINGPONG")
 
 
 def _is_int(value) -> bool:

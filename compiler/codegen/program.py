@@ -167,6 +167,27 @@ def view_layouts(node: Node, source: Layout) -> list[Layout] | None:
             for o in outs]
 
 
+VIEW_OPS = ("reshape", "transpose", "expand", "identity", "split", "slice")  # the ops view_layouts knows
+STRIDED_READERS = ("attention", "matmul")  # templates that read their operands through any strides
+
+
+def only_strided_reads(node: Node, source: Layout, consumers: dict[str, list[Node]]) -> bool:
+    """Does view op `node`, reading a tensor stored as `source`, give views, and so every view
+    op after it, with attention or matmul reading what they end in? Then how the tensor is
+    stored costs its readers no copy and no uncoalesced elementwise pass."""
+    outs = view_layouts(node, source)
+    if outs is None:
+        return False
+    for value, layout in zip(node.outputs, outs):
+        for reader in consumers.get(value, []):
+            if reader.op in VIEW_OPS:
+                if not only_strided_reads(reader, layout, consumers):
+                    return False
+            elif reader.op not in STRIDED_READERS:
+                return False
+    return True
+
+
 def output_layout(group: Group, value: str, graph: Graph, layouts: dict[str, Layout],
                   feeds_nhwc: bool, consumers: dict[str, list[Node]] | None = None,
                   transposed_feeds_nhwc: bool = False) -> Layout:
@@ -181,7 +202,12 @@ def output_layout(group: Group, value: str, graph: Graph, layouts: dict[str, Lay
         # Store in the order the transpose reads, so its result is dense and a reshape after it
         # (attention's [B,H,S,D] -> [B,S,H*D]) is a free view instead of a copy; dense NHWC when
         # a conv reads it (ConvNeXt's downsampling LayerNorm, [N,H,W,C] permuted to [N,C,H,W]
-        # for the 2x2 conv: stored [N,H,W,C] as computed, not copied to NHWC after).
+        # for the 2x2 conv: stored [N,H,W,C] as computed, not copied to NHWC after). A GEMM whose
+        # views only attention or GEMMs read keeps its rows in order, so cuBLAS can write them
+        # (nn.MultiheadAttention's input projection: its rows made sequence-first again by a
+        # transpose, then split into heads that attention reads as strides).
+        if group.kind == "matmul" and only_strided_reads(readers[0], contiguous, consumers):
+            return contiguous
         return Layout(shape, transposed_dense_strides(shape, readers[0].attrs["perm"], transposed_feeds_nhwc),
                       t.dtype)
     if len(shape) == 3 and group.kind == "pointwise" and feeds_nhwc:

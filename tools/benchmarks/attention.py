@@ -132,7 +132,8 @@ def format_row(r: dict) -> str:
             f"{num(r['ms'], '10.3f')} {num(r['tflops'], '8.1f')} {num(r['heuristic_ms'], '9.3f')} | "
             f"{num(r['sdpa_ms'], '8.3f')} {num(r['sdpa_tflops'], '8.1f')} | {num(r['vs_sdpa'], '6.2f')}x | "
             f"{cfg['BLOCK_M']}x{cfg['BLOCK_N']} w{cfg['num_warps']} s{cfg['num_stages']}"
-            + (" warp-specialized" + (", overlapped" if cfg.get("OVERLAP") else "") if cfg.get("WS") else "")
+            + (" warp-specialized" + (", overlapped" if cfg.get("OVERLAP") else "")
+                                    + (", ping-pong" if cfg.get("PINGPONG") else "") if cfg.get("WS") else "")
             + (" paired" if cfg.get("PAIRED") else ""))
 
 
