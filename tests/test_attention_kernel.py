@@ -353,6 +353,9 @@ def test_dry_run_of_the_benchmark(tmp_path):
     rows = json.loads(out.read_text())["rows"]
     assert [r["causal"] for r in rows] == [False, True]
     assert all(r["max_abs_err"] < 1e-2 and r["ms"] > 0 and r["vs_sdpa"] > 0 for r in rows)
+    # trident and SDPA timed in turn, each figure the median of its rounds
+    assert all(len(r["rounds_ms"]["heuristic"]) == len(r["rounds_ms"]["sdpa"]) == 3 for r in rows)
+    assert all(r["sdpa_ms"] == sorted(r["rounds_ms"]["sdpa"])[1] for r in rows)
     # --shape: a problem of one's own instead of the table's; a malformed one is refused by name
     assert main(["bench", "attention", "--dry-run", "--shape", "1,3,40,16", "--causal", "yes",
                  "--out", str(tmp_path)]) == 0
@@ -360,6 +363,8 @@ def test_dry_run_of_the_benchmark(tmp_path):
     assert [(r["batch"], r["heads"], r["seq"], r["head_dim"], r["causal"]) for r in rows] == [(1, 3, 40, 16, True)]
     with pytest.raises(SystemExit):
         main(["bench", "attention", "--dry-run", "--shape", "1,3,40"])
+    with pytest.raises(SystemExit):
+        main(["bench", "attention", "--dry-run", "--rounds", "0"])
 
 
 # ----------------------------------------------------------------------------- GPU ----

@@ -11,12 +11,16 @@ and with the best of its candidate configs (both kernels'), and of torch SDPA as
 (FlashAttention / cuDNN / memory-efficient) and per backend; TFLOP/s (4 * B*H * L^2 * D, causal
 counted as half, as FlashAttention reports) and the ratio. Every call is captured in a CUDA graph
 and timed behind an L2 flush (compiler/timing.py's config_ms), so the host's launch path is not
-measured. Prints a table, writes JSON. A measurement, never a test: nothing is asserted.
+measured. The configs are compared once; then the heuristic's config, the best one and SDPA are
+timed in turn for --rounds rounds, and the table gives each one's median over them: a drift of the
+GPU's clocks during a row moves all three instead of whichever was timed last. Prints a table,
+writes JSON. A measurement, never a test: nothing is asserted.
 """
 from __future__ import annotations
 
 import argparse
 import math
+import statistics
 from typing import Callable
 
 import torch
@@ -59,7 +63,7 @@ def _tflops(flops: float, ms: float) -> float | None:
 
 
 def bench_row(b: int, h: int, seq: int, d: int, causal: bool, *, device: str = "cuda",
-              dtype=torch.float16, tune: bool = True, timer: Callable = median_ms) -> dict:
+              dtype=torch.float16, tune: bool = True, timer: Callable = median_ms, rounds: int = 1) -> dict:
     """One row of the table: trident (heuristic, best candidate) and torch SDPA, as a dict."""
     q, k, v = (torch.randn(b, h, seq, d, device=device, dtype=dtype) for _ in range(3))
     alignment = "top_left" if causal else None
@@ -74,10 +78,22 @@ def bench_row(b: int, h: int, seq: int, d: int, causal: bool, *, device: str = "
         for cfg in candidate_configs(seq, seq, d, dtype, causal=causal, hopper=hopper, rows=b * h * seq)[1:]:
             times[cfg] = timer(lambda cfg=cfg: attention(q, k, v, causal=alignment, config=cfg))
     best = min(times, key=times.get)
-    row["heuristic_config"], row["heuristic_ms"] = heuristic.to_dict(), times[heuristic]
-    row["best_config"], row["ms"] = best.to_dict(), times[best]
     row["configs"] = [{"config": c.to_dict(), "ms": _finite(ms)} for c, ms in times.items()]
-    row["sdpa_ms"] = timer(_sdpa(q, k, v, causal))
+    runners = {"heuristic": lambda: attention(q, k, v, causal=alignment, config=heuristic),
+               "sdpa": _sdpa(q, k, v, causal)}
+    if best != heuristic:
+        runners["best"] = lambda: attention(q, k, v, causal=alignment, config=best)
+    rounds_ms = {name: [] for name in runners}
+    for _ in range(rounds):
+        for name, fn in runners.items():
+            rounds_ms[name].append(timer(fn))
+    medians = {name: statistics.median(ms) for name, ms in rounds_ms.items()}
+    if medians.get("best", math.inf) > medians["heuristic"]:  # the one comparison's winner, not the rounds'
+        best, medians["best"] = heuristic, medians["heuristic"]
+    row["rounds_ms"] = {name: [_finite(x) for x in ms] for name, ms in rounds_ms.items()}
+    row["heuristic_config"], row["heuristic_ms"] = heuristic.to_dict(), medians["heuristic"]
+    row["best_config"], row["ms"] = best.to_dict(), medians.get("best", medians["heuristic"])
+    row["sdpa_ms"] = medians["sdpa"]
     if device == "cuda":
         row["sdpa_backends_ms"] = {name: _finite(timer(_sdpa(q, k, v, causal, backend)))
                                    for name, backend in _sdpa_backends().items()}
@@ -97,15 +113,16 @@ def _finite(x: float) -> float | None:
     return x if x is not None and math.isfinite(x) else None
 
 
-def measure(shapes=SHAPES, causal=(False, True), *, dry_run: bool = False, tune: bool = True,
-        log: Callable = print) -> list[dict]:
-    """The table's rows (dicts). dry_run: on the CPU (Triton's interpreter), one timing."""
+def measure(shapes=SHAPES, causal=(False, True), *, dry_run: bool = False, tune: bool = True, rounds: int = 3,
+            log: Callable = print) -> list[dict]:
+    """The table's rows (dicts). dry_run: on the CPU (Triton's interpreter)."""
     device = "cpu" if dry_run else "cuda"
     timer = _dry_timer if dry_run else median_ms
     rows = []
     for b, h, seq, d in shapes:
         for c in causal:
-            rows.append(bench_row(b, h, seq, d, c, device=device, tune=tune and not dry_run, timer=timer))
+            rows.append(bench_row(b, h, seq, d, c, device=device, tune=tune and not dry_run, timer=timer,
+                                  rounds=rounds))
             log(format_row(rows[-1]))
             if device == "cuda":
                 torch.cuda.empty_cache()
@@ -150,11 +167,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="bench-out", help="folder of the results file")
     p.add_argument("--dry-run", action="store_true", help="tiny shapes on the CPU (the code path only)")
     p.add_argument("--no-tune", action="store_true", help="time the heuristic config only")
+    p.add_argument("--rounds", type=_positive, default=3,
+                   help="rounds of timing trident and SDPA in turn; each figure is the median over them")
     p.add_argument("--seq", type=lambda text: {int(x) for x in text.split(",")},
                    help="only the rows of these sequence lengths, e.g. 512,8192")
     p.add_argument("--causal", choices=("both", "yes", "no"), default="both", help="causal rows, plain rows or both")
     p.add_argument("--shape", action="append", type=_shape, metavar="B,H,SEQ,D",
                    help="time this problem instead of the table's (repeatable), e.g. 4,32,512,128")
+
+
+def _positive(text: str) -> int:
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"wants a positive integer, got {text!r}")
+    return int(text)
 
 
 def _shape(text: str) -> tuple[int, int, int, int]:
@@ -172,7 +197,8 @@ def run(args: argparse.Namespace) -> int:
     shapes = [shape for shape in (args.shape or table) if args.seq is None or shape[2] in args.seq]
     causal = {"both": (False, True), "yes": (True,), "no": (False,)}[args.causal]
     results = ResultsFile.in_dir(args.out, "attention", "cpu" if args.dry_run else None)
-    rows = results.data["rows"] = measure(shapes, causal, dry_run=args.dry_run, tune=not args.no_tune)
+    rows = results.data["rows"] = measure(shapes, causal, dry_run=args.dry_run, tune=not args.no_tune,
+                                          rounds=args.rounds)
     s = results.data["summary"] = summary(rows)
     if s["geomean_vs_sdpa"] is not None:
         print(f"geometric mean vs SDPA: {s['geomean_vs_sdpa']:.2f}x, lowest {s['min_vs_sdpa']:.2f}x")
