@@ -317,7 +317,8 @@ def attention_config(BLOCK_M: int, BLOCK_N: int, num_warps: int = 4, num_stages:
     return LaunchConfig.of(num_warps, num_stages, BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N)
 
 
-def hopper_config(BLOCK_N: int = 128, num_stages: int = 3, overlap: bool = True, pingpong: bool = False) -> LaunchConfig:
+def hopper_config(BLOCK_N: int = 128, num_stages: int = 3, overlap: bool = True,
+                  pingpong: bool = False) -> LaunchConfig:
     """A config of kernels/attention_hopper.py's warp-specialized kernel (WS=1): 128-row query
     tiles (64 a consumer warp group), BLOCK_N keys per step, num_stages K/V blocks in flight;
     OVERLAP: each consumer group keeps one block's QK^T and the last block's PV in flight together;

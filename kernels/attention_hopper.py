@@ -12,7 +12,9 @@ This kernel splits the work between warp groups, as FlashAttention-3 and cuDNN d
   runs QK^T and PV as asynchronous wgmma with the online softmax between them; with OVERLAP, block
   j's QK^T and block j-1's PV are in flight together, so the group's softmax runs beside its own
   PV (FlashAttention-3's intra-warpgroup pipelining). The two groups' instruction streams are
-  independent, so one group's softmax also runs while the other's matrix multiplies do.
+  independent, so one group's softmax can also run while the other's matrix multiplies do; with
+  PINGPONG they take turns issuing their wgmmas, block by block (FlashAttention-3's ping-pong,
+  a tuning candidate: docs/attention.md).
 
 The kernel is persistent (one program per SM, walking query tiles), so the loader streams the next
 tile's Q, K and V while the consumers finish this one.
@@ -122,11 +124,11 @@ if HAVE_GLUON:
 
     @gluon.jit
     def _take_turn(turn, it, FIRST: gl.constexpr, PINGPONG: gl.constexpr):
-        """With PINGPONG, wait until the group before this one has issued its matrix multiplies of
-        key block `it` (the first group: of block it - 1, from the last group). The groups then
-        issue in turn, so one group's softmax runs while the next one's wgmmas do, rather than every
-        group multiplying at once and then all taking their exponentials with the tensor cores idle
-        (FlashAttention-3's ping-pong; its named barriers are mbarriers here)."""
+        """With PINGPONG, wait until the other group has issued its matrix multiplies of key block
+        `it` (the first group: of block it - 1). The two groups then issue in turn, so one group's
+        softmax can run while the other's wgmmas do, rather than both multiplying at once and then
+        both taking their exponentials with the tensor cores idle (FlashAttention-3's ping-pong;
+        its named barriers are mbarriers here)."""
         if PINGPONG:
             if FIRST:  # block 0 waits for the phase before a fresh barrier's first: it passes
                 mbarrier.wait(turn, (it & 1) ^ 1)
