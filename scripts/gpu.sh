@@ -199,9 +199,11 @@ case "$stage" in
   zoo) run_zoo ;;
   # The zoo's builds are host work and the attention benchmark's GPU work: side by side, their
   # timings take turns on one lock (compiler/timing.py's gpu_turn), so neither measures the other.
-  # Per-kernel profile of zoo models behind torch.compile (PROFILE_MODELS: zoo names), fp16, batch 8.
+  # Per-kernel profile of zoo models behind torch.compile (PROFILE_MODELS: zoo names), fp16, batch
+  # PROFILE_BATCH (8); PROFILE_ARGS replaces --torch-compile (empty: the import path's engine).
   profile-zoo) for m in ${PROFILE_MODELS:-timm/vit_base_patch14_dinov2.lvd142m}; do
-                 timeout "${T_PROFILE:-300}" python3 -m trident.tools profile "zoo:$m" --precision fp16 --batch 8 \
+                 timeout "${T_PROFILE:-300}" python3 -m trident.tools profile "zoo:$m" --precision fp16 \
+                   --batch "${PROFILE_BATCH:-8}" ${PROFILE_ARGS---torch-compile} \
                    --json "$out/profile-$(basename "$m").json" 2>&1 | tee "$out/profile-$(basename "$m").txt" | head -40
                done ;;
   zoo-attention) export TRIDENT_TIMING_LOCK="$out/timing.lock"

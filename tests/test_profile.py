@@ -58,6 +58,47 @@ def test_roofline_plot_and_cli(tmp_path, capsys):
     assert len(figures["steps"]) == 4 and figures["peaks"]["tflops"] == 671
 
 
+class TwoGraphs(torch.nn.Module):
+    """Two Linear layers with a graph break between them: torch.compile hands over two graphs."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = torch.nn.Linear(16, 32), torch.nn.Linear(32, 8)
+
+    def forward(self, x):
+        y = torch.relu(self.a(x))
+        torch._dynamo.graph_break()
+        return self.b(y) * 2
+
+
+def two_graphs():
+    torch.manual_seed(0)
+    return TwoGraphs().eval(), (torch.randn(3, 16),)
+
+
+def test_profile_through_torch_compile(tmp_path, capsys):
+    data = tmp_path / "prof.json"
+    assert main(["profile", f"{__file__}:two_graphs", "--torch-compile", "--precision", "fp32", "--repeat", "1",
+                 "--peaks", "671,4250", "--json", str(data)]) == 0
+    assert "torch.compile: 2 graph(s), 2 trident engine(s)" in capsys.readouterr().out
+    steps = json.loads(data.read_text())["steps"]
+    # each graph one GEMM with its epilogue (ReLU; the scale), named by engine
+    assert sorted(s["name"] for s in steps) == ["e0:matmul_matmul_relu", "e1:matmul_matmul_mul"]
+    assert all(s["time_ms"] > 0 and s["flops"] > 0 for s in steps)
+
+
+def test_profile_through_torch_compile_refuses_what_it_cannot_run(tmp_path):
+    from trident.compiler.errors import InputError
+    from trident.tools.profile_compile import profile_torch_compile
+
+    onnx_file = tmp_path / "m.onnx"
+    onnx_file.write_bytes(b"")
+    with pytest.raises(InputError, match="needs a torch model"):
+        profile_torch_compile(str(onnx_file), 2, "fp16")
+    with pytest.raises(InputError, match="int8 needs calibration batches"):
+        profile_torch_compile("mlp", 2, "int8")
+
+
 @pytest.mark.gpu
 def test_gpu_profile_with_measured_peaks(tmp_path):
     engine, inputs = engine_of("resnet_tiny", "fp16", batch=32)

@@ -220,7 +220,7 @@ def _time_cuda(run, repeat: int, keep: list, capture: bool) -> float:
     return ms
 
 
-def _engine_dtype(plan) -> torch.dtype:
+def engine_dtype(plan) -> torch.dtype:
     for step in plan.kernel_steps():
         dtype = problem_of(step.source).get("dtype")
         if isinstance(dtype, str) and isinstance(getattr(torch, dtype, None), torch.dtype):
@@ -271,7 +271,7 @@ def profile_engine(engine, inputs, repeat: int | None = None, peaks: Peaks | Non
     inputs = [x.to(engine.device) for x in inputs]
     plan = engine.plan
     if peaks is None and on_gpu and measure:
-        peaks = measure_peaks(engine.device, _engine_dtype(plan))
+        peaks = measure_peaks(engine.device, engine_dtype(plan))
     times: dict[int, float] = {}
     graphs: list = []
 
@@ -318,7 +318,19 @@ def register(subparsers) -> None:
                    help="roofline peaks to use instead of measuring them, e.g. 671,4250")
     p.add_argument("--plot", metavar="ROOFLINE.png", help="write a roofline plot (matplotlib)")
     p.add_argument("--json", metavar="FILE", help="write the figures as JSON")
+    p.add_argument("--torch-compile", action="store_true",
+                   help="profile the engines torch.compile(backend='trident') builds, not the import path's")
     p.set_defaults(func=run)
+
+
+def _profile_import(args: argparse.Namespace, peaks: Peaks | None) -> ProfileReport:
+    from trident.compiler.build import compile_graph, engine_from
+
+    loaded = load_graph(args.model, args.batch)
+    quantization = quantization_options(loaded, args.precision, args.calibration)
+    engine = engine_from(compile_graph(loaded.graph.copy(), args.precision, fuse_ops=not args.no_fuse,
+                                       quantization=quantization))
+    return profile_engine(engine, loaded.inputs, args.repeat, peaks)
 
 
 def parse_peaks(text: str) -> Peaks:
@@ -330,14 +342,13 @@ def parse_peaks(text: str) -> Peaks:
 
 
 def run(args: argparse.Namespace) -> int:
-    from trident.compiler.build import compile_graph, engine_from
-
-    loaded = load_graph(args.model, args.batch)
-    quantization = quantization_options(loaded, args.precision, args.calibration)
-    engine = engine_from(compile_graph(loaded.graph.copy(), args.precision, fuse_ops=not args.no_fuse,
-                                       quantization=quantization))
     peaks = parse_peaks(args.peaks) if args.peaks else None
-    report = profile_engine(engine, loaded.inputs, args.repeat, peaks)
+    if args.torch_compile:
+        from trident.tools.profile_compile import profile_torch_compile
+
+        report = profile_torch_compile(args.model, args.batch, args.precision, args.repeat, peaks)
+    else:
+        report = _profile_import(args, peaks)
     print(report)
     if args.plot:
         report.plot_roofline(output_path(args.plot))

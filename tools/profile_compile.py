@@ -1,0 +1,74 @@
+"""`trident profile MODEL --torch-compile`: the per-kernel profile of what torch.compile(backend=
+"trident") runs, which is not always what the import path builds (dynamo's graphs, its
+partitions, the engines' own layouts).
+
+The model runs once under torch.compile with the recording backend (as `trident explain
+--torch-compile` does), each engine keeping the inputs of its first call; then every engine is
+profiled alone on those inputs (tools/profile.py's profile_engine) and the steps of all of them
+are merged into one report, slowest first. Ops left in torch between partitions are not timed."""
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import torch
+
+from trident.compiler import config
+from trident.compiler.errors import InputError
+from trident.tools.common import load_model
+from trident.tools.explain_compile import compile_reports
+from trident.tools.profile import Peaks, ProfileReport, StepProfile, engine_dtype, measure_peaks, profile_engine
+
+
+@contextmanager
+def first_calls(calls: dict):
+    """While active, the inputs of each engine's first call, by engine identity: (engine, inputs)."""
+    from trident.runtime.engine import Engine
+
+    original = Engine.__call__
+
+    def recording(self, *inputs):
+        calls.setdefault(id(self), (self, inputs))
+        return original(self, *inputs)
+
+    Engine.__call__ = recording
+    try:
+        yield calls
+    finally:
+        Engine.__call__ = original
+
+
+def profile_torch_compile(spec: str, batch: int, precision: str, repeat: int | None = None,
+                          peaks: Peaks | None = None) -> ProfileReport:
+    model, inputs = load_model(spec, batch)
+    if inputs is None:
+        raise InputError(f"--torch-compile needs a torch model (module:function, a bundled or a zoo "
+                         f"model), not the ONNX file {spec}")
+    if precision == "int8":
+        raise InputError("--torch-compile: int8 needs calibration batches; profile fp32 or fp16")
+    device = torch.device("cuda" if config.HAS_CUDA else "cpu")
+    model = model.eval().to(device)
+    inputs = [x.to(device) if isinstance(x, torch.Tensor) else x for x in inputs]
+    calls: dict = {}
+    with first_calls(calls):
+        reports = compile_reports(model, inputs, precision)
+    engines = [e for r in reports for e in r.engines() if id(e) in calls]
+    if not engines:
+        raise InputError(f"{spec}: torch.compile ran no trident engine (explain --torch-compile says why)")
+    if peaks is None and device.type == "cuda":
+        peaks = measure_peaks(device, engine_dtype(engines[0].plan))
+    profiles = [profile_engine(e, calls[id(e)][1], repeat, peaks) for e in engines]
+    return merged(profiles, len(reports))
+
+
+def merged(profiles: list[ProfileReport], graphs: int) -> ProfileReport:
+    """One report over several engines' steps (names prefixed e<k>: where there is more than one)."""
+    steps = []
+    for k, report in enumerate(profiles):
+        prefix = f"e{k}:" if len(profiles) > 1 else ""
+        steps += [StepProfile(**{**s.__dict__, "name": prefix + s.name}) for s in report.steps]
+    steps.sort(key=lambda s: -s.time_ms)
+    first = profiles[0]
+    out = ProfileReport(first.device, steps, first.peaks, first.repeat, first.caveat, list(first.notes))
+    out.notes.insert(0, f"torch.compile: {graphs} graph(s), {len(profiles)} trident engine(s), each "
+                        f"profiled on its first call's inputs; ops in torch between them are not timed")
+    return out
