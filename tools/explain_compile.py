@@ -23,14 +23,20 @@ def compile_reports(model, inputs, precision: str) -> list:
     return reports
 
 
-def explain_torch_compile(spec: str, batch: int, precision: str) -> str:
+def torch_model(spec: str, batch: int, precision: str, command: str) -> tuple[torch.nn.Module, list]:
+    """(model in eval mode, example inputs) for a command's --torch-compile, or an InputError."""
     model, inputs = load_model(spec, batch)
     if inputs is None:
-        raise InputError(f"--torch-compile needs a torch model (module:function or a bundled "
+        raise InputError(f"--torch-compile needs a torch model (module:function, a bundled or a zoo "
                          f"model), not the ONNX file {spec}")
     if precision == "int8":
-        raise InputError("--torch-compile: int8 needs calibration batches; explain fp32 or fp16")
-    reports = compile_reports(model.eval(), list(inputs), precision)
+        raise InputError(f"--torch-compile: int8 needs calibration batches; {command} fp32 or fp16")
+    return model.eval(), list(inputs)
+
+
+def explain_torch_compile(spec: str, batch: int, precision: str) -> str:
+    model, inputs = torch_model(spec, batch, precision, "explain")
+    reports = compile_reports(model, inputs, precision)
     lines = [f"== torch.compile(backend='trident'), {precision}: {len(reports)} graph(s) =="]
     for k, report in enumerate(reports):
         lines += [f"[graph {k}]", report.render()]

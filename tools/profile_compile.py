@@ -14,8 +14,7 @@ import torch
 
 from trident.compiler import config
 from trident.compiler.errors import InputError
-from trident.tools.common import load_model
-from trident.tools.explain_compile import compile_reports
+from trident.tools.explain_compile import compile_reports, torch_model
 from trident.tools.profile import Peaks, ProfileReport, StepProfile, engine_dtype, measure_peaks, profile_engine
 
 
@@ -39,14 +38,9 @@ def first_calls(calls: dict):
 
 def profile_torch_compile(spec: str, batch: int, precision: str, repeat: int | None = None,
                           peaks: Peaks | None = None) -> ProfileReport:
-    model, inputs = load_model(spec, batch)
-    if inputs is None:
-        raise InputError(f"--torch-compile needs a torch model (module:function, a bundled or a zoo "
-                         f"model), not the ONNX file {spec}")
-    if precision == "int8":
-        raise InputError("--torch-compile: int8 needs calibration batches; profile fp32 or fp16")
+    model, inputs = torch_model(spec, batch, precision, "profile")
     device = torch.device("cuda" if config.HAS_CUDA else "cpu")
-    model = model.eval().to(device)
+    model = model.to(device)
     inputs = [x.to(device) if isinstance(x, torch.Tensor) else x for x in inputs]
     calls: dict = {}
     with first_calls(calls):
