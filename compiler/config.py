@@ -123,6 +123,10 @@ WS_GEMM: bool = _env_flag("TRIDENT_WS_GEMM", default=False)
 # An up projection whose result only a down projection reads runs with it as one kernel
 # (kernels/mlp.py: the hidden activation stays in registers); TRIDENT_FUSE_MLP=0 keeps two GEMMs.
 FUSE_MLP: bool = _env_flag("TRIDENT_FUSE_MLP", default=True)
+# TRIDENT_RESIDUAL_INTO_NORM=1: a residual add between a 16-bit GEMM with no other epilogue and the
+# LayerNorm / RMSNorm reading the sum runs in the norm's loads, not the GEMM's epilogue, so cuBLAS
+# computes the GEMM alone (compiler/fusion.py's residual_for_norm). Off until timed end to end.
+RESIDUAL_INTO_NORM: bool = _env_flag("TRIDENT_RESIDUAL_INTO_NORM", default=False)
 
 # Autotuning: how many processes compile candidate configs in parallel (0: compile in the tuning
 # process, at each config's first launch).

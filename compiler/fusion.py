@@ -26,6 +26,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import torch
+
 from trident.compiler import config
 from trident.compiler.group_kinds import (MAX_ROW, PER_ELEMENT_MOVES, initial_kind, reduced_axes,
                                           reduction_length)
@@ -360,12 +362,32 @@ def _topological(groups: list[Group], group_of, producer_of) -> list[Group]:
     return ordered
 
 
+def residual_for_norm(group: Group, node: Node, graph: Graph, consumers: dict[str, list[Node]]) -> str | None:
+    """Why a residual add should not join this GEMM's epilogue, or None: under RESIDUAL_INTO_NORM,
+    a 16-bit GEMM with nothing after its bias is cuBLAS's whole job (kernels/blas.py, addmm),
+    and the LayerNorm (RMSNorm) reading the sum can add it in its loads for about the price of
+    reading the residual; with the add in its epilogue the GEMM runs on a Triton tile or as
+    cuBLAS plus a pass (docs/performance.md, "Library GEMMs")."""
+    if not config.RESIDUAL_INTO_NORM or group.kind != "matmul" or len(group.nodes) != 1 or node.op != "add":
+        return None
+    anchor = group.anchor
+    if anchor.op != "matmul" or len(graph.types[anchor.inputs[1]].shape) != 2:
+        return None
+    dtypes = {graph.types[v].dtype for v in anchor.inputs[:2] + anchor.outputs}
+    if not dtypes <= {torch.float16} and not dtypes <= {torch.bfloat16}:
+        return None
+    total = node.outputs[0]
+    if not any(c.op in ("layer_norm", "rms_norm") and c.inputs[0] == total for c in consumers.get(total, [])):
+        return None
+    return "left to the LayerNorm that reads the sum: the GEMM stays cuBLAS's whole job (RESIDUAL_INTO_NORM)"
+
+
 def _try_epilogue(node, graph, group_for, depends_on, consumers):
     for value in node.inputs:
         group = group_for(value)
         if group is None:
             continue
-        refusal = can_fuse(group, node, graph, depends_on)
+        refusal = can_fuse(group, node, graph, depends_on) or residual_for_norm(group, node, graph, consumers)
         if refusal is None:
             saved, why = score(group, node, graph, consumers)
             if saved > 0:

@@ -2,7 +2,7 @@
 # Runs trident's GPU checks and benchmarks on a machine with an NVIDIA GPU: installs trident from
 # this checkout, then runs the stage asked for. Results land in $OUT (or ./gpu-out), named
 # <gpu>-<what>.json (docs/benchmarks.md); copy the ones to keep into benchmarks/results/.
-#   stages: tests | safety | memcheck | check | focus | attention | ws-gemm | moe | perf | perf-bench | zoo | zoo-attention | profile-zoo | trust | dynamic | kernels | sweep | tune | runtime |
+#   stages: tests | safety | memcheck | check | focus | attention | ws-gemm | residual-norm | moe | perf | perf-bench | zoo | zoo-attention | profile-zoo | trust | dynamic | kernels | sweep | tune | runtime |
 #           models | bench | bench-full | int8 | all.  T_<stage>: a time limit in seconds for the long steps.
 set -uo pipefail
 stage=${1:-all}
@@ -184,6 +184,13 @@ case "$stage" in
              TRIDENT_WS_GEMM=$ws timeout "${T_BENCH:-200}" python3 -m trident.tools bench perf --models ${WS_MODELS:-ViT-B/16} \
                --rounds 3 --rep 10 --out "$out/ws$ws" 2>&1 | tail -12
            done ;;
+  # TRIDENT_RESIDUAL_INTO_NORM (compiler/fusion.py's residual_for_norm): the transformer rows of
+  # bench perf with the option on and off (RN_MODELS: bench perf's models).
+  residual-norm) for rn in 1 0; do
+                   echo "== TRIDENT_RESIDUAL_INTO_NORM=$rn"
+                   TRIDENT_RESIDUAL_INTO_NORM=$rn timeout "${T_BENCH:-250}" python3 -m trident.tools bench perf \
+                     --models ${RN_MODELS:-ViT-B/16 "BERT-base seq 512"} --rounds 3 --rep 10 --out "$out/rn$rn" 2>&1 | tail -8
+                 done ;;
   # Mixture-of-experts: the sort, integer and MoE tests on the GPU (their kernels under memcheck
   # run in `safety`), then a Mixtral-style decoder beside torch eager and torch.compile.
   moe) timeout "${T_TESTS:-200}" python3 -m pytest -q -p no:cacheprovider tests/test_moe.py tests/test_sort.py \

@@ -236,3 +236,53 @@ def test_a_deep_k_loop_takes_the_library_product_and_the_epilogue_pass(monkeypat
         out = _run(engine, x)
         ref = model(x)
         assert ((out - ref).abs().max() / ref.abs().max()).item() < 1e-2
+
+
+class PostNorm(torch.nn.Module):
+    """BERT's output block: LayerNorm(x + Linear(h)), and a pre-norm block's residual stream read on."""
+
+    def __init__(self, d=40, hidden=72):
+        super().__init__()
+        self.up, self.down = torch.nn.Linear(d, hidden), torch.nn.Linear(hidden, d)
+        self.norm = torch.nn.LayerNorm(d)
+
+    def forward(self, x):
+        total = x + self.down(torch.relu(self.up(x)))
+        return self.norm(total), total * 2
+
+
+@pytest.mark.parametrize("entry", ["import", "torch.compile"])
+def test_a_residual_into_the_norm_leaves_the_gemm_to_the_library(monkeypatch, rng, entry):
+    """TRIDENT_RESIDUAL_INTO_NORM: the residual add joins the LayerNorm's loads (whose kernel also
+    stores the sum, read on), and the GEMM before it is cuBLAS's addmm; results as torch's, and
+    as the engine's with the add in the GEMM's epilogue."""
+    from trident.compiler.dynamo import recording_backend
+
+    torch.manual_seed(0)
+    model = PostNorm().eval()
+    x = torch.randn(3, 37, 40, generator=rng)
+    ref = model(x)
+
+    def build(on: bool):
+        monkeypatch.setattr(config, "RESIDUAL_INTO_NORM", on)
+        if entry == "import":
+            return trident.build_engine(model, "fp16", example_inputs=[x])
+        backend, reports = recording_backend({"precision": "fp16"})
+        torch._dynamo.reset()
+        with torch.no_grad():
+            torch.compile(model, backend=backend)(x)
+        (engine,) = reports[0].engines()
+        return engine
+
+    engine = build(True)
+    down = [s for s in _gemm_steps(engine) if "relu" not in s.name]
+    assert len(down) == 1 and "return library_gemm(" in down[0].source and "bias=" in down[0].source
+    (norm,) = [s for s in engine.plan.kernel_steps() if "layer_norm" in s.name]
+    assert "add" in norm.name  # the residual add, computed in the norm's loads
+    before = build(False)
+    assert any("add" in s.name for s in _gemm_steps(before))  # (the default: in the GEMM's epilogue)
+    outs = [engine(*[x.to(DEV)]), before(*[x.to(DEV)])]
+    for out in outs:
+        for got, want in zip(out, ref):
+            assert ((got.float().cpu() - want).abs().max() / want.abs().max()).item() < 1e-2
+    torch._dynamo.reset()
