@@ -2,7 +2,7 @@
 # Runs trident's GPU checks and benchmarks on a machine with an NVIDIA GPU: installs trident from
 # this checkout, then runs the stage asked for. Results land in $OUT (or ./gpu-out), named
 # <gpu>-<what>.json (docs/benchmarks.md); copy the ones to keep into benchmarks/results/.
-#   stages: tests | safety | memcheck | check | focus | attention | ws-gemm | residual-norm | moe | perf | perf-bench | zoo | zoo-attention | profile-zoo | trust | dynamic | kernels | sweep | tune | runtime |
+#   stages: install | tests | safety | memcheck | check | focus | attention | ws-gemm | residual-norm | moe | perf | perf-bench | zoo | zoo-attention | profile-zoo | trust | dynamic | kernels | sweep | tune | runtime |
 #           models | bench | bench-full | int8 | all.  T_<stage>: a time limit in seconds for the long steps.
 set -uo pipefail
 stage=${1:-all}
@@ -243,6 +243,8 @@ case "$stage" in
   all) run_tests
        bench kernels --out "$out" 2>&1 | tee "$out/kernels.txt"
        bench --quick --out "$out/bench" 2>&1 | tee "$out/bench.txt" ;;
+  install) ;;  # the install above, and nothing else (a command of one's own follows)
+  *) echo "gpu.sh: no stage '$stage' (the stages are listed at the top of this file)"; exit 2 ;;
 esac
 # PACK=<file>: everything written to $out in one archive (a result folder may hold more files than
 # can be copied back one by one).
