@@ -9,7 +9,7 @@ from trident.compiler.autotune import problem_of
 from trident.compiler.build import compile_graph, engine_from, import_model
 from trident.models import MODELS
 from trident.tools.cli import main
-from trident.tools.profile import Peaks, profile_engine, step_cost
+from trident.tools.profiling import Peaks, profile_engine, step_cost
 
 
 def engine_of(name, precision="fp32", batch=2):

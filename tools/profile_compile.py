@@ -4,7 +4,7 @@ partitions, the engines' own layouts).
 
 The model runs once under torch.compile with the recording backend (as `trident explain
 --torch-compile` does), each engine keeping the inputs of its first call; then every engine is
-profiled alone on those inputs (tools/profile.py's profile_engine) and the steps of all of them
+profiled alone on those inputs (tools/profiling.py's profile_engine) and the steps of all of them
 are merged into one report, slowest first. Ops left in torch between partitions are not timed."""
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ import torch
 from trident.compiler import config
 from trident.compiler.errors import InputError
 from trident.tools.explain_compile import compile_reports, torch_model
-from trident.tools.profile import Peaks, ProfileReport, StepProfile, engine_dtype, measure_peaks, profile_engine
+from trident.tools.profiling import (Peaks, ProfileReport, StepProfile, engine_dtype, measure_peaks,
+                                     profile_engine)
 
 
 @contextmanager

@@ -2,7 +2,7 @@
 
 Random inputs of the engine's input shapes (a dynamic-batch engine at --batch, default its opt
 batch), warm-up runs, then timed runs: latency percentiles, throughput, GPU memory (arena, weights,
-outputs) and, with --profile, the time of each kernel (trident.tools.profile).
+outputs) and, with --profile, the time of each kernel (trident.tools.profiling).
 In the interpreter (no GPU) it works too, with few runs.
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ import torch
 from trident.compiler import timing
 from trident.compiler.errors import InputError
 from trident.tools.common import output_path
-from trident.tools.profile import profile_engine
+from trident.tools.profiling import profile_engine
 
 
 def register(subparsers) -> None:

@@ -130,7 +130,7 @@ def _trident_row(model, inputs, reference, precision, tune, calibration, profile
     row = dict(runner=f"trident {precision}", build_s=build_s, kernels=engine.num_kernels,
                cosine=_cos(out, reference), ms=_engine_ms(lambda: engine(*inputs)))
     if profile:  # where each precision spends its time, kernel by kernel
-        from trident.tools.profile import profile_engine
+        from trident.tools.profiling import profile_engine
 
         report = profile_engine(engine, inputs, peaks=None, measure=False)
         row["profile"] = report.to_json()

@@ -46,7 +46,7 @@ def roof_pct(rec: dict, peaks: dict) -> float | None:
 def measure_peaks(ctx) -> dict:
     if not ctx.cuda:
         return {"tflops": 100.0, "gbps": 1000.0, "int8_tops": 200.0, "source": "dry run: made up"}
-    from trident.tools.profile import measure_peaks as measure
+    from trident.tools.profiling import measure_peaks as measure
 
     peaks = measure(ctx.device, torch.float16)  # fp16 matmul 8192^3 and a 1 GiB copy
     n = 8192
