@@ -88,7 +88,7 @@ def bench_row(b: int, h: int, seq: int, d: int, causal: bool, *, device: str = "
         for name, fn in runners.items():
             rounds_ms[name].append(timer(fn))
     medians = {name: statistics.median(ms) for name, ms in rounds_ms.items()}
-    if medians.get("best", math.inf) > medians["heuristic"]:  # the one comparison's winner, not the rounds'
+    if medians.get("best", math.inf) > medians["heuristic"]:  # (the rounds settle it: the comparison timed each once)
         best, medians["best"] = heuristic, medians["heuristic"]
     row["rounds_ms"] = {name: [_finite(x) for x in ms] for name, ms in rounds_ms.items()}
     row["heuristic_config"], row["heuristic_ms"] = heuristic.to_dict(), medians["heuristic"]
