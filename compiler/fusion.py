@@ -26,14 +26,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import torch
-
 from trident.compiler import config
 from trident.compiler.group_kinds import (MAX_ROW, PER_ELEMENT_MOVES, initial_kind, reduced_axes,
                                           reduction_length)
 from trident.compiler.templates import mlp_refusal, norm_prologue_fits, reads_any_layout
 from trident.compiler.ir import Graph, Node
 from trident.compiler.ops import OPS, Kind
+from trident.kernels.blas import library_gemm_fits
 
 # More extra operands than this in one epilogue costs more registers than the fusion saves.
 MAX_GROUP_INPUTS = 10
@@ -373,8 +372,8 @@ def residual_for_norm(group: Group, node: Node, graph: Graph, consumers: dict[st
     anchor = group.anchor
     if anchor.op != "matmul" or len(graph.types[anchor.inputs[1]].shape) != 2:
         return None
-    dtypes = {graph.types[v].dtype for v in anchor.inputs[:2] + anchor.outputs}
-    if not dtypes <= {torch.float16} and not dtypes <= {torch.bfloat16}:
+    a, b, out = (graph.types[v].dtype for v in (*anchor.inputs[:2], anchor.outputs[0]))
+    if not library_gemm_fits(a, b, out, outputs=1, out_dense=True):
         return None
     total = node.outputs[0]
     if not any(c.op in ("layer_norm", "rms_norm") and c.inputs[0] == total for c in consumers.get(total, [])):

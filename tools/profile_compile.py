@@ -9,25 +9,25 @@ are merged into one report, slowest first. Ops left in torch between partitions 
 from __future__ import annotations
 
 from contextlib import contextmanager
+from dataclasses import replace
 
 import torch
 
 from trident.compiler import config
 from trident.compiler.errors import InputError
 from trident.tools.explain_compile import compile_reports, torch_model
-from trident.tools.profiling import (Peaks, ProfileReport, StepProfile, engine_dtype, measure_peaks,
-                                     profile_engine)
+from trident.tools.profiling import Peaks, ProfileReport, engine_dtype, measure_peaks, profile_engine
 
 
 @contextmanager
 def first_calls(calls: dict):
-    """While active, the inputs of each engine's first call, by engine identity: (engine, inputs)."""
+    """While active, the inputs of each engine's first call, by engine identity."""
     from trident.runtime.engine import Engine
 
     original = Engine.__call__
 
     def recording(self, *inputs):
-        calls.setdefault(id(self), (self, inputs))
+        calls.setdefault(id(self), inputs)
         return original(self, *inputs)
 
     Engine.__call__ = recording
@@ -51,7 +51,7 @@ def profile_torch_compile(spec: str, batch: int, precision: str, repeat: int | N
         raise InputError(f"{spec}: torch.compile ran no trident engine (explain --torch-compile says why)")
     if peaks is None and device.type == "cuda":
         peaks = measure_peaks(device, engine_dtype(engines[0].plan))
-    profiles = [profile_engine(e, calls[id(e)][1], repeat, peaks) for e in engines]
+    profiles = [profile_engine(e, calls[id(e)], repeat, peaks) for e in engines]
     return merged(profiles, len(reports))
 
 
@@ -60,7 +60,7 @@ def merged(profiles: list[ProfileReport], graphs: int) -> ProfileReport:
     steps = []
     for k, report in enumerate(profiles):
         prefix = f"e{k}:" if len(profiles) > 1 else ""
-        steps += [StepProfile(**{**s.__dict__, "name": prefix + s.name}) for s in report.steps]
+        steps += [replace(s, name=prefix + s.name) for s in report.steps]
     steps.sort(key=lambda s: -s.time_ms)
     first = profiles[0]
     out = ProfileReport(first.device, steps, first.peaks, first.repeat, first.caveat, list(first.notes))

@@ -23,7 +23,7 @@ import torch
 from trident.compiler.codegen.writer import dense_strides
 from trident.compiler.errors import where
 from trident.compiler.fusion import Group
-from trident.compiler.group_kinds import INDEXED_OPS
+from trident.compiler.group_kinds import INDEXED_OPS, VIEW_OPS
 from trident.compiler.ir import Graph, Node
 from trident.compiler.ir.plan import (DynamicInfo, IndexCheck, KernelStep, Layout, Plan, TorchStep,
                                       ViewStep)
@@ -167,7 +167,6 @@ def view_layouts(node: Node, source: Layout) -> list[Layout] | None:
             for o in outs]
 
 
-VIEW_OPS = ("reshape", "transpose", "expand", "identity", "split", "slice")  # the ops view_layouts knows
 STRIDED_READERS = ("attention", "matmul")  # templates that read their operands through any strides
 
 
