@@ -33,6 +33,7 @@ def test_profile_mlp_rows_costs_and_order():
     assert "matmul_matmul_relu" in text and "%roof" in text
     if not config.HAS_CUDA:
         assert "interpreter" in report.caveat and "interpreter" in text
+        assert report.whole_ms == {} and "whole call" not in text  # (no GPU: no whole-call timing)
 
 
 def test_conv_and_pool_costs():
@@ -87,6 +88,15 @@ def test_profile_through_torch_compile(tmp_path, capsys):
     assert all(s["time_ms"] > 0 and s["flops"] > 0 for s in steps)
 
 
+@pytest.mark.gpu
+def test_gpu_profile_through_torch_compile_times_whole_calls():
+    from trident.tools.profile_compile import profile_torch_compile
+
+    report = profile_torch_compile(f"{__file__}:two_graphs", 2, "fp16", repeat=3)
+    # the model's call holds both engines' and the graph break's Python: never less than the engines
+    assert 0 < report.whole_ms["engine"] <= report.whole_ms["model"], report.whole_ms
+
+
 def test_profile_through_torch_compile_refuses_what_it_cannot_run(tmp_path):
     from trident.compiler.errors import InputError
     from trident.tools.profile_compile import profile_torch_compile
@@ -107,6 +117,9 @@ def test_gpu_profile_with_measured_peaks(tmp_path):
     assert not report.caveat
     assert all(r.time_ms > 0 and r.roof_pct is not None and r.roof_pct > 0 for r in report.steps)
     assert sum(r.roof_pct < 100 for r in report.steps) > 0, str(report)
+    # the engine's whole call: its steps, plus the input copy and the gaps between launches
+    assert report.whole_ms["engine"] > 0.5 * report.total_ms, str(report)
+    assert "whole call:" in str(report)
     report.plot_roofline(tmp_path / "roofline.png")
     out = engine(*[x.cuda() for x in inputs])[0]  # the engine still runs normally afterwards
     assert torch.isfinite(out).all()

@@ -12,15 +12,23 @@ from trident.tools.common import load_model
 
 
 def compile_reports(model, inputs, precision: str) -> list:
+    _, reports = compiled_once(model, inputs, precision)
+    torch._dynamo.reset()
+    return reports
+
+
+def compiled_once(model, inputs, precision: str) -> tuple:
+    """(torch.compile(model, backend=trident), the reports of its graphs) after one call on
+    `inputs`. The caller resets dynamo when done with it."""
     from trident.compiler.dynamo import recording_backend
 
     backend, reports = recording_backend({"precision": precision})
     torch._dynamo.reset()
+    compiled = torch.compile(model, backend=backend)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the reports say it all
-        torch.compile(model, backend=backend)(*inputs)
-    torch._dynamo.reset()
-    return reports
+        compiled(*inputs)
+    return compiled, reports
 
 
 def torch_model(spec: str, batch: int, precision: str, command: str) -> tuple[torch.nn.Module, list]:

@@ -13,9 +13,9 @@ from dataclasses import replace
 
 import torch
 
-from trident.compiler import config
+from trident.compiler import config, timing
 from trident.compiler.errors import InputError
-from trident.tools.explain_compile import compile_reports, torch_model
+from trident.tools.explain_compile import compiled_once, torch_model
 from trident.tools.profiling import Peaks, ProfileReport, engine_dtype, measure_peaks, profile_engine
 
 
@@ -44,15 +44,27 @@ def profile_torch_compile(spec: str, batch: int, precision: str, repeat: int | N
     model = model.to(device)
     inputs = [x.to(device) if isinstance(x, torch.Tensor) else x for x in inputs]
     calls: dict = {}
-    with first_calls(calls):
-        reports = compile_reports(model, inputs, precision)
-    engines = [e for r in reports for e in r.engines() if id(e) in calls]
-    if not engines:
-        raise InputError(f"{spec}: torch.compile ran no trident engine (explain --torch-compile says why)")
-    if peaks is None and device.type == "cuda":
-        peaks = measure_peaks(device, engine_dtype(engines[0].plan))
-    profiles = [profile_engine(e, calls[id(e)], repeat, peaks) for e in engines]
-    return merged(profiles, len(reports))
+    try:
+        with first_calls(calls):
+            compiled, reports = compiled_once(model, inputs, precision)
+        engines = [e for r in reports for e in r.engines() if id(e) in calls]
+        if not engines:
+            raise InputError(f"{spec}: torch.compile ran no trident engine (explain --torch-compile says why)")
+        if peaks is None and device.type == "cuda":
+            peaks = measure_peaks(device, engine_dtype(engines[0].plan))
+        profiles = [profile_engine(e, calls[id(e)], repeat, peaks) for e in engines]
+        report = merged(profiles, len(reports))
+        if device.type == "cuda":
+            report.whole_ms["model"] = model_call_ms(compiled, inputs)
+        return report
+    finally:
+        torch._dynamo.reset()
+
+
+def model_call_ms(compiled, inputs, calls: int = 20) -> float:
+    """Median ms of the compiled model's calls, each between CUDA events (bench perf's timing)."""
+    with torch.no_grad():
+        return timing.summarize(timing.latencies_ms(lambda: compiled(*inputs), calls, warmup=5))["median_ms"]
 
 
 def merged(profiles: list[ProfileReport], graphs: int) -> ProfileReport:
@@ -63,7 +75,8 @@ def merged(profiles: list[ProfileReport], graphs: int) -> ProfileReport:
         steps += [replace(s, name=prefix + s.name) for s in report.steps]
     steps.sort(key=lambda s: -s.time_ms)
     first = profiles[0]
-    out = ProfileReport(first.device, steps, first.peaks, first.repeat, first.caveat, list(first.notes))
+    whole = {"engine": sum(p.whole_ms["engine"] for p in profiles)} if first.whole_ms else {}
+    out = ProfileReport(first.device, steps, first.peaks, first.repeat, first.caveat, list(first.notes), whole)
     out.notes.insert(0, f"torch.compile: {graphs} graph(s), {len(profiles)} trident engine(s), each "
                         f"profiled on its first call's inputs; ops in torch between them are not timed")
     return out

@@ -25,6 +25,9 @@ from trident.compiler.autotune import problem_of
 from trident.kernels.attention import attention_flops
 from trident.tools.common import pyplot
 
+WHOLE_CALLS = {
+    "engine": "the engines' calls back to back: CUDA-graph replays, inputs copied in",
+    "model": "the torch.compile'd model, each call between CUDA events, as bench perf times it"}
 CPU_CAVEAT = ("no GPU: times are wall clock of Triton's interpreter on the CPU (Python executing "
               "each kernel), not GPU performance; rates and roofline figures are not meaningful")
 
@@ -69,6 +72,11 @@ class ProfileReport:
     repeat: int
     caveat: str = ""
     notes: list[str] = field(default_factory=list)
+    # Whole calls beside the steps timed alone (GPU only), ms: "engine" the engines' own calls
+    # back to back (CUDA-graph replays with the inputs copied in: what the steps cost together,
+    # launch gaps and cache effects included); "model" (torch.compile) the compiled model's call
+    # between CUDA events, as `trident bench perf` times it (guards, Python, ops in torch too).
+    whole_ms: dict[str, float] = field(default_factory=dict)
 
     @property
     def total_ms(self) -> float:
@@ -95,13 +103,15 @@ class ProfileReport:
                        f"({self.peaks.source})")
         if self.caveat:
             out.append(f"caveat: {self.caveat}")
+        out += [f"whole call: {self.whole_ms[k]:.3f} ms ({WHOLE_CALLS[k]})" for k in self.whole_ms]
         out += [f"note: {n}" for n in self.notes]
         out.append(self.table())
         return "\n".join(out)
 
     def to_json(self) -> dict:
         return {"device": self.device, "total_ms": self.total_ms, "repeat": self.repeat,
-                "caveat": self.caveat, "peaks": asdict(self.peaks) if self.peaks else None,
+                "whole_ms": self.whole_ms, "caveat": self.caveat,
+                "peaks": asdict(self.peaks) if self.peaks else None,
                 "steps": [dict(asdict(s), tflops=s.tflops, gbps=s.gbps) for s in self.steps]}
 
     def plot_roofline(self, path, label_top: int = 8) -> None:
@@ -282,6 +292,7 @@ def profile_engine(engine, inputs, repeat: int | None = None, peaks: Peaks | Non
 
     engine.run_steps(*inputs, on_step=on_step)
     graphs.clear()
+    whole = {"engine": timing.events_ms(lambda: engine(*inputs), repeat)} if on_gpu else {}
     rows = []
     for k, ms in times.items():
         step = plan.steps[k]
@@ -296,7 +307,7 @@ def profile_engine(engine, inputs, repeat: int | None = None, peaks: Peaks | Non
     rows.sort(key=lambda r: -r.time_ms)
     device = (torch.cuda.get_device_name(engine.device) if on_gpu
               else "CPU (Triton interpreter)")
-    report = ProfileReport(device, rows, peaks, repeat, "" if on_gpu else CPU_CAVEAT)
+    report = ProfileReport(device, rows, peaks, repeat, "" if on_gpu else CPU_CAVEAT, whole_ms=whole)
     report.notes.append("FLOPs of pointwise and reduction kernels are estimates (one per op and "
                         "element); bytes count each tensor a step reads or writes once")
     if any(r.roof_pct is not None and r.roof_pct > 100 for r in rows):
