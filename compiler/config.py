@@ -125,7 +125,8 @@ WS_GEMM: bool = _env_flag("TRIDENT_WS_GEMM", default=False)
 FUSE_MLP: bool = _env_flag("TRIDENT_FUSE_MLP", default=True)
 # TRIDENT_RESIDUAL_INTO_NORM=1: a residual add between a 16-bit GEMM with no other epilogue and the
 # LayerNorm / RMSNorm reading the sum runs in the norm's loads, not the GEMM's epilogue, so cuBLAS
-# computes the GEMM alone (compiler/fusion.py's residual_for_norm). Off until timed end to end.
+# computes the GEMM alone (compiler/fusion.py's residual_for_norm). Off: the norm's extra traffic
+# costs what cuBLAS saves (ViT-B/16 end to end: docs/performance.md, "`trident bench perf`").
 RESIDUAL_INTO_NORM: bool = _env_flag("TRIDENT_RESIDUAL_INTO_NORM", default=False)
 
 # Autotuning: how many processes compile candidate configs in parallel (0: compile in the tuning

@@ -366,8 +366,11 @@ def residual_for_norm(group: Group, node: Node, graph: Graph, consumers: dict[st
     a 16-bit GEMM with nothing after its bias is cuBLAS's whole job (kernels/blas.py, addmm),
     and the LayerNorm (RMSNorm) reading the sum can add it in its loads for about the price of
     reading the residual; with the add in its epilogue the GEMM runs on a Triton tile or as
-    cuBLAS plus a pass (docs/performance.md, "Library GEMMs")."""
-    if not config.RESIDUAL_INTO_NORM or group.kind != "matmul" or len(group.nodes) != 1 or node.op != "add":
+    cuBLAS plus a pass (docs/performance.md, "Library GEMMs"). With the library off
+    (LIBRARY_GEMM) the GEMM is a Triton tile either way, and the add stays in its epilogue."""
+    if not (config.RESIDUAL_INTO_NORM and config.LIBRARY_GEMM):
+        return None
+    if group.kind != "matmul" or len(group.nodes) != 1 or node.op != "add":
         return None
     anchor = group.anchor
     if anchor.op != "matmul" or len(graph.types[anchor.inputs[1]].shape) != 2:

@@ -281,6 +281,9 @@ def test_a_residual_into_the_norm_leaves_the_gemm_to_the_library(monkeypatch, rn
     assert "add" in norm.name  # the residual add, computed in the norm's loads
     before = build(False)
     assert any("add" in s.name for s in _gemm_steps(before))  # (the default: in the GEMM's epilogue)
+    monkeypatch.setattr(config, "LIBRARY_GEMM", False)  # no library: nothing to leave the GEMM to
+    assert any("add" in s.name for s in _gemm_steps(build(True)))
+    monkeypatch.setattr(config, "LIBRARY_GEMM", True)
     outs = [engine(*[x.to(DEV)]), before(*[x.to(DEV)])]
     for out in outs:
         for got, want in zip(out, ref):
