@@ -7,9 +7,11 @@ each kernel comes to the roofline of the GPU it runs on.
 
 On a GPU each step is timed alone: its launch is captured `repeat` times into a CUDA graph and
 the replay is timed with CUDA events (no Python launch cost in the figure, as in the engine's own
-CUDA-graph replay). FLOPs and bytes come from each kernel's problem (the PROBLEM its source declares)
-and the layouts of the tensors it reads and writes; the roofline peaks are measured (a large device copy,
-an fp16 8192^3 torch.matmul) unless given. Without a GPU, steps are timed by wall clock in
+CUDA-graph replay); the engine's whole call is timed too (its replay, the inputs copied in): what
+it takes beyond the sum of the steps is the gaps between launches and cache effects. FLOPs and
+bytes come from each kernel's problem (the PROBLEM its source declares) and the layouts of the
+tensors it reads and writes; the roofline peaks are measured (a large device copy, an fp16
+8192^3 torch.matmul) unless given. Without a GPU, steps are timed by wall clock in
 Triton's interpreter: those times show where the interpreter spends its time, not GPU speed, and
 no roofline is drawn unless peaks are given.
 """
