@@ -28,7 +28,7 @@ from trident.kernels.attention import attention_flops
 from trident.tools.common import pyplot
 
 WHOLE_CALLS = {
-    "engine": "the engines' calls back to back: CUDA-graph replays, inputs copied in",
+    "engine": "the engines' calls back to back, inputs copied in: their CUDA-graph replays where they capture one",
     "model": "the torch.compile'd model, each call between CUDA events, as bench perf times it"}
 CPU_CAVEAT = ("no GPU: times are wall clock of Triton's interpreter on the CPU (Python executing "
               "each kernel), not GPU performance; rates and roofline figures are not meaningful")
