@@ -283,7 +283,6 @@ def test_a_residual_into_the_norm_leaves_the_gemm_to_the_library(monkeypatch, rn
     assert any("add" in s.name for s in _gemm_steps(before))  # (the default: in the GEMM's epilogue)
     monkeypatch.setattr(config, "LIBRARY_GEMM", False)  # no library: nothing to leave the GEMM to
     assert any("add" in s.name for s in _gemm_steps(build(True)))
-    monkeypatch.setattr(config, "LIBRARY_GEMM", True)
     outs = [engine(*[x.to(DEV)]), before(*[x.to(DEV)])]
     for out in outs:
         for got, want in zip(out, ref):

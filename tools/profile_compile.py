@@ -64,7 +64,7 @@ def profile_torch_compile(spec: str, batch: int, precision: str, repeat: int | N
 def model_call_ms(compiled, inputs, calls: int = 20) -> float:
     """Median ms of the compiled model's calls, each between CUDA events (bench perf's timing)."""
     with torch.no_grad():
-        return timing.summarize(timing.latencies_ms(lambda: compiled(*inputs), calls, warmup=5))["median_ms"]
+        return timing.bench_ms(lambda: compiled(*inputs), warmup=5, rep=calls)["median_ms"]
 
 
 def merged(profiles: list[ProfileReport], graphs: int) -> ProfileReport:

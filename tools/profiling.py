@@ -74,10 +74,7 @@ class ProfileReport:
     repeat: int
     caveat: str = ""
     notes: list[str] = field(default_factory=list)
-    # Whole calls beside the steps timed alone (GPU only), ms: "engine" the engines' own calls
-    # back to back (CUDA-graph replays with the inputs copied in: what the steps cost together,
-    # launch gaps and cache effects included); "model" (torch.compile) the compiled model's call
-    # between CUDA events, as `trident bench perf` times it (guards, Python, ops in torch too).
+    # ms of the whole calls beside the steps timed alone (GPU only), keyed as WHOLE_CALLS
     whole_ms: dict[str, float] = field(default_factory=dict)
 
     @property
