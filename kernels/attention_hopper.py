@@ -141,10 +141,33 @@ if HAVE_GLUON:
             mbarrier.arrive(next_turn, count=1)
 
     @gluon.jit
+    def _halve(y):
+        """[rows, lanes, n] -> [rows, lanes, n / 2]: the max of neighbouring pairs in a thread."""
+        a, b = gl.split(gl.reshape(y, [y.shape[0], y.shape[1], y.shape[2] // 2, 2]))
+        return gl.maximum(a, b)
+
+    @gluon.jit
+    def _row_max(x):
+        """gl.max(x, 1) of a [rows, 64 or 128] wgmma accumulator, as a tree inside each thread. A
+        thread holds a row's columns 8i + 2t + {0, 1} (t: its lane in the quad); gl.max folds them
+        in one chain of dependent max instructions (32 at 128 keys), and the block's first
+        exponentials wait for the whole chain. Here: pairs, then halves of the i's, 5 levels,
+        then the quad's shuffles. The reshapes only rename registers (no data moves)."""
+        ROWS: gl.constexpr = x.shape[0]
+        GROUPS: gl.constexpr = x.shape[1] // 8
+        gl.static_assert(GROUPS == 8 or GROUPS == 16)
+        a, b = gl.split(gl.reshape(x, [ROWS, GROUPS, 4, 2]))
+        y = gl.permute(gl.maximum(a, b), [0, 2, 1])  # [rows, 4 lanes, GROUPS in the thread]
+        y = _halve(_halve(_halve(y)))
+        if GROUPS == 16:
+            y = _halve(y)
+        return gl.max(gl.reshape(y, [ROWS, 4]), 1)
+
+    @gluon.jit
     def _softmax_step(qk, l_i, m_i, QK_SCALE: gl.constexpr):
         """The online softmax of a fully visible block: (p, alpha, l, m). Scaling and subtracting
         the max are one FMA per score (QK_SCALE >= 0: the max of scaled scores is the scaled max)."""
-        m_new = gl.maximum(m_i, gl.max(qk, 1) * QK_SCALE)
+        m_new = gl.maximum(m_i, gl.convert_layout(_row_max(qk), m_i.type.layout, assert_trivial=True) * QK_SCALE)
         p = gl.exp2(qk * QK_SCALE - m_new[:, None])
         alpha = gl.exp2(m_i - m_new)
         return p, alpha, l_i * alpha + gl.sum(p, 1), m_new
@@ -182,6 +205,11 @@ if HAVE_GLUON:
                 _pass_turn(next_turn, PINGPONG)
                 qk = warpgroup_mma_wait(num_outstanding=1, deps=(qk,))
                 p, alpha, l_i, m_i = _softmax_step(qk, l_i, m_i, QK_SCALE)
+                # Waiting for the next block's keys here (again at the loop's top, then at once) puts
+                # a branch between the softmax and the PV wait below. Without one, ptxas hoisted that
+                # wait above the exponentials: the softmax ran after this group's PV, not beside it.
+                if it + 1 < it0 + n_full:
+                    mbarrier.wait(k_ready.index((it + 1) % STAGES), ((it + 1) // STAGES) & 1)
                 acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
                 mbarrier.arrive(kv_empty.index(prev), count=1)
                 # acc holds the blocks before this one at the old max: rescale it to this one's.
@@ -276,10 +304,16 @@ if HAVE_GLUON:
                 it += 1
             count += 1
 
-    @gluon.jit
-    def _as_block(buffer, desc):
-        """A [rows, D] shared buffer as the descriptor's [1, 1, 1, rows, D] block (same bytes)."""
-        return buffer._reinterpret(desc.dtype, desc.block_type.shape, desc.layout)
+    # A [rows, D] shared buffer as the descriptor's [1, 1, 1, rows, D] block (same bytes). Triton
+    # 3.9 renamed the method (and has no old name); 3.6 has only `_reinterpret`.
+    if hasattr(gl.shared_memory_descriptor, "reinterpret"):
+        @gluon.jit
+        def _as_block(buffer, desc):
+            return buffer.reinterpret(desc.dtype, desc.block_type.shape, desc.layout)
+    else:
+        @gluon.jit
+        def _as_block(buffer, desc):
+            return buffer._reinterpret(desc.dtype, desc.block_type.shape, desc.layout)
 
     @gluon.jit
     def attention_hopper_kernel(q_desc, k_desc, v_desc, o_ptr, so_b, so_w, so_h, so_m, W, H, H_KV, Lq, Lk,

@@ -56,6 +56,52 @@ def test_descriptor_strides_fill_size_one_dims():
     assert hopper._descriptor_strides((1, 1, 1, 7, 64), (0, 0, 0, 64, 1)) == [448, 448, 448, 64, 1]
 
 
+_SCHEDULE_CHECK = """
+import re, sys
+import torch, triton
+from triton.backends.compiler import GPUTarget
+from triton.experimental.gluon._runtime import GluonASTSource
+from triton.tools.disasm import get_sass
+from trident.kernels import attention_hopper as hopper
+from trident.kernels.gluon_hopper import shared_layout
+
+for d in (64, 128):
+    def desc(rows):
+        return f"tensordesc<fp16[1,1,1,{rows},{d}],{shared_layout((1, 1, 1, rows, d), torch.float16)!r}>"
+    fn = hopper.attention_hopper_kernel
+    const = dict(QK_SCALE=0.18, CAUSAL=False, STAGES=3, BLOCK_N=128, HEAD_DIM=d, OVERLAP=True, PINGPONG=False)
+    sig = {name: "i32" for name in fn.arg_names}
+    sig.update(q_desc=desc(64), k_desc=desc(128), v_desc=desc(128), o_ptr="*fp16",
+               so_b="i64", so_w="i64", so_h="i64", so_m="i64", **{name: "constexpr" for name in const})
+    src = GluonASTSource(fn, sig, {(fn.arg_names.index(name),): value for name, value in const.items()})
+    sass = get_sass(triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": 4}).asm["cubin"])
+    # each consumer group's overlapped loop: exponentials between "QK^T done" and "PV done"
+    segments = re.findall(r"DEPBAR\.LE gsb0, 0x1(.*?)DEPBAR\.LE gsb0, 0x0", sass, re.S)
+    print(d, *[seg.count("MUFU.EX2") for seg in segments])
+"""
+
+
+@pytest.mark.skipif(not hopper.HAVE_GLUON, reason="needs Triton's Gluon")
+def test_the_softmax_runs_beside_the_groups_own_pv(tmp_path):
+    """Compiled for sm_90 on this machine: in each consumer group's overlapped loop, a key
+    block's exponentials (64 rows x 128 keys: 64 a thread) lie between the wait for its QK^T
+    and the wait for the previous block's PV. ptxas used to hoist the PV wait above them (the
+    softmax then ran after the PV, not beside it); a branch between the two (the next block's
+    K wait) keeps the order the source gives."""
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "schedule_check.py"
+    script.write_text(_SCHEDULE_CHECK)
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600,
+                          env=dict(os.environ, TRITON_INTERPRET="0"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    for line in done.stdout.splitlines():
+        d, *counts = map(int, line.split())
+        assert len(counts) == 2 and all(c >= 64 for c in counts), (d, counts)
+
+
 def test_configs_fit_shared_memory():
     assert hopper.why_unfit(hopper_config(128, 3), 128) is None  # 224 KB
     assert hopper.why_unfit(hopper_config(128, 4), 128) == "shared memory"
