@@ -205,11 +205,12 @@ if HAVE_GLUON:
                 _pass_turn(next_turn, PINGPONG)
                 qk = warpgroup_mma_wait(num_outstanding=1, deps=(qk,))
                 p, alpha, l_i, m_i = _softmax_step(qk, l_i, m_i, QK_SCALE)
-                # Waiting for the next block's keys here (again at the loop's top, then at once) puts
-                # a branch between the softmax and the PV wait below. Without one, ptxas hoisted that
-                # wait above the exponentials: the softmax ran after this group's PV, not beside it.
-                if it + 1 < it0 + n_full:
-                    mbarrier.wait(k_ready.index((it + 1) % STAGES), ((it + 1) // STAGES) & 1)
+                # Waiting for this block's V here (the next PV's operand: the loop's top waits again,
+                # then at once) puts a branch between the softmax and the PV wait below. Without
+                # one, ptxas hoisted that wait above the exponentials: the softmax ran after this
+                # group's PV, not beside it. (Not the next block's K: with two stages its slot is
+                # the one this group frees below.)
+                mbarrier.wait(v_ready.index(slot), (it // STAGES) & 1)
                 acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
                 mbarrier.arrive(kv_empty.index(prev), count=1)
                 # acc holds the blocks before this one at the old max: rescale it to this one's.

@@ -219,7 +219,7 @@ def cases(d):
     ]
 
 
-GPU_CONFIGS = [hopper_config(128, 3, True), hopper_config(128, 2, False), hopper_config(64, 4, True),
+GPU_CONFIGS = [hopper_config(128, 3, True), hopper_config(128, 2, True), hopper_config(128, 2, False), hopper_config(64, 4, True),
                hopper_config(128, 3, True, pingpong=True), hopper_config(128, 2, False, pingpong=True)]
 
 
