@@ -151,8 +151,8 @@ if HAVE_GLUON:
         """gl.max(x, 1) of a [rows, 64 or 128] wgmma accumulator, as a tree inside each thread. A
         thread holds a row's columns 8i + 2t + {0, 1} (t: its lane in the quad); gl.max folds them
         in one chain of dependent max instructions (32 at 128 keys), and the block's first
-        exponentials wait for the whole chain. Here: pairs, then halves of the i's, 5 levels,
-        then the quad's shuffles. The reshapes only rename registers (no data moves)."""
+        exponentials wait for the whole chain. Here: pairs, then halves of the i's (5 levels at
+        128 keys), then the quad's shuffles. The reshapes only rename registers (no data moves)."""
         ROWS: gl.constexpr = x.shape[0]
         GROUPS: gl.constexpr = x.shape[1] // 8
         gl.static_assert(GROUPS == 8 or GROUPS == 16)
