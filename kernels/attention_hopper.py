@@ -40,8 +40,9 @@ from trident.kernels.common import is_interpreter
 from trident.kernels.gluon_hopper import HAVE_GLUON, LOADER_WARPS, SMEM_LIMIT, shared_layout, sm_count
 
 if HAVE_GLUON:
-    from trident.kernels.gluon_hopper import (CONSUMER_REGISTERS, CONSUMER_WARPS, TensorDescriptor, gl, gluon,
-                                              mbarrier, tma_load, warpgroup_mma, warpgroup_mma_wait, wgmma_layout)
+    from trident.kernels.gluon_hopper import (CONSUMER_REGISTERS, CONSUMER_WARPS, TensorDescriptor, as_block, gl,
+                                              gluon, mbarrier, tma_load, warpgroup_mma, warpgroup_mma_wait,
+                                              wgmma_layout)
 
 HEAD_DIMS = (64, 128)
 DTYPES = (torch.float16, torch.bfloat16)
@@ -192,12 +193,12 @@ if HAVE_GLUON:
             _pass_turn(next_turn, PINGPONG)
             qk = warpgroup_mma_wait(num_outstanding=0, deps=(qk,))
             p, alpha, l_i, m_i = _softmax_step(qk, l_i, m_i, QK_SCALE)
+            mbarrier.wait(v_ready.index(slot), (it0 // STAGES) & 1)  # every block's V: after its softmax
             p16 = gl.convert_layout(p.to(q.dtype), p_layout)
             for it in range(it0 + 1, it0 + n_full):
                 slot = it % STAGES
                 prev = (it - 1) % STAGES
                 mbarrier.wait(k_ready.index(slot), (it // STAGES) & 1)
-                mbarrier.wait(v_ready.index(prev), ((it - 1) // STAGES) & 1)
                 _take_turn(turn, it, FIRST, PINGPONG)
                 qk = warpgroup_mma(q, k_smem.index(slot).permute((1, 0)),
                                    gl.zeros([ROWS, BLOCK_N], gl.float32, s_layout), use_acc=False, is_async=True)
@@ -205,11 +206,10 @@ if HAVE_GLUON:
                 _pass_turn(next_turn, PINGPONG)
                 qk = warpgroup_mma_wait(num_outstanding=1, deps=(qk,))
                 p, alpha, l_i, m_i = _softmax_step(qk, l_i, m_i, QK_SCALE)
-                # Waiting for this block's V here (the next PV's operand: the loop's top waits again,
-                # then at once) puts a branch between the softmax and the PV wait below. Without
-                # one, ptxas hoisted that wait above the exponentials: the softmax ran after this
-                # group's PV, not beside it. (Not the next block's K: with two stages its slot is
-                # the one this group frees below.)
+                # This block's V (the next PV's operand) is waited for here, between the softmax
+                # and the PV wait below: the wait is a branch, and without one ptxas hoisted the PV
+                # wait above the exponentials (the softmax ran after this group's PV, not beside
+                # it). Not the next block's K: with two stages its slot is the one freed below.
                 mbarrier.wait(v_ready.index(slot), (it // STAGES) & 1)
                 acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
                 mbarrier.arrive(kv_empty.index(prev), count=1)
@@ -217,7 +217,6 @@ if HAVE_GLUON:
                 acc = acc * gl.convert_layout(alpha, gl.SliceLayout(1, o_layout))[:, None]
                 p16 = gl.convert_layout(p.to(q.dtype), p_layout)
             last = it0 + n_full - 1
-            mbarrier.wait(v_ready.index(last % STAGES), (last // STAGES) & 1)
             acc = warpgroup_mma(p16, v_smem.index(last % STAGES), acc, is_async=True)
             acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
             mbarrier.arrive(kv_empty.index(last % STAGES), count=1)
@@ -292,29 +291,18 @@ if HAVE_GLUON:
             mbarrier.wait(q_empty, (count & 1) ^ 1)
             mbarrier.expect(q_ready, 2 * q_desc.block_type.nbytes)
             for g in gl.static_range(2):
-                tma_load(q_desc, [b, w, h, start_m + g * ROWS, 0], q_ready, _as_block(q_smem.index(g), q_desc))
+                tma_load(q_desc, [b, w, h, start_m + g * ROWS, 0], q_ready, as_block(q_smem.index(g), q_desc))
             for j in range(0, n_end):
                 slot = it % STAGES
                 mbarrier.wait(kv_empty.index(slot), ((it // STAGES) & 1) ^ 1)
                 mbarrier.expect(k_ready.index(slot), k_desc.block_type.nbytes)
                 tma_load(k_desc, [b, w, h_kv, j * BLOCK_N, 0], k_ready.index(slot),
-                         _as_block(k_smem.index(slot), k_desc))
+                         as_block(k_smem.index(slot), k_desc))
                 mbarrier.expect(v_ready.index(slot), v_desc.block_type.nbytes)
                 tma_load(v_desc, [b, w, h_kv, j * BLOCK_N, 0], v_ready.index(slot),
-                         _as_block(v_smem.index(slot), v_desc))
+                         as_block(v_smem.index(slot), v_desc))
                 it += 1
             count += 1
-
-    # A [rows, D] shared buffer as the descriptor's [1, 1, 1, rows, D] block (same bytes). Triton
-    # 3.9 renamed the method (and has no old name); 3.6 has only `_reinterpret`.
-    if hasattr(gl.shared_memory_descriptor, "reinterpret"):
-        @gluon.jit
-        def _as_block(buffer, desc):
-            return buffer.reinterpret(desc.dtype, desc.block_type.shape, desc.layout)
-    else:
-        @gluon.jit
-        def _as_block(buffer, desc):
-            return buffer._reinterpret(desc.dtype, desc.block_type.shape, desc.layout)
 
     @gluon.jit
     def attention_hopper_kernel(q_desc, k_desc, v_desc, o_ptr, so_b, so_w, so_h, so_m, W, H, H_KV, Lq, Lk,

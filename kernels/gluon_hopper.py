@@ -1,6 +1,7 @@
 """What trident's Gluon kernels for Hopper share (kernels/attention_hopper.py, kernels/gemm_hopper.py):
 Gluon's imports where the installed Triton has them, the consumer warp groups' shape, the wgmma
-accumulator layout, the TMA load under its name in this Triton, and host-side helpers."""
+accumulator layout, the TMA load and buffer reinterpretation under their names in this Triton, and
+host-side helpers."""
 from __future__ import annotations
 
 import functools
@@ -27,6 +28,17 @@ if HAVE_GLUON:
     # Triton 3.9 renamed the TMA load (and refuses the old name); 3.6 has only the old one.
     tma_load = getattr(tma, "async_load", None) or tma.async_copy_global_to_shared
     GL_DTYPES = {torch.float16: gl.float16, torch.bfloat16: gl.bfloat16}
+
+    # A shared buffer seen as a TMA descriptor's block of the same bytes (a [rows, D] buffer as a
+    # [1, 1, 1, rows, D] box). Triton 3.9 renamed the method and dropped the old name.
+    if hasattr(gl.shared_memory_descriptor, "reinterpret"):
+        @gluon.jit
+        def as_block(buffer, desc):
+            return buffer.reinterpret(desc.dtype, desc.block_type.shape, desc.layout)
+    else:
+        @gluon.jit
+        def as_block(buffer, desc):
+            return buffer._reinterpret(desc.dtype, desc.block_type.shape, desc.layout)
 
     @gluon.constexpr_function
     def wgmma_layout(cols):
