@@ -6,7 +6,9 @@ This kernel splits the work between warp groups, as FlashAttention-3 and cuDNN d
 
 - a loader partition (the default one, 4 warps, its registers handed to the others: setmaxnreg)
   issues TMA copies: each query tile's Q, then its K and V blocks into a ring of STAGES buffers,
-  each block waiting until both consumers have released its slot (`kv_empty`);
+  each K (V) waiting until both consumers have released its slot (`k_empty`, `v_empty`). A K
+  slot is free once its QK^T is done, a block before the V beside it, so the next K is on its way
+  while this block's PV still runs;
 - two consumer warp groups (4 warps each, 240 registers) own one half of the query tile each
   (64 rows). Each copies its Q half into registers (releasing the buffer for the next tile's) and
   runs QK^T and PV as asynchronous wgmma with the online softmax between them; with OVERLAP, block
@@ -82,13 +84,14 @@ if HAVE_GLUON:
         return bw // W, bw % W, h, h // (H // H_KV), start_m, n_full, gl.cdiv(end, BLOCK_N)
 
     @gluon.jit
-    def _key_block(it, j, q, k_smem, v_smem, k_ready, v_ready, kv_empty, turn, next_turn, acc, l_i, m_i, offs_m,
+    def _key_block(it, j, q, k_smem, v_smem, k_ready, v_ready, k_empty, v_empty, turn, next_turn, acc, l_i, m_i,
+                   offs_m,
                    offs_n, Lk, causal_offset, QK_SCALE: gl.constexpr, STAGES: gl.constexpr, ROWS: gl.constexpr,
                    BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr, CAUSAL: gl.constexpr, BOUNDARY: gl.constexpr,
                    FIRST: gl.constexpr, PINGPONG: gl.constexpr):
         """Fold key block j (the program's it-th block: its ring slot) into this warp group's running
-        (acc, l, m), then release the slot. BOUNDARY blocks mask keys past Lk and right of the
-        causal diagonal."""
+        (acc, l, m), releasing its K and then its V slot as soon as each is read. BOUNDARY blocks
+        mask keys past Lk and right of the causal diagonal."""
         s_layout: gl.constexpr = wgmma_layout(BLOCK_N)
         o_layout: gl.constexpr = wgmma_layout(HEAD_DIM)
         slot = it % STAGES
@@ -99,6 +102,7 @@ if HAVE_GLUON:
         qk = warpgroup_mma(q, k_smem.index(slot).permute((1, 0)), qk, use_acc=False, is_async=True)
         _pass_turn(next_turn, PINGPONG)
         qk = warpgroup_mma_wait(num_outstanding=0, deps=(qk,))
+        mbarrier.arrive(k_empty.index(slot), count=1)
         if BOUNDARY or QK_SCALE < 0:
             s = qk * QK_SCALE
             if BOUNDARY:
@@ -120,7 +124,7 @@ if HAVE_GLUON:
         mbarrier.wait(v_ready.index(slot), phase)
         acc = warpgroup_mma(p16, v_smem.index(slot), acc, is_async=True)
         acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
-        mbarrier.arrive(kv_empty.index(slot), count=1)
+        mbarrier.arrive(v_empty.index(slot), count=1)
         return acc, l_i, m_new
 
     @gluon.jit
@@ -174,8 +178,8 @@ if HAVE_GLUON:
         return p, alpha, l_i * alpha + gl.sum(p, 1), m_new
 
     @gluon.jit
-    def _full_blocks_overlapped(it0, n_full, q, k_smem, v_smem, k_ready, v_ready, kv_empty, turn, next_turn, acc,
-                                l_i, m_i, QK_SCALE: gl.constexpr, STAGES: gl.constexpr, ROWS: gl.constexpr,
+    def _full_blocks_overlapped(it0, n_full, q, k_smem, v_smem, k_ready, v_ready, k_empty, v_empty, turn, next_turn,
+                                acc, l_i, m_i, QK_SCALE: gl.constexpr, STAGES: gl.constexpr, ROWS: gl.constexpr,
                                 BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr, FIRST: gl.constexpr,
                                 PINGPONG: gl.constexpr):
         """Key blocks [0, n_full) (ring positions it0 + j) with block j's QK^T and block j-1's PV
@@ -192,6 +196,7 @@ if HAVE_GLUON:
                                use_acc=False, is_async=True)
             _pass_turn(next_turn, PINGPONG)
             qk = warpgroup_mma_wait(num_outstanding=0, deps=(qk,))
+            mbarrier.arrive(k_empty.index(slot), count=1)
             p, alpha, l_i, m_i = _softmax_step(qk, l_i, m_i, QK_SCALE)
             mbarrier.wait(v_ready.index(slot), (it0 // STAGES) & 1)  # every block's V: after its softmax
             p16 = gl.convert_layout(p.to(q.dtype), p_layout)
@@ -204,27 +209,28 @@ if HAVE_GLUON:
                                    gl.zeros([ROWS, BLOCK_N], gl.float32, s_layout), use_acc=False, is_async=True)
                 acc = warpgroup_mma(p16, v_smem.index(prev), acc, is_async=True)
                 _pass_turn(next_turn, PINGPONG)
-                qk = warpgroup_mma_wait(num_outstanding=1, deps=(qk,))
+                qk = warpgroup_mma_wait(num_outstanding=1, deps=(qk,))  # this QK^T, not the PV issued after it
+                mbarrier.arrive(k_empty.index(slot), count=1)
                 p, alpha, l_i, m_i = _softmax_step(qk, l_i, m_i, QK_SCALE)
                 # This block's V (the next PV's operand) is waited for here, between the softmax
                 # and the PV wait below: the wait is a branch, and without one ptxas hoisted the PV
                 # wait above the exponentials (the softmax ran after this group's PV, not beside
-                # it). Not the next block's K: with two stages its slot is the one freed below.
+                # it). Not the next block's K: with two stages its V slot is the one freed below.
                 mbarrier.wait(v_ready.index(slot), (it // STAGES) & 1)
                 acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
-                mbarrier.arrive(kv_empty.index(prev), count=1)
+                mbarrier.arrive(v_empty.index(prev), count=1)
                 # acc holds the blocks before this one at the old max: rescale it to this one's.
                 acc = acc * gl.convert_layout(alpha, gl.SliceLayout(1, o_layout))[:, None]
                 p16 = gl.convert_layout(p.to(q.dtype), p_layout)
             last = it0 + n_full - 1
             acc = warpgroup_mma(p16, v_smem.index(last % STAGES), acc, is_async=True)
             acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
-            mbarrier.arrive(kv_empty.index(last % STAGES), count=1)
+            mbarrier.arrive(v_empty.index(last % STAGES), count=1)
         return acc, l_i, m_i
 
     @gluon.jit
-    def _consume(q_smem, k_smem, v_smem, q_ready, q_empty, k_ready, v_ready, kv_empty, turns, o_ptr, so_b, so_w, so_h,
-                 so_m, num_m, tiles, H, W, H_KV, Lq, Lk, causal_offset, QK_SCALE: gl.constexpr,
+    def _consume(q_smem, k_smem, v_smem, q_ready, q_empty, k_ready, v_ready, k_empty, v_empty, turns, o_ptr, so_b,
+                 so_w, so_h, so_m, num_m, tiles, H, W, H_KV, Lq, Lk, causal_offset, QK_SCALE: gl.constexpr,
                  CAUSAL: gl.constexpr, STAGES: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
                  ROWS: gl.constexpr, OVERLAP: gl.constexpr, PINGPONG: gl.constexpr, GROUP: gl.constexpr):
         """One consumer warp group: rows [start_m + GROUP * ROWS, + ROWS) of each of the program's
@@ -253,18 +259,19 @@ if HAVE_GLUON:
             q = q_smem.load(gl.DotOperandLayout(operand_index=0, parent=s_layout, k_width=2))
             mbarrier.arrive(q_empty, count=1)
             if OVERLAP and QK_SCALE >= 0:
-                acc, l_i, m_i = _full_blocks_overlapped(it, n_full, q, k_smem, v_smem, k_ready, v_ready, kv_empty,
-                                                        turn, next_turn, acc, l_i, m_i, QK_SCALE, STAGES, ROWS,
-                                                        BLOCK_N, HEAD_DIM, FIRST, PINGPONG)
+                acc, l_i, m_i = _full_blocks_overlapped(it, n_full, q, k_smem, v_smem, k_ready, v_ready, k_empty,
+                                                        v_empty, turn, next_turn, acc, l_i, m_i, QK_SCALE, STAGES,
+                                                        ROWS, BLOCK_N, HEAD_DIM, FIRST, PINGPONG)
             else:
                 for j in range(0, n_full):
-                    acc, l_i, m_i = _key_block(it + j, j, q, k_smem, v_smem, k_ready, v_ready, kv_empty, turn,
-                                               next_turn, acc, l_i, m_i, offs_m, offs_n, Lk, causal_offset, QK_SCALE,
-                                               STAGES, ROWS, BLOCK_N, HEAD_DIM, CAUSAL, False, FIRST, PINGPONG)
+                    acc, l_i, m_i = _key_block(it + j, j, q, k_smem, v_smem, k_ready, v_ready, k_empty, v_empty,
+                                               turn, next_turn, acc, l_i, m_i, offs_m, offs_n, Lk, causal_offset,
+                                               QK_SCALE, STAGES, ROWS, BLOCK_N, HEAD_DIM, CAUSAL, False, FIRST,
+                                               PINGPONG)
             for j in range(n_full, n_end):
-                acc, l_i, m_i = _key_block(it + j, j, q, k_smem, v_smem, k_ready, v_ready, kv_empty, turn, next_turn,
-                                           acc, l_i, m_i, offs_m, offs_n, Lk, causal_offset, QK_SCALE, STAGES, ROWS,
-                                           BLOCK_N, HEAD_DIM, CAUSAL, True, FIRST, PINGPONG)
+                acc, l_i, m_i = _key_block(it + j, j, q, k_smem, v_smem, k_ready, v_ready, k_empty, v_empty, turn,
+                                           next_turn, acc, l_i, m_i, offs_m, offs_n, Lk, causal_offset, QK_SCALE,
+                                           STAGES, ROWS, BLOCK_N, HEAD_DIM, CAUSAL, True, FIRST, PINGPONG)
             it += n_end
             count += 1
             # A row that sees no key has l = 0 and acc = 0: dividing by 1 gives torch's 0, not 0/0.
@@ -277,8 +284,8 @@ if HAVE_GLUON:
             gl.store(ptrs, out.to(o_ptr.dtype.element_ty), mask=(rows < Lq)[:, None])
 
     @gluon.jit
-    def _load(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_ready, q_empty, k_ready, v_ready, kv_empty, num_m,
-              tiles, H, W, H_KV, Lk, causal_offset, CAUSAL: gl.constexpr, STAGES: gl.constexpr,
+    def _load(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_ready, q_empty, k_ready, v_ready, k_empty, v_empty,
+              num_m, tiles, H, W, H_KV, Lk, causal_offset, CAUSAL: gl.constexpr, STAGES: gl.constexpr,
               BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr, ROWS: gl.constexpr):
         """The loader: per tile, Q's two halves once both consumers have copied the last tile's into
         registers, then its K and V blocks into the ring, running ahead into the next tile's."""
@@ -294,10 +301,12 @@ if HAVE_GLUON:
                 tma_load(q_desc, [b, w, h, start_m + g * ROWS, 0], q_ready, as_block(q_smem.index(g), q_desc))
             for j in range(0, n_end):
                 slot = it % STAGES
-                mbarrier.wait(kv_empty.index(slot), ((it // STAGES) & 1) ^ 1)
+                empty_phase = ((it // STAGES) & 1) ^ 1
+                mbarrier.wait(k_empty.index(slot), empty_phase)
                 mbarrier.expect(k_ready.index(slot), k_desc.block_type.nbytes)
                 tma_load(k_desc, [b, w, h_kv, j * BLOCK_N, 0], k_ready.index(slot),
                          as_block(k_smem.index(slot), k_desc))
+                mbarrier.wait(v_empty.index(slot), empty_phase)
                 mbarrier.expect(v_ready.index(slot), v_desc.block_type.nbytes)
                 tma_load(v_desc, [b, w, h_kv, j * BLOCK_N, 0], v_ready.index(slot),
                          as_block(v_smem.index(slot), v_desc))
@@ -323,25 +332,27 @@ if HAVE_GLUON:
         q_empty = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
         k_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
         v_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-        kv_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+        k_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+        v_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
         turns = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())  # PINGPONG's order
         mbarrier.init(q_ready, count=1)
         mbarrier.init(q_empty, count=2)  # both consumer groups release the Q buffer and every K/V slot
         for i in gl.static_range(STAGES):
             mbarrier.init(k_ready.index(i), count=1)
             mbarrier.init(v_ready.index(i), count=1)
-            mbarrier.init(kv_empty.index(i), count=2)
+            mbarrier.init(k_empty.index(i), count=2)
+            mbarrier.init(v_empty.index(i), count=2)
         for g in gl.static_range(2):
             mbarrier.init(turns.index(g), count=1)
         gl.warp_specialize([
-            (_load, (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_ready, q_empty, k_ready, v_ready, kv_empty,
-                     num_m, tiles, H, W, H_KV, Lk, causal_offset, CAUSAL, STAGES, BLOCK_N, HEAD_DIM, ROWS)),
-            (_consume, (q_smem, k_smem, v_smem, q_ready, q_empty, k_ready, v_ready, kv_empty, turns, o_ptr, so_b, so_w,
-                        so_h, so_m, num_m, tiles, H, W, H_KV, Lq, Lk, causal_offset, QK_SCALE, CAUSAL, STAGES,
-                        BLOCK_N, HEAD_DIM, ROWS, OVERLAP, PINGPONG, 0)),
-            (_consume, (q_smem, k_smem, v_smem, q_ready, q_empty, k_ready, v_ready, kv_empty, turns, o_ptr, so_b, so_w,
-                        so_h, so_m, num_m, tiles, H, W, H_KV, Lq, Lk, causal_offset, QK_SCALE, CAUSAL, STAGES,
-                        BLOCK_N, HEAD_DIM, ROWS, OVERLAP, PINGPONG, 1)),
+            (_load, (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_ready, q_empty, k_ready, v_ready, k_empty,
+                     v_empty, num_m, tiles, H, W, H_KV, Lk, causal_offset, CAUSAL, STAGES, BLOCK_N, HEAD_DIM, ROWS)),
+            (_consume, (q_smem, k_smem, v_smem, q_ready, q_empty, k_ready, v_ready, k_empty, v_empty, turns, o_ptr,
+                        so_b, so_w, so_h, so_m, num_m, tiles, H, W, H_KV, Lq, Lk, causal_offset, QK_SCALE, CAUSAL,
+                        STAGES, BLOCK_N, HEAD_DIM, ROWS, OVERLAP, PINGPONG, 0)),
+            (_consume, (q_smem, k_smem, v_smem, q_ready, q_empty, k_ready, v_ready, k_empty, v_empty, turns, o_ptr,
+                        so_b, so_w, so_h, so_m, num_m, tiles, H, W, H_KV, Lq, Lk, causal_offset, QK_SCALE, CAUSAL,
+                        STAGES, BLOCK_N, HEAD_DIM, ROWS, OVERLAP, PINGPONG, 1)),
         ], [CONSUMER_WARPS, CONSUMER_WARPS], [CONSUMER_REGISTERS, CONSUMER_REGISTERS])
 
 
