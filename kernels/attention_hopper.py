@@ -85,13 +85,12 @@ if HAVE_GLUON:
 
     @gluon.jit
     def _key_block(it, j, q, k_smem, v_smem, k_ready, v_ready, k_empty, v_empty, turn, next_turn, acc, l_i, m_i,
-                   offs_m,
-                   offs_n, Lk, causal_offset, QK_SCALE: gl.constexpr, STAGES: gl.constexpr, ROWS: gl.constexpr,
+                   offs_m, offs_n, Lk, causal_offset, QK_SCALE: gl.constexpr, STAGES: gl.constexpr, ROWS: gl.constexpr,
                    BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr, CAUSAL: gl.constexpr, BOUNDARY: gl.constexpr,
                    FIRST: gl.constexpr, PINGPONG: gl.constexpr):
         """Fold key block j (the program's it-th block: its ring slot) into this warp group's running
-        (acc, l, m), releasing its K and then its V slot as soon as each is read. BOUNDARY blocks
-        mask keys past Lk and right of the causal diagonal."""
+        (acc, l per quad lane, m), releasing its K and then its V slot as soon as each is read.
+        BOUNDARY blocks mask keys past Lk and right of the causal diagonal."""
         s_layout: gl.constexpr = wgmma_layout(BLOCK_N)
         o_layout: gl.constexpr = wgmma_layout(HEAD_DIM)
         slot = it % STAGES
@@ -116,7 +115,7 @@ if HAVE_GLUON:
             m_sub = gl.where(m_new == float("-inf"), 0.0, m_new)
             p = gl.exp2(s - m_sub[:, None])
             alpha = gl.exp2(m_i - m_sub)
-            l_i = l_i * alpha + gl.sum(p, 1)
+            l_i = _rescaled_sums(l_i, alpha, p)
         else:
             p, alpha, l_i, m_new = _softmax_step(qk, l_i, m_i, QK_SCALE)
         acc = acc * gl.convert_layout(alpha, gl.SliceLayout(1, o_layout))[:, None]
@@ -146,27 +145,47 @@ if HAVE_GLUON:
             mbarrier.arrive(next_turn, count=1)
 
     @gluon.jit
-    def _halve(y):
-        """[rows, lanes, n] -> [rows, lanes, n / 2]: the max of neighbouring pairs in a thread."""
-        a, b = gl.split(gl.reshape(y, [y.shape[0], y.shape[1], y.shape[2] // 2, 2]))
+    def _fold(a, b, SUM: gl.constexpr):
+        if SUM:
+            return a + b
         return gl.maximum(a, b)
 
     @gluon.jit
-    def _row_max(x):
-        """gl.max(x, 1) of a [rows, 64 or 128] wgmma accumulator, as a tree inside each thread. A
-        thread holds a row's columns 8i + 2t + {0, 1} (t: its lane in the quad); gl.max folds them
-        in one chain of dependent max instructions (32 at 128 keys), and the block's first
-        exponentials wait for the whole chain. Here: pairs, then halves of the i's (5 levels at
-        128 keys), then the quad's shuffles. The reshapes only rename registers (no data moves)."""
+    def _halve(y, SUM: gl.constexpr):
+        """[rows, lanes, n] -> [rows, lanes, n / 2]: neighbouring pairs in a thread folded."""
+        a, b = gl.split(gl.reshape(y, [y.shape[0], y.shape[1], y.shape[2] // 2, 2]))
+        return _fold(a, b, SUM)
+
+    @gluon.jit
+    def _per_lane(x, SUM: gl.constexpr):
+        """[rows, 64 or 128] wgmma accumulator -> [rows, 4]: the max (or sum) of the columns each
+        lane of a row's quad holds, as a tree inside the thread. A thread holds a row's columns
+        8i + 2t + {0, 1} (t: its lane in the quad); gl.max and gl.sum fold them in one chain of
+        dependent instructions (32 at 128 keys), and whatever needs the result waits for the whole
+        chain. Here: pairs, then halves of the i's (5 levels at 128 keys). The reshapes only rename
+        registers (no data moves)."""
         ROWS: gl.constexpr = x.shape[0]
         GROUPS: gl.constexpr = x.shape[1] // 8
         gl.static_assert(GROUPS == 8 or GROUPS == 16)
         a, b = gl.split(gl.reshape(x, [ROWS, GROUPS, 4, 2]))
-        y = gl.permute(gl.maximum(a, b), [0, 2, 1])  # [rows, 4 lanes, GROUPS in the thread]
-        y = _halve(_halve(_halve(y)))
+        y = gl.permute(_fold(a, b, SUM), [0, 2, 1])  # [rows, 4 lanes, GROUPS in the thread]
+        y = _halve(_halve(_halve(y, SUM), SUM), SUM)
         if GROUPS == 16:
-            y = _halve(y)
-        return gl.max(gl.reshape(y, [ROWS, 4]), 1)
+            y = _halve(y, SUM)
+        return gl.reshape(y, [ROWS, 4])
+
+    @gluon.jit
+    def _row_max(x):
+        """gl.max(x, 1), the quad's shuffles after _per_lane's tree."""
+        return gl.max(_per_lane(x, False), 1)
+
+    @gluon.jit
+    def _rescaled_sums(l_lanes, alpha, p):
+        """The running row sums, per lane of the quad ([rows, 4]: each lane's share of its row),
+        rescaled by alpha, plus block p's. The quad's lanes are added once, after the last block
+        (so no shuffles per block)."""
+        alpha = gl.convert_layout(alpha, gl.SliceLayout(1, l_lanes.type.layout), assert_trivial=True)
+        return l_lanes * alpha[:, None] + _per_lane(p, True)
 
     @gluon.jit
     def _softmax_step(qk, l_i, m_i, QK_SCALE: gl.constexpr):
@@ -175,7 +194,7 @@ if HAVE_GLUON:
         m_new = gl.maximum(m_i, gl.convert_layout(_row_max(qk), m_i.type.layout, assert_trivial=True) * QK_SCALE)
         p = gl.exp2(qk * QK_SCALE - m_new[:, None])
         alpha = gl.exp2(m_i - m_new)
-        return p, alpha, l_i * alpha + gl.sum(p, 1), m_new
+        return p, alpha, _rescaled_sums(l_i, alpha, p), m_new
 
     @gluon.jit
     def _full_blocks_overlapped(it0, n_full, q, k_smem, v_smem, k_ready, v_ready, k_empty, v_empty, turn, next_turn,
@@ -250,7 +269,7 @@ if HAVE_GLUON:
             offs_m = first + gl.arange(0, ROWS, layout=gl.SliceLayout(1, s_layout))
             offs_n = gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, s_layout))
             acc = gl.zeros([ROWS, HEAD_DIM], gl.float32, o_layout)
-            l_i = gl.zeros([ROWS], gl.float32, gl.SliceLayout(1, s_layout))
+            l_i = _per_lane(gl.zeros([ROWS, BLOCK_N], gl.float32, s_layout), True)  # [ROWS, 4]: per quad lane
             m_i = gl.full([ROWS], float("-inf"), gl.float32, gl.SliceLayout(1, s_layout))
             mbarrier.wait(q_ready, count & 1)
             # The queries as the first wgmma operand in registers: their buffer is free at once, and
@@ -275,7 +294,7 @@ if HAVE_GLUON:
             it += n_end
             count += 1
             # A row that sees no key has l = 0 and acc = 0: dividing by 1 gives torch's 0, not 0/0.
-            l_o = gl.convert_layout(l_i, gl.SliceLayout(1, o_layout))
+            l_o = gl.convert_layout(gl.sum(l_i, 1), gl.SliceLayout(1, o_layout))
             out = acc / gl.where(l_o > 0.0, l_o, 1.0)[:, None]
             rows = first + gl.arange(0, ROWS, layout=gl.SliceLayout(1, o_layout))
             cols = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, o_layout))
