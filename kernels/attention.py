@@ -436,7 +436,11 @@ def heuristic_config(Lq: int, Lk: int, head_dim: int, dtype, head_dim_v: int | N
     short_paired = paired and dtype != torch.float32 and any(
         widest <= d and Lk <= keys for d, keys in PAIRED_PROGRAM_KEYS.items())
     if hopper and hopper_pays(Lk) and not short_paired:
-        return _hopper_heuristic(widest, causal)
+        # Three K/V stages, overlapped, causal or not. (Causal head dim 64 took two stages without
+        # overlap while the overlapped loop's softmax ran after its PV; at 2,048 keys on an H100,
+        # three overlapped took 3-5% less in the A/B runs of the last three revisions of the
+        # kernel, 0.0974 against 0.1023 ms for this one: docs/attention.md.)
+        return hopper_config(128, 3, overlap=True)
     cfg = _program_heuristic(Lq, Lk, head_dim, head_dim_v, dtype, mask_bytes, causal, short_paired)
     return cfg.replace(PAIRED=1) if paired else cfg
 
@@ -472,14 +476,6 @@ HOPPER_KEYS = 1024
 
 def hopper_pays(Lk: int) -> bool:
     return Lk >= HOPPER_KEYS
-
-
-def _hopper_heuristic(head_dim: int, causal: bool) -> LaunchConfig:
-    """Three K/V stages with the overlapped pipeline, but for causal head dim 64 (two stages, no
-    overlap: 0.110 against 0.112 ms at 2,048 keys)."""
-    if causal and head_dim <= 64:
-        return hopper_config(128, 2, overlap=False)
-    return hopper_config(128, 3, overlap=True)
 
 
 def hopper_candidates(head_dim: int) -> list[LaunchConfig]:
