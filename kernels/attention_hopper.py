@@ -86,13 +86,12 @@ if HAVE_GLUON:
     @gluon.jit
     def _key_block(it, j, q, k_smem, v_smem, k_ready, v_ready, k_empty, v_empty, turn, next_turn, acc, l_i, m_i,
                    offs_m, offs_n, Lk, causal_offset, QK_SCALE: gl.constexpr, STAGES: gl.constexpr, ROWS: gl.constexpr,
-                   BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr, CAUSAL: gl.constexpr, BOUNDARY: gl.constexpr,
-                   FIRST: gl.constexpr, PINGPONG: gl.constexpr):
+                   BLOCK_N: gl.constexpr, CAUSAL: gl.constexpr, BOUNDARY: gl.constexpr, FIRST: gl.constexpr,
+                   PINGPONG: gl.constexpr):
         """Fold key block j (the program's it-th block: its ring slot) into this warp group's running
         (acc, l per quad lane, m), releasing its K and then its V slot as soon as each is read.
         BOUNDARY blocks mask keys past Lk and right of the causal diagonal."""
         s_layout: gl.constexpr = wgmma_layout(BLOCK_N)
-        o_layout: gl.constexpr = wgmma_layout(HEAD_DIM)
         slot = it % STAGES
         phase = (it // STAGES) & 1
         mbarrier.wait(k_ready.index(slot), phase)
@@ -118,8 +117,8 @@ if HAVE_GLUON:
             l_i = _rescaled_sums(l_i, alpha, p)
         else:
             p, alpha, l_i, m_new = _softmax_step(qk, l_i, m_i, QK_SCALE)
-        acc = acc * gl.convert_layout(alpha, gl.SliceLayout(1, o_layout))[:, None]
-        p16 = gl.convert_layout(p.to(q.dtype), gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2))
+        acc = _rescaled(acc, alpha)
+        p16 = _pv_operand(p, acc, q.dtype)
         mbarrier.wait(v_ready.index(slot), phase)
         acc = warpgroup_mma(p16, v_smem.index(slot), acc, is_async=True)
         acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
@@ -188,6 +187,16 @@ if HAVE_GLUON:
         return l_lanes * alpha[:, None] + _per_lane(p, True)
 
     @gluon.jit
+    def _rescaled(acc, alpha):
+        """acc (the blocks before a block, at the old max) rescaled by alpha to that block's max."""
+        return acc * gl.convert_layout(alpha, gl.SliceLayout(1, acc.type.layout))[:, None]
+
+    @gluon.jit
+    def _pv_operand(p, acc, dtype: gl.constexpr):
+        """p in fp16/bf16 as the PV wgmma's register operand (acc: that wgmma's accumulator)."""
+        return gl.convert_layout(p.to(dtype), gl.DotOperandLayout(operand_index=0, parent=acc.type.layout, k_width=2))
+
+    @gluon.jit
     def _softmax_step(qk, l_i, m_i, QK_SCALE: gl.constexpr):
         """The online softmax of a fully visible block: (p, alpha, l, m). Scaling and subtracting
         the max are one FMA per score (QK_SCALE >= 0: the max of scaled scores is the scaled max)."""
@@ -199,14 +208,11 @@ if HAVE_GLUON:
     @gluon.jit
     def _full_blocks_overlapped(it0, n_full, q, k_smem, v_smem, k_ready, v_ready, k_empty, v_empty, turn, next_turn,
                                 acc, l_i, m_i, QK_SCALE: gl.constexpr, STAGES: gl.constexpr, ROWS: gl.constexpr,
-                                BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr, FIRST: gl.constexpr,
-                                PINGPONG: gl.constexpr):
+                                BLOCK_N: gl.constexpr, FIRST: gl.constexpr, PINGPONG: gl.constexpr):
         """Key blocks [0, n_full) (ring positions it0 + j) with block j's QK^T and block j-1's PV
         in flight together, so this group's softmax of block j runs beside its own PV
         (FlashAttention-3's intra-warpgroup pipelining). Needs QK_SCALE >= 0."""
         s_layout: gl.constexpr = wgmma_layout(BLOCK_N)
-        o_layout: gl.constexpr = wgmma_layout(HEAD_DIM)
-        p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
         if n_full > 0:
             slot = it0 % STAGES
             mbarrier.wait(k_ready.index(slot), (it0 // STAGES) & 1)
@@ -218,7 +224,7 @@ if HAVE_GLUON:
             mbarrier.arrive(k_empty.index(slot), count=1)
             p, alpha, l_i, m_i = _softmax_step(qk, l_i, m_i, QK_SCALE)
             mbarrier.wait(v_ready.index(slot), (it0 // STAGES) & 1)  # every block's V: after its softmax
-            p16 = gl.convert_layout(p.to(q.dtype), p_layout)
+            p16 = _pv_operand(p, acc, q.dtype)
             for it in range(it0 + 1, it0 + n_full):
                 slot = it % STAGES
                 prev = (it - 1) % STAGES
@@ -239,8 +245,8 @@ if HAVE_GLUON:
                 acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
                 mbarrier.arrive(v_empty.index(prev), count=1)
                 # acc holds the blocks before this one at the old max: rescale it to this one's.
-                acc = acc * gl.convert_layout(alpha, gl.SliceLayout(1, o_layout))[:, None]
-                p16 = gl.convert_layout(p.to(q.dtype), p_layout)
+                acc = _rescaled(acc, alpha)
+                p16 = _pv_operand(p, acc, q.dtype)
             last = it0 + n_full - 1
             acc = warpgroup_mma(p16, v_smem.index(last % STAGES), acc, is_async=True)
             acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
@@ -280,17 +286,16 @@ if HAVE_GLUON:
             if OVERLAP and QK_SCALE >= 0:
                 acc, l_i, m_i = _full_blocks_overlapped(it, n_full, q, k_smem, v_smem, k_ready, v_ready, k_empty,
                                                         v_empty, turn, next_turn, acc, l_i, m_i, QK_SCALE, STAGES,
-                                                        ROWS, BLOCK_N, HEAD_DIM, FIRST, PINGPONG)
+                                                        ROWS, BLOCK_N, FIRST, PINGPONG)
             else:
                 for j in range(0, n_full):
                     acc, l_i, m_i = _key_block(it + j, j, q, k_smem, v_smem, k_ready, v_ready, k_empty, v_empty,
                                                turn, next_turn, acc, l_i, m_i, offs_m, offs_n, Lk, causal_offset,
-                                               QK_SCALE, STAGES, ROWS, BLOCK_N, HEAD_DIM, CAUSAL, False, FIRST,
-                                               PINGPONG)
+                                               QK_SCALE, STAGES, ROWS, BLOCK_N, CAUSAL, False, FIRST, PINGPONG)
             for j in range(n_full, n_end):
                 acc, l_i, m_i = _key_block(it + j, j, q, k_smem, v_smem, k_ready, v_ready, k_empty, v_empty, turn,
                                            next_turn, acc, l_i, m_i, offs_m, offs_n, Lk, causal_offset, QK_SCALE,
-                                           STAGES, ROWS, BLOCK_N, HEAD_DIM, CAUSAL, True, FIRST, PINGPONG)
+                                           STAGES, ROWS, BLOCK_N, CAUSAL, True, FIRST, PINGPONG)
             it += n_end
             count += 1
             # A row that sees no key has l = 0 and acc = 0: dividing by 1 gives torch's 0, not 0/0.

@@ -6,9 +6,9 @@
 Each --rev's kernels/attention_hopper.py (WORKTREE: the file as it is on disk) is loaded as its own
 module beside the installed trident and launched with each config of --configs on the same q, k, v
 (fp16) in one process: a kernel change is timed against the one before it without a second
-install, and every figure of a row shares the GPU's clocks. Each call is captured in a CUDA graph
-and timed behind an L2 flush (compiler/timing.py's config_ms); the rounds take every runner in turn
-and the table gives medians. Prints a table, writes attention-ab.json into --out. A measurement,
+install, and every figure of a row shares the GPU's clocks. Each call is timed as `trident bench
+attention` times it (median_ms: CUDA-graph replays behind an L2 flush); the rounds take every
+runner in turn and the table gives medians. Prints a table, writes attention-ab.json into --out. A measurement,
 never a test: nothing is asserted (max_abs_err against SDPA is recorded).
 """
 from __future__ import annotations
@@ -24,9 +24,8 @@ from pathlib import Path
 
 import torch
 
-from trident.compiler.timing import config_ms
 from trident.kernels.attention import default_scale, hopper_config, plan_tensors
-from trident.tools.benchmarks.attention import SHAPES
+from trident.tools.benchmarks.attention import SHAPES, median_ms
 from trident.tools.benchmarks.results import environment, require_gpu
 
 REPO = Path(__file__).resolve().parent.parent
@@ -73,7 +72,7 @@ def ab_row(shape, causal: bool, kernels: dict, configs: list[str], rounds: int) 
     times = {name: [] for name in runners}
     for _ in range(rounds):
         for name, fn in runners.items():
-            times[name].append(config_ms(fn, rep_ms=100))
+            times[name].append(median_ms(fn))
     ms = {name: statistics.median(t) for name, t in times.items()}
     return {"shape": list(shape), "causal": causal, "ms": ms, "max_abs_err": err}
 
