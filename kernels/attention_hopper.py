@@ -39,7 +39,6 @@ import triton
 
 from trident.kernels.common import is_interpreter
 
-from trident.kernels.exp2_split import exp2_split
 from trident.kernels.gluon_hopper import HAVE_GLUON, LOADER_WARPS, SMEM_LIMIT, shared_layout, sm_count
 
 if HAVE_GLUON:
@@ -88,7 +87,7 @@ if HAVE_GLUON:
     def _key_block(it, j, q, k_smem, v_smem, k_ready, v_ready, k_empty, v_empty, turn, next_turn, acc, l_i, m_i,
                    offs_m, offs_n, Lk, causal_offset, QK_SCALE: gl.constexpr, STAGES: gl.constexpr, ROWS: gl.constexpr,
                    BLOCK_N: gl.constexpr, CAUSAL: gl.constexpr, BOUNDARY: gl.constexpr, FIRST: gl.constexpr,
-                   PINGPONG: gl.constexpr, EXP_FMA: gl.constexpr):
+                   PINGPONG: gl.constexpr):
         """Fold key block j (the program's it-th block: its ring slot) into this warp group's running
         (acc, l per quad lane, m), releasing its K and then its V slot as soon as each is read.
         BOUNDARY blocks mask keys past Lk and right of the causal diagonal."""
@@ -117,7 +116,7 @@ if HAVE_GLUON:
             alpha = gl.exp2(m_i - m_sub)
             l_i = _rescaled_sums(l_i, alpha, p)
         else:
-            p, alpha, l_i, m_new = _softmax_step(qk, l_i, m_i, QK_SCALE, EXP_FMA)
+            p, alpha, l_i, m_new = _softmax_step(qk, l_i, m_i, QK_SCALE)
         acc = _rescaled(acc, alpha)
         p16 = _pv_operand(p, acc, q.dtype)
         mbarrier.wait(v_ready.index(slot), phase)
@@ -198,20 +197,18 @@ if HAVE_GLUON:
         return gl.convert_layout(p.to(dtype), gl.DotOperandLayout(operand_index=0, parent=acc.type.layout, k_width=2))
 
     @gluon.jit
-    def _softmax_step(qk, l_i, m_i, QK_SCALE: gl.constexpr, EXP_FMA: gl.constexpr):
+    def _softmax_step(qk, l_i, m_i, QK_SCALE: gl.constexpr):
         """The online softmax of a fully visible block: (p, alpha, l, m). Scaling and subtracting
-        the max are one FMA per score (QK_SCALE >= 0: the max of scaled scores is the scaled max);
-        EXP_FMA of every 4 exponentials run on the FMA pipe (kernels/exp2_split.py)."""
+        the max are one FMA per score (QK_SCALE >= 0: the max of scaled scores is the scaled max)."""
         m_new = gl.maximum(m_i, gl.convert_layout(_row_max(qk), m_i.type.layout, assert_trivial=True) * QK_SCALE)
-        p = exp2_split(qk * QK_SCALE - m_new[:, None], EXP_FMA)
+        p = gl.exp2(qk * QK_SCALE - m_new[:, None])
         alpha = gl.exp2(m_i - m_new)
         return p, alpha, _rescaled_sums(l_i, alpha, p), m_new
 
     @gluon.jit
     def _full_blocks_overlapped(it0, n_full, q, k_smem, v_smem, k_ready, v_ready, k_empty, v_empty, turn, next_turn,
                                 acc, l_i, m_i, QK_SCALE: gl.constexpr, STAGES: gl.constexpr, ROWS: gl.constexpr,
-                                BLOCK_N: gl.constexpr, FIRST: gl.constexpr, PINGPONG: gl.constexpr,
-                                EXP_FMA: gl.constexpr):
+                                BLOCK_N: gl.constexpr, FIRST: gl.constexpr, PINGPONG: gl.constexpr):
         """Key blocks [0, n_full) (ring positions it0 + j) with block j's QK^T and block j-1's PV
         in flight together, so this group's softmax of block j runs beside its own PV
         (FlashAttention-3's intra-warpgroup pipelining). Needs QK_SCALE >= 0."""
@@ -225,7 +222,7 @@ if HAVE_GLUON:
             _pass_turn(next_turn, PINGPONG)
             qk = warpgroup_mma_wait(num_outstanding=0, deps=(qk,))
             mbarrier.arrive(k_empty.index(slot), count=1)
-            p, alpha, l_i, m_i = _softmax_step(qk, l_i, m_i, QK_SCALE, EXP_FMA)
+            p, alpha, l_i, m_i = _softmax_step(qk, l_i, m_i, QK_SCALE)
             mbarrier.wait(v_ready.index(slot), (it0 // STAGES) & 1)  # every block's V: after its softmax
             p16 = _pv_operand(p, acc, q.dtype)
             for it in range(it0 + 1, it0 + n_full):
@@ -239,7 +236,7 @@ if HAVE_GLUON:
                 _pass_turn(next_turn, PINGPONG)
                 qk = warpgroup_mma_wait(num_outstanding=1, deps=(qk,))  # this QK^T, not the PV issued after it
                 mbarrier.arrive(k_empty.index(slot), count=1)
-                p, alpha, l_i, m_i = _softmax_step(qk, l_i, m_i, QK_SCALE, EXP_FMA)
+                p, alpha, l_i, m_i = _softmax_step(qk, l_i, m_i, QK_SCALE)
                 # This block's V (the next PV's operand) is waited for here, between the softmax
                 # and the PV wait below: the wait is a branch, and without one ptxas hoisted the PV
                 # wait above the exponentials (the softmax ran after this group's PV, not beside
@@ -260,8 +257,7 @@ if HAVE_GLUON:
     def _consume(q_smem, k_smem, v_smem, q_ready, q_empty, k_ready, v_ready, k_empty, v_empty, turns, o_ptr, so_b,
                  so_w, so_h, so_m, num_m, tiles, H, W, H_KV, Lq, Lk, causal_offset, QK_SCALE: gl.constexpr,
                  CAUSAL: gl.constexpr, STAGES: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
-                 ROWS: gl.constexpr, OVERLAP: gl.constexpr, PINGPONG: gl.constexpr, EXP_FMA: gl.constexpr,
-                 GROUP: gl.constexpr):
+                 ROWS: gl.constexpr, OVERLAP: gl.constexpr, PINGPONG: gl.constexpr, GROUP: gl.constexpr):
         """One consumer warp group: rows [start_m + GROUP * ROWS, + ROWS) of each of the program's
         query tiles."""
         s_layout: gl.constexpr = wgmma_layout(BLOCK_N)
@@ -290,17 +286,16 @@ if HAVE_GLUON:
             if OVERLAP and QK_SCALE >= 0:
                 acc, l_i, m_i = _full_blocks_overlapped(it, n_full, q, k_smem, v_smem, k_ready, v_ready, k_empty,
                                                         v_empty, turn, next_turn, acc, l_i, m_i, QK_SCALE, STAGES,
-                                                        ROWS, BLOCK_N, FIRST, PINGPONG, EXP_FMA)
+                                                        ROWS, BLOCK_N, FIRST, PINGPONG)
             else:
                 for j in range(0, n_full):
                     acc, l_i, m_i = _key_block(it + j, j, q, k_smem, v_smem, k_ready, v_ready, k_empty, v_empty,
                                                turn, next_turn, acc, l_i, m_i, offs_m, offs_n, Lk, causal_offset,
-                                               QK_SCALE, STAGES, ROWS, BLOCK_N, CAUSAL, False, FIRST, PINGPONG,
-                                               EXP_FMA)
+                                               QK_SCALE, STAGES, ROWS, BLOCK_N, CAUSAL, False, FIRST, PINGPONG)
             for j in range(n_full, n_end):
                 acc, l_i, m_i = _key_block(it + j, j, q, k_smem, v_smem, k_ready, v_ready, k_empty, v_empty, turn,
                                            next_turn, acc, l_i, m_i, offs_m, offs_n, Lk, causal_offset, QK_SCALE,
-                                           STAGES, ROWS, BLOCK_N, CAUSAL, True, FIRST, PINGPONG, EXP_FMA)
+                                           STAGES, ROWS, BLOCK_N, CAUSAL, True, FIRST, PINGPONG)
             it += n_end
             count += 1
             # A row that sees no key has l = 0 and acc = 0: dividing by 1 gives torch's 0, not 0/0.
@@ -346,7 +341,7 @@ if HAVE_GLUON:
     def attention_hopper_kernel(q_desc, k_desc, v_desc, o_ptr, so_b, so_w, so_h, so_m, W, H, H_KV, Lq, Lk,
                                 causal_offset, tiles, QK_SCALE: gl.constexpr, CAUSAL: gl.constexpr,
                                 STAGES: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
-                                OVERLAP: gl.constexpr, PINGPONG: gl.constexpr, EXP_FMA: gl.constexpr):
+                                OVERLAP: gl.constexpr, PINGPONG: gl.constexpr):
         """Persistent: program p runs query tiles p, p + programs, ... (128 rows of one (batch,
         window, head) each); the loader streams K and V across tile boundaries."""
         ROWS: gl.constexpr = 64
@@ -378,10 +373,10 @@ if HAVE_GLUON:
                      v_empty, num_m, tiles, H, W, H_KV, Lk, causal_offset, CAUSAL, STAGES, BLOCK_N, HEAD_DIM, ROWS)),
             (_consume, (q_smem, k_smem, v_smem, q_ready, q_empty, k_ready, v_ready, k_empty, v_empty, turns, o_ptr,
                         so_b, so_w, so_h, so_m, num_m, tiles, H, W, H_KV, Lq, Lk, causal_offset, QK_SCALE, CAUSAL,
-                        STAGES, BLOCK_N, HEAD_DIM, ROWS, OVERLAP, PINGPONG, EXP_FMA, 0)),
+                        STAGES, BLOCK_N, HEAD_DIM, ROWS, OVERLAP, PINGPONG, 0)),
             (_consume, (q_smem, k_smem, v_smem, q_ready, q_empty, k_ready, v_ready, k_empty, v_empty, turns, o_ptr,
                         so_b, so_w, so_h, so_m, num_m, tiles, H, W, H_KV, Lq, Lk, causal_offset, QK_SCALE, CAUSAL,
-                        STAGES, BLOCK_N, HEAD_DIM, ROWS, OVERLAP, PINGPONG, EXP_FMA, 1)),
+                        STAGES, BLOCK_N, HEAD_DIM, ROWS, OVERLAP, PINGPONG, 1)),
         ], [CONSUMER_WARPS, CONSUMER_WARPS], [CONSUMER_REGISTERS, CONSUMER_REGISTERS])
 
 
@@ -435,8 +430,6 @@ def why_unfit(cfg, head_dim: int = max(HEAD_DIMS)) -> str | None:
     """Why a WS config cannot run at this head dim, or None."""
     if cfg.BLOCK_M != BLOCK_M or cfg.BLOCK_N not in (64, 128) or (cfg.num_stages or 0) < 2:
         return f"takes BLOCK_M={BLOCK_M}, BLOCK_N of 64 or 128 and 2+ stages"
-    if cfg.get("EXP_FMA", 0) not in (0, 1, 2):
-        return "takes EXP_FMA of 0, 1 or 2 (exponentials of every 4 on the FMA pipe)"
     if smem_bytes(cfg, head_dim) > SMEM_LIMIT:
         return "shared memory"
     return None
@@ -480,5 +473,4 @@ def launch(q, k, v, o, plan, scale: float, config: dict) -> None:
         q_desc, k_desc, v_desc, o, so[0], so[1], so[2], so[3], plan.W, plan.H, plan.H_KV, plan.Lq, plan.Lk,
         plan.causal_offset or 0, tiles, QK_SCALE=scale * LOG2E, CAUSAL=plan.causal_offset is not None,
         STAGES=config["num_stages"], BLOCK_N=block_n, HEAD_DIM=plan.D, OVERLAP=bool(config.get("OVERLAP", 0)),
-        PINGPONG=bool(config.get("PINGPONG", 0)),
-        EXP_FMA=config.get("EXP_FMA", 0), num_warps=LOADER_WARPS)
+        PINGPONG=bool(config.get("PINGPONG", 0)), num_warps=LOADER_WARPS)

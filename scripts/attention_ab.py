@@ -31,10 +31,7 @@ from trident.tools.benchmarks.results import environment, require_gpu
 REPO = Path(__file__).resolve().parent.parent
 KERNEL = "kernels/attention_hopper.py"
 CONFIGS = {"3st": hopper_config(128, 3, True), "2st": hopper_config(128, 2, True),
-           "2st-plain": hopper_config(128, 2, False), "3st-pp": hopper_config(128, 3, True, pingpong=True),
-           "3st-e1": hopper_config(128, 3, True, exp_fma=1), "3st-e2": hopper_config(128, 3, True, exp_fma=2),
-           "2st-e1": hopper_config(128, 2, True, exp_fma=1),
-           "3st-pp-e1": hopper_config(128, 3, True, pingpong=True, exp_fma=1)}
+           "2st-plain": hopper_config(128, 2, False), "3st-pp": hopper_config(128, 3, True, pingpong=True)}
 
 
 def load_revision(rev: str, workdir: Path):

@@ -69,8 +69,7 @@ for d in (64, 128):
     def desc(rows):
         return f"tensordesc<fp16[1,1,1,{rows},{d}],{shared_layout((1, 1, 1, rows, d), torch.float16)!r}>"
     fn = hopper.attention_hopper_kernel
-    const = dict(QK_SCALE=0.18, CAUSAL=False, STAGES=3, BLOCK_N=128, HEAD_DIM=d, OVERLAP=True, PINGPONG=False,
-                 EXP_FMA=0)
+    const = dict(QK_SCALE=0.18, CAUSAL=False, STAGES=3, BLOCK_N=128, HEAD_DIM=d, OVERLAP=True, PINGPONG=False)
     sig = {name: "i32" for name in fn.arg_names}
     sig.update(q_desc=desc(64), k_desc=desc(128), v_desc=desc(128), o_ptr="*fp16",
                so_b="i64", so_w="i64", so_h="i64", so_m="i64", **{name: "constexpr" for name in const})
@@ -223,8 +222,7 @@ def cases(d):
 
 GPU_CONFIGS = [hopper_config(128, 3, True), hopper_config(128, 2, True), hopper_config(128, 2, False),
                hopper_config(64, 4, True), hopper_config(128, 3, True, pingpong=True),
-               hopper_config(128, 2, False, pingpong=True), hopper_config(128, 3, True, exp_fma=1),
-               hopper_config(128, 2, False, exp_fma=2), hopper_config(64, 4, True, pingpong=True, exp_fma=1)]
+               hopper_config(128, 2, False, pingpong=True)]
 
 
 @pytest.mark.gpu
@@ -241,11 +239,10 @@ def test_gpu_matches_float64(d, config):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not HOPPER, reason="needs an sm_90 GPU and Gluon")
-@pytest.mark.parametrize("config", [hopper_config(), hopper_config(exp_fma=1), hopper_config(exp_fma=2)], ids=str)
-def test_gpu_nan_in_a_key_reaches_every_row_that_sees_it(config):
+def test_gpu_nan_in_a_key_reaches_every_row_that_sees_it():
     q, k, v = (torch.randn(1, 2, 700, 128, device="cuda", dtype=torch.float16) for _ in range(3))
-    k[0, 1, 400:402, 5] = float("nan")  # an even and an odd key: each lane of the exp2 split meets one
-    out = run(q, k, v, "top_left", config)
+    k[0, 1, 400, 5] = float("nan")
+    out = run(q, k, v, "top_left", hopper_config())
     assert out[0, 1, 400:].isnan().all() and not out[0, 1, :400].isnan().any() and not out[0, 0].isnan().any()
 
 

@@ -28,15 +28,12 @@ TILE_PAIRS = {"matmul": (("BLOCK_M", "BLOCK_N"), ("BLOCK_M", "BLOCK_K"), ("BLOCK
               "mlp": (("BLOCK_M", "BLOCK_H"),)}
 FIXED = {"reduction": ("BLOCK_R",)}   # the whole row is one tile
 DEFAULTED = {"matmul": {"PERSISTENT": 0, "TMA": 0, "BLAS": 0, "SPLIT_EPILOGUE": 0, "WS": 0, "WS_COALESCED": 0},  # kernel params with a default
-             "conv": {"PERSISTENT": 0}, "attention": {"WS": 0, "OVERLAP": 0, "PINGPONG": 0, "EXP_FMA": 0}}
+             "conv": {"PERSISTENT": 0}, "attention": {"WS": 0, "OVERLAP": 0, "PINGPONG": 0}}
 SWITCHES = ("TMA", "BLAS", "SPLIT_EPILOGUE", "WS", "WS_COALESCED", "OVERLAP", "PINGPONG")  # 0/1 params a kernel takes when generated with the path they switch on
 # An attention kernel generated with kernels/attention_hopper.py's path, or a GEMM kernel with
 # kernels/gemm_hopper.py's (its PROBLEM says "hopper"), takes WS (and attention OVERLAP and
 # PINGPONG, a GEMM WS_COALESCED) whether or not its base config uses them.
 HOPPER_SWITCHES = ("WS", "WS_COALESCED", "OVERLAP", "PINGPONG")
-# Counts such a kernel takes from 0 to a top: attention's exponentials on the FMA pipe, of every 4
-# (kernels/exp2_split.py).
-HOPPER_RANGES = {"EXP_FMA": 2}
 
 
 def _is_int(value) -> bool:
@@ -53,8 +50,6 @@ def _param_error(name: str, value: int, base: int, floor: int) -> str | None:
     if name == "PERSISTENT":
         return None if 0 <= value <= MAX_PERSISTENT else \
             f"PERSISTENT={value} is not in [0, {MAX_PERSISTENT}]"
-    if name in HOPPER_RANGES:  # base: the top for a kernel generated with the path, else 0
-        return None if 0 <= value <= base else f"{name}={value}: this kernel takes {name} in [0, {base}]"
     if name in SWITCHES:  # base: 1 for a kernel generated with the path (its config has the key)
         return None if value in (0, base) else f"{name}={value}: this kernel takes {name} in {sorted({0, base})}"
     if not _pow2(value) or value > MAX_BLOCK:
@@ -98,9 +93,6 @@ def config_error(cfg, problem: dict, base: LaunchConfig) -> str | None:
     for switch in SWITCHES:  # a kernel with the path can switch it on whether or not its base does
         if switch in dict(base.params) or (switch in HOPPER_SWITCHES and problem.get("hopper") is True):
             want[switch] = 1
-    for name, top in HOPPER_RANGES.items():
-        if name in dict(base.params) or problem.get("hopper") is True:
-            want[name] = top
     if not _is_int(cfg.num_warps) or cfg.num_warps not in WARPS:
         return f"num_warps={cfg.num_warps!r} is not one of {WARPS}"
     if cfg.num_stages is not None and (not _is_int(cfg.num_stages) or not 1 <= cfg.num_stages <= MAX_STAGES):
