@@ -42,10 +42,9 @@ from trident.kernels.common import is_interpreter
 from trident.kernels.gluon_hopper import HAVE_GLUON, LOADER_WARPS, SMEM_LIMIT, shared_layout, sm_count
 
 if HAVE_GLUON:
-    from trident.kernels.gluon_hopper import (CONSUMER_REGISTERS, CONSUMER_WARPS, TensorDescriptor, as_block,
-                                              fence_async_shared, gl,
-                                              gluon, mbarrier, thread_barrier, tma_load, warpgroup_mma,
-                                              warpgroup_mma_wait, wgmma_layout)
+    from trident.kernels.gluon_hopper import (CONSUMER_REGISTERS, CONSUMER_WARPS, TensorDescriptor, as_block, gl,
+                                              gluon, mbarrier, tma_load, warpgroup_mma, warpgroup_mma_wait,
+                                              wgmma_layout)
 
 HEAD_DIMS = (64, 128)
 DTYPES = (torch.float16, torch.bfloat16)
@@ -85,12 +84,12 @@ if HAVE_GLUON:
         return bw // W, bw % W, h, h // (H // H_KV), start_m, n_full, gl.cdiv(end, BLOCK_N)
 
     @gluon.jit
-    def _key_block(it, j, q, k_smem, v_smem, ones, k_ready, v_ready, k_empty, v_empty, turn, next_turn, acc, l_acc, m_i,
+    def _key_block(it, j, q, k_smem, v_smem, k_ready, v_ready, k_empty, v_empty, turn, next_turn, acc, l_i, m_i,
                    offs_m, offs_n, Lk, causal_offset, QK_SCALE: gl.constexpr, STAGES: gl.constexpr, ROWS: gl.constexpr,
                    BLOCK_N: gl.constexpr, CAUSAL: gl.constexpr, BOUNDARY: gl.constexpr, FIRST: gl.constexpr,
                    PINGPONG: gl.constexpr):
         """Fold key block j (the program's it-th block: its ring slot) into this warp group's running
-        (acc, l_acc: row sums, m), releasing its K and then its V slot as soon as each is read.
+        (acc, l per quad lane, m), releasing its K and then its V slot as soon as each is read.
         BOUNDARY blocks mask keys past Lk and right of the causal diagonal."""
         s_layout: gl.constexpr = wgmma_layout(BLOCK_N)
         slot = it % STAGES
@@ -115,16 +114,16 @@ if HAVE_GLUON:
             m_sub = gl.where(m_new == float("-inf"), 0.0, m_new)
             p = gl.exp2(s - m_sub[:, None])
             alpha = gl.exp2(m_i - m_sub)
+            l_i = _rescaled_sums(l_i, alpha, p)
         else:
-            p, alpha, m_new = _softmax_step(qk, m_i, QK_SCALE)
+            p, alpha, l_i, m_new = _softmax_step(qk, l_i, m_i, QK_SCALE)
         acc = _rescaled(acc, alpha)
-        l_acc = _rescaled(l_acc, alpha)
         p16 = _pv_operand(p, acc, q.dtype)
         mbarrier.wait(v_ready.index(slot), phase)
-        acc, l_acc = _pv(p16, v_smem.index(slot), acc, ones, l_acc)
-        acc, l_acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc, l_acc))
+        acc = warpgroup_mma(p16, v_smem.index(slot), acc, is_async=True)
+        acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
         mbarrier.arrive(v_empty.index(slot), count=1)
-        return acc, l_acc, m_new
+        return acc, l_i, m_new
 
     @gluon.jit
     def _take_turn(turn, it, FIRST: gl.constexpr, PINGPONG: gl.constexpr):
@@ -145,39 +144,47 @@ if HAVE_GLUON:
             mbarrier.arrive(next_turn, count=1)
 
     @gluon.jit
-    def _halve(y):
-        """[rows, lanes, n] -> [rows, lanes, n / 2]: neighbouring pairs in a thread, the max of each."""
-        a, b = gl.split(gl.reshape(y, [y.shape[0], y.shape[1], y.shape[2] // 2, 2]))
+    def _fold(a, b, SUM: gl.constexpr):
+        if SUM:
+            return a + b
         return gl.maximum(a, b)
 
     @gluon.jit
-    def _row_max(x):
-        """gl.max(x, 1) of a [rows, 64 or 128] wgmma accumulator, as a tree inside the thread before
-        the quad's shuffles. A thread holds a row's columns 8i + 2t + {0, 1} (t: its lane in the
-        quad); gl.max folds them in one chain of dependent instructions (32 at 128 keys), and
-        whatever needs the result waits for the whole chain. Here: pairs, then halves of the i's
-        (5 levels at 128 keys). The reshapes only rename registers (no data moves)."""
+    def _halve(y, SUM: gl.constexpr):
+        """[rows, lanes, n] -> [rows, lanes, n / 2]: neighbouring pairs in a thread folded."""
+        a, b = gl.split(gl.reshape(y, [y.shape[0], y.shape[1], y.shape[2] // 2, 2]))
+        return _fold(a, b, SUM)
+
+    @gluon.jit
+    def _per_lane(x, SUM: gl.constexpr):
+        """[rows, 64 or 128] wgmma accumulator -> [rows, 4]: the max (or sum) of the columns each
+        lane of a row's quad holds, as a tree inside the thread. A thread holds a row's columns
+        8i + 2t + {0, 1} (t: its lane in the quad); gl.max and gl.sum fold them in one chain of
+        dependent instructions (32 at 128 keys), and whatever needs the result waits for the whole
+        chain. Here: pairs, then halves of the i's (5 levels at 128 keys). The reshapes only rename
+        registers (no data moves)."""
         ROWS: gl.constexpr = x.shape[0]
         GROUPS: gl.constexpr = x.shape[1] // 8
         gl.static_assert(GROUPS == 8 or GROUPS == 16)
         a, b = gl.split(gl.reshape(x, [ROWS, GROUPS, 4, 2]))
-        y = gl.permute(gl.maximum(a, b), [0, 2, 1])  # [rows, 4 lanes, GROUPS in the thread]
-        y = _halve(_halve(_halve(y)))
+        y = gl.permute(_fold(a, b, SUM), [0, 2, 1])  # [rows, 4 lanes, GROUPS in the thread]
+        y = _halve(_halve(_halve(y, SUM), SUM), SUM)
         if GROUPS == 16:
-            y = _halve(y)
-        return gl.max(gl.reshape(y, [ROWS, 4]), 1)
+            y = _halve(y, SUM)
+        return gl.reshape(y, [ROWS, 4])
 
     @gluon.jit
-    def _pv(p16, v, acc, ones, l_acc):
-        """Issue a block's PV, and its row sums as P times a block of ones (ones: [8, keys] in shared
-        memory, read key-major as K is; l_acc: [rows, 8], every column the sum) from the same
-        registers: the tensor cores
-        add a row's probabilities (an eighth of the PV's work at head dim 64) rather than 64 FADDs
-        in the softmax's instruction stream, which is what bounds the consumer warps
-        (docs/attention.md)."""
-        acc = warpgroup_mma(p16, v, acc, is_async=True)
-        l_acc = warpgroup_mma(p16, ones.permute((1, 0)), l_acc, is_async=True)
-        return acc, l_acc
+    def _row_max(x):
+        """gl.max(x, 1), the quad's shuffles after _per_lane's tree."""
+        return gl.max(_per_lane(x, False), 1)
+
+    @gluon.jit
+    def _rescaled_sums(l_lanes, alpha, p):
+        """The running row sums, per lane of the quad ([rows, 4]: each lane's share of its row),
+        rescaled by alpha, plus block p's. The quad's lanes are added once, after the last block
+        (so no shuffles per block)."""
+        alpha = gl.convert_layout(alpha, gl.SliceLayout(1, l_lanes.type.layout), assert_trivial=True)
+        return l_lanes * alpha[:, None] + _per_lane(p, True)
 
     @gluon.jit
     def _rescaled(acc, alpha):
@@ -190,19 +197,18 @@ if HAVE_GLUON:
         return gl.convert_layout(p.to(dtype), gl.DotOperandLayout(operand_index=0, parent=acc.type.layout, k_width=2))
 
     @gluon.jit
-    def _softmax_step(qk, m_i, QK_SCALE: gl.constexpr):
-        """The online softmax of a fully visible block: (p, alpha, m). Scaling and subtracting
+    def _softmax_step(qk, l_i, m_i, QK_SCALE: gl.constexpr):
+        """The online softmax of a fully visible block: (p, alpha, l, m). Scaling and subtracting
         the max are one FMA per score (QK_SCALE >= 0: the max of scaled scores is the scaled max)."""
         m_new = gl.maximum(m_i, gl.convert_layout(_row_max(qk), m_i.type.layout, assert_trivial=True) * QK_SCALE)
         p = gl.exp2(qk * QK_SCALE - m_new[:, None])
         alpha = gl.exp2(m_i - m_new)
-        return p, alpha, m_new
+        return p, alpha, _rescaled_sums(l_i, alpha, p), m_new
 
     @gluon.jit
-    def _full_blocks_overlapped(it0, n_full, q, k_smem, v_smem, ones, k_ready, v_ready, k_empty, v_empty, turn,
-                                next_turn, acc, l_acc, m_i, QK_SCALE: gl.constexpr, STAGES: gl.constexpr,
-                                ROWS: gl.constexpr, BLOCK_N: gl.constexpr, FIRST: gl.constexpr,
-                                PINGPONG: gl.constexpr):
+    def _full_blocks_overlapped(it0, n_full, q, k_smem, v_smem, k_ready, v_ready, k_empty, v_empty, turn, next_turn,
+                                acc, l_i, m_i, QK_SCALE: gl.constexpr, STAGES: gl.constexpr, ROWS: gl.constexpr,
+                                BLOCK_N: gl.constexpr, FIRST: gl.constexpr, PINGPONG: gl.constexpr):
         """Key blocks [0, n_full) (ring positions it0 + j) with block j's QK^T and block j-1's PV
         in flight together, so this group's softmax of block j runs beside its own PV
         (FlashAttention-3's intra-warpgroup pipelining). Needs QK_SCALE >= 0."""
@@ -216,7 +222,7 @@ if HAVE_GLUON:
             _pass_turn(next_turn, PINGPONG)
             qk = warpgroup_mma_wait(num_outstanding=0, deps=(qk,))
             mbarrier.arrive(k_empty.index(slot), count=1)
-            p, alpha, m_i = _softmax_step(qk, m_i, QK_SCALE)  # acc and l_acc are 0: no rescale
+            p, alpha, l_i, m_i = _softmax_step(qk, l_i, m_i, QK_SCALE)
             mbarrier.wait(v_ready.index(slot), (it0 // STAGES) & 1)  # every block's V: after its softmax
             p16 = _pv_operand(p, acc, q.dtype)
             for it in range(it0 + 1, it0 + n_full):
@@ -226,34 +232,32 @@ if HAVE_GLUON:
                 _take_turn(turn, it, FIRST, PINGPONG)
                 qk = warpgroup_mma(q, k_smem.index(slot).permute((1, 0)),
                                    gl.zeros([ROWS, BLOCK_N], gl.float32, s_layout), use_acc=False, is_async=True)
-                acc, l_acc = _pv(p16, v_smem.index(prev), acc, ones, l_acc)
+                acc = warpgroup_mma(p16, v_smem.index(prev), acc, is_async=True)
                 _pass_turn(next_turn, PINGPONG)
-                qk = warpgroup_mma_wait(num_outstanding=2, deps=(qk,))  # this QK^T, not the two issued after it
+                qk = warpgroup_mma_wait(num_outstanding=1, deps=(qk,))  # this QK^T, not the PV issued after it
                 mbarrier.arrive(k_empty.index(slot), count=1)
-                p, alpha, m_i = _softmax_step(qk, m_i, QK_SCALE)
+                p, alpha, l_i, m_i = _softmax_step(qk, l_i, m_i, QK_SCALE)
                 # This block's V (the next PV's operand) is waited for here, between the softmax
                 # and the PV wait below: the wait is a branch, and without one ptxas hoisted the PV
                 # wait above the exponentials (the softmax ran after this group's PV, not beside
                 # it). Not the next block's K: with two stages its V slot is the one freed below.
                 mbarrier.wait(v_ready.index(slot), (it // STAGES) & 1)
-                acc, l_acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc, l_acc))
+                acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
                 mbarrier.arrive(v_empty.index(prev), count=1)
-                # acc and l_acc hold the blocks before this one at the old max: rescale them to this one's.
+                # acc holds the blocks before this one at the old max: rescale it to this one's.
                 acc = _rescaled(acc, alpha)
-                l_acc = _rescaled(l_acc, alpha)
                 p16 = _pv_operand(p, acc, q.dtype)
             last = it0 + n_full - 1
-            acc, l_acc = _pv(p16, v_smem.index(last % STAGES), acc, ones, l_acc)
-            acc, l_acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc, l_acc))
+            acc = warpgroup_mma(p16, v_smem.index(last % STAGES), acc, is_async=True)
+            acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
             mbarrier.arrive(v_empty.index(last % STAGES), count=1)
-        return acc, l_acc, m_i
+        return acc, l_i, m_i
 
     @gluon.jit
-    def _consume(q_smem, k_smem, v_smem, ones, ones_ready, q_ready, q_empty, k_ready, v_ready, k_empty, v_empty,
-                 turns, o_ptr, so_b, so_w, so_h, so_m, num_m, tiles, H, W, H_KV, Lq, Lk, causal_offset,
-                 QK_SCALE: gl.constexpr, CAUSAL: gl.constexpr, STAGES: gl.constexpr, BLOCK_N: gl.constexpr,
-                 HEAD_DIM: gl.constexpr, ROWS: gl.constexpr, OVERLAP: gl.constexpr, PINGPONG: gl.constexpr,
-                 GROUP: gl.constexpr):
+    def _consume(q_smem, k_smem, v_smem, q_ready, q_empty, k_ready, v_ready, k_empty, v_empty, turns, o_ptr, so_b,
+                 so_w, so_h, so_m, num_m, tiles, H, W, H_KV, Lq, Lk, causal_offset, QK_SCALE: gl.constexpr,
+                 CAUSAL: gl.constexpr, STAGES: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
+                 ROWS: gl.constexpr, OVERLAP: gl.constexpr, PINGPONG: gl.constexpr, GROUP: gl.constexpr):
         """One consumer warp group: rows [start_m + GROUP * ROWS, + ROWS) of each of the program's
         query tiles."""
         s_layout: gl.constexpr = wgmma_layout(BLOCK_N)
@@ -262,7 +266,6 @@ if HAVE_GLUON:
         turn = turns.index(GROUP)
         next_turn = turns.index(1 - GROUP)
         FIRST: gl.constexpr = GROUP == 0
-        mbarrier.wait(ones_ready, 0)  # the loader's block of ones (_pv's operand for the row sums)
         it = 0  # key blocks consumed so far: the ring position
         count = 0  # tiles done so far: Q's phase
         for t in range(gl.program_id(0), tiles, gl.num_programs(0)):
@@ -272,7 +275,7 @@ if HAVE_GLUON:
             offs_m = first + gl.arange(0, ROWS, layout=gl.SliceLayout(1, s_layout))
             offs_n = gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, s_layout))
             acc = gl.zeros([ROWS, HEAD_DIM], gl.float32, o_layout)
-            l_acc = gl.zeros([ROWS, 8], gl.float32, wgmma_layout(8))  # the row sums, in each of 8 columns
+            l_i = _per_lane(gl.zeros([ROWS, BLOCK_N], gl.float32, s_layout), True)  # [ROWS, 4]: per quad lane
             m_i = gl.full([ROWS], float("-inf"), gl.float32, gl.SliceLayout(1, s_layout))
             mbarrier.wait(q_ready, count & 1)
             # The queries as the first wgmma operand in registers: their buffer is free at once, and
@@ -281,23 +284,22 @@ if HAVE_GLUON:
             q = q_smem.load(gl.DotOperandLayout(operand_index=0, parent=s_layout, k_width=2))
             mbarrier.arrive(q_empty, count=1)
             if OVERLAP and QK_SCALE >= 0:
-                acc, l_acc, m_i = _full_blocks_overlapped(it, n_full, q, k_smem, v_smem, ones, k_ready, v_ready,
-                                                          k_empty, v_empty, turn, next_turn, acc, l_acc, m_i, QK_SCALE,
-                                                          STAGES, ROWS, BLOCK_N, FIRST, PINGPONG)
+                acc, l_i, m_i = _full_blocks_overlapped(it, n_full, q, k_smem, v_smem, k_ready, v_ready, k_empty,
+                                                        v_empty, turn, next_turn, acc, l_i, m_i, QK_SCALE, STAGES,
+                                                        ROWS, BLOCK_N, FIRST, PINGPONG)
             else:
                 for j in range(0, n_full):
-                    acc, l_acc, m_i = _key_block(it + j, j, q, k_smem, v_smem, ones, k_ready, v_ready, k_empty,
-                                                 v_empty, turn, next_turn, acc, l_acc, m_i, offs_m, offs_n, Lk,
-                                                 causal_offset, QK_SCALE, STAGES, ROWS, BLOCK_N, CAUSAL, False, FIRST,
-                                                 PINGPONG)
+                    acc, l_i, m_i = _key_block(it + j, j, q, k_smem, v_smem, k_ready, v_ready, k_empty, v_empty,
+                                               turn, next_turn, acc, l_i, m_i, offs_m, offs_n, Lk, causal_offset,
+                                               QK_SCALE, STAGES, ROWS, BLOCK_N, CAUSAL, False, FIRST, PINGPONG)
             for j in range(n_full, n_end):
-                acc, l_acc, m_i = _key_block(it + j, j, q, k_smem, v_smem, ones, k_ready, v_ready, k_empty, v_empty,
-                                             turn, next_turn, acc, l_acc, m_i, offs_m, offs_n, Lk, causal_offset,
-                                             QK_SCALE, STAGES, ROWS, BLOCK_N, CAUSAL, True, FIRST, PINGPONG)
+                acc, l_i, m_i = _key_block(it + j, j, q, k_smem, v_smem, k_ready, v_ready, k_empty, v_empty, turn,
+                                           next_turn, acc, l_i, m_i, offs_m, offs_n, Lk, causal_offset, QK_SCALE,
+                                           STAGES, ROWS, BLOCK_N, CAUSAL, True, FIRST, PINGPONG)
             it += n_end
             count += 1
             # A row that sees no key has l = 0 and acc = 0: dividing by 1 gives torch's 0, not 0/0.
-            l_o = gl.convert_layout(gl.max(l_acc, 1), gl.SliceLayout(1, o_layout))
+            l_o = gl.convert_layout(gl.sum(l_i, 1), gl.SliceLayout(1, o_layout))
             out = acc / gl.where(l_o > 0.0, l_o, 1.0)[:, None]
             rows = first + gl.arange(0, ROWS, layout=gl.SliceLayout(1, o_layout))
             cols = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, o_layout))
@@ -306,18 +308,11 @@ if HAVE_GLUON:
             gl.store(ptrs, out.to(o_ptr.dtype.element_ty), mask=(rows < Lq)[:, None])
 
     @gluon.jit
-    def _load(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, ones, ones_ready, q_ready, q_empty, k_ready, v_ready,
-              k_empty, v_empty, num_m, tiles, H, W, H_KV, Lk, causal_offset, CAUSAL: gl.constexpr, STAGES: gl.constexpr,
+    def _load(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_ready, q_empty, k_ready, v_ready, k_empty, v_empty,
+              num_m, tiles, H, W, H_KV, Lk, causal_offset, CAUSAL: gl.constexpr, STAGES: gl.constexpr,
               BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr, ROWS: gl.constexpr):
         """The loader: per tile, Q's two halves once both consumers have copied the last tile's into
-        registers, then its K and V blocks into the ring, running ahead into the next tile's. First,
-        the consumers' block of ones (_pv): stored, fenced for the tensor cores (which read shared
-        memory through the async proxy), and announced once all four warps have stored theirs."""
-        eight_per_thread: gl.constexpr = gl.BlockedLayout([1, 8], [2, 16], [gl.num_warps(), 1], [1, 0])
-        ones.store(gl.full(ones.shape, 1.0, ones.dtype, eight_per_thread))
-        fence_async_shared()
-        thread_barrier()
-        mbarrier.arrive(ones_ready, count=1)
+        registers, then its K and V blocks into the ring, running ahead into the next tile's."""
         it = 0
         count = 0
         for t in range(gl.program_id(0), tiles, gl.num_programs(0)):
@@ -355,8 +350,6 @@ if HAVE_GLUON:
         q_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([ROWS, HEAD_DIM], dtype)
         kv_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([BLOCK_N, HEAD_DIM], dtype)
         q_smem = gl.allocate_shared_memory(dtype, [2, ROWS, HEAD_DIM], q_layout)
-        ones = gl.allocate_shared_memory(dtype, [8, BLOCK_N], gl.NVMMASharedLayout.get_default_for([8, BLOCK_N], dtype))
-        ones_ready = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
         k_smem = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_N, HEAD_DIM], kv_layout)
         v_smem = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_N, HEAD_DIM], kv_layout)
         q_ready = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
@@ -367,7 +360,6 @@ if HAVE_GLUON:
         v_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
         turns = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())  # PINGPONG's order
         mbarrier.init(q_ready, count=1)
-        mbarrier.init(ones_ready, count=1)
         mbarrier.init(q_empty, count=2)  # both consumer groups release the Q buffer and every K/V slot
         for i in gl.static_range(STAGES):
             mbarrier.init(k_ready.index(i), count=1)
@@ -377,15 +369,14 @@ if HAVE_GLUON:
         for g in gl.static_range(2):
             mbarrier.init(turns.index(g), count=1)
         gl.warp_specialize([
-            (_load, (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, ones, ones_ready, q_ready, q_empty, k_ready,
-                     v_ready, k_empty, v_empty, num_m, tiles, H, W, H_KV, Lk, causal_offset, CAUSAL, STAGES, BLOCK_N,
-                     HEAD_DIM, ROWS)),
-            (_consume, (q_smem, k_smem, v_smem, ones, ones_ready, q_ready, q_empty, k_ready, v_ready, k_empty,
-                        v_empty, turns, o_ptr, so_b, so_w, so_h, so_m, num_m, tiles, H, W, H_KV, Lq, Lk, causal_offset,
-                        QK_SCALE, CAUSAL, STAGES, BLOCK_N, HEAD_DIM, ROWS, OVERLAP, PINGPONG, 0)),
-            (_consume, (q_smem, k_smem, v_smem, ones, ones_ready, q_ready, q_empty, k_ready, v_ready, k_empty,
-                        v_empty, turns, o_ptr, so_b, so_w, so_h, so_m, num_m, tiles, H, W, H_KV, Lq, Lk, causal_offset,
-                        QK_SCALE, CAUSAL, STAGES, BLOCK_N, HEAD_DIM, ROWS, OVERLAP, PINGPONG, 1)),
+            (_load, (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_ready, q_empty, k_ready, v_ready, k_empty,
+                     v_empty, num_m, tiles, H, W, H_KV, Lk, causal_offset, CAUSAL, STAGES, BLOCK_N, HEAD_DIM, ROWS)),
+            (_consume, (q_smem, k_smem, v_smem, q_ready, q_empty, k_ready, v_ready, k_empty, v_empty, turns, o_ptr,
+                        so_b, so_w, so_h, so_m, num_m, tiles, H, W, H_KV, Lq, Lk, causal_offset, QK_SCALE, CAUSAL,
+                        STAGES, BLOCK_N, HEAD_DIM, ROWS, OVERLAP, PINGPONG, 0)),
+            (_consume, (q_smem, k_smem, v_smem, q_ready, q_empty, k_ready, v_ready, k_empty, v_empty, turns, o_ptr,
+                        so_b, so_w, so_h, so_m, num_m, tiles, H, W, H_KV, Lq, Lk, causal_offset, QK_SCALE, CAUSAL,
+                        STAGES, BLOCK_N, HEAD_DIM, ROWS, OVERLAP, PINGPONG, 1)),
         ], [CONSUMER_WARPS, CONSUMER_WARPS], [CONSUMER_REGISTERS, CONSUMER_REGISTERS])
 
 
@@ -431,9 +422,8 @@ def why_not_at_launch(dtype, pointers) -> str | None:
 
 
 def smem_bytes(cfg, head_dim: int, elem_bytes: int = 2) -> int:
-    """The Q tile, num_stages K and V blocks and the [8, BLOCK_N] block of ones (the barriers take
-    a few bytes more)."""
-    return ((BLOCK_M + 2 * cfg.num_stages * cfg.BLOCK_N) * head_dim + cfg.BLOCK_N * 8) * elem_bytes
+    """The Q tile and num_stages K and V blocks (the barriers take a few bytes more)."""
+    return (BLOCK_M + 2 * cfg.num_stages * cfg.BLOCK_N) * head_dim * elem_bytes
 
 
 def why_unfit(cfg, head_dim: int = max(HEAD_DIMS)) -> str | None:

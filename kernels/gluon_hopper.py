@@ -11,8 +11,7 @@ import torch
 try:  # Gluon ships with Triton 3.4+; its Hopper module with 3.5+
     from triton.experimental import gluon
     from triton.experimental.gluon import language as gl
-    from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared, mbarrier, tma, warpgroup_mma,
-                                                                    warpgroup_mma_wait)
+    from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma, warpgroup_mma, warpgroup_mma_wait
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
     HAVE_GLUON = True
 except ImportError:  # pragma: no cover - an older Triton: the Triton kernels run everything
@@ -28,8 +27,6 @@ if HAVE_GLUON:
     CONSUMER_REGISTERS = gl.constexpr(240)
     # Triton 3.9 renamed the TMA load (and refuses the old name); 3.6 has only the old one.
     tma_load = getattr(tma, "async_load", None) or tma.async_copy_global_to_shared
-    # A barrier of the calling partition's threads: gl.barrier in Triton 3.9, gl.thread_barrier before.
-    thread_barrier = getattr(gl, "barrier", None) or gl.thread_barrier
     GL_DTYPES = {torch.float16: gl.float16, torch.bfloat16: gl.bfloat16}
 
     # A shared buffer seen as a TMA descriptor's block of the same bytes (a [rows, D] buffer as a

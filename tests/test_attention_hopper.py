@@ -76,7 +76,7 @@ for d in (64, 128):
     src = GluonASTSource(fn, sig, {(fn.arg_names.index(name),): value for name, value in const.items()})
     sass = get_sass(triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": 4}).asm["cubin"])
     # each consumer group's overlapped loop: exponentials between "QK^T done" and "PV done"
-    segments = re.findall(r"DEPBAR\.LE gsb0, 0x2(.*?)DEPBAR\.LE gsb0, 0x0", sass, re.S)
+    segments = re.findall(r"DEPBAR\.LE gsb0, 0x1(.*?)DEPBAR\.LE gsb0, 0x0", sass, re.S)
     print(d, *[seg.count("MUFU.EX2") for seg in segments])
 """
 
