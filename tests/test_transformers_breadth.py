@@ -73,7 +73,8 @@ MODELS = {
  "glpn": (lambda: t.GLPNModel(t.GLPNConfig(num_encoder_blocks=2, depths=[1, 1], sr_ratios=[2, 1], hidden_sizes=[16, 32], patch_sizes=[7, 3], strides=[4, 2], num_attention_heads=[1, 2], mlp_ratios=[2, 2])), "img"),
  "sew": (lambda: t.SEWModel(t.SEWConfig(**V, conv_dim=[16, 16], conv_stride=[5, 2], conv_kernel=[10, 3], num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2, squeeze_factor=2)), "audio"),
  "unispeech": (lambda: t.UniSpeechModel(t.UniSpeechConfig(**V, conv_dim=[16, 16], conv_stride=[5, 2], conv_kernel=[10, 3], num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2)), "audio"),
- "data2vec_audio": (lambda: t.Data2VecAudioModel(t.Data2VecAudioConfig(**V, conv_dim=[16, 16], conv_stride=[5, 2], conv_kernel=[10, 3], num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2)), "audio"),
+ # (its num_conv_pos_embeddings counts positional conv layers, not a kernel size)
+ "data2vec_audio": (lambda: t.Data2VecAudioModel(t.Data2VecAudioConfig(**V, conv_dim=[16, 16], conv_stride=[5, 2], conv_kernel=[10, 3], num_conv_pos_embeddings=2, conv_pos_kernel_size=5, num_conv_pos_embedding_groups=2)), "audio"),
  "ast": (lambda: t.ASTModel(t.ASTConfig(**V, patch_size=8, num_mel_bins=32, max_length=32, frequency_stride=8, time_stride=8)), "spec"),
  "convbert": (lambda: t.ConvBertModel(t.ConvBertConfig(**V, **TXT)), "txt"),
  # its per-language adapters index rows by a boolean mask: a graph break in every layer, so one
@@ -91,7 +92,7 @@ MODELS = {
  # adaptive pool with windows of unequal size (TextNet's pooler: 1 x 1 to 2 x 2)
  "modernbert": (lambda: t.ModernBertModel(t.ModernBertConfig(**V, **TXT, global_attn_every_n_layers=2, local_attention=4, pad_token_id=0, bos_token_id=1, eos_token_id=2, cls_token_id=1, sep_token_id=2)), "txt"),
  "mra": (lambda: t.MraModel(t.MraConfig(**V, **TXT)), "txt"),
- "textnet": (lambda: t.TextNetModel(t.TextNetConfig()), "img"),
+ "textnet": (lambda: t.TextNetModel(t.TextNetConfig(stem_out_channels=8, hidden_sizes=[8, 8, 16, 16, 32])), "img"),
  # a 3-D tubelet conv (kernel == stride) as one GEMM over the video's patches
  "videomae": (lambda: t.VideoMAEModel(t.VideoMAEConfig(**V, image_size=32, patch_size=8, num_frames=4, tubelet_size=2)), "video"),
  "longt5_encoder": (lambda: t.LongT5EncoderModel(t.LongT5Config(d_model=32, d_kv=16, d_ff=64, num_layers=2, num_heads=2, vocab_size=100, local_radius=2)), "txt"),
