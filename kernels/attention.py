@@ -436,10 +436,8 @@ def heuristic_config(Lq: int, Lk: int, head_dim: int, dtype, head_dim_v: int | N
     short_paired = paired and dtype != torch.float32 and any(
         widest <= d and Lk <= keys for d, keys in PAIRED_PROGRAM_KEYS.items())
     if hopper and hopper_pays(Lk) and not short_paired:
-        # Three K/V stages, overlapped, causal or not. (Causal head dim 64 took two stages without
-        # overlap while the overlapped loop's softmax ran after its PV; at 2,048 keys on an H100,
-        # three overlapped took 3-5% less in the A/B runs of the last three revisions of the
-        # kernel, 0.0974 against 0.1023 ms for this one: docs/attention.md.)
+        # Three K/V stages, overlapped, causal or not: at causal head dim 64 and 2,048 keys on an
+        # H100 too, where two stages without overlap took 3-5% longer (docs/attention.md).
         return hopper_config(128, 3, overlap=True)
     cfg = _program_heuristic(Lq, Lk, head_dim, head_dim_v, dtype, mask_bytes, causal, short_paired)
     return cfg.replace(PAIRED=1) if paired else cfg

@@ -8,8 +8,8 @@ module beside the installed trident and launched with each config of --configs o
 (fp16) in one process: a kernel change is timed against the one before it without a second
 install, and every figure of a row shares the GPU's clocks. Each call is timed as `trident bench
 attention` times it (median_ms: CUDA-graph replays behind an L2 flush); the rounds take every
-runner in turn and the table gives medians. Prints a table, writes attention-ab.json into --out. A measurement,
-never a test: nothing is asserted (max_abs_err against SDPA is recorded).
+runner in turn and the table gives medians. Prints a table, writes attention-ab.json into --out.
+A measurement, never a test: nothing is asserted (max_abs_err against SDPA is recorded).
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""More of transformers' architectures at tiny configurations (2 layers, hidden 16-48, 32 x 32
+"""More of transformers' architectures at tiny configurations (2 layers or stages, widths 8-48, 32 x 32
 images, 400 audio samples or a 32 x 32 spectrogram, 8 tokens; random weights) through
 torch.compile(backend="trident") and through their ONNX export, against eager fp32: 62 of them,
 vision (BEiT, YOLOS, SegFormer, PoolFormer, PVT, FocalNet, DPT, LeViT, Swin-V2, GroupViT, ...), audio
