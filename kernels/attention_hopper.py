@@ -254,73 +254,10 @@ if HAVE_GLUON:
         return acc, l_i, m_i
 
     @gluon.jit
-    def _qk_ahead_step(it, s, p16, acc, l_i, m_i, q, k_smem, v_smem, k_ready, v_ready, k_empty, v_empty,
-                       QK_SCALE: gl.constexpr, STAGES: gl.constexpr, ROWS: gl.constexpr, BLOCK_N: gl.constexpr,
-                       NEXT: gl.constexpr, PREVIOUS: gl.constexpr):
-        """Key block `it` (ring position), its scores s already computed: issue the next block's
-        QK^T (NEXT) and the previous block's PV (PREVIOUS, with p16), run this block's softmax
-        beside both, wait for them. Returns (the next block's scores, this block's P, acc, l, m)."""
-        s_layout: gl.constexpr = wgmma_layout(BLOCK_N)
-        slot = it % STAGES
-        s_next = s
-        if NEXT:
-            nxt = (it + 1) % STAGES
-            mbarrier.wait(k_ready.index(nxt), ((it + 1) // STAGES) & 1)
-            s_next = warpgroup_mma(q, k_smem.index(nxt).permute((1, 0)),
-                                   gl.zeros([ROWS, BLOCK_N], gl.float32, s_layout), use_acc=False, is_async=True)
-        if PREVIOUS:
-            acc = warpgroup_mma(p16, v_smem.index((it - 1) % STAGES), acc, is_async=True)
-        p, alpha, l_i, m_i = _softmax_step(s, l_i, m_i, QK_SCALE)
-        mbarrier.wait(v_ready.index(slot), (it // STAGES) & 1)
-        # The row sums go through the wait: every exponential is taken before it (ptxas would
-        # otherwise take them after, next to the PV that reads their fp16 copies).
-        if NEXT and PREVIOUS:
-            s_next, acc, l_i = warpgroup_mma_wait(num_outstanding=0, deps=(s_next, acc, l_i))
-        elif NEXT:
-            s_next, l_i = warpgroup_mma_wait(num_outstanding=0, deps=(s_next, l_i))
-        else:
-            acc, l_i = warpgroup_mma_wait(num_outstanding=0, deps=(acc, l_i))
-        if NEXT:
-            mbarrier.arrive(k_empty.index(nxt), count=1)
-        if PREVIOUS:
-            mbarrier.arrive(v_empty.index((it - 1) % STAGES), count=1)
-        acc = _rescaled(acc, alpha)
-        return s_next, _pv_operand(p, acc, q.dtype), acc, l_i, m_i
-
-    @gluon.jit
-    def _full_blocks_qk_ahead(it0, n_full, q, k_smem, v_smem, k_ready, v_ready, k_empty, v_empty, acc, l_i, m_i,
-                              QK_SCALE: gl.constexpr, STAGES: gl.constexpr, ROWS: gl.constexpr,
-                              BLOCK_N: gl.constexpr):
-        """Key blocks [0, n_full), n_full >= 2, with block j+1's QK^T and block j-1's PV in flight
-        while block j's softmax runs: a group waits for no QK^T between blocks (two score tiles
-        in registers). Unrolled by two, so the two tiles keep their registers across the loop's
-        back edge (one loop-carried tile, no copy). Needs QK_SCALE >= 0."""
-        s_layout: gl.constexpr = wgmma_layout(BLOCK_N)
-        slot = it0 % STAGES
-        mbarrier.wait(k_ready.index(slot), (it0 // STAGES) & 1)
-        s = warpgroup_mma(q, k_smem.index(slot).permute((1, 0)), gl.zeros([ROWS, BLOCK_N], gl.float32, s_layout),
-                          use_acc=False, is_async=True)
-        s = warpgroup_mma_wait(num_outstanding=0, deps=(s,))
-        mbarrier.arrive(k_empty.index(slot), count=1)
-        s, p16, acc, l_i, m_i = _qk_ahead_step(it0, s, acc, acc, l_i, m_i, q, k_smem, v_smem, k_ready, v_ready,
-                                               k_empty, v_empty, QK_SCALE, STAGES, ROWS, BLOCK_N, True, False)
-        for it in range(it0 + 1, it0 + n_full - 1):
-            s, p16, acc, l_i, m_i = _qk_ahead_step(it, s, p16, acc, l_i, m_i, q, k_smem, v_smem, k_ready, v_ready,
-                                                   k_empty, v_empty, QK_SCALE, STAGES, ROWS, BLOCK_N, True, True)
-        last = it0 + n_full - 1
-        s, p16, acc, l_i, m_i = _qk_ahead_step(last, s, p16, acc, l_i, m_i, q, k_smem, v_smem, k_ready, v_ready,
-                                               k_empty, v_empty, QK_SCALE, STAGES, ROWS, BLOCK_N, False, True)
-        acc = warpgroup_mma(p16, v_smem.index(last % STAGES), acc, is_async=True)
-        acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
-        mbarrier.arrive(v_empty.index(last % STAGES), count=1)
-        return acc, l_i, m_i
-
-    @gluon.jit
     def _consume(q_smem, k_smem, v_smem, q_ready, q_empty, k_ready, v_ready, k_empty, v_empty, turns, o_ptr, so_b,
                  so_w, so_h, so_m, num_m, tiles, H, W, H_KV, Lq, Lk, causal_offset, QK_SCALE: gl.constexpr,
                  CAUSAL: gl.constexpr, STAGES: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
-                 ROWS: gl.constexpr, OVERLAP: gl.constexpr, PINGPONG: gl.constexpr, QK_AHEAD: gl.constexpr,
-                 GROUP: gl.constexpr):
+                 ROWS: gl.constexpr, OVERLAP: gl.constexpr, PINGPONG: gl.constexpr, GROUP: gl.constexpr):
         """One consumer warp group: rows [start_m + GROUP * ROWS, + ROWS) of each of the program's
         query tiles."""
         s_layout: gl.constexpr = wgmma_layout(BLOCK_N)
@@ -346,10 +283,7 @@ if HAVE_GLUON:
             # tile waited for them: 0.030 against 0.033 ms at 512 keys, 1.64 against 1.74 at 8,192).
             q = q_smem.load(gl.DotOperandLayout(operand_index=0, parent=s_layout, k_width=2))
             mbarrier.arrive(q_empty, count=1)
-            if QK_AHEAD and QK_SCALE >= 0 and n_full >= 2:
-                acc, l_i, m_i = _full_blocks_qk_ahead(it, n_full, q, k_smem, v_smem, k_ready, v_ready, k_empty,
-                                                      v_empty, acc, l_i, m_i, QK_SCALE, STAGES, ROWS, BLOCK_N)
-            elif OVERLAP and QK_SCALE >= 0:
+            if OVERLAP and QK_SCALE >= 0:
                 acc, l_i, m_i = _full_blocks_overlapped(it, n_full, q, k_smem, v_smem, k_ready, v_ready, k_empty,
                                                         v_empty, turn, next_turn, acc, l_i, m_i, QK_SCALE, STAGES,
                                                         ROWS, BLOCK_N, FIRST, PINGPONG)
@@ -407,7 +341,7 @@ if HAVE_GLUON:
     def attention_hopper_kernel(q_desc, k_desc, v_desc, o_ptr, so_b, so_w, so_h, so_m, W, H, H_KV, Lq, Lk,
                                 causal_offset, tiles, QK_SCALE: gl.constexpr, CAUSAL: gl.constexpr,
                                 STAGES: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
-                                OVERLAP: gl.constexpr, PINGPONG: gl.constexpr, QK_AHEAD: gl.constexpr):
+                                OVERLAP: gl.constexpr, PINGPONG: gl.constexpr):
         """Persistent: program p runs query tiles p, p + programs, ... (128 rows of one (batch,
         window, head) each); the loader streams K and V across tile boundaries."""
         ROWS: gl.constexpr = 64
@@ -439,10 +373,10 @@ if HAVE_GLUON:
                      v_empty, num_m, tiles, H, W, H_KV, Lk, causal_offset, CAUSAL, STAGES, BLOCK_N, HEAD_DIM, ROWS)),
             (_consume, (q_smem, k_smem, v_smem, q_ready, q_empty, k_ready, v_ready, k_empty, v_empty, turns, o_ptr,
                         so_b, so_w, so_h, so_m, num_m, tiles, H, W, H_KV, Lq, Lk, causal_offset, QK_SCALE, CAUSAL,
-                        STAGES, BLOCK_N, HEAD_DIM, ROWS, OVERLAP, PINGPONG, QK_AHEAD, 0)),
+                        STAGES, BLOCK_N, HEAD_DIM, ROWS, OVERLAP, PINGPONG, 0)),
             (_consume, (q_smem, k_smem, v_smem, q_ready, q_empty, k_ready, v_ready, k_empty, v_empty, turns, o_ptr,
                         so_b, so_w, so_h, so_m, num_m, tiles, H, W, H_KV, Lq, Lk, causal_offset, QK_SCALE, CAUSAL,
-                        STAGES, BLOCK_N, HEAD_DIM, ROWS, OVERLAP, PINGPONG, QK_AHEAD, 1)),
+                        STAGES, BLOCK_N, HEAD_DIM, ROWS, OVERLAP, PINGPONG, 1)),
         ], [CONSUMER_WARPS, CONSUMER_WARPS], [CONSUMER_REGISTERS, CONSUMER_REGISTERS])
 
 
@@ -539,4 +473,4 @@ def launch(q, k, v, o, plan, scale: float, config: dict) -> None:
         q_desc, k_desc, v_desc, o, so[0], so[1], so[2], so[3], plan.W, plan.H, plan.H_KV, plan.Lq, plan.Lk,
         plan.causal_offset or 0, tiles, QK_SCALE=scale * LOG2E, CAUSAL=plan.causal_offset is not None,
         STAGES=config["num_stages"], BLOCK_N=block_n, HEAD_DIM=plan.D, OVERLAP=bool(config.get("OVERLAP", 0)),
-        PINGPONG=bool(config.get("PINGPONG", 0)), QK_AHEAD=bool(config.get("QK_AHEAD", 0)), num_warps=LOADER_WARPS)
+        PINGPONG=bool(config.get("PINGPONG", 0)), num_warps=LOADER_WARPS)

@@ -31,9 +31,7 @@ from trident.tools.benchmarks.results import environment, require_gpu
 REPO = Path(__file__).resolve().parent.parent
 KERNEL = "kernels/attention_hopper.py"
 CONFIGS = {"3st": hopper_config(128, 3, True), "2st": hopper_config(128, 2, True),
-           "2st-plain": hopper_config(128, 2, False), "3st-pp": hopper_config(128, 3, True, pingpong=True),
-           "3st-ahead": hopper_config(128, 3, qk_ahead=True), "3st-ahead-64": hopper_config(64, 3, qk_ahead=True),
-           "4st-ahead-64": hopper_config(64, 4, qk_ahead=True), "2st-ahead": hopper_config(128, 2, qk_ahead=True)}
+           "2st-plain": hopper_config(128, 2, False), "3st-pp": hopper_config(128, 3, True, pingpong=True)}
 
 
 def load_revision(rev: str, workdir: Path):

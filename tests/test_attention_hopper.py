@@ -65,23 +65,19 @@ from triton.tools.disasm import get_sass
 from trident.kernels import attention_hopper as hopper
 from trident.kernels.gluon_hopper import shared_layout
 
-for d, ahead in ((64, False), (128, False), (64, True), (128, True)):
-    block_n = 64 if ahead else 128
+for d in (64, 128):
     def desc(rows):
         return f"tensordesc<fp16[1,1,1,{rows},{d}],{shared_layout((1, 1, 1, rows, d), torch.float16)!r}>"
     fn = hopper.attention_hopper_kernel
-    const = dict(QK_SCALE=0.18, CAUSAL=False, STAGES=3, BLOCK_N=block_n, HEAD_DIM=d, OVERLAP=True, PINGPONG=False,
-                 QK_AHEAD=ahead)
+    const = dict(QK_SCALE=0.18, CAUSAL=False, STAGES=3, BLOCK_N=128, HEAD_DIM=d, OVERLAP=True, PINGPONG=False)
     sig = {name: "i32" for name in fn.arg_names}
-    sig.update(q_desc=desc(64), k_desc=desc(block_n), v_desc=desc(block_n), o_ptr="*fp16",
+    sig.update(q_desc=desc(64), k_desc=desc(128), v_desc=desc(128), o_ptr="*fp16",
                so_b="i64", so_w="i64", so_h="i64", so_m="i64", **{name: "constexpr" for name in const})
     src = GluonASTSource(fn, sig, {(fn.arg_names.index(name),): value for name, value in const.items()})
     sass = get_sass(triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": 4}).asm["cubin"])
-    if ahead:  # from issuing the next block's QK^T (its zero-initialised first wgmma) to the one wait
-        segments = re.findall(r"RZ, !UPT;((?:(?!DEPBAR).)*?)DEPBAR\.LE gsb0, 0x0", sass, re.S)
-    else:  # each consumer group's overlapped loop: between "QK^T done" and "PV done"
-        segments = re.findall(r"DEPBAR\.LE gsb0, 0x1(.*?)DEPBAR\.LE gsb0, 0x0", sass, re.S)
-    print(d, int(ahead), *[seg.count("MUFU.EX2") for seg in segments])
+    # each consumer group's overlapped loop: exponentials between "QK^T done" and "PV done"
+    segments = re.findall(r"DEPBAR\.LE gsb0, 0x1(.*?)DEPBAR\.LE gsb0, 0x0", sass, re.S)
+    print(d, *[seg.count("MUFU.EX2") for seg in segments])
 """
 
 
@@ -91,8 +87,7 @@ def test_the_softmax_runs_beside_the_groups_own_pv(tmp_path):
     block's exponentials (64 rows x 128 keys: 64 a thread) lie between the wait for its QK^T
     and the wait for the previous block's PV. ptxas used to hoist the PV wait above them (the
     softmax then ran after the PV, not beside it); a branch between the two (the wait for the
-    block's V) keeps the order the source gives. With QK_AHEAD, a block's exponentials lie between
-    the issue of the next block's QK^T and the one wait for it and the previous block's PV."""
+    block's V) keeps the order the source gives."""
     import os
     import subprocess
     import sys
@@ -102,13 +97,10 @@ def test_the_softmax_runs_beside_the_groups_own_pv(tmp_path):
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600,
                           env=dict(os.environ, TRITON_INTERPRET="0"))
     assert done.returncode == 0, done.stderr[-2000:]
-    counts = {(int(d), int(a)): list(map(int, c)) for d, a, *c in (line.split() for line in done.stdout.splitlines())}
-    assert sorted(counts) == [(64, 0), (64, 1), (128, 0), (128, 1)], done.stdout
-    for (d, ahead), segments in counts.items():
-        if ahead:  # QK_AHEAD, 64-key blocks: a block's 32 exponentials a thread beside both wgmmas, in both groups
-            assert sum(c >= 32 for c in segments) >= 2, (d, segments)
-        else:
-            assert len(segments) == 2 and all(c >= 64 for c in segments), (d, segments)
+    counts = {int(d): list(map(int, c)) for d, *c in (line.split() for line in done.stdout.splitlines())}
+    assert sorted(counts) == [64, 128], done.stdout
+    for d, per_group in counts.items():
+        assert len(per_group) == 2 and all(c >= 64 for c in per_group), (d, per_group)
 
 
 def test_configs_fit_shared_memory():
@@ -230,8 +222,7 @@ def cases(d):
 
 GPU_CONFIGS = [hopper_config(128, 3, True), hopper_config(128, 2, True), hopper_config(128, 2, False),
                hopper_config(64, 4, True), hopper_config(128, 3, True, pingpong=True),
-               hopper_config(128, 2, False, pingpong=True), hopper_config(128, 3, qk_ahead=True),
-               hopper_config(64, 3, qk_ahead=True), hopper_config(64, 4, qk_ahead=True)]
+               hopper_config(128, 2, False, pingpong=True)]
 
 
 @pytest.mark.gpu
