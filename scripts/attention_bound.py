@@ -23,7 +23,6 @@ import argparse
 import json
 import statistics
 import subprocess
-import time
 from pathlib import Path
 
 import torch
@@ -36,38 +35,47 @@ MMA_FLOP_PER_CLOCK = 4096  # per SM, dense fp16/bf16 with fp32 accumulation (sm_
 EXP_PER_CLOCK = 16  # per SM, MUFU.EX2 (sm_90)
 
 
-def sustained(fn, seconds: float = 1.0, per_graph: int = 20) -> tuple[float, float, float]:
-    """(ms per call, median SM clock in MHz, median board power in W) over about `seconds` of
-    back-to-back replays of a CUDA graph of `per_graph` calls (the host's launch path is not timed)."""
+def _graph_of(fn, calls: int) -> torch.cuda.CUDAGraph:
+    """A CUDA graph of `calls` calls of fn (after an untimed call that compiles it), replayed once."""
     fn()
     torch.cuda.synchronize()
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
-        for _ in range(per_graph):
+        for _ in range(calls):
             fn()
     graph.replay()
     torch.cuda.synchronize()
+    return graph
+
+
+def _replays_ms(graph, replays: int) -> float:
+    """Milliseconds per replay over `replays` back-to-back replays of graph."""
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    graph.replay()
-    end.record()
-    end.synchronize()
-    replays = max(5, int(seconds * 1e3 / max(start.elapsed_time(end), 1e-3)))
-    smi = subprocess.Popen(["nvidia-smi", "--query-gpu=clocks.sm,power.draw", "--format=csv,noheader,nounits",
-                            "-lms", "50"], stdout=subprocess.PIPE, text=True)
-    time.sleep(0.2)  # (nvidia-smi's first sample: before the loop)
     start.record()
     for _ in range(replays):
         graph.replay()
     end.record()
     end.synchronize()
+    return start.elapsed_time(end) / replays
+
+
+def sustained(fn, seconds: float = 1.0, per_graph: int = 20) -> tuple[float, float, float]:
+    """(ms per call, median SM clock in MHz, median board power in W) over about `seconds` of
+    back-to-back replays of a CUDA graph of `per_graph` calls (the host's launch path is not timed).
+    nvidia-smi samples every 50 ms; the loop starts once its first sample is out, and its last
+    sample (after the loop) is dropped."""
+    graph = _graph_of(fn, per_graph)
+    replays = max(5, int(seconds / max(_replays_ms(graph, 1), 1e-3) * 1e3))
+    smi = subprocess.Popen(["nvidia-smi", "--query-gpu=clocks.sm,power.draw", "--format=csv,noheader,nounits",
+                            "-lms", "50"], stdout=subprocess.PIPE, text=True)
+    smi.stdout.readline()  # (the sample taken before the loop)
+    ms = _replays_ms(graph, replays) / per_graph
     smi.terminate()
-    samples = [line.split(",") for line in smi.communicate()[0].splitlines()[1:-1]]
+    samples = [line.split(",") for line in smi.communicate()[0].splitlines()[:-1]]
     mhz = [float(s[0]) for s in samples if len(s) == 2]
     watts = [float(s[1]) for s in samples if len(s) == 2]
     nan = float("nan")
-    return (start.elapsed_time(end) / (replays * per_graph), statistics.median(mhz) if mhz else nan,
-            statistics.median(watts) if watts else nan)
+    return ms, statistics.median(mhz) if mhz else nan, statistics.median(watts) if watts else nan
 
 
 def bound_row(b: int, h: int, seq: int, d: int, causal: bool) -> dict:
