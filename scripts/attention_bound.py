@@ -27,25 +27,13 @@ from pathlib import Path
 
 import torch
 
+from trident.compiler.timing import graph_ms
 from trident.kernels.attention import attention, attention_flops
 from trident.tools.benchmarks.attention import SHAPES
 from trident.tools.benchmarks.results import environment, require_gpu
 
 MMA_FLOP_PER_CLOCK = 4096  # per SM, dense fp16/bf16 with fp32 accumulation (sm_90)
 EXP_PER_CLOCK = 16  # per SM, MUFU.EX2 (sm_90)
-
-
-def _graph_of(fn, calls: int) -> torch.cuda.CUDAGraph:
-    """A CUDA graph of `calls` calls of fn (after an untimed call that compiles it), replayed once."""
-    fn()
-    torch.cuda.synchronize()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for _ in range(calls):
-            fn()
-    graph.replay()
-    torch.cuda.synchronize()
-    return graph
 
 
 def _replays_ms(graph, replays: int) -> float:
@@ -64,8 +52,8 @@ def sustained(fn, seconds: float = 1.0, per_graph: int = 20) -> tuple[float, flo
     back-to-back replays of a CUDA graph of `per_graph` calls (the host's launch path is not timed).
     nvidia-smi samples every 50 ms; the loop starts once its first sample is out, and its last
     sample (after the loop) is dropped."""
-    graph = _graph_of(fn, per_graph)
-    replays = max(5, int(seconds / max(_replays_ms(graph, 1), 1e-3) * 1e3))
+    call_ms, graph = graph_ms(fn, per_graph)
+    replays = max(5, int(seconds * 1e3 / max(call_ms * per_graph, 1e-3)))
     smi = subprocess.Popen(["nvidia-smi", "--query-gpu=clocks.sm,power.draw", "--format=csv,noheader,nounits",
                             "-lms", "50"], stdout=subprocess.PIPE, text=True)
     smi.stdout.readline()  # (the sample taken before the loop)
