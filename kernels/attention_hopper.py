@@ -211,12 +211,8 @@ if HAVE_GLUON:
                                 BLOCK_N: gl.constexpr, FIRST: gl.constexpr, PINGPONG: gl.constexpr):
         """Key blocks [0, n_full) (ring positions it0 + j) with block j's QK^T and block j-1's PV
         in flight together, so this group's softmax of block j runs beside its own PV
-        (FlashAttention-3's intra-warpgroup pipelining). Needs QK_SCALE >= 0.
-        At head dim 128 block j-1's rescale of the accumulator (64 FMUL a thread) is made after
-        block j's QK^T is issued, beside its first wgmma, rather than on the path to that issue;
-        at head dim 64 (32 FMUL) that was level or slower (docs/attention.md)."""
+        (FlashAttention-3's intra-warpgroup pipelining). Needs QK_SCALE >= 0."""
         s_layout: gl.constexpr = wgmma_layout(BLOCK_N)
-        RESCALE_BESIDE_QK: gl.constexpr = acc.shape[1] >= 128
         if n_full > 0:
             slot = it0 % STAGES
             mbarrier.wait(k_ready.index(slot), (it0 // STAGES) & 1)
@@ -236,8 +232,6 @@ if HAVE_GLUON:
                 _take_turn(turn, it, FIRST, PINGPONG)
                 qk = warpgroup_mma(q, k_smem.index(slot).permute((1, 0)),
                                    gl.zeros([ROWS, BLOCK_N], gl.float32, s_layout), use_acc=False, is_async=True)
-                if RESCALE_BESIDE_QK:  # by the last softmax's alpha (the first block's: acc is zeros)
-                    acc = _rescaled(acc, alpha)
                 acc = warpgroup_mma(p16, v_smem.index(prev), acc, is_async=True)
                 _pass_turn(next_turn, PINGPONG)
                 qk = warpgroup_mma_wait(num_outstanding=1, deps=(qk,))  # this QK^T, not the PV issued after it
@@ -251,12 +245,9 @@ if HAVE_GLUON:
                 acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
                 mbarrier.arrive(v_empty.index(prev), count=1)
                 # acc holds the blocks before this one at the old max: rescale it to this one's.
-                if not RESCALE_BESIDE_QK:
-                    acc = _rescaled(acc, alpha)
+                acc = _rescaled(acc, alpha)
                 p16 = _pv_operand(p, acc, q.dtype)
             last = it0 + n_full - 1
-            if RESCALE_BESIDE_QK:
-                acc = _rescaled(acc, alpha)
             acc = warpgroup_mma(p16, v_smem.index(last % STAGES), acc, is_async=True)
             acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
             mbarrier.arrive(v_empty.index(last % STAGES), count=1)
