@@ -165,13 +165,11 @@ if HAVE_GLUON:
         registers (no data moves)."""
         ROWS: gl.constexpr = x.shape[0]
         GROUPS: gl.constexpr = x.shape[1] // 8
-        gl.static_assert(GROUPS == 8 or GROUPS == 16 or GROUPS == 32)
+        gl.static_assert(GROUPS == 8 or GROUPS == 16)
         a, b = gl.split(gl.reshape(x, [ROWS, GROUPS, 4, 2]))
         y = gl.permute(_fold(a, b, SUM), [0, 2, 1])  # [rows, 4 lanes, GROUPS in the thread]
         y = _halve(_halve(_halve(y, SUM), SUM), SUM)
-        if GROUPS >= 16:
-            y = _halve(y, SUM)
-        if GROUPS == 32:
+        if GROUPS == 16:
             y = _halve(y, SUM)
         return gl.reshape(y, [ROWS, 4])
 
@@ -430,12 +428,8 @@ def smem_bytes(cfg, head_dim: int, elem_bytes: int = 2) -> int:
 
 def why_unfit(cfg, head_dim: int = max(HEAD_DIMS)) -> str | None:
     """Why a WS config cannot run at this head dim, or None."""
-    if cfg.BLOCK_M != BLOCK_M or cfg.BLOCK_N not in (64, 128, 256) or (cfg.num_stages or 0) < 2:
-        return f"takes BLOCK_M={BLOCK_M}, BLOCK_N of 64, 128 or 256 and 2+ stages"
-    if cfg.BLOCK_N == 256 and cfg.get("OVERLAP"):
-        # a block's 64 x 256 scores beside the last block's P (the operand of the PV in flight)
-        # outgrow a consumer's 240 registers: ptxas spills and serializes the wgmmas
-        return "registers (256-key steps without OVERLAP only)"
+    if cfg.BLOCK_M != BLOCK_M or cfg.BLOCK_N not in (64, 128) or (cfg.num_stages or 0) < 2:
+        return f"takes BLOCK_M={BLOCK_M}, BLOCK_N of 64 or 128 and 2+ stages"
     if smem_bytes(cfg, head_dim) > SMEM_LIMIT:
         return "shared memory"
     return None
