@@ -2,7 +2,7 @@
 # Runs trident's GPU checks and benchmarks on a machine with an NVIDIA GPU: installs trident from
 # this checkout, then runs the stage asked for. Results land in $OUT (or ./gpu-out), named
 # <gpu>-<what>.json (docs/benchmarks.md); copy the ones to keep into benchmarks/results/.
-#   stages: install | tests | safety | memcheck | check | focus | attention | ws-gemm | residual-norm | moe | perf | perf-bench | zoo | zoo-attention | profile-zoo | trust | dynamic | kernels | sweep | tune | runtime |
+#   stages: install | tests | safety | memcheck | check | focus | attention | attention-report | ws-gemm | residual-norm | moe | perf | perf-bench | zoo | zoo-attention | profile-zoo | trust | dynamic | kernels | sweep | tune | runtime |
 #           models | bench | bench-full | int8 | all.  T_<stage>: a time limit in seconds for the long steps.
 set -uo pipefail
 stage=${1:-all}
@@ -157,6 +157,11 @@ case "$stage" in
   check) { run_safety & run_perf_memcheck; wait; } > "$out/safety.txt" 2>&1 &
          run_tests; wait; cat "$out/safety.txt" ;;
   attention) run_attention ;;
+  # The attention benchmark, its rows against the SM's units (sustained clocks) and ViT-B/16 beside
+  # torch.compile: the figures docs/attention.md quotes, in one call (about 6 minutes).
+  attention-report) run_attention_bench
+                    timeout "${T_BOUND:-150}" python3 scripts/attention_bound.py --out "$out" 2>&1 | tee "$out/attention-bound.txt"
+                    PERF_ARGS="${PERF_ARGS:---models ViT-B/16 --rounds 3 --rep 10}" run_perf_bench ;;
   # A few test files on the GPU beside their memcheck: FOCUS (test files, on the GPU), FOCUS_K
   # (a pytest -k expression for both runs), FOCUS_MEMCHECK (the files under the sanitizer, FOCUS
   # unless given).
