@@ -3,9 +3,12 @@ the indexed axes flattened, checked against eager torch; indices out of range ne
 row; what it does not take is refused by name."""
 import pytest
 import torch
+import torch.nn.functional as F
+from torch.ops import aten
 
 from trident.compiler import build_engine
 from trident.compiler.errors import InputError, ShapeError, UnsupportedError
+from trident.compiler.frontend.fx import _decompose
 from trident.compiler.frontend.fx.context import Ctx, Val
 from trident.compiler.frontend.fx.indexing import _getitem_tensor
 from trident.compiler.ir import TensorType
@@ -261,3 +264,70 @@ def test_index_copy_along_an_inner_axis_with_repeats_and_a_scalar_index():
     got, more = compile_with_reports(lambda a, s: torch.index_copy(a, 1, one, s[:, :1]) + 1, x, source)
     torch.testing.assert_close(got, torch.index_copy(x, 1, one, source[:, :1]) + 1)
     assert ops_in_torch(reports) == [] and ops_in_torch(more) == []
+
+
+class Fold(torch.nn.Module):
+    """F.fold (col2im: VOLO's outlook attention puts its patches back so), which torch.export
+    writes as index_put with accumulate at index tensors after two whole axes."""
+
+    def __init__(self, output_size=(7, 9), **windows):
+        super().__init__()
+        self.output_size, self.windows = output_size, windows or {"kernel_size": 3, "padding": 1, "stride": 2}
+
+    def forward(self, patches):
+        return F.fold(patches, self.output_size, **self.windows) * 2
+
+
+class AddAtColumns(torch.nn.Module):
+    """index_put at a run-time index tensor on the second axis, added in or written."""
+
+    def __init__(self, accumulate: bool):
+        super().__init__()
+        self.accumulate = accumulate
+
+    def forward(self, x, cols, values):
+        return torch.ops.aten.index_put(x, [None, cols], values, self.accumulate) + 1
+
+
+@pytest.mark.parametrize("output_size, windows", [
+    ((7, 9), dict(kernel_size=3, padding=1, stride=2)),  # VOLO's: overlapping, padded
+    ((6, 8), dict(kernel_size=(2, 3), stride=1)),  # overlapping everywhere, not square
+    ((9, 7), dict(kernel_size=2, dilation=2, padding=(0, 1), stride=(3, 2))),  # dilated, gaps between
+    ((5, 7), dict(kernel_size=1, stride=2)),  # every other position, the rest zeros
+    ((4, 6), dict(kernel_size=2, stride=2)),  # windows tiling the output: a reshape and a transpose
+], ids=["volo", "overlapping", "dilated", "strided", "tiled"])
+def test_fold_adds_the_windows_where_they_lie(output_size, windows, rng):
+    fold = Fold(output_size, **windows)
+    unfolded = F.unfold(torch.zeros(1, 3, *output_size), **windows)  # (the patches' shape for 3 channels)
+    patches = torch.randn(2, *unfolded.shape[1:], generator=rng).to(DEV)
+    torch.testing.assert_close(compiled(fold, patches), fold(patches), rtol=1e-5, atol=1e-5)
+
+
+
+@pytest.mark.parametrize("accumulate", [True, False])
+def test_index_put_after_a_whole_axis(accumulate, rng):
+    x, values = torch.randn(3, 6, 4, generator=rng).to(DEV), torch.randn(3, 5, 4, generator=rng).to(DEV)
+    # repeated columns: added in twice when accumulating (written, a repeat would leave the order to chance)
+    cols = torch.tensor([4, 0, 4, 2, -1] if accumulate else [4, 0, 3, 2, -1]).to(DEV)
+    torch.testing.assert_close(compiled(AddAtColumns(accumulate), x, cols, values),
+                               AddAtColumns(accumulate)(x, cols, values), rtol=1e-6, atol=1e-6)
+
+
+class UnfoldFold(torch.nn.Module):
+    """VOLO's outlook attention in outline: each window's values taken out (unfold), reweighted,
+    and put back (fold), the windows overlapping."""
+
+    def forward(self, x):
+        patches = F.unfold(x, 3, padding=1, stride=2)
+        return F.fold(patches * patches.softmax(dim=1), x.shape[-2:], 3, padding=1, stride=2)
+
+
+def test_unfold_and_fold_stay_whole_when_an_export_is_decomposed(rng):
+    """(torch.export's decompositions, which the importer runs when an op has no converter, would
+    write the fold as an index_put adding every window in one ScatterND)"""
+    x = torch.randn(2, 4, 7, 9, generator=rng)
+    program = _decompose(torch.export.export(UnfoldFold(), (x,)))
+    assert {aten.im2col.default, aten.col2im.default} <= {n.target for n in program.graph.nodes}
+    engine = build_engine(program, "fp32", example_inputs=(x,))
+    assert not [step.node.op for step in engine.plan.steps if step.kind == "torch"]
+    torch.testing.assert_close(run_engine(engine, x)[0], UnfoldFold()(x), rtol=1e-5, atol=1e-5)

@@ -132,9 +132,11 @@ def _needs_decomposition(ep: torch.export.ExportedProgram) -> bool:
                for n in ep.graph_module.graph.nodes if n.op == "call_function")
 
 
-# Kept whole when decomposing: it becomes one IR attention node (one fused kernel), where core
-# ATen's decomposition would spell it out in a dozen ops.
-_KEEP_UNDECOMPOSED = (aten.scaled_dot_product_attention.default,)
+# Kept whole when decomposing: attention becomes one IR attention node (one fused kernel), where
+# core ATen's decomposition would spell it out in a dozen ops; F.unfold and F.fold become slices and
+# a sum of shifted planes (fx/movement.py), where it would write gathers and an index_put that adds
+# every window's values in one ScatterND.
+_KEEP_UNDECOMPOSED = (aten.scaled_dot_product_attention.default, aten.im2col.default, aten.col2im.default)
 
 
 def _decompose(ep: torch.export.ExportedProgram) -> torch.export.ExportedProgram:

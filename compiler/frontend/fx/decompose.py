@@ -362,14 +362,18 @@ def _row_index(cx, index):
 
 def index_put(cx, target, indices, values, accumulate=False):
     """aten.index_put (what torch.export writes `target[rows] = values` as): index tensors on the
-    leading dims (None past them: whole), as a ScatterND of those rows (accumulate: added in)."""
+    leading dims (None past them: whole), as a ScatterND of those rows (accumulate: added in); index
+    tensors after a None (F.fold's col2im: `out[:, :, rows, cols] += patches`) as torch assigns
+    `target[:, i, j] = values`, their axes moved first around the ScatterND."""
     leading = list(indices)
     while leading and leading[-1] is None:
         leading.pop()
-    if not leading or any(i is None for i in leading):
-        raise UnsupportedError(f'fx node "{cx.node_name}": index_put with indices {indices!r} '
-                               "(converted: index tensors on the leading dims)")
+    if not leading:
+        raise UnsupportedError(f'fx node "{cx.node_name}": index_put without an index tensor')
     reduction = "add" if accumulate else "none"
+    if any(i is None for i in leading):
+        index = tuple(slice(None) if i is None else i for i in leading)
+        return _assign_advanced(cx, target, index, values, reduction)
     if len(leading) == 1 and _row_index(cx, leading[0]) is not None:
         return _assign_rows(cx, target, leading[0], values, reduction)
     return _assign_indexed(cx, target, leading, values, reduction)
@@ -385,11 +389,12 @@ def _assign_rows(cx, target, rows, value, reduction: str = "none"):
     return cx.emit("scatter_nd", [target, indices, updates], reduction=reduction)
 
 
-def _assign_advanced(cx, target, index: tuple, value):
+def _assign_advanced(cx, target, index: tuple, value, reduction: str = "none"):
     """`target[index] = value` with index tensors among ints and slices, as torch indexes: the
     block the ints and slices pick (basic indexing), in it the index tensors' axes moved first
     (torch puts the indexed result there when they are separated, else in their place: the
-    value is moved the same way), those rows written (_assign_indexed), and the block put back."""
+    value is moved the same way), those rows written (_assign_indexed; reduction "add": added
+    in), and the block put back."""
     basic, kept, advanced = split_advanced(cx, index, cx.rank(target), "an assignment")
     whole = all(k == slice(None) for k in basic)
     block = target if whole else _getitem_tensor(cx, target, basic)
@@ -407,7 +412,7 @@ def _assign_advanced(cx, target, index: tuple, value):
             n = len(picked)
             value = cx.emit("transpose", [value], perm=list(range(start, start + n)) + list(range(start))
                             + list(range(start + n, len(shape))))
-    written = _assign_indexed(cx, block, indices, value)
+    written = _assign_indexed(cx, block, indices, value, reduction)
     if perm != list(range(len(kept))):
         written = cx.emit("transpose", [written], perm=[perm.index(a) for a in range(len(kept))])
     return written if whole else assign(cx, target, basic, written)
