@@ -135,7 +135,21 @@ def test_col2im_matches_torch_fold():
                        initializers={"image": np.array([4, 5], I64), "block": np.array([2, 3], I64)},
                        opset=18)
     full = torch.nn.functional.fold(torch.from_numpy(x), (6, 6), (2, 3), stride=(1, 2)).numpy()
-    check_engine(model, {"x": x}, expected=[full[:, :, 1:5, 0:5]])
+    engine = check_engine(model, {"x": x}, expected=[full[:, :, 1:5, 0:5]])
+    assert torch_steps(engine) == []  # a sum of shifted planes (compiler/passes/col2im.py)
+
+
+@pytest.mark.parametrize("attrs, image, block, blocks", [
+    (dict(strides=[2, 2], pads=[1, 1, 1, 1], dilations=[1, 1]), [7, 9], [3, 3], 20),  # VOLO's windows
+    (dict(dilations=[2, 1]), [6, 5], [2, 2], 16),  # dilated, overlapping along the other dim
+    (dict(strides=[3]), [10], [2], 3),  # 1-D, gaps between the blocks
+    (dict(strides=[1, 2, 1]), [3, 4, 3], [2, 2, 2], 8),  # 3-D
+])
+def test_col2im_of_other_windows_is_kernels(attrs, image, block, blocks):
+    channels = 2 * int(np.prod(block))
+    model = make_model([node("Col2Im", ["x", "image", "block"], **attrs)], {"x": (F32, [2, channels, blocks])}, ["y"],
+                       initializers={"image": np.array(image, I64), "block": np.array(block, I64)}, opset=18)
+    assert torch_steps(check_engine(model)) == []
 
 
 # -------------------------------------------------------------------------------- pools ----
@@ -317,3 +331,13 @@ def test_an_inverse_one_sided_dft_runs_in_torch():
     z = np.fft.irfft(x[..., 0] + 1j * x[..., 1], n=8, axis=1)
     engine = check_engine(model, {"x": x}, expected=[z[..., None].astype(F32)])
     assert torch_steps(engine) == ["dft"]
+
+
+def test_col2im_of_the_wrong_number_of_blocks_is_a_shape_error():
+    from trident.compiler import build_engine
+    from trident.compiler.errors import ShapeError
+
+    model = make_model([node("Col2Im", ["x", "image", "block"], strides=[3])], {"x": (F32, [2, 4, 5])}, ["y"],
+                       initializers={"image": np.array([10], I64), "block": np.array([2], I64)}, opset=18)
+    with pytest.raises(ShapeError, match=r"Col2Im.*expected \[N, C \* 2, 3\]"):
+        build_engine(model, "fp32")

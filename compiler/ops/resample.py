@@ -1,6 +1,7 @@
 """Resampling: ONNX Resize (nearest / linear / cubic, every coordinate mode, antialias),
-GridSample, AffineGrid and Col2Im, which run through torch, and `resample`, a resize with its taps
-settled into tables, which the pointwise kernels compute (compiler/passes/resample.py).
+GridSample, AffineGrid and Col2Im, which run through torch (Col2Im of a static input is lowered to
+pads and adds first: compiler/passes/col2im.py), and `resample`, a resize with its taps settled into
+tables, which the pointwise kernels compute (compiler/passes/resample.py).
 
 Resize is separable: each resized axis has, per output index, the input indices of its taps and
 their interpolation weights, built from the attributes alone (so shape inference on meta tensors
@@ -190,6 +191,9 @@ def col2im(x, *, image_shape: Sequence[int], block_shape: Sequence[int], strides
     padded = [size + pads[d] + pads[spatial + d] for d, size in enumerate(image_shape)]
     counts = [(p - (dl * (k - 1) + 1)) // s + 1
               for p, k, s, dl in zip(padded, block_shape, strides, dilations)]
+    if x.dim() != 3 or x.shape[1] % math.prod(block_shape) or x.shape[2] != math.prod(counts):
+        raise ValueError(f"Col2Im input {list(x.shape)}: expected [N, C * {math.prod(block_shape)}, "
+                         f"{math.prod(counts)}] ({' x '.join(map(str, counts))} blocks)")
     # The flat padded-image index of every (block element k, block position n): dims
     # [k_1, ..., k_s, n_1, ..., n_s], built in row-major order one spatial dim at a time.
     flat = torch.zeros([1] * (2 * spatial), dtype=torch.int64, device=x.device)

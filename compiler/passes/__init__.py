@@ -23,6 +23,7 @@ from trident.compiler.passes.cleanup import (eliminate_common_subexpressions,
 from trident.compiler.passes.concats import fold_negated_pieces, split_wide_concats
 from trident.compiler.passes.einsum import lower_einsum
 from trident.compiler.passes.dft import lower_dft
+from trident.compiler.passes.col2im import lower_col2im
 from trident.compiler.passes.conv1d import lower_conv1d
 from trident.compiler.passes.gather_nd import lower_gather_nd
 from trident.compiler.passes.gathers import gathers_along_dim_0, gathers_as_slices
@@ -68,6 +69,7 @@ def pipeline(options: PassOptions) -> list[tuple[str, Pass]]:
         ("invert_permutations", invert_permutations),
         ("scatter_rows", scatter_rows),  # (after: a permutation's inverse is a sort, not a scatter)
         ("lower_dft", lower_dft),
+        ("lower_col2im", lower_col2im),
         ("lower_gather_nd", lower_gather_nd),
         ("fold_pad_into_conv", fold_pad_into_conv),
         ("fold_conv_batch_norm", fold_conv_batch_norm),

@@ -170,7 +170,8 @@ def _col2im(cx: Ctx, input, output_size, kernel_size, dilation=1, padding=0, str
     """F.fold: [N, C * kh * kw, L] back into [N, C, H, W], each window's values added where it
     lies. Windows that tile the output (kernel == stride, no padding or dilation: MobileViT-v2
     folds its patches back so) are a reshape, a transpose and a reshape; any other (VOLO's 3 x 3
-    windows at stride 2, padded) is a sum of kh * kw planes (_fold_planes)."""
+    windows at stride 2, padded) is the IR's col2im, which compiler/passes/col2im.py lowers to a sum
+    of shifted planes."""
     (h, w), (kh, kw), (dh, dw), (ph, pw), (sh, sw) = (
         _tuple_n(v, 2) for v in (output_size, kernel_size, dilation, padding, stride))
     if cx.rank(input) != 3:
@@ -182,45 +183,11 @@ def _col2im(cx: Ctx, input, output_size, kernel_size, dilation=1, padding=0, str
         raise ShapeError(f'fx node "{cx.node_name}": fold of {list(cx.shape(input))} into {h}x{w} '
                          f"by {kh}x{kw} windows (stride {sh}x{sw}, padding {ph}x{pw}, dilation {dh}x{dw}): "
                          f"expected [N, C * {kh * kw}, {max(oh, 0) * max(ow, 0)}]")
-    c = rows // (kh * kw)
     if (sh, sw) == (kh, kw) and (dh, dw) == (1, 1) and not ph and not pw and not h % kh and not w % kw:
-        x = _reshape(cx, input, [n, c, kh, kw, oh, ow])
-        return _reshape(cx, _transpose(cx, x, [0, 1, 4, 2, 5, 3]), [n, c, h, w])
-    out = _fold_planes(cx, _reshape(cx, input, [n, c, kh * kw, oh, ow]), (h + 2 * ph, w + 2 * pw),
-                       (kh, kw), (dh, dw), (sh, sw))
-    return _aten_slice(cx, _aten_slice(cx, out, 2, ph, ph + h), 3, pw, pw + w)
-
-
-def _fold_planes(cx: Ctx, x, padded, kernel, dilation, stride):
-    """x [N, C, kh * kw, oh, ow]: window position (i, j)'s plane spread to the stride (zeros
-    between its values), moved to its offset (i * dh, j * dw) in the padded [N, C, Hp, Wp] output,
-    and the kh * kw planes added in a fixed order (so no atomics, the same sum every run)."""
-    n, c, _, oh, ow = cx.shape(x)
-    total = None
-    for tap in range(kernel[0] * kernel[1]):
-        plane = _reshape(cx, _aten_slice(cx, x, 2, tap, tap + 1), [n, c, oh, ow])
-        for axis, offset in ((2, tap // kernel[1] * dilation[0]), (3, tap % kernel[1] * dilation[1])):
-            plane = _spread(cx, plane, axis, stride[axis - 2])
-            length = cx.shape(plane)[axis]
-            end = min(offset + length, padded[axis - 2])
-            plane = _aten_slice(cx, plane, axis, 0, end - offset)  # the trailing zeros past the output
-            pads = [0] * 8
-            pads[axis], pads[4 + axis] = offset, padded[axis - 2] - end
-            plane = cx.emit("pad", [plane], pads=pads, mode="constant", value=0)
-        total = plane if total is None else cx.emit("add", [total, plane])
-    return total
-
-
-def _spread(cx: Ctx, x, axis: int, step: int):
-    """x with step - 1 zeros after each value along axis (a unit axis padded, then merged)."""
-    if step == 1:
-        return x
-    shape = list(cx.shape(x))
-    pads = [0] * (2 * (len(shape) + 1))
-    pads[len(shape) + 1 + axis + 1] = step - 1
-    y = cx.emit("pad", [_reshape(cx, x, shape[:axis + 1] + [1] + shape[axis + 1:])], pads=pads, mode="constant",
-                value=0)
-    return _reshape(cx, y, shape[:axis] + [shape[axis] * step] + shape[axis + 1:])
+        x = _reshape(cx, input, [n, rows // (kh * kw), kh, kw, oh, ow])
+        return _reshape(cx, _transpose(cx, x, [0, 1, 4, 2, 5, 3]), [n, rows // (kh * kw), h, w])
+    return cx.emit("col2im", [input], image_shape=[h, w], block_shape=[kh, kw], strides=[sh, sw],
+                   pads=[ph, pw, ph, pw], dilations=[dh, dw])
 
 
 @converts(aten.constant_pad_nd.default)
