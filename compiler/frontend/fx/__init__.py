@@ -133,9 +133,9 @@ def _needs_decomposition(ep: torch.export.ExportedProgram) -> bool:
 
 
 # Kept whole when decomposing: attention becomes one IR attention node (one fused kernel), where
-# core ATen's decomposition would spell it out in a dozen ops; F.unfold and F.fold become slices and
-# a sum of shifted planes (fx/movement.py), where it would write gathers and an index_put that adds
-# every window's values in one ScatterND.
+# core ATen's decomposition would spell it out in a dozen ops; F.unfold becomes slices and F.fold a
+# sum of shifted planes (fx/movement.py, passes/col2im.py), where it would write gathers and an
+# index_put that adds every window's values in one ScatterND.
 _KEEP_UNDECOMPOSED = (aten.scaled_dot_product_attention.default, aten.im2col.default, aten.col2im.default)
 
 

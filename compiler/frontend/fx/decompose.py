@@ -363,8 +363,8 @@ def _row_index(cx, index):
 def index_put(cx, target, indices, values, accumulate=False):
     """aten.index_put (what torch.export writes `target[rows] = values` as): index tensors on the
     leading dims (None past them: whole), as a ScatterND of those rows (accumulate: added in); index
-    tensors after a None (F.fold's col2im: `out[:, :, rows, cols] += patches`) as torch assigns
-    `target[:, i, j] = values`, their axes moved first around the ScatterND."""
+    tensors after a None (`out[:, :, rows, cols] += patches`, as core ATen decomposes F.fold) as
+    torch assigns `target[:, i, j] = values`, their axes moved first around the ScatterND."""
     leading = list(indices)
     while leading and leading[-1] is None:
         leading.pop()
