@@ -182,15 +182,22 @@ def affine_grid(theta, *, size: Sequence[int], align_corners: bool = False):
     return F.affine_grid(theta, list(size), align_corners=align_corners)
 
 
+def col2im_geometry(image_shape, block_shape, strides, pads, dilations) -> tuple[list[int], list[int]]:
+    """(the padded image's size, the number of block positions) along each spatial dim of a Col2Im
+    (pads: ONNX's begins, then ends)."""
+    spatial = len(image_shape)
+    padded = [size + pads[d] + pads[spatial + d] for d, size in enumerate(image_shape)]
+    counts = [(p - (dl * (k - 1) + 1)) // s + 1 for p, k, s, dl in zip(padded, block_shape, strides, dilations)]
+    return padded, counts
+
+
 @op("col2im", Kind.OPAQUE)
 def col2im(x, *, image_shape: Sequence[int], block_shape: Sequence[int], strides: Sequence[int],
            pads: Sequence[int], dilations: Sequence[int]):
     """ONNX Col2Im (N-D fold): x [N, C * prod(block), L] holds L sliding blocks; each block's values
     are added into the (padded) image at their positions, then the padding is cropped."""
     spatial = len(image_shape)
-    padded = [size + pads[d] + pads[spatial + d] for d, size in enumerate(image_shape)]
-    counts = [(p - (dl * (k - 1) + 1)) // s + 1
-              for p, k, s, dl in zip(padded, block_shape, strides, dilations)]
+    padded, counts = col2im_geometry(image_shape, block_shape, strides, pads, dilations)
     if x.dim() != 3 or x.shape[1] % math.prod(block_shape) or x.shape[2] != math.prod(counts):
         raise ValueError(f"Col2Im input {list(x.shape)}: expected [N, C * {math.prod(block_shape)}, "
                          f"{math.prod(counts)}] ({' x '.join(map(str, counts))} blocks)")

@@ -20,6 +20,7 @@ import itertools
 import math
 
 from trident.compiler.ir import Graph, Node
+from trident.compiler.ops.resample import col2im_geometry
 from trident.compiler.passes.rewrite import Rebuild, rewrite
 
 
@@ -37,8 +38,8 @@ def _planes(rb: Rebuild, node: Node, x: str, shape) -> str:
     image, block, strides, dilations, pads = (list(a[k]) for k in
                                               ("image_shape", "block_shape", "strides", "dilations", "pads"))
     spatial = len(image)
-    padded = [size + pads[d] + pads[spatial + d] for d, size in enumerate(image)]
-    counts = [(p - (dl * (k - 1) + 1)) // s + 1 for p, k, s, dl in zip(padded, block, strides, dilations)]
+    padded, counts = col2im_geometry(image, block, strides, pads, dilations)
+    spread = [count * step for count, step in zip(counts, strides)]
     n, c = shape[0], shape[1] // math.prod(block)
 
     def add(op: str, inputs: list[str], attrs: dict, what: str) -> str:
@@ -49,7 +50,6 @@ def _planes(rb: Rebuild, node: Node, x: str, shape) -> str:
     for tap, offsets in enumerate(itertools.product(*(range(k) for k in block))):
         plane = add("slice", [planes], {"starts": [tap], "ends": [tap + 1], "axes": [2], "steps": [1]}, "tap")
         plane = add("reshape", [plane], {"shape": [n, c] + counts}, "plane")
-        spread = [count * step for count, step in zip(counts, strides)]
         for d in range(spatial):
             plane = _spread(add, plane, [n, c] + spread[:d] + counts[d:], 2 + d, strides[d])
         begin = [k * dl for k, dl in zip(offsets, dilations)]

@@ -14,6 +14,7 @@ from trident.compiler.frontend.fx.context import Ctx
 from trident.compiler.frontend.fx.helpers import _ints, _promote, _reshape, _transpose, _tuple_n
 from trident.compiler.frontend.fx.indexing import _aten_slice
 from trident.compiler.frontend.fx.registry import converts
+from trident.compiler.ops.resample import col2im_geometry
 
 aten = torch.ops.aten
 
@@ -176,8 +177,7 @@ def _col2im(cx: Ctx, input, output_size, kernel_size, dilation=1, padding=0, str
         _tuple_n(v, 2) for v in (output_size, kernel_size, dilation, padding, stride))
     if cx.rank(input) != 3:
         raise UnsupportedError(f'fx node "{cx.node_name}": fold of a {cx.rank(input)}-D input (3-D is)')
-    oh, ow = ((size + 2 * pad - dil * (k - 1) - 1) // st + 1
-              for size, pad, dil, k, st in ((h, ph, dh, kh, sh), (w, pw, dw, kw, sw)))
+    _, (oh, ow) = col2im_geometry([h, w], [kh, kw], [sh, sw], [ph, pw, ph, pw], [dh, dw])
     n, rows, blocks = cx.shape(input)
     if oh < 1 or ow < 1 or rows % (kh * kw) or blocks != oh * ow:
         raise ShapeError(f'fx node "{cx.node_name}": fold of {list(cx.shape(input))} into {h}x{w} '
