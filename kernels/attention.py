@@ -328,7 +328,7 @@ def hopper_config(BLOCK_N: int = 128, num_stages: int = 3, overlap: bool = True,
     return LaunchConfig.of(4, num_stages, BLOCK_M=128, BLOCK_N=BLOCK_N, WS=1, OVERLAP=int(overlap), **switches)
 
 
-def check_config(cfg: LaunchConfig, head_dim: int = attention_hopper.HEAD_DIMS[-1]) -> None:
+def check_config(cfg: LaunchConfig, head_dim: int = attention_hopper.MAX_HEAD_DIM) -> None:
     """Raise ValueError for blocks tl.dot cannot take (< 16, not powers of two), or a
     warp-specialized config that does not fit at this head dim."""
     if cfg.get("WS"):

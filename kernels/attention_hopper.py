@@ -27,9 +27,12 @@ by the descriptor's shape: rows past Lq or Lk read zeros and never the next head
 reads nothing outside its operands; scores of keys past Lk are masked to -inf, and rows past Lq
 are never stored.
 
-What it takes (`why_not`): fp16 / bf16, one head dim D = DV of 64 or 128, no user mask, causal or
-not (either alignment), grouped-query heads, any lengths; 16-byte aligned base pointers and
-strides, unit stride along D. Everything else runs kernels/attention.py's program.
+What it takes (`why_not`): fp16 / bf16, one head dim D = DV up to 128, no user mask, causal or not
+(either alignment), grouped-query heads, any lengths; 16-byte aligned base pointers and strides,
+unit stride along D. A head dim between the kernel's blocks (32, 64, 128) runs at the next one
+up: TMA reads zeros past D (they add nothing to QK^T and give output columns that are not
+stored), as the program pads its head-dim block. Everything else runs kernels/attention.py's
+program.
 """
 from __future__ import annotations
 
@@ -46,7 +49,8 @@ if HAVE_GLUON:
                                               gluon, mbarrier, tma_load, warpgroup_mma, warpgroup_mma_wait,
                                               wgmma_layout)
 
-HEAD_DIMS = (64, 128)
+KERNEL_HEAD_DIMS = (32, 64, 128)  # the head-dim blocks compiled; a head dim between runs at the next
+MAX_HEAD_DIM = KERNEL_HEAD_DIMS[-1]
 DTYPES = (torch.float16, torch.bfloat16)
 BLOCK_M = 128  # two consumer warp groups of 64 rows
 LOG2E = 1.4426950408889634
@@ -255,7 +259,7 @@ if HAVE_GLUON:
 
     @gluon.jit
     def _consume(q_smem, k_smem, v_smem, q_ready, q_empty, k_ready, v_ready, k_empty, v_empty, turns, o_ptr, so_b,
-                 so_w, so_h, so_m, num_m, tiles, H, W, H_KV, Lq, Lk, causal_offset, QK_SCALE: gl.constexpr,
+                 so_w, so_h, so_m, num_m, tiles, H, W, H_KV, Lq, Lk, D, causal_offset, QK_SCALE: gl.constexpr,
                  CAUSAL: gl.constexpr, STAGES: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
                  ROWS: gl.constexpr, OVERLAP: gl.constexpr, PINGPONG: gl.constexpr, GROUP: gl.constexpr):
         """One consumer warp group: rows [start_m + GROUP * ROWS, + ROWS) of each of the program's
@@ -305,7 +309,7 @@ if HAVE_GLUON:
             cols = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, o_layout))
             base = b.to(gl.int64) * so_b + w.to(gl.int64) * so_w + h.to(gl.int64) * so_h
             ptrs = o_ptr + base + rows[:, None].to(gl.int64) * so_m + cols[None, :]
-            gl.store(ptrs, out.to(o_ptr.dtype.element_ty), mask=(rows < Lq)[:, None])
+            gl.store(ptrs, out.to(o_ptr.dtype.element_ty), mask=(rows < Lq)[:, None] & (cols < D)[None, :])
 
     @gluon.jit
     def _load(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_ready, q_empty, k_ready, v_ready, k_empty, v_empty,
@@ -338,7 +342,7 @@ if HAVE_GLUON:
             count += 1
 
     @gluon.jit
-    def attention_hopper_kernel(q_desc, k_desc, v_desc, o_ptr, so_b, so_w, so_h, so_m, W, H, H_KV, Lq, Lk,
+    def attention_hopper_kernel(q_desc, k_desc, v_desc, o_ptr, so_b, so_w, so_h, so_m, W, H, H_KV, Lq, Lk, D,
                                 causal_offset, tiles, QK_SCALE: gl.constexpr, CAUSAL: gl.constexpr,
                                 STAGES: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
                                 OVERLAP: gl.constexpr, PINGPONG: gl.constexpr):
@@ -372,10 +376,10 @@ if HAVE_GLUON:
             (_load, (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_ready, q_empty, k_ready, v_ready, k_empty,
                      v_empty, num_m, tiles, H, W, H_KV, Lk, causal_offset, CAUSAL, STAGES, BLOCK_N, HEAD_DIM, ROWS)),
             (_consume, (q_smem, k_smem, v_smem, q_ready, q_empty, k_ready, v_ready, k_empty, v_empty, turns, o_ptr,
-                        so_b, so_w, so_h, so_m, num_m, tiles, H, W, H_KV, Lq, Lk, causal_offset, QK_SCALE, CAUSAL,
+                        so_b, so_w, so_h, so_m, num_m, tiles, H, W, H_KV, Lq, Lk, D, causal_offset, QK_SCALE, CAUSAL,
                         STAGES, BLOCK_N, HEAD_DIM, ROWS, OVERLAP, PINGPONG, 0)),
             (_consume, (q_smem, k_smem, v_smem, q_ready, q_empty, k_ready, v_ready, k_empty, v_empty, turns, o_ptr,
-                        so_b, so_w, so_h, so_m, num_m, tiles, H, W, H_KV, Lq, Lk, causal_offset, QK_SCALE, CAUSAL,
+                        so_b, so_w, so_h, so_m, num_m, tiles, H, W, H_KV, Lq, Lk, D, causal_offset, QK_SCALE, CAUSAL,
                         STAGES, BLOCK_N, HEAD_DIM, ROWS, OVERLAP, PINGPONG, 1)),
         ], [CONSUMER_WARPS, CONSUMER_WARPS], [CONSUMER_REGISTERS, CONSUMER_REGISTERS])
 
@@ -393,7 +397,7 @@ def why_not(plan, dtype, zero_nan_rows: bool = False, pointers=()) -> str | None
     pointers of q, k, v and o (16-byte aligned: known only at launch)."""
     if dtype not in DTYPES:
         return f"dtype {dtype}"
-    if plan.D != plan.DV or plan.D not in HEAD_DIMS:
+    if plan.D != plan.DV or kernel_head_dim(plan.D) is None:
         return f"head dims {plan.D}/{plan.DV}"
     if plan.mask_kind or zero_nan_rows:
         return "a mask"
@@ -421,13 +425,22 @@ def why_not_at_launch(dtype, pointers) -> str | None:
     return None
 
 
+def kernel_head_dim(head_dim: int) -> int | None:
+    """The head-dim block the kernel runs a head dim at (the next of KERNEL_HEAD_DIMS), or None
+    past the largest."""
+    return next((d for d in KERNEL_HEAD_DIMS if head_dim <= d), None)
+
+
 def smem_bytes(cfg, head_dim: int, elem_bytes: int = 2) -> int:
-    """The Q tile and num_stages K and V blocks (the barriers take a few bytes more)."""
-    return (BLOCK_M + 2 * cfg.num_stages * cfg.BLOCK_N) * head_dim * elem_bytes
+    """The Q tile and num_stages K and V blocks at the kernel's head-dim block (the barriers take a
+    few bytes more)."""
+    return (BLOCK_M + 2 * cfg.num_stages * cfg.BLOCK_N) * kernel_head_dim(head_dim) * elem_bytes
 
 
-def why_unfit(cfg, head_dim: int = max(HEAD_DIMS)) -> str | None:
+def why_unfit(cfg, head_dim: int = MAX_HEAD_DIM) -> str | None:
     """Why a WS config cannot run at this head dim, or None."""
+    if kernel_head_dim(head_dim) is None:
+        return f"head dim {head_dim} is past the {MAX_HEAD_DIM} it takes"
     if cfg.BLOCK_M != BLOCK_M or cfg.BLOCK_N not in (64, 128) or (cfg.num_stages or 0) < 2:
         return f"takes BLOCK_M={BLOCK_M}, BLOCK_N of 64 or 128 and 2+ stages"
     if smem_bytes(cfg, head_dim) > SMEM_LIMIT:
@@ -452,7 +465,9 @@ def _descriptor_strides(shape, strides) -> list[int]:
 
 
 def _descriptor(t: torch.Tensor, shape, strides, rows: int):
-    block = (1, 1, 1, rows, shape[4])
+    """TMA over t's [B, W, H, L, D] view, in blocks of `rows` rows of the kernel's head-dim block
+    (past D, past L and past the view's other dims it reads zeros)."""
+    block = (1, 1, 1, rows, kernel_head_dim(shape[4]))
     return TensorDescriptor(t, list(shape), _descriptor_strides(shape, strides), list(block),
                             shared_layout(block, t.dtype))
 
@@ -471,6 +486,6 @@ def launch(q, k, v, o, plan, scale: float, config: dict) -> None:
     grid = (min(tiles, sm_count(q.device)),)
     attention_hopper_kernel[grid](
         q_desc, k_desc, v_desc, o, so[0], so[1], so[2], so[3], plan.W, plan.H, plan.H_KV, plan.Lq, plan.Lk,
-        plan.causal_offset or 0, tiles, QK_SCALE=scale * LOG2E, CAUSAL=plan.causal_offset is not None,
-        STAGES=config["num_stages"], BLOCK_N=block_n, HEAD_DIM=plan.D, OVERLAP=bool(config.get("OVERLAP", 0)),
-        PINGPONG=bool(config.get("PINGPONG", 0)), num_warps=LOADER_WARPS)
+        plan.D, plan.causal_offset or 0, tiles, QK_SCALE=scale * LOG2E, CAUSAL=plan.causal_offset is not None,
+        STAGES=config["num_stages"], BLOCK_N=block_n, HEAD_DIM=kernel_head_dim(plan.D),
+        OVERLAP=bool(config.get("OVERLAP", 0)), PINGPONG=bool(config.get("PINGPONG", 0)), num_warps=LOADER_WARPS)

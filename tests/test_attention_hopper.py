@@ -22,14 +22,21 @@ def plan_of(q, k, v, causal=None, mask=None):
     return plan_launch(_triple(q), _triple(k), _triple(v), None if mask is None else _triple(mask), _triple(o), causal)
 
 
-def test_it_takes_16_bit_head_dims_64_and_128_without_a_mask():
+def test_it_takes_16_bit_head_dims_up_to_128_without_a_mask():
     q = torch.empty(2, 4, 100, 64, dtype=torch.float16)
     assert hopper.why_not(plan_of(q, q, q), torch.float16) is None
     assert hopper.why_not(plan_of(q, q, q, "bottom_right"), torch.float16) is None
     q32 = q.float()
     assert "dtype" in hopper.why_not(plan_of(q32, q32, q32), torch.float32)
-    q80 = torch.empty(2, 4, 100, 80, dtype=torch.float16)
-    assert "head dims" in hopper.why_not(plan_of(q80, q80, q80), torch.float16)
+    for d in (8, 32, 40, 80, 96, 128):
+        qd = torch.empty(2, 4, 100, d, dtype=torch.float16)
+        assert hopper.why_not(plan_of(qd, qd, qd), torch.float16) is None, d
+    q160 = torch.empty(2, 4, 100, 160, dtype=torch.float16)
+    assert "head dims 160/160" in hopper.why_not(plan_of(q160, q160, q160), torch.float16)
+    v32 = torch.empty(2, 4, 100, 32, dtype=torch.float16)
+    assert "head dims 64/32" in hopper.why_not(plan_of(q, q, v32), torch.float16)
+    q36 = torch.empty(2, 4, 100, 36, dtype=torch.float16)  # rows 72 bytes apart: not TMA's 16-byte steps
+    assert "strides" in hopper.why_not(plan_of(q36, q36, q36), torch.float16)
     mask = torch.ones(2, 1, 1, 100, dtype=torch.bool)
     assert hopper.why_not(plan_of(q, q, q, mask=mask), torch.float16) == "a mask"
     assert hopper.why_not(plan_of(q, q, q), torch.float16, zero_nan_rows=True) == "a mask"
@@ -48,6 +55,16 @@ def test_it_asks_tma_aligned_strides_and_pointers():
     none = torch.empty(2, 4, 0, 64, dtype=torch.float16)
     assert hopper.why_not(plan_of(q, none, none), torch.float16) == "no keys"
     assert "q does not start 16-byte aligned" in hopper.why_not(plan, torch.float16, pointers=[2, 16, 32, 48])
+
+
+def test_a_head_dim_between_the_kernels_runs_at_the_next_and_reads_zeros_past_it():
+    assert [hopper.kernel_head_dim(d) for d in (8, 32, 33, 64, 80, 96, 128, 129)] == [32, 32, 64, 64, 128, 128,
+                                                                                       128, None]
+    q = torch.empty(2, 4, 100, 80, dtype=torch.float16)
+    desc = hopper._descriptor(q, (2, 1, 4, 100, 80), (32000, 0, 8000, 80, 1), 64)
+    assert desc.shape[-1] == 80 and desc.block_shape == [1, 1, 1, 64, 128]  # TMA fills columns 80-127 with 0
+    assert hopper.smem_bytes(hopper_config(128, 3), 80) == hopper.smem_bytes(hopper_config(128, 3), 128)
+    assert "head dim 160" in hopper.why_unfit(hopper_config(128, 2), 160)
 
 
 def test_descriptor_strides_fill_size_one_dims():
@@ -235,6 +252,25 @@ def test_gpu_matches_float64(d, config):
         tol = 2e-2 if q.dtype == torch.bfloat16 else 4e-3
         err = (out.double() - reference(q, k, v, causal)).abs().max().item()
         assert err <= tol, f"{name}: max error {err:.2e} (tolerance {tol})"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HOPPER, reason="needs an sm_90 GPU and Gluon")
+@pytest.mark.parametrize("d", [32, 40, 80, 96])
+@pytest.mark.parametrize("config", GPU_CONFIGS[:2] + GPU_CONFIGS[3:4], ids=str)
+def test_gpu_head_dims_between_the_kernels_match_float64(d, config):
+    """Head dims run at the next kernel block (40 at 64, 80 and 96 at 128): the zeros TMA reads
+    past D change nothing, and the output's columns past D are not written (the NaN around the
+    view's D columns stays)."""
+    for name, (q, k, v), causal in cases(d):
+        o = torch.full(q.shape[:-1] + (d + 8,), float("nan"), device="cuda", dtype=q.dtype)[..., :d]
+        plan = plan_launch(_triple(q), _triple(k), _triple(v), None, _triple(o), causal)
+        assert hopper.why_not(plan, q.dtype, pointers=[t.data_ptr() for t in (q, k, v, o)]) is None
+        hopper.launch(q, k, v, o, plan, 1 / math.sqrt(d), config.to_dict())
+        tol = 2e-2 if q.dtype == torch.bfloat16 else 4e-3
+        err = (o.double() - reference(q, k, v, causal)).abs().max().item()
+        assert err <= tol, f"{name}: max error {err:.2e} (tolerance {tol})"
+        assert o._base[..., d:].isnan().all(), f"{name}: a column past D was written"
 
 
 @pytest.mark.gpu
