@@ -435,7 +435,7 @@ def heuristic_config(Lq: int, Lk: int, head_dim: int, dtype, head_dim_v: int | N
     paired = pairs_tiles(causal, rows)
     short_paired = paired and dtype != torch.float32 and any(
         widest <= d and Lk <= keys for d, keys in PAIRED_PROGRAM_KEYS.items())
-    if hopper and hopper_pays(Lk) and not short_paired:
+    if hopper and hopper_pays(Lk, widest) and not short_paired:
         # Three K/V stages, overlapped, causal or not: at causal head dim 64 and 2,048 keys on an
         # H100 too, where two stages without overlap took 3-5% longer (docs/attention.md).
         return hopper_config(128, 3, overlap=True)
@@ -468,12 +468,15 @@ def _program_heuristic(Lq: int, Lk: int, head_dim: int, head_dim_v: int, dtype, 
 # replays behind an L2 flush, docs/attention.md "The warp-specialized kernel"): from 1,024 keys
 # (2,048 keys, d64: 0.158 against 0.166 ms, causal 0.110 against 0.132; 8,192 keys, d128: 1.64
 # against 2.22). At 512 keys (0.030 against 0.027) a 128-row tile's fixed cost is spread over four
-# key blocks.
+# key blocks. Past head dim 32 (H100, 4,096 keys: d40 0.65 against 0.67 ms, d80 0.82 against 1.08);
+# at 32 the program's 128x64 tile took 0.46 ms against its 0.50: with so little to multiply, its
+# softmax and waits are the whole block.
 HOPPER_KEYS = 1024
+HOPPER_MIN_HEAD_DIM = 33
 
 
-def hopper_pays(Lk: int) -> bool:
-    return Lk >= HOPPER_KEYS
+def hopper_pays(Lk: int, head_dim: int) -> bool:
+    return Lk >= HOPPER_KEYS and head_dim >= HOPPER_MIN_HEAD_DIM
 
 
 def hopper_candidates(head_dim: int) -> list[LaunchConfig]:

@@ -134,6 +134,10 @@ def test_the_heuristic_picks_it_where_it_measured_ahead():
     # short rows, and anything without the kernel: the Triton program
     assert heuristic_config(512, 512, 64, torch.float16, hopper=True).get("WS") is None
     assert heuristic_config(8192, 8192, 128, torch.float16).get("WS") is None
+    # head dims the kernel pads measured ahead too (80 at 128, 40 at 64); 32 and below: the program
+    assert heuristic_config(4096, 4096, 80, torch.float16, hopper=True).get("WS") == 1
+    assert heuristic_config(4096, 4096, 40, torch.float16, hopper=True).get("WS") == 1
+    assert heuristic_config(4096, 4096, 32, torch.float16, hopper=True).get("WS") is None
 
 
 def test_the_tuner_times_it_only_where_it_runs():
