@@ -328,11 +328,11 @@ def hopper_config(BLOCK_N: int = 128, num_stages: int = 3, overlap: bool = True,
     return LaunchConfig.of(4, num_stages, BLOCK_M=128, BLOCK_N=BLOCK_N, WS=1, OVERLAP=int(overlap), **switches)
 
 
-def check_config(cfg: LaunchConfig, head_dim: int = attention_hopper.MAX_HEAD_DIM) -> None:
+def check_config(cfg: LaunchConfig, head_dim: int = attention_hopper.MAX_HEAD_DIM, masked: bool = False) -> None:
     """Raise ValueError for blocks tl.dot cannot take (< 16, not powers of two), or a
-    warp-specialized config that does not fit at this head dim."""
+    warp-specialized config that does not fit at this head dim (with a mask)."""
     if cfg.get("WS"):
-        why = attention_hopper.why_unfit(cfg, head_dim)
+        why = attention_hopper.why_unfit(cfg, head_dim, masked)
         if why:
             raise ValueError(f"warp-specialized attention config {cfg}: {why}")
         return
@@ -479,11 +479,11 @@ def hopper_pays(Lk: int, head_dim: int) -> bool:
     return Lk >= HOPPER_KEYS and head_dim >= HOPPER_MIN_HEAD_DIM
 
 
-def hopper_candidates(head_dim: int) -> list[LaunchConfig]:
+def hopper_candidates(head_dim: int, masked: bool = False) -> list[LaunchConfig]:
     """The warp-specialized configs worth timing (shared memory allowing)."""
     configs = [hopper_config(128, 3, True), hopper_config(128, 2, False), hopper_config(128, 2, True),
                hopper_config(128, 4, True), hopper_config(64, 4, True), hopper_config(128, 3, True, pingpong=True)]
-    return [c for c in configs if attention_hopper.why_unfit(c, head_dim) is None]
+    return [c for c in configs if attention_hopper.why_unfit(c, head_dim, masked) is None]
 
 
 def _fit(cfg: LaunchConfig, head_dim: int, head_dim_v: int, elem_bytes: int, mask_bytes: int) -> LaunchConfig:
@@ -533,7 +533,7 @@ def candidate_configs(Lq: int, Lk: int, head_dim: int, dtype, head_dim_v: int | 
     if pairs_tiles(causal, rows) and fits:
         fits = [c.replace(PAIRED=1) for c in fits] + fits[:1]
     if hopper:
-        fits += hopper_candidates(max(head_dim, head_dim_v))
+        fits += hopper_candidates(max(head_dim, head_dim_v), mask_bytes > 0)
     first = heuristic_config(Lq, Lk, head_dim, dtype, head_dim_v, mask_bytes, causal, hopper, rows)
     return list(dict.fromkeys([first] + fits))
 
@@ -708,11 +708,11 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Ten
     hopper = hopper_fits(plan, q, k, v, o, zero_nan_rows)
     cfg = config or heuristic_config(plan.Lq, plan.Lk, plan.D, q.dtype, plan.DV, _mask_bytes(mask),
                                      plan.causal_offset is not None, hopper, plan.rows)
-    check_config(cfg, max(plan.D, plan.DV))
+    check_config(cfg, max(plan.D, plan.DV), mask is not None)
     scale = default_scale(plan.D) if scale is None else float(scale)
     if cfg.get("WS"):
         if hopper:
-            attention_hopper.launch(q, k, v, o, plan, scale, cfg.to_dict())
+            attention_hopper.launch(q, k, v, o, plan, scale, cfg.to_dict(), mask)
             return o
         # Not on this device or these operands (a view that starts off 16 bytes, say): the program.
         cfg = heuristic_config(plan.Lq, plan.Lk, plan.D, q.dtype, plan.DV, _mask_bytes(mask),

@@ -27,12 +27,13 @@ by the descriptor's shape: rows past Lq or Lk read zeros and never the next head
 reads nothing outside its operands; scores of keys past Lk are masked to -inf, and rows past Lq
 are never stored.
 
-What it takes (`why_not`): fp16 / bf16, one head dim D = DV up to 128, no user mask, causal or not
-(either alignment), grouped-query heads, any lengths; 16-byte aligned base pointers and strides,
-unit stride along D. A head dim between the kernel's blocks (32, 64, 128) runs at the next one
-up: TMA reads zeros past D (they add nothing to QK^T and give output columns that are not
-stored), as the program pads its head-dim block. Everything else runs kernels/attention.py's
-program.
+What it takes (`why_not`): fp16 / bf16, one head dim D = DV up to 128, no mask or one that is the
+same for every query row (a padding mask: bool or additive, one value per key, read per key block
+while its QK^T runs), causal or not (either alignment), grouped-query heads, any lengths; 16-byte
+aligned base pointers and strides, unit stride along D. A head dim between the kernel's blocks
+(32, 64, 128) runs at the next one up: TMA reads zeros past D (they add nothing to QK^T and give
+output columns that are not stored), as the program pads its head-dim block. Everything else runs
+kernels/attention.py's program.
 """
 from __future__ import annotations
 
@@ -46,17 +47,21 @@ from trident.kernels.gluon_hopper import HAVE_GLUON, LOADER_WARPS, SMEM_LIMIT, s
 
 if HAVE_GLUON:
     from trident.kernels.gluon_hopper import (CONSUMER_REGISTERS, CONSUMER_WARPS, TensorDescriptor, as_block, gl,
-                                              gluon, mbarrier, tma_load, warpgroup_mma, warpgroup_mma_wait,
-                                              wgmma_layout)
+                                              gluon, mbarrier, partition_barrier, tma_load, warpgroup_mma,
+                                              warpgroup_mma_wait, wgmma_layout)
 
 KERNEL_HEAD_DIMS = (32, 64, 128)  # the head-dim blocks compiled; a head dim between runs at the next
 MAX_HEAD_DIM = KERNEL_HEAD_DIMS[-1]
 DTYPES = (torch.float16, torch.bfloat16)
 BLOCK_M = 128  # two consumer warp groups of 64 rows
 LOG2E = 1.4426950408889634
+MASK_NONE, MASK_BOOL, MASK_ADD = 0, 1, 2  # kernels/attention.py's mask kinds
 
 
 if HAVE_GLUON:
+    _LOG2E = gl.constexpr(LOG2E)
+    _FINITE_FLOOR = gl.constexpr(-3.0e38)  # kernels/attention.py's: above fp32's lowest, below any real score
+
     @gluon.jit
     def _tile(t, num_m, tiles, H, W, H_KV, Lk, causal_offset, CAUSAL: gl.constexpr, TILE: gl.constexpr,
               BLOCK_N: gl.constexpr):
@@ -89,12 +94,13 @@ if HAVE_GLUON:
 
     @gluon.jit
     def _key_block(it, j, q, k_smem, v_smem, k_ready, v_ready, k_empty, v_empty, turn, next_turn, acc, l_i, m_i,
-                   offs_m, offs_n, Lk, causal_offset, QK_SCALE: gl.constexpr, STAGES: gl.constexpr, ROWS: gl.constexpr,
-                   BLOCK_N: gl.constexpr, CAUSAL: gl.constexpr, BOUNDARY: gl.constexpr, FIRST: gl.constexpr,
-                   PINGPONG: gl.constexpr):
+                   offs_m, offs_n, Lk, causal_offset, bias_smem, QK_SCALE: gl.constexpr, STAGES: gl.constexpr,
+                   ROWS: gl.constexpr, BLOCK_N: gl.constexpr, CAUSAL: gl.constexpr, BOUNDARY: gl.constexpr,
+                   FIRST: gl.constexpr, PINGPONG: gl.constexpr, MASK_KIND: gl.constexpr):
         """Fold key block j (the program's it-th block: its ring slot) into this warp group's running
         (acc, l per quad lane, m), releasing its K and then its V slot as soon as each is read.
-        BOUNDARY blocks mask keys past Lk and right of the causal diagonal."""
+        BOUNDARY blocks mask keys past Lk and right of the causal diagonal; a per-key mask applies
+        to every block."""
         s_layout: gl.constexpr = wgmma_layout(BLOCK_N)
         slot = it % STAGES
         phase = (it // STAGES) & 1
@@ -104,9 +110,13 @@ if HAVE_GLUON:
         qk = warpgroup_mma(q, k_smem.index(slot).permute((1, 0)), qk, use_acc=False, is_async=True)
         _pass_turn(next_turn, PINGPONG)
         qk = warpgroup_mma_wait(num_outstanding=0, deps=(qk,))
+        if MASK_KIND != 0:
+            bias = _bias(bias_smem, slot, s_layout)
         mbarrier.arrive(k_empty.index(slot), count=1)
-        if BOUNDARY or QK_SCALE < 0:
+        if BOUNDARY or QK_SCALE < 0 or MASK_KIND != 0:
             s = qk * QK_SCALE
+            if MASK_KIND != 0:
+                s = s + bias[None, :]
             if BOUNDARY:
                 cols = j * BLOCK_N + offs_n
                 visible = (cols < Lk)[None, :]
@@ -201,6 +211,41 @@ if HAVE_GLUON:
         return gl.convert_layout(p.to(dtype), gl.DotOperandLayout(operand_index=0, parent=acc.type.layout, k_width=2))
 
     @gluon.jit
+    def _stage_bias(bias_slot, mask_row, start_n, Lk, sm_n, BLOCK_N: gl.constexpr, MASK_KIND: gl.constexpr):
+        """The loader's copy of a per-key mask's values for keys [start_n, start_n + BLOCK_N) into a
+        ring slot, as what the consumers add to the scores in the log2 domain: -inf for a False key
+        (bool) or a -inf bias, else bias * log2(e) kept above _FINITE_FLOOR, as the program keeps it
+        (a row masked everywhere by transformers' finite minimum then averages its values, as torch
+        computes it). Keys past Lk read nothing (the consumers mask them)."""
+        layout: gl.constexpr = gl.BlockedLayout([1], [32], [gl.num_warps()], [0])
+        cols = start_n + gl.arange(0, BLOCK_N, layout=layout)
+        values = gl.load(mask_row + cols.to(gl.int64) * sm_n, mask=cols < Lk, other=0)
+        if MASK_KIND == 1:
+            bias = gl.where(values != 0, 0.0, float("-inf"))
+        else:
+            values = values.to(gl.float32)
+            bias = gl.where(values == float("-inf"), values, gl.maximum(values * _LOG2E, _FINITE_FLOOR))
+        bias_slot.store(bias)
+        partition_barrier()  # every loader thread's values are in before the K copy's arrive announces them
+
+    @gluon.jit
+    def _bias(bias_smem, slot, s_layout: gl.constexpr):
+        """Slot `slot`'s per-key bias as a row of the scores' layout (read before the slot's K is
+        released: the loader refills both once it is)."""
+        return bias_smem.index(slot).load(gl.SliceLayout(0, s_layout))
+
+    @gluon.jit
+    def _biased_softmax_step(qk, bias, l_i, m_i, QK_SCALE: gl.constexpr):
+        """_softmax_step with a per-key bias (log2 domain) added to the scaled scores: a row may
+        have seen no live key yet (m = -inf), so the max subtracted is 0 there (p and alpha stay 0)."""
+        s = qk * QK_SCALE + bias[None, :]
+        m_new = gl.maximum(m_i, gl.convert_layout(_row_max(s), m_i.type.layout, assert_trivial=True))
+        m_sub = gl.where(m_new == float("-inf"), 0.0, m_new)
+        p = gl.exp2(s - m_sub[:, None])
+        alpha = gl.exp2(m_i - m_sub)
+        return p, alpha, _rescaled_sums(l_i, alpha, p), m_new
+
+    @gluon.jit
     def _softmax_step(qk, l_i, m_i, QK_SCALE: gl.constexpr):
         """The online softmax of a fully visible block: (p, alpha, l, m). Scaling and subtracting
         the max are one FMA per score (QK_SCALE >= 0: the max of scaled scores is the scaled max)."""
@@ -211,11 +256,12 @@ if HAVE_GLUON:
 
     @gluon.jit
     def _full_blocks_overlapped(it0, n_full, q, k_smem, v_smem, k_ready, v_ready, k_empty, v_empty, turn, next_turn,
-                                acc, l_i, m_i, QK_SCALE: gl.constexpr, STAGES: gl.constexpr, ROWS: gl.constexpr,
-                                BLOCK_N: gl.constexpr, FIRST: gl.constexpr, PINGPONG: gl.constexpr):
+                                acc, l_i, m_i, bias_smem, QK_SCALE: gl.constexpr, STAGES: gl.constexpr,
+                                ROWS: gl.constexpr, BLOCK_N: gl.constexpr, FIRST: gl.constexpr, PINGPONG: gl.constexpr,
+                                MASK_KIND: gl.constexpr):
         """Key blocks [0, n_full) (ring positions it0 + j) with block j's QK^T and block j-1's PV
         in flight together, so this group's softmax of block j runs beside its own PV
-        (FlashAttention-3's intra-warpgroup pipelining). Needs QK_SCALE >= 0."""
+        (FlashAttention-3's intra-warpgroup pipelining). Needs QK_SCALE >= 0 without a mask."""
         s_layout: gl.constexpr = wgmma_layout(BLOCK_N)
         if n_full > 0:
             slot = it0 % STAGES
@@ -225,8 +271,13 @@ if HAVE_GLUON:
                                use_acc=False, is_async=True)
             _pass_turn(next_turn, PINGPONG)
             qk = warpgroup_mma_wait(num_outstanding=0, deps=(qk,))
+            if MASK_KIND != 0:
+                bias = _bias(bias_smem, slot, s_layout)
             mbarrier.arrive(k_empty.index(slot), count=1)
-            p, alpha, l_i, m_i = _softmax_step(qk, l_i, m_i, QK_SCALE)
+            if MASK_KIND != 0:
+                p, alpha, l_i, m_i = _biased_softmax_step(qk, bias, l_i, m_i, QK_SCALE)
+            else:
+                p, alpha, l_i, m_i = _softmax_step(qk, l_i, m_i, QK_SCALE)
             mbarrier.wait(v_ready.index(slot), (it0 // STAGES) & 1)  # every block's V: after its softmax
             p16 = _pv_operand(p, acc, q.dtype)
             for it in range(it0 + 1, it0 + n_full):
@@ -239,8 +290,13 @@ if HAVE_GLUON:
                 acc = warpgroup_mma(p16, v_smem.index(prev), acc, is_async=True)
                 _pass_turn(next_turn, PINGPONG)
                 qk = warpgroup_mma_wait(num_outstanding=1, deps=(qk,))  # this QK^T, not the PV issued after it
+                if MASK_KIND != 0:
+                    bias = _bias(bias_smem, slot, s_layout)
                 mbarrier.arrive(k_empty.index(slot), count=1)
-                p, alpha, l_i, m_i = _softmax_step(qk, l_i, m_i, QK_SCALE)
+                if MASK_KIND != 0:
+                    p, alpha, l_i, m_i = _biased_softmax_step(qk, bias, l_i, m_i, QK_SCALE)
+                else:
+                    p, alpha, l_i, m_i = _softmax_step(qk, l_i, m_i, QK_SCALE)
                 # This block's V (the next PV's operand) is waited for here, between the softmax
                 # and the PV wait below: the wait is a branch, and without one ptxas hoisted the PV
                 # wait above the exponentials (the softmax ran after this group's PV, not beside
@@ -259,9 +315,10 @@ if HAVE_GLUON:
 
     @gluon.jit
     def _consume(q_smem, k_smem, v_smem, q_ready, q_empty, k_ready, v_ready, k_empty, v_empty, turns, o_ptr, so_b,
-                 so_w, so_h, so_m, num_m, tiles, H, W, H_KV, Lq, Lk, D, causal_offset, QK_SCALE: gl.constexpr,
-                 CAUSAL: gl.constexpr, STAGES: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
-                 ROWS: gl.constexpr, OVERLAP: gl.constexpr, PINGPONG: gl.constexpr, GROUP: gl.constexpr):
+                 so_w, so_h, so_m, bias_smem, num_m, tiles, H, W, H_KV, Lq, Lk, D,
+                 causal_offset, QK_SCALE: gl.constexpr, CAUSAL: gl.constexpr, STAGES: gl.constexpr,
+                 BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr, ROWS: gl.constexpr, OVERLAP: gl.constexpr,
+                 PINGPONG: gl.constexpr, MASK_KIND: gl.constexpr, GROUP: gl.constexpr):
         """One consumer warp group: rows [start_m + GROUP * ROWS, + ROWS) of each of the program's
         query tiles."""
         s_layout: gl.constexpr = wgmma_layout(BLOCK_N)
@@ -287,19 +344,20 @@ if HAVE_GLUON:
             # tile waited for them: 0.030 against 0.033 ms at 512 keys, 1.64 against 1.74 at 8,192).
             q = q_smem.load(gl.DotOperandLayout(operand_index=0, parent=s_layout, k_width=2))
             mbarrier.arrive(q_empty, count=1)
-            if OVERLAP and QK_SCALE >= 0:
+            if OVERLAP and (QK_SCALE >= 0 or MASK_KIND != 0):
                 acc, l_i, m_i = _full_blocks_overlapped(it, n_full, q, k_smem, v_smem, k_ready, v_ready, k_empty,
-                                                        v_empty, turn, next_turn, acc, l_i, m_i, QK_SCALE, STAGES,
-                                                        ROWS, BLOCK_N, FIRST, PINGPONG)
+                                                        v_empty, turn, next_turn, acc, l_i, m_i, bias_smem, QK_SCALE,
+                                                        STAGES, ROWS, BLOCK_N, FIRST, PINGPONG, MASK_KIND)
             else:
                 for j in range(0, n_full):
                     acc, l_i, m_i = _key_block(it + j, j, q, k_smem, v_smem, k_ready, v_ready, k_empty, v_empty,
                                                turn, next_turn, acc, l_i, m_i, offs_m, offs_n, Lk, causal_offset,
-                                               QK_SCALE, STAGES, ROWS, BLOCK_N, CAUSAL, False, FIRST, PINGPONG)
+                                               bias_smem, QK_SCALE, STAGES, ROWS, BLOCK_N, CAUSAL, False, FIRST,
+                                               PINGPONG, MASK_KIND)
             for j in range(n_full, n_end):
                 acc, l_i, m_i = _key_block(it + j, j, q, k_smem, v_smem, k_ready, v_ready, k_empty, v_empty, turn,
-                                           next_turn, acc, l_i, m_i, offs_m, offs_n, Lk, causal_offset, QK_SCALE,
-                                           STAGES, ROWS, BLOCK_N, CAUSAL, True, FIRST, PINGPONG)
+                                           next_turn, acc, l_i, m_i, offs_m, offs_n, Lk, causal_offset, bias_smem,
+                                           QK_SCALE, STAGES, ROWS, BLOCK_N, CAUSAL, True, FIRST, PINGPONG, MASK_KIND)
             it += n_end
             count += 1
             # A row that sees no key has l = 0 and acc = 0: dividing by 1 gives torch's 0, not 0/0.
@@ -312,11 +370,13 @@ if HAVE_GLUON:
             gl.store(ptrs, out.to(o_ptr.dtype.element_ty), mask=(rows < Lq)[:, None] & (cols < D)[None, :])
 
     @gluon.jit
-    def _load(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_ready, q_empty, k_ready, v_ready, k_empty, v_empty,
-              num_m, tiles, H, W, H_KV, Lk, causal_offset, CAUSAL: gl.constexpr, STAGES: gl.constexpr,
-              BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr, ROWS: gl.constexpr):
+    def _load(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, bias_smem, q_ready, q_empty, k_ready, v_ready, k_empty,
+              v_empty, mask_ptr, sm_b, sm_w, sm_h, sm_n, num_m, tiles, H, W, H_KV, Lk, causal_offset,
+              CAUSAL: gl.constexpr, STAGES: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
+              ROWS: gl.constexpr, MASK_KIND: gl.constexpr):
         """The loader: per tile, Q's two halves once both consumers have copied the last tile's into
-        registers, then its K and V blocks into the ring, running ahead into the next tile's."""
+        registers, then its K and V blocks into the ring, running ahead into the next tile's. A
+        per-key mask's block goes into the ring beside its K (announced by the K's barrier)."""
         it = 0
         count = 0
         for t in range(gl.program_id(0), tiles, gl.num_programs(0)):
@@ -331,6 +391,9 @@ if HAVE_GLUON:
                 slot = it % STAGES
                 empty_phase = ((it // STAGES) & 1) ^ 1
                 mbarrier.wait(k_empty.index(slot), empty_phase)
+                if MASK_KIND != 0:
+                    mask_row = mask_ptr + b.to(gl.int64) * sm_b + w.to(gl.int64) * sm_w + h.to(gl.int64) * sm_h
+                    _stage_bias(bias_smem.index(slot), mask_row, j * BLOCK_N, Lk, sm_n, BLOCK_N, MASK_KIND)
                 mbarrier.expect(k_ready.index(slot), k_desc.block_type.nbytes)
                 tma_load(k_desc, [b, w, h_kv, j * BLOCK_N, 0], k_ready.index(slot),
                          as_block(k_smem.index(slot), k_desc))
@@ -342,10 +405,11 @@ if HAVE_GLUON:
             count += 1
 
     @gluon.jit
-    def attention_hopper_kernel(q_desc, k_desc, v_desc, o_ptr, so_b, so_w, so_h, so_m, W, H, H_KV, Lq, Lk, D,
-                                causal_offset, tiles, QK_SCALE: gl.constexpr, CAUSAL: gl.constexpr,
-                                STAGES: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
-                                OVERLAP: gl.constexpr, PINGPONG: gl.constexpr):
+    def attention_hopper_kernel(q_desc, k_desc, v_desc, o_ptr, so_b, so_w, so_h, so_m, mask_ptr, sm_b, sm_w, sm_h,
+                                sm_n, W, H, H_KV, Lq, Lk, D, causal_offset, tiles, QK_SCALE: gl.constexpr,
+                                CAUSAL: gl.constexpr, STAGES: gl.constexpr, BLOCK_N: gl.constexpr,
+                                HEAD_DIM: gl.constexpr, OVERLAP: gl.constexpr, PINGPONG: gl.constexpr,
+                                MASK_KIND: gl.constexpr = 0):
         """Persistent: program p runs query tiles p, p + programs, ... (128 rows of one (batch,
         window, head) each); the loader streams K and V across tile boundaries."""
         ROWS: gl.constexpr = 64
@@ -356,6 +420,10 @@ if HAVE_GLUON:
         q_smem = gl.allocate_shared_memory(dtype, [2, ROWS, HEAD_DIM], q_layout)
         k_smem = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_N, HEAD_DIM], kv_layout)
         v_smem = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_N, HEAD_DIM], kv_layout)
+        # a per-key mask's blocks, as log2-domain biases (one slot beside each K; a token one without a mask)
+        BIAS_SLOTS: gl.constexpr = STAGES if MASK_KIND != 0 else 1
+        BIAS_N: gl.constexpr = BLOCK_N if MASK_KIND != 0 else 1
+        bias_smem = gl.allocate_shared_memory(gl.float32, [BIAS_SLOTS, BIAS_N], gl.SwizzledSharedLayout(1, 1, 1, [0]))
         q_ready = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
         q_empty = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
         k_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
@@ -373,14 +441,15 @@ if HAVE_GLUON:
         for g in gl.static_range(2):
             mbarrier.init(turns.index(g), count=1)
         gl.warp_specialize([
-            (_load, (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_ready, q_empty, k_ready, v_ready, k_empty,
-                     v_empty, num_m, tiles, H, W, H_KV, Lk, causal_offset, CAUSAL, STAGES, BLOCK_N, HEAD_DIM, ROWS)),
+            (_load, (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, bias_smem, q_ready, q_empty, k_ready, v_ready,
+                     k_empty, v_empty, mask_ptr, sm_b, sm_w, sm_h, sm_n, num_m, tiles, H, W, H_KV, Lk, causal_offset,
+                     CAUSAL, STAGES, BLOCK_N, HEAD_DIM, ROWS, MASK_KIND)),
             (_consume, (q_smem, k_smem, v_smem, q_ready, q_empty, k_ready, v_ready, k_empty, v_empty, turns, o_ptr,
-                        so_b, so_w, so_h, so_m, num_m, tiles, H, W, H_KV, Lq, Lk, D, causal_offset, QK_SCALE, CAUSAL,
-                        STAGES, BLOCK_N, HEAD_DIM, ROWS, OVERLAP, PINGPONG, 0)),
+                        so_b, so_w, so_h, so_m, bias_smem, num_m, tiles, H, W, H_KV, Lq, Lk, D, causal_offset,
+                        QK_SCALE, CAUSAL, STAGES, BLOCK_N, HEAD_DIM, ROWS, OVERLAP, PINGPONG, MASK_KIND, 0)),
             (_consume, (q_smem, k_smem, v_smem, q_ready, q_empty, k_ready, v_ready, k_empty, v_empty, turns, o_ptr,
-                        so_b, so_w, so_h, so_m, num_m, tiles, H, W, H_KV, Lq, Lk, D, causal_offset, QK_SCALE, CAUSAL,
-                        STAGES, BLOCK_N, HEAD_DIM, ROWS, OVERLAP, PINGPONG, 1)),
+                        so_b, so_w, so_h, so_m, bias_smem, num_m, tiles, H, W, H_KV, Lq, Lk, D, causal_offset,
+                        QK_SCALE, CAUSAL, STAGES, BLOCK_N, HEAD_DIM, ROWS, OVERLAP, PINGPONG, MASK_KIND, 1)),
         ], [CONSUMER_WARPS, CONSUMER_WARPS], [CONSUMER_REGISTERS, CONSUMER_REGISTERS])
 
 
@@ -399,8 +468,10 @@ def why_not(plan, dtype, zero_nan_rows: bool = False, pointers=()) -> str | None
         return f"dtype {dtype}"
     if plan.D != plan.DV or kernel_head_dim(plan.D) is None:
         return f"head dims {plan.D}/{plan.DV}"
-    if plan.mask_kind or zero_nan_rows:
-        return "a mask"
+    if plan.mask_kind and not plan.mask_per_key:
+        return "a mask that varies along the query rows"
+    if zero_nan_rows:
+        return "the NaN-row guard"
     if plan.Lk == 0:
         return "no keys"
     elem = dtype.itemsize
@@ -431,19 +502,20 @@ def kernel_head_dim(head_dim: int) -> int | None:
     return next((d for d in KERNEL_HEAD_DIMS if head_dim <= d), None)
 
 
-def smem_bytes(cfg, head_dim: int, elem_bytes: int = 2) -> int:
-    """The Q tile and num_stages K and V blocks at the kernel's head-dim block (the barriers take a
-    few bytes more)."""
-    return (BLOCK_M + 2 * cfg.num_stages * cfg.BLOCK_N) * kernel_head_dim(head_dim) * elem_bytes
+def smem_bytes(cfg, head_dim: int, elem_bytes: int = 2, masked: bool = False) -> int:
+    """The Q tile and num_stages K and V blocks at the kernel's head-dim block, and with a mask its
+    fp32 bias beside each K block (the barriers take a few bytes more)."""
+    bias = cfg.num_stages * cfg.BLOCK_N * 4 if masked else 0
+    return (BLOCK_M + 2 * cfg.num_stages * cfg.BLOCK_N) * kernel_head_dim(head_dim) * elem_bytes + bias
 
 
-def why_unfit(cfg, head_dim: int = MAX_HEAD_DIM) -> str | None:
-    """Why a WS config cannot run at this head dim, or None."""
+def why_unfit(cfg, head_dim: int = MAX_HEAD_DIM, masked: bool = False) -> str | None:
+    """Why a WS config cannot run at this head dim (with a per-key mask), or None."""
     if kernel_head_dim(head_dim) is None:
         return f"head dim {head_dim} is past the {MAX_HEAD_DIM} it takes"
     if cfg.BLOCK_M != BLOCK_M or cfg.BLOCK_N not in (64, 128) or (cfg.num_stages or 0) < 2:
         return f"takes BLOCK_M={BLOCK_M}, BLOCK_N of 64 or 128 and 2+ stages"
-    if smem_bytes(cfg, head_dim) > SMEM_LIMIT:
+    if smem_bytes(cfg, head_dim, masked=masked) > SMEM_LIMIT:
         return "shared memory"
     return None
 
@@ -472,10 +544,13 @@ def _descriptor(t: torch.Tensor, shape, strides, rows: int):
                             shared_layout(block, t.dtype))
 
 
-def launch(q, k, v, o, plan, scale: float, config: dict) -> None:
-    """o = attention(q, k, v) for a plan why_not accepted, with a WS config's launch dict
+def launch(q, k, v, o, plan, scale: float, config: dict, mask: torch.Tensor | None = None) -> None:
+    """o = attention(q, k, v, mask) for a plan why_not accepted, with a WS config's launch dict
     (kernels/attention.py's hopper_config: BLOCK_N keys per step, num_stages K/V blocks in flight,
-    OVERLAP)."""
+    OVERLAP). mask: the plan's per-key mask (read at the plan's strides), or None."""
+    if (mask is None) != (plan.mask_kind == MASK_NONE):
+        given = "none" if mask is None else "one"
+        raise ValueError(f"the plan's mask kind is {plan.mask_kind}, and {given} was given")
     block_n = config["BLOCK_N"]
     qs, ks, vs, _ = _shapes(plan)
     q_desc = _descriptor(q, qs, plan.strides[0], BLOCK_M // 2)
@@ -484,8 +559,10 @@ def launch(q, k, v, o, plan, scale: float, config: dict) -> None:
     so = plan.strides[4]
     tiles = triton.cdiv(plan.Lq, BLOCK_M) * plan.heads
     grid = (min(tiles, sm_count(q.device)),)
+    sm = plan.strides[3]  # [B, W, H, Lq (0: per key), Lk]
     attention_hopper_kernel[grid](
-        q_desc, k_desc, v_desc, o, so[0], so[1], so[2], so[3], plan.W, plan.H, plan.H_KV, plan.Lq, plan.Lk,
-        plan.D, plan.causal_offset or 0, tiles, QK_SCALE=scale * LOG2E, CAUSAL=plan.causal_offset is not None,
-        STAGES=config["num_stages"], BLOCK_N=block_n, HEAD_DIM=kernel_head_dim(plan.D),
-        OVERLAP=bool(config.get("OVERLAP", 0)), PINGPONG=bool(config.get("PINGPONG", 0)), num_warps=LOADER_WARPS)
+        q_desc, k_desc, v_desc, o, so[0], so[1], so[2], so[3], o if mask is None else mask, sm[0], sm[1], sm[2],
+        sm[4], plan.W, plan.H, plan.H_KV, plan.Lq, plan.Lk, plan.D, plan.causal_offset or 0, tiles,
+        QK_SCALE=scale * LOG2E, CAUSAL=plan.causal_offset is not None, STAGES=config["num_stages"], BLOCK_N=block_n,
+        HEAD_DIM=kernel_head_dim(plan.D), OVERLAP=bool(config.get("OVERLAP", 0)),
+        PINGPONG=bool(config.get("PINGPONG", 0)), MASK_KIND=plan.mask_kind, num_warps=LOADER_WARPS)

@@ -40,6 +40,10 @@ if HAVE_GLUON:
         def as_block(buffer, desc):
             return buffer._reinterpret(desc.dtype, desc.block_type.shape, desc.layout)
 
+    # A barrier of the partition's threads (bar.sync): gl.thread_barrier in Triton 3.6, gl.barrier
+    # in 3.9.
+    partition_barrier = getattr(gl, "thread_barrier", None) or gl.barrier
+
     @gluon.constexpr_function
     def wgmma_layout(cols):
         """One warp group's wgmma accumulator layout for [64, cols] (a taller tile repeats it)."""

@@ -11,7 +11,7 @@ from trident.compiler.autotune.constraints import config_error
 from trident.compiler.autotune.space import candidates
 from trident.kernels import attention_hopper as hopper
 from trident.kernels.attention import (_triple, attention, candidate_configs, causal_offset, heuristic_config,
-                                       hopper_config, plan_launch)
+                                       hopper_config, hopper_fits, plan_launch, plan_tensors)
 
 HOPPER = torch.cuda.is_available() and hopper.available(torch.device("cuda"))
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
@@ -22,7 +22,7 @@ def plan_of(q, k, v, causal=None, mask=None):
     return plan_launch(_triple(q), _triple(k), _triple(v), None if mask is None else _triple(mask), _triple(o), causal)
 
 
-def test_it_takes_16_bit_head_dims_up_to_128_without_a_mask():
+def test_it_takes_16_bit_head_dims_up_to_128_and_per_key_masks():
     q = torch.empty(2, 4, 100, 64, dtype=torch.float16)
     assert hopper.why_not(plan_of(q, q, q), torch.float16) is None
     assert hopper.why_not(plan_of(q, q, q, "bottom_right"), torch.float16) is None
@@ -37,9 +37,12 @@ def test_it_takes_16_bit_head_dims_up_to_128_without_a_mask():
     assert "head dims 64/32" in hopper.why_not(plan_of(q, q, v32), torch.float16)
     q36 = torch.empty(2, 4, 100, 36, dtype=torch.float16)  # rows 72 bytes apart: not TMA's 16-byte steps
     assert "strides" in hopper.why_not(plan_of(q36, q36, q36), torch.float16)
-    mask = torch.ones(2, 1, 1, 100, dtype=torch.bool)
-    assert hopper.why_not(plan_of(q, q, q, mask=mask), torch.float16) == "a mask"
-    assert hopper.why_not(plan_of(q, q, q), torch.float16, zero_nan_rows=True) == "a mask"
+    for mask in (torch.ones(2, 1, 1, 100, dtype=torch.bool), torch.zeros(2, 4, 1, 100), torch.zeros(100),
+                 torch.zeros(2, 1, 100, 100, dtype=torch.float16).expand(2, 4, 100, 100)[:, :, :1]):
+        assert hopper.why_not(plan_of(q, q, q, mask=mask), torch.float16) is None, mask.shape
+    rows = torch.ones(2, 1, 100, 100, dtype=torch.bool)  # a mask per query row (causal, windows): the program
+    assert hopper.why_not(plan_of(q, q, q, mask=rows), torch.float16) == "a mask that varies along the query rows"
+    assert hopper.why_not(plan_of(q, q, q), torch.float16, zero_nan_rows=True) == "the NaN-row guard"
 
 
 def test_it_asks_tma_aligned_strides_and_pointers():
@@ -73,7 +76,7 @@ def test_descriptor_strides_fill_size_one_dims():
     assert hopper._descriptor_strides((1, 1, 1, 7, 64), (0, 0, 0, 64, 1)) == [448, 448, 448, 64, 1]
 
 
-_SCHEDULE_CHECK = """
+_SCHEDULE_CHECK = r"""
 import re
 import torch, triton
 from triton.backends.compiler import GPUTarget
@@ -82,19 +85,24 @@ from triton.tools.disasm import get_sass
 from trident.kernels import attention_hopper as hopper
 from trident.kernels.gluon_hopper import shared_layout
 
-for d in (64, 128):
+for d, mask_kind, mask_type in ((64, 0, "*fp16"), (128, 0, "*fp16"), (128, 1, "*i1"), (128, 2, "*fp32")):
     def desc(rows):
         return f"tensordesc<fp16[1,1,1,{rows},{d}],{shared_layout((1, 1, 1, rows, d), torch.float16)!r}>"
     fn = hopper.attention_hopper_kernel
-    const = dict(QK_SCALE=0.18, CAUSAL=False, STAGES=3, BLOCK_N=128, HEAD_DIM=d, OVERLAP=True, PINGPONG=False)
+    const = dict(QK_SCALE=0.18, CAUSAL=False, STAGES=3, BLOCK_N=128, HEAD_DIM=d, OVERLAP=True, PINGPONG=False,
+                 MASK_KIND=mask_kind)
     sig = {name: "i32" for name in fn.arg_names}
-    sig.update(q_desc=desc(64), k_desc=desc(128), v_desc=desc(128), o_ptr="*fp16",
-               so_b="i64", so_w="i64", so_h="i64", so_m="i64", **{name: "constexpr" for name in const})
+    sig.update(q_desc=desc(64), k_desc=desc(128), v_desc=desc(128), o_ptr="*fp16", mask_ptr=mask_type,
+               **{name: "i64" for name in ("so_b", "so_w", "so_h", "so_m", "sm_b", "sm_w", "sm_h", "sm_n")},
+               **{name: "constexpr" for name in const})
     src = GluonASTSource(fn, sig, {(fn.arg_names.index(name),): value for name, value in const.items()})
-    sass = get_sass(triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": 4}).asm["cubin"])
+    kernel = triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": 4})
+    sass = get_sass(kernel.asm["cubin"])
     # each consumer group's overlapped loop: exponentials between "QK^T done" and "PV done"
     segments = re.findall(r"DEPBAR\.LE gsb0, 0x1(.*?)DEPBAR\.LE gsb0, 0x0", sass, re.S)
-    print(d, *[seg.count("MUFU.EX2") for seg in segments])
+    def spills(text):  # local memory: registers spilled
+        return len(re.findall(r"\b(STL|LDL)\b", text))
+    print(f"{d}/{mask_kind}", spills(sass), sum(map(spills, segments)), *[seg.count("MUFU.EX2") for seg in segments])
 """
 
 
@@ -104,7 +112,10 @@ def test_the_softmax_runs_beside_the_groups_own_pv(tmp_path):
     block's exponentials (64 rows x 128 keys: 64 a thread) lie between the wait for its QK^T
     and the wait for the previous block's PV. ptxas used to hoist the PV wait above them (the
     softmax then ran after the PV, not beside it); a branch between the two (the wait for the
-    block's V) keeps the order the source gives."""
+    block's V) keeps the order the source gives. With a per-key mask (bool, additive) too, and
+    with no register spilled to local memory there; without a mask, nowhere. (Triton 3.9's ptxas
+    spills a masked kernel's values around its boundary blocks at head dim 128, once a tile;
+    Triton 3.6's does not.)"""
     import os
     import subprocess
     import sys
@@ -114,14 +125,18 @@ def test_the_softmax_runs_beside_the_groups_own_pv(tmp_path):
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600,
                           env=dict(os.environ, TRITON_INTERPRET="0"))
     assert done.returncode == 0, done.stderr[-2000:]
-    counts = {int(d): list(map(int, c)) for d, *c in (line.split() for line in done.stdout.splitlines())}
-    assert sorted(counts) == [64, 128], done.stdout
-    for d, per_group in counts.items():
-        assert len(per_group) == 2 and all(c >= 64 for c in per_group), (d, per_group)
+    counts = {key: list(map(int, c)) for key, *c in (line.split() for line in done.stdout.splitlines())}
+    assert sorted(counts) == ["128/0", "128/1", "128/2", "64/0"], done.stdout
+    for key, (spills, spills_in_loop, *per_group) in counts.items():
+        assert spills_in_loop == 0 and (spills == 0 or not key.endswith("/0")), (key, spills, spills_in_loop)
+        assert len(per_group) == 2 and all(c >= 64 for c in per_group), (key, per_group)
 
 
 def test_configs_fit_shared_memory():
     assert hopper.why_unfit(hopper_config(128, 3), 128) is None  # 224 KB
+    assert hopper.why_unfit(hopper_config(128, 3), 128, masked=True) is None  # + 1.5 KB of per-key bias
+    assert hopper.smem_bytes(hopper_config(128, 3), 128, masked=True) - hopper.smem_bytes(hopper_config(128, 3), 128) \
+        == 3 * 128 * 4
     assert hopper.why_unfit(hopper_config(128, 4), 128) == "shared memory"
     assert hopper.why_unfit(hopper_config(128, 4), 64) is None
     assert hopper.why_unfit(hopper_config(128, 1), 64) is not None
@@ -192,14 +207,41 @@ def test_a_generated_kernel_with_the_path_runs_the_program_where_the_kernel_cann
     torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
 
 
+def test_a_generated_kernel_hands_its_padding_mask_to_the_kernel(monkeypatch):
+    """With a per-key mask the generated launch() passes the mask on to the warp-specialized kernel
+    (and runs the program with it where the kernel cannot: here fp32 operands)."""
+    from trident.compiler.build import compile_graph
+    from trident.compiler.codegen import attention as codegen_attention
+    from trident.compiler.ir import GraphBuilder, TensorType
+    from trident.kernels.loader import load_kernel
+
+    monkeypatch.setattr(codegen_attention, "_hopper_here", lambda plan, dtype, zero_nan_rows: True)
+    b = GraphBuilder("attention")
+    xs = [b.input(f"x{i}", TensorType((2, 2, 70, 32), torch.float32)) for i in range(3)]
+    xs.append(b.input("keep", TensorType((2, 1, 1, 70), torch.bool)))
+    graph = b.finish([b.add1("attention", xs, {"scale": 0.2})])
+    (step,) = [s for s in compile_graph(graph, "fp32").plan().kernel_steps() if "attention_program(" in s.source]
+    module = load_kernel(step.name, step.source)
+    launch = next(line for line in step.source.splitlines() if "attention_hopper.launch(" in line)
+    assert launch.rstrip(")").endswith(module.launch.__code__.co_varnames[3])  # the mask, the launch's 4th
+    q, k, v = (torch.randn(2, 2, 70, 32, device=DEV) for _ in range(3))
+    keep = torch.arange(70, device=DEV)[None, :] < torch.tensor([70, 33], device=DEV)[:, None]
+    out = torch.empty_like(q)
+    module.launch(q, k, v, keep[:, None, None], out, config=hopper_config().to_dict())
+    ref = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=keep[:, None, None], scale=0.2)
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
+
+
 # ------------------------------------------------------------------------------------- GPU ----
-def reference(q, k, v, causal=None):
-    """float64 attention; rows that see no key give 0."""
+def reference(q, k, v, causal=None, mask=None):
+    """float64 attention (mask: bool, True = attend, or additive); rows that see no key give 0."""
     qd, kd, vd = q.double(), k.double(), v.double()
     if kd.shape[-3] != qd.shape[-3]:
         kd = kd.repeat_interleave(qd.shape[-3] // kd.shape[-3], dim=-3)
         vd = vd.repeat_interleave(qd.shape[-3] // vd.shape[-3], dim=-3)
     s = qd @ kd.transpose(-1, -2) / math.sqrt(q.shape[-1])
+    if mask is not None:
+        s = s.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else s + mask.double()
     if causal is not None:
         Lq, Lk = s.shape[-2:]
         i = torch.arange(Lq, device=s.device)[:, None]
@@ -208,11 +250,11 @@ def reference(q, k, v, causal=None):
     return torch.softmax(s, -1).nan_to_num(0.0) @ vd
 
 
-def run(q, k, v, causal, config):
+def run(q, k, v, causal, config, mask=None):
     o = torch.empty(q.shape[:-1] + v.shape[-1:], device=q.device, dtype=q.dtype)
-    plan = plan_launch(_triple(q), _triple(k), _triple(v), None, _triple(o), causal)
+    plan = plan_launch(_triple(q), _triple(k), _triple(v), None if mask is None else _triple(mask), _triple(o), causal)
     assert hopper.why_not(plan, q.dtype, pointers=[t.data_ptr() for t in (q, k, v, o)]) is None
-    hopper.launch(q, k, v, o, plan, 1 / math.sqrt(q.shape[-1]), config.to_dict())
+    hopper.launch(q, k, v, o, plan, 1 / math.sqrt(q.shape[-1]), config.to_dict(), mask)
     return o
 
 
@@ -275,6 +317,63 @@ def test_gpu_head_dims_between_the_kernels_match_float64(d, config):
         err = (o.double() - reference(q, k, v, causal)).abs().max().item()
         assert err <= tol, f"{name}: max error {err:.2e} (tolerance {tol})"
         assert o._base[..., d:].isnan().all(), f"{name}: a column past D was written"
+
+
+def masked_cases(d):
+    """Per-key masks (padding masks) of each kind and broadcast, with odd lengths, both causal
+    alignments, grouped heads and full blocks (the overlapped loop) as well as boundary ones."""
+    g = torch.Generator(device="cuda").manual_seed(100 + d)
+
+    def r(*shape, dtype=torch.float16):
+        return torch.randn(*shape, device="cuda", dtype=dtype, generator=g)
+
+    def padding(batch, keys, kept):  # [batch, 1, 1, keys]: batch i attends to its first kept[i] keys
+        return (torch.arange(keys, device="cuda")[None, :] < torch.tensor(kept, device="cuda")[:, None])[:, None, None]
+    qkv = (r(3, 4, 200, d), r(3, 4, 200, d), r(3, 4, 200, d))
+    long = (r(2, 2, 700, d), r(2, 2, 2500, d), r(2, 2, 2500, d))
+    finite_min = torch.finfo(torch.float32).min
+    additive = torch.where(padding(2, 2500, [2100, 1900]), r(2, 1, 1, 2500, dtype=torch.float32), finite_min)
+    additive[1] = finite_min  # transformers' mask of an empty row: torch averages the values
+    bias16 = r(3, 4, 1, 200) * 3
+    bias16[0, :, :, 50:90] = float("-inf")
+    strided = padding(3, 400, [400, 123, 7])[..., ::2]  # every other key of a wider mask: key stride 2
+    return [
+        ("bool padding, a batch that sees no key", qkv, None, padding(3, 200, [150, 200, 0])),
+        ("additive fp16 per head, -inf keys", qkv, None, bias16),
+        ("bool padding, causal", qkv, "top_left", padding(3, 200, [77, 199, 200])),
+        ("fp32 finite minimum, 2,500 keys, bottom-right", long, "bottom_right", additive),
+        ("2,500 keys, padding", long, None, padding(2, 2500, [2401, 1000])),
+        ("grouped heads 8 / 2", (r(2, 8, 130, d), r(2, 2, 257, d), r(2, 2, 257, d)), None,
+         padding(2, 257, [256, 129])),
+        ("a key-strided mask", qkv, None, strided),
+        ("one mask row for all", qkv, "top_left", padding(1, 200, [180])[0, 0, 0]),
+    ]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HOPPER, reason="needs an sm_90 GPU and Gluon")
+@pytest.mark.parametrize("d", [64, 128])
+@pytest.mark.parametrize("config", GPU_CONFIGS[:3] + GPU_CONFIGS[4:5], ids=str)
+def test_gpu_per_key_masks_match_float64(d, config):
+    for name, (q, k, v), causal, mask in masked_cases(d):
+        out = run(q, k, v, causal, config, mask)
+        err = (out.double() - reference(q, k, v, causal, mask)).abs().max().item()
+        assert err <= 4e-3, f"{name}: max error {err:.2e} (tolerance 4e-3)"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HOPPER, reason="needs an sm_90 GPU and Gluon")
+def test_gpu_attention_with_a_padding_mask_picks_it_and_matches_sdpa():
+    q, k, v = (torch.randn(2, 4, 3000, 80, device="cuda", dtype=torch.float16) for _ in range(3))
+    keep = torch.arange(3000, device="cuda")[None, :] < torch.tensor([3000, 2222], device="cuda")[:, None]
+    mask = keep[:, None, None]
+    plan = plan_tensors(q, k, v, mask, q, None)
+    assert hopper_fits(plan, q, k, v, q)
+    assert heuristic_config(3000, 3000, 80, torch.float16, mask_bytes=1, hopper=True).get("WS") == 1
+    ref = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    torch.testing.assert_close(attention(q, k, v, mask), ref, rtol=1e-2, atol=1e-2)
+    with pytest.raises(ValueError, match="mask kind"):  # a plan with a mask launched without one
+        hopper.launch(q, k, v, torch.empty_like(q), plan, 0.1, hopper_config().to_dict())
 
 
 @pytest.mark.gpu

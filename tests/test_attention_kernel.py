@@ -365,6 +365,20 @@ def test_dry_run_of_the_benchmark(tmp_path):
         main(["bench", "attention", "--dry-run", "--shape", "1,3,40"])
     with pytest.raises(SystemExit):
         main(["bench", "attention", "--dry-run", "--rounds", "0"])
+    # --mask padding: a key-padding mask for trident and SDPA alike (the odd batch entries see 3/4 of the keys)
+    assert main(["bench", "attention", "--dry-run", "--shape", "2,2,40,16", "--mask", "padding", "--causal", "no",
+                 "--out", str(tmp_path)]) == 0
+    (row,) = json.loads(out.read_text())["rows"]
+    assert row["mask"] == "padding" and row["max_abs_err"] < 1e-2
+    assert main(["bench", "attention", "--dry-run", "--mask", "padding", "--out", str(tmp_path)]) == 2  # causal rows
+
+
+def test_the_benchmarks_padding_mask_hides_a_quarter_of_the_odd_entries_keys():
+    from trident.tools.benchmarks.attention import padding_mask
+
+    mask = padding_mask(3, 8, "cpu")
+    assert mask.shape == (3, 1, 1, 8) and mask.dtype == torch.bool
+    assert mask[:, 0, 0].sum(-1).tolist() == [8, 6, 8]
 
 
 # ----------------------------------------------------------------------------- GPU ----

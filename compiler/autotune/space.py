@@ -144,7 +144,8 @@ def _reduction_space(problem: dict, base: LaunchConfig) -> list[LaunchConfig]:
 
 
 def _attention_space(problem: dict) -> list[LaunchConfig]:
-    hopper = attention_template.hopper_candidates(int(problem["D"])) if problem.get("hopper") else []
+    hopper = (attention_template.hopper_candidates(int(problem["D"]), bool(problem.get("mask_bytes")))
+              if problem.get("hopper") else [])
     return [LaunchConfig.of(w, st, BLOCK_M=bm, BLOCK_N=bn)
             for bm, bn, w, st in itertools.product((16, 32, 64, 128), (16, 32, 64, 128), (2, 4, 8), (2, 3, 4, 5))] + hopper
 
@@ -280,7 +281,7 @@ def _attention_reason(cfg: LaunchConfig, problem: dict, limits: DeviceLimits) ->
     if cfg.get("WS"):  # kernels/attention_hopper.py's kernel: its own rules
         if not problem.get("hopper"):
             return "the warp-specialized kernel does not take this problem here"
-        return attention_hopper.why_unfit(cfg, int(problem["D"]))
+        return attention_hopper.why_unfit(cfg, int(problem["D"]), bool(problem.get("mask_bytes")))
     if _wider_than(cfg, int(problem["Lq"]), int(problem["Lk"])):
         return "tile wider than the problem"
     if cfg["BLOCK_M"] * cfg["BLOCK_N"] / (32 * cfg.num_warps) < 8:

@@ -58,7 +58,7 @@ def generate(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: li
         program = template.heuristic_config(plan.Lq, plan.Lk, plan.D, q.dtype, plan.DV, mask_bytes, causal,
                                             rows=plan.rows)
         src += f"\n\nPLAN = {plan!r}\nPROGRAM_CONFIG = {program.to_dict()!r}\n"
-        prepare = _hopper_prologue([pointers[i] for i in (0, 1, 2, 4)], scale)
+        prepare = _hopper_prologue(pointers, scale, mask is not None)
     grid = f"(program_count({plan.Lq}, meta['BLOCK_M'], {plan.heads}, meta.get('PAIRED', 0)),)"
     src += "\n\n" + _launcher(args, grid, cfg, prepare=prepare)
     problem = {"template": "attention", "BH": plan.heads, "Lq": plan.Lq, "Lk": plan.Lk, "D": plan.D,
@@ -75,17 +75,19 @@ def _hopper_here(plan, dtype, zero_nan_rows: bool) -> bool:
     return attention_hopper.available(device) and attention_hopper.why_not(plan, dtype, zero_nan_rows) is None
 
 
-def _hopper_prologue(qkvo: list[str], scale: float) -> str:
+def _hopper_prologue(pointers: list[str], scale: float, masked: bool) -> str:
     """launch()'s first lines under WS=1: the warp-specialized kernel, or the program (with its own
     heuristic config) when an operand does not start 16-byte aligned (attention_hopper's
-    why_not_at_launch; the strides were settled here, at generation)."""
-    q, k, v, o = qkvo
+    why_not_at_launch; the strides were settled here, at generation). pointers: q, k, v, the mask
+    (q's when there is none) and o."""
+    q, k, v, mask, o = pointers
     return "\n    ".join([
         "if config.get('WS'):",
         f"    if attention_hopper.why_not_at_launch({q}.dtype, [t.data_ptr() for t in ({q}, {k}, {v}, {o})]):",
         "        config = PROGRAM_CONFIG",
         "    else:",
-        f"        return attention_hopper.launch({q}, {k}, {v}, {o}, PLAN, {scale!r}, config)"])
+        f"        return attention_hopper.launch({q}, {k}, {v}, {o}, PLAN, {scale!r}, config, "
+        f"{mask if masked else None})"])
 
 
 def _program_call(pointers: list[str], plan, scale: float, dtype: torch.dtype, zero_nan_rows: bool) -> str:

@@ -15,6 +15,12 @@ measured. The configs are compared once; then the heuristic's config, the best o
 timed in turn for --rounds rounds, and the table gives each one's median over them: a drift of the
 GPU's clocks during a row moves all three instead of whichever was timed last. Prints a table,
 writes JSON. A measurement, never a test: nothing is asserted.
+
+    trident bench attention --mask padding --causal no        # with a key-padding mask
+
+--mask padding gives every row a bool mask [B, 1, 1, SEQ] (what an encoder with an attention_mask
+passes on): the batch's even entries see every key, its odd ones the first three quarters. The
+FLOP count stays the unmasked one, as for SDPA, which runs the same mask.
 """
 from __future__ import annotations
 
@@ -47,15 +53,21 @@ def _sdpa_backends() -> dict[str, object]:
     return {name: getattr(SDPBackend, attr) for name, attr in names.items() if hasattr(SDPBackend, attr)}
 
 
-def _sdpa(q, k, v, causal: bool, backend=None) -> Callable:
+def _sdpa(q, k, v, causal: bool, backend=None, mask=None) -> Callable:
     from torch.nn.attention import sdpa_kernel
 
     def call():
         if backend is None:
-            return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=causal)
+            return torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
         with sdpa_kernel([backend]):
-            return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=causal)
+            return torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
     return call
+
+
+def padding_mask(b: int, seq: int, device: str) -> torch.Tensor:
+    """bool [b, 1, 1, seq]: even batch entries see every key, odd ones the first three quarters."""
+    lengths = torch.tensor([seq if i % 2 == 0 else max(1, seq * 3 // 4) for i in range(b)], device=device)
+    return (torch.arange(seq, device=device)[None, :] < lengths[:, None])[:, None, None]
 
 
 def _tflops(flops: float, ms: float) -> float | None:
@@ -63,26 +75,34 @@ def _tflops(flops: float, ms: float) -> float | None:
 
 
 def bench_row(b: int, h: int, seq: int, d: int, causal: bool, *, device: str = "cuda",
-              dtype=torch.float16, tune: bool = True, timer: Callable = median_ms, rounds: int = 1) -> dict:
-    """One row of the table: trident (heuristic, best candidate) and torch SDPA, as a dict."""
+              dtype=torch.float16, tune: bool = True, timer: Callable = median_ms, rounds: int = 1,
+              mask: str | None = None) -> dict:
+    """One row of the table: trident (heuristic, best candidate) and torch SDPA, as a dict.
+    mask: None or "padding" (padding_mask; not with causal, which SDPA takes only without a mask)."""
+    if mask is not None and causal:
+        raise ValueError("a padding-mask row is not causal (SDPA takes a mask or is_causal, not both)")
     q, k, v = (torch.randn(b, h, seq, d, device=device, dtype=dtype) for _ in range(3))
+    m = padding_mask(b, seq, device) if mask == "padding" else None
     alignment = "top_left" if causal else None
     flops = attention_flops(b * h, seq, seq, d, d, causal)
     row = {"batch": b, "heads": h, "seq": seq, "head_dim": d, "causal": causal, "dtype": str(dtype)[6:],
-           "flops": flops}
+           "flops": flops, "mask": mask}
     # The warp-specialized kernel (kernels/attention_hopper.py) where this GPU and problem take it.
-    hopper = hopper_fits(plan_tensors(q, k, v, None, q, alignment), q, k, v, q)
-    heuristic = heuristic_config(seq, seq, d, dtype, causal=causal, hopper=hopper, rows=b * h * seq)
-    times = {heuristic: timer(lambda: attention(q, k, v, causal=alignment, config=heuristic))}
+    hopper = hopper_fits(plan_tensors(q, k, v, m, q, alignment), q, k, v, q)
+    mask_bytes = 0 if m is None else m.element_size()
+    heuristic = heuristic_config(seq, seq, d, dtype, mask_bytes=mask_bytes, causal=causal, hopper=hopper,
+                                 rows=b * h * seq)
+    times = {heuristic: timer(lambda: attention(q, k, v, m, causal=alignment, config=heuristic))}
     if tune:
-        for cfg in candidate_configs(seq, seq, d, dtype, causal=causal, hopper=hopper, rows=b * h * seq)[1:]:
-            times[cfg] = timer(lambda cfg=cfg: attention(q, k, v, causal=alignment, config=cfg))
+        for cfg in candidate_configs(seq, seq, d, dtype, mask_bytes=mask_bytes, causal=causal, hopper=hopper,
+                                     rows=b * h * seq)[1:]:
+            times[cfg] = timer(lambda cfg=cfg: attention(q, k, v, m, causal=alignment, config=cfg))
     best = min(times, key=times.get)
     row["configs"] = [{"config": c.to_dict(), "ms": _finite(ms)} for c, ms in times.items()]
-    runners = {"heuristic": lambda: attention(q, k, v, causal=alignment, config=heuristic),
-               "sdpa": _sdpa(q, k, v, causal)}
+    runners = {"heuristic": lambda: attention(q, k, v, m, causal=alignment, config=heuristic),
+               "sdpa": _sdpa(q, k, v, causal, mask=m)}
     if best != heuristic:
-        runners["best"] = lambda: attention(q, k, v, causal=alignment, config=best)
+        runners["best"] = lambda: attention(q, k, v, m, causal=alignment, config=best)
     rounds_ms = {name: [] for name in runners}
     for _ in range(rounds):
         for name, fn in runners.items():
@@ -95,10 +115,10 @@ def bench_row(b: int, h: int, seq: int, d: int, causal: bool, *, device: str = "
     row["best_config"], row["ms"] = best.to_dict(), medians.get("best", medians["heuristic"])
     row["sdpa_ms"] = medians["sdpa"]
     if device == "cuda":
-        row["sdpa_backends_ms"] = {name: _finite(timer(_sdpa(q, k, v, causal, backend)))
+        row["sdpa_backends_ms"] = {name: _finite(timer(_sdpa(q, k, v, causal, backend, m)))
                                    for name, backend in _sdpa_backends().items()}
     with torch.no_grad():
-        out, ref = attention(q, k, v, causal=alignment, config=best), _sdpa(q, k, v, causal)()
+        out, ref = attention(q, k, v, m, causal=alignment, config=best), _sdpa(q, k, v, causal, mask=m)()
     row["max_abs_err"] = (out.float() - ref.float()).abs().max().item()
     row["tflops"], row["sdpa_tflops"] = _tflops(flops, row["ms"]), _tflops(flops, row["sdpa_ms"])
     row["heuristic_tflops"] = _tflops(flops, row["heuristic_ms"])
@@ -114,15 +134,15 @@ def _finite(x: float) -> float | None:
 
 
 def measure(shapes=SHAPES, causal=(False, True), *, dry_run: bool = False, tune: bool = True, rounds: int = 3,
-            log: Callable = print) -> list[dict]:
-    """The table's rows (dicts). dry_run: on the CPU (Triton's interpreter)."""
+            log: Callable = print, mask: str | None = None) -> list[dict]:
+    """The table's rows (dicts). dry_run: on the CPU (Triton's interpreter). mask: see bench_row."""
     device = "cpu" if dry_run else "cuda"
     timer = _dry_timer if dry_run else median_ms
     rows = []
     for b, h, seq, d in shapes:
         for c in causal:
             rows.append(bench_row(b, h, seq, d, c, device=device, tune=tune and not dry_run, timer=timer,
-                                  rounds=rounds))
+                                  rounds=rounds, mask=mask))
             log(format_row(rows[-1]))
             if device == "cuda":
                 torch.cuda.empty_cache()
@@ -174,6 +194,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--causal", choices=("both", "yes", "no"), default="both", help="causal rows, plain rows or both")
     p.add_argument("--shape", action="append", type=_shape, metavar="B,H,SEQ,D",
                    help="time this problem instead of the table's (repeatable), e.g. 4,32,512,128")
+    p.add_argument("--mask", choices=("padding",),
+                   help="give every row a key-padding mask (bool [B, 1, 1, SEQ]; with --causal no)")
 
 
 def _positive(text: str) -> int:
@@ -190,6 +212,9 @@ def _shape(text: str) -> tuple[int, int, int, int]:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.mask and args.causal != "no":
+        print("trident bench attention: --mask takes --causal no (SDPA takes a mask or is_causal, not both)")
+        return 2
     if not args.dry_run:
         require_gpu("trident bench attention")
     print(HEADER)
@@ -198,7 +223,7 @@ def run(args: argparse.Namespace) -> int:
     causal = {"both": (False, True), "yes": (True,), "no": (False,)}[args.causal]
     results = ResultsFile.in_dir(args.out, "attention", "cpu" if args.dry_run else None)
     rows = results.data["rows"] = measure(shapes, causal, dry_run=args.dry_run, tune=not args.no_tune,
-                                          rounds=args.rounds)
+                                          rounds=args.rounds, mask=args.mask)
     s = results.data["summary"] = summary(rows)
     if s["geomean_vs_sdpa"] is not None:
         print(f"geometric mean vs SDPA: {s['geomean_vs_sdpa']:.2f}x, lowest {s['min_vs_sdpa']:.2f}x")
