@@ -437,8 +437,10 @@ def heuristic_config(Lq: int, Lk: int, head_dim: int, dtype, head_dim_v: int | N
         widest <= d and Lk <= keys for d, keys in PAIRED_PROGRAM_KEYS.items())
     if hopper and hopper_pays(Lk, widest) and not short_paired:
         # Three K/V stages, overlapped, causal or not: at causal head dim 64 and 2,048 keys on an
-        # H100 too, where two stages without overlap took 3-5% longer (docs/attention.md).
-        return hopper_config(128, 3, overlap=True)
+        # H100 too, where two stages without overlap took 3-5% longer (docs/attention.md). Past head
+        # dim 128 only 64-key blocks in two stages fit shared memory.
+        cfg = hopper_config(128, 3, overlap=True)
+        return cfg if attention_hopper.why_unfit(cfg, widest, mask_bytes > 0) is None else hopper_config(64, 2)
     cfg = _program_heuristic(Lq, Lk, head_dim, head_dim_v, dtype, mask_bytes, causal, short_paired)
     return cfg.replace(PAIRED=1) if paired else cfg
 
@@ -482,7 +484,8 @@ def hopper_pays(Lk: int, head_dim: int) -> bool:
 def hopper_candidates(head_dim: int, masked: bool = False) -> list[LaunchConfig]:
     """The warp-specialized configs worth timing (shared memory allowing)."""
     configs = [hopper_config(128, 3, True), hopper_config(128, 2, False), hopper_config(128, 2, True),
-               hopper_config(128, 4, True), hopper_config(64, 4, True), hopper_config(128, 3, True, pingpong=True)]
+               hopper_config(128, 4, True), hopper_config(64, 4, True), hopper_config(128, 3, True, pingpong=True),
+               hopper_config(64, 2, True), hopper_config(64, 2, False)]
     return [c for c in configs if attention_hopper.why_unfit(c, head_dim, masked) is None]
 
 

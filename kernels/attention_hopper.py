@@ -50,8 +50,11 @@ if HAVE_GLUON:
                                               gluon, mbarrier, partition_barrier, tma_load, warpgroup_mma,
                                               warpgroup_mma_wait, wgmma_layout)
 
-KERNEL_HEAD_DIMS = (32, 64, 128)  # the head-dim blocks compiled; a head dim between runs at the next
+KERNEL_HEAD_DIMS = (32, 64, 128, 256)  # the head-dim blocks compiled; a head dim between runs at the next
 MAX_HEAD_DIM = KERNEL_HEAD_DIMS[-1]
+# Past this head dim the queries stay in shared memory (a wgmma operand from there): in registers, a
+# group's 64 x 256 queries (64 a thread) beside its 64 x 256 fp32 output (128) would not fit.
+Q_IN_REGISTERS_UP_TO = 128
 DTYPES = (torch.float16, torch.bfloat16)
 BLOCK_M = 128  # two consumer warp groups of 64 rows
 LOG2E = 1.4426950408889634
@@ -61,6 +64,7 @@ MASK_NONE, MASK_BOOL, MASK_ADD = 0, 1, 2  # kernels/attention.py's mask kinds
 if HAVE_GLUON:
     _LOG2E = gl.constexpr(LOG2E)
     _FINITE_FLOOR = gl.constexpr(-3.0e38)  # kernels/attention.py's: above fp32's lowest, below any real score
+    _Q_IN_REGISTERS_UP_TO = gl.constexpr(Q_IN_REGISTERS_UP_TO)
 
     @gluon.jit
     def _tile(t, num_m, tiles, H, W, H_KV, Lk, causal_offset, CAUSAL: gl.constexpr, TILE: gl.constexpr,
@@ -339,11 +343,14 @@ if HAVE_GLUON:
             l_i = _per_lane(gl.zeros([ROWS, BLOCK_N], gl.float32, s_layout), True)  # [ROWS, 4]: per quad lane
             m_i = gl.full([ROWS], float("-inf"), gl.float32, gl.SliceLayout(1, s_layout))
             mbarrier.wait(q_ready, count & 1)
-            # The queries as the first wgmma operand in registers: their buffer is free at once, and
-            # the loader fetches the next tile's while this one runs (from shared memory, the next
-            # tile waited for them: 0.030 against 0.033 ms at 512 keys, 1.64 against 1.74 at 8,192).
-            q = q_smem.load(gl.DotOperandLayout(operand_index=0, parent=s_layout, k_width=2))
-            mbarrier.arrive(q_empty, count=1)
+            if HEAD_DIM <= _Q_IN_REGISTERS_UP_TO:
+                # The queries as the first wgmma operand in registers: their buffer is free at once, and
+                # the loader fetches the next tile's while this one runs (from shared memory, the next
+                # tile waited for them: 0.030 against 0.033 ms at 512 keys, 1.64 against 1.74 at 8,192).
+                q = q_smem.load(gl.DotOperandLayout(operand_index=0, parent=s_layout, k_width=2))
+                mbarrier.arrive(q_empty, count=1)
+            else:
+                q = q_smem  # read by each QK^T from shared memory: released after the tile's last
             if OVERLAP and (QK_SCALE >= 0 or MASK_KIND != 0):
                 acc, l_i, m_i = _full_blocks_overlapped(it, n_full, q, k_smem, v_smem, k_ready, v_ready, k_empty,
                                                         v_empty, turn, next_turn, acc, l_i, m_i, bias_smem, QK_SCALE,
@@ -360,6 +367,8 @@ if HAVE_GLUON:
                                            QK_SCALE, STAGES, ROWS, BLOCK_N, CAUSAL, True, FIRST, PINGPONG, MASK_KIND)
             it += n_end
             count += 1
+            if HEAD_DIM > _Q_IN_REGISTERS_UP_TO:
+                mbarrier.arrive(q_empty, count=1)  # every QK^T of the tile has been waited for
             # A row that sees no key has l = 0 and acc = 0: dividing by 1 gives torch's 0, not 0/0.
             l_o = gl.convert_layout(gl.sum(l_i, 1), gl.SliceLayout(1, o_layout))
             out = acc / gl.where(l_o > 0.0, l_o, 1.0)[:, None]

@@ -22,17 +22,15 @@ def plan_of(q, k, v, causal=None, mask=None):
     return plan_launch(_triple(q), _triple(k), _triple(v), None if mask is None else _triple(mask), _triple(o), causal)
 
 
-def test_it_takes_16_bit_head_dims_up_to_128_and_per_key_masks():
+def test_it_takes_16_bit_head_dims_up_to_256_and_per_key_masks():
     q = torch.empty(2, 4, 100, 64, dtype=torch.float16)
     assert hopper.why_not(plan_of(q, q, q), torch.float16) is None
     assert hopper.why_not(plan_of(q, q, q, "bottom_right"), torch.float16) is None
     q32 = q.float()
     assert "dtype" in hopper.why_not(plan_of(q32, q32, q32), torch.float32)
-    for d in (8, 32, 40, 80, 96, 128):
+    for d in (8, 32, 40, 80, 96, 128, 160, 256):
         qd = torch.empty(2, 4, 100, d, dtype=torch.float16)
         assert hopper.why_not(plan_of(qd, qd, qd), torch.float16) is None, d
-    q160 = torch.empty(2, 4, 100, 160, dtype=torch.float16)
-    assert "head dims 160/160" in hopper.why_not(plan_of(q160, q160, q160), torch.float16)
     v32 = torch.empty(2, 4, 100, 32, dtype=torch.float16)
     assert "head dims 64/32" in hopper.why_not(plan_of(q, q, v32), torch.float16)
     q36 = torch.empty(2, 4, 100, 36, dtype=torch.float16)  # rows 72 bytes apart: not TMA's 16-byte steps
@@ -61,13 +59,17 @@ def test_it_asks_tma_aligned_strides_and_pointers():
 
 
 def test_a_head_dim_between_the_kernels_runs_at_the_next_and_reads_zeros_past_it():
-    assert [hopper.kernel_head_dim(d) for d in (8, 32, 33, 64, 80, 96, 128, 129)] == [32, 32, 64, 64, 128, 128,
-                                                                                       128, None]
+    assert [hopper.kernel_head_dim(d) for d in (8, 32, 33, 64, 80, 96, 128, 129, 256, 257)] == [
+        32, 32, 64, 64, 128, 128, 128, 256, 256, None]
     q = torch.empty(2, 4, 100, 80, dtype=torch.float16)
     desc = hopper._descriptor(q, (2, 1, 4, 100, 80), (32000, 0, 8000, 80, 1), 64)
     assert desc.shape[-1] == 80 and desc.block_shape == [1, 1, 1, 64, 128]  # TMA fills columns 80-127 with 0
     assert hopper.smem_bytes(hopper_config(128, 3), 80) == hopper.smem_bytes(hopper_config(128, 3), 128)
-    assert "head dim 160" in hopper.why_unfit(hopper_config(128, 2), 160)
+    # past 128 the block is 256 wide: only 64-key blocks in two stages fit (192 KB), and the heuristic takes them
+    assert hopper.why_unfit(hopper_config(128, 2), 160) == "shared memory"
+    assert hopper.why_unfit(hopper_config(64, 2), 160) is None and hopper.why_unfit(hopper_config(64, 3), 256)
+    assert heuristic_config(4096, 4096, 160, torch.float16, hopper=True) == hopper_config(64, 2)
+    assert "head dim 300" in hopper.why_unfit(hopper_config(64, 2), 300)
 
 
 def test_descriptor_strides_fill_size_one_dims():
@@ -85,14 +87,16 @@ from triton.tools.disasm import get_sass
 from trident.kernels import attention_hopper as hopper
 from trident.kernels.gluon_hopper import shared_layout
 
-for d, mask_kind, mask_type in ((64, 0, "*fp16"), (128, 0, "*fp16"), (128, 1, "*i1"), (128, 2, "*fp32")):
+for d, mask_kind, mask_type, block_n, stages in ((64, 0, "*fp16", 128, 3), (128, 0, "*fp16", 128, 3),
+                                                 (128, 1, "*i1", 128, 3), (128, 2, "*fp32", 128, 3),
+                                                 (256, 0, "*fp16", 64, 2)):
     def desc(rows):
         return f"tensordesc<fp16[1,1,1,{rows},{d}],{shared_layout((1, 1, 1, rows, d), torch.float16)!r}>"
     fn = hopper.attention_hopper_kernel
-    const = dict(QK_SCALE=0.18, CAUSAL=False, STAGES=3, BLOCK_N=128, HEAD_DIM=d, OVERLAP=True, PINGPONG=False,
-                 MASK_KIND=mask_kind)
+    const = dict(QK_SCALE=0.18, CAUSAL=False, STAGES=stages, BLOCK_N=block_n, HEAD_DIM=d, OVERLAP=True,
+                 PINGPONG=False, MASK_KIND=mask_kind)
     sig = {name: "i32" for name in fn.arg_names}
-    sig.update(q_desc=desc(64), k_desc=desc(128), v_desc=desc(128), o_ptr="*fp16", mask_ptr=mask_type,
+    sig.update(q_desc=desc(64), k_desc=desc(block_n), v_desc=desc(block_n), o_ptr="*fp16", mask_ptr=mask_type,
                **{name: "i64" for name in ("so_b", "so_w", "so_h", "so_m", "sm_b", "sm_w", "sm_h", "sm_n")},
                **{name: "constexpr" for name in const})
     src = GluonASTSource(fn, sig, {(fn.arg_names.index(name),): value for name, value in const.items()})
@@ -112,10 +116,11 @@ def test_the_softmax_runs_beside_the_groups_own_pv(tmp_path):
     block's exponentials (64 rows x 128 keys: 64 a thread) lie between the wait for its QK^T
     and the wait for the previous block's PV. ptxas used to hoist the PV wait above them (the
     softmax then ran after the PV, not beside it); a branch between the two (the wait for the
-    block's V) keeps the order the source gives. With a per-key mask (bool, additive) too, and
-    with no register spilled to local memory there; without a mask, nowhere. (Triton 3.9's ptxas
-    spills a masked kernel's values around its boundary blocks at head dim 128, once a tile;
-    Triton 3.6's does not.)"""
+    block's V) keeps the order the source gives. With a per-key mask (bool, additive) too, at head
+    dim 256 (64 keys a block: 32 a thread), and with no register spilled to local memory there;
+    without a mask up to head dim 128, nowhere. (Triton 3.9's ptxas spills a masked kernel's values
+    around its boundary blocks at head dim 128, and at 256 outside the loop, once a tile; Triton
+    3.6's does not.)"""
     import os
     import subprocess
     import sys
@@ -126,10 +131,11 @@ def test_the_softmax_runs_beside_the_groups_own_pv(tmp_path):
                           env=dict(os.environ, TRITON_INTERPRET="0"))
     assert done.returncode == 0, done.stderr[-2000:]
     counts = {key: list(map(int, c)) for key, *c in (line.split() for line in done.stdout.splitlines())}
-    assert sorted(counts) == ["128/0", "128/1", "128/2", "64/0"], done.stdout
+    assert sorted(counts) == ["128/0", "128/1", "128/2", "256/0", "64/0"], done.stdout
     for key, (spills, spills_in_loop, *per_group) in counts.items():
-        assert spills_in_loop == 0 and (spills == 0 or not key.endswith("/0")), (key, spills, spills_in_loop)
-        assert len(per_group) == 2 and all(c >= 64 for c in per_group), (key, per_group)
+        assert spills_in_loop == 0 and (spills == 0 or key not in ("64/0", "128/0")), (key, spills, spills_in_loop)
+        per_thread = 32 if key.startswith("256/") else 64  # a block's exponentials: 64 rows x 64 or 128 keys
+        assert len(per_group) == 2 and all(c >= per_thread for c in per_group), (key, per_group)
 
 
 def test_configs_fit_shared_memory():
@@ -302,12 +308,14 @@ def test_gpu_matches_float64(d, config):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not HOPPER, reason="needs an sm_90 GPU and Gluon")
-@pytest.mark.parametrize("d", [32, 40, 80, 96])
-@pytest.mark.parametrize("config", GPU_CONFIGS[:2] + GPU_CONFIGS[3:4], ids=str)
+@pytest.mark.parametrize("d, config", [
+    (d, c) for d in (32, 40, 80, 96, 160, 256)
+    for c in GPU_CONFIGS[:2] + GPU_CONFIGS[3:4] + [hopper_config(64, 2, True), hopper_config(64, 2, False)]
+    if hopper.why_unfit(c, d) is None], ids=str)
 def test_gpu_head_dims_between_the_kernels_match_float64(d, config):
-    """Head dims run at the next kernel block (40 at 64, 80 and 96 at 128): the zeros TMA reads
-    past D change nothing, and the output's columns past D are not written (the NaN around the
-    view's D columns stays)."""
+    """Head dims run at the next kernel block (40 at 64, 80 and 96 at 128, 160 at 256, where the
+    queries stay in shared memory): the zeros TMA reads past D change nothing, and the output's
+    columns past D are not written (the NaN around the view's D columns stays)."""
     for name, (q, k, v), causal in cases(d):
         o = torch.full(q.shape[:-1] + (d + 8,), float("nan"), device="cuda", dtype=q.dtype)[..., :d]
         plan = plan_launch(_triple(q), _triple(k), _triple(v), None, _triple(o), causal)
@@ -352,8 +360,9 @@ def masked_cases(d):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not HOPPER, reason="needs an sm_90 GPU and Gluon")
-@pytest.mark.parametrize("d", [64, 128])
-@pytest.mark.parametrize("config", GPU_CONFIGS[:3] + GPU_CONFIGS[4:5], ids=str)
+@pytest.mark.parametrize("d, config", [
+    (d, c) for d in (64, 128, 256) for c in GPU_CONFIGS[:3] + GPU_CONFIGS[4:5] + [hopper_config(64, 2, True)]
+    if hopper.why_unfit(c, d, masked=True) is None], ids=str)
 def test_gpu_per_key_masks_match_float64(d, config):
     for name, (q, k, v), causal, mask in masked_cases(d):
         out = run(q, k, v, causal, config, mask)
