@@ -27,13 +27,13 @@ by the descriptor's shape: rows past Lq or Lk read zeros and never the next head
 reads nothing outside its operands; scores of keys past Lk are masked to -inf, and rows past Lq
 are never stored.
 
-What it takes (`why_not`): fp16 / bf16, one head dim D = DV up to 128, no mask or one that is the
-same for every query row (a padding mask: bool or additive, one value per key, read per key block
-while its QK^T runs), causal or not (either alignment), grouped-query heads, any lengths; 16-byte
+What it takes (`why_not`): fp16 / bf16, one head dim D = DV up to 256, no mask or one that is the
+same for every query row (a padding mask: bool or additive, one value per key, staged by the loader
+beside each K block), causal or not (either alignment), grouped-query heads, any lengths; 16-byte
 aligned base pointers and strides, unit stride along D. A head dim between the kernel's blocks
-(32, 64, 128) runs at the next one up: TMA reads zeros past D (they add nothing to QK^T and give
-output columns that are not stored), as the program pads its head-dim block. Everything else runs
-kernels/attention.py's program.
+(32, 64, 128, 256) runs at the next one up: TMA reads zeros past D (they add nothing to QK^T and
+give output columns that are not stored), as the program pads its head-dim block. Past 128 the
+queries stay in shared memory. Everything else runs kernels/attention.py's program.
 """
 from __future__ import annotations
 
@@ -383,9 +383,10 @@ if HAVE_GLUON:
               v_empty, mask_ptr, sm_b, sm_w, sm_h, sm_n, num_m, tiles, H, W, H_KV, Lk, causal_offset,
               CAUSAL: gl.constexpr, STAGES: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
               ROWS: gl.constexpr, MASK_KIND: gl.constexpr):
-        """The loader: per tile, Q's two halves once both consumers have copied the last tile's into
-        registers, then its K and V blocks into the ring, running ahead into the next tile's. A
-        per-key mask's block goes into the ring beside its K (announced by the K's barrier)."""
+        """The loader: per tile, Q's two halves once both consumers are done with the last tile's (have
+        copied it into registers, or past head dim 128 run its last QK^T), then its K and V blocks into
+        the ring, running ahead into the next tile's. A per-key mask's block goes into the ring beside
+        its K (announced by the K's barrier)."""
         it = 0
         count = 0
         for t in range(gl.program_id(0), tiles, gl.num_programs(0)):
