@@ -482,11 +482,13 @@ def hopper_pays(Lk: int, head_dim: int) -> bool:
 
 
 def hopper_candidates(head_dim: int, masked: bool = False) -> list[LaunchConfig]:
-    """The warp-specialized configs worth timing (shared memory allowing)."""
+    """The warp-specialized configs worth timing (shared memory allowing); past head dim 128, where
+    none of them fits, 64-key blocks in two stages."""
     configs = [hopper_config(128, 3, True), hopper_config(128, 2, False), hopper_config(128, 2, True),
-               hopper_config(128, 4, True), hopper_config(64, 4, True), hopper_config(128, 3, True, pingpong=True),
-               hopper_config(64, 2, True), hopper_config(64, 2, False)]
-    return [c for c in configs if attention_hopper.why_unfit(c, head_dim, masked) is None]
+               hopper_config(128, 4, True), hopper_config(64, 4, True), hopper_config(128, 3, True, pingpong=True)]
+    fits = [c for c in configs if attention_hopper.why_unfit(c, head_dim, masked) is None]
+    narrow = [hopper_config(64, 2, True), hopper_config(64, 2, False)]
+    return fits or [c for c in narrow if attention_hopper.why_unfit(c, head_dim, masked) is None]
 
 
 def _fit(cfg: LaunchConfig, head_dim: int, head_dim_v: int, elem_bytes: int, mask_bytes: int) -> LaunchConfig:
