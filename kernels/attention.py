@@ -437,10 +437,9 @@ def heuristic_config(Lq: int, Lk: int, head_dim: int, dtype, head_dim_v: int | N
         widest <= d and Lk <= keys for d, keys in PAIRED_PROGRAM_KEYS.items())
     if hopper and hopper_pays(Lk, widest) and not short_paired:
         # Three K/V stages, overlapped, causal or not: at causal head dim 64 and 2,048 keys on an
-        # H100 too, where two stages without overlap took 3-5% longer (docs/attention.md). Past head
-        # dim 128 only 64-key blocks in two stages fit shared memory.
-        cfg = hopper_config(128, 3, overlap=True)
-        return cfg if attention_hopper.why_unfit(cfg, widest, mask_bytes > 0) is None else hopper_config(64, 2)
+        # H100 too, where two stages without overlap took 3-5% longer (docs/attention.md): the first
+        # of hopper_candidates, or past head dim 128, where only 64-key blocks in two stages fit, those.
+        return hopper_candidates(widest, mask_bytes > 0)[0]
     cfg = _program_heuristic(Lq, Lk, head_dim, head_dim_v, dtype, mask_bytes, causal, short_paired)
     return cfg.replace(PAIRED=1) if paired else cfg
 

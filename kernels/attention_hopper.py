@@ -60,7 +60,6 @@ Q_IN_REGISTERS_UP_TO = 128
 DTYPES = (torch.float16, torch.bfloat16)
 BLOCK_M = 128  # two consumer warp groups of 64 rows
 LOG2E = 1.4426950408889634
-MASK_NONE, MASK_BOOL, MASK_ADD = 0, 1, 2  # kernels/attention.py's mask kinds
 
 
 if HAVE_GLUON:
@@ -129,12 +128,7 @@ if HAVE_GLUON:
                 if CAUSAL:
                     visible = visible & (cols[None, :] <= offs_m[:, None] + causal_offset)
                 s = gl.where(visible, s, float("-inf"))
-            m_new = gl.maximum(m_i, gl.max(s, 1))
-            # A row that has seen no key keeps m = -inf: subtracting 0 keeps p and alpha at 0.
-            m_sub = gl.where(m_new == float("-inf"), 0.0, m_new)
-            p = gl.exp2(s - m_sub[:, None])
-            alpha = gl.exp2(m_i - m_sub)
-            l_i = _rescaled_sums(l_i, alpha, p)
+            p, alpha, l_i, m_new = _guarded_step(s, gl.max(s, 1), l_i, m_i)
         else:
             p, alpha, l_i, m_new = _softmax_step(qk, l_i, m_i, QK_SCALE)
         acc = _rescaled(acc, alpha)
@@ -241,15 +235,22 @@ if HAVE_GLUON:
         return bias_smem.index(slot).load(gl.SliceLayout(0, s_layout))
 
     @gluon.jit
-    def _biased_softmax_step(qk, bias, l_i, m_i, QK_SCALE: gl.constexpr):
-        """_softmax_step with a per-key bias (log2 domain) added to the scaled scores: a row may
-        have seen no live key yet (m = -inf), so the max subtracted is 0 there (p and alpha stay 0)."""
-        s = qk * QK_SCALE + bias[None, :]
-        m_new = gl.maximum(m_i, gl.convert_layout(_row_max(s), m_i.type.layout, assert_trivial=True))
+    def _guarded_step(s, row_max, l_i, m_i):
+        """The online softmax of a block of scaled scores s (log2 domain; row_max: their max per
+        row) where some may be -inf (masked keys): a row that has seen no live key yet keeps
+        m = -inf, and subtracting 0 there keeps its p and alpha at 0."""
+        m_new = gl.maximum(m_i, row_max)
         m_sub = gl.where(m_new == float("-inf"), 0.0, m_new)
         p = gl.exp2(s - m_sub[:, None])
         alpha = gl.exp2(m_i - m_sub)
         return p, alpha, _rescaled_sums(l_i, alpha, p), m_new
+
+    @gluon.jit
+    def _biased_softmax_step(qk, bias, l_i, m_i, QK_SCALE: gl.constexpr):
+        """_softmax_step with a per-key bias (log2 domain) added to the scaled scores (the row max
+        as _softmax_step takes it, a tree in the thread)."""
+        s = qk * QK_SCALE + bias[None, :]
+        return _guarded_step(s, gl.convert_layout(_row_max(s), m_i.type.layout, assert_trivial=True), l_i, m_i)
 
     @gluon.jit
     def _softmax_step(qk, l_i, m_i, QK_SCALE: gl.constexpr):
@@ -394,6 +395,8 @@ if HAVE_GLUON:
         for t in range(gl.program_id(0), tiles, gl.num_programs(0)):
             b, w, h, h_kv, start_m, n_full, n_end = _tile(t, num_m, tiles, H, W, H_KV, Lk, causal_offset, CAUSAL,
                                                          2 * ROWS, BLOCK_N)
+            # a per-key mask's values for this (batch, window, head); mask_ptr is o's without a mask
+            mask_row = mask_ptr + b.to(gl.int64) * sm_b + w.to(gl.int64) * sm_w + h.to(gl.int64) * sm_h
             # A fresh barrier counts as having completed the phase before its first: round 0 passes.
             mbarrier.wait(q_empty, (count & 1) ^ 1)
             mbarrier.expect(q_ready, 2 * q_desc.block_type.nbytes)
@@ -404,7 +407,6 @@ if HAVE_GLUON:
                 empty_phase = ((it // STAGES) & 1) ^ 1
                 mbarrier.wait(k_empty.index(slot), empty_phase)
                 if MASK_KIND != 0:
-                    mask_row = mask_ptr + b.to(gl.int64) * sm_b + w.to(gl.int64) * sm_w + h.to(gl.int64) * sm_h
                     _stage_bias(bias_smem.index(slot), mask_row, j * BLOCK_N, Lk, sm_n, BLOCK_N, MASK_KIND)
                 mbarrier.expect(k_ready.index(slot), k_desc.block_type.nbytes)
                 tma_load(k_desc, [b, w, h_kv, j * BLOCK_N, 0], k_ready.index(slot),
@@ -566,7 +568,7 @@ def launch(q, k, v, o, plan, scale: float, config: dict, mask: torch.Tensor | No
     """o = attention(q, k, v, mask) for a plan why_not accepted, with a WS config's launch dict
     (kernels/attention.py's hopper_config: BLOCK_N keys per step, num_stages K/V blocks in flight,
     OVERLAP). mask: the plan's per-key mask (read at the plan's strides), or None."""
-    if (mask is None) != (plan.mask_kind == MASK_NONE):
+    if (mask is None) != (not plan.mask_kind):
         given = "none" if mask is None else "one"
         raise ValueError(f"the plan's mask kind is {plan.mask_kind}, and {given} was given")
     block_n = config["BLOCK_N"]
