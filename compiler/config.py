@@ -120,11 +120,6 @@ LIBRARY_GEMM: bool = _env_flag("TRIDENT_LIBRARY_GEMM", default=True)
 # "Warp-specialized GEMM").
 WS_GEMM: bool = _env_flag("TRIDENT_WS_GEMM", default=False)
 
-# TRIDENT_WS_ATTENTION_MASKS_AND_WIDE_HEADS=1: kernels/attention_hopper.py also takes per-key (padding)
-# masks and head dims past 128 (else those run kernels/attention.py's program). Off by default: both
-# compile for sm_90 (CPU tests check their schedule and spills) but have not run on a GPU yet
-# (docs/attention.md, "Padding masks").
-WS_ATTENTION_MASKS_AND_WIDE_HEADS: bool = _env_flag("TRIDENT_WS_ATTENTION_MASKS_AND_WIDE_HEADS", default=False)
 
 # An up projection whose result only a down projection reads runs with it as one kernel
 # (kernels/mlp.py: the hidden activation stays in registers); TRIDENT_FUSE_MLP=0 keeps two GEMMs.

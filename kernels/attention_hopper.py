@@ -29,8 +29,7 @@ are never stored.
 
 What it takes (`why_not`): fp16 / bf16, one head dim D = DV up to 256, no mask or one that is the
 same for every query row (a padding mask: bool or additive, one value per key, staged by the loader
-beside each K block; masks and head dims past 128 with TRIDENT_WS_ATTENTION_MASKS_AND_WIDE_HEADS=1,
-until they have run on a GPU), causal or not (either alignment), grouped-query heads, any lengths; 16-byte
+beside each K block), causal or not (either alignment), grouped-query heads, any lengths; 16-byte
 aligned base pointers and strides, unit stride along D. A head dim between the kernel's blocks
 (32, 64, 128, 256) runs at the next one up: TMA reads zeros past D (they add nothing to QK^T and
 give output columns that are not stored), as the program pads its head-dim block. Past 128 the
@@ -42,7 +41,6 @@ import torch
 
 import triton
 
-from trident.compiler import config as _config
 from trident.kernels.common import is_interpreter
 
 from trident.kernels.gluon_hopper import HAVE_GLUON, LOADER_WARPS, SMEM_LIMIT, shared_layout, sm_count
@@ -484,12 +482,6 @@ def why_not(plan, dtype, zero_nan_rows: bool = False, pointers=()) -> str | None
         return f"head dims {plan.D}/{plan.DV}"
     if plan.mask_kind and not plan.mask_per_key:
         return "a mask that varies along the query rows"
-    if not _config.WS_ATTENTION_MASKS_AND_WIDE_HEADS:
-        opt_in = "(TRIDENT_WS_ATTENTION_MASKS_AND_WIDE_HEADS=1 lets it in)"
-        if plan.D > Q_IN_REGISTERS_UP_TO:
-            return f"head dim {plan.D} past {Q_IN_REGISTERS_UP_TO} {opt_in}"
-        if plan.mask_kind:
-            return f"a mask {opt_in}"
     if zero_nan_rows:
         return "the NaN-row guard"
     if plan.Lk == 0:

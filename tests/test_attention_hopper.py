@@ -17,20 +17,12 @@ HOPPER = torch.cuda.is_available() and hopper.available(torch.device("cuda"))
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
 
 
-@pytest.fixture
-def masks_and_wide_heads(monkeypatch):
-    """The kernel's per-key masks and head dims past 128, opted in (TRIDENT_WS_ATTENTION_MASKS_AND_WIDE_HEADS)."""
-    from trident.compiler import config
-
-    monkeypatch.setattr(config, "WS_ATTENTION_MASKS_AND_WIDE_HEADS", True)
-
-
 def plan_of(q, k, v, causal=None, mask=None):
     o = torch.empty(q.shape[:-1] + v.shape[-1:], dtype=q.dtype)
     return plan_launch(_triple(q), _triple(k), _triple(v), None if mask is None else _triple(mask), _triple(o), causal)
 
 
-def test_it_takes_16_bit_head_dims_up_to_256_and_per_key_masks(masks_and_wide_heads):
+def test_it_takes_16_bit_head_dims_up_to_256_and_per_key_masks():
     q = torch.empty(2, 4, 100, 64, dtype=torch.float16)
     assert hopper.why_not(plan_of(q, q, q), torch.float16) is None
     assert hopper.why_not(plan_of(q, q, q, "bottom_right"), torch.float16) is None
@@ -51,17 +43,6 @@ def test_it_takes_16_bit_head_dims_up_to_256_and_per_key_masks(masks_and_wide_he
     assert hopper.why_not(plan_of(q, q, q), torch.float16, zero_nan_rows=True) == "the NaN-row guard"
 
 
-def test_masks_and_head_dims_past_128_wait_for_their_opt_in():
-    """Both compile for sm_90 and are checked here, but have not run on a GPU: off by default."""
-    q = torch.empty(2, 4, 100, 64, dtype=torch.float16)
-    keep = torch.ones(2, 1, 1, 100, dtype=torch.bool)
-    assert "TRIDENT_WS_ATTENTION_MASKS_AND_WIDE_HEADS=1" in hopper.why_not(plan_of(q, q, q, mask=keep), torch.float16)
-    wide = torch.empty(2, 4, 100, 160, dtype=torch.float16)
-    assert "head dim 160 past 128" in hopper.why_not(plan_of(wide, wide, wide), torch.float16)
-    q128 = torch.empty(2, 4, 100, 128, dtype=torch.float16)
-    assert hopper.why_not(plan_of(q128, q128, q128), torch.float16) is None
-
-
 def test_it_asks_tma_aligned_strides_and_pointers():
     x = torch.empty(2, 100, 3, 4, 64, dtype=torch.float16)  # a QKV projection's head-split views
     q, k, v = (x[:, :, i].transpose(1, 2) for i in range(3))
@@ -77,7 +58,7 @@ def test_it_asks_tma_aligned_strides_and_pointers():
     assert "q does not start 16-byte aligned" in hopper.why_not(plan, torch.float16, pointers=[2, 16, 32, 48])
 
 
-def test_a_head_dim_between_the_kernels_runs_at_the_next_and_reads_zeros_past_it(masks_and_wide_heads):
+def test_a_head_dim_between_the_kernels_runs_at_the_next_and_reads_zeros_past_it():
     assert [hopper.kernel_head_dim(d) for d in (8, 32, 33, 64, 80, 96, 128, 129, 256, 257)] == [
         32, 32, 64, 64, 128, 128, 128, 256, 256, None]
     q = torch.empty(2, 4, 100, 80, dtype=torch.float16)
@@ -332,7 +313,7 @@ def test_gpu_matches_float64(d, config):
     (d, c) for d in (32, 40, 80, 96, 160, 256)
     for c in GPU_CONFIGS[:2] + GPU_CONFIGS[3:4] + [hopper_config(64, 2, True), hopper_config(64, 2, False)]
     if hopper.why_unfit(c, d) is None], ids=str)
-def test_gpu_head_dims_between_the_kernels_match_float64(d, config, masks_and_wide_heads):
+def test_gpu_head_dims_between_the_kernels_match_float64(d, config):
     """Head dims run at the next kernel block (40 at 64, 80 and 96 at 128, 160 at 256, where the
     queries stay in shared memory): the zeros TMA reads past D change nothing, and the output's
     columns past D are not written (the NaN around the view's D columns stays)."""
@@ -381,7 +362,7 @@ def masked_cases(d):
 @pytest.mark.parametrize("d, config", [
     (d, c) for d in (64, 128, 256) for c in GPU_CONFIGS[:3] + GPU_CONFIGS[4:5] + [hopper_config(64, 2, True)]
     if hopper.why_unfit(c, d, masked=True) is None], ids=str)
-def test_gpu_per_key_masks_match_float64(d, config, masks_and_wide_heads):
+def test_gpu_per_key_masks_match_float64(d, config):
     for name, (q, k, v), causal, mask in masked_cases(d):
         out = run(q, k, v, causal, config, mask)
         err = (out.double() - reference(q, k, v, causal, mask)).abs().max().item()
@@ -390,7 +371,7 @@ def test_gpu_per_key_masks_match_float64(d, config, masks_and_wide_heads):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not HOPPER, reason="needs an sm_90 GPU and Gluon")
-def test_gpu_attention_with_a_padding_mask_picks_it_and_matches_sdpa(masks_and_wide_heads):
+def test_gpu_attention_with_a_padding_mask_picks_it_and_matches_sdpa():
     q, k, v = (torch.randn(2, 4, 3000, 80, device="cuda", dtype=torch.float16) for _ in range(3))
     keep = torch.arange(3000, device="cuda")[None, :] < torch.tensor([3000, 2222], device="cuda")[:, None]
     mask = keep[:, None, None]

@@ -7,7 +7,7 @@ import torch.nn as nn
 
 from trident.compiler.autotune import problem_of
 from trident.compiler.build import BuildTrace, build_engine  # before transformers: it imports triton
-from trident.compiler.testing import export_onnx
+from trident.compiler.testing import export_onnx, run_engine
 
 transformers = pytest.importorskip("transformers")
 
@@ -60,7 +60,7 @@ def test_transformers_bert_attention_is_one_kernel_per_layer(attention, via):
     assert sum(problem_of(s.source).get("template") == "attention" for s in engine.plan.kernel_steps()) == 2
     fresh = token_inputs(1)
     with torch.no_grad():
-        torch.testing.assert_close(engine(*fresh)[0], model(*fresh), rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(run_engine(engine, *fresh)[0], model(*fresh), rtol=1e-4, atol=1e-4)
 
 
 class Block(nn.Module):
@@ -95,4 +95,4 @@ def test_int8_engine_keeps_attention_in_fp16():
     x = torch.randn(4, 16, 32, generator=g)
     with torch.no_grad():
         ref = model(x)
-    assert ((engine(x)[0].float() - ref).norm() / ref.norm()).item() < 5e-2
+    assert ((run_engine(engine, x)[0].float() - ref).norm() / ref.norm()).item() < 5e-2

@@ -20,9 +20,7 @@ writes JSON. A measurement, never a test: nothing is asserted.
 
 --mask padding gives every row a bool mask [B, 1, 1, SEQ] (what an encoder with an attention_mask
 passes on): the batch's even entries see every key, its odd ones the first three quarters. The
-FLOP count stays the unmasked one, as for SDPA, which runs the same mask. On Hopper such a mask
-runs the program unless TRIDENT_WS_ATTENTION_MASKS_AND_WIDE_HEADS=1 lets the warp-specialized
-kernel take it.
+FLOP count stays the unmasked one, as for SDPA, which runs the same mask.
 """
 from __future__ import annotations
 
