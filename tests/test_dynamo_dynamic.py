@@ -335,3 +335,21 @@ def test_what_reads_a_dynamic_length_builds_one_engine(partitions, name):
         x = torch.randn(3, n, 4, device=DEV)
         torch.testing.assert_close(compiled(x), fn(x), rtol=1e-5, atol=1e-5)
     assert sum(p.engines_built for p in partitions) == 1
+
+
+def test_a_constant_pad_over_a_dynamic_dim_runs_no_torch_step(partitions):
+    """A constant pad's fill spans the dims it does not pad, one of them dynamic here: the fill
+    is stored at the profile's max sizes, and each run views its first elements in the shape its
+    sizes give (a slice of a dense tensor along an inner dim would be a copy in torch)."""
+    def fn(x):
+        return torch.nn.functional.pad(x, (1, 2)) * 2
+
+    torch._dynamo.reset()
+    compiled = torch.compile(fn, backend="trident", dynamic=True, options={"fallback": False})
+    for n in (5, 9, 3):
+        x = torch.randn(2, n, 4, device=DEV)
+        torch.testing.assert_close(compiled(x), fn(x))
+    assert sum(p.engines_built for p in partitions) == 1
+    steps = [s for p in partitions for e in p.built_engines() for s in e.plan.steps]
+    assert "view" in {s.kind for s in steps} and "torch" not in {s.kind for s in steps}
+

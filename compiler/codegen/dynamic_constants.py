@@ -4,8 +4,9 @@ Import folds what it can: `position_embeddings.weight[:seq]` becomes a constant 
 token-type row expanded over [batch, seq] one of batch * seq rows. Such a constant is stored once,
 at the profile's max sizes (or the largest probe's, past them), and each run slices the part its
 sizes need (a view where that part is contiguous in the stored one, as a position table's first
-rows are, else one copy by a torch step ahead of the kernels that read it): valid only if every
-probe's constant is exactly such a slice of the max one, which is checked. The slice is the
+rows are, or where the constant is one value throughout, as a pad's fill is; else one copy by a
+torch step ahead of the kernels that read it): valid only if every probe's constant is exactly
+such a slice of the max one, which is checked. The slice is the
 leading [:n0, :n1, ...] of every dim, or, where that is not it, a window at an offset along the
 dims that differ (T5's decoder bias for one query after a past of s keys is the last s + 1
 columns of the bias at the max past): the offsets, like the sizes, must then be integer
@@ -20,12 +21,14 @@ from typing import Callable
 
 import torch
 
-from trident.compiler.codegen.program import Program, Step, same_elements, view_layouts
+from trident.compiler.codegen.program import Layout, Program, Step, same_elements, view_layouts
+from trident.compiler.codegen.writer import dense_strides
 from trident.compiler.errors import TridentError, UnsupportedError
 from trident.compiler.fusion import Group
 from trident.compiler.ir import Node
 
 MAX_SUFFIX = "@max"
+PREFIX_SUFFIX = "@prefix"  # the first elements of a uniform constant's max-size value (_uniform_views)
 
 
 def varying_constants(programs: dict[tuple, Program]) -> list[str]:
@@ -98,6 +101,11 @@ def _with_slices(program: Program, names: list[str], at_max: Program, starts: di
     steps: list[Step] = []
     for name in names:
         big, small = at_max.constants[name], program.constants[name]
+        viewed = _uniform_views(name, big, layouts)
+        if viewed is not None:
+            constants[name + MAX_SUFFIX] = big.flatten()
+            steps += viewed
+            continue
         source = name + MAX_SUFFIX
         constants[source] = big
         layouts[source] = at_max.layouts[name]
@@ -114,6 +122,25 @@ def _with_slices(program: Program, names: list[str], at_max: Program, starts: di
                                                                ["a size-dependent constant"])))
     return dataclasses.replace(program, steps=steps + list(program.steps), layouts=layouts,
                                constants=constants)
+
+
+def _uniform_views(name: str, big: torch.Tensor, layouts: dict) -> list[Step] | None:
+    """A constant of one value throughout (a pad's fill, a mask of ones) whose program stores it
+    dense: any size's value is the first elements of the max-size one, kept flat, viewed in that
+    size's shape (a slice, then a reshape: views, where any other slice of a dense tensor would
+    need a copy). Adds the layouts of the flat value and of its prefix; None for other constants."""
+    lay = layouts[name]
+    if big.numel() == 0 or lay.offset or tuple(lay.strides) != tuple(dense_strides(lay.shape)) \
+            or not bool((big == big.flatten()[0]).all()):
+        return None
+    source, prefix, n = name + MAX_SUFFIX, name + PREFIX_SUFFIX, math.prod(lay.shape)
+    layouts[source] = Layout((big.numel(),), (1,), big.dtype)
+    layouts[prefix] = Layout((n,), (1,), lay.dtype)
+    cut = Node("slice", (source,), (prefix,), {"starts": [0], "ends": [n], "axes": [0], "steps": [1]},
+               f"{name}.slice")
+    shaped = Node("reshape", (prefix,), (name,), {"shape": list(lay.shape)}, f"{name}.reshape")
+    return [Step("view", [source], [prefix], Group("view", [cut])),
+            Step("view", [prefix], [name], Group("view", [shaped]))]
 
 
 __all__ = ["unfold_constants", "varying_constants"]
