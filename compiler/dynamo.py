@@ -483,6 +483,13 @@ def _number_tensor(value: int | float, args: Sequence) -> torch.Tensor:
     return torch.tensor(value, dtype=dtype, device=device)
 
 
+_INTEGER_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
+
+
+def _int_scalar(a) -> bool:
+    return isinstance(a, torch.Tensor) and a.dim() == 0 and a.dtype in _INTEGER_DTYPES
+
+
 def _passed_float(a) -> bool:
     """A Python float dynamo hands over as a 0-d CPU tensor (not a parameter or buffer)."""
     return _cpu_scalar(a) and not isinstance(a, torch.nn.Parameter)
@@ -510,6 +517,7 @@ class TridentSubgraph(torch.nn.Module):
         self._user_positions = [k for k, weight in enumerate(weight_args) if not weight]
         self._weight_positions: list[int] | None = None  # by identity; set at the first call
         self._value_positions: list[int] = []             # by value (floats passed as 0-d tensors)
+        self._sizes_by_value: list[int] = []              # 0-d int inputs read as sizes (_take_sizes_by_value)
         self._weights_held: list[list] = []  # each engine's keyed weights, kept alive (their ids too)
         self.options = options
         self.report = report
@@ -581,7 +589,7 @@ class TridentSubgraph(torch.nn.Module):
         dynamic shapes: eps, a scale) by value."""
         if self._weight_positions is None:
             weights = [k for k, weight in enumerate(self.weight_args) if weight]
-            self._value_positions = [k for k in weights if _passed_float(args[k])]
+            self._value_positions = [k for k in weights if _passed_float(args[k]) or k in self._sizes_by_value]
             self._weight_positions = [k for k in weights if k not in self._value_positions]
         return (tuple([id(args[k]) for k in self._weight_positions]),
                 tuple([args[k].item() for k in self._value_positions]))
@@ -656,7 +664,7 @@ class TridentSubgraph(torch.nn.Module):
                                    f"partition {self._num_outputs}")
             engine.cuda_graph = bool(self.options["cuda_graph"]) and _config.CUDA_GRAPHS
         except TridentError as e:
-            if self._run_time_numbers:  # the graph may need such a number as a value (forward asks again)
+            if self._run_time_numbers or self._take_sizes_by_value(args):  # (forward asks again)
                 return _AS_VALUES
             if profiles:  # no shape-generic engine: one per size instead (nothing runs in torch)
                 self._say_per_size(e)
@@ -667,6 +675,26 @@ class TridentSubgraph(torch.nn.Module):
                 self._record_fallback(e)
             return _FALLBACK
         return engine, keep
+
+    def _take_sizes_by_value(self, args: Sequence) -> bool:
+        """A 0-d integer tensor the graph reads where a size goes has no run-time form in an
+        engine: F.pad's widths that a frame broken off before it computed from a module's buffers
+        (EnCodec's and Mimi's padded convolutions) arrive as tensors, and the padded tensor's
+        shape depends on their values. After a failed build such inputs are taken as constants,
+        each engine keyed by their values (as floats passed as 0-d tensors are). False where
+        there are none, or they were taken so already."""
+        passed = len(self.weight_args) - len(self._int_values)  # (not the sized ints appended)
+        ints = [k for k in self._user_positions if k < passed and _int_scalar(args[k])]
+        if not ints:
+            return False
+        placeholders = [n for n in self.gm.graph.nodes if n.op == "placeholder"]
+        for k in ints:
+            self.weight_args[k] = True
+            placeholders[k].meta.pop(RUN_TIME_INPUT, None)
+        self._sizes_by_value += ints
+        self._user_positions = [k for k in self._user_positions if k not in ints]
+        self._weight_positions = None  # (_weights_key sorts them again, these by value)
+        return True
 
     def _split_around(self, error: TridentError) -> bool:
         """A converter refused one node of this partition (error.fx_node; an adaptive pool with

@@ -353,3 +353,35 @@ def test_a_constant_pad_over_a_dynamic_dim_runs_no_torch_step(partitions):
     steps = [s for p in partitions for e in p.built_engines() for s in e.plan.steps]
     assert "view" in {s.kind for s in steps} and "torch" not in {s.kind for s in steps}
 
+
+class PaddedByItsBuffers(torch.nn.Module):
+    """Reflect-pads by widths its buffers give, after a test on them that breaks the graph, so the
+    widths reach the next frame as 0-d tensors (EnCodec's and Mimi's padded convolutions)."""
+
+    def __init__(self):
+        super().__init__()
+        self.kernel, self.stride = torch.nn.Buffer(torch.tensor(3)), torch.nn.Buffer(torch.tensor(2))
+
+    def forward(self, x):
+        left, right = self.kernel - 1, (x.shape[-1] - self.kernel) % self.stride + 1
+        if torch.maximum(left, right) >= x.shape[-1]:
+            x = torch.nn.functional.pad(x, (0, 4))
+        return torch.nn.functional.pad(x, (left, right), "reflect") * 2
+
+
+def test_pad_widths_passed_as_tensors_are_taken_by_value(partitions):
+    """The padded tensor's shape depends on the widths' values: each engine takes them as
+    constants and is keyed by them (a length of another parity, other widths: another engine)."""
+    from trident.compiler.testing import compile_with_reports, ops_in_torch
+
+    model = PaddedByItsBuffers().to(DEV)
+    x = torch.randn(2, 3, 9, device=DEV)
+    got, reports = compile_with_reports(model, x)
+    torch.testing.assert_close(got, model(x))
+    assert ops_in_torch(reports) == []
+    torch._dynamo.reset()
+    compiled = torch.compile(model, backend="trident", options={"fallback": False})
+    for n in (9, 10, 7):
+        x = torch.randn(2, 3, n, device=DEV)
+        torch.testing.assert_close(compiled(x), model(x))
+    assert any(p._sizes_by_value for p in partitions)
