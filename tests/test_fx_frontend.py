@@ -15,6 +15,7 @@ from trident.compiler.errors import TridentError, UnsupportedError
 from trident.compiler.frontend.fx import (import_fx, supported_fx_target, supported_targets,
                                           user_input_indices)
 from trident.compiler.reference import run_reference
+from trident.compiler.testing import relative_error
 
 # torch.export's own deprecation noise (pytree LeafSpec), not ours
 pytestmark = pytest.mark.filterwarnings("ignore:.*LeafSpec.*:FutureWarning")
@@ -349,6 +350,21 @@ def test_an_fp16_engine_clamps_constants_past_fp16s_range():
     out = (out[0] if isinstance(out, (list, tuple)) else out).float().cpu()
     torch.testing.assert_close(out, module(*inputs), rtol=1e-2, atol=1e-3)
 
+
+
+def test_an_fp16_engine_keeps_the_models_scalars_exact():
+    """An RMSNorm with GLM-4's epsilon, 1.5625e-7, over rows of variance 1e-6, built at fp16: the
+    epsilon stays fp32 (torch computes `x16 + eps` with eps in fp32), where rounded to fp16 it was
+    1.79e-7 (3 subnormal steps of 6e-8), and the norm 0.9% off."""
+    import trident
+
+    def rms_norm(s, x):
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1.5625e-7)
+
+    module, x = Fn(rms_norm).eval(), torch.randn(4, 32, generator=torch.Generator().manual_seed(0)) * 1e-3
+    engine = trident.build_engine(module, "fp16", example_inputs=[x])
+    (out,) = engine(x.to(engine.device))
+    assert relative_error(out.float().cpu(), module(x)) < 2e-3
 
 # ------------------------------------------------------------------ graph behaviour ----
 def test_linear_weight_transposed_at_import():

@@ -19,9 +19,21 @@ def _check_dtypes(opdef: OpDef, node: Node, types: Sequence[TensorType]) -> None
         if t.dtype not in SUPPORTED_DTYPES:
             raise UnsupportedError(f"{where(node)}: input {i} has dtype {t.dtype}, not one of "
                                    f"{sorted(str(d) for d in SUPPORTED_DTYPES)}")
-    if opdef.same_dtype and len({t.dtype for t in types}) > 1:
+    if opdef.same_dtype and len(_deciding_dtypes(opdef, types)) > 1:
         raise ShapeError(f"{where(node)}: inputs must share one dtype, got "
                          f"{', '.join(str(t) for t in types)}")
+
+
+def _deciding_dtypes(opdef: OpDef, types: Sequence[TensorType]) -> set[torch.dtype]:
+    """The dtypes that must agree. An elementwise op's 0-dim float operand beside float tensors
+    does not decide the result's dtype (torch's promotion rule for 0-dim tensors): an fp16
+    engine keeps the model's fp32 scalars exact in them (passes/precision.py)."""
+    dtypes = {t.dtype for t in types}
+    tensors = {t.dtype for t in types if t.rank > 0}
+    if opdef.kind == Kind.ELEMENTWISE and len(tensors) == 1 and next(iter(tensors)).is_floating_point \
+            and all(t.dtype.is_floating_point for t in types):
+        return tensors
+    return dtypes
 
 
 _INFERRED: dict = {}  # (op, input types, attrs) -> output types; passes re-infer the same nodes
