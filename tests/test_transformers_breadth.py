@@ -1,9 +1,9 @@
 """More of transformers' architectures at tiny configurations (2 layers or stages, widths 8-48, 32 x 32
 images, 400 audio samples or a 32 x 32 spectrogram, 8 tokens; random weights) through
-torch.compile(backend="trident") and through their ONNX export, against eager fp32: 80 of them,
+torch.compile(backend="trident") and through their ONNX export, against eager fp32: 81 of them,
 vision (BEiT, YOLOS, SegFormer, PoolFormer, PVT, FocalNet, DPT, LeViT, Swin-V2, GroupViT, Hiera,
 MobileViT, ...), audio (wav2vec2, HuBERT, SEW, UniSpeech, AST, CLAP, ...) and text (GPT-NeoX, GPT-J,
-Falcon, BLOOM, Mistral, Gemma 2 and 3, Qwen3, Mamba-2, XLNet, Funnel, ...), and Reformer and
+Falcon, BLOOM, Mistral, Gemma 2 and 3, Qwen3, GLM-4, Mamba-2, XLNet, Funnel, ...), and Reformer and
 mixtures of experts through torch.compile only. Nothing may run in torch: each
 once left an op there (interpolate, group norm, normalize, weight norm, repeat_interleave, baddbmm,
 argmax, einsum, unfold, 1-D pools, a list index, multi-query SDPA, scatter_, argsort, numpy
@@ -110,6 +110,9 @@ MODELS = {
  "gemma3_text": (lambda: _decoder("Gemma3Text", num_key_value_heads=1, head_dim=16, sliding_window=4,
      layer_types=["sliding_attention", "full_attention"]), "txt"),
  "olmo2": (lambda: _decoder("Olmo2"), "txt"),
+ # GLM-4: RMSNorms after attention and after the MLP too, epsilon 1.5625e-7 beside variances of 1e-6
+ # (an fp16 engine keeps the epsilon fp32; the squares join the means' loads, not the GEMMs' stores)
+ "glm4": (lambda: _decoder("Glm4", num_key_value_heads=1, head_dim=16, pad_token_id=0), "txt"),
  "nemotron": (lambda: _decoder("Nemotron", num_key_value_heads=1, head_dim=16), "txt"),
  "mamba2": (lambda: _class("Mamba2Model")(_class("Mamba2Config")(num_heads=4, head_dim=16, hidden_size=32,
      state_size=8, num_hidden_layers=2, n_groups=1, vocab_size=100, chunk_size=4, time_step_rank=4)), "txt"),
