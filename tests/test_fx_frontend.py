@@ -351,7 +351,6 @@ def test_an_fp16_engine_clamps_constants_past_fp16s_range():
     torch.testing.assert_close(out, module(*inputs), rtol=1e-2, atol=1e-3)
 
 
-
 def test_an_fp16_engine_keeps_the_models_scalars_exact():
     """An RMSNorm with GLM-4's epsilon, 1.5625e-7, over rows of variance 1e-6, built at fp16: the
     epsilon stays fp32 (torch computes `x16 + eps` with eps in fp32), where rounded to fp16 it was
@@ -365,6 +364,21 @@ def test_an_fp16_engine_keeps_the_models_scalars_exact():
     engine = trident.build_engine(module, "fp16", example_inputs=[x])
     (out,) = engine(x.to(engine.device))
     assert relative_error(out.float().cpu(), module(x)) < 2e-3
+
+
+def test_only_scalars_within_fp16s_range_stay_fp32():
+    """The exact scalars are those fp16 can hold once multiplied in: a mask scale past its range
+    is clamped as every other constant (a product kept at 1e6 would be inf once stored in fp16)."""
+    from trident.compiler.passes.precision import lower_precision
+
+    def masked(s, x, m):
+        return (x + 1.5625e-7) - 1e6 * (1 - m)
+
+    x, m = torch.randn(2, 8), (torch.rand(2, 8) > 0.5).float()
+    low = lower_precision(import_fx(Fn(masked).eval(), (x, m)), "fp16")
+    scalars = {float(t): t.dtype for t in low.constants.values() if t.dim() == 0}
+    eps = torch.tensor(1.5625e-7).item()  # (its fp32 value)
+    assert scalars == {eps: torch.float32, 65504.0: torch.float16, 1.0: torch.float32}, scalars
 
 # ------------------------------------------------------------------ graph behaviour ----
 def test_linear_weight_transposed_at_import():

@@ -27,7 +27,7 @@ def lower_precision(graph: Graph, precision: str = "fp16") -> Graph:
     rename: dict[str, str] = {}
     keep = {name for node in graph.nodes
             for name in node.inputs[_KEEP_FP32_INPUTS.get(node.op, slice(0))]}
-    keep |= exact_scalars(graph)
+    keep |= exact_scalars(graph, low)
     for name in graph.inputs:
         b.input(name, graph.types[name])
         if graph.types[name].dtype == torch.float32:
@@ -54,15 +54,19 @@ def lower_precision(graph: Graph, precision: str = "fp16") -> Graph:
     return b.finish(outputs)
 
 
-def exact_scalars(graph: Graph) -> set[str]:
+def exact_scalars(graph: Graph, low: torch.dtype) -> set[str]:
     """The 0-dim fp32 constants that stay fp32: those only arithmetic on float tensors reads (an
     RMSNorm's epsilon, a scale). As torch computes `x16 + eps` with eps in fp32, whatever x's
     dtype, the kernels compute with the model's value (a literal in their fp32 registers), and
     the result keeps the tensor's dtype. In fp16 GLM-4's 1.5625e-7 would be 1.79e-7 (subnormal:
-    3 steps of 6e-8), 14% off, and an RMSNorm of a 1e-6 variance 0.8% off; 1e-12 would be 0."""
+    3 steps of 6e-8), 14% off, and an RMSNorm of a 1e-6 variance 0.8% off; 1e-12 would be 0.
+    A value past `low`'s range is clamped as other constants are (_to_low): a mask scale of 1e6
+    or fp32's minimum kept exact would give products that overflow `low` once stored."""
     consumers = graph.consumers()
+    top = torch.finfo(low).max
     return {name for name, tensor in graph.constants.items()
             if tensor.dtype == torch.float32 and tensor.dim() == 0 and name in consumers
+            and bool(tensor.abs() <= top)
             and all(_reads_beside_a_tensor(node, name, graph) for node in consumers[name])}
 
 
