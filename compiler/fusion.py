@@ -384,42 +384,12 @@ def residual_for_norm(group: Group, node: Node, graph: Graph, consumers: dict[st
     return "left to the LayerNorm that reads the sum: the GEMM stays cuBLAS's whole job (RESIDUAL_INTO_NORM)"
 
 
-def feeds_one_reduction(value: str, graph: Graph, consumers: dict[str, list[Node]]) -> bool:
-    """Is `value` read by one node only: a reduction, as the row it reduces, or an elementwise op of
-    the same shape whose result in turn feeds one reduction so? A pointwise group of such nodes
-    always becomes that reduction's prologue (`_absorb_prologue`: nothing else reads it)."""
-    readers = consumers.get(value, [])
-    if value in graph.outputs or len(readers) != 1:
-        return False
-    (reader,) = readers
-    kind = initial_kind(reader, graph)[0]
-    if kind == "reduction":
-        return reader.inputs[0] == value and value not in reader.inputs[1:]
-    out = reader.outputs[0]
-    return (kind == "pointwise" and OPS[reader.op].kind == Kind.ELEMENTWISE
-            and graph.types[out].shape == graph.types[value].shape and feeds_one_reduction(out, graph, consumers))
-
-
-def computed_by_reduction(group: Group, node: Node, graph: Graph, consumers: dict[str, list[Node]]) -> str | None:
-    """Why elementwise `node` should not join the epilogue of a GEMM, conv, pool, scan or reduction
-    group, or None: when all its result feeds is one reduction (the square of an RMSNorm's mean of
-    squares), that reduction computes it in its loads instead, in fp32 registers, from the values
-    the group stores anyway. In the epilogue it would be stored, in fp16 in an fp16 engine (a
-    square of 1e-3 is subnormal there, 6% off), and read back: one tensor more of traffic where the
-    reduction also reads the group's result (the norm's own x * rsqrt(...)), the same where not.
-    A pointwise group needs no such refusal: it joins the reduction's loads whole."""
-    if group.kind == "pointwise" or not feeds_one_reduction(node.outputs[0], graph, consumers):
-        return None
-    return "left to the reduction it feeds: computed in its loads, in fp32, from values stored anyway"
-
-
 def _try_epilogue(node, graph, group_for, depends_on, consumers):
     for value in node.inputs:
         group = group_for(value)
         if group is None:
             continue
-        refusal = (can_fuse(group, node, graph, depends_on) or residual_for_norm(group, node, graph, consumers)
-                   or computed_by_reduction(group, node, graph, consumers))
+        refusal = can_fuse(group, node, graph, depends_on) or residual_for_norm(group, node, graph, consumers)
         if refusal is None:
             saved, why = score(group, node, graph, consumers)
             if saved > 0:
