@@ -120,7 +120,6 @@ LIBRARY_GEMM: bool = _env_flag("TRIDENT_LIBRARY_GEMM", default=True)
 # "Warp-specialized GEMM").
 WS_GEMM: bool = _env_flag("TRIDENT_WS_GEMM", default=False)
 
-
 # An up projection whose result only a down projection reads runs with it as one kernel
 # (kernels/mlp.py: the hidden activation stays in registers); TRIDENT_FUSE_MLP=0 keeps two GEMMs.
 FUSE_MLP: bool = _env_flag("TRIDENT_FUSE_MLP", default=True)
