@@ -487,6 +487,7 @@ _INTEGER_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int6
 
 
 def _int_scalar(a) -> bool:
+    """A 0-d integer tensor (a size a frame broken off before computed, say)."""
     return isinstance(a, torch.Tensor) and a.dim() == 0 and a.dtype in _INTEGER_DTYPES
 
 

@@ -15,7 +15,7 @@ from trident.compiler.errors import TridentError, UnsupportedError
 from trident.compiler.frontend.fx import (import_fx, supported_fx_target, supported_targets,
                                           user_input_indices)
 from trident.compiler.reference import run_reference
-from trident.compiler.testing import relative_error
+from trident.compiler.testing import relative_error, run_engine
 
 # torch.export's own deprecation noise (pytree LeafSpec), not ours
 pytestmark = pytest.mark.filterwarnings("ignore:.*LeafSpec.*:FutureWarning")
@@ -362,8 +362,8 @@ def test_an_fp16_engine_keeps_the_models_scalars_exact():
 
     module, x = Fn(rms_norm).eval(), torch.randn(4, 32, generator=torch.Generator().manual_seed(0)) * 1e-3
     engine = trident.build_engine(module, "fp16", example_inputs=[x])
-    (out,) = engine(x.to(engine.device))
-    assert relative_error(out.float().cpu(), module(x)) < 2e-3
+    (out,) = run_engine(engine, x)
+    assert relative_error(out.float(), module(x)) < 2e-3
 
 
 def test_only_scalars_within_fp16s_range_stay_fp32():
@@ -379,6 +379,7 @@ def test_only_scalars_within_fp16s_range_stay_fp32():
     scalars = {float(t): t.dtype for t in low.constants.values() if t.dim() == 0}
     eps = torch.tensor(1.5625e-7).item()  # (its fp32 value)
     assert scalars == {eps: torch.float32, 65504.0: torch.float16, 1.0: torch.float32}, scalars
+
 
 # ------------------------------------------------------------------ graph behaviour ----
 def test_linear_weight_transposed_at_import():
