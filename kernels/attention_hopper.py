@@ -19,7 +19,16 @@ This kernel splits the work between warp groups, as FlashAttention-3 and cuDNN d
   a tuning candidate: docs/attention.md).
 
 The kernel is persistent (one program per SM, walking query tiles), so the loader streams the next
-tile's Q, K and V while the consumers finish this one.
+tile's Q, K and V while the consumers finish this one. Dealt whole, T tiles take ceil(T / P) rounds
+of P programs, and the last one is partial: 2,048 queries x 64 heads make 1,024 tiles, 7.76 rounds
+of 132 SMs, so the slowest program does 8 tiles and the kernel runs 3% longer than the work needs.
+With SPLIT (no causal mask, more tiles than programs, T not a multiple of P) the tiles of the last
+full round and the partial one are dealt by key blocks instead: each program takes an equal run of
+them (between one and two tiles), so a tile may be shared by two programs, the first one's last
+key blocks and the next one's first (FlashAttention's split-KV, CUTLASS's stream-K). Each of the
+two leaves its part of the tile (its unnormalized output, row max and row sum) in a workspace and
+counts itself in; the one that counts second merges the other's part into its own and stores the
+tile, so neither waits for the other.
 
 Every operand is read through a 5-D TMA descriptor over its [B, W, H, L, D] view (the strides of
 kernels/attention.py's plan, so head-split and QKV-split views need no copy). TMA bounds each copy
@@ -94,6 +103,30 @@ if HAVE_GLUON:
             end = Lk
             n_full = Lk // BLOCK_N
         return bw // W, bw % W, h, h // (H // H_KV), start_m, n_full, gl.cdiv(end, BLOCK_N)
+
+    @gluon.jit
+    def _split_start(tiles, SPLIT: gl.constexpr):
+        """The first tile dealt by key blocks: with SPLIT the last full round's; the tiles before it
+        go to the programs whole, in turn."""
+        if SPLIT:
+            return (tiles // gl.num_programs(0) - 1) * gl.num_programs(0)
+        return tiles
+
+    @gluon.jit
+    def _split_run(first, tiles, n_blocks):
+        """This program's run [u0, u1) of the key blocks of tiles [first, tiles), counted from the
+        first one's first block: an equal share of them (at least a tile's, as there are at least
+        as many tiles as programs), so a tile is shared by two programs at most."""
+        programs = gl.num_programs(0)
+        units = (tiles - first).to(gl.int64) * n_blocks
+        p = gl.program_id(0).to(gl.int64)
+        return (p * units // programs).to(gl.int32), ((p + 1) * units // programs).to(gl.int32)
+
+    @gluon.jit
+    def _piece(t, first, u0, u1, n_blocks):
+        """The key blocks [lo, hi) of tile t in the run [u0, u1)."""
+        base = (t - first) * n_blocks
+        return gl.maximum(u0 - base, 0), gl.minimum(u1 - base, n_blocks)
 
     @gluon.jit
     def _key_block(it, j, q, k_smem, v_smem, k_ready, v_ready, k_empty, v_empty, turn, next_turn, acc, l_i, m_i,
@@ -319,111 +352,206 @@ if HAVE_GLUON:
         return acc, l_i, m_i
 
     @gluon.jit
+    def _merge_shared(acc, l_row, m_row, shared, slot, side, ws_ptr, counters_ptr, GROUP: gl.constexpr):
+        """A tile two programs share (SPLIT; shared: this is one of them): this group's part of it
+        (acc, row sums l and maxima m over its key blocks) goes to the workspace, at (slot, side),
+        and the counter of (slot, group) says whether the other program's part is there already.
+        The part counted second merges the other into its own and is stored: returns (acc, l,
+        whether to store the tile's rows). A tile not shared is stored as it is."""
+        store = shared == 0
+        if shared:
+            ROWS: gl.constexpr = acc.shape[0]
+            DIM: gl.constexpr = acc.shape[1]
+            PART: gl.constexpr = ROWS * (DIM + 2)
+            rows = gl.arange(0, ROWS, layout=gl.SliceLayout(1, acc.type.layout))
+            cols = gl.arange(0, DIM, layout=gl.SliceLayout(0, acc.type.layout))
+            block = rows[:, None] * DIM + cols[None, :]
+            mine = ws_ptr + ((slot * 2 + side) * 2 + GROUP).to(gl.int64) * PART
+            theirs = ws_ptr + ((slot * 2 + 1 - side) * 2 + GROUP).to(gl.int64) * PART
+            gl.store(mine + block, acc)
+            gl.store(mine + ROWS * DIM + rows, m_row)
+            gl.store(mine + ROWS * (DIM + 1) + rows, l_row)
+            partition_barrier()  # every thread's part is stored before the count announces it
+            second = gl.atomic_add(counters_ptr + slot * 2 + GROUP, 1, sem="acq_rel", scope="gpu") == 1
+            if second:
+                # ".cg": read from L2, where the other SM stored its part, never from this SM's L1
+                their_m = gl.load(theirs + ROWS * DIM + rows, cache_modifier=".cg")
+                m = gl.maximum(m_row, their_m)
+                m = gl.where(m == float("-inf"), 0.0, m)  # a part that saw no live key adds nothing
+                my_scale = gl.exp2(m_row - m)
+                their_scale = gl.exp2(their_m - m)
+                their_acc = gl.load(theirs + block, cache_modifier=".cg")
+                acc = acc * my_scale[:, None] + their_acc * their_scale[:, None]
+                their_l = gl.load(theirs + ROWS * (DIM + 1) + rows, cache_modifier=".cg")
+                l_row = l_row * my_scale + their_l * their_scale
+            store = second
+        return acc, l_row, store
+
+    @gluon.jit
     def _consume(q_smem, k_smem, v_smem, q_ready, q_empty, k_ready, v_ready, k_empty, v_empty, turns, o_ptr, so_b,
-                 so_w, so_h, so_m, bias_smem, num_m, tiles, H, W, H_KV, Lq, Lk, D,
+                 so_w, so_h, so_m, bias_smem, ws_ptr, counters_ptr, num_m, tiles, H, W, H_KV, Lq, Lk, D,
                  causal_offset, QK_SCALE: gl.constexpr, CAUSAL: gl.constexpr, STAGES: gl.constexpr,
                  BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr, ROWS: gl.constexpr, OVERLAP: gl.constexpr,
-                 PINGPONG: gl.constexpr, MASK_KIND: gl.constexpr, GROUP: gl.constexpr):
+                 PINGPONG: gl.constexpr, MASK_KIND: gl.constexpr, SPLIT: gl.constexpr, GROUP: gl.constexpr):
         """One consumer warp group: rows [start_m + GROUP * ROWS, + ROWS) of each of the program's
-        query tiles."""
-        s_layout: gl.constexpr = wgmma_layout(BLOCK_N)
-        o_layout: gl.constexpr = wgmma_layout(HEAD_DIM)
+        query tiles (under SPLIT, the last rounds' by key blocks: _split_run)."""
         q_smem = q_smem.index(GROUP)
         turn = turns.index(GROUP)
         next_turn = turns.index(1 - GROUP)
-        FIRST: gl.constexpr = GROUP == 0
+        n_blocks = gl.cdiv(Lk, BLOCK_N)
+        split_start = _split_start(tiles, SPLIT)
         it = 0  # key blocks consumed so far: the ring position
-        count = 0  # tiles done so far: Q's phase
-        for t in range(gl.program_id(0), tiles, gl.num_programs(0)):
-            b, w, h, h_kv, start_m, n_full, n_end = _tile(t, num_m, tiles, H, W, H_KV, Lk, causal_offset, CAUSAL,
-                                                         2 * ROWS, BLOCK_N)
-            first = start_m + GROUP * ROWS
-            offs_m = first + gl.arange(0, ROWS, layout=gl.SliceLayout(1, s_layout))
-            offs_n = gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, s_layout))
-            acc = gl.zeros([ROWS, HEAD_DIM], gl.float32, o_layout)
-            l_i = _per_lane(gl.zeros([ROWS, BLOCK_N], gl.float32, s_layout), True)  # [ROWS, 4]: per quad lane
-            m_i = gl.full([ROWS], float("-inf"), gl.float32, gl.SliceLayout(1, s_layout))
-            mbarrier.wait(q_ready, count & 1)
-            if HEAD_DIM <= _Q_IN_REGISTERS_UP_TO:
-                # The queries as the first wgmma operand in registers: their buffer is free at once, and
-                # the loader fetches the next tile's while this one runs (from shared memory, the next
-                # tile waited for them: 0.030 against 0.033 ms at 512 keys, 1.64 against 1.74 at 8,192).
-                q = q_smem.load(gl.DotOperandLayout(operand_index=0, parent=s_layout, k_width=2))
-                mbarrier.arrive(q_empty, count=1)
-            else:
-                q = q_smem  # read by each QK^T from shared memory: released after the tile's last
-            if OVERLAP and (QK_SCALE >= 0 or MASK_KIND != 0):
-                acc, l_i, m_i = _full_blocks_overlapped(it, n_full, q, k_smem, v_smem, k_ready, v_ready, k_empty,
-                                                        v_empty, turn, next_turn, acc, l_i, m_i, bias_smem, QK_SCALE,
-                                                        STAGES, ROWS, BLOCK_N, FIRST, PINGPONG, MASK_KIND)
-            else:
-                for j in range(0, n_full):
-                    acc, l_i, m_i = _key_block(it + j, j, q, k_smem, v_smem, k_ready, v_ready, k_empty, v_empty,
-                                               turn, next_turn, acc, l_i, m_i, offs_m, offs_n, Lk, causal_offset,
-                                               bias_smem, QK_SCALE, STAGES, ROWS, BLOCK_N, CAUSAL, False, FIRST,
-                                               PINGPONG, MASK_KIND)
-            for j in range(n_full, n_end):
-                acc, l_i, m_i = _key_block(it + j, j, q, k_smem, v_smem, k_ready, v_ready, k_empty, v_empty, turn,
-                                           next_turn, acc, l_i, m_i, offs_m, offs_n, Lk, causal_offset, bias_smem,
-                                           QK_SCALE, STAGES, ROWS, BLOCK_N, CAUSAL, True, FIRST, PINGPONG, MASK_KIND)
-            it += n_end
+        count = 0  # tiles (or parts of tiles) done so far: Q's phase
+        for t in range(gl.program_id(0), split_start, gl.num_programs(0)):
+            it = _consume_tile(t, 0, n_blocks, False, 0, 0, it, count, q_smem, k_smem, v_smem, q_ready, q_empty,
+                               k_ready, v_ready, k_empty, v_empty, turn, next_turn, o_ptr, so_b, so_w, so_h, so_m,
+                               bias_smem, ws_ptr, counters_ptr, num_m, tiles, H, W, H_KV, Lq, Lk, D, causal_offset,
+                               QK_SCALE, CAUSAL, STAGES, BLOCK_N, HEAD_DIM, ROWS, OVERLAP, PINGPONG, MASK_KIND,
+                               GROUP)
             count += 1
-            if HEAD_DIM > _Q_IN_REGISTERS_UP_TO:
-                mbarrier.arrive(q_empty, count=1)  # every QK^T of the tile has been waited for
-            # A row that sees no key has l = 0 and acc = 0: dividing by 1 gives torch's 0, not 0/0.
-            l_o = gl.convert_layout(gl.sum(l_i, 1), gl.SliceLayout(1, o_layout))
-            out = acc / gl.where(l_o > 0.0, l_o, 1.0)[:, None]
-            rows = first + gl.arange(0, ROWS, layout=gl.SliceLayout(1, o_layout))
-            cols = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, o_layout))
-            base = b.to(gl.int64) * so_b + w.to(gl.int64) * so_w + h.to(gl.int64) * so_h
-            ptrs = o_ptr + base + rows[:, None].to(gl.int64) * so_m + cols[None, :]
-            gl.store(ptrs, out.to(o_ptr.dtype.element_ty), mask=(rows < Lq)[:, None] & (cols < D)[None, :])
+        if SPLIT:
+            u0, u1 = _split_run(split_start, tiles, n_blocks)
+            program = gl.program_id(0)
+            for t in range(split_start + u0 // n_blocks, split_start + (u1 - 1) // n_blocks + 1):
+                lo, hi = _piece(t, split_start, u0, u1, n_blocks)
+                head = (lo == 0) & (hi < n_blocks)  # the tile's first blocks: the next program has the rest
+                tail = lo > 0  # its last blocks: the program before has the first
+                # a shared tile's slot: the number of the program that has its last blocks
+                it = _consume_tile(t, lo, hi, head | tail, program + head.to(gl.int32), tail.to(gl.int32), it,
+                                   count, q_smem, k_smem, v_smem, q_ready, q_empty, k_ready, v_ready, k_empty,
+                                   v_empty, turn, next_turn, o_ptr, so_b, so_w, so_h, so_m, bias_smem, ws_ptr,
+                                   counters_ptr, num_m, tiles, H, W, H_KV, Lq, Lk, D, causal_offset, QK_SCALE,
+                                   CAUSAL, STAGES, BLOCK_N, HEAD_DIM, ROWS, OVERLAP, PINGPONG, MASK_KIND, GROUP)
+                count += 1
+
+    @gluon.jit
+    def _consume_tile(t, lo, hi, shared, slot, side, it, count, q_smem, k_smem, v_smem, q_ready, q_empty, k_ready,
+                      v_ready, k_empty, v_empty, turn, next_turn, o_ptr, so_b, so_w, so_h, so_m, bias_smem, ws_ptr,
+                      counters_ptr, num_m, tiles, H, W, H_KV, Lq, Lk, D, causal_offset, QK_SCALE: gl.constexpr,
+                      CAUSAL: gl.constexpr, STAGES: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
+                      ROWS: gl.constexpr, OVERLAP: gl.constexpr, PINGPONG: gl.constexpr, MASK_KIND: gl.constexpr,
+                      GROUP: gl.constexpr):
+        """This group's rows of query tile t over its key blocks [lo, hi) (those past the tile's
+        last are none), from ring position `it` on; stored, or with `shared` merged first
+        (_merge_shared). Returns the ring position after them."""
+        s_layout: gl.constexpr = wgmma_layout(BLOCK_N)
+        o_layout: gl.constexpr = wgmma_layout(HEAD_DIM)
+        FIRST: gl.constexpr = GROUP == 0
+        b, w, h, h_kv, start_m, n_full, n_end = _tile(t, num_m, tiles, H, W, H_KV, Lk, causal_offset, CAUSAL,
+                                                     2 * ROWS, BLOCK_N)
+        hi = gl.minimum(hi, n_end)
+        first = start_m + GROUP * ROWS
+        offs_m = first + gl.arange(0, ROWS, layout=gl.SliceLayout(1, s_layout))
+        offs_n = gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, s_layout))
+        acc = gl.zeros([ROWS, HEAD_DIM], gl.float32, o_layout)
+        l_i = _per_lane(gl.zeros([ROWS, BLOCK_N], gl.float32, s_layout), True)  # [ROWS, 4]: per quad lane
+        m_i = gl.full([ROWS], float("-inf"), gl.float32, gl.SliceLayout(1, s_layout))
+        mbarrier.wait(q_ready, count & 1)
+        if HEAD_DIM <= _Q_IN_REGISTERS_UP_TO:
+            # The queries as the first wgmma operand in registers: their buffer is free at once, and
+            # the loader fetches the next tile's while this one runs (from shared memory, the next
+            # tile waited for them: 0.030 against 0.033 ms at 512 keys, 1.64 against 1.74 at 8,192).
+            q = q_smem.load(gl.DotOperandLayout(operand_index=0, parent=s_layout, k_width=2))
+            mbarrier.arrive(q_empty, count=1)
+        else:
+            q = q_smem  # read by each QK^T from shared memory: released after the tile's last
+        full = gl.maximum(gl.minimum(hi, n_full) - lo, 0)  # blocks every row sees whole
+        if OVERLAP and (QK_SCALE >= 0 or MASK_KIND != 0):
+            acc, l_i, m_i = _full_blocks_overlapped(it, full, q, k_smem, v_smem, k_ready, v_ready, k_empty,
+                                                    v_empty, turn, next_turn, acc, l_i, m_i, bias_smem, QK_SCALE,
+                                                    STAGES, ROWS, BLOCK_N, FIRST, PINGPONG, MASK_KIND)
+        else:
+            for j in range(lo, lo + full):
+                acc, l_i, m_i = _key_block(it + j - lo, j, q, k_smem, v_smem, k_ready, v_ready, k_empty, v_empty,
+                                           turn, next_turn, acc, l_i, m_i, offs_m, offs_n, Lk, causal_offset,
+                                           bias_smem, QK_SCALE, STAGES, ROWS, BLOCK_N, CAUSAL, False, FIRST,
+                                           PINGPONG, MASK_KIND)
+        for j in range(lo + full, hi):
+            acc, l_i, m_i = _key_block(it + j - lo, j, q, k_smem, v_smem, k_ready, v_ready, k_empty, v_empty, turn,
+                                       next_turn, acc, l_i, m_i, offs_m, offs_n, Lk, causal_offset, bias_smem,
+                                       QK_SCALE, STAGES, ROWS, BLOCK_N, CAUSAL, True, FIRST, PINGPONG, MASK_KIND)
+        if HEAD_DIM > _Q_IN_REGISTERS_UP_TO:
+            mbarrier.arrive(q_empty, count=1)  # every QK^T of the tile has been waited for
+        l_o = gl.convert_layout(gl.sum(l_i, 1), gl.SliceLayout(1, o_layout))
+        m_o = gl.convert_layout(m_i, gl.SliceLayout(1, o_layout))
+        acc, l_o, store = _merge_shared(acc, l_o, m_o, shared, slot, side, ws_ptr, counters_ptr, GROUP)
+        # A row that sees no key has l = 0 and acc = 0: dividing by 1 gives torch's 0, not 0/0.
+        out = acc / gl.where(l_o > 0.0, l_o, 1.0)[:, None]
+        rows = first + gl.arange(0, ROWS, layout=gl.SliceLayout(1, o_layout))
+        cols = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, o_layout))
+        base = b.to(gl.int64) * so_b + w.to(gl.int64) * so_w + h.to(gl.int64) * so_h
+        ptrs = o_ptr + base + rows[:, None].to(gl.int64) * so_m + cols[None, :]
+        gl.store(ptrs, out.to(o_ptr.dtype.element_ty), mask=(rows < Lq)[:, None] & (cols < D)[None, :] & store)
+        return it + hi - lo
 
     @gluon.jit
     def _load(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, bias_smem, q_ready, q_empty, k_ready, v_ready, k_empty,
               v_empty, mask_ptr, sm_b, sm_w, sm_h, sm_n, num_m, tiles, H, W, H_KV, Lk, causal_offset,
               CAUSAL: gl.constexpr, STAGES: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
-              ROWS: gl.constexpr, MASK_KIND: gl.constexpr):
+              ROWS: gl.constexpr, MASK_KIND: gl.constexpr, SPLIT: gl.constexpr):
         """The loader: per tile, Q's two halves once both consumers are done with the last tile's (have
         copied it into registers, or past head dim 128 run its last QK^T), then its K and V blocks into
-        the ring, running ahead into the next tile's. A per-key mask's block goes into the ring beside
-        its K (announced by the K's barrier)."""
+        the ring, running ahead into the next tile's; the tiles (and key blocks) the consumers take."""
+        n_blocks = gl.cdiv(Lk, BLOCK_N)
+        split_start = _split_start(tiles, SPLIT)
         it = 0
         count = 0
-        for t in range(gl.program_id(0), tiles, gl.num_programs(0)):
-            b, w, h, h_kv, start_m, n_full, n_end = _tile(t, num_m, tiles, H, W, H_KV, Lk, causal_offset, CAUSAL,
-                                                         2 * ROWS, BLOCK_N)
-            # a per-key mask's values for this (batch, window, head); mask_ptr is o's without a mask
-            mask_row = mask_ptr + b.to(gl.int64) * sm_b + w.to(gl.int64) * sm_w + h.to(gl.int64) * sm_h
-            # A fresh barrier counts as having completed the phase before its first: round 0 passes.
-            mbarrier.wait(q_empty, (count & 1) ^ 1)
-            mbarrier.expect(q_ready, 2 * q_desc.block_type.nbytes)
-            for g in gl.static_range(2):
-                tma_load(q_desc, [b, w, h, start_m + g * ROWS, 0], q_ready, as_block(q_smem.index(g), q_desc))
-            for j in range(0, n_end):
-                slot = it % STAGES
-                empty_phase = ((it // STAGES) & 1) ^ 1
-                mbarrier.wait(k_empty.index(slot), empty_phase)
-                if MASK_KIND != 0:
-                    _stage_bias(bias_smem.index(slot), mask_row, j * BLOCK_N, Lk, sm_n, BLOCK_N, MASK_KIND)
-                mbarrier.expect(k_ready.index(slot), k_desc.block_type.nbytes)
-                tma_load(k_desc, [b, w, h_kv, j * BLOCK_N, 0], k_ready.index(slot),
-                         as_block(k_smem.index(slot), k_desc))
-                mbarrier.wait(v_empty.index(slot), empty_phase)
-                mbarrier.expect(v_ready.index(slot), v_desc.block_type.nbytes)
-                tma_load(v_desc, [b, w, h_kv, j * BLOCK_N, 0], v_ready.index(slot),
-                         as_block(v_smem.index(slot), v_desc))
-                it += 1
+        for t in range(gl.program_id(0), split_start, gl.num_programs(0)):
+            it = _load_tile(t, 0, n_blocks, it, count, q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, bias_smem,
+                            q_ready, q_empty, k_ready, v_ready, k_empty, v_empty, mask_ptr, sm_b, sm_w, sm_h, sm_n,
+                            num_m, tiles, H, W, H_KV, Lk, causal_offset, CAUSAL, STAGES, BLOCK_N, ROWS, MASK_KIND)
             count += 1
+        if SPLIT:
+            u0, u1 = _split_run(split_start, tiles, n_blocks)
+            for t in range(split_start + u0 // n_blocks, split_start + (u1 - 1) // n_blocks + 1):
+                lo, hi = _piece(t, split_start, u0, u1, n_blocks)
+                it = _load_tile(t, lo, hi, it, count, q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, bias_smem,
+                                q_ready, q_empty, k_ready, v_ready, k_empty, v_empty, mask_ptr, sm_b, sm_w, sm_h,
+                                sm_n, num_m, tiles, H, W, H_KV, Lk, causal_offset, CAUSAL, STAGES, BLOCK_N, ROWS,
+                                MASK_KIND)
+                count += 1
+
+    @gluon.jit
+    def _load_tile(t, lo, hi, it, count, q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, bias_smem, q_ready, q_empty,
+                   k_ready, v_ready, k_empty, v_empty, mask_ptr, sm_b, sm_w, sm_h, sm_n, num_m, tiles, H, W, H_KV, Lk,
+                   causal_offset, CAUSAL: gl.constexpr, STAGES: gl.constexpr, BLOCK_N: gl.constexpr,
+                   ROWS: gl.constexpr, MASK_KIND: gl.constexpr):
+        """Query tile t's Q, and its K and V blocks [lo, hi) (a per-key mask's block beside each K,
+        announced by the K's barrier) from ring position `it` on; returns the position after them."""
+        b, w, h, h_kv, start_m, n_full, n_end = _tile(t, num_m, tiles, H, W, H_KV, Lk, causal_offset, CAUSAL,
+                                                     2 * ROWS, BLOCK_N)
+        # a per-key mask's values for this (batch, window, head); mask_ptr is o's without a mask
+        mask_row = mask_ptr + b.to(gl.int64) * sm_b + w.to(gl.int64) * sm_w + h.to(gl.int64) * sm_h
+        # A fresh barrier counts as having completed the phase before its first: round 0 passes.
+        mbarrier.wait(q_empty, (count & 1) ^ 1)
+        mbarrier.expect(q_ready, 2 * q_desc.block_type.nbytes)
+        for g in gl.static_range(2):
+            tma_load(q_desc, [b, w, h, start_m + g * ROWS, 0], q_ready, as_block(q_smem.index(g), q_desc))
+        for j in range(lo, gl.minimum(hi, n_end)):
+            slot = it % STAGES
+            empty_phase = ((it // STAGES) & 1) ^ 1
+            mbarrier.wait(k_empty.index(slot), empty_phase)
+            if MASK_KIND != 0:
+                _stage_bias(bias_smem.index(slot), mask_row, j * BLOCK_N, Lk, sm_n, BLOCK_N, MASK_KIND)
+            mbarrier.expect(k_ready.index(slot), k_desc.block_type.nbytes)
+            tma_load(k_desc, [b, w, h_kv, j * BLOCK_N, 0], k_ready.index(slot), as_block(k_smem.index(slot), k_desc))
+            mbarrier.wait(v_empty.index(slot), empty_phase)
+            mbarrier.expect(v_ready.index(slot), v_desc.block_type.nbytes)
+            tma_load(v_desc, [b, w, h_kv, j * BLOCK_N, 0], v_ready.index(slot), as_block(v_smem.index(slot), v_desc))
+            it += 1
+        return it
 
     @gluon.jit
     def attention_hopper_kernel(q_desc, k_desc, v_desc, o_ptr, so_b, so_w, so_h, so_m, mask_ptr, sm_b, sm_w, sm_h,
-                                sm_n, W, H, H_KV, Lq, Lk, D, causal_offset, tiles, QK_SCALE: gl.constexpr,
-                                CAUSAL: gl.constexpr, STAGES: gl.constexpr, BLOCK_N: gl.constexpr,
-                                HEAD_DIM: gl.constexpr, OVERLAP: gl.constexpr, PINGPONG: gl.constexpr,
-                                MASK_KIND: gl.constexpr = 0):
+                                sm_n, ws_ptr, counters_ptr, W, H, H_KV, Lq, Lk, D, causal_offset, tiles,
+                                QK_SCALE: gl.constexpr, CAUSAL: gl.constexpr, STAGES: gl.constexpr,
+                                BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr, OVERLAP: gl.constexpr,
+                                PINGPONG: gl.constexpr, MASK_KIND: gl.constexpr = 0, SPLIT: gl.constexpr = False):
         """Persistent: program p runs query tiles p, p + programs, ... (128 rows of one (batch,
-        window, head) each); the loader streams K and V across tile boundaries."""
+        window, head) each), and with SPLIT the last two rounds' by key blocks (_split_run; ws_ptr:
+        fp32, 4 parts of 64 x (HEAD_DIM + 2) a program; counters_ptr: int32, 2 a program, zeros);
+        the loader streams K and V across tile boundaries."""
+        gl.static_assert(not (SPLIT and CAUSAL), "causal tiles differ in length: dealt whole (_tile)")
         ROWS: gl.constexpr = 64
         num_m = gl.cdiv(Lq, 2 * ROWS)
         dtype: gl.constexpr = q_desc.dtype
@@ -455,13 +583,15 @@ if HAVE_GLUON:
         gl.warp_specialize([
             (_load, (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, bias_smem, q_ready, q_empty, k_ready, v_ready,
                      k_empty, v_empty, mask_ptr, sm_b, sm_w, sm_h, sm_n, num_m, tiles, H, W, H_KV, Lk, causal_offset,
-                     CAUSAL, STAGES, BLOCK_N, HEAD_DIM, ROWS, MASK_KIND)),
+                     CAUSAL, STAGES, BLOCK_N, HEAD_DIM, ROWS, MASK_KIND, SPLIT)),
             (_consume, (q_smem, k_smem, v_smem, q_ready, q_empty, k_ready, v_ready, k_empty, v_empty, turns, o_ptr,
-                        so_b, so_w, so_h, so_m, bias_smem, num_m, tiles, H, W, H_KV, Lq, Lk, D, causal_offset,
-                        QK_SCALE, CAUSAL, STAGES, BLOCK_N, HEAD_DIM, ROWS, OVERLAP, PINGPONG, MASK_KIND, 0)),
+                        so_b, so_w, so_h, so_m, bias_smem, ws_ptr, counters_ptr, num_m, tiles, H, W, H_KV, Lq, Lk,
+                        D, causal_offset, QK_SCALE, CAUSAL, STAGES, BLOCK_N, HEAD_DIM, ROWS, OVERLAP, PINGPONG,
+                        MASK_KIND, SPLIT, 0)),
             (_consume, (q_smem, k_smem, v_smem, q_ready, q_empty, k_ready, v_ready, k_empty, v_empty, turns, o_ptr,
-                        so_b, so_w, so_h, so_m, bias_smem, num_m, tiles, H, W, H_KV, Lq, Lk, D, causal_offset,
-                        QK_SCALE, CAUSAL, STAGES, BLOCK_N, HEAD_DIM, ROWS, OVERLAP, PINGPONG, MASK_KIND, 1)),
+                        so_b, so_w, so_h, so_m, bias_smem, ws_ptr, counters_ptr, num_m, tiles, H, W, H_KV, Lq, Lk,
+                        D, causal_offset, QK_SCALE, CAUSAL, STAGES, BLOCK_N, HEAD_DIM, ROWS, OVERLAP, PINGPONG,
+                        MASK_KIND, SPLIT, 1)),
         ], [CONSUMER_WARPS, CONSUMER_WARPS], [CONSUMER_REGISTERS, CONSUMER_REGISTERS])
 
 
@@ -556,10 +686,12 @@ def _descriptor(t: torch.Tensor, shape, strides, rows: int):
                             shared_layout(block, t.dtype))
 
 
-def launch(q, k, v, o, plan, scale: float, config: dict, mask: torch.Tensor | None = None) -> None:
+def launch(q, k, v, o, plan, scale: float, config: dict, mask: torch.Tensor | None = None,
+           programs: int | None = None) -> None:
     """o = attention(q, k, v, mask) for a plan why_not accepted, with a WS config's launch dict
     (kernels/attention.py's hopper_config: BLOCK_N keys per step, num_stages K/V blocks in flight,
-    OVERLAP). mask: the plan's per-key mask (read at the plan's strides), or None."""
+    OVERLAP). mask: the plan's per-key mask (read at the plan's strides), or None. programs: how
+    many persistent programs (the SM count unless given; fewer leave SMs to other work)."""
     if (mask is None) != (not plan.mask_kind):
         given = "none" if mask is None else "one"
         raise ValueError(f"the plan's mask kind is {plan.mask_kind}, and {given} was given")
@@ -570,11 +702,25 @@ def launch(q, k, v, o, plan, scale: float, config: dict, mask: torch.Tensor | No
     v_desc = _descriptor(v, vs, plan.strides[2], block_n)
     so = plan.strides[4]
     tiles = triton.cdiv(plan.Lq, BLOCK_M) * plan.heads
-    grid = (min(tiles, sm_count(q.device)),)
+    grid = min(tiles, programs or sm_count(q.device))
+    split = splits_keys(plan, tiles, grid, block_n)
+    head_dim = kernel_head_dim(plan.D)
+    # A shared tile's parts and counters (SPLIT): this launch's own, so that launches on other streams
+    # (or graphs captured from them) never share them; the counters start at zero.
+    ws = torch.empty(4 * grid * BLOCK_M // 2 * (head_dim + 2), device=o.device, dtype=torch.float32) if split else o
+    counters = torch.zeros(2 * grid, device=o.device, dtype=torch.int32) if split else o
     sm = plan.strides[3]  # [B, W, H, Lq (0: per key), Lk]
-    attention_hopper_kernel[grid](
+    attention_hopper_kernel[(grid,)](
         q_desc, k_desc, v_desc, o, so[0], so[1], so[2], so[3], o if mask is None else mask, sm[0], sm[1], sm[2],
-        sm[4], plan.W, plan.H, plan.H_KV, plan.Lq, plan.Lk, plan.D, plan.causal_offset or 0, tiles,
+        sm[4], ws, counters, plan.W, plan.H, plan.H_KV, plan.Lq, plan.Lk, plan.D, plan.causal_offset or 0, tiles,
         QK_SCALE=scale * LOG2E, CAUSAL=plan.causal_offset is not None, STAGES=config["num_stages"], BLOCK_N=block_n,
-        HEAD_DIM=kernel_head_dim(plan.D), OVERLAP=bool(config.get("OVERLAP", 0)),
-        PINGPONG=bool(config.get("PINGPONG", 0)), MASK_KIND=plan.mask_kind, num_warps=LOADER_WARPS)
+        HEAD_DIM=head_dim, OVERLAP=bool(config.get("OVERLAP", 0)), PINGPONG=bool(config.get("PINGPONG", 0)),
+        MASK_KIND=plan.mask_kind, SPLIT=split, num_warps=LOADER_WARPS)
+
+
+def splits_keys(plan, tiles: int, programs: int, block_n: int) -> bool:
+    """Does the kernel deal its last two rounds by key blocks (SPLIT)? Where the tiles would leave
+    the last round partial, they are all as long (not causal), a tile has more than one key block
+    to share, and its two parts fit a group's registers beside each other (head dims up to 128)."""
+    return (plan.causal_offset is None and tiles > programs and tiles % programs != 0
+            and triton.cdiv(plan.Lk, block_n) > 1 and kernel_head_dim(plan.D) <= Q_IN_REGISTERS_UP_TO)

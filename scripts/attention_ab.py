@@ -3,7 +3,8 @@
     python3 scripts/attention_ab.py --rev c14f8dd --rev HEAD --rev WORKTREE
     python3 scripts/attention_ab.py --rev HEAD~1 --rev HEAD --shape 4,16,2048,64 --causal no --configs 3st,2st
 
-Each --rev's kernels/attention_hopper.py (WORKTREE: the file as it is on disk) is loaded as its own
+Each --rev's kernels/attention_hopper.py (WORKTREE: the file as it is on disk; a path to a .py file:
+that file, for a checkout without its git history) is loaded as its own
 module beside the installed trident and launched with each config of --configs on the same q, k, v
 (fp16) in one process: a kernel change is timed against the one before it without a second
 install, and every figure of a row shares the GPU's clocks. Each call is timed as `trident bench
@@ -39,6 +40,8 @@ def load_revision(rev: str, workdir: Path):
     module)."""
     if rev == "WORKTREE":
         source, label, subject = (REPO / KERNEL).read_text(), "worktree", "uncommitted"
+    elif rev.endswith(".py"):
+        source, label, subject = Path(rev).read_text(), Path(rev).stem, f"the file {rev}"
     else:
         git = ["git", "-C", str(REPO)]
         source = subprocess.run(git + ["show", f"{rev}:{KERNEL}"], check=True, capture_output=True, text=True).stdout

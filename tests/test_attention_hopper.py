@@ -94,9 +94,10 @@ for d, mask_kind, mask_type, block_n, stages in ((64, 0, "*fp16", 128, 3), (128,
         return f"tensordesc<fp16[1,1,1,{rows},{d}],{shared_layout((1, 1, 1, rows, d), torch.float16)!r}>"
     fn = hopper.attention_hopper_kernel
     const = dict(QK_SCALE=0.18, CAUSAL=False, STAGES=stages, BLOCK_N=block_n, HEAD_DIM=d, OVERLAP=True,
-                 PINGPONG=False, MASK_KIND=mask_kind)
+                 PINGPONG=False, MASK_KIND=mask_kind, SPLIT=False)
     sig = {name: "i32" for name in fn.arg_names}
     sig.update(q_desc=desc(64), k_desc=desc(block_n), v_desc=desc(block_n), o_ptr="*fp16", mask_ptr=mask_type,
+               ws_ptr="*fp16", counters_ptr="*fp16",
                **{name: "i64" for name in ("so_b", "so_w", "so_h", "so_m", "sm_b", "sm_w", "sm_h", "sm_n")},
                **{name: "constexpr" for name in const})
     src = GluonASTSource(fn, sig, {(fn.arg_names.index(name),): value for name, value in const.items()})
@@ -256,12 +257,12 @@ def reference(q, k, v, causal=None, mask=None):
     return torch.softmax(s, -1).nan_to_num(0.0) @ vd
 
 
-def run(q, k, v, causal, config, mask=None, o=None):
+def run(q, k, v, causal, config, mask=None, o=None, programs=None):
     """The kernel's output (into o where given), its plan asserted to be one why_not takes."""
     o = torch.empty(q.shape[:-1] + v.shape[-1:], device=q.device, dtype=q.dtype) if o is None else o
     plan = plan_launch(_triple(q), _triple(k), _triple(v), None if mask is None else _triple(mask), _triple(o), causal)
     assert hopper.why_not(plan, q.dtype, pointers=[t.data_ptr() for t in (q, k, v, o)]) is None
-    hopper.launch(q, k, v, o, plan, 1 / math.sqrt(q.shape[-1]), config.to_dict(), mask)
+    hopper.launch(q, k, v, o, plan, 1 / math.sqrt(q.shape[-1]), config.to_dict(), mask, programs=programs)
     return o
 
 
@@ -367,6 +368,52 @@ def test_gpu_per_key_masks_match_float64(d, config):
         out = run(q, k, v, causal, config, mask)
         err = (out.double() - reference(q, k, v, causal, mask)).abs().max().item()
         assert err <= 4e-3, f"{name}: max error {err:.2e} (tolerance 4e-3)"
+
+
+def split_cases(d):
+    """Non-causal problems of 12-32 query tiles with 2-20 key blocks, a boundary block, rows past
+    Lq, masks (a batch that sees no key; one whose last blocks see none, so a shared tile's second
+    part has no live key), grouped heads and a view of a QKV tensor."""
+    plain = [(name, qkv, None) for name, qkv, causal in cases(d) if causal is None]
+    masked = [(name, qkv, mask) for name, qkv, causal, mask in masked_cases(d) if causal is None]
+    g = torch.Generator(device="cuda").manual_seed(200 + d)
+    qkv = tuple(torch.randn(3, 4, 300, d, device="cuda", dtype=torch.float16, generator=g) for _ in range(3))
+    keep = torch.arange(300, device="cuda")[None, :] < torch.tensor([100, 300, 0], device="cuda")[:, None]
+    return plain + masked + [("300 keys, the last 200 masked for one batch", qkv, keep[:, None, None])]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HOPPER, reason="needs an sm_90 GPU and Gluon")
+@pytest.mark.parametrize("d", [64, 96, 128])
+@pytest.mark.parametrize("config", [hopper_config(128, 3, True), hopper_config(128, 2, False),
+                                    hopper_config(64, 2, True)], ids=str)
+def test_gpu_the_last_rounds_dealt_by_key_blocks_match_float64(d, config):
+    """With fewer programs than query tiles (3, 5 or 7 here, not dividing them), the last two
+    rounds go by key blocks (SPLIT), and a tile two programs share is merged by the one that
+    finishes second: every problem of split_cases is checked to split at two of the counts."""
+    for name, (q, k, v), mask in split_cases(d):
+        plan = plan_tensors(q, k, v, mask, q, None)
+        tiles = math.ceil(plan.Lq / hopper.BLOCK_M) * plan.heads
+        splitting = [p for p in (3, 5, 7) if hopper.splits_keys(plan, tiles, p, config["BLOCK_N"])]
+        assert len(splitting) >= 2 or math.ceil(plan.Lk / config["BLOCK_N"]) == 1, (name, tiles)
+        ref = reference(q, k, v, None, mask)
+        for programs in splitting:
+            out = run(q, k, v, None, config, mask, programs=programs)
+            err = (out.double() - ref).abs().max().item()
+            assert err <= 4e-3, f"{name}, {programs} programs: max error {err:.2e} (tolerance 4e-3)"
+
+
+def test_it_splits_the_last_rounds_only_where_they_would_be_partial():
+    q = torch.empty(4, 16, 2048, 64, dtype=torch.float16)
+    plan = plan_of(q, q, q)
+    assert hopper.splits_keys(plan, 1024, 132, 128)  # 7.76 rounds
+    assert not hopper.splits_keys(plan, 1056, 132, 128)  # 8 whole rounds
+    assert not hopper.splits_keys(plan, 100, 132, 128)  # one partial round: dealt whole
+    assert not hopper.splits_keys(plan_of(q, q, q, "top_left"), 1024, 132, 128)  # causal tiles differ
+    short = torch.empty(4, 16, 2048, 64, dtype=torch.float16)[:, :, :100]
+    assert not hopper.splits_keys(plan_of(q, short, short), 1024, 132, 128)  # one key block: nothing to share
+    wide = torch.empty(4, 16, 2048, 160, dtype=torch.float16)
+    assert not hopper.splits_keys(plan_of(wide, wide, wide), 1024, 132, 64)  # two parts do not fit beside
 
 
 @pytest.mark.gpu
