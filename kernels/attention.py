@@ -318,14 +318,17 @@ def attention_config(BLOCK_M: int, BLOCK_N: int, num_warps: int = 4, num_stages:
 
 
 def hopper_config(BLOCK_N: int = 128, num_stages: int = 3, overlap: bool = True,
-                  pingpong: bool = False) -> LaunchConfig:
-    """A config of kernels/attention_hopper.py's warp-specialized kernel (WS=1): 128-row query
-    tiles (64 a consumer warp group), BLOCK_N keys per step, num_stages K/V blocks in flight;
-    OVERLAP: each consumer group keeps one block's QK^T and the last block's PV in flight together;
-    PINGPONG: the groups issue their matrix multiplies in turn (one group's softmax beside the
-    next one's wgmmas)."""
+                  pingpong: bool = False, consumers: int = 2) -> LaunchConfig:
+    """A config of kernels/attention_hopper.py's warp-specialized kernel (WS=1): query tiles of 64
+    rows a consumer warp group (two groups, or CONSUMERS=3: 192 rows), BLOCK_N keys per step,
+    num_stages K/V blocks in flight; OVERLAP: each consumer group keeps one block's QK^T and the
+    last block's PV in flight together; PINGPONG: the groups issue their matrix multiplies in turn
+    (one group's softmax beside the next one's wgmmas)."""
     switches = {"PINGPONG": 1} if pingpong else {}
-    return LaunchConfig.of(4, num_stages, BLOCK_M=128, BLOCK_N=BLOCK_N, WS=1, OVERLAP=int(overlap), **switches)
+    if consumers != 2:
+        switches["CONSUMERS"] = consumers
+    return LaunchConfig.of(4, num_stages, BLOCK_M=attention_hopper.ROWS * consumers, BLOCK_N=BLOCK_N, WS=1,
+                           OVERLAP=int(overlap), **switches)
 
 
 def check_config(cfg: LaunchConfig, head_dim: int = attention_hopper.MAX_HEAD_DIM, masked: bool = False) -> None:

@@ -65,7 +65,9 @@ MAX_HEAD_DIM = KERNEL_HEAD_DIMS[-1]
 # group's 64 x 256 queries (64 a thread) beside its 64 x 256 fp32 output (128) would not fit.
 Q_IN_REGISTERS_UP_TO = 128
 DTYPES = (torch.float16, torch.bfloat16)
-BLOCK_M = 128  # two consumer warp groups of 64 rows
+ROWS = 64  # a consumer warp group's query rows
+BLOCK_M = 2 * ROWS  # two consumer groups (a config's CONSUMERS: 3 take 192-row tiles)
+THREE_CONSUMERS_UP_TO = 64  # the head dims three groups take: at 160 registers a 128-wide output would spill
 LOG2E = 1.4426950408889634
 
 
@@ -73,6 +75,9 @@ if HAVE_GLUON:
     _LOG2E = gl.constexpr(LOG2E)
     _FINITE_FLOOR = gl.constexpr(-3.0e38)  # kernels/attention.py's: above fp32's lowest, below any real score
     _Q_IN_REGISTERS_UP_TO = gl.constexpr(Q_IN_REGISTERS_UP_TO)
+    # Three consumer groups and the loader's 24 fill the register file at 160 a thread (as
+    # FlashAttention-3's head-dim-64 kernel takes them).
+    THREE_CONSUMER_REGISTERS = gl.constexpr(160)
 
     @gluon.jit
     def _tile(t, num_m, tiles, H, W, H_KV, Lk, causal_offset, CAUSAL: gl.constexpr, TILE: gl.constexpr,
@@ -352,7 +357,8 @@ if HAVE_GLUON:
         return acc, l_i, m_i
 
     @gluon.jit
-    def _merge_shared(acc, l_row, m_row, shared, slot, side, ws_ptr, counters_ptr, GROUP: gl.constexpr):
+    def _merge_shared(acc, l_row, m_row, shared, slot, side, ws_ptr, counters_ptr, GROUP: gl.constexpr,
+                      CONSUMERS: gl.constexpr):
         """A tile two programs share (SPLIT; shared: this is one of them): this group's part of it
         (acc, row sums l and maxima m over its key blocks) goes to the workspace, at (slot, side),
         and the counter of (slot, group) says whether the other program's part is there already.
@@ -366,13 +372,13 @@ if HAVE_GLUON:
             rows = gl.arange(0, ROWS, layout=gl.SliceLayout(1, acc.type.layout))
             cols = gl.arange(0, DIM, layout=gl.SliceLayout(0, acc.type.layout))
             block = rows[:, None] * DIM + cols[None, :]
-            mine = ws_ptr + ((slot * 2 + side) * 2 + GROUP).to(gl.int64) * PART
-            theirs = ws_ptr + ((slot * 2 + 1 - side) * 2 + GROUP).to(gl.int64) * PART
+            mine = ws_ptr + ((slot * 2 + side) * CONSUMERS + GROUP).to(gl.int64) * PART
+            theirs = ws_ptr + ((slot * 2 + 1 - side) * CONSUMERS + GROUP).to(gl.int64) * PART
             gl.store(mine + block, acc)
             gl.store(mine + ROWS * DIM + rows, m_row)
             gl.store(mine + ROWS * (DIM + 1) + rows, l_row)
             partition_barrier()  # every thread's part is stored before the count announces it
-            second = gl.atomic_add(counters_ptr + slot * 2 + GROUP, 1, sem="acq_rel", scope="gpu") == 1
+            second = gl.atomic_add(counters_ptr + slot * CONSUMERS + GROUP, 1, sem="acq_rel", scope="gpu") == 1
             if second:
                 # ".cg": read from L2, where the other SM stored its part, never from this SM's L1
                 their_m = gl.load(theirs + ROWS * DIM + rows, cache_modifier=".cg")
@@ -392,12 +398,13 @@ if HAVE_GLUON:
                  so_w, so_h, so_m, bias_smem, ws_ptr, counters_ptr, num_m, tiles, H, W, H_KV, Lq, Lk, D,
                  causal_offset, QK_SCALE: gl.constexpr, CAUSAL: gl.constexpr, STAGES: gl.constexpr,
                  BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr, ROWS: gl.constexpr, OVERLAP: gl.constexpr,
-                 PINGPONG: gl.constexpr, MASK_KIND: gl.constexpr, SPLIT: gl.constexpr, GROUP: gl.constexpr):
-        """One consumer warp group: rows [start_m + GROUP * ROWS, + ROWS) of each of the program's
-        query tiles (under SPLIT, the last rounds' by key blocks: _split_run)."""
+                 PINGPONG: gl.constexpr, MASK_KIND: gl.constexpr, SPLIT: gl.constexpr, CONSUMERS: gl.constexpr,
+                 GROUP: gl.constexpr):
+        """One of the CONSUMERS warp groups: rows [start_m + GROUP * ROWS, + ROWS) of each of the
+        program's query tiles (under SPLIT, the last rounds' by key blocks: _split_run)."""
         q_smem = q_smem.index(GROUP)
         turn = turns.index(GROUP)
-        next_turn = turns.index(1 - GROUP)
+        next_turn = turns.index((GROUP + 1) % CONSUMERS)
         n_blocks = gl.cdiv(Lk, BLOCK_N)
         split_start = _split_start(tiles, SPLIT)
         it = 0  # key blocks consumed so far: the ring position
@@ -407,7 +414,7 @@ if HAVE_GLUON:
                                k_ready, v_ready, k_empty, v_empty, turn, next_turn, o_ptr, so_b, so_w, so_h, so_m,
                                bias_smem, ws_ptr, counters_ptr, num_m, tiles, H, W, H_KV, Lq, Lk, D, causal_offset,
                                QK_SCALE, CAUSAL, STAGES, BLOCK_N, HEAD_DIM, ROWS, OVERLAP, PINGPONG, MASK_KIND,
-                               GROUP)
+                               CONSUMERS, GROUP)
             count += 1
         if SPLIT:
             u0, u1 = _split_run(split_start, tiles, n_blocks)
@@ -421,7 +428,8 @@ if HAVE_GLUON:
                                    count, q_smem, k_smem, v_smem, q_ready, q_empty, k_ready, v_ready, k_empty,
                                    v_empty, turn, next_turn, o_ptr, so_b, so_w, so_h, so_m, bias_smem, ws_ptr,
                                    counters_ptr, num_m, tiles, H, W, H_KV, Lq, Lk, D, causal_offset, QK_SCALE,
-                                   CAUSAL, STAGES, BLOCK_N, HEAD_DIM, ROWS, OVERLAP, PINGPONG, MASK_KIND, GROUP)
+                                   CAUSAL, STAGES, BLOCK_N, HEAD_DIM, ROWS, OVERLAP, PINGPONG, MASK_KIND, CONSUMERS,
+                                   GROUP)
                 count += 1
 
     @gluon.jit
@@ -430,7 +438,7 @@ if HAVE_GLUON:
                       counters_ptr, num_m, tiles, H, W, H_KV, Lq, Lk, D, causal_offset, QK_SCALE: gl.constexpr,
                       CAUSAL: gl.constexpr, STAGES: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
                       ROWS: gl.constexpr, OVERLAP: gl.constexpr, PINGPONG: gl.constexpr, MASK_KIND: gl.constexpr,
-                      GROUP: gl.constexpr):
+                      CONSUMERS: gl.constexpr, GROUP: gl.constexpr):
         """This group's rows of query tile t over its key blocks [lo, hi) (those past the tile's
         last are none), from ring position `it` on; stored, or with `shared` merged first
         (_merge_shared). Returns the ring position after them."""
@@ -438,7 +446,7 @@ if HAVE_GLUON:
         o_layout: gl.constexpr = wgmma_layout(HEAD_DIM)
         FIRST: gl.constexpr = GROUP == 0
         b, w, h, h_kv, start_m, n_full, n_end = _tile(t, num_m, tiles, H, W, H_KV, Lk, causal_offset, CAUSAL,
-                                                     2 * ROWS, BLOCK_N)
+                                                     CONSUMERS * ROWS, BLOCK_N)
         hi = gl.minimum(hi, n_end)
         first = start_m + GROUP * ROWS
         offs_m = first + gl.arange(0, ROWS, layout=gl.SliceLayout(1, s_layout))
@@ -474,7 +482,7 @@ if HAVE_GLUON:
             mbarrier.arrive(q_empty, count=1)  # every QK^T of the tile has been waited for
         l_o = gl.convert_layout(gl.sum(l_i, 1), gl.SliceLayout(1, o_layout))
         m_o = gl.convert_layout(m_i, gl.SliceLayout(1, o_layout))
-        acc, l_o, store = _merge_shared(acc, l_o, m_o, shared, slot, side, ws_ptr, counters_ptr, GROUP)
+        acc, l_o, store = _merge_shared(acc, l_o, m_o, shared, slot, side, ws_ptr, counters_ptr, GROUP, CONSUMERS)
         # A row that sees no key has l = 0 and acc = 0: dividing by 1 gives torch's 0, not 0/0.
         out = acc / gl.where(l_o > 0.0, l_o, 1.0)[:, None]
         rows = first + gl.arange(0, ROWS, layout=gl.SliceLayout(1, o_layout))
@@ -488,7 +496,7 @@ if HAVE_GLUON:
     def _load(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, bias_smem, q_ready, q_empty, k_ready, v_ready, k_empty,
               v_empty, mask_ptr, sm_b, sm_w, sm_h, sm_n, num_m, tiles, H, W, H_KV, Lk, causal_offset,
               CAUSAL: gl.constexpr, STAGES: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
-              ROWS: gl.constexpr, MASK_KIND: gl.constexpr, SPLIT: gl.constexpr):
+              ROWS: gl.constexpr, MASK_KIND: gl.constexpr, SPLIT: gl.constexpr, CONSUMERS: gl.constexpr):
         """The loader: per tile, Q's two halves once both consumers are done with the last tile's (have
         copied it into registers, or past head dim 128 run its last QK^T), then its K and V blocks into
         the ring, running ahead into the next tile's; the tiles (and key blocks) the consumers take."""
@@ -499,7 +507,8 @@ if HAVE_GLUON:
         for t in range(gl.program_id(0), split_start, gl.num_programs(0)):
             it = _load_tile(t, 0, n_blocks, it, count, q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, bias_smem,
                             q_ready, q_empty, k_ready, v_ready, k_empty, v_empty, mask_ptr, sm_b, sm_w, sm_h, sm_n,
-                            num_m, tiles, H, W, H_KV, Lk, causal_offset, CAUSAL, STAGES, BLOCK_N, ROWS, MASK_KIND)
+                            num_m, tiles, H, W, H_KV, Lk, causal_offset, CAUSAL, STAGES, BLOCK_N, ROWS, MASK_KIND,
+                            CONSUMERS)
             count += 1
         if SPLIT:
             u0, u1 = _split_run(split_start, tiles, n_blocks)
@@ -508,24 +517,25 @@ if HAVE_GLUON:
                 it = _load_tile(t, lo, hi, it, count, q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, bias_smem,
                                 q_ready, q_empty, k_ready, v_ready, k_empty, v_empty, mask_ptr, sm_b, sm_w, sm_h,
                                 sm_n, num_m, tiles, H, W, H_KV, Lk, causal_offset, CAUSAL, STAGES, BLOCK_N, ROWS,
-                                MASK_KIND)
+                                MASK_KIND, CONSUMERS)
                 count += 1
 
     @gluon.jit
     def _load_tile(t, lo, hi, it, count, q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, bias_smem, q_ready, q_empty,
                    k_ready, v_ready, k_empty, v_empty, mask_ptr, sm_b, sm_w, sm_h, sm_n, num_m, tiles, H, W, H_KV, Lk,
                    causal_offset, CAUSAL: gl.constexpr, STAGES: gl.constexpr, BLOCK_N: gl.constexpr,
-                   ROWS: gl.constexpr, MASK_KIND: gl.constexpr):
-        """Query tile t's Q, and its K and V blocks [lo, hi) (a per-key mask's block beside each K,
+                   ROWS: gl.constexpr, MASK_KIND: gl.constexpr, CONSUMERS: gl.constexpr):
+        """Query tile t's Q (a part for each consumer group), and its K and V blocks [lo, hi) (a per-key mask's block beside each K,
         announced by the K's barrier) from ring position `it` on; returns the position after them."""
         b, w, h, h_kv, start_m, n_full, n_end = _tile(t, num_m, tiles, H, W, H_KV, Lk, causal_offset, CAUSAL,
-                                                     2 * ROWS, BLOCK_N)
+                                                     CONSUMERS * ROWS, BLOCK_N)
         # a per-key mask's values for this (batch, window, head); mask_ptr is o's without a mask
         mask_row = mask_ptr + b.to(gl.int64) * sm_b + w.to(gl.int64) * sm_w + h.to(gl.int64) * sm_h
         # A fresh barrier counts as having completed the phase before its first: round 0 passes.
         mbarrier.wait(q_empty, (count & 1) ^ 1)
-        mbarrier.expect(q_ready, 2 * q_desc.block_type.nbytes)
-        for g in gl.static_range(2):
+        Q_BYTES: gl.constexpr = CONSUMERS * q_desc.block_type.nbytes
+        mbarrier.expect(q_ready, Q_BYTES)
+        for g in gl.static_range(CONSUMERS):
             tma_load(q_desc, [b, w, h, start_m + g * ROWS, 0], q_ready, as_block(q_smem.index(g), q_desc))
         for j in range(lo, gl.minimum(hi, n_end)):
             slot = it % STAGES
@@ -546,18 +556,22 @@ if HAVE_GLUON:
                                 sm_n, ws_ptr, counters_ptr, W, H, H_KV, Lq, Lk, D, causal_offset, tiles,
                                 QK_SCALE: gl.constexpr, CAUSAL: gl.constexpr, STAGES: gl.constexpr,
                                 BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr, OVERLAP: gl.constexpr,
-                                PINGPONG: gl.constexpr, MASK_KIND: gl.constexpr = 0, SPLIT: gl.constexpr = False):
-        """Persistent: program p runs query tiles p, p + programs, ... (128 rows of one (batch,
-        window, head) each), and with SPLIT the last two rounds' by key blocks (_split_run; ws_ptr:
-        fp32, 4 parts of 64 x (HEAD_DIM + 2) a program; counters_ptr: int32, 2 a program, zeros);
-        the loader streams K and V across tile boundaries."""
+                                PINGPONG: gl.constexpr, MASK_KIND: gl.constexpr = 0, SPLIT: gl.constexpr = False,
+                                CONSUMERS: gl.constexpr = 2):
+        """Persistent: program p runs query tiles p, p + programs, ... (64 rows a consumer group, of
+        one (batch, window, head)), and with SPLIT the last two rounds' by key blocks (_split_run;
+        ws_ptr: fp32, 2 * CONSUMERS parts of 64 x (HEAD_DIM + 2) a program; counters_ptr: int32,
+        CONSUMERS a program, zeros); the loader streams K and V across tile boundaries. Three
+        consumer groups (192-row tiles) take 160 registers a thread, two 240."""
         gl.static_assert(not (SPLIT and CAUSAL), "causal tiles differ in length: dealt whole (_tile)")
+        gl.static_assert(CONSUMERS == 2 or CONSUMERS == 3)
         ROWS: gl.constexpr = 64
-        num_m = gl.cdiv(Lq, 2 * ROWS)
+        REGISTERS: gl.constexpr = CONSUMER_REGISTERS if CONSUMERS == 2 else THREE_CONSUMER_REGISTERS
+        num_m = gl.cdiv(Lq, CONSUMERS * ROWS)
         dtype: gl.constexpr = q_desc.dtype
         q_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([ROWS, HEAD_DIM], dtype)
         kv_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([BLOCK_N, HEAD_DIM], dtype)
-        q_smem = gl.allocate_shared_memory(dtype, [2, ROWS, HEAD_DIM], q_layout)
+        q_smem = gl.allocate_shared_memory(dtype, [CONSUMERS, ROWS, HEAD_DIM], q_layout)
         k_smem = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_N, HEAD_DIM], kv_layout)
         v_smem = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_N, HEAD_DIM], kv_layout)
         # a per-key mask's blocks, as log2-domain biases (one slot beside each K; a token one without a mask)
@@ -570,29 +584,50 @@ if HAVE_GLUON:
         v_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
         k_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
         v_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-        turns = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())  # PINGPONG's order
+        turns = gl.allocate_shared_memory(gl.int64, [CONSUMERS, 1], mbarrier.MBarrierLayout())  # PINGPONG's order
         mbarrier.init(q_ready, count=1)
-        mbarrier.init(q_empty, count=2)  # both consumer groups release the Q buffer and every K/V slot
+        mbarrier.init(q_empty, count=CONSUMERS)  # every consumer group releases the Q buffer and each K/V slot
         for i in gl.static_range(STAGES):
             mbarrier.init(k_ready.index(i), count=1)
             mbarrier.init(v_ready.index(i), count=1)
-            mbarrier.init(k_empty.index(i), count=2)
-            mbarrier.init(v_empty.index(i), count=2)
-        for g in gl.static_range(2):
+            mbarrier.init(k_empty.index(i), count=CONSUMERS)
+            mbarrier.init(v_empty.index(i), count=CONSUMERS)
+        for g in gl.static_range(CONSUMERS):
             mbarrier.init(turns.index(g), count=1)
-        gl.warp_specialize([
-            (_load, (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, bias_smem, q_ready, q_empty, k_ready, v_ready,
-                     k_empty, v_empty, mask_ptr, sm_b, sm_w, sm_h, sm_n, num_m, tiles, H, W, H_KV, Lk, causal_offset,
-                     CAUSAL, STAGES, BLOCK_N, HEAD_DIM, ROWS, MASK_KIND, SPLIT)),
-            (_consume, (q_smem, k_smem, v_smem, q_ready, q_empty, k_ready, v_ready, k_empty, v_empty, turns, o_ptr,
-                        so_b, so_w, so_h, so_m, bias_smem, ws_ptr, counters_ptr, num_m, tiles, H, W, H_KV, Lq, Lk,
-                        D, causal_offset, QK_SCALE, CAUSAL, STAGES, BLOCK_N, HEAD_DIM, ROWS, OVERLAP, PINGPONG,
-                        MASK_KIND, SPLIT, 0)),
-            (_consume, (q_smem, k_smem, v_smem, q_ready, q_empty, k_ready, v_ready, k_empty, v_empty, turns, o_ptr,
-                        so_b, so_w, so_h, so_m, bias_smem, ws_ptr, counters_ptr, num_m, tiles, H, W, H_KV, Lq, Lk,
-                        D, causal_offset, QK_SCALE, CAUSAL, STAGES, BLOCK_N, HEAD_DIM, ROWS, OVERLAP, PINGPONG,
-                        MASK_KIND, SPLIT, 1)),
-        ], [CONSUMER_WARPS, CONSUMER_WARPS], [CONSUMER_REGISTERS, CONSUMER_REGISTERS])
+        # (a literal list of literal tuples: constexprs in a tuple held in a variable reach the
+        # partitions as tensors)
+        if CONSUMERS == 2:
+            gl.warp_specialize([
+                (_load, (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, bias_smem, q_ready, q_empty, k_ready, v_ready,
+                         k_empty, v_empty, mask_ptr, sm_b, sm_w, sm_h, sm_n, num_m, tiles, H, W, H_KV, Lk,
+                         causal_offset, CAUSAL, STAGES, BLOCK_N, HEAD_DIM, ROWS, MASK_KIND, SPLIT, CONSUMERS)),
+                (_consume, (q_smem, k_smem, v_smem, q_ready, q_empty, k_ready, v_ready, k_empty, v_empty, turns, o_ptr,
+                            so_b, so_w, so_h, so_m, bias_smem, ws_ptr, counters_ptr, num_m, tiles, H, W, H_KV, Lq, Lk,
+                            D, causal_offset, QK_SCALE, CAUSAL, STAGES, BLOCK_N, HEAD_DIM, ROWS, OVERLAP, PINGPONG,
+                            MASK_KIND, SPLIT, CONSUMERS, 0)),
+                (_consume, (q_smem, k_smem, v_smem, q_ready, q_empty, k_ready, v_ready, k_empty, v_empty, turns, o_ptr,
+                            so_b, so_w, so_h, so_m, bias_smem, ws_ptr, counters_ptr, num_m, tiles, H, W, H_KV, Lq, Lk,
+                            D, causal_offset, QK_SCALE, CAUSAL, STAGES, BLOCK_N, HEAD_DIM, ROWS, OVERLAP, PINGPONG,
+                            MASK_KIND, SPLIT, CONSUMERS, 1)),
+            ], [CONSUMER_WARPS, CONSUMER_WARPS], [REGISTERS, REGISTERS])
+        else:
+            gl.warp_specialize([
+                (_load, (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, bias_smem, q_ready, q_empty, k_ready, v_ready,
+                         k_empty, v_empty, mask_ptr, sm_b, sm_w, sm_h, sm_n, num_m, tiles, H, W, H_KV, Lk,
+                         causal_offset, CAUSAL, STAGES, BLOCK_N, HEAD_DIM, ROWS, MASK_KIND, SPLIT, CONSUMERS)),
+                (_consume, (q_smem, k_smem, v_smem, q_ready, q_empty, k_ready, v_ready, k_empty, v_empty, turns, o_ptr,
+                            so_b, so_w, so_h, so_m, bias_smem, ws_ptr, counters_ptr, num_m, tiles, H, W, H_KV, Lq, Lk,
+                            D, causal_offset, QK_SCALE, CAUSAL, STAGES, BLOCK_N, HEAD_DIM, ROWS, OVERLAP, PINGPONG,
+                            MASK_KIND, SPLIT, CONSUMERS, 0)),
+                (_consume, (q_smem, k_smem, v_smem, q_ready, q_empty, k_ready, v_ready, k_empty, v_empty, turns, o_ptr,
+                            so_b, so_w, so_h, so_m, bias_smem, ws_ptr, counters_ptr, num_m, tiles, H, W, H_KV, Lq, Lk,
+                            D, causal_offset, QK_SCALE, CAUSAL, STAGES, BLOCK_N, HEAD_DIM, ROWS, OVERLAP, PINGPONG,
+                            MASK_KIND, SPLIT, CONSUMERS, 1)),
+                (_consume, (q_smem, k_smem, v_smem, q_ready, q_empty, k_ready, v_ready, k_empty, v_empty, turns, o_ptr,
+                            so_b, so_w, so_h, so_m, bias_smem, ws_ptr, counters_ptr, num_m, tiles, H, W, H_KV, Lq, Lk,
+                            D, causal_offset, QK_SCALE, CAUSAL, STAGES, BLOCK_N, HEAD_DIM, ROWS, OVERLAP, PINGPONG,
+                            MASK_KIND, SPLIT, CONSUMERS, 2)),
+            ], [CONSUMER_WARPS, CONSUMER_WARPS, CONSUMER_WARPS], [REGISTERS, REGISTERS, REGISTERS])
 
 
 # ------------------------------------------------------------------------------- launch ----
@@ -648,15 +683,19 @@ def smem_bytes(cfg, head_dim: int, elem_bytes: int = 2, masked: bool = False) ->
     """The Q tile and num_stages K and V blocks at the kernel's head-dim block, and with a mask its
     fp32 bias beside each K block (the barriers take a few bytes more)."""
     bias = cfg.num_stages * cfg.BLOCK_N * 4 if masked else 0
-    return (BLOCK_M + 2 * cfg.num_stages * cfg.BLOCK_N) * kernel_head_dim(head_dim) * elem_bytes + bias
+    return (cfg.BLOCK_M + 2 * cfg.num_stages * cfg.BLOCK_N) * kernel_head_dim(head_dim) * elem_bytes + bias
 
 
 def why_unfit(cfg, head_dim: int = MAX_HEAD_DIM, masked: bool = False) -> str | None:
     """Why a WS config cannot run at this head dim (with a per-key mask), or None."""
     if kernel_head_dim(head_dim) is None:
         return f"head dim {head_dim} is past the {MAX_HEAD_DIM} it takes"
-    if cfg.BLOCK_M != BLOCK_M or cfg.BLOCK_N not in (64, 128) or (cfg.num_stages or 0) < 2:
-        return f"takes BLOCK_M={BLOCK_M}, BLOCK_N of 64 or 128 and 2+ stages"
+    consumers = consumer_groups(cfg)
+    if consumers not in (2, 3) or cfg.BLOCK_M != consumers * ROWS or cfg.BLOCK_N not in (64, 128) \
+            or (cfg.num_stages or 0) < 2:
+        return f"takes {ROWS} query rows a consumer group (2 or 3), BLOCK_N of 64 or 128 and 2+ stages"
+    if consumers == 3 and kernel_head_dim(head_dim) > THREE_CONSUMERS_UP_TO:
+        return f"three consumer groups take head dims up to {THREE_CONSUMERS_UP_TO}"
     if smem_bytes(cfg, head_dim, masked=masked) > SMEM_LIMIT:
         return "shared memory"
     return None
@@ -697,25 +736,32 @@ def launch(q, k, v, o, plan, scale: float, config: dict, mask: torch.Tensor | No
         raise ValueError(f"the plan's mask kind is {plan.mask_kind}, and {given} was given")
     block_n = config["BLOCK_N"]
     qs, ks, vs, _ = _shapes(plan)
-    q_desc = _descriptor(q, qs, plan.strides[0], BLOCK_M // 2)
+    q_desc = _descriptor(q, qs, plan.strides[0], ROWS)
     k_desc = _descriptor(k, ks, plan.strides[1], block_n)
     v_desc = _descriptor(v, vs, plan.strides[2], block_n)
     so = plan.strides[4]
-    tiles = triton.cdiv(plan.Lq, BLOCK_M) * plan.heads
+    consumers = consumer_groups(config)
+    tiles = triton.cdiv(plan.Lq, consumers * ROWS) * plan.heads
     grid = min(tiles, programs or sm_count(q.device))
     split = splits_keys(plan, tiles, grid, block_n)
     head_dim = kernel_head_dim(plan.D)
     # A shared tile's parts and counters (SPLIT): this launch's own, so that launches on other streams
     # (or graphs captured from them) never share them; the counters start at zero.
-    ws = torch.empty(4 * grid * BLOCK_M // 2 * (head_dim + 2), device=o.device, dtype=torch.float32) if split else o
-    counters = torch.zeros(2 * grid, device=o.device, dtype=torch.int32) if split else o
+    parts = 2 * consumers * grid  # (a tile's first blocks, its last) x group x program
+    ws = torch.empty(parts * ROWS * (head_dim + 2), device=o.device, dtype=torch.float32) if split else o
+    counters = torch.zeros(consumers * grid, device=o.device, dtype=torch.int32) if split else o
     sm = plan.strides[3]  # [B, W, H, Lq (0: per key), Lk]
     attention_hopper_kernel[(grid,)](
         q_desc, k_desc, v_desc, o, so[0], so[1], so[2], so[3], o if mask is None else mask, sm[0], sm[1], sm[2],
         sm[4], ws, counters, plan.W, plan.H, plan.H_KV, plan.Lq, plan.Lk, plan.D, plan.causal_offset or 0, tiles,
         QK_SCALE=scale * LOG2E, CAUSAL=plan.causal_offset is not None, STAGES=config["num_stages"], BLOCK_N=block_n,
         HEAD_DIM=head_dim, OVERLAP=bool(config.get("OVERLAP", 0)), PINGPONG=bool(config.get("PINGPONG", 0)),
-        MASK_KIND=plan.mask_kind, SPLIT=split, num_warps=LOADER_WARPS)
+        MASK_KIND=plan.mask_kind, SPLIT=split, CONSUMERS=consumers, num_warps=LOADER_WARPS)
+
+
+def consumer_groups(config) -> int:
+    """A WS config's consumer warp groups (CONSUMERS, 2 unless it says 3)."""
+    return int(config.get("CONSUMERS", 2))
 
 
 def splits_keys(plan, tiles: int, programs: int, block_n: int) -> bool:

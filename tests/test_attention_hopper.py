@@ -94,7 +94,7 @@ for d, mask_kind, mask_type, block_n, stages in ((64, 0, "*fp16", 128, 3), (128,
         return f"tensordesc<fp16[1,1,1,{rows},{d}],{shared_layout((1, 1, 1, rows, d), torch.float16)!r}>"
     fn = hopper.attention_hopper_kernel
     const = dict(QK_SCALE=0.18, CAUSAL=False, STAGES=stages, BLOCK_N=block_n, HEAD_DIM=d, OVERLAP=True,
-                 PINGPONG=False, MASK_KIND=mask_kind, SPLIT=False)
+                 PINGPONG=False, MASK_KIND=mask_kind, SPLIT=False, CONSUMERS=2)
     sig = {name: "i32" for name in fn.arg_names}
     sig.update(q_desc=desc(64), k_desc=desc(block_n), v_desc=desc(block_n), o_ptr="*fp16", mask_ptr=mask_type,
                ws_ptr="*fp16", counters_ptr="*fp16",
@@ -382,18 +382,21 @@ def split_cases(d):
     return plain + masked + [("300 keys, the last 200 masked for one batch", qkv, keep[:, None, None])]
 
 
+THREE_GROUPS = [hopper_config(128, 2, False, consumers=3), hopper_config(64, 3, True, consumers=3)]
+SPLIT_CONFIGS = [hopper_config(128, 3, True), hopper_config(128, 2, False), hopper_config(64, 2, True)] + THREE_GROUPS
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not HOPPER, reason="needs an sm_90 GPU and Gluon")
-@pytest.mark.parametrize("d", [64, 96, 128])
-@pytest.mark.parametrize("config", [hopper_config(128, 3, True), hopper_config(128, 2, False),
-                                    hopper_config(64, 2, True)], ids=str)
+@pytest.mark.parametrize("d, config", [(d, c) for d in (64, 96, 128) for c in SPLIT_CONFIGS
+                                       if hopper.why_unfit(c, d) is None], ids=str)
 def test_gpu_the_last_rounds_dealt_by_key_blocks_match_float64(d, config):
     """With fewer programs than query tiles (3, 5 or 7 here, not dividing them), the last two
     rounds go by key blocks (SPLIT), and a tile two programs share is merged by the one that
     finishes second: every problem of split_cases is checked to split at two of the counts."""
     for name, (q, k, v), mask in split_cases(d):
         plan = plan_tensors(q, k, v, mask, q, None)
-        tiles = math.ceil(plan.Lq / hopper.BLOCK_M) * plan.heads
+        tiles = math.ceil(plan.Lq / config["BLOCK_M"]) * plan.heads
         splitting = [p for p in (3, 5, 7) if hopper.splits_keys(plan, tiles, p, config["BLOCK_N"])]
         assert len(splitting) >= 2 or math.ceil(plan.Lk / config["BLOCK_N"]) == 1, (name, tiles)
         ref = reference(q, k, v, None, mask)
@@ -401,6 +404,31 @@ def test_gpu_the_last_rounds_dealt_by_key_blocks_match_float64(d, config):
             out = run(q, k, v, None, config, mask, programs=programs)
             err = (out.double() - ref).abs().max().item()
             assert err <= 4e-3, f"{name}, {programs} programs: max error {err:.2e} (tolerance 4e-3)"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HOPPER, reason="needs an sm_90 GPU and Gluon")
+@pytest.mark.parametrize("d", [40, 64])
+@pytest.mark.parametrize("config", THREE_GROUPS, ids=str)
+def test_gpu_three_consumer_groups_match_float64(d, config):
+    """192-row tiles (CONSUMERS=3, head dims up to 64): every case of cases() and masked_cases()."""
+    for name, (q, k, v), causal in cases(d):
+        out = run(q, k, v, causal, config)
+        tol = 2e-2 if q.dtype == torch.bfloat16 else 4e-3
+        err = (out.double() - reference(q, k, v, causal)).abs().max().item()
+        assert err <= tol, f"{name}: max error {err:.2e} (tolerance {tol})"
+    for name, (q, k, v), causal, mask in masked_cases(d):
+        err = (run(q, k, v, causal, config, mask).double() - reference(q, k, v, causal, mask)).abs().max().item()
+        assert err <= 4e-3, f"{name}: max error {err:.2e} (tolerance 4e-3)"
+
+
+def test_three_consumer_groups_take_192_row_tiles_up_to_head_dim_64():
+    config = hopper_config(128, 2, False, consumers=3)
+    assert config["BLOCK_M"] == 192 and hopper.consumer_groups(config) == 3
+    assert hopper.consumer_groups(hopper_config()) == 2 and "CONSUMERS" not in hopper_config().to_dict()
+    assert hopper.why_unfit(config, 64) is None and hopper.why_unfit(config, 40) is None
+    assert "up to 64" in hopper.why_unfit(config, 80)
+    assert "rows a consumer group" in hopper.why_unfit(config.replace(BLOCK_M=128), 64)
 
 
 def test_it_splits_the_last_rounds_only_where_they_would_be_partial():
