@@ -525,8 +525,9 @@ if HAVE_GLUON:
                    k_ready, v_ready, k_empty, v_empty, mask_ptr, sm_b, sm_w, sm_h, sm_n, num_m, tiles, H, W, H_KV, Lk,
                    causal_offset, CAUSAL: gl.constexpr, STAGES: gl.constexpr, BLOCK_N: gl.constexpr,
                    ROWS: gl.constexpr, MASK_KIND: gl.constexpr, CONSUMERS: gl.constexpr):
-        """Query tile t's Q (a part for each consumer group), and its K and V blocks [lo, hi) (a per-key mask's block beside each K,
-        announced by the K's barrier) from ring position `it` on; returns the position after them."""
+        """Query tile t's Q (a part for each consumer group), and its K and V blocks [lo, hi) (a
+        per-key mask's block beside each K, announced by the K's barrier) from ring position `it`
+        on; returns the position after them."""
         b, w, h, h_kv, start_m, n_full, n_end = _tile(t, num_m, tiles, H, W, H_KV, Lk, causal_offset, CAUSAL,
                                                      CONSUMERS * ROWS, BLOCK_N)
         # a per-key mask's values for this (batch, window, head); mask_ptr is o's without a mask

@@ -294,12 +294,14 @@ def cases(d):
 GPU_CONFIGS = [hopper_config(128, 3, True), hopper_config(128, 2, True), hopper_config(128, 2, False),
                hopper_config(64, 4, True), hopper_config(128, 3, True, pingpong=True),
                hopper_config(128, 2, False, pingpong=True)]
+# 192-row tiles (head dims up to 64)
+THREE_GROUPS = [hopper_config(128, 2, False, consumers=3), hopper_config(64, 3, True, consumers=3)]
 
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not HOPPER, reason="needs an sm_90 GPU and Gluon")
-@pytest.mark.parametrize("d", [64, 128])
-@pytest.mark.parametrize("config", GPU_CONFIGS, ids=str)
+@pytest.mark.parametrize("d, config", [(d, c) for d in (64, 128) for c in GPU_CONFIGS + THREE_GROUPS
+                                       if hopper.why_unfit(c, d) is None], ids=str)
 def test_gpu_matches_float64(d, config):
     for name, (q, k, v), causal in cases(d):
         out = run(q, k, v, causal, config)
@@ -313,6 +315,7 @@ def test_gpu_matches_float64(d, config):
 @pytest.mark.parametrize("d, config", [
     (d, c) for d in (32, 40, 80, 96, 160, 256)
     for c in GPU_CONFIGS[:2] + GPU_CONFIGS[3:4] + [hopper_config(64, 2, True), hopper_config(64, 2, False)]
+    + THREE_GROUPS
     if hopper.why_unfit(c, d) is None], ids=str)
 def test_gpu_head_dims_between_the_kernels_match_float64(d, config):
     """Head dims run at the next kernel block (40 at 64, 80 and 96 at 128, 160 at 256, where the
@@ -361,7 +364,8 @@ def masked_cases(d):
 @pytest.mark.gpu
 @pytest.mark.skipif(not HOPPER, reason="needs an sm_90 GPU and Gluon")
 @pytest.mark.parametrize("d, config", [
-    (d, c) for d in (64, 128, 256) for c in GPU_CONFIGS[:3] + GPU_CONFIGS[4:5] + [hopper_config(64, 2, True)]
+    (d, c) for d in (64, 128, 256)
+    for c in GPU_CONFIGS[:3] + GPU_CONFIGS[4:5] + [hopper_config(64, 2, True)] + THREE_GROUPS
     if hopper.why_unfit(c, d, masked=True) is None], ids=str)
 def test_gpu_per_key_masks_match_float64(d, config):
     for name, (q, k, v), causal, mask in masked_cases(d):
@@ -382,7 +386,6 @@ def split_cases(d):
     return plain + masked + [("300 keys, the last 200 masked for one batch", qkv, keep[:, None, None])]
 
 
-THREE_GROUPS = [hopper_config(128, 2, False, consumers=3), hopper_config(64, 3, True, consumers=3)]
 SPLIT_CONFIGS = [hopper_config(128, 3, True), hopper_config(128, 2, False), hopper_config(64, 2, True)] + THREE_GROUPS
 
 
@@ -404,22 +407,6 @@ def test_gpu_the_last_rounds_dealt_by_key_blocks_match_float64(d, config):
             out = run(q, k, v, None, config, mask, programs=programs)
             err = (out.double() - ref).abs().max().item()
             assert err <= 4e-3, f"{name}, {programs} programs: max error {err:.2e} (tolerance 4e-3)"
-
-
-@pytest.mark.gpu
-@pytest.mark.skipif(not HOPPER, reason="needs an sm_90 GPU and Gluon")
-@pytest.mark.parametrize("d", [40, 64])
-@pytest.mark.parametrize("config", THREE_GROUPS, ids=str)
-def test_gpu_three_consumer_groups_match_float64(d, config):
-    """192-row tiles (CONSUMERS=3, head dims up to 64): every case of cases() and masked_cases()."""
-    for name, (q, k, v), causal in cases(d):
-        out = run(q, k, v, causal, config)
-        tol = 2e-2 if q.dtype == torch.bfloat16 else 4e-3
-        err = (out.double() - reference(q, k, v, causal)).abs().max().item()
-        assert err <= tol, f"{name}: max error {err:.2e} (tolerance {tol})"
-    for name, (q, k, v), causal, mask in masked_cases(d):
-        err = (run(q, k, v, causal, config, mask).double() - reference(q, k, v, causal, mask)).abs().max().item()
-        assert err <= 4e-3, f"{name}: max error {err:.2e} (tolerance 4e-3)"
 
 
 def test_three_consumer_groups_take_192_row_tiles_up_to_head_dim_64():
