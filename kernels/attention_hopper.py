@@ -697,6 +697,8 @@ def why_unfit(cfg, head_dim: int = MAX_HEAD_DIM, masked: bool = False) -> str | 
         return f"takes {ROWS} query rows a consumer group (2 or 3), BLOCK_N of 64 or 128 and 2+ stages"
     if consumers == 3 and kernel_head_dim(head_dim) > THREE_CONSUMERS_UP_TO:
         return f"three consumer groups take head dims up to {THREE_CONSUMERS_UP_TO}"
+    if consumers == 3 and cfg.get("PINGPONG"):
+        return "three consumer groups do not take turns (PINGPONG)"
     if smem_bytes(cfg, head_dim, masked=masked) > SMEM_LIMIT:
         return "shared memory"
     return None

@@ -416,6 +416,7 @@ def test_three_consumer_groups_take_192_row_tiles_up_to_head_dim_64():
     assert hopper.why_unfit(config, 64) is None and hopper.why_unfit(config, 40) is None
     assert "up to 64" in hopper.why_unfit(config, 80)
     assert "rows a consumer group" in hopper.why_unfit(config.replace(BLOCK_M=128), 64)
+    assert "turns" in hopper.why_unfit(hopper_config(128, 2, False, pingpong=True, consumers=3), 64)
 
 
 def test_it_splits_the_last_rounds_only_where_they_would_be_partial():
