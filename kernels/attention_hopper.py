@@ -357,6 +357,15 @@ if HAVE_GLUON:
         return acc, l_i, m_i
 
     @gluon.jit
+    def _gpu_fence(x):
+        """fence.acq_rel.gpu in each thread (x: an int32 tensor every thread holds a part of,
+        returned as it is). A partition barrier and one thread's release order the group's stores
+        at the CTA's scope only: each thread fences its own stores to the workspace before the
+        count, and its loads of the other program's part after it."""
+        return gl.inline_asm_elementwise("fence.acq_rel.gpu;\n\tmov.b32 $0, $1;", "=r,r", [x], dtype=gl.int32,
+                                         is_pure=False, pack=1)
+
+    @gluon.jit
     def _merge_shared(acc, l_row, m_row, shared, slot, side, ws_ptr, counters_ptr, GROUP: gl.constexpr,
                       CONSUMERS: gl.constexpr):
         """A tile two programs share (SPLIT; shared: this is one of them): this group's part of it
@@ -377,9 +386,11 @@ if HAVE_GLUON:
             gl.store(mine + block, acc)
             gl.store(mine + ROWS * DIM + rows, m_row)
             gl.store(mine + ROWS * (DIM + 1) + rows, l_row)
+            rows = _gpu_fence(rows)
             partition_barrier()  # every thread's part is stored before the count announces it
             second = gl.atomic_add(counters_ptr + slot * CONSUMERS + GROUP, 1, sem="acq_rel", scope="gpu") == 1
             if second:
+                rows = _gpu_fence(rows)
                 # ".cg": read from L2, where the other SM stored its part, never from this SM's L1
                 their_m = gl.load(theirs + ROWS * DIM + rows, cache_modifier=".cg")
                 m = gl.maximum(m_row, their_m)
@@ -729,11 +740,12 @@ def _descriptor(t: torch.Tensor, shape, strides, rows: int):
 
 
 def launch(q, k, v, o, plan, scale: float, config: dict, mask: torch.Tensor | None = None,
-           programs: int | None = None) -> None:
+           programs: int | None = None, split_any_length: bool = False) -> None:
     """o = attention(q, k, v, mask) for a plan why_not accepted, with a WS config's launch dict
     (kernels/attention.py's hopper_config: BLOCK_N keys per step, num_stages K/V blocks in flight,
     OVERLAP). mask: the plan's per-key mask (read at the plan's strides), or None. programs: how
-    many persistent programs (the SM count unless given; fewer leave SMs to other work)."""
+    many persistent programs (the SM count unless given; fewer leave SMs to other work).
+    split_any_length: deal the last rounds by key blocks however short the keys (splits_keys)."""
     if (mask is None) != (not plan.mask_kind):
         given = "none" if mask is None else "one"
         raise ValueError(f"the plan's mask kind is {plan.mask_kind}, and {given} was given")
@@ -746,7 +758,7 @@ def launch(q, k, v, o, plan, scale: float, config: dict, mask: torch.Tensor | No
     consumers = consumer_groups(config)
     tiles = triton.cdiv(plan.Lq, consumers * ROWS) * plan.heads
     grid = min(tiles, programs or sm_count(q.device))
-    split = splits_keys(plan, tiles, grid, block_n)
+    split = splits_keys(plan, tiles, grid, block_n, split_any_length)
     head_dim = kernel_head_dim(plan.D)
     # A shared tile's parts and counters (SPLIT): this launch's own, so that launches on other streams
     # (or graphs captured from them) never share them; the counters start at zero.
@@ -767,9 +779,18 @@ def consumer_groups(config) -> int:
     return int(config.get("CONSUMERS", 2))
 
 
-def splits_keys(plan, tiles: int, programs: int, block_n: int) -> bool:
+# The key blocks a tile needs before its last rounds are dealt by key blocks: a shared tile costs a
+# part stored, a count and a merge, and each part a pipeline's start. On an H100 (fp16, 128-key
+# blocks) the split took 1.2-1.5% off 8,192 and 16,384 keys at head dim 128, cost 1% at 2,048 x d64
+# and 34% at 512 (docs/attention.md); with three consumer groups it took 2.7% off 2,048 x d64.
+SPLIT_MIN_KEY_BLOCKS = 16
+
+
+def splits_keys(plan, tiles: int, programs: int, block_n: int, any_length: bool = False) -> bool:
     """Does the kernel deal its last two rounds by key blocks (SPLIT)? Where the tiles would leave
-    the last round partial, they are all as long (not causal), a tile has more than one key block
-    to share, and its two parts fit a group's registers beside each other (head dims up to 128)."""
+    the last round partial, they are all as long (not causal), long enough (SPLIT_MIN_KEY_BLOCKS,
+    unless any_length) and a tile's two parts fit a group's registers beside each other (head dims
+    up to 128)."""
     return (plan.causal_offset is None and tiles > programs and tiles % programs != 0
-            and triton.cdiv(plan.Lk, block_n) > 1 and kernel_head_dim(plan.D) <= Q_IN_REGISTERS_UP_TO)
+            and (any_length or triton.cdiv(plan.Lk, block_n) >= SPLIT_MIN_KEY_BLOCKS)
+            and kernel_head_dim(plan.D) <= Q_IN_REGISTERS_UP_TO)
