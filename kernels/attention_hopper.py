@@ -508,7 +508,7 @@ if HAVE_GLUON:
               v_empty, mask_ptr, sm_b, sm_w, sm_h, sm_n, num_m, tiles, H, W, H_KV, Lk, causal_offset,
               CAUSAL: gl.constexpr, STAGES: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
               ROWS: gl.constexpr, MASK_KIND: gl.constexpr, SPLIT: gl.constexpr, CONSUMERS: gl.constexpr):
-        """The loader: per tile, Q's two halves once both consumers are done with the last tile's (have
+        """The loader: per tile, Q's parts once every consumer is done with the last tile's (have
         copied it into registers, or past head dim 128 run its last QK^T), then its K and V blocks into
         the ring, running ahead into the next tile's; the tiles (and key blocks) the consumers take."""
         n_blocks = gl.cdiv(Lk, BLOCK_N)
