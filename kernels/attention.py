@@ -318,17 +318,14 @@ def attention_config(BLOCK_M: int, BLOCK_N: int, num_warps: int = 4, num_stages:
 
 
 def hopper_config(BLOCK_N: int = 128, num_stages: int = 3, overlap: bool = True,
-                  pingpong: bool = False, consumers: int = 2) -> LaunchConfig:
-    """A config of kernels/attention_hopper.py's warp-specialized kernel (WS=1): query tiles of 64
-    rows a consumer warp group (two groups, or CONSUMERS=3: 192 rows), BLOCK_N keys per step,
-    num_stages K/V blocks in flight; OVERLAP: each consumer group keeps one block's QK^T and the
-    last block's PV in flight together; PINGPONG: the groups issue their matrix multiplies in turn
-    (one group's softmax beside the next one's wgmmas)."""
+                  pingpong: bool = False) -> LaunchConfig:
+    """A config of kernels/attention_hopper.py's warp-specialized kernel (WS=1): 128-row query
+    tiles (64 a consumer warp group), BLOCK_N keys per step, num_stages K/V blocks in flight;
+    OVERLAP: each consumer group keeps one block's QK^T and the last block's PV in flight together;
+    PINGPONG: the groups issue their matrix multiplies in turn (one group's softmax beside the
+    next one's wgmmas)."""
     switches = {"PINGPONG": 1} if pingpong else {}
-    if consumers != 2:
-        switches["CONSUMERS"] = consumers
-    return LaunchConfig.of(4, num_stages, BLOCK_M=attention_hopper.ROWS * consumers, BLOCK_N=BLOCK_N, WS=1,
-                           OVERLAP=int(overlap), **switches)
+    return LaunchConfig.of(4, num_stages, BLOCK_M=128, BLOCK_N=BLOCK_N, WS=1, OVERLAP=int(overlap), **switches)
 
 
 def check_config(cfg: LaunchConfig, head_dim: int = attention_hopper.MAX_HEAD_DIM, masked: bool = False) -> None:
@@ -442,8 +439,6 @@ def heuristic_config(Lq: int, Lk: int, head_dim: int, dtype, head_dim_v: int | N
         # Three K/V stages, overlapped, causal or not: at causal head dim 64 and 2,048 keys on an
         # H100 too, where two stages without overlap took 3-5% longer (docs/attention.md): the first
         # of hopper_candidates, or past head dim 128, where only 64-key blocks in two stages fit, those.
-        if three_groups_pay(Lk, widest, causal, mask_bytes > 0):
-            return THREE_GROUPS
         return hopper_candidates(widest, mask_bytes > 0)[0]
     cfg = _program_heuristic(Lq, Lk, head_dim, head_dim_v, dtype, mask_bytes, causal, short_paired)
     return cfg.replace(PAIRED=1) if paired else cfg
@@ -485,25 +480,11 @@ def hopper_pays(Lk: int, head_dim: int) -> bool:
     return Lk >= HOPPER_KEYS and head_dim >= HOPPER_MIN_HEAD_DIM
 
 
-# Three consumer groups (192-row tiles, 128-key steps, two stages, not overlapped) measured ahead at
-# head dim 64 and 2,048 keys, not causal, where the last rounds are split (H100: 0.1531 against
-# 0.1582 ms for two groups, both split; the kernel before the split took 0.1573). Causal tiles are
-# dealt whole, and 192-row ones lost there (0.124 against 0.098 ms); masked ones were not timed.
-THREE_GROUPS = hopper_config(128, 2, False, consumers=3)
-THREE_GROUP_KEYS = 2048
-
-
-def three_groups_pay(Lk: int, head_dim: int, causal: bool, masked: bool) -> bool:
-    return (not causal and not masked and Lk >= THREE_GROUP_KEYS
-            and attention_hopper.kernel_head_dim(head_dim) <= attention_hopper.THREE_CONSUMERS_UP_TO)
-
-
 def hopper_candidates(head_dim: int, masked: bool = False) -> list[LaunchConfig]:
     """The warp-specialized configs worth timing (shared memory allowing); past head dim 128, where
     none of them fits, 64-key blocks in two stages."""
     configs = [hopper_config(128, 3, True), hopper_config(128, 2, False), hopper_config(128, 2, True),
-               hopper_config(128, 4, True), hopper_config(64, 4, True), hopper_config(128, 3, True, pingpong=True),
-               THREE_GROUPS, hopper_config(64, 3, True, consumers=3)]
+               hopper_config(128, 4, True), hopper_config(64, 4, True), hopper_config(128, 3, True, pingpong=True)]
     fits = [c for c in configs if attention_hopper.why_unfit(c, head_dim, masked) is None]
     narrow = [hopper_config(64, 2, True), hopper_config(64, 2, False)]
     return fits or [c for c in narrow if attention_hopper.why_unfit(c, head_dim, masked) is None]

@@ -19,16 +19,7 @@ This kernel splits the work between warp groups, as FlashAttention-3 and cuDNN d
   a tuning candidate: docs/attention.md).
 
 The kernel is persistent (one program per SM, walking query tiles), so the loader streams the next
-tile's Q, K and V while the consumers finish this one. Dealt whole, T tiles take ceil(T / P) rounds
-of P programs, and the last one is partial: 2,048 queries x 64 heads make 1,024 tiles, 7.76 rounds
-of 132 SMs, so the slowest program does 8 tiles and the kernel runs 3% longer than the work needs.
-With SPLIT (no causal mask, more tiles than programs, T not a multiple of P) the tiles of the last
-full round and the partial one are dealt by key blocks instead: each program takes an equal run of
-them (between one and two tiles), so a tile may be shared by two programs, the first one's last
-key blocks and the next one's first (FlashAttention's split-KV, CUTLASS's stream-K). Each of the
-two leaves its part of the tile (its unnormalized output, row max and row sum) in a workspace and
-counts itself in; the one that counts second merges the other's part into its own and stores the
-tile, so neither waits for the other.
+tile's Q, K and V while the consumers finish this one.
 
 Every operand is read through a 5-D TMA descriptor over its [B, W, H, L, D] view (the strides of
 kernels/attention.py's plan, so head-split and QKV-split views need no copy). TMA bounds each copy
@@ -65,9 +56,7 @@ MAX_HEAD_DIM = KERNEL_HEAD_DIMS[-1]
 # group's 64 x 256 queries (64 a thread) beside its 64 x 256 fp32 output (128) would not fit.
 Q_IN_REGISTERS_UP_TO = 128
 DTYPES = (torch.float16, torch.bfloat16)
-ROWS = 64  # a consumer warp group's query rows
-BLOCK_M = 2 * ROWS  # two consumer groups (a config's CONSUMERS: 3 take 192-row tiles)
-THREE_CONSUMERS_UP_TO = 64  # the head dims three groups take: at 160 registers a 128-wide output would spill
+BLOCK_M = 128  # two consumer warp groups of 64 rows
 LOG2E = 1.4426950408889634
 
 
@@ -75,9 +64,6 @@ if HAVE_GLUON:
     _LOG2E = gl.constexpr(LOG2E)
     _FINITE_FLOOR = gl.constexpr(-3.0e38)  # kernels/attention.py's: above fp32's lowest, below any real score
     _Q_IN_REGISTERS_UP_TO = gl.constexpr(Q_IN_REGISTERS_UP_TO)
-    # Three consumer groups and the loader's 24 fill the register file at 160 a thread (as
-    # FlashAttention-3's head-dim-64 kernel takes them).
-    THREE_CONSUMER_REGISTERS = gl.constexpr(160)
 
     @gluon.jit
     def _tile(t, num_m, tiles, H, W, H_KV, Lk, causal_offset, CAUSAL: gl.constexpr, TILE: gl.constexpr,
@@ -108,30 +94,6 @@ if HAVE_GLUON:
             end = Lk
             n_full = Lk // BLOCK_N
         return bw // W, bw % W, h, h // (H // H_KV), start_m, n_full, gl.cdiv(end, BLOCK_N)
-
-    @gluon.jit
-    def _split_start(tiles, SPLIT: gl.constexpr):
-        """The first tile dealt by key blocks: with SPLIT the last full round's; the tiles before it
-        go to the programs whole, in turn."""
-        if SPLIT:
-            return (tiles // gl.num_programs(0) - 1) * gl.num_programs(0)
-        return tiles
-
-    @gluon.jit
-    def _split_run(first, tiles, n_blocks):
-        """This program's run [u0, u1) of the key blocks of tiles [first, tiles), counted from the
-        first one's first block: an equal share of them (at least a tile's, as there are at least
-        as many tiles as programs), so a tile is shared by two programs at most."""
-        programs = gl.num_programs(0)
-        units = (tiles - first).to(gl.int64) * n_blocks
-        p = gl.program_id(0).to(gl.int64)
-        return (p * units // programs).to(gl.int32), ((p + 1) * units // programs).to(gl.int32)
-
-    @gluon.jit
-    def _piece(t, first, u0, u1, n_blocks):
-        """The key blocks [lo, hi) of tile t in the run [u0, u1)."""
-        base = (t - first) * n_blocks
-        return gl.maximum(u0 - base, 0), gl.minimum(u1 - base, n_blocks)
 
     @gluon.jit
     def _key_block(it, j, q, k_smem, v_smem, k_ready, v_ready, k_empty, v_empty, turn, next_turn, acc, l_i, m_i,
@@ -357,233 +319,117 @@ if HAVE_GLUON:
         return acc, l_i, m_i
 
     @gluon.jit
-    def _gpu_fence(x):
-        """fence.acq_rel.gpu in each thread (x: an int32 tensor every thread holds a part of,
-        returned as it is). A partition barrier and one thread's release order the group's stores
-        at the CTA's scope only: each thread fences its own stores to the workspace before the
-        count, and its loads of the other program's part after it."""
-        return gl.inline_asm_elementwise("fence.acq_rel.gpu;\n\tmov.b32 $0, $1;", "=r,r", [x], dtype=gl.int32,
-                                         is_pure=False, pack=1)
-
-    @gluon.jit
-    def _merge_shared(acc, l_row, m_row, shared, slot, side, ws_ptr, counters_ptr, GROUP: gl.constexpr,
-                      CONSUMERS: gl.constexpr):
-        """A tile two programs share (SPLIT; shared: this is one of them): this group's part of it
-        (acc, row sums l and maxima m over its key blocks) goes to the workspace, at (slot, side),
-        and the counter of (slot, group) says whether the other program's part is there already.
-        The part counted second merges the other into its own and is stored: returns (acc, l,
-        whether to store the tile's rows). A tile not shared is stored as it is."""
-        store = shared == 0
-        if shared:
-            ROWS: gl.constexpr = acc.shape[0]
-            DIM: gl.constexpr = acc.shape[1]
-            PART: gl.constexpr = ROWS * (DIM + 2)
-            rows = gl.arange(0, ROWS, layout=gl.SliceLayout(1, acc.type.layout))
-            cols = gl.arange(0, DIM, layout=gl.SliceLayout(0, acc.type.layout))
-            block = rows[:, None] * DIM + cols[None, :]
-            mine = ws_ptr + ((slot * 2 + side) * CONSUMERS + GROUP).to(gl.int64) * PART
-            theirs = ws_ptr + ((slot * 2 + 1 - side) * CONSUMERS + GROUP).to(gl.int64) * PART
-            gl.store(mine + block, acc)
-            gl.store(mine + ROWS * DIM + rows, m_row)
-            gl.store(mine + ROWS * (DIM + 1) + rows, l_row)
-            rows = _gpu_fence(rows)
-            partition_barrier()  # every thread's part is stored before the count announces it
-            second = gl.atomic_add(counters_ptr + slot * CONSUMERS + GROUP, 1, sem="acq_rel", scope="gpu") == 1
-            if second:
-                rows = _gpu_fence(rows)
-                # ".cg": read from L2, where the other SM stored its part, never from this SM's L1
-                their_m = gl.load(theirs + ROWS * DIM + rows, cache_modifier=".cg")
-                m = gl.maximum(m_row, their_m)
-                m = gl.where(m == float("-inf"), 0.0, m)  # a part that saw no live key adds nothing
-                my_scale = gl.exp2(m_row - m)
-                their_scale = gl.exp2(their_m - m)
-                their_acc = gl.load(theirs + block, cache_modifier=".cg")
-                acc = acc * my_scale[:, None] + their_acc * their_scale[:, None]
-                their_l = gl.load(theirs + ROWS * (DIM + 1) + rows, cache_modifier=".cg")
-                l_row = l_row * my_scale + their_l * their_scale
-            store = second
-        return acc, l_row, store
-
-    @gluon.jit
     def _consume(q_smem, k_smem, v_smem, q_ready, q_empty, k_ready, v_ready, k_empty, v_empty, turns, o_ptr, so_b,
-                 so_w, so_h, so_m, bias_smem, ws_ptr, counters_ptr, num_m, tiles, H, W, H_KV, Lq, Lk, D,
+                 so_w, so_h, so_m, bias_smem, num_m, tiles, H, W, H_KV, Lq, Lk, D,
                  causal_offset, QK_SCALE: gl.constexpr, CAUSAL: gl.constexpr, STAGES: gl.constexpr,
                  BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr, ROWS: gl.constexpr, OVERLAP: gl.constexpr,
-                 PINGPONG: gl.constexpr, MASK_KIND: gl.constexpr, SPLIT: gl.constexpr, CONSUMERS: gl.constexpr,
-                 GROUP: gl.constexpr):
-        """One of the CONSUMERS warp groups: rows [start_m + GROUP * ROWS, + ROWS) of each of the
-        program's query tiles (under SPLIT, the last rounds' by key blocks: _split_run)."""
-        q_smem = q_smem.index(GROUP)
-        turn = turns.index(GROUP)
-        next_turn = turns.index((GROUP + 1) % CONSUMERS)
-        n_blocks = gl.cdiv(Lk, BLOCK_N)
-        split_start = _split_start(tiles, SPLIT)
-        it = 0  # key blocks consumed so far: the ring position
-        count = 0  # tiles (or parts of tiles) done so far: Q's phase
-        for t in range(gl.program_id(0), split_start, gl.num_programs(0)):
-            it = _consume_tile(t, 0, n_blocks, False, 0, 0, it, count, q_smem, k_smem, v_smem, q_ready, q_empty,
-                               k_ready, v_ready, k_empty, v_empty, turn, next_turn, o_ptr, so_b, so_w, so_h, so_m,
-                               bias_smem, ws_ptr, counters_ptr, num_m, tiles, H, W, H_KV, Lq, Lk, D, causal_offset,
-                               QK_SCALE, CAUSAL, STAGES, BLOCK_N, HEAD_DIM, ROWS, OVERLAP, PINGPONG, MASK_KIND,
-                               CONSUMERS, GROUP)
-            count += 1
-        if SPLIT:
-            u0, u1 = _split_run(split_start, tiles, n_blocks)
-            program = gl.program_id(0)
-            for t in range(split_start + u0 // n_blocks, split_start + (u1 - 1) // n_blocks + 1):
-                lo, hi = _piece(t, split_start, u0, u1, n_blocks)
-                head = (lo == 0) & (hi < n_blocks)  # the tile's first blocks: the next program has the rest
-                tail = lo > 0  # its last blocks: the program before has the first
-                # a shared tile's slot: the number of the program that has its last blocks
-                it = _consume_tile(t, lo, hi, head | tail, program + head.to(gl.int32), tail.to(gl.int32), it,
-                                   count, q_smem, k_smem, v_smem, q_ready, q_empty, k_ready, v_ready, k_empty,
-                                   v_empty, turn, next_turn, o_ptr, so_b, so_w, so_h, so_m, bias_smem, ws_ptr,
-                                   counters_ptr, num_m, tiles, H, W, H_KV, Lq, Lk, D, causal_offset, QK_SCALE,
-                                   CAUSAL, STAGES, BLOCK_N, HEAD_DIM, ROWS, OVERLAP, PINGPONG, MASK_KIND, CONSUMERS,
-                                   GROUP)
-                count += 1
-
-    @gluon.jit
-    def _consume_tile(t, lo, hi, shared, slot, side, it, count, q_smem, k_smem, v_smem, q_ready, q_empty, k_ready,
-                      v_ready, k_empty, v_empty, turn, next_turn, o_ptr, so_b, so_w, so_h, so_m, bias_smem, ws_ptr,
-                      counters_ptr, num_m, tiles, H, W, H_KV, Lq, Lk, D, causal_offset, QK_SCALE: gl.constexpr,
-                      CAUSAL: gl.constexpr, STAGES: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
-                      ROWS: gl.constexpr, OVERLAP: gl.constexpr, PINGPONG: gl.constexpr, MASK_KIND: gl.constexpr,
-                      CONSUMERS: gl.constexpr, GROUP: gl.constexpr):
-        """This group's rows of query tile t over its key blocks [lo, hi) (those past the tile's
-        last are none), from ring position `it` on; stored, or with `shared` merged first
-        (_merge_shared). Returns the ring position after them."""
+                 PINGPONG: gl.constexpr, MASK_KIND: gl.constexpr, GROUP: gl.constexpr):
+        """One consumer warp group: rows [start_m + GROUP * ROWS, + ROWS) of each of the program's
+        query tiles."""
         s_layout: gl.constexpr = wgmma_layout(BLOCK_N)
         o_layout: gl.constexpr = wgmma_layout(HEAD_DIM)
+        q_smem = q_smem.index(GROUP)
+        turn = turns.index(GROUP)
+        next_turn = turns.index(1 - GROUP)
         FIRST: gl.constexpr = GROUP == 0
-        b, w, h, h_kv, start_m, n_full, n_end = _tile(t, num_m, tiles, H, W, H_KV, Lk, causal_offset, CAUSAL,
-                                                     CONSUMERS * ROWS, BLOCK_N)
-        hi = gl.minimum(hi, n_end)
-        first = start_m + GROUP * ROWS
-        offs_m = first + gl.arange(0, ROWS, layout=gl.SliceLayout(1, s_layout))
-        offs_n = gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, s_layout))
-        acc = gl.zeros([ROWS, HEAD_DIM], gl.float32, o_layout)
-        l_i = _per_lane(gl.zeros([ROWS, BLOCK_N], gl.float32, s_layout), True)  # [ROWS, 4]: per quad lane
-        m_i = gl.full([ROWS], float("-inf"), gl.float32, gl.SliceLayout(1, s_layout))
-        mbarrier.wait(q_ready, count & 1)
-        if HEAD_DIM <= _Q_IN_REGISTERS_UP_TO:
-            # The queries as the first wgmma operand in registers: their buffer is free at once, and
-            # the loader fetches the next tile's while this one runs (from shared memory, the next
-            # tile waited for them: 0.030 against 0.033 ms at 512 keys, 1.64 against 1.74 at 8,192).
-            q = q_smem.load(gl.DotOperandLayout(operand_index=0, parent=s_layout, k_width=2))
-            mbarrier.arrive(q_empty, count=1)
-        else:
-            q = q_smem  # read by each QK^T from shared memory: released after the tile's last
-        full = gl.maximum(gl.minimum(hi, n_full) - lo, 0)  # blocks every row sees whole
-        if OVERLAP and (QK_SCALE >= 0 or MASK_KIND != 0):
-            acc, l_i, m_i = _full_blocks_overlapped(it, full, q, k_smem, v_smem, k_ready, v_ready, k_empty,
-                                                    v_empty, turn, next_turn, acc, l_i, m_i, bias_smem, QK_SCALE,
-                                                    STAGES, ROWS, BLOCK_N, FIRST, PINGPONG, MASK_KIND)
-        else:
-            for j in range(lo, lo + full):
-                acc, l_i, m_i = _key_block(it + j - lo, j, q, k_smem, v_smem, k_ready, v_ready, k_empty, v_empty,
-                                           turn, next_turn, acc, l_i, m_i, offs_m, offs_n, Lk, causal_offset,
-                                           bias_smem, QK_SCALE, STAGES, ROWS, BLOCK_N, CAUSAL, False, FIRST,
-                                           PINGPONG, MASK_KIND)
-        for j in range(lo + full, hi):
-            acc, l_i, m_i = _key_block(it + j - lo, j, q, k_smem, v_smem, k_ready, v_ready, k_empty, v_empty, turn,
-                                       next_turn, acc, l_i, m_i, offs_m, offs_n, Lk, causal_offset, bias_smem,
-                                       QK_SCALE, STAGES, ROWS, BLOCK_N, CAUSAL, True, FIRST, PINGPONG, MASK_KIND)
-        if HEAD_DIM > _Q_IN_REGISTERS_UP_TO:
-            mbarrier.arrive(q_empty, count=1)  # every QK^T of the tile has been waited for
-        l_o = gl.convert_layout(gl.sum(l_i, 1), gl.SliceLayout(1, o_layout))
-        m_o = gl.convert_layout(m_i, gl.SliceLayout(1, o_layout))
-        acc, l_o, store = _merge_shared(acc, l_o, m_o, shared, slot, side, ws_ptr, counters_ptr, GROUP, CONSUMERS)
-        # A row that sees no key has l = 0 and acc = 0: dividing by 1 gives torch's 0, not 0/0.
-        out = acc / gl.where(l_o > 0.0, l_o, 1.0)[:, None]
-        rows = first + gl.arange(0, ROWS, layout=gl.SliceLayout(1, o_layout))
-        cols = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, o_layout))
-        base = b.to(gl.int64) * so_b + w.to(gl.int64) * so_w + h.to(gl.int64) * so_h
-        ptrs = o_ptr + base + rows[:, None].to(gl.int64) * so_m + cols[None, :]
-        gl.store(ptrs, out.to(o_ptr.dtype.element_ty), mask=(rows < Lq)[:, None] & (cols < D)[None, :] & store)
-        return it + hi - lo
+        it = 0  # key blocks consumed so far: the ring position
+        count = 0  # tiles done so far: Q's phase
+        for t in range(gl.program_id(0), tiles, gl.num_programs(0)):
+            b, w, h, h_kv, start_m, n_full, n_end = _tile(t, num_m, tiles, H, W, H_KV, Lk, causal_offset, CAUSAL,
+                                                         2 * ROWS, BLOCK_N)
+            first = start_m + GROUP * ROWS
+            offs_m = first + gl.arange(0, ROWS, layout=gl.SliceLayout(1, s_layout))
+            offs_n = gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, s_layout))
+            acc = gl.zeros([ROWS, HEAD_DIM], gl.float32, o_layout)
+            l_i = _per_lane(gl.zeros([ROWS, BLOCK_N], gl.float32, s_layout), True)  # [ROWS, 4]: per quad lane
+            m_i = gl.full([ROWS], float("-inf"), gl.float32, gl.SliceLayout(1, s_layout))
+            mbarrier.wait(q_ready, count & 1)
+            if HEAD_DIM <= _Q_IN_REGISTERS_UP_TO:
+                # The queries as the first wgmma operand in registers: their buffer is free at once, and
+                # the loader fetches the next tile's while this one runs (from shared memory, the next
+                # tile waited for them: 0.030 against 0.033 ms at 512 keys, 1.64 against 1.74 at 8,192).
+                q = q_smem.load(gl.DotOperandLayout(operand_index=0, parent=s_layout, k_width=2))
+                mbarrier.arrive(q_empty, count=1)
+            else:
+                q = q_smem  # read by each QK^T from shared memory: released after the tile's last
+            if OVERLAP and (QK_SCALE >= 0 or MASK_KIND != 0):
+                acc, l_i, m_i = _full_blocks_overlapped(it, n_full, q, k_smem, v_smem, k_ready, v_ready, k_empty,
+                                                        v_empty, turn, next_turn, acc, l_i, m_i, bias_smem, QK_SCALE,
+                                                        STAGES, ROWS, BLOCK_N, FIRST, PINGPONG, MASK_KIND)
+            else:
+                for j in range(0, n_full):
+                    acc, l_i, m_i = _key_block(it + j, j, q, k_smem, v_smem, k_ready, v_ready, k_empty, v_empty,
+                                               turn, next_turn, acc, l_i, m_i, offs_m, offs_n, Lk, causal_offset,
+                                               bias_smem, QK_SCALE, STAGES, ROWS, BLOCK_N, CAUSAL, False, FIRST,
+                                               PINGPONG, MASK_KIND)
+            for j in range(n_full, n_end):
+                acc, l_i, m_i = _key_block(it + j, j, q, k_smem, v_smem, k_ready, v_ready, k_empty, v_empty, turn,
+                                           next_turn, acc, l_i, m_i, offs_m, offs_n, Lk, causal_offset, bias_smem,
+                                           QK_SCALE, STAGES, ROWS, BLOCK_N, CAUSAL, True, FIRST, PINGPONG, MASK_KIND)
+            it += n_end
+            count += 1
+            if HEAD_DIM > _Q_IN_REGISTERS_UP_TO:
+                mbarrier.arrive(q_empty, count=1)  # every QK^T of the tile has been waited for
+            # A row that sees no key has l = 0 and acc = 0: dividing by 1 gives torch's 0, not 0/0.
+            l_o = gl.convert_layout(gl.sum(l_i, 1), gl.SliceLayout(1, o_layout))
+            out = acc / gl.where(l_o > 0.0, l_o, 1.0)[:, None]
+            rows = first + gl.arange(0, ROWS, layout=gl.SliceLayout(1, o_layout))
+            cols = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, o_layout))
+            base = b.to(gl.int64) * so_b + w.to(gl.int64) * so_w + h.to(gl.int64) * so_h
+            ptrs = o_ptr + base + rows[:, None].to(gl.int64) * so_m + cols[None, :]
+            gl.store(ptrs, out.to(o_ptr.dtype.element_ty), mask=(rows < Lq)[:, None] & (cols < D)[None, :])
 
     @gluon.jit
     def _load(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, bias_smem, q_ready, q_empty, k_ready, v_ready, k_empty,
               v_empty, mask_ptr, sm_b, sm_w, sm_h, sm_n, num_m, tiles, H, W, H_KV, Lk, causal_offset,
               CAUSAL: gl.constexpr, STAGES: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
-              ROWS: gl.constexpr, MASK_KIND: gl.constexpr, SPLIT: gl.constexpr, CONSUMERS: gl.constexpr):
-        """The loader: per tile, Q's parts once every consumer is done with the last tile's (have
+              ROWS: gl.constexpr, MASK_KIND: gl.constexpr):
+        """The loader: per tile, Q's two halves once both consumers are done with the last tile's (have
         copied it into registers, or past head dim 128 run its last QK^T), then its K and V blocks into
-        the ring, running ahead into the next tile's; the tiles (and key blocks) the consumers take."""
-        n_blocks = gl.cdiv(Lk, BLOCK_N)
-        split_start = _split_start(tiles, SPLIT)
+        the ring, running ahead into the next tile's. A per-key mask's block goes into the ring beside
+        its K (announced by the K's barrier)."""
         it = 0
         count = 0
-        for t in range(gl.program_id(0), split_start, gl.num_programs(0)):
-            it = _load_tile(t, 0, n_blocks, it, count, q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, bias_smem,
-                            q_ready, q_empty, k_ready, v_ready, k_empty, v_empty, mask_ptr, sm_b, sm_w, sm_h, sm_n,
-                            num_m, tiles, H, W, H_KV, Lk, causal_offset, CAUSAL, STAGES, BLOCK_N, ROWS, MASK_KIND,
-                            CONSUMERS)
+        for t in range(gl.program_id(0), tiles, gl.num_programs(0)):
+            b, w, h, h_kv, start_m, n_full, n_end = _tile(t, num_m, tiles, H, W, H_KV, Lk, causal_offset, CAUSAL,
+                                                         2 * ROWS, BLOCK_N)
+            # a per-key mask's values for this (batch, window, head); mask_ptr is o's without a mask
+            mask_row = mask_ptr + b.to(gl.int64) * sm_b + w.to(gl.int64) * sm_w + h.to(gl.int64) * sm_h
+            # A fresh barrier counts as having completed the phase before its first: round 0 passes.
+            mbarrier.wait(q_empty, (count & 1) ^ 1)
+            mbarrier.expect(q_ready, 2 * q_desc.block_type.nbytes)
+            for g in gl.static_range(2):
+                tma_load(q_desc, [b, w, h, start_m + g * ROWS, 0], q_ready, as_block(q_smem.index(g), q_desc))
+            for j in range(0, n_end):
+                slot = it % STAGES
+                empty_phase = ((it // STAGES) & 1) ^ 1
+                mbarrier.wait(k_empty.index(slot), empty_phase)
+                if MASK_KIND != 0:
+                    _stage_bias(bias_smem.index(slot), mask_row, j * BLOCK_N, Lk, sm_n, BLOCK_N, MASK_KIND)
+                mbarrier.expect(k_ready.index(slot), k_desc.block_type.nbytes)
+                tma_load(k_desc, [b, w, h_kv, j * BLOCK_N, 0], k_ready.index(slot),
+                         as_block(k_smem.index(slot), k_desc))
+                mbarrier.wait(v_empty.index(slot), empty_phase)
+                mbarrier.expect(v_ready.index(slot), v_desc.block_type.nbytes)
+                tma_load(v_desc, [b, w, h_kv, j * BLOCK_N, 0], v_ready.index(slot),
+                         as_block(v_smem.index(slot), v_desc))
+                it += 1
             count += 1
-        if SPLIT:
-            u0, u1 = _split_run(split_start, tiles, n_blocks)
-            for t in range(split_start + u0 // n_blocks, split_start + (u1 - 1) // n_blocks + 1):
-                lo, hi = _piece(t, split_start, u0, u1, n_blocks)
-                it = _load_tile(t, lo, hi, it, count, q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, bias_smem,
-                                q_ready, q_empty, k_ready, v_ready, k_empty, v_empty, mask_ptr, sm_b, sm_w, sm_h,
-                                sm_n, num_m, tiles, H, W, H_KV, Lk, causal_offset, CAUSAL, STAGES, BLOCK_N, ROWS,
-                                MASK_KIND, CONSUMERS)
-                count += 1
-
-    @gluon.jit
-    def _load_tile(t, lo, hi, it, count, q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, bias_smem, q_ready, q_empty,
-                   k_ready, v_ready, k_empty, v_empty, mask_ptr, sm_b, sm_w, sm_h, sm_n, num_m, tiles, H, W, H_KV, Lk,
-                   causal_offset, CAUSAL: gl.constexpr, STAGES: gl.constexpr, BLOCK_N: gl.constexpr,
-                   ROWS: gl.constexpr, MASK_KIND: gl.constexpr, CONSUMERS: gl.constexpr):
-        """Query tile t's Q (a part for each consumer group), and its K and V blocks [lo, hi) (a
-        per-key mask's block beside each K, announced by the K's barrier) from ring position `it`
-        on; returns the position after them."""
-        b, w, h, h_kv, start_m, n_full, n_end = _tile(t, num_m, tiles, H, W, H_KV, Lk, causal_offset, CAUSAL,
-                                                     CONSUMERS * ROWS, BLOCK_N)
-        # a per-key mask's values for this (batch, window, head); mask_ptr is o's without a mask
-        mask_row = mask_ptr + b.to(gl.int64) * sm_b + w.to(gl.int64) * sm_w + h.to(gl.int64) * sm_h
-        # A fresh barrier counts as having completed the phase before its first: round 0 passes.
-        mbarrier.wait(q_empty, (count & 1) ^ 1)
-        Q_BYTES: gl.constexpr = CONSUMERS * q_desc.block_type.nbytes
-        mbarrier.expect(q_ready, Q_BYTES)
-        for g in gl.static_range(CONSUMERS):
-            tma_load(q_desc, [b, w, h, start_m + g * ROWS, 0], q_ready, as_block(q_smem.index(g), q_desc))
-        for j in range(lo, gl.minimum(hi, n_end)):
-            slot = it % STAGES
-            empty_phase = ((it // STAGES) & 1) ^ 1
-            mbarrier.wait(k_empty.index(slot), empty_phase)
-            if MASK_KIND != 0:
-                _stage_bias(bias_smem.index(slot), mask_row, j * BLOCK_N, Lk, sm_n, BLOCK_N, MASK_KIND)
-            mbarrier.expect(k_ready.index(slot), k_desc.block_type.nbytes)
-            tma_load(k_desc, [b, w, h_kv, j * BLOCK_N, 0], k_ready.index(slot), as_block(k_smem.index(slot), k_desc))
-            mbarrier.wait(v_empty.index(slot), empty_phase)
-            mbarrier.expect(v_ready.index(slot), v_desc.block_type.nbytes)
-            tma_load(v_desc, [b, w, h_kv, j * BLOCK_N, 0], v_ready.index(slot), as_block(v_smem.index(slot), v_desc))
-            it += 1
-        return it
 
     @gluon.jit
     def attention_hopper_kernel(q_desc, k_desc, v_desc, o_ptr, so_b, so_w, so_h, so_m, mask_ptr, sm_b, sm_w, sm_h,
-                                sm_n, ws_ptr, counters_ptr, W, H, H_KV, Lq, Lk, D, causal_offset, tiles,
-                                QK_SCALE: gl.constexpr, CAUSAL: gl.constexpr, STAGES: gl.constexpr,
-                                BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr, OVERLAP: gl.constexpr,
-                                PINGPONG: gl.constexpr, MASK_KIND: gl.constexpr = 0, SPLIT: gl.constexpr = False,
-                                CONSUMERS: gl.constexpr = 2):
-        """Persistent: program p runs query tiles p, p + programs, ... (64 rows a consumer group, of
-        one (batch, window, head)), and with SPLIT the last two rounds' by key blocks (_split_run;
-        ws_ptr: fp32, 2 * CONSUMERS parts of 64 x (HEAD_DIM + 2) a program; counters_ptr: int32,
-        CONSUMERS a program, zeros); the loader streams K and V across tile boundaries. Three
-        consumer groups (192-row tiles) take 160 registers a thread, two 240."""
-        gl.static_assert(not (SPLIT and CAUSAL), "causal tiles differ in length: dealt whole (_tile)")
-        gl.static_assert(CONSUMERS == 2 or CONSUMERS == 3)
+                                sm_n, W, H, H_KV, Lq, Lk, D, causal_offset, tiles, QK_SCALE: gl.constexpr,
+                                CAUSAL: gl.constexpr, STAGES: gl.constexpr, BLOCK_N: gl.constexpr,
+                                HEAD_DIM: gl.constexpr, OVERLAP: gl.constexpr, PINGPONG: gl.constexpr,
+                                MASK_KIND: gl.constexpr = 0):
+        """Persistent: program p runs query tiles p, p + programs, ... (128 rows of one (batch,
+        window, head) each); the loader streams K and V across tile boundaries."""
         ROWS: gl.constexpr = 64
-        REGISTERS: gl.constexpr = CONSUMER_REGISTERS if CONSUMERS == 2 else THREE_CONSUMER_REGISTERS
-        num_m = gl.cdiv(Lq, CONSUMERS * ROWS)
+        num_m = gl.cdiv(Lq, 2 * ROWS)
         dtype: gl.constexpr = q_desc.dtype
         q_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([ROWS, HEAD_DIM], dtype)
         kv_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([BLOCK_N, HEAD_DIM], dtype)
-        q_smem = gl.allocate_shared_memory(dtype, [CONSUMERS, ROWS, HEAD_DIM], q_layout)
+        q_smem = gl.allocate_shared_memory(dtype, [2, ROWS, HEAD_DIM], q_layout)
         k_smem = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_N, HEAD_DIM], kv_layout)
         v_smem = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_N, HEAD_DIM], kv_layout)
         # a per-key mask's blocks, as log2-domain biases (one slot beside each K; a token one without a mask)
@@ -596,50 +442,27 @@ if HAVE_GLUON:
         v_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
         k_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
         v_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-        turns = gl.allocate_shared_memory(gl.int64, [CONSUMERS, 1], mbarrier.MBarrierLayout())  # PINGPONG's order
+        turns = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())  # PINGPONG's order
         mbarrier.init(q_ready, count=1)
-        mbarrier.init(q_empty, count=CONSUMERS)  # every consumer group releases the Q buffer and each K/V slot
+        mbarrier.init(q_empty, count=2)  # both consumer groups release the Q buffer and every K/V slot
         for i in gl.static_range(STAGES):
             mbarrier.init(k_ready.index(i), count=1)
             mbarrier.init(v_ready.index(i), count=1)
-            mbarrier.init(k_empty.index(i), count=CONSUMERS)
-            mbarrier.init(v_empty.index(i), count=CONSUMERS)
-        for g in gl.static_range(CONSUMERS):
+            mbarrier.init(k_empty.index(i), count=2)
+            mbarrier.init(v_empty.index(i), count=2)
+        for g in gl.static_range(2):
             mbarrier.init(turns.index(g), count=1)
-        # (a literal list of literal tuples: constexprs in a tuple held in a variable reach the
-        # partitions as tensors)
-        if CONSUMERS == 2:
-            gl.warp_specialize([
-                (_load, (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, bias_smem, q_ready, q_empty, k_ready, v_ready,
-                         k_empty, v_empty, mask_ptr, sm_b, sm_w, sm_h, sm_n, num_m, tiles, H, W, H_KV, Lk,
-                         causal_offset, CAUSAL, STAGES, BLOCK_N, HEAD_DIM, ROWS, MASK_KIND, SPLIT, CONSUMERS)),
-                (_consume, (q_smem, k_smem, v_smem, q_ready, q_empty, k_ready, v_ready, k_empty, v_empty, turns, o_ptr,
-                            so_b, so_w, so_h, so_m, bias_smem, ws_ptr, counters_ptr, num_m, tiles, H, W, H_KV, Lq, Lk,
-                            D, causal_offset, QK_SCALE, CAUSAL, STAGES, BLOCK_N, HEAD_DIM, ROWS, OVERLAP, PINGPONG,
-                            MASK_KIND, SPLIT, CONSUMERS, 0)),
-                (_consume, (q_smem, k_smem, v_smem, q_ready, q_empty, k_ready, v_ready, k_empty, v_empty, turns, o_ptr,
-                            so_b, so_w, so_h, so_m, bias_smem, ws_ptr, counters_ptr, num_m, tiles, H, W, H_KV, Lq, Lk,
-                            D, causal_offset, QK_SCALE, CAUSAL, STAGES, BLOCK_N, HEAD_DIM, ROWS, OVERLAP, PINGPONG,
-                            MASK_KIND, SPLIT, CONSUMERS, 1)),
-            ], [CONSUMER_WARPS, CONSUMER_WARPS], [REGISTERS, REGISTERS])
-        else:
-            gl.warp_specialize([
-                (_load, (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, bias_smem, q_ready, q_empty, k_ready, v_ready,
-                         k_empty, v_empty, mask_ptr, sm_b, sm_w, sm_h, sm_n, num_m, tiles, H, W, H_KV, Lk,
-                         causal_offset, CAUSAL, STAGES, BLOCK_N, HEAD_DIM, ROWS, MASK_KIND, SPLIT, CONSUMERS)),
-                (_consume, (q_smem, k_smem, v_smem, q_ready, q_empty, k_ready, v_ready, k_empty, v_empty, turns, o_ptr,
-                            so_b, so_w, so_h, so_m, bias_smem, ws_ptr, counters_ptr, num_m, tiles, H, W, H_KV, Lq, Lk,
-                            D, causal_offset, QK_SCALE, CAUSAL, STAGES, BLOCK_N, HEAD_DIM, ROWS, OVERLAP, PINGPONG,
-                            MASK_KIND, SPLIT, CONSUMERS, 0)),
-                (_consume, (q_smem, k_smem, v_smem, q_ready, q_empty, k_ready, v_ready, k_empty, v_empty, turns, o_ptr,
-                            so_b, so_w, so_h, so_m, bias_smem, ws_ptr, counters_ptr, num_m, tiles, H, W, H_KV, Lq, Lk,
-                            D, causal_offset, QK_SCALE, CAUSAL, STAGES, BLOCK_N, HEAD_DIM, ROWS, OVERLAP, PINGPONG,
-                            MASK_KIND, SPLIT, CONSUMERS, 1)),
-                (_consume, (q_smem, k_smem, v_smem, q_ready, q_empty, k_ready, v_ready, k_empty, v_empty, turns, o_ptr,
-                            so_b, so_w, so_h, so_m, bias_smem, ws_ptr, counters_ptr, num_m, tiles, H, W, H_KV, Lq, Lk,
-                            D, causal_offset, QK_SCALE, CAUSAL, STAGES, BLOCK_N, HEAD_DIM, ROWS, OVERLAP, PINGPONG,
-                            MASK_KIND, SPLIT, CONSUMERS, 2)),
-            ], [CONSUMER_WARPS, CONSUMER_WARPS, CONSUMER_WARPS], [REGISTERS, REGISTERS, REGISTERS])
+        gl.warp_specialize([
+            (_load, (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, bias_smem, q_ready, q_empty, k_ready, v_ready,
+                     k_empty, v_empty, mask_ptr, sm_b, sm_w, sm_h, sm_n, num_m, tiles, H, W, H_KV, Lk, causal_offset,
+                     CAUSAL, STAGES, BLOCK_N, HEAD_DIM, ROWS, MASK_KIND)),
+            (_consume, (q_smem, k_smem, v_smem, q_ready, q_empty, k_ready, v_ready, k_empty, v_empty, turns, o_ptr,
+                        so_b, so_w, so_h, so_m, bias_smem, num_m, tiles, H, W, H_KV, Lq, Lk, D, causal_offset,
+                        QK_SCALE, CAUSAL, STAGES, BLOCK_N, HEAD_DIM, ROWS, OVERLAP, PINGPONG, MASK_KIND, 0)),
+            (_consume, (q_smem, k_smem, v_smem, q_ready, q_empty, k_ready, v_ready, k_empty, v_empty, turns, o_ptr,
+                        so_b, so_w, so_h, so_m, bias_smem, num_m, tiles, H, W, H_KV, Lq, Lk, D, causal_offset,
+                        QK_SCALE, CAUSAL, STAGES, BLOCK_N, HEAD_DIM, ROWS, OVERLAP, PINGPONG, MASK_KIND, 1)),
+        ], [CONSUMER_WARPS, CONSUMER_WARPS], [CONSUMER_REGISTERS, CONSUMER_REGISTERS])
 
 
 # ------------------------------------------------------------------------------- launch ----
@@ -695,21 +518,15 @@ def smem_bytes(cfg, head_dim: int, elem_bytes: int = 2, masked: bool = False) ->
     """The Q tile and num_stages K and V blocks at the kernel's head-dim block, and with a mask its
     fp32 bias beside each K block (the barriers take a few bytes more)."""
     bias = cfg.num_stages * cfg.BLOCK_N * 4 if masked else 0
-    return (cfg.BLOCK_M + 2 * cfg.num_stages * cfg.BLOCK_N) * kernel_head_dim(head_dim) * elem_bytes + bias
+    return (BLOCK_M + 2 * cfg.num_stages * cfg.BLOCK_N) * kernel_head_dim(head_dim) * elem_bytes + bias
 
 
 def why_unfit(cfg, head_dim: int = MAX_HEAD_DIM, masked: bool = False) -> str | None:
     """Why a WS config cannot run at this head dim (with a per-key mask), or None."""
     if kernel_head_dim(head_dim) is None:
         return f"head dim {head_dim} is past the {MAX_HEAD_DIM} it takes"
-    consumers = consumer_groups(cfg)
-    if consumers not in (2, 3) or cfg.BLOCK_M != consumers * ROWS or cfg.BLOCK_N not in (64, 128) \
-            or (cfg.num_stages or 0) < 2:
-        return f"takes {ROWS} query rows a consumer group (2 or 3), BLOCK_N of 64 or 128 and 2+ stages"
-    if consumers == 3 and kernel_head_dim(head_dim) > THREE_CONSUMERS_UP_TO:
-        return f"three consumer groups take head dims up to {THREE_CONSUMERS_UP_TO}"
-    if consumers == 3 and cfg.get("PINGPONG"):
-        return "three consumer groups do not take turns (PINGPONG)"
+    if cfg.BLOCK_M != BLOCK_M or cfg.BLOCK_N not in (64, 128) or (cfg.num_stages or 0) < 2:
+        return f"takes BLOCK_M={BLOCK_M}, BLOCK_N of 64 or 128 and 2+ stages"
     if smem_bytes(cfg, head_dim, masked=masked) > SMEM_LIMIT:
         return "shared memory"
     return None
@@ -739,58 +556,25 @@ def _descriptor(t: torch.Tensor, shape, strides, rows: int):
                             shared_layout(block, t.dtype))
 
 
-def launch(q, k, v, o, plan, scale: float, config: dict, mask: torch.Tensor | None = None,
-           programs: int | None = None, split_any_length: bool = False) -> None:
+def launch(q, k, v, o, plan, scale: float, config: dict, mask: torch.Tensor | None = None) -> None:
     """o = attention(q, k, v, mask) for a plan why_not accepted, with a WS config's launch dict
     (kernels/attention.py's hopper_config: BLOCK_N keys per step, num_stages K/V blocks in flight,
-    OVERLAP). mask: the plan's per-key mask (read at the plan's strides), or None. programs: how
-    many persistent programs (the SM count unless given; fewer leave SMs to other work).
-    split_any_length: deal the last rounds by key blocks however short the keys (splits_keys)."""
+    OVERLAP). mask: the plan's per-key mask (read at the plan's strides), or None."""
     if (mask is None) != (not plan.mask_kind):
         given = "none" if mask is None else "one"
         raise ValueError(f"the plan's mask kind is {plan.mask_kind}, and {given} was given")
     block_n = config["BLOCK_N"]
     qs, ks, vs, _ = _shapes(plan)
-    q_desc = _descriptor(q, qs, plan.strides[0], ROWS)
+    q_desc = _descriptor(q, qs, plan.strides[0], BLOCK_M // 2)
     k_desc = _descriptor(k, ks, plan.strides[1], block_n)
     v_desc = _descriptor(v, vs, plan.strides[2], block_n)
     so = plan.strides[4]
-    consumers = consumer_groups(config)
-    tiles = triton.cdiv(plan.Lq, consumers * ROWS) * plan.heads
-    grid = min(tiles, programs or sm_count(q.device))
-    split = splits_keys(plan, tiles, grid, block_n, split_any_length)
-    head_dim = kernel_head_dim(plan.D)
-    # A shared tile's parts and counters (SPLIT): this launch's own, so that launches on other streams
-    # (or graphs captured from them) never share them; the counters start at zero.
-    parts = 2 * consumers * grid  # (a tile's first blocks, its last) x group x program
-    ws = torch.empty(parts * ROWS * (head_dim + 2), device=o.device, dtype=torch.float32) if split else o
-    counters = torch.zeros(consumers * grid, device=o.device, dtype=torch.int32) if split else o
+    tiles = triton.cdiv(plan.Lq, BLOCK_M) * plan.heads
+    grid = (min(tiles, sm_count(q.device)),)
     sm = plan.strides[3]  # [B, W, H, Lq (0: per key), Lk]
-    attention_hopper_kernel[(grid,)](
+    attention_hopper_kernel[grid](
         q_desc, k_desc, v_desc, o, so[0], so[1], so[2], so[3], o if mask is None else mask, sm[0], sm[1], sm[2],
-        sm[4], ws, counters, plan.W, plan.H, plan.H_KV, plan.Lq, plan.Lk, plan.D, plan.causal_offset or 0, tiles,
+        sm[4], plan.W, plan.H, plan.H_KV, plan.Lq, plan.Lk, plan.D, plan.causal_offset or 0, tiles,
         QK_SCALE=scale * LOG2E, CAUSAL=plan.causal_offset is not None, STAGES=config["num_stages"], BLOCK_N=block_n,
-        HEAD_DIM=head_dim, OVERLAP=bool(config.get("OVERLAP", 0)), PINGPONG=bool(config.get("PINGPONG", 0)),
-        MASK_KIND=plan.mask_kind, SPLIT=split, CONSUMERS=consumers, num_warps=LOADER_WARPS)
-
-
-def consumer_groups(config) -> int:
-    """A WS config's consumer warp groups (CONSUMERS, 2 unless it says 3)."""
-    return int(config.get("CONSUMERS", 2))
-
-
-# The key blocks a tile needs before its last rounds are dealt by key blocks: a shared tile costs a
-# part stored, a count and a merge, and each part a pipeline's start. On an H100 (fp16, 128-key
-# blocks) the split took 1.2-1.5% off 8,192 and 16,384 keys at head dim 128, cost 1% at 2,048 x d64
-# and 34% at 512 (docs/attention.md); with three consumer groups it took 2.7% off 2,048 x d64.
-SPLIT_MIN_KEY_BLOCKS = 16
-
-
-def splits_keys(plan, tiles: int, programs: int, block_n: int, any_length: bool = False) -> bool:
-    """Does the kernel deal its last two rounds by key blocks (SPLIT)? Where the tiles would leave
-    the last round partial, they are all as long (not causal), long enough (SPLIT_MIN_KEY_BLOCKS,
-    unless any_length) and a tile's two parts fit a group's registers beside each other (head dims
-    up to 128)."""
-    return (plan.causal_offset is None and tiles > programs and tiles % programs != 0
-            and (any_length or triton.cdiv(plan.Lk, block_n) >= SPLIT_MIN_KEY_BLOCKS)
-            and kernel_head_dim(plan.D) <= Q_IN_REGISTERS_UP_TO)
+        HEAD_DIM=kernel_head_dim(plan.D), OVERLAP=bool(config.get("OVERLAP", 0)),
+        PINGPONG=bool(config.get("PINGPONG", 0)), MASK_KIND=plan.mask_kind, num_warps=LOADER_WARPS)

@@ -94,10 +94,9 @@ for d, mask_kind, mask_type, block_n, stages in ((64, 0, "*fp16", 128, 3), (128,
         return f"tensordesc<fp16[1,1,1,{rows},{d}],{shared_layout((1, 1, 1, rows, d), torch.float16)!r}>"
     fn = hopper.attention_hopper_kernel
     const = dict(QK_SCALE=0.18, CAUSAL=False, STAGES=stages, BLOCK_N=block_n, HEAD_DIM=d, OVERLAP=True,
-                 PINGPONG=False, MASK_KIND=mask_kind, SPLIT=False, CONSUMERS=2)
+                 PINGPONG=False, MASK_KIND=mask_kind)
     sig = {name: "i32" for name in fn.arg_names}
     sig.update(q_desc=desc(64), k_desc=desc(block_n), v_desc=desc(block_n), o_ptr="*fp16", mask_ptr=mask_type,
-               ws_ptr="*fp16", counters_ptr="*fp16",
                **{name: "i64" for name in ("so_b", "so_w", "so_h", "so_m", "sm_b", "sm_w", "sm_h", "sm_n")},
                **{name: "constexpr" for name in const})
     src = GluonASTSource(fn, sig, {(fn.arg_names.index(name),): value for name, value in const.items()})
@@ -160,14 +159,6 @@ def test_the_heuristic_picks_it_where_it_measured_ahead():
     assert heuristic_config(4096, 4096, 80, torch.float16, hopper=True).get("WS") == 1
     assert heuristic_config(4096, 4096, 40, torch.float16, hopper=True).get("WS") == 1
     assert heuristic_config(4096, 4096, 32, torch.float16, hopper=True).get("WS") is None
-    # head dim 64 from 2,048 keys, not causal and unmasked: three consumer groups (192-row tiles)
-    three = heuristic_config(2048, 2048, 64, torch.float16, hopper=True)
-    assert three.get("WS") == 1 and hopper.consumer_groups(three) == 3
-    for other in (heuristic_config(2048, 2048, 64, torch.float16, causal=True, hopper=True),
-                  heuristic_config(2048, 2048, 64, torch.float16, mask_bytes=1, hopper=True),
-                  heuristic_config(2048, 2048, 128, torch.float16, hopper=True),
-                  heuristic_config(1024, 1024, 64, torch.float16, hopper=True)):
-        assert other.get("WS") == 1 and hopper.consumer_groups(other) == 2, other
 
 
 def test_the_tuner_times_it_only_where_it_runs():
@@ -181,11 +172,6 @@ def test_the_tuner_times_it_only_where_it_runs():
     assert any(c.get("WS") for c in timed) and all(config_error(c, problem, base) is None for c in timed)
     # A cache entry or engine file that asks for the kernel where the problem does not take it is refused.
     assert "WS" in config_error(hopper_config().to_dict(), {**problem, "hopper": False}, base)
-    three = hopper_config(128, 2, False, consumers=3).to_dict()  # 192 rows: not a power of two, and right
-    assert config_error(three, problem, base) is None
-    assert "192 query rows" in config_error({**three, "BLOCK_M": 128}, problem, base)
-    assert "not 2 or 3" in config_error({**three, "CONSUMERS": 4, "BLOCK_M": 256}, problem, base)
-    assert "power of two" in config_error({**hopper_config().to_dict(), "BLOCK_M": 192}, problem, base)
 
 
 def test_a_config_is_checked_at_the_problems_head_dim():
@@ -270,13 +256,12 @@ def reference(q, k, v, causal=None, mask=None):
     return torch.softmax(s, -1).nan_to_num(0.0) @ vd
 
 
-def run(q, k, v, causal, config, mask=None, o=None, programs=None):
-    """(programs: fewer persistent programs, whose last rounds then split however short the keys.)"""
+def run(q, k, v, causal, config, mask=None, o=None):
+    """The kernel's output (into o where given), its plan asserted to be one why_not takes."""
     o = torch.empty(q.shape[:-1] + v.shape[-1:], device=q.device, dtype=q.dtype) if o is None else o
     plan = plan_launch(_triple(q), _triple(k), _triple(v), None if mask is None else _triple(mask), _triple(o), causal)
     assert hopper.why_not(plan, q.dtype, pointers=[t.data_ptr() for t in (q, k, v, o)]) is None
-    hopper.launch(q, k, v, o, plan, 1 / math.sqrt(q.shape[-1]), config.to_dict(), mask, programs=programs,
-                  split_any_length=programs is not None)
+    hopper.launch(q, k, v, o, plan, 1 / math.sqrt(q.shape[-1]), config.to_dict(), mask)
     return o
 
 
@@ -308,14 +293,12 @@ def cases(d):
 GPU_CONFIGS = [hopper_config(128, 3, True), hopper_config(128, 2, True), hopper_config(128, 2, False),
                hopper_config(64, 4, True), hopper_config(128, 3, True, pingpong=True),
                hopper_config(128, 2, False, pingpong=True)]
-# 192-row tiles (head dims up to 64)
-THREE_GROUPS = [hopper_config(128, 2, False, consumers=3), hopper_config(64, 3, True, consumers=3)]
 
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not HOPPER, reason="needs an sm_90 GPU and Gluon")
-@pytest.mark.parametrize("d, config", [(d, c) for d in (64, 128) for c in GPU_CONFIGS + THREE_GROUPS
-                                       if hopper.why_unfit(c, d) is None], ids=str)
+@pytest.mark.parametrize("d", [64, 128])
+@pytest.mark.parametrize("config", GPU_CONFIGS, ids=str)
 def test_gpu_matches_float64(d, config):
     for name, (q, k, v), causal in cases(d):
         out = run(q, k, v, causal, config)
@@ -329,7 +312,6 @@ def test_gpu_matches_float64(d, config):
 @pytest.mark.parametrize("d, config", [
     (d, c) for d in (32, 40, 80, 96, 160, 256)
     for c in GPU_CONFIGS[:2] + GPU_CONFIGS[3:4] + [hopper_config(64, 2, True), hopper_config(64, 2, False)]
-    + THREE_GROUPS
     if hopper.why_unfit(c, d) is None], ids=str)
 def test_gpu_head_dims_between_the_kernels_match_float64(d, config):
     """Head dims run at the next kernel block (40 at 64, 80 and 96 at 128, 160 at 256, where the
@@ -378,76 +360,13 @@ def masked_cases(d):
 @pytest.mark.gpu
 @pytest.mark.skipif(not HOPPER, reason="needs an sm_90 GPU and Gluon")
 @pytest.mark.parametrize("d, config", [
-    (d, c) for d in (64, 128, 256)
-    for c in GPU_CONFIGS[:3] + GPU_CONFIGS[4:5] + [hopper_config(64, 2, True)] + THREE_GROUPS
+    (d, c) for d in (64, 128, 256) for c in GPU_CONFIGS[:3] + GPU_CONFIGS[4:5] + [hopper_config(64, 2, True)]
     if hopper.why_unfit(c, d, masked=True) is None], ids=str)
 def test_gpu_per_key_masks_match_float64(d, config):
     for name, (q, k, v), causal, mask in masked_cases(d):
         out = run(q, k, v, causal, config, mask)
         err = (out.double() - reference(q, k, v, causal, mask)).abs().max().item()
         assert err <= 4e-3, f"{name}: max error {err:.2e} (tolerance 4e-3)"
-
-
-def split_cases(d):
-    """Non-causal problems of 12-32 query tiles with 2-20 key blocks, a boundary block, rows past
-    Lq, masks (a batch that sees no key; one whose last blocks see none, so a shared tile's second
-    part has no live key), grouped heads and a view of a QKV tensor."""
-    plain = [(name, qkv, None) for name, qkv, causal in cases(d) if causal is None]
-    masked = [(name, qkv, mask) for name, qkv, causal, mask in masked_cases(d) if causal is None]
-    g = torch.Generator(device="cuda").manual_seed(200 + d)
-    qkv = tuple(torch.randn(3, 4, 300, d, device="cuda", dtype=torch.float16, generator=g) for _ in range(3))
-    keep = torch.arange(300, device="cuda")[None, :] < torch.tensor([100, 300, 0], device="cuda")[:, None]
-    return plain + masked + [("300 keys, the last 200 masked for one batch", qkv, keep[:, None, None])]
-
-
-SPLIT_CONFIGS = [hopper_config(128, 3, True), hopper_config(128, 2, False), hopper_config(64, 2, True)] + THREE_GROUPS
-
-
-@pytest.mark.gpu
-@pytest.mark.skipif(not HOPPER, reason="needs an sm_90 GPU and Gluon")
-@pytest.mark.parametrize("d, config", [(d, c) for d in (64, 96, 128) for c in SPLIT_CONFIGS
-                                       if hopper.why_unfit(c, d) is None], ids=str)
-def test_gpu_the_last_rounds_dealt_by_key_blocks_match_float64(d, config):
-    """With fewer programs than query tiles (3, 5 or 7 here, not dividing them), the last two
-    rounds go by key blocks (SPLIT), and a tile two programs share is merged by the one that
-    finishes second: every problem of split_cases is checked to split at two of the counts. Five
-    times over: a part read before the other program's stores reached it (a race) fails some
-    runs, not all."""
-    for name, (q, k, v), mask in split_cases(d):
-        plan = plan_tensors(q, k, v, mask, q, None)
-        tiles = math.ceil(plan.Lq / config["BLOCK_M"]) * plan.heads
-        splitting = [p for p in (3, 5, 7) if hopper.splits_keys(plan, tiles, p, config["BLOCK_N"], any_length=True)]
-        assert len(splitting) >= 2, (name, tiles)
-        ref = reference(q, k, v, None, mask)
-        for programs in splitting * 5:
-            out = run(q, k, v, None, config, mask, programs=programs)
-            err = (out.double() - ref).abs().max().item()
-            assert err <= 4e-3, f"{name}, {programs} programs: max error {err:.2e} (tolerance 4e-3)"
-
-
-def test_three_consumer_groups_take_192_row_tiles_up_to_head_dim_64():
-    config = hopper_config(128, 2, False, consumers=3)
-    assert config["BLOCK_M"] == 192 and hopper.consumer_groups(config) == 3
-    assert hopper.consumer_groups(hopper_config()) == 2 and "CONSUMERS" not in hopper_config().to_dict()
-    assert hopper.why_unfit(config, 64) is None and hopper.why_unfit(config, 40) is None
-    assert "up to 64" in hopper.why_unfit(config, 80)
-    assert "rows a consumer group" in hopper.why_unfit(config.replace(BLOCK_M=128), 64)
-    assert "turns" in hopper.why_unfit(hopper_config(128, 2, False, pingpong=True, consumers=3), 64)
-
-
-def test_it_splits_the_last_rounds_only_where_they_would_be_partial():
-    q = torch.empty(4, 16, 2048, 64, dtype=torch.float16)
-    plan = plan_of(q, q, q)
-    assert hopper.splits_keys(plan, 1024, 132, 128)  # 7.76 rounds of 16 key blocks
-    assert not hopper.splits_keys(plan, 1024, 132, 256)  # 8 key blocks: too short to pay
-    assert hopper.splits_keys(plan, 1024, 132, 256, any_length=True)
-    assert not hopper.splits_keys(plan, 1056, 132, 128)  # 8 whole rounds
-    assert not hopper.splits_keys(plan, 100, 132, 128)  # one partial round: dealt whole
-    assert not hopper.splits_keys(plan_of(q, q, q, "top_left"), 1024, 132, 128)  # causal tiles differ
-    short = torch.empty(4, 16, 2048, 64, dtype=torch.float16)[:, :, :100]
-    assert not hopper.splits_keys(plan_of(q, short, short), 1024, 132, 128)  # one key block: nothing to share
-    wide = torch.empty(4, 16, 2048, 160, dtype=torch.float16)
-    assert not hopper.splits_keys(plan_of(wide, wide, wide), 1024, 132, 64)  # two parts do not fit beside
 
 
 @pytest.mark.gpu

@@ -28,7 +28,7 @@ TILE_PAIRS = {"matmul": (("BLOCK_M", "BLOCK_N"), ("BLOCK_M", "BLOCK_K"), ("BLOCK
               "mlp": (("BLOCK_M", "BLOCK_H"),)}
 FIXED = {"reduction": ("BLOCK_R",)}   # the whole row is one tile
 DEFAULTED = {"matmul": {"PERSISTENT": 0, "TMA": 0, "BLAS": 0, "SPLIT_EPILOGUE": 0, "WS": 0, "WS_COALESCED": 0},  # kernel params with a default
-             "conv": {"PERSISTENT": 0}, "attention": {"WS": 0, "OVERLAP": 0, "PINGPONG": 0, "CONSUMERS": 2}}
+             "conv": {"PERSISTENT": 0}, "attention": {"WS": 0, "OVERLAP": 0, "PINGPONG": 0}}
 SWITCHES = ("TMA", "BLAS", "SPLIT_EPILOGUE", "WS", "WS_COALESCED", "OVERLAP", "PINGPONG")  # 0/1 params a kernel takes when generated with the path they switch on
 # An attention kernel generated with kernels/attention_hopper.py's path, or a GEMM kernel with
 # kernels/gemm_hopper.py's (its PROBLEM says "hopper"), takes WS (and attention OVERLAP and
@@ -47,8 +47,6 @@ def _pow2(value: int) -> bool:
 def _param_error(name: str, value: int, base: int, floor: int) -> str | None:
     if name == "GROUP_M":
         return None if 1 <= value <= MAX_GROUP_M else f"GROUP_M={value} is not in [1, {MAX_GROUP_M}]"
-    if name == "CONSUMERS":  # the warp-specialized attention kernel's consumer warp groups
-        return None if value in (2, 3) else f"CONSUMERS={value} is not 2 or 3"
     if name == "PERSISTENT":
         return None if 0 <= value <= MAX_PERSISTENT else \
             f"PERSISTENT={value} is not in [0, {MAX_PERSISTENT}]"
@@ -102,10 +100,6 @@ def config_error(cfg, problem: dict, base: LaunchConfig) -> str | None:
     for name, value in params.items():
         if not _is_int(value):
             return f"{name}={value!r} is not an integer"
-        if name == "BLOCK_M" and params.get("CONSUMERS", 2) == 3:  # 64 query rows a consumer group
-            if value != 192:
-                return f"BLOCK_M={value}: three consumer groups take 192 query rows"
-            continue
         why = _param_error(name, value, want[name], _floor(template, name, problem))
         if why:
             return why
