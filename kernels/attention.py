@@ -187,6 +187,39 @@ def _key_range(start_m, Lk, causal_offset, CAUSAL: tl.constexpr, BLOCK_M: tl.con
 
 
 @triton.jit
+def _live_keys(mask_head, Lk, sm_n, MASK_KIND: tl.constexpr, SCAN: tl.constexpr):
+    """(first, stop): the keys a per-key mask keeps (True, or a bias above -inf, NaN included) lie
+    in [first, stop); (Lk, 0) where it keeps none."""
+    first = Lk + tl.zeros((), dtype=tl.int32)
+    stop = tl.zeros((), dtype=tl.int32)
+    for start in range(0, Lk, SCAN):
+        cols = start + tl.arange(0, SCAN)
+        inside = cols < Lk
+        values = tl.load(mask_head + cols.to(tl.int64) * sm_n, mask=inside, other=0)
+        if MASK_KIND == 1:
+            live = inside & (values != 0)
+        else:
+            live = inside & (values.to(tl.float32) != float("-inf"))
+        first = tl.minimum(first, tl.min(tl.where(live, cols, Lk), 0))
+        stop = tl.maximum(stop, tl.max(tl.where(live, cols + 1, 0), 0))
+    return first, stop
+
+
+@triton.jit
+def _live_key_blocks(mask_head, full, end, Lk, sm_n, MASK_KIND: tl.constexpr, BLOCK_N: tl.constexpr):
+    """The key loops' bounds (lo, full, mid, end: [lo, full) unmasked by position, [mid, end) masked)
+    cut to the blocks holding a key a per-key mask keeps: the others add nothing to any row (a
+    padded sequence's tail, a left-padded one's head), so a padded batch entry costs its length."""
+    first, stop = _live_keys(mask_head, Lk, sm_n, MASK_KIND, 1024)
+    end = tl.minimum(end, stop)
+    first_block = first // BLOCK_N * BLOCK_N
+    lo = tl.minimum(first_block, full)
+    mid = tl.maximum(full, first_block)
+    full = tl.maximum(lo, tl.minimum(full, tl.cdiv(end, BLOCK_N) * BLOCK_N))
+    return lo, full, mid, end
+
+
+@triton.jit
 def attention_program(q_ptr, k_ptr, v_ptr, mask_ptr, o_ptr, pid, B, W, H, H_KV, Lq, Lk, D, DV,
                       sq_b, sq_w, sq_h, sq_m, sq_d, sk_b, sk_w, sk_h, sk_n, sk_d, sv_b, sv_w, sv_h, sv_n, sv_d,
                       sm_b, sm_w, sm_h, sm_m, sm_n, so_b, so_w, so_h, so_m, so_d, causal_offset,
@@ -257,23 +290,27 @@ def _attention_tile(q_ptr, k_ptr, v_ptr, mask_ptr, o_ptr, tile, B, W, H, H_KV, L
     l_i = tl.zeros((BLOCK_M,), dtype=tl.float32)
     m_i = tl.full((BLOCK_M,), float("-inf"), dtype=tl.float32)
     full, end = _key_range(start_m, Lk, causal_offset, CAUSAL, BLOCK_M, BLOCK_N)
+    lo = 0
+    mid = full
+    if MASK_PER_KEY and (MASK_KIND != 0) and (not ZERO_NAN_ROWS):  # (the guard's 0 * V reads every key)
+        lo, full, mid, end = _live_key_blocks(mask_head, full, end, Lk, sm_n, MASK_KIND, BLOCK_N)
     # Each loop builds its pointer tiles from the scalar bases. Handing the first loop's advanced
     # tiles to the second kept both loops' tiles in registers (a pointer per element: 218 against
     # 107 registers for a 64x64 causal tile at head dim 64, Triton 3.6), which halved the programs
     # an SM holds and made causal rows slower than full ones.
-    k_ptrs, v_ptrs, mask_ptrs = _block_pointers(k_head, v_head, mask_head, 0, rows, offs_n, offs_d, offs_dv, sk_n,
+    k_ptrs, v_ptrs, mask_ptrs = _block_pointers(k_head, v_head, mask_head, lo, rows, offs_n, offs_d, offs_dv, sk_n,
                                                 sk_d, sv_n, sv_d, sm_m, sm_n, MASK_KIND, MASK_PER_KEY)
     acc, l_i, m_i = _key_loop(
-        acc, l_i, m_i, q, k_ptrs, v_ptrs, mask_ptrs, 0, full, offs_m, offs_n, Lk, d_ok, dv_ok, causal_offset,
+        acc, l_i, m_i, q, k_ptrs, v_ptrs, mask_ptrs, lo, full, offs_m, offs_n, Lk, d_ok, dv_ok, causal_offset,
         sk_n, sv_n, sm_n, SCALE, MASK_KIND, MASK_PER_KEY, CAUSAL, False, BLOCK_N, INPUT_PRECISION)
-    if full < end:
+    if mid < end:
         # Guarded, not merely empty: with run-time lengths a pipelined loop costs its prologue
         # and waits even when it runs no iteration (BERT's attention at sequence 128, where
         # every key block is full: 10.0 against 6.8 us with the lengths as constants).
-        k_ptrs, v_ptrs, mask_ptrs = _block_pointers(k_head, v_head, mask_head, full, rows, offs_n, offs_d, offs_dv,
+        k_ptrs, v_ptrs, mask_ptrs = _block_pointers(k_head, v_head, mask_head, mid, rows, offs_n, offs_d, offs_dv,
                                                     sk_n, sk_d, sv_n, sv_d, sm_m, sm_n, MASK_KIND, MASK_PER_KEY)
         acc, l_i, m_i = _key_loop(
-            acc, l_i, m_i, q, k_ptrs, v_ptrs, mask_ptrs, full, end, offs_m, offs_n, Lk, d_ok, dv_ok,
+            acc, l_i, m_i, q, k_ptrs, v_ptrs, mask_ptrs, mid, end, offs_m, offs_n, Lk, d_ok, dv_ok,
             causal_offset, sk_n, sv_n, sm_n, SCALE, MASK_KIND, MASK_PER_KEY, CAUSAL, True, BLOCK_N,
             INPUT_PRECISION)
     # A fully masked row has l = 0 and acc = 0: dividing by 1 instead gives torch's 0, not 0/0.

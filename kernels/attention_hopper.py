@@ -64,6 +64,10 @@ if HAVE_GLUON:
     _LOG2E = gl.constexpr(LOG2E)
     _FINITE_FLOOR = gl.constexpr(-3.0e38)  # kernels/attention.py's: above fp32's lowest, below any real score
     _Q_IN_REGISTERS_UP_TO = gl.constexpr(Q_IN_REGISTERS_UP_TO)
+    # What the loader found in a key block of a per-key mask (docs/attention.md, "Padding masks"):
+    _MIXED = gl.constexpr(0)  # keys of both kinds, or biases: the scores take them
+    _LIVE = gl.constexpr(1)  # every key attends with bias 0: the unmasked step
+    _DEAD = gl.constexpr(2)  # no key attends (-inf everywhere): the block adds nothing
 
     @gluon.jit
     def _tile(t, num_m, tiles, H, W, H_KV, Lk, causal_offset, CAUSAL: gl.constexpr, TILE: gl.constexpr,
@@ -97,7 +101,8 @@ if HAVE_GLUON:
 
     @gluon.jit
     def _key_block(it, j, q, k_smem, v_smem, k_ready, v_ready, k_empty, v_empty, turn, next_turn, acc, l_i, m_i,
-                   offs_m, offs_n, Lk, causal_offset, bias_smem, QK_SCALE: gl.constexpr, STAGES: gl.constexpr,
+                   offs_m, offs_n, Lk, causal_offset, bias_smem, kinds_smem, QK_SCALE: gl.constexpr,
+                   STAGES: gl.constexpr,
                    ROWS: gl.constexpr, BLOCK_N: gl.constexpr, CAUSAL: gl.constexpr, BOUNDARY: gl.constexpr,
                    FIRST: gl.constexpr, PINGPONG: gl.constexpr, MASK_KIND: gl.constexpr):
         """Fold key block j (the program's it-th block: its ring slot) into this warp group's running
@@ -113,10 +118,13 @@ if HAVE_GLUON:
         qk = warpgroup_mma(q, k_smem.index(slot).permute((1, 0)), qk, use_acc=False, is_async=True)
         _pass_turn(next_turn, PINGPONG)
         qk = warpgroup_mma_wait(num_outstanding=0, deps=(qk,))
-        if MASK_KIND != 0:
-            bias = _bias(bias_smem, slot, s_layout)
-        mbarrier.arrive(k_empty.index(slot), count=1)
-        if BOUNDARY or QK_SCALE < 0 or MASK_KIND != 0:
+        if MASK_KIND != 0 and not BOUNDARY:
+            p, alpha, l_i, m_new = _masked_softmax_step(qk, bias_smem, kinds_smem, slot, k_empty.index(slot), l_i,
+                                                        m_i, QK_SCALE)
+        elif BOUNDARY or QK_SCALE < 0:
+            if MASK_KIND != 0:
+                bias = _bias(bias_smem, slot, s_layout)
+            mbarrier.arrive(k_empty.index(slot), count=1)
             s = qk * QK_SCALE
             if MASK_KIND != 0:
                 s = s + bias[None, :]
@@ -128,6 +136,7 @@ if HAVE_GLUON:
                 s = gl.where(visible, s, float("-inf"))
             p, alpha, l_i, m_new = _guarded_step(s, gl.max(s, 1), l_i, m_i)
         else:
+            mbarrier.arrive(k_empty.index(slot), count=1)
             p, alpha, l_i, m_new = _softmax_step(qk, l_i, m_i, QK_SCALE)
         acc = _rescaled(acc, alpha)
         p16 = _pv_operand(p, acc, q.dtype)
@@ -209,22 +218,60 @@ if HAVE_GLUON:
         return gl.convert_layout(p.to(dtype), gl.DotOperandLayout(operand_index=0, parent=acc.type.layout, k_width=2))
 
     @gluon.jit
-    def _stage_bias(bias_slot, mask_row, start_n, Lk, sm_n, BLOCK_N: gl.constexpr, MASK_KIND: gl.constexpr):
+    def _stage_bias(bias_slot, kind_slot, mask_row, start_n, Lk, sm_n, BLOCK_N: gl.constexpr,
+                    MASK_KIND: gl.constexpr):
         """The loader's copy of a per-key mask's values for keys [start_n, start_n + BLOCK_N) into a
         ring slot, as what the consumers add to the scores in the log2 domain: -inf for a False key
         (bool) or a -inf bias, else bias * log2(e) kept above _FINITE_FLOOR, as the program keeps it
         (a row masked everywhere by transformers' finite minimum then averages its values, as torch
-        computes it). Keys past Lk read nothing (the consumers mask them)."""
+        computes it). Keys past Lk read nothing (the consumers mask them). Beside it, the block's
+        kind (_LIVE, _DEAD or _MIXED over its keys before Lk), so that a consumer skips the bias
+        where it changes nothing: every block of a padding mask but the one where the padding
+        starts is live or dead."""
         layout: gl.constexpr = gl.BlockedLayout([1], [32], [gl.num_warps()], [0])
         cols = start_n + gl.arange(0, BLOCK_N, layout=layout)
-        values = gl.load(mask_row + cols.to(gl.int64) * sm_n, mask=cols < Lk, other=0)
+        inside = cols < Lk
+        values = gl.load(mask_row + cols.to(gl.int64) * sm_n, mask=inside, other=0)
         if MASK_KIND == 1:
             bias = gl.where(values != 0, 0.0, float("-inf"))
         else:
             values = values.to(gl.float32)
             bias = gl.where(values == float("-inf"), values, gl.maximum(values * _LOG2E, _FINITE_FLOOR))
         bias_slot.store(bias)
+        live = gl.min(gl.where(inside & (bias != 0.0), 0, 1), 0)  # NaN is neither live nor dead
+        dead = gl.min(gl.where(inside & (bias != float("-inf")), 0, 1), 0)
+        kind = gl.where(live == 1, _LIVE, gl.where(dead == 1, _DEAD, _MIXED))
+        kind_slot.store(gl.zeros([1], gl.int32, layout) + kind)
         partition_barrier()  # every loader thread's values are in before the K copy's arrive announces them
+
+    @gluon.jit
+    def _block_kind(kinds_smem, slot):
+        """The kind the loader found for ring slot `slot`'s key block (the same in every thread)."""
+        layout: gl.constexpr = gl.BlockedLayout([1], [32], [gl.num_warps()], [0])
+        return gl.max(kinds_smem.index(slot).load(layout), 0)
+
+    @gluon.jit
+    def _masked_softmax_step(qk, bias_smem, kinds_smem, slot, k_empty_slot, l_i, m_i, QK_SCALE: gl.constexpr):
+        """The online softmax of a key block under a per-key mask (every key before Lk and the
+        causal diagonal), by the kind the loader found: a live block takes the unmasked step, a
+        dead one leaves the row's state as it was (p = 0, alpha = 1), a mixed one adds the biases.
+        Reads what it needs of the slot, then releases its K (the loader refills both)."""
+        s_layout: gl.constexpr = qk.type.layout
+        kind = _block_kind(kinds_smem, slot)
+        if kind == _MIXED or (kind == _LIVE and QK_SCALE < 0):  # a live block's bias is 0
+            bias = _bias(bias_smem, slot, s_layout)
+            mbarrier.arrive(k_empty_slot, count=1)
+            p, alpha, l_new, m_new = _biased_softmax_step(qk, bias, l_i, m_i, QK_SCALE)
+        elif kind == _LIVE:
+            mbarrier.arrive(k_empty_slot, count=1)
+            p, alpha, l_new, m_new = _softmax_step(qk, l_i, m_i, QK_SCALE)
+        else:
+            mbarrier.arrive(k_empty_slot, count=1)
+            p = gl.zeros_like(qk)
+            alpha = gl.full_like(m_i, 1.0)
+            l_new = l_i
+            m_new = m_i
+        return p, alpha, l_new, m_new
 
     @gluon.jit
     def _bias(bias_smem, slot, s_layout: gl.constexpr):
@@ -260,8 +307,20 @@ if HAVE_GLUON:
         return p, alpha, _rescaled_sums(l_i, alpha, p), m_new
 
     @gluon.jit
+    def _full_block_softmax(qk, bias_smem, kinds_smem, slot, k_empty_slot, l_i, m_i, QK_SCALE: gl.constexpr,
+                            MASK_KIND: gl.constexpr):
+        """The overlapped loop's softmax of a block every row sees whole, releasing its K slot."""
+        if MASK_KIND != 0:
+            p, alpha, l_i, m_i = _masked_softmax_step(qk, bias_smem, kinds_smem, slot, k_empty_slot, l_i, m_i,
+                                                      QK_SCALE)
+        else:
+            mbarrier.arrive(k_empty_slot, count=1)
+            p, alpha, l_i, m_i = _softmax_step(qk, l_i, m_i, QK_SCALE)
+        return p, alpha, l_i, m_i
+
+    @gluon.jit
     def _full_blocks_overlapped(it0, n_full, q, k_smem, v_smem, k_ready, v_ready, k_empty, v_empty, turn, next_turn,
-                                acc, l_i, m_i, bias_smem, QK_SCALE: gl.constexpr, STAGES: gl.constexpr,
+                                acc, l_i, m_i, bias_smem, kinds_smem, QK_SCALE: gl.constexpr, STAGES: gl.constexpr,
                                 ROWS: gl.constexpr, BLOCK_N: gl.constexpr, FIRST: gl.constexpr, PINGPONG: gl.constexpr,
                                 MASK_KIND: gl.constexpr):
         """Key blocks [0, n_full) (ring positions it0 + j) with block j's QK^T and block j-1's PV
@@ -276,13 +335,8 @@ if HAVE_GLUON:
                                use_acc=False, is_async=True)
             _pass_turn(next_turn, PINGPONG)
             qk = warpgroup_mma_wait(num_outstanding=0, deps=(qk,))
-            if MASK_KIND != 0:
-                bias = _bias(bias_smem, slot, s_layout)
-            mbarrier.arrive(k_empty.index(slot), count=1)
-            if MASK_KIND != 0:
-                p, alpha, l_i, m_i = _biased_softmax_step(qk, bias, l_i, m_i, QK_SCALE)
-            else:
-                p, alpha, l_i, m_i = _softmax_step(qk, l_i, m_i, QK_SCALE)
+            p, alpha, l_i, m_i = _full_block_softmax(qk, bias_smem, kinds_smem, slot, k_empty.index(slot), l_i, m_i,
+                                                     QK_SCALE, MASK_KIND)
             mbarrier.wait(v_ready.index(slot), (it0 // STAGES) & 1)  # every block's V: after its softmax
             p16 = _pv_operand(p, acc, q.dtype)
             for it in range(it0 + 1, it0 + n_full):
@@ -295,13 +349,8 @@ if HAVE_GLUON:
                 acc = warpgroup_mma(p16, v_smem.index(prev), acc, is_async=True)
                 _pass_turn(next_turn, PINGPONG)
                 qk = warpgroup_mma_wait(num_outstanding=1, deps=(qk,))  # this QK^T, not the PV issued after it
-                if MASK_KIND != 0:
-                    bias = _bias(bias_smem, slot, s_layout)
-                mbarrier.arrive(k_empty.index(slot), count=1)
-                if MASK_KIND != 0:
-                    p, alpha, l_i, m_i = _biased_softmax_step(qk, bias, l_i, m_i, QK_SCALE)
-                else:
-                    p, alpha, l_i, m_i = _softmax_step(qk, l_i, m_i, QK_SCALE)
+                p, alpha, l_i, m_i = _full_block_softmax(qk, bias_smem, kinds_smem, slot, k_empty.index(slot), l_i,
+                                                         m_i, QK_SCALE, MASK_KIND)
                 # This block's V (the next PV's operand) is waited for here, between the softmax
                 # and the PV wait below: the wait is a branch, and without one ptxas hoisted the PV
                 # wait above the exponentials (the softmax ran after this group's PV, not beside
@@ -320,7 +369,7 @@ if HAVE_GLUON:
 
     @gluon.jit
     def _consume(q_smem, k_smem, v_smem, q_ready, q_empty, k_ready, v_ready, k_empty, v_empty, turns, o_ptr, so_b,
-                 so_w, so_h, so_m, bias_smem, num_m, tiles, H, W, H_KV, Lq, Lk, D,
+                 so_w, so_h, so_m, bias_smem, kinds_smem, num_m, tiles, H, W, H_KV, Lq, Lk, D,
                  causal_offset, QK_SCALE: gl.constexpr, CAUSAL: gl.constexpr, STAGES: gl.constexpr,
                  BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr, ROWS: gl.constexpr, OVERLAP: gl.constexpr,
                  PINGPONG: gl.constexpr, MASK_KIND: gl.constexpr, GROUP: gl.constexpr):
@@ -354,18 +403,19 @@ if HAVE_GLUON:
                 q = q_smem  # read by each QK^T from shared memory: released after the tile's last
             if OVERLAP and (QK_SCALE >= 0 or MASK_KIND != 0):
                 acc, l_i, m_i = _full_blocks_overlapped(it, n_full, q, k_smem, v_smem, k_ready, v_ready, k_empty,
-                                                        v_empty, turn, next_turn, acc, l_i, m_i, bias_smem, QK_SCALE,
-                                                        STAGES, ROWS, BLOCK_N, FIRST, PINGPONG, MASK_KIND)
+                                                        v_empty, turn, next_turn, acc, l_i, m_i, bias_smem, kinds_smem,
+                                                        QK_SCALE, STAGES, ROWS, BLOCK_N, FIRST, PINGPONG, MASK_KIND)
             else:
                 for j in range(0, n_full):
                     acc, l_i, m_i = _key_block(it + j, j, q, k_smem, v_smem, k_ready, v_ready, k_empty, v_empty,
                                                turn, next_turn, acc, l_i, m_i, offs_m, offs_n, Lk, causal_offset,
-                                               bias_smem, QK_SCALE, STAGES, ROWS, BLOCK_N, CAUSAL, False, FIRST,
-                                               PINGPONG, MASK_KIND)
+                                               bias_smem, kinds_smem, QK_SCALE, STAGES, ROWS, BLOCK_N, CAUSAL, False,
+                                               FIRST, PINGPONG, MASK_KIND)
             for j in range(n_full, n_end):
                 acc, l_i, m_i = _key_block(it + j, j, q, k_smem, v_smem, k_ready, v_ready, k_empty, v_empty, turn,
                                            next_turn, acc, l_i, m_i, offs_m, offs_n, Lk, causal_offset, bias_smem,
-                                           QK_SCALE, STAGES, ROWS, BLOCK_N, CAUSAL, True, FIRST, PINGPONG, MASK_KIND)
+                                           kinds_smem, QK_SCALE, STAGES, ROWS, BLOCK_N, CAUSAL, True, FIRST, PINGPONG,
+                                           MASK_KIND)
             it += n_end
             count += 1
             if HEAD_DIM > _Q_IN_REGISTERS_UP_TO:
@@ -380,8 +430,8 @@ if HAVE_GLUON:
             gl.store(ptrs, out.to(o_ptr.dtype.element_ty), mask=(rows < Lq)[:, None] & (cols < D)[None, :])
 
     @gluon.jit
-    def _load(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, bias_smem, q_ready, q_empty, k_ready, v_ready, k_empty,
-              v_empty, mask_ptr, sm_b, sm_w, sm_h, sm_n, num_m, tiles, H, W, H_KV, Lk, causal_offset,
+    def _load(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, bias_smem, kinds_smem, q_ready, q_empty, k_ready,
+              v_ready, k_empty, v_empty, mask_ptr, sm_b, sm_w, sm_h, sm_n, num_m, tiles, H, W, H_KV, Lk, causal_offset,
               CAUSAL: gl.constexpr, STAGES: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
               ROWS: gl.constexpr, MASK_KIND: gl.constexpr):
         """The loader: per tile, Q's two halves once both consumers are done with the last tile's (have
@@ -405,7 +455,8 @@ if HAVE_GLUON:
                 empty_phase = ((it // STAGES) & 1) ^ 1
                 mbarrier.wait(k_empty.index(slot), empty_phase)
                 if MASK_KIND != 0:
-                    _stage_bias(bias_smem.index(slot), mask_row, j * BLOCK_N, Lk, sm_n, BLOCK_N, MASK_KIND)
+                    _stage_bias(bias_smem.index(slot), kinds_smem.index(slot), mask_row, j * BLOCK_N, Lk, sm_n,
+                                BLOCK_N, MASK_KIND)
                 mbarrier.expect(k_ready.index(slot), k_desc.block_type.nbytes)
                 tma_load(k_desc, [b, w, h_kv, j * BLOCK_N, 0], k_ready.index(slot),
                          as_block(k_smem.index(slot), k_desc))
@@ -436,6 +487,7 @@ if HAVE_GLUON:
         BIAS_SLOTS: gl.constexpr = STAGES if MASK_KIND != 0 else 1
         BIAS_N: gl.constexpr = BLOCK_N if MASK_KIND != 0 else 1
         bias_smem = gl.allocate_shared_memory(gl.float32, [BIAS_SLOTS, BIAS_N], gl.SwizzledSharedLayout(1, 1, 1, [0]))
+        kinds_smem = gl.allocate_shared_memory(gl.int32, [BIAS_SLOTS, 1], gl.SwizzledSharedLayout(1, 1, 1, [0]))
         q_ready = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
         q_empty = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
         k_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
@@ -453,15 +505,17 @@ if HAVE_GLUON:
         for g in gl.static_range(2):
             mbarrier.init(turns.index(g), count=1)
         gl.warp_specialize([
-            (_load, (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, bias_smem, q_ready, q_empty, k_ready, v_ready,
-                     k_empty, v_empty, mask_ptr, sm_b, sm_w, sm_h, sm_n, num_m, tiles, H, W, H_KV, Lk, causal_offset,
-                     CAUSAL, STAGES, BLOCK_N, HEAD_DIM, ROWS, MASK_KIND)),
+            (_load, (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, bias_smem, kinds_smem, q_ready, q_empty, k_ready,
+                     v_ready, k_empty, v_empty, mask_ptr, sm_b, sm_w, sm_h, sm_n, num_m, tiles, H, W, H_KV, Lk,
+                     causal_offset, CAUSAL, STAGES, BLOCK_N, HEAD_DIM, ROWS, MASK_KIND)),
             (_consume, (q_smem, k_smem, v_smem, q_ready, q_empty, k_ready, v_ready, k_empty, v_empty, turns, o_ptr,
-                        so_b, so_w, so_h, so_m, bias_smem, num_m, tiles, H, W, H_KV, Lq, Lk, D, causal_offset,
-                        QK_SCALE, CAUSAL, STAGES, BLOCK_N, HEAD_DIM, ROWS, OVERLAP, PINGPONG, MASK_KIND, 0)),
+                        so_b, so_w, so_h, so_m, bias_smem, kinds_smem, num_m, tiles, H, W, H_KV, Lq, Lk, D,
+                        causal_offset, QK_SCALE, CAUSAL, STAGES, BLOCK_N, HEAD_DIM, ROWS, OVERLAP, PINGPONG,
+                        MASK_KIND, 0)),
             (_consume, (q_smem, k_smem, v_smem, q_ready, q_empty, k_ready, v_ready, k_empty, v_empty, turns, o_ptr,
-                        so_b, so_w, so_h, so_m, bias_smem, num_m, tiles, H, W, H_KV, Lq, Lk, D, causal_offset,
-                        QK_SCALE, CAUSAL, STAGES, BLOCK_N, HEAD_DIM, ROWS, OVERLAP, PINGPONG, MASK_KIND, 1)),
+                        so_b, so_w, so_h, so_m, bias_smem, kinds_smem, num_m, tiles, H, W, H_KV, Lq, Lk, D,
+                        causal_offset, QK_SCALE, CAUSAL, STAGES, BLOCK_N, HEAD_DIM, ROWS, OVERLAP, PINGPONG,
+                        MASK_KIND, 1)),
         ], [CONSUMER_WARPS, CONSUMER_WARPS], [CONSUMER_REGISTERS, CONSUMER_REGISTERS])
 
 

@@ -2,15 +2,17 @@
 
     python3 scripts/attention_ab.py --rev c14f8dd --rev HEAD --rev WORKTREE
     python3 scripts/attention_ab.py --rev HEAD~1 --rev HEAD --shape 4,16,2048,64 --causal no --configs 3st,2st
+    python3 scripts/attention_ab.py --rev HEAD --rev WORKTREE --mask padding --causal no
 
 Each --rev's kernels/attention_hopper.py (WORKTREE: the file as it is on disk; a path to a .py file:
-that file, for a checkout without its git history) is loaded as its own
-module beside the installed trident and launched with each config of --configs on the same q, k, v
-(fp16) in one process: a kernel change is timed against the one before it without a second
-install, and every figure of a row shares the GPU's clocks. Each call is timed as `trident bench
-attention` times it (median_ms: CUDA-graph replays behind an L2 flush); the rounds take every
-runner in turn and the table gives medians. Prints a table, writes attention-ab.json into --out.
-A measurement, never a test: nothing is asserted (max_abs_err against SDPA is recorded).
+that file, for a checkout without its git history) is loaded as its own module beside the installed
+trident and launched with each config of --configs on the same q, k, v (fp16; with --mask padding,
+`trident bench attention`'s key-padding mask) in one process: a kernel change is timed against the
+one before it without a second install, and every figure of a row shares the GPU's clocks. Each
+call is timed as `trident bench attention` times it (median_ms: CUDA-graph replays behind an L2
+flush); the rounds take every runner in turn and the table gives medians. Prints a table, writes
+attention-ab.json into --out. A measurement, never a test: nothing is asserted (max_abs_err against
+SDPA is recorded).
 """
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ from pathlib import Path
 import torch
 
 from trident.kernels.attention import default_scale, hopper_config, plan_tensors
-from trident.tools.benchmarks.attention import SHAPES, median_ms
+from trident.tools.benchmarks.attention import SHAPES, median_ms, padding_mask
 from trident.tools.benchmarks.results import environment, require_gpu
 
 REPO = Path(__file__).resolve().parent.parent
@@ -55,18 +57,20 @@ def load_revision(rev: str, workdir: Path):
     return label, subject, module
 
 
-def ab_row(shape, causal: bool, kernels: dict, configs: list[str], rounds: int) -> dict:
+def ab_row(shape, causal: bool, kernels: dict, configs: list[str], rounds: int, masked: bool = False) -> dict:
     b, h, seq, d = shape
     q, k, v = (torch.randn(b, h, seq, d, device="cuda", dtype=torch.float16) for _ in range(3))
-    plan = plan_tensors(q, k, v, None, q, "top_left" if causal else None)
+    mask = padding_mask(b, seq, "cuda") if masked else None
+    plan = plan_tensors(q, k, v, mask, q, "top_left" if causal else None)
 
     def launcher(module, cfg):
         def call():
             o = torch.empty_like(q)
-            module.launch(q, k, v, o, plan, default_scale(d), cfg.to_dict())
+            module.launch(q, k, v, o, plan, default_scale(d), cfg.to_dict(), mask)
             return o
         return call
-    runners = {"sdpa": lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=causal)}
+    runners = {"sdpa": lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask,
+                                                                                 is_causal=causal)}
     for label, module in kernels.items():
         for name in configs:
             runners[f"{label} | {name}"] = launcher(module, CONFIGS[name])
@@ -77,7 +81,8 @@ def ab_row(shape, causal: bool, kernels: dict, configs: list[str], rounds: int) 
         for name, fn in runners.items():
             times[name].append(median_ms(fn))
     ms = {name: statistics.median(t) for name, t in times.items()}
-    return {"shape": list(shape), "causal": causal, "ms": ms, "max_abs_err": err}
+    return {"shape": list(shape), "causal": causal, "mask": "padding" if masked else None, "ms": ms,
+            "max_abs_err": err}
 
 
 def main(argv=None) -> int:
@@ -87,6 +92,7 @@ def main(argv=None) -> int:
     p.add_argument("--causal", choices=("both", "yes", "no"), default="both")
     p.add_argument("--configs", default="3st", help=f"comma-separated, of {', '.join(CONFIGS)}")
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--mask", choices=("padding",), help="a key-padding mask (not with causal rows)")
     p.add_argument("--out", default=".")
     args = p.parse_args(argv)
     require_gpu("the attention A/B")
@@ -96,13 +102,15 @@ def main(argv=None) -> int:
         p.error(f"unknown config(s) {unknown}; known: {list(CONFIGS)}")
     shapes = [tuple(int(x) for x in s.split(",")) for s in args.shape] if args.shape else SHAPES
     causal = {"both": (False, True), "yes": (True,), "no": (False,)}[args.causal]
+    if args.mask and True in causal:
+        p.error("a padding mask runs without causal rows (--causal no), as SDPA takes one or the other")
     with tempfile.TemporaryDirectory() as workdir:
         loaded = [load_revision(rev, Path(workdir)) for rev in args.rev]
         kernels = {label: module for label, _, module in loaded}
         rows = []
         for shape in shapes:
             for c in causal:
-                rows.append(ab_row(shape, c, kernels, configs, args.rounds))
+                rows.append(ab_row(shape, c, kernels, configs, args.rounds, args.mask == "padding"))
                 sdpa = rows[-1]["ms"]["sdpa"]
                 print(f"{shape} {'causal' if c else 'full'}: " + " | ".join(
                     f"{name} {ms:.4f} ms ({sdpa / ms:.3f}x)" for name, ms in rows[-1]["ms"].items()), flush=True)

@@ -326,6 +326,19 @@ def test_gpu_head_dims_between_the_kernels_match_float64(d, config):
         assert o._base[..., d:].isnan().all(), f"{name}: a column past D was written"
 
 
+def block_kinds(g, batch, keys):
+    """A bool [batch, keys] mask whose 64-key chunks are live (every key kept), dead (none kept) or
+    mixed (half at random), with the chunk kinds (1, 2, 0): the kernel's loader sorts 64- and
+    128-key blocks into these kinds, and its consumers take a step per kind. The first chunks
+    are dead (a row's first blocks see nothing: left padding), keys 256-511 live and 512-767 dead
+    (whole 128-key blocks of each kind), the rest at random."""
+    kinds = torch.randint(0, 3, (batch, keys // 64 + 1), device="cuda", generator=g)
+    kinds[:, :3], kinds[:, 4:8], kinds[:, 8:12] = 2, 1, 2
+    chunk = kinds.repeat_interleave(64, dim=1)[:, :keys]
+    coin = torch.rand(batch, keys, device="cuda", generator=g) < 0.5
+    return torch.where(chunk == 1, True, torch.where(chunk == 2, False, coin)), chunk
+
+
 def masked_cases(d):
     """Per-key masks (padding masks) of each kind and broadcast, with odd lengths, both causal
     alignments, grouped heads and full blocks (the overlapped loop) as well as boundary ones."""
@@ -344,7 +357,12 @@ def masked_cases(d):
     bias16 = r(3, 4, 1, 200) * 3
     bias16[0, :, :, 50:90] = float("-inf")
     strided = padding(3, 400, [400, 123, 7])[..., ::2]  # every other key of a wider mask: key stride 2
+    keep, chunk = block_kinds(g, 2, 2500)
+    mixed = r(2, 2500, dtype=torch.float32)
+    by_block = torch.where(keep, torch.where(chunk == 0, mixed, 0.0), float("-inf"))[:, None, None]
     return [
+        ("bool blocks live, dead and mixed, leading dead", long, None, keep[:, None, None]),
+        ("additive blocks live (0), dead (-inf) and mixed, causal", long, "bottom_right", by_block),
         ("bool padding, a batch that sees no key", qkv, None, padding(3, 200, [150, 200, 0])),
         ("additive fp16 per head, -inf keys", qkv, None, bias16),
         ("bool padding, causal", qkv, "top_left", padding(3, 200, [77, 199, 200])),
@@ -391,6 +409,19 @@ def test_gpu_nan_in_a_key_reaches_every_row_that_sees_it():
     k[0, 1, 400, 5] = float("nan")
     out = run(q, k, v, "top_left", hopper_config())
     assert out[0, 1, 400:].isnan().all() and not out[0, 1, :400].isnan().any() and not out[0, 0].isnan().any()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HOPPER, reason="needs an sm_90 GPU and Gluon")
+@pytest.mark.parametrize("config", [hopper_config(), hopper_config(128, 2, False)], ids=str)
+def test_gpu_nan_in_a_padding_mask_reaches_every_row(config):
+    """A NaN bias makes its key block mixed (neither live nor dead): the rows that see it are NaN,
+    as in torch; the other batch's rows are not."""
+    q, k, v = (torch.randn(2, 2, 700, 64, device="cuda", dtype=torch.float16) for _ in range(3))
+    bias = torch.zeros(2, 1, 1, 700, device="cuda")
+    bias[0, ..., 300] = float("nan")
+    out = run(q, k, v, None, config, bias)
+    assert out[0].isnan().all() and not out[1].isnan().any()
 
 
 @pytest.mark.gpu

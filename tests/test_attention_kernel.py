@@ -150,6 +150,29 @@ def test_per_key_masks_over_many_key_blocks(shape, causal):
         check(out, reference(q, k, v, mask, causal=causal), torch.float32)
 
 
+@pytest.mark.parametrize("causal", [None, "bottom_right", "top_left"])
+def test_key_blocks_a_padding_mask_hides_from_every_row_are_not_read(causal):
+    """A per-key mask's leading and trailing key blocks that hold no kept key (left and right
+    padding) are skipped, as keys past the causal diagonal are: a NaN in their K or V reaches no
+    row (it would, times 0, if they were multiplied). Blocks between kept keys are read and masked.
+    With the exporters' NaN-row guard every key is read: its graph multiplies V by the zeros."""
+    q, k, v = qkv(3, 2, 2, 40, 150, 32, seed=40)
+    keep = torch.zeros(3, 1, 1, 150, dtype=torch.bool)
+    keep[0, ..., :97] = True  # right padding: keys 112 on are whole 16-key blocks of padding
+    keep[1, ..., 70:] = True  # left padding: keys 0-63
+    keep[2, ..., 20:30] = keep[2, ..., 120:125] = True  # padding on both sides, and a gap between
+    k_nan, v_nan = k.clone(), v.clone()
+    for entry, hidden in ((0, slice(112, None)), (1, slice(0, 64)), (2, slice(0, 16)), (2, slice(128, None))):
+        k_nan[entry, :, hidden, 3] = math.nan
+        v_nan[entry, :, hidden, 5] = math.inf
+    bias = torch.zeros(keep.shape).masked_fill(~keep, -math.inf)
+    for mask in (keep.to(DEV), bias.to(DEV)):
+        out = attention(q, k_nan, v_nan, mask, causal=causal, config=attention_config(16, 16))
+        check(out, reference(q, k, v, mask, causal=causal), torch.float32)
+    guarded = attention(q, k, v_nan, keep.to(DEV), config=attention_config(16, 16), zero_nan_rows=True)
+    assert guarded[..., 5].isnan().all() and not guarded[..., :5].isnan().any()
+
+
 def test_masks_with_a_row_per_query_are_tiles():
     q, k, v = qkv(1, 2, 2, 7, 9, 16, seed=33)
     for shape in ((1, 1, 7, 9), (7, 9), (1, 2, 7, 9)):
