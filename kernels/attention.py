@@ -93,8 +93,10 @@ def _key_block(acc, l_i, m_i, q, k_ptrs, v_ptrs, mask_ptrs, start_n, offs_m, off
             bias = _mask_block(mask_ptrs, cols, Lk, 0.0, MASK_PER_KEY, BOUNDARY).to(tl.float32)
             # A huge finite bias (finfo(float32).min, as transformers writes masks) would overflow
             # to -inf in the log2 domain: kept finite, a row masked that way everywhere averages
-            # its values, as torch computes it; only a true -inf disables a key.
-            s += tl.where(bias == float("-inf"), bias, tl.maximum(bias * LOG2E, FINITE_FLOOR))
+            # its values, as torch computes it; only a true -inf disables a key. (A NaN bias stays
+            # NaN, as in torch: the GPU's max would otherwise return the floor.)
+            s += tl.where(bias == float("-inf"), bias,
+                          tl.maximum(bias * LOG2E, FINITE_FLOOR, propagate_nan=tl.PropagateNan.ALL))
         if MASK_KIND == 1:
             keep = _mask_block(mask_ptrs, cols, Lk, 0, MASK_PER_KEY, BOUNDARY)
             s = tl.where(keep != 0, s, float("-inf"))

@@ -40,6 +40,7 @@ from __future__ import annotations
 import torch
 
 import triton
+from triton.language import PropagateNan
 
 from trident.kernels.common import is_interpreter
 
@@ -63,6 +64,7 @@ LOG2E = 1.4426950408889634
 if HAVE_GLUON:
     _LOG2E = gl.constexpr(LOG2E)
     _FINITE_FLOOR = gl.constexpr(-3.0e38)  # kernels/attention.py's: above fp32's lowest, below any real score
+    _NAN_PROPAGATES = gl.constexpr(PropagateNan.ALL)
     _Q_IN_REGISTERS_UP_TO = gl.constexpr(Q_IN_REGISTERS_UP_TO)
     # What the loader found in a key block of a per-key mask (docs/attention.md, "Padding masks"):
     _MIXED = gl.constexpr(0)  # keys of both kinds, or biases: the scores take them
@@ -236,7 +238,8 @@ if HAVE_GLUON:
             bias = gl.where(values != 0, 0.0, float("-inf"))
         else:
             values = values.to(gl.float32)
-            bias = gl.where(values == float("-inf"), values, gl.maximum(values * _LOG2E, _FINITE_FLOOR))
+            bias = gl.where(values == float("-inf"), values,  # a NaN stays NaN, as in torch
+                            gl.maximum(values * _LOG2E, _FINITE_FLOOR, propagate_nan=_NAN_PROPAGATES))
         bias_slot.store(bias)
         live = gl.min(gl.where(inside & (bias != 0.0), 0, 1), 0)  # NaN is neither live nor dead
         dead = gl.min(gl.where(inside & (bias != float("-inf")), 0, 1), 0)

@@ -173,6 +173,17 @@ def test_key_blocks_a_padding_mask_hides_from_every_row_are_not_read(causal):
     assert guarded[..., 5].isnan().all() and not guarded[..., :5].isnan().any()
 
 
+@pytest.mark.parametrize("shape", [(2, 1, 1, 83), (2, 1, 75, 83)])
+def test_a_nan_bias_makes_the_rows_that_see_it_nan(shape):
+    """As in torch: a NaN in an additive mask is no key mask (the finite floor's max would have
+    turned it into one on the GPU, whose max returns the number beside a NaN)."""
+    q, k, v = qkv(2, 3, 3, 75, 83, 32, seed=41)
+    bias = torch.zeros(shape, device=DEV)
+    bias[0, ..., 50] = math.nan
+    out = attention(q, k, v, bias, config=attention_config(16, 16))
+    assert out[0].isnan().all() and not out[1].isnan().any()
+
+
 def test_masks_with_a_row_per_query_are_tiles():
     q, k, v = qkv(1, 2, 2, 7, 9, 16, seed=33)
     for shape in ((1, 1, 7, 9), (7, 9), (1, 2, 7, 9)):
