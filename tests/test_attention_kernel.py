@@ -175,8 +175,9 @@ def test_key_blocks_a_padding_mask_hides_from_every_row_are_not_read(causal):
 
 @pytest.mark.parametrize("shape", [(2, 1, 1, 83), (2, 1, 75, 83)])
 def test_a_nan_bias_makes_the_rows_that_see_it_nan(shape):
-    """As in torch: a NaN in an additive mask is no key mask (the finite floor's max would have
-    turned it into one on the GPU, whose max returns the number beside a NaN)."""
+    """A NaN in an additive mask makes the rows that see its key NaN, as in torch. (Kept above a
+    finite floor by a max, it became the floor on the GPU, whose max returns the number beside a
+    NaN: the key was silently masked.)"""
     q, k, v = qkv(2, 3, 3, 75, 83, 32, seed=41)
     bias = torch.zeros(shape, device=DEV)
     bias[0, ..., 50] = math.nan
