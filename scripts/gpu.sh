@@ -2,7 +2,7 @@
 # Runs trident's GPU checks and benchmarks on a machine with an NVIDIA GPU: installs trident from
 # this checkout, then runs the stage asked for. Results land in $OUT (or ./gpu-out), named
 # <gpu>-<what>.json (docs/benchmarks.md); copy the ones to keep into benchmarks/results/.
-#   stages: install | tests | safety | memcheck | check | focus | attention | attention-bench | attention-report | ws-gemm | residual-norm | moe | perf | perf-bench | zoo | zoo-attention | profile-zoo | trust | dynamic | kernels | sweep | tune | runtime |
+#   stages: install | tests | safety | memcheck | check | focus | attention | attention-bench | attention-ab | attention-report | ws-gemm | residual-norm | moe | perf | perf-bench | zoo | zoo-attention | profile-zoo | trust | dynamic | kernels | sweep | tune | runtime |
 #           models | bench | bench-full | int8 | all.  T_<stage>: a time limit in seconds for the long steps.
 set -uo pipefail
 stage=${1:-all}
@@ -158,6 +158,10 @@ case "$stage" in
          run_tests; wait; cat "$out/safety.txt" ;;
   attention) run_attention ;;
   attention-bench) run_attention_bench ;;   # ATTENTION_ARGS: bench attention's arguments (--no-tune unless given)
+  # scripts/attention_ab.py: kernel revisions and configs timed side by side with SDPA (AB_ARGS: its
+  # arguments, e.g. "--rev WORKTREE --configs 3st,3st-stale --causal no")
+  attention-ab) timeout "${T_AB:-300}" python3 scripts/attention_ab.py ${AB_ARGS:---rev WORKTREE} --out "$out" 2>&1 \
+                  | tee "$out/attention-ab.txt" ;;
   # The attention benchmark, its rows against the SM's units (sustained clocks) and ViT-B/16 beside
   # torch.compile: the figures docs/attention.md quotes, in one call (about 6 minutes).
   attention-report) run_attention_bench
