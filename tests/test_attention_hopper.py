@@ -301,9 +301,10 @@ def cases(d):
 
 def growing_scores(r, g, d):
     """Rows whose scores grow (or fall) along the keys by up to 16 (log2 domain) a 128-key block, at
-    a rate of their own: each block's max can exceed the row's running one by more, or less, than
-    the kernel's lazy-rescale slack, and the rows of one warp disagree on it; and a key in the
-    sixth block whose scores exceed every other's by far more than fp32's exponent range."""
+    a rate of their own: a block's max can exceed the row's running one by more, or less, than the
+    stale-max softmax lets p grow (12: log2 of its 4,096), and the rows of one group disagree on
+    it; and a key in the sixth block whose scores exceed every other's by far more than fp32's
+    exponent range."""
     q, k, v = r(2, 3, 700, d), r(2, 3, 700, d), r(2, 3, 700, d)
     q[..., 0] = torch.linspace(-12, 12, 700, device="cuda")[torch.randperm(700, device="cuda", generator=g)]
     k[..., 0] = torch.linspace(0, 5 * math.sqrt(d), 700, device="cuda")
