@@ -86,6 +86,19 @@ def test_many_query_and_key_blocks(cfg, causal):
     check(attention(q, k, v, causal=causal, config=cfg), reference(q, k, v, causal=causal), torch.float32)
 
 
+@pytest.mark.parametrize("causal", [None, "bottom_right"])
+def test_row_maxima_that_grow_and_fall_across_key_blocks(causal):
+    """Each row's scores rise (or fall) along the keys at a rate of its own, up to about 12 a
+    16-key block in the log2 domain, and one late key scores far above the rest (a jump past
+    fp32's exponent range): every block rescales what came before, down to alpha = 0."""
+    q, k, v = qkv(1, 2, 1, 75, 83, 32, seed=11)
+    q[..., 0] = torch.linspace(-8, 8, 75)[torch.randperm(75, generator=torch.Generator().manual_seed(1))]
+    k[..., 0] = torch.linspace(0, 30, 83)
+    q[0, 1, :, 1], k[0, 0, 70, 1] = 8.0, 150.0  # head 1 (sharing head 0's keys): key 70 far above the rest
+    check(attention(q, k, v, causal=causal, config=attention_config(16, 16)), reference(q, k, v, causal=causal),
+          torch.float32)
+
+
 @pytest.mark.parametrize("causal", ["top_left", "bottom_right"])
 @pytest.mark.parametrize("lq,lk", [(75, 83), (64, 64), (83, 40), (16, 83)])
 def test_paired_causal_tiles(causal, lq, lk):
