@@ -393,7 +393,8 @@ if HAVE_GLUON:
                 mbarrier.wait(v_ready.index(slot), (it // STAGES) & 1)
                 acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
                 mbarrier.arrive(v_empty.index(prev), count=1)
-                # acc holds the blocks before this one at the old max: rescale it to this one's.
+                # acc holds the blocks before this one at the old max: rescale it to this one's
+                # (a block the stale-max step took kept the old max: alpha = 1).
                 if exact != 0:
                     acc = _rescaled(acc, alpha)
                 p16 = _pv_operand(p, acc, q.dtype)
