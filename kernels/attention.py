@@ -364,8 +364,7 @@ def hopper_config(BLOCK_N: int = 128, num_stages: int = 3, overlap: bool = True,
     PINGPONG: the groups issue their matrix multiplies in turn (one group's softmax beside the
     next one's wgmmas); STALE: the overlapped loop's unmasked blocks take the stale-max softmax
     (_stale_max_softmax; not yet timed, so neither the heuristic nor the tuner takes it)."""
-    switches = {"PINGPONG": 1} if pingpong else {}
-    switches.update({"STALE": 1} if stale else {})
+    switches = {name: 1 for name, on in (("PINGPONG", pingpong), ("STALE", stale)) if on}
     return LaunchConfig.of(4, num_stages, BLOCK_M=128, BLOCK_N=BLOCK_N, WS=1, OVERLAP=int(overlap), **switches)
 
 

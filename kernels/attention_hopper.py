@@ -118,9 +118,8 @@ if HAVE_GLUON:
         slot = it % STAGES
         phase = (it // STAGES) & 1
         mbarrier.wait(k_ready.index(slot), phase)
-        qk = gl.zeros([ROWS, BLOCK_N], gl.float32, s_layout)
         _take_turn(turn, it, FIRST, PINGPONG)
-        qk = warpgroup_mma(q, k_smem.index(slot).permute((1, 0)), qk, use_acc=False, is_async=True)
+        qk = _issue_qk(q, k_smem.index(slot), s_layout)
         _pass_turn(next_turn, PINGPONG)
         qk = warpgroup_mma_wait(num_outstanding=0, deps=(qk,))
         if MASK_KIND != 0 and not BOUNDARY:
@@ -168,6 +167,15 @@ if HAVE_GLUON:
     def _pass_turn(next_turn, PINGPONG: gl.constexpr):
         if PINGPONG:
             mbarrier.arrive(next_turn, count=1)
+
+    @gluon.jit
+    def _issue_qk(q, k_slot, s_layout: gl.constexpr):
+        """A key block's QK^T as an asynchronous wgmma: the group's query rows (registers or shared
+        memory) against the K slot's keys, into a fresh fp32 tile."""
+        ROWS: gl.constexpr = q.shape[0]
+        BLOCK_N: gl.constexpr = k_slot.shape[0]
+        scores = gl.zeros([ROWS, BLOCK_N], gl.float32, s_layout)
+        return warpgroup_mma(q, k_slot.permute((1, 0)), scores, use_acc=False, is_async=True)
 
     @gluon.jit
     def _fold(a, b, SUM: gl.constexpr):
@@ -338,7 +346,8 @@ if HAVE_GLUON:
         part = _per_lane(p, True)
         exact = gl.max(gl.max(gl.where(part <= _STALE_SUM_LIMIT, 0, 1), 1), 0)  # NaN fails the test
         if exact != 0:
-            qk = warpgroup_mma(q, k_slot.permute((1, 0)), gl.zeros_like(qk), use_acc=False, is_async=True)
+            s_layout: gl.constexpr = qk.type.layout
+            qk = _issue_qk(q, k_slot, s_layout)
             qk = warpgroup_mma_wait(num_outstanding=0, deps=(qk,))
             p, alpha, l_i, m_i = _softmax_step(qk, l_i, m_i, QK_SCALE)
         else:
@@ -361,8 +370,7 @@ if HAVE_GLUON:
             slot = it0 % STAGES
             mbarrier.wait(k_ready.index(slot), (it0 // STAGES) & 1)
             _take_turn(turn, it0, FIRST, PINGPONG)
-            qk = warpgroup_mma(q, k_smem.index(slot).permute((1, 0)), gl.zeros([ROWS, BLOCK_N], gl.float32, s_layout),
-                               use_acc=False, is_async=True)
+            qk = _issue_qk(q, k_smem.index(slot), s_layout)
             _pass_turn(next_turn, PINGPONG)
             qk = warpgroup_mma_wait(num_outstanding=0, deps=(qk,))
             p, alpha, l_i, m_i = _full_block_softmax(qk, bias_smem, kinds_smem, slot, k_empty.index(slot), l_i, m_i,
@@ -374,8 +382,7 @@ if HAVE_GLUON:
                 prev = (it - 1) % STAGES
                 mbarrier.wait(k_ready.index(slot), (it // STAGES) & 1)
                 _take_turn(turn, it, FIRST, PINGPONG)
-                qk = warpgroup_mma(q, k_smem.index(slot).permute((1, 0)),
-                                   gl.zeros([ROWS, BLOCK_N], gl.float32, s_layout), use_acc=False, is_async=True)
+                qk = _issue_qk(q, k_smem.index(slot), s_layout)
                 acc = warpgroup_mma(p16, v_smem.index(prev), acc, is_async=True)
                 _pass_turn(next_turn, PINGPONG)
                 qk = warpgroup_mma_wait(num_outstanding=1, deps=(qk,))  # this QK^T, not the PV issued after it
