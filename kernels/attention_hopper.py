@@ -65,9 +65,6 @@ if HAVE_GLUON:
     _LOG2E = gl.constexpr(LOG2E)
     _FINITE_FLOOR = gl.constexpr(-3.0e38)  # kernels/attention.py's: above fp32's lowest, below any real score
     _NAN_PROPAGATES = gl.constexpr(PropagateNan.ALL)
-    # _stale_max_softmax's bound on a quad lane's share of a row's block sum (so on any of its p,
-    # which the PV takes in fp16: up to 65,504)
-    _STALE_SUM_LIMIT = gl.constexpr(4096.0)
     _Q_IN_REGISTERS_UP_TO = gl.constexpr(Q_IN_REGISTERS_UP_TO)
     # What the loader found in a key block of a per-key mask (docs/attention.md, "Padding masks"):
     _MIXED = gl.constexpr(0)  # keys of both kinds, or biases: the scores take them
@@ -333,39 +330,14 @@ if HAVE_GLUON:
         return p, alpha, l_i, m_i
 
     @gluon.jit
-    def _stale_max_softmax(qk, q, k_slot, l_i, m_i, QK_SCALE: gl.constexpr):
-        """The online softmax of a fully visible block against each row's running max as it stands:
-        (p, alpha, l, m, exact). No row max, no rescale: 64 max instructions a thread and the
-        accumulator's rescale (32 multiplies at head dim 64, 64 at 128) fewer a block. A row's
-        p may then exceed 1, which is safe while they stay small: where a quad lane's share of a
-        row's block sum leaves [0, _STALE_SUM_LIMIT] (its max grew by more than log2 of that, or
-        the scores hold inf or NaN), the whole group takes the exact step (`exact`), on the
-        block's QK^T issued again from its K (still in the slot: the caller releases it after).
-        Keeping qk beside p instead spills at head dim 128."""
-        p = gl.exp2(qk * QK_SCALE - m_i[:, None])
-        part = _per_lane(p, True)
-        exact = gl.max(gl.max(gl.where(part <= _STALE_SUM_LIMIT, 0, 1), 1), 0)  # NaN fails the test
-        if exact != 0:
-            s_layout: gl.constexpr = qk.type.layout
-            qk = _issue_qk(q, k_slot, s_layout)
-            qk = warpgroup_mma_wait(num_outstanding=0, deps=(qk,))
-            p, alpha, l_i, m_i = _softmax_step(qk, l_i, m_i, QK_SCALE)
-        else:
-            alpha = gl.full_like(m_i, 1.0)
-            l_i = l_i + part
-        return p, alpha, l_i, m_i, exact
-
-    @gluon.jit
     def _full_blocks_overlapped(it0, n_full, q, k_smem, v_smem, k_ready, v_ready, k_empty, v_empty, turn, next_turn,
                                 acc, l_i, m_i, bias_smem, kinds_smem, QK_SCALE: gl.constexpr, STAGES: gl.constexpr,
                                 ROWS: gl.constexpr, BLOCK_N: gl.constexpr, FIRST: gl.constexpr, PINGPONG: gl.constexpr,
-                                MASK_KIND: gl.constexpr, STALE_MAX: gl.constexpr):
+                                MASK_KIND: gl.constexpr):
         """Key blocks [0, n_full) (ring positions it0 + j) with block j's QK^T and block j-1's PV
         in flight together, so this group's softmax of block j runs beside its own PV
         (FlashAttention-3's intra-warpgroup pipelining). Needs QK_SCALE >= 0 without a mask."""
         s_layout: gl.constexpr = wgmma_layout(BLOCK_N)
-        # without a mask, and with the queries in registers (past that, two more score tiles spill)
-        STALE: gl.constexpr = STALE_MAX and MASK_KIND == 0 and acc.shape[1] <= _Q_IN_REGISTERS_UP_TO
         if n_full > 0:
             slot = it0 % STAGES
             mbarrier.wait(k_ready.index(slot), (it0 // STAGES) & 1)
@@ -386,13 +358,8 @@ if HAVE_GLUON:
                 acc = warpgroup_mma(p16, v_smem.index(prev), acc, is_async=True)
                 _pass_turn(next_turn, PINGPONG)
                 qk = warpgroup_mma_wait(num_outstanding=1, deps=(qk,))  # this QK^T, not the PV issued after it
-                if STALE:  # (block 0 above set each row's max)
-                    p, alpha, l_i, m_i, exact = _stale_max_softmax(qk, q, k_smem.index(slot), l_i, m_i, QK_SCALE)
-                    mbarrier.arrive(k_empty.index(slot), count=1)
-                else:
-                    p, alpha, l_i, m_i = _full_block_softmax(qk, bias_smem, kinds_smem, slot, k_empty.index(slot),
-                                                             l_i, m_i, QK_SCALE, MASK_KIND)
-                    exact = 1
+                p, alpha, l_i, m_i = _full_block_softmax(qk, bias_smem, kinds_smem, slot, k_empty.index(slot), l_i,
+                                                         m_i, QK_SCALE, MASK_KIND)
                 # This block's V (the next PV's operand) is waited for here, between the softmax
                 # and the PV wait below: the wait is a branch, and without one ptxas hoisted the PV
                 # wait above the exponentials (the softmax ran after this group's PV, not beside
@@ -400,10 +367,8 @@ if HAVE_GLUON:
                 mbarrier.wait(v_ready.index(slot), (it // STAGES) & 1)
                 acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
                 mbarrier.arrive(v_empty.index(prev), count=1)
-                # acc holds the blocks before this one at the old max: rescale it to this one's
-                # (a block the stale-max step took kept the old max: alpha = 1).
-                if exact != 0:
-                    acc = _rescaled(acc, alpha)
+                # acc holds the blocks before this one at the old max: rescale it to this one's.
+                acc = _rescaled(acc, alpha)
                 p16 = _pv_operand(p, acc, q.dtype)
             last = it0 + n_full - 1
             acc = warpgroup_mma(p16, v_smem.index(last % STAGES), acc, is_async=True)
@@ -416,7 +381,7 @@ if HAVE_GLUON:
                  so_w, so_h, so_m, bias_smem, kinds_smem, num_m, tiles, H, W, H_KV, Lq, Lk, D,
                  causal_offset, QK_SCALE: gl.constexpr, CAUSAL: gl.constexpr, STAGES: gl.constexpr,
                  BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr, ROWS: gl.constexpr, OVERLAP: gl.constexpr,
-                 PINGPONG: gl.constexpr, MASK_KIND: gl.constexpr, STALE_MAX: gl.constexpr, GROUP: gl.constexpr):
+                 PINGPONG: gl.constexpr, MASK_KIND: gl.constexpr, GROUP: gl.constexpr):
         """One consumer warp group: rows [start_m + GROUP * ROWS, + ROWS) of each of the program's
         query tiles."""
         s_layout: gl.constexpr = wgmma_layout(BLOCK_N)
@@ -448,8 +413,7 @@ if HAVE_GLUON:
             if OVERLAP and (QK_SCALE >= 0 or MASK_KIND != 0):
                 acc, l_i, m_i = _full_blocks_overlapped(it, n_full, q, k_smem, v_smem, k_ready, v_ready, k_empty,
                                                         v_empty, turn, next_turn, acc, l_i, m_i, bias_smem, kinds_smem,
-                                                        QK_SCALE, STAGES, ROWS, BLOCK_N, FIRST, PINGPONG, MASK_KIND,
-                                                        STALE_MAX)
+                                                        QK_SCALE, STAGES, ROWS, BLOCK_N, FIRST, PINGPONG, MASK_KIND)
             else:
                 for j in range(0, n_full):
                     acc, l_i, m_i = _key_block(it + j, j, q, k_smem, v_smem, k_ready, v_ready, k_empty, v_empty,
@@ -517,7 +481,7 @@ if HAVE_GLUON:
                                 sm_n, W, H, H_KV, Lq, Lk, D, causal_offset, tiles, QK_SCALE: gl.constexpr,
                                 CAUSAL: gl.constexpr, STAGES: gl.constexpr, BLOCK_N: gl.constexpr,
                                 HEAD_DIM: gl.constexpr, OVERLAP: gl.constexpr, PINGPONG: gl.constexpr,
-                                MASK_KIND: gl.constexpr = 0, STALE_MAX: gl.constexpr = False):
+                                MASK_KIND: gl.constexpr = 0):
         """Persistent: program p runs query tiles p, p + programs, ... (128 rows of one (batch,
         window, head) each); the loader streams K and V across tile boundaries."""
         ROWS: gl.constexpr = 64
@@ -556,11 +520,11 @@ if HAVE_GLUON:
             (_consume, (q_smem, k_smem, v_smem, q_ready, q_empty, k_ready, v_ready, k_empty, v_empty, turns, o_ptr,
                         so_b, so_w, so_h, so_m, bias_smem, kinds_smem, num_m, tiles, H, W, H_KV, Lq, Lk, D,
                         causal_offset, QK_SCALE, CAUSAL, STAGES, BLOCK_N, HEAD_DIM, ROWS, OVERLAP, PINGPONG,
-                        MASK_KIND, STALE_MAX, 0)),
+                        MASK_KIND, 0)),
             (_consume, (q_smem, k_smem, v_smem, q_ready, q_empty, k_ready, v_ready, k_empty, v_empty, turns, o_ptr,
                         so_b, so_w, so_h, so_m, bias_smem, kinds_smem, num_m, tiles, H, W, H_KV, Lq, Lk, D,
                         causal_offset, QK_SCALE, CAUSAL, STAGES, BLOCK_N, HEAD_DIM, ROWS, OVERLAP, PINGPONG,
-                        MASK_KIND, STALE_MAX, 1)),
+                        MASK_KIND, 1)),
         ], [CONSUMER_WARPS, CONSUMER_WARPS], [CONSUMER_REGISTERS, CONSUMER_REGISTERS])
 
 
@@ -676,5 +640,4 @@ def launch(q, k, v, o, plan, scale: float, config: dict, mask: torch.Tensor | No
         sm[4], plan.W, plan.H, plan.H_KV, plan.Lq, plan.Lk, plan.D, plan.causal_offset or 0, tiles,
         QK_SCALE=scale * LOG2E, CAUSAL=plan.causal_offset is not None, STAGES=config["num_stages"], BLOCK_N=block_n,
         HEAD_DIM=kernel_head_dim(plan.D), OVERLAP=bool(config.get("OVERLAP", 0)),
-        PINGPONG=bool(config.get("PINGPONG", 0)), MASK_KIND=plan.mask_kind, STALE_MAX=bool(config.get("STALE", 0)),
-        num_warps=LOADER_WARPS)
+        PINGPONG=bool(config.get("PINGPONG", 0)), MASK_KIND=plan.mask_kind, num_warps=LOADER_WARPS)

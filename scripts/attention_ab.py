@@ -34,8 +34,7 @@ from trident.tools.benchmarks.results import environment, require_gpu
 REPO = Path(__file__).resolve().parent.parent
 KERNEL = "kernels/attention_hopper.py"
 CONFIGS = {"3st": hopper_config(128, 3, True), "2st": hopper_config(128, 2, True),
-           "2st-plain": hopper_config(128, 2, False), "3st-pp": hopper_config(128, 3, True, pingpong=True),
-           "3st-stale": hopper_config(128, 3, True, stale=True)}
+           "2st-plain": hopper_config(128, 2, False), "3st-pp": hopper_config(128, 3, True, pingpong=True)}
 
 
 def load_revision(rev: str, workdir: Path):

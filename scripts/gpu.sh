@@ -159,7 +159,7 @@ case "$stage" in
   attention) run_attention ;;
   attention-bench) run_attention_bench ;;   # ATTENTION_ARGS: bench attention's arguments (--no-tune unless given)
   # scripts/attention_ab.py: kernel revisions and configs timed side by side with SDPA (AB_ARGS: its
-  # arguments, e.g. "--rev WORKTREE --configs 3st,3st-stale --causal no")
+  # arguments, e.g. "--rev WORKTREE --configs 3st,3st-pp --causal no")
   attention-ab) timeout "${T_AB:-300}" python3 scripts/attention_ab.py ${AB_ARGS:---rev WORKTREE} --out "$out" 2>&1 \
                   | tee "$out/attention-ab.txt" ;;
   # The attention benchmark, its rows against the SM's units (sustained clocks) and ViT-B/16 beside

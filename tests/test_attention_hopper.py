@@ -87,15 +87,14 @@ from triton.experimental.gluon._runtime import GluonASTSource
 from trident.kernels import attention_hopper as hopper
 from trident.kernels.gluon_hopper import shared_layout
 
-# (the stale-max softmax at head dim 64 only: at 128 Triton 3.9's ptxas spills in its loop, 3.6's does not)
-KERNELS = ((64, 0, "*fp16", 128, 3, False), (128, 0, "*fp16", 128, 3, False), (128, 1, "*i1", 128, 3, False),
-           (128, 2, "*fp32", 128, 3, False), (256, 0, "*fp16", 64, 2, False), (64, 0, "*fp16", 128, 3, True))
-for d, mask_kind, mask_type, block_n, stages, stale in KERNELS:
+for d, mask_kind, mask_type, block_n, stages in ((64, 0, "*fp16", 128, 3), (128, 0, "*fp16", 128, 3),
+                                                 (128, 1, "*i1", 128, 3), (128, 2, "*fp32", 128, 3),
+                                                 (256, 0, "*fp16", 64, 2)):
     def desc(rows):
         return f"tensordesc<fp16[1,1,1,{rows},{d}],{shared_layout((1, 1, 1, rows, d), torch.float16)!r}>"
     fn = hopper.attention_hopper_kernel
     const = dict(QK_SCALE=0.18, CAUSAL=False, STAGES=stages, BLOCK_N=block_n, HEAD_DIM=d, OVERLAP=True,
-                 PINGPONG=False, MASK_KIND=mask_kind, STALE_MAX=stale)
+                 PINGPONG=False, MASK_KIND=mask_kind)
     sig = {name: "i32" for name in fn.arg_names}
     sig.update(q_desc=desc(64), k_desc=desc(block_n), v_desc=desc(block_n), o_ptr="*fp16", mask_ptr=mask_type,
                **{name: "i64" for name in ("so_b", "so_w", "so_h", "so_m", "sm_b", "sm_w", "sm_h", "sm_n")},
@@ -112,8 +111,7 @@ for d, mask_kind, mask_type, block_n, stages, stale in KERNELS:
     segments = re.findall(r"DEPBAR\.LE gsb0, 0x1(.*?)DEPBAR\.LE gsb0, 0x0", sass, re.S)
     def spills(text):  # local memory: registers spilled
         return len(re.findall(r"\b(STL|LDL)\b", text))
-    key = f"{d}/{mask_kind}" + ("/stale" if stale else "")
-    print(key, spills(sass), sum(map(spills, segments)), *[seg.count("MUFU.EX2") for seg in segments])
+    print(f"{d}/{mask_kind}", spills(sass), sum(map(spills, segments)), *[seg.count("MUFU.EX2") for seg in segments])
 """
 
 
@@ -125,10 +123,9 @@ def test_the_softmax_runs_beside_the_groups_own_pv(tmp_path):
     softmax then ran after the PV, not beside it); a branch between the two (the wait for the
     block's V) keeps the order the source gives. With a per-key mask (bool, additive) too, at head
     dim 256 (64 keys a block: 32 a thread), and with no register spilled to local memory there;
-    without a mask up to head dim 128, nowhere; the same of the stale-max softmax (config STALE) at
-    head dim 64, where a block's exponentials all precede the branch to its exact step. (Triton
-    3.9's ptxas spills a masked kernel's values around its boundary blocks at head dim 128, and at
-    256 outside the loop, once a tile; Triton 3.6's does not.)"""
+    without a mask up to head dim 128, nowhere. (Triton 3.9's ptxas spills a masked kernel's values
+    around its boundary blocks at head dim 128, and at 256 outside the loop, once a tile; Triton
+    3.6's does not.)"""
     import os
     import subprocess
     import sys
@@ -139,10 +136,9 @@ def test_the_softmax_runs_beside_the_groups_own_pv(tmp_path):
                           env=dict(os.environ, TRITON_INTERPRET="0"))
     assert done.returncode == 0, done.stderr[-2000:]
     counts = {key: list(map(int, c)) for key, *c in (line.split() for line in done.stdout.splitlines())}
-    assert sorted(counts) == ["128/0", "128/1", "128/2", "256/0", "64/0", "64/0/stale"], done.stdout
+    assert sorted(counts) == ["128/0", "128/1", "128/2", "256/0", "64/0"], done.stdout
     for key, (spills, spills_in_loop, *per_group) in counts.items():
-        assert spills_in_loop == 0 and (spills == 0 or key not in ("64/0", "128/0", "64/0/stale")), (key, spills,
-                                                                                                    spills_in_loop)
+        assert spills_in_loop == 0 and (spills == 0 or key not in ("64/0", "128/0")), (key, spills, spills_in_loop)
         per_thread = 32 if key.startswith("256/") else 64  # a block's exponentials: 64 rows x 64 or 128 keys
         assert len(per_group) == 2 and all(c >= per_thread for c in per_group), (key, per_group)
 
@@ -301,10 +297,9 @@ def cases(d):
 
 def growing_scores(r, g, d):
     """Rows whose scores grow (or fall) along the keys by up to 16 (log2 domain) a 128-key block, at
-    a rate of their own: a block's max can exceed the row's running one by more, or less, than the
-    stale-max softmax lets p grow (12: log2 of its 4,096), and the rows of one group disagree on
-    it; and a key in the sixth block whose scores exceed every other's by far more than fp32's
-    exponent range."""
+    a rate of their own, so each block moves the rows' maxima by a different amount (the rescale of
+    the accumulator and row sums at every step); and a key in the sixth block whose scores exceed
+    every other's by far more than fp32's exponent range (alpha = 0)."""
     q, k, v = r(2, 3, 700, d), r(2, 3, 700, d), r(2, 3, 700, d)
     q[..., 0] = torch.linspace(-12, 12, 700, device="cuda")[torch.randperm(700, device="cuda", generator=g)]
     k[..., 0] = torch.linspace(0, 5 * math.sqrt(d), 700, device="cuda")
@@ -317,8 +312,7 @@ def growing_scores(r, g, d):
 
 GPU_CONFIGS = [hopper_config(128, 3, True), hopper_config(128, 2, True), hopper_config(128, 2, False),
                hopper_config(64, 4, True), hopper_config(128, 3, True, pingpong=True),
-               hopper_config(128, 2, False, pingpong=True), hopper_config(128, 3, True, stale=True),
-               hopper_config(128, 2, True, stale=True)]
+               hopper_config(128, 2, False, pingpong=True)]
 
 
 @pytest.mark.gpu
