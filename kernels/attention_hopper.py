@@ -119,10 +119,10 @@ if HAVE_GLUON:
         qk = _issue_qk(q, k_smem.index(slot), s_layout)
         _pass_turn(next_turn, PINGPONG)
         qk = warpgroup_mma_wait(num_outstanding=0, deps=(qk,))
-        if MASK_KIND != 0 and not BOUNDARY:
-            p, alpha, l_i, m_new = _masked_softmax_step(qk, bias_smem, kinds_smem, slot, k_empty.index(slot), l_i,
-                                                        m_i, QK_SCALE)
-        elif BOUNDARY or QK_SCALE < 0:
+        if not BOUNDARY and (MASK_KIND != 0 or QK_SCALE >= 0):
+            p, alpha, l_i, m_new = _full_block_softmax(qk, bias_smem, kinds_smem, slot, k_empty.index(slot), l_i, m_i,
+                                                       QK_SCALE, MASK_KIND)
+        else:
             if MASK_KIND != 0:
                 bias = _bias(bias_smem, slot, s_layout)
             mbarrier.arrive(k_empty.index(slot), count=1)
@@ -136,9 +136,6 @@ if HAVE_GLUON:
                     visible = visible & (cols[None, :] <= offs_m[:, None] + causal_offset)
                 s = gl.where(visible, s, float("-inf"))
             p, alpha, l_i, m_new = _guarded_step(s, gl.max(s, 1), l_i, m_i)
-        else:
-            mbarrier.arrive(k_empty.index(slot), count=1)
-            p, alpha, l_i, m_new = _softmax_step(qk, l_i, m_i, QK_SCALE)
         acc = _rescaled(acc, alpha)
         p16 = _pv_operand(p, acc, q.dtype)
         mbarrier.wait(v_ready.index(slot), phase)
