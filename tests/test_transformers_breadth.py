@@ -1,9 +1,9 @@
 """More of transformers' architectures at tiny configurations (2 layers or stages, widths 8-48, 32 x 32
 images, 400 audio samples or a 32 x 32 spectrogram, 8 tokens; random weights) through
-torch.compile(backend="trident") and through their ONNX export, against eager fp32: 81 of them,
+torch.compile(backend="trident") and through their ONNX export, against eager fp32: 88 of them,
 vision (BEiT, YOLOS, SegFormer, PoolFormer, PVT, FocalNet, DPT, LeViT, Swin-V2, GroupViT, Hiera,
 MobileViT, ...), audio (wav2vec2, HuBERT, SEW, UniSpeech, AST, CLAP, ...) and text (GPT-NeoX, GPT-J,
-Falcon, BLOOM, Mistral, Gemma 2 and 3, Qwen3, GLM-4, Mamba-2, XLNet, Funnel, ...), and Reformer and
+Falcon, BLOOM, Mistral, Gemma 2 and 3, Qwen3, GLM-4, LFM2, Mamba-2, XLNet, Funnel, ...), and Reformer and
 mixtures of experts through torch.compile only. Nothing may run in torch: each
 once left an op there (interpolate, group norm, normalize, weight norm, repeat_interleave, baddbmm,
 argmax, einsum, unfold, 1-D pools, a list index, multi-query SDPA, scatter_, argsort, numpy
@@ -155,6 +155,18 @@ MODELS = {
      encoder_layers=2, decoder_layers=2, encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=64,
      decoder_ffn_dim=64, vocab_size=100, max_text_positions=64, encoder_max_relative_position=16, pad_token_id=0)),
      "ids_as_values"),
+ # LFM2's gated short convolutions beside attention, Apertus' xIELU activation, EXAONE 4's sliding
+ # and full layers with QK norms, Hunyuan's QK norms after the rotary embedding, BiT's
+ # weight-standardized convolutions, ALBERT's shared layers, OPT
+ "lfm2": (lambda: _decoder("Lfm2", num_key_value_heads=1, layer_types=["conv", "full_attention"]), "txt"),
+ "apertus": (lambda: _decoder("Apertus", num_key_value_heads=1), "txt"),
+ "exaone4": (lambda: _decoder("Exaone4", num_key_value_heads=1, head_dim=16, sliding_window=4), "txt"),
+ "hunyuan_v1_dense": (lambda: _decoder("HunYuanDenseV1", num_key_value_heads=1, head_dim=16), "txt"),
+ "bit": (lambda: _class("BitModel")(_class("BitConfig")(embedding_size=16, hidden_sizes=[16, 32], depths=[1, 1],
+     num_groups=4)), "img"),
+ "albert": (lambda: t.AlbertModel(t.AlbertConfig(**V, **TXT, embedding_size=16)), "txt"),
+ "opt": (lambda: t.OPTModel(t.OPTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, ffn_dim=64,
+     vocab_size=100, max_position_embeddings=64, word_embed_proj_dim=32)), "txt"),
 }
 _LINEAR_ATTENTION = dict(linear_num_value_heads=2, linear_num_key_heads=1, linear_key_head_dim=8, linear_value_head_dim=8,
                          linear_conv_kernel_dim=3, layer_types=["linear_attention", "full_attention"])
