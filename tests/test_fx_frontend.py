@@ -443,14 +443,24 @@ def test_dynamo_lifts_parameters_to_constants():
     assert len(graph.inputs) == 1 and len(graph.constants) == 2
 
 
-def test_unsupported_target_names_node_and_lists_supported():
+def test_unsupported_target_names_node_and_the_nearest_converted():
     gm = torch.fx.symbolic_trace(Fn(lambda s, x: torch.logcumsumexp(x, 0)))
     node = next(n for n in gm.graph.nodes if n.op == "call_function")
     assert not supported_fx_target(node)
     with pytest.raises(UnsupportedError) as info:
         import_fx(gm, (torch.randn(3),))
     msg = str(info.value)
-    assert "logcumsumexp" in msg and f'"{node.name}"' in msg and "aten.convolution.default" in msg
+    assert "logcumsumexp" in msg and f'"{node.name}"' in msg
+    assert "torch.logsumexp" in msg and "torch.cumsum" in msg and f"{len(supported_targets())} targets" in msg
+    assert len(msg) < 400  # not the thousand names of supported_targets()
+
+
+def test_a_data_dependent_value_says_what_reads_it():
+    """aten._local_scalar_dense: a tensor read as a Python number (JetMoE's expert sizes, through
+    a whole-graph export), which only a graph split can take."""
+    gm = torch.fx.symbolic_trace(Fn(lambda s, x: x * torch.ops.aten._local_scalar_dense.default(x.sum())))
+    with pytest.raises(UnsupportedError, match=r"\.item\(\).*data-dependent.*splits the graph"):
+        import_fx(gm, (torch.randn(3),))
 
 
 def test_ops_with_a_parameter_trident_lacks_say_which():

@@ -5,6 +5,7 @@ converter; export's and dynamo's records of each node's result checked on the wa
 from __future__ import annotations
 
 import builtins
+import difflib
 import operator
 from typing import Any
 
@@ -243,10 +244,24 @@ def _fold_with_torch(node: torch.fx.Node, args, kwargs, module: nn.Module | None
     return out.detach() if isinstance(out, torch.Tensor) else out
 
 
+# Targets a graph holds where the model reads a tensor's value as a Python number: a whole-graph
+# import has no value to read there.
+_DATA_DEPENDENT = {"aten._local_scalar_dense.default": ".item(), .tolist() or int() of a run-time tensor"}
+
+
 def _unsupported(node: torch.fx.Node, module_type: type | None = None) -> UnsupportedError:
+    """The node, its target, and the converted targets nearest to it by name (the whole list is
+    supported_targets(): about a thousand names)."""
     target = _target_name(module_type or node.target)
-    return UnsupportedError(f'fx node "{node.name}": unsupported {node.op} target {target}; '
-                            f"supported targets: {', '.join(supported_targets())}")
+    known = supported_targets()
+    if target in _DATA_DEPENDENT:
+        why = (f"{_DATA_DEPENDENT[target]}: a data-dependent value (torch.compile(backend=\"trident\") "
+               "splits the graph there and runs the rest)")
+    else:
+        near = difflib.get_close_matches(target, known, n=4, cutoff=0.6)
+        why = f"nearest converted: {', '.join(near)}" if near else "no converted target is near it by name"
+    return UnsupportedError(f'fx node "{node.name}": unsupported {node.op} target {target} ({why}; '
+                            f"{len(known)} targets are converted: trident.compiler.frontend.fx.supported_targets())")
 
 
 def _python_value(x):
