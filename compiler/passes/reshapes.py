@@ -71,13 +71,27 @@ def _matmul_inputs(node: Node, rb: Rebuild):
     return None
 
 
+# Reductions a reshape does not sink past: an elementwise op that only they read stays after the
+# reshape, in their kernel (a sum of squares moved above the reshape was its own kernel, and in an
+# fp16 engine the squares were stored in fp16: past 256 they overflowed, below 2^-12 they rounded away).
+_REDUCTIONS = {"reduce_sum", "reduce_mean", "reduce_max", "reduce_min", "reduce_prod"}
+
+
+def _only_reduced(value: str, consumers: dict[str, list[Node]]) -> bool:
+    users = consumers.get(value, [])
+    return bool(users) and all(user.op in _REDUCTIONS for user in users)
+
+
 def _sink_once(graph: Graph) -> tuple[Graph, bool]:
     changed = False
+    consumers = graph.consumers()
 
     def sink(node: Node, rb: Rebuild):
         nonlocal changed
         out = tuple(graph.types[node.outputs[0]].shape)
         if OPS[node.op].kind == Kind.ELEMENTWISE and len(node.outputs) == 1:
+            if _only_reduced(node.outputs[0], consumers):
+                return None
             ins = _elementwise_inputs(node, out, rb)
         elif node.op == "matmul":
             ins = _matmul_inputs(node, rb)
