@@ -1,6 +1,6 @@
 """More of transformers' architectures at tiny configurations (2 layers or stages, widths 8-48, 32 x 32
 images, 400 audio samples or a 32 x 32 spectrogram, 8 tokens; random weights) through
-torch.compile(backend="trident") and through their ONNX export, against eager fp32: 88 of them,
+torch.compile(backend="trident") and through their ONNX export, against eager fp32: 94 of them,
 vision (BEiT, YOLOS, SegFormer, PoolFormer, PVT, FocalNet, DPT, LeViT, Swin-V2, GroupViT, Hiera,
 MobileViT, ...), audio (wav2vec2, HuBERT, SEW, UniSpeech, AST, CLAP, ...) and text (GPT-NeoX, GPT-J,
 Falcon, BLOOM, Mistral, Gemma 2 and 3, Qwen3, GLM-4, LFM2, Mamba-2, XLNet, Funnel, ...), and Reformer and
@@ -165,6 +165,20 @@ MODELS = {
  "bit": (lambda: _class("BitModel")(_class("BitConfig")(embedding_size=16, hidden_sizes=[16, 32], depths=[1, 1],
      num_groups=4)), "img"),
  "albert": (lambda: t.AlbertModel(t.AlbertConfig(**V, **TXT, embedding_size=16)), "txt"),
+ # vision: ViTDet's windowed attention with relative positions, ViViT's tubelets, SwiftFormer's
+ # additive attention, Pixtral's and DINOv3's 2-D rotary embeddings, AIMv2
+ "vitdet": (lambda: _class("VitDetModel")(_class("VitDetConfig")(**V, image_size=32, patch_size=8,
+     pretrain_image_size=32, window_size=2, window_block_indices=[0], use_relative_position_embeddings=True)), "img"),
+ "vivit": (lambda: _class("VivitModel")(_class("VivitConfig")(**V, image_size=32, num_frames=4,
+     tubelet_size=[2, 8, 8])), "video"),
+ "swiftformer": (lambda: _class("SwiftFormerModel")(_class("SwiftFormerConfig")(depths=[1, 1, 1, 1],
+     embed_dims=[8, 16, 24, 32])), "img"),
+ "pixtral_vision": (lambda: _class("PixtralVisionModel")(_class("PixtralVisionConfig")(**V, image_size=32,
+     patch_size=8, head_dim=16)), "img"),
+ "dinov3_vit": (lambda: _class("DINOv3ViTModel")(_class("DINOv3ViTConfig")(**V, image_size=32, patch_size=8,
+     num_register_tokens=2)), "img"),
+ "aimv2_vision": (lambda: _class("Aimv2VisionModel")(_class("Aimv2VisionConfig")(**V, image_size=32,
+     patch_size=8)), "img"),
  "opt": (lambda: t.OPTModel(t.OPTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, ffn_dim=64,
      vocab_size=100, max_position_embeddings=64, word_embed_proj_dim=32)), "txt"),
 }
