@@ -105,6 +105,8 @@ class CompileReport:
                  f"engines"]
         lines.append(f"left in torch: {len(self.in_torch)}")
         lines += [f"  - {t}" for t in self.in_torch]
+        lines += [f"  - inside an engine: {s.node.op} (node {s.node.name}): {s.reason or 'no kernel takes it'}"
+                  for e in self.engines() for s in e.plan.steps if s.kind == "torch"]
         return "\n".join(lines)
 
 

@@ -147,3 +147,23 @@ def test_explain_torch_compile_lists_what_runs_in_torch(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "2 trident partition(s)" in out and "left in torch: 1" in out
     assert "torch.cummax (node cummax): no trident converter" in out
+
+
+def test_explain_torch_compile_names_an_op_in_torch_inside_an_engine(tmp_path, capsys):
+    """index_add of 32 rows into 4: more updates a row than the scatter kernel takes (JetMoE's
+    expert outputs summed into their tokens so), so torch runs it inside the engine, and the
+    report says which op, at which node, and why."""
+    from trident.tools.cli import main
+
+    source = tmp_path / "rows_added.py"
+    source.write_text(
+        "import torch\n"
+        "class M(torch.nn.Module):\n"
+        "    def forward(self, x, rows):\n"
+        "        return torch.zeros(4, 8).index_add(0, rows, x.relu()) * 2\n"
+        "def make():\n"
+        "    return M().eval(), (torch.randn(32, 8), torch.randint(0, 4, (32,)))\n")
+    assert main(["explain", f"{source}:make", "--torch-compile", "--precision", "fp32"]) == 0
+    out = capsys.readouterr().out
+    assert "1 op(s) in torch inside engines" in out
+    assert "inside an engine: scatter_elements (node " in out and "32 updates into rows of 4" in out

@@ -98,7 +98,8 @@ def _plan_step(step: Step, inputs: Sequence[str]):
         return ViewStep(tuple(step.inputs), tuple(step.outputs),
                         Node(node.op, tuple(node.inputs), tuple(node.outputs), dict(node.attrs), node.name))
     node = step.group.nodes[0]
-    return TorchStep(Node(node.op, tuple(node.inputs), tuple(node.outputs), dict(node.attrs), node.name))
+    return TorchStep(Node(node.op, tuple(node.inputs), tuple(node.outputs), dict(node.attrs), node.name),
+                     step.group.reasons[0] if step.group.reasons else "")
 
 
 def transposed_dense_strides(shape, perm, nhwc: bool = False) -> tuple[int, ...]:

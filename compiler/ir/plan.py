@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar
 
 import torch
 
@@ -84,6 +84,8 @@ class TorchStep:
     """An op with no kernel: its reference (compiler/ops/) runs on the engine's device."""
     kind: ClassVar[str] = "torch"
     node: Node
+    # Why no kernel takes it (fusion's reason, for the compile report; engine files leave it out)
+    reason: str = field(default="", compare=False)
 
     @property
     def inputs(self) -> tuple[str, ...]:
