@@ -129,22 +129,27 @@ def test_help_texts_render(argv, capsys):
     assert done.value.code == 0 and "usage: trident" in capsys.readouterr().out
 
 
-def test_explain_torch_compile_lists_what_runs_in_torch(tmp_path, capsys):
+def _explain_torch_compile(tmp_path, capsys, module_source: str) -> str:
+    """`trident explain FILE:make --torch-compile` of a file holding `module_source` (which defines
+    make()); its printed report."""
     from trident.tools.cli import main
 
-    source = tmp_path / "cummax_mlp.py"
-    source.write_text(
-        "import torch\n"
-        "class M(torch.nn.Module):\n"
-        "    def __init__(self):\n"
-        "        super().__init__()\n"
-        "        self.a, self.b = torch.nn.Linear(8, 16), torch.nn.Linear(16, 4)\n"
-        "    def forward(self, x):\n"
-        "        return self.b(torch.cummax(torch.relu(self.a(x)), dim=1).values)\n"
-        "def make():\n"
-        "    return M().eval(), (torch.randn(2, 8),)\n")
+    source = tmp_path / "model.py"
+    source.write_text("import torch\n" + module_source)
     assert main(["explain", f"{source}:make", "--torch-compile", "--precision", "fp32"]) == 0
-    out = capsys.readouterr().out
+    return capsys.readouterr().out
+
+
+def test_explain_torch_compile_lists_what_runs_in_torch(tmp_path, capsys):
+    out = _explain_torch_compile(tmp_path, capsys,
+                                 "class M(torch.nn.Module):\n"
+                                 "    def __init__(self):\n"
+                                 "        super().__init__()\n"
+                                 "        self.a, self.b = torch.nn.Linear(8, 16), torch.nn.Linear(16, 4)\n"
+                                 "    def forward(self, x):\n"
+                                 "        return self.b(torch.cummax(torch.relu(self.a(x)), dim=1).values)\n"
+                                 "def make():\n"
+                                 "    return M().eval(), (torch.randn(2, 8),)\n")
     assert "2 trident partition(s)" in out and "left in torch: 1" in out
     assert "torch.cummax (node cummax): no trident converter" in out
 
@@ -153,17 +158,11 @@ def test_explain_torch_compile_names_an_op_in_torch_inside_an_engine(tmp_path, c
     """index_add of 32 rows into 4: more updates a row than the scatter kernel takes (JetMoE's
     expert outputs summed into their tokens so), so torch runs it inside the engine, and the
     report says which op, at which node, and why."""
-    from trident.tools.cli import main
-
-    source = tmp_path / "rows_added.py"
-    source.write_text(
-        "import torch\n"
-        "class M(torch.nn.Module):\n"
-        "    def forward(self, x, rows):\n"
-        "        return torch.zeros(4, 8).index_add(0, rows, x.relu()) * 2\n"
-        "def make():\n"
-        "    return M().eval(), (torch.randn(32, 8), torch.randint(0, 4, (32,)))\n")
-    assert main(["explain", f"{source}:make", "--torch-compile", "--precision", "fp32"]) == 0
-    out = capsys.readouterr().out
+    out = _explain_torch_compile(tmp_path, capsys,
+                                 "class M(torch.nn.Module):\n"
+                                 "    def forward(self, x, rows):\n"
+                                 "        return torch.zeros(4, 8).index_add(0, rows, x.relu()) * 2\n"
+                                 "def make():\n"
+                                 "    return M().eval(), (torch.randn(32, 8), torch.randint(0, 4, (32,)))\n")
     assert "1 op(s) in torch inside engines" in out
     assert "inside an engine: scatter_elements (node " in out and "32 updates into rows of 4" in out
