@@ -317,7 +317,8 @@ if HAVE_GLUON:
     @gluon.jit
     def _full_block_softmax(qk, bias_smem, kinds_smem, slot, k_empty_slot, l_i, m_i, QK_SCALE: gl.constexpr,
                             MASK_KIND: gl.constexpr):
-        """The overlapped loop's softmax of a block every row sees whole, releasing its K slot."""
+        """The softmax of a block every row sees whole (no boundary), releasing its K slot: the
+        biased step under a per-key mask, the plain one without."""
         if MASK_KIND != 0:
             p, alpha, l_i, m_i = _masked_softmax_step(qk, bias_smem, kinds_smem, slot, k_empty_slot, l_i, m_i,
                                                       QK_SCALE)

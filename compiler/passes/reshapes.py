@@ -72,8 +72,9 @@ def _matmul_inputs(node: Node, rb: Rebuild):
 
 
 # Reductions a reshape does not sink past: an elementwise op that only they read stays after the
-# reshape, in their kernel (a sum of squares moved above the reshape was its own kernel, and in an
-# fp16 engine the squares were stored in fp16: past 256 they overflowed, below 2^-12 they rounded away).
+# reshape, in their kernel (a norm's squares moved above the reshape left it for the producer's
+# epilogue, and an fp16 engine stored them in fp16: past 256 they overflowed, below 2^-12 they
+# rounded away).
 _REDUCTIONS = {"reduce_sum", "reduce_mean", "reduce_max", "reduce_min", "reduce_prod"}
 
 
