@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from trident.compiler.testing import compile_with_reports, relative_error
 
+DEV = "cuda" if torch.cuda.is_available() else "cpu"
 
 class NormalizedAfterAView(torch.nn.Module):
     def __init__(self):
@@ -26,8 +27,8 @@ class NormalizedAfterAView(torch.nn.Module):
 @pytest.mark.parametrize("magnitude", [1e-4, 1.0, 1e3])
 def test_a_norm_after_a_view_keeps_its_squares_in_its_kernel(magnitude):
     torch.manual_seed(0)
-    module = NormalizedAfterAView().eval()
-    x = torch.randn(2, 8, 8, 8) * magnitude
+    module = NormalizedAfterAView().eval().to(DEV)
+    x = torch.randn(2, 8, 8, 8, device=DEV) * magnitude
     with torch.no_grad():
         ref = module(x)
     got, reports = compile_with_reports(module, x, precision="fp16")
