@@ -104,8 +104,7 @@ if HAVE_GLUON:
     @gluon.jit
     def _key_block(it, j, q, k_smem, v_smem, k_ready, v_ready, k_empty, v_empty, turn, next_turn, acc, l_i, m_i,
                    offs_m, offs_n, Lk, causal_offset, bias_smem, kinds_smem, QK_SCALE: gl.constexpr,
-                   STAGES: gl.constexpr,
-                   ROWS: gl.constexpr, BLOCK_N: gl.constexpr, CAUSAL: gl.constexpr, BOUNDARY: gl.constexpr,
+                   STAGES: gl.constexpr, BLOCK_N: gl.constexpr, CAUSAL: gl.constexpr, BOUNDARY: gl.constexpr,
                    FIRST: gl.constexpr, PINGPONG: gl.constexpr, MASK_KIND: gl.constexpr):
         """Fold key block j (the program's it-th block: its ring slot) into this warp group's running
         (acc, l per quad lane, m), releasing its K and then its V slot as soon as each is read.
@@ -330,7 +329,7 @@ if HAVE_GLUON:
     @gluon.jit
     def _full_blocks_overlapped(it0, n_full, q, k_smem, v_smem, k_ready, v_ready, k_empty, v_empty, turn, next_turn,
                                 acc, l_i, m_i, bias_smem, kinds_smem, QK_SCALE: gl.constexpr, STAGES: gl.constexpr,
-                                ROWS: gl.constexpr, BLOCK_N: gl.constexpr, FIRST: gl.constexpr, PINGPONG: gl.constexpr,
+                                BLOCK_N: gl.constexpr, FIRST: gl.constexpr, PINGPONG: gl.constexpr,
                                 MASK_KIND: gl.constexpr):
         """Key blocks [0, n_full) (ring positions it0 + j) with block j's QK^T and block j-1's PV
         in flight together, so this group's softmax of block j runs beside its own PV
@@ -411,17 +410,17 @@ if HAVE_GLUON:
             if OVERLAP and (QK_SCALE >= 0 or MASK_KIND != 0):
                 acc, l_i, m_i = _full_blocks_overlapped(it, n_full, q, k_smem, v_smem, k_ready, v_ready, k_empty,
                                                         v_empty, turn, next_turn, acc, l_i, m_i, bias_smem, kinds_smem,
-                                                        QK_SCALE, STAGES, ROWS, BLOCK_N, FIRST, PINGPONG, MASK_KIND)
+                                                        QK_SCALE, STAGES, BLOCK_N, FIRST, PINGPONG, MASK_KIND)
             else:
                 for j in range(0, n_full):
                     acc, l_i, m_i = _key_block(it + j, j, q, k_smem, v_smem, k_ready, v_ready, k_empty, v_empty,
                                                turn, next_turn, acc, l_i, m_i, offs_m, offs_n, Lk, causal_offset,
-                                               bias_smem, kinds_smem, QK_SCALE, STAGES, ROWS, BLOCK_N, CAUSAL, False,
+                                               bias_smem, kinds_smem, QK_SCALE, STAGES, BLOCK_N, CAUSAL, False,
                                                FIRST, PINGPONG, MASK_KIND)
             for j in range(n_full, n_end):
                 acc, l_i, m_i = _key_block(it + j, j, q, k_smem, v_smem, k_ready, v_ready, k_empty, v_empty, turn,
                                            next_turn, acc, l_i, m_i, offs_m, offs_n, Lk, causal_offset, bias_smem,
-                                           kinds_smem, QK_SCALE, STAGES, ROWS, BLOCK_N, CAUSAL, True, FIRST, PINGPONG,
+                                           kinds_smem, QK_SCALE, STAGES, BLOCK_N, CAUSAL, True, FIRST, PINGPONG,
                                            MASK_KIND)
             it += n_end
             count += 1
