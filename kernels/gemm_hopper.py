@@ -134,17 +134,22 @@ if HAVE_GLUON:
         for i in range(GROUP, gl.cdiv(num_m * num_n - pid, programs), 2):
             pid_m, pid_n = _tile_coords(pid + i * programs, num_m, num_n, GROUP_M)
             acc = gl.zeros([BLOCK_M, BLOCK_N], gl.float32, layout)
-            previous = 0
             for kk in range(k_tiles):
                 slot, phase = _ring_slot(i, kk, k_tiles, STAGES)
                 mbarrier.wait(ready.index(slot), phase)
                 acc = warpgroup_mma(a_smem.index(slot), _b_operand(b_smem, slot, B_K_MAJOR), acc, is_async=True)
                 # One wgmma in flight: the one before it has finished reading its slot.
                 acc = warpgroup_mma_wait(num_outstanding=1, deps=(acc,))
+                previous, _ = _ring_slot(i, kk - 1, k_tiles, STAGES)
                 mbarrier.arrive(empty.index(previous), count=1, pred=kk > 0)
-                previous = slot
             acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
-            mbarrier.arrive(empty.index(previous), count=1, pred=k_tiles > 0)
+            # The last block's slot, computed again rather than carried out of the loop: with the
+            # slot as a value the loop hands on, ptxas (Triton 3.6's, sm_90a) serialized every
+            # wgmma of the kernel (ptxas -v: "wgmma.mma_async instructions are serialized due to
+            # non wgmma instructions reading accumulator registers"), each waiting for the one
+            # before it to finish.
+            last, _ = _ring_slot(i, k_tiles - 1, k_tiles, STAGES)
+            mbarrier.arrive(empty.index(last), count=1, pred=k_tiles > 0)
             if BLOCK_N >= 4 * MIN_EPILOGUE_COLUMNS:
                 _epilogue_in_quarters(EPILOGUE, epilogue_args, acc, pid_m, pid_n, BLOCK_M, BLOCK_N, COALESCED)
             else:
