@@ -7,20 +7,24 @@ cuBLAS (docs/performance.md, "Library GEMMs"). This kernel splits the work as CU
 "ping-pong" kernels do:
 
 - a loader partition (the default one, 4 warps, its registers handed to the others) walks the
-  program's output tiles in order and issues TMA copies of each tile's A and B blocks into the
-  ring of the consumer group that owns the tile (STAGES slots each), each slot waiting until that
-  group has released it (`empty`);
+  program's output tiles in order and issues TMA copies of each tile's A and B blocks into one
+  ring of STAGES slots, running ahead into the next tile while this one's K loop runs; a slot is
+  refilled once the group that read it has released it (`empty`);
 - two consumer warp groups (4 warps each, 240 registers) take the program's tiles in turn (group
   0 the even ones, group 1 the odd ones). Each runs its tile's K loop as asynchronous wgmma (one
   in flight while the next block's wait) and then the epilogue.
 
-The loader fills the rings in tile order, so a group's K loop starts when the other's is a few
-blocks from its end: the two K loops take turns on the tensor cores, and each group's epilogue
-runs beside the other's K loop (the ping-pong), which is the time the Triton tile loses.
+The ring is filled in tile order, so a group's K loop starts as the other's nears its end: the
+two K loops take turns on the tensor cores, and each group's epilogue runs beside the other's K
+loop (the ping-pong), which is the time the Triton tile loses. The ring is one, so all of its
+slots are in flight whichever group reads them: with a ring per group, the loader waited on the
+group at work and the other ring sat full, STAGES of the 2 x STAGES slots loading, and each K loop
+waited on its loads (the kernel trailed the Triton tile on every ViT-B/16 GEMM, docs/performance.md).
 
-One ring per group, not one shared: an mbarrier wait names a phase by its parity only, so a group
-that skipped the other group's fills of a shared slot could take a fill two phases old for the one
-it waits for (reading the other tile's blocks). In its own ring a group sees every fill.
+A slot announces each fill on the barrier of the group it is for (`ready`, one per group and
+slot): an mbarrier wait names a phase by its parity only, so a group waiting on a barrier that
+also counted the other group's fills could take a fill two phases old for the one it waits for.
+On its own barriers a group sees every fill, and it keeps their parities in a bit mask.
 
 The epilogue is the generated kernel's own `@triton.jit` function (compiler/codegen/kernels.py's
 `epilogue`), called on the accumulator in its wgmma layout with row and column offsets in that
@@ -81,17 +85,17 @@ if HAVE_GLUON:
 
     @gluon.jit
     def _ring_slot(tile, kk, k_tiles, STAGES: gl.constexpr):
-        """Where the program's tile-th output tile's kk-th K block goes: (slot, phase) in the ring
-        of the group that owns the tile (slots [group * STAGES, + STAGES)); the group's earlier
-        tiles took tile // 2 * k_tiles fills of that ring."""
-        it = (tile // 2) * k_tiles + kk
-        return (tile % 2) * STAGES + it % STAGES, (it // STAGES) & 1
+        """The ring slot of the program's tile-th output tile's kk-th K block, and the fill's
+        number in that slot (the program's earlier tiles took tile * k_tiles fills of the ring)."""
+        it = tile * k_tiles + kk
+        return it % STAGES, it // STAGES
 
     @gluon.jit
     def _load(a_desc, b_desc, a_smem, b_smem, ready, empty, M, N, K, B_K_MAJOR: gl.constexpr,
               BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, STAGES: gl.constexpr,
               GROUP_M: gl.constexpr):
-        """The loader: every K block of the program's tiles, in order, into their group's ring."""
+        """The loader: every K block of the program's tiles, in order, into the ring, each announced
+        on the ready barrier of the group that owns its tile."""
         num_m = gl.cdiv(M, BLOCK_M)
         num_n = gl.cdiv(N, BLOCK_N)
         k_tiles = gl.cdiv(K, BLOCK_K)
@@ -100,15 +104,16 @@ if HAVE_GLUON:
         for i in range(0, gl.cdiv(num_m * num_n - pid, programs)):
             pid_m, pid_n = _tile_coords(pid + i * programs, num_m, num_n, GROUP_M)
             for kk in range(k_tiles):
-                slot, phase = _ring_slot(i, kk, k_tiles, STAGES)
+                slot, fill = _ring_slot(i, kk, k_tiles, STAGES)
                 # A fresh barrier counts as having completed the phase before its first: round 0 passes.
-                mbarrier.wait(empty.index(slot), phase ^ 1)
-                mbarrier.expect(ready.index(slot), a_desc.block_type.nbytes + b_desc.block_type.nbytes)
-                tma_load(a_desc, [pid_m * BLOCK_M, kk * BLOCK_K], ready.index(slot), a_smem.index(slot))
+                mbarrier.wait(empty.index(slot), (fill & 1) ^ 1)
+                announce = ready.index((i % 2) * STAGES + slot)
+                mbarrier.expect(announce, a_desc.block_type.nbytes + b_desc.block_type.nbytes)
+                tma_load(a_desc, [pid_m * BLOCK_M, kk * BLOCK_K], announce, a_smem.index(slot))
                 if B_K_MAJOR:
-                    tma_load(b_desc, [pid_n * BLOCK_N, kk * BLOCK_K], ready.index(slot), b_smem.index(slot))
+                    tma_load(b_desc, [pid_n * BLOCK_N, kk * BLOCK_K], announce, b_smem.index(slot))
                 else:
-                    tma_load(b_desc, [kk * BLOCK_K, pid_n * BLOCK_N], ready.index(slot), b_smem.index(slot))
+                    tma_load(b_desc, [kk * BLOCK_K, pid_n * BLOCK_N], announce, b_smem.index(slot))
 
     @gluon.jit
     def _b_operand(b_smem, slot, B_K_MAJOR: gl.constexpr):
@@ -123,24 +128,26 @@ if HAVE_GLUON:
     def _consume(a_smem, b_smem, ready, empty, M, N, K, epilogue_args, EPILOGUE: gl.constexpr,
                  B_K_MAJOR: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr,
                  STAGES: gl.constexpr, GROUP_M: gl.constexpr, COALESCED: gl.constexpr, GROUP: gl.constexpr):
-        """Consumer group GROUP: the program's tiles GROUP, GROUP + 2, ... from its own ring, each K
-        loop then EPILOGUE(epilogue_args, acc, offs_m, offs_n, BLOCK_M, BLOCK_N)."""
+        """Consumer group GROUP: the program's tiles GROUP, GROUP + 2, ..., each K loop then
+        EPILOGUE(epilogue_args, acc, offs_m, offs_n, BLOCK_M, BLOCK_N)."""
         layout: gl.constexpr = wgmma_layout(BLOCK_N)
         num_m = gl.cdiv(M, BLOCK_M)
         num_n = gl.cdiv(N, BLOCK_N)
         k_tiles = gl.cdiv(K, BLOCK_K)
         pid = gl.program_id(0)
         programs = gl.num_programs(0)
+        phases = 0  # bit s: the parity of the next fill of slot s for this group
         for i in range(GROUP, gl.cdiv(num_m * num_n - pid, programs), 2):
             pid_m, pid_n = _tile_coords(pid + i * programs, num_m, num_n, GROUP_M)
             acc = gl.zeros([BLOCK_M, BLOCK_N], gl.float32, layout)
             for kk in range(k_tiles):
-                slot, phase = _ring_slot(i, kk, k_tiles, STAGES)
-                mbarrier.wait(ready.index(slot), phase)
+                slot, _ = _ring_slot(i, kk, k_tiles, STAGES)
+                mbarrier.wait(ready.index(GROUP * STAGES + slot), (phases >> slot) & 1)
+                phases ^= 1 << slot
                 acc = warpgroup_mma(a_smem.index(slot), _b_operand(b_smem, slot, B_K_MAJOR), acc, is_async=True)
                 # One wgmma in flight: the one before it has finished reading its slot.
                 acc = warpgroup_mma_wait(num_outstanding=1, deps=(acc,))
-                previous, _ = _ring_slot(i, kk - 1, k_tiles, STAGES)
+                previous, _ = _ring_slot(i, gl.maximum(kk - 1, 0), k_tiles, STAGES)
                 mbarrier.arrive(empty.index(previous), count=1, pred=kk > 0)
             acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
             # The last block's slot, computed again rather than carried out of the loop: with the
@@ -189,14 +196,15 @@ if HAVE_GLUON:
         """A generated kernel's body (its `ws_kernel`): A [M, K] @ B, then EPILOGUE per output tile.
         Persistent: program p runs output tiles p, p + programs, ..."""
         dtype: gl.constexpr = a_desc.dtype
-        # Two rings of STAGES slots, one per consumer group (the module doc says why).
-        a_smem = gl.allocate_shared_memory(dtype, [2 * STAGES, BLOCK_M, BLOCK_K], a_desc.layout)
-        b_smem = gl.allocate_shared_memory(dtype, [2 * STAGES] + b_desc.block_type.shape, b_desc.layout)
+        a_smem = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_M, BLOCK_K], a_desc.layout)
+        b_smem = gl.allocate_shared_memory(dtype, [STAGES] + b_desc.block_type.shape, b_desc.layout)
+        # A slot's fills are announced per consumer group (the module doc says why).
         ready = gl.allocate_shared_memory(gl.int64, [2 * STAGES, 1], mbarrier.MBarrierLayout())
-        empty = gl.allocate_shared_memory(gl.int64, [2 * STAGES, 1], mbarrier.MBarrierLayout())
-        for s in gl.static_range(2 * STAGES):
+        empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+        for s in gl.static_range(STAGES):
             mbarrier.init(ready.index(s), count=1)
-            mbarrier.init(empty.index(s), count=1)  # its ring's one consumer group reads each K block
+            mbarrier.init(ready.index(STAGES + s), count=1)
+            mbarrier.init(empty.index(s), count=1)  # one consumer group reads each fill
         gl.warp_specialize([
             (_load, (a_desc, b_desc, a_smem, b_smem, ready, empty, M, N, K, B_K_MAJOR, BLOCK_M, BLOCK_N, BLOCK_K,
                      STAGES, GROUP_M)),
@@ -239,8 +247,8 @@ def why_not_at_launch(*tensors: torch.Tensor) -> str | None:
 
 
 def smem_bytes(cfg: dict, elem_bytes: int = 2) -> int:
-    """The two rings: STAGES slots each of an A and a B block."""
-    return 2 * cfg["num_stages"] * (cfg["BLOCK_M"] + cfg["BLOCK_N"]) * cfg["BLOCK_K"] * elem_bytes
+    """The ring: STAGES slots of an A and a B block."""
+    return cfg["num_stages"] * (cfg["BLOCK_M"] + cfg["BLOCK_N"]) * cfg["BLOCK_K"] * elem_bytes
 
 
 def why_unfit(cfg: dict) -> str | None:

@@ -329,21 +329,21 @@ def ws_config(tile: LaunchConfig, block_m: int, block_n: int, stages: int, block
 
 def ws_heuristic(M: int, N: int, K: int, tile: LaunchConfig, library_alone: bool) -> LaunchConfig:
     """The config of a GEMM kernel that has the warp-specialized path: with TRIDENT_WS_GEMM=1, that
-    path on 128 x 64 tiles, four K blocks in flight per consumer group (192 KB of shared memory for
-    the two rings), except where cuBLAS's call is the whole kernel (no epilogue, or a bias it
-    adds), which stays on the library; else the Triton tile (WS=0). Timed on ViT-B/16's MLP GEMMs
+    path on 128 x 64 tiles, eight K blocks in flight (192 KB of shared memory for the ring), except
+    where cuBLAS's call is the whole kernel (no epilogue, or a bias it adds), which stays on the
+    library; else the Triton tile (WS=0). Timed on ViT-B/16's MLP GEMMs
     (H100), no WS tile led on all of them, and every one trailed the Triton tile (docs/
     performance.md); the tuner times them all."""
     if not _config.WS_GEMM or (library_alone and tile.get("BLAS")):
         return tile.replace(WS=0)
-    return ws_config(tile, 128, 64, 4)
+    return ws_config(tile, 128, 64, 8)
 
 
 # (BLOCK_M, BLOCK_N, stages, BLOCK_K, coalesced epilogue) of the warp-specialized tiles the tuner
-# times: each fits the two rings in shared memory and a consumer group's accumulator in 128
-# registers a thread.
-WS_TILES = ((128, 128, 3, 64, False), (128, 128, 3, 64, True), (128, 64, 4, 64, False), (64, 256, 2, 64, False),
-            (128, 128, 6, 32, False), (64, 256, 4, 32, True), (64, 128, 4, 64, False))
+# times: each fits its ring in shared memory and a consumer group's accumulator in 128 registers a
+# thread.
+WS_TILES = ((128, 128, 6, 64, False), (128, 128, 6, 64, True), (128, 64, 8, 64, False), (64, 256, 5, 64, False),
+            (128, 128, 8, 32, False), (64, 256, 8, 32, True), (64, 128, 8, 64, False))
 
 
 def ws_candidates(tile: LaunchConfig) -> list[LaunchConfig]:

@@ -2,7 +2,7 @@
 # Runs trident's GPU checks and benchmarks on a machine with an NVIDIA GPU: installs trident from
 # this checkout, then runs the stage asked for. Results land in $OUT (or ./gpu-out), named
 # <gpu>-<what>.json (docs/benchmarks.md); copy the ones to keep into benchmarks/results/.
-#   stages: install | tests | safety | memcheck | check | focus | attention | attention-bench | attention-ab | attention-report | ws-gemm | residual-norm | moe | perf | perf-bench | zoo | zoo-attention | profile-zoo | trust | dynamic | kernels | sweep | tune | runtime |
+#   stages: install | tests | safety | memcheck | check | focus | attention | attention-bench | attention-ab | attention-report | ws-gemm | ws-costs | residual-norm | moe | perf | perf-bench | zoo | zoo-attention | profile-zoo | trust | dynamic | kernels | sweep | tune | runtime |
 #           models | bench | bench-full | int8 | all.  T_<stage>: a time limit in seconds for the long steps.
 set -uo pipefail
 stage=${1:-all}
@@ -194,6 +194,8 @@ case "$stage" in
              TRIDENT_WS_GEMM=$ws timeout "${T_BENCH:-200}" python3 -m trident.tools bench perf --models ${WS_MODELS:-ViT-B/16} \
                --rounds 3 --rep 10 --out "$out/ws$ws" 2>&1 | tail -12
            done ;;
+  # what each part of the WS GEMM's epilogue costs on ViT-B/16's fc1 (K loops alone, store, bias, GELU)
+  ws-costs) timeout "${T_BENCH:-200}" python3 scripts/ws_gemm_costs.py --out "$out" ;;
   # TRIDENT_RESIDUAL_INTO_NORM (compiler/fusion.py's residual_for_norm): the transformer rows of
   # bench perf with the option on and off (RN_MODELS: bench perf's models).
   residual-norm) for rn in 1 0; do
