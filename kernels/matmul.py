@@ -329,14 +329,15 @@ def ws_config(tile: LaunchConfig, block_m: int, block_n: int, stages: int, block
 
 def ws_heuristic(M: int, N: int, K: int, tile: LaunchConfig, library_alone: bool) -> LaunchConfig:
     """The config of a GEMM kernel that has the warp-specialized path: with TRIDENT_WS_GEMM=1, that
-    path on 128 x 64 tiles, eight K blocks in flight (192 KB of shared memory for the ring), except
-    where cuBLAS's call is the whole kernel (no epilogue, or a bias it adds), which stays on the
-    library; else the Triton tile (WS=0). Timed on ViT-B/16's MLP GEMMs
-    (H100), no WS tile led on all of them, and every one trailed the Triton tile (docs/
-    performance.md); the tuner times them all."""
+    path on 128 x 128 tiles, six K blocks in flight (192 KB of shared memory for the ring) and the
+    epilogue in rows of 8 values (H100, ViT-B/16's GEMMs: the best WS tile on fc2 and QKV, within
+    7% of the best on the attention projection and on fc1 with its GELU), except where
+    cuBLAS's call is the whole kernel (no epilogue, or a bias it adds), which stays on the library;
+    else the Triton tile (WS=0). No WS tile yet leads the library or the Triton tile on those GEMMs
+    (docs/performance.md); the tuner times them all."""
     if not _config.WS_GEMM or (library_alone and tile.get("BLAS")):
         return tile.replace(WS=0)
-    return ws_config(tile, 128, 64, 8)
+    return ws_config(tile, 128, 128, 6, coalesced=True)
 
 
 # (BLOCK_M, BLOCK_N, stages, BLOCK_K, coalesced epilogue) of the warp-specialized tiles the tuner

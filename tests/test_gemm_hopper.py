@@ -85,7 +85,7 @@ def test_cublas_alone_stays_on_the_library():
     tile = LaunchConfig.of(4, 3, BLOCK_M=64, BLOCK_N=64, BLOCK_K=64, GROUP_M=8, BLAS=1)
     assert ws_heuristic(1000, 3072, 768, tile, library_alone=True)["WS"] == 0
     assert ws_heuristic(1000, 3072, 768, tile, library_alone=False)["WS"] == 1
-    assert ws_heuristic(1000, 3072, 768, tile, library_alone=False)["BLOCK_N"] == 64
+    assert ws_heuristic(1000, 3072, 768, tile, library_alone=False)["BLOCK_N"] == 128
 
 
 def test_the_epilogue_tuple_holds_what_the_epilogue_reads():
