@@ -1,9 +1,10 @@
 """What each part of a warp-specialized GEMM's epilogue costs (kernels/gemm_hopper.py, Hopper GPU).
 
 ViT-B/16's fc1 (6,304 x 768 -> 3,072, fp16) on the WS kernel with epilogues of growing cost: none
-stored (the K loops alone: a mask no row passes), a plain fp16 store, a bias added, GELU with a
-constant bias, SiLU (one exp2 and one division) with a constant bias, and GELU with a loaded bias
-(what a generated fc1 kernel runs); cuBLAS (`F.linear`, then torch's GELU) beside them. Timed with
+stored (the K loops alone: a mask no row passes), a plain fp16 store, bias + GELU with nothing
+stored, a bias added, GELU with a constant bias, SiLU (one exp2 and one division) with a constant
+bias, and bias + GELU stored (what a generated fc1 kernel runs); cuBLAS (`F.linear`, then torch's
+GELU) beside them. Timed with
 triton.testing.do_bench; prints a table and writes JSON:
 
     python3 scripts/ws_gemm_costs.py --out gpu-out
@@ -96,7 +97,9 @@ def ws_silu_const(out, a_desc, b_desc, M, N, K, BLOCK_M: gl.constexpr, BLOCK_N: 
                             BLOCK_K, STAGES, GROUP_M, COALESCED)
 
 
-TILES = ((128, 128, 64, 6, True), (128, 128, 64, 6, False), (128, 64, 64, 8, True), (64, 128, 64, 8, False))
+# (BLOCK_M, BLOCK_N, BLOCK_K, stages, coalesced epilogue)
+TILES = ((128, 128, 64, 6, False), (128, 128, 64, 6, True), (64, 128, 64, 8, False), (128, 64, 64, 8, False),
+         (64, 256, 32, 8, True))
 
 
 def _time(rows, name, fn, flops):
@@ -132,14 +135,16 @@ def main() -> None:
         tag = f"WS {bm}x{bn}x{bk}, {stages} stages" + (", coalesced" if coalesced else "")
         runs = {"K loops only (nothing stored)": lambda: ws_store_masked[grid](out, ad, bd, M, N, K, 0, **opts),
                 "store": lambda: ws_store_masked[grid](out, ad, bd, M, N, K, M, **opts),
+                "bias + GELU, nothing stored": lambda: ws_gelu_masked[grid](out, bias, ad, bd, M, N, K, 0, **opts),
                 "bias + store": lambda: ws_bias[grid](out, bias, ad, bd, M, N, K, **opts),
                 "GELU (constant bias) + store": lambda: ws_gelu_const[grid](out, ad, bd, M, N, K, **opts),
                 "SiLU (constant bias) + store": lambda: ws_silu_const[grid](out, ad, bd, M, N, K, **opts),
                 "bias + GELU + store": lambda: ws_gelu_masked[grid](out, bias, ad, bd, M, N, K, M, **opts)}
         for what, fn in runs.items():
             _time(rows, f"{tag}: {what}", fn, flops)
-        error = (out.float() - reference).abs().max().item()  # the last run: bias + GELU
-        assert error < 0.1, f"{tag}: max error {error} against fp32"
+        # the last run, bias + GELU, against fp32: fp16's rounding of the largest outputs
+        error = ((out.float() - reference).abs().max() / reference.abs().max()).item()
+        assert error < 2e-3, f"{tag}: relative error {error:.2e} against fp32"
     name = torch.cuda.get_device_name().lower().replace(" ", "-")
     path = os.path.join(args.out, f"{name}-ws-gemm-costs.json")
     os.makedirs(args.out, exist_ok=True)
