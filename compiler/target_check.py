@@ -150,6 +150,20 @@ def compile_for_target(launches, target: str = DEFAULT_TARGET, timeout: float = 
     return [Failure(**f) for f in json.loads(done.stdout.strip().splitlines()[-1])]
 
 
+def sass_of(kernel) -> str:
+    """cuobjdump's SASS listing of a kernel `triton.compile` made for an NVIDIA target.
+    (triton.tools.disasm.get_sass, in Triton 3.6, stops at the first line of a long kernel it does
+    not parse, and so drops a warp-specialized kernel's later partitions.)"""
+    import tempfile
+
+    from triton import knobs
+
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as cubin:
+        cubin.write(kernel.asm["cubin"])
+        cubin.flush()
+        return subprocess.check_output([knobs.nvidia.cuobjdump.path, "-sass", cubin.name], text=True)
+
+
 def _kernel_function(launch: dict):
     """The JITFunction a launch ran: a template (trident.kernels) by its module; any other (a
     generated kernel in the kernel cache, a test's own kernel) from its file, its folder on the

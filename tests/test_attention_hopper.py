@@ -79,11 +79,11 @@ def test_descriptor_strides_fill_size_one_dims():
 
 
 _SCHEDULE_CHECK = r"""
-import re, subprocess, tempfile
+import re
 import torch, triton
-from triton import knobs
 from triton.backends.compiler import GPUTarget
 from triton.experimental.gluon._runtime import GluonASTSource
+from trident.compiler.target_check import sass_of
 from trident.kernels import attention_hopper as hopper
 from trident.kernels.gluon_hopper import shared_layout
 
@@ -100,13 +100,7 @@ for d, mask_kind, mask_type, block_n, stages in ((64, 0, "*fp16", 128, 3), (128,
                **{name: "i64" for name in ("so_b", "so_w", "so_h", "so_m", "sm_b", "sm_w", "sm_h", "sm_n")},
                **{name: "constexpr" for name in const})
     src = GluonASTSource(fn, sig, {(fn.arg_names.index(name),): value for name, value in const.items()})
-    kernel = triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": 4})
-    # cuobjdump's own listing: triton.tools.disasm.get_sass (Triton 3.6) stops at the first line
-    # of a long kernel it does not parse, and drops the second group's code
-    with tempfile.NamedTemporaryFile(suffix=".cubin") as cubin:
-        cubin.write(kernel.asm["cubin"])
-        cubin.flush()
-        sass = subprocess.check_output([knobs.nvidia.cuobjdump.path, "-sass", cubin.name], text=True)
+    sass = sass_of(triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": 4}))
     # each consumer group's overlapped loop: exponentials between "QK^T done" and "PV done"
     segments = re.findall(r"DEPBAR\.LE gsb0, 0x1(.*?)DEPBAR\.LE gsb0, 0x0", sass, re.S)
     def spills(text):  # local memory: registers spilled

@@ -226,6 +226,80 @@ def test_generated_gluon_kernels_compile_for_hopper(monkeypatch, tmp_path, k_maj
     assert not failures, "\n\n".join(f.render() for f in failures)
 
 
+_PIPELINE_CHECK = r"""
+import re
+import torch, triton
+import triton.language as tl
+from triton.backends.compiler import GPUTarget
+from triton.experimental import gluon
+from triton.experimental.gluon import language as gl
+from triton.experimental.gluon._runtime import GluonASTSource
+from trident.compiler.target_check import sass_of
+from trident.kernels import gemm_hopper, prims
+from trident.kernels.gluon_hopper import shared_layout
+from trident.kernels.matmul import WS_TILES
+
+
+@triton.jit
+def store(args, acc, offs_m, offs_n, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    out, bias, M, N = args
+    mask = (offs_m[:, None] < M) & (offs_n[None, :] < N)
+    tl.store(out + offs_m[:, None] * N + offs_n[None, :], acc.to(tl.float16), mask=mask)
+
+
+@triton.jit
+def bias_gelu(args, acc, offs_m, offs_n, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    out, bias, M, N = args
+    b = tl.load(bias + offs_n, mask=offs_n < N).to(tl.float32)
+    y = prims.gelu_erf(acc + b[None, :])
+    mask = (offs_m[:, None] < M) & (offs_n[None, :] < N)
+    tl.store(out + offs_m[:, None] * N + offs_n[None, :], y.to(tl.float16), mask=mask)
+
+
+@gluon.jit
+def gemm(out, bias, a_desc, b_desc, M, N, K, EPILOGUE: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
+         BLOCK_K: gl.constexpr, STAGES: gl.constexpr, COALESCED: gl.constexpr):
+    gemm_hopper.gemm_hopper(a_desc, b_desc, M, N, K, (out, bias, M, N), EPILOGUE, True, BLOCK_M, BLOCK_N, BLOCK_K,
+                            STAGES, 8, COALESCED)
+
+
+for (bm, bn, stages, bk, coalesced), epilogue in [(t, e) for t in WS_TILES for e in (store, bias_gelu)]:
+    const = dict(EPILOGUE=epilogue, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, STAGES=stages, COALESCED=coalesced)
+    def desc(rows):
+        return f"tensordesc<fp16[{rows},{bk}],{shared_layout((rows, bk), torch.float16)!r}>"
+    sig = dict(out="*fp16", bias="*fp16", a_desc=desc(bm), b_desc=desc(bn), M="i32", N="i32", K="i32",
+               **{name: "constexpr" for name in const})
+    src = GluonASTSource(gemm, sig, {(gemm.arg_names.index(name),): value for name, value in const.items()})
+    sass = sass_of(triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": 4}))
+    print(bm, bn, bk, stages, int(coalesced), sass.count("HGMMA"), len(re.findall(r"DEPBAR\.LE gsb0, 0x1", sass)),
+          len(re.findall(r"DEPBAR\.LE gsb0, 0x0", sass)))
+"""
+
+
+@pytest.mark.skipif(not hopper.HAVE_GLUON, reason="needs Triton's Gluon")
+def test_the_k_loops_keep_a_wgmma_group_in_flight(tmp_path):
+    """Compiled for sm_90 on this machine, with a plain store and a bias + GELU epilogue, at every WS
+    tile the tuner times: each consumer group's K loop waits for all but the newest wgmma group
+    (one `DEPBAR.LE gsb0, 0x1`), and only after the loop for all of them. ptxas serializes every
+    wgmma of the kernel (a wait for zero after each HGMMA) when it sees a non-wgmma instruction read
+    the accumulators inside a pipeline stage: it did so while the K loop carried its last slot out
+    to the release after it (with Triton 3.9's ptxas on the store epilogue's tiles in wgmma's
+    layout; with 3.6's, the GPU image's, on both epilogues)."""
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "pipeline_check.py"
+    script.write_text(_PIPELINE_CHECK)
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=900,
+                          env=dict(os.environ, TRITON_INTERPRET="0"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = [list(map(int, line.split())) for line in done.stdout.splitlines()]
+    assert len(rows) == 2 * len(WS_TILES), done.stdout
+    for *tile, hgmma, waits_for_one, waits_for_zero in rows:
+        assert hgmma > 0 and waits_for_one == 2 and waits_for_zero == 2, (tile, hgmma, waits_for_one, waits_for_zero)
+
+
 # ------------------------------------------------------------------------------------- GPU ----
 @pytest.mark.gpu
 @pytest.mark.skipif(not HOPPER, reason="needs an sm_90 GPU and Gluon")
