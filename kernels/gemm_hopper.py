@@ -151,10 +151,10 @@ if HAVE_GLUON:
                 mbarrier.arrive(empty.index(previous), count=1, pred=kk > 0)
             acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
             # The last block's slot, computed again rather than carried out of the loop: with the
-            # slot as a value the loop hands on, ptxas (Triton 3.6's, sm_90a) serialized every
-            # wgmma of the kernel (ptxas -v: "wgmma.mma_async instructions are serialized due to
-            # non wgmma instructions reading accumulator registers"), each waiting for the one
-            # before it to finish.
+            # slot as a value the loop hands on, ptxas (sm_90a; Triton 3.6's and 3.9's) serialized
+            # every wgmma of the kernel (ptxas -v: "wgmma.mma_async instructions are serialized due
+            # to non wgmma instructions reading accumulator registers"), each waiting for the one
+            # before it to finish (tests/test_gemm_hopper.py checks the SASS).
             last, _ = _ring_slot(i, k_tiles - 1, k_tiles, STAGES)
             mbarrier.arrive(empty.index(last), count=1, pred=k_tiles > 0)
             if BLOCK_N >= 4 * MIN_EPILOGUE_COLUMNS:
