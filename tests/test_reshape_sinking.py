@@ -15,6 +15,7 @@ from trident.compiler.testing import compile_with_reports, relative_error
 
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
 
+
 class NormalizedAfterAView(torch.nn.Module):
     def __init__(self):
         super().__init__()

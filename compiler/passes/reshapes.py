@@ -75,7 +75,9 @@ def _matmul_inputs(node: Node, rb: Rebuild):
 # reshape, in their kernel (a norm's squares moved above the reshape left it for the producer's
 # epilogue, and an fp16 engine stored them in fp16: past 256 they overflowed, below 2^-12 they
 # rounded away).
-_REDUCTIONS = {"reduce_sum", "reduce_mean", "reduce_max", "reduce_min", "reduce_prod"}
+# (The norms and softmaxes are reductions too, but sinking past a softmax's scale is what the
+# attention pattern pass relies on: only the plain reduce_* ops stop it.)
+_REDUCTIONS = frozenset(name for name, op in OPS.items() if op.kind == Kind.REDUCTION and name.startswith("reduce_"))
 
 
 def _only_reduced(value: str, consumers: dict[str, list[Node]]) -> bool:
