@@ -88,23 +88,31 @@ def test_bfloat16_rounds_to_nearest_even_like_torch(device):
 
 
 @triton.jit
-def gelu_kernel(x, y, n, BLOCK: tl.constexpr):
+def gelu_kernel(x, y, n, HALF: tl.constexpr, BLOCK: tl.constexpr):
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    tl.store(y + offs, prims.gelu_erf(tl.load(x + offs, mask=offs < n)), mask=offs < n)
+    v = tl.load(x + offs, mask=offs < n)
+    tl.store(y + offs, prims.gelu_erf_half(v) if HALF else prims.gelu_erf(v), mask=offs < n)
 
 
-def _gelu(x: torch.Tensor) -> torch.Tensor:
+def _gelu(x: torch.Tensor, half: bool = False) -> torch.Tensor:
     y = torch.empty_like(x)
-    gelu_kernel[(triton.cdiv(x.numel(), 4096),)](x, y, x.numel(), BLOCK=4096)
+    gelu_kernel[(triton.cdiv(x.numel(), 4096),)](x, y, x.numel(), HALF=half, BLOCK=4096)
     return y.cpu()
+
+
+def _exact_gelu(x: torch.Tensor) -> torch.Tensor:
+    # x * Phi(x) in float64 through erfc, which (unlike 1 + erf) keeps its digits where Phi is tiny
+    return x.double() * 0.5 * torch.special.erfc(-x.double() / 2 ** 0.5)
+
+
+GELU_SWEEP = torch.cat([torch.linspace(-13, 13, 104_001),
+                        torch.randn(4099, generator=torch.Generator().manual_seed(0)) * 3])
 
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_gelu_matches_the_exact_function_in_its_tails_too(device):
-    # x * Phi(x) in float64 through erfc, which (unlike 1 + erf) keeps its digits where Phi is tiny
-    x = torch.cat([torch.linspace(-13, 13, 104_001), torch.randn(4099) * 3])
-    exact = x.double() * 0.5 * torch.special.erfc(-x.double() / 2 ** 0.5)
-    got = _gelu(x.to(device)).double()
+    exact = _exact_gelu(GELU_SWEEP)
+    got = _gelu(GELU_SWEEP.to(device)).double()
     assert (got - exact).abs().max() < 5e-7
     normal = exact.abs() > torch.finfo(torch.float32).tiny
     assert ((got - exact).abs() / exact.abs())[normal].max() < 3e-5
@@ -112,9 +120,23 @@ def test_gelu_matches_the_exact_function_in_its_tails_too(device):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_gelu_of_special_values(device):
+def test_the_16_bit_gelu_is_within_one_fp16_ulp(device):
+    exact = _exact_gelu(GELU_SWEEP)
+    got = _gelu(GELU_SWEEP.to(device), half=True)
+    normal = exact.abs() > torch.finfo(torch.float32).tiny
+    assert ((got.double() - exact).abs() / exact.abs())[normal].max() < 4e-5
+    # rounded to fp16, as the engines that use it store it: never more than one ulp from the
+    # correctly rounded value (and on the same side of zero)
+    ulps = (got.half().view(torch.int16).int() - exact.half().view(torch.int16).int()).abs()
+    assert ulps.max() <= 1
+    assert (ulps > 0).float().mean() < 0.01
+
+
+@pytest.mark.parametrize("half", [False, True])
+@pytest.mark.parametrize("device", DEVICES)
+def test_gelu_of_special_values(device, half):
     x = torch.tensor([NAN, INF, -INF, 3.4e38, -3.4e38, 0.0, -0.0, 1e-30, -1e-30])
-    got = _gelu(x.to(device))
+    got = _gelu(x.to(device), half)
     assert got[0].isnan() and got[1] == INF and got[2].isnan()
     assert got[3] == x[3] and got[4] == 0 and got[5] == 0 and got[6] == 0
-    torch.testing.assert_close(got[7:], x[7:] / 2, rtol=1e-6, atol=0)
+    torch.testing.assert_close(got[7:], x[7:] / 2, rtol=4e-5 if half else 1e-6, atol=0)

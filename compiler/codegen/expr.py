@@ -327,6 +327,11 @@ def emit(node: Node, args: list[str], graph: Graph, exact_quantize: bool = True,
          nonneg: bool = False) -> str:
     """The Triton expression for `node`'s output given its inputs' expressions (see _quantize for
     the two keywords)."""
+    if node.op == "gelu" and graph.types[node.outputs[0]].dtype in (torch.float16, torch.bfloat16) \
+            and node.attrs.get("approximate", "none") != "tanh":
+        # a result rounded to 16 bits takes the shorter fit (prims.gelu_erf_half: within one fp16
+        # ulp); fp32 results keep the full one
+        return f"prims.gelu_erf_half({args[0]})"
     if node.op in UNARY:
         return UNARY[node.op](args[0], node)
     if node.op == "div" and not graph.types[node.outputs[0]].dtype.is_floating_point:
