@@ -124,3 +124,18 @@ def test_model_gelu_joins_the_gemm_and_is_exact_in_the_tail(via):
     exact = (z * 0.5 * torch.special.erfc(-z / math.sqrt(2))).expand_as(got)
     assert ((got - exact).abs() / exact.abs()).max() < 3e-5
     assert (model(x)[:, :8] == 0).all()  # (torch's fp32 result there)
+
+
+@pytest.mark.parametrize("precision, gelu", [("fp32", "prims.gelu_erf("), ("fp16", "prims.gelu_erf_half(")])
+def test_a_16_bit_gelu_takes_the_shorter_fit(precision, gelu):
+    """The GEMM + GELU kernel of an fp16 engine rounds the GELU to fp16, so it runs the degree-6
+    fit (within one fp16 ulp: tests/test_prims.py); an fp32 engine keeps the full one."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.GELU()).eval()
+    x = torch.randn(4, 8)
+    engine = build_engine(model, precision, example_inputs=[x])
+    (step,) = [s for s in engine.plan.kernel_steps() if "gelu" in s.source]  # (fp16: casts beside it)
+    assert gelu in step.source and ("gelu_erf_half" in step.source) == (precision == "fp16")
+    with torch.no_grad():
+        tolerance = dict(rtol=2e-3, atol=2e-3) if precision == "fp16" else dict(rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(run_engine(engine, x)[0].float(), model(x), **tolerance)
