@@ -121,10 +121,11 @@ ERFC16_C6 = tl.constexpr(0.12147633248827892)  # 0.0842009774 * log2(e)
 @triton.jit
 def _erfc_of_magnitude(z, SHORT: tl.constexpr = False):
     """erfc(z) for z >= 0 (the fit above, or with SHORT the degree-6 one; inlined where it is
-    called). t = 1 / (1 + z / 2) is taken as rsqrt((1 + z / 2)^2): one MUFU.RSQ, where Triton's
-    division (div.full.f32) wraps its reciprocal in range checks, seven instructions more on the
-    fit's critical path (sm_90). The square is >= 1, so neither form meets a denormal; it
-    overflows to inf past z = 3.7e19, where t = 0 as 1 / inf gives (erfc is 0 there either way)."""
+    called). t = 1 / (1 + z / 2) is taken as rsqrt((1 + z / 2)^2): a multiply and one MUFU.RSQ,
+    where Triton's division (div.full.f32) wraps its reciprocal in range checks, seven instructions
+    more, three of them on the fit's critical path (sm_90). The square is >= 1, so neither form
+    meets a denormal; it overflows to inf past z = 3.7e19, where t = 0 as 1 / inf gives (erfc is 0
+    there either way)."""
     d = 1.0 + 0.5 * z
     t = tl.math.rsqrt(d * d)
     if SHORT:
