@@ -155,6 +155,14 @@ def _atanh(x):
     return f"tl.where(tl.abs({x}) < 0.01, {series}, 0.5 * tl.log((1.0 + {x}) / (1.0 - {x})))"
 
 
+def _gelu(x, node: Node, result: torch.dtype):
+    """torch's GELU: the tanh form where asked; else x * Phi(x) through prims' erfc fit, the shorter
+    one where the result is rounded to 16 bits (prims.gelu_erf_half: within one fp16 ulp)."""
+    if node.attrs.get("approximate", "none") == "tanh":
+        return f"prims.gelu_tanh({x})"
+    return f"prims.gelu_erf_half({x})" if result in (torch.float16, torch.bfloat16) else f"prims.gelu_erf({x})"
+
+
 def _is_inf(x, node: Node):
     tests = ([f"({x} == float('inf'))"] if node.attrs.get("positive", True) else []) + \
             ([f"({x} == float('-inf'))"] if node.attrs.get("negative", True) else [])
@@ -190,8 +198,7 @@ UNARY: dict[str, Callable[[str, Node], str]] = {
     "sigmoid": lambda x, n: f"tl.sigmoid({x})",
     "tanh": lambda x, n: _tanh(x),
     "erf": lambda x, n: f"tl.erf({x})",
-    "gelu": lambda x, n: (f"prims.gelu_tanh({x})" if n.attrs.get("approximate", "none") == "tanh"
-                          else f"prims.gelu_erf({x})"),
+    "gelu": lambda x, n: _gelu(x, n, torch.float32),
     "silu": lambda x, n: f"prims.silu({x})",
     "hard_swish": lambda x, n: f"prims.hard_swish({x})",
     "leaky_relu": lambda x, n: f"prims.leaky_relu({x}, {literal(float(n.attrs.get('alpha', 0.01)))})",
@@ -327,11 +334,8 @@ def emit(node: Node, args: list[str], graph: Graph, exact_quantize: bool = True,
          nonneg: bool = False) -> str:
     """The Triton expression for `node`'s output given its inputs' expressions (see _quantize for
     the two keywords)."""
-    if node.op == "gelu" and graph.types[node.outputs[0]].dtype in (torch.float16, torch.bfloat16) \
-            and node.attrs.get("approximate", "none") != "tanh":
-        # a result rounded to 16 bits takes the shorter fit (prims.gelu_erf_half: within one fp16
-        # ulp); fp32 results keep the full one
-        return f"prims.gelu_erf_half({args[0]})"
+    if node.op == "gelu":
+        return _gelu(args[0], node, graph.types[node.outputs[0]].dtype)
     if node.op in UNARY:
         return UNARY[node.op](args[0], node)
     if node.op == "div" and not graph.types[node.outputs[0]].dtype.is_floating_point:
