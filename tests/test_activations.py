@@ -1,13 +1,14 @@
 """compiler/passes/activations.py: GELU written out as x * 0.5 * (1 + erf(x / sqrt 2)) becomes one
 `gelu` node, in every association the exporters and model authors write; near misses stay as they
 are; the folded graph computes the exact GELU (checked against float64 erfc) where the spelled-out
-form cancels."""
+form cancels; the tanh form (GPT-2's `gelu_new`, `gelu_fast`) becomes a tanh `gelu`."""
 import math
 
 import pytest
 import torch
 
 from trident.compiler import build_engine
+from trident.compiler.build import import_model
 from trident.compiler.ir import GraphBuilder, TensorType
 from trident.compiler.passes.activations import fold_gelu
 from trident.compiler.reference import run_reference
@@ -139,3 +140,81 @@ def test_a_16_bit_gelu_takes_the_shorter_fit(precision, gelu):
     with torch.no_grad():
         tolerance = dict(rtol=2e-3, atol=2e-3) if precision == "fp16" else dict(rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(run_engine(engine, x)[0].float(), model(x), **tolerance)
+
+
+class TanhGelu(torch.nn.Module):
+    """The tanh-form GELU as models write it out: transformers' `gelu_new` (GPT-2: pow(x, 3)),
+    `gelu_fast` (x * c * (1 + 0.044715 * x * x)) and the cube as products; `c`, `cubic`, `half`
+    and `other_x` make near misses of them."""
+
+    def __init__(self, form: str, c=math.sqrt(2 / math.pi), cubic=0.044715, half=0.5, other_x=False):
+        super().__init__()
+        self.form, self.c, self.cubic, self.half, self.other_x = form, c, cubic, half, other_x
+
+    def forward(self, x, y):
+        if self.form == "gelu_new":
+            arg = self.c * (x + self.cubic * torch.pow(x, 3.0))
+        elif self.form == "gelu_fast":
+            arg = x * self.c * (1.0 + self.cubic * x * x)
+        elif self.form == "mixed":  # a cube of another tensor: no polynomial in x
+            arg = self.c * (x + self.cubic * y * y * y)
+        else:
+            arg = (x + x * x * x * self.cubic) * self.c
+        scaled = y if self.other_x else x
+        return self.half * scaled * (1.0 + torch.tanh(arg))
+
+
+def _folded(module: torch.nn.Module, via: str = "fx"):
+    xs = [torch.randn(SHAPE), torch.randn(SHAPE)]
+    source = export_onnx(module, tuple(xs)) if via == "onnx" else module
+    return fold_gelu(import_model(source, None if via == "onnx" else xs))
+
+
+@pytest.mark.parametrize("via", ["fx", "onnx"])
+@pytest.mark.parametrize("form", ["gelu_new", "gelu_fast", "cube_by_products"])
+def test_every_tanh_form_folds_into_one_tanh_gelu(form, via, rng):
+    folded = _folded(TanhGelu(form), via)
+    assert ops(folded) == ["gelu"] and folded.nodes[0].attrs["approximate"] == "tanh"
+    xs = [torch.randn(SHAPE, generator=rng) * 3, torch.randn(SHAPE, generator=rng)]
+    with torch.no_grad():
+        want = TanhGelu(form)(*xs)
+    xs = xs[:len(folded.inputs)]  # (the ONNX export drops the unused y)
+    torch.testing.assert_close(run_reference(folded, xs)[0], want, rtol=1e-5, atol=1e-6)
+    assert_matches_reference(folded, xs, max_kernels=1)
+
+
+@pytest.mark.parametrize("change", [{"c": 0.7}, {"cubic": 0.05}, {"half": 0.25}, {"other_x": True},
+                                    {"form": "mixed"}])
+def test_tanh_near_misses_stay_as_written(change):
+    folded = _folded(TanhGelu(**{"form": "gelu_new", **change}))
+    assert "gelu" not in ops(folded) and "tanh" in ops(folded)
+
+
+@pytest.mark.parametrize("via", ["onnx", "fx"])
+def test_a_gpt2_gelu_joins_the_gemm_and_keeps_its_negative_tail(via):
+    torch.manual_seed(4)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), GptGelu()).eval()
+    x = torch.randn(4, 8)
+    source = export_onnx(model, (x,)) if via == "onnx" else model
+    engine = build_engine(source, "fp32", example_inputs=None if via == "onnx" else [x])
+    (step,) = engine.plan.kernel_steps()
+    assert "gelu" in step.name and "tanh" not in step.name and "prims.gelu_tanh(" in step.source
+    with torch.no_grad():
+        torch.testing.assert_close(run_engine(engine, x)[0], model(x), rtol=1e-5, atol=1e-5)
+        model[0].weight.zero_()
+        model[0].bias.copy_(torch.linspace(-7, -4, 16))
+    engine = build_engine(export_onnx(model, (x,)) if via == "onnx" else model, "fp32",
+                          example_inputs=None if via == "onnx" else [x])
+    z = model[0].bias.double()
+    exact = z * torch.sigmoid(2 * math.sqrt(2 / math.pi) * (z + 0.044715 * z ** 3))
+    got = run_engine(engine, x)[0].double()
+    assert ((got - exact) / exact).abs().max() < 2e-5
+    with torch.no_grad():  # torch's fp32 form, written out, is 20-100% off there
+        assert ((model(x)[0].double() - exact) / exact).abs().max() > 0.1
+
+
+class GptGelu(torch.nn.Module):
+    """transformers' NewGELUActivation (GPT-2's `gelu_new`), as it is written."""
+
+    def forward(self, x):
+        return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * torch.pow(x, 3.0))))

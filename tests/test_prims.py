@@ -88,15 +88,23 @@ def test_bfloat16_rounds_to_nearest_even_like_torch(device):
 
 
 @triton.jit
-def gelu_kernel(x, y, n, HALF: tl.constexpr, BLOCK: tl.constexpr):
+def gelu_kernel(x, y, n, FORM: tl.constexpr, BLOCK: tl.constexpr):
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     v = tl.load(x + offs, mask=offs < n)
-    tl.store(y + offs, prims.gelu_erf_half(v) if HALF else prims.gelu_erf(v), mask=offs < n)
+    if FORM == "tanh":
+        out = prims.gelu_tanh(v)
+    elif FORM == "half":
+        out = prims.gelu_erf_half(v)
+    else:
+        out = prims.gelu_erf(v)
+    tl.store(y + offs, out, mask=offs < n)
 
 
-def _gelu(x: torch.Tensor, half: bool = False) -> torch.Tensor:
+def _gelu(x: torch.Tensor, half: bool = False, form: str | None = None) -> torch.Tensor:
+    """prims' GELU of x: the erf form's full fit, with half its 16-bit fit, or form="tanh"."""
     y = torch.empty_like(x)
-    gelu_kernel[(triton.cdiv(x.numel(), 4096),)](x, y, x.numel(), HALF=half, BLOCK=4096)
+    form = form or ("half" if half else "erf")
+    gelu_kernel[(triton.cdiv(x.numel(), 4096),)](x, y, x.numel(), FORM=form, BLOCK=4096)
     return y.cpu()
 
 
@@ -140,3 +148,33 @@ def test_gelu_of_special_values(device, half):
     assert got[0].isnan() and got[1] == INF and got[2].isnan()
     assert got[3] == x[3] and got[4] == 0 and got[5] == 0 and got[6] == 0
     torch.testing.assert_close(got[7:], x[7:] / 2, rtol=4e-5 if half else 1e-6, atol=0)
+
+
+def _exact_gelu_tanh(x: torch.Tensor) -> torch.Tensor:
+    # 0.5 x (1 + tanh(v)) = x * sigmoid(2 v), in float64
+    x = x.double()
+    return x * torch.sigmoid(2 * (2 / torch.pi) ** 0.5 * (x + 0.044715 * x ** 3))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_the_tanh_gelu_matches_its_formula_in_the_negative_tail_too(device):
+    exact = _exact_gelu_tanh(GELU_SWEEP)
+    got = _gelu(GELU_SWEEP.to(device), form="tanh").double()
+    assert (got - exact).abs().max() < 1e-6
+    # relative error, or zero where the result is under |x| * 5.4e-20 (its 1 / d underflows: x below
+    # -7.66). torch's fp32 form flushes from x = -6 on, and is 30% off at -5.
+    close = (got - exact).abs() <= 2e-5 * exact.abs()
+    flushed = (got == 0) & (exact.abs() < GELU_SWEEP.double().abs() * 6e-20)
+    assert (close | flushed).all()
+    assert close[GELU_SWEEP > -7.6].all()
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_the_tanh_gelu_of_special_values(device):
+    x = torch.tensor([NAN, INF, -INF, 3.4e38, -3.4e38, 0.0, -0.0, 1e-30, -1e-30])
+    got = _gelu(x.to(device), form="tanh")
+    want = torch.nn.functional.gelu(x, approximate="tanh")
+    assert got[0].isnan() and got[1] == INF and got[2].isnan() and want[2].isnan()
+    assert got[3] == x[3] and got[4] == 0 and got[5] == 0 and got[6] == 0
+    assert torch.equal(got[4:7].signbit(), torch.tensor([True, False, True]))
+    torch.testing.assert_close(got[7:], x[7:] / 2, rtol=1e-6, atol=0)
