@@ -290,5 +290,5 @@ def test_epilogue_benchmark_dry_run(tmp_path):
     assert main(["bench", "epilogues", "--dry-run", "--out", str(tmp_path)]) == 0
     (written,) = tmp_path.glob("*-epilogues.json")
     rows = json.loads(written.read_text())["rows"]
-    assert [r["epilogue"] for r in rows] == ["scale_residual", "gelu"]
+    assert [r["epilogue"] for r in rows] == ["scale_residual", "gelu", "gelu_tanh"]
     assert all(r["runner"].endswith("(heuristic)") for r in rows)

@@ -6,13 +6,13 @@ scale and residual), every candidate tile of the `fast` tuning level timed, besi
     trident bench epilogues --dry-run                    # tiny shapes on the CPU (the code path)
 
 Each shape is a Linear layer of a zoo model at its token count (DINOv2 ViT-B/14 at batch 8: 10,960
-tokens; ViT-B/16 at batch 32: 6,304; ConvNeXt-T at batch 32: 100,352 pixels in stage 1) with the
-ops after it that trident fuses into the GEMM's epilogue. LayerNorms before and after make its
-operands and its result fp16 values inside the engine, as in the model. The candidates are what
-`tune="fast"` times (the heuristic's pick first; `--candidates N` widens the list to the first N of
-the same ranking), each timed as the tuner times them (CUDA-graph replays behind an L2 flush); the
-anchor is torch's fp16 `F.linear` (cuBLAS) without the epilogue, timed the same way. Prints a
-table, writes JSON.
+tokens; ViT-B/16 at batch 32: 6,304; ConvNeXt-T at batch 32: 100,352 pixels in stage 1; GPT-2 at
+batch 8 and 1,024 tokens: 8,192, with its tanh-form GELU) with the ops after it that trident fuses
+into the GEMM's epilogue. LayerNorms before and after make its operands and its result fp16 values
+inside the engine, as in the model. The candidates are what `tune="fast"` times (the heuristic's
+pick first; `--candidates N` widens the list to the first N of the same ranking), each timed as the
+tuner times them (CUDA-graph replays behind an L2 flush); the anchor is torch's fp16 `F.linear`
+(cuBLAS) without the epilogue, timed the same way. Prints a table, writes JSON.
 A measurement, never a test: nothing is asserted.
 """
 from __future__ import annotations
@@ -38,7 +38,7 @@ class Shape:
     M: int
     K: int
     N: int
-    epilogue: str   # "none" | "gelu" | "residual" | "scale_residual"
+    epilogue: str   # "none" | "gelu" | "gelu_tanh" | "residual" | "scale_residual"
 
 
 SHAPES = [Shape("DINOv2 fc2", 10960, 3072, 768, "scale_residual"),
@@ -50,9 +50,11 @@ SHAPES = [Shape("DINOv2 fc2", 10960, 3072, 768, "scale_residual"),
           Shape("ViT-B/16 qkv", 6304, 768, 2304, "none"),
           Shape("ViT-B/16 attention projection", 6304, 768, 768, "residual"),
           Shape("ConvNeXt-T stage-1 fc1", 100352, 96, 384, "gelu"),
+          Shape("GPT-2 fc1 (tanh GELU)", 8192, 768, 3072, "gelu_tanh"),
           Shape("ConvNeXt-T stage-1 fc2", 100352, 384, 96, "scale_residual"),
           Shape("ResNet-50 2048->512 1x1 (b256)", 12544, 2048, 512, "none")]
-DRY_SHAPES = [Shape("tiny fc2", 48, 64, 32, "scale_residual"), Shape("tiny fc1", 48, 32, 64, "gelu")]
+DRY_SHAPES = [Shape("tiny fc2", 48, 64, 32, "scale_residual"), Shape("tiny fc1", 48, 32, 64, "gelu"),
+              Shape("tiny fc1 (tanh GELU)", 48, 32, 64, "gelu_tanh")]
 
 
 class LinearBlock(torch.nn.Module):
@@ -68,8 +70,8 @@ class LinearBlock(torch.nn.Module):
 
     def forward(self, x, residual):
         y = self.linear(self.norm_in(x))
-        if self.epilogue == "gelu":
-            y = F.gelu(y)
+        if self.epilogue in ("gelu", "gelu_tanh"):
+            y = F.gelu(y, approximate="tanh" if self.epilogue == "gelu_tanh" else "none")
         elif self.epilogue == "residual":
             y = y + self.norm_residual(residual)
         elif self.epilogue == "scale_residual":
