@@ -119,15 +119,19 @@ ERFC16_C6 = tl.constexpr(0.12147633248827892)  # 0.0842009774 * log2(e)
 
 
 @triton.jit
+def _reciprocal_of_at_least_one(d):
+    """1 / d for d >= 1 (or inf), as rsqrt(d * d): a multiply and one MUFU.RSQ, where Triton's
+    division (div.full.f32) wraps its reciprocal in range checks, seven instructions more, three of
+    them on the critical path (sm_90). d * d >= 1 meets no denormal; past d = 1.8e19 it overflows to
+    inf and the result is 0, as 1 / inf gives, where 1 / d would be under 5.4e-20."""
+    return tl.math.rsqrt(d * d)
+
+
+@triton.jit
 def _erfc_of_magnitude(z, SHORT: tl.constexpr = False):
     """erfc(z) for z >= 0 (the fit above, or with SHORT the degree-6 one; inlined where it is
-    called). t = 1 / (1 + z / 2) is taken as rsqrt((1 + z / 2)^2): a multiply and one MUFU.RSQ,
-    where Triton's division (div.full.f32) wraps its reciprocal in range checks, seven instructions
-    more, three of them on the fit's critical path (sm_90). The square is >= 1, so neither form
-    meets a denormal; it overflows to inf past z = 3.7e19, where t = 0 as 1 / inf gives (erfc is 0
-    there either way)."""
-    d = 1.0 + 0.5 * z
-    t = tl.math.rsqrt(d * d)
+    called). t = 1 / (1 + z / 2) is 0 past z = 3.7e19, where erfc is 0 either way."""
+    t = _reciprocal_of_at_least_one(1.0 + 0.5 * z)
     if SHORT:
         p = ERFC16_C6
         p = p * t + ERFC16_C5
@@ -302,13 +306,12 @@ GELU_TANH_EXP2 = tl.constexpr(-2.302208198144325)
 @triton.jit
 def gelu_tanh(x):
     """torch's tanh-form GELU, 0.5 x (1 + tanh(sqrt(2 / pi) u)) with u = x + 0.044715 x^3, as the
-    equal x / (1 + exp(-2 sqrt(2 / pi) u)): one exp2, and 1 / d as rsqrt(d * d) (d >= 1, as in
-    _erfc_of_magnitude), where the tanh form takes an exp, a division and 1 + tanh, which cancels
-    for negative x (torch's fp32 GELU is 30% off at x = -5). d * d overflows once the result would be
-    under |x| * 5e-20, which then flushes to zero as torch's does; -inf gives NaN as torch's does."""
+    equal x / (1 + exp(-2 sqrt(2 / pi) u)): one exp2 and one reciprocal, where the tanh form takes
+    an exp, a division and 1 + tanh, which cancels for negative x (torch's fp32 GELU is 30% off at
+    x = -5). A result under |x| * 5.4e-20 flushes to zero, as torch's does; -inf gives NaN, as
+    torch's does."""
     u = x + 0.044715 * x * x * x
-    d = 1.0 + tl.exp2(u * GELU_TANH_EXP2)
-    return x * tl.math.rsqrt(d * d)
+    return x * _reciprocal_of_at_least_one(1.0 + tl.exp2(u * GELU_TANH_EXP2))
 
 
 @triton.jit

@@ -100,10 +100,9 @@ def gelu_kernel(x, y, n, FORM: tl.constexpr, BLOCK: tl.constexpr):
     tl.store(y + offs, out, mask=offs < n)
 
 
-def _gelu(x: torch.Tensor, half: bool = False, form: str | None = None) -> torch.Tensor:
-    """prims' GELU of x: the erf form's full fit, with half its 16-bit fit, or form="tanh"."""
+def _gelu(x: torch.Tensor, form: str = "erf") -> torch.Tensor:
+    """prims' GELU of x: form "erf" (the full fit), "half" (the 16-bit fit) or "tanh"."""
     y = torch.empty_like(x)
-    form = form or ("half" if half else "erf")
     gelu_kernel[(triton.cdiv(x.numel(), 4096),)](x, y, x.numel(), FORM=form, BLOCK=4096)
     return y.cpu()
 
@@ -130,7 +129,7 @@ def test_gelu_matches_the_exact_function_in_its_tails_too(device):
 @pytest.mark.parametrize("device", DEVICES)
 def test_the_16_bit_gelu_is_within_one_fp16_ulp(device):
     exact = _exact_gelu(GELU_SWEEP)
-    got = _gelu(GELU_SWEEP.to(device), half=True)
+    got = _gelu(GELU_SWEEP.to(device), "half")
     normal = exact.abs() > torch.finfo(torch.float32).tiny
     assert ((got.double() - exact).abs() / exact.abs())[normal].max() < 4e-5
     # rounded to fp16, as the engines that use it store it: never more than one ulp from the
@@ -144,7 +143,7 @@ def test_the_16_bit_gelu_is_within_one_fp16_ulp(device):
 @pytest.mark.parametrize("device", DEVICES)
 def test_gelu_of_special_values(device, half):
     x = torch.tensor([NAN, INF, -INF, 3.4e38, -3.4e38, 0.0, -0.0, 1e-30, -1e-30])
-    got = _gelu(x.to(device), half)
+    got = _gelu(x.to(device), "half" if half else "erf")
     assert got[0].isnan() and got[1] == INF and got[2].isnan()
     assert got[3] == x[3] and got[4] == 0 and got[5] == 0 and got[6] == 0
     torch.testing.assert_close(got[7:], x[7:] / 2, rtol=4e-5 if half else 1e-6, atol=0)
@@ -159,7 +158,7 @@ def _exact_gelu_tanh(x: torch.Tensor) -> torch.Tensor:
 @pytest.mark.parametrize("device", DEVICES)
 def test_the_tanh_gelu_matches_its_formula_in_the_negative_tail_too(device):
     exact = _exact_gelu_tanh(GELU_SWEEP)
-    got = _gelu(GELU_SWEEP.to(device), form="tanh").double()
+    got = _gelu(GELU_SWEEP.to(device), "tanh").double()
     assert (got - exact).abs().max() < 1e-6
     # relative error, or zero where the result is under |x| * 5.4e-20 (its 1 / d underflows: x below
     # -7.66). torch's fp32 form flushes from x = -6 on, and is 30% off at -5.
@@ -172,7 +171,7 @@ def test_the_tanh_gelu_matches_its_formula_in_the_negative_tail_too(device):
 @pytest.mark.parametrize("device", DEVICES)
 def test_the_tanh_gelu_of_special_values(device):
     x = torch.tensor([NAN, INF, -INF, 3.4e38, -3.4e38, 0.0, -0.0, 1e-30, -1e-30])
-    got = _gelu(x.to(device), form="tanh")
+    got = _gelu(x.to(device), "tanh")
     want = torch.nn.functional.gelu(x, approximate="tanh")
     assert got[0].isnan() and got[1] == INF and got[2].isnan() and want[2].isnan()
     assert got[3] == x[3] and got[4] == 0 and got[5] == 0 and got[6] == 0

@@ -11,14 +11,19 @@ Run as written, that is libdevice's erf and the 1 + erf form, which cancels wher
 are matched to 1e-3 relative, so a graph exported in fp16 (0.70703125 for 1 / sqrt 2) folds too.
 
 The tanh form, 0.5 * x * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 * x^3))), is GPT-2's (transformers'
-`gelu_new`, written with pow(x, 3)) and `gelu_fast`'s (x * c * (1 + 0.044715 * x * x)): the
-argument of the tanh is matched as a polynomial in x, however written, and the product becomes
+`gelu_new`, written with pow(x, 3)) and `gelu_fast`'s (x * c * (1 + 0.044715 * x * x)); it becomes
 `gelu` with approximate="tanh", which kernels compute as x / (1 + exp(-2 sqrt(2 / pi) u)) (prims'
 `gelu_tanh`: one exp2, where 1 + tanh cancels for negative x).
+
+Both are matched the same way: a product of x, scalars that multiply to 0.5 and 1 + erf(a) or
+1 + tanh(a), where a, read as a polynomial in x however it is written, is the form's argument.
 """
 from __future__ import annotations
 
 import math
+
+import numpy as np
+from numpy.polynomial import Polynomial
 
 from trident.compiler.ir import Graph, Node
 from trident.compiler.passes.cleanup import eliminate_dead_code
@@ -27,7 +32,9 @@ from trident.compiler.passes.rewrite import Rebuild, rewrite
 
 _TOLERANCE = 1e-3
 _SQRT_2_OVER_PI = math.sqrt(2 / math.pi)
-_CUBIC = 0.044715  # the tanh form's x^3 coefficient inside the tanh's argument
+# The argument of erf or tanh in each GELU form, as a polynomial in x, and the `approximate` it folds to.
+_FORMS = {"erf": (Polynomial([0.0, math.sqrt(0.5)]), "none"),
+          "tanh": (Polynomial([0.0, _SQRT_2_OVER_PI, 0.0, _SQRT_2_OVER_PI * 0.044715]), "tanh")}
 _MAX_DEGREE = 3
 
 
@@ -36,22 +43,8 @@ def _is(g: GraphLookup, value: str | None, target: float) -> bool:
     return c is not None and math.isclose(c, target, rel_tol=_TOLERANCE)
 
 
-def _erf_argument(node: Node | None, g: GraphLookup) -> str | None:
-    """x, where `node` computes x / sqrt(2) or x * (1 / sqrt(2))."""
-    if node is None or len(node.inputs) != 2:
-        return None
-    a, b = node.inputs
-    if node.op == "div" and _is(g, b, math.sqrt(2)):
-        return a
-    if node.op == "mul":
-        for x, c in ((a, b), (b, a)):
-            if _is(g, c, math.sqrt(0.5)):
-                return x
-    return None
-
-
 def _one_plus(value: str, op: str, g: GraphLookup) -> str | None:
-    """a, where `value` is 1 + op(a) (erf or tanh), in either order."""
+    """a, where `value` is 1 + op(a), in either order."""
     node = g.producers.get(value)
     if node is None or node.op != "add" or len(node.inputs) != 2:
         return None
@@ -60,12 +53,6 @@ def _one_plus(value: str, op: str, g: GraphLookup) -> str | None:
         if _is(g, one, 1.0) and inner is not None and inner.op == op:
             return inner.inputs[0]
     return None
-
-
-def _one_plus_erf(value: str, g: GraphLookup) -> str | None:
-    """x, where `value` is 1 + erf(x / sqrt 2)."""
-    argument = _one_plus(value, "erf", g)
-    return None if argument is None else _erf_argument(g.producers.get(argument), g)
 
 
 def _factors(node: Node, g: GraphLookup) -> list[str]:
@@ -77,100 +64,58 @@ def _factors(node: Node, g: GraphLookup) -> list[str]:
     return out
 
 
-def _gelu_input(node: Node, g: GraphLookup) -> str | None:
-    """x, where `node` (a mul) computes x * 0.5 * (1 + erf(x / sqrt 2)) of x's shape."""
-    factors = _factors(node, g)
-    if len(factors) != 3:
-        return None
-    for half in [f for f in factors if _is(g, f, 0.5)]:
-        rest = list(factors)
-        rest.remove(half)
-        for e, x in (rest, rest[::-1]):
-            if _one_plus_erf(e, g) == x and g.shape(x) == g.shape(node.outputs[0]):
-                return x
-    return None
-
-
-Terms = dict[int, float]  # a polynomial's coefficients by degree
-
-
-def _add_terms(a: Terms, b: Terms, sign: float = 1.0) -> Terms:
-    out = dict(a)
-    for degree, c in b.items():
-        out[degree] = out.get(degree, 0.0) + sign * c
-    return out
-
-
-def _mul_terms(a: Terms, b: Terms) -> Terms | None:
-    """a * b, or None past _MAX_DEGREE."""
-    out: Terms = {}
-    for da, ca in a.items():
-        for db, cb in b.items():
-            if da + db > _MAX_DEGREE:
-                return None
-            out[da + db] = out.get(da + db, 0.0) + ca * cb
-    return out
-
-
-def _polynomial(value: str, x: str, g: GraphLookup, depth: int = 8) -> Terms | None:
-    """`value` as a polynomial of degree <= 3 in the tensor x ({degree: coefficient}), through sums,
-    differences, negation, products, division by a constant and powers 1-3 of x and scalar
-    constants; None where anything else enters."""
+def _polynomial(value: str, x: str, g: GraphLookup, depth: int = 8) -> Polynomial | None:
+    """`value` as a polynomial of degree <= 3 in the tensor x, through sums, differences, negation,
+    products, division by a constant and powers 1-3 of x and scalar constants; None where anything
+    else enters."""
     if value == x:
-        return {1: 1.0}
+        return Polynomial([0.0, 1.0])
     c = g.scalar(value)
     if c is not None:
-        return {0: c}
+        return Polynomial([c])
     node = g.producers.get(value)
     if node is None or depth == 0 or node.op not in ("add", "sub", "neg", "mul", "div", "pow"):
         return None
-    terms = _polynomial(node.inputs[0], x, g, depth - 1)
-    if terms is None:
-        return None
-    if node.op == "neg":
-        return {d: -c for d, c in terms.items()}
+    p = _polynomial(node.inputs[0], x, g, depth - 1)
+    if p is None or node.op == "neg":
+        return None if p is None else -p
     if node.op in ("div", "pow"):
         k = g.scalar(node.inputs[1])
         if node.op == "div":
-            return {d: c / k for d, c in terms.items()} if k else None
-        if k not in (1.0, 2.0, 3.0):
-            return None
-        power: Terms | None = terms
-        for _ in range(int(k) - 1):
-            power = _mul_terms(power, terms) if power is not None else None
-        return power
-    other = _polynomial(node.inputs[1], x, g, depth - 1)
-    if other is None:
+            return p / k if k else None
+        return p ** int(k) if k in (1.0, 2.0, 3.0) and p.degree() * k <= _MAX_DEGREE else None
+    q = _polynomial(node.inputs[1], x, g, depth - 1)
+    if q is None:
         return None
-    return _mul_terms(terms, other) if node.op == "mul" else \
-        _add_terms(terms, other, 1.0 if node.op == "add" else -1.0)
+    if node.op == "mul":
+        return p * q if p.degree() + q.degree() <= _MAX_DEGREE else None
+    return p + q if node.op == "add" else p - q
 
 
-def _is_terms(terms: Terms, want: Terms) -> bool:
-    """terms == want to _TOLERANCE (relative, per coefficient), zero coefficients aside."""
-    for degree in set(terms) | set(want):
-        got, target = terms.get(degree, 0.0), want.get(degree, 0.0)
-        if target == 0.0 and got != 0.0 or target != 0.0 and not math.isclose(got, target, rel_tol=_TOLERANCE):
-            return False
-    return True
+def _is_polynomial(p: Polynomial, want: Polynomial) -> bool:
+    """p == want, each coefficient to _TOLERANCE (relative); want's zero coefficients exactly."""
+    n = _MAX_DEGREE + 1
+    got, target = (np.pad(q.coef, (0, n - len(q.coef))) for q in (p, want))
+    return all(math.isclose(a, b, rel_tol=_TOLERANCE) if b else a == 0 for a, b in zip(got, target))
 
 
-def _tanh_gelu_input(node: Node, g: GraphLookup) -> str | None:
-    """x, where `node` (a mul) computes 0.5 * x * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 x^3))) of
-    x's shape: its factors in any order, the tanh's argument written any way."""
+def _gelu_match(node: Node, g: GraphLookup) -> tuple[str, str] | None:
+    """(x, approximate), where `node` (a mul) computes 0.5 * x * (1 + erf(x / sqrt 2)) or the tanh
+    form, of x's shape: its factors in any order, the argument written any way."""
     factors = _factors(node, g)
     for i, factor in enumerate(factors):
-        argument = _one_plus(factor, "tanh", g)
         rest = factors[:i] + factors[i + 1:]
         tensors = [f for f in rest if g.scalar(f) is None]
-        if argument is None or len(tensors) != 1 or g.shape(tensors[0]) != g.shape(node.outputs[0]):
+        if len(tensors) != 1 or g.shape(tensors[0]) != g.shape(node.outputs[0]):
             continue
         x = tensors[0]
-        half = math.prod(g.scalar(f) for f in rest if f != x)
-        terms = _polynomial(argument, x, g)
-        if math.isclose(half, 0.5, rel_tol=_TOLERANCE) and terms is not None and \
-                _is_terms(terms, {1: _SQRT_2_OVER_PI, 3: _SQRT_2_OVER_PI * _CUBIC}):
-            return x
+        if not math.isclose(math.prod(g.scalar(f) for f in rest if f != x), 0.5, rel_tol=_TOLERANCE):
+            continue
+        for op, (argument, approximate) in _FORMS.items():
+            a = _one_plus(factor, op, g)
+            p = None if a is None else _polynomial(a, x, g)
+            if p is not None and _is_polynomial(p, argument):
+                return x, approximate
     return None
 
 
@@ -178,15 +123,8 @@ def fold_gelu(graph: Graph) -> Graph:
     """x * 0.5 * (1 + erf(x / sqrt 2)), however associated, -> gelu(x); the tanh form ->
     gelu(x, approximate="tanh")."""
     g = GraphLookup(graph)
-    found = {}
-    for node in graph.nodes:
-        if node.op != "mul":
-            continue
-        x = _gelu_input(node, g)
-        if x is not None:
-            found[node.outputs[0]] = (x, "none")
-        elif (x := _tanh_gelu_input(node, g)) is not None:
-            found[node.outputs[0]] = (x, "tanh")
+    found = {node.outputs[0]: match for node in graph.nodes if node.op == "mul"
+             for match in [_gelu_match(node, g)] if match is not None}
     if not found:
         return graph
 
