@@ -110,8 +110,9 @@ SANITIZE: bool = _env_flag("TRIDENT_SANITIZE")
 # FP32 matmuls/convs may use TF32 tensor cores (opt-in: changes numerics).
 ALLOW_TF32: bool = _env_flag("TRIDENT_ALLOW_TF32")
 
-# 16-bit GEMM kernels that cuBLAS computes whole (no epilogue, or a bias it adds) start on cuBLAS
-# (kernels/blas.py); TRIDENT_LIBRARY_GEMM=0 starts them on their own Triton tile (the tuner times both).
+# 16-bit and fp32 GEMM kernels that cuBLAS computes whole (no epilogue, or a bias it adds), and those whose
+# epilogue pass costs less than cuBLAS saves, start on cuBLAS (kernels/blas.py); TRIDENT_LIBRARY_GEMM=0 starts
+# them on their own Triton tile (the tuner times both).
 LIBRARY_GEMM: bool = _env_flag("TRIDENT_LIBRARY_GEMM", default=True)
 
 # TRIDENT_WS_GEMM=1: 16-bit GEMM kernels on a Hopper GPU start on kernels/gemm_hopper.py's warp-specialized

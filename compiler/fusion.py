@@ -363,7 +363,7 @@ def _topological(groups: list[Group], group_of, producer_of) -> list[Group]:
 
 def residual_for_norm(group: Group, node: Node, graph: Graph, consumers: dict[str, list[Node]]) -> str | None:
     """Why a residual add should not join this GEMM's epilogue, or None: under RESIDUAL_INTO_NORM,
-    a 16-bit GEMM with nothing after its bias is cuBLAS's whole job (kernels/blas.py, addmm),
+    a 16-bit or fp32 GEMM with nothing after its bias is cuBLAS's whole job (kernels/blas.py, addmm),
     and the LayerNorm (RMSNorm) reading the sum can add it in its loads for about the price of
     reading the residual; with the add in its epilogue the GEMM runs on a Triton tile or as
     cuBLAS plus a pass (docs/performance.md, "Library GEMMs"). With the library off

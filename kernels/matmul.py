@@ -136,7 +136,7 @@ def heuristic_config(M: int, N: int, K: int, dtype, out_bytes: int = 2, reads_ti
     tma_loads = tma and _tma_pays(dtype)
     cfg = _heuristic_tile(M, N, K, dtype, out_bytes, reads_tiles, tma_loads)
     cfg = cfg.replace(TMA=int(tma_loads)) if tma else cfg
-    return cfg.replace(BLAS=int(_library_pays(M, N, K, library_alone))) if blas else cfg
+    return cfg.replace(BLAS=int(_library_pays(M, N, K, dtype, library_alone))) if blas else cfg
 
 
 def epilogue_spills(cfg: LaunchConfig) -> bool:
@@ -149,7 +149,7 @@ def epilogue_spills(cfg: LaunchConfig) -> bool:
     return cfg.BLOCK_M * cfg.BLOCK_N >= 128 * 32 * cfg.num_warps
 
 
-def _library_pays(M: int, N: int, K: int, library_alone: bool) -> bool:
+def _library_pays(M: int, N: int, K: int, dtype, library_alone: bool) -> bool:
     """Is cuBLAS's product faster than the fused Triton tile? Where cuBLAS does the whole job (no
     epilogue, or a bias it adds itself), yes on every zoo shape the H200 timed (ViT-B/16's QKV
     38.1 against 43.3 us, BERT's 93.4 against 95.3). Where a Triton pass over its product must
@@ -157,15 +157,20 @@ def _library_pays(M: int, N: int, K: int, library_alone: bool) -> bool:
     (docs/performance.md, "Library GEMMs"): those start on Triton's tile and the tuner decides.
     From K = LIBRARY_PASS_K on, what cuBLAS saves grows with K and the pass does not (it reads
     and writes the output once): ViT-B/16's 3072 -> 768 + residual took 50.2 us through cuBLAS and
-    the pass against 61.8 on its heuristic tile ("Split epilogues"). In the interpreter too, so CPU
-    tests run what the GPU runs."""
-    return _config.LIBRARY_GEMM and M * N * K > 0 and (library_alone or K >= LIBRARY_PASS_K)
+    the pass against 61.8 on its heuristic tile ("Split epilogues"). At fp32 the tile runs on the
+    FMA units and the library pays from a much shallower K (LIBRARY_PASS_K_FP32). In the
+    interpreter too, so CPU tests run what the GPU runs."""
+    pass_k = LIBRARY_PASS_K_FP32 if dtype == torch.float32 else LIBRARY_PASS_K
+    return _config.LIBRARY_GEMM and M * N * K > 0 and (library_alone or K >= pass_k)
 
 
 # The K from which cuBLAS's product plus an epilogue pass starts ahead of the fused Triton tile:
 # cuBLAS's K loop at ~640 TFLOP/s against ~450 saves 2MNK x 6.6e-16 s, the pass costs about
 # 6MN bytes / 3 TB/s = 2e-12 MN s: even at K = 1,500-2,000.
 LIBRARY_PASS_K = 2048
+# At fp32, cuBLAS's SGEMM (~51 TFLOP/s on an H200) against the FMA tile's 0.58x of it saves
+# 2MNK x 1.4e-14 s, the pass costs 8MN bytes / 3 TB/s = 2.7e-12 MN s: even near K = 100.
+LIBRARY_PASS_K_FP32 = 128
 
 
 def _tma_pays(dtype) -> bool:

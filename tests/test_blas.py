@@ -131,13 +131,75 @@ def test_inf_and_nan_reach_the_output_as_on_triton_tiles(monkeypatch, rng):
 def test_which_kernels_may_take_it(monkeypatch, rng):
     assert library_gemm_fits(torch.float16, torch.float16, torch.float16, 1, True)
     assert library_gemm_fits(torch.bfloat16, torch.bfloat16, torch.bfloat16, 1, True)
-    assert not library_gemm_fits(torch.float32, torch.float32, torch.float32, 1, True)  # exact fp32: Triton
+    assert library_gemm_fits(torch.float32, torch.float32, torch.float32, 1, True)
     assert not library_gemm_fits(torch.float16, torch.float16, torch.float32, 1, True)  # output can't hold it
     assert not library_gemm_fits(torch.float16, torch.float16, torch.float16, 2, True)  # two outputs
     assert not library_gemm_fits(torch.float16, torch.float16, torch.float16, 1, False)  # strided output
     assert not library_gemm_fits(torch.int8, torch.int8, torch.int8, 1, True)
-    _, fp32 = _build(torch.randn(2, 5, 40, generator=rng), True, monkeypatch, "fp32")
-    assert all(s.config.get("BLAS") is None for s in _gemm_steps(fp32))
+
+
+def _library_calls(monkeypatch) -> list[str]:
+    """Spy on the cuBLAS calls library_gemm makes (torch.mm, torch.addmm)."""
+    calls = []
+    for name in ("mm", "addmm"):
+        real = getattr(torch, name)
+        monkeypatch.setattr(torch, name, lambda *a, _real=real, _name=name, **k: calls.append(_name) or _real(*a, **k))
+    return calls
+
+
+def test_fp32_gemms_take_the_library_product_and_stay_exact(monkeypatch, rng):
+    x = torch.randn(3, 37, 40, generator=rng)
+    torch.manual_seed(0)
+    model = Chain(hidden=136).eval()  # K = 136 for fc2 and fc4: past LIBRARY_PASS_K_FP32, their passes pay
+    monkeypatch.setattr(config, "LIBRARY_GEMM", True)
+    engine = trident.build_engine(model, "fp32", example_inputs=[x])
+    steps = _gemm_steps(engine)
+    # fc1: cuBLAS adds the bias; fc2: product + GELU pass; fc3: the product; fc4: product + residual pass
+    assert [s.config.get("BLAS") for s in steps] == [1, 1, 1, 1]
+    calls = _library_calls(monkeypatch)
+    out = _run(engine, x)
+    assert sorted(calls) == ["addmm", "mm", "mm", "mm"]
+    ref = model(x)
+    assert (torch.linalg.norm(out - ref) / torch.linalg.norm(ref)).item() < 1e-6
+    # a shallow K (40, 72): the product and the bias stay cuBLAS's whole job, the passes start on Triton's tile
+    _, shallow = _build(x, True, monkeypatch, "fp32")
+    assert [s.config.get("BLAS") for s in _gemm_steps(shallow)] == [1, 0, 1, 0]
+
+
+def test_fp32_gemms_compute_on_their_own_tile_while_torch_lets_cublas_round_to_tf32(monkeypatch, rng):
+    """torch's TF32 switch for cuBLAS would round an fp32 engine's operands to 10 mantissa bits:
+    while it is on, a generated fp32 kernel computes its product on its own exact tile (its launch
+    reads the setting; torch's own global is not touched here)."""
+    from types import SimpleNamespace
+
+    x = torch.randn(2, 9, 40, generator=rng)
+    torch.manual_seed(0)
+    model = Chain(hidden=136).eval()
+    monkeypatch.setattr(config, "LIBRARY_GEMM", True)
+    engine = trident.build_engine(model, "fp32", example_inputs=[x])
+    assert all(s.config.get("BLAS") == 1 for s in _gemm_steps(engine))
+    monkeypatch.setattr(torch.backends.cuda, "matmul", SimpleNamespace(fp32_precision="tf32"))
+    calls = _library_calls(monkeypatch)
+    out = _run(engine, x)
+    assert calls == []
+    monkeypatch.setattr(config, "LIBRARY_GEMM", False)
+    own = trident.build_engine(model, "fp32", example_inputs=[x])
+    assert torch.equal(out, _run(own, x))  # the same tiles, bit for bit
+    monkeypatch.setattr(torch.backends.cuda, "matmul", SimpleNamespace(fp32_precision="ieee"))
+    _run(engine, x)
+    assert len(calls) == 4
+
+
+@pytest.mark.parametrize("setting, rounds", [("tf32", True), ("ieee", False), ("none", False)])
+def test_cublas_rounds_fp32_reads_torchs_setting_in_force(setting, rounds, monkeypatch):
+    from types import SimpleNamespace
+
+    from trident.kernels.blas import cublas_rounds_fp32
+
+    monkeypatch.setattr(torch.backends.cuda, "matmul", SimpleNamespace(fp32_precision=setting))
+    assert cublas_rounds_fp32() is rounds
+    monkeypatch.setattr(torch.backends.cuda, "matmul", SimpleNamespace(allow_tf32=rounds))  # torch before 2.9
+    assert cublas_rounds_fp32() is rounds
 
 
 def test_library_gemm_reads_operands_through_their_strides(rng):
@@ -180,8 +242,9 @@ def test_tuner_times_the_library_once_and_triton_tiles_without_it(monkeypatch, r
 def test_the_epilogue_pass_launches_on_its_own_tile_without_descriptors():
     cfg = {"BLOCK_M": 128, "BLOCK_N": 256, "BLOCK_K": 64, "GROUP_M": 8, "PERSISTENT": 1, "TMA": 1, "BLAS": 1,
            "num_warps": 8, "num_stages": 3}
-    assert kernel_config(cfg) == {**cfg, **EPILOGUE_TILE}
-    assert kernel_config(cfg)["TMA"] == 0 and kernel_config(cfg)["PERSISTENT"] == 0
+    assert kernel_config(cfg) == {**cfg, **EPILOGUE_TILE, "PERSISTENT": 0, "TMA": 0}
+    without_tma = {k: v for k, v in cfg.items() if k != "TMA"}  # a kernel whose operands take no descriptors
+    assert kernel_config(without_tma) == {**without_tma, **EPILOGUE_TILE, "PERSISTENT": 0}
     assert kernel_config({"TMA": 1, "BLAS": 0}) == {"TMA": 1, "BLAS": 0}
     assert kernel_config({"TMA": 1}) == {"TMA": 1}
 

@@ -465,17 +465,21 @@ def _library_form(group: Group, layouts, N: int) -> str:
     return "addmm" if fits else "pass"
 
 
-def _library_prologue(form: str, anchor: Node, args: Args, out: str, a_strides, b_strides, mnk) -> list[str]:
+def _library_prologue(form: str, anchor: Node, args: Args, out: str, a_strides, b_strides, mnk,
+                      exact_fp32: bool) -> list[str]:
     """launch()'s first lines under BLAS=1 (kernels/blas.py): the library writes the product, and
     either that is all ("product", "addmm": no Triton launch follows) or the kernel runs its
-    epilogue pass on its own launch config."""
+    epilogue pass on its own launch config. exact_fp32: an fp32 kernel whose product must stay
+    fp32 computes it on its own tile while torch lets cuBLAS round to TF32."""
     a, b = args.names[anchor.inputs[0]], args.names[anchor.inputs[1]]
     call = f"library_gemm({a}, {b}, {out}, {', '.join(str(s) for s in (*mnk, *a_strides, *b_strides))}"
+    guard = ["if config.get('BLAS') and cublas_rounds_fp32():",
+             "    config = {**config, 'BLAS': 0}"] if exact_fp32 else []
     if form == "product":
-        return ["if config.get('BLAS'):", f"    return {call})"]
+        return guard + ["if config.get('BLAS'):", f"    return {call})"]
     if form == "addmm":
-        return ["if config.get('BLAS'):", f"    return {call}, bias={args.names[bias_of(anchor)]})"]
-    return ["if config.get('BLAS'):", f"    {call})", "config = kernel_config(config)"]
+        return guard + ["if config.get('BLAS'):", f"    return {call}, bias={args.names[bias_of(anchor)]})"]
+    return guard + ["if config.get('BLAS'):", f"    {call})", "config = kernel_config(config)"]
 
 
 def _tma_operands(a_index: int, b_index: int, b_k_major: bool) -> str:
@@ -560,8 +564,10 @@ def matmul(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: list
     imports = TILE_IMPORTS + "\nfrom trident.kernels.matmul import matmul_tile"
     if tma:
         imports += ", matmul_tile_tma\nfrom trident.kernels.tma import gemm_descriptors"
+    exact_fp32 = a.dtype == torch.float32 and not config.ALLOW_TF32
     if blas:
         imports += "\nfrom trident.kernels.blas import kernel_config, library_gemm"
+        imports += ", cublas_rounds_fp32" if exact_fp32 else ""
     if ws:
         imports += "\n" + ws_path.IMPORTS
     src = _header(name, group.nodes, graph, imports)
@@ -580,7 +586,8 @@ def matmul(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: list
         src += f"\n\nTILE_CONFIG = {tile_cfg.to_dict()!r}\n"
         prepare = ws_path.prologue(params_list, a_arg, b_arg, (rows, N, K), stride_am, b_sk, b_sn)
     if blas:
-        prepare += _library_prologue(form, anchor, args, out, (stride_am, a.strides[-1]), (b_sk, b_sn), (rows, N, K))
+        prepare += _library_prologue(form, anchor, args, out, (stride_am, a.strides[-1]), (b_sk, b_sn), (rows, N, K),
+                                     exact_fp32)
     if tma:
         prepare.append(f"a_desc, b_desc, config = gemm_descriptors({a_arg}, {b_arg}, {rows}, {N}, {K}, "
                        f"{stride_am}, {b_sk}, {b_sn}, config)")
