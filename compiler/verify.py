@@ -275,7 +275,8 @@ def _check_at(plan: Plan, sizes: dict[str, int]) -> None:
     finally:
         info._cache.clear()
     for value, lay in layouts.items():
-        if not isinstance(lay.shape, tuple) or not all(type(d) is int for d in (*lay.shape, *lay.strides)):
+        if not isinstance(lay.shape, tuple) or \
+                not all(type(d) is int for d in (*lay.shape, *lay.strides, lay.offset)):
             raise _bad(f"plan.dynamic.layouts.{value}", f"is not a layout at {_sizes_text(sizes)}")
         check_layout(lay, f"plan.dynamic.layouts.{value} at {_sizes_text(sizes)}")
         if build and not _same(lay, plan.layouts[value]):

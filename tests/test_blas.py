@@ -3,6 +3,8 @@ product and fuse only their epilogue, against torch and against the same engine 
 tile; which kernels may take it; its three launch forms (product, product + bias, product +
 epilogue pass); ragged, size-1 and empty shapes, inf and NaN; the tuner's candidates and the
 config checks. Every kernel these tests run is also compiled for sm_90 (compiles_for_hopper)."""
+import copy
+
 import pytest
 import torch
 
@@ -158,7 +160,8 @@ def test_fp32_gemms_take_the_library_product_and_stay_exact(monkeypatch, rng):
     assert [s.config.get("BLAS") for s in steps] == [1, 1, 1, 1]
     calls = _library_calls(monkeypatch)
     out = _run(engine, x)
-    assert sorted(calls) == ["addmm", "mm", "mm", "mm"]
+    # one addmm and three mm a run (on a GPU the engine runs its steps more than once: warm-up, capture)
+    assert set(calls) == {"addmm", "mm"} and calls.count("mm") == 3 * calls.count("addmm")
     ref = model(x)
     assert (torch.linalg.norm(out - ref) / torch.linalg.norm(ref)).item() < 1e-6
     # a shallow K (40, 72): the product and the bias stay cuBLAS's whole job, the passes start on Triton's tile
@@ -185,9 +188,11 @@ def test_fp32_gemms_compute_on_their_own_tile_while_torch_lets_cublas_round_to_t
     monkeypatch.setattr(config, "LIBRARY_GEMM", False)
     own = trident.build_engine(model, "fp32", example_inputs=[x])
     assert torch.equal(out, _run(own, x))  # the same tiles, bit for bit
+    # (a fresh engine: on a GPU the first has its launches captured in a CUDA graph, setting and all)
     monkeypatch.setattr(torch.backends.cuda, "matmul", SimpleNamespace(fp32_precision="ieee"))
-    _run(engine, x)
-    assert len(calls) == 4
+    monkeypatch.setattr(config, "LIBRARY_GEMM", True)
+    _run(trident.build_engine(model, "fp32", example_inputs=[x]), x)
+    assert calls and len(calls) % 4 == 0
 
 
 @pytest.mark.parametrize("setting, rounds", [("tf32", True), ("ieee", False), ("none", False)])
@@ -332,8 +337,8 @@ def test_a_residual_into_the_norm_leaves_the_gemm_to_the_library(monkeypatch, rn
             return trident.build_engine(model, "fp16", example_inputs=[x])
         backend, reports = recording_backend({"precision": "fp16"})
         torch._dynamo.reset()
-        with torch.no_grad():
-            torch.compile(model, backend=backend)(x)
+        with torch.no_grad():  # (on the device the engines run on: a GPU machine runs CPU tensors in torch)
+            torch.compile(copy.deepcopy(model).to(DEV), backend=backend)(x.to(DEV))
         (engine,) = reports[0].engines()
         return engine
 

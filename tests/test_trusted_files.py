@@ -269,6 +269,7 @@ def test_shape_generic_spec_edits_are_refused_naming_the_field(profiled, tmp_pat
     (lambda d: d["input_dims"].__setitem__("x", ["seq", 3, 5, 5]), r"plan\.dynamic\.input_dims\.x"),
     (lambda d: d["layouts"]["relu"]["tuple"][0]["tuple"].__setitem__(0, {"poly": [[1, [["batch", 9]]]]}),
      r"plan\.dynamic\.layouts\.relu"),
+    (lambda d: d["layouts"]["relu"]["tuple"].__setitem__(2, "float32"), r"plan\.dynamic\.layouts\.relu"),  # offset
 ])
 def test_profile_field_edits_name_the_field(profiled, tmp_path, edit, field):
     path, _ = profiled
