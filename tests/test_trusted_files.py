@@ -5,10 +5,8 @@ the issue names one by one."""
 from __future__ import annotations
 
 import hashlib
-import json
 import subprocess
 import sys
-import warnings
 from pathlib import Path
 
 import pytest
