@@ -2,7 +2,7 @@
 # Runs trident's GPU checks and benchmarks on a machine with an NVIDIA GPU: installs trident from
 # this checkout, then runs the stage asked for. Results land in $OUT (or ./gpu-out), named
 # <gpu>-<what>.json (docs/benchmarks.md); copy the ones to keep into benchmarks/results/.
-#   stages: install | tests | safety | memcheck | check | focus | attention | attention-bench | attention-ab | attention-report | ws-gemm | ws-costs | residual-norm | moe | perf | perf-bench | zoo | zoo-attention | profile-zoo | trust | dynamic | kernels | sweep | tune | runtime |
+#   stages: install | tests | safety | memcheck | check | focus | attention | fp32 | attention-bench | attention-ab | attention-report | ws-gemm | ws-costs | residual-norm | moe | perf | perf-bench | zoo | zoo-attention | profile-zoo | trust | dynamic | kernels | sweep | tune | runtime |
 #           models | bench | bench-full | int8 | all.  T_<stage>: a time limit in seconds for the long steps.
 set -uo pipefail
 stage=${1:-all}
@@ -157,6 +157,11 @@ case "$stage" in
   check) { run_safety & run_perf_memcheck; wait; } > "$out/safety.txt" 2>&1 &
          run_tests; wait; cat "$out/safety.txt" ;;
   attention) run_attention ;;
+  # fp32 transformers through torch.compile beside eager and torch.compile (the library GEMMs at fp32:
+  # docs/performance.md, "FP32"; FP32_MODELS: the zoo's models)
+  fp32) timeout "${T_FP32:-500}" python3 -m trident.tools zoo --precisions fp32 --entry compile --quick \
+          --models "${FP32_MODELS:-transformers/bert,transformers/distilbert,torchvision/vit_b_16}" \
+          --json "$out/zoo-fp32.json" --markdown "$out/zoo-fp32.md" 2>&1 | tail -8 ;;
   attention-bench) run_attention_bench ;;   # ATTENTION_ARGS: bench attention's arguments (--no-tune unless given)
   # scripts/attention_ab.py: kernel revisions and configs timed side by side with SDPA (AB_ARGS: its
   # arguments, e.g. "--rev WORKTREE --configs 3st,3st-pp --causal no")
