@@ -29,7 +29,7 @@ from trident.compiler.codegen import render
 from trident.compiler.codegen.dynamic_kernel import grid_of
 from trident.compiler.codegen.program import (index_checks, same_elements, torch_output_layouts,
                                               view_layouts)
-from trident.compiler.codegen.spec import parse
+from trident.compiler.codegen.spec import MAX_ELEMENTS, parse
 from trident.compiler.errors import EngineFileError, TridentError
 from trident.compiler.ir import Graph, TensorType
 from trident.compiler.ir.plan import KernelStep, Layout, Plan
@@ -38,7 +38,6 @@ from trident.compiler.ops import OPS
 from trident.compiler.types import SUPPORTED_DTYPES
 
 MAX_RANK = 8
-MAX_ELEMENTS = 1 << 40
 
 
 def _bad(where: str, what: str) -> EngineFileError:

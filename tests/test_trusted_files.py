@@ -84,6 +84,18 @@ def test_a_spec_edit_that_changes_the_kernel_is_refused(saved, tmp_path):
         load_engine(edited(path, tmp_path, edit))
 
 
+@pytest.mark.parametrize("size", [2 ** 63 - 1, 2 ** 41, -1])
+def test_a_spec_size_past_any_tensor_is_refused_naming_the_field(saved, tmp_path, size):
+    path, _, _ = saved
+
+    def edit(header):
+        spec = kernel_steps(header)[0]["spec"]  # the conv: its weight is a constant of the spec
+        (name,) = [v for v, c in spec["constants"].items() if len(c["shape"]) == 4]
+        spec["constants"][name]["shape"][1] = size
+    with pytest.raises(EngineFileError, match=r"spec\.constants\..*\.shape"):
+        load_engine(edited(path, tmp_path, edit))
+
+
 def test_a_kernel_name_that_is_a_path_is_refused(saved, tmp_path):
     path, _, _ = saved
 

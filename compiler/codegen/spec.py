@@ -77,12 +77,24 @@ def _obj(data, where: str) -> dict:
     return data
 
 
+# Sizes, strides and element counts past this are no tensor trident builds (compiler/verify.py bounds
+# layouts by it too).
+MAX_ELEMENTS = 1 << 40
+
+
 def _ints(data, where: str, low: int = 0) -> tuple[int, ...]:
-    if not isinstance(data, list) or not all(type(v) is int and v >= low for v in data):
-        raise _bad(where, f"should be a list of integers >= {low}")
+    if not isinstance(data, list) or not all(type(v) is int and low <= v <= MAX_ELEMENTS for v in data):
+        raise _bad(where, f"should be a list of integers from {low} to {MAX_ELEMENTS}")
     if len(data) > 8:
         raise _bad(where, "has more than 8 dims")
     return tuple(data)
+
+
+def _shape(data, where: str) -> tuple[int, ...]:
+    shape = _ints(data, where)
+    if math.prod(shape) > MAX_ELEMENTS:
+        raise _bad(where, f"{list(shape)} holds more than {MAX_ELEMENTS} elements")
+    return shape
 
 
 def _str(data, where: str) -> str:
@@ -117,7 +129,7 @@ def _group_from(data, where: str, depth: int = 0) -> Group:
 
 def _constant(entry, where: str) -> torch.Tensor:
     d = _obj(entry, where)
-    shape, dtype = _ints(d.get("shape"), f"{where}.shape"), dtype_from_name(_str(d.get("dtype"), where), where)
+    shape, dtype = _shape(d.get("shape"), f"{where}.shape"), dtype_from_name(_str(d.get("dtype"), where), where)
     if math.prod(shape) != 1:
         return torch.empty(shape, dtype=dtype, device="meta")
     value = value_from(d.get("value"), f"{where}.value")
@@ -135,7 +147,7 @@ def parse(spec, where: str):
     types = {}
     for v, t in _obj(d.get("types"), f"{where}.types").items():
         t = _obj(t, f"{where}.types.{v}")
-        types[v] = TensorType(_ints(t.get("shape"), f"{where}.types.{v}.shape"),
+        types[v] = TensorType(_shape(t.get("shape"), f"{where}.types.{v}.shape"),
                               dtype_from_name(_str(t.get("dtype"), f"{where}.types.{v}"), f"{where}.types.{v}"))
     layouts = {}
     for v, lay in _obj(d.get("layouts"), f"{where}.layouts").items():
@@ -143,7 +155,7 @@ def parse(spec, where: str):
         offset = lay.get("offset")
         if type(offset) is not int or offset < 0:
             raise _bad(f"{where}.layouts.{v}.offset", "should be an integer >= 0")
-        layouts[v] = Layout(_ints(lay.get("shape"), f"{where}.layouts.{v}.shape"),
+        layouts[v] = Layout(_shape(lay.get("shape"), f"{where}.layouts.{v}.shape"),
                             _ints(lay.get("strides"), f"{where}.layouts.{v}.strides"),
                             dtype_from_name(_str(lay.get("dtype"), f"{where}.layouts.{v}"),
                                             f"{where}.layouts.{v}"), offset)
