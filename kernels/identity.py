@@ -66,8 +66,11 @@ def _major_minor(v: str) -> tuple:
 
 
 def describe_device(d: dict) -> str:
+    """'NAME (sm_XY)'; a capability that is not a list of numbers (a damaged header's) as written."""
     cap = d.get("capability")
-    return f"{d.get('name')}" + (f" (sm_{''.join(map(str, cap))})" if cap else "")
+    if isinstance(cap, list) and cap and all(type(c) is int for c in cap):
+        return f"{d.get('name')} (sm_{''.join(map(str, cap))})"
+    return f"{d.get('name')}" + (f" (capability {cap!r:.40})" if cap else "")
 
 
 def mismatches(built: dict, device=None) -> list[str]:

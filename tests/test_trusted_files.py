@@ -96,6 +96,13 @@ def test_a_spec_size_past_any_tensor_is_refused_naming_the_field(saved, tmp_path
         load_engine(edited(path, tmp_path, edit))
 
 
+@pytest.mark.parametrize("capability", [-(2 ** 40), "90", [9, "0"], {"major": 9}])
+def test_a_device_capability_that_is_not_two_numbers_is_another_device(saved, tmp_path, capability):
+    path, _, _ = saved
+    with pytest.raises(EngineFileError, match="cannot run here"):
+        load_engine(edited(path, tmp_path, lambda h: h["device"].__setitem__("capability", capability)))
+
+
 def test_a_kernel_name_that_is_a_path_is_refused(saved, tmp_path):
     path, _, _ = saved
 
