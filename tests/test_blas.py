@@ -1,8 +1,9 @@
-"""The library GEMM tactic (kernels/blas.py): generated 16-bit GEMM kernels that take cuBLAS's
-product and fuse only their epilogue, against torch and against the same engine on Triton's own
-tile; which kernels may take it; its three launch forms (product, product + bias, product +
-epilogue pass); ragged, size-1 and empty shapes, inf and NaN; the tuner's candidates and the
-config checks. Every kernel these tests run is also compiled for sm_90 (compiles_for_hopper)."""
+"""The library GEMM tactic (kernels/blas.py): generated 16-bit and fp32 GEMM kernels that take
+cuBLAS's product and fuse only their epilogue, against torch and against the same engine on
+Triton's own tile; which kernels may take it; its three launch forms (product, product + bias,
+product + epilogue pass); fp32 products kept exact while torch lets cuBLAS use TF32; ragged,
+size-1 and empty shapes, inf and NaN; the tuner's candidates and the config checks. Every kernel
+these tests run is also compiled for sm_90 (compiles_for_hopper)."""
 import copy
 
 import pytest
