@@ -5,6 +5,7 @@ product + epilogue pass); fp32 products kept exact while torch lets cuBLAS use T
 size-1 and empty shapes, inf and NaN; the tuner's candidates and the config checks. Every kernel
 these tests run is also compiled for sm_90 (compiles_for_hopper)."""
 import copy
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -14,7 +15,7 @@ from trident.compiler import config
 from trident.compiler.autotune.constraints import config_error
 from trident.compiler.autotune.space import candidates
 from trident.compiler.ir.launch import LaunchConfig
-from trident.kernels.blas import EPILOGUE_TILE, kernel_config, library_gemm, library_gemm_fits
+from trident.kernels.blas import EPILOGUE_TILE, cublas_rounds_fp32, kernel_config, library_gemm, library_gemm_fits
 
 
 @pytest.fixture(autouse=True)
@@ -174,8 +175,6 @@ def test_fp32_gemms_compute_on_their_own_tile_while_torch_lets_cublas_round_to_t
     """torch's TF32 switch for cuBLAS would round an fp32 engine's operands to 10 mantissa bits:
     while it is on, a generated fp32 kernel computes its product on its own exact tile (its launch
     reads the setting; torch's own global is not touched here)."""
-    from types import SimpleNamespace
-
     x = torch.randn(2, 9, 40, generator=rng)
     torch.manual_seed(0)
     model = Chain(hidden=136).eval()
@@ -198,10 +197,6 @@ def test_fp32_gemms_compute_on_their_own_tile_while_torch_lets_cublas_round_to_t
 
 @pytest.mark.parametrize("setting, rounds", [("tf32", True), ("ieee", False), ("none", False)])
 def test_cublas_rounds_fp32_reads_torchs_setting_in_force(setting, rounds, monkeypatch):
-    from types import SimpleNamespace
-
-    from trident.kernels.blas import cublas_rounds_fp32
-
     monkeypatch.setattr(torch.backends.cuda, "matmul", SimpleNamespace(fp32_precision=setting))
     assert cublas_rounds_fp32() is rounds
     monkeypatch.setattr(torch.backends.cuda, "matmul", SimpleNamespace(allow_tf32=rounds))  # torch before 2.9

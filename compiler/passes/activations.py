@@ -77,8 +77,10 @@ def _polynomial(value: str, x: str, g: GraphLookup, depth: int = 8) -> Polynomia
     if node is None or depth == 0 or node.op not in ("add", "sub", "neg", "mul", "div", "pow"):
         return None
     p = _polynomial(node.inputs[0], x, g, depth - 1)
-    if p is None or node.op == "neg":
-        return None if p is None else -p
+    if p is None:
+        return None
+    if node.op == "neg":
+        return -p
     if node.op in ("div", "pow"):
         k = g.scalar(node.inputs[1])
         if node.op == "div":
