@@ -31,10 +31,10 @@ from dataclasses import dataclass
 
 import torch
 
-from trident.compiler import config as _config
 from trident.compiler.ir.launch import LaunchConfig
 from trident.kernels import attention_hopper
-from trident.kernels.common import cdiv, dot_acc, interpreter_block, is_interpreter, next_pow2
+from trident.kernels.common import (cdiv, dot_acc, dot_precision, fp32_on_tensor_cores, interpreter_block,
+                                    is_interpreter, next_pow2)
 from trident.kernels.prims import in_bounds
 
 import triton
@@ -543,10 +543,14 @@ def _fit(cfg: LaunchConfig, head_dim: int, head_dim_v: int, elem_bytes: int, mas
 
 
 def _fp32_config(head_dim: int, small_m: int) -> LaunchConfig:
-    """True fp32 dots run on the FMA units, which hold a whole head-dim slice of both operands in
-    registers: tiles must shrink as the head dim grows. From ptxas on sm_90 (Triton 3.9): 32x64 on 8
-    warps takes 130 registers at head dim 32, 32x32 218 at 64; from 128 on every tile spills, 16x16
-    the least (exact fp32 attention at those head dims is correct, not fast)."""
+    """fp32 tiles. True fp32 dots ("ieee") run on the FMA units, which hold a whole head-dim slice of
+    both operands in registers: tiles must shrink as the head dim grows. From ptxas on sm_90 (Triton
+    3.9): 32x64 on 8 warps takes 130 registers at head dim 32, 32x32 218 at 64; from 128 on every
+    tile spills, 16x16 the least (exact fp32 attention at those head dims is correct, not fast)."""
+    if fp32_on_tensor_cores(torch.float32):
+        # Three TF32 wgmmas a dot: 64x64 on one warpgroup spills nothing up to head dim 128 (ptxas,
+        # sm_90, Triton 3.9; 68 bytes at 256); _fit gives up stages and blocks for shared memory.
+        return attention_config(min(64, small_m), 64, 4, 2)
     if head_dim <= 32:
         return attention_config(min(32, small_m), 64, 8, 2)
     if head_dim <= 64:
@@ -562,7 +566,10 @@ def candidate_configs(Lq: int, Lk: int, head_dim: int, dtype, head_dim_v: int | 
     unpaired), then (hopper: the problem fits that kernel here) the warp-specialized kernel's
     configs."""
     head_dim_v = head_dim if head_dim_v is None else head_dim_v
-    if dtype == torch.float32:
+    if fp32_on_tensor_cores(dtype):
+        rest = [attention_config(64, 64, 4, 2), attention_config(64, 32, 4, 3), attention_config(128, 64, 8, 2),
+                attention_config(64, 32, 4, 2), attention_config(128, 32, 8, 2)]
+    elif dtype == torch.float32:
         rest = [attention_config(32, 32, 8, 2), attention_config(64, 16, 8, 2), attention_config(16, 32, 4, 2),
                 attention_config(32, 64, 8, 2), attention_config(16, 16, 4, 2)]
     else:
@@ -703,11 +710,6 @@ def plan_launch(q, k, v, mask, o, causal: str | None) -> AttentionLaunch:
                            causal_offset(causal, Lq, Lk))
 
 
-def input_precision(dtype) -> str:
-    """"ieee" (exact fp32) unless TRIDENT_ALLOW_TF32 lets fp32 dots use TF32."""
-    return "tf32" if dtype == torch.float32 and _config.ALLOW_TF32 else "ieee"
-
-
 def default_scale(head_dim: int) -> float:
     return 1.0 / math.sqrt(head_dim) if head_dim else 1.0
 
@@ -740,7 +742,7 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Ten
     q [B, H, Lq, D] (or [N, Lq, D], or [B, W, H, Lq, D]), k [B, H_KV, Lk, D], v [B, H_KV, Lk, DV];
     H_KV dividing H is grouped-query attention. mask: bool (True = attend) or additive, broadcastable to the scores.
     causal: None, "top_left" (torch's is_causal) or "bottom_right" (KV-cache alignment).
-    precision: "ieee" | "tf32" for fp32 inputs (default: TRIDENT_ALLOW_TF32).
+    precision: "ieee" | "tf32x3" | "tf32" for fp32 inputs (default: TRIDENT_FP32_DOTS).
     zero_nan_rows: rows whose probabilities are NaN give zeros (the exporters' IsNaN guard)."""
     if not (q.dtype == k.dtype == v.dtype) or q.dtype not in (torch.float16, torch.bfloat16, torch.float32):
         raise ValueError(f"attention wants q, k, v of one float dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
@@ -766,6 +768,6 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Ten
         MASK_KIND=plan.mask_kind,
         CAUSAL=plan.causal_offset is not None, BLOCK_M=cfg.BLOCK_M, BLOCK_N=cfg.BLOCK_N,
         BLOCK_D=head_block(plan.D), BLOCK_DV=head_block(plan.DV),
-        INPUT_PRECISION=precision or input_precision(q.dtype), ZERO_NAN_ROWS=zero_nan_rows, PAIRED=paired,
+        INPUT_PRECISION=precision or dot_precision(q.dtype), ZERO_NAN_ROWS=zero_nan_rows, PAIRED=paired,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages)
     return o

@@ -116,6 +116,18 @@ def interpreter_block(size: int, lo: int = 16, hi: int = 64) -> int:
     return max(lo, min(hi, next_pow2(size)))
 
 
+def dot_precision(dtype) -> str:
+    """tl.dot's input_precision for operands of `dtype`: TRIDENT_FP32_DOTS for fp32 (compiler/config.py),
+    "ieee" (unused) for the others."""
+    return _config.FP32_DOTS if dtype == torch.float32 else "ieee"
+
+
+def fp32_on_tensor_cores(dtype) -> bool:
+    """fp32 operands whose dots run on the tensor cores (TF32 or 3xTF32): tiles shaped as for 16-bit ones,
+    not for the FMA units."""
+    return dtype == torch.float32 and _config.FP32_DOTS != "ieee"
+
+
 def is_int8(dtype) -> bool:
     """True for torch int8 inputs, whose dots accumulate (and launchers return) int32."""
     return dtype == torch.int8

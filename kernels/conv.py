@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import torch
 
-from trident.compiler import config as _config
 from trident.compiler.ir.launch import LaunchConfig
-from trident.kernels.common import (cast_for_store, cdiv, dot_acc, drop_unfit_persistent, fp32_tile, grouped_pid,
+from trident.kernels.common import (cast_for_store, cdiv, dot_acc, dot_precision, drop_unfit_persistent,
+                                    fp32_on_tensor_cores, fp32_tile, grouped_pid,
                                     interpreter_block, is_int8, is_interpreter, min_block_k, next_pow2,
                                     nhwc_window_origin, normalize_padding, pair, persistent_grid,
                                     persistent_pipeline_fits, tile_config, window_origin, zero_acc)
@@ -388,6 +388,11 @@ def heuristic_config(M: int, oc_per_group: int, c_per_group: int, kh: int, kw: i
         if cdiv(M, 256) < NUM_SMS_H200:
             return tile_config(64, 64, 32, 8, 4, 3)
         return tile_config(256, 64, 32, 8, 4, 3)
+    if elem == 4 and fp32_on_tensor_cores(dtype):
+        # 3xTF32 (or TF32) dots: 16-deep K steps on 8 warps spill nothing at 128x128 (ptxas, sm_90;
+        # 32-deep ones spill 108-207 bytes)
+        bn = max(16, min(128, next_pow2(oc_per_group)))
+        return tile_config(128 if M >= 8192 else 64, bn, 16, 8, 8 if M >= 8192 else 4, 4)
     if M < 8192:  # small batches: more, smaller tiles to fill the SMs
         if elem == 4:  # FMA-bound true fp32: see common.FP32_TILE_LADDER
             return tile_config(*fp32_tile(M, oc_per_group), bk, 8, 4, 4)
@@ -456,6 +461,10 @@ def candidate_configs(M: int, oc_per_group: int, c_per_group: int, kh: int, kw: 
     h = heuristic_config(M, oc_per_group, c_per_group, kh, kw, dtype)
     bk, bn, min_k = h.BLOCK_K, min(h.BLOCK_N, 128), min_block_k(dtype.itemsize)
     other_k = max(min_k, bk // 2) if bk > min_k else min(bk * 2, max(min_k, next_pow2(c_per_group)))
+    if fp32_on_tensor_cores(dtype):
+        return list(dict.fromkeys([h, tile_config(128, bn, 16, 8, 8, 4), tile_config(64, bn, 16, 8, 4, 4),
+                                   tile_config(128, bn, 32, 8, 8, 3), tile_config(64, bn, 32, 8, 4, 3),
+                                   tile_config(128, min(bn, 64), 16, 8, 4, 4)]))
     if dtype.itemsize == 4:  # the fp32 sweeps' runners-up (batch 1 and 256)
         return list(dict.fromkeys([h, tile_config(32, 32, bk, 8, 4, 4), tile_config(16, 64, bk, 8, 4, 4),
                                    tile_config(16, 32, bk, 8, 4, 3), tile_config(32, 64, bk, 8, 4, 3),
@@ -582,7 +591,7 @@ def conv2d_nhwc(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = No
     has_bias = bias is not None
     bias_arg = bias.contiguous() if has_bias else y  # dummy pointer, never read when HAS_BIAS is False
     if input_precision is None:
-        input_precision = "tf32" if _config.ALLOW_TF32 else "ieee"
+        input_precision = dot_precision(x.dtype)
 
     if is_depthwise(C, OC, groups):
         if streams_rows(KH, KW, sh, dh, OW) and (config is None or config.get("ROWS") is not None):

@@ -14,7 +14,8 @@ import torch
 
 from trident.compiler import config as _config
 from trident.compiler.ir.launch import LaunchConfig
-from trident.kernels.common import (cast_for_store, cdiv, check_tile, dot_acc, drop_unfit_persistent, fp32_tile,
+from trident.kernels.common import (cast_for_store, cdiv, check_tile, dot_acc, dot_precision, drop_unfit_persistent,
+                                    fp32_on_tensor_cores, fp32_tile,
                                     grouped_pid, interpreter_block, is_int8, is_interpreter, min_block_k, next_pow2,
                                     persistent_grid, tile_config, zero_acc)
 from trident.kernels.prims import in_bounds
@@ -285,8 +286,15 @@ def _int8_config(M: int, N: int, K: int, bk: int, out_bytes: int) -> LaunchConfi
 
 
 def _fp32_config(M: int, N: int, bk: int) -> LaunchConfig:
-    """True-fp32 tiles (FMA units, see common.FP32_TILE_LADDER). With SMs to spare a 128x128 tile
-    with a 16-deep K step: 8192^3 in 37.2 ms against 46.7 for 128x256x32 (cuBLAS 21.5; fp32 sweep)."""
+    """fp32 tiles. On the tensor cores (3xTF32 or TF32 dots): 128x128 on two warpgroups, 32-deep K
+    steps, 3 stages (no spill, ptxas sm_90; 4 warps spill), 64-row tiles on one warpgroup where too
+    few 128x128 fill the SMs. True fp32 (FMA units, see common.FP32_TILE_LADDER): with SMs to spare a
+    128x128 tile with a 16-deep K step: 8192^3 in 37.2 ms against 46.7 for 128x256x32 (cuBLAS 21.5;
+    fp32 sweep)."""
+    if fp32_on_tensor_cores(torch.float32):
+        if cdiv(M, 128) * cdiv(N, 128) >= NUM_SMS_H200:
+            return tile_config(128, 128, bk, 8, 8, 3)
+        return tile_config(64, 128 if N >= 128 else 64, bk, 8, 4, 3)
     if cdiv(M, 128) * cdiv(N, 128) >= NUM_SMS_H200:
         return tile_config(128, 128, 16, 8, 4, 4)
     bm, bn = fp32_tile(M, N)
@@ -298,7 +306,11 @@ def candidate_configs(M: int, N: int, K: int, dtype) -> list[LaunchConfig]:
     min_k = min_block_k(dtype.itemsize)
     bk = max(min_k, min(_block_k(dtype), next_pow2(K)))
     half = max(min_k, bk // 2)
-    if dtype.itemsize == 4:  # the fp32 sweep's runners-up at batch 1
+    if fp32_on_tensor_cores(dtype):
+        cands = [heuristic_config(M, N, K, dtype), tile_config(128, 128, bk, 8, 8, 3),
+                 tile_config(64, 128, bk, 8, 4, 3), tile_config(128, 128, 16, 8, 8, 4),
+                 tile_config(64, 64, bk, 8, 4, 3), tile_config(32, 64, bk, 8, 4, 3)]
+    elif dtype.itemsize == 4:  # the fp32 sweep's runners-up at batch 1
         cands = [heuristic_config(M, N, K, dtype), tile_config(128, 128, 16, 8, 4, 4),
                  tile_config(64, 64, 16, 8, 2, 4), tile_config(32, 64, bk, 8, 4, 3),
                  tile_config(32, 32, bk, 8, 4, 4), tile_config(16, 64, bk, 8, 4, 4),
@@ -362,7 +374,7 @@ def matmul(a: torch.Tensor, b: torch.Tensor, *, b_k_major: bool = False, out_dty
            config: LaunchConfig | None = None, input_precision: str | None = None) -> torch.Tensor:
     """a [M, K] @ b, where b is [K, N], or [N, K] when b_k_major. int8 inputs give int32.
 
-    input_precision: "ieee" | "tf32" for fp32 inputs; default follows TRIDENT_ALLOW_TF32.
+    input_precision: "ieee" | "tf32x3" | "tf32" for fp32 inputs; default: TRIDENT_FP32_DOTS.
     """
     if a.dim() != 2 or b.dim() != 2:
         raise ValueError(f"matmul wants 2-D operands, got {tuple(a.shape)} and {tuple(b.shape)}")
@@ -375,7 +387,7 @@ def matmul(a: torch.Tensor, b: torch.Tensor, *, b_k_major: bool = False, out_dty
     if out_dtype is None:
         out_dtype = torch.int32 if is_int8(a.dtype) else a.dtype
     if input_precision is None:
-        input_precision = "tf32" if _config.ALLOW_TF32 else "ieee"
+        input_precision = dot_precision(a.dtype)
     c = torch.empty((M, N), device=a.device, dtype=out_dtype)
     if M == 0 or N == 0:
         return c

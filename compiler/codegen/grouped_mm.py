@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import torch
 
-from trident.compiler.codegen.kernels import Args, KernelSource, _empty, _header, _launcher, _precision
+from trident.compiler.codegen.kernels import Args, KernelSource, _empty, _header, _launcher
 from trident.compiler.codegen.program import Layout
 from trident.compiler.fusion import Group
 from trident.compiler.ir import Graph
 from trident.compiler.ir.launch import LaunchConfig
-from trident.kernels.common import next_pow2
+from trident.kernels.common import dot_precision, next_pow2
 
 
 def heuristic_config(N: int, K: int, dtype: torch.dtype) -> LaunchConfig:
@@ -41,7 +41,7 @@ def generate(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: li
             f"BLOCK_K: tl.constexpr):\n"
             f"    grouped_mm_program({params},\n        {call},\n"
             f"        BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, BLOCK_K=BLOCK_K, BLOCK_E={next_pow2(E)!r}, "
-            f"INPUT_PRECISION={_precision(x.dtype)!r})\n")
+            f"INPUT_PRECISION={dot_precision(x.dtype)!r})\n")
     grid = f"(program_count({S}, {E}, meta['BLOCK_M']), triton.cdiv({N}, meta['BLOCK_N']))"
     src += "\n\n" + _launcher(args, grid, cfg, _empty(graph, outputs))
     problem = {"template": "grouped_mm", "S": S, "K": K, "N": N, "E": E, "dtype": x.dtype}

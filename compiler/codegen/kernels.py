@@ -27,7 +27,7 @@ from trident.compiler.group_kinds import MAX_ROW, PER_ELEMENT_MOVES, reduced_axe
 from trident.compiler.ir import Graph, Node
 from trident.compiler.ir.launch import LaunchConfig
 from trident.compiler.codegen.int8 import bias_of, dequantized, is_int8_anchor, weight_strides
-from trident.kernels.common import PIPELINE_SMEM_BUDGET, min_block_k, next_pow2, pipeline_smem_bytes
+from trident.kernels.common import PIPELINE_SMEM_BUDGET, dot_precision, min_block_k, next_pow2, pipeline_smem_bytes
 from trident.kernels.depthwise import heuristic_config as depthwise_config, streams_rows
 
 
@@ -357,10 +357,6 @@ def _out_bytes(graph: Graph, outputs: list[str]) -> int:
     return max((graph.types[o].dtype.itemsize for o in outputs), default=2)
 
 
-def _precision(dtype: torch.dtype) -> str:
-    return "tf32" if dtype == torch.float32 and config.ALLOW_TF32 else "ieee"
-
-
 def _tile_loop(args: Args, consts: list[str], body: list[str], programs: str, tma: bool = False,
                blas: bool = False, split: bool = False) -> str:
     """A GEMM-like kernel as `one_tile(..., pid)` plus the `kernel` that runs it.
@@ -524,7 +520,7 @@ def matmul(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: list
     w.line("offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)")
     b_sk, b_sn = weight_strides(anchor, b.strides)
     pointer_tile = (f"acc = matmul_tile({a_ptr}, {b_ptr}, {rows}, {N}, {K}, {stride_am}, {a.strides[-1]}, "
-                    f"{b_sk}, {b_sn}, offs_m, offs_n, BLOCK_M, BLOCK_N, BLOCK_K, '{_precision(a.dtype)}')")
+                    f"{b_sk}, {b_sn}, offs_m, offs_n, BLOCK_M, BLOCK_N, BLOCK_K, '{dot_precision(a.dtype)}')")
     tma = not batch and a.dtype == b.dtype and gemm_operands_fit(a.dtype.itemsize, stride_am, a.strides[-1],
                                                                  b_sk, b_sn)
     blas = not batch and not is_int8_anchor(anchor) and _holds_product(outputs, layouts, a, b, out_shape)
@@ -535,7 +531,7 @@ def matmul(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: list
         product = (f"tl.load({out} + (offs_m[:, None] * {N} + offs_n[None, :]), mask=prims.in_bounds("
                    f"offs_m[:, None], {rows}, BLOCK_M) & prims.in_bounds(offs_n[None, :], {N}, BLOCK_N), "
                    f"other=0).to(tl.float32)")
-    _gemm_tile(w, pointer_tile, tma, K, b_sk == 1, _precision(a.dtype), product)
+    _gemm_tile(w, pointer_tile, tma, K, b_sk == 1, dot_precision(a.dtype), product)
     tile_lines, w.lines = w.lines, list(batch_index)  # what follows is the epilogue function's body
     w.line(f"mmask = prims.in_bounds(offs_m[:, None], {rows}, BLOCK_M)")
     w.line(f"nmask = prims.in_bounds(offs_n[None, :], {N}, BLOCK_N)")
@@ -564,7 +560,7 @@ def matmul(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: list
     imports = TILE_IMPORTS + "\nfrom trident.kernels.matmul import matmul_tile"
     if tma:
         imports += ", matmul_tile_tma\nfrom trident.kernels.tma import gemm_descriptors"
-    exact_fp32 = a.dtype == torch.float32 and not config.ALLOW_TF32
+    exact_fp32 = a.dtype == torch.float32 and config.FP32_DOTS != "tf32"
     if blas:
         imports += "\nfrom trident.kernels.blas import kernel_config, library_gemm"
         imports += ", cublas_rounds_fp32" if exact_fp32 else ""
@@ -746,7 +742,7 @@ def _conv_body(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: 
         w.line("offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)")
         w.line("offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)")
         w.line(f"acc = matmul_tile({x_arg}, {w_arg}, {pixels}, {oc}, {c}, {c}, 1, 1, {c}, offs_m, offs_n, "
-               f"BLOCK_M, BLOCK_N, BLOCK_K, '{_precision(weight.dtype)}')")
+               f"BLOCK_M, BLOCK_N, BLOCK_K, '{dot_precision(weight.dtype)}')")
         w.line(f"nmask = prims.in_bounds(offs_n[None, :], {oc}, BLOCK_N)")
         first = "offs_n"
         cfg = gemm_config(pixels, oc, c, weight.dtype, _out_bytes(graph, outputs))
@@ -764,7 +760,7 @@ def _conv_body(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: 
             strided = f", {sn}, {sh_}, {sw_}, {sc}, {channels_outer}"
         w.line(f"acc = {tile}({x_arg}, {w_arg}, {geometry}, {oc}, {window}, group, {cg}, {ocg}, "
                f"offs_m, offs_n, {kh}, {kw}, BLOCK_M, BLOCK_N, BLOCK_K, "
-               f"'{_precision(weight.dtype)}'{strided})")
+               f"'{dot_precision(weight.dtype)}'{strided})")
         w.line(f"nmask = prims.in_bounds(offs_n[None, :], {ocg}, BLOCK_N)")
         w.line(f"offs_c = group * {ocg} + offs_n")
         first = "offs_c"

@@ -18,11 +18,12 @@ import math
 from trident.compiler.codegen import expr as E
 from trident.compiler.codegen.int8 import bias_of
 from trident.compiler.codegen.kernels import (Args, KernelSource, _empty, _epilogue, _header, _launcher, _operand,
-                                              _precision, _reduction_body, _stores)
+                                              _reduction_body, _stores)
 from trident.compiler.codegen.program import Layout
 from trident.compiler.codegen.writer import Axis, KernelWriter, Operand, broadcast_dims
 from trident.compiler.fusion import Group
 from trident.compiler.ir import Graph, Node
+from trident.kernels.common import dot_precision
 from trident.kernels import mlp as template
 
 IMPORTS = "from trident.kernels.mlp import mlp_down, mlp_rows, mlp_up"
@@ -71,7 +72,7 @@ def generate(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: li
     rows_dims = [(d, out_shape[d]) for d in range(rank - 1)]
     rows = math.prod(out_shape[:-1])
     block_ci, block_co = template.channel_blocks(c_in, c_out)
-    precision = _precision(x.dtype)
+    precision = dot_precision(x.dtype)
     args, w = Args(), KernelWriter(graph, exact_quantize=False)
     prologue = group.nodes[:group.nodes.index(up)]
     x_arg = None if prologue else args(up.inputs[0])  # (the prologue loads its own inputs)
