@@ -2,7 +2,7 @@
 # Runs trident's GPU checks and benchmarks on a machine with an NVIDIA GPU: installs trident from
 # this checkout, then runs the stage asked for. Results land in $OUT (or ./gpu-out), named
 # <gpu>-<what>.json (docs/benchmarks.md); copy the ones to keep into benchmarks/results/.
-#   stages: install | tests | safety | memcheck | check | focus | attention | fp32 | attention-bench | attention-ab | attention-report | ws-gemm | ws-costs | residual-norm | moe | perf | perf-bench | zoo | zoo-attention | profile-zoo | trust | dynamic | kernels | sweep | tune | runtime |
+#   stages: install | tests | safety | memcheck | check | focus | attention | fp32 | fp32-dots | attention-bench | attention-ab | attention-report | ws-gemm | ws-costs | residual-norm | moe | perf | perf-bench | zoo | zoo-attention | profile-zoo | trust | dynamic | kernels | sweep | tune | runtime |
 #           models | bench | bench-full | int8 | all.  T_<stage>: a time limit in seconds for the long steps.
 set -uo pipefail
 stage=${1:-all}
@@ -36,7 +36,8 @@ run_tests() {
     tests/test_fx_indexing.py tests/test_kernels_matmul.py tests/test_fx_math.py \
     tests/test_resize_upsampling.py tests/test_matmul_batches.py tests/test_gemm_hopper.py \
     tests/test_sort.py tests/test_integer_math.py tests/test_moe.py tests/test_scatter.py tests/test_grid_sample.py \
-    tests/test_linear_scan.py tests/test_fft.py tests/test_complex.py tests/test_dynamo_dynamic.py 2>/dev/null)
+    tests/test_linear_scan.py tests/test_fft.py tests/test_complex.py tests/test_dynamo_dynamic.py tests/test_fp32_dots.py \
+    2>/dev/null)
   # SIGINT at the time limit: pytest still prints the failures it has seen and their summary.
   timeout -k 15 -s INT "${T_TESTS:-400}" python3 -m pytest -p no:cacheprovider -n 14 -v --tb=short $files \
     > "$out/tests.txt" 2>&1
@@ -162,6 +163,9 @@ case "$stage" in
   fp32) timeout "${T_FP32:-500}" python3 -m trident.tools zoo --precisions fp32 --entry compile --quick \
           --models "${FP32_MODELS:-transformers/bert,transformers/distilbert,torchvision/vit_b_16}" \
           --json "$out/zoo-fp32.json" --markdown "$out/zoo-fp32.md" 2>&1 | tail -8 ;;
+  # IEEE against 3xTF32 dots in the attention, conv and GEMM templates beside SDPA, cuDNN and cuBLAS,
+  # errors against float64 (scripts/fp32_dots.py)
+  fp32-dots) timeout "${T_FP32:-240}" python3 scripts/fp32_dots.py --out "$out" 2>&1 | tee "$out/fp32-dots.txt" ;;
   attention-bench) run_attention_bench ;;   # ATTENTION_ARGS: bench attention's arguments (--no-tune unless given)
   # scripts/attention_ab.py: kernel revisions and configs timed side by side with SDPA (AB_ARGS: its
   # arguments, e.g. "--rev WORKTREE --configs 3st,3st-pp --causal no")
