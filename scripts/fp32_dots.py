@@ -140,12 +140,13 @@ def main() -> None:
     b = Bench("cpu" if args.smoke else "cuda", args.smoke)
     gpu = "cpu" if args.smoke else torch.cuda.get_device_name()
     print(gpu, "torch", torch.__version__, "triton", triton.__version__)
+    os.makedirs(args.out, exist_ok=True)
+    path = os.path.join(args.out, gpu.lower().replace(" ", "-") + "-fp32-dots.json")
     for part in args.parts.split(","):
         PARTS[part](b)
-    os.makedirs(args.out, exist_ok=True)
-    name = gpu.lower().replace(" ", "-")
-    with open(os.path.join(args.out, f"{name}-fp32-dots.json"), "w") as f:
-        json.dump({"gpu": gpu, "torch": torch.__version__, "triton": triton.__version__, "rows": b.rows}, f, indent=1)
+        with open(path, "w") as f:  # after each part: a run stopped by its time limit keeps the parts done
+            json.dump({"gpu": gpu, "torch": torch.__version__, "triton": triton.__version__, "rows": b.rows}, f,
+                      indent=1)
 
 
 if __name__ == "__main__":
