@@ -110,26 +110,30 @@ SANITIZE: bool = _env_flag("TRIDENT_SANITIZE")
 # FP32 matmuls/convs may use TF32 tensor cores (opt-in: changes numerics).
 ALLOW_TF32: bool = _env_flag("TRIDENT_ALLOW_TF32")
 
-# How a generated or template kernel multiplies fp32 operands (tl.dot's input_precision):
+# How generated and template kernels multiply fp32 operands (tl.dot's input_precision):
 #   "ieee"   on the FMA units, each product exact before its fp32 sum;
 #   "tf32x3" on the tensor cores as three TF32 products (each operand split into a TF32 part and
 #            its TF32 remainder; the remainders' product dropped): within a few fp32 ulps of
 #            "ieee", the arithmetic torch's own fp32 attention (its memory-efficient SDPA kernel)
 #            uses;
 #   "tf32"   one TF32 product (10-bit mantissas), what TRIDENT_ALLOW_TF32=1 asks for.
+# Unset (None): each template's own (kernels/common.py, FP32_DOTS_BY_TEMPLATE).
 FP32_DOTS_CHOICES = ("ieee", "tf32x3", "tf32")
 
 
-def _fp32_dots() -> str:
+def _fp32_dots() -> str | None:
     if ALLOW_TF32:
         return "tf32"
-    value = os.environ.get("TRIDENT_FP32_DOTS", "ieee").strip().lower()
+    value = os.environ.get("TRIDENT_FP32_DOTS")
+    if value is None or not value.strip():
+        return None
+    value = value.strip().lower()
     if value not in FP32_DOTS_CHOICES:
         raise ValueError(f"TRIDENT_FP32_DOTS={value!r}: expected one of {', '.join(FP32_DOTS_CHOICES)}")
     return value
 
 
-FP32_DOTS: str = _fp32_dots()
+FP32_DOTS: str | None = _fp32_dots()
 
 # 16-bit and fp32 GEMM kernels that cuBLAS computes whole (no epilogue, or a bias it adds), and those whose
 # epilogue pass costs less than cuBLAS saves, start on cuBLAS (kernels/blas.py); TRIDENT_LIBRARY_GEMM=0 starts

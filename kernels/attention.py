@@ -393,12 +393,15 @@ def smem_bytes(cfg: LaunchConfig, head_dim: int, head_dim_v: int, elem_bytes: in
     attention_kernel exactly at head dims 64-256, with and without bool / fp16 / fp32 masks, and
     over-estimates Triton 3.6's. Causal or not alike: the two key loops share their buffers (each
     builds its pointer tiles, attention_program). A per-key mask (MASK_PER_KEY) stages a BLOCK_N
-    vector, not a tile: counted as a tile, conservatively."""
+    vector, not a tile: counted as a tile, conservatively. fp32 on the tensor cores stages a second
+    Q tile: what Triton 3.6 asked of 128x64 and 64x64 configs with 3xTF32 dots at head dim 128 on
+    an H100 (262,144 bytes each, 64 and 32 KB past the rest)."""
     bd, bdv = head_block(head_dim), head_block(head_dim_v)
     p_tile = cfg.BLOCK_M * cfg.BLOCK_N * elem_bytes if bd != head_dim or bd > 128 else 0
     masks = (cfg.num_stages - 1) * cfg.BLOCK_M * cfg.BLOCK_N * mask_bytes
     staged = cfg.num_stages * cfg.BLOCK_N * (bd + bdv)
-    return (cfg.BLOCK_M * bd + staged) * elem_bytes + max(p_tile, masks)
+    q_tiles = 2 if elem_bytes == 4 and fp32_on_tensor_cores(torch.float32, "attention") else 1
+    return (q_tiles * cfg.BLOCK_M * bd + staged) * elem_bytes + max(p_tile, masks)
 
 
 SMEM_LIMIT = 227 * 1024  # an H100 / H200 block's shared memory
@@ -547,10 +550,13 @@ def _fp32_config(head_dim: int, small_m: int) -> LaunchConfig:
     both operands in registers: tiles must shrink as the head dim grows. From ptxas on sm_90 (Triton
     3.9): 32x64 on 8 warps takes 130 registers at head dim 32, 32x32 218 at 64; from 128 on every
     tile spills, 16x16 the least (exact fp32 attention at those head dims is correct, not fast)."""
-    if fp32_on_tensor_cores(torch.float32):
-        # Three TF32 wgmmas a dot: 64x64 on one warpgroup spills nothing up to head dim 128 (ptxas,
-        # sm_90, Triton 3.9; 68 bytes at 256); _fit gives up stages and blocks for shared memory.
-        return attention_config(min(64, small_m), 64, 4, 2)
+    if fp32_on_tensor_cores(torch.float32, "attention"):
+        # 3xTF32 (or TF32) dots: 128x64 on two warpgroups, two stages (H100, do_bench: 0.83 ms over
+        # 8 x 12 x 1,370 x d64 against 0.98 for 64x64 on one and SDPA's 1.46; at head dim 128, where
+        # it needs 256 KB of shared memory, _fit takes 32-key steps: 0.86 ms at 4 x 16 x 1,024,
+        # SDPA 0.78). docs/performance.md, "FP32".
+        m = min(128, small_m)
+        return attention_config(m, 64, 8 if m == 128 else 4, 2)
     if head_dim <= 32:
         return attention_config(min(32, small_m), 64, 8, 2)
     if head_dim <= 64:
@@ -566,7 +572,7 @@ def candidate_configs(Lq: int, Lk: int, head_dim: int, dtype, head_dim_v: int | 
     unpaired), then (hopper: the problem fits that kernel here) the warp-specialized kernel's
     configs."""
     head_dim_v = head_dim if head_dim_v is None else head_dim_v
-    if fp32_on_tensor_cores(dtype):
+    if fp32_on_tensor_cores(dtype, "attention"):
         rest = [attention_config(64, 64, 4, 2), attention_config(64, 32, 4, 3), attention_config(128, 64, 8, 2),
                 attention_config(64, 32, 4, 2), attention_config(128, 32, 8, 2)]
     elif dtype == torch.float32:
@@ -768,6 +774,6 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Ten
         MASK_KIND=plan.mask_kind,
         CAUSAL=plan.causal_offset is not None, BLOCK_M=cfg.BLOCK_M, BLOCK_N=cfg.BLOCK_N,
         BLOCK_D=head_block(plan.D), BLOCK_DV=head_block(plan.DV),
-        INPUT_PRECISION=precision or dot_precision(q.dtype), ZERO_NAN_ROWS=zero_nan_rows, PAIRED=paired,
+        INPUT_PRECISION=precision or dot_precision(q.dtype, "attention"), ZERO_NAN_ROWS=zero_nan_rows, PAIRED=paired,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages)
     return o

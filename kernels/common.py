@@ -116,16 +116,26 @@ def interpreter_block(size: int, lo: int = 16, hi: int = 64) -> int:
     return max(lo, min(hi, next_pow2(size)))
 
 
-def dot_precision(dtype) -> str:
-    """tl.dot's input_precision for operands of `dtype`: TRIDENT_FP32_DOTS for fp32 (compiler/config.py),
-    "ieee" (unused) for the others."""
-    return _config.FP32_DOTS if dtype == torch.float32 else "ieee"
+# How each template multiplies fp32 operands unless TRIDENT_FP32_DOTS says otherwise (compiler/config.py;
+# docs/performance.md, "FP32"; H100, triton.testing.do_bench): convolutions and attention as 3xTF32 on the
+# tensor cores (ResNet-50's 3x3 convs at b32 1.3-2.9x cuDNN in true fp32; attention over 1,370 tokens 1.8x
+# torch's SDPA, which computes 3xTF32 itself), within a few fp32 ulps; GEMMs (and 1x1 convs, which run as
+# GEMMs) in IEEE fp32, where cuBLAS's SGEMM ran 1.4-1.7x the 3xTF32 tiles timed.
+FP32_DOTS_BY_TEMPLATE = {"gemm": "ieee", "conv": "tf32x3", "attention": "tf32x3"}
 
 
-def fp32_on_tensor_cores(dtype) -> bool:
-    """fp32 operands whose dots run on the tensor cores (TF32 or 3xTF32): tiles shaped as for 16-bit ones,
-    not for the FMA units."""
-    return dtype == torch.float32 and _config.FP32_DOTS != "ieee"
+def dot_precision(dtype, template: str) -> str:
+    """tl.dot's input_precision for `template`'s ("gemm", "conv", "attention") operands of `dtype`:
+    for fp32, TRIDENT_FP32_DOTS or the template's own; "ieee" (unused) for the others."""
+    if dtype != torch.float32:
+        return "ieee"
+    return _config.FP32_DOTS or FP32_DOTS_BY_TEMPLATE[template]
+
+
+def fp32_on_tensor_cores(dtype, template: str) -> bool:
+    """fp32 operands whose dots run on the tensor cores (TF32 or 3xTF32): tiles shaped as for 16-bit
+    ones, not for the FMA units."""
+    return dtype == torch.float32 and dot_precision(dtype, template) != "ieee"
 
 
 def is_int8(dtype) -> bool:

@@ -388,11 +388,13 @@ def heuristic_config(M: int, oc_per_group: int, c_per_group: int, kh: int, kw: i
         if cdiv(M, 256) < NUM_SMS_H200:
             return tile_config(64, 64, 32, 8, 4, 3)
         return tile_config(256, 64, 32, 8, 4, 3)
-    if elem == 4 and fp32_on_tensor_cores(dtype):
-        # 3xTF32 (or TF32) dots: 16-deep K steps on 8 warps spill nothing at 128x128 (ptxas, sm_90;
-        # 32-deep ones spill 108-207 bytes)
-        bn = max(16, min(128, next_pow2(oc_per_group)))
-        return tile_config(128 if M >= 8192 else 64, bn, 16, 8, 8 if M >= 8192 else 4, 4)
+    if elem == 4 and fp32_on_tensor_cores(dtype, "conv"):
+        # 3xTF32 (or TF32) dots: 128x64 tiles of 32-deep K steps on one warpgroup, 3 stages, were the
+        # fastest of four tiles on three of ResNet-50's four 3x3 convs at b32 and within 5% on the
+        # fourth (H100, do_bench; 0.119-0.193 ms against cuDNN's true fp32 0.159-0.361 and 0.143-0.347
+        # for 128x128 of 16-deep steps on 8 warps: docs/performance.md, "FP32"). Small problems take
+        # 64-row tiles, so that more of them fill the SMs.
+        return tile_config(128 if M >= 8192 else 64, max(16, min(64, next_pow2(oc_per_group))), bk, 8, 4, 3)
     if M < 8192:  # small batches: more, smaller tiles to fill the SMs
         if elem == 4:  # FMA-bound true fp32: see common.FP32_TILE_LADDER
             return tile_config(*fp32_tile(M, oc_per_group), bk, 8, 4, 4)
@@ -461,10 +463,11 @@ def candidate_configs(M: int, oc_per_group: int, c_per_group: int, kh: int, kw: 
     h = heuristic_config(M, oc_per_group, c_per_group, kh, kw, dtype)
     bk, bn, min_k = h.BLOCK_K, min(h.BLOCK_N, 128), min_block_k(dtype.itemsize)
     other_k = max(min_k, bk // 2) if bk > min_k else min(bk * 2, max(min_k, next_pow2(c_per_group)))
-    if fp32_on_tensor_cores(dtype):
-        return list(dict.fromkeys([h, tile_config(128, bn, 16, 8, 8, 4), tile_config(64, bn, 16, 8, 4, 4),
-                                   tile_config(128, bn, 32, 8, 8, 3), tile_config(64, bn, 32, 8, 4, 3),
-                                   tile_config(128, min(bn, 64), 16, 8, 4, 4)]))
+    if fp32_on_tensor_cores(dtype, "conv"):
+        wide = max(16, min(128, next_pow2(oc_per_group)))
+        return list(dict.fromkeys([h, tile_config(128, wide, bk, 8, 8, 3), tile_config(64, wide, bk, 8, 4, 3),
+                                   tile_config(128, bn, bk, 8, 4, 3), tile_config(64, bn, bk, 8, 4, 3),
+                                   tile_config(128, wide, 16, 8, 8, 4)]))
     if dtype.itemsize == 4:  # the fp32 sweeps' runners-up (batch 1 and 256)
         return list(dict.fromkeys([h, tile_config(32, 32, bk, 8, 4, 4), tile_config(16, 64, bk, 8, 4, 4),
                                    tile_config(16, 32, bk, 8, 4, 3), tile_config(32, 64, bk, 8, 4, 3),
@@ -590,8 +593,9 @@ def conv2d_nhwc(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = No
         return y
     has_bias = bias is not None
     bias_arg = bias.contiguous() if has_bias else y  # dummy pointer, never read when HAS_BIAS is False
+    given_precision = input_precision
     if input_precision is None:
-        input_precision = dot_precision(x.dtype)
+        input_precision = dot_precision(x.dtype, "conv")
 
     if is_depthwise(C, OC, groups):
         if streams_rows(KH, KW, sh, dh, OW) and (config is None or config.get("ROWS") is not None):
@@ -607,7 +611,7 @@ def conv2d_nhwc(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = No
 
     if is_pointwise_gemm(KH, KW, stride, padding, groups) and (dh, dw) == (1, 1):
         return _pointwise_conv(x, w if prepacked else pack_conv_weight(w, groups), bias, y, config,
-                               input_precision)
+                               given_precision or dot_precision(x.dtype, "gemm"))  # (it runs as a GEMM)
 
     if uses_row_tile(cpg, KW, groups, (dh, dw)):
         # prepacked weights are pack_conv_weight's [OC, KH, KW, C]: back to [OC, C, KH, KW]

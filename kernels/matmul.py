@@ -291,7 +291,7 @@ def _fp32_config(M: int, N: int, bk: int) -> LaunchConfig:
     few 128x128 fill the SMs. True fp32 (FMA units, see common.FP32_TILE_LADDER): with SMs to spare a
     128x128 tile with a 16-deep K step: 8192^3 in 37.2 ms against 46.7 for 128x256x32 (cuBLAS 21.5;
     fp32 sweep)."""
-    if fp32_on_tensor_cores(torch.float32):
+    if fp32_on_tensor_cores(torch.float32, "gemm"):
         if cdiv(M, 128) * cdiv(N, 128) >= NUM_SMS_H200:
             return tile_config(128, 128, bk, 8, 8, 3)
         return tile_config(64, 128 if N >= 128 else 64, bk, 8, 4, 3)
@@ -306,7 +306,7 @@ def candidate_configs(M: int, N: int, K: int, dtype) -> list[LaunchConfig]:
     min_k = min_block_k(dtype.itemsize)
     bk = max(min_k, min(_block_k(dtype), next_pow2(K)))
     half = max(min_k, bk // 2)
-    if fp32_on_tensor_cores(dtype):
+    if fp32_on_tensor_cores(dtype, "gemm"):
         cands = [heuristic_config(M, N, K, dtype), tile_config(128, 128, bk, 8, 8, 3),
                  tile_config(64, 128, bk, 8, 4, 3), tile_config(128, 128, 16, 8, 8, 4),
                  tile_config(64, 64, bk, 8, 4, 3), tile_config(32, 64, bk, 8, 4, 3)]
@@ -387,7 +387,7 @@ def matmul(a: torch.Tensor, b: torch.Tensor, *, b_k_major: bool = False, out_dty
     if out_dtype is None:
         out_dtype = torch.int32 if is_int8(a.dtype) else a.dtype
     if input_precision is None:
-        input_precision = dot_precision(a.dtype)
+        input_precision = dot_precision(a.dtype, "gemm")
     c = torch.empty((M, N), device=a.device, dtype=out_dtype)
     if M == 0 or N == 0:
         return c

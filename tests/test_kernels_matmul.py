@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import trident.kernels.matmul as mm
+from trident.compiler import config
 from trident.kernels.common import check_tile, pipeline_smem_bytes, tile_config
 from trident.kernels.matmul import candidate_configs, heuristic_config, matmul, matmul_tile
 
@@ -272,6 +273,7 @@ def test_fp32_heuristic_keeps_the_sms_busy(monkeypatch, M, N, K):
     from trident.kernels.common import FP32_MIN_PROGRAMS, FP32_TILE_LADDER, cdiv
 
     monkeypatch.setattr(mm, "is_interpreter", lambda: False)
+    monkeypatch.setattr(config, "FP32_DOTS", "ieee")  # (the FMA units' tiles, whatever the environment says)
     cfg = heuristic_config(M, N, K, torch.float32)
     programs = cdiv(M, cfg.BLOCK_M) * cdiv(N, cfg.BLOCK_N)
     assert programs >= FP32_MIN_PROGRAMS or (cfg.BLOCK_M, cfg.BLOCK_N) == FP32_TILE_LADDER[-1], cfg

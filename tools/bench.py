@@ -96,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("trident bench needs a CUDA GPU (the interpreter's timings mean nothing); "
                          "--dry-run runs the pipeline on the CPU")
     ctx = suite.make_context(mode, compile_modes=() if args.no_compile else args.compile_modes)
-    # FP32 anchors in true FP32, as trident's FP32 engines (unless TRIDENT_ALLOW_TF32)
+    # FP32 anchors in true FP32; trident's FP32 engines stay within a few fp32 ulps of it (unless TRIDENT_ALLOW_TF32)
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = config.ALLOW_TF32
     out = Path(args.out)
     results = _start(out, mode, ctx, args.resume)

@@ -8,11 +8,11 @@ from dataclasses import dataclass, field
 
 import torch
 
-from trident.compiler import config
 from trident.compiler.autotune.cache import canonical
 from trident.compiler.autotune.space import dtype_of
 from trident.compiler.ir.launch import LaunchConfig
 from trident.compiler.progress import progress
+from trident.kernels.common import FP32_DOTS_BY_TEMPLATE, dot_precision
 
 
 @dataclass(frozen=True)
@@ -26,11 +26,16 @@ class Peaks:
                                                   "tf32": 367.0, "int8": 1078.0})
     bandwidth_tbs: float = 4.25
 
-    def flops_per_s(self, dtype: torch.dtype) -> float:
+    def flops_per_s(self, dtype: torch.dtype, template: str = "gemm") -> float:
+        """The peak a `template`'s kernel of `dtype` can reach: at fp32 its dots' own (kernels/common.py):
+        TF32's, a third of it for 3xTF32 (three products), the FMA units' for IEEE."""
         name = str(dtype).replace("torch.", "")
-        if name == "float32" and config.ALLOW_TF32:
-            name = "tf32"
-        return self.tflops.get(name, self.tflops["float16"]) * 1e12
+        if name != "float32":
+            return self.tflops.get(name, self.tflops["float16"]) * 1e12
+        dots = dot_precision(torch.float32, template if template in FP32_DOTS_BY_TEMPLATE else "gemm")
+        if dots == "ieee":
+            return self.tflops["float32"] * 1e12
+        return self.tflops["tf32"] * 1e12 / (3 if dots == "tf32x3" else 1)
 
 
 @dataclass
@@ -49,7 +54,7 @@ class KernelRow:
     trials: list = field(default_factory=list)   # [config str, ms, error or None]
 
     def roofline_ms(self, peaks: Peaks) -> float:
-        compute = self.flops / peaks.flops_per_s(dtype_of(self.problem)) if self.flops else 0.0
+        compute = self.flops / peaks.flops_per_s(dtype_of(self.problem), self.template) if self.flops else 0.0
         return max(compute, self.bytes / (peaks.bandwidth_tbs * 1e12)) * 1e3
 
     def figures(self, peaks: Peaks) -> dict:

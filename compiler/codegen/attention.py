@@ -101,5 +101,5 @@ def _program_call(pointers: list[str], plan, scale: float, dtype: torch.dtype, z
                             "CAUSAL": plan.causal_offset is not None}))
     lines.append("BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, " + _keywords(
         {"BLOCK_D": template.head_block(plan.D), "BLOCK_DV": template.head_block(plan.DV),
-         "INPUT_PRECISION": dot_precision(dtype), "ZERO_NAN_ROWS": zero_nan_rows}) + ", PAIRED=PAIRED")
+         "INPUT_PRECISION": dot_precision(dtype, "attention"), "ZERO_NAN_ROWS": zero_nan_rows}) + ", PAIRED=PAIRED")
     return "    attention_program(\n" + ",\n".join(" " * 8 + line for line in lines) + ")\n"

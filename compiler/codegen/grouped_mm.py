@@ -41,7 +41,7 @@ def generate(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: li
             f"BLOCK_K: tl.constexpr):\n"
             f"    grouped_mm_program({params},\n        {call},\n"
             f"        BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, BLOCK_K=BLOCK_K, BLOCK_E={next_pow2(E)!r}, "
-            f"INPUT_PRECISION={dot_precision(x.dtype)!r})\n")
+            f"INPUT_PRECISION={dot_precision(x.dtype, 'gemm')!r})\n")
     grid = f"(program_count({S}, {E}, meta['BLOCK_M']), triton.cdiv({N}, meta['BLOCK_N']))"
     src += "\n\n" + _launcher(args, grid, cfg, _empty(graph, outputs))
     problem = {"template": "grouped_mm", "S": S, "K": K, "N": N, "E": E, "dtype": x.dtype}

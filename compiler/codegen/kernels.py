@@ -519,8 +519,9 @@ def matmul(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: list
     w.line("offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)")
     w.line("offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)")
     b_sk, b_sn = weight_strides(anchor, b.strides)
+    precision = dot_precision(a.dtype, "gemm")
     pointer_tile = (f"acc = matmul_tile({a_ptr}, {b_ptr}, {rows}, {N}, {K}, {stride_am}, {a.strides[-1]}, "
-                    f"{b_sk}, {b_sn}, offs_m, offs_n, BLOCK_M, BLOCK_N, BLOCK_K, '{dot_precision(a.dtype)}')")
+                    f"{b_sk}, {b_sn}, offs_m, offs_n, BLOCK_M, BLOCK_N, BLOCK_K, '{precision}')")
     tma = not batch and a.dtype == b.dtype and gemm_operands_fit(a.dtype.itemsize, stride_am, a.strides[-1],
                                                                  b_sk, b_sn)
     blas = not batch and not is_int8_anchor(anchor) and _holds_product(outputs, layouts, a, b, out_shape)
@@ -531,7 +532,7 @@ def matmul(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: list
         product = (f"tl.load({out} + (offs_m[:, None] * {N} + offs_n[None, :]), mask=prims.in_bounds("
                    f"offs_m[:, None], {rows}, BLOCK_M) & prims.in_bounds(offs_n[None, :], {N}, BLOCK_N), "
                    f"other=0).to(tl.float32)")
-    _gemm_tile(w, pointer_tile, tma, K, b_sk == 1, dot_precision(a.dtype), product)
+    _gemm_tile(w, pointer_tile, tma, K, b_sk == 1, precision, product)
     tile_lines, w.lines = w.lines, list(batch_index)  # what follows is the epilogue function's body
     w.line(f"mmask = prims.in_bounds(offs_m[:, None], {rows}, BLOCK_M)")
     w.line(f"nmask = prims.in_bounds(offs_n[None, :], {N}, BLOCK_N)")
@@ -742,7 +743,7 @@ def _conv_body(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: 
         w.line("offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)")
         w.line("offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)")
         w.line(f"acc = matmul_tile({x_arg}, {w_arg}, {pixels}, {oc}, {c}, {c}, 1, 1, {c}, offs_m, offs_n, "
-               f"BLOCK_M, BLOCK_N, BLOCK_K, '{dot_precision(weight.dtype)}')")
+               f"BLOCK_M, BLOCK_N, BLOCK_K, '{dot_precision(weight.dtype, 'gemm')}')")
         w.line(f"nmask = prims.in_bounds(offs_n[None, :], {oc}, BLOCK_N)")
         first = "offs_n"
         cfg = gemm_config(pixels, oc, c, weight.dtype, _out_bytes(graph, outputs))
@@ -760,7 +761,7 @@ def _conv_body(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: 
             strided = f", {sn}, {sh_}, {sw_}, {sc}, {channels_outer}"
         w.line(f"acc = {tile}({x_arg}, {w_arg}, {geometry}, {oc}, {window}, group, {cg}, {ocg}, "
                f"offs_m, offs_n, {kh}, {kw}, BLOCK_M, BLOCK_N, BLOCK_K, "
-               f"'{dot_precision(weight.dtype)}'{strided})")
+               f"'{dot_precision(weight.dtype, 'conv')}'{strided})")
         w.line(f"nmask = prims.in_bounds(offs_n[None, :], {ocg}, BLOCK_N)")
         w.line(f"offs_c = group * {ocg} + offs_n")
         first = "offs_c"

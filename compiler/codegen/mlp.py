@@ -72,7 +72,7 @@ def generate(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: li
     rows_dims = [(d, out_shape[d]) for d in range(rank - 1)]
     rows = math.prod(out_shape[:-1])
     block_ci, block_co = template.channel_blocks(c_in, c_out)
-    precision = dot_precision(x.dtype)
+    precision = dot_precision(x.dtype, "gemm")
     args, w = Args(), KernelWriter(graph, exact_quantize=False)
     prologue = group.nodes[:group.nodes.index(up)]
     x_arg = None if prologue else args(up.inputs[0])  # (the prologue loads its own inputs)

@@ -269,7 +269,7 @@ def run(args: argparse.Namespace) -> int:
     plan = cases(set(args.only.split(",")), args.dtypes.split(","), args.bert_batch)
     require_gpu("trident bench sweep")
     torch.backends.cudnn.benchmark = True
-    # fp32 means fp32 on both sides: trident's tiles use "ieee" dots unless TRIDENT_ALLOW_TF32.
+    # fp32 means fp32-accurate on both sides: trident's tiles use "ieee" or "tf32x3" dots unless TRIDENT_ALLOW_TF32.
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = config.ALLOW_TF32
     start = time.time()
     plans = [(case, config_grid(case, args.batch)) for case in plan]
