@@ -158,11 +158,15 @@ case "$stage" in
   check) { run_safety & run_perf_memcheck; wait; } > "$out/safety.txt" 2>&1 &
          run_tests; wait; cat "$out/safety.txt" ;;
   attention) run_attention ;;
-  # fp32 transformers through torch.compile beside eager and torch.compile (the library GEMMs at fp32:
-  # docs/performance.md, "FP32"; FP32_MODELS: the zoo's models)
-  fp32) timeout "${T_FP32:-500}" python3 -m trident.tools zoo --precisions fp32 --entry compile --quick \
-          --models "${FP32_MODELS:-transformers/bert,transformers/distilbert,torchvision/vit_b_16}" \
-          --json "$out/zoo-fp32.json" --markdown "$out/zoo-fp32.md" 2>&1 | tail -8 ;;
+  # fp32 models through torch.compile beside eager and torch.compile (the library GEMMs, 3xTF32
+  # convolutions and attention: docs/performance.md, "FP32"; FP32_MODELS: the zoo's models), then
+  # with every dot IEEE (TRIDENT_FP32_DOTS=ieee, no torch.compile anchor) to set beside them
+  fp32) models="${FP32_MODELS:-transformers/bert,torchvision/vit_b_16,torchvision/resnet50}"
+        timeout "${T_FP32:-300}" python3 -m trident.tools zoo --precisions fp32 --entry compile --quick --models "$models" \
+          --json "$out/zoo-fp32.json" --markdown "$out/zoo-fp32.md" 2>&1 | tail -8
+        TRIDENT_FP32_DOTS=ieee TRIDENT_CACHE_DIR=/tmp/trident-cache-ieee timeout "${T_FP32:-300}" python3 -m trident.tools zoo \
+          --precisions fp32 --entry compile --quick --no-inductor --models "$models" \
+          --json "$out/zoo-fp32-ieee.json" --markdown "$out/zoo-fp32-ieee.md" 2>&1 | tail -8 ;;
   # IEEE against 3xTF32 dots in the attention, conv and GEMM templates beside SDPA, cuDNN and cuBLAS,
   # errors against float64 (scripts/fp32_dots.py)
   fp32-dots) timeout "${T_FP32:-240}" python3 scripts/fp32_dots.py --out "$out" 2>&1 | tee "$out/fp32-dots.txt" ;;
