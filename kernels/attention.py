@@ -748,7 +748,7 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Ten
     q [B, H, Lq, D] (or [N, Lq, D], or [B, W, H, Lq, D]), k [B, H_KV, Lk, D], v [B, H_KV, Lk, DV];
     H_KV dividing H is grouped-query attention. mask: bool (True = attend) or additive, broadcastable to the scores.
     causal: None, "top_left" (torch's is_causal) or "bottom_right" (KV-cache alignment).
-    precision: "ieee" | "tf32x3" | "tf32" for fp32 inputs (default: TRIDENT_FP32_DOTS).
+    precision: "ieee" | "tf32x3" | "tf32" for fp32 inputs (default: common.dot_precision(dtype, "attention")).
     zero_nan_rows: rows whose probabilities are NaN give zeros (the exporters' IsNaN guard)."""
     if not (q.dtype == k.dtype == v.dtype) or q.dtype not in (torch.float16, torch.bfloat16, torch.float32):
         raise ValueError(f"attention wants q, k, v of one float dtype, got {q.dtype}, {k.dtype}, {v.dtype}")

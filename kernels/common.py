@@ -120,7 +120,7 @@ def interpreter_block(size: int, lo: int = 16, hi: int = 64) -> int:
 # docs/performance.md, "FP32"; H100, triton.testing.do_bench): convolutions and attention as 3xTF32 on the
 # tensor cores (ResNet-50's 3x3 convs at b32 1.3-2.9x cuDNN in true fp32; attention over 1,370 tokens 1.8x
 # torch's SDPA, which computes 3xTF32 itself), within a few fp32 ulps; GEMMs (and 1x1 convs, which run as
-# GEMMs) in IEEE fp32, where cuBLAS's SGEMM ran 1.4-1.7x the 3xTF32 tiles timed.
+# GEMMs) in IEEE fp32, where cuBLAS's SGEMM ran 1.4-1.5x the best 3xTF32 tile timed.
 FP32_DOTS_BY_TEMPLATE = {"gemm": "ieee", "conv": "tf32x3", "attention": "tf32x3"}
 
 

@@ -563,6 +563,8 @@ def conv2d_nhwc(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = No
     prepacked: w is already pack_conv_weight's [OC, KH, KW, C/groups] (or, for depthwise,
     pack_depthwise_weight's [KH, KW, C]), as an engine stores it; skips the per-call reformat.
     out_dtype: y's dtype (default x's, int32 for int8); int8 output from int8 saturates the accumulator.
+    input_precision: "ieee" | "tf32x3" | "tf32" for fp32 inputs; default: common.dot_precision(dtype,
+    "conv"), or "gemm" for a 1x1 conv (it runs as a GEMM).
     """
     if x.dim() != 4 or w.dim() not in ((3, 4) if prepacked else (4,)) or (prepacked and not w.is_contiguous()):
         raise ValueError(f"conv2d_nhwc: bad ranks x {tuple(x.shape)}, w {tuple(w.shape)} (prepacked={prepacked})")

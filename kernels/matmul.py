@@ -286,9 +286,10 @@ def _int8_config(M: int, N: int, K: int, bk: int, out_bytes: int) -> LaunchConfi
 
 
 def _fp32_config(M: int, N: int, bk: int) -> LaunchConfig:
-    """fp32 tiles. On the tensor cores (3xTF32 or TF32 dots): 128x128 on two warpgroups, 32-deep K
-    steps, 3 stages (no spill, ptxas sm_90; 4 warps spill), 64-row tiles on one warpgroup where too
-    few 128x128 fill the SMs. True fp32 (FMA units, see common.FP32_TILE_LADDER): with SMs to spare a
+    """fp32 tiles. On the tensor cores (TRIDENT_FP32_DOTS=tf32x3 or tf32): 128x128 on two warpgroups,
+    32-deep K steps, 3 stages (no spill, ptxas sm_90; 4 warps spill; with 3xTF32 dots 0.67-0.74x
+    cuBLAS's SGEMM on an H100: GEMMs keep IEEE dots by default), 64-row tiles on one warpgroup where
+    too few 128x128 fill the SMs. True fp32 (FMA units, see common.FP32_TILE_LADDER): with SMs to spare a
     128x128 tile with a 16-deep K step: 8192^3 in 37.2 ms against 46.7 for 128x256x32 (cuBLAS 21.5;
     fp32 sweep)."""
     if fp32_on_tensor_cores(torch.float32, "gemm"):
@@ -374,7 +375,7 @@ def matmul(a: torch.Tensor, b: torch.Tensor, *, b_k_major: bool = False, out_dty
            config: LaunchConfig | None = None, input_precision: str | None = None) -> torch.Tensor:
     """a [M, K] @ b, where b is [K, N], or [N, K] when b_k_major. int8 inputs give int32.
 
-    input_precision: "ieee" | "tf32x3" | "tf32" for fp32 inputs; default: TRIDENT_FP32_DOTS.
+    input_precision: "ieee" | "tf32x3" | "tf32" for fp32 inputs; default: common.dot_precision(dtype, "gemm").
     """
     if a.dim() != 2 or b.dim() != 2:
         raise ValueError(f"matmul wants 2-D operands, got {tuple(a.shape)} and {tuple(b.shape)}")
