@@ -221,6 +221,30 @@ def test_fuzzer_finds_no_raw_exception_wrong_answer_escape_or_foreign_code():
     assert report["escaped"] == [] and not report["foreign"], report["table"]
 
 
+def test_a_worker_with_a_long_list_of_cases_does_not_wait_forever(tmp_path, monkeypatch):
+    """A worker's cases and its results each more than a pipe holds (`trident fuzz-files --workers 1`
+    with 700 cases hung: the cases went down a pipe the worker stopped reading while its results
+    filled the other). A stand-in worker echoes 2,000 cases of 1 KB; it must finish in seconds."""
+    import os
+    import threading
+    from types import SimpleNamespace
+
+    from trident.tools import fuzz_files
+
+    echo = ("import json, sys\nfor line in sys.stdin:\n"
+            "    print(json.dumps({'id': json.loads(line)['id'], 'kind': 'ok', 'detail': 'x' * 1000}), flush=True)")
+    monkeypatch.setattr(fuzz_files, "WORKER_COMMAND", ("-c", echo))
+    stand_in = SimpleNamespace(root=tmp_path, env=lambda: dict(os.environ))
+    cases = [{"id": f"c{i}", "family": "header", "pad": "y" * 1000} for i in range(2000)]
+    results = []
+    worker = threading.Thread(target=lambda: results.extend(fuzz_files._Worker(stand_in, cases).finish()),
+                              daemon=True)
+    worker.start()
+    worker.join(60)
+    assert not worker.is_alive(), "the worker and its parent wait on each other"
+    assert [r["id"] for r in results] == [c["id"] for c in cases]
+
+
 # ----------------------------------------------------------- profiled (shape-generic) ----
 @pytest.fixture(scope="module")
 def profiled(tmp_path_factory):

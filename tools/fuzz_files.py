@@ -21,7 +21,6 @@ import copy
 import json
 import os
 import random
-import struct
 import subprocess
 import sys
 import tempfile
@@ -367,6 +366,9 @@ class Fuzz:
         return results
 
 
+WORKER_COMMAND = ("-m", "trident.tools.fuzz_files", "--worker")  # (the context file's path follows)
+
+
 class _Worker:
     """One worker process over a list of cases; restarted after a crash."""
 
@@ -375,13 +377,15 @@ class _Worker:
         self._start()
 
     def _start(self):
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "trident.tools.fuzz_files", "--worker", str(self.fuzz.root / "context.json")],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-            env=self.fuzz.env(), cwd=self.fuzz.root)
-        for case in self.todo:
-            self.proc.stdin.write(json.dumps(case) + "\n")
-        self.proc.stdin.close()
+        # The cases reach the worker from a file, not a pipe: written to a pipe before its results
+        # were read, a long list filled both pipes and the two processes waited on each other.
+        with tempfile.TemporaryFile("w+", dir=self.fuzz.root) as todo:
+            todo.writelines(json.dumps(case) + "\n" for case in self.todo)
+            todo.seek(0)
+            self.proc = subprocess.Popen(
+                [sys.executable, *WORKER_COMMAND, str(self.fuzz.root / "context.json")],
+                stdin=todo, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                env=self.fuzz.env(), cwd=self.fuzz.root)
 
     def finish(self) -> list[dict]:
         while self.todo:
