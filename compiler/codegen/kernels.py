@@ -561,7 +561,7 @@ def matmul(group: Group, graph: Graph, layouts: dict[str, Layout], outputs: list
     imports = TILE_IMPORTS + "\nfrom trident.kernels.matmul import matmul_tile"
     if tma:
         imports += ", matmul_tile_tma\nfrom trident.kernels.tma import gemm_descriptors"
-    exact_fp32 = a.dtype == torch.float32 and config.FP32_DOTS != "tf32"
+    exact_fp32 = a.dtype == torch.float32 and precision != "tf32"  # (precision: the tile's, above)
     if blas:
         imports += "\nfrom trident.kernels.blas import kernel_config, library_gemm"
         imports += ", cublas_rounds_fp32" if exact_fp32 else ""
