@@ -1,21 +1,25 @@
 """Generated kernels on disk: each is a Python module that calls the templates beside this file.
 
-`load_kernel` writes a kernel's source to the kernel cache and imports it; Triton reads the file back
-when it compiles the @triton.jit code. The runtime loads the kernels an engine runs, the autotuner
-the ones it times, and its compile workers import the same files.
+`load_kernel` writes a kernel's source to the kernel cache and imports it. The runtime loads the
+kernels an engine runs, the autotuner the ones it times, and its compile workers import the same files.
 
 The cache is an input like any other: a file is named `<kernel name>_<sha256 of its contents>.py`
 and its contents are hashed again before it is imported. A file that does not match its name (edited,
 truncated), cannot be read, or is not a regular file is written again from the source, with a
 warning; it is never imported as it was. Kernel names are Python identifiers, never paths.
+
+A module runs the very text that was checked, never the file read a second time: another process
+may change the file between the check and the import. Python compiles the checked text, and Triton,
+which reads a @triton.jit function's text back through `linecache`, finds that text there.
 """
 from __future__ import annotations
 
 import hashlib
-import importlib.util
+import linecache
 import os
 import shutil
 import sys
+import types
 import warnings
 from pathlib import Path
 
@@ -51,7 +55,7 @@ def load_kernel(name: str, source: str, directory: Path | None = None):
     path = kernel_path(name, source, directory or default_kernel_dir())
     if not _holds(path, source):
         _write(path, source)
-    return import_kernel_file(path)
+    return import_kernel_file(path, source)
 
 
 def _holds(path: Path, source: str) -> bool:
@@ -86,21 +90,48 @@ def _write(path: Path, source: str) -> None:
                          f"(cache folder {path.parent}; {CLEAR_HINT}, or set TRIDENT_CACHE_DIR)") from None
 
 
-def import_kernel_file(path) -> object:
-    """Import a generated kernel file once per process (a failed import leaves no trace)."""
+def import_kernel_file(path, source: str | None = None) -> object:
+    """Import a generated kernel file once per process (a failed import leaves no trace). It runs
+    `source` when given (the caller has checked the file holds it), else the file's text, read once
+    and checked against the digest in its name."""
     path = Path(path)
     module_name = f"trident_kernels.{path.stem}"
     if module_name in sys.modules:
         return sys.modules[module_name]
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    module = importlib.util.module_from_spec(spec)
+    if source is None:
+        source = _checked_text(path)
+    filename = str(path)
+    code = compile(source, filename, "exec")
+    # mtime None: linecache.checkcache never replaces these lines with the file's current text.
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    module = types.ModuleType(module_name)
+    module.__file__ = filename
     sys.modules[module_name] = module
     try:
-        spec.loader.exec_module(module)
+        exec(code, module.__dict__)
     except BaseException:
         del sys.modules[module_name]
+        linecache.cache.pop(filename, None)
         raise
     return module
+
+
+def _checked_text(path: Path) -> str:
+    """A kernel file's text, when it is a regular file whose contents match the digest in its name."""
+    if not os.path.lexists(path):
+        raise CacheError(f"kernel cache file {path} does not exist ({CLEAR_HINT})")
+    if path.is_symlink() or not path.is_file():
+        raise CacheError(f"kernel cache file {path} is not a regular file ({CLEAR_HINT})")
+    try:
+        data = path.read_bytes()
+        text = data.decode()
+    except (OSError, UnicodeDecodeError) as e:
+        raise CacheError(f"kernel cache file {path} cannot be read: {e} ({CLEAR_HINT})") from None
+    named = path.stem.rpartition("_")[2]
+    if digest(text) != named:
+        raise CacheError(f"kernel cache file {path}: its contents hash to {digest(text)}, its name says "
+                         f"{named} (edited or truncated; {CLEAR_HINT})")
+    return text
 
 
 __all__ = ["check_name", "default_kernel_dir", "digest", "import_kernel_file", "kernel_path", "load_kernel"]

@@ -287,7 +287,7 @@ def _int8_config(M: int, N: int, K: int, bk: int, out_bytes: int) -> LaunchConfi
 
 def _fp32_config(M: int, N: int, bk: int) -> LaunchConfig:
     """fp32 tiles. On the tensor cores (TRIDENT_FP32_DOTS=tf32x3 or tf32): 128x128 on two warpgroups,
-    32-deep K steps, 3 stages (no spill, ptxas sm_90; 4 warps spill; with 3xTF32 dots 0.67-0.74x
+    32-deep K steps, 3 stages (no spill, ptxas sm_90; 4 warps spill; with 3xTF32 dots 0.65-0.74x
     cuBLAS's SGEMM on an H100: GEMMs keep IEEE dots by default), 64-row tiles on one warpgroup where
     too few 128x128 fill the SMs. True fp32 (FMA units, see common.FP32_TILE_LADDER): with SMs to spare a
     128x128 tile with a 16-deep K step: 8192^3 in 37.2 ms against 46.7 for 128x256x32 (cuBLAS 21.5;

@@ -452,7 +452,8 @@ def test_compile_pool_answers_every_job_and_reports_errors(tmp_path):
         results = [f.result(timeout=120) for f in futures]
     finally:
         pool.close()
-    assert all("FileNotFoundError" in r.get("error", "") for r in results), results
+    assert all(r.get("error", "").startswith("CacheError") and "does not exist" in r["error"]
+               for r in results), results
     assert pool.broken is None
 
 

@@ -5,6 +5,7 @@ the issue names one by one."""
 from __future__ import annotations
 
 import hashlib
+import inspect
 import subprocess
 import sys
 from pathlib import Path
@@ -164,6 +165,56 @@ def test_an_edited_kernel_cache_file_is_rewritten_with_a_warning(tmp_path):
     assert module.VALUE == 2.0 and path.read_text() == source
 
 
+KERNEL_SOURCE = """import triton
+import triton.language as tl
+
+
+@triton.jit
+def kernel(x_ptr):
+    tl.store(x_ptr, tl.load(x_ptr) + 1)
+
+
+VALUE = 1
+"""
+
+
+def test_a_kernel_file_changed_after_its_check_is_not_what_runs(tmp_path, monkeypatch):
+    """Another process rewrites the file between the cache's check and the import: Python runs the
+    checked text, and Triton reads that text back too."""
+    from trident.kernels import loader
+
+    sentinel = tmp_path / "FOREIGN_CODE_RAN"
+
+    def checked_then_swapped(path, source):
+        loader._write(path, source)
+        path.write_text(f"open({str(sentinel)!r}, 'w')\nVALUE = 2\n" + source.replace(" + 1", " - 1"))
+        return True
+
+    monkeypatch.setattr(loader, "_holds", checked_then_swapped)
+    module = load_kernel("k_swapped", KERNEL_SOURCE, tmp_path)
+    assert module.VALUE == 1 and not sentinel.exists()
+    text = inspect.getsource(module.kernel.fn)  # what Triton compiles (or interprets)
+    assert "+ 1" in text and "- 1" not in text
+    x = torch.zeros(1)
+    module.kernel[(1,)](x)
+    assert x.item() == 1.0
+
+
+def test_a_kernel_file_imported_by_path_must_match_its_name(tmp_path):
+    """The compile workers import files by path: the text is checked against the name's digest."""
+    from trident.compiler.errors import CacheError
+    from trident.kernels.loader import import_kernel_file
+
+    sentinel = tmp_path / "FOREIGN_CODE_RAN"
+    path = kernel_path("k_named", KERNEL_SOURCE, tmp_path)
+    path.write_text(f"open({str(sentinel)!r}, 'w')\n" + KERNEL_SOURCE)
+    with pytest.raises(CacheError, match=r"k_named_.*hash to .* name says"):
+        import_kernel_file(path)
+    assert not sentinel.exists()
+    path.write_text(KERNEL_SOURCE)
+    assert import_kernel_file(path).VALUE == 1
+
+
 def test_a_folder_in_place_of_a_kernel_file_is_replaced(tmp_path):
     source = "VALUE = 1\n"
     path = kernel_path("k_dir", source, tmp_path)
@@ -225,19 +276,16 @@ def test_a_worker_with_a_long_list_of_cases_does_not_wait_forever(tmp_path, monk
     """A worker's cases and its results each more than a pipe holds (`trident fuzz-files --workers 1`
     with 700 cases hung: the cases went down a pipe the worker stopped reading while its results
     filled the other). A stand-in worker echoes 2,000 cases of 1 KB; it must finish in seconds."""
-    import os
     import threading
-    from types import SimpleNamespace
 
     from trident.tools import fuzz_files
 
     echo = ("import json, sys\nfor line in sys.stdin:\n"
             "    print(json.dumps({'id': json.loads(line)['id'], 'kind': 'ok', 'detail': 'x' * 1000}), flush=True)")
     monkeypatch.setattr(fuzz_files, "WORKER_COMMAND", ("-c", echo))
-    stand_in = SimpleNamespace(root=tmp_path, env=lambda: dict(os.environ))
     cases = [{"id": f"c{i}", "family": "header", "pad": "y" * 1000} for i in range(2000)]
     results = []
-    worker = threading.Thread(target=lambda: results.extend(fuzz_files._Worker(stand_in, cases).finish()),
+    worker = threading.Thread(target=lambda: results.extend(fuzz_files._Worker(tmp_path, cases).finish()),
                               daemon=True)
     worker.start()
     worker.join(60)

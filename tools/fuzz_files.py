@@ -10,7 +10,8 @@ generated at). Then, seeded:
 - cache cases damage one file of the kernel cache, the autotune cache or a timing-cache file
   (flipped bytes, truncation, foreign code, edited configs, a folder or a link in its place).
 Every case is loaded and run in a worker process (many cases per worker; a worker that dies is
-restarted and its case counted as a crash). A case passes when it ends in a trident error or in
+restarted and its case counted as a crash, with the last line it wrote to stderr). Each worker has
+its own copy of the caches and the timing file, so one worker's damage never meets another's case. A case passes when it ends in a trident error or in
 the clean engine's outputs. Foreign code injected by the cases would create a sentinel file; the
 sentinel must never appear, and no file may appear outside the cache and the case files.
 """
@@ -21,6 +22,8 @@ import copy
 import json
 import os
 import random
+import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -152,7 +155,7 @@ def damage_bytes(data: bytes, rng: random.Random, sentinel: str) -> bytes:
     if action == 4:
         return data.replace(b"/", b"*").replace(b" + ", b" - ")
     if action == 5:
-        return os.urandom(rng.randrange(1, 200))
+        return rng.randbytes(rng.randrange(1, 200))  # (from the seed: a run repeats exactly)
     if action == 6:
         return data + b"\n" + _foreign(sentinel).encode()
     return data.replace(b"BLOCK", b"BLOCK_", 1)
@@ -219,7 +222,7 @@ def _run_cache_case(case: dict, ctx: dict) -> tuple[str, str]:
     from trident.compiler.build import compile_graph, engine_from, import_model
 
     _forget_kernel_modules()
-    target, path = case["target"], Path(case["path"])
+    target, path = case["target"], Path(ctx["root"]) / case["path"]
     kind = case["damage"]
     if kind == "dir":
         path.unlink(missing_ok=True)
@@ -280,6 +283,23 @@ def worker(context_file: str) -> int:
 
 
 # --------------------------------------------------------------------------- driver ----
+def _context(root: Path, shared: Path) -> dict:
+    """The files a process works on: the caches and the timing file under `root` (its own), the
+    engine files and the outside file under `shared`."""
+    return {"root": str(root), "autotune": str(root / "cache" / "autotune"), "timing": str(root / "timing.json"),
+            "engine_file": str(shared / "clean.engine"), "profiled_file": str(shared / "profiled.engine"),
+            "outside": str(shared / "outside.py")}
+
+
+def _env(root: Path) -> dict:
+    return dict(os.environ, TRIDENT_CACHE_DIR=str(root / "cache"), TRIDENT_QUIET="1")
+
+
+# Where a run may write: the case files, and each worker's (or the clean copy's) caches and timing file
+# (a timing file is replaced through a hidden temporary beside it). Any other new file escaped.
+WRITABLE = re.compile(r"work/run/(cases(/|$)|(worker\d+/)?(cache(/|$)|\.?timing\.json|stderr\.log$))")
+
+
 class Fuzz:
     def __init__(self, root: Path, seed: int, sentinel: Path):
         self.root, self.seed, self.sentinel = root, seed, sentinel
@@ -288,23 +308,28 @@ class Fuzz:
         self.cases_dir = root / "cases"
         self.cases_dir.mkdir(parents=True, exist_ok=True)
 
-    def env(self) -> dict:
-        env = dict(os.environ, TRIDENT_CACHE_DIR=str(self.cache), TRIDENT_QUIET="1")
-        return env
-
     def prepare(self) -> dict:
         """Build and save the clean engine, fill the caches (in a subprocess: this process keeps
-        no trident state), and return the workers' context."""
-        ctx = {"engine_file": str(self.root / "clean.engine"),
-               "profiled_file": str(self.root / "profiled.engine"), "autotune": str(self.cache / "autotune"),
-               "timing": str(self.root / "timing.json"), "outside": str(self.root / "outside.py")}
+        no trident state), and return the clean files' context."""
+        ctx = _context(self.root, self.root)
         (self.root / "context.json").write_text(json.dumps(ctx))
         code = ("import sys; from trident.tools.fuzz_files import prepare_files; "
                 "prepare_files(sys.argv[1])")
         subprocess.run([sys.executable, "-c", code, str(self.root / "context.json")], check=True,
-                       env=self.env(), cwd=self.root)
+                       env=_env(self.root), cwd=self.root)
         Path(ctx["outside"]).write_text(_foreign(str(self.sentinel)))
         return ctx
+
+    def worker_roots(self, workers: int) -> list[Path]:
+        """Each worker's private copy of the clean caches and timing file."""
+        roots = []
+        for k in range(workers):
+            root = self.root / f"worker{k}"
+            shutil.copytree(self.cache, root / "cache", symlinks=True)
+            shutil.copy2(self.root / "timing.json", root / "timing.json")
+            (root / "context.json").write_text(json.dumps(_context(root, self.root)))
+            roots.append(root)
+        return roots
 
     def header_cases(self, n: int, ctx: dict) -> list[dict]:
         from trident.runtime.format import read_engine_file
@@ -343,7 +368,8 @@ class Fuzz:
                 damage, data = "json", self._json_edit(clean, target)
             else:
                 damage, data = "bytes", damage_bytes(clean, self.rng, str(self.sentinel))
-            cases.append({"id": f"c{k}", "family": "cache", "target": target, "path": str(path),
+            cases.append({"id": f"c{k}", "family": "cache", "target": target,
+                          "path": str(path.relative_to(self.root)),
                           "damage": damage, "bytes": data.hex(), "clean": clean.hex(),
                           "what": f"{target} {damage} {path.name}"})
         return cases
@@ -357,10 +383,10 @@ class Fuzz:
             data["entries"][key] = edit_tuning_entry(data["entries"][key], self.rng, str(self.sentinel))
         return json.dumps(data).encode()
 
-    def run(self, cases: list[dict], workers: int, ctx: dict) -> list[dict]:
-        chunks = [cases[k::workers] for k in range(workers)]
+    def run(self, cases: list[dict], roots: list[Path]) -> list[dict]:
+        chunks = [cases[k::len(roots)] for k in range(len(roots))]
         results = []
-        procs = [_Worker(self, chunk) for chunk in chunks if chunk]
+        procs = [_Worker(root, chunk) for root, chunk in zip(roots, chunks) if chunk]
         for p in procs:
             results += p.finish()
         return results
@@ -370,35 +396,30 @@ WORKER_COMMAND = ("-m", "trident.tools.fuzz_files", "--worker")  # (the context 
 
 
 class _Worker:
-    """One worker process over a list of cases; restarted after a crash."""
+    """One worker process over a list of cases, in its own folder `root`; restarted after a crash."""
 
-    def __init__(self, fuzz: Fuzz, cases: list[dict]):
-        self.fuzz, self.todo, self.results = fuzz, list(cases), []
+    def __init__(self, root: Path, cases: list[dict]):
+        self.root, self.todo, self.results = Path(root), list(cases), []
+        self.stderr = self.root / "stderr.log"
         self._start()
 
     def _start(self):
         # The cases reach the worker from a file, not a pipe: written to a pipe before its results
         # were read, a long list filled both pipes and the two processes waited on each other.
-        with tempfile.TemporaryFile("w+", dir=self.fuzz.root) as todo:
+        self.stderr_from = self.stderr.stat().st_size if self.stderr.exists() else 0
+        with tempfile.TemporaryFile("w+", dir=self.root) as todo, open(self.stderr, "ab") as stderr:
             todo.writelines(json.dumps(case) + "\n" for case in self.todo)
             todo.seek(0)
             self.proc = subprocess.Popen(
-                [sys.executable, *WORKER_COMMAND, str(self.fuzz.root / "context.json")],
-                stdin=todo, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                env=self.fuzz.env(), cwd=self.fuzz.root)
+                [sys.executable, *WORKER_COMMAND, str(self.root / "context.json")],
+                stdin=todo, stdout=subprocess.PIPE, stderr=stderr, text=True,
+                env=_env(self.root), cwd=self.root)
 
     def finish(self) -> list[dict]:
         while self.todo:
             line = self.proc.stdout.readline()
             if not line:  # the worker died: its current case crashed it
-                self.proc.wait()
-                case = self.todo.pop(0)
-                self.results.append({"id": case["id"], "kind": "crash",
-                                     "detail": f"worker exit code {self.proc.returncode}"})
-                if case.get("family") == "cache":
-                    _restore(Path(case["path"]), case["clean"])
-                if self.todo:
-                    self._start()
+                self._crashed(self.todo.pop(0))
                 continue
             message = json.loads(line)
             if "ready" in message:
@@ -407,6 +428,18 @@ class _Worker:
             self.results.append(message)
         self.proc.wait()
         return self.results
+
+    def _crashed(self, case: dict) -> None:
+        self.proc.wait()
+        with open(self.stderr, "rb") as f:
+            f.seek(self.stderr_from)
+            said = f.read().decode(errors="replace").strip().splitlines()
+        detail = f"worker exit code {self.proc.returncode}" + (f": {said[-1][:200]}" if said else "")
+        self.results.append({"id": case["id"], "kind": "crash", "detail": detail})
+        if case.get("family") == "cache":
+            _restore(self.root / case["path"], case["clean"])
+        if self.todo:
+            self._start()
 
 
 def prepare_files(context_file: str) -> None:
@@ -470,15 +503,14 @@ def fuzz(headers: int, caches: int, seed: int = 0, workers: int = 2, root: Path 
         f = Fuzz(fuzz_root, seed, sentinel)
         ctx = f.prepare()
         cases = f.header_cases(headers, ctx) + f.cache_cases(caches, ctx)
+        roots = f.worker_roots(workers)
         before = snapshot(base)
-        results = f.run(cases, workers, ctx)
+        results = f.run(cases, roots)
         what = {c["id"]: c["what"] for c in cases}
         for r in results:
             r["what"] = what[r["id"]]
         after = snapshot(base)
-        allowed = ("work/run/cache", "work/run/cases", "work/run/timing.json")
-        escaped = sorted(p for p in after - before
-                         if not p.startswith(allowed) and not p.startswith("work/run/.timing.json"))
+        escaped = sorted(p for p in after - before if not WRITABLE.match(p))
         foreign = sentinel.exists() or any(p.endswith(SENTINEL) for p in after)
         return {"results": results, "cases": cases, "escaped": escaped, "foreign": foreign,
                 "table": summary(results, cases, escaped, foreign)}
