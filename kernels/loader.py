@@ -90,16 +90,22 @@ def _write(path: Path, source: str) -> None:
                          f"(cache folder {path.parent}; {CLEAR_HINT}, or set TRIDENT_CACHE_DIR)") from None
 
 
+def import_cached_kernel(path) -> object:
+    """Import a kernel cache file by its path alone (the compile workers): its text, read once, must
+    match the digest in its name."""
+    path = Path(path)
+    return import_kernel_file(path, _checked_text(path))
+
+
 def import_kernel_file(path, source: str | None = None) -> object:
-    """Import a generated kernel file once per process (a failed import leaves no trace). It runs
-    `source` when given (the caller has checked the file holds it), else the file's text, read once
-    and checked against the digest in its name."""
+    """Import a Python file of kernels once per process (a failed import leaves no trace). It runs
+    `source` when given (the text the caller checked the file holds), else the file's text read once."""
     path = Path(path)
     module_name = f"trident_kernels.{path.stem}"
     if module_name in sys.modules:
         return sys.modules[module_name]
     if source is None:
-        source = _checked_text(path)
+        source = path.read_text()
     filename = str(path)
     code = compile(source, filename, "exec")
     # mtime None: linecache.checkcache never replaces these lines with the file's current text.
@@ -134,4 +140,5 @@ def _checked_text(path: Path) -> str:
     return text
 
 
-__all__ = ["check_name", "default_kernel_dir", "digest", "import_kernel_file", "kernel_path", "load_kernel"]
+__all__ = ["check_name", "default_kernel_dir", "digest", "import_cached_kernel", "import_kernel_file", "kernel_path",
+           "load_kernel"]

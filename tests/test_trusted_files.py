@@ -203,16 +203,16 @@ def test_a_kernel_file_changed_after_its_check_is_not_what_runs(tmp_path, monkey
 def test_a_kernel_file_imported_by_path_must_match_its_name(tmp_path):
     """The compile workers import files by path: the text is checked against the name's digest."""
     from trident.compiler.errors import CacheError
-    from trident.kernels.loader import import_kernel_file
+    from trident.kernels.loader import import_cached_kernel
 
     sentinel = tmp_path / "FOREIGN_CODE_RAN"
     path = kernel_path("k_named", KERNEL_SOURCE, tmp_path)
     path.write_text(f"open({str(sentinel)!r}, 'w')\n" + KERNEL_SOURCE)
     with pytest.raises(CacheError, match=r"k_named_.*hash to .* name says"):
-        import_kernel_file(path)
+        import_cached_kernel(path)
     assert not sentinel.exists()
     path.write_text(KERNEL_SOURCE)
-    assert import_kernel_file(path).VALUE == 1
+    assert import_cached_kernel(path).VALUE == 1
 
 
 def test_a_folder_in_place_of_a_kernel_file_is_replaced(tmp_path):

@@ -19,11 +19,11 @@ def compile_job(job: dict) -> dict:
 
     from trident.kernels.blas import kernel_config
     from trident.kernels.gemm_hopper import tile_options
-    from trident.kernels.loader import import_kernel_file
+    from trident.kernels.loader import import_cached_kernel
     from trident.kernels.tma import warmup_descriptors
 
     try:
-        module = import_kernel_file(job["path"])
+        module = import_cached_kernel(job["path"])
         args = [getattr(torch, d) for d in job["dtypes"]]
         config = kernel_config(job["config"])  # what launch() passes the kernel
         if config.get("WS"):  # a Gluon kernel (kernels/attention_hopper.py): compiled at its first launch
