@@ -156,6 +156,31 @@ def test_gather_nd_of_one_constant_coordinate_is_a_slice():
     assert torch_steps(engine) == [] and not {"gather", "gather_nd"} & set(compiled_ops(model))
 
 
+def _positions(places: list[int], d: int | None) -> np.ndarray:
+    """Each place's position along dim d (0 everywhere for None)."""
+    if d is None:
+        return np.zeros(places, I64)
+    return np.broadcast_to(np.arange(places[d]).reshape([-1 if e == d else 1 for e in range(len(places))]), places)
+
+
+@pytest.mark.parametrize("x_shape, places, dims, from_end, views", [
+    ([2, 5], [2, 1, 1, 5], [0, 3], False, True),   # transformers' padding mask [b, s] -> [b, 1, 1, s]
+    ([5, 2, 3], [2, 4, 5], [2, 0], False, True),   # onto dims in another order, broadcast over a dim of 4
+    ([5, 2, 3], [2, 4, 5], [2, 0], True, True),    # the same positions counted from the end
+    ([1, 5], [3, 5], [None, 1], False, True),      # 0 in a dim of 1, broadcast over 3 places
+    ([2, 6], [2, 1, 5], [0, 2], False, False),     # positions of only part of a dim: the lookup
+])
+def test_gather_nd_of_each_places_own_position_is_a_view(x_shape, places, dims, from_end, views):
+    """GatherND(x, stacked aranges) as transformers' masks are exported: x rearranged, no kernel."""
+    i = np.stack([_positions(places, d) for d in dims], -1)
+    if from_end:
+        i = i - np.array(x_shape[:len(dims)], I64)
+    model = make_model([node("GatherND", ["x", "i"])], {"x": (F32, x_shape)}, ["y"], {"i": i})
+    engine = check_engine(model, {"x": np.random.default_rng(9).standard_normal(x_shape).astype(F32)})
+    assert torch_steps(engine) == []
+    assert bool({"gather", "gather_nd"} & set(compiled_ops(model))) != views
+
+
 @pytest.mark.parametrize("reduction", ["none", "add", "mul", "max", "min"])
 def test_scatter_elements(reduction):
     model = make_model([node("ScatterElements", ["x", "i", "u"], axis=1, reduction=reduction)],

@@ -13,6 +13,13 @@ math runs in a pointwise kernel ahead of the lookup.
 
 Lowered where the types are static; GatherNDs of one coordinate and no batch dims are Gathers
 already (frontend/onnx/indexing.py).
+
+A GatherND whose constant coordinates each give a place's own position along one of its dims is
+x itself, rearranged: transformers builds its padding mask as `mask[arange(b)[:, None, None, None],
+arange(s)[None, None, None, :]]`, exported as a GatherND of those aranges, stacked. It becomes
+views and a broadcast of x (`_as_views`): no kernel, and no constant that depends on the sizes (the
+flat rows of the lowering do, through the strides, and no probe's rows are a slice of the max
+sizes' rows, so a shape-generic engine could not be built).
 """
 from __future__ import annotations
 
@@ -33,7 +40,8 @@ def lower_gather_nd(graph: Graph) -> Graph:
         if not (x.is_static and indices.is_static and indices.rank and indices.shape[-1]) \
                 or indices.dtype not in (torch.int32, torch.int64):
             return None
-        return _as_gather(rb, node, x, indices, node.attrs.get("batch_dims", 0))
+        batch_dims = node.attrs.get("batch_dims", 0)
+        return (batch_dims == 0 and _as_views(rb, node, x)) or _as_gather(rb, node, x, indices, batch_dims)
 
     return rewrite(graph, rewrite_gather)
 
@@ -51,3 +59,54 @@ def _as_gather(rb: Rebuild, node: Node, x, indices, batch_dims: int) -> list[str
     flat = flat_rows(b, rb.value(node.inputs[1]), addressed, places, rows, node.name, first_row)
     table = b.add1("reshape", [rb.value(node.inputs[0])], {"shape": [rows] + rest}, node.name + "_rows")
     return b.add("gather", [table, flat], {"axis": 0}, node.name, outputs=node.outputs)
+
+
+def _as_views(rb: Rebuild, node: Node, x) -> list[str] | None:
+    """x with its addressed dims moved to the places whose positions the coordinates are, where
+    every coordinate is one (else None)."""
+    coordinates = rb.constant(node.inputs[1])
+    if coordinates is None or coordinates.numel() == 0:
+        return None
+    depth, places = coordinates.shape[-1], list(coordinates.shape[:-1])
+    sizes, rest = list(x.shape[:depth]), list(x.shape[depth:])
+    targets = _position_dims(coordinates, sizes)
+    if targets is None:
+        return None
+    b, name = rb.builder, node.name
+    kept = [j for j, d in enumerate(targets) if d is not None]
+    y = rb.value(node.inputs[0])
+    if len(kept) < depth:  # coordinates that are 0 in a dim of 1
+        y = b.add1("reshape", [y], {"shape": [sizes[j] for j in kept] + rest}, name + "_kept")
+    order = sorted(range(len(kept)), key=lambda i: targets[kept[i]])
+    if order != sorted(order):
+        perm = order + list(range(len(kept), len(kept) + len(rest)))
+        y = b.add1("transpose", [y], {"perm": perm}, name + "_to_places")
+    used = {targets[j] for j in kept}
+    spread = [places[d] if d in used else 1 for d in range(len(places))] + rest
+    out = places + rest
+    if spread == out:
+        return b.add("reshape", [y], {"shape": out}, name, outputs=node.outputs)
+    y = b.add1("reshape", [y], {"shape": spread}, name + "_at_places")
+    return b.add("expand", [y], {"shape": out}, name, outputs=node.outputs)
+
+
+def _position_dims(coordinates: torch.Tensor, sizes: list[int]) -> list[int | None] | None:
+    """For each coordinate j, the place dim d whose position it is everywhere (an arange over all of
+    x's dim j along d, broadcast over the other dims; each d once), or None where it is 0 in a dim
+    of 1; None when some coordinate is neither."""
+    places = list(coordinates.shape[:-1])
+    free, targets = set(range(len(places))), []
+    for j, size in enumerate(sizes):
+        c = coordinates[..., j].to(torch.int64)
+        c = torch.where(c < 0, c + size, c)
+        d = next((d for d in sorted(free) if places[d] == size and torch.equal(c, _positions(places, d))), None)
+        if d is None and not (size == 1 and bool((c == 0).all())):
+            return None
+        free.discard(d)
+        targets.append(d)
+    return targets
+
+
+def _positions(places: list[int], d: int) -> torch.Tensor:
+    along = [n if e == d else 1 for e, n in enumerate(places)]
+    return torch.arange(places[d], dtype=torch.int64).reshape(along).expand(places)

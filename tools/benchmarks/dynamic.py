@@ -42,9 +42,9 @@ def _timed(fn, dry: bool) -> float | None:
 
 def bert_section(dry: bool, device: str) -> list[dict]:
     """BERT-base dims of transformers' BertConfig (768 hidden, 12 layers, 12 heads, 3072, 30522
-    words) in trident's own BertEncoder (module names follow transformers'): transformers' own
-    exported mask folds into a constant of the sizes that is not a slice of its max-size value,
-    which a profile refuses."""
+    words) in trident's own BertEncoder (module names follow transformers'), the model of the
+    figures in docs/dynamic-shapes.md. transformers' BertModel builds with the same kind of profile,
+    through torch and through the dynamo exporter's ONNX (tests/test_dynamic_shapes.py)."""
     from trident.compiler import build_engine
     from trident.models.bert import BERT_BASE_VOCAB, BertEncoder
 
