@@ -595,10 +595,6 @@ def conv2d_nhwc(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = No
         return y
     has_bias = bias is not None
     bias_arg = bias.contiguous() if has_bias else y  # dummy pointer, never read when HAS_BIAS is False
-    given_precision = input_precision
-    if input_precision is None:
-        input_precision = dot_precision(x.dtype, "conv")
-
     if is_depthwise(C, OC, groups):
         if streams_rows(KH, KW, sh, dh, OW) and (config is None or config.get("ROWS") is not None):
             return depthwise_rows(x, w if prepacked else pack_rows_weight(w), bias, y, (pt, pl), sw, dw, config)
@@ -613,7 +609,8 @@ def conv2d_nhwc(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = No
 
     if is_pointwise_gemm(KH, KW, stride, padding, groups) and (dh, dw) == (1, 1):
         return _pointwise_conv(x, w if prepacked else pack_conv_weight(w, groups), bias, y, config,
-                               given_precision or dot_precision(x.dtype, "gemm"))  # (it runs as a GEMM)
+                               input_precision or dot_precision(x.dtype, "gemm"))  # (it runs as a GEMM)
+    input_precision = input_precision or dot_precision(x.dtype, "conv")
 
     if uses_row_tile(cpg, KW, groups, (dh, dw)):
         # prepacked weights are pack_conv_weight's [OC, KH, KW, C]: back to [OC, C, KH, KW]

@@ -129,8 +129,7 @@ def _checked_text(path: Path) -> str:
     if path.is_symlink() or not path.is_file():
         raise CacheError(f"kernel cache file {path} is not a regular file ({CLEAR_HINT})")
     try:
-        data = path.read_bytes()
-        text = data.decode()
+        text = path.read_bytes().decode()
     except (OSError, UnicodeDecodeError) as e:
         raise CacheError(f"kernel cache file {path} cannot be read: {e} ({CLEAR_HINT})") from None
     named = path.stem.rpartition("_")[2]

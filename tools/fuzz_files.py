@@ -11,9 +11,10 @@ generated at). Then, seeded:
   (flipped bytes, truncation, foreign code, edited configs, a folder or a link in its place).
 Every case is loaded and run in a worker process (many cases per worker; a worker that dies is
 restarted and its case counted as a crash, with the last line it wrote to stderr). Each worker has
-its own copy of the caches and the timing file, so one worker's damage never meets another's case. A case passes when it ends in a trident error or in
-the clean engine's outputs. Foreign code injected by the cases would create a sentinel file; the
-sentinel must never appear, and no file may appear outside the cache and the case files.
+its own copy of the caches and the timing file, so one worker's damage never meets another's case.
+A case passes when it ends in a trident error or in the clean engine's outputs. Foreign code
+injected by the cases would create a sentinel file; the sentinel must never appear, and no file may
+appear outside the cache and the case files.
 """
 from __future__ import annotations
 

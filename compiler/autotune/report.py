@@ -32,6 +32,7 @@ class Peaks:
         name = str(dtype).replace("torch.", "")
         if name != "float32":
             return self.tflops.get(name, self.tflops["float16"]) * 1e12
+        # (problem templates other than conv and attention, 1x1 convs' "matmul" among them, multiply as GEMMs)
         dots = dot_precision(torch.float32, template if template in FP32_DOTS_BY_TEMPLATE else "gemm")
         if dots == "ieee":
             return self.tflops["float32"] * 1e12
